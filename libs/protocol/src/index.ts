@@ -1,0 +1,6 @@
+export * from './errors';
+export * from './fields';
+export * from './rpc';
+export * from './trace';
+export * from './units';
+export * from './packet';

@@ -1,0 +1,110 @@
+/**
+ * Trace events: the lab's printk/lockdep. Every service publishes them, fire-and-forget, on
+ * `mmlab.trace.<service>.<instance>`; the observer stores them and runs the invariant checker.
+ *
+ * Times are milliseconds since the epoch with microsecond fraction (performance.timeOrigin +
+ * performance.now()). Services on one machine share a clock; across machines the checker's
+ * time-based rules are as good as NTP.
+ */
+import { z } from 'zod';
+import { ERROR_CODES } from './errors';
+import { Access, Addr, Agent, Gen, MapFlag, OpId, Pfn, Pid, Prot, Token, Value } from './fields';
+import { FaultKind } from './rpc';
+
+export const TRACE_PREFIX = 'mmlab.trace';
+export const TRACE_WILDCARD = `${TRACE_PREFIX}.>`;
+export const traceSubject = (service: string, instance: string): string =>
+  `${TRACE_PREFIX}.${service}.${instance}`;
+
+export const Service = z.enum(['mm', 'cpu', 'observer', 'lab', 'kvm', 'hca']);
+export type Service = z.infer<typeof Service>;
+
+const base = {
+  /** instance-unique: `<instance>:<seq>` */
+  id: z.string(),
+  ts: z.number().describe('ms since epoch'),
+  service: Service,
+  instance: z.string(),
+  op: OpId.optional().describe('operation that emitted it (a fault, a munmap, ...)'),
+};
+
+/** Lock names: `ptl:<pmd index>` (split PTE lock, pte_lockptr) or `ptl:mm` (mm->page_table_lock). */
+export const LockName = z.string().regex(/^ptl:(mm|\d+)$/);
+
+const ev = <K extends string, S extends z.ZodRawShape>(kind: K, shape: S) =>
+  z.object({ ...base, kind: z.literal(kind), ...shape });
+
+export const TraceEvent = z.discriminatedUnion('kind', [
+  ev('process.create', { pid: Pid }),
+  ev('vma.map', { pid: Pid, start: Addr, end: Addr, prot: Prot, flags: z.array(MapFlag) }),
+  ev('vma.unmap', { pid: Pid, start: Addr, end: Addr }),
+  ev('fault.begin', { pid: Pid, addr: Addr, access: Access, agent: Agent }),
+  ev('fault.end', {
+    pid: Pid,
+    addr: Addr,
+    access: Access,
+    agent: Agent,
+    result: z.union([z.literal('ok'), z.enum(ERROR_CODES)]),
+    kind: FaultKind.optional(),
+    pfn: Pfn.optional(),
+    gen: Gen.optional(),
+    durMs: z.number(),
+    retries: z.number().int(),
+  }),
+  ev('ptl.acquire', { pid: Pid, lock: LockName, owner: z.string(), token: Token, waitMs: z.number() }),
+  ev('ptl.release', {
+    pid: Pid,
+    lock: LockName,
+    owner: z.string(),
+    token: Token,
+    heldMs: z.number(),
+    /** false: the lease was already gone (expired, or taken by a newer token) */
+    released: z.boolean(),
+  }),
+  ev('mmap_sem.acquire', { pid: Pid, mode: z.enum(['read', 'write']), owner: z.string(), token: Token }),
+  ev('mmap_sem.release', { pid: Pid, mode: z.enum(['read', 'write']), owner: z.string(), token: Token, released: z.boolean() }),
+  ev('pte.set', {
+    pid: Pid,
+    addr: Addr,
+    pfn: Pfn,
+    gen: Gen,
+    writable: z.boolean(),
+    lock: LockName,
+    /** fencing token of the lease the write was made under; null: inside one atomic script */
+    token: Token.nullable(),
+  }),
+  ev('pte.clear', { pid: Pid, addr: Addr, pfn: Pfn, gen: Gen, lock: LockName, token: Token.nullable() }),
+  ev('pte.reject', { pid: Pid, lock: LockName, token: Token, reason: z.string() }),
+  ev('frame.alloc', { pfn: Pfn, gen: Gen }),
+  ev('frame.free', { pfn: Pfn, gen: Gen }),
+  ev('tlb.fill', { agent: Agent, pid: Pid, addr: Addr, pfn: Pfn, gen: Gen, writable: z.boolean() }),
+  ev('tlb.flush', { agent: Agent, pid: Pid, start: Addr, end: Addr, entries: z.number().int() }),
+  ev('access', {
+    agent: Agent,
+    pid: Pid,
+    addr: Addr,
+    rw: Access,
+    value: Value,
+    pfn: Pfn,
+    /** gen the translation was made for */
+    gen: Gen,
+    /** gen the frame had when the access landed */
+    frameGen: Gen,
+    /** the frame was on the free list when the access landed */
+    frameFree: z.boolean(),
+    tStart: z.number(),
+    tEnd: z.number(),
+  }),
+  ev('debug.stall', { pid: Pid, lock: LockName, ms: z.number() }),
+  ev('barrier', { tag: z.string() }),
+]);
+
+export type TraceEvent = z.infer<typeof TraceEvent>;
+export type TraceKind = TraceEvent['kind'];
+export type EventOf<K extends TraceKind> = Extract<TraceEvent, { kind: K }>;
+/** What a service supplies; the tracer stamps id, ts, service and instance. */
+export type TraceInput = TraceEvent extends infer E
+  ? E extends TraceEvent
+    ? Omit<E, 'id' | 'ts' | 'service' | 'instance'> & { ts?: number }
+    : never
+  : never;

@@ -1,0 +1,42 @@
+/**
+ * Service configuration from the environment, validated once at start-up. The same variable
+ * names are used by the native runner (scripts/lab.sh, `mmlab run --local`) and by compose.
+ */
+import { z } from 'zod';
+import { Mode } from '@mmlab/protocol';
+
+const int = (d: number) => z.coerce.number().int().nonnegative().default(d);
+
+export const EnvSchema = z.object({
+  NATS_URL: z.string().default('nats://127.0.0.1:4222'),
+  REDIS_URL: z.string().default('redis://127.0.0.1:6379'),
+  /** Instance name, unique in the lab: mm-0, cpu0, observer ... */
+  MMLAB_INSTANCE: z.string().regex(/^[A-Za-z0-9_-]+$/).optional(),
+  MMLAB_MODE: Mode.default('patched'),
+  /** Frames in the zone (physical memory), set up by the first mm replica that starts. */
+  MMLAB_FRAMES: int(256),
+  /** PT-lock and mmap_sem lease TTL; renewed every third of it while held. */
+  MMLAB_LEASE_TTL_MS: int(2000),
+  /** bounded-ptlock-hold threshold: the lab's soft-lockup watchdog. */
+  MMLAB_SOFTLOCKUP_MS: int(1000),
+  /** Give up a fault after contention lasts this long (EAGAIN). */
+  MMLAB_FAULT_DEADLINE_MS: int(10_000),
+  /** Deadline of one NATS request between services. */
+  MMLAB_RPC_TIMEOUT_MS: int(5_000),
+  /** cpu: which CPU this process is. */
+  MMLAB_CPU_ID: int(0),
+  /** observer: HTTP port. */
+  MMLAB_OBSERVER_PORT: int(8080),
+  /** observer: where to append every event as JSON lines (empty: memory only). */
+  MMLAB_TRACE_FILE: z.string().default(''),
+});
+export type Env = z.infer<typeof EnvSchema>;
+
+export function loadEnv(env: NodeJS.ProcessEnv = process.env): Env {
+  const r = EnvSchema.safeParse(env);
+  if (!r.success) {
+    const lines = r.error.issues.map((i) => `  ${i.path.join('.')}: ${i.message}`);
+    throw new Error(`bad configuration:\n${lines.join('\n')}`);
+  }
+  return r.data;
+}

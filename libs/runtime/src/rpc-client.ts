@@ -1,0 +1,108 @@
+/**
+ * Calls another service over NATS, one round trip, speaking Nest's packet envelope so that the
+ * server side can be an ordinary `@MessagePattern` controller. The request is validated before
+ * it leaves, the reply when it arrives; every failure is an MmlabError with a wire code.
+ */
+import { randomUUID } from 'node:crypto';
+import { type NatsConnection, RequestStrategy, ErrorCode as NatsErrorCode, NatsError } from 'nats';
+import {
+  MmlabError,
+  RPC,
+  ReplyPacket,
+  type Req,
+  type Res,
+  type RpcName,
+  WireErrorSchema,
+  subjectFor,
+} from '@mmlab/protocol';
+
+export interface CallOptions {
+  /** instance id for per-instance subjects (`mmlab.cpu.{id}.access`) */
+  id?: string | number;
+  timeoutMs?: number;
+  headers?: Record<string, string>;
+}
+
+let counter = 0;
+const prefix = randomUUID().slice(0, 8);
+
+export function encodeRequest(subject: string, data: unknown): string {
+  return JSON.stringify({ id: `${prefix}-${++counter}`, pattern: subject, data });
+}
+
+/** Decode one reply packet against the RPC's response schema. Throws MmlabError. */
+export function decodeReply<N extends RpcName>(name: N, bytes: Uint8Array | string): Res<N> {
+  let raw: unknown;
+  try {
+    raw = JSON.parse(typeof bytes === 'string' ? bytes : Buffer.from(bytes).toString('utf8'));
+  } catch {
+    throw new MmlabError('EBADMSG', `reply on ${RPC[name].subject} is not JSON`);
+  }
+  const pkt = ReplyPacket.safeParse(raw);
+  if (!pkt.success) throw new MmlabError('EBADMSG', `reply on ${RPC[name].subject} is not a packet`);
+  if (pkt.data.err !== undefined) {
+    const w = WireErrorSchema.safeParse(pkt.data.err);
+    if (w.success) throw MmlabError.fromWire(w.data);
+    throw new MmlabError('EINTERNAL', `untyped error from ${RPC[name].subject}: ${JSON.stringify(pkt.data.err)}`);
+  }
+  const r = RPC[name].response.safeParse(pkt.data.response);
+  if (!r.success)
+    throw new MmlabError('EBADMSG', `reply on ${RPC[name].subject} breaks its schema: ${r.error.message}`);
+  return r.data as Res<N>;
+}
+
+function natsFailure(err: unknown, subject: string): MmlabError {
+  if (err instanceof NatsError) {
+    if (err.code === NatsErrorCode.Timeout) return new MmlabError('ETIMEDOUT', `no reply on ${subject}`);
+    if (err.code === NatsErrorCode.NoResponders) return new MmlabError('ENOHANDLER', `nobody serves ${subject}`);
+  }
+  return MmlabError.wrap(err);
+}
+
+export class RpcClient {
+  constructor(
+    readonly nc: NatsConnection,
+    private readonly defaultTimeoutMs = 5000,
+  ) {}
+
+  async call<N extends RpcName>(name: N, req: Req<N>, opts: CallOptions = {}): Promise<Res<N>> {
+    const d = RPC[name];
+    const parsed = d.request.safeParse(req);
+    if (!parsed.success) throw new MmlabError('EBADMSG', `request for ${d.subject}: ${parsed.error.message}`);
+    const subject = subjectFor(d, opts.id);
+    let msg;
+    try {
+      msg = await this.nc.request(subject, encodeRequest(subject, parsed.data), {
+        timeout: opts.timeoutMs ?? this.defaultTimeoutMs,
+      });
+    } catch (e) {
+      throw natsFailure(e, subject);
+    }
+    return decodeReply(name, msg.data);
+  }
+
+  /** Broadcast a request and collect replies until `expect` arrived or the time is up. */
+  async gather<N extends RpcName>(
+    name: N,
+    req: Req<N>,
+    opts: { expect?: number; timeoutMs?: number } = {},
+  ): Promise<Array<Res<N>>> {
+    const d = RPC[name];
+    const out: Array<Res<N>> = [];
+    const it = await this.nc.requestMany(d.subject, encodeRequest(d.subject, req), {
+      strategy: opts.expect ? RequestStrategy.Count : RequestStrategy.Timer,
+      maxMessages: opts.expect,
+      maxWait: opts.timeoutMs ?? 1000,
+    });
+    try {
+      for await (const m of it) {
+        // A status message with no payload (e.g. no responders) ends the iteration.
+        if (m.data.length === 0) break;
+        out.push(decodeReply(name, m.data));
+      }
+    } catch (e) {
+      if (!(e instanceof NatsError && e.code === NatsErrorCode.NoResponders)) throw natsFailure(e, d.subject);
+    }
+    return out;
+  }
+}

@@ -1,0 +1,194 @@
+/**
+ * The native runner: every service of the lab as its own OS process (node dist/apps/<app>),
+ * against a real nats-server and redis-server. Used by `mmlab run --local`, scripts/lab.sh
+ * and the integration tests, so all three start exactly the same thing.
+ */
+import { type ChildProcess, spawn } from 'node:child_process';
+import { createWriteStream, existsSync, mkdirSync } from 'node:fs';
+import * as path from 'node:path';
+import type { Mode } from '@mmlab/protocol';
+import { RpcClient, connectNats, sleep } from '@mmlab/runtime';
+import { type ServerHandle, freePort, startNats, startRedis, stopProcess } from './servers';
+
+export interface LabConfig {
+  mode: Mode;
+  frames: number;
+  cpus: number;
+  mmReplicas: number;
+  leaseTtlMs?: number;
+  softlockupMs?: number;
+  faultDeadlineMs?: number;
+  observer?: boolean;
+  /** extra environment for every service */
+  env?: Record<string, string>;
+}
+
+export interface ServiceSpec {
+  instance: string;
+  app: 'mm' | 'cpu' | 'observer';
+  env: Record<string, string>;
+}
+
+export const repoRoot = (): string => {
+  let d = __dirname;
+  while (!existsSync(path.join(d, 'nest-cli.json'))) {
+    const up = path.dirname(d);
+    if (up === d) throw new Error('cannot find the mmlab repository root');
+    d = up;
+  }
+  return d;
+};
+
+/** The services a config asks for, with their environment: the one list compose mirrors. */
+export function labServices(cfg: LabConfig, observerPort: number): ServiceSpec[] {
+  const common: Record<string, string> = {
+    MMLAB_MODE: cfg.mode,
+    MMLAB_FRAMES: String(cfg.frames),
+    ...(cfg.leaseTtlMs ? { MMLAB_LEASE_TTL_MS: String(cfg.leaseTtlMs) } : {}),
+    ...(cfg.softlockupMs ? { MMLAB_SOFTLOCKUP_MS: String(cfg.softlockupMs) } : {}),
+    ...(cfg.faultDeadlineMs ? { MMLAB_FAULT_DEADLINE_MS: String(cfg.faultDeadlineMs) } : {}),
+    ...cfg.env,
+  };
+  const out: ServiceSpec[] = [];
+  if (cfg.observer !== false)
+    out.push({
+      instance: 'observer',
+      app: 'observer',
+      env: { ...common, MMLAB_OBSERVER_PORT: String(observerPort) },
+    });
+  for (let i = 0; i < cfg.mmReplicas; i++) out.push({ instance: `mm-${i}`, app: 'mm', env: { ...common } });
+  for (let i = 0; i < cfg.cpus; i++)
+    out.push({ instance: `cpu${i}`, app: 'cpu', env: { ...common, MMLAB_CPU_ID: String(i) } });
+  return out;
+}
+
+export interface LabStartOptions {
+  /** use these servers instead of starting new ones */
+  natsUrl?: string;
+  redisUrl?: string;
+  /** where each service's stdout/stderr go (default: discarded) */
+  logDir?: string;
+}
+
+export class LocalLab {
+  private readonly procs = new Map<string, ChildProcess>();
+  private constructor(
+    readonly cfg: LabConfig,
+    readonly natsUrl: string,
+    readonly redisUrl: string,
+    readonly observerUrl: string | null,
+    readonly specs: ServiceSpec[],
+    private readonly servers: ServerHandle[],
+    private readonly logDir: string | undefined,
+  ) {}
+
+  static async start(cfg: LabConfig, opts: LabStartOptions = {}): Promise<LocalLab> {
+    const servers: ServerHandle[] = [];
+    try {
+      const nats = opts.natsUrl ? null : await startNats();
+      const redis = opts.redisUrl ? null : await startRedis();
+      if (nats) servers.push(nats);
+      if (redis) servers.push(redis);
+      const observerPort = await freePort();
+      const specs = labServices(cfg, observerPort);
+      const lab = new LocalLab(
+        cfg,
+        opts.natsUrl ?? nats!.url,
+        opts.redisUrl ?? redis!.url,
+        cfg.observer !== false ? `http://127.0.0.1:${observerPort}` : null,
+        specs,
+        servers,
+        opts.logDir,
+      );
+      if (opts.logDir) mkdirSync(opts.logDir, { recursive: true });
+      // mm first: the first replica formats physical memory.
+      for (const s of specs) lab.spawn(s);
+      await lab.waitReady(specs.map((s) => s.instance));
+      return lab;
+    } catch (e) {
+      await Promise.all(servers.map((s) => s.stop()));
+      throw e;
+    }
+  }
+
+  get instances(): string[] {
+    return this.specs.map((s) => s.instance);
+  }
+
+  proc(instance: string): ChildProcess {
+    const p = this.procs.get(instance);
+    if (!p) throw new Error(`no such instance ${instance}`);
+    return p;
+  }
+
+  private spawn(s: ServiceSpec): ChildProcess {
+    const main = path.join(repoRoot(), 'dist', 'apps', s.app, 'src', 'main.js');
+    if (!existsSync(main)) throw new Error(`${main} is missing: run npm run build`);
+    const proc = spawn(process.execPath, ['--enable-source-maps', main], {
+      env: {
+        ...process.env,
+        ...s.env,
+        NATS_URL: this.natsUrl,
+        REDIS_URL: this.redisUrl,
+        MMLAB_INSTANCE: s.instance,
+      },
+      stdio: ['ignore', this.logDir ? 'pipe' : 'ignore', this.logDir ? 'pipe' : 'ignore'],
+    });
+    if (this.logDir) {
+      const log = createWriteStream(path.join(this.logDir, `${s.instance}.log`), { flags: 'a' });
+      proc.stdout?.pipe(log);
+      proc.stderr?.pipe(log);
+    }
+    this.procs.set(s.instance, proc);
+    return proc;
+  }
+
+  /** Wait until every named instance answers ping. */
+  async waitReady(instances: string[], timeoutMs = 30_000): Promise<void> {
+    const nc = await connectNats(this.natsUrl, 'lab-ready');
+    const rpc = new RpcClient(nc);
+    const deadline = Date.now() + timeoutMs;
+    try {
+      for (;;) {
+        for (const i of instances) {
+          const p = this.procs.get(i);
+          if (p && p.exitCode !== null) throw new Error(`${i} exited with code ${p.exitCode} while starting`);
+        }
+        const replies = await rpc.gather('ping', {}, { timeoutMs: 300 });
+        const seen = new Set(replies.map((r) => r.instance));
+        if (instances.every((i) => seen.has(i))) return;
+        if (Date.now() > deadline)
+          throw new Error(`not ready after ${timeoutMs} ms: ${instances.filter((i) => !seen.has(i)).join(', ')}`);
+        await sleep(100);
+      }
+    } finally {
+      await nc.close();
+    }
+  }
+
+  signal(instance: string, sig: NodeJS.Signals): void {
+    this.proc(instance).kill(sig);
+  }
+
+  /** Kill (SIGKILL) and wait for the exit. */
+  async kill(instance: string): Promise<void> {
+    const p = this.proc(instance);
+    if (p.exitCode !== null || p.signalCode !== null) return;
+    const exited = new Promise<void>((r) => p.once('exit', () => r()));
+    p.kill('SIGKILL');
+    await exited;
+  }
+
+  async restart(instance: string): Promise<void> {
+    const s = this.specs.find((x) => x.instance === instance);
+    if (!s) throw new Error(`no such instance ${instance}`);
+    await stopProcess(this.proc(instance));
+    this.spawn(s);
+    await this.waitReady([instance]);
+  }
+
+  async stop(): Promise<void> {
+    await Promise.all([...this.procs.values()].map((p) => stopProcess(p)));
+    await Promise.all(this.servers.map((s) => s.stop()));
+  }
+}

@@ -1,0 +1,88 @@
+/**
+ * Real nats-server and redis-server processes on free ports, for tests and `mmlab run --local`.
+ * Binaries come from PATH (Debian packages nats-server and redis-server; scripts/ensure-deps.sh
+ * installs them where missing). Nothing here mocks either server.
+ */
+import { type ChildProcess, spawn } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import * as path from 'node:path';
+import { createConnection } from 'node:net';
+import { getRandomPort } from 'get-port-please';
+
+export interface ServerHandle {
+  readonly url: string;
+  readonly port: number;
+  readonly proc: ChildProcess;
+  stop(): Promise<void>;
+}
+
+export async function freePort(): Promise<number> {
+  return getRandomPort('127.0.0.1');
+}
+
+function waitForPort(port: number, proc: ChildProcess, what: string, timeoutMs = 15_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  return new Promise((resolve, reject) => {
+    const tryOnce = () => {
+      if (proc.exitCode !== null) return reject(new Error(`${what} exited with ${proc.exitCode}`));
+      const s = createConnection({ port, host: '127.0.0.1' });
+      s.once('connect', () => {
+        s.destroy();
+        resolve();
+      });
+      s.once('error', () => {
+        s.destroy();
+        if (Date.now() > deadline) reject(new Error(`${what} did not listen on ${port}`));
+        else setTimeout(tryOnce, 50);
+      });
+    };
+    tryOnce();
+  });
+}
+
+export function stopProcess(proc: ChildProcess, signal: NodeJS.Signals = 'SIGTERM', graceMs = 3000): Promise<void> {
+  if (proc.exitCode !== null || proc.signalCode !== null) return Promise.resolve();
+  return new Promise((resolve) => {
+    const t = setTimeout(() => proc.kill('SIGKILL'), graceMs);
+    proc.once('exit', () => {
+      clearTimeout(t);
+      resolve();
+    });
+    try {
+      // A SIGSTOPped process does not see SIGTERM until continued.
+      proc.kill('SIGCONT');
+      proc.kill(signal);
+    } catch {
+      clearTimeout(t);
+      resolve();
+    }
+  });
+}
+
+export async function startNats(port?: number): Promise<ServerHandle> {
+  const p = port ?? (await freePort());
+  const proc = spawn('nats-server', ['-a', '127.0.0.1', '-p', String(p)], { stdio: 'ignore' });
+  await waitForPort(p, proc, 'nats-server');
+  return { url: `nats://127.0.0.1:${p}`, port: p, proc, stop: () => stopProcess(proc) };
+}
+
+export async function startRedis(port?: number, extraArgs: string[] = []): Promise<ServerHandle> {
+  const p = port ?? (await freePort());
+  const dir = mkdtempSync(path.join(tmpdir(), 'mmlab-redis-'));
+  const proc = spawn(
+    'redis-server',
+    ['--port', String(p), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--dir', dir, ...extraArgs],
+    { stdio: 'ignore' },
+  );
+  await waitForPort(p, proc, 'redis-server');
+  return {
+    url: `redis://127.0.0.1:${p}`,
+    port: p,
+    proc,
+    stop: async () => {
+      await stopProcess(proc);
+      rmSync(dir, { recursive: true, force: true });
+    },
+  };
+}
