@@ -45,7 +45,8 @@ export const TraceEvent = z.discriminatedUnion('kind', [
     access: Access,
     agent: Agent,
     result: z.union([z.literal('ok'), z.enum(ERROR_CODES)]),
-    kind: FaultKind.optional(),
+    /** how it was resolved (the fault type); absent on failure */
+    how: FaultKind.optional(),
     pfn: Pfn.optional(),
     gen: Gen.optional(),
     durMs: z.number(),

@@ -4,7 +4,7 @@
  * arrives against the request schema, and turns anything thrown into a typed wire error.
  * A message that is not even JSON reaches the handler as MALFORMED and gets EBADMSG back.
  */
-import { Catch, Controller, type RpcExceptionFilter, type INestMicroservice, Logger, type Type } from '@nestjs/common';
+import { Catch, Controller, type DynamicModule, type RpcExceptionFilter, type INestMicroservice, Logger, type Type } from '@nestjs/common';
 import { NestFactory } from '@nestjs/core';
 import {
   type ConsumerDeserializer,
@@ -123,7 +123,7 @@ export interface StartOptions {
 }
 
 /** Create and start a Nest microservice on the NATS transport with the lab's conventions. */
-export async function startMicroservice(module: Type<unknown>, opts: StartOptions): Promise<INestMicroservice> {
+export async function startMicroservice(module: Type<unknown> | DynamicModule, opts: StartOptions): Promise<INestMicroservice> {
   installCrashGuards(opts.name);
   const app = await NestFactory.createMicroservice<MicroserviceOptions>(module, {
     transport: Transport.NATS,

@@ -1,0 +1,144 @@
+/**
+ * One CPU: a TLB, a hardware page walker that reads the page tables in Redis, and loads and
+ * stores that go straight to frames (as hardware does: mm is not on the access path). A TLB
+ * miss walks; a not-present or read-only PTE traps to mm (handle_mm_fault over NATS) and the
+ * access retries. mm shoots entries down with flush_tlb requests while it holds a PT lock.
+ *
+ * State (one CPU process):
+ *   tlb        (pid, vpn) → {pfn, gen, writable}: may be stale only until the shootdown that
+ *              follows any PTE change reaches this CPU; a shootdown removes entries before acking.
+ *   flushGen   bumped by every shootdown; a walk or fault reply is only filled into the TLB if
+ *              flushGen is unchanged since before the walk started (see the race below).
+ *   inflight   accesses currently using a TLB entry; a shootdown acks only after those in its
+ *              range are done (an IPI is taken at an instruction boundary, never mid-store).
+ */
+import { type Access, MmlabError, PAGE_SIZE } from '@mmlab/protocol';
+import type { Pte, Store } from '@mmlab/model';
+import { type RpcClient, type Tracer, now } from '@mmlab/runtime';
+
+interface TlbEntry extends Pte {
+  pid: number;
+  vpn: number;
+}
+
+interface Inflight {
+  pid: number;
+  vpn: number;
+  done: Promise<void>;
+}
+
+export interface AccessResult {
+  value: number;
+  pfn: number;
+  gen: number;
+  faults: number;
+  tlbHit: boolean;
+  stale: boolean;
+}
+
+const MAX_FAULTS = 32;
+
+export class Cpu {
+  private readonly tlb = new Map<string, TlbEntry>();
+  private flushGen = 0;
+  private readonly inflight = new Set<Inflight>();
+  readonly agent: string;
+
+  constructor(
+    readonly id: number,
+    private readonly store: Store,
+    private readonly rpc: RpcClient,
+    private readonly tracer: Tracer,
+  ) {
+    this.agent = `cpu${id}`;
+  }
+
+  get tlbSize(): number {
+    return this.tlb.size;
+  }
+
+  /** A user-mode load or store at addr of pid. */
+  async access(pid: number, addr: number, op: Access, value = 0): Promise<AccessResult> {
+    const vpn = Math.floor(addr / PAGE_SIZE);
+    const key = `${pid}:${vpn}`;
+    let faults = 0;
+    let hitFirst = true;
+    for (;;) {
+      const e = this.tlb.get(key);
+      if (e && (op === 'read' || e.writable)) return this.touch(e, addr, op, value, faults, hitFirst);
+      hitFirst = false;
+      // TLB miss (or a write through a read-only entry): walk.
+      //
+      //   CPU (this)                               mm
+      //   gen = flushGen; walk → PTE P
+      //                                            clear PTE P, flush_tlb → CPU: flushGen++
+      //   walk reply arrives
+      //   fill only if flushGen == gen   ← else P may already be gone: walk again
+      const gen = this.flushGen;
+      const pte = await this.store.walk(pid, vpn, this.agent);
+      if (pte && (op === 'read' || pte.writable)) {
+        if (gen === this.flushGen) this.fill(pid, vpn, pte);
+        continue;
+      }
+      if (++faults > MAX_FAULTS) throw new MmlabError('EAGAIN', `${this.agent}: ${faults} faults at 0x${addr.toString(16)}`);
+      // Trap to mm. The reply carries the PTE it installed: fill from it, under the same rule.
+      const fgen = this.flushGen;
+      const r = await this.rpc.call('fault', { pid, addr, access: op, agent: this.agent });
+      if (fgen === this.flushGen && (op === 'read' || r.writable)) this.fill(pid, vpn, r);
+    }
+  }
+
+  private fill(pid: number, vpn: number, pte: Pte): void {
+    this.tlb.set(`${pid}:${vpn}`, { pid, vpn, pfn: pte.pfn, gen: pte.gen, writable: pte.writable });
+    this.tracer.emit({ kind: 'tlb.fill', agent: this.agent, pid, addr: vpn * PAGE_SIZE, pfn: pte.pfn, gen: pte.gen, writable: pte.writable });
+  }
+
+  /** The memory access itself, through entry e; reports a use-after-free and still lands. */
+  private async touch(e: TlbEntry, addr: number, op: Access, value: number, faults: number, tlbHit: boolean): Promise<AccessResult> {
+    let finish!: () => void;
+    const me: Inflight = { pid: e.pid, vpn: e.vpn, done: new Promise<void>((r) => (finish = r)) };
+    this.inflight.add(me);
+    const tStart = now();
+    try {
+      const f = await this.store.frameAccess(e.pfn, op, value);
+      if (!f) throw new MmlabError('EFAULT', `${this.agent}: no frame ${e.pfn}`);
+      const tEnd = now();
+      const stale = f.gen !== e.gen || f.state === 'free';
+      this.tracer.emit({
+        kind: 'access',
+        agent: this.agent,
+        pid: e.pid,
+        addr,
+        rw: op,
+        value: f.value,
+        pfn: e.pfn,
+        gen: e.gen,
+        frameGen: f.gen,
+        frameFree: f.state === 'free',
+        tStart,
+        tEnd,
+      });
+      return { value: f.value, pfn: e.pfn, gen: e.gen, faults, tlbHit, stale };
+    } finally {
+      this.inflight.delete(me);
+      finish();
+    }
+  }
+
+  /** flush_tlb_func(): drop entries of pid in [start, end), wait for accesses through them. */
+  async flushTlb(pid: number, start: number, end: number, op?: string): Promise<number> {
+    this.flushGen++;
+    const s = Math.floor(start / PAGE_SIZE);
+    const e = Math.ceil(end / PAGE_SIZE);
+    let n = 0;
+    for (const [k, v] of this.tlb)
+      if (v.pid === pid && v.vpn >= s && v.vpn < e) {
+        this.tlb.delete(k);
+        n++;
+      }
+    const busy = [...this.inflight].filter((i) => i.pid === pid && i.vpn >= s && i.vpn < e);
+    await Promise.all(busy.map((i) => i.done));
+    this.tracer.emit({ kind: 'tlb.flush', op, agent: this.agent, pid, start, end, entries: n });
+    return n;
+  }
+}

@@ -1,0 +1,32 @@
+/** The cpu service: one CPU agent per process (MMLAB_CPU_ID). */
+import 'reflect-metadata';
+import { Logger } from '@nestjs/common';
+import { Store } from '@mmlab/model';
+import { RpcClient, Tracer, connectNats, loadEnv, startMicroservice } from '@mmlab/runtime';
+import { Cpu } from './cpu';
+import { CpuModule } from './cpu.module';
+
+async function bootstrap(): Promise<void> {
+  const env = loadEnv();
+  const id = env.MMLAB_CPU_ID;
+  const instance = env.MMLAB_INSTANCE ?? `cpu${id}`;
+  const store = new Store(env.REDIS_URL);
+  const nc = await connectNats(env.NATS_URL, instance);
+  const tracer = new Tracer(nc, 'cpu', instance);
+  const cpu = new Cpu(id, store, new RpcClient(nc, env.MMLAB_FAULT_DEADLINE_MS + env.MMLAB_RPC_TIMEOUT_MS), tracer);
+  const app = await startMicroservice(CpuModule.register(cpu, tracer), { natsUrl: env.NATS_URL, name: instance });
+  new Logger('cpu').log(`${instance} up`);
+  const shutdown = async () => {
+    await app.close();
+    await nc.drain();
+    await store.quit();
+    process.exit(0);
+  };
+  process.once('SIGTERM', () => void shutdown());
+  process.once('SIGINT', () => void shutdown());
+}
+
+void bootstrap().catch((e: unknown) => {
+  console.error(e);
+  process.exit(1);
+});

@@ -1,0 +1,31 @@
+/** What the mm code of one replica works with: its Redis state, NATS peers, tracer, config. */
+import type { Env, RpcClient, Tracer } from '@mmlab/runtime';
+import { OpIds, sleep } from '@mmlab/runtime';
+import type { Store } from '@mmlab/model';
+import { MmlabError } from '@mmlab/protocol';
+
+export interface MmContext {
+  readonly env: Env;
+  readonly instance: string;
+  readonly store: Store;
+  readonly tracer: Tracer;
+  readonly rpc: RpcClient;
+  readonly ids: OpIds;
+  /** Debug: the next PT-lock section sleeps this long while holding the lock (0: off). */
+  stallUnderPtlMs: number;
+}
+
+export function createContext(deps: Omit<MmContext, 'ids' | 'stallUnderPtlMs'>): MmContext {
+  return { ...deps, ids: new OpIds(deps.instance), stallUnderPtlMs: 0 };
+}
+
+/**
+ * Back off while someone else holds what we need. The first retries only yield (a spinning
+ * CPU), later ones sleep up to 5 ms; past the deadline the operation fails with EAGAIN and has
+ * changed nothing.
+ */
+export async function backoff(attempt: number, deadline: number, what: string): Promise<void> {
+  if (Date.now() > deadline) throw new MmlabError('EAGAIN', `${what} still contended at the deadline`);
+  if (attempt < 4) await new Promise((r) => setImmediate(r));
+  else await sleep(Math.min(5, attempt - 3));
+}

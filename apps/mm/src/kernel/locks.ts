@@ -1,0 +1,115 @@
+/**
+ * The locks of the mm, as Redis leases (libs/model/lease.ts):
+ *   pte_offset_map_lock() / spin_lock(ptl)   → ptlLock: spins (yield, then short sleeps)
+ *   down_write(&mm->mmap_sem)                → mmapWriteLock: sleeps
+ * Each acquire and release is traced; a release that finds the lease gone says so.
+ */
+import { MmlabError } from '@mmlab/protocol';
+import { Lease, procKeys } from '@mmlab/model';
+import { now, sleep } from '@mmlab/runtime';
+import { type MmContext, backoff } from './context';
+
+export interface HeldLock {
+  readonly lease: Lease;
+  readonly pid: number;
+  readonly lock: string;
+  readonly op: string;
+}
+
+/** spin_lock(pte_lockptr(mm, pmd)) — or &mm->page_table_lock for lock 'ptl:mm'. */
+export async function ptlLock(ctx: MmContext, pid: number, lock: string, op: string): Promise<HeldLock> {
+  const t0 = now();
+  const deadline = Date.now() + ctx.env.MMLAB_FAULT_DEADLINE_MS;
+  const owner = `${ctx.instance}/${op}`;
+  for (let attempt = 0; ; attempt++) {
+    const r = await ctx.store.ptlLock(pid, lock, owner, ctx.env.MMLAB_LEASE_TTL_MS);
+    if (r.ok) return heldPtl(ctx, pid, lock, op, r.token, t0);
+    await backoff(attempt, deadline, `${lock} of pid ${pid}`);
+  }
+}
+
+/**
+ * A PT lock just granted (by ptlLock, or by a script that took it together with its first
+ * page-table step): start renewing its lease and trace the acquire.
+ */
+export function heldPtl(ctx: MmContext, pid: number, lock: string, op: string, token: number, since: number): HeldLock {
+  const at = now();
+  const owner = `${ctx.instance}/${op}`;
+  ctx.tracer.emit({ kind: 'ptl.acquire', op, pid, lock, owner, token, waitMs: at - since, ts: at });
+  const lease = new Lease(ctx.store, procKeys(pid).ptl(lock), owner, token, ctx.env.MMLAB_LEASE_TTL_MS, at);
+  return { lease, pid, lock, op };
+}
+
+/** Trace the release of a PT lock whose Redis key a script already deleted or must delete. */
+export function traceUnlock(ctx: MmContext, h: HeldLock, released: boolean): void {
+  const at = now();
+  ctx.tracer.emit({
+    kind: 'ptl.release',
+    op: h.op,
+    pid: h.pid,
+    lock: h.lock,
+    owner: h.lease.owner,
+    token: h.lease.token,
+    heldMs: at - h.lease.acquiredAt,
+    released,
+    ts: at,
+  });
+}
+
+/** spin_unlock(ptl). */
+export async function ptlUnlock(ctx: MmContext, h: HeldLock): Promise<boolean> {
+  const ok = await h.lease.release(() => ctx.store.leaseRelease(h.lease.key, h.lease.value));
+  traceUnlock(ctx, h, ok);
+  return ok;
+}
+
+/**
+ * A debugger breakpoint inside the critical section: armed over mmlab.mm.<id>.debug, it makes
+ * the next PT-lock holder of this replica sleep, so a test can kill or SIGSTOP it right there.
+ */
+export async function debugStallUnderPtl(ctx: MmContext, h: HeldLock): Promise<void> {
+  const ms = ctx.stallUnderPtlMs;
+  if (!ms) return;
+  ctx.stallUnderPtlMs = 0;
+  ctx.tracer.emit({ kind: 'debug.stall', op: h.op, pid: h.pid, lock: h.lock, ms });
+  await ctx.tracer.flush();
+  await sleep(ms);
+}
+
+export interface HeldSem {
+  readonly lease: Lease;
+  readonly pid: number;
+  readonly op: string;
+}
+
+/** down_write(&mm->mmap_sem): sleeps until the writer and readers are gone. */
+export async function mmapWriteLock(ctx: MmContext, pid: number, op: string): Promise<HeldSem> {
+  const deadline = Date.now() + ctx.env.MMLAB_FAULT_DEADLINE_MS;
+  const owner = `${ctx.instance}/${op}`;
+  for (let attempt = 0; ; attempt++) {
+    const r = await ctx.store.semWriteLock(pid, owner, ctx.env.MMLAB_LEASE_TTL_MS);
+    if (r === 'ESRCH') throw new MmlabError('ESRCH', `no process ${pid}`);
+    if (r.ok) {
+      const at = now();
+      ctx.tracer.emit({ kind: 'mmap_sem.acquire', op, pid, mode: 'write', owner, token: r.token, ts: at });
+      const lease = new Lease(ctx.store, procKeys(pid).semW, owner, r.token, ctx.env.MMLAB_LEASE_TTL_MS, at);
+      return { lease, pid, op };
+    }
+    if (Date.now() > deadline) throw new MmlabError('EAGAIN', `mmap_sem of pid ${pid} still held`);
+    await sleep(Math.min(10, 1 + attempt));
+  }
+}
+
+/** up_write(&mm->mmap_sem). */
+export async function mmapWriteUnlock(ctx: MmContext, h: HeldSem): Promise<void> {
+  const ok = await h.lease.release(() => ctx.store.semWriteUnlock(h.pid, h.lease.value));
+  ctx.tracer.emit({
+    kind: 'mmap_sem.release',
+    op: h.op,
+    pid: h.pid,
+    mode: 'write',
+    owner: h.lease.owner,
+    token: h.lease.token,
+    released: ok,
+  });
+}

@@ -1,0 +1,212 @@
+/**
+ * mm/memory.c: the anonymous fault path and page-table teardown.
+ *
+ * The fault path runs without mmap_sem and without a PT-lock lease, the way the kernel's
+ * per-VMA-lock faults run without mmap_lock: each step is one Lua script that checks the
+ * mm's seq (mm_lock_seq), that mmap_sem is not write-held and that the PTE lock is free, and
+ * then does its page-table update atomically. A step that finds any of those changed retries
+ * from the top. Only do_wp_page's copy holds the PT lock across a network wait — the TLB
+ * shootdown, which CPUs answer at once — and it holds it as a lease with a fencing token.
+ */
+import { MmlabError, PAGE_SIZE, type Access, type FaultKind, ZERO_PFN, pmdIndexOf } from '@mmlab/protocol';
+import type { Pte } from '@mmlab/model';
+import { now } from '@mmlab/runtime';
+import { type MmContext, backoff } from './context';
+import { debugStallUnderPtl, heldPtl, ptlLock, ptlUnlock, traceUnlock } from './locks';
+import { type Frame, allocPage, putPages } from './page_alloc';
+import { flushTlbRange } from './tlbflush';
+
+export interface FaultResult extends Pte {
+  kind: FaultKind;
+  retries: number;
+}
+
+const lockOf = (vpn: number): string => `ptl:${pmdIndexOf(vpn)}`;
+
+/** handle_mm_fault(): resolve one fault at addr for agent; returns the PTE now installed. */
+export async function handleMmFault(
+  ctx: MmContext,
+  pid: number,
+  addr: number,
+  access: Access,
+  agent: string,
+): Promise<FaultResult> {
+  const op = ctx.ids.next('fault');
+  const t0 = now();
+  const vpn = Math.floor(addr / PAGE_SIZE);
+  const lock = lockOf(vpn);
+  const deadline = Date.now() + ctx.env.MMLAB_FAULT_DEADLINE_MS;
+  ctx.tracer.emit({ kind: 'fault.begin', op, pid, addr, access, agent, ts: t0 });
+  // do_anonymous_page() allocates before it takes the PT lock; so do we, for write faults.
+  let page: Frame | null = null;
+  let retries = 0;
+  const end = (result: FaultResult | MmlabError): void => {
+    const ok = !(result instanceof MmlabError);
+    ctx.tracer.emit({
+      kind: 'fault.end',
+      op,
+      pid,
+      addr,
+      access,
+      agent,
+      result: ok ? 'ok' : result.code,
+      ...(ok ? { how: result.kind, pfn: result.pfn, gen: result.gen } : {}),
+      durMs: now() - t0,
+      retries,
+    });
+  };
+  try {
+    for (;; retries++) {
+      if (retries > 0) await backoff(retries, deadline, `fault at ${addr} of pid ${pid}`);
+      if (access === 'write' && !page) page = await allocPage(ctx, op).catch(() => null);
+      const step = await ctx.store.fault(pid, vpn, access, agent, page);
+      switch (step.r) {
+        case 'ESRCH':
+          throw new MmlabError('ESRCH', `no process ${pid}`);
+        case 'SIGSEGV':
+          throw new MmlabError('SIGSEGV', `${access} at 0x${addr.toString(16)} in pid ${pid}`);
+        case 'BUSY':
+          continue;
+        case 'NEED_PAGE':
+          // Only when the optimistic allocation failed, or a read of a shared mapping.
+          if (access === 'write') throw new MmlabError('ENOMEM', 'no free frame for the fault');
+          page = await allocPage(ctx, op);
+          continue;
+        case 'ZERO':
+        case 'ANON': {
+          if (step.r === 'ANON') page = null; // installed: it belongs to the page table now
+          ctx.tracer.emit({ kind: 'pte.set', op, pid, addr, ...step.pte, lock, token: null });
+          const r: FaultResult = { ...step.pte, kind: step.r === 'ZERO' ? 'zero' : 'anon', retries };
+          end(r);
+          return r;
+        }
+        case 'SPURIOUS': {
+          const r: FaultResult = { ...step.pte, kind: 'spurious', retries };
+          end(r);
+          return r;
+        }
+        case 'NEED_WP': {
+          const wp = await doWpPage(ctx, op, pid, vpn, step.pte, step.seq, agent, page);
+          if (wp.consumed) page = null;
+          if (!wp.result) continue;
+          const r: FaultResult = { ...wp.result, retries };
+          end(r);
+          return r;
+        }
+      }
+    }
+  } catch (e) {
+    const err = MmlabError.wrap(e);
+    end(err);
+    throw err;
+  } finally {
+    // The frame we allocated ahead and did not install goes back.
+    if (page) await putPages(ctx, op, [page]);
+  }
+}
+
+/**
+ * do_wp_page(): a write to a present read-only PTE in a writable VMA.
+ * Reuse the page when we hold the only reference; otherwise copy it (the zero page is always
+ * copied) and replace the PTE under the PT lock:
+ *
+ *   lock PTL, pte_same?, ptep_clear_flush (clear, then TLB shootdown), set_pte_at(new), unlock
+ *   [patched: mmu_notifier_invalidate_page(mm, address) here, after unlock, before the free]
+ *   put_page(old)
+ *
+ * Returns no result when the PTE changed under us (the caller retries the fault).
+ */
+async function doWpPage(
+  ctx: MmContext,
+  op: string,
+  pid: number,
+  vpn: number,
+  old: Pte,
+  seq: number,
+  agent: string,
+  prealloc: Frame | null,
+): Promise<{ result: (Pte & { kind: FaultKind }) | null; consumed: boolean }> {
+  const addr = vpn * PAGE_SIZE;
+  const lock = lockOf(vpn);
+  if (old.pfn !== ZERO_PFN) {
+    const { ref, gen } = await ctx.store.refcount(old.pfn);
+    if (ref === 1 && gen === old.gen) {
+      const r = await ctx.store.wpReuse(pid, vpn, old, seq, agent);
+      if (r !== 'OK') return { result: null, consumed: false };
+      const pte = { ...old, writable: true };
+      ctx.tracer.emit({ kind: 'pte.set', op, pid, addr, ...pte, lock, token: null });
+      return { result: { ...pte, kind: 'wp-reuse' }, consumed: false };
+    }
+  }
+  // cow_user_page(): copy before taking the lock.
+  const page = prealloc ?? (await allocPage(ctx, op, old.pfn));
+  if (prealloc) await ctx.store.copyPage(old.pfn, page.pfn);
+  const owner = `${ctx.instance}/${op}`;
+  const t0 = now();
+  const r = await ctx.store.wpCopyLock(pid, vpn, old, seq, owner, ctx.env.MMLAB_LEASE_TTL_MS, lock, agent);
+  if (r.r !== 'OK') {
+    // Keep the copy for the retry only if we allocated it here; the caller owns prealloc.
+    if (!prealloc) await putPages(ctx, op, [page]);
+    return { result: null, consumed: false };
+  }
+  const held = heldPtl(ctx, pid, lock, op, r.token, t0);
+  ctx.tracer.emit({ kind: 'pte.clear', op, pid, addr, ...old, lock, token: r.token });
+  let installed = false;
+  try {
+    await debugStallUnderPtl(ctx, held);
+    await flushTlbRange(ctx, op, pid, addr, addr + PAGE_SIZE, r.cpumask);
+    const pte: Pte = { pfn: page.pfn, gen: page.gen, writable: true };
+    installed = await held.lease.release(() => ctx.store.setPteUnlock(pid, lock, held.lease.value, r.token, vpn, pte));
+    if (!installed) {
+      ctx.tracer.emit({ kind: 'pte.reject', op, pid, lock, token: r.token, reason: 'lease lost before set_pte_at' });
+      traceUnlock(ctx, held, false);
+      throw new MmlabError('ESTALE', `lost ${lock} of pid ${pid} during the COW of 0x${addr.toString(16)}`);
+    }
+    ctx.tracer.emit({ kind: 'pte.set', op, pid, addr, ...pte, lock, token: r.token });
+    traceUnlock(ctx, held, true);
+  } finally {
+    if (!installed && !prealloc) await putPages(ctx, op, [page]);
+  }
+  await putPages(ctx, op, [old]);
+  return { result: { pfn: page.pfn, gen: page.gen, writable: true, kind: 'wp-copy' }, consumed: true };
+}
+
+/**
+ * zap_page_range() → zap_pte_range() for each page-table page of [startVpn, endVpn):
+ * under the PT lock, clear the PTEs and shoot down the CPU TLBs; after the unlock, free the
+ * frames (tlb_finish_mmu: never before every TLB that could map them is flushed).
+ */
+export async function zapPageRange(
+  ctx: MmContext,
+  op: string,
+  pid: number,
+  startVpn: number,
+  endVpn: number,
+): Promise<{ zapped: number; freed: number }> {
+  let zapped = 0;
+  let freed = 0;
+  for (let s = startVpn; s < endVpn; ) {
+    const pmd = pmdIndexOf(s);
+    const e = Math.min(endVpn, (pmd + 1) * 512);
+    const held = await ptlLock(ctx, pid, `ptl:${pmd}`, op);
+    let cleared: Array<Pte & { vpn: number }> = [];
+    try {
+      await debugStallUnderPtl(ctx, held);
+      const r = await ctx.store.zapPteRange(pid, held.lock, held.lease.value, held.lease.token, s, e);
+      if (!r) {
+        ctx.tracer.emit({ kind: 'pte.reject', op, pid, lock: held.lock, token: held.lease.token, reason: 'stale fencing token' });
+        throw new MmlabError('ESTALE', `lost ${held.lock} of pid ${pid} before zap_pte_range`);
+      }
+      cleared = r.cleared;
+      for (const c of cleared)
+        ctx.tracer.emit({ kind: 'pte.clear', op, pid, addr: c.vpn * PAGE_SIZE, pfn: c.pfn, gen: c.gen, lock: held.lock, token: held.lease.token });
+      if (cleared.length) await flushTlbRange(ctx, op, pid, s * PAGE_SIZE, e * PAGE_SIZE, r.cpumask);
+    } finally {
+      await ptlUnlock(ctx, held);
+    }
+    zapped += cleared.length;
+    freed += await putPages(ctx, op, cleared);
+    s = e;
+  }
+  return { zapped, freed };
+}

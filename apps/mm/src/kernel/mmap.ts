@@ -1,0 +1,69 @@
+/** mm/mmap.c: creating address spaces, do_mmap() and do_munmap(). */
+import { MmlabError, PAGE_SIZE, type Prot, isPageAligned } from '@mmlab/protocol';
+import { type MmContext, backoff } from './context';
+import { mmapWriteLock, mmapWriteUnlock } from './locks';
+import { zapPageRange } from './memory';
+
+/** mm_alloc(): a new, empty address space. */
+export async function mmCreate(ctx: MmContext): Promise<number> {
+  const pid = await ctx.store.mmCreate();
+  ctx.tracer.emit({ kind: 'process.create', op: ctx.ids.next('create'), pid });
+  return pid;
+}
+
+/** do_mmap(MAP_ANONYMOUS | MAP_PRIVATE or MAP_SHARED): one atomic step under mmap_sem. */
+export async function doMmap(ctx: MmContext, pid: number, pages: number, prot: Prot, shared: boolean): Promise<number> {
+  const op = ctx.ids.next('mmap');
+  const deadline = Date.now() + ctx.env.MMLAB_FAULT_DEADLINE_MS;
+  for (let attempt = 0; ; attempt++) {
+    const r = await ctx.store.mmap(pid, pages, prot, shared);
+    switch (r[0]) {
+      case 'OK': {
+        const start = Number(r[1]) * PAGE_SIZE;
+        ctx.tracer.emit({
+          kind: 'vma.map',
+          op,
+          pid,
+          start,
+          end: start + pages * PAGE_SIZE,
+          prot,
+          flags: shared ? ['shared'] : [],
+        });
+        return start;
+      }
+      case 'ESRCH':
+        throw new MmlabError('ESRCH', `no process ${pid}`);
+      case 'ENOMEM':
+        throw new MmlabError('ENOMEM', `no room for ${pages} pages in pid ${pid}`);
+      default:
+        await backoff(attempt, deadline, `mmap_sem of pid ${pid}`);
+    }
+  }
+}
+
+/**
+ * do_munmap(): under mmap_sem for write, detach the VMAs of the range (later faults there are
+ * SIGSEGV), then unmap_region() → zap_page_range() over what was mapped.
+ * No notifiers yet: this is the plain unmap of the foundation.
+ */
+export async function doMunmap(ctx: MmContext, pid: number, addr: number, pages: number): Promise<{ zapped: number; freed: number }> {
+  if (!isPageAligned(addr)) throw new MmlabError('EINVAL', `munmap address 0x${addr.toString(16)} is not page aligned`);
+  const op = ctx.ids.next('munmap');
+  const sem = await mmapWriteLock(ctx, pid, op);
+  let zapped = 0;
+  let freed = 0;
+  try {
+    const s = addr / PAGE_SIZE;
+    const removed = await ctx.store.vmaUnmap(pid, sem.lease.value, s, s + pages);
+    if (!removed) throw new MmlabError('ESTALE', `lost mmap_sem of pid ${pid}`);
+    for (const [rs, re] of removed) ctx.tracer.emit({ kind: 'vma.unmap', op, pid, start: rs * PAGE_SIZE, end: re * PAGE_SIZE });
+    for (const [rs, re] of removed) {
+      const r = await zapPageRange(ctx, op, pid, rs, re);
+      zapped += r.zapped;
+      freed += r.freed;
+    }
+  } finally {
+    await mmapWriteUnlock(ctx, sem);
+  }
+  return { zapped, freed };
+}

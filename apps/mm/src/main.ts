@@ -1,0 +1,38 @@
+/** The mm service: one replica of the kernel's memory-management code. */
+import 'reflect-metadata';
+import { Logger } from '@nestjs/common';
+import { Store } from '@mmlab/model';
+import { RpcClient, Tracer, connectNats, loadEnv, startMicroservice } from '@mmlab/runtime';
+import { createContext } from './kernel/context';
+import { MmModule } from './mm.module';
+
+async function bootstrap(): Promise<void> {
+  const env = loadEnv();
+  const instance = env.MMLAB_INSTANCE ?? `mm-${process.pid}`;
+  const store = new Store(env.REDIS_URL);
+  // The first replica to start formats physical memory; the others find it formatted.
+  const frames = await store.memFormat(env.MMLAB_FRAMES);
+  const nc = await connectNats(env.NATS_URL, instance);
+  const ctx = createContext({
+    env,
+    instance,
+    store,
+    tracer: new Tracer(nc, 'mm', instance),
+    rpc: new RpcClient(nc, env.MMLAB_RPC_TIMEOUT_MS),
+  });
+  const app = await startMicroservice(MmModule.register(ctx), { natsUrl: env.NATS_URL, name: instance });
+  new Logger('mm').log(`${instance} up: ${frames} frames, mode ${env.MMLAB_MODE}`);
+  const shutdown = async () => {
+    await app.close();
+    await nc.drain();
+    await store.quit();
+    process.exit(0);
+  };
+  process.once('SIGTERM', () => void shutdown());
+  process.once('SIGINT', () => void shutdown());
+}
+
+void bootstrap().catch((e: unknown) => {
+  console.error(e);
+  process.exit(1);
+});

@@ -1,0 +1,30 @@
+import { Controller, type DynamicModule, Module } from '@nestjs/common';
+import type { ReqParsed } from '@mmlab/protocol';
+import { Rpc, controlController } from '@mmlab/runtime';
+import type { MmContext } from './kernel/context';
+import { MmController } from './mm.controller';
+import { MM_CONTEXT } from './tokens';
+
+/** mmlab.mm.<instance>.debug: a subject per replica, so a test can pick which one stalls. */
+function debugController(ctx: MmContext) {
+  @Controller()
+  class MmDebugController {
+    @Rpc('mmDebug', ctx.instance)
+    arm(req: ReqParsed<'mmDebug'>) {
+      ctx.stallUnderPtlMs = req.stallUnderPtlMs;
+      return { armed: req.stallUnderPtlMs > 0 };
+    }
+  }
+  return MmDebugController;
+}
+
+@Module({})
+export class MmModule {
+  static register(ctx: MmContext): DynamicModule {
+    return {
+      module: MmModule,
+      controllers: [MmController, debugController(ctx), controlController(ctx.tracer)],
+      providers: [{ provide: MM_CONTEXT, useValue: ctx }],
+    };
+  }
+}

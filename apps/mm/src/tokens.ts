@@ -1,0 +1,1 @@
+export const MM_CONTEXT = Symbol('MM_CONTEXT');

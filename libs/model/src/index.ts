@@ -1,0 +1,5 @@
+export * from './keys';
+export * from './lease';
+export * from './pte';
+export * from './scripts';
+export * from './store';

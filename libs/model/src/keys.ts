@@ -1,0 +1,60 @@
+/**
+ * Redis key layout. Every key of one address space carries the hash tag `{p:<pid>}`, and every
+ * key of physical memory the tag `{mem}`, so each Lua script touches exactly one slot and stays
+ * valid on Redis Cluster. Scripts receive every key they touch in KEYS.
+ *
+ * Physical memory ({mem}) — struct page, one field per pfn in each hash:
+ *   {mem}:meta   frames, formatted
+ *   {mem}:free   list of free pfns; LIFO, so a freed frame is reused at once (as hot pages are)
+ *   {mem}:gen    pfn → generation, bumped at every allocation        (never decreases)
+ *   {mem}:ref    pfn → refcount (mappings + pins)                     (≥ map; 0 iff free)
+ *   {mem}:map    pfn → mapcount (PTEs mapping it)
+ *   {mem}:state  pfn → free | used | zero                              (zero: pfn 0 only)
+ *   {mem}:data   pfn → the page's one word of content
+ *
+ * An address space ({p:<pid>}) — mm_struct and its page tables:
+ *   :mm        hash: seq (mm_lock_seq: bumped at every mmap_sem write acquire and release),
+ *              mmapNext (next free vpn for mmap), state
+ *   :vma       zset: score = start vpn, member = "start:end:prot:flags" (vpn, end exclusive)
+ *   :pte       hash: vpn → "pfn:gen:w" (w = 1 writable, 0 read-only); absent = pte_none
+ *   :pmds      set of pmd indexes that have PTEs (page-table pages in use)
+ *   :ptl:<i>   the split PTE lock of pmd i (pte_lockptr): "owner|token", PX ttl
+ *   :ptl:mm    mm->page_table_lock
+ *   :ptlmax    hash: lock → highest fencing token granted (the resource side of fencing)
+ *   :fence     counter: fencing tokens, strictly increasing per address space
+ *   :sem:w     mmap_sem held for write: "owner|token", PX ttl
+ *   :cpumask   set of agents that may cache translations of this mm (mm_cpumask)
+ */
+export const MEM = {
+  meta: '{mem}:meta',
+  free: '{mem}:free',
+  gen: '{mem}:gen',
+  ref: '{mem}:ref',
+  map: '{mem}:map',
+  state: '{mem}:state',
+  data: '{mem}:data',
+} as const;
+export const MEM_KEYS = [MEM.meta, MEM.free, MEM.gen, MEM.ref, MEM.map, MEM.state, MEM.data];
+
+export const GLOBAL = { nextPid: '{g}:nextpid' } as const;
+
+export const procKeys = (pid: number) => {
+  const t = `{p:${pid}}`;
+  return {
+    mm: `${t}:mm`,
+    vma: `${t}:vma`,
+    pte: `${t}:pte`,
+    pmds: `${t}:pmds`,
+    ptlmax: `${t}:ptlmax`,
+    fence: `${t}:fence`,
+    semW: `${t}:sem:w`,
+    cpumask: `${t}:cpumask`,
+    /** key of a PT lock: 'mm' for page_table_lock, else the pmd index */
+    ptl: (lock: string) => `${t}:${lock}`,
+  };
+};
+export type ProcKeys = ReturnType<typeof procKeys>;
+
+/** Lock names as traced: ptl:<pmd index> or ptl:mm. */
+export const pteLockName = (pmdIndex: number): string => `ptl:${pmdIndex}`;
+export const PAGE_TABLE_LOCK = 'ptl:mm';

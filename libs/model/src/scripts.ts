@@ -1,0 +1,413 @@
+/**
+ * The Lua scripts: every state change of the lab is one of these, atomic in Redis.
+ *
+ * A script that updates page tables without a lease (the fault fast path) first checks that no
+ * one holds the PT lock or mmap_sem for write, and then does its one step: Redis runs scripts
+ * one at a time, so the script *is* a PT-lock critical section that never spans a network wait.
+ * A script that writes under a lease checks the caller's "owner|token" against the lock and the
+ * token against the highest one granted (fencing): a holder whose lease was lost is refused.
+ *
+ * Each script touches keys of one hash tag only ({mem} or {p:<pid>}); see keys.ts.
+ */
+
+const LUA_HELPERS = `
+local function find_vma(key, vpn)
+  local r = redis.call('ZREVRANGEBYSCORE', key, vpn, '-inf', 'LIMIT', 0, 1)
+  if #r == 0 then return nil end
+  local s, e, prot, flags = string.match(r[1], '^(%d+):(%d+):(%a+):(%a*)$')
+  s = tonumber(s); e = tonumber(e)
+  if vpn >= e then return nil end
+  return { s = s, e = e, prot = prot, flags = flags }
+end
+local function parse_pte(v)
+  local pfn, gen, w = string.match(v, '^(%d+):(%d+):(%d)$')
+  return tonumber(pfn), tonumber(gen), tonumber(w)
+end
+local function fenced(lockKey, ptlmax, lockName, value, token)
+  if redis.call('GET', lockKey) ~= value then return false end
+  local max = tonumber(redis.call('HGET', ptlmax, lockName) or '0')
+  return token >= max
+end
+`;
+
+export interface ScriptDef {
+  keys: number;
+  lua: string;
+}
+
+const s = (keys: number, body: string): ScriptDef => ({ keys, lua: LUA_HELPERS + body });
+
+/** KEYS for {mem} scripts, in this order: meta free gen ref map state data. */
+export const SCRIPTS = {
+  /** Format physical memory once: pfn 0 is the zero page, 1..n are free. Idempotent. */
+  memFormat: s(
+    7,
+    `
+if redis.call('HGET', KEYS[1], 'formatted') == '1' then
+  return tonumber(redis.call('HGET', KEYS[1], 'frames'))
+end
+local n = tonumber(ARGV[1])
+redis.call('DEL', KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7])
+redis.call('HSET', KEYS[3], 0, 1); redis.call('HSET', KEYS[4], 0, 1); redis.call('HSET', KEYS[5], 0, 0)
+redis.call('HSET', KEYS[6], 0, 'zero'); redis.call('HSET', KEYS[7], 0, 0)
+local chunk = 500
+for base = 1, n, chunk do
+  local last = math.min(n, base + chunk - 1)
+  local g, st, pf = {}, {}, {}
+  for pfn = base, last do
+    g[#g+1] = pfn; g[#g+1] = 0
+    st[#st+1] = pfn; st[#st+1] = 'free'
+    pf[#pf+1] = pfn
+  end
+  redis.call('HSET', KEYS[3], unpack(g)); redis.call('HSET', KEYS[4], unpack(g))
+  redis.call('HSET', KEYS[5], unpack(g)); redis.call('HSET', KEYS[7], unpack(g))
+  redis.call('HSET', KEYS[6], unpack(st))
+  redis.call('RPUSH', KEYS[2], unpack(pf))
+end
+redis.call('HSET', KEYS[1], 'frames', n, 'formatted', 1)
+return n
+`,
+  ),
+
+  /**
+   * alloc_page(): pop a free frame, bump its gen, refcount 1, mapcount ARGV[2]; content is a
+   * copy of frame ARGV[1] (copy_user_highpage) or zero. → {'OK', pfn, gen} | {'ENOMEM'}
+   */
+  allocPage: s(
+    7,
+    `
+local pfn = redis.call('LPOP', KEYS[2])
+if not pfn then return {'ENOMEM'} end
+local gen = redis.call('HINCRBY', KEYS[3], pfn, 1)
+redis.call('HSET', KEYS[4], pfn, 1)
+redis.call('HSET', KEYS[5], pfn, tonumber(ARGV[2]))
+redis.call('HSET', KEYS[6], pfn, 'used')
+local v = '0'
+if ARGV[1] ~= '' then v = redis.call('HGET', KEYS[7], ARGV[1]) or '0' end
+redis.call('HSET', KEYS[7], pfn, v)
+return {'OK', tonumber(pfn), gen}
+`,
+  ),
+
+  /**
+   * put_page() on each (pfn, gen) of ARGV[2..]: drop a mapping (ARGV[1] = 'map') or a bare
+   * reference ('ref'); a frame whose refcount reaches 0 goes back on the free list. The zero
+   * page is never freed. A pfn whose gen no longer matches, or that is already free, is a
+   * double free: it is reported, not applied. → {freed pfns, bad pfns}
+   */
+  putPages: s(
+    7,
+    `
+local freed, bad = {}, {}
+for i = 2, #ARGV, 2 do
+  local pfn, gen = ARGV[i], ARGV[i + 1]
+  local st = redis.call('HGET', KEYS[6], pfn)
+  if st == 'zero' then
+  elseif st ~= 'used' or redis.call('HGET', KEYS[3], pfn) ~= gen then
+    bad[#bad + 1] = tonumber(pfn)
+  else
+    if ARGV[1] == 'map' then redis.call('HINCRBY', KEYS[5], pfn, -1) end
+    local ref = redis.call('HINCRBY', KEYS[4], pfn, -1)
+    if ref <= 0 then
+      redis.call('HSET', KEYS[4], pfn, 0); redis.call('HSET', KEYS[5], pfn, 0)
+      redis.call('HSET', KEYS[6], pfn, 'free')
+      redis.call('LPUSH', KEYS[2], pfn)
+      freed[#freed + 1] = tonumber(pfn)
+    end
+  end
+end
+return {freed, bad}
+`,
+  ),
+
+  /**
+   * A load or store through a translation: the access lands whatever the frame's state (as on
+   * hardware); the caller compares the returned gen/state with its translation.
+   * ARGV: pfn, 'read'|'write', value → {'OK', gen, state, value} | {'EFAULT'}
+   */
+  frameAccess: s(
+    7,
+    `
+local gen = redis.call('HGET', KEYS[3], ARGV[1])
+if not gen then return {'EFAULT'} end
+if ARGV[2] == 'write' then redis.call('HSET', KEYS[7], ARGV[1], ARGV[3]) end
+return {'OK', tonumber(gen), redis.call('HGET', KEYS[6], ARGV[1]), tonumber(redis.call('HGET', KEYS[7], ARGV[1]))}
+`,
+  ),
+
+  /** copy_user_highpage(): ARGV src dst. */
+  copyPage: s(
+    7,
+    `
+redis.call('HSET', KEYS[7], ARGV[2], redis.call('HGET', KEYS[7], ARGV[1]) or '0')
+return 1
+`,
+  ),
+
+  /** Frame counts and the free list length. → {frames, free} */
+  memInfo: s(
+    7,
+    `
+return {tonumber(redis.call('HGET', KEYS[1], 'frames') or '0'), redis.call('LLEN', KEYS[2])}
+`,
+  ),
+
+  /** mm_alloc(): KEYS mm; ARGV mmap base vpn. */
+  mmCreate: s(
+    1,
+    `
+redis.call('HSET', KEYS[1], 'seq', 0, 'mmapNext', ARGV[1], 'state', 'alive')
+return 1
+`,
+  ),
+
+  /**
+   * do_mmap(): mmap_sem write-locked for the duration of the script. Leaves a one-page hole
+   * after each mapping so neighbours never merge and an overrun faults.
+   * KEYS mm vma semW; ARGV pages prot flags limitVpn → {'OK', startVpn} | {'ESRCH'} | {'BUSY'} | {'ENOMEM'}
+   */
+  mmap: s(
+    3,
+    `
+if redis.call('EXISTS', KEYS[1]) == 0 then return {'ESRCH'} end
+if redis.call('HGET', KEYS[1], 'state') ~= 'alive' then return {'ESRCH'} end
+if redis.call('EXISTS', KEYS[3]) == 1 then return {'BUSY', 'mmap_sem'} end
+local start = tonumber(redis.call('HGET', KEYS[1], 'mmapNext'))
+local e = start + tonumber(ARGV[1])
+if e > tonumber(ARGV[4]) then return {'ENOMEM'} end
+redis.call('HSET', KEYS[1], 'mmapNext', e + 1)
+redis.call('ZADD', KEYS[2], start, start .. ':' .. e .. ':' .. ARGV[2] .. ':' .. ARGV[3])
+redis.call('HINCRBY', KEYS[1], 'seq', 2)
+return {'OK', start}
+`,
+  ),
+
+  /**
+   * down_write(&mm->mmap_sem) as a lease: KEYS semW mm fence; ARGV owner ttl.
+   * Bumps mm seq so that in-flight speculative faults retry. → {'OK', token} | {'BUSY', holder} | {'ESRCH'}
+   */
+  semWriteLock: s(
+    3,
+    `
+if redis.call('EXISTS', KEYS[2]) == 0 then return {'ESRCH'} end
+local cur = redis.call('GET', KEYS[1])
+if cur then return {'BUSY', cur} end
+local token = redis.call('INCR', KEYS[3])
+redis.call('SET', KEYS[1], ARGV[1] .. '|' .. token, 'PX', ARGV[2])
+redis.call('HINCRBY', KEYS[2], 'seq', 1)
+return {'OK', token}
+`,
+  ),
+
+  /** up_write(): compare-and-delete, bump seq. KEYS semW mm; ARGV "owner|token" → 1 | 0 (lease lost) */
+  semWriteUnlock: s(
+    2,
+    `
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+redis.call('DEL', KEYS[1])
+redis.call('HINCRBY', KEYS[2], 'seq', 1)
+return 1
+`,
+  ),
+
+  /** spin_lock(ptl) as a lease. KEYS ptl ptlmax fence; ARGV owner ttl lockName → {'OK', token} | {'BUSY', holder} */
+  ptlLock: s(
+    3,
+    `
+local cur = redis.call('GET', KEYS[1])
+if cur then return {'BUSY', cur} end
+local token = redis.call('INCR', KEYS[3])
+redis.call('SET', KEYS[1], ARGV[1] .. '|' .. token, 'PX', ARGV[2])
+redis.call('HSET', KEYS[2], ARGV[3], token)
+return {'OK', token}
+`,
+  ),
+
+  /** Compare-and-delete release of any lease. KEYS key; ARGV "owner|token" → 1 | 0 */
+  leaseRelease: s(
+    1,
+    `
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+redis.call('DEL', KEYS[1])
+return 1
+`,
+  ),
+
+  /** Compare-and-PEXPIRE renewal, measured from now. KEYS key; ARGV "owner|token" ttl → 1 | 0 */
+  leaseRenew: s(
+    1,
+    `
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
+return 1
+`,
+  ),
+
+  /**
+   * Remove [s, e) from the VMA list, splitting VMAs that straddle it; mmap_sem must be held
+   * for write by the caller. KEYS vma semW; ARGV "owner|token" s e → {'OK', {s1, e1, s2, e2, ...}} | {'ESTALE'}
+   */
+  vmaUnmap: s(
+    2,
+    `
+if redis.call('GET', KEYS[2]) ~= ARGV[1] then return {'ESTALE'} end
+local s, e = tonumber(ARGV[2]), tonumber(ARGV[3])
+local removed = {}
+for _, m in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', e - 1)) do
+  local vs, ve, prot, flags = string.match(m, '^(%d+):(%d+):(%a+):(%a*)$')
+  vs = tonumber(vs); ve = tonumber(ve)
+  if ve > s then
+    redis.call('ZREM', KEYS[1], m)
+    if vs < s then redis.call('ZADD', KEYS[1], vs, vs .. ':' .. s .. ':' .. prot .. ':' .. flags) end
+    if ve > e then redis.call('ZADD', KEYS[1], e, e .. ':' .. ve .. ':' .. prot .. ':' .. flags) end
+    removed[#removed + 1] = math.max(vs, s); removed[#removed + 1] = math.min(ve, e)
+  end
+end
+return {'OK', removed}
+`,
+  ),
+
+  /**
+   * The fault fast path: handle_mm_fault() → do_anonymous_page(), one atomic step.
+   * KEYS mm vma pte pmds semW ptl cpumask
+   * ARGV vpn access newPfn newGen pmdIndex agent
+   * → {'ZERO'|'ANON'|'SPURIOUS'|'NEED_WP', pfn, gen, w, seq} | {'NEED_PAGE', seq}
+   *   | {'BUSY', what} | {'SIGSEGV'} | {'ESRCH'}
+   * ANON means the frame in ARGV was installed (consumed); every other answer leaves it unused.
+   */
+  fault: s(
+    7,
+    `
+if redis.call('HGET', KEYS[1], 'state') ~= 'alive' then return {'ESRCH'} end
+if redis.call('EXISTS', KEYS[5]) == 1 then return {'BUSY', 'mmap_sem'} end
+if redis.call('EXISTS', KEYS[6]) == 1 then return {'BUSY', 'ptl'} end
+local vpn = tonumber(ARGV[1])
+local vma = find_vma(KEYS[2], vpn)
+if not vma or vma.prot == 'none' then return {'SIGSEGV'} end
+local write = ARGV[2] == 'write'
+if write and vma.prot ~= 'rw' then return {'SIGSEGV'} end
+local seq = tonumber(redis.call('HGET', KEYS[1], 'seq'))
+local pte = redis.call('HGET', KEYS[3], ARGV[1])
+if not pte then
+  if not write and vma.flags ~= 'shared' then
+    redis.call('HSET', KEYS[3], ARGV[1], '0:1:0')
+    redis.call('SADD', KEYS[4], ARGV[5]); redis.call('SADD', KEYS[7], ARGV[6])
+    return {'ZERO', 0, 1, 0, seq}
+  end
+  if ARGV[3] == '' then return {'NEED_PAGE', seq} end
+  local w = 0
+  if write then w = 1 end
+  redis.call('HSET', KEYS[3], ARGV[1], ARGV[3] .. ':' .. ARGV[4] .. ':' .. w)
+  redis.call('SADD', KEYS[4], ARGV[5]); redis.call('SADD', KEYS[7], ARGV[6])
+  return {'ANON', tonumber(ARGV[3]), tonumber(ARGV[4]), w, seq}
+end
+local pfn, gen, w = parse_pte(pte)
+if (not write) or w == 1 then
+  redis.call('SADD', KEYS[7], ARGV[6])
+  return {'SPURIOUS', pfn, gen, w, seq}
+end
+return {'NEED_WP', pfn, gen, w, seq}
+`,
+  ),
+
+  /**
+   * do_wp_page() reuse: the page is exclusively ours, make the PTE writable in place
+   * (no shootdown: a permission upgrade leaves other TLB entries coherent).
+   * KEYS mm pte semW ptl cpumask; ARGV vpn expectedPte seq agent → {'OK'} | {'RETRY'} | {'BUSY', what}
+   */
+  wpReuse: s(
+    5,
+    `
+if redis.call('EXISTS', KEYS[3]) == 1 then return {'BUSY', 'mmap_sem'} end
+if redis.call('HGET', KEYS[1], 'seq') ~= ARGV[3] then return {'RETRY'} end
+if redis.call('EXISTS', KEYS[4]) == 1 then return {'BUSY', 'ptl'} end
+if redis.call('HGET', KEYS[2], ARGV[1]) ~= ARGV[2] then return {'RETRY'} end
+local pfn, gen = parse_pte(ARGV[2])
+redis.call('HSET', KEYS[2], ARGV[1], pfn .. ':' .. gen .. ':1')
+redis.call('SADD', KEYS[5], ARGV[4])
+return {'OK'}
+`,
+  ),
+
+  /**
+   * do_wp_page() copy, first half: take the PT lock as a lease, check pte_same, and clear the
+   * PTE (ptep_clear_flush without the flush: the caller shoots down TLBs next, still holding
+   * the lock, then installs the new PTE with setPteUnlock). Clearing before setting means no
+   * CPU can see the old and the new page at once (Documentation/mm/mmu_notifier.rst, case B).
+   * KEYS mm pte semW ptl ptlmax fence cpumask
+   * ARGV vpn expectedPte seq owner ttl lockName agent
+   * → {'OK', token, cpumask} | {'RETRY'} | {'BUSY', what}
+   */
+  wpCopyLock: s(
+    7,
+    `
+if redis.call('EXISTS', KEYS[3]) == 1 then return {'BUSY', 'mmap_sem'} end
+if redis.call('HGET', KEYS[1], 'seq') ~= ARGV[3] then return {'RETRY'} end
+if redis.call('EXISTS', KEYS[4]) == 1 then return {'BUSY', 'ptl'} end
+if redis.call('HGET', KEYS[2], ARGV[1]) ~= ARGV[2] then return {'RETRY'} end
+local token = redis.call('INCR', KEYS[6])
+redis.call('SET', KEYS[4], ARGV[4] .. '|' .. token, 'PX', ARGV[5])
+redis.call('HSET', KEYS[5], ARGV[6], token)
+redis.call('HDEL', KEYS[2], ARGV[1])
+redis.call('SADD', KEYS[7], ARGV[7])
+return {'OK', token, redis.call('SMEMBERS', KEYS[7])}
+`,
+  ),
+
+  /**
+   * set_pte_at() then spin_unlock(), fenced: refused when the lease was lost.
+   * KEYS ptl ptlmax pte; ARGV "owner|token" lockName token vpn pte → {'OK'} | {'ESTALE'}
+   */
+  setPteUnlock: s(
+    3,
+    `
+if not fenced(KEYS[1], KEYS[2], ARGV[2], ARGV[1], tonumber(ARGV[3])) then return {'ESTALE'} end
+redis.call('HSET', KEYS[3], ARGV[4], ARGV[5])
+redis.call('DEL', KEYS[1])
+return {'OK'}
+`,
+  ),
+
+  /**
+   * zap_pte_range() under a held PT lock lease: clear the PTEs of [s, e) in one page-table page.
+   * KEYS ptl ptlmax pte cpumask; ARGV "owner|token" lockName token s e
+   * → {'OK', {"vpn:pfn:gen:w", ...}, cpumask} | {'ESTALE'}
+   */
+  zapPteRange: s(
+    4,
+    `
+if not fenced(KEYS[1], KEYS[2], ARGV[2], ARGV[1], tonumber(ARGV[3])) then return {'ESTALE'} end
+local cleared = {}
+for vpn = tonumber(ARGV[4]), tonumber(ARGV[5]) - 1 do
+  local v = redis.call('HGET', KEYS[3], vpn)
+  if v then
+    redis.call('HDEL', KEYS[3], vpn)
+    cleared[#cleared + 1] = vpn .. ':' .. v
+  end
+end
+return {'OK', cleared, redis.call('SMEMBERS', KEYS[4])}
+`,
+  ),
+
+  /**
+   * The hardware page walker: read one PTE, and join mm_cpumask (the CPU may now cache it).
+   * KEYS pte cpumask; ARGV vpn agent → "pfn:gen:w" | false
+   */
+  walk: s(
+    2,
+    `
+redis.call('SADD', KEYS[2], ARGV[2])
+return redis.call('HGET', KEYS[1], ARGV[1])
+`,
+  ),
+
+  /** Leave mm_cpumask (an agent that went away). KEYS cpumask; ARGV agent */
+  cpumaskClear: s(
+    1,
+    `
+return redis.call('SREM', KEYS[1], ARGV[1])
+`,
+  ),
+} as const satisfies Record<string, ScriptDef>;
+
+export type ScriptName = keyof typeof SCRIPTS;

@@ -1,0 +1,256 @@
+/**
+ * Typed access to the lab's state in Redis: one method per Lua script (scripts.ts), keys from
+ * keys.ts. Scripts are loaded once with ioredis defineCommand (EVALSHA, falling back to EVAL).
+ */
+import Redis, { type RedisOptions } from 'ioredis';
+import { type Access, MMAP_BASE, PTRS_PER_PTE, TASK_SIZE, type Prot, PAGE_SIZE } from '@mmlab/protocol';
+import { GLOBAL, MEM_KEYS, procKeys } from './keys';
+import { type Pte, formatPte, parsePte } from './pte';
+import { SCRIPTS, type ScriptName } from './scripts';
+
+type Reply = unknown[];
+type ScriptFn = (...args: Array<string | number>) => Promise<unknown>;
+
+export type FaultStep =
+  | { r: 'ZERO' | 'ANON' | 'SPURIOUS' | 'NEED_WP'; pte: Pte; seq: number }
+  | { r: 'NEED_PAGE'; seq: number }
+  | { r: 'BUSY'; what: string }
+  | { r: 'SIGSEGV' }
+  | { r: 'ESRCH' };
+
+export type LockResult = { ok: true; token: number } | { ok: false; holder: string };
+
+export class Store {
+  readonly redis: Redis;
+
+  constructor(url: string, opts: RedisOptions = {}) {
+    this.redis = new Redis(url, { maxRetriesPerRequest: null, enableAutoPipelining: true, ...opts });
+    for (const [name, d] of Object.entries(SCRIPTS)) this.redis.defineCommand(name, { numberOfKeys: d.keys, lua: d.lua });
+  }
+
+  async quit(): Promise<void> {
+    try {
+      await this.redis.quit();
+    } catch {
+      this.redis.disconnect();
+    }
+  }
+
+  private run(name: ScriptName, keys: string[], args: Array<string | number>): Promise<unknown> {
+    const fn = (this.redis as unknown as Record<ScriptName, ScriptFn>)[name];
+    return fn.call(this.redis, ...keys, ...args);
+  }
+
+  // ---- physical memory ({mem}) -------------------------------------------------------------
+
+  async memFormat(frames: number): Promise<number> {
+    return Number(await this.run('memFormat', MEM_KEYS, [frames]));
+  }
+
+  /** alloc_page(): → {pfn, gen} or null when memory is exhausted. */
+  async allocPage(copyFrom: number | null, mapcount = 1): Promise<{ pfn: number; gen: number } | null> {
+    const r = (await this.run('allocPage', MEM_KEYS, [copyFrom ?? '', mapcount])) as Reply;
+    if (r[0] === 'ENOMEM') return null;
+    return { pfn: Number(r[1]), gen: Number(r[2]) };
+  }
+
+  /** put_page() for each frame: → frames freed, and pfns that were not live (double free). */
+  async putPages(pages: Array<{ pfn: number; gen: number }>, kind: 'map' | 'ref' = 'map'): Promise<{ freed: number[]; bad: number[] }> {
+    if (pages.length === 0) return { freed: [], bad: [] };
+    const args: Array<string | number> = [kind];
+    for (const p of pages) args.push(p.pfn, p.gen);
+    const r = (await this.run('putPages', MEM_KEYS, args)) as [number[], number[]];
+    return { freed: r[0].map(Number), bad: r[1].map(Number) };
+  }
+
+  async frameAccess(pfn: number, op: Access, value?: number): Promise<{ gen: number; state: string; value: number } | null> {
+    const r = (await this.run('frameAccess', MEM_KEYS, [pfn, op, value ?? 0])) as Reply;
+    if (r[0] !== 'OK') return null;
+    return { gen: Number(r[1]), state: String(r[2]), value: Number(r[3]) };
+  }
+
+  async memInfo(): Promise<{ frames: number; free: number }> {
+    const r = (await this.run('memInfo', MEM_KEYS, [])) as Reply;
+    return { frames: Number(r[0]), free: Number(r[1]) };
+  }
+
+  /** Frame table snapshot (tests and diagnostics). */
+  async frames(): Promise<Map<number, { gen: number; ref: number; map: number; state: string; data: number }>> {
+    const [gen, ref, map, state, data] = await Promise.all(
+      [MEM_KEYS[2], MEM_KEYS[3], MEM_KEYS[4], MEM_KEYS[5], MEM_KEYS[6]].map((k) => this.redis.hgetall(k)),
+    );
+    const out = new Map<number, { gen: number; ref: number; map: number; state: string; data: number }>();
+    for (const pfn of Object.keys(gen))
+      out.set(Number(pfn), {
+        gen: Number(gen[pfn]),
+        ref: Number(ref[pfn]),
+        map: Number(map[pfn]),
+        state: state[pfn],
+        data: Number(data[pfn]),
+      });
+    return out;
+  }
+
+  async freeList(): Promise<number[]> {
+    return (await this.redis.lrange(MEM_KEYS[1], 0, -1)).map(Number);
+  }
+
+  // ---- address spaces ({p:<pid>}) -----------------------------------------------------------
+
+  async mmCreate(): Promise<number> {
+    const pid = await this.redis.incr(GLOBAL.nextPid);
+    await this.run('mmCreate', [procKeys(pid).mm], [MMAP_BASE / PAGE_SIZE]);
+    return pid;
+  }
+
+  async mmap(pid: number, pages: number, prot: Prot, shared: boolean): Promise<Reply> {
+    const k = procKeys(pid);
+    return (await this.run('mmap', [k.mm, k.vma, k.semW], [pages, prot, shared ? 'shared' : '', TASK_SIZE / PAGE_SIZE])) as Reply;
+  }
+
+  async semWriteLock(pid: number, owner: string, ttlMs: number): Promise<LockResult | 'ESRCH'> {
+    const k = procKeys(pid);
+    const r = (await this.run('semWriteLock', [k.semW, k.mm, k.fence], [owner, ttlMs])) as Reply;
+    if (r[0] === 'ESRCH') return 'ESRCH';
+    return r[0] === 'OK' ? { ok: true, token: Number(r[1]) } : { ok: false, holder: String(r[1]) };
+  }
+
+  async semWriteUnlock(pid: number, value: string): Promise<boolean> {
+    const k = procKeys(pid);
+    return Number(await this.run('semWriteUnlock', [k.semW, k.mm], [value])) === 1;
+  }
+
+  async ptlLock(pid: number, lock: string, owner: string, ttlMs: number): Promise<LockResult> {
+    const k = procKeys(pid);
+    const r = (await this.run('ptlLock', [k.ptl(lock), k.ptlmax, k.fence], [owner, ttlMs, lock])) as Reply;
+    return r[0] === 'OK' ? { ok: true, token: Number(r[1]) } : { ok: false, holder: String(r[1]) };
+  }
+
+  async leaseRelease(key: string, value: string): Promise<boolean> {
+    return Number(await this.run('leaseRelease', [key], [value])) === 1;
+  }
+
+  async leaseRenew(key: string, value: string, ttlMs: number): Promise<boolean> {
+    return Number(await this.run('leaseRenew', [key], [value, ttlMs])) === 1;
+  }
+
+  /** → removed [start, end) vpn ranges, or null when the mmap_sem lease was lost. */
+  async vmaUnmap(pid: number, semValue: string, s: number, e: number): Promise<Array<[number, number]> | null> {
+    const k = procKeys(pid);
+    const r = (await this.run('vmaUnmap', [k.vma, k.semW], [semValue, s, e])) as Reply;
+    if (r[0] !== 'OK') return null;
+    const flat = (r[1] as number[]).map(Number);
+    const out: Array<[number, number]> = [];
+    for (let i = 0; i < flat.length; i += 2) out.push([flat[i], flat[i + 1]]);
+    return out;
+  }
+
+  async fault(pid: number, vpn: number, access: Access, agent: string, newPage: { pfn: number; gen: number } | null): Promise<FaultStep> {
+    const k = procKeys(pid);
+    const pmd = Math.floor(vpn / PTRS_PER_PTE);
+    const r = (await this.run(
+      'fault',
+      [k.mm, k.vma, k.pte, k.pmds, k.semW, k.ptl(`ptl:${pmd}`), k.cpumask],
+      [vpn, access, newPage?.pfn ?? '', newPage?.gen ?? '', pmd, agent],
+    )) as Reply;
+    switch (r[0]) {
+      case 'ZERO':
+      case 'ANON':
+      case 'SPURIOUS':
+      case 'NEED_WP':
+        return { r: r[0], pte: { pfn: Number(r[1]), gen: Number(r[2]), writable: Number(r[3]) === 1 }, seq: Number(r[4]) };
+      case 'NEED_PAGE':
+        return { r: 'NEED_PAGE', seq: Number(r[1]) };
+      case 'BUSY':
+        return { r: 'BUSY', what: String(r[1]) };
+      case 'SIGSEGV':
+        return { r: 'SIGSEGV' };
+      case 'ESRCH':
+        return { r: 'ESRCH' };
+      default:
+        throw new Error(`fault script answered ${JSON.stringify(r)}`);
+    }
+  }
+
+  async wpReuse(pid: number, vpn: number, expected: Pte, seq: number, agent: string): Promise<'OK' | 'RETRY' | 'BUSY'> {
+    const k = procKeys(pid);
+    const pmd = Math.floor(vpn / PTRS_PER_PTE);
+    const r = (await this.run('wpReuse', [k.mm, k.pte, k.semW, k.ptl(`ptl:${pmd}`), k.cpumask], [vpn, formatPte(expected), seq, agent])) as Reply;
+    return r[0] as 'OK' | 'RETRY' | 'BUSY';
+  }
+
+  async wpCopyLock(
+    pid: number,
+    vpn: number,
+    expected: Pte,
+    seq: number,
+    owner: string,
+    ttlMs: number,
+    lock: string,
+    agent: string,
+  ): Promise<{ r: 'OK'; token: number; cpumask: string[] } | { r: 'RETRY' | 'BUSY' }> {
+    const k = procKeys(pid);
+    const r = (await this.run(
+      'wpCopyLock',
+      [k.mm, k.pte, k.semW, k.ptl(lock), k.ptlmax, k.fence, k.cpumask],
+      [vpn, formatPte(expected), seq, owner, ttlMs, lock, agent],
+    )) as Reply;
+    if (r[0] === 'OK') return { r: 'OK', token: Number(r[1]), cpumask: (r[2] as string[]).map(String) };
+    return { r: r[0] as 'RETRY' | 'BUSY' };
+  }
+
+  /** Fenced set_pte_at() + unlock; false when the lease was lost (nothing written). */
+  async setPteUnlock(pid: number, lock: string, value: string, token: number, vpn: number, pte: Pte): Promise<boolean> {
+    const k = procKeys(pid);
+    const r = (await this.run('setPteUnlock', [k.ptl(lock), k.ptlmax, k.pte], [value, lock, token, vpn, formatPte(pte)])) as Reply;
+    return r[0] === 'OK';
+  }
+
+  async copyPage(src: number, dst: number): Promise<void> {
+    await this.run('copyPage', MEM_KEYS, [src, dst]);
+  }
+
+  async refcount(pfn: number): Promise<{ ref: number; gen: number }> {
+    const [ref, gen] = await Promise.all([this.redis.hget(MEM_KEYS[3], String(pfn)), this.redis.hget(MEM_KEYS[2], String(pfn))]);
+    return { ref: Number(ref ?? 0), gen: Number(gen ?? 0) };
+  }
+
+  async zapPteRange(
+    pid: number,
+    lock: string,
+    value: string,
+    token: number,
+    s: number,
+    e: number,
+  ): Promise<{ cleared: Array<{ vpn: number } & Pte>; cpumask: string[] } | null> {
+    const k = procKeys(pid);
+    const r = (await this.run('zapPteRange', [k.ptl(lock), k.ptlmax, k.pte, k.cpumask], [value, lock, token, s, e])) as Reply;
+    if (r[0] !== 'OK') return null;
+    const cleared = (r[1] as string[]).map((c) => {
+      const i = c.indexOf(':');
+      return { vpn: Number(c.slice(0, i)), ...parsePte(c.slice(i + 1)) };
+    });
+    return { cleared, cpumask: (r[2] as string[]).map(String) };
+  }
+
+  async walk(pid: number, vpn: number, agent: string): Promise<Pte | null> {
+    const k = procKeys(pid);
+    const r = (await this.run('walk', [k.pte, k.cpumask], [vpn, agent])) as string | null;
+    return r ? parsePte(r) : null;
+  }
+
+  async cpumaskClear(pid: number, agent: string): Promise<void> {
+    await this.run('cpumaskClear', [procKeys(pid).cpumask], [agent]);
+  }
+
+  /** Page-table snapshot of a process: vpn → PTE (tests and diagnostics). */
+  async pageTable(pid: number): Promise<Map<number, Pte>> {
+    const all = await this.redis.hgetall(procKeys(pid).pte);
+    return new Map(Object.entries(all).map(([vpn, v]) => [Number(vpn), parsePte(v)]));
+  }
+
+  async processes(): Promise<number[]> {
+    const n = Number((await this.redis.get(GLOBAL.nextPid)) ?? 0);
+    return Array.from({ length: n }, (_, i) => i + 1);
+  }
+}

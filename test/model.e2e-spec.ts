@@ -1,0 +1,82 @@
+/**
+ * The Lua scripts of libs/model against a real redis-server: the page-table steps, the lease
+ * locks with fencing tokens, and frame accounting.
+ */
+import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { MMAP_BASE, PAGE_SIZE } from '@mmlab/protocol';
+import { Store, procKeys } from '@mmlab/model';
+import { type ServerHandle, startRedis } from '@mmlab/testing';
+
+let redis: ServerHandle;
+let store: Store;
+const base = MMAP_BASE / PAGE_SIZE;
+
+beforeAll(async () => {
+  redis = await startRedis();
+  store = new Store(redis.url);
+});
+afterAll(async () => {
+  await store.quit();
+  await redis.stop();
+});
+beforeEach(async () => {
+  await store.redis.flushall();
+  await store.memFormat(8);
+});
+
+describe('physical memory', () => {
+  it('formats once, allocates with a new gen each time, frees LIFO and refuses double frees', async () => {
+    expect(await store.memFormat(99)).toBe(8); // idempotent: a second replica does not reformat
+    const a = await store.allocPage(null);
+    expect(a).toEqual({ pfn: 1, gen: 1 });
+    const { freed } = await store.putPages([a!]);
+    expect(freed).toEqual([1]);
+    const b = await store.allocPage(null);
+    expect(b).toEqual({ pfn: 1, gen: 2 }); // reused at once, new generation
+    const again = await store.putPages([a!]); // stale gen: a double free
+    expect(again).toEqual({ freed: [], bad: [1] });
+    expect((await store.memInfo()).free).toBe(7);
+  });
+
+  it('runs out of frames with ENOMEM', async () => {
+    for (let i = 0; i < 8; i++) expect(await store.allocPage(null)).not.toBeNull();
+    expect(await store.allocPage(null)).toBeNull();
+  });
+});
+
+describe('page tables', () => {
+  it('maps the zero page read-only on a read fault, a fresh frame on a write fault', async () => {
+    const pid = await store.mmCreate();
+    const r = await store.mmap(pid, 4, 'rw', false);
+    expect(r).toEqual(['OK', base]);
+    const z = await store.fault(pid, base, 'read', 'cpu0', null);
+    expect(z).toMatchObject({ r: 'ZERO', pte: { pfn: 0, writable: false } });
+    const need = await store.fault(pid, base + 1, 'write', 'cpu0', null);
+    expect(need.r).toBe('NEED_PAGE');
+    const page = (await store.allocPage(null))!;
+    const w = await store.fault(pid, base + 1, 'write', 'cpu0', page);
+    expect(w).toMatchObject({ r: 'ANON', pte: { pfn: page.pfn, gen: page.gen, writable: true } });
+    const wp = await store.fault(pid, base, 'write', 'cpu0', null);
+    expect(wp.r).toBe('NEED_WP');
+    expect(await store.fault(pid, base + 4, 'read', 'cpu0', null)).toEqual({ r: 'SIGSEGV' });
+    expect(await store.fault(pid + 1, base, 'read', 'cpu0', null)).toEqual({ r: 'ESRCH' });
+  });
+
+  it('refuses faults while a PT lock is held and a stale lease holder is fenced off', async () => {
+    const pid = await store.mmCreate();
+    await store.mmap(pid, 4, 'rw', false);
+    const pmd = `ptl:${Math.floor(base / 512)}`;
+    const a = await store.ptlLock(pid, pmd, 'A', 100);
+    expect(a.ok).toBe(true);
+    expect(await store.fault(pid, base, 'read', 'cpu0', null)).toEqual({ r: 'BUSY', what: 'ptl' });
+    expect((await store.ptlLock(pid, pmd, 'B', 100)).ok).toBe(false);
+    await new Promise((r) => setTimeout(r, 150)); // A's lease expires
+    const b = await store.ptlLock(pid, pmd, 'B', 5000);
+    if (!a.ok || !b.ok) throw new Error('locks');
+    expect(b.token).toBeGreaterThan(a.token);
+    expect(await store.zapPteRange(pid, pmd, `A|${a.token}`, a.token, base, base + 4)).toBeNull();
+    expect(await store.zapPteRange(pid, pmd, `B|${b.token}`, b.token, base, base + 4)).toEqual({ cleared: [], cpumask: [] });
+    expect(await store.leaseRelease(procKeys(pid).ptl(pmd), `A|${a.token}`)).toBe(false);
+    expect(await store.leaseRelease(procKeys(pid).ptl(pmd), `B|${b.token}`)).toBe(true);
+  });
+});
