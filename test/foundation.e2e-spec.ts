@@ -3,45 +3,11 @@
  * processes, a real nats-server and redis-server.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { type NatsConnection, type Subscription } from 'nats';
-import { MmlabError, PAGE_SIZE, TRACE_WILDCARD, TraceEvent } from '@mmlab/protocol';
-import { Store, procKeys } from '@mmlab/model';
+import type { NatsConnection } from 'nats';
+import { PAGE_SIZE } from '@mmlab/protocol';
+import { Store } from '@mmlab/model';
 import { RpcClient, connectNats } from '@mmlab/runtime';
-import { LocalLab } from '@mmlab/testing';
-
-/** Every trace event of the lab, as the services publish them. */
-class TraceLog {
-  readonly events: TraceEvent[] = [];
-  private waiters: Array<{ pred: (e: TraceEvent) => boolean; resolve: (e: TraceEvent) => void }> = [];
-  private sub!: Subscription;
-  constructor(private readonly nc: NatsConnection) {}
-  start(): void {
-    this.sub = this.nc.subscribe(TRACE_WILDCARD, {
-      callback: (_err, m) => {
-        const e = TraceEvent.parse(JSON.parse(m.string()));
-        this.events.push(e);
-        this.waiters = this.waiters.filter((w) => (w.pred(e) ? (w.resolve(e), false) : true));
-      },
-    });
-  }
-  next(pred: (e: TraceEvent) => boolean): Promise<TraceEvent> {
-    const seen = this.events.find(pred);
-    if (seen) return Promise.resolve(seen);
-    return new Promise((resolve) => this.waiters.push({ pred, resolve }));
-  }
-  stop(): void {
-    this.sub.unsubscribe();
-  }
-}
-
-async function codeOf(p: Promise<unknown>): Promise<string> {
-  try {
-    await p;
-    return 'ok';
-  } catch (e) {
-    return e instanceof MmlabError ? e.code : `non-typed: ${String(e)}`;
-  }
-}
+import { LocalLab, TraceLog, codeOf } from '@mmlab/testing';
 
 describe('anonymous memory through two mm replicas and four CPUs', () => {
   let lab: LocalLab;

@@ -233,6 +233,11 @@ export class Store {
     return { cleared, cpumask: (r[2] as string[]).map(String) };
   }
 
+  /** Indexes of the page-table pages a process has (the PMD entries in use). */
+  async pmds(pid: number): Promise<number[]> {
+    return (await this.redis.smembers(procKeys(pid).pmds)).map(Number).sort((a, b) => a - b);
+  }
+
   async walk(pid: number, vpn: number, agent: string): Promise<Pte | null> {
     const k = procKeys(pid);
     const r = (await this.run('walk', [k.pte, k.cpumask], [vpn, agent])) as string | null;

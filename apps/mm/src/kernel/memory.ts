@@ -8,7 +8,7 @@
  * from the top. Only do_wp_page's copy holds the PT lock across a network wait — the TLB
  * shootdown, which CPUs answer at once — and it holds it as a lease with a fencing token.
  */
-import { MmlabError, PAGE_SIZE, type Access, type FaultKind, ZERO_PFN, pmdIndexOf } from '@mmlab/protocol';
+import { MmlabError, PAGE_SIZE, PTRS_PER_PTE, type Access, type FaultKind, ZERO_PFN, pmdIndexOf } from '@mmlab/protocol';
 import type { Pte } from '@mmlab/model';
 import { now } from '@mmlab/runtime';
 import { type MmContext, backoff } from './context';
@@ -185,9 +185,11 @@ export async function zapPageRange(
 ): Promise<{ zapped: number; freed: number }> {
   let zapped = 0;
   let freed = 0;
-  for (let s = startVpn; s < endVpn; ) {
-    const pmd = pmdIndexOf(s);
-    const e = Math.min(endVpn, (pmd + 1) * 512);
+  // Only page-table pages that exist (free_pgd_range would have skipped the empty ones).
+  for (const pmd of await ctx.store.pmds(pid)) {
+    const s = Math.max(startVpn, pmd * PTRS_PER_PTE);
+    const e = Math.min(endVpn, (pmd + 1) * PTRS_PER_PTE);
+    if (s >= e) continue;
     const held = await ptlLock(ctx, pid, `ptl:${pmd}`, op);
     let cleared: Array<Pte & { vpn: number }> = [];
     try {
@@ -206,7 +208,6 @@ export async function zapPageRange(
     }
     zapped += cleared.length;
     freed += await putPages(ctx, op, cleared);
-    s = e;
   }
   return { zapped, freed };
 }

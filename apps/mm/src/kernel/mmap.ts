@@ -43,27 +43,22 @@ export async function doMmap(ctx: MmContext, pid: number, pages: number, prot: P
 
 /**
  * do_munmap(): under mmap_sem for write, detach the VMAs of the range (later faults there are
- * SIGSEGV), then unmap_region() → zap_page_range() over what was mapped.
+ * SIGSEGV), then unmap_region() → zap_page_range() over the whole range. Zapping the whole
+ * range, not only what the VMAs covered, makes munmap idempotent: when a replica loses its
+ * lease half way (ESTALE, indefinite), retrying the munmap finishes the job.
  * No notifiers yet: this is the plain unmap of the foundation.
  */
 export async function doMunmap(ctx: MmContext, pid: number, addr: number, pages: number): Promise<{ zapped: number; freed: number }> {
   if (!isPageAligned(addr)) throw new MmlabError('EINVAL', `munmap address 0x${addr.toString(16)} is not page aligned`);
   const op = ctx.ids.next('munmap');
   const sem = await mmapWriteLock(ctx, pid, op);
-  let zapped = 0;
-  let freed = 0;
   try {
     const s = addr / PAGE_SIZE;
     const removed = await ctx.store.vmaUnmap(pid, sem.lease.value, s, s + pages);
     if (!removed) throw new MmlabError('ESTALE', `lost mmap_sem of pid ${pid}`);
     for (const [rs, re] of removed) ctx.tracer.emit({ kind: 'vma.unmap', op, pid, start: rs * PAGE_SIZE, end: re * PAGE_SIZE });
-    for (const [rs, re] of removed) {
-      const r = await zapPageRange(ctx, op, pid, rs, re);
-      zapped += r.zapped;
-      freed += r.freed;
-    }
+    return await zapPageRange(ctx, op, pid, s, s + pages);
   } finally {
     await mmapWriteUnlock(ctx, sem);
   }
-  return { zapped, freed };
 }
