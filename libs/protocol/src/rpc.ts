@@ -68,7 +68,7 @@ export const RPC = {
   }),
   meminfo: def({
     subject: 'mmlab.mm.meminfo',
-    doc: 'Frame accounting: total, free, allocated, and frames whose refcount disagrees with the page tables.',
+    doc: 'Frame accounting: total, free and allocated frames.',
     models: '/proc/meminfo',
     queue: 'mm',
     request: empty,

@@ -1,0 +1,59 @@
+/**
+ * Writes docs/protocol.md from the schemas (the Maelstrom doc.clj idea: the published protocol
+ * is generated from what is enforced, so it cannot drift). `--check` fails when the file is
+ * out of date instead of writing it.
+ *
+ *   node dist/libs/protocol/src/gen-doc.js [--check] docs/protocol.md
+ */
+import { readFileSync, writeFileSync } from 'node:fs';
+import { z } from 'zod';
+import { ERRORS } from './errors';
+import { ALL_RPCS } from './rpc';
+import { TRACE_PREFIX, TraceEvent } from './trace';
+
+const json = (s: z.ZodType): string => JSON.stringify(z.toJSONSchema(s, { io: 'input', unrepresentable: 'any' }), null, 2);
+
+export function protocolDoc(): string {
+  const out: string[] = [];
+  out.push('# mmlab wire protocol', '');
+  out.push('Generated from `libs/protocol` by `npm run protocol:doc`; do not edit by hand.', '');
+  out.push(
+    'Requests and replies travel in the envelope of NestJS\'s NATS transport: a request is `{"id", "pattern": <subject>, "data": <request>}`, a reply `{"id", "response": <reply>}` or `{"id", "err": {"code", "message", "definite"}}`. Every service validates what it receives against the schema below and answers a bad message with `EBADMSG`.',
+    '',
+  );
+  out.push('## Subjects', '', '| subject | models | delivery | what |', '|---|---|---|---|');
+  for (const [, d] of ALL_RPCS)
+    out.push(`| \`${d.subject}\` | ${d.models} | ${d.queue ? `queue group \`${d.queue}\`` : d.broadcast ? 'every instance' : 'one instance'} | ${d.doc} |`);
+  out.push('', `Trace events are published (no reply) on \`${TRACE_PREFIX}.<service>.<instance>\`.`, '');
+  out.push('## Errors', '', '| code | definite | meaning |', '|---|---|---|');
+  for (const [code, e] of Object.entries(ERRORS)) out.push(`| \`${code}\` | ${e.definite} | ${e.doc} |`);
+  out.push('', '## Messages', '');
+  for (const [name, d] of ALL_RPCS) {
+    out.push(`### \`${d.subject}\` (${name})`, '', d.doc, '', 'Request:', '```json', json(d.request), '```', 'Reply:', '```json', json(d.response), '```', '');
+  }
+  out.push('## Trace events', '', '```json', json(TraceEvent), '```', '');
+  return out.join('\n');
+}
+
+if (require.main === module) {
+  const args = process.argv.slice(2);
+  const check = args.includes('--check');
+  const file = args.find((a) => !a.startsWith('--')) ?? 'docs/protocol.md';
+  const doc = protocolDoc();
+  if (check) {
+    let cur = '';
+    try {
+      cur = readFileSync(file, 'utf8');
+    } catch {
+      /* missing counts as stale */
+    }
+    if (cur !== doc) {
+      console.error(`${file} is out of date: run npm run protocol:doc`);
+      process.exit(1);
+    }
+    console.log(`${file} is up to date`);
+  } else {
+    writeFileSync(file, doc);
+    console.log(`wrote ${file}`);
+  }
+}
