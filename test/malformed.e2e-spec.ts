@@ -9,13 +9,20 @@ import { RpcClient, connectNats, decodeReply } from '@mmlab/runtime';
 import { LocalLab, codeOf } from '@mmlab/testing';
 
 const instanceOf = (d: RpcDef): string | number | undefined =>
-  d.subject.startsWith('mmlab.cpu.') ? 1 : d.subject.startsWith('mmlab.mm.{id}') ? 'mm-1' : undefined;
+  d.subject.startsWith('mmlab.cpu.')
+    ? 1
+    : d.subject.startsWith('mmlab.mm.{id}')
+      ? 'mm-1'
+      : undefined;
 
 const BAD_PAYLOADS: Array<[string, (subject: string) => string]> = [
   ['bytes that are not JSON', () => '\u0000\u00ffnot json{'],
   ['an empty payload', () => ''],
   ['a JSON value that is not a packet', () => '[1, 2, 3]'],
-  ['a packet whose data breaks the schema', (subject) => JSON.stringify({ id: 'x', pattern: subject, data: { bogus: true, pid: 'one' } })],
+  [
+    'a packet whose data breaks the schema',
+    (subject) => JSON.stringify({ id: 'x', pattern: subject, data: { bogus: true, pid: 'one' } }),
+  ],
   ['a packet without data', (subject) => JSON.stringify({ id: 'y', pattern: subject })],
 ];
 
@@ -43,18 +50,32 @@ describe('malformed messages', () => {
       it(`${d.subject}: ${what} → EBADMSG`, async () => {
         const subject = subjectFor(d, instanceOf(d));
         const reply = await nc.request(subject, payload(subject), { timeout: 5000 });
-        expect(await codeOf(Promise.resolve().then(() => decodeReply(name, reply.data)))).toBe('EBADMSG');
+        expect(await codeOf(Promise.resolve().then(() => decodeReply(name, reply.data)))).toBe(
+          'EBADMSG',
+        );
       });
 
   it('answers well-formed but impossible requests with their own typed errors', async () => {
     const { pid } = await rpc.call('processCreate', {});
     expect(await codeOf(rpc.call('mmap', { pid: 9999, pages: 1, prot: 'rw' }))).toBe('ESRCH');
-    expect(await codeOf(rpc.call('fault', { pid: 9999, addr: 0x10000000, access: 'read', agent: 'cpu0' }))).toBe('ESRCH');
+    expect(
+      await codeOf(
+        rpc.call('fault', { pid: 9999, addr: 0x10000000, access: 'read', agent: 'cpu0' }),
+      ),
+    ).toBe('ESRCH');
     expect(await codeOf(rpc.call('munmap', { pid, addr: 0x10000001, pages: 1 }))).toBe('EINVAL');
-    expect(await codeOf(rpc.call('cpuAccess', { pid, addr: 0x10000000, op: 'write' }, { id: 0 }))).toBe('EBADMSG');
-    expect(await codeOf(rpc.call('cpuAccess', { pid, addr: 0x10000000, op: 'read' }, { id: 0 }))).toBe('SIGSEGV');
+    expect(
+      await codeOf(rpc.call('cpuAccess', { pid, addr: 0x10000000, op: 'write' }, { id: 0 })),
+    ).toBe('EBADMSG');
+    expect(
+      await codeOf(rpc.call('cpuAccess', { pid, addr: 0x10000000, op: 'read' }, { id: 0 })),
+    ).toBe('SIGSEGV');
     expect(await codeOf(rpc.call('mmap', { pid, pages: 1 << 20, prot: 'rw' }))).toBe('ok');
-    expect(await codeOf(rpc.call('mmap', { pid, pages: 1 << 20, prot: 'rw', flags: ['private' as never] }))).toBe('EBADMSG');
+    expect(
+      await codeOf(
+        rpc.call('mmap', { pid, pages: 1 << 20, prot: 'rw', flags: ['private' as never] }),
+      ),
+    ).toBe('EBADMSG');
   });
 
   it('leaves every service answering afterwards', async () => {
@@ -64,10 +85,16 @@ describe('malformed messages', () => {
     const { addr } = await rpc.call('mmap', { pid, pages: 2, prot: 'rw' });
     await rpc.call('cpuAccess', { pid, addr, op: 'write', value: 5 }, { id: 1 });
     expect((await rpc.call('cpuAccess', { pid, addr, op: 'read' }, { id: 0 })).value).toBe(5);
-    expect(await rpc.call('cpuFlushTlb', { pid, start: addr, end: addr + PAGE_SIZE }, { id: 0 })).toEqual({ flushed: 1 });
-    expect(await rpc.call('mmDebug', { stallUnderPtlMs: 0 }, { id: 'mm-1' })).toEqual({ armed: false });
+    expect(
+      await rpc.call('cpuFlushTlb', { pid, start: addr, end: addr + PAGE_SIZE }, { id: 0 }),
+    ).toEqual({ flushed: 1 });
+    expect(await rpc.call('mmDebug', { stallUnderPtlMs: 0 }, { id: 'mm-1' })).toEqual({
+      armed: false,
+    });
     expect((await rpc.call('observerSync', {})).events).toBeGreaterThan(0);
-    expect((await rpc.gather('flush', {}, { expect: lab.instances.length, timeoutMs: 5000 })).length).toBe(lab.instances.length);
+    expect(
+      (await rpc.gather('flush', {}, { expect: lab.instances.length, timeoutMs: 5000 })).length,
+    ).toBe(lab.instances.length);
     expect(lab.instances.every((i) => lab.proc(i).exitCode === null)).toBe(true);
   });
 });

@@ -75,7 +75,10 @@ describe('page tables', () => {
     if (!a.ok || !b.ok) throw new Error('locks');
     expect(b.token).toBeGreaterThan(a.token);
     expect(await store.zapPteRange(pid, pmd, `A|${a.token}`, a.token, base, base + 4)).toBeNull();
-    expect(await store.zapPteRange(pid, pmd, `B|${b.token}`, b.token, base, base + 4)).toEqual({ cleared: [], cpumask: [] });
+    expect(await store.zapPteRange(pid, pmd, `B|${b.token}`, b.token, base, base + 4)).toEqual({
+      cleared: [],
+      cpumask: [],
+    });
     expect(await store.leaseRelease(procKeys(pid).ptl(pmd), `A|${a.token}`)).toBe(false);
     expect(await store.leaseRelease(procKeys(pid).ptl(pmd), `B|${b.token}`)).toBe(true);
   });

@@ -9,7 +9,8 @@ function cpuController(cpu: Cpu) {
   class CpuController {
     @Rpc('cpuAccess', cpu.id)
     access(req: ReqParsed<'cpuAccess'>) {
-      if (req.op === 'write' && req.value === undefined) throw new MmlabError('EBADMSG', 'a write needs a value');
+      if (req.op === 'write' && req.value === undefined)
+        throw new MmlabError('EBADMSG', 'a write needs a value');
       return cpu.access(req.pid, req.addr, req.op, req.value);
     }
 

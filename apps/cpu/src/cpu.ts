@@ -65,7 +65,8 @@ export class Cpu {
     let hitFirst = true;
     for (;;) {
       const e = this.tlb.get(key);
-      if (e && (op === 'read' || e.writable)) return this.touch(e, addr, op, value, faults, hitFirst);
+      if (e && (op === 'read' || e.writable))
+        return this.touch(e, addr, op, value, faults, hitFirst);
       hitFirst = false;
       // TLB miss (or a write through a read-only entry): walk.
       //
@@ -80,7 +81,8 @@ export class Cpu {
         if (gen === this.flushGen) this.fill(pid, vpn, pte);
         continue;
       }
-      if (++faults > MAX_FAULTS) throw new MmlabError('EAGAIN', `${this.agent}: ${faults} faults at 0x${addr.toString(16)}`);
+      if (++faults > MAX_FAULTS)
+        throw new MmlabError('EAGAIN', `${this.agent}: ${faults} faults at 0x${addr.toString(16)}`);
       // Trap to mm. The reply carries the PTE it installed: fill from it, under the same rule.
       const fgen = this.flushGen;
       const r = await this.rpc.call('fault', { pid, addr, access: op, agent: this.agent });
@@ -90,11 +92,26 @@ export class Cpu {
 
   private fill(pid: number, vpn: number, pte: Pte): void {
     this.tlb.set(`${pid}:${vpn}`, { pid, vpn, pfn: pte.pfn, gen: pte.gen, writable: pte.writable });
-    this.tracer.emit({ kind: 'tlb.fill', agent: this.agent, pid, addr: vpn * PAGE_SIZE, pfn: pte.pfn, gen: pte.gen, writable: pte.writable });
+    this.tracer.emit({
+      kind: 'tlb.fill',
+      agent: this.agent,
+      pid,
+      addr: vpn * PAGE_SIZE,
+      pfn: pte.pfn,
+      gen: pte.gen,
+      writable: pte.writable,
+    });
   }
 
   /** The memory access itself, through entry e; reports a use-after-free and still lands. */
-  private async touch(e: TlbEntry, addr: number, op: Access, value: number, faults: number, tlbHit: boolean): Promise<AccessResult> {
+  private async touch(
+    e: TlbEntry,
+    addr: number,
+    op: Access,
+    value: number,
+    faults: number,
+    tlbHit: boolean,
+  ): Promise<AccessResult> {
     let finish!: () => void;
     const me: Inflight = { pid: e.pid, vpn: e.vpn, done: new Promise<void>((r) => (finish = r)) };
     this.inflight.add(me);

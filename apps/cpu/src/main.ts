@@ -13,8 +13,16 @@ async function bootstrap(): Promise<void> {
   const store = new Store(env.REDIS_URL);
   const nc = await connectNats(env.NATS_URL, instance);
   const tracer = new Tracer(nc, 'cpu', instance);
-  const cpu = new Cpu(id, store, new RpcClient(nc, env.MMLAB_FAULT_DEADLINE_MS + env.MMLAB_RPC_TIMEOUT_MS), tracer);
-  const app = await startMicroservice(CpuModule.register(cpu, tracer), { natsUrl: env.NATS_URL, name: instance });
+  const cpu = new Cpu(
+    id,
+    store,
+    new RpcClient(nc, env.MMLAB_FAULT_DEADLINE_MS + env.MMLAB_RPC_TIMEOUT_MS),
+    tracer,
+  );
+  const app = await startMicroservice(CpuModule.register(cpu, tracer), {
+    natsUrl: env.NATS_URL,
+    name: instance,
+  });
   new Logger('cpu').log(`${instance} up`);
   const shutdown = async () => {
     await app.close();

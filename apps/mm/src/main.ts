@@ -20,7 +20,10 @@ async function bootstrap(): Promise<void> {
     tracer: new Tracer(nc, 'mm', instance),
     rpc: new RpcClient(nc, env.MMLAB_RPC_TIMEOUT_MS),
   });
-  const app = await startMicroservice(MmModule.register(ctx), { natsUrl: env.NATS_URL, name: instance });
+  const app = await startMicroservice(MmModule.register(ctx), {
+    natsUrl: env.NATS_URL,
+    name: instance,
+  });
   new Logger('mm').log(`${instance} up: ${frames} frames, mode ${env.MMLAB_MODE}`);
   const shutdown = async () => {
     await app.close();

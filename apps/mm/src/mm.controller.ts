@@ -18,7 +18,9 @@ export class MmController {
 
   @Rpc('mmap')
   async mmap(req: ReqParsed<'mmap'>) {
-    return { addr: await doMmap(this.ctx, req.pid, req.pages, req.prot, req.flags.includes('shared')) };
+    return {
+      addr: await doMmap(this.ctx, req.pid, req.pages, req.prot, req.flags.includes('shared')),
+    };
   }
 
   @Rpc('munmap')

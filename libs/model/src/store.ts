@@ -3,7 +3,14 @@
  * keys.ts. Scripts are loaded once with ioredis defineCommand (EVALSHA, falling back to EVAL).
  */
 import Redis, { type RedisOptions } from 'ioredis';
-import { type Access, MMAP_BASE, PTRS_PER_PTE, TASK_SIZE, type Prot, PAGE_SIZE } from '@mmlab/protocol';
+import {
+  type Access,
+  MMAP_BASE,
+  PTRS_PER_PTE,
+  TASK_SIZE,
+  type Prot,
+  PAGE_SIZE,
+} from '@mmlab/protocol';
 import { GLOBAL, MEM_KEYS, procKeys } from './keys';
 import { type Pte, formatPte, parsePte } from './pte';
 import { SCRIPTS, type ScriptName } from './scripts';
@@ -24,8 +31,13 @@ export class Store {
   readonly redis: Redis;
 
   constructor(url: string, opts: RedisOptions = {}) {
-    this.redis = new Redis(url, { maxRetriesPerRequest: null, enableAutoPipelining: true, ...opts });
-    for (const [name, d] of Object.entries(SCRIPTS)) this.redis.defineCommand(name, { numberOfKeys: d.keys, lua: d.lua });
+    this.redis = new Redis(url, {
+      maxRetriesPerRequest: null,
+      enableAutoPipelining: true,
+      ...opts,
+    });
+    for (const [name, d] of Object.entries(SCRIPTS))
+      this.redis.defineCommand(name, { numberOfKeys: d.keys, lua: d.lua });
   }
 
   async quit(): Promise<void> {
@@ -48,14 +60,20 @@ export class Store {
   }
 
   /** alloc_page(): → {pfn, gen} or null when memory is exhausted. */
-  async allocPage(copyFrom: number | null, mapcount = 1): Promise<{ pfn: number; gen: number } | null> {
+  async allocPage(
+    copyFrom: number | null,
+    mapcount = 1,
+  ): Promise<{ pfn: number; gen: number } | null> {
     const r = (await this.run('allocPage', MEM_KEYS, [copyFrom ?? '', mapcount])) as Reply;
     if (r[0] === 'ENOMEM') return null;
     return { pfn: Number(r[1]), gen: Number(r[2]) };
   }
 
   /** put_page() for each frame: → frames freed, and pfns that were not live (double free). */
-  async putPages(pages: Array<{ pfn: number; gen: number }>, kind: 'map' | 'ref' = 'map'): Promise<{ freed: number[]; bad: number[] }> {
+  async putPages(
+    pages: Array<{ pfn: number; gen: number }>,
+    kind: 'map' | 'ref' = 'map',
+  ): Promise<{ freed: number[]; bad: number[] }> {
     if (pages.length === 0) return { freed: [], bad: [] };
     const args: Array<string | number> = [kind];
     for (const p of pages) args.push(p.pfn, p.gen);
@@ -63,7 +81,11 @@ export class Store {
     return { freed: r[0].map(Number), bad: r[1].map(Number) };
   }
 
-  async frameAccess(pfn: number, op: Access, value?: number): Promise<{ gen: number; state: string; value: number } | null> {
+  async frameAccess(
+    pfn: number,
+    op: Access,
+    value?: number,
+  ): Promise<{ gen: number; state: string; value: number } | null> {
     const r = (await this.run('frameAccess', MEM_KEYS, [pfn, op, value ?? 0])) as Reply;
     if (r[0] !== 'OK') return null;
     return { gen: Number(r[1]), state: String(r[2]), value: Number(r[3]) };
@@ -75,11 +97,18 @@ export class Store {
   }
 
   /** Frame table snapshot (tests and diagnostics). */
-  async frames(): Promise<Map<number, { gen: number; ref: number; map: number; state: string; data: number }>> {
+  async frames(): Promise<
+    Map<number, { gen: number; ref: number; map: number; state: string; data: number }>
+  > {
     const [gen, ref, map, state, data] = await Promise.all(
-      [MEM_KEYS[2], MEM_KEYS[3], MEM_KEYS[4], MEM_KEYS[5], MEM_KEYS[6]].map((k) => this.redis.hgetall(k)),
+      [MEM_KEYS[2], MEM_KEYS[3], MEM_KEYS[4], MEM_KEYS[5], MEM_KEYS[6]].map((k) =>
+        this.redis.hgetall(k),
+      ),
     );
-    const out = new Map<number, { gen: number; ref: number; map: number; state: string; data: number }>();
+    const out = new Map<
+      number,
+      { gen: number; ref: number; map: number; state: string; data: number }
+    >();
     for (const pfn of Object.keys(gen))
       out.set(Number(pfn), {
         gen: Number(gen[pfn]),
@@ -105,7 +134,11 @@ export class Store {
 
   async mmap(pid: number, pages: number, prot: Prot, shared: boolean): Promise<Reply> {
     const k = procKeys(pid);
-    return (await this.run('mmap', [k.mm, k.vma, k.semW], [pages, prot, shared ? 'shared' : '', TASK_SIZE / PAGE_SIZE])) as Reply;
+    return (await this.run(
+      'mmap',
+      [k.mm, k.vma, k.semW],
+      [pages, prot, shared ? 'shared' : '', TASK_SIZE / PAGE_SIZE],
+    )) as Reply;
   }
 
   async semWriteLock(pid: number, owner: string, ttlMs: number): Promise<LockResult | 'ESRCH'> {
@@ -122,7 +155,11 @@ export class Store {
 
   async ptlLock(pid: number, lock: string, owner: string, ttlMs: number): Promise<LockResult> {
     const k = procKeys(pid);
-    const r = (await this.run('ptlLock', [k.ptl(lock), k.ptlmax, k.fence], [owner, ttlMs, lock])) as Reply;
+    const r = (await this.run(
+      'ptlLock',
+      [k.ptl(lock), k.ptlmax, k.fence],
+      [owner, ttlMs, lock],
+    )) as Reply;
     return r[0] === 'OK' ? { ok: true, token: Number(r[1]) } : { ok: false, holder: String(r[1]) };
   }
 
@@ -135,7 +172,12 @@ export class Store {
   }
 
   /** → removed [start, end) vpn ranges, or null when the mmap_sem lease was lost. */
-  async vmaUnmap(pid: number, semValue: string, s: number, e: number): Promise<Array<[number, number]> | null> {
+  async vmaUnmap(
+    pid: number,
+    semValue: string,
+    s: number,
+    e: number,
+  ): Promise<Array<[number, number]> | null> {
     const k = procKeys(pid);
     const r = (await this.run('vmaUnmap', [k.vma, k.semW], [semValue, s, e])) as Reply;
     if (r[0] !== 'OK') return null;
@@ -145,7 +187,13 @@ export class Store {
     return out;
   }
 
-  async fault(pid: number, vpn: number, access: Access, agent: string, newPage: { pfn: number; gen: number } | null): Promise<FaultStep> {
+  async fault(
+    pid: number,
+    vpn: number,
+    access: Access,
+    agent: string,
+    newPage: { pfn: number; gen: number } | null,
+  ): Promise<FaultStep> {
     const k = procKeys(pid);
     const pmd = Math.floor(vpn / PTRS_PER_PTE);
     const r = (await this.run(
@@ -158,7 +206,11 @@ export class Store {
       case 'ANON':
       case 'SPURIOUS':
       case 'NEED_WP':
-        return { r: r[0], pte: { pfn: Number(r[1]), gen: Number(r[2]), writable: Number(r[3]) === 1 }, seq: Number(r[4]) };
+        return {
+          r: r[0],
+          pte: { pfn: Number(r[1]), gen: Number(r[2]), writable: Number(r[3]) === 1 },
+          seq: Number(r[4]),
+        };
       case 'NEED_PAGE':
         return { r: 'NEED_PAGE', seq: Number(r[1]) };
       case 'BUSY':
@@ -172,10 +224,20 @@ export class Store {
     }
   }
 
-  async wpReuse(pid: number, vpn: number, expected: Pte, seq: number, agent: string): Promise<'OK' | 'RETRY' | 'BUSY'> {
+  async wpReuse(
+    pid: number,
+    vpn: number,
+    expected: Pte,
+    seq: number,
+    agent: string,
+  ): Promise<'OK' | 'RETRY' | 'BUSY'> {
     const k = procKeys(pid);
     const pmd = Math.floor(vpn / PTRS_PER_PTE);
-    const r = (await this.run('wpReuse', [k.mm, k.pte, k.semW, k.ptl(`ptl:${pmd}`), k.cpumask], [vpn, formatPte(expected), seq, agent])) as Reply;
+    const r = (await this.run(
+      'wpReuse',
+      [k.mm, k.pte, k.semW, k.ptl(`ptl:${pmd}`), k.cpumask],
+      [vpn, formatPte(expected), seq, agent],
+    )) as Reply;
     return r[0] as 'OK' | 'RETRY' | 'BUSY';
   }
 
@@ -195,14 +257,26 @@ export class Store {
       [k.mm, k.pte, k.semW, k.ptl(lock), k.ptlmax, k.fence, k.cpumask],
       [vpn, formatPte(expected), seq, owner, ttlMs, lock, agent],
     )) as Reply;
-    if (r[0] === 'OK') return { r: 'OK', token: Number(r[1]), cpumask: (r[2] as string[]).map(String) };
+    if (r[0] === 'OK')
+      return { r: 'OK', token: Number(r[1]), cpumask: (r[2] as string[]).map(String) };
     return { r: r[0] as 'RETRY' | 'BUSY' };
   }
 
   /** Fenced set_pte_at() + unlock; false when the lease was lost (nothing written). */
-  async setPteUnlock(pid: number, lock: string, value: string, token: number, vpn: number, pte: Pte): Promise<boolean> {
+  async setPteUnlock(
+    pid: number,
+    lock: string,
+    value: string,
+    token: number,
+    vpn: number,
+    pte: Pte,
+  ): Promise<boolean> {
     const k = procKeys(pid);
-    const r = (await this.run('setPteUnlock', [k.ptl(lock), k.ptlmax, k.pte], [value, lock, token, vpn, formatPte(pte)])) as Reply;
+    const r = (await this.run(
+      'setPteUnlock',
+      [k.ptl(lock), k.ptlmax, k.pte],
+      [value, lock, token, vpn, formatPte(pte)],
+    )) as Reply;
     return r[0] === 'OK';
   }
 
@@ -211,7 +285,10 @@ export class Store {
   }
 
   async refcount(pfn: number): Promise<{ ref: number; gen: number }> {
-    const [ref, gen] = await Promise.all([this.redis.hget(MEM_KEYS[3], String(pfn)), this.redis.hget(MEM_KEYS[2], String(pfn))]);
+    const [ref, gen] = await Promise.all([
+      this.redis.hget(MEM_KEYS[3], String(pfn)),
+      this.redis.hget(MEM_KEYS[2], String(pfn)),
+    ]);
     return { ref: Number(ref ?? 0), gen: Number(gen ?? 0) };
   }
 
@@ -224,7 +301,11 @@ export class Store {
     e: number,
   ): Promise<{ cleared: Array<{ vpn: number } & Pte>; cpumask: string[] } | null> {
     const k = procKeys(pid);
-    const r = (await this.run('zapPteRange', [k.ptl(lock), k.ptlmax, k.pte, k.cpumask], [value, lock, token, s, e])) as Reply;
+    const r = (await this.run(
+      'zapPteRange',
+      [k.ptl(lock), k.ptlmax, k.pte, k.cpumask],
+      [value, lock, token, s, e],
+    )) as Reply;
     if (r[0] !== 'OK') return null;
     const cleared = (r[1] as string[]).map((c) => {
       const i = c.indexOf(':');

@@ -8,19 +8,34 @@
 import { z } from 'zod';
 
 export const ERRORS = {
-  EBADMSG: { definite: true, doc: 'The message did not parse or did not match the subject schema.' },
+  EBADMSG: {
+    definite: true,
+    doc: 'The message did not parse or did not match the subject schema.',
+  },
   ESRCH: { definite: true, doc: 'No such process (address space).' },
-  SIGSEGV: { definite: true, doc: 'The access is outside every VMA or forbidden by its protection.' },
+  SIGSEGV: {
+    definite: true,
+    doc: 'The access is outside every VMA or forbidden by its protection.',
+  },
   ENOMEM: { definite: true, doc: 'No free frame (or no address space) left.' },
-  EINVAL: { definite: true, doc: 'The arguments are well formed but invalid (unaligned, zero length, ...).' },
+  EINVAL: {
+    definite: true,
+    doc: 'The arguments are well formed but invalid (unaligned, zero length, ...).',
+  },
   EFAULT: { definite: true, doc: 'A device access to an unmapped or PROT_NONE page.' },
   EPERM: { definite: true, doc: 'A write the mapping forbids.' },
-  EAGAIN: { definite: true, doc: 'Contention did not clear before the deadline; nothing was changed.' },
+  EAGAIN: {
+    definite: true,
+    doc: 'Contention did not clear before the deadline; nothing was changed.',
+  },
   ESTALE: {
     definite: false,
     doc: 'A page-table write was rejected because the caller no longer holds the lock (fencing token is stale). Earlier steps of the operation may have happened.',
   },
-  ETIMEDOUT: { definite: false, doc: 'No answer before the deadline; the operation may still happen.' },
+  ETIMEDOUT: {
+    definite: false,
+    doc: 'No answer before the deadline; the operation may still happen.',
+  },
   ENOHANDLER: { definite: true, doc: 'No service answers on this subject.' },
   EINTERNAL: { definite: false, doc: 'A bug: the service caught an unexpected exception.' },
 } as const satisfies Record<string, { definite: boolean; doc: string }>;
@@ -49,7 +64,11 @@ export class MmlabError extends Error {
   }
 
   toWire(): WireError {
-    return { code: this.code, message: this.message.replace(`${this.code}: `, ''), definite: this.definite };
+    return {
+      code: this.code,
+      message: this.message.replace(`${this.code}: `, ''),
+      definite: this.definite,
+    };
   }
 
   static fromWire(w: WireError): MmlabError {

@@ -11,7 +11,8 @@ import { ERRORS } from './errors';
 import { ALL_RPCS } from './rpc';
 import { TRACE_PREFIX, TraceEvent } from './trace';
 
-const json = (s: z.ZodType): string => JSON.stringify(z.toJSONSchema(s, { io: 'input', unrepresentable: 'any' }), null, 2);
+const json = (s: z.ZodType): string =>
+  JSON.stringify(z.toJSONSchema(s, { io: 'input', unrepresentable: 'any' }), null, 2);
 
 export function protocolDoc(): string {
   const out: string[] = [];
@@ -23,13 +24,34 @@ export function protocolDoc(): string {
   );
   out.push('## Subjects', '', '| subject | models | delivery | what |', '|---|---|---|---|');
   for (const [, d] of ALL_RPCS)
-    out.push(`| \`${d.subject}\` | ${d.models} | ${d.queue ? `queue group \`${d.queue}\`` : d.broadcast ? 'every instance' : 'one instance'} | ${d.doc} |`);
-  out.push('', `Trace events are published (no reply) on \`${TRACE_PREFIX}.<service>.<instance>\`.`, '');
+    out.push(
+      `| \`${d.subject}\` | ${d.models} | ${d.queue ? `queue group \`${d.queue}\`` : d.broadcast ? 'every instance' : 'one instance'} | ${d.doc} |`,
+    );
+  out.push(
+    '',
+    `Trace events are published (no reply) on \`${TRACE_PREFIX}.<service>.<instance>\`.`,
+    '',
+  );
   out.push('## Errors', '', '| code | definite | meaning |', '|---|---|---|');
-  for (const [code, e] of Object.entries(ERRORS)) out.push(`| \`${code}\` | ${e.definite} | ${e.doc} |`);
+  for (const [code, e] of Object.entries(ERRORS))
+    out.push(`| \`${code}\` | ${e.definite} | ${e.doc} |`);
   out.push('', '## Messages', '');
   for (const [name, d] of ALL_RPCS) {
-    out.push(`### \`${d.subject}\` (${name})`, '', d.doc, '', 'Request:', '```json', json(d.request), '```', 'Reply:', '```json', json(d.response), '```', '');
+    out.push(
+      `### \`${d.subject}\` (${name})`,
+      '',
+      d.doc,
+      '',
+      'Request:',
+      '```json',
+      json(d.request),
+      '```',
+      'Reply:',
+      '```json',
+      json(d.response),
+      '```',
+      '',
+    );
   }
   out.push('## Trace events', '', '```json', json(TraceEvent), '```', '');
   return out.join('\n');

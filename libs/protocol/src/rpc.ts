@@ -21,7 +21,8 @@ export interface RpcDef<Req extends z.ZodType = z.ZodType, Res extends z.ZodType
   readonly response: Res;
 }
 
-const def = <Req extends z.ZodType, Res extends z.ZodType>(d: RpcDef<Req, Res>): RpcDef<Req, Res> => d;
+const def = <Req extends z.ZodType, Res extends z.ZodType>(d: RpcDef<Req, Res>): RpcDef<Req, Res> =>
+  d;
 const empty = z.strictObject({});
 
 export const FaultKind = z.enum(['zero', 'anon', 'wp-copy', 'wp-reuse', 'spurious']);
@@ -41,7 +42,12 @@ export const RPC = {
     doc: 'Map anonymous memory (private, or shared with flags: [shared]) and return its start address.',
     models: 'do_mmap() for MAP_ANONYMOUS',
     queue: 'mm',
-    request: z.strictObject({ pid: Pid, pages: Pages, prot: Prot, flags: z.array(MapFlag).default([]) }),
+    request: z.strictObject({
+      pid: Pid,
+      pages: Pages,
+      prot: Prot,
+      flags: z.array(MapFlag).default([]),
+    }),
     response: z.object({ addr: Addr }),
   }),
   munmap: def({
@@ -50,7 +56,10 @@ export const RPC = {
     models: 'do_munmap() → unmap_region() → zap_page_range()',
     queue: 'mm',
     request: z.strictObject({ pid: Pid, addr: Addr, pages: Pages }),
-    response: z.object({ zapped: z.number().int().nonnegative(), freed: z.number().int().nonnegative() }),
+    response: z.object({
+      zapped: z.number().int().nonnegative(),
+      freed: z.number().int().nonnegative(),
+    }),
   }),
   fault: def({
     subject: 'mmlab.mm.fault',
@@ -103,7 +112,12 @@ export const RPC = {
     subject: 'mmlab.cpu.{id}.flush_tlb',
     doc: "Shoot down this CPU's TLB entries of pid in [start, end), after in-flight accesses through them complete.",
     models: 'flush_tlb_mm_range() IPI → flush_tlb_func()',
-    request: z.strictObject({ pid: Pid, start: Addr, end: Addr, op: z.string().max(128).optional() }),
+    request: z.strictObject({
+      pid: Pid,
+      start: Addr,
+      end: Addr,
+      op: z.string().max(128).optional(),
+    }),
     response: z.object({ flushed: z.number().int().nonnegative() }),
   }),
   ping: def({
@@ -145,4 +159,6 @@ export function subjectFor(d: RpcDef, id?: string | number): string {
 }
 
 /** Every RPC, in declaration order (for the malformed-message sweep and the reference doc). */
-export const ALL_RPCS: ReadonlyArray<[RpcName, RpcDef]> = Object.entries(RPC) as Array<[RpcName, RpcDef]>;
+export const ALL_RPCS: ReadonlyArray<[RpcName, RpcDef]> = Object.entries(RPC) as Array<
+  [RpcName, RpcDef]
+>;

@@ -52,7 +52,13 @@ export const TraceEvent = z.discriminatedUnion('kind', [
     durMs: z.number(),
     retries: z.number().int(),
   }),
-  ev('ptl.acquire', { pid: Pid, lock: LockName, owner: z.string(), token: Token, waitMs: z.number() }),
+  ev('ptl.acquire', {
+    pid: Pid,
+    lock: LockName,
+    owner: z.string(),
+    token: Token,
+    waitMs: z.number(),
+  }),
   ev('ptl.release', {
     pid: Pid,
     lock: LockName,
@@ -62,8 +68,19 @@ export const TraceEvent = z.discriminatedUnion('kind', [
     /** false: the lease was already gone (expired, or taken by a newer token) */
     released: z.boolean(),
   }),
-  ev('mmap_sem.acquire', { pid: Pid, mode: z.enum(['read', 'write']), owner: z.string(), token: Token }),
-  ev('mmap_sem.release', { pid: Pid, mode: z.enum(['read', 'write']), owner: z.string(), token: Token, released: z.boolean() }),
+  ev('mmap_sem.acquire', {
+    pid: Pid,
+    mode: z.enum(['read', 'write']),
+    owner: z.string(),
+    token: Token,
+  }),
+  ev('mmap_sem.release', {
+    pid: Pid,
+    mode: z.enum(['read', 'write']),
+    owner: z.string(),
+    token: Token,
+    released: z.boolean(),
+  }),
   ev('pte.set', {
     pid: Pid,
     addr: Addr,
@@ -74,7 +91,14 @@ export const TraceEvent = z.discriminatedUnion('kind', [
     /** fencing token of the lease the write was made under; null: inside one atomic script */
     token: Token.nullable(),
   }),
-  ev('pte.clear', { pid: Pid, addr: Addr, pfn: Pfn, gen: Gen, lock: LockName, token: Token.nullable() }),
+  ev('pte.clear', {
+    pid: Pid,
+    addr: Addr,
+    pfn: Pfn,
+    gen: Gen,
+    lock: LockName,
+    token: Token.nullable(),
+  }),
   ev('pte.reject', { pid: Pid, lock: LockName, token: Token, reason: z.string() }),
   ev('frame.alloc', { pfn: Pfn, gen: Gen }),
   ev('frame.free', { pfn: Pfn, gen: Gen }),

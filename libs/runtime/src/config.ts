@@ -11,7 +11,10 @@ export const EnvSchema = z.object({
   NATS_URL: z.string().default('nats://127.0.0.1:4222'),
   REDIS_URL: z.string().default('redis://127.0.0.1:6379'),
   /** Instance name, unique in the lab: mm-0, cpu0, observer ... */
-  MMLAB_INSTANCE: z.string().regex(/^[A-Za-z0-9_-]+$/).optional(),
+  MMLAB_INSTANCE: z
+    .string()
+    .regex(/^[A-Za-z0-9_-]+$/)
+    .optional(),
   MMLAB_MODE: Mode.default('patched'),
   /** Frames in the zone (physical memory), set up by the first mm replica that starts. */
   MMLAB_FRAMES: int(256),

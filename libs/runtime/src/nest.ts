@@ -4,7 +4,15 @@
  * arrives against the request schema, and turns anything thrown into a typed wire error.
  * A message that is not even JSON reaches the handler as MALFORMED and gets EBADMSG back.
  */
-import { Catch, Controller, type DynamicModule, type RpcExceptionFilter, type INestMicroservice, Logger, type Type } from '@nestjs/common';
+import {
+  Catch,
+  Controller,
+  type DynamicModule,
+  type RpcExceptionFilter,
+  type INestMicroservice,
+  Logger,
+  type Type,
+} from '@nestjs/common';
 import { NestFactory } from '@nestjs/core';
 import {
   type ConsumerDeserializer,
@@ -29,7 +37,10 @@ import type { Tracer } from './tracer';
 
 /** Decode without ever throwing: Nest's own JSON deserializer throws, and the caller hangs. */
 export class SafeNatsDeserializer implements ConsumerDeserializer {
-  deserialize(value: Uint8Array, options?: { channel?: string; replyTo?: string }): IncomingRequest {
+  deserialize(
+    value: Uint8Array,
+    options?: { channel?: string; replyTo?: string },
+  ): IncomingRequest {
     const channel = options?.channel ?? '';
     let decoded: unknown;
     try {
@@ -46,7 +57,11 @@ export class SafeNatsDeserializer implements ConsumerDeserializer {
       return { id: id as string, pattern: channel, data: p.data };
     }
     // A bare JSON payload from a foreign client: treat it as the data of a request.
-    return { id: (options?.replyTo ? 'external' : undefined) as string, pattern: channel, data: decoded };
+    return {
+      id: (options?.replyTo ? 'external' : undefined) as string,
+      pattern: channel,
+      data: decoded,
+    };
   }
 }
 
@@ -56,7 +71,9 @@ export function parseRequest<N extends RpcName>(name: N, data: unknown): ReqPars
     throw new MmlabError('EBADMSG', `${d.subject}: ${(data as Record<string, string>)[MALFORMED]}`);
   const r = d.request.safeParse(data);
   if (!r.success) {
-    const why = r.error.issues.map((i) => `${i.path.join('.') || '(root)'}: ${i.message}`).join('; ');
+    const why = r.error.issues
+      .map((i) => `${i.path.join('.') || '(root)'}: ${i.message}`)
+      .join('; ');
     throw new MmlabError('EBADMSG', `${d.subject}: ${why}`);
   }
   return r.data as ReqParsed<N>;
@@ -80,7 +97,11 @@ export function Rpc(name: RpcName, id?: string | number): MethodDecorator {
       }
     };
     Object.defineProperty(desc.value, 'name', { value: String(key) });
-    MessagePattern(subjectFor(d, id), Transport.NATS, d.queue ? { queue: d.queue } : {})(target, key, desc);
+    MessagePattern(subjectFor(d, id), Transport.NATS, d.queue ? { queue: d.queue } : {})(
+      target,
+      key,
+      desc,
+    );
   };
 }
 
@@ -91,7 +112,8 @@ export class WireErrorFilter implements RpcExceptionFilter<unknown> {
   catch(exception: unknown): Observable<WireError> {
     if (exception instanceof RpcException) {
       const e = exception.getError();
-      if (typeof e === 'object' && e !== null && 'code' in e) return throwError(() => e as WireError);
+      if (typeof e === 'object' && e !== null && 'code' in e)
+        return throwError(() => e as WireError);
     }
     const w = MmlabError.wrap(exception);
     if (w.code === 'EINTERNAL') this.log.error(exception);
@@ -123,7 +145,10 @@ export interface StartOptions {
 }
 
 /** Create and start a Nest microservice on the NATS transport with the lab's conventions. */
-export async function startMicroservice(module: Type<unknown> | DynamicModule, opts: StartOptions): Promise<INestMicroservice> {
+export async function startMicroservice(
+  module: Type<unknown> | DynamicModule,
+  opts: StartOptions,
+): Promise<INestMicroservice> {
   installCrashGuards(opts.name);
   const app = await NestFactory.createMicroservice<MicroserviceOptions>(module, {
     transport: Transport.NATS,

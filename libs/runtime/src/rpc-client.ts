@@ -39,22 +39,32 @@ export function decodeReply<N extends RpcName>(name: N, bytes: Uint8Array | stri
     throw new MmlabError('EBADMSG', `reply on ${RPC[name].subject} is not JSON`);
   }
   const pkt = ReplyPacket.safeParse(raw);
-  if (!pkt.success) throw new MmlabError('EBADMSG', `reply on ${RPC[name].subject} is not a packet`);
+  if (!pkt.success)
+    throw new MmlabError('EBADMSG', `reply on ${RPC[name].subject} is not a packet`);
   if (pkt.data.err !== undefined) {
     const w = WireErrorSchema.safeParse(pkt.data.err);
     if (w.success) throw MmlabError.fromWire(w.data);
-    throw new MmlabError('EINTERNAL', `untyped error from ${RPC[name].subject}: ${JSON.stringify(pkt.data.err)}`);
+    throw new MmlabError(
+      'EINTERNAL',
+      `untyped error from ${RPC[name].subject}: ${JSON.stringify(pkt.data.err)}`,
+    );
   }
   const r = RPC[name].response.safeParse(pkt.data.response);
   if (!r.success)
-    throw new MmlabError('EBADMSG', `reply on ${RPC[name].subject} breaks its schema: ${r.error.message}`);
+    throw new MmlabError(
+      'EBADMSG',
+      `reply on ${RPC[name].subject} breaks its schema: ${r.error.message}`,
+    );
   return r.data as Res<N>;
 }
 
 function natsFailure(err: unknown, subject: string): MmlabError {
   if (err instanceof NatsError) {
-    if (err.code === NatsErrorCode.Timeout) return new MmlabError('ETIMEDOUT', `no reply on ${subject}`);
-    if (err.code === NatsErrorCode.NoResponders) return new MmlabError('ENOHANDLER', `nobody serves ${subject}`);
+    const code: string = err.code;
+    if (code === String(NatsErrorCode.Timeout))
+      return new MmlabError('ETIMEDOUT', `no reply on ${subject}`);
+    if (code === String(NatsErrorCode.NoResponders))
+      return new MmlabError('ENOHANDLER', `nobody serves ${subject}`);
   }
   return MmlabError.wrap(err);
 }
@@ -68,7 +78,8 @@ export class RpcClient {
   async call<N extends RpcName>(name: N, req: Req<N>, opts: CallOptions = {}): Promise<Res<N>> {
     const d = RPC[name];
     const parsed = d.request.safeParse(req);
-    if (!parsed.success) throw new MmlabError('EBADMSG', `request for ${d.subject}: ${parsed.error.message}`);
+    if (!parsed.success)
+      throw new MmlabError('EBADMSG', `request for ${d.subject}: ${parsed.error.message}`);
     const subject = subjectFor(d, opts.id);
     let msg;
     try {
@@ -101,7 +112,8 @@ export class RpcClient {
         out.push(decodeReply(name, m.data));
       }
     } catch (e) {
-      if (!(e instanceof NatsError && e.code === NatsErrorCode.NoResponders)) throw natsFailure(e, d.subject);
+      if (!(e instanceof NatsError && e.code === String(NatsErrorCode.NoResponders)))
+        throw natsFailure(e, d.subject);
     }
     return out;
   }

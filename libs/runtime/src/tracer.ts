@@ -32,7 +32,7 @@ export class Tracer {
       ts: input.ts ?? now(),
       service: this.service,
       instance: this.instance,
-    } as TraceEvent;
+    };
     if (this.nc && !this.nc.isClosed()) this.nc.publish(this.subject, JSON.stringify(e));
     for (const t of this.taps) t(e);
     return e;

@@ -56,7 +56,8 @@ export function labServices(cfg: LabConfig, observerPort: number): ServiceSpec[]
       app: 'observer',
       env: { ...common, MMLAB_OBSERVER_PORT: String(observerPort) },
     });
-  for (let i = 0; i < cfg.mmReplicas; i++) out.push({ instance: `mm-${i}`, app: 'mm', env: { ...common } });
+  for (let i = 0; i < cfg.mmReplicas; i++)
+    out.push({ instance: `mm-${i}`, app: 'mm', env: { ...common } });
   for (let i = 0; i < cfg.cpus; i++)
     out.push({ instance: `cpu${i}`, app: 'cpu', env: { ...common, MMLAB_CPU_ID: String(i) } });
   return out;
@@ -152,13 +153,16 @@ export class LocalLab {
       for (;;) {
         for (const i of instances) {
           const p = this.procs.get(i);
-          if (p && p.exitCode !== null) throw new Error(`${i} exited with code ${p.exitCode} while starting`);
+          if (p && p.exitCode !== null)
+            throw new Error(`${i} exited with code ${p.exitCode} while starting`);
         }
         const replies = await rpc.gather('ping', {}, { timeoutMs: 300 });
         const seen = new Set(replies.map((r) => r.instance));
         if (instances.every((i) => seen.has(i))) return;
         if (Date.now() > deadline)
-          throw new Error(`not ready after ${timeoutMs} ms: ${instances.filter((i) => !seen.has(i)).join(', ')}`);
+          throw new Error(
+            `not ready after ${timeoutMs} ms: ${instances.filter((i) => !seen.has(i)).join(', ')}`,
+          );
         await sleep(100);
       }
     } finally {

@@ -21,7 +21,12 @@ export async function freePort(): Promise<number> {
   return getRandomPort('127.0.0.1');
 }
 
-function waitForPort(port: number, proc: ChildProcess, what: string, timeoutMs = 15_000): Promise<void> {
+function waitForPort(
+  port: number,
+  proc: ChildProcess,
+  what: string,
+  timeoutMs = 15_000,
+): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   return new Promise((resolve, reject) => {
     const tryOnce = () => {
@@ -41,7 +46,11 @@ function waitForPort(port: number, proc: ChildProcess, what: string, timeoutMs =
   });
 }
 
-export function stopProcess(proc: ChildProcess, signal: NodeJS.Signals = 'SIGTERM', graceMs = 3000): Promise<void> {
+export function stopProcess(
+  proc: ChildProcess,
+  signal: NodeJS.Signals = 'SIGTERM',
+  graceMs = 3000,
+): Promise<void> {
   if (proc.exitCode !== null || proc.signalCode !== null) return Promise.resolve();
   return new Promise((resolve) => {
     const t = setTimeout(() => proc.kill('SIGKILL'), graceMs);
@@ -72,7 +81,19 @@ export async function startRedis(port?: number, extraArgs: string[] = []): Promi
   const dir = mkdtempSync(path.join(tmpdir(), 'mmlab-redis-'));
   const proc = spawn(
     'redis-server',
-    ['--port', String(p), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--dir', dir, ...extraArgs],
+    [
+      '--port',
+      String(p),
+      '--bind',
+      '127.0.0.1',
+      '--save',
+      '',
+      '--appendonly',
+      'no',
+      '--dir',
+      dir,
+      ...extraArgs,
+    ],
     { stdio: 'ignore' },
   );
   await waitForPort(p, proc, 'redis-server');

@@ -4,7 +4,8 @@ import { TRACE_WILDCARD, TraceEvent } from '@mmlab/protocol';
 
 export class TraceLog {
   readonly events: TraceEvent[] = [];
-  private waiters: Array<{ pred: (e: TraceEvent) => boolean; resolve: (e: TraceEvent) => void }> = [];
+  private waiters: Array<{ pred: (e: TraceEvent) => boolean; resolve: (e: TraceEvent) => void }> =
+    [];
   private sub: Subscription | null = null;
 
   constructor(private readonly nc: NatsConnection) {}
@@ -24,7 +25,9 @@ export class TraceLog {
   next<E extends TraceEvent = TraceEvent>(pred: (e: TraceEvent) => boolean): Promise<E> {
     const seen = this.events.find(pred);
     if (seen) return Promise.resolve(seen as E);
-    return new Promise((resolve) => this.waiters.push({ pred, resolve: resolve as (e: TraceEvent) => void }));
+    return new Promise((resolve) =>
+      this.waiters.push({ pred, resolve: resolve as (e: TraceEvent) => void }),
+    );
   }
 
   stop(): void {
@@ -33,7 +36,11 @@ export class TraceLog {
 }
 
 /** Poll cond until it holds; throw after timeoutMs (a hang guard, not a timing assertion). */
-export async function until(cond: () => Promise<boolean> | boolean, what: string, timeoutMs = 20_000): Promise<void> {
+export async function until(
+  cond: () => Promise<boolean> | boolean,
+  what: string,
+  timeoutMs = 20_000,
+): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   while (!(await cond())) {
     if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);

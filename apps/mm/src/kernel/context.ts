@@ -25,7 +25,8 @@ export function createContext(deps: Omit<MmContext, 'ids' | 'stallUnderPtlMs'>):
  * changed nothing.
  */
 export async function backoff(attempt: number, deadline: number, what: string): Promise<void> {
-  if (Date.now() > deadline) throw new MmlabError('EAGAIN', `${what} still contended at the deadline`);
+  if (Date.now() > deadline)
+    throw new MmlabError('EAGAIN', `${what} still contended at the deadline`);
   if (attempt < 4) await new Promise((r) => setImmediate(r));
   else await sleep(Math.min(5, attempt - 3));
 }

@@ -17,7 +17,12 @@ export interface HeldLock {
 }
 
 /** spin_lock(pte_lockptr(mm, pmd)) — or &mm->page_table_lock for lock 'ptl:mm'. */
-export async function ptlLock(ctx: MmContext, pid: number, lock: string, op: string): Promise<HeldLock> {
+export async function ptlLock(
+  ctx: MmContext,
+  pid: number,
+  lock: string,
+  op: string,
+): Promise<HeldLock> {
   const t0 = now();
   const deadline = Date.now() + ctx.env.MMLAB_FAULT_DEADLINE_MS;
   const owner = `${ctx.instance}/${op}`;
@@ -32,11 +37,25 @@ export async function ptlLock(ctx: MmContext, pid: number, lock: string, op: str
  * A PT lock just granted (by ptlLock, or by a script that took it together with its first
  * page-table step): start renewing its lease and trace the acquire.
  */
-export function heldPtl(ctx: MmContext, pid: number, lock: string, op: string, token: number, since: number): HeldLock {
+export function heldPtl(
+  ctx: MmContext,
+  pid: number,
+  lock: string,
+  op: string,
+  token: number,
+  since: number,
+): HeldLock {
   const at = now();
   const owner = `${ctx.instance}/${op}`;
   ctx.tracer.emit({ kind: 'ptl.acquire', op, pid, lock, owner, token, waitMs: at - since, ts: at });
-  const lease = new Lease(ctx.store, procKeys(pid).ptl(lock), owner, token, ctx.env.MMLAB_LEASE_TTL_MS, at);
+  const lease = new Lease(
+    ctx.store,
+    procKeys(pid).ptl(lock),
+    owner,
+    token,
+    ctx.env.MMLAB_LEASE_TTL_MS,
+    at,
+  );
   return { lease, pid, lock, op };
 }
 
@@ -91,8 +110,23 @@ export async function mmapWriteLock(ctx: MmContext, pid: number, op: string): Pr
     if (r === 'ESRCH') throw new MmlabError('ESRCH', `no process ${pid}`);
     if (r.ok) {
       const at = now();
-      ctx.tracer.emit({ kind: 'mmap_sem.acquire', op, pid, mode: 'write', owner, token: r.token, ts: at });
-      const lease = new Lease(ctx.store, procKeys(pid).semW, owner, r.token, ctx.env.MMLAB_LEASE_TTL_MS, at);
+      ctx.tracer.emit({
+        kind: 'mmap_sem.acquire',
+        op,
+        pid,
+        mode: 'write',
+        owner,
+        token: r.token,
+        ts: at,
+      });
+      const lease = new Lease(
+        ctx.store,
+        procKeys(pid).semW,
+        owner,
+        r.token,
+        ctx.env.MMLAB_LEASE_TTL_MS,
+        at,
+      );
       return { lease, pid, op };
     }
     if (Date.now() > deadline) throw new MmlabError('EAGAIN', `mmap_sem of pid ${pid} still held`);

@@ -8,7 +8,15 @@
  * from the top. Only do_wp_page's copy holds the PT lock across a network wait — the TLB
  * shootdown, which CPUs answer at once — and it holds it as a lease with a fencing token.
  */
-import { MmlabError, PAGE_SIZE, PTRS_PER_PTE, type Access, type FaultKind, ZERO_PFN, pmdIndexOf } from '@mmlab/protocol';
+import {
+  MmlabError,
+  PAGE_SIZE,
+  PTRS_PER_PTE,
+  type Access,
+  type FaultKind,
+  ZERO_PFN,
+  pmdIndexOf,
+} from '@mmlab/protocol';
 import type { Pte } from '@mmlab/model';
 import { now } from '@mmlab/runtime';
 import { type MmContext, backoff } from './context';
@@ -56,7 +64,7 @@ export async function handleMmFault(
     });
   };
   try {
-    for (;; retries++) {
+    for (; ; retries++) {
       if (retries > 0) await backoff(retries, deadline, `fault at ${addr} of pid ${pid}`);
       if (access === 'write' && !page) page = await allocPage(ctx, op).catch(() => null);
       const step = await ctx.store.fault(pid, vpn, access, agent, page);
@@ -76,7 +84,11 @@ export async function handleMmFault(
         case 'ANON': {
           if (step.r === 'ANON') page = null; // installed: it belongs to the page table now
           ctx.tracer.emit({ kind: 'pte.set', op, pid, addr, ...step.pte, lock, token: null });
-          const r: FaultResult = { ...step.pte, kind: step.r === 'ZERO' ? 'zero' : 'anon', retries };
+          const r: FaultResult = {
+            ...step.pte,
+            kind: step.r === 'ZERO' ? 'zero' : 'anon',
+            retries,
+          };
           end(r);
           return r;
         }
@@ -143,7 +155,16 @@ async function doWpPage(
   if (prealloc) await ctx.store.copyPage(old.pfn, page.pfn);
   const owner = `${ctx.instance}/${op}`;
   const t0 = now();
-  const r = await ctx.store.wpCopyLock(pid, vpn, old, seq, owner, ctx.env.MMLAB_LEASE_TTL_MS, lock, agent);
+  const r = await ctx.store.wpCopyLock(
+    pid,
+    vpn,
+    old,
+    seq,
+    owner,
+    ctx.env.MMLAB_LEASE_TTL_MS,
+    lock,
+    agent,
+  );
   if (r.r !== 'OK') {
     // Keep the copy for the retry only if we allocated it here; the caller owns prealloc.
     if (!prealloc) await putPages(ctx, op, [page]);
@@ -156,11 +177,23 @@ async function doWpPage(
     await debugStallUnderPtl(ctx, held);
     await flushTlbRange(ctx, op, pid, addr, addr + PAGE_SIZE, r.cpumask);
     const pte: Pte = { pfn: page.pfn, gen: page.gen, writable: true };
-    installed = await held.lease.release(() => ctx.store.setPteUnlock(pid, lock, held.lease.value, r.token, vpn, pte));
+    installed = await held.lease.release(() =>
+      ctx.store.setPteUnlock(pid, lock, held.lease.value, r.token, vpn, pte),
+    );
     if (!installed) {
-      ctx.tracer.emit({ kind: 'pte.reject', op, pid, lock, token: r.token, reason: 'lease lost before set_pte_at' });
+      ctx.tracer.emit({
+        kind: 'pte.reject',
+        op,
+        pid,
+        lock,
+        token: r.token,
+        reason: 'lease lost before set_pte_at',
+      });
       traceUnlock(ctx, held, false);
-      throw new MmlabError('ESTALE', `lost ${lock} of pid ${pid} during the COW of 0x${addr.toString(16)}`);
+      throw new MmlabError(
+        'ESTALE',
+        `lost ${lock} of pid ${pid} during the COW of 0x${addr.toString(16)}`,
+      );
     }
     ctx.tracer.emit({ kind: 'pte.set', op, pid, addr, ...pte, lock, token: r.token });
     traceUnlock(ctx, held, true);
@@ -168,7 +201,10 @@ async function doWpPage(
     if (!installed && !prealloc) await putPages(ctx, op, [page]);
   }
   await putPages(ctx, op, [old]);
-  return { result: { pfn: page.pfn, gen: page.gen, writable: true, kind: 'wp-copy' }, consumed: true };
+  return {
+    result: { pfn: page.pfn, gen: page.gen, writable: true, kind: 'wp-copy' },
+    consumed: true,
+  };
 }
 
 /**
@@ -194,15 +230,39 @@ export async function zapPageRange(
     let cleared: Array<Pte & { vpn: number }> = [];
     try {
       await debugStallUnderPtl(ctx, held);
-      const r = await ctx.store.zapPteRange(pid, held.lock, held.lease.value, held.lease.token, s, e);
+      const r = await ctx.store.zapPteRange(
+        pid,
+        held.lock,
+        held.lease.value,
+        held.lease.token,
+        s,
+        e,
+      );
       if (!r) {
-        ctx.tracer.emit({ kind: 'pte.reject', op, pid, lock: held.lock, token: held.lease.token, reason: 'stale fencing token' });
+        ctx.tracer.emit({
+          kind: 'pte.reject',
+          op,
+          pid,
+          lock: held.lock,
+          token: held.lease.token,
+          reason: 'stale fencing token',
+        });
         throw new MmlabError('ESTALE', `lost ${held.lock} of pid ${pid} before zap_pte_range`);
       }
       cleared = r.cleared;
       for (const c of cleared)
-        ctx.tracer.emit({ kind: 'pte.clear', op, pid, addr: c.vpn * PAGE_SIZE, pfn: c.pfn, gen: c.gen, lock: held.lock, token: held.lease.token });
-      if (cleared.length) await flushTlbRange(ctx, op, pid, s * PAGE_SIZE, e * PAGE_SIZE, r.cpumask);
+        ctx.tracer.emit({
+          kind: 'pte.clear',
+          op,
+          pid,
+          addr: c.vpn * PAGE_SIZE,
+          pfn: c.pfn,
+          gen: c.gen,
+          lock: held.lock,
+          token: held.lease.token,
+        });
+      if (cleared.length)
+        await flushTlbRange(ctx, op, pid, s * PAGE_SIZE, e * PAGE_SIZE, r.cpumask);
     } finally {
       await ptlUnlock(ctx, held);
     }

@@ -12,7 +12,13 @@ export async function mmCreate(ctx: MmContext): Promise<number> {
 }
 
 /** do_mmap(MAP_ANONYMOUS | MAP_PRIVATE or MAP_SHARED): one atomic step under mmap_sem. */
-export async function doMmap(ctx: MmContext, pid: number, pages: number, prot: Prot, shared: boolean): Promise<number> {
+export async function doMmap(
+  ctx: MmContext,
+  pid: number,
+  pages: number,
+  prot: Prot,
+  shared: boolean,
+): Promise<number> {
   const op = ctx.ids.next('mmap');
   const deadline = Date.now() + ctx.env.MMLAB_FAULT_DEADLINE_MS;
   for (let attempt = 0; ; attempt++) {
@@ -48,15 +54,22 @@ export async function doMmap(ctx: MmContext, pid: number, pages: number, prot: P
  * lease half way (ESTALE, indefinite), retrying the munmap finishes the job.
  * No notifiers yet: this is the plain unmap of the foundation.
  */
-export async function doMunmap(ctx: MmContext, pid: number, addr: number, pages: number): Promise<{ zapped: number; freed: number }> {
-  if (!isPageAligned(addr)) throw new MmlabError('EINVAL', `munmap address 0x${addr.toString(16)} is not page aligned`);
+export async function doMunmap(
+  ctx: MmContext,
+  pid: number,
+  addr: number,
+  pages: number,
+): Promise<{ zapped: number; freed: number }> {
+  if (!isPageAligned(addr))
+    throw new MmlabError('EINVAL', `munmap address 0x${addr.toString(16)} is not page aligned`);
   const op = ctx.ids.next('munmap');
   const sem = await mmapWriteLock(ctx, pid, op);
   try {
     const s = addr / PAGE_SIZE;
     const removed = await ctx.store.vmaUnmap(pid, sem.lease.value, s, s + pages);
     if (!removed) throw new MmlabError('ESTALE', `lost mmap_sem of pid ${pid}`);
-    for (const [rs, re] of removed) ctx.tracer.emit({ kind: 'vma.unmap', op, pid, start: rs * PAGE_SIZE, end: re * PAGE_SIZE });
+    for (const [rs, re] of removed)
+      ctx.tracer.emit({ kind: 'vma.unmap', op, pid, start: rs * PAGE_SIZE, end: re * PAGE_SIZE });
     return await zapPageRange(ctx, op, pid, s, s + pages);
   } finally {
     await mmapWriteUnlock(ctx, sem);

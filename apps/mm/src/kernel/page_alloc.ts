@@ -8,7 +8,11 @@ export interface Frame {
 }
 
 /** alloc_page(GFP_HIGHUSER_MOVABLE) (+ copy_user_highpage when copyFrom is given). */
-export async function allocPage(ctx: MmContext, op: string, copyFrom: number | null = null): Promise<Frame> {
+export async function allocPage(
+  ctx: MmContext,
+  op: string,
+  copyFrom: number | null = null,
+): Promise<Frame> {
   const f = await ctx.store.allocPage(copyFrom);
   if (!f) throw new MmlabError('ENOMEM', 'no free frame');
   ctx.tracer.emit({ kind: 'frame.alloc', op, pfn: f.pfn, gen: f.gen });
@@ -20,6 +24,10 @@ export async function putPages(ctx: MmContext, op: string, frames: Frame[]): Pro
   const { freed, bad } = await ctx.store.putPages(frames);
   const gens = new Map(frames.map((f) => [f.pfn, f.gen]));
   for (const pfn of freed) ctx.tracer.emit({ kind: 'frame.free', op, pfn, gen: gens.get(pfn)! });
-  if (bad.length) throw new MmlabError('EINTERNAL', `put_page on frames not in use (double free): ${bad.join(', ')}`);
+  if (bad.length)
+    throw new MmlabError(
+      'EINTERNAL',
+      `put_page on frames not in use (double free): ${bad.join(', ')}`,
+    );
   return freed.length;
 }

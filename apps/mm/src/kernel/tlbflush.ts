@@ -16,11 +16,17 @@ export async function flushTlbRange(
   end: number,
   cpumask: string[],
 ): Promise<void> {
-  const cpus = cpumask.map((a) => CPU_AGENT.exec(a)?.[1]).filter((id): id is string => id !== undefined);
+  const cpus = cpumask
+    .map((a) => CPU_AGENT.exec(a)?.[1])
+    .filter((id): id is string => id !== undefined);
   await Promise.all(
     cpus.map(async (id) => {
       try {
-        await ctx.rpc.call('cpuFlushTlb', { pid, start, end, op }, { id, timeoutMs: ctx.env.MMLAB_RPC_TIMEOUT_MS });
+        await ctx.rpc.call(
+          'cpuFlushTlb',
+          { pid, start, end, op },
+          { id, timeoutMs: ctx.env.MMLAB_RPC_TIMEOUT_MS },
+        );
       } catch (e) {
         // A CPU that does not answer is offline: it holds no TLB any more (an agent process
         // that restarts starts with an empty TLB). Take it out of mm_cpumask.
