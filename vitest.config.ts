@@ -8,6 +8,7 @@ const alias = {
   '@mmlab/checker': path.resolve(__dirname, 'libs/checker/src'),
   '@mmlab/runtime': path.resolve(__dirname, 'libs/runtime/src'),
   '@mmlab/testing': path.resolve(__dirname, 'libs/testing/src'),
+  '@mmlab/scenario': path.resolve(__dirname, 'libs/scenario/src'),
 };
 
 // Nest's dependency injection needs decorator metadata, which esbuild does not emit: SWC does.
@@ -21,7 +22,11 @@ export default defineConfig({
       {
         plugins,
         resolve: { alias },
-        test: { name: 'unit', include: ['libs/**/*.spec.ts', 'apps/**/*.spec.ts'], environment: 'node' },
+        test: {
+          name: 'unit',
+          include: ['libs/**/*.spec.ts', 'apps/**/*.spec.ts'],
+          environment: 'node',
+        },
       },
       {
         plugins,

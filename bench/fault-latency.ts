@@ -30,7 +30,13 @@ async function timed(n: number, fn: (i: number) => Promise<unknown>): Promise<nu
 
 async function main(): Promise<void> {
   const n = Number(process.argv[process.argv.indexOf('--faults') + 1]) || 2000;
-  const lab = await LocalLab.start({ mode: 'patched', frames: 4 * n + 64, cpus: 1, mmReplicas: 2, observer: false });
+  const lab = await LocalLab.start({
+    mode: 'patched',
+    frames: 4 * n + 64,
+    cpus: 1,
+    mmReplicas: 2,
+    observer: false,
+  });
   const nc = await connectNats(lab.natsUrl, 'bench');
   const rpc = new RpcClient(nc);
   const store = new Store(lab.redisUrl);
@@ -41,16 +47,32 @@ async function main(): Promise<void> {
     await echo.flush();
     const { pid } = await rpc.call('processCreate', {});
     await timed(200, () => nc.request('bench.echo', 'x')); // warm-up
-    const natsRtt = await timed(n, () => nc.request('bench.echo', '{"id":"1","pattern":"bench.echo","data":{}}'));
+    const natsRtt = await timed(n, () =>
+      nc.request('bench.echo', '{"id":"1","pattern":"bench.echo","data":{}}'),
+    );
     await timed(200, () => store.walk(pid, 1, 'bench'));
     const redisScript = await timed(n, (i) => store.walk(pid, i, 'bench'));
     await echo.close();
 
     const { addr } = await rpc.call('mmap', { pid, pages: 3 * n + 200, prot: 'rw' });
-    await timed(100, (i) => rpc.call('fault', { pid, addr: addr + i * PAGE_SIZE, access: 'read', agent: 'bench' }));
-    const readFaults = await timed(n, (i) => rpc.call('fault', { pid, addr: addr + (100 + i) * PAGE_SIZE, access: 'read', agent: 'bench' }));
+    await timed(100, (i) =>
+      rpc.call('fault', { pid, addr: addr + i * PAGE_SIZE, access: 'read', agent: 'bench' }),
+    );
+    const readFaults = await timed(n, (i) =>
+      rpc.call('fault', {
+        pid,
+        addr: addr + (100 + i) * PAGE_SIZE,
+        access: 'read',
+        agent: 'bench',
+      }),
+    );
     const writeFaults = await timed(n, (i) =>
-      rpc.call('fault', { pid, addr: addr + (100 + n + i) * PAGE_SIZE, access: 'write', agent: 'bench' }),
+      rpc.call('fault', {
+        pid,
+        addr: addr + (100 + n + i) * PAGE_SIZE,
+        access: 'write',
+        agent: 'bench',
+      }),
     );
     // Throughput: 16 concurrent callers, write faults on fresh pages.
     const base = 100 + 2 * n;
@@ -59,7 +81,12 @@ async function main(): Promise<void> {
     await Promise.all(
       Array.from({ length: 16 }, async () => {
         for (let i = next++; i < n; i = next++)
-          await rpc.call('fault', { pid, addr: addr + (base + i) * PAGE_SIZE, access: 'write', agent: 'bench' });
+          await rpc.call('fault', {
+            pid,
+            addr: addr + (base + i) * PAGE_SIZE,
+            access: 'write',
+            agent: 'bench',
+          });
       }),
     );
     const secs = (performance.now() - t0) / 1000;
@@ -77,7 +104,13 @@ async function main(): Promise<void> {
       writeFaultOverBaseline: pct(writeFaults, 50) / baseline,
       faultsPerSecond16Callers: n / secs,
     };
-    console.log(JSON.stringify(r, (_k, v: unknown) => (typeof v === 'number' ? Math.round(v * 1000) / 1000 : v), 2));
+    console.log(
+      JSON.stringify(
+        r,
+        (_k, v: unknown) => (typeof v === 'number' ? Math.round(v * 1000) / 1000 : v),
+        2,
+      ),
+    );
   } finally {
     await nc.close();
     await store.quit();

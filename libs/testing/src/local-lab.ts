@@ -8,7 +8,14 @@ import { createWriteStream, existsSync, mkdirSync } from 'node:fs';
 import * as path from 'node:path';
 import type { Mode } from '@mmlab/protocol';
 import { RpcClient, connectNats, sleep } from '@mmlab/runtime';
-import { type ServerHandle, freePort, startNats, startRedis, stopProcess } from './servers';
+import {
+  type ServerHandle,
+  freePort,
+  isPortFree,
+  startNats,
+  startRedis,
+  stopProcess,
+} from './servers';
 
 export interface LabConfig {
   mode: Mode;
@@ -69,6 +76,14 @@ export interface LabStartOptions {
   redisUrl?: string;
   /** where each service's stdout/stderr go (default: discarded) */
   logDir?: string;
+  /** preferred ports (scripts/lab.sh: 4222, 6379, 8080); a busy one is replaced by a free one */
+  ports?: { nats?: number; redis?: number; observer?: number };
+}
+
+/** The preferred port when it is free, else any free port. */
+async function portOr(preferred: number | undefined): Promise<number> {
+  if (preferred === undefined) return freePort();
+  return (await isPortFree(preferred)) ? preferred : freePort();
 }
 
 export class LocalLab {
@@ -85,14 +100,15 @@ export class LocalLab {
 
   static async start(cfg: LabConfig, opts: LabStartOptions = {}): Promise<LocalLab> {
     const servers: ServerHandle[] = [];
+    let lab: LocalLab | undefined;
     try {
-      const nats = opts.natsUrl ? null : await startNats();
-      const redis = opts.redisUrl ? null : await startRedis();
+      const nats = opts.natsUrl ? null : await startNats(await portOr(opts.ports?.nats));
       if (nats) servers.push(nats);
+      const redis = opts.redisUrl ? null : await startRedis(await portOr(opts.ports?.redis));
       if (redis) servers.push(redis);
-      const observerPort = await freePort();
+      const observerPort = await portOr(opts.ports?.observer);
       const specs = labServices(cfg, observerPort);
-      const lab = new LocalLab(
+      lab = new LocalLab(
         cfg,
         opts.natsUrl ?? nats!.url,
         opts.redisUrl ?? redis!.url,
@@ -107,7 +123,9 @@ export class LocalLab {
       await lab.waitReady(specs.map((s) => s.instance));
       return lab;
     } catch (e) {
-      await Promise.all(servers.map((s) => s.stop()));
+      // A service that failed to start must not leave the others running (lab.stop stops the servers too).
+      if (lab) await lab.stop();
+      else await Promise.all(servers.map((s) => s.stop()));
       throw e;
     }
   }

@@ -8,7 +8,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import * as path from 'node:path';
 import { createConnection } from 'node:net';
-import { getRandomPort } from 'get-port-please';
+import { checkPort, getRandomPort } from 'get-port-please';
 
 export interface ServerHandle {
   readonly url: string;
@@ -19,6 +19,10 @@ export interface ServerHandle {
 
 export async function freePort(): Promise<number> {
   return getRandomPort('127.0.0.1');
+}
+
+export async function isPortFree(port: number): Promise<boolean> {
+  return (await checkPort(port, '127.0.0.1')) === port;
 }
 
 function waitForPort(

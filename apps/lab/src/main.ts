@@ -1,0 +1,56 @@
+/**
+ * mmlab: the lab's command line (`npm run mmlab -- run FILE [--local] [--out DIR]`).
+ * Exit codes: 0 valid, 1 invalid, 2 unknown (also: a scenario that does not parse, bad usage).
+ */
+import { Command, CommanderError } from 'commander';
+import { runCommand } from './run-command';
+import { type UpOptions, upCommand } from './up-command';
+
+const program = new Command('mmlab')
+  .description('A distributed lab for the Linux MMU-notifier protocol')
+  // 1 means "invalid verdict": usage errors exit 2 instead of commander's 1.
+  .exitOverride((e: CommanderError) => {
+    throw e;
+  });
+
+program
+  .command('run')
+  .description('run a scenario and write results.json (verdict valid/invalid/unknown: exit 0/1/2)')
+  .argument('<file>', 'scenario YAML file')
+  .option(
+    '--local',
+    'start a lab for this run (nats-server, redis-server, every service) and stop it after',
+  )
+  .option('--out <dir>', 'where results.json, trace.jsonl and logs/ go (default: results/<name>/)')
+  .action(async (file: string, opts: { local?: boolean; out?: string }) => {
+    process.exitCode = await runCommand(file, opts);
+  });
+
+program
+  .command('up')
+  .description(
+    'start the whole lab natively (nats-server, redis-server, every service) until Ctrl-C',
+  )
+  .option('--mode <mode>', 'patched | legacy', 'patched')
+  .option('--frames <n>', 'physical frames', '256')
+  .option('--cpus <n>', 'CPU agents', '4')
+  .option('--mm-replicas <n>', 'mm replicas in the queue group', '2')
+  .option('--logs <dir>', 'service logs', '.lab/logs')
+  .action(async (opts: UpOptions) => {
+    process.exitCode = await upCommand(opts);
+  });
+
+program.parseAsync(process.argv).then(
+  () => {
+    // Exit even if a stray handle (a half-closed socket, a log stream) would keep node alive.
+    setTimeout(() => process.exit(), 2000).unref();
+  },
+  (e: unknown) => {
+    if (e instanceof CommanderError) {
+      const quiet = e.code === 'commander.helpDisplayed' || e.code === 'commander.version';
+      process.exit(quiet ? 0 : 2);
+    }
+    process.stderr.write(`mmlab: ${e instanceof Error ? (e.stack ?? e.message) : String(e)}\n`);
+    process.exit(2);
+  },
+);

@@ -1,0 +1,157 @@
+/**
+ * `mmlab run FILE [--local] [--out DIR]`: parse the scenario, get a lab, run it, write
+ * OUT/results.json and OUT/trace.jsonl, print a summary, and return the exit code
+ * (0 valid, 1 invalid, 2 unknown or a scenario that does not parse).
+ *
+ * A local lab is always torn down before returning: after a normal run, after an error, and
+ * on SIGINT/SIGTERM (which abort the run; a second one exits at once).
+ */
+import { mkdirSync, readFileSync } from 'node:fs';
+import { writeFile } from 'node:fs/promises';
+import * as path from 'node:path';
+import { now } from '@mmlab/runtime';
+import {
+  RunResults,
+  type Scenario,
+  VERDICT_EXIT_CODE,
+  parseScenario,
+  type RunResults as RunResultsT,
+} from '@mmlab/scenario';
+import { type LabConnection, connectLab, startLocalLab } from './lab-connection';
+import { computeMetrics } from './metrics';
+import { type RunOutcome, ScenarioRunner } from './scenario-runner';
+import { formatSummary } from './summary';
+
+export interface RunCommandOptions {
+  /** start a lab for this run (LocalLab) instead of using NATS_URL / MMLAB_OBSERVER_URL */
+  local?: boolean;
+  /** output directory (default results/<name>/) */
+  out?: string;
+}
+
+export interface Io {
+  out: (line: string) => void;
+  err: (line: string) => void;
+  env: NodeJS.ProcessEnv;
+}
+
+const defaultIo: Io = {
+  out: (l) => process.stdout.write(l + '\n'),
+  err: (l) => process.stderr.write(l + '\n'),
+  env: process.env,
+};
+
+export async function runCommand(
+  file: string,
+  opts: RunCommandOptions,
+  io: Io = defaultIo,
+): Promise<number> {
+  let text: string;
+  try {
+    text = readFileSync(file, 'utf8');
+  } catch (e) {
+    io.err(`${file}: ${e instanceof Error ? e.message : String(e)}`);
+    return 2;
+  }
+  const parsed = parseScenario(text, file);
+  if (!parsed.ok) {
+    for (const e of parsed.errors) io.err(e);
+    io.err(`${file}: ${parsed.errors.length} error(s); nothing was run`);
+    return 2;
+  }
+  const scenario = parsed.scenario;
+  const outDir = path.resolve(opts.out ?? path.join('results', scenario.name));
+  mkdirSync(outDir, { recursive: true });
+
+  const ac = new AbortController();
+  const onSignal = (sig: NodeJS.Signals) => {
+    if (ac.signal.aborted) process.exit(130);
+    io.err(
+      `${sig}: stopping the run${opts.local ? ' and the local lab' : ''} (again to exit at once)`,
+    );
+    ac.abort();
+  };
+  process.on('SIGINT', onSignal);
+  process.on('SIGTERM', onSignal);
+  try {
+    const results = await runAndRecord(scenario, opts, outDir, ac.signal, io);
+    io.out(formatSummary(results, path.join(outDir, 'results.json')));
+    return VERDICT_EXIT_CODE[results.verdict];
+  } finally {
+    process.off('SIGINT', onSignal);
+    process.off('SIGTERM', onSignal);
+  }
+}
+
+/** Run with a lab and write both files; any failure on the way is an `unknown` result. */
+async function runAndRecord(
+  scenario: Scenario,
+  opts: RunCommandOptions,
+  outDir: string,
+  signal: AbortSignal,
+  io: Io,
+): Promise<RunResultsT> {
+  const startedAt = new Date();
+  const t0 = now();
+  const warn = (l: string) => io.err(`warning: ${l}`);
+  let lab: LabConnection | null = null;
+  let outcome: RunOutcome;
+  try {
+    if (opts.local) {
+      io.err(
+        `starting a local lab: ${describeConfig(scenario)} (logs in ${path.join(outDir, 'logs')})`,
+      );
+      lab = await startLocalLab(scenario.config, path.join(outDir, 'logs'));
+    } else {
+      lab = await connectLab(scenario.config, io.env, warn);
+    }
+    if (signal.aborted) throw new Error('interrupted');
+    io.err(
+      `running ${scenario.name} (${scenario.steps.length} steps) on ${lab.instances.length} instances`,
+    );
+    outcome = await new ScenarioRunner(scenario, lab, { signal, log: io.err }).run();
+  } catch (e) {
+    const error = `lab: ${e instanceof Error ? e.message : String(e)}`;
+    outcome = { verdict: 'unknown', error, steps: [], rawEvents: [], events: [], invariants: [] };
+  } finally {
+    if (lab) {
+      try {
+        await lab.close();
+      } catch (e) {
+        warn(`closing the lab: ${e instanceof Error ? e.message : String(e)}`);
+      }
+    }
+  }
+
+  const tracePath = path.join(outDir, 'trace.jsonl');
+  const draft: RunResultsT = {
+    name: scenario.name,
+    seed: scenario.seed ?? null,
+    config: scenario.config,
+    verdict: outcome.verdict,
+    ...(outcome.error !== undefined && { error: outcome.error }),
+    startedAt: startedAt.toISOString(),
+    durationMs: now() - t0,
+    steps: outcome.steps,
+    invariants: outcome.invariants,
+    metrics: computeMetrics(outcome.events),
+    trace: tracePath,
+  };
+  // Our own output must match the schema readers use; if it does not, that is a runner bug.
+  const checked = RunResults.safeParse(draft);
+  const results: RunResultsT = checked.success
+    ? checked.data
+    : {
+        ...draft,
+        verdict: 'unknown',
+        error: `results.json does not match its schema: ${checked.error.message}`,
+      };
+  await writeFile(tracePath, outcome.rawEvents.map((e) => JSON.stringify(e) + '\n').join(''));
+  await writeFile(path.join(outDir, 'results.json'), JSON.stringify(results, null, 2) + '\n');
+  return results;
+}
+
+const describeConfig = (s: Scenario): string => {
+  const c = s.config;
+  return `mode ${c.mode}, ${c.frames} frames, ${c.cpus} cpus, ${c.mmReplicas} mm replicas`;
+};

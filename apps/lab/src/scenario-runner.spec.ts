@@ -1,0 +1,69 @@
+import type { InvariantVerdict } from '@mmlab/checker';
+import type { TraceEvent } from '@mmlab/protocol';
+import type { StepResult } from '@mmlab/scenario';
+import { describe, expect, it } from 'vitest';
+import { computeMetrics, percentile } from './metrics';
+import { judge } from './scenario-runner';
+
+const step = (ok: boolean): StepResult => ({
+  index: 0,
+  line: 1,
+  op: 'process.create',
+  ok,
+  durationMs: 1,
+});
+const inv = (name: InvariantVerdict['name'], ok: boolean): InvariantVerdict => ({
+  name,
+  ok,
+  checked: 1,
+  violations: ok ? [] : [{ message: 'x', events: [] }],
+});
+
+describe(judge.name, () => {
+  it('is valid when every step is ok and nothing is violated', () => {
+    expect(judge([step(true)], [inv('paired-range', true)], [])).toBe('valid');
+  });
+  it('is invalid when a step is not ok', () => {
+    expect(judge([step(true), step(false)], [], [])).toBe('invalid');
+  });
+  it('wants exactly the expected violations, no more and no fewer', () => {
+    const v = [inv('paired-range', false), inv('fenced-writes', true)];
+    expect(judge([step(true)], v, ['paired-range'])).toBe('valid');
+    expect(judge([step(true)], v, [])).toBe('invalid');
+    expect(judge([step(true)], v, ['paired-range', 'fenced-writes'])).toBe('invalid');
+  });
+});
+
+describe(computeMetrics.name, () => {
+  it('takes nearest-rank percentiles of fault.end durMs and ptl.release heldMs', () => {
+    expect(percentile([], 50)).toBeNull();
+    expect(percentile([1, 2, 3, 4], 50)).toBe(2);
+    expect(percentile([1, 2, 3, 4], 99)).toBe(4);
+    const base = { ts: 1, service: 'mm', instance: 'mm-0', pid: 1 } as const;
+    const faults = [5, 1, 3].map((durMs, i): TraceEvent => ({
+      ...base,
+      id: `f${i}`,
+      kind: 'fault.end',
+      addr: 0,
+      access: 'read',
+      agent: 'cpu0',
+      result: 'ok',
+      durMs,
+      retries: 0,
+    }));
+    const release: TraceEvent = {
+      ...base,
+      id: 'r',
+      kind: 'ptl.release',
+      lock: 'ptl:0',
+      owner: 'mm-0',
+      token: 1,
+      heldMs: 2,
+      released: true,
+    };
+    const m = computeMetrics([...faults, release]);
+    expect(m.faults).toEqual({ count: 3, p50Ms: 3, p90Ms: 5, p99Ms: 5, maxMs: 5 });
+    expect(m.ptlHold).toEqual({ count: 1, p50Ms: 2, p99Ms: 2, maxMs: 2 });
+    expect(m.events).toEqual({ total: 4, byKind: { 'fault.end': 3, 'ptl.release': 1 } });
+  });
+});

@@ -1,0 +1,305 @@
+/**
+ * ScenarioRunner: runs one parsed scenario against a lab and judges it. Independent of the
+ * command line, so that tests and later tools (comparisons, sweeps) can drive it.
+ *
+ * A run is: the steps in order, each recorded with its outcome; a barrier (every instance
+ * flushes its trace events to NATS, then the observer confirms it stored everything it had
+ * received); the run's events from the observer; the invariant checker over them; a verdict.
+ *
+ * Outcomes, as results.json records them:
+ *   step ok       its expectError matched the error code, or (no expectError) it succeeded
+ *                 and, for cpu.read with `expect`, read that value;
+ *   valid         every step ok, and the violated invariants are exactly expect.violations;
+ *   invalid       otherwise;
+ *   unknown       the run could not complete: the barrier or the observer failed, the run was
+ *                 interrupted, or the runner itself threw. A step's own error (even ETIMEDOUT
+ *                 or ENOHANDLER) is that step's outcome, not an unknown run.
+ */
+import { checkInvariants, type InvariantVerdict } from '@mmlab/checker';
+import { MmlabError, PAGE_SIZE, TraceEvent } from '@mmlab/protocol';
+import { now } from '@mmlab/runtime';
+import type {
+  AddrRef,
+  InvariantName,
+  LocatedStep,
+  Scenario,
+  StepResult,
+  Verdict,
+} from '@mmlab/scenario';
+import { z } from 'zod';
+import type { LabConnection } from './lab-connection';
+
+/** Default soft-lockup threshold of the checker, as MMLAB_SOFTLOCKUP_MS defaults. */
+export const DEFAULT_SOFTLOCKUP_MS = 1000;
+const EVENTS_PAGE = 100_000;
+
+export interface RunnerOptions {
+  /** deadline of one step's request (a fault under contention may take seconds) */
+  stepTimeoutMs?: number;
+  /** deadline of the flush barrier and the observer sync */
+  barrierTimeoutMs?: number;
+  /** aborts the run between steps and while waiting (SIGINT) */
+  signal?: AbortSignal;
+  /** progress and warnings, one line each */
+  log?: (line: string) => void;
+}
+
+export interface RunOutcome {
+  verdict: Verdict;
+  /** why the verdict is unknown */
+  error?: string;
+  steps: StepResult[];
+  /** every event of the run as the observer returned it (for trace.jsonl) */
+  rawEvents: unknown[];
+  /** the events that parse as TraceEvent (the checker's and the metrics' input) */
+  events: TraceEvent[];
+  invariants: InvariantVerdict[];
+}
+
+/** A step read a binding whose defining step failed: the step is not ok, nothing is sent. */
+class UnboundError extends Error {}
+
+/** What a step produced: its value, and the binding it defines (`as`), if any. */
+interface Executed {
+  value: unknown;
+  bind?: { name: string; value: number };
+}
+
+const EventsPage = z.object({
+  total: z.number().int().nonnegative(),
+  offset: z.number().int().nonnegative(),
+  events: z.array(z.unknown()),
+});
+
+/** Reject with an 'interrupted' error as soon as `signal` aborts. */
+function untilAborted<T>(p: Promise<T>, signal: AbortSignal | undefined): Promise<T> {
+  if (!signal) return p;
+  if (signal.aborted) return Promise.reject(new Error('interrupted'));
+  return new Promise<T>((resolve, reject) => {
+    const onAbort = () => reject(new Error('interrupted'));
+    signal.addEventListener('abort', onAbort, { once: true });
+    p.then(resolve, reject).finally(() => signal.removeEventListener('abort', onAbort));
+  });
+}
+
+/** valid iff every step ok and the violated invariants are exactly the expected ones. */
+export function judge(
+  steps: readonly StepResult[],
+  invariants: readonly InvariantVerdict[],
+  expected: readonly InvariantName[],
+): Verdict {
+  const violated = new Set(invariants.filter((i) => !i.ok).map((i) => i.name));
+  const want = new Set(expected);
+  const sameSet = violated.size === want.size && [...want].every((n) => violated.has(n));
+  return steps.every((s) => s.ok) && sameSet ? 'valid' : 'invalid';
+}
+
+export class ScenarioRunner {
+  /** name → pid (process.create) or start address (mmap) */
+  private readonly bindings = new Map<string, number>();
+  private readonly steps: StepResult[] = [];
+  private readonly log: (line: string) => void;
+
+  constructor(
+    readonly scenario: Scenario,
+    private readonly lab: LabConnection,
+    private readonly opts: RunnerOptions = {},
+  ) {
+    this.log = opts.log ?? (() => {});
+  }
+
+  /** Run everything; never throws: a failure to complete is the `unknown` verdict. */
+  async run(): Promise<RunOutcome> {
+    const from = now();
+    let rawEvents: unknown[] = [];
+    let events: TraceEvent[] = [];
+    try {
+      await this.runSteps();
+      await this.barrier();
+      rawEvents = await this.fetchEvents(from);
+      events = this.parseEvents(rawEvents);
+      const invariants = checkInvariants(events, {
+        softlockupMs: this.scenario.config.softlockupMs ?? DEFAULT_SOFTLOCKUP_MS,
+      });
+      const verdict = judge(this.steps, invariants, this.scenario.expect.violations);
+      return { verdict, steps: this.steps, rawEvents, events, invariants };
+    } catch (e) {
+      const error = e instanceof Error ? e.message : String(e);
+      return { verdict: 'unknown', error, steps: this.steps, rawEvents, events, invariants: [] };
+    }
+  }
+
+  /** The steps in order. Each is recorded whatever its outcome; a later step still runs. */
+  async runSteps(): Promise<StepResult[]> {
+    for (const [index, step] of this.scenario.steps.entries()) {
+      if (this.opts.signal?.aborted) throw new Error('interrupted');
+      const r = await this.runStep(step, index);
+      this.steps.push(r);
+      this.log(
+        `  [${index}] line ${step.line} ${step.op}: ${r.ok ? 'ok' : 'NOT OK'}` +
+          (r.error ? ` (${r.error.code})` : '') +
+          (r.reason ? ` — ${r.reason}` : ''),
+      );
+    }
+    return this.steps;
+  }
+
+  private async runStep(step: LocatedStep, index: number): Promise<StepResult> {
+    const base = { index, line: step.line, op: step.op };
+    const t0 = now();
+    let done: Executed | undefined;
+    let err: MmlabError | undefined;
+    try {
+      done = await untilAborted(this.execute(step), this.opts.signal);
+    } catch (e) {
+      if (e instanceof UnboundError)
+        return { ...base, ok: false, reason: e.message, durationMs: now() - t0 };
+      // Anything but a typed error is the runner's own failure (or an interrupt): unknown.
+      if (!(e instanceof MmlabError)) throw e;
+      err = e;
+    }
+    const durationMs = now() - t0;
+    if (done?.bind) this.bindings.set(done.bind.name, done.bind.value);
+    const error = err && { code: err.code, message: err.toWire().message };
+    const out: StepResult = {
+      ...base,
+      ok: true,
+      durationMs,
+      ...(done && { value: done.value }),
+      ...(error && { error }),
+    };
+    if (step.expectError !== undefined) {
+      if (err?.code !== step.expectError)
+        return {
+          ...out,
+          ok: false,
+          reason: `expected ${step.expectError}, got ${err ? err.code : 'success'}`,
+        };
+      return out;
+    }
+    if (err) return { ...out, ok: false, reason: `failed with ${err.code}` };
+    if (step.op === 'cpu.read' && step.expect !== undefined && done?.value !== step.expect)
+      return { ...out, ok: false, reason: `read ${String(done?.value)}, expected ${step.expect}` };
+    return out;
+  }
+
+  /** The step executor: one case per step kind, each the RPC of the wire contract it is. */
+  private async execute(step: LocatedStep): Promise<Executed> {
+    const rpc = this.lab.rpc;
+    const timeoutMs = this.opts.stepTimeoutMs ?? 30_000;
+    switch (step.op) {
+      case 'process.create': {
+        const { pid } = await rpc.call('processCreate', {}, { timeoutMs });
+        return { value: pid, bind: step.as ? { name: step.as, value: pid } : undefined };
+      }
+      case 'mmap': {
+        const req = {
+          pid: this.bound(step.process),
+          pages: step.pages,
+          prot: step.prot,
+          flags: step.flags,
+        };
+        const { addr } = await rpc.call('mmap', req, { timeoutMs });
+        return { value: addr, bind: step.as ? { name: step.as, value: addr } : undefined };
+      }
+      case 'munmap': {
+        const req = {
+          pid: this.bound(step.process),
+          addr: this.addr(step.addr, step.page),
+          pages: step.pages,
+        };
+        return { value: await rpc.call('munmap', req, { timeoutMs }) };
+      }
+      case 'cpu.read': {
+        const req = {
+          pid: this.bound(step.process),
+          addr: this.addr(step.addr, step.page),
+          op: 'read' as const,
+        };
+        const r = await rpc.call('cpuAccess', req, { id: step.cpu, timeoutMs });
+        return { value: r.value };
+      }
+      case 'cpu.write': {
+        const req = {
+          pid: this.bound(step.process),
+          addr: this.addr(step.addr, step.page),
+          op: 'write' as const,
+          value: step.value,
+        };
+        const r = await rpc.call('cpuAccess', req, { id: step.cpu, timeoutMs });
+        return { value: r.value };
+      }
+    }
+  }
+
+  /** The value of a binding (names were checked at parse time; the defining step may have failed). */
+  private bound(name: string): number {
+    const value = this.bindings.get(name);
+    if (value === undefined)
+      throw new UnboundError(`"${name}" is unbound: the step that binds it did not succeed`);
+    return value;
+  }
+
+  /** addr (a number or an address binding) + page * 4 KiB */
+  private addr(addr: AddrRef, page: number): number {
+    return (typeof addr === 'number' ? addr : this.bound(addr)) + page * PAGE_SIZE;
+  }
+
+  /**
+   * Every instance publishes its buffered trace events and says so (flush), then the observer
+   * says it stored everything delivered before (observerSync): after this, the observer holds
+   * every event the steps caused. A missing instance makes the trace incomplete: unknown.
+   */
+  async barrier(): Promise<void> {
+    const expect = this.lab.instances.length;
+    const timeoutMs = this.opts.barrierTimeoutMs ?? 5000;
+    const replies = await untilAborted(
+      this.lab.rpc.gather('flush', {}, { expect, timeoutMs }),
+      this.opts.signal,
+    );
+    if (replies.length < expect) {
+      const seen = new Set(replies.map((r) => r.instance));
+      const missing = this.lab.instances.filter((i) => !seen.has(i));
+      throw new Error(
+        `flush barrier: ${replies.length} of ${expect} instances answered within ${timeoutMs} ms (missing: ${missing.join(', ')})`,
+      );
+    }
+    await untilAborted(this.lab.rpc.call('observerSync', {}, { timeoutMs }), this.opts.signal);
+  }
+
+  /** Every event with ts >= from, paging through the observer's GET /events. */
+  async fetchEvents(from: number): Promise<unknown[]> {
+    const out: unknown[] = [];
+    for (;;) {
+      const url = new URL('/events', this.lab.observerUrl);
+      url.search = new URLSearchParams({
+        from: String(from),
+        limit: String(EVENTS_PAGE),
+        offset: String(out.length),
+      }).toString();
+      const res = await fetch(url, { signal: this.opts.signal });
+      if (!res.ok) throw new Error(`GET ${url.href}: HTTP ${res.status}`);
+      const page = EventsPage.safeParse(await res.json());
+      if (!page.success)
+        throw new Error(`GET ${url.href}: unexpected reply: ${page.error.message}`);
+      out.push(...page.data.events);
+      if (page.data.events.length === 0 || out.length >= page.data.total) return out;
+    }
+  }
+
+  /** Events as TraceEvents; one that does not parse is left out of the checker, with a warning. */
+  private parseEvents(raw: readonly unknown[]): TraceEvent[] {
+    const events: TraceEvent[] = [];
+    let bad = 0;
+    for (const r of raw) {
+      const e = TraceEvent.safeParse(r);
+      if (e.success) events.push(e.data);
+      else bad++;
+    }
+    if (bad > 0)
+      this.log(
+        `warning: ${bad} event(s) from the observer do not parse as TraceEvent; not checked`,
+      );
+    return events;
+  }
+}

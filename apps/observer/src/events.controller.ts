@@ -1,0 +1,42 @@
+/** GET /events, GET /stats, POST /reset: the stored trace. */
+import { Controller, Get, HttpCode, Post, Query } from '@nestjs/common';
+import { EventsQuery, parseQuery } from './http-query';
+import { TraceIntake } from './trace-intake';
+import { type EventPage, TraceStore } from './trace-store';
+
+@Controller()
+export class EventsController {
+  constructor(
+    private readonly store: TraceStore,
+    private readonly intake: TraceIntake,
+  ) {}
+
+  /** Stored events, oldest first, filtered, one page at a time. */
+  @Get('events')
+  events(@Query() query: unknown): EventPage & { limit: number } {
+    const { offset, limit, kind, ...filter } = parseQuery(EventsQuery, query);
+    return { ...this.store.query({ ...filter, kinds: kind }, offset, limit), limit };
+  }
+
+  @Get('stats')
+  stats() {
+    return {
+      events: this.store.size,
+      rejected: this.intake.rejected,
+      dropped: this.store.dropped,
+      byKind: this.store.byKind(),
+      lastRejected: this.intake.lastRejected,
+      cap: this.store.cap,
+      traceFile: this.intake.file
+        ? { path: this.intake.file.path, error: this.intake.file.error }
+        : null,
+    };
+  }
+
+  /** Forget the trace and the counters, for the next run of a long-lived lab. */
+  @Post('reset')
+  @HttpCode(200)
+  reset() {
+    return { cleared: this.intake.reset() };
+  }
+}

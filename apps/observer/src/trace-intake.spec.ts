@@ -1,0 +1,90 @@
+import { mkdtempSync, readFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import * as path from 'node:path';
+import { describe, expect, it } from 'vitest';
+import type { TraceEvent } from '@mmlab/protocol';
+import { EventsQuery, InvariantsQuery, TRACE_KINDS } from './http-query';
+import { decodeTraceEvent } from './trace-intake';
+import { TraceFile } from './trace-file';
+
+const ev: TraceEvent = {
+  id: 'cpu0:1',
+  ts: 1.5,
+  service: 'cpu',
+  instance: 'cpu0',
+  kind: 'barrier',
+  tag: 'x',
+};
+
+describe('decodeTraceEvent', () => {
+  it('accepts a valid event and strips unknown fields', () => {
+    expect(decodeTraceEvent(JSON.stringify({ ...ev, extra: 1 }))).toEqual({ ok: true, event: ev });
+    expect(decodeTraceEvent(Buffer.from(JSON.stringify(ev)))).toEqual({ ok: true, event: ev });
+  });
+
+  it('rejects non-JSON and schema breaks with a reason, without throwing', () => {
+    expect(decodeTraceEvent('{nope')).toEqual({ ok: false, reason: 'not JSON' });
+    expect(decodeTraceEvent('null')).toMatchObject({ ok: false });
+    const r = decodeTraceEvent(JSON.stringify({ ...ev, ts: 'soon' }));
+    expect(r).toEqual({ ok: false, reason: 'ts: Invalid input: expected number, received string' });
+  });
+});
+
+describe('TraceFile', () => {
+  it('appends one JSON line per event and keeps earlier contents', async () => {
+    const file = path.join(mkdtempSync(path.join(tmpdir(), 'mmlab-obs-')), 'sub', 'trace.jsonl');
+    const f1 = await TraceFile.open(file);
+    f1.append(ev);
+    await f1.close();
+    const f2 = await TraceFile.open(file);
+    f2.append({ ...ev, id: 'cpu0:2' });
+    f2.append({ ...ev, id: 'cpu0:3' });
+    expect(f2.written).toBe(2);
+    await f2.close();
+    const lines = readFileSync(file, 'utf8').trimEnd().split('\n');
+    expect(lines.map((l) => (JSON.parse(l) as TraceEvent).id)).toEqual([
+      'cpu0:1',
+      'cpu0:2',
+      'cpu0:3',
+    ]);
+  });
+});
+
+describe('HTTP query schemas', () => {
+  it('knows the event kinds of the wire contract', () => {
+    expect(TRACE_KINDS).toContain('access');
+    expect(TRACE_KINDS).toContain('ptl.acquire');
+    expect(TRACE_KINDS.every((k) => /^[a-z_]+(\.[a-z_]+)?$/.test(k))).toBe(true);
+  });
+
+  it('parses filters and applies defaults', () => {
+    expect(EventsQuery.parse({ kind: 'access,barrier', pid: '3', from: '1.5', to: '2' })).toEqual({
+      kind: ['access', 'barrier'],
+      pid: 3,
+      from: 1.5,
+      to: 2,
+      offset: 0,
+      limit: 1000,
+    });
+    expect(EventsQuery.parse({ from: '1e3', to: '1795558220155.439' })).toMatchObject({
+      from: 1000,
+      to: 1795558220155.439,
+    });
+    expect(InvariantsQuery.parse({})).toEqual({ maxViolations: 1000 });
+  });
+
+  it.each([
+    { limit: '100001' },
+    { limit: '-1' },
+    { limit: '' },
+    { pid: '0' },
+    { kind: 'acces' },
+    { from: '3', to: '2' },
+    { from: '1e3x' },
+    { to: '' },
+    { pid: ['1', '2'] },
+    { typo: '1' },
+  ])('rejects %o', (q) => {
+    expect(EventsQuery.safeParse(q).success).toBe(false);
+  });
+});

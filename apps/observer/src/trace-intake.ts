@@ -1,0 +1,155 @@
+/**
+ * Trace intake: the observer's own NATS connection, subscribed to every service's trace
+ * subject. Trace events are plain JSON published by Tracer.emit (not Nest packets), so this is
+ * a raw `nats` subscription, not a Nest handler. Every message is validated; a bad one is
+ * counted and its reason kept, never thrown: a broken publisher must not blind the observer.
+ */
+import { Logger, type OnApplicationShutdown } from '@nestjs/common';
+import { Events, type NatsConnection } from 'nats';
+import { TRACE_WILDCARD, TraceEvent } from '@mmlab/protocol';
+import { connectNats } from '@mmlab/runtime';
+import { TraceFile } from './trace-file';
+import type { TraceStore } from './trace-store';
+
+/** How many rejection reasons GET /stats shows. */
+export const KEPT_REJECTIONS = 10;
+
+export type Decoded = { ok: true; event: TraceEvent } | { ok: false; reason: string };
+
+/** Decode one trace message; never throws. */
+export function decodeTraceEvent(data: Uint8Array | string): Decoded {
+  let raw: unknown;
+  try {
+    raw = JSON.parse(typeof data === 'string' ? data : Buffer.from(data).toString('utf8'));
+  } catch {
+    return { ok: false, reason: 'not JSON' };
+  }
+  const r = TraceEvent.safeParse(raw);
+  if (r.success) return { ok: true, event: r.data };
+  const why = r.error.issues
+    .slice(0, 3)
+    .map((i) => `${i.path.join('.') || '(root)'}: ${i.message}`)
+    .join('; ');
+  return { ok: false, reason: why.length > 300 ? why.slice(0, 300) + '…' : why };
+}
+
+export interface IntakeOptions {
+  natsUrl: string;
+  /** NATS connection name (shows in the server's connz) */
+  name: string;
+  store: TraceStore;
+  /** append every stored event here as JSON lines ('' or absent: memory only) */
+  traceFile?: string;
+}
+
+export class TraceIntake implements OnApplicationShutdown {
+  private readonly log = new Logger('TraceIntake');
+  /** false between a NATS disconnect and the reconnect (the connection object stays open) */
+  private linkUp = true;
+  private closing: Promise<void> | null = null;
+  /** Messages that failed to decode or validate since the last reset. */
+  rejected = 0;
+  /** `<subject>: <reason>` of the last KEPT_REJECTIONS rejected messages, oldest first. */
+  lastRejected: string[] = [];
+
+  private constructor(
+    readonly nc: NatsConnection,
+    readonly store: TraceStore,
+    readonly file: TraceFile | null,
+  ) {}
+
+  /** Connect, open the trace file, subscribe: events flow into the store from here on. */
+  static async open(o: IntakeOptions): Promise<TraceIntake> {
+    const file = o.traceFile ? await TraceFile.open(o.traceFile) : null;
+    let nc: NatsConnection;
+    try {
+      nc = await connectNats(o.natsUrl, o.name);
+    } catch (e) {
+      await file?.close();
+      throw e;
+    }
+    const intake = new TraceIntake(nc, o.store, file);
+    // A callback subscription, not an async iterator: the callback runs synchronously while
+    // the client parses the socket, in arrival order. sync() relies on it (see there).
+    nc.subscribe(TRACE_WILDCARD, { callback: (_err, msg) => intake.accept(msg.subject, msg.data) });
+    void intake.watchLink();
+    return intake;
+  }
+
+  /** One trace message: store it (and append it to the file), or count it as rejected. */
+  accept(subject: string, data: Uint8Array | string): void {
+    const d = decodeTraceEvent(data);
+    if (!d.ok) {
+      this.rejected++;
+      this.lastRejected.push(`${subject}: ${d.reason}`);
+      if (this.lastRejected.length > KEPT_REJECTIONS) this.lastRejected.shift();
+      return;
+    }
+    this.store.add(d.event);
+    this.file?.append(d.event);
+  }
+
+  /**
+   * Wait until every trace event the NATS server delivered to this connection before now is
+   * stored; returns the store size.
+   *
+   * flush() sends PING on the intake connection and resolves on the PONG. The server writes
+   * to one client connection in order, so the PONG comes after every MSG it had already routed
+   * to us (a publisher's own flush() returning means its messages were routed: that is the
+   * barrier the lab uses, `flush` on every service, then observerSync). The client parses the
+   * socket in order and hands each MSG to the callback subscription synchronously, before it
+   * reaches the PONG; so when flush() resolves, each of those events went through accept().
+   * An iterator subscription would only have queued them.
+   */
+  async sync(): Promise<number> {
+    await this.nc.flush();
+    return this.store.size;
+  }
+
+  /** Clear the store and the rejection counters (POST /reset). Returns the events dropped. */
+  reset(): number {
+    this.rejected = 0;
+    this.lastRejected = [];
+    return this.store.clear();
+  }
+
+  /** The NATS connection is open and connected (not closed, not between reconnects). */
+  get healthy(): boolean {
+    return !this.nc.isClosed() && this.linkUp;
+  }
+
+  private async watchLink(): Promise<void> {
+    try {
+      for await (const s of this.nc.status()) {
+        if (s.type === Events.Disconnect) this.linkUp = false;
+        else if (s.type === Events.Reconnect) this.linkUp = true;
+      }
+    } catch (e) {
+      this.log.warn(`status watch ended: ${String(e)}`);
+    }
+  }
+
+  /** Stop receiving, store what is in flight (drain), then close the trace file. Idempotent. */
+  close(): Promise<void> {
+    this.closing ??= this.doClose();
+    return this.closing;
+  }
+
+  private async doClose(): Promise<void> {
+    if (!this.nc.isClosed()) {
+      // drain() needs the server; disconnected, or if it takes too long, just close.
+      const drained = this.linkUp
+        ? Promise.race([
+            this.nc.drain().then(() => true),
+            new Promise<boolean>((r) => setTimeout(() => r(false), 2000).unref()),
+          ])
+        : Promise.resolve(false);
+      if (!(await drained.catch(() => false))) await this.nc.close().catch(() => undefined);
+    }
+    await this.file?.close();
+  }
+
+  async onApplicationShutdown(): Promise<void> {
+    await this.close();
+  }
+}

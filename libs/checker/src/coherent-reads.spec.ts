@@ -1,0 +1,223 @@
+import fc from 'fast-check';
+import { describe, expect, it } from 'vitest';
+import type { TraceEvent } from '@mmlab/protocol';
+import { A, B, read, verdictOf, violating, vmaMap, vmaUnmap, write } from './test-util';
+
+const check = (events: TraceEvent[]) => verdictOf('coherent-reads', events);
+
+describe('coherent-reads', () => {
+  it('passes a read of the last value written, by another agent', () => {
+    const v = check([write(A, 5, 1, 2), write(A, 6, 3, 4), read(A, 6, 5, 6, { agent: 'cpu1' })]);
+    expect(v).toEqual({ name: 'coherent-reads', ok: true, checked: 1, violations: [] });
+  });
+
+  it('reports a read of a superseded value, with the write it should have seen', () => {
+    const w1 = write(A, 5, 1, 2);
+    const w2 = write(A, 6, 3, 4, { agent: 'hca0' });
+    const r = read(A + 8, 5, 5, 6, { agent: 'cpu1' }); // same page, another offset
+    const v = check([w1, w2, r]);
+    expect(v.ok).toBe(false);
+    expect(violating(v)).toEqual([[r, w2]]);
+    expect(v.violations[0].message).toBe(
+      'pid 1 page 0x10000000: cpu1 read 5, acceptable: 6 (last written by hca0)',
+    );
+  });
+
+  it('reads a never-written page as zero', () => {
+    const zero = read(A, 0, 1, 2);
+    const junk = read(B, 3, 1, 2);
+    const v = check([zero, junk]);
+    expect(v.checked).toBe(2);
+    expect(violating(v)).toEqual([[junk]]);
+    expect(v.violations[0].message).toBe(
+      'pid 1 page 0x10001000: cpu0 read 3, acceptable: 0 (never written)',
+    );
+  });
+
+  it('does not check a read that overlaps a write to the same page', () => {
+    const v = check([write(A, 5, 1, 2), write(A, 6, 3, 5), read(A, 42, 4, 6), read(A, 42, 5, 6)]);
+    expect(v).toMatchObject({ ok: true, checked: 0 });
+  });
+
+  it('accepts any of several overlapping last writes, and nothing else', () => {
+    const w1 = write(A, 1, 1, 4);
+    const w2 = write(A, 2, 2, 3, { agent: 'cpu1' });
+    const ok1 = read(A, 1, 5, 6);
+    const ok2 = read(A, 2, 5, 6);
+    const bad = read(A, 3, 5, 6);
+    const v = check([w1, w2, ok1, ok2, bad]);
+    expect(v.checked).toBe(3);
+    expect(violating(v)).toEqual([[bad, w2, w1]]); // writes in ts order (emitted at tEnd)
+    expect(v.violations[0].message).toContain('read 3, acceptable: 1 | 2');
+  });
+
+  it('lets a later write supersede overlapping ones', () => {
+    const w3 = write(A, 3, 5, 6);
+    const stale = read(A, 1, 7, 8);
+    const v = check([write(A, 1, 1, 4), write(A, 2, 2, 3), w3, stale, read(A, 3, 7, 8)]);
+    expect(violating(v)).toEqual([[stale, w3]]);
+  });
+
+  it('keeps pages and processes apart', () => {
+    const v = check([
+      write(A, 5, 1, 2),
+      write(A, 7, 1, 2, { pid: 2 }),
+      read(B, 0, 3, 4),
+      read(A, 7, 3, 4, { pid: 2 }),
+    ]);
+    expect(v).toMatchObject({ ok: true, checked: 2 });
+  });
+
+  it('resets the page when a vma.unmap/vma.map covers it', () => {
+    const unmap = vmaUnmap(A, A + 2 * 4096, 3);
+    const map = vmaMap(A, A + 4096, 4);
+    const zero = read(A, 0, 5, 6);
+    const old = read(A, 5, 5, 6);
+    const v = check([write(A, 5, 1, 2), unmap, map, zero, old]);
+    expect(v.checked).toBe(2);
+    expect(violating(v)).toEqual([[old, map]]);
+    expect(v.violations[0].message).toBe(
+      'pid 1 page 0x10000000: cpu0 read 5, acceptable: 0 (zeroed by vma.map at 4)',
+    );
+  });
+
+  it('is not reset by a mapping change elsewhere or in another process', () => {
+    const v = check([
+      write(A, 5, 1, 2),
+      vmaUnmap(B, B + 4096, 3),
+      vmaUnmap(A, A + 4096, 3, 2),
+      read(A, 5, 5, 6),
+    ]);
+    expect(v).toMatchObject({ ok: true, checked: 1 });
+  });
+
+  it('keeps a write that was still in flight when the reset happened', () => {
+    const v = check([write(A, 5, 2, 4), vmaUnmap(A, A + 4096, 3), read(A, 5, 5, 6)]);
+    expect(v).toMatchObject({ ok: true, checked: 1 });
+  });
+
+  it('accepts both the old value and zero when the reset happens during the read', () => {
+    const w = write(A, 5, 1, 2);
+    const unmap = vmaUnmap(A, A + 4096, 6);
+    const bad = read(A, 9, 5, 7);
+    const v = check([w, unmap, read(A, 5, 5, 7), read(A, 0, 5, 7), bad]);
+    expect(v.checked).toBe(3);
+    expect(violating(v)).toEqual([[bad, w]]);
+    expect(v.violations[0].message).toContain('acceptable: 0 | 5');
+  });
+
+  it('sorts by ts first: the verdict does not depend on arrival order', () => {
+    const w1 = write(A, 5, 1, 2);
+    const w2 = write(A, 6, 3, 4);
+    const r = read(A, 5, 5, 6);
+    expect(violating(check([r, w2, w1]))).toEqual([[r, w2]]);
+  });
+});
+
+/**
+ * A sequential history (no two operations overlap) generated from a model of the memory:
+ * a map page → value, zeroed by a remap. Every read returns what the model says.
+ */
+type Op =
+  | { op: 'write'; page: number; value: number; agent: number; dur: number; gap: number }
+  | { op: 'read'; page: number; agent: number; dur: number; gap: number }
+  | { op: 'remap'; page: number; gap: number };
+
+const opArb: fc.Arbitrary<Op> = fc.oneof(
+  fc.record({
+    op: fc.constant('write' as const),
+    page: fc.nat(2),
+    value: fc.integer({ min: -1000, max: 1000 }),
+    agent: fc.nat(2),
+    dur: fc.nat(5),
+    gap: fc.integer({ min: 1, max: 5 }),
+  }),
+  fc.record({
+    op: fc.constant('read' as const),
+    page: fc.nat(2),
+    agent: fc.nat(2),
+    dur: fc.nat(5),
+    gap: fc.integer({ min: 1, max: 5 }),
+  }),
+  fc.record({
+    op: fc.constant('remap' as const),
+    page: fc.nat(2),
+    gap: fc.integer({ min: 1, max: 5 }),
+  }),
+);
+
+interface History {
+  events: TraceEvent[];
+  reads: Array<Extract<TraceEvent, { kind: 'access' }>>;
+  /** per read: every other value the page ever held before it (overwritten or zeroed) */
+  older: number[][];
+}
+
+function history(ops: Op[]): History {
+  const mem = new Map<number, number>();
+  const seen = new Map<number, Set<number>>();
+  const events: TraceEvent[] = [];
+  const reads: History['reads'] = [];
+  const older: number[][] = [];
+  let t = 0;
+  for (const o of ops) {
+    t += o.gap;
+    const addr = A + o.page * 4096;
+    if (o.op === 'remap') {
+      events.push(vmaUnmap(addr, addr + 4096, t), vmaMap(addr, addr + 4096, t + 0.5));
+      mem.delete(o.page);
+      t += 1;
+    } else if (o.op === 'write') {
+      events.push(write(addr, o.value, t, t + o.dur, { agent: `cpu${o.agent}` }));
+      mem.set(o.page, o.value);
+      seen.set(o.page, (seen.get(o.page) ?? new Set([0])).add(o.value));
+      t += o.dur;
+    } else {
+      const r = read(addr, mem.get(o.page) ?? 0, t, t + o.dur, { agent: `cpu${o.agent}` });
+      events.push(r);
+      reads.push(r);
+      older.push([...(seen.get(o.page) ?? [])].filter((v) => v !== r.value));
+      t += o.dur;
+    }
+  }
+  return { events, reads, older };
+}
+
+describe('coherent-reads against a model register', () => {
+  it('passes every sequential history, in any arrival order', () => {
+    fc.assert(
+      fc.property(fc.array(opArb, { maxLength: 60 }), fc.nat(), (ops, seed) => {
+        const { events, reads } = history(ops);
+        // a deterministic shuffle of the arrival order
+        const shuffled = events
+          .map((e, i) => ({ e, k: (i * 2654435761 + seed) % 1000003 }))
+          .sort((a, b) => a.k - b.k)
+          .map((x) => x.e);
+        const v = check(shuffled);
+        expect(v.violations).toEqual([]);
+        expect(v.checked).toBe(reads.length);
+      }),
+    );
+  });
+
+  it('fails exactly the read whose value was changed, to an overwritten value when there is one', () => {
+    fc.assert(
+      fc.property(
+        fc.array(opArb, { maxLength: 60 }).filter((ops) => ops.some((o) => o.op === 'read')),
+        fc.nat(),
+        fc.nat(),
+        (ops, pick, pickValue) => {
+          const { events, reads, older } = history(ops);
+          const i = pick % reads.length;
+          const victim = reads[i];
+          const stale =
+            older[i].length > 0 ? older[i][pickValue % older[i].length] : victim.value + 1;
+          const mutated = { ...victim, value: stale };
+          const v = check(events.map((e) => (e === victim ? mutated : e)));
+          expect(v.violations).toHaveLength(1);
+          expect(v.violations[0].events[0]).toBe(mutated);
+        },
+      ),
+    );
+  });
+});

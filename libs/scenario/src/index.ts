@@ -1,0 +1,4 @@
+export * from './check';
+export * from './parse';
+export * from './results';
+export * from './schema';
