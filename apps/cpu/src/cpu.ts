@@ -117,8 +117,8 @@ export class Cpu {
     this.inflight.add(me);
     const tStart = now();
     try {
-      const f = await this.store.frameAccess(e.pfn, op, value);
-      if (!f) throw new MmlabError('EFAULT', `${this.agent}: no frame ${e.pfn}`);
+      const f = await this.store.frameAccess(e.pfn, op, value, this.agent);
+      if (!f || f === 'FENCED') throw new MmlabError('EFAULT', `${this.agent}: no frame ${e.pfn}`);
       const tEnd = now();
       const stale = f.gen !== e.gen || f.state === 'free';
       this.tracer.emit({

@@ -11,6 +11,8 @@
  *   {mem}:map    pfn → mapcount (PTEs mapping it)
  *   {mem}:state  pfn → free | used | zero                              (zero: pfn 0 only)
  *   {mem}:data   pfn → the page's one word of content
+ *   {mem}:fenced set of agents (subscribers whose liveness lease expired): their device
+ *                accesses are refused, as an IOMMU would after the device is detached
  *
  * An address space ({p:<pid>}) — mm_struct and its page tables:
  *   :mm        hash: seq (mm_lock_seq: bumped at every mmap_sem write acquire and release),
@@ -24,6 +26,7 @@
  *   :fence     counter: fencing tokens, strictly increasing per address space
  *   :sem:w     mmap_sem held for write: "owner|token", PX ttl
  *   :cpumask   set of agents that may cache translations of this mm (mm_cpumask)
+ *   :mn        hash: notifier subscribers registered on this mm → registration time
  */
 export const MEM = {
   meta: '{mem}:meta',
@@ -33,8 +36,17 @@ export const MEM = {
   map: '{mem}:map',
   state: '{mem}:state',
   data: '{mem}:data',
+  fenced: '{mem}:fenced',
 } as const;
-export const MEM_KEYS = [MEM.meta, MEM.free, MEM.gen, MEM.ref, MEM.map, MEM.state, MEM.data];
+export const MEM_KEYS = [MEM.meta, MEM.free, MEM.gen, MEM.ref, MEM.map, MEM.state, MEM.data, MEM.fenced];
+
+/**
+ * Notifier subscribers ({sub}):
+ *   {sub}:live:<name>   liveness lease of a subscriber (PX ttl, renewed by the subscriber
+ *                       itself, never on the callback path)
+ *   {sub}:regs:<name>   set of pids the subscriber is registered on
+ */
+export const subKeys = (name: string) => ({ live: `{sub}:live:${name}`, regs: `{sub}:regs:${name}` });
 
 export const GLOBAL = { nextPid: '{g}:nextpid' } as const;
 
@@ -49,6 +61,7 @@ export const procKeys = (pid: number) => {
     fence: `${t}:fence`,
     semW: `${t}:sem:w`,
     cpumask: `${t}:cpumask`,
+    mn: `${t}:mn`,
     /** key of a PT lock: 'mm' for page_table_lock, else the pmd index */
     ptl: (lock: string) => `${t}:${lock}`,
   };

@@ -37,11 +37,11 @@ export interface ScriptDef {
 
 const s = (keys: number, body: string): ScriptDef => ({ keys, lua: LUA_HELPERS + body });
 
-/** KEYS for {mem} scripts, in this order: meta free gen ref map state data. */
+/** KEYS for {mem} scripts, in this order: meta free gen ref map state data fenced. */
 export const SCRIPTS = {
   /** Format physical memory once: pfn 0 is the zero page, 1..n are free. Idempotent. */
   memFormat: s(
-    7,
+    8,
     `
 if redis.call('HGET', KEYS[1], 'formatted') == '1' then
   return tonumber(redis.call('HGET', KEYS[1], 'frames'))
@@ -74,7 +74,7 @@ return n
    * copy of frame ARGV[1] (copy_user_highpage) or zero. → {'OK', pfn, gen} | {'ENOMEM'}
    */
   allocPage: s(
-    7,
+    8,
     `
 local pfn = redis.call('LPOP', KEYS[2])
 if not pfn then return {'ENOMEM'} end
@@ -96,7 +96,7 @@ return {'OK', tonumber(pfn), gen}
    * double free: it is reported, not applied. → {freed pfns, bad pfns}
    */
   putPages: s(
-    7,
+    8,
     `
 local freed, bad = {}, {}
 for i = 2, #ARGV, 2 do
@@ -122,12 +122,14 @@ return {freed, bad}
 
   /**
    * A load or store through a translation: the access lands whatever the frame's state (as on
-   * hardware); the caller compares the returned gen/state with its translation.
-   * ARGV: pfn, 'read'|'write', value → {'OK', gen, state, value} | {'EFAULT'}
+   * hardware); the caller compares the returned gen/state with its translation. An agent that
+   * was fenced (its notifier lease expired) is refused.
+   * ARGV: pfn, 'read'|'write', value, agent → {'OK', gen, state, value} | {'EFAULT'} | {'FENCED'}
    */
   frameAccess: s(
-    7,
+    8,
     `
+if redis.call('SISMEMBER', KEYS[8], ARGV[4]) == 1 then return {'FENCED'} end
 local gen = redis.call('HGET', KEYS[3], ARGV[1])
 if not gen then return {'EFAULT'} end
 if ARGV[2] == 'write' then redis.call('HSET', KEYS[7], ARGV[1], ARGV[3]) end
@@ -137,7 +139,7 @@ return {'OK', tonumber(gen), redis.call('HGET', KEYS[6], ARGV[1]), tonumber(redi
 
   /** copy_user_highpage(): ARGV src dst. */
   copyPage: s(
-    7,
+    8,
     `
 redis.call('HSET', KEYS[7], ARGV[2], redis.call('HGET', KEYS[7], ARGV[1]) or '0')
 return 1
@@ -146,7 +148,7 @@ return 1
 
   /** Frame counts and the free list length. → {frames, free} */
   memInfo: s(
-    7,
+    8,
     `
 return {tonumber(redis.call('HGET', KEYS[1], 'frames') or '0'), redis.call('LLEN', KEYS[2])}
 `,
@@ -400,6 +402,23 @@ redis.call('SADD', KEYS[2], ARGV[2])
 return redis.call('HGET', KEYS[1], ARGV[1])
 `,
   ),
+
+  /**
+   * Which of the given PT locks (KEYS) is held by owner, if any: a subscriber's check, on
+   * receipt of a callback, that the sender is not sleeping on it under a spinlock.
+   * ARGV owner → the held key | false
+   */
+  ptlHeldBy: {
+    keys: -1,
+    lua: `
+local prefix = ARGV[1] .. '|'
+for _, k in ipairs(KEYS) do
+  local v = redis.call('GET', k)
+  if v and string.sub(v, 1, #prefix) == prefix then return k end
+end
+return false
+`,
+  },
 
   /** Leave mm_cpumask (an agent that went away). KEYS cpumask; ARGV agent */
   cpumaskClear: s(

@@ -11,7 +11,7 @@ import {
   type Prot,
   PAGE_SIZE,
 } from '@mmlab/protocol';
-import { GLOBAL, MEM_KEYS, procKeys } from './keys';
+import { GLOBAL, MEM, MEM_KEYS, procKeys, subKeys } from './keys';
 import { type Pte, formatPte, parsePte } from './pte';
 import { SCRIPTS, type ScriptName } from './scripts';
 
@@ -50,6 +50,7 @@ export class Store {
 
   private run(name: ScriptName, keys: string[], args: Array<string | number>): Promise<unknown> {
     const fn = (this.redis as unknown as Record<ScriptName, ScriptFn>)[name];
+    if (SCRIPTS[name].keys < 0) return fn.call(this.redis, keys.length, ...keys, ...args);
     return fn.call(this.redis, ...keys, ...args);
   }
 
@@ -81,15 +82,82 @@ export class Store {
     return { freed: r[0].map(Number), bad: r[1].map(Number) };
   }
 
+  /** A load or store by agent through a translation to pfn; 'FENCED' when agent was fenced off. */
   async frameAccess(
     pfn: number,
     op: Access,
-    value?: number,
-  ): Promise<{ gen: number; state: string; value: number } | null> {
-    const r = (await this.run('frameAccess', MEM_KEYS, [pfn, op, value ?? 0])) as Reply;
+    value: number | undefined,
+    agent: string,
+  ): Promise<{ gen: number; state: string; value: number } | 'FENCED' | null> {
+    const r = (await this.run('frameAccess', MEM_KEYS, [pfn, op, value ?? 0, agent])) as Reply;
+    if (r[0] === 'FENCED') return 'FENCED';
     if (r[0] !== 'OK') return null;
     return { gen: Number(r[1]), state: String(r[2]), value: Number(r[3]) };
   }
+
+  // ---- notifier subscribers ---------------------------------------------------------------
+
+  /** Renew (or take) a subscriber's liveness lease. */
+  async subscriberAlive(name: string, ttlMs: number): Promise<void> {
+    await this.redis.set(subKeys(name).live, String(Date.now()), 'PX', ttlMs);
+  }
+
+  async subscriberIsAlive(name: string): Promise<boolean> {
+    return (await this.redis.exists(subKeys(name).live)) === 1;
+  }
+
+  /** Fence agent: its device accesses are refused from now on. */
+  async fence(agent: string): Promise<void> {
+    await this.redis.sadd(MEM.fenced, agent);
+  }
+
+  async unfence(agent: string): Promise<void> {
+    await this.redis.srem(MEM.fenced, agent);
+  }
+
+  async isFenced(agent: string): Promise<boolean> {
+    return (await this.redis.sismember(MEM.fenced, agent)) === 1;
+  }
+
+  /** The notifier subscribers registered on pid. */
+  async mnSubscribers(pid: number): Promise<string[]> {
+    return (await this.redis.hkeys(procKeys(pid).mn)).sort();
+  }
+
+  async mnRegister(pid: number, name: string): Promise<void> {
+    await this.redis.hset(procKeys(pid).mn, name, String(Date.now()));
+    await this.redis.sadd(subKeys(name).regs, String(pid));
+  }
+
+  async mnUnregister(pid: number, name: string): Promise<boolean> {
+    const n = await this.redis.hdel(procKeys(pid).mn, name);
+    await this.redis.srem(subKeys(name).regs, String(pid));
+    return n === 1;
+  }
+
+  /** The pids a subscriber is registered on. */
+  async mnRegistrations(name: string): Promise<number[]> {
+    return (await this.redis.smembers(subKeys(name).regs)).map(Number);
+  }
+
+  /**
+   * Which PT lock of pid covering [start, end) (its split PTE locks, up to 64 of them, and
+   * page_table_lock) does owner hold right now, if any.
+   */
+  async ptlHeldBy(pid: number, owner: string, start: number, end: number): Promise<string | null> {
+    const k = procKeys(pid);
+    const first = Math.floor(start / PAGE_SIZE / PTRS_PER_PTE);
+    const last = Math.max(first, Math.floor(Math.max(start, end - 1) / PAGE_SIZE / PTRS_PER_PTE));
+    const locks = ['ptl:mm'];
+    for (let i = first; i <= last && locks.length < 65; i++) locks.push(`ptl:${i}`);
+    const r = (await this.run(
+      'ptlHeldBy',
+      locks.map((l) => k.ptl(l)),
+      [owner],
+    )) as string | null;
+    return r ? r.slice(r.lastIndexOf(':ptl:') + 1) : null;
+  }
+
 
   async memInfo(): Promise<{ frames: number; free: number }> {
     const r = (await this.run('memInfo', MEM_KEYS, [])) as Reply;

@@ -37,3 +37,19 @@ export const Mode = z.enum(['patched', 'legacy']);
 export type Prot = z.infer<typeof Prot>;
 export type Access = z.infer<typeof Access>;
 export type Mode = z.infer<typeof Mode>;
+
+/**
+ * Fault-injection modes (config `inject: [...]`): each reproduces a known mistake and breaks
+ * one invariant, so the checker is shown able to fail.
+ */
+export const InjectMode = z.enum([
+  /** do_wp_page frees the old page before mmu_notifier_invalidate_page → teardown-before-free */
+  'free-before-invalidate-page',
+  /** invalidate_range_end gets a range other than its start's (the haddr bug of the patch review) → paired-range */
+  'range-end-mismatch',
+  /** the HCA installs a device mapping without re-checking its invalidation sequence → no-map-during-invalidate */
+  'skip-seq-recheck',
+]);
+export type InjectMode = z.infer<typeof InjectMode>;
+export const Dispatch = z.enum(['parallel', 'serial']);
+export type Dispatch = z.infer<typeof Dispatch>;

@@ -28,6 +28,31 @@ const empty = z.strictObject({});
 export const FaultKind = z.enum(['zero', 'anon', 'wp-copy', 'wp-reuse', 'spurious']);
 export type FaultKind = z.infer<typeof FaultKind>;
 
+/** enum mmu_notifier_event: why a range is invalidated. */
+export const MnEvent = z.enum(['unmap', 'clear', 'protection_vma', 'protection_page', 'release']);
+export type MnEvent = z.infer<typeof MnEvent>;
+
+/** A subscriber's name: its instance, which is also the {id} of its mmlab.sub.{id}.* subjects. */
+export const SubscriberName = z.string().regex(/^[A-Za-z0-9_-]{1,64}$/);
+
+/**
+ * Fields every notifier callback carries. `inv` identifies the invalidation (a retransmission
+ * reuses it; an ack must echo it). `owner` is the sending operation as it appears in lock
+ * owners ("<mm instance>/<op>"): the subscriber checks in Redis, on receipt, whether that
+ * owner still holds a PT lock of the range (it must not: callbacks may sleep).
+ */
+const callback = {
+  pid: Pid,
+  inv: z.string().min(1).max(128),
+  owner: z.string().min(1).max(200),
+};
+const Ack = z.object({ inv: z.string() });
+
+/** One page as get_user_pages() / hmm_range_fault() reports it. */
+export const GupPage = z.object({ addr: Addr, pfn: Pfn, gen: Gen, writable: z.boolean() });
+export type GupPage = z.infer<typeof GupPage>;
+export const HcaAccess = z.enum(['read', 'write']);
+
 export const RPC = {
   processCreate: def({
     subject: 'mmlab.mm.process.create',
@@ -75,6 +100,85 @@ export const RPC = {
       retries: z.number().int().nonnegative(),
     }),
   }),
+  fork: def({
+    subject: 'mmlab.mm.fork',
+    doc: 'Fork: a child address space sharing every anonymous frame; private writable pages become copy-on-write in both.',
+    models: 'dup_mm() → dup_mmap() → copy_page_range()',
+    queue: 'mm',
+    request: z.strictObject({ pid: Pid }),
+    response: z.object({ pid: Pid }),
+  }),
+  mprotect: def({
+    subject: 'mmlab.mm.mprotect',
+    doc: 'Change the protection of [addr, addr + pages); a downgrade write-protects or hides the PTEs.',
+    models: 'mprotect_fixup() → change_protection()',
+    queue: 'mm',
+    request: z.strictObject({ pid: Pid, addr: Addr, pages: Pages, prot: Prot }),
+    response: z.object({ changed: z.number().int().nonnegative() }),
+  }),
+  mremap: def({
+    subject: 'mmlab.mm.mremap',
+    doc: 'Move [addr, addr + pages) to a new place (MREMAP_MAYMOVE), growing or shrinking it to newPages; returns the new address.',
+    models: 'mremap() → move_vma() → move_page_tables()',
+    queue: 'mm',
+    request: z.strictObject({ pid: Pid, addr: Addr, pages: Pages, newPages: Pages.optional() }),
+    response: z.object({ addr: Addr, moved: z.number().int().nonnegative() }),
+  }),
+  madvise: def({
+    subject: 'mmlab.mm.madvise',
+    doc: 'MADV_DONTNEED: drop the pages of the range (the next touch sees zero); the VMA stays.',
+    models: 'madvise_dontneed_single_vma() → zap_page_range()',
+    queue: 'mm',
+    request: z.strictObject({ pid: Pid, addr: Addr, pages: Pages, advice: z.enum(['dontneed']) }),
+    response: z.object({ zapped: z.number().int().nonnegative(), freed: z.number().int().nonnegative() }),
+  }),
+  exit: def({
+    subject: 'mmlab.mm.exit',
+    doc: 'The process exits: every notifier subscriber gets release, then every page is unmapped and freed.',
+    models: 'exit_mmap(): mmu_notifier_release() then unmap_vmas() / free_pgtables()',
+    queue: 'mm',
+    request: z.strictObject({ pid: Pid }),
+    response: z.object({ freed: z.number().int().nonnegative() }),
+  }),
+  gup: def({
+    subject: 'mmlab.mm.gup',
+    doc: 'Fault in and look up [addr, addr + pages) for a device: with pin, each frame gets a reference that only unpin drops (long-term pin); without, nothing is held (ODP).',
+    models: 'get_user_pages(FOLL_WRITE | FOLL_LONGTERM) / hmm_range_fault()',
+    queue: 'mm',
+    request: z.strictObject({
+      pid: Pid,
+      addr: Addr,
+      pages: Pages,
+      write: z.boolean(),
+      pin: z.boolean(),
+      agent: Agent,
+    }),
+    response: z.object({ pages: z.array(GupPage) }),
+  }),
+  unpin: def({
+    subject: 'mmlab.mm.unpin',
+    doc: 'Drop the references gup took with pin.',
+    models: 'unpin_user_pages()',
+    queue: 'mm',
+    request: z.strictObject({ pages: z.array(z.object({ pfn: Pfn, gen: Gen })).max(1 << 20), agent: Agent }),
+    response: z.object({ freed: z.number().int().nonnegative() }),
+  }),
+  notifierRegister: def({
+    subject: 'mmlab.mm.notifier.register',
+    doc: 'Register subscriber on pid: from the reply on it gets every callback for pid. Atomic with respect to invalidations in flight.',
+    models: 'mmu_notifier_register()',
+    queue: 'mm',
+    request: z.strictObject({ pid: Pid, subscriber: SubscriberName }),
+    response: z.object({ registered: z.boolean() }),
+  }),
+  notifierUnregister: def({
+    subject: 'mmlab.mm.notifier.unregister',
+    doc: 'Unregister subscriber from pid; release is called first if the mm is still live. No callback runs after the reply.',
+    models: 'mmu_notifier_unregister()',
+    queue: 'mm',
+    request: z.strictObject({ pid: Pid, subscriber: SubscriberName }),
+    response: z.object({ unregistered: z.boolean() }),
+  }),
   meminfo: def({
     subject: 'mmlab.mm.meminfo',
     doc: 'Frame accounting: total, free and allocated frames.',
@@ -119,6 +223,96 @@ export const RPC = {
       op: z.string().max(128).optional(),
     }),
     response: z.object({ flushed: z.number().int().nonnegative() }),
+  }),
+  mnInvalidateRangeStart: def({
+    subject: 'mmlab.sub.{id}.invalidate_range_start',
+    doc: 'Stop using [start, end) of pid and install nothing there until the matching end; ack when the device no longer uses it (may sleep).',
+    models: 'mmu_notifier_ops.invalidate_range_start',
+    request: z.strictObject({ ...callback, start: Addr, end: Addr, event: MnEvent }),
+    response: Ack,
+  }),
+  mnInvalidateRangeEnd: def({
+    subject: 'mmlab.sub.{id}.invalidate_range_end',
+    doc: 'The invalidation of [start, end) with the same inv is over: mappings may be installed again.',
+    models: 'mmu_notifier_ops.invalidate_range_end',
+    request: z.strictObject({ ...callback, start: Addr, end: Addr, event: MnEvent }),
+    response: Ack,
+  }),
+  mnInvalidatePage: def({
+    subject: 'mmlab.sub.{id}.invalidate_page',
+    doc: 'The PTE of addr changed (sent after the PT lock is dropped, before the old page is freed): drop the mapping of that page.',
+    models: 'mmu_notifier_ops.invalidate_page (2012)',
+    request: z.strictObject({ ...callback, addr: Addr }),
+    response: Ack,
+  }),
+  mnChangePte: def({
+    subject: 'mmlab.sub.{id}.change_pte',
+    doc: 'The PTE of addr now points at pfn/gen (KSM): update or drop the secondary mapping.',
+    models: 'mmu_notifier_ops.change_pte',
+    request: z.strictObject({ ...callback, addr: Addr, pfn: Pfn, gen: Gen }),
+    response: Ack,
+  }),
+  mnClearFlushYoung: def({
+    subject: 'mmlab.sub.{id}.clear_flush_young',
+    doc: 'Test and clear the accessed bits of [start, end) in the secondary MMU.',
+    models: 'mmu_notifier_ops.clear_flush_young',
+    request: z.strictObject({ ...callback, start: Addr, end: Addr }),
+    response: z.object({ inv: z.string(), young: z.boolean() }),
+  }),
+  mnTestYoung: def({
+    subject: 'mmlab.sub.{id}.test_young',
+    doc: 'Whether the secondary MMU accessed addr since the bit was last cleared.',
+    models: 'mmu_notifier_ops.test_young',
+    request: z.strictObject({ ...callback, addr: Addr }),
+    response: z.object({ inv: z.string(), young: z.boolean() }),
+  }),
+  mnRelease: def({
+    subject: 'mmlab.sub.{id}.release',
+    doc: 'The address space is going away: drop every mapping of pid; nothing more will be sent for it.',
+    models: 'mmu_notifier_ops.release',
+    request: z.strictObject(callback),
+    response: Ack,
+  }),
+  hcaRegMr: def({
+    subject: 'mmlab.hca.{id}.reg_mr',
+    doc: 'Register a memory region over [addr, addr + pages) of pid: ODP (nothing pinned, the device table fills on demand) or pinned (every page faulted in and pinned now; ENOMEM when it does not fit).',
+    models: 'ibv_reg_mr() → ib_umem_odp_get() / ib_umem_get()',
+    request: z.strictObject({
+      pid: Pid,
+      addr: Addr,
+      pages: Pages,
+      odp: z.boolean(),
+      access: z.array(HcaAccess).min(1),
+    }),
+    response: z.object({ mr: z.number().int().positive() }),
+  }),
+  hcaDeregMr: def({
+    subject: 'mmlab.hca.{id}.dereg_mr',
+    doc: 'Deregister a memory region: its device mappings are dropped and its pins released.',
+    models: 'ibv_dereg_mr()',
+    request: z.strictObject({ mr: z.number().int().positive() }),
+    response: z.object({ dereg: z.boolean() }),
+  }),
+  hcaRdmaWrite: def({
+    subject: 'mmlab.hca.{id}.rdma_write',
+    doc: 'An RDMA WRITE into the MR at addr (a page of it); a miss in the device table raises a network page fault first.',
+    models: 'an RDMA WRITE hitting the HCA, with ODP page-fault handling (mlx5_ib_mr_wqe_pfault_handler)',
+    request: z.strictObject({ mr: z.number().int().positive(), addr: Addr, value: Value }),
+    response: z.object({ pfn: Pfn, gen: Gen, npf: z.number().int().nonnegative(), stale: z.boolean() }),
+  }),
+  hcaRdmaRead: def({
+    subject: 'mmlab.hca.{id}.rdma_read',
+    doc: 'An RDMA READ from the MR at addr.',
+    models: 'an RDMA READ hitting the HCA',
+    request: z.strictObject({ mr: z.number().int().positive(), addr: Addr }),
+    response: z.object({ value: Value, pfn: Pfn, gen: Gen, npf: z.number().int().nonnegative(), stale: z.boolean() }),
+  }),
+  hcaPrefetch: def({
+    subject: 'mmlab.hca.{id}.prefetch',
+    doc: 'Map [addr, addr + pages) of the MR ahead of use (read, or write).',
+    models: 'ibv_advise_mr(IBV_ADVISE_MR_ADVICE_PREFETCH[_WRITE], FLUSH)',
+    request: z.strictObject({ mr: z.number().int().positive(), addr: Addr, pages: Pages, write: z.boolean().default(false) }),
+    response: z.object({ mapped: z.number().int().nonnegative() }),
   }),
   ping: def({
     subject: 'mmlab.ctl.ping',

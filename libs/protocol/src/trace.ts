@@ -9,7 +9,7 @@
 import { z } from 'zod';
 import { ERROR_CODES } from './errors';
 import { Access, Addr, Agent, Gen, MapFlag, OpId, Pfn, Pid, Prot, Token, Value } from './fields';
-import { FaultKind } from './rpc';
+import { FaultKind, MnEvent } from './rpc';
 
 export const TRACE_PREFIX = 'mmlab.trace';
 export const TRACE_WILDCARD = `${TRACE_PREFIX}.>`;
@@ -17,6 +17,18 @@ export const traceSubject = (service: string, instance: string): string =>
   `${TRACE_PREFIX}.${service}.${instance}`;
 
 export const Service = z.enum(['mm', 'cpu', 'observer', 'lab', 'kvm', 'hca']);
+
+/** The notifier callbacks, by their kernel names. */
+export const MnCallback = z.enum([
+  'invalidate_range_start',
+  'invalidate_range_end',
+  'invalidate_page',
+  'change_pte',
+  'clear_flush_young',
+  'test_young',
+  'release',
+]);
+export type MnCallback = z.infer<typeof MnCallback>;
 export type Service = z.infer<typeof Service>;
 
 const base = {
@@ -121,6 +133,71 @@ export const TraceEvent = z.discriminatedUnion('kind', [
     tEnd: z.number(),
   }),
   ev('debug.stall', { pid: Pid, lock: LockName, ms: z.number() }),
+  ev('process.fork', { pid: Pid, child: Pid }),
+  ev('process.exit', { pid: Pid }),
+  ev('vma.protect', { pid: Pid, start: Addr, end: Addr, prot: Prot }),
+  ev('vma.move', { pid: Pid, from: Addr, to: Addr, pages: z.number().int(), newPages: z.number().int() }),
+  ev('frame.pin', { pfn: Pfn, gen: Gen, agent: Agent }),
+  ev('frame.unpin', { pfn: Pfn, gen: Gen, agent: Agent }),
+
+  // ---- the notifier, as mm dispatches it -------------------------------------------------
+  ev('mn.register', { pid: Pid, subscriber: z.string() }),
+  ev('mn.unregister', { pid: Pid, subscriber: z.string(), reason: z.enum(['unregister', 'exit', 'dead']) }),
+  /** mmu_notifier_invalidate_range_start() begins (before any subscriber is called) */
+  ev('mn.range_start', { pid: Pid, start: Addr, end: Addr, event: MnEvent, inv: z.string() }),
+  /** mmu_notifier_invalidate_range_end() begins; pairs with the range_start of the same inv */
+  ev('mn.range_end', { pid: Pid, start: Addr, end: Addr, event: MnEvent, inv: z.string() }),
+  /** mmu_notifier_invalidate_page() begins */
+  ev('mn.page', { pid: Pid, addr: Addr, inv: z.string() }),
+  ev('mn.release', { pid: Pid, inv: z.string() }),
+  /** one callback request sent to one subscriber; ptl: the PT lock the sending op held then, if any */
+  ev('mn.send', {
+    pid: Pid,
+    subscriber: z.string(),
+    callback: MnCallback,
+    inv: z.string(),
+    attempt: z.number().int(),
+    ptl: LockName.nullable(),
+  }),
+  ev('mn.ack', { pid: Pid, subscriber: z.string(), callback: MnCallback, inv: z.string(), waitedMs: z.number() }),
+  /** an ack that did not match (late, duplicate, or for another inv): ignored */
+  ev('mn.ack_ignored', { pid: Pid, subscriber: z.string(), callback: MnCallback, inv: z.string(), got: z.string() }),
+  /** the atomic-context guard: a callback was sent while the op held a PT lock (might_sleep) */
+  ev('might_sleep', { pid: Pid, callback: MnCallback, inv: z.string(), lock: LockName }),
+  /** a subscriber's liveness lease expired: unregistered everywhere and fenced */
+  ev('mn.fenced', { subscriber: z.string(), reason: z.string() }),
+
+  // ---- the notifier, as a subscriber sees it -----------------------------------------------
+  ev('mn.recv', {
+    agent: Agent,
+    pid: Pid,
+    callback: MnCallback,
+    inv: z.string(),
+    start: Addr.optional(),
+    end: Addr.optional(),
+  }),
+  /** the subscriber finished the callback and acks */
+  ev('mn.done', { agent: Agent, pid: Pid, callback: MnCallback, inv: z.string() }),
+  /** the subscriber found, in Redis, the sending op still holding a PT lock */
+  ev('mn.ptl_held', { agent: Agent, pid: Pid, callback: MnCallback, inv: z.string(), lock: LockName, owner: z.string() }),
+
+  // ---- secondary MMUs (HCA device table / MTT, KVM sPTEs) ---------------------------------
+  /** a secondary translation installed */
+  ev('smap.set', { agent: Agent, pid: Pid, addr: Addr, pfn: Pfn, gen: Gen, writable: z.boolean() }),
+  /** a secondary translation removed */
+  ev('smap.clear', { agent: Agent, pid: Pid, addr: Addr, pfn: Pfn, gen: Gen }),
+  /** a device (network) page fault: begin and end */
+  ev('npf.begin', { agent: Agent, pid: Pid, addr: Addr, pages: z.number().int(), write: z.boolean() }),
+  ev('npf.end', {
+    agent: Agent,
+    pid: Pid,
+    addr: Addr,
+    retries: z.number().int(),
+    result: z.union([z.literal('ok'), z.enum(ERROR_CODES)]),
+    durMs: z.number(),
+  }),
+  /** a device access refused because its agent was fenced */
+  ev('access.refused', { agent: Agent, pid: Pid, addr: Addr, reason: z.string() }),
   ev('barrier', { tag: z.string() }),
 ]);
 

@@ -3,7 +3,7 @@
  * names are used by the native runner (scripts/lab.sh, `mmlab run --local`) and by compose.
  */
 import { z } from 'zod';
-import { Mode } from '@mmlab/protocol';
+import { Dispatch, InjectMode, Mode } from '@mmlab/protocol';
 
 const int = (d: number) => z.coerce.number().int().nonnegative().default(d);
 
@@ -30,6 +30,24 @@ export const EnvSchema = z.object({
   MMLAB_CPU_ID: int(0),
   /** observer: HTTP port. */
   MMLAB_OBSERVER_PORT: int(8080),
+  /** How mm calls the subscribers of one invalidation: all at once, or one after another as the kernel does. */
+  MMLAB_DISPATCH: Dispatch.default('parallel'),
+  /** Comma-separated fault-injection modes (see InjectMode). */
+  MMLAB_INJECT: z
+    .string()
+    .default('')
+    .transform((s) => s.split(',').map((x) => x.trim()).filter(Boolean))
+    .pipe(z.array(InjectMode)),
+  /** One attempt of a notifier callback; on timeout mm checks the subscriber's liveness and resends. */
+  MMLAB_CALLBACK_TIMEOUT_MS: int(2000),
+  /** A subscriber's liveness lease (renewed every third of it, on a path separate from callbacks). */
+  MMLAB_SUBSCRIBER_LEASE_MS: int(3000),
+  /** hca: device invalidation ("completion interrupt") latency: "200", "uniform:100:300", "normal:200:50", "pareto:100:1.5". */
+  MMLAB_INVALIDATE_LATENCY: z.string().default('0'),
+  /** hca: give up a network page fault after this long (HMM_RANGE_DEFAULT_TIMEOUT). */
+  MMLAB_NPF_TIMEOUT_MS: int(1000),
+  /** Seed for every random choice a service makes (latency distributions). */
+  MMLAB_SEED: int(1),
   /** observer: where to append every event as JSON lines (empty: memory only). */
   MMLAB_TRACE_FILE: z.string().default(''),
 });

@@ -6,7 +6,7 @@
 import { type ChildProcess, spawn } from 'node:child_process';
 import { createWriteStream, existsSync, mkdirSync } from 'node:fs';
 import * as path from 'node:path';
-import type { Mode } from '@mmlab/protocol';
+import type { Dispatch, InjectMode, Mode } from '@mmlab/protocol';
 import { RpcClient, connectNats, sleep } from '@mmlab/runtime';
 import {
   type ServerHandle,
@@ -26,13 +26,26 @@ export interface LabConfig {
   softlockupMs?: number;
   faultDeadlineMs?: number;
   observer?: boolean;
+  /** notifier subscribers to start (each its own process) */
+  subscribers?: SubscriberConfig[];
+  dispatch?: Dispatch;
+  inject?: InjectMode[];
+  seed?: number;
   /** extra environment for every service */
   env?: Record<string, string>;
 }
 
+export interface SubscriberConfig {
+  /** instance name, and its subscriber name: hca0, hca1, ... */
+  name: string;
+  kind: 'hca';
+  /** device invalidation latency: ms, or "uniform:a:b", "normal:mean:sd", "pareto:scale:shape" */
+  invalidateLatencyMs?: number | string;
+}
+
 export interface ServiceSpec {
   instance: string;
-  app: 'mm' | 'cpu' | 'observer';
+  app: 'mm' | 'cpu' | 'observer' | 'hca';
   env: Record<string, string>;
 }
 
@@ -54,6 +67,9 @@ export function labServices(cfg: LabConfig, observerPort: number): ServiceSpec[]
     ...(cfg.leaseTtlMs ? { MMLAB_LEASE_TTL_MS: String(cfg.leaseTtlMs) } : {}),
     ...(cfg.softlockupMs ? { MMLAB_SOFTLOCKUP_MS: String(cfg.softlockupMs) } : {}),
     ...(cfg.faultDeadlineMs ? { MMLAB_FAULT_DEADLINE_MS: String(cfg.faultDeadlineMs) } : {}),
+    ...(cfg.dispatch ? { MMLAB_DISPATCH: cfg.dispatch } : {}),
+    ...(cfg.inject?.length ? { MMLAB_INJECT: cfg.inject.join(',') } : {}),
+    ...(cfg.seed !== undefined ? { MMLAB_SEED: String(cfg.seed) } : {}),
     ...cfg.env,
   };
   const out: ServiceSpec[] = [];
@@ -67,6 +83,12 @@ export function labServices(cfg: LabConfig, observerPort: number): ServiceSpec[]
     out.push({ instance: `mm-${i}`, app: 'mm', env: { ...common } });
   for (let i = 0; i < cfg.cpus; i++)
     out.push({ instance: `cpu${i}`, app: 'cpu', env: { ...common, MMLAB_CPU_ID: String(i) } });
+  for (const sub of cfg.subscribers ?? [])
+    out.push({
+      instance: sub.name,
+      app: sub.kind,
+      env: { ...common, MMLAB_INVALIDATE_LATENCY: String(sub.invalidateLatencyMs ?? 0) },
+    });
   return out;
 }
 
