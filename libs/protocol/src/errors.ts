@@ -24,6 +24,10 @@ export const ERRORS = {
   },
   EFAULT: { definite: true, doc: 'A device access to an unmapped or PROT_NONE page.' },
   EPERM: { definite: true, doc: 'A write the mapping forbids.' },
+  ENODEV: {
+    definite: true,
+    doc: 'The device was fenced off (its notifier liveness lease expired): its accesses are refused.',
+  },
   EAGAIN: {
     definite: true,
     doc: 'Contention did not clear before the deadline; nothing was changed.',

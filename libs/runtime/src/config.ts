@@ -46,6 +46,8 @@ export const EnvSchema = z.object({
   MMLAB_INVALIDATE_LATENCY: z.string().default('0'),
   /** hca: give up a network page fault after this long (HMM_RANGE_DEFAULT_TIMEOUT). */
   MMLAB_NPF_TIMEOUT_MS: int(1000),
+  /** hca: a slow page-fault work queue: sleep this long between hmm_range_fault and the re-check (widens the race window in tests). */
+  MMLAB_NPF_DELAY_MS: int(0),
   /** Seed for every random choice a service makes (latency distributions). */
   MMLAB_SEED: int(1),
   /** observer: where to append every event as JSON lines (empty: memory only). */
