@@ -77,7 +77,7 @@ export class Cpu {
       //   fill only if flushGen == gen   ← else P may already be gone: walk again
       const gen = this.flushGen;
       const pte = await this.store.walk(pid, vpn, this.agent);
-      if (pte && (op === 'read' || pte.writable)) {
+      if (pte && !pte.protnone && (op === 'read' || pte.writable)) {
         if (gen === this.flushGen) this.fill(pid, vpn, pte);
         continue;
       }

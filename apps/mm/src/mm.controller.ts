@@ -5,7 +5,12 @@ import { Rpc } from '@mmlab/runtime';
 import { MM_CONTEXT } from './tokens';
 import type { MmContext } from './kernel/context';
 import { handleMmFault } from './kernel/memory';
-import { doMmap, doMunmap, mmCreate } from './kernel/mmap';
+import { doFork } from './kernel/fork';
+import { getUserPages, unpinUserPages } from './kernel/gup';
+import { doMmap, doMunmap, exitMmap, madviseDontneed, mmCreate } from './kernel/mmap';
+import { mmuNotifierRegister, mmuNotifierUnregister } from './kernel/mmu_notifier';
+import { doMprotect } from './kernel/mprotect';
+import { doMremap } from './kernel/mremap';
 
 @Controller()
 export class MmController {
@@ -32,6 +37,52 @@ export class MmController {
   async fault(req: ReqParsed<'fault'>) {
     const r = await handleMmFault(this.ctx, req.pid, req.addr, req.access, req.agent);
     return { pfn: r.pfn, gen: r.gen, writable: r.writable, kind: r.kind, retries: r.retries };
+  }
+
+  @Rpc('fork')
+  async fork(req: ReqParsed<'fork'>) {
+    return { pid: await doFork(this.ctx, req.pid) };
+  }
+
+  @Rpc('mprotect')
+  async mprotect(req: ReqParsed<'mprotect'>) {
+    return { changed: await doMprotect(this.ctx, req.pid, req.addr, req.pages, req.prot) };
+  }
+
+  @Rpc('mremap')
+  async mremap(req: ReqParsed<'mremap'>) {
+    return doMremap(this.ctx, req.pid, req.addr, req.pages, req.newPages ?? req.pages);
+  }
+
+  @Rpc('madvise')
+  async madvise(req: ReqParsed<'madvise'>) {
+    return madviseDontneed(this.ctx, req.pid, req.addr, req.pages);
+  }
+
+  @Rpc('exit')
+  async exit(req: ReqParsed<'exit'>) {
+    return exitMmap(this.ctx, req.pid);
+  }
+
+  @Rpc('gup')
+  async gup(req: ReqParsed<'gup'>) {
+    return { pages: await getUserPages(this.ctx, req.pid, req.addr, req.pages, req.write, req.pin, req.agent) };
+  }
+
+  @Rpc('unpin')
+  async unpin(req: ReqParsed<'unpin'>) {
+    return { freed: await unpinUserPages(this.ctx, req.agent, req.pages) };
+  }
+
+  @Rpc('notifierRegister')
+  async notifierRegister(req: ReqParsed<'notifierRegister'>) {
+    await mmuNotifierRegister(this.ctx, req.pid, req.subscriber);
+    return { registered: true };
+  }
+
+  @Rpc('notifierUnregister')
+  async notifierUnregister(req: ReqParsed<'notifierUnregister'>) {
+    return { unregistered: await mmuNotifierUnregister(this.ctx, req.pid, req.subscriber) };
   }
 
   @Rpc('meminfo')

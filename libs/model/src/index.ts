@@ -3,3 +3,4 @@ export * from './lease';
 export * from './pte';
 export * from './scripts';
 export * from './store';
+export * from './vma';

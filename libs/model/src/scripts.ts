@@ -137,6 +137,30 @@ return {'OK', tonumber(gen), redis.call('HGET', KEYS[6], ARGV[1]), tonumber(redi
 `,
   ),
 
+  /**
+   * get_page() for each (pfn, gen) of ARGV[2..]: a new mapping (ARGV[1] = 'map': fork shares
+   * the frame) or a bare reference ('ref': a long-term pin). The zero page is not counted.
+   * A pfn whose gen moved on (freed or reused meanwhile) is reported, not taken. → {bad pfns}
+   */
+  getPages: s(
+    8,
+    `
+local bad = {}
+for i = 2, #ARGV, 2 do
+  local pfn, gen = ARGV[i], ARGV[i + 1]
+  local st = redis.call('HGET', KEYS[6], pfn)
+  if st == 'zero' then
+  elseif st ~= 'used' or redis.call('HGET', KEYS[3], pfn) ~= gen then
+    bad[#bad + 1] = tonumber(pfn)
+  else
+    redis.call('HINCRBY', KEYS[4], pfn, 1)
+    if ARGV[1] == 'map' then redis.call('HINCRBY', KEYS[5], pfn, 1) end
+  end
+end
+return bad
+`,
+  ),
+
   /** copy_user_highpage(): ARGV src dst. */
   copyPage: s(
     8,
@@ -304,6 +328,11 @@ if not pte then
   return {'ANON', tonumber(ARGV[3]), tonumber(ARGV[4]), w, seq}
 end
 local pfn, gen, w = parse_pte(pte)
+if w == 2 then
+  -- a PROT_NONE PTE in a VMA that allows the access again: make it read-only present
+  redis.call('HSET', KEYS[3], ARGV[1], pfn .. ':' .. gen .. ':0')
+  w = 0
+end
 if (not write) or w == 1 then
   redis.call('SADD', KEYS[7], ARGV[6])
   return {'SPURIOUS', pfn, gen, w, seq}
@@ -388,6 +417,184 @@ for vpn = tonumber(ARGV[4]), tonumber(ARGV[5]) - 1 do
   end
 end
 return {'OK', cleared, redis.call('SMEMBERS', KEYS[4])}
+`,
+  ),
+
+  /**
+   * mprotect_fixup() on the VMA list: set prot on [s, e), splitting VMAs that straddle it.
+   * Every page of [s, e) must be mapped (else ENOMEM, as mprotect answers). mmap_sem write-held.
+   * KEYS vma semW; ARGV "owner|token" s e prot → {'OK', changedVmas} | {'ESTALE'} | {'ENOMEM'}
+   */
+  vmaProtect: s(
+    2,
+    `
+if redis.call('GET', KEYS[2]) ~= ARGV[1] then return {'ESTALE'} end
+local s, e, newprot = tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[4]
+local members = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', e - 1)
+local covered, vmas = s, {}
+for _, m in ipairs(members) do
+  local vs, ve, prot, flags = string.match(m, '^(%d+):(%d+):(%a+):(%a*)$')
+  vs = tonumber(vs); ve = tonumber(ve)
+  if ve > s then vmas[#vmas + 1] = {vs, ve, prot, flags, m} end
+end
+table.sort(vmas, function(a, b) return a[1] < b[1] end)
+for _, v in ipairs(vmas) do
+  if v[1] > covered then return {'ENOMEM'} end
+  covered = math.max(covered, v[2])
+end
+if covered < e then return {'ENOMEM'} end
+for _, v in ipairs(vmas) do
+  local vs, ve, prot, flags, m = v[1], v[2], v[3], v[4], v[5]
+  redis.call('ZREM', KEYS[1], m)
+  if vs < s then redis.call('ZADD', KEYS[1], vs, vs .. ':' .. s .. ':' .. prot .. ':' .. flags) end
+  local ms, me = math.max(vs, s), math.min(ve, e)
+  redis.call('ZADD', KEYS[1], ms, ms .. ':' .. me .. ':' .. newprot .. ':' .. flags)
+  if ve > e then redis.call('ZADD', KEYS[1], e, e .. ':' .. ve .. ':' .. prot .. ':' .. flags) end
+end
+return {'OK', #vmas}
+`,
+  ),
+
+  /**
+   * change_pte_range() under a held PT lock lease: PROT_NONE hides present PTEs (w = 2), r
+   * write-protects them, rw only un-hides (write access comes back through write faults).
+   * KEYS ptl ptlmax pte cpumask; ARGV "owner|token" lockName token s e prot
+   * → {'OK', changed, downgraded, cpumask} | {'ESTALE'}
+   */
+  changePteRange: s(
+    4,
+    `
+if not fenced(KEYS[1], KEYS[2], ARGV[2], ARGV[1], tonumber(ARGV[3])) then return {'ESTALE'} end
+local prot = ARGV[6]
+local changed, downgraded = 0, 0
+for vpn = tonumber(ARGV[4]), tonumber(ARGV[5]) - 1 do
+  local v = redis.call('HGET', KEYS[3], vpn)
+  if v then
+    local pfn, gen, w = parse_pte(v)
+    local nw = w
+    if prot == 'none' then nw = 2 elseif w == 2 or prot == 'r' then nw = 0 end
+    if nw ~= w then
+      redis.call('HSET', KEYS[3], vpn, pfn .. ':' .. gen .. ':' .. nw)
+      changed = changed + 1
+      if nw == 2 or (w == 1 and nw == 0) then downgraded = downgraded + 1 end
+    end
+  end
+end
+return {'OK', changed, downgraded, redis.call('SMEMBERS', KEYS[4])}
+`,
+  ),
+
+  /**
+   * move_vma() on the VMA list: [s, s + pages) (inside one VMA) leaves, [n, n + newPages)
+   * appears with the same prot and flags at a fresh address. mmap_sem write-held.
+   * KEYS mm vma semW; ARGV "owner|token" s pages newPages limitVpn
+   * → {'OK', n} | {'ESTALE'} | {'EFAULT'} | {'ENOMEM'}
+   */
+  vmaMove: s(
+    3,
+    `
+if redis.call('GET', KEYS[3]) ~= ARGV[1] then return {'ESTALE'} end
+local s, pages, newPages = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
+local vma = find_vma(KEYS[2], s)
+if not vma or s + pages > vma.e then return {'EFAULT'} end
+local n = tonumber(redis.call('HGET', KEYS[1], 'mmapNext'))
+if n + newPages > tonumber(ARGV[5]) then return {'ENOMEM'} end
+redis.call('HSET', KEYS[1], 'mmapNext', n + newPages + 1)
+redis.call('ZREM', KEYS[2], vma.s .. ':' .. vma.e .. ':' .. vma.prot .. ':' .. vma.flags)
+if vma.s < s then redis.call('ZADD', KEYS[2], vma.s, vma.s .. ':' .. s .. ':' .. vma.prot .. ':' .. vma.flags) end
+if vma.e > s + pages then redis.call('ZADD', KEYS[2], s + pages, (s + pages) .. ':' .. vma.e .. ':' .. vma.prot .. ':' .. vma.flags) end
+redis.call('ZADD', KEYS[2], n, n .. ':' .. (n + newPages) .. ':' .. vma.prot .. ':' .. vma.flags)
+return {'OK', n}
+`,
+  ),
+
+  /**
+   * move_ptes() under the old range's PT lock lease: PTEs of [s, e) move by delta pages.
+   * KEYS ptl ptlmax pte pmds cpumask; ARGV "owner|token" lockName token s e delta
+   * → {'OK', moved, cpumask} | {'ESTALE'}
+   */
+  movePtes: s(
+    5,
+    `
+if not fenced(KEYS[1], KEYS[2], ARGV[2], ARGV[1], tonumber(ARGV[3])) then return {'ESTALE'} end
+local delta, moved = tonumber(ARGV[6]), 0
+for vpn = tonumber(ARGV[4]), tonumber(ARGV[5]) - 1 do
+  local v = redis.call('HGET', KEYS[3], vpn)
+  if v then
+    redis.call('HDEL', KEYS[3], vpn)
+    redis.call('HSET', KEYS[3], vpn + delta, v)
+    redis.call('SADD', KEYS[4], math.floor((vpn + delta) / 512))
+    moved = moved + 1
+  end
+end
+return {'OK', moved, redis.call('SMEMBERS', KEYS[5])}
+`,
+  ),
+
+  /**
+   * copy_pte_range(), the parent's half, under its PT lock lease: read the PTEs of [s, e) and,
+   * for a COW mapping, write-protect the parent's writable ones.
+   * KEYS ptl ptlmax pte cpumask; ARGV "owner|token" lockName token s e cow
+   * → {'OK', {"vpn:pfn:gen:w" for the child}, writeProtected, cpumask} | {'ESTALE'}
+   */
+  copyPteRange: s(
+    4,
+    `
+if not fenced(KEYS[1], KEYS[2], ARGV[2], ARGV[1], tonumber(ARGV[3])) then return {'ESTALE'} end
+local cow = ARGV[6] == '1'
+local out, wp = {}, 0
+for vpn = tonumber(ARGV[4]), tonumber(ARGV[5]) - 1 do
+  local v = redis.call('HGET', KEYS[3], vpn)
+  if v then
+    local pfn, gen, w = parse_pte(v)
+    if cow and w == 1 then
+      redis.call('HSET', KEYS[3], vpn, pfn .. ':' .. gen .. ':0')
+      w = 0; wp = wp + 1
+    end
+    out[#out + 1] = vpn .. ':' .. pfn .. ':' .. gen .. ':' .. w
+  end
+end
+return {'OK', out, wp, redis.call('SMEMBERS', KEYS[4])}
+`,
+  ),
+
+  /**
+   * dup_mm() for the child: a fresh mm with the parent's VMA list.
+   * KEYS mm vma; ARGV mmapNext member...
+   */
+  forkChild: s(
+    2,
+    `
+redis.call('HSET', KEYS[1], 'seq', 0, 'mmapNext', ARGV[1], 'state', 'alive')
+for i = 2, #ARGV do
+  local vs = string.match(ARGV[i], '^(%d+):')
+  redis.call('ZADD', KEYS[2], tonumber(vs), ARGV[i])
+end
+return 1
+`,
+  ),
+
+  /** copy_pte_range(), the child's half: KEYS pte pmds; ARGV "vpn:pfn:gen:w"... */
+  setPtes: s(
+    2,
+    `
+for i = 1, #ARGV do
+  local vpn, rest = string.match(ARGV[i], '^(%d+):(.*)$')
+  redis.call('HSET', KEYS[1], vpn, rest)
+  redis.call('SADD', KEYS[2], math.floor(tonumber(vpn) / 512))
+end
+return #ARGV
+`,
+  ),
+
+  /** exit_mmap()'s end: the mm is dead, its VMAs gone. KEYS mm vma semW; ARGV "owner|token" */
+  mmExit: s(
+    3,
+    `
+if redis.call('GET', KEYS[3]) ~= ARGV[1] then return {'ESTALE'} end
+redis.call('HSET', KEYS[1], 'state', 'dead')
+redis.call('DEL', KEYS[2])
+return {'OK'}
 `,
   ),
 

@@ -13,6 +13,7 @@ import {
 } from '@mmlab/protocol';
 import { GLOBAL, MEM, MEM_KEYS, procKeys, subKeys } from './keys';
 import { type Pte, formatPte, parsePte } from './pte';
+import { type Vma, formatVma, parseVma } from './vma';
 import { SCRIPTS, type ScriptName } from './scripts';
 
 type Reply = unknown[];
@@ -395,6 +396,112 @@ export class Store {
 
   async cpumaskClear(pid: number, agent: string): Promise<void> {
     await this.run('cpumaskClear', [procKeys(pid).cpumask], [agent]);
+  }
+
+  /** get_page() for each frame: a new mapping ('map', fork) or a pin ('ref'); → pfns no longer live. */
+  async getPages(pages: Array<{ pfn: number; gen: number }>, kind: 'map' | 'ref'): Promise<number[]> {
+    if (pages.length === 0) return [];
+    const args: Array<string | number> = [kind];
+    for (const p of pages) args.push(p.pfn, p.gen);
+    return ((await this.run('getPages', MEM_KEYS, args)) as number[]).map(Number);
+  }
+
+  /** The VMA covering vpn, if any (a read: find_vma()). */
+  async findVma(pid: number, vpn: number): Promise<Vma | null> {
+    const r = await this.redis.zrevrangebyscore(procKeys(pid).vma, vpn, '-inf', 'LIMIT', 0, 1);
+    const v = r[0] ? parseVma(r[0]) : null;
+    return v && vpn < v.end ? v : null;
+  }
+
+  async vmas(pid: number): Promise<Vma[]> {
+    return (await this.redis.zrange(procKeys(pid).vma, 0, -1)).map(parseVma);
+  }
+
+  async mmState(pid: number): Promise<{ state: string | null; mmapNext: number }> {
+    const [state, next] = await this.redis.hmget(procKeys(pid).mm, 'state', 'mmapNext');
+    return { state, mmapNext: Number(next ?? 0) };
+  }
+
+  async vmaProtect(pid: number, semValue: string, s: number, e: number, prot: Prot): Promise<'OK' | 'ESTALE' | 'ENOMEM'> {
+    const k = procKeys(pid);
+    const r = (await this.run('vmaProtect', [k.vma, k.semW], [semValue, s, e, prot])) as Reply;
+    return r[0] as 'OK' | 'ESTALE' | 'ENOMEM';
+  }
+
+  async changePteRange(
+    pid: number,
+    lock: string,
+    value: string,
+    token: number,
+    s: number,
+    e: number,
+    prot: Prot,
+  ): Promise<{ changed: number; downgraded: number; cpumask: string[] } | null> {
+    const k = procKeys(pid);
+    const r = (await this.run('changePteRange', [k.ptl(lock), k.ptlmax, k.pte, k.cpumask], [value, lock, token, s, e, prot])) as Reply;
+    if (r[0] !== 'OK') return null;
+    return { changed: Number(r[1]), downgraded: Number(r[2]), cpumask: (r[3] as string[]).map(String) };
+  }
+
+  async vmaMove(pid: number, semValue: string, s: number, pages: number, newPages: number): Promise<{ r: 'OK'; n: number } | { r: 'ESTALE' | 'EFAULT' | 'ENOMEM' }> {
+    const k = procKeys(pid);
+    const r = (await this.run('vmaMove', [k.mm, k.vma, k.semW], [semValue, s, pages, newPages, TASK_SIZE / PAGE_SIZE])) as Reply;
+    if (r[0] === 'OK') return { r: 'OK', n: Number(r[1]) };
+    return { r: r[0] as 'ESTALE' | 'EFAULT' | 'ENOMEM' };
+  }
+
+  async movePtes(
+    pid: number,
+    lock: string,
+    value: string,
+    token: number,
+    s: number,
+    e: number,
+    delta: number,
+  ): Promise<{ moved: number; cpumask: string[] } | null> {
+    const k = procKeys(pid);
+    const r = (await this.run('movePtes', [k.ptl(lock), k.ptlmax, k.pte, k.pmds, k.cpumask], [value, lock, token, s, e, delta])) as Reply;
+    if (r[0] !== 'OK') return null;
+    return { moved: Number(r[1]), cpumask: (r[2] as string[]).map(String) };
+  }
+
+  async copyPteRange(
+    pid: number,
+    lock: string,
+    value: string,
+    token: number,
+    s: number,
+    e: number,
+    cow: boolean,
+  ): Promise<{ child: Array<{ vpn: number; pte: Pte }>; writeProtected: number; cpumask: string[] } | null> {
+    const k = procKeys(pid);
+    const r = (await this.run('copyPteRange', [k.ptl(lock), k.ptlmax, k.pte, k.cpumask], [value, lock, token, s, e, cow ? 1 : 0])) as Reply;
+    if (r[0] !== 'OK') return null;
+    const child = (r[1] as string[]).map((c) => {
+      const i = c.indexOf(':');
+      return { vpn: Number(c.slice(0, i)), pte: parsePte(c.slice(i + 1)) };
+    });
+    return { child, writeProtected: Number(r[2]), cpumask: (r[3] as string[]).map(String) };
+  }
+
+  /** A new pid for a forked child, with the parent's VMA list. */
+  async forkChild(vmas: Vma[], mmapNext: number): Promise<number> {
+    const pid = await this.redis.incr(GLOBAL.nextPid);
+    const k = procKeys(pid);
+    await this.run('forkChild', [k.mm, k.vma], [mmapNext, ...vmas.map(formatVma)]);
+    return pid;
+  }
+
+  async setPtes(pid: number, ptes: Array<{ vpn: number; pte: Pte }>): Promise<void> {
+    if (ptes.length === 0) return;
+    const k = procKeys(pid);
+    await this.run('setPtes', [k.pte, k.pmds], ptes.map((p) => `${p.vpn}:${formatPte(p.pte)}`));
+  }
+
+  async mmExit(pid: number, semValue: string): Promise<boolean> {
+    const k = procKeys(pid);
+    const r = (await this.run('mmExit', [k.mm, k.vma, k.semW], [semValue])) as Reply;
+    return r[0] === 'OK';
   }
 
   /** Page-table snapshot of a process: vpn → PTE (tests and diagnostics). */

@@ -13,11 +13,20 @@ export interface MmContext {
   readonly ids: OpIds;
   /** Debug: the next PT-lock section sleeps this long while holding the lock (0: off). */
   stallUnderPtlMs: number;
+  /**
+   * The atomic-context record: op → the PT lock it holds right now (in_atomic() for that
+   * "task"). Set when a PT lock is granted, cleared at its release; the notifier dispatcher
+   * reads it to catch a callback sent under a spinlock (might_sleep).
+   */
+  readonly atomic: Map<string, string>;
 }
 
-export function createContext(deps: Omit<MmContext, 'ids' | 'stallUnderPtlMs'>): MmContext {
-  return { ...deps, ids: new OpIds(deps.instance), stallUnderPtlMs: 0 };
+export function createContext(deps: Omit<MmContext, 'ids' | 'stallUnderPtlMs' | 'atomic'>): MmContext {
+  return { ...deps, ids: new OpIds(deps.instance), stallUnderPtlMs: 0, atomic: new Map() };
 }
+
+export const injected = (ctx: MmContext, mode: Env['MMLAB_INJECT'][number]): boolean =>
+  ctx.env.MMLAB_INJECT.includes(mode);
 
 /**
  * Back off while someone else holds what we need. The first retries only yield (a spinning

@@ -56,12 +56,14 @@ export function heldPtl(
     ctx.env.MMLAB_LEASE_TTL_MS,
     at,
   );
+  ctx.atomic.set(op, lock);
   return { lease, pid, lock, op };
 }
 
 /** Trace the release of a PT lock whose Redis key a script already deleted or must delete. */
 export function traceUnlock(ctx: MmContext, h: HeldLock, released: boolean): void {
   const at = now();
+  ctx.atomic.delete(h.op);
   ctx.tracer.emit({
     kind: 'ptl.release',
     op: h.op,

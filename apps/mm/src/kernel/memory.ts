@@ -14,12 +14,14 @@ import {
   PTRS_PER_PTE,
   type Access,
   type FaultKind,
+  type MnEvent,
   ZERO_PFN,
   pmdIndexOf,
 } from '@mmlab/protocol';
 import type { Pte } from '@mmlab/model';
 import { now } from '@mmlab/runtime';
-import { type MmContext, backoff } from './context';
+import { type MmContext, backoff, injected } from './context';
+import { invalidatePage, invalidateRangeEnd, invalidateRangeStart } from './mmu_notifier';
 import { debugStallUnderPtl, heldPtl, ptlLock, ptlUnlock, traceUnlock } from './locks';
 import { type Frame, allocPage, putPages } from './page_alloc';
 import { flushTlbRange } from './tlbflush';
@@ -172,10 +174,13 @@ async function doWpPage(
   }
   const held = heldPtl(ctx, pid, lock, op, r.token, t0);
   ctx.tracer.emit({ kind: 'pte.clear', op, pid, addr, ...old, lock, token: r.token });
+  const legacy = ctx.env.MMLAB_MODE === 'legacy';
   let installed = false;
   try {
     await debugStallUnderPtl(ctx, held);
     await flushTlbRange(ctx, op, pid, addr, addr + PAGE_SIZE, r.cpumask);
+    // legacy: ptep_clear_flush_notify() — the notification under the PT lock, as before the patch.
+    if (legacy) await invalidatePage(ctx, op, pid, addr);
     const pte: Pte = { pfn: page.pfn, gen: page.gen, writable: true };
     installed = await held.lease.release(() =>
       ctx.store.setPteUnlock(pid, lock, held.lease.value, r.token, vpn, pte),
@@ -200,7 +205,15 @@ async function doWpPage(
   } finally {
     if (!installed && !prealloc) await putPages(ctx, op, [page]);
   }
-  await putPages(ctx, op, [old]);
+  if (injected(ctx, 'free-before-invalidate-page')) {
+    // The mistake the patch's comment guards against: the old page freed first.
+    await putPages(ctx, op, [old]);
+    if (!legacy) await invalidatePage(ctx, op, pid, addr);
+  } else {
+    // "cow happened, notify before releasing old_page": after the unlock (patched).
+    if (!legacy) await invalidatePage(ctx, op, pid, addr);
+    await putPages(ctx, op, [old]);
+  }
   return {
     result: { pfn: page.pfn, gen: page.gen, writable: true, kind: 'wp-copy' },
     consumed: true,
@@ -208,11 +221,32 @@ async function doWpPage(
 }
 
 /**
- * zap_page_range() → zap_pte_range() for each page-table page of [startVpn, endVpn):
- * under the PT lock, clear the PTEs and shoot down the CPU TLBs; after the unlock, free the
- * frames (tlb_finish_mmu: never before every TLB that could map them is flushed).
+ * zap_page_range(): invalidate_range_start before any PT lock is taken; then zap_pte_range()
+ * for each page-table page of [startVpn, endVpn): under its PT lock, clear the PTEs and shoot
+ * down the CPU TLBs; after the unlock, free the frames (tlb_finish_mmu: never before every TLB
+ * that could map them is flushed, and the subscribers dropped theirs in range_start); then
+ * invalidate_range_end with the same mmun_start/mmun_end, on every path.
  */
 export async function zapPageRange(
+  ctx: MmContext,
+  op: string,
+  pid: number,
+  startVpn: number,
+  endVpn: number,
+  event: MnEvent,
+): Promise<{ zapped: number; freed: number }> {
+  const mmunStart = startVpn * PAGE_SIZE; /* For mmu_notifiers */
+  const mmunEnd = endVpn * PAGE_SIZE; /* For mmu_notifiers */
+  const range = await invalidateRangeStart(ctx, op, pid, mmunStart, mmunEnd, event);
+  try {
+    return await zapPteRanges(ctx, op, pid, startVpn, endVpn);
+  } finally {
+    await invalidateRangeEnd(ctx, range, mmunStart, mmunEnd);
+  }
+}
+
+/** zap_pte_range() over every existing page-table page of the range; the caller notifies. */
+export async function zapPteRanges(
   ctx: MmContext,
   op: string,
   pid: number,

@@ -2,7 +2,8 @@
 import { MmlabError, PAGE_SIZE, type Prot, isPageAligned } from '@mmlab/protocol';
 import { type MmContext, backoff } from './context';
 import { mmapWriteLock, mmapWriteUnlock } from './locks';
-import { zapPageRange } from './memory';
+import { zapPageRange, zapPteRanges } from './memory';
+import { mmuNotifierRelease } from './mmu_notifier';
 
 /** mm_alloc(): a new, empty address space. */
 export async function mmCreate(ctx: MmContext): Promise<number> {
@@ -52,7 +53,6 @@ export async function doMmap(
  * SIGSEGV), then unmap_region() → zap_page_range() over the whole range. Zapping the whole
  * range, not only what the VMAs covered, makes munmap idempotent: when a replica loses its
  * lease half way (ESTALE, indefinite), retrying the munmap finishes the job.
- * No notifiers yet: this is the plain unmap of the foundation.
  */
 export async function doMunmap(
   ctx: MmContext,
@@ -70,7 +70,56 @@ export async function doMunmap(
     if (!removed) throw new MmlabError('ESTALE', `lost mmap_sem of pid ${pid}`);
     for (const [rs, re] of removed)
       ctx.tracer.emit({ kind: 'vma.unmap', op, pid, start: rs * PAGE_SIZE, end: re * PAGE_SIZE });
-    return await zapPageRange(ctx, op, pid, s, s + pages);
+    return await zapPageRange(ctx, op, pid, s, s + pages, 'unmap');
+  } finally {
+    await mmapWriteUnlock(ctx, sem);
+  }
+}
+
+/**
+ * madvise(MADV_DONTNEED) → madvise_dontneed_single_vma() → zap_page_range(): the pages go,
+ * the VMA stays; the next touch faults in zero. Under mmap_sem (for write here: the lab has no
+ * reader lease on this path yet).
+ */
+export async function madviseDontneed(
+  ctx: MmContext,
+  pid: number,
+  addr: number,
+  pages: number,
+): Promise<{ zapped: number; freed: number }> {
+  if (!isPageAligned(addr)) throw new MmlabError('EINVAL', `madvise address 0x${addr.toString(16)} is not page aligned`);
+  const op = ctx.ids.next('madvise');
+  const sem = await mmapWriteLock(ctx, pid, op);
+  try {
+    const s = addr / PAGE_SIZE;
+    for (let v = s; v < s + pages; ) {
+      const vma = await ctx.store.findVma(pid, v);
+      if (!vma) throw new MmlabError('ENOMEM', `0x${(v * PAGE_SIZE).toString(16)} is not mapped`);
+      v = vma.end;
+    }
+    return await zapPageRange(ctx, op, pid, s, s + pages, 'clear');
+  } finally {
+    await mmapWriteUnlock(ctx, sem);
+  }
+}
+
+/**
+ * exit_mmap(): mmu_notifier_release() first — every subscriber drops everything of the mm and
+ * is unhashed, and only then are pages freed — then unmap_vmas() (no one left to notify) and
+ * the mm is gone.
+ */
+export async function exitMmap(ctx: MmContext, pid: number): Promise<{ freed: number }> {
+  const op = ctx.ids.next('exit');
+  const sem = await mmapWriteLock(ctx, pid, op);
+  try {
+    const { state } = await ctx.store.mmState(pid);
+    if (state !== 'alive') throw new MmlabError('ESRCH', `no process ${pid}`);
+    await mmuNotifierRelease(ctx, op, pid);
+    let freed = 0;
+    for (const v of await ctx.store.vmas(pid)) freed += (await zapPteRanges(ctx, op, pid, v.start, v.end)).freed;
+    if (!(await ctx.store.mmExit(pid, sem.lease.value))) throw new MmlabError('ESTALE', `lost mmap_sem of pid ${pid}`);
+    ctx.tracer.emit({ kind: 'process.exit', op, pid });
+    return { freed };
   } finally {
     await mmapWriteUnlock(ctx, sem);
   }

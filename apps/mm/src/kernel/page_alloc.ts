@@ -20,8 +20,13 @@ export async function allocPage(
 }
 
 /** put_page() for each frame a mapping dropped; frames whose refcount reached 0 are freed. */
-export async function putPages(ctx: MmContext, op: string, frames: Frame[]): Promise<number> {
-  const { freed, bad } = await ctx.store.putPages(frames);
+export async function putPages(
+  ctx: MmContext,
+  op: string,
+  frames: Frame[],
+  kind: 'map' | 'ref' = 'map',
+): Promise<number> {
+  const { freed, bad } = await ctx.store.putPages(frames, kind);
   const gens = new Map(frames.map((f) => [f.pfn, f.gen]));
   for (const pfn of freed) ctx.tracer.emit({ kind: 'frame.free', op, pfn, gen: gens.get(pfn)! });
   if (bad.length)

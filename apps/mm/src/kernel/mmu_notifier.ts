@@ -1,0 +1,230 @@
+/**
+ * mm/mmu_notifier.c: the subscriber registry and the dispatch of callbacks across the network.
+ *
+ * A callback is a NATS request to the subscriber's own subject; mm waits for every ack before
+ * it goes on, however long that takes — which is only allowed because, since the 2012 patch,
+ * no PT lock is held here (in patched mode). What mm holds meanwhile are sleepable leases
+ * (mmap_sem), renewed while it waits.
+ *
+ * A slow subscriber is not a dead one. Each attempt of a callback has a deadline
+ * (MMLAB_CALLBACK_TIMEOUT_MS); when it passes, mm looks at the subscriber's liveness lease —
+ * kept by the subscriber on a path separate from its callbacks — and either sends the same
+ * callback again (same inv: the subscriber acks a repeat without doing the work twice) or, if
+ * the lease expired, unregisters the subscriber everywhere and fences it (its device accesses
+ * are refused from then on) and goes on without it.
+ *
+ *   mm                                   subscriber (alive, slow)
+ *   send start(inv 7), wait ≤ T
+ *                                        working (device TLB flush takes 5 s)
+ *   timeout; lease alive → resend inv 7
+ *                                        inv 7 already in progress: wait for it
+ *                                        done → ack inv 7 (to both requests)
+ *   ack inv 7 → go on                    (the second ack lands on a closed inbox: dropped)
+ *
+ * An ack must echo the inv it answers; anything else is ignored (mn.ack_ignored) and the wait
+ * goes on.
+ */
+import { MmlabError, type MnCallback, type MnEvent, type Req, type RpcName } from '@mmlab/protocol';
+import { now, sleep } from '@mmlab/runtime';
+import { type MmContext, injected } from './context';
+import { mmapWriteLock, mmapWriteUnlock } from './locks';
+
+type CallbackRpc =
+  | 'mnInvalidateRangeStart'
+  | 'mnInvalidateRangeEnd'
+  | 'mnInvalidatePage'
+  | 'mnChangePte'
+  | 'mnRelease';
+
+const CALLBACK_OF: Record<CallbackRpc, MnCallback> = {
+  mnInvalidateRangeStart: 'invalidate_range_start',
+  mnInvalidateRangeEnd: 'invalidate_range_end',
+  mnInvalidatePage: 'invalidate_page',
+  mnChangePte: 'change_pte',
+  mnRelease: 'release',
+};
+
+/** An invalidate_range_start that was sent: its end goes to the same subscribers. */
+export interface RangeInvalidation {
+  readonly pid: number;
+  readonly inv: string;
+  readonly op: string;
+  readonly start: number;
+  readonly end: number;
+  readonly event: MnEvent;
+  readonly subscribers: readonly string[];
+}
+
+let invCounter = 0;
+const newInv = (ctx: MmContext, op: string): string => `${op}~${++invCounter}`;
+const ownerOf = (ctx: MmContext, op: string): string => `${ctx.instance}/${op}`;
+
+/** mmu_notifier_register(): under mmap_sem for write, so no range invalidation is in flight. */
+export async function mmuNotifierRegister(ctx: MmContext, pid: number, subscriber: string): Promise<void> {
+  const op = ctx.ids.next('mn_register');
+  const sem = await mmapWriteLock(ctx, pid, op);
+  try {
+    if (await ctx.store.isFenced(subscriber))
+      throw new MmlabError('ENODEV', `${subscriber} is fenced: it must restart before it registers again`);
+    await ctx.store.mnRegister(pid, subscriber);
+    ctx.tracer.emit({ kind: 'mn.register', op, pid, subscriber });
+  } finally {
+    await mmapWriteUnlock(ctx, sem);
+  }
+}
+
+/** mmu_notifier_unregister(): release first (the mm is live), then unhash. */
+export async function mmuNotifierUnregister(ctx: MmContext, pid: number, subscriber: string): Promise<boolean> {
+  const op = ctx.ids.next('mn_unregister');
+  const subs = await ctx.store.mnSubscribers(pid);
+  if (!subs.includes(subscriber)) return false;
+  const inv = newInv(ctx, op);
+  await callOne(ctx, op, pid, subscriber, 'mnRelease', { pid, inv, owner: ownerOf(ctx, op) });
+  const removed = await ctx.store.mnUnregister(pid, subscriber);
+  ctx.tracer.emit({ kind: 'mn.unregister', op, pid, subscriber, reason: 'unregister' });
+  return removed;
+}
+
+/** mmu_notifier_invalidate_range_start(mm, mmun_start, mmun_end). */
+export async function invalidateRangeStart(
+  ctx: MmContext,
+  op: string,
+  pid: number,
+  start: number,
+  end: number,
+  event: MnEvent,
+): Promise<RangeInvalidation> {
+  const subscribers = await ctx.store.mnSubscribers(pid);
+  const inv = newInv(ctx, op);
+  ctx.tracer.emit({ kind: 'mn.range_start', op, pid, start, end, event, inv });
+  await dispatch(ctx, op, pid, subscribers, 'mnInvalidateRangeStart', {
+    pid,
+    inv,
+    owner: ownerOf(ctx, op),
+    start,
+    end,
+    event,
+  });
+  return { pid, inv, op, start, end, event, subscribers };
+}
+
+/**
+ * mmu_notifier_invalidate_range_end(mm, mmun_start, mmun_end): the caller passes the values it
+ * gave to start (the mmun_start/mmun_end convention), on every exit path.
+ *
+ * Inject `range-end-mismatch` reproduces the bug Andrew Morton found reviewing the patch: in
+ * do_huge_pmd_wp_page_fallback the copy loop advanced haddr before it was passed to
+ * range_end, so end covered [start + len, end + len) instead of [start, end).
+ */
+export async function invalidateRangeEnd(ctx: MmContext, r: RangeInvalidation, mmunStart: number, mmunEnd: number): Promise<void> {
+  const len = mmunEnd - mmunStart;
+  const [start, end] = injected(ctx, 'range-end-mismatch') ? [mmunStart + len, mmunEnd + len] : [mmunStart, mmunEnd];
+  ctx.tracer.emit({ kind: 'mn.range_end', op: r.op, pid: r.pid, start, end, event: r.event, inv: r.inv });
+  // A subscriber fenced since the start gets no end: it is gone.
+  const live = (await ctx.store.mnSubscribers(r.pid)).filter((s) => r.subscribers.includes(s));
+  await dispatch(ctx, r.op, r.pid, live, 'mnInvalidateRangeEnd', {
+    pid: r.pid,
+    inv: r.inv,
+    owner: ownerOf(ctx, r.op),
+    start,
+    end,
+    event: r.event,
+  });
+}
+
+/** mmu_notifier_invalidate_page(mm, address) (2012). */
+export async function invalidatePage(ctx: MmContext, op: string, pid: number, addr: number): Promise<void> {
+  const subscribers = await ctx.store.mnSubscribers(pid);
+  if (subscribers.length === 0) return;
+  const inv = newInv(ctx, op);
+  ctx.tracer.emit({ kind: 'mn.page', op, pid, addr, inv });
+  await dispatch(ctx, op, pid, subscribers, 'mnInvalidatePage', { pid, inv, owner: ownerOf(ctx, op), addr });
+}
+
+/** mmu_notifier_release(mm): every subscriber drops everything of pid; then they are unhashed. */
+export async function mmuNotifierRelease(ctx: MmContext, op: string, pid: number): Promise<void> {
+  const subscribers = await ctx.store.mnSubscribers(pid);
+  const inv = newInv(ctx, op);
+  ctx.tracer.emit({ kind: 'mn.release', op, pid, inv });
+  await dispatch(ctx, op, pid, subscribers, 'mnRelease', { pid, inv, owner: ownerOf(ctx, op) });
+  for (const s of subscribers) {
+    await ctx.store.mnUnregister(pid, s);
+    ctx.tracer.emit({ kind: 'mn.unregister', op, pid, subscriber: s, reason: 'exit' });
+  }
+}
+
+/** Call every subscriber: concurrently (default), or one after another as the kernel's hlist walk does. */
+async function dispatch<N extends CallbackRpc>(
+  ctx: MmContext,
+  op: string,
+  pid: number,
+  subscribers: readonly string[],
+  name: N,
+  req: Req<N>,
+): Promise<void> {
+  if (ctx.env.MMLAB_DISPATCH === 'serial') {
+    for (const s of subscribers) await callOne(ctx, op, pid, s, name, req);
+  } else {
+    await Promise.all(subscribers.map((s) => callOne(ctx, op, pid, s, name, req)));
+  }
+}
+
+/** One callback to one subscriber, until it acks or is found dead. */
+async function callOne<N extends CallbackRpc>(
+  ctx: MmContext,
+  op: string,
+  pid: number,
+  subscriber: string,
+  name: N,
+  req: Req<N>,
+): Promise<void> {
+  const callback = CALLBACK_OF[name];
+  const inv = (req as { inv: string }).inv;
+  const t0 = now();
+  for (let attempt = 1; ; attempt++) {
+    // The atomic-context guard: sending a callback (which may sleep) while this op holds a
+    // PT lock is a might_sleep() splat. Patched code never gets here with a lock held.
+    const held = ctx.atomic.get(op) ?? null;
+    if (held) ctx.tracer.emit({ kind: 'might_sleep', op, pid, callback, inv, lock: held });
+    ctx.tracer.emit({ kind: 'mn.send', op, pid, subscriber, callback, inv, attempt, ptl: held });
+    try {
+      const reply = await ctx.rpc.call(name as RpcName, req as never, {
+        id: subscriber,
+        timeoutMs: ctx.env.MMLAB_CALLBACK_TIMEOUT_MS,
+      });
+      const got = (reply as { inv: string }).inv;
+      if (got === inv) {
+        ctx.tracer.emit({ kind: 'mn.ack', op, pid, subscriber, callback, inv, waitedMs: now() - t0 });
+        return;
+      }
+      ctx.tracer.emit({ kind: 'mn.ack_ignored', op, pid, subscriber, callback, inv, got });
+    } catch (e) {
+      const err = MmlabError.wrap(e);
+      if (err.code !== 'ETIMEDOUT' && err.code !== 'ENOHANDLER') {
+        // A subscriber that answers with an error has still answered: a blockable
+        // invalidate_range_start cannot fail in the kernel either. Record it and go on.
+        ctx.tracer.emit({ kind: 'mn.ack_ignored', op, pid, subscriber, callback, inv, got: err.code });
+        return;
+      }
+      if (!(await ctx.store.subscriberIsAlive(subscriber))) {
+        await fenceSubscriber(ctx, op, subscriber, `liveness lease expired during ${callback}`);
+        return;
+      }
+      // Alive but slow (or restarting): wait for it, as long as it takes.
+      if (err.code === 'ENOHANDLER') await sleep(50);
+    }
+  }
+}
+
+/**
+ * A subscriber whose liveness lease expired: unregister it from every mm and fence it, so that
+ * whatever its device still does to memory is refused and reported.
+ */
+export async function fenceSubscriber(ctx: MmContext, op: string, subscriber: string, reason: string): Promise<void> {
+  await ctx.store.fence(subscriber);
+  ctx.tracer.emit({ kind: 'mn.fenced', op, subscriber, reason });
+  for (const pid of await ctx.store.mnRegistrations(subscriber)) {
+    if (await ctx.store.mnUnregister(pid, subscriber))
+      ctx.tracer.emit({ kind: 'mn.unregister', op, pid, subscriber, reason: 'dead' });
+  }
+}

@@ -1,0 +1,61 @@
+/** mm/mremap.c: mremap(MREMAP_MAYMOVE) → move_vma() → move_page_tables(). */
+import { MmlabError, PAGE_SIZE, PTRS_PER_PTE, isPageAligned } from '@mmlab/protocol';
+import type { MmContext } from './context';
+import { mmapWriteLock, mmapWriteUnlock, ptlLock, ptlUnlock } from './locks';
+import { zapPageRange } from './memory';
+import { invalidateRangeEnd, invalidateRangeStart } from './mmu_notifier';
+import { flushTlbRange } from './tlbflush';
+
+/**
+ * Under mmap_sem for write: a shrink first unmaps the tail (do_munmap); then the VMA moves to a
+ * fresh address and move_page_tables() carries the PTEs over, wrapped in one
+ * invalidate_range_start/end over the old range whose mmun_start/mmun_end stay constant (the
+ * patch fixed the end here, which had been recomputed from the moved-to cursor).
+ * Returns the new address.
+ */
+export async function doMremap(ctx: MmContext, pid: number, addr: number, pages: number, newPages: number): Promise<{ addr: number; moved: number }> {
+  if (!isPageAligned(addr)) throw new MmlabError('EINVAL', `mremap address 0x${addr.toString(16)} is not page aligned`);
+  const op = ctx.ids.next('mremap');
+  const sem = await mmapWriteLock(ctx, pid, op);
+  try {
+    const s = addr / PAGE_SIZE;
+    const vma = await ctx.store.findVma(pid, s);
+    if (!vma || s + pages > vma.end) throw new MmlabError('EFAULT', `[0x${addr.toString(16)}, +${pages} pages) is not one mapping`);
+    const keep = Math.min(pages, newPages);
+    if (keep < pages) await zapPageRange(ctx, op, pid, s + keep, s + pages, 'unmap');
+    const m = await ctx.store.vmaMove(pid, sem.lease.value, s, pages, newPages);
+    if (m.r !== 'OK') throw new MmlabError(m.r, `move_vma of pid ${pid} at 0x${addr.toString(16)}`);
+    const delta = m.n - s;
+    const mmunStart = addr; /* For mmu_notifiers */
+    const mmunEnd = (s + keep) * PAGE_SIZE; /* For mmu_notifiers */
+    const range = await invalidateRangeStart(ctx, op, pid, mmunStart, mmunEnd, 'unmap');
+    let moved = 0;
+    try {
+      for (const pmd of await ctx.store.pmds(pid)) {
+        const ps = Math.max(s, pmd * PTRS_PER_PTE);
+        const pe = Math.min(s + keep, (pmd + 1) * PTRS_PER_PTE);
+        if (ps >= pe) continue;
+        // The old page table's lock; the new range is not reachable by anyone while we hold
+        // mmap_sem for write (faults there wait for it), so its tables need no lock here.
+        const held = await ptlLock(ctx, pid, `ptl:${pmd}`, op);
+        try {
+          const r = await ctx.store.movePtes(pid, held.lock, held.lease.value, held.lease.token, ps, pe, delta);
+          if (!r) {
+            ctx.tracer.emit({ kind: 'pte.reject', op, pid, lock: held.lock, token: held.lease.token, reason: 'stale fencing token' });
+            throw new MmlabError('ESTALE', `lost ${held.lock} of pid ${pid} in move_ptes`);
+          }
+          moved += r.moved;
+          if (r.moved) await flushTlbRange(ctx, op, pid, ps * PAGE_SIZE, pe * PAGE_SIZE, r.cpumask);
+        } finally {
+          await ptlUnlock(ctx, held);
+        }
+      }
+    } finally {
+      await invalidateRangeEnd(ctx, range, mmunStart, mmunEnd);
+    }
+    ctx.tracer.emit({ kind: 'vma.move', op, pid, from: addr, to: m.n * PAGE_SIZE, pages, newPages });
+    return { addr: m.n * PAGE_SIZE, moved };
+  } finally {
+    await mmapWriteUnlock(ctx, sem);
+  }
+}
