@@ -66,7 +66,17 @@ export class MmController {
 
   @Rpc('gup')
   async gup(req: ReqParsed<'gup'>) {
-    return { pages: await getUserPages(this.ctx, req.pid, req.addr, req.pages, req.write, req.pin, req.agent) };
+    return {
+      pages: await getUserPages(
+        this.ctx,
+        req.pid,
+        req.addr,
+        req.pages,
+        req.write,
+        req.pin,
+        req.agent,
+      ),
+    };
   }
 
   @Rpc('unpin')

@@ -38,7 +38,16 @@ export const MEM = {
   data: '{mem}:data',
   fenced: '{mem}:fenced',
 } as const;
-export const MEM_KEYS = [MEM.meta, MEM.free, MEM.gen, MEM.ref, MEM.map, MEM.state, MEM.data, MEM.fenced];
+export const MEM_KEYS = [
+  MEM.meta,
+  MEM.free,
+  MEM.gen,
+  MEM.ref,
+  MEM.map,
+  MEM.state,
+  MEM.data,
+  MEM.fenced,
+];
 
 /**
  * Notifier subscribers ({sub}):
@@ -46,7 +55,10 @@ export const MEM_KEYS = [MEM.meta, MEM.free, MEM.gen, MEM.ref, MEM.map, MEM.stat
  *                       itself, never on the callback path)
  *   {sub}:regs:<name>   set of pids the subscriber is registered on
  */
-export const subKeys = (name: string) => ({ live: `{sub}:live:${name}`, regs: `{sub}:regs:${name}` });
+export const subKeys = (name: string) => ({
+  live: `{sub}:live:${name}`,
+  regs: `{sub}:regs:${name}`,
+});
 
 export const GLOBAL = { nextPid: '{g}:nextpid' } as const;
 

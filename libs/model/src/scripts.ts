@@ -297,7 +297,7 @@ return {'OK', removed}
    * The fault fast path: handle_mm_fault() → do_anonymous_page(), one atomic step.
    * KEYS mm vma pte pmds semW ptl cpumask
    * ARGV vpn access newPfn newGen pmdIndex agent
-   * → {'ZERO'|'ANON'|'SPURIOUS'|'NEED_WP', pfn, gen, w, seq} | {'NEED_PAGE', seq}
+   * → {'ZERO'|'ANON'|'SPURIOUS'|'WP_SHARED'|'NEED_WP', pfn, gen, w, seq} | {'NEED_PAGE', seq}
    *   | {'BUSY', what} | {'SIGSEGV'} | {'ESRCH'}
    * ANON means the frame in ARGV was installed (consumed); every other answer leaves it unused.
    */
@@ -336,6 +336,12 @@ end
 if (not write) or w == 1 then
   redis.call('SADD', KEYS[7], ARGV[6])
   return {'SPURIOUS', pfn, gen, w, seq}
+end
+if vma.flags == 'shared' then
+  -- wp_page_shared(): a shared page is made writable in place, never copied
+  redis.call('HSET', KEYS[3], ARGV[1], pfn .. ':' .. gen .. ':1')
+  redis.call('SADD', KEYS[7], ARGV[6])
+  return {'WP_SHARED', pfn, gen, 1, seq}
 end
 return {'NEED_WP', pfn, gen, w, seq}
 `,

@@ -20,7 +20,7 @@ type Reply = unknown[];
 type ScriptFn = (...args: Array<string | number>) => Promise<unknown>;
 
 export type FaultStep =
-  | { r: 'ZERO' | 'ANON' | 'SPURIOUS' | 'NEED_WP'; pte: Pte; seq: number }
+  | { r: 'ZERO' | 'ANON' | 'SPURIOUS' | 'WP_SHARED' | 'NEED_WP'; pte: Pte; seq: number }
   | { r: 'NEED_PAGE'; seq: number }
   | { r: 'BUSY'; what: string }
   | { r: 'SIGSEGV' }
@@ -159,7 +159,6 @@ export class Store {
     return r ? r.slice(r.lastIndexOf(':ptl:') + 1) : null;
   }
 
-
   async memInfo(): Promise<{ frames: number; free: number }> {
     const r = (await this.run('memInfo', MEM_KEYS, [])) as Reply;
     return { frames: Number(r[0]), free: Number(r[1]) };
@@ -274,6 +273,7 @@ export class Store {
       case 'ZERO':
       case 'ANON':
       case 'SPURIOUS':
+      case 'WP_SHARED':
       case 'NEED_WP':
         return {
           r: r[0],
@@ -399,7 +399,10 @@ export class Store {
   }
 
   /** get_page() for each frame: a new mapping ('map', fork) or a pin ('ref'); → pfns no longer live. */
-  async getPages(pages: Array<{ pfn: number; gen: number }>, kind: 'map' | 'ref'): Promise<number[]> {
+  async getPages(
+    pages: Array<{ pfn: number; gen: number }>,
+    kind: 'map' | 'ref',
+  ): Promise<number[]> {
     if (pages.length === 0) return [];
     const args: Array<string | number> = [kind];
     for (const p of pages) args.push(p.pfn, p.gen);
@@ -422,7 +425,13 @@ export class Store {
     return { state, mmapNext: Number(next ?? 0) };
   }
 
-  async vmaProtect(pid: number, semValue: string, s: number, e: number, prot: Prot): Promise<'OK' | 'ESTALE' | 'ENOMEM'> {
+  async vmaProtect(
+    pid: number,
+    semValue: string,
+    s: number,
+    e: number,
+    prot: Prot,
+  ): Promise<'OK' | 'ESTALE' | 'ENOMEM'> {
     const k = procKeys(pid);
     const r = (await this.run('vmaProtect', [k.vma, k.semW], [semValue, s, e, prot])) as Reply;
     return r[0] as 'OK' | 'ESTALE' | 'ENOMEM';
@@ -438,14 +447,32 @@ export class Store {
     prot: Prot,
   ): Promise<{ changed: number; downgraded: number; cpumask: string[] } | null> {
     const k = procKeys(pid);
-    const r = (await this.run('changePteRange', [k.ptl(lock), k.ptlmax, k.pte, k.cpumask], [value, lock, token, s, e, prot])) as Reply;
+    const r = (await this.run(
+      'changePteRange',
+      [k.ptl(lock), k.ptlmax, k.pte, k.cpumask],
+      [value, lock, token, s, e, prot],
+    )) as Reply;
     if (r[0] !== 'OK') return null;
-    return { changed: Number(r[1]), downgraded: Number(r[2]), cpumask: (r[3] as string[]).map(String) };
+    return {
+      changed: Number(r[1]),
+      downgraded: Number(r[2]),
+      cpumask: (r[3] as string[]).map(String),
+    };
   }
 
-  async vmaMove(pid: number, semValue: string, s: number, pages: number, newPages: number): Promise<{ r: 'OK'; n: number } | { r: 'ESTALE' | 'EFAULT' | 'ENOMEM' }> {
+  async vmaMove(
+    pid: number,
+    semValue: string,
+    s: number,
+    pages: number,
+    newPages: number,
+  ): Promise<{ r: 'OK'; n: number } | { r: 'ESTALE' | 'EFAULT' | 'ENOMEM' }> {
     const k = procKeys(pid);
-    const r = (await this.run('vmaMove', [k.mm, k.vma, k.semW], [semValue, s, pages, newPages, TASK_SIZE / PAGE_SIZE])) as Reply;
+    const r = (await this.run(
+      'vmaMove',
+      [k.mm, k.vma, k.semW],
+      [semValue, s, pages, newPages, TASK_SIZE / PAGE_SIZE],
+    )) as Reply;
     if (r[0] === 'OK') return { r: 'OK', n: Number(r[1]) };
     return { r: r[0] as 'ESTALE' | 'EFAULT' | 'ENOMEM' };
   }
@@ -460,7 +487,11 @@ export class Store {
     delta: number,
   ): Promise<{ moved: number; cpumask: string[] } | null> {
     const k = procKeys(pid);
-    const r = (await this.run('movePtes', [k.ptl(lock), k.ptlmax, k.pte, k.pmds, k.cpumask], [value, lock, token, s, e, delta])) as Reply;
+    const r = (await this.run(
+      'movePtes',
+      [k.ptl(lock), k.ptlmax, k.pte, k.pmds, k.cpumask],
+      [value, lock, token, s, e, delta],
+    )) as Reply;
     if (r[0] !== 'OK') return null;
     return { moved: Number(r[1]), cpumask: (r[2] as string[]).map(String) };
   }
@@ -473,9 +504,17 @@ export class Store {
     s: number,
     e: number,
     cow: boolean,
-  ): Promise<{ child: Array<{ vpn: number; pte: Pte }>; writeProtected: number; cpumask: string[] } | null> {
+  ): Promise<{
+    child: Array<{ vpn: number; pte: Pte }>;
+    writeProtected: number;
+    cpumask: string[];
+  } | null> {
     const k = procKeys(pid);
-    const r = (await this.run('copyPteRange', [k.ptl(lock), k.ptlmax, k.pte, k.cpumask], [value, lock, token, s, e, cow ? 1 : 0])) as Reply;
+    const r = (await this.run(
+      'copyPteRange',
+      [k.ptl(lock), k.ptlmax, k.pte, k.cpumask],
+      [value, lock, token, s, e, cow ? 1 : 0],
+    )) as Reply;
     if (r[0] !== 'OK') return null;
     const child = (r[1] as string[]).map((c) => {
       const i = c.indexOf(':');
@@ -495,7 +534,11 @@ export class Store {
   async setPtes(pid: number, ptes: Array<{ vpn: number; pte: Pte }>): Promise<void> {
     if (ptes.length === 0) return;
     const k = procKeys(pid);
-    await this.run('setPtes', [k.pte, k.pmds], ptes.map((p) => `${p.vpn}:${formatPte(p.pte)}`));
+    await this.run(
+      'setPtes',
+      [k.pte, k.pmds],
+      ptes.map((p) => `${p.vpn}:${formatPte(p.pte)}`),
+    );
   }
 
   async mmExit(pid: number, semValue: string): Promise<boolean> {

@@ -14,4 +14,5 @@ export function parseVma(m: string): Vma {
   return { start: Number(r[1]), end: Number(r[2]), prot: r[3] as Prot, shared: r[4] === 'shared' };
 }
 
-export const formatVma = (v: Vma): string => `${v.start}:${v.end}:${v.prot}:${v.shared ? 'shared' : ''}`;
+export const formatVma = (v: Vma): string =>
+  `${v.start}:${v.end}:${v.prot}:${v.shared ? 'shared' : ''}`;

@@ -130,7 +130,10 @@ export const RPC = {
     models: 'madvise_dontneed_single_vma() → zap_page_range()',
     queue: 'mm',
     request: z.strictObject({ pid: Pid, addr: Addr, pages: Pages, advice: z.enum(['dontneed']) }),
-    response: z.object({ zapped: z.number().int().nonnegative(), freed: z.number().int().nonnegative() }),
+    response: z.object({
+      zapped: z.number().int().nonnegative(),
+      freed: z.number().int().nonnegative(),
+    }),
   }),
   exit: def({
     subject: 'mmlab.mm.exit',
@@ -160,7 +163,10 @@ export const RPC = {
     doc: 'Drop the references gup took with pin.',
     models: 'unpin_user_pages()',
     queue: 'mm',
-    request: z.strictObject({ pages: z.array(z.object({ pfn: Pfn, gen: Gen })).max(1 << 20), agent: Agent }),
+    request: z.strictObject({
+      pages: z.array(z.object({ pfn: Pfn, gen: Gen })).max(1 << 20),
+      agent: Agent,
+    }),
     response: z.object({ freed: z.number().int().nonnegative() }),
   }),
   notifierRegister: def({
@@ -296,22 +302,39 @@ export const RPC = {
   hcaRdmaWrite: def({
     subject: 'mmlab.hca.{id}.rdma_write',
     doc: 'An RDMA WRITE into the MR at addr (a page of it); a miss in the device table raises a network page fault first.',
-    models: 'an RDMA WRITE hitting the HCA, with ODP page-fault handling (mlx5_ib_mr_wqe_pfault_handler)',
+    models:
+      'an RDMA WRITE hitting the HCA, with ODP page-fault handling (mlx5_ib_mr_wqe_pfault_handler)',
     request: z.strictObject({ mr: z.number().int().positive(), addr: Addr, value: Value }),
-    response: z.object({ pfn: Pfn, gen: Gen, npf: z.number().int().nonnegative(), stale: z.boolean() }),
+    response: z.object({
+      pfn: Pfn,
+      gen: Gen,
+      npf: z.number().int().nonnegative(),
+      stale: z.boolean(),
+    }),
   }),
   hcaRdmaRead: def({
     subject: 'mmlab.hca.{id}.rdma_read',
     doc: 'An RDMA READ from the MR at addr.',
     models: 'an RDMA READ hitting the HCA',
     request: z.strictObject({ mr: z.number().int().positive(), addr: Addr }),
-    response: z.object({ value: Value, pfn: Pfn, gen: Gen, npf: z.number().int().nonnegative(), stale: z.boolean() }),
+    response: z.object({
+      value: Value,
+      pfn: Pfn,
+      gen: Gen,
+      npf: z.number().int().nonnegative(),
+      stale: z.boolean(),
+    }),
   }),
   hcaPrefetch: def({
     subject: 'mmlab.hca.{id}.prefetch',
     doc: 'Map [addr, addr + pages) of the MR ahead of use (read, or write).',
     models: 'ibv_advise_mr(IBV_ADVISE_MR_ADVICE_PREFETCH[_WRITE], FLUSH)',
-    request: z.strictObject({ mr: z.number().int().positive(), addr: Addr, pages: Pages, write: z.boolean().default(false) }),
+    request: z.strictObject({
+      mr: z.number().int().positive(),
+      addr: Addr,
+      pages: Pages,
+      write: z.boolean().default(false),
+    }),
     response: z.object({ mapped: z.number().int().nonnegative() }),
   }),
   ping: def({

@@ -136,13 +136,23 @@ export const TraceEvent = z.discriminatedUnion('kind', [
   ev('process.fork', { pid: Pid, child: Pid }),
   ev('process.exit', { pid: Pid }),
   ev('vma.protect', { pid: Pid, start: Addr, end: Addr, prot: Prot }),
-  ev('vma.move', { pid: Pid, from: Addr, to: Addr, pages: z.number().int(), newPages: z.number().int() }),
+  ev('vma.move', {
+    pid: Pid,
+    from: Addr,
+    to: Addr,
+    pages: z.number().int(),
+    newPages: z.number().int(),
+  }),
   ev('frame.pin', { pfn: Pfn, gen: Gen, agent: Agent }),
   ev('frame.unpin', { pfn: Pfn, gen: Gen, agent: Agent }),
 
   // ---- the notifier, as mm dispatches it -------------------------------------------------
   ev('mn.register', { pid: Pid, subscriber: z.string() }),
-  ev('mn.unregister', { pid: Pid, subscriber: z.string(), reason: z.enum(['unregister', 'exit', 'dead']) }),
+  ev('mn.unregister', {
+    pid: Pid,
+    subscriber: z.string(),
+    reason: z.enum(['unregister', 'exit', 'dead']),
+  }),
   /** mmu_notifier_invalidate_range_start() begins (before any subscriber is called) */
   ev('mn.range_start', { pid: Pid, start: Addr, end: Addr, event: MnEvent, inv: z.string() }),
   /** mmu_notifier_invalidate_range_end() begins; pairs with the range_start of the same inv */
@@ -159,9 +169,21 @@ export const TraceEvent = z.discriminatedUnion('kind', [
     attempt: z.number().int(),
     ptl: LockName.nullable(),
   }),
-  ev('mn.ack', { pid: Pid, subscriber: z.string(), callback: MnCallback, inv: z.string(), waitedMs: z.number() }),
+  ev('mn.ack', {
+    pid: Pid,
+    subscriber: z.string(),
+    callback: MnCallback,
+    inv: z.string(),
+    waitedMs: z.number(),
+  }),
   /** an ack that did not match (late, duplicate, or for another inv): ignored */
-  ev('mn.ack_ignored', { pid: Pid, subscriber: z.string(), callback: MnCallback, inv: z.string(), got: z.string() }),
+  ev('mn.ack_ignored', {
+    pid: Pid,
+    subscriber: z.string(),
+    callback: MnCallback,
+    inv: z.string(),
+    got: z.string(),
+  }),
   /** the atomic-context guard: a callback was sent while the op held a PT lock (might_sleep) */
   ev('might_sleep', { pid: Pid, callback: MnCallback, inv: z.string(), lock: LockName }),
   /** a subscriber's liveness lease expired: unregistered everywhere and fenced */
@@ -179,7 +201,14 @@ export const TraceEvent = z.discriminatedUnion('kind', [
   /** the subscriber finished the callback and acks */
   ev('mn.done', { agent: Agent, pid: Pid, callback: MnCallback, inv: z.string() }),
   /** the subscriber found, in Redis, the sending op still holding a PT lock */
-  ev('mn.ptl_held', { agent: Agent, pid: Pid, callback: MnCallback, inv: z.string(), lock: LockName, owner: z.string() }),
+  ev('mn.ptl_held', {
+    agent: Agent,
+    pid: Pid,
+    callback: MnCallback,
+    inv: z.string(),
+    lock: LockName,
+    owner: z.string(),
+  }),
 
   // ---- secondary MMUs (HCA device table / MTT, KVM sPTEs) ---------------------------------
   /** a secondary translation installed */
@@ -187,7 +216,13 @@ export const TraceEvent = z.discriminatedUnion('kind', [
   /** a secondary translation removed */
   ev('smap.clear', { agent: Agent, pid: Pid, addr: Addr, pfn: Pfn, gen: Gen }),
   /** a device (network) page fault: begin and end */
-  ev('npf.begin', { agent: Agent, pid: Pid, addr: Addr, pages: z.number().int(), write: z.boolean() }),
+  ev('npf.begin', {
+    agent: Agent,
+    pid: Pid,
+    addr: Addr,
+    pages: z.number().int(),
+    write: z.boolean(),
+  }),
   ev('npf.end', {
     agent: Agent,
     pid: Pid,

@@ -36,7 +36,12 @@ export const EnvSchema = z.object({
   MMLAB_INJECT: z
     .string()
     .default('')
-    .transform((s) => s.split(',').map((x) => x.trim()).filter(Boolean))
+    .transform((s) =>
+      s
+        .split(',')
+        .map((x) => x.trim())
+        .filter(Boolean),
+    )
     .pipe(z.array(InjectMode)),
   /** One attempt of a notifier callback; on timeout mm checks the subscriber's liveness and resends. */
   MMLAB_CALLBACK_TIMEOUT_MS: int(2000),

@@ -21,7 +21,9 @@ export interface MmContext {
   readonly atomic: Map<string, string>;
 }
 
-export function createContext(deps: Omit<MmContext, 'ids' | 'stallUnderPtlMs' | 'atomic'>): MmContext {
+export function createContext(
+  deps: Omit<MmContext, 'ids' | 'stallUnderPtlMs' | 'atomic'>,
+): MmContext {
   return { ...deps, ids: new OpIds(deps.instance), stallUnderPtlMs: 0, atomic: new Map() };
 }
 

@@ -21,7 +21,8 @@ export async function doFork(ctx: MmContext, pid: number): Promise<number> {
   const op = ctx.ids.next('fork');
   for (const v of await ctx.store.vmas(pid))
     if (v.shared && v.prot !== 'none')
-      for (let vpn = v.start; vpn < v.end; vpn++) await handleMmFault(ctx, pid, vpn * PAGE_SIZE, 'read', 'mm');
+      for (let vpn = v.start; vpn < v.end; vpn++)
+        await handleMmFault(ctx, pid, vpn * PAGE_SIZE, 'read', 'mm');
   const sem = await mmapWriteLock(ctx, pid, op);
   try {
     const { state, mmapNext } = await ctx.store.mmState(pid);
@@ -48,11 +49,20 @@ export async function doFork(ctx: MmContext, pid: number): Promise<number> {
 }
 
 /** copy_page_range() for one VMA. */
-async function copyPageRange(ctx: MmContext, op: string, src: number, dst: number, vma: Vma, pmds: number[]): Promise<void> {
+async function copyPageRange(
+  ctx: MmContext,
+  op: string,
+  src: number,
+  dst: number,
+  vma: Vma,
+  pmds: number[],
+): Promise<void> {
   const isCow = !vma.shared;
   const mmunStart = vma.start * PAGE_SIZE; /* For mmu_notifiers */
   const mmunEnd = vma.end * PAGE_SIZE; /* For mmu_notifiers */
-  const range = isCow ? await invalidateRangeStart(ctx, op, src, mmunStart, mmunEnd, 'protection_page') : null;
+  const range = isCow
+    ? await invalidateRangeStart(ctx, op, src, mmunStart, mmunEnd, 'protection_page')
+    : null;
   try {
     for (const pmd of pmds) {
       const s = Math.max(vma.start, pmd * PTRS_PER_PTE);
@@ -60,19 +70,47 @@ async function copyPageRange(ctx: MmContext, op: string, src: number, dst: numbe
       if (s >= e) continue;
       const held = await ptlLock(ctx, src, `ptl:${pmd}`, op);
       try {
-        const r = await ctx.store.copyPteRange(src, held.lock, held.lease.value, held.lease.token, s, e, isCow);
+        const r = await ctx.store.copyPteRange(
+          src,
+          held.lock,
+          held.lease.value,
+          held.lease.token,
+          s,
+          e,
+          isCow,
+        );
         if (!r) {
-          ctx.tracer.emit({ kind: 'pte.reject', op, pid: src, lock: held.lock, token: held.lease.token, reason: 'stale fencing token' });
+          ctx.tracer.emit({
+            kind: 'pte.reject',
+            op,
+            pid: src,
+            lock: held.lock,
+            token: held.lease.token,
+            reason: 'stale fencing token',
+          });
           throw new MmlabError('ESTALE', `lost ${held.lock} of pid ${src} in copy_pte_range`);
         }
         // The child's references are taken before the parent's lock is dropped: a write fault
         // in the parent must find the frame shared (refcount 2) and copy it.
-        const bad = await ctx.store.getPages(r.child.map((c) => c.pte), 'map');
-        if (bad.length) throw new MmlabError('EINTERNAL', `copy_pte_range found dead frames ${bad.join(', ')}`);
-        if (r.writeProtected) await flushTlbRange(ctx, op, src, s * PAGE_SIZE, e * PAGE_SIZE, r.cpumask);
+        const bad = await ctx.store.getPages(
+          r.child.map((c) => c.pte),
+          'map',
+        );
+        if (bad.length)
+          throw new MmlabError('EINTERNAL', `copy_pte_range found dead frames ${bad.join(', ')}`);
+        if (r.writeProtected)
+          await flushTlbRange(ctx, op, src, s * PAGE_SIZE, e * PAGE_SIZE, r.cpumask);
         await ctx.store.setPtes(dst, r.child);
         for (const c of r.child)
-          ctx.tracer.emit({ kind: 'pte.set', op, pid: dst, addr: c.vpn * PAGE_SIZE, ...c.pte, lock: `ptl:${pmd}`, token: null });
+          ctx.tracer.emit({
+            kind: 'pte.set',
+            op,
+            pid: dst,
+            addr: c.vpn * PAGE_SIZE,
+            ...c.pte,
+            lock: `ptl:${pmd}`,
+            token: null,
+          });
       } finally {
         await ptlUnlock(ctx, held);
       }

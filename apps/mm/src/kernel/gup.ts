@@ -21,7 +21,8 @@ export async function getUserPages(
   pin: boolean,
   agent: string,
 ): Promise<GupPage[]> {
-  if (!isPageAligned(addr)) throw new MmlabError('EINVAL', `gup address 0x${addr.toString(16)} is not page aligned`);
+  if (!isPageAligned(addr))
+    throw new MmlabError('EINVAL', `gup address 0x${addr.toString(16)} is not page aligned`);
   const out: GupPage[] = [];
   try {
     for (let i = 0; i < pages; i++) {
@@ -33,7 +34,8 @@ export async function getUserPages(
         } catch (e) {
           if (e instanceof MmlabError && e.code === 'SIGSEGV') {
             const vma = await ctx.store.findVma(pid, a / PAGE_SIZE);
-            if (vma && vma.prot === 'r' && write) throw new MmlabError('EPERM', `write to read-only 0x${a.toString(16)}`);
+            if (vma && vma.prot === 'r' && write)
+              throw new MmlabError('EPERM', `write to read-only 0x${a.toString(16)}`);
             throw new MmlabError('EFAULT', `0x${a.toString(16)} of pid ${pid} is not accessible`);
           }
           throw e;
@@ -42,7 +44,8 @@ export async function getUserPages(
           // The frame may have been freed and reused since the fault: pin exactly that gen.
           const bad = await ctx.store.getPages([pte], 'ref');
           if (bad.length) {
-            if (attempt > 16) throw new MmlabError('EAGAIN', `0x${a.toString(16)} keeps changing under gup`);
+            if (attempt > 16)
+              throw new MmlabError('EAGAIN', `0x${a.toString(16)} keeps changing under gup`);
             continue;
           }
           ctx.tracer.emit({ kind: 'frame.pin', pfn: pte.pfn, gen: pte.gen, agent });
@@ -59,8 +62,18 @@ export async function getUserPages(
 }
 
 /** unpin_user_pages(): drop the pins; a frame nobody maps any more is freed now. */
-export async function unpinUserPages(ctx: MmContext, agent: string, pages: Array<{ pfn: number; gen: number }>): Promise<number> {
+export async function unpinUserPages(
+  ctx: MmContext,
+  agent: string,
+  pages: Array<{ pfn: number; gen: number }>,
+): Promise<number> {
   const op = ctx.ids.next('unpin');
-  for (const p of pages) if (p.pfn !== 0) ctx.tracer.emit({ kind: 'frame.unpin', op, pfn: p.pfn, gen: p.gen, agent });
-  return putPages(ctx, op, pages.filter((p) => p.pfn !== 0), 'ref');
+  for (const p of pages)
+    if (p.pfn !== 0) ctx.tracer.emit({ kind: 'frame.unpin', op, pfn: p.pfn, gen: p.gen, agent });
+  return putPages(
+    ctx,
+    op,
+    pages.filter((p) => p.pfn !== 0),
+    'ref',
+  );
 }

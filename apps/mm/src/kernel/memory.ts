@@ -94,6 +94,12 @@ export async function handleMmFault(
           end(r);
           return r;
         }
+        case 'WP_SHARED': {
+          ctx.tracer.emit({ kind: 'pte.set', op, pid, addr, ...step.pte, lock, token: null });
+          const r: FaultResult = { ...step.pte, kind: 'wp-reuse', retries };
+          end(r);
+          return r;
+        }
         case 'SPURIOUS': {
           const r: FaultResult = { ...step.pte, kind: 'spurious', retries };
           end(r);

@@ -87,12 +87,13 @@ export async function madviseDontneed(
   addr: number,
   pages: number,
 ): Promise<{ zapped: number; freed: number }> {
-  if (!isPageAligned(addr)) throw new MmlabError('EINVAL', `madvise address 0x${addr.toString(16)} is not page aligned`);
+  if (!isPageAligned(addr))
+    throw new MmlabError('EINVAL', `madvise address 0x${addr.toString(16)} is not page aligned`);
   const op = ctx.ids.next('madvise');
   const sem = await mmapWriteLock(ctx, pid, op);
   try {
     const s = addr / PAGE_SIZE;
-    for (let v = s; v < s + pages; ) {
+    for (let v = s; v < s + pages;) {
       const vma = await ctx.store.findVma(pid, v);
       if (!vma) throw new MmlabError('ENOMEM', `0x${(v * PAGE_SIZE).toString(16)} is not mapped`);
       v = vma.end;
@@ -116,8 +117,10 @@ export async function exitMmap(ctx: MmContext, pid: number): Promise<{ freed: nu
     if (state !== 'alive') throw new MmlabError('ESRCH', `no process ${pid}`);
     await mmuNotifierRelease(ctx, op, pid);
     let freed = 0;
-    for (const v of await ctx.store.vmas(pid)) freed += (await zapPteRanges(ctx, op, pid, v.start, v.end)).freed;
-    if (!(await ctx.store.mmExit(pid, sem.lease.value))) throw new MmlabError('ESTALE', `lost mmap_sem of pid ${pid}`);
+    for (const v of await ctx.store.vmas(pid))
+      freed += (await zapPteRanges(ctx, op, pid, v.start, v.end)).freed;
+    if (!(await ctx.store.mmExit(pid, sem.lease.value)))
+      throw new MmlabError('ESTALE', `lost mmap_sem of pid ${pid}`);
     ctx.tracer.emit({ kind: 'process.exit', op, pid });
     return { freed };
   } finally {

@@ -60,12 +60,19 @@ const newInv = (ctx: MmContext, op: string): string => `${op}~${++invCounter}`;
 const ownerOf = (ctx: MmContext, op: string): string => `${ctx.instance}/${op}`;
 
 /** mmu_notifier_register(): under mmap_sem for write, so no range invalidation is in flight. */
-export async function mmuNotifierRegister(ctx: MmContext, pid: number, subscriber: string): Promise<void> {
+export async function mmuNotifierRegister(
+  ctx: MmContext,
+  pid: number,
+  subscriber: string,
+): Promise<void> {
   const op = ctx.ids.next('mn_register');
   const sem = await mmapWriteLock(ctx, pid, op);
   try {
     if (await ctx.store.isFenced(subscriber))
-      throw new MmlabError('ENODEV', `${subscriber} is fenced: it must restart before it registers again`);
+      throw new MmlabError(
+        'ENODEV',
+        `${subscriber} is fenced: it must restart before it registers again`,
+      );
     await ctx.store.mnRegister(pid, subscriber);
     ctx.tracer.emit({ kind: 'mn.register', op, pid, subscriber });
   } finally {
@@ -74,7 +81,11 @@ export async function mmuNotifierRegister(ctx: MmContext, pid: number, subscribe
 }
 
 /** mmu_notifier_unregister(): release first (the mm is live), then unhash. */
-export async function mmuNotifierUnregister(ctx: MmContext, pid: number, subscriber: string): Promise<boolean> {
+export async function mmuNotifierUnregister(
+  ctx: MmContext,
+  pid: number,
+  subscriber: string,
+): Promise<boolean> {
   const op = ctx.ids.next('mn_unregister');
   const subs = await ctx.store.mnSubscribers(pid);
   if (!subs.includes(subscriber)) return false;
@@ -116,10 +127,25 @@ export async function invalidateRangeStart(
  * do_huge_pmd_wp_page_fallback the copy loop advanced haddr before it was passed to
  * range_end, so end covered [start + len, end + len) instead of [start, end).
  */
-export async function invalidateRangeEnd(ctx: MmContext, r: RangeInvalidation, mmunStart: number, mmunEnd: number): Promise<void> {
+export async function invalidateRangeEnd(
+  ctx: MmContext,
+  r: RangeInvalidation,
+  mmunStart: number,
+  mmunEnd: number,
+): Promise<void> {
   const len = mmunEnd - mmunStart;
-  const [start, end] = injected(ctx, 'range-end-mismatch') ? [mmunStart + len, mmunEnd + len] : [mmunStart, mmunEnd];
-  ctx.tracer.emit({ kind: 'mn.range_end', op: r.op, pid: r.pid, start, end, event: r.event, inv: r.inv });
+  const [start, end] = injected(ctx, 'range-end-mismatch')
+    ? [mmunStart + len, mmunEnd + len]
+    : [mmunStart, mmunEnd];
+  ctx.tracer.emit({
+    kind: 'mn.range_end',
+    op: r.op,
+    pid: r.pid,
+    start,
+    end,
+    event: r.event,
+    inv: r.inv,
+  });
   // A subscriber fenced since the start gets no end: it is gone.
   const live = (await ctx.store.mnSubscribers(r.pid)).filter((s) => r.subscribers.includes(s));
   await dispatch(ctx, r.op, r.pid, live, 'mnInvalidateRangeEnd', {
@@ -133,12 +159,22 @@ export async function invalidateRangeEnd(ctx: MmContext, r: RangeInvalidation, m
 }
 
 /** mmu_notifier_invalidate_page(mm, address) (2012). */
-export async function invalidatePage(ctx: MmContext, op: string, pid: number, addr: number): Promise<void> {
+export async function invalidatePage(
+  ctx: MmContext,
+  op: string,
+  pid: number,
+  addr: number,
+): Promise<void> {
   const subscribers = await ctx.store.mnSubscribers(pid);
   if (subscribers.length === 0) return;
   const inv = newInv(ctx, op);
   ctx.tracer.emit({ kind: 'mn.page', op, pid, addr, inv });
-  await dispatch(ctx, op, pid, subscribers, 'mnInvalidatePage', { pid, inv, owner: ownerOf(ctx, op), addr });
+  await dispatch(ctx, op, pid, subscribers, 'mnInvalidatePage', {
+    pid,
+    inv,
+    owner: ownerOf(ctx, op),
+    addr,
+  });
 }
 
 /** mmu_notifier_release(mm): every subscriber drops everything of pid; then they are unhashed. */
@@ -188,13 +224,21 @@ async function callOne<N extends CallbackRpc>(
     if (held) ctx.tracer.emit({ kind: 'might_sleep', op, pid, callback, inv, lock: held });
     ctx.tracer.emit({ kind: 'mn.send', op, pid, subscriber, callback, inv, attempt, ptl: held });
     try {
-      const reply = await ctx.rpc.call(name as RpcName, req as never, {
+      const reply = await ctx.rpc.call(name, req, {
         id: subscriber,
         timeoutMs: ctx.env.MMLAB_CALLBACK_TIMEOUT_MS,
       });
       const got = (reply as { inv: string }).inv;
       if (got === inv) {
-        ctx.tracer.emit({ kind: 'mn.ack', op, pid, subscriber, callback, inv, waitedMs: now() - t0 });
+        ctx.tracer.emit({
+          kind: 'mn.ack',
+          op,
+          pid,
+          subscriber,
+          callback,
+          inv,
+          waitedMs: now() - t0,
+        });
         return;
       }
       ctx.tracer.emit({ kind: 'mn.ack_ignored', op, pid, subscriber, callback, inv, got });
@@ -203,7 +247,15 @@ async function callOne<N extends CallbackRpc>(
       if (err.code !== 'ETIMEDOUT' && err.code !== 'ENOHANDLER') {
         // A subscriber that answers with an error has still answered: a blockable
         // invalidate_range_start cannot fail in the kernel either. Record it and go on.
-        ctx.tracer.emit({ kind: 'mn.ack_ignored', op, pid, subscriber, callback, inv, got: err.code });
+        ctx.tracer.emit({
+          kind: 'mn.ack_ignored',
+          op,
+          pid,
+          subscriber,
+          callback,
+          inv,
+          got: err.code,
+        });
         return;
       }
       if (!(await ctx.store.subscriberIsAlive(subscriber))) {
@@ -220,7 +272,12 @@ async function callOne<N extends CallbackRpc>(
  * A subscriber whose liveness lease expired: unregister it from every mm and fence it, so that
  * whatever its device still does to memory is refused and reported.
  */
-export async function fenceSubscriber(ctx: MmContext, op: string, subscriber: string, reason: string): Promise<void> {
+export async function fenceSubscriber(
+  ctx: MmContext,
+  op: string,
+  subscriber: string,
+  reason: string,
+): Promise<void> {
   await ctx.store.fence(subscriber);
   ctx.tracer.emit({ kind: 'mn.fenced', op, subscriber, reason });
   for (const pid of await ctx.store.mnRegistrations(subscriber)) {

@@ -11,8 +11,15 @@ import { flushTlbRange } from './tlbflush';
  * PT lock, downgrade the PTEs and shoot down the CPU TLBs; then invalidate_range_end with the
  * same mmun_start/mmun_end.
  */
-export async function doMprotect(ctx: MmContext, pid: number, addr: number, pages: number, prot: Prot): Promise<number> {
-  if (!isPageAligned(addr)) throw new MmlabError('EINVAL', `mprotect address 0x${addr.toString(16)} is not page aligned`);
+export async function doMprotect(
+  ctx: MmContext,
+  pid: number,
+  addr: number,
+  pages: number,
+  prot: Prot,
+): Promise<number> {
+  if (!isPageAligned(addr))
+    throw new MmlabError('EINVAL', `mprotect address 0x${addr.toString(16)} is not page aligned`);
   const op = ctx.ids.next('mprotect');
   const sem = await mmapWriteLock(ctx, pid, op);
   try {
@@ -20,7 +27,8 @@ export async function doMprotect(ctx: MmContext, pid: number, addr: number, page
     const e = s + pages;
     const r = await ctx.store.vmaProtect(pid, sem.lease.value, s, e, prot);
     if (r === 'ESTALE') throw new MmlabError('ESTALE', `lost mmap_sem of pid ${pid}`);
-    if (r === 'ENOMEM') throw new MmlabError('ENOMEM', `[0x${addr.toString(16)}, +${pages} pages) is not all mapped`);
+    if (r === 'ENOMEM')
+      throw new MmlabError('ENOMEM', `[0x${addr.toString(16)}, +${pages} pages) is not all mapped`);
     ctx.tracer.emit({ kind: 'vma.protect', op, pid, start: addr, end: e * PAGE_SIZE, prot });
     const mmunStart = addr; /* For mmu_notifiers */
     const mmunEnd = e * PAGE_SIZE; /* For mmu_notifiers */
@@ -33,13 +41,29 @@ export async function doMprotect(ctx: MmContext, pid: number, addr: number, page
         if (ps >= pe) continue;
         const held = await ptlLock(ctx, pid, `ptl:${pmd}`, op);
         try {
-          const c = await ctx.store.changePteRange(pid, held.lock, held.lease.value, held.lease.token, ps, pe, prot);
+          const c = await ctx.store.changePteRange(
+            pid,
+            held.lock,
+            held.lease.value,
+            held.lease.token,
+            ps,
+            pe,
+            prot,
+          );
           if (!c) {
-            ctx.tracer.emit({ kind: 'pte.reject', op, pid, lock: held.lock, token: held.lease.token, reason: 'stale fencing token' });
+            ctx.tracer.emit({
+              kind: 'pte.reject',
+              op,
+              pid,
+              lock: held.lock,
+              token: held.lease.token,
+              reason: 'stale fencing token',
+            });
             throw new MmlabError('ESTALE', `lost ${held.lock} of pid ${pid} in change_pte_range`);
           }
           changed += c.changed;
-          if (c.downgraded) await flushTlbRange(ctx, op, pid, ps * PAGE_SIZE, pe * PAGE_SIZE, c.cpumask);
+          if (c.downgraded)
+            await flushTlbRange(ctx, op, pid, ps * PAGE_SIZE, pe * PAGE_SIZE, c.cpumask);
         } finally {
           await ptlUnlock(ctx, held);
         }

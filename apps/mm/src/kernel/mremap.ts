@@ -13,14 +13,25 @@ import { flushTlbRange } from './tlbflush';
  * patch fixed the end here, which had been recomputed from the moved-to cursor).
  * Returns the new address.
  */
-export async function doMremap(ctx: MmContext, pid: number, addr: number, pages: number, newPages: number): Promise<{ addr: number; moved: number }> {
-  if (!isPageAligned(addr)) throw new MmlabError('EINVAL', `mremap address 0x${addr.toString(16)} is not page aligned`);
+export async function doMremap(
+  ctx: MmContext,
+  pid: number,
+  addr: number,
+  pages: number,
+  newPages: number,
+): Promise<{ addr: number; moved: number }> {
+  if (!isPageAligned(addr))
+    throw new MmlabError('EINVAL', `mremap address 0x${addr.toString(16)} is not page aligned`);
   const op = ctx.ids.next('mremap');
   const sem = await mmapWriteLock(ctx, pid, op);
   try {
     const s = addr / PAGE_SIZE;
     const vma = await ctx.store.findVma(pid, s);
-    if (!vma || s + pages > vma.end) throw new MmlabError('EFAULT', `[0x${addr.toString(16)}, +${pages} pages) is not one mapping`);
+    if (!vma || s + pages > vma.end)
+      throw new MmlabError(
+        'EFAULT',
+        `[0x${addr.toString(16)}, +${pages} pages) is not one mapping`,
+      );
     const keep = Math.min(pages, newPages);
     if (keep < pages) await zapPageRange(ctx, op, pid, s + keep, s + pages, 'unmap');
     const m = await ctx.store.vmaMove(pid, sem.lease.value, s, pages, newPages);
@@ -39,9 +50,24 @@ export async function doMremap(ctx: MmContext, pid: number, addr: number, pages:
         // mmap_sem for write (faults there wait for it), so its tables need no lock here.
         const held = await ptlLock(ctx, pid, `ptl:${pmd}`, op);
         try {
-          const r = await ctx.store.movePtes(pid, held.lock, held.lease.value, held.lease.token, ps, pe, delta);
+          const r = await ctx.store.movePtes(
+            pid,
+            held.lock,
+            held.lease.value,
+            held.lease.token,
+            ps,
+            pe,
+            delta,
+          );
           if (!r) {
-            ctx.tracer.emit({ kind: 'pte.reject', op, pid, lock: held.lock, token: held.lease.token, reason: 'stale fencing token' });
+            ctx.tracer.emit({
+              kind: 'pte.reject',
+              op,
+              pid,
+              lock: held.lock,
+              token: held.lease.token,
+              reason: 'stale fencing token',
+            });
             throw new MmlabError('ESTALE', `lost ${held.lock} of pid ${pid} in move_ptes`);
           }
           moved += r.moved;
@@ -53,7 +79,15 @@ export async function doMremap(ctx: MmContext, pid: number, addr: number, pages:
     } finally {
       await invalidateRangeEnd(ctx, range, mmunStart, mmunEnd);
     }
-    ctx.tracer.emit({ kind: 'vma.move', op, pid, from: addr, to: m.n * PAGE_SIZE, pages, newPages });
+    ctx.tracer.emit({
+      kind: 'vma.move',
+      op,
+      pid,
+      from: addr,
+      to: m.n * PAGE_SIZE,
+      pages,
+      newPages,
+    });
     return { addr: m.n * PAGE_SIZE, moved };
   } finally {
     await mmapWriteUnlock(ctx, sem);

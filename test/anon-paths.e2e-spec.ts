@@ -1,0 +1,151 @@
+/**
+ * The anonymous-memory paths of the patch, without subscribers: fork and COW, munmap,
+ * madvise(DONTNEED), mprotect, mremap, exit and MAP_SHARED across fork, in patched and legacy
+ * mode, against real services.
+ */
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { NatsConnection } from 'nats';
+import { type Mode, PAGE_SIZE } from '@mmlab/protocol';
+import { Store } from '@mmlab/model';
+import { RpcClient, connectNats } from '@mmlab/runtime';
+import { LocalLab, TraceLog, codeOf } from '@mmlab/testing';
+
+describe.each<Mode>(['patched', 'legacy'])('anonymous paths (%s)', (mode) => {
+  let lab: LocalLab;
+  let nc: NatsConnection;
+  let rpc: RpcClient;
+  let store: Store;
+  let trace: TraceLog;
+
+  beforeAll(async () => {
+    lab = await LocalLab.start({ mode, frames: 96, cpus: 2, mmReplicas: 2, observer: false });
+    nc = await connectNats(lab.natsUrl, 'test');
+    rpc = new RpcClient(nc, 20_000);
+    store = new Store(lab.redisUrl);
+    trace = new TraceLog(nc).start();
+  });
+  afterAll(async () => {
+    trace?.stop();
+    await nc?.close();
+    await store?.quit();
+    await lab?.stop();
+  });
+
+  const read = async (cpu: number, pid: number, addr: number) =>
+    (await rpc.call('cpuAccess', { pid, addr, op: 'read' }, { id: cpu })).value;
+  const write = (cpu: number, pid: number, addr: number, value: number) =>
+    rpc.call('cpuAccess', { pid, addr, op: 'write', value }, { id: cpu });
+
+  it('fork shares frames copy-on-write: each side sees its own writes, frames are freed when both are gone', async () => {
+    const free0 = (await rpc.call('meminfo', {})).free;
+    const { pid } = await rpc.call('processCreate', {});
+    const { addr } = await rpc.call('mmap', { pid, pages: 4, prot: 'rw' });
+    await write(0, pid, addr, 1);
+    await write(0, pid, addr + PAGE_SIZE, 2);
+    const { pid: child } = await rpc.call('fork', { pid });
+    expect(await read(1, child, addr)).toBe(1);
+    await write(0, pid, addr, 10); // parent breaks COW
+    await write(1, child, addr + PAGE_SIZE, 20); // child breaks COW on the other page
+    expect(await read(1, pid, addr)).toBe(10);
+    expect(await read(0, child, addr)).toBe(1);
+    expect(await read(0, pid, addr + PAGE_SIZE)).toBe(2);
+    expect(await read(1, child, addr + PAGE_SIZE)).toBe(20);
+    const ptP = await store.pageTable(pid);
+    const ptC = await store.pageTable(child);
+    expect(ptP.get(addr / PAGE_SIZE)!.pfn).not.toBe(ptC.get(addr / PAGE_SIZE)!.pfn);
+    await rpc.call('exit', { pid: child });
+    await rpc.call('exit', { pid });
+    expect((await rpc.call('meminfo', {})).free).toBe(free0);
+    expect(await codeOf(rpc.call('mmap', { pid, pages: 1, prot: 'rw' }))).toBe('ESRCH');
+  });
+
+  it('MAP_SHARED anonymous memory stays shared across fork', async () => {
+    const { pid } = await rpc.call('processCreate', {});
+    const { addr } = await rpc.call('mmap', { pid, pages: 2, prot: 'rw', flags: ['shared'] });
+    await write(0, pid, addr, 5);
+    const { pid: child } = await rpc.call('fork', { pid });
+    await write(1, child, addr, 6);
+    await write(1, child, addr + PAGE_SIZE, 7);
+    expect(await read(0, pid, addr)).toBe(6);
+    expect(await read(0, pid, addr + PAGE_SIZE)).toBe(7);
+    await rpc.call('exit', { pid: child });
+    expect(await read(0, pid, addr)).toBe(6);
+    await rpc.call('exit', { pid });
+  });
+
+  it('madvise(DONTNEED) drops the pages and the next touch reads zero; munmap makes it SIGSEGV', async () => {
+    const { pid } = await rpc.call('processCreate', {});
+    const { addr } = await rpc.call('mmap', { pid, pages: 3, prot: 'rw' });
+    for (let p = 0; p < 3; p++) await write(p % 2, pid, addr + p * PAGE_SIZE, 100 + p);
+    expect(await rpc.call('madvise', { pid, addr, pages: 2, advice: 'dontneed' })).toEqual({
+      zapped: 2,
+      freed: 2,
+    });
+    expect(await read(1, pid, addr)).toBe(0);
+    expect(await read(1, pid, addr + 2 * PAGE_SIZE)).toBe(102);
+    await rpc.call('munmap', { pid, addr, pages: 3 });
+    expect(
+      await codeOf(
+        rpc.call('cpuAccess', { pid, addr: addr + 2 * PAGE_SIZE, op: 'read' }, { id: 0 }),
+      ),
+    ).toBe('SIGSEGV');
+    await rpc.call('exit', { pid });
+  });
+
+  it('mprotect downgrades with a TLB shootdown and upgrades back; PROT_NONE keeps the data', async () => {
+    const { pid } = await rpc.call('processCreate', {});
+    const { addr } = await rpc.call('mmap', { pid, pages: 2, prot: 'rw' });
+    await write(0, pid, addr, 7);
+    expect(await read(1, pid, addr)).toBe(7); // cpu1 caches it
+    await rpc.call('mprotect', { pid, addr, pages: 2, prot: 'r' });
+    expect(await codeOf(write(0, pid, addr, 8))).toBe('SIGSEGV');
+    expect(await read(1, pid, addr)).toBe(7);
+    await rpc.call('mprotect', { pid, addr, pages: 1, prot: 'none' });
+    expect(await codeOf(rpc.call('cpuAccess', { pid, addr, op: 'read' }, { id: 1 }))).toBe(
+      'SIGSEGV',
+    );
+    await rpc.call('mprotect', { pid, addr, pages: 2, prot: 'rw' });
+    await write(0, pid, addr, 9); // write fault on the read-only PTE: reuse, the page is ours
+    expect(await read(1, pid, addr)).toBe(9);
+    expect(
+      await codeOf(rpc.call('mprotect', { pid, addr: addr + 5 * PAGE_SIZE, pages: 1, prot: 'r' })),
+    ).toBe('ENOMEM');
+    await rpc.call('exit', { pid });
+  });
+
+  it('mremap moves the pages (and grows, and shrinks) with one constant notifier range', async () => {
+    const { pid } = await rpc.call('processCreate', {});
+    const { addr } = await rpc.call('mmap', { pid, pages: 4, prot: 'rw' });
+    for (let p = 0; p < 4; p++) await write(0, pid, addr + p * PAGE_SIZE, 50 + p);
+    expect(await read(1, pid, addr + PAGE_SIZE)).toBe(51);
+    const from = trace.events.length;
+    const grown = await rpc.call('mremap', { pid, addr, pages: 4, newPages: 6 });
+    expect(grown.moved).toBe(4);
+    for (let p = 0; p < 4; p++) expect(await read(1, pid, grown.addr + p * PAGE_SIZE)).toBe(50 + p);
+    expect(await read(1, pid, grown.addr + 5 * PAGE_SIZE)).toBe(0);
+    expect(
+      await codeOf(rpc.call('cpuAccess', { pid, addr: addr + PAGE_SIZE, op: 'read' }, { id: 1 })),
+    ).toBe('SIGSEGV');
+    const starts = trace.events.slice(from).filter((e) => e.kind === 'mn.range_start');
+    const ends = trace.events.slice(from).filter((e) => e.kind === 'mn.range_end');
+    expect(starts).toHaveLength(1);
+    expect(ends.map((e) => [e.start, e.end])).toEqual(starts.map((e) => [e.start, e.end]));
+    const before = (await rpc.call('meminfo', {})).free;
+    const shrunk = await rpc.call('mremap', { pid, addr: grown.addr, pages: 6, newPages: 2 });
+    expect(shrunk.moved).toBe(2);
+    expect((await rpc.call('meminfo', {})).free).toBe(before + 2);
+    expect(await read(0, pid, shrunk.addr + PAGE_SIZE)).toBe(51);
+    await rpc.call('exit', { pid });
+  });
+
+  it('never sends a notifier callback with a PT lock held, and pairs every range', () => {
+    expect(trace.events.filter((e) => e.kind === 'might_sleep')).toEqual([]);
+    const starts = trace.events.filter((e) => e.kind === 'mn.range_start');
+    const ends = new Map(
+      trace.events.filter((e) => e.kind === 'mn.range_end').map((e) => [e.inv, e]),
+    );
+    expect(starts.length).toBeGreaterThan(5);
+    for (const s of starts)
+      expect(ends.get(s.inv)).toMatchObject({ pid: s.pid, start: s.start, end: s.end });
+  });
+});
