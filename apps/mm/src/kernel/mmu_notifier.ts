@@ -24,7 +24,7 @@
  * An ack must echo the inv it answers; anything else is ignored (mn.ack_ignored) and the wait
  * goes on.
  */
-import { MmlabError, type MnCallback, type MnEvent, type Req, type RpcName } from '@mmlab/protocol';
+import { MmlabError, type MnCallback, type MnEvent, type Req } from '@mmlab/protocol';
 import { now, sleep } from '@mmlab/runtime';
 import { type MmContext, injected } from './context';
 import { mmapWriteLock, mmapWriteUnlock } from './locks';
