@@ -13,7 +13,9 @@ const instanceOf = (d: RpcDef): string | number | undefined =>
     ? 1
     : d.subject.startsWith('mmlab.mm.{id}')
       ? 'mm-1'
-      : undefined;
+      : d.subject.startsWith('mmlab.hca.') || d.subject.startsWith('mmlab.sub.')
+        ? 'hca0'
+        : undefined;
 
 const BAD_PAYLOADS: Array<[string, (subject: string) => string]> = [
   ['bytes that are not JSON', () => '\u0000\u00ffnot json{'],
@@ -32,7 +34,13 @@ describe('malformed messages', () => {
   let rpc: RpcClient;
 
   beforeAll(async () => {
-    lab = await LocalLab.start({ mode: 'patched', frames: 32, cpus: 2, mmReplicas: 2 });
+    lab = await LocalLab.start({
+      mode: 'patched',
+      frames: 32,
+      cpus: 2,
+      mmReplicas: 2,
+      subscribers: [{ name: 'hca0', kind: 'hca' }],
+    });
     nc = await connectNats(lab.natsUrl, 'test');
     rpc = new RpcClient(nc, 10_000);
   });

@@ -6,7 +6,7 @@
 import type { NatsConnection } from 'nats';
 import { EnvSchema, RpcClient, connectNats } from '@mmlab/runtime';
 import type { ScenarioConfig } from '@mmlab/scenario';
-import { LocalLab } from '@mmlab/testing';
+import { type LabConfig, LocalLab } from '@mmlab/testing';
 
 export const DEFAULT_OBSERVER_URL = 'http://127.0.0.1:8080';
 
@@ -29,22 +29,37 @@ async function open(
   return { nc, rpc: new RpcClient(nc) };
 }
 
-/** Start a lab exactly as the scenario's config asks; service logs go to logDir. */
+/** The LocalLab config for a scenario: its config, with the defaults the scenario format documents. */
+export function labConfigOf(config: ScenarioConfig, seed?: number): LabConfig {
+  return {
+    mode: config.mode,
+    frames: config.frames,
+    cpus: config.cpus,
+    mmReplicas: config.mmReplicas,
+    leaseTtlMs: config.leaseTtlMs,
+    softlockupMs: config.softlockupMs,
+    subscribers: (config.subscribers ?? []).map((s) => ({
+      name: s.name,
+      kind: s.kind,
+      ...(s.invalidateLatencyMs !== undefined && { invalidateLatencyMs: s.invalidateLatencyMs }),
+      ...(s.npfDelayMs !== undefined && { npfDelayMs: s.npfDelayMs }),
+    })),
+    dispatch: config.dispatch ?? 'parallel',
+    inject: config.inject ?? [],
+    ...(seed !== undefined && { seed }),
+  };
+}
+
+/**
+ * Start a lab exactly as the scenario's config asks (subscribers included: they are lab
+ * instances, so the flush barrier waits for them too); service logs go to logDir.
+ */
 export async function startLocalLab(
   config: ScenarioConfig,
   logDir: string,
+  seed?: number,
 ): Promise<LabConnection> {
-  const lab = await LocalLab.start(
-    {
-      mode: config.mode,
-      frames: config.frames,
-      cpus: config.cpus,
-      mmReplicas: config.mmReplicas,
-      leaseTtlMs: config.leaseTtlMs,
-      softlockupMs: config.softlockupMs,
-    },
-    { logDir },
-  );
+  const lab = await LocalLab.start(labConfigOf(config, seed), { logDir });
   try {
     const { nc, rpc } = await open(lab.natsUrl, 'mmlab-run');
     if (!lab.observerUrl) throw new Error('the local lab has no observer');
@@ -66,8 +81,9 @@ export async function startLocalLab(
 
 /**
  * Connect to a running lab. The instances that answer ping are the ones the flush barrier
- * waits for; what can be seen of its config (CPUs, mm replicas, frames) is compared with the
- * scenario's, and every difference is passed to `warn`. The mode cannot be seen from outside.
+ * waits for; what can be seen of its config (CPUs, mm replicas, frames, subscribers) is
+ * compared with the scenario's, and every difference is passed to `warn`. The mode, dispatch
+ * and injections cannot be seen from outside.
  */
 export async function connectLab(
   config: ScenarioConfig,
@@ -90,6 +106,9 @@ export async function connectLab(
     if (count('mm') !== config.mmReplicas)
       warn(`the lab has ${count('mm')} mm replica(s), the scenario asks for ${config.mmReplicas}`);
     if (count('observer') === 0) warn('no observer answers ping: the event fetch will likely fail');
+    for (const sub of config.subscribers ?? [])
+      if (!pongs.some((p) => p.instance === sub.name))
+        warn(`subscriber ${sub.name} (${sub.kind}) of the scenario does not answer ping`);
     try {
       const mem = await rpc.call('meminfo', {});
       if (mem.frames !== config.frames)

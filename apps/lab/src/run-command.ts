@@ -101,7 +101,7 @@ async function runAndRecord(
       io.err(
         `starting a local lab: ${describeConfig(scenario)} (logs in ${path.join(outDir, 'logs')})`,
       );
-      lab = await startLocalLab(scenario.config, path.join(outDir, 'logs'));
+      lab = await startLocalLab(scenario.config, path.join(outDir, 'logs'), scenario.seed);
     } else {
       lab = await connectLab(scenario.config, io.env, warn);
     }
@@ -153,5 +153,11 @@ async function runAndRecord(
 
 const describeConfig = (s: Scenario): string => {
   const c = s.config;
-  return `mode ${c.mode}, ${c.frames} frames, ${c.cpus} cpus, ${c.mmReplicas} mm replicas`;
+  const subs = c.subscribers ?? [];
+  return (
+    `mode ${c.mode}, ${c.frames} frames, ${c.cpus} cpus, ${c.mmReplicas} mm replicas` +
+    (subs.length > 0 ? `, subscribers ${subs.map((x) => x.name).join(' ')}` : '') +
+    (c.dispatch ? `, ${c.dispatch} dispatch` : '') +
+    (c.inject?.length ? `, inject ${c.inject.join(',')}` : '')
+  );
 };

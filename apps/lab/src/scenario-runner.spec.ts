@@ -2,8 +2,10 @@ import type { InvariantVerdict } from '@mmlab/checker';
 import type { TraceEvent } from '@mmlab/protocol';
 import type { StepResult } from '@mmlab/scenario';
 import { describe, expect, it } from 'vitest';
+import { labConfigOf } from './lab-connection';
 import { computeMetrics, percentile } from './metrics';
 import { judge } from './scenario-runner';
+import { formatSummary } from './summary';
 
 const step = (ok: boolean): StepResult => ({
   index: 0,
@@ -65,5 +67,84 @@ describe(computeMetrics.name, () => {
     expect(m.faults).toEqual({ count: 3, p50Ms: 3, p90Ms: 5, p99Ms: 5, maxMs: 5 });
     expect(m.ptlHold).toEqual({ count: 1, p50Ms: 2, p99Ms: 2, maxMs: 2 });
     expect(m.events).toEqual({ total: 4, byKind: { 'fault.end': 3, 'ptl.release': 1 } });
+  });
+});
+
+describe(formatSummary.name, () => {
+  it('lists a parallel step that is not ok, then its culprits by path', () => {
+    const nested: StepResult = {
+      index: 1,
+      path: 'steps[1].branches[1][1]',
+      line: 10,
+      op: 'cpu.write',
+      ok: false,
+      reason: 'failed with SIGSEGV',
+      durationMs: 1,
+    };
+    const par: StepResult = {
+      index: 1,
+      path: 'steps[1]',
+      line: 5,
+      op: 'parallel',
+      ok: false,
+      reason: '1 step(s) of its branches not ok: steps[1].branches[1][1] (line 10)',
+      durationMs: 2,
+      branches: [[{ ...nested, index: 0, path: 'steps[1].branches[0][0]', ok: true }], [nested]],
+    };
+    const text = formatSummary(
+      {
+        name: 't',
+        seed: null,
+        config: { mode: 'patched', frames: 1, cpus: 1, mmReplicas: 1 },
+        verdict: 'invalid',
+        startedAt: '',
+        durationMs: 10,
+        steps: [step(true), par],
+        invariants: [],
+        metrics: computeMetrics([]),
+        trace: 'trace.jsonl',
+      },
+      'results.json',
+    );
+    expect(text.split('\n').slice(1, 3)).toEqual([
+      '  step 1 (line 5) parallel: 1 step(s) of its branches not ok: steps[1].branches[1][1] (line 10)',
+      '  step steps[1].branches[1][1] (line 10) cpu.write: failed with SIGSEGV',
+    ]);
+  });
+});
+
+describe(labConfigOf.name, () => {
+  it('passes subscribers, dispatch, inject and seed to LocalLab, with the documented defaults', () => {
+    const base = { mode: 'legacy', frames: 64, cpus: 1, mmReplicas: 1 } as const;
+    expect(labConfigOf(base)).toEqual({
+      ...base,
+      leaseTtlMs: undefined,
+      softlockupMs: undefined,
+      subscribers: [],
+      dispatch: 'parallel',
+      inject: [],
+    });
+    expect(
+      labConfigOf(
+        {
+          ...base,
+          subscribers: [
+            { name: 'hca0', kind: 'hca', invalidateLatencyMs: 'uniform:1:2' },
+            { name: 'hca1', kind: 'hca', npfDelayMs: 30 },
+          ],
+          dispatch: 'serial',
+          inject: ['range-end-mismatch'],
+        },
+        42,
+      ),
+    ).toMatchObject({
+      subscribers: [
+        { name: 'hca0', kind: 'hca', invalidateLatencyMs: 'uniform:1:2' },
+        { name: 'hca1', kind: 'hca', npfDelayMs: 30 },
+      ],
+      dispatch: 'serial',
+      inject: ['range-end-mismatch'],
+      seed: 42,
+    });
   });
 });

@@ -8,7 +8,9 @@
  *
  * Outcomes, as results.json records them:
  *   step ok       its expectError matched the error code, or (no expectError) it succeeded
- *                 and, for cpu.read with `expect`, read that value;
+ *                 and, for cpu.read / hca.rdma_read with `expect`, read that value; a
+ *                 parallel step is ok iff every step of its branches is (each is recorded
+ *                 under it, with its own line);
  *   valid         every step ok, and the violated invariants are exactly expect.violations;
  *   invalid       otherwise;
  *   unknown       the run could not complete: the barrier or the observer failed, the run was
@@ -17,7 +19,7 @@
  */
 import { checkInvariants, type InvariantVerdict } from '@mmlab/checker';
 import { MmlabError, PAGE_SIZE, TraceEvent } from '@mmlab/protocol';
-import { now } from '@mmlab/runtime';
+import { now, sleep } from '@mmlab/runtime';
 import type {
   AddrRef,
   InvariantName,
@@ -59,11 +61,26 @@ export interface RunOutcome {
 /** A step read a binding whose defining step failed: the step is not ok, nothing is sent. */
 class UnboundError extends Error {}
 
-/** What a step produced: its value, and the binding it defines (`as`), if any. */
+/** A memory region bound by hca.reg_mr: which HCA, its number, and the range's pid and start. */
+export interface MrBinding {
+  hca: string;
+  mr: number;
+  pid: number;
+  addr: number;
+}
+
+/** What a name is bound to: a pid or an address (a number), or a memory region. */
+type BoundValue = number | MrBinding;
+
+/** What a step produced: its value, the binding it defines (`as`), a parallel step's branches. */
 interface Executed {
   value: unknown;
-  bind?: { name: string; value: number };
+  bind?: { name: string; value: BoundValue };
+  branches?: StepResult[][];
 }
+
+const bindAs = (as: string | undefined, value: BoundValue): Executed['bind'] =>
+  as === undefined ? undefined : { name: as, value };
 
 const EventsPage = z.object({
   total: z.number().int().nonnegative(),
@@ -95,8 +112,8 @@ export function judge(
 }
 
 export class ScenarioRunner {
-  /** name → pid (process.create) or start address (mmap) */
-  private readonly bindings = new Map<string, number>();
+  /** name → pid (process.create, fork), address (mmap, mremap) or memory region (hca.reg_mr) */
+  private readonly bindings = new Map<string, BoundValue>();
   private readonly steps: StepResult[] = [];
   private readonly log: (line: string) => void;
 
@@ -133,24 +150,38 @@ export class ScenarioRunner {
   async runSteps(): Promise<StepResult[]> {
     for (const [index, step] of this.scenario.steps.entries()) {
       if (this.opts.signal?.aborted) throw new Error('interrupted');
-      const r = await this.runStep(step, index);
-      this.steps.push(r);
-      this.log(
-        `  [${index}] line ${step.line} ${step.op}: ${r.ok ? 'ok' : 'NOT OK'}` +
-          (r.error ? ` (${r.error.code})` : '') +
-          (r.reason ? ` — ${r.reason}` : ''),
-      );
+      this.steps.push(await this.runStep(step, index, `steps[${index}]`));
     }
     return this.steps;
   }
 
-  private async runStep(step: LocatedStep, index: number): Promise<StepResult> {
-    const base = { index, line: step.line, op: step.op };
+  /** One step list in order (a branch of a parallel step). */
+  private async runList(steps: readonly LocatedStep[], base: string): Promise<StepResult[]> {
+    const out: StepResult[] = [];
+    for (const [index, step] of steps.entries()) {
+      if (this.opts.signal?.aborted) throw new Error('interrupted');
+      out.push(await this.runStep(step, index, `${base}[${index}]`));
+    }
+    return out;
+  }
+
+  private async runStep(step: LocatedStep, index: number, path: string): Promise<StepResult> {
+    const r = await this.judgeStep(step, index, path);
+    this.log(
+      `  ${path} line ${step.line} ${step.op}: ${r.ok ? 'ok' : 'NOT OK'}` +
+        (r.error ? ` (${r.error.code})` : '') +
+        (r.reason ? ` — ${r.reason}` : ''),
+    );
+    return r;
+  }
+
+  private async judgeStep(step: LocatedStep, index: number, path: string): Promise<StepResult> {
+    const base = { index, path, line: step.line, op: step.op };
     const t0 = now();
     let done: Executed | undefined;
     let err: MmlabError | undefined;
     try {
-      done = await untilAborted(this.execute(step), this.opts.signal);
+      done = await untilAborted(this.execute(step, path), this.opts.signal);
     } catch (e) {
       if (e instanceof UnboundError)
         return { ...base, ok: false, reason: e.message, durationMs: now() - t0 };
@@ -165,8 +196,9 @@ export class ScenarioRunner {
       ...base,
       ok: true,
       durationMs,
-      ...(done && { value: done.value }),
+      ...(done && done.value !== undefined && { value: done.value }),
       ...(error && { error }),
+      ...(done?.branches && { branches: done.branches }),
     };
     if (step.expectError !== undefined) {
       if (err?.code !== step.expectError)
@@ -178,19 +210,30 @@ export class ScenarioRunner {
       return out;
     }
     if (err) return { ...out, ok: false, reason: `failed with ${err.code}` };
-    if (step.op === 'cpu.read' && step.expect !== undefined && done?.value !== step.expect)
-      return { ...out, ok: false, reason: `read ${String(done?.value)}, expected ${step.expect}` };
+    if (done?.branches) {
+      const bad = done.branches.flat().filter((s) => !s.ok);
+      if (bad.length > 0)
+        return {
+          ...out,
+          ok: false,
+          reason: `${bad.length} step(s) of its branches not ok: ${bad.map((s) => `${s.path ?? s.index} (line ${s.line})`).join(', ')}`,
+        };
+    }
+    const expected =
+      step.op === 'cpu.read' || step.op === 'hca.rdma_read' ? step.expect : undefined;
+    if (expected !== undefined && done?.value !== expected)
+      return { ...out, ok: false, reason: `read ${String(done?.value)}, expected ${expected}` };
     return out;
   }
 
   /** The step executor: one case per step kind, each the RPC of the wire contract it is. */
-  private async execute(step: LocatedStep): Promise<Executed> {
+  private async execute(step: LocatedStep, path: string): Promise<Executed> {
     const rpc = this.lab.rpc;
     const timeoutMs = this.opts.stepTimeoutMs ?? 30_000;
     switch (step.op) {
       case 'process.create': {
         const { pid } = await rpc.call('processCreate', {}, { timeoutMs });
-        return { value: pid, bind: step.as ? { name: step.as, value: pid } : undefined };
+        return { value: pid, bind: bindAs(step.as, pid) };
       }
       case 'mmap': {
         const req = {
@@ -200,7 +243,7 @@ export class ScenarioRunner {
           flags: step.flags,
         };
         const { addr } = await rpc.call('mmap', req, { timeoutMs });
-        return { value: addr, bind: step.as ? { name: step.as, value: addr } : undefined };
+        return { value: addr, bind: bindAs(step.as, addr) };
       }
       case 'munmap': {
         const req = {
@@ -229,6 +272,83 @@ export class ScenarioRunner {
         const r = await rpc.call('cpuAccess', req, { id: step.cpu, timeoutMs });
         return { value: r.value };
       }
+      case 'fork': {
+        const { pid } = await rpc.call('fork', { pid: this.bound(step.process) }, { timeoutMs });
+        return { value: pid, bind: bindAs(step.as, pid) };
+      }
+      case 'mprotect': {
+        const req = {
+          pid: this.bound(step.process),
+          addr: this.addr(step.addr, step.page),
+          pages: step.pages,
+          prot: step.prot,
+        };
+        return { value: await rpc.call('mprotect', req, { timeoutMs }) };
+      }
+      case 'mremap': {
+        const req = {
+          pid: this.bound(step.process),
+          addr: this.addr(step.addr, step.page),
+          pages: step.pages,
+          ...(step.newPages !== undefined && { newPages: step.newPages }),
+        };
+        const r = await rpc.call('mremap', req, { timeoutMs });
+        return { value: r, bind: bindAs(step.as, r.addr) };
+      }
+      case 'madvise': {
+        const req = {
+          pid: this.bound(step.process),
+          addr: this.addr(step.addr, step.page),
+          pages: step.pages,
+          advice: step.advice,
+        };
+        return { value: await rpc.call('madvise', req, { timeoutMs }) };
+      }
+      case 'exit':
+        return { value: await rpc.call('exit', { pid: this.bound(step.process) }, { timeoutMs }) };
+      case 'hca.reg_mr': {
+        const pid = this.bound(step.process);
+        const addr = this.addr(step.addr, step.page);
+        const req = { pid, addr, pages: step.pages, odp: step.odp, access: step.access };
+        const { mr } = await rpc.call('hcaRegMr', req, { id: step.hca, timeoutMs });
+        return { value: mr, bind: bindAs(step.as, { hca: step.hca, mr, pid, addr }) };
+      }
+      case 'hca.dereg_mr': {
+        const m = this.boundMr(step.mr);
+        return { value: await rpc.call('hcaDeregMr', { mr: m.mr }, { id: m.hca, timeoutMs }) };
+      }
+      case 'hca.rdma_write': {
+        const m = this.boundMr(step.mr);
+        const req = { mr: m.mr, addr: this.mrAddr(m, step.addr, step.page), value: step.value };
+        return { value: await rpc.call('hcaRdmaWrite', req, { id: m.hca, timeoutMs }) };
+      }
+      case 'hca.rdma_read': {
+        const m = this.boundMr(step.mr);
+        const req = { mr: m.mr, addr: this.mrAddr(m, step.addr, step.page) };
+        const r = await rpc.call('hcaRdmaRead', req, { id: m.hca, timeoutMs });
+        return { value: r.value };
+      }
+      case 'hca.prefetch': {
+        const m = this.boundMr(step.mr);
+        const req = {
+          mr: m.mr,
+          addr: this.mrAddr(m, step.addr, step.page),
+          pages: step.pages,
+          write: step.write,
+        };
+        return { value: await rpc.call('hcaPrefetch', req, { id: m.hca, timeoutMs }) };
+      }
+      case 'parallel': {
+        // Every branch in order, all branches at once; the bindings map is shared, which is
+        // safe because check.ts forbids a branch to read or rebind another's names.
+        const branches = await Promise.all(
+          step.branches.map((b, bi) => this.runList(b, `${path}.branches[${bi}]`)),
+        );
+        return { value: undefined, branches };
+      }
+      case 'sleep':
+        await sleep(step.ms);
+        return { value: undefined };
     }
   }
 
@@ -237,7 +357,23 @@ export class ScenarioRunner {
     const value = this.bindings.get(name);
     if (value === undefined)
       throw new UnboundError(`"${name}" is unbound: the step that binds it did not succeed`);
+    if (typeof value !== 'number')
+      throw new UnboundError(`"${name}" is a memory region, expected a pid or an address`);
     return value;
+  }
+
+  private boundMr(name: string): MrBinding {
+    const value = this.bindings.get(name);
+    if (value === undefined)
+      throw new UnboundError(`"${name}" is unbound: the step that binds it did not succeed`);
+    if (typeof value === 'number')
+      throw new UnboundError(`"${name}" is a pid or an address, expected a memory region`);
+    return value;
+  }
+
+  /** An address in a memory region: addr (default the MR's start) + page * 4 KiB. */
+  private mrAddr(m: MrBinding, addr: AddrRef | undefined, page: number): number {
+    return addr === undefined ? m.addr + page * PAGE_SIZE : this.addr(addr, page);
   }
 
   /** addr (a number or an address binding) + page * 4 KiB */

@@ -1,5 +1,14 @@
 /** The few lines `mmlab run` prints when it is done: verdict, what failed, where to look. */
-import type { RunResults } from '@mmlab/scenario';
+import type { RunResults, StepResult } from '@mmlab/scenario';
+
+/** The steps of a result tree that are not ok, depth first: a parallel step, then its culprits. */
+export function notOkSteps(steps: readonly StepResult[]): StepResult[] {
+  return steps.flatMap((s) => (s.ok ? [] : [s, ...notOkSteps((s.branches ?? []).flat())]));
+}
+
+/** `3` for a top-level step, its path for one inside a parallel step. */
+const stepLabel = (s: StepResult): string =>
+  s.path?.includes('.branches') ? s.path : String(s.index);
 
 export function formatSummary(r: RunResults, resultsPath: string): string {
   const ok = r.steps.filter((s) => s.ok).length;
@@ -9,9 +18,9 @@ export function formatSummary(r: RunResults, resultsPath: string): string {
       `${violated.length} of ${r.invariants.length} invariants violated, ${(r.durationMs / 1000).toFixed(1)} s`,
   ];
   if (r.error) lines.push(`  run did not complete: ${r.error}`);
-  for (const s of r.steps.filter((x) => !x.ok))
+  for (const s of notOkSteps(r.steps))
     lines.push(
-      `  step ${s.index} (line ${s.line}) ${s.op}: ${s.reason ?? 'not ok'}` +
+      `  step ${stepLabel(s)} (line ${s.line}) ${s.op}: ${s.reason ?? 'not ok'}` +
         (s.error ? ` [${s.error.code}: ${s.error.message}]` : ''),
     );
   for (const i of violated)

@@ -18,8 +18,8 @@ describe('checkInvariants', () => {
     ]);
   });
 
-  it('gives one verdict per implemented rule, in INVARIANT_NAMES order', () => {
-    const names = ['no-stale-access', 'coherent-reads', 'fenced-writes', 'bounded-ptlock-hold'];
+  it('gives one verdict per implemented rule, in INVARIANT_NAMES order: all eight', () => {
+    const names = [...INVARIANT_NAMES];
     expect(implementedInvariants()).toEqual(names);
     expect(Object.keys(RULES).sort()).toEqual([...names].sort());
     const verdicts = checkInvariants([], { softlockupMs: 1000 });
@@ -57,7 +57,11 @@ describe('checkInvariants', () => {
       },
     );
     expect(verdicts.map((v) => [v.name, v.ok, v.checked])).toEqual([
+      ['no-sleep-under-ptlock', true, 0],
+      ['paired-range', true, 0],
+      ['teardown-before-free', true, 0],
       ['no-stale-access', false, 2],
+      ['no-map-during-invalidate', true, 0],
       ['coherent-reads', true, 1],
       ['fenced-writes', true, 0],
       ['bounded-ptlock-hold', false, 1],

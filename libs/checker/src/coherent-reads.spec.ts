@@ -1,7 +1,7 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import type { TraceEvent } from '@mmlab/protocol';
-import { A, B, read, verdictOf, violating, vmaMap, vmaUnmap, write } from './test-util';
+import { A, B, mk, read, verdictOf, violating, vmaMap, vmaUnmap, write } from './test-util';
 
 const check = (events: TraceEvent[]) => verdictOf('coherent-reads', events);
 
@@ -104,6 +104,89 @@ describe('coherent-reads', () => {
     expect(v.checked).toBe(3);
     expect(violating(v)).toEqual([[bad, w]]);
     expect(v.violations[0].message).toContain('acceptable: 0 | 5');
+  });
+
+  describe('across fork and mremap', () => {
+    const CHILD = 2;
+    const fork = (ts: number, op = 'mm-0/fork#1') => ({
+      ...mk('process.fork', ts, { pid: 1, child: CHILD }),
+      op,
+    });
+    /** the child's copy of a parent mapping, as the fork emits it (same op) */
+    const childMap = (ts: number, flags: Array<'shared'> = [], op = 'mm-0/fork#1') => ({
+      ...mk('vma.map', ts, { pid: CHILD, start: A, end: A + 2 * 4096, prot: 'rw', flags }),
+      op,
+    });
+    const move = (from: number, to: number, ts: number, pages = 1, newPages = pages) =>
+      mk('vma.move', ts, { pid: 1, from, to, pages, newPages });
+    const C = A + 0x100000;
+
+    it('gives the child the parent’s values at the fork, then keeps them apart', () => {
+      const v = check([
+        write(A, 5, 1, 2),
+        fork(3),
+        childMap(3.5),
+        write(A, 6, 4, 5), // the parent, after the fork
+        write(B, 8, 4, 5, { pid: CHILD }), // the child
+        read(A, 5, 6, 7, { pid: CHILD }),
+        read(A, 6, 6, 7),
+        read(B, 8, 6, 7, { pid: CHILD }),
+        read(B, 0, 6, 7),
+      ]);
+      expect(v).toMatchObject({ ok: true, checked: 4 });
+    });
+
+    it('reports a child read that lost the value it inherited', () => {
+      const w = write(A, 5, 1, 2);
+      const bad = read(A, 0, 6, 7, { pid: CHILD });
+      const v = check([w, fork(3), childMap(3.5), bad]);
+      expect(violating(v)).toEqual([[bad, w]]);
+      // a vma.map of the child by another op is a fresh mapping: zero is right
+      const fresh = childMap(3.5, [], 'mm-0/mmap#9');
+      expect(check([w, fork(3), fresh, bad]).ok).toBe(true);
+    });
+
+    it('does not check reads of a MAP_SHARED page shared by fork', () => {
+      const v = check([
+        write(A, 5, 1, 2),
+        fork(3),
+        childMap(3.5, ['shared']),
+        write(A, 6, 4, 5, { pid: CHILD }),
+        read(A, 6, 6, 7), // the parent sees the child's write: not modelled, not checked
+        read(A, 6, 6, 7, { pid: CHILD }),
+        read(A, 5, 2.5, 2.8), // before the fork: checked
+      ]);
+      expect(v).toMatchObject({ ok: true, checked: 1 });
+    });
+
+    it('moves the values with an mremap, and zeroes the old range and the growth', () => {
+      const v = check([
+        write(A, 5, 1, 2),
+        write(B, 7, 1, 2),
+        write(B + 4096, 9, 1, 2), // the page after the old range is not moved
+        // an earlier mapping at the new place, gone before the move
+        write(C, 9, 2.2, 2.4),
+        vmaUnmap(C, C + 4096, 2.5),
+        move(A, C, 3, 2, 3),
+        read(C, 5, 4, 5),
+        read(C + 4096, 7, 4, 5),
+        read(C + 2 * 4096, 0, 4, 5),
+        read(A, 0, 4, 5),
+      ]);
+      expect(v).toMatchObject({ ok: true, checked: 4 });
+      const lost = read(C, 0, 4, 5);
+      const w = write(A, 5, 1, 2);
+      expect(violating(check([w, move(A, C, 3), lost]))).toEqual([[lost, w]]);
+    });
+
+    it('follows a fork, then an mremap in the child', () => {
+      const w = write(A, 5, 1, 2);
+      const childMove = { ...move(A, C, 5), pid: CHILD };
+      const v = check([w, fork(3), childMap(3.5), childMove, read(C, 5, 6, 7, { pid: CHILD })]);
+      expect(v).toMatchObject({ ok: true, checked: 1 });
+      const bad = read(C, 9, 6, 7, { pid: CHILD });
+      expect(violating(check([w, fork(3), childMap(3.5), childMove, bad]))).toEqual([[bad, w]]);
+    });
   });
 
   it('sorts by ts first: the verdict does not depend on arrival order', () => {

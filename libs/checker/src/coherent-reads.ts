@@ -16,6 +16,15 @@
  * register (a new mapping starts zeroed); one that happens while R is in flight makes zero
  * acceptable besides the old values.
  *
+ * Registers move with their pages. fork (process.fork, parent → child at ts F): each page of
+ * the child starts as the parent's page was at F (the parent's writes that started before F
+ * and its resets before F), and the vma.map events the fork emits for the child (same op) are
+ * not resets; afterwards the two evolve apart (private copy-on-write). Pages of a MAP_SHARED
+ * mapping are one register for both processes after the fork: their reads are not checked
+ * (a register spanning processes is not modelled). mremap (vma.move of [from, from + pages)
+ * to `to` at ts M): page `to + i` starts as page `from + i` was at M, and the old range is
+ * reset.
+ *
  *   cpu0                       cpu1
  *   write 5  [1, 2]
  *   write 6  [3, 5]            read [4, 6]  -> overlaps write 6: not checked
@@ -26,7 +35,9 @@ import { lowerBound } from './events';
 import type { Rule, Violation } from './types';
 
 type Access = EventOf<'access'>;
-type Reset = EventOf<'vma.map'> | EventOf<'vma.unmap'>;
+type Reset = EventOf<'vma.map'> | EventOf<'vma.unmap'> | EventOf<'vma.move'>;
+type Fork = EventOf<'process.fork'>;
+type Move = EventOf<'vma.move'>;
 
 /** One virtual page's history: its reads, and its writes sorted by tEnd. */
 interface PageHistory {
@@ -36,8 +47,20 @@ interface PageHistory {
   writes: Access[];
 }
 
-const covers = (r: Reset, vpn: number): boolean =>
-  r.start < addrOf(vpn) + PAGE_SIZE && r.end > addrOf(vpn);
+/** The range a reset zeroes: a mapping's, or the old range of an mremap. */
+const rangeOf = (r: Reset): [number, number] =>
+  r.kind === 'vma.move' ? [r.from, r.from + r.pages * PAGE_SIZE] : [r.start, r.end];
+
+const covers = (r: Reset, vpn: number): boolean => {
+  const [start, end] = rangeOf(r);
+  return start < addrOf(vpn) + PAGE_SIZE && end > addrOf(vpn);
+};
+
+/** Where a page's content came from at ts: a page of the parent or of the old range, or none. */
+interface Link {
+  ts: number;
+  src: { pid: number; vpn: number } | null;
+}
 
 export const coherentReads: Rule<'coherent-reads'> = {
   name: 'coherent-reads',
@@ -46,6 +69,16 @@ export const coherentReads: Rule<'coherent-reads'> = {
   check(events) {
     const pages = new Map<string, PageHistory>();
     const resetsOf = new Map<number, Reset[]>();
+    const forkOf = new Map<number, Fork>(); // child pid → its fork
+    const movesOf = new Map<number, Move[]>();
+    /** per pid: [from ts, start, end) of MAP_SHARED ranges shared with another process by fork */
+    const sharedOf = new Map<number, Array<{ ts: number; start: number; end: number }>>();
+    const push = <K, V>(m: Map<K, V[]>, k: K, v: V) => {
+      const l = m.get(k);
+      if (l) l.push(v);
+      else m.set(k, [v]);
+    };
+    for (const e of events) if (e.kind === 'process.fork') forkOf.set(e.child, e);
     for (const e of events) {
       if (e.kind === 'access') {
         const vpn = vpnOf(e.addr);
@@ -53,28 +86,79 @@ export const coherentReads: Rule<'coherent-reads'> = {
         let p = pages.get(key);
         if (!p) pages.set(key, (p = { pid: e.pid, vpn, reads: [], writes: [] }));
         (e.rw === 'write' ? p.writes : p.reads).push(e);
-      } else if (e.kind === 'vma.map' || e.kind === 'vma.unmap') {
-        const l = resetsOf.get(e.pid);
-        if (l) l.push(e);
-        else resetsOf.set(e.pid, [e]);
+      } else if (e.kind === 'vma.map') {
+        const fork = forkOf.get(e.pid);
+        if (fork && e.op !== undefined && e.op === fork.op) {
+          // the child's copy of a parent mapping: inherited, not a fresh (zeroed) one
+          if (e.flags.includes('shared'))
+            for (const pid of [fork.pid, fork.child])
+              push(sharedOf, pid, { ts: fork.ts, start: e.start, end: e.end });
+        } else push(resetsOf, e.pid, e);
+      } else if (e.kind === 'vma.unmap') push(resetsOf, e.pid, e);
+      else if (e.kind === 'vma.move') {
+        push(resetsOf, e.pid, e);
+        push(movesOf, e.pid, e);
       }
     }
+
+    /** The last link into (pid, vpn) before ts `until`: the child's fork, or an mremap there. */
+    const lastLink = (pid: number, vpn: number, until: number): Link | undefined => {
+      let link: Link | undefined;
+      const fork = forkOf.get(pid);
+      if (fork && fork.ts < until) link = { ts: fork.ts, src: { pid: fork.pid, vpn } };
+      for (const m of movesOf.get(pid) ?? []) {
+        if (m.ts >= until || (link && m.ts < link.ts)) continue;
+        const i = vpn - vpnOf(m.to);
+        if (i < 0 || i >= m.newPages) continue;
+        link = { ts: m.ts, src: i < m.pages ? { pid, vpn: vpnOf(m.from) + i } : null };
+      }
+      return link;
+    };
+    /**
+     * Everything that shaped (pid, vpn)'s register before `until`: writes that started before
+     * it and resets before it, following links back to where the content came from.
+     */
+    const effective = (
+      pid: number,
+      vpn: number,
+      until: number,
+    ): { writes: Access[]; resets: Reset[] } => {
+      const own = pages.get(`${pid}|${vpn}`)?.writes ?? [];
+      const ownResets = (resetsOf.get(pid) ?? []).filter((r) => covers(r, vpn));
+      const link = lastLink(pid, vpn, until);
+      const inherited = link?.src
+        ? effective(link.src.pid, link.src.vpn, link.ts)
+        : { writes: [], resets: [] };
+      const after = link?.ts ?? -Infinity;
+      return {
+        writes: [...inherited.writes, ...own.filter((w) => w.tEnd > after)].filter(
+          (w) => w.tStart < until,
+        ),
+        resets: [...inherited.resets, ...ownResets.filter((r) => r.ts > after)].filter(
+          (r) => r.ts < until,
+        ),
+      };
+    };
+    const shared = (r: Access): boolean =>
+      (sharedOf.get(r.pid) ?? []).some((x) => r.tEnd > x.ts && r.addr >= x.start && r.addr < x.end);
 
     const violations: Violation[] = [];
     let checked = 0;
     for (const p of pages.values()) {
       if (p.reads.length === 0) continue;
-      const writes = [...p.writes].sort((a, b) => a.tEnd - b.tEnd);
+      const history = effective(p.pid, p.vpn, Infinity);
+      const writes = history.writes.sort((a, b) => a.tEnd - b.tEnd);
       const ends = writes.map((w) => w.tEnd);
       // minStartFrom[i]: the earliest tStart among writes[i..]; writes[i..] are those that end
       // at or after a read's start, so one of them overlaps the read iff this is <= its tEnd.
       const minStartFrom = new Array<number>(writes.length + 1).fill(Infinity);
       for (let i = writes.length - 1; i >= 0; i--)
         minStartFrom[i] = Math.min(writes[i].tStart, minStartFrom[i + 1]);
-      const resets = (resetsOf.get(p.pid) ?? []).filter((r) => covers(r, p.vpn)); // ts order
+      const resets = history.resets.sort((a, b) => a.ts - b.ts);
       const resetTs = resets.map((r) => r.ts);
 
       for (const r of p.reads) {
+        if (shared(r)) continue;
         const hi = lowerBound(ends, r.tStart); // writes[0 .. hi) ended before r started
         if (minStartFrom[hi] <= r.tEnd) continue; // a write overlaps r: any value goes
         checked++;

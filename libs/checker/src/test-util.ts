@@ -85,3 +85,82 @@ export function verdictOf(
 
 /** The offending events of each violation, for exact assertions. */
 export const violating = (v: InvariantVerdict): TraceEvent[][] => v.violations.map((x) => x.events);
+
+// ---- notifier and secondary-MMU events ---------------------------------------------------
+
+/** One mn.send: callback sent by op to subscriber, with the PT lock the op claimed to hold. */
+export const mnSend = (
+  ts: number,
+  o: { op?: string; inv?: string; subscriber?: string; ptl?: string | null } & Partial<
+    Fields<'mn.send'>
+  > = {},
+) =>
+  mk('mn.send', ts, {
+    pid: PID,
+    subscriber: 'hca0',
+    callback: 'invalidate_range_start',
+    inv: 'inv1',
+    attempt: 1,
+    ptl: null,
+    ...o,
+  });
+export const mightSleep = (ts: number, o: Partial<Fields<'might_sleep'>> = {}) =>
+  mk('might_sleep', ts, {
+    pid: PID,
+    callback: 'invalidate_page',
+    inv: 'inv1',
+    lock: 'ptl:0',
+    ...o,
+  });
+export const ptlHeld = (ts: number, o: Partial<Fields<'mn.ptl_held'>> = {}) =>
+  mk('mn.ptl_held', ts, {
+    agent: 'hca0',
+    pid: PID,
+    callback: 'invalidate_page',
+    inv: 'inv1',
+    lock: 'ptl:0',
+    owner: 'mm-0/op1',
+    ...o,
+  });
+/** A PT-lock acquire/release made by op (the op field the notifier rules match on). */
+export const opAcquire = (op: string, lock: string, token: number, ts: number, pid = PID) => ({
+  ...acquire(lock, token, ts, `mm-0/${op}`, pid),
+  op,
+});
+export const opRelease = (op: string, lock: string, token: number, ts: number, pid = PID) => ({
+  ...release(lock, token, ts, 0, `mm-0/${op}`, pid),
+  op,
+});
+
+export const rangeStart = (inv: string, start: number, end: number, ts: number, pid = PID) =>
+  mk('mn.range_start', ts, { pid, start, end, event: 'unmap', inv });
+export const rangeEnd = (inv: string, start: number, end: number, ts: number, pid = PID) =>
+  mk('mn.range_end', ts, { pid, start, end, event: 'unmap', inv });
+
+export const tlbFill = (agent: string, addr: number, pfn: number, gen: number, ts: number) =>
+  mk('tlb.fill', ts, { agent, pid: PID, addr, pfn, gen, writable: true });
+export const tlbFlush = (agent: string, start: number, end: number, ts: number, pid = PID) =>
+  mk('tlb.flush', ts, { agent, pid, start, end, entries: 1 });
+export const smapSet = (agent: string, addr: number, pfn: number, gen: number, ts: number) =>
+  mk('smap.set', ts, { agent, pid: PID, addr, pfn, gen, writable: true });
+export const smapClear = (agent: string, addr: number, pfn: number, gen: number, ts: number) =>
+  mk('smap.clear', ts, { agent, pid: PID, addr, pfn, gen });
+export const frameFree = (pfn: number, gen: number, ts: number) =>
+  mk('frame.free', ts, { pfn, gen });
+export const frameAlloc = (pfn: number, gen: number, ts: number) =>
+  mk('frame.alloc', ts, { pfn, gen });
+
+/** A subscriber receiving a callback (start/end: the range, or the page for invalidate_page). */
+export const recv = (
+  agent: string,
+  callback: Fields<'mn.recv'>['callback'],
+  inv: string,
+  ts: number,
+  range: { start?: number; end?: number } = {},
+) => mk('mn.recv', ts, { agent, pid: PID, callback, inv, ...range });
+export const done = (
+  agent: string,
+  callback: Fields<'mn.done'>['callback'],
+  inv: string,
+  ts: number,
+) => mk('mn.done', ts, { agent, pid: PID, callback, inv });

@@ -427,7 +427,8 @@ return {'OK', cleared, redis.call('SMEMBERS', KEYS[4])}
   ),
 
   /**
-   * mprotect_fixup() on the VMA list: set prot on [s, e), splitting VMAs that straddle it.
+   * mprotect_fixup() on the VMA list: set prot on [s, e), splitting VMAs that straddle it and
+   * merging neighbours that end up alike (vma_merge).
    * Every page of [s, e) must be mapped (else ENOMEM, as mprotect answers). mmap_sem write-held.
    * KEYS vma semW; ARGV "owner|token" s e prot → {'OK', changedVmas} | {'ESTALE'} | {'ENOMEM'}
    */
@@ -456,6 +457,20 @@ for _, v in ipairs(vmas) do
   local ms, me = math.max(vs, s), math.min(ve, e)
   redis.call('ZADD', KEYS[1], ms, ms .. ':' .. me .. ':' .. newprot .. ':' .. flags)
   if ve > e then redis.call('ZADD', KEYS[1], e, e .. ':' .. ve .. ':' .. prot .. ':' .. flags) end
+end
+-- vma_merge(): neighbours that touch and agree on prot and flags become one VMA again
+local all = redis.call('ZRANGE', KEYS[1], 0, -1)
+local prev = nil
+for _, m in ipairs(all) do
+  local vs, ve, prot, flags = string.match(m, '^(%d+):(%d+):(%a+):(%a*)$')
+  local cur = {tonumber(vs), tonumber(ve), prot, flags, m}
+  if prev and prev[2] == cur[1] and prev[3] == cur[3] and prev[4] == cur[4] then
+    redis.call('ZREM', KEYS[1], prev[5], cur[5])
+    local merged = prev[1] .. ':' .. cur[2] .. ':' .. prot .. ':' .. flags
+    redis.call('ZADD', KEYS[1], prev[1], merged)
+    cur = {prev[1], cur[2], prot, flags, merged}
+  end
+  prev = cur
 end
 return {'OK', #vmas}
 `,

@@ -37,8 +37,10 @@ export class Store {
       enableAutoPipelining: true,
       ...opts,
     });
+    // keys < 0: a variable key count, which the caller passes first (see run); ioredis would
+    // otherwise send the -1 itself ("Number of keys can't be negative").
     for (const [name, d] of Object.entries(SCRIPTS))
-      this.redis.defineCommand(name, { numberOfKeys: d.keys, lua: d.lua });
+      this.redis.defineCommand(name, { numberOfKeys: d.keys < 0 ? undefined : d.keys, lua: d.lua });
   }
 
   async quit(): Promise<void> {

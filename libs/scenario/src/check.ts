@@ -1,14 +1,22 @@
 /**
  * Static checks a schema cannot express: bindings are defined before they are used and of
- * the right kind, and every CPU named by a step exists in the configured lab.
+ * the right kind, every CPU and HCA named by a step exists in the configured lab, and the
+ * branches of a parallel step do not depend on each other's bindings.
  *
- * Runs over the steps that passed the schema; a step that did not still defines its `as`
- * name (of unknown kind), so one typo is reported once, not again at every later use.
+ * Runs over the raw steps, each checked against the Step schema on its own: a step that fails
+ * it still defines its `as` name (of unknown kind), so one typo is reported once, not again at
+ * every later use; a parallel step whose branches hold a bad step is still walked into.
+ *
+ * Scopes: steps of one list see the bindings of the steps before them (and of the enclosing
+ * lists); a branch of a parallel step sees the bindings made before the parallel step and
+ * earlier in the same branch, never those of another branch (branches run concurrently);
+ * after the parallel step every binding made in any branch is visible, and a name bound in
+ * two branches is an error.
  */
-import type { Step } from './schema';
+import { Step } from './schema';
 
-/** What a binding holds: process.create binds a pid, mmap a start address. */
-export type BindingKind = 'process' | 'addr';
+/** What a binding holds: a pid (process.create, fork), an address (mmap, mremap), an MR. */
+export type BindingKind = 'process' | 'addr' | 'mr';
 
 /** An error at a path of the scenario document (parse.ts turns the path into a line). */
 export interface PathIssue {
@@ -23,90 +31,289 @@ export interface StepBindings {
   uses: Array<{ field: string; name: string; kind: BindingKind }>;
 }
 
-const addrUse = (addr: number | string): StepBindings['uses'] =>
-  typeof addr === 'string' ? [{ field: 'addr', name: addr, kind: 'addr' }] : [];
+/** `steps[3].branches[0][1].cpu` */
+export function formatPath(path: readonly PropertyKey[]): string {
+  return path
+    .map((seg, i) =>
+      typeof seg === 'number' ? `[${seg}]` : i === 0 ? String(seg) : `.${String(seg)}`,
+    )
+    .join('');
+}
 
-/** Which bindings a step defines and reads. Every step kind must say (exhaustive switch). */
+const addrUse = (addr: number | string | undefined): StepBindings['uses'] =>
+  typeof addr === 'string' ? [{ field: 'addr', name: addr, kind: 'addr' }] : [];
+const processUse = (name: string): StepBindings['uses'] => [
+  { field: 'process', name, kind: 'process' },
+];
+const mrUse = (name: string): StepBindings['uses'] => [{ field: 'mr', name, kind: 'mr' }];
+const define = (name: string | undefined, kind: BindingKind): StepBindings['defines'] =>
+  name === undefined ? undefined : { name, kind };
+
+/**
+ * Which bindings a step defines and reads. Every step kind must say (exhaustive switch).
+ * A parallel step itself binds and reads nothing: its branches' steps do (checkSteps).
+ */
 export function stepBindings(s: Step): StepBindings {
   switch (s.op) {
     case 'process.create':
-      return { defines: s.as ? { name: s.as, kind: 'process' } : undefined, uses: [] };
+      return { defines: define(s.as, 'process'), uses: [] };
     case 'mmap':
+      return { defines: define(s.as, 'addr'), uses: processUse(s.process) };
+    case 'fork':
+      return { defines: define(s.as, 'process'), uses: processUse(s.process) };
+    case 'mremap':
       return {
-        defines: s.as ? { name: s.as, kind: 'addr' } : undefined,
-        uses: [{ field: 'process', name: s.process, kind: 'process' }],
+        defines: define(s.as, 'addr'),
+        uses: [...processUse(s.process), ...addrUse(s.addr)],
       };
+    case 'hca.reg_mr':
+      return { defines: define(s.as, 'mr'), uses: [...processUse(s.process), ...addrUse(s.addr)] };
     case 'munmap':
     case 'cpu.read':
     case 'cpu.write':
-      return { uses: [{ field: 'process', name: s.process, kind: 'process' }, ...addrUse(s.addr)] };
+    case 'mprotect':
+    case 'madvise':
+      return { uses: [...processUse(s.process), ...addrUse(s.addr)] };
+    case 'exit':
+      return { uses: processUse(s.process) };
+    case 'hca.dereg_mr':
+      return { uses: mrUse(s.mr) };
+    case 'hca.rdma_write':
+    case 'hca.rdma_read':
+    case 'hca.prefetch':
+      return { uses: [...mrUse(s.mr), ...addrUse(s.addr)] };
+    case 'parallel':
+    case 'sleep':
+      return { uses: [] };
   }
 }
 
-/** The CPU a step runs on, if it names one. */
-function stepCpu(s: Step): number | undefined {
+/** The parts of the configured lab a step names: a CPU, an HCA. */
+function stepTargets(s: Step): { cpu?: number; hca?: string } {
   switch (s.op) {
     case 'cpu.read':
     case 'cpu.write':
-      return s.cpu;
+      return { cpu: s.cpu };
+    case 'hca.reg_mr':
+      return { hca: s.hca };
     case 'process.create':
     case 'mmap':
     case 'munmap':
-      return undefined;
+    case 'fork':
+    case 'mprotect':
+    case 'mremap':
+    case 'madvise':
+    case 'exit':
+    case 'hca.dereg_mr':
+    case 'hca.rdma_write':
+    case 'hca.rdma_read':
+    case 'hca.prefetch':
+    case 'parallel':
+    case 'sleep':
+      return {};
   }
 }
 
-export interface CheckInput {
-  /** every entry of `steps`: the parsed step, or the raw value when it failed the schema */
-  steps: Array<{ ok: true; step: Step } | { ok: false; raw: unknown }>;
-  /** config.cpus, when the config is valid */
-  cpus: number | undefined;
+/** The value a step's `expect` compares with, if the step has one. */
+function stepExpect(s: Step): number | undefined {
+  return s.op === 'cpu.read' || s.op === 'hca.rdma_read' ? s.expect : undefined;
 }
 
-export function checkSteps({ steps, cpus }: CheckInput): PathIssue[] {
+/** Subscriber names are unique (they are instance names): the second use is the error. */
+export function checkSubscribers(raw: unknown): PathIssue[] {
+  if (!Array.isArray(raw)) return [];
   const issues: PathIssue[] = [];
-  const bound = new Map<string, { kind: BindingKind | 'unknown'; index: number }>();
-  steps.forEach((entry, i) => {
-    if (!entry.ok) {
-      const as = (entry.raw as { as?: unknown } | null)?.as;
-      if (typeof as === 'string' && !bound.has(as)) bound.set(as, { kind: 'unknown', index: i });
-      return;
-    }
-    const s = entry.step;
+  const first = new Map<string, number>();
+  raw.forEach((x: unknown, i) => {
+    const name = (typeof x === 'object' && x !== null ? x : {}) as { name?: unknown };
+    if (typeof name.name !== 'string') return;
+    const prev = first.get(name.name);
+    if (prev === undefined) first.set(name.name, i);
+    else
+      issues.push({
+        path: ['config', 'subscribers', i, 'name'],
+        message: `subscriber "${name.name}" is already configured by config.subscribers[${prev}]`,
+      });
+  });
+  return issues;
+}
+
+export interface CheckInput {
+  /** config.steps as written (each entry is checked against Step here) */
+  steps: readonly unknown[];
+  /** config.cpus, when the config is valid */
+  cpus: number | undefined;
+  /** config.subscribers (name and kind), when they can be read */
+  subscribers: ReadonlyArray<{ name: string; kind: string }> | undefined;
+}
+
+const KIND_NAME: Record<BindingKind, string> = {
+  process: 'a process',
+  addr: 'an address',
+  mr: 'a memory region',
+};
+
+interface Bound {
+  kind: BindingKind | 'unknown';
+  path: PropertyKey[];
+}
+type Scope = Map<string, Bound>;
+
+/** The raw value as { op: 'parallel', branches: unknown[][] }, if it is shaped like one. */
+function rawParallel(raw: unknown): { branches: unknown[]; expectError?: unknown } | undefined {
+  if (typeof raw !== 'object' || raw === null) return undefined;
+  const r = raw as { op?: unknown; branches?: unknown; expectError?: unknown };
+  return r.op === 'parallel' && Array.isArray(r.branches)
+    ? { branches: r.branches as unknown[], expectError: r.expectError }
+    : undefined;
+}
+
+/** Every `as` name written anywhere in a raw step list (nested branches included), with its step's path. */
+function namesBoundIn(
+  raws: readonly unknown[],
+  base: PropertyKey[],
+  out = new Map<string, PropertyKey[]>(),
+): Map<string, PropertyKey[]> {
+  raws.forEach((raw, i) => {
+    const p = rawParallel(raw);
+    if (p)
+      p.branches.forEach((b, bi) => {
+        if (Array.isArray(b)) namesBoundIn(b, [...base, i, 'branches', bi], out);
+      });
+    const as = (raw as { as?: unknown } | null)?.as;
+    if (!p && typeof as === 'string' && !out.has(as)) out.set(as, [...base, i]);
+  });
+  return out;
+}
+
+export function checkSteps({ steps, cpus, subscribers }: CheckInput): PathIssue[] {
+  const issues: PathIssue[] = [];
+  const hcas = subscribers?.filter((s) => s.kind === 'hca').map((s) => s.name);
+
+  /**
+   * Check one step list in order, adding its bindings to scope. `elsewhere`: names bound in
+   * the sibling branches of every enclosing parallel step (for a better message).
+   */
+  const checkList = (
+    raws: readonly unknown[],
+    base: PropertyKey[],
+    scope: Scope,
+    elsewhere: Map<string, PropertyKey[]>,
+  ): void => {
+    raws.forEach((raw, i) => {
+      const path = [...base, i];
+      const par = rawParallel(raw);
+      if (par) {
+        checkParallel(par, path, scope, elsewhere);
+        return;
+      }
+      const parsed = Step.safeParse(raw);
+      if (!parsed.success) {
+        const as = (raw as { as?: unknown } | null)?.as;
+        if (typeof as === 'string' && !scope.has(as)) scope.set(as, { kind: 'unknown', path });
+        return;
+      }
+      checkStep(parsed.data, path, scope, elsewhere);
+    });
+  };
+
+  const checkStep = (
+    s: Step,
+    path: PropertyKey[],
+    scope: Scope,
+    elsewhere: Map<string, PropertyKey[]>,
+  ): void => {
     const { defines, uses } = stepBindings(s);
     for (const u of uses) {
-      const b = bound.get(u.name);
-      if (!b)
+      const b = scope.get(u.name);
+      const other = elsewhere.get(u.name);
+      if (!b && other)
         issues.push({
-          path: ['steps', i, u.field],
+          path: [...path, u.field],
+          message: `"${u.name}" is bound by ${formatPath(other)}, in another branch of a parallel step: branches run concurrently, so one cannot use another's bindings`,
+        });
+      else if (!b)
+        issues.push({
+          path: [...path, u.field],
           message: `unknown binding "${u.name}" (no earlier step binds it with as: ${u.name})`,
         });
       else if (b.kind !== 'unknown' && b.kind !== u.kind)
         issues.push({
-          path: ['steps', i, u.field],
-          message: `"${u.name}" is ${b.kind === 'process' ? 'a process' : 'an address'} (bound by steps[${b.index}]), expected ${u.kind === 'process' ? 'a process' : 'an address'}`,
+          path: [...path, u.field],
+          message: `"${u.name}" is ${KIND_NAME[b.kind]} (bound by ${formatPath(b.path)}), expected ${KIND_NAME[u.kind]}`,
         });
     }
     if (defines) {
-      const prev = bound.get(defines.name);
+      const prev = scope.get(defines.name);
       if (prev)
         issues.push({
-          path: ['steps', i, 'as'],
-          message: `binding "${defines.name}" is already bound by steps[${prev.index}]`,
+          path: [...path, 'as'],
+          message: `binding "${defines.name}" is already bound by ${formatPath(prev.path)}`,
         });
-      else bound.set(defines.name, { kind: defines.kind, index: i });
+      else scope.set(defines.name, { kind: defines.kind, path });
     }
-    const cpu = stepCpu(s);
+    const { cpu, hca } = stepTargets(s);
     if (cpu !== undefined && cpus !== undefined && cpu >= cpus)
       issues.push({
-        path: ['steps', i, 'cpu'],
+        path: [...path, 'cpu'],
         message: `cpu ${cpu} does not exist: config.cpus is ${cpus} (cpus 0..${cpus - 1})`,
       });
-    if (s.op === 'cpu.read' && s.expect !== undefined && s.expectError !== undefined)
+    if (hca !== undefined && hcas !== undefined && !hcas.includes(hca))
       issues.push({
-        path: ['steps', i, 'expect'],
+        path: [...path, 'hca'],
+        message:
+          `hca "${hca}" is not a configured subscriber of kind hca ` +
+          (hcas.length > 0
+            ? `(config.subscribers has: ${hcas.join(', ')})`
+            : '(config.subscribers has none)'),
+      });
+    if (stepExpect(s) !== undefined && s.expectError !== undefined)
+      issues.push({
+        path: [...path, 'expect'],
         message: 'expect and expectError exclude each other (a failed read returns no value)',
       });
-  });
+  };
+
+  const checkParallel = (
+    par: { branches: unknown[]; expectError?: unknown },
+    path: PropertyKey[],
+    scope: Scope,
+    elsewhere: Map<string, PropertyKey[]>,
+  ): void => {
+    if (par.expectError !== undefined)
+      issues.push({
+        path: [...path, 'expectError'],
+        message:
+          'a parallel step does not fail by itself: put expectError on the steps inside its branches',
+      });
+    const branches = par.branches.map((b) => (Array.isArray(b) ? (b as unknown[]) : []));
+    const boundIn = branches.map((b, bi) => namesBoundIn(b, [...path, 'branches', bi]));
+    /** names made by the branches walked so far, with where */
+    const made = new Map<string, Bound>();
+    branches.forEach((branch, bi) => {
+      const bpath = [...path, 'branches', bi];
+      const branchScope: Scope = new Map(scope);
+      // Names the other branches bind (found by a first look at their `as` keys).
+      const others = new Map(elsewhere);
+      boundIn.forEach((names, oi) => {
+        if (oi === bi) return;
+        for (const [n, where] of names) if (!others.has(n)) others.set(n, where);
+      });
+      checkList(branch, bpath, branchScope, others);
+      for (const [name, b] of branchScope) {
+        if (scope.has(name)) continue; // bound before the parallel step
+        const first = made.get(name);
+        if (first)
+          issues.push({
+            path: [...b.path, 'as'],
+            message: `binding "${name}" is also bound by ${formatPath(first.path)}: branches run concurrently, so a name may be bound in one branch only`,
+          });
+        else made.set(name, b);
+      }
+    });
+    for (const [name, b] of made) scope.set(name, b);
+  };
+
+  checkList(steps, ['steps'], new Map(), new Map());
   return issues;
 }

@@ -2,6 +2,7 @@ import { readFileSync } from 'node:fs';
 import * as path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { parseScenario } from './parse';
+import { STEP_OPS } from './schema';
 import { INVARIANT_NAMES } from '@mmlab/checker';
 
 const example = readFileSync(path.join(__dirname, '../../../examples/anon-basic.yaml'), 'utf8');
@@ -90,7 +91,7 @@ describe(parseScenario.name, () => {
   it('reports an unknown op at its line', () => {
     const text = scenario('  - { op: mmapp, process: p, pages: 1, prot: rw }');
     expect(errorsOf(text)).toEqual([
-      `${at(text, 5, 'mmapp')}: steps[1].op: unknown op "mmapp" (one of: process.create, mmap, munmap, cpu.read, cpu.write)`,
+      `${at(text, 5, 'mmapp')}: steps[1].op: unknown op "mmapp" (one of: ${STEP_OPS.join(', ')})`,
     ]);
   });
 
@@ -104,7 +105,7 @@ describe(parseScenario.name, () => {
   it('reports a missing op', () => {
     const text = scenario('  - { process: p }');
     expect(errorsOf(text)).toEqual([
-      `${at(text, 5, '{')}: steps[1].op: missing op (one of: process.create, mmap, munmap, cpu.read, cpu.write)`,
+      `${at(text, 5, '{')}: steps[1].op: missing op (one of: ${STEP_OPS.join(', ')})`,
     ]);
   });
 

@@ -17,14 +17,14 @@ import {
   parseDocument,
 } from 'yaml';
 import { type z } from 'zod';
-import { checkSteps } from './check';
+import { checkSteps, checkSubscribers, formatPath } from './check';
 import {
   ScenarioConfig,
   ScenarioSchema,
   STEP_OPS,
-  Step,
   type LocatedStep,
   type Scenario,
+  type Step,
 } from './schema';
 
 export type ParseResult = { ok: true; scenario: Scenario } | { ok: false; errors: string[] };
@@ -34,15 +34,6 @@ interface Located {
   col: number;
   path: PropertyKey[];
   message: string;
-}
-
-/** `steps[3].cpu` */
-export function formatPath(path: readonly PropertyKey[]): string {
-  return path
-    .map((seg, i) =>
-      typeof seg === 'number' ? `[${seg}]` : i === 0 ? String(seg) : `.${String(seg)}`,
-    )
-    .join('');
 }
 
 const article = (noun: string): string => (/^[aeiou]/.test(noun) ? `an ${noun}` : `a ${noun}`);
@@ -76,6 +67,8 @@ function scenarioErrorMap(iss: z.core.$ZodRawIssue): string | undefined {
         : `unknown op ${JSON.stringify(op)} (one of: ${known})`;
     }
     case 'invalid_value':
+      if (iss.input === undefined)
+        return `missing (expected ${iss.values.map((v) => JSON.stringify(v)).join(' | ')})`;
       return `expected ${iss.values.map((v) => JSON.stringify(v)).join(' | ')}, got ${describe(iss.input)}`;
     case 'unrecognized_keys':
       return `unknown key${iss.keys.length > 1 ? 's' : ''} ${iss.keys.map((k) => `"${k}"`).join(', ')}`;
@@ -164,17 +157,19 @@ export function parseScenario(text: string, fileName: string): ParseResult {
   // Static checks over whatever parsed, so schema and binding errors come out together.
   const rawObj = (typeof raw === 'object' && raw !== null ? raw : {}) as Record<string, unknown>;
   const rawSteps = Array.isArray(rawObj.steps) ? (rawObj.steps as unknown[]) : [];
-  // config.cpus alone, so that another bad config key does not hide an out-of-range cpu.
-  const rawConfig = (rawObj.config ?? {}) as Record<string, unknown>;
+  // config.cpus and the subscribers' names alone, so that another bad config key does not
+  // hide an out-of-range cpu or an unknown hca.
+  const rawConfig = (
+    typeof rawObj.config === 'object' && rawObj.config !== null ? rawObj.config : {}
+  ) as Record<string, unknown>;
   const cpus = ScenarioConfig.shape.cpus.safeParse(rawConfig.cpus);
   const checked = checkSteps({
-    steps: rawSteps.map((r) => {
-      const s = Step.safeParse(r);
-      return s.success ? { ok: true as const, step: s.data } : { ok: false as const, raw: r };
-    }),
+    steps: rawSteps,
     cpus: cpus.success ? cpus.data : undefined,
+    subscribers: subscriberNames(rawConfig.subscribers),
   });
-  for (const iss of checked) add(nodeAt(doc, iss.path), iss.path, iss.message);
+  for (const iss of [...checkSubscribers(rawConfig.subscribers), ...checked])
+    add(nodeAt(doc, iss.path), iss.path, iss.message);
 
   if (found.length > 0 || !parsed.success) {
     found.sort((a, b) => a.line - b.line || a.col - b.col);
@@ -189,9 +184,30 @@ export function parseScenario(text: string, fileName: string): ParseResult {
     return { ok: false, errors };
   }
 
-  const steps: LocatedStep[] = parsed.data.steps.map((s, i) => ({
-    ...s,
-    line: pos(nodeAt(doc, ['steps', i])).line,
-  }));
+  /** Each step with its line; the steps of parallel branches too, recursively. */
+  const locate = (s: Step, path: PropertyKey[]): LocatedStep => {
+    const line = pos(nodeAt(doc, path)).line;
+    if (s.op !== 'parallel') return { ...s, line };
+    const branches = s.branches.map((b, bi) =>
+      b.map((x, j) => locate(x, [...path, 'branches', bi, j])),
+    );
+    return { ...s, branches, line };
+  };
+  const steps = parsed.data.steps.map((s, i) => locate(s, ['steps', i]));
   return { ok: true, scenario: { ...parsed.data, steps, file: fileName } };
+}
+
+/**
+ * The subscribers of a raw config as far as they can be read (an entry with a string name),
+ * for the static hca check; undefined when the key is there but not a list.
+ */
+function subscriberNames(raw: unknown): Array<{ name: string; kind: string }> | undefined {
+  if (raw === undefined) return [];
+  if (!Array.isArray(raw)) return undefined;
+  return raw.flatMap((x: unknown) => {
+    const o = (typeof x === 'object' && x !== null ? x : {}) as { name?: unknown; kind?: unknown };
+    return typeof o.name === 'string'
+      ? [{ name: o.name, kind: typeof o.kind === 'string' ? o.kind : 'hca' }]
+      : [];
+  });
 }

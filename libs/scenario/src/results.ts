@@ -16,7 +16,10 @@ export type Verdict = z.infer<typeof Verdict>;
 export const VERDICT_EXIT_CODE: Record<Verdict, number> = { valid: 0, invalid: 1, unknown: 2 };
 
 export const StepResult = z.object({
+  /** position in its step list: steps[index], or the branch of a parallel step */
   index: z.number().int().nonnegative(),
+  /** where the step is in the scenario: `steps[3]`, `steps[3].branches[1][0]` */
+  path: z.string().optional(),
   /** line of the step in the scenario file */
   line: z.number().int().positive(),
   op: z.string(),
@@ -28,6 +31,10 @@ export const StepResult = z.object({
   /** why the step is not ok, in words (wrong value, missing expected error, unbound name) */
   reason: z.string().optional(),
   durationMs: z.number().nonnegative(),
+  /** parallel: the outcome of every step of every branch (the parallel step is ok iff all are) */
+  get branches(): z.ZodOptional<z.ZodArray<z.ZodArray<typeof StepResult>>> {
+    return z.array(z.array(StepResult)).optional();
+  },
 });
 export type StepResult = z.infer<typeof StepResult>;
 

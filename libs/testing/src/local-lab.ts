@@ -41,6 +41,8 @@ export interface SubscriberConfig {
   kind: 'hca';
   /** device invalidation latency: ms, or "uniform:a:b", "normal:mean:sd", "pareto:scale:shape" */
   invalidateLatencyMs?: number | string;
+  /** a slow page-fault work queue: ms between hmm_range_fault and the re-check */
+  npfDelayMs?: number;
 }
 
 export interface ServiceSpec {
@@ -87,7 +89,11 @@ export function labServices(cfg: LabConfig, observerPort: number): ServiceSpec[]
     out.push({
       instance: sub.name,
       app: sub.kind,
-      env: { ...common, MMLAB_INVALIDATE_LATENCY: String(sub.invalidateLatencyMs ?? 0) },
+      env: {
+        ...common,
+        MMLAB_INVALIDATE_LATENCY: String(sub.invalidateLatencyMs ?? 0),
+        ...(sub.npfDelayMs ? { MMLAB_NPF_DELAY_MS: String(sub.npfDelayMs) } : {}),
+      },
     });
   return out;
 }

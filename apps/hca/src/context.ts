@@ -1,0 +1,57 @@
+/** What the device model works with: its name, Redis, the mm over NATS, its tracer and knobs. */
+import type { Store } from '@mmlab/model';
+import { type Env, OpIds, type RpcClient, type Tracer } from '@mmlab/runtime';
+import { InflightDma } from './dma';
+import { LatencySampler, seedFor } from './latency';
+
+/** The Redis calls the HCA makes (a narrow view of Store, so tests can stand in for it). */
+export type HcaStore = Pick<Store, 'frameAccess' | 'ptlHeldBy' | 'subscriberAlive' | 'unfence'>;
+/** The RPCs the HCA makes (gup, unpin, notifierRegister, notifierUnregister). */
+export type HcaRpc = Pick<RpcClient, 'call'>;
+
+export type HcaEnv = Pick<
+  Env,
+  | 'MMLAB_INVALIDATE_LATENCY'
+  | 'MMLAB_NPF_TIMEOUT_MS'
+  | 'MMLAB_NPF_DELAY_MS'
+  | 'MMLAB_SUBSCRIBER_LEASE_MS'
+  | 'MMLAB_SEED'
+  | 'MMLAB_INJECT'
+>;
+
+export interface HcaContext {
+  /** instance name: the agent of every access and the notifier subscriber name */
+  readonly name: string;
+  readonly store: HcaStore;
+  readonly rpc: HcaRpc;
+  readonly tracer: Tracer;
+  readonly ids: OpIds;
+  readonly env: HcaEnv;
+  /** the device's invalidation completion latency */
+  readonly latency: LatencySampler;
+  readonly inflight: InflightDma;
+  /** inject skip-seq-recheck: the fault path installs without read_retry */
+  readonly skipSeqRecheck: boolean;
+  readonly log: { warn(msg: string): void };
+}
+
+export function createContext(deps: {
+  name: string;
+  store: HcaStore;
+  rpc: HcaRpc;
+  tracer: Tracer;
+  env: HcaEnv;
+  log?: { warn(msg: string): void };
+}): HcaContext {
+  return {
+    ...deps,
+    ids: new OpIds(deps.name),
+    latency: new LatencySampler(
+      deps.env.MMLAB_INVALIDATE_LATENCY,
+      seedFor(deps.env.MMLAB_SEED, deps.name),
+    ),
+    inflight: new InflightDma(),
+    skipSeqRecheck: deps.env.MMLAB_INJECT.includes('skip-seq-recheck'),
+    log: deps.log ?? { warn: (m) => console.warn(m) },
+  };
+}

@@ -1,0 +1,301 @@
+/**
+ * Models: struct mlx5_ib_dev — one RDMA HCA with on-demand paging: its memory regions (the
+ * mkey table), its per-mm notifier state, the verbs a local process calls (ibv_reg_mr,
+ * ibv_dereg_mr, ibv_advise_mr) and the RDMA READ/WRITE operations remote peers execute on its
+ * MRs, which go through the MTT straight to the frames in Redis, as DMA does (mm is not on the
+ * access path; a miss raises a network page fault, mlx5_ib_mr_wqe_pfault_handler).
+ *
+ * State (one HCA process):
+ *   mrs      MR number → MemoryRegion; numbers are never reused by one device incarnation
+ *   mms      pid → PerMm (registration, ODP MRs, invalidation state); created on first use
+ *   inflight (ctx) RDMA operations using an MTT entry, drained by invalidations and dereg
+ *   lease    the liveness lease mm checks before it gives up on a slow callback
+ */
+import {
+  type Access,
+  MmlabError,
+  PAGE_SIZE,
+  type ReqParsed,
+  TASK_SIZE,
+  hex,
+  isPageAligned,
+  vpnOf,
+} from '@mmlab/protocol';
+import { now } from '@mmlab/runtime';
+import type { HcaContext } from './context';
+import { PerMm } from './ib_ucontext_per_mm';
+import { LivenessLease } from './liveness';
+import { MemoryRegion } from './mr';
+import type { MttEntry } from './mtt';
+import { pagefaultRealMr } from './pagefault';
+import { mlx5IbAdviseMrPrefetch } from './prefetch';
+import { UmemNotifier } from './umem_notifier';
+
+/** Network page faults one RDMA operation may take before it gives up (EAGAIN). */
+export const MAX_NPF_PER_ACCESS = 16;
+
+export interface DmaResult {
+  value: number;
+  pfn: number;
+  gen: number;
+  npf: number;
+  stale: boolean;
+}
+
+export class Hca {
+  readonly notifier: UmemNotifier;
+  private readonly mrs = new Map<number, MemoryRegion>();
+  private readonly mms = new Map<number, PerMm>();
+  private nextMr = 1;
+  private readonly lease: LivenessLease;
+
+  constructor(readonly ctx: HcaContext) {
+    this.notifier = new UmemNotifier(ctx, (pid) => this.mmOf(pid));
+    this.lease = new LivenessLease(ctx.store, ctx.name, ctx.env.MMLAB_SUBSCRIBER_LEASE_MS, ctx.log);
+  }
+
+  get name(): string {
+    return this.ctx.name;
+  }
+
+  /** Power on: take the liveness lease and lift any fence of a previous incarnation. */
+  async start(): Promise<void> {
+    await this.lease.start();
+  }
+
+  stop(): void {
+    this.lease.stop();
+  }
+
+  mmOf(pid: number): PerMm {
+    let mm = this.mms.get(pid);
+    if (!mm) this.mms.set(pid, (mm = new PerMm(pid)));
+    return mm;
+  }
+
+  /** An MR by number (tests and diagnostics). */
+  mr(id: number): MemoryRegion | undefined {
+    return this.mrs.get(id);
+  }
+
+  /** ibv_reg_mr(): ib_umem_odp_get() for ODP, ib_umem_get() (pin everything now) otherwise. */
+  async regMr(req: ReqParsed<'hcaRegMr'>): Promise<{ mr: number }> {
+    if (!isPageAligned(req.addr))
+      throw new MmlabError('EINVAL', `MR address ${hex(req.addr)} is not page aligned`);
+    if (req.addr + req.pages * PAGE_SIZE > TASK_SIZE)
+      throw new MmlabError(
+        'EINVAL',
+        `MR [${hex(req.addr)}, +${req.pages} pages) ends past TASK_SIZE`,
+      );
+    const access = new Set<Access>(req.access);
+    return req.odp
+      ? this.ibUmemOdpGet(req.pid, req.addr, req.pages, access)
+      : this.ibUmemGet(req.pid, req.addr, req.pages, access);
+  }
+
+  /**
+   * ib_umem_odp_get(): nothing pinned, nothing mapped; the first ODP MR of an mm registers the
+   * device as its notifier subscriber (before the MR exists, so no fault can precede it).
+   */
+  private async ibUmemOdpGet(
+    pid: number,
+    addr: number,
+    pages: number,
+    access: Set<Access>,
+  ): Promise<{ mr: number }> {
+    const mm = this.mmOf(pid);
+    return mm.regLock.runExclusive(async () => {
+      if (mm.registered && mm.notifier.isReleased)
+        throw new MmlabError('ESRCH', `pid ${pid} has exited (release received)`);
+      if (!mm.registered) {
+        await this.ctx.rpc.call('notifierRegister', { pid, subscriber: this.name });
+        mm.registered = true;
+        mm.notifier.revive();
+      }
+      const mr = new MemoryRegion(this.nextMr++, pid, addr, pages, true, access);
+      mm.odpMrs.add(mr);
+      this.mrs.set(mr.id, mr);
+      return { mr: mr.id };
+    });
+  }
+
+  /**
+   * ib_umem_get(): pin_user_pages(FOLL_LONGTERM) over the whole range now (mm answers ENOMEM
+   * when it does not fit), program the MTT at once, and register no notifier: the pre-ODP way.
+   */
+  private async ibUmemGet(
+    pid: number,
+    addr: number,
+    pages: number,
+    access: Set<Access>,
+  ): Promise<{ mr: number }> {
+    const op = this.ctx.ids.next('reg_mr');
+    const r = await this.ctx.rpc.call('gup', {
+      pid,
+      addr,
+      pages,
+      write: access.has('write'),
+      pin: true,
+      agent: this.name,
+    });
+    const mr = new MemoryRegion(this.nextMr++, pid, addr, pages, false, access);
+    mr.pinned = r.pages;
+    for (const p of r.pages) mr.install(this.ctx, p, op);
+    this.mrs.set(mr.id, mr);
+    return { mr: mr.id };
+  }
+
+  /**
+   * ibv_dereg_mr(): the MR stops answering, its MTT is cleared under umem_mutex, the RDMA
+   * operations through it drain, and only then are its pins dropped (pinned) or, for the last
+   * ODP MR of the mm, the notifier unregistered. An unknown MR: {dereg: false}.
+   */
+  async deregMr(id: number): Promise<{ dereg: boolean }> {
+    const mr = this.mrs.get(id);
+    if (!mr) return { dereg: false };
+    this.mrs.delete(id);
+    const op = this.ctx.ids.next('dereg_mr');
+    const unlock = await mr.umemMutex.acquire();
+    try {
+      mr.dead = true;
+      mr.zap(this.ctx, mr.addr, mr.end, op);
+    } finally {
+      unlock();
+    }
+    await this.ctx.inflight.drainMr(id);
+    if (mr.odp) {
+      const mm = this.mmOf(mr.pid);
+      await mm.regLock.runExclusive(async () => {
+        mm.odpMrs.delete(mr);
+        if (mm.odpMrs.size > 0 || !mm.registered) return;
+        mm.registered = false;
+        try {
+          // mm sends release first (the mm is live): it finds nothing of ours left to zap.
+          await this.ctx.rpc.call('notifierUnregister', { pid: mr.pid, subscriber: this.name });
+        } catch (e) {
+          // Still registered at worst: later callbacks for pid find no MR and are acked.
+          this.ctx.log.warn(`${this.name}: unregister from pid ${mr.pid} failed: ${String(e)}`);
+        }
+      });
+    } else if (mr.pinned.length > 0) {
+      await this.ctx.rpc.call('unpin', {
+        pages: mr.pinned.map((p) => ({ pfn: p.pfn, gen: p.gen })),
+        agent: this.name,
+      });
+    }
+    return { dereg: true };
+  }
+
+  /**
+   * An RDMA READ or WRITE on one page of an MR: MTT lookup; a miss (or a write through a
+   * read-only entry) raises a network page fault and the lookup is retried; then the DMA.
+   */
+  async rdma(mrId: number, addr: number, op: Access, value?: number): Promise<DmaResult> {
+    const opId = this.ctx.ids.next(op === 'read' ? 'rdma_read' : 'rdma_write');
+    for (let npf = 0; ; npf++) {
+      const mr = this.mrs.get(mrId);
+      if (!mr) throw new MmlabError('EINVAL', `${this.name} has no MR ${mrId}`);
+      if (!isPageAligned(addr) || !mr.contains(addr))
+        throw new MmlabError(
+          'EINVAL',
+          `${hex(addr)} is not a page of MR ${mrId} [${hex(mr.addr)}, ${hex(mr.end)})`,
+        );
+      if (!mr.access.has(op))
+        throw new MmlabError('EPERM', `MR ${mrId} does not allow remote ${op}s`);
+      const mm = this.mmOf(mr.pid);
+      if (mr.odp && mm.notifier.isReleased)
+        throw new MmlabError('EFAULT', `pid ${mr.pid} of MR ${mrId} was released`);
+      const vpn = vpnOf(addr);
+      const e = mr.mtt.get(vpn);
+      if (e && (op === 'read' || e.writable))
+        return this.dma(mr, vpn, e, addr, op, value, npf, opId);
+      if (!mr.odp)
+        throw new MmlabError('EFAULT', `pinned MR ${mrId} has no translation for ${hex(addr)}`);
+      if (npf >= MAX_NPF_PER_ACCESS)
+        throw new MmlabError('EAGAIN', `${npf} page faults at ${hex(addr)} of MR ${mrId}`);
+      // A read faults read-only even on a writable MR (mlx5 sets MLX5_PF_FLAGS_DOWNGRADE for
+      // a fault that is not a write), so a read never breaks COW nor needs write permission.
+      await pagefaultRealMr(this.ctx, mm, mr, addr, 1, op === 'write', opId);
+    }
+  }
+
+  /**
+   * The DMA through entry e: registered in flight in the tick of the lookup (invalidations
+   * wait for it), straight to the frame; a stale translation is reported and still lands; a
+   * fenced device is refused (ENODEV).
+   */
+  private async dma(
+    mr: MemoryRegion,
+    vpn: number,
+    e: MttEntry,
+    addr: number,
+    op: Access,
+    value: number | undefined,
+    npf: number,
+    opId: string,
+  ): Promise<DmaResult> {
+    const finish = this.ctx.inflight.begin(mr.pid, vpn, mr.id, mr.odp);
+    mr.mtt.touch(vpn);
+    const tStart = now();
+    try {
+      const f = await this.ctx.store.frameAccess(e.pfn, op, value, this.name);
+      if (f === 'FENCED') {
+        this.ctx.tracer.emit({
+          kind: 'access.refused',
+          op: opId,
+          agent: this.name,
+          pid: mr.pid,
+          addr,
+          reason: 'fenced: liveness lease expired',
+        });
+        throw new MmlabError('ENODEV', `${this.name} is fenced off: its DMA is refused`);
+      }
+      if (!f) throw new MmlabError('EFAULT', `no frame ${e.pfn}`);
+      const frameFree = f.state === 'free';
+      this.ctx.tracer.emit({
+        kind: 'access',
+        op: opId,
+        agent: this.name,
+        pid: mr.pid,
+        addr,
+        rw: op,
+        value: f.value,
+        pfn: e.pfn,
+        gen: e.gen,
+        frameGen: f.gen,
+        frameFree,
+        tStart,
+        tEnd: now(),
+      });
+      return {
+        value: f.value,
+        pfn: e.pfn,
+        gen: e.gen,
+        npf,
+        stale: f.gen !== e.gen || frameFree,
+      };
+    } finally {
+      finish();
+    }
+  }
+
+  /** ibv_advise_mr(PREFETCH[_WRITE], FLUSH) over [addr, addr + pages) of an MR. */
+  async prefetch(req: ReqParsed<'hcaPrefetch'>): Promise<{ mapped: number }> {
+    const mr = this.mrs.get(req.mr);
+    if (!mr) throw new MmlabError('EINVAL', `${this.name} has no MR ${req.mr}`);
+    if (!isPageAligned(req.addr) || !mr.contains(req.addr, req.pages))
+      throw new MmlabError(
+        'EINVAL',
+        `[${hex(req.addr)}, +${req.pages} pages) is not inside MR ${req.mr} [${hex(mr.addr)}, ${hex(mr.end)})`,
+      );
+    if (req.write && !mr.writable)
+      throw new MmlabError('EPERM', `MR ${req.mr} does not allow writes`);
+    const mm = this.mmOf(mr.pid);
+    if (mr.odp && mm.notifier.isReleased)
+      throw new MmlabError('EFAULT', `pid ${mr.pid} of MR ${req.mr} was released`);
+    const op = this.ctx.ids.next('prefetch');
+    return {
+      mapped: await mlx5IbAdviseMrPrefetch(this.ctx, mm, mr, req.addr, req.pages, req.write, op),
+    };
+  }
+}

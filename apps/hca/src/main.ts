@@ -1,0 +1,53 @@
+/** The hca service: one RDMA HCA with on-demand paging per process (MMLAB_INSTANCE, default hca0). */
+import 'reflect-metadata';
+import { Logger } from '@nestjs/common';
+import { Store } from '@mmlab/model';
+import { RpcClient, Tracer, connectNats, loadEnv, startMicroservice } from '@mmlab/runtime';
+import { createContext } from './context';
+import { Hca } from './hca';
+import { HcaModule } from './hca.module';
+
+async function bootstrap(): Promise<void> {
+  const env = loadEnv();
+  const name = env.MMLAB_INSTANCE ?? 'hca0';
+  const log = new Logger(name);
+  const store = new Store(env.REDIS_URL);
+  const nc = await connectNats(env.NATS_URL, name);
+  const tracer = new Tracer(nc, 'hca', name);
+  const hca = new Hca(
+    createContext({
+      name,
+      store,
+      // gup may fault many pages in, each up to the fault deadline.
+      rpc: new RpcClient(nc, env.MMLAB_FAULT_DEADLINE_MS + env.MMLAB_RPC_TIMEOUT_MS),
+      tracer,
+      env,
+      log: { warn: (m) => log.warn(m) },
+    }),
+  );
+  // A restarted device is a new device: lease first, fence lifted, then serve.
+  await hca.start();
+  const app = await startMicroservice(HcaModule.register(hca, tracer), {
+    natsUrl: env.NATS_URL,
+    name,
+  });
+  log.log(
+    `${name} up: invalidation latency ${env.MMLAB_INVALIDATE_LATENCY} ms, ` +
+      `npf timeout ${env.MMLAB_NPF_TIMEOUT_MS} ms` +
+      (hca.ctx.skipSeqRecheck ? ', inject skip-seq-recheck' : ''),
+  );
+  const shutdown = async () => {
+    hca.stop();
+    await app.close();
+    await nc.drain();
+    await store.quit();
+    process.exit(0);
+  };
+  process.once('SIGTERM', () => void shutdown());
+  process.once('SIGINT', () => void shutdown());
+}
+
+void bootstrap().catch((e: unknown) => {
+  console.error(e);
+  process.exit(1);
+});

@@ -1,0 +1,188 @@
+/**
+ * Notifiers across the network with a real HCA subscriber: a slow device under the patched
+ * and the legacy discipline, a subscriber killed mid-invalidation, a paused one.
+ */
+import { afterEach, describe, expect, it } from 'vitest';
+import type { NatsConnection } from 'nats';
+import { type EventOf, type Mode, PAGE_SIZE } from '@mmlab/protocol';
+import { checkInvariants } from '@mmlab/checker';
+import { Store } from '@mmlab/model';
+import { RpcClient, connectNats } from '@mmlab/runtime';
+import { type LabConfig, LocalLab, TraceLog, codeOf, until } from '@mmlab/testing';
+
+interface Env {
+  lab: LocalLab;
+  nc: NatsConnection;
+  rpc: RpcClient;
+  store: Store;
+  trace: TraceLog;
+}
+let env: Env | null = null;
+
+async function start(cfg: LabConfig): Promise<Env> {
+  const lab = await LocalLab.start(cfg);
+  const nc = await connectNats(lab.natsUrl, 'test');
+  env = {
+    lab,
+    nc,
+    rpc: new RpcClient(nc, 30_000),
+    store: new Store(lab.redisUrl),
+    trace: new TraceLog(nc).start(),
+  };
+  return env;
+}
+
+afterEach(async () => {
+  if (!env) return;
+  env.trace.stop();
+  await env.nc.close();
+  await env.store.quit();
+  await env.lab.stop();
+  env = null;
+});
+
+/** A process with `pages` pages written by cpu0, and an ODP MR of hca0 over them, mapped. */
+async function mappedOdpMr(e: Env, pages: number, access: Array<'read' | 'write'>) {
+  const { pid } = await e.rpc.call('processCreate', {});
+  const { addr } = await e.rpc.call('mmap', { pid, pages, prot: 'rw' });
+  for (let p = 0; p < pages; p++)
+    await e.rpc.call(
+      'cpuAccess',
+      { pid, addr: addr + p * PAGE_SIZE, op: 'write', value: p + 1 },
+      { id: 0 },
+    );
+  const { mr } = await e.rpc.call(
+    'hcaRegMr',
+    { pid, addr, pages, odp: true, access },
+    { id: 'hca0' },
+  );
+  for (let p = 0; p < pages; p++)
+    expect(
+      (await e.rpc.call('hcaRdmaRead', { mr, addr: addr + p * PAGE_SIZE }, { id: 'hca0' })).value,
+    ).toBe(p + 1);
+  return { pid, addr, mr };
+}
+
+const maxHold = (events: EventOf<'ptl.release'>[]) => Math.max(0, ...events.map((e) => e.heldMs));
+
+describe('an HCA whose invalidation takes 1 s', () => {
+  const holds: Partial<Record<Mode, number>> = {};
+
+  it.each<Mode>(['patched', 'legacy'])('%s: COW of a page the HCA maps', async (mode) => {
+    const e = await start({
+      mode,
+      frames: 64,
+      cpus: 1,
+      mmReplicas: 2,
+      softlockupMs: 10_000,
+      observer: false,
+      subscribers: [{ name: 'hca0', kind: 'hca', invalidateLatencyMs: 1000 }],
+    });
+    const { pid, addr, mr } = await mappedOdpMr(e, 1, ['read']);
+    await e.rpc.call('fork', { pid });
+    // The fork write-protected the page (range start: the HCA dropped it) and the HCA maps it
+    // again; the parent's write now copies it: do_wp_page notifies the HCA.
+    expect((await e.rpc.call('hcaRdmaRead', { mr, addr }, { id: 'hca0' })).value).toBe(1);
+    await e.rpc.call('cpuAccess', { pid, addr, op: 'write', value: 2 }, { id: 0 });
+    expect((await e.rpc.call('hcaRdmaRead', { mr, addr }, { id: 'hca0' })).value).toBe(2);
+    await e.rpc.gather('flush', {}, { expect: e.lab.instances.length });
+    const events = e.trace.events;
+    const page = events.find((x) => x.kind === 'mn.page');
+    expect(page).toBeDefined();
+    const verdict = checkInvariants(events, { softlockupMs: 10_000 }).find(
+      (v) => v.name === 'no-sleep-under-ptlock',
+    )!;
+    holds[mode] = maxHold(
+      events.filter((x): x is EventOf<'ptl.release'> => x.kind === 'ptl.release'),
+    );
+    if (mode === 'patched') {
+      expect(verdict.ok).toBe(true);
+      expect(events.filter((x) => x.kind === 'might_sleep' || x.kind === 'mn.ptl_held')).toEqual(
+        [],
+      );
+    } else {
+      expect(verdict.ok).toBe(false);
+      // Caught twice, independently: by mm's own guard and by the HCA looking in Redis.
+      expect(events.some((x) => x.kind === 'might_sleep' && x.callback === 'invalidate_page')).toBe(
+        true,
+      );
+      expect(events.some((x) => x.kind === 'mn.ptl_held' && x.agent === 'hca0')).toBe(true);
+      // The lock was held across the device's 1 s wait.
+      expect(holds.legacy).toBeGreaterThanOrEqual(900);
+    }
+  });
+
+  it('holds PT locks in patched mode for a small fraction of what legacy holds them', () => {
+    expect(holds.patched).toBeDefined();
+    expect(holds.legacy).toBeDefined();
+    expect(holds.patched! * 10).toBeLessThan(holds.legacy!);
+  });
+});
+
+describe('a subscriber that dies or stops', () => {
+  const cfg = (latency: number, leaseMs: number): LabConfig => ({
+    mode: 'patched',
+    frames: 64,
+    cpus: 1,
+    mmReplicas: 2,
+    observer: false,
+    subscribers: [{ name: 'hca0', kind: 'hca', invalidateLatencyMs: latency }],
+    env: { MMLAB_CALLBACK_TIMEOUT_MS: '300', MMLAB_SUBSCRIBER_LEASE_MS: String(leaseMs) },
+  });
+
+  it('killed mid-invalidation: mm fences it and goes on, no PT lock left held', async () => {
+    const e = await start(cfg(60_000, 1500));
+    const { pid, addr } = await mappedOdpMr(e, 2, ['read', 'write']);
+    const free0 = (await e.rpc.call('meminfo', {})).free;
+    const munmap = e.rpc.call('munmap', { pid, addr, pages: 2 });
+    await e.trace.next((x) => x.kind === 'mn.recv' && x.callback === 'invalidate_range_start');
+    await e.lab.kill('hca0');
+    expect(await munmap).toEqual({ zapped: 2, freed: 2 });
+    expect((await e.rpc.call('meminfo', {})).free).toBe(free0 + 2);
+    const fenced = await e.trace.next<EventOf<'mn.fenced'>>((x) => x.kind === 'mn.fenced');
+    expect(fenced.subscriber).toBe('hca0');
+    expect(await e.store.mnSubscribers(pid)).toEqual([]);
+    expect(await e.store.redis.keys('*:ptl:*')).toEqual([]);
+    // A restarted HCA is a new device: it may register again.
+    await e.lab.restart('hca0');
+    const again = await mappedOdpMr(e, 1, ['read']);
+    expect(again.mr).toBeGreaterThan(0);
+  });
+
+  it('paused for longer than a callback attempt but within its lease: mm waits for it', async () => {
+    const e = await start(cfg(0, 20_000));
+    const { pid, addr, mr } = await mappedOdpMr(e, 1, ['read', 'write']);
+    e.lab.signal('hca0', 'SIGSTOP');
+    const munmap = e.rpc.call('munmap', { pid, addr, pages: 1 });
+    await e.trace.next((x) => x.kind === 'mn.send' && x.attempt >= 3); // timed out twice, resent
+    e.lab.signal('hca0', 'SIGCONT');
+    expect(await munmap).toEqual({ zapped: 1, freed: 1 });
+    expect(e.trace.events.some((x) => x.kind === 'mn.fenced')).toBe(false);
+    expect(
+      e.trace.events.some((x) => x.kind === 'mn.ack' && x.callback === 'invalidate_range_start'),
+    ).toBe(true);
+    expect(await codeOf(e.rpc.call('hcaRdmaRead', { mr, addr }, { id: 'hca0' }))).toBe('EFAULT');
+  });
+
+  it('paused past its lease: fenced, and its device accesses after it resumes are refused', async () => {
+    const e = await start(cfg(0, 1500));
+    const { pid, addr, mr } = await mappedOdpMr(e, 2, ['read', 'write']);
+    e.lab.signal('hca0', 'SIGSTOP');
+    expect(await e.rpc.call('munmap', { pid, addr, pages: 1 })).toEqual({ zapped: 1, freed: 1 });
+    await e.trace.next((x) => x.kind === 'mn.fenced' && x.subscriber === 'hca0');
+    e.lab.signal('hca0', 'SIGCONT');
+    // Page 1 is still in the HCA's table: the DMA is refused at the memory, and reported.
+    expect(
+      await codeOf(
+        e.rpc.call('hcaRdmaWrite', { mr, addr: addr + PAGE_SIZE, value: 9 }, { id: 'hca0' }),
+      ),
+    ).toBe('ENODEV');
+    await until(
+      () => e.trace.events.some((x) => x.kind === 'access.refused' && x.agent === 'hca0'),
+      'access.refused',
+    );
+    expect(
+      (await e.rpc.call('cpuAccess', { pid, addr: addr + PAGE_SIZE, op: 'read' }, { id: 0 })).value,
+    ).toBe(2);
+  });
+});
