@@ -3,37 +3,17 @@
  * (real nats-server, redis-server, observer, mm and cpu processes), runs a scenario and
  * writes results.json; the exit code is the verdict.
  */
-import { spawn } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import * as path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { RunResults } from '@mmlab/scenario';
+import { runMmlab } from '@mmlab/testing';
 
 const root = path.resolve(__dirname, '..');
-const cli = path.join(root, 'dist', 'apps', 'lab', 'src', 'main.js');
 const example = path.join(root, 'examples', 'anon-basic.yaml');
 
-interface CliRun {
-  code: number | null;
-  stdout: string;
-  stderr: string;
-}
-
-function mmlab(args: string[]): Promise<CliRun> {
-  return new Promise((resolve, reject) => {
-    const p = spawn(process.execPath, [cli, ...args], {
-      cwd: root,
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
-    let stdout = '';
-    let stderr = '';
-    p.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
-    p.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
-    p.on('error', reject);
-    p.on('close', (code) => resolve({ code, stdout, stderr }));
-  });
-}
+const mmlab = runMmlab;
 
 const readResults = (out: string): RunResults =>
   RunResults.parse(JSON.parse(readFileSync(path.join(out, 'results.json'), 'utf8')));
@@ -41,6 +21,7 @@ const readResults = (out: string): RunResults =>
 describe('mmlab run', () => {
   let tmp: string;
   beforeAll(() => {
+    const cli = path.join(root, 'dist', 'apps', 'lab', 'src', 'main.js');
     if (!existsSync(cli)) throw new Error(`${cli} is missing: run npm run build first`);
     tmp = mkdtempSync(path.join(tmpdir(), 'mmlab-run-'));
   });

@@ -349,6 +349,13 @@ export class ScenarioRunner {
       case 'sleep':
         await sleep(step.ms);
         return { value: undefined };
+      case 'mm.stall': {
+        const mms = this.lab.instances.filter((i) => /^mm-\d+$/.test(i));
+        await Promise.all(
+          mms.map((id) => rpc.call('mmDebug', { stallUnderPtlMs: step.ms }, { id, timeoutMs })),
+        );
+        return { value: undefined };
+      }
     }
   }
 

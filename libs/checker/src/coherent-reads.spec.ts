@@ -81,6 +81,16 @@ describe('coherent-reads', () => {
     );
   });
 
+  it('zeroes the pages madvise(DONTNEED) drops, and only those', () => {
+    const dontneed = mk('madvise', 3, { pid: 1, start: A, end: A + 4096, advice: 'dontneed' });
+    const zero = read(A, 0, 5, 6);
+    const kept = read(B, 6, 5, 6);
+    const stale = read(A, 5, 7, 8);
+    const v = check([write(A, 5, 1, 2), write(B, 6, 1, 2), dontneed, zero, kept, stale]);
+    expect(v.checked).toBe(3);
+    expect(violating(v)).toEqual([[stale, dontneed]]);
+  });
+
   it('is not reset by a mapping change elsewhere or in another process', () => {
     const v = check([
       write(A, 5, 1, 2),

@@ -12,7 +12,7 @@
  * [R.tStart, R.tEnd]. R may return the value of any write W with W.tEnd < R.tStart that no
  * other such write W2 supersedes (W2.tStart > W.tEnd): several writes that overlap each
  * other, all before R, may each have been the last. None: the page reads as zero (fresh
- * anonymous memory). A vma.map or vma.unmap covering the page before R started resets the
+ * anonymous memory). A vma.map, vma.unmap or madvise(DONTNEED) covering the page before R started resets the
  * register (a new mapping starts zeroed); one that happens while R is in flight makes zero
  * acceptable besides the old values.
  *
@@ -35,7 +35,7 @@ import { lowerBound } from './events';
 import type { Rule, Violation } from './types';
 
 type Access = EventOf<'access'>;
-type Reset = EventOf<'vma.map'> | EventOf<'vma.unmap'> | EventOf<'vma.move'>;
+type Reset = EventOf<'vma.map'> | EventOf<'vma.unmap'> | EventOf<'vma.move'> | EventOf<'madvise'>;
 type Fork = EventOf<'process.fork'>;
 type Move = EventOf<'vma.move'>;
 
@@ -94,7 +94,7 @@ export const coherentReads: Rule<'coherent-reads'> = {
             for (const pid of [fork.pid, fork.child])
               push(sharedOf, pid, { ts: fork.ts, start: e.start, end: e.end });
         } else push(resetsOf, e.pid, e);
-      } else if (e.kind === 'vma.unmap') push(resetsOf, e.pid, e);
+      } else if (e.kind === 'vma.unmap' || e.kind === 'madvise') push(resetsOf, e.pid, e);
       else if (e.kind === 'vma.move') {
         push(resetsOf, e.pid, e);
         push(movesOf, e.pid, e);

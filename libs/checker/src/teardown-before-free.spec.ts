@@ -4,6 +4,7 @@ import {
   B,
   frameAlloc,
   frameFree,
+  mk,
   smapClear,
   smapSet,
   tlbFill,
@@ -35,6 +36,14 @@ describe('teardown-before-free', () => {
       frameFree(10, 1, 12),
     ]);
     expect(v).toEqual({ name: 'teardown-before-free', ok: true, checked: 6, violations: [] });
+  });
+
+  it('takes a fenced subscriber as detached: its entries no longer count, other agents still do', () => {
+    const stillMapped = smapSet('hca1', A, 7, 1, 2);
+    const fenced = mk('mn.fenced', 3, { subscriber: 'hca0', reason: 'liveness lease expired' });
+    const free = frameFree(7, 1, 5);
+    const v = verdictOf('teardown-before-free', [smapSet('hca0', A, 7, 1, 1), stillMapped, fenced, free]);
+    expect(violating(v)).toEqual([[free, stillMapped]]);
   });
 
   it('reports a free while a TLB entry and an MTT entry still map the frame', () => {

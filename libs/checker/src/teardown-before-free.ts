@@ -22,6 +22,10 @@
  * once (at the first free or reuse it outlived). One installed after its frame was already
  * freed is not this rule's business (no-stale-access reports it when it is used).
  *
+ * An `mn.fenced` ends every secondary entry of that subscriber: mm declared it dead and the
+ * memory refuses its accesses from then on (access.refused), as an IOMMU would once the
+ * device is detached.
+ *
  * Events with the same ts are taken as: removals first, then frees and allocs, then installs
  * (the benefit of the doubt on a tie). `checked` counts the frees and allocs examined.
  */
@@ -49,7 +53,7 @@ const describeT = (t: Translation): string => {
 
 /** Order within one ts: removals (0), frees and allocs (1), installs (2); -1: not ours. */
 const phase = (e: TraceEvent): number =>
-  e.kind === 'tlb.flush' || e.kind === 'smap.clear'
+  e.kind === 'tlb.flush' || e.kind === 'smap.clear' || e.kind === 'mn.fenced'
     ? 0
     : e.kind === 'frame.free' || e.kind === 'frame.alloc'
       ? 1
@@ -130,6 +134,11 @@ export const teardownBeforeFree: Rule<'teardown-before-free'> = {
         }
       } else if (e.kind === 'smap.clear') {
         remove(live.get(slotKey('smap', e.agent, e.pid, vpnOf(e.addr))));
+      } else if (e.kind === 'mn.fenced') {
+        // A fenced device is detached: memory refuses whatever it still tries, so its
+        // remaining entries no longer map anything (they cannot reach a freed frame).
+        for (const t of [...live.values()])
+          if (t.install.kind === 'smap.set' && t.install.agent === e.subscriber) remove(t);
       } else if (e.kind === 'frame.free') {
         report(e, (t) => t.install.gen === e.gen);
         freed.add(`${e.pfn}|${e.gen}`);

@@ -135,6 +135,8 @@ export const TraceEvent = z.discriminatedUnion('kind', [
   ev('debug.stall', { pid: Pid, lock: LockName, ms: z.number() }),
   ev('process.fork', { pid: Pid, child: Pid }),
   ev('process.exit', { pid: Pid }),
+  /** madvise(MADV_DONTNEED): the pages of [start, end) are dropped; the next touch reads zero */
+  ev('madvise', { pid: Pid, start: Addr, end: Addr, advice: z.enum(['dontneed']) }),
   ev('vma.protect', { pid: Pid, start: Addr, end: Addr, prot: Prot }),
   ev('vma.move', {
     pid: Pid,

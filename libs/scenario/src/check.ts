@@ -84,6 +84,7 @@ export function stepBindings(s: Step): StepBindings {
       return { uses: [...mrUse(s.mr), ...addrUse(s.addr)] };
     case 'parallel':
     case 'sleep':
+    case 'mm.stall':
       return { uses: [] };
   }
 }
@@ -110,6 +111,7 @@ function stepTargets(s: Step): { cpu?: number; hca?: string } {
     case 'hca.prefetch':
     case 'parallel':
     case 'sleep':
+    case 'mm.stall':
       return {};
   }
 }

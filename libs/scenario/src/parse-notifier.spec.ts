@@ -428,3 +428,18 @@ describe('parallel and sleep', () => {
     ]);
   });
 });
+
+describe('mm.stall', () => {
+  it('parses, and reports a stall that is not a positive number of ms at its line', () => {
+    expect(ok(scenario('  - { op: mm.stall, ms: 500 }')).steps[1]).toEqual({
+      op: 'mm.stall',
+      ms: 500,
+      line: 7,
+    });
+    const text = scenario('  - { op: mm.stall, ms: 0 }', '  - { op: mm.stall, ms: 500, cpu: 1 }');
+    expect(errorsOf(text)).toEqual([
+      `${at(text, 7, '0')}: steps[1].ms: expected a number > 0, got 0`,
+      `${at(text, 8, 'cpu')}: steps[2].cpu: unknown key`,
+    ]);
+  });
+});

@@ -161,6 +161,13 @@ export const HcaPrefetchStep = step('hca.prefetch', {
 export const SleepStep = step('sleep', { ms: z.number().int().nonnegative().max(600_000) });
 
 /**
+ * Arm every mm replica: the next operation that holds a PT lock sleeps ms inside it (a
+ * breakpoint in a spin_lock section; `mmlab.mm.<instance>.debug`). For races that need one
+ * side held at a precise point.
+ */
+export const MmStallStep = step('mm.stall', { ms: z.number().int().positive().max(600_000) });
+
+/**
  * Branches that run concurrently; each branch is a step list run in order. A binding made in
  * a branch is visible later in that branch and after the parallel step, never in another
  * branch (check.ts).
@@ -191,6 +198,7 @@ type StepOptions = [
   typeof HcaPrefetchStep,
   typeof ParallelStep,
   typeof SleepStep,
+  typeof MmStallStep,
 ];
 
 // The annotation breaks the cycle Step → ParallelStep → Step for the type checker.
@@ -212,6 +220,7 @@ export const Step: z.ZodDiscriminatedUnion<StepOptions> = z.discriminatedUnion('
   HcaPrefetchStep,
   ParallelStep,
   SleepStep,
+  MmStallStep,
 ]);
 export type Step = z.output<typeof Step>;
 export type StepOp = Step['op'];

@@ -1,0 +1,27 @@
+/** Run the built `mmlab` CLI (dist/apps/lab) as a child process, as a user would. */
+import { spawn } from 'node:child_process';
+import * as path from 'node:path';
+import { repoRoot } from './local-lab';
+
+export interface CliRun {
+  code: number | null;
+  stdout: string;
+  stderr: string;
+}
+
+export function runMmlab(args: string[]): Promise<CliRun> {
+  const root = repoRoot();
+  const cli = path.join(root, 'dist', 'apps', 'lab', 'src', 'main.js');
+  return new Promise((resolve, reject) => {
+    const p = spawn(process.execPath, [cli, ...args], {
+      cwd: root,
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    let stdout = '';
+    let stderr = '';
+    p.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
+    p.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+    p.on('error', reject);
+    p.on('close', (code) => resolve({ code, stdout, stderr }));
+  });
+}
