@@ -186,3 +186,52 @@ describe('a subscriber that dies or stops', () => {
     ).toBe(2);
   });
 });
+
+describe('several HCAs on one process', () => {
+  it.each(['parallel', 'serial'] as const)(
+    '%s dispatch: each HCA is its own subscriber',
+    async (dispatch) => {
+      const e = await start({
+        mode: 'patched',
+        frames: 64,
+        cpus: 1,
+        mmReplicas: 1,
+        observer: false,
+        dispatch,
+        subscribers: [
+          { name: 'hca0', kind: 'hca', invalidateLatencyMs: 300 },
+          { name: 'hca1', kind: 'hca', invalidateLatencyMs: 300 },
+        ],
+      });
+      const { pid } = await e.rpc.call('processCreate', {});
+      const { addr } = await e.rpc.call('mmap', { pid, pages: 1, prot: 'rw' });
+      await e.rpc.call('cpuAccess', { pid, addr, op: 'write', value: 3 }, { id: 0 });
+      for (const hca of ['hca0', 'hca1']) {
+        const { mr } = await e.rpc.call(
+          'hcaRegMr',
+          { pid, addr, pages: 1, odp: true, access: ['read'] },
+          { id: hca },
+        );
+        expect((await e.rpc.call('hcaRdmaRead', { mr, addr }, { id: hca })).value).toBe(3);
+      }
+      expect(await e.store.mnSubscribers(pid)).toEqual(['hca0', 'hca1']);
+      await e.rpc.call('munmap', { pid, addr, pages: 1 });
+      await e.rpc.gather('flush', {}, { expect: e.lab.instances.length });
+      const rs = e.trace.events.find((x) => x.kind === 'mn.range_start')!;
+      const ofStart = e.trace.events.filter(
+        (x): x is EventOf<'mn.send'> | EventOf<'mn.ack'> =>
+          (x.kind === 'mn.send' || x.kind === 'mn.ack') &&
+          x.inv === rs.inv &&
+          x.callback === 'invalidate_range_start',
+      );
+      const order = ofStart.map((x) => `${x.kind === 'mn.send' ? 'send' : 'ack'} ${x.subscriber}`);
+      if (dispatch === 'parallel')
+        expect(order.slice(0, 2).every((o) => o.startsWith('send'))).toBe(true);
+      else expect(order).toEqual(['send hca0', 'ack hca0', 'send hca1', 'ack hca1']);
+      for (const hca of ['hca0', 'hca1'])
+        expect(
+          e.trace.events.some((x) => x.kind === 'smap.clear' && x.agent === hca && x.addr === addr),
+        ).toBe(true);
+    },
+  );
+});
