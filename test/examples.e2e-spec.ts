@@ -9,7 +9,7 @@ import { tmpdir } from 'node:os';
 import * as path from 'node:path';
 import { parseDocument } from 'yaml';
 import { afterAll, describe, expect, it } from 'vitest';
-import { RunResults } from '@mmlab/scenario';
+import { RunResults, parseScenario } from '@mmlab/scenario';
 import { repoRoot, runMmlab } from '@mmlab/testing';
 
 const root = repoRoot();
@@ -46,8 +46,9 @@ describe('examples/inject/', () => {
     const { code, results, log } = await run(file, path.join(tmp, path.basename(file, '.yaml')));
     expect(results.verdict, log).toBe('valid');
     expect(code).toBe(0);
-    const expected = parseDocument(readFileSync(path.join(root, file), 'utf8')).toJS().expect
-      .violations as string[];
+    const parsed = parseScenario(readFileSync(path.join(root, file), 'utf8'), file);
+    if (!parsed.ok) throw new Error(parsed.errors.join('\n'));
+    const expected = parsed.scenario.expect.violations;
     expect(expected.length).toBeGreaterThan(0);
     for (const name of expected) {
       const v = results.invariants.find((i) => i.name === name)!;
