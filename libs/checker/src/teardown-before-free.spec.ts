@@ -42,7 +42,12 @@ describe('teardown-before-free', () => {
     const stillMapped = smapSet('hca1', A, 7, 1, 2);
     const fenced = mk('mn.fenced', 3, { subscriber: 'hca0', reason: 'liveness lease expired' });
     const free = frameFree(7, 1, 5);
-    const v = verdictOf('teardown-before-free', [smapSet('hca0', A, 7, 1, 1), stillMapped, fenced, free]);
+    const v = verdictOf('teardown-before-free', [
+      smapSet('hca0', A, 7, 1, 1),
+      stillMapped,
+      fenced,
+      free,
+    ]);
     expect(violating(v)).toEqual([[free, stillMapped]]);
   });
 

@@ -98,7 +98,14 @@ export async function madviseDontneed(
       if (!vma) throw new MmlabError('ENOMEM', `0x${(v * PAGE_SIZE).toString(16)} is not mapped`);
       v = vma.end;
     }
-    ctx.tracer.emit({ kind: 'madvise', op, pid, start: addr, end: addr + pages * PAGE_SIZE, advice: 'dontneed' });
+    ctx.tracer.emit({
+      kind: 'madvise',
+      op,
+      pid,
+      start: addr,
+      end: addr + pages * PAGE_SIZE,
+      advice: 'dontneed',
+    });
     return await zapPageRange(ctx, op, pid, s, s + pages, 'clear');
   } finally {
     await mmapWriteUnlock(ctx, sem);
