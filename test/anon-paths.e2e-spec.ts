@@ -4,31 +4,26 @@
  * mode, against real services.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import type { NatsConnection } from 'nats';
 import { type Mode, PAGE_SIZE } from '@mmlab/protocol';
-import { Store } from '@mmlab/model';
-import { RpcClient, connectNats } from '@mmlab/runtime';
-import { LocalLab, TraceLog, codeOf } from '@mmlab/testing';
+import type { Store } from '@mmlab/model';
+import type { RpcClient } from '@mmlab/runtime';
+import { type TestLab, type TraceLog, codeOf, startTestLab } from '@mmlab/testing';
 
 describe.each<Mode>(['patched', 'legacy'])('anonymous paths (%s)', (mode) => {
-  let lab: LocalLab;
-  let nc: NatsConnection;
+  let t: TestLab | undefined;
   let rpc: RpcClient;
   let store: Store;
   let trace: TraceLog;
 
   beforeAll(async () => {
-    lab = await LocalLab.start({ mode, frames: 96, cpus: 2, mmReplicas: 2, observer: false });
-    nc = await connectNats(lab.natsUrl, 'test');
-    rpc = new RpcClient(nc, 20_000);
-    store = new Store(lab.redisUrl);
-    trace = new TraceLog(nc).start();
+    t = await startTestLab(
+      { mode, frames: 96, cpus: 2, mmReplicas: 2, observer: false },
+      { rpcTimeoutMs: 20_000 },
+    );
+    ({ rpc, store, trace } = t);
   });
   afterAll(async () => {
-    trace?.stop();
-    await nc?.close();
-    await store?.quit();
-    await lab?.stop();
+    await t?.stop();
   });
 
   const read = async (cpu: number, pid: number, addr: number) =>

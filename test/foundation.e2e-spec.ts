@@ -3,39 +3,26 @@
  * processes, a real nats-server and redis-server.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import type { NatsConnection } from 'nats';
 import { PAGE_SIZE } from '@mmlab/protocol';
-import { Store } from '@mmlab/model';
-import { RpcClient, connectNats } from '@mmlab/runtime';
-import { LocalLab, TraceLog, codeOf } from '@mmlab/testing';
+import type { Store } from '@mmlab/model';
+import type { RpcClient } from '@mmlab/runtime';
+import { type TestLab, type TraceLog, codeOf, startTestLab } from '@mmlab/testing';
 
 describe('anonymous memory through two mm replicas and four CPUs', () => {
-  let lab: LocalLab;
-  let nc: NatsConnection;
+  let t: TestLab | undefined;
   let rpc: RpcClient;
   let store: Store;
   let trace: TraceLog;
 
   beforeAll(async () => {
-    lab = await LocalLab.start({
-      mode: 'patched',
-      frames: 128,
-      cpus: 4,
-      mmReplicas: 2,
-      leaseTtlMs: 1000,
-      observer: false,
-    });
-    nc = await connectNats(lab.natsUrl, 'test');
-    rpc = new RpcClient(nc, 20_000);
-    store = new Store(lab.redisUrl);
-    trace = new TraceLog(nc);
-    trace.start();
+    t = await startTestLab(
+      { mode: 'patched', frames: 128, cpus: 4, mmReplicas: 2, leaseTtlMs: 1000, observer: false },
+      { rpcTimeoutMs: 20_000 },
+    );
+    ({ rpc, store, trace } = t);
   });
   afterAll(async () => {
-    trace?.stop();
-    await nc?.close();
-    await store?.quit();
-    await lab?.stop();
+    await t?.stop();
   });
 
   /** Every frame is either free (once) or mapped by exactly as many PTEs as its mapcount. */

@@ -5,7 +5,6 @@
  * registration, the pre-ODP way.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import type { NatsConnection } from 'nats';
 import {
   type EventOf,
   PAGE_SIZE,
@@ -15,39 +14,43 @@ import {
   type TraceEvent,
   type TraceKind,
 } from '@mmlab/protocol';
-import { Store } from '@mmlab/model';
+import type { Store } from '@mmlab/model';
 import { checkInvariants } from '@mmlab/checker';
-import { RpcClient, connectNats } from '@mmlab/runtime';
-import { LocalLab, TraceLog, codeOf, until } from '@mmlab/testing';
+import type { RpcClient } from '@mmlab/runtime';
+import {
+  type LocalLab,
+  type TestLab,
+  type TraceLog,
+  codeOf,
+  startTestLab,
+  until,
+} from '@mmlab/testing';
 
 const HCA = 'hca0';
 const LATENCY_MS = 50;
 
 describe('hca0: ODP and pinned memory regions against real services', () => {
+  let t: TestLab | undefined;
   let lab: LocalLab;
-  let nc: NatsConnection;
   let rpc: RpcClient;
   let store: Store;
   let trace: TraceLog;
 
   beforeAll(async () => {
-    lab = await LocalLab.start({
-      mode: 'patched',
-      frames: 64,
-      cpus: 2,
-      mmReplicas: 2,
-      subscribers: [{ name: HCA, kind: 'hca', invalidateLatencyMs: LATENCY_MS }],
-    });
-    nc = await connectNats(lab.natsUrl, 'test');
-    rpc = new RpcClient(nc, 20_000);
-    store = new Store(lab.redisUrl);
-    trace = new TraceLog(nc).start();
+    t = await startTestLab(
+      {
+        mode: 'patched',
+        frames: 64,
+        cpus: 2,
+        mmReplicas: 2,
+        subscribers: [{ name: HCA, kind: 'hca', invalidateLatencyMs: LATENCY_MS }],
+      },
+      { rpcTimeoutMs: 20_000 },
+    );
+    ({ lab, rpc, store, trace } = t);
   });
   afterAll(async () => {
-    trace?.stop();
-    await nc?.close();
-    await store?.quit();
-    await lab?.stop();
+    await t?.stop();
   });
 
   const hca = <N extends RpcName>(name: N, req: Req<N>): Promise<Res<N>> =>
@@ -395,32 +398,29 @@ describe('hca0: ODP and pinned memory regions against real services', () => {
 });
 
 describe('hca0 paused past its liveness lease', () => {
+  let t: TestLab | undefined;
   let lab: LocalLab;
-  let nc: NatsConnection;
   let rpc: RpcClient;
   let store: Store;
   let trace: TraceLog;
 
   beforeAll(async () => {
-    lab = await LocalLab.start({
-      mode: 'patched',
-      frames: 64,
-      cpus: 1,
-      mmReplicas: 2,
-      observer: false,
-      subscribers: [{ name: HCA, kind: 'hca', invalidateLatencyMs: 0 }],
-      env: { MMLAB_CALLBACK_TIMEOUT_MS: '500', MMLAB_SUBSCRIBER_LEASE_MS: '1500' },
-    });
-    nc = await connectNats(lab.natsUrl, 'test');
-    rpc = new RpcClient(nc, 20_000);
-    store = new Store(lab.redisUrl);
-    trace = new TraceLog(nc).start();
+    t = await startTestLab(
+      {
+        mode: 'patched',
+        frames: 64,
+        cpus: 1,
+        mmReplicas: 2,
+        observer: false,
+        subscribers: [{ name: HCA, kind: 'hca', invalidateLatencyMs: 0 }],
+        env: { MMLAB_CALLBACK_TIMEOUT_MS: '500', MMLAB_SUBSCRIBER_LEASE_MS: '1500' },
+      },
+      { rpcTimeoutMs: 20_000 },
+    );
+    ({ lab, rpc, store, trace } = t);
   });
   afterAll(async () => {
-    trace?.stop();
-    await nc?.close();
-    await store?.quit();
-    await lab?.stop();
+    await t?.stop();
   });
 
   const hca = <N extends RpcName>(name: N, req: Req<N>): Promise<Res<N>> =>

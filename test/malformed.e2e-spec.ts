@@ -5,8 +5,8 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { NatsConnection } from 'nats';
 import { ALL_RPCS, PAGE_SIZE, type RpcDef, subjectFor } from '@mmlab/protocol';
-import { RpcClient, connectNats, decodeReply } from '@mmlab/runtime';
-import { LocalLab, codeOf } from '@mmlab/testing';
+import { type RpcClient, decodeReply } from '@mmlab/runtime';
+import { type LocalLab, type TestLab, codeOf, startTestLab } from '@mmlab/testing';
 
 const instanceOf = (d: RpcDef): string | number | undefined =>
   d.subject.startsWith('mmlab.cpu.')
@@ -29,24 +29,26 @@ const BAD_PAYLOADS: Array<[string, (subject: string) => string]> = [
 ];
 
 describe('malformed messages', () => {
+  let t: TestLab | undefined;
   let lab: LocalLab;
   let nc: NatsConnection;
   let rpc: RpcClient;
 
   beforeAll(async () => {
-    lab = await LocalLab.start({
-      mode: 'patched',
-      frames: 32,
-      cpus: 2,
-      mmReplicas: 2,
-      subscribers: [{ name: 'hca0', kind: 'hca' }],
-    });
-    nc = await connectNats(lab.natsUrl, 'test');
-    rpc = new RpcClient(nc, 10_000);
+    t = await startTestLab(
+      {
+        mode: 'patched',
+        frames: 32,
+        cpus: 2,
+        mmReplicas: 2,
+        subscribers: [{ name: 'hca0', kind: 'hca' }],
+      },
+      { rpcTimeoutMs: 10_000, trace: false },
+    );
+    ({ lab, nc, rpc } = t);
   });
   afterAll(async () => {
-    await nc?.close();
-    await lab?.stop();
+    await t?.stop();
   });
 
   it('covers every subject of the protocol', () => {

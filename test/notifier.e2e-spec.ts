@@ -3,46 +3,25 @@
  * and the legacy discipline, a subscriber killed mid-invalidation, a paused one.
  */
 import { afterEach, describe, expect, it } from 'vitest';
-import type { NatsConnection } from 'nats';
 import { type EventOf, type Mode, PAGE_SIZE } from '@mmlab/protocol';
 import { checkInvariants } from '@mmlab/checker';
-import { Store } from '@mmlab/model';
-import { RpcClient, connectNats } from '@mmlab/runtime';
-import { type LabConfig, LocalLab, TraceLog, codeOf, until } from '@mmlab/testing';
+import { type LabConfig, type TestLab, codeOf, startTestLab, until } from '@mmlab/testing';
 
-interface Env {
-  lab: LocalLab;
-  nc: NatsConnection;
-  rpc: RpcClient;
-  store: Store;
-  trace: TraceLog;
-}
-let env: Env | null = null;
+let env: TestLab | null = null;
 
-async function start(cfg: LabConfig): Promise<Env> {
-  const lab = await LocalLab.start(cfg);
-  const nc = await connectNats(lab.natsUrl, 'test');
-  env = {
-    lab,
-    nc,
-    rpc: new RpcClient(nc, 30_000),
-    store: new Store(lab.redisUrl),
-    trace: new TraceLog(nc).start(),
-  };
+async function start(cfg: LabConfig): Promise<TestLab> {
+  env = await startTestLab(cfg, { rpcTimeoutMs: 30_000 });
   return env;
 }
 
 afterEach(async () => {
   if (!env) return;
-  env.trace.stop();
-  await env.nc.close();
-  await env.store.quit();
-  await env.lab.stop();
+  await env.stop();
   env = null;
 });
 
 /** A process with `pages` pages written by cpu0, and an ODP MR of hca0 over them, mapped. */
-async function mappedOdpMr(e: Env, pages: number, access: Array<'read' | 'write'>) {
+async function mappedOdpMr(e: TestLab, pages: number, access: Array<'read' | 'write'>) {
   const { pid } = await e.rpc.call('processCreate', {});
   const { addr } = await e.rpc.call('mmap', { pid, pages, prot: 'rw' });
   for (let p = 0; p < pages; p++)

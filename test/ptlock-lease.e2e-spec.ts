@@ -4,40 +4,29 @@
  * fencing token has its page-table write refused.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import type { NatsConnection } from 'nats';
 import { type EventOf, PAGE_SIZE } from '@mmlab/protocol';
-import { Store, procKeys } from '@mmlab/model';
-import { RpcClient, connectNats } from '@mmlab/runtime';
-import { LocalLab, TraceLog, until } from '@mmlab/testing';
+import { type Store, procKeys } from '@mmlab/model';
+import type { RpcClient } from '@mmlab/runtime';
+import { type LocalLab, type TestLab, type TraceLog, startTestLab, until } from '@mmlab/testing';
 
 describe('a PT-lock holder that stops or dies', () => {
+  let t: TestLab | undefined;
   let lab: LocalLab;
-  let nc: NatsConnection;
   let rpc: RpcClient;
   let store: Store;
   let trace: TraceLog;
   let pid: number;
 
   beforeAll(async () => {
-    lab = await LocalLab.start({
-      mode: 'patched',
-      frames: 64,
-      cpus: 1,
-      mmReplicas: 2,
-      leaseTtlMs: 800,
-      observer: false,
-    });
-    nc = await connectNats(lab.natsUrl, 'test');
-    rpc = new RpcClient(nc, 20_000);
-    store = new Store(lab.redisUrl);
-    trace = new TraceLog(nc).start();
+    t = await startTestLab(
+      { mode: 'patched', frames: 64, cpus: 1, mmReplicas: 2, leaseTtlMs: 800, observer: false },
+      { rpcTimeoutMs: 20_000 },
+    );
+    ({ lab, rpc, store, trace } = t);
     pid = (await rpc.call('processCreate', {})).pid;
   });
   afterAll(async () => {
-    trace?.stop();
-    await nc?.close();
-    await store?.quit();
-    await lab?.stop();
+    await t?.stop();
   });
 
   async function populated(pages: number): Promise<number> {

@@ -2,11 +2,18 @@
 import 'reflect-metadata';
 import { Logger } from '@nestjs/common';
 import { Store } from '@mmlab/model';
-import { RpcClient, Tracer, connectNats, loadEnv, startMicroservice } from '@mmlab/runtime';
+import {
+  RpcClient,
+  Tracer,
+  connectNats,
+  loadEnv,
+  runService,
+  startMicroservice,
+} from '@mmlab/runtime';
 import { Cpu } from './cpu';
 import { CpuModule } from './cpu.module';
 
-async function bootstrap(): Promise<void> {
+runService(async (onShutdown) => {
   const env = loadEnv();
   const id = env.MMLAB_CPU_ID;
   const instance = env.MMLAB_INSTANCE ?? `cpu${id}`;
@@ -24,17 +31,7 @@ async function bootstrap(): Promise<void> {
     name: instance,
   });
   new Logger('cpu').log(`${instance} up`);
-  const shutdown = async () => {
-    await app.close();
-    await nc.drain();
-    await store.quit();
-    process.exit(0);
-  };
-  process.once('SIGTERM', () => void shutdown());
-  process.once('SIGINT', () => void shutdown());
-}
-
-void bootstrap().catch((e: unknown) => {
-  console.error(e);
-  process.exit(1);
+  onShutdown(() => app.close());
+  onShutdown(() => nc.drain());
+  onShutdown(() => store.quit());
 });

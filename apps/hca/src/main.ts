@@ -2,12 +2,19 @@
 import 'reflect-metadata';
 import { Logger } from '@nestjs/common';
 import { Store } from '@mmlab/model';
-import { RpcClient, Tracer, connectNats, loadEnv, startMicroservice } from '@mmlab/runtime';
+import {
+  RpcClient,
+  Tracer,
+  connectNats,
+  loadEnv,
+  runService,
+  startMicroservice,
+} from '@mmlab/runtime';
 import { createContext } from './context';
 import { Hca } from './hca';
 import { HcaModule } from './hca.module';
 
-async function bootstrap(): Promise<void> {
+runService(async (onShutdown) => {
   const env = loadEnv();
   const name = env.MMLAB_INSTANCE ?? 'hca0';
   const log = new Logger(name);
@@ -36,18 +43,8 @@ async function bootstrap(): Promise<void> {
       `npf timeout ${env.MMLAB_NPF_TIMEOUT_MS} ms` +
       (hca.ctx.skipSeqRecheck ? ', inject skip-seq-recheck' : ''),
   );
-  const shutdown = async () => {
-    hca.stop();
-    await app.close();
-    await nc.drain();
-    await store.quit();
-    process.exit(0);
-  };
-  process.once('SIGTERM', () => void shutdown());
-  process.once('SIGINT', () => void shutdown());
-}
-
-void bootstrap().catch((e: unknown) => {
-  console.error(e);
-  process.exit(1);
+  onShutdown(() => hca.stop());
+  onShutdown(() => app.close());
+  onShutdown(() => nc.drain());
+  onShutdown(() => store.quit());
 });

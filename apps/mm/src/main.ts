@@ -2,11 +2,18 @@
 import 'reflect-metadata';
 import { Logger } from '@nestjs/common';
 import { Store } from '@mmlab/model';
-import { RpcClient, Tracer, connectNats, loadEnv, startMicroservice } from '@mmlab/runtime';
+import {
+  RpcClient,
+  Tracer,
+  connectNats,
+  loadEnv,
+  runService,
+  startMicroservice,
+} from '@mmlab/runtime';
 import { createContext } from './kernel/context';
 import { MmModule } from './mm.module';
 
-async function bootstrap(): Promise<void> {
+runService(async (onShutdown) => {
   const env = loadEnv();
   const instance = env.MMLAB_INSTANCE ?? `mm-${process.pid}`;
   const store = new Store(env.REDIS_URL);
@@ -25,17 +32,7 @@ async function bootstrap(): Promise<void> {
     name: instance,
   });
   new Logger('mm').log(`${instance} up: ${frames} frames, mode ${env.MMLAB_MODE}`);
-  const shutdown = async () => {
-    await app.close();
-    await nc.drain();
-    await store.quit();
-    process.exit(0);
-  };
-  process.once('SIGTERM', () => void shutdown());
-  process.once('SIGINT', () => void shutdown());
-}
-
-void bootstrap().catch((e: unknown) => {
-  console.error(e);
-  process.exit(1);
+  onShutdown(() => app.close());
+  onShutdown(() => nc.drain());
+  onShutdown(() => store.quit());
 });

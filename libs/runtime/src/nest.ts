@@ -175,3 +175,23 @@ export function installCrashGuards(name: string): void {
   const log = new Logger(name);
   process.on('unhandledRejection', (e) => log.error(`unhandled rejection: ${String(e)}`));
 }
+
+/**
+ * A service's process life: run main; on SIGTERM or SIGINT, run the cleanups it registered
+ * (in order) and exit 0; if main fails, print why and exit 1.
+ */
+export function runService(
+  main: (onShutdown: (cleanup: () => unknown) => void) => Promise<void>,
+): void {
+  const cleanups: Array<() => unknown> = [];
+  const shutdown = async () => {
+    for (const c of cleanups) await c();
+    process.exit(0);
+  };
+  process.once('SIGTERM', () => void shutdown());
+  process.once('SIGINT', () => void shutdown());
+  main((c) => cleanups.push(c)).catch((e: unknown) => {
+    console.error(e);
+    process.exit(1);
+  });
+}

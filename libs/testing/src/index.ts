@@ -1,5 +1,6 @@
 export * from './local-lab';
 export * from './servers';
 export * from './trace-log';
+export * from './test-lab';
 export * from './errors';
 export * from './cli';

@@ -2,7 +2,7 @@
 import type { Env, RpcClient, Tracer } from '@mmlab/runtime';
 import { OpIds, sleep } from '@mmlab/runtime';
 import type { Store } from '@mmlab/model';
-import { MmlabError } from '@mmlab/protocol';
+import { MmlabError, PAGE_SIZE, isPageAligned } from '@mmlab/protocol';
 
 export interface MmContext {
   readonly env: Env;
@@ -40,4 +40,11 @@ export async function backoff(attempt: number, deadline: number, what: string): 
     throw new MmlabError('EAGAIN', `${what} still contended at the deadline`);
   if (attempt < 4) await new Promise((r) => setImmediate(r));
   else await sleep(Math.min(5, attempt - 3));
+}
+
+/** The first page of a range a syscall was given: EINVAL unless addr is page aligned. */
+export function startVpn(addr: number, syscall: string): number {
+  if (!isPageAligned(addr))
+    throw new MmlabError('EINVAL', `${syscall} address 0x${addr.toString(16)} is not page aligned`);
+  return addr / PAGE_SIZE;
 }

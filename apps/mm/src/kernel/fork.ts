@@ -1,10 +1,11 @@
 /** kernel/fork.c + mm/memory.c: dup_mm() → dup_mmap() → copy_page_range(). */
-import { MmlabError, PAGE_SIZE, PTRS_PER_PTE } from '@mmlab/protocol';
+import { MmlabError, PAGE_SIZE } from '@mmlab/protocol';
 import type { Vma } from '@mmlab/model';
 import type { MmContext } from './context';
-import { mmapWriteLock, mmapWriteUnlock, ptlLock, ptlUnlock } from './locks';
+import { mmapWriteLock, mmapWriteUnlock } from './locks';
 import { handleMmFault } from './memory';
 import { invalidateRangeEnd, invalidateRangeStart } from './mmu_notifier';
+import { forEachPteTable, staleLease } from './pagewalk';
 import { flushTlbRange } from './tlbflush';
 
 /**
@@ -29,8 +30,7 @@ export async function doFork(ctx: MmContext, pid: number): Promise<number> {
     if (state !== 'alive') throw new MmlabError('ESRCH', `no process ${pid}`);
     const vmas = await ctx.store.vmas(pid);
     const child = await ctx.store.forkChild(vmas, mmapNext);
-    const pmds = await ctx.store.pmds(pid);
-    for (const v of vmas) await copyPageRange(ctx, op, pid, child, v, pmds);
+    for (const v of vmas) await copyPageRange(ctx, op, pid, child, v);
     ctx.tracer.emit({ kind: 'process.fork', op, pid, child });
     for (const v of vmas)
       ctx.tracer.emit({
@@ -55,7 +55,6 @@ async function copyPageRange(
   src: number,
   dst: number,
   vma: Vma,
-  pmds: number[],
 ): Promise<void> {
   const isCow = !vma.shared;
   const mmunStart = vma.start * PAGE_SIZE; /* For mmu_notifiers */
@@ -64,57 +63,32 @@ async function copyPageRange(
     ? await invalidateRangeStart(ctx, op, src, mmunStart, mmunEnd, 'protection_page')
     : null;
   try {
-    for (const pmd of pmds) {
-      const s = Math.max(vma.start, pmd * PTRS_PER_PTE);
-      const e = Math.min(vma.end, (pmd + 1) * PTRS_PER_PTE);
-      if (s >= e) continue;
-      const held = await ptlLock(ctx, src, `ptl:${pmd}`, op);
-      try {
-        const r = await ctx.store.copyPteRange(
-          src,
-          held.lock,
-          held.lease.value,
-          held.lease.token,
-          s,
-          e,
-          isCow,
-        );
-        if (!r) {
-          ctx.tracer.emit({
-            kind: 'pte.reject',
-            op,
-            pid: src,
-            lock: held.lock,
-            token: held.lease.token,
-            reason: 'stale fencing token',
-          });
-          throw new MmlabError('ESTALE', `lost ${held.lock} of pid ${src} in copy_pte_range`);
-        }
-        // The child's references are taken before the parent's lock is dropped: a write fault
-        // in the parent must find the frame shared (refcount 2) and copy it.
-        const bad = await ctx.store.getPages(
-          r.child.map((c) => c.pte),
-          'map',
-        );
-        if (bad.length)
-          throw new MmlabError('EINTERNAL', `copy_pte_range found dead frames ${bad.join(', ')}`);
-        if (r.writeProtected)
-          await flushTlbRange(ctx, op, src, s * PAGE_SIZE, e * PAGE_SIZE, r.cpumask);
-        await ctx.store.setPtes(dst, r.child);
-        for (const c of r.child)
-          ctx.tracer.emit({
-            kind: 'pte.set',
-            op,
-            pid: dst,
-            addr: c.vpn * PAGE_SIZE,
-            ...c.pte,
-            lock: `ptl:${pmd}`,
-            token: null,
-          });
-      } finally {
-        await ptlUnlock(ctx, held);
-      }
-    }
+    await forEachPteTable(ctx, op, src, vma.start, vma.end, async (held, s, e) => {
+      const { lock, lease } = held;
+      const r = await ctx.store.copyPteRange(src, lock, lease.value, lease.token, s, e, isCow);
+      if (!r) throw staleLease(ctx, held, 'copy_pte_range');
+      // The child's references are taken before the parent's lock is dropped: a write fault
+      // in the parent must find the frame shared (refcount 2) and copy it.
+      const bad = await ctx.store.getPages(
+        r.child.map((c) => c.pte),
+        'map',
+      );
+      if (bad.length)
+        throw new MmlabError('EINTERNAL', `copy_pte_range found dead frames ${bad.join(', ')}`);
+      if (r.writeProtected)
+        await flushTlbRange(ctx, op, src, s * PAGE_SIZE, e * PAGE_SIZE, r.cpumask);
+      await ctx.store.setPtes(dst, r.child);
+      for (const c of r.child)
+        ctx.tracer.emit({
+          kind: 'pte.set',
+          op,
+          pid: dst,
+          addr: c.vpn * PAGE_SIZE,
+          ...c.pte,
+          lock,
+          token: null,
+        });
+    });
   } finally {
     if (range) await invalidateRangeEnd(ctx, range, mmunStart, mmunEnd);
   }

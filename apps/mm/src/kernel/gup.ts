@@ -1,6 +1,6 @@
 /** mm/gup.c: get_user_pages() / pin_user_pages(FOLL_LONGTERM), and hmm_range_fault() for ODP. */
-import { type GupPage, MmlabError, PAGE_SIZE, isPageAligned } from '@mmlab/protocol';
-import type { MmContext } from './context';
+import { type GupPage, MmlabError, PAGE_SIZE } from '@mmlab/protocol';
+import { type MmContext, startVpn } from './context';
 import { handleMmFault } from './memory';
 import { putPages } from './page_alloc';
 
@@ -21,8 +21,7 @@ export async function getUserPages(
   pin: boolean,
   agent: string,
 ): Promise<GupPage[]> {
-  if (!isPageAligned(addr))
-    throw new MmlabError('EINVAL', `gup address 0x${addr.toString(16)} is not page aligned`);
+  startVpn(addr, 'gup'); // EINVAL unless page aligned
   const out: GupPage[] = [];
   try {
     for (let i = 0; i < pages; i++) {

@@ -11,7 +11,6 @@
 import {
   MmlabError,
   PAGE_SIZE,
-  PTRS_PER_PTE,
   type Access,
   type FaultKind,
   type MnEvent,
@@ -22,7 +21,8 @@ import type { Pte } from '@mmlab/model';
 import { now } from '@mmlab/runtime';
 import { type MmContext, backoff, injected } from './context';
 import { invalidatePage, invalidateRangeEnd, invalidateRangeStart } from './mmu_notifier';
-import { debugStallUnderPtl, heldPtl, ptlLock, ptlUnlock, traceUnlock } from './locks';
+import { debugStallUnderPtl, heldPtl, traceUnlock } from './locks';
+import { forEachPteTable, staleLease } from './pagewalk';
 import { type Frame, allocPage, putPages } from './page_alloc';
 import { flushTlbRange } from './tlbflush';
 
@@ -259,55 +259,27 @@ export async function zapPteRanges(
   startVpn: number,
   endVpn: number,
 ): Promise<{ zapped: number; freed: number }> {
-  let zapped = 0;
-  let freed = 0;
-  // Only page-table pages that exist (free_pgd_range would have skipped the empty ones).
-  for (const pmd of await ctx.store.pmds(pid)) {
-    const s = Math.max(startVpn, pmd * PTRS_PER_PTE);
-    const e = Math.min(endVpn, (pmd + 1) * PTRS_PER_PTE);
-    if (s >= e) continue;
-    const held = await ptlLock(ctx, pid, `ptl:${pmd}`, op);
-    let cleared: Array<Pte & { vpn: number }> = [];
-    try {
-      await debugStallUnderPtl(ctx, held);
-      const r = await ctx.store.zapPteRange(
+  const cleared = await forEachPteTable(ctx, op, pid, startVpn, endVpn, async (held, s, e) => {
+    await debugStallUnderPtl(ctx, held);
+    const { lock, lease } = held;
+    const r = await ctx.store.zapPteRange(pid, lock, lease.value, lease.token, s, e);
+    if (!r) throw staleLease(ctx, held, 'zap_pte_range');
+    for (const c of r.cleared)
+      ctx.tracer.emit({
+        kind: 'pte.clear',
+        op,
         pid,
-        held.lock,
-        held.lease.value,
-        held.lease.token,
-        s,
-        e,
-      );
-      if (!r) {
-        ctx.tracer.emit({
-          kind: 'pte.reject',
-          op,
-          pid,
-          lock: held.lock,
-          token: held.lease.token,
-          reason: 'stale fencing token',
-        });
-        throw new MmlabError('ESTALE', `lost ${held.lock} of pid ${pid} before zap_pte_range`);
-      }
-      cleared = r.cleared;
-      for (const c of cleared)
-        ctx.tracer.emit({
-          kind: 'pte.clear',
-          op,
-          pid,
-          addr: c.vpn * PAGE_SIZE,
-          pfn: c.pfn,
-          gen: c.gen,
-          lock: held.lock,
-          token: held.lease.token,
-        });
-      if (cleared.length)
-        await flushTlbRange(ctx, op, pid, s * PAGE_SIZE, e * PAGE_SIZE, r.cpumask);
-    } finally {
-      await ptlUnlock(ctx, held);
-    }
-    zapped += cleared.length;
-    freed += await putPages(ctx, op, cleared);
-  }
-  return { zapped, freed };
+        addr: c.vpn * PAGE_SIZE,
+        pfn: c.pfn,
+        gen: c.gen,
+        lock,
+        token: lease.token,
+      });
+    if (r.cleared.length)
+      await flushTlbRange(ctx, op, pid, s * PAGE_SIZE, e * PAGE_SIZE, r.cpumask);
+    return r.cleared;
+  });
+  // tlb_finish_mmu(): the frames go back only now, every TLB that could map them flushed.
+  const frames = cleared.flat();
+  return { zapped: frames.length, freed: await putPages(ctx, op, frames) };
 }

@@ -1,6 +1,6 @@
 /** mm/mmap.c: creating address spaces, do_mmap() and do_munmap(). */
-import { MmlabError, PAGE_SIZE, type Prot, isPageAligned } from '@mmlab/protocol';
-import { type MmContext, backoff } from './context';
+import { MmlabError, PAGE_SIZE, type Prot } from '@mmlab/protocol';
+import { type MmContext, backoff, startVpn } from './context';
 import { mmapWriteLock, mmapWriteUnlock } from './locks';
 import { zapPageRange, zapPteRanges } from './memory';
 import { mmuNotifierRelease } from './mmu_notifier';
@@ -60,12 +60,10 @@ export async function doMunmap(
   addr: number,
   pages: number,
 ): Promise<{ zapped: number; freed: number }> {
-  if (!isPageAligned(addr))
-    throw new MmlabError('EINVAL', `munmap address 0x${addr.toString(16)} is not page aligned`);
+  const s = startVpn(addr, 'munmap');
   const op = ctx.ids.next('munmap');
   const sem = await mmapWriteLock(ctx, pid, op);
   try {
-    const s = addr / PAGE_SIZE;
     const removed = await ctx.store.vmaUnmap(pid, sem.lease.value, s, s + pages);
     if (!removed) throw new MmlabError('ESTALE', `lost mmap_sem of pid ${pid}`);
     for (const [rs, re] of removed)
@@ -87,12 +85,10 @@ export async function madviseDontneed(
   addr: number,
   pages: number,
 ): Promise<{ zapped: number; freed: number }> {
-  if (!isPageAligned(addr))
-    throw new MmlabError('EINVAL', `madvise address 0x${addr.toString(16)} is not page aligned`);
+  const s = startVpn(addr, 'madvise');
   const op = ctx.ids.next('madvise');
   const sem = await mmapWriteLock(ctx, pid, op);
   try {
-    const s = addr / PAGE_SIZE;
     for (let v = s; v < s + pages;) {
       const vma = await ctx.store.findVma(pid, v);
       if (!vma) throw new MmlabError('ENOMEM', `0x${(v * PAGE_SIZE).toString(16)} is not mapped`);

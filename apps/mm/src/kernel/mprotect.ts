@@ -1,7 +1,8 @@
 /** mm/mprotect.c: mprotect() → mprotect_fixup() → change_protection(). */
-import { MmlabError, PAGE_SIZE, PTRS_PER_PTE, type Prot, isPageAligned } from '@mmlab/protocol';
-import type { MmContext } from './context';
-import { mmapWriteLock, mmapWriteUnlock, ptlLock, ptlUnlock } from './locks';
+import { MmlabError, PAGE_SIZE, type Prot } from '@mmlab/protocol';
+import { type MmContext, startVpn } from './context';
+import { mmapWriteLock, mmapWriteUnlock } from './locks';
+import { forEachPteTable, staleLease } from './pagewalk';
 import { invalidateRangeEnd, invalidateRangeStart } from './mmu_notifier';
 import { flushTlbRange } from './tlbflush';
 
@@ -18,12 +19,10 @@ export async function doMprotect(
   pages: number,
   prot: Prot,
 ): Promise<number> {
-  if (!isPageAligned(addr))
-    throw new MmlabError('EINVAL', `mprotect address 0x${addr.toString(16)} is not page aligned`);
+  const s = startVpn(addr, 'mprotect');
   const op = ctx.ids.next('mprotect');
   const sem = await mmapWriteLock(ctx, pid, op);
   try {
-    const s = addr / PAGE_SIZE;
     const e = s + pages;
     const r = await ctx.store.vmaProtect(pid, sem.lease.value, s, e, prot);
     if (r === 'ESTALE') throw new MmlabError('ESTALE', `lost mmap_sem of pid ${pid}`);
@@ -35,39 +34,14 @@ export async function doMprotect(
     const range = await invalidateRangeStart(ctx, op, pid, mmunStart, mmunEnd, 'protection_vma');
     let changed = 0;
     try {
-      for (const pmd of await ctx.store.pmds(pid)) {
-        const ps = Math.max(s, pmd * PTRS_PER_PTE);
-        const pe = Math.min(e, (pmd + 1) * PTRS_PER_PTE);
-        if (ps >= pe) continue;
-        const held = await ptlLock(ctx, pid, `ptl:${pmd}`, op);
-        try {
-          const c = await ctx.store.changePteRange(
-            pid,
-            held.lock,
-            held.lease.value,
-            held.lease.token,
-            ps,
-            pe,
-            prot,
-          );
-          if (!c) {
-            ctx.tracer.emit({
-              kind: 'pte.reject',
-              op,
-              pid,
-              lock: held.lock,
-              token: held.lease.token,
-              reason: 'stale fencing token',
-            });
-            throw new MmlabError('ESTALE', `lost ${held.lock} of pid ${pid} in change_pte_range`);
-          }
-          changed += c.changed;
-          if (c.downgraded)
-            await flushTlbRange(ctx, op, pid, ps * PAGE_SIZE, pe * PAGE_SIZE, c.cpumask);
-        } finally {
-          await ptlUnlock(ctx, held);
-        }
-      }
+      await forEachPteTable(ctx, op, pid, s, e, async (held, ps, pe) => {
+        const { lock, lease } = held;
+        const c = await ctx.store.changePteRange(pid, lock, lease.value, lease.token, ps, pe, prot);
+        if (!c) throw staleLease(ctx, held, 'change_pte_range');
+        changed += c.changed;
+        if (c.downgraded)
+          await flushTlbRange(ctx, op, pid, ps * PAGE_SIZE, pe * PAGE_SIZE, c.cpumask);
+      });
     } finally {
       await invalidateRangeEnd(ctx, range, mmunStart, mmunEnd);
     }

@@ -1,7 +1,8 @@
 /** mm/mremap.c: mremap(MREMAP_MAYMOVE) → move_vma() → move_page_tables(). */
-import { MmlabError, PAGE_SIZE, PTRS_PER_PTE, isPageAligned } from '@mmlab/protocol';
-import type { MmContext } from './context';
-import { mmapWriteLock, mmapWriteUnlock, ptlLock, ptlUnlock } from './locks';
+import { MmlabError, PAGE_SIZE } from '@mmlab/protocol';
+import { type MmContext, startVpn } from './context';
+import { mmapWriteLock, mmapWriteUnlock } from './locks';
+import { forEachPteTable, staleLease } from './pagewalk';
 import { zapPageRange } from './memory';
 import { invalidateRangeEnd, invalidateRangeStart } from './mmu_notifier';
 import { flushTlbRange } from './tlbflush';
@@ -20,12 +21,10 @@ export async function doMremap(
   pages: number,
   newPages: number,
 ): Promise<{ addr: number; moved: number }> {
-  if (!isPageAligned(addr))
-    throw new MmlabError('EINVAL', `mremap address 0x${addr.toString(16)} is not page aligned`);
+  const s = startVpn(addr, 'mremap');
   const op = ctx.ids.next('mremap');
   const sem = await mmapWriteLock(ctx, pid, op);
   try {
-    const s = addr / PAGE_SIZE;
     const vma = await ctx.store.findVma(pid, s);
     if (!vma || s + pages > vma.end)
       throw new MmlabError(
@@ -42,40 +41,15 @@ export async function doMremap(
     const range = await invalidateRangeStart(ctx, op, pid, mmunStart, mmunEnd, 'unmap');
     let moved = 0;
     try {
-      for (const pmd of await ctx.store.pmds(pid)) {
-        const ps = Math.max(s, pmd * PTRS_PER_PTE);
-        const pe = Math.min(s + keep, (pmd + 1) * PTRS_PER_PTE);
-        if (ps >= pe) continue;
-        // The old page table's lock; the new range is not reachable by anyone while we hold
-        // mmap_sem for write (faults there wait for it), so its tables need no lock here.
-        const held = await ptlLock(ctx, pid, `ptl:${pmd}`, op);
-        try {
-          const r = await ctx.store.movePtes(
-            pid,
-            held.lock,
-            held.lease.value,
-            held.lease.token,
-            ps,
-            pe,
-            delta,
-          );
-          if (!r) {
-            ctx.tracer.emit({
-              kind: 'pte.reject',
-              op,
-              pid,
-              lock: held.lock,
-              token: held.lease.token,
-              reason: 'stale fencing token',
-            });
-            throw new MmlabError('ESTALE', `lost ${held.lock} of pid ${pid} in move_ptes`);
-          }
-          moved += r.moved;
-          if (r.moved) await flushTlbRange(ctx, op, pid, ps * PAGE_SIZE, pe * PAGE_SIZE, r.cpumask);
-        } finally {
-          await ptlUnlock(ctx, held);
-        }
-      }
+      // The old page tables' locks; the new range is not reachable by anyone while we hold
+      // mmap_sem for write (faults there wait for it), so its tables need no lock here.
+      await forEachPteTable(ctx, op, pid, s, s + keep, async (held, ps, pe) => {
+        const { lock, lease } = held;
+        const r = await ctx.store.movePtes(pid, lock, lease.value, lease.token, ps, pe, delta);
+        if (!r) throw staleLease(ctx, held, 'move_ptes');
+        moved += r.moved;
+        if (r.moved) await flushTlbRange(ctx, op, pid, ps * PAGE_SIZE, pe * PAGE_SIZE, r.cpumask);
+      });
     } finally {
       await invalidateRangeEnd(ctx, range, mmunStart, mmunEnd);
     }
