@@ -3,7 +3,7 @@
  * process — on the usual ports when they are free, until Ctrl-C. scripts/lab.sh runs this.
  */
 import { Mode } from '@mmlab/protocol';
-import { LocalLab } from '@mmlab/testing';
+import { LAB_PORTS, LocalLab } from '@mmlab/testing';
 
 export interface UpOptions {
   mode: string;
@@ -30,7 +30,7 @@ export async function upCommand(opts: UpOptions): Promise<number> {
   };
   const lab = await LocalLab.start(cfg, {
     logDir: opts.logs,
-    ports: { nats: 4222, redis: 6379, observer: 8080 },
+    ports: LAB_PORTS,
   });
   const lines = [
     `mmlab is up (${cfg.mode}, ${cfg.frames} frames, ${cfg.cpus} CPUs, ${cfg.mmReplicas} mm replicas)`,

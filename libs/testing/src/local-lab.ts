@@ -17,6 +17,9 @@ import {
   stopProcess,
 } from './servers';
 
+/** The ports `mmlab up` (scripts/lab.sh) and the compose lab publish. */
+export const LAB_PORTS = { nats: 4222, redis: 6379, observer: 8080 } as const;
+
 export interface LabConfig {
   mode: Mode;
   frames: number;

@@ -1,0 +1,96 @@
+/**
+ * The docker compose lab, checked statically on this Docker-less machine: the Debian
+ * `docker-compose` accepts the file with and without each profile, and it starts exactly what
+ * the native runner starts, configured through the same variables on the same ports.
+ */
+import { execFileSync } from 'node:child_process';
+import { readFileSync } from 'node:fs';
+import * as path from 'node:path';
+import { parse } from 'yaml';
+import { describe, expect, it } from 'vitest';
+import { EnvSchema } from '@mmlab/runtime';
+import { LAB_PORTS, type LabConfig, labServices, repoRoot } from '@mmlab/testing';
+
+const root = repoRoot();
+const file = path.join(root, 'docker-compose.yml');
+
+interface ComposeService {
+  command?: string[];
+  environment?: Record<string, string | number>;
+  ports?: string[];
+  profiles?: string[];
+}
+const compose = parse(readFileSync(file, 'utf8'), { merge: true }) as {
+  services: Record<string, ComposeService>;
+};
+
+/** Every option the native runner knows, so that every variable it can set shows up. */
+const everything: LabConfig = {
+  mode: 'legacy',
+  frames: 64,
+  cpus: 2,
+  mmReplicas: 2,
+  leaseTtlMs: 1000,
+  softlockupMs: 1000,
+  faultDeadlineMs: 5000,
+  dispatch: 'serial',
+  inject: ['range-end-mismatch'],
+  seed: 7,
+  subscribers: [{ name: 'hca0', kind: 'hca', invalidateLatencyMs: 10, npfDelayMs: 5 }],
+};
+const native = labServices(everything, LAB_PORTS.observer);
+/** Set per instance by the native runner; in compose, replicas derive them (hostname, a claimed CPU id). */
+const PER_INSTANCE = new Set(['MMLAB_INSTANCE', 'MMLAB_CPU_ID']);
+/** Only the native runner's test knobs, not lab settings. */
+const NATIVE_ONLY = new Set(['MMLAB_FAULT_DEADLINE_MS']);
+/** Read by the image's HEALTHCHECK and by the OpenTelemetry SDK, not by the lab's env schema. */
+const OUTSIDE_SCHEMA = new Set(['MMLAB_HEALTH_PORT', 'OTEL_EXPORTER_OTLP_ENDPOINT']);
+
+describe('docker-compose.yml', () => {
+  it.each([[[]], [['observability']], [['chaos']], [['observability', 'chaos']]])(
+    'is accepted by docker-compose config with profiles %j',
+    (profiles: string[]) => {
+      // throws with docker-compose's own message (and fails the test) when the file is invalid
+      const args = ['-f', file, ...profiles.flatMap((p) => ['--profile', p]), 'config', '-q'];
+      expect(execFileSync('docker-compose', args, { cwd: root, stdio: 'pipe' }).toString()).toBe(
+        '',
+      );
+    },
+  );
+
+  it('starts the same services as the native runner', () => {
+    const core = Object.entries(compose.services)
+      .filter(([, s]) => !s.profiles)
+      .map(([n]) => n)
+      .sort();
+    const nativeApps = [...new Set(native.map((s) => s.app)), 'nats', 'redis'].sort();
+    expect(core).toEqual(nativeApps);
+    for (const s of native)
+      expect(compose.services[s.app].command, s.app).toEqual([`dist/apps/${s.app}/src/main.js`]);
+  });
+
+  it('configures each service through the variables the native runner sets, and only known ones', () => {
+    const known = new Set(Object.keys(EnvSchema.shape));
+    for (const s of native) {
+      const env = compose.services[s.app].environment ?? {};
+      const nativeVars = [...Object.keys(s.env), 'NATS_URL', 'REDIS_URL'].filter(
+        (v) => !PER_INSTANCE.has(v) && !NATIVE_ONLY.has(v),
+      );
+      for (const v of nativeVars) expect(Object.keys(env), `${s.app} lacks ${v}`).toContain(v);
+      for (const v of Object.keys(env))
+        expect(
+          known.has(v) || OUTSIDE_SCHEMA.has(v),
+          `${s.app}: ${v} is not a variable the services read`,
+        ).toBe(true);
+    }
+  });
+
+  it('publishes the ports the native runner uses', () => {
+    const published = (svc: string) =>
+      (compose.services[svc].ports ?? []).map((p) => Number(String(p).split(':')[0]));
+    expect(published('nats')).toContain(LAB_PORTS.nats);
+    expect(published('redis')).toContain(LAB_PORTS.redis);
+    expect(published('observer')).toContain(LAB_PORTS.observer);
+    expect(compose.services.observer.environment?.MMLAB_OBSERVER_PORT).toBe(LAB_PORTS.observer);
+  });
+});
