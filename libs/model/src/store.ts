@@ -2,7 +2,7 @@
  * Typed access to the lab's state in Redis: one method per Lua script (scripts.ts), keys from
  * keys.ts. Scripts are loaded once with ioredis defineCommand (EVALSHA, falling back to EVAL).
  */
-import Redis, { type RedisOptions } from 'ioredis';
+import Redis, { Cluster, type RedisOptions } from 'ioredis';
 import {
   type Access,
   MMAP_BASE,
@@ -28,15 +28,31 @@ export type FaultStep =
 
 export type LockResult = { ok: true; token: number } | { ok: false; holder: string };
 
-export class Store {
-  readonly redis: Redis;
+/**
+ * `redis+cluster://host:port,host:port` names a Redis Cluster (its seed nodes, with an
+ * optional `user:password@`); anything else is one Redis server.
+ */
+export function connectRedis(url: string, opts: RedisOptions = {}): Redis | Cluster {
+  const common: RedisOptions = { maxRetriesPerRequest: null, enableAutoPipelining: true, ...opts };
+  const m = /^redis\+cluster:\/\/(?:([^:@/]*):([^@/]*)@)?([^/]+)\/?$/.exec(url);
+  if (!m) return new Redis(url, common);
+  const nodes = m[3].split(',').map((hp) => {
+    const [host, port] = hp.split(':');
+    return { host, port: Number(port || 6379) };
+  });
+  return new Cluster(nodes, {
+    redisOptions: { ...common, username: m[1] || undefined, password: m[2] || undefined },
+    enableAutoPipelining: true,
+  });
+}
 
-  constructor(url: string, opts: RedisOptions = {}) {
-    this.redis = new Redis(url, {
-      maxRetriesPerRequest: null,
-      enableAutoPipelining: true,
-      ...opts,
-    });
+export class Store {
+  readonly redis: Redis | Cluster;
+  /** How often each script ran through this store (the Cluster test checks all of them did). */
+  readonly scriptCalls = new Map<ScriptName, number>();
+
+  constructor(target: string | Redis | Cluster, opts: RedisOptions = {}) {
+    this.redis = typeof target === 'string' ? connectRedis(target, opts) : target;
     // keys < 0: a variable key count, which the caller passes first (see run); ioredis would
     // otherwise send the -1 itself ("Number of keys can't be negative").
     for (const [name, d] of Object.entries(SCRIPTS))
@@ -52,6 +68,7 @@ export class Store {
   }
 
   private run(name: ScriptName, keys: string[], args: Array<string | number>): Promise<unknown> {
+    this.scriptCalls.set(name, (this.scriptCalls.get(name) ?? 0) + 1);
     const fn = (this.redis as unknown as Record<ScriptName, ScriptFn>)[name];
     if (SCRIPTS[name].keys < 0) return fn.call(this.redis, keys.length, ...keys, ...args);
     return fn.call(this.redis, ...keys, ...args);

@@ -111,3 +111,81 @@ export async function startRedis(port?: number, extraArgs: string[] = []): Promi
     },
   };
 }
+
+export interface ClusterHandle {
+  /** `redis+cluster://127.0.0.1:p1,...` (what REDIS_URL takes for a cluster) */
+  readonly url: string;
+  readonly ports: number[];
+  stop(): Promise<void>;
+}
+
+/**
+ * A local Redis Cluster of `masters` redis-server processes (Debian redis-server, cluster mode)
+ * joined with `redis-cli --cluster create`. Each node also needs its bus port (port + 10000).
+ */
+export async function startRedisCluster(masters = 3): Promise<ClusterHandle> {
+  let ports: number[] = [];
+  for (let attempt = 0; attempt < 50 && ports.length === 0; attempt++) {
+    const base = 20000 + Math.floor(Math.random() * 20000);
+    const candidate = Array.from({ length: masters }, (_, i) => base + i);
+    const all = [...candidate, ...candidate.map((p) => p + 10000)];
+    if ((await Promise.all(all.map(isPortFree))).every(Boolean)) ports = candidate;
+  }
+  if (ports.length === 0) throw new Error('no free port range for a Redis Cluster');
+  const dir = mkdtempSync(path.join(tmpdir(), 'mmlab-redis-cluster-'));
+  const procs: ChildProcess[] = [];
+  const stop = async () => {
+    await Promise.all(procs.map((p) => stopProcess(p)));
+    rmSync(dir, { recursive: true, force: true });
+  };
+  try {
+    for (const p of ports) {
+      const proc = spawn(
+        'redis-server',
+        [
+          '--port',
+          String(p),
+          '--bind',
+          '127.0.0.1',
+          '--cluster-enabled',
+          'yes',
+          '--cluster-config-file',
+          `nodes-${p}.conf`,
+          '--save',
+          '',
+          '--appendonly',
+          'no',
+          '--dir',
+          dir,
+        ],
+        { stdio: 'ignore' },
+      );
+      procs.push(proc);
+      await waitForPort(p, proc, `redis-server (cluster node ${p})`);
+    }
+    await new Promise<void>((resolve, reject) => {
+      const c = spawn(
+        'redis-cli',
+        [
+          '--cluster',
+          'create',
+          ...ports.map((p) => `127.0.0.1:${p}`),
+          '--cluster-replicas',
+          '0',
+          '--cluster-yes',
+        ],
+        { stdio: 'ignore' },
+      );
+      c.once('error', reject);
+      c.once('exit', (code) =>
+        code === 0
+          ? resolve()
+          : reject(new Error(`redis-cli --cluster create exited with ${code}`)),
+      );
+    });
+    return { url: `redis+cluster://${ports.map((p) => `127.0.0.1:${p}`).join(',')}`, ports, stop };
+  } catch (e) {
+    await stop();
+    throw e;
+  }
+}

@@ -13,6 +13,8 @@ export interface TestLabOptions {
   rpcTimeoutMs?: number;
   /** subscribe the TraceLog to every trace event (default true); false leaves it unstarted */
   trace?: boolean;
+  /** run against this Redis (a `redis+cluster://` URL for a Redis Cluster) instead of a new one */
+  redisUrl?: string;
 }
 
 export interface TestLab {
@@ -39,7 +41,7 @@ async function allSteps(steps: Array<() => unknown>): Promise<void> {
 }
 
 export async function startTestLab(cfg: LabConfig, opts: TestLabOptions = {}): Promise<TestLab> {
-  const lab = await LocalLab.start(cfg);
+  const lab = await LocalLab.start(cfg, opts.redisUrl ? { redisUrl: opts.redisUrl } : {});
   let nc: NatsConnection;
   try {
     nc = await connectNats(lab.natsUrl, 'test');
