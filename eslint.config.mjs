@@ -28,12 +28,18 @@ export default tseslint.config(
         {
           patterns: [
             {
-              group: ['**/apps/*', '../../apps/**'],
+              // a relative path into apps/ (packages that merely have an apps/ folder are fine)
+              regex: '^(\\.{1,2}/)+(.*/)?apps/',
               message: 'Apps import libs, never each other.',
             },
           ],
         },
       ],
     },
+  },
+  {
+    // the live dashboard runs in the browser (its own tsconfig has the DOM library)
+    files: ['apps/dashboard/**'],
+    languageOptions: { globals: { ...globals.browser } },
   },
 );

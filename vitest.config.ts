@@ -9,6 +9,7 @@ const alias = {
   '@mmlab/runtime': path.resolve(__dirname, 'libs/runtime/src'),
   '@mmlab/testing': path.resolve(__dirname, 'libs/testing/src'),
   '@mmlab/scenario': path.resolve(__dirname, 'libs/scenario/src'),
+  '@mmlab/diagram': path.resolve(__dirname, 'libs/diagram/src'),
 };
 
 // Nest's dependency injection needs decorator metadata, which esbuild does not emit: SWC does.

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Installs what mmlab needs and is missing: Node 20+ is assumed; nats-server and redis-server
-# come from Debian packages, npm packages from the lockfile. Safe to run again.
+# Installs what mmlab needs and is missing: Node 20+ is assumed; nats-server, redis-server and
+# chromium (for the dashboard's browser test) come from Debian packages, npm packages from the
+# lockfile. Safe to run again.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -13,6 +14,10 @@ fi
 missing=()
 command -v nats-server >/dev/null 2>&1 || missing+=(nats-server)
 command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
+# the dashboard's browser test drives Debian's chromium through playwright-core
+[ -e /usr/bin/chromium ] || missing+=(chromium)
+# the compose file is validated with Debian's docker-compose (no Docker engine needed)
+command -v docker-compose >/dev/null 2>&1 || missing+=(docker-compose)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "installing ${missing[*]} (Debian packages)"
   sudo=""

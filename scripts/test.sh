@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 step() { printf '\n== %s\n' "$*"; }
 step lint;        npx eslint . --max-warnings 0
 step format;      npx prettier --check . --log-level warn
-step typecheck;   npx tsc -p tsconfig.json --noEmit
+step typecheck;   npm run --silent typecheck   # the repository, and the dashboard (DOM, JSX)
 step build;       npm run --silent build
 step protocol;    node dist/libs/protocol/src/gen-doc.js --check docs/protocol.md
 step tests;       npx vitest run

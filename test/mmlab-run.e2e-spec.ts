@@ -70,6 +70,27 @@ describe('mmlab run', () => {
     expect(res.metrics.faults.count).toBeGreaterThanOrEqual(2);
     expect(res.metrics.faults.maxMs).toEqual(expect.any(Number));
     expect(existsSync(path.join(out, 'logs', 'mm-0.log'))).toBe(true);
+
+    // The run report beside it: the page, and the two plots it embeds.
+    expect(res.report).toEqual({
+      html: path.join(out, 'report.html'),
+      latencySvg: path.join(out, 'latency.svg'),
+      ptlHoldSvg: path.join(out, 'ptl-hold.svg'),
+    });
+    const page = readFileSync(path.join(out, 'report.html'), 'utf8');
+    const latency = readFileSync(path.join(out, 'latency.svg'), 'utf8');
+    const ptlHold = readFileSync(path.join(out, 'ptl-hold.svg'), 'utf8');
+    expect(page).toMatch(/^<!doctype html>/);
+    expect(page).toContain('<span class="badge verdict-valid">VALID</span>');
+    for (const inv of res.invariants) expect(page).toContain(`<td class="mono">${inv.name}</td>`);
+    expect(page).toContain(latency);
+    expect(page).toContain(ptlHold);
+    expect(page).toContain('class="lifeline" data-instance="cpu0"');
+    // One point per fault in the latency plot; the hold-time plot is drawn, axes and all.
+    const faultMarks = /class="mark-symbol role-mark faults_marks"[^>]*>(.*?)<\/g>/s.exec(latency);
+    expect(faultMarks?.[1].match(/<path /g)).toHaveLength(res.metrics.faults.count);
+    expect(ptlHold).toMatch(/^<svg [^]*PT-lock hold time[^]*<\/svg>$/);
+    expect(ptlHold.length).toBeGreaterThan(2000);
   });
 
   it('a wrong expect: that step is not ok, invalid, exit 1', async () => {

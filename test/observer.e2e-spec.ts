@@ -258,8 +258,31 @@ describe('observer', () => {
     await http.get('/no-such-route').expect(404); // HTTP errors are not swallowed by the RPC filter
   });
 
-  it('is healthy while connected to NATS', async () => {
-    expect((await http.get('/health').expect(200)).body).toEqual({ status: 'ok' });
+  it('exports the violations its checker finds and its intake counters on /metrics', async () => {
+    const res = await http.get('/metrics').expect(200);
+    expect(res.headers['content-type']).toMatch(/^text\/plain; version=0\.0\.4/);
+    const value = (series: string) => {
+      const line = res.text.split('\n').find((l) => l.startsWith(`${series} `));
+      return line === undefined ? undefined : Number(line.slice(series.length + 1));
+    };
+    expect(value('mmlab_violations_total{invariant="no-stale-access"}')).toBe(1);
+    expect(value('mmlab_violations_total{invariant="paired-range"}')).toBe(0);
+    expect(value('mmlab_observer_events_stored_total')).toBe(8);
+    expect(value('mmlab_observer_events_rejected_total')).toBe(2);
+    expect(value('mmlab_observer_events_dropped_total')).toBe(0);
+    expect(value('mmlab_observer_store_events')).toBe(8);
+    // a second scrape of the same store adds nothing
+    const again = (await http.get('/metrics').expect(200)).text;
+    expect(again).toContain('mmlab_violations_total{invariant="no-stale-access"} 1\n');
+  });
+
+  it('is healthy while connected to NATS (Terminus; the observer has no Redis to check)', async () => {
+    expect((await http.get('/health').expect(200)).body).toEqual({
+      status: 'ok',
+      info: { nats: { status: 'up', state: 'connected' } },
+      error: {},
+      details: { nats: { status: 'up', state: 'connected' } },
+    });
   });
 
   it('resets the store and the counters', async () => {
@@ -279,10 +302,16 @@ describe('observer', () => {
   it('reports 503 when NATS goes away, and writes the whole trace to its file on close', async () => {
     await nats.stop();
     const deadline = Date.now() + 10_000;
-    let status = 0;
-    while (Date.now() < deadline && (status = (await http.get('/health')).status) !== 503)
+    let res = await http.get('/health');
+    while (Date.now() < deadline && res.status !== 503) {
       await sleep(50);
-    expect(status).toBe(503);
+      res = await http.get('/health');
+    }
+    expect(res.status).toBe(503);
+    expect(res.body).toMatchObject({
+      status: 'error',
+      error: { nats: { status: 'down', state: 'disconnected' } },
+    });
     const intake = app.get(TraceIntake);
     await app.close();
     expect(intake.nc.isClosed()).toBe(true); // the intake's shutdown hook ran

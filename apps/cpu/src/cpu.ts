@@ -14,7 +14,7 @@
  */
 import { type Access, MmlabError, PAGE_SIZE } from '@mmlab/protocol';
 import type { Pte, Store } from '@mmlab/model';
-import { type RpcClient, type Tracer, now } from '@mmlab/runtime';
+import { type RpcClient, type Span, type Tracer, inSpan, now } from '@mmlab/runtime';
 
 interface TlbEntry extends Pte {
   pid: number;
@@ -57,16 +57,42 @@ export class Cpu {
     return this.tlb.size;
   }
 
-  /** A user-mode load or store at addr of pid. */
-  async access(pid: number, addr: number, op: Access, value = 0): Promise<AccessResult> {
+  /**
+   * A user-mode load or store at addr of pid. With telemetry on, a `cpu.access` span: the
+   * faults it takes (requests to mm) are its children.
+   */
+  access(pid: number, addr: number, op: Access, value = 0): Promise<AccessResult> {
+    return inSpan(
+      'cpu.access',
+      () => ({
+        attributes: {
+          'mmlab.agent': this.agent,
+          'mmlab.pid': pid,
+          'mmlab.addr': `0x${addr.toString(16)}`,
+          'mmlab.access': op,
+        },
+      }),
+      (span) => this.doAccess(pid, addr, op, value, span),
+    );
+  }
+
+  private async doAccess(
+    pid: number,
+    addr: number,
+    op: Access,
+    value: number,
+    span: Span | undefined,
+  ): Promise<AccessResult> {
     const vpn = Math.floor(addr / PAGE_SIZE);
     const key = `${pid}:${vpn}`;
     let faults = 0;
     let hitFirst = true;
     for (;;) {
       const e = this.tlb.get(key);
-      if (e && (op === 'read' || e.writable))
+      if (e && (op === 'read' || e.writable)) {
+        span?.setAttributes({ 'mmlab.faults': faults, 'mmlab.tlb_hit': hitFirst });
         return this.touch(e, addr, op, value, faults, hitFirst);
+      }
       hitFirst = false;
       // TLB miss (or a write through a read-only entry): walk.
       //

@@ -15,9 +15,10 @@ import { CpuModule } from './cpu.module';
 
 runService(async (onShutdown) => {
   const env = loadEnv();
-  const id = env.MMLAB_CPU_ID;
-  const instance = env.MMLAB_INSTANCE ?? `cpu${id}`;
   const store = new Store(env.REDIS_URL);
+  // A CPU id from the environment (the native runner), or the next free one (replicas).
+  const id = env.MMLAB_CPU_ID ?? (await store.claimCpuId());
+  const instance = env.MMLAB_INSTANCE ?? `cpu${id}`;
   const nc = await connectNats(env.NATS_URL, instance);
   const tracer = new Tracer(nc, 'cpu', instance);
   const cpu = new Cpu(
@@ -26,10 +27,11 @@ runService(async (onShutdown) => {
     new RpcClient(nc, env.MMLAB_FAULT_DEADLINE_MS + env.MMLAB_RPC_TIMEOUT_MS),
     tracer,
   );
-  const app = await startMicroservice(CpuModule.register(cpu, tracer), {
-    natsUrl: env.NATS_URL,
-    name: instance,
-  });
+  const app = await startMicroservice(
+    CpuModule.register(cpu, tracer),
+    { natsUrl: env.NATS_URL, name: instance },
+    { port: env.MMLAB_HTTP_PORT, tracer, nats: nc, redis: store.redis },
+  );
   new Logger('cpu').log(`${instance} up`);
   onShutdown(() => app.close());
   onShutdown(() => nc.drain());

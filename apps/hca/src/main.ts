@@ -34,10 +34,11 @@ runService(async (onShutdown) => {
   );
   // A restarted device is a new device: lease first, fence lifted, then serve.
   await hca.start();
-  const app = await startMicroservice(HcaModule.register(hca, tracer), {
-    natsUrl: env.NATS_URL,
-    name,
-  });
+  const app = await startMicroservice(
+    HcaModule.register(hca, tracer),
+    { natsUrl: env.NATS_URL, name },
+    { port: env.MMLAB_HTTP_PORT, tracer, nats: nc, redis: store.redis },
+  );
   log.log(
     `${name} up: invalidation latency ${env.MMLAB_INVALIDATE_LATENCY} ms, ` +
       `npf timeout ${env.MMLAB_NPF_TIMEOUT_MS} ms` +

@@ -20,6 +20,7 @@
  *   ... gup again
  */
 import { type MnCallback, PAGE_SIZE, type ReqParsed, TASK_SIZE } from '@mmlab/protocol';
+import { inSpan } from '@mmlab/runtime';
 import { CallbackLog } from './callback_log';
 import type { HcaContext } from './context';
 import type { PerMm } from './ib_ucontext_per_mm';
@@ -135,8 +136,33 @@ export class UmemNotifier {
     return young;
   }
 
-  /** The envelope of every callback: recv, PT-lock check, the work once per inv, done. */
-  private async callback<T>(
+  /**
+   * The envelope of every callback: recv, PT-lock check, the work once per inv, done. With
+   * telemetry on, one span (`ib_umem_notifier_<callback>`) inside the request's handler span.
+   */
+  private callback<T>(
+    callback: MnCallback,
+    req: CallbackReq,
+    span: Span,
+    work: (mm: PerMm, op: string) => Promise<T>,
+  ): Promise<T> {
+    return inSpan(
+      `ib_umem_notifier_${callback}`,
+      () => ({
+        attributes: {
+          'mmlab.agent': this.ctx.name,
+          'mmlab.pid': req.pid,
+          'mmlab.inv': req.inv,
+          'mmlab.mn.callback': callback,
+          'mmlab.start': `0x${span.start.toString(16)}`,
+          'mmlab.end': `0x${span.end.toString(16)}`,
+        },
+      }),
+      () => this.envelope(callback, req, span, work),
+    );
+  }
+
+  private async envelope<T>(
     callback: MnCallback,
     req: CallbackReq,
     span: Span,

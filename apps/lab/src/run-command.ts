@@ -1,7 +1,9 @@
 /**
  * `mmlab run FILE [--local] [--out DIR]`: parse the scenario, get a lab, run it, write
- * OUT/results.json and OUT/trace.jsonl, print a summary, and return the exit code
- * (0 valid, 1 invalid, 2 unknown or a scenario that does not parse).
+ * OUT/results.json and OUT/trace.jsonl, then the run report (OUT/report.html, latency.svg,
+ * ptl-hold.svg), print a summary, and return the exit code (0 valid, 1 invalid, 2 unknown or
+ * a scenario that does not parse). The report is written last and is best effort: a failure
+ * to render it is a warning and changes neither the verdict nor the exit code.
  *
  * A local lab is always torn down before returning: after a normal run, after an error, and
  * on SIGINT/SIGTERM (which abort the run; a second one exits at once).
@@ -19,6 +21,7 @@ import {
 } from '@mmlab/scenario';
 import { type LabConnection, connectLab, startLocalLab } from './lab-connection';
 import { computeMetrics } from './metrics';
+import { writeReport } from './report/report';
 import { type RunOutcome, ScenarioRunner } from './scenario-runner';
 import { formatSummary } from './summary';
 
@@ -96,6 +99,7 @@ async function runAndRecord(
   const warn = (l: string) => io.err(`warning: ${l}`);
   let lab: LabConnection | null = null;
   let outcome: RunOutcome;
+  let runStartTs: number | undefined;
   try {
     if (opts.local) {
       io.err(
@@ -109,6 +113,7 @@ async function runAndRecord(
     io.err(
       `running ${scenario.name} (${scenario.steps.length} steps) on ${lab.instances.length} instances`,
     );
+    runStartTs = now();
     outcome = await new ScenarioRunner(scenario, lab, { signal, log: io.err }).run();
   } catch (e) {
     const error = `lab: ${e instanceof Error ? e.message : String(e)}`;
@@ -146,9 +151,25 @@ async function runAndRecord(
         verdict: 'unknown',
         error: `results.json does not match its schema: ${checked.error.message}`,
       };
+  const resultsPath = path.join(outDir, 'results.json');
   await writeFile(tracePath, outcome.rawEvents.map((e) => JSON.stringify(e) + '\n').join(''));
-  await writeFile(path.join(outDir, 'results.json'), JSON.stringify(results, null, 2) + '\n');
-  return results;
+  await writeFile(resultsPath, JSON.stringify(results, null, 2) + '\n');
+
+  // The report comes after the results are safely on disk; results.json then names it.
+  try {
+    const report = await writeReport(outDir, {
+      results,
+      events: outcome.events,
+      rawEvents: outcome.rawEvents,
+      runStartTs,
+    });
+    const withReport: RunResultsT = { ...results, report };
+    await writeFile(resultsPath, JSON.stringify(withReport, null, 2) + '\n');
+    return withReport;
+  } catch (e) {
+    warn(`the run report was not written: ${e instanceof Error ? e.message : String(e)}`);
+    return results;
+  }
 }
 
 const describeConfig = (s: Scenario): string => {

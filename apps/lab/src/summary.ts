@@ -28,5 +28,6 @@ export function formatSummary(r: RunResults, resultsPath: string): string {
       `  invariant ${i.name}: ${i.violations.length} violation(s), first: ${i.violations[0]?.message ?? '?'}`,
     );
   lines.push(`  results: ${resultsPath}`);
+  if (r.report) lines.push(`  report:  ${r.report.html}`);
   return lines.join('\n');
 }

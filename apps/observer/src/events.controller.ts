@@ -1,6 +1,7 @@
 /** GET /events, GET /stats, POST /reset: the stored trace. */
 import { Controller, Get, HttpCode, Post, Query } from '@nestjs/common';
 import { EventsQuery, parseQuery } from './http-query';
+import { ApiDoc } from './openapi';
 import { TraceIntake } from './trace-intake';
 import { type EventPage, TraceStore } from './trace-store';
 
@@ -13,12 +14,14 @@ export class EventsController {
 
   /** Stored events, oldest first, filtered, one page at a time. */
   @Get('events')
+  @ApiDoc.events()
   events(@Query() query: unknown): EventPage & { limit: number } {
     const { offset, limit, kind, ...filter } = parseQuery(EventsQuery, query);
     return { ...this.store.query({ ...filter, kinds: kind }, offset, limit), limit };
   }
 
   @Get('stats')
+  @ApiDoc.stats()
   stats() {
     return {
       events: this.store.size,
@@ -35,6 +38,7 @@ export class EventsController {
 
   /** Forget the trace and the counters, for the next run of a long-lived lab. */
   @Post('reset')
+  @ApiDoc.reset()
   @HttpCode(200)
   reset() {
     return { cleared: this.intake.reset() };

@@ -3,6 +3,7 @@ import { Controller, Get, Inject, Query } from '@nestjs/common';
 import { type InvariantVerdict, checkInvariants } from '@mmlab/checker';
 import { OBSERVER_SETTINGS, type ObserverSettings } from './observer.config';
 import { InvariantsQuery, parseQuery } from './http-query';
+import { ApiDoc } from './openapi';
 import { TraceStore } from './trace-store';
 
 /** A verdict as served: at most maxViolations listed, all of them counted. */
@@ -16,6 +17,7 @@ export class InvariantsController {
   ) {}
 
   @Get('invariants')
+  @ApiDoc.invariants()
   invariants(@Query() query: unknown): {
     events: number;
     softlockupMs: number;

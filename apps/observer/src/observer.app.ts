@@ -6,14 +6,24 @@
 import { type DynamicModule, type INestApplication, type LogLevel, Module } from '@nestjs/common';
 import { NestFactory } from '@nestjs/core';
 import { type MicroserviceOptions, NestMicroservice, Transport } from '@nestjs/microservices';
-import { SafeNatsDeserializer, Tracer, WireErrorFilter, controlController } from '@mmlab/runtime';
+import {
+  natsServerOptions,
+  SafeNatsDeserializer,
+  Tracer,
+  WireErrorFilter,
+  controlController,
+} from '@mmlab/runtime';
+import { DashboardController } from './dashboard.controller';
 import { EventsController } from './events.controller';
-import { HealthController } from './health.controller';
 import { InvariantsController } from './invariants.controller';
+import { observerHttpModule } from './observer-metrics';
 import { OBSERVER_SETTINGS, type ObserverEnv, type ObserverSettings } from './observer.config';
+import { setupOpenApi } from './openapi';
+import { StreamController } from './stream.controller';
 import { SyncController } from './sync.controller';
 import { TraceIntake } from './trace-intake';
 import { DEFAULT_MAX_EVENTS, TraceStore } from './trace-store';
+import { StreamingTraceStore } from './trace-stream';
 
 export { TraceIntake, TraceStore };
 
@@ -29,11 +39,14 @@ export class ObserverModule {
   static register(p: ObserverParts): DynamicModule {
     return {
       module: ObserverModule,
+      // GET /metrics and GET /health (Terminus, on the intake's NATS connection)
+      imports: [observerHttpModule(p)],
       controllers: [
         EventsController,
         InvariantsController,
-        HealthController,
         SyncController,
+        StreamController,
+        DashboardController,
         controlController(p.tracer),
       ],
       providers: [
@@ -62,7 +75,8 @@ export async function createObserverApp(
   opts: ObserverAppOptions = {},
 ): Promise<INestApplication> {
   const instance = env.MMLAB_INSTANCE ?? 'observer';
-  const store = new TraceStore(env.MMLAB_OBSERVER_MAX_EVENTS ?? DEFAULT_MAX_EVENTS);
+  // GET /stream listens to the store itself
+  const store = new StreamingTraceStore(env.MMLAB_OBSERVER_MAX_EVENTS ?? DEFAULT_MAX_EVENTS);
   // The intake opens its own connection first: the control controller's tracer needs it
   // before the module is declared, and events published while Nest starts are kept.
   const intake = await TraceIntake.open({
@@ -83,6 +97,7 @@ export async function createObserverApp(
       }),
       { logger: opts.logger ?? ['error', 'warn', 'log'], abortOnError: false },
     );
+    setupOpenApi(app); // GET /api, /api-json
     // WireErrorFilter belongs to the RPC side only. The microservice gets its own config (no
     // inheritAppConfig), and it is deferred so that the filter is in that config before its
     // handlers are bound (bound at connect time, they would never see it). On the app itself,
@@ -92,7 +107,7 @@ export async function createObserverApp(
       {
         transport: Transport.NATS,
         options: {
-          servers: env.NATS_URL,
+          ...natsServerOptions(env.NATS_URL),
           name: instance,
           deserializer: new SafeNatsDeserializer(),
           maxReconnectAttempts: -1,

@@ -13,7 +13,9 @@ const ObserverOnly = z.object({
 
 export type ObserverEnv = Env & Partial<z.infer<typeof ObserverOnly>>;
 
-export function loadObserverEnv(env: NodeJS.ProcessEnv = process.env): Required<ObserverEnv> {
+export function loadObserverEnv(
+  env: NodeJS.ProcessEnv = process.env,
+): ObserverEnv & Required<Pick<ObserverEnv, 'MMLAB_INSTANCE' | 'MMLAB_OBSERVER_MAX_EVENTS'>> {
   const common = loadEnv(env);
   const r = ObserverOnly.safeParse(env);
   if (!r.success)

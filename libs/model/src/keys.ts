@@ -60,7 +60,7 @@ export const subKeys = (name: string) => ({
   regs: `{sub}:regs:${name}`,
 });
 
-export const GLOBAL = { nextPid: '{g}:nextpid' } as const;
+export const GLOBAL = { nextPid: '{g}:nextpid', nextCpu: '{g}:nextcpu' } as const;
 
 export const procKeys = (pid: number) => {
   const t = `{p:${pid}}`;

@@ -572,6 +572,11 @@ export class Store {
     return new Map(Object.entries(all).map(([vpn, v]) => [Number(vpn), parsePte(v)]));
   }
 
+  /** The next unused CPU id of this lab (a CPU agent started without MMLAB_CPU_ID). */
+  async claimCpuId(): Promise<number> {
+    return (await this.redis.incr(GLOBAL.nextCpu)) - 1;
+  }
+
   async processes(): Promise<number[]> {
     const n = Number((await this.redis.get(GLOBAL.nextPid)) ?? 0);
     return Array.from({ length: n }, (_, i) => i + 1);

@@ -2,6 +2,7 @@
  * Service configuration from the environment, validated once at start-up. The same variable
  * names are used by the native runner (scripts/lab.sh, `mmlab run --local`) and by compose.
  */
+import { hostname } from 'node:os';
 import { z } from 'zod';
 import { Dispatch, InjectMode, Mode } from '@mmlab/protocol';
 
@@ -26,10 +27,12 @@ export const EnvSchema = z.object({
   MMLAB_FAULT_DEADLINE_MS: int(10_000),
   /** Deadline of one NATS request between services. */
   MMLAB_RPC_TIMEOUT_MS: int(5_000),
-  /** cpu: which CPU this process is. */
-  MMLAB_CPU_ID: int(0),
+  /** cpu: which CPU this process is; unset: claim the next free id (compose --scale, k8s replicas). */
+  MMLAB_CPU_ID: z.coerce.number().int().nonnegative().optional(),
   /** observer: HTTP port. */
   MMLAB_OBSERVER_PORT: int(8080),
+  /** mm, cpu, hca: HTTP port of GET /metrics and GET /health (0: no HTTP listener; compose: 9464). */
+  MMLAB_HTTP_PORT: int(0),
   /** How mm calls the subscribers of one invalidation: all at once, or one after another as the kernel does. */
   MMLAB_DISPATCH: Dispatch.default('parallel'),
   /** Comma-separated fault-injection modes (see InjectMode). */
@@ -67,4 +70,9 @@ export function loadEnv(env: NodeJS.ProcessEnv = process.env): Env {
     throw new Error(`bad configuration:\n${lines.join('\n')}`);
   }
   return r.data;
+}
+
+/** The host name as an instance name (mm replicas under compose or Kubernetes: one per container). */
+export function hostInstance(prefix: string): string {
+  return `${prefix}-${hostname().replace(/[^A-Za-z0-9_-]/g, '-')}`;
 }

@@ -9,19 +9,24 @@ import {
   Controller,
   type DynamicModule,
   type RpcExceptionFilter,
+  type INestApplication,
   type INestMicroservice,
+  type LogLevel,
   Logger,
   type Type,
 } from '@nestjs/common';
 import { NestFactory } from '@nestjs/core';
 import {
   type ConsumerDeserializer,
+  Ctx,
   type IncomingRequest,
   MessagePattern,
   type MicroserviceOptions,
+  Payload,
   RpcException,
   Transport,
 } from '@nestjs/microservices';
+import type { MsgHdrs } from 'nats';
 import { type Observable, throwError } from 'rxjs';
 import {
   MALFORMED,
@@ -33,7 +38,19 @@ import {
   type WireError,
   subjectFor,
 } from '@mmlab/protocol';
+import {
+  SpanKind,
+  extractTraceContext,
+  inSpan,
+  initTelemetry,
+  otlpConfigured,
+  shutdownTelemetry,
+  telemetryEnabled,
+  telemetryIdentity,
+} from './otel';
+import { type HttpSideOptions, startHybridApp } from './http';
 import type { Tracer } from './tracer';
+import { natsServerOptions } from './nats';
 
 /** Decode without ever throwing: Nest's own JSON deserializer throws, and the caller hangs. */
 export class SafeNatsDeserializer implements ConsumerDeserializer {
@@ -81,27 +98,60 @@ export function parseRequest<N extends RpcName>(name: N, data: unknown): ReqPars
 
 const toRpcException = (e: unknown): RpcException => new RpcException(MmlabError.wrap(e).toWire());
 
+/** The NATS headers of a received message, from Nest's NatsContext. */
+function headersOf(ctx: unknown): MsgHdrs | undefined {
+  if (typeof ctx !== 'object' || ctx === null || !('getHeaders' in ctx)) return undefined;
+  const getHeaders = ctx.getHeaders;
+  if (typeof getHeaders !== 'function') return undefined;
+  const h = (getHeaders as () => unknown).call(ctx);
+  return typeof h === 'object' && h !== null && 'get' in h ? (h as MsgHdrs) : undefined;
+}
+
 /**
  * `@Rpc('fault')`: this method answers RPC.fault. The method receives the parsed request.
  * `id` selects the instance for per-instance subjects (`mmlab.cpu.{id}.access`).
+ * With telemetry on, the handler runs in a SERVER span named after the subject, child of the
+ * caller's span when the request carried a `traceparent` header.
  */
 export function Rpc(name: RpcName, id?: string | number): MethodDecorator {
   const d = RPC[name];
+  const subject = subjectFor(d, id);
   return (target, key, desc: PropertyDescriptor) => {
     const handler = desc.value as (req: unknown, ctx: unknown) => unknown;
-    desc.value = async function (this: unknown, data: unknown, ctx: unknown) {
+    const serve = async (self: unknown, data: unknown, ctx: unknown) => {
       try {
-        return await handler.call(this, parseRequest(name, data), ctx);
+        return await handler.call(self, parseRequest(name, data), ctx);
       } catch (e) {
         throw toRpcException(e);
       }
     };
+    desc.value = function (this: unknown, data: unknown, ctx: unknown) {
+      if (!telemetryEnabled()) return serve(this, data, ctx);
+      return inSpan(
+        subject,
+        () => ({
+          kind: SpanKind.SERVER,
+          attributes: {
+            'messaging.system': 'nats',
+            'messaging.destination.name': subject,
+            'rpc.system': 'nats',
+            'rpc.method': name,
+            'mmlab.instance': telemetryIdentity().instance,
+          },
+        }),
+        () => serve(this, data, ctx),
+        extractTraceContext(headersOf(ctx)),
+      );
+    };
     Object.defineProperty(desc.value, 'name', { value: String(key) });
-    MessagePattern(subjectFor(d, id), Transport.NATS, d.queue ? { queue: d.queue } : {})(
-      target,
-      key,
-      desc,
-    );
+    MessagePattern(subject, Transport.NATS, d.queue ? { queue: d.queue } : {})(target, key, desc);
+    // Nest passes a handler only its payload unless its parameters are declared: declare the
+    // NatsContext as the second (for the headers), only when telemetry can be on in this
+    // process, so that without it Nest's call path stays exactly what it was.
+    if (otlpConfigured()) {
+      Payload()(target, key, 0);
+      Ctx()(target, key, 1);
+    }
   };
 }
 
@@ -144,22 +194,42 @@ export interface StartOptions {
   name: string;
 }
 
-/** Create and start a Nest microservice on the NATS transport with the lab's conventions. */
+/**
+ * Create and start a Nest microservice on the NATS transport with the lab's conventions.
+ * With `http` and a non-zero http.port, a hybrid app: the same microservice, plus /metrics
+ * and /health over HTTP on that port (http.ts).
+ */
+export function startMicroservice(
+  module: Type<unknown> | DynamicModule,
+  opts: StartOptions,
+): Promise<INestMicroservice>;
+export function startMicroservice(
+  module: Type<unknown> | DynamicModule,
+  opts: StartOptions,
+  http: HttpSideOptions | undefined,
+): Promise<INestMicroservice | INestApplication>;
 export async function startMicroservice(
   module: Type<unknown> | DynamicModule,
   opts: StartOptions,
-): Promise<INestMicroservice> {
+  http?: HttpSideOptions,
+): Promise<INestMicroservice | INestApplication> {
   installCrashGuards(opts.name);
-  const app = await NestFactory.createMicroservice<MicroserviceOptions>(module, {
+  const transport: MicroserviceOptions = {
     transport: Transport.NATS,
     options: {
-      servers: opts.natsUrl,
+      ...natsServerOptions(opts.natsUrl),
       name: opts.name,
       deserializer: new SafeNatsDeserializer(),
       maxReconnectAttempts: -1,
       reconnectTimeWait: 250,
     },
-    logger: ['error', 'warn', 'log'],
+  };
+  const logger: LogLevel[] = ['error', 'warn', 'log'];
+  if (http && http.port > 0)
+    return startHybridApp(module, transport, [new WireErrorFilter()], logger, http);
+  const app = await NestFactory.createMicroservice<MicroserviceOptions>(module, {
+    ...transport,
+    logger,
   });
   app.useGlobalFilters(new WireErrorFilter());
   app.enableShutdownHooks();
@@ -176,22 +246,67 @@ export function installCrashGuards(name: string): void {
   process.on('unhandledRejection', (e) => log.error(`unhandled rejection: ${String(e)}`));
 }
 
+/** How long a service may take to stop once signalled before it exits anyway. */
+const SHUTDOWN_DEADLINE_MS = 10_000;
+
+/** Who a service process is, for telemetry. */
+export interface ServiceIdentity {
+  /** service.name (default: the app whose main.js is running, dist/apps/<app>/src/main.js) */
+  service?: string;
+  /** service.instance.id (default: MMLAB_INSTANCE, else <service>-<pid>) */
+  instance?: string;
+}
+
+/** The app of the running entry point: dist/apps/<app>/src/main.js → <app>. */
+export function serviceOfEntry(entry: string | undefined = process.argv[1]): string {
+  return /[\\/]apps[\\/]([^\\/]+)[\\/]src[\\/]main\.[jt]s$/.exec(entry ?? '')?.[1] ?? 'mmlab';
+}
+
 /**
- * A service's process life: run main; on SIGTERM or SIGINT, run the cleanups it registered
- * (in order) and exit 0; if main fails, print why and exit 1.
+ * A service's process life: set up telemetry (a no-op unless an OTLP endpoint is configured),
+ * run main; on SIGTERM or SIGINT, run the cleanups it registered (in order; one that fails is
+ * logged), export the spans still queued, and exit 0 (within SHUTDOWN_DEADLINE_MS whatever
+ * happens); if main fails, print why and exit 1.
  */
 export function runService(
   main: (onShutdown: (cleanup: () => unknown) => void) => Promise<void>,
+  who: ServiceIdentity = {},
 ): void {
   const cleanups: Array<() => unknown> = [];
+  const service = who.service ?? serviceOfEntry();
+  const instance = who.instance ?? process.env.MMLAB_INSTANCE ?? `${service}-${process.pid}`;
+  let stopping = false;
   const shutdown = async () => {
-    for (const c of cleanups) await c();
+    // Once only. The listeners stay registered: Nest's own shutdown hook re-raises the signal
+    // when it is done with the app, which must not kill us before the cleanups and the span
+    // export below have finished.
+    if (stopping) return;
+    stopping = true;
+    // Still exit if a cleanup hangs.
+    setTimeout(() => process.exit(0), SHUTDOWN_DEADLINE_MS).unref();
+    for (const c of cleanups) {
+      try {
+        await c();
+      } catch (e) {
+        new Logger(instance).warn(`shutdown: ${e instanceof Error ? e.message : String(e)}`);
+      }
+    }
+    await shutdownTelemetry();
     process.exit(0);
   };
-  process.once('SIGTERM', () => void shutdown());
-  process.once('SIGINT', () => void shutdown());
-  main((c) => cleanups.push(c)).catch((e: unknown) => {
-    console.error(e);
-    process.exit(1);
-  });
+  process.on('SIGTERM', () => void shutdown());
+  process.on('SIGINT', () => void shutdown());
+  initTelemetry(service, instance)
+    .catch((e: unknown) => {
+      // Telemetry is a view: a service without it still serves.
+      new Logger(instance).warn(
+        `telemetry disabled: ${e instanceof Error ? e.message : String(e)}`,
+      );
+      return false;
+    })
+    .then(() => main((c) => cleanups.push(c)))
+    .catch((e: unknown) => {
+      console.error(e);
+      process.exit(1);
+    });
 }

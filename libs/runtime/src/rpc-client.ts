@@ -1,10 +1,18 @@
 /**
  * Calls another service over NATS, one round trip, speaking Nest's packet envelope so that the
  * server side can be an ordinary `@MessagePattern` controller. The request is validated before
- * it leaves, the reply when it arrives; every failure is an MmlabError with a wire code.
+ * it leaves, the reply when it arrives; every failure is an MmlabError with a wire code. With
+ * telemetry on, the active trace context travels in the request's NATS headers (`traceparent`).
  */
 import { randomUUID } from 'node:crypto';
-import { type NatsConnection, RequestStrategy, ErrorCode as NatsErrorCode, NatsError } from 'nats';
+import {
+  type MsgHdrs,
+  type NatsConnection,
+  RequestStrategy,
+  ErrorCode as NatsErrorCode,
+  NatsError,
+  headers as natsHeaders,
+} from 'nats';
 import {
   MmlabError,
   RPC,
@@ -15,12 +23,23 @@ import {
   WireErrorSchema,
   subjectFor,
 } from '@mmlab/protocol';
+import { injectTraceHeaders } from './otel';
 
 export interface CallOptions {
   /** instance id for per-instance subjects (`mmlab.cpu.{id}.access`) */
   id?: string | number;
   timeoutMs?: number;
   headers?: Record<string, string>;
+}
+
+/** The request's NATS headers: the caller's own, plus the trace context when telemetry is on. */
+function requestHeaders(extra?: Record<string, string>): MsgHdrs | undefined {
+  let h: MsgHdrs | undefined;
+  if (extra && Object.keys(extra).length) {
+    h = natsHeaders();
+    for (const [k, v] of Object.entries(extra)) h.set(k, v);
+  }
+  return injectTraceHeaders(h);
 }
 
 let counter = 0;
@@ -81,10 +100,12 @@ export class RpcClient {
     if (!parsed.success)
       throw new MmlabError('EBADMSG', `request for ${d.subject}: ${parsed.error.message}`);
     const subject = subjectFor(d, opts.id);
+    const headers = requestHeaders(opts.headers);
     let msg;
     try {
       msg = await this.nc.request(subject, encodeRequest(subject, parsed.data), {
         timeout: opts.timeoutMs ?? this.defaultTimeoutMs,
+        ...(headers ? { headers } : {}),
       });
     } catch (e) {
       throw natsFailure(e, subject);
@@ -100,10 +121,12 @@ export class RpcClient {
   ): Promise<Array<Res<N>>> {
     const d = RPC[name];
     const out: Array<Res<N>> = [];
+    const headers = injectTraceHeaders();
     const it = await this.nc.requestMany(d.subject, encodeRequest(d.subject, req), {
       strategy: opts.expect ? RequestStrategy.Count : RequestStrategy.Timer,
       maxMessages: opts.expect,
       maxWait: opts.timeoutMs ?? 1000,
+      ...(headers ? { headers } : {}),
     });
     try {
       for await (const m of it) {

@@ -59,6 +59,17 @@ export const RunMetrics = z.object({
 });
 export type RunMetrics = z.infer<typeof RunMetrics>;
 
+/** The run report `mmlab run` writes beside results.json (absolute paths, like `trace`). */
+export const ReportFiles = z.object({
+  /** report.html: verdicts, sequence, plots, metrics and steps in one self-contained page */
+  html: z.string(),
+  /** latency.svg: fault and invalidation latency over time */
+  latencySvg: z.string(),
+  /** ptl-hold.svg: PT-lock hold time distribution */
+  ptlHoldSvg: z.string(),
+});
+export type ReportFiles = z.infer<typeof ReportFiles>;
+
 export const RunResults = z.object({
   name: z.string(),
   seed: z.number().int().nullable(),
@@ -74,5 +85,7 @@ export const RunResults = z.object({
   metrics: RunMetrics,
   /** path of trace.jsonl: every event of the run, one JSON object a line */
   trace: z.string(),
+  /** the run report; absent when it could not be rendered (that changes nothing else) */
+  report: ReportFiles.optional(),
 });
 export type RunResults = z.infer<typeof RunResults>;

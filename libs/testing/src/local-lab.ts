@@ -64,8 +64,16 @@ export const repoRoot = (): string => {
   return d;
 };
 
-/** The services a config asks for, with their environment: the one list compose mirrors. */
-export function labServices(cfg: LabConfig, observerPort: number): ServiceSpec[] {
+/**
+ * The services a config asks for, with their environment: the one list compose mirrors.
+ * httpPorts: MMLAB_HTTP_PORT (/metrics, /health) per mm, cpu and hca instance; an instance
+ * without one serves no HTTP.
+ */
+export function labServices(
+  cfg: LabConfig,
+  observerPort: number,
+  httpPorts: Readonly<Record<string, number>> = {},
+): ServiceSpec[] {
   const common: Record<string, string> = {
     MMLAB_MODE: cfg.mode,
     MMLAB_FRAMES: String(cfg.frames),
@@ -77,6 +85,8 @@ export function labServices(cfg: LabConfig, observerPort: number): ServiceSpec[]
     ...(cfg.seed !== undefined ? { MMLAB_SEED: String(cfg.seed) } : {}),
     ...cfg.env,
   };
+  const http = (instance: string): Record<string, string> =>
+    httpPorts[instance] ? { MMLAB_HTTP_PORT: String(httpPorts[instance]) } : {};
   const out: ServiceSpec[] = [];
   if (cfg.observer !== false)
     out.push({
@@ -85,15 +95,20 @@ export function labServices(cfg: LabConfig, observerPort: number): ServiceSpec[]
       env: { ...common, MMLAB_OBSERVER_PORT: String(observerPort) },
     });
   for (let i = 0; i < cfg.mmReplicas; i++)
-    out.push({ instance: `mm-${i}`, app: 'mm', env: { ...common } });
+    out.push({ instance: `mm-${i}`, app: 'mm', env: { ...common, ...http(`mm-${i}`) } });
   for (let i = 0; i < cfg.cpus; i++)
-    out.push({ instance: `cpu${i}`, app: 'cpu', env: { ...common, MMLAB_CPU_ID: String(i) } });
+    out.push({
+      instance: `cpu${i}`,
+      app: 'cpu',
+      env: { ...common, MMLAB_CPU_ID: String(i), ...http(`cpu${i}`) },
+    });
   for (const sub of cfg.subscribers ?? [])
     out.push({
       instance: sub.name,
       app: sub.kind,
       env: {
         ...common,
+        ...http(sub.name),
         MMLAB_INVALIDATE_LATENCY: String(sub.invalidateLatencyMs ?? 0),
         ...(sub.npfDelayMs ? { MMLAB_NPF_DELAY_MS: String(sub.npfDelayMs) } : {}),
       },
@@ -109,6 +124,33 @@ export interface LabStartOptions {
   logDir?: string;
   /** preferred ports (scripts/lab.sh: 4222, 6379, 8080); a busy one is replaced by a free one */
   ports?: { nats?: number; redis?: number; observer?: number };
+  /**
+   * NATS credentials ("user:password") per service kind, as the compose lab gives them
+   * (deploy/nats/nats.conf); `readyUser` is what the runner itself connects as.
+   */
+  natsUsers?: Partial<Record<ServiceSpec['app'], string>>;
+  readyUser?: string;
+}
+
+/** nats://host:port with user:password put in. */
+export const natsUrlWithUser = (url: string, user?: string): string =>
+  user ? url.replace(/^nats:\/\//, `nats://${user}@`) : url;
+
+/** A free port for every mm, cpu and hca instance of cfg (distinct, and not in `taken`). */
+async function httpPortsFor(
+  cfg: LabConfig,
+  taken: readonly number[],
+): Promise<Record<string, number>> {
+  const used = new Set(taken);
+  const out: Record<string, number> = {};
+  for (const s of labServices(cfg, 0))
+    if (s.app !== 'observer') {
+      let p = await freePort();
+      while (used.has(p)) p = await freePort();
+      used.add(p);
+      out[s.instance] = p;
+    }
+  return out;
 }
 
 /** The preferred port when it is free, else any free port. */
@@ -127,6 +169,7 @@ export class LocalLab {
     readonly specs: ServiceSpec[],
     private readonly servers: ServerHandle[],
     private readonly logDir: string | undefined,
+    private readonly users: Pick<LabStartOptions, 'natsUsers' | 'readyUser'> = {},
   ) {}
 
   static async start(cfg: LabConfig, opts: LabStartOptions = {}): Promise<LocalLab> {
@@ -138,7 +181,8 @@ export class LocalLab {
       const redis = opts.redisUrl ? null : await startRedis(await portOr(opts.ports?.redis));
       if (redis) servers.push(redis);
       const observerPort = await portOr(opts.ports?.observer);
-      const specs = labServices(cfg, observerPort);
+      const httpPorts = await httpPortsFor(cfg, [observerPort, ...servers.map((s) => s.port)]);
+      const specs = labServices(cfg, observerPort, httpPorts);
       lab = new LocalLab(
         cfg,
         opts.natsUrl ?? nats!.url,
@@ -147,6 +191,7 @@ export class LocalLab {
         specs,
         servers,
         opts.logDir,
+        { natsUsers: opts.natsUsers, readyUser: opts.readyUser },
       );
       if (opts.logDir) mkdirSync(opts.logDir, { recursive: true });
       // mm first: the first replica formats physical memory.
@@ -165,6 +210,21 @@ export class LocalLab {
     return this.specs.map((s) => s.instance);
   }
 
+  /** Where an instance serves HTTP: /metrics and /health (the observer: its whole API). */
+  httpUrl(instance: string): string {
+    const s = this.specs.find((x) => x.instance === instance);
+    if (!s) throw new Error(`no such instance ${instance}`);
+    if (s.app === 'observer' && this.observerUrl) return this.observerUrl;
+    const port = s.env.MMLAB_HTTP_PORT;
+    if (!port) throw new Error(`${instance} serves no HTTP`);
+    return `http://127.0.0.1:${port}`;
+  }
+
+  /** The nats-server or redis-server this lab started (undefined: it was given a URL). */
+  server(kind: 'nats' | 'redis'): ServerHandle | undefined {
+    return this.servers.find((s) => s.url === (kind === 'nats' ? this.natsUrl : this.redisUrl));
+  }
+
   proc(instance: string): ChildProcess {
     const p = this.procs.get(instance);
     if (!p) throw new Error(`no such instance ${instance}`);
@@ -178,7 +238,7 @@ export class LocalLab {
       env: {
         ...process.env,
         ...s.env,
-        NATS_URL: this.natsUrl,
+        NATS_URL: natsUrlWithUser(this.natsUrl, this.users.natsUsers?.[s.app]),
         REDIS_URL: this.redisUrl,
         MMLAB_INSTANCE: s.instance,
       },
@@ -195,7 +255,7 @@ export class LocalLab {
 
   /** Wait until every named instance answers ping. */
   async waitReady(instances: string[], timeoutMs = 30_000): Promise<void> {
-    const nc = await connectNats(this.natsUrl, 'lab-ready');
+    const nc = await connectNats(natsUrlWithUser(this.natsUrl, this.users.readyUser), 'lab-ready');
     const rpc = new RpcClient(nc);
     const deadline = Date.now() + timeoutMs;
     try {

@@ -4,7 +4,7 @@
  * installs them where missing). Nothing here mocks either server.
  */
 import { type ChildProcess, spawn } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import * as path from 'node:path';
 import { createConnection } from 'node:net';
@@ -188,4 +188,42 @@ export async function startRedisCluster(masters = 3): Promise<ClusterHandle> {
     await stop();
     throw e;
   }
+}
+
+/**
+ * nats-server with a configuration file (e.g. deploy/nats/nats.conf, the compose lab's users
+ * and permissions) on free ports; `env` feeds the file's $VARIABLES. The JetStream store_dir
+ * is moved to a temporary folder, everything else is used as written.
+ */
+export async function startNatsWithConfig(
+  confPath: string,
+  env: Record<string, string>,
+): Promise<ServerHandle> {
+  const p = await freePort();
+  const m = await freePort();
+  const dir = mkdtempSync(path.join(tmpdir(), 'mmlab-nats-'));
+  const conf = readFileSync(confPath, 'utf8').replace(
+    /store_dir:\s*\S+/,
+    `store_dir: ${JSON.stringify(dir)}`,
+  );
+  const file = path.join(dir, 'nats.conf');
+  writeFileSync(file, conf);
+  const proc = spawn(
+    'nats-server',
+    ['-c', file, '-a', '127.0.0.1', '-p', String(p), '-m', String(m)],
+    {
+      stdio: 'ignore',
+      env: { ...process.env, ...env },
+    },
+  );
+  await waitForPort(p, proc, 'nats-server');
+  return {
+    url: `nats://127.0.0.1:${p}`,
+    port: p,
+    proc,
+    stop: async () => {
+      await stopProcess(proc);
+      rmSync(dir, { recursive: true, force: true });
+    },
+  };
 }

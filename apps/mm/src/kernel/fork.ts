@@ -4,7 +4,7 @@ import type { Vma } from '@mmlab/model';
 import type { MmContext } from './context';
 import { mmapWriteLock, mmapWriteUnlock } from './locks';
 import { handleMmFault } from './memory';
-import { invalidateRangeEnd, invalidateRangeStart } from './mmu_notifier';
+import { invalidateRangeEnd, invalidateRangeStart, withinRange } from './mmu_notifier';
 import { forEachPteTable, staleLease } from './pagewalk';
 import { flushTlbRange } from './tlbflush';
 
@@ -63,32 +63,34 @@ async function copyPageRange(
     ? await invalidateRangeStart(ctx, op, src, mmunStart, mmunEnd, 'protection_page')
     : null;
   try {
-    await forEachPteTable(ctx, op, src, vma.start, vma.end, async (held, s, e) => {
-      const { lock, lease } = held;
-      const r = await ctx.store.copyPteRange(src, lock, lease.value, lease.token, s, e, isCow);
-      if (!r) throw staleLease(ctx, held, 'copy_pte_range');
-      // The child's references are taken before the parent's lock is dropped: a write fault
-      // in the parent must find the frame shared (refcount 2) and copy it.
-      const bad = await ctx.store.getPages(
-        r.child.map((c) => c.pte),
-        'map',
-      );
-      if (bad.length)
-        throw new MmlabError('EINTERNAL', `copy_pte_range found dead frames ${bad.join(', ')}`);
-      if (r.writeProtected)
-        await flushTlbRange(ctx, op, src, s * PAGE_SIZE, e * PAGE_SIZE, r.cpumask);
-      await ctx.store.setPtes(dst, r.child);
-      for (const c of r.child)
-        ctx.tracer.emit({
-          kind: 'pte.set',
-          op,
-          pid: dst,
-          addr: c.vpn * PAGE_SIZE,
-          ...c.pte,
-          lock,
-          token: null,
-        });
-    });
+    await withinRange(range, () =>
+      forEachPteTable(ctx, op, src, vma.start, vma.end, async (held, s, e) => {
+        const { lock, lease } = held;
+        const r = await ctx.store.copyPteRange(src, lock, lease.value, lease.token, s, e, isCow);
+        if (!r) throw staleLease(ctx, held, 'copy_pte_range');
+        // The child's references are taken before the parent's lock is dropped: a write fault
+        // in the parent must find the frame shared (refcount 2) and copy it.
+        const bad = await ctx.store.getPages(
+          r.child.map((c) => c.pte),
+          'map',
+        );
+        if (bad.length)
+          throw new MmlabError('EINTERNAL', `copy_pte_range found dead frames ${bad.join(', ')}`);
+        if (r.writeProtected)
+          await flushTlbRange(ctx, op, src, s * PAGE_SIZE, e * PAGE_SIZE, r.cpumask);
+        await ctx.store.setPtes(dst, r.child);
+        for (const c of r.child)
+          ctx.tracer.emit({
+            kind: 'pte.set',
+            op,
+            pid: dst,
+            addr: c.vpn * PAGE_SIZE,
+            ...c.pte,
+            lock,
+            token: null,
+          });
+      }),
+    );
   } finally {
     if (range) await invalidateRangeEnd(ctx, range, mmunStart, mmunEnd);
   }

@@ -2,11 +2,13 @@
  * The locks of the mm, as Redis leases (libs/model/lease.ts):
  *   pte_offset_map_lock() / spin_lock(ptl)   → ptlLock: spins (yield, then short sleeps)
  *   down_write(&mm->mmap_sem)                → mmapWriteLock: sleeps
- * Each acquire and release is traced; a release that finds the lease gone says so.
+ * Each acquire and release is traced; a release that finds the lease gone says so. With
+ * telemetry on, each PT-lock hold is also a span (`ptl ptl:<n>`, from the grant to the release),
+ * child of the span of the operation that took it.
  */
 import { MmlabError } from '@mmlab/protocol';
 import { Lease, procKeys } from '@mmlab/model';
-import { now, sleep } from '@mmlab/runtime';
+import { type Span, endSpan, now, sleep, startSpan, withSpan } from '@mmlab/runtime';
 import { type MmContext, backoff } from './context';
 
 export interface HeldLock {
@@ -14,6 +16,8 @@ export interface HeldLock {
   readonly pid: number;
   readonly lock: string;
   readonly op: string;
+  /** the hold's span (telemetry on) */
+  readonly span?: Span;
 }
 
 /** spin_lock(pte_lockptr(mm, pmd)) — or &mm->page_table_lock for lock 'ptl:mm'. */
@@ -57,7 +61,21 @@ export function heldPtl(
     at,
   );
   ctx.atomic.set(op, lock);
-  return { lease, pid, lock, op };
+  const span = startSpan(`ptl ${lock}`, () => ({
+    attributes: {
+      'mmlab.pid': pid,
+      'mmlab.lock': lock,
+      'mmlab.op': op,
+      'mmlab.ptl.token': token,
+      'mmlab.ptl.wait_ms': at - since,
+    },
+  }));
+  return { lease, pid, lock, op, span };
+}
+
+/** Run fn as the critical section of h: what it sends (a TLB shootdown) is a child of the hold's span. */
+export function underPtl<T>(h: HeldLock, fn: () => Promise<T>): Promise<T> {
+  return withSpan(h.span, fn);
 }
 
 /** Trace the release of a PT lock whose Redis key a script already deleted or must delete. */
@@ -75,6 +93,13 @@ export function traceUnlock(ctx: MmContext, h: HeldLock, released: boolean): voi
     released,
     ts: at,
   });
+  if (h.span) {
+    h.span.setAttribute('mmlab.ptl.released', released);
+    endSpan(
+      h.span,
+      released ? undefined : new MmlabError('ESTALE', `${h.lock} lost before release`),
+    );
+  }
 }
 
 /** spin_unlock(ptl). */

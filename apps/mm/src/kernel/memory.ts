@@ -18,10 +18,15 @@ import {
   pmdIndexOf,
 } from '@mmlab/protocol';
 import type { Pte } from '@mmlab/model';
-import { now } from '@mmlab/runtime';
+import { type Span, inSpan, now } from '@mmlab/runtime';
 import { type MmContext, backoff, injected } from './context';
-import { invalidatePage, invalidateRangeEnd, invalidateRangeStart } from './mmu_notifier';
-import { debugStallUnderPtl, heldPtl, traceUnlock } from './locks';
+import {
+  invalidatePage,
+  invalidateRangeEnd,
+  invalidateRangeStart,
+  withinRange,
+} from './mmu_notifier';
+import { debugStallUnderPtl, heldPtl, traceUnlock, underPtl } from './locks';
 import { forEachPteTable, staleLease } from './pagewalk';
 import { type Frame, allocPage, putPages } from './page_alloc';
 import { flushTlbRange } from './tlbflush';
@@ -33,15 +38,42 @@ export interface FaultResult extends Pte {
 
 const lockOf = (vpn: number): string => `ptl:${pmdIndexOf(vpn)}`;
 
-/** handle_mm_fault(): resolve one fault at addr for agent; returns the PTE now installed. */
-export async function handleMmFault(
+/**
+ * handle_mm_fault(): resolve one fault at addr for agent; returns the PTE now installed.
+ * With telemetry on, one `handle_mm_fault` span (child of the fault request's span).
+ */
+export function handleMmFault(
   ctx: MmContext,
   pid: number,
   addr: number,
   access: Access,
   agent: string,
 ): Promise<FaultResult> {
+  return inSpan(
+    'handle_mm_fault',
+    () => ({
+      attributes: {
+        'mmlab.pid': pid,
+        'mmlab.addr': `0x${addr.toString(16)}`,
+        'mmlab.access': access,
+        'mmlab.agent': agent,
+        'mmlab.instance': ctx.instance,
+      },
+    }),
+    (span) => __handleMmFault(ctx, pid, addr, access, agent, span),
+  );
+}
+
+async function __handleMmFault(
+  ctx: MmContext,
+  pid: number,
+  addr: number,
+  access: Access,
+  agent: string,
+  span: Span | undefined,
+): Promise<FaultResult> {
   const op = ctx.ids.next('fault');
+  span?.setAttribute('mmlab.op', op);
   const t0 = now();
   const vpn = Math.floor(addr / PAGE_SIZE);
   const lock = lockOf(vpn);
@@ -64,6 +96,8 @@ export async function handleMmFault(
       durMs: now() - t0,
       retries,
     });
+    if (ok)
+      span?.setAttributes({ 'mmlab.fault.kind': result.kind, 'mmlab.fault.retries': retries });
   };
   try {
     for (; ; retries++) {
@@ -183,10 +217,12 @@ async function doWpPage(
   const legacy = ctx.env.MMLAB_MODE === 'legacy';
   let installed = false;
   try {
-    await debugStallUnderPtl(ctx, held);
-    await flushTlbRange(ctx, op, pid, addr, addr + PAGE_SIZE, r.cpumask);
-    // legacy: ptep_clear_flush_notify() — the notification under the PT lock, as before the patch.
-    if (legacy) await invalidatePage(ctx, op, pid, addr);
+    await underPtl(held, async () => {
+      await debugStallUnderPtl(ctx, held);
+      await flushTlbRange(ctx, op, pid, addr, addr + PAGE_SIZE, r.cpumask);
+      // legacy: ptep_clear_flush_notify() — the notification under the PT lock, as before the patch.
+      if (legacy) await invalidatePage(ctx, op, pid, addr);
+    });
     const pte: Pte = { pfn: page.pfn, gen: page.gen, writable: true };
     installed = await held.lease.release(() =>
       ctx.store.setPteUnlock(pid, lock, held.lease.value, r.token, vpn, pte),
@@ -245,7 +281,7 @@ export async function zapPageRange(
   const mmunEnd = endVpn * PAGE_SIZE; /* For mmu_notifiers */
   const range = await invalidateRangeStart(ctx, op, pid, mmunStart, mmunEnd, event);
   try {
-    return await zapPteRanges(ctx, op, pid, startVpn, endVpn);
+    return await withinRange(range, () => zapPteRanges(ctx, op, pid, startVpn, endVpn));
   } finally {
     await invalidateRangeEnd(ctx, range, mmunStart, mmunEnd);
   }

@@ -23,9 +23,28 @@
  *
  * An ack must echo the inv it answers; anything else is ignored (mn.ack_ignored) and the wait
  * goes on.
+ *
+ * Telemetry (when on): every range invalidation is its own trace, rooted at a
+ * `mmu_notifier_invalidate_range` span from invalidate_range_start to the end of
+ * invalidate_range_end and linked to the span of the operation that started it (the syscall,
+ * the fault); the caller runs the body between start and end under it (withinRange), so its
+ * PT-lock holds and TLB shootdowns land in the same trace. An invalidate_page is a trace of its
+ * own too (`mmu_notifier_invalidate_page`). Each callback to each subscriber is a child span
+ * (`invalidate_range_start hca0`), and its request carries that span's context, so the
+ * subscriber's handler span is the callback span's child.
  */
 import { MmlabError, type MnCallback, type MnEvent, type Req } from '@mmlab/protocol';
-import { now, sleep } from '@mmlab/runtime';
+import {
+  type Span,
+  SpanKind,
+  endSpan,
+  inSpan,
+  linkToActive,
+  now,
+  sleep,
+  startSpan,
+  withSpan,
+} from '@mmlab/runtime';
 import { type MmContext, injected } from './context';
 import { mmapWriteLock, mmapWriteUnlock } from './locks';
 
@@ -53,6 +72,15 @@ export interface RangeInvalidation {
   readonly end: number;
   readonly event: MnEvent;
   readonly subscribers: readonly string[];
+  /** the invalidation's root span, ended by invalidateRangeEnd (telemetry on) */
+  readonly span?: Span;
+}
+
+const hex = (a: number): string => `0x${a.toString(16)}`;
+
+/** Run the body of a range invalidation (between start and end) inside its trace. */
+export function withinRange<T>(r: RangeInvalidation | null, fn: () => Promise<T>): Promise<T> {
+  return withSpan(r?.span, fn);
 }
 
 let invCounter = 0;
@@ -108,15 +136,37 @@ export async function invalidateRangeStart(
   const subscribers = await ctx.store.mnSubscribers(pid);
   const inv = newInv(ctx, op);
   ctx.tracer.emit({ kind: 'mn.range_start', op, pid, start, end, event, inv });
-  await dispatch(ctx, op, pid, subscribers, 'mnInvalidateRangeStart', {
-    pid,
-    inv,
-    owner: ownerOf(ctx, op),
-    start,
-    end,
-    event,
-  });
-  return { pid, inv, op, start, end, event, subscribers };
+  // One trace per invalidation: a new root, linked to the op's own span.
+  const span = startSpan('mmu_notifier_invalidate_range', () => ({
+    root: true,
+    links: linkToActive(),
+    attributes: {
+      'mmlab.op': op,
+      'mmlab.pid': pid,
+      'mmlab.inv': inv,
+      'mmlab.start': hex(start),
+      'mmlab.end': hex(end),
+      'mmlab.mn.event': event,
+      'mmlab.mn.subscribers': [...subscribers],
+      'mmlab.instance': ctx.instance,
+    },
+  }));
+  try {
+    await withSpan(span, () =>
+      dispatch(ctx, op, pid, subscribers, 'mnInvalidateRangeStart', {
+        pid,
+        inv,
+        owner: ownerOf(ctx, op),
+        start,
+        end,
+        event,
+      }),
+    );
+  } catch (e) {
+    endSpan(span, e);
+    throw e;
+  }
+  return { pid, inv, op, start, end, event, subscribers, span };
 }
 
 /**
@@ -146,16 +196,24 @@ export async function invalidateRangeEnd(
     event: r.event,
     inv: r.inv,
   });
-  // A subscriber fenced since the start gets no end: it is gone.
-  const live = (await ctx.store.mnSubscribers(r.pid)).filter((s) => r.subscribers.includes(s));
-  await dispatch(ctx, r.op, r.pid, live, 'mnInvalidateRangeEnd', {
-    pid: r.pid,
-    inv: r.inv,
-    owner: ownerOf(ctx, r.op),
-    start,
-    end,
-    event: r.event,
-  });
+  try {
+    await withinRange(r, async () => {
+      // A subscriber fenced since the start gets no end: it is gone.
+      const live = (await ctx.store.mnSubscribers(r.pid)).filter((s) => r.subscribers.includes(s));
+      await dispatch(ctx, r.op, r.pid, live, 'mnInvalidateRangeEnd', {
+        pid: r.pid,
+        inv: r.inv,
+        owner: ownerOf(ctx, r.op),
+        start,
+        end,
+        event: r.event,
+      });
+    });
+  } catch (e) {
+    endSpan(r.span, e);
+    throw e;
+  }
+  endSpan(r.span);
 }
 
 /** mmu_notifier_invalidate_page(mm, address) (2012). */
@@ -169,12 +227,28 @@ export async function invalidatePage(
   if (subscribers.length === 0) return;
   const inv = newInv(ctx, op);
   ctx.tracer.emit({ kind: 'mn.page', op, pid, addr, inv });
-  await dispatch(ctx, op, pid, subscribers, 'mnInvalidatePage', {
-    pid,
-    inv,
-    owner: ownerOf(ctx, op),
-    addr,
-  });
+  await inSpan(
+    'mmu_notifier_invalidate_page',
+    () => ({
+      root: true,
+      links: linkToActive(),
+      attributes: {
+        'mmlab.op': op,
+        'mmlab.pid': pid,
+        'mmlab.inv': inv,
+        'mmlab.addr': hex(addr),
+        'mmlab.mn.subscribers': [...subscribers],
+        'mmlab.instance': ctx.instance,
+      },
+    }),
+    () =>
+      dispatch(ctx, op, pid, subscribers, 'mnInvalidatePage', {
+        pid,
+        inv,
+        owner: ownerOf(ctx, op),
+        addr,
+      }),
+  );
 }
 
 /** mmu_notifier_release(mm): every subscriber drops everything of pid; then they are unhashed. */
@@ -205,8 +279,8 @@ async function dispatch<N extends CallbackRpc>(
   }
 }
 
-/** One callback to one subscriber, until it acks or is found dead. */
-async function callOne<N extends CallbackRpc>(
+/** One callback to one subscriber, until it acks or is found dead: one span (`<callback> <subscriber>`). */
+function callOne<N extends CallbackRpc>(
   ctx: MmContext,
   op: string,
   pid: number,
@@ -215,8 +289,37 @@ async function callOne<N extends CallbackRpc>(
   req: Req<N>,
 ): Promise<void> {
   const callback = CALLBACK_OF[name];
+  return inSpan(
+    `${callback} ${subscriber}`,
+    () => ({
+      kind: SpanKind.CLIENT,
+      attributes: {
+        'mmlab.op': op,
+        'mmlab.pid': pid,
+        'mmlab.inv': (req as { inv: string }).inv,
+        'mmlab.mn.subscriber': subscriber,
+        'mmlab.mn.callback': callback,
+      },
+    }),
+    (span) => callUntilAcked(ctx, op, pid, subscriber, name, req, span),
+  );
+}
+
+async function callUntilAcked<N extends CallbackRpc>(
+  ctx: MmContext,
+  op: string,
+  pid: number,
+  subscriber: string,
+  name: N,
+  req: Req<N>,
+  span: Span | undefined,
+): Promise<void> {
+  const callback = CALLBACK_OF[name];
   const inv = (req as { inv: string }).inv;
   const t0 = now();
+  const outcome = (o: 'ack' | 'error' | 'fenced', attempts: number): void => {
+    span?.setAttributes({ 'mmlab.mn.outcome': o, 'mmlab.mn.attempts': attempts });
+  };
   for (let attempt = 1; ; attempt++) {
     // The atomic-context guard: sending a callback (which may sleep) while this op holds a
     // PT lock is a might_sleep() splat. Patched code never gets here with a lock held.
@@ -239,6 +342,7 @@ async function callOne<N extends CallbackRpc>(
           inv,
           waitedMs: now() - t0,
         });
+        outcome('ack', attempt);
         return;
       }
       ctx.tracer.emit({ kind: 'mn.ack_ignored', op, pid, subscriber, callback, inv, got });
@@ -256,10 +360,12 @@ async function callOne<N extends CallbackRpc>(
           inv,
           got: err.code,
         });
+        outcome('error', attempt);
         return;
       }
       if (!(await ctx.store.subscriberIsAlive(subscriber))) {
         await fenceSubscriber(ctx, op, subscriber, `liveness lease expired during ${callback}`);
+        outcome('fenced', attempt);
         return;
       }
       // Alive but slow (or restarting): wait for it, as long as it takes.

@@ -3,7 +3,7 @@ import { MmlabError, PAGE_SIZE, type Prot } from '@mmlab/protocol';
 import { type MmContext, startVpn } from './context';
 import { mmapWriteLock, mmapWriteUnlock } from './locks';
 import { forEachPteTable, staleLease } from './pagewalk';
-import { invalidateRangeEnd, invalidateRangeStart } from './mmu_notifier';
+import { invalidateRangeEnd, invalidateRangeStart, withinRange } from './mmu_notifier';
 import { flushTlbRange } from './tlbflush';
 
 /**
@@ -34,14 +34,24 @@ export async function doMprotect(
     const range = await invalidateRangeStart(ctx, op, pid, mmunStart, mmunEnd, 'protection_vma');
     let changed = 0;
     try {
-      await forEachPteTable(ctx, op, pid, s, e, async (held, ps, pe) => {
-        const { lock, lease } = held;
-        const c = await ctx.store.changePteRange(pid, lock, lease.value, lease.token, ps, pe, prot);
-        if (!c) throw staleLease(ctx, held, 'change_pte_range');
-        changed += c.changed;
-        if (c.downgraded)
-          await flushTlbRange(ctx, op, pid, ps * PAGE_SIZE, pe * PAGE_SIZE, c.cpumask);
-      });
+      await withinRange(range, () =>
+        forEachPteTable(ctx, op, pid, s, e, async (held, ps, pe) => {
+          const { lock, lease } = held;
+          const c = await ctx.store.changePteRange(
+            pid,
+            lock,
+            lease.value,
+            lease.token,
+            ps,
+            pe,
+            prot,
+          );
+          if (!c) throw staleLease(ctx, held, 'change_pte_range');
+          changed += c.changed;
+          if (c.downgraded)
+            await flushTlbRange(ctx, op, pid, ps * PAGE_SIZE, pe * PAGE_SIZE, c.cpumask);
+        }),
+      );
     } finally {
       await invalidateRangeEnd(ctx, range, mmunStart, mmunEnd);
     }

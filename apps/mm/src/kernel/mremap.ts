@@ -4,7 +4,7 @@ import { type MmContext, startVpn } from './context';
 import { mmapWriteLock, mmapWriteUnlock } from './locks';
 import { forEachPteTable, staleLease } from './pagewalk';
 import { zapPageRange } from './memory';
-import { invalidateRangeEnd, invalidateRangeStart } from './mmu_notifier';
+import { invalidateRangeEnd, invalidateRangeStart, withinRange } from './mmu_notifier';
 import { flushTlbRange } from './tlbflush';
 
 /**
@@ -43,13 +43,15 @@ export async function doMremap(
     try {
       // The old page tables' locks; the new range is not reachable by anyone while we hold
       // mmap_sem for write (faults there wait for it), so its tables need no lock here.
-      await forEachPteTable(ctx, op, pid, s, s + keep, async (held, ps, pe) => {
-        const { lock, lease } = held;
-        const r = await ctx.store.movePtes(pid, lock, lease.value, lease.token, ps, pe, delta);
-        if (!r) throw staleLease(ctx, held, 'move_ptes');
-        moved += r.moved;
-        if (r.moved) await flushTlbRange(ctx, op, pid, ps * PAGE_SIZE, pe * PAGE_SIZE, r.cpumask);
-      });
+      await withinRange(range, () =>
+        forEachPteTable(ctx, op, pid, s, s + keep, async (held, ps, pe) => {
+          const { lock, lease } = held;
+          const r = await ctx.store.movePtes(pid, lock, lease.value, lease.token, ps, pe, delta);
+          if (!r) throw staleLease(ctx, held, 'move_ptes');
+          moved += r.moved;
+          if (r.moved) await flushTlbRange(ctx, op, pid, ps * PAGE_SIZE, pe * PAGE_SIZE, r.cpumask);
+        }),
+      );
     } finally {
       await invalidateRangeEnd(ctx, range, mmunStart, mmunEnd);
     }

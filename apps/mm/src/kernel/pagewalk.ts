@@ -6,7 +6,7 @@
  */
 import { MmlabError, PTRS_PER_PTE } from '@mmlab/protocol';
 import type { MmContext } from './context';
-import { type HeldLock, ptlLock, ptlUnlock } from './locks';
+import { type HeldLock, ptlLock, ptlUnlock, underPtl } from './locks';
 
 export async function forEachPteTable<T>(
   ctx: MmContext,
@@ -23,7 +23,7 @@ export async function forEachPteTable<T>(
     if (s >= e) continue;
     const held = await ptlLock(ctx, pid, `ptl:${pmd}`, op);
     try {
-      out.push(await step(held, s, e));
+      out.push(await underPtl(held, () => step(held, s, e)));
     } finally {
       await ptlUnlock(ctx, held);
     }

@@ -1,0 +1,160 @@
+/**
+ * The live dashboard in a real browser (the Debian chromium package, driven by
+ * playwright-core) against a real lab: mm-0/mm-1, cpu0, hca0 (200 ms device invalidations) and
+ * the observer serving the built page (dist/dashboard, npm run build). The page is opened
+ * first; then a scenario runs (an ODP MR read by the device, then munmap), and the
+ * invalidation it causes must appear on the mm, hca0 and cpu0 lifelines, open on a click,
+ * and list its events. Only Playwright's auto-waiting locators wait: no sleeps, no timings.
+ * Leaves docs/dashboard.png behind.
+ */
+import { existsSync } from 'node:fs';
+import * as path from 'node:path';
+import { type Browser, type Page, chromium } from 'playwright-core';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { EventOf } from '@mmlab/protocol';
+import { type TestLab, repoRoot, startTestLab } from '@mmlab/testing';
+
+const CHROMIUM = '/usr/bin/chromium';
+const ARGS = [
+  '--headless',
+  '--no-sandbox',
+  '--disable-gpu',
+  '--disable-quic',
+  '--no-first-run',
+  '--disable-background-networking',
+  '--disable-component-update',
+  '--disable-sync',
+];
+const HCA = 'hca0';
+const SHOT = path.join(repoRoot(), 'docs', 'dashboard.png');
+
+describe('the live dashboard, during a running scenario', () => {
+  let t: TestLab | undefined;
+  let browser: Browser | undefined;
+  let page: Page;
+  let observer: string;
+
+  beforeAll(async () => {
+    if (!existsSync(path.join(repoRoot(), 'dist', 'dashboard', 'index.html')))
+      throw new Error('dist/dashboard is not built: npm run build (or npm run build:dashboard)');
+    if (!existsSync(CHROMIUM))
+      throw new Error(`no ${CHROMIUM}: ./scripts/ensure-deps.sh installs the chromium package`);
+    t = await startTestLab(
+      {
+        mode: 'patched',
+        frames: 64,
+        cpus: 1,
+        mmReplicas: 2,
+        subscribers: [{ name: HCA, kind: 'hca', invalidateLatencyMs: 200 }],
+      },
+      { rpcTimeoutMs: 20_000 },
+    );
+    observer = t.lab.observerUrl!;
+    browser = await chromium.launch({ executablePath: CHROMIUM, args: ARGS });
+    page = await browser.newPage({ viewport: { width: 1500, height: 900 } });
+  });
+
+  afterAll(async () => {
+    await browser?.close();
+    await t?.stop();
+  });
+
+  it('shows the munmap invalidation across mm, hca0 and cpu0, and lists its events on a click', async () => {
+    const { rpc, trace } = t!;
+    await page.goto(`${observer}/`);
+    await page.locator('[data-testid=status][data-status=live]').waitFor();
+
+    // the scenario, while the page watches
+    const { pid } = await rpc.call('processCreate', {});
+    const { addr } = await rpc.call('mmap', { pid, pages: 8, prot: 'rw' });
+    await rpc.call('cpuAccess', { pid, addr, op: 'write', value: 42 }, { id: 0 });
+    const { mr } = await rpc.call(
+      'hcaRegMr',
+      { pid, addr, pages: 8, odp: true, access: ['read', 'write'] },
+      { id: HCA },
+    );
+    expect((await rpc.call('hcaRdmaRead', { mr, addr }, { id: HCA })).value).toBe(42);
+    await rpc.call('munmap', { pid, addr, pages: 8 });
+    const start = await trace.next<EventOf<'mn.range_start'>>(
+      (e) => e.kind === 'mn.range_start' && e.pid === pid && e.event === 'unmap',
+    );
+    const inv = start.inv;
+    const mm = start.instance;
+
+    // every lifeline of the lab
+    for (const id of ['mm-0', 'mm-1', 'cpu0', HCA])
+      await page.locator(`[data-testid=lifeline][data-instance="${id}"]`).waitFor();
+
+    // the invalidation group appears, complete, spanning the mm replica, the HCA and the CPU
+    const group = page.locator(
+      `[data-testid=inv-group][data-inv="${inv}"][data-complete=true]` +
+        `[data-lifelines~="${mm}"][data-lifelines~="${HCA}"][data-lifelines~="cpu0"]`,
+    );
+    await group.waitFor();
+    expect(await group.getAttribute('data-kind')).toBe('range');
+
+    await group.click();
+    const panel = page.getByTestId('event-panel');
+    await panel.getByTestId('panel-inv').getByText(inv, { exact: true }).waitFor();
+    const rows = panel.getByTestId('panel-event');
+    const texts = await rows.allInnerTexts();
+    const kinds: Array<string | null> = [];
+    const instances: Array<string | null> = [];
+    for (let i = 0; i < texts.length; i++) {
+      kinds.push(await rows.nth(i).getAttribute('data-kind'));
+      instances.push(await rows.nth(i).getAttribute('data-instance'));
+    }
+    const row = (instance: string, kind: string) =>
+      texts.filter((_, i) => instances[i] === instance && kinds[i] === kind);
+
+    // mm's side: invalidate_range_start/end of the munmap, each sent to hca0 and acked
+    expect(row(mm, 'mn.range_start')).toEqual([expect.stringContaining(`unmap pid ${pid}`)]);
+    expect(row(mm, 'mn.range_end')).toEqual([expect.stringContaining(`inv=${inv}`)]);
+    expect(row(mm, 'mn.send')).toEqual([
+      expect.stringContaining(`invalidate_range_start → ${HCA} inv=${inv}`),
+      expect.stringContaining(`invalidate_range_end → ${HCA} inv=${inv}`),
+    ]);
+    expect(row(mm, 'mn.ack')).toHaveLength(2);
+    // hca0's side: each callback received and done, with the same inv
+    for (const kind of ['mn.recv', 'mn.done'])
+      expect(row(HCA, kind)).toEqual([
+        expect.stringContaining(`invalidate_range_start inv=${inv}`),
+        expect.stringContaining(`invalidate_range_end inv=${inv}`),
+      ]);
+    expect(row(HCA, 'smap.clear').length).toBeGreaterThan(0); // the device dropped its entry
+    // cpu0's TLB shootdown, under the PT lock, inside the range
+    expect(row('cpu0', 'tlb.flush')).toHaveLength(1);
+    expect(row(mm, 'ptl.acquire')).toHaveLength(1);
+    // in time order
+    expect(kinds[0]).toBe('mn.range_start');
+
+    // a valid run: once the checker has seen the whole invalidation, nothing is flagged
+    await page.getByTestId('violations').getByText('none so far').waitFor();
+    await page.screenshot({ path: SHOT });
+  });
+
+  it('streams the stored trace over SSE and documents it in OpenAPI', async () => {
+    const doc = (await (await fetch(`${observer}/api-json`)).json()) as {
+      paths: Record<string, unknown>;
+    };
+    expect(Object.keys(doc.paths)).toEqual(
+      expect.arrayContaining(['/stream', '/events', '/invariants', '/', '/dashboard']),
+    );
+    const ac = new AbortController();
+    const r = await fetch(`${observer}/stream?from=0`, { signal: ac.signal });
+    expect(r.headers.get('content-type')).toMatch(/^text\/event-stream/);
+    const dec = new TextDecoder();
+    let text = '';
+    for await (const chunk of r.body as unknown as AsyncIterable<Uint8Array>) {
+      text += dec.decode(chunk, { stream: true });
+      if (text.includes('event: replayed')) break;
+    }
+    ac.abort();
+    const ids = [...text.matchAll(/^data: (\[.*\])$/gm)].flatMap((m) =>
+      (JSON.parse(m[1]) as Array<{ id: string }>).map((e) => e.id),
+    );
+    expect(ids.length).toBeGreaterThan(20);
+    expect(new Set(ids).size).toBe(ids.length);
+    expect(ids).toEqual(expect.arrayContaining(t!.trace.events.slice(0, 10).map((e) => e.id)));
+  });
+});

@@ -1,0 +1,129 @@
+/**
+ * The compose lab's NATS users and subject permissions (deploy/nats/nats.conf), for real: a
+ * nats-server started from that file, every service connecting as its own user. The lab works
+ * end to end — including notifier callbacks to an HCA — and a service that steps outside its
+ * permissions is refused by the server.
+ */
+import * as path from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { PAGE_SIZE } from '@mmlab/protocol';
+import { RpcClient, connectNats } from '@mmlab/runtime';
+import {
+  LocalLab,
+  type ServerHandle,
+  codeOf,
+  natsUrlWithUser,
+  repoRoot,
+  startNatsWithConfig,
+} from '@mmlab/testing';
+
+const PASSWORDS = {
+  NATS_MM_PASSWORD: 'mm-secret',
+  NATS_CPU_PASSWORD: 'cpu-secret',
+  NATS_HCA_PASSWORD: 'hca-secret',
+  NATS_OBSERVER_PASSWORD: 'observer-secret',
+  NATS_LAB_PASSWORD: 'lab-secret',
+};
+const withUser = (url: string, user: string, pass: string) =>
+  natsUrlWithUser(url, `${user}:${pass}`);
+
+describe('NATS users and permissions of the compose lab', () => {
+  let nats: ServerHandle;
+  let lab: LocalLab;
+  let rpc: RpcClient;
+  const closers: Array<() => Promise<unknown>> = [];
+
+  beforeAll(async () => {
+    nats = await startNatsWithConfig(
+      path.join(repoRoot(), 'deploy', 'nats', 'nats.conf'),
+      PASSWORDS,
+    );
+    lab = await LocalLab.start(
+      {
+        mode: 'patched',
+        frames: 32,
+        cpus: 1,
+        mmReplicas: 2,
+        subscribers: [{ name: 'hca0', kind: 'hca' }],
+      },
+      {
+        natsUrl: nats.url,
+        natsUsers: {
+          mm: `mm:${PASSWORDS.NATS_MM_PASSWORD}`,
+          cpu: `cpu:${PASSWORDS.NATS_CPU_PASSWORD}`,
+          hca: `hca:${PASSWORDS.NATS_HCA_PASSWORD}`,
+          observer: `observer:${PASSWORDS.NATS_OBSERVER_PASSWORD}`,
+        },
+        readyUser: `lab:${PASSWORDS.NATS_LAB_PASSWORD}`,
+      },
+    );
+    const nc = await connectNats(withUser(nats.url, 'lab', PASSWORDS.NATS_LAB_PASSWORD), 'lab');
+    closers.push(() => nc.close());
+    rpc = new RpcClient(nc, 10_000);
+  });
+  afterAll(async () => {
+    for (const c of closers) await c();
+    await lab?.stop();
+    await nats?.stop();
+  });
+
+  it('lets every service do its job as its own user: faults, shootdowns, notifier callbacks, device faults', async () => {
+    const { pid } = await rpc.call('processCreate', {});
+    const { addr } = await rpc.call('mmap', { pid, pages: 2, prot: 'rw' });
+    expect((await rpc.call('cpuAccess', { pid, addr, op: 'read' }, { id: 0 })).value).toBe(0);
+    await rpc.call('cpuAccess', { pid, addr, op: 'write', value: 4 }, { id: 0 }); // COW + shootdown
+    const { mr } = await rpc.call(
+      'hcaRegMr',
+      { pid, addr, pages: 2, odp: true, access: ['read', 'write'] },
+      { id: 'hca0' },
+    );
+    expect((await rpc.call('hcaRdmaRead', { mr, addr }, { id: 'hca0' })).value).toBe(4);
+    expect(await rpc.call('munmap', { pid, addr, pages: 2 })).toMatchObject({ zapped: 1 });
+    expect(
+      await codeOf(rpc.call('hcaRdmaRead', { mr, addr: addr + PAGE_SIZE }, { id: 'hca0' })),
+    ).toBe('EFAULT');
+    expect((await rpc.call('observerSync', {})).events).toBeGreaterThan(0);
+  });
+
+  it('refuses a CPU that calls a syscall, and a subscriber that calls a CPU', async () => {
+    const cases = [
+      // [user, password, an allowed request and the answer it gets, a forbidden subject]
+      ['cpu', PASSWORDS.NATS_CPU_PASSWORD, 'fault', 'mmlab.mm.munmap'],
+      ['hca', PASSWORDS.NATS_HCA_PASSWORD, 'gup', 'mmlab.cpu.0.access'],
+      ['observer', PASSWORDS.NATS_OBSERVER_PASSWORD, null, 'mmlab.mm.fault'],
+    ] as const;
+    for (const [user, pass, allowed, forbidden] of cases) {
+      const nc = await connectNats(withUser(nats.url, user, pass), `probe-${user}`);
+      closers.push(() => nc.close());
+      const probe = new RpcClient(nc, 1000);
+      if (allowed === 'fault')
+        expect(
+          await codeOf(
+            probe.call('fault', { pid: 9999, addr: 0x10000000, access: 'read', agent: 'cpu9' }),
+          ),
+        ).toBe('ESRCH');
+      if (allowed === 'gup')
+        expect(
+          await codeOf(
+            probe.call('gup', {
+              pid: 9999,
+              addr: 0x10000000,
+              pages: 1,
+              write: false,
+              pin: false,
+              agent: 'hca9',
+            }),
+          ),
+        ).toBe('ESRCH');
+      // The server drops a publish outside the user's permissions: nobody answers.
+      expect(
+        await codeOf(nc.request(forbidden, '{}', { timeout: 1000 })),
+        `${user} → ${forbidden}`,
+      ).not.toBe('ok');
+    }
+  });
+
+  it('refuses a wrong password', async () => {
+    await expect(connectNats(withUser(nats.url, 'mm', 'wrong'), 'intruder')).rejects.toThrow();
+  });
+});
