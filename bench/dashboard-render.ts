@@ -19,21 +19,10 @@ import { existsSync, readFileSync } from 'node:fs';
 import * as http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import * as path from 'node:path';
-import { type Browser, chromium } from 'playwright-core';
+import type { Browser } from 'playwright-core';
 import type { TraceEvent } from '@mmlab/protocol';
 import { syntheticTrace } from '@mmlab/diagram';
-
-const CHROMIUM = process.env.CHROMIUM ?? '/usr/bin/chromium';
-export const CHROMIUM_ARGS = [
-  '--headless',
-  '--no-sandbox',
-  '--disable-gpu',
-  '--disable-quic',
-  '--no-first-run',
-  '--disable-background-networking',
-  '--disable-component-update',
-  '--disable-sync',
-];
+import { launchChromium, repoRoot } from '@mmlab/testing';
 
 function arg(name: string, dflt: number): number {
   const i = process.argv.indexOf(`--${name}`);
@@ -66,16 +55,6 @@ const pct = (xs: number[], p: number): number => {
   return s.length === 0 ? NaN : s[Math.min(s.length - 1, Math.floor((p / 100) * s.length))];
 };
 const round = (n: number) => Math.round(n * 10) / 10;
-
-function repoRoot(): string {
-  let d = __dirname;
-  while (!existsSync(path.join(d, 'nest-cli.json'))) {
-    const up = path.dirname(d);
-    if (up === d) throw new Error('cannot find the repository root');
-    d = up;
-  }
-  return d;
-}
 
 const TYPES: Record<string, string> = {
   '.html': 'text/html',
@@ -280,10 +259,8 @@ async function main(): Promise<void> {
   const dist = path.join(repoRoot(), 'dist', 'dashboard');
   if (!existsSync(path.join(dist, 'index.html')))
     throw new Error(`${dist} has no build: run npm run build:dashboard first`);
-  if (!existsSync(CHROMIUM))
-    throw new Error(`no chromium at ${CHROMIUM} (apt-get install chromium)`);
   const s = await standIn(dist);
-  const browser = await chromium.launch({ executablePath: CHROMIUM, args: CHROMIUM_ARGS });
+  const browser = await launchChromium();
   try {
     s.plan.stored = syntheticTrace(n, { seed: 1, cpus: 4, subscribers: ['hca0', 'hca1'] });
     await renderRun(browser, s, n); // warm-up (disk cache, JIT of the browser itself)

@@ -9,22 +9,11 @@
  */
 import { existsSync } from 'node:fs';
 import * as path from 'node:path';
-import { type Browser, type Page, chromium } from 'playwright-core';
+import type { Browser, Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { EventOf } from '@mmlab/protocol';
-import { type TestLab, repoRoot, startTestLab } from '@mmlab/testing';
+import { type TestLab, launchChromium, repoRoot, startTestLab } from '@mmlab/testing';
 
-const CHROMIUM = '/usr/bin/chromium';
-const ARGS = [
-  '--headless',
-  '--no-sandbox',
-  '--disable-gpu',
-  '--disable-quic',
-  '--no-first-run',
-  '--disable-background-networking',
-  '--disable-component-update',
-  '--disable-sync',
-];
 const HCA = 'hca0';
 const SHOT = path.join(repoRoot(), 'docs', 'dashboard.png');
 
@@ -37,8 +26,6 @@ describe('the live dashboard, during a running scenario', () => {
   beforeAll(async () => {
     if (!existsSync(path.join(repoRoot(), 'dist', 'dashboard', 'index.html')))
       throw new Error('dist/dashboard is not built: npm run build (or npm run build:dashboard)');
-    if (!existsSync(CHROMIUM))
-      throw new Error(`no ${CHROMIUM}: ./scripts/ensure-deps.sh installs the chromium package`);
     t = await startTestLab(
       {
         mode: 'patched',
@@ -50,7 +37,7 @@ describe('the live dashboard, during a running scenario', () => {
       { rpcTimeoutMs: 20_000 },
     );
     observer = t.lab.observerUrl!;
-    browser = await chromium.launch({ executablePath: CHROMIUM, args: ARGS });
+    browser = await launchChromium();
     page = await browser.newPage({ viewport: { width: 1500, height: 900 } });
   });
 

@@ -4,3 +4,4 @@ export * from './trace-log';
 export * from './test-lab';
 export * from './errors';
 export * from './cli';
+export * from './browser';

@@ -73,6 +73,19 @@ export function stopProcess(
   });
 }
 
+/** A server whose working folder goes away with it. */
+function serverWithDir(url: string, port: number, proc: ChildProcess, dir: string): ServerHandle {
+  return {
+    url,
+    port,
+    proc,
+    stop: async () => {
+      await stopProcess(proc);
+      rmSync(dir, { recursive: true, force: true });
+    },
+  };
+}
+
 export async function startNats(port?: number): Promise<ServerHandle> {
   const p = port ?? (await freePort());
   const proc = spawn('nats-server', ['-a', '127.0.0.1', '-p', String(p)], { stdio: 'ignore' });
@@ -101,15 +114,7 @@ export async function startRedis(port?: number, extraArgs: string[] = []): Promi
     { stdio: 'ignore' },
   );
   await waitForPort(p, proc, 'redis-server');
-  return {
-    url: `redis://127.0.0.1:${p}`,
-    port: p,
-    proc,
-    stop: async () => {
-      await stopProcess(proc);
-      rmSync(dir, { recursive: true, force: true });
-    },
-  };
+  return serverWithDir(`redis://127.0.0.1:${p}`, p, proc, dir);
 }
 
 export interface ClusterHandle {
@@ -217,13 +222,5 @@ export async function startNatsWithConfig(
     },
   );
   await waitForPort(p, proc, 'nats-server');
-  return {
-    url: `nats://127.0.0.1:${p}`,
-    port: p,
-    proc,
-    stop: async () => {
-      await stopProcess(proc);
-      rmSync(dir, { recursive: true, force: true });
-    },
-  };
+  return serverWithDir(`nats://127.0.0.1:${p}`, p, proc, dir);
 }
