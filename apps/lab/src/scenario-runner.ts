@@ -30,6 +30,7 @@ import type {
 } from '@mmlab/scenario';
 import { z } from 'zod';
 import type { LabConnection } from './lab-connection';
+import { Nemesis } from './nemesis';
 
 /** Default soft-lockup threshold of the checker, as MMLAB_SOFTLOCKUP_MS defaults. */
 export const DEFAULT_SOFTLOCKUP_MS = 1000;
@@ -116,6 +117,7 @@ export class ScenarioRunner {
   private readonly bindings = new Map<string, BoundValue>();
   private readonly steps: StepResult[] = [];
   private readonly log: (line: string) => void;
+  private readonly nemesis: Nemesis;
 
   constructor(
     readonly scenario: Scenario,
@@ -123,6 +125,7 @@ export class ScenarioRunner {
     private readonly opts: RunnerOptions = {},
   ) {
     this.log = opts.log ?? (() => {});
+    this.nemesis = new Nemesis(lab.local, lab.rpc.nc);
   }
 
   /** Run everything; never throws: a failure to complete is the `unknown` verdict. */
@@ -132,6 +135,8 @@ export class ScenarioRunner {
     let events: TraceEvent[] = [];
     try {
       await this.runSteps();
+      // the final heal phase: nothing stays paused or dead for the last checks
+      await this.nemesis.heal();
       await this.barrier();
       rawEvents = await this.fetchEvents(from);
       events = this.parseEvents(rawEvents);
@@ -349,6 +354,11 @@ export class ScenarioRunner {
       case 'sleep':
         await sleep(step.ms);
         return { value: undefined };
+      case 'chaos':
+        await this.nemesis.inject(step.target, step.fault, step.ms);
+        return { value: undefined };
+      case 'heal':
+        return { value: await this.nemesis.heal(step.target) };
       case 'mm.stall': {
         const mms = this.lab.instances.filter((i) => /^mm-\d+$/.test(i));
         await Promise.all(

@@ -106,6 +106,10 @@ export function describeEvent(e: TraceEvent): string {
       return `${e.result} ${hex(e.addr)} in ${ms(e.durMs)}${e.retries ? `, ${e.retries} retries` : ''}`;
     case 'barrier':
       return e.tag;
+    case 'chaos.start':
+      return `${e.fault} ${e.target}: ${e.label}`;
+    case 'chaos.end':
+      return `${e.fault} ${e.target} healed`;
   }
 }
 

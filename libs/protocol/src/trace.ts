@@ -236,6 +236,9 @@ export const TraceEvent = z.discriminatedUnion('kind', [
   /** a device access refused because its agent was fenced */
   ev('access.refused', { agent: Agent, pid: Pid, addr: Addr, reason: z.string() }),
   ev('barrier', { tag: z.string() }),
+  /** a fault window opens on a target (a service instance): the lab's nemesis */
+  ev('chaos.start', { target: z.string(), fault: z.string(), label: z.string() }),
+  ev('chaos.end', { target: z.string(), fault: z.string() }),
 ]);
 
 export type TraceEvent = z.infer<typeof TraceEvent>;

@@ -85,12 +85,14 @@ export function stepBindings(s: Step): StepBindings {
     case 'parallel':
     case 'sleep':
     case 'mm.stall':
+    case 'chaos':
+    case 'heal':
       return { uses: [] };
   }
 }
 
 /** The parts of the configured lab a step names: a CPU, an HCA. */
-function stepTargets(s: Step): { cpu?: number; hca?: string } {
+function stepTargets(s: Step): { cpu?: number; hca?: string; target?: string } {
   switch (s.op) {
     case 'cpu.read':
     case 'cpu.write':
@@ -112,7 +114,10 @@ function stepTargets(s: Step): { cpu?: number; hca?: string } {
     case 'parallel':
     case 'sleep':
     case 'mm.stall':
+    case 'heal':
       return {};
+    case 'chaos':
+      return { target: s.target };
   }
 }
 
@@ -147,6 +152,8 @@ export interface CheckInput {
   cpus: number | undefined;
   /** config.subscribers (name and kind), when they can be read */
   subscribers: ReadonlyArray<{ name: string; kind: string }> | undefined;
+  /** config.mmReplicas, when the config is valid */
+  mmReplicas?: number;
 }
 
 const KIND_NAME: Record<BindingKind, string> = {
@@ -188,7 +195,7 @@ function namesBoundIn(
   return out;
 }
 
-export function checkSteps({ steps, cpus, subscribers }: CheckInput): PathIssue[] {
+export function checkSteps({ steps, cpus, subscribers, mmReplicas }: CheckInput): PathIssue[] {
   const issues: PathIssue[] = [];
   const hcas = subscribers?.filter((s) => s.kind === 'hca').map((s) => s.name);
 
@@ -254,7 +261,20 @@ export function checkSteps({ steps, cpus, subscribers }: CheckInput): PathIssue[
         });
       else scope.set(defines.name, { kind: defines.kind, path });
     }
-    const { cpu, hca } = stepTargets(s);
+    const { cpu, hca, target } = stepTargets(s);
+    if (target !== undefined && cpus !== undefined) {
+      // the instances a local lab of this config runs
+      const instances = [
+        ...Array.from({ length: mmReplicas ?? 2 }, (_, i) => `mm-${i}`),
+        ...Array.from({ length: cpus }, (_, i) => `cpu${i}`),
+        ...(subscribers ?? []).map((x) => x.name),
+      ];
+      if (!instances.includes(target))
+        issues.push({
+          path: [...path, 'target'],
+          message: `no instance "${target}" in this lab (it runs: ${instances.join(', ')})`,
+        });
+    }
     if (cpu !== undefined && cpus !== undefined && cpu >= cpus)
       issues.push({
         path: [...path, 'cpu'],

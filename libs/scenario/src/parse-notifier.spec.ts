@@ -443,3 +443,25 @@ describe('mm.stall', () => {
     ]);
   });
 });
+
+describe('chaos and heal', () => {
+  it('parses them, and names the instances of the lab when a target is not one of them', () => {
+    const good = ok(
+      scenario(
+        '  - { op: chaos, target: hca0, fault: pause, ms: 100 }',
+        '  - { op: chaos, target: mm-1, fault: kill }',
+        '  - { op: heal, target: mm-1 }',
+        '  - { op: heal }',
+      ),
+    );
+    expect(good.steps.slice(1).map((s) => s.op)).toEqual(['chaos', 'chaos', 'heal', 'heal']);
+    const text = scenario(
+      '  - { op: chaos, target: cpu7, fault: pause }', // 7
+      '  - { op: chaos, target: hca0, fault: freeze }', // 8
+    );
+    expect(errorsOf(text)).toEqual([
+      `${at(text, 7, 'cpu7')}: steps[1].target: no instance "cpu7" in this lab (it runs: mm-0, mm-1, cpu0, cpu1, hca0)`,
+      `${at(text, 8, 'freeze')}: steps[2].fault: expected "pause" | "kill" | "restart", got the string "freeze"`,
+    ]);
+  });
+});

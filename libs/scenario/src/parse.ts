@@ -163,9 +163,11 @@ export function parseScenario(text: string, fileName: string): ParseResult {
     typeof rawObj.config === 'object' && rawObj.config !== null ? rawObj.config : {}
   ) as Record<string, unknown>;
   const cpus = ScenarioConfig.shape.cpus.safeParse(rawConfig.cpus);
+  const mm = ScenarioConfig.shape.mmReplicas.safeParse(rawConfig.mmReplicas);
   const checked = checkSteps({
     steps: rawSteps,
     cpus: cpus.success ? cpus.data : undefined,
+    mmReplicas: mm.success ? mm.data : undefined,
     subscribers: subscriberNames(rawConfig.subscribers),
   });
   for (const iss of [...checkSubscribers(rawConfig.subscribers), ...checked])

@@ -168,6 +168,25 @@ export const SleepStep = step('sleep', { ms: z.number().int().nonnegative().max(
 export const MmStallStep = step('mm.stall', { ms: z.number().int().positive().max(600_000) });
 
 /**
+ * A process-level fault on one service instance of a local lab (`--local`): `pause` is
+ * SIGSTOP (it keeps its sockets and memory and makes no progress: peers see only timeouts),
+ * `kill` is SIGKILL, `restart` is a kill and a fresh start. With `ms` the fault heals by itself
+ * after that long; otherwise at the next `heal` naming it (or any), or at the end of the run.
+ * Every fault window is recorded (chaos.start / chaos.end trace events).
+ */
+export const ChaosStep = step('chaos', {
+  target: z.string().regex(/^[A-Za-z0-9_-]+$/),
+  fault: z.enum(['pause', 'kill', 'restart']),
+  ms: z.number().int().positive().max(600_000).optional(),
+});
+export const HealStep = step('heal', {
+  target: z
+    .string()
+    .regex(/^[A-Za-z0-9_-]+$/)
+    .optional(),
+});
+
+/**
  * Branches that run concurrently; each branch is a step list run in order. A binding made in
  * a branch is visible later in that branch and after the parallel step, never in another
  * branch (check.ts).
@@ -199,6 +218,8 @@ type StepOptions = [
   typeof ParallelStep,
   typeof SleepStep,
   typeof MmStallStep,
+  typeof ChaosStep,
+  typeof HealStep,
 ];
 
 // The annotation breaks the cycle Step → ParallelStep → Step for the type checker.
@@ -221,6 +242,8 @@ export const Step: z.ZodDiscriminatedUnion<StepOptions> = z.discriminatedUnion('
   ParallelStep,
   SleepStep,
   MmStallStep,
+  ChaosStep,
+  HealStep,
 ]);
 export type Step = z.output<typeof Step>;
 export type StepOp = Step['op'];
