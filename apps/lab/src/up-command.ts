@@ -36,7 +36,7 @@ export async function upCommand(opts: UpOptions): Promise<number> {
     `mmlab is up (${cfg.mode}, ${cfg.frames} frames, ${cfg.cpus} CPUs, ${cfg.mmReplicas} mm replicas)`,
     `  NATS      ${lab.natsUrl}`,
     `  Redis     ${lab.redisUrl}`,
-    `  observer  ${lab.observerUrl}   (GET /events, /invariants, /stats)`,
+    `  dashboard ${lab.observerUrl}/   (observer API: /api, /events, /invariants, /metrics)`,
     `  services  ${lab.instances.join(' ')}   (logs in ${opts.logs})`,
     '',
     'Run a scenario against it:',
