@@ -11,27 +11,18 @@ import {
   type Req,
   type Res,
   type RpcName,
-  type TraceEvent,
   type TraceKind,
 } from '@mmlab/protocol';
 import type { Store } from '@mmlab/model';
 import { checkInvariants } from '@mmlab/checker';
 import type { RpcClient } from '@mmlab/runtime';
-import {
-  type LocalLab,
-  type TestLab,
-  type TraceLog,
-  codeOf,
-  startTestLab,
-  until,
-} from '@mmlab/testing';
+import { type LocalLab, type TestLab, type TraceLog, codeOf, startTestLab } from '@mmlab/testing';
 
 const HCA = 'hca0';
 const LATENCY_MS = 50;
 
 describe('hca0: ODP and pinned memory regions against real services', () => {
   let t: TestLab | undefined;
-  let lab: LocalLab;
   let rpc: RpcClient;
   let store: Store;
   let trace: TraceLog;
@@ -47,7 +38,7 @@ describe('hca0: ODP and pinned memory regions against real services', () => {
       },
       { rpcTimeoutMs: 20_000 },
     );
-    ({ lab, rpc, store, trace } = t);
+    ({ rpc, store, trace } = t);
   });
   afterAll(async () => {
     await t?.stop();
@@ -66,24 +57,6 @@ describe('hca0: ODP and pinned memory regions against real services', () => {
   };
   const events = <K extends TraceKind>(kind: K, pred: (e: EventOf<K>) => boolean = () => true) =>
     trace.events.filter((e): e is EventOf<K> => e.kind === kind && pred(e as EventOf<K>));
-
-  /** Every service flushed its trace and the last event of each has arrived here. */
-  async function settled(): Promise<TraceEvent[]> {
-    const replies = await rpc.gather(
-      'flush',
-      {},
-      { expect: lab.instances.length, timeoutMs: 3000 },
-    );
-    await until(
-      () =>
-        replies.every(
-          (r) =>
-            r.published === 0 || trace.events.some((e) => e.id === `${r.instance}:${r.published}`),
-        ),
-      'every published trace event',
-    );
-    return [...trace.events].sort((a, b) => a.ts - b.ts);
-  }
 
   it('ODP MR: network page faults; values written by the device are seen by a CPU and back', async () => {
     const { pid, page } = await space(8);
@@ -184,7 +157,7 @@ describe('hca0: ODP and pinned memory regions against real services', () => {
         e.pid === pid &&
         e.callback === 'invalidate_range_end',
     );
-    await settled();
+    await t!.settled();
     const clears = events('smap.clear', (e) => e.pid === pid && e.agent === HCA);
     expect(clears.map((e) => e.addr)).toEqual([page(0), page(1), page(2), page(3)]);
     for (const c of clears) {
@@ -283,7 +256,7 @@ describe('hca0: ODP and pinned memory regions against real services', () => {
       access: ['read', 'write'],
     });
     expect(await store.mnSubscribers(pid)).toEqual([]);
-    await settled();
+    await t!.settled();
     const sets = events('smap.set', (e) => e.pid === pid);
     expect(sets.map((e) => e.addr)).toEqual([page(0), page(1), page(2), page(3)]);
     expect(
@@ -295,14 +268,14 @@ describe('hca0: ODP and pinned memory regions against real services', () => {
 
     // munmap sends hca0 nothing (not a subscriber) and cannot free the pinned frames.
     await rpc.call('munmap', { pid, addr: page(0), pages: 4 });
-    await settled();
+    await t!.settled();
     expect(events('mn.recv', (e) => e.pid === pid)).toHaveLength(0);
     expect(
       events('frame.free', (e) => sets.some((s) => s.pfn === e.pfn && s.gen === e.gen)),
     ).toHaveLength(0);
 
     expect(await hca('hcaDeregMr', { mr })).toEqual({ dereg: true });
-    await settled();
+    await t!.settled();
     for (const s of sets) {
       const clear = events('smap.clear', (e) => e.pid === pid && e.addr === s.addr);
       const free = events('frame.free', (e) => e.pfn === s.pfn && e.gen === s.gen);
@@ -327,7 +300,7 @@ describe('hca0: ODP and pinned memory regions against real services', () => {
     expect(await hca('hcaDeregMr', { mr: b })).toEqual({ dereg: true });
     expect(await store.mnSubscribers(pid)).toEqual([]);
     expect(await hca('hcaDeregMr', { mr: b })).toEqual({ dereg: false });
-    await settled();
+    await t!.settled();
     expect(
       events('smap.clear', (e) => e.pid === pid)
         .map((e) => e.addr)
@@ -353,7 +326,7 @@ describe('hca0: ODP and pinned memory regions against real services', () => {
     await hca('hcaRdmaWrite', { mr, addr: page(0), value: 1 });
     await hca('hcaRdmaWrite', { mr, addr: page(1), value: 2 });
     await rpc.call('exit', { pid });
-    await settled();
+    await t!.settled();
     expect(events('mn.recv', (e) => e.pid === pid).map((e) => e.callback)).toEqual(['release']);
     const clears = events('smap.clear', (e) => e.pid === pid);
     expect(clears).toHaveLength(2);
@@ -388,7 +361,7 @@ describe('hca0: ODP and pinned memory regions against real services', () => {
   });
 
   it('the whole trace satisfies every invariant', async () => {
-    const all = await settled();
+    const all = await t!.settled();
     const bad = checkInvariants(all, { softlockupMs: 1000 })
       .filter((v) => !v.ok)
       .map((v) => `${v.name}: ${v.violations.map((x) => x.message).join('; ')}`);

@@ -87,23 +87,6 @@ describe('metrics and health on every service', () => {
   const events = <K extends TraceKind>(kind: K, pred: (e: EventOf<K>) => boolean = () => true) =>
     trace.events.filter((e): e is EventOf<K> => e.kind === kind && pred(e as EventOf<K>));
 
-  /** Every service flushed its trace and the last event of each has arrived here. */
-  async function settled(): Promise<void> {
-    const replies = await rpc.gather(
-      'flush',
-      {},
-      { expect: lab.instances.length, timeoutMs: 3000 },
-    );
-    await until(
-      () =>
-        replies.every(
-          (r) =>
-            r.published === 0 || trace.events.some((e) => e.id === `${r.instance}:${r.published}`),
-        ),
-      'every published trace event',
-    );
-  }
-
   it('serves /health 200 on every instance while NATS and Redis are up', async () => {
     for (const i of SERVICES) {
       const res = await http(i).get('/health').expect(200);
@@ -140,7 +123,7 @@ describe('metrics and health on every service', () => {
     expect(await hca('hcaRdmaRead', { mr, addr: page(0) })).toMatchObject({ value: 1, npf: 1 });
     expect(await hca('hcaRdmaRead', { mr, addr: page(0) })).toMatchObject({ value: 1, npf: 0 });
     await rpc.call('munmap', { pid, addr, pages: 4 });
-    await settled();
+    await t!.settled();
 
     const mm = (await Promise.all(MM.map(scrape))).flat();
     // faults, by kind, as many as fault.end events (all of them in mm, on either replica)

@@ -64,7 +64,7 @@ describe('an HCA whose invalidation takes 1 s', () => {
     expect((await e.rpc.call('hcaRdmaRead', { mr, addr }, { id: 'hca0' })).value).toBe(1);
     await e.rpc.call('cpuAccess', { pid, addr, op: 'write', value: 2 }, { id: 0 });
     expect((await e.rpc.call('hcaRdmaRead', { mr, addr }, { id: 'hca0' })).value).toBe(2);
-    await e.rpc.gather('flush', {}, { expect: e.lab.instances.length });
+    await e.settled();
     const events = e.trace.events;
     const page = events.find((x) => x.kind === 'mn.page');
     expect(page).toBeDefined();
@@ -195,7 +195,7 @@ describe('several HCAs on one process', () => {
       }
       expect(await e.store.mnSubscribers(pid)).toEqual(['hca0', 'hca1']);
       await e.rpc.call('munmap', { pid, addr, pages: 1 });
-      await e.rpc.gather('flush', {}, { expect: e.lab.instances.length });
+      await e.settled();
       const rs = e.trace.events.find((x) => x.kind === 'mn.range_start')!;
       const ofStart = e.trace.events.filter(
         (x): x is EventOf<'mn.send'> | EventOf<'mn.ack'> =>

@@ -3,10 +3,11 @@
  * Store on the lab's Redis and a TraceLog, and their teardown in the right order.
  */
 import type { NatsConnection } from 'nats';
+import type { TraceEvent } from '@mmlab/protocol';
 import { Store } from '@mmlab/model';
 import { RpcClient, connectNats } from '@mmlab/runtime';
 import { type LabConfig, LocalLab } from './local-lab';
-import { TraceLog } from './trace-log';
+import { TraceLog, until } from './trace-log';
 
 export interface TestLabOptions {
   /** the RpcClient's default reply timeout (default: RpcClient's own) */
@@ -23,6 +24,11 @@ export interface TestLab {
   rpc: RpcClient;
   store: Store;
   trace: TraceLog;
+  /**
+   * The trace barrier: every instance flushes what it published, and this waits until the last
+   * event of each has reached the TraceLog. Returns the events seen so far.
+   */
+  settled(): Promise<TraceEvent[]>;
   /** Tear everything down: trace, NATS, Redis, then the lab. Safe to call more than once. */
   stop(): Promise<void>;
 }
@@ -53,12 +59,30 @@ export async function startTestLab(cfg: LabConfig, opts: TestLabOptions = {}): P
   const trace = new TraceLog(nc);
   if (opts.trace !== false) trace.start();
   let stopped: Promise<void> | undefined;
+  const rpc = new RpcClient(nc, opts.rpcTimeoutMs);
   return {
     lab,
     nc,
-    rpc: new RpcClient(nc, opts.rpcTimeoutMs),
+    rpc,
     store,
     trace,
+    settled: async () => {
+      const replies = await rpc.gather(
+        'flush',
+        {},
+        { expect: lab.instances.length, timeoutMs: 3000 },
+      );
+      await until(
+        () =>
+          replies.every(
+            (r) =>
+              r.published === 0 ||
+              trace.events.some((e) => e.id === `${r.instance}:${r.published}`),
+          ),
+        'every published trace event',
+      );
+      return trace.events;
+    },
     stop: () =>
       (stopped ??= allSteps([
         () => trace.stop(),
