@@ -8,8 +8,12 @@ import { readFileSync } from 'node:fs';
 import * as path from 'node:path';
 import { parse } from 'yaml';
 import { describe, expect, it } from 'vitest';
+import { RPC, TRACE_REPLAY_SUBJECT } from '@mmlab/protocol';
 import { EnvSchema } from '@mmlab/runtime';
 import { LAB_PORTS, type LabConfig, labServices, repoRoot } from '@mmlab/testing';
+// The lab API's port is the CLI's own constant (a test, not an app).
+// eslint-disable-next-line no-restricted-imports
+import { LAB_API_PORT } from '../apps/lab/src/api/lab-api';
 
 const root = repoRoot();
 const file = path.join(root, 'docker-compose.yml');
@@ -92,5 +96,52 @@ describe('docker-compose.yml', () => {
     expect(published('redis')).toContain(LAB_PORTS.redis);
     expect(published('observer')).toContain(LAB_PORTS.observer);
     expect(compose.services.observer.environment?.MMLAB_OBSERVER_PORT).toBe(LAB_PORTS.observer);
+  });
+
+  describe('lab-api (the nemesis for `mmlab chaos`, profile chaos)', () => {
+    const api = compose.services['lab-api'];
+    const natsConf = readFileSync(path.join(root, 'deploy', 'nats', 'nats.conf'), 'utf8');
+    /** The lab-api user's entry of nats.conf: its password variable and publish list. */
+    const user =
+      /\{\s*user:\s*lab-api,\s*password:\s*\$(\w+),[^]*?publish:\s*\[([^\]]*)\][^]*?subscribe:\s*\[([^\]]*)\]/.exec(
+        natsConf,
+      );
+    const list = (s: string) => [...s.matchAll(/"([^"]+)"/g)].map((m) => m[1]);
+
+    it('is `mmlab api` on LAB_API_PORT, in the chaos profile only, healthy on that port', () => {
+      expect(api, 'docker-compose.yml has no lab-api service').toBeDefined();
+      expect(api.profiles).toEqual(['chaos']);
+      expect(api.command).toEqual([
+        'dist/apps/lab/src/main.js',
+        'api',
+        '--port',
+        String(LAB_API_PORT),
+      ]);
+      expect((api.ports ?? []).map(String)).toContain(`${LAB_API_PORT}:${LAB_API_PORT}`);
+      // the image's HEALTHCHECK asks /health on MMLAB_HEALTH_PORT
+      expect(api.environment?.MMLAB_HEALTH_PORT).toBe(LAB_API_PORT);
+      const known = new Set(Object.keys(EnvSchema.shape));
+      for (const v of Object.keys(api.environment ?? {}))
+        expect(known.has(v) || OUTSIDE_SCHEMA.has(v), `lab-api: ${v} is not read`).toBe(true);
+    });
+
+    it('connects as its own NATS user, with a password the nats service is given', () => {
+      expect(user, 'nats.conf has no lab-api user').not.toBeNull();
+      const [, passwordVar] = user!;
+      expect(String(api.environment?.NATS_URL)).toMatch(
+        new RegExp(`^nats://lab-api:\\$\\{${passwordVar}:-[^}]*\\}@nats:4222$`),
+      );
+      expect(Object.keys(compose.services.nats.environment ?? {})).toContain(passwordVar);
+    });
+
+    it('may publish exactly what the nemesis sends: subChaos, ping, meminfo and its trace', () => {
+      const [, , publish, subscribe] = user!;
+      const wild = (name: keyof typeof RPC) => RPC[name].subject.replace('{id}', '*');
+      expect(list(publish).sort()).toEqual(
+        [wild('subChaos'), wild('ping'), wild('meminfo'), 'mmlab.trace.lab.>'].sort(),
+      );
+      // replies, and the observer's request to publish its recent trace events again
+      expect(list(subscribe)).toEqual(['_INBOX.>', TRACE_REPLAY_SUBJECT]);
+    });
   });
 });

@@ -32,8 +32,8 @@ async function run(
   return { code: r.code, results, log: r.stdout + r.stderr };
 }
 
-describe('examples/ and examples/chaos/', () => {
-  it.each([...list('examples'), ...list('examples/chaos')])('%s is valid', async (file) => {
+describe('examples/ (examples/chaos/: test/chaos.e2e-spec.ts)', () => {
+  it.each(list('examples'))('%s is valid', async (file) => {
     const { code, results, log } = await run(file, path.join(tmp, path.basename(file, '.yaml')));
     expect(results.verdict, log).toBe('valid');
     expect(code).toBe(0);

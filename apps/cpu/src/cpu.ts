@@ -11,9 +11,14 @@
  *              flushGen is unchanged since before the walk started (see the race below).
  *   inflight   accesses currently using a TLB entry; a shootdown acks only after those in its
  *              range are done (an IPI is taken at an instruction boundary, never mid-store).
+ *   lease      this CPU's liveness lease ({sub}:live:cpu<N>, LivenessLease): while it lives, mm
+ *              waits for this CPU's shootdown acks however long they take; once it expired, mm
+ *              may fence this CPU and take it out of mm_cpumask without its ack. So: no TLB
+ *              entry is used while the lease may have lapsed or while memory says we are
+ *              fenced, until the whole TLB was flushed and the lease taken again (lease.ensure()).
  */
-import { type Access, MmlabError, PAGE_SIZE } from '@mmlab/protocol';
-import type { Pte, Store } from '@mmlab/model';
+import { type Access, MmlabError, PAGE_SIZE, TASK_SIZE } from '@mmlab/protocol';
+import { LivenessLease, type Pte, type Store } from '@mmlab/model';
 import { type RpcClient, type Span, type Tracer, inSpan, now } from '@mmlab/runtime';
 
 interface TlbEntry extends Pte {
@@ -43,14 +48,32 @@ export class Cpu {
   private flushGen = 0;
   private readonly inflight = new Set<Inflight>();
   readonly agent: string;
+  private readonly lease: LivenessLease;
 
   constructor(
     readonly id: number,
     private readonly store: Store,
     private readonly rpc: RpcClient,
     private readonly tracer: Tracer,
+    leaseTtlMs = 2000,
+    log: { warn(msg: string): void } = { warn: (m) => console.warn(m) },
   ) {
     this.agent = `cpu${id}`;
+    this.lease = new LivenessLease(store, this.agent, leaseTtlMs, log, {
+      onLapsed: () => void this.flushTlbAll('lease-lost'),
+    });
+  }
+
+  /** Bring the CPU online: take the liveness lease, lift a fence a previous incarnation earned. */
+  async start(): Promise<void> {
+    await this.lease.start();
+  }
+
+  /** Go offline cleanly: drop the TLB and the lease, so mm need not wait out its TTL. */
+  async stop(): Promise<void> {
+    this.lease.stop();
+    this.flushTlbAll('offline');
+    await this.store.livenessDrop(this.agent);
   }
 
   get tlbSize(): number {
@@ -86,12 +109,23 @@ export class Cpu {
     const vpn = Math.floor(addr / PAGE_SIZE);
     const key = `${pid}:${vpn}`;
     let faults = 0;
+    let fenced = 0;
     let hitFirst = true;
     for (;;) {
+      // Never use the TLB while mm may have given up on us (lease lapsed): recover first.
+      await this.lease.ensure();
       const e = this.tlb.get(key);
       if (e && (op === 'read' || e.writable)) {
         span?.setAttributes({ 'mmlab.faults': faults, 'mmlab.tlb_hit': hitFirst });
-        return this.touch(e, addr, op, value, faults, hitFirst);
+        const r = await this.touch(e, addr, op, value, faults, hitFirst);
+        if (r !== 'FENCED') return r;
+        // mm took this CPU offline (its lease expired while we were away) and memory refused
+        // the access: flush everything, take the lease again, then retry from a TLB miss.
+        if (++fenced > 3)
+          throw new MmlabError('EAGAIN', `${this.agent}: fenced off at 0x${addr.toString(16)}`);
+        await this.lease.ensure(true);
+        hitFirst = false;
+        continue;
       }
       hitFirst = false;
       // TLB miss (or a write through a read-only entry): walk.
@@ -137,14 +171,15 @@ export class Cpu {
     value: number,
     faults: number,
     tlbHit: boolean,
-  ): Promise<AccessResult> {
+  ): Promise<AccessResult | 'FENCED'> {
     let finish!: () => void;
     const me: Inflight = { pid: e.pid, vpn: e.vpn, done: new Promise<void>((r) => (finish = r)) };
     this.inflight.add(me);
     const tStart = now();
     try {
       const f = await this.store.frameAccess(e.pfn, op, value, this.agent);
-      if (!f || f === 'FENCED') throw new MmlabError('EFAULT', `${this.agent}: no frame ${e.pfn}`);
+      if (f === 'FENCED') return 'FENCED';
+      if (!f) throw new MmlabError('EFAULT', `${this.agent}: no frame ${e.pfn}`);
       const tEnd = now();
       const stale = f.gen !== e.gen || f.state === 'free';
       this.tracer.emit({
@@ -166,6 +201,28 @@ export class Cpu {
       this.inflight.delete(me);
       finish();
     }
+  }
+
+  /**
+   * flush_tlb_all() on this CPU (local_flush_tlb): drop every entry, of every pid, and make any
+   * walk in flight refill nothing. Traced as one tlb.flush of the whole user range per pid.
+   */
+  flushTlbAll(reason: string): number {
+    this.flushGen++;
+    const perPid = new Map<number, number>();
+    for (const v of this.tlb.values()) perPid.set(v.pid, (perPid.get(v.pid) ?? 0) + 1);
+    this.tlb.clear();
+    for (const [pid, entries] of perPid)
+      this.tracer.emit({
+        kind: 'tlb.flush',
+        op: `${this.agent}:${reason}`,
+        agent: this.agent,
+        pid,
+        start: 0,
+        end: TASK_SIZE,
+        entries,
+      });
+    return [...perPid.values()].reduce((a, b) => a + b, 0);
   }
 
   /** flush_tlb_func(): drop entries of pid in [start, end), wait for accesses through them. */

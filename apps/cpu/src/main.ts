@@ -21,19 +21,26 @@ runService(async (onShutdown) => {
   const instance = env.MMLAB_INSTANCE ?? `cpu${id}`;
   const nc = await connectNats(env.NATS_URL, instance);
   const tracer = new Tracer(nc, 'cpu', instance);
+  const log = new Logger(instance);
   const cpu = new Cpu(
     id,
     store,
     new RpcClient(nc, env.MMLAB_FAULT_DEADLINE_MS + env.MMLAB_RPC_TIMEOUT_MS),
     tracer,
+    // The CPU's liveness lease lives as long as a PT-lock lease (MMLAB_LEASE_TTL_MS).
+    env.MMLAB_LEASE_TTL_MS,
+    { warn: (m) => log.warn(m) },
   );
+  // Online before serving: lease taken, any fence of a previous incarnation lifted.
+  await cpu.start();
   const app = await startMicroservice(
     CpuModule.register(cpu, tracer),
     { natsUrl: env.NATS_URL, name: instance },
     { port: env.MMLAB_HTTP_PORT, tracer, nats: nc, redis: store.redis },
   );
-  new Logger('cpu').log(`${instance} up`);
+  log.log(`${instance} up`);
   onShutdown(() => app.close());
+  onShutdown(() => cpu.stop());
   onShutdown(() => nc.drain());
   onShutdown(() => store.quit());
 });

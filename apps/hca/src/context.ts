@@ -1,11 +1,20 @@
 /** What the device model works with: its name, Redis, the mm over NATS, its tracer and knobs. */
 import type { Store } from '@mmlab/model';
-import { type Env, OpIds, type RpcClient, type Tracer } from '@mmlab/runtime';
+import {
+  type Env,
+  LatencySampler,
+  OpIds,
+  type RpcClient,
+  type Tracer,
+  seedFor,
+} from '@mmlab/runtime';
 import { InflightDma } from './dma';
-import { LatencySampler, seedFor } from './latency';
 
 /** The Redis calls the HCA makes (a narrow view of Store, so tests can stand in for it). */
-export type HcaStore = Pick<Store, 'frameAccess' | 'ptlHeldBy' | 'subscriberAlive' | 'unfence'>;
+export type HcaStore = Pick<
+  Store,
+  'frameAccess' | 'ptlHeldBy' | 'subscriberAlive' | 'unfence' | 'isFenced'
+>;
 /** The RPCs the HCA makes (gup, unpin, notifierRegister, notifierUnregister). */
 export type HcaRpc = Pick<RpcClient, 'call'>;
 

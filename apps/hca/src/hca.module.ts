@@ -76,6 +76,12 @@ function notifierController(hca: Hca) {
     release(req: ReqParsed<'mnRelease'>) {
       return n.release(req);
     }
+
+    /** (lab nemesis) the callback-level faults of this subscriber */
+    @Rpc('subChaos', hca.name)
+    subChaos(req: ReqParsed<'subChaos'>) {
+      return hca.subChaos(req);
+    }
   }
   return HcaNotifierController;
 }

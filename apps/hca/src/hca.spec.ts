@@ -12,7 +12,7 @@ import {
   type TraceKind,
   vpnOf,
 } from '@mmlab/protocol';
-import { Tracer, sleep } from '@mmlab/runtime';
+import { ReplyControl, Tracer, runWithReply, sleep } from '@mmlab/runtime';
 import { type HcaEnv, type HcaRpc, type HcaStore, createContext } from './context';
 import { Hca } from './hca';
 
@@ -82,6 +82,7 @@ class FakeMm {
     unfence: async (agent: string) => {
       this.fenced.delete(agent);
     },
+    isFenced: async (agent: string) => this.fenced.has(agent),
   };
 
   readonly rpc = {
@@ -483,5 +484,115 @@ describe('hca: notifier callbacks', () => {
     expect(Date.now() - t0).toBeGreaterThanOrEqual(95);
     expect(of('npf.end')).toMatchObject([{ result: 'EAGAIN' }]);
     expect(mm.gupCalls).toHaveLength(0);
+  });
+});
+
+describe('hca: callback-level faults (subChaos)', () => {
+  /** A callback as a request from mm: its result and what became of its reply. */
+  const asRequest = async <T>(call: () => Promise<T>) => {
+    const reply = new ReplyControl();
+    const result = await runWithReply(reply, call);
+    return { result, reply };
+  };
+
+  it('hang: the range is marked in the tick of mn.recv, the zap waits for the heal', async () => {
+    const { mm, hca, of } = setup();
+    mm.map(0, 2, 'rw');
+    const { mr } = await hca.regMr({ pid: 1, addr: BASE, pages: 2, odp: true, access: ['read'] });
+    await hca.rdma(mr, page(0), 'read');
+    hca.subChaos({ faults: [{ fault: 'hang', callbacks: ['invalidate_range_start'] }] });
+    let acked = false;
+    const start = hca.notifier
+      .invalidateRangeStart(cb('inv1', page(0), page(2)))
+      .then(() => (acked = true));
+    // a fault on page 1 finds the range active at once, though the zap has not begun
+    let faulted = false;
+    const fault = hca.rdma(mr, page(1), 'read').then(() => (faulted = true));
+    await sleep(30);
+    expect([acked, faulted]).toEqual([false, false]);
+    expect(of('smap.clear')).toHaveLength(0);
+    expect(of('sub.fault')).toMatchObject([
+      { agent: 'hca0', callback: 'invalidate_range_start', inv: 'inv1', fault: 'hang' },
+    ]);
+    expect(hca.subChaos({ faults: [] })).toEqual({ active: [] });
+    await start;
+    expect(of('smap.clear').map((e) => e.addr)).toEqual([page(0)]);
+    await hca.notifier.invalidateRangeEnd(cb('inv1', page(0), page(2)));
+    await fault;
+    expect(faulted).toBe(true);
+  });
+
+  it('drop-ack: the first reply of the inv is dropped, the resend is answered without redoing the work', async () => {
+    const { mm, hca, of } = setup({ MMLAB_INVALIDATE_LATENCY: '10' });
+    mm.map(0, 1, 'rw');
+    const { mr } = await hca.regMr({ pid: 1, addr: BASE, pages: 1, odp: true, access: ['read'] });
+    await hca.rdma(mr, page(0), 'read');
+    hca.subChaos({ faults: [{ fault: 'drop-ack' }] });
+    const first = await asRequest(() =>
+      hca.notifier.invalidateRangeStart(cb('inv1', page(0), page(1))),
+    );
+    const resend = await asRequest(() =>
+      hca.notifier.invalidateRangeStart(cb('inv1', page(0), page(1))),
+    );
+    expect([first.reply.isDropped, resend.reply.isDropped]).toEqual([true, false]);
+    expect(resend.result).toEqual({ inv: 'inv1' });
+    expect(of('smap.clear')).toHaveLength(1);
+    expect(of('mn.recv')).toHaveLength(2);
+    expect(of('sub.fault').map((e) => e.fault)).toEqual(['drop-ack']);
+  });
+
+  it('crash: the zap is done, the process killed before the ack (and before mn.done)', async () => {
+    const { mm, hca, of } = setup();
+    const killed: string[] = [];
+    const dying = new Hca(hca.ctx, () => killed.push('SIGKILL'));
+    mm.map(0, 1, 'rw');
+    const { mr } = await dying.regMr({ pid: 1, addr: BASE, pages: 1, odp: true, access: ['read'] });
+    await dying.rdma(mr, page(0), 'read');
+    dying.subChaos({ faults: [{ fault: 'crash' }] });
+    let acked = false;
+    void dying.notifier
+      .invalidateRangeStart(cb('inv1', page(0), page(1)))
+      .then(() => (acked = true));
+    await sleep(30);
+    expect(killed).toEqual(['SIGKILL']);
+    expect(acked).toBe(false);
+    expect(of('smap.clear')).toHaveLength(1);
+    expect(of('mn.done')).toHaveLength(0);
+    expect(of('sub.fault').map((e) => e.fault)).toEqual(['crash']);
+  });
+
+  it('a heal does not lift a fence: only a restart does', async () => {
+    const { mm, hca } = setup();
+    mm.map(0, 1, 'rw');
+    const { mr } = await hca.regMr({ pid: 1, addr: BASE, pages: 1, odp: true, access: ['read'] });
+    await hca.rdma(mr, page(0), 'read');
+    hca.subChaos({ faults: [{ fault: 'late-ack' }] });
+    const late = await asRequest(() =>
+      hca.notifier.invalidateRangeEnd(cb('inv9', page(0), page(1))),
+    );
+    let sent = false;
+    const sending = late.reply.send(() => (sent = true));
+    await sleep(30);
+    expect(sent).toBe(false); // held: the lease is not renewed, mm has not fenced us yet
+    mm.fenced.add('hca0'); // mm fences the zombie
+    await sending;
+    expect(sent).toBe(true);
+    expect(hca.subChaos({ faults: [] })).toEqual({ active: [] });
+    expect(mm.fenced.has('hca0')).toBe(true);
+    expect(await codeOf(hca.rdma(mr, page(0), 'read'))).toBe('ENODEV');
+    hca.stop();
+  });
+
+  it('a distribution that does not parse is EBADMSG and changes nothing', async () => {
+    const { hca } = setup();
+    hca.subChaos({ faults: [{ fault: 'dup-ack' }] });
+    expect(
+      await codeOf(
+        Promise.resolve().then(() =>
+          hca.subChaos({ faults: [{ fault: 'latency', distribution: 'normal:1e2:5' }] }),
+        ),
+      ),
+    ).toBe('EBADMSG');
+    expect(hca.faults.active).toEqual([{ fault: 'dup-ack' }]);
   });
 });

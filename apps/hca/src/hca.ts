@@ -10,6 +10,7 @@
  *   mms      pid → PerMm (registration, ODP MRs, invalidation state); created on first use
  *   inflight (ctx) RDMA operations using an MTT entry, drained by invalidations and dereg
  *   lease    the liveness lease mm checks before it gives up on a slow callback
+ *   faults   the callback-level faults the lab's nemesis set (subChaos); [] when healthy
  */
 import {
   type Access,
@@ -21,10 +22,10 @@ import {
   isPageAligned,
   vpnOf,
 } from '@mmlab/protocol';
-import { now } from '@mmlab/runtime';
+import { CallbackFaults, now } from '@mmlab/runtime';
 import type { HcaContext } from './context';
 import { PerMm } from './ib_ucontext_per_mm';
-import { LivenessLease } from './liveness';
+import { LivenessLease } from '@mmlab/model';
 import { MemoryRegion } from './mr';
 import type { MttEntry } from './mtt';
 import { pagefaultRealMr } from './pagefault';
@@ -44,14 +45,26 @@ export interface DmaResult {
 
 export class Hca {
   readonly notifier: UmemNotifier;
+  readonly faults: CallbackFaults;
   private readonly mrs = new Map<number, MemoryRegion>();
   private readonly mms = new Map<number, PerMm>();
   private nextMr = 1;
   private readonly lease: LivenessLease;
 
-  constructor(readonly ctx: HcaContext) {
-    this.notifier = new UmemNotifier(ctx, (pid) => this.mmOf(pid));
+  constructor(
+    readonly ctx: HcaContext,
+    /** crash (a callback fault): default SIGKILL to this process */
+    kill?: () => void,
+  ) {
     this.lease = new LivenessLease(ctx.store, ctx.name, ctx.env.MMLAB_SUBSCRIBER_LEASE_MS, ctx.log);
+    this.faults = new CallbackFaults({
+      agent: ctx.name,
+      seed: ctx.env.MMLAB_SEED,
+      tracer: ctx.tracer,
+      lease: this.lease,
+      kill,
+    });
+    this.notifier = new UmemNotifier(ctx, (pid) => this.mmOf(pid), this.faults);
   }
 
   get name(): string {
@@ -65,6 +78,14 @@ export class Hca {
 
   stop(): void {
     this.lease.stop();
+  }
+
+  /**
+   * subChaos: set the callback-level faults (the whole list; [] heals). A heal never lifts a
+   * fence mm put on this device (late-ack, or a lease lost otherwise): only a restart does.
+   */
+  subChaos(req: ReqParsed<'subChaos'>): { active: ReqParsed<'subChaos'>['faults'] } {
+    return { active: this.faults.set(req.faults) };
   }
 
   mmOf(pid: number): PerMm {

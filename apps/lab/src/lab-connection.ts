@@ -45,6 +45,14 @@ export function labConfigOf(config: ScenarioConfig, seed?: number): LabConfig {
       ...(s.npfDelayMs !== undefined && { npfDelayMs: s.npfDelayMs }),
     })),
     dispatch: config.dispatch ?? 'parallel',
+    env: {
+      ...(config.subscriberLeaseMs !== undefined && {
+        MMLAB_SUBSCRIBER_LEASE_MS: String(config.subscriberLeaseMs),
+      }),
+      ...(config.callbackTimeoutMs !== undefined && {
+        MMLAB_CALLBACK_TIMEOUT_MS: String(config.callbackTimeoutMs),
+      }),
+    },
     inject: config.inject ?? [],
     ...(seed !== undefined && { seed }),
   };

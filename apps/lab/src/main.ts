@@ -1,8 +1,13 @@
 /**
- * mmlab: the lab's command line (`npm run mmlab -- run FILE [--local] [--out DIR]`).
- * Exit codes: 0 valid, 1 invalid, 2 unknown (also: a scenario that does not parse, bad usage).
+ * mmlab: the lab's command line (`npm run mmlab -- run FILE [--local] [--out DIR]`, `up`,
+ * `api`, `chaos`, `heal`).
+ * Exit codes: 0 valid, 1 invalid, 2 unknown (also: a scenario that does not parse, bad usage,
+ * a fault the lab API refused).
  */
 import { Command, CommanderError } from 'commander';
+import { type ApiOptions, apiCommand } from './api/api-command';
+import { LAB_API_PORT } from './api/lab-api';
+import { registerChaosCommands } from './chaos-command';
 import { runCommand } from './run-command';
 import { type UpOptions, upCommand } from './up-command';
 
@@ -35,10 +40,36 @@ program
   .option('--frames <n>', 'physical frames', '256')
   .option('--cpus <n>', 'CPU agents', '4')
   .option('--mm-replicas <n>', 'mm replicas in the queue group', '2')
+  .option('--hca <n>', 'HCA subscribers hca0..hca(n-1)', '1')
+  .option(
+    '--invalidate-latency <spec>',
+    'the HCAs\' invalidation latency: ms, "uniform:a:b", "normal:mean:sd" or "pareto:scale:shape"',
+  )
+  .option(
+    '--api-port <port>',
+    'the lab API (the nemesis: mmlab chaos); a busy port is replaced by a free one',
+    String(LAB_API_PORT),
+  )
+  .option('--free-ports', 'any free ports instead of 4222, 6379, 8080 (and 8081 unless --api-port)')
   .option('--logs <dir>', 'service logs', '.lab/logs')
   .action(async (opts: UpOptions) => {
     process.exitCode = await upCommand(opts);
   });
+
+program
+  .command('api')
+  .description(
+    'serve the lab API (the nemesis, for mmlab chaos) for a lab already running at NATS_URL: callback faults only',
+  )
+  .option('--port <port>', 'HTTP port (a busy one is replaced by a free one)', String(LAB_API_PORT))
+  .option('--host <host>', 'address to bind', '0.0.0.0')
+  .action(async (opts: ApiOptions) => {
+    process.exitCode = await apiCommand(opts);
+  });
+
+registerChaosCommands(program, (code) => {
+  process.exitCode = code;
+});
 
 program.parseAsync(process.argv).then(
   () => {

@@ -20,6 +20,7 @@ import {
   type RunResults as RunResultsT,
 } from '@mmlab/scenario';
 import { type LabConnection, connectLab, startLocalLab } from './lab-connection';
+import { chaosResults } from './chaos-results';
 import { computeMetrics } from './metrics';
 import { writeReport } from './report/report';
 import { type RunOutcome, ScenarioRunner } from './scenario-runner';
@@ -140,6 +141,8 @@ async function runAndRecord(
     steps: outcome.steps,
     invariants: outcome.invariants,
     metrics: computeMetrics(outcome.events),
+    workloads: outcome.workloads ?? [],
+    chaos: chaosResults(outcome, outcome.events),
     trace: tracePath,
   };
   // Our own output must match the schema readers use; if it does not, that is a runner bug.

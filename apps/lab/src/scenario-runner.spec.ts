@@ -123,6 +123,7 @@ describe(labConfigOf.name, () => {
       subscribers: [],
       dispatch: 'parallel',
       inject: [],
+      env: {},
     });
     expect(
       labConfigOf(
@@ -134,6 +135,8 @@ describe(labConfigOf.name, () => {
           ],
           dispatch: 'serial',
           inject: ['range-end-mismatch'],
+          subscriberLeaseMs: 15_000,
+          callbackTimeoutMs: 500,
         },
         42,
       ),
@@ -145,6 +148,7 @@ describe(labConfigOf.name, () => {
       dispatch: 'serial',
       inject: ['range-end-mismatch'],
       seed: 42,
+      env: { MMLAB_SUBSCRIBER_LEASE_MS: '15000', MMLAB_CALLBACK_TIMEOUT_MS: '500' },
     });
   });
 });

@@ -30,10 +30,19 @@ import type {
 } from '@mmlab/scenario';
 import { z } from 'zod';
 import type { LabConnection } from './lab-connection';
-import { Nemesis } from './nemesis';
+import { type LockLeft, waitForLocks } from './chaos-results';
+import { type FaultWindow, Nemesis } from './nemesis';
+import { type ScheduleOutcome, planSchedule, runSchedule } from './schedule';
+import { type WorkloadResult, runCpuWorkload, runHcaWorkload, workloadProblem } from './workload';
 
 /** Default soft-lockup threshold of the checker, as MMLAB_SOFTLOCKUP_MS defaults. */
 export const DEFAULT_SOFTLOCKUP_MS = 1000;
+/**
+ * Deadline of one workload access: longer than a fault's own deadline (MMLAB_FAULT_DEADLINE_MS,
+ * 10 s), short enough that a request lost with a restarting nats-server fails soon (ETIMEDOUT,
+ * indefinite) and the workload goes on.
+ */
+const WORKLOAD_OP_TIMEOUT_MS = 12_000;
 const EVENTS_PAGE = 100_000;
 
 export interface RunnerOptions {
@@ -57,10 +66,28 @@ export interface RunOutcome {
   /** the events that parse as TraceEvent (the checker's and the metrics' input) */
   events: TraceEvent[];
   invariants: InvariantVerdict[];
+  /** the nemesis's fault windows, the schedules it ran, the workloads' outcomes */
+  faults?: FaultWindow[];
+  schedules?: ScheduleOutcome[];
+  workloads?: WorkloadResult[];
+  /** PT-lock and mmap_sem leases still held one lease TTL after the run (must be none) */
+  locksLeft?: LockLeft[];
+  /** epoch ms the steps started */
+  startedAtTs?: number;
 }
 
-/** A step read a binding whose defining step failed: the step is not ok, nothing is sent. */
-class UnboundError extends Error {}
+/**
+ * The step is not ok for a reason of its own, not a service's error: it read a binding whose
+ * defining step failed (nothing was sent), or a workload saw an impossible read.
+ */
+class NotOk extends Error {
+  constructor(
+    message: string,
+    readonly value?: unknown,
+  ) {
+    super(message);
+  }
+}
 
 /** A memory region bound by hca.reg_mr: which HCA, its number, and the range's pid and start. */
 export interface MrBinding {
@@ -105,11 +132,12 @@ export function judge(
   steps: readonly StepResult[],
   invariants: readonly InvariantVerdict[],
   expected: readonly InvariantName[],
+  locksLeft: readonly unknown[] = [],
 ): Verdict {
   const violated = new Set(invariants.filter((i) => !i.ok).map((i) => i.name));
   const want = new Set(expected);
   const sameSet = violated.size === want.size && [...want].every((n) => violated.has(n));
-  return steps.every((s) => s.ok) && sameSet ? 'valid' : 'invalid';
+  return steps.every((s) => s.ok) && sameSet && locksLeft.length === 0 ? 'valid' : 'invalid';
 }
 
 export class ScenarioRunner {
@@ -118,6 +146,8 @@ export class ScenarioRunner {
   private readonly steps: StepResult[] = [];
   private readonly log: (line: string) => void;
   private readonly nemesis: Nemesis;
+  private readonly schedules: ScheduleOutcome[] = [];
+  private readonly workloads: WorkloadResult[] = [];
 
   constructor(
     readonly scenario: Scenario,
@@ -125,7 +155,7 @@ export class ScenarioRunner {
     private readonly opts: RunnerOptions = {},
   ) {
     this.log = opts.log ?? (() => {});
-    this.nemesis = new Nemesis(lab.local, lab.rpc.nc);
+    this.nemesis = new Nemesis(lab.local, lab.rpc, { log: this.log });
   }
 
   /** Run everything; never throws: a failure to complete is the `unknown` verdict. */
@@ -133,21 +163,47 @@ export class ScenarioRunner {
     const from = now();
     let rawEvents: unknown[] = [];
     let events: TraceEvent[] = [];
+    const chaos = () => ({
+      faults: this.nemesis.windows(),
+      schedules: this.schedules,
+      workloads: this.workloads,
+      startedAtTs: from,
+    });
     try {
       await this.runSteps();
       // the final heal phase: nothing stays paused or dead for the last checks
       await this.nemesis.heal();
+      await this.nemesis.flush();
       await this.barrier();
+      // A lease of a process killed while holding it lasts until its TTL: wait that long.
+      const locksLeft = await waitForLocks(
+        this.lab.rpc,
+        (this.scenario.config.leaseTtlMs ?? 2000) + 1000,
+        this.opts.signal,
+      );
       rawEvents = await this.fetchEvents(from);
       events = this.parseEvents(rawEvents);
       const invariants = checkInvariants(events, {
         softlockupMs: this.scenario.config.softlockupMs ?? DEFAULT_SOFTLOCKUP_MS,
       });
-      const verdict = judge(this.steps, invariants, this.scenario.expect.violations);
-      return { verdict, steps: this.steps, rawEvents, events, invariants };
+      const verdict = judge(this.steps, invariants, this.scenario.expect.violations, locksLeft);
+      if (locksLeft.length > 0)
+        this.log(
+          `  ${locksLeft.length} lock(s) still held after the run: ${JSON.stringify(locksLeft)}`,
+        );
+      return { verdict, steps: this.steps, rawEvents, events, invariants, locksLeft, ...chaos() };
     } catch (e) {
+      await this.nemesis.heal().catch(() => 0);
       const error = e instanceof Error ? e.message : String(e);
-      return { verdict: 'unknown', error, steps: this.steps, rawEvents, events, invariants: [] };
+      return {
+        verdict: 'unknown',
+        error,
+        steps: this.steps,
+        rawEvents,
+        events,
+        invariants: [],
+        ...chaos(),
+      };
     }
   }
 
@@ -188,8 +244,14 @@ export class ScenarioRunner {
     try {
       done = await untilAborted(this.execute(step, path), this.opts.signal);
     } catch (e) {
-      if (e instanceof UnboundError)
-        return { ...base, ok: false, reason: e.message, durationMs: now() - t0 };
+      if (e instanceof NotOk)
+        return {
+          ...base,
+          ok: false,
+          reason: e.message,
+          durationMs: now() - t0,
+          ...(e.value !== undefined && { value: e.value }),
+        };
       // Anything but a typed error is the runner's own failure (or an interrupt): unknown.
       if (!(e instanceof MmlabError)) throw e;
       err = e;
@@ -354,11 +416,70 @@ export class ScenarioRunner {
       case 'sleep':
         await sleep(step.ms);
         return { value: undefined };
-      case 'chaos':
-        await this.nemesis.inject(step.target, step.fault, step.ms);
-        return { value: undefined };
+      case 'chaos': {
+        const { op: _op, expectError: _e, line: _l, ...spec } = step;
+        const w = await this.nemesis.inject(spec);
+        return { value: { window: w.id, instance: w.instance, label: w.label } };
+      }
       case 'heal':
         return { value: await this.nemesis.heal(step.target) };
+      case 'chaos.schedule': {
+        const seed = step.seed ?? this.scenario.seed ?? 0;
+        const plan = planSchedule(seed, step.intervalMs, step.durationMs, step.faults);
+        const out = await runSchedule(this.nemesis, seed, plan, step.durationMs, this.opts.signal);
+        this.schedules.push(out);
+        return {
+          value: {
+            seed,
+            plan: out.plan.map((p) => ({
+              atMs: p.atMs,
+              target: p.spec.target,
+              fault: p.spec.fault,
+              ms: p.spec.ms,
+            })),
+            errors: out.errors,
+          },
+        };
+      }
+      case 'workload': {
+        const r = await runCpuWorkload(
+          rpc,
+          {
+            name: step.name ?? `workload@${step.line}`,
+            cpus: step.cpus,
+            pid: this.bound(step.process),
+            addr: this.addr(step.addr, step.page),
+            pages: step.pages,
+            ops: step.ops,
+            durationMs: step.durationMs,
+            writeRatio: step.writeRatio,
+            pattern: step.pattern,
+            zapEvery: step.zapEvery,
+            seed: step.seed ?? this.scenario.seed ?? 0,
+          },
+          Math.min(timeoutMs, WORKLOAD_OP_TIMEOUT_MS),
+        );
+        return this.workloadDone(r);
+      }
+      case 'hca.workload': {
+        const m = this.boundMr(step.mr);
+        const r = await runHcaWorkload(
+          rpc,
+          {
+            name: step.name ?? `hca.workload@${step.line}`,
+            hca: m.hca,
+            mr: m.mr,
+            addr: m.addr,
+            pages: step.pages,
+            ops: step.ops,
+            durationMs: step.durationMs,
+            writeRatio: step.writeRatio,
+            seed: step.seed ?? this.scenario.seed ?? 0,
+          },
+          Math.min(timeoutMs, WORKLOAD_OP_TIMEOUT_MS),
+        );
+        return this.workloadDone(r);
+      }
       case 'mm.stall': {
         const mms = this.lab.instances.filter((i) => /^mm-\d+$/.test(i));
         await Promise.all(
@@ -369,22 +490,30 @@ export class ScenarioRunner {
     }
   }
 
+  /** A workload's outcome is its step's value; an impossible read or unexplained failure fails the step. */
+  private workloadDone(r: WorkloadResult): Executed {
+    this.workloads.push(r);
+    const problem = workloadProblem(r);
+    if (problem) throw new NotOk(`workload ${r.name}: ${problem}`, r);
+    return { value: r };
+  }
+
   /** The value of a binding (names were checked at parse time; the defining step may have failed). */
   private bound(name: string): number {
     const value = this.bindings.get(name);
     if (value === undefined)
-      throw new UnboundError(`"${name}" is unbound: the step that binds it did not succeed`);
+      throw new NotOk(`"${name}" is unbound: the step that binds it did not succeed`);
     if (typeof value !== 'number')
-      throw new UnboundError(`"${name}" is a memory region, expected a pid or an address`);
+      throw new NotOk(`"${name}" is a memory region, expected a pid or an address`);
     return value;
   }
 
   private boundMr(name: string): MrBinding {
     const value = this.bindings.get(name);
     if (value === undefined)
-      throw new UnboundError(`"${name}" is unbound: the step that binds it did not succeed`);
+      throw new NotOk(`"${name}" is unbound: the step that binds it did not succeed`);
     if (typeof value === 'number')
-      throw new UnboundError(`"${name}" is a pid or an address, expected a memory region`);
+      throw new NotOk(`"${name}" is a pid or an address, expected a memory region`);
     return value;
   }
 

@@ -27,6 +27,22 @@ export function formatSummary(r: RunResults, resultsPath: string): string {
     lines.push(
       `  invariant ${i.name}: ${i.violations.length} violation(s), first: ${i.violations[0]?.message ?? '?'}`,
     );
+  for (const w of r.workloads ?? [])
+    lines.push(
+      `  workload ${w.name}: ${w.window.ops} ops, ${w.faultsPerSec} faults/s, ` +
+        `failed ${w.failed.definite} definitely and ${w.failed.indefinite} indefinitely` +
+        (w.impossibleReads ? `, ${w.impossibleReads} IMPOSSIBLE READ(S)` : ''),
+    );
+  const c = r.chaos;
+  if (c && c.faults.length > 0)
+    lines.push(
+      `  faults: ${c.faults.map((f) => f.label).join('; ')}` +
+        (c.longestPtlHold ? ` — longest PT-lock hold ${c.longestPtlHold.ms.toFixed(1)} ms` : ''),
+    );
+  if (c && c.locksLeft.length > 0)
+    lines.push(
+      `  LOCKS LEFT HELD: ${c.locksLeft.map((l) => `${l.lock} of pid ${l.pid} by ${l.owner}`).join(', ')}`,
+    );
   lines.push(`  results: ${resultsPath}`);
   if (r.report) lines.push(`  report:  ${r.report.html}`);
   return lines.join('\n');

@@ -1,19 +1,41 @@
 /**
  * `mmlab up`: the whole lab natively — nats-server, redis-server and every service as its own
  * process — on the usual ports when they are free, until Ctrl-C. scripts/lab.sh runs this.
+ * Beside it, the lab API (apps/lab/src/api) on LAB_API_PORT: a nemesis on this very lab, so
+ * `mmlab chaos` can pause, kill and restart its processes and break its subscribers.
  */
-import { Mode } from '@mmlab/protocol';
-import { LAB_PORTS, LocalLab } from '@mmlab/testing';
+import { LatencySpec, Mode } from '@mmlab/protocol';
+import { RpcClient, connectNats } from '@mmlab/runtime';
+import { LAB_PORTS, type LabConfig, LocalLab } from '@mmlab/testing';
+import { parsePort } from './api/api-command';
+import { LAB_API_PORT, serveLabApi } from './api/lab-api';
 
 export interface UpOptions {
   mode: string;
   frames: string;
   cpus: string;
   mmReplicas: string;
+  /** HCA subscribers hca0..hca(n-1) */
+  hca: string;
+  /** their invalidation latency: ms or a distribution ("uniform:a:b", ...) */
+  invalidateLatency?: string;
+  apiPort: string;
+  /** any free ports instead of 4222, 6379, 8080 (and 8081 unless --api-port is given) */
+  freePorts?: boolean;
   logs: string;
 }
 
-export async function upCommand(opts: UpOptions): Promise<number> {
+/** "12" → 12, "uniform:1:5" stays a string; checked as LatencySpec. */
+export function latencyOf(s: string): number | string {
+  const v = /^\s*\d+(\.\d+)?\s*$/.test(s) ? Number(s) : s;
+  const r = LatencySpec.safeParse(v);
+  if (!r.success)
+    throw new Error(`--invalidate-latency: ${r.error.issues.map((i) => i.message).join('; ')}`);
+  return v;
+}
+
+/** The LabConfig the options ask for (throws on a bad option, naming it). */
+export function upConfig(opts: UpOptions): LabConfig {
   const mode = Mode.safeParse(opts.mode);
   const n = (s: string, what: string, min: number): number => {
     const v = Number(s);
@@ -22,34 +44,82 @@ export async function upCommand(opts: UpOptions): Promise<number> {
     return v;
   };
   if (!mode.success) throw new Error(`--mode must be patched or legacy, got ${opts.mode}`);
-  const cfg = {
+  const latency =
+    opts.invalidateLatency === undefined ? undefined : latencyOf(opts.invalidateLatency);
+  return {
     mode: mode.data,
     frames: n(opts.frames, 'frames', 1),
     cpus: n(opts.cpus, 'cpus', 1),
     mmReplicas: n(opts.mmReplicas, 'mm-replicas', 1),
+    subscribers: Array.from({ length: n(opts.hca, 'hca', 0) }, (_, i) => ({
+      name: `hca${i}`,
+      kind: 'hca' as const,
+      ...(latency !== undefined && { invalidateLatencyMs: latency }),
+    })),
   };
+}
+
+export async function upCommand(opts: UpOptions): Promise<number> {
+  const cfg = upConfig(opts);
+  // --free-ports: the API too, unless --api-port names one
+  const apiPort =
+    opts.freePorts && opts.apiPort === String(LAB_API_PORT)
+      ? 0
+      : parsePort(opts.apiPort, 'api-port');
   const lab = await LocalLab.start(cfg, {
     logDir: opts.logs,
-    ports: LAB_PORTS,
+    ...(!opts.freePorts && { ports: LAB_PORTS }),
   });
-  const lines = [
-    `mmlab is up (${cfg.mode}, ${cfg.frames} frames, ${cfg.cpus} CPUs, ${cfg.mmReplicas} mm replicas)`,
-    `  NATS      ${lab.natsUrl}`,
-    `  Redis     ${lab.redisUrl}`,
-    `  dashboard ${lab.observerUrl}/   (observer API: /api, /events, /invariants, /metrics)`,
-    `  services  ${lab.instances.join(' ')}   (logs in ${opts.logs})`,
-    '',
-    'Run a scenario against it:',
-    `  NATS_URL=${lab.natsUrl} MMLAB_OBSERVER_URL=${lab.observerUrl} npm run mmlab -- run examples/anon-basic.yaml`,
-    '',
-    'Ctrl-C stops everything.',
-  ];
-  console.log(lines.join('\n'));
-  await new Promise<void>((resolve) => {
-    process.once('SIGINT', resolve);
-    process.once('SIGTERM', resolve);
-  });
-  console.log('stopping the lab');
-  await lab.stop();
+  let stopLab = () => lab.stop();
+  try {
+    const nc = await connectNats(lab.natsUrl, 'mmlab-up');
+    const api = await serveLabApi({
+      lab,
+      rpc: new RpcClient(nc),
+      port: apiPort,
+      log: (l) => console.log(l),
+    }).catch(async (e: unknown) => {
+      await nc.close();
+      throw e;
+    });
+    stopLab = async () => {
+      // every window healed first: no process left stopped, no subscriber left broken
+      await api.close().catch((e: unknown) => console.error(`mmlab: ${String(e)}`));
+      await nc.close();
+      await lab.stop();
+    };
+    const subs = (cfg.subscribers ?? []).map((s) => s.name);
+    const lines = [
+      `mmlab is up (${cfg.mode}, ${cfg.frames} frames, ${cfg.cpus} CPUs, ${cfg.mmReplicas} mm replicas, ${subs.length} HCAs)`,
+      `  NATS      ${lab.natsUrl}`,
+      `  Redis     ${lab.redisUrl}`,
+      `  dashboard ${lab.observerUrl}/   (observer API: /api, /events, /invariants, /metrics)`,
+      `  lab API   ${api.url}   (the nemesis: /chaos, /heal, /targets; OpenAPI: /api)`,
+      `  services  ${lab.instances.join(' ')}   (logs in ${opts.logs})`,
+      '',
+      'Run a scenario against it:',
+      `  NATS_URL=${lab.natsUrl} MMLAB_OBSERVER_URL=${lab.observerUrl} npm run mmlab -- run examples/anon-basic.yaml`,
+      'Break it:',
+      `  export MMLAB_LAB_URL=${api.url}`,
+      ...(subs.length
+        ? [`  npm run mmlab -- chaos ${subs[0]} drop-ack; npm run mmlab -- heal ${subs[0]}`]
+        : []),
+      '  npm run mmlab -- chaos cpu0 pause --ms 5000; npm run mmlab -- chaos status',
+      '',
+      'Ctrl-C stops everything.',
+    ];
+    console.log(lines.join('\n'));
+    await new Promise<void>((resolve) => {
+      process.once('SIGINT', resolve);
+      process.once('SIGTERM', resolve);
+    });
+    console.log('stopping the lab');
+    // a second Ctrl-C must not kill this process before its children are stopped
+    const patience = () => console.log('still stopping the lab (healing, then every process)');
+    process.on('SIGINT', patience);
+    process.on('SIGTERM', patience);
+  } finally {
+    await stopLab();
+  }
   return 0;
 }

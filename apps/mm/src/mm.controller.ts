@@ -95,9 +95,10 @@ export class MmController {
     return { unregistered: await mmuNotifierUnregister(this.ctx, req.pid, req.subscriber) };
   }
 
+  /** /proc/meminfo, plus the PT-lock and mmap_sem leases held anywhere right now. */
   @Rpc('meminfo')
   async meminfo() {
-    const m = await this.ctx.store.memInfo();
-    return { frames: m.frames, free: m.free, allocated: m.frames - m.free };
+    const [m, locks] = await Promise.all([this.ctx.store.memInfo(), this.ctx.store.allHeldLocks()]);
+    return { frames: m.frames, free: m.free, allocated: m.frames - m.free, locks };
   }
 }

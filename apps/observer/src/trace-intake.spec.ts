@@ -4,7 +4,7 @@ import * as path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import type { TraceEvent } from '@mmlab/protocol';
 import { EventsQuery, InvariantsQuery, TRACE_KINDS } from './http-query';
-import { decodeTraceEvent } from './trace-intake';
+import { SeenEvents, decodeTraceEvent } from './trace-intake';
 import { TraceFile } from './trace-file';
 
 const ev: TraceEvent = {
@@ -86,5 +86,33 @@ describe('HTTP query schemas', () => {
     { typo: '1' },
   ])('rejects %o', (q) => {
     expect(EventsQuery.safeParse(q).success).toBe(false);
+  });
+});
+
+describe(SeenEvents.name, () => {
+  const ev = (instance: string, seq: number, ts: number) =>
+    ({
+      id: `${instance}:${seq}`,
+      ts,
+      instance,
+      service: 'mm',
+      kind: 'madvise',
+    }) as unknown as TraceEvent;
+
+  it('drops a replayed copy, keeps a restarted instance reusing its ids at another time', () => {
+    const seen = new SeenEvents(4);
+    expect(seen.first(ev('mm-0', 1, 10))).toBe(true);
+    expect(seen.first(ev('mm-0', 2, 11))).toBe(true);
+    expect(seen.first(ev('mm-0', 1, 10))).toBe(false); // the replay
+    expect(seen.first(ev('mm-1', 1, 10))).toBe(true); // another instance
+    expect(seen.first(ev('mm-0', 1, 50))).toBe(true); // mm-0 restarted: seq 1 again, later
+  });
+
+  it('remembers the last `keep` events of each instance', () => {
+    const seen = new SeenEvents(2);
+    for (let i = 1; i <= 3; i++) expect(seen.first(ev('cpu0', i, i))).toBe(true);
+    expect(seen.first(ev('cpu0', 3, 3))).toBe(false);
+    expect(seen.first(ev('cpu0', 2, 2))).toBe(false);
+    expect(seen.first(ev('cpu0', 1, 1))).toBe(true); // forgotten: older than `keep`
   });
 });

@@ -6,8 +6,8 @@
  */
 import { Logger, type OnApplicationShutdown } from '@nestjs/common';
 import { Events, type NatsConnection } from 'nats';
-import { TRACE_WILDCARD, TraceEvent } from '@mmlab/protocol';
-import { connectNats } from '@mmlab/runtime';
+import { TRACE_REPLAY_SUBJECT, TRACE_WILDCARD, TraceEvent } from '@mmlab/protocol';
+import { REPLAY_KEEP, connectNats } from '@mmlab/runtime';
 import { TraceFile } from './trace-file';
 import type { TraceStore } from './trace-store';
 
@@ -42,6 +42,39 @@ export interface IntakeOptions {
   traceFile?: string;
 }
 
+/**
+ * The events already stored, to drop what a tracer's replay sends again (libs/runtime Tracer):
+ * per instance, the keys (`id@ts`: a restarted instance numbers its events from 1 again, at
+ * other times) of its last 2·REPLAY_KEEP events — more than a replay resends.
+ */
+export class SeenEvents {
+  private readonly perInstance = new Map<
+    string,
+    { keys: Set<string>; order: string[]; head: number }
+  >();
+  private readonly keep: number;
+
+  constructor(keep = 2 * REPLAY_KEEP) {
+    this.keep = keep;
+  }
+
+  /** true the first time this event is offered, false for a copy of one already seen. */
+  first(e: TraceEvent): boolean {
+    const key = `${e.id}@${e.ts}`;
+    let s = this.perInstance.get(e.instance);
+    if (!s) this.perInstance.set(e.instance, (s = { keys: new Set(), order: [], head: 0 }));
+    if (s.keys.has(key)) return false;
+    s.keys.add(key);
+    if (s.order.length < this.keep) s.order.push(key);
+    else {
+      s.keys.delete(s.order[s.head]);
+      s.order[s.head] = key;
+      s.head = (s.head + 1) % this.keep;
+    }
+    return true;
+  }
+}
+
 export class TraceIntake implements OnApplicationShutdown {
   private readonly log = new Logger('TraceIntake');
   /** false between a NATS disconnect and the reconnect (the connection object stays open) */
@@ -49,6 +82,9 @@ export class TraceIntake implements OnApplicationShutdown {
   private closing: Promise<void> | null = null;
   /** Messages that failed to decode or validate since the last reset. */
   rejected = 0;
+  /** Copies of stored events (a tracer's replay) dropped. */
+  duplicates = 0;
+  private readonly seen = new SeenEvents();
   /** `<subject>: <reason>` of the last KEPT_REJECTIONS rejected messages, oldest first. */
   lastRejected: string[] = [];
 
@@ -83,6 +119,10 @@ export class TraceIntake implements OnApplicationShutdown {
       this.rejected++;
       this.lastRejected.push(`${subject}: ${d.reason}`);
       if (this.lastRejected.length > KEPT_REJECTIONS) this.lastRejected.shift();
+      return;
+    }
+    if (!this.seen.first(d.event)) {
+      this.duplicates++;
       return;
     }
     this.store.add(d.event);
@@ -122,7 +162,11 @@ export class TraceIntake implements OnApplicationShutdown {
     try {
       for await (const s of this.nc.status()) {
         if (s.type === Events.Disconnect) this.linkUp = false;
-        else if (s.type === Events.Reconnect) this.linkUp = true;
+        else if (s.type === Events.Reconnect) {
+          this.linkUp = true;
+          // what was published while we were away is gone: ask every tracer for it again
+          this.nc.publish(TRACE_REPLAY_SUBJECT);
+        }
       }
     } catch (e) {
       this.log.warn(`status watch ended: ${String(e)}`);

@@ -37,6 +37,19 @@ describe('fenced-writes', () => {
     );
   });
 
+  it('excuses a write whose lease was released still held (set-and-unlock reported late), not one whose lease was lost', () => {
+    // Redis ran set+unlock of token 3, then the acquire of token 4; the replies were handled
+    // the other way round
+    const late = [acquire(L, 3, 1), acquire(L, 4, 2, 'mm-1'), pteSet(L, 3, 3), release(L, 3, 3, 2)];
+    expect(verdictOf('fenced-writes', late)).toMatchObject({ ok: true, checked: 1 });
+    const lost = { ...release(L, 3, 3, 2), released: false };
+    const set = pteSet(L, 3, 3);
+    const takeover = acquire(L, 4, 2, 'mm-1');
+    expect(violating(verdictOf('fenced-writes', [acquire(L, 3, 1), takeover, set, lost]))).toEqual([
+      [set, takeover],
+    ]);
+  });
+
   it('counts pte.reject as checked, never as a violation', () => {
     const v = verdictOf('fenced-writes', [acquire(L, 3, 1), acquire(L, 4, 3), pteReject(L, 3, 4)]);
     expect(v).toMatchObject({ ok: true, checked: 1 });

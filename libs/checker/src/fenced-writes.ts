@@ -14,6 +14,17 @@
  *                                         ptl.acquire ptl:0 token 4
  *   pte.set token 3          <- accepted: violation;  pte.reject token 3: the system working
  *
+ * Event timestamps are taken when a script's reply is handled, not when Redis ran it, so a
+ * write made and the lock released in one script (set-and-unlock) can be reported just after
+ * the next holder's acquire (replies on different connections):
+ *
+ *   Redis:  set+unlock (token 55) → acquire (token 57)
+ *   mm-0:   handles acquire reply (ts 1) → handles set+unlock reply (ts 2): pte.set token 55
+ *
+ * A lease released with `released: true` was held without a break until that release (a
+ * lease that expired or was taken over releases with false), so no newer token was granted
+ * before it: its writes are not violations, whatever their timestamps say.
+ *
  * Writes with token null were made inside one atomic Lua script (no lease to lose) and are
  * not checked. `pte.reject` events are counted in `checked`: each is a fenced write refused.
  */
@@ -48,6 +59,10 @@ export const fencedWrites: Rule<'fenced-writes'> = {
     };
     const violations: Violation[] = [];
     let checked = 0;
+    /** (pid, lock, token) of leases released while still held */
+    const heldToTheEnd = new Set<string>();
+    for (const e of events)
+      if (e.kind === 'ptl.release' && e.released) heldToTheEnd.add(`${e.pid}|${e.lock}|${e.token}`);
 
     const checkWrite = (w: PteWrite, token: number): void => {
       checked++;
@@ -57,7 +72,7 @@ export const fencedWrites: Rule<'fenced-writes'> = {
         h.maxToken = Math.max(h.maxToken, h.acquires[h.granted].token);
         h.granted++;
       }
-      if (h.maxToken <= token) return;
+      if (h.maxToken <= token || heldToTheEnd.has(`${w.pid}|${w.lock}|${token}`)) return;
       // Rare: find the acquire that took the lock over (the first newer token granted).
       const newer = h.acquires.slice(0, h.granted).find((a) => a.token > token)!;
       violations.push({

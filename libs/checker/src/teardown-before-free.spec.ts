@@ -51,6 +51,19 @@ describe('teardown-before-free', () => {
     expect(violating(v)).toEqual([[free, stillMapped]]);
   });
 
+  it('takes an offline CPU as flushed: its entries no longer count, another CPU’s still do', () => {
+    const stillCached = tlbFill('cpu1', A, 7, 1, 2);
+    const offline = mk('cpu.offline', 3, { agent: 'cpu0', pid: 1, reason: 'lease expired' });
+    const free = frameFree(7, 1, 5);
+    const v = verdictOf('teardown-before-free', [
+      tlbFill('cpu0', A, 7, 1, 1),
+      stillCached,
+      offline,
+      free,
+    ]);
+    expect(violating(v)).toEqual([[free, stillCached]]);
+  });
+
   it('reports a free while a TLB entry and an MTT entry still map the frame', () => {
     const fill = tlbFill('cpu1', A, 7, 1, 1);
     const set = smapSet('hca0', A, 7, 1, 2);

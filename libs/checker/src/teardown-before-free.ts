@@ -22,6 +22,7 @@
  * once (at the first free or reuse it outlived). One installed after its frame was already
  * freed is not this rule's business (no-stale-access reports it when it is used).
  *
+ * A `cpu.offline` ends every TLB entry of that CPU (fenced: it flushes everything first).
  * An `mn.fenced` ends every secondary entry of that subscriber: mm declared it dead and the
  * memory refuses its accesses from then on (access.refused), as an IOMMU would once the
  * device is detached.
@@ -53,7 +54,10 @@ const describeT = (t: Translation): string => {
 
 /** Order within one ts: removals (0), frees and allocs (1), installs (2); -1: not ours. */
 const phase = (e: TraceEvent): number =>
-  e.kind === 'tlb.flush' || e.kind === 'smap.clear' || e.kind === 'mn.fenced'
+  e.kind === 'tlb.flush' ||
+  e.kind === 'smap.clear' ||
+  e.kind === 'mn.fenced' ||
+  e.kind === 'cpu.offline'
     ? 0
     : e.kind === 'frame.free' || e.kind === 'frame.alloc'
       ? 1
@@ -139,6 +143,10 @@ export const teardownBeforeFree: Rule<'teardown-before-free'> = {
         // remaining entries no longer map anything (they cannot reach a freed frame).
         for (const t of [...live.values()])
           if (t.install.kind === 'smap.set' && t.install.agent === e.subscriber) remove(t);
+      } else if (e.kind === 'cpu.offline') {
+        // An offline CPU is fenced: it flushes its whole TLB before it touches memory again.
+        for (const t of [...live.values()])
+          if (t.install.kind === 'tlb.fill' && t.install.agent === e.agent) remove(t);
       } else if (e.kind === 'frame.free') {
         report(e, (t) => t.install.gen === e.gen);
         freed.add(`${e.pfn}|${e.gen}`);

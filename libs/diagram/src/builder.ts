@@ -812,6 +812,7 @@ export class DiagramBuilder {
       e.kind === 'pte.reject' ||
       e.kind === 'access.refused' ||
       e.kind === 'mn.fenced' ||
+      e.kind === 'cpu.offline' ||
       e.kind === 'mn.ack_ignored'
     )
       kind = 'warning';

@@ -88,10 +88,14 @@ export function describeEvent(e: TraceEvent): string {
       return `${e.callback} ← ${e.subscriber} inv=${e.inv} (got ${e.got})`;
     case 'might_sleep':
       return `${e.callback} under ${e.lock} inv=${e.inv}`;
+    case 'cpu.offline':
+      return `${e.agent} (pid ${e.pid}): ${e.reason}`;
     case 'mn.fenced':
       return `${e.subscriber}: ${e.reason}`;
     case 'mn.recv':
       return `${e.callback} inv=${e.inv}${e.start !== undefined && e.end !== undefined ? ' ' + range(e.start, e.end) : ''}`;
+    case 'sub.fault':
+      return `${e.fault} on ${e.callback} ${e.inv} at ${e.agent}`;
     case 'mn.done':
       return `${e.callback} inv=${e.inv}`;
     case 'mn.ptl_held':

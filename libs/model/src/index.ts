@@ -4,3 +4,4 @@ export * from './pte';
 export * from './scripts';
 export * from './store';
 export * from './vma';
+export * from './liveness';

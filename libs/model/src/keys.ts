@@ -11,8 +11,9 @@
  *   {mem}:map    pfn → mapcount (PTEs mapping it)
  *   {mem}:state  pfn → free | used | zero                              (zero: pfn 0 only)
  *   {mem}:data   pfn → the page's one word of content
- *   {mem}:fenced set of agents (subscribers whose liveness lease expired): their device
- *                accesses are refused, as an IOMMU would after the device is detached
+ *   {mem}:fenced set of agents (subscribers or CPUs whose liveness lease expired): their
+ *                accesses are refused, as an IOMMU would after the device is detached; a CPU
+ *                lifts its own fence after flushing its whole TLB (LivenessLease.ensure)
  *
  * An address space ({p:<pid>}) — mm_struct and its page tables:
  *   :mm        hash: seq (mm_lock_seq: bumped at every mmap_sem write acquire and release),
@@ -51,8 +52,10 @@ export const MEM_KEYS = [
 
 /**
  * Notifier subscribers ({sub}):
- *   {sub}:live:<name>   liveness lease of a subscriber (PX ttl, renewed by the subscriber
- *                       itself, never on the callback path)
+ *   {sub}:live:<name>   liveness lease of a subscriber or of a CPU agent (cpu<N>) (PX ttl,
+ *                       renewed by the agent itself, never on the callback or shootdown path;
+ *                       LivenessLease). While it lives mm waits for the agent however long it
+ *                       takes; once it expired mm fences the agent ({mem}:fenced) and goes on.
  *   {sub}:regs:<name>   set of pids the subscriber is registered on
  */
 export const subKeys = (name: string) => ({

@@ -648,6 +648,25 @@ return false
 `,
   },
 
+  /**
+   * The PT-lock and mmap_sem leases of one address space held right now, with what is left of
+   * their TTL (meminfo: "no lock left held" at the end of a run). KEYS: the lease keys (one hash
+   * tag); ARGV: their lock names, in the same order → {name, "owner|token", pttl, ...}
+   */
+  heldLocks: {
+    keys: -1,
+    lua: `
+local out = {}
+for i, k in ipairs(KEYS) do
+  local v = redis.call('GET', k)
+  if v then
+    out[#out + 1] = ARGV[i]; out[#out + 1] = v; out[#out + 1] = redis.call('PTTL', k)
+  end
+end
+return out
+`,
+  },
+
   /** Leave mm_cpumask (an agent that went away). KEYS cpumask; ARGV agent */
   cpumaskClear: s(
     1,

@@ -26,14 +26,39 @@ export type FaultStep =
   | { r: 'SIGSEGV' }
   | { r: 'ESRCH' };
 
+/** A PT-lock or mmap_sem lease held right now (lock: 'ptl:<pmd>', 'ptl:mm' or 'mmap_sem'). */
+export interface HeldLease {
+  lock: string;
+  pid: number;
+  owner: string;
+  token: number;
+  /** what is left of its TTL */
+  ttlMs: number;
+}
+
 export type LockResult = { ok: true; token: number } | { ok: false; holder: string };
+
+/** Scripts called with their key count first (keys < 0 in SCRIPTS). */
+const VARIABLE_KEY_SCRIPTS = Object.entries(SCRIPTS)
+  .filter(([, d]) => d.keys < 0)
+  .map(([name]) => name);
 
 /**
  * `redis+cluster://host:port,host:port` names a Redis Cluster (its seed nodes, with an
  * optional `user:password@`); anything else is one Redis server.
  */
 export function connectRedis(url: string, opts: RedisOptions = {}): Redis | Cluster {
-  const common: RedisOptions = { maxRetriesPerRequest: null, enableAutoPipelining: true, ...opts };
+  // Reconnect forever, every 50..500 ms (a restarted redis-server is back within a second); a
+  // command sent while Redis is away waits in the offline queue and one in flight when the
+  // connection dropped is sent again (ioredis autoResendUnfulfilledCommands), so callers see a
+  // delay, never an error. Scripts survive a restart: defineCommand's EVALSHA falls back to EVAL
+  // on NOSCRIPT (the restarted server's script cache is empty).
+  const common: RedisOptions = {
+    maxRetriesPerRequest: null,
+    enableAutoPipelining: true,
+    retryStrategy: (times) => Math.min(50 * times, 500),
+    ...opts,
+  };
   const m = /^redis\+cluster:\/\/(?:([^:@/]*):([^@/]*)@)?([^/]+)\/?$/.exec(url);
   if (!m) return new Redis(url, common);
   const nodes = m[3].split(',').map((hp) => {
@@ -43,6 +68,11 @@ export function connectRedis(url: string, opts: RedisOptions = {}): Redis | Clus
   return new Cluster(nodes, {
     redisOptions: { ...common, username: m[1] || undefined, password: m[2] || undefined },
     enableAutoPipelining: true,
+    // Auto-pipelining groups a script call by the slot of its first argument: for a script with
+    // a variable key count that is the count, not a key, so the group would be wrong ("All keys
+    // in the pipeline should belong to the same slots allocation group"). Send those alone.
+    autoPipeliningIgnoredCommands: VARIABLE_KEY_SCRIPTS,
+    clusterRetryStrategy: (times) => Math.min(100 + 50 * times, 1000),
   });
 }
 
@@ -53,6 +83,9 @@ export class Store {
 
   constructor(target: string | Redis | Cluster, opts: RedisOptions = {}) {
     this.redis = typeof target === 'string' ? connectRedis(target, opts) : target;
+    // Connection errors while Redis is away are expected: ioredis reconnects and the commands
+    // wait (see connectRedis). Without a listener, each attempt would be printed as unhandled.
+    if (typeof target === 'string') this.redis.on('error', () => undefined);
     // keys < 0: a variable key count, which the caller passes first (see run); ioredis would
     // otherwise send the -1 itself ("Number of keys can't be negative").
     for (const [name, d] of Object.entries(SCRIPTS))
@@ -124,6 +157,11 @@ export class Store {
 
   async subscriberIsAlive(name: string): Promise<boolean> {
     return (await this.redis.exists(subKeys(name).live)) === 1;
+  }
+
+  /** Give a liveness lease up (an agent shutting down cleanly: mm need not wait out its TTL). */
+  async livenessDrop(name: string): Promise<void> {
+    await this.redis.del(subKeys(name).live);
   }
 
   /** Fence agent: its device accesses are refused from now on. */
@@ -415,6 +453,47 @@ export class Store {
 
   async cpumaskClear(pid: number, agent: string): Promise<void> {
     await this.run('cpumaskClear', [procKeys(pid).cpumask], [agent]);
+  }
+
+  /** Put agent (back) into mm_cpumask. */
+  async cpumaskAdd(pid: number, agent: string): Promise<void> {
+    await this.redis.sadd(procKeys(pid).cpumask, agent);
+  }
+
+  /** mm_cpumask of pid, sorted (tests and diagnostics). */
+  async cpumask(pid: number): Promise<string[]> {
+    return (await this.redis.smembers(procKeys(pid).cpumask)).sort();
+  }
+
+  /**
+   * The PT-lock and mmap_sem leases of pid held right now. Every PT lock ever granted is a
+   * field of :ptlmax (the fencing side), so its names say which lease keys to look at; the
+   * lookup itself is one script on the {p:<pid>} slot (Redis Cluster safe).
+   */
+  async heldLocks(pid: number): Promise<HeldLease[]> {
+    const k = procKeys(pid);
+    const names = ['mmap_sem', ...(await this.redis.hkeys(k.ptlmax)).sort()];
+    const keys = names.map((n) => (n === 'mmap_sem' ? k.semW : k.ptl(n)));
+    const r = (await this.run('heldLocks', keys, names)) as Array<string | number>;
+    const out: HeldLease[] = [];
+    for (let i = 0; i + 2 < r.length; i += 3) {
+      const v = String(r[i + 1]);
+      const bar = v.lastIndexOf('|');
+      out.push({
+        lock: String(r[i]),
+        pid,
+        owner: v.slice(0, bar),
+        token: Number(v.slice(bar + 1)),
+        ttlMs: Math.max(0, Number(r[i + 2])),
+      });
+    }
+    return out;
+  }
+
+  /** heldLocks() of every address space: what is still locked anywhere in the lab. */
+  async allHeldLocks(): Promise<HeldLease[]> {
+    const per = await Promise.all((await this.processes()).map((pid) => this.heldLocks(pid)));
+    return per.flat();
   }
 
   /** get_page() for each frame: a new mapping ('map', fork) or a pin ('ref'); → pfns no longer live. */

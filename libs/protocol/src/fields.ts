@@ -53,3 +53,57 @@ export const InjectMode = z.enum([
 export type InjectMode = z.infer<typeof InjectMode>;
 export const Dispatch = z.enum(['parallel', 'serial']);
 export type Dispatch = z.infer<typeof Dispatch>;
+
+/**
+ * A device latency: milliseconds, or a distribution drawn from per callback (seeded):
+ * "uniform:a:b" (a <= b), "normal:mean:sd", "pareto:scale:shape" (both > 0).
+ */
+export const LatencySpec = z
+  .union([z.number(), z.string()], {
+    error:
+      'expected a latency: milliseconds, or "uniform:a:b", "normal:mean:sd" or "pareto:scale:shape"',
+  })
+  .superRefine((v, ctx) => {
+    const problem = latencyProblem(v);
+    if (problem) ctx.addIssue({ code: 'custom', message: problem });
+  });
+
+/** Why v is not a valid latency spec, or undefined. */
+export function latencyProblem(v: number | string): string | undefined {
+  if (typeof v === 'number')
+    return Number.isFinite(v) && v >= 0
+      ? undefined
+      : `expected a latency of at least 0 ms, got ${v}`;
+  const parts = v.split(':');
+  // plain decimals only (no 1e3, 0x10, Infinity): what the services' parseLatency reads
+  const nums = parts.slice(1).map((x) => (/^\d+(\.\d+)?$/.test(x.trim()) ? Number(x) : NaN));
+  const bad = `bad latency "${v}" (expected "uniform:a:b", "normal:mean:sd" or "pareto:scale:shape" with numbers)`;
+  if (parts.length !== 3 || nums.some((n) => !Number.isFinite(n))) return bad;
+  const [a, b] = nums;
+  switch (parts[0]) {
+    case 'uniform':
+      return a >= 0 && a <= b ? undefined : `bad latency "${v}": uniform needs 0 <= a <= b`;
+    case 'normal':
+      return a >= 0 && b >= 0
+        ? undefined
+        : `bad latency "${v}": normal needs mean >= 0 and sd >= 0`;
+    case 'pareto':
+      return a > 0 && b > 0
+        ? undefined
+        : `bad latency "${v}": pareto needs scale > 0 and shape > 0`;
+    default:
+      return bad;
+  }
+}
+
+/** The notifier callbacks, by their kernel names. */
+export const MnCallback = z.enum([
+  'invalidate_range_start',
+  'invalidate_range_end',
+  'invalidate_page',
+  'change_pte',
+  'clear_flush_young',
+  'test_young',
+  'release',
+]);
+export type MnCallback = z.infer<typeof MnCallback>;

@@ -4,3 +4,4 @@ export * from './rpc';
 export * from './trace';
 export * from './units';
 export * from './packet';
+export * from './chaos';

@@ -6,6 +6,7 @@
  * A subject containing `{id}` is per instance (one CPU, one mm replica); use `subjectFor`.
  */
 import { z } from 'zod';
+import { SubFault } from './chaos';
 import { Access, Addr, Agent, Gen, MapFlag, Pages, Pfn, Pid, Prot, Value } from './fields';
 
 export interface RpcDef<Req extends z.ZodType = z.ZodType, Res extends z.ZodType = z.ZodType> {
@@ -187,14 +188,23 @@ export const RPC = {
   }),
   meminfo: def({
     subject: 'mmlab.mm.meminfo',
-    doc: 'Frame accounting: total, free and allocated frames.',
-    models: '/proc/meminfo',
+    doc: 'Frame accounting (total, free and allocated frames), and the PT-lock and mmap_sem leases held right now, read from Redis (a run ends with none).',
+    models: '/proc/meminfo (and /proc/lock_stat for the locks)',
     queue: 'mm',
     request: empty,
     response: z.object({
       frames: z.number().int(),
       free: z.number().int(),
       allocated: z.number().int(),
+      locks: z.array(
+        z.object({
+          lock: z.string().describe("'ptl:<pmd index>', 'ptl:mm' (page_table_lock) or 'mmap_sem'"),
+          pid: Pid,
+          owner: z.string().describe('holder: <mm instance>/<op>'),
+          token: z.number().int().describe('fencing token of the hold'),
+          ttlMs: z.number().int().nonnegative().describe('what is left of the lease'),
+        }),
+      ),
     }),
   }),
   mmDebug: def({
@@ -336,6 +346,13 @@ export const RPC = {
       write: z.boolean().default(false),
     }),
     response: z.object({ mapped: z.number().int().nonnegative() }),
+  }),
+  subChaos: def({
+    subject: 'mmlab.sub.{id}.chaos',
+    doc: "Set a subscriber's callback-level faults (the whole list: [] heals them all); hung callbacks go on once their fault is gone. Answers with the faults now active.",
+    models: '(lab nemesis) a misbehaving device driver or KVM vCPU thread',
+    request: z.strictObject({ faults: z.array(SubFault).max(16) }),
+    response: z.object({ active: z.array(SubFault) }),
   }),
   ping: def({
     subject: 'mmlab.ctl.ping',

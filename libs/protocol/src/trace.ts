@@ -8,27 +8,36 @@
  */
 import { z } from 'zod';
 import { ERROR_CODES } from './errors';
-import { Access, Addr, Agent, Gen, MapFlag, OpId, Pfn, Pid, Prot, Token, Value } from './fields';
+import {
+  Access,
+  Addr,
+  Agent,
+  Gen,
+  MapFlag,
+  MnCallback,
+  OpId,
+  Pfn,
+  Pid,
+  Prot,
+  Token,
+  Value,
+} from './fields';
 import { FaultKind, MnEvent } from './rpc';
+import { SubFaultKind } from './chaos';
 
 export const TRACE_PREFIX = 'mmlab.trace';
 export const TRACE_WILDCARD = `${TRACE_PREFIX}.>`;
+/**
+ * A request to every tracer to publish its recent events again (the observer sends it when it
+ * is connected again after losing NATS): core NATS drops what is published while a client or
+ * the server is away, so each tracer keeps its recent events and the observer dedups by id.
+ */
+export const TRACE_REPLAY_SUBJECT = 'mmlab.ctl.trace_replay';
 export const traceSubject = (service: string, instance: string): string =>
   `${TRACE_PREFIX}.${service}.${instance}`;
 
 export const Service = z.enum(['mm', 'cpu', 'observer', 'lab', 'kvm', 'hca']);
 
-/** The notifier callbacks, by their kernel names. */
-export const MnCallback = z.enum([
-  'invalidate_range_start',
-  'invalidate_range_end',
-  'invalidate_page',
-  'change_pte',
-  'clear_flush_young',
-  'test_young',
-  'release',
-]);
-export type MnCallback = z.infer<typeof MnCallback>;
 export type Service = z.infer<typeof Service>;
 
 const base = {
@@ -116,6 +125,12 @@ export const TraceEvent = z.discriminatedUnion('kind', [
   ev('frame.free', { pfn: Pfn, gen: Gen }),
   ev('tlb.fill', { agent: Agent, pid: Pid, addr: Addr, pfn: Pfn, gen: Gen, writable: z.boolean() }),
   ev('tlb.flush', { agent: Agent, pid: Pid, start: Addr, end: Addr, entries: z.number().int() }),
+  /**
+   * mm took a CPU offline (its liveness lease expired during a shootdown, or nobody listens for
+   * it): fenced, out of mm_cpumask of pid. Memory refuses its accesses until it has flushed its
+   * whole TLB, so its entries no longer map anything.
+   */
+  ev('cpu.offline', { agent: Agent, pid: Pid, reason: z.string() }),
   ev('access', {
     agent: Agent,
     pid: Pid,
@@ -211,6 +226,8 @@ export const TraceEvent = z.discriminatedUnion('kind', [
     lock: LockName,
     owner: z.string(),
   }),
+  /** a callback-level fault (subChaos) fired on a subscriber's callback */
+  ev('sub.fault', { agent: Agent, callback: MnCallback, inv: z.string(), fault: SubFaultKind }),
 
   // ---- secondary MMUs (HCA device table / MTT, KVM sPTEs) ---------------------------------
   /** a secondary translation installed */

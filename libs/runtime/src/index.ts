@@ -8,3 +8,5 @@ export * from './nest';
 export * from './otel';
 export * from './rpc-client';
 export * from './tracer';
+export * from './latency';
+export * from './callback-faults';

@@ -3,7 +3,14 @@
  * subscribes it to the subject from libs/protocol (with its queue group), validates what
  * arrives against the request schema, and turns anything thrown into a typed wire error.
  * A message that is not even JSON reaches the handler as MALFORMED and gets EBADMSG back.
+ *
+ * The transport is Nest's own NATS server (ServerNats) with one addition, MmlabServerNats: each
+ * message is handled inside a ReplyControl of its own (an AsyncLocalStorage bound to that
+ * message), through which the handler may ask for its reply to be dropped, sent twice or held
+ * back (a subscriber's callback-level faults, callback-faults.ts). Untouched, it replies exactly
+ * as Nest does.
  */
+import { AsyncLocalStorage } from 'node:async_hooks';
 import {
   Catch,
   Controller,
@@ -24,9 +31,10 @@ import {
   type MicroserviceOptions,
   Payload,
   RpcException,
+  ServerNats,
   Transport,
 } from '@nestjs/microservices';
-import type { MsgHdrs } from 'nats';
+import type { Msg, MsgHdrs } from 'nats';
 import { type Observable, throwError } from 'rxjs';
 import {
   MALFORMED,
@@ -79,6 +87,92 @@ export class SafeNatsDeserializer implements ConsumerDeserializer {
       pattern: channel,
       data: decoded,
     };
+  }
+}
+
+/**
+ * What the handler of one request asks of its reply. Nest replies with the handler's return
+ * value (or its error) once; a ReplyControl lets the handler change that, for the message it
+ * is handling only:
+ *   drop()          no reply at all (the caller times out)
+ *   copies(n)       the reply is sent n times (n ≥ 1; the caller takes the first)
+ *   holdUntil(p)    the reply waits until p settles (resolved or rejected), then goes
+ * Invariants: copies ≥ 1; after drop() nothing is ever sent for this message, whatever else
+ * is asked; holds only delay, they never cancel.
+ */
+export class ReplyControl {
+  private dropped = false;
+  private n = 1;
+  private readonly holds: Array<Promise<unknown>> = [];
+
+  drop(): void {
+    this.dropped = true;
+  }
+
+  copies(n: number): void {
+    this.n = Math.max(1, Math.floor(n));
+  }
+
+  holdUntil(p: Promise<unknown>): void {
+    // Settled either way: a hold that fails still lets the reply go (and is never unhandled).
+    this.holds.push(
+      p.then(
+        () => undefined,
+        () => undefined,
+      ),
+    );
+  }
+
+  get isDropped(): boolean {
+    return this.dropped;
+  }
+
+  get copiesToSend(): number {
+    return this.n;
+  }
+
+  /** Send one reply through publish, as asked: after the holds, n times, or not at all. */
+  async send(publish: () => unknown): Promise<void> {
+    // A hold added while waiting for the others is waited for too.
+    for (let i = 0; i < this.holds.length; i++) await this.holds[i];
+    if (this.dropped) return;
+    for (let i = 0; i < this.n; i++) publish();
+  }
+}
+
+const replyScope = new AsyncLocalStorage<ReplyControl>();
+
+/** The ReplyControl of the request being handled here (undefined: not inside a request). */
+export function currentReply(): ReplyControl | undefined {
+  return replyScope.getStore();
+}
+
+/** Run fn as the handler of a request whose reply `control` governs (MmlabServerNats; tests). */
+export function runWithReply<T>(control: ReplyControl, fn: () => T): T {
+  return replyScope.run(control, fn);
+}
+
+/**
+ * Nest's ServerNats, with every message handled inside its own ReplyControl. handleMessage and
+ * getPublisher are wrapped, nothing else: the deserializer, the queue groups, the handlers,
+ * filters and the reply packets are Nest's. getPublisher is called by handleMessage, in the
+ * message's async context, before the handler runs; the publisher it returns is called once
+ * the handler's result (or error) is known — by then the handler has said what it wants.
+ */
+export class MmlabServerNats extends ServerNats {
+  override handleMessage(channel: string, natsMsg: Msg): Promise<unknown> {
+    return runWithReply(new ReplyControl(), () => super.handleMessage(channel, natsMsg));
+  }
+
+  override getPublisher(
+    natsMsg: Msg,
+    id: string,
+    ctx: Parameters<ServerNats['getPublisher']>[2],
+  ): (response: unknown) => unknown {
+    const publish = super.getPublisher(natsMsg, id, ctx) as (response: unknown) => unknown;
+    const control = replyScope.getStore();
+    if (!control || !natsMsg.reply) return publish;
+    return (response) => control.send(() => publish(response));
   }
 }
 
@@ -195,7 +289,8 @@ export interface StartOptions {
 }
 
 /**
- * Create and start a Nest microservice on the NATS transport with the lab's conventions.
+ * Create and start a Nest microservice on the NATS transport (MmlabServerNats: Nest's, with a
+ * ReplyControl per message) with the lab's conventions.
  * With `http` and a non-zero http.port, a hybrid app: the same microservice, plus /metrics
  * and /health over HTTP on that port (http.ts).
  */
@@ -215,14 +310,13 @@ export async function startMicroservice(
 ): Promise<INestMicroservice | INestApplication> {
   installCrashGuards(opts.name);
   const transport: MicroserviceOptions = {
-    transport: Transport.NATS,
-    options: {
+    strategy: new MmlabServerNats({
       ...natsServerOptions(opts.natsUrl),
       name: opts.name,
       deserializer: new SafeNatsDeserializer(),
       maxReconnectAttempts: -1,
       reconnectTimeWait: 250,
-    },
+    }),
   };
   const logger: LogLevel[] = ['error', 'warn', 'log'];
   if (http && http.port > 0)

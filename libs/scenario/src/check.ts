@@ -13,7 +13,35 @@
  * after the parallel step every binding made in any branch is visible, and a name bound in
  * two branches is an error.
  */
-import { Step } from './schema';
+import { type ChaosFault, PROCESS_FAULTS, Step } from './schema';
+
+/**
+ * Why `fault` cannot hit `target` in a lab of this config, or undefined. Process faults hit
+ * any process of a local lab (mm-N, `mm`, cpuN, a subscriber, nats, redis); callback faults
+ * only a subscriber. (The lab's HTTP API asks the same of the lab it runs.)
+ */
+export function faultTargetProblem(
+  target: string,
+  fault: ChaosFault,
+  lab: { cpus: number; mmReplicas?: number; subscribers?: ReadonlyArray<{ name: string }> },
+): string | undefined {
+  const subs = (lab.subscribers ?? []).map((x) => x.name);
+  const processes = [
+    'mm',
+    ...Array.from({ length: lab.mmReplicas ?? 2 }, (_, i) => `mm-${i}`),
+    ...Array.from({ length: lab.cpus }, (_, i) => `cpu${i}`),
+    ...subs,
+    'nats',
+    'redis',
+  ];
+  if (!(PROCESS_FAULTS as readonly string[]).includes(fault))
+    return subs.includes(target)
+      ? undefined
+      : `${fault} is a subscriber's callback fault: "${target}" is not a subscriber of this lab (it has: ${subs.join(', ') || 'none'})`;
+  return processes.includes(target)
+    ? undefined
+    : `no process "${target}" in this lab (it runs: ${processes.join(', ')})`;
+}
 
 /** What a binding holds: a pid (process.create, fork), an address (mmap, mremap), an MR. */
 export type BindingKind = 'process' | 'addr' | 'mr';
@@ -69,6 +97,7 @@ export function stepBindings(s: Step): StepBindings {
     case 'hca.reg_mr':
       return { defines: define(s.as, 'mr'), uses: [...processUse(s.process), ...addrUse(s.addr)] };
     case 'munmap':
+    case 'workload':
     case 'cpu.read':
     case 'cpu.write':
     case 'mprotect':
@@ -82,7 +111,10 @@ export function stepBindings(s: Step): StepBindings {
     case 'hca.rdma_read':
     case 'hca.prefetch':
       return { uses: [...mrUse(s.mr), ...addrUse(s.addr)] };
+    case 'hca.workload':
+      return { uses: mrUse(s.mr) };
     case 'parallel':
+    case 'chaos.schedule':
     case 'sleep':
     case 'mm.stall':
     case 'chaos':
@@ -91,12 +123,18 @@ export function stepBindings(s: Step): StepBindings {
   }
 }
 
-/** The parts of the configured lab a step names: a CPU, an HCA. */
-function stepTargets(s: Step): { cpu?: number; hca?: string; target?: string } {
+/** The parts of the configured lab a step names: CPUs, an HCA, fault targets. */
+function stepTargets(s: Step): {
+  cpus?: number[];
+  hca?: string;
+  faults?: Array<{ target: string; fault: ChaosFault; path: PropertyKey[] }>;
+} {
   switch (s.op) {
     case 'cpu.read':
     case 'cpu.write':
-      return { cpu: s.cpu };
+      return { cpus: [s.cpu] };
+    case 'workload':
+      return { cpus: s.cpus };
     case 'hca.reg_mr':
       return { hca: s.hca };
     case 'process.create':
@@ -115,9 +153,18 @@ function stepTargets(s: Step): { cpu?: number; hca?: string; target?: string } {
     case 'sleep':
     case 'mm.stall':
     case 'heal':
+    case 'hca.workload':
       return {};
     case 'chaos':
-      return { target: s.target };
+      return { faults: [{ target: s.target, fault: s.fault, path: ['target'] }] };
+    case 'chaos.schedule':
+      return {
+        faults: s.faults.map((f, i) => ({
+          target: f.target,
+          fault: f.fault,
+          path: ['faults', i, 'target'],
+        })),
+      };
   }
 }
 
@@ -261,25 +308,18 @@ export function checkSteps({ steps, cpus, subscribers, mmReplicas }: CheckInput)
         });
       else scope.set(defines.name, { kind: defines.kind, path });
     }
-    const { cpu, hca, target } = stepTargets(s);
-    if (target !== undefined && cpus !== undefined) {
-      // the instances a local lab of this config runs
-      const instances = [
-        ...Array.from({ length: mmReplicas ?? 2 }, (_, i) => `mm-${i}`),
-        ...Array.from({ length: cpus }, (_, i) => `cpu${i}`),
-        ...(subscribers ?? []).map((x) => x.name),
-      ];
-      if (!instances.includes(target))
+    const { cpus: named, hca, faults } = stepTargets(s);
+    if (cpus !== undefined)
+      for (const f of faults ?? []) {
+        const problem = faultTargetProblem(f.target, f.fault, { cpus, mmReplicas, subscribers });
+        if (problem) issues.push({ path: [...path, ...f.path], message: problem });
+      }
+    for (const cpu of named ?? [])
+      if (cpus !== undefined && cpu >= cpus)
         issues.push({
-          path: [...path, 'target'],
-          message: `no instance "${target}" in this lab (it runs: ${instances.join(', ')})`,
+          path: [...path, s.op === 'workload' ? 'cpus' : 'cpu'],
+          message: `cpu ${cpu} does not exist: config.cpus is ${cpus} (cpus 0..${cpus - 1})`,
         });
-    }
-    if (cpu !== undefined && cpus !== undefined && cpu >= cpus)
-      issues.push({
-        path: [...path, 'cpu'],
-        message: `cpu ${cpu} does not exist: config.cpus is ${cpus} (cpus 0..${cpus - 1})`,
-      });
     if (hca !== undefined && hcas !== undefined && !hcas.includes(hca))
       issues.push({
         path: [...path, 'hca'],

@@ -444,24 +444,67 @@ describe('mm.stall', () => {
   });
 });
 
-describe('chaos and heal', () => {
-  it('parses them, and names the instances of the lab when a target is not one of them', () => {
+describe('chaos, heal, chaos.schedule and the workloads', () => {
+  it('parses them, and names the processes of the lab when a target is not one of them', () => {
     const good = ok(
       scenario(
         '  - { op: chaos, target: hca0, fault: pause, ms: 100 }',
         '  - { op: chaos, target: mm-1, fault: kill }',
+        '  - { op: chaos, target: mm, fault: kill }',
+        '  - { op: chaos, target: redis, fault: restart }',
+        "  - { op: chaos, target: hca0, fault: latency, distribution: 'pareto:5:1.5', jitterMs: 3, callbacks: [invalidate_range_start] }",
+        '  - { op: chaos, target: hca0, fault: drop-ack }',
         '  - { op: heal, target: mm-1 }',
         '  - { op: heal }',
       ),
     );
-    expect(good.steps.slice(1).map((s) => s.op)).toEqual(['chaos', 'chaos', 'heal', 'heal']);
+    expect(good.steps.slice(1).map((s) => s.op)).toEqual([
+      ...Array<string>(6).fill('chaos'),
+      'heal',
+      'heal',
+    ]);
     const text = scenario(
       '  - { op: chaos, target: cpu7, fault: pause }', // 7
       '  - { op: chaos, target: hca0, fault: freeze }', // 8
+      '  - { op: chaos, target: cpu0, fault: drop-ack }', // 9
+      '  - { op: chaos, target: hca0, fault: latency }', // 10
+      '  - { op: chaos, target: hca0, fault: pause, callbacks: [release] }', // 11
+    );
+    const errors = errorsOf(text);
+    expect(errors[0]).toBe(
+      `${at(text, 7, 'cpu7')}: steps[1].target: no process "cpu7" in this lab (it runs: mm, mm-0, mm-1, cpu0, cpu1, hca0, nats, redis)`,
+    );
+    expect(errors[1]).toMatch(
+      /^t\.yaml:8:\d+: steps\[2\]\.fault: expected "latency" \| .*"restart", got the string "freeze"$/,
+    );
+    expect(errors.slice(2)).toEqual([
+      `${at(text, 9, 'cpu0')}: steps[3].target: drop-ack is a subscriber's callback fault: "cpu0" is not a subscriber of this lab (it has: hca0)`,
+      `${at(text, 10, '{')}: steps[4].distribution: a latency fault needs a distribution`,
+      `${at(text, 11, '[')}: steps[5].callbacks: callbacks belong to a subscriber's callback fault, not pause`,
+    ]);
+  });
+
+  it("checks a schedule's faults and a workload's CPUs, bindings and length", () => {
+    const good = ok(
+      scenario(
+        '  - { op: mmap, process: p, pages: 8, prot: rw, as: buf }',
+        '  - { op: workload, cpus: [0, 1], process: p, addr: buf, pages: 8, ops: 10 }',
+        '  - { op: chaos.schedule, seed: 1, intervalMs: 100, durationMs: 1000, faults: [{ target: hca0, fault: dup-ack }, { target: nats, fault: pause }] }',
+      ),
+    );
+    expect(good.steps[2]).toMatchObject({ op: 'workload', writeRatio: 0.5, page: 0 });
+    const text = scenario(
+      '  - { op: mmap, process: p, pages: 8, prot: rw, as: buf }', // 7
+      '  - { op: workload, cpus: [0, 2], process: p, addr: buf, pages: 8, ops: 10 }', // 8
+      '  - { op: workload, cpus: [0], process: p, addr: nope, pages: 8, ops: 10, durationMs: 5 }', // 9
+      '  - { op: chaos.schedule, intervalMs: 100, durationMs: 1000, faults: [{ target: hca1, fault: hang }] }', // 10
+      '  - { op: hca.workload, mr: buf, pages: 1, ops: 1 }', // 11
     );
     expect(errorsOf(text)).toEqual([
-      `${at(text, 7, 'cpu7')}: steps[1].target: no instance "cpu7" in this lab (it runs: mm-0, mm-1, cpu0, cpu1, hca0)`,
-      `${at(text, 8, 'freeze')}: steps[2].fault: expected "pause" | "kill" | "restart", got the string "freeze"`,
+      `${at(text, 8, '[')}: steps[2].cpus: cpu 2 does not exist: config.cpus is 2 (cpus 0..1)`,
+      `${at(text, 9, '10')}: steps[3].ops: give exactly one of ops and durationMs`,
+      `${at(text, 10, 'hca1')}: steps[4].faults[0].target: hang is a subscriber's callback fault: "hca1" is not a subscriber of this lab (it has: hca0)`,
+      `${at(text, 11, 'buf')}: steps[5].mr: "buf" is an address (bound by steps[1]), expected a memory region`,
     ]);
   });
 });

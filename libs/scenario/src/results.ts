@@ -70,6 +70,100 @@ export const ReportFiles = z.object({
 });
 export type ReportFiles = z.infer<typeof ReportFiles>;
 
+const Latency = z.object({ count: z.number().int(), p50Ms: ms, p99Ms: ms, maxMs: ms });
+
+/** One workload's outcome (apps/lab/src/workload.ts): throughput, failures, impossible reads. */
+export const WorkloadResult = z.object({
+  name: z.string(),
+  kind: z.enum(['cpu', 'hca']),
+  ops: z.number().int(),
+  reads: z.number().int(),
+  writes: z.number().int(),
+  zaps: z.number().int(),
+  faults: z.number().int(),
+  failed: z.object({
+    definite: z.number().int(),
+    indefinite: z.number().int(),
+    byCode: z.record(z.string(), z.number().int()),
+  }),
+  unexpected: z.number().int(),
+  impossibleReads: z.number().int(),
+  impossible: z.array(
+    z.object({
+      agent: z.string(),
+      page: z.number().int(),
+      got: z.number(),
+      allowed: z.array(z.number()),
+    }),
+  ),
+  startedAt: z.number(),
+  durationMs: z.number(),
+  /** the measuring window (durationMs for a timed workload; operations still in flight at its end are not in it) */
+  window: z.object({ ms: z.number(), ops: z.number().int(), faults: z.number().int() }),
+  opsPerSec: z.number(),
+  faultsPerSec: z.number(),
+  latencyMs: z.object({
+    p50: z.number().nullable(),
+    p99: z.number().nullable(),
+    max: z.number().nullable(),
+  }),
+});
+export type WorkloadResult = z.infer<typeof WorkloadResult>;
+
+/** The run under faults: what the nemesis did and what it did to the lab. */
+export const ChaosResults = z.object({
+  /** every fault window, in ms from the start of the steps (endMs null: never healed) */
+  faults: z.array(
+    z.object({
+      id: z.number().int(),
+      target: z.string(),
+      instance: z.string(),
+      fault: z.string(),
+      label: z.string(),
+      startMs: z.number(),
+      endMs: z.number().nullable(),
+      healError: z.string().optional(),
+    }),
+  ),
+  /** chaos.schedule steps: the seed and the fault sequence it drew */
+  schedules: z.array(
+    z.object({
+      seed: z.number().int(),
+      plan: z.array(
+        z.object({ atMs: z.number(), target: z.string(), fault: z.string(), ms: z.number() }),
+      ),
+      errors: z.array(
+        z.object({ atMs: z.number(), target: z.string(), fault: z.string(), error: z.string() }),
+      ),
+    }),
+  ),
+  /**
+   * operations (steps that act on the lab, and every workload access): ok, failed definitely
+   * (certainly did not happen) or indefinitely (may have happened: ETIMEDOUT, ESTALE)
+   */
+  operations: z.object({
+    ok: z.number().int(),
+    failedDefinite: z.number().int(),
+    failedIndefinite: z.number().int(),
+    byCode: z.record(z.string(), z.number().int()),
+  }),
+  /** fault.end latency of faults that overlapped a fault window, and of the others */
+  latency: z.object({ inFaults: Latency, outsideFaults: Latency }),
+  /** the longest PT-lock hold released in the run */
+  longestPtlHold: z
+    .object({
+      ms: z.number(),
+      lock: z.string(),
+      pid: z.number().int(),
+      owner: z.string(),
+      atMs: z.number(),
+    })
+    .nullable(),
+  /** PT-lock and mmap_sem leases still held a lease TTL after the run: must be empty for valid */
+  locksLeft: z.array(z.object({ lock: z.string(), pid: z.number().int(), owner: z.string() })),
+});
+export type ChaosResults = z.infer<typeof ChaosResults>;
+
 export const RunResults = z.object({
   name: z.string(),
   seed: z.number().int().nullable(),
@@ -83,6 +177,10 @@ export const RunResults = z.object({
   steps: z.array(StepResult),
   invariants: z.array(InvariantResult),
   metrics: RunMetrics,
+  /** the workloads' outcomes, in the order they finished */
+  workloads: z.array(WorkloadResult).optional(),
+  /** fault windows, failures, latency in and out of faults, longest PT-lock hold, locks left */
+  chaos: ChaosResults.optional(),
   /** path of trace.jsonl: every event of the run, one JSON object a line */
   trace: z.string(),
   /** the run report; absent when it could not be rendered (that changes nothing else) */

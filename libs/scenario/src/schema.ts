@@ -21,10 +21,13 @@ import {
   ERROR_CODES,
   HcaAccess,
   InjectMode,
+  LatencySpec,
   MapFlag,
+  MnCallback,
   Mode,
   Pages,
   Prot,
+  SUB_FAULTS,
   TASK_SIZE,
   Value,
 } from '@mmlab/protocol';
@@ -168,23 +171,152 @@ export const SleepStep = step('sleep', { ms: z.number().int().nonnegative().max(
 export const MmStallStep = step('mm.stall', { ms: z.number().int().positive().max(600_000) });
 
 /**
- * A process-level fault on one service instance of a local lab (`--local`): `pause` is
- * SIGSTOP (it keeps its sockets and memory and makes no progress: peers see only timeouts),
- * `kill` is SIGKILL, `restart` is a kill and a fresh start. With `ms` the fault heals by itself
- * after that long; otherwise at the next `heal` naming it (or any), or at the end of the run.
- * Every fault window is recorded (chaos.start / chaos.end trace events).
+ * The lab's faults (Jepsen's nemesis), by kind:
+ *
+ *   on a notifier subscriber, asked of it (mmlab.sub.<name>.chaos; libs/protocol SubFault):
+ *     latency   each callback waits a draw from `distribution` (+ jitterMs) first
+ *     hang      callbacks wait until healed (the subscriber stays alive: mm keeps waiting)
+ *     drop-ack  the first ack of each inv is lost (mm resends the same inv)
+ *     dup-ack   every ack is sent twice
+ *     late-ack  the subscriber stops renewing its liveness lease and acks only after it
+ *               expired (mm fences it)
+ *     crash     the process dies in the middle of a callback (healed by a restart)
+ *   on any process of a local lab (a subscriber, mm-N, `mm`, cpuN, nats, redis), done to it:
+ *     pause     SIGSTOP: it keeps its sockets and memory, makes no progress
+ *     kill      SIGKILL (healed by a fresh start)
+ *     restart   a kill and a fresh start, at once
+ *
+ * `mm` is the mm replica holding a PT lock at that moment (else the first). With `ms` a fault
+ * heals by itself after that long; otherwise at the next `heal` naming it (or any), or at the
+ * end of the run. Every fault window is recorded (chaos.start / chaos.end trace events).
  */
-export const ChaosStep = step('chaos', {
-  target: z.string().regex(/^[A-Za-z0-9_-]+$/),
-  fault: z.enum(['pause', 'kill', 'restart']),
+export const SUBSCRIBER_FAULTS = SUB_FAULTS;
+export const PROCESS_FAULTS = ['pause', 'kill', 'restart'] as const;
+export const ChaosFault = z.enum([...SUB_FAULTS, ...PROCESS_FAULTS]);
+export type ChaosFault = z.infer<typeof ChaosFault>;
+
+/** A subscriber, `mm` or mm-N, cpuN, `nats` or `redis`. */
+export const ChaosTarget = z
+  .string()
+  .max(64)
+  .regex(/^[A-Za-z0-9_-]+$/, {
+    error: 'expected a target: a subscriber, mm, mm-N, cpuN, nats or redis',
+  });
+
+const chaosShape = {
+  target: ChaosTarget,
+  fault: ChaosFault,
+  /** the window: heal after ms (default: at a heal step, or the end of the run) */
   ms: z.number().int().positive().max(600_000).optional(),
+  /** latency: the delay of each callback (ms, "uniform:a:b", "normal:mean:sd", "pareto:scale:shape") */
+  distribution: LatencySpec.optional(),
+  /** latency: plus a uniform draw in [0, jitterMs) */
+  jitterMs: z.number().nonnegative().max(600_000).optional(),
+  /** subscriber faults: the callbacks hit (default all) */
+  callbacks: z.array(MnCallback).min(1).optional(),
+};
+
+/** The cross-field rules of a fault (also used by the lab's HTTP API and `mmlab chaos`). */
+function chaosRules(
+  f: { fault: ChaosFault; distribution?: unknown; jitterMs?: unknown; callbacks?: unknown },
+  ctx: z.RefinementCtx,
+): void {
+  if (f.fault === 'latency' && f.distribution === undefined)
+    ctx.addIssue({
+      code: 'custom',
+      path: ['distribution'],
+      message: 'a latency fault needs a distribution',
+    });
+  if (f.fault !== 'latency')
+    for (const k of ['distribution', 'jitterMs'] as const)
+      if (f[k] !== undefined)
+        ctx.addIssue({
+          code: 'custom',
+          path: [k],
+          message: `${k} belongs to a latency fault, not ${f.fault}`,
+        });
+  if ((PROCESS_FAULTS as readonly string[]).includes(f.fault) && f.callbacks !== undefined)
+    ctx.addIssue({
+      code: 'custom',
+      path: ['callbacks'],
+      message: `callbacks belong to a subscriber's callback fault, not ${f.fault}`,
+    });
+}
+
+/** One fault on one target: a chaos step without its op, the body of POST /chaos. */
+export const ChaosSpec = z.strictObject(chaosShape).superRefine(chaosRules);
+export type ChaosSpec = z.output<typeof ChaosSpec>;
+
+export const ChaosStep = step('chaos', chaosShape).superRefine(chaosRules);
+export const HealStep = step('heal', { target: ChaosTarget.optional() });
+
+/**
+ * A seeded nemesis: every intervalMs for durationMs, one fault drawn from `faults` (a fault
+ * without ms lasts a draw in [intervalMs/4, 3·intervalMs/4]); everything healed at the end.
+ * The drawn sequence depends on the seed only (default: the scenario's seed, else 0) and is
+ * the step's value; its windows are in results.json.
+ */
+export const ChaosScheduleStep = step('chaos.schedule', {
+  seed: z.number().int().optional(),
+  intervalMs: z.number().int().min(50).max(600_000),
+  durationMs: z.number().int().positive().max(3_600_000),
+  faults: z.array(ChaosSpec).min(1).max(64),
 });
-export const HealStep = step('heal', {
-  target: z
+
+/** How long a workload runs: a number of operations, or a time. */
+const workloadLength = {
+  ops: z.number().int().positive().max(10_000_000).optional(),
+  durationMs: z.number().int().positive().max(3_600_000).optional(),
+};
+const oneLength = (w: { ops?: number; durationMs?: number }, ctx: z.RefinementCtx): void => {
+  if ((w.ops === undefined) === (w.durationMs === undefined))
+    ctx.addIssue({
+      code: 'custom',
+      path: ['ops'],
+      message: 'give exactly one of ops and durationMs',
+    });
+};
+
+/**
+ * CPU traffic on a private anonymous range (will-it-scale's page_fault loops): each CPU gets
+ * its own slice of `pages` and, until the workload ends, loads or stores (writeRatio) a page
+ * of it, random or the next one (`pattern`); with zapEvery, after every zapEvery of its
+ * accesses it drops its slice (madvise(MADV_DONTNEED)), so the next touches fault again
+ * (sequential with zapEvery = the slice: every access is a fault, as in page_fault1). Every load is checked against
+ * the last store the workload knows of (after an indefinite failure: either value). The step
+ * is ok iff no load returned a value it could not have, and every failure was transient.
+ */
+export const WorkloadStep = step('workload', {
+  /** names the workload in results.json */
+  name: z
     .string()
-    .regex(/^[A-Za-z0-9_-]+$/)
+    .max(64)
+    .regex(/^[A-Za-z0-9_.-]+$/)
     .optional(),
-});
+  cpus: z.array(CpuId).min(1).max(64),
+  ...range,
+  ...workloadLength,
+  writeRatio: z.number().min(0).max(1).default(0.5),
+  /** which page each access touches: a random one of the CPU's slice, or the next one (wrapping) */
+  pattern: z.enum(['random', 'sequential']).default('random'),
+  zapEvery: z.number().int().positive().optional(),
+  seed: z.number().int().optional(),
+}).superRefine(oneLength);
+
+/** RDMA traffic through one memory region: RDMA READs and WRITEs of random pages of it, checked the same way. */
+export const HcaWorkloadStep = step('hca.workload', {
+  name: z
+    .string()
+    .max(64)
+    .regex(/^[A-Za-z0-9_.-]+$/)
+    .optional(),
+  mr: Binding,
+  /** how many pages of the MR, from its start (default all the MR was registered with: give it) */
+  pages: Pages,
+  ...workloadLength,
+  writeRatio: z.number().min(0).max(1).default(0.5),
+  seed: z.number().int().optional(),
+}).superRefine(oneLength);
 
 /**
  * Branches that run concurrently; each branch is a step list run in order. A binding made in
@@ -220,6 +352,9 @@ type StepOptions = [
   typeof MmStallStep,
   typeof ChaosStep,
   typeof HealStep,
+  typeof ChaosScheduleStep,
+  typeof WorkloadStep,
+  typeof HcaWorkloadStep,
 ];
 
 // The annotation breaks the cycle Step → ParallelStep → Step for the type checker.
@@ -244,52 +379,14 @@ export const Step: z.ZodDiscriminatedUnion<StepOptions> = z.discriminatedUnion('
   MmStallStep,
   ChaosStep,
   HealStep,
+  ChaosScheduleStep,
+  WorkloadStep,
+  HcaWorkloadStep,
 ]);
 export type Step = z.output<typeof Step>;
 export type StepOp = Step['op'];
 export type StepOf<Op extends StepOp> = Extract<Step, { op: Op }>;
 export const STEP_OPS: StepOp[] = Step.options.map((o) => o.shape.op.value);
-
-/**
- * A device latency: milliseconds, or a distribution drawn from per callback (seeded):
- * "uniform:a:b" (a <= b), "normal:mean:sd", "pareto:scale:shape" (both > 0).
- */
-export const LatencySpec = z
-  .union([z.number(), z.string()], {
-    error:
-      'expected a latency: milliseconds, or "uniform:a:b", "normal:mean:sd" or "pareto:scale:shape"',
-  })
-  .superRefine((v, ctx) => {
-    const problem = latencyProblem(v);
-    if (problem) ctx.addIssue({ code: 'custom', message: problem });
-  });
-
-/** Why v is not a valid latency spec, or undefined. */
-export function latencyProblem(v: number | string): string | undefined {
-  if (typeof v === 'number')
-    return Number.isFinite(v) && v >= 0
-      ? undefined
-      : `expected a latency of at least 0 ms, got ${v}`;
-  const parts = v.split(':');
-  const nums = parts.slice(1).map((x) => (x.trim() === '' ? NaN : Number(x)));
-  const bad = `bad latency "${v}" (expected "uniform:a:b", "normal:mean:sd" or "pareto:scale:shape" with numbers)`;
-  if (parts.length !== 3 || nums.some((n) => !Number.isFinite(n))) return bad;
-  const [a, b] = nums;
-  switch (parts[0]) {
-    case 'uniform':
-      return a >= 0 && a <= b ? undefined : `bad latency "${v}": uniform needs 0 <= a <= b`;
-    case 'normal':
-      return a >= 0 && b >= 0
-        ? undefined
-        : `bad latency "${v}": normal needs mean >= 0 and sd >= 0`;
-    case 'pareto':
-      return a > 0 && b > 0
-        ? undefined
-        : `bad latency "${v}": pareto needs scale > 0 and shape > 0`;
-    default:
-      return bad;
-  }
-}
 
 /** Instance names the lab itself uses: a subscriber may not take one. */
 const RESERVED_INSTANCE = /^(observer|mm-\d+|cpu\d+)$/;
@@ -321,6 +418,13 @@ export const ScenarioConfig = z.strictObject({
   softlockupMs: z.number().int().positive().optional(),
   /** notifier subscribers to start (and register by their hca.reg_mr steps) */
   subscribers: Subscribers.optional(),
+  /**
+   * how long a subscriber's liveness lease lasts without renewal (MMLAB_SUBSCRIBER_LEASE_MS,
+   * default 3000): a subscriber silent for longer is dead, and mm fences it
+   */
+  subscriberLeaseMs: z.number().int().positive().max(600_000).optional(),
+  /** mm's deadline for one attempt of a callback (MMLAB_CALLBACK_TIMEOUT_MS, default 2000) */
+  callbackTimeoutMs: z.number().int().positive().max(600_000).optional(),
   /** how mm sends one callback to several subscribers (default parallel) */
   dispatch: Dispatch.optional(),
   /** fault-injection modes: each reproduces a known mistake (libs/protocol InjectMode) */

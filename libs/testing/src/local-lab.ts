@@ -6,10 +6,11 @@
 import { type ChildProcess, spawn } from 'node:child_process';
 import { createWriteStream, existsSync, mkdirSync } from 'node:fs';
 import * as path from 'node:path';
-import type { Dispatch, InjectMode, Mode } from '@mmlab/protocol';
+import { type Dispatch, type InjectMode, MmlabError, type Mode } from '@mmlab/protocol';
 import { RpcClient, connectNats, sleep } from '@mmlab/runtime';
 import {
   type ServerHandle,
+  type ServerKind,
   freePort,
   isPortFree,
   startNats,
@@ -161,6 +162,8 @@ async function portOr(preferred: number | undefined): Promise<number> {
 
 export class LocalLab {
   private readonly procs = new Map<string, ChildProcess>();
+  /** targets SIGSTOPped by signal() and not SIGCONTinued, killed or restarted since */
+  private readonly paused = new Set<string>();
   private constructor(
     readonly cfg: LabConfig,
     readonly natsUrl: string,
@@ -210,6 +213,15 @@ export class LocalLab {
     return this.specs.map((s) => s.instance);
   }
 
+  /**
+   * Everything a fault can hit: every service instance, then 'nats' and 'redis' when this lab
+   * started those servers (a lab given their URLs cannot restart them).
+   */
+  get targets(): string[] {
+    const servers = (['nats', 'redis'] as const).filter((k) => this.server(k));
+    return [...this.instances, ...servers];
+  }
+
   /** Where an instance serves HTTP: /metrics and /health (the observer: its whole API). */
   httpUrl(instance: string): string {
     const s = this.specs.find((x) => x.instance === instance);
@@ -221,14 +233,29 @@ export class LocalLab {
   }
 
   /** The nats-server or redis-server this lab started (undefined: it was given a URL). */
-  server(kind: 'nats' | 'redis'): ServerHandle | undefined {
+  server(kind: ServerKind): ServerHandle | undefined {
     return this.servers.find((s) => s.url === (kind === 'nats' ? this.natsUrl : this.redisUrl));
   }
 
-  proc(instance: string): ChildProcess {
-    const p = this.procs.get(instance);
-    if (!p) throw new Error(`no such instance ${instance}`);
+  /** The current process of a target (a service instance, 'nats' or 'redis'). */
+  proc(target: string): ChildProcess {
+    const srv = this.serverTarget(target);
+    if (srv) return srv.proc;
+    const p = this.procs.get(target);
+    if (!p) throw this.noTarget(target);
     return p;
+  }
+
+  private noTarget(target: string): MmlabError {
+    return new MmlabError('EINVAL', `no target ${target} in this lab (${this.targets.join(', ')})`);
+  }
+
+  /** The server a target names, if it is 'nats' or 'redis' (EINVAL when this lab did not start it). */
+  private serverTarget(target: string): ServerHandle | undefined {
+    if (target !== 'nats' && target !== 'redis') return undefined;
+    const srv = this.server(target);
+    if (!srv) throw this.noTarget(target);
+    return srv;
   }
 
   private spawn(s: ServiceSpec): ChildProcess {
@@ -279,25 +306,71 @@ export class LocalLab {
     }
   }
 
-  signal(instance: string, sig: NodeJS.Signals): void {
-    this.proc(instance).kill(sig);
+  /** Send sig to a target: SIGSTOP pauses a service or a server, SIGCONT resumes it. */
+  signal(target: string, sig: NodeJS.Signals): void {
+    const srv = this.serverTarget(target);
+    const p = srv ? null : this.proc(target);
+    if (sig === 'SIGSTOP') this.paused.add(target);
+    else if (sig === 'SIGCONT') this.paused.delete(target);
+    if (srv) srv.signal(sig);
+    else if (p && p.exitCode === null && p.signalCode === null) p.kill(sig);
   }
 
-  /** Kill (SIGKILL) and wait for the exit. */
-  async kill(instance: string): Promise<void> {
-    const p = this.proc(instance);
+  /** Kill (SIGKILL) a target and wait for the exit; start() or restart() brings it back. */
+  async kill(target: string): Promise<void> {
+    this.paused.delete(target);
+    const srv = this.serverTarget(target);
+    if (srv) return srv.kill();
+    const p = this.proc(target);
     if (p.exitCode !== null || p.signalCode !== null) return;
     const exited = new Promise<void>((r) => p.once('exit', () => r()));
     p.kill('SIGKILL');
     await exited;
   }
 
-  async restart(instance: string): Promise<void> {
-    const s = this.specs.find((x) => x.instance === instance);
-    if (!s) throw new Error(`no such instance ${instance}`);
-    await stopProcess(this.proc(instance));
+  /**
+   * Start a killed target again (a running one is left alone). A server comes back on the same
+   * port with the same data; after NATS, this waits until every running instance answers ping
+   * again (they reconnect on their own); a service waits until it answers ping.
+   */
+  async start(target: string): Promise<void> {
+    const srv = this.serverTarget(target);
+    if (srv) {
+      await srv.start();
+      if (target === 'nats') await this.waitReady(this.runningInstances());
+      return;
+    }
+    const s = this.specs.find((x) => x.instance === target);
+    if (!s) throw this.noTarget(target);
+    const p = this.proc(target);
+    if (p.exitCode === null && p.signalCode === null) return;
     this.spawn(s);
-    await this.waitReady([instance]);
+    await this.waitReady([target]);
+  }
+
+  /** Stop (SIGTERM, then SIGKILL) a target if it runs, and start it again (see start). */
+  async restart(target: string): Promise<void> {
+    this.paused.delete(target);
+    const srv = this.serverTarget(target);
+    if (srv) {
+      await srv.restart();
+      if (target === 'nats') await this.waitReady(this.runningInstances());
+      return;
+    }
+    const s = this.specs.find((x) => x.instance === target);
+    if (!s) throw this.noTarget(target);
+    await stopProcess(this.proc(target));
+    this.spawn(s);
+    await this.waitReady([target]);
+  }
+
+  /** Instances whose process is alive and not paused (a SIGSTOPped one cannot answer ping). */
+  private runningInstances(): string[] {
+    return this.instances.filter((i) => {
+      if (this.paused.has(i)) return false;
+      const p = this.procs.get(i);
+      return p && p.exitCode === null && p.signalCode === null;
+    });
   }
 
   async stop(): Promise<void> {

@@ -9,12 +9,112 @@ import { tmpdir } from 'node:os';
 import * as path from 'node:path';
 import { createConnection } from 'node:net';
 import { checkPort, getRandomPort } from 'get-port-please';
+import { MmlabError } from '@mmlab/protocol';
 
+export type ServerKind = 'nats' | 'redis';
+
+/**
+ * One nats-server or redis-server the lab started, which a test or the nemesis may pause
+ * (signal SIGSTOP / SIGCONT), kill and start again. A server comes back on the same port with
+ * the same data: its working folder (Redis: the append-only file, fsynced at every write, so
+ * nothing acknowledged is lost) lives until stop(), which is final.
+ *
+ * State: `proc` is the current incarnation (a new ChildProcess after each start); `stopped`
+ * is set once by stop() and never cleared, after which start() refuses.
+ */
 export interface ServerHandle {
+  readonly kind: ServerKind;
   readonly url: string;
   readonly port: number;
+  /** the current process (a new one after each start()) */
   readonly proc: ChildProcess;
+  /** the current process is alive (it may be SIGSTOPped) */
+  readonly running: boolean;
+  /** send sig to the current process (SIGSTOP pauses it, SIGCONT resumes it) */
+  signal(sig: NodeJS.Signals): void;
+  /** SIGKILL, and wait for the exit; the data stays for start() */
+  kill(): Promise<void>;
+  /** start a killed server again (same port, same data); a running one is left alone */
+  start(): Promise<void>;
+  /** stop (SIGTERM, SIGKILL after a grace period) and start again */
+  restart(): Promise<void>;
+  /** stop for good and remove the working folder; safe to call more than once */
   stop(): Promise<void>;
+}
+
+const alive = (p: ChildProcess): boolean => p.exitCode === null && p.signalCode === null;
+
+class ManagedServer implements ServerHandle {
+  private stopped = false;
+
+  constructor(
+    readonly kind: ServerKind,
+    readonly url: string,
+    readonly port: number,
+    private current: ChildProcess,
+    /** spawn one incarnation */
+    private readonly launch: () => ChildProcess,
+    /** the working folder, removed by stop() */
+    private readonly dir?: string,
+  ) {}
+
+  get proc(): ChildProcess {
+    return this.current;
+  }
+
+  get running(): boolean {
+    return alive(this.current);
+  }
+
+  signal(sig: NodeJS.Signals): void {
+    if (this.running) this.current.kill(sig);
+  }
+
+  async kill(): Promise<void> {
+    const p = this.current;
+    if (!alive(p)) return;
+    const exited = new Promise<void>((r) => p.once('exit', () => r()));
+    p.kill('SIGKILL');
+    await exited;
+  }
+
+  async start(): Promise<void> {
+    if (this.stopped)
+      throw new MmlabError('EINVAL', `${this.kind}-server on ${this.port} was stopped for good`);
+    if (this.running) return;
+    this.current = this.launch();
+    await waitForPort(this.port, this.current, `${this.kind}-server (restart)`);
+  }
+
+  async restart(): Promise<void> {
+    await stopProcess(this.current);
+    await this.start();
+  }
+
+  async stop(): Promise<void> {
+    this.stopped = true;
+    await stopProcess(this.current);
+    if (this.dir) rmSync(this.dir, { recursive: true, force: true });
+  }
+}
+
+/** Spawn with launch, wait for the port; a server that never listens is cleaned up. */
+async function managed(
+  kind: ServerKind,
+  url: string,
+  port: number,
+  launch: () => ChildProcess,
+  dir?: string,
+): Promise<ServerHandle> {
+  const proc = launch();
+  try {
+    await waitForPort(port, proc, `${kind}-server`);
+  } catch (e) {
+    await stopProcess(proc);
+    if (dir) rmSync(dir, { recursive: true, force: true });
+    throw e;
+  }
+  return new ManagedServer(kind, url, port, proc, launch, dir);
 }
 
 export async function freePort(): Promise<number> {
@@ -73,48 +173,42 @@ export function stopProcess(
   });
 }
 
-/** A server whose working folder goes away with it. */
-function serverWithDir(url: string, port: number, proc: ChildProcess, dir: string): ServerHandle {
-  return {
-    url,
-    port,
-    proc,
-    stop: async () => {
-      await stopProcess(proc);
-      rmSync(dir, { recursive: true, force: true });
-    },
-  };
-}
-
 export async function startNats(port?: number): Promise<ServerHandle> {
   const p = port ?? (await freePort());
-  const proc = spawn('nats-server', ['-a', '127.0.0.1', '-p', String(p)], { stdio: 'ignore' });
-  await waitForPort(p, proc, 'nats-server');
-  return { url: `nats://127.0.0.1:${p}`, port: p, proc, stop: () => stopProcess(proc) };
+  return managed('nats', `nats://127.0.0.1:${p}`, p, () =>
+    spawn('nats-server', ['-a', '127.0.0.1', '-p', String(p)], { stdio: 'ignore' }),
+  );
 }
 
+/**
+ * redis-server with persistence that survives kill -9: the append-only file, fsynced before
+ * every reply (appendfsync always), in a folder of its own; no RDB snapshots.
+ */
 export async function startRedis(port?: number, extraArgs: string[] = []): Promise<ServerHandle> {
   const p = port ?? (await freePort());
   const dir = mkdtempSync(path.join(tmpdir(), 'mmlab-redis-'));
-  const proc = spawn(
-    'redis-server',
-    [
-      '--port',
-      String(p),
-      '--bind',
-      '127.0.0.1',
-      '--save',
-      '',
-      '--appendonly',
-      'no',
-      '--dir',
-      dir,
-      ...extraArgs,
-    ],
-    { stdio: 'ignore' },
+  const args = [
+    '--port',
+    String(p),
+    '--bind',
+    '127.0.0.1',
+    '--save',
+    '',
+    '--appendonly',
+    'yes',
+    '--appendfsync',
+    'always',
+    '--dir',
+    dir,
+    ...extraArgs,
+  ];
+  return managed(
+    'redis',
+    `redis://127.0.0.1:${p}`,
+    p,
+    () => spawn('redis-server', args, { stdio: 'ignore' }),
+    dir,
   );
-  await waitForPort(p, proc, 'redis-server');
-  return serverWithDir(`redis://127.0.0.1:${p}`, p, proc, dir);
 }
 
 export interface ClusterHandle {
@@ -213,14 +307,15 @@ export async function startNatsWithConfig(
   );
   const file = path.join(dir, 'nats.conf');
   writeFileSync(file, conf);
-  const proc = spawn(
-    'nats-server',
-    ['-c', file, '-a', '127.0.0.1', '-p', String(p), '-m', String(m)],
-    {
-      stdio: 'ignore',
-      env: { ...process.env, ...env },
-    },
+  return managed(
+    'nats',
+    `nats://127.0.0.1:${p}`,
+    p,
+    () =>
+      spawn('nats-server', ['-c', file, '-a', '127.0.0.1', '-p', String(p), '-m', String(m)], {
+        stdio: 'ignore',
+        env: { ...process.env, ...env },
+      }),
+    dir,
   );
-  await waitForPort(p, proc, 'nats-server');
-  return serverWithDir(`nats://127.0.0.1:${p}`, p, proc, dir);
 }

@@ -3,7 +3,7 @@ import { tmpdir } from 'node:os';
 import * as path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import type { TraceEvent } from '@mmlab/protocol';
-import { RunResults } from '@mmlab/scenario';
+import { RunResults, type WorkloadResult } from '@mmlab/scenario';
 import { computeMetrics } from '../metrics';
 import { html, trustedHtml } from './html';
 import { chaosWindows, latencyPoints } from './plots';
@@ -251,6 +251,55 @@ describe('buildReport', () => {
     // Self-contained: nothing fetched.
     expect(page).not.toMatch(/\s(src|href)="(https?:)?\/\//);
     expect(page).not.toMatch(/<link\b|@import|url\((?!#)/);
+  });
+
+  it('report.html: a faults-and-workloads section only for a run that had them', async () => {
+    expect((await buildReport(input)).html).not.toContain('id="chaos"');
+    const w = {
+      name: 'cpus',
+      kind: 'cpu' as const,
+      ops: 10,
+      reads: 5,
+      writes: 5,
+      zaps: 1,
+      faults: 8,
+      failed: { definite: 0, indefinite: 1, byCode: { ETIMEDOUT: 1 } },
+      unexpected: 0,
+      impossibleReads: 2,
+      impossible: [],
+      startedAt: 0,
+      durationMs: 1000,
+      window: { ms: 1000, ops: 9, faults: 8 },
+      opsPerSec: 9,
+      faultsPerSec: 8,
+      latencyMs: { p50: 1, p99: 2, max: 3 },
+    } satisfies WorkloadResult;
+    const lat = { count: 0, p50Ms: null, p99Ms: null, maxMs: null };
+    const chaos = {
+      faults: [
+        {
+          id: 1,
+          target: 'mm',
+          instance: 'mm-1',
+          fault: 'kill',
+          label: 'kill mm (mm-1)',
+          startMs: 5,
+          endMs: null,
+        },
+      ],
+      schedules: [],
+      operations: { ok: 9, failedDefinite: 0, failedIndefinite: 1, byCode: { ETIMEDOUT: 1 } },
+      latency: { inFaults: lat, outsideFaults: lat },
+      longestPtlHold: null,
+      locksLeft: [{ lock: 'ptl:128', pid: 1, owner: 'mm-1/mm-1/fault#4' }],
+    };
+    const page = (await buildReport({ ...input, results: { ...results, workloads: [w], chaos } }))
+      .html;
+    expect(page).toContain('id="chaos"');
+    expect(page).toContain('kill mm (mm-1)');
+    expect(page).toContain('never healed');
+    expect(page).toContain('<b>ptl:128 of pid 1 by mm-1/mm-1/fault#4</b>');
+    expect(page).toMatch(/<tr class="bad">\s*<td class="mono">cpus<\/td>/);
   });
 
   it('writeReport writes the three files and returns their paths', async () => {

@@ -173,6 +173,104 @@ function stepRows(steps: readonly StepResult[]): Html {
   )}`;
 }
 
+/** The run under faults: windows, operations, latency in and out of faults, workloads, locks left. */
+function chaosSection(r: RunResults): Html {
+  const c = r.chaos;
+  const workloads = r.workloads ?? [];
+  if (!c || (c.faults.length === 0 && workloads.length === 0)) return html``;
+  const lat = (name: string, l: NonNullable<RunResults['chaos']>['latency']['inFaults']) =>
+    html`<tr>
+      <th>${name}</th>
+      <td class="num">${l.count}</td>
+      <td class="num">${fmtMs(l.p50Ms)}</td>
+      <td class="num">${fmtMs(l.p99Ms)}</td>
+      <td class="num">${fmtMs(l.maxMs)}</td>
+    </tr>`;
+  return html`<section id="chaos">
+    <h2>Faults and workloads</h2>
+    <table>
+      <thead>
+        <tr>
+          <th>#</th>
+          <th>fault</th>
+          <th>from ms</th>
+          <th>to ms</th>
+          <th></th>
+        </tr>
+      </thead>
+      <tbody>
+        ${c.faults.map(
+          (f) =>
+            html`<tr>
+              <td class="num">${f.id}</td>
+              <td class="mono">${f.label}</td>
+              <td class="num">${f.startMs.toFixed(0)}</td>
+              <td class="num">${f.endMs === null ? 'never healed' : f.endMs.toFixed(0)}</td>
+              <td>${f.healError ?? ''}</td>
+            </tr>`,
+        )}
+      </tbody>
+    </table>
+    <p>
+      Operations: ${c.operations.ok} ok, ${c.operations.failedDefinite} failed definitely,
+      ${c.operations.failedIndefinite} failed indefinitely
+      ${Object.keys(c.operations.byCode).length ? html`(<span class="mono">${json(c.operations.byCode)}</span>)` : ''}.
+      Longest PT-lock hold:
+      ${c.longestPtlHold ? html`<b>${fmtMs(c.longestPtlHold.ms)} ms</b> (${c.longestPtlHold.lock} of pid ${c.longestPtlHold.pid}, ${c.longestPtlHold.owner})` : '—'}.
+      Locks left held after the run:
+      ${c.locksLeft.length === 0 ? 'none' : html`<b>${c.locksLeft.map((l) => `${l.lock} of pid ${l.pid} by ${l.owner}`).join(', ')}</b>`}.
+    </p>
+    <table>
+      <thead>
+        <tr>
+          <th>fault latency</th>
+          <th>count</th>
+          <th>p50 ms</th>
+          <th>p99 ms</th>
+          <th>max ms</th>
+        </tr>
+      </thead>
+      <tbody>
+        ${lat('during faults', c.latency.inFaults)}
+        ${lat('outside faults', c.latency.outsideFaults)}
+      </tbody>
+    </table>
+    ${
+      workloads.length === 0
+        ? ''
+        : html`<table>
+            <thead>
+              <tr>
+                <th>workload</th>
+                <th>ops</th>
+                <th>faults/s</th>
+                <th>ops/s</th>
+                <th>failed (definite / indefinite)</th>
+                <th>impossible reads</th>
+                <th>p50 ms</th>
+                <th>p99 ms</th>
+              </tr>
+            </thead>
+            <tbody>
+              ${workloads.map(
+                (w) =>
+                  html`<tr class="${w.impossibleReads ? 'bad' : 'ok'}">
+                    <td class="mono">${w.name}</td>
+                    <td class="num">${w.window.ops}</td>
+                    <td class="num">${w.faultsPerSec}</td>
+                    <td class="num">${w.opsPerSec}</td>
+                    <td class="num">${w.failed.definite} / ${w.failed.indefinite}</td>
+                    <td class="num">${w.impossibleReads}</td>
+                    <td class="num">${fmtMs(w.latencyMs.p50)}</td>
+                    <td class="num">${fmtMs(w.latencyMs.p99)}</td>
+                  </tr>`,
+              )}
+            </tbody>
+          </table>`
+    }
+  </section>`;
+}
+
 /** Invalidation latency (mn.ack waitedMs) per subscriber and callback. */
 function invalidationRows(events: readonly TraceEvent[]): Html {
   const groups = new Map<string, number[]>();
@@ -302,6 +400,7 @@ export function reportHtml(input: ReportInput, p: Parts): string {
             <h2>PT-lock hold time</h2>
             <figure class="plot">${trustedHtml(p.ptlHoldSvg)}</figure>
           </section>
+          ${chaosSection(r)}
           <section id="metrics">
             <h2>Metrics</h2>
             <table>

@@ -9,3 +9,6 @@ declare module 'pure-rand/generator/xoroshiro128plus' {
 declare module 'pure-rand/distribution/uniformFloat64' {
   export * from 'pure-rand/lib/distribution/uniformFloat64';
 }
+declare module 'pure-rand/distribution/uniformInt' {
+  export * from 'pure-rand/lib/distribution/uniformInt';
+}

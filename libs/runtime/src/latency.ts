@@ -1,9 +1,10 @@
 /**
- * Models: the wait in mlx5r_umr_post_send_wait() — how long the device takes to complete a
- * ZAP UMR (the "completion interrupt" of an invalidation), the slow path the 2012 patch lets a
- * notifier sleep through.
+ * Seeded latency distributions: the HCA's device latency (the wait in
+ * mlx5r_umr_post_send_wait(), how long the device takes to complete a ZAP UMR: the slow path
+ * the 2012 patch lets a notifier sleep through) and the callback-level latency faults of any
+ * notifier subscriber (callback-faults.ts). Plain code, no Nest.
  *
- * MMLAB_INVALIDATE_LATENCY, in milliseconds:
+ * A spec (MMLAB_INVALIDATE_LATENCY, or a SubFault's distribution), in milliseconds:
  *   "200"                 fixed
  *   "uniform:a:b"         uniform in [a, b)
  *   "normal:mean:sd"      normal, clamped at 0
@@ -14,7 +15,7 @@
 import { xoroshiro128plus } from 'pure-rand/generator/xoroshiro128plus';
 import { uniformFloat64 } from 'pure-rand/distribution/uniformFloat64';
 
-export type LatencySpec =
+export type LatencyDistribution =
   | { kind: 'fixed'; ms: number }
   | { kind: 'uniform'; min: number; max: number }
   | { kind: 'normal'; mean: number; sd: number }
@@ -31,8 +32,13 @@ function num(s: string | undefined, what: string, spec: string): number {
   return Number(s.trim());
 }
 
-/** Parse a latency spec; throws an Error naming what is wrong. */
-export function parseLatency(spec: string): LatencySpec {
+/** Parse a latency spec (a number is fixed ms); throws an Error naming what is wrong. */
+export function parseLatency(spec: string | number): LatencyDistribution {
+  if (typeof spec === 'number') {
+    if (!Number.isFinite(spec) || spec < 0)
+      throw new Error(`invalid latency ${spec}: must be a non-negative number of ms`);
+    return { kind: 'fixed', ms: spec };
+  }
   const s = spec.trim();
   if (NUM.test(s)) return { kind: 'fixed', ms: Number(s) };
   const [kind, ...args] = s.split(':');
@@ -77,36 +83,47 @@ export function seedFor(seed: number, instance: string): number {
   return (h ^ seed) | 0;
 }
 
-/** Draws invalidation latencies, in ms, from one spec and one seeded generator. */
-export class LatencySampler {
-  readonly spec: LatencySpec;
-  private readonly rng;
+/** A seeded pure-rand generator (xoroshiro128+), for LatencySampler and drawLatency. */
+export type Rng = ReturnType<typeof xoroshiro128plus>;
+export const seededRng = (seed: number): Rng => xoroshiro128plus(seed | 0);
 
-  constructor(spec: LatencySpec | string, seed: number) {
-    this.spec = typeof spec === 'string' ? parseLatency(spec) : spec;
-    this.rng = xoroshiro128plus(seed | 0);
+/** A uniform draw in [0, 1) from rng. */
+export const uniform01 = (rng: Rng): number => uniformFloat64(rng);
+
+/** One draw of spec from rng, in ms: ≥ 0 and ≤ MAX_LATENCY_MS. */
+export function drawLatency(spec: LatencyDistribution, rng: Rng): number {
+  return Math.min(MAX_LATENCY_MS, Math.max(0, rawDraw(spec, rng)));
+}
+
+function rawDraw(s: LatencyDistribution, rng: Rng): number {
+  switch (s.kind) {
+    case 'fixed':
+      return s.ms;
+    case 'uniform':
+      return s.min + (s.max - s.min) * uniformFloat64(rng);
+    case 'normal': {
+      // Box–Muller; 1 - U is in (0, 1], so the log is finite.
+      const u1 = 1 - uniformFloat64(rng);
+      const u2 = uniformFloat64(rng);
+      return s.mean + s.sd * Math.sqrt(-2 * Math.log(u1)) * Math.cos(2 * Math.PI * u2);
+    }
+    case 'pareto':
+      return s.scale / Math.pow(1 - uniformFloat64(rng), 1 / s.shape);
+  }
+}
+
+/** Draws latencies, in ms, from one spec and one seeded generator of its own. */
+export class LatencySampler {
+  readonly spec: LatencyDistribution;
+  private readonly rng: Rng;
+
+  constructor(spec: LatencyDistribution | string | number, seed: number) {
+    this.spec = typeof spec === 'object' ? spec : parseLatency(spec);
+    this.rng = seededRng(seed);
   }
 
   /** One latency in ms, ≥ 0 and ≤ MAX_LATENCY_MS. */
   sample(): number {
-    return Math.min(MAX_LATENCY_MS, Math.max(0, this.draw()));
-  }
-
-  private draw(): number {
-    const s = this.spec;
-    switch (s.kind) {
-      case 'fixed':
-        return s.ms;
-      case 'uniform':
-        return s.min + (s.max - s.min) * uniformFloat64(this.rng);
-      case 'normal': {
-        // Box–Muller; 1 - U is in (0, 1], so the log is finite.
-        const u1 = 1 - uniformFloat64(this.rng);
-        const u2 = uniformFloat64(this.rng);
-        return s.mean + s.sd * Math.sqrt(-2 * Math.log(u1)) * Math.cos(2 * Math.PI * u2);
-      }
-      case 'pareto':
-        return s.scale / Math.pow(1 - uniformFloat64(this.rng), 1 / s.shape);
-    }
+    return drawLatency(this.spec, this.rng);
   }
 }
