@@ -17,13 +17,14 @@ import * as path from 'node:path';
 import { type NatsConnection, RequestStrategy } from 'nats';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { RPC, type TraceEvent, subjectFor, traceSubject } from '@mmlab/protocol';
-import { connectNats, decodeReply, encodeRequest } from '@mmlab/runtime';
+import { connectNats, decodeReply } from '@mmlab/runtime';
 import {
   LocalLab,
   type ServerHandle,
   codeOf,
   freePort,
   natsUrlWithUser,
+  rawRangeEnd,
   repoRoot,
   runMmlab,
   startNatsWithConfig,
@@ -111,17 +112,6 @@ interface Status {
   windows: Window[];
 }
 
-/** An invalidate_range_end straight to hca0, as mm would send it (inv chosen by the test). */
-const rawEnd = (inv: string) =>
-  encodeRequest(subjectFor(RPC.mnInvalidateRangeEnd, 'hca0'), {
-    pid: 1,
-    inv,
-    owner: 'test',
-    start: 0x10000000,
-    end: 0x10001000,
-    event: 'unmap',
-  });
-
 describe('mmlab up + mmlab chaos', () => {
   let tmp: string;
   let up: Spawned | undefined;
@@ -194,8 +184,10 @@ describe('mmlab up + mmlab chaos', () => {
 
     // on the wire: the first request of an inv gets no answer, its resend does
     const subject = subjectFor(RPC.mnInvalidateRangeEnd, 'hca0');
-    expect(await codeOf(nc.request(subject, rawEnd('e2e-drop'), { timeout: 1000 }))).not.toBe('ok');
-    const again = await nc.request(subject, rawEnd('e2e-drop'), { timeout: 10_000 });
+    expect(
+      await codeOf(nc.request(subject, rawRangeEnd('hca0', 'e2e-drop'), { timeout: 1000 })),
+    ).not.toBe('ok');
+    const again = await nc.request(subject, rawRangeEnd('hca0', 'e2e-drop'), { timeout: 10_000 });
     expect(decodeReply('mnInvalidateRangeEnd', again.data)).toEqual({ inv: 'e2e-drop' });
 
     const h = await mmlab('heal', 'hca0');
@@ -205,7 +197,7 @@ describe('mmlab up + mmlab chaos', () => {
     expect(s.active).toEqual([]);
     expect(s.windows.find((w) => w.fault === 'drop-ack')?.endedAt).toEqual(expect.any(Number));
     // healed: a new inv is answered the first time
-    const fresh = await nc.request(subject, rawEnd('e2e-healed'), { timeout: 10_000 });
+    const fresh = await nc.request(subject, rawRangeEnd('hca0', 'e2e-healed'), { timeout: 10_000 });
     expect(decodeReply('mnInvalidateRangeEnd', fresh.data)).toEqual({ inv: 'e2e-healed' });
   });
 
@@ -275,7 +267,7 @@ describe('mmlab up + mmlab chaos', () => {
       const replies: string[] = [];
       const many = await nc.requestMany(
         subjectFor(RPC.mnInvalidateRangeEnd, 'hca0'),
-        rawEnd('e2e-dup'),
+        rawRangeEnd('hca0', 'e2e-dup'),
         { strategy: RequestStrategy.Count, maxMessages: 2, maxWait: 10_000 },
       );
       for await (const m of many) replies.push(decodeReply('mnInvalidateRangeEnd', m.data).inv);

@@ -19,7 +19,14 @@ import {
 } from '@mmlab/protocol';
 import type { Store } from '@mmlab/model';
 import { type RpcClient, decodeReply, encodeRequest } from '@mmlab/runtime';
-import { type LocalLab, type TestLab, type TraceLog, codeOf, startTestLab } from '@mmlab/testing';
+import {
+  type LocalLab,
+  type TestLab,
+  type TraceLog,
+  codeOf,
+  rawRangeEnd,
+  startTestLab,
+} from '@mmlab/testing';
 
 const HCA = 'hca0';
 const CALLBACK_TIMEOUT_MS = 300;
@@ -114,17 +121,6 @@ describe('callback-level faults on hca0 (subChaos)', () => {
 
   const fencedEvents = (all: TraceEvent[]) => of(all, 'mn.fenced', (e) => e.subscriber === HCA);
 
-  /** A callback sent by hand (not by mm): an invalidate_range_end, acked whatever its inv. */
-  const rawEnd = (inv: string) =>
-    encodeRequest(subjectFor(RPC.mnInvalidateRangeEnd, HCA), {
-      pid: 1,
-      inv,
-      owner: 'test',
-      start: 0x10000000,
-      end: 0x10001000,
-      event: 'unmap',
-    });
-
   it('answers with the active list; malformed or invalid requests get EBADMSG and change nothing', async () => {
     const lat: SubFault = {
       fault: 'latency',
@@ -195,8 +191,10 @@ describe('callback-level faults on hca0 (subChaos)', () => {
 
     // on the wire: the first request of an inv gets nothing, its resend an answer
     const subject = subjectFor(RPC.mnInvalidateRangeEnd, HCA);
-    expect(await codeOf(nc.request(subject, rawEnd('raw-drop'), { timeout: 1000 }))).not.toBe('ok');
-    const again = await nc.request(subject, rawEnd('raw-drop'), { timeout: 5000 });
+    expect(
+      await codeOf(nc.request(subject, rawRangeEnd(HCA, 'raw-drop'), { timeout: 1000 })),
+    ).not.toBe('ok');
+    const again = await nc.request(subject, rawRangeEnd(HCA, 'raw-drop'), { timeout: 5000 });
     expect(decodeReply('mnInvalidateRangeEnd', again.data)).toEqual({ inv: 'raw-drop' });
     await chaos([]);
 
@@ -228,11 +226,15 @@ describe('callback-level faults on hca0 (subChaos)', () => {
 
     // on the wire: two replies to one request
     const replies: string[] = [];
-    const it = await nc.requestMany(subjectFor(RPC.mnInvalidateRangeEnd, HCA), rawEnd('raw-dup'), {
-      strategy: RequestStrategy.Count,
-      maxMessages: 2,
-      maxWait: 10_000,
-    });
+    const it = await nc.requestMany(
+      subjectFor(RPC.mnInvalidateRangeEnd, HCA),
+      rawRangeEnd(HCA, 'raw-dup'),
+      {
+        strategy: RequestStrategy.Count,
+        maxMessages: 2,
+        maxWait: 10_000,
+      },
+    );
     for await (const m of it) replies.push(decodeReply('mnInvalidateRangeEnd', m.data).inv);
     expect(replies).toEqual(['raw-dup', 'raw-dup']);
     await chaos([]);

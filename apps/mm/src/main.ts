@@ -1,7 +1,7 @@
 /** The mm service: one replica of the kernel's memory-management code. */
 import 'reflect-metadata';
 import { Logger } from '@nestjs/common';
-import { Store } from '@mmlab/model';
+import { LivenessLease, Store } from '@mmlab/model';
 import {
   RpcClient,
   hostInstance,
@@ -9,10 +9,26 @@ import {
   connectNats,
   loadEnv,
   runService,
+  sleep,
   startMicroservice,
 } from '@mmlab/runtime';
-import { createContext } from './kernel/context';
+import { type MmContext, createContext } from './kernel/context';
+import { OrphanRangeReaper } from './kernel/orphan_ranges';
 import { MmModule } from './mm.module';
+
+/** How long a clean stop waits for the invalidations in flight (a restart SIGKILLs at 3 s). */
+const SHUTDOWN_QUIESCE_MS = 2000;
+
+/** Until no invalidation of this process has been open for 100 ms, or timeoutMs. */
+async function quiesce(ctx: MmContext, timeoutMs: number): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  let quietSince = Date.now();
+  while (Date.now() < deadline) {
+    if (ctx.openRanges.size > 0) quietSince = Date.now();
+    else if (Date.now() - quietSince >= 100) return;
+    await sleep(10);
+  }
+}
 
 runService(async (onShutdown) => {
   const env = loadEnv();
@@ -28,6 +44,23 @@ runService(async (onShutdown) => {
     tracer: new Tracer(nc, 'mm', instance),
     rpc: new RpcClient(nc, env.MMLAB_RPC_TIMEOUT_MS),
   });
+  const log = new Logger('mm');
+  // This incarnation's liveness lease, taken before it serves anything (so every invalidation
+  // it starts has an owner that is alive) and renewed on its own timer; the reaper finishes
+  // the invalidations of incarnations whose lease expired (kernel/orphan_ranges.ts).
+  const liveness = new LivenessLease(
+    {
+      subscriberAlive: (name, ttlMs) => store.mmAlive(name, ttlMs),
+      unfence: async () => undefined, // an mm is never fenced: its writes are (PT-lock tokens)
+      isFenced: async () => false,
+    },
+    ctx.incarnation,
+    env.MMLAB_LEASE_TTL_MS,
+    log,
+  );
+  await liveness.start();
+  const reaper = new OrphanRangeReaper(ctx, log);
+  reaper.start();
   const app = await startMicroservice(
     MmModule.register(ctx),
     { natsUrl: env.NATS_URL, name: instance },
@@ -39,8 +72,18 @@ runService(async (onShutdown) => {
       extraMetrics: (m) => m.trackMemory(() => store.memInfo()),
     },
   );
-  new Logger('mm').log(`${instance} up: ${frames} frames, mode ${env.MMLAB_MODE}`);
+  log.log(`${ctx.incarnation} up: ${frames} frames, mode ${env.MMLAB_MODE}`);
   onShutdown(() => app.close());
+  onShutdown(async () => {
+    // A clean stop (a restart): let the invalidations in flight send their ends while NATS is
+    // still up, then refuse new ones; what is still open after that is finished by the other
+    // replicas once the lease is dropped.
+    await quiesce(ctx, SHUTDOWN_QUIESCE_MS);
+    ctx.closing = true;
+    await reaper.stop();
+    liveness.stop();
+    await store.mmLivenessDrop(ctx.incarnation);
+  });
   onShutdown(() => nc.drain());
   onShutdown(() => store.quit());
 });

@@ -72,8 +72,11 @@ export function describeEvent(e: TraceEvent): string {
     case 'mn.unregister':
       return `${e.subscriber} from pid ${e.pid} (${e.reason})`;
     case 'mn.range_start':
-    case 'mn.range_end':
       return `${e.event} pid ${e.pid} ${range(e.start, e.end)} inv=${e.inv}`;
+    case 'mn.range_end':
+      return `${e.event} pid ${e.pid} ${range(e.start, e.end)} inv=${e.inv}${
+        e.deadSender ? ` (for dead ${e.deadSender})` : ''
+      }`;
     case 'mn.page':
       return `pid ${e.pid} ${hex(e.addr)} inv=${e.inv}`;
     case 'mn.release':

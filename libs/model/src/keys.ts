@@ -28,6 +28,13 @@
  *   :sem:w     mmap_sem held for write: "owner|token", PX ttl
  *   :cpumask   set of agents that may cache translations of this mm (mm_cpumask)
  *   :mn        hash: notifier subscribers registered on this mm → registration time
+ *   :inv       hash: inv → the open range invalidation (JSON: pid op start end event
+ *              subscribers; never changed once written): written before its
+ *              invalidate_range_start is sent, deleted once its invalidate_range_end was acked
+ *   :invown    hash: inv → "<incarnation>|<open|ending>": the mm incarnation that owes its end
+ *              (the sender, or the replica that took it over from a dead sender) and whether
+ *              mn.range_end was traced already (ending). Invariant: a field of :inv has one here
+ *              and vice versa; the owner only changes by the invClaim script.
  */
 export const MEM = {
   meta: '{mem}:meta',
@@ -63,6 +70,15 @@ export const subKeys = (name: string) => ({
   regs: `{sub}:regs:${name}`,
 });
 
+/**
+ * mm replicas ({mm}):
+ *   {mm}:live:<incarnation>  liveness lease of one mm process (<instance>.<boot id>: a restarted
+ *                            replica is a new incarnation), PX ttl, renewed by its own timer
+ *                            (LivenessLease). Once it expired, the open invalidations that
+ *                            incarnation owns are finished by another replica (orphan_ranges.ts).
+ */
+export const mmKeys = (incarnation: string) => ({ live: `{mm}:live:${incarnation}` });
+
 export const GLOBAL = { nextPid: '{g}:nextpid', nextCpu: '{g}:nextcpu' } as const;
 
 export const procKeys = (pid: number) => {
@@ -77,6 +93,8 @@ export const procKeys = (pid: number) => {
     semW: `${t}:sem:w`,
     cpumask: `${t}:cpumask`,
     mn: `${t}:mn`,
+    inv: `${t}:inv`,
+    invown: `${t}:invown`,
     /** key of a PT lock: 'mm' for page_table_lock, else the pmd index */
     ptl: (lock: string) => `${t}:${lock}`,
   };

@@ -674,6 +674,54 @@ return out
 return redis.call('SREM', KEYS[1], ARGV[1])
 `,
   ),
+  /**
+   * Record an open range invalidation before its invalidate_range_start is sent.
+   * KEYS inv invown; ARGV inv record owner → 1 | 0 (inv already recorded: nothing written)
+   */
+  invOpen: s(
+    2,
+    `
+if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 1 or redis.call('HEXISTS', KEYS[2], ARGV[1]) == 1 then
+  return 0
+end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+redis.call('HSET', KEYS[2], ARGV[1], ARGV[3] .. '|open')
+return 1
+`,
+  ),
+
+  /**
+   * Take the end of an open invalidation: from the incarnation expected to own it, to another
+   * (or the same, for the sender's own end); it is 'ending' from then on. Exactly one caller
+   * wins per owner change, so the sender and a replica that thinks it dead never both end it.
+   * KEYS invown; ARGV inv from to → {'OK', previous state} | {'LOST', owner} | {'GONE'}
+   */
+  invClaim: s(
+    1,
+    `
+local v = redis.call('HGET', KEYS[1], ARGV[1])
+if not v then return {'GONE'} end
+local owner, state = string.match(v, '^(.*)|(%a+)$')
+if owner ~= ARGV[2] then return {'LOST', owner or v} end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[3] .. '|ending')
+return {'OK', state}
+`,
+  ),
+
+  /**
+   * Forget an invalidation whose invalidate_range_end was acked, if owner still owns it.
+   * KEYS inv invown; ARGV inv owner → 1 | 0
+   */
+  invClose: s(
+    2,
+    `
+local v = redis.call('HGET', KEYS[2], ARGV[1])
+if not v or string.match(v, '^(.*)|%a+$') ~= ARGV[2] then return 0 end
+redis.call('HDEL', KEYS[1], ARGV[1])
+redis.call('HDEL', KEYS[2], ARGV[1])
+return 1
+`,
+  ),
 } as const satisfies Record<string, ScriptDef>;
 
 export type ScriptName = keyof typeof SCRIPTS;

@@ -5,13 +5,15 @@
 import Redis, { Cluster, type RedisOptions } from 'ioredis';
 import {
   type Access,
+  MmlabError,
+  MnEvent,
   MMAP_BASE,
   PTRS_PER_PTE,
   TASK_SIZE,
   type Prot,
   PAGE_SIZE,
 } from '@mmlab/protocol';
-import { GLOBAL, MEM, MEM_KEYS, procKeys, subKeys } from './keys';
+import { GLOBAL, MEM, MEM_KEYS, mmKeys, procKeys, subKeys } from './keys';
 import { type Pte, formatPte, parsePte } from './pte';
 import { type Vma, formatVma, parseVma } from './vma';
 import { SCRIPTS, type ScriptName } from './scripts';
@@ -35,6 +37,29 @@ export interface HeldLease {
   /** what is left of its TTL */
   ttlMs: number;
 }
+
+/**
+ * A range invalidation between its invalidate_range_start and its invalidate_range_end, as
+ * recorded in Redis ({p:<pid>}:inv and :invown). The record never changes; its owner does.
+ */
+export interface OpenInvalidation {
+  readonly pid: number;
+  readonly inv: string;
+  /** the operation that started it (a munmap, a fault, ...) */
+  readonly op: string;
+  readonly start: number;
+  readonly end: number;
+  readonly event: MnEvent;
+  /** the subscribers its invalidate_range_start was sent to: its end goes to them */
+  readonly subscribers: readonly string[];
+  /** the mm incarnation that owes the end: the sender, or the replica that took it over */
+  readonly owner: string;
+  /** open: mn.range_end not traced yet; ending: traced, the end is being dispatched */
+  readonly state: 'open' | 'ending';
+}
+
+export type InvClaim =
+  { r: 'OK'; prev: 'open' | 'ending' } | { r: 'LOST'; owner: string } | { r: 'GONE' };
 
 export type LockResult = { ok: true; token: number } | { ok: false; holder: string };
 
@@ -196,6 +221,108 @@ export class Store {
   /** The pids a subscriber is registered on. */
   async mnRegistrations(name: string): Promise<number[]> {
     return (await this.redis.smembers(subKeys(name).regs)).map(Number);
+  }
+
+  // ---- open range invalidations ({p:<pid>}:inv, :invown) and mm incarnations ({mm}) -------
+
+  /** Renew (or take) the liveness lease of an mm incarnation. */
+  async mmAlive(incarnation: string, ttlMs: number): Promise<void> {
+    await this.redis.set(mmKeys(incarnation).live, String(Date.now()), 'PX', ttlMs);
+  }
+
+  async mmIsAlive(incarnation: string): Promise<boolean> {
+    return (await this.redis.exists(mmKeys(incarnation).live)) === 1;
+  }
+
+  /** An mm incarnation going away cleanly: its open invalidations need not wait out the TTL. */
+  async mmLivenessDrop(incarnation: string): Promise<void> {
+    await this.redis.del(mmKeys(incarnation).live);
+  }
+
+  /**
+   * Record r (owned by r.owner, state open) before its invalidate_range_start is sent.
+   * EINVAL for a malformed record or an inv recorded already; nothing written.
+   */
+  async invOpen(r: Omit<OpenInvalidation, 'state'>): Promise<void> {
+    if (
+      !Number.isSafeInteger(r.pid) ||
+      r.pid <= 0 ||
+      !r.inv ||
+      !r.owner ||
+      r.owner.includes('|') ||
+      !Number.isSafeInteger(r.start) ||
+      !Number.isSafeInteger(r.end) ||
+      r.start < 0 ||
+      r.end <= r.start ||
+      !MnEvent.safeParse(r.event).success
+    )
+      throw new MmlabError('EINVAL', `malformed open invalidation ${JSON.stringify(r)}`);
+    const k = procKeys(r.pid);
+    const record = JSON.stringify({
+      op: r.op,
+      start: r.start,
+      end: r.end,
+      event: r.event,
+      subscribers: [...r.subscribers],
+    });
+    const ok = Number(await this.run('invOpen', [k.inv, k.invown], [r.inv, record, r.owner]));
+    if (ok !== 1)
+      throw new MmlabError('EINVAL', `invalidation ${r.inv} of pid ${r.pid} is open already`);
+  }
+
+  /** Move the end of inv from incarnation `from` to `to` (atomic: one winner); see invClaim. */
+  async invClaim(pid: number, inv: string, from: string, to: string): Promise<InvClaim> {
+    if (to.includes('|')) throw new MmlabError('EINVAL', `bad incarnation ${to}`);
+    const r = (await this.run('invClaim', [procKeys(pid).invown], [inv, from, to])) as Reply;
+    if (r[0] === 'OK') return { r: 'OK', prev: r[1] === 'ending' ? 'ending' : 'open' };
+    if (r[0] === 'LOST') return { r: 'LOST', owner: String(r[1]) };
+    return { r: 'GONE' };
+  }
+
+  /** Forget inv once its end was acked, if owner still owns it. */
+  async invClose(pid: number, inv: string, owner: string): Promise<boolean> {
+    const k = procKeys(pid);
+    return Number(await this.run('invClose', [k.inv, k.invown], [inv, owner])) === 1;
+  }
+
+  /** The open invalidations of pid, by inv (a record that does not parse is left out). */
+  async openInvalidations(pid: number): Promise<OpenInvalidation[]> {
+    const k = procKeys(pid);
+    const [recs, owners] = await Promise.all([
+      this.redis.hgetall(k.inv),
+      this.redis.hgetall(k.invown),
+    ]);
+    const out: OpenInvalidation[] = [];
+    for (const inv of Object.keys(recs).sort()) {
+      const own = /^(.*)\|(open|ending)$/.exec(owners[inv] ?? '');
+      if (!own) continue;
+      try {
+        const r = JSON.parse(recs[inv]) as Record<string, unknown>;
+        const event = MnEvent.safeParse(r.event);
+        if (
+          typeof r.op !== 'string' ||
+          typeof r.start !== 'number' ||
+          typeof r.end !== 'number' ||
+          !event.success ||
+          !Array.isArray(r.subscribers)
+        )
+          continue;
+        out.push({
+          pid,
+          inv,
+          op: r.op,
+          start: r.start,
+          end: r.end,
+          event: event.data,
+          subscribers: r.subscribers.map(String),
+          owner: own[1],
+          state: own[2] as 'open' | 'ending',
+        });
+      } catch {
+        continue;
+      }
+    }
+    return out;
   }
 
   /**

@@ -173,7 +173,15 @@ export const TraceEvent = z.discriminatedUnion('kind', [
   /** mmu_notifier_invalidate_range_start() begins (before any subscriber is called) */
   ev('mn.range_start', { pid: Pid, start: Addr, end: Addr, event: MnEvent, inv: z.string() }),
   /** mmu_notifier_invalidate_range_end() begins; pairs with the range_start of the same inv */
-  ev('mn.range_end', { pid: Pid, start: Addr, end: Addr, event: MnEvent, inv: z.string() }),
+  ev('mn.range_end', {
+    pid: Pid,
+    start: Addr,
+    end: Addr,
+    event: MnEvent,
+    inv: z.string(),
+    /** set when the lab sends the end its dead sender owed: that sender's incarnation */
+    deadSender: z.string().optional(),
+  }),
   /** mmu_notifier_invalidate_page() begins */
   ev('mn.page', { pid: Pid, addr: Addr, inv: z.string() }),
   ev('mn.release', { pid: Pid, inv: z.string() }),

@@ -5,3 +5,4 @@ export * from './test-lab';
 export * from './errors';
 export * from './cli';
 export * from './browser';
+export * from './raw-callbacks';

@@ -1,4 +1,5 @@
 /** What the mm code of one replica works with: its Redis state, NATS peers, tracer, config. */
+import { randomBytes } from 'node:crypto';
 import type { Env, RpcClient, Tracer } from '@mmlab/runtime';
 import { OpIds, sleep } from '@mmlab/runtime';
 import type { Store } from '@mmlab/model';
@@ -7,6 +8,12 @@ import { MmlabError, PAGE_SIZE, isPageAligned } from '@mmlab/protocol';
 export interface MmContext {
   readonly env: Env;
   readonly instance: string;
+  /**
+   * This process: <instance>.<boot id>. A restarted replica keeps its instance name but is a new
+   * incarnation; the invalidations it owes ends for, and its liveness lease ({mm}:live:<it>),
+   * are keyed by it, so a dead incarnation's are never mistaken for the live one's.
+   */
+  readonly incarnation: string;
   readonly store: Store;
   readonly tracer: Tracer;
   readonly rpc: RpcClient;
@@ -19,12 +26,30 @@ export interface MmContext {
    * reads it to catch a callback sent under a spinlock (might_sleep).
    */
   readonly atomic: Map<string, string>;
+  /**
+   * The range invalidations this process recorded (invOpen) and has not closed: their end is
+   * still owed by this incarnation. A clean shutdown waits for it to empty before NATS goes.
+   */
+  readonly openRanges: Set<string>;
+  /** Shutting down, past the wait for openRanges: a new invalidate_range_start is refused. */
+  closing: boolean;
 }
 
 export function createContext(
-  deps: Omit<MmContext, 'ids' | 'stallUnderPtlMs' | 'atomic'>,
+  deps: Omit<
+    MmContext,
+    'ids' | 'stallUnderPtlMs' | 'atomic' | 'incarnation' | 'openRanges' | 'closing'
+  >,
 ): MmContext {
-  return { ...deps, ids: new OpIds(deps.instance), stallUnderPtlMs: 0, atomic: new Map() };
+  return {
+    ...deps,
+    incarnation: `${deps.instance}.${randomBytes(4).toString('hex')}`,
+    ids: new OpIds(deps.instance),
+    stallUnderPtlMs: 0,
+    atomic: new Map(),
+    openRanges: new Set(),
+    closing: false,
+  };
 }
 
 export const injected = (ctx: MmContext, mode: Env['MMLAB_INJECT'][number]): boolean =>

@@ -33,6 +33,7 @@
  * (`invalidate_range_start hca0`), and its request carries that span's context, so the
  * subscriber's handler span is the callback span's child.
  */
+import { Logger } from '@nestjs/common';
 import { MmlabError, type MnCallback, type MnEvent, type Req } from '@mmlab/protocol';
 import {
   type Span,
@@ -45,6 +46,7 @@ import {
   startSpan,
   withSpan,
 } from '@mmlab/runtime';
+import type { OpenInvalidation } from '@mmlab/model';
 import { type MmContext, injected } from './context';
 import { mmapWriteLock, mmapWriteUnlock } from './locks';
 
@@ -76,6 +78,7 @@ export interface RangeInvalidation {
   readonly span?: Span;
 }
 
+const log = new Logger('mmu_notifier');
 const hex = (a: number): string => `0x${a.toString(16)}`;
 
 /** Run the body of a range invalidation (between start and end) inside its trace. */
@@ -84,7 +87,12 @@ export function withinRange<T>(r: RangeInvalidation | null, fn: () => Promise<T>
 }
 
 let invCounter = 0;
-const newInv = (ctx: MmContext, op: string): string => `${op}~${++invCounter}`;
+/**
+ * An inv names one invalidation in the whole run: op ids restart with a restarted replica, so
+ * the incarnation's boot id is part of it (a dead mm-1's inv is never a new mm-1's).
+ */
+const newInv = (ctx: MmContext, op: string): string =>
+  `${op}~${ctx.incarnation.slice(ctx.incarnation.lastIndexOf('.') + 1)}.${++invCounter}`;
 const ownerOf = (ctx: MmContext, op: string): string => `${ctx.instance}/${op}`;
 
 /** mmu_notifier_register(): under mmap_sem for write, so no range invalidation is in flight. */
@@ -124,7 +132,24 @@ export async function mmuNotifierUnregister(
   return removed;
 }
 
-/** mmu_notifier_invalidate_range_start(mm, mmun_start, mmun_end). */
+/**
+ * mmu_notifier_invalidate_range_start(mm, mmun_start, mmun_end).
+ *
+ * The invalidation is recorded in Redis ({p:<pid>}:inv, owned by this incarnation) before
+ * anything is traced or sent, so that if this process dies before its end, another replica
+ * finishes it (orphan_ranges.ts) — else every subscriber would keep the range active forever:
+ *
+ *   mm-0 (this)                          hca0                       mm-1
+ *   invOpen(inv 7, owner mm-0.a1)
+ *   range_start(inv 7) ─────────────────► active [a, b); slow zap
+ *   ✗ killed                                                         lease mm-0.a1 expired
+ *                                                                    invClaim(7: mm-0.a1 → mm-1.c3)
+ *                                        range_end(inv 7) ◄───────── mn.range_end (deadSender)
+ *                                        not active; faults go on    invClose(7)
+ *
+ * Killed between invOpen and the trace of mn.range_start, the end comes with no start in the
+ * trace (paired-range reports it; no subscriber was told anything): a window of one Redis reply.
+ */
 export async function invalidateRangeStart(
   ctx: MmContext,
   op: string,
@@ -133,8 +158,14 @@ export async function invalidateRangeStart(
   end: number,
   event: MnEvent,
 ): Promise<RangeInvalidation> {
+  // Past a clean shutdown's drain, NATS is going: the start could be recorded and sent but
+  // its trace lost (an end with no start). Refuse it before anything is recorded or sent.
+  if (ctx.closing)
+    throw new MmlabError('EAGAIN', `${ctx.instance} is shutting down: no new invalidation`);
   const subscribers = await ctx.store.mnSubscribers(pid);
   const inv = newInv(ctx, op);
+  await ctx.store.invOpen({ pid, inv, op, start, end, event, subscribers, owner: ctx.incarnation });
+  ctx.openRanges.add(inv);
   ctx.tracer.emit({ kind: 'mn.range_start', op, pid, start, end, event, inv });
   // One trace per invalidation: a new root, linked to the op's own span.
   const span = startSpan('mmu_notifier_invalidate_range', () => ({
@@ -163,6 +194,9 @@ export async function invalidateRangeStart(
       }),
     );
   } catch (e) {
+    // The caller gets no RangeInvalidation, so no end: the record stays until this
+    // incarnation is gone, and then another replica sends the end (orphan_ranges.ts).
+    ctx.openRanges.delete(inv);
     endSpan(span, e);
     throw e;
   }
@@ -183,10 +217,39 @@ export async function invalidateRangeEnd(
   mmunStart: number,
   mmunEnd: number,
 ): Promise<void> {
+  try {
+    await sendRangeEnd(ctx, r, mmunStart, mmunEnd);
+  } finally {
+    ctx.openRanges.delete(r.inv);
+  }
+}
+
+async function sendRangeEnd(
+  ctx: MmContext,
+  r: RangeInvalidation,
+  mmunStart: number,
+  mmunEnd: number,
+): Promise<void> {
   const len = mmunEnd - mmunStart;
   const [start, end] = injected(ctx, 'range-end-mismatch')
     ? [mmunStart + len, mmunEnd + len]
     : [mmunStart, mmunEnd];
+  // The end is ours to send unless another replica took it, having found our liveness lease
+  // expired (this process was stopped longer than the TTL): then it has sent it, and a second
+  // one would end the subscriber's range twice.
+  //
+  //   mm-0 (stopped past its lease)        mm-1
+  //                                        invClaim(7: mm-0.a1 → mm-1.c3) → OK; range_end(7)
+  //   SIGCONT; invClaim(7: mm-0.a1) → LOST
+  //   no second end
+  const claim = await ctx.store.invClaim(r.pid, r.inv, ctx.incarnation, ctx.incarnation);
+  if (claim.r !== 'OK') {
+    log.warn(
+      `${r.op}: invalidate_range_end of inv ${r.inv} was sent for us (${claim.r}): we were taken for dead`,
+    );
+    endSpan(r.span);
+    return;
+  }
   ctx.tracer.emit({
     kind: 'mn.range_end',
     op: r.op,
@@ -213,7 +276,62 @@ export async function invalidateRangeEnd(
     endSpan(r.span, e);
     throw e;
   }
+  await ctx.store.invClose(r.pid, r.inv, ctx.incarnation);
   endSpan(r.span);
+}
+
+/**
+ * The invalidate_range_end a dead mm incarnation owed for o: taken over atomically (one
+ * replica wins), traced as mn.range_end with deadSender unless the dead one traced it already
+ * (state ending: it died while sending it), sent with the same inv and the start's range to
+ * the recorded subscribers still registered (callUntilAcked: resent while they live, fenced if
+ * they die), then forgotten. Models nothing in the kernel: see orphan_ranges.ts.
+ * → false when another replica took it first (or it was finished meanwhile).
+ */
+export async function invalidateRangeEndForDead(
+  ctx: MmContext,
+  o: OpenInvalidation,
+): Promise<boolean> {
+  const claim = await ctx.store.invClaim(o.pid, o.inv, o.owner, ctx.incarnation);
+  if (claim.r !== 'OK') return false;
+  if (claim.prev === 'open')
+    ctx.tracer.emit({
+      kind: 'mn.range_end',
+      op: o.op,
+      pid: o.pid,
+      start: o.start,
+      end: o.end,
+      event: o.event,
+      inv: o.inv,
+      deadSender: o.owner,
+    });
+  await inSpan(
+    'mmu_notifier_invalidate_range_end',
+    () => ({
+      root: true,
+      attributes: {
+        'mmlab.op': o.op,
+        'mmlab.pid': o.pid,
+        'mmlab.inv': o.inv,
+        'mmlab.start': hex(o.start),
+        'mmlab.end': hex(o.end),
+        'mmlab.mn.dead_sender': o.owner,
+        'mmlab.instance': ctx.instance,
+      },
+    }),
+    async () => {
+      const live = (await ctx.store.mnSubscribers(o.pid)).filter((s) => o.subscribers.includes(s));
+      await dispatch(ctx, o.op, o.pid, live, 'mnInvalidateRangeEnd', {
+        pid: o.pid,
+        inv: o.inv,
+        owner: ownerOf(ctx, o.op),
+        start: o.start,
+        end: o.end,
+        event: o.event,
+      });
+    },
+  );
+  return ctx.store.invClose(o.pid, o.inv, ctx.incarnation);
 }
 
 /** mmu_notifier_invalidate_page(mm, address) (2012). */
