@@ -66,14 +66,7 @@ const CALLBACK_OF: Record<CallbackRpc, MnCallback> = {
 };
 
 /** An invalidate_range_start that was sent: its end goes to the same subscribers. */
-export interface RangeInvalidation {
-  readonly pid: number;
-  readonly inv: string;
-  readonly op: string;
-  readonly start: number;
-  readonly end: number;
-  readonly event: MnEvent;
-  readonly subscribers: readonly string[];
+export interface RangeInvalidation extends Omit<OpenInvalidation, 'owner' | 'state'> {
   /** the invalidation's root span, ended by invalidateRangeEnd (telemetry on) */
   readonly span?: Span;
 }
