@@ -4,7 +4,7 @@
  * and outside the windows, the longest PT-lock hold, the workloads, and the leases still held
  * after the run (there must be none).
  */
-import { ERRORS, type ErrorCode, MmlabError, type TraceEvent } from '@mmlab/protocol';
+import { ERRORS, type ErrorCode, type TraceEvent } from '@mmlab/protocol';
 import { type RpcClient, sleep } from '@mmlab/runtime';
 import type { ChaosResults, StepResult } from '@mmlab/scenario';
 import { percentile } from './metrics';
@@ -79,7 +79,7 @@ export function chaosResults(outcome: RunOutcome, events: readonly TraceEvent[])
       continue;
     }
     byCode[s.error.code] = (byCode[s.error.code] ?? 0) + 1;
-    const d = isCode(s.error.code) ? new MmlabError(s.error.code, '').definite : false;
+    const d = isCode(s.error.code) ? ERRORS[s.error.code].definite : false;
     if (d) definite++;
     else indefinite++;
   }

@@ -17,7 +17,7 @@
  * Windows on one target: at most one process fault at a time (a paused process cannot also be
  * killed meaningfully); callback faults stack (latency on starts + drop-ack), one per kind.
  */
-import { MmlabError, type SubFault, SubFaultKind, type TraceEvent } from '@mmlab/protocol';
+import { MmlabError, type SubFault, SubFaultKind } from '@mmlab/protocol';
 import { type RpcClient, Tracer, now } from '@mmlab/runtime';
 import { type ChaosSpec, PROCESS_FAULTS } from '@mmlab/scenario';
 import type { LocalLab } from '@mmlab/testing';
@@ -107,7 +107,7 @@ export class Nemesis {
       startedAt: now(),
       endedAt: null,
     };
-    this.emit({ kind: 'chaos.start', target: instance, fault: spec.fault, label });
+    this.tracer.emit({ kind: 'chaos.start', target: instance, fault: spec.fault, label });
     await this.tracer.flush();
     const o: Open = { w };
     this.open.set(w.id, o);
@@ -119,7 +119,7 @@ export class Nemesis {
       this.open.delete(w.id);
       w.endedAt = now();
       w.healError = `not injected: ${errorText(e)}`;
-      this.emit({ kind: 'chaos.end', target: instance, fault: spec.fault });
+      this.tracer.emit({ kind: 'chaos.end', target: instance, fault: spec.fault });
       throw e;
     }
     this.opts.log?.(`nemesis: ${label}`);
@@ -180,24 +180,8 @@ export class Nemesis {
   private close(o: Open): void {
     this.open.delete(o.w.id);
     o.w.endedAt = now();
-    this.emit({ kind: 'chaos.end', target: o.w.instance, fault: o.w.fault });
+    this.tracer.emit({ kind: 'chaos.end', target: o.w.instance, fault: o.w.fault });
     this.opts.log?.(`nemesis: healed ${o.w.label}`);
-  }
-
-  private emit(
-    e: Pick<
-      Extract<TraceEvent, { kind: 'chaos.start' | 'chaos.end' }>,
-      'kind' | 'target' | 'fault'
-    > & { label?: string },
-  ): void {
-    if (e.kind === 'chaos.start')
-      this.tracer.emit({
-        kind: 'chaos.start',
-        target: e.target,
-        fault: e.fault,
-        label: e.label ?? '',
-      });
-    else this.tracer.emit({ kind: 'chaos.end', target: e.target, fault: e.fault });
   }
 
   /** Tell a subscriber the whole list of its open callback faults. */

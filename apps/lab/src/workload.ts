@@ -28,6 +28,7 @@ import { type RpcClient, now } from '@mmlab/runtime';
 import { uniformFloat64 } from 'pure-rand/distribution/uniformFloat64';
 import { uniformInt } from 'pure-rand/distribution/uniformInt';
 import { xoroshiro128plus } from 'pure-rand/generator/xoroshiro128plus';
+import { percentile } from './metrics';
 
 /** Codes a workload tolerates under faults besides indefinite ones; extra per workload kind. */
 const TRANSIENT = new Set(['EAGAIN', 'ENOHANDLER']);
@@ -88,11 +89,6 @@ export interface HcaWorkload {
   writeRatio: number;
   seed: number;
 }
-
-const percentile = (sorted: number[], p: number): number | null =>
-  sorted.length === 0
-    ? null
-    : sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))];
 
 /** The register-per-page model and the counters of one workload run (pure: no I/O of its own). */
 export class Tally {
@@ -219,7 +215,7 @@ export class Tally {
     r.latencyMs = {
       p50: round(percentile(sorted, 50)),
       p99: round(percentile(sorted, 99)),
-      max: round(sorted.length ? sorted[sorted.length - 1] : null),
+      max: round(percentile(sorted, 100)),
     };
     return r;
   }
