@@ -38,6 +38,29 @@ export default tseslint.config(
     },
   },
   {
+    // production code never loads the test helpers: they pull in devDependencies (playwright-core)
+    // that an install without them (the compose image) does not have
+    files: ['apps/**/*.ts', 'libs/!(testing)/**/*.ts'],
+    ignores: ['**/*.spec.ts'],
+    rules: {
+      'no-restricted-imports': [
+        'error',
+        {
+          patterns: [
+            {
+              regex: '^(\\.{1,2}/)+(.*/)?apps/',
+              message: 'Apps import libs, never each other.',
+            },
+            {
+              regex: '^@mmlab/testing',
+              message: 'Test helpers only in tests: the native runner is @mmlab/runner.',
+            },
+          ],
+        },
+      ],
+    },
+  },
+  {
     // the live dashboard runs in the browser (its own tsconfig has the DOM library)
     files: ['apps/dashboard/**'],
     languageOptions: { globals: { ...globals.browser } },

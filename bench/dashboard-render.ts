@@ -22,7 +22,8 @@ import * as path from 'node:path';
 import type { Browser } from 'playwright-core';
 import type { TraceEvent } from '@mmlab/protocol';
 import { syntheticTrace } from '@mmlab/diagram';
-import { launchChromium, repoRoot } from '@mmlab/testing';
+import { repoRoot } from '@mmlab/runner';
+import { launchChromium } from '@mmlab/testing';
 
 function arg(name: string, dflt: number): number {
   const i = process.argv.indexOf(`--${name}`);

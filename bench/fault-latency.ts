@@ -11,7 +11,7 @@ import { performance } from 'node:perf_hooks';
 import { PAGE_SIZE } from '@mmlab/protocol';
 import { Store } from '@mmlab/model';
 import { RpcClient, connectNats } from '@mmlab/runtime';
-import { LocalLab } from '@mmlab/testing';
+import { LocalLab } from '@mmlab/runner';
 
 const pct = (xs: number[], p: number): number => {
   const s = [...xs].sort((a, b) => a - b);

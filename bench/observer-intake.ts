@@ -21,7 +21,7 @@ import * as path from 'node:path';
 import type { NatsConnection } from 'nats';
 import { TraceEvent, traceSubject } from '@mmlab/protocol';
 import { RpcClient, connectNats, now, sleep } from '@mmlab/runtime';
-import { freePort, repoRoot, startNats, stopProcess } from '@mmlab/testing';
+import { freePort, repoRoot, startNats, stopProcess } from '@mmlab/runner';
 
 const TICK_MS = 10;
 

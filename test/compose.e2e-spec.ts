@@ -10,7 +10,7 @@ import { parse } from 'yaml';
 import { describe, expect, it } from 'vitest';
 import { RPC, TRACE_REPLAY_SUBJECT } from '@mmlab/protocol';
 import { EnvSchema } from '@mmlab/runtime';
-import { LAB_PORTS, type LabConfig, labServices, repoRoot } from '@mmlab/testing';
+import { LAB_PORTS, type LabConfig, labServices, repoRoot } from '@mmlab/runner';
 // The lab API's port is the CLI's own constant (a test, not an app).
 // eslint-disable-next-line no-restricted-imports
 import { LAB_API_PORT } from '../apps/lab/src/api/lab-api';

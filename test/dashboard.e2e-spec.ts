@@ -12,7 +12,8 @@ import * as path from 'node:path';
 import type { Browser, Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { EventOf } from '@mmlab/protocol';
-import { type TestLab, launchChromium, repoRoot, startTestLab } from '@mmlab/testing';
+import { repoRoot } from '@mmlab/runner';
+import { type TestLab, launchChromium, startTestLab } from '@mmlab/testing';
 
 const HCA = 'hca0';
 const SHOT = path.join(repoRoot(), 'docs', 'dashboard.png');

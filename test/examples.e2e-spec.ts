@@ -10,7 +10,8 @@ import * as path from 'node:path';
 import { parseDocument } from 'yaml';
 import { afterAll, describe, expect, it } from 'vitest';
 import { RunResults, parseScenario } from '@mmlab/scenario';
-import { repoRoot, runMmlab } from '@mmlab/testing';
+import { repoRoot } from '@mmlab/runner';
+import { runMmlab } from '@mmlab/testing';
 
 const root = repoRoot();
 const tmp = mkdtempSync(path.join(tmpdir(), 'mmlab-examples-'));

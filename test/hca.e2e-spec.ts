@@ -16,7 +16,8 @@ import {
 import type { Store } from '@mmlab/model';
 import { checkInvariants } from '@mmlab/checker';
 import type { RpcClient } from '@mmlab/runtime';
-import { type LocalLab, type TestLab, type TraceLog, codeOf, startTestLab } from '@mmlab/testing';
+import { type LocalLab } from '@mmlab/runner';
+import { type TestLab, type TraceLog, codeOf, startTestLab } from '@mmlab/testing';
 
 const HCA = 'hca0';
 const LATENCY_MS = 50;

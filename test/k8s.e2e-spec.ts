@@ -10,7 +10,7 @@ import { describe, expect, it } from 'vitest';
 import { ConfigMap, Namespace, Secret, Service } from 'kubernetes-models/v1';
 import { Deployment, StatefulSet } from 'kubernetes-models/apps/v1';
 import { Job } from 'kubernetes-models/batch/v1';
-import { repoRoot } from '@mmlab/testing';
+import { repoRoot } from '@mmlab/runner';
 
 const k8s = path.join(repoRoot(), 'deploy', 'k8s');
 const MODELS: Record<string, new (o: never) => { validate(): void }> = {

@@ -6,7 +6,8 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { NatsConnection } from 'nats';
 import { ALL_RPCS, PAGE_SIZE, type RpcDef, subjectFor } from '@mmlab/protocol';
 import { type RpcClient, decodeReply } from '@mmlab/runtime';
-import { type LocalLab, type TestLab, codeOf, startTestLab } from '@mmlab/testing';
+import { type LocalLab } from '@mmlab/runner';
+import { type TestLab, codeOf, startTestLab } from '@mmlab/testing';
 
 const instanceOf = (d: RpcDef): string | number | undefined =>
   d.subject.startsWith('mmlab.cpu.')

@@ -16,7 +16,8 @@ import {
 } from '@mmlab/protocol';
 import { implementedInvariants } from '@mmlab/checker';
 import { type RpcClient, Tracer } from '@mmlab/runtime';
-import { type LocalLab, type TestLab, type TraceLog, startTestLab, until } from '@mmlab/testing';
+import { type LocalLab } from '@mmlab/runner';
+import { type TestLab, type TraceLog, startTestLab, until } from '@mmlab/testing';
 
 const HCA = 'hca0';
 const MM = ['mm-0', 'mm-1'];

@@ -20,14 +20,8 @@ import {
 import { type Store } from '@mmlab/model';
 import { checkInvariants } from '@mmlab/checker';
 import type { RpcClient } from '@mmlab/runtime';
-import {
-  type LocalLab,
-  type TestLab,
-  type TraceLog,
-  codeOf,
-  startTestLab,
-  until,
-} from '@mmlab/testing';
+import { type LocalLab } from '@mmlab/runner';
+import { type TestLab, type TraceLog, codeOf, startTestLab, until } from '@mmlab/testing';
 
 const HCA = 'hca0';
 const LEASE_TTL_MS = 800;

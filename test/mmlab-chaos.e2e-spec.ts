@@ -21,15 +21,12 @@ import { connectNats, decodeReply } from '@mmlab/runtime';
 import {
   LocalLab,
   type ServerHandle,
-  codeOf,
   freePort,
   natsUrlWithUser,
-  rawRangeEnd,
   repoRoot,
-  runMmlab,
   startNatsWithConfig,
-  until,
-} from '@mmlab/testing';
+} from '@mmlab/runner';
+import { codeOf, rawRangeEnd, runMmlab, until } from '@mmlab/testing';
 
 const root = repoRoot();
 const cli = path.join(root, 'dist', 'apps', 'lab', 'src', 'main.js');

@@ -5,7 +5,7 @@
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { MMAP_BASE, PAGE_SIZE } from '@mmlab/protocol';
 import { Store, procKeys } from '@mmlab/model';
-import { type ServerHandle, startRedis } from '@mmlab/testing';
+import { type ServerHandle, startRedis } from '@mmlab/runner';
 
 let redis: ServerHandle;
 let store: Store;

@@ -11,11 +11,11 @@ import { RpcClient, connectNats } from '@mmlab/runtime';
 import {
   LocalLab,
   type ServerHandle,
-  codeOf,
   natsUrlWithUser,
   repoRoot,
   startNatsWithConfig,
-} from '@mmlab/testing';
+} from '@mmlab/runner';
+import { codeOf } from '@mmlab/testing';
 
 const PASSWORDS = {
   NATS_MM_PASSWORD: 'mm-secret',

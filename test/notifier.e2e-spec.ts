@@ -5,7 +5,8 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import { type EventOf, type Mode, PAGE_SIZE } from '@mmlab/protocol';
 import { checkInvariants } from '@mmlab/checker';
-import { type LabConfig, type TestLab, codeOf, startTestLab, until } from '@mmlab/testing';
+import { type LabConfig } from '@mmlab/runner';
+import { type TestLab, codeOf, startTestLab, until } from '@mmlab/testing';
 
 let env: TestLab | null = null;
 

@@ -21,7 +21,7 @@ import {
 } from '@mmlab/protocol';
 import type { InvariantVerdict } from '@mmlab/checker';
 import { RpcClient, Tracer, connectNats, loadEnv, sleep } from '@mmlab/runtime';
-import { type ServerHandle, startNats } from '@mmlab/testing';
+import { type ServerHandle, startNats } from '@mmlab/runner';
 // The e2e test drives the observer in-process through createObserverApp (a test, not an app).
 // eslint-disable-next-line no-restricted-imports
 import { TraceIntake, createObserverApp } from '../apps/observer/src/observer.app';

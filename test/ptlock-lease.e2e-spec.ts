@@ -7,7 +7,8 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type EventOf, PAGE_SIZE } from '@mmlab/protocol';
 import { type Store, procKeys } from '@mmlab/model';
 import type { RpcClient } from '@mmlab/runtime';
-import { type LocalLab, type TestLab, type TraceLog, startTestLab, until } from '@mmlab/testing';
+import { type LocalLab } from '@mmlab/runner';
+import { type TestLab, type TraceLog, startTestLab, until } from '@mmlab/testing';
 
 describe('a PT-lock holder that stops or dies', () => {
   let t: TestLab | undefined;

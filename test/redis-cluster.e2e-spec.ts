@@ -7,13 +7,8 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { PAGE_SIZE } from '@mmlab/protocol';
 import { Store } from '@mmlab/model';
-import {
-  type ClusterHandle,
-  type TestLab,
-  codeOf,
-  startRedisCluster,
-  startTestLab,
-} from '@mmlab/testing';
+import { type ClusterHandle, startRedisCluster } from '@mmlab/runner';
+import { type TestLab, codeOf, startTestLab } from '@mmlab/testing';
 
 describe('the lab on a Redis Cluster', () => {
   let cluster: ClusterHandle;

@@ -19,14 +19,8 @@ import {
 } from '@mmlab/protocol';
 import type { Store } from '@mmlab/model';
 import { type RpcClient, decodeReply, encodeRequest } from '@mmlab/runtime';
-import {
-  type LocalLab,
-  type TestLab,
-  type TraceLog,
-  codeOf,
-  rawRangeEnd,
-  startTestLab,
-} from '@mmlab/testing';
+import { type LocalLab } from '@mmlab/runner';
+import { type TestLab, type TraceLog, codeOf, rawRangeEnd, startTestLab } from '@mmlab/testing';
 
 const HCA = 'hca0';
 const CALLBACK_TIMEOUT_MS = 300;

@@ -6,7 +6,7 @@
 import type { NatsConnection } from 'nats';
 import { EnvSchema, RpcClient, connectNats } from '@mmlab/runtime';
 import type { ScenarioConfig } from '@mmlab/scenario';
-import { type LabConfig, LocalLab } from '@mmlab/testing';
+import { type LabConfig, LocalLab } from '@mmlab/runner';
 
 export const DEFAULT_OBSERVER_URL = 'http://127.0.0.1:8080';
 

@@ -20,7 +20,7 @@
 import { MmlabError, type SubFault, SubFaultKind } from '@mmlab/protocol';
 import { type RpcClient, Tracer, now } from '@mmlab/runtime';
 import { type ChaosSpec, PROCESS_FAULTS } from '@mmlab/scenario';
-import type { LocalLab } from '@mmlab/testing';
+import type { LocalLab } from '@mmlab/runner';
 
 export interface FaultWindow {
   /** 1, 2, ... in the order the faults were opened */

@@ -6,7 +6,7 @@
  */
 import { LatencySpec, Mode } from '@mmlab/protocol';
 import { RpcClient, connectNats } from '@mmlab/runtime';
-import { LAB_PORTS, type LabConfig, LocalLab } from '@mmlab/testing';
+import { LAB_PORTS, type LabConfig, LocalLab } from '@mmlab/runner';
 import { parsePort } from './api/api-command';
 import { LAB_API_PORT, serveLabApi } from './api/lab-api';
 

@@ -1,7 +1,7 @@
 /** Run the built `mmlab` CLI (dist/apps/lab) as a child process, as a user would. */
 import { spawn } from 'node:child_process';
 import * as path from 'node:path';
-import { repoRoot } from './local-lab';
+import { repoRoot } from '@mmlab/runner';
 
 export interface CliRun {
   code: number | null;

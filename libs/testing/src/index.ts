@@ -1,5 +1,3 @@
-export * from './local-lab';
-export * from './servers';
 export * from './trace-log';
 export * from './test-lab';
 export * from './errors';

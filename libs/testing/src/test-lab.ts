@@ -6,7 +6,7 @@ import type { NatsConnection } from 'nats';
 import type { TraceEvent } from '@mmlab/protocol';
 import { Store } from '@mmlab/model';
 import { RpcClient, connectNats } from '@mmlab/runtime';
-import { type LabConfig, LocalLab } from './local-lab';
+import { type LabConfig, LocalLab } from '@mmlab/runner';
 import { TraceLog, until } from './trace-log';
 
 export interface TestLabOptions {

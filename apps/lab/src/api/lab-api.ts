@@ -15,7 +15,7 @@ import { NestFactory } from '@nestjs/core';
 import type { AddressInfo } from 'node:net';
 import { Events, type NatsConnection } from 'nats';
 import type { RpcClient } from '@mmlab/runtime';
-import { type LocalLab, freePort, isPortFree } from '@mmlab/testing';
+import { type LocalLab, freePort, isPortFree } from '@mmlab/runner';
 import { Nemesis } from '../nemesis';
 import {
   ChaosController,

@@ -7,7 +7,7 @@
  */
 import type { RpcClient } from '@mmlab/runtime';
 import { type ChaosSpec, PROCESS_FAULTS, faultTargetProblem } from '@mmlab/scenario';
-import type { LocalLab } from '@mmlab/testing';
+import type { LocalLab } from '@mmlab/runner';
 
 export interface TargetList {
   /** true: a lab this process started (process faults work) */

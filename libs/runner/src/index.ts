@@ -1,0 +1,2 @@
+export * from './local-lab';
+export * from './servers';
