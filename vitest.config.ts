@@ -11,6 +11,7 @@ const alias = {
   '@mmlab/testing': path.resolve(__dirname, 'libs/testing/src'),
   '@mmlab/scenario': path.resolve(__dirname, 'libs/scenario/src'),
   '@mmlab/diagram': path.resolve(__dirname, 'libs/diagram/src'),
+  '@mmlab/fsck': path.resolve(__dirname, 'libs/fsck/src'),
 };
 
 // Nest's dependency injection needs decorator metadata, which esbuild does not emit: SWC does.

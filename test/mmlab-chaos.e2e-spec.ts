@@ -26,7 +26,7 @@ import {
   repoRoot,
   startNatsWithConfig,
 } from '@mmlab/runner';
-import { codeOf, rawRangeEnd, runMmlab, until } from '@mmlab/testing';
+import { assertFsckClean, codeOf, rawRangeEnd, runMmlab, until } from '@mmlab/testing';
 
 const root = repoRoot();
 const cli = path.join(root, 'dist', 'apps', 'lab', 'src', 'main.js');
@@ -350,8 +350,12 @@ describe('mmlab api as the compose lab-api NATS user (deploy/nats/nats.conf)', (
   afterAll(async () => {
     await stop(api, 'SIGTERM');
     await watcher?.close();
-    await lab?.stop();
-    await nats?.stop();
+    try {
+      if (lab) await assertFsckClean(lab.redisUrl);
+    } finally {
+      await lab?.stop();
+      await nats?.stop();
+    }
   });
 
   it('may ping, set a subscriber fault, heal it and publish its chaos.start/end events', async () => {

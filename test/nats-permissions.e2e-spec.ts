@@ -15,7 +15,7 @@ import {
   repoRoot,
   startNatsWithConfig,
 } from '@mmlab/runner';
-import { codeOf } from '@mmlab/testing';
+import { assertFsckClean, codeOf } from '@mmlab/testing';
 
 const PASSWORDS = {
   NATS_MM_PASSWORD: 'mm-secret',
@@ -63,8 +63,12 @@ describe('NATS users and permissions of the compose lab', () => {
   });
   afterAll(async () => {
     for (const c of closers) await c();
-    await lab?.stop();
-    await nats?.stop();
+    try {
+      if (lab) await assertFsckClean(lab.redisUrl);
+    } finally {
+      await lab?.stop();
+      await nats?.stop();
+    }
   });
 
   it('lets every service do its job as its own user: faults, shootdowns, notifier callbacks, device faults', async () => {

@@ -1,7 +1,7 @@
 /**
  * The lab a scenario runs against: either one started here for this run (`--local`, the same
  * LocalLab the integration tests use) or an already running one found through NATS_URL and
- * MMLAB_OBSERVER_URL (compose, scripts/lab.sh, a cluster).
+ * MMLAB_OBSERVER_URL (compose, scripts/lab.sh, a cluster), and REDIS_URL for the fsck after the run.
  */
 import type { NatsConnection } from 'nats';
 import { EnvSchema, RpcClient, connectNats } from '@mmlab/runtime';
@@ -15,6 +15,8 @@ export interface LabConnection {
   readonly observerUrl: string;
   /** every service instance (mm-0, cpu1, observer ...): each must answer the flush barrier */
   readonly instances: readonly string[];
+  /** the lab's Redis, for mmlab fsck after the run (null: not known) */
+  readonly redisUrl: string | null;
   /** the lab started for this run, for steps that kill or pause its processes */
   readonly local: LocalLab | null;
   /** Disconnect; a local lab is stopped too (its servers and every service). */
@@ -75,6 +77,7 @@ export async function startLocalLab(
       rpc,
       observerUrl: lab.observerUrl,
       instances: lab.instances,
+      redisUrl: lab.redisUrl,
       local: lab,
       close: async () => {
         await nc.close();
@@ -128,6 +131,7 @@ export async function connectLab(
       rpc,
       observerUrl,
       instances: pongs.map((p) => p.instance),
+      redisUrl: env.REDIS_URL || null,
       local: null,
       close: () => nc.close(),
     };

@@ -1,6 +1,6 @@
 /**
  * mmlab: the lab's command line (`npm run mmlab -- run FILE [--local] [--out DIR]`, `up`,
- * `api`, `chaos`, `heal`).
+ * `api`, `chaos`, `heal`, `fsck`).
  * Exit codes: 0 valid, 1 invalid, 2 unknown (also: a scenario that does not parse, bad usage,
  * a fault the lab API refused).
  */
@@ -8,7 +8,8 @@ import { Command, CommanderError } from 'commander';
 import { type ApiOptions, apiCommand } from './api/api-command';
 import { LAB_API_PORT } from './api/lab-api';
 import { registerChaosCommands } from './chaos-command';
-import { runCommand } from './run-command';
+import { type FsckCommandOptions, fsckCommand } from './fsck-command';
+import { defaultIo, runCommand } from './run-command';
 import { type UpOptions, upCommand } from './up-command';
 
 const program = new Command('mmlab')
@@ -65,6 +66,18 @@ program
   .option('--host <host>', 'address to bind', '0.0.0.0')
   .action(async (opts: ApiOptions) => {
     process.exitCode = await apiCommand(opts);
+  });
+
+program
+  .command('fsck')
+  .description(
+    "check the lab's state in Redis (PTEs in VMAs, frame counts, free list, leases and open invalidations of dead replicas): exit 0 clean, 1 findings, 2 unreadable",
+  )
+  .option('--redis <url>', "the lab's Redis (default: REDIS_URL)")
+  .option('--settle <ms>', 'read again until clean or this long has passed', '0')
+  .option('--json', 'print the findings as JSON')
+  .action(async (opts: FsckCommandOptions) => {
+    process.exitCode = await fsckCommand(opts, defaultIo);
   });
 
 registerChaosCommands(program, (code) => {

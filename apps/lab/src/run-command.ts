@@ -12,7 +12,9 @@ import { mkdirSync, readFileSync } from 'node:fs';
 import { writeFile } from 'node:fs/promises';
 import * as path from 'node:path';
 import { now } from '@mmlab/runtime';
+import { fsckRedis } from '@mmlab/fsck';
 import {
+  type FsckResult,
   RunResults,
   type Scenario,
   VERDICT_EXIT_CODE,
@@ -39,7 +41,7 @@ export interface Io {
   env: NodeJS.ProcessEnv;
 }
 
-const defaultIo: Io = {
+export const defaultIo: Io = {
   out: (l) => process.stdout.write(l + '\n'),
   err: (l) => process.stderr.write(l + '\n'),
   env: process.env,
@@ -101,6 +103,7 @@ async function runAndRecord(
   let lab: LabConnection | null = null;
   let outcome: RunOutcome;
   let runStartTs: number | undefined;
+  let fsckResult: FsckResult | undefined;
   try {
     if (opts.local) {
       io.err(
@@ -116,6 +119,8 @@ async function runAndRecord(
     );
     runStartTs = now();
     outcome = await new ScenarioRunner(scenario, lab, { signal, log: io.err }).run();
+    if (outcome.verdict !== 'unknown' && lab.redisUrl)
+      fsckResult = await fsckAfterRun(lab.redisUrl, scenario);
   } catch (e) {
     const error = `lab: ${e instanceof Error ? e.message : String(e)}`;
     outcome = { verdict: 'unknown', error, steps: [], rawEvents: [], events: [], invariants: [] };
@@ -134,7 +139,11 @@ async function runAndRecord(
     name: scenario.name,
     seed: scenario.seed ?? null,
     config: scenario.config,
-    verdict: outcome.verdict,
+    // fsck findings make a valid run invalid; a state that could not be read changes nothing.
+    verdict:
+      outcome.verdict === 'valid' && fsckResult?.ok === false && !fsckResult.error
+        ? 'invalid'
+        : outcome.verdict,
     ...(outcome.error !== undefined && { error: outcome.error }),
     startedAt: startedAt.toISOString(),
     durationMs: now() - t0,
@@ -143,6 +152,7 @@ async function runAndRecord(
     metrics: computeMetrics(outcome.events),
     workloads: outcome.workloads ?? [],
     chaos: chaosResults(outcome, outcome.events),
+    ...(fsckResult && { fsck: fsckResult }),
     trace: tracePath,
   };
   // Our own output must match the schema readers use; if it does not, that is a runner bug.
@@ -172,6 +182,19 @@ async function runAndRecord(
   } catch (e) {
     warn(`the run report was not written: ${e instanceof Error ? e.message : String(e)}`);
     return results;
+  }
+}
+
+/**
+ * mmlab fsck of the lab's Redis once the run is over: what a replica killed in the run left is
+ * finished by the others within about two lease TTLs, so the check reads until clean or three.
+ */
+async function fsckAfterRun(redisUrl: string, scenario: Scenario): Promise<FsckResult> {
+  try {
+    const r = await fsckRedis(redisUrl, { settleMs: 3 * (scenario.config.leaseTtlMs ?? 2000) });
+    return { ok: r.ok, findings: r.findings };
+  } catch (e) {
+    return { ok: false, findings: [], error: e instanceof Error ? e.message : String(e) };
   }
 }
 

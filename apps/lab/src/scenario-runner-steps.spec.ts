@@ -36,6 +36,7 @@ function fakeLab(handlers: Partial<Record<RpcName, Handler>>): {
     rpc,
     observerUrl: 'http://127.0.0.1:1',
     instances: [],
+    redisUrl: null,
     local: null,
     close: async () => {},
   };

@@ -43,6 +43,11 @@ export function formatSummary(r: RunResults, resultsPath: string): string {
     lines.push(
       `  LOCKS LEFT HELD: ${c.locksLeft.map((l) => `${l.lock} of pid ${l.pid} by ${l.owner}`).join(', ')}`,
     );
+  if (r.fsck?.error) lines.push(`  fsck could not read the state: ${r.fsck.error}`);
+  else if (r.fsck && !r.fsck.ok)
+    lines.push(
+      `  FSCK: ${r.fsck.findings.length} finding(s), first: ${r.fsck.findings[0].code} ${r.fsck.findings[0].key}: ${r.fsck.findings[0].message}`,
+    );
   lines.push(`  results: ${resultsPath}`);
   if (r.report) lines.push(`  report:  ${r.report.html}`);
   return lines.join('\n');

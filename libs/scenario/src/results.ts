@@ -164,6 +164,25 @@ export const ChaosResults = z.object({
 });
 export type ChaosResults = z.infer<typeof ChaosResults>;
 
+/**
+ * `mmlab fsck` of the lab's state in Redis after the run (libs/fsck): ok iff no finding; a run
+ * with findings is invalid. Absent when the lab's Redis was not known (a remote lab without
+ * REDIS_URL); error when it could not be read.
+ */
+export const FsckResult = z.object({
+  ok: z.boolean(),
+  findings: z.array(
+    z.object({
+      code: z.string(),
+      key: z.string(),
+      message: z.string(),
+      objects: z.record(z.string(), z.unknown()),
+    }),
+  ),
+  error: z.string().optional(),
+});
+export type FsckResult = z.infer<typeof FsckResult>;
+
 export const RunResults = z.object({
   name: z.string(),
   seed: z.number().int().nullable(),
@@ -181,6 +200,8 @@ export const RunResults = z.object({
   workloads: z.array(WorkloadResult).optional(),
   /** fault windows, failures, latency in and out of faults, longest PT-lock hold, locks left */
   chaos: ChaosResults.optional(),
+  /** fsck of the lab's state after the run */
+  fsck: FsckResult.optional(),
   /** path of trace.jsonl: every event of the run, one JSON object a line */
   trace: z.string(),
   /** the run report; absent when it could not be rendered (that changes nothing else) */

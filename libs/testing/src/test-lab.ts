@@ -1,12 +1,16 @@
 /**
  * The set-up every integration test repeats: a LocalLab, a NATS connection, an RpcClient, a
- * Store on the lab's Redis and a TraceLog, and their teardown in the right order.
+ * Store on the lab's Redis and a TraceLog, and their teardown in the right order. The teardown
+ * first runs mmlab fsck on the lab's state (libs/fsck) and fails on any finding, so every
+ * integration test also checks that it left the page tables and frames consistent; a test that
+ * leaves a corrupt state on purpose opts out with a reason (TestLabOptions.fsck).
  */
 import type { NatsConnection } from 'nats';
 import type { TraceEvent } from '@mmlab/protocol';
 import { Store } from '@mmlab/model';
 import { RpcClient, connectNats } from '@mmlab/runtime';
 import { type LabConfig, LocalLab } from '@mmlab/runner';
+import { type FsckReport, formatFinding, fsckRedis } from '@mmlab/fsck';
 import { TraceLog, until } from './trace-log';
 
 export interface TestLabOptions {
@@ -16,6 +20,11 @@ export interface TestLabOptions {
   trace?: boolean;
   /** run against this Redis (a `redis+cluster://` URL for a Redis Cluster) instead of a new one */
   redisUrl?: string;
+  /**
+   * mmlab fsck at teardown (default: on, failing stop() on any finding). `{ skip: reason }`
+   * opts out, for a test that leaves a corrupt or unreadable state on purpose.
+   */
+  fsck?: { skip: string };
 }
 
 export interface TestLab {
@@ -29,8 +38,33 @@ export interface TestLab {
    * event of each has reached the TraceLog. Returns the events seen so far.
    */
   settled(): Promise<TraceEvent[]>;
-  /** Tear everything down: trace, NATS, Redis, then the lab. Safe to call more than once. */
+  /**
+   * Tear everything down: fsck the lab's state (failing on findings, after the rest is torn
+   * down), then trace, NATS, Redis, the lab. Safe to call more than once.
+   */
   stop(): Promise<void>;
+  /** fsck the lab's state now (reading again for up to settleMs until clean). */
+  fsck(settleMs?: number): Promise<FsckReport>;
+}
+
+/** MMLAB_LEASE_TTL_MS's default (libs/runtime config). */
+const DEFAULT_LEASE_TTL_MS = 2000;
+
+/**
+ * A lab's teardown check: mmlab fsck of its Redis finds nothing, once what a killed replica
+ * left has had about two lease TTLs to be finished by the others (read again until then).
+ * Throws with every finding otherwise. For tests that run a LocalLab of their own.
+ */
+export async function assertFsckClean(
+  redisUrl: string,
+  leaseTtlMs = DEFAULT_LEASE_TTL_MS,
+): Promise<void> {
+  const r = await fsckRedis(redisUrl, { settleMs: 3 * leaseTtlMs + 1000 });
+  if (!r.ok)
+    throw new Error(
+      `mmlab fsck at teardown: ${r.findings.length} finding(s):\n` +
+        r.findings.map((f) => `  ${formatFinding(f)}`).join('\n'),
+    );
 }
 
 /** Run every step, even after one fails; throw the first failure at the end. */
@@ -60,6 +94,8 @@ export async function startTestLab(cfg: LabConfig, opts: TestLabOptions = {}): P
   if (opts.trace !== false) trace.start();
   let stopped: Promise<void> | undefined;
   const rpc = new RpcClient(nc, opts.rpcTimeoutMs);
+  const ttl = cfg.leaseTtlMs ?? DEFAULT_LEASE_TTL_MS;
+  const check = (settleMs = 0) => fsckRedis(lab.redisUrl, { settleMs });
   return {
     lab,
     nc,
@@ -83,8 +119,10 @@ export async function startTestLab(cfg: LabConfig, opts: TestLabOptions = {}): P
       );
       return trace.events;
     },
+    fsck: check,
     stop: () =>
       (stopped ??= allSteps([
+        () => (opts.fsck ? undefined : assertFsckClean(lab.redisUrl, ttl)),
         () => trace.stop(),
         () => nc.close(),
         () => store.quit(),

@@ -52,6 +52,14 @@ export function createContext(
   };
 }
 
+/**
+ * The owner recorded in a PT-lock or mmap_sem lease and sent with each callback:
+ * "<incarnation>/<op>", so that whoever finds a lease (a subscriber's ptlHeldBy, mmlab fsck) can
+ * tell whether its holder is still alive ({mm}:live:<incarnation>).
+ */
+export const ownerOf = (ctx: Pick<MmContext, 'incarnation'>, op: string): string =>
+  `${ctx.incarnation}/${op}`;
+
 export const injected = (ctx: MmContext, mode: Env['MMLAB_INJECT'][number]): boolean =>
   ctx.env.MMLAB_INJECT.includes(mode);
 

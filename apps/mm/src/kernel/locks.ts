@@ -9,7 +9,7 @@
 import { MmlabError } from '@mmlab/protocol';
 import { Lease, procKeys } from '@mmlab/model';
 import { type Span, endSpan, now, sleep, startSpan, withSpan } from '@mmlab/runtime';
-import { type MmContext, backoff } from './context';
+import { type MmContext, backoff, ownerOf } from './context';
 
 export interface HeldLock {
   readonly lease: Lease;
@@ -29,7 +29,7 @@ export async function ptlLock(
 ): Promise<HeldLock> {
   const t0 = now();
   const deadline = Date.now() + ctx.env.MMLAB_FAULT_DEADLINE_MS;
-  const owner = `${ctx.instance}/${op}`;
+  const owner = ownerOf(ctx, op);
   for (let attempt = 0; ; attempt++) {
     const r = await ctx.store.ptlLock(pid, lock, owner, ctx.env.MMLAB_LEASE_TTL_MS);
     if (r.ok) return heldPtl(ctx, pid, lock, op, r.token, t0);
@@ -50,7 +50,7 @@ export function heldPtl(
   since: number,
 ): HeldLock {
   const at = now();
-  const owner = `${ctx.instance}/${op}`;
+  const owner = ownerOf(ctx, op);
   ctx.tracer.emit({ kind: 'ptl.acquire', op, pid, lock, owner, token, waitMs: at - since, ts: at });
   const lease = new Lease(
     ctx.store,
@@ -131,7 +131,7 @@ export interface HeldSem {
 /** down_write(&mm->mmap_sem): sleeps until the writer and readers are gone. */
 export async function mmapWriteLock(ctx: MmContext, pid: number, op: string): Promise<HeldSem> {
   const deadline = Date.now() + ctx.env.MMLAB_FAULT_DEADLINE_MS;
-  const owner = `${ctx.instance}/${op}`;
+  const owner = ownerOf(ctx, op);
   for (let attempt = 0; ; attempt++) {
     const r = await ctx.store.semWriteLock(pid, owner, ctx.env.MMLAB_LEASE_TTL_MS);
     if (r === 'ESRCH') throw new MmlabError('ESRCH', `no process ${pid}`);

@@ -19,7 +19,7 @@ import {
 } from '@mmlab/protocol';
 import type { Pte } from '@mmlab/model';
 import { type Span, inSpan, now } from '@mmlab/runtime';
-import { type MmContext, backoff, injected } from './context';
+import { type MmContext, backoff, injected, ownerOf } from './context';
 import {
   invalidatePage,
   invalidateRangeEnd,
@@ -195,7 +195,7 @@ async function doWpPage(
   // cow_user_page(): copy before taking the lock.
   const page = prealloc ?? (await allocPage(ctx, op, old.pfn));
   if (prealloc) await ctx.store.copyPage(old.pfn, page.pfn);
-  const owner = `${ctx.instance}/${op}`;
+  const owner = ownerOf(ctx, op);
   const t0 = now();
   const r = await ctx.store.wpCopyLock(
     pid,

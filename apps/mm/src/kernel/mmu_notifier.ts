@@ -47,7 +47,7 @@ import {
   withSpan,
 } from '@mmlab/runtime';
 import type { OpenInvalidation } from '@mmlab/model';
-import { type MmContext, injected } from './context';
+import { type MmContext, injected, ownerOf } from './context';
 import { mmapWriteLock, mmapWriteUnlock } from './locks';
 
 type CallbackRpc =
@@ -86,7 +86,6 @@ let invCounter = 0;
  */
 const newInv = (ctx: MmContext, op: string): string =>
   `${op}~${ctx.incarnation.slice(ctx.incarnation.lastIndexOf('.') + 1)}.${++invCounter}`;
-const ownerOf = (ctx: MmContext, op: string): string => `${ctx.instance}/${op}`;
 
 /** mmu_notifier_register(): under mmap_sem for write, so no range invalidation is in flight. */
 export async function mmuNotifierRegister(

@@ -1,0 +1,270 @@
+/**
+ * The consistency rules of the lab's state in Redis, as pure functions of a snapshot
+ * (snapshot.ts). Each broken rule is a finding with a stable code, the Redis key it was found
+ * in and the objects involved. Later issues (reclaim, huge pages, KSM) add rules here.
+ *
+ * The rules (keys.ts states the same invariants where the keys are declared):
+ *   frame-state        pfn 0 is the zero page; every pfn 1..frames is free or used; a free one
+ *                      has refcount and mapcount 0, a used one refcount ≥ 1
+ *   free-list-dup      a pfn appears once at most in {mem}:free
+ *   free-list-used     every pfn on {mem}:free is a free frame of this memory
+ *   free-list-missing  every free frame is on {mem}:free (else it is lost for good)
+ *   vma-corrupt        every VMA member parses; vma-overlap: VMAs of a process do not overlap
+ *   pte-corrupt        every PTE parses
+ *   pte-outside-vma    every PTE lies inside a VMA of its process
+ *   pte-prot           no PTE allows more than its VMA: writable only in an rw VMA, present
+ *                      (not PROT_NONE) only in an accessible one, PROT_NONE only in a none VMA;
+ *                      the zero page is never writable
+ *   pte-dead-frame     every PTE maps a used frame of the generation it names
+ *   exited-mm-mapped   an exited (or never created) address space has no VMA and no PTE
+ *   mapcount           a used frame's mapcount is the number of PTEs that map it
+ *   refcount           a used frame's refcount is at least its mapcount (the rest are pins,
+ *                      which only the device knows: not in Redis)
+ *   lease-dead-owner   no PT lock or mmap_sem lease is held by a dead mm incarnation
+ *   inv-corrupt        :inv and :invown name the same invalidations
+ *   inv-dead-owner     no open invalidation is owed by a dead mm incarnation
+ */
+import { ZERO_PFN } from '@mmlab/protocol';
+import { MEM, type Pte, type Vma, parsePte, parseVma, procKeys } from '@mmlab/model';
+import {
+  type FsckSnapshot,
+  type ProcessSnapshot,
+  incarnationOfInvOwner,
+  incarnationOfOwner,
+} from './snapshot';
+
+export const FSCK_CODES = [
+  'frame-state',
+  'free-list-dup',
+  'free-list-used',
+  'free-list-missing',
+  'vma-corrupt',
+  'vma-overlap',
+  'pte-corrupt',
+  'pte-outside-vma',
+  'pte-prot',
+  'pte-dead-frame',
+  'exited-mm-mapped',
+  'mapcount',
+  'refcount',
+  'lease-dead-owner',
+  'inv-corrupt',
+  'inv-dead-owner',
+] as const;
+export type FsckCode = (typeof FSCK_CODES)[number];
+
+export interface Finding {
+  code: FsckCode;
+  /** the Redis key the inconsistency was found in */
+  key: string;
+  message: string;
+  /** what is involved: pid, vpn, pfn, the PTE, the lease, the inv ... */
+  objects: Record<string, unknown>;
+}
+
+/** Every finding of the snapshot, memory first, then each process in pid order. */
+export function fsck(s: FsckSnapshot): Finding[] {
+  const out: Finding[] = [];
+  const add = (code: FsckCode, key: string, message: string, objects: Record<string, unknown>) =>
+    out.push({ code, key, message, objects });
+  checkMemory(s, add);
+  /** pfn → the PTEs mapping it (pid:vpn) */
+  const mappers = new Map<number, string[]>();
+  for (const p of s.processes) checkProcess(s, p, mappers, add);
+  checkCounts(s, mappers, add);
+  return out;
+}
+
+type Add = (code: FsckCode, key: string, message: string, objects: Record<string, unknown>) => void;
+
+function checkMemory(s: FsckSnapshot, add: Add): void {
+  if (s.frames === 0) return;
+  const zero = s.frame[String(ZERO_PFN)];
+  if (zero?.state !== 'zero')
+    add('frame-state', MEM.state, `pfn 0 is not the zero page (${zero?.state ?? 'absent'})`, {
+      pfn: 0,
+    });
+  const seen = new Map<number, number>();
+  for (const pfn of s.freeList) seen.set(pfn, (seen.get(pfn) ?? 0) + 1);
+  for (const [pfn, n] of seen) {
+    if (n > 1)
+      add('free-list-dup', MEM.free, `pfn ${pfn} is on the free list ${n} times`, { pfn, n });
+    const f = s.frame[String(pfn)];
+    if (pfn < 1 || pfn > s.frames || f?.state !== 'free')
+      add('free-list-used', MEM.free, `pfn ${pfn} is on the free list but ${describe(f)}`, {
+        pfn,
+        frame: f ?? null,
+      });
+  }
+  for (let pfn = 1; pfn <= s.frames; pfn++) {
+    const f = s.frame[String(pfn)];
+    if (!f || (f.state !== 'free' && f.state !== 'used')) {
+      add('frame-state', MEM.state, `pfn ${pfn} is ${describe(f)}`, { pfn, frame: f ?? null });
+      continue;
+    }
+    if (f.state === 'free') {
+      if (f.ref !== 0 || f.map !== 0)
+        add('frame-state', MEM.ref, `free pfn ${pfn} has refcount ${f.ref}, mapcount ${f.map}`, {
+          pfn,
+          frame: f,
+        });
+      if (!seen.has(pfn))
+        add('free-list-missing', MEM.free, `free pfn ${pfn} is not on the free list (lost)`, {
+          pfn,
+        });
+    } else if (!(f.ref >= 1))
+      add('frame-state', MEM.ref, `used pfn ${pfn} has refcount ${f.ref}`, { pfn, frame: f });
+  }
+}
+
+const describe = (f: FsckSnapshot['frame'][string] | undefined): string =>
+  f ? `${f.state || 'without a state'} (gen ${f.gen}, ref ${f.ref}, map ${f.map})` : 'absent';
+
+function checkProcess(
+  s: FsckSnapshot,
+  p: ProcessSnapshot,
+  mappers: Map<number, string[]>,
+  add: Add,
+): void {
+  const k = procKeys(p.pid);
+  const vmas: Vma[] = [];
+  for (const m of p.vmas) {
+    try {
+      vmas.push(parseVma(m));
+    } catch {
+      add('vma-corrupt', k.vma, `pid ${p.pid}: VMA ${JSON.stringify(m)} does not parse`, {
+        pid: p.pid,
+        vma: m,
+      });
+    }
+  }
+  vmas.sort((a, b) => a.start - b.start);
+  for (let i = 1; i < vmas.length; i++)
+    if (vmas[i].start < vmas[i - 1].end)
+      add('vma-overlap', k.vma, `pid ${p.pid}: VMAs overlap`, {
+        pid: p.pid,
+        vmas: [vmas[i - 1], vmas[i]],
+      });
+  const ptes = Object.entries(p.ptes);
+  if (p.state !== 'alive' && (vmas.length > 0 || ptes.length > 0))
+    add(
+      'exited-mm-mapped',
+      k.mm,
+      `pid ${p.pid} (${p.state ?? 'no mm'}) still has ${vmas.length} VMAs and ${ptes.length} PTEs`,
+      { pid: p.pid, state: p.state, vmas: vmas.length, ptes: ptes.length },
+    );
+  const vmaOf = (vpn: number): Vma | undefined => vmas.find((v) => v.start <= vpn && vpn < v.end);
+  for (const [key, raw] of ptes) {
+    const vpn = Number(key);
+    let pte: Pte;
+    try {
+      if (!/^\d+$/.test(key)) throw new Error('vpn');
+      pte = parsePte(raw);
+    } catch {
+      add(
+        'pte-corrupt',
+        k.pte,
+        `pid ${p.pid}: PTE ${key} → ${JSON.stringify(raw)} does not parse`,
+        {
+          pid: p.pid,
+          vpn: key,
+          pte: raw,
+        },
+      );
+      continue;
+    }
+    const objects = { pid: p.pid, vpn, pte: raw };
+    const vma = vmaOf(vpn);
+    if (!vma)
+      add(
+        'pte-outside-vma',
+        k.pte,
+        `pid ${p.pid}: PTE at vpn ${vpn} (${raw}) is in no VMA`,
+        objects,
+      );
+    else {
+      const why =
+        pte.writable && vma.prot !== 'rw'
+          ? `writable in a ${vma.prot} VMA`
+          : !pte.protnone && vma.prot === 'none'
+            ? 'present in a PROT_NONE VMA'
+            : pte.protnone && vma.prot !== 'none'
+              ? `PROT_NONE in a ${vma.prot} VMA`
+              : null;
+      if (why)
+        add('pte-prot', k.pte, `pid ${p.pid}: PTE at vpn ${vpn} (${raw}) is ${why}`, {
+          ...objects,
+          vma,
+        });
+    }
+    if (pte.pfn === ZERO_PFN) {
+      if (pte.writable)
+        add('pte-prot', k.pte, `pid ${p.pid}: the zero page is writable at vpn ${vpn}`, objects);
+      continue;
+    }
+    const f = s.frame[String(pte.pfn)];
+    if (!f || f.state !== 'used' || f.gen !== pte.gen || pte.pfn > s.frames)
+      add(
+        'pte-dead-frame',
+        k.pte,
+        `pid ${p.pid}: PTE at vpn ${vpn} maps pfn ${pte.pfn} gen ${pte.gen}, which is ${describe(f)}`,
+        { ...objects, frame: f ?? null },
+      );
+    const m = mappers.get(pte.pfn) ?? [];
+    m.push(`${p.pid}:${vpn}`);
+    mappers.set(pte.pfn, m);
+  }
+  for (const l of p.leases) {
+    const it = incarnationOfOwner(l.owner);
+    if (!s.incarnations[it])
+      add(
+        'lease-dead-owner',
+        l.lock === 'mmap_sem' ? k.semW : k.ptl(l.lock),
+        `pid ${p.pid}: ${l.lock} is held by ${l.owner}, whose incarnation ${it} is dead`,
+        { pid: p.pid, lease: l, incarnation: it },
+      );
+  }
+  for (const i of p.invs) {
+    if (i.record === undefined || i.owner === undefined) {
+      add(
+        'inv-corrupt',
+        i.record === undefined ? k.invown : k.inv,
+        `pid ${p.pid}: inv ${i.inv} is only in ${i.record === undefined ? ':invown' : ':inv'}`,
+        { pid: p.pid, ...i },
+      );
+      continue;
+    }
+    const it = incarnationOfInvOwner(i.owner);
+    if (!s.incarnations[it])
+      add(
+        'inv-dead-owner',
+        k.invown,
+        `pid ${p.pid}: open invalidation ${i.inv} is owed by ${it}, which is dead`,
+        { pid: p.pid, ...i, incarnation: it },
+      );
+  }
+}
+
+function checkCounts(s: FsckSnapshot, mappers: Map<number, string[]>, add: Add): void {
+  for (let pfn = 1; pfn <= s.frames; pfn++) {
+    const f = s.frame[String(pfn)];
+    if (f?.state !== 'used') continue;
+    const by = mappers.get(pfn) ?? [];
+    if (f.map !== by.length)
+      add(
+        'mapcount',
+        MEM.map,
+        `pfn ${pfn} has mapcount ${f.map} but ${by.length} PTEs map it` +
+          (f.map > by.length ? ' (leaked)' : ''),
+        { pfn, frame: f, ptes: by },
+      );
+    if (f.ref < f.map)
+      add('refcount', MEM.ref, `pfn ${pfn} has refcount ${f.ref} below its mapcount ${f.map}`, {
+        pfn,
+        frame: f,
+      });
+  }
+}
+
+/** One line per finding: `code key: message`. */
+export const formatFinding = (f: Finding): string => `${f.code} ${f.key}: ${f.message}`;

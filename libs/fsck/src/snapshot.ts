@@ -1,0 +1,138 @@
+/**
+ * What `mmlab fsck` looks at: the lab's state in Redis, read into plain data (raw strings where
+ * Redis holds strings, so a corrupt record is a finding, not a crash). The checks (checks.ts)
+ * are pure functions of a snapshot; readSnapshot is the only part that talks to Redis.
+ *
+ * Not in Redis, so not checked: the HCA's MTT entries and its pinned MRs (a device keeps its
+ * translations and its pin list in its own process, as hardware does), the CPUs' TLBs. A
+ * frame's refcount above its mapcount is its pins; fsck can only check that it is not below.
+ */
+import { MEM, type Store, procKeys } from '@mmlab/model';
+
+export interface FrameRecord {
+  gen: number;
+  ref: number;
+  map: number;
+  /** free | used | zero (anything else is a finding) */
+  state: string;
+}
+
+export interface LeaseRecord {
+  /** mmap_sem, ptl:<pmd> or ptl:mm */
+  lock: string;
+  /** "<incarnation>/<op>" */
+  owner: string;
+  token: number;
+}
+
+export interface InvRecord {
+  inv: string;
+  /** the JSON record in {p:<pid>}:inv (absent: only :invown has the inv) */
+  record?: string;
+  /** "<incarnation>|<open|ending>" in {p:<pid>}:invown (absent: only :inv has it) */
+  owner?: string;
+}
+
+export interface ProcessSnapshot {
+  pid: number;
+  /** {p:<pid>}:mm state: alive | dead; null when the pid was never created (or is gone) */
+  state: string | null;
+  /** raw :vma members ("start:end:prot:flags") */
+  vmas: string[];
+  /** raw :pte hash: vpn → "pfn:gen:w" */
+  ptes: Record<string, string>;
+  leases: LeaseRecord[];
+  invs: InvRecord[];
+}
+
+export interface FsckSnapshot {
+  /** {mem}:meta frames (0 when memory was never formatted) */
+  frames: number;
+  /** {mem}:free, in list order */
+  freeList: number[];
+  /** pfn → frame */
+  frame: Record<string, FrameRecord>;
+  processes: ProcessSnapshot[];
+  /** every mm incarnation the state names (lease owners, inv owners) → its liveness lease lives */
+  incarnations: Record<string, boolean>;
+}
+
+/** The incarnation part of a lease owner "<incarnation>/<op>" (the whole string if no '/'). */
+export const incarnationOfOwner = (owner: string): string => {
+  const i = owner.indexOf('/');
+  return i < 0 ? owner : owner.slice(0, i);
+};
+
+/** The incarnation part of an :invown value "<incarnation>|<state>". */
+export const incarnationOfInvOwner = (v: string): string => {
+  const i = v.lastIndexOf('|');
+  return i < 0 ? v : v.slice(0, i);
+};
+
+/**
+ * Read the whole state. Not atomic across hash tags (Redis Cluster has no such read): run it on a
+ * quiet lab, or expect in-flight operations to show up as findings.
+ */
+export async function readSnapshot(store: Store): Promise<FsckSnapshot> {
+  const r = store.redis;
+  const [frames, freeList, gen, ref, map, state] = await Promise.all([
+    r.hget(MEM.meta, 'frames'),
+    r.lrange(MEM.free, 0, -1),
+    r.hgetall(MEM.gen),
+    r.hgetall(MEM.ref),
+    r.hgetall(MEM.map),
+    r.hgetall(MEM.state),
+  ]);
+  const frame: Record<string, FrameRecord> = {};
+  for (const pfn of new Set([...Object.keys(gen), ...Object.keys(state)]))
+    frame[pfn] = {
+      gen: Number(gen[pfn] ?? NaN),
+      ref: Number(ref[pfn] ?? NaN),
+      map: Number(map[pfn] ?? NaN),
+      state: state[pfn] ?? '',
+    };
+  const processes = await Promise.all(
+    (await store.processes()).map(async (pid): Promise<ProcessSnapshot> => {
+      const k = procKeys(pid);
+      const [st, vmas, ptes, leases, inv, invown] = await Promise.all([
+        r.hget(k.mm, 'state'),
+        r.zrange(k.vma, 0, -1),
+        r.hgetall(k.pte),
+        store.heldLocks(pid),
+        r.hgetall(k.inv),
+        r.hgetall(k.invown),
+      ]);
+      const invs = [...new Set([...Object.keys(inv), ...Object.keys(invown)])].sort().map((i) => ({
+        inv: i,
+        ...(inv[i] !== undefined && { record: inv[i] }),
+        ...(invown[i] !== undefined && { owner: invown[i] }),
+      }));
+      return {
+        pid,
+        state: st,
+        vmas,
+        ptes,
+        leases: leases.map((l) => ({ lock: l.lock, owner: l.owner, token: l.token })),
+        invs,
+      };
+    }),
+  );
+  const names = new Set<string>();
+  for (const p of processes) {
+    for (const l of p.leases) names.add(incarnationOfOwner(l.owner));
+    for (const i of p.invs) if (i.owner) names.add(incarnationOfInvOwner(i.owner));
+  }
+  const incarnations: Record<string, boolean> = {};
+  await Promise.all(
+    [...names].map(async (n) => {
+      incarnations[n] = await store.mmIsAlive(n);
+    }),
+  );
+  return {
+    frames: Number(frames ?? 0),
+    freeList: freeList.map(Number),
+    frame,
+    processes,
+    incarnations,
+  };
+}
