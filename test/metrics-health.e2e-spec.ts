@@ -67,7 +67,8 @@ describe('metrics and health on every service', () => {
         mmReplicas: 2,
         subscribers: [{ name: HCA, kind: 'hca' }],
       },
-      { rpcTimeoutMs: 20_000 },
+      // the last test stops redis-server for good: there is no state left to check
+      { rpcTimeoutMs: 20_000, fsck: { skip: 'stops redis-server for good' } },
     );
     ({ lab, rpc, trace } = t);
   });

@@ -5,7 +5,10 @@ import type { MmContext } from './kernel/context';
 import { MmController } from './mm.controller';
 import { MM_CONTEXT } from './tokens';
 
-/** mmlab.mm.<instance>.debug: a subject per replica, so a test can pick which one stalls. */
+/**
+ * mmlab.mm.<instance>.debug and .crash_point: a subject per replica, so a test can pick which one
+ * stalls, or arm a crash point (kernel/crash_point.ts).
+ */
 function debugController(ctx: MmContext) {
   @Controller()
   class MmDebugController {
@@ -13,6 +16,12 @@ function debugController(ctx: MmContext) {
     arm(req: ReqParsed<'mmDebug'>) {
       ctx.stallUnderPtlMs = req.stallUnderPtlMs;
       return { armed: req.stallUnderPtlMs > 0 };
+    }
+
+    @Rpc('mmCrashPoint', ctx.instance)
+    armCrash(req: ReqParsed<'mmCrashPoint'>) {
+      ctx.crash = req.point ? { point: req.point, token: req.token, action: req.action } : null;
+      return { armed: ctx.crash !== null };
     }
   }
   return MmDebugController;

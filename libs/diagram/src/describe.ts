@@ -48,7 +48,7 @@ export function describeEvent(e: TraceEvent): string {
     case 'pte.clear':
       return `${hex(e.addr)} was ${frame(e.pfn, e.gen)} (${e.lock})`;
     case 'pte.reject':
-      return `${e.lock} token ${e.token}: ${e.reason}`;
+      return `${e.lock}${e.token === null ? '' : ` token ${e.token}`}: ${e.reason}`;
     case 'frame.alloc':
     case 'frame.free':
       return frame(e.pfn, e.gen);

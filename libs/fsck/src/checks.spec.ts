@@ -30,6 +30,7 @@ function clean(): FsckSnapshot {
         owner: 'mm-0.a|open',
       },
     ],
+    intents: { 'mm-0.a/mm-0/munmap#1': 'mm-0.a' },
   };
   const p2: ProcessSnapshot = {
     pid: 2,
@@ -38,8 +39,17 @@ function clean(): FsckSnapshot {
     ptes: { 101: '2:3:0' },
     leases: [],
     invs: [],
+    intents: {},
   };
-  const p3: ProcessSnapshot = { pid: 3, state: 'dead', vmas: [], ptes: {}, leases: [], invs: [] };
+  const p3: ProcessSnapshot = {
+    pid: 3,
+    state: 'dead',
+    vmas: [],
+    ptes: {},
+    leases: [],
+    invs: [],
+    intents: {},
+  };
   return {
     frames: 8,
     freeList: [4, 5, 6, 7, 8],
@@ -138,7 +148,11 @@ describe('fsck', () => {
     const s = clean();
     s.incarnations['mm-0.a'] = false;
     const f = fsck(s);
-    expect(f.map((x) => x.code)).toEqual(['lease-dead-owner', 'inv-dead-owner']);
+    expect(f.map((x) => x.code)).toEqual([
+      'lease-dead-owner',
+      'inv-dead-owner',
+      'intent-dead-owner',
+    ]);
     expect(f[0]).toMatchObject({
       key: '{p:1}:sem:w',
       objects: { pid: 1, incarnation: 'mm-0.a' },
@@ -147,6 +161,21 @@ describe('fsck', () => {
       key: '{p:1}:invown',
       objects: { pid: 1, inv: 'mm-0/munmap#1~a.1', incarnation: 'mm-0.a' },
     });
+  });
+
+  it('an operation left half done by a dead incarnation, or with no owner', () => {
+    const s = clean();
+    s.processes[1].intents['mm-1.b/mm-1/mremap#4'] = 'mm-1.b';
+    s.processes[1].intents['x'] = '';
+    s.incarnations['mm-1.b'] = false;
+    expect(fsck(s)).toMatchObject([
+      {
+        code: 'intent-dead-owner',
+        key: '{p:2}:intent:mm-1.b/mm-1/mremap#4',
+        objects: { pid: 2, owner: 'mm-1.b' },
+      },
+      { code: 'intent-dead-owner', key: '{p:2}:intent:x' },
+    ]);
   });
 
   it('an open invalidation recorded in one hash only', () => {

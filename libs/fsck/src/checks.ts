@@ -23,6 +23,8 @@
  *   lease-dead-owner   no PT lock or mmap_sem lease is held by a dead mm incarnation
  *   inv-corrupt        :inv and :invown name the same invalidations
  *   inv-dead-owner     no open invalidation is owed by a dead mm incarnation
+ *   intent-dead-owner  no multi-step operation (intent record) is left half done by a dead mm
+ *                      incarnation (nor recorded without an owner)
  */
 import { ZERO_PFN } from '@mmlab/protocol';
 import { MEM, type Pte, type Vma, parsePte, parseVma, procKeys } from '@mmlab/model';
@@ -50,6 +52,7 @@ export const FSCK_CODES = [
   'lease-dead-owner',
   'inv-corrupt',
   'inv-dead-owner',
+  'intent-dead-owner',
 ] as const;
 export type FsckCode = (typeof FSCK_CODES)[number];
 
@@ -70,7 +73,10 @@ export function fsck(s: FsckSnapshot): Finding[] {
   checkMemory(s, add);
   /** pfn → the PTEs mapping it (pid:vpn) */
   const mappers = new Map<number, string[]>();
-  for (const p of s.processes) checkProcess(s, p, mappers, add);
+  for (const p of s.processes) {
+    checkProcess(s, p, mappers, add);
+    checkIntents(s, p, add);
+  }
   checkCounts(s, mappers, add);
   return out;
 }
@@ -243,6 +249,17 @@ function checkProcess(
         { pid: p.pid, ...i, incarnation: it },
       );
   }
+}
+
+function checkIntents(s: FsckSnapshot, p: ProcessSnapshot, add: Add): void {
+  for (const [id, owner] of Object.entries(p.intents))
+    if (!owner || !s.incarnations[owner])
+      add(
+        'intent-dead-owner',
+        procKeys(p.pid).intent(id),
+        `pid ${p.pid}: operation ${id} is left half done by ${owner || 'no owner'}, which is dead`,
+        { pid: p.pid, intent: id, owner },
+      );
 }
 
 function checkCounts(s: FsckSnapshot, mappers: Map<number, string[]>, add: Add): void {

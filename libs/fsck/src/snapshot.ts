@@ -43,6 +43,8 @@ export interface ProcessSnapshot {
   ptes: Record<string, string>;
   leases: LeaseRecord[];
   invs: InvRecord[];
+  /** intent records of multi-step operations in flight: id → owner incarnation ('' if none) */
+  intents: Record<string, string>;
 }
 
 export interface FsckSnapshot {
@@ -94,14 +96,17 @@ export async function readSnapshot(store: Store): Promise<FsckSnapshot> {
   const processes = await Promise.all(
     (await store.processes()).map(async (pid): Promise<ProcessSnapshot> => {
       const k = procKeys(pid);
-      const [st, vmas, ptes, leases, inv, invown] = await Promise.all([
+      const [st, vmas, ptes, leases, inv, invown, intentIds] = await Promise.all([
         r.hget(k.mm, 'state'),
         r.zrange(k.vma, 0, -1),
         r.hgetall(k.pte),
         store.heldLocks(pid),
         r.hgetall(k.inv),
         r.hgetall(k.invown),
+        r.smembers(k.intents),
       ]);
+      const intents: Record<string, string> = {};
+      for (const id of intentIds.sort()) intents[id] = (await r.hget(k.intent(id), 'owner')) ?? '';
       const invs = [...new Set([...Object.keys(inv), ...Object.keys(invown)])].sort().map((i) => ({
         inv: i,
         ...(inv[i] !== undefined && { record: inv[i] }),
@@ -114,6 +119,7 @@ export async function readSnapshot(store: Store): Promise<FsckSnapshot> {
         ptes,
         leases: leases.map((l) => ({ lock: l.lock, owner: l.owner, token: l.token })),
         invs,
+        intents,
       };
     }),
   );
@@ -121,6 +127,7 @@ export async function readSnapshot(store: Store): Promise<FsckSnapshot> {
   for (const p of processes) {
     for (const l of p.leases) names.add(incarnationOfOwner(l.owner));
     for (const i of p.invs) if (i.owner) names.add(incarnationOfInvOwner(i.owner));
+    for (const o of Object.values(p.intents)) if (o) names.add(o);
   }
   const incarnations: Record<string, boolean> = {};
   await Promise.all(

@@ -14,6 +14,8 @@
  *   {mem}:fenced set of agents (subscribers or CPUs whose liveness lease expired): their
  *                accesses are refused, as an IOMMU would after the device is detached; a CPU
  *                lifts its own fence after flushing its whole TLB (LivenessLease.ensure)
+ *   {mem}:once   hash: batch id → 1: a put_page batch of an intent (below) that was applied, so
+ *                that the replica finishing a dead one's operation never puts it twice
  *
  * An address space ({p:<pid>}) — mm_struct and its page tables:
  *   :mm        hash: seq (mm_lock_seq: bumped at every mmap_sem write acquire and release),
@@ -35,6 +37,17 @@
  *              (the sender, or the replica that took it over from a dead sender) and whether
  *              mn.range_end was traced already (ending). Invariant: a field of :inv has one here
  *              and vice versa; the owner only changes by the invClaim script.
+ *   :intents   set of the ids of the multi-step operations in flight (intent records)
+ *   :intent:<id> hash, one per multi-step operation (munmap, mprotect, mremap), written before
+ *              its first change and deleted after its last (id: "<incarnation>/<op>"):
+ *                owner   the mm incarnation running it (the starter, or the replica that took
+ *                        it over from a dead one: intentClaim); a PT lock asked for the
+ *                        operation by anyone else is refused (the incarnation is fenced)
+ *                rec     JSON: the syscall and its arguments, and where its caller waits
+ *                cleared "pfn:gen ..." frames whose PTEs were cleared and not yet put (appended
+ *                        by zapPteRange in the same script), batch: how many batches were put
+ *                newVpn  mremap: where move_vma put the VMA (set by vmaMove in the same script)
+ *              Invariant: an id is in :intents iff its hash exists.
  */
 export const MEM = {
   meta: '{mem}:meta',
@@ -45,6 +58,7 @@ export const MEM = {
   state: '{mem}:state',
   data: '{mem}:data',
   fenced: '{mem}:fenced',
+  once: '{mem}:once',
 } as const;
 export const MEM_KEYS = [
   MEM.meta,
@@ -55,6 +69,7 @@ export const MEM_KEYS = [
   MEM.state,
   MEM.data,
   MEM.fenced,
+  MEM.once,
 ];
 
 /**
@@ -79,6 +94,12 @@ export const subKeys = (name: string) => ({
  */
 export const mmKeys = (incarnation: string) => ({ live: `{mm}:live:${incarnation}` });
 
+/**
+ * {mm}:crash:<token>  "<instance>|<epoch ms>": who fired the crash point armed with token, when (SET NX: one
+ * replica per token fires; libs/protocol mmCrashPoint), kept a minute for the test to read.
+ */
+export const crashKey = (token: string): string => `{mm}:crash:${token}`;
+
 export const GLOBAL = { nextPid: '{g}:nextpid', nextCpu: '{g}:nextcpu' } as const;
 
 export const procKeys = (pid: number) => {
@@ -95,6 +116,8 @@ export const procKeys = (pid: number) => {
     mn: `${t}:mn`,
     inv: `${t}:inv`,
     invown: `${t}:invown`,
+    intents: `${t}:intents`,
+    intent: (id: string) => `${t}:intent:${id}`,
     /** key of a PT lock: 'mm' for page_table_lock, else the pmd index */
     ptl: (lock: string) => `${t}:${lock}`,
   };

@@ -37,11 +37,11 @@ export interface ScriptDef {
 
 const s = (keys: number, body: string): ScriptDef => ({ keys, lua: LUA_HELPERS + body });
 
-/** KEYS for {mem} scripts, in this order: meta free gen ref map state data fenced. */
+/** KEYS for {mem} scripts, in this order: meta free gen ref map state data fenced once. */
 export const SCRIPTS = {
   /** Format physical memory once: pfn 0 is the zero page, 1..n are free. Idempotent. */
   memFormat: s(
-    8,
+    9,
     `
 if redis.call('HGET', KEYS[1], 'formatted') == '1' then
   return tonumber(redis.call('HGET', KEYS[1], 'frames'))
@@ -74,7 +74,7 @@ return n
    * copy of frame ARGV[1] (copy_user_highpage) or zero. → {'OK', pfn, gen} | {'ENOMEM'}
    */
   allocPage: s(
-    8,
+    9,
     `
 local pfn = redis.call('LPOP', KEYS[2])
 if not pfn then return {'ENOMEM'} end
@@ -93,13 +93,18 @@ return {'OK', tonumber(pfn), gen}
    * put_page() on each (pfn, gen) of ARGV[2..]: drop a mapping (ARGV[1] = 'map') or a bare
    * reference ('ref'); a frame whose refcount reaches 0 goes back on the free list. The zero
    * page is never freed. A pfn whose gen no longer matches, or that is already free, is a
-   * double free: it is reported, not applied. → {freed pfns, bad pfns}
+   * double free: it is reported, not applied. ARGV[2]: a batch id ('' none) — a batch applied
+   * once is not applied again (the put of a dead replica's intent, finished by another).
+   * → {freed pfns, bad pfns}
    */
   putPages: s(
-    8,
+    9,
     `
 local freed, bad = {}, {}
-for i = 2, #ARGV, 2 do
+if ARGV[2] ~= '' then
+  if redis.call('HSETNX', KEYS[9], ARGV[2], 1) == 0 then return {freed, bad} end
+end
+for i = 3, #ARGV, 2 do
   local pfn, gen = ARGV[i], ARGV[i + 1]
   local st = redis.call('HGET', KEYS[6], pfn)
   if st == 'zero' then
@@ -127,7 +132,7 @@ return {freed, bad}
    * ARGV: pfn, 'read'|'write', value, agent → {'OK', gen, state, value} | {'EFAULT'} | {'FENCED'}
    */
   frameAccess: s(
-    8,
+    9,
     `
 if redis.call('SISMEMBER', KEYS[8], ARGV[4]) == 1 then return {'FENCED'} end
 local gen = redis.call('HGET', KEYS[3], ARGV[1])
@@ -143,7 +148,7 @@ return {'OK', tonumber(gen), redis.call('HGET', KEYS[6], ARGV[1]), tonumber(redi
    * A pfn whose gen moved on (freed or reused meanwhile) is reported, not taken. → {bad pfns}
    */
   getPages: s(
-    8,
+    9,
     `
 local bad = {}
 for i = 2, #ARGV, 2 do
@@ -163,7 +168,7 @@ return bad
 
   /** copy_user_highpage(): ARGV src dst. */
   copyPage: s(
-    8,
+    9,
     `
 redis.call('HSET', KEYS[7], ARGV[2], redis.call('HGET', KEYS[7], ARGV[1]) or '0')
 return 1
@@ -172,7 +177,7 @@ return 1
 
   /** Frame counts and the free list length. → {frames, free} */
   memInfo: s(
-    8,
+    9,
     `
 return {tonumber(redis.call('HGET', KEYS[1], 'frames') or '0'), redis.call('LLEN', KEYS[2])}
 `,
@@ -236,10 +241,19 @@ return 1
 `,
   ),
 
-  /** spin_lock(ptl) as a lease. KEYS ptl ptlmax fence; ARGV owner ttl lockName → {'OK', token} | {'BUSY', holder} */
+  /**
+   * spin_lock(ptl) as a lease. KEYS ptl ptlmax fence intent; ARGV owner ttl lockName incarnation
+   * → {'OK', token} | {'BUSY', holder} | {'FENCED', owner}. With an incarnation, the lock is for
+   * a step of the operation whose intent record is KEYS[4]: refused unless that incarnation
+   * still owns it (a replica stopped past its lease, whose operation another replica took over).
+   */
   ptlLock: s(
-    3,
+    4,
     `
+if ARGV[4] ~= '' then
+  local o = redis.call('HGET', KEYS[4], 'owner')
+  if o ~= ARGV[4] then return {'FENCED', o or ''} end
+end
 local cur = redis.call('GET', KEYS[1])
 if cur then return {'BUSY', cur} end
 local token = redis.call('INCR', KEYS[3])
@@ -407,20 +421,30 @@ return {'OK'}
 
   /**
    * zap_pte_range() under a held PT lock lease: clear the PTEs of [s, e) in one page-table page.
-   * KEYS ptl ptlmax pte cpumask; ARGV "owner|token" lockName token s e
+   * With an incarnation (ARGV[6]), the frames cleared are appended to the intent record KEYS[5]
+   * in the same step, so that whoever finishes the operation puts them (never lost, never twice).
+   * KEYS ptl ptlmax pte cpumask intent; ARGV "owner|token" lockName token s e incarnation
    * → {'OK', {"vpn:pfn:gen:w", ...}, cpumask} | {'ESTALE'}
    */
   zapPteRange: s(
-    4,
+    5,
     `
 if not fenced(KEYS[1], KEYS[2], ARGV[2], ARGV[1], tonumber(ARGV[3])) then return {'ESTALE'} end
-local cleared = {}
+if ARGV[6] ~= '' and redis.call('HGET', KEYS[5], 'owner') ~= ARGV[6] then return {'ESTALE'} end
+local cleared, frames = {}, {}
 for vpn = tonumber(ARGV[4]), tonumber(ARGV[5]) - 1 do
   local v = redis.call('HGET', KEYS[3], vpn)
   if v then
     redis.call('HDEL', KEYS[3], vpn)
     cleared[#cleared + 1] = vpn .. ':' .. v
+    local pfn, gen = parse_pte(v)
+    if pfn ~= 0 then frames[#frames + 1] = pfn .. ':' .. gen end
   end
+end
+if ARGV[6] ~= '' and #frames > 0 then
+  local prev = redis.call('HGET', KEYS[5], 'cleared') or ''
+  if prev ~= '' then prev = prev .. ' ' end
+  redis.call('HSET', KEYS[5], 'cleared', prev .. table.concat(frames, ' '))
 end
 return {'OK', cleared, redis.call('SMEMBERS', KEYS[4])}
 `,
@@ -508,11 +532,12 @@ return {'OK', changed, downgraded, redis.call('SMEMBERS', KEYS[4])}
   /**
    * move_vma() on the VMA list: [s, s + pages) (inside one VMA) leaves, [n, n + newPages)
    * appears with the same prot and flags at a fresh address. mmap_sem write-held.
-   * KEYS mm vma semW; ARGV "owner|token" s pages newPages limitVpn
+   * With an intent (KEYS[4], ARGV[6] its owner), n is recorded there in the same step.
+   * KEYS mm vma semW intent; ARGV "owner|token" s pages newPages limitVpn incarnation
    * → {'OK', n} | {'ESTALE'} | {'EFAULT'} | {'ENOMEM'}
    */
   vmaMove: s(
-    3,
+    4,
     `
 if redis.call('GET', KEYS[3]) ~= ARGV[1] then return {'ESTALE'} end
 local s, pages, newPages = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
@@ -525,6 +550,7 @@ redis.call('ZREM', KEYS[2], vma.s .. ':' .. vma.e .. ':' .. vma.prot .. ':' .. v
 if vma.s < s then redis.call('ZADD', KEYS[2], vma.s, vma.s .. ':' .. s .. ':' .. vma.prot .. ':' .. vma.flags) end
 if vma.e > s + pages then redis.call('ZADD', KEYS[2], s + pages, (s + pages) .. ':' .. vma.e .. ':' .. vma.prot .. ':' .. vma.flags) end
 redis.call('ZADD', KEYS[2], n, n .. ':' .. (n + newPages) .. ':' .. vma.prot .. ':' .. vma.flags)
+if ARGV[6] ~= '' then redis.call('HSET', KEYS[4], 'newVpn', n) end
 return {'OK', n}
 `,
   ),
@@ -719,6 +745,62 @@ local v = redis.call('HGET', KEYS[2], ARGV[1])
 if not v or string.match(v, '^(.*)|%a+$') ~= ARGV[2] then return 0 end
 redis.call('HDEL', KEYS[1], ARGV[1])
 redis.call('HDEL', KEYS[2], ARGV[1])
+return 1
+`,
+  ),
+
+  /**
+   * Record a multi-step operation before its first change. KEYS intents intent; ARGV id owner
+   * rec → 1 | 0 (recorded already: nothing written)
+   */
+  intentOpen: s(
+    2,
+    `
+if redis.call('EXISTS', KEYS[2]) == 1 then return 0 end
+redis.call('HSET', KEYS[2], 'owner', ARGV[2], 'rec', ARGV[3], 'batch', 0)
+redis.call('SADD', KEYS[1], ARGV[1])
+return 1
+`,
+  ),
+
+  /**
+   * Take an operation over from the incarnation expected to own it (one winner); from then on
+   * the PT locks its old owner asks for it are refused. KEYS intent; ARGV from to
+   * → {'OK'} | {'LOST', owner} | {'GONE'}
+   */
+  intentClaim: s(
+    1,
+    `
+local o = redis.call('HGET', KEYS[1], 'owner')
+if not o then return {'GONE'} end
+if o ~= ARGV[1] then return {'LOST', o} end
+redis.call('HSET', KEYS[1], 'owner', ARGV[2])
+return {'OK'}
+`,
+  ),
+
+  /**
+   * The cleared frames of batch ARGV[2] were put: forget them, next batch.
+   * KEYS intent; ARGV owner batch → 1 | 0 (not the owner, or another batch)
+   */
+  intentFlushed: s(
+    1,
+    `
+if redis.call('HGET', KEYS[1], 'owner') ~= ARGV[1] then return 0 end
+if redis.call('HGET', KEYS[1], 'batch') ~= ARGV[2] then return 0 end
+redis.call('HDEL', KEYS[1], 'cleared')
+redis.call('HINCRBY', KEYS[1], 'batch', 1)
+return 1
+`,
+  ),
+
+  /** The operation is over: forget it, if owner still owns it. KEYS intents intent; ARGV id owner → 1 | 0 */
+  intentClose: s(
+    2,
+    `
+if redis.call('HGET', KEYS[2], 'owner') ~= ARGV[2] then return 0 end
+redis.call('DEL', KEYS[2])
+redis.call('SREM', KEYS[1], ARGV[1])
 return 1
 `,
   ),

@@ -61,6 +61,35 @@ export interface OpenInvalidation {
 export type InvClaim =
   { r: 'OK'; prev: 'open' | 'ending' } | { r: 'LOST'; owner: string } | { r: 'GONE' };
 
+/** A multi-step operation's intent record, as a script step names it: its id and expected owner. */
+export interface IntentRef {
+  readonly id: string;
+  /** the incarnation that must still own it */
+  readonly owner: string;
+}
+
+/** What an intent record says about its operation (JSON in :intent:<id> rec). */
+export interface IntentRec {
+  syscall: 'munmap' | 'mprotect' | 'mremap';
+  /** the syscall's arguments, as its handler got them */
+  args: Record<string, unknown>;
+  /** where the caller waits for the reply (NATS reply subject and packet id), if known */
+  reply?: { to: string; id: string };
+}
+
+/** A multi-step operation in flight ({p:<pid>}:intent:<id>). */
+export interface Intent {
+  pid: number;
+  id: string;
+  owner: string;
+  rec: IntentRec;
+  /** frames whose PTEs were cleared and not yet put, and the batch they will be put as */
+  cleared: Array<{ pfn: number; gen: number }>;
+  batch: number;
+  /** mremap: where the VMA went */
+  newVpn?: number;
+}
+
 export type LockResult = { ok: true; token: number } | { ok: false; holder: string };
 
 /** Scripts called with their key count first (keys < 0 in SCRIPTS). */
@@ -148,13 +177,17 @@ export class Store {
     return { pfn: Number(r[1]), gen: Number(r[2]) };
   }
 
-  /** put_page() for each frame: → frames freed, and pfns that were not live (double free). */
+  /**
+   * put_page() for each frame: → frames freed, and pfns that were not live (double free).
+   * With a batch id, a batch applied already is not applied again (nothing freed, nothing bad).
+   */
   async putPages(
     pages: Array<{ pfn: number; gen: number }>,
     kind: 'map' | 'ref' = 'map',
+    batch = '',
   ): Promise<{ freed: number[]; bad: number[] }> {
     if (pages.length === 0) return { freed: [], bad: [] };
-    const args: Array<string | number> = [kind];
+    const args: Array<string | number> = [kind, batch];
     for (const p of pages) args.push(p.pfn, p.gen);
     const r = (await this.run('putPages', MEM_KEYS, args)) as [number[], number[]];
     return { freed: r[0].map(Number), bad: r[1].map(Number) };
@@ -405,14 +438,91 @@ export class Store {
     return Number(await this.run('semWriteUnlock', [k.semW, k.mm], [value])) === 1;
   }
 
-  async ptlLock(pid: number, lock: string, owner: string, ttlMs: number): Promise<LockResult> {
+  /**
+   * spin_lock(ptl) as a lease; for a step of the operation `intent` (whose owner must still be
+   * intent.owner: else FENCED, the operation was taken over).
+   */
+  async ptlLock(
+    pid: number,
+    lock: string,
+    owner: string,
+    ttlMs: number,
+    intent?: IntentRef,
+  ): Promise<LockResult | { ok: false; fenced: string }> {
     const k = procKeys(pid);
     const r = (await this.run(
       'ptlLock',
-      [k.ptl(lock), k.ptlmax, k.fence],
-      [owner, ttlMs, lock],
+      [k.ptl(lock), k.ptlmax, k.fence, intent ? k.intent(intent.id) : k.mm],
+      [owner, ttlMs, lock, intent?.owner ?? ''],
     )) as Reply;
+    if (r[0] === 'FENCED') return { ok: false, fenced: String(r[1]) };
     return r[0] === 'OK' ? { ok: true, token: Number(r[1]) } : { ok: false, holder: String(r[1]) };
+  }
+
+  // ---- intent records of multi-step operations ({p:<pid>}:intents, :intent:<id>) ----------
+
+  /** Record a multi-step operation before its first change; EINVAL if id is recorded already. */
+  async intentOpen(pid: number, id: string, owner: string, rec: IntentRec): Promise<void> {
+    const k = procKeys(pid);
+    const ok = Number(
+      await this.run('intentOpen', [k.intents, k.intent(id)], [id, owner, JSON.stringify(rec)]),
+    );
+    if (ok !== 1) throw new MmlabError('EINVAL', `intent ${id} of pid ${pid} is recorded already`);
+  }
+
+  async intentClaim(
+    pid: number,
+    id: string,
+    from: string,
+    to: string,
+  ): Promise<{ r: 'OK' } | { r: 'LOST'; owner: string } | { r: 'GONE' }> {
+    const r = (await this.run('intentClaim', [procKeys(pid).intent(id)], [from, to])) as Reply;
+    if (r[0] === 'OK') return { r: 'OK' };
+    if (r[0] === 'LOST') return { r: 'LOST', owner: String(r[1]) };
+    return { r: 'GONE' };
+  }
+
+  async intentFlushed(pid: number, id: string, owner: string, batch: number): Promise<boolean> {
+    return (
+      Number(await this.run('intentFlushed', [procKeys(pid).intent(id)], [owner, batch])) === 1
+    );
+  }
+
+  async intentClose(pid: number, id: string, owner: string): Promise<boolean> {
+    const k = procKeys(pid);
+    return Number(await this.run('intentClose', [k.intents, k.intent(id)], [id, owner])) === 1;
+  }
+
+  /** The intents of pid in flight (a record that does not parse is left out). */
+  async intents(pid: number): Promise<Intent[]> {
+    const k = procKeys(pid);
+    const ids = (await this.redis.smembers(k.intents)).sort();
+    const out: Intent[] = [];
+    for (const id of ids) {
+      const h = await this.redis.hgetall(k.intent(id));
+      if (!h.owner || !h.rec) continue;
+      try {
+        const rec = JSON.parse(h.rec) as IntentRec;
+        out.push({
+          pid,
+          id,
+          owner: h.owner,
+          rec,
+          batch: Number(h.batch ?? 0),
+          cleared: (h.cleared ?? '')
+            .split(' ')
+            .filter((x) => x)
+            .map((x) => {
+              const [pfn, gen] = x.split(':').map(Number);
+              return { pfn, gen };
+            }),
+          ...(h.newVpn !== undefined && { newVpn: Number(h.newVpn) }),
+        });
+      } catch {
+        continue;
+      }
+    }
+    return out;
   }
 
   async leaseRelease(key: string, value: string): Promise<boolean> {
@@ -552,12 +662,13 @@ export class Store {
     token: number,
     s: number,
     e: number,
+    intent?: IntentRef,
   ): Promise<{ cleared: Array<{ vpn: number } & Pte>; cpumask: string[] } | null> {
     const k = procKeys(pid);
     const r = (await this.run(
       'zapPteRange',
-      [k.ptl(lock), k.ptlmax, k.pte, k.cpumask],
-      [value, lock, token, s, e],
+      [k.ptl(lock), k.ptlmax, k.pte, k.cpumask, intent ? k.intent(intent.id) : k.mm],
+      [value, lock, token, s, e, intent?.owner ?? ''],
     )) as Reply;
     if (r[0] !== 'OK') return null;
     const cleared = (r[1] as string[]).map((c) => {
@@ -691,12 +802,13 @@ export class Store {
     s: number,
     pages: number,
     newPages: number,
+    intent?: IntentRef,
   ): Promise<{ r: 'OK'; n: number } | { r: 'ESTALE' | 'EFAULT' | 'ENOMEM' }> {
     const k = procKeys(pid);
     const r = (await this.run(
       'vmaMove',
-      [k.mm, k.vma, k.semW],
-      [semValue, s, pages, newPages, TASK_SIZE / PAGE_SIZE],
+      [k.mm, k.vma, k.semW, intent ? k.intent(intent.id) : k.mm],
+      [semValue, s, pages, newPages, TASK_SIZE / PAGE_SIZE, intent?.owner ?? ''],
     )) as Reply;
     if (r[0] === 'OK') return { r: 'OK', n: Number(r[1]) };
     return { r: r[0] as 'ESTALE' | 'EFAULT' | 'ENOMEM' };

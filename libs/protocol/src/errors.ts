@@ -40,6 +40,10 @@ export const ERRORS = {
     definite: false,
     doc: 'No answer before the deadline; the operation may still happen.',
   },
+  EOWNERDEAD: {
+    definite: false,
+    doc: 'The mm replica running the operation died in the middle of it; another replica answers for it and finishes it (rolled forward) or undoes it (rolled back).',
+  },
   ENOHANDLER: { definite: true, doc: 'No service answers on this subject.' },
   EINTERNAL: { definite: false, doc: 'A bug: the service caught an unexpected exception.' },
 } as const satisfies Record<string, { definite: boolean; doc: string }>;

@@ -214,6 +214,20 @@ export const RPC = {
     request: z.strictObject({ stallUnderPtlMs: z.number().int().nonnegative().max(600_000) }),
     response: z.object({ armed: z.boolean() }),
   }),
+  mmCrashPoint: def({
+    subject: 'mmlab.mm.{id}.crash_point',
+    doc: 'Arm a crash point on one mm replica: the first operation of the lab to reach `point` (`<syscall>.<step>`, e.g. `munmap.vma_unmapped`) on an armed replica kills that replica there (SIGKILL) or stops it (SIGSTOP). Arm several replicas with the same `token`: only one of them fires (a Redis SET NX on the token), so the replica that finishes the operation does not die at the same point. An empty point disarms.',
+    models: 'a fault-injection point (the kernel has none here: a CPU cannot die mid-munmap)',
+    request: z.strictObject({
+      point: z
+        .string()
+        .max(64)
+        .regex(/^([a-z_]+\.[a-z_]+)?$/),
+      token: z.string().min(1).max(64),
+      action: z.enum(['kill', 'stop']).default('kill'),
+    }),
+    response: z.object({ armed: z.boolean() }),
+  }),
   cpuAccess: def({
     subject: 'mmlab.cpu.{id}.access',
     doc: 'A load or store by one CPU: TLB lookup, page walk on a miss, fault to mm and retry, then the frame access.',

@@ -120,7 +120,16 @@ export const TraceEvent = z.discriminatedUnion('kind', [
     lock: LockName,
     token: Token.nullable(),
   }),
-  ev('pte.reject', { pid: Pid, lock: LockName, token: Token, reason: z.string() }),
+  ev('pte.reject', {
+    pid: Pid,
+    lock: LockName,
+    /**
+     * the refused holder's fencing token; null: refused the lock itself, the operation having
+     * been taken over from its incarnation (fenced: apps/mm intent.ts)
+     */
+    token: Token.nullable(),
+    reason: z.string(),
+  }),
   ev('frame.alloc', { pfn: Pfn, gen: Gen }),
   ev('frame.free', { pfn: Pfn, gen: Gen }),
   ev('tlb.fill', { agent: Agent, pid: Pid, addr: Addr, pfn: Pfn, gen: Gen, writable: z.boolean() }),

@@ -101,6 +101,11 @@ export class SafeNatsDeserializer implements ConsumerDeserializer {
  * is asked; holds only delay, they never cancel.
  */
 export class ReplyControl {
+  /**
+   * Where the caller waits (the request's NATS reply subject and packet id): whoever finishes
+   * the request for a replica that died handling it answers there (apps/mm orphan_ranges.ts).
+   */
+  origin?: { to: string; id: string };
   private dropped = false;
   private n = 1;
   private readonly holds: Array<Promise<unknown>> = [];
@@ -161,7 +166,17 @@ export function runWithReply<T>(control: ReplyControl, fn: () => T): T {
  */
 export class MmlabServerNats extends ServerNats {
   override handleMessage(channel: string, natsMsg: Msg): Promise<unknown> {
-    return runWithReply(new ReplyControl(), () => super.handleMessage(channel, natsMsg));
+    const control = new ReplyControl();
+    if (natsMsg.reply) {
+      let id: unknown;
+      try {
+        id = (JSON.parse(natsMsg.string()) as { id?: unknown }).id;
+      } catch {
+        id = undefined;
+      }
+      if (typeof id === 'string') control.origin = { to: natsMsg.reply, id };
+    }
+    return runWithReply(control, () => super.handleMessage(channel, natsMsg));
   }
 
   override getPublisher(

@@ -51,6 +51,7 @@ export function httpStatusOf(e: MmlabError): number {
     case 'ENODEV':
     case 'EAGAIN':
     case 'ESTALE':
+    case 'EOWNERDEAD':
     case 'EINTERNAL':
       return 500;
   }

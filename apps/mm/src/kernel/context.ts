@@ -33,12 +33,38 @@ export interface MmContext {
   readonly openRanges: Set<string>;
   /** Shutting down, past the wait for openRanges: a new invalidate_range_start is refused. */
   closing: boolean;
+  /**
+   * op → the intent record of the multi-step operation it runs (intent.ts): its PT locks are
+   * asked for that operation (refused once another replica took it over), and the frames its
+   * zaps clear are recorded there.
+   */
+  readonly intents: Map<string, OpIntent>;
+  /** The crash point armed on this replica (crash_point.ts), if any. */
+  crash: { point: string; token: string; action: 'kill' | 'stop' } | null;
+}
+
+/** An operation's intent record, as the replica running it holds it. */
+export interface OpIntent {
+  readonly pid: number;
+  /** "<incarnation>/<op>" of the operation's first runner */
+  readonly id: string;
+  /** this incarnation: the owner the scripts check */
+  readonly owner: string;
+  /** the batch the next put of cleared frames is (intentFlushed moves it on) */
+  batch: number;
 }
 
 export function createContext(
   deps: Omit<
     MmContext,
-    'ids' | 'stallUnderPtlMs' | 'atomic' | 'incarnation' | 'openRanges' | 'closing'
+    | 'ids'
+    | 'stallUnderPtlMs'
+    | 'atomic'
+    | 'incarnation'
+    | 'openRanges'
+    | 'closing'
+    | 'intents'
+    | 'crash'
   >,
 ): MmContext {
   return {
@@ -49,6 +75,8 @@ export function createContext(
     atomic: new Map(),
     openRanges: new Set(),
     closing: false,
+    intents: new Map(),
+    crash: null,
   };
 }
 

@@ -30,9 +30,24 @@ export async function ptlLock(
   const t0 = now();
   const deadline = Date.now() + ctx.env.MMLAB_FAULT_DEADLINE_MS;
   const owner = ownerOf(ctx, op);
+  const intent = ctx.intents.get(op);
   for (let attempt = 0; ; attempt++) {
-    const r = await ctx.store.ptlLock(pid, lock, owner, ctx.env.MMLAB_LEASE_TTL_MS);
+    const r = await ctx.store.ptlLock(pid, lock, owner, ctx.env.MMLAB_LEASE_TTL_MS, intent);
     if (r.ok) return heldPtl(ctx, pid, lock, op, r.token, t0);
+    if ('fenced' in r) {
+      // This incarnation was taken for dead (stopped past its liveness lease) and another
+      // replica took the operation over (intent.ts): it may not write a page table for it.
+      const by = r.fenced ? `by ${r.fenced}` : 'and finished by another replica';
+      ctx.tracer.emit({
+        kind: 'pte.reject',
+        op,
+        pid,
+        lock,
+        token: null,
+        reason: `operation taken over ${by}: incarnation fenced`,
+      });
+      throw new MmlabError('ESTALE', `${op} was taken over ${by}`);
+    }
     await backoff(attempt, deadline, `${lock} of pid ${pid}`);
   }
 }

@@ -29,6 +29,8 @@ import {
 import { debugStallUnderPtl, heldPtl, traceUnlock, underPtl } from './locks';
 import { forEachPteTable, staleLease } from './pagewalk';
 import { type Frame, allocPage, putPages } from './page_alloc';
+import { crashPoint } from './crash_point';
+import { putCleared, syscallOf } from './intent';
 import { flushTlbRange } from './tlbflush';
 
 export interface FaultResult extends Pte {
@@ -281,13 +283,18 @@ export async function zapPageRange(
   const mmunEnd = endVpn * PAGE_SIZE; /* For mmu_notifiers */
   const range = await invalidateRangeStart(ctx, op, pid, mmunStart, mmunEnd, event);
   try {
+    await crashPoint(ctx, `${syscallOf(op)}.range_started`);
     return await withinRange(range, () => zapPteRanges(ctx, op, pid, startVpn, endVpn));
   } finally {
     await invalidateRangeEnd(ctx, range, mmunStart, mmunEnd);
   }
 }
 
-/** zap_pte_range() over every existing page-table page of the range; the caller notifies. */
+/**
+ * zap_pte_range() over every existing page-table page of the range; the caller notifies. For an
+ * operation with an intent record (intent.ts) the frames each zap clears are recorded there in
+ * the same script, and put as one batch of it.
+ */
 export async function zapPteRanges(
   ctx: MmContext,
   op: string,
@@ -295,27 +302,37 @@ export async function zapPteRanges(
   startVpn: number,
   endVpn: number,
 ): Promise<{ zapped: number; freed: number }> {
-  const cleared = await forEachPteTable(ctx, op, pid, startVpn, endVpn, async (held, s, e) => {
-    await debugStallUnderPtl(ctx, held);
-    const { lock, lease } = held;
-    const r = await ctx.store.zapPteRange(pid, lock, lease.value, lease.token, s, e);
-    if (!r) throw staleLease(ctx, held, 'zap_pte_range');
-    for (const c of r.cleared)
-      ctx.tracer.emit({
-        kind: 'pte.clear',
-        op,
-        pid,
-        addr: c.vpn * PAGE_SIZE,
-        pfn: c.pfn,
-        gen: c.gen,
-        lock,
-        token: lease.token,
-      });
-    if (r.cleared.length)
-      await flushTlbRange(ctx, op, pid, s * PAGE_SIZE, e * PAGE_SIZE, r.cpumask);
-    return r.cleared;
-  });
+  const intent = ctx.intents.get(op);
+  /** cleared, and no TLB can map them any more: these may be put */
+  const flushed: Frame[] = [];
+  try {
+    await forEachPteTable(ctx, op, pid, startVpn, endVpn, async (held, s, e) => {
+      await debugStallUnderPtl(ctx, held);
+      const { lock, lease } = held;
+      const r = await ctx.store.zapPteRange(pid, lock, lease.value, lease.token, s, e, intent);
+      if (!r) throw staleLease(ctx, held, 'zap_pte_range');
+      for (const c of r.cleared)
+        ctx.tracer.emit({
+          kind: 'pte.clear',
+          op,
+          pid,
+          addr: c.vpn * PAGE_SIZE,
+          pfn: c.pfn,
+          gen: c.gen,
+          lock,
+          token: lease.token,
+        });
+      await crashPoint(ctx, `${syscallOf(op)}.zapped`);
+      if (r.cleared.length)
+        await flushTlbRange(ctx, op, pid, s * PAGE_SIZE, e * PAGE_SIZE, r.cpumask);
+      flushed.push(...r.cleared);
+    });
+  } catch (e) {
+    // Failed half way (a lease lost): what was cleared and flushed still goes back.
+    if (flushed.length) await putCleared(ctx, op, flushed).catch(() => 0);
+    throw e;
+  }
+  await crashPoint(ctx, `${syscallOf(op)}.flushed`);
   // tlb_finish_mmu(): the frames go back only now, every TLB that could map them flushed.
-  const frames = cleared.flat();
-  return { zapped: frames.length, freed: await putPages(ctx, op, frames) };
+  return { zapped: flushed.length, freed: await putCleared(ctx, op, flushed) };
 }

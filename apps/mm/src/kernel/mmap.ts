@@ -4,6 +4,8 @@ import { type MmContext, backoff, startVpn } from './context';
 import { mmapWriteLock, mmapWriteUnlock } from './locks';
 import { zapPageRange, zapPteRanges } from './memory';
 import { mmuNotifierRelease } from './mmu_notifier';
+import { crashPoint } from './crash_point';
+import { intentBegin, intentEnd } from './intent';
 
 /** mm_alloc(): a new, empty address space. */
 export async function mmCreate(ctx: MmContext): Promise<number> {
@@ -52,7 +54,8 @@ export async function doMmap(
  * do_munmap(): under mmap_sem for write, detach the VMAs of the range (later faults there are
  * SIGSEGV), then unmap_region() → zap_page_range() over the whole range. Zapping the whole
  * range, not only what the VMAs covered, makes munmap idempotent: when a replica loses its
- * lease half way (ESTALE, indefinite), retrying the munmap finishes the job.
+ * lease half way (ESTALE, indefinite), retrying the munmap finishes the job, and when it dies
+ * half way, another replica runs it again from its intent record (intent.ts).
  */
 export async function doMunmap(
   ctx: MmContext,
@@ -62,13 +65,33 @@ export async function doMunmap(
 ): Promise<{ zapped: number; freed: number }> {
   const s = startVpn(addr, 'munmap');
   const op = ctx.ids.next('munmap');
+  await intentBegin(ctx, op, pid, 'munmap', { addr, pages });
+  try {
+    await crashPoint(ctx, 'munmap.intent');
+    return await munmapSteps(ctx, op, pid, s, pages);
+  } finally {
+    await intentEnd(ctx, op);
+  }
+}
+
+/** The steps of do_munmap() for op (which has its intent record: first run, or a take-over). */
+export async function munmapSteps(
+  ctx: MmContext,
+  op: string,
+  pid: number,
+  s: number,
+  pages: number,
+): Promise<{ zapped: number; freed: number }> {
   const sem = await mmapWriteLock(ctx, pid, op);
   try {
     const removed = await ctx.store.vmaUnmap(pid, sem.lease.value, s, s + pages);
     if (!removed) throw new MmlabError('ESTALE', `lost mmap_sem of pid ${pid}`);
     for (const [rs, re] of removed)
       ctx.tracer.emit({ kind: 'vma.unmap', op, pid, start: rs * PAGE_SIZE, end: re * PAGE_SIZE });
-    return await zapPageRange(ctx, op, pid, s, s + pages, 'unmap');
+    await crashPoint(ctx, 'munmap.vma_unmapped');
+    const r = await zapPageRange(ctx, op, pid, s, s + pages, 'unmap');
+    await crashPoint(ctx, 'munmap.range_ended');
+    return r;
   } finally {
     await mmapWriteUnlock(ctx, sem);
   }

@@ -5,6 +5,8 @@ import { mmapWriteLock, mmapWriteUnlock } from './locks';
 import { forEachPteTable, staleLease } from './pagewalk';
 import { invalidateRangeEnd, invalidateRangeStart, withinRange } from './mmu_notifier';
 import { flushTlbRange } from './tlbflush';
+import { crashPoint } from './crash_point';
+import { intentBegin, intentEnd } from './intent';
 
 /**
  * Under mmap_sem for write: set the VMAs' protection, then change_protection() over the range:
@@ -21,6 +23,28 @@ export async function doMprotect(
 ): Promise<number> {
   const s = startVpn(addr, 'mprotect');
   const op = ctx.ids.next('mprotect');
+  await intentBegin(ctx, op, pid, 'mprotect', { addr, pages, prot });
+  try {
+    await crashPoint(ctx, 'mprotect.intent');
+    return await mprotectSteps(ctx, op, pid, s, pages, prot);
+  } finally {
+    await intentEnd(ctx, op);
+  }
+}
+
+/**
+ * The steps of mprotect() for op (which has its intent record). Idempotent: run again from the
+ * top by the replica that takes over a dead one's mprotect (intent.ts).
+ */
+export async function mprotectSteps(
+  ctx: MmContext,
+  op: string,
+  pid: number,
+  s: number,
+  pages: number,
+  prot: Prot,
+): Promise<number> {
+  const addr = s * PAGE_SIZE;
   const sem = await mmapWriteLock(ctx, pid, op);
   try {
     const e = s + pages;
@@ -29,11 +53,13 @@ export async function doMprotect(
     if (r === 'ENOMEM')
       throw new MmlabError('ENOMEM', `[0x${addr.toString(16)}, +${pages} pages) is not all mapped`);
     ctx.tracer.emit({ kind: 'vma.protect', op, pid, start: addr, end: e * PAGE_SIZE, prot });
+    await crashPoint(ctx, 'mprotect.vma_protected');
     const mmunStart = addr; /* For mmu_notifiers */
     const mmunEnd = e * PAGE_SIZE; /* For mmu_notifiers */
     const range = await invalidateRangeStart(ctx, op, pid, mmunStart, mmunEnd, 'protection_vma');
     let changed = 0;
     try {
+      await crashPoint(ctx, 'mprotect.range_started');
       await withinRange(range, () =>
         forEachPteTable(ctx, op, pid, s, e, async (held, ps, pe) => {
           const { lock, lease } = held;
@@ -48,6 +74,7 @@ export async function doMprotect(
           );
           if (!c) throw staleLease(ctx, held, 'change_pte_range');
           changed += c.changed;
+          await crashPoint(ctx, 'mprotect.changed');
           if (c.downgraded)
             await flushTlbRange(ctx, op, pid, ps * PAGE_SIZE, pe * PAGE_SIZE, c.cpumask);
         }),
@@ -55,6 +82,7 @@ export async function doMprotect(
     } finally {
       await invalidateRangeEnd(ctx, range, mmunStart, mmunEnd);
     }
+    await crashPoint(ctx, 'mprotect.range_ended');
     return changed;
   } finally {
     await mmapWriteUnlock(ctx, sem);

@@ -6,6 +6,8 @@ import { forEachPteTable, staleLease } from './pagewalk';
 import { zapPageRange } from './memory';
 import { invalidateRangeEnd, invalidateRangeStart, withinRange } from './mmu_notifier';
 import { flushTlbRange } from './tlbflush';
+import { crashPoint } from './crash_point';
+import { intentBegin, intentEnd } from './intent';
 
 /**
  * Under mmap_sem for write: a shrink first unmaps the tail (do_munmap); then the VMA moves to a
@@ -23,24 +25,63 @@ export async function doMremap(
 ): Promise<{ addr: number; moved: number }> {
   const s = startVpn(addr, 'mremap');
   const op = ctx.ids.next('mremap');
+  await intentBegin(ctx, op, pid, 'mremap', { addr, pages, newPages });
+  try {
+    await crashPoint(ctx, 'mremap.intent');
+    return await mremapSteps(ctx, op, pid, s, pages, newPages, undefined);
+  } finally {
+    await intentEnd(ctx, op);
+  }
+}
+
+/**
+ * The steps of mremap() for op (which has its intent record). movedTo: where move_vma already
+ * put the VMA (the intent record says, when a replica took over a dead one's mremap past that
+ * step): then only the PTEs still at the old place move. Otherwise everything runs again from
+ * the top, which the tail zap and move_vma allow.
+ */
+export async function mremapSteps(
+  ctx: MmContext,
+  op: string,
+  pid: number,
+  s: number,
+  pages: number,
+  newPages: number,
+  movedTo: number | undefined,
+): Promise<{ addr: number; moved: number }> {
+  const addr = s * PAGE_SIZE;
   const sem = await mmapWriteLock(ctx, pid, op);
   try {
-    const vma = await ctx.store.findVma(pid, s);
-    if (!vma || s + pages > vma.end)
-      throw new MmlabError(
-        'EFAULT',
-        `[0x${addr.toString(16)}, +${pages} pages) is not one mapping`,
-      );
     const keep = Math.min(pages, newPages);
-    if (keep < pages) await zapPageRange(ctx, op, pid, s + keep, s + pages, 'unmap');
-    const m = await ctx.store.vmaMove(pid, sem.lease.value, s, pages, newPages);
-    if (m.r !== 'OK') throw new MmlabError(m.r, `move_vma of pid ${pid} at 0x${addr.toString(16)}`);
-    const delta = m.n - s;
+    let n = movedTo;
+    if (n === undefined) {
+      const vma = await ctx.store.findVma(pid, s);
+      if (!vma || s + pages > vma.end)
+        throw new MmlabError(
+          'EFAULT',
+          `[0x${addr.toString(16)}, +${pages} pages) is not one mapping`,
+        );
+      if (keep < pages) await zapPageRange(ctx, op, pid, s + keep, s + pages, 'unmap');
+      const m = await ctx.store.vmaMove(
+        pid,
+        sem.lease.value,
+        s,
+        pages,
+        newPages,
+        ctx.intents.get(op),
+      );
+      if (m.r !== 'OK')
+        throw new MmlabError(m.r, `move_vma of pid ${pid} at 0x${addr.toString(16)}`);
+      n = m.n;
+      await crashPoint(ctx, 'mremap.vma_moved');
+    }
+    const delta = n - s;
     const mmunStart = addr; /* For mmu_notifiers */
     const mmunEnd = (s + keep) * PAGE_SIZE; /* For mmu_notifiers */
     const range = await invalidateRangeStart(ctx, op, pid, mmunStart, mmunEnd, 'unmap');
     let moved = 0;
     try {
+      await crashPoint(ctx, 'mremap.move_started');
       // The old page tables' locks; the new range is not reachable by anyone while we hold
       // mmap_sem for write (faults there wait for it), so its tables need no lock here.
       await withinRange(range, () =>
@@ -49,22 +90,24 @@ export async function doMremap(
           const r = await ctx.store.movePtes(pid, lock, lease.value, lease.token, ps, pe, delta);
           if (!r) throw staleLease(ctx, held, 'move_ptes');
           moved += r.moved;
+          await crashPoint(ctx, 'mremap.moved');
           if (r.moved) await flushTlbRange(ctx, op, pid, ps * PAGE_SIZE, pe * PAGE_SIZE, r.cpumask);
         }),
       );
     } finally {
       await invalidateRangeEnd(ctx, range, mmunStart, mmunEnd);
     }
+    await crashPoint(ctx, 'mremap.range_ended');
     ctx.tracer.emit({
       kind: 'vma.move',
       op,
       pid,
       from: addr,
-      to: m.n * PAGE_SIZE,
+      to: n * PAGE_SIZE,
       pages,
       newPages,
     });
-    return { addr: m.n * PAGE_SIZE, moved };
+    return { addr: n * PAGE_SIZE, moved };
   } finally {
     await mmapWriteUnlock(ctx, sem);
   }

@@ -24,10 +24,22 @@
  *                                            SIGCONT; renews its lease
  *   invClaim(7: mm-0.a1 → mm-1.c3) → OK
  *   range_end(7) to hca0                     invalidateRangeEnd(7): invClaim → LOST, no end
+ *
+ * The same scan finishes the multi-step operations (intent records, intent.ts) of dead
+ * incarnations: at the first scan that finds the owner's lease gone, since the take-over fences
+ * the owner (a stopped one that resumes is refused the operation's PT locks), so nothing is lost
+ * by not waiting a second TTL. The caller of the operation gets EOWNERDEAD from here, within
+ * about one lease TTL and a half-scan of the death.
  */
-import type { OpenInvalidation } from '@mmlab/model';
+import type { Intent, OpenInvalidation } from '@mmlab/model';
+import { MmlabError, PAGE_SIZE, type Prot } from '@mmlab/protocol';
 import type { MmContext } from './context';
 import { invalidateRangeEndForDead } from './mmu_notifier';
+import { intentEnd, putCleared } from './intent';
+import { munmapSteps } from './mmap';
+import { mprotectSteps } from './mprotect';
+import { mremapSteps } from './mremap';
+import { flushTlbRange } from './tlbflush';
 
 export class OrphanRangeReaper {
   private readonly deadSince = new Map<string, number>();
@@ -36,6 +48,8 @@ export class OrphanRangeReaper {
   private running: Promise<number> | null = null;
   /** invs this replica is finishing (a slow subscriber's end must not hold up the scans) */
   private readonly finishing = new Set<string>();
+  /** intents this replica is taking over */
+  private readonly finishingIntents = new Set<string>();
 
   constructor(
     private readonly ctx: MmContext,
@@ -69,12 +83,14 @@ export class OrphanRangeReaper {
 
   private async scanOnce(): Promise<number> {
     const { store, incarnation, env } = this.ctx;
-    const open = (
-      await Promise.all((await store.processes()).map((pid) => store.openInvalidations(pid)))
-    )
+    const pids = await store.processes();
+    const open = (await Promise.all(pids.map((pid) => store.openInvalidations(pid))))
       .flat()
       .filter((o) => o.owner !== incarnation);
-    const owners = [...new Set(open.map((o) => o.owner))];
+    const intents = (await Promise.all(pids.map((pid) => store.intents(pid))))
+      .flat()
+      .filter((i) => i.owner !== incarnation && !this.finishingIntents.has(i.id));
+    const owners = [...new Set([...open.map((o) => o.owner), ...intents.map((i) => i.owner)])];
     const alive = new Map(
       await Promise.all(owners.map(async (w) => [w, await store.mmIsAlive(w)] as const)),
     );
@@ -90,7 +106,69 @@ export class OrphanRangeReaper {
     }
     const orphans = open.filter((o) => dead.has(o.owner) && !this.finishing.has(o.inv));
     for (const o of orphans) void this.finish(o);
-    return orphans.length;
+    const taken = intents.filter((i) => alive.get(i.owner) === false);
+    for (const i of taken) void this.finishIntent(i);
+    return orphans.length + taken.length;
+  }
+
+  /**
+   * Take over the operation a dead incarnation left half done (intent.ts): answer its caller,
+   * put the frames it cleared and never put (after a TLB shootdown of its range: it may have
+   * died before its own), and run the operation again from the top under the same record.
+   * munmap, mprotect and mremap are idempotent given their record, so this rolls them forward.
+   */
+  private async finishIntent(i: Intent): Promise<void> {
+    const { ctx } = this;
+    this.finishingIntents.add(i.id);
+    try {
+      const claim = await ctx.store.intentClaim(i.pid, i.id, i.owner, ctx.incarnation);
+      if (claim.r !== 'OK') return;
+      // Read it again: only now can the dead (or stopped) owner add nothing more to it.
+      const cur = (await ctx.store.intents(i.pid)).find((x) => x.id === i.id);
+      if (!cur) return;
+      this.log.warn(`taking over ${cur.rec.syscall} ${i.id} of pid ${i.pid} from dead ${i.owner}`);
+      if (cur.rec.reply)
+        ctx.rpc.nc.publish(
+          cur.rec.reply.to,
+          JSON.stringify({
+            id: cur.rec.reply.id,
+            err: new MmlabError(
+              'EOWNERDEAD',
+              `${i.owner} died during ${cur.rec.syscall} of pid ${i.pid}; ${ctx.instance} finishes it`,
+            ).toWire(),
+            isDisposed: true,
+          }),
+        );
+      const op = ctx.ids.next(cur.rec.syscall);
+      ctx.intents.set(op, { pid: i.pid, id: i.id, owner: ctx.incarnation, batch: cur.batch });
+      const a = cur.rec.args as { addr: number; pages: number; newPages?: number; prot?: Prot };
+      const s = a.addr / PAGE_SIZE;
+      try {
+        // The dead one may have changed PTEs and died before its shootdown (a writable entry
+        // left behind by mprotect, an old address by mremap, a frame by munmap): shoot the
+        // whole range down first, then put what it cleared.
+        const cpus = await ctx.store.cpumask(i.pid);
+        await flushTlbRange(ctx, op, i.pid, a.addr, a.addr + a.pages * PAGE_SIZE, cpus);
+        if (cur.cleared.length) await putCleared(ctx, op, cur.cleared);
+        switch (cur.rec.syscall) {
+          case 'munmap':
+            await munmapSteps(ctx, op, i.pid, s, a.pages);
+            break;
+          case 'mprotect':
+            await mprotectSteps(ctx, op, i.pid, s, a.pages, a.prot!);
+            break;
+          case 'mremap':
+            await mremapSteps(ctx, op, i.pid, s, a.pages, a.newPages ?? a.pages, cur.newVpn);
+            break;
+        }
+      } finally {
+        await intentEnd(ctx, op);
+      }
+    } catch (e) {
+      this.log.warn(`${i.id} of pid ${i.pid} not finished: ${String(e)}`);
+    } finally {
+      this.finishingIntents.delete(i.id);
+    }
   }
 
   private async finish(o: OpenInvalidation): Promise<void> {

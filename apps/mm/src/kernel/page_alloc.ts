@@ -19,14 +19,18 @@ export async function allocPage(
   return f;
 }
 
-/** put_page() for each frame a mapping dropped; frames whose refcount reached 0 are freed. */
+/**
+ * put_page() for each frame a mapping dropped; frames whose refcount reached 0 are freed. With
+ * a batch id, a batch already applied (by a replica that died after it) is not applied again.
+ */
 export async function putPages(
   ctx: MmContext,
   op: string,
   frames: Frame[],
   kind: 'map' | 'ref' = 'map',
+  batch = '',
 ): Promise<number> {
-  const { freed, bad } = await ctx.store.putPages(frames, kind);
+  const { freed, bad } = await ctx.store.putPages(frames, kind, batch);
   const gens = new Map(frames.map((f) => [f.pfn, f.gen]));
   for (const pfn of freed) ctx.tracer.emit({ kind: 'frame.free', op, pfn, gen: gens.get(pfn)! });
   if (bad.length)

@@ -1,0 +1,265 @@
+/**
+ * An mm replica dying at every step of munmap, mprotect and mremap (a crash point armed on both
+ * replicas: the first to reach it dies there with SIGKILL): the other replica takes the
+ * operation over from its intent record, its caller gets EOWNERDEAD instead of waiting for its
+ * RPC timeout, and mmlab fsck then finds nothing — no PTE outside a VMA, no leaked frame, no
+ * lease or open invalidation of the dead replica — with the operation's effect complete (rolled
+ * forward). A replica that was only stopped (SIGSTOP) past its liveness lease and resumes after
+ * the take-over is refused the page tables of the operation (fenced), and writes nothing.
+ *
+ * Real nats-server, redis-server and services: two mm replicas (lease TTL 600 ms), one CPU and
+ * hca0 with an ODP MR over the range (each invalidation takes the device 100 ms).
+ */
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { type EventOf, MmlabError, PAGE_SIZE, type Prot, type TraceEvent } from '@mmlab/protocol';
+import { type Store, crashKey } from '@mmlab/model';
+import type { RpcClient } from '@mmlab/runtime';
+import type { LocalLab } from '@mmlab/runner';
+import { type TestLab, type TraceLog, codeOf, startTestLab, until } from '@mmlab/testing';
+
+const LEASE_TTL_MS = 600;
+const codeOfError = (e: unknown): string => (e instanceof MmlabError ? e.code : String(e));
+const MMS = ['mm-0', 'mm-1'];
+const HCA = 'hca0';
+
+/** Every crash point of each syscall, in the order the syscall reaches them. */
+const POINTS = {
+  munmap: [
+    'munmap.intent',
+    'munmap.vma_unmapped',
+    'munmap.range_started',
+    'munmap.zapped',
+    'munmap.flushed',
+    'munmap.freed',
+    'munmap.range_ended',
+  ],
+  mprotect: [
+    'mprotect.intent',
+    'mprotect.vma_protected',
+    'mprotect.range_started',
+    'mprotect.changed',
+    'mprotect.range_ended',
+  ],
+  // a shrink: the tail is zapped (munmap's steps) before the VMA moves
+  mremap: [
+    'mremap.intent',
+    'mremap.range_started',
+    'mremap.zapped',
+    'mremap.flushed',
+    'mremap.freed',
+    'mremap.vma_moved',
+    'mremap.move_started',
+    'mremap.moved',
+    'mremap.range_ended',
+  ],
+} as const;
+
+describe('an mm replica dying at each step of a multi-step change', () => {
+  let t: TestLab | undefined;
+  let lab: LocalLab;
+  let rpc: RpcClient;
+  let store: Store;
+  let trace: TraceLog;
+  /** how long each caller waited for its answer after the death (ms), by point */
+  const answeredAfter: Record<string, number> = {};
+
+  beforeAll(async () => {
+    t = await startTestLab(
+      {
+        mode: 'patched',
+        frames: 48,
+        cpus: 1,
+        mmReplicas: 2,
+        leaseTtlMs: LEASE_TTL_MS,
+        observer: false,
+        subscribers: [{ name: HCA, kind: 'hca', invalidateLatencyMs: 100 }],
+      },
+      { rpcTimeoutMs: 20_000 },
+    );
+    ({ lab, rpc, store, trace } = t);
+  });
+  afterAll(async () => {
+    console.log(`caller answered after the death (ms): ${JSON.stringify(answeredAfter)}`);
+    await t?.stop();
+  });
+
+  /** 4 pages written by cpu0 (values 10..13) and mapped by hca0 through an ODP MR. */
+  async function space() {
+    const { pid } = await rpc.call('processCreate', {});
+    const { addr } = await rpc.call('mmap', { pid, pages: 4, prot: 'rw' });
+    const page = (i: number) => addr + i * PAGE_SIZE;
+    for (let i = 0; i < 4; i++)
+      await rpc.call('cpuAccess', { pid, addr: page(i), op: 'write', value: 10 + i }, { id: 0 });
+    const { mr } = await rpc.call(
+      'hcaRegMr',
+      { pid, addr, pages: 4, odp: true, access: ['read', 'write'] },
+      { id: HCA },
+    );
+    for (let i = 0; i < 4; i++) await rpc.call('hcaRdmaRead', { mr, addr: page(i) }, { id: HCA });
+    return { pid, addr, page };
+  }
+
+  let n = 0;
+  /** Arm point on both replicas (one fires), run call; → its outcome and who died when. */
+  async function dieAt<T>(point: string, call: () => Promise<T>, action: 'kill' | 'stop' = 'kill') {
+    const token = `${point}#${++n}`;
+    for (const m of MMS) await rpc.call('mmCrashPoint', { point, token, action }, { id: m });
+    const outcome = await call().then(
+      (value) => ({ value, code: null as string | null, at: Date.now() }),
+      async (e: unknown) => ({
+        value: null,
+        code: codeOfError(e),
+        at: Date.now(),
+      }),
+    );
+    const fired = await store.redis.get(crashKey(token));
+    expect(fired, `crash point ${point} was reached`).not.toBeNull();
+    const [dead, when] = fired!.split('|');
+    const survivor = MMS.find((m) => m !== dead)!;
+    await rpc.call('mmCrashPoint', { point: '', token, action }, { id: survivor });
+    return { outcome, dead, survivor, diedAt: Number(when) };
+  }
+
+  /** After the take-over: nothing for fsck to find; then the dead replica comes back. */
+  async function afterDeath(
+    point: string,
+    d: { dead: string; diedAt: number; outcome: { at: number } },
+  ) {
+    answeredAfter[point] = d.outcome.at - d.diedAt;
+    const r = await t!.fsck(4 * LEASE_TTL_MS);
+    expect(r.findings.map((f) => `${f.code} ${f.message}`)).toEqual([]);
+    await lab.start(d.dead);
+  }
+
+  for (const point of POINTS.munmap)
+    it(`munmap, killed at ${point}: rolled forward, the caller told EOWNERDEAD`, async () => {
+      const { pid, page } = await space();
+      const d = await dieAt(point, () => rpc.call('munmap', { pid, addr: page(1), pages: 2 }));
+      expect(d.outcome.code).toBe('EOWNERDEAD');
+      await afterDeath(point, d);
+      // the range is gone for every agent; the rest is intact
+      for (const i of [1, 2])
+        expect(
+          await codeOf(rpc.call('cpuAccess', { pid, addr: page(i), op: 'read' }, { id: 0 })),
+        ).toBe('SIGSEGV');
+      for (const i of [0, 3])
+        expect(
+          (await rpc.call('cpuAccess', { pid, addr: page(i), op: 'read' }, { id: 0 })).value,
+        ).toBe(10 + i);
+      expect([...(await store.pageTable(pid)).keys()].sort()).toEqual([
+        page(0) / PAGE_SIZE,
+        page(3) / PAGE_SIZE,
+      ]);
+    });
+
+  for (const point of POINTS.mprotect)
+    it(`mprotect, killed at ${point}: rolled forward`, async () => {
+      const { pid, page } = await space();
+      const prot: Prot = 'r';
+      const d = await dieAt(point, () =>
+        rpc.call('mprotect', { pid, addr: page(0), pages: 3, prot }),
+      );
+      expect(d.outcome.code).toBe('EOWNERDEAD');
+      await afterDeath(point, d);
+      for (const i of [0, 1, 2])
+        expect(
+          await codeOf(
+            rpc.call('cpuAccess', { pid, addr: page(i), op: 'write', value: 1 }, { id: 0 }),
+          ),
+        ).toBe('SIGSEGV');
+      expect(
+        (await rpc.call('cpuAccess', { pid, addr: page(3), op: 'write', value: 7 }, { id: 0 }))
+          .value,
+      ).toBe(7);
+    });
+
+  for (const point of POINTS.mremap)
+    it(`mremap (shrink), killed at ${point}: rolled forward`, async () => {
+      const { pid, addr, page } = await space();
+      const d = await dieAt(point, () => rpc.call('mremap', { pid, addr, pages: 4, newPages: 2 }));
+      expect(d.outcome.code).toBe('EOWNERDEAD');
+      await afterDeath(point, d);
+      // the old range is gone; the first two pages live at the new place with their data
+      expect(
+        await codeOf(rpc.call('cpuAccess', { pid, addr: page(0), op: 'read' }, { id: 0 })),
+      ).toBe('SIGSEGV');
+      const vmas = await store.vmas(pid);
+      expect(vmas).toHaveLength(1);
+      expect(vmas[0].end - vmas[0].start).toBe(2);
+      const to = vmas[0].start * PAGE_SIZE;
+      for (const i of [0, 1])
+        expect(
+          (await rpc.call('cpuAccess', { pid, addr: to + i * PAGE_SIZE, op: 'read' }, { id: 0 }))
+            .value,
+        ).toBe(10 + i);
+    });
+
+  it('a replica stopped past its lease is fenced: the take-over wins, its later writes are refused', async () => {
+    const { pid, page } = await space();
+    // Stopped after mprotect(r)'s range start, before any PTE changed.
+    const d = await dieAt(
+      'mprotect.range_started',
+      () => rpc.call('mprotect', { pid, addr: page(0), pages: 2, prot: 'r' }),
+      'stop',
+    );
+    expect(d.outcome.code).toBe('EOWNERDEAD');
+    const r = await t!.fsck(4 * LEASE_TTL_MS);
+    expect(r.findings.map((f) => f.message)).toEqual([]);
+    // The survivor finished the mprotect; the program goes on: writable again, and written.
+    // (A request the queue group gives the stopped replica is not answered: sent again.)
+    const again = async <T>(call: () => Promise<T>): Promise<T> => {
+      for (let i = 0; ; i++) {
+        try {
+          return await call();
+        } catch (e) {
+          if (i > 10 || codeOfError(e) !== 'ETIMEDOUT') throw e;
+        }
+      }
+    };
+    await again(() =>
+      rpc.call('mprotect', { pid, addr: page(0), pages: 2, prot: 'rw' }, { timeoutMs: 1500 }),
+    );
+    await again(() =>
+      rpc.call(
+        'cpuAccess',
+        { pid, addr: page(0), op: 'write', value: 42 },
+        { id: 0, timeoutMs: 8000 },
+      ),
+    );
+    const before = await store.pageTable(pid);
+    expect(before.get(page(0) / PAGE_SIZE)?.writable).toBe(true);
+    // SIGCONT: the stopped replica goes on with its old mprotect(r), and is refused its PT locks
+    // (unfenced, it would write-protect page 0 again under a writable VMA, long after the fact).
+    const resumed = trace.events.length;
+    lab.signal(d.dead, 'SIGCONT');
+    // Its next step: a PT lock taken (unfenced), or refused (fenced).
+    let next: TraceEvent | undefined;
+    await until(
+      () =>
+        (next = trace.events
+          .slice(resumed)
+          .find(
+            (e) =>
+              (e.kind === 'pte.reject' || e.kind === 'ptl.acquire') &&
+              e.instance === d.dead &&
+              e.pid === pid,
+          )) !== undefined,
+      'the resumed replica going on with its mprotect',
+    );
+    await t!.settled();
+    expect(await store.pageTable(pid)).toEqual(before);
+    expect(next).toMatchObject({ kind: 'pte.reject' });
+    // (by the survivor, which has finished it and forgotten the record by now)
+    expect((next as EventOf<'pte.reject'>).reason).toMatch(
+      new RegExp(
+        `taken over (by ${d.survivor}\\.|and finished by another replica): incarnation fenced`,
+      ),
+    );
+    expect(
+      (await rpc.call('cpuAccess', { pid, addr: page(0), op: 'write', value: 43 }, { id: 0 }))
+        .value,
+    ).toBe(43);
+    const after = await t!.fsck(4 * LEASE_TTL_MS);
+    expect(after.findings.map((f) => f.message)).toEqual([]);
+  });
+});
