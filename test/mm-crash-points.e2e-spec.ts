@@ -67,7 +67,7 @@ describe('an mm replica dying at each step of a multi-step change', () => {
     t = await startTestLab(
       {
         mode: 'patched',
-        frames: 48,
+        frames: 128,
         cpus: 1,
         mmReplicas: 2,
         leaseTtlMs: LEASE_TTL_MS,
