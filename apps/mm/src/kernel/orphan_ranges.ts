@@ -150,16 +150,26 @@ export class OrphanRangeReaper {
         const cpus = await ctx.store.cpumask(i.pid);
         await flushTlbRange(ctx, op, i.pid, a.addr, a.addr + a.pages * PAGE_SIZE, cpus);
         if (cur.cleared.length) await putCleared(ctx, op, cur.cleared);
-        switch (cur.rec.syscall) {
-          case 'munmap':
-            await munmapSteps(ctx, op, i.pid, s, a.pages);
+        // Contention past the deadline (EAGAIN) changes nothing: try again, a few times.
+        for (let attempt = 1; ; attempt++) {
+          try {
+            const it = (await ctx.store.intents(i.pid)).find((x) => x.id === i.id);
+            switch (cur.rec.syscall) {
+              case 'munmap':
+                await munmapSteps(ctx, op, i.pid, s, a.pages);
+                break;
+              case 'mprotect':
+                await mprotectSteps(ctx, op, i.pid, s, a.pages, a.prot!);
+                break;
+              case 'mremap':
+                await mremapSteps(ctx, op, i.pid, s, a.pages, a.newPages ?? a.pages, it?.newVpn);
+                break;
+            }
             break;
-          case 'mprotect':
-            await mprotectSteps(ctx, op, i.pid, s, a.pages, a.prot!);
-            break;
-          case 'mremap':
-            await mremapSteps(ctx, op, i.pid, s, a.pages, a.newPages ?? a.pages, cur.newVpn);
-            break;
+          } catch (e) {
+            if (!(e instanceof MmlabError && e.code === 'EAGAIN') || attempt >= 5) throw e;
+            this.log.warn(`${i.id} of pid ${i.pid}: ${e.message}; again`);
+          }
         }
       } finally {
         await intentEnd(ctx, op);
