@@ -9,8 +9,8 @@
  *   mrs      MR number → MemoryRegion; numbers are never reused by one device incarnation
  *   mms      pid → PerMm (registration, ODP MRs, invalidation state); created on first use
  *   inflight (ctx) RDMA operations using an MTT entry, drained by invalidations and dereg
- *   lease    the liveness lease mm checks before it gives up on a slow callback
- *   faults   the callback-level faults the lab's nemesis set (subChaos); [] when healthy
+ *   notifier the subscriber core (libs/subscriber) with this device's handlers (UmemNotifier):
+ *            the callback envelope, the liveness lease, the fence, the callback faults
  */
 import {
   type Access,
@@ -22,10 +22,10 @@ import {
   isPageAligned,
   vpnOf,
 } from '@mmlab/protocol';
-import { CallbackFaults, now } from '@mmlab/runtime';
+import { type CallbackFaults, now } from '@mmlab/runtime';
+import { NotifierSubscriber } from '@mmlab/subscriber';
 import type { HcaContext } from './context';
 import { PerMm } from './ib_ucontext_per_mm';
-import { LivenessLease } from '@mmlab/model';
 import { MemoryRegion } from './mr';
 import type { MttEntry } from './mtt';
 import { pagefaultRealMr } from './pagefault';
@@ -44,48 +44,57 @@ export interface DmaResult {
 }
 
 export class Hca {
-  readonly notifier: UmemNotifier;
-  readonly faults: CallbackFaults;
+  readonly notifier: NotifierSubscriber;
   private readonly mrs = new Map<number, MemoryRegion>();
   private readonly mms = new Map<number, PerMm>();
   private nextMr = 1;
-  private readonly lease: LivenessLease;
 
   constructor(
     readonly ctx: HcaContext,
     /** crash (a callback fault): default SIGKILL to this process */
     kill?: () => void,
   ) {
-    this.lease = new LivenessLease(ctx.store, ctx.name, ctx.env.MMLAB_SUBSCRIBER_LEASE_MS, ctx.log);
-    this.faults = new CallbackFaults({
-      agent: ctx.name,
-      seed: ctx.env.MMLAB_SEED,
-      tracer: ctx.tracer,
-      lease: this.lease,
-      kill,
-    });
-    this.notifier = new UmemNotifier(ctx, (pid) => this.mmOf(pid), this.faults);
+    this.notifier = new NotifierSubscriber(
+      {
+        name: ctx.name,
+        store: ctx.store,
+        tracer: ctx.tracer,
+        ids: ctx.ids,
+        leaseMs: ctx.env.MMLAB_SUBSCRIBER_LEASE_MS,
+        seed: ctx.env.MMLAB_SEED,
+        log: ctx.log,
+        kill,
+        spanPrefix: 'ib_umem_notifier_',
+      },
+      new UmemNotifier(
+        ctx,
+        (pid) => this.mmOf(pid),
+        (inv) => this.notifier.seen('invalidate_range_end', inv),
+      ),
+    );
   }
 
   get name(): string {
     return this.ctx.name;
   }
 
+  /** the callback-level faults the lab's nemesis set (subChaos); [] when healthy */
+  get faults(): CallbackFaults {
+    return this.notifier.faults;
+  }
+
   /** Power on: take the liveness lease and lift any fence of a previous incarnation. */
-  async start(): Promise<void> {
-    await this.lease.start();
+  start(): Promise<void> {
+    return this.notifier.start();
   }
 
   stop(): void {
-    this.lease.stop();
+    this.notifier.stop();
   }
 
-  /**
-   * subChaos: set the callback-level faults (the whole list; [] heals). A heal never lifts a
-   * fence mm put on this device (late-ack, or a lease lost otherwise): only a restart does.
-   */
+  /** subChaos: the callback-level faults (a heal never lifts a fence: only a restart does). */
   subChaos(req: ReqParsed<'subChaos'>): { active: ReqParsed<'subChaos'>['faults'] } {
-    return { active: this.faults.set(req.faults) };
+    return this.notifier.subChaos(req);
   }
 
   mmOf(pid: number): PerMm {
@@ -259,18 +268,8 @@ export class Hca {
     mr.mtt.touch(vpn);
     const tStart = now();
     try {
-      const f = await this.ctx.store.frameAccess(e.pfn, op, value, this.name);
-      if (f === 'FENCED') {
-        this.ctx.tracer.emit({
-          kind: 'access.refused',
-          op: opId,
-          agent: this.name,
-          pid: mr.pid,
-          addr,
-          reason: 'fenced: liveness lease expired',
-        });
-        throw new MmlabError('ENODEV', `${this.name} is fenced off: its DMA is refused`);
-      }
+      // A fenced device's DMA is refused (ENODEV).
+      const f = await this.notifier.frameAccess({ op: opId, pid: mr.pid, addr }, e.pfn, op, value);
       if (!f) throw new MmlabError('EFAULT', `no frame ${e.pfn}`);
       const frameFree = f.state === 'free';
       this.ctx.tracer.emit({

@@ -10,7 +10,7 @@
  *   - a released mm (release received) is revived only by a new registration.
  */
 import { Mutex } from 'async-mutex';
-import { IntervalNotifier } from './mmu_interval_notifier';
+import { IntervalNotifier } from '@mmlab/subscriber';
 import type { MemoryRegion } from './mr';
 
 export class PerMm {

@@ -9,7 +9,7 @@
  *   - `writable` only when both the MR allows writes and mm mapped the page writable;
  *   - `young` is set by every DMA through the entry and cleared only by clear_flush_young.
  * For an ODP MR, an entry exists only between an install whose read_retry passed and the
- * invalidation, change_pte, release or dereg that removes it (see mmu_interval_notifier.ts).
+ * invalidation, change_pte, release or dereg that removes it (see libs/subscriber mmu_interval_notifier.ts).
  */
 export interface MttEntry {
   pfn: number;
