@@ -28,7 +28,7 @@ import type { HcaContext } from './context';
 import { PerMm } from './ib_ucontext_per_mm';
 import { MemoryRegion } from './mr';
 import type { MttEntry } from './mtt';
-import { pagefaultRealMr } from './pagefault';
+import { pagefaultSingleDataSegment } from './pagefault';
 import { mlx5IbAdviseMrPrefetch } from './prefetch';
 import { UmemNotifier } from './umem_notifier';
 
@@ -66,11 +66,7 @@ export class Hca {
         kill,
         spanPrefix: 'ib_umem_notifier_',
       },
-      new UmemNotifier(
-        ctx,
-        (pid) => this.mmOf(pid),
-        (inv) => this.notifier.seen('invalidate_range_end', inv),
-      ),
+      new UmemNotifier(ctx, (pid) => this.mmOf(pid)),
     );
   }
 
@@ -135,23 +131,25 @@ export class Hca {
   ): Promise<{ mr: number }> {
     const mm = this.mmOf(pid);
     return mm.regLock.runExclusive(async () => {
-      if (mm.registered && mm.notifier.isReleased)
+      if (mm.registered && mm.released)
         throw new MmlabError('ESRCH', `pid ${pid} has exited (release received)`);
       if (!mm.registered) {
         await this.ctx.rpc.call('notifierRegister', { pid, subscriber: this.name });
         mm.registered = true;
-        mm.notifier.revive();
       }
       const mr = new MemoryRegion(this.nextMr++, pid, addr, pages, true, access);
-      mm.odpMrs.add(mr);
+      mm.addUmem(mr);
       this.mrs.set(mr.id, mr);
       return { mr: mr.id };
     });
   }
 
   /**
-   * ib_umem_get(): pin_user_pages(FOLL_LONGTERM) over the whole range now (mm answers ENOMEM
-   * when it does not fit), program the MTT at once, and register no notifier: the pre-ODP way.
+   * ib_umem_get(): pin the whole range now and program the MTT at once, registering no
+   * notifier: the pre-ODP way. mm checks the pages against the process's RLIMIT_MEMLOCK
+   * (pinned_vm) before it touches one (ENOMEM), and faults them for write ALWAYS (write=1,
+   * force=!writable): a pinned registration breaks COW even for a read-only MR.
+   * Models: ib_umem_get() (drivers/infiniband/core/umem.c, 3.19).
    */
   private async ibUmemGet(
     pid: number,
@@ -164,7 +162,8 @@ export class Hca {
       pid,
       addr,
       pages,
-      write: access.has('write'),
+      write: true,
+      force: !access.has('write'),
       pin: true,
       agent: this.name,
     });
@@ -196,7 +195,7 @@ export class Hca {
     if (mr.odp) {
       const mm = this.mmOf(mr.pid);
       await mm.regLock.runExclusive(async () => {
-        mm.odpMrs.delete(mr);
+        mm.removeUmem(mr);
         if (mm.odpMrs.size > 0 || !mm.registered) return;
         mm.registered = false;
         try {
@@ -209,6 +208,7 @@ export class Hca {
       });
     } else if (mr.pinned.length > 0) {
       await this.ctx.rpc.call('unpin', {
+        pid: mr.pid,
         pages: mr.pinned.map((p) => ({ pfn: p.pfn, gen: p.gen })),
         agent: this.name,
       });
@@ -219,6 +219,7 @@ export class Hca {
   /**
    * An RDMA READ or WRITE on one page of an MR: MTT lookup; a miss (or a write through a
    * read-only entry) raises a network page fault and the lookup is retried; then the DMA.
+   * Models: mlx5_ib_mr_wqe_pfault_handler() → pagefault_single_data_segment() (odp.c, 3.19).
    */
   async rdma(mrId: number, addr: number, op: Access, value?: number): Promise<DmaResult> {
     const opId = this.ctx.ids.next(op === 'read' ? 'rdma_read' : 'rdma_write');
@@ -232,8 +233,7 @@ export class Hca {
         );
       if (!mr.access.has(op))
         throw new MmlabError('EPERM', `MR ${mrId} does not allow remote ${op}s`);
-      const mm = this.mmOf(mr.pid);
-      if (mr.odp && mm.notifier.isReleased)
+      if (mr.odp && mr.dying)
         throw new MmlabError('EFAULT', `pid ${mr.pid} of MR ${mrId} was released`);
       const vpn = vpnOf(addr);
       const e = mr.mtt.get(vpn);
@@ -243,9 +243,12 @@ export class Hca {
         throw new MmlabError('EFAULT', `pinned MR ${mrId} has no translation for ${hex(addr)}`);
       if (npf >= MAX_NPF_PER_ACCESS)
         throw new MmlabError('EAGAIN', `${npf} page faults at ${hex(addr)} of MR ${mrId}`);
-      // A read faults read-only even on a writable MR (mlx5 sets MLX5_PF_FLAGS_DOWNGRADE for
-      // a fault that is not a write), so a read never breaks COW nor needs write permission.
-      await pagefaultRealMr(this.ctx, mm, mr, addr, 1, op === 'write', opId);
+      // Every network fault of a writable MR asks for write access, reads included (3.19
+      // pagefault_single_data_segment: access_mask |= ODP_WRITE_ALLOWED_BIT when the umem is
+      // writable; the read-only downgrade is for prefetch only, v5.0): a read breaks COW like a
+      // write, and fails (EFAULT) on a page the mapping makes read-only. A read-only MR faults
+      // for read.
+      await pagefaultSingleDataSegment(this.ctx, mr, addr, 1, mr.writable, opId);
     }
   }
 
@@ -310,12 +313,11 @@ export class Hca {
       );
     if (req.write && !mr.writable)
       throw new MmlabError('EPERM', `MR ${req.mr} does not allow writes`);
-    const mm = this.mmOf(mr.pid);
-    if (mr.odp && mm.notifier.isReleased)
+    if (mr.odp && mr.dying)
       throw new MmlabError('EFAULT', `pid ${mr.pid} of MR ${req.mr} was released`);
     const op = this.ctx.ids.next('prefetch');
     return {
-      mapped: await mlx5IbAdviseMrPrefetch(this.ctx, mm, mr, req.addr, req.pages, req.write, op),
+      mapped: await mlx5IbAdviseMrPrefetch(this.ctx, mr, req.addr, req.pages, req.write, op),
     };
   }
 }

@@ -1,21 +1,29 @@
 /**
- * Models: ib_umem_notifier_ops (drivers/infiniband/core/umem_odp.c, 2014: release,
- * invalidate_page, invalidate_range_start, invalidate_range_end) with mlx5's per-umem
- * invalidation behind them, plus the 2012 change_pte, clear_flush_young and test_young: the
- * HCA's handlers, plugged into the subscriber core (NotifierSubscriber, libs/subscriber),
- * which gives them the envelope (mn.recv, PT-lock check, once per inv, mn.done, ack), the
- * callback faults, the liveness lease and the fence. Pinned MRs are never touched.
+ * Models: ib_umem_notifiers (drivers/infiniband/core/umem_odp.c, 3.19: release,
+ * invalidate_page, invalidate_range_start, invalidate_range_end) with mlx5_ib_invalidate_range()
+ * behind them, plus the 2012 change_pte, clear_flush_young and test_young (which 3.19's ODP
+ * does not have; kept until mm sends only what a subscriber implements). The HCA's handlers,
+ * plugged into the subscriber core (NotifierSubscriber, libs/subscriber), which gives them the
+ * envelope (mn.recv, PT-lock check, once per inv, mn.done, ack), the callback faults, the
+ * liveness lease and the fence. Pinned MRs are never touched.
  *
- * Each handler's first step — the interval-notifier bookkeeping the kernel's core does before
- * it calls the driver (start, set_seq, release) — happens in the tick of mn.recv; stall() (the
- * callback faults' latency, hang) comes where the driver's part begins (the zap, the device
- * wait). So nothing can be installed in a range after its mn.recv and before its end:
+ * Start and end are paired by RANGE, not by inv (ib_umem_notifier_invalidate_range_start/_end):
+ * start raises notifiers_count on every umem overlapping its range, end lowers it (and bumps
+ * notifiers_seq) on every umem overlapping ITS OWN range. An end sent with another range than
+ * its start (inject range-end-mismatch, the `haddr` bug) leaves a umem's count above 0 — its
+ * faults retry for ever (EAGAIN) — or lowers one it never raised (below 0: stuck too; or to 0
+ * while another invalidation is in progress: a fault maps inside it). A resent start is not
+ * counted twice: the subscriber core runs it once per inv.
+ *
+ * Each handler's accounting happens in the tick of mn.recv; stall() (the callback faults'
+ * latency, hang) comes where the driver's part begins (the zap, the device wait). So nothing
+ * can be installed in a range after its mn.recv and before its end:
  *
  *   fault (hca0)                              callbacks (hca0)
- *                                             recv range_start [a, b) → active, seq++ (same tick)
- *   lock umem_mutex; read_retry → retry       zap, device latency, drain DMA; ack
- *   read_begin(a): waits ...                  recv range_end → not active; faults woken
- *   ... gup again
+ *   s = notifiers_seq → 7; gup(a)             recv range_start [a, b): count 1 (same tick)
+ *   lock umem_mutex; retry(7): count 1        zap, device latency, drain DMA; ack
+ *   unlock; wait for the completion ...       recv range_end [a, b): seq 8, count 0 → complete
+ *   s = 8; gup(a) again
  */
 import { PAGE_SIZE, type ReqParsed, TASK_SIZE } from '@mmlab/protocol';
 import type { CallbackCtx, NotifierOps } from '@mmlab/subscriber';
@@ -35,24 +43,28 @@ export class UmemNotifier implements NotifierOps {
     private readonly ctx: HcaContext,
     /** the per-mm state of pid (created on first use) */
     private readonly mmOf: (pid: number) => PerMm,
-    /** has invalidate_range_end of inv been received (the subscriber core's log)? */
-    private readonly endSeen: (inv: string) => boolean,
   ) {}
 
-  /** invalidate_range_start → mlx5_ib_invalidate_range() for each overlapping ODP umem. */
+  /**
+   * Models: ib_umem_notifier_invalidate_range_start() → invalidate_range_start_trampoline()
+   * → mlx5_ib_invalidate_range() (umem_odp.c, odp.c, 3.19): count on every overlapping umem.
+   */
   readonly invalidateRangeStart = async (
     req: ReqParsed<'mnInvalidateRangeStart'>,
     { op, stall }: CallbackCtx,
   ): Promise<void> => {
     const mm = this.mmOf(req.pid);
-    // A start whose end already came (it cannot, from a correct mm) must not stay active.
-    if (this.endSeen(req.inv)) mm.notifier.setSeq();
-    else mm.notifier.start(req.inv, req.start, req.end);
+    mm.notifierStartAccount();
+    for (const mr of mm.overlapping(req.start, req.end)) mr.startAccount();
     await stall();
     await mlx5IbInvalidateRange(this.ctx, mm, req.start, req.end, op);
   };
 
-  /** invalidate_range_end: the range may be mapped again; waiting faults go on. */
+  /**
+   * Models: ib_umem_notifier_invalidate_range_end() → invalidate_range_end_trampoline()
+   * (umem_odp.c, 3.19): uncount on every umem overlapping THIS range (not its start's);
+   * waiting faults go on where a count comes back to 0.
+   */
   readonly invalidateRangeEnd = async (
     req: ReqParsed<'mnInvalidateRangeEnd'>,
     { stall }: CallbackCtx,
@@ -60,30 +72,37 @@ export class UmemNotifier implements NotifierOps {
     const mm = this.mmOf(req.pid);
     // A slow end keeps the range closed to faults longer: safe, never early.
     await stall();
-    mm.notifier.end(req.inv); // an unknown inv is still acked
+    for (const mr of mm.overlapping(req.start, req.end)) mr.endAccount();
+    mm.notifierEndAccount();
   };
 
-  /** invalidate_page (2012): start and end over one page, in one callback. */
+  /**
+   * Models: ib_umem_notifier_invalidate_page() → invalidate_page_trampoline() (umem_odp.c,
+   * 3.19): start, zap and end over one page, in one callback.
+   */
   readonly invalidatePage = async (
     req: ReqParsed<'mnInvalidatePage'>,
     { op, stall }: CallbackCtx,
   ): Promise<void> => {
     const mm = this.mmOf(req.pid);
     const page = pageOf(req.addr);
-    const k = `page|${req.inv}`;
-    mm.notifier.start(k, page.start, page.end);
+    const mrs = mm.overlapping(page.start, page.end);
+    mm.notifierStartAccount();
+    for (const mr of mrs) mr.startAccount();
     try {
       await stall();
       await mlx5IbInvalidateRange(this.ctx, mm, page.start, page.end, op);
     } finally {
-      mm.notifier.end(k);
+      for (const mr of mrs) mr.endAccount();
+      mm.notifierEndAccount();
     }
   };
 
   /**
-   * change_pte (KSM's set_pte_at_notify): drop the entry rather than follow the new pfn (the
-   * 2012 wrap in range_start/end has zapped it already). Runs without sleeping on umem_mutex —
-   * the kernel calls it under the PT lock — so the removal and set_seq share one tick.
+   * change_pte (KSM's set_pte_at_notify; not an op of 3.19's ODP): drop the entry rather than
+   * follow the new pfn, and bump the umem's seq so a fault in flight retries. Runs without
+   * sleeping on umem_mutex — the kernel calls it under the PT lock — so the removal and the
+   * bump share one tick.
    */
   readonly changePte = async (
     req: ReqParsed<'mnChangePte'>,
@@ -91,9 +110,10 @@ export class UmemNotifier implements NotifierOps {
   ): Promise<void> => {
     const mm = this.mmOf(req.pid);
     const page = pageOf(req.addr);
-    mm.notifier.setSeq();
-    for (const mr of mm.overlapping(page.start, page.end))
+    for (const mr of mm.overlapping(page.start, page.end)) {
+      mr.notifiers.bump();
       mr.zap(this.ctx, page.start, page.end, op);
+    }
     await stall();
     await this.ctx.inflight.drain(req.pid, page.start, page.end);
   };
@@ -119,15 +139,23 @@ export class UmemNotifier implements NotifierOps {
   };
 
   /**
-   * release: the mm is going away (exit, or our own unregister): zap everything of pid,
-   * wait for the device, and fail every fault and DMA on its ODP MRs from now on (EFAULT).
+   * release: the mm is going away (exit, or our own unregister). Models:
+   * ib_umem_notifier_release() → ib_umem_notifier_release_trampoline() (umem_odp.c, 3.19):
+   * every umem counted (never uncounted), marked dying, its waiting faults woken (to fail with
+   * EFAULT), then zapped whole; the device waited for.
    */
   readonly release = async (
     req: ReqParsed<'mnRelease'>,
     { op, stall }: CallbackCtx,
   ): Promise<void> => {
     const mm = this.mmOf(req.pid);
-    mm.notifier.release();
+    mm.notifierStartAccount();
+    mm.released = true;
+    for (const mr of mm.overlapping(0, TASK_SIZE)) {
+      mr.startAccount();
+      mr.dying = true;
+      mr.notifiers.completeAll();
+    }
     await stall();
     await mlx5IbInvalidateRange(this.ctx, mm, 0, TASK_SIZE, op);
   };

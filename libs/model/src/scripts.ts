@@ -121,6 +121,75 @@ return {freed, bad}
   ),
 
   /**
+   * unpin_user_pages() of a device's pins, all or nothing: every (pfn, gen) of ARGV[1..] must
+   * name a frame in use with that gen (else nothing is changed and the bad pfns are returned:
+   * the caller's error); then each loses the reference its pin took, and a frame whose
+   * refcount reaches 0 goes back on the free list. The zero page is never freed.
+   * → {'OK', freed pfns} | {'EINVAL', bad pfns}
+   */
+  unpinPages: s(
+    8,
+    `
+local bad = {}
+for i = 1, #ARGV, 2 do
+  local pfn, gen = ARGV[i], ARGV[i + 1]
+  local st = redis.call('HGET', KEYS[6], pfn)
+  if st ~= 'zero' and (st ~= 'used' or redis.call('HGET', KEYS[3], pfn) ~= gen
+      or tonumber(redis.call('HGET', KEYS[4], pfn) or '0') < 1) then
+    bad[#bad + 1] = tonumber(pfn)
+  end
+end
+if #bad > 0 then return {'EINVAL', bad} end
+local freed = {}
+for i = 1, #ARGV, 2 do
+  local pfn = ARGV[i]
+  if redis.call('HGET', KEYS[6], pfn) ~= 'zero' then
+    local ref = redis.call('HINCRBY', KEYS[4], pfn, -1)
+    if ref <= 0 then
+      redis.call('HSET', KEYS[4], pfn, 0); redis.call('HSET', KEYS[5], pfn, 0)
+      redis.call('HSET', KEYS[6], pfn, 'free')
+      redis.call('LPUSH', KEYS[2], pfn)
+      freed[#freed + 1] = tonumber(pfn)
+    end
+  end
+end
+return {'OK', freed}
+`,
+  ),
+
+  /**
+   * ib_umem_get()'s RLIMIT_MEMLOCK check and mm->pinned_vm update, in one step: charge ARGV[1]
+   * pages to the process's pinned_vm unless that would pass ARGV[2] (the limit).
+   * KEYS mm → {'OK', pinnedVm} | {'ENOMEM', pinnedVm} | {'ESRCH'}
+   */
+  pinnedVmCharge: s(
+    1,
+    `
+if redis.call('HGET', KEYS[1], 'state') ~= 'alive' then return {'ESRCH'} end
+local cur = tonumber(redis.call('HGET', KEYS[1], 'pinnedVm') or '0')
+local want = cur + tonumber(ARGV[1])
+if want > tonumber(ARGV[2]) then return {'ENOMEM', cur} end
+redis.call('HSET', KEYS[1], 'pinnedVm', want)
+return {'OK', want}
+`,
+  ),
+
+  /**
+   * ib_umem_release(): mm->pinned_vm -= ARGV[1] (never below 0; a process gone has none).
+   * KEYS mm → pinnedVm
+   */
+  pinnedVmUncharge: s(
+    1,
+    `
+if redis.call('HEXISTS', KEYS[1], 'state') == 0 then return 0 end
+local cur = tonumber(redis.call('HGET', KEYS[1], 'pinnedVm') or '0') - tonumber(ARGV[1])
+if cur < 0 then cur = 0 end
+redis.call('HSET', KEYS[1], 'pinnedVm', cur)
+return cur
+`,
+  ),
+
+  /**
    * A load or store through a translation: the access lands whatever the frame's state (as on
    * hardware); the caller compares the returned gen/state with its translation. An agent that
    * was fenced (its notifier lease expired) is refused.

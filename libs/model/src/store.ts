@@ -160,6 +160,44 @@ export class Store {
     return { freed: r[0].map(Number), bad: r[1].map(Number) };
   }
 
+  /**
+   * Drop the pins of pages, all or nothing: {bad} (nothing changed) when any (pfn, gen) is not
+   * a frame in use with that gen and a reference; else the pfns freed.
+   */
+  async unpinPages(
+    pages: Array<{ pfn: number; gen: number }>,
+  ): Promise<{ freed: number[] } | { bad: number[] }> {
+    if (pages.length === 0) return { freed: [] };
+    const args: Array<string | number> = [];
+    for (const p of pages) args.push(p.pfn, p.gen);
+    const r = (await this.run('unpinPages', MEM_KEYS, args)) as [string, number[]];
+    const pfns = r[1].map(Number);
+    return r[0] === 'OK' ? { freed: pfns } : { bad: pfns };
+  }
+
+  /** Charge pages to pid's pinned_vm within limit: the new total, or ENOMEM / ESRCH. */
+  async pinnedVmCharge(
+    pid: number,
+    pages: number,
+    limit: number,
+  ): Promise<
+    { ok: true; pinnedVm: number } | { ok: false; code: 'ENOMEM' | 'ESRCH'; pinnedVm: number }
+  > {
+    const r = (await this.run('pinnedVmCharge', [procKeys(pid).mm], [pages, limit])) as Reply;
+    if (r[0] === 'OK') return { ok: true, pinnedVm: Number(r[1]) };
+    return { ok: false, code: r[0] === 'ENOMEM' ? 'ENOMEM' : 'ESRCH', pinnedVm: Number(r[1] ?? 0) };
+  }
+
+  /** Give pages of pid's pinned_vm back; returns what is left. */
+  async pinnedVmUncharge(pid: number, pages: number): Promise<number> {
+    return Number(await this.run('pinnedVmUncharge', [procKeys(pid).mm], [pages]));
+  }
+
+  /** pid's pinned_vm (pages pinned by devices for it). */
+  async pinnedVm(pid: number): Promise<number> {
+    return Number((await this.redis.hget(procKeys(pid).mm, 'pinnedVm')) ?? 0);
+  }
+
   /** A load or store by agent through a translation to pfn; 'FENCED' when agent was fenced off. */
   async frameAccess(
     pfn: number,

@@ -1,4 +1,4 @@
 export * from './callback_log';
-export * from './mmu_interval_notifier';
+export * from './notifier_seq';
 export * from './notifier.controller';
 export * from './subscriber';
