@@ -575,3 +575,67 @@ describe('hca0 paused past its liveness lease', () => {
     });
   });
 });
+
+describe('inject range-end-mismatch: hca0 pairs start and end by range (ib_umem_odp, 3.19)', () => {
+  let t: TestLab | undefined;
+  let rpc: RpcClient;
+  let trace: TraceLog;
+
+  beforeAll(async () => {
+    t = await startTestLab(
+      {
+        mode: 'patched',
+        frames: 32,
+        cpus: 1,
+        mmReplicas: 1,
+        observer: false,
+        inject: ['range-end-mismatch'],
+        subscribers: [{ name: HCA, kind: 'hca', invalidateLatencyMs: 0 }],
+      },
+      { rpcTimeoutMs: 20_000 },
+    );
+    ({ rpc, trace } = t);
+  });
+  afterAll(async () => {
+    await t?.stop();
+  });
+
+  it("an end sent with another range leaves the MR's count raised: its faults never complete", async () => {
+    const { pid } = await rpc.call('processCreate', {});
+    const { addr } = await rpc.call('mmap', { pid, pages: 8, prot: 'rw' });
+    const page = (i: number) => addr + i * PAGE_SIZE;
+    const hca = <N extends RpcName>(name: N, req: Req<N>): Promise<Res<N>> =>
+      rpc.call(name, req, { id: HCA });
+    const { mr } = await hca('hcaRegMr', {
+      pid,
+      addr,
+      pages: 8,
+      odp: true,
+      access: ['read', 'write'],
+    });
+    await hca('hcaRdmaWrite', { mr, addr: page(0), value: 1 });
+    // start [4, 8) raises the MR's count; the end comes as [8, 12), outside the MR: not lowered
+    await rpc.call('munmap', { pid, addr: page(4), pages: 4 });
+    const end = await trace.next<EventOf<'mn.recv'>>(
+      (e) =>
+        e.kind === 'mn.recv' &&
+        e.agent === HCA &&
+        e.pid === pid &&
+        e.callback === 'invalidate_range_end',
+    );
+    expect([end.start, end.end]).toEqual([page(8), page(12)]);
+    // nothing is being invalidated and page 1 is mapped (a CPU reads it), yet the device's
+    // fault on it retries until it gives up
+    expect((await rpc.call('cpuAccess', { pid, addr: page(1), op: 'read' }, { id: 0 })).value).toBe(
+      0,
+    );
+    expect(await codeOf(hca('hcaRdmaRead', { mr, addr: page(1) }))).toBe('EAGAIN');
+    const npf = trace.events.filter(
+      (e): e is EventOf<'npf.end'> => e.kind === 'npf.end' && e.pid === pid && e.addr === page(1),
+    );
+    expect(npf.map((e) => e.result)).toEqual(['EAGAIN']);
+    expect(npf[0].retries).toBeGreaterThan(0);
+    // the entry installed before the invalidation still works: only faults are stuck
+    expect(await hca('hcaRdmaRead', { mr, addr: page(0) })).toMatchObject({ value: 1, npf: 0 });
+  });
+});
