@@ -36,7 +36,7 @@ export interface HcaContext {
   /** the device's invalidation completion latency */
   readonly latency: LatencySampler;
   readonly inflight: InflightDma;
-  /** inject skip-seq-recheck: the fault path installs without read_retry */
+  /** inject skip-seq-recheck: the fault path installs without ib_umem_mmu_notifier_retry */
   readonly skipSeqRecheck: boolean;
   readonly log: { warn(msg: string): void };
 }

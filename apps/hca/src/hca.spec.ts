@@ -303,7 +303,7 @@ describe('hca: notifier callbacks', () => {
     ]);
   });
 
-  it('a fault whose gup raced an invalidation retries (read_retry): nothing installed inside it', async () => {
+  it('a fault whose gup raced an invalidation retries (ib_umem_mmu_notifier_retry): nothing installed inside it', async () => {
     const { mm, hca, of, events } = setup({ MMLAB_NPF_DELAY_MS: 60 });
     mm.map(0, 2, 'rw');
     const { mr } = await hca.regMr({ pid: 1, addr: BASE, pages: 2, odp: true, access: ['read'] });

@@ -1,5 +1,5 @@
 /**
- * Models: struct mlx5_ib_dev — one RDMA HCA with on-demand paging: its memory regions (the
+ * Models: struct mlx5_ib_dev (3.19) — one RDMA HCA with on-demand paging: its memory regions (the
  * mkey table), its per-mm notifier state, the verbs a local process calls (ibv_reg_mr,
  * ibv_dereg_mr, ibv_advise_mr) and the RDMA READ/WRITE operations remote peers execute on its
  * MRs, which go through the MTT straight to the frames in Redis, as DMA does (mm is not on the
@@ -122,6 +122,7 @@ export class Hca {
   /**
    * ib_umem_odp_get(): nothing pinned, nothing mapped; the first ODP MR of an mm registers the
    * device as its notifier subscriber (before the MR exists, so no fault can precede it).
+   * Models: ib_umem_odp_get() (drivers/infiniband/core/umem_odp.c, 3.19).
    */
   private async ibUmemOdpGet(
     pid: number,
@@ -178,6 +179,7 @@ export class Hca {
    * ibv_dereg_mr(): the MR stops answering, its MTT is cleared under umem_mutex, the RDMA
    * operations through it drain, and only then are its pins dropped (pinned) or, for the last
    * ODP MR of the mm, the notifier unregistered. An unknown MR: {dereg: false}.
+   * Models: mlx5_ib_dereg_mr() → ib_umem_release() / ib_umem_odp_release() (3.19).
    */
   async deregMr(id: number): Promise<{ dereg: boolean }> {
     const mr = this.mrs.get(id);
@@ -302,7 +304,10 @@ export class Hca {
     }
   }
 
-  /** ibv_advise_mr(PREFETCH[_WRITE], FLUSH) over [addr, addr + pages) of an MR. */
+  /**
+   * ibv_advise_mr(PREFETCH[_WRITE], FLUSH) over [addr, addr + pages) of an MR.
+   * Models: mlx5_ib_advise_mr() (v5.0: later than 3.19, the lab's one addition to its ODP).
+   */
   async prefetch(req: ReqParsed<'hcaPrefetch'>): Promise<{ mapped: number }> {
     const mr = this.mrs.get(req.mr);
     if (!mr) throw new MmlabError('EINVAL', `${this.name} has no MR ${req.mr}`);

@@ -1,12 +1,12 @@
 /**
- * Models: struct mlx5_ib_mr with its umem — an ib_umem_odp (on demand: nothing pinned, the MTT
- * fills on network page faults and empties on invalidations) or a plain ib_umem (pinned at
- * registration with pin_user_pages(FOLL_LONGTERM), the MTT programmed once, never invalidated).
+ * Models: struct mlx5_ib_mr with its umem (3.19) — an ib_umem_odp (on demand: nothing pinned,
+ * the MTT fills on network page faults and empties on invalidations) or a plain ib_umem (pinned
+ * at registration with get_user_pages(write=1), the MTT programmed once, never invalidated).
  *
  * Invariants:
  *   - every MTT install is traced as smap.set, every removal as smap.clear (agent = the HCA);
  *   - an ODP MR's MTT changes only under umemMutex (umem_mutex), except in the non-sleeping
- *     callbacks (change_pte), whose removal and set_seq happen in one tick;
+ *     callbacks (change_pte), whose removal and seq bump happen in one tick;
  *   - a pinned MR's MTT maps exactly `pinned` from registration until dereg clears it, and
  *     dereg clears it (and drains its DMA) before it unpins: the frames outlive the entries;
  *   - `dead` (set by dereg under umemMutex) stops a fault in flight from installing;

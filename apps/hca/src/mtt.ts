@@ -1,6 +1,6 @@
 /**
  * Models: the MTT of an mkey (the device's memory translation table, written by UMRs in
- * mlx5r_umr_update_xlt()) together with ib_umem_odp's pfn_list: virtual page → frame, as the
+ * mlx5_ib_update_mtt(), 3.19) together with ib_umem_odp's page_list: virtual page → frame, as the
  * HCA translates an RDMA access. Plain state, no I/O: callers trace what changes.
  *
  * Invariants:
@@ -8,8 +8,9 @@
  *     so a DMA through an entry whose frame was freed or reused is reported stale;
  *   - `writable` only when both the MR allows writes and mm mapped the page writable;
  *   - `young` is set by every DMA through the entry and cleared only by clear_flush_young.
- * For an ODP MR, an entry exists only between an install whose read_retry passed and the
- * invalidation, change_pte, release or dereg that removes it (see libs/subscriber mmu_interval_notifier.ts).
+ * For an ODP MR, an entry exists only between an install whose ib_umem_mmu_notifier_retry()
+ * passed and the invalidation, change_pte, release or dereg that removes it (see
+ * libs/subscriber notifier_seq.ts).
  */
 export interface MttEntry {
   pfn: number;

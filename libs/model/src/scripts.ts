@@ -93,12 +93,22 @@ return {'OK', tonumber(pfn), gen}
    * put_page() on each (pfn, gen) of ARGV[2..]: drop a mapping (ARGV[1] = 'map') or a bare
    * reference ('ref'); a frame whose refcount reaches 0 goes back on the free list. The zero
    * page is never freed. A pfn whose gen no longer matches, or that is already free, is a
-   * double free: it is reported, not applied. → {freed pfns, bad pfns}
+   * double free: it is reported, not applied. ARGV[1] = 'unpin': a device's pins, all or
+   * nothing — one bad pfn and none is applied (the caller's error). → {freed pfns, bad pfns}
    */
   putPages: s(
     8,
     `
 local freed, bad = {}, {}
+if ARGV[1] == 'unpin' then
+  for i = 2, #ARGV, 2 do
+    local st = redis.call('HGET', KEYS[6], ARGV[i])
+    if st ~= 'zero' and (st ~= 'used' or redis.call('HGET', KEYS[3], ARGV[i]) ~= ARGV[i + 1]) then
+      bad[#bad + 1] = tonumber(ARGV[i])
+    end
+  end
+  if #bad > 0 then return {freed, bad} end
+end
 for i = 2, #ARGV, 2 do
   local pfn, gen = ARGV[i], ARGV[i + 1]
   local st = redis.call('HGET', KEYS[6], pfn)
@@ -117,43 +127,6 @@ for i = 2, #ARGV, 2 do
   end
 end
 return {freed, bad}
-`,
-  ),
-
-  /**
-   * unpin_user_pages() of a device's pins, all or nothing: every (pfn, gen) of ARGV[1..] must
-   * name a frame in use with that gen (else nothing is changed and the bad pfns are returned:
-   * the caller's error); then each loses the reference its pin took, and a frame whose
-   * refcount reaches 0 goes back on the free list. The zero page is never freed.
-   * → {'OK', freed pfns} | {'EINVAL', bad pfns}
-   */
-  unpinPages: s(
-    8,
-    `
-local bad = {}
-for i = 1, #ARGV, 2 do
-  local pfn, gen = ARGV[i], ARGV[i + 1]
-  local st = redis.call('HGET', KEYS[6], pfn)
-  if st ~= 'zero' and (st ~= 'used' or redis.call('HGET', KEYS[3], pfn) ~= gen
-      or tonumber(redis.call('HGET', KEYS[4], pfn) or '0') < 1) then
-    bad[#bad + 1] = tonumber(pfn)
-  end
-end
-if #bad > 0 then return {'EINVAL', bad} end
-local freed = {}
-for i = 1, #ARGV, 2 do
-  local pfn = ARGV[i]
-  if redis.call('HGET', KEYS[6], pfn) ~= 'zero' then
-    local ref = redis.call('HINCRBY', KEYS[4], pfn, -1)
-    if ref <= 0 then
-      redis.call('HSET', KEYS[4], pfn, 0); redis.call('HSET', KEYS[5], pfn, 0)
-      redis.call('HSET', KEYS[6], pfn, 'free')
-      redis.call('LPUSH', KEYS[2], pfn)
-      freed[#freed + 1] = tonumber(pfn)
-    end
-  end
-end
-return {'OK', freed}
 `,
   ),
 

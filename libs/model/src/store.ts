@@ -148,31 +148,19 @@ export class Store {
     return { pfn: Number(r[1]), gen: Number(r[2]) };
   }
 
-  /** put_page() for each frame: → frames freed, and pfns that were not live (double free). */
+  /**
+   * put_page() for each frame: → frames freed, and pfns that were not live (double free).
+   * 'unpin' (a device's pins): all or nothing — with any bad pfn, nothing is applied.
+   */
   async putPages(
     pages: Array<{ pfn: number; gen: number }>,
-    kind: 'map' | 'ref' = 'map',
+    kind: 'map' | 'ref' | 'unpin' = 'map',
   ): Promise<{ freed: number[]; bad: number[] }> {
     if (pages.length === 0) return { freed: [], bad: [] };
     const args: Array<string | number> = [kind];
     for (const p of pages) args.push(p.pfn, p.gen);
     const r = (await this.run('putPages', MEM_KEYS, args)) as [number[], number[]];
     return { freed: r[0].map(Number), bad: r[1].map(Number) };
-  }
-
-  /**
-   * Drop the pins of pages, all or nothing: {bad} (nothing changed) when any (pfn, gen) is not
-   * a frame in use with that gen and a reference; else the pfns freed.
-   */
-  async unpinPages(
-    pages: Array<{ pfn: number; gen: number }>,
-  ): Promise<{ freed: number[] } | { bad: number[] }> {
-    if (pages.length === 0) return { freed: [] };
-    const args: Array<string | number> = [];
-    for (const p of pages) args.push(p.pfn, p.gen);
-    const r = (await this.run('unpinPages', MEM_KEYS, args)) as [string, number[]];
-    const pfns = r[1].map(Number);
-    return r[0] === 'OK' ? { freed: pfns } : { bad: pfns };
   }
 
   /** Charge pages to pid's pinned_vm within limit: the new total, or ENOMEM / ESRCH. */

@@ -139,8 +139,8 @@ async function dropPins(
 ): Promise<number> {
   const op = ctx.ids.next('unpin');
   const held = pages.filter((p) => p.pfn !== 0);
-  const r = await ctx.store.unpinPages(held);
-  if ('bad' in r)
+  const r = await ctx.store.putPages(held, 'unpin');
+  if (r.bad.length)
     throw new MmlabError(
       'EINVAL',
       `unpin of frames that are not pinned with that gen: ${r.bad.join(', ')}`,
