@@ -9,7 +9,9 @@
  *   2. get_user_pages without pin, for write whenever the MR is writable (3.19 sets
  *      ODP_WRITE_ALLOWED_BIT for every fault of a writable umem, reads included: a read breaks
  *      COW; only a read-only MR, or a read prefetch (v5.0), faults for read)
- *   3. (MMLAB_NPF_DELAY_MS: a slow page-fault work queue, to widen the race window in tests)
+ *   3. (MMLAB_NPF_DELAY_MS: a slow page-fault work queue, a test hook: on the first try it
+ *      waits up to that long for an invalidation to reach the MR after the snapshot, so the
+ *      race of step 4 is hit deterministically once the fault started before the invalidation)
  *   4. umem_mutex; ib_umem_mmu_notifier_retry(): counters inactive, count ≠ 0 or seq moved →
  *      unlock, -EAGAIN: dying → EFAULT, else wait_for_completion_timeout(notifier_completion,
  *      MMU_NOTIFIER_TIMEOUT) and fault again (the QP re-executes the WQE); otherwise program
@@ -65,7 +67,7 @@ export async function pagefaultSingleDataSegment(
     for (; ; retries++) {
       // (1) current_seq = ACCESS_ONCE(notifiers_seq)
       if (mr.dying) throw dying();
-      const seq = mr.notifiers.sequence;
+      const snap = mr.notifiers.snapshot();
       // (2) get_user_pages(): mm may sleep, fault pages in, and answer EFAULT.
       const r = await ctx.rpc.call('gup', {
         pid: mr.pid,
@@ -75,14 +77,17 @@ export async function pagefaultSingleDataSegment(
         pin: false,
         agent: ctx.name,
       });
-      // (3) a slow page-fault work queue
-      if (ctx.env.MMLAB_NPF_DELAY_MS > 0) await sleep(ctx.env.MMLAB_NPF_DELAY_MS);
+      // (3) a slow page-fault work queue: up to MMLAB_NPF_DELAY_MS, woken as soon as an
+      // invalidation reaches the MR after the snapshot (a deterministic test hook; the first
+      // try only: a retry already follows an invalidation)
+      if (ctx.env.MMLAB_NPF_DELAY_MS > 0 && retries === 0)
+        await mr.notifiers.waitPast(snap, ctx.env.MMLAB_NPF_DELAY_MS);
       // (4) mutex_lock(&umem_mutex); ib_umem_mmu_notifier_retry()
       const unlock = await mr.umemMutex.acquire();
       try {
         if (mr.dead)
           throw new MmlabError('EINVAL', `MR ${mr.id} was deregistered during the page fault`);
-        if (ctx.skipSeqRecheck || !mr.mmuNotifierRetry(seq)) {
+        if (ctx.skipSeqRecheck || !mr.mmuNotifierRetry(snap.seq)) {
           // mlx5_ib_update_mtt(): program the MTT, in the same tick as the re-check.
           for (const p of r.pages) if (mr.contains(p.addr)) mr.install(ctx, p, op);
           return r.pages.length;

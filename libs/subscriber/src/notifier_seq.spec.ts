@@ -58,4 +58,19 @@ describe('NotifierSeq (start_account / end_account / retry / completion)', () =>
     expect(await w).toBe(true);
     expect(await n.waitForCompletion(1000)).toBe(true); // done stays done until the next start
   });
+
+  it('waitPast (the npf work-queue hook) goes on once an invalidation arrived, after its tick', async () => {
+    vi.useRealTimers();
+    const n = new NotifierSeq();
+    const snap = n.snapshot();
+    const order: string[] = [];
+    const waiting = n.waitPast(snap, 60_000).then(() => order.push('fault goes on'));
+    await new Promise((r) => setImmediate(r));
+    expect(order).toEqual([]); // nothing arrived: still waiting
+    n.startAccount();
+    // the invalidation's own microtasks (its umem_mutex) come before the fault
+    void Promise.resolve().then(() => order.push('invalidation takes umem_mutex'));
+    await waiting;
+    expect(order).toEqual(['invalidation takes umem_mutex', 'fault goes on']);
+  });
 });

@@ -41,6 +41,8 @@ export class NotifierSeq {
   private seq = 0;
   private done = false;
   private waiters = new Set<() => void>();
+  /** woken by every change of count or seq (the test hook waitPast) */
+  private watchers = new Set<() => void>();
 
   get sequence(): number {
     return this.seq;
@@ -54,17 +56,20 @@ export class NotifierSeq {
   /** start_account: an invalidation reaching this holder starts (reinit_completion at 0). */
   startAccount(): void {
     if (this.count++ === 0) this.done = false;
+    this.changed();
   }
 
   /** end_account: seq++, count--; at 0 the waiting faults go on (complete_all). */
   endAccount(): void {
     this.seq++;
     if (--this.count === 0) this.completeAll();
+    this.changed();
   }
 
   /** A sequence bump without a count (change_pte): a fault in flight retries. */
   bump(): void {
     this.seq++;
+    this.changed();
   }
 
   /** mmu_notifier_retry(): must a fault that snapshot seq start over? */
@@ -77,6 +82,42 @@ export class NotifierSeq {
     this.done = true;
     const w = this.waiters;
     this.waiters = new Set();
+    for (const f of w) f();
+  }
+
+  /** A snapshot for waitPast: what a fault saw when it took its sequence. */
+  snapshot(): { seq: number; count: number } {
+    return { seq: this.seq, count: this.count };
+  }
+
+  /**
+   * Test hook (a slow page-fault work queue, the HCA's MMLAB_NPF_DELAY_MS): wait at most ms
+   * until an invalidation reaches this holder after the snapshot (count or seq moved), then one
+   * macrotask more, so that invalidation's own first steps (all microtasks of its tick: the
+   * zap's umem_mutex) come before the caller goes on. The re-check after it then provably runs
+   * after that invalidation started: the race skip-seq-recheck reopens, hit every time.
+   */
+  async waitPast(snap: { seq: number; count: number }, ms: number): Promise<void> {
+    const deadline = Date.now() + ms;
+    while (this.seq === snap.seq && this.count === snap.count) {
+      const left = deadline - Date.now();
+      if (left <= 0) return;
+      await new Promise<void>((resolve) => {
+        const wake = () => {
+          clearTimeout(t);
+          this.watchers.delete(wake);
+          resolve();
+        };
+        const t = setTimeout(wake, left);
+        this.watchers.add(wake);
+      });
+    }
+    await new Promise<void>((r) => setImmediate(r));
+  }
+
+  private changed(): void {
+    const w = this.watchers;
+    this.watchers = new Set();
     for (const f of w) f();
   }
 
