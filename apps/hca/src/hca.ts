@@ -270,7 +270,6 @@ export class Hca {
     opId: string,
   ): Promise<DmaResult> {
     const finish = this.ctx.inflight.begin(mr.pid, vpn, mr.id, mr.odp);
-    mr.mtt.touch(vpn);
     const tStart = now();
     try {
       // A fenced device's DMA is refused (ENODEV).

@@ -110,13 +110,6 @@ export class MemoryRegion {
     return removed.length;
   }
 
-  /** Accessed bits of [start, end) ∩ MR: any set? With clear, clear them. */
-  young(start: number, end: number, clear: boolean): boolean {
-    const first = vpnOf(Math.max(start, this.addr));
-    const last = Math.ceil(Math.min(end, this.end) / PAGE_SIZE);
-    return first < last && this.mtt.young(first, last, clear);
-  }
-
   private traceClear(ctx: HcaContext, vpn: number, pfn: number, gen: number, op?: string): void {
     ctx.tracer.emit({
       kind: 'smap.clear',

@@ -1,8 +1,7 @@
 /**
  * Models: ib_umem_notifiers (drivers/infiniband/core/umem_odp.c, 3.19: release,
- * invalidate_page, invalidate_range_start, invalidate_range_end) with mlx5_ib_invalidate_range()
- * behind them, plus the 2012 change_pte, clear_flush_young and test_young (which 3.19's ODP
- * does not have; kept until mm sends only what a subscriber implements). The HCA's handlers,
+ * invalidate_page, invalidate_range_start, invalidate_range_end — no change_pte, no young
+ * callbacks) with mlx5_ib_invalidate_range() behind them. The HCA's handlers,
  * plugged into the subscriber core (NotifierSubscriber, libs/subscriber), which gives them the
  * envelope (mn.recv, PT-lock check, once per inv, mn.done, ack), the callback faults, the
  * liveness lease and the fence. Pinned MRs are never touched.
@@ -99,46 +98,6 @@ export class UmemNotifier implements NotifierOps {
   };
 
   /**
-   * change_pte (KSM's set_pte_at_notify; not an op of 3.19's ODP): drop the entry rather than
-   * follow the new pfn, and bump the umem's seq so a fault in flight retries. Runs without
-   * sleeping on umem_mutex — the kernel calls it under the PT lock — so the removal and the
-   * bump share one tick.
-   */
-  readonly changePte = async (
-    req: ReqParsed<'mnChangePte'>,
-    { op, stall }: CallbackCtx,
-  ): Promise<void> => {
-    const mm = this.mmOf(req.pid);
-    const page = pageOf(req.addr);
-    for (const mr of mm.overlapping(page.start, page.end)) {
-      mr.notifiers.bump();
-      mr.zap(this.ctx, page.start, page.end, op);
-    }
-    await stall();
-    await this.ctx.inflight.drain(req.pid, page.start, page.end);
-  };
-
-  /** clear_flush_young: test and clear the accessed bits of [start, end) in the MTTs. */
-  readonly clearFlushYoung = async (
-    req: ReqParsed<'mnClearFlushYoung'>,
-    { stall }: CallbackCtx,
-  ): Promise<boolean> => {
-    const mm = this.mmOf(req.pid);
-    await stall();
-    return this.young(mm, req, true);
-  };
-
-  /** test_young: was addr accessed by the device since its bit was last cleared? */
-  readonly testYoung = async (
-    req: ReqParsed<'mnTestYoung'>,
-    { stall }: CallbackCtx,
-  ): Promise<boolean> => {
-    const mm = this.mmOf(req.pid);
-    await stall();
-    return this.young(mm, pageOf(req.addr), false);
-  };
-
-  /**
    * release: the mm is going away (exit, or our own unregister). Models:
    * ib_umem_notifier_release() → ib_umem_notifier_release_trampoline() (umem_odp.c, 3.19):
    * every umem counted (never uncounted), marked dying, its waiting faults woken (to fail with
@@ -159,11 +118,4 @@ export class UmemNotifier implements NotifierOps {
     await stall();
     await mlx5IbInvalidateRange(this.ctx, mm, 0, TASK_SIZE, op);
   };
-
-  private young(mm: PerMm, span: Span, clear: boolean): boolean {
-    let young = false;
-    for (const mr of mm.overlapping(span.start, span.end))
-      if (mr.young(span.start, span.end, clear)) young = true;
-    return young;
-  }
 }
