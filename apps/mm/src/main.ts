@@ -66,6 +66,7 @@ runService(async (onShutdown) => {
     { natsUrl: env.NATS_URL, name: instance },
     {
       port: env.MMLAB_HTTP_PORT,
+      host: env.MMLAB_HTTP_HOST,
       tracer: ctx.tracer,
       nats: nc,
       redis: store.redis,

@@ -326,7 +326,8 @@ export async function startMicroservice(
     logger,
   });
   app.useGlobalFilters(new WireErrorFilter());
-  app.enableShutdownHooks();
+  // No enableShutdownHooks(): runService owns SIGTERM, and its cleanups close the app in order
+  // (Nest's own hook would close it at once, under the requests in flight, and re-raise).
   await app.listen();
   return app;
 }
@@ -349,6 +350,8 @@ export interface ServiceIdentity {
   service?: string;
   /** service.instance.id (default: MMLAB_INSTANCE, else <service>-<pid>) */
   instance?: string;
+  /** false: never load the OpenTelemetry SDK in this process (default true: when configured) */
+  telemetry?: boolean;
 }
 
 /** The app of the running entry point: dist/apps/<app>/src/main.js → <app>. */
@@ -390,7 +393,7 @@ export function runService(
   };
   process.on('SIGTERM', () => void shutdown());
   process.on('SIGINT', () => void shutdown());
-  initTelemetry(service, instance)
+  (who.telemetry === false ? Promise.resolve(false) : initTelemetry(service, instance))
     .catch((e: unknown) => {
       // Telemetry is a view: a service without it still serves.
       new Logger(instance).warn(

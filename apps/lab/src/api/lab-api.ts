@@ -14,7 +14,7 @@ import { type DynamicModule, type INestApplication, type LogLevel, Module } from
 import { NestFactory } from '@nestjs/core';
 import type { AddressInfo } from 'node:net';
 import { Events, type NatsConnection } from 'nats';
-import type { RpcClient } from '@mmlab/runtime';
+import { LabTokenGuard, type RpcClient } from '@mmlab/runtime';
 import { type LocalLab, freePort, isPortFree } from '@mmlab/runner';
 import { Nemesis } from '../nemesis';
 import {
@@ -38,6 +38,8 @@ export interface LabApiParts {
   targets: TargetsApi;
   /** the NATS link the nemesis uses (GET /health) */
   nats: NatsLink;
+  /** the lab's token: POST /chaos and /heal need it (undefined: they are refused, EACCES) */
+  token: string | undefined;
 }
 
 @Module({})
@@ -80,6 +82,8 @@ export async function createLabApi(
     abortOnError: false,
   });
   app.useGlobalFilters(new HttpErrorFilter(), new MmlabErrorFilter());
+  // POST /chaos, /heal: JSON and the lab's token only (a web page cannot drive the nemesis)
+  app.useGlobalGuards(new LabTokenGuard(parts.token));
   setupOpenApi(app);
   await app.init();
   return app;
@@ -116,7 +120,10 @@ export async function serveLabApi(o: {
   lab: LocalLab | null;
   rpc: RpcClient;
   port: number;
+  /** the address to bind (MMLAB_HTTP_HOST; default 127.0.0.1) */
   host?: string;
+  /** the lab's token (see LabApiParts) */
+  token: string | undefined;
   log?: (line: string) => void;
 }): Promise<ServedLabApi> {
   const nemesis = new Nemesis(o.lab, o.rpc, { log: o.log });
@@ -124,6 +131,7 @@ export async function serveLabApi(o: {
     nemesis,
     targets: new LabTargets(o.lab, o.rpc),
     nats: natsLinkOf(o.rpc.nc),
+    token: o.token,
   });
   try {
     const url = await listenLabApi(app, o.port, o.host);
