@@ -176,6 +176,30 @@ describe('a native lab: where it listens, how it stops (SIGTERM)', () => {
     expect(pid).toBeGreaterThan(0);
   });
 
+  it('a subscriber stopped mid-callback refuses it (ESHUTDOWN): mm does not take that for an ack, it fences the device', async () => {
+    await e.rpc.call('subChaos', { faults: [{ fault: 'hang' }] }, { id: 'hca0' });
+    const { pid, addr } = await mappedPage();
+    const munmap = e.rpc.call('munmap', { pid, addr, pages: 1 });
+    const recv = await e.trace.next(
+      (x) => x.kind === 'mn.recv' && x.callback === 'invalidate_range_start',
+    );
+    const hca = e.lab.proc('hca0');
+    const exited = exitOf(hca);
+    hca.kill('SIGTERM');
+    expect(await exited).toEqual([0, null]);
+    // its lease runs out (it stopped renewing it): fenced, and the munmap goes on
+    expect(await munmap).toEqual({ zapped: 1, freed: 1 });
+    const inv = (recv as { inv: string }).inv;
+    await e.settled();
+    const mine = e.trace.events.filter((x) => 'inv' in x && x.inv === inv);
+    expect(mine.filter((x) => x.kind === 'mn.ack_ignored')).toEqual([]);
+    expect(
+      e.trace.events.some(
+        (x) => x.kind === 'mn.fenced' && (x as { subscriber?: string }).subscriber === 'hca0',
+      ),
+    ).toBe(true);
+  });
+
   it('the observer exits 0 (not 143: it handles the signal, closes and exits)', async () => {
     const obs = e.lab.proc('observer');
     const exited = exitOf(obs);
