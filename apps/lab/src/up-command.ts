@@ -95,7 +95,13 @@ export async function upCommand(opts: UpOptions): Promise<number> {
       throw e;
     });
     const boundPort = portOf(api.url)!;
-    const tokenPath = writeTokenFile(boundPort, token);
+    let whereTheCliFindsIt: string;
+    try {
+      whereTheCliFindsIt = `mmlab chaos/heal read ${writeTokenFile(boundPort, token)}`;
+    } catch (e) {
+      // the lab runs all the same; the CLI then needs the token given
+      whereTheCliFindsIt = `no token file (${e instanceof Error ? e.message : String(e)}): give mmlab chaos/heal MMLAB_LAB_TOKEN or --token`;
+    }
     stopLab = async () => {
       removeTokenFile(boundPort, token);
       // every window healed first: no process left stopped, no subscriber left broken
@@ -112,7 +118,7 @@ export async function upCommand(opts: UpOptions): Promise<number> {
       `  lab API   ${api.url}   (the nemesis: /chaos, /heal, /targets; OpenAPI: /api)`,
       `  services  ${lab.instances.join(' ')}   (logs in ${opts.logs})`,
       `  token     ${token}`,
-      `            (POST/PUT/DELETE need it: Authorization: Bearer <token>; mmlab chaos/heal read ${tokenPath})`,
+      `            (POST/PUT/DELETE need it: Authorization: Bearer <token>; ${whereTheCliFindsIt})`,
       '',
       'Run a scenario against it:',
       `  NATS_URL=${lab.natsUrl} MMLAB_OBSERVER_URL=${lab.observerUrl} npm run mmlab -- run examples/anon-basic.yaml`,
