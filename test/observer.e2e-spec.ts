@@ -322,6 +322,14 @@ describe('observer', () => {
     expect(pre.headers['access-control-allow-origin']).toBeUndefined();
   });
 
+  it("answers requests to this machine's names only (a rebound name is refused), reads included", async () => {
+    for (const path of ['/', '/stats', '/events']) {
+      const r = await http.get(path).set('host', 'evil.example:8080');
+      expect([r.status, (r.body as { code: string }).code], path).toEqual([403, 'EACCES']);
+    }
+    expect((await http.get('/stats').set('host', 'localhost:8080')).status).toBe(200);
+  });
+
   it('resets the store and the counters (JSON, with the token)', async () => {
     const reset = await http.post('/reset').set('authorization', `Bearer ${TOKEN}`).send({});
     expect([reset.status, reset.body]).toEqual([200, { cleared: 8 }]);

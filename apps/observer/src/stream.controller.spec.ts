@@ -186,7 +186,7 @@ describe('the observer over HTTP: /stream, the dashboard, /api', () => {
       ],
     }).compile();
     app = mod.createNestApplication({ logger: false });
-    app.useGlobalGuards(new LabTokenGuard(TOKEN));
+    app.useGlobalGuards(new LabTokenGuard(TOKEN, '127.0.0.1'));
     setupOpenApi(app);
     await app.listen(0, '127.0.0.1');
     const { port } = (app.getHttpServer() as http.Server).address() as AddressInfo;

@@ -1,6 +1,6 @@
 /** The mutation check of every HTTP server of the lab (lab-token.ts), case by case. */
 import { describe, expect, it } from 'vitest';
-import { checkMutation, newLabToken, tokenOf } from './lab-token';
+import { checkHost, checkMutation, isLoopbackHost, newLabToken, tokenOf } from './lab-token';
 
 const TOKEN = newLabToken();
 const verdict = (method: string, headers: Record<string, string>, token: string | null = TOKEN) => {
@@ -53,5 +53,33 @@ describe('checkMutation', () => {
     const a = newLabToken();
     expect(a).toMatch(/^[0-9a-f]{64}$/);
     expect(newLabToken()).not.toBe(a);
+  });
+});
+
+describe('checkHost (DNS rebinding)', () => {
+  const host = (h: string | undefined, bind = '127.0.0.1') => {
+    const v = checkHost({ headers: h === undefined ? {} : { host: h } }, bind);
+    return v.ok ? 'ok' : `${v.status} ${v.error.code}`;
+  };
+
+  it("a server on loopback answers requests to this machine's names only", () => {
+    for (const h of ['127.0.0.1:8080', 'localhost:8080', 'LOCALHOST', '[::1]:8081', '127.0.0.2'])
+      expect(host(h), h).toBe('ok');
+    for (const h of [
+      'evil.example:8080',
+      'evil.example',
+      '192.0.2.2:8080',
+      'localhost.evil.example',
+      undefined,
+    ])
+      expect(host(h), String(h)).toBe('403 EACCES');
+  });
+
+  it('a server on all interfaces (compose) answers any Host', () => {
+    expect(host('observer:8080', '0.0.0.0')).toBe('ok');
+    expect(host('evil.example', '0.0.0.0')).toBe('ok');
+    expect([isLoopbackHost('::1'), isLoopbackHost('0.0.0.0'), isLoopbackHost('127.1.2.3')]).toEqual(
+      [true, false, true],
+    );
   });
 });

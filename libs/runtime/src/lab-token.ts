@@ -15,6 +15,12 @@
  *                              the lab answers one (no CORS is enabled anywhere), so a page
  *                              of another origin can neither send the token nor read it.
  *
+ * A server bound to loopback (MMLAB_HTTP_HOST 127.0.0.1, the native default) also answers only
+ * requests addressed to this machine's own names (`Host: 127.0.0.1`, `localhost`, `[::1]`; else
+ * 403 EACCES), reads included: a page of another site that rebinds its own name to 127.0.0.1
+ * (DNS rebinding) would otherwise be same-origin with the lab, read the dashboard's page and
+ * the token in it.
+ *
  * The check runs before the route's handler (a Nest guard): a refused request changes nothing.
  */
 import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
@@ -46,6 +52,40 @@ export interface RequestHead {
 
 export type MutationVerdict =
   { ok: true } | { ok: false; status: 401 | 403 | 415; error: MmlabError };
+
+/** Whether a host name or address is this machine's loopback. */
+export function isLoopbackHost(host: string): boolean {
+  const h = host.replace(/^\[|\]$/g, '').toLowerCase();
+  return h === 'localhost' || h === '::1' || /^127\.\d+\.\d+\.\d+$/.test(h);
+}
+
+/** The host name of a Host header (`127.0.0.1:8080` → 127.0.0.1), null if none or unparsable. */
+function hostnameOf(header: string | undefined): string | null {
+  if (!header) return null;
+  try {
+    return new URL(`http://${header}`).hostname;
+  } catch {
+    return null;
+  }
+}
+
+/**
+ * Is this request addressed to this machine, when the server listens on loopback only?
+ * (bindHost: the address it is bound to; not loopback: any Host goes.)
+ */
+export function checkHost(req: RequestHead, bindHost: string): MutationVerdict {
+  if (!isLoopbackHost(bindHost)) return { ok: true };
+  const name = hostnameOf(req.headers.host);
+  if (name !== null && isLoopbackHost(name)) return { ok: true };
+  return {
+    ok: false,
+    status: 403,
+    error: new MmlabError(
+      'EACCES',
+      `Host ${JSON.stringify(req.headers.host ?? '')} is not this machine: a lab listening on ${bindHost} answers requests to 127.0.0.1 or localhost only (MMLAB_HTTP_HOST)`,
+    ),
+  };
+}
 
 /** The media type of a Content-Type header (`application/json; charset=utf-8` → application/json), null if none or unparsable. */
 function mediaType(header: string | undefined): string | null {
@@ -116,16 +156,22 @@ export function checkMutation(req: RequestHead, token: string | undefined): Muta
 }
 
 /**
- * The guard (app.useGlobalGuards(new LabTokenGuard(env.MMLAB_LAB_TOKEN))): HTTP requests only;
- * a hybrid app's NATS handlers are not its business (and do not inherit the app's guards).
+ * The guard (app.useGlobalGuards(new LabTokenGuard(env.MMLAB_LAB_TOKEN, env.MMLAB_HTTP_HOST))):
+ * HTTP requests only; a hybrid app's NATS handlers are not its business (and do not inherit
+ * the app's guards).
  */
 export class LabTokenGuard implements CanActivate {
-  constructor(private readonly token: string | undefined) {}
+  constructor(
+    private readonly token: string | undefined,
+    /** the address the server is bound to (MMLAB_HTTP_HOST) */
+    private readonly bindHost: string,
+  ) {}
 
   canActivate(ctx: ExecutionContext): boolean {
     if (ctx.getType() !== 'http') return true;
-    const v = checkMutation(ctx.switchToHttp().getRequest<RequestHead>(), this.token);
-    if (v.ok) return true;
-    throw new HttpException(v.error.toWire(), v.status);
+    const req = ctx.switchToHttp().getRequest<RequestHead>();
+    for (const v of [checkHost(req, this.bindHost), checkMutation(req, this.token)])
+      if (!v.ok) throw new HttpException(v.error.toWire(), v.status);
+    return true;
   }
 }

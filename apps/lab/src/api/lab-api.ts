@@ -33,6 +33,9 @@ import { LabTargets } from './targets';
 /** Where the lab API listens (`mmlab up`, `mmlab api`, compose's lab-api) when the port is free. */
 export const LAB_API_PORT = 8081;
 
+/** Where the lab API listens unless told otherwise (MMLAB_HTTP_HOST's default). */
+const DEFAULT_HOST = '127.0.0.1';
+
 export interface LabApiParts {
   nemesis: NemesisApi;
   targets: TargetsApi;
@@ -40,6 +43,8 @@ export interface LabApiParts {
   nats: NatsLink;
   /** the lab's token: POST /chaos and /heal need it (undefined: they are refused, EACCES) */
   token: string | undefined;
+  /** the address it will listen on (default 127.0.0.1: then it answers Host 127.0.0.1/localhost only) */
+  bindHost?: string;
 }
 
 @Module({})
@@ -83,7 +88,7 @@ export async function createLabApi(
   });
   app.useGlobalFilters(new HttpErrorFilter(), new MmlabErrorFilter());
   // POST /chaos, /heal: JSON and the lab's token only (a web page cannot drive the nemesis)
-  app.useGlobalGuards(new LabTokenGuard(parts.token));
+  app.useGlobalGuards(new LabTokenGuard(parts.token, parts.bindHost ?? DEFAULT_HOST));
   setupOpenApi(app);
   await app.init();
   return app;
@@ -96,7 +101,7 @@ export async function createLabApi(
 export async function listenLabApi(
   app: INestApplication,
   port: number,
-  host = '127.0.0.1',
+  host = DEFAULT_HOST,
 ): Promise<string> {
   const p = port === 0 || (await isPortFree(port)) ? port : await freePort();
   await app.listen(p, host);
@@ -132,6 +137,7 @@ export async function serveLabApi(o: {
     targets: new LabTargets(o.lab, o.rpc),
     nats: natsLinkOf(o.rpc.nc),
     token: o.token,
+    bindHost: o.host ?? DEFAULT_HOST,
   });
   try {
     const url = await listenLabApi(app, o.port, o.host);
