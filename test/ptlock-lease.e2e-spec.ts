@@ -73,8 +73,9 @@ describe('a PT-lock holder that stops or dies', () => {
 
   it('refuses the write of a holder that was paused past its lease (fencing token)', async () => {
     const { addr, munmap, lock, token } = await stallMm0InMunmap(3000, 30_000);
-    lab.signal('mm-0', 'SIGSTOP');
+    // (asked before the stop: the queue group could hand it to the stopped replica)
     const before = (await rpc.call('meminfo', {})).free;
+    lab.signal('mm-0', 'SIGSTOP');
     const key = procKeys(pid).ptl(lock);
     // The lease is not renewed while mm-0 is stopped: it expires.
     await until(async () => (await store.redis.exists(key)) === 0, 'the PT-lock lease to expire');
