@@ -2,6 +2,7 @@
  * The locks of the mm, as Redis leases (libs/model/lease.ts):
  *   pte_offset_map_lock() / spin_lock(ptl)   → ptlLock: spins (yield, then short sleeps)
  *   down_write(&mm->mmap_sem)                → mmapWriteLock: sleeps
+ *   down_read(&mm->mmap_sem)                 → mmapReadLock: sleeps while a writer holds it
  * Each acquire and release is traced; a release that finds the lease gone says so. With
  * telemetry on, each PT-lock hold is also a span (`ptl ptl:<n>`, from the grant to the release),
  * child of the span of the operation that took it.
@@ -126,6 +127,7 @@ export interface HeldSem {
   readonly lease: Lease;
   readonly pid: number;
   readonly op: string;
+  readonly mode: 'read' | 'write';
 }
 
 /** down_write(&mm->mmap_sem): sleeps until the writer and readers are gone. */
@@ -154,7 +156,7 @@ export async function mmapWriteLock(ctx: MmContext, pid: number, op: string): Pr
         ctx.env.MMLAB_LEASE_TTL_MS,
         at,
       );
-      return { lease, pid, op };
+      return { lease, pid, op, mode: 'write' };
     }
     if (Date.now() > deadline) throw new MmlabError('EAGAIN', `mmap_sem of pid ${pid} still held`);
     await sleep(Math.min(10, 1 + attempt));
@@ -169,6 +171,57 @@ export async function mmapWriteUnlock(ctx: MmContext, h: HeldSem): Promise<void>
     op: h.op,
     pid: h.pid,
     mode: 'write',
+    owner: h.lease.owner,
+    token: h.lease.token,
+    released: ok,
+  });
+}
+
+/**
+ * Models: down_read(&mm->mmap_sem), v3.7 — sleeps while a writer holds it; readers share it
+ * (and the lease-free fault path, a reader too, never waits for one).
+ */
+export async function mmapReadLock(ctx: MmContext, pid: number, op: string): Promise<HeldSem> {
+  const deadline = Date.now() + ctx.env.MMLAB_FAULT_DEADLINE_MS;
+  const owner = `${ctx.instance}/${op}`;
+  for (let attempt = 0; ; attempt++) {
+    const r = await ctx.store.semReadLock(pid, owner, ctx.env.MMLAB_LEASE_TTL_MS);
+    if (r === 'ESRCH') throw new MmlabError('ESRCH', `no process ${pid}`);
+    if (r.ok) {
+      const at = now();
+      ctx.tracer.emit({
+        kind: 'mmap_sem.acquire',
+        op,
+        pid,
+        mode: 'read',
+        owner,
+        token: r.token,
+        ts: at,
+      });
+      const lease = new Lease(
+        ctx.store,
+        procKeys(pid).semR,
+        owner,
+        r.token,
+        ctx.env.MMLAB_LEASE_TTL_MS,
+        at,
+        (value, ttl) => ctx.store.semReadRenew(pid, value, ttl),
+      );
+      return { lease, pid, op, mode: 'read' };
+    }
+    if (Date.now() > deadline) throw new MmlabError('EAGAIN', `mmap_sem of pid ${pid} still held`);
+    await sleep(Math.min(10, 1 + attempt));
+  }
+}
+
+/** up_read(&mm->mmap_sem). */
+export async function mmapReadUnlock(ctx: MmContext, h: HeldSem): Promise<void> {
+  const ok = await h.lease.release(() => ctx.store.semReadUnlock(h.pid, h.lease.value));
+  ctx.tracer.emit({
+    kind: 'mmap_sem.release',
+    op: h.op,
+    pid: h.pid,
+    mode: 'read',
     owner: h.lease.owner,
     token: h.lease.token,
     released: ok,
