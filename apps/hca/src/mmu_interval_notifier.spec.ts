@@ -101,4 +101,19 @@ describe('IntervalNotifier (read_begin / read_retry / set_seq)', () => {
     n.end('i1');
     expect(await n.readBegin(0, 4096, Date.now() + 1000)).toBe(n.sequence);
   });
+
+  it('waitSeqPast (the npf work-queue hook) goes on once an invalidation arrived, after its tick', async () => {
+    vi.useRealTimers();
+    const n = new IntervalNotifier();
+    const seq = n.sequence;
+    const order: string[] = [];
+    const waiting = n.waitSeqPast(seq, 60_000).then(() => order.push('fault goes on'));
+    await new Promise((r) => setImmediate(r));
+    expect(order).toEqual([]); // nothing arrived: still waiting
+    n.start('inv1', 0, 4096);
+    // the invalidation's own microtasks (its umem_mutex) come before the fault
+    void Promise.resolve().then(() => order.push('invalidation takes umem_mutex'));
+    await waiting;
+    expect(order).toEqual(['invalidation takes umem_mutex', 'fault goes on']);
+  });
 });

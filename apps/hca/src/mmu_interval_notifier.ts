@@ -80,7 +80,26 @@ export class IntervalNotifier {
 
   /** mmu_interval_set_seq() without an active range (change_pte): in-flight faults retry. */
   setSeq(): number {
-    return ++this.seq;
+    ++this.seq;
+    this.wake();
+    return this.seq;
+  }
+
+  /**
+   * Test hook (the slow page-fault work queue, MMLAB_NPF_DELAY_MS): wait at most ms for an
+   * invalidation to reach the device after the snapshot seq (the sequence moved), then one more
+   * macrotask, so the invalidation's own first steps (set_seq, then umem_mutex: all microtasks
+   * in its tick) are done before the fault goes on. The re-check after it then provably runs
+   * after that invalidation's start: the race skip-seq-recheck reopens, hit every time.
+   */
+  async waitSeqPast(seq: number, ms: number): Promise<void> {
+    const deadline = Date.now() + ms;
+    while (this.seq === seq && !this.released) {
+      const left = deadline - Date.now();
+      if (left <= 0) return;
+      await this.waitForChange(left);
+    }
+    await new Promise<void>((r) => setImmediate(r));
   }
 
   /** release: the mm is gone; waiting and later faults fail with EFAULT. */

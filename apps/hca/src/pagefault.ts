@@ -7,7 +7,9 @@
  * The loop, until MMLAB_NPF_TIMEOUT_MS (HMM_RANGE_DEFAULT_TIMEOUT) → EAGAIN:
  *   1. read_begin: wait while an invalidation overlapping the range is active; snapshot seq
  *   2. hmm_range_fault: gup without pin (write only for a write: mlx5 downgrades read faults)
- *   3. (MMLAB_NPF_DELAY_MS: a slow page-fault work queue, to widen the race window in tests)
+ *   3. (MMLAB_NPF_DELAY_MS: a slow page-fault work queue, a test hook: it waits up to that long
+ *      for an invalidation to reach the device after the snapshot, so the race of step 4 is
+ *      hit deterministically once the fault started before the invalidation; first try only)
  *   4. umem_mutex; read_retry: an invalidation started (seq moved) or one overlapping is
  *      active → unlock, again; otherwise program the MTT (smap.set), unlock
  * Inject skip-seq-recheck drops step 4's re-check: the known bug, a mapping installed while its
@@ -26,7 +28,7 @@
  *   read_begin → EFAULT from gup: unmapped
  */
 import { type ErrorCode, MmlabError, PAGE_SIZE } from '@mmlab/protocol';
-import { now, sleep } from '@mmlab/runtime';
+import { now } from '@mmlab/runtime';
 import type { HcaContext } from './context';
 import type { PerMm } from './ib_ucontext_per_mm';
 import type { MemoryRegion } from './mr';
@@ -70,8 +72,11 @@ export async function pagefaultRealMr(
         pin: false,
         agent: ctx.name,
       });
-      // (3) a slow page-fault work queue
-      if (ctx.env.MMLAB_NPF_DELAY_MS > 0) await sleep(ctx.env.MMLAB_NPF_DELAY_MS);
+      // (3) a slow page-fault work queue: up to MMLAB_NPF_DELAY_MS, woken as soon as an
+      // invalidation reaches the device after the snapshot (a deterministic test hook; the
+      // first attempt only: a retry already follows an invalidation)
+      if (ctx.env.MMLAB_NPF_DELAY_MS > 0 && retries === 0)
+        await mm.notifier.waitSeqPast(seq, ctx.env.MMLAB_NPF_DELAY_MS);
       // (4) mutex_lock(&umem_odp->umem_mutex); mmu_interval_read_retry()
       const unlock = await mr.umemMutex.acquire();
       try {

@@ -2,7 +2,7 @@
  * no-sleep-under-ptlock — no notifier callback is outstanding while the op that sent it holds
  * a PT lock (subscribers verify in Redis on receipt, too).
  *
- * Models: might_sleep() in mmu_notifier_invalidate_range_start() and the "BUG: sleeping
+ * Models: might_sleep() (v3.7) in mmu_notifier_invalidate_range_start() and the "BUG: sleeping
  * function called from invalid context" it prints: a PT lock is a spinlock, and a callback
  * may sleep (a device waits for its invalidation to complete). The 2012 patch moved the
  * invalidations out of the PT lock; legacy mode (v3.6's placement) keeps invalidate_page (and

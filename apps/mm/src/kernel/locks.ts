@@ -1,5 +1,5 @@
 /**
- * The locks of the mm, as Redis leases (libs/model/lease.ts):
+ * The locks of the mm (v3.7), as Redis leases (libs/model/lease.ts):
  *   pte_offset_map_lock() / spin_lock(ptl)   → ptlLock: spins (yield, then short sleeps)
  *   down_write(&mm->mmap_sem)                → mmapWriteLock: sleeps
  *   down_read(&mm->mmap_sem)                 → mmapReadLock: sleeps while a writer holds it

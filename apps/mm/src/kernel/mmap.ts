@@ -1,4 +1,4 @@
-/** mm/mmap.c: creating address spaces, do_mmap() and do_munmap(). */
+/** mm/mmap.c (v3.7): creating address spaces, do_mmap() and do_munmap(); mm/madvise.c's DONTNEED. */
 import { MmlabError, PAGE_SIZE, type Prot } from '@mmlab/protocol';
 import { type MmContext, backoff, startVpn } from './context';
 import { mmapReadLock, mmapReadUnlock, mmapWriteLock, mmapWriteUnlock } from './locks';

@@ -1,5 +1,6 @@
 /**
- * mm/mmu_notifier.c: the subscriber registry and the dispatch of callbacks across the network.
+ * mm/mmu_notifier.c (v3.7: SRCU, callbacks may sleep; v3.6's change_pte fallback for legacy):
+ * the subscriber registry and the dispatch of callbacks across the network.
  *
  * A callback is a NATS request to the subscriber's own subject; mm waits for every ack before
  * it goes on, however long that takes — which is only allowed because, since the 2012 patch,
