@@ -130,100 +130,68 @@ export interface HeldSem {
   readonly mode: 'read' | 'write';
 }
 
-/** down_write(&mm->mmap_sem): sleeps until the writer and readers are gone. */
-export async function mmapWriteLock(ctx: MmContext, pid: number, op: string): Promise<HeldSem> {
-  const deadline = Date.now() + ctx.env.MMLAB_FAULT_DEADLINE_MS;
-  const owner = `${ctx.instance}/${op}`;
-  for (let attempt = 0; ; attempt++) {
-    const r = await ctx.store.semWriteLock(pid, owner, ctx.env.MMLAB_LEASE_TTL_MS);
-    if (r === 'ESRCH') throw new MmlabError('ESRCH', `no process ${pid}`);
-    if (r.ok) {
-      const at = now();
-      ctx.tracer.emit({
-        kind: 'mmap_sem.acquire',
-        op,
-        pid,
-        mode: 'write',
-        owner,
-        token: r.token,
-        ts: at,
-      });
-      const lease = new Lease(
-        ctx.store,
-        procKeys(pid).semW,
-        owner,
-        r.token,
-        ctx.env.MMLAB_LEASE_TTL_MS,
-        at,
-      );
-      return { lease, pid, op, mode: 'write' };
-    }
-    if (Date.now() > deadline) throw new MmlabError('EAGAIN', `mmap_sem of pid ${pid} still held`);
-    await sleep(Math.min(10, 1 + attempt));
-  }
-}
-
-/** up_write(&mm->mmap_sem). */
-export async function mmapWriteUnlock(ctx: MmContext, h: HeldSem): Promise<void> {
-  const ok = await h.lease.release(() => ctx.store.semWriteUnlock(h.pid, h.lease.value));
-  ctx.tracer.emit({
-    kind: 'mmap_sem.release',
-    op: h.op,
-    pid: h.pid,
-    mode: 'write',
-    owner: h.lease.owner,
-    token: h.lease.token,
-    released: ok,
-  });
-}
-
 /**
- * Models: down_read(&mm->mmap_sem), v3.7 — sleeps while a writer holds it; readers share it
- * (and the lease-free fault path, a reader too, never waits for one).
+ * down_write / down_read(&mm->mmap_sem), v3.7: a writer sleeps until the writer and every
+ * reader are gone; a reader only until no writer holds it (readers share it, and the lease-free
+ * fault path, a reader too, never waits for one). Past the fault deadline: EAGAIN.
  */
-export async function mmapReadLock(ctx: MmContext, pid: number, op: string): Promise<HeldSem> {
+async function mmapLock(
+  ctx: MmContext,
+  pid: number,
+  op: string,
+  mode: 'read' | 'write',
+): Promise<HeldSem> {
   const deadline = Date.now() + ctx.env.MMLAB_FAULT_DEADLINE_MS;
   const owner = `${ctx.instance}/${op}`;
+  const ttl = ctx.env.MMLAB_LEASE_TTL_MS;
   for (let attempt = 0; ; attempt++) {
-    const r = await ctx.store.semReadLock(pid, owner, ctx.env.MMLAB_LEASE_TTL_MS);
+    const r =
+      mode === 'write'
+        ? await ctx.store.semWriteLock(pid, owner, ttl)
+        : await ctx.store.semReadLock(pid, owner, ttl);
     if (r === 'ESRCH') throw new MmlabError('ESRCH', `no process ${pid}`);
     if (r.ok) {
       const at = now();
-      ctx.tracer.emit({
-        kind: 'mmap_sem.acquire',
-        op,
-        pid,
-        mode: 'read',
-        owner,
-        token: r.token,
-        ts: at,
-      });
-      const lease = new Lease(
-        ctx.store,
-        procKeys(pid).semR,
-        owner,
-        r.token,
-        ctx.env.MMLAB_LEASE_TTL_MS,
-        at,
-        (value, ttl) => ctx.store.semReadRenew(pid, value, ttl),
-      );
-      return { lease, pid, op, mode: 'read' };
+      ctx.tracer.emit({ kind: 'mmap_sem.acquire', op, pid, mode, owner, token: r.token, ts: at });
+      const k = procKeys(pid);
+      const lease =
+        mode === 'write'
+          ? new Lease(ctx.store, k.semW, owner, r.token, ttl, at)
+          : new Lease(ctx.store, k.semR, owner, r.token, ttl, at, (value, t) =>
+              ctx.store.semReadRenew(pid, value, t),
+            );
+      return { lease, pid, op, mode };
     }
     if (Date.now() > deadline) throw new MmlabError('EAGAIN', `mmap_sem of pid ${pid} still held`);
     await sleep(Math.min(10, 1 + attempt));
   }
 }
 
-/** up_read(&mm->mmap_sem). */
-export async function mmapReadUnlock(ctx: MmContext, h: HeldSem): Promise<void> {
-  const ok = await h.lease.release(() => ctx.store.semReadUnlock(h.pid, h.lease.value));
+/** up_write / up_read(&mm->mmap_sem), as h was taken. */
+async function mmapUnlock(ctx: MmContext, h: HeldSem): Promise<void> {
+  const ok = await h.lease.release(() =>
+    h.mode === 'write'
+      ? ctx.store.semWriteUnlock(h.pid, h.lease.value)
+      : ctx.store.semReadUnlock(h.pid, h.lease.value),
+  );
   ctx.tracer.emit({
     kind: 'mmap_sem.release',
     op: h.op,
     pid: h.pid,
-    mode: 'read',
+    mode: h.mode,
     owner: h.lease.owner,
     token: h.lease.token,
     released: ok,
   });
 }
+
+/** down_write(&mm->mmap_sem). */
+export const mmapWriteLock = (ctx: MmContext, pid: number, op: string): Promise<HeldSem> =>
+  mmapLock(ctx, pid, op, 'write');
+/** up_write(&mm->mmap_sem). */
+export const mmapWriteUnlock = mmapUnlock;
+/** down_read(&mm->mmap_sem). */
+export const mmapReadLock = (ctx: MmContext, pid: number, op: string): Promise<HeldSem> =>
+  mmapLock(ctx, pid, op, 'read');
+/** up_read(&mm->mmap_sem). */
+export const mmapReadUnlock = mmapUnlock;
