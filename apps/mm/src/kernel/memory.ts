@@ -42,6 +42,16 @@ export interface FaultResult extends Pte {
 
 const lockOf = (vpn: number): string => `ptl:${pmdIndexOf(vpn)}`;
 
+/** A write fault do_wp_page handles: the PTE it found (orig_pte) at the mm seq it read. */
+interface WpFault {
+  readonly op: string;
+  readonly pid: number;
+  readonly vpn: number;
+  readonly old: Pte;
+  readonly seq: number;
+  readonly agent: string;
+}
+
 /**
  * handle_mm_fault(): resolve one fault at addr for agent; returns the PTE now installed.
  * With telemetry on, one `handle_mm_fault` span (child of the fault request's span).
@@ -144,7 +154,8 @@ async function __handleMmFault(
           return r;
         }
         case 'NEED_WP': {
-          const wp = await doWpPage(ctx, op, pid, vpn, step.pte, step.seq, agent, page);
+          const f: WpFault = { op, pid, vpn, old: step.pte, seq: step.seq, agent };
+          const wp = await doWpPage(ctx, f, page);
           if (wp.consumed) page = null;
           if (!wp.result) continue;
           const r: FaultResult = { ...wp.result, retries };
@@ -209,14 +220,10 @@ export async function reuseSwapPage(ctx: MmContext, page: Pte): Promise<boolean>
  */
 async function doWpPage(
   ctx: MmContext,
-  op: string,
-  pid: number,
-  vpn: number,
-  old: Pte,
-  seq: number,
-  agent: string,
+  f: WpFault,
   prealloc: Frame | null,
 ): Promise<{ result: (Pte & { kind: FaultKind }) | null; consumed: boolean }> {
+  const { op, pid, vpn, old, seq, agent } = f;
   const addr = vpn * PAGE_SIZE;
   const lock = lockOf(vpn);
   if (old.pfn !== ZERO_PFN && (await reuseSwapPage(ctx, old))) {
@@ -240,9 +247,7 @@ async function doWpPage(
         ? null
         : await invalidateRangeStart(ctx, op, pid, mmunStart, mmunEnd, 'clear');
     try {
-      installed = await withinRange(range, () =>
-        wpPageCopy(ctx, op, pid, vpn, old, seq, agent, page, legacy),
-      );
+      installed = await withinRange(range, () => wpPageCopy(ctx, f, page, legacy));
     } finally {
       if (range) await invalidateRangeEnd(ctx, range, mmunStart, mmunEnd);
     }
@@ -271,15 +276,11 @@ async function doWpPage(
  */
 async function wpPageCopy(
   ctx: MmContext,
-  op: string,
-  pid: number,
-  vpn: number,
-  old: Pte,
-  seq: number,
-  agent: string,
+  f: WpFault,
   page: Frame,
   legacy: boolean,
 ): Promise<boolean> {
+  const { op, pid, vpn, old, seq, agent } = f;
   const addr = vpn * PAGE_SIZE;
   const lock = lockOf(vpn);
   const owner = `${ctx.instance}/${op}`;
