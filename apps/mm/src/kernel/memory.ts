@@ -27,6 +27,7 @@ import {
   invalidatePage,
   invalidateRangeEnd,
   invalidateRangeStart,
+  mmHasNotifiers,
   mmuNotifierChangePte,
   withinRange,
 } from './mmu_notifier';
@@ -242,8 +243,11 @@ async function doWpPage(
   const mmunEnd = addr + PAGE_SIZE; /* For mmu_notifiers */
   let installed = false;
   try {
+    // mmu_notifier_invalidate_range_start() is a no-op on an mm without notifiers
+    // (mm_has_notifiers); one registered after this check bumps the mm seq (mmap_sem write),
+    // and wpCopyLock's seq check then sends this fault back to the top.
     const range =
-      legacy || seedAlone
+      legacy || seedAlone || !(await mmHasNotifiers(ctx, pid))
         ? null
         : await invalidateRangeStart(ctx, op, pid, mmunStart, mmunEnd, 'clear');
     try {

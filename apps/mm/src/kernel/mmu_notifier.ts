@@ -80,6 +80,14 @@ export interface RangeInvalidation extends Omit<OpenInvalidation, 'owner' | 'sta
 
 const log = new Logger('mmu_notifier');
 
+/**
+ * Models: mm_has_notifiers(), include/linux/mmu_notifier.h v3.7 — the inline check every
+ * mmu_notifier_* wrapper makes first: with no subscriber on the mm, nothing is called at all.
+ */
+export async function mmHasNotifiers(ctx: MmContext, pid: number): Promise<boolean> {
+  return (await ctx.store.mnSubscribers(pid)).length > 0;
+}
+
 /** The subscribers of pid whose mmu_notifier_ops has callback (hlist walk: `if (mn->ops->x)`). */
 async function subscribersWith(
   ctx: MmContext,
