@@ -76,7 +76,7 @@ describe.each<Mode>(['patched', 'legacy'])('anonymous paths (%s)', (mode) => {
     expect((await store.pageTable(pid)).get(addr / PAGE_SIZE)!.pfn).toBe(pin.pfn);
     // The device reading through its pin sees the CPU's store (a copy would have left it on 1).
     expect(await store.frameAccess(pin.pfn, 'read', undefined, 'dev0')).toMatchObject({ value: 2 });
-    await rpc.call('unpin', { pages: [{ pfn: pin.pfn, gen: pin.gen }], agent: 'dev0' });
+    await rpc.call('unpin', { pid, pages: [{ pfn: pin.pfn, gen: pin.gen }], agent: 'dev0' });
     await rpc.call('exit', { pid });
   });
 
