@@ -20,7 +20,7 @@ import { cpus, loadavg, tmpdir } from 'node:os';
 import * as path from 'node:path';
 import type { NatsConnection } from 'nats';
 import { TraceEvent, traceSubject } from '@mmlab/protocol';
-import { RpcClient, connectNats, now, sleep } from '@mmlab/runtime';
+import { RpcClient, connectNats, newLabToken, now, sleep } from '@mmlab/runtime';
 import { freePort, repoRoot, startNats, stopProcess } from '@mmlab/runner';
 
 const TICK_MS = 10;
@@ -312,7 +312,9 @@ async function main(): Promise<void> {
   let observer: ChildProcess | null = null;
   const conns: NatsConnection[] = [];
   try {
+    const token = newLabToken();
     const obs = await startObserver(nats.url, path.join(dir, 'observer.log'), {
+      MMLAB_LAB_TOKEN: token,
       ...(traceFile ? { MMLAB_TRACE_FILE: traceFile } : {}),
       ...(maxEvents ? { MMLAB_OBSERVER_MAX_EVENTS: maxEvents } : {}),
     });
@@ -322,7 +324,12 @@ async function main(): Promise<void> {
     conns.push(control);
     const rpc = new RpcClient(control);
     // Start from an empty store and zero counters.
-    await fetch(`${obs.url}/reset`, { method: 'POST' });
+    const reset = await fetch(`${obs.url}/reset`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', authorization: `Bearer ${token}` },
+      body: '{}',
+    });
+    if (!reset.ok) throw new Error(`POST /reset: HTTP ${reset.status}`);
 
     const load0 = loadavg();
     const usage0 = procUsage(observer.pid!);

@@ -41,6 +41,7 @@ const everything: LabConfig = {
   inject: ['range-end-mismatch'],
   seed: 7,
   subscribers: [{ name: 'hca0', kind: 'hca', invalidateLatencyMs: 10, npfDelayMs: 5 }],
+  token: 'a-token-of-this-lab-only',
 };
 const native = labServices(everything, LAB_PORTS.observer);
 /** Set per instance by the native runner; in compose, replicas derive them (hostname, a claimed CPU id). */
@@ -96,6 +97,22 @@ describe('docker-compose.yml', () => {
     expect(published('redis')).toContain(LAB_PORTS.redis);
     expect(published('observer')).toContain(LAB_PORTS.observer);
     expect(compose.services.observer.environment?.MMLAB_OBSERVER_PORT).toBe(LAB_PORTS.observer);
+  });
+
+  it('binds every HTTP server to all interfaces, where natively they stay on 127.0.0.1', () => {
+    // natively the variable is not set: EnvSchema's default, loopback
+    for (const s of native) expect(s.env.MMLAB_HTTP_HOST, s.instance).toBeUndefined();
+    expect(EnvSchema.shape.MMLAB_HTTP_HOST.parse(undefined)).toBe('127.0.0.1');
+    for (const svc of [...new Set(native.map((s) => s.app)), 'lab-api'])
+      expect(compose.services[svc].environment?.MMLAB_HTTP_HOST, svc).toBe('0.0.0.0');
+  });
+
+  it("takes the lab's token from the user's MMLAB_LAB_TOKEN, with no default in the file", () => {
+    for (const svc of ['observer', 'lab-api'])
+      expect(compose.services[svc].environment?.MMLAB_LAB_TOKEN, svc).toBe('${MMLAB_LAB_TOKEN:-}');
+    // unset, it parses as no token (mutating requests are refused), not as an empty one
+    expect(EnvSchema.shape.MMLAB_LAB_TOKEN.parse('')).toBeUndefined();
+    expect(() => EnvSchema.shape.MMLAB_LAB_TOKEN.parse('short')).toThrow(/16 characters/);
   });
 
   describe('lab-api (the nemesis for `mmlab chaos`, profile chaos)', () => {

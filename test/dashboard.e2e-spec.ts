@@ -8,6 +8,8 @@
  * Leaves docs/dashboard.png behind.
  */
 import { existsSync } from 'node:fs';
+import { type Server, createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import * as path from 'node:path';
 import type { Browser, Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -149,5 +151,49 @@ describe('the live dashboard, during a running scenario', () => {
     expect(ids.length).toBeGreaterThan(20);
     expect(new Set(ids).size).toBe(ids.length);
     expect(ids).toEqual(expect.arrayContaining(t!.trace.events.slice(0, 10).map((e) => e.id)));
+  });
+
+  /** The observer's stored event count. */
+  const stored = async (): Promise<number> =>
+    ((await (await fetch(`${observer}/stats`)).json()) as { events: number }).events;
+
+  it('a page of another site cannot wipe the trace: its form post to /reset is refused', async () => {
+    const before = await stored();
+    expect(before).toBeGreaterThan(0);
+    // another site (localhost, not 127.0.0.1) whose page posts a form to the observer at once
+    const evil: Server = createServer((_, res) => {
+      res.writeHead(200, { 'content-type': 'text/html' });
+      res.end(
+        `<form id="f" method="post" action="${observer}/reset"><input name="a" value="1"></form>` +
+          '<script>document.getElementById("f").submit()</script>',
+      );
+    });
+    await new Promise<void>((r) => evil.listen(0, '127.0.0.1', r));
+    try {
+      const { port } = evil.address() as AddressInfo;
+      const other = await browser!.newPage();
+      const answered = other.waitForResponse((r) => r.url() === `${observer}/reset`);
+      await other.goto(`http://localhost:${port}/`);
+      const r = await answered;
+      expect(r.status()).toBe(415);
+      await other.close();
+    } finally {
+      evil.close();
+    }
+    expect(await stored()).toBeGreaterThanOrEqual(before);
+  });
+
+  it('the dashboard clears the trace with the token of the page the observer served', async () => {
+    expect(await page.locator('meta[name="mmlab-token"]').getAttribute('content')).toBe(
+      t!.lab.token,
+    );
+    expect(await stored()).toBeGreaterThan(0);
+    await page.getByTestId('clear-trace').click();
+    await page
+      .locator('[data-testid=status]')
+      .getByText(/· 0 shown/)
+      .waitFor();
+    expect(await stored()).toBeLessThan(5); // the services keep publishing (a few pings at most)
+    expect(await page.getByTestId('action-error').count()).toBe(0);
   });
 });

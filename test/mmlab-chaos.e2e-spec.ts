@@ -11,13 +11,13 @@
  * Nothing asserts on durations.
  */
 import { type ChildProcess, spawn } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import * as path from 'node:path';
 import { type NatsConnection, RequestStrategy } from 'nats';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { RPC, type TraceEvent, subjectFor, traceSubject } from '@mmlab/protocol';
-import { connectNats, decodeReply } from '@mmlab/runtime';
+import { connectNats, decodeReply, newLabToken } from '@mmlab/runtime';
 import {
   LocalLab,
   type ServerHandle,
@@ -96,6 +96,9 @@ const alive = (pid: number): boolean => {
   }
 };
 
+/** The token a compose user sets (MMLAB_LAB_TOKEN) for `mmlab api`. */
+const TOKEN = newLabToken();
+
 interface Window {
   id: number;
   target: string;
@@ -117,10 +120,17 @@ describe('mmlab up + mmlab chaos', () => {
   let nc: NatsConnection;
   let pids: Record<string, number>;
 
-  /** The CLI against this lab's API. */
-  const mmlab = (...args: string[]) => runMmlab([...args, '--lab-url', apiUrl]);
+  /** Where `mmlab up` writes its token file, and the CLI finds it (MMLAB_RUNTIME_DIR). */
+  let runDir: string;
+  const withRunDir = (): NodeJS.ProcessEnv => ({
+    ...process.env,
+    MMLAB_LAB_TOKEN: '',
+    MMLAB_RUNTIME_DIR: runDir,
+  });
+  /** The CLI against this lab's API, as a user in another shell runs it: the token from the file. */
+  const mmlab = (...args: string[]) => runMmlab([...args, '--lab-url', apiUrl], withRunDir());
   const status = async (url = apiUrl): Promise<Status> => {
-    const r = await runMmlab(['chaos', 'status', '--json', '--lab-url', url]);
+    const r = await runMmlab(['chaos', 'status', '--json', '--lab-url', url], withRunDir());
     expect(r.code, r.stderr).toBe(0);
     return JSON.parse(r.stdout) as Status;
   };
@@ -128,6 +138,7 @@ describe('mmlab up + mmlab chaos', () => {
   beforeAll(async () => {
     if (!existsSync(cli)) throw new Error(`${cli} is missing: build first`);
     tmp = mkdtempSync(path.join(tmpdir(), 'mmlab-chaos-'));
+    runDir = path.join(tmp, 'run');
     const port = await freePort();
     up = await start(
       [
@@ -137,6 +148,7 @@ describe('mmlab up + mmlab chaos', () => {
         ...['--logs', path.join(tmp, 'logs')],
       ],
       /Ctrl-C stops everything\./,
+      withRunDir(),
     );
     natsUrl = /^ {2}NATS +(\S+)/m.exec(up.out())![1];
     apiUrl = /^ {2}lab API +(\S+)/m.exec(up.out())![1];
@@ -250,10 +262,13 @@ describe('mmlab up + mmlab chaos', () => {
     const api = await start(['api', '--port', '0', '--host', '127.0.0.1'], /lab API on (\S+)/, {
       ...process.env,
       NATS_URL: natsUrl,
+      MMLAB_LAB_TOKEN: TOKEN,
     });
     try {
       const url = /lab API on (\S+)/.exec(api.out())![1];
-      const remote = (...args: string[]) => runMmlab([...args, '--lab-url', url]);
+      // no file for this one: the token from MMLAB_LAB_TOKEN, as compose users give it
+      const remote = (...args: string[]) =>
+        runMmlab([...args, '--lab-url', url], { ...process.env, MMLAB_LAB_TOKEN: TOKEN });
       const t = await remote('chaos', 'targets');
       expect(t.code, t.stderr).toBe(0);
       expect(t.stdout).toMatch(/instances answering ping: .*cpu0/);
@@ -285,6 +300,32 @@ describe('mmlab up + mmlab chaos', () => {
     }
   });
 
+  it("prints the lab's token and writes it 0600 for the CLI; without it (or with another) nothing opens", async () => {
+    const token = /^ {2}token +(\S+)/m.exec(up!.out())?.[1];
+    expect(token).toMatch(/^[0-9a-f]{64}$/);
+    const file = path.join(runDir, `lab-${new URL(apiUrl).port}.token`);
+    expect(up!.out()).toContain(file);
+    expect(readFileSync(file, 'utf8').trim()).toBe(token);
+    expect(statSync(file).mode & 0o777).toBe(0o600);
+    expect(statSync(runDir).mode & 0o777).toBe(0o700);
+    const before = (await status()).windows.length;
+    // another shell with no runtime file and no variable
+    const none = await runMmlab(['chaos', 'cpu0', 'pause', '--lab-url', apiUrl], {
+      ...process.env,
+      MMLAB_LAB_TOKEN: '',
+      MMLAB_RUNTIME_DIR: path.join(tmp, 'elsewhere'),
+    });
+    expect(none.code).toBe(2);
+    expect(none.stderr).toContain('HTTP 401: EACCES');
+    expect(none.stderr).toContain('no token in --token, MMLAB_LAB_TOKEN and');
+    const wrong = await mmlab('heal', '--token', newLabToken());
+    expect(wrong.code).toBe(2);
+    expect(wrong.stderr).toContain('HTTP 401');
+    expect(wrong.stderr).toContain('the token came from --token');
+    expect(stateOf(pids.cpu0)).not.toBe('T');
+    expect((await status()).windows).toHaveLength(before);
+  });
+
   it('SIGINT to mmlab up stops every process it started', async () => {
     const all = Object.values(pids);
     expect(all.length).toBeGreaterThanOrEqual(6); // observer, mm-0, cpu0, hca0, nats, redis
@@ -292,6 +333,8 @@ describe('mmlab up + mmlab chaos', () => {
     expect(await stop(up, 'SIGINT')).toBe(0);
     expect(up!.out()).toContain('stopping the lab');
     for (const pid of all) expect(alive(pid), String(pid)).toBe(false);
+    // the token of a lab that is gone is not left behind
+    expect(existsSync(path.join(runDir, `lab-${new URL(apiUrl).port}.token`))).toBe(false);
   });
 });
 
@@ -342,8 +385,9 @@ describe('mmlab api as the compose lab-api NATS user (deploy/nats/nats.conf)', (
     await watcher.flush();
     api = await start(['api', '--port', '0', '--host', '127.0.0.1'], /lab API on (\S+)/, {
       ...process.env,
-      // as docker-compose.yml's lab-api connects
+      // as docker-compose.yml's lab-api connects, with the token its user set
       NATS_URL: natsUrlWithUser(nats.url, `lab-api:${PASSWORDS.NATS_LAB_PASSWORD}`),
+      MMLAB_LAB_TOKEN: TOKEN,
     });
     url = /lab API on (\S+)/.exec(api.out())![1];
   });
@@ -358,9 +402,9 @@ describe('mmlab api as the compose lab-api NATS user (deploy/nats/nats.conf)', (
     const t = await runMmlab(['chaos', 'targets', '--json', '--lab-url', url]);
     expect(t.code, t.stderr).toBe(0);
     expect(JSON.parse(t.stdout)).toMatchObject({ local: false, subscribers: ['hca0'] });
-    const c = await runMmlab(['chaos', 'hca0', 'hang', '--lab-url', url]);
+    const c = await runMmlab(['chaos', 'hca0', 'hang', '--lab-url', url, '--token', TOKEN]);
     expect(c.code, c.stderr).toBe(0);
-    const h = await runMmlab(['heal', '--lab-url', url]);
+    const h = await runMmlab(['heal', '--lab-url', url, '--token', TOKEN]);
     expect(h.code, h.stderr).toBe(0);
     expect(h.stdout).toContain('healed 1');
     await watcher.flush();

@@ -20,7 +20,7 @@ import {
   traceSubject,
 } from '@mmlab/protocol';
 import type { InvariantVerdict } from '@mmlab/checker';
-import { RpcClient, Tracer, connectNats, loadEnv, sleep } from '@mmlab/runtime';
+import { RpcClient, Tracer, connectNats, loadEnv, newLabToken, sleep } from '@mmlab/runtime';
 import { type ServerHandle, startNats } from '@mmlab/runner';
 // The e2e test drives the observer in-process through createObserverApp (a test, not an app).
 // eslint-disable-next-line no-restricted-imports
@@ -32,6 +32,9 @@ let nc: NatsConnection;
 let rpc: RpcClient;
 let http: ReturnType<typeof request>;
 const traceFile = path.join(mkdtempSync(path.join(tmpdir(), 'mmlab-observer-')), 'trace.jsonl');
+
+/** The lab's token, as `mmlab up` would give the observer. */
+const TOKEN = newLabToken();
 
 let mm: Tracer;
 /** The planted use-after-free: a translation for gen 1 used after the frame became gen 2. */
@@ -46,6 +49,7 @@ beforeAll(async () => {
       MMLAB_INSTANCE: 'observer-t',
       MMLAB_TRACE_FILE: traceFile,
       MMLAB_SOFTLOCKUP_MS: '50',
+      MMLAB_LAB_TOKEN: TOKEN,
     }),
     { logger: false },
   );
@@ -285,8 +289,50 @@ describe('observer', () => {
     });
   });
 
-  it('resets the store and the counters', async () => {
-    expect((await http.post('/reset').expect(200)).body).toEqual({ cleared: 8 });
+  it('refuses a cross-site form post to /reset (415) and a JSON one without the token (401): nothing is wiped', async () => {
+    // what <form method=post action=http://127.0.0.1:8080/reset> on another site sends
+    const form = await http
+      .post('/reset')
+      .set('origin', 'https://evil.example')
+      .type('form')
+      .send('a=1');
+    expect([form.status, (form.body as { code: string }).code]).toEqual([415, 'EBADMSG']);
+    const text = await http
+      .post('/reset')
+      .set('origin', 'https://evil.example')
+      .set('content-type', 'text/plain')
+      .send('{}');
+    expect(text.status).toBe(415);
+    const bare = await http.post('/reset');
+    expect(bare.status).toBe(415);
+    const noToken = await http.post('/reset').send({});
+    expect([noToken.status, (noToken.body as { code: string }).code]).toEqual([401, 'EACCES']);
+    const wrong = await http
+      .post('/reset')
+      .set('authorization', `Bearer ${newLabToken()}`)
+      .send({});
+    expect(wrong.status).toBe(401);
+    expect((await http.get('/stats').expect(200)).body).toMatchObject({ events: 8 });
+    // no CORS anywhere: a preflight from another origin gets no permission
+    const pre = await http
+      .options('/reset')
+      .set('origin', 'https://evil.example')
+      .set('access-control-request-method', 'POST')
+      .set('access-control-request-headers', 'authorization,content-type');
+    expect(pre.headers['access-control-allow-origin']).toBeUndefined();
+  });
+
+  it("answers requests to this machine's names only (a rebound name is refused), reads included", async () => {
+    for (const path of ['/', '/stats', '/events']) {
+      const r = await http.get(path).set('host', 'evil.example:8080');
+      expect([r.status, (r.body as { code: string }).code], path).toEqual([403, 'EACCES']);
+    }
+    expect((await http.get('/stats').set('host', 'localhost:8080')).status).toBe(200);
+  });
+
+  it('resets the store and the counters (JSON, with the token)', async () => {
+    const reset = await http.post('/reset').set('authorization', `Bearer ${TOKEN}`).send({});
+    expect([reset.status, reset.body]).toEqual([200, { cleared: 8 }]);
     expect((await http.get('/stats').expect(200)).body).toMatchObject({
       events: 0,
       rejected: 0,

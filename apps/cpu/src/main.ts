@@ -36,7 +36,7 @@ runService(async (onShutdown) => {
   const app = await startMicroservice(
     CpuModule.register(cpu, tracer),
     { natsUrl: env.NATS_URL, name: instance },
-    { port: env.MMLAB_HTTP_PORT, tracer, nats: nc, redis: store.redis },
+    { port: env.MMLAB_HTTP_PORT, host: env.MMLAB_HTTP_HOST, tracer, nats: nc, redis: store.redis },
   );
   log.log(`${instance} up`);
   onShutdown(() => app.close());

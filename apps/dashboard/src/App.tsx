@@ -190,6 +190,14 @@ export function App({ live }: { live: Live }) {
             </b>
           )}
         </span>
+        <button
+          type="button"
+          data-testid="clear-trace"
+          onClick={() => void live.clearTrace()}
+          title="Forget the observer's stored trace (POST /reset, with the lab's token)"
+        >
+          Clear trace
+        </button>
         <form className="filters" onSubmit={(e) => e.preventDefault()} aria-label="Filters">
           <label>
             pid
@@ -250,6 +258,11 @@ export function App({ live }: { live: Live }) {
         </form>
         <Legend />
       </header>
+      {s.actionError && (
+        <div className="banner" role="alert" data-testid="action-error">
+          {s.actionError}
+        </div>
+      )}
       {s.status === 'lagged' && (
         <div className="banner" role="alert" data-testid="lagged">
           The dashboard fell behind the observer ({s.lagged?.dropped.toLocaleString()} events not

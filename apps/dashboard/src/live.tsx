@@ -14,6 +14,7 @@ import {
   ReorderBuffer,
   type ViolationInput,
 } from '@mmlab/diagram';
+import { postWithToken } from './lab-token';
 
 export type Status = 'connecting' | 'live' | 'reconnecting' | 'lagged' | 'closed';
 
@@ -32,6 +33,8 @@ export interface LiveSnapshot {
   violations: ViolationInput[];
   /** details of the last `lagged` message */
   lagged: { dropped: number; sent: number } | null;
+  /** why the last action on the observer failed (clearing the trace) */
+  actionError: string | null;
 }
 
 export interface LiveOptions {
@@ -78,6 +81,7 @@ export class Live {
       rate: 0,
       violations: [],
       lagged: null,
+      actionError: null,
     };
   }
 
@@ -219,6 +223,16 @@ export class Live {
     this.aside = [];
     if (aside.length > 0) this.builder.push(aside);
     this.publish({ paused: false, waiting: 0, model: this.builder.model() });
+  }
+
+  /** Forget the observer's stored trace (POST /reset, with the lab's token); the stream says `reset`. */
+  async clearTrace(): Promise<void> {
+    try {
+      await postWithToken(`${this.opts.observer}/reset`);
+      this.publish({ actionError: null });
+    } catch (e) {
+      this.publish({ actionError: `Clearing the trace failed: ${(e as Error).message}` });
+    }
   }
 
   setFilter(filter: DiagramFilter): void {

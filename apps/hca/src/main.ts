@@ -37,7 +37,7 @@ runService(async (onShutdown) => {
   const app = await startMicroservice(
     HcaModule.register(hca, tracer),
     { natsUrl: env.NATS_URL, name },
-    { port: env.MMLAB_HTTP_PORT, tracer, nats: nc, redis: store.redis },
+    { port: env.MMLAB_HTTP_PORT, host: env.MMLAB_HTTP_HOST, tracer, nats: nc, redis: store.redis },
   );
   log.log(
     `${name} up: invalidation latency ${env.MMLAB_INVALIDATE_LATENCY} ms, ` +

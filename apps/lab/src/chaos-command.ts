@@ -7,7 +7,8 @@
  *   mmlab heal [target]
  *
  * The API is at --lab-url, else MMLAB_LAB_URL, else http://127.0.0.1:8081 (`mmlab up` and
- * compose's lab-api). A fault is checked against the same zod ChaosSpec the API validates with
+ * compose's lab-api). Opening and healing need the lab's token: --token, else MMLAB_LAB_TOKEN,
+ * else the file `mmlab up` wrote for that lab (token-file.ts). A fault is checked against the same zod ChaosSpec the API validates with
  * before anything is sent, so a typo is named at once. Exit 0, or 2 with the reason (a bad
  * argument, the API's error message, the API unreachable).
  */
@@ -17,6 +18,7 @@ import type { ChaosState } from './api/chaos.controller';
 import { LAB_API_PORT } from './api/lab-api';
 import type { TargetList } from './api/targets';
 import type { FaultWindow } from './nemesis';
+import { tokenFor } from './token-file';
 
 export const DEFAULT_LAB_URL = `http://127.0.0.1:${LAB_API_PORT}`;
 
@@ -97,12 +99,16 @@ export async function labRequest<T>(
   method: 'GET' | 'POST',
   route: string,
   body?: unknown,
+  auth?: { token: string | undefined; lookedIn: string },
 ): Promise<T> {
   let res: Response;
   try {
     res = await fetch(`${url}${route}`, {
       method,
-      headers: body === undefined ? {} : { 'content-type': 'application/json' },
+      headers: {
+        ...(body !== undefined && { 'content-type': 'application/json' }),
+        ...(auth?.token && { authorization: `Bearer ${auth.token}` }),
+      },
       ...(body !== undefined && { body: JSON.stringify(body) }),
       signal: AbortSignal.timeout(30_000),
     });
@@ -124,8 +130,14 @@ export async function labRequest<T>(
     const b = (json ?? {}) as { code?: unknown; message?: unknown };
     const msg = Array.isArray(b.message) ? b.message.join('; ') : b.message;
     const code = typeof b.code === 'string' ? `${b.code}: ` : '';
+    const hint =
+      res.status === 401 && auth
+        ? auth.token
+          ? ` (the token came from ${auth.lookedIn})`
+          : ` (no token in ${auth.lookedIn})`
+        : '';
     throw new ChaosCliError(
-      `${method} ${route}: HTTP ${res.status}: ${code}${typeof msg === 'string' ? msg : text || res.statusText}`,
+      `${method} ${route}: HTTP ${res.status}: ${code}${typeof msg === 'string' ? msg : text || res.statusText}${hint}`,
     );
   }
   return json as T;
@@ -184,7 +196,7 @@ async function guarded(io: ChaosIo, body: () => Promise<void>): Promise<number> 
 export async function chaosCommand(
   target: string,
   fault: string,
-  opts: FaultOptions & { labUrl?: string; json?: boolean },
+  opts: FaultOptions & { labUrl?: string; json?: boolean; token?: string },
   io: ChaosIo = stdio(),
 ): Promise<number> {
   const r = chaosSpecOf(target, fault, opts);
@@ -193,11 +205,13 @@ export async function chaosCommand(
     return 2;
   }
   return guarded(io, async () => {
+    const url = labUrlOf(opts.labUrl, io.env);
     const w = await labRequest<FaultWindow>(
-      labUrlOf(opts.labUrl, io.env),
+      url,
       'POST',
       '/chaos',
       r.spec,
+      tokenFor(url, opts.token, io.env),
     );
     io.out(opts.json ? JSON.stringify(w, null, 2) : windowLine(w));
   });
@@ -238,22 +252,26 @@ export function chaosTargetsCommand(
 
 export function healCommand(
   target: string | undefined,
-  opts: { labUrl?: string },
+  opts: { labUrl?: string; token?: string },
   io: ChaosIo = stdio(),
 ): Promise<number> {
   return guarded(io, async () => {
     const body = target === undefined ? {} : { target };
+    const url = labUrlOf(opts.labUrl, io.env);
     const r = await labRequest<{ healed: number }>(
-      labUrlOf(opts.labUrl, io.env),
+      url,
       'POST',
       '/heal',
       body,
+      tokenFor(url, opts.token, io.env),
     );
     io.out(`healed ${r.healed} fault window(s)${target ? ` of ${target}` : ''}`);
   });
 }
 
 const LAB_URL_HELP = `the lab API (default: MMLAB_LAB_URL, else ${DEFAULT_LAB_URL})`;
+const TOKEN_HELP =
+  "the lab's token (default: MMLAB_LAB_TOKEN, else the file `mmlab up` wrote for that lab)";
 
 /** `mmlab chaos ...` and `mmlab heal` on program. */
 export function registerChaosCommands(program: Command, setExit: (code: number) => void): void {
@@ -280,11 +298,12 @@ export function registerChaosCommands(program: Command, setExit: (code: number) 
     )
     .option('--json', 'print the window as JSON')
     .option('--lab-url <url>', LAB_URL_HELP)
+    .option('--token <token>', TOKEN_HELP)
     .action(
       async (
         target: string,
         fault: string,
-        opts: FaultOptions & { labUrl?: string; json?: boolean },
+        opts: FaultOptions & { labUrl?: string; json?: boolean; token?: string },
       ) => {
         setExit(await chaosCommand(target, fault, opts));
       },
@@ -312,7 +331,8 @@ export function registerChaosCommands(program: Command, setExit: (code: number) 
     )
     .argument('[target]', 'a target; all when omitted')
     .option('--lab-url <url>', LAB_URL_HELP)
-    .action(async (target: string | undefined, opts: { labUrl?: string }) => {
+    .option('--token <token>', TOKEN_HELP)
+    .action(async (target: string | undefined, opts: { labUrl?: string; token?: string }) => {
       setExit(await healCommand(target, opts));
     });
 }

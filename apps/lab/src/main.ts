@@ -62,7 +62,7 @@ program
     'serve the lab API (the nemesis, for mmlab chaos) for a lab already running at NATS_URL: callback faults only',
   )
   .option('--port <port>', 'HTTP port (a busy one is replaced by a free one)', String(LAB_API_PORT))
-  .option('--host <host>', 'address to bind', '0.0.0.0')
+  .option('--host <host>', 'address to bind (default: MMLAB_HTTP_HOST, else 127.0.0.1)')
   .action(async (opts: ApiOptions) => {
     process.exitCode = await apiCommand(opts);
   });

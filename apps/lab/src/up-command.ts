@@ -5,10 +5,11 @@
  * `mmlab chaos` can pause, kill and restart its processes and break its subscribers.
  */
 import { LatencySpec, Mode } from '@mmlab/protocol';
-import { RpcClient, connectNats } from '@mmlab/runtime';
+import { EnvSchema, RpcClient, connectNats, newLabToken } from '@mmlab/runtime';
 import { LAB_PORTS, type LabConfig, LocalLab } from '@mmlab/runner';
 import { parsePort } from './api/api-command';
 import { LAB_API_PORT, serveLabApi } from './api/lab-api';
+import { portOf, removeTokenFile, writeTokenFile } from './token-file';
 
 export interface UpOptions {
   mode: string;
@@ -59,8 +60,17 @@ export function upConfig(opts: UpOptions): LabConfig {
   };
 }
 
+/** This lab's token: MMLAB_LAB_TOKEN when set (checked), else a new random one. */
+export function labTokenOf(env: NodeJS.ProcessEnv): string {
+  const r = EnvSchema.shape.MMLAB_LAB_TOKEN.safeParse(env.MMLAB_LAB_TOKEN);
+  if (!r.success)
+    throw new Error(`MMLAB_LAB_TOKEN: ${r.error.issues.map((i) => i.message).join('; ')}`);
+  return r.data ?? newLabToken();
+}
+
 export async function upCommand(opts: UpOptions): Promise<number> {
-  const cfg = upConfig(opts);
+  const token = labTokenOf(process.env);
+  const cfg = { ...upConfig(opts), token };
   // --free-ports: the API too, unless --api-port names one
   const apiPort =
     opts.freePorts && opts.apiPort === String(LAB_API_PORT)
@@ -77,12 +87,23 @@ export async function upCommand(opts: UpOptions): Promise<number> {
       lab,
       rpc: new RpcClient(nc),
       port: apiPort,
+      host: EnvSchema.shape.MMLAB_HTTP_HOST.parse(process.env.MMLAB_HTTP_HOST),
+      token,
       log: (l) => console.log(l),
     }).catch(async (e: unknown) => {
       await nc.close();
       throw e;
     });
+    const boundPort = portOf(api.url)!;
+    let whereTheCliFindsIt: string;
+    try {
+      whereTheCliFindsIt = `mmlab chaos/heal read ${writeTokenFile(boundPort, token)}`;
+    } catch (e) {
+      // the lab runs all the same; the CLI then needs the token given
+      whereTheCliFindsIt = `no token file (${e instanceof Error ? e.message : String(e)}): give mmlab chaos/heal MMLAB_LAB_TOKEN or --token`;
+    }
     stopLab = async () => {
+      removeTokenFile(boundPort, token);
       // every window healed first: no process left stopped, no subscriber left broken
       await api.close().catch((e: unknown) => console.error(`mmlab: ${String(e)}`));
       await nc.close();
@@ -96,6 +117,8 @@ export async function upCommand(opts: UpOptions): Promise<number> {
       `  dashboard ${lab.observerUrl}/   (observer API: /api, /events, /invariants, /metrics)`,
       `  lab API   ${api.url}   (the nemesis: /chaos, /heal, /targets; OpenAPI: /api)`,
       `  services  ${lab.instances.join(' ')}   (logs in ${opts.logs})`,
+      `  token     ${token}`,
+      `            (POST/PUT/DELETE need it: Authorization: Bearer <token>; ${whereTheCliFindsIt})`,
       '',
       'Run a scenario against it:',
       `  NATS_URL=${lab.natsUrl} MMLAB_OBSERVER_URL=${lab.observerUrl} npm run mmlab -- run examples/anon-basic.yaml`,

@@ -16,8 +16,11 @@ import { type MmContext, createContext } from './kernel/context';
 import { OrphanRangeReaper } from './kernel/orphan_ranges';
 import { MmModule } from './mm.module';
 
-/** How long a clean stop waits for the invalidations in flight (a restart SIGKILLs at 3 s). */
-const SHUTDOWN_QUIESCE_MS = 2000;
+/**
+ * How long a clean stop waits for the invalidations in flight once the requests in flight
+ * were answered or refused (SHUTDOWN_GRACE_MS, 1.5 s): a restart SIGKILLs at 3 s.
+ */
+const SHUTDOWN_QUIESCE_MS = 1000;
 
 /** Until no invalidation of this process has been open for 100 ms, or timeoutMs. */
 async function quiesce(ctx: MmContext, timeoutMs: number): Promise<void> {
@@ -66,6 +69,7 @@ runService(async (onShutdown) => {
     { natsUrl: env.NATS_URL, name: instance },
     {
       port: env.MMLAB_HTTP_PORT,
+      host: env.MMLAB_HTTP_HOST,
       tracer: ctx.tracer,
       nats: nc,
       redis: store.redis,
@@ -73,6 +77,9 @@ runService(async (onShutdown) => {
     },
   );
   log.log(`${ctx.incarnation} up: ${frames} frames, mode ${env.MMLAB_MODE}`);
+  // A clean stop (SIGTERM): no new requests (the other replicas of the queue group take them);
+  // those in flight are answered, or refused with ESHUTDOWN past SHUTDOWN_GRACE_MS
+  // (MmlabServerNats.close), never left to their caller's timeout.
   onShutdown(() => app.close());
   onShutdown(async () => {
     // A clean stop (a restart): let the invalidations in flight send their ends while NATS is

@@ -7,6 +7,7 @@ import { type DynamicModule, type INestApplication, type LogLevel, Module } from
 import { NestFactory } from '@nestjs/core';
 import { type MicroserviceOptions, NestMicroservice, Transport } from '@nestjs/microservices';
 import {
+  LabTokenGuard,
   natsServerOptions,
   SafeNatsDeserializer,
   Tracer,
@@ -93,11 +94,15 @@ export async function createObserverApp(
         store,
         intake,
         tracer,
-        settings: { softlockupMs: env.MMLAB_SOFTLOCKUP_MS },
+        settings: { softlockupMs: env.MMLAB_SOFTLOCKUP_MS, labToken: env.MMLAB_LAB_TOKEN },
       }),
       { logger: opts.logger ?? ['error', 'warn', 'log'], abortOnError: false },
     );
     setupOpenApi(app); // GET /api, /api-json
+    // POST /reset and every other mutating route: JSON and the lab's token only; on loopback,
+    // requests to this machine's names only (lab-token.ts). HTTP only (the microservice below
+    // has its own config)
+    app.useGlobalGuards(new LabTokenGuard(env.MMLAB_LAB_TOKEN, env.MMLAB_HTTP_HOST));
     // WireErrorFilter belongs to the RPC side only. The microservice gets its own config (no
     // inheritAppConfig), and it is deferred so that the filter is in that config before its
     // handlers are bound (bound at connect time, they would never see it). On the app itself,

@@ -29,5 +29,7 @@ export function loadObserverEnv(
 export interface ObserverSettings {
   /** default threshold of GET /invariants */
   softlockupMs: number;
+  /** the lab's token (MMLAB_LAB_TOKEN): mutating requests need it; the dashboard page carries it */
+  labToken?: string;
 }
 export const OBSERVER_SETTINGS = Symbol('OBSERVER_SETTINGS');

@@ -7,6 +7,7 @@
 import { type INestApplication, applyDecorators } from '@nestjs/common';
 import {
   ApiBadRequestResponse,
+  ApiBearerAuth,
   ApiHeader,
   ApiNotFoundResponse,
   ApiOkResponse,
@@ -15,6 +16,8 @@ import {
   ApiProduces,
   ApiQuery,
   ApiTags,
+  ApiUnauthorizedResponse,
+  ApiUnsupportedMediaTypeResponse,
   DocumentBuilder,
   SwaggerModule,
 } from '@nestjs/swagger';
@@ -89,9 +92,21 @@ export const ApiDoc = {
   reset: () =>
     applyDecorators(
       ApiTags('trace'),
-      ApiOperation({ summary: 'Forget the stored trace and the counters (streams get a reset)' }),
+      ApiOperation({
+        summary:
+          "Forget the stored trace and the counters (streams get a reset); JSON and the lab's token only",
+      }),
+      ApiBearerAuth(),
       ApiOkResponse({
         schema: { type: 'object', properties: { cleared: { type: 'integer' } } },
+      }),
+      ApiUnauthorizedResponse({
+        description: "no token, or not the lab's (EACCES); 403: the lab has none",
+        schema: WIRE_ERROR,
+      }),
+      ApiUnsupportedMediaTypeResponse({
+        description: 'not Content-Type: application/json (EBADMSG)',
+        schema: WIRE_ERROR,
       }),
     ),
   invariants: () =>
@@ -189,6 +204,11 @@ export function setupOpenApi(app: INestApplication): void {
         'filters and paging, the invariant verdicts, a live stream, the dashboard.',
     )
     .setVersion('0.1.0')
+    .addBearerAuth({
+      type: 'http',
+      scheme: 'bearer',
+      description: "the lab's token (mmlab up prints it)",
+    })
     .build();
   const factory = () => {
     const doc = SwaggerModule.createDocument(app, config);

@@ -12,8 +12,10 @@ import type { INestApplication } from '@nestjs/common';
 import { Test } from '@nestjs/testing';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { TraceEvent } from '@mmlab/protocol';
-import { DashboardController, findDashboardDir } from './dashboard.controller';
+import { LabTokenGuard, newLabToken } from '@mmlab/runtime';
+import { DashboardController, findDashboardDir, withLabToken } from './dashboard.controller';
 import { EventsController } from './events.controller';
+import { OBSERVER_SETTINGS } from './observer.config';
 import { setupOpenApi } from './openapi';
 import { StreamController, replayOf } from './stream.controller';
 import { TraceIntake } from './trace-intake';
@@ -28,6 +30,9 @@ const ev = (n: number, ts = 1000 + n): TraceEvent => ({
   kind: 'barrier',
   tag: `t${n}`,
 });
+
+/** The lab's token, as the observer of a lab has it (MMLAB_LAB_TOKEN). */
+const TOKEN = newLabToken();
 
 interface SseMessage {
   event: string;
@@ -177,9 +182,11 @@ describe('the observer over HTTP: /stream, the dashboard, /api', () => {
       providers: [
         { provide: TraceStore, useValue: store },
         { provide: TraceIntake, useValue: intake },
+        { provide: OBSERVER_SETTINGS, useValue: { softlockupMs: 1000, labToken: TOKEN } },
       ],
     }).compile();
     app = mod.createNestApplication({ logger: false });
+    app.useGlobalGuards(new LabTokenGuard(TOKEN, '127.0.0.1'));
     setupOpenApi(app);
     await app.listen(0, '127.0.0.1');
     const { port } = (app.getHttpServer() as http.Server).address() as AddressInfo;
@@ -260,7 +267,15 @@ describe('the observer over HTTP: /stream, the dashboard, /api', () => {
 
   it('tells streams about POST /reset', async () => {
     const got = readStream('/stream', (ms) => ms.some((m) => m.event === 'reset'));
-    setTimeout(() => void fetch(base + '/reset', { method: 'POST' }), 100);
+    setTimeout(
+      () =>
+        void fetch(base + '/reset', {
+          method: 'POST',
+          headers: { 'content-type': 'application/json', authorization: `Bearer ${TOKEN}` },
+          body: '{}',
+        }),
+      100,
+    );
     expect((await got).messages.map((m) => m.event)).toEqual(['hello', 'reset']);
   });
 
@@ -286,6 +301,18 @@ describe('the observer over HTTP: /stream, the dashboard, /api', () => {
     }
     expect((await fetch(base + '/assets/nope.js')).status).toBe(404);
     expect((await fetch(base + '/assets/..%2Findex.html')).status).toBe(404);
+  });
+
+  it("the page carries the lab's token for the dashboard (a meta tag), and is never cached", async () => {
+    const r = await fetch(base + '/');
+    expect(r.headers.get('cache-control')).toBe('no-store');
+    expect(await r.text()).toBe(
+      `<!doctype html><meta name="mmlab-token" content="${TOKEN}" /><script src="./assets/app-1.js"></script>`,
+    );
+    expect(withLabToken('<html><head><title>x</title></head></html>', 'a"<b')).toBe(
+      '<html><head><title>x</title><meta name="mmlab-token" content="a&quot;&lt;b" /></head></html>',
+    );
+    expect(withLabToken('<p>no token</p>', undefined)).toBe('<p>no token</p>');
   });
 
   it('finds the build above the sources or in dist, and nothing else', () => {

@@ -44,6 +44,14 @@ export const ERRORS = {
     doc: 'No answer before the deadline; the operation may still happen.',
   },
   ENOHANDLER: { definite: true, doc: 'No service answers on this subject.' },
+  EACCES: {
+    definite: true,
+    doc: "A mutating HTTP request without the lab's token (or with a wrong one), or to a lab started without one; nothing was changed.",
+  },
+  ESHUTDOWN: {
+    definite: false,
+    doc: 'The service is stopping and gave up a request it had started (a clean stop past its deadline); part of it may have happened.',
+  },
   EINTERNAL: { definite: false, doc: 'A bug: the service caught an unexpected exception.' },
 } as const satisfies Record<string, { definite: boolean; doc: string }>;
 

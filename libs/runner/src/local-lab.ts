@@ -7,7 +7,7 @@ import { type ChildProcess, spawn } from 'node:child_process';
 import { createWriteStream, existsSync, mkdirSync } from 'node:fs';
 import * as path from 'node:path';
 import { type Dispatch, type InjectMode, MmlabError, type Mode } from '@mmlab/protocol';
-import { RpcClient, connectNats, sleep } from '@mmlab/runtime';
+import { RpcClient, connectNats, newLabToken, sleep } from '@mmlab/runtime';
 import {
   type ServerHandle,
   type ServerKind,
@@ -39,6 +39,11 @@ export interface LabConfig {
   seed?: number;
   /** extra environment for every service */
   env?: Record<string, string>;
+  /**
+   * The lab's token (MMLAB_LAB_TOKEN of the observer): its mutating requests need it.
+   * LocalLab.start generates one when absent (libs/runtime lab-token.ts).
+   */
+  token?: string;
 }
 
 export interface SubscriberConfig {
@@ -96,7 +101,11 @@ export function labServices(
     out.push({
       instance: 'observer',
       app: 'observer',
-      env: { ...common, MMLAB_OBSERVER_PORT: String(observerPort) },
+      env: {
+        ...common,
+        MMLAB_OBSERVER_PORT: String(observerPort),
+        ...(cfg.token ? { MMLAB_LAB_TOKEN: cfg.token } : {}),
+      },
     });
   for (let i = 0; i < cfg.mmReplicas; i++)
     out.push({ instance: `mm-${i}`, app: 'mm', env: { ...common, ...http(`mm-${i}`) } });
@@ -178,7 +187,9 @@ export class LocalLab {
     private readonly users: Pick<LabStartOptions, 'natsUsers' | 'readyUser'> = {},
   ) {}
 
-  static async start(cfg: LabConfig, opts: LabStartOptions = {}): Promise<LocalLab> {
+  static async start(given: LabConfig, opts: LabStartOptions = {}): Promise<LocalLab> {
+    // every lab has a token: without one its observer would refuse POST /reset to everyone
+    const cfg: LabConfig = given.token ? given : { ...given, token: newLabToken() };
     const servers: ServerHandle[] = [];
     let lab: LocalLab | undefined;
     try {
@@ -210,6 +221,11 @@ export class LocalLab {
       else await Promise.all(servers.map((s) => s.stop()));
       throw e;
     }
+  }
+
+  /** The lab's token (what mutating HTTP requests to its observer must carry). */
+  get token(): string {
+    return this.cfg.token!;
   }
 
   get instances(): string[] {

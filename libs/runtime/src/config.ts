@@ -38,6 +38,34 @@ export const EnvSchema = z.object({
   MMLAB_OBSERVER_PORT: int(8080),
   /** mm, cpu, hca: HTTP port of GET /metrics and GET /health (0: no HTTP listener; compose: 9464). */
   MMLAB_HTTP_PORT: int(0),
+  /**
+   * Address every HTTP server binds: the observer, the lab API, each service's /metrics and
+   * /health. Natively only this machine (loopback); compose and deploy/k8s set 0.0.0.0, where
+   * other containers (and the published ports) must reach them.
+   */
+  MMLAB_HTTP_HOST: z.string().min(1).default('127.0.0.1'),
+  /**
+   * The lab's token: every mutating HTTP request (POST/PUT/PATCH/DELETE of the observer and the
+   * lab API) must carry it (`Authorization: Bearer <token>` or `X-Mmlab-Token`). `mmlab up`
+   * generates one per lab; there is no default: unset (or empty, as compose passes an unset
+   * variable), mutating requests are refused (EACCES) with a message saying how to set it.
+   */
+  MMLAB_LAB_TOKEN: z
+    .string()
+    .default('')
+    .transform((s) => s.trim())
+    .pipe(
+      z.union([
+        z.literal(''),
+        z.string().min(16, 'too short: use at least 16 characters (e.g. openssl rand -hex 32)'),
+      ]),
+    )
+    .transform((s) => s || undefined),
+  /**
+   * CLI: where `mmlab up` writes the running lab's token (lab-<api port>.token, mode 0600) and
+   * `mmlab chaos`/`heal` read it. Default $XDG_RUNTIME_DIR/mmlab, else <tmpdir>/mmlab-<uid>.
+   */
+  MMLAB_RUNTIME_DIR: z.string().optional(),
   /** How mm calls the subscribers of one invalidation: all at once, or one after another as the kernel does. */
   MMLAB_DISPATCH: Dispatch.default('parallel'),
   /** Comma-separated fault-injection modes (see InjectMode). */

@@ -185,7 +185,7 @@ export class ServiceHttpModule {
 export interface HttpSideOptions {
   /** MMLAB_HTTP_PORT; 0: no HTTP side at all (a plain NATS microservice, as before) */
   port: number;
-  /** default 0.0.0.0 */
+  /** MMLAB_HTTP_HOST; default 127.0.0.1 (this machine only) */
   host?: string;
   /** the service's tracer: every event it emits feeds the metrics */
   tracer: Tracer;
@@ -232,9 +232,9 @@ export async function startHybridApp(
     await app.init();
     // app.init() already ran the modules' init hooks; the deferred microservice would run them again.
     if (ms instanceof NestMicroservice) ms.setIsInitHookCalled(true);
-    app.enableShutdownHooks();
+    // no enableShutdownHooks(): runService owns the signals (see startMicroservice)
     await app.startAllMicroservices();
-    const host = http.host ?? '0.0.0.0';
+    const host = http.host ?? '127.0.0.1';
     await app.listen(http.port, host);
     new Logger('ServiceHttp').log(`GET /metrics and /health on http://${host}:${http.port}`);
     return app;

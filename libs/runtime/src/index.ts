@@ -10,3 +10,4 @@ export * from './rpc-client';
 export * from './tracer';
 export * from './latency';
 export * from './callback-faults';
+export * from './lab-token';

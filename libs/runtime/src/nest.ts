@@ -34,7 +34,7 @@ import {
   ServerNats,
   Transport,
 } from '@nestjs/microservices';
-import type { Msg, MsgHdrs } from 'nats';
+import type { Msg, MsgHdrs, NatsConnection, Subscription } from 'nats';
 import { type Observable, throwError } from 'rxjs';
 import {
   MALFORMED,
@@ -142,6 +142,13 @@ export class ReplyControl {
 
 const replyScope = new AsyncLocalStorage<ReplyControl>();
 
+/**
+ * How long a stopping service lets the requests it has in flight answer before it refuses
+ * them (MmlabServerNats.close). A restart SIGKILLs 3 s after its SIGTERM (stopProcess): this,
+ * plus mm's wait for its open invalidations, stays below that.
+ */
+export const SHUTDOWN_GRACE_MS = 1500;
+
 /** The ReplyControl of the request being handled here (undefined: not inside a request). */
 export function currentReply(): ReplyControl | undefined {
   return replyScope.getStore();
@@ -160,8 +167,27 @@ export function runWithReply<T>(control: ReplyControl, fn: () => T): T {
  * the handler's result (or error) is known — by then the handler has said what it wants.
  */
 export class MmlabServerNats extends ServerNats {
+  /** Requests taken and not answered yet (each by its ReplyControl); see close(). */
+  private readonly inFlight = new Map<ReplyControl, InFlightRequest>();
+  private readonly settledListeners = new Set<() => void>();
+
+  constructor(
+    options: ConstructorParameters<typeof ServerNats>[0],
+    /** how long close() lets the requests in flight finish before it refuses them */
+    private readonly shutdownGraceMs = SHUTDOWN_GRACE_MS,
+  ) {
+    super(options);
+  }
+
   override handleMessage(channel: string, natsMsg: Msg): Promise<unknown> {
-    return runWithReply(new ReplyControl(), () => super.handleMessage(channel, natsMsg));
+    const control = new ReplyControl();
+    if (natsMsg.reply) this.inFlight.set(control, { subject: natsMsg.subject });
+    const handled = runWithReply(control, () => super.handleMessage(channel, natsMsg));
+    // a message that never reaches a publisher (it could not even be dispatched) is not in flight
+    return handled.catch((e: unknown) => {
+      this.settle(control);
+      throw e;
+    });
   }
 
   override getPublisher(
@@ -172,8 +198,89 @@ export class MmlabServerNats extends ServerNats {
     const publish = super.getPublisher(natsMsg, id, ctx) as (response: unknown) => unknown;
     const control = replyScope.getStore();
     if (!control || !natsMsg.reply) return publish;
-    return (response) => control.send(() => publish(response));
+    const entry = this.inFlight.get(control);
+    if (entry) entry.publish = publish;
+    return (response) => control.send(() => publish(response)).finally(() => this.settle(control));
   }
+
+  /** Requests taken and not answered yet. */
+  get pending(): number {
+    return this.inFlight.size;
+  }
+
+  private settle(control: ReplyControl): void {
+    if (!this.inFlight.delete(control)) return;
+    for (const l of this.settledListeners) l();
+  }
+
+  /** Until nothing is in flight, or ms passed; true when nothing is. */
+  private async settled(ms: number): Promise<boolean> {
+    if (this.inFlight.size === 0) return true;
+    let timer: NodeJS.Timeout | undefined;
+    let listener: (() => void) | undefined;
+    try {
+      return await new Promise<boolean>((resolve) => {
+        listener = () => {
+          if (this.inFlight.size === 0) resolve(true);
+        };
+        this.settledListeners.add(listener);
+        timer = setTimeout(() => resolve(this.inFlight.size === 0), ms);
+      });
+    } finally {
+      clearTimeout(timer);
+      if (listener) this.settledListeners.delete(listener);
+    }
+  }
+
+  /**
+   * A clean stop: nothing in flight goes unanswered.
+   *
+   *   1. stop taking requests: drain every subscription (the server stops delivering, what it
+   *      already sent is still handled; a queue group's other members take the new ones);
+   *   2. let the requests in flight answer, for up to shutdownGraceMs;
+   *   3. answer each one still running ESHUTDOWN (not definite: part of it may have happened),
+   *      and drop the handler's own reply should it come later;
+   *   4. flush, and close the connection (Nest's close).
+   *
+   * Before, the connection was closed under the requests in flight: their callers waited for
+   * their whole timeout and learnt nothing (ETIMEDOUT).
+   */
+  override async close(): Promise<void> {
+    let nc: NatsConnection | undefined;
+    try {
+      nc = this.unwrap<NatsConnection>();
+    } catch {
+      return super.close(); // never listened
+    }
+    // Nest keeps its subscriptions private; draining them is the one way to stop taking
+    // requests without losing one already on its way to this process.
+    const subs = (this as unknown as { subscriptions?: Subscription[] }).subscriptions ?? [];
+    await Promise.all(subs.map((sub) => sub.drain().catch(() => undefined)));
+    if (!(await this.settled(this.shutdownGraceMs))) {
+      for (const [control, r] of [...this.inFlight]) {
+        control.drop();
+        const e = new MmlabError(
+          'ESHUTDOWN',
+          `${r.subject}: the service stopped before it finished (after ${this.shutdownGraceMs} ms); part of it may have happened`,
+        );
+        try {
+          r.publish?.({ err: e.toWire(), isDisposed: true });
+        } catch {
+          // the connection is already gone: nobody to tell
+        }
+        this.settle(control);
+      }
+    }
+    await nc.flush().catch(() => undefined);
+    return super.close();
+  }
+}
+
+/** A request a service took: where it came on, and how to answer it (once known). */
+interface InFlightRequest {
+  subject: string;
+  /** Nest's publisher for its reply, bypassing the ReplyControl */
+  publish?: (response: unknown) => unknown;
 }
 
 export function parseRequest<N extends RpcName>(name: N, data: unknown): ReqParsed<N> {
@@ -326,7 +433,8 @@ export async function startMicroservice(
     logger,
   });
   app.useGlobalFilters(new WireErrorFilter());
-  app.enableShutdownHooks();
+  // No enableShutdownHooks(): runService owns SIGTERM, and its cleanups close the app in order
+  // (Nest's own hook would close it at once, under the requests in flight, and re-raise).
   await app.listen();
   return app;
 }
@@ -349,6 +457,8 @@ export interface ServiceIdentity {
   service?: string;
   /** service.instance.id (default: MMLAB_INSTANCE, else <service>-<pid>) */
   instance?: string;
+  /** false: never load the OpenTelemetry SDK in this process (default true: when configured) */
+  telemetry?: boolean;
 }
 
 /** The app of the running entry point: dist/apps/<app>/src/main.js → <app>. */
@@ -390,7 +500,7 @@ export function runService(
   };
   process.on('SIGTERM', () => void shutdown());
   process.on('SIGINT', () => void shutdown());
-  initTelemetry(service, instance)
+  (who.telemetry === false ? Promise.resolve(false) : initTelemetry(service, instance))
     .catch((e: unknown) => {
       // Telemetry is a view: a service without it still serves.
       new Logger(instance).warn(

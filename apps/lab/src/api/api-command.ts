@@ -5,12 +5,13 @@
  * nemesis's EINVAL that points at docker compose pause/kill/restart. Runs until SIGINT/SIGTERM,
  * and heals every window it opened before it exits.
  */
-import { EnvSchema, RpcClient, connectNats } from '@mmlab/runtime';
+import { EnvSchema, HOW_TO_SET_TOKEN, RpcClient, connectNats } from '@mmlab/runtime';
 import { serveLabApi } from './lab-api';
 
 export interface ApiOptions {
   port: string;
-  host: string;
+  /** default: MMLAB_HTTP_HOST (127.0.0.1; compose: 0.0.0.0) */
+  host?: string;
 }
 
 /** nats://user:password@host → nats://user:***@host */
@@ -30,6 +31,10 @@ export async function apiCommand(
 ): Promise<number> {
   const port = parsePort(opts.port, 'port');
   const natsUrl = EnvSchema.shape.NATS_URL.parse(env.NATS_URL);
+  const host = opts.host ?? EnvSchema.shape.MMLAB_HTTP_HOST.parse(env.MMLAB_HTTP_HOST);
+  const token = EnvSchema.shape.MMLAB_LAB_TOKEN.safeParse(env.MMLAB_LAB_TOKEN);
+  if (!token.success)
+    throw new Error(`MMLAB_LAB_TOKEN: ${token.error.issues.map((i) => i.message).join('; ')}`);
   const nc = await connectNats(natsUrl, 'mmlab-api').catch((e: unknown) => {
     throw new Error(
       `cannot reach NATS at ${redactUrl(natsUrl)}: ${e instanceof Error ? e.message : String(e)}`,
@@ -40,12 +45,16 @@ export async function apiCommand(
       lab: null,
       rpc: new RpcClient(nc),
       port,
-      host: opts.host,
+      host,
+      token: token.data,
       log,
     });
     log(
       [
-        `mmlab lab API on ${api.url} (bound to ${opts.host}; OpenAPI at /api), NATS ${redactUrl(natsUrl)}`,
+        `mmlab lab API on ${api.url} (bound to ${host}; OpenAPI at /api), NATS ${redactUrl(natsUrl)}`,
+        token.data
+          ? "  POST /chaos and /heal need the lab's token (MMLAB_LAB_TOKEN): Authorization: Bearer <token>"
+          : `  no MMLAB_LAB_TOKEN: POST /chaos and /heal are refused; ${HOW_TO_SET_TOKEN}`,
         '  callback faults on the subscribers answering ping; process faults need `mmlab up`',
         '  (on compose: docker compose pause/kill/restart)',
         `  MMLAB_LAB_URL=${api.url} npm run mmlab -- chaos targets`,

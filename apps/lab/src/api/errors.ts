@@ -43,6 +43,8 @@ export function httpStatusOf(e: MmlabError): number {
       return 404;
     case 'ETIMEDOUT':
       return 504;
+    case 'EACCES':
+      return 401;
     // not answers of the nemesis: a bug if they reach here
     case 'SIGSEGV':
     case 'ENOMEM':
@@ -51,6 +53,7 @@ export function httpStatusOf(e: MmlabError): number {
     case 'ENODEV':
     case 'EAGAIN':
     case 'ESTALE':
+    case 'ESHUTDOWN':
     case 'EINTERNAL':
       return 500;
   }

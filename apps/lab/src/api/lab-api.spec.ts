@@ -11,7 +11,7 @@ import type { INestApplication } from '@nestjs/common';
 import request from 'supertest';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { MmlabError } from '@mmlab/protocol';
-import { RpcClient } from '@mmlab/runtime';
+import { RpcClient, newLabToken } from '@mmlab/runtime';
 import { type TestLab, startTestLab, until } from '@mmlab/testing';
 import { type FaultWindow, Nemesis } from '../nemesis';
 import type { NemesisApi } from './chaos.controller';
@@ -29,6 +29,9 @@ interface Body {
   id: number;
 }
 const b = (r: { body: unknown }): Body => r.body as Body;
+
+/** The lab's token, as `mmlab up` would generate it. */
+const TOKEN = newLabToken();
 
 /** The state letter of /proc/<pid>/stat ("pid (comm) S ..."; comm may hold spaces). */
 const stateOf = (pid: number): string => {
@@ -56,7 +59,7 @@ describe('lab API on a real lab', () => {
       const rpc = new RpcClient(t.nc);
       const nemesis = new Nemesis(lab, rpc, { timeoutMs });
       const app = await createLabApi(
-        { nemesis, targets: new LabTargets(lab, rpc), nats: natsLinkOf(t.nc) },
+        { nemesis, targets: new LabTargets(lab, rpc), nats: natsLinkOf(t.nc), token: TOKEN },
         { logger: false },
       );
       return { app, nemesis };
@@ -73,6 +76,9 @@ describe('lab API on a real lab', () => {
   });
 
   const http = (a: { app: INestApplication }) => request(a.app.getHttpServer() as Server);
+  /** A POST as the lab's own clients send it: with the token. */
+  const post = (a: { app: INestApplication }, route: string) =>
+    http(a).post(route).set('authorization', `Bearer ${TOKEN}`);
 
   it("a bad spec is 400 EBADMSG with zod's message, and opens nothing", async () => {
     for (const body of [
@@ -83,15 +89,14 @@ describe('lab API on a real lab', () => {
       { target: 'hca0', fault: 'hang', colour: 'red' },
       { target: 'bad name!', fault: 'kill' },
     ]) {
-      const r = await http(local).post('/chaos').send(body);
+      const r = await post(local, '/chaos').send(body);
       expect(r.status, JSON.stringify(body)).toBe(400);
       expect(b(r).code).toBe('EBADMSG');
       expect(b(r).message).toMatch(/^bad fault spec: /);
     }
-    const latency = await http(local).post('/chaos').send({ target: 'hca0', fault: 'latency' });
+    const latency = await post(local, '/chaos').send({ target: 'hca0', fault: 'latency' });
     expect(b(latency).message).toContain('distribution: a latency fault needs a distribution');
-    const notJson = await http(local)
-      .post('/chaos')
+    const notJson = await post(local, '/chaos')
       .set('content-type', 'application/json')
       .send('{bad');
     expect(notJson.status).toBe(400);
@@ -100,22 +105,22 @@ describe('lab API on a real lab', () => {
   });
 
   it('an unknown target is 404 naming the targets; a callback fault on a non-subscriber too', async () => {
-    const r = await http(local).post('/chaos').send({ target: 'nosuch', fault: 'kill' });
+    const r = await post(local, '/chaos').send({ target: 'nosuch', fault: 'kill' });
     expect(r.status).toBe(404);
     expect(b(r).code).toBe('EINVAL');
     for (const name of ['cpu0', 'mm-0', 'hca0', 'nats', 'redis'])
       expect(b(r).message).toContain(name);
-    const cb = await http(local).post('/chaos').send({ target: 'cpu0', fault: 'drop-ack' });
+    const cb = await post(local, '/chaos').send({ target: 'cpu0', fault: 'drop-ack' });
     expect(cb.status).toBe(404);
     expect(b(cb).message).toContain('not a subscriber');
-    const viaPing = await http(remote).post('/chaos').send({ target: 'cpu0', fault: 'dup-ack' });
+    const viaPing = await post(remote, '/chaos').send({ target: 'cpu0', fault: 'dup-ack' });
     expect(viaPing.status).toBe(404);
     expect(b(viaPing).message).toContain('hca0');
   });
 
   it('pause → 201 and the process is stopped; again → 409; heal → it runs; the window is closed', async () => {
     const pid = t.lab.proc('cpu0').pid!;
-    const r = await http(local).post('/chaos').send({ target: 'cpu0', fault: 'pause' });
+    const r = await post(local, '/chaos').send({ target: 'cpu0', fault: 'pause' });
     expect(r.status).toBe(201);
     expect(r.body).toMatchObject({
       target: 'cpu0',
@@ -125,13 +130,13 @@ describe('lab API on a real lab', () => {
     });
     // SIGSTOP lands asynchronously: wait for it (a hang guard, not a timing assertion)
     await until(() => stateOf(pid) === 'T', 'cpu0 stopped');
-    const again = await http(local).post('/chaos').send({ target: 'cpu0', fault: 'kill' });
+    const again = await post(local, '/chaos').send({ target: 'cpu0', fault: 'kill' });
     expect(again.status).toBe(409);
     expect(b(again).code).toBe('EINVAL');
     expect(b(again).message).toContain('heal it first');
     const s = await http(local).get('/chaos');
     expect(b(s).active.map((w: { id: number }) => w.id)).toEqual([b(r).id]);
-    const healed = await http(local).post('/heal').send({ target: 'cpu0' });
+    const healed = await post(local, '/heal').send({ target: 'cpu0' });
     expect(healed.status).toBe(200);
     expect(healed.body).toEqual({ healed: 1 });
     await until(() => stateOf(pid) !== 'T', 'cpu0 running');
@@ -156,7 +161,7 @@ describe('lab API on a real lab', () => {
   });
 
   it('without a local lab a process fault is 422 pointing at docker compose', async () => {
-    const r = await http(remote).post('/chaos').send({ target: 'cpu0', fault: 'pause' });
+    const r = await post(remote, '/chaos').send({ target: 'cpu0', fault: 'pause' });
     expect(r.status).toBe(422);
     expect(b(r).code).toBe('EINVAL');
     expect(b(r).message).toContain('docker compose');
@@ -166,7 +171,7 @@ describe('lab API on a real lab', () => {
   it('a subscriber that does not answer its chaos subject in time is 504 ETIMEDOUT', async () => {
     t.lab.signal('hca0', 'SIGSTOP');
     try {
-      const r = await http(local).post('/chaos').send({ target: 'hca0', fault: 'hang' });
+      const r = await post(local, '/chaos').send({ target: 'hca0', fault: 'hang' });
       expect(r.status).toBe(504);
       expect(b(r).code).toBe('ETIMEDOUT');
       expect(b(r).message).toContain('mmlab.sub.hca0.chaos');
@@ -183,15 +188,98 @@ describe('lab API on a real lab', () => {
   });
 
   it('a callback fault through the API: 201, listed, healed by POST /heal {}', async () => {
-    const r = await http(remote).post('/chaos').send({ target: 'hca0', fault: 'drop-ack' });
+    const r = await post(remote, '/chaos').send({ target: 'hca0', fault: 'drop-ack' });
     expect(r.status, JSON.stringify(r.body)).toBe(201);
     expect(b(await http(remote).get('/chaos')).active).toHaveLength(1);
-    expect((await http(remote).post('/heal')).body).toEqual({ healed: 1 });
+    expect((await post(remote, '/heal').send({})).body).toEqual({ healed: 1 });
     expect(b(await http(remote).get('/chaos')).active).toEqual([]);
     expect((await http(remote).get('/health')).body).toEqual({
       status: 'ok',
       nats: 'connected',
       active: 0,
+    });
+  });
+
+  describe('a web page cannot drive it', () => {
+    /** cpu0's process is the one the lab started, and it runs (not killed, not stopped). */
+    const cpu0Runs = (pid: number) => {
+      const p = t.lab.proc('cpu0');
+      expect([p.pid, p.exitCode, p.signalCode]).toEqual([pid, null, null]);
+      expect(['R', 'S', 'D']).toContain(stateOf(pid));
+    };
+
+    it('a cross-site HTML form (urlencoded, text/plain) is 415 and kills nothing', async () => {
+      const pid = t.lab.proc('cpu0').pid!;
+      const before = b(await http(local).get('/chaos')).windows.length;
+      // what <form method=post action=http://127.0.0.1:8081/chaos> on another site sends
+      const form = await http(local)
+        .post('/chaos')
+        .set('origin', 'https://evil.example')
+        .type('form')
+        .send('target=cpu0&fault=kill');
+      expect(form.status).toBe(415);
+      expect(b(form).code).toBe('EBADMSG');
+      expect(b(form).message).toContain('application/json');
+      // fetch(..., {mode: 'no-cors'}) with a JSON text as text/plain: no preflight either
+      const text = await http(local)
+        .post('/chaos')
+        .set('origin', 'https://evil.example')
+        .set('content-type', 'text/plain')
+        .send(JSON.stringify({ target: 'cpu0', fault: 'pause' }));
+      expect(text.status).toBe(415);
+      // even with the token, a form is refused (the body's type is the first line)
+      const withToken = await post(local, '/chaos').type('form').send('target=cpu0&fault=kill');
+      expect(withToken.status).toBe(415);
+      cpu0Runs(pid);
+      expect(b(await http(local).get('/chaos')).windows).toHaveLength(before);
+    });
+
+    it('JSON without the token, or with another one, is 401 EACCES and changes nothing', async () => {
+      const pid = t.lab.proc('cpu0').pid!;
+      const before = b(await http(local).get('/chaos')).windows.length;
+      const none = await http(local).post('/chaos').send({ target: 'cpu0', fault: 'kill' });
+      expect(none.status).toBe(401);
+      expect(b(none).code).toBe('EACCES');
+      expect(b(none).message).toContain('Authorization: Bearer');
+      const wrong = await http(local)
+        .post('/chaos')
+        .set('authorization', `Bearer ${newLabToken()}`)
+        .send({ target: 'cpu0', fault: 'pause' });
+      expect([wrong.status, b(wrong).code]).toEqual([401, 'EACCES']);
+      cpu0Runs(pid);
+      expect(b(await http(local).get('/chaos')).windows).toHaveLength(before);
+    });
+
+    it('POST /heal heals only with JSON and the token', async () => {
+      const opened = await post(local, '/chaos').send({ target: 'hca0', fault: 'dup-ack' });
+      expect(opened.status, JSON.stringify(opened.body)).toBe(201);
+      try {
+        const anyBody = await http(local).post('/heal').type('form').send('x=1');
+        expect(anyBody.status).toBe(415);
+        const bare = await http(local).post('/heal');
+        expect(bare.status).toBe(415);
+        const noToken = await http(local).post('/heal').send({});
+        expect(noToken.status).toBe(401);
+        expect(b(await http(local).get('/chaos')).active.map((w) => w.id)).toEqual([b(opened).id]);
+        // the lab's own client: JSON, the token in either header
+        const healed = await http(local)
+          .post('/heal')
+          .set('x-mmlab-token', TOKEN)
+          .send({ target: 'hca0' });
+        expect([healed.status, healed.body]).toEqual([200, { healed: 1 }]);
+      } finally {
+        await local.nemesis.heal('hca0');
+      }
+    });
+
+    it('answers no CORS preflight: a page of another origin cannot send the token', async () => {
+      const pre = await http(local)
+        .options('/chaos')
+        .set('origin', 'https://evil.example')
+        .set('access-control-request-method', 'POST')
+        .set('access-control-request-headers', 'authorization,content-type');
+      expect(pre.headers['access-control-allow-origin']).toBeUndefined();
+      expect(pre.headers['access-control-allow-headers']).toBeUndefined();
     });
   });
 });
@@ -214,6 +302,7 @@ describe('lab API: mapping of errors the lab cannot be made to produce on demand
           problem: () => Promise.resolve(undefined),
         },
         nats: () => ({ up: false, state: 'disconnected' }),
+        token: TOKEN,
       },
       { logger: false },
     );
@@ -229,6 +318,7 @@ describe('lab API: mapping of errors the lab cannot be made to produce on demand
     next = new MmlabError(code, message);
     const r = await request(app.getHttpServer() as Server)
       .post('/chaos')
+      .set('x-mmlab-token', TOKEN)
       .send({ target: 'hca0', fault: 'hang' });
     expect(r.status).toBe(status);
     expect(r.body).toEqual({ code, message });
@@ -243,9 +333,38 @@ describe('lab API: mapping of errors the lab cannot be made to produce on demand
     expect(h.body).toMatchObject({ status: 'down', nats: 'disconnected' });
   });
 
+  it('a lab started without a token refuses every change, 403 EACCES saying how to set one', async () => {
+    const tokenless = await createLabApi(
+      {
+        nemesis: stub,
+        targets: {
+          list: () => Promise.resolve(null as never),
+          problem: () => Promise.resolve(undefined),
+        },
+        nats: () => ({ up: true, state: 'connected' }),
+        token: undefined,
+      },
+      { logger: false },
+    );
+    try {
+      const r = await request(tokenless.getHttpServer() as Server)
+        .post('/heal')
+        .set('authorization', `Bearer ${TOKEN}`)
+        .send({});
+      expect(r.status).toBe(403);
+      expect(b(r).code).toBe('EACCES');
+      expect(b(r).message).toContain('MMLAB_LAB_TOKEN');
+      // reading stays open
+      expect((await request(tokenless.getHttpServer() as Server).get('/chaos')).status).toBe(200);
+    } finally {
+      await tokenless.close();
+    }
+  });
+
   it('POST /heal with a bad target is 400', async () => {
     const r = await request(app.getHttpServer() as Server)
       .post('/heal')
+      .set('x-mmlab-token', TOKEN)
       .send({ target: 'a b' });
     expect(r.status).toBe(400);
     expect(b(r).code).toBe('EBADMSG');

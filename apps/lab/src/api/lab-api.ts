@@ -14,7 +14,7 @@ import { type DynamicModule, type INestApplication, type LogLevel, Module } from
 import { NestFactory } from '@nestjs/core';
 import type { AddressInfo } from 'node:net';
 import { Events, type NatsConnection } from 'nats';
-import type { RpcClient } from '@mmlab/runtime';
+import { LabTokenGuard, type RpcClient } from '@mmlab/runtime';
 import { type LocalLab, freePort, isPortFree } from '@mmlab/runner';
 import { Nemesis } from '../nemesis';
 import {
@@ -33,11 +33,18 @@ import { LabTargets } from './targets';
 /** Where the lab API listens (`mmlab up`, `mmlab api`, compose's lab-api) when the port is free. */
 export const LAB_API_PORT = 8081;
 
+/** Where the lab API listens unless told otherwise (MMLAB_HTTP_HOST's default). */
+const DEFAULT_HOST = '127.0.0.1';
+
 export interface LabApiParts {
   nemesis: NemesisApi;
   targets: TargetsApi;
   /** the NATS link the nemesis uses (GET /health) */
   nats: NatsLink;
+  /** the lab's token: POST /chaos and /heal need it (undefined: they are refused, EACCES) */
+  token: string | undefined;
+  /** the address it will listen on (default 127.0.0.1: then it answers Host 127.0.0.1/localhost only) */
+  bindHost?: string;
 }
 
 @Module({})
@@ -80,6 +87,8 @@ export async function createLabApi(
     abortOnError: false,
   });
   app.useGlobalFilters(new HttpErrorFilter(), new MmlabErrorFilter());
+  // POST /chaos, /heal: JSON and the lab's token only (a web page cannot drive the nemesis)
+  app.useGlobalGuards(new LabTokenGuard(parts.token, parts.bindHost ?? DEFAULT_HOST));
   setupOpenApi(app);
   await app.init();
   return app;
@@ -92,7 +101,7 @@ export async function createLabApi(
 export async function listenLabApi(
   app: INestApplication,
   port: number,
-  host = '127.0.0.1',
+  host = DEFAULT_HOST,
 ): Promise<string> {
   const p = port === 0 || (await isPortFree(port)) ? port : await freePort();
   await app.listen(p, host);
@@ -116,7 +125,10 @@ export async function serveLabApi(o: {
   lab: LocalLab | null;
   rpc: RpcClient;
   port: number;
+  /** the address to bind (MMLAB_HTTP_HOST; default 127.0.0.1) */
   host?: string;
+  /** the lab's token (see LabApiParts) */
+  token: string | undefined;
   log?: (line: string) => void;
 }): Promise<ServedLabApi> {
   const nemesis = new Nemesis(o.lab, o.rpc, { log: o.log });
@@ -124,6 +136,8 @@ export async function serveLabApi(o: {
     nemesis,
     targets: new LabTargets(o.lab, o.rpc),
     nats: natsLinkOf(o.rpc.nc),
+    token: o.token,
+    bindHost: o.host ?? DEFAULT_HOST,
   });
   try {
     const url = await listenLabApi(app, o.port, o.host);

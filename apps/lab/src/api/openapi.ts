@@ -5,6 +5,7 @@
 import { type INestApplication, applyDecorators } from '@nestjs/common';
 import {
   ApiBadRequestResponse,
+  ApiBearerAuth,
   ApiBody,
   ApiConflictResponse,
   ApiCreatedResponse,
@@ -14,7 +15,9 @@ import {
   ApiOperation,
   ApiServiceUnavailableResponse,
   ApiTags,
+  ApiUnauthorizedResponse,
   ApiUnprocessableEntityResponse,
+  ApiUnsupportedMediaTypeResponse,
   DocumentBuilder,
   SwaggerModule,
 } from '@nestjs/swagger';
@@ -47,6 +50,19 @@ const FAULT_WINDOW: SchemaObject = {
   },
 };
 
+/** What every mutating route adds: the lab's token, JSON only (libs/runtime lab-token.ts). */
+const MUTATION = [
+  ApiBearerAuth(),
+  ApiUnauthorizedResponse({
+    description: "no token, or not the lab's (EACCES); 403: the lab has none",
+    schema: ERROR,
+  }),
+  ApiUnsupportedMediaTypeResponse({
+    description: 'not Content-Type: application/json (EBADMSG)',
+    schema: ERROR,
+  }),
+];
+
 export const ApiDoc = {
   status: () =>
     applyDecorators(
@@ -75,6 +91,7 @@ export const ApiDoc = {
       ApiBody({ schema: SPEC }),
       ApiCreatedResponse({ description: 'the window opened', schema: WINDOW }),
       ApiBadRequestResponse({ description: 'not a valid ChaosSpec (EBADMSG)', schema: ERROR }),
+      ...MUTATION,
       ApiNotFoundResponse({
         description: 'no such target (EINVAL), no mm replica (ESRCH), no subscriber answers',
         schema: ERROR,
@@ -104,6 +121,7 @@ export const ApiDoc = {
         schema: { type: 'object', properties: { healed: { type: 'integer' } } },
       }),
       ApiBadRequestResponse({ description: 'a bad request (EBADMSG)', schema: ERROR }),
+      ...MUTATION,
     ),
   targets: () =>
     applyDecorators(
@@ -148,6 +166,11 @@ export function setupOpenApi(app: INestApplication): void {
         'them, list them (what `mmlab chaos` talks to).',
     )
     .setVersion('0.1.0')
+    .addBearerAuth({
+      type: 'http',
+      scheme: 'bearer',
+      description: "the lab's token (mmlab up prints it)",
+    })
     .build();
   SwaggerModule.setup(
     'api',

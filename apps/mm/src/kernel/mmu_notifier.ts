@@ -527,7 +527,9 @@ async function callUntilAcked<N extends CallbackRpc>(
       ctx.tracer.emit({ kind: 'mn.ack_ignored', op, pid, subscriber, callback, inv, got });
     } catch (e) {
       const err = MmlabError.wrap(e);
-      if (err.code !== 'ETIMEDOUT' && err.code !== 'ENOHANDLER') {
+      // ESHUTDOWN: the subscriber stopped before it finished this callback (its clean stop
+      // gave up): no ack, as a timeout is none — its lease says whether to resend or fence.
+      if (err.code !== 'ETIMEDOUT' && err.code !== 'ENOHANDLER' && err.code !== 'ESHUTDOWN') {
         // A subscriber that answers with an error has still answered: a blockable
         // invalidate_range_start cannot fail in the kernel either. Record it and go on.
         ctx.tracer.emit({
@@ -548,7 +550,7 @@ async function callUntilAcked<N extends CallbackRpc>(
         return;
       }
       // Alive but slow (or restarting): wait for it, as long as it takes.
-      if (err.code === 'ENOHANDLER') await sleep(50);
+      if (err.code !== 'ETIMEDOUT') await sleep(50);
     }
   }
 }

@@ -86,9 +86,13 @@ async function csdLockWait(
       );
       return;
     } catch (e) {
-      if (!(e instanceof MmlabError && (e.code === 'ENOHANDLER' || e.code === 'ETIMEDOUT')))
+      if (!(
+        e instanceof MmlabError &&
+        (e.code === 'ENOHANDLER' || e.code === 'ETIMEDOUT' || e.code === 'ESHUTDOWN')
+      ))
         throw e;
-      code = e.code;
+      // ESHUTDOWN: the CPU stopped before it acked (its clean stop gave up): no ack, as a timeout
+      code = e.code === 'ESHUTDOWN' ? 'ETIMEDOUT' : e.code;
     }
     // Slow or paused, still online: csd_lock_wait() goes on.
     if (code === 'ETIMEDOUT' && (await ctx.store.subscriberIsAlive(agent))) continue;
