@@ -122,6 +122,3 @@ export const ATOMIC_CALLBACKS: ReadonlySet<MnCallback> = new Set<MnCallback>([
   'clear_flush_young',
   'test_young',
 ]);
-
-/** The callbacks of one subscriber's struct mmu_notifier_ops (the 2012 set, v3.7). */
-export const ALL_CALLBACKS: readonly MnCallback[] = MnCallback.options;
