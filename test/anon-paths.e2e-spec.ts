@@ -54,6 +54,32 @@ describe.each<Mode>(['patched', 'legacy'])('anonymous paths (%s)', (mode) => {
     expect(await codeOf(rpc.call('mmap', { pid, pages: 1, prot: 'rw' }))).toBe('ESRCH');
   });
 
+  it('COW reuses a pinned page mapped once (reuse_swap_page: mapcount, not refcount, v3.7)', async () => {
+    const { pid } = await rpc.call('processCreate', {});
+    const { addr } = await rpc.call('mmap', { pid, pages: 1, prot: 'rw' });
+    await write(0, pid, addr, 1);
+    const [pin] = (
+      await rpc.call('gup', { pid, addr, pages: 1, write: true, pin: true, agent: 'dev0' })
+    ).pages;
+    // read-only and writable again: the PTE stays read-only until the next write fault
+    await rpc.call('mprotect', { pid, addr, pages: 1, prot: 'r' });
+    await rpc.call('mprotect', { pid, addr, pages: 1, prot: 'rw' });
+    await write(0, pid, addr, 2);
+    const fault = await trace.next(
+      (x) =>
+        x.kind === 'fault.end' &&
+        x.pid === pid &&
+        x.addr === addr &&
+        (x.how === 'wp-reuse' || x.how === 'wp-copy'),
+    );
+    expect(fault).toMatchObject({ how: 'wp-reuse', pfn: pin.pfn });
+    expect((await store.pageTable(pid)).get(addr / PAGE_SIZE)!.pfn).toBe(pin.pfn);
+    // The device reading through its pin sees the CPU's store (a copy would have left it on 1).
+    expect(await store.frameAccess(pin.pfn, 'read', undefined, 'dev0')).toMatchObject({ value: 2 });
+    await rpc.call('unpin', { pid, pages: [{ pfn: pin.pfn, gen: pin.gen }], agent: 'dev0' });
+    await rpc.call('exit', { pid });
+  });
+
   it('MAP_SHARED anonymous memory stays shared across fork', async () => {
     const { pid } = await rpc.call('processCreate', {});
     const { addr } = await rpc.call('mmap', { pid, pages: 2, prot: 'rw', flags: ['shared'] });

@@ -92,6 +92,45 @@ describe('examples/chaos/', () => {
     expect(workload(r, 'other-process').faults).toBeGreaterThan(0);
   });
 
+  it('madvise-paused-device: a CPU store to another page finishes while the device sleeps in the madvise (mmap_sem read)', async () => {
+    const r = await run('madvise-paused-device');
+    expect(r.results.steps.every((s) => s.ok)).toBe(true);
+    const madvise = r.events.find((e) => e.kind === 'madvise')!;
+    const op = 'op' in madvise ? madvise.op : undefined;
+    const sem = r.events.find((e) => e.kind === 'mmap_sem.acquire' && 'op' in e && e.op === op)!;
+    expect(sem).toMatchObject({ mode: 'read' });
+    // In trace order: the store's fault on page 1 completed before hca0 was healed and before
+    // it acked the madvise's invalidate_range_start (it was paused in it all along).
+    const i = (pred: (e: TraceEvent) => boolean) => r.events.findIndex(pred);
+    const storeDone = i(
+      (e) =>
+        e.kind === 'fault.end' &&
+        e.addr === madvise.end &&
+        e.access === 'write' &&
+        e.result === 'ok',
+    );
+    const healed = i((e) => e.kind === 'chaos.end' && e.target === 'hca0');
+    const acked = i(
+      (e) =>
+        e.kind === 'mn.ack' &&
+        e.subscriber === 'hca0' &&
+        e.callback === 'invalidate_range_start' &&
+        e.op === op,
+    );
+    const sent = i(
+      (e) =>
+        e.kind === 'mn.send' &&
+        e.subscriber === 'hca0' &&
+        e.callback === 'invalidate_range_start' &&
+        e.op === op,
+    );
+    expect(sent).toBeGreaterThanOrEqual(0);
+    expect(storeDone).toBeGreaterThan(sent);
+    expect(storeDone).toBeLessThan(healed);
+    expect(storeDone).toBeLessThan(acked);
+    expect(r.events.some((e) => e.kind === 'mn.fenced')).toBe(false);
+  });
+
   it('crashed-subscriber: a crash mid-callback is fenced, and the restarted HCA works again', async () => {
     const r = await run('crashed-subscriber');
     expect(r.events.some((e) => e.kind === 'sub.fault' && e.fault === 'crash')).toBe(true);

@@ -131,7 +131,7 @@ describe('hca0: ODP and pinned memory regions against real services', () => {
     await hca('hcaDeregMr', { mr });
   });
 
-  it("a read-only ODP MR follows the CPU's copy-on-write of the zero page (invalidate_page)", async () => {
+  it("a read-only ODP MR follows the CPU's copy-on-write of the zero page (range start/end, v3.7)", async () => {
     const { pid, page } = await space(2);
     const { mr } = await hca('hcaRegMr', {
       pid,
@@ -145,13 +145,14 @@ describe('hca0: ODP and pinned memory regions against real services', () => {
       pfn: 0,
       npf: 1,
     });
-    await cpuWrite(0, pid, page(0), 5); // do_wp_page copies the zero page, notifies hca0
+    // do_wp_page copies the zero page inside invalidate_range_start/end (6bdb913f, v3.7)
+    await cpuWrite(0, pid, page(0), 5);
     await trace.next(
       (e) =>
         e.kind === 'mn.done' &&
         e.agent === HCA &&
         e.pid === pid &&
-        e.callback === 'invalidate_page',
+        e.callback === 'invalidate_range_end',
     );
     const r = await hca('hcaRdmaRead', { mr, addr: page(0) });
     expect(r).toMatchObject({ value: 5, npf: 1, stale: false });

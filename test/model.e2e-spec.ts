@@ -83,3 +83,41 @@ describe('page tables', () => {
     expect(await store.leaseRelease(procKeys(pid).ptl(pmd), `B|${b.token}`)).toBe(true);
   });
 });
+
+describe('mmap_sem leases (v3.7: readers share it, a writer excludes everyone)', () => {
+  it('readers share, a writer waits for live readers only, a reader waits for the writer', async () => {
+    const pid = await store.mmCreate();
+    expect((await store.mmap(pid, 1, 'rw', false))[0]).toBe('OK');
+    const r1 = await store.semReadLock(pid, 'mm-0/madvise-1', 60_000);
+    const r2 = await store.semReadLock(pid, 'mm-1/madvise-2', 60_000);
+    if (r1 === 'ESRCH' || r2 === 'ESRCH' || !r1.ok || !r2.ok) throw new Error('readers refused');
+    // a writer (and do_mmap, a writer for one script) waits for them; a fault does not
+    expect(await store.semWriteLock(pid, 'mm-0/munmap-3', 60_000)).toEqual({
+      ok: false,
+      holder: `mm-0/madvise-1|${r1.token}`,
+    });
+    expect((await store.mmap(pid, 1, 'rw', false))[0]).toBe('BUSY');
+    expect((await store.fault(pid, base, 'read', 'cpu0', null)).r).toBe('ZERO');
+    expect((await store.heldLocks(pid)).filter((l) => l.lock === 'mmap_sem')).toHaveLength(2);
+    expect(await store.semReadUnlock(pid, `mm-0/madvise-1|${r1.token}`)).toBe(true);
+    expect(await store.semReadUnlock(pid, `mm-1/madvise-2|${r2.token}`)).toBe(true);
+    const w = await store.semWriteLock(pid, 'mm-0/munmap-3', 60_000);
+    if (w === 'ESRCH' || !w.ok) throw new Error('writer refused');
+    expect(await store.semReadLock(pid, 'mm-1/madvise-4', 60_000)).toEqual({
+      ok: false,
+      holder: `mm-0/munmap-3|${w.token}`,
+    });
+    expect(await store.semWriteUnlock(pid, `mm-0/munmap-3|${w.token}`)).toBe(true);
+  });
+
+  it('an expired reader neither blocks a writer nor renews', async () => {
+    const pid = await store.mmCreate();
+    const r = await store.semReadLock(pid, 'mm-0/madvise-1', 50);
+    if (r === 'ESRCH' || !r.ok) throw new Error('reader refused');
+    await new Promise((res) => setTimeout(res, 120));
+    expect(await store.semReadRenew(pid, `mm-0/madvise-1|${r.token}`, 60_000)).toBe(false);
+    const w = await store.semWriteLock(pid, 'mm-0/munmap-2', 60_000);
+    expect(w !== 'ESRCH' && w.ok).toBe(true);
+    expect(await store.semReadUnlock(pid, `mm-0/madvise-1|${r.token}`)).toBe(false);
+  });
+});

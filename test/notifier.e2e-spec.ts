@@ -3,7 +3,8 @@
  * and the legacy discipline, a subscriber killed mid-invalidation, a paused one.
  */
 import { afterEach, describe, expect, it } from 'vitest';
-import { type EventOf, type Mode, PAGE_SIZE } from '@mmlab/protocol';
+import type { NatsConnection } from 'nats';
+import { type EventOf, type Mode, PAGE_SIZE, RequestPacket, type TraceKind } from '@mmlab/protocol';
 import { checkInvariants } from '@mmlab/checker';
 import { type LabConfig } from '@mmlab/runner';
 import { type TestLab, codeOf, startTestLab, until } from '@mmlab/testing';
@@ -61,14 +62,28 @@ describe('an HCA whose invalidation takes 1 s', () => {
     const { pid, addr, mr } = await mappedOdpMr(e, 1, ['read']);
     await e.rpc.call('fork', { pid });
     // The fork write-protected the page (range start: the HCA dropped it) and the HCA maps it
-    // again; the parent's write now copies it: do_wp_page notifies the HCA.
+    // again; the parent's write now copies it: do_wp_page notifies the HCA — v3.7 with a range
+    // start/end around the PT lock, v3.6 with set_pte_at_notify under it (the HCA has no
+    // change_pte, so it gets invalidate_page there).
     expect((await e.rpc.call('hcaRdmaRead', { mr, addr }, { id: 'hca0' })).value).toBe(1);
+    const before = e.trace.events.length;
     await e.rpc.call('cpuAccess', { pid, addr, op: 'write', value: 2 }, { id: 0 });
     expect((await e.rpc.call('hcaRdmaRead', { mr, addr }, { id: 'hca0' })).value).toBe(2);
     await e.settled();
     const events = e.trace.events;
-    const page = events.find((x) => x.kind === 'mn.page');
-    expect(page).toBeDefined();
+    const cow = events.slice(before);
+    const sent = cow
+      .filter((x): x is EventOf<'mn.send'> => x.kind === 'mn.send' && x.subscriber === 'hca0')
+      .map((x) => x.callback);
+    if (mode === 'patched') {
+      expect(sent).toEqual(['invalidate_range_start', 'invalidate_range_end']);
+      const rs = cow.find((x) => x.kind === 'mn.range_start')!;
+      expect(rs).toMatchObject({ start: addr, end: addr + PAGE_SIZE, event: 'clear' });
+      expect(cow.some((x) => x.kind === 'mn.page')).toBe(false);
+    } else {
+      expect(sent).toEqual(['invalidate_page']);
+      expect(cow.some((x) => x.kind === 'mn.range_start')).toBe(false);
+    }
     const verdict = checkInvariants(events, { softlockupMs: 10_000 }).find(
       (v) => v.name === 'no-sleep-under-ptlock',
     )!;
@@ -212,6 +227,93 @@ describe('several HCAs on one process', () => {
         expect(
           e.trace.events.some((x) => x.kind === 'smap.clear' && x.agent === hca && x.addr === addr),
         ).toBe(true);
+    },
+  );
+});
+
+/**
+ * A subscriber with change_pte (KVM's kind; the HCA of 3.19 has none), played by the test on
+ * NATS: it acks every callback at once, except change_pte after sleepMs — it sleeps in a
+ * callback it must answer without sleeping.
+ */
+function sleepyChangePteSubscriber(nc: NatsConnection, name: string, sleepMs: number) {
+  const got: string[] = [];
+  const sub = nc.subscribe(`mmlab.sub.${name}.>`, {
+    callback: (_err, msg) => {
+      const callback = msg.subject.slice(msg.subject.lastIndexOf('.') + 1);
+      const req = RequestPacket.parse(JSON.parse(Buffer.from(msg.data).toString('utf8')));
+      const inv = (req.data as { inv: string }).inv;
+      got.push(callback);
+      const reply = () =>
+        msg.respond(JSON.stringify({ id: req.id, response: { inv }, isDisposed: true }));
+      if (callback === 'change_pte') setTimeout(reply, sleepMs);
+      else reply();
+    },
+  });
+  return { got, stop: () => sub.unsubscribe() };
+}
+
+describe('change_pte is sent under the PT lock (set_pte_at_notify, v3.7 and v3.6)', () => {
+  it.each<Mode>(['patched', 'legacy'])(
+    '%s: not a sleep-under-ptlock violation, but a subscriber sleeping in it holds the lock long',
+    async (mode) => {
+      const softlockupMs = 300;
+      const e = await start({
+        mode,
+        frames: 32,
+        cpus: 1,
+        mmReplicas: 1,
+        softlockupMs,
+        observer: false,
+      });
+      const sub = sleepyChangePteSubscriber(e.nc, 'kvm0', 2 * softlockupMs);
+      try {
+        await e.store.subscriberAlive('kvm0', 60_000);
+        const { pid } = await e.rpc.call('processCreate', {});
+        const { addr } = await e.rpc.call('mmap', { pid, pages: 1, prot: 'rw' });
+        await e.rpc.call('cpuAccess', { pid, addr, op: 'write', value: 1 }, { id: 0 });
+        await e.rpc.call('fork', { pid });
+        // registered with every 2012 callback (no ops given): change_pte included
+        await e.rpc.call('notifierRegister', { pid, subscriber: 'kvm0' });
+        await e.rpc.call('cpuAccess', { pid, addr, op: 'write', value: 2 }, { id: 0 });
+        await e.settled();
+        const events = e.trace.events;
+        const send = events.find(
+          (x): x is EventOf<'mn.send'> => x.kind === 'mn.send' && x.callback === 'change_pte',
+        )!;
+        expect(send.ptl).not.toBeNull(); // sent with the PT lock held
+        const ofCow = events.filter((x) => 'op' in x && x.op === send.op);
+        const at = (k: TraceKind) => ofCow.findIndex((x) => x.kind === k);
+        const sentAt = ofCow.indexOf(send);
+        const ackedAt = ofCow.findIndex((x) => x.kind === 'mn.ack' && x.callback === 'change_pte');
+        // the order v3.7 and v3.6 share: lock, (clear), change_pte answered, unlock
+        expect(at('ptl.acquire')).toBeLessThan(sentAt);
+        expect(sentAt).toBeLessThan(ackedAt);
+        expect(ackedAt).toBeLessThan(at('ptl.release'));
+        if (mode === 'patched') {
+          // v3.7: change_pte before set_pte_at, inside the range start/end of 6bdb913f
+          expect(at('mn.range_start')).toBeLessThan(at('ptl.acquire'));
+          expect(sentAt).toBeLessThan(at('pte.set'));
+          expect(at('ptl.release')).toBeLessThan(at('mn.range_end'));
+          expect(sub.got).toEqual(['invalidate_range_start', 'change_pte', 'invalidate_range_end']);
+        } else {
+          // v3.6: set_pte_at first, then change_pte; no range
+          expect(at('pte.set')).toBeLessThan(sentAt);
+          expect(at('mn.range_start')).toBe(-1);
+          expect(sub.got).toEqual(['change_pte']);
+        }
+        expect(events.filter((x) => x.kind === 'might_sleep')).toEqual([]);
+        const verdicts = checkInvariants(events, { softlockupMs });
+        expect(verdicts.find((v) => v.name === 'no-sleep-under-ptlock')!.ok).toBe(true);
+        const hold = verdicts.find((v) => v.name === 'bounded-ptlock-hold')!;
+        expect(
+          hold.violations.some((v) =>
+            v.events.some((x) => x.kind === 'ptl.acquire' && 'op' in x && x.op === send.op),
+          ),
+        ).toBe(true);
+      } finally {
+        sub.stop();
+      }
     },
   );
 });

@@ -286,16 +286,18 @@ describe('OpenTelemetry: one trace per fault and per invalidation, across every 
     );
     const r = await rpc.call('hcaRdmaRead', { mr, addr }, { id: 'hca0' });
     expect(r).toMatchObject({ value: 5, npf: 1 });
-    // A COW with a subscriber registered: invalidate_page, a trace of its own.
+    // A COW with a subscriber registered: do_wp_page's range invalidation (v3.7), a trace of its own.
     const page1 = addr + PAGE_SIZE;
     await rpc.call('cpuAccess', { pid, addr: page1, op: 'read' }, { id: 0 });
     await rpc.call('cpuAccess', { pid, addr: page1, op: 'write', value: 6 }, { id: 0 });
     await rpc.call('munmap', { pid, addr, pages: 4 });
 
-    const isRange = (s: Rec) =>
-      s.name === 'mmu_notifier_invalidate_range' && s.attrs['mmlab.pid'] === pid;
-    const isPage = (s: Rec) =>
-      s.name === 'mmu_notifier_invalidate_page' && s.attrs['mmlab.pid'] === pid;
+    const isRangeOf = (event: string) => (s: Rec) =>
+      s.name === 'mmu_notifier_invalidate_range' &&
+      s.attrs['mmlab.pid'] === pid &&
+      s.attrs['mmlab.mn.event'] === event;
+    const isRange = isRangeOf('unmap');
+    const isCow = isRangeOf('clear');
     const wanted = [
       'invalidate_range_start hca0',
       'invalidate_range_end hca0',
@@ -306,12 +308,12 @@ describe('OpenTelemetry: one trace per fault and per invalidation, across every 
     ];
     await settle(() => {
       const root = otlp.spans.find(isRange);
-      const page = otlp.spans.find(isPage);
-      if (!root || !page) return false;
+      const cow = otlp.spans.find(isCow);
+      if (!root || !cow) return false;
       const spans = otlp.trace(root.traceId);
       return (
         wanted.every((n) => has(spans, (s) => s.name === n)) &&
-        has(otlp.trace(page.traceId), (s) => s.name === 'mmlab.sub.hca0.invalidate_page') &&
+        has(otlp.trace(cow.traceId), (s) => s.name === 'mmlab.sub.hca0.invalidate_range_end') &&
         has(otlp.spans, (s) => s.name === 'mmlab.mm.munmap')
       );
     }, 'the spans of the invalidations');
@@ -372,21 +374,28 @@ describe('OpenTelemetry: one trace per fault and per invalidation, across every 
     expect(root.links).toHaveLength(1);
     expect(spans.filter((s) => s.name === 'mmlab.mm.munmap')).toEqual([]);
 
-    // invalidate_page (after do_wp_page's unlock): a trace of its own, linked to the fault.
-    const page = one(otlp.spans, isPage, 'invalidate_page root');
-    const pageSpans = otlp.trace(page.traceId);
-    expect(expectOneTree(pageSpans).spanId, 'the trace is rooted at invalidate_page').toBe(
-      page.spanId,
+    // do_wp_page's range invalidation (v3.7: start before the PT lock, end after the unlock):
+    // a trace of its own, with the COW's PT-lock hold inside it, linked to the fault.
+    const cow = one(otlp.spans, isCow, 'COW range invalidation root');
+    const cowSpans = otlp.trace(cow.traceId);
+    expect(expectOneTree(cowSpans).spanId, 'the trace is rooted at the invalidation').toBe(
+      cow.spanId,
     );
-    expect(page.traceId).not.toBe(root.traceId);
-    const pageCall = one(pageSpans, (s) => s.name === 'invalidate_page hca0', 'page callback');
-    expect(pageCall).toMatchObject({ service: 'mm', parentSpanId: page.spanId });
-    const pageHandler = one(
-      pageSpans,
-      (s) => s.name === 'mmlab.sub.hca0.invalidate_page',
-      'hca0 invalidate_page handler',
+    expect(cow.traceId).not.toBe(root.traceId);
+    const cowCall = one(
+      cowSpans,
+      (s) => s.name === 'invalidate_range_start hca0',
+      'COW range start callback',
     );
-    expect(pageHandler).toMatchObject({ service: 'hca', parentSpanId: pageCall.spanId });
+    expect(cowCall).toMatchObject({ service: 'mm', parentSpanId: cow.spanId });
+    const cowHandler = one(
+      cowSpans,
+      (s) => s.name === 'mmlab.sub.hca0.invalidate_range_start',
+      'hca0 invalidate_range_start handler',
+    );
+    expect(cowHandler).toMatchObject({ service: 'hca', parentSpanId: cowCall.spanId });
+    const cowPtl = one(cowSpans, (s) => /^ptl ptl:\d+$/.test(s.name), 'the COW PT-lock hold');
+    expect(cowPtl).toMatchObject({ service: 'mm', parentSpanId: cow.spanId });
     const wp = one(
       otlp.spans,
       (s) =>
@@ -396,7 +405,7 @@ describe('OpenTelemetry: one trace per fault and per invalidation, across every 
         s.attrs['mmlab.fault.kind'] === 'wp-copy',
       'the COW fault of page 1',
     );
-    expect(page.links).toEqual([{ traceId: wp.traceId, spanId: wp.spanId }]);
+    expect(cow.links).toEqual([{ traceId: wp.traceId, spanId: wp.spanId }]);
   });
 });
 

@@ -135,7 +135,12 @@ export class Hca {
       if (mm.registered && mm.released)
         throw new MmlabError('ESRCH', `pid ${pid} has exited (release received)`);
       if (!mm.registered) {
-        await this.ctx.rpc.call('notifierRegister', { pid, subscriber: this.name });
+        // ib_umem_notifiers (drivers/infiniband/core/umem_odp.c, 3.19): no change_pte, no young.
+        await this.ctx.rpc.call('notifierRegister', {
+          pid,
+          subscriber: this.name,
+          ops: ['release', 'invalidate_page', 'invalidate_range_start', 'invalidate_range_end'],
+        });
         mm.registered = true;
       }
       const mr = new MemoryRegion(this.nextMr++, pid, addr, pages, true, access);

@@ -87,7 +87,7 @@ export class MmController {
 
   @Rpc('notifierRegister')
   async notifierRegister(req: ReqParsed<'notifierRegister'>) {
-    await mmuNotifierRegister(this.ctx, req.pid, req.subscriber);
+    await mmuNotifierRegister(this.ctx, req.pid, req.subscriber, req.ops);
     return { registered: true };
   }
 

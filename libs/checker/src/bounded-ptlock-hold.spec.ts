@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { acquire, mk, release, verdictOf, violating } from './test-util';
+import { acquire, mk, mnSend, release, verdictOf, violating } from './test-util';
 
 const L = 'ptl:3';
 const barrier = (ts: number) => mk('barrier', ts, { tag: 'end' });
@@ -63,5 +63,25 @@ describe('bounded-ptlock-hold', () => {
       barrier(5000),
     ]);
     expect(v).toMatchObject({ ok: true, checked: 1 });
+  });
+
+  it('a subscriber that sleeps in change_pte (sent under the lock, v3.7) shows as a long hold', () => {
+    // change_pte itself is no no-sleep-under-ptlock violation; the hold it stretches is.
+    const a = acquire(L, 1, 0);
+    const send = mnSend(10, { inv: 'c1', callback: 'change_pte', ptl: L });
+    const ack = mk('mn.ack', 1510, {
+      pid: 1,
+      subscriber: 'hca0',
+      callback: 'change_pte',
+      inv: 'c1',
+      waitedMs: 1500,
+    });
+    const r = release(L, 1, 1520, 1520);
+    const events = [a, send, ack, r];
+    expect(violating(verdictOf('bounded-ptlock-hold', events, 1000))).toEqual([[a, r]]);
+    expect(verdictOf('no-sleep-under-ptlock', events).ok).toBe(true);
+    // answered at once (as it must be), the same section is fine
+    const quick = [a, send, { ...ack, ts: 12, waitedMs: 2 }, release(L, 1, 15, 15)];
+    expect(verdictOf('bounded-ptlock-hold', quick, 1000).ok).toBe(true);
   });
 });

@@ -121,4 +121,31 @@ describe('no-sleep-under-ptlock', () => {
         'hca0 found mm-0/op1 holding ptl:0 on receipt; might_sleep fired with ptl:0 held',
     );
   });
+
+  it('passes the callbacks v3.7 sends under the PT lock (change_pte, clear_flush_young, test_young)', () => {
+    const v = verdictOf('no-sleep-under-ptlock', [
+      opAcquire('X', L, 1, 1),
+      mnSend(2, { op: 'X', inv: 'c1', callback: 'change_pte', ptl: L }),
+      mnSend(3, { op: 'X', inv: 'c2', callback: 'clear_flush_young', ptl: L }),
+      mnSend(4, { op: 'X', inv: 'c3', callback: 'test_young', ptl: L }),
+      ptlHeld(5, { inv: 'c1', callback: 'change_pte' }),
+      opRelease('X', L, 1, 6),
+    ]);
+    expect(v).toEqual({ name: 'no-sleep-under-ptlock', ok: true, checked: 0, violations: [] });
+  });
+
+  it('still reports invalidate_page sent under the lock beside an exempt change_pte (v3.6 fallback)', () => {
+    const a = opAcquire('X', L, 1, 1);
+    const ok = mnSend(2, { op: 'X', inv: 'c1', callback: 'change_pte', ptl: L });
+    const bad = mnSend(2, {
+      op: 'X',
+      inv: 'c1',
+      callback: 'invalidate_page',
+      subscriber: 'hca1',
+      ptl: L,
+    });
+    const v = verdictOf('no-sleep-under-ptlock', [a, ok, bad, opRelease('X', L, 1, 3)]);
+    expect(v.checked).toBe(1);
+    expect(violating(v)).toEqual([[bad, a]]);
+  });
 });

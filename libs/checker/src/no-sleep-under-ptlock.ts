@@ -2,10 +2,16 @@
  * no-sleep-under-ptlock — no notifier callback is outstanding while the op that sent it holds
  * a PT lock (subscribers verify in Redis on receipt, too).
  *
- * Models: might_sleep() in mmu_notifier_invalidate_range_start() and the "BUG: sleeping
+ * Models: might_sleep() (v3.7) in mmu_notifier_invalidate_range_start() and the "BUG: sleeping
  * function called from invalid context" it prints: a PT lock is a spinlock, and a callback
- * may sleep (a device waits for its invalidation to complete). The 2012 patch moved every
- * notifier call out of the PT lock; legacy mode puts invalidate_page back under it.
+ * may sleep (a device waits for its invalidation to complete). The 2012 patch moved the
+ * invalidations out of the PT lock; legacy mode (v3.6's placement) keeps invalidate_page (and
+ * the range callbacks of THP/hugetlb) under it.
+ *
+ * v3.7 itself still sends change_pte, clear_flush_young and test_young under the PT lock
+ * (ATOMIC_CALLBACKS, libs/protocol): those are answered without sleeping, as CPUs answer a TLB
+ * shootdown, so sending them under the lock is no violation here. A subscriber that sleeps in
+ * one anyway keeps the lock held meanwhile: bounded-ptlock-hold reports that.
  *
  *   mm op X                                   subscriber hca0
  *   ptl.acquire ptl:0 (op X)
@@ -25,9 +31,9 @@
  * events that show the lock held. might_sleep names no subscriber: it is evidence for every
  * subscriber sent a callback of that (pid, inv), or a violation of its own when none was.
  * `checked` counts the callbacks examined: distinct (pid, inv, subscriber) of mn.send and
- * mn.ptl_held events, plus lone might_sleep groups.
+ * mn.ptl_held events, plus lone might_sleep groups (callbacks of ATOMIC_CALLBACKS excluded).
  */
-import type { EventOf, TraceEvent } from '@mmlab/protocol';
+import { ATOMIC_CALLBACKS, type EventOf, type TraceEvent } from '@mmlab/protocol';
 import type { Rule, Violation } from './types';
 
 type Acquire = EventOf<'ptl.acquire'>;
@@ -99,6 +105,7 @@ export const noSleepUnderPtlock: Rule<'no-sleep-under-ptlock'> = {
     };
     const mightSleeps: EventOf<'might_sleep'>[] = [];
     for (const e of events) {
+      if ('callback' in e && ATOMIC_CALLBACKS.has(e.callback)) continue;
       if (e.kind === 'mn.send') {
         const c = callbackOf(e.pid, e.inv, e.subscriber);
         const held = e.op !== undefined ? heldAt(e.op, e.ts) : [];

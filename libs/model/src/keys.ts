@@ -29,8 +29,12 @@
  *   :ptlmax    hash: lock → highest fencing token granted (the resource side of fencing)
  *   :fence     counter: fencing tokens, strictly increasing per address space
  *   :sem:w     mmap_sem held for write: "owner|token", PX ttl
+ *   :sem:r     zset: mmap_sem held for read, member "owner|token", score = its lease's expiry
+ *              (Redis TIME, ms); a writer waits for every live member, a reader for no
+ *              writer; the lease-free fault path checks :sem:w only (it reads, as a reader)
  *   :cpumask   set of agents that may cache translations of this mm (mm_cpumask)
- *   :mn        hash: notifier subscribers registered on this mm → registration time
+ *   :mn        hash: notifier subscribers registered on this mm → "<registration time>|<the
+ *              callbacks it implements, comma-separated>" (its mmu_notifier_ops)
  *   :inv       hash: inv → the open range invalidation (JSON: pid op start end event
  *              subscribers; never changed once written): written before its
  *              invalidate_range_start is sent, deleted once its invalidate_range_end was acked
@@ -113,6 +117,7 @@ export const procKeys = (pid: number) => {
     ptlmax: `${t}:ptlmax`,
     fence: `${t}:fence`,
     semW: `${t}:sem:w`,
+    semR: `${t}:sem:r`,
     cpumask: `${t}:cpumask`,
     mn: `${t}:mn`,
     inv: `${t}:inv`,

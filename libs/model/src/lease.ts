@@ -1,5 +1,5 @@
 /**
- * A held lease (PT lock or mmap_sem): renewed every ttl/3, measured from the time of renewal,
+ * A held lease (PT lock, or mmap_sem for write or read): renewed every ttl/3, measured from the time of renewal,
  * by compare-and-PEXPIRE; released by compare-and-delete. A renewal that finds the lease gone
  * marks it lost: the holder's later page-table writes will be refused by their fencing token,
  * so losing a lease can cost an operation but never corrupt the page tables.
@@ -26,6 +26,9 @@ export class Lease {
     readonly token: number,
     private readonly ttlMs: number,
     acquiredAt: number,
+    /** how to renew, when not by compare-and-PEXPIRE of key (a reader of mmap_sem) */
+    private readonly renewer: (value: string, ttlMs: number) => Promise<boolean> = (v, ttl) =>
+      store.leaseRenew(key, v, ttl),
   ) {
     this.value = `${owner}|${token}`;
     this.acquiredAt = acquiredAt;
@@ -39,7 +42,7 @@ export class Lease {
 
   private async renew(): Promise<void> {
     try {
-      if (!(await this.store.leaseRenew(this.key, this.value, this.ttlMs))) {
+      if (!(await this.renewer(this.value, this.ttlMs))) {
         this._lost = true;
         this.stop();
       }

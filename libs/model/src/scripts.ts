@@ -28,6 +28,16 @@ local function fenced(lockKey, ptlmax, lockName, value, token)
   local max = tonumber(redis.call('HGET', ptlmax, lockName) or '0')
   return token >= max
 end
+local function now_ms()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+-- A reader of mmap_sem whose lease is alive (expired ones are dropped), or nil.
+local function live_reader(semR)
+  redis.call('ZREMRANGEBYSCORE', semR, '-inf', now_ms() - 1)
+  local r = redis.call('ZRANGE', semR, 0, 0)
+  return r[1]
+end
 `;
 
 export interface ScriptDef {
@@ -237,14 +247,15 @@ return 1
   /**
    * do_mmap(): mmap_sem write-locked for the duration of the script. Leaves a one-page hole
    * after each mapping so neighbours never merge and an overrun faults.
-   * KEYS mm vma semW; ARGV pages prot flags limitVpn → {'OK', startVpn} | {'ESRCH'} | {'BUSY'} | {'ENOMEM'}
+   * KEYS mm vma semW semR; ARGV pages prot flags limitVpn → {'OK', startVpn} | {'ESRCH'} | {'BUSY'} | {'ENOMEM'}
    */
   mmap: s(
-    3,
+    4,
     `
 if redis.call('EXISTS', KEYS[1]) == 0 then return {'ESRCH'} end
 if redis.call('HGET', KEYS[1], 'state') ~= 'alive' then return {'ESRCH'} end
 if redis.call('EXISTS', KEYS[3]) == 1 then return {'BUSY', 'mmap_sem'} end
+if live_reader(KEYS[4]) then return {'BUSY', 'mmap_sem'} end
 local start = tonumber(redis.call('HGET', KEYS[1], 'mmapNext'))
 local e = start + tonumber(ARGV[1])
 if e > tonumber(ARGV[4]) then return {'ENOMEM'} end
@@ -256,19 +267,78 @@ return {'OK', start}
   ),
 
   /**
-   * down_write(&mm->mmap_sem) as a lease: KEYS semW mm fence; ARGV owner ttl.
-   * Bumps mm seq so that in-flight speculative faults retry. → {'OK', token} | {'BUSY', holder} | {'ESRCH'}
+   * down_write(&mm->mmap_sem) as a lease: KEYS semW mm fence semR; ARGV owner ttl.
+   * Waits for the writer and for every reader whose lease is alive (expired readers are
+   * dropped). Bumps mm seq so that in-flight speculative faults retry.
+   * → {'OK', token} | {'BUSY', holder} | {'ESRCH'}
    */
   semWriteLock: s(
-    3,
+    4,
     `
 if redis.call('EXISTS', KEYS[2]) == 0 then return {'ESRCH'} end
 local cur = redis.call('GET', KEYS[1])
 if cur then return {'BUSY', cur} end
+local reader = live_reader(KEYS[4])
+if reader then return {'BUSY', reader} end
 local token = redis.call('INCR', KEYS[3])
 redis.call('SET', KEYS[1], ARGV[1] .. '|' .. token, 'PX', ARGV[2])
 redis.call('HINCRBY', KEYS[2], 'seq', 1)
 return {'OK', token}
+`,
+  ),
+
+  /**
+   * down_read(&mm->mmap_sem) as a lease: one member "owner|token" of the readers' zset, scored
+   * by its expiry (Redis TIME, ms). Readers exclude writers only: faults (which check :sem:w
+   * alone) and other readers go on. KEYS semW semR mm fence; ARGV owner ttl
+   * → {'OK', token} | {'BUSY', writer} | {'ESRCH'}
+   */
+  semReadLock: s(
+    4,
+    `
+if redis.call('EXISTS', KEYS[3]) == 0 then return {'ESRCH'} end
+local cur = redis.call('GET', KEYS[1])
+if cur then return {'BUSY', cur} end
+local token = redis.call('INCR', KEYS[4])
+redis.call('ZADD', KEYS[2], now_ms() + tonumber(ARGV[2]), ARGV[1] .. '|' .. token)
+return {'OK', token}
+`,
+  ),
+
+  /** Renew a reader's lease from now. KEYS semR; ARGV "owner|token" ttl → 1 | 0 (expired: dropped) */
+  semReadRenew: s(
+    1,
+    `
+local exp = redis.call('ZSCORE', KEYS[1], ARGV[1])
+if not exp then return 0 end
+local now = now_ms()
+if tonumber(exp) < now then redis.call('ZREM', KEYS[1], ARGV[1]); return 0 end
+redis.call('ZADD', KEYS[1], 'XX', now + tonumber(ARGV[2]), ARGV[1])
+return 1
+`,
+  ),
+
+  /** up_read(). KEYS semR; ARGV "owner|token" → 1 | 0 (the lease had expired) */
+  semReadUnlock: s(
+    1,
+    `
+local exp = redis.call('ZSCORE', KEYS[1], ARGV[1])
+if not exp then return 0 end
+redis.call('ZREM', KEYS[1], ARGV[1])
+if tonumber(exp) < now_ms() then return 0 end
+return 1
+`,
+  ),
+
+  /** The readers of mmap_sem whose lease is alive. KEYS semR → {"owner|token", ttlMs, ...} */
+  semReaders: s(
+    1,
+    `
+local now = now_ms()
+local out = {}
+local r = redis.call('ZRANGEBYSCORE', KEYS[1], now, '+inf', 'WITHSCORES')
+for i = 1, #r, 2 do out[#out + 1] = r[i]; out[#out + 1] = tonumber(r[i + 1]) - now end
+return out
 `,
   ),
 
@@ -448,16 +518,22 @@ return {'OK', token, redis.call('SMEMBERS', KEYS[7])}
   ),
 
   /**
-   * set_pte_at() then spin_unlock(), fenced: refused when the lease was lost.
-   * KEYS ptl ptlmax pte; ARGV "owner|token" lockName token vpn pte → {'OK'} | {'ESTALE'}
+   * set_pte_at(), then spin_unlock() unless ARGV[6] = 'keep' (v3.6's set_pte_at_notify sends
+   * change_pte after the PTE is set, still under the lock); fenced: refused when the lease was
+   * lost. ARGV[7] = 'skip-fence' is the injected fault `skip-fence-check`: the write is accepted
+   * whatever the token (and the lock key left alone when it is no longer ours).
+   * KEYS ptl ptlmax pte; ARGV "owner|token" lockName token vpn pte keep skip
+   * → {'OK', 1} | {'OK', 0} (accepted without the lease: only with skip-fence) | {'ESTALE'}
    */
   setPteUnlock: s(
     3,
     `
-if not fenced(KEYS[1], KEYS[2], ARGV[2], ARGV[1], tonumber(ARGV[3])) then return {'ESTALE'} end
+local ok = fenced(KEYS[1], KEYS[2], ARGV[2], ARGV[1], tonumber(ARGV[3]))
+if not ok and ARGV[7] ~= 'skip-fence' then return {'ESTALE'} end
 redis.call('HSET', KEYS[3], ARGV[4], ARGV[5])
-redis.call('DEL', KEYS[1])
-return {'OK'}
+if not ok then return {'OK', 0} end
+if ARGV[6] ~= 'keep' then redis.call('DEL', KEYS[1]) end
+return {'OK', 1}
 `,
   ),
 

@@ -6,6 +6,7 @@ import Redis, { Cluster, type RedisOptions } from 'ioredis';
 import {
   type Access,
   MmlabError,
+  MnCallback,
   MnEvent,
   MMAP_BASE,
   PTRS_PER_PTE,
@@ -264,9 +265,24 @@ export class Store {
     return (await this.redis.hkeys(procKeys(pid).mn)).sort();
   }
 
-  async mnRegister(pid: number, name: string): Promise<void> {
-    await this.redis.hset(procKeys(pid).mn, name, String(Date.now()));
+  /** Register name on pid with the callbacks it implements (its mmu_notifier_ops). */
+  async mnRegister(pid: number, name: string, ops: readonly MnCallback[]): Promise<void> {
+    await this.redis.hset(procKeys(pid).mn, name, `${Date.now()}|${ops.join(',')}`);
     await this.redis.sadd(subKeys(name).regs, String(pid));
+  }
+
+  /** The subscribers of pid with the callbacks each implements (name order). */
+  async mnSubscriberOps(pid: number): Promise<Map<string, ReadonlySet<MnCallback>>> {
+    const all = await this.redis.hgetall(procKeys(pid).mn);
+    const out = new Map<string, ReadonlySet<MnCallback>>();
+    for (const name of Object.keys(all).sort()) {
+      const v = all[name];
+      const bar = v.indexOf('|');
+      // A registration without its callback set (older state) implements every callback.
+      const ops = bar < 0 ? MnCallback.options : v.slice(bar + 1).split(',');
+      out.set(name, new Set(ops.filter((o): o is MnCallback => MnCallback.safeParse(o).success)));
+    }
+    return out;
   }
 
   async mnUnregister(pid: number, name: string): Promise<boolean> {
@@ -445,16 +461,42 @@ export class Store {
     const k = procKeys(pid);
     return (await this.run(
       'mmap',
-      [k.mm, k.vma, k.semW],
+      [k.mm, k.vma, k.semW, k.semR],
       [pages, prot, shared ? 'shared' : '', TASK_SIZE / PAGE_SIZE],
     )) as Reply;
   }
 
   async semWriteLock(pid: number, owner: string, ttlMs: number): Promise<LockResult | 'ESRCH'> {
     const k = procKeys(pid);
-    const r = (await this.run('semWriteLock', [k.semW, k.mm, k.fence], [owner, ttlMs])) as Reply;
+    const r = (await this.run(
+      'semWriteLock',
+      [k.semW, k.mm, k.fence, k.semR],
+      [owner, ttlMs],
+    )) as Reply;
     if (r[0] === 'ESRCH') return 'ESRCH';
     return r[0] === 'OK' ? { ok: true, token: Number(r[1]) } : { ok: false, holder: String(r[1]) };
+  }
+
+  /** down_read(&mm->mmap_sem) as a lease (a member of :sem:r); BUSY while a writer holds it. */
+  async semReadLock(pid: number, owner: string, ttlMs: number): Promise<LockResult | 'ESRCH'> {
+    const k = procKeys(pid);
+    const r = (await this.run(
+      'semReadLock',
+      [k.semW, k.semR, k.mm, k.fence],
+      [owner, ttlMs],
+    )) as Reply;
+    if (r[0] === 'ESRCH') return 'ESRCH';
+    return r[0] === 'OK' ? { ok: true, token: Number(r[1]) } : { ok: false, holder: String(r[1]) };
+  }
+
+  /** Renew a reader's lease; false when it had expired (it is dropped). */
+  async semReadRenew(pid: number, value: string, ttlMs: number): Promise<boolean> {
+    return Number(await this.run('semReadRenew', [procKeys(pid).semR], [value, ttlMs])) === 1;
+  }
+
+  /** up_read(); false when the lease had expired. */
+  async semReadUnlock(pid: number, value: string): Promise<boolean> {
+    return Number(await this.run('semReadUnlock', [procKeys(pid).semR], [value])) === 1;
   }
 
   async semWriteUnlock(pid: number, value: string): Promise<boolean> {
@@ -637,7 +679,11 @@ export class Store {
     ttlMs: number,
     lock: string,
     agent: string,
-  ): Promise<{ r: 'OK'; token: number; cpumask: string[] } | { r: 'RETRY' | 'BUSY' }> {
+  ): Promise<
+    | { r: 'OK'; token: number; cpumask: string[] }
+    | { r: 'RETRY' }
+    | { r: 'BUSY'; what: 'ptl' | 'mmap_sem' }
+  > {
     const k = procKeys(pid);
     const r = (await this.run(
       'wpCopyLock',
@@ -646,10 +692,15 @@ export class Store {
     )) as Reply;
     if (r[0] === 'OK')
       return { r: 'OK', token: Number(r[1]), cpumask: (r[2] as string[]).map(String) };
-    return { r: r[0] as 'RETRY' | 'BUSY' };
+    if (r[0] === 'BUSY') return { r: 'BUSY', what: r[1] === 'ptl' ? 'ptl' : 'mmap_sem' };
+    return { r: 'RETRY' };
   }
 
-  /** Fenced set_pte_at() + unlock; false when the lease was lost (nothing written). */
+  /**
+   * Fenced set_pte_at() + unlock (keep: the lock stays held, v3.6's change_pte comes next).
+   * → 'OK'; 'ESTALE' when the lease was lost (nothing written); 'UNFENCED' when it was lost
+   * but skipFence (the injected fault skip-fence-check) wrote anyway.
+   */
   async setPteUnlock(
     pid: number,
     lock: string,
@@ -657,26 +708,39 @@ export class Store {
     token: number,
     vpn: number,
     pte: Pte,
-  ): Promise<boolean> {
+    opts: { keep?: boolean; skipFence?: boolean } = {},
+  ): Promise<'OK' | 'UNFENCED' | 'ESTALE'> {
     const k = procKeys(pid);
     const r = (await this.run(
       'setPteUnlock',
       [k.ptl(lock), k.ptlmax, k.pte],
-      [value, lock, token, vpn, formatPte(pte)],
+      [
+        value,
+        lock,
+        token,
+        vpn,
+        formatPte(pte),
+        opts.keep ? 'keep' : '',
+        opts.skipFence ? 'skip-fence' : '',
+      ],
     )) as Reply;
-    return r[0] === 'OK';
+    if (r[0] !== 'OK') return 'ESTALE';
+    return Number(r[1]) === 1 ? 'OK' : 'UNFENCED';
   }
 
   async copyPage(src: number, dst: number): Promise<void> {
     await this.run('copyPage', MEM_KEYS, [src, dst]);
   }
 
-  async refcount(pfn: number): Promise<{ ref: number; gen: number }> {
-    const [ref, gen] = await Promise.all([
-      this.redis.hget(MEM_KEYS[3], String(pfn)),
-      this.redis.hget(MEM_KEYS[2], String(pfn)),
-    ]);
-    return { ref: Number(ref ?? 0), gen: Number(gen ?? 0) };
+  /**
+   * page_count(), page_mapcount() and the gen of pfn, read together (one MULTI on {mem}); the
+   * gen tells a frame freed and reused since the caller looked apart.
+   */
+  async pageCounts(pfn: number): Promise<{ ref: number; map: number; gen: number }> {
+    const f = String(pfn);
+    const r = await this.redis.multi().hget(MEM.ref, f).hget(MEM.map, f).hget(MEM.gen, f).exec();
+    const v = (i: number): number => Number((r?.[i]?.[1] as string | null) ?? 0);
+    return { ref: v(0), map: v(1), gen: v(2) };
   }
 
   async zapPteRange(
@@ -747,6 +811,19 @@ export class Store {
         owner: v.slice(0, bar),
         token: Number(v.slice(bar + 1)),
         ttlMs: Math.max(0, Number(r[i + 2])),
+      });
+    }
+    // mmap_sem's readers (each a member of :sem:r)
+    const readers = (await this.run('semReaders', [k.semR], [])) as Array<string | number>;
+    for (let i = 0; i + 1 < readers.length; i += 2) {
+      const v = String(readers[i]);
+      const bar = v.lastIndexOf('|');
+      out.push({
+        lock: 'mmap_sem',
+        pid,
+        owner: v.slice(0, bar),
+        token: Number(v.slice(bar + 1)),
+        ttlMs: Math.max(0, Number(readers[i + 1])),
       });
     }
     return out;

@@ -49,6 +49,8 @@ export const InjectMode = z.enum([
   'range-end-mismatch',
   /** the HCA installs a device mapping without re-checking its invalidation sequence → no-map-during-invalidate */
   'skip-seq-recheck',
+  /** do_wp_page's set_pte_at script skips the fencing-token check: a holder whose PT-lock lease was lost still writes → fenced-writes */
+  'skip-fence-check',
 ]);
 export type InjectMode = z.infer<typeof InjectMode>;
 export const Dispatch = z.enum(['parallel', 'serial']);
@@ -107,3 +109,16 @@ export const MnCallback = z.enum([
   'release',
 ]);
 export type MnCallback = z.infer<typeof MnCallback>;
+
+/**
+ * The callbacks v3.7 still sends under the PT lock (set_pte_at_notify's change_pte,
+ * ptep_clear_flush_young_notify, pte test_young): a subscriber must answer them without
+ * sleeping, as a CPU answers a TLB shootdown. Sending them under the lock is no
+ * no-sleep-under-ptlock violation; a subscriber that sleeps in one shows up as a long PT-lock
+ * hold (bounded-ptlock-hold). Models: include/linux/mmu_notifier.h, v3.7.
+ */
+export const ATOMIC_CALLBACKS: ReadonlySet<MnCallback> = new Set<MnCallback>([
+  'change_pte',
+  'clear_flush_young',
+  'test_young',
+]);

@@ -7,7 +7,19 @@
  */
 import { z } from 'zod';
 import { SubFault } from './chaos';
-import { Access, Addr, Agent, Gen, MapFlag, Pages, Pfn, Pid, Prot, Value } from './fields';
+import {
+  Access,
+  Addr,
+  Agent,
+  Gen,
+  MapFlag,
+  MnCallback,
+  Pages,
+  Pfn,
+  Pid,
+  Prot,
+  Value,
+} from './fields';
 
 export interface RpcDef<Req extends z.ZodType = z.ZodType, Res extends z.ZodType = z.ZodType> {
   readonly subject: string;
@@ -181,7 +193,17 @@ export const RPC = {
     doc: 'Register subscriber on pid: from the reply on it gets every callback for pid. Atomic with respect to invalidations in flight.',
     models: 'mmu_notifier_register()',
     queue: 'mm',
-    request: z.strictObject({ pid: Pid, subscriber: SubscriberName }),
+    request: z.strictObject({
+      pid: Pid,
+      subscriber: SubscriberName,
+      ops: z
+        .array(MnCallback)
+        .min(1)
+        .default([...MnCallback.options])
+        .describe(
+          'the callbacks the subscriber implements (its mmu_notifier_ops; default all): a callback it lacks is not sent to it, and a change_pte becomes invalidate_page for it in legacy (v3.6) mode',
+        ),
+    }),
     response: z.object({ registered: z.boolean() }),
   }),
   notifierUnregister: def({
@@ -276,14 +298,14 @@ export const RPC = {
   }),
   mnInvalidatePage: def({
     subject: 'mmlab.sub.{id}.invalidate_page',
-    doc: 'The PTE of addr changed (sent after the PT lock is dropped, before the old page is freed): drop the mapping of that page.',
+    doc: 'The PTE of addr changed (patched: after the PT lock is dropped, before the old page is freed; legacy v3.6: under it, as the change_pte of a subscriber without one): drop the mapping of that page.',
     models: 'mmu_notifier_ops.invalidate_page (2012)',
     request: z.strictObject({ ...callback, addr: Addr }),
     response: Ack,
   }),
   mnChangePte: def({
     subject: 'mmlab.sub.{id}.change_pte',
-    doc: 'The PTE of addr now points at pfn/gen (KSM): update or drop the secondary mapping.',
+    doc: 'The PTE of addr now points at pfn/gen (set_pte_at_notify: COW, KSM): update or drop the secondary mapping. Sent under the PT lock: answer without sleeping.',
     models: 'mmu_notifier_ops.change_pte',
     request: z.strictObject({ ...callback, addr: Addr, pfn: Pfn, gen: Gen }),
     response: Ack,

@@ -398,7 +398,10 @@ export const SubscriberSpec = z.strictObject({
   kind: z.enum(['hca']),
   /** how long the device takes to complete an invalidation (default 0) */
   invalidateLatencyMs: LatencySpec.optional(),
-  /** a slow page-fault work queue: ms between hmm_range_fault and the re-check (default 0) */
+  /**
+   * a slow page-fault work queue (test hook): between hmm_range_fault and the re-check, wait up
+   * to ms for an invalidation to reach the device after the fault's snapshot (default 0: none)
+   */
   npfDelayMs: z.number().int().nonnegative().max(600_000).optional(),
 });
 export type SubscriberSpec = z.output<typeof SubscriberSpec>;

@@ -1,7 +1,8 @@
 /**
- * The locks of the mm, as Redis leases (libs/model/lease.ts):
+ * The locks of the mm (v3.7), as Redis leases (libs/model/lease.ts):
  *   pte_offset_map_lock() / spin_lock(ptl)   → ptlLock: spins (yield, then short sleeps)
  *   down_write(&mm->mmap_sem)                → mmapWriteLock: sleeps
+ *   down_read(&mm->mmap_sem)                 → mmapReadLock: sleeps while a writer holds it
  * Each acquire and release is traced; a release that finds the lease gone says so. With
  * telemetry on, each PT-lock hold is also a span (`ptl ptl:<n>`, from the grant to the release),
  * child of the span of the operation that took it.
@@ -141,51 +142,71 @@ export interface HeldSem {
   readonly lease: Lease;
   readonly pid: number;
   readonly op: string;
+  readonly mode: 'read' | 'write';
 }
 
-/** down_write(&mm->mmap_sem): sleeps until the writer and readers are gone. */
-export async function mmapWriteLock(ctx: MmContext, pid: number, op: string): Promise<HeldSem> {
+/**
+ * down_write / down_read(&mm->mmap_sem), v3.7: a writer sleeps until the writer and every
+ * reader are gone; a reader only until no writer holds it (readers share it, and the lease-free
+ * fault path, a reader too, never waits for one). Past the fault deadline: EAGAIN.
+ */
+async function mmapLock(
+  ctx: MmContext,
+  pid: number,
+  op: string,
+  mode: 'read' | 'write',
+): Promise<HeldSem> {
   const deadline = Date.now() + ctx.env.MMLAB_FAULT_DEADLINE_MS;
   const owner = ownerOf(ctx, op);
+  const ttl = ctx.env.MMLAB_LEASE_TTL_MS;
   for (let attempt = 0; ; attempt++) {
-    const r = await ctx.store.semWriteLock(pid, owner, ctx.env.MMLAB_LEASE_TTL_MS);
+    const r =
+      mode === 'write'
+        ? await ctx.store.semWriteLock(pid, owner, ttl)
+        : await ctx.store.semReadLock(pid, owner, ttl);
     if (r === 'ESRCH') throw new MmlabError('ESRCH', `no process ${pid}`);
     if (r.ok) {
       const at = now();
-      ctx.tracer.emit({
-        kind: 'mmap_sem.acquire',
-        op,
-        pid,
-        mode: 'write',
-        owner,
-        token: r.token,
-        ts: at,
-      });
-      const lease = new Lease(
-        ctx.store,
-        procKeys(pid).semW,
-        owner,
-        r.token,
-        ctx.env.MMLAB_LEASE_TTL_MS,
-        at,
-      );
-      return { lease, pid, op };
+      ctx.tracer.emit({ kind: 'mmap_sem.acquire', op, pid, mode, owner, token: r.token, ts: at });
+      const k = procKeys(pid);
+      const lease =
+        mode === 'write'
+          ? new Lease(ctx.store, k.semW, owner, r.token, ttl, at)
+          : new Lease(ctx.store, k.semR, owner, r.token, ttl, at, (value, t) =>
+              ctx.store.semReadRenew(pid, value, t),
+            );
+      return { lease, pid, op, mode };
     }
     if (Date.now() > deadline) throw new MmlabError('EAGAIN', `mmap_sem of pid ${pid} still held`);
     await sleep(Math.min(10, 1 + attempt));
   }
 }
 
-/** up_write(&mm->mmap_sem). */
-export async function mmapWriteUnlock(ctx: MmContext, h: HeldSem): Promise<void> {
-  const ok = await h.lease.release(() => ctx.store.semWriteUnlock(h.pid, h.lease.value));
+/** up_write / up_read(&mm->mmap_sem), as h was taken. */
+async function mmapUnlock(ctx: MmContext, h: HeldSem): Promise<void> {
+  const ok = await h.lease.release(() =>
+    h.mode === 'write'
+      ? ctx.store.semWriteUnlock(h.pid, h.lease.value)
+      : ctx.store.semReadUnlock(h.pid, h.lease.value),
+  );
   ctx.tracer.emit({
     kind: 'mmap_sem.release',
     op: h.op,
     pid: h.pid,
-    mode: 'write',
+    mode: h.mode,
     owner: h.lease.owner,
     token: h.lease.token,
     released: ok,
   });
 }
+
+/** down_write(&mm->mmap_sem). */
+export const mmapWriteLock = (ctx: MmContext, pid: number, op: string): Promise<HeldSem> =>
+  mmapLock(ctx, pid, op, 'write');
+/** up_write(&mm->mmap_sem). */
+export const mmapWriteUnlock = mmapUnlock;
+/** down_read(&mm->mmap_sem). */
+export const mmapReadLock = (ctx: MmContext, pid: number, op: string): Promise<HeldSem> =>
+  mmapLock(ctx, pid, op, 'read');
+/** up_read(&mm->mmap_sem). */
+export const mmapReadUnlock = mmapUnlock;

@@ -6,7 +6,10 @@
  * mm's seq (mm_lock_seq), that mmap_sem is not write-held and that the PTE lock is free, and
  * then does its page-table update atomically. A step that finds any of those changed retries
  * from the top. Only do_wp_page's copy holds the PT lock across a network wait — the TLB
- * shootdown, which CPUs answer at once — and it holds it as a lease with a fencing token.
+ * shootdown, which CPUs answer at once, and change_pte, which subscribers must answer without
+ * sleeping — and it holds it as a lease with a fencing token.
+ *
+ * Models: mm/memory.c v3.7 (patched) and v3.6 (legacy).
  */
 import {
   MmlabError,
@@ -24,9 +27,11 @@ import {
   invalidatePage,
   invalidateRangeEnd,
   invalidateRangeStart,
+  mmHasNotifiers,
+  mmuNotifierChangePte,
   withinRange,
 } from './mmu_notifier';
-import { debugStallUnderPtl, heldPtl, traceUnlock, underPtl } from './locks';
+import { debugStallUnderPtl, heldPtl, ptlUnlock, traceUnlock, underPtl } from './locks';
 import { forEachPteTable, staleLease } from './pagewalk';
 import { type Frame, allocPage, putPages } from './page_alloc';
 import { crashPoint } from './crash_point';
@@ -39,6 +44,16 @@ export interface FaultResult extends Pte {
 }
 
 const lockOf = (vpn: number): string => `ptl:${pmdIndexOf(vpn)}`;
+
+/** A write fault do_wp_page handles: the PTE it found (orig_pte) at the mm seq it read. */
+interface WpFault {
+  readonly op: string;
+  readonly pid: number;
+  readonly vpn: number;
+  readonly old: Pte;
+  readonly seq: number;
+  readonly agent: string;
+}
 
 /**
  * handle_mm_fault(): resolve one fault at addr for agent; returns the PTE now installed.
@@ -142,7 +157,8 @@ async function __handleMmFault(
           return r;
         }
         case 'NEED_WP': {
-          const wp = await doWpPage(ctx, op, pid, vpn, step.pte, step.seq, agent, page);
+          const f: WpFault = { op, pid, vpn, old: step.pte, seq: step.seq, agent };
+          const wp = await doWpPage(ctx, f, page);
           if (wp.consumed) page = null;
           if (!wp.result) continue;
           const r: FaultResult = { ...wp.result, retries };
@@ -162,106 +178,191 @@ async function __handleMmFault(
 }
 
 /**
- * do_wp_page(): a write to a present read-only PTE in a writable VMA.
- * Reuse the page when we hold the only reference; otherwise copy it (the zero page is always
- * copied) and replace the PTE under the PT lock:
+ * Models: reuse_swap_page(), mm/swapfile.c v3.7 — may do_wp_page() write to this anonymous
+ * page in place? Yes when it is mapped once: page_mapcount() (plus page_swapcount() once mmlab
+ * has swap) is at most 1. References that are not mappings — a get_user_pages() pin — do not
+ * count, so a pinned page mapped once is reused and the device reading through its pin keeps
+ * seeing what the CPU writes. KSM pages are never reused (PageKsm; mmlab has no KSM yet: its
+ * pages must answer false here). The one place the rule lives, so later eras can swap it:
+ * 5.9–5.18 reuse on page_count() == 1, 5.19+ on PageAnonExclusive.
+ */
+export async function reuseSwapPage(ctx: MmContext, page: Pte): Promise<boolean> {
+  const { map, gen } = await ctx.store.pageCounts(page.pfn);
+  return gen === page.gen && map <= 1;
+}
+
+/**
+ * Models: do_wp_page(), mm/memory.c — v3.7 (patched) and v3.6 (legacy). A write to a present
+ * read-only PTE in a writable VMA: reuse the page when reuseSwapPage() says it is ours alone;
+ * otherwise copy it (the zero page is always copied) and replace the PTE under the PT lock.
  *
- *   lock PTL, pte_same?, ptep_clear_flush (clear, then TLB shootdown), set_pte_at(new), unlock
- *   [patched: mmu_notifier_invalidate_page(mm, address) here, after unlock, before the free]
- *   put_page(old)
+ *   patched (v3.7 = the seed + 6bdb913f)      legacy (v3.6)
+ *   cow_user_page (copy, no lock)             cow_user_page (copy, no lock)
+ *   invalidate_range_start(mmun_start, _end)
+ *   lock PTL, pte_same?                       lock PTL, pte_same?
+ *   ptep_clear_flush (clear, TLB shootdown)   ptep_clear_flush (clear, TLB shootdown)
+ *   set_pte_at_notify: change_pte, set_pte    set_pte_at_notify: set_pte, change_pte
+ *                                               (invalidate_page to a subscriber without
+ *                                               change_pte: __mmu_notifier_change_pte v3.6)
+ *   unlock                                    unlock
+ *   invalidate_range_end(mmun_start, _end)
+ *   put_page(old)                             put_page(old)
+ *
+ * change_pte is sent under the PT lock in both: it must be answered without sleeping
+ * (ATOMIC_CALLBACKS). v3.7 sends it only to subscribers that have it (the 3.19 HCA has not:
+ * the range start/end cover it). v3.6 could not sleep in any callback (rcu_read_lock): legacy
+ * is what a subscriber sleeping in that invalidate_page under the lock would have done.
+ *
+ * Inject `free-before-invalidate-page` replays the seed alone (before 6bdb913f: invalidate_page
+ * after the unlock, no range) with the old page freed before that invalidate_page — the
+ * mistake the seed's comment "cow happened, notify before releasing old_page" guards against.
+ * Inject `skip-fence-check` makes the set_pte_at script accept the write without checking the
+ * fencing token.
  *
  * Returns no result when the PTE changed under us (the caller retries the fault).
  */
 async function doWpPage(
   ctx: MmContext,
-  op: string,
-  pid: number,
-  vpn: number,
-  old: Pte,
-  seq: number,
-  agent: string,
+  f: WpFault,
   prealloc: Frame | null,
 ): Promise<{ result: (Pte & { kind: FaultKind }) | null; consumed: boolean }> {
+  const { op, pid, vpn, old, seq, agent } = f;
   const addr = vpn * PAGE_SIZE;
   const lock = lockOf(vpn);
-  if (old.pfn !== ZERO_PFN) {
-    const { ref, gen } = await ctx.store.refcount(old.pfn);
-    if (ref === 1 && gen === old.gen) {
-      const r = await ctx.store.wpReuse(pid, vpn, old, seq, agent);
-      if (r !== 'OK') return { result: null, consumed: false };
-      const pte = { ...old, writable: true };
-      ctx.tracer.emit({ kind: 'pte.set', op, pid, addr, ...pte, lock, token: null });
-      return { result: { ...pte, kind: 'wp-reuse' }, consumed: false };
-    }
+  if (old.pfn !== ZERO_PFN && (await reuseSwapPage(ctx, old))) {
+    const r = await ctx.store.wpReuse(pid, vpn, old, seq, agent);
+    if (r !== 'OK') return { result: null, consumed: false };
+    const pte = { ...old, writable: true };
+    ctx.tracer.emit({ kind: 'pte.set', op, pid, addr, ...pte, lock, token: null });
+    return { result: { ...pte, kind: 'wp-reuse' }, consumed: false };
   }
   // cow_user_page(): copy before taking the lock.
   const page = prealloc ?? (await allocPage(ctx, op, old.pfn));
   if (prealloc) await ctx.store.copyPage(old.pfn, page.pfn);
-  const owner = ownerOf(ctx, op);
-  const t0 = now();
-  const r = await ctx.store.wpCopyLock(
-    pid,
-    vpn,
-    old,
-    seq,
-    owner,
-    ctx.env.MMLAB_LEASE_TTL_MS,
-    lock,
-    agent,
-  );
-  if (r.r !== 'OK') {
-    // Keep the copy for the retry only if we allocated it here; the caller owns prealloc.
-    if (!prealloc) await putPages(ctx, op, [page]);
-    return { result: null, consumed: false };
-  }
-  const held = heldPtl(ctx, pid, lock, op, r.token, t0);
-  ctx.tracer.emit({ kind: 'pte.clear', op, pid, addr, ...old, lock, token: r.token });
   const legacy = ctx.env.MMLAB_MODE === 'legacy';
+  const seedAlone = injected(ctx, 'free-before-invalidate-page');
+  const mmunStart = addr; /* For mmu_notifiers */
+  const mmunEnd = addr + PAGE_SIZE; /* For mmu_notifiers */
   let installed = false;
   try {
-    await underPtl(held, async () => {
-      await debugStallUnderPtl(ctx, held);
-      await flushTlbRange(ctx, op, pid, addr, addr + PAGE_SIZE, r.cpumask);
-      // legacy: ptep_clear_flush_notify() — the notification under the PT lock, as before the patch.
-      if (legacy) await invalidatePage(ctx, op, pid, addr);
-    });
-    const pte: Pte = { pfn: page.pfn, gen: page.gen, writable: true };
-    installed = await held.lease.release(() =>
-      ctx.store.setPteUnlock(pid, lock, held.lease.value, r.token, vpn, pte),
-    );
-    if (!installed) {
-      ctx.tracer.emit({
-        kind: 'pte.reject',
-        op,
-        pid,
-        lock,
-        token: r.token,
-        reason: 'lease lost before set_pte_at',
-      });
-      traceUnlock(ctx, held, false);
-      throw new MmlabError(
-        'ESTALE',
-        `lost ${lock} of pid ${pid} during the COW of 0x${addr.toString(16)}`,
-      );
+    // mmu_notifier_invalidate_range_start() is a no-op on an mm without notifiers
+    // (mm_has_notifiers); one registered after this check bumps the mm seq (mmap_sem write),
+    // and wpCopyLock's seq check then sends this fault back to the top.
+    const range =
+      legacy || seedAlone || !(await mmHasNotifiers(ctx, pid))
+        ? null
+        : await invalidateRangeStart(ctx, op, pid, mmunStart, mmunEnd, 'clear');
+    try {
+      installed = await withinRange(range, () => wpPageCopy(ctx, f, page, legacy));
+    } finally {
+      if (range) await invalidateRangeEnd(ctx, range, mmunStart, mmunEnd);
     }
-    ctx.tracer.emit({ kind: 'pte.set', op, pid, addr, ...pte, lock, token: r.token });
-    traceUnlock(ctx, held, true);
   } finally {
+    // Keep the copy for the retry only if we allocated it here; the caller owns prealloc.
     if (!installed && !prealloc) await putPages(ctx, op, [page]);
   }
-  if (injected(ctx, 'free-before-invalidate-page')) {
-    // The mistake the patch's comment guards against: the old page freed first.
+  if (!installed) return { result: null, consumed: false };
+  if (seedAlone) {
+    // The mistake the seed's comment guards against: the old page freed first.
     await putPages(ctx, op, [old]);
-    if (!legacy) await invalidatePage(ctx, op, pid, addr);
+    await invalidatePage(ctx, op, pid, addr);
   } else {
-    // "cow happened, notify before releasing old_page": after the unlock (patched).
-    if (!legacy) await invalidatePage(ctx, op, pid, addr);
     await putPages(ctx, op, [old]);
   }
   return {
     result: { pfn: page.pfn, gen: page.gen, writable: true, kind: 'wp-copy' },
     consumed: true,
   };
+}
+
+/**
+ * do_wp_page()'s PT-lock section (see above): take the lock with pte_same (spinning while
+ * another holder has it), clear and flush, set_pte_at_notify, unlock. → false when the PTE
+ * changed or a writer of mmap_sem came in (the fault retries from the top).
+ */
+async function wpPageCopy(
+  ctx: MmContext,
+  f: WpFault,
+  page: Frame,
+  legacy: boolean,
+): Promise<boolean> {
+  const { op, pid, vpn, old, seq, agent } = f;
+  const addr = vpn * PAGE_SIZE;
+  const lock = lockOf(vpn);
+  const owner = ownerOf(ctx, op);
+  const t0 = now();
+  const deadline = Date.now() + ctx.env.MMLAB_FAULT_DEADLINE_MS;
+  let r: Awaited<ReturnType<MmContext['store']['wpCopyLock']>>;
+  for (let attempt = 0; ; attempt++) {
+    r = await ctx.store.wpCopyLock(
+      pid,
+      vpn,
+      old,
+      seq,
+      owner,
+      ctx.env.MMLAB_LEASE_TTL_MS,
+      lock,
+      agent,
+    );
+    // spin_lock(ptl): spin while the PT lock is held; a writer of mmap_sem (or a moved PTE)
+    // sends the fault back to the top, where it waits as it would on mmap_sem.
+    if (r.r === 'BUSY' && r.what === 'ptl') {
+      await backoff(attempt + 1, deadline, `${lock} of pid ${pid}`);
+      continue;
+    }
+    break;
+  }
+  if (r.r !== 'OK') return false;
+  const held = heldPtl(ctx, pid, lock, op, r.token, t0);
+  ctx.tracer.emit({ kind: 'pte.clear', op, pid, addr, ...old, lock, token: r.token });
+  const pte: Pte = { pfn: page.pfn, gen: page.gen, writable: true };
+  const skipFence = injected(ctx, 'skip-fence-check');
+  await underPtl(held, async () => {
+    await debugStallUnderPtl(ctx, held);
+    // ptep_clear_flush(): the PTE was cleared with the lock; shoot the TLBs down.
+    await flushTlbRange(ctx, op, pid, addr, addr + PAGE_SIZE, r.cpumask);
+    // v3.7 set_pte_at_notify(): mmu_notifier_change_pte() first, then set_pte_at().
+    if (!legacy) await mmuNotifierChangePte(ctx, op, pid, addr, pte);
+  });
+  let st: 'OK' | 'UNFENCED' | 'ESTALE' = 'ESTALE';
+  const set = () =>
+    ctx.store.setPteUnlock(pid, lock, held.lease.value, r.token, vpn, pte, {
+      keep: legacy,
+      skipFence,
+    });
+  if (legacy) st = await set();
+  else await held.lease.release(async () => (st = await set()) === 'OK');
+  if (st === 'ESTALE') {
+    ctx.tracer.emit({
+      kind: 'pte.reject',
+      op,
+      pid,
+      lock,
+      token: r.token,
+      reason: 'lease lost before set_pte_at',
+    });
+    if (legacy) await held.lease.release(async () => false);
+    traceUnlock(ctx, held, false);
+    throw new MmlabError(
+      'ESTALE',
+      `lost ${lock} of pid ${pid} during the COW of 0x${addr.toString(16)}`,
+    );
+  }
+  ctx.tracer.emit({ kind: 'pte.set', op, pid, addr, ...pte, lock, token: r.token });
+  if (legacy && st === 'OK') {
+    // v3.6 set_pte_at_notify(): set_pte_at(), then mmu_notifier_change_pte() — still under
+    // the lock; a subscriber without change_pte gets invalidate_page here.
+    try {
+      await underPtl(held, () => mmuNotifierChangePte(ctx, op, pid, addr, pte, true));
+    } finally {
+      await ptlUnlock(ctx, held);
+    }
+  } else if (st === 'UNFENCED') {
+    // skip-fence-check: written without the lease; the lock (someone else's now) is left alone.
+    if (legacy) await held.lease.release(async () => false);
+    traceUnlock(ctx, held, false);
+  } else traceUnlock(ctx, held, true);
+  return true;
 }
 
 /**

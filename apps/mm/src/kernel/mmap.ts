@@ -1,7 +1,7 @@
-/** mm/mmap.c: creating address spaces, do_mmap() and do_munmap(). */
+/** mm/mmap.c (v3.7): creating address spaces, do_mmap() and do_munmap(); mm/madvise.c's DONTNEED. */
 import { MmlabError, PAGE_SIZE, type Prot } from '@mmlab/protocol';
 import { type MmContext, backoff, startVpn } from './context';
-import { mmapWriteLock, mmapWriteUnlock } from './locks';
+import { mmapReadLock, mmapReadUnlock, mmapWriteLock, mmapWriteUnlock } from './locks';
 import { zapPageRange, zapPteRanges } from './memory';
 import { mmuNotifierRelease } from './mmu_notifier';
 import { crashPoint } from './crash_point';
@@ -98,9 +98,18 @@ export async function munmapSteps(
 }
 
 /**
- * madvise(MADV_DONTNEED) → madvise_dontneed_single_vma() → zap_page_range(): the pages go,
- * the VMA stays; the next touch faults in zero. Under mmap_sem (for write here: the lab has no
- * reader lease on this path yet).
+ * Models: madvise(MADV_DONTNEED) → madvise_dontneed() → zap_page_range(), mm/madvise.c v3.7:
+ * the pages go, the VMA stays; the next touch faults in zero. Under mmap_sem for *read*
+ * (madvise_need_mmap_write() is false for DONTNEED): faults elsewhere in the mapping go on
+ * while a subscriber sleeps in this range's invalidate_range_start.
+ *
+ *   madvise(page 0) (mm-0)                  CPU store to page 1 (mm-1)
+ *   down_read(mmap_sem)
+ *   range_start [0, 1) → hca0 (paused)
+ *                                           fault: no writer of mmap_sem → page installed
+ *                                           store done
+ *   ... hca0 resumes, acks ...
+ *   zap page 0; range_end; up_read
  */
 export async function madviseDontneed(
   ctx: MmContext,
@@ -110,7 +119,7 @@ export async function madviseDontneed(
 ): Promise<{ zapped: number; freed: number }> {
   const s = startVpn(addr, 'madvise');
   const op = ctx.ids.next('madvise');
-  const sem = await mmapWriteLock(ctx, pid, op);
+  const sem = await mmapReadLock(ctx, pid, op);
   try {
     for (let v = s; v < s + pages;) {
       const vma = await ctx.store.findVma(pid, v);
@@ -127,7 +136,7 @@ export async function madviseDontneed(
     });
     return await zapPageRange(ctx, op, pid, s, s + pages, 'clear');
   } finally {
-    await mmapWriteUnlock(ctx, sem);
+    await mmapReadUnlock(ctx, sem);
   }
 }
 

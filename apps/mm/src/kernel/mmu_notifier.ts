@@ -1,5 +1,6 @@
 /**
- * mm/mmu_notifier.c: the subscriber registry and the dispatch of callbacks across the network.
+ * mm/mmu_notifier.c (v3.7: SRCU, callbacks may sleep; v3.6's change_pte fallback for legacy):
+ * the subscriber registry and the dispatch of callbacks across the network.
  *
  * A callback is a NATS request to the subscriber's own subject; mm waits for every ack before
  * it goes on, however long that takes — which is only allowed because, since the 2012 patch,
@@ -34,7 +35,13 @@
  * subscriber's handler span is the callback span's child.
  */
 import { Logger } from '@nestjs/common';
-import { MmlabError, type MnCallback, type MnEvent, type Req } from '@mmlab/protocol';
+import {
+  ATOMIC_CALLBACKS,
+  MmlabError,
+  type MnCallback,
+  type MnEvent,
+  type Req,
+} from '@mmlab/protocol';
 import {
   type Span,
   SpanKind,
@@ -72,6 +79,24 @@ export interface RangeInvalidation extends Omit<OpenInvalidation, 'owner' | 'sta
 }
 
 const log = new Logger('mmu_notifier');
+
+/**
+ * Models: mm_has_notifiers(), include/linux/mmu_notifier.h v3.7 — the inline check every
+ * mmu_notifier_* wrapper makes first: with no subscriber on the mm, nothing is called at all.
+ */
+export async function mmHasNotifiers(ctx: MmContext, pid: number): Promise<boolean> {
+  return (await ctx.store.mnSubscribers(pid)).length > 0;
+}
+
+/** The subscribers of pid whose mmu_notifier_ops has callback (hlist walk: `if (mn->ops->x)`). */
+async function subscribersWith(
+  ctx: MmContext,
+  pid: number,
+  callback: MnCallback,
+): Promise<string[]> {
+  const all = await ctx.store.mnSubscriberOps(pid);
+  return [...all].filter(([, ops]) => ops.has(callback)).map(([name]) => name);
+}
 const hex = (a: number): string => `0x${a.toString(16)}`;
 
 /** Run the body of a range invalidation (between start and end) inside its trace. */
@@ -87,11 +112,16 @@ let invCounter = 0;
 const newInv = (ctx: MmContext, op: string): string =>
   `${op}~${ctx.incarnation.slice(ctx.incarnation.lastIndexOf('.') + 1)}.${++invCounter}`;
 
-/** mmu_notifier_register(): under mmap_sem for write, so no range invalidation is in flight. */
+/**
+ * Models: mmu_notifier_register(), mm/mmu_notifier.c v3.7 — under mmap_sem for write, so no
+ * range invalidation is in flight. ops is the subscriber's struct mmu_notifier_ops: the
+ * callbacks it implements (a NULL op is never called).
+ */
 export async function mmuNotifierRegister(
   ctx: MmContext,
   pid: number,
   subscriber: string,
+  ops: readonly MnCallback[],
 ): Promise<void> {
   const op = ctx.ids.next('mn_register');
   const sem = await mmapWriteLock(ctx, pid, op);
@@ -101,7 +131,7 @@ export async function mmuNotifierRegister(
         'ENODEV',
         `${subscriber} is fenced: it must restart before it registers again`,
       );
-    await ctx.store.mnRegister(pid, subscriber);
+    await ctx.store.mnRegister(pid, subscriber, ops);
     ctx.tracer.emit({ kind: 'mn.register', op, pid, subscriber });
   } finally {
     await mmapWriteUnlock(ctx, sem);
@@ -154,7 +184,7 @@ export async function invalidateRangeStart(
   // its trace lost (an end with no start). Refuse it before anything is recorded or sent.
   if (ctx.closing)
     throw new MmlabError('EAGAIN', `${ctx.instance} is shutting down: no new invalidation`);
-  const subscribers = await ctx.store.mnSubscribers(pid);
+  const subscribers = await subscribersWith(ctx, pid, 'invalidate_range_start');
   const inv = newInv(ctx, op);
   await ctx.store.invOpen({ pid, inv, op, start, end, event, subscribers, owner: ctx.incarnation });
   ctx.openRanges.add(inv);
@@ -326,14 +356,14 @@ export async function invalidateRangeEndForDead(
   return ctx.store.invClose(o.pid, o.inv, ctx.incarnation);
 }
 
-/** mmu_notifier_invalidate_page(mm, address) (2012). */
+/** Models: mmu_notifier_invalidate_page(mm, address), mm/mmu_notifier.c v3.7 (2012). */
 export async function invalidatePage(
   ctx: MmContext,
   op: string,
   pid: number,
   addr: number,
 ): Promise<void> {
-  const subscribers = await ctx.store.mnSubscribers(pid);
+  const subscribers = await subscribersWith(ctx, pid, 'invalidate_page');
   if (subscribers.length === 0) return;
   const inv = newInv(ctx, op);
   ctx.tracer.emit({ kind: 'mn.page', op, pid, addr, inv });
@@ -361,12 +391,48 @@ export async function invalidatePage(
   );
 }
 
+/**
+ * Models: __mmu_notifier_change_pte(), mm/mmu_notifier.c — v3.7, or v3.6 with `v36`. Sent by
+ * set_pte_at_notify() under the PT lock, so each subscriber must answer without sleeping:
+ *   v3.7: change_pte to every subscriber that has it; the others get nothing (do_wp_page and
+ *         KSM wrap it in invalidate_range_start/end since 6bdb913f);
+ *   v3.6: change_pte to those that have it, invalidate_page to those that have only that
+ *         ("Some drivers don't have change_pte, so we must call invalidate_page in that case").
+ * One inv for the whole walk, traced as mn.page (the single-page notification).
+ */
+export async function mmuNotifierChangePte(
+  ctx: MmContext,
+  op: string,
+  pid: number,
+  addr: number,
+  pte: { pfn: number; gen: number },
+  v36 = false,
+): Promise<void> {
+  const all = await ctx.store.mnSubscriberOps(pid);
+  const calls: Array<[string, 'mnChangePte' | 'mnInvalidatePage']> = [];
+  for (const [name, ops] of all) {
+    if (ops.has('change_pte')) calls.push([name, 'mnChangePte']);
+    else if (v36 && ops.has('invalidate_page')) calls.push([name, 'mnInvalidatePage']);
+  }
+  if (calls.length === 0) return;
+  const inv = newInv(ctx, op);
+  const owner = ownerOf(ctx, op);
+  ctx.tracer.emit({ kind: 'mn.page', op, pid, addr, inv });
+  const one = ([s, name]: [string, 'mnChangePte' | 'mnInvalidatePage']) =>
+    name === 'mnChangePte'
+      ? callOne(ctx, op, pid, s, name, { pid, inv, owner, addr, pfn: pte.pfn, gen: pte.gen })
+      : callOne(ctx, op, pid, s, name, { pid, inv, owner, addr });
+  if (ctx.env.MMLAB_DISPATCH === 'serial') for (const c of calls) await one(c);
+  else await Promise.all(calls.map(one));
+}
+
 /** mmu_notifier_release(mm): every subscriber drops everything of pid; then they are unhashed. */
 export async function mmuNotifierRelease(ctx: MmContext, op: string, pid: number): Promise<void> {
   const subscribers = await ctx.store.mnSubscribers(pid);
   const inv = newInv(ctx, op);
   ctx.tracer.emit({ kind: 'mn.release', op, pid, inv });
-  await dispatch(ctx, op, pid, subscribers, 'mnRelease', { pid, inv, owner: ownerOf(ctx, op) });
+  const withRelease = await subscribersWith(ctx, pid, 'release');
+  await dispatch(ctx, op, pid, withRelease, 'mnRelease', { pid, inv, owner: ownerOf(ctx, op) });
   for (const s of subscribers) {
     await ctx.store.mnUnregister(pid, s);
     ctx.tracer.emit({ kind: 'mn.unregister', op, pid, subscriber: s, reason: 'exit' });
@@ -432,9 +498,11 @@ async function callUntilAcked<N extends CallbackRpc>(
   };
   for (let attempt = 1; ; attempt++) {
     // The atomic-context guard: sending a callback (which may sleep) while this op holds a
-    // PT lock is a might_sleep() splat. Patched code never gets here with a lock held.
+    // PT lock is a might_sleep() splat. Patched code never gets here with a lock held, except
+    // for the callbacks v3.7 itself sends under it, which must not sleep (ATOMIC_CALLBACKS).
     const held = ctx.atomic.get(op) ?? null;
-    if (held) ctx.tracer.emit({ kind: 'might_sleep', op, pid, callback, inv, lock: held });
+    if (held && !ATOMIC_CALLBACKS.has(callback))
+      ctx.tracer.emit({ kind: 'might_sleep', op, pid, callback, inv, lock: held });
     ctx.tracer.emit({ kind: 'mn.send', op, pid, subscriber, callback, inv, attempt, ptl: held });
     try {
       const reply = await ctx.rpc.call(name, req, {
