@@ -5,34 +5,9 @@
  * after the run (there must be none).
  */
 import { ERRORS, type ErrorCode, type TraceEvent } from '@mmlab/protocol';
-import { type RpcClient, sleep } from '@mmlab/runtime';
 import type { ChaosResults, StepResult } from '@mmlab/scenario';
 import { percentile } from './metrics';
 import type { RunOutcome } from './scenario-runner';
-
-export interface LockLeft {
-  lock: string;
-  pid: number;
-  owner: string;
-}
-
-/**
- * The PT-lock and mmap_sem leases still held, polled until there are none or `ms` passed (a
- * lease whose holder was killed lasts until its TTL). A lab that cannot say is an error.
- */
-export async function waitForLocks(
-  rpc: RpcClient,
-  ms: number,
-  signal?: AbortSignal,
-): Promise<LockLeft[]> {
-  const deadline = Date.now() + ms;
-  for (;;) {
-    const { locks } = await rpc.call('meminfo', {}, { timeoutMs: 5000 });
-    const left = locks.map((l) => ({ lock: l.lock, pid: l.pid, owner: l.owner }));
-    if (left.length === 0 || Date.now() >= deadline || signal?.aborted) return left;
-    await sleep(100);
-  }
-}
 
 const isCode = (c: string): c is ErrorCode => c in ERRORS;
 
