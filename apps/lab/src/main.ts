@@ -1,3 +1,4 @@
+#!/usr/bin/env node
 /**
  * mmlab: the lab's command line (`npm run mmlab -- run FILE [--local] [--out DIR]`, `up`,
  * `api`, `chaos`, `heal`).

@@ -98,13 +98,11 @@ export async function upCommand(opts: UpOptions): Promise<number> {
       `  services  ${lab.instances.join(' ')}   (logs in ${opts.logs})`,
       '',
       'Run a scenario against it:',
-      `  NATS_URL=${lab.natsUrl} MMLAB_OBSERVER_URL=${lab.observerUrl} npm run mmlab -- run examples/anon-basic.yaml`,
+      `  NATS_URL=${lab.natsUrl} MMLAB_OBSERVER_URL=${lab.observerUrl} npx mmlab run examples/anon-basic.yaml`,
       'Break it:',
       `  export MMLAB_LAB_URL=${api.url}`,
-      ...(subs.length
-        ? [`  npm run mmlab -- chaos ${subs[0]} drop-ack; npm run mmlab -- heal ${subs[0]}`]
-        : []),
-      '  npm run mmlab -- chaos cpu0 pause --ms 5000; npm run mmlab -- chaos status',
+      ...(subs.length ? [`  npx mmlab chaos ${subs[0]} drop-ack; npx mmlab heal ${subs[0]}`] : []),
+      '  npx mmlab chaos cpu0 pause --ms 5000; npx mmlab chaos status',
       '',
       'Ctrl-C stops everything.',
     ];

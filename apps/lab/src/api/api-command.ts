@@ -48,7 +48,7 @@ export async function apiCommand(
         `mmlab lab API on ${api.url} (bound to ${opts.host}; OpenAPI at /api), NATS ${redactUrl(natsUrl)}`,
         '  callback faults on the subscribers answering ping; process faults need `mmlab up`',
         '  (on compose: docker compose pause/kill/restart)',
-        `  MMLAB_LAB_URL=${api.url} npm run mmlab -- chaos targets`,
+        `  MMLAB_LAB_URL=${api.url} npx mmlab chaos targets`,
       ].join('\n'),
     );
     await new Promise<void>((resolve) => {
