@@ -5,6 +5,7 @@
  * nemesis's EINVAL that points at docker compose pause/kill/restart. Runs until SIGINT/SIGTERM,
  * and heals every window it opened before it exits.
  */
+import { MmlabError } from '@mmlab/protocol';
 import { EnvSchema, RpcClient, connectNats } from '@mmlab/runtime';
 import { serveLabApi } from './lab-api';
 
@@ -19,7 +20,7 @@ export const redactUrl = (url: string): string => url.replace(/\/\/([^:/@]+):[^@
 export function parsePort(s: string, what: string): number {
   const v = Number(s);
   if (!Number.isInteger(v) || v < 0 || v > 65535)
-    throw new Error(`--${what} must be a port number (0..65535), got ${s}`);
+    throw new MmlabError('EINVAL', `--${what} must be a port number (0..65535), got ${s}`);
   return v;
 }
 
