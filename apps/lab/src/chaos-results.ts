@@ -30,7 +30,12 @@ function latencyOf(ms: number[]): Lat {
 
 export function chaosResults(outcome: RunOutcome, events: readonly TraceEvent[]): ChaosResults {
   const t0 = outcome.startedAtTs ?? 0;
-  const windows = outcome.faults ?? [];
+  const before = outcome.openBefore ?? [];
+  // the run's own windows, and those opened on the lab before it (they shape its latency too)
+  const windows: Array<{ startedAt: number; endedAt: number | null }> = [
+    ...(outcome.faults ?? []),
+    ...before,
+  ];
   const rel = (ts: number) => Math.round((ts - t0) * 10) / 10;
 
   // operations: the scenario's own steps (not chaos, heal, sleep...) and every workload access
@@ -78,16 +83,28 @@ export function chaosResults(outcome: RunOutcome, events: readonly TraceEvent[])
   }
 
   return {
-    faults: windows.map((w) => ({
-      id: w.id,
-      target: w.target,
-      instance: w.instance,
-      fault: w.fault,
-      label: w.label,
-      startMs: rel(w.startedAt),
-      endMs: w.endedAt === null ? null : rel(w.endedAt),
-      ...(w.healError !== undefined && { healError: w.healError }),
-    })),
+    faults: [
+      ...before.map((w, i) => ({
+        id: -(i + 1),
+        target: w.target,
+        instance: w.target,
+        fault: w.fault,
+        label: w.label,
+        startMs: rel(w.startedAt),
+        endMs: w.endedAt === null ? null : rel(w.endedAt),
+        openedBefore: true as const,
+      })),
+      ...(outcome.faults ?? []).map((w) => ({
+        id: w.id,
+        target: w.target,
+        instance: w.instance,
+        fault: w.fault,
+        label: w.label,
+        startMs: rel(w.startedAt),
+        endMs: w.endedAt === null ? null : rel(w.endedAt),
+        ...(w.healError !== undefined && { healError: w.healError }),
+      })),
+    ],
     schedules: (outcome.schedules ?? []).map((s) => ({
       seed: s.seed,
       plan: s.plan.map((p) => ({

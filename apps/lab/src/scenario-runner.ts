@@ -56,6 +56,8 @@ export interface RunOutcome {
   invariants: InvariantVerdict[];
   /** the nemesis's fault windows, the schedules it ran, the workloads' outcomes */
   faults?: FaultWindow[];
+  /** windows opened on the lab before the run (`mmlab chaos`) and still open when it began */
+  openBefore?: PriorWindow[];
   schedules?: ScheduleOutcome[];
   workloads?: WorkloadResult[];
   /** PT-lock and mmap_sem leases still held one lease TTL after the run (must be none) */
@@ -69,6 +71,54 @@ const EventsPage = z.object({
   offset: z.number().int().nonnegative(),
   events: z.array(z.unknown()),
 });
+
+/** A fault window the run did not open: opened on the lab before it, open when it began. */
+export interface PriorWindow {
+  /** who opened it (the lab API's instance) */
+  by: string;
+  target: string;
+  fault: string;
+  label: string;
+  /** epoch ms */
+  startedAt: number;
+  /** epoch ms it healed during the run; null if still open when the run ended */
+  endedAt: number | null;
+}
+
+type ChaosEvent = Extract<TraceEvent, { kind: 'chaos.start' | 'chaos.end' }>;
+
+/**
+ * The windows still open at `at`, from every chaos.start/chaos.end before it (a start is
+ * closed by the first later end of the same emitter, target and fault), each with the end
+ * `during` holds for it, if any.
+ */
+export function windowsOpenAt(
+  before: readonly ChaosEvent[],
+  during: readonly ChaosEvent[],
+): PriorWindow[] {
+  const key = (e: ChaosEvent) => `${e.instance}|${e.target}|${e.fault}`;
+  const open = new Map<string, PriorWindow[]>();
+  for (const e of [...before].sort((a, b) => a.ts - b.ts)) {
+    const list = open.get(key(e)) ?? [];
+    if (e.kind === 'chaos.start')
+      list.push({
+        by: e.instance,
+        target: e.target,
+        fault: e.fault,
+        label: e.label,
+        startedAt: e.ts,
+        endedAt: null,
+      });
+    else list.shift();
+    open.set(key(e), list);
+  }
+  for (const e of [...during].sort((a, b) => a.ts - b.ts)) {
+    if (e.kind !== 'chaos.end') continue;
+    const w = open.get(key(e))?.find((x) => x.endedAt === null);
+    if (w) w.endedAt = e.ts;
+  }
+  return [...open.values()].flat();
+}
 
 /** Reject with an 'interrupted' error as soon as `signal` aborts. */
 function untilAborted<T>(p: Promise<T>, signal: AbortSignal | undefined): Promise<T> {
@@ -132,8 +182,27 @@ export class ScenarioRunner {
     const from = now();
     let rawEvents: unknown[] = [];
     let events: TraceEvent[] = [];
+    let openBefore: PriorWindow[] = [];
+    let chaosBefore: ChaosEvent[] = [];
+    try {
+      chaosBefore = (await this.fetchEvents(0, from, 'chaos.start,chaos.end'))
+        .map((r) => TraceEvent.safeParse(r))
+        .flatMap((r) =>
+          r.success && (r.data.kind === 'chaos.start' || r.data.kind === 'chaos.end')
+            ? [r.data]
+            : [],
+        );
+    } catch (e) {
+      this.log(
+        `warning: the fault windows open before the run could not be read: ${e instanceof Error ? e.message : String(e)}`,
+      );
+    }
+    openBefore = windowsOpenAt(chaosBefore, []);
+    if (openBefore.length > 0)
+      this.log(`  open before the run: ${openBefore.map((w) => w.label).join('; ')}`);
     const chaos = () => ({
       faults: this.nemesis.windows(),
+      openBefore,
       schedules: this.schedules,
       workloads: this.workloads,
       startedAtTs: from,
@@ -152,6 +221,10 @@ export class ScenarioRunner {
       );
       rawEvents = await this.fetchEvents(from);
       events = this.parseEvents(rawEvents);
+      openBefore = windowsOpenAt(
+        chaosBefore,
+        events.filter((e): e is ChaosEvent => e.kind === 'chaos.start' || e.kind === 'chaos.end'),
+      );
       const invariants = checkInvariants(events, {
         softlockupMs: this.scenario.config.softlockupMs ?? DEFAULT_SOFTLOCKUP_MS,
       });
@@ -284,8 +357,8 @@ export class ScenarioRunner {
     await untilAborted(this.lab.rpc.call('observerSync', {}, { timeoutMs }), this.opts.signal);
   }
 
-  /** Every event with ts >= from, paging through the observer's GET /events. */
-  async fetchEvents(from: number): Promise<unknown[]> {
+  /** Every event with from <= ts (< to), of `kind` (comma-separated), paging through the observer's GET /events. */
+  async fetchEvents(from: number, to?: number, kind?: string): Promise<unknown[]> {
     const out: unknown[] = [];
     for (;;) {
       const url = new URL('/events', this.lab.observerUrl);
@@ -293,6 +366,8 @@ export class ScenarioRunner {
         from: String(from),
         limit: String(EVENTS_PAGE),
         offset: String(out.length),
+        ...(to !== undefined && { to: String(to) }),
+        ...(kind !== undefined && { kind }),
       }).toString();
       const res = await fetch(url, { signal: this.opts.signal });
       if (!res.ok) throw new Error(`GET ${url.href}: HTTP ${res.status}`);

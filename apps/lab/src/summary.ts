@@ -36,7 +36,7 @@ export function formatSummary(r: RunResults, resultsPath: string): string {
   const c = r.chaos;
   if (c && c.faults.length > 0)
     lines.push(
-      `  faults: ${c.faults.map((f) => f.label).join('; ')}` +
+      `  faults: ${c.faults.map((f) => f.label + (f.openedBefore ? ' (opened before the run)' : '')).join('; ')}` +
         (c.longestPtlHold ? ` — longest PT-lock hold ${c.longestPtlHold.ms.toFixed(1)} ms` : ''),
     );
   if (c && c.locksLeft.length > 0)

@@ -9,12 +9,14 @@ export interface CliRun {
   stderr: string;
 }
 
-export function runMmlab(args: string[]): Promise<CliRun> {
+/** `env`: the CLI's environment (default: this process's). */
+export function runMmlab(args: string[], env: NodeJS.ProcessEnv = process.env): Promise<CliRun> {
   const root = repoRoot();
   const cli = path.join(root, 'dist', 'apps', 'lab', 'src', 'main.js');
   return new Promise((resolve, reject) => {
     const p = spawn(process.execPath, [cli, ...args], {
       cwd: root,
+      env,
       stdio: ['ignore', 'pipe', 'pipe'],
     });
     let stdout = '';
