@@ -5,9 +5,11 @@
  * first; then a scenario runs (an ODP MR read by the device, then munmap), and the
  * invalidation it causes must appear on the mm, hca0 and cpu0 lifelines, open on a click,
  * and list its events. Only Playwright's auto-waiting locators wait: no sleeps, no timings.
- * Leaves docs/dashboard.png behind.
+ * The screenshot goes to results/screenshots/dashboard.png (ignored by git): the tests leave
+ * the tree clean. `npm run docs:screenshots` sets MMLAB_SCREENSHOT_DIR=docs to refresh the
+ * README's docs/dashboard.png, the only way it changes.
  */
-import { existsSync } from 'node:fs';
+import { existsSync, mkdirSync, statSync } from 'node:fs';
 import * as path from 'node:path';
 import type { Browser, Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -16,7 +18,13 @@ import { repoRoot } from '@mmlab/runner';
 import { type TestLab, launchChromium, startTestLab } from '@mmlab/testing';
 
 const HCA = 'hca0';
-const SHOT = path.join(repoRoot(), 'docs', 'dashboard.png');
+const SHOT_DIR = path.resolve(
+  repoRoot(),
+  process.env.MMLAB_SCREENSHOT_DIR || path.join('results', 'screenshots'),
+);
+const SHOT = path.join(SHOT_DIR, 'dashboard.png');
+const DOCS_SHOT = path.join(repoRoot(), 'docs', 'dashboard.png');
+const mtimeOf = (f: string): number | null => (existsSync(f) ? statSync(f).mtimeMs : null);
 
 describe('the live dashboard, during a running scenario', () => {
   let t: TestLab | undefined;
@@ -123,7 +131,12 @@ describe('the live dashboard, during a running scenario', () => {
 
     // a valid run: once the checker has seen the whole invalidation, nothing is flagged
     await page.getByTestId('violations').getByText('none so far').waitFor();
+    const docsBefore = mtimeOf(DOCS_SHOT);
+    mkdirSync(SHOT_DIR, { recursive: true });
     await page.screenshot({ path: SHOT });
+    expect(existsSync(SHOT)).toBe(true);
+    // the tree stays clean: docs/ changes only when asked to (npm run docs:screenshots)
+    if (SHOT !== DOCS_SHOT) expect(mtimeOf(DOCS_SHOT)).toBe(docsBefore);
   });
 
   it('streams the stored trace over SSE and documents it in OpenAPI', async () => {

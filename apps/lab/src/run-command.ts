@@ -190,6 +190,7 @@ async function runAndRecord(
     seed: scenario.seed ?? null,
     config: ranConfig,
     verdict: outcome.verdict,
+    expectedViolations: scenario.expect.violations,
     ...(outcome.error !== undefined && { error: outcome.error }),
     startedAt: startedAt.toISOString(),
     durationMs: now() - t0,

@@ -178,6 +178,8 @@ export const RunResults = z.object({
    */
   config: ScenarioConfig,
   verdict: Verdict,
+  /** the scenario's expect.violations: the invariants this run had to violate (default none) */
+  expectedViolations: z.array(z.string()).optional(),
   /** set when verdict is unknown: what stopped the run */
   error: z.string().optional(),
   /** ISO 8601 */
