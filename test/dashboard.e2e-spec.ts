@@ -59,6 +59,10 @@ describe('the live dashboard, during a running scenario', () => {
     const { rpc, trace } = t!;
     await page.goto(`${observer}/`);
     await page.locator('[data-testid=status][data-status=live]').waitFor();
+    // an empty lab says how to start a scenario on it, not a blank page
+    const hint = page.getByTestId('empty-hint');
+    await hint.getByText('npx mmlab run examples/anon-basic.yaml', { exact: false }).waitFor();
+    expect(await hint.innerText()).toContain(`MMLAB_OBSERVER_URL=${observer}`);
 
     // the scenario, while the page watches
     const { pid } = await rpc.call('processCreate', {});
@@ -131,6 +135,12 @@ describe('the live dashboard, during a running scenario', () => {
 
     // a valid run: once the checker has seen the whole invalidation, nothing is flagged
     await page.getByTestId('violations').getByText('none so far').waitFor();
+    // the lab is idle now: the events-per-second counter falls to 0 (it used to keep its last value)
+    await page
+      .getByTestId('status')
+      .filter({ hasText: /· 0\/s/ })
+      .waitFor({ timeout: 15_000 });
+    expect(await page.getByTestId('empty-hint').count()).toBe(0);
     const docsBefore = mtimeOf(DOCS_SHOT);
     mkdirSync(SHOT_DIR, { recursive: true });
     await page.screenshot({ path: SHOT });

@@ -19,7 +19,7 @@
  */
 import { checkInvariants, type InvariantVerdict } from '@mmlab/checker';
 import { MmlabError, TraceEvent } from '@mmlab/protocol';
-import { now } from '@mmlab/runtime';
+import { Tracer, now } from '@mmlab/runtime';
 import type { InvariantName, LocatedStep, Scenario, StepResult, Verdict } from '@mmlab/scenario';
 import { z } from 'zod';
 import type { LabConnection } from './lab-connection';
@@ -208,6 +208,7 @@ export class ScenarioRunner {
       startedAtTs: from,
     });
     try {
+      await this.announce();
       await this.runSteps();
       // the final heal phase: nothing stays paused or dead for the last checks
       await this.nemesis.heal();
@@ -246,6 +247,28 @@ export class ScenarioRunner {
         invariants: [],
         ...chaos(),
       };
+    }
+  }
+
+  /**
+   * run.start on the trace, before the first step: the scenario and the invariants it expects
+   * to break, so that a live view (the dashboard) can show those violations as expected. A
+   * lab that does not take it still runs the scenario.
+   */
+  private async announce(): Promise<void> {
+    let tracer: Tracer | undefined;
+    try {
+      tracer = new Tracer(this.lab.rpc.nc, 'lab', 'runner');
+      tracer.emit({
+        kind: 'run.start',
+        scenario: this.scenario.name,
+        expectViolations: [...this.scenario.expect.violations],
+      });
+      await tracer.flush();
+    } catch (e) {
+      this.log(`warning: run.start not published: ${e instanceof Error ? e.message : String(e)}`);
+    } finally {
+      tracer?.close();
     }
   }
 
