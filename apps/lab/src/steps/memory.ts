@@ -2,8 +2,18 @@
  * Handlers of the memory steps (schemas: libs/scenario/src/steps/memory.ts): each is the RPC of
  * the wire contract it names, a process's syscall to mm or a CPU's access.
  */
-import type { MemoryStepOp } from '@mmlab/scenario';
-import { type StepHandlers, bindAs } from './context';
+import type { AddrRef, MemoryStepOp } from '@mmlab/scenario';
+import { type Bindings, type StepHandlers, bindAs } from './context';
+
+/** The range a step names (process, addr + page, pages) as the syscall's {pid, addr, pages}. */
+const rangeOf = (
+  step: { process: string; addr: AddrRef; page: number; pages: number },
+  bindings: Bindings,
+) => ({
+  pid: bindings.number(step.process),
+  addr: bindings.addr(step.addr, step.page),
+  pages: step.pages,
+});
 
 export const memoryHandlers: StepHandlers<MemoryStepOp> = {
   'process.create': async (step, { rpc, timeoutMs }) => {
@@ -20,14 +30,9 @@ export const memoryHandlers: StepHandlers<MemoryStepOp> = {
     const { addr } = await rpc.call('mmap', req, { timeoutMs });
     return { value: addr, bind: bindAs(step.as, addr) };
   },
-  munmap: async (step, { rpc, timeoutMs, bindings }) => {
-    const req = {
-      pid: bindings.number(step.process),
-      addr: bindings.addr(step.addr, step.page),
-      pages: step.pages,
-    };
-    return { value: await rpc.call('munmap', req, { timeoutMs }) };
-  },
+  munmap: async (step, { rpc, timeoutMs, bindings }) => ({
+    value: await rpc.call('munmap', rangeOf(step, bindings), { timeoutMs }),
+  }),
   'cpu.read': async (step, { rpc, timeoutMs, bindings }) => {
     const req = {
       pid: bindings.number(step.process),
@@ -52,31 +57,19 @@ export const memoryHandlers: StepHandlers<MemoryStepOp> = {
     return { value: pid, bind: bindAs(step.as, pid) };
   },
   mprotect: async (step, { rpc, timeoutMs, bindings }) => {
-    const req = {
-      pid: bindings.number(step.process),
-      addr: bindings.addr(step.addr, step.page),
-      pages: step.pages,
-      prot: step.prot,
-    };
+    const req = { ...rangeOf(step, bindings), prot: step.prot };
     return { value: await rpc.call('mprotect', req, { timeoutMs }) };
   },
   mremap: async (step, { rpc, timeoutMs, bindings }) => {
     const req = {
-      pid: bindings.number(step.process),
-      addr: bindings.addr(step.addr, step.page),
-      pages: step.pages,
+      ...rangeOf(step, bindings),
       ...(step.newPages !== undefined && { newPages: step.newPages }),
     };
     const r = await rpc.call('mremap', req, { timeoutMs });
     return { value: r, bind: bindAs(step.as, r.addr) };
   },
   madvise: async (step, { rpc, timeoutMs, bindings }) => {
-    const req = {
-      pid: bindings.number(step.process),
-      addr: bindings.addr(step.addr, step.page),
-      pages: step.pages,
-      advice: step.advice,
-    };
+    const req = { ...rangeOf(step, bindings), advice: step.advice };
     return { value: await rpc.call('madvise', req, { timeoutMs }) };
   },
   exit: async (step, { rpc, timeoutMs, bindings }) => ({
