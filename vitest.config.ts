@@ -8,6 +8,7 @@ const alias = {
   '@mmlab/checker': path.resolve(__dirname, 'libs/checker/src'),
   '@mmlab/runtime': path.resolve(__dirname, 'libs/runtime/src'),
   '@mmlab/runner': path.resolve(__dirname, 'libs/runner/src'),
+  '@mmlab/subscriber': path.resolve(__dirname, 'libs/subscriber/src'),
   '@mmlab/testing': path.resolve(__dirname, 'libs/testing/src'),
   '@mmlab/scenario': path.resolve(__dirname, 'libs/scenario/src'),
   '@mmlab/diagram': path.resolve(__dirname, 'libs/diagram/src'),

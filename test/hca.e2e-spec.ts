@@ -93,13 +93,42 @@ describe('hca0: ODP and pinned memory regions against real services', () => {
       [page(2), 'ok'],
       [page(3), 'ok'],
     ]);
-    // The write faulted for write; the read was downgraded to a read fault (mlx5
-    // MLX5_PF_FLAGS_DOWNGRADE), and the page cpu1 wrote is writable in the page table anyway.
-    expect(events('npf.begin', (e) => e.pid === pid).map((e) => e.write)).toEqual([true, false]);
+    // Both faulted for write: a writable MR's network faults always do (3.19
+    // pagefault_single_data_segment; no read downgrade before v5.0, and then only for prefetch).
+    expect(events('npf.begin', (e) => e.pid === pid).map((e) => e.write)).toEqual([true, true]);
     expect(events('smap.set', (e) => e.pid === pid).map((e) => [e.addr, e.writable])).toEqual([
       [page(2), true],
       [page(3), true],
     ]);
+  });
+
+  it('after fork, an RDMA READ through a writable ODP MR breaks COW in the parent', async () => {
+    const { pid, page } = await space(2);
+    await cpuWrite(0, pid, page(0), 1);
+    const { mr } = await hca('hcaRegMr', {
+      pid,
+      addr: page(0),
+      pages: 2,
+      odp: true,
+      access: ['read', 'write'],
+    });
+    const { pid: child } = await rpc.call('fork', { pid });
+    const shared = (await store.pageTable(child)).get(page(0) / PAGE_SIZE)!;
+    expect((await store.pageTable(pid)).get(page(0) / PAGE_SIZE)!.pfn).toBe(shared.pfn);
+
+    const r = await hca('hcaRdmaRead', { mr, addr: page(0) });
+    expect(r).toMatchObject({ value: 1, npf: 1, stale: false });
+    const parent = (await store.pageTable(pid)).get(page(0) / PAGE_SIZE)!;
+    expect(parent.pfn, 'the read broke COW: the parent has a new frame').not.toBe(shared.pfn);
+    expect(parent.writable).toBe(true);
+    expect(r.pfn, "the device maps the parent's new frame").toBe(parent.pfn);
+    expect((await store.pageTable(child)).get(page(0) / PAGE_SIZE)!.pfn).toBe(shared.pfn);
+    // the device's later write goes to the parent's page, never the child's
+    await hca('hcaRdmaWrite', { mr, addr: page(0), value: 2 });
+    expect(await cpuRead(1, pid, page(0))).toBe(2);
+    expect(await cpuRead(1, child, page(0))).toBe(1);
+    await rpc.call('exit', { pid: child });
+    await hca('hcaDeregMr', { mr });
   });
 
   it("a read-only ODP MR follows the CPU's copy-on-write of the zero page (invalidate_page)", async () => {
@@ -170,7 +199,7 @@ describe('hca0: ODP and pinned memory regions against real services', () => {
     expect(await codeOf(hca('hcaRdmaRead', { mr, addr: page(0) }))).toBe('EFAULT');
   });
 
-  it('EFAULT on a PROT_NONE page; EPERM for a write the MR or the VMA forbids', async () => {
+  it('EFAULT for every access the mapping refuses; EPERM for one the MR forbids', async () => {
     const none = await space(1, 'none');
     const odpNone = await hca('hcaRegMr', {
       pid: none.pid,
@@ -207,8 +236,10 @@ describe('hca0: ODP and pinned memory regions against real services', () => {
       access: ['read', 'write'],
     });
     expect(await codeOf(hca('hcaRdmaWrite', { mr: writableMr.mr, addr: r.addr, value: 1 }))).toBe(
-      'EPERM',
+      'EFAULT',
     );
+    // a writable MR's read faults for write: the read-only VMA refuses it as well
+    expect(await codeOf(hca('hcaRdmaRead', { mr: writableMr.mr, addr: r.addr }))).toBe('EFAULT');
     const readMr = await hca('hcaRegMr', {
       pid: r.pid,
       addr: r.addr,
@@ -339,9 +370,19 @@ describe('hca0: ODP and pinned memory regions against real services', () => {
     expect(await hca('hcaDeregMr', { mr })).toEqual({ dereg: true });
   });
 
-  it('a pinned MR larger than free memory fails with ENOMEM, while an ODP MR of the same size works', async () => {
-    const pages = 80; // > 64 frames
+  it('a pinned MR past memlockPages fails with ENOMEM before it maps a page; an ODP MR of the same range reads and writes every page, on fewer frames than pages', async () => {
+    const pages = 80; // > 64 frames, > memlockPages (default 64 / 4 = 16)
     const { pid, page } = await space(pages);
+    const free = (await rpc.call('meminfo', {})).free;
+    expect(
+      await codeOf(
+        hca('hcaRegMr', { pid, addr: page(0), pages, odp: false, access: ['read', 'write'] }),
+      ),
+    ).toBe('ENOMEM');
+    expect((await store.pageTable(pid)).size, 'no page was faulted in').toBe(0);
+    expect((await rpc.call('meminfo', {})).free).toBe(free);
+    expect(await store.pinnedVm(pid)).toBe(0);
+
     const odp = await hca('hcaRegMr', {
       pid,
       addr: page(0),
@@ -349,16 +390,102 @@ describe('hca0: ODP and pinned memory regions against real services', () => {
       odp: true,
       access: ['read', 'write'],
     });
-    for (const i of [0, 40, pages - 1])
-      await hca('hcaRdmaWrite', { mr: odp.mr, addr: page(i), value: i + 1 });
-    expect(await hca('hcaRdmaRead', { mr: odp.mr, addr: page(40) })).toMatchObject({ value: 41 });
+    const BATCH = 16; // the device's working set stays under the frames: madvise lets it move on
+    for (let b = 0; b < pages; b += BATCH) {
+      for (let i = b; i < b + BATCH; i++)
+        await hca('hcaRdmaWrite', { mr: odp.mr, addr: page(i), value: 1000 + i });
+      for (let i = b; i < b + BATCH; i++)
+        expect((await hca('hcaRdmaRead', { mr: odp.mr, addr: page(i) })).value).toBe(1000 + i);
+      await rpc.call('madvise', { pid, addr: page(b), pages: BATCH, advice: 'dontneed' });
+    }
     expect(await hca('hcaDeregMr', { mr: odp.mr })).toEqual({ dereg: true });
+    await rpc.call('munmap', { pid, addr: page(0), pages });
+  });
+
+  it('pinned_vm: pinned registrations add up against memlockPages and dereg gives back; a read-only pinned MR breaks COW at registration', async () => {
+    const { pid, page } = await space(12);
+    await cpuWrite(0, pid, page(0), 5);
+    const { pid: child } = await rpc.call('fork', { pid });
+    const vpn0 = page(0) / PAGE_SIZE;
+    const shared = (await store.pageTable(child)).get(vpn0)!.pfn;
+    expect((await store.pageTable(pid)).get(vpn0)!.pfn).toBe(shared);
+
+    // ib_umem_get faults for write even for a read-only MR: the parent gets its own page
+    const a = await hca('hcaRegMr', {
+      pid,
+      addr: page(0),
+      pages: 10,
+      odp: false,
+      access: ['read'],
+    });
+    const mine = (await store.pageTable(pid)).get(vpn0)!;
+    expect(mine.pfn, 'COW broken at registration').not.toBe(shared);
+    expect((await store.pageTable(child)).get(vpn0)!.pfn).toBe(shared);
+    expect(await hca('hcaRdmaRead', { mr: a.mr, addr: page(0) })).toMatchObject({
+      value: 5,
+      pfn: mine.pfn,
+    });
+    await cpuWrite(1, pid, page(0), 6); // the parent's page is the device's: no copy now
+    expect(await hca('hcaRdmaRead', { mr: a.mr, addr: page(0) })).toMatchObject({ value: 6 });
+    expect(await store.pinnedVm(pid)).toBe(10);
+
+    // 10 + 8 > 16: refused before anything is touched, whatever the frames
     expect(
       await codeOf(
-        hca('hcaRegMr', { pid, addr: page(0), pages, odp: false, access: ['read', 'write'] }),
+        hca('hcaRegMr', { pid, addr: page(4), pages: 8, odp: false, access: ['read', 'write'] }),
       ),
     ).toBe('ENOMEM');
-    await rpc.call('munmap', { pid, addr: page(0), pages });
+    expect(await store.pinnedVm(pid)).toBe(10);
+    expect(await hca('hcaDeregMr', { mr: a.mr })).toEqual({ dereg: true });
+    expect(await store.pinnedVm(pid)).toBe(0);
+    const b = await hca('hcaRegMr', {
+      pid,
+      addr: page(4),
+      pages: 8,
+      odp: false,
+      access: ['read', 'write'],
+    });
+    expect(await store.pinnedVm(pid)).toBe(8);
+    expect(await store.pinnedVm(child)).toBe(0);
+    await hca('hcaDeregMr', { mr: b.mr });
+    await rpc.call('exit', { pid: child });
+    await rpc.call('exit', { pid });
+  });
+
+  it("unpin with a wrong gen is the caller's error: EINVAL, and nothing is unpinned", async () => {
+    const { pid, page } = await space(2);
+    const { mr } = await hca('hcaRegMr', {
+      pid,
+      addr: page(0),
+      pages: 2,
+      odp: false,
+      access: ['read', 'write'],
+    });
+    const pt = await store.pageTable(pid);
+    const [p0, p1] = [pt.get(page(0) / PAGE_SIZE)!, pt.get(page(1) / PAGE_SIZE)!];
+    expect(
+      await codeOf(
+        rpc.call('unpin', {
+          pid,
+          pages: [
+            { pfn: p0.pfn, gen: p0.gen },
+            { pfn: p1.pfn, gen: p1.gen + 1 },
+          ],
+          agent: HCA,
+        }),
+      ),
+    ).toBe('EINVAL');
+    expect(await store.pinnedVm(pid)).toBe(2);
+    // both pins still hold: the munmap cannot free the frames, the dereg's unpin does
+    await rpc.call('munmap', { pid, addr: page(0), pages: 2 });
+    await t!.settled();
+    const freed = (p: { pfn: number; gen: number }) =>
+      events('frame.free', (e) => e.pfn === p.pfn && e.gen === p.gen).length;
+    expect([freed(p0), freed(p1)]).toEqual([0, 0]);
+    expect(await hca('hcaDeregMr', { mr })).toEqual({ dereg: true });
+    await t!.settled();
+    expect([freed(p0), freed(p1)]).toEqual([1, 1]);
+    expect(await store.pinnedVm(pid)).toBe(0);
   });
 
   it('the whole trace satisfies every invariant', async () => {
@@ -446,5 +573,69 @@ describe('hca0 paused past its liveness lease', () => {
       value: 2,
       npf: 1,
     });
+  });
+});
+
+describe('inject range-end-mismatch: hca0 pairs start and end by range (ib_umem_odp, 3.19)', () => {
+  let t: TestLab | undefined;
+  let rpc: RpcClient;
+  let trace: TraceLog;
+
+  beforeAll(async () => {
+    t = await startTestLab(
+      {
+        mode: 'patched',
+        frames: 32,
+        cpus: 1,
+        mmReplicas: 1,
+        observer: false,
+        inject: ['range-end-mismatch'],
+        subscribers: [{ name: HCA, kind: 'hca', invalidateLatencyMs: 0 }],
+      },
+      { rpcTimeoutMs: 20_000 },
+    );
+    ({ rpc, trace } = t);
+  });
+  afterAll(async () => {
+    await t?.stop();
+  });
+
+  it("an end sent with another range leaves the MR's count raised: its faults never complete", async () => {
+    const { pid } = await rpc.call('processCreate', {});
+    const { addr } = await rpc.call('mmap', { pid, pages: 8, prot: 'rw' });
+    const page = (i: number) => addr + i * PAGE_SIZE;
+    const hca = <N extends RpcName>(name: N, req: Req<N>): Promise<Res<N>> =>
+      rpc.call(name, req, { id: HCA });
+    const { mr } = await hca('hcaRegMr', {
+      pid,
+      addr,
+      pages: 8,
+      odp: true,
+      access: ['read', 'write'],
+    });
+    await hca('hcaRdmaWrite', { mr, addr: page(0), value: 1 });
+    // start [4, 8) raises the MR's count; the end comes as [8, 12), outside the MR: not lowered
+    await rpc.call('munmap', { pid, addr: page(4), pages: 4 });
+    const end = await trace.next<EventOf<'mn.recv'>>(
+      (e) =>
+        e.kind === 'mn.recv' &&
+        e.agent === HCA &&
+        e.pid === pid &&
+        e.callback === 'invalidate_range_end',
+    );
+    expect([end.start, end.end]).toEqual([page(8), page(12)]);
+    // nothing is being invalidated and page 1 is mapped (a CPU reads it), yet the device's
+    // fault on it retries until it gives up
+    expect((await rpc.call('cpuAccess', { pid, addr: page(1), op: 'read' }, { id: 0 })).value).toBe(
+      0,
+    );
+    expect(await codeOf(hca('hcaRdmaRead', { mr, addr: page(1) }))).toBe('EAGAIN');
+    const npf = trace.events.filter(
+      (e): e is EventOf<'npf.end'> => e.kind === 'npf.end' && e.pid === pid && e.addr === page(1),
+    );
+    expect(npf.map((e) => e.result)).toEqual(['EAGAIN']);
+    expect(npf[0].retries).toBeGreaterThan(0);
+    // the entry installed before the invalidation still works: only faults are stuck
+    expect(await hca('hcaRdmaRead', { mr, addr: page(0) })).toMatchObject({ value: 1, npf: 0 });
   });
 });

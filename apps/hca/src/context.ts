@@ -1,5 +1,4 @@
 /** What the device model works with: its name, Redis, the mm over NATS, its tracer and knobs. */
-import type { Store } from '@mmlab/model';
 import {
   type Env,
   LatencySampler,
@@ -8,13 +7,11 @@ import {
   type Tracer,
   seedFor,
 } from '@mmlab/runtime';
+import type { SubscriberStore } from '@mmlab/subscriber';
 import { InflightDma } from './dma';
 
-/** The Redis calls the HCA makes (a narrow view of Store, so tests can stand in for it). */
-export type HcaStore = Pick<
-  Store,
-  'frameAccess' | 'ptlHeldBy' | 'subscriberAlive' | 'unfence' | 'isFenced'
->;
+/** The Redis calls the HCA makes: those of its subscriber core (tests stand in for it). */
+export type HcaStore = SubscriberStore;
 /** The RPCs the HCA makes (gup, unpin, notifierRegister, notifierUnregister). */
 export type HcaRpc = Pick<RpcClient, 'call'>;
 
@@ -39,7 +36,7 @@ export interface HcaContext {
   /** the device's invalidation completion latency */
   readonly latency: LatencySampler;
   readonly inflight: InflightDma;
-  /** inject skip-seq-recheck: the fault path installs without read_retry */
+  /** inject skip-seq-recheck: the fault path installs without ib_umem_mmu_notifier_retry */
   readonly skipSeqRecheck: boolean;
   readonly log: { warn(msg: string): void };
 }

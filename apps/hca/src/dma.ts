@@ -1,5 +1,5 @@
 /**
- * Models: the RDMA operations a QP has in flight through MTT entries. An invalidation
+ * Models: the RDMA operations a QP has in flight through MTT entries (3.19 mlx5). An invalidation
  * completes only after the device finished every operation that used a translation it
  * removed (mlx5 waits for the ZAP UMR's completion, which the HCA orders after the WQEs that
  * went before it); the same holds for dereg_mr.

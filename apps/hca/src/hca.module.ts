@@ -2,6 +2,7 @@
 import { Controller, type DynamicModule, Module } from '@nestjs/common';
 import type { ReqParsed } from '@mmlab/protocol';
 import { Rpc, type Tracer, controlController } from '@mmlab/runtime';
+import { notifierController } from '@mmlab/subscriber';
 import type { Hca } from './hca';
 
 /** ibv_* verbs and the RDMA operations peers execute on this device. */
@@ -37,61 +38,16 @@ function verbsController(hca: Hca) {
   return HcaVerbsController;
 }
 
-/** mmu_notifier_ops, as requests from mm. */
-function notifierController(hca: Hca) {
-  const n = hca.notifier;
-  @Controller()
-  class HcaNotifierController {
-    @Rpc('mnInvalidateRangeStart', hca.name)
-    invalidateRangeStart(req: ReqParsed<'mnInvalidateRangeStart'>) {
-      return n.invalidateRangeStart(req);
-    }
-
-    @Rpc('mnInvalidateRangeEnd', hca.name)
-    invalidateRangeEnd(req: ReqParsed<'mnInvalidateRangeEnd'>) {
-      return n.invalidateRangeEnd(req);
-    }
-
-    @Rpc('mnInvalidatePage', hca.name)
-    invalidatePage(req: ReqParsed<'mnInvalidatePage'>) {
-      return n.invalidatePage(req);
-    }
-
-    @Rpc('mnChangePte', hca.name)
-    changePte(req: ReqParsed<'mnChangePte'>) {
-      return n.changePte(req);
-    }
-
-    @Rpc('mnClearFlushYoung', hca.name)
-    clearFlushYoung(req: ReqParsed<'mnClearFlushYoung'>) {
-      return n.clearFlushYoung(req);
-    }
-
-    @Rpc('mnTestYoung', hca.name)
-    testYoung(req: ReqParsed<'mnTestYoung'>) {
-      return n.testYoung(req);
-    }
-
-    @Rpc('mnRelease', hca.name)
-    release(req: ReqParsed<'mnRelease'>) {
-      return n.release(req);
-    }
-
-    /** (lab nemesis) the callback-level faults of this subscriber */
-    @Rpc('subChaos', hca.name)
-    subChaos(req: ReqParsed<'subChaos'>) {
-      return hca.subChaos(req);
-    }
-  }
-  return HcaNotifierController;
-}
-
 @Module({})
 export class HcaModule {
   static register(hca: Hca, tracer: Tracer): DynamicModule {
     return {
       module: HcaModule,
-      controllers: [verbsController(hca), notifierController(hca), controlController(tracer)],
+      controllers: [
+        verbsController(hca),
+        notifierController(hca.notifier),
+        controlController(tracer),
+      ],
     };
   }
 }

@@ -28,7 +28,13 @@ class FakeMm {
   ]);
   fenced = new Set<string>();
   ptlHolder: string | null = null;
-  gupCalls: Array<{ addr: number; pages: number; write: boolean; pin: boolean }> = [];
+  gupCalls: Array<{
+    addr: number;
+    pages: number;
+    write: boolean;
+    pin: boolean;
+    force?: boolean;
+  }> = [];
   registered = new Set<number>();
   calls: string[] = [];
   freeFrames = 1000;
@@ -44,8 +50,8 @@ class FakeMm {
     if (pte && pte.pfn !== 0) this.frames.get(pte.pfn)!.state = 'free';
   }
 
-  gup(addr: number, pages: number, write: boolean, pin: boolean): GupPage[] {
-    this.gupCalls.push({ addr, pages, write, pin });
+  gup(addr: number, pages: number, write: boolean, pin: boolean, force?: boolean): GupPage[] {
+    this.gupCalls.push({ addr, pages, write, pin, ...(force !== undefined && { force }) });
     if (pin && write && pages > this.freeFrames) throw new MmlabError('ENOMEM', 'pin');
     const out: GupPage[] = [];
     for (let i = 0; i < pages; i++) {
@@ -53,7 +59,7 @@ class FakeMm {
       const vpn = vpnOf(a);
       const prot = this.prot.get(vpn);
       if (!prot || prot === 'none') throw new MmlabError('EFAULT', `0x${a.toString(16)}`);
-      if (write && prot !== 'rw') throw new MmlabError('EPERM', `0x${a.toString(16)}`);
+      if (write && prot !== 'rw') throw new MmlabError('EFAULT', `0x${a.toString(16)}`);
       let pte = this.ptes.get(vpn);
       if (!pte || (write && !pte.writable)) {
         if (write) {
@@ -97,6 +103,7 @@ class FakeMm {
               req.pages as number,
               req.write as boolean,
               req.pin as boolean,
+              req.force as boolean | undefined,
             ),
           };
         case 'unpin':
@@ -180,7 +187,7 @@ describe('hca: ODP MRs and network page faults', () => {
     expect(of('access')[0]).toMatchObject({ agent: 'hca0', rw: 'read', addr: page(2), pfn: 0 });
   });
 
-  it('a write faults for write, a read is downgraded even on a writable MR, writes land in the frame', async () => {
+  it('every fault of a writable MR is a write fault, reads included (3.19: no downgrade); writes land in the frame', async () => {
     const { mm, hca, of } = setup();
     mm.map(0, 4, 'rw');
     const { mr } = await hca.regMr({
@@ -196,9 +203,11 @@ describe('hca: ODP MRs and network page faults', () => {
     expect(mm.frames.get(w.pfn)?.data).toBe(42);
     expect(of('smap.set')[0]).toMatchObject({ writable: true, pfn: w.pfn });
     expect(await hca.rdma(mr, page(1), 'read')).toMatchObject({ value: 42, npf: 0 });
-    // a read of another page faults read-only (MLX5_PF_FLAGS_DOWNGRADE): no COW break
-    await hca.rdma(mr, page(3), 'read');
-    expect(mm.gupCalls[1]).toMatchObject({ addr: page(3), write: false });
+    // a read of another page faults for write too (ODP_WRITE_ALLOWED_BIT): it breaks COW
+    const r = await hca.rdma(mr, page(3), 'read');
+    expect(mm.gupCalls[1]).toMatchObject({ addr: page(3), write: true });
+    expect(r.pfn).not.toBe(0); // not the zero page: a page of its own, mapped writable
+    expect(of('smap.set')[1]).toMatchObject({ addr: page(3), writable: true });
   });
 
   it('checks rights and addresses; passes mm errors through; never leaves umem_mutex held', async () => {
@@ -216,8 +225,12 @@ describe('hca: ODP MRs and network page faults', () => {
     expect(await codeOf(hca.rdma(ro, page(4), 'read'))).toBe('EINVAL');
     expect(await codeOf(hca.rdma(99, page(0), 'read'))).toBe('EINVAL');
     expect(await codeOf(hca.rdma(ro, page(2), 'read'))).toBe('EFAULT'); // PROT_NONE
-    expect(await codeOf(hca.rdma(rw, page(3), 'write', 1))).toBe('EPERM'); // read-only VMA
-    expect(of('npf.end').map((e) => e.result)).toEqual(['EFAULT', 'EPERM']);
+    expect(await codeOf(hca.rdma(rw, page(3), 'write', 1))).toBe('EFAULT'); // read-only VMA
+    // a read through a writable MR faults for write: refused by the read-only VMA as well
+    expect(await codeOf(hca.rdma(rw, page(3), 'read'))).toBe('EFAULT');
+    // a read-only MR faults for read
+    expect(await hca.rdma(ro, page(3), 'read')).toMatchObject({ value: 0, npf: 1 });
+    expect(of('npf.end').map((e) => e.result)).toEqual(['EFAULT', 'EFAULT', 'EFAULT', 'ok']);
     expect(
       await codeOf(hca.regMr({ pid: 1, addr: BASE + 1, pages: 1, odp: true, access: ['read'] })),
     ).toBe('EINVAL');
@@ -290,7 +303,7 @@ describe('hca: notifier callbacks', () => {
     ]);
   });
 
-  it('a fault whose gup raced an invalidation retries (read_retry): nothing installed inside it', async () => {
+  it('a fault whose gup raced an invalidation retries (ib_umem_mmu_notifier_retry): nothing installed inside it', async () => {
     const { mm, hca, of, events } = setup({ MMLAB_NPF_DELAY_MS: 60 });
     mm.map(0, 2, 'rw');
     const { mr } = await hca.regMr({ pid: 1, addr: BASE, pages: 2, odp: true, access: ['read'] });
@@ -357,7 +370,13 @@ describe('hca: notifier callbacks', () => {
     const pinned = (
       await hca.regMr({ pid: 1, addr: BASE, pages: 2, odp: false, access: ['read', 'write'] })
     ).mr;
-    expect(mm.gupCalls.at(-1)).toEqual({ addr: BASE, pages: 2, write: true, pin: true });
+    expect(mm.gupCalls.at(-1)).toEqual({
+      addr: BASE,
+      pages: 2,
+      write: true,
+      pin: true,
+      force: false,
+    });
     expect(of('smap.set')).toHaveLength(2);
     await hca.rdma(odp, page(0), 'read');
     expect(
@@ -365,7 +384,7 @@ describe('hca: notifier callbacks', () => {
     ).toEqual({ inv: 'p1' });
     expect(of('smap.clear')).toMatchObject([{ addr: page(0), pfn: 1 }]); // the pinned gup's frame
     expect(hca.mr(pinned)?.mtt.size).toBe(2);
-    expect(hca.mmOf(1).notifier.activeRanges.size).toBe(0);
+    expect(hca.mr(odp)?.notifiers.notifiersCount).toBe(0);
     expect(of('mn.recv').at(-1)).toMatchObject({ callback: 'invalidate_page', start: page(0) });
     // only the ODP MR registered the notifier
     expect(mm.calls.filter((c) => c === 'notifierRegister')).toHaveLength(1);
@@ -380,33 +399,43 @@ describe('hca: notifier callbacks', () => {
     ]);
   });
 
-  it('young bits: every DMA sets them; test_young reports, clear_flush_young clears', async () => {
-    const { mm, hca } = setup();
+  it("implements 3.19's ib_umem_notifiers only; a change_pte or young callback sent anyway is acked without work", async () => {
+    const { mm, hca, of } = setup();
+    expect(hca.notifier.callbacks).toEqual([
+      'release',
+      'invalidate_page',
+      'invalidate_range_start',
+      'invalidate_range_end',
+    ]);
     mm.map(0, 2, 'rw');
     const { mr } = await hca.regMr({ pid: 1, addr: BASE, pages: 2, odp: true, access: ['read'] });
     await hca.prefetch({ mr, addr: page(0), pages: 2, write: false });
-    const y = (inv: string, addr: number) =>
-      hca.notifier.testYoung({ pid: 1, inv, owner: 'x', addr });
-    expect(await y('t1', page(0))).toEqual({ inv: 't1', young: false });
     await hca.rdma(mr, page(0), 'read');
-    expect(await y('t2', page(0))).toEqual({ inv: 't2', young: true });
-    expect(await y('t3', page(1))).toEqual({ inv: 't3', young: false });
-    const c = (inv: string) =>
-      hca.notifier.clearFlushYoung({ pid: 1, inv, owner: 'x', start: BASE, end: page(2) });
-    expect(await c('c1')).toEqual({ inv: 'c1', young: true });
-    expect(await c('c1')).toEqual({ inv: 'c1', young: true }); // a resend gets the same answer
-    expect(await c('c2')).toEqual({ inv: 'c2', young: false });
+    expect(await hca.notifier.testYoung({ pid: 1, inv: 't1', owner: 'x', addr: page(0) })).toEqual({
+      inv: 't1',
+      young: false,
+    });
+    expect(
+      await hca.notifier.changePte({
+        pid: 1,
+        inv: 'k1',
+        owner: 'x',
+        addr: page(1),
+        pfn: 7,
+        gen: 2,
+      }),
+    ).toEqual({ inv: 'k1' });
+    expect(of('smap.clear')).toHaveLength(0);
+    expect(hca.mr(mr)?.mtt.size).toBe(2);
   });
 
-  it('change_pte drops the entry; release zaps everything and fails later DMA with EFAULT', async () => {
+  it('release zaps everything and fails later DMA with EFAULT', async () => {
     const { mm, hca, of } = setup();
     mm.map(0, 2, 'rw');
     const { mr } = await hca.regMr({ pid: 1, addr: BASE, pages: 2, odp: true, access: ['read'] });
     await hca.prefetch({ mr, addr: page(0), pages: 2, write: false });
-    await hca.notifier.changePte({ pid: 1, inv: 'k1', owner: 'x', addr: page(1), pfn: 7, gen: 2 });
-    expect(of('smap.clear').map((e) => e.addr)).toEqual([page(1)]);
     expect(await hca.notifier.release({ pid: 1, inv: 'r1', owner: 'x' })).toEqual({ inv: 'r1' });
-    expect(of('smap.clear').map((e) => e.addr)).toEqual([page(1), page(0)]);
+    expect(of('smap.clear').map((e) => e.addr)).toEqual([page(0), page(1)]);
     expect(await codeOf(hca.rdma(mr, page(0), 'read'))).toBe('EFAULT');
     expect(
       await codeOf(hca.regMr({ pid: 1, addr: BASE, pages: 1, odp: true, access: ['read'] })),
@@ -431,6 +460,13 @@ describe('hca: notifier callbacks', () => {
     const c = (await hca.regMr({ pid: 1, addr: BASE, pages: 1, odp: true, access: ['read'] })).mr;
     expect(mm.calls.filter((x) => x === 'notifierRegister')).toHaveLength(2);
     expect((await hca.rdma(c, page(0), 'read')).npf).toBe(1);
+  });
+
+  it('a pinned registration faults for write always, a read-only MR with force (ib_umem_get)', async () => {
+    const { mm, hca } = setup();
+    mm.map(0, 2, 'rw');
+    await hca.regMr({ pid: 1, addr: BASE, pages: 2, odp: false, access: ['read'] });
+    expect(mm.gupCalls).toEqual([{ addr: BASE, pages: 2, write: true, pin: true, force: true }]);
   });
 
   it('pinned MRs: ENOMEM passes through; dereg clears (and drains) before it unpins', async () => {
@@ -483,7 +519,78 @@ describe('hca: notifier callbacks', () => {
     expect(await codeOf(hca.rdma(mr, page(0), 'read'))).toBe('EAGAIN');
     expect(Date.now() - t0).toBeGreaterThanOrEqual(95);
     expect(of('npf.end')).toMatchObject([{ result: 'EAGAIN' }]);
-    expect(mm.gupCalls).toHaveLength(0);
+    // 3.19 looks the page up first, then finds the count raised and waits for the completion
+    expect(mm.gupCalls.length).toBeGreaterThan(0);
+    expect(hca.mr(mr)?.mtt.size).toBe(0);
+  });
+
+  it('pairs start and end by range: a resent start is counted once, its end brings the count to 0', async () => {
+    const { mm, hca } = setup({ MMLAB_NPF_TIMEOUT_MS: 100 });
+    mm.map(0, 2, 'rw');
+    const { mr } = await hca.regMr({ pid: 1, addr: BASE, pages: 2, odp: true, access: ['read'] });
+    await hca.notifier.invalidateRangeStart(cb('inv1', page(0), page(2)));
+    await hca.notifier.invalidateRangeStart(cb('inv1', page(0), page(2))); // mm's resend
+    expect(hca.mr(mr)?.notifiers.notifiersCount).toBe(1);
+    await hca.notifier.invalidateRangeEnd(cb('inv1', page(0), page(2)));
+    expect(hca.mr(mr)?.notifiers.notifiersCount).toBe(0);
+    expect(await hca.rdma(mr, page(1), 'read')).toMatchObject({ npf: 1 });
+  });
+
+  it("an end sent with another range (range-end-mismatch) leaves the device's faults stuck", async () => {
+    const { mm, hca, of } = setup({ MMLAB_NPF_TIMEOUT_MS: 100 });
+    mm.map(0, 8, 'rw');
+    const a = (await hca.regMr({ pid: 1, addr: BASE, pages: 4, odp: true, access: ['read'] })).mr;
+    const b = (await hca.regMr({ pid: 1, addr: page(4), pages: 4, odp: true, access: ['read'] }))
+      .mr;
+    // start [0, 4) raises A; its end comes shifted to [4, 8): it lowers B, never A
+    await hca.notifier.invalidateRangeStart(cb('inv1', page(0), page(4)));
+    await hca.notifier.invalidateRangeEnd(cb('inv1', page(4), page(8)));
+    expect(hca.mr(a)?.notifiers.notifiersCount).toBe(1);
+    expect(hca.mr(b)?.notifiers.notifiersCount).toBe(-1);
+    // no invalidation is in progress, yet neither MR can fault a page in: EAGAIN for ever
+    expect(await codeOf(hca.rdma(a, page(0), 'read'))).toBe('EAGAIN');
+    expect(await codeOf(hca.rdma(b, page(4), 'read'))).toBe('EAGAIN');
+    expect(of('smap.set')).toHaveLength(0);
+  });
+
+  it('an unmatched end makes a later invalidation unsafe: a fault maps inside it', async () => {
+    const { mm, hca, events } = setup({ MMLAB_NPF_TIMEOUT_MS: 200 });
+    mm.map(0, 8, 'rw');
+    const b = (await hca.regMr({ pid: 1, addr: page(4), pages: 4, odp: true, access: ['read'] }))
+      .mr;
+    await hca.notifier.invalidateRangeStart(cb('inv1', page(0), page(4)));
+    await hca.notifier.invalidateRangeEnd(cb('inv1', page(4), page(8))); // B: −1
+    await hca.notifier.invalidateRangeStart(cb('inv2', page(4), page(8))); // B: 0, in progress
+    await hca.rdma(b, page(5), 'read'); // ib_umem_mmu_notifier_retry says go: it installs
+    await hca.notifier.invalidateRangeEnd(cb('inv2', page(4), page(8)));
+    const kinds = events
+      .filter((e) => e.kind === 'smap.set' || e.kind === 'mn.recv')
+      .map((e) => (e.kind === 'mn.recv' ? `${e.callback} ${e.inv}` : e.kind));
+    expect(kinds).toEqual([
+      'invalidate_range_start inv1',
+      'invalidate_range_end inv1',
+      'invalidate_range_start inv2',
+      'smap.set',
+      'invalidate_range_end inv2',
+    ]);
+  });
+
+  it('a umem registered during an invalidation has no private counters until the context is idle', async () => {
+    const { mm, hca } = setup({ MMLAB_NPF_TIMEOUT_MS: 2000 });
+    mm.map(0, 4, 'rw');
+    await hca.regMr({ pid: 1, addr: BASE, pages: 2, odp: true, access: ['read'] });
+    await hca.notifier.invalidateRangeStart(cb('inv1', page(0), page(4)));
+    const late = (await hca.regMr({ pid: 1, addr: BASE, pages: 4, odp: true, access: ['read'] }))
+      .mr;
+    expect(hca.mr(late)?.mnCountersActive).toBe(false);
+    let done = false;
+    const fault = hca.rdma(late, page(3), 'read').then(() => (done = true));
+    await sleep(30);
+    expect(done).toBe(false); // waits: ib_umem_mmu_notifier_retry is true without counters
+    await hca.notifier.invalidateRangeEnd(cb('inv1', page(0), page(4)));
+    await fault;
+    expect(hca.mr(late)?.mnCountersActive).toBe(true);
+    expect(hca.mr(late)?.notifiers.notifiersCount).toBe(0); // the end did not count it down
   });
 });
 

@@ -1,5 +1,5 @@
 /**
- * Models: struct mlx5_ib_dev — one RDMA HCA with on-demand paging: its memory regions (the
+ * Models: struct mlx5_ib_dev (3.19) — one RDMA HCA with on-demand paging: its memory regions (the
  * mkey table), its per-mm notifier state, the verbs a local process calls (ibv_reg_mr,
  * ibv_dereg_mr, ibv_advise_mr) and the RDMA READ/WRITE operations remote peers execute on its
  * MRs, which go through the MTT straight to the frames in Redis, as DMA does (mm is not on the
@@ -9,8 +9,8 @@
  *   mrs      MR number → MemoryRegion; numbers are never reused by one device incarnation
  *   mms      pid → PerMm (registration, ODP MRs, invalidation state); created on first use
  *   inflight (ctx) RDMA operations using an MTT entry, drained by invalidations and dereg
- *   lease    the liveness lease mm checks before it gives up on a slow callback
- *   faults   the callback-level faults the lab's nemesis set (subChaos); [] when healthy
+ *   notifier the subscriber core (libs/subscriber) with this device's handlers (UmemNotifier):
+ *            the callback envelope, the liveness lease, the fence, the callback faults
  */
 import {
   type Access,
@@ -22,13 +22,13 @@ import {
   isPageAligned,
   vpnOf,
 } from '@mmlab/protocol';
-import { CallbackFaults, now } from '@mmlab/runtime';
+import { type CallbackFaults, now } from '@mmlab/runtime';
+import { NotifierSubscriber } from '@mmlab/subscriber';
 import type { HcaContext } from './context';
 import { PerMm } from './ib_ucontext_per_mm';
-import { LivenessLease } from '@mmlab/model';
 import { MemoryRegion } from './mr';
 import type { MttEntry } from './mtt';
-import { pagefaultRealMr } from './pagefault';
+import { pagefaultSingleDataSegment } from './pagefault';
 import { mlx5IbAdviseMrPrefetch } from './prefetch';
 import { UmemNotifier } from './umem_notifier';
 
@@ -44,48 +44,53 @@ export interface DmaResult {
 }
 
 export class Hca {
-  readonly notifier: UmemNotifier;
-  readonly faults: CallbackFaults;
+  readonly notifier: NotifierSubscriber;
   private readonly mrs = new Map<number, MemoryRegion>();
   private readonly mms = new Map<number, PerMm>();
   private nextMr = 1;
-  private readonly lease: LivenessLease;
 
   constructor(
     readonly ctx: HcaContext,
     /** crash (a callback fault): default SIGKILL to this process */
     kill?: () => void,
   ) {
-    this.lease = new LivenessLease(ctx.store, ctx.name, ctx.env.MMLAB_SUBSCRIBER_LEASE_MS, ctx.log);
-    this.faults = new CallbackFaults({
-      agent: ctx.name,
-      seed: ctx.env.MMLAB_SEED,
-      tracer: ctx.tracer,
-      lease: this.lease,
-      kill,
-    });
-    this.notifier = new UmemNotifier(ctx, (pid) => this.mmOf(pid), this.faults);
+    this.notifier = new NotifierSubscriber(
+      {
+        name: ctx.name,
+        store: ctx.store,
+        tracer: ctx.tracer,
+        ids: ctx.ids,
+        leaseMs: ctx.env.MMLAB_SUBSCRIBER_LEASE_MS,
+        seed: ctx.env.MMLAB_SEED,
+        log: ctx.log,
+        kill,
+        spanPrefix: 'ib_umem_notifier_',
+      },
+      new UmemNotifier(ctx, (pid) => this.mmOf(pid)),
+    );
   }
 
   get name(): string {
     return this.ctx.name;
   }
 
+  /** the callback-level faults the lab's nemesis set (subChaos); [] when healthy */
+  get faults(): CallbackFaults {
+    return this.notifier.faults;
+  }
+
   /** Power on: take the liveness lease and lift any fence of a previous incarnation. */
-  async start(): Promise<void> {
-    await this.lease.start();
+  start(): Promise<void> {
+    return this.notifier.start();
   }
 
   stop(): void {
-    this.lease.stop();
+    this.notifier.stop();
   }
 
-  /**
-   * subChaos: set the callback-level faults (the whole list; [] heals). A heal never lifts a
-   * fence mm put on this device (late-ack, or a lease lost otherwise): only a restart does.
-   */
+  /** subChaos: the callback-level faults (a heal never lifts a fence: only a restart does). */
   subChaos(req: ReqParsed<'subChaos'>): { active: ReqParsed<'subChaos'>['faults'] } {
-    return { active: this.faults.set(req.faults) };
+    return this.notifier.subChaos(req);
   }
 
   mmOf(pid: number): PerMm {
@@ -117,6 +122,7 @@ export class Hca {
   /**
    * ib_umem_odp_get(): nothing pinned, nothing mapped; the first ODP MR of an mm registers the
    * device as its notifier subscriber (before the MR exists, so no fault can precede it).
+   * Models: ib_umem_odp_get() (drivers/infiniband/core/umem_odp.c, 3.19).
    */
   private async ibUmemOdpGet(
     pid: number,
@@ -126,23 +132,25 @@ export class Hca {
   ): Promise<{ mr: number }> {
     const mm = this.mmOf(pid);
     return mm.regLock.runExclusive(async () => {
-      if (mm.registered && mm.notifier.isReleased)
+      if (mm.registered && mm.released)
         throw new MmlabError('ESRCH', `pid ${pid} has exited (release received)`);
       if (!mm.registered) {
         await this.ctx.rpc.call('notifierRegister', { pid, subscriber: this.name });
         mm.registered = true;
-        mm.notifier.revive();
       }
       const mr = new MemoryRegion(this.nextMr++, pid, addr, pages, true, access);
-      mm.odpMrs.add(mr);
+      mm.addUmem(mr);
       this.mrs.set(mr.id, mr);
       return { mr: mr.id };
     });
   }
 
   /**
-   * ib_umem_get(): pin_user_pages(FOLL_LONGTERM) over the whole range now (mm answers ENOMEM
-   * when it does not fit), program the MTT at once, and register no notifier: the pre-ODP way.
+   * ib_umem_get(): pin the whole range now and program the MTT at once, registering no
+   * notifier: the pre-ODP way. mm checks the pages against the process's RLIMIT_MEMLOCK
+   * (pinned_vm) before it touches one (ENOMEM), and faults them for write ALWAYS (write=1,
+   * force=!writable): a pinned registration breaks COW even for a read-only MR.
+   * Models: ib_umem_get() (drivers/infiniband/core/umem.c, 3.19).
    */
   private async ibUmemGet(
     pid: number,
@@ -155,7 +163,8 @@ export class Hca {
       pid,
       addr,
       pages,
-      write: access.has('write'),
+      write: true,
+      force: !access.has('write'),
       pin: true,
       agent: this.name,
     });
@@ -170,6 +179,7 @@ export class Hca {
    * ibv_dereg_mr(): the MR stops answering, its MTT is cleared under umem_mutex, the RDMA
    * operations through it drain, and only then are its pins dropped (pinned) or, for the last
    * ODP MR of the mm, the notifier unregistered. An unknown MR: {dereg: false}.
+   * Models: mlx5_ib_dereg_mr() → ib_umem_release() / ib_umem_odp_release() (3.19).
    */
   async deregMr(id: number): Promise<{ dereg: boolean }> {
     const mr = this.mrs.get(id);
@@ -187,7 +197,7 @@ export class Hca {
     if (mr.odp) {
       const mm = this.mmOf(mr.pid);
       await mm.regLock.runExclusive(async () => {
-        mm.odpMrs.delete(mr);
+        mm.removeUmem(mr);
         if (mm.odpMrs.size > 0 || !mm.registered) return;
         mm.registered = false;
         try {
@@ -200,6 +210,7 @@ export class Hca {
       });
     } else if (mr.pinned.length > 0) {
       await this.ctx.rpc.call('unpin', {
+        pid: mr.pid,
         pages: mr.pinned.map((p) => ({ pfn: p.pfn, gen: p.gen })),
         agent: this.name,
       });
@@ -210,6 +221,7 @@ export class Hca {
   /**
    * An RDMA READ or WRITE on one page of an MR: MTT lookup; a miss (or a write through a
    * read-only entry) raises a network page fault and the lookup is retried; then the DMA.
+   * Models: mlx5_ib_mr_wqe_pfault_handler() → pagefault_single_data_segment() (odp.c, 3.19).
    */
   async rdma(mrId: number, addr: number, op: Access, value?: number): Promise<DmaResult> {
     const opId = this.ctx.ids.next(op === 'read' ? 'rdma_read' : 'rdma_write');
@@ -223,8 +235,7 @@ export class Hca {
         );
       if (!mr.access.has(op))
         throw new MmlabError('EPERM', `MR ${mrId} does not allow remote ${op}s`);
-      const mm = this.mmOf(mr.pid);
-      if (mr.odp && mm.notifier.isReleased)
+      if (mr.odp && mr.dying)
         throw new MmlabError('EFAULT', `pid ${mr.pid} of MR ${mrId} was released`);
       const vpn = vpnOf(addr);
       const e = mr.mtt.get(vpn);
@@ -234,9 +245,12 @@ export class Hca {
         throw new MmlabError('EFAULT', `pinned MR ${mrId} has no translation for ${hex(addr)}`);
       if (npf >= MAX_NPF_PER_ACCESS)
         throw new MmlabError('EAGAIN', `${npf} page faults at ${hex(addr)} of MR ${mrId}`);
-      // A read faults read-only even on a writable MR (mlx5 sets MLX5_PF_FLAGS_DOWNGRADE for
-      // a fault that is not a write), so a read never breaks COW nor needs write permission.
-      await pagefaultRealMr(this.ctx, mm, mr, addr, 1, op === 'write', opId);
+      // Every network fault of a writable MR asks for write access, reads included (3.19
+      // pagefault_single_data_segment: access_mask |= ODP_WRITE_ALLOWED_BIT when the umem is
+      // writable; the read-only downgrade is for prefetch only, v5.0): a read breaks COW like a
+      // write, and fails (EFAULT) on a page the mapping makes read-only. A read-only MR faults
+      // for read.
+      await pagefaultSingleDataSegment(this.ctx, mr, addr, 1, mr.writable, opId);
     }
   }
 
@@ -256,21 +270,10 @@ export class Hca {
     opId: string,
   ): Promise<DmaResult> {
     const finish = this.ctx.inflight.begin(mr.pid, vpn, mr.id, mr.odp);
-    mr.mtt.touch(vpn);
     const tStart = now();
     try {
-      const f = await this.ctx.store.frameAccess(e.pfn, op, value, this.name);
-      if (f === 'FENCED') {
-        this.ctx.tracer.emit({
-          kind: 'access.refused',
-          op: opId,
-          agent: this.name,
-          pid: mr.pid,
-          addr,
-          reason: 'fenced: liveness lease expired',
-        });
-        throw new MmlabError('ENODEV', `${this.name} is fenced off: its DMA is refused`);
-      }
+      // A fenced device's DMA is refused (ENODEV).
+      const f = await this.notifier.frameAccess({ op: opId, pid: mr.pid, addr }, e.pfn, op, value);
       if (!f) throw new MmlabError('EFAULT', `no frame ${e.pfn}`);
       const frameFree = f.state === 'free';
       this.ctx.tracer.emit({
@@ -300,7 +303,10 @@ export class Hca {
     }
   }
 
-  /** ibv_advise_mr(PREFETCH[_WRITE], FLUSH) over [addr, addr + pages) of an MR. */
+  /**
+   * ibv_advise_mr(PREFETCH[_WRITE], FLUSH) over [addr, addr + pages) of an MR.
+   * Models: mlx5_ib_advise_mr() (v5.0: later than 3.19, the lab's one addition to its ODP).
+   */
   async prefetch(req: ReqParsed<'hcaPrefetch'>): Promise<{ mapped: number }> {
     const mr = this.mrs.get(req.mr);
     if (!mr) throw new MmlabError('EINVAL', `${this.name} has no MR ${req.mr}`);
@@ -311,12 +317,11 @@ export class Hca {
       );
     if (req.write && !mr.writable)
       throw new MmlabError('EPERM', `MR ${req.mr} does not allow writes`);
-    const mm = this.mmOf(mr.pid);
-    if (mr.odp && mm.notifier.isReleased)
+    if (mr.odp && mr.dying)
       throw new MmlabError('EFAULT', `pid ${mr.pid} of MR ${req.mr} was released`);
     const op = this.ctx.ids.next('prefetch');
     return {
-      mapped: await mlx5IbAdviseMrPrefetch(this.ctx, mm, mr, req.addr, req.pages, req.write, op),
+      mapped: await mlx5IbAdviseMrPrefetch(this.ctx, mr, req.addr, req.pages, req.write, op),
     };
   }
 }

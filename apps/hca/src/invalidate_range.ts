@@ -1,18 +1,18 @@
 /**
- * Models: mlx5_ib_invalidate_range() (drivers/infiniband/hw/mlx5/odp.c), called for every ODP
+ * Models: mlx5_ib_invalidate_range() (drivers/infiniband/hw/mlx5/odp.c, 3.19), called for every ODP
  * umem of the mm that overlaps an invalidation: under umem_mutex, zap the MTT entries of the
  * range with ZAP UMRs, wait for their completion (the device's latency: the slow path), and
  * only then let mm go on. Pinned MRs are never touched.
  *
- * The caller has already marked the range active and bumped the sequence (set_seq) in the
- * tick the callback arrived, so a fault that re-checks under umem_mutex before we take it
- * retries, and one that installed before is zapped here:
+ * The caller has already raised the notifiers_count of every overlapping umem in the tick
+ * the callback arrived, so a fault that re-checks under umem_mutex before we take it retries,
+ * and one that installed before is zapped here:
  *
  *   fault (hca0)                              invalidate (hca0)
- *                                             recv start: active [a, b), seq 8
- *   lock umem_mutex; read_retry → retry       lock umem_mutex (waits)
+ *                                             recv start [a, b): count 1
+ *   lock umem_mutex; retry: count 1           lock umem_mutex (waits)
  *   unlock                                    zap; UMR wait; drain DMA; unlock; ack
- *   read_begin: waits for the end
+ *   wait for the completion (the end)
  *
  * Several umems: their mutexes are taken in MR-number order (never a cycle between two
  * invalidations), faults take only one, and nothing held here waits for a fault.

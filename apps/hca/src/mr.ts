@@ -1,18 +1,23 @@
 /**
- * Models: struct mlx5_ib_mr with its umem — an ib_umem_odp (on demand: nothing pinned, the MTT
- * fills on network page faults and empties on invalidations) or a plain ib_umem (pinned at
- * registration with pin_user_pages(FOLL_LONGTERM), the MTT programmed once, never invalidated).
+ * Models: struct mlx5_ib_mr with its umem (3.19) — an ib_umem_odp (on demand: nothing pinned,
+ * the MTT fills on network page faults and empties on invalidations) or a plain ib_umem (pinned
+ * at registration with get_user_pages(write=1), the MTT programmed once, never invalidated).
  *
  * Invariants:
  *   - every MTT install is traced as smap.set, every removal as smap.clear (agent = the HCA);
  *   - an ODP MR's MTT changes only under umemMutex (umem_mutex), except in the non-sleeping
- *     callbacks (change_pte), whose removal and set_seq happen in one tick;
+ *     callbacks (change_pte), whose removal and seq bump happen in one tick;
  *   - a pinned MR's MTT maps exactly `pinned` from registration until dereg clears it, and
  *     dereg clears it (and drains its DMA) before it unpins: the frames outlive the entries;
- *   - `dead` (set by dereg under umemMutex) stops a fault in flight from installing.
+ *   - `dead` (set by dereg under umemMutex) stops a fault in flight from installing;
+ *   - ODP: `notifiers` counts the invalidations that reached this umem by ITS overlap with each
+ *     callback's own range (start raises, end lowers); a fault installs only when
+ *     mmuNotifierRetry() says no (counters active, count 0, seq unchanged since its snapshot);
+ *   - ODP: `dying` (release received) is never cleared: every later fault is EFAULT.
  */
 import { Mutex } from 'async-mutex';
 import { type Access, type GupPage, PAGE_SIZE, vpnOf } from '@mmlab/protocol';
+import { NotifierSeq } from '@mmlab/subscriber';
 import type { HcaContext } from './context';
 import { Mtt } from './mtt';
 
@@ -23,6 +28,12 @@ export class MemoryRegion {
   /** pinned MRs: the pages gup pinned at registration, unpinned at dereg */
   pinned: readonly GupPage[] = [];
   dead = false;
+  /** ib_umem_odp: notifiers_count, notifiers_seq, notifier_completion */
+  readonly notifiers = new NotifierSeq();
+  /** ib_umem_odp: mn_counters_active (false: registered during a callback, see PerMm) */
+  mnCountersActive = true;
+  /** ib_umem_odp: dying (release received) */
+  dying = false;
 
   constructor(
     /** the MR number (lkey/rkey) */
@@ -50,6 +61,21 @@ export class MemoryRegion {
   /** [addr, addr + pages) lies inside the MR. */
   contains(addr: number, pages = 1): boolean {
     return addr >= this.addr && addr + pages * PAGE_SIZE <= this.end;
+  }
+
+  /** Models: ib_umem_notifier_start_account() (umem_odp.c, 3.19). */
+  startAccount(): void {
+    if (this.mnCountersActive) this.notifiers.startAccount();
+  }
+
+  /** Models: ib_umem_notifier_end_account() (umem_odp.c, 3.19). */
+  endAccount(): void {
+    if (this.mnCountersActive) this.notifiers.endAccount();
+  }
+
+  /** Models: ib_umem_mmu_notifier_retry() (include/rdma/ib_umem_odp.h, 3.19). */
+  mmuNotifierRetry(seq: number): boolean {
+    return !this.mnCountersActive || this.notifiers.retry(seq);
   }
 
   /** Program one page as mm reported it (smap.set; smap.clear first if it replaces another frame). */
@@ -82,13 +108,6 @@ export class MemoryRegion {
     const removed = this.mtt.clearRange(first, last);
     for (const [vpn, e] of removed) this.traceClear(ctx, vpn, e.pfn, e.gen, op);
     return removed.length;
-  }
-
-  /** Accessed bits of [start, end) ∩ MR: any set? With clear, clear them. */
-  young(start: number, end: number, clear: boolean): boolean {
-    const first = vpnOf(Math.max(start, this.addr));
-    const last = Math.ceil(Math.min(end, this.end) / PAGE_SIZE);
-    return first < last && this.mtt.young(first, last, clear);
   }
 
   private traceClear(ctx: HcaContext, vpn: number, pfn: number, gen: number, op?: string): void {

@@ -2,17 +2,15 @@ import { describe, expect, it } from 'vitest';
 import { Mtt } from './mtt';
 
 describe('Mtt (the device translation table)', () => {
-  it('installs, reports replacements, and keeps an identical translation (and its young bit)', () => {
+  it('installs, reports replacements, and keeps an identical translation', () => {
     const t = new Mtt();
     expect(t.set(10, { pfn: 5, gen: 1, writable: false })).toEqual({ changed: true });
-    t.touch(10);
     const same = t.set(10, { pfn: 5, gen: 1, writable: false });
     expect(same.changed).toBe(false);
-    expect(t.get(10)?.young).toBe(true);
     const up = t.set(10, { pfn: 5, gen: 1, writable: true });
     expect(up.changed).toBe(true);
     expect(up.prev).toMatchObject({ pfn: 5, gen: 1, writable: false });
-    expect(t.get(10)).toEqual({ pfn: 5, gen: 1, writable: true, young: false });
+    expect(t.get(10)).toEqual({ pfn: 5, gen: 1, writable: true });
     expect(t.size).toBe(1);
   });
 
@@ -25,18 +23,5 @@ describe('Mtt (the device translation table)', () => {
     expect(t.clearRange(4, 8).map(([v]) => v)).toEqual([5, 7]);
     expect(t.clearRange(0, 1_000_000).map(([v]) => v)).toEqual([3, 9]);
     expect(t.size).toBe(0);
-  });
-
-  it('young bits: set by touch, tested, cleared only when asked', () => {
-    const t = new Mtt();
-    t.set(1, { pfn: 1, gen: 1, writable: true });
-    t.set(2, { pfn: 2, gen: 1, writable: true });
-    expect(t.young(0, 10, false)).toBe(false);
-    t.touch(2);
-    t.touch(99); // no entry: nothing
-    expect(t.young(0, 2, false)).toBe(false);
-    expect(t.young(0, 10, false)).toBe(true);
-    expect(t.young(0, 10, true)).toBe(true);
-    expect(t.young(0, 10, false)).toBe(false);
   });
 });

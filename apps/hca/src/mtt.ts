@@ -1,24 +1,24 @@
 /**
  * Models: the MTT of an mkey (the device's memory translation table, written by UMRs in
- * mlx5r_umr_update_xlt()) together with ib_umem_odp's pfn_list: virtual page → frame, as the
+ * mlx5_ib_update_mtt(), 3.19) together with ib_umem_odp's page_list: virtual page → frame, as the
  * HCA translates an RDMA access. Plain state, no I/O: callers trace what changes.
  *
  * Invariants:
  *   - one entry per virtual page number; an entry remembers the frame's gen at install time,
  *     so a DMA through an entry whose frame was freed or reused is reported stale;
- *   - `writable` only when both the MR allows writes and mm mapped the page writable;
- *   - `young` is set by every DMA through the entry and cleared only by clear_flush_young.
- * For an ODP MR, an entry exists only between an install whose read_retry passed and the
- * invalidation, change_pte, release or dereg that removes it (see mmu_interval_notifier.ts).
+ *   - `writable` only when both the MR allows writes and mm mapped the page writable
+ *     (3.19's ODP has no young callbacks: the device keeps no accessed bits).
+ * For an ODP MR, an entry exists only between an install whose ib_umem_mmu_notifier_retry()
+ * passed and the invalidation, change_pte, release or dereg that removes it (see
+ * libs/subscriber notifier_seq.ts).
  */
 export interface MttEntry {
   pfn: number;
   gen: number;
   writable: boolean;
-  young: boolean;
 }
 
-export type Translation = Omit<MttEntry, 'young'>;
+export type Translation = MttEntry;
 
 export class Mtt {
   private readonly entries = new Map<number, MttEntry>();
@@ -33,13 +33,13 @@ export class Mtt {
 
   /**
    * Install vpn → t. Returns what was there before (`prev`, to be traced as removed when it
-   * differs) and whether anything changed; an identical translation keeps its young bit.
+   * differs) and whether anything changed.
    */
   set(vpn: number, t: Translation): { prev?: MttEntry; changed: boolean } {
     const prev = this.entries.get(vpn);
     if (prev && prev.pfn === t.pfn && prev.gen === t.gen && prev.writable === t.writable)
       return { prev, changed: false };
-    this.entries.set(vpn, { pfn: t.pfn, gen: t.gen, writable: t.writable, young: false });
+    this.entries.set(vpn, { pfn: t.pfn, gen: t.gen, writable: t.writable });
     return { prev, changed: true };
   }
 
@@ -55,22 +55,6 @@ export class Mtt {
     const out = this.inRange(first, last);
     for (const [vpn] of out) this.entries.delete(vpn);
     return out;
-  }
-
-  /** A DMA went through vpn's entry. */
-  touch(vpn: number): void {
-    const e = this.entries.get(vpn);
-    if (e) e.young = true;
-  }
-
-  /** Was any entry in [first, last) accessed since last cleared? With clear, clear them. */
-  young(first: number, last: number, clear: boolean): boolean {
-    let young = false;
-    for (const [, e] of this.inRange(first, last)) {
-      if (e.young) young = true;
-      if (clear) e.young = false;
-    }
-    return young;
   }
 
   /** Entries with vpn in [first, last), in vpn order. */

@@ -5,14 +5,12 @@
  * read-only, e.g. the zero page); PREFETCH_WRITE faults for write and maps writable.
  */
 import type { HcaContext } from './context';
-import type { PerMm } from './ib_ucontext_per_mm';
 import type { MemoryRegion } from './mr';
-import { pagefaultRealMr } from './pagefault';
+import { pagefaultSingleDataSegment } from './pagefault';
 
 /** Returns the pages mapped. A pinned MR is mapped already: all of them. */
 export async function mlx5IbAdviseMrPrefetch(
   ctx: HcaContext,
-  mm: PerMm,
   mr: MemoryRegion,
   addr: number,
   pages: number,
@@ -20,5 +18,5 @@ export async function mlx5IbAdviseMrPrefetch(
   op?: string,
 ): Promise<number> {
   if (!mr.odp) return pages;
-  return pagefaultRealMr(ctx, mm, mr, addr, pages, write, op);
+  return pagefaultSingleDataSegment(ctx, mr, addr, pages, write, op);
 }

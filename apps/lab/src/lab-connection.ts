@@ -37,6 +37,7 @@ export function labConfigOf(config: ScenarioConfig, seed?: number): LabConfig {
   return {
     mode: config.mode,
     frames: config.frames,
+    ...(config.memlockPages !== undefined && { memlockPages: config.memlockPages }),
     cpus: config.cpus,
     mmReplicas: config.mmReplicas,
     leaseTtlMs: config.leaseTtlMs,

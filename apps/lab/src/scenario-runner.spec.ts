@@ -2,6 +2,7 @@ import type { InvariantVerdict } from '@mmlab/checker';
 import type { TraceEvent } from '@mmlab/protocol';
 import type { StepResult } from '@mmlab/scenario';
 import { describe, expect, it } from 'vitest';
+import { labServices } from '@mmlab/runner';
 import { labConfigOf } from './lab-connection';
 import { computeMetrics, percentile } from './metrics';
 import { judge } from './scenario-runner';
@@ -137,10 +138,12 @@ describe(labConfigOf.name, () => {
           inject: ['range-end-mismatch'],
           subscriberLeaseMs: 15_000,
           callbackTimeoutMs: 500,
+          memlockPages: 12,
         },
         42,
       ),
     ).toMatchObject({
+      memlockPages: 12,
       subscribers: [
         { name: 'hca0', kind: 'hca', invalidateLatencyMs: 'uniform:1:2' },
         { name: 'hca1', kind: 'hca', npfDelayMs: 30 },
@@ -150,5 +153,10 @@ describe(labConfigOf.name, () => {
       seed: 42,
       env: { MMLAB_SUBSCRIBER_LEASE_MS: '15000', MMLAB_CALLBACK_TIMEOUT_MS: '500' },
     });
+    // memlockPages reaches mm as RLIMIT_MEMLOCK; unset, mm takes a quarter of the frames
+    const mmEnv = (cfg: Parameters<typeof labServices>[0]) =>
+      labServices(cfg, 0).find((x) => x.app === 'mm')!.env;
+    expect(mmEnv(labConfigOf({ ...base, memlockPages: 12 })).MMLAB_MEMLOCK_PAGES).toBe('12');
+    expect(mmEnv(labConfigOf(base))).not.toHaveProperty('MMLAB_MEMLOCK_PAGES');
   });
 });

@@ -75,13 +75,14 @@ export class MmController {
         req.write,
         req.pin,
         req.agent,
+        req.force,
       ),
     };
   }
 
   @Rpc('unpin')
   async unpin(req: ReqParsed<'unpin'>) {
-    return { freed: await unpinUserPages(this.ctx, req.agent, req.pages) };
+    return { freed: await unpinUserPages(this.ctx, req.pid, req.agent, req.pages) };
   }
 
   @Rpc('notifierRegister')

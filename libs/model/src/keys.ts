@@ -17,7 +17,8 @@
  *
  * An address space ({p:<pid>}) — mm_struct and its page tables:
  *   :mm        hash: seq (mm_lock_seq: bumped at every mmap_sem write acquire and release),
- *              mmapNext (next free vpn for mmap), state
+ *              mmapNext (next free vpn for mmap), state, pinnedVm (mm->pinned_vm: pages pinned
+ *              by pinned registrations, ≤ the memlock limit; not inherited by fork)
  *   :vma       zset: score = start vpn, member = "start:end:prot:flags" (vpn, end exclusive)
  *   :pte       hash: vpn → "pfn:gen:w" (w = 1 writable, 0 read-only); absent = pte_none
  *   :pmds      set of pmd indexes that have PTEs (page-table pages in use)

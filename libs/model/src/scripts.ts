@@ -93,12 +93,22 @@ return {'OK', tonumber(pfn), gen}
    * put_page() on each (pfn, gen) of ARGV[2..]: drop a mapping (ARGV[1] = 'map') or a bare
    * reference ('ref'); a frame whose refcount reaches 0 goes back on the free list. The zero
    * page is never freed. A pfn whose gen no longer matches, or that is already free, is a
-   * double free: it is reported, not applied. → {freed pfns, bad pfns}
+   * double free: it is reported, not applied. ARGV[1] = 'unpin': a device's pins, all or
+   * nothing — one bad pfn and none is applied (the caller's error). → {freed pfns, bad pfns}
    */
   putPages: s(
     8,
     `
 local freed, bad = {}, {}
+if ARGV[1] == 'unpin' then
+  for i = 2, #ARGV, 2 do
+    local st = redis.call('HGET', KEYS[6], ARGV[i])
+    if st ~= 'zero' and (st ~= 'used' or redis.call('HGET', KEYS[3], ARGV[i]) ~= ARGV[i + 1]) then
+      bad[#bad + 1] = tonumber(ARGV[i])
+    end
+  end
+  if #bad > 0 then return {freed, bad} end
+end
 for i = 2, #ARGV, 2 do
   local pfn, gen = ARGV[i], ARGV[i + 1]
   local st = redis.call('HGET', KEYS[6], pfn)
@@ -117,6 +127,38 @@ for i = 2, #ARGV, 2 do
   end
 end
 return {freed, bad}
+`,
+  ),
+
+  /**
+   * ib_umem_get()'s RLIMIT_MEMLOCK check and mm->pinned_vm update, in one step: charge ARGV[1]
+   * pages to the process's pinned_vm unless that would pass ARGV[2] (the limit).
+   * KEYS mm → {'OK', pinnedVm} | {'ENOMEM', pinnedVm} | {'ESRCH'}
+   */
+  pinnedVmCharge: s(
+    1,
+    `
+if redis.call('HGET', KEYS[1], 'state') ~= 'alive' then return {'ESRCH'} end
+local cur = tonumber(redis.call('HGET', KEYS[1], 'pinnedVm') or '0')
+local want = cur + tonumber(ARGV[1])
+if want > tonumber(ARGV[2]) then return {'ENOMEM', cur} end
+redis.call('HSET', KEYS[1], 'pinnedVm', want)
+return {'OK', want}
+`,
+  ),
+
+  /**
+   * ib_umem_release(): mm->pinned_vm -= ARGV[1] (never below 0; a process gone has none).
+   * KEYS mm → pinnedVm
+   */
+  pinnedVmUncharge: s(
+    1,
+    `
+if redis.call('HEXISTS', KEYS[1], 'state') == 0 then return 0 end
+local cur = tonumber(redis.call('HGET', KEYS[1], 'pinnedVm') or '0') - tonumber(ARGV[1])
+if cur < 0 then cur = 0 end
+redis.call('HSET', KEYS[1], 'pinnedVm', cur)
+return cur
 `,
   ),
 

@@ -148,16 +148,42 @@ export class Store {
     return { pfn: Number(r[1]), gen: Number(r[2]) };
   }
 
-  /** put_page() for each frame: → frames freed, and pfns that were not live (double free). */
+  /**
+   * put_page() for each frame: → frames freed, and pfns that were not live (double free).
+   * 'unpin' (a device's pins): all or nothing — with any bad pfn, nothing is applied.
+   */
   async putPages(
     pages: Array<{ pfn: number; gen: number }>,
-    kind: 'map' | 'ref' = 'map',
+    kind: 'map' | 'ref' | 'unpin' = 'map',
   ): Promise<{ freed: number[]; bad: number[] }> {
     if (pages.length === 0) return { freed: [], bad: [] };
     const args: Array<string | number> = [kind];
     for (const p of pages) args.push(p.pfn, p.gen);
     const r = (await this.run('putPages', MEM_KEYS, args)) as [number[], number[]];
     return { freed: r[0].map(Number), bad: r[1].map(Number) };
+  }
+
+  /** Charge pages to pid's pinned_vm within limit: the new total, or ENOMEM / ESRCH. */
+  async pinnedVmCharge(
+    pid: number,
+    pages: number,
+    limit: number,
+  ): Promise<
+    { ok: true; pinnedVm: number } | { ok: false; code: 'ENOMEM' | 'ESRCH'; pinnedVm: number }
+  > {
+    const r = (await this.run('pinnedVmCharge', [procKeys(pid).mm], [pages, limit])) as Reply;
+    if (r[0] === 'OK') return { ok: true, pinnedVm: Number(r[1]) };
+    return { ok: false, code: r[0] === 'ENOMEM' ? 'ENOMEM' : 'ESRCH', pinnedVm: Number(r[1] ?? 0) };
+  }
+
+  /** Give pages of pid's pinned_vm back; returns what is left. */
+  async pinnedVmUncharge(pid: number, pages: number): Promise<number> {
+    return Number(await this.run('pinnedVmUncharge', [procKeys(pid).mm], [pages]));
+  }
+
+  /** pid's pinned_vm (pages pinned by devices for it). */
+  async pinnedVm(pid: number): Promise<number> {
+    return Number((await this.redis.hget(procKeys(pid).mm, 'pinnedVm')) ?? 0);
   }
 
   /** A load or store by agent through a translation to pfn; 'FENCED' when agent was fenced off. */

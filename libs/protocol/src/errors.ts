@@ -22,8 +22,11 @@ export const ERRORS = {
     definite: true,
     doc: 'The arguments are well formed but invalid (unaligned, zero length, ...).',
   },
-  EFAULT: { definite: true, doc: 'A device access to an unmapped or PROT_NONE page.' },
-  EPERM: { definite: true, doc: 'A write the mapping forbids.' },
+  EFAULT: {
+    definite: true,
+    doc: 'A device access the mapping refuses: an unmapped or PROT_NONE page, or a write (or a write fault) to a read-only one.',
+  },
+  EPERM: { definite: true, doc: 'An access the memory region (MR) was not registered for.' },
   ENODEV: {
     definite: true,
     doc: 'The device was fenced off (its notifier liveness lease expired): its accesses are refused.',

@@ -193,14 +193,19 @@ export const RPC = {
   }),
   gup: def({
     subject: 'mmlab.mm.gup',
-    doc: 'Fault in and look up [addr, addr + pages) for a device: with pin, each frame gets a reference that only unpin drops (long-term pin); without, nothing is held (ODP).',
-    models: 'get_user_pages(FOLL_WRITE | FOLL_LONGTERM) / hmm_range_fault()',
+    doc: "Fault in and look up [addr, addr + pages) for a device: with pin (a pinned registration), the pages are first charged to the process's pinned_vm against its locked-memory limit (MMLAB_MEMLOCK_PAGES; ENOMEM before any page is touched when they do not fit), then each frame gets a reference that only unpin drops; without pin nothing is held (ODP). EFAULT for every page the mapping refuses (unmapped, PROT_NONE, read-only for a write).",
+    models:
+      'ib_umem_get() → get_user_pages(write=1, force=!writable) (v3.7 / 3.19); get_user_pages() for ODP faults',
     queue: 'mm',
     request: z.strictObject({
       pid: Pid,
       addr: Addr,
       pages: Pages,
       write: z.boolean(),
+      force: z
+        .boolean()
+        .optional()
+        .describe('FOLL_FORCE: with write, a read-only mapping does not refuse the page'),
       pin: z.boolean(),
       agent: Agent,
     }),
@@ -208,10 +213,11 @@ export const RPC = {
   }),
   unpin: def({
     subject: 'mmlab.mm.unpin',
-    doc: 'Drop the references gup took with pin.',
-    models: 'unpin_user_pages()',
+    doc: "Drop the references gup took with pin, all or nothing (EINVAL, nothing changed, when a page is not a frame in use with that gen), and give the pages back to pid's pinned_vm.",
+    models: 'ib_umem_release(): put_page() of each page, mm->pinned_vm -= npages',
     queue: 'mm',
     request: z.strictObject({
+      pid: Pid,
       pages: z.array(z.object({ pfn: Pfn, gen: Gen })).max(1 << 20),
       agent: Agent,
     }),

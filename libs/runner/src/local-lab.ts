@@ -24,6 +24,8 @@ export const LAB_PORTS = { nats: 4222, redis: 6379, observer: 8080 } as const;
 export interface LabConfig {
   mode: Mode;
   frames: number;
+  /** RLIMIT_MEMLOCK in pages (MMLAB_MEMLOCK_PAGES); default a quarter of the frames */
+  memlockPages?: number;
   cpus: number;
   mmReplicas: number;
   leaseTtlMs?: number;
@@ -78,6 +80,7 @@ export function labServices(
   const common: Record<string, string> = {
     MMLAB_MODE: cfg.mode,
     MMLAB_FRAMES: String(cfg.frames),
+    ...(cfg.memlockPages !== undefined ? { MMLAB_MEMLOCK_PAGES: String(cfg.memlockPages) } : {}),
     ...(cfg.leaseTtlMs ? { MMLAB_LEASE_TTL_MS: String(cfg.leaseTtlMs) } : {}),
     ...(cfg.softlockupMs ? { MMLAB_SOFTLOCKUP_MS: String(cfg.softlockupMs) } : {}),
     ...(cfg.faultDeadlineMs ? { MMLAB_FAULT_DEADLINE_MS: String(cfg.faultDeadlineMs) } : {}),

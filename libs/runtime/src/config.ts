@@ -19,6 +19,11 @@ export const EnvSchema = z.object({
   MMLAB_MODE: Mode.default('patched'),
   /** Frames in the zone (physical memory), set up by the first mm replica that starts. */
   MMLAB_FRAMES: int(256),
+  /**
+   * mm: RLIMIT_MEMLOCK in pages: a process's pinned registrations together (pinned_vm) may pin
+   * no more; unset: a quarter of MMLAB_FRAMES.
+   */
+  MMLAB_MEMLOCK_PAGES: z.coerce.number().int().nonnegative().optional(),
   /** PT-lock and mmap_sem lease TTL; renewed every third of it while held. */
   MMLAB_LEASE_TTL_MS: int(2000),
   /** bounded-ptlock-hold threshold: the lab's soft-lockup watchdog. */

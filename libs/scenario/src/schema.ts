@@ -98,6 +98,12 @@ export const Subscribers = z.array(SubscriberSpec);
 export const ScenarioConfig = z.strictObject({
   mode: Mode.default('patched'),
   frames: z.number().int().positive().default(256),
+  /**
+   * RLIMIT_MEMLOCK in pages (MMLAB_MEMLOCK_PAGES): what one process's pinned registrations may
+   * pin together (pinned_vm); a registration past it fails with ENOMEM before it touches a
+   * page. Default: a quarter of the frames.
+   */
+  memlockPages: z.number().int().nonnegative().optional(),
   cpus: z.number().int().positive().max(64).default(2),
   mmReplicas: z.number().int().positive().max(16).default(2),
   /** PT-lock and mmap_sem lease TTL (MMLAB_LEASE_TTL_MS) */

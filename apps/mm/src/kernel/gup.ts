@@ -1,16 +1,37 @@
-/** mm/gup.c: get_user_pages() / pin_user_pages(FOLL_LONGTERM), and hmm_range_fault() for ODP. */
+/**
+ * mm/memory.c v3.7: get_user_pages() for a device — a network page fault of an ODP MR
+ * (ib_umem_odp_map_dma_pages, nothing held), or a pinned registration (ib_umem_get: charged to
+ * pinned_vm against RLIMIT_MEMLOCK first, then every page pinned) — and the pins' release.
+ */
 import { type GupPage, MmlabError, PAGE_SIZE } from '@mmlab/protocol';
 import { type MmContext, startVpn } from './context';
 import { handleMmFault } from './memory';
-import { putPages } from './page_alloc';
+
+/**
+ * RLIMIT_MEMLOCK in pages (MMLAB_MEMLOCK_PAGES; default a quarter of the frames): what one
+ * process's pinned registrations may pin together (pinned_vm).
+ */
+export const memlockLimit = (ctx: MmContext): number =>
+  ctx.env.MMLAB_MEMLOCK_PAGES ?? Math.floor(ctx.env.MMLAB_FRAMES / 4);
 
 /**
  * Fault in [addr, addr + pages) for a device and report each page's frame. With pin, each
  * frame gets a reference that only unpin drops: the frame can then never be freed or reused
  * under the device, whatever the page tables do (the pre-ODP way, and its problems: RAM limits,
  * and a COW after fork leaves the device on the old page). Without pin nothing is held: the
- * caller must follow invalidations (ODP). A device sees EFAULT for an unmapped or PROT_NONE
- * page and EPERM for a write the VMA forbids.
+ * caller must follow invalidations (ODP). A device sees EFAULT for every page the mapping
+ * refuses: unmapped, PROT_NONE, or read-only when it asks for write (__get_user_pages: the
+ * VM_FAULT_SIGSEGV of handle_mm_fault, or check_vma_flags, is -EFAULT). With force
+ * (FOLL_FORCE, ib_umem_get of a read-only MR) a write fault on a read-only VMA is not refused:
+ * the page is faulted for read (the kernel would break COW into a private read-only copy; with
+ * anonymous memory the content is the same).
+ *
+ * A pinned registration is ib_umem_get(): the pages are charged to the process's pinned_vm
+ * against memlockLimit() BEFORE any page is touched (ENOMEM, nothing mapped, when they do not
+ * fit); a failure later gives the charge and the pins taken so far back.
+ *
+ * Models: get_user_pages() / __get_user_pages(), mm/memory.c v3.7; the RLIMIT_MEMLOCK check
+ * and pinned_vm update of ib_umem_get(), drivers/infiniband/core/umem.c 3.19.
  */
 export async function getUserPages(
   ctx: MmContext,
@@ -20,25 +41,16 @@ export async function getUserPages(
   write: boolean,
   pin: boolean,
   agent: string,
+  force = false,
 ): Promise<GupPage[]> {
   startVpn(addr, 'gup'); // EINVAL unless page aligned
+  if (pin) await pinnedVmCharge(ctx, pid, pages);
   const out: GupPage[] = [];
   try {
     for (let i = 0; i < pages; i++) {
       const a = addr + i * PAGE_SIZE;
       for (let attempt = 0; ; attempt++) {
-        let pte;
-        try {
-          pte = await handleMmFault(ctx, pid, a, write ? 'write' : 'read', agent);
-        } catch (e) {
-          if (e instanceof MmlabError && e.code === 'SIGSEGV') {
-            const vma = await ctx.store.findVma(pid, a / PAGE_SIZE);
-            if (vma && vma.prot === 'r' && write)
-              throw new MmlabError('EPERM', `write to read-only 0x${a.toString(16)}`);
-            throw new MmlabError('EFAULT', `0x${a.toString(16)} of pid ${pid} is not accessible`);
-          }
-          throw e;
-        }
+        const pte = await faultForDevice(ctx, pid, a, write, force, agent);
         if (pin) {
           // The frame may have been freed and reused since the fault: pin exactly that gen.
           const bad = await ctx.store.getPages([pte], 'ref');
@@ -55,24 +67,86 @@ export async function getUserPages(
     }
     return out;
   } catch (e) {
-    if (pin) await unpinUserPages(ctx, agent, out);
+    if (pin) {
+      await dropPins(ctx, agent, out);
+      await ctx.store.pinnedVmUncharge(pid, pages);
+    }
     throw e;
   }
 }
 
-/** unpin_user_pages(): drop the pins; a frame nobody maps any more is freed now. */
+/** One page of __get_user_pages(): handle_mm_fault(), its SIGSEGV a device's EFAULT. */
+async function faultForDevice(
+  ctx: MmContext,
+  pid: number,
+  a: number,
+  write: boolean,
+  force: boolean,
+  agent: string,
+) {
+  try {
+    return await handleMmFault(ctx, pid, a, write ? 'write' : 'read', agent);
+  } catch (e) {
+    if (!(e instanceof MmlabError) || e.code !== 'SIGSEGV') throw e;
+    if (write && force) {
+      const vma = await ctx.store.findVma(pid, a / PAGE_SIZE);
+      if (vma && vma.prot === 'r') return faultForDevice(ctx, pid, a, false, false, agent);
+    }
+    throw new MmlabError(
+      'EFAULT',
+      `0x${a.toString(16)} of pid ${pid} is not accessible${write ? ' for write' : ''}`,
+    );
+  }
+}
+
+/**
+ * ib_umem_get()'s check: npages + pinned_vm against RLIMIT_MEMLOCK, charged in the same
+ * atomic step (the kernel holds mmap_sem for write across check and pin).
+ */
+async function pinnedVmCharge(ctx: MmContext, pid: number, pages: number): Promise<void> {
+  const limit = memlockLimit(ctx);
+  const r = await ctx.store.pinnedVmCharge(pid, pages, limit);
+  if (r.ok) return;
+  if (r.code === 'ESRCH') throw new MmlabError('ESRCH', `no process ${pid}`);
+  throw new MmlabError(
+    'ENOMEM',
+    `pinning ${pages} pages for pid ${pid} passes RLIMIT_MEMLOCK: ${r.pinnedVm} pinned, ` +
+      `limit ${limit} pages`,
+  );
+}
+
+/**
+ * ib_umem_release() of a pinned registration: drop the pins, all or nothing — a page that is
+ * not a frame in use with that gen is the caller's error (EINVAL, nothing changed) — then give
+ * the pages back to pid's pinned_vm. A frame nobody maps any more is freed now.
+ * Models: ib_umem_release() → __ib_umem_release() (put_page), umem.c 3.19.
+ */
 export async function unpinUserPages(
+  ctx: MmContext,
+  pid: number,
+  agent: string,
+  pages: Array<{ pfn: number; gen: number }>,
+): Promise<number> {
+  const freed = await dropPins(ctx, agent, pages);
+  await ctx.store.pinnedVmUncharge(pid, pages.length);
+  return freed;
+}
+
+async function dropPins(
   ctx: MmContext,
   agent: string,
   pages: Array<{ pfn: number; gen: number }>,
 ): Promise<number> {
   const op = ctx.ids.next('unpin');
-  for (const p of pages)
-    if (p.pfn !== 0) ctx.tracer.emit({ kind: 'frame.unpin', op, pfn: p.pfn, gen: p.gen, agent });
-  return putPages(
-    ctx,
-    op,
-    pages.filter((p) => p.pfn !== 0),
-    'ref',
-  );
+  const held = pages.filter((p) => p.pfn !== 0);
+  const r = await ctx.store.putPages(held, 'unpin');
+  if (r.bad.length)
+    throw new MmlabError(
+      'EINVAL',
+      `unpin of frames that are not pinned with that gen: ${r.bad.join(', ')}`,
+    );
+  const gens = new Map(held.map((p) => [p.pfn, p.gen]));
+  for (const p of held) ctx.tracer.emit({ kind: 'frame.unpin', op, pfn: p.pfn, gen: p.gen, agent });
+  for (const pfn of r.freed) ctx.tracer.emit({ kind: 'frame.free', op, pfn, gen: gens.get(pfn)! });
+  return r.freed.length;
 }

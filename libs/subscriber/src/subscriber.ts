@@ -1,0 +1,309 @@
+/**
+ * The subscriber side of the MMU notifier, for any secondary MMU (the HCA today, KVM next):
+ * what mm/mmu_notifier.c gives a driver for free in the kernel, and what a subscriber over NATS
+ * must do itself. A device plugs its per-callback handlers (NotifierOps: the driver's
+ * mmu_notifier_ops) into a NotifierSubscriber, which owns:
+ *
+ *   the envelope   every callback: mn.recv; the sender's PT locks checked in Redis (mn.ptl_held
+ *                  if it still holds one: it must not, we may sleep); the handler, once per
+ *                  (callback, inv) however many times mm resends it (CallbackLog); mn.done; the
+ *                  ack echoing inv. With telemetry on, one span `<spanPrefix><callback>`.
+ *   the faults     the lab's callback-level faults (CallbackFaults, set by subChaos) wrap the
+ *                  handler: its stall() marks where the driver part begins (latency, hang);
+ *                  crash after the work, before the ack; drop/dup/late-ack on each reply.
+ *   the lease      the liveness lease mm checks before it gives up on a slow callback
+ *                  (LivenessLease); start() takes it and lifts a previous incarnation's fence.
+ *   the fence      frameAccess(): the device's DMA (or a vCPU's access) straight to a frame,
+ *                  refused with ENODEV (and access.refused) once mm fenced this subscriber.
+ *
+ * Models: nothing in the kernel for the envelope, lease and fence (SRCU never resends, a dead
+ * device is a PCI event); the handlers model the driver's callbacks.
+ *
+ * A callback the device does not implement (an optional NotifierOps member left out, as a
+ * NULL op in mmu_notifier_ops) is acked without work, young ones answering not young.
+ *
+ * State changes the fault path must see happen in the tick the callback arrives, before any
+ * await (a JavaScript tick is atomic): the handler is called synchronously in the tick of
+ * mn.recv and runs up to its first await there.
+ */
+import {
+  type Access,
+  MmlabError,
+  type MnCallback,
+  PAGE_SIZE,
+  type ReqParsed,
+  TASK_SIZE,
+} from '@mmlab/protocol';
+import { LivenessLease, type Store } from '@mmlab/model';
+import { CallbackFaults, type OpIds, type Tracer, inSpan } from '@mmlab/runtime';
+import { CallbackLog } from './callback_log';
+
+/** The Redis calls a subscriber makes (a narrow view of Store, so tests can stand in for it). */
+export type SubscriberStore = Pick<
+  Store,
+  'frameAccess' | 'ptlHeldBy' | 'subscriberAlive' | 'unfence' | 'isFenced'
+>;
+
+export interface SubscriberDeps {
+  /** the subscriber name (mmu_notifier_register's), and the agent of its events and accesses */
+  readonly name: string;
+  readonly store: SubscriberStore;
+  readonly tracer: Tracer;
+  readonly ids: OpIds;
+  /** MMLAB_SUBSCRIBER_LEASE_MS */
+  readonly leaseMs: number;
+  /** MMLAB_SEED: the callback faults' draws */
+  readonly seed: number;
+  readonly log: { warn(msg: string): void };
+  /** crash (a callback fault): default SIGKILL to this process */
+  readonly kill?: () => void;
+  /** span name prefix: ib_umem_notifier_ (HCA), kvm_mmu_notifier_ (KVM) */
+  readonly spanPrefix?: string;
+}
+
+/** What a handler gets besides its request. */
+export interface CallbackCtx {
+  /** the op id of this callback (the op of the events it causes) */
+  readonly op: string;
+  /** where the driver part begins: the callback faults' latency and hang act here */
+  readonly stall: () => Promise<void>;
+}
+
+type Handler<K extends MnRpc, R = void> = (req: ReqParsed<K>, cb: CallbackCtx) => Promise<R>;
+
+type MnRpc =
+  | 'mnRelease'
+  | 'mnInvalidatePage'
+  | 'mnInvalidateRangeStart'
+  | 'mnInvalidateRangeEnd'
+  | 'mnChangePte'
+  | 'mnClearFlushYoung'
+  | 'mnTestYoung';
+
+/**
+ * A device's mmu_notifier_ops: the range callbacks and release are required (every subscriber
+ * that maps memory needs them); the 2012 single-page and young callbacks are optional.
+ */
+export interface NotifierOps {
+  release: Handler<'mnRelease'>;
+  invalidateRangeStart: Handler<'mnInvalidateRangeStart'>;
+  invalidateRangeEnd: Handler<'mnInvalidateRangeEnd'>;
+  invalidatePage?: Handler<'mnInvalidatePage'>;
+  changePte?: Handler<'mnChangePte'>;
+  /** returns: was any of [start, end) accessed (the bits are cleared) */
+  clearFlushYoung?: Handler<'mnClearFlushYoung', boolean>;
+  /** returns: was addr accessed */
+  testYoung?: Handler<'mnTestYoung', boolean>;
+}
+
+interface CallbackReq {
+  pid: number;
+  inv: string;
+  owner: string;
+}
+
+interface Span {
+  start: number;
+  end: number;
+}
+
+type Base = { op: string; agent: string; pid: number; callback: MnCallback; inv: string };
+
+const pageOf = (addr: number): Span => ({ start: addr, end: addr + PAGE_SIZE });
+const ALL: Span = { start: 0, end: TASK_SIZE };
+const key = (callback: MnCallback, inv: string): string => `${callback}|${inv}`;
+
+export class NotifierSubscriber {
+  readonly faults: CallbackFaults;
+  private readonly lease: LivenessLease;
+  private readonly log = new CallbackLog();
+
+  constructor(
+    private readonly deps: SubscriberDeps,
+    private readonly ops: NotifierOps,
+  ) {
+    this.lease = new LivenessLease(deps.store, deps.name, deps.leaseMs, deps.log);
+    this.faults = new CallbackFaults({
+      agent: deps.name,
+      seed: deps.seed,
+      tracer: deps.tracer,
+      lease: this.lease,
+      kill: deps.kill,
+    });
+  }
+
+  get name(): string {
+    return this.deps.name;
+  }
+
+  /** The callbacks this device implements (mmu_notifier_ops members that are not NULL). */
+  get callbacks(): MnCallback[] {
+    const o = this.ops;
+    const all: Array<[MnCallback, unknown]> = [
+      ['release', o.release],
+      ['invalidate_page', o.invalidatePage],
+      ['invalidate_range_start', o.invalidateRangeStart],
+      ['invalidate_range_end', o.invalidateRangeEnd],
+      ['clear_flush_young', o.clearFlushYoung],
+      ['test_young', o.testYoung],
+      ['change_pte', o.changePte],
+    ];
+    return all.filter(([, f]) => f !== undefined).map(([c]) => c);
+  }
+
+  /** Power on: take the liveness lease and lift any fence of a previous incarnation. */
+  async start(): Promise<void> {
+    await this.lease.start();
+  }
+
+  stop(): void {
+    this.lease.stop();
+  }
+
+  /**
+   * subChaos: set the callback-level faults (the whole list; [] heals). A heal never lifts a
+   * fence mm put on this subscriber (late-ack, or a lease lost otherwise): only a restart does.
+   */
+  subChaos(req: ReqParsed<'subChaos'>): { active: ReqParsed<'subChaos'>['faults'] } {
+    return { active: this.faults.set(req.faults) };
+  }
+
+  /** Has (callback, inv) been run (or is it running)? A resend is then answered without redoing. */
+  seen(callback: MnCallback, inv: string): boolean {
+    return this.log.has(key(callback, inv));
+  }
+
+  invalidateRangeStart(req: ReqParsed<'mnInvalidateRangeStart'>): Promise<{ inv: string }> {
+    const h = this.ops.invalidateRangeStart;
+    return this.ack('invalidate_range_start', req, req, (cb) => h(req, cb));
+  }
+
+  invalidateRangeEnd(req: ReqParsed<'mnInvalidateRangeEnd'>): Promise<{ inv: string }> {
+    const h = this.ops.invalidateRangeEnd;
+    return this.ack('invalidate_range_end', req, req, (cb) => h(req, cb));
+  }
+
+  invalidatePage(req: ReqParsed<'mnInvalidatePage'>): Promise<{ inv: string }> {
+    const h = this.ops.invalidatePage;
+    return this.ack('invalidate_page', req, pageOf(req.addr), h && ((cb) => h(req, cb)));
+  }
+
+  changePte(req: ReqParsed<'mnChangePte'>): Promise<{ inv: string }> {
+    const h = this.ops.changePte;
+    return this.ack('change_pte', req, pageOf(req.addr), h && ((cb) => h(req, cb)));
+  }
+
+  release(req: ReqParsed<'mnRelease'>): Promise<{ inv: string }> {
+    const h = this.ops.release;
+    return this.ack('release', req, ALL, (cb) => h(req, cb));
+  }
+
+  clearFlushYoung(req: ReqParsed<'mnClearFlushYoung'>): Promise<{ inv: string; young: boolean }> {
+    const h = this.ops.clearFlushYoung;
+    return this.callback('clear_flush_young', req, req, async (cb) => ({
+      inv: req.inv,
+      young: h ? await h(req, cb) : false,
+    }));
+  }
+
+  testYoung(req: ReqParsed<'mnTestYoung'>): Promise<{ inv: string; young: boolean }> {
+    const h = this.ops.testYoung;
+    return this.callback('test_young', req, pageOf(req.addr), async (cb) => ({
+      inv: req.inv,
+      young: h ? await h(req, cb) : false,
+    }));
+  }
+
+  /**
+   * A load or store of this subscriber straight to frame pfn (a DMA, a vCPU access through an
+   * sPTE), for op at (pid, addr): refused with ENODEV once mm fenced us (its lease expired),
+   * after an access.refused event. null: no such frame.
+   */
+  async frameAccess(
+    a: { op: string; pid: number; addr: number },
+    pfn: number,
+    rw: Access,
+    value?: number,
+  ): Promise<{ gen: number; state: string; value: number } | null> {
+    const f = await this.deps.store.frameAccess(pfn, rw, value, this.deps.name);
+    if (f !== 'FENCED') return f;
+    this.deps.tracer.emit({
+      kind: 'access.refused',
+      op: a.op,
+      agent: this.deps.name,
+      pid: a.pid,
+      addr: a.addr,
+      reason: 'fenced: liveness lease expired',
+    });
+    throw new MmlabError('ENODEV', `${this.deps.name} is fenced off: its access is refused`);
+  }
+
+  private ack(
+    callback: MnCallback,
+    req: CallbackReq,
+    span: Span,
+    work: ((cb: CallbackCtx) => Promise<void>) | undefined,
+  ): Promise<{ inv: string }> {
+    return this.callback(callback, req, span, async (cb) => {
+      if (work) await work(cb);
+      return { inv: req.inv };
+    });
+  }
+
+  /** The envelope of every callback, in its span (telemetry on). */
+  private callback<T>(
+    callback: MnCallback,
+    req: CallbackReq,
+    span: Span,
+    work: (cb: CallbackCtx) => Promise<T>,
+  ): Promise<T> {
+    return inSpan(
+      `${this.deps.spanPrefix ?? 'mmu_notifier_'}${callback}`,
+      () => ({
+        attributes: {
+          'mmlab.agent': this.deps.name,
+          'mmlab.pid': req.pid,
+          'mmlab.inv': req.inv,
+          'mmlab.mn.callback': callback,
+          'mmlab.start': `0x${span.start.toString(16)}`,
+          'mmlab.end': `0x${span.end.toString(16)}`,
+        },
+      }),
+      () => this.envelope(callback, req, span, work),
+    );
+  }
+
+  private async envelope<T>(
+    callback: MnCallback,
+    req: CallbackReq,
+    span: Span,
+    work: (cb: CallbackCtx) => Promise<T>,
+  ): Promise<T> {
+    const { deps } = this;
+    const op = deps.ids.next(callback);
+    const base: Base = { op, agent: deps.name, pid: req.pid, callback, inv: req.inv };
+    deps.tracer.emit({ kind: 'mn.recv', ...base, start: span.start, end: span.end });
+    const checked = this.checkPtl(req, span, base);
+    try {
+      // work() runs up to its first await now, in the tick of the mn.recv (around() calls it
+      // at once). A resend of an inv whose work is done gets its result without redoing it,
+      // and without its stall: the reply faults still act on its reply.
+      return await this.faults.around(callback, req.inv, (stall) =>
+        this.log.run(key(callback, req.inv), () => work({ op, stall })),
+      );
+    } finally {
+      await checked;
+      deps.tracer.emit({ kind: 'mn.done', ...base });
+    }
+  }
+
+  /** Does the sending op still hold a PT lock of the range? (It must not: we may sleep.) */
+  private async checkPtl(req: CallbackReq, span: Span, base: Base): Promise<void> {
+    try {
+      const lock = await this.deps.store.ptlHeldBy(req.pid, req.owner, span.start, span.end);
+      if (lock) this.deps.tracer.emit({ kind: 'mn.ptl_held', ...base, lock, owner: req.owner });
+    } catch (e) {
+      this.deps.log.warn(`${this.deps.name}: PT-lock check of ${req.inv} failed: ${String(e)}`);
+    }
+  }
+}
