@@ -29,6 +29,7 @@ const svc = (
   subscriberLeaseMs: 3000,
   invalidateLatency: '0',
   npfDelayMs: 0,
+  memlockPages: 64,
   ...over,
 });
 
@@ -59,7 +60,7 @@ describe('runningConfig and configDifferences', () => {
     expect(configDifferences(scenario, config)).toEqual([]);
   });
 
-  it('names every setting that differs: mode, frames, dispatch, inject, a subscriber latency, too few CPUs', () => {
+  it('names every setting that differs: mode, frames, dispatch, memlock, inject, a subscriber latency, too few CPUs', () => {
     const { config } = lab(
       { mode: 'legacy', dispatch: 'serial', inject: ['range-end-mismatch'] },
       { invalidateLatency: 'uniform:1:5' },
@@ -75,6 +76,7 @@ describe('runningConfig and configDifferences', () => {
       'frames: the scenario asks for 128, the lab runs 256',
       'cpus: the scenario asks for 4, the lab has 3',
       'dispatch: the scenario asks for "parallel", the lab runs "serial"',
+      'memlockPages: the scenario asks for 32, the lab runs 64',
       'inject: the scenario asks for [], the lab runs ["range-end-mismatch"]',
       'hca0.invalidateLatencyMs: the scenario asks for "50", the lab runs "uniform:1:5"',
     ]);

@@ -133,6 +133,7 @@ export function runningConfig(
     'dispatch',
     'callbackTimeoutMs',
     'subscriberLeaseMs',
+    'memlockPages',
   ] as const;
   for (const k of keys)
     for (const c of mms)
@@ -164,13 +165,14 @@ export function runningConfig(
       callbackTimeoutMs: ref.callbackTimeoutMs,
       dispatch: ref.dispatch,
       inject: ref.inject,
+      memlockPages: ref.memlockPages,
     },
     mixed,
   };
 }
 
 /**
- * What a scenario's config asks for that the running lab does not run with; none of it can be
+ * What a scenario's config asks for that the running lab does not run with (memlockPages included); none of it can be
  * changed for one run. A setting the scenario leaves out is compared with its default (what
  * `--local` would start). More CPUs than the scenario's, another number of mm replicas and
  * subscribers the scenario does not use change nothing the scenario can see: not differences.
@@ -199,6 +201,7 @@ export function configDifferences(want: ScenarioConfig, lab: ScenarioConfig): st
     lab.callbackTimeoutMs,
   );
   cmp('dispatch', want.dispatch ?? envDefault('MMLAB_DISPATCH'), lab.dispatch);
+  cmp('memlockPages', want.memlockPages ?? Math.floor(want.frames / 4), lab.memlockPages);
   cmp('inject', [...(want.inject ?? [])].sort(), [...(lab.inject ?? [])].sort());
   for (const sub of want.subscribers ?? []) {
     const running = (lab.subscribers ?? []).find((s) => s.name === sub.name);

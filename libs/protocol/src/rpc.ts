@@ -70,6 +70,8 @@ export const ServiceConfig = z.object({
   invalidateLatency: z.string(),
   /** MMLAB_NPF_DELAY_MS */
   npfDelayMs: ms,
+  /** RLIMIT_MEMLOCK in pages: MMLAB_MEMLOCK_PAGES, else a quarter of the frames */
+  memlockPages: ms,
 });
 export type ServiceConfig = z.infer<typeof ServiceConfig>;
 
