@@ -37,6 +37,7 @@ function fakeLab(handlers: Partial<Record<RpcName, Handler>>): {
     observerUrl: 'http://127.0.0.1:1',
     instances: [],
     local: null,
+    config: { mode: 'patched', frames: 256, cpus: 2, mmReplicas: 2 },
     close: async () => {},
   };
   return { lab, calls };
