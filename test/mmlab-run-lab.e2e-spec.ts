@@ -13,6 +13,7 @@ import { tmpdir } from 'node:os';
 import * as path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { repoRoot } from '@mmlab/runner';
+import { newLabToken } from '@mmlab/runtime';
 import { RunResults } from '@mmlab/scenario';
 import { type TestLab, runMmlab, startTestLab } from '@mmlab/testing';
 
@@ -58,7 +59,13 @@ beforeAll(async () => {
     },
     { trace: false },
   );
-  env = { ...process.env, NATS_URL: t.lab.natsUrl, MMLAB_OBSERVER_URL: t.lab.observerUrl! };
+  // the token `mmlab api` and `mmlab chaos` share, as a compose user sets it in both shells
+  env = {
+    ...process.env,
+    NATS_URL: t.lab.natsUrl,
+    MMLAB_OBSERVER_URL: t.lab.observerUrl!,
+    MMLAB_LAB_TOKEN: newLabToken(),
+  };
 }, 120_000);
 
 afterAll(async () => {
