@@ -3,7 +3,7 @@
 # Tests start their own nats-server and redis-server on free ports.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-./scripts/ensure-deps.sh
+./scripts/ensure-deps.sh --for test
 
 step() { printf '\n== %s\n' "$*"; }
 step lint;        npx eslint . --max-warnings 0

@@ -5,9 +5,11 @@
  * first; then a scenario runs (an ODP MR read by the device, then munmap), and the
  * invalidation it causes must appear on the mm, hca0 and cpu0 lifelines, open on a click,
  * and list its events. Only Playwright's auto-waiting locators wait: no sleeps, no timings.
- * Leaves docs/dashboard.png behind.
+ * The screenshot goes to results/screenshots/dashboard.png (ignored by git): the tests leave
+ * the tree clean. `npm run docs:screenshots` sets MMLAB_SCREENSHOT_DIR=docs to refresh the
+ * README's docs/dashboard.png, the only way it changes.
  */
-import { existsSync } from 'node:fs';
+import { existsSync, mkdirSync, statSync } from 'node:fs';
 import { type Server, createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import * as path from 'node:path';
@@ -18,7 +20,13 @@ import { repoRoot } from '@mmlab/runner';
 import { type TestLab, launchChromium, startTestLab } from '@mmlab/testing';
 
 const HCA = 'hca0';
-const SHOT = path.join(repoRoot(), 'docs', 'dashboard.png');
+const SHOT_DIR = path.resolve(
+  repoRoot(),
+  process.env.MMLAB_SCREENSHOT_DIR || path.join('results', 'screenshots'),
+);
+const SHOT = path.join(SHOT_DIR, 'dashboard.png');
+const DOCS_SHOT = path.join(repoRoot(), 'docs', 'dashboard.png');
+const mtimeOf = (f: string): number | null => (existsSync(f) ? statSync(f).mtimeMs : null);
 
 describe('the live dashboard, during a running scenario', () => {
   let t: TestLab | undefined;
@@ -53,6 +61,10 @@ describe('the live dashboard, during a running scenario', () => {
     const { rpc, trace } = t!;
     await page.goto(`${observer}/`);
     await page.locator('[data-testid=status][data-status=live]').waitFor();
+    // an empty lab says how to start a scenario on it, not a blank page
+    const hint = page.getByTestId('empty-hint');
+    await hint.getByText('npx mmlab run examples/anon-basic.yaml', { exact: false }).waitFor();
+    expect(await hint.innerText()).toContain(`MMLAB_OBSERVER_URL=${observer}`);
 
     // the scenario, while the page watches
     const { pid } = await rpc.call('processCreate', {});
@@ -125,7 +137,18 @@ describe('the live dashboard, during a running scenario', () => {
 
     // a valid run: once the checker has seen the whole invalidation, nothing is flagged
     await page.getByTestId('violations').getByText('none so far').waitFor();
+    // the lab is idle now: the events-per-second counter falls to 0 (it used to keep its last value)
+    await page
+      .getByTestId('status')
+      .filter({ hasText: /· 0\/s/ })
+      .waitFor({ timeout: 15_000 });
+    expect(await page.getByTestId('empty-hint').count()).toBe(0);
+    const docsBefore = mtimeOf(DOCS_SHOT);
+    mkdirSync(SHOT_DIR, { recursive: true });
     await page.screenshot({ path: SHOT });
+    expect(existsSync(SHOT)).toBe(true);
+    // the tree stays clean: docs/ changes only when asked to (npm run docs:screenshots)
+    if (SHOT !== DOCS_SHOT) expect(mtimeOf(DOCS_SHOT)).toBe(docsBefore);
   });
 
   it('streams the stored trace over SSE and documents it in OpenAPI', async () => {

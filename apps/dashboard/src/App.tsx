@@ -55,6 +55,7 @@ function Legend() {
       {box(BAR_COLORS.sleep, 'subscriber busy')}
       {box(GROUP_COLORS.range, 'invalidation')}
       {box(MARKER_COLORS.violation, 'violation')}
+      {box(MARKER_COLORS.expected, 'expected violation')}
     </div>
   );
 }
@@ -158,6 +159,8 @@ export function App({ live }: { live: Live }) {
   const toggle = () => live.setPaused(!now.paused);
 
   const invalid = (k: 'pid' | 'addr') => parsed.errors[k];
+  const expected = s.violations.filter((v) => v.expected).length;
+  const real = s.violations.length - expected;
   return (
     <div className="app">
       <header className="toolbar">
@@ -183,11 +186,17 @@ export function App({ live }: { live: Live }) {
             ? ` of ${s.model.counts.buffered.toLocaleString()}`
             : ''}{' '}
           · {s.rate.toLocaleString()}/s
-          {s.violations.length > 0 && (
+          {real > 0 && (
             <b className="violation-count" data-testid="violation-count">
               {' '}
-              · {s.violations.length} violation{s.violations.length === 1 ? '' : 's'}
+              · {real} violation{real === 1 ? '' : 's'}
             </b>
+          )}
+          {expected > 0 && (
+            <span className="expected-count" data-testid="expected-count">
+              {' '}
+              · {expected} expected violation{expected === 1 ? '' : 's'}
+            </span>
           )}
         </span>
         <button

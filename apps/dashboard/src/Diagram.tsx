@@ -35,6 +35,7 @@ import {
   diagramWidth,
   groupSpan,
   isReply,
+  labelChars,
   windowOf,
 } from '@mmlab/diagram';
 
@@ -115,6 +116,27 @@ function groupLabel(g: InvGroup): string {
   return `${what} · pid ${g.pid} · ${g.inv}${g.complete ? '' : ' · in flight'}`;
 }
 
+/** An empty lab: nothing to draw yet, so say how to make something happen. */
+function EmptyLab() {
+  const observer = window.location.origin;
+  return (
+    <div className="empty" data-testid="empty-hint">
+      <p>
+        <b>No events yet.</b> This lab is idle: start a scenario on it, and its events appear here
+        as they happen.
+      </p>
+      <pre>
+        {`NATS_URL=nats://127.0.0.1:4222 MMLAB_OBSERVER_URL=${observer} npx mmlab run examples/anon-basic.yaml`}
+      </pre>
+      <p>
+        (the NATS URL <code>mmlab up</code> / <code>./scripts/lab.sh</code> printed; every scenario
+        is in <code>examples/</code>). Or break the lab while it runs:{' '}
+        <code>npx mmlab chaos targets</code>.
+      </p>
+    </div>
+  );
+}
+
 /** One row's label (time, dot, text): memoized, its position is fixed while it is in view. */
 const RowLabel = memo(function RowLabel(p: {
   ev: DiagramModel['rows'][number]['event'];
@@ -181,7 +203,8 @@ export const Diagram = memo(function Diagram(p: DiagramProps) {
     const fit = Math.floor((view.width - DEFAULT_LAYOUT.gutter - LABEL_ROOM) / n);
     return { ...DEFAULT_LAYOUT, columnWidth: Math.max(MIN_COLUMN, Math.min(MAX_COLUMN, fit)) };
   }, [view.width, n]);
-  const width = diagramWidth(model, L) + LABEL_ROOM;
+  // as wide as the view at least: a label may run to the right edge (labelChars)
+  const width = Math.max(diagramWidth(model, L) + LABEL_ROOM, view.width);
   const total = model.rows.length * ROW + 8;
   const last = model.firstRow + model.rows.length - 1;
   // Following, the view is at the bottom by definition: drawn from there in this very render,
@@ -270,7 +293,6 @@ export const Diagram = memo(function Diagram(p: DiagramProps) {
     const c = cols.get(id);
     return c === undefined ? null : columnX(c, L);
   };
-  const chars = Math.floor(L.columnWidth / 5.2);
   const keySelect = (inv: string) => (ev: KeyboardEvent) => {
     if (ev.key === 'Enter' || ev.key === ' ') {
       ev.preventDefault();
@@ -310,10 +332,9 @@ export const Diagram = memo(function Diagram(p: DiagramProps) {
           </div>
         ))}
       </div>
+      {/* outside the canvas, which is only as tall as its rows (it would clip the hint) */}
+      {model.rows.length === 0 && <EmptyLab />}
       <div className="canvas" style={{ height: total, width }}>
-        {model.rows.length === 0 && (
-          <div className="empty">Waiting for events from the observer…</div>
-        )}
         <svg className="rows" width={width} height={svgHeight} role="presentation">
           <Arrowheads />
           {model.lifelines.map((l, i) => (
@@ -371,9 +392,9 @@ export const Diagram = memo(function Diagram(p: DiagramProps) {
                   strokeWidth={sel || g.flagged ? 2.5 : 1}
                   strokeDasharray={g.complete ? undefined : '6 3'}
                 />
-                {/* on the top border, at the right end: clear of the rows' labels */}
-                <text x={span.x + span.width - 10} y={y0 + 3.5} className="group-label" fill={c}>
-                  {clip(groupLabel(g), Math.floor(span.width / 5.6))}
+                {/* on the top border, at the right end, in the gap between two rows' text */}
+                <text x={span.x + span.width - 10} y={y0 + 2.5} className="group-label" fill={c}>
+                  {clip(groupLabel(g), Math.floor(span.width / 4.8))}
                 </text>
               </g>
             );
@@ -429,7 +450,10 @@ export const Diagram = memo(function Diagram(p: DiagramProps) {
               cy={y(r.row)}
               cx={x(r.lifeline)}
               gutter={L.gutter}
-              chars={chars}
+              chars={(() => {
+                const cx = x(r.lifeline);
+                return cx === null ? 0 : labelChars(cx, width);
+              })()}
             />
           ))}
           {w.markers.map((m, i) => {
@@ -441,7 +465,13 @@ export const Diagram = memo(function Diagram(p: DiagramProps) {
               <g
                 key={`${m.eventId}-${m.kind}-${i}`}
                 className={`marker marker-${m.kind}`}
-                data-testid={m.kind === 'violation' ? 'violation-marker' : `marker-${m.kind}`}
+                data-testid={
+                  m.kind === 'violation'
+                    ? 'violation-marker'
+                    : m.kind === 'expected'
+                      ? 'expected-marker'
+                      : `marker-${m.kind}`
+                }
                 data-event-id={m.eventId}
                 role="img"
                 aria-label={`${m.kind}: ${m.title}: ${m.message}`}
@@ -451,7 +481,7 @@ export const Diagram = memo(function Diagram(p: DiagramProps) {
                 <rect className="marker-hit" x={cx - 20} y={cy - ROW / 2} width={29} height={ROW} />
                 <circle cx={cx} cy={cy} r={7.5} fill="none" stroke={c} strokeWidth={2.2} />
                 <text x={cx - 12} y={cy + 4} className="marker-bang" fill={c}>
-                  !
+                  {m.kind === 'expected' ? '✓' : '!'}
                 </text>
               </g>
             );

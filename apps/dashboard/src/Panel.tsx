@@ -202,12 +202,20 @@ export const Panel = memo(function Panel(p: PanelProps) {
         <ul className="violations" data-testid="violations">
           {p.violations.length === 0 && <li className="none">none so far</li>}
           {p.violations.slice(0, 50).map((v, i) => (
-            <li key={i}>
+            <li
+              key={i}
+              className={v.expected ? 'expected' : 'violation'}
+              data-testid={v.expected ? 'expected-violation' : 'violation'}
+            >
               <button
                 type="button"
                 onClick={() => v.events[0] && p.onSelectEvent(v.events[0].id)}
-                style={{ borderLeftColor: MARKER_COLORS.violation }}
+                style={{ borderLeftColor: MARKER_COLORS[v.expected ? 'expected' : 'violation'] }}
+                title={
+                  v.expected ? 'the running scenario expects this invariant to break' : undefined
+                }
               >
+                {v.expected && <span className="tag">expected</span>}
                 <b>{v.invariant}</b> {v.message}
               </button>
             </li>

@@ -11,8 +11,11 @@ import {
   DiagramBuilder,
   type DiagramFilter,
   type DiagramModel,
+  RateMeter,
   ReorderBuffer,
+  type RunExpectation,
   type ViolationInput,
+  markExpected,
 } from '@mmlab/diagram';
 import { postWithToken } from './lab-token';
 
@@ -28,7 +31,7 @@ export interface LiveSnapshot {
   waiting: number;
   /** events dropped while paused (more than the buffer holds) */
   missed: number;
-  /** events per second over the last second */
+  /** events per second over the last second (0 once the lab has been idle a second) */
   rate: number;
   violations: ViolationInput[];
   /** details of the last `lagged` message */
@@ -53,6 +56,8 @@ const IDLE_MS = 120;
 const QUIET_MS = 400;
 /** an invalidation younger than this may still end */
 const IN_FLIGHT_MS = 5000;
+/** how often the rate is recomputed while it is not 0, events or not */
+const RATE_EVERY_MS = 250;
 
 export class Live {
   readonly builder: DiagramBuilder;
@@ -65,7 +70,10 @@ export class Live {
   private aside: TraceEvent[] = [];
   private snap: LiveSnapshot;
   private readonly listeners = new Set<() => void>();
-  private readonly arrivals: Array<[number, number]> = [];
+  private readonly meter = new RateMeter(1000);
+  private rateTimer = 0;
+  /** the newest scenario run seen in the stream, and what it expects to break */
+  private run: RunExpectation | null = null;
   private polledVersion = -1;
   private stopped = false;
 
@@ -114,6 +122,8 @@ export class Live {
     cancelAnimationFrame(this.frame);
     window.clearTimeout(this.idleTimer);
     window.clearTimeout(this.pollTimer);
+    window.clearInterval(this.rateTimer);
+    this.rateTimer = 0;
     this.frame = 0;
   }
 
@@ -123,7 +133,8 @@ export class Live {
     this.builder.clear();
     this.reorder.clear();
     this.aside = [];
-    this.arrivals.length = 0;
+    this.meter.clear();
+    this.run = null;
     this.publish({
       model: this.builder.model(),
       received: 0,
@@ -145,7 +156,11 @@ export class Live {
       if (this.snap.received === 0) performance.mark('mmlab:first-events');
       this.reorder.add(batch);
       this.lastArrival = performance.now();
-      this.arrivals.push([this.lastArrival, batch.length]);
+      this.meter.add(this.lastArrival, batch.length);
+      for (const e of batch)
+        if (e.kind === 'run.start' && (this.run === null || e.ts >= this.run.ts))
+          this.run = { ts: e.ts, scenario: e.scenario, invariants: e.expectViolations };
+      this.watchRate();
       this.snap = { ...this.snap, received: this.snap.received + batch.length };
       this.scheduleFrame();
     });
@@ -206,9 +221,23 @@ export class Live {
   };
 
   private rate(): number {
-    const now = performance.now();
-    while (this.arrivals.length > 0 && this.arrivals[0][0] < now - 1000) this.arrivals.shift();
-    return this.arrivals.reduce((s, [, n]) => s + n, 0);
+    return this.meter.rate(performance.now());
+  }
+
+  /**
+   * The rate is recomputed on a timer while it is above 0, not only when events arrive: on an
+   * idle lab it falls to 0 instead of showing the last second that had events forever.
+   */
+  private watchRate(): void {
+    if (this.rateTimer !== 0 || this.stopped) return;
+    this.rateTimer = window.setInterval(() => {
+      const rate = this.rate();
+      if (rate !== this.snap.rate) this.publish({ rate });
+      if (rate === 0) {
+        window.clearInterval(this.rateTimer);
+        this.rateTimer = 0;
+      }
+    }, RATE_EVERY_MS);
   }
 
   // ---- controls --------------------------------------------------------------------------
@@ -271,7 +300,7 @@ export class Live {
             }>;
           };
           this.polledVersion = version;
-          const violations = body.verdicts
+          const found = body.verdicts
             .flatMap((v) =>
               v.violations.map((x) => ({
                 invariant: v.name,
@@ -280,6 +309,7 @@ export class Live {
               })),
             )
             .filter((v) => !this.inFlight(v));
+          const violations = markExpected(found, this.run, (id) => this.tsOf(id));
           if (JSON.stringify(violations) !== JSON.stringify(this.snap.violations)) {
             this.builder.setViolations(violations);
             this.publish({ violations, model: this.builder.model() });
@@ -292,6 +322,13 @@ export class Live {
       wait = Math.max(QUIET_MS, (performance.now() - now) * 10);
     }
     this.schedulePoll(wait);
+  }
+
+  /** The time of a kept event. */
+  private tsOf(id: string): number | undefined {
+    const row = this.builder.rowOf(id);
+    const m = this.builder.model();
+    return row === undefined ? undefined : m.rows[row - m.firstRow]?.event.ts;
   }
 
   /**

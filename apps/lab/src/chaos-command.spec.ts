@@ -248,7 +248,7 @@ describe('mmlab up: the lab it starts to be broken', () => {
   it('names a bad option', () => {
     expect(() => upConfig({ ...opts, hca: '-1' })).toThrow('--hca must be an integer ≥ 0, got -1');
     expect(() => upConfig({ ...opts, invalidateLatency: 'gauss:1:2' })).toThrow(
-      /^--invalidate-latency: bad latency "gauss:1:2"/,
+      /^EINVAL: --invalidate-latency: bad latency "gauss:1:2"/,
     );
   });
 });

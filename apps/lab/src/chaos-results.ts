@@ -5,34 +5,9 @@
  * after the run (there must be none).
  */
 import { ERRORS, type ErrorCode, type TraceEvent } from '@mmlab/protocol';
-import { type RpcClient, sleep } from '@mmlab/runtime';
 import type { ChaosResults, StepResult } from '@mmlab/scenario';
 import { percentile } from './metrics';
 import type { RunOutcome } from './scenario-runner';
-
-export interface LockLeft {
-  lock: string;
-  pid: number;
-  owner: string;
-}
-
-/**
- * The PT-lock and mmap_sem leases still held, polled until there are none or `ms` passed (a
- * lease whose holder was killed lasts until its TTL). A lab that cannot say is an error.
- */
-export async function waitForLocks(
-  rpc: RpcClient,
-  ms: number,
-  signal?: AbortSignal,
-): Promise<LockLeft[]> {
-  const deadline = Date.now() + ms;
-  for (;;) {
-    const { locks } = await rpc.call('meminfo', {}, { timeoutMs: 5000 });
-    const left = locks.map((l) => ({ lock: l.lock, pid: l.pid, owner: l.owner }));
-    if (left.length === 0 || Date.now() >= deadline || signal?.aborted) return left;
-    await sleep(100);
-  }
-}
 
 const isCode = (c: string): c is ErrorCode => c in ERRORS;
 
@@ -55,7 +30,12 @@ function latencyOf(ms: number[]): Lat {
 
 export function chaosResults(outcome: RunOutcome, events: readonly TraceEvent[]): ChaosResults {
   const t0 = outcome.startedAtTs ?? 0;
-  const windows = outcome.faults ?? [];
+  const before = outcome.openBefore ?? [];
+  // the run's own windows, and those opened on the lab before it (they shape its latency too)
+  const windows: Array<{ startedAt: number; endedAt: number | null }> = [
+    ...(outcome.faults ?? []),
+    ...before,
+  ];
   const rel = (ts: number) => Math.round((ts - t0) * 10) / 10;
 
   // operations: the scenario's own steps (not chaos, heal, sleep...) and every workload access
@@ -103,16 +83,28 @@ export function chaosResults(outcome: RunOutcome, events: readonly TraceEvent[])
   }
 
   return {
-    faults: windows.map((w) => ({
-      id: w.id,
-      target: w.target,
-      instance: w.instance,
-      fault: w.fault,
-      label: w.label,
-      startMs: rel(w.startedAt),
-      endMs: w.endedAt === null ? null : rel(w.endedAt),
-      ...(w.healError !== undefined && { healError: w.healError }),
-    })),
+    faults: [
+      ...before.map((w, i) => ({
+        id: -(i + 1),
+        target: w.target,
+        instance: w.target,
+        fault: w.fault,
+        label: w.label,
+        startMs: rel(w.startedAt),
+        endMs: w.endedAt === null ? null : rel(w.endedAt),
+        openedBefore: true as const,
+      })),
+      ...(outcome.faults ?? []).map((w) => ({
+        id: w.id,
+        target: w.target,
+        instance: w.instance,
+        fault: w.fault,
+        label: w.label,
+        startMs: rel(w.startedAt),
+        endMs: w.endedAt === null ? null : rel(w.endedAt),
+        ...(w.healError !== undefined && { healError: w.healError }),
+      })),
+    ],
     schedules: (outcome.schedules ?? []).map((s) => ({
       seed: s.seed,
       plan: s.plan.map((p) => ({

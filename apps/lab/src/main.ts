@@ -1,10 +1,12 @@
+#!/usr/bin/env node
 /**
- * mmlab: the lab's command line (`npm run mmlab -- run FILE [--local] [--out DIR]`, `up`,
+ * mmlab: the lab's command line (`npx mmlab run FILE [--local] [--out DIR]`, `up`,
  * `api`, `chaos`, `heal`, `fsck`).
  * Exit codes: 0 valid, 1 invalid, 2 unknown (also: a scenario that does not parse, bad usage,
  * a fault the lab API refused).
  */
-import { Command, CommanderError } from 'commander';
+import { Command, CommanderError, Option } from 'commander';
+import { MmlabError, Mode } from '@mmlab/protocol';
 import { type ApiOptions, apiCommand } from './api/api-command';
 import { LAB_API_PORT } from './api/lab-api';
 import { registerChaosCommands } from './chaos-command';
@@ -37,7 +39,9 @@ program
   .description(
     'start the whole lab natively (nats-server, redis-server, every service) until Ctrl-C',
   )
-  .option('--mode <mode>', 'patched | legacy', 'patched')
+  .addOption(
+    new Option('--mode <mode>', 'the kernel modelled').choices(Mode.options).default('patched'),
+  )
   .option('--frames <n>', 'physical frames', '256')
   .option('--cpus <n>', 'CPU agents', '4')
   .option('--mm-replicas <n>', 'mm replicas in the queue group', '2')
@@ -53,6 +57,10 @@ program
   )
   .option('--free-ports', 'any free ports instead of 4222, 6379, 8080 (and 8081 unless --api-port)')
   .option('--logs <dir>', 'service logs', '.lab/logs')
+  .option(
+    '--check',
+    'check the options and exit, starting nothing (scripts/lab.sh does, before a build)',
+  )
   .action(async (opts: UpOptions) => {
     process.exitCode = await upCommand(opts);
   });
@@ -94,7 +102,14 @@ program.parseAsync(process.argv).then(
       const quiet = e.code === 'commander.helpDisplayed' || e.code === 'commander.version';
       process.exit(quiet ? 0 : 2);
     }
-    process.stderr.write(`mmlab: ${e instanceof Error ? (e.stack ?? e.message) : String(e)}\n`);
+    // a bad option or argument (a typed error) is one line; anything else is a bug: its stack
+    const text =
+      e instanceof MmlabError
+        ? e.toWire().message
+        : e instanceof Error
+          ? (e.stack ?? e.message)
+          : String(e);
+    process.stderr.write(`mmlab: ${text}\n`);
     process.exit(2);
   },
 );

@@ -8,9 +8,10 @@
  * A local lab is always torn down before returning: after a normal run, after an error, and
  * on SIGINT/SIGTERM (which abort the run; a second one exits at once).
  */
-import { mkdirSync, readFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, renameSync, rmSync } from 'node:fs';
 import { writeFile } from 'node:fs/promises';
 import * as path from 'node:path';
+import { MmlabError } from '@mmlab/protocol';
 import { now } from '@mmlab/runtime';
 import { fsckRedis } from '@mmlab/fsck';
 import {
@@ -21,7 +22,7 @@ import {
   parseScenario,
   type RunResults as RunResultsT,
 } from '@mmlab/scenario';
-import { type LabConnection, connectLab, startLocalLab } from './lab-connection';
+import { LabMismatch, type LabConnection, connectLab, startLocalLab } from './lab-connection';
 import { chaosResults } from './chaos-results';
 import { computeMetrics } from './metrics';
 import { writeReport } from './report/report';
@@ -67,7 +68,7 @@ export async function runCommand(
   }
   const scenario = parsed.scenario;
   const outDir = path.resolve(opts.out ?? path.join('results', scenario.name));
-  mkdirSync(outDir, { recursive: true });
+  mkdirSync(path.dirname(outDir), { recursive: true });
 
   const ac = new AbortController();
   const onSignal = (sig: NodeJS.Signals) => {
@@ -80,8 +81,12 @@ export async function runCommand(
   process.on('SIGINT', onSignal);
   process.on('SIGTERM', onSignal);
   try {
-    const results = await runAndRecord(scenario, opts, outDir, ac.signal, io);
-    io.out(formatSummary(results, path.join(outDir, 'results.json')));
+    const { results, dir } = await runAndRecord(scenario, opts, outDir, ac.signal, io);
+    io.out(formatSummary(results, path.join(dir, 'results.json')));
+    if (dir !== outDir)
+      io.out(
+        `  ${outDir} still holds the last complete run: this one could not complete, so it did not replace it`,
+      );
     return VERDICT_EXIT_CODE[results.verdict];
   } finally {
     process.off('SIGINT', onSignal);
@@ -89,30 +94,69 @@ export async function runCommand(
   }
 }
 
-/** Run with a lab and write both files; any failure on the way is an `unknown` result. */
+/** The verdict of the results.json in dir, if there is a readable one. */
+function verdictIn(dir: string): RunResultsT['verdict'] | undefined {
+  try {
+    const r = RunResults.safeParse(
+      JSON.parse(readFileSync(path.join(dir, 'results.json'), 'utf8')),
+    );
+    return r.success ? r.data.verdict : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * Where a run's files go: outDir, unless the run could not complete (unknown) and outDir holds
+ * a complete run (valid or invalid): a failed run never replaces a good record; its files go
+ * to `<outDir>.unknown/` (replacing the previous failed run's) instead.
+ */
+export function destinationOf(outDir: string, verdict: RunResultsT['verdict']): string {
+  const previous = verdictIn(outDir);
+  return verdict === 'unknown' && (previous === 'valid' || previous === 'invalid')
+    ? `${outDir}.unknown`
+    : outDir;
+}
+
+/** Write a file whole or not at all (a reader never sees half of it). */
+async function writeAtomic(file: string, text: string): Promise<void> {
+  const tmp = `${file}.tmp-${process.pid}`;
+  await writeFile(tmp, text);
+  renameSync(tmp, file);
+}
+
+/**
+ * Run with a lab and write both files; any failure on the way is an `unknown` result. The
+ * services' logs are written aside while the run lasts and moved into the run's directory with
+ * the rest once its verdict says which directory that is (destinationOf).
+ */
 async function runAndRecord(
   scenario: Scenario,
   opts: RunCommandOptions,
   outDir: string,
   signal: AbortSignal,
   io: Io,
-): Promise<RunResultsT> {
+): Promise<{ results: RunResultsT; dir: string }> {
+  const logsAside = opts.local ? mkdtempSync(`${outDir}.logs-`) : undefined;
   const startedAt = new Date();
   const t0 = now();
   const warn = (l: string) => io.err(`warning: ${l}`);
   let lab: LabConnection | null = null;
   let outcome: RunOutcome;
+  // what the lab ran with: the scenario's until a running lab says otherwise
+  let ranConfig = scenario.config;
   let runStartTs: number | undefined;
   let fsckResult: FsckResult | undefined;
   try {
     if (opts.local) {
       io.err(
-        `starting a local lab: ${describeConfig(scenario)} (logs in ${path.join(outDir, 'logs')})`,
+        `starting a local lab: ${describeConfig(scenario)} (logs in ${logsAside}, then in the run's directory)`,
       );
-      lab = await startLocalLab(scenario.config, path.join(outDir, 'logs'), scenario.seed);
+      lab = await startLocalLab(scenario.config, logsAside ?? outDir, scenario.seed);
     } else {
       lab = await connectLab(scenario.config, io.env, warn);
     }
+    ranConfig = lab.config;
     if (signal.aborted) throw new Error('interrupted');
     io.err(
       `running ${scenario.name} (${scenario.steps.length} steps) on ${lab.instances.length} instances`,
@@ -122,7 +166,10 @@ async function runAndRecord(
     if (outcome.verdict !== 'unknown' && lab.redisUrl)
       fsckResult = await fsckAfterRun(lab.redisUrl, scenario);
   } catch (e) {
-    const error = `lab: ${e instanceof Error ? e.message : String(e)}`;
+    if (e instanceof LabMismatch) ranConfig = e.labConfig;
+    const message =
+      e instanceof MmlabError ? e.toWire().message : e instanceof Error ? e.message : String(e);
+    const error = `lab: ${message}`;
     outcome = { verdict: 'unknown', error, steps: [], rawEvents: [], events: [], invariants: [] };
   } finally {
     if (lab) {
@@ -134,16 +181,25 @@ async function runAndRecord(
     }
   }
 
-  const tracePath = path.join(outDir, 'trace.jsonl');
+  const dir = destinationOf(outDir, outcome.verdict);
+  mkdirSync(dir, { recursive: true });
+  if (logsAside) {
+    rmSync(path.join(dir, 'logs'), { recursive: true, force: true });
+    renameSync(logsAside, path.join(dir, 'logs'));
+  } else if (existsSync(path.join(dir, 'logs')) && dir !== outDir) {
+    rmSync(path.join(dir, 'logs'), { recursive: true, force: true });
+  }
+  const tracePath = path.join(dir, 'trace.jsonl');
   const draft: RunResultsT = {
     name: scenario.name,
     seed: scenario.seed ?? null,
-    config: scenario.config,
+    config: ranConfig,
     // fsck findings make a valid run invalid; a state that could not be read changes nothing.
     verdict:
       outcome.verdict === 'valid' && fsckResult?.ok === false && !fsckResult.error
         ? 'invalid'
         : outcome.verdict,
+    expectedViolations: scenario.expect.violations,
     ...(outcome.error !== undefined && { error: outcome.error }),
     startedAt: startedAt.toISOString(),
     durationMs: now() - t0,
@@ -164,24 +220,24 @@ async function runAndRecord(
         verdict: 'unknown',
         error: `results.json does not match its schema: ${checked.error.message}`,
       };
-  const resultsPath = path.join(outDir, 'results.json');
-  await writeFile(tracePath, outcome.rawEvents.map((e) => JSON.stringify(e) + '\n').join(''));
-  await writeFile(resultsPath, JSON.stringify(results, null, 2) + '\n');
+  const resultsPath = path.join(dir, 'results.json');
+  await writeAtomic(tracePath, outcome.rawEvents.map((e) => JSON.stringify(e) + '\n').join(''));
+  await writeAtomic(resultsPath, JSON.stringify(results, null, 2) + '\n');
 
   // The report comes after the results are safely on disk; results.json then names it.
   try {
-    const report = await writeReport(outDir, {
+    const report = await writeReport(dir, {
       results,
       events: outcome.events,
       rawEvents: outcome.rawEvents,
       runStartTs,
     });
     const withReport: RunResultsT = { ...results, report };
-    await writeFile(resultsPath, JSON.stringify(withReport, null, 2) + '\n');
-    return withReport;
+    await writeAtomic(resultsPath, JSON.stringify(withReport, null, 2) + '\n');
+    return { results: withReport, dir };
   } catch (e) {
     warn(`the run report was not written: ${e instanceof Error ? e.message : String(e)}`);
-    return results;
+    return { results, dir };
   }
 }
 

@@ -38,6 +38,7 @@ function fakeLab(handlers: Partial<Record<RpcName, Handler>>): {
     instances: [],
     redisUrl: null,
     local: null,
+    config: { mode: 'patched', frames: 256, cpus: 2, mmReplicas: 2 },
     close: async () => {},
   };
   return { lab, calls };

@@ -18,31 +18,19 @@
  *                 or ENOHANDLER) is that step's outcome, not an unknown run.
  */
 import { checkInvariants, type InvariantVerdict } from '@mmlab/checker';
-import { MmlabError, PAGE_SIZE, TraceEvent } from '@mmlab/protocol';
-import { now, sleep } from '@mmlab/runtime';
-import type {
-  AddrRef,
-  InvariantName,
-  LocatedStep,
-  Scenario,
-  StepResult,
-  Verdict,
-} from '@mmlab/scenario';
+import { MmlabError, TraceEvent } from '@mmlab/protocol';
+import { Tracer, now } from '@mmlab/runtime';
+import type { InvariantName, LocatedStep, Scenario, StepResult, Verdict } from '@mmlab/scenario';
 import { z } from 'zod';
 import type { LabConnection } from './lab-connection';
-import { type LockLeft, waitForLocks } from './chaos-results';
+import { type LockLeft, waitForLocks } from './locks-left';
 import { type FaultWindow, Nemesis } from './nemesis';
-import { type ScheduleOutcome, planSchedule, runSchedule } from './schedule';
-import { type WorkloadResult, runCpuWorkload, runHcaWorkload, workloadProblem } from './workload';
+import type { ScheduleOutcome } from './schedule';
+import { Bindings, type Executed, NotOk, type StepContext, executeStep } from './steps';
+import type { WorkloadResult } from './workload';
 
 /** Default soft-lockup threshold of the checker, as MMLAB_SOFTLOCKUP_MS defaults. */
 export const DEFAULT_SOFTLOCKUP_MS = 1000;
-/**
- * Deadline of one workload access: longer than a fault's own deadline (MMLAB_FAULT_DEADLINE_MS,
- * 10 s), short enough that a request lost with a restarting nats-server fails soon (ETIMEDOUT,
- * indefinite) and the workload goes on.
- */
-const WORKLOAD_OP_TIMEOUT_MS = 12_000;
 const EVENTS_PAGE = 100_000;
 
 export interface RunnerOptions {
@@ -68,6 +56,8 @@ export interface RunOutcome {
   invariants: InvariantVerdict[];
   /** the nemesis's fault windows, the schedules it ran, the workloads' outcomes */
   faults?: FaultWindow[];
+  /** windows opened on the lab before the run (`mmlab chaos`) and still open when it began */
+  openBefore?: PriorWindow[];
   schedules?: ScheduleOutcome[];
   workloads?: WorkloadResult[];
   /** PT-lock and mmap_sem leases still held one lease TTL after the run (must be none) */
@@ -76,45 +66,59 @@ export interface RunOutcome {
   startedAtTs?: number;
 }
 
-/**
- * The step is not ok for a reason of its own, not a service's error: it read a binding whose
- * defining step failed (nothing was sent), or a workload saw an impossible read.
- */
-class NotOk extends Error {
-  constructor(
-    message: string,
-    readonly value?: unknown,
-  ) {
-    super(message);
-  }
-}
-
-/** A memory region bound by hca.reg_mr: which HCA, its number, and the range's pid and start. */
-export interface MrBinding {
-  hca: string;
-  mr: number;
-  pid: number;
-  addr: number;
-}
-
-/** What a name is bound to: a pid or an address (a number), or a memory region. */
-type BoundValue = number | MrBinding;
-
-/** What a step produced: its value, the binding it defines (`as`), a parallel step's branches. */
-interface Executed {
-  value: unknown;
-  bind?: { name: string; value: BoundValue };
-  branches?: StepResult[][];
-}
-
-const bindAs = (as: string | undefined, value: BoundValue): Executed['bind'] =>
-  as === undefined ? undefined : { name: as, value };
-
 const EventsPage = z.object({
   total: z.number().int().nonnegative(),
   offset: z.number().int().nonnegative(),
   events: z.array(z.unknown()),
 });
+
+/** A fault window the run did not open: opened on the lab before it, open when it began. */
+export interface PriorWindow {
+  /** who opened it (the lab API's instance) */
+  by: string;
+  target: string;
+  fault: string;
+  label: string;
+  /** epoch ms */
+  startedAt: number;
+  /** epoch ms it healed during the run; null if still open when the run ended */
+  endedAt: number | null;
+}
+
+type ChaosEvent = Extract<TraceEvent, { kind: 'chaos.start' | 'chaos.end' }>;
+
+/**
+ * The windows still open at `at`, from every chaos.start/chaos.end before it (a start is
+ * closed by the first later end of the same emitter, target and fault), each with the end
+ * `during` holds for it, if any.
+ */
+export function windowsOpenAt(
+  before: readonly ChaosEvent[],
+  during: readonly ChaosEvent[],
+): PriorWindow[] {
+  const key = (e: ChaosEvent) => `${e.instance}|${e.target}|${e.fault}`;
+  const open = new Map<string, PriorWindow[]>();
+  for (const e of [...before].sort((a, b) => a.ts - b.ts)) {
+    const list = open.get(key(e)) ?? [];
+    if (e.kind === 'chaos.start')
+      list.push({
+        by: e.instance,
+        target: e.target,
+        fault: e.fault,
+        label: e.label,
+        startedAt: e.ts,
+        endedAt: null,
+      });
+    else list.shift();
+    open.set(key(e), list);
+  }
+  for (const e of [...during].sort((a, b) => a.ts - b.ts)) {
+    if (e.kind !== 'chaos.end') continue;
+    const w = open.get(key(e))?.find((x) => x.endedAt === null);
+    if (w) w.endedAt = e.ts;
+  }
+  return [...open.values()].flat();
+}
 
 /** Reject with an 'interrupted' error as soon as `signal` aborts. */
 function untilAborted<T>(p: Promise<T>, signal: AbortSignal | undefined): Promise<T> {
@@ -141,8 +145,7 @@ export function judge(
 }
 
 export class ScenarioRunner {
-  /** name → pid (process.create, fork), address (mmap, mremap) or memory region (hca.reg_mr) */
-  private readonly bindings = new Map<string, BoundValue>();
+  private readonly bindings = new Bindings();
   private readonly steps: StepResult[] = [];
   private readonly log: (line: string) => void;
   private readonly nemesis: Nemesis;
@@ -158,18 +161,54 @@ export class ScenarioRunner {
     this.nemesis = new Nemesis(lab.local, lab.rpc, { log: this.log });
   }
 
+  /** What the step handlers see of this run. */
+  private context(): StepContext {
+    return {
+      rpc: this.lab.rpc,
+      instances: this.lab.instances,
+      scenario: this.scenario,
+      bindings: this.bindings,
+      nemesis: this.nemesis,
+      timeoutMs: this.opts.stepTimeoutMs ?? 30_000,
+      ...(this.opts.signal && { signal: this.opts.signal }),
+      runList: (steps, base) => this.runList(steps, base),
+      recordSchedule: (s) => this.schedules.push(s),
+      recordWorkload: (r) => this.workloads.push(r),
+    };
+  }
+
   /** Run everything; never throws: a failure to complete is the `unknown` verdict. */
   async run(): Promise<RunOutcome> {
     const from = now();
     let rawEvents: unknown[] = [];
     let events: TraceEvent[] = [];
+    let openBefore: PriorWindow[] = [];
+    let chaosBefore: ChaosEvent[] = [];
+    try {
+      chaosBefore = (await this.fetchEvents(0, from, 'chaos.start,chaos.end'))
+        .map((r) => TraceEvent.safeParse(r))
+        .flatMap((r) =>
+          r.success && (r.data.kind === 'chaos.start' || r.data.kind === 'chaos.end')
+            ? [r.data]
+            : [],
+        );
+    } catch (e) {
+      this.log(
+        `warning: the fault windows open before the run could not be read: ${e instanceof Error ? e.message : String(e)}`,
+      );
+    }
+    openBefore = windowsOpenAt(chaosBefore, []);
+    if (openBefore.length > 0)
+      this.log(`  open before the run: ${openBefore.map((w) => w.label).join('; ')}`);
     const chaos = () => ({
       faults: this.nemesis.windows(),
+      openBefore,
       schedules: this.schedules,
       workloads: this.workloads,
       startedAtTs: from,
     });
     try {
+      await this.announce();
       await this.runSteps();
       // the final heal phase: nothing stays paused or dead for the last checks
       await this.nemesis.heal();
@@ -183,6 +222,10 @@ export class ScenarioRunner {
       );
       rawEvents = await this.fetchEvents(from);
       events = this.parseEvents(rawEvents);
+      openBefore = windowsOpenAt(
+        chaosBefore,
+        events.filter((e): e is ChaosEvent => e.kind === 'chaos.start' || e.kind === 'chaos.end'),
+      );
       const invariants = checkInvariants(events, {
         softlockupMs: this.scenario.config.softlockupMs ?? DEFAULT_SOFTLOCKUP_MS,
       });
@@ -204,6 +247,28 @@ export class ScenarioRunner {
         invariants: [],
         ...chaos(),
       };
+    }
+  }
+
+  /**
+   * run.start on the trace, before the first step: the scenario and the invariants it expects
+   * to break, so that a live view (the dashboard) can show those violations as expected. A
+   * lab that does not take it still runs the scenario.
+   */
+  private async announce(): Promise<void> {
+    let tracer: Tracer | undefined;
+    try {
+      tracer = new Tracer(this.lab.rpc.nc, 'lab', 'runner');
+      tracer.emit({
+        kind: 'run.start',
+        scenario: this.scenario.name,
+        expectViolations: [...this.scenario.expect.violations],
+      });
+      await tracer.flush();
+    } catch (e) {
+      this.log(`warning: run.start not published: ${e instanceof Error ? e.message : String(e)}`);
+    } finally {
+      tracer?.close();
     }
   }
 
@@ -242,7 +307,7 @@ export class ScenarioRunner {
     let done: Executed | undefined;
     let err: MmlabError | undefined;
     try {
-      done = await untilAborted(this.execute(step, path), this.opts.signal);
+      done = await untilAborted(executeStep(step, this.context(), path), this.opts.signal);
     } catch (e) {
       if (e instanceof NotOk)
         return {
@@ -293,240 +358,6 @@ export class ScenarioRunner {
     return out;
   }
 
-  /** The step executor: one case per step kind, each the RPC of the wire contract it is. */
-  private async execute(step: LocatedStep, path: string): Promise<Executed> {
-    const rpc = this.lab.rpc;
-    const timeoutMs = this.opts.stepTimeoutMs ?? 30_000;
-    switch (step.op) {
-      case 'process.create': {
-        const { pid } = await rpc.call('processCreate', {}, { timeoutMs });
-        return { value: pid, bind: bindAs(step.as, pid) };
-      }
-      case 'mmap': {
-        const req = {
-          pid: this.bound(step.process),
-          pages: step.pages,
-          prot: step.prot,
-          flags: step.flags,
-        };
-        const { addr } = await rpc.call('mmap', req, { timeoutMs });
-        return { value: addr, bind: bindAs(step.as, addr) };
-      }
-      case 'munmap': {
-        const req = {
-          pid: this.bound(step.process),
-          addr: this.addr(step.addr, step.page),
-          pages: step.pages,
-        };
-        return { value: await rpc.call('munmap', req, { timeoutMs }) };
-      }
-      case 'cpu.read': {
-        const req = {
-          pid: this.bound(step.process),
-          addr: this.addr(step.addr, step.page),
-          op: 'read' as const,
-        };
-        const r = await rpc.call('cpuAccess', req, { id: step.cpu, timeoutMs });
-        return { value: r.value };
-      }
-      case 'cpu.write': {
-        const req = {
-          pid: this.bound(step.process),
-          addr: this.addr(step.addr, step.page),
-          op: 'write' as const,
-          value: step.value,
-        };
-        const r = await rpc.call('cpuAccess', req, { id: step.cpu, timeoutMs });
-        return { value: r.value };
-      }
-      case 'fork': {
-        const { pid } = await rpc.call('fork', { pid: this.bound(step.process) }, { timeoutMs });
-        return { value: pid, bind: bindAs(step.as, pid) };
-      }
-      case 'mprotect': {
-        const req = {
-          pid: this.bound(step.process),
-          addr: this.addr(step.addr, step.page),
-          pages: step.pages,
-          prot: step.prot,
-        };
-        return { value: await rpc.call('mprotect', req, { timeoutMs }) };
-      }
-      case 'mremap': {
-        const req = {
-          pid: this.bound(step.process),
-          addr: this.addr(step.addr, step.page),
-          pages: step.pages,
-          ...(step.newPages !== undefined && { newPages: step.newPages }),
-        };
-        const r = await rpc.call('mremap', req, { timeoutMs });
-        return { value: r, bind: bindAs(step.as, r.addr) };
-      }
-      case 'madvise': {
-        const req = {
-          pid: this.bound(step.process),
-          addr: this.addr(step.addr, step.page),
-          pages: step.pages,
-          advice: step.advice,
-        };
-        return { value: await rpc.call('madvise', req, { timeoutMs }) };
-      }
-      case 'exit':
-        return { value: await rpc.call('exit', { pid: this.bound(step.process) }, { timeoutMs }) };
-      case 'hca.reg_mr': {
-        const pid = this.bound(step.process);
-        const addr = this.addr(step.addr, step.page);
-        const req = { pid, addr, pages: step.pages, odp: step.odp, access: step.access };
-        const { mr } = await rpc.call('hcaRegMr', req, { id: step.hca, timeoutMs });
-        return { value: mr, bind: bindAs(step.as, { hca: step.hca, mr, pid, addr }) };
-      }
-      case 'hca.dereg_mr': {
-        const m = this.boundMr(step.mr);
-        return { value: await rpc.call('hcaDeregMr', { mr: m.mr }, { id: m.hca, timeoutMs }) };
-      }
-      case 'hca.rdma_write': {
-        const m = this.boundMr(step.mr);
-        const req = { mr: m.mr, addr: this.mrAddr(m, step.addr, step.page), value: step.value };
-        return { value: await rpc.call('hcaRdmaWrite', req, { id: m.hca, timeoutMs }) };
-      }
-      case 'hca.rdma_read': {
-        const m = this.boundMr(step.mr);
-        const req = { mr: m.mr, addr: this.mrAddr(m, step.addr, step.page) };
-        const r = await rpc.call('hcaRdmaRead', req, { id: m.hca, timeoutMs });
-        return { value: r.value };
-      }
-      case 'hca.prefetch': {
-        const m = this.boundMr(step.mr);
-        const req = {
-          mr: m.mr,
-          addr: this.mrAddr(m, step.addr, step.page),
-          pages: step.pages,
-          write: step.write,
-        };
-        return { value: await rpc.call('hcaPrefetch', req, { id: m.hca, timeoutMs }) };
-      }
-      case 'parallel': {
-        // Every branch in order, all branches at once; the bindings map is shared, which is
-        // safe because check.ts forbids a branch to read or rebind another's names.
-        const branches = await Promise.all(
-          step.branches.map((b, bi) => this.runList(b, `${path}.branches[${bi}]`)),
-        );
-        return { value: undefined, branches };
-      }
-      case 'sleep':
-        await sleep(step.ms);
-        return { value: undefined };
-      case 'chaos': {
-        const { op: _op, expectError: _e, line: _l, ...spec } = step;
-        const w = await this.nemesis.inject(spec);
-        return { value: { window: w.id, instance: w.instance, label: w.label } };
-      }
-      case 'heal':
-        return { value: await this.nemesis.heal(step.target) };
-      case 'chaos.schedule': {
-        const seed = step.seed ?? this.scenario.seed ?? 0;
-        const plan = planSchedule(seed, step.intervalMs, step.durationMs, step.faults);
-        const out = await runSchedule(this.nemesis, seed, plan, step.durationMs, this.opts.signal);
-        this.schedules.push(out);
-        return {
-          value: {
-            seed,
-            plan: out.plan.map((p) => ({
-              atMs: p.atMs,
-              target: p.spec.target,
-              fault: p.spec.fault,
-              ms: p.spec.ms,
-            })),
-            errors: out.errors,
-          },
-        };
-      }
-      case 'workload': {
-        const r = await runCpuWorkload(
-          rpc,
-          {
-            name: step.name ?? `workload@${step.line}`,
-            cpus: step.cpus,
-            pid: this.bound(step.process),
-            addr: this.addr(step.addr, step.page),
-            pages: step.pages,
-            ops: step.ops,
-            durationMs: step.durationMs,
-            writeRatio: step.writeRatio,
-            pattern: step.pattern,
-            zapEvery: step.zapEvery,
-            seed: step.seed ?? this.scenario.seed ?? 0,
-          },
-          Math.min(timeoutMs, WORKLOAD_OP_TIMEOUT_MS),
-        );
-        return this.workloadDone(r);
-      }
-      case 'hca.workload': {
-        const m = this.boundMr(step.mr);
-        const r = await runHcaWorkload(
-          rpc,
-          {
-            name: step.name ?? `hca.workload@${step.line}`,
-            hca: m.hca,
-            mr: m.mr,
-            addr: m.addr,
-            pages: step.pages,
-            ops: step.ops,
-            durationMs: step.durationMs,
-            writeRatio: step.writeRatio,
-            seed: step.seed ?? this.scenario.seed ?? 0,
-          },
-          Math.min(timeoutMs, WORKLOAD_OP_TIMEOUT_MS),
-        );
-        return this.workloadDone(r);
-      }
-      case 'mm.stall': {
-        const mms = this.lab.instances.filter((i) => /^mm-\d+$/.test(i));
-        await Promise.all(
-          mms.map((id) => rpc.call('mmDebug', { stallUnderPtlMs: step.ms }, { id, timeoutMs })),
-        );
-        return { value: undefined };
-      }
-    }
-  }
-
-  /** A workload's outcome is its step's value; an impossible read or unexplained failure fails the step. */
-  private workloadDone(r: WorkloadResult): Executed {
-    this.workloads.push(r);
-    const problem = workloadProblem(r);
-    if (problem) throw new NotOk(`workload ${r.name}: ${problem}`, r);
-    return { value: r };
-  }
-
-  /** The value of a binding (names were checked at parse time; the defining step may have failed). */
-  private bound(name: string): number {
-    const value = this.bindings.get(name);
-    if (value === undefined)
-      throw new NotOk(`"${name}" is unbound: the step that binds it did not succeed`);
-    if (typeof value !== 'number')
-      throw new NotOk(`"${name}" is a memory region, expected a pid or an address`);
-    return value;
-  }
-
-  private boundMr(name: string): MrBinding {
-    const value = this.bindings.get(name);
-    if (value === undefined)
-      throw new NotOk(`"${name}" is unbound: the step that binds it did not succeed`);
-    if (typeof value === 'number')
-      throw new NotOk(`"${name}" is a pid or an address, expected a memory region`);
-    return value;
-  }
-
-  /** An address in a memory region: addr (default the MR's start) + page * 4 KiB. */
-  private mrAddr(m: MrBinding, addr: AddrRef | undefined, page: number): number {
-    return addr === undefined ? m.addr + page * PAGE_SIZE : this.addr(addr, page);
-  }
-
-  /** addr (a number or an address binding) + page * 4 KiB */
-  private addr(addr: AddrRef, page: number): number {
-    return (typeof addr === 'number' ? addr : this.bound(addr)) + page * PAGE_SIZE;
-  }
-
   /**
    * Every instance publishes its buffered trace events and says so (flush), then the observer
    * says it stored everything delivered before (observerSync): after this, the observer holds
@@ -549,8 +380,8 @@ export class ScenarioRunner {
     await untilAborted(this.lab.rpc.call('observerSync', {}, { timeoutMs }), this.opts.signal);
   }
 
-  /** Every event with ts >= from, paging through the observer's GET /events. */
-  async fetchEvents(from: number): Promise<unknown[]> {
+  /** Every event with from <= ts (< to), of `kind` (comma-separated), paging through the observer's GET /events. */
+  async fetchEvents(from: number, to?: number, kind?: string): Promise<unknown[]> {
     const out: unknown[] = [];
     for (;;) {
       const url = new URL('/events', this.lab.observerUrl);
@@ -558,6 +389,8 @@ export class ScenarioRunner {
         from: String(from),
         limit: String(EVENTS_PAGE),
         offset: String(out.length),
+        ...(to !== undefined && { to: String(to) }),
+        ...(kind !== undefined && { kind }),
       }).toString();
       const res = await fetch(url, { signal: this.opts.signal });
       if (!res.ok) throw new Error(`GET ${url.href}: HTTP ${res.status}`);

@@ -10,12 +10,29 @@ export function notOkSteps(steps: readonly StepResult[]): StepResult[] {
 const stepLabel = (s: StepResult): string =>
   s.path?.includes('.branches') ? s.path : String(s.index);
 
+/**
+ * "2 of 8 invariants violated", and whether the scenario expected them: a fault-injection run
+ * must break its invariant, and saying only "violated" makes a valid run read like a broken one.
+ */
+export function violationsText(r: RunResults): string {
+  const violated = r.invariants.filter((i) => !i.ok).map((i) => i.name);
+  const expected = new Set(r.expectedViolations ?? []);
+  const head = `${violated.length} of ${r.invariants.length} invariants violated`;
+  if (violated.length === 0) return head;
+  const asExpected = violated.filter((n) => expected.has(n)).length;
+  if (asExpected === violated.length && asExpected === expected.size)
+    return `${head}, as the scenario expects`;
+  if (asExpected === 0) return head;
+  return `${head} (${asExpected} of them expected)`;
+}
+
 export function formatSummary(r: RunResults, resultsPath: string): string {
   const ok = r.steps.filter((s) => s.ok).length;
   const violated = r.invariants.filter((i) => !i.ok);
+  const expected = new Set(r.expectedViolations ?? []);
   const lines = [
     `${r.name}: ${r.verdict.toUpperCase()} — ${ok}/${r.steps.length} steps ok, ` +
-      `${violated.length} of ${r.invariants.length} invariants violated, ${(r.durationMs / 1000).toFixed(1)} s`,
+      `${violationsText(r)}, ${(r.durationMs / 1000).toFixed(1)} s`,
   ];
   if (r.error) lines.push(`  run did not complete: ${r.error}`);
   for (const s of notOkSteps(r.steps))
@@ -25,8 +42,11 @@ export function formatSummary(r: RunResults, resultsPath: string): string {
     );
   for (const i of violated)
     lines.push(
-      `  invariant ${i.name}: ${i.violations.length} violation(s), first: ${i.violations[0]?.message ?? '?'}`,
+      `  invariant ${i.name}${expected.has(i.name) ? ' (expected)' : ''}: ${i.violations.length} violation(s), first: ${i.violations[0]?.message ?? '?'}`,
     );
+  for (const name of expected)
+    if (!violated.some((i) => i.name === name))
+      lines.push(`  invariant ${name}: expected to be violated, but held`);
   for (const w of r.workloads ?? [])
     lines.push(
       `  workload ${w.name}: ${w.window.ops} ops, ${w.faultsPerSec} faults/s, ` +
@@ -36,7 +56,7 @@ export function formatSummary(r: RunResults, resultsPath: string): string {
   const c = r.chaos;
   if (c && c.faults.length > 0)
     lines.push(
-      `  faults: ${c.faults.map((f) => f.label).join('; ')}` +
+      `  faults: ${c.faults.map((f) => f.label + (f.openedBefore ? ' (opened before the run)' : '')).join('; ')}` +
         (c.longestPtlHold ? ` — longest PT-lock hold ${c.longestPtlHold.ms.toFixed(1)} ms` : ''),
     );
   if (c && c.locksLeft.length > 0)

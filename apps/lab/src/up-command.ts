@@ -4,7 +4,7 @@
  * Beside it, the lab API (apps/lab/src/api) on LAB_API_PORT: a nemesis on this very lab, so
  * `mmlab chaos` can pause, kill and restart its processes and break its subscribers.
  */
-import { LatencySpec, Mode } from '@mmlab/protocol';
+import { LatencySpec, MmlabError, Mode } from '@mmlab/protocol';
 import { EnvSchema, RpcClient, connectNats, newLabToken } from '@mmlab/runtime';
 import { LAB_PORTS, type LabConfig, LocalLab } from '@mmlab/runner';
 import { parsePort } from './api/api-command';
@@ -24,6 +24,8 @@ export interface UpOptions {
   /** any free ports instead of 4222, 6379, 8080 (and 8081 unless --api-port is given) */
   freePorts?: boolean;
   logs: string;
+  /** check the options, print the lab they describe, start nothing (scripts/lab.sh, before a build) */
+  check?: boolean;
 }
 
 /** "12" → 12, "uniform:1:5" stays a string; checked as LatencySpec. */
@@ -31,20 +33,24 @@ export function latencyOf(s: string): number | string {
   const v = /^\s*\d+(\.\d+)?\s*$/.test(s) ? Number(s) : s;
   const r = LatencySpec.safeParse(v);
   if (!r.success)
-    throw new Error(`--invalidate-latency: ${r.error.issues.map((i) => i.message).join('; ')}`);
+    throw new MmlabError(
+      'EINVAL',
+      `--invalidate-latency: ${r.error.issues.map((i) => i.message).join('; ')}`,
+    );
   return v;
 }
 
-/** The LabConfig the options ask for (throws on a bad option, naming it). */
+/** The LabConfig the options ask for (throws EINVAL on a bad option, naming it in one line). */
 export function upConfig(opts: UpOptions): LabConfig {
   const mode = Mode.safeParse(opts.mode);
   const n = (s: string, what: string, min: number): number => {
     const v = Number(s);
     if (!Number.isInteger(v) || v < min)
-      throw new Error(`--${what} must be an integer ≥ ${min}, got ${s}`);
+      throw new MmlabError('EINVAL', `--${what} must be an integer ≥ ${min}, got ${s}`);
     return v;
   };
-  if (!mode.success) throw new Error(`--mode must be patched or legacy, got ${opts.mode}`);
+  if (!mode.success)
+    throw new MmlabError('EINVAL', `--mode must be patched or legacy, got ${opts.mode}`);
   const latency =
     opts.invalidateLatency === undefined ? undefined : latencyOf(opts.invalidateLatency);
   return {
@@ -76,6 +82,12 @@ export async function upCommand(opts: UpOptions): Promise<number> {
     opts.freePorts && opts.apiPort === String(LAB_API_PORT)
       ? 0
       : parsePort(opts.apiPort, 'api-port');
+  if (opts.check) {
+    console.log(
+      `options ok: ${cfg.mode}, ${cfg.frames} frames, ${cfg.cpus} CPUs, ${cfg.mmReplicas} mm replicas, ${cfg.subscribers?.length ?? 0} HCAs`,
+    );
+    return 0;
+  }
   const lab = await LocalLab.start(cfg, {
     logDir: opts.logs,
     ...(!opts.freePorts && { ports: LAB_PORTS }),
@@ -121,13 +133,11 @@ export async function upCommand(opts: UpOptions): Promise<number> {
       `            (POST/PUT/DELETE need it: Authorization: Bearer <token>; ${whereTheCliFindsIt})`,
       '',
       'Run a scenario against it:',
-      `  NATS_URL=${lab.natsUrl} MMLAB_OBSERVER_URL=${lab.observerUrl} npm run mmlab -- run examples/anon-basic.yaml`,
+      `  NATS_URL=${lab.natsUrl} MMLAB_OBSERVER_URL=${lab.observerUrl} npx mmlab run examples/anon-basic.yaml`,
       'Break it:',
       `  export MMLAB_LAB_URL=${api.url}`,
-      ...(subs.length
-        ? [`  npm run mmlab -- chaos ${subs[0]} drop-ack; npm run mmlab -- heal ${subs[0]}`]
-        : []),
-      '  npm run mmlab -- chaos cpu0 pause --ms 5000; npm run mmlab -- chaos status',
+      ...(subs.length ? [`  npx mmlab chaos ${subs[0]} drop-ack; npx mmlab heal ${subs[0]}`] : []),
+      '  npx mmlab chaos cpu0 pause --ms 5000; npx mmlab chaos status',
       '',
       'Ctrl-C stops everything.',
     ];

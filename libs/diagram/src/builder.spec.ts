@@ -256,6 +256,17 @@ describe('markers', () => {
     );
   });
 
+  it('draws an expected violation as expected, not as a violation', () => {
+    const events = loadTrace('free-before-invalidate-page');
+    const violations = loadViolations('free-before-invalidate-page');
+    const b = new DiagramBuilder();
+    b.push(events);
+    b.setViolations(violations.map((v) => ({ ...v, expected: true })));
+    const m = b.model();
+    expect(m.markers.filter((x) => x.kind === 'violation')).toHaveLength(0);
+    expect(m.markers.filter((x) => x.kind === 'expected')).toHaveLength(2);
+  });
+
   it('places a violation whose events arrive after it', () => {
     const events = loadTrace('free-before-invalidate-page');
     const b = new DiagramBuilder({ violations: loadViolations('free-before-invalidate-page') });

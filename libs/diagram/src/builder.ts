@@ -835,14 +835,15 @@ export class DiagramBuilder {
     this.markers = null;
     for (const v of vs)
       this.violationMarkers.push({
-        kind: 'violation',
+        kind: v.expected ? 'expected' : 'violation',
         row,
         lifeline,
         eventId: id,
         title: v.invariant,
         message: v.message,
       });
-    this.flag(row);
+    // an expected violation is not a finding: it does not flag its invalidation
+    if (vs.some((v) => !v.expected)) this.flag(row);
   }
 
   private flag(row: number): void {

@@ -117,6 +117,8 @@ export function describeEvent(e: TraceEvent): string {
       return `${e.fault} ${e.target}: ${e.label}`;
     case 'chaos.end':
       return `${e.fault} ${e.target} healed`;
+    case 'run.start':
+      return `${e.scenario}${e.expectViolations.length > 0 ? `, expects: ${e.expectViolations.join(', ')}` : ''}`;
   }
 }
 

@@ -16,6 +16,7 @@ export {
   kindOfService,
   naturalCompare,
 } from './lifelines';
+export { RateMeter, markExpected, type RunExpectation } from './live';
 export { ReorderBuffer } from './reorder';
 export { clip, renderSequenceSvg, type SvgOptions } from './svg';
 export { syntheticTrace, type SyntheticOptions } from './synthetic';

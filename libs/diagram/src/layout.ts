@@ -56,6 +56,7 @@ export const GROUP_COLORS: Record<GroupKind, string> = {
 
 export const MARKER_COLORS: Record<MarkerKind, string> = {
   violation: '#dc2626',
+  expected: '#64748b',
   guard: '#f97316',
   warning: '#ca8a04',
 };
@@ -80,6 +81,18 @@ export const diagramWidth = (
 
 /** px right of the last lifeline, for its events' labels */
 export const LABEL_ROOM = 130;
+
+/** width of one character of a row label (10 px sans-serif, a little generous) */
+export const LABEL_CHAR_PX = 5.6;
+
+/**
+ * How many characters a row's label, drawn right of its dot at cx, may take in a diagram
+ * `width` px wide: up to the right edge. A row holds one event, so its label crosses the
+ * lifelines to its right without meeting another label.
+ */
+export function labelChars(cx: number, width: number): number {
+  return Math.max(12, Math.floor((width - cx - 9 - 6) / LABEL_CHAR_PX));
+}
 
 /** a message within one row is drawn this far above the row, clear of the row's label */
 export const HORIZONTAL_LIFT = 6;

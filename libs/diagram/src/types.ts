@@ -111,6 +111,8 @@ export interface InvGroup {
 export type MarkerKind =
   /** an invariant violation reported by the checker */
   | 'violation'
+  /** a violation the running scenario expects (a fault-injection run): not a finding */
+  | 'expected'
   /** a guard fired in the trace itself: might_sleep, mn.ptl_held */
   | 'guard'
   /** something went wrong without breaking an invariant: a lost lease, a refused write */
@@ -131,6 +133,8 @@ export interface ViolationInput {
   invariant: string;
   message: string;
   events: ReadonlyArray<{ id: string }>;
+  /** the scenario running when it happened expects this invariant to break (expectedViolations) */
+  expected?: boolean;
 }
 
 export interface DiagramFilter {

@@ -11,9 +11,12 @@ import {
   Access,
   Addr,
   Agent,
+  Dispatch,
   Gen,
+  InjectMode,
   MapFlag,
   MnCallback,
+  Mode,
   Pages,
   Pfn,
   Pid,
@@ -37,6 +40,41 @@ export interface RpcDef<Req extends z.ZodType = z.ZodType, Res extends z.ZodType
 const def = <Req extends z.ZodType, Res extends z.ZodType>(d: RpcDef<Req, Res>): RpcDef<Req, Res> =>
   d;
 const empty = z.strictObject({});
+
+const ms = z.number().int().nonnegative();
+
+/**
+ * The configuration one service instance runs with, as it parsed its environment at start-up
+ * (libs/runtime EnvSchema). `mmlab run` against a lab it did not start compares a scenario's
+ * config with these, since none of them can be changed for one run.
+ */
+export const ServiceConfig = z.object({
+  service: z.string(),
+  instance: z.string(),
+  /** MMLAB_MODE */
+  mode: Mode,
+  /** MMLAB_FRAMES */
+  frames: z.number().int().positive(),
+  /** MMLAB_LEASE_TTL_MS */
+  leaseTtlMs: ms,
+  /** MMLAB_SOFTLOCKUP_MS */
+  softlockupMs: ms,
+  /** MMLAB_DISPATCH */
+  dispatch: Dispatch,
+  /** MMLAB_INJECT */
+  inject: z.array(InjectMode),
+  /** MMLAB_CALLBACK_TIMEOUT_MS */
+  callbackTimeoutMs: ms,
+  /** MMLAB_SUBSCRIBER_LEASE_MS */
+  subscriberLeaseMs: ms,
+  /** MMLAB_INVALIDATE_LATENCY (a subscriber's device latency spec) */
+  invalidateLatency: z.string(),
+  /** MMLAB_NPF_DELAY_MS */
+  npfDelayMs: ms,
+  /** RLIMIT_MEMLOCK in pages: MMLAB_MEMLOCK_PAGES, else a quarter of the frames */
+  memlockPages: ms,
+});
+export type ServiceConfig = z.infer<typeof ServiceConfig>;
 
 export const FaultKind = z.enum(['zero', 'anon', 'wp-copy', 'wp-reuse', 'spurious']);
 export type FaultKind = z.infer<typeof FaultKind>;
@@ -403,6 +441,14 @@ export const RPC = {
     broadcast: true,
     request: empty,
     response: z.object({ service: z.string(), instance: z.string() }),
+  }),
+  config: def({
+    subject: 'mmlab.ctl.config',
+    doc: 'Every service instance answers with the configuration it runs with (its parsed environment): what a scenario is compared with before it runs on a lab it did not start.',
+    models: '(lab control)',
+    broadcast: true,
+    request: empty,
+    response: ServiceConfig,
   }),
   flush: def({
     subject: 'mmlab.ctl.flush',

@@ -273,6 +273,11 @@ export const TraceEvent = z.discriminatedUnion('kind', [
   /** a fault window opens on a target (a service instance): the lab's nemesis */
   ev('chaos.start', { target: z.string(), fault: z.string(), label: z.string() }),
   ev('chaos.end', { target: z.string(), fault: z.string() }),
+  /**
+   * `mmlab run` starts a scenario's steps: the invariants it expects to break (a
+   * fault-injection run), so that a live view can tell expected violations from real ones
+   */
+  ev('run.start', { scenario: z.string(), expectViolations: z.array(z.string()) }),
 ]);
 
 export type TraceEvent = z.infer<typeof TraceEvent>;

@@ -56,6 +56,7 @@ import {
   telemetryEnabled,
   telemetryIdentity,
 } from './otel';
+import { loadEnv } from './config';
 import { type HttpSideOptions, startHybridApp } from './http';
 import type { Tracer } from './tracer';
 import { natsServerOptions } from './nats';
@@ -386,13 +387,35 @@ export class WireErrorFilter implements RpcExceptionFilter<unknown> {
   }
 }
 
-/** ping and flush, answered by every instance of every service. */
+/** ping, config and flush, answered by every instance of every service. */
 export function controlController(tracer: Tracer): Type<unknown> {
   @Controller()
   class ControlController {
     @Rpc('ping')
     ping() {
       return { service: tracer.service, instance: tracer.instance };
+    }
+
+    /** The environment this process parsed at start-up (it cannot change while it runs). */
+    @Rpc('config')
+    config() {
+      const env = loadEnv();
+      return {
+        service: tracer.service,
+        instance: tracer.instance,
+        mode: env.MMLAB_MODE,
+        frames: env.MMLAB_FRAMES,
+        leaseTtlMs: env.MMLAB_LEASE_TTL_MS,
+        softlockupMs: env.MMLAB_SOFTLOCKUP_MS,
+        dispatch: env.MMLAB_DISPATCH,
+        inject: env.MMLAB_INJECT,
+        callbackTimeoutMs: env.MMLAB_CALLBACK_TIMEOUT_MS,
+        subscriberLeaseMs: env.MMLAB_SUBSCRIBER_LEASE_MS,
+        invalidateLatency: env.MMLAB_INVALIDATE_LATENCY,
+        npfDelayMs: env.MMLAB_NPF_DELAY_MS,
+        // the default as mm applies it (apps/mm/src/kernel/gup.ts)
+        memlockPages: env.MMLAB_MEMLOCK_PAGES ?? Math.floor(env.MMLAB_FRAMES / 4),
+      };
     }
 
     @Rpc('flush')

@@ -123,6 +123,11 @@ export const ChaosResults = z.object({
       startMs: z.number(),
       endMs: z.number().nullable(),
       healError: z.string().optional(),
+      /**
+       * opened on the lab before the run (`mmlab chaos`) and still open when it began; such a
+       * window has a negative id and a negative startMs, and the run does not heal it
+       */
+      openedBefore: z.literal(true).optional(),
     }),
   ),
   /** chaos.schedule steps: the seed and the fault sequence it drew */
@@ -186,8 +191,14 @@ export type FsckResult = z.infer<typeof FsckResult>;
 export const RunResults = z.object({
   name: z.string(),
   seed: z.number().int().nullable(),
+  /**
+   * the lab the run ran on: the scenario's config with --local; a running lab's own, as its
+   * services report it (mmlab.ctl.config), otherwise — never a config that did not run
+   */
   config: ScenarioConfig,
   verdict: Verdict,
+  /** the scenario's expect.violations: the invariants this run had to violate (default none) */
+  expectedViolations: z.array(z.string()).optional(),
   /** set when verdict is unknown: what stopped the run */
   error: z.string().optional(),
   /** ISO 8601 */

@@ -19,6 +19,8 @@ export const CHROMIUM_ARGS = [
 
 export async function launchChromium(): Promise<Browser> {
   if (!existsSync(CHROMIUM))
-    throw new Error(`no ${CHROMIUM}: ./scripts/ensure-deps.sh installs the chromium package`);
+    throw new Error(
+      `no ${CHROMIUM}: ./scripts/ensure-deps.sh --for test installs the chromium package`,
+    );
   return chromium.launch({ executablePath: CHROMIUM, args: CHROMIUM_ARGS });
 }

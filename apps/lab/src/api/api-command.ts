@@ -5,6 +5,7 @@
  * nemesis's EINVAL that points at docker compose pause/kill/restart. Runs until SIGINT/SIGTERM,
  * and heals every window it opened before it exits.
  */
+import { MmlabError } from '@mmlab/protocol';
 import { EnvSchema, HOW_TO_SET_TOKEN, RpcClient, connectNats } from '@mmlab/runtime';
 import { serveLabApi } from './lab-api';
 
@@ -20,7 +21,7 @@ export const redactUrl = (url: string): string => url.replace(/\/\/([^:/@]+):[^@
 export function parsePort(s: string, what: string): number {
   const v = Number(s);
   if (!Number.isInteger(v) || v < 0 || v > 65535)
-    throw new Error(`--${what} must be a port number (0..65535), got ${s}`);
+    throw new MmlabError('EINVAL', `--${what} must be a port number (0..65535), got ${s}`);
   return v;
 }
 
@@ -57,7 +58,7 @@ export async function apiCommand(
           : `  no MMLAB_LAB_TOKEN: POST /chaos and /heal are refused; ${HOW_TO_SET_TOKEN}`,
         '  callback faults on the subscribers answering ping; process faults need `mmlab up`',
         '  (on compose: docker compose pause/kill/restart)',
-        `  MMLAB_LAB_URL=${api.url} npm run mmlab -- chaos targets`,
+        `  MMLAB_LAB_URL=${api.url} npx mmlab chaos targets`,
       ].join('\n'),
     );
     await new Promise<void>((resolve) => {
