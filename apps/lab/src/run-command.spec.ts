@@ -8,8 +8,8 @@ import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import * as path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { RunResults } from '@mmlab/scenario';
-import { type Io, runCommand } from './run-command';
+import { RunResults, parseScenario } from '@mmlab/scenario';
+import { type Io, runCommand, unexpectedFsck } from './run-command';
 
 /** A port that was free a moment ago and that nobody listens on. */
 async function closedPort(): Promise<number> {
@@ -71,5 +71,42 @@ describe('runCommand: the run report', () => {
     expect(results.report).toBeUndefined();
     expect(err).toMatch(/warning: the run report was not written: .*EISDIR/);
     expect(existsSync(path.join(out, 'trace.jsonl'))).toBe(true);
+  });
+});
+
+describe('unexpectedFsck: what fsck found that the scenario does not name', () => {
+  const scenario = (expectFsck: string) => {
+    const r = parseScenario(
+      `name: s\nsteps:\n  - { op: process.create, as: p }\nexpect: { fsck: [${expectFsck}] }\n`,
+      's.yaml',
+    );
+    if (!r.ok) throw new Error(JSON.stringify(r.errors));
+    return r.scenario;
+  };
+  const finding = (code: string) => ({ code, key: '{mem}:map', message: code, objects: {} });
+  const found = { ok: false, findings: [finding('mapcount'), finding('pte-outside-vma')] };
+
+  it('names every finding when the scenario expects none, and none when fsck was clean', () => {
+    expect(unexpectedFsck(found, scenario('')).map((f) => f.code)).toEqual([
+      'mapcount',
+      'pte-outside-vma',
+    ]);
+    expect(unexpectedFsck({ ok: true, findings: [] }, scenario(''))).toEqual([]);
+    expect(unexpectedFsck(undefined, scenario(''))).toEqual([]);
+  });
+
+  it('leaves out the codes the scenario expects, and only those', () => {
+    expect(unexpectedFsck(found, scenario('mapcount')).map((f) => f.code)).toEqual([
+      'pte-outside-vma',
+    ]);
+  });
+
+  it('rejects a code fsck does not have', () => {
+    expect(
+      parseScenario(
+        `name: s\nsteps: [{ op: process.create, as: p }]\nexpect: { fsck: [bogus] }\n`,
+        's.yaml',
+      ).ok,
+    ).toBe(false);
   });
 });

@@ -194,12 +194,14 @@ async function runAndRecord(
     name: scenario.name,
     seed: scenario.seed ?? null,
     config: ranConfig,
-    // fsck findings make a valid run invalid; a state that could not be read changes nothing.
+    // fsck findings the scenario does not expect make a valid run invalid; a state that could
+    // not be read changes nothing.
     verdict:
-      outcome.verdict === 'valid' && fsckResult?.ok === false && !fsckResult.error
+      outcome.verdict === 'valid' && unexpectedFsck(fsckResult, scenario).length > 0
         ? 'invalid'
         : outcome.verdict,
     expectedViolations: scenario.expect.violations,
+    ...(scenario.expect.fsck.length > 0 && { expectedFsck: scenario.expect.fsck }),
     ...(outcome.error !== undefined && { error: outcome.error }),
     startedAt: startedAt.toISOString(),
     durationMs: now() - t0,
@@ -245,6 +247,15 @@ async function runAndRecord(
  * mmlab fsck of the lab's Redis once the run is over: what a replica killed in the run left is
  * finished by the others within about two lease TTLs, so the check reads until clean or three.
  */
+/** The findings of fsck the scenario does not name in expect.fsck (none when it did not run). */
+export function unexpectedFsck(
+  r: FsckResult | undefined,
+  scenario: Scenario,
+): FsckResult['findings'] {
+  if (!r || r.ok || r.error) return [];
+  return r.findings.filter((f) => !(scenario.expect.fsck as readonly string[]).includes(f.code));
+}
+
 async function fsckAfterRun(redisUrl: string, scenario: Scenario): Promise<FsckResult> {
   try {
     const r = await fsckRedis(redisUrl, { settleMs: 3 * (scenario.config.leaseTtlMs ?? 2000) });

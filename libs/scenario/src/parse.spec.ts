@@ -39,7 +39,7 @@ describe(parseScenario.name, () => {
     expect(s.name).toBe('anon-basic');
     expect(s.seed).toBe(1);
     expect(s.config).toEqual({ mode: 'patched', frames: 256, cpus: 2, mmReplicas: 2 });
-    expect(s.expect).toEqual({ violations: [] });
+    expect(s.expect).toEqual({ violations: [], fsck: [] });
     expect(s.steps.map((x) => x.op)).toEqual([
       'process.create',
       'mmap',

@@ -199,6 +199,8 @@ export const RunResults = z.object({
   verdict: Verdict,
   /** the scenario's expect.violations: the invariants this run had to violate (default none) */
   expectedViolations: z.array(z.string()).optional(),
+  /** the fsck finding codes the scenario expects (expect.fsck): a recovery not built yet */
+  expectedFsck: z.array(z.string()).optional(),
   /** set when verdict is unknown: what stopped the run */
   error: z.string().optional(),
   /** ISO 8601 */
