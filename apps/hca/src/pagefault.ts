@@ -10,8 +10,9 @@
  *      ODP_WRITE_ALLOWED_BIT for every fault of a writable umem, reads included: a read breaks
  *      COW; only a read-only MR, or a read prefetch (v5.0), faults for read)
  *   3. (MMLAB_NPF_DELAY_MS: a slow page-fault work queue, a test hook: on the first try it
- *      waits up to that long for an invalidation to reach the MR after the snapshot, so the
- *      race of step 4 is hit deterministically once the fault started before the invalidation)
+ *      traces npf.delay, then waits up to that long for an invalidation to reach the MR after
+ *      the snapshot, so the race of step 4 is hit deterministically once the invalidation
+ *      starts after npf.delay — a scenario waits for it with the step trace.wait)
  *   4. umem_mutex; ib_umem_mmu_notifier_retry(): counters inactive, count ≠ 0 or seq moved →
  *      unlock, -EAGAIN: dying → EFAULT, else wait_for_completion_timeout(notifier_completion,
  *      MMU_NOTIFIER_TIMEOUT) and fault again (the QP re-executes the WQE); otherwise program
@@ -80,8 +81,19 @@ export async function pagefaultSingleDataSegment(
       // (3) a slow page-fault work queue: up to MMLAB_NPF_DELAY_MS, woken as soon as an
       // invalidation reaches the MR after the snapshot (a deterministic test hook; the first
       // try only: a retry already follows an invalidation)
-      if (ctx.env.MMLAB_NPF_DELAY_MS > 0 && retries === 0)
+      // npf.delay says so: a scenario may start its invalidation once it sees it (trace.wait).
+      if (ctx.env.MMLAB_NPF_DELAY_MS > 0 && retries === 0) {
+        ctx.tracer.emit({
+          kind: 'npf.delay',
+          op,
+          agent: ctx.name,
+          pid: mr.pid,
+          addr,
+          seq: snap.seq,
+          ms: ctx.env.MMLAB_NPF_DELAY_MS,
+        });
         await mr.notifiers.waitPast(snap, ctx.env.MMLAB_NPF_DELAY_MS);
+      }
       // (4) mutex_lock(&umem_mutex); ib_umem_mmu_notifier_retry()
       const unlock = await mr.umemMutex.acquire();
       try {

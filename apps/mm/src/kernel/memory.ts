@@ -319,6 +319,7 @@ async function wpPageCopy(
   const skipFence = injected(ctx, 'skip-fence-check');
   await underPtl(held, async () => {
     await debugStallUnderPtl(ctx, held);
+    await crashPoint(ctx, 'do_wp_page.ptl_held', held);
     // ptep_clear_flush(): the PTE was cleared with the lock; shoot the TLBs down.
     await flushTlbRange(ctx, op, pid, addr, addr + PAGE_SIZE, r.cpumask);
     // v3.7 set_pte_at_notify(): mmu_notifier_change_pte() first, then set_pte_at().
