@@ -12,8 +12,7 @@ import type { StepContext, StepHandlers } from './context';
 /** How often trace.wait asks the observer (a wait for an event, not a guess of its time). */
 const TRACE_POLL_MS = 10;
 
-const mmReplicas = (ctx: StepContext): string[] =>
-  ctx.instances.filter((i) => /^mm-\d+$/.test(i));
+const mmReplicas = (ctx: StepContext): string[] => ctx.instances.filter((i) => /^mm-\d+$/.test(i));
 
 export const controlHandlers: StepHandlers<ControlStepOp> = {
   parallel: async (step, ctx, path) => {
