@@ -4,7 +4,8 @@
  * resolved through mm and checked against the umem's notifier count and sequence under
  * umem_mutex before the MTT is programmed.
  *
- * The loop, until MMLAB_NPF_TIMEOUT_MS → EAGAIN (the QP's page fault fails):
+ * The loop, until MMLAB_NPF_TIMEOUT_MS → EAGAIN (the QP's page fault fails; step 3's test hook
+ * not counted):
  *   1. dying (release received) → EFAULT; snapshot current_seq = notifiers_seq
  *   2. get_user_pages without pin, for write whenever the MR is writable (3.19 sets
  *      ODP_WRITE_ALLOWED_BIT for every fault of a writable umem, reads included: a read breaks
@@ -58,7 +59,7 @@ export async function pagefaultSingleDataSegment(
   op?: string,
 ): Promise<number> {
   const t0 = now();
-  const deadline = Date.now() + ctx.env.MMLAB_NPF_TIMEOUT_MS;
+  let deadline = Date.now() + ctx.env.MMLAB_NPF_TIMEOUT_MS;
   const dying = () =>
     new MmlabError('EFAULT', `pid ${mr.pid} was released during the page fault of MR ${mr.id}`);
   ctx.tracer.emit({ kind: 'npf.begin', op, agent: ctx.name, pid: mr.pid, addr, pages, write });
@@ -80,8 +81,8 @@ export async function pagefaultSingleDataSegment(
       });
       // (3) a slow page-fault work queue: up to MMLAB_NPF_DELAY_MS, woken as soon as an
       // invalidation reaches the MR after the snapshot (a deterministic test hook; the first
-      // try only: a retry already follows an invalidation)
-      // npf.delay says so: a scenario may start its invalidation once it sees it (trace.wait).
+      // try only: a retry already follows an invalidation). npf.delay says the snapshot is
+      // taken: a scenario starts its invalidation once it sees it (trace.wait).
       if (ctx.env.MMLAB_NPF_DELAY_MS > 0 && retries === 0) {
         ctx.tracer.emit({
           kind: 'npf.delay',
@@ -92,7 +93,11 @@ export async function pagefaultSingleDataSegment(
           seq: snap.seq,
           ms: ctx.env.MMLAB_NPF_DELAY_MS,
         });
+        const stalled = Date.now();
         await mr.notifiers.waitPast(snap, ctx.env.MMLAB_NPF_DELAY_MS);
+        // The hook's stall is the test's time, not the fault's: it does not count against
+        // MMLAB_NPF_TIMEOUT_MS (a control run on a slow machine would give up otherwise).
+        deadline += Date.now() - stalled;
       }
       // (4) mutex_lock(&umem_mutex); ib_umem_mmu_notifier_retry()
       const unlock = await mr.umemMutex.acquire();
