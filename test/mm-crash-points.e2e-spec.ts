@@ -97,7 +97,7 @@ describe('an mm replica dying at each step of a multi-step change', () => {
     t = await startTestLab(
       {
         mode: 'patched',
-        frames: 128,
+        frames: 1024, // 43 cases, none of which exits its processes
         cpus: 1,
         mmReplicas: 2,
         leaseTtlMs: LEASE_TTL_MS,
