@@ -1,5 +1,5 @@
 /**
- * An mm replica dying at every step of munmap, mprotect, mremap, fork and COW (a crash point
+ * An mm replica dying at every step of munmap, mprotect, mremap, madvise, fork and COW (a crash point
  * armed on both replicas: the first to reach it dies there with SIGKILL): the other replica
  * takes the operation over from its intent record, its caller gets EOWNERDEAD instead of waiting
  * for its RPC timeout — within one lease TTL of the death — and mmlab fsck then finds nothing —
@@ -56,6 +56,13 @@ const POINTS = {
     'mremap.moved',
     'mremap.range_ended',
   ],
+  madvise: [
+    'madvise.intent',
+    'madvise.range_started',
+    'madvise.zapped',
+    'madvise.flushed',
+    'madvise.freed',
+  ],
   fork: [
     'fork.intent',
     'fork.child_created',
@@ -68,12 +75,12 @@ const POINTS = {
   ],
   // do_wp_page's copy of a page shared with a child
   cow: [
-    'cow.copied',
-    'cow.range_started',
-    'cow.cleared',
-    'cow.set',
-    'cow.range_ended',
-    'cow.freed',
+    'do_wp_page.copied',
+    'do_wp_page.range_started',
+    'do_wp_page.ptl_held',
+    'do_wp_page.set',
+    'do_wp_page.range_ended',
+    'do_wp_page.freed',
   ],
 } as const;
 
@@ -149,9 +156,11 @@ describe('an mm replica dying at each step of a multi-step change', () => {
     d: { dead: string; diedAt: number; outcome: { at: number } },
   ) {
     answeredAfter[point] = d.outcome.at - d.diedAt;
+    // the dead replica comes back (a new incarnation) while fsck waits for the lab to settle
+    const back = lab.start(d.dead);
     const r = await t!.fsck(4 * LEASE_TTL_MS);
+    await back;
     expect(r.findings.map((f) => `${f.code} ${f.message}`)).toEqual([]);
-    await lab.start(d.dead);
   }
 
   for (const point of POINTS.munmap)
@@ -223,6 +232,21 @@ describe('an mm replica dying at each step of a multi-step change', () => {
           (await rpc.call('cpuAccess', { pid, addr: to + i * PAGE_SIZE, op: 'read' }, { id: 0 }))
             .value,
         ).toBe(10 + i);
+    });
+
+  for (const point of POINTS.madvise)
+    it(`madvise(DONTNEED), killed at ${point}: rolled forward`, async () => {
+      const { pid, page } = await space();
+      const d = await dieAt(point, () =>
+        rpc.call('madvise', { pid, addr: page(1), pages: 2, advice: 'dontneed' }),
+      );
+      expect(d.outcome.code).toBe('EOWNERDEAD');
+      await afterDeath(point, d);
+      // the pages are dropped (the next touch reads zero), the VMA stays; the rest is intact
+      for (const i of [0, 1, 2, 3])
+        expect(
+          (await rpc.call('cpuAccess', { pid, addr: page(i), op: 'read' }, { id: 0 })).value,
+        ).toBe(i === 1 || i === 2 ? 0 : 10 + i);
     });
 
   for (const point of POINTS.fork)
@@ -297,7 +321,7 @@ describe('an mm replica dying at each step of a multi-step change', () => {
     const { pid, page } = await space();
     const { pid: child } = await rpc.call('fork', { pid });
     const d = await dieAt(
-      'cow.cleared',
+      'do_wp_page.ptl_held',
       () =>
         rpc.call(
           'fault',

@@ -58,7 +58,7 @@ import type { MmContext } from './context';
 import { forkRollback } from './fork';
 import { invalidateRangeEndForDead } from './mmu_notifier';
 import { intentEnd, putCleared } from './intent';
-import { munmapSteps } from './mmap';
+import { madviseSteps, munmapSteps } from './mmap';
 import { mprotectSteps } from './mprotect';
 import { mremapSteps } from './mremap';
 import { flushTlbRange } from './tlbflush';
@@ -203,7 +203,8 @@ export class OrphanRangeReaper {
    * Take over the operation a dead incarnation left half done (intent.ts): answer its caller,
    * put the frames it cleared and never put (after a TLB shootdown of its range: it may have
    * died before its own), and run the operation again from the top under the same record.
-   * munmap, mprotect and mremap are idempotent given their record, so this rolls them forward.
+   * munmap, mprotect, mremap and madvise(DONTNEED) are idempotent given their record, so this
+   * rolls them forward.
    */
   private async finishIntent(i: Intent): Promise<void> {
     const { ctx } = this;
@@ -258,6 +259,9 @@ export class OrphanRangeReaper {
                 break;
               case 'mremap':
                 await mremapSteps(ctx, op, i.pid, s, a.pages, a.newPages ?? a.pages, it?.newVpn);
+                break;
+              case 'madvise':
+                await madviseSteps(ctx, op, i.pid, s, a.pages);
                 break;
             }
             break;
