@@ -101,7 +101,7 @@ export interface IntentRef {
 
 /** What an intent record says about its operation (JSON in :intent:<id> rec). */
 export interface IntentRec {
-  syscall: 'munmap' | 'mprotect' | 'mremap' | 'fork' | 'madvise';
+  syscall: 'munmap' | 'mprotect' | 'mremap' | 'fork' | 'madvise' | 'exit';
   /** the syscall's arguments, as its handler got them */
   args: Record<string, unknown>;
   /** where the caller waits for the reply (NATS reply subject and packet id), if known */

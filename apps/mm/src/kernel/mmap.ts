@@ -208,13 +208,33 @@ export async function madviseSteps(
  * A PTE is cleared by exactly one zap script (under its PT lock), and whoever cleared it puts
  * its frame: none is put twice, none leaks. A pinned frame keeps its pin after the exit, until
  * the device deregisters (ib_umem_release: put_page). An exit that fails half way (a PT lock
- * contended past the deadline) leaves the mm exiting: exit it again.
+ * contended past the deadline) leaves the mm exiting: exit it again. One whose replica dies is
+ * run again by another replica from its intent record (orphan_ranges.ts).
  */
 export async function exitMmap(ctx: MmContext, pid: number): Promise<{ freed: number }> {
   const op = ctx.ids.next('exit');
+  // A replica dying half way would leave the mm exiting with PTEs and frames: recorded
+  // (intent.ts), another replica runs the exit again from the top (each step is idempotent).
+  await intentBegin(ctx, op, pid, 'exit', {});
+  try {
+    await crashPoint(ctx, 'exit.intent');
+    return await exitSteps(ctx, op, pid);
+  } finally {
+    await intentEnd(ctx, op);
+  }
+}
+
+/** The steps of exit_mmap() for op (first run, or a take-over of a dead replica's exit). */
+export async function exitSteps(
+  ctx: MmContext,
+  op: string,
+  pid: number,
+): Promise<{ freed: number }> {
   if ((await ctx.store.mmExitBegin(pid)) === 'ESRCH')
     throw new MmlabError('ESRCH', `no process ${pid}`);
+  await crashPoint(ctx, 'exit.begun');
   await mmuNotifierRelease(ctx, op, pid);
+  await crashPoint(ctx, 'exit.released');
   let freed = 0;
   for (let attempt = 1; ; attempt++) {
     // unmap_vmas(&tlb, vma, 0, -1): every page table there is, whatever the VMA list says now.
@@ -226,6 +246,7 @@ export async function exitMmap(ctx: MmContext, pid: number): Promise<{ freed: nu
     if (attempt >= 3)
       throw new MmlabError('EAGAIN', `pid ${pid} still has ${r.ptes} PTEs after ${attempt} zaps`);
   }
+  await crashPoint(ctx, 'exit.ended');
   ctx.tracer.emit({ kind: 'process.exit', op, pid });
   return { freed };
 }
