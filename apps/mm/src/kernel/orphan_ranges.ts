@@ -30,7 +30,8 @@
  * the owner (a stopped one that resumes is refused the operation's PT locks), so nothing is lost
  * by not waiting a second TTL. The caller of the operation gets EOWNERDEAD from here within one
  * lease TTL of the death: an mm's liveness lease lives 3/4 of the TTL (main.ts), and the owners
- * of the intents in flight are polled every tenth of it between scans (pollIntentOwners), so
+ * of the intents in flight are polled every tenth of it between scans, and their intents taken
+ * over as soon as their lease is gone (pollIntentOwners), so
  * the answer comes at most ~0.85 TTL after the death. A fork is rolled back (forkRollback:
  * its caller is told, definitely, that there is no child), or, if it had completed, its caller
  * gets the child's pid.
@@ -74,8 +75,8 @@ export class OrphanRangeReaper {
   private readonly finishingIntents = new Set<string>();
   /** pending frames this replica is reaping ("pfn:gen") */
   private readonly reaping = new Set<string>();
-  /** owners of the intents in flight at the last scan, polled between scans */
-  private intentOwners = new Set<string>();
+  /** the intents in flight at the last scan (of other incarnations), polled between scans */
+  private inFlight: Intent[] = [];
   private poller: NodeJS.Timeout | null = null;
 
   constructor(
@@ -99,10 +100,8 @@ export class OrphanRangeReaper {
     this.timer = setInterval(scan, Math.max(50, Math.floor(ttl / 2)));
     this.poller = setInterval(
       () => {
-        if (this.running || this.intentOwners.size === 0) return;
-        void this.pollIntentOwners()
-          .then((gone) => gone && scan())
-          .catch(() => undefined);
+        if (this.inFlight.length === 0) return;
+        void this.pollIntentOwners().catch(() => undefined);
       },
       Math.max(10, Math.floor(ttl / 10)),
     );
@@ -116,10 +115,18 @@ export class OrphanRangeReaper {
     await this.running?.catch(() => 0);
   }
 
-  /** Has an owner of an intent in flight (at the last scan) lost its liveness lease? */
-  private async pollIntentOwners(): Promise<boolean> {
-    for (const w of this.intentOwners) if (!(await this.ctx.store.mmIsAlive(w))) return true;
-    return false;
+  /**
+   * Has an owner of an intent in flight (at the last scan) lost its liveness lease? Then take
+   * its intents over at once, without waiting for a scan of every process (finishIntent claims
+   * each and reads it again: one finished meanwhile is left alone).
+   */
+  private async pollIntentOwners(): Promise<void> {
+    const owners = [...new Set(this.inFlight.map((i) => i.owner))];
+    for (const w of owners) {
+      if (await this.ctx.store.mmIsAlive(w)) continue;
+      for (const i of this.inFlight)
+        if (i.owner === w && !this.finishingIntents.has(i.id)) void this.finishIntent(i);
+    }
   }
 
   /** One pass over every process: → how many invalidations this replica took over. */
@@ -142,7 +149,7 @@ export class OrphanRangeReaper {
     const pending = (await store.pendingFrames()).filter(
       (f) => f.owner !== incarnation && !this.reaping.has(`${f.pfn}:${f.gen}`),
     );
-    this.intentOwners = new Set(intents.map((i) => i.owner));
+    this.inFlight = intents;
     const owners = [
       ...new Set([
         ...open.map((o) => o.owner),
