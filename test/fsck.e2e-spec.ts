@@ -6,7 +6,7 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { PAGE_SIZE } from '@mmlab/protocol';
-import { MEM, type Store, procKeys } from '@mmlab/model';
+import { MEM, type Store, procKeys, subKeys } from '@mmlab/model';
 import type { RpcClient } from '@mmlab/runtime';
 import { type TestLab, runMmlab, startTestLab } from '@mmlab/testing';
 
@@ -76,6 +76,14 @@ describe('mmlab fsck', () => {
     await store.redis.hset(kc.mm, 'pinnedVm', 0);
     // the child's page-table page forgotten: no munmap, mprotect or exit would visit its PTEs
     await store.redis.del(kc.pmds);
+    // a writer of the child's mmap_sem beside its (dead) reader
+    await store.redis.set(kc.semW, 'mm-9.dead/mm-9/mprotect#4|80', 'PX', 60_000);
+    // subscribers: ghost0 on the parent's :mn without it in its registrations; gone0 registered
+    // both ways on the child, and fenced
+    await store.redis.hset(k.mn, 'ghost0', `${Date.now()}|invalidate_range_start`);
+    await store.redis.hset(kc.mn, 'gone0', `${Date.now()}|invalidate_range_start`);
+    await store.redis.sadd(subKeys('gone0').regs, String(child));
+    await store.redis.sadd(MEM.fenced, 'gone0');
     // (an open invalidation of a dead owner is finished by the running mm within two TTLs: that
     // rule is shown by the unit tests; here, a record with no owner at all)
     await store.redis.hset(k.inv, 'mm-9/munmap#1~dead.1', '{}');
@@ -96,6 +104,9 @@ describe('mmlab fsck', () => {
     expect(found.filter((l) => l.includes('madvise#3'))).toEqual([]);
     has('pinned-vm', MEM.ref, /hold 1 references beyond their mappings \(pins\) but only 0 pages/);
     has('pte-no-pmd', kc.pmds, new RegExp(`vpn ${moved.addr / PAGE_SIZE} `));
+    has('sem-conflict', kc.semR, /held for write by mm-9\.dead\/mm-9\/mprotect#4 and for read/);
+    has('mn-registry', subKeys('ghost0').regs, new RegExp(`pid ${pid}: ghost0 is registered`));
+    has('mn-registry', kc.mn, new RegExp(`pid ${child}: gone0 is fenced but still registered`));
     has('inv-corrupt', k.inv, /mm-9\/munmap#1~dead\.1 is only in :inv/);
     // the PTE past the VMAs and the one made writable both map `used`: its mapcount is off too
     has('mapcount', MEM.map, new RegExp(`pfn ${used.pfn} has mapcount`));

@@ -11,7 +11,8 @@ import type { FsckSnapshot, ProcessSnapshot } from './snapshot';
  * shared with pid 2, forked: read-only in both), pfn 3 pinned only (ref 1, map 0), the zero
  * page at vpn 102; pid 1's pinned_vm is 2 (pfn 3, and a pin of the zero page, which no refcount
  * shows). mm-0.a is alive and holds pid 1's mmap_sem, and pid 2's for read; a reader of pid 2
- * left by the dead mm-7.z has expired (every script takes it for gone).
+ * left by the dead mm-7.z has expired (every script takes it for gone). hca0 is registered on
+ * pid 1.
  */
 const NOW = 1_000_000;
 function clean(): FsckSnapshot {
@@ -29,6 +30,7 @@ function clean(): FsckSnapshot {
     leases: [{ lock: 'mmap_sem', owner: 'mm-0.a/mm-0/munmap#1', token: 4 }],
     readers: [],
     pinnedVm: '2',
+    mn: ['hca0'],
     invs: [
       {
         inv: 'mm-0/munmap#1~a.1',
@@ -60,6 +62,7 @@ function clean(): FsckSnapshot {
       },
     ],
     pinnedVm: null,
+    mn: [],
     invs: [],
     intents: {},
   };
@@ -72,6 +75,7 @@ function clean(): FsckSnapshot {
     leases: [],
     readers: [],
     pinnedVm: '0',
+    mn: [],
     invs: [],
     intents: {},
   };
@@ -82,6 +86,7 @@ function clean(): FsckSnapshot {
     processes: [p1, p2, p3],
     incarnations: { 'mm-0.a': true, 'mm-7.z': false },
     now: NOW,
+    subscribers: { hca0: { regs: [1], fenced: false } },
   };
 }
 
@@ -218,8 +223,42 @@ describe('fsck', () => {
 
   it('a writer of mmap_sem with no owner', () => {
     const s = clean();
+    s.processes[1].readers = [];
     s.processes[1].leases.push({ lock: 'mmap_sem', owner: '', token: NaN });
     expect(fsck(s)).toMatchObject([{ code: 'lease-dead-owner', key: '{p:2}:sem:w' }]);
+  });
+
+  it('mmap_sem held for write and for read at once', () => {
+    const s = clean();
+    const reader = { ...s.processes[1].readers[0] };
+    s.processes[0].readers.push(reader);
+    expect(fsck(s)).toMatchObject([
+      { code: 'sem-conflict', key: '{p:1}:sem:r', objects: { pid: 1, readers: [reader] } },
+    ]);
+    // a reader whose lease expired is no holder: no conflict
+    s.processes[0].readers[0].expiresAt = NOW - 1;
+    expect(fsck(s)).toEqual([]);
+  });
+
+  it('a subscriber registered where its registrations do not say, or registered and fenced', () => {
+    const s = clean();
+    s.subscribers.hca0.regs = [2];
+    expect(fsck(s)).toEqual([
+      expect.objectContaining({
+        code: 'mn-registry',
+        key: '{sub}:regs:hca0',
+        objects: { pid: 1, subscriber: 'hca0', regs: [2] },
+      }),
+    ]);
+    const t = clean();
+    t.subscribers.hca0.fenced = true;
+    expect(fsck(t)).toEqual([
+      expect.objectContaining({
+        code: 'mn-registry',
+        key: '{p:1}:mn',
+        objects: { pid: 1, subscriber: 'hca0' },
+      }),
+    ]);
   });
 
   it('pins not charged to any pinned_vm: an uncharged pin, a leaked reference', () => {

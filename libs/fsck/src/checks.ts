@@ -25,6 +25,12 @@
  *                      the references of used frames beyond their mapcounts, summed, are at
  *                      most the pinned_vm of all processes summed (see checkPins: Redis does
  *                      not say whose a pin is, so this is as far as fsck can check)
+ *   sem-conflict       mmap_sem is not held for write and, by a reader whose lease lives, for
+ *                      read at once (semWriteLock waits for every live reader, semReadLock for
+ *                      the writer)
+ *   mn-registry        every subscriber on an mm's :mn has the pid in its {sub}:regs (else
+ *                      fencing it would leave it registered there), and none is fenced (mm
+ *                      would call a device it detached)
  *   lease-dead-owner   no PT lock or mmap_sem lease — the writer, or a reader whose lease has
  *                      not expired — is held by a dead mm incarnation (or by no owner at all)
  *   inv-corrupt        :inv and :invown name the same invalidations
@@ -33,7 +39,7 @@
  *                      incarnation (nor recorded without an owner)
  */
 import { ZERO_PFN, pmdIndexOf } from '@mmlab/protocol';
-import { MEM, type Pte, type Vma, parsePte, parseVma, procKeys } from '@mmlab/model';
+import { MEM, type Pte, type Vma, parsePte, parseVma, procKeys, subKeys } from '@mmlab/model';
 import {
   type FsckSnapshot,
   type ProcessSnapshot,
@@ -57,6 +63,8 @@ export const FSCK_CODES = [
   'mapcount',
   'refcount',
   'pinned-vm',
+  'sem-conflict',
+  'mn-registry',
   'lease-dead-owner',
   'inv-corrupt',
   'inv-dead-owner',
@@ -83,6 +91,7 @@ export function fsck(s: FsckSnapshot): Finding[] {
   const mappers = new Map<number, string[]>();
   for (const p of s.processes) {
     checkProcess(s, p, mappers, add);
+    checkRegistry(s, p, add);
     checkIntents(s, p, add);
   }
   checkCounts(s, mappers, add);
@@ -258,8 +267,17 @@ function checkProcess(
   //   ✗ killed                              down_write: BUSY (the reader's lease lives)
   //   {mm}:live:mm-0.a expires              ... fsck: lease-dead-owner :sem:r
   //   the reader's lease expires            down_write: drops it, OK
-  for (const rd of p.readers) {
-    if (rd.expiresAt < s.now) continue;
+  const writer = p.leases.find((l) => l.lock === 'mmap_sem');
+  const liveReaders = p.readers.filter((rd) => rd.expiresAt >= s.now);
+  if (writer && liveReaders.length > 0)
+    add(
+      'sem-conflict',
+      k.semR,
+      `pid ${p.pid}: mmap_sem is held for write by ${writer.owner} and for read by ` +
+        liveReaders.map((rd) => rd.owner || JSON.stringify(rd.member)).join(', '),
+      { pid: p.pid, writer, readers: liveReaders },
+    );
+  for (const rd of liveReaders) {
     const it = incarnationOfOwner(rd.owner);
     if (!rd.owner || !s.incarnations[it])
       add(
@@ -286,6 +304,27 @@ function checkProcess(
         k.invown,
         `pid ${p.pid}: open invalidation ${i.inv} is owed by ${it}, which is dead`,
         { pid: p.pid, ...i, incarnation: it },
+      );
+  }
+}
+
+function checkRegistry(s: FsckSnapshot, p: ProcessSnapshot, add: Add): void {
+  for (const name of p.mn) {
+    const sub = s.subscribers[name];
+    if (!sub?.regs.includes(p.pid))
+      add(
+        'mn-registry',
+        subKeys(name).regs,
+        `pid ${p.pid}: ${name} is registered on it (:mn) but its registrations do not name it: ` +
+          `fencing ${name} would leave it registered here`,
+        { pid: p.pid, subscriber: name, regs: sub?.regs ?? [] },
+      );
+    if (sub?.fenced)
+      add(
+        'mn-registry',
+        procKeys(p.pid).mn,
+        `pid ${p.pid}: ${name} is fenced but still registered: its callbacks go to a detached device`,
+        { pid: p.pid, subscriber: name },
       );
   }
 }

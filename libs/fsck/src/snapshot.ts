@@ -9,7 +9,7 @@
  * it is not below, and that all pins together are charged to some process's pinned_vm
  * (checks.ts, pinned-vm).
  */
-import { MEM, type Store, procKeys } from '@mmlab/model';
+import { MEM, type Store, procKeys, subKeys } from '@mmlab/model';
 
 export interface FrameRecord {
   gen: number;
@@ -62,6 +62,8 @@ export interface ProcessSnapshot {
   readers: ReaderRecord[];
   /** the raw pinnedVm field of :mm (mm->pinned_vm); null when absent (nothing ever pinned) */
   pinnedVm: string | null;
+  /** the notifier subscribers registered on this mm (fields of :mn), sorted */
+  mn: string[];
   invs: InvRecord[];
   /** intent records of multi-step operations in flight: id → owner incarnation ('' if none) */
   intents: Record<string, string>;
@@ -79,6 +81,11 @@ export interface FsckSnapshot {
   incarnations: Record<string, boolean>;
   /** Redis TIME when the snapshot was read (ms): what reader expiries are compared with */
   now: number;
+  /**
+   * every subscriber some :mn names → the pids of its {sub}:regs:<name> set (sorted), and
+   * whether it is in {mem}:fenced
+   */
+  subscribers: Record<string, { regs: number[]; fenced: boolean }>;
 }
 
 /** The incarnation part of a lease owner "<incarnation>/<op>" (the whole string if no '/'). */
@@ -118,10 +125,11 @@ export async function readSnapshot(store: Store): Promise<FsckSnapshot> {
   const processes = await Promise.all(
     (await store.processes()).map(async (pid): Promise<ProcessSnapshot> => {
       const k = procKeys(pid);
-      const [st, pinnedVm, vmas, ptes, pmds, locks, writer, readers, inv, invown, intentIds] =
+      const [st, pinnedVm, mn, vmas, ptes, pmds, locks, writer, readers, inv, invown, intentIds] =
         await Promise.all([
           r.hget(k.mm, 'state'),
           r.hget(k.mm, 'pinnedVm'),
+          r.hkeys(k.mn),
           r.zrange(k.vma, 0, -1),
           r.hgetall(k.pte),
           r.smembers(k.pmds),
@@ -161,6 +169,7 @@ export async function readSnapshot(store: Store): Promise<FsckSnapshot> {
         leases,
         readers: rs,
         pinnedVm,
+        mn: mn.sort(),
         invs,
         intents,
       };
@@ -182,6 +191,14 @@ export async function readSnapshot(store: Store): Promise<FsckSnapshot> {
       incarnations[n] = await store.mmIsAlive(n);
     }),
   );
+  const fenced = new Set(await r.smembers(MEM.fenced));
+  const subscribers: FsckSnapshot['subscribers'] = {};
+  await Promise.all(
+    [...new Set(processes.flatMap((p) => p.mn))].map(async (name) => {
+      const regs = (await r.smembers(subKeys(name).regs)).map(Number).sort((a, b) => a - b);
+      subscribers[name] = { regs, fenced: fenced.has(name) };
+    }),
+  );
   return {
     frames: Number(frames ?? 0),
     freeList: freeList.map(Number),
@@ -189,6 +206,7 @@ export async function readSnapshot(store: Store): Promise<FsckSnapshot> {
     processes,
     incarnations,
     now,
+    subscribers,
   };
 }
 
