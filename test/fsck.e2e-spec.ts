@@ -87,6 +87,9 @@ describe('mmlab fsck', () => {
     // (an open invalidation of a dead owner is finished by the running mm within two TTLs: that
     // rule is shown by the unit tests; here, a record with no owner at all)
     await store.redis.hset(k.inv, 'mm-9/munmap#1~dead.1', '{}');
+    // and one in both hashes that the running mm cannot read, so never finishes
+    await store.redis.hset(k.inv, 'mm-9/munmap#2~dead.2', 'not json');
+    await store.redis.hset(k.invown, 'mm-9/munmap#2~dead.2', 'mm-9.dead|open');
 
     const r = await runMmlab(['fsck', '--redis', t!.lab.redisUrl]);
     expect(r.code).toBe(1);
@@ -108,6 +111,7 @@ describe('mmlab fsck', () => {
     has('mn-registry', subKeys('ghost0').regs, new RegExp(`pid ${pid}: ghost0 is registered`));
     has('mn-registry', kc.mn, new RegExp(`pid ${child}: gone0 is fenced but still registered`));
     has('inv-corrupt', k.inv, /mm-9\/munmap#1~dead\.1 is only in :inv/);
+    has('inv-corrupt', k.inv, /mm-9\/munmap#2~dead\.2's record does not read/);
     // the PTE past the VMAs and the one made writable both map `used`: its mapcount is off too
     has('mapcount', MEM.map, new RegExp(`pfn ${used.pfn} has mapcount`));
 

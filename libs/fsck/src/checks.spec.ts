@@ -332,6 +332,23 @@ describe('fsck', () => {
     expect(fsck(s)).toEqual([expect.objectContaining({ code: 'inv-corrupt', key: '{p:1}:inv' })]);
   });
 
+  it('an open invalidation the recovery cannot read (it would never be finished)', () => {
+    for (const record of [
+      '{}',
+      'junk',
+      '{"op":"x","start":0,"end":1,"event":"nope","subscribers":[]}',
+    ]) {
+      const s = clean();
+      s.processes[0].invs[0].record = record;
+      expect(fsck(s)).toMatchObject([
+        { code: 'inv-corrupt', key: '{p:1}:inv', objects: { pid: 1, record } },
+      ]);
+    }
+    const t = clean();
+    t.processes[0].invs[0].owner = 'mm-0.a';
+    expect(fsck(t)).toMatchObject([{ code: 'inv-corrupt', key: '{p:1}:invown' }]);
+  });
+
   it('corrupt records, overlapping VMAs and an exited mm with mappings', () => {
     const s = clean();
     s.processes[1].vmas = ['100:104:rw:', '103:110:r:', 'junk'];

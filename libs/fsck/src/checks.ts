@@ -33,12 +33,14 @@
  *                      would call a device it detached)
  *   lease-dead-owner   no PT lock or mmap_sem lease — the writer, or a reader whose lease has
  *                      not expired — is held by a dead mm incarnation (or by no owner at all)
- *   inv-corrupt        :inv and :invown name the same invalidations
+ *   inv-corrupt        :inv and :invown name the same invalidations, and each reads as
+ *                      store.openInvalidations reads it (one it cannot read is never finished
+ *                      for a dead sender: its subscribers keep the range active)
  *   inv-dead-owner     no open invalidation is owed by a dead mm incarnation
  *   intent-dead-owner  no multi-step operation (intent record) is left half done by a dead mm
  *                      incarnation (nor recorded without an owner)
  */
-import { ZERO_PFN, pmdIndexOf } from '@mmlab/protocol';
+import { MnEvent, ZERO_PFN, pmdIndexOf } from '@mmlab/protocol';
 import { MEM, type Pte, type Vma, parsePte, parseVma, procKeys, subKeys } from '@mmlab/model';
 import {
   type FsckSnapshot,
@@ -297,6 +299,19 @@ function checkProcess(
       );
       continue;
     }
+    const bad = invUnreadable(i.record, i.owner);
+    if (bad) {
+      add(
+        'inv-corrupt',
+        bad === 'owner' ? k.invown : k.inv,
+        `pid ${p.pid}: inv ${i.inv}'s ${bad} does not read: ${JSON.stringify(bad === 'owner' ? i.owner : i.record)}`,
+        {
+          pid: p.pid,
+          ...i,
+        },
+      );
+      continue;
+    }
     const it = incarnationOfInvOwner(i.owner);
     if (!s.incarnations[it])
       add(
@@ -305,6 +320,23 @@ function checkProcess(
         `pid ${p.pid}: open invalidation ${i.inv} is owed by ${it}, which is dead`,
         { pid: p.pid, ...i, incarnation: it },
       );
+  }
+}
+
+/** What of an open invalidation store.openInvalidations could not read (and skips), if any. */
+function invUnreadable(record: string, owner: string): 'record' | 'owner' | null {
+  if (!/^.*\|(open|ending)$/.test(owner)) return 'owner';
+  try {
+    const r = JSON.parse(record) as Record<string, unknown>;
+    const ok =
+      typeof r.op === 'string' &&
+      typeof r.start === 'number' &&
+      typeof r.end === 'number' &&
+      MnEvent.safeParse(r.event).success &&
+      Array.isArray(r.subscribers);
+    return ok ? null : 'record';
+  } catch {
+    return 'record';
   }
 }
 
