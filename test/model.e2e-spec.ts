@@ -49,17 +49,21 @@ describe('page tables', () => {
     const pid = await store.mmCreate();
     const r = await store.mmap(pid, 4, 'rw', false);
     expect(r).toEqual(['OK', base]);
-    const z = await store.fault(pid, base, 'read', 'cpu0', null);
+    const z = await store.fault(pid, base, 'read', 'cpu0', null, 'mm-0.t');
     expect(z).toMatchObject({ r: 'ZERO', pte: { pfn: 0, writable: false } });
-    const need = await store.fault(pid, base + 1, 'write', 'cpu0', null);
+    const need = await store.fault(pid, base + 1, 'write', 'cpu0', null, 'mm-0.t');
     expect(need.r).toBe('NEED_PAGE');
     const page = (await store.allocPage(null))!;
-    const w = await store.fault(pid, base + 1, 'write', 'cpu0', page);
+    const w = await store.fault(pid, base + 1, 'write', 'cpu0', page, 'mm-0.t');
     expect(w).toMatchObject({ r: 'ANON', pte: { pfn: page.pfn, gen: page.gen, writable: true } });
-    const wp = await store.fault(pid, base, 'write', 'cpu0', null);
+    const wp = await store.fault(pid, base, 'write', 'cpu0', null, 'mm-0.t');
     expect(wp.r).toBe('NEED_WP');
-    expect(await store.fault(pid, base + 4, 'read', 'cpu0', null)).toEqual({ r: 'SIGSEGV' });
-    expect(await store.fault(pid + 1, base, 'read', 'cpu0', null)).toEqual({ r: 'ESRCH' });
+    expect(await store.fault(pid, base + 4, 'read', 'cpu0', null, 'mm-0.t')).toEqual({
+      r: 'SIGSEGV',
+    });
+    expect(await store.fault(pid + 1, base, 'read', 'cpu0', null, 'mm-0.t')).toEqual({
+      r: 'ESRCH',
+    });
   });
 
   it('refuses faults while a PT lock is held and a stale lease holder is fenced off', async () => {
@@ -68,7 +72,10 @@ describe('page tables', () => {
     const pmd = `ptl:${Math.floor(base / 512)}`;
     const a = await store.ptlLock(pid, pmd, 'A', 100);
     expect(a.ok).toBe(true);
-    expect(await store.fault(pid, base, 'read', 'cpu0', null)).toEqual({ r: 'BUSY', what: 'ptl' });
+    expect(await store.fault(pid, base, 'read', 'cpu0', null, 'mm-0.t')).toEqual({
+      r: 'BUSY',
+      what: 'ptl',
+    });
     expect((await store.ptlLock(pid, pmd, 'B', 100)).ok).toBe(false);
     await new Promise((r) => setTimeout(r, 150)); // A's lease expires
     const b = await store.ptlLock(pid, pmd, 'B', 5000);
@@ -97,7 +104,7 @@ describe('mmap_sem leases (v3.7: readers share it, a writer excludes everyone)',
       holder: `mm-0/madvise-1|${r1.token}`,
     });
     expect((await store.mmap(pid, 1, 'rw', false))[0]).toBe('BUSY');
-    expect((await store.fault(pid, base, 'read', 'cpu0', null)).r).toBe('ZERO');
+    expect((await store.fault(pid, base, 'read', 'cpu0', null, 'mm-0.t')).r).toBe('ZERO');
     expect((await store.heldLocks(pid)).filter((l) => l.lock === 'mmap_sem')).toHaveLength(2);
     expect(await store.semReadUnlock(pid, `mm-0/madvise-1|${r1.token}`)).toBe(true);
     expect(await store.semReadUnlock(pid, `mm-1/madvise-2|${r2.token}`)).toBe(true);

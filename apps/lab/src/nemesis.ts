@@ -244,8 +244,11 @@ export class Nemesis {
     const timeoutMs = this.opts.timeoutMs ?? 5000;
     try {
       const mem = await this.rpc.call('meminfo', {}, { timeoutMs });
-      const holder = mem.locks.find((l) => /^mm-\d+\//.test(l.owner));
-      if (holder) return holder.owner.slice(0, holder.owner.indexOf('/'));
+      // owner: "<instance>.<boot id>/<op>" (the incarnation, then the operation)
+      for (const l of mem.locks) {
+        const m = /^(mm-\d+)[./]/.exec(l.owner);
+        if (m) return m[1];
+      }
     } catch {
       // no lock information: fall back to the first replica
     }

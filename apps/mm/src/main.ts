@@ -12,7 +12,7 @@ import {
   sleep,
   startMicroservice,
 } from '@mmlab/runtime';
-import { type MmContext, createContext } from './kernel/context';
+import { type MmContext, createContext, newIncarnation } from './kernel/context';
 import { OrphanRangeReaper } from './kernel/orphan_ranges';
 import { MmModule } from './mm.module';
 
@@ -50,18 +50,43 @@ runService(async (onShutdown) => {
   const log = new Logger('mm');
   // This incarnation's liveness lease, taken before it serves anything (so every invalidation
   // it starts has an owner that is alive) and renewed on its own timer; the reaper finishes
-  // the invalidations of incarnations whose lease expired (kernel/orphan_ranges.ts).
-  const liveness = new LivenessLease(
-    {
-      subscriberAlive: (name, ttlMs) => store.mmAlive(name, ttlMs),
-      unfence: async () => undefined, // an mm is never fenced: its writes are (PT-lock tokens)
-      isFenced: async () => false,
-    },
-    ctx.incarnation,
-    env.MMLAB_LEASE_TTL_MS,
-    log,
-  );
+  // the invalidations of incarnations whose lease expired (kernel/orphan_ranges.ts). It lives
+  // 3/4 of the lease TTL, so that the caller of an operation this replica dies in is answered
+  // within one TTL of the death (orphan_ranges.ts).
+  const livenessTtl = Math.max(1, Math.floor((env.MMLAB_LEASE_TTL_MS * 3) / 4));
+  const livenessOf = (incarnation: string) =>
+    new LivenessLease(
+      {
+        subscriberAlive: (name, ttlMs) => store.mmAlive(name, ttlMs),
+        unfence: async () => undefined, // an mm is never fenced: its writes are (PT-lock tokens)
+        isFenced: async () => false,
+      },
+      incarnation,
+      livenessTtl,
+      log,
+    );
+  let liveness = livenessOf(ctx.incarnation);
   await liveness.start();
+  // Found dead and fenced off an address space (it was stopped past its lease): serve on as a
+  // new incarnation. What the old one still runs is fenced wherever it was taken over.
+  let reincarnating = false;
+  ctx.onFenced = () => {
+    if (reincarnating || ctx.closing) return;
+    reincarnating = true;
+    const was = ctx.incarnation;
+    const next = newIncarnation(instance);
+    const lease = livenessOf(next);
+    void lease
+      .start()
+      .then(() => {
+        liveness.stop();
+        liveness = lease;
+        ctx.incarnation = next;
+        log.warn(`${was} was taken for dead and fenced: ${next} serves from now on`);
+      })
+      .catch((e: unknown) => log.warn(`${was}: no new incarnation: ${String(e)}`))
+      .finally(() => (reincarnating = false));
+  };
   const reaper = new OrphanRangeReaper(ctx, log);
   reaper.start();
   const app = await startMicroservice(

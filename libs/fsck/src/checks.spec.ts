@@ -84,6 +84,7 @@ function clean(): FsckSnapshot {
     freeList: [4, 5, 6, 7, 8],
     frame,
     processes: [p1, p2, p3],
+    pending: {},
     incarnations: { 'mm-0.a': true, 'mm-7.z': false },
     now: NOW,
     subscribers: { hca0: { regs: [1], fenced: false } },
@@ -324,6 +325,27 @@ describe('fsck', () => {
       },
       { code: 'intent-dead-owner', key: '{p:2}:intent:x' },
     ]);
+  });
+
+  it("a fault's frame allocated ahead: its allocation is its mapping while its owner lives", () => {
+    const s = clean();
+    s.frame[4] = { gen: 2, ref: 1, map: 1, state: 'used' };
+    s.freeList = [5, 6, 7, 8];
+    s.pending[4] = '2|mm-0.a|1|103|';
+    expect(codes(s)).toEqual([]);
+    // the owner died: the frame is left pending (not reaped), and counted as leaked
+    s.pending[4] = '2|mm-9.z|1|103|';
+    s.incarnations['mm-9.z'] = false;
+    expect(fsck(s)).toMatchObject([
+      { code: 'pending-dead-owner', key: '{mem}:pending', objects: { pfn: 4 } },
+      { code: 'mapcount', objects: { pfn: 4 } },
+    ]);
+  });
+
+  it('a PTE a COW cleared (w = 3) still maps its old page', () => {
+    const s = clean();
+    s.processes[0].ptes[100] = '1:1:3';
+    expect(codes(s)).toEqual([]);
   });
 
   it('an open invalidation recorded in one hash only', () => {

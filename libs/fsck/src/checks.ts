@@ -39,6 +39,9 @@
  *   inv-dead-owner     no open invalidation is owed by a dead mm incarnation
  *   intent-dead-owner  no multi-step operation (intent record) is left half done by a dead mm
  *                      incarnation (nor recorded without an owner)
+ *   pending-dead-owner no frame is left pending ({mem}:pending: allocated by a fault or COW, not
+ *                      known installed) by a dead mm incarnation; a live one's pending frame
+ *                      that no PTE maps yet counts as its one mapping (mapcount)
  */
 import { MnEvent, ZERO_PFN, pmdIndexOf } from '@mmlab/protocol';
 import { MEM, type Pte, type Vma, parsePte, parseVma, procKeys, subKeys } from '@mmlab/model';
@@ -47,6 +50,7 @@ import {
   type ProcessSnapshot,
   incarnationOfInvOwner,
   incarnationOfOwner,
+  pendingOwner,
 } from './snapshot';
 
 export const FSCK_CODES = [
@@ -71,6 +75,7 @@ export const FSCK_CODES = [
   'inv-corrupt',
   'inv-dead-owner',
   'intent-dead-owner',
+  'pending-dead-owner',
 ] as const;
 export type FsckCode = (typeof FSCK_CODES)[number];
 
@@ -372,12 +377,33 @@ function checkIntents(s: FsckSnapshot, p: ProcessSnapshot, add: Add): void {
       );
 }
 
+function checkPending(s: FsckSnapshot, add: Add): void {
+  for (const [pfn, tag] of Object.entries(s.pending)) {
+    const owner = pendingOwner(tag);
+    if (!s.incarnations[owner])
+      add(
+        'pending-dead-owner',
+        MEM.pending,
+        `pfn ${pfn} is pending for ${owner || 'no owner'}, which is dead (${tag})`,
+        { pfn: Number(pfn), tag },
+      );
+  }
+}
+
 function checkCounts(s: FsckSnapshot, mappers: Map<number, string[]>, add: Add): void {
+  checkPending(s, add);
   for (let pfn = 1; pfn <= s.frames; pfn++) {
     const f = s.frame[String(pfn)];
     if (f?.state !== 'used') continue;
     const by = mappers.get(pfn) ?? [];
-    if (f.map !== by.length)
+    // a live fault's frame allocated ahead and not installed: its allocation is its mapping
+    const ahead =
+      by.length === 0 &&
+      s.pending[String(pfn)] &&
+      s.incarnations[pendingOwner(s.pending[String(pfn)])]
+        ? 1
+        : 0;
+    if (f.map !== by.length + ahead)
       add(
         'mapcount',
         MEM.map,

@@ -77,6 +77,8 @@ export interface FsckSnapshot {
   /** pfn → frame */
   frame: Record<string, FrameRecord>;
   processes: ProcessSnapshot[];
+  /** {mem}:pending: pfn → raw tag "gen|incarnation|pid|vpn|old" (a fault's frame not installed yet) */
+  pending: Record<string, string>;
   /** every mm incarnation the state names (lease owners, inv owners) → its liveness lease lives */
   incarnations: Record<string, boolean>;
   /** Redis TIME when the snapshot was read (ms): what reader expiries are compared with */
@@ -106,13 +108,14 @@ export const incarnationOfInvOwner = (v: string): string => {
  */
 export async function readSnapshot(store: Store): Promise<FsckSnapshot> {
   const r = store.redis;
-  const [frames, freeList, gen, ref, map, state] = await Promise.all([
+  const [frames, freeList, gen, ref, map, state, pending] = await Promise.all([
     r.hget(MEM.meta, 'frames'),
     r.lrange(MEM.free, 0, -1),
     r.hgetall(MEM.gen),
     r.hgetall(MEM.ref),
     r.hgetall(MEM.map),
     r.hgetall(MEM.state),
+    r.hgetall(MEM.pending),
   ]);
   const frame: Record<string, FrameRecord> = {};
   for (const pfn of new Set([...Object.keys(gen), ...Object.keys(state)]))
@@ -185,6 +188,7 @@ export async function readSnapshot(store: Store): Promise<FsckSnapshot> {
     for (const i of p.invs) if (i.owner) names.add(incarnationOfInvOwner(i.owner));
     for (const o of Object.values(p.intents)) if (o) names.add(o);
   }
+  for (const t of Object.values(pending)) names.add(pendingOwner(t));
   const incarnations: Record<string, boolean> = {};
   await Promise.all(
     [...names].map(async (n) => {
@@ -204,6 +208,7 @@ export async function readSnapshot(store: Store): Promise<FsckSnapshot> {
     freeList: freeList.map(Number),
     frame,
     processes,
+    pending,
     incarnations,
     now,
     subscribers,
@@ -217,3 +222,6 @@ const splitLeaseValue = (v: string): { owner: string; token: number } => {
     ? { owner: '', token: NaN }
     : { owner: v.slice(0, bar), token: Number(v.slice(bar + 1)) };
 };
+
+/** The incarnation a pending tag "gen|incarnation|pid|vpn|old" names. */
+export const pendingOwner = (tag: string): string => tag.split('|')[1] ?? '';

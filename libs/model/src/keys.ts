@@ -15,14 +15,29 @@
  *                accesses are refused, as an IOMMU would after the device is detached; a CPU
  *                lifts its own fence after flushing its whole TLB (LivenessLease.ensure)
  *   {mem}:once   hash: batch id → 1: a put_page batch of an intent (below) that was applied, so
- *                that the replica finishing a dead one's operation never puts it twice
+ *                that the replica finishing a dead one's operation never puts it twice; a
+ *                get_page batch of fork's (<id>#c<n>) → 1 applied | undone (rolled back first:
+ *                a late get of a stopped replica is then refused)
+ *   {mem}:pending pfn → "gen|incarnation|pid|vpn|old": a frame allocated for a fault (or a COW)
+ *                of pid at vpn by that mm incarnation and not known to be installed yet; old
+ *                ("pfn:gen", or empty) is the page a COW replaces, whose put_page is still owed.
+ *                Dropped atomically with the first get_page/put_page of the frame (whoever
+ *                finds the frame in a PTE proves it installed: the COW's put of old is then
+ *                done by that same script) or by its owner once installed. A tag whose owner
+ *                died is reaped (orphan_ranges.ts): put back when no PTE of pid holds it (rolled
+ *                back), old put when one does (rolled forward).
  *
  * An address space ({p:<pid>}) — mm_struct and its page tables:
  *   :mm        hash: seq (mm_lock_seq: bumped at every mmap_sem write acquire and release),
  *              mmapNext (next free vpn for mmap), state, pinnedVm (mm->pinned_vm: pages pinned
  *              by pinned registrations, ≤ the memlock limit; not inherited by fork)
  *   :vma       zset: score = start vpn, member = "start:end:prot:flags" (vpn, end exclusive)
- *   :pte       hash: vpn → "pfn:gen:w" (w = 1 writable, 0 read-only); absent = pte_none
+ *   :pte       hash: vpn → "pfn:gen:w" (w = 1 writable, 0 read-only, 2 PROT_NONE, 3 cleared by a
+ *              COW in flight: do_wp_page's ptep_clear_flush, with the old page kept so that a
+ *              COW that dies or loses its lease can be undone — a walker sees pte_none, a fault
+ *              finding no PT-lock holder puts the old read-only PTE back); absent = pte_none
+ *   :fenced    set of mm incarnations refused on this address space: a replica whose pending
+ *              frames here were reaped as dead (any fault script it runs here is refused)
  *   :pmds      set of pmd indexes that have PTEs (page-table pages in use)
  *   :ptl:<i>   the split PTE lock of pmd i (pte_lockptr): "owner|token", PX ttl
  *   :ptl:mm    mm->page_table_lock
@@ -43,7 +58,7 @@
  *              mn.range_end was traced already (ending). Invariant: a field of :inv has one here
  *              and vice versa; the owner only changes by the invClaim script.
  *   :intents   set of the ids of the multi-step operations in flight (intent records)
- *   :intent:<id> hash, one per multi-step operation (munmap, mprotect, mremap), written before
+ *   :intent:<id> hash, one per multi-step operation (munmap, mprotect, mremap, fork), written before
  *              its first change and deleted after its last (id: "<incarnation>/<op>"):
  *                owner   the mm incarnation running it (the starter, or the replica that took
  *                        it over from a dead one: intentClaim); a PT lock asked for the
@@ -52,6 +67,9 @@
  *                cleared "pfn:gen ..." frames whose PTEs were cleared and not yet put (appended
  *                        by zapPteRange in the same script), batch: how many batches were put
  *                newVpn  mremap: where move_vma put the VMA (set by vmaMove in the same script)
+ *                chunks  fork: how many copy_pte_range chunks were read (chunk:<n>: their
+ *                        frames "pfn:gen ...", written by copyPteRange in the same script); the
+ *                        child's get_page of chunk n is the {mem}:once batch <id>#c<n>
  *              Invariant: an id is in :intents iff its hash exists.
  */
 export const MEM = {
@@ -64,6 +82,7 @@ export const MEM = {
   data: '{mem}:data',
   fenced: '{mem}:fenced',
   once: '{mem}:once',
+  pending: '{mem}:pending',
 } as const;
 export const MEM_KEYS = [
   MEM.meta,
@@ -75,6 +94,7 @@ export const MEM_KEYS = [
   MEM.data,
   MEM.fenced,
   MEM.once,
+  MEM.pending,
 ];
 
 /**
@@ -122,6 +142,7 @@ export const procKeys = (pid: number) => {
     mn: `${t}:mn`,
     inv: `${t}:inv`,
     invown: `${t}:invown`,
+    fenced: `${t}:fenced`,
     intents: `${t}:intents`,
     intent: (id: string) => `${t}:intent:${id}`,
     /** key of a PT lock: 'mm' for page_table_lock, else the pmd index */

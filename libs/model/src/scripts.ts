@@ -19,9 +19,53 @@ local function find_vma(key, vpn)
   if vpn >= e then return nil end
   return { s = s, e = e, prot = prot, flags = flags }
 end
+-- w: 1 writable, 0 read-only, 2 PROT_NONE, 3 cleared by a COW in flight (the old page kept)
 local function parse_pte(v)
   local pfn, gen, w = string.match(v, '^(%d+):(%d+):(%d)$')
   return tonumber(pfn), tonumber(gen), tonumber(w)
+end
+-- {mem} scripts (KEYS = MEM_KEYS): put_page()/get_page() of frames. list: {{pfn, gen}, ...} as
+-- strings; kind 'map' drops a mapping too, 'ref' a bare reference. A frame found in a PTE is
+-- installed: its pending tag ({mem}:pending) goes, and the put of the page its COW replaced,
+-- still owed, is added to the list (it is always a mapping). → freed pfns, bad pfns
+local function untag(K, pfn, gen, list)
+  local t = redis.call('HGET', K[10], pfn)
+  if not t then return end
+  redis.call('HDEL', K[10], pfn)
+  local tg, old = string.match(t, '^(%d+)|[^|]*|[^|]*|[^|]*|(.*)$')
+  if tg ~= gen or not old or old == '' then return end
+  local op, og = string.match(old, '^(%d+):(%d+)$')
+  if op then list[#list + 1] = {op, og, 'map'} end
+end
+local function put_frames(K, kind, list)
+  local freed, bad = {}, {}
+  local i = 1
+  while i <= #list do
+    local pfn, gen = list[i][1], list[i][2]
+    local k = list[i][3] or kind
+    local st = redis.call('HGET', K[6], pfn)
+    if st == 'zero' then
+    elseif st ~= 'used' or redis.call('HGET', K[3], pfn) ~= gen then
+      bad[#bad + 1] = tonumber(pfn)
+    else
+      untag(K, pfn, gen, list)
+      if k == 'map' then redis.call('HINCRBY', K[5], pfn, -1) end
+      local ref = redis.call('HINCRBY', K[4], pfn, -1)
+      if ref <= 0 then
+        redis.call('HSET', K[4], pfn, 0); redis.call('HSET', K[5], pfn, 0)
+        redis.call('HSET', K[6], pfn, 'free')
+        redis.call('LPUSH', K[2], pfn)
+        freed[#freed + 1] = tonumber(pfn)
+      end
+    end
+    i = i + 1
+  end
+  return freed, bad
+end
+local function pairs_of(argv, from)
+  local list = {}
+  for i = from, #argv, 2 do list[#list + 1] = {argv[i], argv[i + 1]} end
+  return list
 end
 local function fenced(lockKey, ptlmax, lockName, value, token)
   if redis.call('GET', lockKey) ~= value then return false end
@@ -51,13 +95,13 @@ const s = (keys: number, body: string): ScriptDef => ({ keys, lua: LUA_HELPERS +
 export const SCRIPTS = {
   /** Format physical memory once: pfn 0 is the zero page, 1..n are free. Idempotent. */
   memFormat: s(
-    9,
+    10,
     `
 if redis.call('HGET', KEYS[1], 'formatted') == '1' then
   return tonumber(redis.call('HGET', KEYS[1], 'frames'))
 end
 local n = tonumber(ARGV[1])
-redis.call('DEL', KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7])
+redis.call('DEL', KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[10])
 redis.call('HSET', KEYS[3], 0, 1); redis.call('HSET', KEYS[4], 0, 1); redis.call('HSET', KEYS[5], 0, 0)
 redis.call('HSET', KEYS[6], 0, 'zero'); redis.call('HSET', KEYS[7], 0, 0)
 local chunk = 500
@@ -81,10 +125,12 @@ return n
 
   /**
    * alloc_page(): pop a free frame, bump its gen, refcount 1, mapcount ARGV[2]; content is a
-   * copy of frame ARGV[1] (copy_user_highpage) or zero. → {'OK', pfn, gen} | {'ENOMEM'}
+   * copy of frame ARGV[1] (copy_user_highpage) or zero. ARGV[3]: the pending tag's
+   * "incarnation|pid|vpn|old" of a frame a fault allocates ('' none: keys.ts {mem}:pending).
+   * → {'OK', pfn, gen} | {'ENOMEM'}
    */
   allocPage: s(
-    9,
+    10,
     `
 local pfn = redis.call('LPOP', KEYS[2])
 if not pfn then return {'ENOMEM'} end
@@ -95,53 +141,116 @@ redis.call('HSET', KEYS[6], pfn, 'used')
 local v = '0'
 if ARGV[1] ~= '' then v = redis.call('HGET', KEYS[7], ARGV[1]) or '0' end
 redis.call('HSET', KEYS[7], pfn, v)
+if ARGV[3] ~= '' then redis.call('HSET', KEYS[10], pfn, gen .. '|' .. ARGV[3]) end
 return {'OK', tonumber(pfn), gen}
 `,
   ),
 
   /**
-   * put_page() on each (pfn, gen) of ARGV[3..]: drop a mapping (ARGV[1] = 'map') or a bare
+   * put_page() on each (pfn, gen) of ARGV[4..]: drop a mapping (ARGV[1] = 'map') or a bare
    * reference ('ref'); a frame whose refcount reaches 0 goes back on the free list. The zero
    * page is never freed. A pfn whose gen no longer matches, or that is already free, is a
    * double free: it is reported, not applied. ARGV[1] = 'unpin': a device's pins, all or
-   * nothing — one bad pfn and none is applied (the caller's error). ARGV[2]: a batch id ('' none)
-   * — a batch applied once is not applied again (the put of a dead replica's intent, finished by
-   * another). → {freed pfns, bad pfns}
+   * nothing — one bad pfn and none is applied (the caller's error). ARGV[1] = 'pending': frames
+   * a fault allocated and did not install, given back by their owner ARGV[3] — only those whose
+   * pending tag still names it (a frame reaped meanwhile as a dead incarnation's is skipped).
+   * ARGV[2]: a batch id ('' none) — a batch applied once is not applied again (the put of a dead
+   * replica's intent, finished by another). → {freed pfns, bad pfns}
    */
   putPages: s(
-    9,
+    10,
     `
-local freed, bad = {}, {}
 if ARGV[2] ~= '' then
-  if redis.call('HSETNX', KEYS[9], ARGV[2], 1) == 0 then return {freed, bad} end
+  if redis.call('HSETNX', KEYS[9], ARGV[2], 1) == 0 then return {{}, {}} end
 end
+local list = pairs_of(ARGV, 4)
 if ARGV[1] == 'unpin' then
-  for i = 3, #ARGV, 2 do
-    local st = redis.call('HGET', KEYS[6], ARGV[i])
-    if st ~= 'zero' and (st ~= 'used' or redis.call('HGET', KEYS[3], ARGV[i]) ~= ARGV[i + 1]) then
-      bad[#bad + 1] = tonumber(ARGV[i])
+  local bad = {}
+  for _, p in ipairs(list) do
+    local st = redis.call('HGET', KEYS[6], p[1])
+    if st ~= 'zero' and (st ~= 'used' or redis.call('HGET', KEYS[3], p[1]) ~= p[2]) then
+      bad[#bad + 1] = tonumber(p[1])
     end
   end
-  if #bad > 0 then return {freed, bad} end
+  if #bad > 0 then return {{}, bad} end
+  local freed, b = put_frames(KEYS, 'ref', list)
+  return {freed, b}
 end
-for i = 3, #ARGV, 2 do
-  local pfn, gen = ARGV[i], ARGV[i + 1]
-  local st = redis.call('HGET', KEYS[6], pfn)
-  if st == 'zero' then
-  elseif st ~= 'used' or redis.call('HGET', KEYS[3], pfn) ~= gen then
-    bad[#bad + 1] = tonumber(pfn)
-  else
-    if ARGV[1] == 'map' then redis.call('HINCRBY', KEYS[5], pfn, -1) end
-    local ref = redis.call('HINCRBY', KEYS[4], pfn, -1)
-    if ref <= 0 then
-      redis.call('HSET', KEYS[4], pfn, 0); redis.call('HSET', KEYS[5], pfn, 0)
-      redis.call('HSET', KEYS[6], pfn, 'free')
-      redis.call('LPUSH', KEYS[2], pfn)
-      freed[#freed + 1] = tonumber(pfn)
+if ARGV[1] == 'pending' then
+  local mine = {}
+  for _, p in ipairs(list) do
+    local t = redis.call('HGET', KEYS[10], p[1])
+    if t and string.sub(t, 1, #p[2] + #ARGV[3] + 2) == p[2] .. '|' .. ARGV[3] .. '|' then
+      redis.call('HDEL', KEYS[10], p[1])
+      mine[#mine + 1] = p
     end
   end
+  local freed, b = put_frames(KEYS, 'map', mine)
+  return {freed, b}
 end
+local freed, bad = put_frames(KEYS, ARGV[1], list)
 return {freed, bad}
+`,
+  ),
+
+  /**
+   * Frames a fault of incarnation ARGV[1] allocated are installed in PTEs now (do_anonymous_page
+   * set_pte_at, or do_wp_page's set_pte_at_notify): their pending tags go, and for a COW the put
+   * of the page it replaced (the tag's old) is done in the same step — unless someone who found
+   * the frame in a PTE did both already. KEYS MEM_KEYS; ARGV owner (pfn gen)... → {freed pfns}
+   */
+  pagesInstalled: s(
+    10,
+    `
+local owed = {}
+for _, p in ipairs(pairs_of(ARGV, 2)) do
+  local t = redis.call('HGET', KEYS[10], p[1])
+  if t and string.sub(t, 1, #p[2] + #ARGV[1] + 2) == p[2] .. '|' .. ARGV[1] .. '|' then
+    untag(KEYS, p[1], p[2], owed)
+  end
+end
+local freed = put_frames(KEYS, 'map', owed)
+return freed
+`,
+  ),
+
+  /**
+   * A pending frame of a dead incarnation ARGV[3] (orphan_ranges.ts): ARGV[4] = 1 when a PTE of
+   * its process holds it (found by pendingFence, after which the dead one can install nothing
+   * there): the fault happened, so only the COW's owed put of old is done (rolled forward);
+   * 0: it was never installed and goes back (rolled back).
+   * KEYS MEM_KEYS; ARGV pfn gen owner installed → {'GONE'} | {'FORWARD', freed} | {'BACK', freed}
+   */
+  pendingReap: s(
+    10,
+    `
+local t = redis.call('HGET', KEYS[10], ARGV[1])
+local head = ARGV[2] .. '|' .. ARGV[3] .. '|'
+if not t or string.sub(t, 1, #head) ~= head then return {'GONE'} end
+if ARGV[4] == '1' then
+  local owed = {}
+  untag(KEYS, ARGV[1], ARGV[2], owed)
+  return {'FORWARD', (put_frames(KEYS, 'map', owed))}
+end
+redis.call('HDEL', KEYS[10], ARGV[1])
+return {'BACK', (put_frames(KEYS, 'map', {{ARGV[1], ARGV[2]}}))}
+`,
+  ),
+
+  /**
+   * fork's get_page of a chunk of the child's frames (batch ARGV[1]), rolled back: if the batch
+   * was applied, its references are put; either way it is marked undone, so a get of it that
+   * comes later (a stopped replica resuming) is refused.
+   * KEYS MEM_KEYS; ARGV batch (pfn gen)... → {'PUT', freed} | {'NOT_APPLIED'} | {'UNDONE'}
+   */
+  batchUndo: s(
+    10,
+    `
+local v = redis.call('HGET', KEYS[9], ARGV[1])
+redis.call('HSET', KEYS[9], ARGV[1], 'undone')
+if not v then return {'NOT_APPLIED'} end
+if v == 'undone' then return {'UNDONE'} end
+return {'PUT', (put_frames(KEYS, 'map', pairs_of(ARGV, 2)))}
 `,
   ),
 
@@ -184,7 +293,7 @@ return cur
    * ARGV: pfn, 'read'|'write', value, agent → {'OK', gen, state, value} | {'EFAULT'} | {'FENCED'}
    */
   frameAccess: s(
-    9,
+    10,
     `
 if redis.call('SISMEMBER', KEYS[8], ARGV[4]) == 1 then return {'FENCED'} end
 local gen = redis.call('HGET', KEYS[3], ARGV[1])
@@ -195,41 +304,59 @@ return {'OK', tonumber(gen), redis.call('HGET', KEYS[6], ARGV[1]), tonumber(redi
   ),
 
   /**
-   * get_page() for each (pfn, gen) of ARGV[2..]: a new mapping (ARGV[1] = 'map': fork shares
+   * get_page() for each (pfn, gen) of ARGV[3..]: a new mapping (ARGV[1] = 'map': fork shares
    * the frame) or a bare reference ('ref': a long-term pin). The zero page is not counted.
-   * A pfn whose gen moved on (freed or reused meanwhile) is reported, not taken. → {bad pfns}
+   * A pfn whose gen moved on (freed or reused meanwhile) is reported, not taken. A frame found
+   * in a PTE is installed: its pending tag goes, with the COW's owed put (put_frames).
+   * ARGV[2]: a batch id ('' none): applied once; refused once undone (batchUndo).
+   * → {'OK', bad pfns} | {'DONE'} (applied already) | {'UNDONE'}
    */
   getPages: s(
-    9,
+    10,
     `
-local bad = {}
-for i = 2, #ARGV, 2 do
-  local pfn, gen = ARGV[i], ARGV[i + 1]
+if ARGV[2] ~= '' then
+  local v = redis.call('HGET', KEYS[9], ARGV[2])
+  if v == 'undone' then return {'UNDONE'} end
+  if v then return {'DONE'} end
+  redis.call('HSET', KEYS[9], ARGV[2], 1)
+end
+local bad, owed = {}, {}
+for _, p in ipairs(pairs_of(ARGV, 3)) do
+  local pfn, gen = p[1], p[2]
   local st = redis.call('HGET', KEYS[6], pfn)
   if st == 'zero' then
   elseif st ~= 'used' or redis.call('HGET', KEYS[3], pfn) ~= gen then
     bad[#bad + 1] = tonumber(pfn)
   else
+    untag(KEYS, pfn, gen, owed)
     redis.call('HINCRBY', KEYS[4], pfn, 1)
     if ARGV[1] == 'map' then redis.call('HINCRBY', KEYS[5], pfn, 1) end
   end
 end
-return bad
+put_frames(KEYS, 'map', owed)
+return {'OK', bad}
 `,
   ),
 
-  /** copy_user_highpage(): ARGV src dst. */
+  /**
+   * copy_user_highpage(): ARGV src dst [old]. With old ("pfn:gen" of src), dst is a pending
+   * frame that now backs a COW of src: its tag's old is set (the put owed once it is installed).
+   */
   copyPage: s(
-    9,
+    10,
     `
 redis.call('HSET', KEYS[7], ARGV[2], redis.call('HGET', KEYS[7], ARGV[1]) or '0')
+if ARGV[3] and ARGV[3] ~= '' then
+  local t = redis.call('HGET', KEYS[10], ARGV[2])
+  if t then redis.call('HSET', KEYS[10], ARGV[2], (string.gsub(t, '|[^|]*$', '|' .. ARGV[3]))) end
+end
 return 1
 `,
   ),
 
   /** Frame counts and the free list length. → {frames, free} */
   memInfo: s(
-    9,
+    10,
     `
 return {tonumber(redis.call('HGET', KEYS[1], 'frames') or '0'), redis.call('LLEN', KEYS[2])}
 `,
@@ -421,16 +548,20 @@ return {'OK', removed}
 
   /**
    * The fault fast path: handle_mm_fault() → do_anonymous_page(), one atomic step.
-   * KEYS mm vma pte pmds semW ptl cpumask
-   * ARGV vpn access newPfn newGen pmdIndex agent
-   * → {'ZERO'|'ANON'|'SPURIOUS'|'WP_SHARED'|'NEED_WP', pfn, gen, w, seq} | {'NEED_PAGE', seq}
-   *   | {'BUSY', what} | {'SIGSEGV'} | {'ESRCH'}
+   * KEYS mm vma pte pmds semW ptl cpumask fenced
+   * ARGV vpn access newPfn newGen pmdIndex agent incarnation
+   * → {'ZERO'|'ANON'|'SPURIOUS'|'WP_SHARED'|'NEED_WP', pfn, gen, w, seq, undone} | {'NEED_PAGE', seq}
+   *   | {'BUSY', what} | {'SIGSEGV'} | {'ESRCH'} | {'FENCED'}
    * ANON means the frame in ARGV was installed (consumed); every other answer leaves it unused.
+   * A PTE a COW cleared (w = 3) with no PT-lock holder left is a COW that died or lost its
+   * lease before set_pte_at: the old read-only PTE is put back (undone = 1) and the fault goes
+   * on from there. FENCED: this mm incarnation was found dead here (keys.ts :fenced).
    */
   fault: s(
-    7,
+    8,
     `
 if redis.call('HGET', KEYS[1], 'state') ~= 'alive' then return {'ESRCH'} end
+if redis.call('SISMEMBER', KEYS[8], ARGV[7]) == 1 then return {'FENCED'} end
 if redis.call('EXISTS', KEYS[5]) == 1 then return {'BUSY', 'mmap_sem'} end
 if redis.call('EXISTS', KEYS[6]) == 1 then return {'BUSY', 'ptl'} end
 local vpn = tonumber(ARGV[1])
@@ -454,22 +585,25 @@ if not pte then
   return {'ANON', tonumber(ARGV[3]), tonumber(ARGV[4]), w, seq}
 end
 local pfn, gen, w = parse_pte(pte)
-if w == 2 then
-  -- a PROT_NONE PTE in a VMA that allows the access again: make it read-only present
+local undone = 0
+if w == 2 or w == 3 then
+  -- a PROT_NONE PTE in a VMA that allows the access again, or a dead COW's cleared PTE (the
+  -- PT lock is free: its holder is gone): make it read-only present
   redis.call('HSET', KEYS[3], ARGV[1], pfn .. ':' .. gen .. ':0')
+  if w == 3 then undone = 1 end
   w = 0
 end
 if (not write) or w == 1 then
   redis.call('SADD', KEYS[7], ARGV[6])
-  return {'SPURIOUS', pfn, gen, w, seq}
+  return {'SPURIOUS', pfn, gen, w, seq, undone}
 end
 if vma.flags == 'shared' then
   -- wp_page_shared(): a shared page is made writable in place, never copied
   redis.call('HSET', KEYS[3], ARGV[1], pfn .. ':' .. gen .. ':1')
   redis.call('SADD', KEYS[7], ARGV[6])
-  return {'WP_SHARED', pfn, gen, 1, seq}
+  return {'WP_SHARED', pfn, gen, 1, seq, undone}
 end
-return {'NEED_WP', pfn, gen, w, seq}
+return {'NEED_WP', pfn, gen, w, seq, undone}
 `,
   ),
 
@@ -497,13 +631,16 @@ return {'OK'}
    * PTE (ptep_clear_flush without the flush: the caller shoots down TLBs next, still holding
    * the lock, then installs the new PTE with setPteUnlock). Clearing before setting means no
    * CPU can see the old and the new page at once (Documentation/mm/mmu_notifier.rst, case B).
-   * KEYS mm pte semW ptl ptlmax fence cpumask
-   * ARGV vpn expectedPte seq owner ttl lockName agent
-   * → {'OK', token, cpumask} | {'RETRY'} | {'BUSY', what}
+   * The cleared PTE keeps the old page as w = 3 (keys.ts :pte): pte_none to every walker, and
+   * put back read-only by the next fault if this COW never sets its new PTE.
+   * KEYS mm pte semW ptl ptlmax fence cpumask fenced
+   * ARGV vpn expectedPte seq owner ttl lockName agent incarnation
+   * → {'OK', token, cpumask} | {'RETRY'} | {'BUSY', what} | {'FENCED'}
    */
   wpCopyLock: s(
-    7,
+    8,
     `
+if redis.call('SISMEMBER', KEYS[8], ARGV[8]) == 1 then return {'FENCED'} end
 if redis.call('EXISTS', KEYS[3]) == 1 then return {'BUSY', 'mmap_sem'} end
 if redis.call('HGET', KEYS[1], 'seq') ~= ARGV[3] then return {'RETRY'} end
 if redis.call('EXISTS', KEYS[4]) == 1 then return {'BUSY', 'ptl'} end
@@ -511,7 +648,8 @@ if redis.call('HGET', KEYS[2], ARGV[1]) ~= ARGV[2] then return {'RETRY'} end
 local token = redis.call('INCR', KEYS[6])
 redis.call('SET', KEYS[4], ARGV[4] .. '|' .. token, 'PX', ARGV[5])
 redis.call('HSET', KEYS[5], ARGV[6], token)
-redis.call('HDEL', KEYS[2], ARGV[1])
+local pfn, gen = parse_pte(ARGV[2])
+redis.call('HSET', KEYS[2], ARGV[1], pfn .. ':' .. gen .. ':3')
 redis.call('SADD', KEYS[7], ARGV[7])
 return {'OK', token, redis.call('SMEMBERS', KEYS[7])}
 `,
@@ -522,12 +660,14 @@ return {'OK', token, redis.call('SMEMBERS', KEYS[7])}
    * change_pte after the PTE is set, still under the lock); fenced: refused when the lease was
    * lost. ARGV[7] = 'skip-fence' is the injected fault `skip-fence-check`: the write is accepted
    * whatever the token (and the lock key left alone when it is no longer ours).
-   * KEYS ptl ptlmax pte; ARGV "owner|token" lockName token vpn pte keep skip
+   * A fenced incarnation (keys.ts :fenced) is refused whatever the injection.
+   * KEYS ptl ptlmax pte fenced; ARGV "owner|token" lockName token vpn pte keep skip incarnation
    * → {'OK', 1} | {'OK', 0} (accepted without the lease: only with skip-fence) | {'ESTALE'}
    */
   setPteUnlock: s(
-    3,
+    4,
     `
+if redis.call('SISMEMBER', KEYS[4], ARGV[8]) == 1 then return {'ESTALE'} end
 local ok = fenced(KEYS[1], KEYS[2], ARGV[2], ARGV[1], tonumber(ARGV[3]))
 if not ok and ARGV[7] ~= 'skip-fence' then return {'ESTALE'} end
 redis.call('HSET', KEYS[3], ARGV[4], ARGV[5])
@@ -698,40 +838,50 @@ return {'OK', moved, redis.call('SMEMBERS', KEYS[5])}
 
   /**
    * copy_pte_range(), the parent's half, under its PT lock lease: read the PTEs of [s, e) and,
-   * for a COW mapping, write-protect the parent's writable ones.
-   * KEYS ptl ptlmax pte cpumask; ARGV "owner|token" lockName token s e cow
-   * → {'OK', {"vpn:pfn:gen:w" for the child}, writeProtected, cpumask} | {'ESTALE'}
+   * for a COW mapping, write-protect the parent's writable ones. A PTE a dead COW cleared (w = 3)
+   * is the old page, read-only, for the child. The frames the child will map are recorded as
+   * chunk n of fork's intent record (KEYS[5], refused unless owned by ARGV[7]) in the same step.
+   * KEYS ptl ptlmax pte cpumask intent; ARGV "owner|token" lockName token s e cow incarnation
+   * → {'OK', {"vpn:pfn:gen:w" for the child}, writeProtected, cpumask, n} | {'ESTALE'}
    */
   copyPteRange: s(
-    4,
+    5,
     `
 if not fenced(KEYS[1], KEYS[2], ARGV[2], ARGV[1], tonumber(ARGV[3])) then return {'ESTALE'} end
+if redis.call('HGET', KEYS[5], 'owner') ~= ARGV[7] then return {'ESTALE'} end
 local cow = ARGV[6] == '1'
-local out, wp = {}, 0
+local out, frames, wp = {}, {}, 0
 for vpn = tonumber(ARGV[4]), tonumber(ARGV[5]) - 1 do
   local v = redis.call('HGET', KEYS[3], vpn)
   if v then
     local pfn, gen, w = parse_pte(v)
+    if w == 3 then w = 0 end
     if cow and w == 1 then
       redis.call('HSET', KEYS[3], vpn, pfn .. ':' .. gen .. ':0')
       w = 0; wp = wp + 1
     end
     out[#out + 1] = vpn .. ':' .. pfn .. ':' .. gen .. ':' .. w
+    if pfn ~= 0 then frames[#frames + 1] = pfn .. ':' .. gen end
   end
 end
-return {'OK', out, wp, redis.call('SMEMBERS', KEYS[4])}
+local n = redis.call('HINCRBY', KEYS[5], 'chunks', 1)
+redis.call('HSET', KEYS[5], 'chunk:' .. n, table.concat(frames, ' '))
+return {'OK', out, wp, redis.call('SMEMBERS', KEYS[4]), n}
 `,
   ),
 
   /**
-   * dup_mm() for the child: a fresh mm with the parent's VMA list.
-   * KEYS mm vma; ARGV mmapNext member...
+   * dup_mm() for the child: a fresh mm with the parent's VMA list, in state 'forking' (every
+   * fault and syscall on it: ESRCH) until forkDone; forker: the fork's intent id. A pid that
+   * exists already (a tombstone left by forkUndo) is refused.
+   * KEYS mm vma; ARGV mmapNext forker member... → 1 | 0
    */
   forkChild: s(
     2,
     `
-redis.call('HSET', KEYS[1], 'seq', 0, 'mmapNext', ARGV[1], 'state', 'alive')
-for i = 2, #ARGV do
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+redis.call('HSET', KEYS[1], 'seq', 0, 'mmapNext', ARGV[1], 'state', 'forking', 'forker', ARGV[2])
+for i = 3, #ARGV do
   local vs = string.match(ARGV[i], '^(%d+):')
   redis.call('ZADD', KEYS[2], tonumber(vs), ARGV[i])
 end
@@ -739,16 +889,50 @@ return 1
 `,
   ),
 
-  /** copy_pte_range(), the child's half: KEYS pte pmds; ARGV "vpn:pfn:gen:w"... */
-  setPtes: s(
-    2,
+  /** The fork is complete: its child comes alive. KEYS mm; ARGV forker → 1 | 0 (not its child) */
+  forkDone: s(
+    1,
     `
-for i = 1, #ARGV do
+if redis.call('HGET', KEYS[1], 'state') ~= 'forking' then return 0 end
+if redis.call('HGET', KEYS[1], 'forker') ~= ARGV[1] then return 0 end
+redis.call('HSET', KEYS[1], 'state', 'alive')
+redis.call('HDEL', KEYS[1], 'forker')
+return 1
+`,
+  ),
+
+  /**
+   * A fork whose replica died before forkDone is rolled back: its child, if any, becomes a
+   * tombstone (state dead: a late setPtes or forkChild of a stopped replica is refused) without
+   * VMAs or PTEs. The references its PTEs held are put by batchUndo, chunk by chunk.
+   * KEYS mm vma pte pmds; ARGV forker → {'UNDONE'} | {'ALIVE'} (the fork had completed)
+   */
+  forkUndo: s(
+    4,
+    `
+local st = redis.call('HGET', KEYS[1], 'state')
+if st == 'alive' then return {'ALIVE'} end
+redis.call('HSET', KEYS[1], 'state', 'dead', 'forker', ARGV[1])
+redis.call('DEL', KEYS[2], KEYS[3], KEYS[4])
+return {'UNDONE'}
+`,
+  ),
+
+  /**
+   * copy_pte_range(), the child's half, while the child is being forked by forker.
+   * KEYS pte pmds mm; ARGV forker "vpn:pfn:gen:w"... → n | -1 (not forking it: refused)
+   */
+  setPtes: s(
+    3,
+    `
+if redis.call('HGET', KEYS[3], 'state') ~= 'forking' then return -1 end
+if redis.call('HGET', KEYS[3], 'forker') ~= ARGV[1] then return -1 end
+for i = 2, #ARGV do
   local vpn, rest = string.match(ARGV[i], '^(%d+):(.*)$')
   redis.call('HSET', KEYS[1], vpn, rest)
   redis.call('SADD', KEYS[2], math.floor(tonumber(vpn) / 512))
 end
-return #ARGV
+return #ARGV - 1
 `,
   ),
 
@@ -765,13 +949,34 @@ return {'OK'}
 
   /**
    * The hardware page walker: read one PTE, and join mm_cpumask (the CPU may now cache it).
+   * A PTE a COW cleared (w = 3) is pte_none to it.
    * KEYS pte cpumask; ARGV vpn agent → "pfn:gen:w" | false
    */
   walk: s(
     2,
     `
 redis.call('SADD', KEYS[2], ARGV[2])
-return redis.call('HGET', KEYS[1], ARGV[1])
+local v = redis.call('HGET', KEYS[1], ARGV[1])
+if v and string.sub(v, -2) == ':3' then return false end
+return v
+`,
+  ),
+
+  /**
+   * A pending frame (keys.ts {mem}:pending) of incarnation ARGV[1], found dead: fence that
+   * incarnation off this address space (its fault scripts here are refused from now on), then
+   * say whether any PTE holds the frame (installed: roll forward; else roll back).
+   * KEYS pte fenced; ARGV incarnation pfn gen → 1 | 0
+   */
+  pendingFence: s(
+    2,
+    `
+redis.call('SADD', KEYS[2], ARGV[1])
+local head = ARGV[2] .. ':' .. ARGV[3] .. ':'
+for _, v in ipairs(redis.call('HVALS', KEYS[1])) do
+  if string.sub(v, 1, #head) == head then return 1 end
+end
+return 0
 `,
   ),
 

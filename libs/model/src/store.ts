@@ -23,11 +23,41 @@ type Reply = unknown[];
 type ScriptFn = (...args: Array<string | number>) => Promise<unknown>;
 
 export type FaultStep =
-  | { r: 'ZERO' | 'ANON' | 'SPURIOUS' | 'WP_SHARED' | 'NEED_WP'; pte: Pte; seq: number }
+  | {
+      r: 'ZERO' | 'ANON' | 'SPURIOUS' | 'WP_SHARED' | 'NEED_WP';
+      pte: Pte;
+      seq: number;
+      /** a dead COW's cleared PTE was put back (read-only, the old page) first */
+      undone: boolean;
+    }
   | { r: 'NEED_PAGE'; seq: number }
   | { r: 'BUSY'; what: string }
   | { r: 'SIGSEGV' }
-  | { r: 'ESRCH' };
+  | { r: 'ESRCH' }
+  | { r: 'FENCED' };
+
+/** A frame a fault allocated and has not installed yet ({mem}:pending, keys.ts). */
+export interface PendingFrame {
+  pfn: number;
+  gen: number;
+  /** the mm incarnation whose fault allocated it */
+  owner: string;
+  pid: number;
+  vpn: number;
+  /** the page a COW replaces with it, whose put is owed once it is installed */
+  old: { pfn: number; gen: number } | null;
+}
+
+/** What a pending frame's tag says besides its gen: who allocated it, for what. */
+export interface PendingTag {
+  owner: string;
+  pid: number;
+  vpn: number;
+  old?: { pfn: number; gen: number } | null;
+}
+
+const pairArgs = (pages: ReadonlyArray<{ pfn: number; gen: number }>): Array<string | number> =>
+  pages.flatMap((p) => [p.pfn, p.gen]);
 
 /** A PT-lock or mmap_sem lease held right now (lock: 'ptl:<pmd>', 'ptl:mm' or 'mmap_sem'). */
 export interface HeldLease {
@@ -71,7 +101,7 @@ export interface IntentRef {
 
 /** What an intent record says about its operation (JSON in :intent:<id> rec). */
 export interface IntentRec {
-  syscall: 'munmap' | 'mprotect' | 'mremap';
+  syscall: 'munmap' | 'mprotect' | 'mremap' | 'fork' | 'madvise';
   /** the syscall's arguments, as its handler got them */
   args: Record<string, unknown>;
   /** where the caller waits for the reply (NATS reply subject and packet id), if known */
@@ -89,6 +119,8 @@ export interface Intent {
   batch: number;
   /** mremap: where the VMA went */
   newVpn?: number;
+  /** fork: the frames of each copy_pte_range chunk (index n - 1: chunk n, batch <id>#c<n>) */
+  chunks: Array<Array<{ pfn: number; gen: number }>>;
 }
 
 export type LockResult = { ok: true; token: number } | { ok: false; holder: string };
@@ -168,12 +200,16 @@ export class Store {
     return Number(await this.run('memFormat', MEM_KEYS, [frames]));
   }
 
-  /** alloc_page(): → {pfn, gen} or null when memory is exhausted. */
+  /** alloc_page(): → {pfn, gen} or null when memory is exhausted; tag: a fault's pending frame. */
   async allocPage(
     copyFrom: number | null,
     mapcount = 1,
+    tag: PendingTag | null = null,
   ): Promise<{ pfn: number; gen: number } | null> {
-    const r = (await this.run('allocPage', MEM_KEYS, [copyFrom ?? '', mapcount])) as Reply;
+    const t = tag
+      ? `${tag.owner}|${tag.pid}|${tag.vpn}|${tag.old ? `${tag.old.pfn}:${tag.old.gen}` : ''}`
+      : '';
+    const r = (await this.run('allocPage', MEM_KEYS, [copyFrom ?? '', mapcount, t])) as Reply;
     if (r[0] === 'ENOMEM') return null;
     return { pfn: Number(r[1]), gen: Number(r[2]) };
   }
@@ -182,17 +218,81 @@ export class Store {
    * put_page() for each frame: → frames freed, and pfns that were not live (double free).
    * 'unpin' (a device's pins): all or nothing — with any bad pfn, nothing is applied. With a
    * batch id, a batch applied already is not applied again (nothing freed, nothing bad).
+   * 'pending': frames owner's fault allocated and did not install (only those still tagged as
+   * its own: one reaped meanwhile is skipped).
    */
   async putPages(
     pages: Array<{ pfn: number; gen: number }>,
-    kind: 'map' | 'ref' | 'unpin' = 'map',
+    kind: 'map' | 'ref' | 'unpin' | 'pending' = 'map',
     batch = '',
+    owner = '',
   ): Promise<{ freed: number[]; bad: number[] }> {
     if (pages.length === 0) return { freed: [], bad: [] };
-    const args: Array<string | number> = [kind, batch];
-    for (const p of pages) args.push(p.pfn, p.gen);
+    const args = [kind, batch, owner, ...pairArgs(pages)];
     const r = (await this.run('putPages', MEM_KEYS, args)) as [number[], number[]];
     return { freed: r[0].map(Number), bad: r[1].map(Number) };
+  }
+
+  /** owner's pending frames are installed now; → frames freed by the COW puts they owed. */
+  async pagesInstalled(
+    owner: string,
+    pages: ReadonlyArray<{ pfn: number; gen: number }>,
+  ): Promise<number[]> {
+    if (pages.length === 0) return [];
+    const r = (await this.run('pagesInstalled', MEM_KEYS, [owner, ...pairArgs(pages)])) as number[];
+    return r.map(Number);
+  }
+
+  /** Every pending frame ({mem}:pending), tag parsed (a tag that does not parse is left out). */
+  async pendingFrames(): Promise<PendingFrame[]> {
+    const all = await this.redis.hgetall(MEM.pending);
+    const out: PendingFrame[] = [];
+    for (const [pfn, t] of Object.entries(all)) {
+      const m = /^(\d+)\|([^|]*)\|(\d+)\|(\d+)\|(?:(\d+):(\d+))?$/.exec(t);
+      if (!m) continue;
+      out.push({
+        pfn: Number(pfn),
+        gen: Number(m[1]),
+        owner: m[2],
+        pid: Number(m[3]),
+        vpn: Number(m[4]),
+        old: m[5] === undefined ? null : { pfn: Number(m[5]), gen: Number(m[6]) },
+      });
+    }
+    return out;
+  }
+
+  /** Fence owner off f's address space; → whether a PTE there holds f (pendingFence). */
+  async pendingFence(f: PendingFrame): Promise<boolean> {
+    const k = procKeys(f.pid);
+    return Number(await this.run('pendingFence', [k.pte, k.fenced], [f.owner, f.pfn, f.gen])) === 1;
+  }
+
+  /** Reap a dead incarnation's pending frame (pendingReap); → what was done, frames freed. */
+  async pendingReap(
+    f: PendingFrame,
+    installed: boolean,
+  ): Promise<{ r: 'GONE' | 'FORWARD' | 'BACK'; freed: number[] }> {
+    const r = (await this.run('pendingReap', MEM_KEYS, [
+      f.pfn,
+      f.gen,
+      f.owner,
+      installed ? 1 : 0,
+    ])) as Reply;
+    const what = String(r[0]) as 'GONE' | 'FORWARD' | 'BACK';
+    return { r: what, freed: ((r[1] as number[] | undefined) ?? []).map(Number) };
+  }
+
+  /** Roll back fork's get_page batch (batchUndo); → frames freed. */
+  async batchUndo(
+    batch: string,
+    pages: ReadonlyArray<{ pfn: number; gen: number }>,
+  ): Promise<{ r: 'PUT' | 'NOT_APPLIED' | 'UNDONE'; freed: number[] }> {
+    const r = (await this.run('batchUndo', MEM_KEYS, [batch, ...pairArgs(pages)])) as Reply;
+    return {
+      r: String(r[0]) as 'PUT' | 'NOT_APPLIED' | 'UNDONE',
+      freed: ((r[1] as number[] | undefined) ?? []).map(Number),
+    };
   }
 
   /** Charge pages to pid's pinned_vm within limit: the new total, or ENOMEM / ESRCH. */
@@ -583,6 +683,15 @@ export class Store {
               return { pfn, gen };
             }),
           ...(h.newVpn !== undefined && { newVpn: Number(h.newVpn) }),
+          chunks: Array.from({ length: Number(h.chunks ?? 0) }, (_, i) =>
+            (h[`chunk:${i + 1}`] ?? '')
+              .split(' ')
+              .filter((x) => x)
+              .map((x) => {
+                const [pfn, gen] = x.split(':').map(Number);
+                return { pfn, gen };
+              }),
+          ),
         });
       } catch {
         continue;
@@ -621,13 +730,14 @@ export class Store {
     access: Access,
     agent: string,
     newPage: { pfn: number; gen: number } | null,
+    incarnation: string,
   ): Promise<FaultStep> {
     const k = procKeys(pid);
     const pmd = Math.floor(vpn / PTRS_PER_PTE);
     const r = (await this.run(
       'fault',
-      [k.mm, k.vma, k.pte, k.pmds, k.semW, k.ptl(`ptl:${pmd}`), k.cpumask],
-      [vpn, access, newPage?.pfn ?? '', newPage?.gen ?? '', pmd, agent],
+      [k.mm, k.vma, k.pte, k.pmds, k.semW, k.ptl(`ptl:${pmd}`), k.cpumask, k.fenced],
+      [vpn, access, newPage?.pfn ?? '', newPage?.gen ?? '', pmd, agent, incarnation],
     )) as Reply;
     switch (r[0]) {
       case 'ZERO':
@@ -639,7 +749,10 @@ export class Store {
           r: r[0],
           pte: { pfn: Number(r[1]), gen: Number(r[2]), writable: Number(r[3]) === 1 },
           seq: Number(r[4]),
+          undone: Number(r[5]) === 1,
         };
+      case 'FENCED':
+        return { r: 'FENCED' };
       case 'NEED_PAGE':
         return { r: 'NEED_PAGE', seq: Number(r[1]) };
       case 'BUSY':
@@ -679,19 +792,22 @@ export class Store {
     ttlMs: number,
     lock: string,
     agent: string,
+    incarnation: string,
   ): Promise<
     | { r: 'OK'; token: number; cpumask: string[] }
     | { r: 'RETRY' }
+    | { r: 'FENCED' }
     | { r: 'BUSY'; what: 'ptl' | 'mmap_sem' }
   > {
     const k = procKeys(pid);
     const r = (await this.run(
       'wpCopyLock',
-      [k.mm, k.pte, k.semW, k.ptl(lock), k.ptlmax, k.fence, k.cpumask],
-      [vpn, formatPte(expected), seq, owner, ttlMs, lock, agent],
+      [k.mm, k.pte, k.semW, k.ptl(lock), k.ptlmax, k.fence, k.cpumask, k.fenced],
+      [vpn, formatPte(expected), seq, owner, ttlMs, lock, agent, incarnation],
     )) as Reply;
     if (r[0] === 'OK')
       return { r: 'OK', token: Number(r[1]), cpumask: (r[2] as string[]).map(String) };
+    if (r[0] === 'FENCED') return { r: 'FENCED' };
     if (r[0] === 'BUSY') return { r: 'BUSY', what: r[1] === 'ptl' ? 'ptl' : 'mmap_sem' };
     return { r: 'RETRY' };
   }
@@ -708,12 +824,13 @@ export class Store {
     token: number,
     vpn: number,
     pte: Pte,
+    incarnation: string,
     opts: { keep?: boolean; skipFence?: boolean } = {},
   ): Promise<'OK' | 'UNFENCED' | 'ESTALE'> {
     const k = procKeys(pid);
     const r = (await this.run(
       'setPteUnlock',
-      [k.ptl(lock), k.ptlmax, k.pte],
+      [k.ptl(lock), k.ptlmax, k.pte, k.fenced],
       [
         value,
         lock,
@@ -722,14 +839,20 @@ export class Store {
         formatPte(pte),
         opts.keep ? 'keep' : '',
         opts.skipFence ? 'skip-fence' : '',
+        incarnation,
       ],
     )) as Reply;
     if (r[0] !== 'OK') return 'ESTALE';
     return Number(r[1]) === 1 ? 'OK' : 'UNFENCED';
   }
 
-  async copyPage(src: number, dst: number): Promise<void> {
-    await this.run('copyPage', MEM_KEYS, [src, dst]);
+  /** copy_user_highpage(src → dst); with old (src's frame), dst's pending tag owes its put. */
+  async copyPage(
+    src: number,
+    dst: number,
+    old: { pfn: number; gen: number } | null = null,
+  ): Promise<void> {
+    await this.run('copyPage', MEM_KEYS, [src, dst, old ? `${old.pfn}:${old.gen}` : '']);
   }
 
   /**
@@ -837,13 +960,26 @@ export class Store {
 
   /** get_page() for each frame: a new mapping ('map', fork) or a pin ('ref'); → pfns no longer live. */
   async getPages(
-    pages: Array<{ pfn: number; gen: number }>,
+    pages: ReadonlyArray<{ pfn: number; gen: number }>,
     kind: 'map' | 'ref',
   ): Promise<number[]> {
     if (pages.length === 0) return [];
-    const args: Array<string | number> = [kind];
-    for (const p of pages) args.push(p.pfn, p.gen);
-    return ((await this.run('getPages', MEM_KEYS, args)) as number[]).map(Number);
+    const r = (await this.run('getPages', MEM_KEYS, [kind, '', ...pairArgs(pages)])) as Reply;
+    return (r[1] as number[]).map(Number);
+  }
+
+  /**
+   * getPages as batch (fork's chunk <id>#c<n>), applied once: → pfns no longer live, 'DONE' if
+   * it was applied already, 'UNDONE' if it was rolled back (batchUndo) first.
+   */
+  async getPagesBatch(
+    pages: ReadonlyArray<{ pfn: number; gen: number }>,
+    kind: 'map' | 'ref',
+    batch: string,
+  ): Promise<number[] | 'DONE' | 'UNDONE'> {
+    const r = (await this.run('getPages', MEM_KEYS, [kind, batch, ...pairArgs(pages)])) as Reply;
+    if (r[0] === 'DONE' || r[0] === 'UNDONE') return r[0];
+    return (r[1] as number[]).map(Number);
   }
 
   /** The VMA covering vpn, if any (a read: find_vma()). */
@@ -942,41 +1078,75 @@ export class Store {
     s: number,
     e: number,
     cow: boolean,
+    intent: { id: string; owner: string },
   ): Promise<{
     child: Array<{ vpn: number; pte: Pte }>;
     writeProtected: number;
     cpumask: string[];
+    /** the chunk of fork's intent record these frames were recorded as */
+    chunk: number;
   } | null> {
     const k = procKeys(pid);
     const r = (await this.run(
       'copyPteRange',
-      [k.ptl(lock), k.ptlmax, k.pte, k.cpumask],
-      [value, lock, token, s, e, cow ? 1 : 0],
+      [k.ptl(lock), k.ptlmax, k.pte, k.cpumask, k.intent(intent.id)],
+      [value, lock, token, s, e, cow ? 1 : 0, intent.owner],
     )) as Reply;
     if (r[0] !== 'OK') return null;
     const child = (r[1] as string[]).map((c) => {
       const i = c.indexOf(':');
       return { vpn: Number(c.slice(0, i)), pte: parsePte(c.slice(i + 1)) };
     });
-    return { child, writeProtected: Number(r[2]), cpumask: (r[3] as string[]).map(String) };
+    return {
+      child,
+      writeProtected: Number(r[2]),
+      cpumask: (r[3] as string[]).map(String),
+      chunk: Number(r[4]),
+    };
   }
 
-  /** A new pid for a forked child, with the parent's VMA list. */
-  async forkChild(vmas: Vma[], mmapNext: number): Promise<number> {
-    const pid = await this.redis.incr(GLOBAL.nextPid);
-    const k = procKeys(pid);
-    await this.run('forkChild', [k.mm, k.vma], [mmapNext, ...vmas.map(formatVma)]);
-    return pid;
+  /** A new pid (for a forked child: recorded in fork's intent before the child exists). */
+  async nextPid(): Promise<number> {
+    return this.redis.incr(GLOBAL.nextPid);
   }
 
-  async setPtes(pid: number, ptes: Array<{ vpn: number; pte: Pte }>): Promise<void> {
-    if (ptes.length === 0) return;
+  /** dup_mm(): the child pid, being forked by forker, with the parent's VMA list; false if it exists. */
+  async forkChild(pid: number, vmas: Vma[], mmapNext: number, forker: string): Promise<boolean> {
     const k = procKeys(pid);
-    await this.run(
-      'setPtes',
-      [k.pte, k.pmds],
-      ptes.map((p) => `${p.vpn}:${formatPte(p.pte)}`),
+    const r = await this.run(
+      'forkChild',
+      [k.mm, k.vma],
+      [mmapNext, forker, ...vmas.map(formatVma)],
     );
+    return Number(r) === 1;
+  }
+
+  /** The fork is complete: the child comes alive (false: not forker's child). */
+  async forkDone(pid: number, forker: string): Promise<boolean> {
+    return Number(await this.run('forkDone', [procKeys(pid).mm], [forker])) === 1;
+  }
+
+  /** Roll back the child of a fork that did not complete: 'ALIVE' if it had completed. */
+  async forkUndo(pid: number, forker: string): Promise<'UNDONE' | 'ALIVE'> {
+    const k = procKeys(pid);
+    const r = (await this.run('forkUndo', [k.mm, k.vma, k.pte, k.pmds], [forker])) as Reply;
+    return r[0] === 'ALIVE' ? 'ALIVE' : 'UNDONE';
+  }
+
+  /** The child's PTEs, written by its forker; false when the child is no longer forker's. */
+  async setPtes(
+    pid: number,
+    forker: string,
+    ptes: Array<{ vpn: number; pte: Pte }>,
+  ): Promise<boolean> {
+    if (ptes.length === 0) return true;
+    const k = procKeys(pid);
+    const n = await this.run(
+      'setPtes',
+      [k.pte, k.pmds, k.mm],
+      [forker, ...ptes.map((p) => `${p.vpn}:${formatPte(p.pte)}`)],
+    );
+    return Number(n) >= 0;
   }
 
   async mmExit(pid: number, semValue: string): Promise<boolean> {

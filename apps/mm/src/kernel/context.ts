@@ -13,7 +13,7 @@ export interface MmContext {
    * incarnation; the invalidations it owes ends for, and its liveness lease ({mm}:live:<it>),
    * are keyed by it, so a dead incarnation's are never mistaken for the live one's.
    */
-  readonly incarnation: string;
+  incarnation: string;
   readonly store: Store;
   readonly tracer: Tracer;
   readonly rpc: RpcClient;
@@ -41,6 +41,11 @@ export interface MmContext {
   readonly intents: Map<string, OpIntent>;
   /** The crash point armed on this replica (crash_point.ts), if any. */
   crash: { point: string; token: string; action: 'kill' | 'stop' } | null;
+  /**
+   * Called when a script found this incarnation fenced off an address space (it was taken for
+   * dead): main.ts starts a new incarnation, so that the replica serves again.
+   */
+  onFenced?: () => void;
 }
 
 /** An operation's intent record, as the replica running it holds it. */
@@ -52,6 +57,8 @@ export interface OpIntent {
   readonly owner: string;
   /** the batch the next put of cleared frames is (intentFlushed moves it on) */
   batch: number;
+  /** fork: how many chunks of the child's frames were recorded (get_page batches <id>#c<n>) */
+  chunks: number;
 }
 
 export function createContext(
@@ -69,7 +76,7 @@ export function createContext(
 ): MmContext {
   return {
     ...deps,
-    incarnation: `${deps.instance}.${randomBytes(4).toString('hex')}`,
+    incarnation: newIncarnation(deps.instance),
     ids: new OpIds(deps.instance),
     stallUnderPtlMs: 0,
     atomic: new Map(),
@@ -79,6 +86,10 @@ export function createContext(
     crash: null,
   };
 }
+
+/** A new incarnation of replica instance: "<instance>.<boot id>". */
+export const newIncarnation = (instance: string): string =>
+  `${instance}.${randomBytes(4).toString('hex')}`;
 
 /**
  * The owner recorded in a PT-lock or mmap_sem lease and sent with each callback:

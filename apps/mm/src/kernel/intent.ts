@@ -1,5 +1,5 @@
 /**
- * Intent records: how a multi-step change (munmap, mprotect, mremap) survives the death of the
+ * Intent records: how a multi-step change (munmap, mprotect, mremap, fork) survives the death of the
  * replica running it. Models nothing in the kernel, where the CPU running munmap cannot die
  * half way without taking the machine down. In mmlab the replica is a process that can die at
  * any step, so each such operation is recorded in Redis ({p:<pid>}:intent:<id>, keys.ts) before
@@ -48,7 +48,7 @@ export async function intentBegin(
     args,
     ...(origin && { reply: origin }),
   });
-  const it: OpIntent = { pid, id, owner: ctx.incarnation, batch: 0 };
+  const it: OpIntent = { pid, id, owner: ctx.incarnation, batch: 0, chunks: 0 };
   ctx.intents.set(op, it);
   return it;
 }
@@ -59,7 +59,10 @@ export async function intentEnd(ctx: MmContext, op: string): Promise<void> {
   if (!it) return;
   ctx.intents.delete(op);
   if (await ctx.store.intentClose(it.pid, it.id, it.owner)) {
-    const batches = Array.from({ length: it.batch + 1 }, (_, i) => `${it.id}#${i}`);
+    const batches = [
+      ...Array.from({ length: it.batch + 1 }, (_, i) => `${it.id}#${i}`),
+      ...Array.from({ length: it.chunks }, (_, i) => `${it.id}#c${i + 1}`),
+    ];
     await ctx.store.redis.hdel(MEM.once, ...batches);
   }
 }

@@ -32,7 +32,7 @@ import {
 } from './mmu_notifier';
 import { debugStallUnderPtl, heldPtl, ptlUnlock, traceUnlock, underPtl } from './locks';
 import { forEachPteTable, staleLease } from './pagewalk';
-import { type Frame, allocPage, putPages } from './page_alloc';
+import { type Frame, allocPage, putPending } from './page_alloc';
 import { crashPoint } from './crash_point';
 import { putCleared, syscallOf } from './intent';
 import { flushTlbRange } from './tlbflush';
@@ -118,11 +118,17 @@ async function __handleMmFault(
   try {
     for (; ; retries++) {
       if (retries > 0) await backoff(retries, deadline, `fault at ${addr} of pid ${pid}`);
-      if (access === 'write' && !page) page = await allocPage(ctx, op).catch(() => null);
-      const step = await ctx.store.fault(pid, vpn, access, agent, page);
+      if (access === 'write' && !page)
+        page = await allocPage(ctx, op, null, { pid, vpn }).catch(() => null);
+      const step = await ctx.store.fault(pid, vpn, access, agent, page, ctx.incarnation);
+      if ('undone' in step && step.undone)
+        // A COW that died (or lost its lease) after clearing this PTE: the old page is back.
+        ctx.tracer.emit({ kind: 'pte.set', op, pid, addr, ...step.pte, lock, token: null });
       switch (step.r) {
         case 'ESRCH':
           throw new MmlabError('ESRCH', `no process ${pid}`);
+        case 'FENCED':
+          throw fencedOff(ctx, pid);
         case 'SIGSEGV':
           throw new MmlabError('SIGSEGV', `${access} at 0x${addr.toString(16)} in pid ${pid}`);
         case 'BUSY':
@@ -130,11 +136,15 @@ async function __handleMmFault(
         case 'NEED_PAGE':
           // Only when the optimistic allocation failed, or a read of a shared mapping.
           if (access === 'write') throw new MmlabError('ENOMEM', 'no free frame for the fault');
-          page = await allocPage(ctx, op);
+          page = await allocPage(ctx, op, null, { pid, vpn });
           continue;
         case 'ZERO':
         case 'ANON': {
-          if (step.r === 'ANON') page = null; // installed: it belongs to the page table now
+          if (step.r === 'ANON' && page) {
+            // installed: it belongs to the page table now, no longer pending
+            await ctx.store.pagesInstalled(ctx.incarnation, [page]);
+            page = null;
+          }
           ctx.tracer.emit({ kind: 'pte.set', op, pid, addr, ...step.pte, lock, token: null });
           const r: FaultResult = {
             ...step.pte,
@@ -172,8 +182,22 @@ async function __handleMmFault(
     throw err;
   } finally {
     // The frame we allocated ahead and did not install goes back.
-    if (page) await putPages(ctx, op, [page]);
+    if (page) await putPending(ctx, op, [page]);
   }
+}
+
+/**
+ * This incarnation was found dead on pid's address space (keys.ts :fenced: it was stopped
+ * past its liveness lease and another replica reaped its pending frames there): it may write
+ * nothing there any more. Indefinite for the caller, who asks again (another replica, or this
+ * one once it runs as a new incarnation).
+ */
+function fencedOff(ctx: MmContext, pid: number): MmlabError {
+  ctx.onFenced?.();
+  return new MmlabError(
+    'ESTALE',
+    `${ctx.incarnation} was found dead and fenced off pid ${pid}: the fault is not done`,
+  );
 }
 
 /**
@@ -235,9 +259,11 @@ async function doWpPage(
     ctx.tracer.emit({ kind: 'pte.set', op, pid, addr, ...pte, lock, token: null });
     return { result: { ...pte, kind: 'wp-reuse' }, consumed: false };
   }
-  // cow_user_page(): copy before taking the lock.
-  const page = prealloc ?? (await allocPage(ctx, op, old.pfn));
-  if (prealloc) await ctx.store.copyPage(old.pfn, page.pfn);
+  // cow_user_page(): copy before taking the lock. The new page's pending tag owes old's put
+  // (done with pagesInstalled, or by whoever finds the new page installed if we die first).
+  const page = prealloc ?? (await allocPage(ctx, op, old, { pid, vpn }));
+  if (prealloc) await ctx.store.copyPage(old.pfn, page.pfn, old);
+  await crashPoint(ctx, 'cow.copied');
   const legacy = ctx.env.MMLAB_MODE === 'legacy';
   const seedAlone = injected(ctx, 'free-before-invalidate-page');
   const mmunStart = addr; /* For mmu_notifiers */
@@ -251,23 +277,25 @@ async function doWpPage(
       legacy || seedAlone
         ? null
         : await invalidateRangeStart(ctx, op, pid, mmunStart, mmunEnd, 'clear');
+    await crashPoint(ctx, 'cow.range_started');
     try {
       installed = await withinRange(range, () => wpPageCopy(ctx, f, page, legacy));
     } finally {
       if (range) await invalidateRangeEnd(ctx, range, mmunStart, mmunEnd);
     }
   } finally {
-    // Keep the copy for the retry only if we allocated it here; the caller owns prealloc.
-    if (!installed && !prealloc) await putPages(ctx, op, [page]);
+    // Not installed: the copy goes back, prealloc too (its tag now owes old's put: a retry
+    // allocates afresh).
+    if (!installed) await putPending(ctx, op, [page]);
   }
-  if (!installed) return { result: null, consumed: false };
-  if (seedAlone) {
-    // The mistake the seed's comment guards against: the old page freed first.
-    await putPages(ctx, op, [old]);
-    await invalidatePage(ctx, op, pid, addr);
-  } else {
-    await putPages(ctx, op, [old]);
-  }
+  if (!installed) return { result: null, consumed: true };
+  // put_page(old), as the new page's install owes it (pagesInstalled: once, whoever does it).
+  await crashPoint(ctx, 'cow.range_ended');
+  const freed = await ctx.store.pagesInstalled(ctx.incarnation, [page]);
+  for (const pfn of freed) ctx.tracer.emit({ kind: 'frame.free', op, pfn, gen: old.gen });
+  // The mistake the seed's comment guards against: the old page freed first.
+  if (seedAlone) await invalidatePage(ctx, op, pid, addr);
+  await crashPoint(ctx, 'cow.freed');
   return {
     result: { pfn: page.pfn, gen: page.gen, writable: true, kind: 'wp-copy' },
     consumed: true,
@@ -302,6 +330,7 @@ async function wpPageCopy(
       ctx.env.MMLAB_LEASE_TTL_MS,
       lock,
       agent,
+      ctx.incarnation,
     );
     // spin_lock(ptl): spin while the PT lock is held; a writer of mmap_sem (or a moved PTE)
     // sends the fault back to the top, where it waits as it would on mmap_sem.
@@ -311,12 +340,14 @@ async function wpPageCopy(
     }
     break;
   }
+  if (r.r === 'FENCED') throw fencedOff(ctx, pid);
   if (r.r !== 'OK') return false;
   const held = heldPtl(ctx, pid, lock, op, r.token, t0);
   ctx.tracer.emit({ kind: 'pte.clear', op, pid, addr, ...old, lock, token: r.token });
   const pte: Pte = { pfn: page.pfn, gen: page.gen, writable: true };
   const skipFence = injected(ctx, 'skip-fence-check');
   await underPtl(held, async () => {
+    await crashPoint(ctx, 'cow.cleared');
     await debugStallUnderPtl(ctx, held);
     // ptep_clear_flush(): the PTE was cleared with the lock; shoot the TLBs down.
     await flushTlbRange(ctx, op, pid, addr, addr + PAGE_SIZE, r.cpumask);
@@ -325,7 +356,7 @@ async function wpPageCopy(
   });
   let st: 'OK' | 'UNFENCED' | 'ESTALE' = 'ESTALE';
   const set = () =>
-    ctx.store.setPteUnlock(pid, lock, held.lease.value, r.token, vpn, pte, {
+    ctx.store.setPteUnlock(pid, lock, held.lease.value, r.token, vpn, pte, ctx.incarnation, {
       keep: legacy,
       skipFence,
     });
@@ -348,6 +379,7 @@ async function wpPageCopy(
     );
   }
   ctx.tracer.emit({ kind: 'pte.set', op, pid, addr, ...pte, lock, token: r.token });
+  await crashPoint(ctx, 'cow.set');
   if (legacy && st === 'OK') {
     // v3.6 set_pte_at_notify(): set_pte_at(), then mmu_notifier_change_pte() — still under
     // the lock; a subscriber without change_pte gets invalidate_page here.

@@ -119,6 +119,25 @@ export async function madviseDontneed(
 ): Promise<{ zapped: number; freed: number }> {
   const s = startVpn(addr, 'madvise');
   const op = ctx.ids.next('madvise');
+  // The zap clears PTEs whose frames are put after the shootdown: recorded (intent.ts) so that
+  // a replica dying in between leaks nothing — another runs the zap again and puts them.
+  await intentBegin(ctx, op, pid, 'madvise', { addr, pages });
+  try {
+    await crashPoint(ctx, 'madvise.intent');
+    return await madviseSteps(ctx, op, pid, s, pages);
+  } finally {
+    await intentEnd(ctx, op);
+  }
+}
+
+/** The steps of madvise(DONTNEED) for op (first run, or a take-over: the zap is idempotent). */
+export async function madviseSteps(
+  ctx: MmContext,
+  op: string,
+  pid: number,
+  s: number,
+  pages: number,
+): Promise<{ zapped: number; freed: number }> {
   const sem = await mmapReadLock(ctx, pid, op);
   try {
     for (let v = s; v < s + pages;) {
@@ -130,8 +149,8 @@ export async function madviseDontneed(
       kind: 'madvise',
       op,
       pid,
-      start: addr,
-      end: addr + pages * PAGE_SIZE,
+      start: s * PAGE_SIZE,
+      end: (s + pages) * PAGE_SIZE,
       advice: 'dontneed',
     });
     return await zapPageRange(ctx, op, pid, s, s + pages, 'clear');

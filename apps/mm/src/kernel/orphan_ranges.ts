@@ -28,15 +28,37 @@
  * The same scan finishes the multi-step operations (intent records, intent.ts) of dead
  * incarnations: at the first scan that finds the owner's lease gone, since the take-over fences
  * the owner (a stopped one that resumes is refused the operation's PT locks), so nothing is lost
- * by not waiting a second TTL. The caller of the operation gets EOWNERDEAD from here, within
- * about one lease TTL and a half-scan of the death.
+ * by not waiting a second TTL. The caller of the operation gets EOWNERDEAD from here within one
+ * lease TTL of the death: an mm's liveness lease lives 3/4 of the TTL (main.ts), and the owners
+ * of the intents in flight are polled every tenth of it between scans (pollIntentOwners), so
+ * the answer comes at most ~0.85 TTL after the death. A fork is rolled back (forkRollback:
+ * its caller is told, definitely, that there is no child), or, if it had completed, its caller
+ * gets the child's pid.
+ *
+ * Pending frames ({mem}:pending, keys.ts): a frame a fault or COW allocated and had not
+ * installed when its incarnation died. Once that owner is confirmed dead (as for invalidations:
+ * twice, a TTL apart), the owner is fenced off the frame's address space (pendingFence: its
+ * fault scripts there are refused from then on, so a stopped replica that resumes cannot
+ * install it) and the frame is put back if no PTE holds it, or, if one does, the put of the
+ * page its COW replaced is done (pendingReap):
+ *
+ *   mm-0 (COW of pid 1, vpn 9: old 5 → new 7)     mm-1
+ *   alloc 7 (pending: mm-0.a1|1|9|5:3)
+ *   wpCopyLock: vpn 9 = 5:3:3 (cleared, old kept)
+ *   SIGKILL
+ *                                                 CPU fault at vpn 9: PT lock free, PTE
+ *                                                 cleared by a dead COW → 5:3:0 again
+ *                                                 (undone); then a COW of its own
+ *                                                 mm-0.a1 dead twice: pendingFence(1, mm-0.a1)
+ *                                                 → 7 in no PTE: pendingReap puts 7 back
  */
-import type { Intent, OpenInvalidation } from '@mmlab/model';
+import type { Intent, OpenInvalidation, PendingFrame } from '@mmlab/model';
 import { MmlabError, PAGE_SIZE, type Prot } from '@mmlab/protocol';
 import type { MmContext } from './context';
+import { forkRollback } from './fork';
 import { invalidateRangeEndForDead } from './mmu_notifier';
 import { intentEnd, putCleared } from './intent';
-import { munmapSteps } from './mmap';
+import { madviseSteps, munmapSteps } from './mmap';
 import { mprotectSteps } from './mprotect';
 import { mremapSteps } from './mremap';
 import { flushTlbRange } from './tlbflush';
@@ -50,27 +72,54 @@ export class OrphanRangeReaper {
   private readonly finishing = new Set<string>();
   /** intents this replica is taking over */
   private readonly finishingIntents = new Set<string>();
+  /** pending frames this replica is reaping ("pfn:gen") */
+  private readonly reaping = new Set<string>();
+  /** owners of the intents in flight at the last scan, polled between scans */
+  private intentOwners = new Set<string>();
+  private poller: NodeJS.Timeout | null = null;
 
   constructor(
     private readonly ctx: MmContext,
     private readonly log: { warn(msg: string): void },
   ) {}
 
-  /** Scan every half TTL (an owner is confirmed dead within about two TTLs of its lease's end). */
+  /**
+   * Scan every half TTL (an owner is confirmed dead within about two TTLs of its lease's end);
+   * between scans, poll the liveness of the owners of intents in flight every tenth of a TTL,
+   * and scan at once when one is gone (its caller waits for the answer).
+   */
   start(): void {
-    const every = Math.max(50, Math.floor(this.ctx.env.MMLAB_LEASE_TTL_MS / 2));
-    this.timer = setInterval(() => {
+    const ttl = this.ctx.env.MMLAB_LEASE_TTL_MS;
+    const scan = () => {
       if (this.running) return;
       void this.scan().catch((e: unknown) =>
         this.log.warn(`open invalidations not scanned: ${String(e)}`),
       );
-    }, every);
+    };
+    this.timer = setInterval(scan, Math.max(50, Math.floor(ttl / 2)));
+    this.poller = setInterval(
+      () => {
+        if (this.running || this.intentOwners.size === 0) return;
+        void this.pollIntentOwners()
+          .then((gone) => gone && scan())
+          .catch(() => undefined);
+      },
+      Math.max(10, Math.floor(ttl / 10)),
+    );
   }
 
   async stop(): Promise<void> {
     if (this.timer) clearInterval(this.timer);
+    if (this.poller) clearInterval(this.poller);
     this.timer = null;
+    this.poller = null;
     await this.running?.catch(() => 0);
+  }
+
+  /** Has an owner of an intent in flight (at the last scan) lost its liveness lease? */
+  private async pollIntentOwners(): Promise<boolean> {
+    for (const w of this.intentOwners) if (!(await this.ctx.store.mmIsAlive(w))) return true;
+    return false;
   }
 
   /** One pass over every process: → how many invalidations this replica took over. */
@@ -90,7 +139,17 @@ export class OrphanRangeReaper {
     const intents = (await Promise.all(pids.map((pid) => store.intents(pid))))
       .flat()
       .filter((i) => i.owner !== incarnation && !this.finishingIntents.has(i.id));
-    const owners = [...new Set([...open.map((o) => o.owner), ...intents.map((i) => i.owner)])];
+    const pending = (await store.pendingFrames()).filter(
+      (f) => f.owner !== incarnation && !this.reaping.has(`${f.pfn}:${f.gen}`),
+    );
+    this.intentOwners = new Set(intents.map((i) => i.owner));
+    const owners = [
+      ...new Set([
+        ...open.map((o) => o.owner),
+        ...intents.map((i) => i.owner),
+        ...pending.map((f) => f.owner),
+      ]),
+    ];
     const alive = new Map(
       await Promise.all(owners.map(async (w) => [w, await store.mmIsAlive(w)] as const)),
     );
@@ -108,14 +167,44 @@ export class OrphanRangeReaper {
     for (const o of orphans) void this.finish(o);
     const taken = intents.filter((i) => alive.get(i.owner) === false);
     for (const i of taken) void this.finishIntent(i);
-    return orphans.length + taken.length;
+    const reaped = pending.filter((f) => dead.has(f.owner));
+    for (const f of reaped) void this.reapPending(f);
+    return orphans.length + taken.length + reaped.length;
+  }
+
+  /**
+   * A dead incarnation's pending frame: fence the owner off the frame's address space, then put
+   * the frame back if no PTE holds it, or do the put its COW owed if one does.
+   */
+  private async reapPending(f: PendingFrame): Promise<void> {
+    const { ctx } = this;
+    const key = `${f.pfn}:${f.gen}`;
+    this.reaping.add(key);
+    try {
+      const installed = await ctx.store.pendingFence(f);
+      const r = await ctx.store.pendingReap(f, installed);
+      if (r.r === 'GONE') return;
+      const op = ctx.ids.next('reap');
+      const gens = new Map([[f.pfn, f.gen], ...(f.old ? ([[f.old.pfn, f.old.gen]] as const) : [])]);
+      for (const pfn of r.freed)
+        ctx.tracer.emit({ kind: 'frame.free', op, pfn, gen: gens.get(pfn)! });
+      this.log.warn(
+        `pfn ${f.pfn} of pid ${f.pid} pending for dead ${f.owner}: ` +
+          (r.r === 'BACK' ? 'never installed, freed' : 'installed, its COW finished'),
+      );
+    } catch (e) {
+      this.log.warn(`pending pfn ${f.pfn} of dead ${f.owner} not reaped: ${String(e)}`);
+    } finally {
+      this.reaping.delete(key);
+    }
   }
 
   /**
    * Take over the operation a dead incarnation left half done (intent.ts): answer its caller,
    * put the frames it cleared and never put (after a TLB shootdown of its range: it may have
    * died before its own), and run the operation again from the top under the same record.
-   * munmap, mprotect and mremap are idempotent given their record, so this rolls them forward.
+   * munmap, mprotect, mremap and madvise(DONTNEED) are idempotent given their record, so this
+   * rolls them forward.
    */
   private async finishIntent(i: Intent): Promise<void> {
     const { ctx } = this;
@@ -127,6 +216,7 @@ export class OrphanRangeReaper {
       const cur = (await ctx.store.intents(i.pid)).find((x) => x.id === i.id);
       if (!cur) return;
       this.log.warn(`taking over ${cur.rec.syscall} ${i.id} of pid ${i.pid} from dead ${i.owner}`);
+      if (cur.rec.syscall === 'fork') return await this.rollBackFork(cur, i.owner);
       if (cur.rec.reply)
         ctx.rpc.nc.publish(
           cur.rec.reply.to,
@@ -140,7 +230,13 @@ export class OrphanRangeReaper {
           }),
         );
       const op = ctx.ids.next(cur.rec.syscall);
-      ctx.intents.set(op, { pid: i.pid, id: i.id, owner: ctx.incarnation, batch: cur.batch });
+      ctx.intents.set(op, {
+        pid: i.pid,
+        id: i.id,
+        owner: ctx.incarnation,
+        batch: cur.batch,
+        chunks: 0,
+      });
       const a = cur.rec.args as { addr: number; pages: number; newPages?: number; prot?: Prot };
       const s = a.addr / PAGE_SIZE;
       try {
@@ -164,6 +260,9 @@ export class OrphanRangeReaper {
               case 'mremap':
                 await mremapSteps(ctx, op, i.pid, s, a.pages, a.newPages ?? a.pages, it?.newVpn);
                 break;
+              case 'madvise':
+                await madviseSteps(ctx, op, i.pid, s, a.pages);
+                break;
             }
             break;
           } catch (e) {
@@ -178,6 +277,57 @@ export class OrphanRangeReaper {
       this.log.warn(`${i.id} of pid ${i.pid} not finished: ${String(e)}`);
     } finally {
       this.finishingIntents.delete(i.id);
+    }
+  }
+
+  /**
+   * A fork its replica died in: roll it back (forkRollback) and tell its caller there is no
+   * child (EOWNERDEAD, definite); or, if the child had come alive, give the caller its pid.
+   */
+  private async rollBackFork(cur: Intent, dead: string): Promise<void> {
+    const { ctx } = this;
+    const op = ctx.ids.next('fork');
+    const child = Number(cur.rec.args.child);
+    // chunks: 0 — the undone get_page batches stay marked, refusing a late get of the dead one
+    ctx.intents.set(op, { pid: cur.pid, id: cur.id, owner: ctx.incarnation, batch: 0, chunks: 0 });
+    try {
+      // The dead one may have write-protected PTEs of the parent and died before its shootdown.
+      const cpus = await ctx.store.cpumask(cur.pid);
+      for (const v of await ctx.store.vmas(cur.pid))
+        await flushTlbRange(ctx, op, cur.pid, v.start * PAGE_SIZE, v.end * PAGE_SIZE, cpus);
+      const r = await forkRollback(ctx, op, child, cur.id, cur.chunks);
+      if (r === 'ALIVE') {
+        ctx.tracer.emit({ kind: 'process.fork', op, pid: cur.pid, child });
+        for (const v of await ctx.store.vmas(child))
+          ctx.tracer.emit({
+            kind: 'vma.map',
+            op,
+            pid: child,
+            start: v.start * PAGE_SIZE,
+            end: v.end * PAGE_SIZE,
+            prot: v.prot,
+            flags: v.shared ? ['shared'] : [],
+          });
+      }
+      if (cur.rec.reply)
+        ctx.rpc.nc.publish(
+          cur.rec.reply.to,
+          JSON.stringify({
+            id: cur.rec.reply.id,
+            isDisposed: true,
+            ...(r === 'ALIVE'
+              ? { response: { pid: child } }
+              : {
+                  err: new MmlabError(
+                    'EOWNERDEAD',
+                    `${dead} died during fork of pid ${cur.pid}; ${ctx.instance} rolled it back: no child`,
+                    true,
+                  ).toWire(),
+                }),
+          }),
+        );
+    } finally {
+      await intentEnd(ctx, op);
     }
   }
 

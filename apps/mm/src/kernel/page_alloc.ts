@@ -7,16 +7,33 @@ export interface Frame {
   gen: number;
 }
 
-/** alloc_page(GFP_HIGHUSER_MOVABLE) (+ copy_user_highpage when copyFrom is given). */
+/**
+ * alloc_page(GFP_HIGHUSER_MOVABLE) (+ copy_user_highpage when copyFrom is given). A frame for
+ * a fault of pid at vpn is tagged pending ({mem}:pending, keys.ts) with this incarnation, until
+ * pagesInstalled or its own putPending: if this replica dies in between, another reaps it
+ * (orphan_ranges.ts) instead of leaking it. old: the page a COW replaces with it.
+ */
 export async function allocPage(
   ctx: MmContext,
   op: string,
-  copyFrom: number | null = null,
+  copyFrom: Frame | null = null,
+  fault: { pid: number; vpn: number } | null = null,
 ): Promise<Frame> {
-  const f = await ctx.store.allocPage(copyFrom);
+  const tag = fault && { owner: ctx.incarnation, ...fault, old: copyFrom };
+  const f = await ctx.store.allocPage(copyFrom?.pfn ?? null, 1, tag);
   if (!f) throw new MmlabError('ENOMEM', 'no free frame');
   ctx.tracer.emit({ kind: 'frame.alloc', op, pfn: f.pfn, gen: f.gen });
   return f;
+}
+
+/**
+ * A fault's frames allocated ahead and not installed go back — unless they were reaped as a
+ * dead incarnation's meanwhile (this replica was stopped past its liveness lease).
+ */
+export async function putPending(ctx: MmContext, op: string, frames: Frame[]): Promise<void> {
+  const { freed } = await ctx.store.putPages(frames, 'pending', '', ctx.incarnation);
+  const gens = new Map(frames.map((f) => [f.pfn, f.gen]));
+  for (const pfn of freed) ctx.tracer.emit({ kind: 'frame.free', op, pfn, gen: gens.get(pfn)! });
 }
 
 /**
