@@ -18,10 +18,31 @@ const alias = {
 // Nest's dependency injection needs decorator metadata, which esbuild does not emit: SWC does.
 const plugins = [swc.vite({ module: { type: 'es6' } })];
 
+/**
+ * Integration files whose scenarios hit their races by timing (chaos windows, slow or paused
+ * subscribers, lease expiries measured against the caller's wait): they run one at a time, after
+ * everything else, on an otherwise idle machine. The other integration files run two at a time
+ * (each starts its own nats-server, redis-server and services on free ports).
+ */
+const SERIAL = [
+  'test/chaos.e2e-spec.ts',
+  'test/examples.e2e-spec.ts',
+  'test/mmlab-chaos.e2e-spec.ts',
+  'test/server-chaos.e2e-spec.ts',
+  'test/mm-crash-points.e2e-spec.ts',
+  'test/notifier.e2e-spec.ts',
+  'test/ptlock-lease.e2e-spec.ts',
+  'test/subscriber-faults.e2e-spec.ts',
+  'test/bind-and-shutdown.e2e-spec.ts',
+  'test/dashboard.e2e-spec.ts',
+];
+
+const integration = { environment: 'node', testTimeout: 120_000, hookTimeout: 120_000 } as const;
+
 export default defineConfig({
   test: {
-    // Integration files each start real nats-server/redis-server and services: one at a time on 2 cores.
-    fileParallelism: false,
+    // 2 cores: two test files at a time at most.
+    maxWorkers: 2,
     projects: [
       {
         plugins,
@@ -38,9 +59,19 @@ export default defineConfig({
         test: {
           name: 'integration',
           include: ['test/**/*.e2e-spec.ts'],
-          environment: 'node',
-          testTimeout: 120_000,
-          hookTimeout: 120_000,
+          exclude: SERIAL,
+          ...integration,
+        },
+      },
+      {
+        plugins,
+        resolve: { alias },
+        test: {
+          name: 'integration-serial',
+          include: SERIAL,
+          ...integration,
+          sequence: { groupOrder: 1 },
+          poolOptions: { forks: { singleFork: true } },
         },
       },
     ],

@@ -9,6 +9,7 @@ import { tmpdir } from 'node:os';
 import * as path from 'node:path';
 import { parseDocument } from 'yaml';
 import { afterAll, describe, expect, it } from 'vitest';
+import { TraceEvent } from '@mmlab/protocol';
 import { RunResults, parseScenario } from '@mmlab/scenario';
 import { repoRoot } from '@mmlab/runner';
 import { runMmlab } from '@mmlab/testing';
@@ -25,13 +26,34 @@ const list = (dir: string) =>
 async function run(
   file: string,
   out: string,
-): Promise<{ code: number | null; results: RunResults; log: string }> {
+): Promise<{ code: number | null; results: RunResults; log: string; events: TraceEvent[] }> {
   const r = await runMmlab(['run', file, '--local', '--out', out]);
   const results = RunResults.parse(
     JSON.parse(readFileSync(path.join(out, 'results.json'), 'utf8')),
   );
-  return { code: r.code, results, log: r.stdout + r.stderr };
+  const events = readFileSync(path.join(out, 'trace.jsonl'), 'utf8')
+    .split('\n')
+    .filter((l) => l !== '')
+    .map((l) => TraceEvent.parse(JSON.parse(l)));
+  return { code: r.code, results, log: r.stdout + r.stderr, events };
 }
+
+/**
+ * What the control run of an injection must show besides breaking nothing: the check the
+ * injection skips, at work on the same race.
+ */
+const controlShows: Record<string, (r: { results: RunResults; events: TraceEvent[] }) => void> = {
+  'examples/inject/skip-fence-check.yaml': ({ results, events }) => {
+    // the COW that lost its lease: its late set_pte_at refused, its CPU told ESTALE
+    const lost = events.filter((e) => e.kind === 'crash.point' && e.action === 'lose-lease');
+    expect(lost).toHaveLength(1);
+    const rejects = events.filter((e) => e.kind === 'pte.reject');
+    expect(rejects).toMatchObject([{ op: lost[0].op, reason: 'lease lost before set_pte_at' }]);
+    expect(results.workloads?.map((w) => w.failed.byCode).filter((c) => c.ESTALE)).toEqual([
+      { ESTALE: 1 },
+    ]);
+  },
+};
 
 describe('examples/ (examples/chaos/: test/chaos.e2e-spec.ts)', () => {
   it.each(list('examples'))('%s is valid', async (file) => {
@@ -67,7 +89,7 @@ describe('examples/inject/', () => {
     doc.setIn(['name'], `${String(doc.get('name'))}-control`);
     const control = path.join(tmp, `${path.basename(file, '.yaml')}-control.yaml`);
     writeFileSync(control, doc.toString());
-    const { code, results, log } = await run(
+    const { code, results, log, events } = await run(
       control,
       path.join(tmp, path.basename(control, '.yaml')),
     );
@@ -76,5 +98,6 @@ describe('examples/inject/', () => {
       log,
     ).toEqual([]);
     expect(code).toBe(0);
+    controlShows[file]?.({ results, events });
   });
 });

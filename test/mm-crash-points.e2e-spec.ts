@@ -75,12 +75,12 @@ const POINTS = {
   ],
   // do_wp_page's copy of a page shared with a child
   cow: [
-    'cow.copied',
-    'cow.range_started',
-    'cow.cleared',
-    'cow.set',
-    'cow.range_ended',
-    'cow.freed',
+    'do_wp_page.copied',
+    'do_wp_page.range_started',
+    'do_wp_page.ptl_held',
+    'do_wp_page.set',
+    'do_wp_page.range_ended',
+    'do_wp_page.freed',
   ],
 } as const;
 
@@ -321,7 +321,7 @@ describe('an mm replica dying at each step of a multi-step change', () => {
     const { pid, page } = await space();
     const { pid: child } = await rpc.call('fork', { pid });
     const d = await dieAt(
-      'cow.cleared',
+      'do_wp_page.ptl_held',
       () =>
         rpc.call(
           'fault',

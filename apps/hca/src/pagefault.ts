@@ -4,14 +4,16 @@
  * resolved through mm and checked against the umem's notifier count and sequence under
  * umem_mutex before the MTT is programmed.
  *
- * The loop, until MMLAB_NPF_TIMEOUT_MS → EAGAIN (the QP's page fault fails):
+ * The loop, until MMLAB_NPF_TIMEOUT_MS → EAGAIN (the QP's page fault fails; step 3's test hook
+ * not counted):
  *   1. dying (release received) → EFAULT; snapshot current_seq = notifiers_seq
  *   2. get_user_pages without pin, for write whenever the MR is writable (3.19 sets
  *      ODP_WRITE_ALLOWED_BIT for every fault of a writable umem, reads included: a read breaks
  *      COW; only a read-only MR, or a read prefetch (v5.0), faults for read)
  *   3. (MMLAB_NPF_DELAY_MS: a slow page-fault work queue, a test hook: on the first try it
- *      waits up to that long for an invalidation to reach the MR after the snapshot, so the
- *      race of step 4 is hit deterministically once the fault started before the invalidation)
+ *      traces npf.delay, then waits up to that long for an invalidation to reach the MR after
+ *      the snapshot, so the race of step 4 is hit deterministically once the invalidation
+ *      starts after npf.delay — a scenario waits for it with the step trace.wait)
  *   4. umem_mutex; ib_umem_mmu_notifier_retry(): counters inactive, count ≠ 0 or seq moved →
  *      unlock, -EAGAIN: dying → EFAULT, else wait_for_completion_timeout(notifier_completion,
  *      MMU_NOTIFIER_TIMEOUT) and fault again (the QP re-executes the WQE); otherwise program
@@ -57,7 +59,7 @@ export async function pagefaultSingleDataSegment(
   op?: string,
 ): Promise<number> {
   const t0 = now();
-  const deadline = Date.now() + ctx.env.MMLAB_NPF_TIMEOUT_MS;
+  let deadline = Date.now() + ctx.env.MMLAB_NPF_TIMEOUT_MS;
   const dying = () =>
     new MmlabError('EFAULT', `pid ${mr.pid} was released during the page fault of MR ${mr.id}`);
   ctx.tracer.emit({ kind: 'npf.begin', op, agent: ctx.name, pid: mr.pid, addr, pages, write });
@@ -79,9 +81,24 @@ export async function pagefaultSingleDataSegment(
       });
       // (3) a slow page-fault work queue: up to MMLAB_NPF_DELAY_MS, woken as soon as an
       // invalidation reaches the MR after the snapshot (a deterministic test hook; the first
-      // try only: a retry already follows an invalidation)
-      if (ctx.env.MMLAB_NPF_DELAY_MS > 0 && retries === 0)
+      // try only: a retry already follows an invalidation). npf.delay says the snapshot is
+      // taken: a scenario starts its invalidation once it sees it (trace.wait).
+      if (ctx.env.MMLAB_NPF_DELAY_MS > 0 && retries === 0) {
+        ctx.tracer.emit({
+          kind: 'npf.delay',
+          op,
+          agent: ctx.name,
+          pid: mr.pid,
+          addr,
+          seq: snap.seq,
+          ms: ctx.env.MMLAB_NPF_DELAY_MS,
+        });
+        const stalled = Date.now();
         await mr.notifiers.waitPast(snap, ctx.env.MMLAB_NPF_DELAY_MS);
+        // The hook's stall is the test's time, not the fault's: it does not count against
+        // MMLAB_NPF_TIMEOUT_MS (a control run on a slow machine would give up otherwise).
+        deadline += Date.now() - stalled;
+      }
       // (4) mutex_lock(&umem_mutex); ib_umem_mmu_notifier_retry()
       const unlock = await mr.umemMutex.acquire();
       try {

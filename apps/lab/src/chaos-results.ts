@@ -49,6 +49,8 @@ export function chaosResults(outcome: RunOutcome, events: readonly TraceEvent[])
     'chaos.schedule',
     'sleep',
     'mm.stall',
+    'mm.lose_lease',
+    'trace.wait',
     'workload',
     'hca.workload',
   ]);

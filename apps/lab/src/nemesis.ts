@@ -244,7 +244,7 @@ export class Nemesis {
     const timeoutMs = this.opts.timeoutMs ?? 5000;
     try {
       const mem = await this.rpc.call('meminfo', {}, { timeoutMs });
-      // owner: "<instance>.<boot id>/<op>" (the incarnation, then the operation)
+      // owners are "<incarnation>/<op>", the incarnation "<instance>.<boot id>" (mm-1.3f2a.../fault#7)
       for (const l of mem.locks) {
         const m = /^(mm-\d+)[./]/.exec(l.owner);
         if (m) return m[1];

@@ -6,6 +6,8 @@
 import { MmlabError, type RpcName } from '@mmlab/protocol';
 import type { RpcClient } from '@mmlab/runtime';
 import { parseScenario, type Scenario } from '@mmlab/scenario';
+import { createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { describe, expect, it } from 'vitest';
 import type { LabConnection } from './lab-connection';
 import { ScenarioRunner } from './scenario-runner';
@@ -225,5 +227,54 @@ describe('ScenarioRunner steps', () => {
     });
     expect(r[2].branches?.[1][0].ok).toBe(true);
     expect(calls.map((c) => c.name)).toEqual(['processCreate', 'hcaRegMr']);
+  });
+
+  it('arms every mm replica, and only those, with one lose-lease crash point', async () => {
+    const { lab, calls } = fakeLab({ mmCrashPoint: () => ({ armed: true }) });
+    const s = parse('  - { op: mm.lose_lease, at: do_wp_page.ptl_held }');
+    const r = await new ScenarioRunner(s, {
+      ...lab,
+      instances: ['mm-0', 'cpu0', 'mm-1', 'hca0'],
+    }).runSteps();
+    expect(r[0].ok).toBe(true);
+    expect(calls.map((c) => c.id)).toEqual(['mm-0', 'mm-1']);
+    const [a, b] = calls.map((c) => c.req as { point: string; token: string; action: string });
+    expect(a).toMatchObject({ point: 'do_wp_page.ptl_held', action: 'lose-lease' });
+    expect(b).toEqual(a); // one token: the point fires once in the lab
+  });
+
+  it('trace.wait waits for the events on the observer, and fails with ETIMEDOUT when they never come', async () => {
+    // A real HTTP server as the observer: each GET /events finds one more npf.delay.
+    const queries: URLSearchParams[] = [];
+    const server = createServer((req, res) => {
+      const q = new URL(req.url ?? '/', 'http://x').searchParams;
+      queries.push(q);
+      const n = Math.min(queries.length, 3);
+      res.setHeader('Content-Type', 'application/json');
+      res.end(
+        JSON.stringify({ total: n, offset: 0, events: Array.from({ length: n }, () => ({})) }),
+      );
+    });
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+    try {
+      const { port } = server.address() as AddressInfo;
+      const { lab } = fakeLab({});
+      const s = parse(
+        '  - { op: trace.wait, event: npf.delay, instance: hca0, count: 2 }',
+        '  - { op: trace.wait, event: npf.delay, count: 4, timeoutMs: 100 }',
+      );
+      const r = await new ScenarioRunner(s, {
+        ...lab,
+        observerUrl: `http://127.0.0.1:${port}`,
+      }).runSteps();
+      expect(r[0]).toMatchObject({ ok: true, value: 2 });
+      expect(queries[0].get('kind')).toBe('npf.delay');
+      expect(queries[0].get('instance')).toBe('hca0');
+      expect(Number(queries[0].get('from'))).toBeGreaterThan(0);
+      expect(r[1]).toMatchObject({ ok: false, error: { code: 'ETIMEDOUT' } });
+      expect(queries.at(-1)?.has('instance')).toBe(false);
+    } finally {
+      await new Promise((r) => server.close(r));
+    }
   });
 });

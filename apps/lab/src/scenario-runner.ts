@@ -151,6 +151,8 @@ export class ScenarioRunner {
   private readonly nemesis: Nemesis;
   private readonly schedules: ScheduleOutcome[] = [];
   private readonly workloads: WorkloadResult[] = [];
+  /** epoch ms the run began (trace.wait counts the events since) */
+  private startedAt = now();
 
   constructor(
     readonly scenario: Scenario,
@@ -172,6 +174,8 @@ export class ScenarioRunner {
       timeoutMs: this.opts.stepTimeoutMs ?? 30_000,
       ...(this.opts.signal && { signal: this.opts.signal }),
       runList: (steps, base) => this.runList(steps, base),
+      traceCount: async (event, instance) =>
+        (await this.fetchEvents(this.startedAt, undefined, event, instance)).length,
       recordSchedule: (s) => this.schedules.push(s),
       recordWorkload: (r) => this.workloads.push(r),
     };
@@ -180,6 +184,7 @@ export class ScenarioRunner {
   /** Run everything; never throws: a failure to complete is the `unknown` verdict. */
   async run(): Promise<RunOutcome> {
     const from = now();
+    this.startedAt = from;
     let rawEvents: unknown[] = [];
     let events: TraceEvent[] = [];
     let openBefore: PriorWindow[] = [];
@@ -380,8 +385,16 @@ export class ScenarioRunner {
     await untilAborted(this.lab.rpc.call('observerSync', {}, { timeoutMs }), this.opts.signal);
   }
 
-  /** Every event with from <= ts (< to), of `kind` (comma-separated), paging through the observer's GET /events. */
-  async fetchEvents(from: number, to?: number, kind?: string): Promise<unknown[]> {
+  /**
+   * Every event with from <= ts (< to), of `kind` (comma-separated), from `instance` (else any),
+   * paging through the observer's GET /events.
+   */
+  async fetchEvents(
+    from: number,
+    to?: number,
+    kind?: string,
+    instance?: string,
+  ): Promise<unknown[]> {
     const out: unknown[] = [];
     for (;;) {
       const url = new URL('/events', this.lab.observerUrl);
@@ -391,6 +404,7 @@ export class ScenarioRunner {
         offset: String(out.length),
         ...(to !== undefined && { to: String(to) }),
         ...(kind !== undefined && { kind }),
+        ...(instance !== undefined && { instance }),
       }).toString();
       const res = await fetch(url, { signal: this.opts.signal });
       if (!res.ok) throw new Error(`GET ${url.href}: HTTP ${res.status}`);

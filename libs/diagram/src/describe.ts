@@ -67,6 +67,8 @@ export function describeEvent(e: TraceEvent): string {
       return `${hex(e.addr)}: ${e.reason}`;
     case 'debug.stall':
       return `${e.lock} for ${ms(e.ms)}`;
+    case 'crash.point':
+      return `${e.point}: ${e.action}${e.held ? ` ${e.held.lock} token ${e.held.token}` : ''}`;
     case 'mn.register':
       return `${e.subscriber} on pid ${e.pid}`;
     case 'mn.unregister':
@@ -109,6 +111,8 @@ export function describeEvent(e: TraceEvent): string {
       return `${hex(e.addr)} was ${frame(e.pfn, e.gen)}`;
     case 'npf.begin':
       return `${e.write ? 'write' : 'read'} ${hex(e.addr)}${e.pages > 1 ? ` +${e.pages} pages` : ''} pid ${e.pid}`;
+    case 'npf.delay':
+      return `${hex(e.addr)} pid ${e.pid} after seq ${e.seq}, up to ${ms(e.ms)}`;
     case 'npf.end':
       return `${e.result} ${hex(e.addr)} in ${ms(e.durMs)}${e.retries ? `, ${e.retries} retries` : ''}`;
     case 'barrier':

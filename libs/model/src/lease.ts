@@ -51,6 +51,14 @@ export class Lease {
     }
   }
 
+  /**
+   * Stop renewing, holding on: the lease runs out at its TTL as a stopped holder's would (a
+   * test hook: the crash point action lose-lease). Its later writes are refused by their token.
+   */
+  stopRenewing(): void {
+    this.stop();
+  }
+
   private stop(): void {
     if (this.timer) clearInterval(this.timer);
     this.timer = null;

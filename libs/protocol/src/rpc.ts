@@ -104,6 +104,21 @@ export const GupPage = z.object({ addr: Addr, pfn: Pfn, gen: Gen, writable: z.bo
 export type GupPage = z.infer<typeof GupPage>;
 export const HcaAccess = z.enum(['read', 'write']);
 
+/**
+ * A crash point of mm (apps/mm/src/kernel/crash_point.ts): `<syscall>.<step>` (munmap.zapped)
+ * or `<kernel function>.<step>` (do_wp_page.ptl_held).
+ */
+export const CrashPointName = z
+  .string()
+  .max(64)
+  .regex(/^[a-z_]+\.[a-z_]+$/, { error: 'expected a crash point: <syscall>.<step>' });
+/**
+ * What a crash point does to the operation that reaches it: kill its replica (SIGKILL), stop it
+ * (SIGSTOP), or lose-lease: stop renewing the PT lock it holds and wait for a newer holder.
+ */
+export const CrashAction = z.enum(['kill', 'stop', 'lose-lease']);
+export type CrashAction = z.infer<typeof CrashAction>;
+
 export const RPC = {
   processCreate: def({
     subject: 'mmlab.mm.process.create',
@@ -282,15 +297,12 @@ export const RPC = {
   }),
   mmCrashPoint: def({
     subject: 'mmlab.mm.{id}.crash_point',
-    doc: 'Arm a crash point on one mm replica: the first operation of the lab to reach `point` (`<syscall>.<step>`, e.g. `munmap.vma_unmapped`) on an armed replica kills that replica there (SIGKILL) or stops it (SIGSTOP). Arm several replicas with the same `token`: only one of them fires (a Redis SET NX on the token), so the replica that finishes the operation does not die at the same point. An empty point disarms.',
+    doc: 'Arm a crash point on one mm replica: the first operation of the lab to reach `point` (`<syscall>.<step>`, e.g. `munmap.vma_unmapped`, or `<kernel function>.<step>`, e.g. `do_wp_page.ptl_held`) on an armed replica kills that replica there (SIGKILL) or stops it (SIGSTOP); `lose-lease`, at a point that holds a PT lock, stops only that operation: it stops renewing the lease of the lock and waits there until another holder has been granted the lock (a newer fencing token) and released it, then goes on with its stale token (a holder paused past its TTL, while its replica keeps serving). Arm several replicas with the same `token`: only one of them fires (a Redis SET NX on the token), so the replica that finishes the operation does not die at the same point. An empty point disarms.',
     models: 'a fault-injection point (the kernel has none here: a CPU cannot die mid-munmap)',
     request: z.strictObject({
-      point: z
-        .string()
-        .max(64)
-        .regex(/^([a-z_]+\.[a-z_]+)?$/),
+      point: CrashPointName.or(z.literal('')),
       token: z.string().min(1).max(64),
-      action: z.enum(['kill', 'stop']).default('kill'),
+      action: CrashAction.default('kill'),
     }),
     response: z.object({ armed: z.boolean() }),
   }),

@@ -22,7 +22,7 @@ import {
   Token,
   Value,
 } from './fields';
-import { FaultKind, MnEvent } from './rpc';
+import { CrashAction, CrashPointName, FaultKind, MnEvent } from './rpc';
 import { SubFaultKind } from './chaos';
 
 export const TRACE_PREFIX = 'mmlab.trace';
@@ -157,6 +157,17 @@ export const TraceEvent = z.discriminatedUnion('kind', [
     tEnd: z.number(),
   }),
   ev('debug.stall', { pid: Pid, lock: LockName, ms: z.number() }),
+  /**
+   * An armed crash point fires (mmlab.mm.<id>.crash_point) on the operation that reached it:
+   * kill and stop right after this event; lose-lease, on the PT lock (and token) the operation
+   * holds there, which it stops renewing until a newer holder has had the lock
+   */
+  ev('crash.point', {
+    point: CrashPointName,
+    action: CrashAction,
+    /** the PT lock the operation holds at the point, if any */
+    held: z.object({ pid: Pid, lock: LockName, token: Token }).optional(),
+  }),
   ev('process.fork', { pid: Pid, child: Pid }),
   ev('process.exit', { pid: Pid }),
   /** madvise(MADV_DONTNEED): the pages of [start, end) are dropped; the next touch reads zero */
@@ -259,6 +270,12 @@ export const TraceEvent = z.discriminatedUnion('kind', [
     pages: z.number().int(),
     write: z.boolean(),
   }),
+  /**
+   * The page fault's work queue stalls (MMLAB_NPF_DELAY_MS, a test hook) between its page
+   * lookup and its re-check: the sequence snapshot `seq` is taken and the pages looked up; it
+   * waits up to ms for an invalidation to reach the MR
+   */
+  ev('npf.delay', { agent: Agent, pid: Pid, addr: Addr, seq: z.number().int(), ms: z.number() }),
   ev('npf.end', {
     agent: Agent,
     pid: Pid,
@@ -282,6 +299,10 @@ export const TraceEvent = z.discriminatedUnion('kind', [
 
 export type TraceEvent = z.infer<typeof TraceEvent>;
 export type TraceKind = TraceEvent['kind'];
+/** Every kind of trace event, as a schema (a scenario's trace.wait names one). */
+export const TraceKindName = z.enum(
+  TraceEvent.options.map((o) => o.shape.kind.value) as [TraceKind, ...TraceKind[]],
+);
 export type EventOf<K extends TraceKind> = Extract<TraceEvent, { kind: K }>;
 /** What a service supplies; the tracer stamps id, ts, service and instance. */
 export type TraceInput = TraceEvent extends infer E

@@ -117,6 +117,8 @@ export function stepBindings(s: Step): StepBindings {
     case 'chaos.schedule':
     case 'sleep':
     case 'mm.stall':
+    case 'mm.lose_lease':
+    case 'trace.wait':
     case 'chaos':
     case 'heal':
       return { uses: [] };
@@ -152,6 +154,8 @@ function stepTargets(s: Step): {
     case 'parallel':
     case 'sleep':
     case 'mm.stall':
+    case 'mm.lose_lease':
+    case 'trace.wait':
     case 'heal':
     case 'hca.workload':
       return {};

@@ -116,6 +116,38 @@ describe(parseScenario.name, () => {
     ]);
   });
 
+  it('parses the waits and the lost lease: trace.wait with its defaults, mm.lose_lease', () => {
+    const r = parseScenario(
+      scenario(
+        '  - { op: mm.lose_lease, at: do_wp_page.ptl_held }',
+        '  - { op: trace.wait, event: npf.delay, instance: hca0 }',
+        '  - { op: trace.wait, event: crash.point, count: 2, timeoutMs: 5000 }',
+      ),
+      't.yaml',
+    );
+    if (!r.ok) throw new Error(r.errors.join('\n'));
+    expect(r.scenario.steps.slice(1)).toEqual([
+      { op: 'mm.lose_lease', at: 'do_wp_page.ptl_held', line: 5 },
+      { op: 'trace.wait', event: 'npf.delay', instance: 'hca0', count: 1, line: 6 },
+      { op: 'trace.wait', event: 'crash.point', count: 2, timeoutMs: 5000, line: 7 },
+    ]);
+  });
+
+  it('reports a trace.wait for an event kind that does not exist, and a malformed crash point', () => {
+    const text = scenario(
+      '  - { op: trace.wait, event: npf.stall }',
+      '  - { op: mm.lose_lease, at: do_wp_page }',
+    );
+    const errs = errorsOf(text);
+    expect(errs).toHaveLength(2);
+    expect(errs[0]).toMatch(
+      new RegExp(`^${at(text, 5, 'npf.stall')}: steps\\[1\\]\\.event: .*npf\\.delay`),
+    );
+    expect(errs[1]).toBe(
+      `${at(text, 6, 'do_wp_page')}: steps[2].at: expected a crash point: <syscall>.<step>`,
+    );
+  });
+
   it('reports a misspelt key as unknown, at the key', () => {
     const text = scenario('  - { op: munmap, process: p, adr: 4096, addr: 4096, pages: 1 }');
     expect(errorsOf(text)).toEqual([`${at(text, 5, 'adr')}: steps[1].adr: unknown key`]);

@@ -7,7 +7,7 @@
  * `StepHandlers` is keyed by every step kind, so a kind without a handler (or a handler for a
  * kind that does not exist) does not compile.
  */
-import { PAGE_SIZE } from '@mmlab/protocol';
+import { PAGE_SIZE, type TraceKind } from '@mmlab/protocol';
 import type { RpcClient } from '@mmlab/runtime';
 import type { AddrRef, LocatedStep, Scenario, StepOp, StepResult } from '@mmlab/scenario';
 import type { Nemesis } from '../nemesis';
@@ -103,6 +103,8 @@ export interface StepContext {
   readonly signal?: AbortSignal;
   /** run a step list in order, each step judged and recorded (a parallel step's branch) */
   runList(steps: readonly LocatedStep[], base: string): Promise<StepResult[]>;
+  /** how many events of kind `event` (from instance, else any) the observer has since the run began */
+  traceCount(event: TraceKind, instance?: string): Promise<number>;
   /** results.json's schedules and workloads */
   recordSchedule(s: ScheduleOutcome): void;
   recordWorkload(r: WorkloadResult): void;

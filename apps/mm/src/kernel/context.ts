@@ -3,7 +3,7 @@ import { randomBytes } from 'node:crypto';
 import type { Env, RpcClient, Tracer } from '@mmlab/runtime';
 import { OpIds, sleep } from '@mmlab/runtime';
 import type { Store } from '@mmlab/model';
-import { MmlabError, PAGE_SIZE, isPageAligned } from '@mmlab/protocol';
+import { type CrashAction, MmlabError, PAGE_SIZE, isPageAligned } from '@mmlab/protocol';
 
 export interface MmContext {
   readonly env: Env;
@@ -40,7 +40,7 @@ export interface MmContext {
    */
   readonly intents: Map<string, OpIntent>;
   /** The crash point armed on this replica (crash_point.ts), if any. */
-  crash: { point: string; token: string; action: 'kill' | 'stop' } | null;
+  crash: { point: string; token: string; action: CrashAction } | null;
   /**
    * Called when a script found this incarnation fenced off an address space (it was taken for
    * dead): main.ts starts a new incarnation, so that the replica serves again.

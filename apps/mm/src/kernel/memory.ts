@@ -263,7 +263,7 @@ async function doWpPage(
   // (done with pagesInstalled, or by whoever finds the new page installed if we die first).
   const page = prealloc ?? (await allocPage(ctx, op, old, { pid, vpn }));
   if (prealloc) await ctx.store.copyPage(old.pfn, page.pfn, old);
-  await crashPoint(ctx, 'cow.copied');
+  await crashPoint(ctx, 'do_wp_page.copied');
   const legacy = ctx.env.MMLAB_MODE === 'legacy';
   const seedAlone = injected(ctx, 'free-before-invalidate-page');
   const mmunStart = addr; /* For mmu_notifiers */
@@ -277,7 +277,7 @@ async function doWpPage(
       legacy || seedAlone
         ? null
         : await invalidateRangeStart(ctx, op, pid, mmunStart, mmunEnd, 'clear');
-    await crashPoint(ctx, 'cow.range_started');
+    await crashPoint(ctx, 'do_wp_page.range_started');
     try {
       installed = await withinRange(range, () => wpPageCopy(ctx, f, page, legacy));
     } finally {
@@ -290,12 +290,12 @@ async function doWpPage(
   }
   if (!installed) return { result: null, consumed: true };
   // put_page(old), as the new page's install owes it (pagesInstalled: once, whoever does it).
-  await crashPoint(ctx, 'cow.range_ended');
+  await crashPoint(ctx, 'do_wp_page.range_ended');
   const freed = await ctx.store.pagesInstalled(ctx.incarnation, [page]);
   for (const pfn of freed) ctx.tracer.emit({ kind: 'frame.free', op, pfn, gen: old.gen });
   // The mistake the seed's comment guards against: the old page freed first.
   if (seedAlone) await invalidatePage(ctx, op, pid, addr);
-  await crashPoint(ctx, 'cow.freed');
+  await crashPoint(ctx, 'do_wp_page.freed');
   return {
     result: { pfn: page.pfn, gen: page.gen, writable: true, kind: 'wp-copy' },
     consumed: true,
@@ -347,8 +347,8 @@ async function wpPageCopy(
   const pte: Pte = { pfn: page.pfn, gen: page.gen, writable: true };
   const skipFence = injected(ctx, 'skip-fence-check');
   await underPtl(held, async () => {
-    await crashPoint(ctx, 'cow.cleared');
     await debugStallUnderPtl(ctx, held);
+    await crashPoint(ctx, 'do_wp_page.ptl_held', held);
     // ptep_clear_flush(): the PTE was cleared with the lock; shoot the TLBs down.
     await flushTlbRange(ctx, op, pid, addr, addr + PAGE_SIZE, r.cpumask);
     // v3.7 set_pte_at_notify(): mmu_notifier_change_pte() first, then set_pte_at().
@@ -379,7 +379,7 @@ async function wpPageCopy(
     );
   }
   ctx.tracer.emit({ kind: 'pte.set', op, pid, addr, ...pte, lock, token: r.token });
-  await crashPoint(ctx, 'cow.set');
+  await crashPoint(ctx, 'do_wp_page.set');
   if (legacy && st === 'OK') {
     // v3.6 set_pte_at_notify(): set_pte_at(), then mmu_notifier_change_pte() — still under
     // the lock; a subscriber without change_pte gets invalidate_page here.
