@@ -1,5 +1,5 @@
 /**
- * An mm replica dying at every step of munmap, mprotect, mremap, madvise, fork and COW (a crash point
+ * An mm replica dying at every step of munmap, mprotect, mremap, madvise, exit, fork and COW (a crash point
  * armed on both replicas: the first to reach it dies there with SIGKILL): the other replica
  * takes the operation over from its intent record, its caller gets EOWNERDEAD instead of waiting
  * for its RPC timeout — within one lease TTL of the death — and mmlab fsck then finds nothing —
@@ -63,6 +63,7 @@ const POINTS = {
     'madvise.flushed',
     'madvise.freed',
   ],
+  exit: ['exit.intent', 'exit.begun', 'exit.released', 'exit.zapped', 'exit.freed', 'exit.ended'],
   fork: [
     'fork.intent',
     'fork.child_created',
@@ -97,7 +98,7 @@ describe('an mm replica dying at each step of a multi-step change', () => {
     t = await startTestLab(
       {
         mode: 'patched',
-        frames: 128,
+        frames: 1024, // 49 cases, most of which leave their processes
         cpus: 1,
         mmReplicas: 2,
         leaseTtlMs: LEASE_TTL_MS,
@@ -247,6 +248,20 @@ describe('an mm replica dying at each step of a multi-step change', () => {
         expect(
           (await rpc.call('cpuAccess', { pid, addr: page(i), op: 'read' }, { id: 0 })).value,
         ).toBe(i === 1 || i === 2 ? 0 : 10 + i);
+    });
+
+  for (const point of POINTS.exit)
+    it(`exit, killed at ${point}: rolled forward (the mm ends, its frames go back)`, async () => {
+      const { pid, page } = await space();
+      const d = await dieAt(point, () => rpc.call('exit', { pid }));
+      expect(d.outcome.code).toBe('EOWNERDEAD');
+      await afterDeath(point, d);
+      expect((await store.mmState(pid)).state).toBe('dead');
+      expect((await store.pageTable(pid)).size).toBe(0);
+      expect(await store.vmas(pid)).toEqual([]);
+      expect(
+        await codeOf(rpc.call('cpuAccess', { pid, addr: page(0), op: 'read' }, { id: 0 })),
+      ).toBe('ESRCH');
     });
 
   for (const point of POINTS.fork)

@@ -128,3 +128,83 @@ describe('mmap_sem leases (v3.7: readers share it, a writer excludes everyone)',
     expect(await store.semReadUnlock(pid, `mm-0/madvise-1|${r.token}`)).toBe(false);
   });
 });
+
+describe('mmap_sem write-held by the faulting caller itself (ib_umem_get), and an exiting mm', () => {
+  it("the holder's own fault steps pass the write-held check; everyone else's are BUSY", async () => {
+    const pid = await store.mmCreate();
+    await store.mmap(pid, 2, 'rw', false);
+    expect((await store.fault(pid, base, 'read', 'cpu0', null, 'mm-0.t')).r).toBe('ZERO');
+    const w = await store.semWriteLock(pid, 'mm-0/gup#1', 60_000);
+    if (w === 'ESRCH' || !w.ok) throw new Error('writer refused');
+    const mine = `mm-0/gup#1|${w.token}`;
+    const page = (await store.allocPage(null))!;
+    expect(await store.fault(pid, base + 1, 'write', 'cpu0', page, 'mm-0.t')).toEqual({
+      r: 'BUSY',
+      what: 'mmap_sem',
+    });
+    expect(
+      await store.fault(pid, base + 1, 'write', 'hca0', page, 'mm-0.t', 'mm-0/gup#9|1'),
+    ).toEqual({
+      r: 'BUSY',
+      what: 'mmap_sem',
+    });
+    expect((await store.fault(pid, base + 1, 'write', 'hca0', page, 'mm-0.t', mine)).r).toBe(
+      'ANON',
+    );
+    const wp = await store.fault(pid, base, 'write', 'hca0', null, 'mm-0.t', mine);
+    if (wp.r !== 'NEED_WP') throw new Error(`expected NEED_WP, got ${wp.r}`);
+    const lock = `ptl:${Math.floor(base / 512)}`;
+    const copy = (sem?: string) =>
+      store.wpCopyLock(
+        pid,
+        base,
+        wp.pte,
+        wp.seq,
+        'mm-0/fault#2',
+        5000,
+        lock,
+        'hca0',
+        'mm-0.t',
+        sem,
+      );
+    expect(await copy()).toEqual({ r: 'BUSY', what: 'mmap_sem' });
+    expect(await store.wpReuse(pid, base, wp.pte, wp.seq, 'hca0')).toBe('BUSY');
+    expect((await copy(mine)).r).toBe('OK');
+    // the charge checks the lease too: a caller that lost it is refused, nothing charged
+    expect(await store.pinnedVmCharge(pid, 1, 10, 'mm-0/gup#9|1')).toMatchObject({
+      ok: false,
+      code: 'ESTALE',
+    });
+    expect(await store.pinnedVmCharge(pid, 1, 10, mine)).toEqual({ ok: true, pinnedVm: 1 });
+  });
+
+  it('exit: once exiting, faults, mmap and mmap_sem refuse (ESRCH); it ends only with no PTE left', async () => {
+    const pid = await store.mmCreate();
+    await store.mmap(pid, 2, 'rw', false);
+    expect((await store.fault(pid, base, 'read', 'cpu0', null, 'mm-0.t')).r).toBe('ZERO');
+    const r = await store.semReadLock(pid, 'mm-0/madvise#1', 60_000);
+    if (r === 'ESRCH' || !r.ok) throw new Error('reader refused');
+    // no mmap_sem asked: a reader holding it does not hold the exit off
+    expect(await store.mmExitBegin(pid)).toBe('began');
+    expect(await store.mmExitBegin(pid)).toBe('again');
+    expect(await store.fault(pid, base + 1, 'read', 'cpu0', null, 'mm-0.t')).toEqual({
+      r: 'ESRCH',
+    });
+    expect((await store.mmap(pid, 1, 'rw', false))[0]).toBe('ESRCH');
+    expect(await store.semWriteLock(pid, 'mm-1/munmap#2', 60_000)).toBe('ESRCH');
+    expect(await store.semReadLock(pid, 'mm-1/madvise#3', 60_000)).toBe('ESRCH');
+    expect(await store.mmExit(pid)).toEqual({ ptes: 1 }); // the zero-page PTE is still there
+    expect((await store.mmState(pid)).state).toBe('exiting');
+    const lock = `ptl:${Math.floor(base / 512)}`;
+    const l = await store.ptlLock(pid, lock, 'mm-0/exit#4', 5000);
+    if (!l.ok) throw new Error('ptl refused');
+    await store.zapPteRange(pid, lock, `mm-0/exit#4|${l.token}`, l.token, base, base + 512);
+    expect(await store.mmExit(pid)).toBe('ended');
+    expect(await store.mmExit(pid)).toBe('dead');
+    expect(await store.vmas(pid)).toEqual([]);
+    expect(await store.pmds(pid)).toEqual([]);
+    expect(await store.mmExitBegin(pid)).toBe('ESRCH');
+    expect(await store.mmExitBegin(pid + 1)).toBe('ESRCH'); // never was
+    expect(await store.semReadUnlock(pid, `mm-0/madvise#1|${r.token}`)).toBe(true);
+  });
+});

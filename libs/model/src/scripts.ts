@@ -76,6 +76,13 @@ local function now_ms()
   local t = redis.call('TIME')
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
+-- mmap_sem is write-held by someone other than the caller. mine: the caller's own write lease
+-- ("owner|token", or ''): a pinned registration (ib_umem_get) faults its pages in while it holds
+-- mmap_sem for write, and only its own faults may pass.
+local function sem_w_other(semW, mine)
+  local w = redis.call('GET', semW)
+  return w and w ~= mine
+end
 -- A reader of mmap_sem whose lease is alive (expired ones are dropped), or nil.
 local function live_reader(semR)
   redis.call('ZREMRANGEBYSCORE', semR, '-inf', now_ms() - 1)
@@ -255,14 +262,16 @@ return {'PUT', (put_frames(KEYS, 'map', pairs_of(ARGV, 2)))}
   ),
 
   /**
-   * ib_umem_get()'s RLIMIT_MEMLOCK check and mm->pinned_vm update, in one step: charge ARGV[1]
-   * pages to the process's pinned_vm unless that would pass ARGV[2] (the limit).
-   * KEYS mm → {'OK', pinnedVm} | {'ENOMEM', pinnedVm} | {'ESRCH'}
+   * ib_umem_get()'s RLIMIT_MEMLOCK check and mm->pinned_vm update, in one step, under the
+   * caller's mmap_sem write lease ARGV[3]: charge ARGV[1] pages to the process's pinned_vm
+   * unless that would pass ARGV[2] (the limit).
+   * KEYS mm semW → {'OK', pinnedVm} | {'ENOMEM', pinnedVm} | {'ESRCH'} | {'ESTALE'} (lease lost)
    */
   pinnedVmCharge: s(
-    1,
+    2,
     `
 if redis.call('HGET', KEYS[1], 'state') ~= 'alive' then return {'ESRCH'} end
+if redis.call('GET', KEYS[2]) ~= ARGV[3] then return {'ESTALE'} end
 local cur = tonumber(redis.call('HGET', KEYS[1], 'pinnedVm') or '0')
 local want = cur + tonumber(ARGV[1])
 if want > tonumber(ARGV[2]) then return {'ENOMEM', cur} end
@@ -396,13 +405,14 @@ return {'OK', start}
   /**
    * down_write(&mm->mmap_sem) as a lease: KEYS semW mm fence semR; ARGV owner ttl.
    * Waits for the writer and for every reader whose lease is alive (expired readers are
-   * dropped). Bumps mm seq so that in-flight speculative faults retry.
+   * dropped). Bumps mm seq so that in-flight speculative faults retry. An mm that is exiting
+   * (or gone) refuses: exit_mmap runs once mm_users is 0, when no task can ask for it.
    * → {'OK', token} | {'BUSY', holder} | {'ESRCH'}
    */
   semWriteLock: s(
     4,
     `
-if redis.call('EXISTS', KEYS[2]) == 0 then return {'ESRCH'} end
+if redis.call('HGET', KEYS[2], 'state') ~= 'alive' then return {'ESRCH'} end
 local cur = redis.call('GET', KEYS[1])
 if cur then return {'BUSY', cur} end
 local reader = live_reader(KEYS[4])
@@ -417,13 +427,13 @@ return {'OK', token}
   /**
    * down_read(&mm->mmap_sem) as a lease: one member "owner|token" of the readers' zset, scored
    * by its expiry (Redis TIME, ms). Readers exclude writers only: faults (which check :sem:w
-   * alone) and other readers go on. KEYS semW semR mm fence; ARGV owner ttl
-   * → {'OK', token} | {'BUSY', writer} | {'ESRCH'}
+   * alone) and other readers go on. An exiting (or gone) mm refuses, as semWriteLock.
+   * KEYS semW semR mm fence; ARGV owner ttl → {'OK', token} | {'BUSY', writer} | {'ESRCH'}
    */
   semReadLock: s(
     4,
     `
-if redis.call('EXISTS', KEYS[3]) == 0 then return {'ESRCH'} end
+if redis.call('HGET', KEYS[3], 'state') ~= 'alive' then return {'ESRCH'} end
 local cur = redis.call('GET', KEYS[1])
 if cur then return {'BUSY', cur} end
 local token = redis.call('INCR', KEYS[4])
@@ -549,20 +559,23 @@ return {'OK', removed}
   /**
    * The fault fast path: handle_mm_fault() → do_anonymous_page(), one atomic step.
    * KEYS mm vma pte pmds semW ptl cpumask fenced
-   * ARGV vpn access newPfn newGen pmdIndex agent incarnation
+   * ARGV vpn access newPfn newGen pmdIndex agent incarnation mmapSem
    * → {'ZERO'|'ANON'|'SPURIOUS'|'WP_SHARED'|'NEED_WP', pfn, gen, w, seq, undone} | {'NEED_PAGE', seq}
    *   | {'BUSY', what} | {'SIGSEGV'} | {'ESRCH'} | {'FENCED'}
    * ANON means the frame in ARGV was installed (consumed); every other answer leaves it unused.
    * A PTE a COW cleared (w = 3) with no PT-lock holder left is a COW that died or lost its
    * lease before set_pte_at: the old read-only PTE is put back (undone = 1) and the fault goes
    * on from there. FENCED: this mm incarnation was found dead here (keys.ts :fenced).
+   * mmapSem: the write lease of mmap_sem the faulting caller holds itself ('' none): its own
+   * faults pass the write-held check (a pinned registration); everyone else's wait (BUSY).
+   * An mm that is exiting refuses (ESRCH): nothing is installed in it after exit began.
    */
   fault: s(
     8,
     `
 if redis.call('HGET', KEYS[1], 'state') ~= 'alive' then return {'ESRCH'} end
 if redis.call('SISMEMBER', KEYS[8], ARGV[7]) == 1 then return {'FENCED'} end
-if redis.call('EXISTS', KEYS[5]) == 1 then return {'BUSY', 'mmap_sem'} end
+if sem_w_other(KEYS[5], ARGV[8]) then return {'BUSY', 'mmap_sem'} end
 if redis.call('EXISTS', KEYS[6]) == 1 then return {'BUSY', 'ptl'} end
 local vpn = tonumber(ARGV[1])
 local vma = find_vma(KEYS[2], vpn)
@@ -610,12 +623,13 @@ return {'NEED_WP', pfn, gen, w, seq, undone}
   /**
    * do_wp_page() reuse: the page is exclusively ours, make the PTE writable in place
    * (no shootdown: a permission upgrade leaves other TLB entries coherent).
-   * KEYS mm pte semW ptl cpumask; ARGV vpn expectedPte seq agent → {'OK'} | {'RETRY'} | {'BUSY', what}
+   * KEYS mm pte semW ptl cpumask; ARGV vpn expectedPte seq agent mmapSem (as fault's)
+   * → {'OK'} | {'RETRY'} | {'BUSY', what}
    */
   wpReuse: s(
     5,
     `
-if redis.call('EXISTS', KEYS[3]) == 1 then return {'BUSY', 'mmap_sem'} end
+if sem_w_other(KEYS[3], ARGV[5]) then return {'BUSY', 'mmap_sem'} end
 if redis.call('HGET', KEYS[1], 'seq') ~= ARGV[3] then return {'RETRY'} end
 if redis.call('EXISTS', KEYS[4]) == 1 then return {'BUSY', 'ptl'} end
 if redis.call('HGET', KEYS[2], ARGV[1]) ~= ARGV[2] then return {'RETRY'} end
@@ -634,14 +648,14 @@ return {'OK'}
    * The cleared PTE keeps the old page as w = 3 (keys.ts :pte): pte_none to every walker, and
    * put back read-only by the next fault if this COW never sets its new PTE.
    * KEYS mm pte semW ptl ptlmax fence cpumask fenced
-   * ARGV vpn expectedPte seq owner ttl lockName agent incarnation
+   * ARGV vpn expectedPte seq owner ttl lockName agent incarnation mmapSem (as fault's)
    * → {'OK', token, cpumask} | {'RETRY'} | {'BUSY', what} | {'FENCED'}
    */
   wpCopyLock: s(
     8,
     `
 if redis.call('SISMEMBER', KEYS[8], ARGV[8]) == 1 then return {'FENCED'} end
-if redis.call('EXISTS', KEYS[3]) == 1 then return {'BUSY', 'mmap_sem'} end
+if sem_w_other(KEYS[3], ARGV[9]) then return {'BUSY', 'mmap_sem'} end
 if redis.call('HGET', KEYS[1], 'seq') ~= ARGV[3] then return {'RETRY'} end
 if redis.call('EXISTS', KEYS[4]) == 1 then return {'BUSY', 'ptl'} end
 if redis.call('HGET', KEYS[2], ARGV[1]) ~= ARGV[2] then return {'RETRY'} end
@@ -814,14 +828,17 @@ return {'OK', n}
   ),
 
   /**
-   * move_ptes() under the old range's PT lock lease: PTEs of [s, e) move by delta pages.
-   * KEYS ptl ptlmax pte pmds cpumask; ARGV "owner|token" lockName token s e delta
-   * → {'OK', moved, cpumask} | {'ESTALE'}
+   * move_ptes() under the old range's PT lock lease: PTEs of [s, e) move by delta pages. Refused
+   * once the mm is exiting: exit_mmap zaps the page tables that exist, and a move into a table
+   * it already zapped would leave a PTE behind it.
+   * KEYS ptl ptlmax pte pmds cpumask mm; ARGV "owner|token" lockName token s e delta
+   * → {'OK', moved, cpumask} | {'ESTALE'} | {'ESRCH'}
    */
   movePtes: s(
-    5,
+    6,
     `
 if not fenced(KEYS[1], KEYS[2], ARGV[2], ARGV[1], tonumber(ARGV[3])) then return {'ESTALE'} end
+if redis.call('HGET', KEYS[6], 'state') ~= 'alive' then return {'ESRCH'} end
 local delta, moved = tonumber(ARGV[6]), 0
 for vpn = tonumber(ARGV[4]), tonumber(ARGV[5]) - 1 do
   local v = redis.call('HGET', KEYS[3], vpn)
@@ -936,14 +953,42 @@ return #ARGV - 1
 `,
   ),
 
-  /** exit_mmap()'s end: the mm is dead, its VMAs gone. KEYS mm vma semW; ARGV "owner|token" */
-  mmExit: s(
-    3,
+  /**
+   * exit_mmap()'s beginning (the last mmput): the mm is exiting — from this step on every fault,
+   * mmap, mmap_sem acquire, pinned_vm charge and move_ptes on it refuses (ESRCH), and the seq
+   * moves so that a do_wp_page between its steps goes back to the top (and finds it exiting).
+   * No mmap_sem: nobody else can be in an mm whose mm_users is 0. An mm already exiting (an
+   * exit that failed half way) may be exited again.
+   * KEYS mm → {'OK', 1 (began) | 0 (was exiting)} | {'ESRCH'}
+   */
+  mmExitBegin: s(
+    1,
     `
-if redis.call('GET', KEYS[3]) ~= ARGV[1] then return {'ESTALE'} end
+local st = redis.call('HGET', KEYS[1], 'state')
+if st == 'exiting' then return {'OK', 0} end
+if st ~= 'alive' then return {'ESRCH'} end
+redis.call('HSET', KEYS[1], 'state', 'exiting')
+redis.call('HINCRBY', KEYS[1], 'seq', 2)
+return {'OK', 1}
+`,
+  ),
+
+  /**
+   * exit_mmap()'s end (remove_vma, free_pgtables): the mm is dead, its VMAs and page-table pages
+   * gone — only once no PTE is left (else AGAIN: zap again).
+   * KEYS mm vma pte pmds → {'OK', 1 (ended it) | 0 (was dead)} | {'AGAIN', ptes} | {'ESRCH'}
+   */
+  mmExit: s(
+    4,
+    `
+local st = redis.call('HGET', KEYS[1], 'state')
+if st == 'dead' then return {'OK', 0} end
+if st ~= 'exiting' then return {'ESRCH'} end
+local n = redis.call('HLEN', KEYS[3])
+if n > 0 then return {'AGAIN', n} end
 redis.call('HSET', KEYS[1], 'state', 'dead')
-redis.call('DEL', KEYS[2])
-return {'OK'}
+redis.call('DEL', KEYS[2], KEYS[4])
+return {'OK', 1}
 `,
   ),
 

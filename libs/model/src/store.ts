@@ -101,7 +101,7 @@ export interface IntentRef {
 
 /** What an intent record says about its operation (JSON in :intent:<id> rec). */
 export interface IntentRec {
-  syscall: 'munmap' | 'mprotect' | 'mremap' | 'fork' | 'madvise';
+  syscall: 'munmap' | 'mprotect' | 'mremap' | 'fork' | 'madvise' | 'exit';
   /** the syscall's arguments, as its handler got them */
   args: Record<string, unknown>;
   /** where the caller waits for the reply (NATS reply subject and packet id), if known */
@@ -295,17 +295,24 @@ export class Store {
     };
   }
 
-  /** Charge pages to pid's pinned_vm within limit: the new total, or ENOMEM / ESRCH. */
+  /**
+   * Charge pages to pid's pinned_vm within limit, under the mmap_sem write lease semValue: the
+   * new total, or ENOMEM / ESRCH / ESTALE (the lease was lost).
+   */
   async pinnedVmCharge(
     pid: number,
     pages: number,
     limit: number,
+    semValue: string,
   ): Promise<
-    { ok: true; pinnedVm: number } | { ok: false; code: 'ENOMEM' | 'ESRCH'; pinnedVm: number }
+    | { ok: true; pinnedVm: number }
+    | { ok: false; code: 'ENOMEM' | 'ESRCH' | 'ESTALE'; pinnedVm: number }
   > {
-    const r = (await this.run('pinnedVmCharge', [procKeys(pid).mm], [pages, limit])) as Reply;
+    const k = procKeys(pid);
+    const r = (await this.run('pinnedVmCharge', [k.mm, k.semW], [pages, limit, semValue])) as Reply;
     if (r[0] === 'OK') return { ok: true, pinnedVm: Number(r[1]) };
-    return { ok: false, code: r[0] === 'ENOMEM' ? 'ENOMEM' : 'ESRCH', pinnedVm: Number(r[1] ?? 0) };
+    const code = r[0] === 'ENOMEM' || r[0] === 'ESTALE' ? r[0] : 'ESRCH';
+    return { ok: false, code, pinnedVm: Number(r[1] ?? 0) };
   }
 
   /** Give pages of pid's pinned_vm back; returns what is left. */
@@ -724,6 +731,11 @@ export class Store {
     return out;
   }
 
+  /**
+   * One step of the fault path. mmapSem: the mmap_sem write lease ("owner|token") the caller
+   * holds itself, if any (a pinned registration faulting its pages in): its faults pass the
+   * write-held check that sends everyone else's back (BUSY).
+   */
   async fault(
     pid: number,
     vpn: number,
@@ -731,13 +743,14 @@ export class Store {
     agent: string,
     newPage: { pfn: number; gen: number } | null,
     incarnation: string,
+    mmapSem = '',
   ): Promise<FaultStep> {
     const k = procKeys(pid);
     const pmd = Math.floor(vpn / PTRS_PER_PTE);
     const r = (await this.run(
       'fault',
       [k.mm, k.vma, k.pte, k.pmds, k.semW, k.ptl(`ptl:${pmd}`), k.cpumask, k.fenced],
-      [vpn, access, newPage?.pfn ?? '', newPage?.gen ?? '', pmd, agent, incarnation],
+      [vpn, access, newPage?.pfn ?? '', newPage?.gen ?? '', pmd, agent, incarnation, mmapSem],
     )) as Reply;
     switch (r[0]) {
       case 'ZERO':
@@ -772,13 +785,14 @@ export class Store {
     expected: Pte,
     seq: number,
     agent: string,
+    mmapSem = '',
   ): Promise<'OK' | 'RETRY' | 'BUSY'> {
     const k = procKeys(pid);
     const pmd = Math.floor(vpn / PTRS_PER_PTE);
     const r = (await this.run(
       'wpReuse',
       [k.mm, k.pte, k.semW, k.ptl(`ptl:${pmd}`), k.cpumask],
-      [vpn, formatPte(expected), seq, agent],
+      [vpn, formatPte(expected), seq, agent, mmapSem],
     )) as Reply;
     return r[0] as 'OK' | 'RETRY' | 'BUSY';
   }
@@ -793,6 +807,7 @@ export class Store {
     lock: string,
     agent: string,
     incarnation: string,
+    mmapSem = '',
   ): Promise<
     | { r: 'OK'; token: number; cpumask: string[] }
     | { r: 'RETRY' }
@@ -803,7 +818,7 @@ export class Store {
     const r = (await this.run(
       'wpCopyLock',
       [k.mm, k.pte, k.semW, k.ptl(lock), k.ptlmax, k.fence, k.cpumask, k.fenced],
-      [vpn, formatPte(expected), seq, owner, ttlMs, lock, agent, incarnation],
+      [vpn, formatPte(expected), seq, owner, ttlMs, lock, agent, incarnation, mmapSem],
     )) as Reply;
     if (r[0] === 'OK')
       return { r: 'OK', token: Number(r[1]), cpumask: (r[2] as string[]).map(String) };
@@ -1059,13 +1074,14 @@ export class Store {
     s: number,
     e: number,
     delta: number,
-  ): Promise<{ moved: number; cpumask: string[] } | null> {
+  ): Promise<{ moved: number; cpumask: string[] } | 'ESRCH' | null> {
     const k = procKeys(pid);
     const r = (await this.run(
       'movePtes',
-      [k.ptl(lock), k.ptlmax, k.pte, k.pmds, k.cpumask],
+      [k.ptl(lock), k.ptlmax, k.pte, k.pmds, k.cpumask, k.mm],
       [value, lock, token, s, e, delta],
     )) as Reply;
+    if (r[0] === 'ESRCH') return 'ESRCH';
     if (r[0] !== 'OK') return null;
     return { moved: Number(r[1]), cpumask: (r[2] as string[]).map(String) };
   }
@@ -1149,10 +1165,27 @@ export class Store {
     return Number(n) >= 0;
   }
 
-  async mmExit(pid: number, semValue: string): Promise<boolean> {
+  /**
+   * exit_mmap() begins: pid is exiting (every later fault, mmap_sem acquire, charge, move on it
+   * refuses). → 'began'; 'again' when it was exiting already (an exit that failed half way);
+   * 'ESRCH' when it is gone or never was.
+   */
+  async mmExitBegin(pid: number): Promise<'began' | 'again' | 'ESRCH'> {
+    const r = (await this.run('mmExitBegin', [procKeys(pid).mm], [])) as Reply;
+    if (r[0] !== 'OK') return 'ESRCH';
+    return Number(r[1]) === 1 ? 'began' : 'again';
+  }
+
+  /**
+   * exit_mmap() ends: pid is dead, its VMAs and page-table pages gone. → 'ended' (by this call),
+   * 'dead' (already), { ptes } when PTEs are left (nothing changed), 'ESRCH' when not exiting.
+   */
+  async mmExit(pid: number): Promise<'ended' | 'dead' | 'ESRCH' | { ptes: number }> {
     const k = procKeys(pid);
-    const r = (await this.run('mmExit', [k.mm, k.vma, k.semW], [semValue])) as Reply;
-    return r[0] === 'OK';
+    const r = (await this.run('mmExit', [k.mm, k.vma, k.pte, k.pmds], [])) as Reply;
+    if (r[0] === 'AGAIN') return { ptes: Number(r[1]) };
+    if (r[0] === 'ESRCH') return 'ESRCH';
+    return Number(r[1]) === 1 ? 'ended' : 'dead';
   }
 
   /** Page-table snapshot of a process: vpn → PTE (tests and diagnostics). */

@@ -203,7 +203,7 @@ export const RPC = {
   }),
   exit: def({
     subject: 'mmlab.mm.exit',
-    doc: 'The process exits: every notifier subscriber gets release, then every page is unmapped and freed.',
+    doc: 'The process exits, taking no mmap_sem (the last mm_users reference is gone): it is marked exiting first (every later fault, syscall or gup on it fails with ESRCH, and an operation still running on it is not waited for), then every notifier subscriber gets release, then every page is unmapped and freed. An exit that failed half way may be run again.',
     models: 'exit_mmap(): mmu_notifier_release() then unmap_vmas() / free_pgtables()',
     queue: 'mm',
     request: z.strictObject({ pid: Pid }),
@@ -211,7 +211,7 @@ export const RPC = {
   }),
   gup: def({
     subject: 'mmlab.mm.gup',
-    doc: "Fault in and look up [addr, addr + pages) for a device: with pin (a pinned registration), the pages are first charged to the process's pinned_vm against its locked-memory limit (MMLAB_MEMLOCK_PAGES; ENOMEM before any page is touched when they do not fit), then each frame gets a reference that only unpin drops; without pin nothing is held (ODP). EFAULT for every page the mapping refuses (unmapped, PROT_NONE, read-only for a write).",
+    doc: "Fault in and look up [addr, addr + pages) for a device: with pin (a pinned registration), all of it under mmap_sem for write (other faults and syscalls of the process wait), the pages are first charged to the process's pinned_vm against its locked-memory limit (MMLAB_MEMLOCK_PAGES; ENOMEM before any page is touched when they do not fit), then each frame gets a reference that only unpin drops; without pin nothing is held (ODP). EFAULT for every page the mapping refuses (unmapped, PROT_NONE, read-only for a write).",
     models:
       'ib_umem_get() → get_user_pages(write=1, force=!writable) (v3.7 / 3.19); get_user_pages() for ODP faults',
     queue: 'mm',

@@ -1,10 +1,12 @@
 /**
  * mm/memory.c v3.7: get_user_pages() for a device — a network page fault of an ODP MR
- * (ib_umem_odp_map_dma_pages, nothing held), or a pinned registration (ib_umem_get: charged to
- * pinned_vm against RLIMIT_MEMLOCK first, then every page pinned) — and the pins' release.
+ * (ib_umem_odp_map_dma_pages, nothing held), or a pinned registration (ib_umem_get: under
+ * mmap_sem for write, charged to pinned_vm against RLIMIT_MEMLOCK first, then every page
+ * pinned) — and the pins' release.
  */
 import { type GupPage, MmlabError, PAGE_SIZE } from '@mmlab/protocol';
 import { type MmContext, startVpn } from './context';
+import { mmapWriteLock, mmapWriteUnlock } from './locks';
 import { handleMmFault } from './memory';
 
 /**
@@ -26,12 +28,31 @@ export const memlockLimit = (ctx: MmContext): number =>
  * the page is faulted for read (the kernel would break COW into a private read-only copy; with
  * anonymous memory the content is the same).
  *
- * A pinned registration is ib_umem_get(): the pages are charged to the process's pinned_vm
- * against memlockLimit() BEFORE any page is touched (ENOMEM, nothing mapped, when they do not
- * fit); a failure later gives the charge and the pins taken so far back.
+ * A pinned registration is ib_umem_get(): down_write(&mm->mmap_sem) around all of it — the
+ * RLIMIT_MEMLOCK check, the pinned_vm charge and every page's fault and pin — so no mmap,
+ * munmap, mprotect, mremap or fork of the process can come between two of its pages, and no
+ * other fault of the process goes on meanwhile (a fault is a reader: it finds mmap_sem
+ * write-held and waits). Its own faults pass that check: they carry the lease's value. The
+ * pages are charged to the process's pinned_vm against memlockLimit() BEFORE any page is
+ * touched (ENOMEM, nothing mapped, when they do not fit); a failure later gives the charge and
+ * the pins taken so far back, still under the lock.
  *
- * Models: get_user_pages() / __get_user_pages(), mm/memory.c v3.7; the RLIMIT_MEMLOCK check
- * and pinned_vm update of ib_umem_get(), drivers/infiniband/core/umem.c 3.19.
+ *   ib_umem_get (mm-0)                        mprotect (mm-1)          CPU store, page 5
+ *   down_write: token 7
+ *   pinned_vm charge (checks lease 7)
+ *   fault+pin page 0 (COW: range_start,                               fault: mmap_sem
+ *     the subscriber is slow ...)             down_write: BUSY, sleeps  write-held → waits
+ *   fault+pin page 1
+ *   up_write
+ *                                             down_write: token 8       fault → installed
+ *
+ * An ODP fault (pin false) takes no lease, as the CPU fault path does: 3.19's
+ * ib_umem_odp_map_dma_pages takes mmap_sem for read around get_user_pages, and a read lease
+ * would only add what the lease-free path already gives (it waits while a writer holds it).
+ *
+ * Models: get_user_pages() / __get_user_pages(), mm/memory.c v3.7; ib_umem_get()'s
+ * down_write(mmap_sem), RLIMIT_MEMLOCK check and pinned_vm update, drivers/infiniband/core/umem.c
+ * 3.19.
  */
 export async function getUserPages(
   ctx: MmContext,
@@ -44,13 +65,35 @@ export async function getUserPages(
   force = false,
 ): Promise<GupPage[]> {
   startVpn(addr, 'gup'); // EINVAL unless page aligned
-  if (pin) await pinnedVmCharge(ctx, pid, pages);
+  if (!pin) return gupPages(ctx, pid, addr, pages, write, false, agent, force, '');
+  const op = ctx.ids.next('gup');
+  const sem = await mmapWriteLock(ctx, pid, op);
+  try {
+    return await gupPages(ctx, pid, addr, pages, write, true, agent, force, sem.lease.value);
+  } finally {
+    await mmapWriteUnlock(ctx, sem);
+  }
+}
+
+/** __get_user_pages() over [addr, +pages); with pin, under the caller's mmap_sem write lease sem. */
+async function gupPages(
+  ctx: MmContext,
+  pid: number,
+  addr: number,
+  pages: number,
+  write: boolean,
+  pin: boolean,
+  agent: string,
+  force: boolean,
+  sem: string,
+): Promise<GupPage[]> {
+  if (pin) await pinnedVmCharge(ctx, pid, pages, sem);
   const out: GupPage[] = [];
   try {
     for (let i = 0; i < pages; i++) {
       const a = addr + i * PAGE_SIZE;
       for (let attempt = 0; ; attempt++) {
-        const pte = await faultForDevice(ctx, pid, a, write, force, agent);
+        const pte = await faultForDevice(ctx, pid, a, write, force, agent, sem);
         if (pin) {
           // The frame may have been freed and reused since the fault: pin exactly that gen.
           const bad = await ctx.store.getPages([pte], 'ref');
@@ -75,7 +118,10 @@ export async function getUserPages(
   }
 }
 
-/** One page of __get_user_pages(): handle_mm_fault(), its SIGSEGV a device's EFAULT. */
+/**
+ * One page of __get_user_pages(): handle_mm_fault(), its SIGSEGV a device's EFAULT. sem: the
+ * mmap_sem write lease the caller holds ('' none), passed on to the fault.
+ */
 async function faultForDevice(
   ctx: MmContext,
   pid: number,
@@ -83,14 +129,15 @@ async function faultForDevice(
   write: boolean,
   force: boolean,
   agent: string,
+  sem: string,
 ) {
   try {
-    return await handleMmFault(ctx, pid, a, write ? 'write' : 'read', agent);
+    return await handleMmFault(ctx, pid, a, write ? 'write' : 'read', agent, sem);
   } catch (e) {
     if (!(e instanceof MmlabError) || e.code !== 'SIGSEGV') throw e;
     if (write && force) {
       const vma = await ctx.store.findVma(pid, a / PAGE_SIZE);
-      if (vma && vma.prot === 'r') return faultForDevice(ctx, pid, a, false, false, agent);
+      if (vma && vma.prot === 'r') return faultForDevice(ctx, pid, a, false, false, agent, sem);
     }
     throw new MmlabError(
       'EFAULT',
@@ -101,13 +148,19 @@ async function faultForDevice(
 
 /**
  * ib_umem_get()'s check: npages + pinned_vm against RLIMIT_MEMLOCK, charged in the same
- * atomic step (the kernel holds mmap_sem for write across check and pin).
+ * atomic step, which checks that the caller still holds mmap_sem for write (sem).
  */
-async function pinnedVmCharge(ctx: MmContext, pid: number, pages: number): Promise<void> {
+async function pinnedVmCharge(
+  ctx: MmContext,
+  pid: number,
+  pages: number,
+  sem: string,
+): Promise<void> {
   const limit = memlockLimit(ctx);
-  const r = await ctx.store.pinnedVmCharge(pid, pages, limit);
+  const r = await ctx.store.pinnedVmCharge(pid, pages, limit, sem);
   if (r.ok) return;
   if (r.code === 'ESRCH') throw new MmlabError('ESRCH', `no process ${pid}`);
+  if (r.code === 'ESTALE') throw new MmlabError('ESTALE', `lost mmap_sem of pid ${pid}`);
   throw new MmlabError(
     'ENOMEM',
     `pinning ${pages} pages for pid ${pid} passes RLIMIT_MEMLOCK: ${r.pinnedVm} pinned, ` +

@@ -52,11 +52,24 @@ interface WpFault {
   readonly old: Pte;
   readonly seq: number;
   readonly agent: string;
+  /** the mmap_sem write lease the faulting caller holds itself ('' none): see handleMmFault */
+  readonly mmapSem: string;
 }
 
 /**
  * handle_mm_fault(): resolve one fault at addr for agent; returns the PTE now installed.
  * With telemetry on, one `handle_mm_fault` span (child of the fault request's span).
+ *
+ * mmapSem: the value ("owner|token") of the mmap_sem write lease the caller holds itself — a
+ * pinned registration (ib_umem_get) calls get_user_pages under down_write. Its own faults pass
+ * the scripts' "mmap_sem write-held" check; every other fault still finds it held and waits:
+ *
+ *   ib_umem_get (mm-0, holds mmap_sem W)     CPU store to another page (mm-1)
+ *   fault(page 0, mmapSem = "mm-0…|7")
+ *     semW is "mm-0…|7": ours → installed  fault(page 5, mmapSem = "")
+ *                                           semW held, not ours → BUSY, back off ...
+ *   up_write
+ *                                           fault(page 5) → installed
  */
 export function handleMmFault(
   ctx: MmContext,
@@ -64,6 +77,7 @@ export function handleMmFault(
   addr: number,
   access: Access,
   agent: string,
+  mmapSem = '',
 ): Promise<FaultResult> {
   return inSpan(
     'handle_mm_fault',
@@ -76,7 +90,7 @@ export function handleMmFault(
         'mmlab.instance': ctx.instance,
       },
     }),
-    (span) => __handleMmFault(ctx, pid, addr, access, agent, span),
+    (span) => __handleMmFault(ctx, pid, addr, access, agent, span, mmapSem),
   );
 }
 
@@ -87,6 +101,7 @@ async function __handleMmFault(
   access: Access,
   agent: string,
   span: Span | undefined,
+  mmapSem: string,
 ): Promise<FaultResult> {
   const op = ctx.ids.next('fault');
   span?.setAttribute('mmlab.op', op);
@@ -120,7 +135,7 @@ async function __handleMmFault(
       if (retries > 0) await backoff(retries, deadline, `fault at ${addr} of pid ${pid}`);
       if (access === 'write' && !page)
         page = await allocPage(ctx, op, null, { pid, vpn }).catch(() => null);
-      const step = await ctx.store.fault(pid, vpn, access, agent, page, ctx.incarnation);
+      const step = await ctx.store.fault(pid, vpn, access, agent, page, ctx.incarnation, mmapSem);
       if ('undone' in step && step.undone)
         // A COW that died (or lost its lease) after clearing this PTE: the old page is back.
         ctx.tracer.emit({ kind: 'pte.set', op, pid, addr, ...step.pte, lock, token: null });
@@ -166,7 +181,7 @@ async function __handleMmFault(
           return r;
         }
         case 'NEED_WP': {
-          const f: WpFault = { op, pid, vpn, old: step.pte, seq: step.seq, agent };
+          const f: WpFault = { op, pid, vpn, old: step.pte, seq: step.seq, agent, mmapSem };
           const wp = await doWpPage(ctx, f, page);
           if (wp.consumed) page = null;
           if (!wp.result) continue;
@@ -253,7 +268,7 @@ async function doWpPage(
   const addr = vpn * PAGE_SIZE;
   const lock = lockOf(vpn);
   if (old.pfn !== ZERO_PFN && (await reuseSwapPage(ctx, old))) {
-    const r = await ctx.store.wpReuse(pid, vpn, old, seq, agent);
+    const r = await ctx.store.wpReuse(pid, vpn, old, seq, agent, f.mmapSem);
     if (r !== 'OK') return { result: null, consumed: false };
     const pte = { ...old, writable: true };
     ctx.tracer.emit({ kind: 'pte.set', op, pid, addr, ...pte, lock, token: null });
@@ -331,6 +346,7 @@ async function wpPageCopy(
       lock,
       agent,
       ctx.incarnation,
+      f.mmapSem,
     );
     // spin_lock(ptl): spin while the PT lock is held; a writer of mmap_sem (or a moved PTE)
     // sends the fault back to the top, where it waits as it would on mmap_sem.

@@ -1,5 +1,5 @@
 /** mm/mmap.c (v3.7): creating address spaces, do_mmap() and do_munmap(); mm/madvise.c's DONTNEED. */
-import { MmlabError, PAGE_SIZE, type Prot } from '@mmlab/protocol';
+import { MmlabError, PAGE_SIZE, type Prot, TASK_SIZE } from '@mmlab/protocol';
 import { type MmContext, backoff, startVpn } from './context';
 import { mmapReadLock, mmapReadUnlock, mmapWriteLock, mmapWriteUnlock } from './locks';
 import { zapPageRange, zapPteRanges } from './memory';
@@ -160,25 +160,93 @@ export async function madviseSteps(
 }
 
 /**
- * exit_mmap(): mmu_notifier_release() first — every subscriber drops everything of the mm and
- * is unhashed, and only then are pages freed — then unmap_vmas() (no one left to notify) and
- * the mm is gone.
+ * Models: exit_mmap(), mm/mmap.c v3.7 (v3.6's is the same), as mmput() runs it when the last
+ * mm_users reference drops (kernel/fork.c v3.7): mmu_notifier_release() first — every
+ * subscriber drops everything of the mm and is unhashed, and only then are pages freed — then
+ * unmap_vmas(0, -1) and free_pgtables(), and the mm is gone. No mmap_sem, neither mode: with
+ * mm_users at 0 no task is left to hold it, and a device's fault holds an mm_users reference
+ * across its get_user_pages (3.19 ib_umem_odp_map_dma_pages: get_task_mm ... mmput), so it
+ * either keeps the exit off or finds no mm.
+ *
+ * In mmlab an exit is a request that a replica may get while other requests on the same pid are
+ * still running (the kernel's mm_users makes that impossible). So the exit first marks the mm
+ * exiting, in one script (mmExitBegin): every later fault, mmap, mmap_sem acquire (read or
+ * write), pinned_vm charge and move_ptes on it refuses with ESRCH (a device's get_user_pages
+ * sees EFAULT/ESRCH as it maps them), and the mm seq moves, so a do_wp_page between its steps
+ * goes back to the top and finds the mm exiting. From then on nothing creates a PTE in the mm;
+ * the zap walks every page-table page that exists, not only the VMAs (a munmap may have
+ * detached its VMAs and not zapped yet), so it leaves none behind, and mmExit refuses to end an
+ * mm that still has one (zap again). What is running on the pid when the exit begins:
+ *
+ *   fault (mm-1, no lease)                   exit (mm-0)
+ *   alloc page P
+ *                                            mmExitBegin: exiting, seq += 2
+ *   fault script: ESRCH → P put back         release; zap; dead
+ *   (or the script came first and installed P: the zap clears it and puts P)
+ *
+ *   do_wp_page (mm-1)                        exit (mm-0)
+ *   wpCopyLock: PT lock ptl:0, PTE cleared
+ *                                            mmExitBegin; release
+ *   shootdown; set_pte_at, unlock            zap ptl:0: spins on the PT lock ...
+ *                                            ... granted: clears the new PTE, puts its frame
+ *   range_end; put the old page
+ *   (a wpCopyLock or wpReuse after mmExitBegin: seq moved → RETRY → fault script: ESRCH)
+ *
+ *   madvise DONTNEED (mm-1, mmap_sem R)      exit (mm-0)
+ *   range_start → hca0 sleeps ...
+ *                                            mmExitBegin: does not wait for the reader
+ *                                            release → hca0 drops all; zap every table; dead
+ *   ... acked; zap: no table left;
+ *   range_end; up_read
+ *
+ *   munmap (mm-1, mmap_sem W)                exit (mm-0)
+ *   vmaUnmap [a, b); range_start ...
+ *                                            mmExitBegin: does not wait for the writer
+ *                                            release; zap every table, [a, b) too; dead
+ *   zap: nothing left; range_end; up_write
+ *
+ * A PTE is cleared by exactly one zap script (under its PT lock), and whoever cleared it puts
+ * its frame: none is put twice, none leaks. A pinned frame keeps its pin after the exit, until
+ * the device deregisters (ib_umem_release: put_page). An exit that fails half way (a PT lock
+ * contended past the deadline) leaves the mm exiting: exit it again. One whose replica dies is
+ * run again by another replica from its intent record (orphan_ranges.ts).
  */
 export async function exitMmap(ctx: MmContext, pid: number): Promise<{ freed: number }> {
   const op = ctx.ids.next('exit');
-  const sem = await mmapWriteLock(ctx, pid, op);
+  // A replica dying half way would leave the mm exiting with PTEs and frames: recorded
+  // (intent.ts), another replica runs the exit again from the top (each step is idempotent).
+  await intentBegin(ctx, op, pid, 'exit', {});
   try {
-    const { state } = await ctx.store.mmState(pid);
-    if (state !== 'alive') throw new MmlabError('ESRCH', `no process ${pid}`);
-    await mmuNotifierRelease(ctx, op, pid);
-    let freed = 0;
-    for (const v of await ctx.store.vmas(pid))
-      freed += (await zapPteRanges(ctx, op, pid, v.start, v.end)).freed;
-    if (!(await ctx.store.mmExit(pid, sem.lease.value)))
-      throw new MmlabError('ESTALE', `lost mmap_sem of pid ${pid}`);
-    ctx.tracer.emit({ kind: 'process.exit', op, pid });
-    return { freed };
+    await crashPoint(ctx, 'exit.intent');
+    return await exitSteps(ctx, op, pid);
   } finally {
-    await mmapWriteUnlock(ctx, sem);
+    await intentEnd(ctx, op);
   }
+}
+
+/** The steps of exit_mmap() for op (first run, or a take-over of a dead replica's exit). */
+export async function exitSteps(
+  ctx: MmContext,
+  op: string,
+  pid: number,
+): Promise<{ freed: number }> {
+  if ((await ctx.store.mmExitBegin(pid)) === 'ESRCH')
+    throw new MmlabError('ESRCH', `no process ${pid}`);
+  await crashPoint(ctx, 'exit.begun');
+  await mmuNotifierRelease(ctx, op, pid);
+  await crashPoint(ctx, 'exit.released');
+  let freed = 0;
+  for (let attempt = 1; ; attempt++) {
+    // unmap_vmas(&tlb, vma, 0, -1): every page table there is, whatever the VMA list says now.
+    freed += (await zapPteRanges(ctx, op, pid, 0, TASK_SIZE / PAGE_SIZE)).freed;
+    const r = await ctx.store.mmExit(pid);
+    if (r === 'ended') break;
+    // Another exit of the same pid (one that failed half way, run again) ended it first.
+    if (r === 'dead' || r === 'ESRCH') return { freed };
+    if (attempt >= 3)
+      throw new MmlabError('EAGAIN', `pid ${pid} still has ${r.ptes} PTEs after ${attempt} zaps`);
+  }
+  await crashPoint(ctx, 'exit.ended');
+  ctx.tracer.emit({ kind: 'process.exit', op, pid });
+  return { freed };
 }

@@ -140,6 +140,19 @@ export async function mmuNotifierRegister(
         `${subscriber} is fenced: it must restart before it registers again`,
       );
     await ctx.store.mnRegister(pid, subscriber, ops);
+    // exit_mmap takes no mmap_sem: an exit that began before our write would never send us
+    // release. Whichever comes second sees the other (the exit reads the subscribers after it
+    // marks the mm exiting):
+    //   register                      exit
+    //   mnRegister
+    //                                 mmExitBegin; release → subscriber (registered: it gets it)
+    //   ... or ...
+    //                                 mmExitBegin; release (subscriber not there yet)
+    //   mnRegister; state exiting → unregister, ESRCH
+    if ((await ctx.store.mmState(pid)).state !== 'alive') {
+      await ctx.store.mnUnregister(pid, subscriber);
+      throw new MmlabError('ESRCH', `no process ${pid}`);
+    }
     ctx.tracer.emit({ kind: 'mn.register', op, pid, subscriber });
   } finally {
     await mmapWriteUnlock(ctx, sem);

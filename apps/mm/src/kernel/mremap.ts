@@ -88,6 +88,9 @@ export async function mremapSteps(
         forEachPteTable(ctx, op, pid, s, s + keep, async (held, ps, pe) => {
           const { lock, lease } = held;
           const r = await ctx.store.movePtes(pid, lock, lease.value, lease.token, ps, pe, delta);
+          // The mm began exiting (exit_mmap takes no mmap_sem): no PTE moves into a table its
+          // zap may have passed; what stays at the old place, the exit zaps.
+          if (r === 'ESRCH') throw new MmlabError('ESRCH', `pid ${pid} is exiting`);
           if (!r) throw staleLease(ctx, held, 'move_ptes');
           moved += r.moved;
           await crashPoint(ctx, 'mremap.moved');

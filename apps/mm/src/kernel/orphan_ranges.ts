@@ -53,12 +53,12 @@
  *                                                 → 7 in no PTE: pendingReap puts 7 back
  */
 import type { Intent, OpenInvalidation, PendingFrame } from '@mmlab/model';
-import { MmlabError, PAGE_SIZE, type Prot } from '@mmlab/protocol';
+import { MmlabError, PAGE_SIZE, type Prot, TASK_SIZE } from '@mmlab/protocol';
 import type { MmContext } from './context';
 import { forkRollback } from './fork';
 import { invalidateRangeEndForDead } from './mmu_notifier';
 import { intentEnd, putCleared } from './intent';
-import { madviseSteps, munmapSteps } from './mmap';
+import { exitSteps, madviseSteps, munmapSteps } from './mmap';
 import { mprotectSteps } from './mprotect';
 import { mremapSteps } from './mremap';
 import { flushTlbRange } from './tlbflush';
@@ -203,8 +203,8 @@ export class OrphanRangeReaper {
    * Take over the operation a dead incarnation left half done (intent.ts): answer its caller,
    * put the frames it cleared and never put (after a TLB shootdown of its range: it may have
    * died before its own), and run the operation again from the top under the same record.
-   * munmap, mprotect, mremap and madvise(DONTNEED) are idempotent given their record, so this
-   * rolls them forward.
+   * munmap, mprotect, mremap, madvise(DONTNEED) and exit are idempotent given their record, so
+   * this rolls them forward.
    */
   private async finishIntent(i: Intent): Promise<void> {
     const { ctx } = this;
@@ -244,7 +244,9 @@ export class OrphanRangeReaper {
         // left behind by mprotect, an old address by mremap, a frame by munmap): shoot the
         // whole range down first, then put what it cleared.
         const cpus = await ctx.store.cpumask(i.pid);
-        await flushTlbRange(ctx, op, i.pid, a.addr, a.addr + a.pages * PAGE_SIZE, cpus);
+        const [from, to] =
+          cur.rec.syscall === 'exit' ? [0, TASK_SIZE] : [a.addr, a.addr + a.pages * PAGE_SIZE];
+        await flushTlbRange(ctx, op, i.pid, from, to, cpus);
         if (cur.cleared.length) await putCleared(ctx, op, cur.cleared);
         // Contention past the deadline (EAGAIN) changes nothing: try again, a few times.
         for (let attempt = 1; ; attempt++) {
@@ -262,6 +264,12 @@ export class OrphanRangeReaper {
                 break;
               case 'madvise':
                 await madviseSteps(ctx, op, i.pid, s, a.pages);
+                break;
+              case 'exit':
+                await exitSteps(ctx, op, i.pid).catch((e: unknown) => {
+                  // ended already (ESRCH): nothing left to do
+                  if (!(e instanceof MmlabError && e.code === 'ESRCH')) throw e;
+                });
                 break;
             }
             break;
