@@ -1,11 +1,12 @@
 /**
  * `mmlab fsck` on a real lab: clean after real work (faults, COW, fork, mprotect, mremap,
- * munmap, a pin), then each kind of corruption written into the real Redis is found with its
- * code and key, the CLI exits 1 with the list, and 2 when there is no Redis to read.
+ * munmap, a pin charged to pinned_vm), then each kind of corruption written into the real Redis
+ * is found with its code and key, the CLI exits 1 with the list, and 2 when there is no Redis
+ * to read.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { PAGE_SIZE } from '@mmlab/protocol';
-import { MEM, type Store, procKeys } from '@mmlab/model';
+import { MEM, type Store, procKeys, subKeys } from '@mmlab/model';
 import type { RpcClient } from '@mmlab/runtime';
 import { type TestLab, runMmlab, startTestLab } from '@mmlab/testing';
 
@@ -64,9 +65,31 @@ describe('mmlab fsck', () => {
     await store.redis.rpush(MEM.free, free0); // on the free list twice
     await store.redis.hset(k.pte, page(4) / PAGE_SIZE, `${used.pfn}:${used.gen}:1`); // writable in r
     await store.redis.set(k.semW, 'mm-9.dead/mm-9/munmap#1|77', 'PX', 60_000); // dead holder
+    // a reader of the child's mmap_sem left by a dead incarnation, its lease a minute long, and
+    // one whose lease has expired (no holder any more: not a finding)
+    const [sec] = await store.redis.time();
+    const kc = procKeys(child);
+    await store.redis.zadd(kc.semR, Number(sec) * 1000 + 60_000, 'mm-9.dead/mm-9/madvise#2|78');
+    await store.redis.zadd(kc.semR, Number(sec) * 1000 - 60_000, 'mm-9.dead/mm-9/madvise#3|79');
+    // the child's pin, no longer charged to its pinned_vm (as if ib_umem_release had run with
+    // the pin still held)
+    await store.redis.hset(kc.mm, 'pinnedVm', 0);
+    // the child's page-table page forgotten: no munmap, mprotect or exit would visit its PTEs
+    await store.redis.del(kc.pmds);
+    // a writer of the child's mmap_sem beside its (dead) reader
+    await store.redis.set(kc.semW, 'mm-9.dead/mm-9/mprotect#4|80', 'PX', 60_000);
+    // subscribers: ghost0 on the parent's :mn without it in its registrations; gone0 registered
+    // both ways on the child, and fenced
+    await store.redis.hset(k.mn, 'ghost0', `${Date.now()}|invalidate_range_start`);
+    await store.redis.hset(kc.mn, 'gone0', `${Date.now()}|invalidate_range_start`);
+    await store.redis.sadd(subKeys('gone0').regs, String(child));
+    await store.redis.sadd(MEM.fenced, 'gone0');
     // (an open invalidation of a dead owner is finished by the running mm within two TTLs: that
     // rule is shown by the unit tests; here, a record with no owner at all)
     await store.redis.hset(k.inv, 'mm-9/munmap#1~dead.1', '{}');
+    // and one in both hashes that the running mm cannot read, so never finishes
+    await store.redis.hset(k.inv, 'mm-9/munmap#2~dead.2', 'not json');
+    await store.redis.hset(k.invown, 'mm-9/munmap#2~dead.2', 'mm-9.dead|open');
 
     const r = await runMmlab(['fsck', '--redis', t!.lab.redisUrl]);
     expect(r.code).toBe(1);
@@ -80,7 +103,15 @@ describe('mmlab fsck', () => {
     has('free-list-dup', MEM.free, new RegExp(`pfn ${free0} `));
     has('pte-prot', k.pte, /writable in a r VMA/);
     has('lease-dead-owner', k.semW, /mm-9\.dead/);
+    has('lease-dead-owner', kc.semR, /mm-9\.dead\/mm-9\/madvise#2/);
+    expect(found.filter((l) => l.includes('madvise#3'))).toEqual([]);
+    has('pinned-vm', MEM.ref, /hold 1 references beyond their mappings \(pins\) but only 0 pages/);
+    has('pte-no-pmd', kc.pmds, new RegExp(`vpn ${moved.addr / PAGE_SIZE} `));
+    has('sem-conflict', kc.semR, /held for write by mm-9\.dead\/mm-9\/mprotect#4 and for read/);
+    has('mn-registry', subKeys('ghost0').regs, new RegExp(`pid ${pid}: ghost0 is registered`));
+    has('mn-registry', kc.mn, new RegExp(`pid ${child}: gone0 is fenced but still registered`));
     has('inv-corrupt', k.inv, /mm-9\/munmap#1~dead\.1 is only in :inv/);
+    has('inv-corrupt', k.inv, /mm-9\/munmap#2~dead\.2's record does not read/);
     // the PTE past the VMAs and the one made writable both map `used`: its mapcount is off too
     has('mapcount', MEM.map, new RegExp(`pfn ${used.pfn} has mapcount`));
 

@@ -317,3 +317,76 @@ describe('change_pte is sent under the PT lock (set_pte_at_notify, v3.7 and v3.6
     },
   );
 });
+
+describe('mm_has_notifiers (v3.7): invalidations only for an mm with a subscriber', () => {
+  it('munmap, mprotect, mremap, madvise, fork, COW and exit: ranges for the mm hca0 is on, no notifier event for the other', async () => {
+    const e = await start({
+      mode: 'patched',
+      frames: 64,
+      cpus: 1,
+      mmReplicas: 1,
+      observer: false,
+      subscribers: [{ name: 'hca0', kind: 'hca' }],
+    });
+    const on = await mappedOdpMr(e, 4, ['read']);
+    const bare = (await e.rpc.call('processCreate', {})).pid;
+    const bareAddr = (await e.rpc.call('mmap', { pid: bare, pages: 4, prot: 'rw' })).addr;
+    for (let p = 0; p < 4; p++)
+      await e.rpc.call(
+        'cpuAccess',
+        { pid: bare, addr: bareAddr + p * PAGE_SIZE, op: 'write', value: p + 1 },
+        { id: 0 },
+      );
+    expect(await e.store.mnSubscribers(on.pid)).toEqual(['hca0']);
+    expect(await e.store.mnSubscribers(bare)).toEqual([]);
+
+    /** The same work on each: fork, a COW, mprotect, madvise, mremap (moving), munmap, exits. */
+    const work = async (pid: number, addr: number) => {
+      const page = (i: number) => addr + i * PAGE_SIZE;
+      const { pid: child } = await e.rpc.call('fork', { pid });
+      await e.rpc.call('cpuAccess', { pid, addr: page(0), op: 'write', value: 9 }, { id: 0 });
+      await e.rpc.call('mprotect', { pid, addr: page(1), pages: 1, prot: 'r' });
+      await e.rpc.call('madvise', { pid, addr: page(2), pages: 1, advice: 'dontneed' });
+      // page 3 moves away (a new VMA, since [addr, +4) cannot grow in place), and is unmapped
+      const moved = await e.rpc.call('mremap', { pid, addr: page(3), pages: 1, newPages: 2 });
+      expect(moved.moved).toBe(1);
+      await e.rpc.call('munmap', { pid, addr: moved.addr, pages: 2 });
+      await e.rpc.call('exit', { pid: child });
+      await e.rpc.call('exit', { pid });
+      return { child, moved: moved.addr };
+    };
+    const from = e.trace.events.length;
+    const a = await work(on.pid, on.addr);
+    const b = await work(bare, bareAddr);
+    await e.settled();
+    const events = e.trace.events.slice(from);
+    const mnOf = (pid: number) =>
+      events.filter((x) => x.kind.startsWith('mn.') && (x as { pid?: number }).pid === pid);
+
+    // the mm without a subscriber (and its child): nothing recorded, traced or sent
+    expect(mnOf(bare)).toEqual([]);
+    expect(mnOf(b.child)).toEqual([]);
+    expect(mnOf(a.child)).toEqual([]);
+    // the mm with one: every range, paired with the same values, then the release at exit
+    const starts = events.filter(
+      (x): x is EventOf<'mn.range_start'> => x.kind === 'mn.range_start' && x.pid === on.pid,
+    );
+    const page = (i: number) => on.addr + i * PAGE_SIZE;
+    expect(starts.map((x) => [x.event, x.start, x.end])).toEqual([
+      ['protection_page', on.addr, page(4)], // fork: copy_page_range write-protects the VMA
+      ['clear', page(0), page(1)], // the COW (do_wp_page)
+      ['protection_vma', page(1), page(2)], // mprotect
+      ['clear', page(2), page(3)], // madvise(DONTNEED)
+      ['unmap', page(3), page(4)], // mremap: one constant range over the old place
+      ['unmap', a.moved, a.moved + 2 * PAGE_SIZE], // munmap
+    ]);
+    const ends = new Map(
+      events
+        .filter((x): x is EventOf<'mn.range_end'> => x.kind === 'mn.range_end')
+        .map((x) => [x.inv, x]),
+    );
+    for (const s of starts)
+      expect(ends.get(s.inv)).toMatchObject({ pid: on.pid, start: s.start, end: s.end });
+    expect(mnOf(on.pid).filter((x) => x.kind === 'mn.release')).toHaveLength(1);
+  });
+});

@@ -9,8 +9,12 @@ import type { FsckSnapshot, ProcessSnapshot } from './snapshot';
 /**
  * 8 frames; pid 1 has an rw VMA [100, 104) with pfn 1 at vpn 100 and pfn 2 at vpn 101 (pfn 2
  * shared with pid 2, forked: read-only in both), pfn 3 pinned only (ref 1, map 0), the zero
- * page at vpn 102; mm-0.a is alive and holds pid 1's mmap_sem.
+ * page at vpn 102; pid 1's pinned_vm is 2 (pfn 3, and a pin of the zero page, which no refcount
+ * shows). mm-0.a is alive and holds pid 1's mmap_sem, and pid 2's for read; a reader of pid 2
+ * left by the dead mm-7.z has expired (every script takes it for gone). hca0 is registered on
+ * pid 1.
  */
+const NOW = 1_000_000;
 function clean(): FsckSnapshot {
   const frame: FsckSnapshot['frame'] = { 0: { gen: 1, ref: 1, map: 0, state: 'zero' } };
   for (let pfn = 1; pfn <= 8; pfn++) frame[pfn] = { gen: 0, ref: 0, map: 0, state: 'free' };
@@ -22,7 +26,11 @@ function clean(): FsckSnapshot {
     state: 'alive',
     vmas: ['100:104:rw:'],
     ptes: { 100: '1:1:1', 101: '2:3:0', 102: '0:1:0' },
+    pmds: ['0'],
     leases: [{ lock: 'mmap_sem', owner: 'mm-0.a/mm-0/munmap#1', token: 4 }],
+    readers: [],
+    pinnedVm: '2',
+    mn: ['hca0'],
     invs: [
       {
         inv: 'mm-0/munmap#1~a.1',
@@ -37,7 +45,24 @@ function clean(): FsckSnapshot {
     state: 'alive',
     vmas: ['100:104:rw:'],
     ptes: { 101: '2:3:0' },
+    pmds: ['0'],
     leases: [],
+    readers: [
+      {
+        member: 'mm-0.a/mm-0/madvise#2|5',
+        owner: 'mm-0.a/mm-0/madvise#2',
+        token: 5,
+        expiresAt: NOW + 500,
+      },
+      {
+        member: 'mm-7.z/mm-7/madvise#1|3',
+        owner: 'mm-7.z/mm-7/madvise#1',
+        token: 3,
+        expiresAt: NOW - 1,
+      },
+    ],
+    pinnedVm: null,
+    mn: [],
     invs: [],
     intents: {},
   };
@@ -46,7 +71,11 @@ function clean(): FsckSnapshot {
     state: 'dead',
     vmas: [],
     ptes: {},
+    pmds: [],
     leases: [],
+    readers: [],
+    pinnedVm: '0',
+    mn: [],
     invs: [],
     intents: {},
   };
@@ -56,7 +85,9 @@ function clean(): FsckSnapshot {
     frame,
     processes: [p1, p2, p3],
     pending: {},
-    incarnations: { 'mm-0.a': true },
+    incarnations: { 'mm-0.a': true, 'mm-7.z': false },
+    now: NOW,
+    subscribers: { hca0: { regs: [1], fenced: false } },
   };
 }
 
@@ -153,6 +184,7 @@ describe('fsck', () => {
       'lease-dead-owner',
       'inv-dead-owner',
       'intent-dead-owner',
+      'lease-dead-owner',
     ]);
     expect(f[0]).toMatchObject({
       key: '{p:1}:sem:w',
@@ -162,6 +194,122 @@ describe('fsck', () => {
       key: '{p:1}:invown',
       objects: { pid: 1, inv: 'mm-0/munmap#1~a.1', incarnation: 'mm-0.a' },
     });
+    // pid 2's reader of mmap_sem: in :sem:r, not in :sem:w
+    expect(f[3]).toMatchObject({
+      key: '{p:2}:sem:r',
+      objects: { pid: 2, incarnation: 'mm-0.a', reader: { token: 5 } },
+    });
+  });
+
+  it('a reader of mmap_sem held by a dead incarnation, until its lease expires', () => {
+    const s = clean();
+    s.processes[1].readers[0].owner = 'mm-8.q/mm-8/madvise#9';
+    s.incarnations['mm-8.q'] = false;
+    expect(fsck(s)).toMatchObject([
+      { code: 'lease-dead-owner', key: '{p:2}:sem:r', objects: { pid: 2, incarnation: 'mm-8.q' } },
+    ]);
+    // expired: no holder any more (the next down_write drops it)
+    s.processes[1].readers[0].expiresAt = NOW - 1;
+    expect(fsck(s)).toEqual([]);
+    // expiring right now is still held (a writer drops only scores below now)
+    s.processes[1].readers[0].expiresAt = NOW;
+    expect(codes(s)).toEqual(['lease-dead-owner']);
+    // a member that names no owner
+    const t = clean();
+    t.processes[1].readers.push({ member: 'junk', owner: '', token: NaN, expiresAt: NOW + 9 });
+    const f = fsck(t);
+    expect(f).toMatchObject([{ code: 'lease-dead-owner', key: '{p:2}:sem:r' }]);
+    expect(f[0].message).toMatch(/held for read by "junk"/);
+  });
+
+  it('a writer of mmap_sem with no owner', () => {
+    const s = clean();
+    s.processes[1].readers = [];
+    s.processes[1].leases.push({ lock: 'mmap_sem', owner: '', token: NaN });
+    expect(fsck(s)).toMatchObject([{ code: 'lease-dead-owner', key: '{p:2}:sem:w' }]);
+  });
+
+  it('mmap_sem held for write and for read at once', () => {
+    const s = clean();
+    const reader = { ...s.processes[1].readers[0] };
+    s.processes[0].readers.push(reader);
+    expect(fsck(s)).toMatchObject([
+      { code: 'sem-conflict', key: '{p:1}:sem:r', objects: { pid: 1, readers: [reader] } },
+    ]);
+    // a reader whose lease expired is no holder: no conflict
+    s.processes[0].readers[0].expiresAt = NOW - 1;
+    expect(fsck(s)).toEqual([]);
+  });
+
+  it('a subscriber registered where its registrations do not say, or registered and fenced', () => {
+    const s = clean();
+    s.subscribers.hca0.regs = [2];
+    expect(fsck(s)).toEqual([
+      expect.objectContaining({
+        code: 'mn-registry',
+        key: '{sub}:regs:hca0',
+        objects: { pid: 1, subscriber: 'hca0', regs: [2] },
+      }),
+    ]);
+    const t = clean();
+    t.subscribers.hca0.fenced = true;
+    expect(fsck(t)).toEqual([
+      expect.objectContaining({
+        code: 'mn-registry',
+        key: '{p:1}:mn',
+        objects: { pid: 1, subscriber: 'hca0' },
+      }),
+    ]);
+  });
+
+  it('pins not charged to any pinned_vm: an uncharged pin, a leaked reference', () => {
+    const s = clean();
+    s.processes[0].pinnedVm = '0';
+    expect(fsck(s)).toEqual([
+      expect.objectContaining({
+        code: 'pinned-vm',
+        key: '{mem}:ref',
+        objects: { pins: 1, pinnedVm: 0, frames: { 3: 1 }, charged: {} },
+      }),
+    ]);
+    // pid 2's pinned_vm counts too (pinned_vm is per process; who holds a pin is not recorded)
+    s.processes[1].pinnedVm = '1';
+    expect(fsck(s)).toEqual([]);
+    const leak = clean();
+    leak.frame[1].ref = 3; // mapped once, two references nobody charged
+    expect(fsck(leak)).toMatchObject([
+      { code: 'pinned-vm', objects: { pins: 3, pinnedVm: 2, frames: { 1: 2, 3: 1 } } },
+    ]);
+    // more pinned_vm than pins is no finding: zero-page pins are charged but not counted
+    const zero = clean();
+    zero.processes[0].pinnedVm = '5';
+    expect(fsck(zero)).toEqual([]);
+  });
+
+  it('a pinned_vm that is no count of pages', () => {
+    for (const bad of ['-1', 'x', '1.5', '']) {
+      const s = clean();
+      s.processes[2].pinnedVm = bad;
+      expect(fsck(s)).toEqual([
+        expect.objectContaining({
+          code: 'pinned-vm',
+          key: '{p:3}:mm',
+          objects: { pid: 3, pinnedVm: bad },
+        }),
+      ]);
+    }
+  });
+
+  it('a PTE in a page-table page no walk visits (:pmds)', () => {
+    const s = clean();
+    s.processes[1].pmds = ['1'];
+    expect(fsck(s)).toEqual([
+      expect.objectContaining({
+        code: 'pte-no-pmd',
+        key: '{p:2}:pmds',
+        objects: { pid: 2, vpn: 101, pte: '2:3:0', pmd: 0 },
+      }),
+    ]);
   });
 
   it('an operation left half done by a dead incarnation, or with no owner', () => {
@@ -206,6 +354,23 @@ describe('fsck', () => {
     expect(fsck(s)).toEqual([expect.objectContaining({ code: 'inv-corrupt', key: '{p:1}:inv' })]);
   });
 
+  it('an open invalidation the recovery cannot read (it would never be finished)', () => {
+    for (const record of [
+      '{}',
+      'junk',
+      '{"op":"x","start":0,"end":1,"event":"nope","subscribers":[]}',
+    ]) {
+      const s = clean();
+      s.processes[0].invs[0].record = record;
+      expect(fsck(s)).toMatchObject([
+        { code: 'inv-corrupt', key: '{p:1}:inv', objects: { pid: 1, record } },
+      ]);
+    }
+    const t = clean();
+    t.processes[0].invs[0].owner = 'mm-0.a';
+    expect(fsck(t)).toMatchObject([{ code: 'inv-corrupt', key: '{p:1}:invown' }]);
+  });
+
   it('corrupt records, overlapping VMAs and an exited mm with mappings', () => {
     const s = clean();
     s.processes[1].vmas = ['100:104:rw:', '103:110:r:', 'junk'];
@@ -216,6 +381,7 @@ describe('fsck', () => {
     expect(codes(s).sort()).toEqual(['pte-corrupt', 'pte-corrupt', 'vma-corrupt', 'vma-overlap']);
     const e = clean();
     e.processes[2].ptes = { 100: '1:1:1' };
+    e.processes[2].pmds = ['0'];
     e.frame[1].map = 2;
     e.frame[1].ref = 2;
     expect(codes(e)).toEqual(['exited-mm-mapped', 'pte-outside-vma']);

@@ -16,12 +16,26 @@
  *                      (not PROT_NONE) only in an accessible one, PROT_NONE only in a none VMA;
  *                      the zero page is never writable
  *   pte-dead-frame     every PTE maps a used frame of the generation it names
+ *   pte-no-pmd         every PTE's page-table page is in :pmds (page walks visit only those:
+ *                      a PTE outside them is never unmapped, changed or freed)
  *   exited-mm-mapped   an exited (or never created) address space has no VMA and no PTE
  *   mapcount           a used frame's mapcount is the number of PTEs that map it
- *   refcount           a used frame's refcount is at least its mapcount (the rest are pins,
- *                      which only the device knows: not in Redis)
- *   lease-dead-owner   no PT lock or mmap_sem lease is held by a dead mm incarnation
- *   inv-corrupt        :inv and :invown name the same invalidations
+ *   refcount           a used frame's refcount is at least its mapcount (the rest are pins)
+ *   pinned-vm          every process's pinned_vm is a count (≥ 0), and every pin is charged:
+ *                      the references of used frames beyond their mapcounts, summed, are at
+ *                      most the pinned_vm of all processes summed (see checkPins: Redis does
+ *                      not say whose a pin is, so this is as far as fsck can check)
+ *   sem-conflict       mmap_sem is not held for write and, by a reader whose lease lives, for
+ *                      read at once (semWriteLock waits for every live reader, semReadLock for
+ *                      the writer)
+ *   mn-registry        every subscriber on an mm's :mn has the pid in its {sub}:regs (else
+ *                      fencing it would leave it registered there), and none is fenced (mm
+ *                      would call a device it detached)
+ *   lease-dead-owner   no PT lock or mmap_sem lease — the writer, or a reader whose lease has
+ *                      not expired — is held by a dead mm incarnation (or by no owner at all)
+ *   inv-corrupt        :inv and :invown name the same invalidations, and each reads as
+ *                      store.openInvalidations reads it (one it cannot read is never finished
+ *                      for a dead sender: its subscribers keep the range active)
  *   inv-dead-owner     no open invalidation is owed by a dead mm incarnation
  *   intent-dead-owner  no multi-step operation (intent record) is left half done by a dead mm
  *                      incarnation (nor recorded without an owner)
@@ -29,8 +43,8 @@
  *                      known installed) by a dead mm incarnation; a live one's pending frame
  *                      that no PTE maps yet counts as its one mapping (mapcount)
  */
-import { ZERO_PFN } from '@mmlab/protocol';
-import { MEM, type Pte, type Vma, parsePte, parseVma, procKeys } from '@mmlab/model';
+import { MnEvent, ZERO_PFN, pmdIndexOf } from '@mmlab/protocol';
+import { MEM, type Pte, type Vma, parsePte, parseVma, procKeys, subKeys } from '@mmlab/model';
 import {
   type FsckSnapshot,
   type ProcessSnapshot,
@@ -50,9 +64,13 @@ export const FSCK_CODES = [
   'pte-outside-vma',
   'pte-prot',
   'pte-dead-frame',
+  'pte-no-pmd',
   'exited-mm-mapped',
   'mapcount',
   'refcount',
+  'pinned-vm',
+  'sem-conflict',
+  'mn-registry',
   'lease-dead-owner',
   'inv-corrupt',
   'inv-dead-owner',
@@ -80,9 +98,11 @@ export function fsck(s: FsckSnapshot): Finding[] {
   const mappers = new Map<number, string[]>();
   for (const p of s.processes) {
     checkProcess(s, p, mappers, add);
+    checkRegistry(s, p, add);
     checkIntents(s, p, add);
   }
   checkCounts(s, mappers, add);
+  checkPins(s, add);
   return out;
 }
 
@@ -164,6 +184,7 @@ function checkProcess(
       `pid ${p.pid} (${p.state ?? 'no mm'}) still has ${vmas.length} VMAs and ${ptes.length} PTEs`,
       { pid: p.pid, state: p.state, vmas: vmas.length, ptes: ptes.length },
     );
+  const pmds = new Set(p.pmds);
   const vmaOf = (vpn: number): Vma | undefined => vmas.find((v) => v.start <= vpn && vpn < v.end);
   for (const [key, raw] of ptes) {
     const vpn = Number(key);
@@ -185,6 +206,13 @@ function checkProcess(
       continue;
     }
     const objects = { pid: p.pid, vpn, pte: raw };
+    if (!pmds.has(String(pmdIndexOf(vpn))))
+      add(
+        'pte-no-pmd',
+        k.pmds,
+        `pid ${p.pid}: PTE at vpn ${vpn} (${raw}) is in pmd ${pmdIndexOf(vpn)}, which no page walk visits`,
+        { ...objects, pmd: pmdIndexOf(vpn) },
+      );
     const vma = vmaOf(vpn);
     if (!vma)
       add(
@@ -227,12 +255,43 @@ function checkProcess(
   }
   for (const l of p.leases) {
     const it = incarnationOfOwner(l.owner);
-    if (!s.incarnations[it])
+    if (!l.owner || !s.incarnations[it])
       add(
         'lease-dead-owner',
         l.lock === 'mmap_sem' ? k.semW : k.ptl(l.lock),
-        `pid ${p.pid}: ${l.lock} is held by ${l.owner}, whose incarnation ${it} is dead`,
+        `pid ${p.pid}: ${l.lock} is held by ${l.owner || 'no owner'}, whose incarnation ${it || '(none)'} is dead`,
         { pid: p.pid, lease: l, incarnation: it },
+      );
+  }
+  // mmap_sem's readers. One whose lease expired is no holder any more: every script takes it
+  // for gone (a writer drops it, renew and up_read refuse it), as Redis does an expired PX key
+  // it has not evicted yet; it is left in :sem:r until the next down_write, which is no
+  // inconsistency. A reader still in force whose incarnation is dead is one: every writer
+  // waits for it until it expires.
+  //
+  //   mm-0 (madvise)                        mm-1 (munmap of the same mm)
+  //   down_read: :sem:r += mm-0.a/madvise
+  //   ✗ killed                              down_write: BUSY (the reader's lease lives)
+  //   {mm}:live:mm-0.a expires              ... fsck: lease-dead-owner :sem:r
+  //   the reader's lease expires            down_write: drops it, OK
+  const writer = p.leases.find((l) => l.lock === 'mmap_sem');
+  const liveReaders = p.readers.filter((rd) => rd.expiresAt >= s.now);
+  if (writer && liveReaders.length > 0)
+    add(
+      'sem-conflict',
+      k.semR,
+      `pid ${p.pid}: mmap_sem is held for write by ${writer.owner} and for read by ` +
+        liveReaders.map((rd) => rd.owner || JSON.stringify(rd.member)).join(', '),
+      { pid: p.pid, writer, readers: liveReaders },
+    );
+  for (const rd of liveReaders) {
+    const it = incarnationOfOwner(rd.owner);
+    if (!rd.owner || !s.incarnations[it])
+      add(
+        'lease-dead-owner',
+        k.semR,
+        `pid ${p.pid}: mmap_sem is held for read by ${rd.owner || JSON.stringify(rd.member)}, whose incarnation ${it || '(none)'} is dead (lease ends in ${rd.expiresAt - s.now} ms)`,
+        { pid: p.pid, reader: rd, incarnation: it },
       );
   }
   for (const i of p.invs) {
@@ -245,6 +304,19 @@ function checkProcess(
       );
       continue;
     }
+    const bad = invUnreadable(i.record, i.owner);
+    if (bad) {
+      add(
+        'inv-corrupt',
+        bad === 'owner' ? k.invown : k.inv,
+        `pid ${p.pid}: inv ${i.inv}'s ${bad} does not read: ${JSON.stringify(bad === 'owner' ? i.owner : i.record)}`,
+        {
+          pid: p.pid,
+          ...i,
+        },
+      );
+      continue;
+    }
     const it = incarnationOfInvOwner(i.owner);
     if (!s.incarnations[it])
       add(
@@ -252,6 +324,44 @@ function checkProcess(
         k.invown,
         `pid ${p.pid}: open invalidation ${i.inv} is owed by ${it}, which is dead`,
         { pid: p.pid, ...i, incarnation: it },
+      );
+  }
+}
+
+/** What of an open invalidation store.openInvalidations could not read (and skips), if any. */
+function invUnreadable(record: string, owner: string): 'record' | 'owner' | null {
+  if (!/^.*\|(open|ending)$/.test(owner)) return 'owner';
+  try {
+    const r = JSON.parse(record) as Record<string, unknown>;
+    const ok =
+      typeof r.op === 'string' &&
+      typeof r.start === 'number' &&
+      typeof r.end === 'number' &&
+      MnEvent.safeParse(r.event).success &&
+      Array.isArray(r.subscribers);
+    return ok ? null : 'record';
+  } catch {
+    return 'record';
+  }
+}
+
+function checkRegistry(s: FsckSnapshot, p: ProcessSnapshot, add: Add): void {
+  for (const name of p.mn) {
+    const sub = s.subscribers[name];
+    if (!sub?.regs.includes(p.pid))
+      add(
+        'mn-registry',
+        subKeys(name).regs,
+        `pid ${p.pid}: ${name} is registered on it (:mn) but its registrations do not name it: ` +
+          `fencing ${name} would leave it registered here`,
+        { pid: p.pid, subscriber: name, regs: sub?.regs ?? [] },
+      );
+    if (sub?.fenced)
+      add(
+        'mn-registry',
+        procKeys(p.pid).mn,
+        `pid ${p.pid}: ${name} is fenced but still registered: its callbacks go to a detached device`,
+        { pid: p.pid, subscriber: name },
       );
   }
 }
@@ -307,6 +417,58 @@ function checkCounts(s: FsckSnapshot, mappers: Map<number, string[]>, add: Add):
         frame: f,
       });
   }
+}
+
+/**
+ * pinned-vm. A pin is a reference without a mapping (get_user_pages with pin), charged to the
+ * pinning process's pinned_vm first (ib_umem_get: RLIMIT_MEMLOCK) and given back after the pins
+ * are dropped (ib_umem_release), so at rest, in pages:
+ *
+ *     Σ over used frames (refcount − mapcount)  =  Σ over processes pinned_vm  −  zero-page pins
+ *
+ * (a pin of the zero page is charged but not counted on it: pfn 0's refcount never moves).
+ * Redis records neither who holds a pin nor how many pins are of the zero page — the HCA keeps
+ * its pinned MRs, and their pages, in its own process, as the device does — so fsck can check
+ * only the inequality: more references than pins charged to anyone is a finding (a pin never
+ * charged, or uncharged with its pins still held; a reference leaked). pinned_vm above the pins
+ * is not: it may be zero-page pins. Checking each process's pinned_vm for equality would need
+ * the pins recorded per process in Redis (e.g. {p:<pid>}:pins: pfn:gen → count, written by the
+ * gup and unpin scripts together with the frame's refcount and pinned_vm).
+ */
+function checkPins(s: FsckSnapshot, add: Add): void {
+  const charged: Record<number, number> = {};
+  let total = 0;
+  for (const p of s.processes) {
+    if (p.pinnedVm === null) continue;
+    const n = Number(p.pinnedVm);
+    if (!/^\d+$/.test(p.pinnedVm) || !Number.isSafeInteger(n)) {
+      add(
+        'pinned-vm',
+        procKeys(p.pid).mm,
+        `pid ${p.pid}: pinned_vm is ${JSON.stringify(p.pinnedVm)}, not a number of pages`,
+        { pid: p.pid, pinnedVm: p.pinnedVm },
+      );
+      continue;
+    }
+    if (n > 0) charged[p.pid] = n;
+    total += n;
+  }
+  const pinned: Record<number, number> = {};
+  let pins = 0;
+  for (let pfn = 1; pfn <= s.frames; pfn++) {
+    const f = s.frame[String(pfn)];
+    if (f?.state !== 'used' || !(f.ref > f.map)) continue;
+    pinned[pfn] = f.ref - f.map;
+    pins += f.ref - f.map;
+  }
+  if (pins > total)
+    add(
+      'pinned-vm',
+      MEM.ref,
+      `frames hold ${pins} references beyond their mappings (pins) but only ${total} pages are ` +
+        `charged to pinned_vm`,
+      { pins, pinnedVm: total, frames: pinned, charged },
+    );
 }
 
 /** One line per finding: `code key: message`. */

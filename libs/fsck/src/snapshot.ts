@@ -5,9 +5,11 @@
  *
  * Not in Redis, so not checked: the HCA's MTT entries and its pinned MRs (a device keeps its
  * translations and its pin list in its own process, as hardware does), the CPUs' TLBs. A
- * frame's refcount above its mapcount is its pins; fsck can only check that it is not below.
+ * frame's refcount above its mapcount is its pins, but no record says whose: fsck checks that
+ * it is not below, and that all pins together are charged to some process's pinned_vm
+ * (checks.ts, pinned-vm).
  */
-import { MEM, type Store, procKeys } from '@mmlab/model';
+import { MEM, type Store, procKeys, subKeys } from '@mmlab/model';
 
 export interface FrameRecord {
   gen: number;
@@ -18,11 +20,22 @@ export interface FrameRecord {
 }
 
 export interface LeaseRecord {
-  /** mmap_sem, ptl:<pmd> or ptl:mm */
+  /** mmap_sem (its writer: :sem:w), ptl:<pmd> or ptl:mm */
   lock: string;
   /** "<incarnation>/<op>" */
   owner: string;
   token: number;
+}
+
+/** A member of {p:<pid>}:sem:r: one reader of mmap_sem, its lease ending at expiresAt. */
+export interface ReaderRecord {
+  /** the raw member, "<incarnation>/<op>|<token>" */
+  member: string;
+  /** "<incarnation>/<op>" ('' when the member does not parse) */
+  owner: string;
+  token: number;
+  /** its score: when its lease ends (Redis TIME, ms) */
+  expiresAt: number;
 }
 
 export interface InvRecord {
@@ -41,7 +54,16 @@ export interface ProcessSnapshot {
   vmas: string[];
   /** raw :pte hash: vpn → "pfn:gen:w" */
   ptes: Record<string, string>;
+  /** raw :pmds members: the page-table pages a page walk visits */
+  pmds: string[];
+  /** PT locks and the writer of mmap_sem (PX keys: what Redis returns has not expired) */
   leases: LeaseRecord[];
+  /** every member of :sem:r, expired or not (an expired one stays until a writer drops it) */
+  readers: ReaderRecord[];
+  /** the raw pinnedVm field of :mm (mm->pinned_vm); null when absent (nothing ever pinned) */
+  pinnedVm: string | null;
+  /** the notifier subscribers registered on this mm (fields of :mn), sorted */
+  mn: string[];
   invs: InvRecord[];
   /** intent records of multi-step operations in flight: id → owner incarnation ('' if none) */
   intents: Record<string, string>;
@@ -59,6 +81,13 @@ export interface FsckSnapshot {
   pending: Record<string, string>;
   /** every mm incarnation the state names (lease owners, inv owners) → its liveness lease lives */
   incarnations: Record<string, boolean>;
+  /** Redis TIME when the snapshot was read (ms): what reader expiries are compared with */
+  now: number;
+  /**
+   * every subscriber some :mn names → the pids of its {sub}:regs:<name> set (sorted), and
+   * whether it is in {mem}:fenced
+   */
+  subscribers: Record<string, { regs: number[]; fenced: boolean }>;
 }
 
 /** The incarnation part of a lease owner "<incarnation>/<op>" (the whole string if no '/'). */
@@ -99,15 +128,21 @@ export async function readSnapshot(store: Store): Promise<FsckSnapshot> {
   const processes = await Promise.all(
     (await store.processes()).map(async (pid): Promise<ProcessSnapshot> => {
       const k = procKeys(pid);
-      const [st, vmas, ptes, leases, inv, invown, intentIds] = await Promise.all([
-        r.hget(k.mm, 'state'),
-        r.zrange(k.vma, 0, -1),
-        r.hgetall(k.pte),
-        store.heldLocks(pid),
-        r.hgetall(k.inv),
-        r.hgetall(k.invown),
-        r.smembers(k.intents),
-      ]);
+      const [st, pinnedVm, mn, vmas, ptes, pmds, locks, writer, readers, inv, invown, intentIds] =
+        await Promise.all([
+          r.hget(k.mm, 'state'),
+          r.hget(k.mm, 'pinnedVm'),
+          r.hkeys(k.mn),
+          r.zrange(k.vma, 0, -1),
+          r.hgetall(k.pte),
+          r.smembers(k.pmds),
+          store.heldLocks(pid),
+          r.get(k.semW),
+          r.zrange(k.semR, 0, -1, 'WITHSCORES'),
+          r.hgetall(k.inv),
+          r.hgetall(k.invown),
+          r.smembers(k.intents),
+        ]);
       const intents: Record<string, string> = {};
       for (const id of intentIds.sort()) intents[id] = (await r.hget(k.intent(id), 'owner')) ?? '';
       const invs = [...new Set([...Object.keys(inv), ...Object.keys(invown)])].sort().map((i) => ({
@@ -115,20 +150,41 @@ export async function readSnapshot(store: Store): Promise<FsckSnapshot> {
         ...(inv[i] !== undefined && { record: inv[i] }),
         ...(invown[i] !== undefined && { owner: invown[i] }),
       }));
+      // heldLocks() names both the writer and the live readers 'mmap_sem': take the PT locks
+      // from it, and the two sides of mmap_sem from their own keys.
+      const leases: LeaseRecord[] = locks
+        .filter((l) => l.lock !== 'mmap_sem')
+        .map((l) => ({ lock: l.lock, owner: l.owner, token: l.token }));
+      if (writer !== null) leases.unshift({ lock: 'mmap_sem', ...splitLeaseValue(writer) });
+      const rs: ReaderRecord[] = [];
+      for (let i = 0; i + 1 < readers.length; i += 2)
+        rs.push({
+          member: readers[i],
+          ...splitLeaseValue(readers[i]),
+          expiresAt: Number(readers[i + 1]),
+        });
       return {
         pid,
         state: st,
         vmas,
         ptes,
-        leases: leases.map((l) => ({ lock: l.lock, owner: l.owner, token: l.token })),
+        pmds: pmds.sort(),
+        leases,
+        readers: rs,
+        pinnedVm,
+        mn: mn.sort(),
         invs,
         intents,
       };
     }),
   );
+  // After the readers were read: one that expired meanwhile counts as expired.
+  const [sec, usec] = await r.time();
+  const now = Number(sec) * 1000 + Math.floor(Number(usec) / 1000);
   const names = new Set<string>();
   for (const p of processes) {
     for (const l of p.leases) names.add(incarnationOfOwner(l.owner));
+    for (const l of p.readers) if (l.owner) names.add(incarnationOfOwner(l.owner));
     for (const i of p.invs) if (i.owner) names.add(incarnationOfInvOwner(i.owner));
     for (const o of Object.values(p.intents)) if (o) names.add(o);
   }
@@ -139,6 +195,14 @@ export async function readSnapshot(store: Store): Promise<FsckSnapshot> {
       incarnations[n] = await store.mmIsAlive(n);
     }),
   );
+  const fenced = new Set(await r.smembers(MEM.fenced));
+  const subscribers: FsckSnapshot['subscribers'] = {};
+  await Promise.all(
+    [...new Set(processes.flatMap((p) => p.mn))].map(async (name) => {
+      const regs = (await r.smembers(subKeys(name).regs)).map(Number).sort((a, b) => a - b);
+      subscribers[name] = { regs, fenced: fenced.has(name) };
+    }),
+  );
   return {
     frames: Number(frames ?? 0),
     freeList: freeList.map(Number),
@@ -146,8 +210,18 @@ export async function readSnapshot(store: Store): Promise<FsckSnapshot> {
     processes,
     pending,
     incarnations,
+    now,
+    subscribers,
   };
 }
+
+/** A lease value "<owner>|<token>" ('' and NaN when it has no '|'). */
+const splitLeaseValue = (v: string): { owner: string; token: number } => {
+  const bar = v.lastIndexOf('|');
+  return bar < 0
+    ? { owner: '', token: NaN }
+    : { owner: v.slice(0, bar), token: Number(v.slice(bar + 1)) };
+};
 
 /** The incarnation a pending tag "gen|incarnation|pid|vpn|old" names. */
 export const pendingOwner = (tag: string): string => tag.split('|')[1] ?? '';

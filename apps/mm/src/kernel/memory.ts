@@ -27,7 +27,6 @@ import {
   invalidatePage,
   invalidateRangeEnd,
   invalidateRangeStart,
-  mmHasNotifiers,
   mmuNotifierChangePte,
   withinRange,
 } from './mmu_notifier';
@@ -286,11 +285,11 @@ async function doWpPage(
   const mmunEnd = addr + PAGE_SIZE; /* For mmu_notifiers */
   let installed = false;
   try {
-    // mmu_notifier_invalidate_range_start() is a no-op on an mm without notifiers
-    // (mm_has_notifiers); one registered after this check bumps the mm seq (mmap_sem write),
+    // mmu_notifier_invalidate_range_start() is a no-op (null) on an mm without notifiers
+    // (mm_has_notifiers); one registered after its check bumps the mm seq (mmap_sem write),
     // and wpCopyLock's seq check then sends this fault back to the top.
     const range =
-      legacy || seedAlone || !(await mmHasNotifiers(ctx, pid))
+      legacy || seedAlone
         ? null
         : await invalidateRangeStart(ctx, op, pid, mmunStart, mmunEnd, 'clear');
     await crashPoint(ctx, 'do_wp_page.range_started');

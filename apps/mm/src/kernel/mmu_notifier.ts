@@ -80,26 +80,34 @@ export interface RangeInvalidation extends Omit<OpenInvalidation, 'owner' | 'sta
 
 const log = new Logger('mmu_notifier');
 
+/** The subscribers of an mm with their mmu_notifier_ops (store.mnSubscriberOps). */
+type Subscribers = ReadonlyMap<string, ReadonlySet<MnCallback>>;
+
 /**
  * Models: mm_has_notifiers(), include/linux/mmu_notifier.h v3.7 — the inline check every
  * mmu_notifier_* wrapper makes first: with no subscriber on the mm, nothing is called at all.
+ * Every entry point of this file makes it itself (invalidateRangeStart/End, invalidatePage,
+ * mmuNotifierChangePte, mmuNotifierRelease), so an mm nobody subscribed to records, traces and
+ * sends nothing.
+ *
+ * The kernel tests mm->mmu_notifier_mm, which stays allocated from the first
+ * mmu_notifier_register() until mmdrop(): after the last unregister it walks an empty hlist.
+ * The lab tests the registry as it is now ({p:<pid>}:mn): no callback either way, and no trace
+ * of a walk over nobody.
  */
+const hasNotifiers = (subs: Subscribers): boolean => subs.size > 0;
+
+/** mm_has_notifiers() of pid, for a caller outside this file (each entry point checks it itself). */
 export async function mmHasNotifiers(ctx: MmContext, pid: number): Promise<boolean> {
-  return (await ctx.store.mnSubscribers(pid)).length > 0;
+  return hasNotifiers(await ctx.store.mnSubscriberOps(pid));
 }
 
-/** The subscribers of pid whose mmu_notifier_ops has callback (hlist walk: `if (mn->ops->x)`). */
-async function subscribersWith(
-  ctx: MmContext,
-  pid: number,
-  callback: MnCallback,
-): Promise<string[]> {
-  const all = await ctx.store.mnSubscriberOps(pid);
-  return [...all].filter(([, ops]) => ops.has(callback)).map(([name]) => name);
-}
+/** The subscribers whose mmu_notifier_ops has callback (hlist walk: `if (mn->ops->x)`). */
+const subscribersWith = (subs: Subscribers, callback: MnCallback): string[] =>
+  [...subs].filter(([, ops]) => ops.has(callback)).map(([name]) => name);
 const hex = (a: number): string => `0x${a.toString(16)}`;
 
-/** Run the body of a range invalidation (between start and end) inside its trace. */
+/** Run the body of a range invalidation (between start and end) inside its trace (null: none). */
 export function withinRange<T>(r: RangeInvalidation | null, fn: () => Promise<T>): Promise<T> {
   return withSpan(r?.span, fn);
 }
@@ -168,7 +176,21 @@ export async function mmuNotifierUnregister(
 }
 
 /**
- * mmu_notifier_invalidate_range_start(mm, mmun_start, mmun_end).
+ * Models: mmu_notifier_invalidate_range_start(mm, mmun_start, mmun_end), include/linux/
+ * mmu_notifier.h v3.7 — `if (mm_has_notifiers(mm)) __mmu_notifier_invalidate_range_start()`.
+ *
+ * On an mm with no subscriber it does nothing and returns null: no record, no trace, no span;
+ * invalidateRangeEnd(null) does nothing either, so the end always matches the start even if a
+ * subscriber registered in between. Registering takes mmap_sem for write
+ * (mmu_notifier_register → mm_take_all_locks in v3.7), which every caller holds for read or
+ * write across start..end, except the lease-free COW fault (do_wp_page), which re-checks the mm
+ * seq that the register bumps:
+ *
+ *   do_wp_page (mm-0)                     mmu_notifier_register(hca0) (mm-1)
+ *   range_start: no subscriber → null
+ *                                         down_write(mmap_sem): seq++; hca0 in :mn; up_write
+ *   wpCopyLock(seq): changed → RETRY      (nothing was sent to hca0, nothing to end)
+ *   from the top: range_start → hca0
  *
  * The invalidation is recorded in Redis ({p:<pid>}:inv, owned by this incarnation) before
  * anything is traced or sent, so that if this process dies before its end, another replica
@@ -192,12 +214,14 @@ export async function invalidateRangeStart(
   start: number,
   end: number,
   event: MnEvent,
-): Promise<RangeInvalidation> {
+): Promise<RangeInvalidation | null> {
+  const all = await ctx.store.mnSubscriberOps(pid);
+  if (!hasNotifiers(all)) return null;
   // Past a clean shutdown's drain, NATS is going: the start could be recorded and sent but
   // its trace lost (an end with no start). Refuse it before anything is recorded or sent.
   if (ctx.closing)
     throw new MmlabError('EAGAIN', `${ctx.instance} is shutting down: no new invalidation`);
-  const subscribers = await subscribersWith(ctx, pid, 'invalidate_range_start');
+  const subscribers = subscribersWith(all, 'invalidate_range_start');
   const inv = newInv(ctx, op);
   await ctx.store.invOpen({ pid, inv, op, start, end, event, subscribers, owner: ctx.incarnation });
   ctx.openRanges.add(inv);
@@ -240,7 +264,8 @@ export async function invalidateRangeStart(
 
 /**
  * mmu_notifier_invalidate_range_end(mm, mmun_start, mmun_end): the caller passes the values it
- * gave to start (the mmun_start/mmun_end convention), on every exit path.
+ * gave to start (the mmun_start/mmun_end convention), on every exit path. r is what start
+ * returned: null when the mm had no notifiers then (mm_has_notifiers), and then nothing is done.
  *
  * Inject `range-end-mismatch` reproduces the bug Andrew Morton found reviewing the patch: in
  * do_huge_pmd_wp_page_fallback the copy loop advanced haddr before it was passed to
@@ -248,10 +273,11 @@ export async function invalidateRangeStart(
  */
 export async function invalidateRangeEnd(
   ctx: MmContext,
-  r: RangeInvalidation,
+  r: RangeInvalidation | null,
   mmunStart: number,
   mmunEnd: number,
 ): Promise<void> {
+  if (!r) return;
   try {
     await sendRangeEnd(ctx, r, mmunStart, mmunEnd);
   } finally {
@@ -369,14 +395,19 @@ export async function invalidateRangeEndForDead(
   return ctx.store.invClose(o.pid, o.inv, ctx.incarnation);
 }
 
-/** Models: mmu_notifier_invalidate_page(mm, address), mm/mmu_notifier.c v3.7 (2012). */
+/**
+ * Models: mmu_notifier_invalidate_page(mm, address), mm/mmu_notifier.c v3.7 (2012). With no
+ * subscriber that has invalidate_page (none at all: mm_has_notifiers) nothing is traced or sent.
+ */
 export async function invalidatePage(
   ctx: MmContext,
   op: string,
   pid: number,
   addr: number,
 ): Promise<void> {
-  const subscribers = await subscribersWith(ctx, pid, 'invalidate_page');
+  const all = await ctx.store.mnSubscriberOps(pid);
+  if (!hasNotifiers(all)) return;
+  const subscribers = subscribersWith(all, 'invalidate_page');
   if (subscribers.length === 0) return;
   const inv = newInv(ctx, op);
   ctx.tracer.emit({ kind: 'mn.page', op, pid, addr, inv });
@@ -411,7 +442,8 @@ export async function invalidatePage(
  *         KSM wrap it in invalidate_range_start/end since 6bdb913f);
  *   v3.6: change_pte to those that have it, invalidate_page to those that have only that
  *         ("Some drivers don't have change_pte, so we must call invalidate_page in that case").
- * One inv for the whole walk, traced as mn.page (the single-page notification).
+ * One inv for the whole walk, traced as mn.page (the single-page notification). Nothing is
+ * traced or sent when no subscriber gets a call (none at all: mm_has_notifiers).
  */
 export async function mmuNotifierChangePte(
   ctx: MmContext,
@@ -422,6 +454,7 @@ export async function mmuNotifierChangePte(
   v36 = false,
 ): Promise<void> {
   const all = await ctx.store.mnSubscriberOps(pid);
+  if (!hasNotifiers(all)) return;
   const calls: Array<[string, 'mnChangePte' | 'mnInvalidatePage']> = [];
   for (const [name, ops] of all) {
     if (ops.has('change_pte')) calls.push([name, 'mnChangePte']);
@@ -439,12 +472,17 @@ export async function mmuNotifierChangePte(
   else await Promise.all(calls.map(one));
 }
 
-/** mmu_notifier_release(mm): every subscriber drops everything of pid; then they are unhashed. */
+/**
+ * mmu_notifier_release(mm): every subscriber drops everything of pid; then they are unhashed.
+ * Nothing at all (no trace) on an mm with no subscriber (mm_has_notifiers).
+ */
 export async function mmuNotifierRelease(ctx: MmContext, op: string, pid: number): Promise<void> {
-  const subscribers = await ctx.store.mnSubscribers(pid);
+  const all = await ctx.store.mnSubscriberOps(pid);
+  if (!hasNotifiers(all)) return;
+  const subscribers = [...all.keys()];
   const inv = newInv(ctx, op);
   ctx.tracer.emit({ kind: 'mn.release', op, pid, inv });
-  const withRelease = await subscribersWith(ctx, pid, 'release');
+  const withRelease = subscribersWith(all, 'release');
   await dispatch(ctx, op, pid, withRelease, 'mnRelease', { pid, inv, owner: ownerOf(ctx, op) });
   for (const s of subscribers) {
     await ctx.store.mnUnregister(pid, s);
