@@ -11,4 +11,5 @@ step format;      npx prettier --check . --log-level warn
 step typecheck;   npm run --silent typecheck   # the repository, and the dashboard (DOM, JSX)
 step build;       npm run --silent build
 step protocol;    node dist/libs/protocol/src/gen-doc.js --check docs/protocol.md
+step redis;       node dist/libs/model/src/gen-doc.js --check docs/redis.md
 step tests;       npx vitest run

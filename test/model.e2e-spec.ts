@@ -48,7 +48,7 @@ describe('page tables', () => {
   it('maps the zero page read-only on a read fault, a fresh frame on a write fault', async () => {
     const pid = await store.mmCreate();
     const r = await store.mmap(pid, 4, 'rw', false);
-    expect(r).toEqual(['OK', base]);
+    expect(r).toEqual({ r: 'OK', start: base });
     const z = await store.fault(pid, base, 'read', 'cpu0', null, 'mm-0.t');
     expect(z).toMatchObject({ r: 'ZERO', pte: { pfn: 0, writable: false } });
     const need = await store.fault(pid, base + 1, 'write', 'cpu0', null, 'mm-0.t');
@@ -94,7 +94,7 @@ describe('page tables', () => {
 describe('mmap_sem leases (v3.7: readers share it, a writer excludes everyone)', () => {
   it('readers share, a writer waits for live readers only, a reader waits for the writer', async () => {
     const pid = await store.mmCreate();
-    expect((await store.mmap(pid, 1, 'rw', false))[0]).toBe('OK');
+    expect((await store.mmap(pid, 1, 'rw', false)).r).toBe('OK');
     const r1 = await store.semReadLock(pid, 'mm-0/madvise-1', 60_000);
     const r2 = await store.semReadLock(pid, 'mm-1/madvise-2', 60_000);
     if (r1 === 'ESRCH' || r2 === 'ESRCH' || !r1.ok || !r2.ok) throw new Error('readers refused');
@@ -103,7 +103,7 @@ describe('mmap_sem leases (v3.7: readers share it, a writer excludes everyone)',
       ok: false,
       holder: `mm-0/madvise-1|${r1.token}`,
     });
-    expect((await store.mmap(pid, 1, 'rw', false))[0]).toBe('BUSY');
+    expect((await store.mmap(pid, 1, 'rw', false)).r).toBe('BUSY');
     expect((await store.fault(pid, base, 'read', 'cpu0', null, 'mm-0.t')).r).toBe('ZERO');
     expect((await store.heldLocks(pid)).filter((l) => l.lock === 'mmap_sem')).toHaveLength(2);
     expect(await store.semReadUnlock(pid, `mm-0/madvise-1|${r1.token}`)).toBe(true);
@@ -190,7 +190,7 @@ describe('mmap_sem write-held by the faulting caller itself (ib_umem_get), and a
     expect(await store.fault(pid, base + 1, 'read', 'cpu0', null, 'mm-0.t')).toEqual({
       r: 'ESRCH',
     });
-    expect((await store.mmap(pid, 1, 'rw', false))[0]).toBe('ESRCH');
+    expect((await store.mmap(pid, 1, 'rw', false)).r).toBe('ESRCH');
     expect(await store.semWriteLock(pid, 'mm-1/munmap#2', 60_000)).toBe('ESRCH');
     expect(await store.semReadLock(pid, 'mm-1/madvise#3', 60_000)).toBe('ESRCH');
     expect(await store.mmExit(pid)).toEqual({ ptes: 1 }); // the zero-page PTE is still there

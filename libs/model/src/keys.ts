@@ -72,6 +72,8 @@
  *                        child's get_page of chunk n is the {mem}:once batch <id>#c<n>
  *              Invariant: an id is in :intents iff its hash exists.
  */
+import { pmdIndexOf } from '@mmlab/protocol';
+
 export const MEM = {
   meta: '{mem}:meta',
   free: '{mem}:free',
@@ -84,18 +86,20 @@ export const MEM = {
   once: '{mem}:once',
   pending: '{mem}:pending',
 } as const;
-export const MEM_KEYS = [
-  MEM.meta,
-  MEM.free,
-  MEM.gen,
-  MEM.ref,
-  MEM.map,
-  MEM.state,
-  MEM.data,
-  MEM.fenced,
-  MEM.once,
-  MEM.pending,
-];
+/** The roles of the {mem} keys, in the order every {mem} script receives them as KEYS. */
+export const MEM_ROLES = [
+  'meta',
+  'free',
+  'gen',
+  'ref',
+  'map',
+  'state',
+  'data',
+  'fenced',
+  'once',
+  'pending',
+] as const satisfies ReadonlyArray<keyof typeof MEM>;
+export const MEM_KEYS: string[] = MEM_ROLES.map((r) => MEM[r]);
 
 /**
  * Notifier subscribers ({sub}):
@@ -151,6 +155,12 @@ export const procKeys = (pid: number) => {
 };
 export type ProcKeys = ReturnType<typeof procKeys>;
 
-/** Lock names as traced: ptl:<pmd index> or ptl:mm. */
+/**
+ * PT-lock names, as traced and as the last part of their lease key (procKeys().ptl):
+ * ptl:<pmd index> for the split PTE lock of one page-table page (pte_lockptr), ptl:mm for
+ * mm->page_table_lock. Every lock name is built here.
+ */
 export const pteLockName = (pmdIndex: number): string => `ptl:${pmdIndex}`;
 export const PAGE_TABLE_LOCK = 'ptl:mm';
+/** The split PTE lock covering vpn (a page number). */
+export const pteLockOfVpn = (vpn: number): string => pteLockName(pmdIndexOf(vpn));

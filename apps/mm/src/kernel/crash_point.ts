@@ -10,7 +10,6 @@
  * A point inside a PT-lock section passes the lock it holds (`held`); there the action
  * `lose-lease` stops that one operation instead of the whole replica (loseLease below).
  */
-import { crashKey, procKeys } from '@mmlab/model';
 import { sleep } from '@mmlab/runtime';
 import type { MmContext } from './context';
 import type { HeldLock } from './locks';
@@ -22,8 +21,7 @@ export async function crashPoint(ctx: MmContext, point: string, held?: HeldLock)
   if (c.action === 'lose-lease' && !held) return;
   ctx.crash = null;
   const at = `${ctx.instance}|${Date.now()}`;
-  const won = await ctx.store.redis.set(crashKey(c.token), at, 'PX', 60_000, 'NX');
-  if (won !== 'OK') return;
+  if (!(await ctx.store.crashFire(c.token, at))) return;
   ctx.tracer.emit({
     kind: 'crash.point',
     ...(held && {
@@ -64,15 +62,11 @@ export async function crashPoint(ctx: MmContext, point: string, held?: HeldLock)
  */
 async function loseLease(ctx: MmContext, held: HeldLock): Promise<void> {
   held.lease.stopRenewing();
-  const k = procKeys(held.pid);
   const deadline = Date.now() + ctx.env.MMLAB_FAULT_DEADLINE_MS;
   while (Date.now() < deadline) {
     // One connection, in this order: a newer grant seen first, then the lock free after it.
-    const [max, locked] = await Promise.all([
-      ctx.store.redis.hget(k.ptlmax, held.lock),
-      ctx.store.redis.exists(k.ptl(held.lock)),
-    ]);
-    if (Number(max ?? 0) > held.lease.token && locked === 0) return;
+    const { max, locked } = await ctx.store.ptlState(held.pid, held.lock);
+    if (max > held.lease.token && !locked) return;
     await sleep(5);
   }
 }

@@ -3,8 +3,8 @@
  * Models: dup_mmap() and copy_page_range(), v3.7 (patched) and v3.6 (legacy): both wrap the
  * write-protection of a COW mapping in invalidate_range_start/_end on the parent.
  */
-import { MmlabError, PAGE_SIZE, pmdIndexOf } from '@mmlab/protocol';
-import type { Vma } from '@mmlab/model';
+import { MmlabError, PAGE_SIZE } from '@mmlab/protocol';
+import { type Vma, pteLockOfVpn } from '@mmlab/model';
 import type { MmContext, OpIntent } from './context';
 import { crashPoint } from './crash_point';
 import { intentBegin, intentEnd } from './intent';
@@ -112,7 +112,7 @@ export async function forkRollback(
       addr: vpn * PAGE_SIZE,
       pfn: pte.pfn,
       gen: pte.gen,
-      lock: `ptl:${pmdIndexOf(vpn)}`,
+      lock: pteLockOfVpn(vpn),
       token: null,
     });
   for (let n = 1; n <= chunks.length; n++) {

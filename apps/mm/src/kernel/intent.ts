@@ -26,7 +26,6 @@
  * A put of cleared frames is a batch (<id>#<batch>) applied once ({mem}:once), so the dead one's
  * put and the taker's never both land.
  */
-import { MEM } from '@mmlab/model';
 import { currentReply } from '@mmlab/runtime';
 import type { IntentRec } from '@mmlab/model';
 import { type MmContext, type OpIntent, ownerOf } from './context';
@@ -63,7 +62,7 @@ export async function intentEnd(ctx: MmContext, op: string): Promise<void> {
       ...Array.from({ length: it.batch + 1 }, (_, i) => `${it.id}#${i}`),
       ...Array.from({ length: it.chunks }, (_, i) => `${it.id}#c${i + 1}`),
     ];
-    await ctx.store.redis.hdel(MEM.once, ...batches);
+    await ctx.store.onceForget(batches);
   }
 }
 

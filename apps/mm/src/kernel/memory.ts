@@ -18,9 +18,8 @@ import {
   type FaultKind,
   type MnEvent,
   ZERO_PFN,
-  pmdIndexOf,
 } from '@mmlab/protocol';
-import type { Pte } from '@mmlab/model';
+import { type Pte, pteLockOfVpn } from '@mmlab/model';
 import { type Span, inSpan, now } from '@mmlab/runtime';
 import { type MmContext, backoff, injected, ownerOf } from './context';
 import {
@@ -42,7 +41,7 @@ export interface FaultResult extends Pte {
   retries: number;
 }
 
-const lockOf = (vpn: number): string => `ptl:${pmdIndexOf(vpn)}`;
+const lockOf = pteLockOfVpn;
 
 /** A write fault do_wp_page handles: the PTE it found (orig_pte) at the mm seq it read. */
 interface WpFault {

@@ -26,9 +26,9 @@ export async function doMmap(
   const deadline = Date.now() + ctx.env.MMLAB_FAULT_DEADLINE_MS;
   for (let attempt = 0; ; attempt++) {
     const r = await ctx.store.mmap(pid, pages, prot, shared);
-    switch (r[0]) {
+    switch (r.r) {
       case 'OK': {
-        const start = Number(r[1]) * PAGE_SIZE;
+        const start = r.start * PAGE_SIZE;
         ctx.tracer.emit({
           kind: 'vma.map',
           op,

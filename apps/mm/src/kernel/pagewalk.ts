@@ -5,6 +5,7 @@
  * covers, and unlock on every path.
  */
 import { MmlabError, PTRS_PER_PTE } from '@mmlab/protocol';
+import { pteLockName } from '@mmlab/model';
 import type { MmContext } from './context';
 import { type HeldLock, ptlLock, ptlUnlock, underPtl } from './locks';
 
@@ -21,7 +22,7 @@ export async function forEachPteTable<T>(
     const s = Math.max(startVpn, pmd * PTRS_PER_PTE);
     const e = Math.min(endVpn, (pmd + 1) * PTRS_PER_PTE);
     if (s >= e) continue;
-    const held = await ptlLock(ctx, pid, `ptl:${pmd}`, op);
+    const held = await ptlLock(ctx, pid, pteLockName(pmd), op);
     try {
       out.push(await underPtl(held, () => step(held, s, e)));
     } finally {

@@ -1,0 +1,262 @@
+/**
+ * Physical memory ({mem}, keys.ts): the scripts of struct page — alloc_page, put_page, get_page,
+ * copies, accesses, and the crash recovery of pending frames. Every one of them is called with
+ * all the {mem} keys (MEM_ROLES, in that order) and touches that one slot only.
+ */
+import { z } from 'zod';
+import { Bit, Int, IntOrNone, Ints, PfnGen, Str, oneOf, script, tagged } from '../boundary';
+import { MEM_ROLES } from '../keys';
+import { LUA_HELPERS } from '../lua';
+
+export const MEM_SCRIPTS = {
+  memFormat: script({
+    doc: `Format physical memory once: pfn 0 is the zero page, 1..n are free. Idempotent.`,
+    models: 'mem_init(), arch/x86/mm/init_64.c: every frame onto the free lists (free_all_bootmem)',
+    keys: MEM_ROLES,
+    args: { frames: Int },
+    reply: Int.describe('frames'),
+    lua:
+      LUA_HELPERS +
+      `
+if redis.call('HGET', KEYS[1], 'formatted') == '1' then
+  return tonumber(redis.call('HGET', KEYS[1], 'frames'))
+end
+local n = tonumber(ARGV[1])
+redis.call('DEL', KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[10])
+redis.call('HSET', KEYS[3], 0, 1); redis.call('HSET', KEYS[4], 0, 1); redis.call('HSET', KEYS[5], 0, 0)
+redis.call('HSET', KEYS[6], 0, 'zero'); redis.call('HSET', KEYS[7], 0, 0)
+local chunk = 500
+for base = 1, n, chunk do
+  local last = math.min(n, base + chunk - 1)
+  local g, st, pf = {}, {}, {}
+  for pfn = base, last do
+    g[#g+1] = pfn; g[#g+1] = 0
+    st[#st+1] = pfn; st[#st+1] = 'free'
+    pf[#pf+1] = pfn
+  end
+  redis.call('HSET', KEYS[3], unpack(g)); redis.call('HSET', KEYS[4], unpack(g))
+  redis.call('HSET', KEYS[5], unpack(g)); redis.call('HSET', KEYS[7], unpack(g))
+  redis.call('HSET', KEYS[6], unpack(st))
+  redis.call('RPUSH', KEYS[2], unpack(pf))
+end
+redis.call('HSET', KEYS[1], 'frames', n, 'formatted', 1)
+return n
+`,
+  }),
+  allocPage: script({
+    doc: `alloc_page(): pop a free frame, bump its gen, refcount 1, mapcount ARGV[2]; content is a copy of frame ARGV[1] (copy_user_highpage) or zero. ARGV[3]: the pending tag's "incarnation|pid|vpn|old" of a frame a fault allocates ('' none: keys.ts {mem}:pending). → {'OK', pfn, gen} | {'ENOMEM'}`,
+    models: 'alloc_page_vma(), mm/mempolicy.c (with copy_user_highpage or a zeroed page)',
+    keys: MEM_ROLES,
+    args: { copyFrom: IntOrNone, mapcount: Int, tag: Str },
+    reply: oneOf(tagged('OK', { pfn: Int, gen: Int }), tagged('ENOMEM')),
+    lua:
+      LUA_HELPERS +
+      `
+local pfn = redis.call('LPOP', KEYS[2])
+if not pfn then return {'ENOMEM'} end
+local gen = redis.call('HINCRBY', KEYS[3], pfn, 1)
+redis.call('HSET', KEYS[4], pfn, 1)
+redis.call('HSET', KEYS[5], pfn, tonumber(ARGV[2]))
+redis.call('HSET', KEYS[6], pfn, 'used')
+local v = '0'
+if ARGV[1] ~= '' then v = redis.call('HGET', KEYS[7], ARGV[1]) or '0' end
+redis.call('HSET', KEYS[7], pfn, v)
+if ARGV[3] ~= '' then redis.call('HSET', KEYS[10], pfn, gen .. '|' .. ARGV[3]) end
+return {'OK', tonumber(pfn), gen}
+`,
+  }),
+  putPages: script({
+    doc: `put_page() on each (pfn, gen) of ARGV[4..]: drop a mapping (ARGV[1] = 'map') or a bare reference ('ref'); a frame whose refcount reaches 0 goes back on the free list. The zero page is never freed. A pfn whose gen no longer matches, or that is already free, is a double free: it is reported, not applied. ARGV[1] = 'unpin': a device's pins, all or nothing — one bad pfn and none is applied (the caller's error). ARGV[1] = 'pending': frames a fault allocated and did not install, given back by their owner ARGV[3] — only those whose pending tag still names it (a frame reaped meanwhile as a dead incarnation's is skipped). ARGV[2]: a batch id ('' none) — a batch applied once is not applied again (the put of a dead replica's intent, finished by another). → {freed pfns, bad pfns}`,
+    models: 'put_page(), mm/swap.c (with page_remove_rmap for a mapping)',
+    keys: MEM_ROLES,
+    args: {
+      kind: z.enum(['map', 'ref', 'unpin', 'pending']),
+      batch: Str,
+      owner: Str,
+      pages: z.array(PfnGen),
+    },
+    reply: z
+      .tuple([Ints, Ints])
+      .transform(([freed, bad]) => ({ freed, bad }))
+      .describe('{freed, bad}'),
+    lua:
+      LUA_HELPERS +
+      `
+if ARGV[2] ~= '' then
+  if redis.call('HSETNX', KEYS[9], ARGV[2], 1) == 0 then return {{}, {}} end
+end
+local list = pairs_of(ARGV, 4)
+if ARGV[1] == 'unpin' then
+  local bad = {}
+  for _, p in ipairs(list) do
+    local st = redis.call('HGET', KEYS[6], p[1])
+    if st ~= 'zero' and (st ~= 'used' or redis.call('HGET', KEYS[3], p[1]) ~= p[2]) then
+      bad[#bad + 1] = tonumber(p[1])
+    end
+  end
+  if #bad > 0 then return {{}, bad} end
+  local freed, b = put_frames(KEYS, 'ref', list)
+  return {freed, b}
+end
+if ARGV[1] == 'pending' then
+  local mine = {}
+  for _, p in ipairs(list) do
+    local t = redis.call('HGET', KEYS[10], p[1])
+    if t and string.sub(t, 1, #p[2] + #ARGV[3] + 2) == p[2] .. '|' .. ARGV[3] .. '|' then
+      redis.call('HDEL', KEYS[10], p[1])
+      mine[#mine + 1] = p
+    end
+  end
+  local freed, b = put_frames(KEYS, 'map', mine)
+  return {freed, b}
+end
+local freed, bad = put_frames(KEYS, ARGV[1], list)
+return {freed, bad}
+`,
+  }),
+  pagesInstalled: script({
+    doc: `Frames a fault of incarnation ARGV[1] allocated are installed in PTEs now (do_anonymous_page set_pte_at, or do_wp_page's set_pte_at_notify): their pending tags go, and for a COW the put of the page it replaced (the tag's old) is done in the same step — unless someone who found the frame in a PTE did both already. KEYS MEM_KEYS; ARGV owner (pfn gen)... → {freed pfns}`,
+    models: 'set_pte_at() of do_anonymous_page / do_wp_page, mm/memory.c (the page is mapped now)',
+    keys: MEM_ROLES,
+    args: { owner: Str, pages: z.array(PfnGen) },
+    reply: Ints.describe('freed'),
+    lua:
+      LUA_HELPERS +
+      `
+local owed = {}
+for _, p in ipairs(pairs_of(ARGV, 2)) do
+  local t = redis.call('HGET', KEYS[10], p[1])
+  if t and string.sub(t, 1, #p[2] + #ARGV[1] + 2) == p[2] .. '|' .. ARGV[1] .. '|' then
+    untag(KEYS, p[1], p[2], owed)
+  end
+end
+local freed = put_frames(KEYS, 'map', owed)
+return freed
+`,
+  }),
+  pendingReap: script({
+    doc: `A pending frame of a dead incarnation ARGV[3] (orphan_ranges.ts): ARGV[4] = 1 when a PTE of its process holds it (found by pendingFence, after which the dead one can install nothing there): the fault happened, so only the COW's owed put of old is done (rolled forward); 0: it was never installed and goes back (rolled back). KEYS MEM_KEYS; ARGV pfn gen owner installed → {'GONE'} | {'FORWARD', freed} | {'BACK', freed}`,
+    models: 'none: lab crash recovery of a page a dead replica allocated (rolled forward or back)',
+    keys: MEM_ROLES,
+    args: { pfn: Int, gen: Int, owner: Str, installed: Bit },
+    reply: oneOf(
+      tagged('GONE'),
+      tagged('FORWARD', { freed: Ints }),
+      tagged('BACK', { freed: Ints }),
+    ),
+    lua:
+      LUA_HELPERS +
+      `
+local t = redis.call('HGET', KEYS[10], ARGV[1])
+local head = ARGV[2] .. '|' .. ARGV[3] .. '|'
+if not t or string.sub(t, 1, #head) ~= head then return {'GONE'} end
+if ARGV[4] == '1' then
+  local owed = {}
+  untag(KEYS, ARGV[1], ARGV[2], owed)
+  return {'FORWARD', (put_frames(KEYS, 'map', owed))}
+end
+redis.call('HDEL', KEYS[10], ARGV[1])
+return {'BACK', (put_frames(KEYS, 'map', {{ARGV[1], ARGV[2]}}))}
+`,
+  }),
+  batchUndo: script({
+    doc: `fork's get_page of a chunk of the child's frames (batch ARGV[1]), rolled back: if the batch was applied, its references are put; either way it is marked undone, so a get of it that comes later (a stopped replica resuming) is refused. KEYS MEM_KEYS; ARGV batch (pfn gen)... → {'PUT', freed} | {'NOT_APPLIED'} | {'UNDONE'}`,
+    models: "none: lab crash recovery of dup_mmap's get_page of a chunk (copy_one_pte)",
+    keys: MEM_ROLES,
+    args: { batch: Str, pages: z.array(PfnGen) },
+    reply: oneOf(tagged('PUT', { freed: Ints }), tagged('NOT_APPLIED'), tagged('UNDONE')),
+    lua:
+      LUA_HELPERS +
+      `
+local v = redis.call('HGET', KEYS[9], ARGV[1])
+redis.call('HSET', KEYS[9], ARGV[1], 'undone')
+if not v then return {'NOT_APPLIED'} end
+if v == 'undone' then return {'UNDONE'} end
+return {'PUT', (put_frames(KEYS, 'map', pairs_of(ARGV, 2)))}
+`,
+  }),
+  frameAccess: script({
+    doc: `A load or store through a translation: the access lands whatever the frame's state (as on hardware); the caller compares the returned gen/state with its translation. An agent that was fenced (its notifier lease expired) is refused. ARGV: pfn, 'read'|'write', value, agent → {'OK', gen, state, value} | {'EFAULT'} | {'FENCED'}`,
+    models: 'a load or store through a TLB entry (hardware), checked against an IOMMU fence',
+    keys: MEM_ROLES,
+    args: { pfn: Int, op: z.enum(['read', 'write']), value: z.number(), agent: Str },
+    reply: oneOf(
+      tagged('OK', { gen: Int, state: Str, value: Int }),
+      tagged('EFAULT'),
+      tagged('FENCED'),
+    ),
+    lua:
+      LUA_HELPERS +
+      `
+if redis.call('SISMEMBER', KEYS[8], ARGV[4]) == 1 then return {'FENCED'} end
+local gen = redis.call('HGET', KEYS[3], ARGV[1])
+if not gen then return {'EFAULT'} end
+if ARGV[2] == 'write' then redis.call('HSET', KEYS[7], ARGV[1], ARGV[3]) end
+return {'OK', tonumber(gen), redis.call('HGET', KEYS[6], ARGV[1]), tonumber(redis.call('HGET', KEYS[7], ARGV[1]))}
+`,
+  }),
+  getPages: script({
+    doc: `get_page() for each (pfn, gen) of ARGV[3..]: a new mapping (ARGV[1] = 'map': fork shares the frame) or a bare reference ('ref': a long-term pin). The zero page is not counted. A pfn whose gen moved on (freed or reused meanwhile) is reported, not taken. A frame found in a PTE is installed: its pending tag goes, with the COW's owed put (put_frames). ARGV[2]: a batch id ('' none): applied once; refused once undone (batchUndo). → {'OK', bad pfns} | {'DONE'} (applied already) | {'UNDONE'}`,
+    models: 'get_page(), include/linux/mm.h (page_dup_rmap in copy_one_pte for a mapping)',
+    keys: MEM_ROLES,
+    args: { kind: z.enum(['map', 'ref']), batch: Str, pages: z.array(PfnGen) },
+    reply: oneOf(tagged('OK', { bad: Ints }), tagged('DONE'), tagged('UNDONE')),
+    lua:
+      LUA_HELPERS +
+      `
+if ARGV[2] ~= '' then
+  local v = redis.call('HGET', KEYS[9], ARGV[2])
+  if v == 'undone' then return {'UNDONE'} end
+  if v then return {'DONE'} end
+  redis.call('HSET', KEYS[9], ARGV[2], 1)
+end
+local bad, owed = {}, {}
+for _, p in ipairs(pairs_of(ARGV, 3)) do
+  local pfn, gen = p[1], p[2]
+  local st = redis.call('HGET', KEYS[6], pfn)
+  if st == 'zero' then
+  elseif st ~= 'used' or redis.call('HGET', KEYS[3], pfn) ~= gen then
+    bad[#bad + 1] = tonumber(pfn)
+  else
+    untag(KEYS, pfn, gen, owed)
+    redis.call('HINCRBY', KEYS[4], pfn, 1)
+    if ARGV[1] == 'map' then redis.call('HINCRBY', KEYS[5], pfn, 1) end
+  end
+end
+put_frames(KEYS, 'map', owed)
+return {'OK', bad}
+`,
+  }),
+  copyPage: script({
+    doc: `copy_user_highpage(): ARGV src dst [old]. With old ("pfn:gen" of src), dst is a pending frame that now backs a COW of src: its tag's old is set (the put owed once it is installed).`,
+    models: 'copy_user_highpage(), include/linux/highmem.h',
+    keys: MEM_ROLES,
+    args: { src: Int, dst: Int, old: z.string().describe('"pfn:gen" or empty') },
+    reply: z.literal(1).describe('1'),
+    lua:
+      LUA_HELPERS +
+      `
+redis.call('HSET', KEYS[7], ARGV[2], redis.call('HGET', KEYS[7], ARGV[1]) or '0')
+if ARGV[3] and ARGV[3] ~= '' then
+  local t = redis.call('HGET', KEYS[10], ARGV[2])
+  if t then redis.call('HSET', KEYS[10], ARGV[2], (string.gsub(t, '|[^|]*$', '|' .. ARGV[3]))) end
+end
+return 1
+`,
+  }),
+  memInfo: script({
+    doc: `Frame counts and the free list length. → {frames, free}`,
+    models: 'si_meminfo(), mm/page_alloc.c',
+    keys: MEM_ROLES,
+    args: {},
+    reply: z
+      .tuple([Int, Int])
+      .transform(([frames, free]) => ({ frames, free }))
+      .describe('{frames, free}'),
+    lua:
+      LUA_HELPERS +
+      `
+return {tonumber(redis.call('HGET', KEYS[1], 'frames') or '0'), redis.call('LLEN', KEYS[2])}
+`,
+  }),
+} as const;

@@ -1,0 +1,950 @@
+/**
+ * An address space ({p:<pid>}, keys.ts): the scripts of mm_struct, its VMAs, page tables, PT
+ * locks and mmap_sem as leases, open range invalidations and intent records. Each call names the
+ * keys of one address space (procKeys) by role and touches that one slot only.
+ */
+import { z } from 'zod';
+import { Access, Prot } from '@mmlab/protocol';
+import {
+  Bit,
+  Int,
+  IntOrNone,
+  Ints,
+  LeaseValue,
+  Str,
+  Strs,
+  oneOf,
+  pairsOf,
+  script,
+  tagged,
+  triplesOf,
+} from '../boundary';
+import { LUA_HELPERS } from '../lua';
+
+export const MM_SCRIPTS = {
+  pinnedVmCharge: script({
+    doc: `ib_umem_get()'s RLIMIT_MEMLOCK check and mm->pinned_vm update, in one step, under the caller's mmap_sem write lease ARGV[3]: charge ARGV[1] pages to the process's pinned_vm unless that would pass ARGV[2] (the limit). KEYS mm semW → {'OK', pinnedVm} | {'ENOMEM', pinnedVm} | {'ESRCH'} | {'ESTALE'} (lease lost)`,
+    models:
+      'ib_umem_get(), drivers/infiniband/core/umem.c: RLIMIT_MEMLOCK check and mm->pinned_vm +=',
+    keys: ['mm', 'semW'],
+    args: { pages: Int, limit: Int, semValue: LeaseValue },
+    reply: oneOf(
+      tagged('OK', { pinnedVm: Int }),
+      tagged('ENOMEM', { pinnedVm: Int }),
+      tagged('ESRCH'),
+      tagged('ESTALE'),
+    ),
+    lua:
+      LUA_HELPERS +
+      `
+if redis.call('HGET', KEYS[1], 'state') ~= 'alive' then return {'ESRCH'} end
+if redis.call('GET', KEYS[2]) ~= ARGV[3] then return {'ESTALE'} end
+local cur = tonumber(redis.call('HGET', KEYS[1], 'pinnedVm') or '0')
+local want = cur + tonumber(ARGV[1])
+if want > tonumber(ARGV[2]) then return {'ENOMEM', cur} end
+redis.call('HSET', KEYS[1], 'pinnedVm', want)
+return {'OK', want}
+`,
+  }),
+  pinnedVmUncharge: script({
+    doc: `ib_umem_release(): mm->pinned_vm -= ARGV[1] (never below 0; a process gone has none). KEYS mm → pinnedVm`,
+    models: 'ib_umem_release(), drivers/infiniband/core/umem.c: mm->pinned_vm -=',
+    keys: ['mm'],
+    args: { pages: Int },
+    reply: Int.describe('pinnedVm'),
+    lua:
+      LUA_HELPERS +
+      `
+if redis.call('HEXISTS', KEYS[1], 'state') == 0 then return 0 end
+local cur = tonumber(redis.call('HGET', KEYS[1], 'pinnedVm') or '0') - tonumber(ARGV[1])
+if cur < 0 then cur = 0 end
+redis.call('HSET', KEYS[1], 'pinnedVm', cur)
+return cur
+`,
+  }),
+  mmCreate: script({
+    doc: `mm_alloc(): KEYS mm; ARGV mmap base vpn.`,
+    models: 'mm_alloc(), kernel/fork.c',
+    keys: ['mm'],
+    args: { mmapBase: Int },
+    reply: z.literal(1).describe('1'),
+    lua:
+      LUA_HELPERS +
+      `
+redis.call('HSET', KEYS[1], 'seq', 0, 'mmapNext', ARGV[1], 'state', 'alive')
+return 1
+`,
+  }),
+  mmap: script({
+    doc: `do_mmap(): mmap_sem write-locked for the duration of the script. Leaves a one-page hole after each mapping so neighbours never merge and an overrun faults. KEYS mm vma semW semR; ARGV pages prot flags limitVpn → {'OK', startVpn} | {'ESRCH'} | {'BUSY'} | {'ENOMEM'}`,
+    models: 'do_mmap_pgoff(), mm/mmap.c (anonymous, under mmap_sem for write)',
+    keys: ['mm', 'vma', 'semW', 'semR'],
+    args: { pages: Int, prot: Prot, flags: z.enum(['', 'shared']), limitVpn: Int },
+    reply: oneOf(
+      tagged('OK', { start: Int }),
+      tagged('ESRCH'),
+      tagged('BUSY', { what: Str }),
+      tagged('ENOMEM'),
+    ),
+    lua:
+      LUA_HELPERS +
+      `
+if redis.call('EXISTS', KEYS[1]) == 0 then return {'ESRCH'} end
+if redis.call('HGET', KEYS[1], 'state') ~= 'alive' then return {'ESRCH'} end
+if redis.call('EXISTS', KEYS[3]) == 1 then return {'BUSY', 'mmap_sem'} end
+if live_reader(KEYS[4]) then return {'BUSY', 'mmap_sem'} end
+local start = tonumber(redis.call('HGET', KEYS[1], 'mmapNext'))
+local e = start + tonumber(ARGV[1])
+if e > tonumber(ARGV[4]) then return {'ENOMEM'} end
+redis.call('HSET', KEYS[1], 'mmapNext', e + 1)
+redis.call('ZADD', KEYS[2], start, start .. ':' .. e .. ':' .. ARGV[2] .. ':' .. ARGV[3])
+redis.call('HINCRBY', KEYS[1], 'seq', 2)
+return {'OK', start}
+`,
+  }),
+  semWriteLock: script({
+    doc: `down_write(&mm->mmap_sem) as a lease: KEYS semW mm fence semR; ARGV owner ttl. Waits for the writer and for every reader whose lease is alive (expired readers are dropped). Bumps mm seq so that in-flight speculative faults retry. An mm that is exiting (or gone) refuses: exit_mmap runs once mm_users is 0, when no task can ask for it. → {'OK', token} | {'BUSY', holder} | {'ESRCH'}`,
+    models: 'down_write(&mm->mmap_sem), kernel/rwsem.c',
+    keys: ['semW', 'mm', 'fence', 'semR'],
+    args: { owner: Str, ttlMs: Int },
+    reply: oneOf(tagged('OK', { token: Int }), tagged('BUSY', { holder: Str }), tagged('ESRCH')),
+    lua:
+      LUA_HELPERS +
+      `
+if redis.call('HGET', KEYS[2], 'state') ~= 'alive' then return {'ESRCH'} end
+local cur = redis.call('GET', KEYS[1])
+if cur then return {'BUSY', cur} end
+local reader = live_reader(KEYS[4])
+if reader then return {'BUSY', reader} end
+local token = redis.call('INCR', KEYS[3])
+redis.call('SET', KEYS[1], ARGV[1] .. '|' .. token, 'PX', ARGV[2])
+redis.call('HINCRBY', KEYS[2], 'seq', 1)
+return {'OK', token}
+`,
+  }),
+  semReadLock: script({
+    doc: `down_read(&mm->mmap_sem) as a lease: one member "owner|token" of the readers' zset, scored by its expiry (Redis TIME, ms). Readers exclude writers only: faults (which check :sem:w alone) and other readers go on. An exiting (or gone) mm refuses, as semWriteLock. KEYS semW semR mm fence; ARGV owner ttl → {'OK', token} | {'BUSY', writer} | {'ESRCH'}`,
+    models: 'down_read(&mm->mmap_sem), kernel/rwsem.c',
+    keys: ['semW', 'semR', 'mm', 'fence'],
+    args: { owner: Str, ttlMs: Int },
+    reply: oneOf(tagged('OK', { token: Int }), tagged('BUSY', { holder: Str }), tagged('ESRCH')),
+    lua:
+      LUA_HELPERS +
+      `
+if redis.call('HGET', KEYS[3], 'state') ~= 'alive' then return {'ESRCH'} end
+local cur = redis.call('GET', KEYS[1])
+if cur then return {'BUSY', cur} end
+local token = redis.call('INCR', KEYS[4])
+redis.call('ZADD', KEYS[2], now_ms() + tonumber(ARGV[2]), ARGV[1] .. '|' .. token)
+return {'OK', token}
+`,
+  }),
+  semReadRenew: script({
+    doc: `Renew a reader's lease from now. KEYS semR; ARGV "owner|token" ttl → 1 | 0 (expired: dropped)`,
+    models: 'none: renewal of a down_read lease',
+    keys: ['semR'],
+    args: { value: LeaseValue, ttlMs: Int },
+    reply: Bit,
+    lua:
+      LUA_HELPERS +
+      `
+local exp = redis.call('ZSCORE', KEYS[1], ARGV[1])
+if not exp then return 0 end
+local now = now_ms()
+if tonumber(exp) < now then redis.call('ZREM', KEYS[1], ARGV[1]); return 0 end
+redis.call('ZADD', KEYS[1], 'XX', now + tonumber(ARGV[2]), ARGV[1])
+return 1
+`,
+  }),
+  semReadUnlock: script({
+    doc: `up_read(). KEYS semR; ARGV "owner|token" → 1 | 0 (the lease had expired)`,
+    models: 'up_read(&mm->mmap_sem), kernel/rwsem.c',
+    keys: ['semR'],
+    args: { value: LeaseValue },
+    reply: Bit,
+    lua:
+      LUA_HELPERS +
+      `
+local exp = redis.call('ZSCORE', KEYS[1], ARGV[1])
+if not exp then return 0 end
+redis.call('ZREM', KEYS[1], ARGV[1])
+if tonumber(exp) < now_ms() then return 0 end
+return 1
+`,
+  }),
+  semReaders: script({
+    doc: `The readers of mmap_sem whose lease is alive. KEYS semR → {"owner|token", ttlMs, ...}`,
+    models: 'none: the readers of mmap_sem (diagnostics)',
+    keys: ['semR'],
+    args: {},
+    reply: z
+      .array(z.union([Str, Int]))
+      .transform((a) =>
+        pairsOf(a, (member, ttlMs) => ({ member: String(member), ttlMs: Number(ttlMs) })),
+      )
+      .describe('[member, ttlMs, ...]'),
+    lua:
+      LUA_HELPERS +
+      `
+local now = now_ms()
+local out = {}
+local r = redis.call('ZRANGEBYSCORE', KEYS[1], now, '+inf', 'WITHSCORES')
+for i = 1, #r, 2 do out[#out + 1] = r[i]; out[#out + 1] = tonumber(r[i + 1]) - now end
+return out
+`,
+  }),
+  semWriteUnlock: script({
+    doc: `up_write(): compare-and-delete, bump seq. KEYS semW mm; ARGV "owner|token" → 1 | 0 (lease lost)`,
+    models: 'up_write(&mm->mmap_sem), kernel/rwsem.c',
+    keys: ['semW', 'mm'],
+    args: { value: LeaseValue },
+    reply: Bit,
+    lua:
+      LUA_HELPERS +
+      `
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+redis.call('DEL', KEYS[1])
+redis.call('HINCRBY', KEYS[2], 'seq', 1)
+return 1
+`,
+  }),
+  ptlLock: script({
+    doc: `spin_lock(ptl) as a lease. KEYS ptl ptlmax fence intent; ARGV owner ttl lockName incarnation → {'OK', token} | {'BUSY', holder} | {'FENCED', owner}. With an incarnation, the lock is for a step of the operation whose intent record is KEYS[4]: refused unless that incarnation still owns it (a replica stopped past its lease, whose operation another replica took over).`,
+    models: 'spin_lock(pte_lockptr(mm, pmd)), include/linux/mm.h (or &mm->page_table_lock)',
+    keys: ['ptl', 'ptlmax', 'fence', 'intent'],
+    args: { owner: Str, ttlMs: Int, lock: Str, incarnation: Str },
+    reply: oneOf(
+      tagged('OK', { token: Int }),
+      tagged('BUSY', { holder: Str }),
+      tagged('FENCED', { owner: Str }),
+    ),
+    lua:
+      LUA_HELPERS +
+      `
+if ARGV[4] ~= '' then
+  local o = redis.call('HGET', KEYS[4], 'owner')
+  if o ~= ARGV[4] then return {'FENCED', o or ''} end
+end
+local cur = redis.call('GET', KEYS[1])
+if cur then return {'BUSY', cur} end
+local token = redis.call('INCR', KEYS[3])
+redis.call('SET', KEYS[1], ARGV[1] .. '|' .. token, 'PX', ARGV[2])
+redis.call('HSET', KEYS[2], ARGV[3], token)
+return {'OK', token}
+`,
+  }),
+  leaseRelease: script({
+    doc: `Compare-and-delete release of any lease. KEYS key; ARGV "owner|token" → 1 | 0`,
+    models: 'spin_unlock() / up_write(): compare-and-delete of a lease',
+    keys: ['lease'],
+    args: { value: LeaseValue },
+    reply: Bit,
+    lua:
+      LUA_HELPERS +
+      `
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+redis.call('DEL', KEYS[1])
+return 1
+`,
+  }),
+  leaseRenew: script({
+    doc: `Compare-and-PEXPIRE renewal, measured from now. KEYS key; ARGV "owner|token" ttl → 1 | 0`,
+    models: 'none: renewal of a lease (compare-and-PEXPIRE)',
+    keys: ['lease'],
+    args: { value: LeaseValue, ttlMs: Int },
+    reply: Bit,
+    lua:
+      LUA_HELPERS +
+      `
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
+return 1
+`,
+  }),
+  vmaUnmap: script({
+    doc: `Remove [s, e) from the VMA list, splitting VMAs that straddle it; mmap_sem must be held for write by the caller. KEYS vma semW; ARGV "owner|token" s e → {'OK', {s1, e1, s2, e2, ...}} | {'ESTALE'}`,
+    models: 'detach_vmas_to_be_unmapped() with split_vma(), mm/mmap.c',
+    keys: ['vma', 'semW'],
+    args: { semValue: LeaseValue, start: Int, end: Int },
+    reply: oneOf(tagged('OK', { removed: Ints }), tagged('ESTALE')),
+    lua:
+      LUA_HELPERS +
+      `
+if redis.call('GET', KEYS[2]) ~= ARGV[1] then return {'ESTALE'} end
+local s, e = tonumber(ARGV[2]), tonumber(ARGV[3])
+local removed = {}
+for _, m in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', e - 1)) do
+  local vs, ve, prot, flags = string.match(m, '^(%d+):(%d+):(%a+):(%a*)$')
+  vs = tonumber(vs); ve = tonumber(ve)
+  if ve > s then
+    redis.call('ZREM', KEYS[1], m)
+    if vs < s then redis.call('ZADD', KEYS[1], vs, vs .. ':' .. s .. ':' .. prot .. ':' .. flags) end
+    if ve > e then redis.call('ZADD', KEYS[1], e, e .. ':' .. ve .. ':' .. prot .. ':' .. flags) end
+    removed[#removed + 1] = math.max(vs, s); removed[#removed + 1] = math.min(ve, e)
+  end
+end
+return {'OK', removed}
+`,
+  }),
+  fault: script({
+    doc: `The fault fast path: handle_mm_fault() → do_anonymous_page(), one atomic step. KEYS mm vma pte pmds semW ptl cpumask fenced ARGV vpn access newPfn newGen pmdIndex agent incarnation mmapSem → {'ZERO'|'ANON'|'SPURIOUS'|'WP_SHARED'|'NEED_WP', pfn, gen, w, seq, undone} | {'NEED_PAGE', seq}   | {'BUSY', what} | {'SIGSEGV'} | {'ESRCH'} | {'FENCED'} ANON means the frame in ARGV was installed (consumed); every other answer leaves it unused. A PTE a COW cleared (w = 3) with no PT-lock holder left is a COW that died or lost its lease before set_pte_at: the old read-only PTE is put back (undone = 1) and the fault goes on from there. FENCED: this mm incarnation was found dead here (keys.ts :fenced). mmapSem: the write lease of mmap_sem the faulting caller holds itself ('' none): its own faults pass the write-held check (a pinned registration); everyone else's wait (BUSY). An mm that is exiting refuses (ESRCH): nothing is installed in it after exit began.`,
+    models: 'handle_mm_fault() → handle_pte_fault() / do_anonymous_page(), mm/memory.c',
+    keys: ['mm', 'vma', 'pte', 'pmds', 'semW', 'ptl', 'cpumask', 'fenced'],
+    args: {
+      vpn: Int,
+      access: Access,
+      newPfn: IntOrNone,
+      newGen: IntOrNone,
+      pmd: Int,
+      agent: Str,
+      incarnation: Str,
+      mmapSem: z.union([LeaseValue, z.literal('')]),
+    },
+    reply: oneOf(
+      tagged('ZERO', { pfn: Int, gen: Int, w: Int, seq: Int, undone: Bit.optional() }),
+      tagged('ANON', { pfn: Int, gen: Int, w: Int, seq: Int, undone: Bit.optional() }),
+      tagged('SPURIOUS', { pfn: Int, gen: Int, w: Int, seq: Int, undone: Bit.optional() }),
+      tagged('WP_SHARED', { pfn: Int, gen: Int, w: Int, seq: Int, undone: Bit.optional() }),
+      tagged('NEED_WP', { pfn: Int, gen: Int, w: Int, seq: Int, undone: Bit.optional() }),
+      tagged('NEED_PAGE', { seq: Int }),
+      tagged('BUSY', { what: Str }),
+      tagged('SIGSEGV'),
+      tagged('ESRCH'),
+      tagged('FENCED'),
+    ),
+    lua:
+      LUA_HELPERS +
+      `
+if redis.call('HGET', KEYS[1], 'state') ~= 'alive' then return {'ESRCH'} end
+if redis.call('SISMEMBER', KEYS[8], ARGV[7]) == 1 then return {'FENCED'} end
+if sem_w_other(KEYS[5], ARGV[8]) then return {'BUSY', 'mmap_sem'} end
+if redis.call('EXISTS', KEYS[6]) == 1 then return {'BUSY', 'ptl'} end
+local vpn = tonumber(ARGV[1])
+local vma = find_vma(KEYS[2], vpn)
+if not vma or vma.prot == 'none' then return {'SIGSEGV'} end
+local write = ARGV[2] == 'write'
+if write and vma.prot ~= 'rw' then return {'SIGSEGV'} end
+local seq = tonumber(redis.call('HGET', KEYS[1], 'seq'))
+local pte = redis.call('HGET', KEYS[3], ARGV[1])
+if not pte then
+  if not write and vma.flags ~= 'shared' then
+    redis.call('HSET', KEYS[3], ARGV[1], '0:1:0')
+    redis.call('SADD', KEYS[4], ARGV[5]); redis.call('SADD', KEYS[7], ARGV[6])
+    return {'ZERO', 0, 1, 0, seq}
+  end
+  if ARGV[3] == '' then return {'NEED_PAGE', seq} end
+  local w = 0
+  if write then w = 1 end
+  redis.call('HSET', KEYS[3], ARGV[1], ARGV[3] .. ':' .. ARGV[4] .. ':' .. w)
+  redis.call('SADD', KEYS[4], ARGV[5]); redis.call('SADD', KEYS[7], ARGV[6])
+  return {'ANON', tonumber(ARGV[3]), tonumber(ARGV[4]), w, seq}
+end
+local pfn, gen, w = parse_pte(pte)
+local undone = 0
+if w == 2 or w == 3 then
+  -- a PROT_NONE PTE in a VMA that allows the access again, or a dead COW's cleared PTE (the
+  -- PT lock is free: its holder is gone): make it read-only present
+  redis.call('HSET', KEYS[3], ARGV[1], pfn .. ':' .. gen .. ':0')
+  if w == 3 then undone = 1 end
+  w = 0
+end
+if (not write) or w == 1 then
+  redis.call('SADD', KEYS[7], ARGV[6])
+  return {'SPURIOUS', pfn, gen, w, seq, undone}
+end
+if vma.flags == 'shared' then
+  -- wp_page_shared(): a shared page is made writable in place, never copied
+  redis.call('HSET', KEYS[3], ARGV[1], pfn .. ':' .. gen .. ':1')
+  redis.call('SADD', KEYS[7], ARGV[6])
+  return {'WP_SHARED', pfn, gen, 1, seq, undone}
+end
+return {'NEED_WP', pfn, gen, w, seq, undone}
+`,
+  }),
+  wpReuse: script({
+    doc: `do_wp_page() reuse: the page is exclusively ours, make the PTE writable in place (no shootdown: a permission upgrade leaves other TLB entries coherent). KEYS mm pte semW ptl cpumask; ARGV vpn expectedPte seq agent mmapSem (as fault's) → {'OK'} | {'RETRY'} | {'BUSY', what}`,
+    models: 'do_wp_page(), mm/memory.c: the reuse branch (pte_mkwrite in place)',
+    keys: ['mm', 'pte', 'semW', 'ptl', 'cpumask'],
+    args: { vpn: Int, expected: Str, seq: Int, agent: Str, mmapSem: Str },
+    reply: oneOf(tagged('OK'), tagged('RETRY'), tagged('BUSY', { what: Str })),
+    lua:
+      LUA_HELPERS +
+      `
+if sem_w_other(KEYS[3], ARGV[5]) then return {'BUSY', 'mmap_sem'} end
+if redis.call('HGET', KEYS[1], 'seq') ~= ARGV[3] then return {'RETRY'} end
+if redis.call('EXISTS', KEYS[4]) == 1 then return {'BUSY', 'ptl'} end
+if redis.call('HGET', KEYS[2], ARGV[1]) ~= ARGV[2] then return {'RETRY'} end
+local pfn, gen = parse_pte(ARGV[2])
+redis.call('HSET', KEYS[2], ARGV[1], pfn .. ':' .. gen .. ':1')
+redis.call('SADD', KEYS[5], ARGV[4])
+return {'OK'}
+`,
+  }),
+  wpCopyLock: script({
+    doc: `do_wp_page() copy, first half: take the PT lock as a lease, check pte_same, and clear the PTE (ptep_clear_flush without the flush: the caller shoots down TLBs next, still holding the lock, then installs the new PTE with setPteUnlock). Clearing before setting means no CPU can see the old and the new page at once (Documentation/mm/mmu_notifier.rst, case B). The cleared PTE keeps the old page as w = 3 (keys.ts :pte): pte_none to every walker, and put back read-only by the next fault if this COW never sets its new PTE. KEYS mm pte semW ptl ptlmax fence cpumask fenced ARGV vpn expectedPte seq owner ttl lockName agent incarnation mmapSem (as fault's) → {'OK', token, cpumask} | {'RETRY'} | {'BUSY', what} | {'FENCED'}`,
+    models: 'do_wp_page(), mm/memory.c: gotten: pte_offset_map_lock, pte_same, ptep_clear_flush',
+    keys: ['mm', 'pte', 'semW', 'ptl', 'ptlmax', 'fence', 'cpumask', 'fenced'],
+    args: {
+      vpn: Int,
+      expected: Str,
+      seq: Int,
+      owner: Str,
+      ttlMs: Int,
+      lock: Str,
+      agent: Str,
+      incarnation: Str,
+      mmapSem: Str,
+    },
+    reply: oneOf(
+      tagged('OK', { token: Int, cpumask: Strs }),
+      tagged('RETRY'),
+      tagged('BUSY', { what: Str }),
+      tagged('FENCED'),
+    ),
+    lua:
+      LUA_HELPERS +
+      `
+if redis.call('SISMEMBER', KEYS[8], ARGV[8]) == 1 then return {'FENCED'} end
+if sem_w_other(KEYS[3], ARGV[9]) then return {'BUSY', 'mmap_sem'} end
+if redis.call('HGET', KEYS[1], 'seq') ~= ARGV[3] then return {'RETRY'} end
+if redis.call('EXISTS', KEYS[4]) == 1 then return {'BUSY', 'ptl'} end
+if redis.call('HGET', KEYS[2], ARGV[1]) ~= ARGV[2] then return {'RETRY'} end
+local token = redis.call('INCR', KEYS[6])
+redis.call('SET', KEYS[4], ARGV[4] .. '|' .. token, 'PX', ARGV[5])
+redis.call('HSET', KEYS[5], ARGV[6], token)
+local pfn, gen = parse_pte(ARGV[2])
+redis.call('HSET', KEYS[2], ARGV[1], pfn .. ':' .. gen .. ':3')
+redis.call('SADD', KEYS[7], ARGV[7])
+return {'OK', token, redis.call('SMEMBERS', KEYS[7])}
+`,
+  }),
+  setPteUnlock: script({
+    doc: `set_pte_at(), then spin_unlock() unless ARGV[6] = 'keep' (v3.6's set_pte_at_notify sends change_pte after the PTE is set, still under the lock); fenced: refused when the lease was lost. ARGV[7] = 'skip-fence' is the injected fault \`skip-fence-check\`: the write is accepted whatever the token (and the lock key left alone when it is no longer ours). A fenced incarnation (keys.ts :fenced) is refused whatever the injection. KEYS ptl ptlmax pte fenced; ARGV "owner|token" lockName token vpn pte keep skip incarnation → {'OK', 1} | {'OK', 0} (accepted without the lease: only with skip-fence) | {'ESTALE'}`,
+    models: 'set_pte_at() + pte_unmap_unlock(), mm/memory.c (fenced by the lease token)',
+    keys: ['ptl', 'ptlmax', 'pte', 'fenced'],
+    args: {
+      value: LeaseValue,
+      lock: Str,
+      token: Int,
+      vpn: Int,
+      pte: Str,
+      keep: z.enum(['', 'keep']),
+      skip: z.enum(['', 'skip-fence']),
+      incarnation: Str,
+    },
+    reply: oneOf(tagged('OK', { withLease: Bit }), tagged('ESTALE')),
+    lua:
+      LUA_HELPERS +
+      `
+if redis.call('SISMEMBER', KEYS[4], ARGV[8]) == 1 then return {'ESTALE'} end
+local ok = fenced(KEYS[1], KEYS[2], ARGV[2], ARGV[1], tonumber(ARGV[3]))
+if not ok and ARGV[7] ~= 'skip-fence' then return {'ESTALE'} end
+redis.call('HSET', KEYS[3], ARGV[4], ARGV[5])
+if not ok then return {'OK', 0} end
+if ARGV[6] ~= 'keep' then redis.call('DEL', KEYS[1]) end
+return {'OK', 1}
+`,
+  }),
+  zapPteRange: script({
+    doc: `zap_pte_range() under a held PT lock lease: clear the PTEs of [s, e) in one page-table page. With an incarnation (ARGV[6]), the frames cleared are appended to the intent record KEYS[5] in the same step, so that whoever finishes the operation puts them (never lost, never twice). KEYS ptl ptlmax pte cpumask intent; ARGV "owner|token" lockName token s e incarnation → {'OK', {"vpn:pfn:gen:w", ...}, cpumask} | {'ESTALE'}`,
+    models: 'zap_pte_range(), mm/memory.c',
+    keys: ['ptl', 'ptlmax', 'pte', 'cpumask', 'intent'],
+    args: { value: LeaseValue, lock: Str, token: Int, start: Int, end: Int, incarnation: Str },
+    reply: oneOf(tagged('OK', { cleared: Strs, cpumask: Strs }), tagged('ESTALE')),
+    lua:
+      LUA_HELPERS +
+      `
+if not fenced(KEYS[1], KEYS[2], ARGV[2], ARGV[1], tonumber(ARGV[3])) then return {'ESTALE'} end
+if ARGV[6] ~= '' and redis.call('HGET', KEYS[5], 'owner') ~= ARGV[6] then return {'ESTALE'} end
+local cleared, frames = {}, {}
+for vpn = tonumber(ARGV[4]), tonumber(ARGV[5]) - 1 do
+  local v = redis.call('HGET', KEYS[3], vpn)
+  if v then
+    redis.call('HDEL', KEYS[3], vpn)
+    cleared[#cleared + 1] = vpn .. ':' .. v
+    local pfn, gen = parse_pte(v)
+    if pfn ~= 0 then frames[#frames + 1] = pfn .. ':' .. gen end
+  end
+end
+if ARGV[6] ~= '' and #frames > 0 then
+  local prev = redis.call('HGET', KEYS[5], 'cleared') or ''
+  if prev ~= '' then prev = prev .. ' ' end
+  redis.call('HSET', KEYS[5], 'cleared', prev .. table.concat(frames, ' '))
+end
+return {'OK', cleared, redis.call('SMEMBERS', KEYS[4])}
+`,
+  }),
+  vmaProtect: script({
+    doc: `mprotect_fixup() on the VMA list: set prot on [s, e), splitting VMAs that straddle it and merging neighbours that end up alike (vma_merge). Every page of [s, e) must be mapped (else ENOMEM, as mprotect answers). mmap_sem write-held. KEYS vma semW; ARGV "owner|token" s e prot → {'OK', changedVmas} | {'ESTALE'} | {'ENOMEM'}`,
+    models: 'mprotect_fixup(), mm/mprotect.c (with vma_merge / split_vma)',
+    keys: ['vma', 'semW'],
+    args: { semValue: LeaseValue, start: Int, end: Int, prot: Prot },
+    reply: oneOf(tagged('OK', { vmas: Int }), tagged('ESTALE'), tagged('ENOMEM')),
+    lua:
+      LUA_HELPERS +
+      `
+if redis.call('GET', KEYS[2]) ~= ARGV[1] then return {'ESTALE'} end
+local s, e, newprot = tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[4]
+local members = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', e - 1)
+local covered, vmas = s, {}
+for _, m in ipairs(members) do
+  local vs, ve, prot, flags = string.match(m, '^(%d+):(%d+):(%a+):(%a*)$')
+  vs = tonumber(vs); ve = tonumber(ve)
+  if ve > s then vmas[#vmas + 1] = {vs, ve, prot, flags, m} end
+end
+table.sort(vmas, function(a, b) return a[1] < b[1] end)
+for _, v in ipairs(vmas) do
+  if v[1] > covered then return {'ENOMEM'} end
+  covered = math.max(covered, v[2])
+end
+if covered < e then return {'ENOMEM'} end
+for _, v in ipairs(vmas) do
+  local vs, ve, prot, flags, m = v[1], v[2], v[3], v[4], v[5]
+  redis.call('ZREM', KEYS[1], m)
+  if vs < s then redis.call('ZADD', KEYS[1], vs, vs .. ':' .. s .. ':' .. prot .. ':' .. flags) end
+  local ms, me = math.max(vs, s), math.min(ve, e)
+  redis.call('ZADD', KEYS[1], ms, ms .. ':' .. me .. ':' .. newprot .. ':' .. flags)
+  if ve > e then redis.call('ZADD', KEYS[1], e, e .. ':' .. ve .. ':' .. prot .. ':' .. flags) end
+end
+-- vma_merge(): neighbours that touch and agree on prot and flags become one VMA again
+local all = redis.call('ZRANGE', KEYS[1], 0, -1)
+local prev = nil
+for _, m in ipairs(all) do
+  local vs, ve, prot, flags = string.match(m, '^(%d+):(%d+):(%a+):(%a*)$')
+  local cur = {tonumber(vs), tonumber(ve), prot, flags, m}
+  if prev and prev[2] == cur[1] and prev[3] == cur[3] and prev[4] == cur[4] then
+    redis.call('ZREM', KEYS[1], prev[5], cur[5])
+    local merged = prev[1] .. ':' .. cur[2] .. ':' .. prot .. ':' .. flags
+    redis.call('ZADD', KEYS[1], prev[1], merged)
+    cur = {prev[1], cur[2], prot, flags, merged}
+  end
+  prev = cur
+end
+return {'OK', #vmas}
+`,
+  }),
+  changePteRange: script({
+    doc: `change_pte_range() under a held PT lock lease: PROT_NONE hides present PTEs (w = 2), r write-protects them, rw only un-hides (write access comes back through write faults). KEYS ptl ptlmax pte cpumask; ARGV "owner|token" lockName token s e prot → {'OK', changed, downgraded, cpumask} | {'ESTALE'}`,
+    models: 'change_pte_range(), mm/mprotect.c',
+    keys: ['ptl', 'ptlmax', 'pte', 'cpumask'],
+    args: { value: LeaseValue, lock: Str, token: Int, start: Int, end: Int, prot: Prot },
+    reply: oneOf(tagged('OK', { changed: Int, downgraded: Int, cpumask: Strs }), tagged('ESTALE')),
+    lua:
+      LUA_HELPERS +
+      `
+if not fenced(KEYS[1], KEYS[2], ARGV[2], ARGV[1], tonumber(ARGV[3])) then return {'ESTALE'} end
+local prot = ARGV[6]
+local changed, downgraded = 0, 0
+for vpn = tonumber(ARGV[4]), tonumber(ARGV[5]) - 1 do
+  local v = redis.call('HGET', KEYS[3], vpn)
+  if v then
+    local pfn, gen, w = parse_pte(v)
+    local nw = w
+    if prot == 'none' then nw = 2 elseif w == 2 or prot == 'r' then nw = 0 end
+    if nw ~= w then
+      redis.call('HSET', KEYS[3], vpn, pfn .. ':' .. gen .. ':' .. nw)
+      changed = changed + 1
+      if nw == 2 or (w == 1 and nw == 0) then downgraded = downgraded + 1 end
+    end
+  end
+end
+return {'OK', changed, downgraded, redis.call('SMEMBERS', KEYS[4])}
+`,
+  }),
+  vmaMove: script({
+    doc: `move_vma() on the VMA list: [s, s + pages) (inside one VMA) leaves, [n, n + newPages) appears with the same prot and flags at a fresh address. mmap_sem write-held. With an intent (KEYS[4], ARGV[6] its owner), n is recorded there in the same step. KEYS mm vma semW intent; ARGV "owner|token" s pages newPages limitVpn incarnation → {'OK', n} | {'ESTALE'} | {'EFAULT'} | {'ENOMEM'}`,
+    models: 'move_vma(), mm/mremap.c (the VMA half: copy_vma, do_munmap of the old)',
+    keys: ['mm', 'vma', 'semW', 'intent'],
+    args: {
+      semValue: LeaseValue,
+      start: Int,
+      pages: Int,
+      newPages: Int,
+      limitVpn: Int,
+      incarnation: Str,
+    },
+    reply: oneOf(tagged('OK', { n: Int }), tagged('ESTALE'), tagged('EFAULT'), tagged('ENOMEM')),
+    lua:
+      LUA_HELPERS +
+      `
+if redis.call('GET', KEYS[3]) ~= ARGV[1] then return {'ESTALE'} end
+local s, pages, newPages = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
+local vma = find_vma(KEYS[2], s)
+if not vma or s + pages > vma.e then return {'EFAULT'} end
+local n = tonumber(redis.call('HGET', KEYS[1], 'mmapNext'))
+if n + newPages > tonumber(ARGV[5]) then return {'ENOMEM'} end
+redis.call('HSET', KEYS[1], 'mmapNext', n + newPages + 1)
+redis.call('ZREM', KEYS[2], vma.s .. ':' .. vma.e .. ':' .. vma.prot .. ':' .. vma.flags)
+if vma.s < s then redis.call('ZADD', KEYS[2], vma.s, vma.s .. ':' .. s .. ':' .. vma.prot .. ':' .. vma.flags) end
+if vma.e > s + pages then redis.call('ZADD', KEYS[2], s + pages, (s + pages) .. ':' .. vma.e .. ':' .. vma.prot .. ':' .. vma.flags) end
+redis.call('ZADD', KEYS[2], n, n .. ':' .. (n + newPages) .. ':' .. vma.prot .. ':' .. vma.flags)
+if ARGV[6] ~= '' then redis.call('HSET', KEYS[4], 'newVpn', n) end
+return {'OK', n}
+`,
+  }),
+  movePtes: script({
+    doc: `move_ptes() under the old range's PT lock lease: PTEs of [s, e) move by delta pages. Refused once the mm is exiting: exit_mmap zaps the page tables that exist, and a move into a table it already zapped would leave a PTE behind it. KEYS ptl ptlmax pte pmds cpumask mm; ARGV "owner|token" lockName token s e delta → {'OK', moved, cpumask} | {'ESTALE'} | {'ESRCH'}`,
+    models: 'move_ptes(), mm/mremap.c',
+    keys: ['ptl', 'ptlmax', 'pte', 'pmds', 'cpumask', 'mm'],
+    args: { value: LeaseValue, lock: Str, token: Int, start: Int, end: Int, delta: Int },
+    reply: oneOf(tagged('OK', { moved: Int, cpumask: Strs }), tagged('ESTALE'), tagged('ESRCH')),
+    lua:
+      LUA_HELPERS +
+      `
+if not fenced(KEYS[1], KEYS[2], ARGV[2], ARGV[1], tonumber(ARGV[3])) then return {'ESTALE'} end
+if redis.call('HGET', KEYS[6], 'state') ~= 'alive' then return {'ESRCH'} end
+local delta, moved = tonumber(ARGV[6]), 0
+for vpn = tonumber(ARGV[4]), tonumber(ARGV[5]) - 1 do
+  local v = redis.call('HGET', KEYS[3], vpn)
+  if v then
+    redis.call('HDEL', KEYS[3], vpn)
+    redis.call('HSET', KEYS[3], vpn + delta, v)
+    redis.call('SADD', KEYS[4], math.floor((vpn + delta) / 512))
+    moved = moved + 1
+  end
+end
+return {'OK', moved, redis.call('SMEMBERS', KEYS[5])}
+`,
+  }),
+  copyPteRange: script({
+    doc: `copy_pte_range(), the parent's half, under its PT lock lease: read the PTEs of [s, e) and, for a COW mapping, write-protect the parent's writable ones. A PTE a dead COW cleared (w = 3) is the old page, read-only, for the child. The frames the child will map are recorded as chunk n of fork's intent record (KEYS[5], refused unless owned by ARGV[7]) in the same step. KEYS ptl ptlmax pte cpumask intent; ARGV "owner|token" lockName token s e cow incarnation → {'OK', {"vpn:pfn:gen:w" for the child}, writeProtected, cpumask, n} | {'ESTALE'}`,
+    models: "copy_pte_range(), mm/memory.c: the parent's half (copy_one_pte's ptep_set_wrprotect)",
+    keys: ['ptl', 'ptlmax', 'pte', 'cpumask', 'intent'],
+    args: {
+      value: LeaseValue,
+      lock: Str,
+      token: Int,
+      start: Int,
+      end: Int,
+      cow: Bit,
+      incarnation: Str,
+    },
+    reply: oneOf(
+      tagged('OK', { child: Strs, writeProtected: Int, cpumask: Strs, chunk: Int }),
+      tagged('ESTALE'),
+    ),
+    lua:
+      LUA_HELPERS +
+      `
+if not fenced(KEYS[1], KEYS[2], ARGV[2], ARGV[1], tonumber(ARGV[3])) then return {'ESTALE'} end
+if redis.call('HGET', KEYS[5], 'owner') ~= ARGV[7] then return {'ESTALE'} end
+local cow = ARGV[6] == '1'
+local out, frames, wp = {}, {}, 0
+for vpn = tonumber(ARGV[4]), tonumber(ARGV[5]) - 1 do
+  local v = redis.call('HGET', KEYS[3], vpn)
+  if v then
+    local pfn, gen, w = parse_pte(v)
+    if w == 3 then w = 0 end
+    if cow and w == 1 then
+      redis.call('HSET', KEYS[3], vpn, pfn .. ':' .. gen .. ':0')
+      w = 0; wp = wp + 1
+    end
+    out[#out + 1] = vpn .. ':' .. pfn .. ':' .. gen .. ':' .. w
+    if pfn ~= 0 then frames[#frames + 1] = pfn .. ':' .. gen end
+  end
+end
+local n = redis.call('HINCRBY', KEYS[5], 'chunks', 1)
+redis.call('HSET', KEYS[5], 'chunk:' .. n, table.concat(frames, ' '))
+return {'OK', out, wp, redis.call('SMEMBERS', KEYS[4]), n}
+`,
+  }),
+  forkChild: script({
+    doc: `dup_mm() for the child: a fresh mm with the parent's VMA list, in state 'forking' (every fault and syscall on it: ESRCH) until forkDone; forker: the fork's intent id. A pid that exists already (a tombstone left by forkUndo) is refused. KEYS mm vma; ARGV mmapNext forker member... → 1 | 0`,
+    models: 'dup_mm() → dup_mmap(), kernel/fork.c: the VMA list',
+    keys: ['mm', 'vma'],
+    args: { mmapNext: Int, forker: Str, vmas: Strs },
+    reply: Bit,
+    lua:
+      LUA_HELPERS +
+      `
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+redis.call('HSET', KEYS[1], 'seq', 0, 'mmapNext', ARGV[1], 'state', 'forking', 'forker', ARGV[2])
+for i = 3, #ARGV do
+  local vs = string.match(ARGV[i], '^(%d+):')
+  redis.call('ZADD', KEYS[2], tonumber(vs), ARGV[i])
+end
+return 1
+`,
+  }),
+  forkDone: script({
+    doc: `The fork is complete: its child comes alive. KEYS mm; ARGV forker → 1 | 0 (not its child)`,
+    models: 'copy_process(), kernel/fork.c: the child is complete (wake_up_new_task)',
+    keys: ['mm'],
+    args: { forker: Str },
+    reply: Bit,
+    lua:
+      LUA_HELPERS +
+      `
+if redis.call('HGET', KEYS[1], 'state') ~= 'forking' then return 0 end
+if redis.call('HGET', KEYS[1], 'forker') ~= ARGV[1] then return 0 end
+redis.call('HSET', KEYS[1], 'state', 'alive')
+redis.call('HDEL', KEYS[1], 'forker')
+return 1
+`,
+  }),
+  forkUndo: script({
+    doc: `A fork whose replica died before forkDone is rolled back: its child, if any, becomes a tombstone (state dead: a late setPtes or forkChild of a stopped replica is refused) without VMAs or PTEs. The references its PTEs held are put by batchUndo, chunk by chunk. KEYS mm vma pte pmds; ARGV forker → {'UNDONE'} | {'ALIVE'} (the fork had completed)`,
+    models: 'none: lab crash recovery of a dup_mm that did not complete (mmput of the child)',
+    keys: ['mm', 'vma', 'pte', 'pmds'],
+    args: { forker: Str },
+    reply: oneOf(tagged('UNDONE'), tagged('ALIVE')),
+    lua:
+      LUA_HELPERS +
+      `
+local st = redis.call('HGET', KEYS[1], 'state')
+if st == 'alive' then return {'ALIVE'} end
+redis.call('HSET', KEYS[1], 'state', 'dead', 'forker', ARGV[1])
+redis.call('DEL', KEYS[2], KEYS[3], KEYS[4])
+return {'UNDONE'}
+`,
+  }),
+  setPtes: script({
+    doc: `copy_pte_range(), the child's half, while the child is being forked by forker. KEYS pte pmds mm; ARGV forker "vpn:pfn:gen:w"... → n | -1 (not forking it: refused)`,
+    models: "copy_pte_range(), mm/memory.c: the child's half (copy_one_pte's set_pte_at)",
+    keys: ['pte', 'pmds', 'mm'],
+    args: { forker: Str, ptes: z.array(z.string().describe('"vpn:pfn:gen:w"')) },
+    reply: Int.describe('n | -1'),
+    lua:
+      LUA_HELPERS +
+      `
+if redis.call('HGET', KEYS[3], 'state') ~= 'forking' then return -1 end
+if redis.call('HGET', KEYS[3], 'forker') ~= ARGV[1] then return -1 end
+for i = 2, #ARGV do
+  local vpn, rest = string.match(ARGV[i], '^(%d+):(.*)$')
+  redis.call('HSET', KEYS[1], vpn, rest)
+  redis.call('SADD', KEYS[2], math.floor(tonumber(vpn) / 512))
+end
+return #ARGV - 1
+`,
+  }),
+  mmExitBegin: script({
+    doc: `exit_mmap()'s beginning (the last mmput): the mm is exiting — from this step on every fault, mmap, mmap_sem acquire, pinned_vm charge and move_ptes on it refuses (ESRCH), and the seq moves so that a do_wp_page between its steps goes back to the top (and finds it exiting). No mmap_sem: nobody else can be in an mm whose mm_users is 0. An mm already exiting (an exit that failed half way) may be exited again. KEYS mm → {'OK', 1 (began) | 0 (was exiting)} | {'ESRCH'}`,
+    models: 'exit_mmap(), mm/mmap.c: its beginning (the last mmput)',
+    keys: ['mm'],
+    args: {},
+    reply: oneOf(tagged('OK', { began: Bit }), tagged('ESRCH')),
+    lua:
+      LUA_HELPERS +
+      `
+local st = redis.call('HGET', KEYS[1], 'state')
+if st == 'exiting' then return {'OK', 0} end
+if st ~= 'alive' then return {'ESRCH'} end
+redis.call('HSET', KEYS[1], 'state', 'exiting')
+redis.call('HINCRBY', KEYS[1], 'seq', 2)
+return {'OK', 1}
+`,
+  }),
+  mmExit: script({
+    doc: `exit_mmap()'s end (remove_vma, free_pgtables): the mm is dead, its VMAs and page-table pages gone — only once no PTE is left (else AGAIN: zap again). KEYS mm vma pte pmds → {'OK', 1 (ended it) | 0 (was dead)} | {'AGAIN', ptes} | {'ESRCH'}`,
+    models: 'exit_mmap(), mm/mmap.c: free_pgtables() and remove_vma() once no PTE is left',
+    keys: ['mm', 'vma', 'pte', 'pmds'],
+    args: {},
+    reply: oneOf(tagged('OK', { ended: Bit }), tagged('AGAIN', { ptes: Int }), tagged('ESRCH')),
+    lua:
+      LUA_HELPERS +
+      `
+local st = redis.call('HGET', KEYS[1], 'state')
+if st == 'dead' then return {'OK', 0} end
+if st ~= 'exiting' then return {'ESRCH'} end
+local n = redis.call('HLEN', KEYS[3])
+if n > 0 then return {'AGAIN', n} end
+redis.call('HSET', KEYS[1], 'state', 'dead')
+redis.call('DEL', KEYS[2], KEYS[4])
+return {'OK', 1}
+`,
+  }),
+  walk: script({
+    doc: `The hardware page walker: read one PTE, and join mm_cpumask (the CPU may now cache it). A PTE a COW cleared (w = 3) is pte_none to it. KEYS pte cpumask; ARGV vpn agent → "pfn:gen:w" | false`,
+    models: 'the hardware page walker (a TLB fill), joining mm_cpumask',
+    keys: ['pte', 'cpumask'],
+    args: { vpn: Int, agent: Str },
+    reply: Str.nullable().describe('"pfn:gen:w" | null'),
+    lua:
+      LUA_HELPERS +
+      `
+redis.call('SADD', KEYS[2], ARGV[2])
+local v = redis.call('HGET', KEYS[1], ARGV[1])
+if v and string.sub(v, -2) == ':3' then return false end
+return v
+`,
+  }),
+  pendingFence: script({
+    doc: `A pending frame (keys.ts {mem}:pending) of incarnation ARGV[1], found dead: fence that incarnation off this address space (its fault scripts here are refused from now on), then say whether any PTE holds the frame (installed: roll forward; else roll back). KEYS pte fenced; ARGV incarnation pfn gen → 1 | 0`,
+    models: 'none: lab crash recovery of a page a dead replica allocated (fence, then look)',
+    keys: ['pte', 'fenced'],
+    args: { incarnation: Str, pfn: Int, gen: Int },
+    reply: Bit,
+    lua:
+      LUA_HELPERS +
+      `
+redis.call('SADD', KEYS[2], ARGV[1])
+local head = ARGV[2] .. ':' .. ARGV[3] .. ':'
+for _, v in ipairs(redis.call('HVALS', KEYS[1])) do
+  if string.sub(v, 1, #head) == head then return 1 end
+end
+return 0
+`,
+  }),
+  ptlHeldBy: script({
+    doc: `Which of the given PT locks (KEYS) is held by owner, if any: a subscriber's check, on receipt of a callback, that the sender is not sleeping on it under a spinlock. ARGV owner → the held key | false`,
+    models: 'spin_is_locked() of the PT locks covering a range, by their holder',
+    keys: [],
+    varKeys: 'the PT-lock keys to look at (one hash tag)',
+    args: { owner: Str },
+    reply: Str.nullable().describe('the held key | null'),
+    lua: `
+local prefix = ARGV[1] .. '|'
+for _, k in ipairs(KEYS) do
+  local v = redis.call('GET', k)
+  if v and string.sub(v, 1, #prefix) == prefix then return k end
+end
+return false
+`,
+  }),
+  heldLocks: script({
+    doc: `The PT-lock and mmap_sem leases of one address space held right now, with what is left of their TTL (meminfo: "no lock left held" at the end of a run). KEYS: the lease keys (one hash tag); ARGV: their lock names, in the same order → {name, "owner|token", pttl, ...}`,
+    models: 'none: the PT-lock and mmap_sem leases held (diagnostics, fsck)',
+    keys: [],
+    varKeys: 'the lease keys (one hash tag), parallel to names',
+    args: { names: Strs },
+    reply: z
+      .array(z.union([Str, Int]))
+      .transform((a) => triplesOf(a))
+      .describe('[name, "owner|token", pttl, ...]'),
+    lua: `
+local out = {}
+for i, k in ipairs(KEYS) do
+  local v = redis.call('GET', k)
+  if v then
+    out[#out + 1] = ARGV[i]; out[#out + 1] = v; out[#out + 1] = redis.call('PTTL', k)
+  end
+end
+return out
+`,
+  }),
+  cpumaskClear: script({
+    doc: `Leave mm_cpumask (an agent that went away). KEYS cpumask; ARGV agent`,
+    models: 'cpumask_clear_cpu(cpu, mm_cpumask(mm)), include/linux/cpumask.h',
+    keys: ['cpumask'],
+    args: { agent: Str },
+    reply: Int.describe('removed: 1 | 0'),
+    lua:
+      LUA_HELPERS +
+      `
+return redis.call('SREM', KEYS[1], ARGV[1])
+`,
+  }),
+  invOpen: script({
+    doc: ``,
+    models:
+      '__mmu_notifier_invalidate_range_start(), mm/mmu_notifier.c: the range recorded before it is sent',
+    keys: ['inv', 'invown'],
+    args: { inv: Str, record: Str, owner: Str },
+    reply: Bit,
+    lua:
+      LUA_HELPERS +
+      `
+if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 1 or redis.call('HEXISTS', KEYS[2], ARGV[1]) == 1 then
+  return 0
+end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+redis.call('HSET', KEYS[2], ARGV[1], ARGV[3] .. '|open')
+return 1
+`,
+  }),
+  invClaim: script({
+    doc: `Take the end of an open invalidation: from the incarnation expected to own it, to another (or the same, for the sender's own end); it is 'ending' from then on. Exactly one caller wins per owner change, so the sender and a replica that thinks it dead never both end it. KEYS invown; ARGV inv from to → {'OK', previous state} | {'LOST', owner} | {'GONE'}`,
+    models: 'none: lab crash recovery: the end of an open range invalidation changes owner',
+    keys: ['invown'],
+    args: { inv: Str, from: Str, to: Str },
+    reply: oneOf(tagged('OK', { prev: Str }), tagged('LOST', { owner: Str }), tagged('GONE')),
+    lua:
+      LUA_HELPERS +
+      `
+local v = redis.call('HGET', KEYS[1], ARGV[1])
+if not v then return {'GONE'} end
+local owner, state = string.match(v, '^(.*)|(%a+)$')
+if owner ~= ARGV[2] then return {'LOST', owner or v} end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[3] .. '|ending')
+return {'OK', state}
+`,
+  }),
+  invClose: script({
+    doc: `Forget an invalidation whose invalidate_range_end was acked, if owner still owns it. KEYS inv invown; ARGV inv owner → 1 | 0`,
+    models: '__mmu_notifier_invalidate_range_end(), mm/mmu_notifier.c: acked, forgotten',
+    keys: ['inv', 'invown'],
+    args: { inv: Str, owner: Str },
+    reply: Bit,
+    lua:
+      LUA_HELPERS +
+      `
+local v = redis.call('HGET', KEYS[2], ARGV[1])
+if not v or string.match(v, '^(.*)|%a+$') ~= ARGV[2] then return 0 end
+redis.call('HDEL', KEYS[1], ARGV[1])
+redis.call('HDEL', KEYS[2], ARGV[1])
+return 1
+`,
+  }),
+  intentOpen: script({
+    doc: `Record a multi-step operation before its first change. KEYS intents intent; ARGV id owner rec → 1 | 0 (recorded already: nothing written)`,
+    models: "none: lab crash recovery: a multi-step operation's intent record",
+    keys: ['intents', 'intent'],
+    args: { id: Str, owner: Str, rec: Str },
+    reply: Bit,
+    lua:
+      LUA_HELPERS +
+      `
+if redis.call('EXISTS', KEYS[2]) == 1 then return 0 end
+redis.call('HSET', KEYS[2], 'owner', ARGV[2], 'rec', ARGV[3], 'batch', 0)
+redis.call('SADD', KEYS[1], ARGV[1])
+return 1
+`,
+  }),
+  intentClaim: script({
+    doc: `Take an operation over from the incarnation expected to own it (one winner); from then on the PT locks its old owner asks for it are refused. KEYS intent; ARGV from to → {'OK'} | {'LOST', owner} | {'GONE'}`,
+    models: 'none: lab crash recovery: an operation taken over from a dead replica',
+    keys: ['intent'],
+    args: { from: Str, to: Str },
+    reply: oneOf(tagged('OK'), tagged('LOST', { owner: Str }), tagged('GONE')),
+    lua:
+      LUA_HELPERS +
+      `
+local o = redis.call('HGET', KEYS[1], 'owner')
+if not o then return {'GONE'} end
+if o ~= ARGV[1] then return {'LOST', o} end
+redis.call('HSET', KEYS[1], 'owner', ARGV[2])
+return {'OK'}
+`,
+  }),
+  intentFlushed: script({
+    doc: `The cleared frames of batch ARGV[2] were put: forget them, next batch. KEYS intent; ARGV owner batch → 1 | 0 (not the owner, or another batch)`,
+    models: 'none: lab crash recovery: a batch of cleared frames was put',
+    keys: ['intent'],
+    args: { owner: Str, batch: Int },
+    reply: Bit,
+    lua:
+      LUA_HELPERS +
+      `
+if redis.call('HGET', KEYS[1], 'owner') ~= ARGV[1] then return 0 end
+if redis.call('HGET', KEYS[1], 'batch') ~= ARGV[2] then return 0 end
+redis.call('HDEL', KEYS[1], 'cleared')
+redis.call('HINCRBY', KEYS[1], 'batch', 1)
+return 1
+`,
+  }),
+  intentClose: script({
+    doc: `The operation is over: forget it, if owner still owns it. KEYS intents intent; ARGV id owner → 1 | 0`,
+    models: 'none: lab crash recovery: the operation is over',
+    keys: ['intents', 'intent'],
+    args: { id: Str, owner: Str },
+    reply: Bit,
+    lua:
+      LUA_HELPERS +
+      `
+if redis.call('HGET', KEYS[2], 'owner') ~= ARGV[2] then return 0 end
+redis.call('DEL', KEYS[2])
+redis.call('SREM', KEYS[1], ARGV[1])
+return 1
+`,
+  }),
+} as const;
