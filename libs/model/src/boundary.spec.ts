@@ -104,7 +104,7 @@ describe('encodeCall', () => {
     expect(bad).toThrow(/kind/);
     const frac = () => encodeCall('t', d, { a: 'A', b: 'B' }, { kind: 'map', n: 1.5, pages: [] });
     expect(frac).toThrow(MmlabError);
-    const noKey = () => encodeCall('t', d, { a: 'A' } as never, { kind: 'map', n: 1, pages: [] });
+    const noKey = () => encodeCall('t', d, { a: 'A' }, { kind: 'map', n: 1, pages: [] });
     expect(noKey).toThrow(/missing key/);
   });
 });

@@ -78,7 +78,7 @@ export const script = <
   d: Omit<ScriptDecl<K, A, R>, 'argsSchema'>,
 ): ScriptDecl<K, A, R> => ({
   ...d,
-  argsSchema: z.strictObject(d.args) as unknown as z.ZodType<unknown, ArgsIn<A>>,
+  argsSchema: z.strictObject(d.args),
 });
 
 /** What a call gives as ARGV of a script whose args are A. */

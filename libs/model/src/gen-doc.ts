@@ -17,15 +17,15 @@ function typeOf(s: z.ZodType): string {
   if (s.description) return s.description;
   const j = z.toJSONSchema(s, { io: 'input', unrepresentable: 'any' }) as Record<string, unknown>;
   const brief = (x: Record<string, unknown>): string => {
-    if (Array.isArray(x.enum)) return x.enum.map((v) => JSON.stringify(v)).join(' \\| ');
+    if (Array.isArray(x.enum)) return x.enum.map((v) => JSON.stringify(v)).join(' | ');
     if (x.const !== undefined) return JSON.stringify(x.const);
     if (Array.isArray(x.anyOf))
-      return (x.anyOf as Array<Record<string, unknown>>).map(brief).join(' \\| ');
+      return (x.anyOf as Array<Record<string, unknown>>).map(brief).join(' | ');
     if (x.type === 'array' && x.items) return `${brief(x.items as Record<string, unknown>)}...`;
     if (x.type === 'object' && x.properties)
-      return Object.entries(x.properties as Record<string, Record<string, unknown>>)
+      return `(${Object.entries(x.properties as Record<string, Record<string, unknown>>)
         .map(([k, v]) => `${k}: ${brief(v)}`)
-        .join(', ');
+        .join(', ')})`;
     return typeof x.type === 'string' ? x.type : 'any';
   };
   return brief(j);

@@ -44,7 +44,7 @@ export async function doMmap(
         throw new MmlabError('ESRCH', `no process ${pid}`);
       case 'ENOMEM':
         throw new MmlabError('ENOMEM', `no room for ${pages} pages in pid ${pid}`);
-      default:
+      case 'BUSY':
         await backoff(attempt, deadline, `mmap_sem of pid ${pid}`);
     }
   }

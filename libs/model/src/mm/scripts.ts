@@ -835,7 +835,7 @@ return redis.call('SREM', KEYS[1], ARGV[1])
 `,
   }),
   invOpen: script({
-    doc: ``,
+    doc: `Record an open range invalidation before its invalidate_range_start is sent. KEYS inv invown; ARGV inv record owner → 1 | 0 (inv already recorded: nothing written)`,
     models:
       '__mmu_notifier_invalidate_range_start(), mm/mmu_notifier.c: the range recorded before it is sent',
     keys: ['inv', 'invown'],

@@ -464,21 +464,15 @@ export class MmStore extends MemStore {
         mmapSem,
       },
     );
-    switch (r.r) {
-      case 'ZERO':
-      case 'ANON':
-      case 'SPURIOUS':
-      case 'WP_SHARED':
-      case 'NEED_WP':
-        return {
-          r: r.r,
-          pte: { pfn: r.pfn, gen: r.gen, writable: r.w === 1 },
-          seq: r.seq,
-          undone: r.undone === 1,
-        };
-      default:
-        return r;
-    }
+    // ZERO, ANON, SPURIOUS, WP_SHARED, NEED_WP: the PTE as it is now
+    if ('pfn' in r)
+      return {
+        r: r.r,
+        pte: { pfn: r.pfn, gen: r.gen, writable: r.w === 1 },
+        seq: r.seq,
+        undone: r.undone === 1,
+      };
+    return r;
   }
 
   async wpReuse(
