@@ -99,7 +99,7 @@ export function linePlot(o: {
           },
         ]
       : [line],
-  } as PlotSpec;
+  };
 }
 
 /** Grouped bars: one bar per (x, series). */
@@ -131,5 +131,5 @@ export function barPlot(o: {
         ? { color: { field: o.series, type: 'nominal' }, xOffset: { field: o.series } }
         : {}),
     },
-  } as PlotSpec;
+  };
 }

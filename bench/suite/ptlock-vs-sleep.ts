@@ -11,7 +11,7 @@
  * the fork before it runs at full speed. Both modes run in this benchmark, one lab each (a
  * lab has one mode); the patched figure is a ratio within its own lab (1000 ms against 0).
  */
-import { type EventOf, type Mode, PAGE_SIZE } from '@mmlab/protocol';
+import { type EventOf, type Mode } from '@mmlab/protocol';
 import { type TestLab, startTestLab } from '@mmlab/testing';
 import { type BenchResult, type Benchmark, type Row, pct, round } from '../lib/harness';
 import { linePlot } from '../lib/plot';
