@@ -43,7 +43,7 @@ async function main(): Promise<number> {
   }
   const chosen = names.length ? BENCHMARKS.filter((b) => names.includes(b.name)) : BENCHMARKS;
   const results: BenchResult[] = [];
-  let failed = 0;
+  const failed: string[] = [];
   const log = (l: string) => console.error(l);
   for (const b of chosen) {
     log(`== ${b.name}${quick ? ' (quick)' : ''}`);
@@ -53,14 +53,17 @@ async function main(): Promise<number> {
       log(`${b.name}: ${r.figure.text} (${r.durationS} s) → ${files.json}`);
       results.push(r);
     } catch (e) {
-      failed++;
+      failed.push(
+        `${b.name}: did not run to the end: ${e instanceof Error ? e.message.split('\n')[0] : String(e)}`,
+      );
       log(`${b.name} FAILED: ${e instanceof Error ? (e.stack ?? e.message) : String(e)}`);
     }
   }
   console.log(formatTable(results));
   const counts = results.map(formatCounts).filter((c): c is string => c !== null);
   if (counts.length) console.log(`\nper operation:\n${counts.map((c) => `  ${c}`).join('\n')}`);
-  return failed ? 1 : 0;
+  if (failed.length) console.log(`\nfailed:\n${failed.map((f) => `  ${f}`).join('\n')}`);
+  return failed.length ? 1 : 0;
 }
 
 main().then(
