@@ -69,7 +69,10 @@ async function cpuFaults(n: number): Promise<Record<string, number>> {
       let faults = 0;
       await Promise.all(
         Array.from({ length: callers }, async () => {
-          for (let i = next++; i < count; i = next++) faults += (await store(i)).faults;
+          for (let i = next++; i < count; i = next++) {
+            const r = await store(i);
+            faults += r.faults;
+          }
         }),
       );
       return faults;
