@@ -359,13 +359,15 @@ describe('observer', () => {
   });
 
   it('asks every tracer to replay when a batch skips seqs, and drops the copies', async () => {
-    const replayAsked = new Promise<void>((resolve) => {
+    // true once the observer asks; false after 10 s (a hang guard, not a timing assertion)
+    const replayAsked = new Promise<boolean>((resolve) => {
       const sub = nc.subscribe(TRACE_REPLAY_SUBJECT, {
         callback: () => {
           sub.unsubscribe();
-          resolve();
+          resolve(true);
         },
       });
+      setTimeout(() => resolve(false), 10_000).unref();
     });
     await nc.flush();
     // mm-0 sent seqs 1..6; a batch of seq 9 says 7 and 8 were lost on the way
@@ -374,7 +376,8 @@ describe('observer', () => {
       traceSubject('mm', 'mm-0'),
       JSON.stringify({ instance: 'mm-0', first: 9, last: 9, events: [e9] }),
     );
-    await replayAsked; // the observer's request (mm's tracer, on nc, replays its 6 events)
+    // the observer's request (mm's tracer, on nc, replays its 6 events)
+    expect(await replayAsked).toBe(true);
     await mm.flush();
     expect(await rpc.call('observerSync', {})).toEqual({ events: 2 });
     const ids = ((await http.get('/events').expect(200)).body as { events: TraceEvent[] }).events;
