@@ -19,23 +19,12 @@ const alias = {
 const plugins = [swc.vite({ module: { type: 'es6' } })];
 
 /**
- * Integration files whose scenarios hit their races by timing (chaos windows, slow or paused
- * subscribers, lease expiries measured against the caller's wait): they run one at a time, after
- * everything else, on an otherwise idle machine. The other integration files run two at a time
- * (each starts its own nats-server, redis-server and services on free ports).
+ * Integration files whose scenarios hit their races by timing (chaos windows and workloads
+ * running against slow, paused or killed services): they run one at a time, after everything
+ * else, on an otherwise idle machine. The other integration files run two at a time (each starts
+ * its own nats-server, redis-server and services on free ports).
  */
-const SERIAL = [
-  'test/chaos.e2e-spec.ts',
-  'test/examples.e2e-spec.ts',
-  'test/mmlab-chaos.e2e-spec.ts',
-  'test/server-chaos.e2e-spec.ts',
-  'test/mm-crash-points.e2e-spec.ts',
-  'test/notifier.e2e-spec.ts',
-  'test/ptlock-lease.e2e-spec.ts',
-  'test/subscriber-faults.e2e-spec.ts',
-  'test/bind-and-shutdown.e2e-spec.ts',
-  'test/dashboard.e2e-spec.ts',
-];
+const SERIAL = ['test/chaos.e2e-spec.ts'];
 
 const integration = { environment: 'node', testTimeout: 120_000, hookTimeout: 120_000 } as const;
 

@@ -49,28 +49,71 @@ const workload = (r: Run, name: string): WorkloadResult => {
   return w;
 };
 
-const mean = (xs: number[]) => xs.reduce((a, b) => a + b, 0) / xs.length;
-const faultsPerSec = (r: Run, names: string[]) => names.map((n) => workload(r, n).faultsPerSec);
-
 /**
- * Fault throughput during the two 5 s invalidations over the no-delay runs around them
- * (A B A B A: a machine getting faster or slower during the run moves both sides alike).
+ * The 3 s invalidations hca0 got from cpu4's COW faults (do_wp_page of the pages hca0 maps), as
+ * [sent, acked] indexes in trace order (the first attempt's mn.send, and its mn.ack).
  */
-const throughputRatio = (r: Run) =>
-  mean(faultsPerSec(r, ['slow-hca-1', 'slow-hca-2'])) /
-  mean(faultsPerSec(r, ['no-delay-1', 'no-delay-2', 'no-delay-3']));
+function cowInvalidations(r: Run): Array<[number, number]> {
+  const cpu4 = new Set(
+    r.events.filter((e) => e.kind === 'fault.begin' && e.agent === 'cpu4').map((e) => e.op),
+  );
+  const out: Array<[number, number]> = [];
+  r.events.forEach((e, i) => {
+    if (e.kind !== 'mn.send' || e.subscriber !== 'hca0' || e.attempt !== 1) return;
+    // the slow callback: invalidate_range_start (v3.7), invalidate_page (v3.6); ends are quick
+    if (!cpu4.has(e.op) || e.callback === 'invalidate_range_end') return;
+    const j = r.events.findIndex(
+      (x, k) =>
+        k > i &&
+        x.kind === 'mn.ack' &&
+        x.subscriber === 'hca0' &&
+        x.op === e.op &&
+        x.callback === e.callback,
+    );
+    if (j > 0) out.push([i, j]);
+  });
+  return out;
+}
+
+/** Faults of CPUs 0..3 (the neighbours) that began after index a and ended ok before index b. */
+function neighbourFaultsWithin(r: Run, a: number, b: number): number {
+  const began = new Map<string, number>();
+  let n = 0;
+  r.events.forEach((e, i) => {
+    if (e.kind === 'fault.begin' && /^cpu[0-3]$/.test(e.agent) && e.op) began.set(e.op, i);
+    if (e.kind === 'fault.end' && e.result === 'ok' && e.op && i < b && (began.get(e.op) ?? -1) > a)
+      n++;
+  });
+  return n;
+}
 
 describe('examples/chaos/', () => {
-  it('slow-hca-patched: a 5 s HCA invalidation leaves the other CPUs fault throughput within 10%', async () => {
+  // The throughput of the neighbours during the invalidation, as a ratio to the runs around it
+  // (results.json workloads), is a timing: the faults-under-invalidation benchmark measures it
+  // (npm run bench). The tests check what the lock placement decides, in trace order.
+  it('slow-hca-patched: the neighbours keep faulting while hca0 sleeps 3 s in a COW invalidation', async () => {
     const r = await run('slow-hca-patched');
     expect(workload(r, 'no-delay-1').faults).toBeGreaterThan(50);
-    expect(throughputRatio(r), JSON.stringify(r.results.workloads)).toBeGreaterThanOrEqual(0.9);
+    const cows = cowInvalidations(r);
+    expect(cows.length).toBeGreaterThan(0);
+    // sent outside the PT lock, and the other CPUs' faults on the same page table go on
+    for (const [sent, acked] of cows) {
+      expect(r.events[sent]).toMatchObject({ kind: 'mn.send', ptl: null });
+      expect(neighbourFaultsWithin(r, sent, acked)).toBeGreaterThan(0);
+    }
     expect(r.events.some((e) => e.kind === 'might_sleep')).toBe(false);
   });
 
-  it('slow-hca-legacy: the same run before the patch collapses the throughput', async () => {
+  it('slow-hca-legacy: the same run before the patch stops every neighbour for the 3 s', async () => {
     const r = await run('slow-hca-legacy');
-    expect(throughputRatio(r), JSON.stringify(r.results.workloads)).toBeLessThan(0.5);
+    const cows = cowInvalidations(r);
+    expect(cows.length).toBeGreaterThan(0);
+    // sent under the PT lock (v3.6): no neighbour fault on that page table can complete
+    for (const [sent, acked] of cows) {
+      const e = r.events[sent];
+      expect(e.kind === 'mn.send' ? e.ptl : null).toMatch(/^ptl:/);
+      expect(neighbourFaultsWithin(r, sent, acked)).toBe(0);
+    }
     expect(r.results.chaos!.longestPtlHold!.ms).toBeGreaterThan(
       10 * (r.results.metrics.ptlHold.p50Ms ?? 0),
     );

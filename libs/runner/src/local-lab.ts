@@ -300,7 +300,7 @@ export class LocalLab {
   }
 
   /** Wait until every named instance answers ping. */
-  async waitReady(instances: string[], timeoutMs = 30_000): Promise<void> {
+  async waitReady(instances: string[], timeoutMs = 60_000): Promise<void> {
     const nc = await connectNats(natsUrlWithUser(this.natsUrl, this.users.readyUser), 'lab-ready');
     const rpc = new RpcClient(nc);
     const deadline = Date.now() + timeoutMs;

@@ -1,0 +1,203 @@
+/**
+ * The lab of the crash-point tests (test/mm-crash-points*.e2e-spec.ts): three mm replicas (lease
+ * TTL 600 ms), one CPU and hca0 with an ODP MR over each test's range (each invalidation takes
+ * the device 100 ms). A crash point is armed on the replicas that are up: the first to reach it
+ * dies there with SIGKILL (or stops, SIGSTOP); a dead one is restarted while the next cases run
+ * on the other two (a replica's start is the slowest part of a case).
+ */
+import { afterAll, beforeAll, expect } from 'vitest';
+import { MmlabError, PAGE_SIZE } from '@mmlab/protocol';
+import { type Store, crashKey } from '@mmlab/model';
+import type { RpcClient } from '@mmlab/runtime';
+import type { LocalLab } from '@mmlab/runner';
+import { type TestLab, type TraceLog, startTestLab, until } from '@mmlab/testing';
+
+export const LEASE_TTL_MS = 600;
+export const codeOfError = (e: unknown): string => (e instanceof MmlabError ? e.code : String(e));
+const MMS = ['mm-0', 'mm-1', 'mm-2'];
+export const HCA = 'hca0';
+
+/** Every crash point of each syscall, in the order the syscall reaches them. */
+export const POINTS = {
+  munmap: [
+    'munmap.intent',
+    'munmap.vma_unmapped',
+    'munmap.range_started',
+    'munmap.zapped',
+    'munmap.flushed',
+    'munmap.freed',
+    'munmap.range_ended',
+  ],
+  mprotect: [
+    'mprotect.intent',
+    'mprotect.vma_protected',
+    'mprotect.range_started',
+    'mprotect.changed',
+    'mprotect.range_ended',
+  ],
+  // a shrink: the tail is zapped (munmap's steps) before the VMA moves
+  mremap: [
+    'mremap.intent',
+    'mremap.range_started',
+    'mremap.zapped',
+    'mremap.flushed',
+    'mremap.freed',
+    'mremap.vma_moved',
+    'mremap.move_started',
+    'mremap.moved',
+    'mremap.range_ended',
+  ],
+  madvise: [
+    'madvise.intent',
+    'madvise.range_started',
+    'madvise.zapped',
+    'madvise.flushed',
+    'madvise.freed',
+  ],
+  exit: ['exit.intent', 'exit.begun', 'exit.released', 'exit.zapped', 'exit.freed', 'exit.ended'],
+  fork: [
+    'fork.intent',
+    'fork.child_created',
+    'fork.range_started',
+    'fork.copied',
+    'fork.referenced',
+    'fork.child_set',
+    'fork.range_ended',
+    'fork.child_alive',
+  ],
+  // do_wp_page's copy of a page shared with a child
+  cow: [
+    'do_wp_page.copied',
+    'do_wp_page.range_started',
+    'do_wp_page.ptl_held',
+    'do_wp_page.set',
+    'do_wp_page.range_ended',
+    'do_wp_page.freed',
+  ],
+} as const;
+
+/** Start the lab for the calling describe block (beforeAll), stop it after (afterAll). */
+export function useCrashLab(frames: number) {
+  let t: TestLab | undefined;
+  let lab: LocalLab;
+  let rpc: RpcClient;
+  let store: Store;
+  let trace: TraceLog;
+  /** how long each caller waited for its answer after the death (ms), by point */
+  const answeredAfter: Record<string, number> = {};
+
+  beforeAll(async () => {
+    t = await startTestLab(
+      {
+        mode: 'patched',
+        frames, // the cases leave their processes
+        cpus: 1,
+        mmReplicas: 3,
+        leaseTtlMs: LEASE_TTL_MS,
+        observer: false,
+        subscribers: [{ name: HCA, kind: 'hca', invalidateLatencyMs: 100 }],
+      },
+      { rpcTimeoutMs: 20_000 },
+    );
+    ({ lab, rpc, store, trace } = t);
+  });
+  afterAll(async () => {
+    await restarting.catch(() => undefined);
+    console.log(`caller answered after the death (ms): ${JSON.stringify(answeredAfter)}`);
+    await t?.stop();
+  });
+
+  /** 4 pages written by cpu0 (values 10..13) and mapped by hca0 through an ODP MR. */
+  async function space() {
+    const { pid } = await rpc.call('processCreate', {});
+    const { addr } = await rpc.call('mmap', { pid, pages: 4, prot: 'rw' });
+    const page = (i: number) => addr + i * PAGE_SIZE;
+    for (let i = 0; i < 4; i++)
+      await rpc.call('cpuAccess', { pid, addr: page(i), op: 'write', value: 10 + i }, { id: 0 });
+    const { mr } = await rpc.call(
+      'hcaRegMr',
+      { pid, addr, pages: 4, odp: true, access: ['read', 'write'] },
+      { id: HCA },
+    );
+    for (let i = 0; i < 4; i++) await rpc.call('hcaRdmaRead', { mr, addr: page(i) }, { id: HCA });
+    return { pid, addr, page, mr };
+  }
+
+  /**
+   * The replicas serving (not dead, not being restarted). A dead one is restarted while the next
+   * cases run on the other two (a replica's start is the slowest part of a case).
+   */
+  const up = new Set(MMS);
+  let restarting: Promise<void> = Promise.resolve();
+
+  let n = 0;
+  /** Arm point on the replicas up (one fires), run call; → its outcome and who died when. */
+  async function dieAt<T>(point: string, call: () => Promise<T>, action: 'kill' | 'stop' = 'kill') {
+    if (up.size < 2) await restarting;
+    const armed = [...up];
+    const token = `${point}#${++n}`;
+    for (const m of armed) await rpc.call('mmCrashPoint', { point, token, action }, { id: m });
+    const outcome = await call().then(
+      (value) => ({ value, code: null as string | null, at: Date.now() }),
+      async (e: unknown) => ({
+        value: null,
+        code: codeOfError(e),
+        at: Date.now(),
+      }),
+    );
+    const fired = await store.redis.get(crashKey(token));
+    expect(fired, `crash point ${point} was reached`).not.toBeNull();
+    const [dead, when] = fired!.split('|');
+    up.delete(dead);
+    for (const m of armed)
+      if (m !== dead) await rpc.call('mmCrashPoint', { point: '', token, action }, { id: m });
+    return { outcome, dead, diedAt: Number(when) };
+  }
+
+  /** After the take-over: nothing for fsck to find; then the dead replica comes back. */
+  async function afterDeath(
+    point: string,
+    d: { dead: string; diedAt: number; outcome: { at: number } },
+  ) {
+    answeredAfter[point] = d.outcome.at - d.diedAt;
+    // the dead replica comes back (a new incarnation) while the next cases run
+    restarting = restarting.then(async () => {
+      await lab.start(d.dead);
+      up.add(d.dead);
+    });
+    // EOWNERDEAD is sent when the taker starts: wait for it to finish (no intent left) before
+    // looking at the effect
+    await until(
+      async () =>
+        (await Promise.all((await store.processes()).map((p) => store.intents(p)))).every(
+          (i) => i.length === 0,
+        ),
+      'the operation taken over finished',
+    );
+    const r = await t!.fsck(4 * LEASE_TTL_MS);
+    expect(r.findings.map((f) => `${f.code} ${f.message}`)).toEqual([]);
+  }
+
+  return {
+    get t() {
+      return t!;
+    },
+    get lab() {
+      return lab;
+    },
+    get rpc() {
+      return rpc;
+    },
+    get store() {
+      return store;
+    },
+    get trace() {
+      return trace;
+    },
+    answeredAfter,
+    up,
+    space,
+    dieAt,
+    afterDeath,
+  };
+}
