@@ -3,14 +3,21 @@
  *   baseline = p50 of one raw NATS request-reply (through the same nats-server)
  *            + p50 of one Redis script call (EVALSHA, on the same redis-server)
  *   fault    = p50 of an mmlab.mm.fault request for a fresh page (read: zero page; write: new frame)
- * and faults per second with 16 callers through two mm replicas. Prints JSON.
+ * and faults per second with 16 callers through two mm replicas. Then, in a second lab (4 CPU
+ * agents, 2 mm replicas, the observer on), CPU-driven faults: stores to fresh pages sent to
+ * the CPUs (mmlab.cpu.<id>.access → TLB miss → mmlab.mm.fault → install → fill → store):
+ *   natsMsgsPerCpuFault   every NATS message the server carried (a `>` subscription counts
+ *                         them: requests, replies, trace messages), per fault, with one caller
+ *                         at a time and with 16 concurrent callers
+ *   cpuFaultsPerSecond    faults/s with 16 concurrent callers over the 4 CPUs (no counter)
+ * Prints JSON.
  *
- *   npm run build && node dist/bench/fault-latency.js [--faults 2000]
+ *   npm run build && node dist/bench/fault-latency.js [--faults 2000] [--cpu-faults 4000]
  */
 import { performance } from 'node:perf_hooks';
 import { PAGE_SIZE } from '@mmlab/protocol';
 import { Store } from '@mmlab/model';
-import { RpcClient, connectNats } from '@mmlab/runtime';
+import { RpcClient, connectNats, sleep } from '@mmlab/runtime';
 import { LocalLab } from '@mmlab/runner';
 
 const pct = (xs: number[], p: number): number => {
@@ -28,8 +35,83 @@ async function timed(n: number, fn: (i: number) => Promise<unknown>): Promise<nu
   return out;
 }
 
+const arg = (name: string, dflt: number): number => {
+  const i = process.argv.indexOf(name);
+  return (i >= 0 && Number(process.argv[i + 1])) || dflt;
+};
+
+/** Write faults driven through CPU agents: NATS messages per fault, and faults/s. */
+async function cpuFaults(n: number): Promise<Record<string, number>> {
+  const cpus = 4;
+  const lab = await LocalLab.start({
+    mode: 'patched',
+    frames: n + 2400,
+    cpus,
+    mmReplicas: 2,
+    observer: true,
+  });
+  const nc = await connectNats(lab.natsUrl, 'bench-cpu');
+  const counter = await connectNats(lab.natsUrl, 'bench-count');
+  const rpc = new RpcClient(nc, 30_000);
+  try {
+    const { pid } = await rpc.call('processCreate', {});
+    const { addr } = await rpc.call('mmap', { pid, pages: n + 2300, prot: 'rw' });
+    let page = 0;
+    const store = (i: number) =>
+      rpc.call(
+        'cpuAccess',
+        { pid, addr: addr + page++ * PAGE_SIZE, op: 'write', value: i + 1 },
+        { id: i % cpus },
+      );
+    /** count faults through `callers` concurrent callers */
+    const run = async (count: number, callers: number): Promise<number> => {
+      let next = 0;
+      let faults = 0;
+      await Promise.all(
+        Array.from({ length: callers }, async () => {
+          for (let i = next++; i < count; i = next++) {
+            const r = await store(i);
+            faults += r.faults;
+          }
+        }),
+      );
+      return faults;
+    };
+    await run(200, 4); // warm-up
+    // Messages: everything the server routes, counted on a connection of its own.
+    let msgs = 0;
+    counter.subscribe('>', { callback: () => msgs++ });
+    await counter.flush();
+    const counted = async (count: number, callers: number) => {
+      const before = msgs;
+      const faults = await run(count, callers);
+      await sleep(200); // the last trace batches (1 ms timers)
+      await counter.flush();
+      return (msgs - before) / faults;
+    };
+    const perFault1 = await counted(Math.min(n, 1000), 1);
+    const perFault16 = await counted(Math.min(n, 1000), 16);
+    await counter.close();
+    // Throughput, without the counter.
+    const t0 = performance.now();
+    const faults = await run(n, 16);
+    const secs = (performance.now() - t0) / 1000;
+    return {
+      cpuFaults: faults,
+      natsMsgsPerCpuFault1Caller: perFault1,
+      natsMsgsPerCpuFault16Callers: perFault16,
+      cpuFaultsPerSecond16Callers: faults / secs,
+    };
+  } finally {
+    await nc.close();
+    if (!counter.isClosed()) await counter.close();
+    await lab.stop();
+  }
+}
+
 async function main(): Promise<void> {
-  const n = Number(process.argv[process.argv.indexOf('--faults') + 1]) || 2000;
+  const n = arg('--faults', 2000);
+  const cpuN = arg('--cpu-faults', 4000);
   const lab = await LocalLab.start({
     mode: 'patched',
     frames: 4 * n + 64,
@@ -40,6 +122,7 @@ async function main(): Promise<void> {
   const nc = await connectNats(lab.natsUrl, 'bench');
   const rpc = new RpcClient(nc);
   const store = new Store(lab.redisUrl);
+  let r: Record<string, number>;
   try {
     // Baseline: an echo responder on its own connection, and a one-key script.
     const echo = await connectNats(lab.natsUrl, 'bench-echo');
@@ -91,7 +174,7 @@ async function main(): Promise<void> {
     );
     const secs = (performance.now() - t0) / 1000;
     const baseline = pct(natsRtt, 50) + pct(redisScript, 50);
-    const r = {
+    r = {
       faults: n,
       natsRttP50Ms: pct(natsRtt, 50),
       redisScriptP50Ms: pct(redisScript, 50),
@@ -104,18 +187,19 @@ async function main(): Promise<void> {
       writeFaultOverBaseline: pct(writeFaults, 50) / baseline,
       faultsPerSecond16Callers: n / secs,
     };
-    console.log(
-      JSON.stringify(
-        r,
-        (_k, v: unknown) => (typeof v === 'number' ? Math.round(v * 1000) / 1000 : v),
-        2,
-      ),
-    );
   } finally {
     await nc.close();
     await store.quit();
     await lab.stop();
   }
+  Object.assign(r, await cpuFaults(cpuN));
+  console.log(
+    JSON.stringify(
+      r,
+      (_k, v: unknown) => (typeof v === 'number' ? Math.round(v * 1000) / 1000 : v),
+      2,
+    ),
+  );
 }
 
 void main().catch((e: unknown) => {

@@ -16,7 +16,13 @@ import { tmpdir } from 'node:os';
 import * as path from 'node:path';
 import { type NatsConnection, RequestStrategy } from 'nats';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { RPC, type TraceEvent, subjectFor, traceSubject } from '@mmlab/protocol';
+import {
+  RPC,
+  type TraceEvent,
+  subjectFor,
+  traceMessageEvents,
+  traceSubject,
+} from '@mmlab/protocol';
 import { connectNats, decodeReply, newLabToken } from '@mmlab/runtime';
 import {
   LocalLab,
@@ -380,7 +386,10 @@ describe('mmlab api as the compose lab-api NATS user (deploy/nats/nats.conf)', (
     );
     const sub = watcher.subscribe(traceSubject('lab', '>'));
     void (async () => {
-      for await (const m of sub) trace.push(JSON.parse(m.string()) as TraceEvent);
+      for await (const m of sub) {
+        const raw: unknown = JSON.parse(m.string());
+        for (const e of traceMessageEvents(raw)?.events ?? [raw]) trace.push(e as TraceEvent);
+      }
     })();
     await watcher.flush();
     api = await start(['api', '--port', '0', '--host', '127.0.0.1'], /lab API on (\S+)/, {

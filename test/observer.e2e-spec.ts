@@ -15,6 +15,7 @@ import {
   MMAP_BASE,
   RPC,
   ReplyPacket,
+  TRACE_REPLAY_SUBJECT,
   type TraceEvent,
   WireErrorSchema,
   traceSubject,
@@ -60,6 +61,10 @@ beforeAll(async () => {
   const m = (mm = new Tracer(nc, 'mm', 'mm-0'));
   const c = new Tracer(nc, 'cpu', 'cpu0');
   const t0 = 1_000_000;
+  // Tracers send batches (per millisecond or per TRACE_BATCH_MAX events): the flushes below
+  // send each tracer's pending batch at once, so that the events arrive interleaved across
+  // instances as they were emitted (four batches: m ×4, c ×2, m ×1, c ×1).
+  const sent = (e: TraceEvent, t: Tracer): TraceEvent => (void t.flush(), e);
   published = [
     m.emit({ kind: 'process.create', pid: 1, op: 'mm-0/create#1', ts: t0 }),
     m.emit({
@@ -80,16 +85,19 @@ beforeAll(async () => {
       waitMs: 0,
       ts: t0 + 2,
     }),
-    m.emit({
-      kind: 'ptl.release',
-      pid: 1,
-      lock: 'ptl:0',
-      owner: 'mm-0',
-      token: 1,
-      heldMs: 1,
-      released: true,
-      ts: t0 + 3,
-    }),
+    sent(
+      m.emit({
+        kind: 'ptl.release',
+        pid: 1,
+        lock: 'ptl:0',
+        owner: 'mm-0',
+        token: 1,
+        heldMs: 1,
+        released: true,
+        ts: t0 + 3,
+      }),
+      m,
+    ),
     c.emit({
       kind: 'access',
       agent: 'cpu0',
@@ -105,22 +113,25 @@ beforeAll(async () => {
       tEnd: t0 + 5,
       ts: t0 + 5,
     }),
-    c.emit({
-      kind: 'access',
-      agent: 'cpu0',
-      pid: 1,
-      addr: MMAP_BASE,
-      rw: 'read',
-      value: 5,
-      pfn: 3,
-      gen: 1,
-      frameGen: 1,
-      frameFree: false,
-      tStart: t0 + 6,
-      tEnd: t0 + 7,
-      ts: t0 + 7,
-    }),
-    m.emit({ kind: 'process.create', pid: 2, ts: t0 + 8 }),
+    sent(
+      c.emit({
+        kind: 'access',
+        agent: 'cpu0',
+        pid: 1,
+        addr: MMAP_BASE,
+        rw: 'read',
+        value: 5,
+        pfn: 3,
+        gen: 1,
+        frameGen: 1,
+        frameFree: false,
+        tStart: t0 + 6,
+        tEnd: t0 + 7,
+        ts: t0 + 7,
+      }),
+      c,
+    ),
+    sent(m.emit({ kind: 'process.create', pid: 2, ts: t0 + 8 }), m),
   ];
   stale = c.emit({
     kind: 'access',
@@ -141,7 +152,9 @@ beforeAll(async () => {
   // Malformed: not JSON, and JSON that breaks the schema.
   nc.publish(traceSubject('mm', 'mm-0'), 'not json at all');
   nc.publish(traceSubject('cpu', 'cpu0'), JSON.stringify({ kind: 'access', ts: 'now' }));
-  await nc.flush(); // the server has every message: the barrier the lab uses
+  // every tracer's pending batch sent, and the server has every message: the lab's barrier
+  await Promise.all([m.flush(), c.flush()]);
+  await nc.flush();
 });
 
 afterAll(async () => {
@@ -340,9 +353,35 @@ describe('observer', () => {
       byKind: {},
     });
     const e = mm.emit({ kind: 'barrier', tag: 'after-reset' });
-    await nc.flush();
+    await mm.flush();
     expect(await rpc.call('observerSync', {})).toEqual({ events: 1 });
     expect((await http.get('/events').expect(200)).body).toMatchObject({ total: 1, events: [e] });
+  });
+
+  it('asks every tracer to replay when a batch skips seqs, and drops the copies', async () => {
+    // true once the observer asks; false after 10 s (a hang guard, not a timing assertion)
+    const replayAsked = new Promise<boolean>((resolve) => {
+      const sub = nc.subscribe(TRACE_REPLAY_SUBJECT, {
+        callback: () => {
+          sub.unsubscribe();
+          resolve(true);
+        },
+      });
+      setTimeout(() => resolve(false), 10_000).unref();
+    });
+    await nc.flush();
+    // mm-0 sent seqs 1..6; a batch of seq 9 says 7 and 8 were lost on the way
+    const e9 = { ...published[0], id: 'mm-0:9', ts: 1_000_020, op: undefined };
+    nc.publish(
+      traceSubject('mm', 'mm-0'),
+      JSON.stringify({ instance: 'mm-0', first: 9, last: 9, events: [e9] }),
+    );
+    // the observer's request (mm's tracer, on nc, replays its 6 events)
+    expect(await replayAsked).toBe(true);
+    await mm.flush();
+    expect(await rpc.call('observerSync', {})).toEqual({ events: 2 });
+    const ids = ((await http.get('/events').expect(200)).body as { events: TraceEvent[] }).events;
+    expect(ids.map((e) => e.id)).toEqual(['mm-0:6', 'mm-0:9']);
   });
 
   it('reports 503 when NATS goes away, and writes the whole trace to its file on close', async () => {
@@ -365,6 +404,6 @@ describe('observer', () => {
       .trimEnd()
       .split('\n')
       .map((l) => (JSON.parse(l) as TraceEvent).id);
-    expect(ids).toEqual([...published.map((e) => e.id), 'mm-0:6']);
+    expect(ids).toEqual([...published.map((e) => e.id), 'mm-0:6', 'mm-0:9']);
   });
 });

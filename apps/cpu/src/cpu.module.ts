@@ -1,30 +1,31 @@
-import { Controller, type DynamicModule, Module } from '@nestjs/common';
-import { MmlabError, type ReqParsed } from '@mmlab/protocol';
-import { Rpc, controlController } from '@mmlab/runtime';
+import { type DynamicModule, Module } from '@nestjs/common';
+import { MmlabError } from '@mmlab/protocol';
+import { type FastHandler, controlController, fastRpc } from '@mmlab/runtime';
 import type { Cpu } from './cpu';
 
-/** mmlab.cpu.<id>.access and .flush_tlb for this CPU. */
-function cpuController(cpu: Cpu) {
-  @Controller()
-  class CpuController {
-    @Rpc('cpuAccess', cpu.id)
-    access(req: ReqParsed<'cpuAccess'>) {
+/**
+ * mmlab.cpu.<id>.access and .flush_tlb for this CPU, the two subjects of the CPU-driven fault
+ * path (a load or store; the TLB shootdown mm sends under a PT lock): served past Nest's
+ * router, on raw subscriptions with the same schemas and envelope (fastRpc, libs/runtime).
+ */
+export function cpuFastHandlers(cpu: Cpu): FastHandler[] {
+  return [
+    fastRpc('cpuAccess', cpu.id, (req) => {
       if (req.op === 'write' && req.value === undefined)
         throw new MmlabError('EBADMSG', 'a write needs a value');
       return cpu.access(req.pid, req.addr, req.op, req.value);
-    }
-
-    @Rpc('cpuFlushTlb', cpu.id)
-    async flushTlb(req: ReqParsed<'cpuFlushTlb'>) {
-      return { flushed: await cpu.flushTlb(req.pid, req.start, req.end, req.op) };
-    }
-  }
-  return CpuController;
+    }),
+    // flush_tlb_func(): the shootdown IPI
+    fastRpc('cpuFlushTlb', cpu.id, async (req) => ({
+      flushed: await cpu.flushTlb(req.pid, req.start, req.end, req.op),
+    })),
+  ];
 }
 
+/** The rest of a CPU's subjects (ping, config, flush), through Nest. */
 @Module({})
 export class CpuModule {
-  static register(cpu: Cpu, tracer: Parameters<typeof controlController>[0]): DynamicModule {
-    return { module: CpuModule, controllers: [cpuController(cpu), controlController(tracer)] };
+  static register(tracer: Parameters<typeof controlController>[0]): DynamicModule {
+    return { module: CpuModule, controllers: [controlController(tracer)] };
   }
 }

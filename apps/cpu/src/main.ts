@@ -11,7 +11,7 @@ import {
   startMicroservice,
 } from '@mmlab/runtime';
 import { Cpu } from './cpu';
-import { CpuModule } from './cpu.module';
+import { CpuModule, cpuFastHandlers } from './cpu.module';
 
 runService(async (onShutdown) => {
   const env = loadEnv();
@@ -34,13 +34,14 @@ runService(async (onShutdown) => {
   // Online before serving: lease taken, any fence of a previous incarnation lifted.
   await cpu.start();
   const app = await startMicroservice(
-    CpuModule.register(cpu, tracer),
-    { natsUrl: env.NATS_URL, name: instance },
+    CpuModule.register(tracer),
+    { natsUrl: env.NATS_URL, name: instance, fast: cpuFastHandlers(cpu) },
     { port: env.MMLAB_HTTP_PORT, host: env.MMLAB_HTTP_HOST, tracer, nats: nc, redis: store.redis },
   );
   log.log(`${instance} up`);
   onShutdown(() => app.close());
   onShutdown(() => cpu.stop());
+  onShutdown(() => tracer.close()); // its last batch goes out before the drain
   onShutdown(() => nc.drain());
   onShutdown(() => store.quit());
 });

@@ -46,6 +46,7 @@ runService(async (onShutdown) => {
   );
   onShutdown(() => hca.stop());
   onShutdown(() => app.close());
+  onShutdown(() => tracer.close()); // its last batch goes out before the drain
   onShutdown(() => nc.drain());
   onShutdown(() => store.quit());
 });

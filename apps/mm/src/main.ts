@@ -91,7 +91,7 @@ runService(async (onShutdown) => {
   reaper.start();
   const app = await startMicroservice(
     MmModule.register(ctx),
-    { natsUrl: env.NATS_URL, name: instance },
+    { natsUrl: env.NATS_URL, name: instance, fast: MmModule.fast(ctx) },
     {
       port: env.MMLAB_HTTP_PORT,
       host: env.MMLAB_HTTP_HOST,
@@ -116,6 +116,7 @@ runService(async (onShutdown) => {
     liveness.stop();
     await store.mmLivenessDrop(ctx.incarnation);
   });
+  onShutdown(() => ctx.tracer.close()); // its last batch goes out before the drain
   onShutdown(() => nc.drain());
   onShutdown(() => store.quit());
 });

@@ -1,7 +1,11 @@
-/** The mm's syscall and fault entry points on NATS (queue group "mm": one replica answers). */
+/**
+ * The mm's syscall and fault entry points on NATS (queue group "mm": one replica answers).
+ * The syscalls are Nest handlers (@Rpc); the fault, the one hot subject, is served on a raw
+ * subscription with the same schemas and envelope (mmFastHandlers, fastRpc in libs/runtime).
+ */
 import { Controller, Inject } from '@nestjs/common';
 import type { ReqParsed } from '@mmlab/protocol';
-import { Rpc } from '@mmlab/runtime';
+import { type FastHandler, Rpc, fastRpc } from '@mmlab/runtime';
 import { MM_CONTEXT } from './tokens';
 import type { MmContext } from './kernel/context';
 import { handleMmFault } from './kernel/memory';
@@ -11,6 +15,17 @@ import { doMmap, doMunmap, exitMmap, madviseDontneed, mmCreate } from './kernel/
 import { mmuNotifierRegister, mmuNotifierUnregister } from './kernel/mmu_notifier';
 import { doMprotect } from './kernel/mprotect';
 import { doMremap } from './kernel/mremap';
+
+/** mmlab.mm.fault: handle_mm_fault() for a CPU (or any agent); replies with the PTE installed. */
+async function fault(ctx: MmContext, req: ReqParsed<'fault'>) {
+  const r = await handleMmFault(ctx, req.pid, req.addr, req.access, req.agent);
+  return { pfn: r.pfn, gen: r.gen, writable: r.writable, kind: r.kind, retries: r.retries };
+}
+
+/** The subjects of mm served past Nest's router (startMicroservice's `fast`). */
+export function mmFastHandlers(ctx: MmContext): FastHandler[] {
+  return [fastRpc('fault', undefined, (req) => fault(ctx, req))];
+}
 
 @Controller()
 export class MmController {
@@ -31,12 +46,6 @@ export class MmController {
   @Rpc('munmap')
   async munmap(req: ReqParsed<'munmap'>) {
     return doMunmap(this.ctx, req.pid, req.addr, req.pages);
-  }
-
-  @Rpc('fault')
-  async fault(req: ReqParsed<'fault'>) {
-    const r = await handleMmFault(this.ctx, req.pid, req.addr, req.access, req.agent);
-    return { pfn: r.pfn, gen: r.gen, writable: r.writable, kind: r.kind, retries: r.retries };
   }
 
   @Rpc('fork')

@@ -2,7 +2,7 @@ import { Controller, type DynamicModule, Module } from '@nestjs/common';
 import type { ReqParsed } from '@mmlab/protocol';
 import { Rpc, controlController } from '@mmlab/runtime';
 import type { MmContext } from './kernel/context';
-import { MmController } from './mm.controller';
+import { MmController, mmFastHandlers } from './mm.controller';
 import { MM_CONTEXT } from './tokens';
 
 /**
@@ -29,6 +29,9 @@ function debugController(ctx: MmContext) {
 
 @Module({})
 export class MmModule {
+  /** What startMicroservice serves on raw subscriptions next to this module (the fault). */
+  static fast = mmFastHandlers;
+
   static register(ctx: MmContext): DynamicModule {
     return {
       module: MmModule,

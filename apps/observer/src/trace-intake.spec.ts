@@ -4,7 +4,7 @@ import * as path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import type { TraceEvent } from '@mmlab/protocol';
 import { EventsQuery, InvariantsQuery, TRACE_KINDS } from './http-query';
-import { SeenEvents, decodeTraceEvent } from './trace-intake';
+import { SeenEvents, decodeTraceEvent, decodeTraceMessage } from './trace-intake';
 import { TraceFile } from './trace-file';
 
 const ev: TraceEvent = {
@@ -27,6 +27,45 @@ describe('decodeTraceEvent', () => {
     expect(decodeTraceEvent('null')).toMatchObject({ ok: false });
     const r = decodeTraceEvent(JSON.stringify({ ...ev, ts: 'soon' }));
     expect(r).toEqual({ ok: false, reason: 'ts: Invalid input: expected number, received string' });
+  });
+});
+
+describe('decodeTraceMessage', () => {
+  const ev2: TraceEvent = { ...ev, id: 'cpu0:2', ts: 2 };
+  const batch = (events: unknown[], first = 1) =>
+    JSON.stringify({ instance: 'cpu0', first, last: first + events.length - 1, events });
+
+  it('unpacks a batch in order, with its seq range', () => {
+    expect(decodeTraceMessage(batch([ev, ev2]))).toEqual({
+      events: [
+        { ok: true, event: ev },
+        { ok: true, event: ev2 },
+      ],
+      range: { instance: 'cpu0', first: 1, last: 2 },
+    });
+  });
+
+  it('still takes one bare event (no range)', () => {
+    expect(decodeTraceMessage(JSON.stringify(ev))).toEqual({ events: [{ ok: true, event: ev }] });
+  });
+
+  it('rejects the bad events of a batch one by one and keeps the others', () => {
+    const m = decodeTraceMessage(batch([ev, { ...ev2, ts: 'soon' }]));
+    expect(m.events[0]).toEqual({ ok: true, event: ev });
+    expect(m.events[1]).toEqual({
+      ok: false,
+      reason: 'ts: Invalid input: expected number, received string',
+    });
+  });
+
+  it('rejects a broken batch envelope as one message, without throwing', () => {
+    const m = decodeTraceMessage(JSON.stringify({ instance: 'cpu0', events: [ev] }));
+    expect(m.range).toBeUndefined();
+    expect(m.events).toHaveLength(1);
+    const [d] = m.events;
+    expect(d.ok ? 'stored' : d.reason).toMatch(/^batch: first: /);
+    expect(decodeTraceMessage('{nope')).toEqual({ events: [{ ok: false, reason: 'not JSON' }] });
+    expect(decodeTraceMessage('null').events[0]).toMatchObject({ ok: false });
   });
 });
 

@@ -1,12 +1,24 @@
 /**
  * Trace intake: the observer's own NATS connection, subscribed to every service's trace
- * subject. Trace events are plain JSON published by Tracer.emit (not Nest packets), so this is
- * a raw `nats` subscription, not a Nest handler. Every message is validated; a bad one is
- * counted and its reason kept, never thrown: a broken publisher must not blind the observer.
+ * subject. Trace messages are plain JSON published by Tracer (not Nest packets): batches of
+ * events (TraceBatch, libs/protocol), or one bare event. So this is a raw `nats`
+ * subscription, not a Nest handler. Every event is validated on its own; a bad one is counted
+ * and its reason kept, never thrown: a broken publisher must not blind the observer.
+ *
+ * A batch carries the seq range of its events. Per instance the intake remembers the highest
+ * seq it got; a batch that starts above the next one means the events between were lost
+ * (core NATS is at most once), so it asks every tracer to replay (TRACE_REPLAY_SUBJECT, at
+ * most once per REPLAY_ASK_MS) and drops the copies of what it has (SeenEvents).
  */
 import { Logger, type OnApplicationShutdown } from '@nestjs/common';
 import { Events, type NatsConnection } from 'nats';
-import { TRACE_REPLAY_SUBJECT, TRACE_WILDCARD, TraceEvent } from '@mmlab/protocol';
+import {
+  TRACE_REPLAY_SUBJECT,
+  TRACE_WILDCARD,
+  TraceBatchEnvelope,
+  TraceEvent,
+  traceMessageEvents,
+} from '@mmlab/protocol';
 import { REPLAY_KEEP, connectNats } from '@mmlab/runtime';
 import { TraceFile } from './trace-file';
 import type { TraceStore } from './trace-store';
@@ -16,21 +28,61 @@ export const KEPT_REJECTIONS = 10;
 
 export type Decoded = { ok: true; event: TraceEvent } | { ok: false; reason: string };
 
-/** Decode one trace message; never throws. */
-export function decodeTraceEvent(data: Uint8Array | string): Decoded {
-  let raw: unknown;
-  try {
-    raw = JSON.parse(typeof data === 'string' ? data : Buffer.from(data).toString('utf8'));
-  } catch {
-    return { ok: false, reason: 'not JSON' };
-  }
+/** At most one replay request per this long (a gap seen in a burst asks once). */
+export const REPLAY_ASK_MS = 1000;
+
+const reasonOf = (issues: ReadonlyArray<{ path: PropertyKey[]; message: string }>): string => {
+  const why = issues
+    .slice(0, 3)
+    .map((i) => `${i.path.map(String).join('.') || '(root)'}: ${i.message}`)
+    .join('; ');
+  return why.length > 300 ? why.slice(0, 300) + '…' : why;
+};
+
+/** Validate one parsed event; never throws. */
+function validateEvent(raw: unknown): Decoded {
   const r = TraceEvent.safeParse(raw);
   if (r.success) return { ok: true, event: r.data };
-  const why = r.error.issues
-    .slice(0, 3)
-    .map((i) => `${i.path.join('.') || '(root)'}: ${i.message}`)
-    .join('; ');
-  return { ok: false, reason: why.length > 300 ? why.slice(0, 300) + '…' : why };
+  return { ok: false, reason: reasonOf(r.error.issues) };
+}
+
+const parseJson = (data: Uint8Array | string): { ok: true; raw: unknown } | { ok: false } => {
+  try {
+    return {
+      ok: true,
+      raw: JSON.parse(typeof data === 'string' ? data : Buffer.from(data).toString('utf8')),
+    };
+  } catch {
+    return { ok: false };
+  }
+};
+
+/** Decode one message holding a single trace event; never throws. */
+export function decodeTraceEvent(data: Uint8Array | string): Decoded {
+  const j = parseJson(data);
+  return j.ok ? validateEvent(j.raw) : { ok: false, reason: 'not JSON' };
+}
+
+/** What one trace message holds: each event decoded on its own, and a batch's seq range. */
+export interface DecodedMessage {
+  events: Decoded[];
+  range?: { instance: string; first: number; last: number };
+}
+
+/** Decode one trace message (a TraceBatch, or one bare event); never throws. */
+export function decodeTraceMessage(data: Uint8Array | string): DecodedMessage {
+  const j = parseJson(data);
+  if (!j.ok) return { events: [{ ok: false, reason: 'not JSON' }] };
+  const m = traceMessageEvents(j.raw);
+  if (!m) {
+    // not a batch (a broken one, or no object at all): say why, as of an event or a batch
+    const b = TraceBatchEnvelope.safeParse(j.raw);
+    const isBatch = typeof j.raw === 'object' && j.raw !== null && 'events' in j.raw;
+    if (isBatch && !b.success)
+      return { events: [{ ok: false, reason: `batch: ${reasonOf(b.error.issues)}` }] };
+    return { events: [validateEvent(j.raw)] };
+  }
+  return { events: m.events.map(validateEvent), ...(m.range ? { range: m.range } : {}) };
 }
 
 export interface IntakeOptions {
@@ -84,6 +136,11 @@ export class TraceIntake implements OnApplicationShutdown {
   rejected = 0;
   /** Copies of stored events (a tracer's replay) dropped. */
   duplicates = 0;
+  /** Batches that started past the next seq of their instance (events lost in between). */
+  gaps = 0;
+  /** per instance: the highest seq a batch brought */
+  private readonly lastSeq = new Map<string, number>();
+  private lastReplayAsk = 0;
   private readonly seen = new SeenEvents();
   /** `<subject>: <reason>` of the last KEPT_REJECTIONS rejected messages, oldest first. */
   lastRejected: string[] = [];
@@ -112,21 +169,52 @@ export class TraceIntake implements OnApplicationShutdown {
     return intake;
   }
 
-  /** One trace message: store it (and append it to the file), or count it as rejected. */
+  /**
+   * One trace message: store each of its events (and append it to the file) in order, or count
+   * it as rejected; note a gap in its instance's seqs.
+   */
   accept(subject: string, data: Uint8Array | string): void {
-    const d = decodeTraceEvent(data);
-    if (!d.ok) {
-      this.rejected++;
-      this.lastRejected.push(`${subject}: ${d.reason}`);
-      if (this.lastRejected.length > KEPT_REJECTIONS) this.lastRejected.shift();
-      return;
+    const m = decodeTraceMessage(data);
+    if (m.range) this.checkSeq(m.range);
+    for (const d of m.events) {
+      if (!d.ok) {
+        this.rejected++;
+        this.lastRejected.push(`${subject}: ${d.reason}`);
+        if (this.lastRejected.length > KEPT_REJECTIONS) this.lastRejected.shift();
+        continue;
+      }
+      if (!this.seen.first(d.event)) {
+        this.duplicates++;
+        continue;
+      }
+      this.store.add(d.event);
+      this.file?.append(d.event);
     }
-    if (!this.seen.first(d.event)) {
-      this.duplicates++;
-      return;
+  }
+
+  /**
+   * A batch of seqs first..last from instance: past the next seq expected (lost events), ask
+   * for a replay. A batch from seq 1 is a restarted instance (or a replay from its start).
+   * An instance not seen before is taken as it comes (the observer joined late).
+   */
+  private checkSeq(r: { instance: string; first: number; last: number }): void {
+    const prev = this.lastSeq.get(r.instance);
+    if (prev !== undefined && r.first > prev + 1) {
+      this.gaps++;
+      const t = Date.now();
+      if (t - this.lastReplayAsk >= REPLAY_ASK_MS && !this.nc.isClosed()) {
+        this.lastReplayAsk = t;
+        try {
+          this.nc.publish(TRACE_REPLAY_SUBJECT);
+        } catch {
+          // draining: nothing to ask any more
+        }
+      }
     }
-    this.store.add(d.event);
-    this.file?.append(d.event);
+    this.lastSeq.set(
+      r.instance,
+      r.first === 1 || prev === undefined ? r.last : Math.max(prev, r.last),
+    );
   }
 
   /**

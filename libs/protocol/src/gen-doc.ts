@@ -9,7 +9,7 @@ import { readFileSync, writeFileSync } from 'node:fs';
 import { z } from 'zod';
 import { ERRORS } from './errors';
 import { ALL_RPCS } from './rpc';
-import { TRACE_PREFIX, TraceEvent } from './trace';
+import { TRACE_BATCH_MAX, TRACE_PREFIX, TraceBatchEnvelope, TraceEvent } from './trace';
 
 const json = (s: z.ZodType): string =>
   JSON.stringify(z.toJSONSchema(s, { io: 'input', unrepresentable: 'any' }), null, 2);
@@ -29,7 +29,7 @@ export function protocolDoc(): string {
     );
   out.push(
     '',
-    `Trace events are published (no reply) on \`${TRACE_PREFIX}.<service>.<instance>\`.`,
+    `Trace events are published (no reply) on \`${TRACE_PREFIX}.<service>.<instance>\`, in batches of up to ${TRACE_BATCH_MAX} (one per millisecond at most; \`first\`..\`last\` is the seq range of the batch's events, see "Trace batch" below).`,
     '',
   );
   out.push('## Errors', '', '| code | definite | meaning |', '|---|---|---|');
@@ -53,6 +53,16 @@ export function protocolDoc(): string {
       '',
     );
   }
+  out.push(
+    '## Trace batch',
+    '',
+    'Each of `events` is a trace event (next section).',
+    '',
+    '```json',
+    json(TraceBatchEnvelope),
+    '```',
+    '',
+  );
   out.push('## Trace events', '', '```json', json(TraceEvent), '```', '');
   return out.join('\n');
 }

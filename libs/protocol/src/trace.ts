@@ -303,6 +303,43 @@ export type TraceKind = TraceEvent['kind'];
 export const TraceKindName = z.enum(
   TraceEvent.options.map((o) => o.shape.kind.value) as [TraceKind, ...TraceKind[]],
 );
+/**
+ * What a tracer publishes on its subject: a batch of its events, in the order it emitted them
+ * (Tracer sends one per millisecond or per TRACE_BATCH_MAX events, whichever comes first).
+ * `first`..`last` is the seq range of its events (`<instance>:<seq>` ids, consecutive; a
+ * replay sends older ranges again): a receiver that sees `first` above the last seq it had
+ * from that instance knows it lost the events in between. A single bare event (the format
+ * before batching) is still accepted by every receiver.
+ */
+export const TraceBatch = z.object({
+  instance: z.string(),
+  first: z.number().int().positive(),
+  last: z.number().int().positive(),
+  events: z.array(TraceEvent).min(1),
+});
+export type TraceBatch = z.infer<typeof TraceBatch>;
+/** At most this many events in one batch. */
+export const TRACE_BATCH_MAX = 64;
+/** A batch's envelope with its events left unvalidated (a receiver checks each on its own). */
+export const TraceBatchEnvelope = TraceBatch.extend({ events: z.array(z.unknown()).min(1) });
+
+/**
+ * The events of one trace message, unvalidated: a batch's events, or the one bare event.
+ * null when it is neither (not an object). Never throws on a parsed value.
+ */
+export function traceMessageEvents(
+  raw: unknown,
+): { events: unknown[]; range?: { instance: string; first: number; last: number } } | null {
+  if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) return null;
+  if (!('events' in raw)) return { events: [raw] };
+  const b = TraceBatchEnvelope.safeParse(raw);
+  if (!b.success) return null;
+  return {
+    events: b.data.events,
+    range: { instance: b.data.instance, first: b.data.first, last: b.data.last },
+  };
+}
+
 export type EventOf<K extends TraceKind> = Extract<TraceEvent, { kind: K }>;
 /** What a service supplies; the tracer stamps id, ts, service and instance. */
 export type TraceInput = TraceEvent extends infer E

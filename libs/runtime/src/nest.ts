@@ -35,6 +35,7 @@ import {
   Transport,
 } from '@nestjs/microservices';
 import type { Msg, MsgHdrs, NatsConnection, Subscription } from 'nats';
+import type { SpanOptions } from '@opentelemetry/api';
 import { type Observable, throwError } from 'rxjs';
 import {
   MALFORMED,
@@ -42,6 +43,7 @@ import {
   MmlabError,
   RPC,
   type ReqParsed,
+  type Res,
   type RpcName,
   type WireError,
   subjectFor,
@@ -59,7 +61,7 @@ import {
 import { loadEnv } from './config';
 import { type HttpSideOptions, startHybridApp } from './http';
 import type { Tracer } from './tracer';
-import { natsServerOptions } from './nats';
+import { NATS_COMMON_OPTIONS, natsServerOptions } from './nats';
 
 /** Decode without ever throwing: Nest's own JSON deserializer throws, and the caller hangs. */
 export class SafeNatsDeserializer implements ConsumerDeserializer {
@@ -177,12 +179,63 @@ export class MmlabServerNats extends ServerNats {
   private readonly inFlight = new Map<ReplyControl, InFlightRequest>();
   private readonly settledListeners = new Set<() => void>();
 
+  /** The raw subscriptions of the fast handlers (fastRpc), drained on close like Nest's. */
+  private readonly fastSubs: Subscription[] = [];
+  private readonly decoder = new SafeNatsDeserializer();
+
   constructor(
     options: ConstructorParameters<typeof ServerNats>[0],
     /** how long close() lets the requests in flight finish before it refuses them */
     private readonly shutdownGraceMs = SHUTDOWN_GRACE_MS,
+    /** subjects served on a raw subscription of this connection, past Nest's router (fastRpc) */
+    private readonly fast: readonly FastHandler[] = [],
   ) {
     super(options);
+  }
+
+  /** Nest's subscriptions, then one raw subscription per fast handler (same queue groups). */
+  override bindEvents(client: Parameters<ServerNats['bindEvents']>[0]): void {
+    super.bindEvents(client);
+    const nc = client as NatsConnection;
+    for (const h of this.fast)
+      this.fastSubs.push(
+        nc.subscribe(h.subject, {
+          ...(h.queue ? { queue: h.queue } : {}),
+          callback: (err, msg) => {
+            if (!err) void this.serveFast(h, msg);
+          },
+        }),
+      );
+  }
+
+  /**
+   * One request to a fast handler, answered as Nest answers (the same reply packet, the same
+   * error envelope, the same decoding of bad bytes: SafeNatsDeserializer, parseRequest), inside
+   * its own ReplyControl and counted in flight, so close() treats it as any other request.
+   */
+  private async serveFast(h: FastHandler, msg: Msg): Promise<void> {
+    if (!msg.reply) return; // published without a reply subject: nobody to answer (Nest: an event nobody handles)
+    const req = this.decoder.deserialize(msg.data, { channel: h.subject, replyTo: msg.reply });
+    const id = typeof req.id === 'string' ? req.id : 'no-id';
+    const control = new ReplyControl();
+    control.origin = { to: msg.reply, id };
+    const publish = (packet: unknown) => msg.respond(JSON.stringify({ ...(packet as object), id }));
+    this.inFlight.set(control, { subject: msg.subject, publish });
+    try {
+      await runWithReply(control, async () => {
+        let packet: object;
+        try {
+          packet = { response: await runFastHandler(h, req.data, msg.headers), isDisposed: true };
+        } catch (e) {
+          packet = { err: MmlabError.wrap(e).toWire(), isDisposed: true };
+        }
+        await control.send(() => publish(packet));
+      });
+    } catch {
+      // the connection went away under the reply: nobody to tell
+    } finally {
+      this.settle(control);
+    }
   }
 
   override handleMessage(channel: string, natsMsg: Msg): Promise<unknown> {
@@ -269,7 +322,10 @@ export class MmlabServerNats extends ServerNats {
     }
     // Nest keeps its subscriptions private; draining them is the one way to stop taking
     // requests without losing one already on its way to this process.
-    const subs = (this as unknown as { subscriptions?: Subscription[] }).subscriptions ?? [];
+    const subs = [
+      ...((this as unknown as { subscriptions?: Subscription[] }).subscriptions ?? []),
+      ...this.fastSubs,
+    ];
     await Promise.all(subs.map((sub) => sub.drain().catch(() => undefined)));
     if (!(await this.settled(this.shutdownGraceMs))) {
       for (const [control, r] of [...this.inFlight]) {
@@ -323,6 +379,66 @@ function headersOf(ctx: unknown): MsgHdrs | undefined {
   return typeof h === 'object' && h !== null && 'get' in h ? (h as MsgHdrs) : undefined;
 }
 
+/** The SERVER span of one request handled on subject (Nest's path and the fast one alike). */
+function serverSpanOptions(subject: string, name: RpcName): SpanOptions {
+  return {
+    kind: SpanKind.SERVER,
+    attributes: {
+      'messaging.system': 'nats',
+      'messaging.destination.name': subject,
+      'rpc.system': 'nats',
+      'rpc.method': name,
+      'mmlab.instance': telemetryIdentity().instance,
+    },
+  };
+}
+
+/**
+ * A subject served on a raw NATS subscription instead of through Nest's router (fastRpc): the
+ * hot subjects of the fault path (mmlab.mm.fault, a CPU's flush_tlb), where Nest's transport,
+ * rxjs and context creation cost more than the work. What the caller sees is the same: the
+ * request schema checked (EBADMSG, nothing run), the reply packet and error envelope of Nest's
+ * transport, the queue group, the SERVER span, the drain and ESHUTDOWN of close().
+ */
+export interface FastHandler {
+  name: RpcName;
+  subject: string;
+  queue?: string;
+  /** the request, already checked against its schema → the reply (thrown: a typed error) */
+  run(req: unknown): Promise<unknown>;
+}
+
+/** RPC[name] (on instance id's subject) answered by handler on a raw subscription. */
+export function fastRpc<N extends RpcName>(
+  name: N,
+  id: string | number | undefined,
+  handler: (req: ReqParsed<N>) => Promise<Res<N>> | Res<N>,
+): FastHandler {
+  const d = RPC[name];
+  return {
+    name,
+    subject: subjectFor(d, id),
+    ...(d.queue ? { queue: d.queue } : {}),
+    run: async (req) => handler(req as ReqParsed<N>),
+  };
+}
+
+/** Check the request, run the handler (in its SERVER span when telemetry is on). */
+function runFastHandler(
+  h: FastHandler,
+  data: unknown,
+  headers: MsgHdrs | undefined,
+): Promise<unknown> {
+  const serve = () => h.run(parseRequest(h.name, data));
+  if (!telemetryEnabled()) return serve();
+  return inSpan(
+    h.subject,
+    () => serverSpanOptions(h.subject, h.name),
+    serve,
+    extractTraceContext(headers),
+  );
+}
+
 /**
  * `@Rpc('fault')`: this method answers RPC.fault. The method receives the parsed request.
  * `id` selects the instance for per-instance subjects (`mmlab.cpu.{id}.access`).
@@ -345,16 +461,7 @@ export function Rpc(name: RpcName, id?: string | number): MethodDecorator {
       if (!telemetryEnabled()) return serve(this, data, ctx);
       return inSpan(
         subject,
-        () => ({
-          kind: SpanKind.SERVER,
-          attributes: {
-            'messaging.system': 'nats',
-            'messaging.destination.name': subject,
-            'rpc.system': 'nats',
-            'rpc.method': name,
-            'mmlab.instance': telemetryIdentity().instance,
-          },
-        }),
+        () => serverSpanOptions(subject, name),
         () => serve(this, data, ctx),
         extractTraceContext(headersOf(ctx)),
       );
@@ -430,6 +537,8 @@ export function controlController(tracer: Tracer): Type<unknown> {
 export interface StartOptions {
   natsUrl: string;
   name: string;
+  /** subjects served past Nest's router, on raw subscriptions of the same connection (fastRpc) */
+  fast?: readonly FastHandler[];
 }
 
 /**
@@ -454,13 +563,18 @@ export async function startMicroservice(
 ): Promise<INestMicroservice | INestApplication> {
   installCrashGuards(opts.name);
   const transport: MicroserviceOptions = {
-    strategy: new MmlabServerNats({
-      ...natsServerOptions(opts.natsUrl),
-      name: opts.name,
-      deserializer: new SafeNatsDeserializer(),
-      maxReconnectAttempts: -1,
-      reconnectTimeWait: 250,
-    }),
+    strategy: new MmlabServerNats(
+      {
+        ...natsServerOptions(opts.natsUrl),
+        ...NATS_COMMON_OPTIONS,
+        name: opts.name,
+        deserializer: new SafeNatsDeserializer(),
+        maxReconnectAttempts: -1,
+        reconnectTimeWait: 250,
+      },
+      SHUTDOWN_GRACE_MS,
+      opts.fast ?? [],
+    ),
   };
   const logger: LogLevel[] = ['error', 'warn', 'log'];
   if (http && http.port > 0)

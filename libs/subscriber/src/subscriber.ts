@@ -35,7 +35,7 @@ import {
   TASK_SIZE,
 } from '@mmlab/protocol';
 import { LivenessLease, type Store } from '@mmlab/model';
-import { CallbackFaults, type OpIds, type Tracer, inSpan } from '@mmlab/runtime';
+import { CallbackFaults, type OpIds, type Tracer } from '@mmlab/runtime';
 import { CallbackLog } from './callback_log';
 
 /** The Redis calls a subscriber makes (a narrow view of Store, so tests can stand in for it). */
@@ -250,30 +250,11 @@ export class NotifierSubscriber {
     });
   }
 
-  /** The envelope of every callback, in its span (telemetry on). */
+  /**
+   * The envelope of every callback: mn.recv, the work, mn.done — one step (Tracer.step): with
+   * telemetry on, the span of the callback carries the fields of its mn.recv and mn.done.
+   */
   private callback<T>(
-    callback: MnCallback,
-    req: CallbackReq,
-    span: Span,
-    work: (cb: CallbackCtx) => Promise<T>,
-  ): Promise<T> {
-    return inSpan(
-      `${this.deps.spanPrefix ?? 'mmu_notifier_'}${callback}`,
-      () => ({
-        attributes: {
-          'mmlab.agent': this.deps.name,
-          'mmlab.pid': req.pid,
-          'mmlab.inv': req.inv,
-          'mmlab.mn.callback': callback,
-          'mmlab.start': `0x${span.start.toString(16)}`,
-          'mmlab.end': `0x${span.end.toString(16)}`,
-        },
-      }),
-      () => this.envelope(callback, req, span, work),
-    );
-  }
-
-  private async envelope<T>(
     callback: MnCallback,
     req: CallbackReq,
     span: Span,
@@ -282,19 +263,24 @@ export class NotifierSubscriber {
     const { deps } = this;
     const op = deps.ids.next(callback);
     const base: Base = { op, agent: deps.name, pid: req.pid, callback, inv: req.inv };
-    deps.tracer.emit({ kind: 'mn.recv', ...base, start: span.start, end: span.end });
-    const checked = this.checkPtl(req, span, base);
-    try {
-      // work() runs up to its first await now, in the tick of the mn.recv (around() calls it
-      // at once). A resend of an inv whose work is done gets its result without redoing it,
-      // and without its stall: the reply faults still act on its reply.
-      return await this.faults.around(callback, req.inv, (stall) =>
-        this.log.run(key(callback, req.inv), () => work({ op, stall })),
-      );
-    } finally {
-      await checked;
-      deps.tracer.emit({ kind: 'mn.done', ...base });
-    }
+    return deps.tracer.step(
+      `${deps.spanPrefix ?? 'mmu_notifier_'}${callback}`,
+      { kind: 'mn.recv', ...base, start: span.start, end: span.end },
+      async () => {
+        const checked = this.checkPtl(req, span, base);
+        try {
+          // work() runs up to its first await now, in the tick of the mn.recv (around() calls
+          // it at once). A resend of an inv whose work is done gets its result without redoing
+          // it, and without its stall: the reply faults still act on its reply.
+          return await this.faults.around(callback, req.inv, (stall) =>
+            this.log.run(key(callback, req.inv), () => work({ op, stall })),
+          );
+        } finally {
+          await checked;
+        }
+      },
+      () => ({ kind: 'mn.done', ...base }),
+    );
   }
 
   /** Does the sending op still hold a PT lock of the range? (It must not: we may sleep.) */

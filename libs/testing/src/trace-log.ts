@@ -1,6 +1,6 @@
 /** Every trace event of a lab, subscribed to directly on NATS (tests that run without observer). */
 import type { NatsConnection, Subscription } from 'nats';
-import { TRACE_WILDCARD, TraceEvent } from '@mmlab/protocol';
+import { TRACE_WILDCARD, TraceEvent, traceMessageEvents } from '@mmlab/protocol';
 
 export class TraceLog {
   readonly events: TraceEvent[] = [];
@@ -12,10 +12,14 @@ export class TraceLog {
 
   start(): this {
     this.sub = this.nc.subscribe(TRACE_WILDCARD, {
+      // a message is a batch of events (TraceBatch) or one bare event
       callback: (_err, m) => {
-        const e = TraceEvent.parse(JSON.parse(m.string()));
-        this.events.push(e);
-        this.waiters = this.waiters.filter((w) => (w.pred(e) ? (w.resolve(e), false) : true));
+        const raw: unknown = JSON.parse(m.string());
+        for (const r of traceMessageEvents(raw)?.events ?? [raw]) {
+          const e = TraceEvent.parse(r);
+          this.events.push(e);
+          this.waiters = this.waiters.filter((w) => (w.pred(e) ? (w.resolve(e), false) : true));
+        }
       },
     });
     return this;
