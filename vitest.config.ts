@@ -26,6 +26,14 @@ const plugins = [swc.vite({ module: { type: 'es6' } })];
  */
 const SERIAL = ['test/chaos.e2e-spec.ts'];
 
+/**
+ * The quick variants of the benchmarks (12 labs, 100 s and more on a loaded 2-core machine) do not
+ * fit the suite's 15 minutes yet: `npm run bench:quick` runs them (MMLAB_BENCH_QUICK=1) until
+ * they share labs (issue 11).
+ */
+const BENCH_QUICK = 'test/bench-quick.e2e-spec.ts';
+const OFF = process.env.MMLAB_BENCH_QUICK ? [] : [BENCH_QUICK];
+
 const integration = { environment: 'node', testTimeout: 120_000, hookTimeout: 120_000 } as const;
 
 export default defineConfig({
@@ -48,7 +56,7 @@ export default defineConfig({
         test: {
           name: 'integration',
           include: ['test/**/*.e2e-spec.ts'],
-          exclude: SERIAL,
+          exclude: [...SERIAL, ...OFF],
           ...integration,
         },
       },
