@@ -631,6 +631,10 @@ describe('inject range-end-mismatch: hca0 pairs start and end by range (ib_umem_
       0,
     );
     expect(await codeOf(hca('hcaRdmaRead', { mr, addr: page(1) }))).toBe('EAGAIN');
+    // (the device's trace comes in batches: its npf.end may follow the reply)
+    await trace.next(
+      (e) => e.kind === 'npf.end' && e.pid === pid && e.addr === page(1) && e.result === 'EAGAIN',
+    );
     const npf = trace.events.filter(
       (e): e is EventOf<'npf.end'> => e.kind === 'npf.end' && e.pid === pid && e.addr === page(1),
     );
