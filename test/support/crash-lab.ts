@@ -3,7 +3,7 @@
  * TTL 600 ms), one CPU and hca0 with an ODP MR over each test's range (each invalidation takes
  * the device 100 ms). A crash point is armed on the replicas that are up: the first to reach it
  * dies there with SIGKILL (or stops, SIGSTOP); a dead one is restarted while the next cases run
- * on the other two (a replica's start is the slowest part of a case).
+ * while the last case settles (a replica's start is the slowest part of a case).
  */
 import { afterAll, beforeAll, expect } from 'vitest';
 import { MmlabError, PAGE_SIZE } from '@mmlab/protocol';
@@ -125,7 +125,7 @@ export function useCrashLab(frames: number) {
 
   /**
    * The replicas serving (not dead, not being restarted). A dead one is restarted while the next
-   * cases run on the other two (a replica's start is the slowest part of a case).
+   * cases run while the last case settles (a replica's start is the slowest part of a case).
    */
   const up = new Set(MMS);
   let restarting: Promise<void> = Promise.resolve();
@@ -133,7 +133,9 @@ export function useCrashLab(frames: number) {
   let n = 0;
   /** Arm point on the replicas up (one fires), run call; → its outcome and who died when. */
   async function dieAt<T>(point: string, call: () => Promise<T>, action: 'kill' | 'stop' = 'kill') {
-    if (up.size < 2) await restarting;
+    // A restarting replica joins the queue group before its start returns: it must be armed
+    // too, so wait for it (it restarted while the last case settled).
+    await restarting;
     const armed = [...up];
     const token = `${point}#${++n}`;
     for (const m of armed) await rpc.call('mmCrashPoint', { point, token, action }, { id: m });
