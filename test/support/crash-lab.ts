@@ -1,9 +1,9 @@
 /**
- * The lab of the crash-point tests (test/mm-crash-points*.e2e-spec.ts): three mm replicas (lease
+ * The lab of the crash-point tests (test/mm-crash-points.e2e-spec.ts, test/mm-crash-fork-cow.e2e-spec.ts): three mm replicas (lease
  * TTL 600 ms), one CPU and hca0 with an ODP MR over each test's range (each invalidation takes
  * the device 100 ms). A crash point is armed on the replicas that are up: the first to reach it
- * dies there with SIGKILL (or stops, SIGSTOP); a dead one is restarted while the next cases run
- * while the last case settles (a replica's start is the slowest part of a case).
+ * dies there with SIGKILL (or stops, SIGSTOP); a dead one is restarted while its case settles
+ * (a replica's start is the slowest part of a case).
  */
 import { afterAll, beforeAll, expect } from 'vitest';
 import { MmlabError, PAGE_SIZE } from '@mmlab/protocol';
@@ -162,7 +162,7 @@ export function useCrashLab(frames: number) {
     d: { dead: string; diedAt: number; outcome: { at: number } },
   ) {
     answeredAfter[point] = d.outcome.at - d.diedAt;
-    // the dead replica comes back (a new incarnation) while the next cases run
+    // the dead replica comes back (a new incarnation) while this case settles
     restarting = restarting.then(async () => {
       await lab.start(d.dead);
       up.add(d.dead);
