@@ -63,17 +63,7 @@ export async function doFork(ctx: MmContext, pid: number): Promise<number> {
       if (!(await ctx.store.forkDone(child, it.id)))
         throw new MmlabError('ESTALE', `fork of pid ${pid} was taken over and rolled back`);
       await crashPoint(ctx, 'fork.child_alive');
-      ctx.tracer.emit({ kind: 'process.fork', op, pid, child });
-      for (const v of vmas)
-        ctx.tracer.emit({
-          kind: 'vma.map',
-          op,
-          pid: child,
-          start: v.start * PAGE_SIZE,
-          end: v.end * PAGE_SIZE,
-          prot: v.prot,
-          flags: v.shared ? ['shared'] : [],
-        });
+      traceForked(ctx, op, pid, child, vmas);
       return child;
     } catch (e) {
       // Failed half way (a lease lost, contention past the deadline): no child.
@@ -87,6 +77,27 @@ export async function doFork(ctx: MmContext, pid: number): Promise<number> {
   } finally {
     await mmapWriteUnlock(ctx, sem);
   }
+}
+
+/** A fork that completed, traced: process.fork, then each of the child's VMAs. */
+export function traceForked(
+  ctx: MmContext,
+  op: string,
+  pid: number,
+  child: number,
+  vmas: readonly Vma[],
+): void {
+  ctx.tracer.emit({ kind: 'process.fork', op, pid, child });
+  for (const v of vmas)
+    ctx.tracer.emit({
+      kind: 'vma.map',
+      op,
+      pid: child,
+      start: v.start * PAGE_SIZE,
+      end: v.end * PAGE_SIZE,
+      prot: v.prot,
+      flags: v.shared ? ['shared'] : [],
+    });
 }
 
 /**

@@ -52,6 +52,27 @@ export async function intentBegin(
   return it;
 }
 
+/**
+ * Run op's steps under its intent record: recorded before the first (crash point
+ * `<syscall>.intent` right after), forgotten after the last, whatever the outcome.
+ */
+export async function withIntent<T>(
+  ctx: MmContext,
+  op: string,
+  pid: number,
+  syscall: IntentRec['syscall'],
+  args: Record<string, unknown>,
+  steps: () => Promise<T>,
+): Promise<T> {
+  await intentBegin(ctx, op, pid, syscall, args);
+  try {
+    await crashPoint(ctx, `${syscall}.intent`);
+    return await steps();
+  } finally {
+    await intentEnd(ctx, op);
+  }
+}
+
 /** The operation op is over (done, or failed): forget its record, if it is still ours. */
 export async function intentEnd(ctx: MmContext, op: string): Promise<void> {
   const it = ctx.intents.get(op);

@@ -5,7 +5,7 @@ import { mmapReadLock, mmapReadUnlock, mmapWriteLock, mmapWriteUnlock } from './
 import { zapPageRange, zapPteRanges } from './memory';
 import { mmuNotifierRelease } from './mmu_notifier';
 import { crashPoint } from './crash_point';
-import { intentBegin, intentEnd } from './intent';
+import { withIntent } from './intent';
 
 /** mm_alloc(): a new, empty address space. */
 export async function mmCreate(ctx: MmContext): Promise<number> {
@@ -65,13 +65,9 @@ export async function doMunmap(
 ): Promise<{ zapped: number; freed: number }> {
   const s = startVpn(addr, 'munmap');
   const op = ctx.ids.next('munmap');
-  await intentBegin(ctx, op, pid, 'munmap', { addr, pages });
-  try {
-    await crashPoint(ctx, 'munmap.intent');
-    return await munmapSteps(ctx, op, pid, s, pages);
-  } finally {
-    await intentEnd(ctx, op);
-  }
+  return withIntent(ctx, op, pid, 'munmap', { addr, pages }, () =>
+    munmapSteps(ctx, op, pid, s, pages),
+  );
 }
 
 /** The steps of do_munmap() for op (which has its intent record: first run, or a take-over). */
@@ -121,13 +117,9 @@ export async function madviseDontneed(
   const op = ctx.ids.next('madvise');
   // The zap clears PTEs whose frames are put after the shootdown: recorded (intent.ts) so that
   // a replica dying in between leaks nothing — another runs the zap again and puts them.
-  await intentBegin(ctx, op, pid, 'madvise', { addr, pages });
-  try {
-    await crashPoint(ctx, 'madvise.intent');
-    return await madviseSteps(ctx, op, pid, s, pages);
-  } finally {
-    await intentEnd(ctx, op);
-  }
+  return withIntent(ctx, op, pid, 'madvise', { addr, pages }, () =>
+    madviseSteps(ctx, op, pid, s, pages),
+  );
 }
 
 /** The steps of madvise(DONTNEED) for op (first run, or a take-over: the zap is idempotent). */
@@ -215,13 +207,7 @@ export async function exitMmap(ctx: MmContext, pid: number): Promise<{ freed: nu
   const op = ctx.ids.next('exit');
   // A replica dying half way would leave the mm exiting with PTEs and frames: recorded
   // (intent.ts), another replica runs the exit again from the top (each step is idempotent).
-  await intentBegin(ctx, op, pid, 'exit', {});
-  try {
-    await crashPoint(ctx, 'exit.intent');
-    return await exitSteps(ctx, op, pid);
-  } finally {
-    await intentEnd(ctx, op);
-  }
+  return withIntent(ctx, op, pid, 'exit', {}, () => exitSteps(ctx, op, pid));
 }
 
 /** The steps of exit_mmap() for op (first run, or a take-over of a dead replica's exit). */

@@ -6,7 +6,7 @@ import { forEachPteTable, staleLease } from './pagewalk';
 import { invalidateRangeEnd, invalidateRangeStart, withinRange } from './mmu_notifier';
 import { flushTlbRange } from './tlbflush';
 import { crashPoint } from './crash_point';
-import { intentBegin, intentEnd } from './intent';
+import { withIntent } from './intent';
 
 /**
  * Under mmap_sem for write: set the VMAs' protection, then change_protection() over the range:
@@ -23,13 +23,9 @@ export async function doMprotect(
 ): Promise<number> {
   const s = startVpn(addr, 'mprotect');
   const op = ctx.ids.next('mprotect');
-  await intentBegin(ctx, op, pid, 'mprotect', { addr, pages, prot });
-  try {
-    await crashPoint(ctx, 'mprotect.intent');
-    return await mprotectSteps(ctx, op, pid, s, pages, prot);
-  } finally {
-    await intentEnd(ctx, op);
-  }
+  return withIntent(ctx, op, pid, 'mprotect', { addr, pages, prot }, () =>
+    mprotectSteps(ctx, op, pid, s, pages, prot),
+  );
 }
 
 /**

@@ -7,7 +7,7 @@ import { zapPageRange } from './memory';
 import { invalidateRangeEnd, invalidateRangeStart, withinRange } from './mmu_notifier';
 import { flushTlbRange } from './tlbflush';
 import { crashPoint } from './crash_point';
-import { intentBegin, intentEnd } from './intent';
+import { withIntent } from './intent';
 
 /**
  * Under mmap_sem for write: a shrink first unmaps the tail (do_munmap); then the VMA moves to a
@@ -25,13 +25,9 @@ export async function doMremap(
 ): Promise<{ addr: number; moved: number }> {
   const s = startVpn(addr, 'mremap');
   const op = ctx.ids.next('mremap');
-  await intentBegin(ctx, op, pid, 'mremap', { addr, pages, newPages });
-  try {
-    await crashPoint(ctx, 'mremap.intent');
-    return await mremapSteps(ctx, op, pid, s, pages, newPages, undefined);
-  } finally {
-    await intentEnd(ctx, op);
-  }
+  return withIntent(ctx, op, pid, 'mremap', { addr, pages, newPages }, () =>
+    mremapSteps(ctx, op, pid, s, pages, newPages, undefined),
+  );
 }
 
 /**

@@ -56,7 +56,7 @@
 import type { Intent, OpenInvalidation, PendingFrame } from '@mmlab/model';
 import { MmlabError, PAGE_SIZE, type Prot, TASK_SIZE } from '@mmlab/protocol';
 import type { MmContext } from './context';
-import { forkRollback } from './fork';
+import { forkRollback, traceForked } from './fork';
 import { invalidateRangeEndForDead } from './mmu_notifier';
 import { intentEnd, putCleared } from './intent';
 import { exitSteps, madviseSteps, munmapSteps } from './mmap';
@@ -311,19 +311,7 @@ export class OrphanRangeReaper {
       for (const v of await ctx.store.vmas(cur.pid))
         await flushTlbRange(ctx, op, cur.pid, v.start * PAGE_SIZE, v.end * PAGE_SIZE, cpus);
       const r = await forkRollback(ctx, op, child, cur.id, cur.chunks);
-      if (r === 'ALIVE') {
-        ctx.tracer.emit({ kind: 'process.fork', op, pid: cur.pid, child });
-        for (const v of await ctx.store.vmas(child))
-          ctx.tracer.emit({
-            kind: 'vma.map',
-            op,
-            pid: child,
-            start: v.start * PAGE_SIZE,
-            end: v.end * PAGE_SIZE,
-            prot: v.prot,
-            flags: v.shared ? ['shared'] : [],
-          });
-      }
+      if (r === 'ALIVE') traceForked(ctx, op, cur.pid, child, await ctx.store.vmas(child));
       if (cur.rec.reply)
         ctx.rpc.nc.publish(
           cur.rec.reply.to,
