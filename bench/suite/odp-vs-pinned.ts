@@ -91,6 +91,7 @@ export const odpVsPinned: Benchmark = {
       const top = sizes[sizes.length - 1];
       const odpGrowth = med('odp', top, 'reg') / med('odp', sizes[0], 'reg');
       const pinnedGrowth = med('pinned', top, 'reg') / med('pinned', sizes[0], 'reg');
+      await env.stop();
       return {
         name: this.name,
         measures: this.measures,
@@ -114,8 +115,12 @@ export const odpVsPinned: Benchmark = {
           logY: true,
         }),
       };
-    } finally {
-      await env.stop();
+    } catch (e) {
+      // keep the first error: a failed stop (fsck) after it would hide it
+      await env
+        .stop()
+        .catch((s: unknown) => log?.(`odp-vs-pinned: stop after the failure: ${String(s)}`));
+      throw e;
     }
   },
 };
