@@ -31,7 +31,8 @@ export const odpVsPinned: Benchmark = {
         observer: false,
         subscribers: [{ name: 'hca0', kind: 'hca', invalidateLatencyMs: 0 }],
       },
-      { trace: false, rpcTimeoutMs: 300_000 },
+      // past the HCA's gup deadline for the biggest size (gupDeadlineMs: ~7 min at 16,384 pages)
+      { trace: false, rpcTimeoutMs: 900_000 },
     );
     try {
       const { rpc } = env;
