@@ -203,7 +203,11 @@ export class MmStore extends MemStore {
   async invClaim(pid: number, inv: string, from: string, to: string): Promise<InvClaim> {
     if (to.includes('|')) throw new MmlabError('EINVAL', `bad incarnation ${to}`);
     const k = procKeys(pid);
-    const r = await this.call('invClaim', { invown: k.invown, fenced: k.fenced }, { inv, from, to });
+    const r = await this.call(
+      'invClaim',
+      { invown: k.invown, fenced: k.fenced },
+      { inv, from, to },
+    );
     if (r.r === 'OK') return { r: 'OK', prev: r.prev === 'ending' ? 'ending' : 'open' };
     return r;
   }
