@@ -22,8 +22,9 @@ local STATE_NAME = { [FREE] = 'free', [USED] = 'used', [ZERO] = 'zero' }
 local function state_name(st)
   return STATE_NAME[st] or ('state ' .. tostring(st))
 end
--- A value as BITFIELD reads it: an integer in decimal (redis.call would send a Lua number with
--- %.14g, losing digits of a data word past 10^14).
+-- A value as BITFIELD reads it: an integer in decimal. redis.call turns a Lua number into text
+-- by a float format (%.14g before Redis 6, %.17g in 7.0, the shortest form later), which may
+-- drop digits or use an exponent; a data word is any safe integer.
 local function int_arg(v)
   if type(v) == 'number' then return string.format('%d', v) end
   return v
