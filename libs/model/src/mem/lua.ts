@@ -54,6 +54,16 @@ end
 local function frame_add(K, pfn, ...)
   return unpack(redis.call('BITFIELD', K[2], unpack(frame_ops(pfn, 'INCRBY', {...}, 2))))
 end
+-- frame_update(K, pfn, {'INCRBY', 'gen', 1}, {'SET', 'data', v}, {'GET', 'state'}, ...): one
+-- BITFIELD of mixed steps, in order → its reply (INCRBY: the new value, SET: the old, GET: it)
+local function frame_update(K, pfn, ...)
+  local args = {}
+  for _, step in ipairs({...}) do
+    local a = frame_ops(pfn, step[1], {step[2], step[3]}, step[1] == 'GET' and 1 or 2)
+    for _, x in ipairs(a) do args[#args + 1] = x end
+  end
+  return unpack(redis.call('BITFIELD', K[2], unpack(args)))
+end
 -- pfn is a frame of the table (0..frames): its whole record is inside the string.
 local function frame_exists(K, pfn)
   pfn = tonumber(pfn)

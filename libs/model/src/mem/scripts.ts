@@ -56,8 +56,8 @@ local pfn = free_pop(KEYS)
 if not pfn then return {'ENOMEM'} end
 local v = 0
 if ARGV[1] ~= '' and frame_exists(KEYS, ARGV[1]) then v = frame_get(KEYS, ARGV[1], 'data') end
-local gen = frame_add(KEYS, pfn, 'gen', 1)
-frame_set(KEYS, pfn, 'ref', 1, 'map', ARGV[2], 'state', USED, 'next', 0, 'data', v)
+local gen = frame_update(KEYS, pfn, {'INCRBY', 'gen', 1}, {'SET', 'ref', 1}, {'SET', 'map', ARGV[2]},
+  {'SET', 'state', USED}, {'SET', 'next', 0}, {'SET', 'data', v})
 if ARGV[3] ~= '' then redis.call('HSET', KEYS[5], pfn, gen .. '|' .. ARGV[3]) end
 return {'OK', pfn, gen}
 `,
@@ -185,8 +185,14 @@ return {'PUT', (put_frames(KEYS, 'map', pairs_of(ARGV, 2)))}
       `
 if redis.call('SISMEMBER', KEYS[3], ARGV[4]) == 1 then return {'FENCED'} end
 if not frame_exists(KEYS, ARGV[1]) then return {'EFAULT'} end
-if ARGV[2] == 'write' then frame_set(KEYS, ARGV[1], 'data', ARGV[3]) end
-local gen, st, v = frame_get(KEYS, ARGV[1], 'gen', 'state', 'data')
+local gen, st, v
+if ARGV[2] == 'write' then
+  local _
+  _, gen, st, v = frame_update(KEYS, ARGV[1], {'SET', 'data', ARGV[3]}, {'GET', 'gen'}, {'GET', 'state'},
+    {'GET', 'data'})
+else
+  gen, st, v = frame_get(KEYS, ARGV[1], 'gen', 'state', 'data')
+end
 return {'OK', gen, state_name(st), v}
 `,
   }),
