@@ -3,7 +3,7 @@
  * copies, accesses, and the crash recovery of pending frames. Every one of them is called with
  * all the {mem} keys (MEM_ROLES, in that order: KEYS[1] meta, [2] frames, [3] fenced, [4] once,
  * [5] pending) and touches that one slot only. A frame record is read and written only through
- * the helpers of mem/lua.ts (frame_get/frame_set/frame_add, free_push/free_pop).
+ * the helpers of mem/lua.ts (frame_get/frame_set/frame_add/frame_update, free_push/free_pop).
  */
 import { z } from 'zod';
 import { Bit, Int, IntOrNone, Ints, PfnGen, Str, oneOf, script, tagged } from '../boundary';
