@@ -129,7 +129,8 @@ export async function redisCommandStats(
 /**
  * The lab a benchmark runs fn on: a quick variant given opts.labs runs on the shared lab that
  * fits need (left running for the next benchmark); otherwise own() starts the benchmark's own
- * lab, stopped after fn (its teardown runs mmlab fsck).
+ * lab, stopped after fn (its teardown runs mmlab fsck, and a finding fails the benchmark). When
+ * fn fails, its error is the one thrown: a failed stop after it is only logged.
  */
 export async function withLab<T>(
   opts: BenchOptions,
@@ -139,11 +140,15 @@ export async function withLab<T>(
 ): Promise<T> {
   if (opts.quick && opts.labs) return opts.labs.use(need, fn);
   const env = await own();
+  let result: T;
   try {
-    return await fn(env);
-  } finally {
-    await env.stop();
+    result = await fn(env);
+  } catch (e) {
+    await env.stop().catch((s: unknown) => opts.log?.(`stop after the failure: ${String(s)}`));
+    throw e;
   }
+  await env.stop();
+  return result;
 }
 
 /** Resolve after ms. */

@@ -33,8 +33,11 @@ export const odpVsPinned: Benchmark = {
           observer: false,
           subscribers: [{ name: 'hca0', kind: 'hca', invalidateLatencyMs: 0 }],
         },
-        { trace: false, rpcTimeoutMs: 300_000 },
+        // past the HCA's gup deadline for the biggest size (gupDeadlineMs: ~7 min at 16,384 pages)
+        { trace: false, rpcTimeoutMs: 900_000 },
       );
+    // quick: the shared patched lab (bench/lib/labs.ts); its own lab is stopped by withLab, the
+    // first error kept
     const need = {
       mode: 'patched' as const,
       frames: 2 * maxPages,
