@@ -29,9 +29,10 @@ const SERIAL = ['test/chaos.e2e-spec.ts'];
 
 /**
  * The longest integration files (seconds, a clean-clone CI run on 2 cores with two files at a
- * time), started first: with two workers, the last long file to start sets the end (started in
- * the order of their size, as vitest does without a cache, mm-crash-points and examples came
- * last and ran alone for ~40 s). Rough numbers are enough; a file missing here runs after them.
+ * time), started first: with two workers, the last long file to start sets the end. Without a
+ * cache vitest starts the larger files first, and mm-crash-points and examples (short files, long
+ * runs) started late; replaying two CI runs' durations, longest-first ends the parallel part
+ * 36–45 s sooner. Rough numbers are enough; a file missing here runs after them.
  */
 const LONGEST: Record<string, number> = {
   'test/mm-crash-points.e2e-spec.ts': 105,
