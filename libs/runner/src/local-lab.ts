@@ -370,11 +370,16 @@ export class LocalLab {
     await this.waitReady([target]);
   }
 
-  /** Stop (SIGTERM, then SIGKILL) a target if it runs, and start it again (see start). */
-  async restart(target: string): Promise<void> {
+  /**
+   * Stop (SIGTERM, then SIGKILL) a target if it runs, and start it again (see start). `env`
+   * changes a service's environment for this start and every later one (e.g. MMLAB_DISPATCH:
+   * the benchmarks' shared labs switch their mm replicas between runs); not for servers.
+   */
+  async restart(target: string, env?: Record<string, string>): Promise<void> {
     this.paused.delete(target);
     const srv = this.serverTarget(target);
     if (srv) {
+      if (env) throw new MmlabError('EINVAL', `${target} is a server: it takes no environment`);
       await srv.restart();
       if (target === 'nats') await this.waitReady(this.runningInstances());
       return;
@@ -382,6 +387,7 @@ export class LocalLab {
     const s = this.specs.find((x) => x.instance === target);
     if (!s) throw this.noTarget(target);
     await stopProcess(this.proc(target));
+    if (env) Object.assign(s.env, env);
     this.spawn(s);
     await this.waitReady([target]);
   }
