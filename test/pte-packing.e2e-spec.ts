@@ -1,0 +1,255 @@
+/**
+ * The packed page tables (libs/model/src/mm/lua.ts) against a real redis-server: the PTEs of one
+ * page-table page live in one packed value, so every write must leave its neighbours alone, the
+ * page's first and last entries must round-trip, every w state (3: cleared by a COW in flight
+ * included) and pfn/gen at their maxima must survive, a value that does not fit must be refused
+ * with nothing written, and a page that loses its last PTE must go.
+ */
+import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { MMAP_BASE, MmlabError, PAGE_SIZE, PTRS_PER_PTE } from '@mmlab/protocol';
+import { type Pte, Store, procKeys, pteLockName } from '@mmlab/model';
+import { PTE_BYTES, PTE_FIELD_MAX } from '@mmlab/model/mm/lua';
+import { type ServerHandle, startRedis } from '@mmlab/runner';
+
+let redis: ServerHandle;
+let store: Store;
+const base = MMAP_BASE / PAGE_SIZE;
+/** a page-table page wholly inside a mapping of 3 * 512 pages at base, its neighbours mapped too */
+const P = Math.ceil((base + 1) / PTRS_PER_PTE);
+const first = P * PTRS_PER_PTE;
+const last = first + PTRS_PER_PTE - 1;
+const MAX = PTE_FIELD_MAX;
+
+const ro = (pfn: number, gen: number): Pte => ({ pfn, gen, writable: false });
+const rw = (pfn: number, gen: number): Pte => ({ pfn, gen, writable: true });
+
+beforeAll(async () => {
+  redis = await startRedis();
+  store = new Store(redis.url);
+});
+afterAll(async () => {
+  await store.quit();
+  await redis.stop();
+});
+beforeEach(async () => {
+  await store.redis.flushall();
+  await store.memFormat(8);
+});
+
+/** A process with one rw mapping of 3 page-table pages' worth at base. */
+async function space(): Promise<number> {
+  const pid = await store.mmCreate();
+  expect(await store.mmap(pid, 3 * PTRS_PER_PTE, 'rw', false)).toEqual({ r: 'OK', start: base });
+  return pid;
+}
+
+/** Run f under the split PT lock of page-table page pmd, as the mm does, then unlock. */
+async function underPtl<T>(
+  pid: number,
+  pmd: number,
+  f: (lock: string, value: string, token: number) => Promise<T>,
+): Promise<T> {
+  const lock = pteLockName(pmd);
+  const l = await store.ptlLock(pid, lock, 'mm-0/test', 60_000);
+  if (!l.ok) throw new Error(`${lock} not granted`);
+  const value = `mm-0/test|${l.token}`;
+  try {
+    return await f(lock, value, l.token);
+  } finally {
+    await store.leaseRelease(procKeys(pid).ptl(lock), value);
+  }
+}
+
+describe('packed page tables', () => {
+  it('keeps the first and the last PTE of a page-table page, and their neighbours, apart', async () => {
+    const pid = await space();
+    const a = (await store.allocPage(null))!;
+    const b = (await store.allocPage(null))!;
+    expect(await store.fault(pid, first, 'write', 'cpu0', a, 'mm-0.t')).toMatchObject({
+      r: 'ANON',
+    });
+    expect(await store.fault(pid, last, 'write', 'cpu0', b, 'mm-0.t')).toMatchObject({ r: 'ANON' });
+    expect([...(await store.pageTable(pid))]).toEqual([
+      [first, rw(a.pfn, a.gen)],
+      [last, rw(b.pfn, b.gen)],
+    ]);
+    // the entries between them, and the neighbouring pages' edges, are pte_none
+    for (const vpn of [first - 1, first + 1, last - 1, last + 1])
+      expect(await store.walk(pid, vpn, 'cpu0')).toBeNull();
+    expect(await store.walk(pid, first, 'cpu0')).toEqual(rw(a.pfn, a.gen));
+    expect(await store.walk(pid, last, 'cpu0')).toEqual(rw(b.pfn, b.gen));
+
+    // the neighbours get PTEs of their own (zero page, read-only), then the two ends go
+    for (const vpn of [first + 1, last - 1, first - 1, last + 1])
+      expect(await store.fault(pid, vpn, 'read', 'cpu0', null, 'mm-0.t')).toMatchObject({
+        r: 'ZERO',
+      });
+    const zapped = await underPtl(pid, P, (lock, value, token) =>
+      store.zapPteRange(pid, lock, value, token, first, first + 1),
+    );
+    expect(zapped?.cleared).toEqual([{ vpn: first, ...rw(a.pfn, a.gen) }]);
+    const zapped2 = await underPtl(pid, P, (lock, value, token) =>
+      store.zapPteRange(pid, lock, value, token, last, last + 1),
+    );
+    expect(zapped2?.cleared).toEqual([{ vpn: last, ...rw(b.pfn, b.gen) }]);
+    expect([...(await store.pageTable(pid))]).toEqual([
+      [first - 1, ro(0, 1)],
+      [first + 1, ro(0, 1)],
+      [last - 1, ro(0, 1)],
+      [last + 1, ro(0, 1)],
+    ]);
+  });
+
+  it('round-trips every w state, w = 3 (cleared by a COW in flight) included', async () => {
+    const pid = await space();
+    const states: Pte[] = [
+      ro(5, 7),
+      rw(5, 7),
+      { pfn: 5, gen: 7, writable: false, protnone: true },
+      { pfn: 5, gen: 7, writable: false, cowCleared: true },
+    ];
+    for (const [i, p] of states.entries()) await store.pokePte(pid, first + i, p);
+    expect([...(await store.pageTable(pid)).values()]).toEqual(states);
+    // a walker sees PROT_NONE as the mm stores it, and a COW-cleared PTE as pte_none
+    expect(await store.walk(pid, first + 2, 'cpu0')).toEqual(states[2]);
+    expect(await store.walk(pid, first + 3, 'cpu0')).toBeNull();
+
+    // the real path: do_wp_page's first half clears the zero page's PTE (w = 3), the COW dies
+    // (its lease is dropped), the next fault puts the old read-only PTE back
+    const vpn = last;
+    const z = await store.fault(pid, vpn, 'read', 'cpu0', null, 'mm-0.t');
+    if (z.r !== 'ZERO') throw new Error(z.r);
+    const lock = pteLockName(P);
+    const c = await store.wpCopyLock(
+      pid,
+      vpn,
+      z.pte,
+      z.seq,
+      'mm-0/cow',
+      60_000,
+      lock,
+      'cpu0',
+      'mm-0.t',
+    );
+    if (c.r !== 'OK') throw new Error(c.r);
+    expect((await store.pageTable(pid)).get(vpn)).toEqual({ ...ro(0, 1), cowCleared: true });
+    expect(await store.walk(pid, vpn, 'cpu0')).toBeNull();
+    expect(await store.leaseRelease(procKeys(pid).ptl(lock), `mm-0/cow|${c.token}`)).toBe(true);
+    expect(await store.fault(pid, vpn, 'read', 'cpu0', null, 'mm-0.t')).toMatchObject({
+      r: 'SPURIOUS',
+      pte: ro(0, 1),
+      undone: true,
+    });
+    expect((await store.pageTable(pid)).get(vpn)).toEqual(ro(0, 1));
+  });
+
+  it('holds pfn and gen at their maxima, and refuses one past them with nothing written', async () => {
+    const pid = await space();
+    await store.pokePte(pid, first, rw(MAX, MAX));
+    await store.pokePte(pid, last, { pfn: MAX, gen: 0, writable: false, cowCleared: true });
+    await store.pokePte(pid, first + 1, ro(0, MAX));
+    const before = [...(await store.pageTable(pid))];
+    expect(before).toEqual([
+      [first, rw(MAX, MAX)],
+      [first + 1, ro(0, MAX)],
+      [last, { pfn: MAX, gen: 0, writable: false, cowCleared: true }],
+    ]);
+    expect(await store.walk(pid, first, 'cpu0')).toEqual(rw(MAX, MAX));
+
+    const code = (p: Promise<unknown>) =>
+      p.then(
+        () => 'resolved',
+        (e: unknown) => (e instanceof MmlabError ? e.code : String(e)),
+      );
+    const over = { pfn: MAX + 1, gen: 1 };
+    expect(await code(store.fault(pid, first + 2, 'write', 'cpu0', over, 'mm-0.t'))).toBe('EINVAL');
+    expect(
+      await code(store.fault(pid, first + 2, 'write', 'cpu0', { pfn: 1, gen: MAX + 1 }, 'mm-0.t')),
+    ).toBe('EINVAL');
+    expect(await code(store.pokePte(pid, first + 2, rw(1, MAX + 1)))).toBe('EINVAL');
+    await underPtl(pid, P, async (lock, value, token) => {
+      const set = store.setPteUnlock(pid, lock, value, token, first + 2, rw(MAX + 1, 1), 'mm-0.t');
+      expect(await code(set)).toBe('EINVAL');
+      // the lock is still held (the refused write did nothing), and a fitting write passes
+      expect(await store.ptlState(pid, lock)).toMatchObject({ locked: true });
+      expect(
+        await store.setPteUnlock(pid, lock, value, token, first + 2, rw(MAX, MAX), 'mm-0.t'),
+      ).toBe('OK');
+    });
+    expect([...(await store.pageTable(pid))]).toEqual([
+      ...before.slice(0, 2),
+      [first + 2, rw(MAX, MAX)],
+      before[2],
+    ]);
+  });
+
+  it('stores a sparse address space by the span of each page, and drops a page left empty', async () => {
+    const pid = await space();
+    const k = procKeys(pid);
+    await store.pokePte(pid, last, ro(3, 4));
+    await store.pokePte(pid, first + 2 * PTRS_PER_PTE + 7, ro(3, 4));
+    // one PTE: the page's header and that one entry, wherever it lies in its page
+    expect(await store.redis.hstrlen(k.pte, String(P))).toBe(2 + PTE_BYTES);
+    expect(await store.redis.hstrlen(k.pte, String(P + 2))).toBe(2 + PTE_BYTES);
+    await store.pokePte(pid, first + 10, ro(3, 4));
+    expect(await store.redis.hstrlen(k.pte, String(P))).toBe(2 + (last - first - 9) * PTE_BYTES);
+    // the last entry cleared: trimmed back to the one left
+    await store.pokePte(pid, last, null);
+    expect(await store.redis.hstrlen(k.pte, String(P))).toBe(2 + PTE_BYTES);
+    expect([...(await store.pageTable(pid)).keys()]).toEqual([
+      first + 10,
+      first + 2 * PTRS_PER_PTE + 7,
+    ]);
+    // a page whose PTEs are all zapped is no field any more
+    const z = await underPtl(pid, P + 2, (lock, value, token) =>
+      store.zapPteRange(
+        pid,
+        lock,
+        value,
+        token,
+        first + 2 * PTRS_PER_PTE,
+        first + 3 * PTRS_PER_PTE,
+      ),
+    );
+    expect(z?.cleared).toHaveLength(1);
+    expect(await store.redis.hkeys(k.pte)).toEqual([String(P)]);
+  });
+
+  it('moves, write-protects and copies the PTEs of a range across page-table pages', async () => {
+    const pid = await space();
+    // 12 PTEs at the end of page P, moved by 6: half of them cross into page P + 1
+    for (let i = 0; i < 12; i++) await store.pokePte(pid, last - 11 + i, rw(100 + i, 1));
+    const moved = await underPtl(pid, P, (lock, value, token) =>
+      store.movePtes(pid, lock, value, token, last - 11, last + 1, 6),
+    );
+    expect(moved).toMatchObject({ moved: 12 });
+    const pt = await store.pageTable(pid);
+    expect([...pt.keys()]).toEqual(Array.from({ length: 12 }, (_, i) => last - 5 + i));
+    expect([...pt.values()]).toEqual(Array.from({ length: 12 }, (_, i) => rw(100 + i, 1)));
+    // the destination's page-table pages are in :pmds (pokePte left the source's out)
+    expect(await store.pmds(pid)).toEqual([P, P + 1]);
+
+    const changed = await underPtl(pid, P + 1, (lock, value, token) =>
+      store.changePteRange(pid, lock, value, token, last + 1, last + 7, 'r'),
+    );
+    expect(changed).toMatchObject({ changed: 6, downgraded: 6 });
+    const after = await store.pageTable(pid);
+    for (let i = 0; i < 12; i++)
+      expect(after.get(last - 5 + i)).toEqual(i < 6 ? rw(100 + i, 1) : ro(100 + i, 1));
+  });
+
+  it('reports a page-table page that breaks the layout, and reads the others', async () => {
+    const pid = await space();
+    await store.pokePte(pid, first, ro(3, 4));
+    await store.redis.hset(procKeys(pid).pte, String(P + 1), 'not a page');
+    expect(await store.pageTableRaw(pid)).toEqual({
+      [String(first)]: '3:4:0',
+      [`pmd:${P + 1}`]: 'corrupt page-table page',
+    });
+    await expect(store.pageTable(pid)).rejects.toThrow(/corrupt page-table page/);
+    await expect(store.walk(pid, first + PTRS_PER_PTE, 'cpu0')).rejects.toThrow(
+      /corrupt page-table page/,
+    );
+    expect(await store.walk(pid, first, 'cpu0')).toEqual(ro(3, 4));
+  });
+});
