@@ -31,7 +31,8 @@ export const odpVsPinned: Benchmark = {
         observer: false,
         subscribers: [{ name: 'hca0', kind: 'hca', invalidateLatencyMs: 0 }],
       },
-      { trace: false, rpcTimeoutMs: 300_000 },
+      // past the HCA's gup deadline for the biggest size (gupDeadlineMs: ~7 min at 16,384 pages)
+      { trace: false, rpcTimeoutMs: 900_000 },
     );
     try {
       const { rpc } = env;
@@ -91,6 +92,7 @@ export const odpVsPinned: Benchmark = {
       const top = sizes[sizes.length - 1];
       const odpGrowth = med('odp', top, 'reg') / med('odp', sizes[0], 'reg');
       const pinnedGrowth = med('pinned', top, 'reg') / med('pinned', sizes[0], 'reg');
+      await env.stop();
       return {
         name: this.name,
         measures: this.measures,
@@ -114,8 +116,12 @@ export const odpVsPinned: Benchmark = {
           logY: true,
         }),
       };
-    } finally {
-      await env.stop();
+    } catch (e) {
+      // keep the first error: a failed stop (fsck) after it would hide it
+      await env
+        .stop()
+        .catch((s: unknown) => log?.(`odp-vs-pinned: stop after the failure: ${String(s)}`));
+      throw e;
     }
   },
 };

@@ -23,6 +23,8 @@ export type HcaEnv = Pick<
   | 'MMLAB_SUBSCRIBER_LEASE_MS'
   | 'MMLAB_SEED'
   | 'MMLAB_INJECT'
+  | 'MMLAB_FAULT_DEADLINE_MS'
+  | 'MMLAB_RPC_TIMEOUT_MS'
 >;
 
 export interface HcaContext {

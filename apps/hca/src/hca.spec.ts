@@ -14,7 +14,7 @@ import {
 } from '@mmlab/protocol';
 import { ReplyControl, Tracer, runWithReply, sleep } from '@mmlab/runtime';
 import { type HcaEnv, type HcaRpc, type HcaStore, createContext } from './context';
-import { Hca } from './hca';
+import { GUP_MS_PER_PAGE, Hca } from './hca';
 
 const BASE = 0x10000000;
 const page = (i: number) => BASE + i * PAGE_SIZE;
@@ -35,6 +35,8 @@ class FakeMm {
     pin: boolean;
     force?: boolean;
   }> = [];
+  /** the deadline each gup call was given (RpcClient's timeoutMs) */
+  gupDeadlines: Array<number | undefined> = [];
   registered = new Set<number>();
   calls: string[] = [];
   freeFrames = 1000;
@@ -92,8 +94,9 @@ class FakeMm {
   };
 
   readonly rpc = {
-    call: async (name: string, req: Record<string, unknown>) => {
+    call: async (name: string, req: Record<string, unknown>, o?: { timeoutMs?: number }) => {
       this.calls.push(name);
+      if (name === 'gup') this.gupDeadlines.push(o?.timeoutMs);
       await sleep(1);
       switch (name) {
         case 'gup':
@@ -138,6 +141,8 @@ function setup(env: Partial<HcaEnv> = {}) {
         MMLAB_SUBSCRIBER_LEASE_MS: 3000,
         MMLAB_SEED: 1,
         MMLAB_INJECT: [],
+        MMLAB_FAULT_DEADLINE_MS: 10_000,
+        MMLAB_RPC_TIMEOUT_MS: 5_000,
         ...env,
       },
       log: { warn: () => {} },
@@ -460,6 +465,17 @@ describe('hca: notifier callbacks', () => {
     const c = (await hca.regMr({ pid: 1, addr: BASE, pages: 1, odp: true, access: ['read'] })).mr;
     expect(mm.calls.filter((x) => x === 'notifierRegister')).toHaveLength(2);
     expect((await hca.rdma(c, page(0), 'read')).npf).toBe(1);
+  });
+
+  it('a pinned registration waits for gup longer the bigger it is (ib_umem_get has no deadline)', async () => {
+    const { hca, mm } = setup();
+    mm.map(0, 6, 'rw');
+    await hca.regMr({ pid: 1, addr: BASE, pages: 2, odp: false, access: ['read', 'write'] });
+    await hca.regMr({ pid: 1, addr: page(2), pages: 4, odp: false, access: ['read'] });
+    const [small, big] = mm.gupDeadlines;
+    // beyond one fault's and one RPC's deadline, and growing with the pages
+    expect(small).toBeGreaterThan(10_000 + 5_000);
+    expect(big! - small!).toBe(2 * GUP_MS_PER_PAGE);
   });
 
   it('a pinned registration faults for write always, a read-only MR with force (ib_umem_get)', async () => {

@@ -24,7 +24,7 @@ import {
 } from '@mmlab/protocol';
 import { type CallbackFaults, now } from '@mmlab/runtime';
 import { NotifierSubscriber } from '@mmlab/subscriber';
-import type { HcaContext } from './context';
+import type { HcaContext, HcaEnv } from './context';
 import { PerMm } from './ib_ucontext_per_mm';
 import { MemoryRegion } from './mr';
 import type { MttEntry } from './mtt';
@@ -34,6 +34,17 @@ import { UmemNotifier } from './umem_notifier';
 
 /** Network page faults one RDMA operation may take before it gives up (EAGAIN). */
 export const MAX_NPF_PER_ACCESS = 16;
+
+/** What one page of a pinned registration may take to fault in, on a loaded machine. */
+export const GUP_MS_PER_PAGE = 25;
+/**
+ * The deadline of a pinned registration's gup: one fault's deadline and one RPC's, plus
+ * GUP_MS_PER_PAGE for every page (16,384 pages: about 7 minutes).
+ */
+export const gupDeadlineMs = (
+  env: Pick<HcaEnv, 'MMLAB_FAULT_DEADLINE_MS' | 'MMLAB_RPC_TIMEOUT_MS'>,
+  pages: number,
+): number => env.MMLAB_FAULT_DEADLINE_MS + env.MMLAB_RPC_TIMEOUT_MS + pages * GUP_MS_PER_PAGE;
 
 export interface DmaResult {
   value: number;
@@ -164,15 +175,14 @@ export class Hca {
     access: Set<Access>,
   ): Promise<{ mr: number }> {
     const op = this.ctx.ids.next('reg_mr');
-    const r = await this.ctx.rpc.call('gup', {
-      pid,
-      addr,
-      pages,
-      write: true,
-      force: !access.has('write'),
-      pin: true,
-      agent: this.name,
-    });
+    // ib_umem_get() waits for get_user_pages however long the range takes; the RPC's deadline
+    // grows with the range, so a big registration on a loaded machine is not given up while
+    // mm is still faulting it in (it would go on pinning pages nobody unpins).
+    const r = await this.ctx.rpc.call(
+      'gup',
+      { pid, addr, pages, write: true, force: !access.has('write'), pin: true, agent: this.name },
+      { timeoutMs: gupDeadlineMs(this.ctx.env, pages) },
+    );
     const mr = new MemoryRegion(this.nextMr++, pid, addr, pages, false, access);
     mr.pinned = r.pages;
     for (const p of r.pages) mr.install(this.ctx, p, op);

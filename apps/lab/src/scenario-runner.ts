@@ -18,14 +18,15 @@
  *                 or ENOHANDLER) is that step's outcome, not an unknown run.
  */
 import { checkInvariants, type InvariantVerdict } from '@mmlab/checker';
-import { MmlabError, TraceEvent } from '@mmlab/protocol';
-import { Tracer, now } from '@mmlab/runtime';
+import { MmlabError, TRACE_REPLAY_SUBJECT, TraceEvent } from '@mmlab/protocol';
+import { Tracer, now, sleep } from '@mmlab/runtime';
 import type { InvariantName, LocatedStep, Scenario, StepResult, Verdict } from '@mmlab/scenario';
 import { z } from 'zod';
 import type { LabConnection } from './lab-connection';
 import { type LockLeft, waitForLocks } from './locks-left';
 import { type FaultWindow, Nemesis } from './nemesis';
 import type { ScheduleOutcome } from './schedule';
+import { describeHoles, traceHoles } from './trace-holes';
 import { Bindings, type Executed, NotOk, type StepContext, executeStep } from './steps';
 import type { WorkloadResult } from './workload';
 
@@ -213,12 +214,13 @@ export class ScenarioRunner {
       startedAtTs: from,
     });
     try {
+      const atStart = await this.publishedCounts();
       await this.announce();
       await this.runSteps();
       // the final heal phase: nothing stays paused or dead for the last checks
       await this.nemesis.heal();
       await this.nemesis.flush();
-      await this.barrier();
+      let flushed = await this.barrier();
       // A lease of a process killed while holding it lasts until its TTL: wait that long.
       const locksLeft = await waitForLocks(
         this.lab.rpc,
@@ -227,6 +229,17 @@ export class ScenarioRunner {
       );
       rawEvents = await this.fetchEvents(from);
       events = this.parseEvents(rawEvents);
+      let holes = traceHoles(events, flushed, atStart);
+      for (let ask = 1; holes.length > 0; ask++) {
+        if (ask > 3) throw new Error(`trace incomplete: missing ${describeHoles(holes)}`);
+        this.log(`  trace: missing ${describeHoles(holes)}; asking for a replay`);
+        this.lab.rpc.nc.publish(TRACE_REPLAY_SUBJECT);
+        await sleep(250 * ask);
+        flushed = await this.barrier();
+        rawEvents = await this.fetchEvents(from);
+        events = this.parseEvents(rawEvents);
+        holes = traceHoles(events, flushed, atStart);
+      }
       openBefore = windowsOpenAt(
         chaosBefore,
         events.filter((e): e is ChaosEvent => e.kind === 'chaos.start' || e.kind === 'chaos.end'),
@@ -368,7 +381,7 @@ export class ScenarioRunner {
    * says it stored everything delivered before (observerSync): after this, the observer holds
    * every event the steps caused. A missing instance makes the trace incomplete: unknown.
    */
-  async barrier(): Promise<void> {
+  async barrier(): Promise<Array<{ instance: string; published: number }>> {
     const expect = this.lab.instances.length;
     const timeoutMs = this.opts.barrierTimeoutMs ?? 5000;
     const replies = await untilAborted(
@@ -383,6 +396,25 @@ export class ScenarioRunner {
       );
     }
     await untilAborted(this.lab.rpc.call('observerSync', {}, { timeoutMs }), this.opts.signal);
+    return replies;
+  }
+
+  /**
+   * How many trace events each instance had published before the run (a flush gather), so
+   * that traceHoles holds each to its events of the run only. Best effort: an instance that
+   * does not answer now is held from its seq 1.
+   */
+  private async publishedCounts(): Promise<Map<string, number>> {
+    try {
+      const replies = await this.lab.rpc.gather(
+        'flush',
+        {},
+        { expect: this.lab.instances.length, timeoutMs: this.opts.barrierTimeoutMs ?? 5000 },
+      );
+      return new Map(replies.map((r) => [r.instance, r.published]));
+    } catch {
+      return new Map();
+    }
   }
 
   /**
