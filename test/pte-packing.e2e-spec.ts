@@ -1,14 +1,14 @@
 /**
- * The packed page tables (libs/model/src/mm/lua.ts) against a real redis-server: the PTEs of one
- * page-table page live in one packed value, so every write must leave its neighbours alone, the
- * page's first and last entries must round-trip, every w state (3: cleared by a COW in flight
+ * The packed page tables (libs/model/src/mm/lua.ts) against a real redis-server: the PTEs of a
+ * page-table page live in a few packed values (PTES_PER_FIELD each), so every write must leave its
+ * neighbours alone, the page's first and last entries must round-trip, every w state (3: cleared by a COW in flight
  * included) and pfn/gen at their maxima must survive, a value that does not fit must be refused
- * with nothing written, and a page that loses its last PTE must go.
+ * with nothing written, and a stored field that loses its last PTE must go.
  */
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { MMAP_BASE, MmlabError, PAGE_SIZE, PTRS_PER_PTE } from '@mmlab/protocol';
 import { type Pte, Store, procKeys, pteLockName } from '@mmlab/model';
-import { PTE_BYTES, PTE_FIELD_MAX } from '@mmlab/model/mm/lua';
+import { PTES_PER_FIELD, PTE_BYTES, PTE_FIELD_MAX } from '@mmlab/model/mm/lua';
 import { type ServerHandle, startRedis } from '@mmlab/runner';
 
 let redis: ServerHandle;
@@ -183,36 +183,33 @@ describe('packed page tables', () => {
     ]);
   });
 
-  it('stores a sparse address space by the span of each page, and drops a page left empty', async () => {
+  it('stores a sparse address space by the span of each field, and drops a field left empty', async () => {
     const pid = await space();
     const k = procKeys(pid);
+    const field = (vpn: number) => String(Math.floor(vpn / PTES_PER_FIELD));
+    const far = first + 2 * PTRS_PER_PTE + 7;
     await store.pokePte(pid, last, ro(3, 4));
-    await store.pokePte(pid, first + 2 * PTRS_PER_PTE + 7, ro(3, 4));
-    // one PTE: the page's header and that one entry, wherever it lies in its page
-    expect(await store.redis.hstrlen(k.pte, String(P))).toBe(2 + PTE_BYTES);
-    expect(await store.redis.hstrlen(k.pte, String(P + 2))).toBe(2 + PTE_BYTES);
-    await store.pokePte(pid, first + 10, ro(3, 4));
-    expect(await store.redis.hstrlen(k.pte, String(P))).toBe(2 + (last - first - 9) * PTE_BYTES);
+    await store.pokePte(pid, far, ro(3, 4));
+    // one PTE: its field's header and that one entry, wherever it lies in the field
+    expect(await store.redis.hstrlen(k.pte, field(last))).toBe(2 + PTE_BYTES);
+    expect(await store.redis.hstrlen(k.pte, field(far))).toBe(2 + PTE_BYTES);
+    // a second PTE of the same field, PTES_PER_FIELD - 4 before it: the span between them
+    const near = last - (PTES_PER_FIELD - 4);
+    await store.pokePte(pid, near, ro(3, 4));
+    expect(field(near)).toBe(field(last));
+    expect(await store.redis.hstrlen(k.pte, field(last))).toBe(
+      2 + (PTES_PER_FIELD - 3) * PTE_BYTES,
+    );
     // the last entry cleared: trimmed back to the one left
     await store.pokePte(pid, last, null);
-    expect(await store.redis.hstrlen(k.pte, String(P))).toBe(2 + PTE_BYTES);
-    expect([...(await store.pageTable(pid)).keys()]).toEqual([
-      first + 10,
-      first + 2 * PTRS_PER_PTE + 7,
-    ]);
-    // a page whose PTEs are all zapped is no field any more
+    expect(await store.redis.hstrlen(k.pte, field(near))).toBe(2 + PTE_BYTES);
+    expect([...(await store.pageTable(pid)).keys()]).toEqual([near, far]);
+    // a field whose PTEs are all zapped is no field any more
     const z = await underPtl(pid, P + 2, (lock, value, token) =>
-      store.zapPteRange(
-        pid,
-        lock,
-        value,
-        token,
-        first + 2 * PTRS_PER_PTE,
-        first + 3 * PTRS_PER_PTE,
-      ),
+      store.zapPteRange(pid, lock, value, token, far - 7, far - 7 + PTRS_PER_PTE),
     );
-    expect(z?.cleared).toHaveLength(1);
-    expect(await store.redis.hkeys(k.pte)).toEqual([String(P)]);
+    expect(z?.cleared).toEqual([{ vpn: far, ...ro(3, 4) }]);
+    expect(await store.redis.hkeys(k.pte)).toEqual([field(near)]);
   });
 
   it('moves, write-protects and copies the PTEs of a range across page-table pages', async () => {
@@ -238,17 +235,18 @@ describe('packed page tables', () => {
       expect(after.get(last - 5 + i)).toEqual(i < 6 ? rw(100 + i, 1) : ro(100 + i, 1));
   });
 
-  it('reports a page-table page that breaks the layout, and reads the others', async () => {
+  it('reports a stored field that breaks the layout, and reads the others', async () => {
     const pid = await space();
+    const bad = Math.floor((first + PTRS_PER_PTE) / PTES_PER_FIELD);
     await store.pokePte(pid, first, ro(3, 4));
-    await store.redis.hset(procKeys(pid).pte, String(P + 1), 'not a page');
+    await store.redis.hset(procKeys(pid).pte, String(bad), 'not a field');
     expect(await store.pageTableRaw(pid)).toEqual({
       [String(first)]: '3:4:0',
-      [`pmd:${P + 1}`]: 'corrupt page-table page',
+      [`field:${bad}`]: 'corrupt page-table field',
     });
-    await expect(store.pageTable(pid)).rejects.toThrow(/corrupt page-table page/);
+    await expect(store.pageTable(pid)).rejects.toThrow(/corrupt page-table field/);
     await expect(store.walk(pid, first + PTRS_PER_PTE, 'cpu0')).rejects.toThrow(
-      /corrupt page-table page/,
+      /corrupt page-table field/,
     );
     expect(await store.walk(pid, first, 'cpu0')).toEqual(ro(3, 4));
   });

@@ -53,8 +53,8 @@ export interface ProcessSnapshot {
   /** raw :vma members ("start:end:prot:flags") */
   vmas: string[];
   /**
-   * the page tables, decoded by the model (Store.pageTableRaw): vpn → "pfn:gen:w"; a page-table
-   * page that does not decode is one entry "pmd:<index>" (a pte-corrupt finding)
+   * the page tables, decoded by the model (Store.pageTableRaw): vpn → "pfn:gen:w"; a stored
+   * field that does not decode is one entry "field:<name>" (a pte-corrupt finding)
    */
   ptes: Record<string, string>;
   /** raw :pmds members: the page-table pages a page walk visits */

@@ -816,7 +816,7 @@ return 0
 `,
   }),
   pteDump: script({
-    doc: `Every PTE of the address space, decoded (mm/lua.ts), and the page-table pages that break the packed layout (read, never written). KEYS pte → {'OK', {"vpn:pfn:gen:w", ...} (vpn order), {pmd, ...}}`,
+    doc: `Every PTE of the address space, decoded (mm/lua.ts), and the stored fields that break the packed layout (read, never written). KEYS pte → {'OK', {"vpn:pfn:gen:w", ...} (vpn order), {field, ...}}`,
     models: 'none: a dump of the page tables (tests, diagnostics, fsck)',
     keys: ['pte'],
     args: {},

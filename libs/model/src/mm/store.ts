@@ -866,23 +866,24 @@ export class MmStore extends MemStore {
   }
 
   /**
-   * Page-table snapshot of a process: vpn → PTE, in vpn order (tests and diagnostics). A
-   * page-table page that breaks the packed layout (mm/lua.ts) is an error.
+   * Page-table snapshot of a process: vpn → PTE, in vpn order (tests and diagnostics). A stored
+   * field that breaks the packed layout (mm/lua.ts) is an error.
    */
   async pageTable(pid: number): Promise<Map<number, Pte>> {
     const { ptes, bad } = await this.pteDump(pid);
-    if (bad.length > 0) throw new Error(`pid ${pid}: corrupt page-table page(s) ${bad.join(', ')}`);
+    if (bad.length > 0)
+      throw new Error(`pid ${pid}: corrupt page-table field(s) ${bad.join(', ')}`);
     return new Map(Object.entries(ptes).map(([vpn, v]) => [Number(vpn), parsePte(v)]));
   }
 
   /**
    * The page tables of pid as fsck reads them: vpn → "pfn:gen:w" (formatPte), in vpn order; a
-   * page-table page that breaks the packed layout is one entry "pmd:<index>" → "corrupt
-   * page-table page" (no PTE of it can be read).
+   * stored field that breaks the packed layout (mm/lua.ts) is one entry "field:<name>" →
+   * "corrupt page-table field" (none of its PTEs can be read).
    */
   async pageTableRaw(pid: number): Promise<Record<string, string>> {
     const { ptes, bad } = await this.pteDump(pid);
-    for (const pmd of bad) ptes[`pmd:${pmd}`] = 'corrupt page-table page';
+    for (const f of bad) ptes[`field:${f}`] = 'corrupt page-table field';
     return ptes;
   }
 
