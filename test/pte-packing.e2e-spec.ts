@@ -235,6 +235,22 @@ describe('packed page tables', () => {
       expect(after.get(last - 5 + i)).toEqual(i < 6 ? rw(100 + i, 1) : ro(100 + i, 1));
   });
 
+  it("writes a forked child's PTEs across page-table pages, each page in :pmds", async () => {
+    const parent = await space();
+    const child = 1000 + parent;
+    const { mmapNext } = await store.mmState(parent);
+    expect(await store.forkChild(child, await store.vmas(parent), mmapNext, 'f1')).toBe(true);
+    const ptes = [last - 1, last, last + 1].map((vpn, i) => ({ vpn, pte: ro(10 + i, 2) }));
+    expect(await store.setPtes(child, 'f1', ptes)).toBe(true);
+    expect([...(await store.pageTable(child))]).toEqual(ptes.map((p) => [p.vpn, p.pte]));
+    expect(await store.pmds(child)).toEqual([P, P + 1]);
+    // a PTE that does not fit: refused, nothing written
+    await expect(store.setPtes(child, 'f1', [{ vpn: first, pte: ro(MAX + 1, 1) }])).rejects.toThrow(
+      /EINVAL|fit/,
+    );
+    expect(await store.pageTable(child)).toHaveProperty('size', 3);
+  });
+
   it('reports a stored field that breaks the layout, and reads the others', async () => {
     const pid = await space();
     const bad = Math.floor((first + PTRS_PER_PTE) / PTES_PER_FIELD);

@@ -736,15 +736,16 @@ return {'UNDONE'}
       `
 if redis.call('HGET', KEYS[3], 'state') ~= 'forking' then return -1 end
 if redis.call('HGET', KEYS[3], 'forker') ~= ARGV[1] then return -1 end
-local ed = pte_edit()
+local ed, pmds = pte_edit(), {}
 for i = 2, #ARGV do
   local vpn, rest = string.match(ARGV[i], '^(%d+):(.*)$')
   local pfn, gen, w = parse_pte(rest or '')
   vpn = tonumber(vpn)
   if not vpn then pte_bad('PTE ' .. ARGV[i]) end
   pte_edit_set(ed, vpn, pfn, gen, w) -- checked here, written below: a bad one writes nothing
+  pmds[math.floor(vpn / PTRS_PER_PTE)] = true
 end
-for pmd in pairs(ed) do redis.call('SADD', KEYS[2], pmd) end
+for pmd in pairs(pmds) do redis.call('SADD', KEYS[2], pmd) end
 pte_commit(KEYS[1], ed)
 return #ARGV - 1
 `,
