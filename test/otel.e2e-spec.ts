@@ -209,7 +209,7 @@ describe('OpenTelemetry: one trace per fault and per invalidation, across every 
     const isWpFault = (s: Rec) =>
       s.name === 'handle_mm_fault' &&
       s.attrs['mmlab.pid'] === pid &&
-      s.attrs['mmlab.fault.kind'] === 'wp-copy';
+      s.attrs['mmlab.how'] === 'wp-copy';
     let traceId = '';
     await settle(() => {
       const f = otlp.spans.find(isWpFault);
@@ -257,7 +257,11 @@ describe('OpenTelemetry: one trace per fault and per invalidation, across every 
       instance: rpcSpan.instance,
       parentSpanId: fault.spanId,
     });
-    expect(ptl.attrs['mmlab.ptl.released']).toBe(true);
+    expect(ptl.attrs['mmlab.released']).toBe(true);
+    // one emission: the span's attributes are the ptl.acquire and ptl.release events' fields
+    expect(ptl.attrs['mmlab.lock']).toBe(ptl.name.slice(4));
+    expect(typeof ptl.attrs['mmlab.heldMs']).toBe('number');
+    expect(fault.attrs['mmlab.result']).toBe('ok');
     const flush = one(spans, (s) => s.name === 'mmlab.cpu.0.flush_tlb', 'flush_tlb handler');
     expect(flush).toMatchObject({ service: 'cpu', kind: KIND.server, parentSpanId: ptl.spanId });
     // No notifier subscriber yet: nothing of the HCA, and no invalidate_page trace.
@@ -268,7 +272,7 @@ describe('OpenTelemetry: one trace per fault and per invalidation, across every 
       (s) =>
         s.name === 'handle_mm_fault' &&
         s.attrs['mmlab.pid'] === pid &&
-        s.attrs['mmlab.fault.kind'] === 'zero',
+        s.attrs['mmlab.how'] === 'zero',
     );
     expect(read).toBeDefined();
     expect(read!.traceId).not.toBe(traceId);
@@ -402,7 +406,7 @@ describe('OpenTelemetry: one trace per fault and per invalidation, across every 
         s.name === 'handle_mm_fault' &&
         s.attrs['mmlab.pid'] === pid &&
         s.attrs['mmlab.addr'] === `0x${page1.toString(16)}` &&
-        s.attrs['mmlab.fault.kind'] === 'wp-copy',
+        s.attrs['mmlab.how'] === 'wp-copy',
       'the COW fault of page 1',
     );
     expect(cow.links).toEqual([{ traceId: wp.traceId, spanId: wp.spanId }]);

@@ -111,6 +111,13 @@ describe('the lab on a Redis Cluster', () => {
       expect(await store.leaseRenew(`{p:${pid}}:ptl:0`, `test|${lock.token}`, 1000)).toBe(true);
       expect(await store.ptlHeldBy(pid, 'test', 0, PAGE_SIZE)).toBe('ptl:0');
       expect(await store.leaseRelease(`{p:${pid}}:ptl:0`, `test|${lock.token}`)).toBe(true);
+      // The reaper's index ({mm}) and its fence ({p:<pid>}): each script on its own slot.
+      await store.invIndex('ghost-c.1', pid);
+      expect(await store.invPids('ghost-c.1')).toEqual([pid]);
+      expect(await store.mmAliveMany(['ghost-c.1'])).toEqual(new Map([['ghost-c.1', false]]));
+      expect(await store.invFence(pid, 'ghost-c.1')).toBe(true);
+      expect(await store.invUnindex('ghost-c.1', pid)).toBe(0);
+      expect(await store.invOwners()).not.toContain('ghost-c.1');
       const f = (await store.allocPage(null))!;
       await store.copyPage(0, f.pfn);
       expect(await store.frameAccess(f.pfn, 'read', undefined, 'test')).toMatchObject({ value: 0 });

@@ -40,7 +40,9 @@
  *              finding no PT-lock holder puts the old read-only PTE back. Scripts give a PTE as
  *              "pfn:gen:w" (pte.ts). pte_none: not stored; 64 PTEs all none are no field
  *   :fenced    set of mm incarnations refused on this address space: a replica whose pending
- *              frames here were reaped as dead (any fault script it runs here is refused)
+ *              frames here were reaped as dead (any fault script it runs here is refused), or
+ *              whose index entry for this pid was dropped as dead (invFence: it may open or
+ *              take over no invalidation or intent here)
  *   :pmds      set of pmd indexes that have PTEs (page-table pages in use)
  *   :ptl:<i>   the split PTE lock of pmd i (pte_lockptr): "owner|token", PX ttl
  *   :ptl:mm    mm->page_table_lock
@@ -59,7 +61,12 @@
  *   :invown    hash: inv → "<incarnation>|<open|ending>": the mm incarnation that owes its end
  *              (the sender, or the replica that took it over from a dead sender) and whether
  *              mn.range_end was traced already (ending). Invariant: a field of :inv has one here
- *              and vice versa; the owner only changes by the invClaim script.
+ *              and vice versa; the owner only changes by the invClaim script. Invariant: the
+ *              owner of every record here (and of every intent below) has this pid in its
+ *              index {mm}:invpids:<incarnation>, or is in :fenced (then it owns none here any
+ *              more and can open or claim none): the orphan-range reaper reads the index, not
+ *              every pid (orphan_ranges.ts). invOpen, invClaim, intentOpen and intentClaim
+ *              refuse an incarnation in :fenced (FENCED).
  *   :intents   set of the ids of the multi-step operations in flight (intent records)
  *   :intent:<id> hash, one per multi-step operation (munmap, mprotect, mremap, fork), written before
  *              its first change and deleted after its last (id: "<incarnation>/<op>"):
@@ -123,8 +130,25 @@ export const subKeys = (name: string) => ({
  *                            replica is a new incarnation), PX ttl, renewed by its own timer
  *                            (LivenessLease). Once it expired, the open invalidations that
  *                            incarnation owns are finished by another replica (orphan_ranges.ts).
+ *   {mm}:invpids:<incarnation> set of the pids on which that incarnation may own open range
+ *                            invalidations ({p:<pid>}:invown) or intents: the index the reaper
+ *                            reads instead of every process. Added to (invIndex) before the
+ *                            incarnation's first invOpen, intentOpen, invClaim or intentClaim on
+ *                            the pid (once per incarnation and pid: Store caches it), never in
+ *                            the same script (another slot); a pid is dropped (invUnindex) only
+ *                            by the reaper, once the incarnation is dead, fenced off that pid
+ *                            ({p:<pid>}:fenced) and owns nothing there. A pid here with nothing
+ *                            of the incarnation's (it died between invIndex and invOpen, or
+ *                            its records were closed) costs one read of the pid when it dies.
+ *   {mm}:invowners           set of the incarnations that have an :invpids set (the reaper's
+ *                            list of whose leases to check). Invariant: it ∈ :invowners iff
+ *                            {mm}:invpids:<it> exists (both written by the same scripts).
  */
-export const mmKeys = (incarnation: string) => ({ live: `{mm}:live:${incarnation}` });
+export const mmKeys = (incarnation: string) => ({
+  live: `{mm}:live:${incarnation}`,
+  invpids: `{mm}:invpids:${incarnation}`,
+});
+export const MM_INDEX = { invowners: '{mm}:invowners' } as const;
 
 /**
  * {mm}:crash:<token>  "<instance>|<epoch ms>": who fired the crash point armed with token, when (SET NX: one

@@ -1,11 +1,13 @@
 /**
  * The Lua scripts: every state change of the lab is one of these, atomic in Redis, declared once
- * (boundary.ts) in the file of the one hash tag it touches: physical memory (mem/scripts.ts) or
- * an address space (mm/scripts.ts). docs/redis.md is generated from this table (gen-doc.ts).
+ * (boundary.ts) in the file of the one hash tag it touches: physical memory (mem/scripts.ts), an
+ * address space (mm/scripts.ts) or the mm replicas (replica/scripts.ts). docs/redis.md is
+ * generated from this table (gen-doc.ts).
  */
 import { MEM_SCRIPTS } from './mem/scripts';
 import { MM_SCRIPTS } from './mm/scripts';
+import { REPLICA_SCRIPTS } from './replica/scripts';
 
-export const SCRIPTS = { ...MEM_SCRIPTS, ...MM_SCRIPTS } as const;
+export const SCRIPTS = { ...MEM_SCRIPTS, ...MM_SCRIPTS, ...REPLICA_SCRIPTS } as const;
 
 export type ScriptName = keyof typeof SCRIPTS;

@@ -6,14 +6,94 @@
  * ({g}), and the few steps that touch two rooms one after the other (never in one script).
  */
 import { MMAP_BASE, MnCallback, PAGE_SIZE } from '@mmlab/protocol';
-import { GLOBAL, crashKey, mmKeys, procKeys, subKeys } from './keys';
-import { MmStore, type HeldLease } from './mm/store';
+import { GLOBAL, MM_INDEX, crashKey, mmKeys, procKeys, subKeys } from './keys';
+import {
+  type InvClaim,
+  type IntentRec,
+  MmStore,
+  type HeldLease,
+  type OpenInvalidation,
+  checkInvRecord,
+} from './mm/store';
 
 export { connectRedis } from './store-base';
 export * from './mem/store';
 export * from './mm/store';
 
 export class Store extends MmStore {
+  /**
+   * incarnation → the pids this store indexed for it ({mm}:invpids, invIndex): each is indexed
+   * once per incarnation, not per invalidation. An entry stays true for as long as the
+   * incarnation lives: the reaper drops a pid from the index only after fencing the incarnation
+   * off it (invFence), and then invOpen/invClaim/intentOpen/intentClaim refuse it there anyway.
+   */
+  private readonly indexed = new Map<string, Set<number>>();
+
+  /** Index pid for incarnation (once per store, incarnation and pid): see keys.ts :invpids. */
+  async invIndex(incarnation: string, pid: number): Promise<void> {
+    const mine = this.indexed.get(incarnation);
+    if (mine?.has(pid)) return;
+    await this.call(
+      'invIndex',
+      { invowners: MM_INDEX.invowners, invpids: mmKeys(incarnation).invpids },
+      { incarnation, pid },
+    );
+    if (mine) mine.add(pid);
+    else this.indexed.set(incarnation, new Set([pid]));
+  }
+
+  /**
+   * A dead incarnation, fenced off pid and owning nothing there: drop pid from its index
+   * (invUnindex). → the pids left, or 'ALIVE' when its lease is back (nothing dropped).
+   */
+  async invUnindex(incarnation: string, pid: number): Promise<number | 'ALIVE'> {
+    const k = mmKeys(incarnation);
+    const r = await this.call(
+      'invUnindex',
+      { invowners: MM_INDEX.invowners, invpids: k.invpids, live: k.live },
+      { incarnation, pid },
+    );
+    return r.r === 'OK' ? r.left : 'ALIVE';
+  }
+
+  /** The incarnations that have an index ({mm}:invowners), sorted. */
+  async invOwners(): Promise<string[]> {
+    return (await this.redis.smembers(MM_INDEX.invowners)).sort();
+  }
+
+  /** The pids indexed for incarnation ({mm}:invpids:<it>), ascending. */
+  async invPids(incarnation: string): Promise<number[]> {
+    return (await this.redis.smembers(mmKeys(incarnation).invpids))
+      .map(Number)
+      .sort((a, b) => a - b);
+  }
+
+  /** Record r, its pid indexed for its owner first (one more call the first time only). */
+  override async invOpen(r: Omit<OpenInvalidation, 'state'>): Promise<void> {
+    checkInvRecord(r); // bad input: nothing written, not even the index
+    await this.invIndex(r.owner, r.pid);
+    return super.invOpen(r);
+  }
+
+  /** Move the end of inv to `to`, pid indexed for `to` first (a no-op for the sender's own). */
+  override async invClaim(pid: number, inv: string, from: string, to: string): Promise<InvClaim> {
+    if (!to || to.includes('|')) return super.invClaim(pid, inv, from, to); // EINVAL there
+    await this.invIndex(to, pid);
+    return super.invClaim(pid, inv, from, to);
+  }
+
+  /** Record an intent, its pid indexed for its owner first. */
+  override async intentOpen(pid: number, id: string, owner: string, rec: IntentRec) {
+    await this.invIndex(owner, pid);
+    return super.intentOpen(pid, id, owner, rec);
+  }
+
+  /** Take an intent over, its pid indexed for `to` first. */
+  override async intentClaim(pid: number, id: string, from: string, to: string) {
+    await this.invIndex(to, pid);
+    return super.intentClaim(pid, id, from, to);
+  }
+
   /** Renew (or take) a subscriber's liveness lease. */
   async subscriberAlive(name: string, ttlMs: number): Promise<void> {
     await this.redis.set(subKeys(name).live, String(Date.now()), 'PX', ttlMs);
@@ -71,6 +151,13 @@ export class Store extends MmStore {
 
   async mmIsAlive(incarnation: string): Promise<boolean> {
     return (await this.redis.exists(mmKeys(incarnation).live)) === 1;
+  }
+
+  /** Which of these incarnations hold their liveness lease: one call (MGET, one slot: {mm}). */
+  async mmAliveMany(incarnations: readonly string[]): Promise<Map<string, boolean>> {
+    if (incarnations.length === 0) return new Map();
+    const v = await this.redis.mget(incarnations.map((w) => mmKeys(w).live));
+    return new Map(incarnations.map((w, i) => [w, v[i] !== null]));
   }
 
   /** An mm incarnation going away cleanly: its open invalidations need not wait out the TTL. */

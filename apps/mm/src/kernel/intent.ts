@@ -27,6 +27,7 @@
  * put and the taker's never both land.
  */
 import { currentReply } from '@mmlab/runtime';
+import { MmlabError } from '@mmlab/protocol';
 import type { IntentRec } from '@mmlab/model';
 import { type MmContext, type OpIntent, ownerOf } from './context';
 import { putPages, type Frame } from './page_alloc';
@@ -42,11 +43,14 @@ export async function intentBegin(
 ): Promise<OpIntent> {
   const id = ownerOf(ctx, op);
   const origin = currentReply()?.origin;
-  await ctx.store.intentOpen(pid, id, ctx.incarnation, {
-    syscall,
-    args,
-    ...(origin && { reply: origin }),
-  });
+  // ESTALE: this incarnation was found dead and fenced off pid (orphan_ranges.ts): serve on as
+  // a new one.
+  await ctx.store
+    .intentOpen(pid, id, ctx.incarnation, { syscall, args, ...(origin && { reply: origin }) })
+    .catch((e: unknown) => {
+      if (e instanceof MmlabError && e.code === 'ESTALE') ctx.onFenced?.();
+      throw e;
+    });
   const it: OpIntent = { pid, id, owner: ctx.incarnation, batch: 0, chunks: 0 };
   ctx.intents.set(op, it);
   return it;

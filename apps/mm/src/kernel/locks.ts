@@ -5,11 +5,12 @@
  *   down_read(&mm->mmap_sem)                 → mmapReadLock: sleeps while a writer holds it
  * Each acquire and release is traced; a release that finds the lease gone says so. With
  * telemetry on, each PT-lock hold is also a span (`ptl ptl:<n>`, from the grant to the release),
- * child of the span of the operation that took it.
+ * child of the span of the operation that took it, whose attributes are the ptl.acquire and
+ * ptl.release events' fields (one emission: Tracer.open).
  */
 import { MmlabError } from '@mmlab/protocol';
 import { Lease, procKeys } from '@mmlab/model';
-import { type Span, endSpan, now, sleep, startSpan, withSpan } from '@mmlab/runtime';
+import { type OpenStep, now, sleep, withSpan } from '@mmlab/runtime';
 import { type MmContext, backoff, ownerOf } from './context';
 
 export interface HeldLock {
@@ -17,8 +18,8 @@ export interface HeldLock {
   readonly pid: number;
   readonly lock: string;
   readonly op: string;
-  /** the hold's span (telemetry on) */
-  readonly span?: Span;
+  /** the hold as a traced step: ptl.acquire now, ptl.release at its end (and its span) */
+  readonly step: OpenStep;
 }
 
 /** spin_lock(pte_lockptr(mm, pmd)) — or &mm->page_table_lock for lock 'ptl:mm'. */
@@ -67,7 +68,16 @@ export function heldPtl(
 ): HeldLock {
   const at = now();
   const owner = ownerOf(ctx, op);
-  ctx.tracer.emit({ kind: 'ptl.acquire', op, pid, lock, owner, token, waitMs: at - since, ts: at });
+  const step = ctx.tracer.open(`ptl ${lock}`, {
+    kind: 'ptl.acquire',
+    op,
+    pid,
+    lock,
+    owner,
+    token,
+    waitMs: at - since,
+    ts: at,
+  });
   const lease = new Lease(
     ctx.store,
     procKeys(pid).ptl(lock),
@@ -77,45 +87,32 @@ export function heldPtl(
     at,
   );
   ctx.atomic.set(op, lock);
-  const span = startSpan(`ptl ${lock}`, () => ({
-    attributes: {
-      'mmlab.pid': pid,
-      'mmlab.lock': lock,
-      'mmlab.op': op,
-      'mmlab.ptl.token': token,
-      'mmlab.ptl.wait_ms': at - since,
-    },
-  }));
-  return { lease, pid, lock, op, span };
+  return { lease, pid, lock, op, step };
 }
 
 /** Run fn as the critical section of h: what it sends (a TLB shootdown) is a child of the hold's span. */
 export function underPtl<T>(h: HeldLock, fn: () => Promise<T>): Promise<T> {
-  return withSpan(h.span, fn);
+  return withSpan(h.step.span, fn);
 }
 
 /** Trace the release of a PT lock whose Redis key a script already deleted or must delete. */
 export function traceUnlock(ctx: MmContext, h: HeldLock, released: boolean): void {
   const at = now();
   ctx.atomic.delete(h.op);
-  ctx.tracer.emit({
-    kind: 'ptl.release',
-    op: h.op,
-    pid: h.pid,
-    lock: h.lock,
-    owner: h.lease.owner,
-    token: h.lease.token,
-    heldMs: at - h.lease.acquiredAt,
-    released,
-    ts: at,
-  });
-  if (h.span) {
-    h.span.setAttribute('mmlab.ptl.released', released);
-    endSpan(
-      h.span,
-      released ? undefined : new MmlabError('ESTALE', `${h.lock} lost before release`),
-    );
-  }
+  h.step.end(
+    {
+      kind: 'ptl.release',
+      op: h.op,
+      pid: h.pid,
+      lock: h.lock,
+      owner: h.lease.owner,
+      token: h.lease.token,
+      heldMs: at - h.lease.acquiredAt,
+      released,
+      ts: at,
+    },
+    released ? undefined : new MmlabError('ESTALE', `${h.lock} lost before release`),
+  );
 }
 
 /** spin_unlock(ptl). */

@@ -20,7 +20,7 @@ import {
   ZERO_PFN,
 } from '@mmlab/protocol';
 import { type Pte, pteLockOfVpn } from '@mmlab/model';
-import { type Span, inSpan, now } from '@mmlab/runtime';
+import { now } from '@mmlab/runtime';
 import { type MmContext, backoff, injected, ownerOf } from './context';
 import {
   invalidatePage,
@@ -57,7 +57,8 @@ interface WpFault {
 
 /**
  * handle_mm_fault(): resolve one fault at addr for agent; returns the PTE now installed.
- * With telemetry on, one `handle_mm_fault` span (child of the fault request's span).
+ * With telemetry on, one `handle_mm_fault` span (child of the fault request's span) whose
+ * attributes are the fault.begin and fault.end events' fields.
  *
  * mmapSem: the value ("owner|token") of the mmap_sem write lease the caller holds itself — a
  * pinned registration (ib_umem_get) calls get_user_pages under down_write. Its own faults pass
@@ -78,59 +79,50 @@ export function handleMmFault(
   agent: string,
   mmapSem = '',
 ): Promise<FaultResult> {
-  return inSpan(
+  const op = ctx.ids.next('fault');
+  const t0 = now();
+  const tries = { retries: 0 };
+  // One emission for both views: fault.begin/fault.end are the span's attributes (Tracer.step).
+  return ctx.tracer.step(
     'handle_mm_fault',
-    () => ({
-      attributes: {
-        'mmlab.pid': pid,
-        'mmlab.addr': `0x${addr.toString(16)}`,
-        'mmlab.access': access,
-        'mmlab.agent': agent,
-        'mmlab.instance': ctx.instance,
-      },
-    }),
-    (span) => __handleMmFault(ctx, pid, addr, access, agent, span, mmapSem),
+    { kind: 'fault.begin', op, pid, addr, access, agent, ts: t0 },
+    () => __handleMmFault(ctx, op, pid, addr, access, agent, mmapSem, tries),
+    (o) => {
+      const err = o.ok ? undefined : MmlabError.wrap(o.error);
+      return {
+        kind: 'fault.end',
+        op,
+        pid,
+        addr,
+        access,
+        agent,
+        result: err ? err.code : 'ok',
+        ...(o.ok ? { how: o.value.kind, pfn: o.value.pfn, gen: o.value.gen } : {}),
+        durMs: now() - t0,
+        retries: tries.retries,
+      };
+    },
   );
 }
 
 async function __handleMmFault(
   ctx: MmContext,
+  op: string,
   pid: number,
   addr: number,
   access: Access,
   agent: string,
-  span: Span | undefined,
   mmapSem: string,
+  tries: { retries: number },
 ): Promise<FaultResult> {
-  const op = ctx.ids.next('fault');
-  span?.setAttribute('mmlab.op', op);
-  const t0 = now();
   const vpn = Math.floor(addr / PAGE_SIZE);
   const lock = lockOf(vpn);
   const deadline = Date.now() + ctx.env.MMLAB_FAULT_DEADLINE_MS;
-  ctx.tracer.emit({ kind: 'fault.begin', op, pid, addr, access, agent, ts: t0 });
   // do_anonymous_page() allocates before it takes the PT lock; so do we, for write faults.
   let page: Frame | null = null;
   let retries = 0;
-  const end = (result: FaultResult | MmlabError): void => {
-    const ok = !(result instanceof MmlabError);
-    ctx.tracer.emit({
-      kind: 'fault.end',
-      op,
-      pid,
-      addr,
-      access,
-      agent,
-      result: ok ? 'ok' : result.code,
-      ...(ok ? { how: result.kind, pfn: result.pfn, gen: result.gen } : {}),
-      durMs: now() - t0,
-      retries,
-    });
-    if (ok)
-      span?.setAttributes({ 'mmlab.fault.kind': result.kind, 'mmlab.fault.retries': retries });
-  };
   try {
-    for (; ; retries++) {
+    for (; ; tries.retries = ++retries) {
       if (retries > 0) await backoff(retries, deadline, `fault at ${addr} of pid ${pid}`);
       if (access === 'write' && !page)
         page = await allocPage(ctx, op, null, { pid, vpn }).catch(() => null);
@@ -165,18 +157,15 @@ async function __handleMmFault(
             kind: step.r === 'ZERO' ? 'zero' : 'anon',
             retries,
           };
-          end(r);
           return r;
         }
         case 'WP_SHARED': {
           ctx.tracer.emit({ kind: 'pte.set', op, pid, addr, ...step.pte, lock, token: null });
           const r: FaultResult = { ...step.pte, kind: 'wp-reuse', retries };
-          end(r);
           return r;
         }
         case 'SPURIOUS': {
           const r: FaultResult = { ...step.pte, kind: 'spurious', retries };
-          end(r);
           return r;
         }
         case 'NEED_WP': {
@@ -185,15 +174,12 @@ async function __handleMmFault(
           if (wp.consumed) page = null;
           if (!wp.result) continue;
           const r: FaultResult = { ...wp.result, retries };
-          end(r);
           return r;
         }
       }
     }
   } catch (e) {
-    const err = MmlabError.wrap(e);
-    end(err);
-    throw err;
+    throw MmlabError.wrap(e);
   } finally {
     // The frame we allocated ahead and did not install goes back.
     if (page) await putPending(ctx, op, [page]);

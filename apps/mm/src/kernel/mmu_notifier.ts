@@ -223,7 +223,14 @@ export async function invalidateRangeStart(
     throw new MmlabError('EAGAIN', `${ctx.instance} is shutting down: no new invalidation`);
   const subscribers = subscribersWith(all, 'invalidate_range_start');
   const inv = newInv(ctx, op);
-  await ctx.store.invOpen({ pid, inv, op, start, end, event, subscribers, owner: ctx.incarnation });
+  // Store.invOpen indexes pid for this incarnation first, once ({mm}:invpids: the reaper reads
+  // the index, orphan_ranges.ts). ESTALE: this incarnation was found dead and fenced off pid.
+  await ctx.store
+    .invOpen({ pid, inv, op, start, end, event, subscribers, owner: ctx.incarnation })
+    .catch((e: unknown) => {
+      if (e instanceof MmlabError && e.code === 'ESTALE') ctx.onFenced?.();
+      throw e;
+    });
   ctx.openRanges.add(inv);
   ctx.tracer.emit({ kind: 'mn.range_start', op, pid, start, end, event, inv });
   // One trace per invalidation: a new root, linked to the op's own span.

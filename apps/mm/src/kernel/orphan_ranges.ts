@@ -7,6 +7,52 @@
  * invalidations ({p:<pid>}:inv) whose owning incarnation's liveness lease ({mm}:live:<it>) has
  * expired, and sends their invalidate_range_end (invalidateRangeEndForDead).
  *
+ * Where it looks: not in every process. Each incarnation indexes the pids it may own open
+ * invalidations or intents on ({mm}:invpids:<it>, keys.ts), once per pid, before its first
+ * invOpen / intentOpen / invClaim / intentClaim there (Store.invIndex); a scan reads the
+ * incarnations that have an index ({mm}:invowners), checks their leases in one MGET, and reads
+ * the pids of the ones whose lease is gone, and of no one else. A pass where every owner lives
+ * costs 3 Redis calls (the owners, their leases, the pending frames) whatever the number of
+ * processes; it cost 3 per process plus 3 before the index (test/reaper-index.e2e-spec.ts:
+ * 12 calls with 3 processes, 312 with 103; now 3 and 3). An invalidation's bookkeeping stays 3
+ * calls (invOpen, invClaim, invClose), plus one invIndex the first time an incarnation opens
+ * one on a pid.
+ *
+ * The index is in {mm}, the records in {p:<pid>}: on Redis Cluster no script may write both,
+ * so the index is written first, in a call of its own. A crash between the two leaves a pid
+ * indexed with nothing of the incarnation's on it (one read of it when the incarnation is
+ * found dead), never a record that is not indexed:
+ *
+ *   mm-0 (madvise of pid 7)                    mm-1 (scan)
+ *   invIndex(mm-0.a1, 7)   {mm}:invpids:mm-0.a1 = {7}, once per pid
+ *   invOpen(inv 9, owner mm-0.a1)  {p:7}
+ *   ✗ killed
+ *                                              SMEMBERS {mm}:invowners → mm-0.a1, mm-1.c3
+ *                                              MGET their leases → mm-0.a1 gone (twice, a TTL apart)
+ *                                              SMEMBERS {mm}:invpids:mm-0.a1 → 7
+ *                                              invFence(7, mm-0.a1); read {p:7}: inv 9
+ *                                              invIndex(mm-1.c3, 7); invClaim(9 → mm-1.c3);
+ *                                              range_end(9); invClose(9)
+ *                                              next scan: {p:7} has nothing of mm-0.a1:
+ *                                              invUnindex(mm-0.a1, 7) → {mm}:invowners drops it
+ *
+ * Dropping a pid from an index is the one step that could lose an orphan: an incarnation taken
+ * for dead that was only stopped skips invIndex for a pid it indexed already (the Store's
+ * cache), so were the pid dropped and then an invalidation opened, no index would name it. So
+ * the incarnation is fenced off the pid first ({p:<pid>}:fenced, invFence), and invOpen,
+ * invClaim, intentOpen and intentClaim refuse a fenced incarnation in the same script that
+ * would write the record; the pid's records are read after the fence, so that what is read is
+ * all the incarnation will ever own there:
+ *
+ *   mm-0 (stopped past its lease, twice)       mm-1 (scan)
+ *                                              invFence(7, mm-0.a1)
+ *                                              read {p:7}: nothing of mm-0.a1
+ *                                              invUnindex(mm-0.a1, 7)
+ *   SIGCONT; invOpen(inv 10 on 7): cached as
+ *   indexed, no invIndex → FENCED, ESTALE,
+ *   nothing written; onFenced: serves on as a
+ *   new incarnation (new index)
+ *
  * State (per replica): deadSince — incarnation → when this replica first found its lease gone,
  * dropped as soon as it is found alive again. An owner is taken for dead only once its lease
  * was found gone on scans at least one TTL apart, with no scan finding it alive in between: a
@@ -75,8 +121,8 @@ export class OrphanRangeReaper {
   private readonly finishingIntents = new Set<string>();
   /** pending frames this replica is reaping ("pfn:gen") */
   private readonly reaping = new Set<string>();
-  /** the intents in flight at the last scan (of other incarnations), polled between scans */
-  private inFlight: Intent[] = [];
+  /** the other incarnations with an index found alive at the last scan, polled between scans */
+  private watched: string[] = [];
   private poller: NodeJS.Timeout | null = null;
 
   constructor(
@@ -86,8 +132,9 @@ export class OrphanRangeReaper {
 
   /**
    * Scan every half TTL (an owner is confirmed dead within about two TTLs of its lease's end);
-   * between scans, poll the liveness of the owners of intents in flight every tenth of a TTL,
-   * and scan at once when one is gone (its caller waits for the answer).
+   * between scans, poll the liveness of the other indexed incarnations every tenth of a TTL (one
+   * MGET), and scan at once when one is gone (the caller of an operation it died in waits for
+   * the answer; its intents are taken over at the first scan that finds its lease gone).
    */
   start(): void {
     const ttl = this.ctx.env.MMLAB_LEASE_TTL_MS;
@@ -100,8 +147,8 @@ export class OrphanRangeReaper {
     this.timer = setInterval(scan, Math.max(50, Math.floor(ttl / 2)));
     this.poller = setInterval(
       () => {
-        if (this.inFlight.length === 0) return;
-        void this.pollIntentOwners().catch(() => undefined);
+        if (this.watched.length === 0 || this.running) return;
+        void this.pollOwners().catch(() => undefined);
       },
       Math.max(10, Math.floor(ttl / 10)),
     );
@@ -116,20 +163,22 @@ export class OrphanRangeReaper {
   }
 
   /**
-   * Has an owner of an intent in flight (at the last scan) lost its liveness lease? Then take
-   * its intents over at once, without waiting for a scan of every process (finishIntent claims
+   * Has an indexed incarnation alive at the last scan lost its liveness lease? Then scan at
+   * once: its intents are taken over at the first scan that finds it gone (finishIntent claims
    * each and reads it again: one finished meanwhile is left alone).
    */
-  private async pollIntentOwners(): Promise<void> {
-    const owners = [...new Set(this.inFlight.map((i) => i.owner))];
-    for (const w of owners) {
-      if (await this.ctx.store.mmIsAlive(w)) continue;
-      for (const i of this.inFlight)
-        if (i.owner === w && !this.finishingIntents.has(i.id)) void this.finishIntent(i);
-    }
+  private async pollOwners(): Promise<void> {
+    const alive = await this.ctx.store.mmAliveMany(this.watched);
+    if ([...alive.values()].some((a) => !a) && !this.running)
+      await this.scan().catch((e: unknown) =>
+        this.log.warn(`open invalidations not scanned: ${String(e)}`),
+      );
   }
 
-  /** One pass over every process: → how many invalidations this replica took over. */
+  /**
+   * One pass over the index: → how many invalidations, intents and pending frames this replica
+   * took over.
+   */
   scan(): Promise<number> {
     this.running ??= this.scanOnce().finally(() => {
       this.running = null;
@@ -139,27 +188,14 @@ export class OrphanRangeReaper {
 
   private async scanOnce(): Promise<number> {
     const { store, incarnation, env } = this.ctx;
-    const pids = await store.processes();
-    const open = (await Promise.all(pids.map((pid) => store.openInvalidations(pid))))
-      .flat()
-      .filter((o) => o.owner !== incarnation);
-    const intents = (await Promise.all(pids.map((pid) => store.intents(pid))))
-      .flat()
-      .filter((i) => i.owner !== incarnation && !this.finishingIntents.has(i.id));
-    const pending = (await store.pendingFrames()).filter(
+    const [indexed, allPending] = await Promise.all([store.invOwners(), store.pendingFrames()]);
+    const pending = allPending.filter(
       (f) => f.owner !== incarnation && !this.reaping.has(`${f.pfn}:${f.gen}`),
     );
-    this.inFlight = intents;
-    const owners = [
-      ...new Set([
-        ...open.map((o) => o.owner),
-        ...intents.map((i) => i.owner),
-        ...pending.map((f) => f.owner),
-      ]),
-    ];
-    const alive = new Map(
-      await Promise.all(owners.map(async (w) => [w, await store.mmIsAlive(w)] as const)),
-    );
+    const others = indexed.filter((w) => w !== incarnation);
+    const owners = [...new Set([...others, ...pending.map((f) => f.owner)])];
+    const alive = await store.mmAliveMany(owners);
+    this.watched = others.filter((w) => alive.get(w));
     const t = Date.now();
     for (const w of [...this.deadSince.keys()])
       if (!owners.includes(w) || alive.get(w)) this.deadSince.delete(w);
@@ -170,13 +206,50 @@ export class OrphanRangeReaper {
       if (since === undefined) this.deadSince.set(w, t);
       else if (t - since >= env.MMLAB_LEASE_TTL_MS) dead.add(w);
     }
-    const orphans = open.filter((o) => dead.has(o.owner) && !this.finishing.has(o.inv));
-    for (const o of orphans) void this.finish(o);
-    const taken = intents.filter((i) => alive.get(i.owner) === false);
-    for (const i of taken) void this.finishIntent(i);
+    // Only the pids of the incarnations whose lease is gone are read.
+    const gone = others.filter((w) => alive.get(w) === false);
+    const taken = await Promise.all(gone.map((w) => this.reapIndexed(w, dead.has(w))));
     const reaped = pending.filter((f) => dead.has(f.owner));
     for (const f of reaped) void this.reapPending(f);
-    return orphans.length + taken.length + reaped.length;
+    return taken.reduce((a, b) => a + b, 0) + reaped.length;
+  }
+
+  /**
+   * The pids indexed for incarnation w, whose lease is gone: take its intents over (at once),
+   * and, once it is confirmed dead, fence it off each pid, finish its open invalidations there
+   * and drop the pid from its index when it owns nothing there any more (a later scan, once
+   * they are finished). → how many it took over.
+   */
+  private async reapIndexed(w: string, confirmed: boolean): Promise<number> {
+    const { store } = this.ctx;
+    const pids = await store.invPids(w);
+    const per = await Promise.all(
+      pids.map(async (pid) => {
+        // Fenced first, read after: what is read is all w will ever own on pid.
+        if (confirmed) await store.invFence(pid, w);
+        const [open, intents] = await Promise.all([
+          store.openInvalidations(pid),
+          store.intents(pid),
+        ]);
+        const invs = open.filter((o) => o.owner === w);
+        const its = intents.filter((i) => i.owner === w);
+        let n = 0;
+        for (const i of its)
+          if (!this.finishingIntents.has(i.id)) {
+            void this.finishIntent(i);
+            n++;
+          }
+        if (!confirmed) return n;
+        for (const o of invs)
+          if (!this.finishing.has(o.inv)) {
+            void this.finish(o);
+            n++;
+          }
+        if (invs.length === 0 && its.length === 0) await store.invUnindex(w, pid);
+        return n;
+      }),
+    );
+    return per.reduce((a, b) => a + b, 0);
   }
 
   /**

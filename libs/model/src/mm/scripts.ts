@@ -898,29 +898,35 @@ return redis.call('SREM', KEYS[1], ARGV[1])
 `,
   }),
   invOpen: script({
-    doc: `Record an open range invalidation before its invalidate_range_start is sent. KEYS inv invown; ARGV inv record owner → 1 | 0 (inv already recorded: nothing written)`,
+    doc: `Record an open range invalidation before its invalidate_range_start is sent (the owner indexed this pid first: invIndex). An owner found dead and fenced off this address space (:fenced) may open none: its index no longer names the pid. KEYS inv invown fenced; ARGV inv record owner → {'OK'} | {'EXISTS'} (inv already recorded: nothing written) | {'FENCED'}`,
     models:
       '__mmu_notifier_invalidate_range_start(), mm/mmu_notifier.c: the range recorded before it is sent',
-    keys: ['inv', 'invown'],
+    keys: ['inv', 'invown', 'fenced'],
     args: { inv: Str, record: Str, owner: Str },
-    reply: Bit,
+    reply: oneOf(tagged('OK'), tagged('EXISTS'), tagged('FENCED')),
     lua:
       LUA_HELPERS +
       `
+if redis.call('SISMEMBER', KEYS[3], ARGV[3]) == 1 then return {'FENCED'} end
 if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 1 or redis.call('HEXISTS', KEYS[2], ARGV[1]) == 1 then
-  return 0
+  return {'EXISTS'}
 end
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
 redis.call('HSET', KEYS[2], ARGV[1], ARGV[3] .. '|open')
-return 1
+return {'OK'}
 `,
   }),
   invClaim: script({
-    doc: `Take the end of an open invalidation: from the incarnation expected to own it, to another (or the same, for the sender's own end); it is 'ending' from then on. Exactly one caller wins per owner change, so the sender and a replica that thinks it dead never both end it. KEYS invown; ARGV inv from to → {'OK', previous state} | {'LOST', owner} | {'GONE'}`,
+    doc: `Take the end of an open invalidation: from the incarnation expected to own it, to another (or the same, for the sender's own end); it is 'ending' from then on. Exactly one caller wins per owner change, so the sender and a replica that thinks it dead never both end it. The new owner indexed this pid first (invIndex); one fenced off this address space takes nothing. KEYS invown fenced; ARGV inv from to → {'OK', previous state} | {'LOST', owner} | {'GONE'} | {'FENCED'}`,
     models: 'none: lab crash recovery: the end of an open range invalidation changes owner',
-    keys: ['invown'],
+    keys: ['invown', 'fenced'],
     args: { inv: Str, from: Str, to: Str },
-    reply: oneOf(tagged('OK', { prev: Str }), tagged('LOST', { owner: Str }), tagged('GONE')),
+    reply: oneOf(
+      tagged('OK', { prev: Str }),
+      tagged('LOST', { owner: Str }),
+      tagged('GONE'),
+      tagged('FENCED'),
+    ),
     lua:
       LUA_HELPERS +
       `
@@ -928,8 +934,21 @@ local v = redis.call('HGET', KEYS[1], ARGV[1])
 if not v then return {'GONE'} end
 local owner, state = string.match(v, '^(.*)|(%a+)$')
 if owner ~= ARGV[2] then return {'LOST', owner or v} end
+if redis.call('SISMEMBER', KEYS[2], ARGV[3]) == 1 then return {'FENCED'} end
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[3] .. '|ending')
 return {'OK', state}
+`,
+  }),
+  invFence: script({
+    doc: `An mm incarnation found dead: fence it off this address space before the reaper drops the pid from its index (invUnindex), so that, stopped and resumed, it can open or take over nothing here that its index would not name (invOpen, invClaim, intentOpen and intentClaim refuse it; so do its fault scripts, as after pendingFence). KEYS fenced; ARGV incarnation → 1 (fenced now) | 0 (fenced already)`,
+    models: 'none: lab crash recovery: a dead mm incarnation fenced off an address space',
+    keys: ['fenced'],
+    args: { incarnation: Str },
+    reply: Bit,
+    lua:
+      LUA_HELPERS +
+      `
+return redis.call('SADD', KEYS[1], ARGV[1])
 `,
   }),
   invClose: script({
@@ -949,32 +968,34 @@ return 1
 `,
   }),
   intentOpen: script({
-    doc: `Record a multi-step operation before its first change. KEYS intents intent; ARGV id owner rec → 1 | 0 (recorded already: nothing written)`,
+    doc: `Record a multi-step operation before its first change (the owner indexed this pid first: invIndex; one fenced off this address space records none). KEYS intents intent fenced; ARGV id owner rec → {'OK'} | {'EXISTS'} (recorded already: nothing written) | {'FENCED'}`,
     models: "none: lab crash recovery: a multi-step operation's intent record",
-    keys: ['intents', 'intent'],
+    keys: ['intents', 'intent', 'fenced'],
     args: { id: Str, owner: Str, rec: Str },
-    reply: Bit,
+    reply: oneOf(tagged('OK'), tagged('EXISTS'), tagged('FENCED')),
     lua:
       LUA_HELPERS +
       `
-if redis.call('EXISTS', KEYS[2]) == 1 then return 0 end
+if redis.call('SISMEMBER', KEYS[3], ARGV[2]) == 1 then return {'FENCED'} end
+if redis.call('EXISTS', KEYS[2]) == 1 then return {'EXISTS'} end
 redis.call('HSET', KEYS[2], 'owner', ARGV[2], 'rec', ARGV[3], 'batch', 0)
 redis.call('SADD', KEYS[1], ARGV[1])
-return 1
+return {'OK'}
 `,
   }),
   intentClaim: script({
-    doc: `Take an operation over from the incarnation expected to own it (one winner); from then on the PT locks its old owner asks for it are refused. KEYS intent; ARGV from to → {'OK'} | {'LOST', owner} | {'GONE'}`,
+    doc: `Take an operation over from the incarnation expected to own it (one winner); from then on the PT locks its old owner asks for it are refused. The new owner indexed this pid first (invIndex); one fenced off this address space takes nothing. KEYS intent fenced; ARGV from to → {'OK'} | {'LOST', owner} | {'GONE'} | {'FENCED'}`,
     models: 'none: lab crash recovery: an operation taken over from a dead replica',
-    keys: ['intent'],
+    keys: ['intent', 'fenced'],
     args: { from: Str, to: Str },
-    reply: oneOf(tagged('OK'), tagged('LOST', { owner: Str }), tagged('GONE')),
+    reply: oneOf(tagged('OK'), tagged('LOST', { owner: Str }), tagged('GONE'), tagged('FENCED')),
     lua:
       LUA_HELPERS +
       `
 local o = redis.call('HGET', KEYS[1], 'owner')
 if not o then return {'GONE'} end
 if o ~= ARGV[1] then return {'LOST', o} end
+if redis.call('SISMEMBER', KEYS[2], ARGV[2]) == 1 then return {'FENCED'} end
 redis.call('HSET', KEYS[1], 'owner', ARGV[2])
 return {'OK'}
 `,

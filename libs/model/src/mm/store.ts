@@ -65,7 +65,35 @@ export interface OpenInvalidation {
 }
 
 export type InvClaim =
-  { r: 'OK'; prev: 'open' | 'ending' } | { r: 'LOST'; owner: string } | { r: 'GONE' };
+  | { r: 'OK'; prev: 'open' | 'ending' }
+  | { r: 'LOST'; owner: string }
+  | { r: 'GONE' }
+  /** the new owner is fenced off this address space (it was found dead): nothing taken */
+  | { r: 'FENCED' };
+
+/** An open invalidation as invOpen takes it; EINVAL for a malformed one (nothing written). */
+export function checkInvRecord(r: Omit<OpenInvalidation, 'state'>): void {
+  if (
+    !Number.isSafeInteger(r.pid) ||
+    r.pid <= 0 ||
+    !r.inv ||
+    !r.owner ||
+    r.owner.includes('|') ||
+    !Number.isSafeInteger(r.start) ||
+    !Number.isSafeInteger(r.end) ||
+    r.start < 0 ||
+    r.end <= r.start ||
+    !MnEvent.safeParse(r.event).success
+  )
+    throw new MmlabError('EINVAL', `malformed open invalidation ${JSON.stringify(r)}`);
+}
+
+/** owner was found dead and fenced off pid (keys.ts :fenced): it may record nothing there. */
+export const fencedOffError = (owner: string, pid: number, what: string): MmlabError =>
+  new MmlabError(
+    'ESTALE',
+    `${owner} was found dead and fenced off pid ${pid}: no ${what} recorded`,
+  );
 
 /** A multi-step operation's intent record, as a script step names it: its id and expected owner. */
 export interface IntentRef {
@@ -147,22 +175,12 @@ export class MmStore extends MemStore {
 
   /**
    * Record r (owned by r.owner, state open) before its invalidate_range_start is sent.
-   * EINVAL for a malformed record or an inv recorded already; nothing written.
+   * EINVAL for a malformed record or an inv recorded already; ESTALE when r.owner was found
+   * dead and fenced off the pid (fencedOffError); nothing written. Store.invOpen indexes the
+   * pid for the owner first ({mm}:invpids).
    */
   async invOpen(r: Omit<OpenInvalidation, 'state'>): Promise<void> {
-    if (
-      !Number.isSafeInteger(r.pid) ||
-      r.pid <= 0 ||
-      !r.inv ||
-      !r.owner ||
-      r.owner.includes('|') ||
-      !Number.isSafeInteger(r.start) ||
-      !Number.isSafeInteger(r.end) ||
-      r.start < 0 ||
-      r.end <= r.start ||
-      !MnEvent.safeParse(r.event).success
-    )
-      throw new MmlabError('EINVAL', `malformed open invalidation ${JSON.stringify(r)}`);
+    checkInvRecord(r);
     const k = procKeys(r.pid);
     const record = JSON.stringify({
       op: r.op,
@@ -173,19 +191,33 @@ export class MmStore extends MemStore {
     });
     const ok = await this.call(
       'invOpen',
-      { inv: k.inv, invown: k.invown },
+      { inv: k.inv, invown: k.invown, fenced: k.fenced },
       { inv: r.inv, record, owner: r.owner },
     );
-    if (ok !== 1)
+    if (ok.r === 'FENCED') throw fencedOffError(r.owner, r.pid, 'invalidation');
+    if (ok.r !== 'OK')
       throw new MmlabError('EINVAL', `invalidation ${r.inv} of pid ${r.pid} is open already`);
   }
 
   /** Move the end of inv from incarnation `from` to `to` (atomic: one winner); see invClaim. */
   async invClaim(pid: number, inv: string, from: string, to: string): Promise<InvClaim> {
     if (to.includes('|')) throw new MmlabError('EINVAL', `bad incarnation ${to}`);
-    const r = await this.call('invClaim', { invown: procKeys(pid).invown }, { inv, from, to });
+    const k = procKeys(pid);
+    const r = await this.call(
+      'invClaim',
+      { invown: k.invown, fenced: k.fenced },
+      { inv, from, to },
+    );
     if (r.r === 'OK') return { r: 'OK', prev: r.prev === 'ending' ? 'ending' : 'open' };
     return r;
+  }
+
+  /**
+   * Fence a dead incarnation off pid (invFence) before the reaper drops pid from its index:
+   * → true if it was not fenced there yet.
+   */
+  async invFence(pid: number, incarnation: string): Promise<boolean> {
+    return (await this.call('invFence', { fenced: procKeys(pid).fenced }, { incarnation })) === 1;
   }
 
   /** Forget inv once its end was acked, if owner still owns it. */
@@ -328,15 +360,21 @@ export class MmStore extends MemStore {
     return r.r === 'OK' ? { ok: true, token: r.token } : { ok: false, holder: r.holder };
   }
 
-  /** Record a multi-step operation before its first change; EINVAL if id is recorded already. */
+  /**
+   * Record a multi-step operation before its first change; EINVAL if id is recorded already,
+   * ESTALE if owner was found dead and fenced off pid (fencedOffError). Store.intentOpen
+   * indexes the pid for the owner first ({mm}:invpids).
+   */
   async intentOpen(pid: number, id: string, owner: string, rec: IntentRec): Promise<void> {
     const k = procKeys(pid);
     const ok = await this.call(
       'intentOpen',
-      { intents: k.intents, intent: k.intent(id) },
+      { intents: k.intents, intent: k.intent(id), fenced: k.fenced },
       { id, owner, rec: JSON.stringify(rec) },
     );
-    if (ok !== 1) throw new MmlabError('EINVAL', `intent ${id} of pid ${pid} is recorded already`);
+    if (ok.r === 'FENCED') throw fencedOffError(owner, pid, 'intent');
+    if (ok.r !== 'OK')
+      throw new MmlabError('EINVAL', `intent ${id} of pid ${pid} is recorded already`);
   }
 
   async intentClaim(
@@ -344,8 +382,9 @@ export class MmStore extends MemStore {
     id: string,
     from: string,
     to: string,
-  ): Promise<{ r: 'OK' } | { r: 'LOST'; owner: string } | { r: 'GONE' }> {
-    return this.call('intentClaim', { intent: procKeys(pid).intent(id) }, { from, to });
+  ): Promise<{ r: 'OK' } | { r: 'LOST'; owner: string } | { r: 'GONE' } | { r: 'FENCED' }> {
+    const k = procKeys(pid);
+    return this.call('intentClaim', { intent: k.intent(id), fenced: k.fenced }, { from, to });
   }
 
   async intentFlushed(pid: number, id: string, owner: string, batch: number): Promise<boolean> {
