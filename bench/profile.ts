@@ -2,17 +2,17 @@
  * `npm run bench:profile [-- SECONDS]`: where the CPU time of a CPU-driven write fault goes.
  *
  * Starts a lab (patched, 4 CPU agents, 2 mm replicas, observer on: fault-throughput's target
- * point) whose every service runs under V8's sampling profiler (NODE_OPTIONS=--cpu-prof,
- * inherited by the processes LocalLab spawns), drives one stream of stores to fresh pages per
+ * point) whose every service runs under V8's sampling profiler (--cpu-prof through LocalLab's
+ * nodeArgs), drives one stream of stores to fresh pages per
  * CPU for the window, stops the lab cleanly (each process writes its .cpuprofile on exit) and
  * sums every profile's self time by where the code lives: the NATS client, ioredis, Nest and
  * rxjs, zod, OpenTelemetry, node's own internals (sockets, timers), GC, and mmlab's libs and
  * apps. Printed per service kind as CPU milliseconds per fault, with the top functions; the
  * JSON goes to bench/results/profile.json. docs/performance.md reads these figures.
  *
- * Whole-process profiles include start-up and shutdown; the window is long enough (default
- * 10 s) for the fault path to dominate, and the per-fault figures divide busy time by the
- * faults of the window, so they are upper bounds.
+ * Only the samples taken during the drive window count (V8 stamps them on the monotonic clock
+ * process.hrtime reads): start-up (module loading) and shutdown are left out. Busy time is
+ * everything but (idle); per fault it is busy time over the window's faults.
  */
 import { mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -29,7 +29,12 @@ interface CpuProfile {
   }>;
   samples: number[];
   timeDeltas: number[];
+  /** µs, on the monotonic clock process.hrtime reads */
+  startTime: number;
 }
+
+/** The monotonic clock of V8's profile timestamps, in µs. */
+const monoUs = (): number => Number(process.hrtime.bigint() / 1000n);
 
 /** Where a sampled frame's code lives. */
 export function categoryOf(functionName: string, url: string): string {
@@ -60,10 +65,16 @@ interface Summary {
   top: Array<{ fn: string; ms: number }>;
 }
 
-export function summarize(instance: string, p: CpuProfile): Summary {
+/** Self time per category of the samples taken in [fromUs, toUs] (the drive window only). */
+export function summarize(instance: string, p: CpuProfile, fromUs: number, toUs: number): Summary {
   const byNode = new Map<number, number>();
-  for (let i = 0; i < p.samples.length; i++)
-    byNode.set(p.samples[i], (byNode.get(p.samples[i]) ?? 0) + (p.timeDeltas[i] ?? 0) / 1000);
+  let t = p.startTime;
+  for (let i = 0; i < p.samples.length; i++) {
+    const d = p.timeDeltas[i] ?? 0;
+    t += d;
+    if (t < fromUs || t > toUs) continue;
+    byNode.set(p.samples[i], (byNode.get(p.samples[i]) ?? 0) + d / 1000);
+  }
   const byCategory: Record<string, number> = {};
   const byFn = new Map<string, number>();
   let totalMs = 0;
@@ -90,23 +101,24 @@ async function main(): Promise<void> {
   const seconds = Number(process.argv[2] ?? 10);
   const cpus = 4;
   const profDir = mkdtempSync(path.join(tmpdir(), 'mmlab-prof-'));
-  process.env.NODE_OPTIONS = `${process.env.NODE_OPTIONS ?? ''} --cpu-prof --cpu-prof-dir=${profDir}`;
   const pagesPerStream = 20_000;
   const env = await startTestLab(
     { mode: 'patched', frames: cpus * pagesPerStream + 1024, cpus, mmReplicas: 2, observer: true },
-    { trace: false, rpcTimeoutMs: 30_000 },
+    { trace: false, rpcTimeoutMs: 30_000, nodeArgs: ['--cpu-prof', `--cpu-prof-dir=${profDir}`] },
   );
-  delete process.env.NODE_OPTIONS;
   const pids = new Map<number, string>();
   for (const i of env.lab.instances) {
     const pid = env.lab.proc(i).pid;
     if (pid) pids.set(pid, i);
   }
   let faults = 0;
+  let fromUs = 0;
+  let toUs = 0;
   try {
     const { rpc } = env;
     const { pid } = await rpc.call('processCreate', {});
     const { addr } = await rpc.call('mmap', { pid, pages: cpus * pagesPerStream, prot: 'rw' });
+    fromUs = monoUs();
     const end = performance.now() + seconds * 1000;
     await Promise.all(
       Array.from({ length: cpus }, async (_x, s) => {
@@ -117,6 +129,7 @@ async function main(): Promise<void> {
         }
       }),
     );
+    toUs = monoUs();
     await rpc.call('munmap', { pid, addr, pages: cpus * pagesPerStream });
   } finally {
     await env.stop();
@@ -126,7 +139,7 @@ async function main(): Promise<void> {
     const pid = Number(/\.(\d+)\.\d+\.\d+\.cpuprofile$/.exec(f)?.[1]);
     const instance = pids.get(pid) ?? `pid ${pid}`;
     const profile = JSON.parse(readFileSync(path.join(profDir, f), 'utf8')) as CpuProfile;
-    summaries.push(summarize(instance, profile));
+    summaries.push(summarize(instance, profile, fromUs, toUs));
   }
   rmSync(profDir, { recursive: true, force: true });
   // per service kind (mm-0 + mm-1 → mm), per fault

@@ -3,7 +3,8 @@
  *
  *   npm run bench                       all of them (builds first)
  *   npm run bench -- fault-floor        one (or several names)
- *   npm run bench -- --quick            the seconds-long variants (what the test suite runs)
+ *   npm run bench -- --quick            the seconds-long variants (what the test suite runs),
+ *                                       on shared labs (bench/lib/labs.ts)
  *   npm run bench -- --out DIR          where NAME.json and NAME.svg go (default bench/results)
  *
  * Prints progress on stderr, then the table (name, figure, target, met?) and the per-operation
@@ -19,6 +20,7 @@ import {
   runBenchmark,
   writeResult,
 } from './lib/harness';
+import { SharedLabs } from './lib/labs';
 import { BENCHMARKS } from './suite';
 
 async function main(): Promise<number> {
@@ -45,10 +47,11 @@ async function main(): Promise<number> {
   const results: BenchResult[] = [];
   const failed: string[] = [];
   const log = (l: string) => console.error(l);
+  const labs = quick ? new SharedLabs() : undefined;
   for (const b of chosen) {
     log(`== ${b.name}${quick ? ' (quick)' : ''}`);
     try {
-      const r = await runBenchmark(b, { quick, log });
+      const r = await runBenchmark(b, { quick, log, labs });
       const files = await writeResult(r, out);
       log(`${b.name}: ${r.figure.text} (${r.durationS} s) → ${files.json}`);
       results.push(r);
@@ -58,6 +61,11 @@ async function main(): Promise<number> {
       );
       log(`${b.name} FAILED: ${e instanceof Error ? (e.stack ?? e.message) : String(e)}`);
     }
+  }
+  try {
+    await labs?.stop();
+  } catch (e) {
+    failed.push(`the shared labs: ${e instanceof Error ? e.message.split('\n')[0] : String(e)}`);
   }
   console.log(formatTable(results));
   const counts = results.map(formatCounts).filter((c): c is string => c !== null);

@@ -3,16 +3,27 @@
  * real labs: each must produce every row with numeric figures, its JSON and its SVG plot. No
  * timing is asserted (the figures are whatever this machine gives); a change that breaks a
  * benchmark's path (a subject, a trace event it reads, a lab option) fails here.
+ *
+ * The benchmarks share their labs (bench/lib/labs.ts: one patched, one legacy; the mm replicas
+ * restarted when a benchmark names the other dispatch), so the file starts two labs where the
+ * benchmarks alone would start twelve; state-footprint (an emptied Redis of its own) and
+ * observer-intake (an observer process of its own) still start theirs. The shared labs end with
+ * mmlab fsck clean, asserted by the last test.
  */
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import * as path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { type BenchResult, formatTable, runBenchmark, writeResult } from '../bench/lib/harness';
+import { SharedLabs } from '../bench/lib/labs';
 import { BENCHMARKS } from '../bench/suite';
 
 const out = mkdtempSync(path.join(tmpdir(), 'mmlab-bench-quick-'));
-afterAll(() => rmSync(out, { recursive: true, force: true }));
+const labs = new SharedLabs();
+afterAll(async () => {
+  rmSync(out, { recursive: true, force: true });
+  await labs.stop(); // a test failed before the last one stopped them
+});
 
 /** Rows each quick variant has: its configurations (bench/suite/NAME.ts, quick branch). */
 const ROWS: Record<string, { count: number; numeric: string[]; keys?: string[] }> = {
@@ -38,7 +49,7 @@ const ROWS: Record<string, { count: number; numeric: string[]; keys?: string[] }
     numeric: ['regMs', 'firstTouchMs', 'regOverSmallest'],
     keys: ['mode', 'pages'],
   },
-  'state-footprint': { count: 2, numeric: ['bytesPerPage', 'residentBytes'], keys: ['pages'] },
+  'state-footprint': { count: 1, numeric: ['bytesPerPage', 'residentBytes'], keys: ['pages'] },
   'observer-intake': { count: 1, numeric: ['sent', 'stored', 'achievedRate'] },
 };
 
@@ -50,7 +61,7 @@ describe('npm run bench, quick', () => {
   });
 
   it.each(BENCHMARKS.map((b) => [b.name, b] as const))('%s', async (name, b) => {
-    const r = await runBenchmark(b, { quick: true });
+    const r = await runBenchmark(b, { quick: true, labs });
     const shape = ROWS[name];
     expect(r.name).toBe(name);
     expect(r.quick).toBe(true);
@@ -76,6 +87,11 @@ describe('npm run bench, quick', () => {
     // the data was drawn: a mark per row at least (points, bars or a line path)
     expect((svg.match(/<path/g) ?? []).length).toBeGreaterThanOrEqual(1);
     results.push(r);
+  });
+
+  it('the shared labs end with mmlab fsck clean', async () => {
+    // stop() runs fsck on each lab and throws its findings
+    await expect(labs.stop()).resolves.toBeUndefined();
   });
 
   it('prints the table with a line per benchmark', () => {

@@ -61,8 +61,12 @@ describe('mmlab fsck', () => {
     const used = (await store.pageTable(pid)).get(page(0) / PAGE_SIZE)!;
     await store.pokePte(pid, past, { ...used, writable: false }); // in no VMA; mapcount + 1
     const leaked = (await store.allocPage(null))!; // mapcount 1, no PTE
-    const [free0] = await store.freeList();
-    await store.redis.rpush(MEM.free, free0); // on the free list twice
+    // the last frames of the free list were never allocated: free0 pushed at its head is on
+    // it twice; free1 gets a refcount while free; free2 a state byte that means nothing
+    const [free2, free1, free0] = (await store.freeList()).slice(-3);
+    await store.freeListPush(free0);
+    await store.frameSet(free1, { ref: 2 });
+    await store.frameSet(free2, { state: 7 });
     await store.pokePte(pid, page(4) / PAGE_SIZE, { ...used, writable: true }); // writable in r
     await store.redis.set(k.semW, 'mm-9.dead/mm-9/munmap#1|77', 'PX', 60_000); // dead holder
     // a reader of the child's mmap_sem left by a dead incarnation, its lease a minute long, and
@@ -99,13 +103,20 @@ describe('mmlab fsck', () => {
     const has = (code: string, key: string, what: RegExp) =>
       expect(found.filter((l) => l.startsWith(`${code} ${key}: `) && what.test(l))).toHaveLength(1);
     has('pte-outside-vma', k.pte, new RegExp(`vpn ${past} `));
-    has('mapcount', MEM.map, new RegExp(`pfn ${leaked.pfn} has mapcount 1 but 0 PTEs`));
-    has('free-list-dup', MEM.free, new RegExp(`pfn ${free0} `));
+    has('mapcount', MEM.frames, new RegExp(`pfn ${leaked.pfn} has mapcount 1 but 0 PTEs`));
+    has('free-list-dup', MEM.frames, new RegExp(`pfn ${free0} is on the free list 2 times`));
+    has('frame-state', MEM.frames, new RegExp(`free pfn ${free1} has refcount 2, mapcount 0`));
+    has('frame-state', MEM.frames, new RegExp(`pfn ${free2} is state 7 \\(gen 0, ref 0, map 0\\)`));
+    has('free-list-used', MEM.frames, new RegExp(`pfn ${free2} is on the free list but state 7`));
     has('pte-prot', k.pte, /writable in a r VMA/);
     has('lease-dead-owner', k.semW, /mm-9\.dead/);
     has('lease-dead-owner', kc.semR, /mm-9\.dead\/mm-9\/madvise#2/);
     expect(found.filter((l) => l.includes('madvise#3'))).toEqual([]);
-    has('pinned-vm', MEM.ref, /hold 1 references beyond their mappings \(pins\) but only 0 pages/);
+    has(
+      'pinned-vm',
+      MEM.frames,
+      /hold 1 references beyond their mappings \(pins\) but only 0 pages/,
+    );
     has('pte-no-pmd', kc.pmds, new RegExp(`vpn ${moved.addr / PAGE_SIZE} `));
     has('sem-conflict', kc.semR, /held for write by mm-9\.dead\/mm-9\/mprotect#4 and for read/);
     has('mn-registry', subKeys('ghost0').regs, new RegExp(`pid ${pid}: ghost0 is registered`));
@@ -113,7 +124,7 @@ describe('mmlab fsck', () => {
     has('inv-corrupt', k.inv, /mm-9\/munmap#1~dead\.1 is only in :inv/);
     has('inv-corrupt', k.inv, /mm-9\/munmap#2~dead\.2's record does not read/);
     // the PTE past the VMAs and the one made writable both map `used`: its mapcount is off too
-    has('mapcount', MEM.map, new RegExp(`pfn ${used.pfn} has mapcount`));
+    has('mapcount', MEM.frames, new RegExp(`pfn ${used.pfn} has mapcount`));
 
     const json = await runMmlab(['fsck', '--redis', t!.lab.redisUrl, '--json']);
     expect(json.code).toBe(1);

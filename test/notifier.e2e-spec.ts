@@ -2,11 +2,11 @@
  * Notifiers across the network with a real HCA subscriber: a slow device under the patched
  * and the legacy discipline, a subscriber killed mid-invalidation, a paused one.
  */
-import { afterEach, describe, expect, it } from 'vitest';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import type { NatsConnection } from 'nats';
 import { type EventOf, type Mode, PAGE_SIZE, RequestPacket, type TraceKind } from '@mmlab/protocol';
 import { checkInvariants } from '@mmlab/checker';
-import { type LabConfig } from '@mmlab/runner';
+import { type LabConfig, stopProcess } from '@mmlab/runner';
 import { type TestLab, codeOf, startTestLab, until } from '@mmlab/testing';
 
 let env: TestLab | null = null;
@@ -21,6 +21,31 @@ afterEach(async () => {
   await env.stop();
   env = null;
 });
+
+/**
+ * One lab for the cases of a describe block that differ only in what mm reads from its
+ * environment (MMLAB_MODE, MMLAB_DISPATCH: mm is their only reader), started before the block
+ * and stopped (fsck) after it. use(env) restarts the mm replicas with the case's variables
+ * when they differ (every replica stopped before any starts: a lab never runs two modes).
+ */
+function sharedLab(cfg: LabConfig) {
+  let shared: TestLab | undefined;
+  beforeAll(async () => {
+    shared = await startTestLab(cfg, { rpcTimeoutMs: 30_000 });
+  });
+  afterAll(async () => {
+    await shared?.stop();
+  });
+  return async (mmEnv: Record<string, string>): Promise<TestLab> => {
+    const { lab } = shared!;
+    const stale = lab.specs
+      .filter((s) => s.app === 'mm' && Object.entries(mmEnv).some(([k, v]) => s.env[k] !== v))
+      .map((s) => s.instance);
+    await Promise.all(stale.map((i) => stopProcess(lab.proc(i))));
+    await Promise.all(stale.map((i) => lab.restart(i, mmEnv)));
+    return shared!;
+  };
+}
 
 /** A process with `pages` pages written by cpu0, and an ODP MR of hca0 over them, mapped. */
 async function mappedOdpMr(e: TestLab, pages: number, access: Array<'read' | 'write'>) {
@@ -183,21 +208,24 @@ describe('a subscriber that dies or stops', () => {
 });
 
 describe('several HCAs on one process', () => {
+  const use = sharedLab({
+    mode: 'patched',
+    frames: 64,
+    cpus: 1,
+    mmReplicas: 1,
+    observer: false,
+    dispatch: 'parallel',
+    subscribers: [
+      { name: 'hca0', kind: 'hca', invalidateLatencyMs: 300 },
+      { name: 'hca1', kind: 'hca', invalidateLatencyMs: 300 },
+    ],
+  });
+
   it.each(['parallel', 'serial'] as const)(
     '%s dispatch: each HCA is its own subscriber',
     async (dispatch) => {
-      const e = await start({
-        mode: 'patched',
-        frames: 64,
-        cpus: 1,
-        mmReplicas: 1,
-        observer: false,
-        dispatch,
-        subscribers: [
-          { name: 'hca0', kind: 'hca', invalidateLatencyMs: 300 },
-          { name: 'hca1', kind: 'hca', invalidateLatencyMs: 300 },
-        ],
-      });
+      const e = await use({ MMLAB_DISPATCH: dispatch });
+      const from = e.trace.events.length; // the case's own events (the lab served the last case)
       const { pid } = await e.rpc.call('processCreate', {});
       const { addr } = await e.rpc.call('mmap', { pid, pages: 1, prot: 'rw' });
       await e.rpc.call('cpuAccess', { pid, addr, op: 'write', value: 3 }, { id: 0 });
@@ -212,8 +240,9 @@ describe('several HCAs on one process', () => {
       expect(await e.store.mnSubscribers(pid)).toEqual(['hca0', 'hca1']);
       await e.rpc.call('munmap', { pid, addr, pages: 1 });
       await e.settled();
-      const rs = e.trace.events.find((x) => x.kind === 'mn.range_start')!;
-      const ofStart = e.trace.events.filter(
+      const events = e.trace.events.slice(from);
+      const rs = events.find((x) => x.kind === 'mn.range_start')!;
+      const ofStart = events.filter(
         (x): x is EventOf<'mn.send'> | EventOf<'mn.ack'> =>
           (x.kind === 'mn.send' || x.kind === 'mn.ack') &&
           x.inv === rs.inv &&
@@ -225,7 +254,7 @@ describe('several HCAs on one process', () => {
       else expect(order).toEqual(['send hca0', 'ack hca0', 'send hca1', 'ack hca1']);
       for (const hca of ['hca0', 'hca1'])
         expect(
-          e.trace.events.some((x) => x.kind === 'smap.clear' && x.agent === hca && x.addr === addr),
+          events.some((x) => x.kind === 'smap.clear' && x.agent === hca && x.addr === addr),
         ).toBe(true);
     },
   );
@@ -254,18 +283,21 @@ function sleepyChangePteSubscriber(nc: NatsConnection, name: string, sleepMs: nu
 }
 
 describe('change_pte is sent under the PT lock (set_pte_at_notify, v3.7 and v3.6)', () => {
+  const softlockupMs = 300;
+  const use = sharedLab({
+    mode: 'patched',
+    frames: 32,
+    cpus: 1,
+    mmReplicas: 1,
+    softlockupMs,
+    observer: false,
+  });
+
   it.each<Mode>(['patched', 'legacy'])(
     '%s: not a sleep-under-ptlock violation, but a subscriber sleeping in it holds the lock long',
     async (mode) => {
-      const softlockupMs = 300;
-      const e = await start({
-        mode,
-        frames: 32,
-        cpus: 1,
-        mmReplicas: 1,
-        softlockupMs,
-        observer: false,
-      });
+      const e = await use({ MMLAB_MODE: mode });
+      const from = e.trace.events.length; // the case's own events (the lab served the last case)
       const sub = sleepyChangePteSubscriber(e.nc, 'kvm0', 2 * softlockupMs);
       try {
         await e.store.subscriberAlive('kvm0', 60_000);
@@ -277,7 +309,7 @@ describe('change_pte is sent under the PT lock (set_pte_at_notify, v3.7 and v3.6
         await e.rpc.call('notifierRegister', { pid, subscriber: 'kvm0' });
         await e.rpc.call('cpuAccess', { pid, addr, op: 'write', value: 2 }, { id: 0 });
         await e.settled();
-        const events = e.trace.events;
+        const events = e.trace.events.slice(from);
         const send = events.find(
           (x): x is EventOf<'mn.send'> => x.kind === 'mn.send' && x.callback === 'change_pte',
         )!;

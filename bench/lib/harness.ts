@@ -14,6 +14,8 @@ import { performance } from 'node:perf_hooks';
 import type { NatsConnection, Subscription } from 'nats';
 import type { Redis, Cluster } from 'ioredis';
 import { TRACE_WILDCARD } from '@mmlab/protocol';
+import type { TestLab } from '@mmlab/testing';
+import type { LabNeed, SharedLabs } from './labs';
 import { type PlotSpec, renderSvg } from './plot';
 
 export type Cell = string | number | boolean | null;
@@ -24,6 +26,8 @@ export interface BenchOptions {
   quick: boolean;
   /** progress lines (default: none) */
   log?: (line: string) => void;
+  /** the labs the quick variants share (quick only: a full variant always starts its own) */
+  labs?: SharedLabs;
 }
 
 export interface BenchResult {
@@ -120,6 +124,31 @@ export async function redisCommandStats(
     if (/^(evalsha|eval|fcall|evalsha_ro|eval_ro|fcall_ro)$/.test(m[1])) scripts += Number(m[2]);
   }
   return { calls, scripts };
+}
+
+/**
+ * The lab a benchmark runs fn on: a quick variant given opts.labs runs on the shared lab that
+ * fits need (left running for the next benchmark); otherwise own() starts the benchmark's own
+ * lab, stopped after fn (its teardown runs mmlab fsck, and a finding fails the benchmark). When
+ * fn fails, its error is the one thrown: a failed stop after it is only logged.
+ */
+export async function withLab<T>(
+  opts: BenchOptions,
+  need: LabNeed,
+  own: () => Promise<TestLab>,
+  fn: (env: TestLab) => Promise<T>,
+): Promise<T> {
+  if (opts.quick && opts.labs) return opts.labs.use(need, fn);
+  const env = await own();
+  let result: T;
+  try {
+    result = await fn(env);
+  } catch (e) {
+    await env.stop().catch((s: unknown) => opts.log?.(`stop after the failure: ${String(s)}`));
+    throw e;
+  }
+  await env.stop();
+  return result;
 }
 
 /** Resolve after ms. */

@@ -8,28 +8,46 @@
  * The invalidation is a munmap of one touched page of a process with k HCAs registered (one
  * ODP MR each); its wall time is the latency (the range end is answered at once: the latency
  * fault is on invalidate_range_start only). Each dispatch is a lab of its own (MMLAB_DISPATCH
- * is per lab); the figure is the ratio to d measured in the same run.
+ * is per lab; the quick variant's shared lab restarts its mm replicas to change it); the figure
+ * is the ratio to d measured in the same run.
  */
 import { type Dispatch, PAGE_SIZE } from '@mmlab/protocol';
 import { startTestLab } from '@mmlab/testing';
-import { type BenchResult, type Benchmark, type Row, pct, round, timed } from '../lib/harness';
+import {
+  type BenchOptions,
+  type BenchResult,
+  type Benchmark,
+  type Row,
+  pct,
+  round,
+  timed,
+  withLab,
+} from '../lib/harness';
 import { linePlot } from '../lib/plot';
 
-async function fanout(dispatch: Dispatch, maxSubs: number, d: number, samples: number) {
+async function fanout(
+  opts: BenchOptions,
+  dispatch: Dispatch,
+  maxSubs: number,
+  d: number,
+  samples: number,
+) {
   const subs = Array.from({ length: maxSubs }, (_x, i) => `hca${i}`);
-  const env = await startTestLab(
-    {
-      mode: 'patched',
-      frames: 256,
-      cpus: 1,
-      mmReplicas: 1,
-      observer: false,
-      dispatch,
-      subscribers: subs.map((name) => ({ name, kind: 'hca' as const, invalidateLatencyMs: 0 })),
-    },
-    { trace: false, rpcTimeoutMs: 60_000 },
-  );
-  try {
+  const own = () =>
+    startTestLab(
+      {
+        mode: 'patched',
+        frames: 256,
+        cpus: 1,
+        mmReplicas: 1,
+        observer: false,
+        dispatch,
+        subscribers: subs.map((name) => ({ name, kind: 'hca' as const, invalidateLatencyMs: 0 })),
+      },
+      { trace: false, rpcTimeoutMs: 60_000 },
+    );
+  const need = { mode: 'patched' as const, dispatch, frames: 256, hcas: maxSubs };
+  return withLab(opts, need, own, async (env) => {
     const { rpc } = env;
     const out = new Map<number, number[]>();
     for (let k = 1; k <= maxSubs; k++) {
@@ -63,23 +81,22 @@ async function fanout(dispatch: Dispatch, maxSubs: number, d: number, samples: n
       out.set(k, t.slice(1));
     }
     return out;
-  } finally {
-    await env.stop();
-  }
+  });
 }
 
 export const dispatchFanout: Benchmark = {
   name: 'dispatch-fanout',
   measures: 'invalidation latency, 1–4 subscribers × 200 ms, parallel vs serial',
   target: 'parallel ≤ 215 ms at every count; serial ≈ k·d',
-  async run({ quick, log }): Promise<BenchResult> {
+  async run(opts): Promise<BenchResult> {
+    const { quick, log } = opts;
     const d = quick ? 20 : 200;
     const maxSubs = quick ? 2 : 4;
     const samples = quick ? 1 : 5;
     const rows: Row[] = [];
     let worstParallel = 0;
     for (const dispatch of ['parallel', 'serial'] as const) {
-      const by = await fanout(dispatch, maxSubs, d, samples);
+      const by = await fanout(opts, dispatch, maxSubs, d, samples);
       for (const [k, t] of by) {
         const p50 = pct(t, 50);
         if (dispatch === 'parallel') worstParallel = Math.max(worstParallel, p50);

@@ -20,6 +20,7 @@ import {
   redisCommandStats,
   round,
   timed,
+  withLab,
 } from '../lib/harness';
 import { barPlot } from '../lib/plot';
 
@@ -29,17 +30,20 @@ export const faultFloor: Benchmark = {
   name: 'fault-floor',
   measures: 'fault p50/p99 through a CPU agent vs raw NATS request-reply + one EVALSHA',
   target: `p50 ≤ ${TARGET}× the floor`,
-  async run({ quick, log }): Promise<BenchResult> {
+  async run(opts): Promise<BenchResult> {
+    const { quick, log } = opts;
     const rounds = quick ? 2 : 20;
-    const perRound = quick ? 20 : 100;
+    const perRound = quick ? 10 : 100;
     const countN = quick ? 10 : 200;
     const n = rounds * perRound;
-    const env = await startTestLab(
-      { mode: 'patched', frames: 2 * n + 2 * countN + 256, cpus: 1, mmReplicas: 2, observer: true },
-      { trace: false },
-    );
-    try {
-      const { rpc, nc, store } = env;
+    const frames = 2 * n + 2 * countN + 256;
+    const own = () =>
+      startTestLab(
+        { mode: 'patched', frames, cpus: 1, mmReplicas: 2, observer: true },
+        { trace: false },
+      );
+    const need = { mode: 'patched' as const, frames, cpus: 1, mmReplicas: 2, observer: true };
+    return withLab(opts, need, own, async ({ rpc, nc, store }) => {
       const echo = nc.subscribe('bench.echo', { callback: (_e, m) => m.respond(m.data) });
       await nc.flush();
       const { pid } = await rpc.call('processCreate', {});
@@ -66,7 +70,7 @@ export const faultFloor: Benchmark = {
           agent: 'bench',
         });
       // warm-up: JIT, connections, script cache
-      const warm = quick ? 10 : 50;
+      const warm = quick ? 5 : 50;
       await timed(warm, () => nc.request('bench.echo', payload));
       await timed(warm, (i) => store.walk(pid, i, 'bench'));
       await timed(warm, cpuStore);
@@ -177,8 +181,6 @@ export const faultFloor: Benchmark = {
           yTitle: 'ms',
         }),
       };
-    } finally {
-      await env.stop();
-    }
+    });
   },
 };

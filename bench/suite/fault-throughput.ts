@@ -14,7 +14,7 @@ import { startTestLab } from '@mmlab/testing';
 import { stopProcess } from '@mmlab/runner';
 import { performance } from 'node:perf_hooks';
 import type { RpcClient } from '@mmlab/runtime';
-import { type BenchResult, type Benchmark, type Row, round } from '../lib/harness';
+import { type BenchResult, type Benchmark, type Row, round, withLab } from '../lib/harness';
 import { linePlot } from '../lib/plot';
 
 const TARGET = 3000;
@@ -58,24 +58,27 @@ export const faultThroughput: Benchmark = {
   measures:
     'faults/s through CPU agents, 1/2/4/8 CPUs × 1/2/3 mm replicas, tracing and observer on',
   target: `≥ ${TARGET}/s at 4 CPUs + 2 replicas`,
-  async run({ quick, log }): Promise<BenchResult> {
+  async run(opts): Promise<BenchResult> {
+    const { quick, log } = opts;
     const cpuCounts = quick ? [1, 2] : [1, 2, 4, 8];
     const replicaCounts = quick ? [2, 1] : [3, 2, 1];
-    const windowMs = quick ? 300 : 2500;
-    const pagesPerStream = quick ? 400 : 6000;
+    const windowMs = quick ? 200 : 2500;
+    const pagesPerStream = quick ? 300 : 6000;
     const maxCpus = Math.max(...cpuCounts);
-    const env = await startTestLab(
-      {
-        mode: 'patched',
-        frames: maxCpus * pagesPerStream + 1024,
-        cpus: maxCpus,
-        mmReplicas: replicaCounts[0],
-        observer: true,
-      },
-      { trace: false, rpcTimeoutMs: 30_000 },
-    );
-    try {
-      const { rpc, lab } = env;
+    const frames = maxCpus * pagesPerStream + 1024;
+    const own = () =>
+      startTestLab(
+        { mode: 'patched', frames, cpus: maxCpus, mmReplicas: replicaCounts[0], observer: true },
+        { trace: false, rpcTimeoutMs: 30_000 },
+      );
+    const need = {
+      mode: 'patched' as const,
+      frames,
+      cpus: maxCpus,
+      mmReplicas: replicaCounts[0],
+      observer: true,
+    };
+    return withLab(opts, need, own, async ({ rpc, lab }) => {
       const { pid } = await rpc.call('processCreate', {});
       await drive(rpc, pid, 1, quick ? 100 : 500, pagesPerStream, 'cpu'); // warm-up
       const baseline = await drive(rpc, pid, maxCpus, windowMs, pagesPerStream, 'mm');
@@ -85,7 +88,7 @@ export const faultThroughput: Benchmark = {
       const rows: Row[] = [];
       for (const replicas of replicaCounts) {
         // stop replicas down to this count (the lab started with the most)
-        for (let i = replicas; i < replicaCounts[0]; i++) {
+        for (let i = replicas; i < lab.cfg.mmReplicas; i++) {
           const p = lab.proc(`mm-${i}`);
           if (p.exitCode === null && p.signalCode === null) await stopProcess(p);
         }
@@ -134,8 +137,6 @@ export const faultThroughput: Benchmark = {
           rule: { y: TARGET, label: 'target' },
         }),
       };
-    } finally {
-      await env.stop();
-    }
+    });
   },
 };

@@ -19,7 +19,14 @@ import { performance } from 'node:perf_hooks';
 import { MmlabError, type Mode, PAGE_SIZE, PTRS_PER_PTE } from '@mmlab/protocol';
 import type { RpcClient } from '@mmlab/runtime';
 import { startTestLab } from '@mmlab/testing';
-import { type BenchResult, type Benchmark, type Row, round } from '../lib/harness';
+import {
+  type BenchOptions,
+  type BenchResult,
+  type Benchmark,
+  type Row,
+  round,
+  withLab,
+} from '../lib/harness';
 import { linePlot } from '../lib/plot';
 
 /** CPUs 0..cpus-1 write-fault their slices of vpns [first, first + pages) until `until` settles. */
@@ -60,28 +67,29 @@ async function neighbours(
   return { rate: perStream.reduce((a, b) => a + b, 0), failed };
 }
 
-async function rounds(
-  mode: Mode,
-  cpus: number,
-  n: number,
-  sleepMs: number,
-  log?: (l: string) => void,
-) {
-  const env = await startTestLab(
-    {
-      mode,
-      frames: n * 3 * PTRS_PER_PTE + 256,
-      cpus,
-      mmReplicas: cpus > 2 ? 2 : 1,
-      softlockupMs: 60_000,
-      observer: false,
-      subscribers: [{ name: 'hca0', kind: 'hca', invalidateLatencyMs: 0 }],
-    },
-    { trace: false, rpcTimeoutMs: 60_000 },
-  );
-  const out: Array<{ baseline: number; during: number; invalidationMs: number; failed: number }> =
-    [];
-  try {
+async function rounds(opts: BenchOptions, mode: Mode, cpus: number, n: number, sleepMs: number) {
+  const frames = n * 3 * PTRS_PER_PTE + 256;
+  const own = () =>
+    startTestLab(
+      {
+        mode,
+        frames,
+        cpus,
+        mmReplicas: cpus > 2 ? 2 : 1,
+        softlockupMs: 60_000,
+        observer: false,
+        subscribers: [{ name: 'hca0', kind: 'hca', invalidateLatencyMs: 0 }],
+      },
+      { trace: false, rpcTimeoutMs: 60_000 },
+    );
+  const need = { mode, frames, cpus, hcas: 1, softlockupMs: 60_000 };
+  return withLab(opts, need, own, async (env) => {
+    const out: Array<{
+      baseline: number;
+      during: number;
+      invalidationMs: number;
+      failed: number;
+    }> = [];
     const { rpc } = env;
     for (let r = 0; r < n; r++) {
       const { pid } = await rpc.call('processCreate', {});
@@ -131,28 +139,27 @@ async function rounds(
       await rpc.call('exit', { pid: child });
       await rpc.call('exit', { pid });
       out.push({ baseline: a.rate, during: b.rate, invalidationMs, failed: a.failed + b.failed });
-      log?.(
+      opts.log?.(
         `faults-under-invalidation: ${mode} round ${r + 1}: ${round(a.rate, 0)} → ${round(b.rate, 0)}/s`,
       );
     }
     return out;
-  } finally {
-    await env.stop();
-  }
+  });
 }
 
 export const faultsUnderInvalidation: Benchmark = {
   name: 'faults-under-invalidation',
   measures: 'neighbour fault throughput (4 CPUs, one PT lock) during a 1 s invalidation vs none',
   target: 'patched ≥ 0.9×; legacy shown',
-  async run({ quick, log }): Promise<BenchResult> {
+  async run(opts): Promise<BenchResult> {
+    const { quick } = opts;
     const n = quick ? 1 : 2;
     const sleepMs = quick ? 200 : 1000;
-    const cpus = quick ? 2 : 4;
+    const cpus = quick ? 1 : 4;
     const rows: Row[] = [];
     const ratio: Partial<Record<Mode, number>> = {};
     for (const mode of ['patched', 'legacy'] as const) {
-      const rs = await rounds(mode, cpus, n, sleepMs, log);
+      const rs = await rounds(opts, mode, cpus, n, sleepMs);
       const base = rs.reduce((s, r) => s + r.baseline, 0) / rs.length;
       const during = rs.reduce((s, r) => s + r.during, 0) / rs.length;
       ratio[mode] = during / base;

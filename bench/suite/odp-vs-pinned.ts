@@ -10,32 +10,41 @@
 import { performance } from 'node:perf_hooks';
 import { PAGE_SIZE } from '@mmlab/protocol';
 import { startTestLab } from '@mmlab/testing';
-import { type BenchResult, type Benchmark, type Row, pct, round } from '../lib/harness';
+import { type BenchResult, type Benchmark, type Row, pct, round, withLab } from '../lib/harness';
 import { linePlot } from '../lib/plot';
 
 export const odpVsPinned: Benchmark = {
   name: 'odp-vs-pinned',
   measures: 'registration and first-touch cost, 16 to 16,384 pages',
   target: 'ODP registration flat within 20%; pinned grows',
-  async run({ quick, log }): Promise<BenchResult> {
+  async run(opts): Promise<BenchResult> {
+    const { quick, log } = opts;
     const sizes = quick ? [16, 64] : [16, 256, 4096, 16384];
     const reps = quick ? 1 : 3;
     const maxPages = Math.max(...sizes);
-    const env = await startTestLab(
-      {
-        mode: 'patched',
-        frames: maxPages + 1024,
-        memlockPages: maxPages + 1024,
-        cpus: 1,
-        mmReplicas: 2,
-        observer: false,
-        subscribers: [{ name: 'hca0', kind: 'hca', invalidateLatencyMs: 0 }],
-      },
-      // past the HCA's gup deadline for the biggest size (gupDeadlineMs: ~7 min at 16,384 pages)
-      { trace: false, rpcTimeoutMs: 900_000 },
-    );
-    try {
-      const { rpc } = env;
+    const own = () =>
+      startTestLab(
+        {
+          mode: 'patched',
+          frames: maxPages + 1024,
+          memlockPages: maxPages + 1024,
+          cpus: 1,
+          mmReplicas: 2,
+          observer: false,
+          subscribers: [{ name: 'hca0', kind: 'hca', invalidateLatencyMs: 0 }],
+        },
+        // past the HCA's gup deadline for the biggest size (gupDeadlineMs: ~7 min at 16,384 pages)
+        { trace: false, rpcTimeoutMs: 900_000 },
+      );
+    // quick: the shared patched lab (bench/lib/labs.ts); its own lab is stopped by withLab, the
+    // first error kept
+    const need = {
+      mode: 'patched' as const,
+      frames: 2 * maxPages,
+      memlockPages: maxPages,
+      hcas: 1,
+    };
+    return withLab(opts, need, own, async ({ rpc }) => {
       const { pid } = await rpc.call('processCreate', {});
       const ms = async (fn: () => Promise<unknown>) => {
         const t = performance.now();
@@ -92,7 +101,6 @@ export const odpVsPinned: Benchmark = {
       const top = sizes[sizes.length - 1];
       const odpGrowth = med('odp', top, 'reg') / med('odp', sizes[0], 'reg');
       const pinnedGrowth = med('pinned', top, 'reg') / med('pinned', sizes[0], 'reg');
-      await env.stop();
       return {
         name: this.name,
         measures: this.measures,
@@ -116,12 +124,6 @@ export const odpVsPinned: Benchmark = {
           logY: true,
         }),
       };
-    } catch (e) {
-      // keep the first error: a failed stop (fsck) after it would hide it
-      await env
-        .stop()
-        .catch((s: unknown) => log?.(`odp-vs-pinned: stop after the failure: ${String(s)}`));
-      throw e;
-    }
+    });
   },
 };

@@ -12,24 +12,39 @@
  * lab has one mode); the patched figure is a ratio within its own lab (1000 ms against 0).
  */
 import { type EventOf, type Mode } from '@mmlab/protocol';
-import { type TestLab, startTestLab } from '@mmlab/testing';
-import { type BenchResult, type Benchmark, type Row, pct, round } from '../lib/harness';
+import { startTestLab } from '@mmlab/testing';
+import {
+  type BenchOptions,
+  type BenchResult,
+  type Benchmark,
+  type Row,
+  pct,
+  round,
+  withLab,
+} from '../lib/harness';
 import { linePlot } from '../lib/plot';
 
-async function holdsFor(mode: Mode, sleeps: number[], samples: (d: number) => number) {
-  const env: TestLab = await startTestLab(
-    {
-      mode,
-      frames: 512,
-      cpus: 1,
-      mmReplicas: 1,
-      softlockupMs: 60_000,
-      observer: false,
-      subscribers: [{ name: 'hca0', kind: 'hca', invalidateLatencyMs: 0 }],
-    },
-    { rpcTimeoutMs: 60_000 },
-  );
-  try {
+async function holdsFor(
+  opts: BenchOptions,
+  mode: Mode,
+  sleeps: number[],
+  samples: (d: number) => number,
+) {
+  const own = () =>
+    startTestLab(
+      {
+        mode,
+        frames: 512,
+        cpus: 1,
+        mmReplicas: 1,
+        softlockupMs: 60_000,
+        observer: false,
+        subscribers: [{ name: 'hca0', kind: 'hca', invalidateLatencyMs: 0 }],
+      },
+      { rpcTimeoutMs: 60_000 },
+    );
+  const need = { mode, trace: true, hcas: 1, cpus: 1, frames: 512, softlockupMs: 60_000 };
+  return withLab(opts, need, own, async (env) => {
     const { rpc } = env;
     const { pid } = await rpc.call('processCreate', {});
     const { addr } = await rpc.call('mmap', { pid, pages: 1, prot: 'rw' });
@@ -63,9 +78,7 @@ async function holdsFor(mode: Mode, sleeps: number[], samples: (d: number) => nu
       out.set(d, holds);
     }
     return out;
-  } finally {
-    await env.stop();
-  }
+  });
 }
 
 export const ptlockVsSleep: Benchmark = {
@@ -73,13 +86,14 @@ export const ptlockVsSleep: Benchmark = {
   measures:
     'PT-lock hold p50/p99/max with a device sleeping 0, 10, 100, 1000 ms, patched and legacy',
   target: 'patched p99 at 1000 ≤ 1.5× at 0; legacy p50 at 1000 ≥ 100× patched',
-  async run({ quick, log }): Promise<BenchResult> {
+  async run(opts): Promise<BenchResult> {
+    const { quick, log } = opts;
     const sleeps = quick ? [0, 10] : [0, 10, 100, 1000];
-    const samples = (d: number) => (quick ? 2 : d >= 1000 ? 5 : d >= 100 ? 10 : 20);
+    const samples = (d: number) => (quick ? 1 : d >= 1000 ? 5 : d >= 100 ? 10 : 20);
     const rows: Row[] = [];
     const by: Partial<Record<Mode, Map<number, number[]>>> = {};
     for (const mode of ['patched', 'legacy'] as const) {
-      by[mode] = await holdsFor(mode, sleeps, samples);
+      by[mode] = await holdsFor(opts, mode, sleeps, samples);
       for (const [d, h] of by[mode]) {
         rows.push({
           mode,

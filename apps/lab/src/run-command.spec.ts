@@ -83,7 +83,7 @@ describe('unexpectedFsck: what fsck found that the scenario does not name', () =
     if (!r.ok) throw new Error(JSON.stringify(r.errors));
     return r.scenario;
   };
-  const finding = (code: string) => ({ code, key: '{mem}:map', message: code, objects: {} });
+  const finding = (code: string) => ({ code, key: '{mem}:frames', message: code, objects: {} });
   const found = { ok: false, findings: [finding('mapcount'), finding('pte-outside-vma')] };
 
   it('names every finding when the scenario expects none, and none when fsck was clean', () => {

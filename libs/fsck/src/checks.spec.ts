@@ -130,7 +130,7 @@ describe('fsck', () => {
     s.frame[4] = { gen: 1, ref: 1, map: 1, state: 'used' };
     s.freeList = [5, 6, 7, 8];
     expect(fsck(s)).toMatchObject([
-      { code: 'mapcount', key: '{mem}:map', objects: { pfn: 4, ptes: [] } },
+      { code: 'mapcount', key: '{mem}:frames', objects: { pfn: 4, ptes: [] } },
     ]);
     const t = clean();
     t.frame[2].map = 1;
@@ -162,7 +162,7 @@ describe('fsck', () => {
     const used = clean();
     used.freeList = [1, 4, 5, 6, 7, 8];
     expect(fsck(used)).toMatchObject([
-      { code: 'free-list-used', key: '{mem}:free', objects: { pfn: 1 } },
+      { code: 'free-list-used', key: '{mem}:frames', objects: { pfn: 1 } },
     ]);
     const lost = clean();
     lost.freeList = [4, 5, 6, 7];
@@ -268,7 +268,7 @@ describe('fsck', () => {
     expect(fsck(s)).toEqual([
       expect.objectContaining({
         code: 'pinned-vm',
-        key: '{mem}:ref',
+        key: '{mem}:frames',
         objects: { pins: 1, pinnedVm: 0, frames: { 3: 1 }, charged: {} },
       }),
     ]);

@@ -6,9 +6,10 @@
  * The rules (keys.ts states the same invariants where the keys are declared):
  *   frame-state        pfn 0 is the zero page; every pfn 1..frames is free or used; a free one
  *                      has refcount and mapcount 0, a used one refcount ≥ 1
- *   free-list-dup      a pfn appears once at most in {mem}:free
- *   free-list-used     every pfn on {mem}:free is a free frame of this memory
- *   free-list-missing  every free frame is on {mem}:free (else it is lost for good)
+ *   free-list-dup      a pfn appears once at most on the free list (the chain threaded through
+ *                      {mem}:frames, then the frames never allocated: keys.ts)
+ *   free-list-used     every pfn on the free list is a free frame of this memory
+ *   free-list-missing  every free frame is on the free list (else it is lost for good)
  *   vma-corrupt        every VMA member parses; vma-overlap: VMAs of a process do not overlap
  *   pte-corrupt        every PTE parses
  *   pte-outside-vma    every PTE lies inside a VMA of its process
@@ -112,17 +113,17 @@ function checkMemory(s: FsckSnapshot, add: Add): void {
   if (s.frames === 0) return;
   const zero = s.frame[String(ZERO_PFN)];
   if (zero?.state !== 'zero')
-    add('frame-state', MEM.state, `pfn 0 is not the zero page (${zero?.state ?? 'absent'})`, {
+    add('frame-state', MEM.frames, `pfn 0 is not the zero page (${zero?.state ?? 'absent'})`, {
       pfn: 0,
     });
   const seen = new Map<number, number>();
   for (const pfn of s.freeList) seen.set(pfn, (seen.get(pfn) ?? 0) + 1);
   for (const [pfn, n] of seen) {
     if (n > 1)
-      add('free-list-dup', MEM.free, `pfn ${pfn} is on the free list ${n} times`, { pfn, n });
+      add('free-list-dup', MEM.frames, `pfn ${pfn} is on the free list ${n} times`, { pfn, n });
     const f = s.frame[String(pfn)];
     if (pfn < 1 || pfn > s.frames || f?.state !== 'free')
-      add('free-list-used', MEM.free, `pfn ${pfn} is on the free list but ${describe(f)}`, {
+      add('free-list-used', MEM.frames, `pfn ${pfn} is on the free list but ${describe(f)}`, {
         pfn,
         frame: f ?? null,
       });
@@ -130,21 +131,21 @@ function checkMemory(s: FsckSnapshot, add: Add): void {
   for (let pfn = 1; pfn <= s.frames; pfn++) {
     const f = s.frame[String(pfn)];
     if (!f || (f.state !== 'free' && f.state !== 'used')) {
-      add('frame-state', MEM.state, `pfn ${pfn} is ${describe(f)}`, { pfn, frame: f ?? null });
+      add('frame-state', MEM.frames, `pfn ${pfn} is ${describe(f)}`, { pfn, frame: f ?? null });
       continue;
     }
     if (f.state === 'free') {
       if (f.ref !== 0 || f.map !== 0)
-        add('frame-state', MEM.ref, `free pfn ${pfn} has refcount ${f.ref}, mapcount ${f.map}`, {
+        add('frame-state', MEM.frames, `free pfn ${pfn} has refcount ${f.ref}, mapcount ${f.map}`, {
           pfn,
           frame: f,
         });
       if (!seen.has(pfn))
-        add('free-list-missing', MEM.free, `free pfn ${pfn} is not on the free list (lost)`, {
+        add('free-list-missing', MEM.frames, `free pfn ${pfn} is not on the free list (lost)`, {
           pfn,
         });
     } else if (!(f.ref >= 1))
-      add('frame-state', MEM.ref, `used pfn ${pfn} has refcount ${f.ref}`, { pfn, frame: f });
+      add('frame-state', MEM.frames, `used pfn ${pfn} has refcount ${f.ref}`, { pfn, frame: f });
   }
 }
 
@@ -406,13 +407,13 @@ function checkCounts(s: FsckSnapshot, mappers: Map<number, string[]>, add: Add):
     if (f.map !== by.length + ahead)
       add(
         'mapcount',
-        MEM.map,
+        MEM.frames,
         `pfn ${pfn} has mapcount ${f.map} but ${by.length} PTEs map it` +
           (f.map > by.length ? ' (leaked)' : ''),
         { pfn, frame: f, ptes: by },
       );
     if (f.ref < f.map)
-      add('refcount', MEM.ref, `pfn ${pfn} has refcount ${f.ref} below its mapcount ${f.map}`, {
+      add('refcount', MEM.frames, `pfn ${pfn} has refcount ${f.ref} below its mapcount ${f.map}`, {
         pfn,
         frame: f,
       });
@@ -464,7 +465,7 @@ function checkPins(s: FsckSnapshot, add: Add): void {
   if (pins > total)
     add(
       'pinned-vm',
-      MEM.ref,
+      MEM.frames,
       `frames hold ${pins} references beyond their mappings (pins) but only ${total} pages are ` +
         `charged to pinned_vm`,
       { pins, pinnedVm: total, frames: pinned, charged },

@@ -15,7 +15,7 @@ export interface FrameRecord {
   gen: number;
   ref: number;
   map: number;
-  /** free | used | zero (anything else is a finding) */
+  /** free | used | zero (anything else, "state <n>", is a finding) */
   state: string;
 }
 
@@ -75,9 +75,9 @@ export interface ProcessSnapshot {
 export interface FsckSnapshot {
   /** {mem}:meta frames (0 when memory was never formatted) */
   frames: number;
-  /** {mem}:free, in list order */
+  /** the free list, in allocation order (store.freeList) */
   freeList: number[];
-  /** pfn → frame */
+  /** pfn → frame (every record of {mem}:frames) */
   frame: Record<string, FrameRecord>;
   processes: ProcessSnapshot[];
   /** {mem}:pending: pfn → raw tag "gen|incarnation|pid|vpn|old" (a fault's frame not installed yet) */
@@ -111,23 +111,11 @@ export const incarnationOfInvOwner = (v: string): string => {
  */
 export async function readSnapshot(store: Store): Promise<FsckSnapshot> {
   const r = store.redis;
-  const [frames, freeList, gen, ref, map, state, pending] = await Promise.all([
-    r.hget(MEM.meta, 'frames'),
-    r.lrange(MEM.free, 0, -1),
-    r.hgetall(MEM.gen),
-    r.hgetall(MEM.ref),
-    r.hgetall(MEM.map),
-    r.hgetall(MEM.state),
-    r.hgetall(MEM.pending),
-  ]);
+  // the frame table is read by the model (its layout is the model's): one MULTI on {mem}
+  const [mem, pending] = await Promise.all([store.memTable(), r.hgetall(MEM.pending)]);
   const frame: Record<string, FrameRecord> = {};
-  for (const pfn of new Set([...Object.keys(gen), ...Object.keys(state)]))
-    frame[pfn] = {
-      gen: Number(gen[pfn] ?? NaN),
-      ref: Number(ref[pfn] ?? NaN),
-      map: Number(map[pfn] ?? NaN),
-      state: state[pfn] ?? '',
-    };
+  for (const [pfn, f] of mem.frame)
+    frame[pfn] = { gen: f.gen, ref: f.ref, map: f.map, state: f.state };
   const processes = await Promise.all(
     (await store.processes()).map(async (pid): Promise<ProcessSnapshot> => {
       const k = procKeys(pid);
@@ -207,8 +195,8 @@ export async function readSnapshot(store: Store): Promise<FsckSnapshot> {
     }),
   );
   return {
-    frames: Number(frames ?? 0),
-    freeList: freeList.map(Number),
+    frames: mem.frames,
+    freeList: mem.freeList,
     frame,
     processes,
     pending,

@@ -23,6 +23,7 @@ import {
 import { LUA_HELPERS } from './lua';
 import { MEM_SCRIPTS } from './mem/scripts';
 import { MM_SCRIPTS } from './mm/scripts';
+import { REPLICA_SCRIPTS } from './replica/scripts';
 import { SCRIPTS } from './scripts';
 import { redisDoc } from './gen-doc';
 
@@ -35,8 +36,10 @@ describe('script declarations', () => {
   const all = Object.entries(SCRIPTS) as Array<[string, ScriptDecl]>;
 
   it('declares every script once, in one room, with a models line and a doc', () => {
-    expect(all.length).toBe(Object.keys(MEM_SCRIPTS).length + Object.keys(MM_SCRIPTS).length);
-    for (const n of Object.keys(MEM_SCRIPTS)) expect(Object.keys(MM_SCRIPTS)).not.toContain(n);
+    const rooms = [MEM_SCRIPTS, MM_SCRIPTS, REPLICA_SCRIPTS].map((r) => Object.keys(r));
+    expect(all.length).toBe(rooms.reduce((n, r) => n + r.length, 0));
+    // no name in two rooms
+    expect(new Set(rooms.flat()).size).toBe(all.length);
     for (const [name, d] of all) {
       expect(d.models.length, name).toBeGreaterThan(5);
       expect(d.doc.length, name).toBeGreaterThan(5);

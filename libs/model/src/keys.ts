@@ -3,14 +3,49 @@
  * key of physical memory the tag `{mem}`, so each Lua script touches exactly one slot and stays
  * valid on Redis Cluster. Scripts receive every key they touch in KEYS.
  *
- * Physical memory ({mem}) — struct page, one field per pfn in each hash:
- *   {mem}:meta   frames, formatted
- *   {mem}:free   list of free pfns; LIFO, so a freed frame is reused at once (as hot pages are)
- *   {mem}:gen    pfn → generation, bumped at every allocation        (never decreases)
- *   {mem}:ref    pfn → refcount (mappings + pins)                     (≥ map; 0 iff free)
- *   {mem}:map    pfn → mapcount (PTEs mapping it)
- *   {mem}:state  pfn → free | used | zero                              (zero: pfn 0 only)
- *   {mem}:data   pfn → the page's one word of content
+ * Physical memory ({mem}) — struct page, packed: one record of FRAME_BYTES per pfn in one string.
+ *   {mem}:meta   hash: frames (pfns 1..frames are memory; pfn 0 is the zero page), formatted,
+ *                layout (FRAME_LAYOUT: the record layout the table was formatted with), and
+ *                the free list's ends: free (the pfn at its head, 0 = none), hwm (the highest
+ *                pfn ever handed out: hwm+1..frames are free and were never allocated) and
+ *                nr_free (NR_FREE_PAGES: how many frames are free)
+ *   {mem}:frames string: the frame table (mem_map). The record of pfn p is the FRAME_BYTES bytes at
+ *                offset p*FRAME_BYTES, read and written only by the Lua helpers of mem/lua.ts
+ *                (BITFIELD, big-endian fields as BITFIELD reads them) and decoded by
+ *                mem/frame.ts; nobody outside libs/model knows this layout:
+ *                  byte  0  u32 gen       generation, bumped at every allocation (never decreases;
+ *                                         wraps after 2^32 allocations of one frame)
+ *                  byte  4  i32 refcount  page->_count: mappings + pins (≥ mapcount; 0 iff free).
+ *                                         Signed like the kernel's atomic_t, so that a count
+ *                                         driven below 0 stays visible to fsck
+ *                  byte  8  i32 mapcount  page->_mapcount + 1: PTEs mapping it (signed, as above)
+ *                  byte 12  u32 next      page->lru.next: on a free frame, the next pfn of the free
+ *                                         list (0 = the end of the chain); reclaim will thread
+ *                                         its LRU lists through next/prev of used frames
+ *                  byte 16  u32 prev      page->lru.prev: reserved for reclaim's LRU (0 today)
+ *                  byte 20  u8  state     0 free | 1 used | 2 zero (pfn 0 only); other: corrupt
+ *                  byte 21  u8  flags     page->flags, bits reserved (0 today):
+ *                                           0 PG_lru, 1 PG_referenced, 2 PG_swapcache (reclaim)
+ *                                           3 PG_ksm (KSM; in v3.7 PageKsm is the
+ *                                             PAGE_MAPPING_KSM bits of page->mapping)
+ *                                           4 PG_head, 5 PG_tail (THP compound pages)
+ *                                           6, 7 free for later use
+ *                  byte 22  u16 reserved  for THP (compound order of a head page) or KSM (its
+ *                                         stable node); 0 today
+ *                  byte 24  i64 data      the page's one word of content: any safe integer
+ *                                         (Value in libs/protocol, |v| < 2^53) fits
+ *                A zero-filled record is a free frame that was never allocated (gen 0, counts 0,
+ *                off the chain), so memFormat is one SETRANGE at any size.
+ *                The free list (free_hot_cold_page / buffered_rmqueue: LIFO, a freed frame is
+ *                reused at once, as a hot page is): the chain from meta's free through the next
+ *                fields, then the never-allocated hwm+1..frames in order. A frame is freed by
+ *                pushing it at the head of the chain and allocated from the head (or, with the
+ *                chain empty, as hwm+1). Nothing but the table and three meta fields: 0 bytes
+ *                a frame beyond its record.
+ *              Invariants (fsck: frame-state, free-list-*): pfn 0 is the zero page; every pfn
+ *              1..frames is free or used; a free frame has refcount and mapcount 0 and is on the
+ *              free list exactly once; a used one has refcount ≥ mapcount ≥ 0 and refcount ≥ 1
+ *              and is not on it; nr_free is the free list's length.
  *   {mem}:fenced set of agents (subscribers or CPUs whose liveness lease expired): their
  *                accesses are refused, as an IOMMU would after the device is detached; a CPU
  *                lifts its own fence after flushing its whole TLB (LivenessLease.ensure)
@@ -86,12 +121,7 @@ import { pmdIndexOf } from '@mmlab/protocol';
 
 export const MEM = {
   meta: '{mem}:meta',
-  free: '{mem}:free',
-  gen: '{mem}:gen',
-  ref: '{mem}:ref',
-  map: '{mem}:map',
-  state: '{mem}:state',
-  data: '{mem}:data',
+  frames: '{mem}:frames',
   fenced: '{mem}:fenced',
   once: '{mem}:once',
   pending: '{mem}:pending',
@@ -99,17 +129,45 @@ export const MEM = {
 /** The roles of the {mem} keys, in the order every {mem} script receives them as KEYS. */
 export const MEM_ROLES = [
   'meta',
-  'free',
-  'gen',
-  'ref',
-  'map',
-  'state',
-  'data',
+  'frames',
   'fenced',
   'once',
   'pending',
 ] as const satisfies ReadonlyArray<keyof typeof MEM>;
 export const MEM_KEYS: string[] = MEM_ROLES.map((r) => MEM[r]);
+
+/**
+ * The record of one frame in {mem}:frames (the layout above, as data): field → BITFIELD type and
+ * byte offset. mem/lua.ts builds the Lua accessors from it and mem/frame.ts the decoder, so the
+ * layout is written once.
+ */
+export const FRAME_FIELDS = {
+  gen: { type: 'u32', offset: 0 },
+  ref: { type: 'i32', offset: 4 },
+  map: { type: 'i32', offset: 8 },
+  next: { type: 'u32', offset: 12 },
+  prev: { type: 'u32', offset: 16 },
+  state: { type: 'u8', offset: 20 },
+  flags: { type: 'u8', offset: 21 },
+  reserved: { type: 'u16', offset: 22 },
+  data: { type: 'i64', offset: 24 },
+} as const satisfies Record<string, { type: `${'u' | 'i'}${8 | 16 | 32 | 64}`; offset: number }>;
+export type FrameField = keyof typeof FRAME_FIELDS;
+/** Bytes per frame record: a 1M-frame machine's table is 32 MiB. */
+export const FRAME_BYTES = 32;
+/** What {mem}:meta's layout names: memFormat refuses a table formatted with another one. */
+export const FRAME_LAYOUT = `frames/${FRAME_BYTES}B/v1`;
+/** The state byte of a frame record. */
+export const FRAME_STATE = { free: 0, used: 1, zero: 2 } as const;
+/** The flags byte of a frame record: bits reserved for reclaim, KSM and THP (none set today). */
+export const PAGE_FLAGS = {
+  PG_lru: 1 << 0,
+  PG_referenced: 1 << 1,
+  PG_swapcache: 1 << 2,
+  PG_ksm: 1 << 3,
+  PG_head: 1 << 4,
+  PG_tail: 1 << 5,
+} as const;
 
 /**
  * Notifier subscribers ({sub}):

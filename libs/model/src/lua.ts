@@ -1,5 +1,6 @@
 /**
- * Lua helpers prepended to the scripts (mem/scripts.ts, mm/scripts.ts).
+ * Lua helpers prepended to the scripts (mem/scripts.ts, mm/scripts.ts). The {mem} scripts' own
+ * helpers (the frame record, the free list, put_page/get_page) are in mem/lua.ts.
  *
  * A script that updates page tables without a lease (the fault fast path) first checks that no
  * one holds the PT lock or mmap_sem for write, and then does its one step: Redis runs scripts
@@ -20,44 +21,6 @@ end
 local function parse_pte(v)
   local pfn, gen, w = string.match(v, '^(%d+):(%d+):(%d)$')
   return tonumber(pfn), tonumber(gen), tonumber(w)
-end
--- {mem} scripts (KEYS = MEM_KEYS): put_page()/get_page() of frames. list: {{pfn, gen}, ...} as
--- strings; kind 'map' drops a mapping too, 'ref' a bare reference. A frame found in a PTE is
--- installed: its pending tag ({mem}:pending) goes, and the put of the page its COW replaced,
--- still owed, is added to the list (it is always a mapping). → freed pfns, bad pfns
-local function untag(K, pfn, gen, list)
-  local t = redis.call('HGET', K[10], pfn)
-  if not t then return end
-  redis.call('HDEL', K[10], pfn)
-  local tg, old = string.match(t, '^(%d+)|[^|]*|[^|]*|[^|]*|(.*)$')
-  if tg ~= gen or not old or old == '' then return end
-  local op, og = string.match(old, '^(%d+):(%d+)$')
-  if op then list[#list + 1] = {op, og, 'map'} end
-end
-local function put_frames(K, kind, list)
-  local freed, bad = {}, {}
-  local i = 1
-  while i <= #list do
-    local pfn, gen = list[i][1], list[i][2]
-    local k = list[i][3] or kind
-    local st = redis.call('HGET', K[6], pfn)
-    if st == 'zero' then
-    elseif st ~= 'used' or redis.call('HGET', K[3], pfn) ~= gen then
-      bad[#bad + 1] = tonumber(pfn)
-    else
-      untag(K, pfn, gen, list)
-      if k == 'map' then redis.call('HINCRBY', K[5], pfn, -1) end
-      local ref = redis.call('HINCRBY', K[4], pfn, -1)
-      if ref <= 0 then
-        redis.call('HSET', K[4], pfn, 0); redis.call('HSET', K[5], pfn, 0)
-        redis.call('HSET', K[6], pfn, 'free')
-        redis.call('LPUSH', K[2], pfn)
-        freed[#freed + 1] = tonumber(pfn)
-      end
-    end
-    i = i + 1
-  end
-  return freed, bad
 end
 local function pairs_of(argv, from)
   local list = {}

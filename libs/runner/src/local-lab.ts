@@ -143,6 +143,8 @@ export interface LabStartOptions {
    */
   natsUsers?: Partial<Record<ServiceSpec['app'], string>>;
   readyUser?: string;
+  /** extra node flags for every service process (bench:profile: --cpu-prof, not allowed in NODE_OPTIONS) */
+  nodeArgs?: string[];
 }
 
 /** nats://host:port with user:password put in. */
@@ -184,7 +186,7 @@ export class LocalLab {
     readonly specs: ServiceSpec[],
     private readonly servers: ServerHandle[],
     private readonly logDir: string | undefined,
-    private readonly users: Pick<LabStartOptions, 'natsUsers' | 'readyUser'> = {},
+    private readonly users: Pick<LabStartOptions, 'natsUsers' | 'readyUser' | 'nodeArgs'> = {},
   ) {}
 
   static async start(given: LabConfig, opts: LabStartOptions = {}): Promise<LocalLab> {
@@ -208,7 +210,7 @@ export class LocalLab {
         specs,
         servers,
         opts.logDir,
-        { natsUsers: opts.natsUsers, readyUser: opts.readyUser },
+        { natsUsers: opts.natsUsers, readyUser: opts.readyUser, nodeArgs: opts.nodeArgs },
       );
       if (opts.logDir) mkdirSync(opts.logDir, { recursive: true });
       // mm first: the first replica formats physical memory.
@@ -280,7 +282,8 @@ export class LocalLab {
   private spawn(s: ServiceSpec): ChildProcess {
     const main = path.join(repoRoot(), 'dist', 'apps', s.app, 'src', 'main.js');
     if (!existsSync(main)) throw new Error(`${main} is missing: run npm run build`);
-    const proc = spawn(process.execPath, ['--enable-source-maps', main], {
+    const args = [...(this.users.nodeArgs ?? []), '--enable-source-maps', main];
+    const proc = spawn(process.execPath, args, {
       env: {
         ...process.env,
         ...s.env,
@@ -367,11 +370,16 @@ export class LocalLab {
     await this.waitReady([target]);
   }
 
-  /** Stop (SIGTERM, then SIGKILL) a target if it runs, and start it again (see start). */
-  async restart(target: string): Promise<void> {
+  /**
+   * Stop (SIGTERM, then SIGKILL) a target if it runs, and start it again (see start). `env`
+   * changes a service's environment for this start and every later one (e.g. MMLAB_DISPATCH:
+   * the benchmarks' shared labs switch their mm replicas between runs); not for servers.
+   */
+  async restart(target: string, env?: Record<string, string>): Promise<void> {
     this.paused.delete(target);
     const srv = this.serverTarget(target);
     if (srv) {
+      if (env) throw new MmlabError('EINVAL', `${target} is a server: it takes no environment`);
       await srv.restart();
       if (target === 'nats') await this.waitReady(this.runningInstances());
       return;
@@ -379,6 +387,7 @@ export class LocalLab {
     const s = this.specs.find((x) => x.instance === target);
     if (!s) throw this.noTarget(target);
     await stopProcess(this.proc(target));
+    if (env) Object.assign(s.env, env);
     this.spawn(s);
     await this.waitReady([target]);
   }

@@ -25,6 +25,8 @@ export interface TestLabOptions {
    * opts out, for a test that leaves a corrupt or unreadable state on purpose.
    */
   fsck?: { skip: string };
+  /** extra node flags for every service process (LabStartOptions.nodeArgs) */
+  nodeArgs?: string[];
 }
 
 export interface TestLab {
@@ -81,7 +83,10 @@ async function allSteps(steps: Array<() => unknown>): Promise<void> {
 }
 
 export async function startTestLab(cfg: LabConfig, opts: TestLabOptions = {}): Promise<TestLab> {
-  const lab = await LocalLab.start(cfg, opts.redisUrl ? { redisUrl: opts.redisUrl } : {});
+  const lab = await LocalLab.start(cfg, {
+    ...(opts.redisUrl ? { redisUrl: opts.redisUrl } : {}),
+    ...(opts.nodeArgs ? { nodeArgs: opts.nodeArgs } : {}),
+  });
   let nc: NatsConnection;
   try {
     nc = await connectNats(lab.natsUrl, 'test');

@@ -1,45 +1,45 @@
 /**
  * Physical memory ({mem}, keys.ts): the scripts of struct page — alloc_page, put_page, get_page,
  * copies, accesses, and the crash recovery of pending frames. Every one of them is called with
- * all the {mem} keys (MEM_ROLES, in that order) and touches that one slot only.
+ * all the {mem} keys (MEM_ROLES, in that order: KEYS[1] meta, [2] frames, [3] fenced, [4] once,
+ * [5] pending) and touches that one slot only. A frame record is read and written only through
+ * the helpers of mem/lua.ts (frame_get/frame_set/frame_add/frame_update, free_push/free_pop).
  */
 import { z } from 'zod';
 import { Bit, Int, IntOrNone, Ints, PfnGen, Str, oneOf, script, tagged } from '../boundary';
-import { MEM_ROLES } from '../keys';
+import { FRAME_BYTES, MEM_ROLES } from '../keys';
 import { LUA_HELPERS } from '../lua';
+import { MEM_LUA } from './lua';
+
+/** The helpers every {mem} script starts with. */
+const HELPERS = LUA_HELPERS + MEM_LUA;
+/** The most frames one table holds: a Redis string is at most 512 MiB. */
+export const MAX_FRAMES = Math.floor((512 * 1024 * 1024) / FRAME_BYTES) - 1;
 
 export const MEM_SCRIPTS = {
   memFormat: script({
-    doc: `Format physical memory once: pfn 0 is the zero page, 1..n are free. Idempotent.`,
+    doc: `Format physical memory once: pfn 0 is the zero page, 1..n are free (a zero-filled frame table: one SETRANGE, whatever n). Idempotent; refused (an error) when Redis holds memory formatted with another frame layout.`,
     models: 'mem_init(), arch/x86/mm/init_64.c: every frame onto the free lists (free_all_bootmem)',
     keys: MEM_ROLES,
-    args: { frames: Int },
+    args: { frames: Int.min(0).max(MAX_FRAMES) },
     reply: Int.describe('frames'),
     lua:
-      LUA_HELPERS +
+      HELPERS +
       `
-if redis.call('HGET', KEYS[1], 'formatted') == '1' then
-  return tonumber(redis.call('HGET', KEYS[1], 'frames'))
+local m = redis.call('HMGET', KEYS[1], 'formatted', 'frames', 'layout')
+if m[1] == '1' then
+  if m[3] ~= FRAME_LAYOUT then
+    return redis.error_reply('memory was formatted with another frame layout (' ..
+      tostring(m[3] or 'hashes per field') .. ', not ' .. FRAME_LAYOUT .. '): flush Redis to start over')
+  end
+  return tonumber(m[2])
 end
 local n = tonumber(ARGV[1])
-redis.call('DEL', KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[10])
-redis.call('HSET', KEYS[3], 0, 1); redis.call('HSET', KEYS[4], 0, 1); redis.call('HSET', KEYS[5], 0, 0)
-redis.call('HSET', KEYS[6], 0, 'zero'); redis.call('HSET', KEYS[7], 0, 0)
-local chunk = 500
-for base = 1, n, chunk do
-  local last = math.min(n, base + chunk - 1)
-  local g, st, pf = {}, {}, {}
-  for pfn = base, last do
-    g[#g+1] = pfn; g[#g+1] = 0
-    st[#st+1] = pfn; st[#st+1] = 'free'
-    pf[#pf+1] = pfn
-  end
-  redis.call('HSET', KEYS[3], unpack(g)); redis.call('HSET', KEYS[4], unpack(g))
-  redis.call('HSET', KEYS[5], unpack(g)); redis.call('HSET', KEYS[7], unpack(g))
-  redis.call('HSET', KEYS[6], unpack(st))
-  redis.call('RPUSH', KEYS[2], unpack(pf))
-end
-redis.call('HSET', KEYS[1], 'frames', n, 'formatted', 1)
+redis.call('DEL', KEYS[2], KEYS[5])
+redis.call('SETRANGE', KEYS[2], (n + 1) * FRAME_BYTES - 1, '\\0')
+frame_set(KEYS, 0, 'gen', 1, 'ref', 1, 'map', 0, 'state', ZERO)
+redis.call('HSET', KEYS[1], 'frames', n, 'free', 0, 'hwm', 0, 'nr_free', n, 'layout', FRAME_LAYOUT,
+  'formatted', 1)
 return n
 `,
   }),
@@ -50,19 +50,16 @@ return n
     args: { copyFrom: IntOrNone, mapcount: Int, tag: Str },
     reply: oneOf(tagged('OK', { pfn: Int, gen: Int }), tagged('ENOMEM')),
     lua:
-      LUA_HELPERS +
+      HELPERS +
       `
-local pfn = redis.call('LPOP', KEYS[2])
+local pfn = free_pop(KEYS)
 if not pfn then return {'ENOMEM'} end
-local gen = redis.call('HINCRBY', KEYS[3], pfn, 1)
-redis.call('HSET', KEYS[4], pfn, 1)
-redis.call('HSET', KEYS[5], pfn, tonumber(ARGV[2]))
-redis.call('HSET', KEYS[6], pfn, 'used')
-local v = '0'
-if ARGV[1] ~= '' then v = redis.call('HGET', KEYS[7], ARGV[1]) or '0' end
-redis.call('HSET', KEYS[7], pfn, v)
-if ARGV[3] ~= '' then redis.call('HSET', KEYS[10], pfn, gen .. '|' .. ARGV[3]) end
-return {'OK', tonumber(pfn), gen}
+local v = 0
+if ARGV[1] ~= '' and frame_exists(KEYS, ARGV[1]) then v = frame_get(KEYS, ARGV[1], 'data') end
+local gen = frame_update(KEYS, pfn, {'INCRBY', 'gen', 1}, {'SET', 'ref', 1}, {'SET', 'map', ARGV[2]},
+  {'SET', 'state', USED}, {'SET', 'next', 0}, {'SET', 'data', v})
+if ARGV[3] ~= '' then redis.call('HSET', KEYS[5], pfn, gen .. '|' .. ARGV[3]) end
+return {'OK', pfn, gen}
 `,
   }),
   putPages: script({
@@ -80,19 +77,17 @@ return {'OK', tonumber(pfn), gen}
       .transform(([freed, bad]) => ({ freed, bad }))
       .describe('{freed, bad}'),
     lua:
-      LUA_HELPERS +
+      HELPERS +
       `
 if ARGV[2] ~= '' then
-  if redis.call('HSETNX', KEYS[9], ARGV[2], 1) == 0 then return {{}, {}} end
+  if redis.call('HSETNX', KEYS[4], ARGV[2], 1) == 0 then return {{}, {}} end
 end
 local list = pairs_of(ARGV, 4)
 if ARGV[1] == 'unpin' then
   local bad = {}
   for _, p in ipairs(list) do
-    local st = redis.call('HGET', KEYS[6], p[1])
-    if st ~= 'zero' and (st ~= 'used' or redis.call('HGET', KEYS[3], p[1]) ~= p[2]) then
-      bad[#bad + 1] = tonumber(p[1])
-    end
+    local live, st = frame_live(KEYS, p[1], p[2])
+    if st ~= ZERO and not live then bad[#bad + 1] = tonumber(p[1]) end
   end
   if #bad > 0 then return {{}, bad} end
   local freed, b = put_frames(KEYS, 'ref', list)
@@ -101,9 +96,9 @@ end
 if ARGV[1] == 'pending' then
   local mine = {}
   for _, p in ipairs(list) do
-    local t = redis.call('HGET', KEYS[10], p[1])
+    local t = redis.call('HGET', KEYS[5], p[1])
     if t and string.sub(t, 1, #p[2] + #ARGV[3] + 2) == p[2] .. '|' .. ARGV[3] .. '|' then
-      redis.call('HDEL', KEYS[10], p[1])
+      redis.call('HDEL', KEYS[5], p[1])
       mine[#mine + 1] = p
     end
   end
@@ -121,11 +116,11 @@ return {freed, bad}
     args: { owner: Str, pages: z.array(PfnGen) },
     reply: Ints.describe('freed'),
     lua:
-      LUA_HELPERS +
+      HELPERS +
       `
 local owed = {}
 for _, p in ipairs(pairs_of(ARGV, 2)) do
-  local t = redis.call('HGET', KEYS[10], p[1])
+  local t = redis.call('HGET', KEYS[5], p[1])
   if t and string.sub(t, 1, #p[2] + #ARGV[1] + 2) == p[2] .. '|' .. ARGV[1] .. '|' then
     untag(KEYS, p[1], p[2], owed)
   end
@@ -145,9 +140,9 @@ return freed
       tagged('BACK', { freed: Ints }),
     ),
     lua:
-      LUA_HELPERS +
+      HELPERS +
       `
-local t = redis.call('HGET', KEYS[10], ARGV[1])
+local t = redis.call('HGET', KEYS[5], ARGV[1])
 local head = ARGV[2] .. '|' .. ARGV[3] .. '|'
 if not t or string.sub(t, 1, #head) ~= head then return {'GONE'} end
 if ARGV[4] == '1' then
@@ -155,7 +150,7 @@ if ARGV[4] == '1' then
   untag(KEYS, ARGV[1], ARGV[2], owed)
   return {'FORWARD', (put_frames(KEYS, 'map', owed))}
 end
-redis.call('HDEL', KEYS[10], ARGV[1])
+redis.call('HDEL', KEYS[5], ARGV[1])
 return {'BACK', (put_frames(KEYS, 'map', {{ARGV[1], ARGV[2]}}))}
 `,
   }),
@@ -166,10 +161,10 @@ return {'BACK', (put_frames(KEYS, 'map', {{ARGV[1], ARGV[2]}}))}
     args: { batch: Str, pages: z.array(PfnGen) },
     reply: oneOf(tagged('PUT', { freed: Ints }), tagged('NOT_APPLIED'), tagged('UNDONE')),
     lua:
-      LUA_HELPERS +
+      HELPERS +
       `
-local v = redis.call('HGET', KEYS[9], ARGV[1])
-redis.call('HSET', KEYS[9], ARGV[1], 'undone')
+local v = redis.call('HGET', KEYS[4], ARGV[1])
+redis.call('HSET', KEYS[4], ARGV[1], 'undone')
 if not v then return {'NOT_APPLIED'} end
 if v == 'undone' then return {'UNDONE'} end
 return {'PUT', (put_frames(KEYS, 'map', pairs_of(ARGV, 2)))}
@@ -179,20 +174,26 @@ return {'PUT', (put_frames(KEYS, 'map', pairs_of(ARGV, 2)))}
     doc: `A load or store through a translation: the access lands whatever the frame's state (as on hardware); the caller compares the returned gen/state with its translation. An agent that was fenced (its notifier lease expired) is refused. ARGV: pfn, 'read'|'write', value, agent → {'OK', gen, state, value} | {'EFAULT'} | {'FENCED'}`,
     models: 'a load or store through a TLB entry (hardware), checked against an IOMMU fence',
     keys: MEM_ROLES,
-    args: { pfn: Int, op: z.enum(['read', 'write']), value: z.number(), agent: Str },
+    args: { pfn: Int, op: z.enum(['read', 'write']), value: Int, agent: Str },
     reply: oneOf(
       tagged('OK', { gen: Int, state: Str, value: Int }),
       tagged('EFAULT'),
       tagged('FENCED'),
     ),
     lua:
-      LUA_HELPERS +
+      HELPERS +
       `
-if redis.call('SISMEMBER', KEYS[8], ARGV[4]) == 1 then return {'FENCED'} end
-local gen = redis.call('HGET', KEYS[3], ARGV[1])
-if not gen then return {'EFAULT'} end
-if ARGV[2] == 'write' then redis.call('HSET', KEYS[7], ARGV[1], ARGV[3]) end
-return {'OK', tonumber(gen), redis.call('HGET', KEYS[6], ARGV[1]), tonumber(redis.call('HGET', KEYS[7], ARGV[1]))}
+if redis.call('SISMEMBER', KEYS[3], ARGV[4]) == 1 then return {'FENCED'} end
+if not frame_exists(KEYS, ARGV[1]) then return {'EFAULT'} end
+local gen, st, v
+if ARGV[2] == 'write' then
+  local _
+  _, gen, st, v = frame_update(KEYS, ARGV[1], {'SET', 'data', ARGV[3]}, {'GET', 'gen'}, {'GET', 'state'},
+    {'GET', 'data'})
+else
+  gen, st, v = frame_get(KEYS, ARGV[1], 'gen', 'state', 'data')
+end
+return {'OK', gen, state_name(st), v}
 `,
   }),
   getPages: script({
@@ -202,25 +203,25 @@ return {'OK', tonumber(gen), redis.call('HGET', KEYS[6], ARGV[1]), tonumber(redi
     args: { kind: z.enum(['map', 'ref']), batch: Str, pages: z.array(PfnGen) },
     reply: oneOf(tagged('OK', { bad: Ints }), tagged('DONE'), tagged('UNDONE')),
     lua:
-      LUA_HELPERS +
+      HELPERS +
       `
 if ARGV[2] ~= '' then
-  local v = redis.call('HGET', KEYS[9], ARGV[2])
+  local v = redis.call('HGET', KEYS[4], ARGV[2])
   if v == 'undone' then return {'UNDONE'} end
   if v then return {'DONE'} end
-  redis.call('HSET', KEYS[9], ARGV[2], 1)
+  redis.call('HSET', KEYS[4], ARGV[2], 1)
 end
 local bad, owed = {}, {}
 for _, p in ipairs(pairs_of(ARGV, 3)) do
   local pfn, gen = p[1], p[2]
-  local st = redis.call('HGET', KEYS[6], pfn)
-  if st == 'zero' then
-  elseif st ~= 'used' or redis.call('HGET', KEYS[3], pfn) ~= gen then
+  local live, st = frame_live(KEYS, pfn, gen)
+  if st == ZERO then
+  elseif not live then
     bad[#bad + 1] = tonumber(pfn)
   else
     untag(KEYS, pfn, gen, owed)
-    redis.call('HINCRBY', KEYS[4], pfn, 1)
-    if ARGV[1] == 'map' then redis.call('HINCRBY', KEYS[5], pfn, 1) end
+    if ARGV[1] == 'map' then frame_add(KEYS, pfn, 'ref', 1, 'map', 1)
+    else frame_add(KEYS, pfn, 'ref', 1) end
   end
 end
 put_frames(KEYS, 'map', owed)
@@ -234,18 +235,20 @@ return {'OK', bad}
     args: { src: Int, dst: Int, old: z.string().describe('"pfn:gen" or empty') },
     reply: z.literal(1).describe('1'),
     lua:
-      LUA_HELPERS +
+      HELPERS +
       `
-redis.call('HSET', KEYS[7], ARGV[2], redis.call('HGET', KEYS[7], ARGV[1]) or '0')
+local v = 0
+if frame_exists(KEYS, ARGV[1]) then v = frame_get(KEYS, ARGV[1], 'data') end
+if frame_exists(KEYS, ARGV[2]) then frame_set(KEYS, ARGV[2], 'data', v) end
 if ARGV[3] and ARGV[3] ~= '' then
-  local t = redis.call('HGET', KEYS[10], ARGV[2])
-  if t then redis.call('HSET', KEYS[10], ARGV[2], (string.gsub(t, '|[^|]*$', '|' .. ARGV[3]))) end
+  local t = redis.call('HGET', KEYS[5], ARGV[2])
+  if t then redis.call('HSET', KEYS[5], ARGV[2], (string.gsub(t, '|[^|]*$', '|' .. ARGV[3]))) end
 end
 return 1
 `,
   }),
   memInfo: script({
-    doc: `Frame counts and the free list length. → {frames, free}`,
+    doc: `Frame counts and the free list length (nr_free, kept by free_push/free_pop). → {frames, free}`,
     models: 'si_meminfo(), mm/page_alloc.c',
     keys: MEM_ROLES,
     args: {},
@@ -254,9 +257,10 @@ return 1
       .transform(([frames, free]) => ({ frames, free }))
       .describe('{frames, free}'),
     lua:
-      LUA_HELPERS +
+      HELPERS +
       `
-return {tonumber(redis.call('HGET', KEYS[1], 'frames') or '0'), redis.call('LLEN', KEYS[2])}
+local m = redis.call('HMGET', KEYS[1], 'frames', 'nr_free')
+return {tonumber(m[1]) or 0, tonumber(m[2]) or 0}
 `,
   }),
 } as const;

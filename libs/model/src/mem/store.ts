@@ -4,8 +4,9 @@
  * here touches the {mem} slot only.
  */
 import { type Access } from '@mmlab/protocol';
-import { MEM } from '../keys';
+import { FRAME_BYTES, FRAME_FIELDS, FRAME_STATE, type FrameField, MEM } from '../keys';
 import { StoreBase } from '../store-base';
+import { type FrameView, decodeFrame, readField, recordsIn, walkFreeList } from './frame';
 
 /** A frame a fault allocated and has not installed yet ({mem}:pending, keys.ts). */
 export interface PendingFrame {
@@ -143,30 +144,65 @@ export class MemStore extends StoreBase {
     return this.call('memInfo', MEM, {});
   }
 
+  /**
+   * The frame table, its free list and the frame count, read together (one MULTI on {mem}):
+   * what fsck checks. Every record in the table (pfns 0..frames, or fewer if the string is
+   * short), decoded; the free list as walkFreeList gives it.
+   */
+  async memTable(): Promise<{ frames: number; frame: Map<number, FrameView>; freeList: number[] }> {
+    const r = await this.redis
+      .multi()
+      .hmget(MEM.meta, 'frames', 'free', 'hwm')
+      .getBuffer(MEM.frames)
+      .exec();
+    const [frames, head, hwm] = ((r?.[0]?.[1] as Array<string | null>) ?? []).map((v) =>
+      Number(v ?? 0),
+    );
+    const buf = (r?.[1]?.[1] as Buffer | null) ?? Buffer.alloc(0);
+    const frame = new Map<number, FrameView>();
+    for (let pfn = 0; pfn < recordsIn(buf); pfn++) frame.set(pfn, decodeFrame(buf, pfn));
+    return { frames, frame, freeList: walkFreeList(buf, head, hwm, frames) };
+  }
+
   /** Frame table snapshot (tests and diagnostics). */
   async frames(): Promise<
     Map<number, { gen: number; ref: number; map: number; state: string; data: number }>
   > {
-    const [gen, ref, map, state, data] = await Promise.all(
-      [MEM.gen, MEM.ref, MEM.map, MEM.state, MEM.data].map((k) => this.redis.hgetall(k)),
-    );
-    const out = new Map<
-      number,
-      { gen: number; ref: number; map: number; state: string; data: number }
-    >();
-    for (const pfn of Object.keys(gen))
-      out.set(Number(pfn), {
-        gen: Number(gen[pfn]),
-        ref: Number(ref[pfn]),
-        map: Number(map[pfn]),
-        state: state[pfn],
-        data: Number(data[pfn]),
-      });
-    return out;
+    return (await this.memTable()).frame;
   }
 
+  /** The free list, in the order frames will be allocated (the next one first). */
   async freeList(): Promise<number[]> {
-    return (await this.redis.lrange(MEM.free, 0, -1)).map(Number);
+    return (await this.memTable()).freeList;
+  }
+
+  /**
+   * Write fields of pfn's record as they are, nothing else checked or kept in step: for tests
+   * that corrupt the table on purpose (fsck's). state by name or by its raw byte.
+   */
+  async frameSet(
+    pfn: number,
+    fields: Partial<Record<Exclude<FrameField, 'state'>, number>> & {
+      state?: keyof typeof FRAME_STATE | number;
+    },
+  ): Promise<void> {
+    const args: Array<string | number> = [];
+    for (const [f, v] of Object.entries(fields) as Array<[FrameField, string | number]>) {
+      const { type, offset } = FRAME_FIELDS[f];
+      const value = typeof v === 'string' ? FRAME_STATE[v as keyof typeof FRAME_STATE] : v;
+      args.push('SET', type, (pfn * FRAME_BYTES + offset) * 8, value);
+    }
+    if (args.length > 0) await this.redis.call('BITFIELD', MEM.frames, ...args);
+  }
+
+  /**
+   * Push pfn at the head of the free list as it is (its record's state and counts untouched):
+   * for tests that corrupt the list on purpose (a frame listed twice, a used frame listed).
+   */
+  async freeListPush(pfn: number): Promise<void> {
+    const head = Number((await this.redis.hget(MEM.meta, 'free')) ?? 0);
+    await this.frameSet(pfn, { next: head });
+    await this.redis.hset(MEM.meta, 'free', pfn);
   }
 
   /** copy_user_highpage(src → dst); with old (src's frame), dst's pending tag owes its put. */
@@ -179,14 +215,21 @@ export class MemStore extends StoreBase {
   }
 
   /**
-   * page_count(), page_mapcount() and the gen of pfn, read together (one MULTI on {mem}); the
-   * gen tells a frame freed and reused since the caller looked apart.
+   * page_count(), page_mapcount() and the gen of pfn, read together (one GETRANGE of its
+   * record); the gen tells a frame freed and reused since the caller looked apart.
    */
   async pageCounts(pfn: number): Promise<{ ref: number; map: number; gen: number }> {
-    const f = String(pfn);
-    const r = await this.redis.multi().hget(MEM.ref, f).hget(MEM.map, f).hget(MEM.gen, f).exec();
-    const v = (i: number): number => Number((r?.[i]?.[1] as string | null) ?? 0);
-    return { ref: v(0), map: v(1), gen: v(2) };
+    const buf = await this.redis.getrangeBuffer(
+      MEM.frames,
+      pfn * FRAME_BYTES,
+      (pfn + 1) * FRAME_BYTES - 1,
+    );
+    if (pfn < 0 || buf.length < FRAME_BYTES) return { ref: 0, map: 0, gen: 0 };
+    return {
+      ref: readField(buf, 0, 'ref'),
+      map: readField(buf, 0, 'map'),
+      gen: readField(buf, 0, 'gen'),
+    };
   }
 
   /** get_page() for each frame: a new mapping ('map', fork) or a pin ('ref'); → pfns no longer live. */

@@ -1,0 +1,145 @@
+/**
+ * Lua helpers of the {mem} scripts (mem/scripts.ts), appended to LUA_HELPERS: the accessors of a
+ * frame record in the packed frame table {mem}:frames (layout: keys.ts, FRAME_FIELDS), the free
+ * list threaded through it, and put_page()/get_page()'s shared steps. Every {mem} script
+ * receives KEYS = MEM_KEYS: K[1] meta, K[2] frames, K[3] fenced, K[4] once, K[5] pending.
+ * Nothing else reads or writes a frame record (mem/frame.ts decodes the table for reads).
+ */
+import { FRAME_BYTES, FRAME_FIELDS, FRAME_LAYOUT, FRAME_STATE } from '../keys';
+
+const fields = Object.entries(FRAME_FIELDS)
+  .map(([n, f]) => `${n} = {'${f.type}', ${f.offset * 8}}`)
+  .join(', ');
+
+export const MEM_LUA = `
+-- The frame table: pfn p's record is FRAME_BYTES bytes at p * FRAME_BYTES (keys.ts).
+local FRAME_BITS = ${FRAME_BYTES * 8}
+local FRAME_BYTES = ${FRAME_BYTES}
+local FRAME_LAYOUT = '${FRAME_LAYOUT}'
+local FIELD = { ${fields} }
+local FREE, USED, ZERO = ${FRAME_STATE.free}, ${FRAME_STATE.used}, ${FRAME_STATE.zero}
+local STATE_NAME = { [FREE] = 'free', [USED] = 'used', [ZERO] = 'zero' }
+local function state_name(st)
+  return STATE_NAME[st] or ('state ' .. tostring(st))
+end
+-- A value as BITFIELD reads it: an integer in decimal. redis.call turns a Lua number into text
+-- by a float format (%.14g before Redis 6, %.17g in 7.0, the shortest form later), which may
+-- drop digits or use an exponent; a data word is any safe integer.
+local function int_arg(v)
+  if type(v) == 'number' then return string.format('%d', v) end
+  return v
+end
+-- BITFIELD arguments for op (GET, SET, INCRBY) on fields of pfn: a list name[, value], ...
+local function frame_ops(pfn, op, list, step)
+  local base = tonumber(pfn) * FRAME_BITS
+  local args = {}
+  for i = 1, #list, step do
+    local f = FIELD[list[i]]
+    args[#args + 1] = op; args[#args + 1] = f[1]; args[#args + 1] = base + f[2]
+    if step == 2 then args[#args + 1] = int_arg(list[i + 1]) end
+  end
+  return args
+end
+-- frame_get(K, pfn, 'gen', 'state', ...) → those fields of pfn's record, as numbers. A pfn past
+-- the table reads as zeros (a free frame of gen 0); a negative one as nothing (nil).
+local function frame_get(K, pfn, ...)
+  if tonumber(pfn) < 0 then return end
+  return unpack(redis.call('BITFIELD_RO', K[2], unpack(frame_ops(pfn, 'GET', {...}, 1))))
+end
+-- frame_set(K, pfn, 'ref', 0, 'state', FREE, ...): write fields of pfn's record.
+local function frame_set(K, pfn, ...)
+  redis.call('BITFIELD', K[2], unpack(frame_ops(pfn, 'SET', {...}, 2)))
+end
+-- frame_add(K, pfn, 'ref', -1, 'map', -1, ...) → the new values (wrapping, never reached)
+local function frame_add(K, pfn, ...)
+  return unpack(redis.call('BITFIELD', K[2], unpack(frame_ops(pfn, 'INCRBY', {...}, 2))))
+end
+-- frame_update(K, pfn, {'INCRBY', 'gen', 1}, {'SET', 'data', v}, {'GET', 'state'}, ...): one
+-- BITFIELD of mixed steps, in order → its reply (INCRBY: the new value, SET: the old, GET: it)
+local function frame_update(K, pfn, ...)
+  local args = {}
+  for _, step in ipairs({...}) do
+    local a = frame_ops(pfn, step[1], {step[2], step[3]}, step[1] == 'GET' and 1 or 2)
+    for _, x in ipairs(a) do args[#args + 1] = x end
+  end
+  return unpack(redis.call('BITFIELD', K[2], unpack(args)))
+end
+-- pfn is a frame of the table (0..frames): its whole record is inside the string.
+local function frame_exists(K, pfn)
+  pfn = tonumber(pfn)
+  return pfn >= 0 and redis.call('STRLEN', K[2]) >= (pfn + 1) * FRAME_BYTES
+end
+-- Models: free_hot_cold_page(), mm/page_alloc.c v3.7 — a hot page goes to the head of the list
+-- (list_add), so the next allocation takes it at once. pfn's counts were 0 or are made 0 here.
+local function free_push(K, pfn)
+  local m = redis.call('HMGET', K[1], 'free', 'nr_free')
+  frame_set(K, pfn, 'ref', 0, 'map', 0, 'state', FREE, 'next', m[1] or '0')
+  redis.call('HSET', K[1], 'free', pfn, 'nr_free', (tonumber(m[2]) or 0) + 1)
+end
+-- Models: buffered_rmqueue(), mm/page_alloc.c v3.7 — the first page of the list
+-- (list->next); with the chain empty, the lowest frame never allocated (hwm + 1). → pfn, or
+-- nil when memory is exhausted. A frame on the list that is not free is an error (bad_page()).
+local function free_pop(K)
+  local m = redis.call('HMGET', K[1], 'free', 'hwm', 'frames', 'nr_free')
+  local pfn = tonumber(m[1]) or 0
+  local nr = (tonumber(m[4]) or 0) - 1
+  if pfn ~= 0 then
+    local nxt, st = frame_get(K, pfn, 'next', 'state')
+    if st ~= FREE or not frame_exists(K, pfn) then
+      error({err = 'free list corrupt: pfn ' .. pfn .. ' on it is ' .. state_name(st)})
+    end
+    redis.call('HSET', K[1], 'free', nxt, 'nr_free', nr)
+    return pfn
+  end
+  local hwm = tonumber(m[2]) or 0
+  if hwm >= (tonumber(m[3]) or 0) then return nil end
+  pfn = hwm + 1
+  if frame_get(K, pfn, 'state') ~= FREE then
+    error({err = 'frame table corrupt: pfn ' .. pfn .. ' never allocated is not free'})
+  end
+  redis.call('HSET', K[1], 'hwm', pfn, 'nr_free', nr)
+  return pfn
+end
+-- put_page()/get_page() of frames. list: {{pfn, gen}, ...} as strings; kind 'map' drops a
+-- mapping too, 'ref' a bare reference. A frame found in a PTE is installed: its pending tag
+-- ({mem}:pending) goes, and the put of the page its COW replaced, still owed, is added to the
+-- list (it is always a mapping). → freed pfns, bad pfns
+local function untag(K, pfn, gen, list)
+  local t = redis.call('HGET', K[5], pfn)
+  if not t then return end
+  redis.call('HDEL', K[5], pfn)
+  local tg, old = string.match(t, '^(%d+)|[^|]*|[^|]*|[^|]*|(.*)$')
+  if tonumber(tg) ~= tonumber(gen) or not old or old == '' then return end
+  local op, og = string.match(old, '^(%d+):(%d+)$')
+  if op then list[#list + 1] = {op, og, 'map'} end
+end
+-- pfn is a used frame of generation gen (else: freed or reused since, or never a frame)
+local function frame_live(K, pfn, gen)
+  local st, g = frame_get(K, pfn, 'state', 'gen')
+  return st == USED and g == tonumber(gen), st
+end
+local function put_frames(K, kind, list)
+  local freed, bad = {}, {}
+  local i = 1
+  while i <= #list do
+    local pfn, gen = list[i][1], list[i][2]
+    local k = list[i][3] or kind
+    local live, st = frame_live(K, pfn, gen)
+    if st == ZERO then
+    elseif not live then
+      bad[#bad + 1] = tonumber(pfn)
+    else
+      untag(K, pfn, gen, list)
+      local ref
+      if k == 'map' then ref = frame_add(K, pfn, 'ref', -1, 'map', -1)
+      else ref = frame_add(K, pfn, 'ref', -1) end
+      if ref <= 0 then
+        free_push(K, pfn)
+        freed[#freed + 1] = tonumber(pfn)
+      end
+    end
+    i = i + 1
+  end
+  return freed, bad
+end
+`;
