@@ -59,7 +59,7 @@ describe('mmlab fsck', () => {
     const vmas = await store.vmas(pid);
     const past = vmas[vmas.length - 1].end + 5;
     const used = (await store.pageTable(pid)).get(page(0) / PAGE_SIZE)!;
-    await store.redis.hset(k.pte, past, `${used.pfn}:${used.gen}:0`); // in no VMA; mapcount + 1
+    await store.pokePte(pid, past, { ...used, writable: false }); // in no VMA; mapcount + 1
     const leaked = (await store.allocPage(null))!; // mapcount 1, no PTE
     // the last frames of the free list were never allocated: free0 pushed at its head is on
     // it twice; free1 gets a refcount while free; free2 a state byte that means nothing
@@ -67,7 +67,7 @@ describe('mmlab fsck', () => {
     await store.freeListPush(free0);
     await store.frameSet(free1, { ref: 2 });
     await store.frameSet(free2, { state: 7 });
-    await store.redis.hset(k.pte, page(4) / PAGE_SIZE, `${used.pfn}:${used.gen}:1`); // writable in r
+    await store.pokePte(pid, page(4) / PAGE_SIZE, { ...used, writable: true }); // writable in r
     await store.redis.set(k.semW, 'mm-9.dead/mm-9/munmap#1|77', 'PX', 60_000); // dead holder
     // a reader of the child's mmap_sem left by a dead incarnation, its lease a minute long, and
     // one whose lease has expired (no holder any more: not a finding)

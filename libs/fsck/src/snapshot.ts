@@ -52,7 +52,10 @@ export interface ProcessSnapshot {
   state: string | null;
   /** raw :vma members ("start:end:prot:flags") */
   vmas: string[];
-  /** raw :pte hash: vpn → "pfn:gen:w" */
+  /**
+   * the page tables, decoded by the model (Store.pageTableRaw): vpn → "pfn:gen:w"; a stored
+   * field that does not decode is one entry "field:<name>" (a pte-corrupt finding)
+   */
   ptes: Record<string, string>;
   /** raw :pmds members: the page-table pages a page walk visits */
   pmds: string[];
@@ -122,7 +125,7 @@ export async function readSnapshot(store: Store): Promise<FsckSnapshot> {
           r.hget(k.mm, 'pinnedVm'),
           r.hkeys(k.mn),
           r.zrange(k.vma, 0, -1),
-          r.hgetall(k.pte),
+          store.pageTableRaw(pid),
           r.smembers(k.pmds),
           store.heldLocks(pid),
           r.get(k.semW),

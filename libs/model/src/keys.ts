@@ -67,10 +67,13 @@
  *              mmapNext (next free vpn for mmap), state, pinnedVm (mm->pinned_vm: pages pinned
  *              by pinned registrations, ≤ the memlock limit; not inherited by fork)
  *   :vma       zset: score = start vpn, member = "start:end:prot:flags" (vpn, end exclusive)
- *   :pte       hash: vpn → "pfn:gen:w" (w = 1 writable, 0 read-only, 2 PROT_NONE, 3 cleared by a
- *              COW in flight: do_wp_page's ptep_clear_flush, with the old page kept so that a
- *              COW that dies or loses its lease can be undone — a walker sees pte_none, a fault
- *              finding no PT-lock holder puts the old read-only PTE back); absent = pte_none
+ *   :pte       hash: the PTEs, packed (fixed-width pfn, gen, w and flag bits), one field per
+ *              64 PTEs (an eighth of a page-table page; layout and helpers in mm/lua.ts, the
+ *              only code that reads or writes it). A PTE is (pfn, gen, w), w = 1 writable, 0 read-only, 2 PROT_NONE, 3 cleared
+ *              by a COW in flight: do_wp_page's ptep_clear_flush, with the old page kept so that
+ *              a COW that dies or loses its lease can be undone — a walker sees pte_none, a fault
+ *              finding no PT-lock holder puts the old read-only PTE back. Scripts give a PTE as
+ *              "pfn:gen:w" (pte.ts). pte_none: not stored; 64 PTEs all none are no field
  *   :fenced    set of mm incarnations refused on this address space: a replica whose pending
  *              frames here were reaped as dead (any fault script it runs here is refused), or
  *              whose index entry for this pid was dropped as dead (invFence: it may open or

@@ -8,7 +8,6 @@ import { Access, Prot } from '@mmlab/protocol';
 import {
   Bit,
   Int,
-  IntOrNone,
   Ints,
   LeaseValue,
   Str,
@@ -20,6 +19,31 @@ import {
   triplesOf,
 } from '../boundary';
 import { LUA_HELPERS } from '../lua';
+import { PTE_FIELD_MAX, PTE_LUA } from './lua';
+
+/** The helpers of a script that reads or writes PTEs: the shared ones, and the page tables' (mm/lua.ts). */
+const PT_LUA = LUA_HELPERS + PTE_LUA;
+
+/** A pfn or gen as a PTE holds it (mm/lua.ts: u32): a bigger one is refused (EINVAL) before Redis. */
+const PteField = Int.min(0).max(PTE_FIELD_MAX);
+/** "...:pfn:gen:w" whose pfn and gen fit a PTE */
+const fitsPte = (v: string): boolean =>
+  v
+    .split(':')
+    .slice(-3, -1)
+    .every((x) => Number(x) <= PTE_FIELD_MAX);
+/** A PTE as a script takes it: "pfn:gen:w" (formatPte), pfn and gen within PteField. */
+const PteText = z
+  .string()
+  .regex(/^\d+:\d+:[0-3]$/)
+  .refine(fitsPte, 'pfn and gen must fit a PTE (u32)')
+  .describe('"pfn:gen:w"');
+/** A PTE and where: "vpn:pfn:gen:w". */
+const VpnPteText = z
+  .string()
+  .regex(/^\d+:\d+:\d+:[0-3]$/)
+  .refine(fitsPte, 'pfn and gen must fit a PTE (u32)')
+  .describe('"vpn:pfn:gen:w"');
 
 export const MM_SCRIPTS = {
   pinnedVmCharge: script({
@@ -293,8 +317,8 @@ return {'OK', removed}
     args: {
       vpn: Int,
       access: Access,
-      newPfn: IntOrNone,
-      newGen: IntOrNone,
+      newPfn: z.union([PteField, z.literal('')]),
+      newGen: z.union([PteField, z.literal('')]),
       pmd: Int,
       agent: Str,
       incarnation: Str,
@@ -313,7 +337,7 @@ return {'OK', removed}
       tagged('FENCED'),
     ),
     lua:
-      LUA_HELPERS +
+      PT_LUA +
       `
 if redis.call('HGET', KEYS[1], 'state') ~= 'alive' then return {'ESRCH'} end
 if redis.call('SISMEMBER', KEYS[8], ARGV[7]) == 1 then return {'FENCED'} end
@@ -325,26 +349,25 @@ if not vma or vma.prot == 'none' then return {'SIGSEGV'} end
 local write = ARGV[2] == 'write'
 if write and vma.prot ~= 'rw' then return {'SIGSEGV'} end
 local seq = tonumber(redis.call('HGET', KEYS[1], 'seq'))
-local pte = redis.call('HGET', KEYS[3], ARGV[1])
-if not pte then
+local pfn, gen, w = pte_get(KEYS[3], vpn)
+if not pfn then
   if not write and vma.flags ~= 'shared' then
-    redis.call('HSET', KEYS[3], ARGV[1], '0:1:0')
+    pte_set(KEYS[3], vpn, 0, 1, 0)
     redis.call('SADD', KEYS[4], ARGV[5]); redis.call('SADD', KEYS[7], ARGV[6])
     return {'ZERO', 0, 1, 0, seq}
   end
   if ARGV[3] == '' then return {'NEED_PAGE', seq} end
-  local w = 0
+  w = 0
   if write then w = 1 end
-  redis.call('HSET', KEYS[3], ARGV[1], ARGV[3] .. ':' .. ARGV[4] .. ':' .. w)
+  pte_set(KEYS[3], vpn, tonumber(ARGV[3]), tonumber(ARGV[4]), w)
   redis.call('SADD', KEYS[4], ARGV[5]); redis.call('SADD', KEYS[7], ARGV[6])
   return {'ANON', tonumber(ARGV[3]), tonumber(ARGV[4]), w, seq}
 end
-local pfn, gen, w = parse_pte(pte)
 local undone = 0
 if w == 2 or w == 3 then
   -- a PROT_NONE PTE in a VMA that allows the access again, or a dead COW's cleared PTE (the
   -- PT lock is free: its holder is gone): make it read-only present
-  redis.call('HSET', KEYS[3], ARGV[1], pfn .. ':' .. gen .. ':0')
+  pte_set(KEYS[3], vpn, pfn, gen, 0)
   if w == 3 then undone = 1 end
   w = 0
 end
@@ -354,7 +377,7 @@ if (not write) or w == 1 then
 end
 if vma.flags == 'shared' then
   -- wp_page_shared(): a shared page is made writable in place, never copied
-  redis.call('HSET', KEYS[3], ARGV[1], pfn .. ':' .. gen .. ':1')
+  pte_set(KEYS[3], vpn, pfn, gen, 1)
   redis.call('SADD', KEYS[7], ARGV[6])
   return {'WP_SHARED', pfn, gen, 1, seq, undone}
 end
@@ -365,17 +388,18 @@ return {'NEED_WP', pfn, gen, w, seq, undone}
     doc: `do_wp_page() reuse: the page is exclusively ours, make the PTE writable in place (no shootdown: a permission upgrade leaves other TLB entries coherent). KEYS mm pte semW ptl cpumask; ARGV vpn expectedPte seq agent mmapSem (as fault's) → {'OK'} | {'RETRY'} | {'BUSY', what}`,
     models: 'do_wp_page(), mm/memory.c: the reuse branch (pte_mkwrite in place)',
     keys: ['mm', 'pte', 'semW', 'ptl', 'cpumask'],
-    args: { vpn: Int, expected: Str, seq: Int, agent: Str, mmapSem: Str },
+    args: { vpn: Int, expected: PteText, seq: Int, agent: Str, mmapSem: Str },
     reply: oneOf(tagged('OK'), tagged('RETRY'), tagged('BUSY', { what: Str })),
     lua:
-      LUA_HELPERS +
+      PT_LUA +
       `
 if sem_w_other(KEYS[3], ARGV[5]) then return {'BUSY', 'mmap_sem'} end
 if redis.call('HGET', KEYS[1], 'seq') ~= ARGV[3] then return {'RETRY'} end
 if redis.call('EXISTS', KEYS[4]) == 1 then return {'BUSY', 'ptl'} end
-if redis.call('HGET', KEYS[2], ARGV[1]) ~= ARGV[2] then return {'RETRY'} end
-local pfn, gen = parse_pte(ARGV[2])
-redis.call('HSET', KEYS[2], ARGV[1], pfn .. ':' .. gen .. ':1')
+local vpn = tonumber(ARGV[1])
+local pfn, gen, w = pte_get(KEYS[2], vpn)
+if not pfn or pte_str(pfn, gen, w) ~= ARGV[2] then return {'RETRY'} end
+pte_set(KEYS[2], vpn, pfn, gen, 1)
 redis.call('SADD', KEYS[5], ARGV[4])
 return {'OK'}
 `,
@@ -386,7 +410,7 @@ return {'OK'}
     keys: ['mm', 'pte', 'semW', 'ptl', 'ptlmax', 'fence', 'cpumask', 'fenced'],
     args: {
       vpn: Int,
-      expected: Str,
+      expected: PteText,
       seq: Int,
       owner: Str,
       ttlMs: Int,
@@ -402,18 +426,19 @@ return {'OK'}
       tagged('FENCED'),
     ),
     lua:
-      LUA_HELPERS +
+      PT_LUA +
       `
 if redis.call('SISMEMBER', KEYS[8], ARGV[8]) == 1 then return {'FENCED'} end
 if sem_w_other(KEYS[3], ARGV[9]) then return {'BUSY', 'mmap_sem'} end
 if redis.call('HGET', KEYS[1], 'seq') ~= ARGV[3] then return {'RETRY'} end
 if redis.call('EXISTS', KEYS[4]) == 1 then return {'BUSY', 'ptl'} end
-if redis.call('HGET', KEYS[2], ARGV[1]) ~= ARGV[2] then return {'RETRY'} end
+local vpn = tonumber(ARGV[1])
+local pfn, gen, w = pte_get(KEYS[2], vpn)
+if not pfn or pte_str(pfn, gen, w) ~= ARGV[2] then return {'RETRY'} end
 local token = redis.call('INCR', KEYS[6])
 redis.call('SET', KEYS[4], ARGV[4] .. '|' .. token, 'PX', ARGV[5])
 redis.call('HSET', KEYS[5], ARGV[6], token)
-local pfn, gen = parse_pte(ARGV[2])
-redis.call('HSET', KEYS[2], ARGV[1], pfn .. ':' .. gen .. ':3')
+pte_set(KEYS[2], vpn, pfn, gen, 3)
 redis.call('SADD', KEYS[7], ARGV[7])
 return {'OK', token, redis.call('SMEMBERS', KEYS[7])}
 `,
@@ -427,19 +452,21 @@ return {'OK', token, redis.call('SMEMBERS', KEYS[7])}
       lock: Str,
       token: Int,
       vpn: Int,
-      pte: Str,
+      pte: PteText,
       keep: z.enum(['', 'keep']),
       skip: z.enum(['', 'skip-fence']),
       incarnation: Str,
     },
     reply: oneOf(tagged('OK', { withLease: Bit }), tagged('ESTALE')),
     lua:
-      LUA_HELPERS +
+      PT_LUA +
       `
+local pfn, gen, w = parse_pte(ARGV[5])
+pte_enc(pfn, gen, w) -- a PTE that does not fit is refused before anything is written
 if redis.call('SISMEMBER', KEYS[4], ARGV[8]) == 1 then return {'ESTALE'} end
 local ok = fenced(KEYS[1], KEYS[2], ARGV[2], ARGV[1], tonumber(ARGV[3]))
 if not ok and ARGV[7] ~= 'skip-fence' then return {'ESTALE'} end
-redis.call('HSET', KEYS[3], ARGV[4], ARGV[5])
+pte_set(KEYS[3], tonumber(ARGV[4]), pfn, gen, w)
 if not ok then return {'OK', 0} end
 if ARGV[6] ~= 'keep' then redis.call('DEL', KEYS[1]) end
 return {'OK', 1}
@@ -452,20 +479,19 @@ return {'OK', 1}
     args: { value: LeaseValue, lock: Str, token: Int, start: Int, end: Int, incarnation: Str },
     reply: oneOf(tagged('OK', { cleared: Strs, cpumask: Strs }), tagged('ESTALE')),
     lua:
-      LUA_HELPERS +
+      PT_LUA +
       `
 if not fenced(KEYS[1], KEYS[2], ARGV[2], ARGV[1], tonumber(ARGV[3])) then return {'ESTALE'} end
 if ARGV[6] ~= '' and redis.call('HGET', KEYS[5], 'owner') ~= ARGV[6] then return {'ESTALE'} end
 local cleared, frames = {}, {}
-for vpn = tonumber(ARGV[4]), tonumber(ARGV[5]) - 1 do
-  local v = redis.call('HGET', KEYS[3], vpn)
-  if v then
-    redis.call('HDEL', KEYS[3], vpn)
-    cleared[#cleared + 1] = vpn .. ':' .. v
-    local pfn, gen = parse_pte(v)
-    if pfn ~= 0 then frames[#frames + 1] = pfn .. ':' .. gen end
-  end
+local ed = pte_edit()
+for _, p in ipairs(pte_range(KEYS[3], tonumber(ARGV[4]), tonumber(ARGV[5]))) do
+  local vpn, pfn, gen, w = p[1], p[2], p[3], p[4]
+  pte_edit_clear(ed, vpn)
+  cleared[#cleared + 1] = vpn .. ':' .. pte_str(pfn, gen, w)
+  if pfn ~= 0 then frames[#frames + 1] = pfn .. ':' .. gen end
 end
+pte_commit(KEYS[3], ed)
 if ARGV[6] ~= '' and #frames > 0 then
   local prev = redis.call('HGET', KEYS[5], 'cleared') or ''
   if prev ~= '' then prev = prev .. ' ' end
@@ -530,24 +556,23 @@ return {'OK', #vmas}
     args: { value: LeaseValue, lock: Str, token: Int, start: Int, end: Int, prot: Prot },
     reply: oneOf(tagged('OK', { changed: Int, downgraded: Int, cpumask: Strs }), tagged('ESTALE')),
     lua:
-      LUA_HELPERS +
+      PT_LUA +
       `
 if not fenced(KEYS[1], KEYS[2], ARGV[2], ARGV[1], tonumber(ARGV[3])) then return {'ESTALE'} end
 local prot = ARGV[6]
 local changed, downgraded = 0, 0
-for vpn = tonumber(ARGV[4]), tonumber(ARGV[5]) - 1 do
-  local v = redis.call('HGET', KEYS[3], vpn)
-  if v then
-    local pfn, gen, w = parse_pte(v)
-    local nw = w
-    if prot == 'none' then nw = 2 elseif w == 2 or prot == 'r' then nw = 0 end
-    if nw ~= w then
-      redis.call('HSET', KEYS[3], vpn, pfn .. ':' .. gen .. ':' .. nw)
-      changed = changed + 1
-      if nw == 2 or (w == 1 and nw == 0) then downgraded = downgraded + 1 end
-    end
+local ed = pte_edit()
+for _, p in ipairs(pte_range(KEYS[3], tonumber(ARGV[4]), tonumber(ARGV[5]))) do
+  local vpn, pfn, gen, w = p[1], p[2], p[3], p[4]
+  local nw = w
+  if prot == 'none' then nw = 2 elseif w == 2 or prot == 'r' then nw = 0 end
+  if nw ~= w then
+    pte_edit_set(ed, vpn, pfn, gen, nw)
+    changed = changed + 1
+    if nw == 2 or (w == 1 and nw == 0) then downgraded = downgraded + 1 end
   end
 end
+pte_commit(KEYS[3], ed)
 return {'OK', changed, downgraded, redis.call('SMEMBERS', KEYS[4])}
 `,
   }),
@@ -589,20 +614,23 @@ return {'OK', n}
     args: { value: LeaseValue, lock: Str, token: Int, start: Int, end: Int, delta: Int },
     reply: oneOf(tagged('OK', { moved: Int, cpumask: Strs }), tagged('ESTALE'), tagged('ESRCH')),
     lua:
-      LUA_HELPERS +
+      PT_LUA +
       `
 if not fenced(KEYS[1], KEYS[2], ARGV[2], ARGV[1], tonumber(ARGV[3])) then return {'ESTALE'} end
 if redis.call('HGET', KEYS[6], 'state') ~= 'alive' then return {'ESRCH'} end
 local delta, moved = tonumber(ARGV[6]), 0
-for vpn = tonumber(ARGV[4]), tonumber(ARGV[5]) - 1 do
-  local v = redis.call('HGET', KEYS[3], vpn)
-  if v then
-    redis.call('HDEL', KEYS[3], vpn)
-    redis.call('HSET', KEYS[3], vpn + delta, v)
-    redis.call('SADD', KEYS[4], math.floor((vpn + delta) / 512))
-    moved = moved + 1
-  end
+local ptes = pte_range(KEYS[3], tonumber(ARGV[4]), tonumber(ARGV[5]))
+-- cleared first, then set: a destination that overlaps the source keeps what moved there
+local ed = pte_edit()
+for _, p in ipairs(ptes) do pte_edit_clear(ed, p[1]) end
+pte_commit(KEYS[3], ed)
+ed = pte_edit()
+for _, p in ipairs(ptes) do
+  pte_edit_set(ed, p[1] + delta, p[2], p[3], p[4])
+  redis.call('SADD', KEYS[4], math.floor((p[1] + delta) / PTRS_PER_PTE))
+  moved = moved + 1
 end
+pte_commit(KEYS[3], ed)
 return {'OK', moved, redis.call('SMEMBERS', KEYS[5])}
 `,
   }),
@@ -624,25 +652,24 @@ return {'OK', moved, redis.call('SMEMBERS', KEYS[5])}
       tagged('ESTALE'),
     ),
     lua:
-      LUA_HELPERS +
+      PT_LUA +
       `
 if not fenced(KEYS[1], KEYS[2], ARGV[2], ARGV[1], tonumber(ARGV[3])) then return {'ESTALE'} end
 if redis.call('HGET', KEYS[5], 'owner') ~= ARGV[7] then return {'ESTALE'} end
 local cow = ARGV[6] == '1'
 local out, frames, wp = {}, {}, 0
-for vpn = tonumber(ARGV[4]), tonumber(ARGV[5]) - 1 do
-  local v = redis.call('HGET', KEYS[3], vpn)
-  if v then
-    local pfn, gen, w = parse_pte(v)
-    if w == 3 then w = 0 end
-    if cow and w == 1 then
-      redis.call('HSET', KEYS[3], vpn, pfn .. ':' .. gen .. ':0')
-      w = 0; wp = wp + 1
-    end
-    out[#out + 1] = vpn .. ':' .. pfn .. ':' .. gen .. ':' .. w
-    if pfn ~= 0 then frames[#frames + 1] = pfn .. ':' .. gen end
+local ed = pte_edit()
+for _, p in ipairs(pte_range(KEYS[3], tonumber(ARGV[4]), tonumber(ARGV[5]))) do
+  local vpn, pfn, gen, w = p[1], p[2], p[3], p[4]
+  if w == 3 then w = 0 end
+  if cow and w == 1 then
+    pte_edit_set(ed, vpn, pfn, gen, 0)
+    w = 0; wp = wp + 1
   end
+  out[#out + 1] = vpn .. ':' .. pte_str(pfn, gen, w)
+  if pfn ~= 0 then frames[#frames + 1] = pfn .. ':' .. gen end
 end
+pte_commit(KEYS[3], ed)
 local n = redis.call('HINCRBY', KEYS[5], 'chunks', 1)
 redis.call('HSET', KEYS[5], 'chunk:' .. n, table.concat(frames, ' '))
 return {'OK', out, wp, redis.call('SMEMBERS', KEYS[4]), n}
@@ -702,18 +729,24 @@ return {'UNDONE'}
     doc: `copy_pte_range(), the child's half, while the child is being forked by forker. KEYS pte pmds mm; ARGV forker "vpn:pfn:gen:w"... → n | -1 (not forking it: refused)`,
     models: "copy_pte_range(), mm/memory.c: the child's half (copy_one_pte's set_pte_at)",
     keys: ['pte', 'pmds', 'mm'],
-    args: { forker: Str, ptes: z.array(z.string().describe('"vpn:pfn:gen:w"')) },
+    args: { forker: Str, ptes: z.array(VpnPteText) },
     reply: Int.describe('n | -1'),
     lua:
-      LUA_HELPERS +
+      PT_LUA +
       `
 if redis.call('HGET', KEYS[3], 'state') ~= 'forking' then return -1 end
 if redis.call('HGET', KEYS[3], 'forker') ~= ARGV[1] then return -1 end
+local ed, pmds = pte_edit(), {}
 for i = 2, #ARGV do
   local vpn, rest = string.match(ARGV[i], '^(%d+):(.*)$')
-  redis.call('HSET', KEYS[1], vpn, rest)
-  redis.call('SADD', KEYS[2], math.floor(tonumber(vpn) / 512))
+  local pfn, gen, w = parse_pte(rest or '')
+  vpn = tonumber(vpn)
+  if not vpn then pte_bad('PTE ' .. ARGV[i]) end
+  pte_edit_set(ed, vpn, pfn, gen, w) -- checked here, written below: a bad one writes nothing
+  pmds[math.floor(vpn / PTRS_PER_PTE)] = true
 end
+for pmd in pairs(pmds) do redis.call('SADD', KEYS[2], pmd) end
+pte_commit(KEYS[1], ed)
 return #ARGV - 1
 `,
   }),
@@ -741,13 +774,13 @@ return {'OK', 1}
     args: {},
     reply: oneOf(tagged('OK', { ended: Bit }), tagged('AGAIN', { ptes: Int }), tagged('ESRCH')),
     lua:
-      LUA_HELPERS +
+      PT_LUA +
       `
 local st = redis.call('HGET', KEYS[1], 'state')
 if st == 'dead' then return {'OK', 0} end
 if st ~= 'exiting' then return {'ESRCH'} end
-local n = redis.call('HLEN', KEYS[3])
-if n > 0 then return {'AGAIN', n} end
+local n = #pte_all(KEYS[3])
+if n > 0 or redis.call('HLEN', KEYS[3]) > 0 then return {'AGAIN', math.max(n, 1)} end
 redis.call('HSET', KEYS[1], 'state', 'dead')
 redis.call('DEL', KEYS[2], KEYS[4])
 return {'OK', 1}
@@ -760,12 +793,12 @@ return {'OK', 1}
     args: { vpn: Int, agent: Str },
     reply: Str.nullable().describe('"pfn:gen:w" | null'),
     lua:
-      LUA_HELPERS +
+      PT_LUA +
       `
 redis.call('SADD', KEYS[2], ARGV[2])
-local v = redis.call('HGET', KEYS[1], ARGV[1])
-if v and string.sub(v, -2) == ':3' then return false end
-return v
+local pfn, gen, w = pte_get(KEYS[1], tonumber(ARGV[1]))
+if not pfn or w == 3 then return false end
+return pte_str(pfn, gen, w)
 `,
   }),
   pendingFence: script({
@@ -775,14 +808,44 @@ return v
     args: { incarnation: Str, pfn: Int, gen: Int },
     reply: Bit,
     lua:
-      LUA_HELPERS +
+      PT_LUA +
       `
 redis.call('SADD', KEYS[2], ARGV[1])
-local head = ARGV[2] .. ':' .. ARGV[3] .. ':'
-for _, v in ipairs(redis.call('HVALS', KEYS[1])) do
-  if string.sub(v, 1, #head) == head then return 1 end
-end
+local pfn, gen = tonumber(ARGV[2]), tonumber(ARGV[3])
+if pte_field_ok(pfn) and pte_field_ok(gen) and pte_maps(KEYS[1], pfn, gen) then return 1 end
 return 0
+`,
+  }),
+  pteDump: script({
+    doc: `Every PTE of the address space, decoded (mm/lua.ts), and the stored fields that break the packed layout (read, never written). KEYS pte → {'OK', {"vpn:pfn:gen:w", ...} (vpn order), {field, ...}}`,
+    models: 'none: a dump of the page tables (tests, diagnostics, fsck)',
+    keys: ['pte'],
+    args: {},
+    reply: tagged('OK', { ptes: Strs, bad: Strs }),
+    lua:
+      PT_LUA +
+      `
+local all, bad = pte_all(KEYS[1])
+table.sort(all, function(a, b) return a[1] < b[1] end)
+local out = {}
+for i, p in ipairs(all) do out[i] = p[1] .. ':' .. pte_str(p[2], p[3], p[4]) end
+return {'OK', out, bad}
+`,
+  }),
+  ptePoke: script({
+    doc: `Write one PTE as given, or pte_none for '', with no check at all (no lease, VMA, frame count or :pmds): a test corrupting the state on purpose. KEYS pte; ARGV vpn pte → 1`,
+    models: 'none: a raw write of one PTE (tests that corrupt the state)',
+    keys: ['pte'],
+    args: { vpn: Int, pte: z.union([PteText, z.literal('')]) },
+    reply: z.literal(1).describe('1'),
+    lua:
+      PT_LUA +
+      `
+local vpn = tonumber(ARGV[1])
+if ARGV[2] == '' then pte_clear(KEYS[1], vpn); return 1 end
+local pfn, gen, w = parse_pte(ARGV[2])
+pte_set(KEYS[1], vpn, pfn, gen, w)
+return 1
 `,
   }),
   ptlHeldBy: script({

@@ -904,10 +904,44 @@ export class MmStore extends MemStore {
     return r.ended === 1 ? 'ended' : 'dead';
   }
 
-  /** Page-table snapshot of a process: vpn → PTE (tests and diagnostics). */
+  /**
+   * Page-table snapshot of a process: vpn → PTE, in vpn order (tests and diagnostics). A stored
+   * field that breaks the packed layout (mm/lua.ts) is an error.
+   */
   async pageTable(pid: number): Promise<Map<number, Pte>> {
-    const all = await this.redis.hgetall(procKeys(pid).pte);
-    return new Map(Object.entries(all).map(([vpn, v]) => [Number(vpn), parsePte(v)]));
+    const { ptes, bad } = await this.pteDump(pid);
+    if (bad.length > 0)
+      throw new Error(`pid ${pid}: corrupt page-table field(s) ${bad.join(', ')}`);
+    return new Map(Object.entries(ptes).map(([vpn, v]) => [Number(vpn), parsePte(v)]));
+  }
+
+  /**
+   * The page tables of pid as fsck reads them: vpn → "pfn:gen:w" (formatPte), in vpn order; a
+   * stored field that breaks the packed layout (mm/lua.ts) is one entry "field:<name>" →
+   * "corrupt page-table field" (none of its PTEs can be read).
+   */
+  async pageTableRaw(pid: number): Promise<Record<string, string>> {
+    const { ptes, bad } = await this.pteDump(pid);
+    for (const f of bad) ptes[`field:${f}`] = 'corrupt page-table field';
+    return ptes;
+  }
+
+  private async pteDump(pid: number): Promise<{ ptes: Record<string, string>; bad: string[] }> {
+    const r = await this.call('pteDump', { pte: procKeys(pid).pte }, {});
+    const ptes: Record<string, string> = {};
+    for (const c of r.ptes) {
+      const i = c.indexOf(':');
+      ptes[c.slice(0, i)] = c.slice(i + 1);
+    }
+    return { ptes, bad: r.bad };
+  }
+
+  /**
+   * Write pid's PTE at vpn as given (null: pte_none), with no check at all: no lease, VMA, frame
+   * count or :pmds. Only for tests that corrupt the state on purpose (fsck's).
+   */
+  async pokePte(pid: number, vpn: number, pte: Pte | null): Promise<void> {
+    await this.call('ptePoke', { pte: procKeys(pid).pte }, { vpn, pte: pte ? formatPte(pte) : '' });
   }
 
   /** A PT lock's fencing side: the highest token granted for it, and whether it is held now. */
