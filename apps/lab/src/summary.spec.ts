@@ -57,4 +57,25 @@ describe(formatSummary.name, () => {
     const text = formatSummary(results({ verdict: 'invalid' }), 'r.json');
     expect(text.split('\n')[0]).toContain('2 of 8 invariants violated, 1.0 s');
   });
+
+  it("prints the events of an unexpected violation's first instance, one a line", () => {
+    const read = {
+      id: 'cpu1:9',
+      ts: 12.5,
+      service: 'cpu',
+      instance: 'cpu1',
+      kind: 'access',
+      rw: 'read',
+      value: 5,
+    };
+    const r = results({ verdict: 'invalid', expectedViolations: ['paired-range'] });
+    r.invariants[1] = { ...r.invariants[1], violations: [{ message: 'x', events: [read] }] };
+    r.invariants[0] = { ...r.invariants[0], violations: [{ message: 'y', events: [read] }] };
+    const lines = formatSummary(r, 'r.json').split('\n');
+    const at = lines.findIndex((l) => l.startsWith('  invariant teardown-before-free'));
+    expect(lines[at + 1]).toBe('    cpu1:9 access ts=12.500 {"rw":"read","value":5}');
+    // an expected one's events are not printed
+    const exp = lines.findIndex((l) => l.startsWith('  invariant paired-range (expected)'));
+    expect(lines[exp + 1]).not.toContain('cpu1:9');
+  });
 });

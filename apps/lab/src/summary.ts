@@ -40,10 +40,14 @@ export function formatSummary(r: RunResults, resultsPath: string): string {
       `  step ${stepLabel(s)} (line ${s.line}) ${s.op}: ${s.reason ?? 'not ok'}` +
         (s.error ? ` [${s.error.code}: ${s.error.message}]` : ''),
     );
-  for (const i of violated)
+  for (const i of violated) {
     lines.push(
       `  invariant ${i.name}${expected.has(i.name) ? ' (expected)' : ''}: ${i.violations.length} violation(s), first: ${i.violations[0]?.message ?? '?'}`,
     );
+    // an unexpected one: its events, so a log alone (CI) shows what the checker saw
+    if (!expected.has(i.name))
+      for (const e of i.violations[0]?.events.slice(0, 8) ?? []) lines.push(`    ${eventLine(e)}`);
+  }
   for (const name of expected)
     if (!violated.some((i) => i.name === name))
       lines.push(`  invariant ${name}: expected to be violated, but held`);
@@ -74,4 +78,19 @@ export function formatSummary(r: RunResults, resultsPath: string): string {
   lines.push(`  results: ${resultsPath}`);
   if (r.report) lines.push(`  report:  ${r.report.html}`);
   return lines.join('\n');
+}
+
+/** One trace event (as results.json keeps it) on one line: its id, kind, ts and other fields. */
+function eventLine(e: unknown): string {
+  if (typeof e !== 'object' || e === null) return String(e);
+  const {
+    id,
+    ts,
+    service: _service,
+    instance: _instance,
+    kind,
+    ...rest
+  } = e as Record<string, unknown>;
+  const at = typeof ts === 'number' ? ts.toFixed(3) : String(ts);
+  return `${String(id)} ${String(kind)} ts=${at} ${JSON.stringify(rest)}`.slice(0, 400);
 }

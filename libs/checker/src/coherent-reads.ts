@@ -191,7 +191,12 @@ export const coherentReads: Rule<'coherent-reads'> = {
           message:
             `pid ${p.pid} page ${hex(addrOf(p.vpn))}: ${r.agent} read ${r.value}, ` +
             `acceptable: ${[...acceptable].sort((a, b) => a - b).join(' | ')} (${why})`,
-          events: last.length > 0 ? [r, ...last] : reset ? [r, reset] : [r],
+          // and the first write that did not end before r started, if any: what a reader of
+          // the report compares r's interval with
+          events: [
+            ...(last.length > 0 ? [r, ...last] : reset ? [r, reset] : [r]),
+            ...writes.slice(hi, hi + 1),
+          ],
         });
       }
     }
