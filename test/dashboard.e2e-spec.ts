@@ -103,6 +103,22 @@ describe('the live dashboard, during a running scenario', () => {
     await group.click();
     const panel = page.getByTestId('event-panel');
     await panel.getByTestId('panel-inv').getByText(inv, { exact: true }).waitFor();
+    // The group is complete at mm.range_end; events of the same invalidation from other
+    // instances (and mm's last send and ack) may come in a later trace batch: the panel
+    // follows the store, so wait for the last of each before reading it.
+    const waitRows = (instance: string, kind: string, n: number) =>
+      panel
+        .locator(`[data-testid=panel-event][data-instance="${instance}"][data-kind="${kind}"]`)
+        .nth(n - 1)
+        .waitFor();
+    for (const [instance, kind, n] of [
+      [mm, 'mn.send', 2],
+      [mm, 'mn.ack', 2],
+      [HCA, 'mn.recv', 2],
+      [HCA, 'mn.done', 2],
+      ['cpu0', 'tlb.flush', 1],
+    ] as const)
+      await waitRows(instance, kind, n);
     const rows = panel.getByTestId('panel-event');
     const texts = await rows.allInnerTexts();
     const kinds: Array<string | null> = [];
