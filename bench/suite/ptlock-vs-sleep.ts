@@ -89,7 +89,9 @@ export const ptlockVsSleep: Benchmark = {
   async run(opts): Promise<BenchResult> {
     const { quick, log } = opts;
     const sleeps = quick ? [0, 10] : [0, 10, 100, 1000];
-    const samples = (d: number) => (quick ? 1 : d >= 1000 ? 5 : d >= 100 ? 10 : 20);
+    // The same number at every point: a p99 of 20 samples is their worst, so points with fewer
+    // samples would compare a worst-of-5 with a worst-of-20.
+    const samples = () => (quick ? 1 : 20);
     const rows: Row[] = [];
     const by: Partial<Record<Mode, Map<number, number[]>>> = {};
     for (const mode of ['patched', 'legacy'] as const) {
