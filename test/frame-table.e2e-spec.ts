@@ -4,26 +4,14 @@
  * pfn of the table, the free list threaded through the records (LIFO, then the frames never
  * allocated), and memFormat at 1M frames (idempotent, one zero-filled string).
  */
-import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { MmlabError } from '@mmlab/protocol';
 import { FRAME_BYTES, MEM, PAGE_FLAGS, Store } from '@mmlab/model';
-import { type ServerHandle, startRedis } from '@mmlab/runner';
+import { withRedisStore } from './support/redis-store';
 
-let redis: ServerHandle;
 let store: Store;
 
-beforeAll(async () => {
-  redis = await startRedis();
-  store = new Store(redis.url);
-});
-afterAll(async () => {
-  await store.quit();
-  await redis.stop();
-});
-beforeEach(async () => {
-  await store.redis.flushall();
-  await store.memFormat(8);
-});
+withRedisStore(8, (s) => (store = s));
 
 /** The raw bytes of pfn's record, as hex. */
 const record = async (pfn: number): Promise<string> =>

@@ -2,27 +2,15 @@
  * The Lua scripts of libs/model against a real redis-server: the page-table steps, the lease
  * locks with fencing tokens, and frame accounting.
  */
-import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { MMAP_BASE, PAGE_SIZE } from '@mmlab/protocol';
 import { Store, procKeys } from '@mmlab/model';
-import { type ServerHandle, startRedis } from '@mmlab/runner';
+import { withRedisStore } from './support/redis-store';
 
-let redis: ServerHandle;
 let store: Store;
 const base = MMAP_BASE / PAGE_SIZE;
 
-beforeAll(async () => {
-  redis = await startRedis();
-  store = new Store(redis.url);
-});
-afterAll(async () => {
-  await store.quit();
-  await redis.stop();
-});
-beforeEach(async () => {
-  await store.redis.flushall();
-  await store.memFormat(8);
-});
+withRedisStore(8, (s) => (store = s));
 
 describe('physical memory', () => {
   it('formats once, allocates with a new gen each time, frees LIFO and refuses double frees', async () => {

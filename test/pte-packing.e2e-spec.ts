@@ -5,13 +5,12 @@
  * included) and pfn/gen at their maxima must survive, a value that does not fit must be refused
  * with nothing written, and a stored field that loses its last PTE must go.
  */
-import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { MMAP_BASE, MmlabError, PAGE_SIZE, PTRS_PER_PTE } from '@mmlab/protocol';
 import { type Pte, Store, procKeys, pteLockName } from '@mmlab/model';
 import { PTES_PER_FIELD, PTE_BYTES, PTE_FIELD_MAX } from '@mmlab/model/mm/lua';
-import { type ServerHandle, startRedis } from '@mmlab/runner';
+import { withRedisStore } from './support/redis-store';
 
-let redis: ServerHandle;
 let store: Store;
 const base = MMAP_BASE / PAGE_SIZE;
 /** a page-table page wholly inside a mapping of 3 * 512 pages at base, its neighbours mapped too */
@@ -23,18 +22,7 @@ const MAX = PTE_FIELD_MAX;
 const ro = (pfn: number, gen: number): Pte => ({ pfn, gen, writable: false });
 const rw = (pfn: number, gen: number): Pte => ({ pfn, gen, writable: true });
 
-beforeAll(async () => {
-  redis = await startRedis();
-  store = new Store(redis.url);
-});
-afterAll(async () => {
-  await store.quit();
-  await redis.stop();
-});
-beforeEach(async () => {
-  await store.redis.flushall();
-  await store.memFormat(8);
-});
+withRedisStore(8, (s) => (store = s));
 
 /** A process with one rw mapping of 3 page-table pages' worth at base. */
 async function space(): Promise<number> {
