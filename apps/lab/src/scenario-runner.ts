@@ -382,21 +382,36 @@ export class ScenarioRunner {
    * every event the steps caused. A missing instance makes the trace incomplete: unknown.
    */
   async barrier(): Promise<Array<{ instance: string; published: number }>> {
+    const replies = await this.flushAll();
     const expect = this.lab.instances.length;
-    const timeoutMs = this.opts.barrierTimeoutMs ?? 5000;
-    const replies = await untilAborted(
-      this.lab.rpc.gather('flush', {}, { expect, timeoutMs }),
-      this.opts.signal,
-    );
     if (replies.length < expect) {
       const seen = new Set(replies.map((r) => r.instance));
       const missing = this.lab.instances.filter((i) => !seen.has(i));
       throw new Error(
-        `flush barrier: ${replies.length} of ${expect} instances answered within ${timeoutMs} ms (missing: ${missing.join(', ')})`,
+        `flush barrier: ${replies.length} of ${expect} instances answered within ${this.barrierMs} ms (missing: ${missing.join(', ')})`,
       );
     }
-    await untilAborted(this.lab.rpc.call('observerSync', {}, { timeoutMs }), this.opts.signal);
+    await untilAborted(
+      this.lab.rpc.call('observerSync', {}, { timeoutMs: this.barrierMs }),
+      this.opts.signal,
+    );
     return replies;
+  }
+
+  private get barrierMs(): number {
+    return this.opts.barrierTimeoutMs ?? 5000;
+  }
+
+  /** Every instance flushes its trace and says how many events it published (those that answer in time). */
+  private flushAll(): Promise<Array<{ instance: string; published: number }>> {
+    return untilAborted(
+      this.lab.rpc.gather(
+        'flush',
+        {},
+        { expect: this.lab.instances.length, timeoutMs: this.barrierMs },
+      ),
+      this.opts.signal,
+    );
   }
 
   /**
@@ -406,12 +421,7 @@ export class ScenarioRunner {
    */
   private async publishedCounts(): Promise<Map<string, number>> {
     try {
-      const replies = await this.lab.rpc.gather(
-        'flush',
-        {},
-        { expect: this.lab.instances.length, timeoutMs: this.opts.barrierTimeoutMs ?? 5000 },
-      );
-      return new Map(replies.map((r) => [r.instance, r.published]));
+      return new Map((await this.flushAll()).map((r) => [r.instance, r.published]));
     } catch {
       return new Map();
     }
