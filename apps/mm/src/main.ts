@@ -112,6 +112,8 @@ runService(async (onShutdown) => {
     // replicas once the lease is dropped.
     await quiesce(ctx, SHUTDOWN_QUIESCE_MS);
     ctx.closing = true;
+    // drain_local_pages(): the batch goes back (one call), its installs reported.
+    await ctx.pcp.drain(ctx).catch((e: unknown) => log.warn(`batch not given back: ${String(e)}`));
     await reaper.stop();
     liveness.stop();
     await store.mmLivenessDrop(ctx.incarnation);

@@ -105,9 +105,15 @@ export class MmController {
     return { unregistered: await mmuNotifierUnregister(this.ctx, req.pid, req.subscriber) };
   }
 
-  /** /proc/meminfo, plus the PT-lock and mmap_sem leases held anywhere right now. */
+  /**
+   * /proc/meminfo, plus the PT-lock and mmap_sem leases held anywhere right now. The answering
+   * replica gives its batch of frames back first (drain_local_pages, one call when it holds
+   * any), so that free counts every frame no process maps — but those sitting in the other
+   * replicas' batches.
+   */
   @Rpc('meminfo')
   async meminfo() {
+    await this.ctx.pcp.drain(this.ctx);
     const [m, locks] = await Promise.all([this.ctx.store.memInfo(), this.ctx.store.allHeldLocks()]);
     return { frames: m.frames, free: m.free, allocated: m.frames - m.free, locks };
   }

@@ -342,6 +342,27 @@ describe('fsck', () => {
     ]);
   });
 
+  it("a replica's batch frame: legal while its owner lives, installed or not; a dead owner's is a finding", () => {
+    const s = clean();
+    // pfn 4 taken into mm-0.a's batch (charged), in no PTE; pfn 5 taken and installed at vpn 103
+    s.frame[4] = { gen: 2, ref: 1, map: 1, state: 'used' };
+    s.frame[5] = { gen: 1, ref: 1, map: 1, state: 'used' };
+    s.freeList = [6, 7, 8];
+    s.processes[0].ptes[103] = '5:1:1';
+    s.pending[4] = '2|mm-0.a|reserve';
+    s.pending[5] = '1|mm-0.a|reserve';
+    expect(codes(s)).toEqual([]);
+    // the owner died and its batch was never given back: the untouched frame leaked
+    s.pending[4] = '2|mm-9.z|reserve';
+    s.pending[5] = '1|mm-9.z|reserve';
+    s.incarnations['mm-9.z'] = false;
+    expect(fsck(s)).toMatchObject([
+      { code: 'reserve-dead-owner', key: '{mem}:pending', objects: { pfn: 4 } },
+      { code: 'reserve-dead-owner', key: '{mem}:pending', objects: { pfn: 5 } },
+      { code: 'mapcount', objects: { pfn: 4 } },
+    ]);
+  });
+
   it('a PTE a COW cleared (w = 3) still maps its old page', () => {
     const s = clean();
     s.processes[0].ptes[100] = '1:1:3';

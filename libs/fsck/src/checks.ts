@@ -43,6 +43,10 @@
  *   pending-dead-owner no frame is left pending ({mem}:pending: allocated by a fault or COW, not
  *                      known installed) by a dead mm incarnation; a live one's pending frame
  *                      that no PTE maps yet counts as its one mapping (mapcount)
+ *   reserve-dead-owner no frame of a per-replica batch ({mem}:pending "gen|incarnation|reserve":
+ *                      taken and charged by rmqueueBulk, not known installed) belongs to a dead
+ *                      mm incarnation (the reaper gives a dead one's batch back); a live one's
+ *                      batch frame that no PTE maps counts as its one mapping (mapcount)
  */
 import { MnEvent, ZERO_PFN, pmdIndexOf } from '@mmlab/protocol';
 import { MEM, type Pte, type Vma, parsePte, parseVma, procKeys, subKeys } from '@mmlab/model';
@@ -51,6 +55,7 @@ import {
   type ProcessSnapshot,
   incarnationOfInvOwner,
   incarnationOfOwner,
+  isReserveTag,
   pendingOwner,
 } from './snapshot';
 
@@ -77,6 +82,7 @@ export const FSCK_CODES = [
   'inv-dead-owner',
   'intent-dead-owner',
   'pending-dead-owner',
+  'reserve-dead-owner',
 ] as const;
 export type FsckCode = (typeof FSCK_CODES)[number];
 
@@ -381,7 +387,15 @@ function checkIntents(s: FsckSnapshot, p: ProcessSnapshot, add: Add): void {
 function checkPending(s: FsckSnapshot, add: Add): void {
   for (const [pfn, tag] of Object.entries(s.pending)) {
     const owner = pendingOwner(tag);
-    if (!s.incarnations[owner])
+    if (s.incarnations[owner]) continue;
+    if (isReserveTag(tag))
+      add(
+        'reserve-dead-owner',
+        MEM.pending,
+        `pfn ${pfn} is in the batch of ${owner || 'no owner'}, which is dead (${tag}): never given back`,
+        { pfn: Number(pfn), tag },
+      );
+    else
       add(
         'pending-dead-owner',
         MEM.pending,
@@ -397,7 +411,8 @@ function checkCounts(s: FsckSnapshot, mappers: Map<number, string[]>, add: Add):
     const f = s.frame[String(pfn)];
     if (f?.state !== 'used') continue;
     const by = mappers.get(pfn) ?? [];
-    // a live fault's frame allocated ahead and not installed: its allocation is its mapping
+    // a live fault's frame allocated ahead and not installed, or a frame of a live replica's
+    // batch no fault installed yet: its allocation is its mapping
     const ahead =
       by.length === 0 &&
       s.pending[String(pfn)] &&

@@ -80,7 +80,10 @@ export interface FsckSnapshot {
   /** pfn → frame (every record of {mem}:frames) */
   frame: Record<string, FrameRecord>;
   processes: ProcessSnapshot[];
-  /** {mem}:pending: pfn → raw tag "gen|incarnation|pid|vpn|old" (a fault's frame not installed yet) */
+  /**
+   * {mem}:pending: pfn → raw tag "gen|incarnation|pid|vpn|old" (a fault's frame not installed
+   * yet) or "gen|incarnation|reserve" (a frame of that mm incarnation's batch)
+   */
   pending: Record<string, string>;
   /** every mm incarnation the state names (lease owners, inv owners) → its liveness lease lives */
   incarnations: Record<string, boolean>;
@@ -214,5 +217,8 @@ const splitLeaseValue = (v: string): { owner: string; token: number } => {
     : { owner: v.slice(0, bar), token: Number(v.slice(bar + 1)) };
 };
 
-/** The incarnation a pending tag "gen|incarnation|pid|vpn|old" names. */
+/** The incarnation a pending tag "gen|incarnation|pid|vpn|old" (or a reserve tag) names. */
 export const pendingOwner = (tag: string): string => tag.split('|')[1] ?? '';
+
+/** A {mem}:pending tag of a frame of a per-replica batch: "gen|incarnation|reserve". */
+export const isReserveTag = (tag: string): boolean => /^\d+\|[^|]+\|reserve$/.test(tag);

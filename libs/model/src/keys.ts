@@ -61,6 +61,19 @@
  *                done by that same script) or by its owner once installed. A tag whose owner
  *                died is reaped (orphan_ranges.ts): put back when no PTE of pid holds it (rolled
  *                back), old put when one does (rolled forward).
+ *                Also "gen|incarnation|reserve": a frame of that incarnation's per-replica
+ *                batch (its per_cpu_pages list, apps/mm/src/kernel/page_alloc.ts), taken by
+ *                rmqueueBulk and charged there as a fresh allocation (gen bumped, refcount 1,
+ *                mapcount 1, data 0) before any fault uses it. The tag stays until the owner
+ *                reports the frame installed (its next rmqueueBulk: the tag goes, the frame is an
+ *                ordinary mapped page) or gives it back unused (rmqueueBulk: freed), or until
+ *                the first get_page/put_page of the frame (only a frame found in a PTE is put or
+ *                got: it was installed). A reserve frame of a live incarnation that no PTE maps
+ *                is legal (its charge is its mapping); a dead incarnation's is reaped
+ *                (reserveReap: installed ones untagged, the rest freed) — fsck:
+ *                reserve-dead-owner. A reserve frame is installed only by the fault script, in
+ *                a pid its owner indexed first ({mm}:invpids) and that records the install in
+ *                {p:<pid>}:rsv in the same script.
  *
  * An address space ({p:<pid>}) — mm_struct and its page tables:
  *   :mm        hash: seq (mm_lock_seq: bumped at every mmap_sem write acquire and release),
@@ -102,6 +115,15 @@
  *              more and can open or claim none): the orphan-range reaper reads the index, not
  *              every pid (orphan_ranges.ts). invOpen, invClaim, intentOpen and intentClaim
  *              refuse an incarnation in :fenced (FENCED).
+ *   :rsv       hash: mm incarnation → "pfn:gen pfn:gen ...": the reserve frames ({mem}:pending
+ *              "…|reserve") that incarnation's faults installed here, appended by the fault
+ *              script that installs one (the install and its record are one step). Entries the
+ *              owner has since reported installed to {mem} are dropped by its next fault script
+ *              here (its drop list); the rest tell the reaper, once it fenced a dead owner off
+ *              this pid (pcpFence), which of the owner's reserve frames were installed (kept)
+ *              and which never were (freed). The reaper deletes the field once {mem} has no
+ *              reserve frame of that owner left (reserveForget). Invariant: a reserve frame
+ *              installed here and still tagged in {mem} is listed in its owner's field.
  *   :intents   set of the ids of the multi-step operations in flight (intent records)
  *   :intent:<id> hash, one per multi-step operation (munmap, mprotect, mremap, fork), written before
  *              its first change and deleted after its last (id: "<incarnation>/<op>"):
@@ -192,12 +214,19 @@ export const subKeys = (name: string) => ({
  *                            invalidations ({p:<pid>}:invown) or intents: the index the reaper
  *                            reads instead of every process. Added to (invIndex) before the
  *                            incarnation's first invOpen, intentOpen, invClaim or intentClaim on
- *                            the pid (once per incarnation and pid: Store caches it), never in
+ *                            the pid, and before its first install of a reserve frame there (once
+ *                            per incarnation and pid: Store caches it), never in
  *                            the same script (another slot); a pid is dropped (invUnindex) only
  *                            by the reaper, once the incarnation is dead, fenced off that pid
  *                            ({p:<pid>}:fenced) and owns nothing there. A pid here with nothing
  *                            of the incarnation's (it died between invIndex and invOpen, or
  *                            its records were closed) costs one read of the pid when it dies.
+ *   {mm}:dead                set of the incarnations the reaper found dead (mmMarkDead, which
+ *                            reads their index in the same script): invIndex refuses them from
+ *                            then on, so a dead incarnation that was only stopped can index no
+ *                            new pid — the pids it may have installed reserve frames in are
+ *                            exactly the ones the reaper read and fenced. One entry per dead
+ *                            incarnation, never removed (as :fenced).
  *   {mm}:invowners           set of the incarnations that have an :invpids set (the reaper's
  *                            list of whose leases to check). Invariant: it ∈ :invowners iff
  *                            {mm}:invpids:<it> exists (both written by the same scripts).
@@ -206,7 +235,7 @@ export const mmKeys = (incarnation: string) => ({
   live: `{mm}:live:${incarnation}`,
   invpids: `{mm}:invpids:${incarnation}`,
 });
-export const MM_INDEX = { invowners: '{mm}:invowners' } as const;
+export const MM_INDEX = { invowners: '{mm}:invowners', dead: '{mm}:dead' } as const;
 
 /**
  * {mm}:crash:<token>  "<instance>|<epoch ms>": who fired the crash point armed with token, when (SET NX: one
@@ -232,6 +261,7 @@ export const procKeys = (pid: number) => {
     inv: `${t}:inv`,
     invown: `${t}:invown`,
     fenced: `${t}:fenced`,
+    rsv: `${t}:rsv`,
     intents: `${t}:intents`,
     intent: (id: string) => `${t}:intent:${id}`,
     /** key of a PT lock: 'mm' for page_table_lock, else the pmd index */

@@ -5,7 +5,7 @@
  * mm/store.ts) → Store: notifier subscribers ({sub}), mm replicas ({mm}), the lab's counters
  * ({g}), and the few steps that touch two rooms one after the other (never in one script).
  */
-import { MMAP_BASE, MnCallback, PAGE_SIZE } from '@mmlab/protocol';
+import { MMAP_BASE, MmlabError, MnCallback, PAGE_SIZE } from '@mmlab/protocol';
 import { GLOBAL, MM_INDEX, crashKey, mmKeys, procKeys, subKeys } from './keys';
 import {
   type InvClaim,
@@ -33,11 +33,20 @@ export class Store extends MmStore {
   async invIndex(incarnation: string, pid: number): Promise<void> {
     const mine = this.indexed.get(incarnation);
     if (mine?.has(pid)) return;
-    await this.call(
+    const r = await this.call(
       'invIndex',
-      { invowners: MM_INDEX.invowners, invpids: mmKeys(incarnation).invpids },
+      {
+        invowners: MM_INDEX.invowners,
+        invpids: mmKeys(incarnation).invpids,
+        dead: MM_INDEX.dead,
+      },
       { incarnation, pid },
     );
+    if (r.r === 'DEAD')
+      throw new MmlabError(
+        'ESTALE',
+        `${incarnation} was found dead (its index is final): nothing may be indexed on pid ${pid}`,
+      );
     if (mine) mine.add(pid);
     else this.indexed.set(incarnation, new Set([pid]));
   }
@@ -54,6 +63,20 @@ export class Store extends MmStore {
       { incarnation, pid },
     );
     return r.r === 'OK' ? r.left : 'ALIVE';
+  }
+
+  /**
+   * A dead incarnation: mark it (invIndex refuses it from now on) and read its index in the same
+   * script (mmMarkDead): → the pids, ascending — all it may ever own anything or have installed
+   * a frame of its batch on.
+   */
+  async mmMarkDead(incarnation: string): Promise<number[]> {
+    const pids = await this.call(
+      'mmMarkDead',
+      { dead: MM_INDEX.dead, invpids: mmKeys(incarnation).invpids },
+      { incarnation },
+    );
+    return pids.map(Number).sort((a, b) => a - b);
   }
 
   /** The incarnations that have an index ({mm}:invowners), sorted. */

@@ -4,6 +4,7 @@ import type { Env, RpcClient, Tracer } from '@mmlab/runtime';
 import { OpIds, sleep } from '@mmlab/runtime';
 import type { Store } from '@mmlab/model';
 import { type CrashAction, MmlabError, PAGE_SIZE, isPageAligned } from '@mmlab/protocol';
+import { PerCpuPages } from './page_alloc';
 
 export interface MmContext {
   readonly env: Env;
@@ -39,6 +40,11 @@ export interface MmContext {
    * zaps clear are recorded there.
    */
   readonly intents: Map<string, OpIntent>;
+  /**
+   * This incarnation's batch of frames (per_cpu_pages, page_alloc.ts): where a write fault on
+   * an untouched page takes its frame without a Redis call.
+   */
+  readonly pcp: PerCpuPages;
   /** The crash point armed on this replica (crash_point.ts), if any. */
   crash: { point: string; token: string; action: CrashAction } | null;
   /**
@@ -72,6 +78,7 @@ export function createContext(
     | 'closing'
     | 'intents'
     | 'crash'
+    | 'pcp'
   >,
 ): MmContext {
   return {
@@ -84,6 +91,7 @@ export function createContext(
     closing: false,
     intents: new Map(),
     crash: null,
+    pcp: new PerCpuPages(),
   };
 }
 

@@ -31,7 +31,7 @@ import {
 } from './mmu_notifier';
 import { debugStallUnderPtl, heldPtl, ptlUnlock, traceUnlock, underPtl } from './locks';
 import { forEachPteTable, staleLease } from './pagewalk';
-import { type Frame, allocPage, putPending } from './page_alloc';
+import { type Frame, type PcpFrame, allocPage, putPending } from './page_alloc';
 import { crashPoint } from './crash_point';
 import { putCleared, syscallOf } from './intent';
 import { flushTlbRange } from './tlbflush';
@@ -118,15 +118,37 @@ async function __handleMmFault(
   const vpn = Math.floor(addr / PAGE_SIZE);
   const lock = lockOf(vpn);
   const deadline = Date.now() + ctx.env.MMLAB_FAULT_DEADLINE_MS;
-  // do_anonymous_page() allocates before it takes the PT lock; so do we, for write faults.
+  // do_anonymous_page() allocates before it takes the PT lock; so do we, for write faults: a
+  // frame of this replica's batch (buffered_rmqueue from the per_cpu_pages list: no Redis call
+  // while the batch lasts), installed by the one fault script. A read of a shared mapping's
+  // untouched page allocates (allocPage, a pending frame) when the script asks for one.
   let page: Frame | null = null;
+  let fresh: PcpFrame | null = null;
   let retries = 0;
   try {
     for (; ; tries.retries = ++retries) {
       if (retries > 0) await backoff(retries, deadline, `fault at ${addr} of pid ${pid}`);
-      if (access === 'write' && !page)
-        page = await allocPage(ctx, op, null, { pid, vpn }).catch(() => null);
-      const step = await ctx.store.fault(pid, vpn, access, agent, page, ctx.incarnation, mmapSem);
+      if (access === 'write' && !fresh && !page) {
+        fresh = await ctx.pcp.take(ctx).catch(() => null);
+        // Before its first batch frame goes into pid: pid in the owner's reaper index (one call
+        // per incarnation and pid), so that the reaper fences it off pid before it gives the
+        // batch back if it dies (see orphan_ranges.ts: the fence refuses the install).
+        if (fresh) await indexFor(ctx, fresh.owner, pid);
+      }
+      // The incarnation whose batch the frame is (a replica reborn mid-fault installs none of
+      // its old incarnation's frames unfenced): the fault script is fenced by it.
+      const who = fresh?.owner ?? ctx.incarnation;
+      const drop = ctx.pcp.dropsFor(who, pid);
+      let step: Awaited<ReturnType<MmContext['store']['fault']>>;
+      try {
+        step = await ctx.store.fault(pid, vpn, access, agent, fresh ?? page, who, mmapSem, {
+          batch: fresh !== null,
+          drop,
+        });
+      } catch (e) {
+        ctx.pcp.restoreDrops(who, pid, drop);
+        throw e;
+      }
       if ('undone' in step && step.undone)
         // A COW that died (or lost its lease) after clearing this PTE: the old page is back.
         ctx.tracer.emit({ kind: 'pte.set', op, pid, addr, ...step.pte, lock, token: null });
@@ -146,12 +168,18 @@ async function __handleMmFault(
           continue;
         case 'ZERO':
         case 'ANON': {
-          if (step.r === 'ANON' && page) {
+          if (step.r === 'ANON' && fresh) {
+            // installed, and recorded in {p:<pid>}:rsv: the next refill tells {mem}
+            ctx.pcp.installed(fresh, pid);
+            ctx.tracer.emit({ kind: 'frame.alloc', op, pfn: fresh.pfn, gen: fresh.gen });
+            fresh = null;
+          } else if (step.r === 'ANON' && page) {
             // installed: it belongs to the page table now, no longer pending
             await ctx.store.pagesInstalled(ctx.incarnation, [page]);
             page = null;
           }
           ctx.tracer.emit({ kind: 'pte.set', op, pid, addr, ...step.pte, lock, token: null });
+          if (step.r === 'ANON') await crashPoint(ctx, 'do_anonymous_page.installed');
           const r: FaultResult = {
             ...step.pte,
             kind: step.r === 'ZERO' ? 'zero' : 'anon',
@@ -170,8 +198,9 @@ async function __handleMmFault(
         }
         case 'NEED_WP': {
           const f: WpFault = { op, pid, vpn, old: step.pte, seq: step.seq, agent, mmapSem };
-          const wp = await doWpPage(ctx, f, page);
-          if (wp.consumed) page = null;
+          // The COW allocates its own copy (allocPage: a pending frame that owes old's put); a
+          // batch frame taken for this fault stays ours until the fault ends.
+          const wp = await doWpPage(ctx, f);
           if (!wp.result) continue;
           const r: FaultResult = { ...wp.result, retries };
           return r;
@@ -181,8 +210,23 @@ async function __handleMmFault(
   } catch (e) {
     throw MmlabError.wrap(e);
   } finally {
-    // The frame we allocated ahead and did not install goes back.
+    // The frame we took ahead and did not install goes back: to the batch, or (pending) to {mem}.
+    if (fresh) await ctx.pcp.putBack(ctx, fresh);
     if (page) await putPending(ctx, op, [page]);
+  }
+}
+
+/**
+ * pid in the reaper index of incarnation owner before the first frame of its batch goes into
+ * pid (Store.invIndex: cached, one call per incarnation and pid). Refused once the reaper
+ * found owner dead: owner may install nothing anywhere new (ESTALE, like a fenced pid).
+ */
+async function indexFor(ctx: MmContext, owner: string, pid: number): Promise<void> {
+  try {
+    await ctx.store.invIndex(owner, pid);
+  } catch (e) {
+    if (e instanceof MmlabError && e.code === 'ESTALE') throw fencedOff(ctx, pid);
+    throw e;
   }
 }
 
@@ -247,22 +291,21 @@ export async function reuseSwapPage(ctx: MmContext, page: Pte): Promise<boolean>
 async function doWpPage(
   ctx: MmContext,
   f: WpFault,
-  prealloc: Frame | null,
-): Promise<{ result: (Pte & { kind: FaultKind }) | null; consumed: boolean }> {
+): Promise<{ result: (Pte & { kind: FaultKind }) | null }> {
   const { op, pid, vpn, old, seq, agent } = f;
   const addr = vpn * PAGE_SIZE;
   const lock = lockOf(vpn);
   if (old.pfn !== ZERO_PFN && (await reuseSwapPage(ctx, old))) {
     const r = await ctx.store.wpReuse(pid, vpn, old, seq, agent, f.mmapSem);
-    if (r !== 'OK') return { result: null, consumed: false };
+    if (r !== 'OK') return { result: null };
     const pte = { ...old, writable: true };
     ctx.tracer.emit({ kind: 'pte.set', op, pid, addr, ...pte, lock, token: null });
-    return { result: { ...pte, kind: 'wp-reuse' }, consumed: false };
+    return { result: { ...pte, kind: 'wp-reuse' } };
   }
-  // cow_user_page(): copy before taking the lock. The new page's pending tag owes old's put
-  // (done with pagesInstalled, or by whoever finds the new page installed if we die first).
-  const page = prealloc ?? (await allocPage(ctx, op, old, { pid, vpn }));
-  if (prealloc) await ctx.store.copyPage(old.pfn, page.pfn, old);
+  // cow_user_page(): copy before taking the lock (alloc_page + copy_user_highpage: one script).
+  // The new page's pending tag owes old's put (done with pagesInstalled, or by whoever finds
+  // the new page installed if we die first).
+  const page = await allocPage(ctx, op, old, { pid, vpn });
   await crashPoint(ctx, 'do_wp_page.copied');
   const legacy = ctx.env.MMLAB_MODE === 'legacy';
   const seedAlone = injected(ctx, 'free-before-invalidate-page');
@@ -284,11 +327,10 @@ async function doWpPage(
       if (range) await invalidateRangeEnd(ctx, range, mmunStart, mmunEnd);
     }
   } finally {
-    // Not installed: the copy goes back, prealloc too (its tag now owes old's put: a retry
-    // allocates afresh).
+    // Not installed: the copy goes back (its tag owes old's put: a retry allocates afresh).
     if (!installed) await putPending(ctx, op, [page]);
   }
-  if (!installed) return { result: null, consumed: true };
+  if (!installed) return { result: null };
   // put_page(old), as the new page's install owes it (pagesInstalled: once, whoever does it).
   await crashPoint(ctx, 'do_wp_page.range_ended');
   const freed = await ctx.store.pagesInstalled(ctx.incarnation, [page]);
@@ -296,10 +338,7 @@ async function doWpPage(
   // The mistake the seed's comment guards against: the old page freed first.
   if (seedAlone) await invalidatePage(ctx, op, pid, addr);
   await crashPoint(ctx, 'do_wp_page.freed');
-  return {
-    result: { pfn: page.pfn, gen: page.gen, writable: true, kind: 'wp-copy' },
-    consumed: true,
-  };
+  return { result: { pfn: page.pfn, gen: page.gen, writable: true, kind: 'wp-copy' } };
 }
 
 /**

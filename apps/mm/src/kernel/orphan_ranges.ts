@@ -188,12 +188,14 @@ export class OrphanRangeReaper {
 
   private async scanOnce(): Promise<number> {
     const { store, incarnation, env } = this.ctx;
-    const [indexed, allPending] = await Promise.all([store.invOwners(), store.pendingFrames()]);
-    const pending = allPending.filter(
+    const [indexed, tags] = await Promise.all([store.invOwners(), store.pendingAndReserve()]);
+    const pending = tags.pending.filter(
       (f) => f.owner !== incarnation && !this.reaping.has(`${f.pfn}:${f.gen}`),
     );
+    // the incarnations (other than this one) that hold a batch of frames
+    const batched = new Set(tags.reserve.map((f) => f.owner).filter((w) => w !== incarnation));
     const others = indexed.filter((w) => w !== incarnation);
-    const owners = [...new Set([...others, ...pending.map((f) => f.owner)])];
+    const owners = [...new Set([...others, ...pending.map((f) => f.owner), ...batched])];
     const alive = await store.mmAliveMany(owners);
     this.watched = others.filter((w) => alive.get(w));
     const t = Date.now();
@@ -208,7 +210,12 @@ export class OrphanRangeReaper {
     }
     // Only the pids of the incarnations whose lease is gone are read.
     const gone = others.filter((w) => alive.get(w) === false);
-    const taken = await Promise.all(gone.map((w) => this.reapIndexed(w, dead.has(w))));
+    // A dead incarnation with a batch and no index installed none of it anywhere: reaped too.
+    const unindexed = [...batched].filter((w) => dead.has(w) && !others.includes(w));
+    const taken = await Promise.all([
+      ...gone.map((w) => this.reapIndexed(w, dead.has(w), batched.has(w))),
+      ...unindexed.map((w) => this.reapIndexed(w, true, true)),
+    ]);
     const reaped = pending.filter((f) => dead.has(f.owner));
     for (const f of reaped) void this.reapPending(f);
     return taken.reduce((a, b) => a + b, 0) + reaped.length;
@@ -220,13 +227,28 @@ export class OrphanRangeReaper {
    * and drop the pid from its index when it owns nothing there any more (a later scan, once
    * they are finished). → how many it took over.
    */
-  private async reapIndexed(w: string, confirmed: boolean): Promise<number> {
+  private async reapIndexed(w: string, confirmed: boolean, batched: boolean): Promise<number> {
     const { store } = this.ctx;
-    const pids = await store.invPids(w);
+    // Confirmed dead: marked so in the same script that reads its index (no pid can be added
+    // to it from then on), then fenced off each pid. Fenced first, read after: what is read is
+    // all w will ever own, or have installed of its batch, on pid.
+    const pids = confirmed ? await store.mmMarkDead(w) : await store.invPids(w);
+    if (confirmed) {
+      const fenced = await Promise.all(pids.map((pid) => store.pcpFence(pid, w)));
+      try {
+        await this.reapBatch(
+          w,
+          pids,
+          fenced.map((f) => f.installed),
+          batched,
+        );
+      } catch (e) {
+        this.log.warn(`the batch of dead ${w} not given back: ${String(e)}`);
+        return 0;
+      }
+    }
     const per = await Promise.all(
       pids.map(async (pid) => {
-        // Fenced first, read after: what is read is all w will ever own on pid.
-        if (confirmed) await store.invFence(pid, w);
         const [open, intents] = await Promise.all([
           store.openInvalidations(pid),
           store.intents(pid),
@@ -250,6 +272,52 @@ export class OrphanRangeReaper {
       }),
     );
     return per.reduce((a, b) => a + b, 0);
+  }
+
+  /**
+   * The batch of frames of a dead incarnation w (page_alloc.ts, PerCpuPages), w fenced off every
+   * pid of its index and marked dead (no new pid) already; installed[i]: the frames of its
+   * batch its faults installed in pids[i] ({p:<pid>}:rsv). One {mem} script keeps the installed
+   * ones (their tags go) and frees the rest; only then are the :rsv records forgotten (read
+   * again by whoever reaps w, should this replica die in between). No trace: a frame of a batch
+   * is traced (frame.alloc) when a fault installs it, and only those are ever traced freed.
+   *
+   * The race the fences close — a replica stopped mid-fault, past its lease:
+   *
+   *   mm-0 (incarnation a1, fault of pid 7)       mm-1 (reaper)
+   *   take pfn 9 from its batch (no call)
+   *   invIndex(a1, 7) (cached: once per pid)
+   *   ... SIGSTOP, past its lease (twice) ...
+   *                                               mmMarkDead(a1) → index {7}; a1 indexes nothing
+   *                                               from now on
+   *                                               pcpFence(7, a1): a1 fenced off pid 7; its :rsv
+   *                                               there: pfn 9 is not in it
+   *                                               reserveReap(a1): 9 freed (never installed)
+   *   SIGCONT: fault script (pid 7, pfn 9, a1)
+   *     → FENCED: nothing installed; ESTALE,
+   *     serves on as a new incarnation
+   *
+   * Had mm-0 stopped before its invIndex(a1, 7), that invIndex is refused (a1 is in {mm}:dead)
+   * and it sends no fault script; had its fault script run before the fence, pcpFence reads the
+   * install in :rsv and reserveReap keeps the frame.
+   */
+  private async reapBatch(
+    w: string,
+    pids: readonly number[],
+    installed: ReadonlyArray<ReadonlyArray<{ pfn: number; gen: number }>>,
+    batched: boolean,
+  ): Promise<void> {
+    const { store } = this.ctx;
+    const all = installed.flat();
+    if (!batched && all.length === 0) return;
+    const r = await store.reserveReap(w, all);
+    if (r.kept + r.freed.length > 0)
+      this.log.warn(
+        `the batch of dead ${w}: ${r.freed.length} frames never installed freed, ${r.kept} installed kept`,
+      );
+    await Promise.all(
+      pids.filter((_, i) => installed[i].length > 0).map((pid) => store.reserveForget(pid, w)),
+    );
   }
 
   /**

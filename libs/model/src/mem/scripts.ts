@@ -15,6 +15,11 @@ import { MEM_LUA } from './lua';
 const HELPERS = LUA_HELPERS + MEM_LUA;
 /** The most frames one table holds: a Redis string is at most 512 MiB. */
 export const MAX_FRAMES = Math.floor((512 * 1024 * 1024) / FRAME_BYTES) - 1;
+/**
+ * rmqueueBulk takes at most 1/RESERVE_FRACTION of the free frames for one replica's batch (and
+ * at least one, while any is free): a small machine is not emptied into batches.
+ */
+export const RESERVE_FRACTION = 16;
 
 export const MEM_SCRIPTS = {
   memFormat: script({
@@ -62,6 +67,79 @@ if ARGV[3] ~= '' then redis.call('HSET', KEYS[5], pfn, gen .. '|' .. ARGV[3]) en
 return {'OK', pfn, gen}
 `,
   }),
+  rmqueueBulk: script({
+    doc: `Refill (and report on) the per-replica batch of mm incarnation ARGV[1] (keys.ts {mem}:pending "gen|incarnation|reserve"). First each (pfn, gen, installed) of ARGV[3..] that is still that incarnation's reserve frame loses its tag: installed = 1, a fault installed it (it is an ordinary mapped page now); 0, it is given back unused (put: freed). Then up to ARGV[2] frames are taken from the free list — at most nr_free / ${RESERVE_FRACTION}, at least one while any is free (0: none) — each charged as a fresh allocation (gen bumped, refcount 1, mapcount 1, data 0) and tagged as the incarnation's reserve. → {nr_free after, freed pfns, {pfn, gen, ...} taken}`,
+    models:
+      'rmqueue_bulk() (refill a per_cpu_pages list from the buddy lists) and free_pcppages_bulk(), mm/page_alloc.c v3.7',
+    keys: MEM_ROLES,
+    args: {
+      owner: Str,
+      want: Int.min(0).max(1024),
+      pages: z.array(z.object({ pfn: Int, gen: Int, installed: Bit })),
+    },
+    reply: z
+      .tuple([Int, Ints, Ints])
+      .transform(([nrFree, freed, taken]) => ({ nrFree, freed, taken }))
+      .describe('{nrFree, freed, taken}'),
+    lua:
+      HELPERS +
+      `
+local tail = '|' .. ARGV[1] .. '|reserve'
+local back = {}
+for i = 3, #ARGV, 3 do
+  local pfn, gen = ARGV[i], ARGV[i + 1]
+  if redis.call('HGET', KEYS[5], pfn) == gen .. tail then
+    redis.call('HDEL', KEYS[5], pfn)
+    if ARGV[i + 2] == '0' then back[#back + 1] = {pfn, gen} end
+  end
+end
+local freed = put_frames(KEYS, 'map', back)
+local want = tonumber(ARGV[2])
+local nr = tonumber(redis.call('HGET', KEYS[1], 'nr_free') or '0')
+local n = math.min(want, math.floor(nr / ${RESERVE_FRACTION}))
+if want > 0 and n < 1 and nr > 0 then n = 1 end
+local taken = {}
+for _ = 1, n do
+  local pfn = free_pop(KEYS)
+  if not pfn then break end
+  local gen = frame_update(KEYS, pfn, {'INCRBY', 'gen', 1}, {'SET', 'ref', 1}, {'SET', 'map', 1},
+    {'SET', 'state', USED}, {'SET', 'next', 0}, {'SET', 'data', 0})
+  redis.call('HSET', KEYS[5], pfn, gen .. tail)
+  taken[#taken + 1] = pfn; taken[#taken + 1] = gen
+end
+return {tonumber(redis.call('HGET', KEYS[1], 'nr_free') or '0'), freed, taken}
+`,
+  }),
+  reserveReap: script({
+    doc: `The batch of a dead mm incarnation ARGV[1], once the reaper fenced it off every pid of its index and read there which of its reserve frames its faults installed (ARGV[2..]: (pfn, gen) pairs, from {p:<pid>}:rsv): every frame still tagged as its reserve loses the tag — an installed one stays as the page table's (rolled forward), any other is freed (it was never installed: rolled back). → {kept, freed pfns}`,
+    models:
+      'drain_pages() of a dead CPU (page_alloc_cpu_notify, CPU_DEAD), mm/page_alloc.c v3.7: its per_cpu_pages list goes back',
+    keys: MEM_ROLES,
+    args: { owner: Str, installed: z.array(PfnGen) },
+    reply: z
+      .tuple([Int, Ints])
+      .transform(([kept, freed]) => ({ kept, freed }))
+      .describe('{kept, freed}'),
+    lua:
+      HELPERS +
+      `
+local tail = '|' .. ARGV[1] .. '|reserve'
+local inst = {}
+for _, p in ipairs(pairs_of(ARGV, 2)) do inst[p[1] .. ':' .. p[2]] = true end
+local all = redis.call('HGETALL', KEYS[5])
+local back, kept = {}, 0
+for i = 1, #all, 2 do
+  local pfn, t = all[i], all[i + 1]
+  if #t > #tail and string.sub(t, -#tail) == tail then
+    local gen = string.sub(t, 1, #t - #tail)
+    redis.call('HDEL', KEYS[5], pfn)
+    if inst[pfn .. ':' .. gen] then kept = kept + 1 else back[#back + 1] = {pfn, gen} end
+  end
+end
+local freed = put_frames(KEYS, 'map', back)
+return {kept, freed}
+`,
+  }),
   putPages: script({
     doc: `put_page() on each (pfn, gen) of ARGV[4..]: drop a mapping (ARGV[1] = 'map') or a bare reference ('ref'); a frame whose refcount reaches 0 goes back on the free list. The zero page is never freed. A pfn whose gen no longer matches, or that is already free, is a double free: it is reported, not applied. ARGV[1] = 'unpin': a device's pins, all or nothing — one bad pfn and none is applied (the caller's error). ARGV[1] = 'pending': frames a fault allocated and did not install, given back by their owner ARGV[3] — only those whose pending tag still names it (a frame reaped meanwhile as a dead incarnation's is skipped). ARGV[2]: a batch id ('' none) — a batch applied once is not applied again (the put of a dead replica's intent, finished by another). → {freed pfns, bad pfns}`,
     models: 'put_page(), mm/swap.c (with page_remove_rmap for a mapping)',
@@ -97,7 +175,8 @@ if ARGV[1] == 'pending' then
   local mine = {}
   for _, p in ipairs(list) do
     local t = redis.call('HGET', KEYS[5], p[1])
-    if t and string.sub(t, 1, #p[2] + #ARGV[3] + 2) == p[2] .. '|' .. ARGV[3] .. '|' then
+    if t and string.sub(t, 1, #p[2] + #ARGV[3] + 2) == p[2] .. '|' .. ARGV[3] .. '|'
+      and string.sub(t, -8) ~= '|reserve' then
       redis.call('HDEL', KEYS[5], p[1])
       mine[#mine + 1] = p
     end
@@ -121,7 +200,8 @@ return {freed, bad}
 local owed = {}
 for _, p in ipairs(pairs_of(ARGV, 2)) do
   local t = redis.call('HGET', KEYS[5], p[1])
-  if t and string.sub(t, 1, #p[2] + #ARGV[1] + 2) == p[2] .. '|' .. ARGV[1] .. '|' then
+  if t and string.sub(t, 1, #p[2] + #ARGV[1] + 2) == p[2] .. '|' .. ARGV[1] .. '|'
+    and string.sub(t, -8) ~= '|reserve' then
     untag(KEYS, p[1], p[2], owed)
   end
 end

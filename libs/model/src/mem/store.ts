@@ -28,6 +28,34 @@ export interface PendingTag {
   old?: { pfn: number; gen: number } | null;
 }
 
+/** A frame of an mm incarnation's per-replica batch ({mem}:pending "gen|incarnation|reserve"). */
+export interface ReserveFrame {
+  pfn: number;
+  gen: number;
+  /** the mm incarnation whose batch it is */
+  owner: string;
+}
+
+/** A pending tag "gen|incarnation|pid|vpn|old" parsed, or null (a reserve tag, or corrupt). */
+function parsePendingTag(pfn: string, t: string): PendingFrame | null {
+  const m = /^(\d+)\|([^|]*)\|(\d+)\|(\d+)\|(?:(\d+):(\d+))?$/.exec(t);
+  if (!m) return null;
+  return {
+    pfn: Number(pfn),
+    gen: Number(m[1]),
+    owner: m[2],
+    pid: Number(m[3]),
+    vpn: Number(m[4]),
+    old: m[5] === undefined ? null : { pfn: Number(m[5]), gen: Number(m[6]) },
+  };
+}
+
+/** A reserve tag "gen|incarnation|reserve" parsed, or null. */
+export function parseReserveTag(pfn: string, t: string): ReserveFrame | null {
+  const m = /^(\d+)\|(.+)\|reserve$/.exec(t);
+  return m ? { pfn: Number(pfn), gen: Number(m[1]), owner: m[2] } : null;
+}
+
 export class MemStore extends StoreBase {
   async memFormat(frames: number): Promise<number> {
     return this.call('memFormat', MEM, { frames });
@@ -74,21 +102,52 @@ export class MemStore extends StoreBase {
 
   /** Every pending frame ({mem}:pending), tag parsed (a tag that does not parse is left out). */
   async pendingFrames(): Promise<PendingFrame[]> {
+    return (await this.pendingAndReserve()).pending;
+  }
+
+  /**
+   * The pending frames and the per-replica batches' frames ({mem}:pending), read in one call
+   * (the reaper's pass reads both; a tag that parses as neither is left out).
+   */
+  async pendingAndReserve(): Promise<{ pending: PendingFrame[]; reserve: ReserveFrame[] }> {
     const all = await this.redis.hgetall(MEM.pending);
-    const out: PendingFrame[] = [];
+    const pending: PendingFrame[] = [];
+    const reserve: ReserveFrame[] = [];
     for (const [pfn, t] of Object.entries(all)) {
-      const m = /^(\d+)\|([^|]*)\|(\d+)\|(\d+)\|(?:(\d+):(\d+))?$/.exec(t);
-      if (!m) continue;
-      out.push({
-        pfn: Number(pfn),
-        gen: Number(m[1]),
-        owner: m[2],
-        pid: Number(m[3]),
-        vpn: Number(m[4]),
-        old: m[5] === undefined ? null : { pfn: Number(m[5]), gen: Number(m[6]) },
-      });
+      const p = parsePendingTag(pfn, t);
+      if (p) pending.push(p);
+      const r = p ? null : parseReserveTag(pfn, t);
+      if (r) reserve.push(r);
     }
-    return out;
+    return { pending, reserve };
+  }
+
+  /**
+   * rmqueueBulk: report owner's batch frames (installed: a fault installed it; else given back
+   * unused, freed), then take up to `want` frames for its batch (charged, tagged reserve).
+   */
+  async rmqueueBulk(
+    owner: string,
+    want: number,
+    pages: ReadonlyArray<{ pfn: number; gen: number; installed: boolean }>,
+  ): Promise<{ nrFree: number; freed: number[]; taken: Array<{ pfn: number; gen: number }> }> {
+    const r = await this.call('rmqueueBulk', MEM, {
+      owner,
+      want,
+      pages: pages.map((p) => ({ pfn: p.pfn, gen: p.gen, installed: p.installed ? (1 as const) : (0 as const) })),
+    });
+    const taken: Array<{ pfn: number; gen: number }> = [];
+    for (let i = 0; i + 1 < r.taken.length; i += 2)
+      taken.push({ pfn: r.taken[i], gen: r.taken[i + 1] });
+    return { nrFree: r.nrFree, freed: r.freed, taken };
+  }
+
+  /** A dead incarnation's batch: the installed frames kept, the others freed (reserveReap). */
+  async reserveReap(
+    owner: string,
+    installed: ReadonlyArray<{ pfn: number; gen: number }>,
+  ): Promise<{ kept: number; freed: number[] }> {
+    return this.call('reserveReap', MEM, { owner, installed: [...installed] });
   }
 
   /** Reap a dead incarnation's pending frame (pendingReap); → what was done, frames freed. */

@@ -311,9 +311,9 @@ return {'OK', removed}
 `,
   }),
   fault: script({
-    doc: `The fault fast path: handle_mm_fault() → do_anonymous_page(), one atomic step. KEYS mm vma pte pmds semW ptl cpumask fenced ARGV vpn access newPfn newGen pmdIndex agent incarnation mmapSem → {'ZERO'|'ANON'|'SPURIOUS'|'WP_SHARED'|'NEED_WP', pfn, gen, w, seq, undone} | {'NEED_PAGE', seq}   | {'BUSY', what} | {'SIGSEGV'} | {'ESRCH'} | {'FENCED'} ANON means the frame in ARGV was installed (consumed); every other answer leaves it unused. A PTE a COW cleared (w = 3) with no PT-lock holder left is a COW that died or lost its lease before set_pte_at: the old read-only PTE is put back (undone = 1) and the fault goes on from there. FENCED: this mm incarnation was found dead here (keys.ts :fenced). mmapSem: the write lease of mmap_sem the faulting caller holds itself ('' none): its own faults pass the write-held check (a pinned registration); everyone else's wait (BUSY). An mm that is exiting refuses (ESRCH): nothing is installed in it after exit began.`,
+    doc: `The fault fast path: handle_mm_fault() → do_anonymous_page(), one atomic step. KEYS mm vma pte pmds semW ptl cpumask fenced ARGV vpn access newPfn newGen pmdIndex agent incarnation mmapSem → {'ZERO'|'ANON'|'SPURIOUS'|'WP_SHARED'|'NEED_WP', pfn, gen, w, seq, undone} | {'NEED_PAGE', seq}   | {'BUSY', what} | {'SIGSEGV'} | {'ESRCH'} | {'FENCED'} ANON means the frame in ARGV was installed (consumed); every other answer leaves it unused. A PTE a COW cleared (w = 3) with no PT-lock holder left is a COW that died or lost its lease before set_pte_at: the old read-only PTE is put back (undone = 1) and the fault goes on from there. FENCED: this mm incarnation was found dead here (keys.ts :fenced). mmapSem: the write lease of mmap_sem the faulting caller holds itself ('' none): its own faults pass the write-held check (a pinned registration); everyone else's wait (BUSY). An mm that is exiting refuses (ESRCH): nothing is installed in it after exit began. batch = 1: the frame is from the incarnation's per-replica batch ({mem}:pending "…|reserve"); installed (ANON), it is recorded in :rsv under the incarnation in the same step. drop: (pfn, gen) of that incarnation's :rsv entries it has reported installed to {mem} since (rmqueueBulk), forgotten here first (once the incarnation passed the fence check).`,
     models: 'handle_mm_fault() → handle_pte_fault() / do_anonymous_page(), mm/memory.c',
-    keys: ['mm', 'vma', 'pte', 'pmds', 'semW', 'ptl', 'cpumask', 'fenced'],
+    keys: ['mm', 'vma', 'pte', 'pmds', 'semW', 'ptl', 'cpumask', 'fenced', 'rsv'],
     args: {
       vpn: Int,
       access: Access,
@@ -323,6 +323,8 @@ return {'OK', removed}
       agent: Str,
       incarnation: Str,
       mmapSem: z.union([LeaseValue, z.literal('')]),
+      batch: Bit,
+      drop: z.array(z.object({ pfn: PteField, gen: PteField })),
     },
     reply: oneOf(
       tagged('ZERO', { pfn: Int, gen: Int, w: Int, seq: Int, undone: Bit.optional() }),
@@ -339,8 +341,21 @@ return {'OK', removed}
     lua:
       PT_LUA +
       `
+-- :rsv[owner] ("pfn:gen ..."): forget the pairs of argv[from..], then append add (if any)
+local function rsv_update(key, owner, argv, from, add)
+  local gone = {}
+  for i = from, #argv - 1, 2 do gone[argv[i] .. ':' .. argv[i + 1]] = true end
+  local keep = {}
+  for e in string.gmatch(redis.call('HGET', key, owner) or '', '%S+') do
+    if not gone[e] then keep[#keep + 1] = e end
+  end
+  if add then keep[#keep + 1] = add end
+  if #keep == 0 then redis.call('HDEL', key, owner)
+  else redis.call('HSET', key, owner, table.concat(keep, ' ')) end
+end
 if redis.call('HGET', KEYS[1], 'state') ~= 'alive' then return {'ESRCH'} end
 if redis.call('SISMEMBER', KEYS[8], ARGV[7]) == 1 then return {'FENCED'} end
+if #ARGV >= 10 then rsv_update(KEYS[9], ARGV[7], ARGV, 10, nil) end
 if sem_w_other(KEYS[5], ARGV[8]) then return {'BUSY', 'mmap_sem'} end
 if redis.call('EXISTS', KEYS[6]) == 1 then return {'BUSY', 'ptl'} end
 local vpn = tonumber(ARGV[1])
@@ -361,6 +376,7 @@ if not pfn then
   if write then w = 1 end
   pte_set(KEYS[3], vpn, tonumber(ARGV[3]), tonumber(ARGV[4]), w)
   redis.call('SADD', KEYS[4], ARGV[5]); redis.call('SADD', KEYS[7], ARGV[6])
+  if ARGV[9] == '1' then rsv_update(KEYS[9], ARGV[7], ARGV, #ARGV + 1, ARGV[3] .. ':' .. ARGV[4]) end
   return {'ANON', tonumber(ARGV[3]), tonumber(ARGV[4]), w, seq}
 end
 local undone = 0
@@ -814,6 +830,22 @@ redis.call('SADD', KEYS[2], ARGV[1])
 local pfn, gen = tonumber(ARGV[2]), tonumber(ARGV[3])
 if pte_field_ok(pfn) and pte_field_ok(gen) and pte_maps(KEYS[1], pfn, gen) then return 1 end
 return 0
+`,
+  }),
+  pcpFence: script({
+    doc: `An mm incarnation found dead (orphan_ranges.ts): fence it off this address space (as invFence: its fault scripts, invOpen, invClaim, intentOpen and intentClaim here are refused from now on), then read which of its batch's reserve frames its faults installed here (:rsv). KEYS fenced rsv; ARGV incarnation → {added (1: fenced now, 0: already), "pfn:gen ..." ('' none)}`,
+    models: 'none: lab crash recovery of a dead replica\'s per_cpu_pages batch (fence, then look)',
+    keys: ['fenced', 'rsv'],
+    args: { incarnation: Str },
+    reply: z
+      .tuple([Bit, Str])
+      .transform(([added, installed]) => ({ added, installed }))
+      .describe('{added, installed}'),
+    lua:
+      LUA_HELPERS +
+      `
+local added = redis.call('SADD', KEYS[1], ARGV[1])
+return {added, redis.call('HGET', KEYS[2], ARGV[1]) or ''}
 `,
   }),
   pteDump: script({

@@ -216,6 +216,31 @@ export class MmStore extends MemStore {
    * Fence a dead incarnation off pid (invFence) before the reaper drops pid from its index:
    * → true if it was not fenced there yet.
    */
+  /**
+   * Fence a dead incarnation off pid (as invFence) and read the reserve frames of its batch its
+   * faults installed there ({p:<pid>}:rsv, pcpFence).
+   */
+  async pcpFence(
+    pid: number,
+    incarnation: string,
+  ): Promise<{ fenced: boolean; installed: Array<{ pfn: number; gen: number }> }> {
+    const k = procKeys(pid);
+    const r = await this.call('pcpFence', { fenced: k.fenced, rsv: k.rsv }, { incarnation });
+    const installed = r.installed
+      .split(' ')
+      .filter((e) => /^\d+:\d+$/.test(e))
+      .map((e) => {
+        const [pfn, gen] = e.split(':').map(Number);
+        return { pfn, gen };
+      });
+    return { fenced: r.added === 1, installed };
+  }
+
+  /** Forget a dead incarnation's :rsv record of pid once {mem} has none of its reserve left. */
+  async reserveForget(pid: number, incarnation: string): Promise<void> {
+    await this.redis.hdel(procKeys(pid).rsv, incarnation);
+  }
+
   async invFence(pid: number, incarnation: string): Promise<boolean> {
     return (await this.call('invFence', { fenced: procKeys(pid).fenced }, { incarnation })) === 1;
   }
@@ -467,7 +492,9 @@ export class MmStore extends MemStore {
   /**
    * One step of the fault path. mmapSem: the mmap_sem write lease ("owner|token") the caller
    * holds itself, if any (a pinned registration faulting its pages in): its faults pass the
-   * write-held check that sends everyone else's back (BUSY).
+   * write-held check that sends everyone else's back (BUSY). batch: newPage is a frame of the
+   * incarnation's per-replica batch (recorded in :rsv once installed); drop: :rsv entries of
+   * the incarnation it reported installed since (forgotten first).
    */
   async fault(
     pid: number,
@@ -477,6 +504,10 @@ export class MmStore extends MemStore {
     newPage: { pfn: number; gen: number } | null,
     incarnation: string,
     mmapSem = '',
+    batch: { batch: boolean; drop: ReadonlyArray<{ pfn: number; gen: number }> } = {
+      batch: false,
+      drop: [],
+    },
   ): Promise<FaultStep> {
     const k = procKeys(pid);
     const pmd = pmdIndexOf(vpn);
@@ -491,6 +522,7 @@ export class MmStore extends MemStore {
         ptl: k.ptl(pteLockName(pmd)),
         cpumask: k.cpumask,
         fenced: k.fenced,
+        rsv: k.rsv,
       },
       {
         vpn,
@@ -501,6 +533,8 @@ export class MmStore extends MemStore {
         agent,
         incarnation,
         mmapSem,
+        batch: batch.batch && newPage ? 1 : 0,
+        drop: [...batch.drop],
       },
     );
     // ZERO, ANON, SPURIOUS, WP_SHARED, NEED_WP: the PTE as it is now

@@ -4,19 +4,31 @@
  * process (apps/mm/src/kernel/orphan_ranges.ts). Each call names keys of the {mm} slot only;
  * the records indexed are in {p:<pid>}, another slot: never written in the same script.
  */
-import { Bit, Int, Str, oneOf, script, tagged } from '../boundary';
+import { Bit, Int, Str, Strs, oneOf, script, tagged } from '../boundary';
 
 export const REPLICA_SCRIPTS = {
   invIndex: script({
-    doc: `Index pid as one on which incarnation may own open invalidations or intents, before its first invOpen, intentOpen, invClaim or intentClaim there (Store calls it once per incarnation and pid). KEYS invowners invpids; ARGV incarnation pid → 1 (added) | 0 (indexed already)`,
+    doc: `Index pid as one on which incarnation may own open invalidations or intents, or have installed frames of its per-replica batch, before its first invOpen, intentOpen, invClaim, intentClaim or batch install there (Store calls it once per incarnation and pid). An incarnation the reaper found dead ({mm}:dead) indexes nothing: its index was read as final. KEYS invowners invpids dead; ARGV incarnation pid → {'OK', 1 (added) | 0 (indexed already)} | {'DEAD'}`,
     models:
       'none: lab crash recovery: the address spaces an mm incarnation owes invalidate_range_end (or an operation) on',
-    keys: ['invowners', 'invpids'],
+    keys: ['invowners', 'invpids', 'dead'],
     args: { incarnation: Str, pid: Int },
-    reply: Bit,
+    reply: oneOf(tagged('OK', { added: Bit }), tagged('DEAD')),
+    lua: `
+if redis.call('SISMEMBER', KEYS[3], ARGV[1]) == 1 then return {'DEAD'} end
+redis.call('SADD', KEYS[1], ARGV[1])
+return {'OK', redis.call('SADD', KEYS[2], ARGV[2])}
+`,
+  }),
+  mmMarkDead: script({
+    doc: `An mm incarnation the reaper found dead: mark it ({mm}:dead: invIndex refuses it from now on) and read its index in the same step, so that the pids read are all it may ever have installed a frame of its batch in (or own anything on). KEYS dead invpids; ARGV incarnation → {pid, ...}`,
+    models: 'none: lab crash recovery: a dead mm incarnation (its index made final)',
+    keys: ['dead', 'invpids'],
+    args: { incarnation: Str },
+    reply: Strs.describe('{pid, ...}'),
     lua: `
 redis.call('SADD', KEYS[1], ARGV[1])
-return redis.call('SADD', KEYS[2], ARGV[2])
+return redis.call('SMEMBERS', KEYS[2])
 `,
   }),
   invUnindex: script({
