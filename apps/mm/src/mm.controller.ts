@@ -13,6 +13,7 @@ import { doFork } from './kernel/fork';
 import { getUserPages, unpinUserPages } from './kernel/gup';
 import { doMmap, doMunmap, exitMmap, madviseDontneed, mmCreate } from './kernel/mmap';
 import { mmuNotifierRegister, mmuNotifierUnregister } from './kernel/mmu_notifier';
+import { drainAllPages } from './kernel/page_alloc';
 import { doMprotect } from './kernel/mprotect';
 import { doMremap } from './kernel/mremap';
 
@@ -106,14 +107,13 @@ export class MmController {
   }
 
   /**
-   * /proc/meminfo, plus the PT-lock and mmap_sem leases held anywhere right now. The answering
-   * replica gives its batch of frames back first (drain_local_pages, one call when it holds
-   * any), so that free counts every frame no process maps — but those sitting in the other
-   * replicas' batches.
+   * /proc/meminfo, plus the PT-lock and mmap_sem leases held anywhere right now. The mm
+   * replicas' batches of frames go back first (drainAllPages: one read, and one request per
+   * replica that holds a batch), so that free counts every frame nothing maps.
    */
   @Rpc('meminfo')
   async meminfo() {
-    await this.ctx.pcp.drain(this.ctx);
+    await drainAllPages(this.ctx);
     const [m, locks] = await Promise.all([this.ctx.store.memInfo(), this.ctx.store.allHeldLocks()]);
     return { frames: m.frames, free: m.free, allocated: m.frames - m.free, locks };
   }

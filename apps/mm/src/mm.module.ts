@@ -2,12 +2,14 @@ import { Controller, type DynamicModule, Module } from '@nestjs/common';
 import type { ReqParsed } from '@mmlab/protocol';
 import { Rpc, controlController } from '@mmlab/runtime';
 import type { MmContext } from './kernel/context';
+import { drainLocalPagesFor } from './kernel/page_alloc';
 import { MmController, mmFastHandlers } from './mm.controller';
 import { MM_CONTEXT } from './tokens';
 
 /**
  * mmlab.mm.<instance>.debug and .crash_point: a subject per replica, so a test can pick which one
- * stalls, or arm a crash point (kernel/crash_point.ts).
+ * stalls, or arm a crash point (kernel/crash_point.ts); and .drain_pages, the IPI of
+ * drain_all_pages() (kernel/page_alloc.ts): another replica asks this one for its batch.
  */
 function debugController(ctx: MmContext) {
   @Controller()
@@ -22,6 +24,11 @@ function debugController(ctx: MmContext) {
     armCrash(req: ReqParsed<'mmCrashPoint'>) {
       ctx.crash = req.point ? { point: req.point, token: req.token, action: req.action } : null;
       return { armed: ctx.crash !== null };
+    }
+
+    @Rpc('mmDrainPages', ctx.instance)
+    async drainPages(req: ReqParsed<'mmDrainPages'>) {
+      return { drained: await drainLocalPagesFor(ctx, req.incarnation) };
     }
   }
   return MmDebugController;

@@ -269,7 +269,7 @@ export const RPC = {
   }),
   meminfo: def({
     subject: 'mmlab.mm.meminfo',
-    doc: 'Frame accounting (total, free and allocated frames), and the PT-lock and mmap_sem leases held right now, read from Redis (a run ends with none).',
+    doc: "Frame accounting (total, free and allocated frames), and the PT-lock and mmap_sem leases held right now, read from Redis (a run ends with none). The mm replicas' batches of frames taken ahead for write faults are given back first (drain_all_pages), so free counts every frame nothing maps.",
     models: '/proc/meminfo (and /proc/lock_stat for the locks)',
     queue: 'mm',
     request: empty,
@@ -305,6 +305,14 @@ export const RPC = {
       action: CrashAction.default('kill'),
     }),
     response: z.object({ armed: z.boolean() }),
+  }),
+  mmDrainPages: def({
+    subject: 'mmlab.mm.{id}.drain_pages',
+    doc: "Give one mm replica's batch of frames back to the free list (the frames it took ahead for write faults: keys.ts {mem}:pending reserve tags), if it still runs as `incarnation` (else it answers false and does nothing). A replica whose write fault found memory empty asks it of every replica that holds a batch before it answers ENOMEM, and meminfo before it counts.",
+    models:
+      'drain_all_pages() (an IPI to every CPU, each running drain_local_pages()), mm/page_alloc.c v3.7',
+    request: z.strictObject({ incarnation: z.string().min(1).max(128) }),
+    response: z.object({ drained: z.boolean() }),
   }),
   cpuAccess: def({
     subject: 'mmlab.cpu.{id}.access',

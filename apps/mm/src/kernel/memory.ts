@@ -31,7 +31,7 @@ import {
 } from './mmu_notifier';
 import { debugStallUnderPtl, heldPtl, ptlUnlock, traceUnlock, underPtl } from './locks';
 import { forEachPteTable, staleLease } from './pagewalk';
-import { type Frame, type PcpFrame, allocPage, putPending } from './page_alloc';
+import { type Frame, type PcpFrame, allocPage, drainAllPages, putPending } from './page_alloc';
 import { crashPoint } from './crash_point';
 import { putCleared, syscallOf } from './intent';
 import { flushTlbRange } from './tlbflush';
@@ -124,6 +124,8 @@ async function __handleMmFault(
   // untouched page allocates (allocPage, a pending frame) when the script asks for one.
   let page: Frame | null = null;
   let fresh: PcpFrame | null = null;
+  /** drain_all_pages() was tried once: memory really is empty */
+  let drained = false;
   let retries = 0;
   try {
     for (; ; tries.retries = ++retries) {
@@ -162,7 +164,14 @@ async function __handleMmFault(
         case 'BUSY':
           continue;
         case 'NEED_PAGE':
-          // Only when the optimistic allocation failed, or a read of a shared mapping.
+          // Only when the batch and the free list were empty, or a read of a shared mapping.
+          // Before ENOMEM, as __alloc_pages_direct_reclaim() does: the replicas' batches go
+          // back (drain_all_pages), and the fault tries once more.
+          if (access === 'write' && !drained) {
+            drained = true;
+            await drainAllPages(ctx);
+            continue;
+          }
           if (access === 'write') throw new MmlabError('ENOMEM', 'no free frame for the fault');
           page = await allocPage(ctx, op, null, { pid, vpn });
           continue;

@@ -216,3 +216,48 @@ export class PerCpuPages {
     return this.refilling;
   }
 }
+
+/**
+ * The drain_pages IPI handler: drain_local_pages() if this replica still runs as incarnation
+ * (a request for an older incarnation of it finds nothing of that one's to give: its batch is
+ * the reaper's). → whether it drained.
+ */
+export async function drainLocalPagesFor(ctx: MmContext, incarnation: string): Promise<boolean> {
+  if (incarnation !== ctx.incarnation) return false;
+  await ctx.pcp.drain(ctx);
+  return true;
+}
+
+/** The replica instance of an incarnation "<instance>.<boot id>". */
+const instanceOf = (incarnation: string): string =>
+  incarnation.slice(0, Math.max(0, incarnation.lastIndexOf('.')));
+
+/**
+ * Models: drain_all_pages(), mm/page_alloc.c v3.7 — every CPU's per_cpu_pages lists go back to
+ * the buddy lists (on_each_cpu_mask: an IPI to the CPUs that have pages there), as
+ * __alloc_pages_direct_reclaim() does before it retries a failed allocation. Here: this
+ * replica's batch, then each other incarnation that holds one ({mem}:pending reserve tags) is
+ * asked on its own subject (mmDrainPages), all at once; one that does not answer within a lease
+ * TTL (stopped, dead) keeps its batch — the reaper gives a dead one's back. → how many replicas
+ * gave theirs back.
+ */
+export async function drainAllPages(ctx: MmContext): Promise<number> {
+  const { reserve } = await ctx.store.pendingAndReserve();
+  const others = [...new Set(reserve.map((f) => f.owner))].filter((w) => w !== ctx.incarnation);
+  await ctx.pcp.drain(ctx);
+  const drained = await Promise.all(
+    others.map((w) =>
+      ctx.rpc
+        .call(
+          'mmDrainPages',
+          { incarnation: w },
+          { id: instanceOf(w), timeoutMs: Math.max(100, ctx.env.MMLAB_LEASE_TTL_MS) },
+        )
+        .then(
+          (r) => r.drained,
+          () => false,
+        ),
+    ),
+  );
+  return drained.filter(Boolean).length;
+}
