@@ -12,12 +12,11 @@
  *
  * Real nats-server, redis-server and services: two mm replicas (lease TTL 800 ms), one CPU, hca0.
  */
-import { createHash } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import Redis from 'ioredis';
+import type Redis from 'ioredis';
 import { type EventOf, PAGE_SIZE, type TraceEvent } from '@mmlab/protocol';
-import { SCRIPTS, Store } from '@mmlab/model';
-import { type TestLab, codeOf, startTestLab, until } from '@mmlab/testing';
+import { Store } from '@mmlab/model';
+import { RedisMonitor, type TestLab, codeOf, startTestLab, until } from '@mmlab/testing';
 // The reaper itself, run in this process on a Store whose commands are counted (the only way
 // to count one pass's calls exactly): a test may reach into an app, as observer.e2e-spec does.
 // eslint-disable-next-line no-restricted-imports
@@ -27,33 +26,6 @@ import { OrphanRangeReaper } from '../apps/mm/src/kernel/orphan_ranges';
 
 const HCA = 'hca0';
 const LEASE_TTL_MS = 800;
-
-/** Script name by the SHA1 of its Lua source (what EVALSHA names). */
-const SCRIPT_BY_SHA = new Map(
-  Object.entries(SCRIPTS).map(([name, d]) => [
-    createHash('sha1').update(d.lua).digest('hex'),
-    name,
-  ]),
-);
-/**
- * Script name by its Lua source as MONITOR shows an EVAL (the first call of a script on a
- * Redis without it): escaped as Redis's sdscatrepr does, with \" read back by ioredis.
- */
-const repr = (s: string): string =>
-  s.replace(/[\\]|[^\x20-\x7e]/gu, (c) => {
-    const named: Record<string, string> = {
-      '\\': '\\\\',
-      '\n': '\\n',
-      '\r': '\\r',
-      '\t': '\\t',
-      '\x07': '\\a',
-      '\b': '\\b',
-    };
-    return (
-      named[c] ?? [...Buffer.from(c)].map((b) => `\\x${b.toString(16).padStart(2, '0')}`).join('')
-    );
-  });
-const SCRIPT_BY_SOURCE = new Map(Object.entries(SCRIPTS).map(([name, d]) => [repr(d.lua), name]));
 
 describe('the orphan-range reaper reads an index of open invalidations per incarnation', () => {
   let t: TestLab | undefined;
@@ -99,26 +71,10 @@ describe('the orphan-range reaper reads an index of open invalidations per incar
   }
 
   it('counts the Redis calls of one range invalidation’s bookkeeping (MONITOR)', async () => {
-    const { rpc, store } = t!;
+    const { rpc } = t!;
     const spaces = [await odpSpace(), await odpSpace()];
-    // A connection of its own (the Store's auto-pipelines, which a monitor must not inherit).
-    const base = new Redis(t!.lab.redisUrl);
-    const mon = await base.monitor();
-    const calls = new Map<string, number>();
-    let watching = false;
-    mon.on('monitor', (_time: string, args: string[], source: string) => {
-      if (args[0]?.toLowerCase() === 'echo' && args[1] === 'reaper-index') watching = true;
-      const cmd = args[0]?.toLowerCase();
-      if (source === 'lua' || (cmd !== 'evalsha' && cmd !== 'eval')) return;
-      const name =
-        (cmd === 'eval' ? SCRIPT_BY_SOURCE.get(args[1]) : SCRIPT_BY_SHA.get(args[1])) ?? 'unknown';
-      calls.set(name, (calls.get(name) ?? 0) + 1);
-    });
-    // MONITOR is on once it shows a command sent after it.
-    await until(async () => {
-      await store.redis.echo('reaper-index');
-      return watching;
-    }, 'MONITOR to start');
+    const mon = await RedisMonitor.start(t!.lab.redisUrl);
+    const per = (n: string) => mon.seen.filter((c) => c.script === n).length;
     const from = t!.trace.events.length;
     // madvise(DONTNEED) of one mapped page: one range invalidation each, on two address spaces.
     for (const { pid, addr } of spaces)
@@ -137,13 +93,8 @@ describe('the orphan-range reaper reads an index of open invalidations per incar
         (e): e is EventOf<'mn.range_start'> => e.kind === 'mn.range_start' && pids.has(e.pid),
       );
     expect(starts).toHaveLength(8);
-    await until(
-      () => (calls.get('invClose') ?? 0) >= starts.length,
-      'the MONITOR feed to show every invClose',
-    );
-    mon.disconnect();
-    base.disconnect();
-    const per = (n: string) => calls.get(n) ?? 0;
+    await until(() => per('invClose') >= starts.length, 'the MONITOR feed to show every invClose');
+    mon.stop();
     const bookkeeping = per('invOpen') + per('invClaim') + per('invClose') + per('invIndex');
     // (replica, pid) pairs: each replica indexes a pid once, at its first intent or inv there.
     const pairs = new Set(starts.map((e) => `${e.instance} ${e.pid}`)).size;
@@ -153,8 +104,10 @@ describe('the orphan-range reaper reads an index of open invalidations per incar
         `invClose ${per('invClose')}, invIndex ${per('invIndex')}`,
     );
     expect([per('invOpen'), per('invClaim'), per('invClose')]).toEqual([8, 8, 8]);
-    // The pid is indexed once per incarnation that opens invalidations on it, not per invalidation.
-    expect(per('invIndex')).toBe(pairs);
+    // The pid is indexed once per incarnation that opens invalidations on it, not per
+    // invalidation — or before, by a replica that installed a frame of its batch there (the
+    // writes of odpSpace): at most once per (replica, pid).
+    expect(per('invIndex')).toBeLessThanOrEqual(pairs);
     expect(pairs).toBeLessThan(starts.length);
   });
 

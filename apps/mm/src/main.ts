@@ -36,7 +36,8 @@ async function quiesce(ctx: MmContext, timeoutMs: number): Promise<void> {
 runService(async (onShutdown) => {
   const env = loadEnv();
   const instance = env.MMLAB_INSTANCE ?? hostInstance('mm');
-  const store = new Store(env.REDIS_URL);
+  // Named after the replica (CLIENT LIST): what a count of its Redis calls tells apart.
+  const store = new Store(env.REDIS_URL, { connectionName: instance });
   // The first replica to start formats physical memory; the others find it formatted.
   const frames = await store.memFormat(env.MMLAB_FRAMES);
   const nc = await connectNats(env.NATS_URL, instance);

@@ -4,3 +4,4 @@ export * from './errors';
 export * from './cli';
 export * from './browser';
 export * from './raw-callbacks';
+export * from './redis-monitor';

@@ -1,0 +1,128 @@
+/**
+ * Redis MONITOR for tests and benchmarks that count the calls a path makes: every command the
+ * server runs, in order, with the client that sent it (named: the mm replicas set their
+ * connection name to their instance) and, for a script call, the script's name (boundary.ts).
+ * Counting, never timing.
+ */
+import { createHash, randomBytes } from 'node:crypto';
+import Redis from 'ioredis';
+import { SCRIPTS } from '@mmlab/model';
+import { until } from './trace-log';
+
+/** Script name by the SHA1 of its Lua source (what EVALSHA names). */
+const SCRIPT_BY_SHA = new Map(
+  Object.entries(SCRIPTS).map(([name, d]) => [
+    createHash('sha1').update(d.lua).digest('hex'),
+    name,
+  ]),
+);
+
+/**
+ * A Lua source as MONITOR shows an EVAL (the first call of a script on a Redis without it):
+ * escaped as Redis's sdscatrepr does, with \" read back by ioredis.
+ */
+const repr = (s: string): string =>
+  s.replace(/[\\]|[^\x20-\x7e]/gu, (c) => {
+    const named: Record<string, string> = {
+      '\\': '\\\\',
+      '\n': '\\n',
+      '\r': '\\r',
+      '\t': '\\t',
+      '\x07': '\\a',
+      '\b': '\\b',
+    };
+    return (
+      named[c] ?? [...Buffer.from(c)].map((b) => `\\x${b.toString(16).padStart(2, '0')}`).join('')
+    );
+  });
+const SCRIPT_BY_SOURCE = new Map(Object.entries(SCRIPTS).map(([name, d]) => [repr(d.lua), name]));
+
+/** One command as MONITOR showed it (commands run by scripts, source "lua", are left out). */
+export interface MonitoredCommand {
+  /** the client's address ("ip:port") */
+  source: string;
+  /** the command, lower case */
+  cmd: string;
+  /** for EVAL/EVALSHA: the script's name (boundary.ts), 'unknown' if none matches */
+  script?: string;
+  /** its first key or argument (a script call: its first key) */
+  arg: string;
+}
+
+export class RedisMonitor {
+  /** every command seen since start, in the order Redis ran them */
+  readonly seen: MonitoredCommand[] = [];
+  private readonly markers = new Set<string>();
+
+  private constructor(
+    private readonly base: Redis,
+    private readonly mon: Redis,
+  ) {}
+
+  /** MONITOR on a connection of its own (not a Store's: it auto-pipelines), once it is on. */
+  static async start(url: string): Promise<RedisMonitor> {
+    const base = new Redis(url);
+    const mon = await base.monitor();
+    const m = new RedisMonitor(base, mon);
+    mon.on('monitor', (_time: string, args: string[], source: string) => m.record(args, source));
+    await m.sync();
+    return m;
+  }
+
+  private record(args: string[], source: string): void {
+    const cmd = args[0]?.toLowerCase() ?? '';
+    if (cmd === 'echo' && args[1]?.startsWith('redis-monitor:')) {
+      this.markers.add(args[1]);
+      return;
+    }
+    if (source === 'lua') return;
+    const script =
+      cmd === 'evalsha'
+        ? (SCRIPT_BY_SHA.get(args[1]) ?? 'unknown')
+        : cmd === 'eval'
+          ? (SCRIPT_BY_SOURCE.get(args[1]) ?? 'unknown')
+          : undefined;
+    // EVAL/EVALSHA script numkeys key...: the first key
+    const arg = script !== undefined ? (args[3] ?? '') : (args[1] ?? '');
+    this.seen.push({ source, cmd, ...(script !== undefined && { script }), arg });
+  }
+
+  /**
+   * Every command Redis ran before this call is in `seen` once it resolves: a marker sent now
+   * runs after them, and MONITOR shows commands in the order they ran.
+   */
+  async sync(): Promise<void> {
+    const token = `redis-monitor:${randomBytes(6).toString('hex')}`;
+    const sender = new Redis(this.base.options);
+    try {
+      await until(async () => {
+        await sender.echo(token);
+        return this.markers.has(token);
+      }, 'MONITOR to show a marker');
+    } finally {
+      sender.disconnect();
+    }
+  }
+
+  /** The addresses of the clients whose connection name satisfies pred (CLIENT LIST). */
+  async clients(pred: (name: string) => boolean): Promise<Set<string>> {
+    const sender = new Redis(this.base.options);
+    try {
+      const list = (await sender.client('LIST')) as string;
+      const out = new Set<string>();
+      for (const line of list.split('\n')) {
+        const addr = /(?:^| )addr=(\S+)/.exec(line)?.[1];
+        const name = /(?:^| )name=(\S*)/.exec(line)?.[1] ?? '';
+        if (addr && pred(name)) out.add(addr);
+      }
+      return out;
+    } finally {
+      sender.disconnect();
+    }
+  }
+
+  stop(): void {
+    this.mon.disconnect();
+    this.base.disconnect();
+  }
+}
