@@ -184,6 +184,62 @@ describe('an mm replica dying at each step of a multi-step change', () => {
     );
   });
 
+  it('a write fault stopped past its lease with a frame of its batch in hand: the batch goes back, and the install it resumes with is refused', async () => {
+    const { pid } = await rpc.call('processCreate', {});
+    const { addr } = await rpc.call('mmap', { pid, pages: 64, prot: 'rw' });
+    const page = (i: number) => addr + i * PAGE_SIZE;
+    // Every replica up faults in pid first (indexed there, a batch in hand).
+    const owners = async () =>
+      new Set((await store.pendingAndReserve()).reserve.map((f) => f.owner)).size;
+    let n = 0;
+    while ((await owners()) < up.size && n < 48) {
+      await rpc.call('cpuAccess', { pid, addr: page(n), op: 'write', value: 10 + n }, { id: 0 });
+      n++;
+    }
+    // Stopped with the frame taken, pid indexed, before its fault script.
+    const d = await dieAt(
+      'do_anonymous_page.taken',
+      () =>
+        rpc.call(
+          'fault',
+          { pid, addr: page(n), access: 'write', agent: 'cpu0' },
+          { timeoutMs: 1500 },
+        ),
+      'stop',
+    );
+    expect(d.outcome.code).toBe('ETIMEDOUT');
+    // Found dead and reaped: its batch back, nothing of it left for fsck.
+    const r = await c.t.fsck(4 * LEASE_TTL_MS);
+    expect(r.findings.map((f) => `${f.code} ${f.message}`)).toEqual([]);
+    expect(
+      (await store.pendingAndReserve()).reserve.filter((f) => f.owner.startsWith(`${d.dead}.`)),
+    ).toEqual([]);
+    // SIGCONT: it goes on with the fault script and the frame it took — fenced off pid.
+    const resumed = trace.events.length;
+    lab.signal(d.dead, 'SIGCONT');
+    up.add(d.dead);
+    let end: EventOf<'fault.end'> | undefined;
+    await until(
+      () =>
+        (end = trace.events
+          .slice(resumed)
+          .find(
+            (e): e is EventOf<'fault.end'> =>
+              e.kind === 'fault.end' && e.instance === d.dead && e.pid === pid,
+          )) !== undefined,
+      'the resumed replica to end its fault',
+    );
+    expect(end!.result).toBe('ESTALE');
+    await c.t.settled();
+    expect((await store.pageTable(pid)).has(page(n) / PAGE_SIZE)).toBe(false);
+    const after = await c.t.fsck(4 * LEASE_TTL_MS);
+    expect(after.findings.map((f) => `${f.code} ${f.message}`)).toEqual([]);
+    // The page faults in as usual from a replica that serves.
+    expect(
+      (await rpc.call('cpuAccess', { pid, addr: page(n), op: 'write', value: 7 }, { id: 0 })).value,
+    ).toBe(7);
+  });
+
   it('a replica stopped past its lease is fenced: the take-over wins, its later writes are refused', async () => {
     const { pid, page } = await space();
     // Stopped after mprotect(r)'s range start, before any PTE changed.

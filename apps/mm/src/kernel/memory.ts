@@ -135,7 +135,10 @@ async function __handleMmFault(
         // Before its first batch frame goes into pid: pid in the owner's reaper index (one call
         // per incarnation and pid), so that the reaper fences it off pid before it gives the
         // batch back if it dies (see orphan_ranges.ts: the fence refuses the install).
-        if (fresh) await indexFor(ctx, fresh.owner, pid);
+        if (fresh) {
+          await indexFor(ctx, fresh.owner, pid);
+          await crashPoint(ctx, 'do_anonymous_page.taken');
+        }
       }
       // The incarnation whose batch the frame is (a replica reborn mid-fault installs none of
       // its old incarnation's frames unfenced): the fault script is fenced by it.
