@@ -14,7 +14,7 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { PAGE_SIZE } from '@mmlab/protocol';
-import { type MonitoredCommand, RedisMonitor, type TestLab, startTestLab } from '@mmlab/testing';
+import { RedisMonitor, type TestLab, startTestLab } from '@mmlab/testing';
 
 describe('the Redis calls of one fault, per fault kind (MONITOR)', () => {
   let t: TestLab | undefined;
@@ -32,22 +32,7 @@ describe('the Redis calls of one fault, per fault kind (MONITOR)', () => {
     await t?.stop();
   });
 
-  /** what the replica's timers send, whatever the faults do */
-  const background = (c: MonitoredCommand) =>
-    c.script === undefined && (c.arg.startsWith('{mm}:') || c.arg === '{mem}:pending');
-
-  /** The commands mm sent for what run() did: script names, or command names. */
-  async function mmCalls(run: () => Promise<unknown>): Promise<string[]> {
-    const from = mon!.seen.length;
-    await run();
-    await mon!.sync();
-    const mm = await mon!.clients((name) => name.startsWith('mm-'));
-    expect(mm.size, 'the mm replica has a named connection').toBeGreaterThan(0);
-    return mon!.seen
-      .slice(from)
-      .filter((c) => mm.has(c.source) && !background(c))
-      .map((c) => c.script ?? c.cmd);
-  }
+  const mmCalls = (run: () => Promise<unknown>) => mon!.mmCalls(run);
 
   it('a write fault on an untouched page is one fault script once the batch is filled; a read of the zero page one', async () => {
     const { rpc } = t!;

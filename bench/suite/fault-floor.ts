@@ -5,13 +5,16 @@
  * script call (EVALSHA of the page walk, on the same redis-server). The three are measured in
  * interleaved rounds (A/B/C/A/B/C...), so load that comes and goes hits them alike. A direct
  * fault (bench → mm, no CPU agent) is measured beside them for reference, and the cost of a
- * CPU-driven fault in Redis commands and NATS messages is counted in a phase of its own.
+ * CPU-driven fault in Redis commands and NATS messages is counted in a phase of its own — all
+ * clients together (INFO commandstats), and the mm replicas' own calls per fault kind (Redis
+ * MONITOR: a write fault on an untouched page, a read fault of the zero page, a direct write
+ * fault), which the per-replica batch of frames brings to one script each.
  *
  * Models the path of a user-mode store to an untouched anonymous page: the MMU's walk misses,
  * handle_mm_fault() → do_anonymous_page(), then the store retries through the new PTE.
  */
 import { PAGE_SIZE } from '@mmlab/protocol';
-import { startTestLab } from '@mmlab/testing';
+import { RedisMonitor, startTestLab } from '@mmlab/testing';
 import {
   type BenchResult,
   type Benchmark,
@@ -43,7 +46,7 @@ export const faultFloor: Benchmark = {
         { trace: false },
       );
     const need = { mode: 'patched' as const, frames, cpus: 1, mmReplicas: 2, observer: true };
-    return withLab(opts, need, own, async ({ rpc, nc, store }) => {
+    return withLab(opts, need, own, async ({ rpc, nc, store, lab }) => {
       const echo = nc.subscribe('bench.echo', { callback: (_e, m) => m.respond(m.data) });
       await nc.flush();
       const { pid } = await rpc.call('processCreate', {});
@@ -107,6 +110,21 @@ export const faultFloor: Benchmark = {
       };
       const w = await cost(cpuStore);
       const rd = await cost(cpuLoad);
+      // The mm replicas' own Redis calls per fault of each kind (MONITOR: counted, not timed).
+      const mon = await RedisMonitor.start(lab.redisUrl);
+      const mmCost = async (access: () => Promise<unknown>) => {
+        const calls = await mon.mmCalls(() => timed(countN, access));
+        const by: Record<string, number> = {};
+        for (const c of calls) by[c] = round((by[c] ?? 0) + 1 / countN, 3);
+        return { perFault: round(calls.length / countN, 3), by };
+      };
+      const mmW = await mmCost(cpuStore);
+      const mmR = await mmCost(cpuLoad);
+      const mmD = await mmCost(mmFault);
+      mon.stop();
+      log?.(
+        `fault-floor: Redis calls from mm per fault: write ${mmW.perFault}, read ${mmR.perFault}, direct write ${mmD.perFault}`,
+      );
 
       const floor = pct(nats, 50) + pct(script, 50);
       const ratio = pct(cpu, 50) / floor;
@@ -163,11 +181,15 @@ export const faultFloor: Benchmark = {
           readFaultTraceMsgs: rd.trace,
           readFaultRedisCalls: rd.redis,
           readFaultRedisScripts: rd.scripts,
+          writeFaultMmRedisCalls: mmW.perFault,
+          readFaultMmRedisCalls: mmR.perFault,
+          directWriteFaultMmRedisCalls: mmD.perFault,
           baselineScriptCallsPerWalk: walkCalls / script.length,
         },
         notes: [
           'Redis calls are INFO commandstats deltas: every client, lease renewals included.',
           'NATS messages are what a `>` subscriber is delivered: requests, replies, trace events.',
+          `Redis calls from mm (MONITOR, its replicas' connections, timers left out) per fault: write ${JSON.stringify(mmW.by)}, read ${JSON.stringify(mmR.by)}, direct write ${JSON.stringify(mmD.by)}.`,
         ],
         plot: barPlot({
           title: 'fault-floor: p50 and p99 per path (ms)',

@@ -49,6 +49,10 @@ export interface MonitoredCommand {
   arg: string;
 }
 
+/** A command an mm replica's timers send (liveness renewal, the reaper's scan), not a request's. */
+export const isMmTimerCommand = (c: MonitoredCommand): boolean =>
+  c.script === undefined && (c.arg.startsWith('{mm}:') || c.arg === '{mem}:pending');
+
 export class RedisMonitor {
   /** every command seen since start, in the order Redis ran them */
   readonly seen: MonitoredCommand[] = [];
@@ -119,6 +123,24 @@ export class RedisMonitor {
     } finally {
       sender.disconnect();
     }
+  }
+
+  /**
+   * The commands the mm replicas sent while run() ran (a script call by its name, any other
+   * command by its own), in order: the commands of their connections (named mm-<n>), but for
+   * what their timers send whatever run() does — the liveness lease's SET {mm}:live:<it> and
+   * the orphan-range reaper's reads of {mm}:* and {mem}:pending.
+   */
+  async mmCalls(run: () => Promise<unknown>): Promise<string[]> {
+    const from = this.seen.length;
+    await run();
+    await this.sync();
+    const mm = await this.clients((name) => /^mm-/.test(name));
+    if (mm.size === 0) throw new Error('no mm replica has a named Redis connection');
+    return this.seen
+      .slice(from)
+      .filter((c) => mm.has(c.source) && !isMmTimerCommand(c))
+      .map((c) => c.script ?? c.cmd);
   }
 
   stop(): void {

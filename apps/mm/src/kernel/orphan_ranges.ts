@@ -98,6 +98,13 @@
  *                                                 (undone); then a COW of its own
  *                                                 mm-0.a1 dead twice: pendingFence(1, mm-0.a1)
  *                                                 → 7 in no PTE: pendingReap puts 7 back
+ *
+ * Batches of frames ({mem}:pending "…|reserve", page_alloc.ts PerCpuPages): a dead incarnation's
+ * batch is given back once it is confirmed dead. mmMarkDead reads its index in the script that
+ * marks it dead (invIndex refuses it from then on: it can install in no new pid), pcpFence
+ * fences it off each indexed pid and reads there which batch frames its faults installed
+ * ({p:<pid>}:rsv), and reserveReap keeps those and frees the rest (reapBatch below draws the
+ * race with a replica stopped mid-fault).
  */
 import type { Intent, OpenInvalidation, PendingFrame } from '@mmlab/model';
 import { MmlabError, PAGE_SIZE, type Prot, TASK_SIZE } from '@mmlab/protocol';

@@ -134,7 +134,11 @@ export class MemStore extends StoreBase {
     const r = await this.call('rmqueueBulk', MEM, {
       owner,
       want,
-      pages: pages.map((p) => ({ pfn: p.pfn, gen: p.gen, installed: p.installed ? (1 as const) : (0 as const) })),
+      pages: pages.map((p) => ({
+        pfn: p.pfn,
+        gen: p.gen,
+        installed: p.installed ? (1 as const) : (0 as const),
+      })),
     });
     const taken: Array<{ pfn: number; gen: number }> = [];
     for (let i = 0; i + 1 < r.taken.length; i += 2)

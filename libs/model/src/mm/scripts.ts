@@ -834,7 +834,7 @@ return 0
   }),
   pcpFence: script({
     doc: `An mm incarnation found dead (orphan_ranges.ts): fence it off this address space (as invFence: its fault scripts, invOpen, invClaim, intentOpen and intentClaim here are refused from now on), then read which of its batch's reserve frames its faults installed here (:rsv). KEYS fenced rsv; ARGV incarnation → {added (1: fenced now, 0: already), "pfn:gen ..." ('' none)}`,
-    models: 'none: lab crash recovery of a dead replica\'s per_cpu_pages batch (fence, then look)',
+    models: "none: lab crash recovery of a dead replica's per_cpu_pages batch (fence, then look)",
     keys: ['fenced', 'rsv'],
     args: { incarnation: Str },
     reply: z
