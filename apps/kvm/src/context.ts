@@ -1,5 +1,12 @@
 /** What the KVM model works with: its name, Redis, the mm over NATS, its tracer and knobs. */
-import { type Env, LatencySampler, OpIds, type RpcClient, type Tracer, seedFor } from '@mmlab/runtime';
+import {
+  type Env,
+  LatencySampler,
+  OpIds,
+  type RpcClient,
+  type Tracer,
+  seedFor,
+} from '@mmlab/runtime';
 import type { SubscriberStore } from '@mmlab/subscriber';
 
 /** The Redis calls KVM makes: those of its subscriber core (vCPU accesses go through its fence). */

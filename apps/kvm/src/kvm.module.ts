@@ -38,7 +38,11 @@ export class KvmModule {
   static register(kvm: Kvm, tracer: Tracer): DynamicModule {
     return {
       module: KvmModule,
-      controllers: [kvmController(kvm), notifierController(kvm.notifier), controlController(tracer)],
+      controllers: [
+        kvmController(kvm),
+        notifierController(kvm.notifier),
+        controlController(tracer),
+      ],
     };
   }
 }

@@ -160,9 +160,17 @@ describe('kvm: VMs, guest faults and accesses', () => {
     expect(w).toMatchObject({ faults: 1, tlbHit: false, stale: false });
     expect(w.pfn).not.toBe(0);
     expect(kvm.vm(vm)!.sptes.get(2)).toMatchObject({ pfn: w.pfn, writable: true });
-    expect(await kvm.guestAccess(vm, 0, 2, 'read')).toMatchObject({ value: 9, tlbHit: true, faults: 0 });
+    expect(await kvm.guestAccess(vm, 0, 2, 'read')).toMatchObject({
+      value: 9,
+      tlbHit: true,
+      faults: 0,
+    });
     // vcpu1 has no TLB entry yet: it walks the sPTE, no fault
-    expect(await kvm.guestAccess(vm, 1, 2, 'read')).toMatchObject({ value: 9, tlbHit: false, faults: 0 });
+    expect(await kvm.guestAccess(vm, 1, 2, 'read')).toMatchObject({
+      value: 9,
+      tlbHit: false,
+      faults: 0,
+    });
     expect(mm.frames.get(w.pfn)!.data).toBe(9);
     expect(of('smap.set').map((e) => [e.vm, e.gfn, e.addr, e.writable])).toEqual([
       [vm, 2, page(2), false],
@@ -274,7 +282,13 @@ describe('kvm: mmu_lock spin, sleep, generation', () => {
 
   it('sleep: chunks of ZAP_CHUNK sPTEs, one hold each', async () => {
     const { zapHolds, of } = await zapAll('sleep');
-    expect(zapHolds.map((h) => h.zapped)).toEqual([ZAP_CHUNK, ZAP_CHUNK, ZAP_CHUNK, ZAP_CHUNK, ZAP_CHUNK]);
+    expect(zapHolds.map((h) => h.zapped)).toEqual([
+      ZAP_CHUNK,
+      ZAP_CHUNK,
+      ZAP_CHUNK,
+      ZAP_CHUNK,
+      ZAP_CHUNK,
+    ]);
     expect(of('smap.clear')).toHaveLength(PAGES);
   });
 
@@ -308,7 +322,9 @@ describe('kvm: young and change_pte callbacks', () => {
     await kvm.guestAccess(vm, 0, 1, 'write', 5);
     const young = { pid: 1, inv: 'y1', owner: 'mm-0/x', start: page(0), end: page(4) };
     expect(await kvm.notifier.clearFlushYoung(young)).toEqual({ inv: 'y1', young: true });
-    expect(await kvm.notifier.clearFlushYoung({ ...young, inv: 'y2' })).toMatchObject({ young: false });
+    expect(await kvm.notifier.clearFlushYoung({ ...young, inv: 'y2' })).toMatchObject({
+      young: false,
+    });
     const test = { pid: 1, inv: 't1', owner: 'mm-0/x', addr: page(1) };
     expect(await kvm.notifier.testYoung(test)).toMatchObject({ young: false });
     expect(await kvm.guestAccess(vm, 0, 1, 'read')).toMatchObject({ tlbHit: false, faults: 0 });
@@ -321,10 +337,21 @@ describe('kvm: young and change_pte callbacks', () => {
     await kvm.guestAccess(vm, 0, 1, 'write', 5);
     const fresh = mm.newFrame();
     mm.frames.get(fresh)!.data = 5;
-    await kvm.notifier.changePte({ pid: 1, inv: 'c1', owner: 'mm-0/x', addr: page(1), pfn: fresh, gen: 1 });
+    await kvm.notifier.changePte({
+      pid: 1,
+      inv: 'c1',
+      owner: 'mm-0/x',
+      addr: page(1),
+      pfn: fresh,
+      gen: 1,
+    });
     expect(kvm.vm(vm)!.sptes.get(1)).toMatchObject({ pfn: fresh, writable: false });
     expect(of('smap.set').at(-1)).toMatchObject({ pfn: fresh, writable: false, gfn: 1 });
-    expect(await kvm.guestAccess(vm, 0, 1, 'read')).toMatchObject({ pfn: fresh, value: 5, faults: 0 });
+    expect(await kvm.guestAccess(vm, 0, 1, 'read')).toMatchObject({
+      pfn: fresh,
+      value: 5,
+      faults: 0,
+    });
     // a write faults with write now
     expect(await kvm.guestAccess(vm, 0, 1, 'write', 6)).toMatchObject({ faults: 1 });
   });

@@ -108,7 +108,14 @@ export class Kvm {
         await this.ctx.rpc.call('notifierRegister', { pid: req.pid, subscriber: this.name });
         p.registered = true;
       }
-      const vm = new Vm(this.ctx, this.nextVm++, req.pid, slots, req.vcpus, this.ctx.env.MMLAB_MMU_LOCK);
+      const vm = new Vm(
+        this.ctx,
+        this.nextVm++,
+        req.pid,
+        slots,
+        req.vcpus,
+        this.ctx.env.MMLAB_MMU_LOCK,
+      );
       p.vms.add(vm);
       this.vms.set(vm.id, vm);
       return { vm: vm.id };
@@ -160,7 +167,8 @@ export class Kvm {
       const vm = this.vms.get(vmId);
       if (!vm || vm.dead) throw new MmlabError('EINVAL', `${this.name} has no vm ${vmId}`);
       const vcpu = vm.vcpu(vcpuId);
-      if (vm.released) throw new MmlabError('EFAULT', `the VMM (pid ${vm.pid}) of vm ${vmId} has exited`);
+      if (vm.released)
+        throw new MmlabError('EFAULT', `the VMM (pid ${vm.pid}) of vm ${vmId} has exited`);
       const hva = vm.memslots.hva(gfn);
       if (hva === undefined)
         throw new MmlabError('EFAULT', `gfn ${gfn} of vm ${vmId} is in no memslot (an MMIO exit)`);

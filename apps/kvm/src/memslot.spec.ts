@@ -41,9 +41,9 @@ describe('Memslots (kvm_set_memory_region)', () => {
       [101, 103],
     ]);
     // clipped to the slot, partial pages included
-    expect(
-      s.gfnsOfHvaRange(A - PAGE_SIZE, A + 1).map(({ first, last }) => [first, last]),
-    ).toEqual([[0, 1]]);
+    expect(s.gfnsOfHvaRange(A - PAGE_SIZE, A + 1).map(({ first, last }) => [first, last])).toEqual([
+      [0, 1],
+    ]);
     expect(s.gfnsOfHvaRange(A + 64 * PAGE_SIZE, A + 65 * PAGE_SIZE)).toEqual([]);
   });
 });

@@ -37,7 +37,10 @@ export class Memslots {
       if (!isPageAligned(s.addr))
         throw new MmlabError('EINVAL', `memslot address ${hex(s.addr)} is not page aligned`);
       if (s.addr + s.pages * PAGE_SIZE > TASK_SIZE)
-        throw new MmlabError('EINVAL', `memslot [${hex(s.addr)}, +${s.pages} pages) ends past TASK_SIZE`);
+        throw new MmlabError(
+          'EINVAL',
+          `memslot [${hex(s.addr)}, +${s.pages} pages) ends past TASK_SIZE`,
+        );
       const clash = out.find((o) => s.gfn < o.baseGfn + o.npages && o.baseGfn < s.gfn + s.pages);
       if (clash)
         throw new MmlabError(

@@ -90,7 +90,12 @@ export class MmuLock {
   }
 
   /** Run fn under the lock (released however fn ends); fn's number is the sPTEs it zapped. */
-  async with<T>(what: HoldWhat, op: string | undefined, fn: () => T | Promise<T>, zapped?: (r: T) => number): Promise<T> {
+  async with<T>(
+    what: HoldWhat,
+    op: string | undefined,
+    fn: () => T | Promise<T>,
+    zapped?: (r: T) => number,
+  ): Promise<T> {
     const h = await this.acquire(what, op);
     let n = 0;
     try {

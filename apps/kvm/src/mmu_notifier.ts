@@ -81,7 +81,9 @@ export class KvmMmuNotifier implements NotifierOps {
     const vms = this.vmsOf(req.pid);
     for (const vm of vms) vm.notifiers.bump();
     await stall();
-    await Promise.all(vms.map((vm) => vm.unmapHvaRange(req.addr, req.addr + PAGE_SIZE, 'page', op)));
+    await Promise.all(
+      vms.map((vm) => vm.unmapHvaRange(req.addr, req.addr + PAGE_SIZE, 'page', op)),
+    );
     if (vms.length > 0) await this.slowKvm();
   };
 
@@ -122,7 +124,10 @@ export class KvmMmuNotifier implements NotifierOps {
    * Models: kvm_mmu_notifier_release() → kvm_arch_flush_shadow_all() (v3.7): every sPTE of
    * every VM of the process goes; nothing maps there again (the mm is gone: gup fails).
    */
-  readonly release = async (req: ReqParsed<'mnRelease'>, { op, stall }: CallbackCtx): Promise<void> => {
+  readonly release = async (
+    req: ReqParsed<'mnRelease'>,
+    { op, stall }: CallbackCtx,
+  ): Promise<void> => {
     const vms = this.vmsOf(req.pid);
     for (const vm of vms) vm.released = true;
     await stall();

@@ -109,7 +109,8 @@ export class SpteTable {
         if (e) out.push([g, e]);
       }
     } else {
-      for (const [g, e] of this.entries) if (g >= first && g < last && e.mmuGen === this.gen) out.push([g, e]);
+      for (const [g, e] of this.entries)
+        if (g >= first && g < last && e.mmuGen === this.gen) out.push([g, e]);
       out.sort((a, b) => a[0] - b[0]);
     }
     return out;

@@ -80,7 +80,13 @@ export async function tdpPageFault(
       if (!page) throw new MmlabError('EFAULT', `no host page at ${hex(hva)} of pid ${vm.pid}`);
       // (3) the test hook: the snapshot is taken and the page resolved (kvm.fault.delay)
       if (ctx.env.MMLAB_NPF_DELAY_MS > 0 && retries === 0) {
-        ctx.tracer.emit({ kind: 'kvm.fault.delay', op, ...base, seq: snap.seq, ms: ctx.env.MMLAB_NPF_DELAY_MS });
+        ctx.tracer.emit({
+          kind: 'kvm.fault.delay',
+          op,
+          ...base,
+          seq: snap.seq,
+          ms: ctx.env.MMLAB_NPF_DELAY_MS,
+        });
         const stalled = Date.now();
         await vm.notifiers.waitPast(snap, ctx.env.MMLAB_NPF_DELAY_MS);
         deadline += Date.now() - stalled; // the hook's time is the test's, not the fault's

@@ -20,12 +20,7 @@
  *   dead       destroyed (kvm_destroy_vm): faults in flight do not install, accesses fail;
  *   released   mm's release came (exit): everything was zapped, nothing maps again.
  */
-import {
-  MmlabError,
-  type MmuLockMode,
-  PAGE_SIZE,
-  TASK_SIZE,
-} from '@mmlab/protocol';
+import { MmlabError, type MmuLockMode, PAGE_SIZE, TASK_SIZE } from '@mmlab/protocol';
 import { NotifierSeq } from '@mmlab/subscriber';
 import type { KvmContext } from './context';
 import { Memslots } from './memslot';
@@ -64,7 +59,11 @@ export class Vm {
 
   vcpu(i: number): Vcpu {
     const v = this.vcpus[i];
-    if (!v) throw new MmlabError('EINVAL', `vm ${this.id} has no vcpu ${i} (it has ${this.vcpus.length})`);
+    if (!v)
+      throw new MmlabError(
+        'EINVAL',
+        `vm ${this.id} has no vcpu ${i} (it has ${this.vcpus.length})`,
+      );
     return v;
   }
 
@@ -73,7 +72,12 @@ export class Vm {
    * Models: __direct_map() → mmu_set_spte() (arch/x86/kvm/mmu.c, v3.7); a replaced sPTE's
    * frame is dropped from every vCPU's TLB (mmu_set_spte flushes when the pfn changes).
    */
-  install(gfn: number, hva: number, p: { pfn: number; gen: number; writable: boolean }, op?: string): void {
+  install(
+    gfn: number,
+    hva: number,
+    p: { pfn: number; gen: number; writable: boolean },
+    op?: string,
+  ): void {
     const { prev, changed } = this.sptes.set(gfn, { ...p, accessed: true, hva });
     if (!changed) return;
     if (prev) {
