@@ -147,7 +147,9 @@ describe('teardown-before-free', () => {
       frameFree(7, 1, 4),
     ]);
     // the free and the one sPTE still live: VM 2's
-    expect(violating(v).map((es) => es.map((e) => [e.kind, e.ts, 'vm' in e ? e.vm : null]))).toEqual([
+    expect(
+      violating(v).map((es) => es.map((e) => [e.kind, e.ts, 'vm' in e ? e.vm : null])),
+    ).toEqual([
       [
         ['frame.free', 4, null],
         ['smap.set', 1, 2],

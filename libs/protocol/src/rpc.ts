@@ -446,7 +446,8 @@ export const RPC = {
   kvmCreateVm: def({
     subject: 'mmlab.kvm.{id}.create_vm',
     doc: "Create a VM on pid (the VMM's address space) with its memslots (guest frames [gfn, gfn + pages) backed by the host range [addr, addr + pages)) and vcpus vCPUs; the instance registers as pid's notifier subscriber with its first VM there. EINVAL (nothing created) for overlapping or unaligned slots.",
-    models: 'KVM_CREATE_VM → kvm_create_vm() (mmu_notifier_register), KVM_SET_USER_MEMORY_REGION → kvm_set_memory_region(), KVM_CREATE_VCPU (v3.7)',
+    models:
+      'KVM_CREATE_VM → kvm_create_vm() (mmu_notifier_register), KVM_SET_USER_MEMORY_REGION → kvm_set_memory_region(), KVM_CREATE_VCPU (v3.7)',
     request: z.strictObject({
       pid: Pid,
       memslots: z
@@ -467,7 +468,8 @@ export const RPC = {
   kvmGuestWrite: def({
     subject: 'mmlab.kvm.{id}.guest_write',
     doc: "A guest store by one vCPU to guest frame gfn: the vCPU's TLB, then the VM's sPTE table; a miss (or a write through a read-only sPTE) takes a guest fault (tdp_page_fault: the host page through mm, then mmu_notifier_retry under mmu_lock) and retries. EFAULT when the host mapping refuses it (unmapped, PROT_NONE, read-only) or gfn is in no memslot.",
-    models: 'a guest store through EPT/NPT: vcpu_enter_guest → tdp_page_fault() on an EPT violation (v3.7)',
+    models:
+      'a guest store through EPT/NPT: vcpu_enter_guest → tdp_page_fault() on an EPT violation (v3.7)',
     request: z.strictObject({
       vm: z.number().int().positive(),
       vcpu: z.number().int().nonnegative(),
