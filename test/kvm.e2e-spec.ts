@@ -241,21 +241,21 @@ describe('examples/kvm and the kvm-skip-retry injection, as mmlab run --local ru
       });
       expect(control.results.verdict, control.log).toBe('valid');
       const ends = control.events.filter((e) => e.kind === 'kvm.fault.end');
-      expect(ends[0]).toMatchObject({ retries: 1, result: 'ok' });
+      expect(ends[0], control.log).toMatchObject({ retries: 1, result: 'ok' });
       const injected = await run(file, `kvm-retry-inject-${mmuLock}`, (doc) =>
         doc.setIn(['config', 'subscribers', 0, 'mmuLock'], mmuLock),
       );
       expect(injected.results.verdict, injected.log).toBe('valid');
       expect(injected.code).toBe(0);
       const broken = injected.results.invariants.filter((i) => !i.ok).map((i) => i.name);
-      expect(broken.sort()).toEqual([
+      expect(broken.sort(), injected.log).toEqual([
         'coherent-reads',
         'no-map-during-invalidate',
         'no-stale-access',
         'teardown-before-free',
       ]);
       const ends2 = injected.events.filter((e) => e.kind === 'kvm.fault.end');
-      expect(ends2[0]).toMatchObject({ retries: 0, result: 'ok' });
+      expect(ends2[0], injected.log).toMatchObject({ retries: 0, result: 'ok' });
     },
   );
 });
