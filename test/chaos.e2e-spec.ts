@@ -50,7 +50,7 @@ const workload = (r: Run, name: string): WorkloadResult => {
 };
 
 /**
- * The 3 s invalidations hca0 got from cpu4's COW faults (do_wp_page of the pages hca0 maps), as
+ * The 2 s invalidations hca0 got from cpu4's COW faults (do_wp_page of the pages hca0 maps), as
  * [sent, acked] indexes in trace order (the first attempt's mn.send, and its mn.ack).
  */
 function cowInvalidations(r: Run): Array<[number, number]> {
@@ -91,7 +91,7 @@ describe('examples/chaos/', () => {
   // The throughput of the neighbours during the invalidation, as a ratio to the runs around it
   // (results.json workloads), is a timing: the faults-under-invalidation benchmark measures it
   // (npm run bench). The tests check what the lock placement decides, in trace order.
-  it('slow-hca-patched: the neighbours keep faulting while hca0 sleeps 3 s in a COW invalidation', async () => {
+  it('slow-hca-patched: the neighbours keep faulting while hca0 sleeps 2 s in a COW invalidation', async () => {
     const r = await run('slow-hca-patched');
     expect(workload(r, 'no-delay-1').faults).toBeGreaterThan(50);
     const cows = cowInvalidations(r);
@@ -104,7 +104,7 @@ describe('examples/chaos/', () => {
     expect(r.events.some((e) => e.kind === 'might_sleep')).toBe(false);
   });
 
-  it('slow-hca-legacy: the same run before the patch stops every neighbour for the 3 s', async () => {
+  it('slow-hca-legacy: the same run before the patch stops every neighbour for the 2 s', async () => {
     const r = await run('slow-hca-legacy');
     const cows = cowInvalidations(r);
     expect(cows.length).toBeGreaterThan(0);
@@ -119,7 +119,7 @@ describe('examples/chaos/', () => {
     );
   });
 
-  it('paused-subscriber: mm waits through a 10 s pause (no fence), other processes keep going', async () => {
+  it('paused-subscriber: mm waits through a 5 s pause (no fence), other processes keep going', async () => {
     const r = await run('paused-subscriber');
     const pause = r.results.chaos!.faults.find((f) => f.fault === 'pause')!;
     expect(pause.instance).toBe('hca0');

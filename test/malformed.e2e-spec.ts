@@ -16,7 +16,9 @@ const instanceOf = (d: RpcDef): string | number | undefined =>
       ? 'mm-1'
       : d.subject.startsWith('mmlab.hca.') || d.subject.startsWith('mmlab.sub.')
         ? 'hca0'
-        : undefined;
+        : d.subject.startsWith('mmlab.kvm.')
+          ? 'kvm0'
+          : undefined;
 
 const BAD_PAYLOADS: Array<[string, (subject: string) => string]> = [
   ['bytes that are not JSON', () => '\u0000\u00ffnot json{'],
@@ -42,7 +44,10 @@ describe('malformed messages', () => {
         frames: 32,
         cpus: 2,
         mmReplicas: 2,
-        subscribers: [{ name: 'hca0', kind: 'hca' }],
+        subscribers: [
+          { name: 'hca0', kind: 'hca' },
+          { name: 'kvm0', kind: 'kvm' },
+        ],
       },
       { rpcTimeoutMs: 10_000, trace: false },
     );

@@ -49,6 +49,8 @@ export function labConfigOf(config: ScenarioConfig, seed?: number): LabConfig {
       kind: s.kind,
       ...(s.invalidateLatencyMs !== undefined && { invalidateLatencyMs: s.invalidateLatencyMs }),
       ...(s.npfDelayMs !== undefined && { npfDelayMs: s.npfDelayMs }),
+      ...(s.mmuLock !== undefined && { mmuLock: s.mmuLock }),
+      ...(s.faultDelayMs !== undefined && { faultDelayMs: s.faultDelayMs }),
     })),
     dispatch: config.dispatch ?? 'parallel',
     env: {
@@ -148,13 +150,23 @@ export function runningConfig(
         `inject: ${ref.instance} runs [${ref.inject.join(', ')}], ${c.instance} [${c.inject.join(', ')}]`,
       );
   const subscribers: SubscriberSpec[] = configs
-    .filter((c) => c.service === 'hca')
-    .map((c) => ({
-      name: c.instance,
-      kind: 'hca' as const,
-      invalidateLatencyMs: latencyValue(c.invalidateLatency),
-      npfDelayMs: c.npfDelayMs,
-    }));
+    .filter((c) => c.service === 'hca' || c.service === 'kvm')
+    .map((c) =>
+      c.service === 'kvm'
+        ? {
+            name: c.instance,
+            kind: 'kvm' as const,
+            invalidateLatencyMs: latencyValue(c.invalidateLatency),
+            mmuLock: c.mmuLock ?? 'spin',
+            faultDelayMs: c.npfDelayMs,
+          }
+        : {
+            name: c.instance,
+            kind: 'hca' as const,
+            invalidateLatencyMs: latencyValue(c.invalidateLatency),
+            npfDelayMs: c.npfDelayMs,
+          },
+    );
   return {
     config: {
       mode: ref.mode,
@@ -217,7 +229,11 @@ export function configDifferences(want: ScenarioConfig, lab: ScenarioConfig): st
       String(sub.invalidateLatencyMs ?? 0),
       String(running.invalidateLatencyMs ?? 0),
     );
-    cmp(`${sub.name}.npfDelayMs`, sub.npfDelayMs ?? 0, running.npfDelayMs ?? 0);
+    cmp(`${sub.name}.kind`, sub.kind, running.kind);
+    if (sub.kind === 'kvm') {
+      cmp(`${sub.name}.mmuLock`, sub.mmuLock ?? 'spin', running.mmuLock ?? 'spin');
+      cmp(`${sub.name}.faultDelayMs`, sub.faultDelayMs ?? 0, running.faultDelayMs ?? 0);
+    } else cmp(`${sub.name}.npfDelayMs`, sub.npfDelayMs ?? 0, running.npfDelayMs ?? 0);
   }
   return out;
 }

@@ -8,7 +8,7 @@
  *
  * Outcomes, as results.json records them:
  *   step ok       its expectError matched the error code, or (no expectError) it succeeded
- *                 and, for cpu.read / hca.rdma_read with `expect`, read that value; a
+ *                 and, for cpu.read / hca.rdma_read / kvm.guest_read with `expect`, read that value; a
  *                 parallel step is ok iff every step of its branches is (each is recorded
  *                 under it, with its own line);
  *   valid         every step ok, and the violated invariants are exactly expect.violations;
@@ -370,7 +370,9 @@ export class ScenarioRunner {
         };
     }
     const expected =
-      step.op === 'cpu.read' || step.op === 'hca.rdma_read' ? step.expect : undefined;
+      step.op === 'cpu.read' || step.op === 'hca.rdma_read' || step.op === 'kvm.guest_read'
+        ? step.expect
+        : undefined;
     if (expected !== undefined && done?.value !== expected)
       return { ...out, ok: false, reason: `read ${String(done?.value)}, expected ${expected}` };
     return out;

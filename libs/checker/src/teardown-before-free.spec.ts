@@ -130,4 +130,39 @@ describe('teardown-before-free', () => {
     ]);
     expect(v.ok).toBe(true);
   });
+  it('KVM sPTEs: one per VM and guest frame; smap.flush (a generation bump) removes a VM’s at once', () => {
+    const spte = (vm: number, gfn: number, pfn: number, ts: number) =>
+      mk('smap.set', ts, { agent: 'kvm0', pid: 1, addr: A, pfn, gen: 1, writable: true, vm, gfn });
+    const clear = (vm: number, gfn: number, pfn: number, ts: number) =>
+      mk('smap.clear', ts, { agent: 'kvm0', pid: 1, addr: A, pfn, gen: 1, vm, gfn });
+    const flush = (vm: number, ts: number) =>
+      mk('smap.flush', ts, { agent: 'kvm0', pid: 1, start: 0, end: 2 ** 47, vm, entries: 1 });
+    // two VMs (and an alias gfn in one of them) map host page A: clearing one leaves the others
+    const v = verdictOf('teardown-before-free', [
+      spte(1, 0, 7, 1),
+      spte(1, 9, 7, 1),
+      spte(2, 0, 7, 1),
+      clear(1, 0, 7, 2),
+      flush(1, 3),
+      frameFree(7, 1, 4),
+    ]);
+    // the free and the one sPTE still live: VM 2's
+    expect(
+      violating(v).map((es) => es.map((e) => [e.kind, e.ts, 'vm' in e ? e.vm : null])),
+    ).toEqual([
+      [
+        ['frame.free', 4, null],
+        ['smap.set', 1, 2],
+      ],
+    ]);
+    expect(v.violations[0].message).toContain('kvm0');
+    const ok = verdictOf('teardown-before-free', [
+      spte(1, 0, 7, 1),
+      spte(2, 0, 7, 1),
+      flush(1, 2),
+      flush(2, 2),
+      frameFree(7, 1, 3),
+    ]);
+    expect(ok.ok).toBe(true);
+  });
 });

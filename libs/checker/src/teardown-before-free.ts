@@ -15,7 +15,9 @@
  * Live translations, per agent: `tlb.fill` (agent, pid, addr → pfn, gen) adds one, replacing
  * the agent's entry for that page; `tlb.flush` (agent, pid, [start, end)) removes the agent's
  * TLB entries of pid in the range; `smap.set` adds a secondary-MMU entry, `smap.clear`
- * (agent, pid, addr) removes it. A `frame.free` of (pfn, gen) while a translation to (pfn, gen)
+ * (agent, pid, addr; and vm, gfn for a KVM sPTE) removes it; `smap.flush` (agent, pid,
+ * [start, end), vm) removes every secondary entry of the agent (of that VM) in the range at once
+ * (KVM's generation teardown). A `frame.free` of (pfn, gen) while a translation to (pfn, gen)
  * is live, or a `frame.alloc` of pfn with a newer gen while a translation to an older gen of
  * pfn is live (the frame reused under it), is a violation: [the free or alloc, then the
  * install events of the translations still live, in ts order]. A translation is reported
@@ -43,8 +45,14 @@ interface Translation {
   reported: boolean;
 }
 
-const slotKey = (kind: 'tlb' | 'smap', agent: string, pid: number, vpn: number) =>
-  `${kind}|${agent}|${pid}|${vpn}`;
+/** A KVM sPTE's slot also names its VM and guest frame (several may map one host page). */
+const slotKey = (
+  kind: 'tlb' | 'smap',
+  agent: string,
+  pid: number,
+  vpn: number,
+  sp?: { vm?: number; gfn?: number },
+) => `${kind}|${agent}|${pid}|${vpn}|${sp?.vm ?? ''}|${sp?.gfn ?? ''}`;
 
 const describeT = (t: Translation): string => {
   const i = t.install;
@@ -56,6 +64,7 @@ const describeT = (t: Translation): string => {
 const phase = (e: TraceEvent): number =>
   e.kind === 'tlb.flush' ||
   e.kind === 'smap.clear' ||
+  e.kind === 'smap.flush' ||
   e.kind === 'mn.fenced' ||
   e.kind === 'cpu.offline'
     ? 0
@@ -89,7 +98,7 @@ export const teardownBeforeFree: Rule<'teardown-before-free'> = {
     };
     const add = (e: Install) => {
       const kind = e.kind === 'tlb.fill' ? 'tlb' : 'smap';
-      const key = slotKey(kind, e.agent, e.pid, vpnOf(e.addr));
+      const key = slotKey(kind, e.agent, e.pid, vpnOf(e.addr), e.kind === 'smap.set' ? e : {});
       remove(live.get(key));
       const t: Translation = {
         key,
@@ -137,7 +146,14 @@ export const teardownBeforeFree: Rule<'teardown-before-free'> = {
           if (vpn >= lo && vpn < hi) remove(t);
         }
       } else if (e.kind === 'smap.clear') {
-        remove(live.get(slotKey('smap', e.agent, e.pid, vpnOf(e.addr))));
+        remove(live.get(slotKey('smap', e.agent, e.pid, vpnOf(e.addr), e)));
+      } else if (e.kind === 'smap.flush') {
+        for (const t of [...live.values()]) {
+          const i = t.install;
+          if (i.kind !== 'smap.set' || i.agent !== e.agent || i.pid !== e.pid) continue;
+          if (e.vm !== undefined && i.vm !== e.vm) continue;
+          if (i.addr >= e.start && i.addr < e.end) remove(t);
+        }
       } else if (e.kind === 'mn.fenced') {
         // A fenced device is detached: memory refuses whatever it still tries, so its
         // remaining entries no longer map anything (they cannot reach a freed frame).

@@ -106,9 +106,19 @@ export function describeEvent(e: TraceEvent): string {
     case 'mn.ptl_held':
       return `${e.callback} inv=${e.inv}: ${e.lock} held by ${e.owner}`;
     case 'smap.set':
-      return `${hex(e.addr)} → ${frame(e.pfn, e.gen)} ${e.writable ? 'rw' : 'ro'}`;
+      return `${vmGfn(e)}${hex(e.addr)} → ${frame(e.pfn, e.gen)} ${e.writable ? 'rw' : 'ro'}`;
     case 'smap.clear':
-      return `${hex(e.addr)} was ${frame(e.pfn, e.gen)}`;
+      return `${vmGfn(e)}${hex(e.addr)} was ${frame(e.pfn, e.gen)}`;
+    case 'smap.flush':
+      return `${e.vm !== undefined ? `vm${e.vm} ` : ''}${range(e.start, e.end)} pid ${e.pid}: ${e.entries} entries`;
+    case 'kvm.fault.begin':
+      return `vm${e.vm} vcpu${e.vcpu} ${e.write ? 'write' : 'read'} gfn ${e.gfn} (${hex(e.addr)} pid ${e.pid})`;
+    case 'kvm.fault.delay':
+      return `vm${e.vm} gfn ${e.gfn} after seq ${e.seq}, up to ${ms(e.ms)}`;
+    case 'kvm.fault.end':
+      return `${e.result} vm${e.vm} gfn ${e.gfn} in ${ms(e.durMs)}${e.retries ? `, ${e.retries} retries` : ''}`;
+    case 'kvm.mmu_lock':
+      return `vm${e.vm} ${e.mode} ${e.what}: held ${ms(e.heldMs)}, waited ${ms(e.waitMs)}${e.zapped ? `, ${e.zapped} zapped` : ''}`;
     case 'npf.begin':
       return `${e.write ? 'write' : 'read'} ${hex(e.addr)}${e.pages > 1 ? ` +${e.pages} pages` : ''} pid ${e.pid}`;
     case 'npf.delay':
@@ -125,6 +135,10 @@ export function describeEvent(e: TraceEvent): string {
       return `${e.scenario}${e.expectViolations.length > 0 ? `, expects: ${e.expectViolations.join(', ')}` : ''}`;
   }
 }
+
+/** "vm1 gfn 3: " for a KVM sPTE, "" for a device entry. */
+const vmGfn = (e: { vm?: number; gfn?: number }): string =>
+  e.vm !== undefined ? `vm${e.vm} gfn ${e.gfn ?? '?'}: ` : '';
 
 /** `kind details`, the one-line form. */
 export const summarizeEvent = (e: TraceEvent): string => `${e.kind} ${describeEvent(e)}`;

@@ -22,6 +22,14 @@ export const Gen = z
   .nonnegative()
   .describe('frame generation, bumped at every allocation');
 export const Value = z.number().int().describe('the one machine word a page holds');
+export const Gfn = z
+  .number()
+  .int()
+  .nonnegative()
+  .max(2 ** 35)
+  .describe('guest frame number (a guest physical page)');
+/** A VM of a KVM instance: its number there, never reused by one incarnation. */
+export const VmId = z.number().int().positive().describe('VM number within its KVM instance');
 export const Prot = z.enum(['none', 'r', 'rw']).describe('VMA protection');
 export const Access = z.enum(['read', 'write']);
 export const MapFlag = z.enum(['shared']);
@@ -51,9 +59,22 @@ export const InjectMode = z.enum([
   'skip-seq-recheck',
   /** do_wp_page's set_pte_at script skips the fencing-token check: a holder whose PT-lock lease was lost still writes → fenced-writes */
   'skip-fence-check',
+  /** KVM's tdp_page_fault installs its sPTE without mmu_notifier_retry() → no-map-during-invalidate */
+  'kvm-skip-retry',
 ]);
 export type InjectMode = z.infer<typeof InjectMode>;
 export const Dispatch = z.enum(['parallel', 'serial']);
+/**
+ * How a KVM instance's kvm->mmu_lock is held for a range zap (apps/kvm mmu_lock.ts):
+ * spin       v3.7: a spinlock held for the whole zap of the range (and the remote TLB flush)
+ * sleep      a sleeping lock (the conversion sleepable notifiers made possible): the zap goes in
+ *            chunks, dropping the lock and yielding between them
+ * generation Avi Kivity's O(1) teardown: bump the VM's mmu_valid_gen, older sPTEs are invalid
+ *            and reclaimed lazily (v3.11 did this for memslot changes and zap-all only; using it
+ *            for notifier ranges is the lab's own extension)
+ */
+export const MmuLockMode = z.enum(['spin', 'sleep', 'generation']);
+export type MmuLockMode = z.infer<typeof MmuLockMode>;
 export type Dispatch = z.infer<typeof Dispatch>;
 
 /**

@@ -13,8 +13,10 @@ import {
   Agent,
   Dispatch,
   Gen,
+  Gfn,
   InjectMode,
   MapFlag,
+  MmuLockMode,
   MnCallback,
   Mode,
   Pages,
@@ -69,8 +71,10 @@ export const ServiceConfig = z.object({
   subscriberLeaseMs: ms,
   /** MMLAB_INVALIDATE_LATENCY (a subscriber's device latency spec) */
   invalidateLatency: z.string(),
-  /** MMLAB_NPF_DELAY_MS */
+  /** MMLAB_NPF_DELAY_MS (hca: npfDelayMs; kvm: faultDelayMs) */
   npfDelayMs: ms,
+  /** MMLAB_MMU_LOCK (kvm: how its mmu_lock is held for a range zap) */
+  mmuLock: MmuLockMode.optional(),
   /** RLIMIT_MEMLOCK in pages: MMLAB_MEMLOCK_PAGES, else a quarter of the frames */
   memlockPages: ms,
 });
@@ -446,6 +450,65 @@ export const RPC = {
       write: z.boolean().default(false),
     }),
     response: z.object({ mapped: z.number().int().nonnegative() }),
+  }),
+  kvmCreateVm: def({
+    subject: 'mmlab.kvm.{id}.create_vm',
+    doc: "Create a VM on pid (the VMM's address space) with its memslots (guest frames [gfn, gfn + pages) backed by the host range [addr, addr + pages)) and vcpus vCPUs; the instance registers as pid's notifier subscriber with its first VM there. EINVAL (nothing created) for overlapping or unaligned slots.",
+    models:
+      'KVM_CREATE_VM → kvm_create_vm() (mmu_notifier_register), KVM_SET_USER_MEMORY_REGION → kvm_set_memory_region(), KVM_CREATE_VCPU (v3.7)',
+    request: z.strictObject({
+      pid: Pid,
+      memslots: z
+        .array(z.strictObject({ gfn: Gfn, pages: Pages, addr: Addr }))
+        .min(1)
+        .max(32),
+      vcpus: z.number().int().positive().max(64),
+    }),
+    response: z.object({ vm: z.number().int().positive() }),
+  }),
+  kvmDestroyVm: def({
+    subject: 'mmlab.kvm.{id}.destroy_vm',
+    doc: "Destroy a VM: its sPTEs are zapped and its vCPUs' TLBs flushed; the last VM of a process unregisters the instance's notifier there. An unknown VM: {destroyed: false}.",
+    models: 'kvm_destroy_vm() → mmu_notifier_unregister(), kvm_arch_flush_shadow_all() (v3.7)',
+    request: z.strictObject({ vm: z.number().int().positive() }),
+    response: z.object({ destroyed: z.boolean() }),
+  }),
+  kvmGuestWrite: def({
+    subject: 'mmlab.kvm.{id}.guest_write',
+    doc: "A guest store by one vCPU to guest frame gfn: the vCPU's TLB, then the VM's sPTE table; a miss (or a write through a read-only sPTE) takes a guest fault (tdp_page_fault: the host page through mm, then mmu_notifier_retry under mmu_lock) and retries. EFAULT when the host mapping refuses it (unmapped, PROT_NONE, read-only) or gfn is in no memslot.",
+    models:
+      'a guest store through EPT/NPT: vcpu_enter_guest → tdp_page_fault() on an EPT violation (v3.7)',
+    request: z.strictObject({
+      vm: z.number().int().positive(),
+      vcpu: z.number().int().nonnegative(),
+      gfn: Gfn,
+      value: Value,
+    }),
+    response: z.object({
+      pfn: Pfn,
+      gen: Gen,
+      faults: z.number().int().nonnegative(),
+      tlbHit: z.boolean(),
+      stale: z.boolean(),
+    }),
+  }),
+  kvmGuestRead: def({
+    subject: 'mmlab.kvm.{id}.guest_read',
+    doc: 'A guest load by one vCPU from guest frame gfn (as guest_write; a read fault maps the host page read-only unless the host PTE is already writable).',
+    models: 'a guest load through EPT/NPT: tdp_page_fault() on an EPT violation (v3.7)',
+    request: z.strictObject({
+      vm: z.number().int().positive(),
+      vcpu: z.number().int().nonnegative(),
+      gfn: Gfn,
+    }),
+    response: z.object({
+      value: Value,
+      pfn: Pfn,
+      gen: Gen,
+      faults: z.number().int().nonnegative(),
+      tlbHit: z.boolean(),
+      stale: z.boolean(),
+    }),
   }),
   subChaos: def({
     subject: 'mmlab.sub.{id}.chaos',

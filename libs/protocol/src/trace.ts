@@ -13,7 +13,9 @@ import {
   Addr,
   Agent,
   Gen,
+  Gfn,
   MapFlag,
+  MmuLockMode,
   MnCallback,
   OpId,
   Pfn,
@@ -21,6 +23,7 @@ import {
   Prot,
   Token,
   Value,
+  VmId,
 } from './fields';
 import { CrashAction, CrashPointName, FaultKind, MnEvent } from './rpc';
 import { SubFaultKind } from './chaos';
@@ -258,10 +261,93 @@ export const TraceEvent = z.discriminatedUnion('kind', [
   ev('sub.fault', { agent: Agent, callback: MnCallback, inv: z.string(), fault: SubFaultKind }),
 
   // ---- secondary MMUs (HCA device table / MTT, KVM sPTEs) ---------------------------------
-  /** a secondary translation installed */
-  ev('smap.set', { agent: Agent, pid: Pid, addr: Addr, pfn: Pfn, gen: Gen, writable: z.boolean() }),
+  /**
+   * a secondary translation installed (addr: the host virtual address it translates); a KVM
+   * sPTE also names its VM and guest frame (one agent may map one host page from several VMs)
+   */
+  ev('smap.set', {
+    agent: Agent,
+    pid: Pid,
+    addr: Addr,
+    pfn: Pfn,
+    gen: Gen,
+    writable: z.boolean(),
+    vm: VmId.optional(),
+    gfn: Gfn.optional(),
+  }),
   /** a secondary translation removed */
-  ev('smap.clear', { agent: Agent, pid: Pid, addr: Addr, pfn: Pfn, gen: Gen }),
+  ev('smap.clear', {
+    agent: Agent,
+    pid: Pid,
+    addr: Addr,
+    pfn: Pfn,
+    gen: Gen,
+    vm: VmId.optional(),
+    gfn: Gfn.optional(),
+  }),
+  /**
+   * every secondary translation of agent for pid (of VM vm when given) with addr in
+   * [start, end) is gone at once: KVM's O(1) teardown (mmuLock generation bumps mmu_valid_gen,
+   * making every older sPTE of the VM invalid; entries: how many were live)
+   */
+  ev('smap.flush', {
+    agent: Agent,
+    pid: Pid,
+    start: Addr,
+    end: Addr,
+    vm: VmId.optional(),
+    entries: z.number().int().nonnegative(),
+  }),
+  /** a KVM guest fault (tdp_page_fault) on a vCPU: begin */
+  ev('kvm.fault.begin', {
+    agent: Agent,
+    pid: Pid,
+    vm: VmId,
+    vcpu: z.number().int().nonnegative(),
+    gfn: Gfn,
+    addr: Addr,
+    write: z.boolean(),
+  }),
+  /**
+   * The guest fault stalls (MMLAB_NPF_DELAY_MS, the kvm subscriber's faultDelayMs: a test hook)
+   * between resolving its host page and taking mmu_lock for mmu_notifier_retry(): its snapshot
+   * of mmu_notifier_seq is `seq`; it waits up to ms for an invalidation to reach the VM
+   */
+  ev('kvm.fault.delay', {
+    agent: Agent,
+    pid: Pid,
+    vm: VmId,
+    gfn: Gfn,
+    addr: Addr,
+    seq: z.number().int(),
+    ms: z.number(),
+  }),
+  ev('kvm.fault.end', {
+    agent: Agent,
+    pid: Pid,
+    vm: VmId,
+    gfn: Gfn,
+    addr: Addr,
+    /** mmu_notifier_retry() said retry this many times */
+    retries: z.number().int(),
+    result: z.union([z.literal('ok'), z.enum(ERROR_CODES)]),
+    durMs: z.number(),
+  }),
+  /**
+   * One hold of a VM's kvm->mmu_lock, at its release: what for (a range zap, a fault's
+   * install, ...), how it is held (the instance's mmuLock), how long it waited and was held,
+   * and the sPTEs it zapped (the hold the spin/sleep/generation comparison measures)
+   */
+  ev('kvm.mmu_lock', {
+    agent: Agent,
+    pid: Pid,
+    vm: VmId,
+    mode: MmuLockMode,
+    what: z.enum(['fault', 'zap', 'page', 'change_pte', 'young', 'release', 'destroy', 'reclaim']),
+    waitMs: z.number(),
+    heldMs: z.number(),
+    zapped: z.number().int().nonnegative(),
+  }),
   /** a device (network) page fault: begin and end */
   ev('npf.begin', {
     agent: Agent,

@@ -6,7 +6,13 @@
 import { type ChildProcess, spawn } from 'node:child_process';
 import { createWriteStream, existsSync, mkdirSync } from 'node:fs';
 import * as path from 'node:path';
-import { type Dispatch, type InjectMode, MmlabError, type Mode } from '@mmlab/protocol';
+import {
+  type Dispatch,
+  type InjectMode,
+  MmlabError,
+  type MmuLockMode,
+  type Mode,
+} from '@mmlab/protocol';
 import { RpcClient, connectNats, newLabToken, sleep } from '@mmlab/runtime';
 import {
   type ServerHandle,
@@ -47,18 +53,26 @@ export interface LabConfig {
 }
 
 export interface SubscriberConfig {
-  /** instance name, and its subscriber name: hca0, hca1, ... */
+  /** instance name, and its subscriber name: hca0, hca1, kvm0, ... */
   name: string;
-  kind: 'hca';
-  /** device invalidation latency: ms, or "uniform:a:b", "normal:mean:sd", "pareto:scale:shape" */
+  /** hca: an RDMA HCA (apps/hca); kvm: a KVM instance (apps/kvm) */
+  kind: 'hca' | 'kvm';
+  /**
+   * device invalidation latency (kvm: what each sleepable invalidation takes after its zap):
+   * ms, or "uniform:a:b", "normal:mean:sd", "pareto:scale:shape"
+   */
   invalidateLatencyMs?: number | string;
-  /** a slow page-fault work queue: ms between hmm_range_fault and the re-check */
+  /** hca: a slow page-fault work queue: ms between hmm_range_fault and the re-check */
   npfDelayMs?: number;
+  /** kvm: how its mmu_lock is held for a range zap (MMLAB_MMU_LOCK; default spin) */
+  mmuLock?: MmuLockMode;
+  /** kvm: a slow guest fault (test hook): ms between resolving the page and mmu_notifier_retry() */
+  faultDelayMs?: number;
 }
 
 export interface ServiceSpec {
   instance: string;
-  app: 'mm' | 'cpu' | 'observer' | 'hca';
+  app: 'mm' | 'cpu' | 'observer' | 'hca' | 'kvm';
   env: Record<string, string>;
 }
 
@@ -124,6 +138,8 @@ export function labServices(
         ...http(sub.name),
         MMLAB_INVALIDATE_LATENCY: String(sub.invalidateLatencyMs ?? 0),
         ...(sub.npfDelayMs ? { MMLAB_NPF_DELAY_MS: String(sub.npfDelayMs) } : {}),
+        ...(sub.faultDelayMs ? { MMLAB_NPF_DELAY_MS: String(sub.faultDelayMs) } : {}),
+        ...(sub.mmuLock ? { MMLAB_MMU_LOCK: sub.mmuLock } : {}),
       },
     });
   return out;

@@ -4,7 +4,7 @@
  */
 import { hostname } from 'node:os';
 import { z } from 'zod';
-import { Dispatch, InjectMode, Mode } from '@mmlab/protocol';
+import { Dispatch, InjectMode, MmuLockMode, Mode } from '@mmlab/protocol';
 
 const int = (d: number) => z.coerce.number().int().nonnegative().default(d);
 
@@ -87,8 +87,14 @@ export const EnvSchema = z.object({
   MMLAB_INVALIDATE_LATENCY: z.string().default('0'),
   /** hca: give up a network page fault after this long (HMM_RANGE_DEFAULT_TIMEOUT). */
   MMLAB_NPF_TIMEOUT_MS: int(1000),
-  /** hca: a slow page-fault work queue: sleep this long between hmm_range_fault and the re-check (widens the race window in tests). */
+  /**
+   * hca (npfDelayMs), kvm (faultDelayMs): a slow page-fault path, a test hook: between the
+   * page lookup and the re-check under the driver's lock, wait up to this long for an
+   * invalidation to arrive (makes the race the re-check closes deterministic in tests).
+   */
   MMLAB_NPF_DELAY_MS: int(0),
+  /** kvm: how kvm->mmu_lock is held for a range zap: spin (v3.7), sleep, generation. */
+  MMLAB_MMU_LOCK: MmuLockMode.default('spin'),
   /** Seed for every random choice a service makes (latency distributions). */
   MMLAB_SEED: int(1),
   /** observer: where to append every event as JSON lines (empty: memory only). */

@@ -520,6 +520,7 @@ export function controlController(tracer: Tracer): Type<unknown> {
         subscriberLeaseMs: env.MMLAB_SUBSCRIBER_LEASE_MS,
         invalidateLatency: env.MMLAB_INVALIDATE_LATENCY,
         npfDelayMs: env.MMLAB_NPF_DELAY_MS,
+        ...(tracer.service === 'kvm' && { mmuLock: env.MMLAB_MMU_LOCK }),
         // the default as mm applies it (apps/mm/src/kernel/gup.ts)
         memlockPages: env.MMLAB_MEMLOCK_PAGES ?? Math.floor(env.MMLAB_FRAMES / 4),
       };

@@ -43,8 +43,8 @@ export function faultTargetProblem(
     : `no process "${target}" in this lab (it runs: ${processes.join(', ')})`;
 }
 
-/** What a binding holds: a pid (process.create, fork), an address (mmap, mremap), an MR. */
-export type BindingKind = 'process' | 'addr' | 'mr';
+/** What a binding holds: a pid (process.create, fork), an address (mmap, mremap), an MR, a VM. */
+export type BindingKind = 'process' | 'addr' | 'mr' | 'vm';
 
 /** An error at a path of the scenario document (parse.ts turns the path into a line). */
 export interface PathIssue {
@@ -74,6 +74,7 @@ const processUse = (name: string): StepBindings['uses'] => [
   { field: 'process', name, kind: 'process' },
 ];
 const mrUse = (name: string): StepBindings['uses'] => [{ field: 'mr', name, kind: 'mr' }];
+const vmUse = (name: string): StepBindings['uses'] => [{ field: 'vm', name, kind: 'vm' }];
 const define = (name: string | undefined, kind: BindingKind): StepBindings['defines'] =>
   name === undefined ? undefined : { name, kind };
 
@@ -113,6 +114,18 @@ export function stepBindings(s: Step): StepBindings {
       return { uses: [...mrUse(s.mr), ...addrUse(s.addr)] };
     case 'hca.workload':
       return { uses: mrUse(s.mr) };
+    case 'kvm.create_vm':
+      return {
+        defines: define(s.as, 'vm'),
+        uses: [
+          ...processUse(s.process),
+          ...s.memslots.flatMap((m) => addrUse(m.addr)).map((u) => ({ ...u, field: 'memslots' })),
+        ],
+      };
+    case 'kvm.destroy_vm':
+    case 'kvm.guest_write':
+    case 'kvm.guest_read':
+      return { uses: vmUse(s.vm) };
     case 'parallel':
     case 'chaos.schedule':
     case 'sleep':
@@ -129,6 +142,7 @@ export function stepBindings(s: Step): StepBindings {
 function stepTargets(s: Step): {
   cpus?: number[];
   hca?: string;
+  kvm?: string;
   faults?: Array<{ target: string; fault: ChaosFault; path: PropertyKey[] }>;
 } {
   switch (s.op) {
@@ -139,6 +153,11 @@ function stepTargets(s: Step): {
       return { cpus: s.cpus };
     case 'hca.reg_mr':
       return { hca: s.hca };
+    case 'kvm.create_vm':
+      return { kvm: s.kvm };
+    case 'kvm.destroy_vm':
+    case 'kvm.guest_write':
+    case 'kvm.guest_read':
     case 'process.create':
     case 'mmap':
     case 'munmap':
@@ -174,7 +193,9 @@ function stepTargets(s: Step): {
 
 /** The value a step's `expect` compares with, if the step has one. */
 function stepExpect(s: Step): number | undefined {
-  return s.op === 'cpu.read' || s.op === 'hca.rdma_read' ? s.expect : undefined;
+  return s.op === 'cpu.read' || s.op === 'hca.rdma_read' || s.op === 'kvm.guest_read'
+    ? s.expect
+    : undefined;
 }
 
 /** Subscriber names are unique (they are instance names): the second use is the error. */
@@ -211,6 +232,7 @@ const KIND_NAME: Record<BindingKind, string> = {
   process: 'a process',
   addr: 'an address',
   mr: 'a memory region',
+  vm: 'a VM',
 };
 
 interface Bound {
@@ -249,6 +271,7 @@ function namesBoundIn(
 export function checkSteps({ steps, cpus, subscribers, mmReplicas }: CheckInput): PathIssue[] {
   const issues: PathIssue[] = [];
   const hcas = subscribers?.filter((s) => s.kind === 'hca').map((s) => s.name);
+  const kvms = subscribers?.filter((s) => s.kind === 'kvm').map((s) => s.name);
 
   /**
    * Check one step list in order, adding its bindings to scope. `elsewhere`: names bound in
@@ -312,7 +335,7 @@ export function checkSteps({ steps, cpus, subscribers, mmReplicas }: CheckInput)
         });
       else scope.set(defines.name, { kind: defines.kind, path });
     }
-    const { cpus: named, hca, faults } = stepTargets(s);
+    const { cpus: named, hca, kvm, faults } = stepTargets(s);
     if (cpus !== undefined)
       for (const f of faults ?? []) {
         const problem = faultTargetProblem(f.target, f.fault, { cpus, mmReplicas, subscribers });
@@ -331,6 +354,15 @@ export function checkSteps({ steps, cpus, subscribers, mmReplicas }: CheckInput)
           `hca "${hca}" is not a configured subscriber of kind hca ` +
           (hcas.length > 0
             ? `(config.subscribers has: ${hcas.join(', ')})`
+            : '(config.subscribers has none)'),
+      });
+    if (kvm !== undefined && kvms !== undefined && !kvms.includes(kvm))
+      issues.push({
+        path: [...path, 'kvm'],
+        message:
+          `kvm "${kvm}" is not a configured subscriber of kind kvm ` +
+          (kvms.length > 0
+            ? `(config.subscribers has: ${kvms.join(', ')})`
             : '(config.subscribers has none)'),
       });
     if (stepExpect(s) !== undefined && s.expectError !== undefined)

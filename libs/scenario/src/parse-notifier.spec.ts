@@ -94,14 +94,18 @@ describe('config: subscribers, dispatch, inject', () => {
       '    - { name: "hca 1", kind: hca }', // 5
       '    - { name: hca0, kind: hca }', // 6
       '    - { name: cpu0, kind: hca }', // 7
-      '    - { name: kvm0, kind: kvm }', // 8
-      'steps: [{ op: sleep, ms: 1 }]', // 9
+      '    - { name: xen0, kind: xen }', // 8
+      '    - { name: hca9, kind: hca, mmuLock: spin }', // 9
+      '    - { name: kvm0, kind: kvm, npfDelayMs: 5 }', // 10
+      'steps: [{ op: sleep, ms: 1 }]', // 11
     ].join('\n');
     expect(errorsOf(text)).toEqual([
       `${at(text, 5, '"hca 1"')}: config.subscribers[1].name: expected a subscriber name of letters, digits, _ or -`,
       `${at(text, 6, 'hca0')}: config.subscribers[2].name: subscriber "hca0" is already configured by config.subscribers[0]`,
       `${at(text, 7, 'cpu0')}: config.subscribers[3].name: this name is taken by a service of the lab (observer, mm-N, cpuN)`,
-      `${at(text, 8, 'kvm }')}: config.subscribers[4].kind: expected "hca", got the string "kvm"`,
+      `${at(text, 8, 'xen }')}: config.subscribers[4].kind: expected "hca" | "kvm", got the string "xen"`,
+      `${at(text, 9, 'spin }')}: config.subscribers[5].mmuLock: mmuLock belongs to a subscriber of kind kvm, not hca`,
+      `${at(text, 10, '5 }')}: config.subscribers[6].npfDelayMs: npfDelayMs belongs to a subscriber of kind hca, not kvm`,
     ]);
   });
 
@@ -505,6 +509,59 @@ describe('chaos, heal, chaos.schedule and the workloads', () => {
       `${at(text, 9, '10')}: steps[3].ops: give exactly one of ops and durationMs`,
       `${at(text, 10, 'hca1')}: steps[4].faults[0].target: hang is a subscriber's callback fault: "hca1" is not a subscriber of this lab (it has: hca0)`,
       `${at(text, 11, 'buf')}: steps[5].mr: "buf" is an address (bound by steps[1]), expected a memory region`,
+    ]);
+  });
+});
+
+describe('kvm steps', () => {
+  const kvmScenario = (...steps: string[]): string =>
+    [
+      'name: t',
+      'config:',
+      '  subscribers: [{ name: hca0, kind: hca }, { name: kvm0, kind: kvm, mmuLock: sleep }]',
+      'steps:',
+      '  - { op: process.create, as: p }', // 5
+      '  - { op: mmap, process: p, pages: 8, prot: rw, as: ram }', // 6
+      ...steps,
+      '',
+    ].join('\n');
+
+  it('parses create_vm, guest_write, guest_read and destroy_vm with their defaults', () => {
+    const s = ok(
+      kvmScenario(
+        '  - { op: kvm.create_vm, kvm: kvm0, process: p, memslots: [{ gfn: 0, pages: 4, addr: ram, page: 2 }], as: vm }', // 7
+        '  - { op: kvm.guest_write, vm: vm, gfn: 1, value: 5 }', // 8
+        '  - { op: kvm.guest_read, vm: vm, vcpu: 0, gfn: 1, expect: 5 }', // 9
+        '  - { op: kvm.destroy_vm, vm: vm }', // 10
+      ),
+    );
+    expect(s.config.subscribers?.[1]).toEqual({ name: 'kvm0', kind: 'kvm', mmuLock: 'sleep' });
+    expect(s.steps.slice(2)).toEqual([
+      {
+        op: 'kvm.create_vm',
+        kvm: 'kvm0',
+        process: 'p',
+        memslots: [{ gfn: 0, pages: 4, addr: 'ram', page: 2 }],
+        vcpus: 1,
+        as: 'vm',
+        line: 7,
+      },
+      { op: 'kvm.guest_write', vm: 'vm', vcpu: 0, gfn: 1, value: 5, line: 8 },
+      { op: 'kvm.guest_read', vm: 'vm', vcpu: 0, gfn: 1, expect: 5, line: 9 },
+      { op: 'kvm.destroy_vm', vm: 'vm', line: 10 },
+    ]);
+  });
+
+  it('reports a kvm that is not a configured kvm, a VM binding used as another kind and the reverse', () => {
+    const text = kvmScenario(
+      '  - { op: kvm.create_vm, kvm: hca0, process: p, memslots: [{ gfn: 0, pages: 4, addr: ram }], as: vm }', // 7
+      '  - { op: kvm.guest_read, vm: ram, gfn: 0 }', // 8
+      '  - { op: munmap, process: vm, addr: ram, pages: 1 }', // 9
+    );
+    expect(errorsOf(text)).toEqual([
+      `${at(text, 7, 'hca0')}: steps[2].kvm: kvm "hca0" is not a configured subscriber of kind kvm (config.subscribers has: kvm0)`,
+      `${at(text, 8, 'ram')}: steps[3].vm: "ram" is an address (bound by steps[1]), expected a VM`,
+      `${at(text, 9, 'vm,')}: steps[4].process: "vm" is a VM (bound by steps[2]), expected a process`,
     ]);
   });
 });

@@ -22,11 +22,12 @@
 import { z } from 'zod';
 import { FSCK_CODES } from '@mmlab/fsck';
 import { INVARIANT_NAMES } from '@mmlab/checker';
-import { Dispatch, InjectMode, LatencySpec, Mode } from '@mmlab/protocol';
+import { Dispatch, InjectMode, LatencySpec, MmuLockMode, Mode } from '@mmlab/protocol';
 import { chaosSteps } from './steps/chaos';
 import { SubscriberName, common } from './steps/common';
 import { controlSteps } from './steps/control';
 import { hcaSteps } from './steps/hca';
+import { kvmSteps } from './steps/kvm';
 import { memorySteps } from './steps/memory';
 import { workloadSteps } from './steps/workload';
 
@@ -34,6 +35,7 @@ export * from './steps/chaos';
 export { AddrRef, Binding, SubscriberName } from './steps/common';
 export * from './steps/control';
 export * from './steps/hca';
+export * from './steps/kvm';
 export * from './steps/memory';
 export * from './steps/workload';
 
@@ -57,6 +59,7 @@ export const ParallelStep = z.strictObject({
 type StepOptions = [
   ...typeof memorySteps,
   ...typeof hcaSteps,
+  ...typeof kvmSteps,
   typeof ParallelStep,
   ...typeof controlSteps,
   ...typeof chaosSteps,
@@ -67,6 +70,7 @@ type StepOptions = [
 export const Step: z.ZodDiscriminatedUnion<StepOptions> = z.discriminatedUnion('op', [
   ...memorySteps,
   ...hcaSteps,
+  ...kvmSteps,
   ParallelStep,
   ...controlSteps,
   ...chaosSteps,
@@ -80,19 +84,42 @@ export const STEP_OPS: StepOp[] = Step.options.map((o) => o.shape.op.value);
 /** Instance names the lab itself uses: a subscriber may not take one. */
 const RESERVED_INSTANCE = /^(observer|mm-\d+|cpu\d+)$/;
 
-export const SubscriberSpec = z.strictObject({
-  name: SubscriberName.refine((n) => !RESERVED_INSTANCE.test(n), {
-    error: 'this name is taken by a service of the lab (observer, mm-N, cpuN)',
-  }),
-  kind: z.enum(['hca']),
-  /** how long the device takes to complete an invalidation (default 0) */
-  invalidateLatencyMs: LatencySpec.optional(),
-  /**
-   * a slow page-fault work queue (test hook): between hmm_range_fault and the re-check, wait up
-   * to ms for an invalidation to reach the device after the fault's snapshot (default 0: none)
-   */
-  npfDelayMs: z.number().int().nonnegative().max(600_000).optional(),
-});
+export const SubscriberSpec = z
+  .strictObject({
+    name: SubscriberName.refine((n) => !RESERVED_INSTANCE.test(n), {
+      error: 'this name is taken by a service of the lab (observer, mm-N, cpuN)',
+    }),
+    /** hca: an RDMA HCA with ODP (apps/hca); kvm: a KVM instance (apps/kvm) */
+    kind: z.enum(['hca', 'kvm']),
+    /**
+     * how long the device takes to complete an invalidation (kvm: a slow KVM, after its zap;
+     * default 0)
+     */
+    invalidateLatencyMs: LatencySpec.optional(),
+    /**
+     * hca: a slow page-fault work queue (test hook): between hmm_range_fault and the re-check,
+     * wait up to ms for an invalidation to reach the device after the fault's snapshot
+     * (default 0: none)
+     */
+    npfDelayMs: z.number().int().nonnegative().max(600_000).optional(),
+    /** kvm: how mmu_lock is held for a range zap: spin (v3.7, default), sleep, generation */
+    mmuLock: MmuLockMode.optional(),
+    /**
+     * kvm: a slow guest fault (test hook): between resolving the host page and
+     * mmu_notifier_retry(), wait up to ms for an invalidation to reach the VM (default 0: none)
+     */
+    faultDelayMs: z.number().int().nonnegative().max(600_000).optional(),
+  })
+  .superRefine((s, ctx) => {
+    const only = { npfDelayMs: 'hca', mmuLock: 'kvm', faultDelayMs: 'kvm' } as const;
+    for (const [k, kind] of Object.entries(only))
+      if (s[k as keyof typeof only] !== undefined && s.kind !== kind)
+        ctx.addIssue({
+          code: 'custom',
+          path: [k],
+          message: `${k} belongs to a subscriber of kind ${kind}, not ${s.kind}`,
+        });
+  });
 export type SubscriberSpec = z.output<typeof SubscriberSpec>;
 
 /** Names must be unique too: check.ts checks that (also when another entry is malformed). */

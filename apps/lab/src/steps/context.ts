@@ -35,8 +35,15 @@ export interface MrBinding {
   addr: number;
 }
 
-/** What a name is bound to: a pid or an address (a number), or a memory region. */
-export type BoundValue = number | MrBinding;
+/** A VM bound by kvm.create_vm: which KVM instance, its number there, and the VMM's pid. */
+export interface VmBinding {
+  kvm: string;
+  vm: number;
+  pid: number;
+}
+
+/** What a name is bound to: a pid or an address (a number), a memory region, or a VM. */
+export type BoundValue = number | MrBinding | VmBinding;
 
 /** What a step produced: its value, the binding it defines (`as`), a parallel step's branches. */
 export interface Executed {
@@ -66,7 +73,7 @@ export class Bindings {
     if (value === undefined)
       throw new NotOk(`"${name}" is unbound: the step that binds it did not succeed`);
     if (typeof value !== 'number')
-      throw new NotOk(`"${name}" is a memory region, expected a pid or an address`);
+      throw new NotOk(`"${name}" is a memory region or a VM, expected a pid or an address`);
     return value;
   }
 
@@ -74,8 +81,16 @@ export class Bindings {
     const value = this.values.get(name);
     if (value === undefined)
       throw new NotOk(`"${name}" is unbound: the step that binds it did not succeed`);
-    if (typeof value === 'number')
-      throw new NotOk(`"${name}" is a pid or an address, expected a memory region`);
+    if (typeof value === 'number' || !('mr' in value))
+      throw new NotOk(`"${name}" is not a memory region`);
+    return value;
+  }
+
+  vm(name: string): VmBinding {
+    const value = this.values.get(name);
+    if (value === undefined)
+      throw new NotOk(`"${name}" is unbound: the step that binds it did not succeed`);
+    if (typeof value === 'number' || !('vm' in value)) throw new NotOk(`"${name}" is not a VM`);
     return value;
   }
 

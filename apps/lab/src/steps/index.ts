@@ -7,6 +7,7 @@ import { chaosHandlers } from './chaos';
 import type { Executed, StepContext, StepHandler, StepHandlers } from './context';
 import { controlHandlers } from './control';
 import { hcaHandlers } from './hca';
+import { kvmHandlers } from './kvm';
 import { memoryHandlers } from './memory';
 import { workloadHandlers } from './workload';
 
@@ -15,6 +16,7 @@ export * from './context';
 export const STEP_HANDLERS: StepHandlers = {
   ...memoryHandlers,
   ...hcaHandlers,
+  ...kvmHandlers,
   ...controlHandlers,
   ...chaosHandlers,
   ...workloadHandlers,

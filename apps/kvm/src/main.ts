@@ -1,0 +1,51 @@
+/** The kvm service: one KVM instance (its VMs, vCPUs and sPTEs) per process (MMLAB_INSTANCE, default kvm0). */
+import 'reflect-metadata';
+import { Logger } from '@nestjs/common';
+import { Store } from '@mmlab/model';
+import {
+  RpcClient,
+  Tracer,
+  connectNats,
+  loadEnv,
+  runService,
+  startMicroservice,
+} from '@mmlab/runtime';
+import { createContext } from './context';
+import { Kvm } from './kvm';
+import { KvmModule } from './kvm.module';
+
+runService(async (onShutdown) => {
+  const env = loadEnv();
+  const name = env.MMLAB_INSTANCE ?? 'kvm0';
+  const log = new Logger(name);
+  const store = new Store(env.REDIS_URL);
+  const nc = await connectNats(env.NATS_URL, name);
+  const tracer = new Tracer(nc, 'kvm', name);
+  const kvm = new Kvm(
+    createContext({
+      name,
+      store,
+      // a guest fault's gup may fault the page in, up to the fault deadline
+      rpc: new RpcClient(nc, env.MMLAB_FAULT_DEADLINE_MS + env.MMLAB_RPC_TIMEOUT_MS),
+      tracer,
+      env,
+      log: { warn: (m) => log.warn(m) },
+    }),
+  );
+  // A restarted KVM is a new one: lease first, fence lifted, then serve.
+  await kvm.start();
+  const app = await startMicroservice(
+    KvmModule.register(kvm, tracer),
+    { natsUrl: env.NATS_URL, name },
+    { port: env.MMLAB_HTTP_PORT, host: env.MMLAB_HTTP_HOST, tracer, nats: nc, redis: store.redis },
+  );
+  log.log(
+    `${name} up: mmu_lock ${env.MMLAB_MMU_LOCK}, invalidation latency ${env.MMLAB_INVALIDATE_LATENCY} ms` +
+      (kvm.ctx.skipRetry ? ', inject kvm-skip-retry' : ''),
+  );
+  onShutdown(() => kvm.stop());
+  onShutdown(() => app.close());
+  onShutdown(() => tracer.close()); // its last batch goes out before the drain
+  onShutdown(() => nc.drain());
+  onShutdown(() => store.quit());
+});
