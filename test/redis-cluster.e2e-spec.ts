@@ -118,6 +118,16 @@ describe('the lab on a Redis Cluster', () => {
       expect(await store.invFence(pid, 'ghost-c.1')).toBe(true);
       expect(await store.invUnindex('ghost-c.1', pid)).toBe(0);
       expect(await store.invOwners()).not.toContain('ghost-c.1');
+      // A replica's batch of frames ({mem}), and what reaps it: its index made final ({mm}),
+      // its fence and installs read on a pid ({p:<pid>}) — each script on its own slot.
+      const batch = await store.rmqueueBulk('ghost-c.2', 4, []);
+      expect(batch.taken.length).toBeGreaterThan(0);
+      expect(await store.mmMarkDead('ghost-c.2')).toEqual([]);
+      expect(await store.pcpFence(pid, 'ghost-c.2')).toEqual({ fenced: true, installed: [] });
+      const byPfn = (a: number, b: number) => a - b;
+      expect((await store.reserveReap('ghost-c.2', [])).freed.sort(byPfn)).toEqual(
+        batch.taken.map((t) => t.pfn).sort(byPfn),
+      );
       const f = (await store.allocPage(null))!;
       await store.copyPage(0, f.pfn);
       expect(await store.frameAccess(f.pfn, 'read', undefined, 'test')).toMatchObject({ value: 0 });
