@@ -210,8 +210,11 @@ async function __handleMmFault(
         }
         case 'NEED_WP': {
           const f: WpFault = { op, pid, vpn, old: step.pte, seq: step.seq, agent, mmapSem };
-          // The COW allocates its own copy (allocPage: a pending frame that owes old's put); a
-          // batch frame taken for this fault stays ours until the fault ends.
+          // The COW allocates its own copy (allocPage, with copy_user_highpage: a pending frame
+          // that owes old's put); the batch frame taken for this fault goes back first (a COW
+          // may wait long for its invalidation, and a small machine needs the frame).
+          if (fresh) await ctx.pcp.putBack(ctx, fresh);
+          fresh = null;
           const wp = await doWpPage(ctx, f);
           if (!wp.result) continue;
           const r: FaultResult = { ...wp.result, retries };
