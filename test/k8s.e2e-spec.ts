@@ -135,8 +135,12 @@ describe('parity: native runner, compose and the k8s base', () => {
   }) as { services: Record<string, { environment?: Record<string, string | number> }> };
   const deployment = (app: string) =>
     objects.find((o) => o.kind === 'Deployment' && o.metadata.name === app);
-  const configMap = objects.find((o) => o.kind === 'ConfigMap' && o.metadata.name === 'mmlab-config')!;
-  const secret = objects.find((o) => o.kind === 'Secret' && o.metadata.name === 'mmlab-nats-users')!;
+  const configMap = objects.find(
+    (o) => o.kind === 'ConfigMap' && o.metadata.name === 'mmlab-config',
+  )!;
+  const secret = objects.find(
+    (o) => o.kind === 'Secret' && o.metadata.name === 'mmlab-nats-users',
+  )!;
   /** Set per instance where replicas derive them, or a native test knob (a hook, not a setting). */
   const NOT_DEPLOYED = new Set(['MMLAB_CPU_ID', 'MMLAB_FAULT_DEADLINE_MS', 'MMLAB_NPF_DELAY_MS']);
 
@@ -174,11 +178,14 @@ describe('parity: native runner, compose and the k8s base', () => {
     expect(k8sNats.size).toBeGreaterThanOrEqual(apps.length);
   });
 
-  it.each(apps)('%s: a compose service and a k8s Deployment running the same entry point', (app) => {
-    const c = deployment(app)?.spec?.template?.spec?.containers?.[0];
-    expect(c?.args, `k8s Deployment ${app}`).toEqual([`dist/apps/${app}/src/main.js`]);
-    expect(compose.services[app], `compose service ${app}`).toBeDefined();
-  });
+  it.each(apps)(
+    '%s: a compose service and a k8s Deployment running the same entry point',
+    (app) => {
+      const c = deployment(app)?.spec?.template?.spec?.containers?.[0];
+      expect(c?.args, `k8s Deployment ${app}`).toEqual([`dist/apps/${app}/src/main.js`]);
+      expect(compose.services[app], `compose service ${app}`).toBeDefined();
+    },
+  );
 
   it.each(apps)('%s: k8s sets every variable the native runner sets', (app) => {
     const c = deployment(app)!.spec!.template!.spec!.containers![0];
