@@ -56,6 +56,8 @@ export const isMmTimerCommand = (c: MonitoredCommand): boolean =>
 export class RedisMonitor {
   /** every command seen since start, in the order Redis ran them */
   readonly seen: MonitoredCommand[] = [];
+  /** errors of the MONITOR connection (a line may have been lost: counts are not to be trusted) */
+  readonly errors: unknown[] = [];
   private readonly markers = new Set<string>();
 
   private constructor(
@@ -63,14 +65,27 @@ export class RedisMonitor {
     private readonly mon: Redis,
   ) {}
 
-  /** MONITOR on a connection of its own (not a Store's: it auto-pipelines), once it is on. */
+  /**
+   * MONITOR on a connection of its own (not a Store's: it auto-pipelines), once it is on. ioredis
+   * can fail to switch a connection into monitor mode while other clients' commands stream in
+   * ("Command queue state error"): then it starts over, a few times.
+   */
   static async start(url: string): Promise<RedisMonitor> {
-    const base = new Redis(url);
-    const mon = await base.monitor();
-    const m = new RedisMonitor(base, mon);
-    mon.on('monitor', (_time: string, args: string[], source: string) => m.record(args, source));
-    await m.sync();
-    return m;
+    for (let attempt = 1; ; attempt++) {
+      const base = new Redis(url);
+      base.on('error', () => undefined);
+      const mon = await base.monitor();
+      const m = new RedisMonitor(base, mon);
+      mon.on('error', (e: unknown) => m.errors.push(e));
+      mon.on('monitor', (_time: string, args: string[], source: string) => m.record(args, source));
+      const ok = await m.sync().then(
+        () => m.errors.length === 0,
+        () => false,
+      );
+      if (ok) return m;
+      m.stop();
+      if (attempt >= 5) throw new Error(`MONITOR did not start: ${String(m.errors[0])}`);
+    }
   }
 
   private record(args: string[], source: string): void {
@@ -132,9 +147,11 @@ export class RedisMonitor {
    * the orphan-range reaper's reads of {mm}:* and {mem}:pending.
    */
   async mmCalls(run: () => Promise<unknown>): Promise<string[]> {
+    await this.sync(); // what ran before is in `seen` already, not counted
     const from = this.seen.length;
     await run();
     await this.sync();
+    if (this.errors.length > 0) throw new Error(`MONITOR failed: ${String(this.errors[0])}`);
     const mm = await this.clients((name) => /^mm-/.test(name));
     if (mm.size === 0) throw new Error('no mm replica has a named Redis connection');
     return this.seen
