@@ -378,4 +378,27 @@ describe('kvm: young and change_pte callbacks', () => {
     // the next access faults (the sPTE and every vCPU's cached translation are gone)
     expect(await kvm.guestAccess(vm, 0, 1, 'read')).toMatchObject({ faults: 1 });
   });
+
+  it('a slow KVM sleeps in invalidate_range_start, never in change_pte (it comes under the PT lock)', async () => {
+    const { kvm } = setup({ MMLAB_INVALIDATE_LATENCY: '600000' }); // 10 minutes a callback
+    const vm = await vmOn(kvm, 4);
+    await kvm.guestAccess(vm, 0, 1, 'write', 5);
+    let startAcked = false;
+    void kvm.notifier
+      .invalidateRangeStart(cb('slow', page(2), page(3)))
+      .then(() => (startAcked = true));
+    // answered while the range_start above is still asleep (were change_pte to sleep too,
+    // this would hang for 10 minutes and the test time out)
+    await kvm.notifier.changePte({
+      pid: 1,
+      inv: 'c3',
+      owner: 'mm-0/fault#1',
+      addr: page(1),
+      pfn: 0,
+      gen: 1,
+      writable: true,
+    });
+    expect(startAcked).toBe(false);
+    expect(kvm.vm(vm)!.sptes.get(1)).toBeUndefined();
+  });
 });
