@@ -24,7 +24,7 @@
  * is stopped (spin) and whether the untouched sPTEs survive (generation drops them all).
  */
 import { performance } from 'node:perf_hooks';
-import { type EventOf, type MmuLockMode, PAGE_SIZE } from '@mmlab/protocol';
+import { type EventOf, type MmuLockMode } from '@mmlab/protocol';
 import type { RpcClient } from '@mmlab/runtime';
 import { type TestLab, startTestLab } from '@mmlab/testing';
 import { type BenchResult, type Benchmark, type Row, pct, round, sleepMs } from '../lib/harness';
@@ -231,19 +231,29 @@ export const mmuLock: Benchmark = {
       sleep: faultRatio('sleep'),
       generation: faultRatio('generation'),
     };
+    const hitRatio = (mode: MmuLockMode) => {
+      const p = at(mode, largest);
+      return ratio(pct(p.during.hits, 99), pct(p.idle.hits, 99));
+    };
+    const h = {
+      spin: hitRatio('spin'),
+      sleep: hitRatio('sleep'),
+      generation: hitRatio('generation'),
+    };
     const met =
       g.spin > 2 && g.sleep <= 2 && g.generation <= 2 && f.sleep <= 3 && f.generation <= 3;
-    const r2 = (x: number) => round(x, 1);
+    const r2 = (x: number) => round(x, 2);
     return {
       name: this.name,
       measures: this.measures,
       quick,
       figure: {
-        value: round(g.spin, 1),
+        value: round(g.spin, 2),
         unit: '×',
         text:
           `longest hold ${s.ranges[0]}→${largest} pages: spin ${r2(g.spin)}×, sleep ${r2(g.sleep)}×, generation ${r2(g.generation)}×; ` +
-          `fault p99 during/idle at ${largest}: spin ${r2(f.spin)}×, sleep ${r2(f.sleep)}×, generation ${r2(f.generation)}×`,
+          `fault p99 during/idle at ${largest}: spin ${r2(f.spin)}×, sleep ${r2(f.sleep)}×, generation ${r2(f.generation)}×; ` +
+          `hit p99 during/idle: spin ${r2(h.spin)}×, sleep ${r2(h.sleep)}×, generation ${r2(h.generation)}×`,
       },
       target: { text: this.target, met: quick ? null : met },
       rows,
