@@ -15,13 +15,13 @@
  *                                      [--trace-file PATH] [--max-events N]
  */
 import { type ChildProcess, spawn } from 'node:child_process';
-import { createWriteStream, existsSync, mkdtempSync, readFileSync } from 'node:fs';
+import { createWriteStream, mkdtempSync, readFileSync } from 'node:fs';
 import { cpus, loadavg, tmpdir } from 'node:os';
 import * as path from 'node:path';
 import type { NatsConnection } from 'nats';
 import { TraceEvent, traceSubject } from '@mmlab/protocol';
 import { RpcClient, connectNats, newLabToken, now, sleep } from '@mmlab/runtime';
-import { freePort, repoRoot, startNats, stopProcess } from '@mmlab/runner';
+import { freePort, serviceCommand, startNats, stopProcess } from '@mmlab/runner';
 
 const TICK_MS = 10;
 
@@ -262,10 +262,8 @@ async function startObserver(
   logFile: string,
   env: Record<string, string>,
 ): Promise<{ proc: ChildProcess; url: string }> {
-  const main = path.join(repoRoot(), 'dist', 'apps', 'observer', 'src', 'main.js');
-  if (!existsSync(main)) throw new Error(`${main} is missing: build first`);
   const port = await freePort();
-  const proc = spawn(process.execPath, ['--enable-source-maps', main], {
+  const proc = spawn(process.execPath, serviceCommand('observer'), {
     env: {
       ...process.env,
       ...env,

@@ -87,6 +87,18 @@ export const repoRoot = (): string => {
 };
 
 /**
+ * The node arguments that start an app as a lab process: the launcher (libs/runtime/src/
+ * launch.ts: V8's code cache, source maps read when a trace is printed) and the app's bundle
+ * (scripts/bundle.mjs, part of `npm run build`). Extra arguments follow the bundle.
+ */
+export function serviceCommand(app: string): string[] {
+  const dist = path.join(repoRoot(), 'dist');
+  const bundle = path.join(dist, 'bundle', 'apps', app, 'src', 'main.js');
+  if (!existsSync(bundle)) throw new Error(`${bundle} is missing: run npm run build`);
+  return [path.join(dist, 'libs', 'runtime', 'src', 'launch.js'), bundle];
+}
+
+/**
  * The services a config asks for, with their environment: the one list compose mirrors.
  * httpPorts: MMLAB_HTTP_PORT (/metrics, /health) per mm, cpu and hca instance; an instance
  * without one serves no HTTP.
@@ -296,9 +308,7 @@ export class LocalLab {
   }
 
   private spawn(s: ServiceSpec): ChildProcess {
-    const main = path.join(repoRoot(), 'dist', 'apps', s.app, 'src', 'main.js');
-    if (!existsSync(main)) throw new Error(`${main} is missing: run npm run build`);
-    const args = [...(this.users.nodeArgs ?? []), '--enable-source-maps', main];
+    const args = [...(this.users.nodeArgs ?? []), ...serviceCommand(s.app)];
     const proc = spawn(process.execPath, args, {
       env: {
         ...process.env,

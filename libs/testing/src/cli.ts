@@ -1,7 +1,6 @@
-/** Run the built `mmlab` CLI (dist/apps/lab) as a child process, as a user would. */
+/** Run the built `mmlab` CLI (dist/apps/lab, bundled) as a child process, as a user would. */
 import { spawn } from 'node:child_process';
-import * as path from 'node:path';
-import { repoRoot } from '@mmlab/runner';
+import { repoRoot, serviceCommand } from '@mmlab/runner';
 
 export interface CliRun {
   code: number | null;
@@ -12,9 +11,8 @@ export interface CliRun {
 /** env: the CLI's whole environment (default: this process's). */
 export function runMmlab(args: string[], env: NodeJS.ProcessEnv = process.env): Promise<CliRun> {
   const root = repoRoot();
-  const cli = path.join(root, 'dist', 'apps', 'lab', 'src', 'main.js');
   return new Promise((resolve, reject) => {
-    const p = spawn(process.execPath, [cli, ...args], {
+    const p = spawn(process.execPath, [...serviceCommand('lab'), ...args], {
       cwd: root,
       env,
       stdio: ['ignore', 'pipe', 'pipe'],
