@@ -249,7 +249,11 @@ describe('examples/kvm and the kvm-skip-retry injection, as mmlab run --local ru
       const recv = find(evs, (x) => x.kind === 'mn.recv' && x.agent === 'kvm0' && of(x), i);
       const done = find(evs, (x) => x.kind === 'mn.done' && x.agent === 'kvm0' && of(x), recv);
       const ack = find(evs, (x) => x.kind === 'mn.ack' && x.subscriber === 'kvm0' && of(x), i);
-      return [{ callback: e.callback, ptl: e.ptl, send: i, recv, done, ack }];
+      // kvm0's own op for the callback: what its handler traced carries it
+      const kop = recv >= 0 ? evs[recv].op : undefined;
+      /** what kvm0's handler of this callback traced, between its mn.recv and mn.done */
+      const work = evs.slice(recv, done + 1).filter((x) => x.op === kop);
+      return [{ callback: e.callback, ptl: e.ptl, send: i, recv, done, ack, work }];
     });
   /** The op of the host CPU store that broke COW on page 0 (do_wp_page of a fault by cpu). */
   const cowOp = (evs: Ev[], cpu: string, addr: number) => {
@@ -291,9 +295,7 @@ describe('examples/kvm and the kvm-skip-retry injection, as mmlab run --local ru
       }
       // the sPTE of the shared page left kvm0 inside one of those callbacks
       const cleared = cbs.filter((c) =>
-        events
-          .slice(c.recv, c.done)
-          .some((e) => e.kind === 'smap.clear' && e.agent === 'kvm0' && e.gfn === 0),
+        c.work.some((e) => e.kind === 'smap.clear' && e.agent === 'kvm0' && e.gfn === 0),
       );
       expect(cleared.map((c) => c.callback)).toEqual([
         mode === 'patched' ? 'invalidate_range_start' : 'change_pte',
@@ -329,11 +331,7 @@ describe('examples/kvm and the kvm-skip-retry injection, as mmlab run --local ru
       const op = madvise && 'op' in madvise ? madvise.op : undefined;
       const zapped = callbacksOf(events, op!)
         .filter((c) => c.callback === 'invalidate_range_start')
-        .flatMap((c) =>
-          events
-            .slice(c.recv, c.done)
-            .flatMap((e) => (e.kind === 'smap.clear' ? [[e.vm, e.gfn]] : [])),
-        );
+        .flatMap((c) => c.work.flatMap((e) => (e.kind === 'smap.clear' ? [[e.vm, e.gfn]] : [])));
       expect(zapped.sort()).toEqual([
         [1, 2],
         [2, 100],
@@ -421,7 +419,7 @@ describe('examples/kvm and the kvm-skip-retry injection, as mmlab run --local ru
     expect(c.ack).toBeGreaterThan(c.send);
     expect(unlock).toBeGreaterThan(c.ack);
     // kvm_set_pte_rmapp: the new PTE is writable, so the sPTE of gfn 0 is dropped, not switched
-    const work = events.slice(c.recv, c.done + 1);
+    const { work } = c;
     expect(work.filter((e) => e.kind === 'smap.clear').map((e) => 'gfn' in e && e.gfn)).toEqual([
       0,
     ]);
