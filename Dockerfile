@@ -1,6 +1,6 @@
 # syntax=docker/dockerfile:1
 # One image for the whole lab: build once, choose the service by command
-# (dist/apps/<mm|cpu|hca|observer|lab>/src/main.js).
+# (dist/apps/<mm|cpu|hca|kvm|observer|lab>/src/main.js).
 
 FROM node:20-bookworm-slim AS build
 WORKDIR /src

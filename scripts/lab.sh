@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # The whole lab, natively (no Docker): installs what the lab needs and is missing, builds when
 # the sources changed since the last build, starts nats-server, redis-server and every service
-# (hca0.. included), serves the lab API for `mmlab chaos` on :8081, and prints where to look.
-# Ctrl-C stops it.
+# (hca0.., and kvm0.. with --kvm), serves the lab API for `mmlab chaos` on :8081, and prints
+# where to look. Ctrl-C stops it.
 #   ./scripts/lab.sh [--mode legacy] [--cpus 4] [--mm-replicas 2] [--frames 256] [--hca 1]
+#                    [--kvm 1] [--mmu-lock spin|sleep|generation]
 #                    [--invalidate-latency uniform:1:5] [--api-port 8081] [--free-ports]
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -40,7 +40,10 @@ const everything: LabConfig = {
   dispatch: 'serial',
   inject: ['range-end-mismatch'],
   seed: 7,
-  subscribers: [{ name: 'hca0', kind: 'hca', invalidateLatencyMs: 10, npfDelayMs: 5 }],
+  subscribers: [
+    { name: 'hca0', kind: 'hca', invalidateLatencyMs: 10, npfDelayMs: 5 },
+    { name: 'kvm0', kind: 'kvm', invalidateLatencyMs: 10, faultDelayMs: 5, mmuLock: 'sleep' },
+  ],
   token: 'a-token-of-this-lab-only',
 };
 const native = labServices(everything, LAB_PORTS.observer);
@@ -88,6 +91,22 @@ describe('docker-compose.yml', () => {
           `${s.app}: ${v} is not a variable the services read`,
         ).toBe(true);
     }
+  });
+
+  it('runs kvm0 with its mmu_lock mode, as its own NATS user, and lets Pumba slow it like hca0', () => {
+    const kvm = compose.services.kvm;
+    expect(kvm.environment?.MMLAB_INSTANCE).toBe('kvm0');
+    expect(kvm.environment?.MMLAB_MMU_LOCK).toBe('${MMLAB_MMU_LOCK:-spin}');
+    expect(String(kvm.environment?.NATS_URL)).toMatch(
+      /^nats:\/\/kvm:\$\{NATS_KVM_PASSWORD:-[^}]*\}@nats:4222$/,
+    );
+    expect(Object.keys(compose.services.nats.environment ?? {})).toContain('NATS_KVM_PASSWORD');
+    const pumba = (compose.services.pumba.command ?? []).at(-1)!;
+    const containers = Object.values(compose.services)
+      .map((s) => (s as { container_name?: string }).container_name)
+      .filter((n): n is string => n !== undefined);
+    const re = new RegExp(pumba.replace(/^re2:/, ''));
+    expect(containers.filter((n) => re.test(n)).sort()).toEqual(['mmlab-hca0', 'mmlab-kvm0']);
   });
 
   it('publishes the ports the native runner uses', () => {

@@ -1,10 +1,10 @@
 /**
  * The live dashboard in a real browser (the Debian chromium package, driven by
- * playwright-core) against a real lab: mm-0/mm-1, cpu0, hca0 (200 ms device invalidations) and
- * the observer serving the built page (dist/dashboard, npm run build). The page is opened
- * first; then a scenario runs (an ODP MR read by the device, then munmap), and the
- * invalidation it causes must appear on the mm, hca0 and cpu0 lifelines, open on a click,
- * and list its events. Only Playwright's auto-waiting locators wait: no sleeps, no timings.
+ * playwright-core) against a real lab: mm-0/mm-1, cpu0, hca0 (200 ms device invalidations), kvm0
+ * and the observer serving the built page (dist/dashboard, npm run build). The page is opened
+ * first; then a scenario runs (an ODP MR read by the device, a VM's guest read of the same
+ * memory, then munmap), and the invalidation it causes must appear on the mm, hca0, kvm0 and
+ * cpu0 lifelines, open on a click, and list its events. Only Playwright's auto-waiting locators wait: no sleeps, no timings.
  * The screenshot goes to results/screenshots/dashboard.png (ignored by git): the tests leave
  * the tree clean. `npm run docs:screenshots` sets MMLAB_SCREENSHOT_DIR=docs to refresh the
  * README's docs/dashboard.png, the only way it changes.
@@ -20,6 +20,7 @@ import { repoRoot } from '@mmlab/runner';
 import { type TestLab, launchChromium, startTestLab } from '@mmlab/testing';
 
 const HCA = 'hca0';
+const KVM = 'kvm0';
 const SHOT_DIR = path.resolve(
   repoRoot(),
   process.env.MMLAB_SCREENSHOT_DIR || path.join('results', 'screenshots'),
@@ -43,7 +44,10 @@ describe('the live dashboard, during a running scenario', () => {
         frames: 64,
         cpus: 1,
         mmReplicas: 2,
-        subscribers: [{ name: HCA, kind: 'hca', invalidateLatencyMs: 200 }],
+        subscribers: [
+          { name: HCA, kind: 'hca', invalidateLatencyMs: 200 },
+          { name: KVM, kind: 'kvm' },
+        ],
       },
       { rpcTimeoutMs: 20_000 },
     );
@@ -57,7 +61,7 @@ describe('the live dashboard, during a running scenario', () => {
     await t?.stop();
   });
 
-  it('shows the munmap invalidation across mm, hca0 and cpu0, and lists its events on a click', async () => {
+  it('shows the munmap invalidation across mm, hca0, kvm0 and cpu0, and lists its events on a click', async () => {
     const { rpc, trace } = t!;
     await page.goto(`${observer}/`);
     await page.locator('[data-testid=status][data-status=live]').waitFor();
@@ -76,6 +80,12 @@ describe('the live dashboard, during a running scenario', () => {
       { id: HCA },
     );
     expect((await rpc.call('hcaRdmaRead', { mr, addr }, { id: HCA })).value).toBe(42);
+    const { vm } = await rpc.call(
+      'kvmCreateVm',
+      { pid, memslots: [{ gfn: 0, pages: 8, addr }], vcpus: 1 },
+      { id: KVM },
+    );
+    expect((await rpc.call('kvmGuestRead', { vm, vcpu: 0, gfn: 0 }, { id: KVM })).value).toBe(42);
     await rpc.call('munmap', { pid, addr, pages: 8 });
     const start = await trace.next<EventOf<'mn.range_start'>>(
       (e) => e.kind === 'mn.range_start' && e.pid === pid && e.event === 'unmap',
@@ -88,14 +98,15 @@ describe('the live dashboard, during a running scenario', () => {
     const emitters = new Set(
       (await t!.settled()).filter((e) => e.service !== 'observer').map((e) => e.instance),
     );
-    expect([...emitters]).toEqual(expect.arrayContaining([mm, 'cpu0', HCA]));
+    expect([...emitters]).toEqual(expect.arrayContaining([mm, 'cpu0', HCA, KVM]));
     for (const id of emitters)
       await page.locator(`[data-testid=lifeline][data-instance="${id}"]`).waitFor();
 
     // the invalidation group appears, complete, spanning the mm replica, the HCA and the CPU
     const group = page.locator(
       `[data-testid=inv-group][data-inv="${inv}"][data-complete=true]` +
-        `[data-lifelines~="${mm}"][data-lifelines~="${HCA}"][data-lifelines~="cpu0"]`,
+        `[data-lifelines~="${mm}"][data-lifelines~="${HCA}"][data-lifelines~="${KVM}"]` +
+        '[data-lifelines~="cpu0"]',
     );
     await group.waitFor();
     expect(await group.getAttribute('data-kind')).toBe('range');
@@ -116,6 +127,8 @@ describe('the live dashboard, during a running scenario', () => {
       [mm, 'mn.ack', 2],
       [HCA, 'mn.recv', 2],
       [HCA, 'mn.done', 2],
+      [KVM, 'mn.recv', 2],
+      [KVM, 'mn.done', 2],
       ['cpu0', 'tlb.flush', 1],
     ] as const)
       await waitRows(instance, kind, n);
@@ -133,18 +146,22 @@ describe('the live dashboard, during a running scenario', () => {
     // mm's side: invalidate_range_start/end of the munmap, each sent to hca0 and acked
     expect(row(mm, 'mn.range_start')).toEqual([expect.stringContaining(`unmap pid ${pid}`)]);
     expect(row(mm, 'mn.range_end')).toEqual([expect.stringContaining(`inv=${inv}`)]);
-    expect(row(mm, 'mn.send')).toEqual([
-      expect.stringContaining(`invalidate_range_start → ${HCA} inv=${inv}`),
-      expect.stringContaining(`invalidate_range_end → ${HCA} inv=${inv}`),
-    ]);
-    expect(row(mm, 'mn.ack')).toHaveLength(2);
-    // hca0's side: each callback received and done, with the same inv
-    for (const kind of ['mn.recv', 'mn.done'])
-      expect(row(HCA, kind)).toEqual([
-        expect.stringContaining(`invalidate_range_start inv=${inv}`),
-        expect.stringContaining(`invalidate_range_end inv=${inv}`),
+    for (const sub of [HCA, KVM])
+      expect(row(mm, 'mn.send').filter((x) => x.includes(`→ ${sub} `))).toEqual([
+        expect.stringContaining(`invalidate_range_start → ${sub} inv=${inv}`),
+        expect.stringContaining(`invalidate_range_end → ${sub} inv=${inv}`),
       ]);
+    expect(row(mm, 'mn.ack')).toHaveLength(4);
+    // hca0's and kvm0's side: each callback received and done, with the same inv
+    for (const sub of [HCA, KVM])
+      for (const kind of ['mn.recv', 'mn.done'])
+        expect(row(sub, kind)).toEqual([
+          expect.stringContaining(`invalidate_range_start inv=${inv}`),
+          expect.stringContaining(`invalidate_range_end inv=${inv}`),
+        ]);
     expect(row(HCA, 'smap.clear').length).toBeGreaterThan(0); // the device dropped its entry
+    expect(row(KVM, 'smap.clear')).toEqual([expect.stringContaining('vm')]); // and kvm0 its sPTE
+    expect(row(KVM, 'kvm.mmu_lock')).toHaveLength(1); // the zap, under mmu_lock
     // cpu0's TLB shootdown, under the PT lock, inside the range
     expect(row('cpu0', 'tlb.flush')).toHaveLength(1);
     expect(row(mm, 'ptl.acquire')).toHaveLength(1);

@@ -10,7 +10,7 @@ import { describe, expect, it } from 'vitest';
 import { ConfigMap, Namespace, Secret, Service } from 'kubernetes-models/v1';
 import { Deployment, StatefulSet } from 'kubernetes-models/apps/v1';
 import { Job } from 'kubernetes-models/batch/v1';
-import { repoRoot } from '@mmlab/runner';
+import { LAB_PORTS, type LabConfig, labServices, repoRoot } from '@mmlab/runner';
 
 const k8s = path.join(repoRoot(), 'deploy', 'k8s');
 const MODELS: Record<string, new (o: never) => { validate(): void }> = {
@@ -23,12 +23,19 @@ const MODELS: Record<string, new (o: never) => { validate(): void }> = {
   'batch/v1/Job': Job,
 };
 
+interface Container {
+  readinessProbe?: unknown;
+  args?: string[];
+  env?: Array<{ name: string; value?: string; valueFrom?: { secretKeyRef?: { key: string } } }>;
+}
 interface Obj {
   apiVersion: string;
   kind: string;
   metadata: { name: string };
+  data?: Record<string, string>;
+  stringData?: Record<string, string>;
   spec?: {
-    template?: { spec?: { containers?: Array<{ readinessProbe?: unknown; args?: string[] }> } };
+    template?: { spec?: { containers?: Container[] } };
   };
 }
 interface Kustomization {
@@ -60,14 +67,14 @@ describe('deploy/k8s/base', () => {
     },
   );
 
-  it('has the tiers the issue asks for: a 3-node NATS, a Redis Cluster, mm/cpu/hca Deployments ready by /health, the observer behind a Service', () => {
+  it('has the tiers the issue asks for: a 3-node NATS, a Redis Cluster, mm/cpu/hca/kvm Deployments ready by /health, the observer behind a Service', () => {
     const find = (kind: string, name: string) =>
       objects.find((o) => o.kind === kind && o.metadata.name === name);
     expect(
       (find('StatefulSet', 'nats') as unknown as { spec: { replicas: number } }).spec.replicas,
     ).toBe(3);
     expect(find('StatefulSet', 'redis-cluster')).toBeDefined();
-    for (const d of ['mm', 'cpu', 'hca']) {
+    for (const d of ['mm', 'cpu', 'hca', 'kvm']) {
       const c = find('Deployment', d)?.spec?.template?.spec?.containers?.[0];
       expect(c?.args, d).toEqual([`dist/apps/${d}/src/main.js`]);
       expect(c?.readinessProbe, d).toMatchObject({ httpGet: { path: '/health' } });
@@ -99,5 +106,113 @@ describe('deploy/k8s/overlays', () => {
       const ops = parse(p.patch) as Array<{ op: string; path: string; value: unknown }>;
       for (const op of ops) expect(op.path).toMatch(/^\/spec\//);
     }
+  });
+});
+
+/**
+ * The three ways to run the lab start the same thing: what the native runner starts
+ * (libs/runner labServices, every subscriber kind included), compose runs (test/compose.e2e-spec
+ * holds compose to the runner) and the k8s base runs — each service as its own NATS user with
+ * the same permissions in deploy/nats/nats.conf (compose) and the k8s NATS config.
+ */
+describe('parity: native runner, compose and the k8s base', () => {
+  const root = repoRoot();
+  const cfg: LabConfig = {
+    mode: 'patched',
+    frames: 64,
+    cpus: 1,
+    mmReplicas: 1,
+    subscribers: [
+      { name: 'hca0', kind: 'hca', invalidateLatencyMs: 5 },
+      { name: 'kvm0', kind: 'kvm', invalidateLatencyMs: 5, mmuLock: 'generation' },
+    ],
+    token: 'a-token-of-this-lab-only',
+  };
+  const native = labServices(cfg, LAB_PORTS.observer);
+  const apps = [...new Set(native.map((s) => s.app))].sort();
+  const compose = parse(readFileSync(path.join(root, 'docker-compose.yml'), 'utf8'), {
+    merge: true,
+  }) as { services: Record<string, { environment?: Record<string, string | number> }> };
+  const deployment = (app: string) =>
+    objects.find((o) => o.kind === 'Deployment' && o.metadata.name === app);
+  const configMap = objects.find(
+    (o) => o.kind === 'ConfigMap' && o.metadata.name === 'mmlab-config',
+  )!;
+  const secret = objects.find(
+    (o) => o.kind === 'Secret' && o.metadata.name === 'mmlab-nats-users',
+  )!;
+  /** Set per instance where replicas derive them, or a native test knob (a hook, not a setting). */
+  const NOT_DEPLOYED = new Set(['MMLAB_CPU_ID', 'MMLAB_FAULT_DEADLINE_MS', 'MMLAB_NPF_DELAY_MS']);
+
+  /** user → its publish and subscribe lists and allow_responses, from a nats.conf text. */
+  function natsUsers(conf: string): Map<string, { password: string; perms: string }> {
+    const out = new Map<string, { password: string; perms: string }>();
+    const list = (s: string | undefined) => [...(s ?? '').matchAll(/"([^"]+)"/g)].map((m) => m[1]);
+    for (const m of conf.matchAll(
+      /\{\s*user:\s*([\w-]+),\s*password:\s*\$(\w+),\s*permissions:\s*\{([^}]*)\}\s*\}/g,
+    )) {
+      const body = m[3];
+      const pub = /publish:\s*\[([^\]]*)\]/.exec(body)?.[1];
+      const sub = /subscribe:\s*\[([^\]]*)\]/.exec(body)?.[1];
+      const perms = JSON.stringify({
+        publish: list(pub).sort(),
+        subscribe: list(sub).sort(),
+        allowResponses: /allow_responses:\s*true/.test(body),
+      });
+      out.set(m[1], { password: m[2], perms });
+    }
+    return out;
+  }
+  const composeNats = natsUsers(
+    readFileSync(path.join(root, 'deploy', 'nats', 'nats.conf'), 'utf8'),
+  );
+  const k8sNats = natsUsers(
+    objects.find((o) => o.kind === 'ConfigMap' && o.metadata.name === 'nats-config')!.data![
+      'nats.conf'
+    ],
+  );
+  const userOf = (url: string | number | undefined) => /^nats:\/\/([\w-]+):/.exec(String(url))?.[1];
+
+  it('reads NATS users from both configs (the parser finds them)', () => {
+    expect(composeNats.size).toBeGreaterThanOrEqual(apps.length);
+    expect(k8sNats.size).toBeGreaterThanOrEqual(apps.length);
+  });
+
+  it.each(apps)(
+    '%s: a compose service and a k8s Deployment running the same entry point',
+    (app) => {
+      const c = deployment(app)?.spec?.template?.spec?.containers?.[0];
+      expect(c?.args, `k8s Deployment ${app}`).toEqual([`dist/apps/${app}/src/main.js`]);
+      expect(compose.services[app], `compose service ${app}`).toBeDefined();
+    },
+  );
+
+  it.each(apps)('%s: k8s sets every variable the native runner sets', (app) => {
+    const c = deployment(app)!.spec!.template!.spec!.containers![0];
+    const k8sVars = new Set([
+      ...Object.keys(configMap.data ?? {}),
+      ...(c.env ?? []).map((e) => e.name),
+    ]);
+    for (const s of native.filter((n) => n.app === app))
+      for (const v of [...Object.keys(s.env), 'NATS_URL', 'REDIS_URL'])
+        if (!NOT_DEPLOYED.has(v)) expect(k8sVars.has(v), `${app} lacks ${v} in k8s`).toBe(true);
+  });
+
+  it.each(apps)('%s: the same NATS user and permissions in compose and in k8s', (app) => {
+    const cUser = userOf(compose.services[app].environment?.NATS_URL);
+    const kEnv = deployment(app)!.spec!.template!.spec!.containers![0].env ?? [];
+    const kUser = userOf(kEnv.find((e) => e.name === 'NATS_URL')?.value);
+    expect(cUser, `${app}: compose NATS user`).toBe(app);
+    expect(kUser, `${app}: k8s NATS user`).toBe(app);
+    const inCompose = composeNats.get(app);
+    const inK8s = k8sNats.get(app);
+    expect(inCompose, `deploy/nats/nats.conf has no user ${app}`).toBeDefined();
+    expect(inK8s, `the k8s nats-config has no user ${app}`).toBeDefined();
+    expect(inK8s!.perms, app).toBe(inCompose!.perms);
+    // the password variable is given to each NATS server, and k8s reads the same secret key
+    expect(Object.keys(compose.services.nats.environment ?? {})).toContain(inCompose!.password);
+    expect(Object.keys(secret.stringData ?? {})).toContain(inK8s!.password);
+    const key = kEnv.find((e) => e.name === 'NATS_PASSWORD')?.valueFrom?.secretKeyRef?.key;
+    expect(key, app).toBe(inK8s!.password);
   });
 });

@@ -1,6 +1,6 @@
 /**
- * GET /metrics and GET /health on every service of a real lab (two mm replicas, cpu0, hca0 and
- * the observer, each its own process): the metrics agree with the trace the same run
+ * GET /metrics and GET /health on every service of a real lab (two mm replicas, cpu0, hca0, kvm0
+ * and the observer, each its own process): the metrics agree with the trace the same run
  * published, frames free with meminfo, and /health turns 503 naming Redis when Redis dies.
  */
 import request from 'supertest';
@@ -20,8 +20,9 @@ import { type LocalLab } from '@mmlab/runner';
 import { type TestLab, type TraceLog, startTestLab, until } from '@mmlab/testing';
 
 const HCA = 'hca0';
+const KVM = 'kvm0';
 const MM = ['mm-0', 'mm-1'];
-const SERVICES = [...MM, 'cpu0', HCA];
+const SERVICES = [...MM, 'cpu0', HCA, KVM];
 
 interface Sample {
   name: string;
@@ -65,7 +66,10 @@ describe('metrics and health on every service', () => {
         frames: 64,
         cpus: 1,
         mmReplicas: 2,
-        subscribers: [{ name: HCA, kind: 'hca' }],
+        subscribers: [
+          { name: HCA, kind: 'hca' },
+          { name: KVM, kind: 'kvm' },
+        ],
       },
       // the last test stops redis-server for good: there is no state left to check
       { rpcTimeoutMs: 20_000, fsck: { skip: 'stops redis-server for good' } },
@@ -176,6 +180,60 @@ describe('metrics and health on every service', () => {
     // every service exports the default process metrics too
     for (const samples of [mm, cpu0, h])
       expect(matching(samples, 'process_cpu_user_seconds_total')).not.toEqual([]);
+  });
+
+  it("exports KVM's guest faults, mmu_lock holds, sPTEs and lookups as the trace has them", async () => {
+    const kvm = <N extends RpcName>(name: N, req: Req<N>): Promise<Res<N>> =>
+      rpc.call(name, req, { id: KVM });
+    const { pid } = await rpc.call('processCreate', {});
+    const { addr } = await rpc.call('mmap', { pid, pages: 4, prot: 'rw' });
+    const { vm } = await kvm('kvmCreateVm', {
+      pid,
+      memslots: [{ gfn: 0, pages: 4, addr }],
+      vcpus: 1,
+    });
+    for (let gfn = 0; gfn < 3; gfn++) await kvm('kvmGuestWrite', { vm, vcpu: 0, gfn, value: gfn });
+    expect(await kvm('kvmGuestRead', { vm, vcpu: 0, gfn: 0 })).toMatchObject({ faults: 0 });
+    await t!.settled();
+    let k = await scrape(KVM);
+    // three sPTEs, valid; three guest faults, each a miss, then one hit
+    expect(total(k, 'mmlab_kvm_sptes', { agent: KVM, state: 'valid' })).toBe(3);
+    expect(total(k, 'mmlab_kvm_sptes', { agent: KVM, state: 'obsolete' })).toBe(0);
+    const faults = events('kvm.fault.end', (e) => e.agent === KVM && e.vm === vm);
+    expect(faults).toHaveLength(3);
+    expect(total(k, 'mmlab_kvm_guest_fault_seconds_count', { agent: KVM, result: 'ok' })).toBe(3);
+    expect(total(k, 'mmlab_kvm_fault_retries_total', { agent: KVM })).toBe(
+      faults.reduce((n, e) => n + e.retries, 0),
+    );
+    expect(total(k, 'mmlab_tlb_lookups_total', { agent: KVM, result: 'miss' })).toBe(3);
+    expect(total(k, 'mmlab_tlb_lookups_total', { agent: KVM, result: 'hit' })).toBe(1);
+
+    // munmap: one range zap of the three sPTEs under mmu_lock (spin: one hold)
+    await rpc.call('munmap', { pid, addr, pages: 4 });
+    await t!.settled();
+    k = await scrape(KVM);
+    expect(total(k, 'mmlab_kvm_sptes', { agent: KVM, state: 'valid' })).toBe(0);
+    const holds = events('kvm.mmu_lock', (e) => e.agent === KVM);
+    for (const what of new Set(holds.map((e) => e.what)))
+      expect(
+        total(k, 'mmlab_kvm_mmu_lock_hold_seconds_count', { agent: KVM, mode: 'spin', what }),
+        what,
+      ).toBe(holds.filter((e) => e.what === what).length);
+    expect(total(k, 'mmlab_kvm_mmu_lock_wait_seconds_count')).toBe(holds.length);
+    expect(total(k, 'mmlab_kvm_sptes_zapped_total', { agent: KVM, mode: 'spin' })).toBe(3);
+    expect(holds.filter((e) => e.what === 'zap').reduce((n, e) => n + e.zapped, 0)).toBe(3);
+    // mm saw kvm0's callbacks too
+    const mm = (await Promise.all(MM.map(scrape))).flat();
+    expect(
+      total(mm, 'mmlab_invalidation_seconds_count', {
+        subscriber: KVM,
+        callback: 'invalidate_range_start',
+      }),
+    ).toBe(
+      events('mn.ack', (e) => e.subscriber === KVM && e.callback === 'invalidate_range_start')
+        .length,
+    );
+    expect(await kvm('kvmDestroyVm', { vm })).toEqual({ destroyed: true });
   });
 
   it('exports frames free as meminfo has them, and no swap', async () => {

@@ -1,9 +1,9 @@
 /**
  * `mmlab chaos` end to end, with the built CLI (dist/, so build first) as a user runs it:
- * `mmlab up` (real nats-server, redis-server, observer, mm-0, cpu0, hca0, and the lab API) as a
- * child process on free ports, then `mmlab chaos ...` / `mmlab heal` against its API, checked
- * against what the processes really do: hca0 drops acks on the wire, cpu0 is stopped in
- * /proc. Then `mmlab api` against the same lab through NATS only (callback faults, and process
+ * `mmlab up` (real nats-server, redis-server, observer, mm-0, cpu0, hca0, kvm0 and the lab API)
+ * as a child process on free ports, then `mmlab chaos ...` / `mmlab heal` against its API,
+ * checked against what the processes really do: hca0 and kvm0 drop acks on the wire, cpu0 and
+ * kvm0 are stopped in /proc. Then `mmlab api` against the same lab through NATS only (callback faults, and process
  * faults refused), and finally SIGINT to `mmlab up` takes every process down.
  *
  * A second part runs `mmlab api` as the compose `lab-api` NATS user, on a nats-server started
@@ -149,7 +149,8 @@ describe('mmlab up + mmlab chaos', () => {
     up = await start(
       [
         'up',
-        ...['--cpus', '1', '--hca', '1', '--mm-replicas', '1', '--frames', '64'],
+        ...['--cpus', '1', '--hca', '1', '--kvm', '1', '--mmu-lock', 'sleep'],
+        ...['--mm-replicas', '1', '--frames', '64'],
         ...['--invalidate-latency', 'uniform:0:2', '--free-ports', '--api-port', String(port)],
         ...['--logs', path.join(tmp, 'logs')],
       ],
@@ -174,11 +175,12 @@ describe('mmlab up + mmlab chaos', () => {
   it('chaos targets: the processes of the lab and its subscriber', async () => {
     const r = await mmlab('chaos', 'targets');
     expect(r.code, r.stderr).toBe(0);
-    expect(r.stdout).toMatch(/subscribers .*: hca0\n/);
+    expect(r.stdout).toMatch(/subscribers .*: hca0 kvm0\n/);
     for (const p of ['mm', 'mm-0', 'cpu0', 'observer', 'nats', 'redis'])
       expect(r.stdout).toContain(p);
+    expect(up!.out()).toMatch(/1 HCA, 1 KVM \(mmu_lock sleep\)/);
     // the pids are the lab's own processes (each service is told its instance name)
-    for (const i of ['mm-0', 'cpu0', 'hca0'])
+    for (const i of ['mm-0', 'cpu0', 'hca0', 'kvm0'])
       expect(readFileSync(`/proc/${pids[i]}/environ`, 'utf8').split('\0')).toContain(
         `MMLAB_INSTANCE=${i}`,
       );
@@ -246,6 +248,34 @@ describe('mmlab up + mmlab chaos', () => {
     expect(w.healError).toBeUndefined();
   });
 
+  it('chaos kvm0 drop-ack, then pause: its callbacks lose their first ack, its process stops; heal undoes both', async () => {
+    expect((await mmlab('chaos', 'kvm0', 'drop-ack')).code).toBe(0);
+    const subject = subjectFor(RPC.mnInvalidateRangeEnd, 'kvm0');
+    expect(
+      await codeOf(nc.request(subject, rawRangeEnd('kvm0', 'e2e-kvm-drop'), { timeout: 1000 })),
+    ).not.toBe('ok');
+    const again = await nc.request(subject, rawRangeEnd('kvm0', 'e2e-kvm-drop'), {
+      timeout: 10_000,
+    });
+    expect(decodeReply('mnInvalidateRangeEnd', again.data)).toEqual({ inv: 'e2e-kvm-drop' });
+    expect((await mmlab('heal', 'kvm0')).stdout).toContain('healed 1 fault window(s) of kvm0');
+    const fresh = await nc.request(subject, rawRangeEnd('kvm0', 'e2e-kvm-healed'), {
+      timeout: 10_000,
+    });
+    expect(decodeReply('mnInvalidateRangeEnd', fresh.data)).toEqual({ inv: 'e2e-kvm-healed' });
+
+    const kvm0 = pids.kvm0;
+    const r = await mmlab('chaos', 'kvm0', 'pause', '--ms', '60000');
+    expect(r.code, r.stderr).toBe(0);
+    await until(() => stateOf(kvm0) === 'T', 'kvm0 stopped');
+    expect((await status()).active).toEqual([
+      expect.objectContaining({ target: 'kvm0', fault: 'pause', endedAt: null }),
+    ]);
+    expect((await mmlab('heal', 'kvm0')).code).toBe(0);
+    await until(() => stateOf(kvm0) !== 'T', 'kvm0 running again');
+    expect((await status()).active).toEqual([]);
+  });
+
   it('chaos nosuch kill: exit 2, naming the targets', async () => {
     const r = await mmlab('chaos', 'nosuch', 'kill');
     expect(r.code).toBe(2);
@@ -278,6 +308,8 @@ describe('mmlab up + mmlab chaos', () => {
       const t = await remote('chaos', 'targets');
       expect(t.code, t.stderr).toBe(0);
       expect(t.stdout).toMatch(/instances answering ping: .*cpu0/);
+      // kvm0 answers ping as a kvm: a subscriber, open to callback faults
+      expect(t.stdout).toMatch(/subscribers \(callback faults\): hca0 kvm0\n/);
 
       const d = await remote('chaos', 'hca0', 'dup-ack');
       expect(d.code, d.stderr).toBe(0);
@@ -349,6 +381,7 @@ describe('mmlab api as the compose lab-api NATS user (deploy/nats/nats.conf)', (
     NATS_MM_PASSWORD: 'mm-secret',
     NATS_CPU_PASSWORD: 'cpu-secret',
     NATS_HCA_PASSWORD: 'hca-secret',
+    NATS_KVM_PASSWORD: 'kvm-secret',
     NATS_OBSERVER_PASSWORD: 'observer-secret',
     NATS_LAB_PASSWORD: 'lab-secret',
   };

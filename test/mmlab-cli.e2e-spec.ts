@@ -26,6 +26,7 @@ describe('mmlab up: options checked before anything starts', () => {
     [['--mode', 'bogus'], /--mode.*bogus.*patched, legacy/],
     [['--frames', 'abc'], /--frames must be an integer ≥ 1, got abc/],
     [['--hca', '-1'], /--hca must be an integer ≥ 0, got -1/],
+    [['--kvm', '1', '--mmu-lock', 'rwlock'], /--mmu-lock.*rwlock.*spin, sleep, generation/],
     [['--api-port', '99999'], /--api-port must be a port number/],
     [['--invalidate-latency', 'gauss:1'], /--invalidate-latency: bad latency/],
   ])('mmlab up %j: exit 2, one line', async (args, message) => {
@@ -39,6 +40,11 @@ describe('mmlab up: options checked before anything starts', () => {
     const r = await runMmlab(['up', '--mode', 'legacy', '--hca', '2', '--check']);
     expect(r.code).toBe(0);
     expect(r.stdout.trim()).toBe('options ok: legacy, 256 frames, 4 CPUs, 2 mm replicas, 2 HCAs');
+    const k = await runMmlab(['up', '--kvm', '2', '--mmu-lock', 'sleep', '--check']);
+    expect(k.code).toBe(0);
+    expect(k.stdout.trim()).toBe(
+      'options ok: patched, 256 frames, 4 CPUs, 2 mm replicas, 1 HCA, 2 KVMs (mmu_lock sleep)',
+    );
   });
 
   it('scripts/lab.sh --mode bogus: one line, exit 2, no build', async () => {

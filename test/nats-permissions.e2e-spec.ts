@@ -1,8 +1,8 @@
 /**
  * The compose lab's NATS users and subject permissions (deploy/nats/nats.conf), for real: a
  * nats-server started from that file, every service connecting as its own user. The lab works
- * end to end — including notifier callbacks to an HCA — and a service that steps outside its
- * permissions is refused by the server.
+ * end to end — including notifier callbacks to an HCA and to a KVM — and a service that steps
+ * outside its permissions is refused by the server.
  */
 import * as path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -21,6 +21,7 @@ const PASSWORDS = {
   NATS_MM_PASSWORD: 'mm-secret',
   NATS_CPU_PASSWORD: 'cpu-secret',
   NATS_HCA_PASSWORD: 'hca-secret',
+  NATS_KVM_PASSWORD: 'kvm-secret',
   NATS_OBSERVER_PASSWORD: 'observer-secret',
   NATS_LAB_PASSWORD: 'lab-secret',
 };
@@ -44,7 +45,10 @@ describe('NATS users and permissions of the compose lab', () => {
         frames: 32,
         cpus: 1,
         mmReplicas: 2,
-        subscribers: [{ name: 'hca0', kind: 'hca' }],
+        subscribers: [
+          { name: 'hca0', kind: 'hca' },
+          { name: 'kvm0', kind: 'kvm' },
+        ],
       },
       {
         natsUrl: nats.url,
@@ -52,6 +56,7 @@ describe('NATS users and permissions of the compose lab', () => {
           mm: `mm:${PASSWORDS.NATS_MM_PASSWORD}`,
           cpu: `cpu:${PASSWORDS.NATS_CPU_PASSWORD}`,
           hca: `hca:${PASSWORDS.NATS_HCA_PASSWORD}`,
+          kvm: `kvm:${PASSWORDS.NATS_KVM_PASSWORD}`,
           observer: `observer:${PASSWORDS.NATS_OBSERVER_PASSWORD}`,
         },
         readyUser: `lab:${PASSWORDS.NATS_LAB_PASSWORD}`,
@@ -82,18 +87,33 @@ describe('NATS users and permissions of the compose lab', () => {
       { id: 'hca0' },
     );
     expect((await rpc.call('hcaRdmaRead', { mr, addr }, { id: 'hca0' })).value).toBe(4);
-    expect(await rpc.call('munmap', { pid, addr, pages: 2 })).toMatchObject({ zapped: 1 });
+    // kvm0: a VM on the same memory, a guest fault through gup, and its notifier callbacks
+    const kvm = { id: 'kvm0' };
+    const { vm } = await rpc.call(
+      'kvmCreateVm',
+      { pid, memslots: [{ gfn: 0, pages: 2, addr }], vcpus: 1 },
+      kvm,
+    );
+    expect((await rpc.call('kvmGuestRead', { vm, vcpu: 0, gfn: 0 }, kvm)).value).toBe(4);
+    await rpc.call('kvmGuestWrite', { vm, vcpu: 0, gfn: 1, value: 9 }, kvm);
+    expect(
+      (await rpc.call('cpuAccess', { pid, addr: addr + PAGE_SIZE, op: 'read' }, { id: 0 })).value,
+    ).toBe(9);
+    expect(await rpc.call('munmap', { pid, addr, pages: 2 })).toMatchObject({ zapped: 2 });
     expect(
       await codeOf(rpc.call('hcaRdmaRead', { mr, addr: addr + PAGE_SIZE }, { id: 'hca0' })),
     ).toBe('EFAULT');
+    expect(await codeOf(rpc.call('kvmGuestRead', { vm, vcpu: 0, gfn: 0 }, kvm))).toBe('EFAULT');
+    expect(await rpc.call('kvmDestroyVm', { vm }, kvm)).toEqual({ destroyed: true });
     expect((await rpc.call('observerSync', {})).events).toBeGreaterThan(0);
   });
 
-  it('refuses a CPU that calls a syscall, and a subscriber that calls a CPU', async () => {
+  it('refuses a CPU that calls a syscall, a subscriber that calls a CPU, a KVM that unpins', async () => {
     const cases = [
       // [user, password, an allowed request and the answer it gets, a forbidden subject]
       ['cpu', PASSWORDS.NATS_CPU_PASSWORD, 'fault', 'mmlab.mm.munmap'],
       ['hca', PASSWORDS.NATS_HCA_PASSWORD, 'gup', 'mmlab.cpu.0.access'],
+      ['kvm', PASSWORDS.NATS_KVM_PASSWORD, 'gup', 'mmlab.mm.unpin'],
       ['observer', PASSWORDS.NATS_OBSERVER_PASSWORD, null, 'mmlab.mm.fault'],
     ] as const;
     for (const [user, pass, allowed, forbidden] of cases) {

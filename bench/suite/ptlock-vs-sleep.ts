@@ -11,7 +11,7 @@
  * the fork before it runs at full speed. Both modes run in this benchmark, one lab each (a
  * lab has one mode); the patched figure is a ratio within its own lab (1000 ms against 0).
  */
-import { type EventOf, type Mode } from '@mmlab/protocol';
+import { type EventOf, type Mode, type TraceEvent } from '@mmlab/protocol';
 import { startTestLab } from '@mmlab/testing';
 import {
   type BenchOptions,
@@ -24,12 +24,23 @@ import {
 } from '../lib/harness';
 import { linePlot } from '../lib/plot';
 
-async function holdsFor(
-  opts: BenchOptions,
-  mode: Mode,
-  sleeps: number[],
-  samples: (d: number) => number,
-) {
+/**
+ * The events of every service between a hold's ptl.acquire and its ptl.release, as
+ * "kind(instance)@ms after the acquire": where the time of the longest hold went.
+ */
+function insideHold(events: TraceEvent[], rel: EventOf<'ptl.release'>): string {
+  const acq = events.find(
+    (e) => e.kind === 'ptl.acquire' && e.lock === rel.lock && e.token === rel.token,
+  );
+  if (!acq) return '';
+  return events
+    .filter((e) => e.ts >= acq.ts && e.ts <= rel.ts && e !== acq)
+    .sort((a, b) => a.ts - b.ts)
+    .map((e) => `${e.kind}(${e.instance})@${round(e.ts - acq.ts, 1)}`)
+    .join(' ');
+}
+
+async function holdsFor(opts: BenchOptions, mode: Mode, sleeps: number[], samples: number) {
   const own = () =>
     startTestLab(
       {
@@ -55,10 +66,15 @@ async function holdsFor(
       { id: 'hca0' },
     );
     const out = new Map<number, number[]>();
+    /** per sleep: what happened inside the longest hold (event kind @ ms after the acquire) */
+    const inside = new Map<number, string>();
     let value = 2;
-    for (const d of sleeps) {
-      const holds: number[] = [];
-      for (let s = 0; s < samples(d); s++) {
+    const worst = new Map<number, number>();
+    for (const d of sleeps) out.set(d, []);
+    // Round-robin over the sleeps (0, 10, 100, 1000, 0, 10, …): a machine that gets busier or
+    // quieter during the run moves every point alike, instead of the last point's samples.
+    for (let s = 0; s < samples; s++) {
+      for (const d of sleeps) {
         // fork write-protects the page; the HCA maps it again (read); the store then copies it
         await rpc.call('hcaRdmaRead', { mr, addr }, { id: 'hca0' });
         await rpc.call('fork', { pid });
@@ -73,11 +89,15 @@ async function holdsFor(
           (e): e is EventOf<'ptl.release'> => e.kind === 'ptl.release' && e.pid === pid,
         );
         if (rel.length === 0) throw new Error(`${mode}: the COW released no PT lock of ${pid}`);
-        holds.push(Math.max(...rel.map((e) => e.heldMs)));
+        const longest = rel.reduce((a, b) => (b.heldMs > a.heldMs ? b : a));
+        out.get(d)!.push(longest.heldMs);
+        if (longest.heldMs > (worst.get(d) ?? -1)) {
+          worst.set(d, longest.heldMs);
+          inside.set(d, insideHold(events, longest));
+        }
       }
-      out.set(d, holds);
     }
-    return out;
+    return { holds: out, inside };
   });
 }
 
@@ -89,14 +109,15 @@ export const ptlockVsSleep: Benchmark = {
   async run(opts): Promise<BenchResult> {
     const { quick, log } = opts;
     const sleeps = quick ? [0, 10] : [0, 10, 100, 1000];
-    // The same number at every point: a p99 of 20 samples is their worst, so points with fewer
-    // samples would compare a worst-of-5 with a worst-of-20.
-    const samples = () => (quick ? 1 : 20);
+    // The same number at every point: a p99 of n samples is about their worst, so points with
+    // fewer samples would compare a worst-of-5 with a worst-of-30.
+    const samples = quick ? 1 : 30;
     const rows: Row[] = [];
     const by: Partial<Record<Mode, Map<number, number[]>>> = {};
     for (const mode of ['patched', 'legacy'] as const) {
-      by[mode] = await holdsFor(opts, mode, sleeps, samples);
-      for (const [d, h] of by[mode]) {
+      const { holds, inside } = await holdsFor(opts, mode, sleeps, samples);
+      by[mode] = holds;
+      for (const [d, h] of holds) {
         rows.push({
           mode,
           sleepMs: d,
@@ -104,6 +125,7 @@ export const ptlockVsSleep: Benchmark = {
           p50Ms: round(pct(h, 50)),
           p99Ms: round(pct(h, 99)),
           maxMs: round(Math.max(...h)),
+          insideMax: inside.get(d) ?? '',
         });
         log?.(`ptlock-vs-sleep: ${mode} sleep ${d} ms: p50 ${round(pct(h, 50))} ms`);
       }

@@ -46,7 +46,7 @@ function Legend() {
   return (
     <div className="legend" aria-label="Legend">
       {item(MESSAGE_COLORS.fault, 'fault')}
-      {item(MESSAGE_COLORS.npf, 'device fault')}
+      {item(MESSAGE_COLORS.npf, 'device or guest fault')}
       {item(MESSAGE_COLORS.shootdown, 'TLB shootdown')}
       {item(MESSAGE_COLORS['mn-call'], 'notifier call')}
       {item(MESSAGE_COLORS['mn-ack'], 'reply / ack', true)}

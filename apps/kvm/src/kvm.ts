@@ -13,7 +13,7 @@
  */
 import { Mutex } from 'async-mutex';
 import { type Access, MmlabError, type ReqParsed, TASK_SIZE } from '@mmlab/protocol';
-import { type CallbackFaults, now } from '@mmlab/runtime';
+import { type CallbackFaults, type SpteCounts, now } from '@mmlab/runtime';
 import { NotifierSubscriber } from '@mmlab/subscriber';
 import type { KvmContext } from './context';
 import { Memslots } from './memslot';
@@ -80,6 +80,17 @@ export class Kvm {
 
   stop(): void {
     this.notifier.stop();
+  }
+
+  /** The sPTEs of every live VM, valid and obsolete (the mmlab_kvm_sptes gauge). */
+  spteCounts(): SpteCounts {
+    let valid = 0;
+    let obsolete = 0;
+    for (const vm of this.vms.values()) {
+      valid += vm.sptes.validCount;
+      obsolete += vm.sptes.staleCount;
+    }
+    return { valid, obsolete };
   }
 
   /** A VM by number (tests and diagnostics). */

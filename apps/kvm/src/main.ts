@@ -37,7 +37,14 @@ runService(async (onShutdown) => {
   const app = await startMicroservice(
     KvmModule.register(kvm, tracer),
     { natsUrl: env.NATS_URL, name },
-    { port: env.MMLAB_HTTP_PORT, host: env.MMLAB_HTTP_HOST, tracer, nats: nc, redis: store.redis },
+    {
+      port: env.MMLAB_HTTP_PORT,
+      host: env.MMLAB_HTTP_HOST,
+      tracer,
+      nats: nc,
+      redis: store.redis,
+      extraMetrics: (m) => m.trackSptes(name, () => kvm.spteCounts()),
+    },
   );
   log.log(
     `${name} up: mmu_lock ${env.MMLAB_MMU_LOCK}, invalidation latency ${env.MMLAB_INVALIDATE_LATENCY} ms` +

@@ -17,7 +17,7 @@ import {
   windowTable,
 } from './chaos-command';
 import type { FaultWindow } from './nemesis';
-import { type UpOptions, upConfig } from './up-command';
+import { type UpOptions, subscribersSummary, upConfig } from './up-command';
 
 describe('chaosSpecOf', () => {
   const ok = (target: string, fault: string, o = {}) => {
@@ -227,6 +227,7 @@ describe('mmlab up: the lab it starts to be broken', () => {
     cpus: '2',
     mmReplicas: '2',
     hca: '2',
+    kvm: '0',
     apiPort: '8081',
     logs: '.lab/logs',
   };
@@ -245,7 +246,27 @@ describe('mmlab up: the lab it starts to be broken', () => {
     expect(upConfig({ ...opts, hca: '0' }).subscribers).toEqual([]);
   });
 
+  it('--kvm n starts subscribers kvm0..kvm(n-1) beside the HCAs, with --mmu-lock on each', () => {
+    const cfg = upConfig({ ...opts, hca: '1', kvm: '2', mmuLock: 'generation' });
+    expect(cfg.subscribers).toEqual([
+      { name: 'hca0', kind: 'hca' },
+      { name: 'kvm0', kind: 'kvm', mmuLock: 'generation' },
+      { name: 'kvm1', kind: 'kvm', mmuLock: 'generation' },
+    ]);
+    expect(subscribersSummary(cfg)).toBe('1 HCA, 2 KVMs (mmu_lock generation)');
+    // no --mmu-lock: the service's default (spin, v3.7); the latency goes to every subscriber
+    const plain = upConfig({ ...opts, hca: '0', kvm: '1', invalidateLatency: '5' });
+    expect(plain.subscribers).toEqual([{ name: 'kvm0', kind: 'kvm', invalidateLatencyMs: 5 }]);
+    expect(subscribersSummary(plain)).toBe('0 HCAs, 1 KVM (mmu_lock spin)');
+    expect(subscribersSummary(upConfig(opts))).toBe('2 HCAs');
+  });
+
   it('names a bad option', () => {
+    expect(() => upConfig({ ...opts, kvm: 'x' })).toThrow('--kvm must be an integer ≥ 0, got x');
+    expect(() => upConfig({ ...opts, kvm: '1', mmuLock: 'rwlock' })).toThrow(
+      '--mmu-lock must be spin, sleep, generation, got rwlock',
+    );
+    expect(() => upConfig({ ...opts, mmuLock: 'sleep' })).toThrow(/--mmu-lock is for KVMs/);
     expect(() => upConfig({ ...opts, hca: '-1' })).toThrow('--hca must be an integer ≥ 0, got -1');
     expect(() => upConfig({ ...opts, invalidateLatency: 'gauss:1:2' })).toThrow(
       /^EINVAL: --invalidate-latency: bad latency "gauss:1:2"/,

@@ -281,7 +281,7 @@ export function registerChaosCommands(program: Command, setExit: (code: number) 
       'open a fault window on a running lab: mmlab chaos <target> <fault> (exit 0, or 2 with the reason); ' +
         'mmlab chaos status | targets',
     )
-    .argument('<target>', 'a subscriber (hca0), mm, mm-N, cpuN, nats or redis')
+    .argument('<target>', 'a subscriber (hca0, kvm0), mm, mm-N, cpuN, nats or redis')
     .argument(
       '<fault>',
       'latency | hang | drop-ack | dup-ack | late-ack | crash (a subscriber); pause | kill | restart (a process)',

@@ -6,7 +6,7 @@
  * a fault the lab API refused).
  */
 import { Command, CommanderError, Option } from 'commander';
-import { MmlabError, Mode } from '@mmlab/protocol';
+import { MmlabError, MmuLockMode, Mode } from '@mmlab/protocol';
 import { type ApiOptions, apiCommand } from './api/api-command';
 import { LAB_API_PORT } from './api/lab-api';
 import { registerChaosCommands } from './chaos-command';
@@ -46,9 +46,16 @@ program
   .option('--cpus <n>', 'CPU agents', '4')
   .option('--mm-replicas <n>', 'mm replicas in the queue group', '2')
   .option('--hca <n>', 'HCA subscribers hca0..hca(n-1)', '1')
+  .option('--kvm <n>', 'KVM subscribers kvm0..kvm(n-1)', '0')
+  .addOption(
+    new Option(
+      '--mmu-lock <mode>',
+      "the KVMs' mmu_lock for a range zap: spin (v3.7, default), sleep or generation",
+    ).choices(MmuLockMode.options),
+  )
   .option(
     '--invalidate-latency <spec>',
-    'the HCAs\' invalidation latency: ms, "uniform:a:b", "normal:mean:sd" or "pareto:scale:shape"',
+    'every subscriber\'s invalidation latency: ms, "uniform:a:b", "normal:mean:sd" or "pareto:scale:shape"',
   )
   .option(
     '--api-port <port>',

@@ -4,7 +4,7 @@
  * Beside it, the lab API (apps/lab/src/api) on LAB_API_PORT: a nemesis on this very lab, so
  * `mmlab chaos` can pause, kill and restart its processes and break its subscribers.
  */
-import { LatencySpec, MmlabError, Mode } from '@mmlab/protocol';
+import { LatencySpec, MmlabError, MmuLockMode, Mode } from '@mmlab/protocol';
 import { EnvSchema, RpcClient, connectNats, newLabToken } from '@mmlab/runtime';
 import { LAB_PORTS, type LabConfig, LocalLab } from '@mmlab/runner';
 import { parsePort } from './api/api-command';
@@ -18,7 +18,11 @@ export interface UpOptions {
   mmReplicas: string;
   /** HCA subscribers hca0..hca(n-1) */
   hca: string;
-  /** their invalidation latency: ms or a distribution ("uniform:a:b", ...) */
+  /** KVM subscribers kvm0..kvm(n-1) */
+  kvm: string;
+  /** how the KVMs hold mmu_lock for a range zap: spin (v3.7, the service's default), sleep, generation */
+  mmuLock?: string;
+  /** every subscriber's invalidation latency: ms or a distribution ("uniform:a:b", ...) */
   invalidateLatency?: string;
   apiPort: string;
   /** any free ports instead of 4222, 6379, 8080 (and 8081 unless --api-port is given) */
@@ -53,17 +57,47 @@ export function upConfig(opts: UpOptions): LabConfig {
     throw new MmlabError('EINVAL', `--mode must be patched or legacy, got ${opts.mode}`);
   const latency =
     opts.invalidateLatency === undefined ? undefined : latencyOf(opts.invalidateLatency);
+  const kvms = n(opts.kvm ?? '0', 'kvm', 0);
+  let mmuLock: MmuLockMode | undefined;
+  if (opts.mmuLock !== undefined) {
+    const m = MmuLockMode.safeParse(opts.mmuLock);
+    if (!m.success)
+      throw new MmlabError(
+        'EINVAL',
+        `--mmu-lock must be ${MmuLockMode.options.join(', ')}, got ${opts.mmuLock}`,
+      );
+    if (kvms === 0) throw new MmlabError('EINVAL', '--mmu-lock is for KVMs: give --kvm n too');
+    mmuLock = m.data;
+  }
   return {
     mode: mode.data,
     frames: n(opts.frames, 'frames', 1),
     cpus: n(opts.cpus, 'cpus', 1),
     mmReplicas: n(opts.mmReplicas, 'mm-replicas', 1),
-    subscribers: Array.from({ length: n(opts.hca, 'hca', 0) }, (_, i) => ({
-      name: `hca${i}`,
-      kind: 'hca' as const,
-      ...(latency !== undefined && { invalidateLatencyMs: latency }),
-    })),
+    subscribers: [
+      ...Array.from({ length: n(opts.hca, 'hca', 0) }, (_, i) => ({
+        name: `hca${i}`,
+        kind: 'hca' as const,
+        ...(latency !== undefined && { invalidateLatencyMs: latency }),
+      })),
+      ...Array.from({ length: kvms }, (_, i) => ({
+        name: `kvm${i}`,
+        kind: 'kvm' as const,
+        ...(mmuLock !== undefined && { mmuLock }),
+        ...(latency !== undefined && { invalidateLatencyMs: latency }),
+      })),
+    ],
   };
+}
+
+/** "2 HCAs", "1 HCA, 2 KVMs (mmu_lock sleep)": the subscribers of cfg, for a summary line. */
+export function subscribersSummary(cfg: LabConfig): string {
+  const subs = cfg.subscribers ?? [];
+  const hcas = subs.filter((s) => s.kind === 'hca').length;
+  const kvms = subs.filter((s) => s.kind === 'kvm');
+  const plural = (k: number, what: string) => `${k} ${what}${k === 1 ? '' : 's'}`;
+  if (kvms.length === 0) return plural(hcas, 'HCA');
+  return `${plural(hcas, 'HCA')}, ${plural(kvms.length, 'KVM')} (mmu_lock ${kvms[0].mmuLock ?? 'spin'})`;
 }
 
 /** This lab's token: MMLAB_LAB_TOKEN when set (checked), else a new random one. */
@@ -84,7 +118,7 @@ export async function upCommand(opts: UpOptions): Promise<number> {
       : parsePort(opts.apiPort, 'api-port');
   if (opts.check) {
     console.log(
-      `options ok: ${cfg.mode}, ${cfg.frames} frames, ${cfg.cpus} CPUs, ${cfg.mmReplicas} mm replicas, ${cfg.subscribers?.length ?? 0} HCAs`,
+      `options ok: ${cfg.mode}, ${cfg.frames} frames, ${cfg.cpus} CPUs, ${cfg.mmReplicas} mm replicas, ${subscribersSummary(cfg)}`,
     );
     return 0;
   }
@@ -123,7 +157,7 @@ export async function upCommand(opts: UpOptions): Promise<number> {
     };
     const subs = (cfg.subscribers ?? []).map((s) => s.name);
     const lines = [
-      `mmlab is up (${cfg.mode}, ${cfg.frames} frames, ${cfg.cpus} CPUs, ${cfg.mmReplicas} mm replicas, ${subs.length} HCAs)`,
+      `mmlab is up (${cfg.mode}, ${cfg.frames} frames, ${cfg.cpus} CPUs, ${cfg.mmReplicas} mm replicas, ${subscribersSummary(cfg)})`,
       `  NATS      ${lab.natsUrl}`,
       `  Redis     ${lab.redisUrl}`,
       `  dashboard ${lab.observerUrl}/   (observer API: /api, /events, /invariants, /metrics)`,

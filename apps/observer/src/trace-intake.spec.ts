@@ -93,7 +93,8 @@ describe('HTTP query schemas', () => {
   it('knows the event kinds of the wire contract', () => {
     expect(TRACE_KINDS).toContain('access');
     expect(TRACE_KINDS).toContain('ptl.acquire');
-    expect(TRACE_KINDS.every((k) => /^[a-z_]+(\.[a-z_]+)?$/.test(k))).toBe(true);
+    expect(TRACE_KINDS).toContain('kvm.fault.begin');
+    expect(TRACE_KINDS.every((k) => /^[a-z_]+(\.[a-z_]+){0,2}$/.test(k))).toBe(true);
   });
 
   it('parses filters and applies defaults', () => {

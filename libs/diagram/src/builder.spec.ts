@@ -26,6 +26,52 @@ const shape = (m: DiagramModel) => ({
   markers: m.markers,
 });
 
+describe('KVM in examples/kvm/guest-write-host-read.yaml (a real trace)', () => {
+  const m = buildDiagram(loadTrace('kvm-guest-write-host-read'));
+  const INV = 'mm-1/munmap#3~25bf6090.1';
+
+  it('has a subscriber lifeline for kvm0, after the mm replicas and the CPU', () => {
+    expect(m.lifelines.filter((l) => l.kind !== 'other').map((l) => [l.id, l.kind])).toEqual([
+      ['mm-0', 'mm'],
+      ['mm-1', 'mm'],
+      ['cpu0', 'cpu'],
+      ['kvm0', 'subscriber'],
+    ]);
+  });
+
+  it('draws each guest fault as a bar on kvm0, with its gup arrows to mm and back', () => {
+    const guest = m.bars.filter((b) => b.kind === 'npf' && b.lifeline === 'kvm0');
+    expect(guest.map((b) => [b.label, b.events])).toEqual([
+      ['guest fault ok', ['kvm0:1', 'kvm0:4']],
+      ['guest fault ok', ['kvm0:6', 'kvm0:9']],
+      ['guest fault ok', ['kvm0:11', 'kvm0:14']],
+      // after the munmap: mm answers SIGSEGV, the guest access fails with EFAULT
+      ['guest fault EFAULT', ['kvm0:24', 'kvm0:25']],
+    ]);
+    const arrows = m.messages
+      .filter((x) => x.kind === 'npf' || x.kind === 'npf-reply')
+      .map((x) => [x.kind, x.from, x.to, x.label]);
+    expect(arrows.slice(0, 2)).toEqual([
+      ['npf', 'kvm0', 'mm-0', 'guest fault write'],
+      ['npf-reply', 'mm-0', 'kvm0', 'ok'],
+    ]);
+    expect(arrows.at(-1)).toEqual(['npf-reply', 'mm-1', 'kvm0', 'EFAULT']);
+  });
+
+  it("groups the munmap with kvm0's zap under mmu_lock, and the unregister's release", () => {
+    expect(m.groups.map((g) => [g.inv, g.kind, g.subscribers, g.complete])).toEqual([
+      [INV, 'range', ['kvm0'], true],
+      ['mm-0/mn_unregister#6~2778964c.1', 'release', ['kvm0'], true],
+    ]);
+    const ids = idsOfGroup(m, INV);
+    // the three sPTE zaps and the mmu_lock hold of kvm0's invalidate_range_start
+    for (const id of ['kvm0:16', 'kvm0:17', 'kvm0:18', 'kvm0:19', 'kvm0:20', 'kvm0:21'])
+      expect(ids).toContain(id);
+    // the guest faults before and after are not in it
+    for (const id of ['kvm0:14', 'kvm0:24']) expect(ids).not.toContain(id);
+  });
+});
+
 describe('the munmap of examples/odp-munmap.yaml (a real trace)', () => {
   const events = loadTrace('odp-munmap');
   const m = buildDiagram(events);

@@ -9,11 +9,14 @@
  *   row       every event the filter keeps, on the lifeline of its instance
  *   messages  fault.begin: agent → mm, fault.end: mm → agent (a CPU's trap; rows of mm's events);
  *             npf.begin (device) → the first fault.begin it causes on mm, and mm's last
- *             fault.end → npf.end; a CPU's tlb.flush ← the mm op that sent it (op ids match),
+ *             fault.end → npf.end, and a KVM guest fault the same way (kvm.fault.begin and
+ *             kvm.fault.end: its gup faults pages in through mm); a CPU's tlb.flush ← the mm
+ *             op that sent it (op ids match),
  *             from that op's latest row on mm (it holds the PT lock then);
  *             mn.send → mn.recv and mn.done → mn.ack (matched by inv, subscriber, callback)
  *   bars      ptl.acquire → ptl.release (pid, lock, token) on mm; mn.recv → mn.done on the
- *             subscriber (it may sleep there); npf.begin → npf.end on the device
+ *             subscriber (it may sleep there); npf.begin → npf.end on the device,
+ *             kvm.fault.begin → kvm.fault.end on the KVM (labelled "guest fault")
  *   groups    one per inv: every event carrying it (mn.range_start/end, mn.page, mn.release,
  *             mn.send/ack, mn.recv/done, guards), the events of the dispatching op between its
  *             mn.range_start and mn.range_end (PT locks, PTE clears, the CPUs' tlb.flush, frees),
@@ -57,6 +60,8 @@ interface RowRef {
   id: string;
 }
 interface OpenNpf extends RowRef {
+  /** npf (an HCA's network page fault) or "guest fault" (a KVM's tdp_page_fault) */
+  what: string;
   addr: number;
   pages: number;
   /** the request arrow to mm is drawn (the first fault of the npf) */
@@ -286,7 +291,7 @@ export class DiagramBuilder {
         lifeline: n.lifeline,
         startRow: n.row,
         endRow: null,
-        label: 'npf',
+        label: n.what,
         events: [n.id],
       });
     this.lifelineList ??= this.lifelines
@@ -591,16 +596,17 @@ export class DiagramBuilder {
     }
     if (e.kind === 'fault.begin') this.faultBegin(e, here);
     else if (e.kind === 'fault.end') this.faultEnd(e, here);
-    else if (e.kind === 'npf.begin') {
+    else if (e.kind === 'npf.begin' || e.kind === 'kvm.fault.begin') {
       this.npfs.set(`${lifeline}|${e.pid}`, {
         ...here,
+        what: e.kind === 'npf.begin' ? 'npf' : 'guest fault',
         addr: e.addr,
-        pages: e.pages,
+        pages: e.kind === 'npf.begin' ? e.pages : 1,
         sent: false,
         lastFaultEnd: null,
       });
       trimMap(this.npfs);
-    } else if (e.kind === 'npf.end') this.npfEnd(e, here);
+    } else if (e.kind === 'npf.end' || e.kind === 'kvm.fault.end') this.npfEnd(e, here);
     else if (e.kind === 'tlb.flush') this.shootdown(e, here, inv);
     else if (e.kind === 'mn.send') {
       this.lifelines.named(e.subscriber, 'subscriber');
@@ -729,7 +735,7 @@ export class DiagramBuilder {
         to: here.lifeline,
         fromRow: npf.row,
         toRow: here.row,
-        label: `npf ${e.access}`,
+        label: `${npf.what} ${e.access}`,
         events: [npf.id, e.id],
       });
       return;
@@ -776,7 +782,7 @@ export class DiagramBuilder {
     });
   }
 
-  private npfEnd(e: Ev<'npf.end'>, here: RowRef): void {
+  private npfEnd(e: Ev<'npf.end'> | Ev<'kvm.fault.end'>, here: RowRef): void {
     const key = `${here.lifeline}|${e.pid}`;
     const npf = this.npfs.get(key);
     if (!npf) return;
@@ -786,7 +792,7 @@ export class DiagramBuilder {
       lifeline: here.lifeline,
       startRow: npf.row,
       endRow: here.row,
-      label: `npf ${e.result}`,
+      label: `${npf.what} ${e.result}`,
       events: [npf.id, e.id],
     });
     const f = npf.lastFaultEnd;

@@ -33,7 +33,10 @@ export type MessageKind =
   | 'fault'
   /** mm answers the fault: fault.end */
   | 'fault-reply'
-  /** a device page fault reaches mm: npf.begin on the device, fault.begin on mm */
+  /**
+   * a device page fault reaches mm: npf.begin on the device (or kvm.fault.begin on a KVM),
+   * fault.begin on mm
+   */
   | 'npf'
   /** mm resolves it: the last fault.end, and npf.end on the device */
   | 'npf-reply'
@@ -64,7 +67,7 @@ export type BarKind =
   | 'ptl'
   /** a subscriber busy in (and possibly sleeping through) a callback: mn.recv → mn.done */
   | 'sleep'
-  /** a device page fault in progress: npf.begin → npf.end */
+  /** a device page fault in progress: npf.begin → npf.end, or kvm.fault.begin → kvm.fault.end */
   | 'npf';
 
 export interface Bar {

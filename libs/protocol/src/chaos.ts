@@ -1,5 +1,5 @@
 /**
- * Callback-level faults of a notifier subscriber (HCA today, KVM later): what the lab's nemesis
+ * Callback-level faults of a notifier subscriber (an HCA or a KVM): what the lab's nemesis
  * sets on `mmlab.sub.<name>.chaos`. Process-level faults (pause, kill, restart) are not here:
  * they are done to the process from outside, not asked of it.
  */

@@ -224,12 +224,12 @@ describe('the Prometheus scrape config', () => {
     services: Record<string, { environment?: Record<string, string | number> }>;
   };
 
-  it('scrapes every replica of mm, cpu and hca on MMLAB_HTTP_PORT and the observer on its port', () => {
+  it('scrapes every replica of mm, cpu, hca and kvm on MMLAB_HTTP_PORT and the observer on its port', () => {
     const jobs = Object.fromEntries(
       prom.scrape_configs.map((j) => [j.job_name, j.dns_sd_configs ?? []]),
     );
-    expect(Object.keys(jobs).sort()).toEqual(['cpu', 'hca', 'mm', 'observer']);
-    for (const svc of ['mm', 'cpu', 'hca']) {
+    expect(Object.keys(jobs).sort()).toEqual(['cpu', 'hca', 'kvm', 'mm', 'observer']);
+    for (const svc of ['mm', 'cpu', 'hca', 'kvm']) {
       const port = Number(compose.services[svc].environment?.MMLAB_HTTP_PORT);
       expect(port, `${svc}: MMLAB_HTTP_PORT in docker-compose.yml`).toBe(9464);
       expect(jobs[svc]).toEqual([expect.objectContaining({ names: [svc], type: 'A', port })]);

@@ -46,7 +46,7 @@ const access = (agent: string, addr: number): TraceEvent =>
       tStart: 1,
       tEnd: 2,
     },
-    agent.startsWith('hca') ? 'hca' : 'cpu',
+    agent.startsWith('hca') ? 'hca' : agent.startsWith('kvm') ? 'kvm' : 'cpu',
   );
 const flush = (agent: string, start: number, end: number): TraceEvent =>
   ev({ kind: 'tlb.flush', agent, pid: 1, start, end, entries: 1 }, 'cpu');
@@ -172,6 +172,62 @@ describe('traceToSamples', () => {
     expect(s.size).toBe(0);
   });
 
+  it("measures KVM's guest faults, their retries and its mmu_lock holds and waits", () => {
+    const s = new LookupState();
+    const base = { agent: 'kvm0', pid: 1, vm: 1, gfn: 3, addr: A } as const;
+    const ok = ev({ kind: 'kvm.fault.end', ...base, retries: 2, result: 'ok', durMs: 7 }, 'kvm');
+    const failed = ev(
+      { kind: 'kvm.fault.end', ...base, retries: 0, result: 'EFAULT', durMs: 1 },
+      'kvm',
+    );
+    expect(traceToSamples(ok, s)).toEqual<MetricSample[]>([
+      { metric: 'kvmGuestFault', labels: { agent: 'kvm0', result: 'ok' }, seconds: 0.007 },
+      { metric: 'kvmFaultRetries', labels: { agent: 'kvm0' }, count: 2 },
+    ]);
+    expect(traceToSamples(failed, s)).toEqual<MetricSample[]>([
+      { metric: 'kvmGuestFault', labels: { agent: 'kvm0', result: 'EFAULT' }, seconds: 0.001 },
+    ]);
+    const hold = (what: 'zap' | 'fault', zapped: number) =>
+      ev(
+        {
+          kind: 'kvm.mmu_lock',
+          agent: 'kvm0',
+          pid: 1,
+          vm: 1,
+          mode: 'spin',
+          what,
+          waitMs: 3,
+          heldMs: 250,
+          zapped,
+        },
+        'kvm',
+      );
+    const labels = { agent: 'kvm0', mode: 'spin', what: 'zap' };
+    expect(traceToSamples(hold('zap', 512), s)).toEqual<MetricSample[]>([
+      { metric: 'kvmMmuLockWait', labels, seconds: 0.003 },
+      { metric: 'kvmMmuLockHold', labels, seconds: 0.25 },
+      { metric: 'kvmSptesZapped', labels: { agent: 'kvm0', mode: 'spin' }, count: 512 },
+    ]);
+    expect(traceToSamples(hold('fault', 0), s).map((x) => x.metric)).toEqual([
+      'kvmMmuLockWait',
+      'kvmMmuLockHold',
+    ]);
+  });
+
+  it('counts a KVM sPTE installed by a guest fault as a miss, not one change_pte switched', () => {
+    const s = new LookupState();
+    const kset = (op: string) =>
+      ev(
+        { kind: 'smap.set', op, agent: 'kvm0', pid: 1, addr: A, pfn: 5, gen: 1, writable: false },
+        'kvm',
+      );
+    expect(lookups([kset('kvm0/guest_read#1'), access('kvm0', A), access('kvm0', A)], s)).toEqual([
+      'kvm0:miss',
+      'kvm0:hit',
+    ]);
+    expect(lookups([kset('kvm0/change_pte#2'), access('kvm0', A)], s)).toEqual(['kvm0:hit']);
+  });
+
   it('keeps at most MAX_PENDING_FILLS fills waiting, the newest', () => {
     const s = new LookupState();
     for (let i = 0; i <= MAX_PENDING_FILLS; i++) s.fill('cpu0', 1, i);
@@ -197,6 +253,17 @@ describe('counterDelta', () => {
 });
 
 describe('LabMetrics', () => {
+  it("reads a KVM's sPTEs on every scrape, valid and obsolete", async () => {
+    const m = new LabMetrics({ defaultMetrics: false });
+    let counts = { valid: 3, obsolete: 0 };
+    m.trackSptes('kvm0', () => counts);
+    expect(series(await m.render(), 'mmlab_kvm_sptes{agent="kvm0",state="valid"}')).toBe(3);
+    counts = { valid: 0, obsolete: 3 };
+    const text = await m.render();
+    expect(series(text, 'mmlab_kvm_sptes{agent="kvm0",state="valid"}')).toBe(0);
+    expect(series(text, 'mmlab_kvm_sptes{agent="kvm0",state="obsolete"}')).toBe(3);
+  });
+
   it("feeds the trace metrics from a tracer's events", async () => {
     const m = new LabMetrics({ defaultMetrics: false });
     const t = new Tracer(null, 'cpu', 'cpu0');
@@ -297,6 +364,7 @@ describe('LabMetrics', () => {
   it('declares every metric once, with its help, and exports each when its source is tracked', async () => {
     const m = new LabMetrics();
     m.trackMemory(async () => ({ free: 1 }));
+    m.trackSptes('kvm0', () => ({ valid: 0, obsolete: 0 }));
     m.trackObserver({
       invariants: [],
       violations: () => ({}),

@@ -5,8 +5,9 @@
  *
  * Most of them are fed by the trace: every event a service emits passes through a Tracer tap,
  * and `traceToSamples` (a plain function, unit-tested) turns the events that carry a measure
- * into samples — PT-lock waits and holds, faults, notifier callbacks, TLB and MTT lookups. The
- * rest are read on scrape: frames free from Redis (mm), violations and intake counters from the
+ * into samples — PT-lock waits and holds, faults, notifier callbacks, TLB, MTT and sPTE lookups,
+ * KVM's guest faults, their retries and its mmu_lock holds. The rest are read on scrape: frames
+ * free from Redis (mm), sPTEs from the VMs (kvm), violations and intake counters from the
  * observer's checker and store.
  */
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
@@ -65,10 +66,58 @@ export const METRIC_DEFS = {
     name: 'mmlab_tlb_lookups_total',
     type: 'counter',
     help:
-      'Translation lookups of a CPU TLB or an HCA MTT, by agent (cpu0, hca0, ...) and result: ' +
-      'miss for each fill (tlb.fill, smap.set outside a prefetch), hit for each access that ' +
-      'used a translation already there',
+      "Translation lookups of a CPU TLB, an HCA MTT or a KVM's sPTEs, by agent (cpu0, hca0, " +
+      'kvm0, ...) and result: miss for each fill (tlb.fill, smap.set outside a prefetch or a ' +
+      'change_pte), hit for each access that used a translation already there',
     labels: ['agent', 'result'],
+  },
+  kvmGuestFault: {
+    name: 'mmlab_kvm_guest_fault_seconds',
+    type: 'histogram',
+    help:
+      "A KVM guest fault's latency (tdp_page_fault, kvm.fault.end durMs: gup through mm, " +
+      'mmu_notifier_retry, install), by KVM instance and result: ok or the error code',
+    labels: ['agent', 'result'],
+  },
+  kvmFaultRetries: {
+    name: 'mmlab_kvm_fault_retries_total',
+    type: 'counter',
+    help:
+      'Guest faults that mmu_notifier_retry() sent round again (an invalidation was in ' +
+      'progress or the sequence moved since the snapshot), by KVM instance (kvm.fault.end retries)',
+    labels: ['agent'],
+  },
+  kvmMmuLockHold: {
+    name: 'mmlab_kvm_mmu_lock_hold_seconds',
+    type: 'histogram',
+    help:
+      "How long a VM's kvm->mmu_lock was held (kvm.mmu_lock heldMs), by KVM instance, mmuLock " +
+      'mode (spin, sleep, generation) and what for (zap, fault, page, change_pte, young, ...)',
+    labels: ['agent', 'mode', 'what'],
+  },
+  kvmMmuLockWait: {
+    name: 'mmlab_kvm_mmu_lock_wait_seconds',
+    type: 'histogram',
+    help:
+      "How long a taker waited for a VM's kvm->mmu_lock (kvm.mmu_lock waitMs): a guest fault " +
+      'behind a long range zap waits here; by KVM instance, mmuLock mode and what for',
+    labels: ['agent', 'mode', 'what'],
+  },
+  kvmSptesZapped: {
+    name: 'mmlab_kvm_sptes_zapped_total',
+    type: 'counter',
+    help:
+      'sPTEs removed by mmu_lock holds (kvm.mmu_lock zapped; generation: made invalid by an ' +
+      'mmu_valid_gen bump), by KVM instance and mmuLock mode',
+    labels: ['agent', 'mode'],
+  },
+  kvmSptes: {
+    name: 'mmlab_kvm_sptes',
+    type: 'gauge',
+    help:
+      "sPTEs in a KVM instance's VMs, read at scrape time: valid, or obsolete (of an older " +
+      'mmu_valid_gen, waiting for kvm_zap_obsolete_pages)',
+    labels: ['agent', 'state'],
   },
   framesFree: {
     name: 'mmlab_frames_free',
@@ -140,6 +189,14 @@ export type LookupResult = 'hit' | 'miss';
 
 export type MetricSample =
   | { metric: 'ptlHold' | 'ptlWait'; labels: { lock: LockKind }; seconds: number }
+  | { metric: 'kvmGuestFault'; labels: { agent: string; result: string }; seconds: number }
+  | { metric: 'kvmFaultRetries'; labels: { agent: string }; count: number }
+  | {
+      metric: 'kvmMmuLockHold' | 'kvmMmuLockWait';
+      labels: { agent: string; mode: string; what: string };
+      seconds: number;
+    }
+  | { metric: 'kvmSptesZapped'; labels: { agent: string; mode: string }; count: number }
   | { metric: 'fault'; labels: { kind: FaultLabel }; seconds: number }
   | {
       metric: 'invalidation';
@@ -191,8 +248,12 @@ export class LookupState {
 
 const vpnOf = (addr: number): number => Math.floor(addr / PAGE_SIZE);
 const seconds = (ms: number): number => Math.max(0, ms) / 1000;
-/** Op ids are `<instance>/<kind>#<n>` (OpIds): a prefetch populates the MTT ahead of any lookup. */
-const isPrefetch = (op: string | undefined): boolean => op?.includes('/prefetch#') ?? false;
+/**
+ * Op ids are `<instance>/<kind>#<n>` (OpIds): a prefetch populates the MTT ahead of any lookup,
+ * and KVM's change_pte switches an sPTE to the new page without any access asking for it.
+ */
+const isNotAFill = (op: string | undefined): boolean =>
+  op !== undefined && (op.includes('/prefetch#') || op.includes('/change_pte#'));
 
 type Mapper<K extends TraceKind> = (e: EventOf<K>, lookups: LookupState) => MetricSample[];
 
@@ -220,7 +281,7 @@ const MAPPERS: { [K in TraceKind]?: Mapper<K> } = {
     return [{ metric: 'lookups', labels: { agent: e.agent, result: 'miss' } }];
   },
   'smap.set': (e, lookups) => {
-    if (isPrefetch(e.op)) return [];
+    if (isNotAFill(e.op)) return [];
     lookups.fill(e.agent, e.pid, vpnOf(e.addr));
     return [{ metric: 'lookups', labels: { agent: e.agent, result: 'miss' } }];
   },
@@ -232,6 +293,32 @@ const MAPPERS: { [K in TraceKind]?: Mapper<K> } = {
     const vpn = vpnOf(e.addr);
     lookups.forget(e.agent, e.pid, vpn, vpn + 1);
     return [];
+  },
+  'kvm.fault.end': (e) => [
+    {
+      metric: 'kvmGuestFault',
+      labels: { agent: e.agent, result: e.result },
+      seconds: seconds(e.durMs),
+    },
+    ...(e.retries > 0
+      ? [{ metric: 'kvmFaultRetries' as const, labels: { agent: e.agent }, count: e.retries }]
+      : []),
+  ],
+  'kvm.mmu_lock': (e) => {
+    const labels = { agent: e.agent, mode: e.mode, what: e.what };
+    return [
+      { metric: 'kvmMmuLockWait', labels, seconds: seconds(e.waitMs) },
+      { metric: 'kvmMmuLockHold', labels, seconds: seconds(e.heldMs) },
+      ...(e.zapped > 0
+        ? [
+            {
+              metric: 'kvmSptesZapped' as const,
+              labels: { agent: e.agent, mode: e.mode },
+              count: e.zapped,
+            },
+          ]
+        : []),
+    ];
   },
   access: (e, lookups) =>
     lookups.consume(e.agent, e.pid, vpnOf(e.addr))
@@ -257,6 +344,13 @@ export const counterDelta = (last: number, current: number): number =>
 
 // ---- the registry -------------------------------------------------------------------------
 
+/** A KVM instance's sPTEs, over all its VMs (read on scrape). */
+export interface SpteCounts {
+  valid: number;
+  /** of an older mmu_valid_gen, not yet freed (mmuLock generation) */
+  obsolete: number;
+}
+
 /** Read on scrape by the observer. */
 export interface ObserverSource {
   /** every invariant the checker knows (their series start at 0) */
@@ -279,6 +373,12 @@ export class LabMetrics {
   readonly invalidation: Histogram<'subscriber' | 'callback'>;
   readonly fault: Histogram<'kind'>;
   readonly lookups: Counter<'agent' | 'result'>;
+  readonly kvmGuestFault: Histogram<'agent' | 'result'>;
+  readonly kvmFaultRetries: Counter<'agent'>;
+  readonly kvmMmuLockHold: Histogram<'agent' | 'mode' | 'what'>;
+  readonly kvmMmuLockWait: Histogram<'agent' | 'mode' | 'what'>;
+  readonly kvmSptesZapped: Counter<'agent' | 'mode'>;
+  private sptes: (() => SpteCounts) | null = null;
   private memory: { read: () => Promise<{ free: number }>; timeoutMs: number } | null = null;
   private observer: ObserverSource | null = null;
 
@@ -296,12 +396,19 @@ export class LabMetrics {
     this.ptlWait = histogram(METRIC_DEFS.ptlWait);
     this.invalidation = histogram(METRIC_DEFS.invalidation);
     this.fault = histogram(METRIC_DEFS.fault);
-    this.lookups = new Counter({
-      name: METRIC_DEFS.lookups.name,
-      help: METRIC_DEFS.lookups.help,
-      labelNames: METRIC_DEFS.lookups.labels,
-      registers: [this.registry],
-    });
+    const counter = (d: MetricDef) =>
+      new Counter({
+        name: d.name,
+        help: d.help,
+        labelNames: d.labels,
+        registers: [this.registry],
+      });
+    this.lookups = counter(METRIC_DEFS.lookups);
+    this.kvmGuestFault = histogram(METRIC_DEFS.kvmGuestFault);
+    this.kvmFaultRetries = counter(METRIC_DEFS.kvmFaultRetries);
+    this.kvmMmuLockHold = histogram(METRIC_DEFS.kvmMmuLockHold);
+    this.kvmMmuLockWait = histogram(METRIC_DEFS.kvmMmuLockWait);
+    this.kvmSptesZapped = counter(METRIC_DEFS.kvmSptesZapped);
   }
 
   get contentType(): string {
@@ -330,6 +437,21 @@ export class LabMetrics {
           break;
         case 'lookups':
           this.lookups.inc(s.labels);
+          break;
+        case 'kvmGuestFault':
+          this.kvmGuestFault.observe(s.labels, s.seconds);
+          break;
+        case 'kvmFaultRetries':
+          this.kvmFaultRetries.inc(s.labels, s.count);
+          break;
+        case 'kvmMmuLockHold':
+          this.kvmMmuLockHold.observe(s.labels, s.seconds);
+          break;
+        case 'kvmMmuLockWait':
+          this.kvmMmuLockWait.observe(s.labels, s.seconds);
+          break;
+        case 'kvmSptesZapped':
+          this.kvmSptesZapped.inc(s.labels, s.count);
           break;
       }
     }
@@ -378,6 +500,28 @@ export class LabMetrics {
       help: METRIC_DEFS.swapUsed.help,
       registers: [this.registry],
     }).set(0);
+  }
+
+  /**
+   * kvm: the sPTEs of the instance's VMs, valid and obsolete, from `read` on every scrape (a
+   * later call replaces the source). Read in the service's memory, so it cannot fail or wait.
+   */
+  trackSptes(agent: string, read: () => SpteCounts): void {
+    const first = this.sptes === null;
+    this.sptes = read;
+    if (!first) return;
+    const source = () => this.sptes!;
+    new Gauge({
+      name: METRIC_DEFS.kvmSptes.name,
+      help: METRIC_DEFS.kvmSptes.help,
+      labelNames: METRIC_DEFS.kvmSptes.labels,
+      registers: [this.registry],
+      collect() {
+        const c = source()();
+        this.set({ agent, state: 'valid' }, c.valid);
+        this.set({ agent, state: 'obsolete' }, c.obsolete);
+      },
+    });
   }
 
   /**

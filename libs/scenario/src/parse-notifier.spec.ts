@@ -552,6 +552,27 @@ describe('kvm steps', () => {
     ]);
   });
 
+  it('takes a KVM instance as a chaos target: callback faults, process faults, a schedule', () => {
+    const s = ok(
+      kvmScenario(
+        "  - { op: chaos, target: kvm0, fault: latency, distribution: 'uniform:1:5', callbacks: [invalidate_range_start] }",
+        '  - { op: chaos, target: kvm0, fault: pause, ms: 100 }',
+        '  - { op: chaos.schedule, seed: 1, intervalMs: 100, durationMs: 1000, faults: [{ target: kvm0, fault: drop-ack }, { target: kvm0, fault: kill }] }',
+        '  - { op: heal, target: kvm0 }',
+      ),
+    );
+    expect(s.steps.slice(2).map((x) => [x.op, 'target' in x ? x.target : undefined])).toEqual([
+      ['chaos', 'kvm0'],
+      ['chaos', 'kvm0'],
+      ['chaos.schedule', undefined],
+      ['heal', 'kvm0'],
+    ]);
+    const text = kvmScenario('  - { op: chaos, target: kvm1, fault: hang }'); // 7
+    expect(errorsOf(text)).toEqual([
+      `${at(text, 7, 'kvm1')}: steps[2].target: hang is a subscriber's callback fault: "kvm1" is not a subscriber of this lab (it has: hca0, kvm0)`,
+    ]);
+  });
+
   it('reports a kvm that is not a configured kvm, a VM binding used as another kind and the reverse', () => {
     const text = kvmScenario(
       '  - { op: kvm.create_vm, kvm: hca0, process: p, memslots: [{ gfn: 0, pages: 4, addr: ram }], as: vm }', // 7

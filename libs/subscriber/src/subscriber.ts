@@ -1,5 +1,5 @@
 /**
- * The subscriber side of the MMU notifier, for any secondary MMU (the HCA today, KVM next):
+ * The subscriber side of the MMU notifier, for any secondary MMU (the HCA and KVM):
  * what mm/mmu_notifier.c gives a driver for free in the kernel, and what a subscriber over NATS
  * must do itself. A device plugs its per-callback handlers (NotifierOps: the driver's
  * mmu_notifier_ops) into a NotifierSubscriber, which owns:

@@ -5,6 +5,7 @@ import { describe, expect, it } from 'vitest';
 import type { TraceEvent } from '@mmlab/protocol';
 import { RunResults, type WorkloadResult } from '@mmlab/scenario';
 import { computeMetrics } from '../metrics';
+import { diagramSection } from './diagram';
 import { html, trustedHtml } from './html';
 import { chaosWindows, latencyPoints } from './plots';
 import { buildReport, writeReport } from './report';
@@ -184,6 +185,29 @@ describe('plot data', () => {
       { start: T0 + 600, end: T0 + 900, label: 'kill cpu1' },
     ]);
     expect(chaosWindows(events, T0 + 900)).toEqual([]);
+  });
+});
+
+describe("a KVM run's diagram (examples/kvm/guest-write-host-read, a real trace)", () => {
+  const kvmTrace = readFileSync(
+    path.join(
+      __dirname,
+      '../../../../libs/diagram/src/fixtures/kvm-guest-write-host-read.trace.jsonl',
+    ),
+    'utf8',
+  )
+    .split('\n')
+    .filter((l) => l.trim() !== '')
+    .map((l) => JSON.parse(l) as TraceEvent);
+
+  it("draws kvm0's lifeline, its guest faults and its callbacks", () => {
+    const d = diagramSection(kvmTrace, kvmTrace[0].ts);
+    expect(d.source).toBe('diagram');
+    const svg = String(d.body);
+    expect(svg).toContain('class="lifeline" data-instance="kvm0"');
+    expect(svg.match(/<title>npf: guest fault ok<\/title>/g)).toHaveLength(3);
+    expect(svg).toContain('<title>npf: guest fault EFAULT</title>');
+    expect(svg).toContain('<title>mn-call mm-1 → kvm0: invalidate_range_start</title>');
   });
 });
 

@@ -512,6 +512,7 @@ table.timeline td { padding: .1rem .4rem; font-size: 12px; }
 table.timeline tr.svc-mm td:nth-child(2) { color: #0550ae; }
 table.timeline tr.svc-cpu td:nth-child(2) { color: #1a7f37; }
 table.timeline tr.svc-hca td:nth-child(2) { color: #8250df; }
+table.timeline tr.svc-kvm td:nth-child(2) { color: #bc4c00; }
 div.diagram { overflow: auto; max-height: 80vh; border: 1px solid var(--line); border-radius: 6px; }
 footer { color: var(--muted); font-size: 12px; padding: 2rem 1.25rem; }
 `;
