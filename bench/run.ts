@@ -1,5 +1,5 @@
 /**
- * `npm run bench`: every benchmark of issue 11, or the ones named.
+ * `npm run bench`: every benchmark of issues 11 and 12, or the ones named.
  *
  *   npm run bench                       all of them (builds first)
  *   npm run bench -- fault-floor        one (or several names)

@@ -51,6 +51,11 @@ const ROWS: Record<string, { count: number; numeric: string[]; keys?: string[] }
   },
   'state-footprint': { count: 1, numeric: ['bytesPerPage', 'residentBytes'], keys: ['pages'] },
   'observer-intake': { count: 1, numeric: ['sent', 'stored', 'achievedRate'] },
+  'mmu-lock': {
+    count: 6,
+    numeric: ['teardownMs', 'longestHoldMs', 'duringFaultP99Ms', 'idleFaultP99Ms', 'hitP99Ratio'],
+    keys: ['mode', 'pages'],
+  },
 };
 
 const results: BenchResult[] = [];

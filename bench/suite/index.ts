@@ -4,6 +4,7 @@ import { dispatchFanout } from './dispatch-fanout';
 import { faultFloor } from './fault-floor';
 import { faultThroughput } from './fault-throughput';
 import { faultsUnderInvalidation } from './faults-under-invalidation';
+import { mmuLock } from './mmu-lock';
 import { observerIntake } from './observer-intake';
 import { odpVsPinned } from './odp-vs-pinned';
 import { ptlockVsSleep } from './ptlock-vs-sleep';
@@ -18,4 +19,5 @@ export const BENCHMARKS: readonly Benchmark[] = [
   odpVsPinned,
   stateFootprint,
   observerIntake,
+  mmuLock,
 ];

@@ -428,6 +428,7 @@ describe('hca: notifier callbacks', () => {
         addr: page(1),
         pfn: 7,
         gen: 2,
+        writable: true,
       }),
     ).toEqual({ inv: 'k1' });
     expect(of('smap.clear')).toHaveLength(0);

@@ -331,7 +331,7 @@ describe('kvm: young and change_pte callbacks', () => {
     expect(await kvm.notifier.testYoung({ ...test, inv: 't2' })).toMatchObject({ young: true });
   });
 
-  it('change_pte switches the sPTE to the new frame, read-only (kvm_set_spte_hva)', async () => {
+  it('change_pte to a read-only PTE (KSM) switches the sPTE to the new frame, read-only (kvm_set_pte_rmapp)', async () => {
     const { kvm, mm, of } = setup();
     const vm = await vmOn(kvm, 4);
     await kvm.guestAccess(vm, 0, 1, 'write', 5);
@@ -344,6 +344,7 @@ describe('kvm: young and change_pte callbacks', () => {
       addr: page(1),
       pfn: fresh,
       gen: 1,
+      writable: false,
     });
     expect(kvm.vm(vm)!.sptes.get(1)).toMatchObject({ pfn: fresh, writable: false });
     expect(of('smap.set').at(-1)).toMatchObject({ pfn: fresh, writable: false, gfn: 1 });
@@ -354,5 +355,50 @@ describe('kvm: young and change_pte callbacks', () => {
     });
     // a write faults with write now
     expect(await kvm.guestAccess(vm, 0, 1, 'write', 6)).toMatchObject({ faults: 1 });
+  });
+
+  it('change_pte to a writable PTE (a COW) drops the sPTE: the guest refaults onto the copy (kvm_set_pte_rmapp)', async () => {
+    const { kvm, mm, of } = setup();
+    const vm = await vmOn(kvm, 4);
+    const before = await kvm.guestAccess(vm, 0, 1, 'write', 5);
+    const fresh = mm.newFrame();
+    await kvm.notifier.changePte({
+      pid: 1,
+      inv: 'c2',
+      owner: 'mm-0/x',
+      addr: page(1),
+      pfn: fresh,
+      gen: 1,
+      writable: true,
+    });
+    expect(kvm.vm(vm)!.sptes.get(1)).toBeUndefined();
+    expect(of('smap.clear').at(-1)).toMatchObject({ pfn: before.pfn, gfn: 1, vm });
+    expect(of('smap.set').some((e) => e.pfn === fresh)).toBe(false);
+    expect(of('kvm.mmu_lock').at(-1)).toMatchObject({ what: 'change_pte', zapped: 1 });
+    // the next access faults (the sPTE and every vCPU's cached translation are gone)
+    expect(await kvm.guestAccess(vm, 0, 1, 'read')).toMatchObject({ faults: 1 });
+  });
+
+  it('a slow KVM sleeps in invalidate_range_start, never in change_pte (it comes under the PT lock)', async () => {
+    const { kvm } = setup({ MMLAB_INVALIDATE_LATENCY: '600000' }); // 10 minutes a callback
+    const vm = await vmOn(kvm, 4);
+    await kvm.guestAccess(vm, 0, 1, 'write', 5);
+    let startAcked = false;
+    void kvm.notifier
+      .invalidateRangeStart(cb('slow', page(2), page(3)))
+      .then(() => (startAcked = true));
+    // answered while the range_start above is still asleep (were change_pte to sleep too,
+    // this would hang for 10 minutes and the test time out)
+    await kvm.notifier.changePte({
+      pid: 1,
+      inv: 'c3',
+      owner: 'mm-0/fault#1',
+      addr: page(1),
+      pfn: 0,
+      gen: 1,
+      writable: true,
+    });
+    expect(startAcked).toBe(false);
+    expect(kvm.vm(vm)!.sptes.get(1)).toBeUndefined();
   });
 });

@@ -87,7 +87,12 @@ export class KvmMmuNotifier implements NotifierOps {
     if (vms.length > 0) await this.slowKvm();
   };
 
-  /** Models: kvm_mmu_notifier_change_pte() (v3.7): seq++, kvm_set_spte_hva(); no sleeping. */
+  /**
+   * Models: kvm_mmu_notifier_change_pte() (v3.7): seq++, kvm_set_spte_hva() under mmu_lock; no
+   * sleeping (it comes under mm's PT lock), so a slow KVM's invalidateLatencyMs is not spent
+   * here. A COW's new PTE is writable: the sPTE is dropped (the guest refaults onto the copy);
+   * a read-only one (KSM) switches it.
+   */
   readonly changePte = async (
     req: ReqParsed<'mnChangePte'>,
     { op, stall }: CallbackCtx,
@@ -95,7 +100,7 @@ export class KvmMmuNotifier implements NotifierOps {
     const vms = this.vmsOf(req.pid);
     for (const vm of vms) vm.notifiers.bump();
     await stall();
-    await Promise.all(vms.map((vm) => vm.setSpteHva(req.addr, req.pfn, req.gen, op)));
+    await Promise.all(vms.map((vm) => vm.setSpteHva(req.addr, req, op)));
   };
 
   /** Models: kvm_mmu_notifier_clear_flush_young() (v3.7; a range here, an address there). */

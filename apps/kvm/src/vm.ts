@@ -220,25 +220,42 @@ export class Vm {
   }
 
   /**
-   * change_pte: the host PTE of hva now maps pfn/gen: every valid sPTE of it is switched to the
-   * new frame, read-only and not accessed, in one hold, without sleeping. Models:
-   * kvm_set_spte_hva() → kvm_set_pte_rmapp() (arch/x86/kvm/mmu.c, v3.7), which drops the sPTE
-   * instead when the new host PTE is writable; the lab's change_pte does not say whether it is,
-   * so the sPTE is always switched read-only (safe: a guest write faults and maps it writable).
+   * change_pte: the host PTE of hva now maps pfn/gen. Every valid sPTE of hva is dropped when
+   * the new host PTE is writable (a COW's: do_wp_page's maybe_mkwrite), or else switched to the
+   * new frame, read-only and not accessed (KSM's replace_page: a read-only PTE); one hold,
+   * no sleeping; the vCPUs are flushed when any sPTE was there. Returns the sPTEs touched.
+   * Models: kvm_set_spte_hva() → kvm_set_pte_rmapp() (arch/x86/kvm/mmu.c, v3.7 and v3.6 alike):
+   *   if (pte_write(*ptep)) drop_spte(kvm, sptep);
+   *   else { new_spte = pfn of *ptep, & ~PT_WRITABLE_MASK, & ~shadow_accessed_mask; }
    */
-  async setSpteHva(hva: number, pfn: number, gen: number, op?: string): Promise<number> {
-    return this.mmuLock.with('change_pte', op, async () => {
-      let switched = 0;
-      for (const s of this.memslots.gfnsOfHvaRange(hva, hva + PAGE_SIZE))
-        for (const [gfn, e] of this.sptes.validIn(s.first, s.last)) {
-          this.install(gfn, e.hva, { pfn, gen, writable: false }, op);
-          const now = this.sptes.get(gfn);
-          if (now) now.accessed = false;
-          switched++;
-        }
-      if (switched > 0) await this.flushRemoteTlbs();
-      return switched;
-    });
+  async setSpteHva(
+    hva: number,
+    pte: { pfn: number; gen: number; writable: boolean },
+    op?: string,
+  ): Promise<number> {
+    let touched = 0;
+    return this.mmuLock.with(
+      'change_pte',
+      op,
+      async () => {
+        for (const s of this.memslots.gfnsOfHvaRange(hva, hva + PAGE_SIZE))
+          for (const [gfn, e] of this.sptes.validIn(s.first, s.last)) {
+            touched++;
+            if (pte.writable) {
+              this.sptes.clear(gfn); // drop_spte
+              this.traceClear(gfn, e, op);
+              for (const v of this.vcpus) v.tlb.delete(gfn);
+              continue;
+            }
+            this.install(gfn, e.hva, { pfn: pte.pfn, gen: pte.gen, writable: false }, op);
+            const now = this.sptes.get(gfn);
+            if (now) now.accessed = false;
+          }
+        if (touched > 0) await this.flushRemoteTlbs();
+        return touched;
+      },
+      () => (pte.writable ? touched : 0),
+    );
   }
 
   /**

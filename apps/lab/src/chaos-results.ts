@@ -53,6 +53,7 @@ export function chaosResults(outcome: RunOutcome, events: readonly TraceEvent[])
     'trace.wait',
     'workload',
     'hca.workload',
+    'kvm.workload',
   ]);
   for (const s of leafSteps(outcome.steps)) {
     if (control.has(s.op)) continue;

@@ -1,7 +1,8 @@
 /**
  * Workloads to run under the nemesis: CPU traffic (`workload`, will-it-scale's page_fault
- * loops on a private anonymous range) and RDMA traffic through one memory region
- * (`hca.workload`), each checking every read against what it knows was written.
+ * loops on a private anonymous range), RDMA traffic through one memory region
+ * (`hca.workload`) and guest traffic in a VM (`kvm.workload`), each checking every read
+ * against what it knows was written.
  *
  * What a read may return (Jepsen's register model, per page): the workload keeps the set of
  * values the page can hold. A store acknowledged → {v}; a store that failed indefinitely
@@ -35,14 +36,14 @@ const TRANSIENT = new Set(['EAGAIN', 'ENOHANDLER']);
 
 export interface WorkloadResult {
   name: string;
-  kind: 'cpu' | 'hca';
+  kind: 'cpu' | 'hca' | 'kvm';
   /** accesses attempted (zaps not included) */
   ops: number;
   reads: number;
   writes: number;
   /** madvise(MADV_DONTNEED) of a slice (cpu) */
   zaps: number;
-  /** page faults taken: cpuAccess `faults` (cpu), network page faults (hca) */
+  /** page faults taken: cpuAccess `faults` (cpu), network page faults (hca), guest faults (kvm) */
   faults: number;
   failed: { definite: number; indefinite: number; byCode: Record<string, number> };
   /** failures with a code a workload does not tolerate (they fail the step) */
@@ -90,6 +91,20 @@ export interface HcaWorkload {
   seed: number;
 }
 
+export interface KvmWorkload {
+  name: string;
+  /** the KVM instance holding the VM */
+  kvm: string;
+  vm: number;
+  vcpus: number;
+  gfn: number;
+  pages: number;
+  ops?: number;
+  durationMs?: number;
+  writeRatio: number;
+  seed: number;
+}
+
 /** The register-per-page model and the counters of one workload run (pure: no I/O of its own). */
 export class Tally {
   private readonly allowed = new Map<number, Set<number>>();
@@ -102,7 +117,7 @@ export class Tally {
 
   constructor(
     name: string,
-    kind: 'cpu' | 'hca',
+    kind: 'cpu' | 'hca' | 'kvm',
     private readonly spec: { ops?: number; durationMs?: number; seed: number },
     private readonly tolerated: ReadonlySet<string>,
   ) {
@@ -310,5 +325,50 @@ export async function runHcaWorkload(
       return { value: r.value, faults: r.npf };
     });
   }
+  return tally.finish();
+}
+
+/**
+ * `kvm.workload`: vCPUs 0..vcpus-1 of one VM, each on its own slice of the guest frames (one
+ * writer per frame: the register model holds), load or store a random frame of it until the
+ * end; a miss is a guest fault (tdp_page_fault, through mm). EFAULT is not tolerated: the
+ * memslot's host range stays mapped for the whole workload. ENODEV: the instance was fenced.
+ */
+export async function runKvmWorkload(
+  rpc: RpcClient,
+  w: KvmWorkload,
+  timeoutMs: number,
+): Promise<WorkloadResult> {
+  const tally = new Tally(w.name, 'kvm', w, new Set([...TRANSIENT, 'ENODEV']));
+  const per = Math.floor(w.pages / w.vcpus);
+  if (per < 1)
+    throw new MmlabError('EINVAL', `${w.pages} page(s) cannot be split between ${w.vcpus} vCPUs`);
+  await Promise.all(
+    Array.from({ length: w.vcpus }, async (_x, vcpu) => {
+      const rng = xoroshiro128plus((w.seed * 31 + vcpu) | 0);
+      const first = vcpu * per;
+      while (tally.take()) {
+        const page = first + uniformInt(rng, 0, per - 1);
+        const gfn = w.gfn + page;
+        const write = uniformFloat64(rng) < w.writeRatio ? tally.value() : undefined;
+        await tally.access(`${w.kvm}/vm${w.vm}/vcpu${vcpu}`, page, write, async () => {
+          if (write !== undefined) {
+            const r = await rpc.call(
+              'kvmGuestWrite',
+              { vm: w.vm, vcpu, gfn, value: write },
+              { id: w.kvm, timeoutMs },
+            );
+            return { value: write, faults: r.faults };
+          }
+          const r = await rpc.call(
+            'kvmGuestRead',
+            { vm: w.vm, vcpu, gfn },
+            { id: w.kvm, timeoutMs },
+          );
+          return { value: r.value, faults: r.faults };
+        });
+      }
+    }),
+  );
   return tally.finish();
 }

@@ -367,9 +367,16 @@ export const RPC = {
   }),
   mnChangePte: def({
     subject: 'mmlab.sub.{id}.change_pte',
-    doc: 'The PTE of addr now points at pfn/gen (set_pte_at_notify: COW, KSM): update or drop the secondary mapping. Sent under the PT lock: answer without sleeping.',
+    doc: 'The PTE of addr now points at pfn/gen, writable or not (set_pte_at_notify: COW gives a writable PTE, KSM a read-only one): update or drop the secondary mapping. Sent under the PT lock: answer without sleeping.',
     models: 'mmu_notifier_ops.change_pte',
-    request: z.strictObject({ ...callback, addr: Addr, pfn: Pfn, gen: Gen }),
+    request: z.strictObject({
+      ...callback,
+      addr: Addr,
+      pfn: Pfn,
+      gen: Gen,
+      /** pte_write() of the new PTE: KVM drops its sPTE when it is (kvm_set_pte_rmapp, v3.7) */
+      writable: z.boolean(),
+    }),
     response: Ack,
   }),
   mnClearFlushYoung: def({

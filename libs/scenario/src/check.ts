@@ -125,6 +125,7 @@ export function stepBindings(s: Step): StepBindings {
     case 'kvm.destroy_vm':
     case 'kvm.guest_write':
     case 'kvm.guest_read':
+    case 'kvm.workload':
       return { uses: vmUse(s.vm) };
     case 'parallel':
     case 'chaos.schedule':
@@ -177,6 +178,7 @@ function stepTargets(s: Step): {
     case 'trace.wait':
     case 'heal':
     case 'hca.workload':
+    case 'kvm.workload':
       return {};
     case 'chaos':
       return { faults: [{ target: s.target, fault: s.fault, path: ['target'] }] };

@@ -585,4 +585,32 @@ describe('kvm steps', () => {
       `${at(text, 9, 'vm,')}: steps[4].process: "vm" is a VM (bound by steps[2]), expected a process`,
     ]);
   });
+
+  it('parses kvm.workload with its defaults; checks its VM binding and its length', () => {
+    const s = ok(
+      kvmScenario(
+        '  - { op: kvm.create_vm, kvm: kvm0, process: p, memslots: [{ gfn: 0, pages: 8, addr: ram }], vcpus: 2, as: vm }', // 7
+        '  - { op: kvm.workload, vm: vm, vcpus: 2, gfn: 0, pages: 8, durationMs: 500 }', // 8
+      ),
+    );
+    expect(s.steps[3]).toEqual({
+      op: 'kvm.workload',
+      vm: 'vm',
+      vcpus: 2,
+      gfn: 0,
+      pages: 8,
+      durationMs: 500,
+      writeRatio: 0.5,
+      line: 8,
+    });
+    const text = kvmScenario(
+      '  - { op: kvm.create_vm, kvm: kvm0, process: p, memslots: [{ gfn: 0, pages: 8, addr: ram }], as: vm }', // 7
+      '  - { op: kvm.workload, vm: ram, gfn: 0, pages: 8, ops: 10 }', // 8
+      '  - { op: kvm.workload, vm: vm, gfn: 0, pages: 8, ops: 10, durationMs: 5 }', // 9
+    );
+    expect(errorsOf(text)).toEqual([
+      `${at(text, 8, 'ram')}: steps[3].vm: "ram" is an address (bound by steps[1]), expected a VM`,
+      `${at(text, 9, '10')}: steps[4].ops: give exactly one of ops and durationMs`,
+    ]);
+  });
 });

@@ -75,7 +75,7 @@ const Latency = z.object({ count: z.number().int(), p50Ms: ms, p99Ms: ms, maxMs:
 /** One workload's outcome (apps/lab/src/workload.ts): throughput, failures, impossible reads. */
 export const WorkloadResult = z.object({
   name: z.string(),
-  kind: z.enum(['cpu', 'hca']),
+  kind: z.enum(['cpu', 'hca', 'kvm']),
   ops: z.number().int(),
   reads: z.number().int(),
   writes: z.number().int(),

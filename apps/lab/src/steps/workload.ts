@@ -3,7 +3,13 @@
  * outcome is its step's value; an impossible read or an unexplained failure fails the step.
  */
 import type { WorkloadStepOp } from '@mmlab/scenario';
-import { type WorkloadResult, runCpuWorkload, runHcaWorkload, workloadProblem } from '../workload';
+import {
+  type WorkloadResult,
+  runCpuWorkload,
+  runHcaWorkload,
+  runKvmWorkload,
+  workloadProblem,
+} from '../workload';
 import { type Executed, NotOk, type StepContext, type StepHandlers } from './context';
 
 /**
@@ -50,6 +56,26 @@ export const workloadHandlers: StepHandlers<WorkloadStepOp> = {
         hca: m.hca,
         mr: m.mr,
         addr: m.addr,
+        pages: step.pages,
+        ops: step.ops,
+        durationMs: step.durationMs,
+        writeRatio: step.writeRatio,
+        seed: step.seed ?? ctx.scenario.seed ?? 0,
+      },
+      Math.min(ctx.timeoutMs, WORKLOAD_OP_TIMEOUT_MS),
+    );
+    return workloadDone(ctx, r);
+  },
+  'kvm.workload': async (step, ctx) => {
+    const v = ctx.bindings.vm(step.vm);
+    const r = await runKvmWorkload(
+      ctx.rpc,
+      {
+        name: step.name ?? `kvm.workload@${step.line}`,
+        kvm: v.kvm,
+        vm: v.vm,
+        vcpus: step.vcpus,
+        gfn: step.gfn,
         pages: step.pages,
         ops: step.ops,
         durationMs: step.durationMs,

@@ -457,7 +457,7 @@ export async function mmuNotifierChangePte(
   op: string,
   pid: number,
   addr: number,
-  pte: { pfn: number; gen: number },
+  pte: { pfn: number; gen: number; writable: boolean },
   v36 = false,
 ): Promise<void> {
   const all = await ctx.store.mnSubscriberOps(pid);
@@ -473,7 +473,15 @@ export async function mmuNotifierChangePte(
   ctx.tracer.emit({ kind: 'mn.page', op, pid, addr, inv });
   const one = ([s, name]: [string, 'mnChangePte' | 'mnInvalidatePage']) =>
     name === 'mnChangePte'
-      ? callOne(ctx, op, pid, s, name, { pid, inv, owner, addr, pfn: pte.pfn, gen: pte.gen })
+      ? callOne(ctx, op, pid, s, name, {
+          pid,
+          inv,
+          owner,
+          addr,
+          pfn: pte.pfn,
+          gen: pte.gen,
+          writable: pte.writable,
+        })
       : callOne(ctx, op, pid, s, name, { pid, inv, owner, addr });
   if (ctx.env.MMLAB_DISPATCH === 'serial') for (const c of calls) await one(c);
   else await Promise.all(calls.map(one));

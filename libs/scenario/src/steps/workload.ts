@@ -3,7 +3,7 @@
  * checked against the last store it knows of. Executed by apps/lab/src/steps/workload.ts.
  */
 import { z } from 'zod';
-import { Pages } from '@mmlab/protocol';
+import { Gfn, Pages } from '@mmlab/protocol';
 import { Binding, CpuId, range, step } from './common';
 
 /** How long a workload runs: a number of operations, or a time. */
@@ -61,6 +61,29 @@ export const HcaWorkloadStep = step('hca.workload', {
   seed: z.number().int().optional(),
 }).superRefine(oneLength);
 
+/**
+ * Guest traffic in one VM: vCPUs 0..vcpus-1, each with its own slice of guest frames
+ * [gfn, gfn + pages), load or store (writeRatio) a random frame of it until the workload ends
+ * (a miss is a guest fault through mm), checked the same way.
+ */
+export const KvmWorkloadStep = step('kvm.workload', {
+  name: z
+    .string()
+    .max(64)
+    .regex(/^[A-Za-z0-9_.-]+$/)
+    .optional(),
+  /** a VM bound by kvm.create_vm */
+  vm: Binding,
+  /** how many of its vCPUs run the workload: 0..vcpus-1, each on its own slice of the frames */
+  vcpus: z.number().int().positive().max(64).default(1),
+  /** the first guest frame */
+  gfn: Gfn,
+  pages: Pages,
+  ...workloadLength,
+  writeRatio: z.number().min(0).max(1).default(0.5),
+  seed: z.number().int().optional(),
+}).superRefine(oneLength);
+
 /** The workload steps, in the order of the Step union. */
-export const workloadSteps = [WorkloadStep, HcaWorkloadStep] as const;
+export const workloadSteps = [WorkloadStep, HcaWorkloadStep, KvmWorkloadStep] as const;
 export type WorkloadStepOp = z.output<(typeof workloadSteps)[number]>['op'];
