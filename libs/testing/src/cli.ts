@@ -1,5 +1,10 @@
 /** Run the built `mmlab` CLI (dist/apps/lab, bundled) as a child process, as a user would. */
 import { spawn } from 'node:child_process';
+import { readFileSync, writeFileSync } from 'node:fs';
+import * as path from 'node:path';
+import { type Document, parseDocument } from 'yaml';
+import { TraceEvent } from '@mmlab/protocol';
+import { RunResults } from '@mmlab/scenario';
 import { repoRoot, serviceCommand } from '@mmlab/runner';
 
 export interface CliRun {
@@ -24,4 +29,39 @@ export function runMmlab(args: string[], env: NodeJS.ProcessEnv = process.env): 
     p.on('error', reject);
     p.on('close', (code) => resolve({ code, stdout, stderr }));
   });
+}
+
+/** What `mmlab run --local` left of a scenario: its exit code, results.json, trace and output. */
+export interface ScenarioRun {
+  code: number | null;
+  results: RunResults;
+  events: TraceEvent[];
+  log: string;
+}
+
+/**
+ * Run a scenario file as a user runs it (`mmlab run FILE --local --out DIR/NAME`), its YAML
+ * first changed by edit (config, expect…) and renamed NAME, and read what the run wrote.
+ */
+export async function runScenario(
+  file: string,
+  name: string,
+  dir: string,
+  edit: (doc: Document) => void = () => undefined,
+): Promise<ScenarioRun> {
+  const doc = parseDocument(readFileSync(path.resolve(repoRoot(), file), 'utf8'));
+  edit(doc);
+  doc.setIn(['name'], name);
+  const yaml = path.join(dir, `${name}.yaml`);
+  writeFileSync(yaml, doc.toString());
+  const out = path.join(dir, name);
+  const r = await runMmlab(['run', yaml, '--local', '--out', out]);
+  const results = RunResults.parse(
+    JSON.parse(readFileSync(path.join(out, 'results.json'), 'utf8')),
+  );
+  const events = readFileSync(path.join(out, 'trace.jsonl'), 'utf8')
+    .split('\n')
+    .filter((l) => l !== '')
+    .map((l) => TraceEvent.parse(JSON.parse(l)));
+  return { code: r.code, results, events, log: r.stdout + r.stderr };
 }
