@@ -76,11 +76,15 @@ describe('a PT-lock holder that stops or dies', () => {
     // (asked before the stop: the queue group could hand it to the stopped replica)
     const before = (await rpc.call('meminfo', {})).free;
     lab.signal('mm-0', 'SIGSTOP');
+    // mm-1 waits too, until B holds the lock: once mm-0's liveness lease is gone its reaper
+    // takes the munmap over, and would race this test for the expired lock.
+    lab.signal('mm-1', 'SIGSTOP');
     const key = procKeys(pid).ptl(lock);
     // The lease is not renewed while mm-0 is stopped: it expires.
     await until(async () => (await store.redis.exists(key)) === 0, 'the PT-lock lease to expire');
     // Another holder (this test, acting as a replica) takes the lock with a newer token.
     const b = await store.ptlLock(pid, lock, 'replica-b', 60_000);
+    lab.signal('mm-1', 'SIGCONT');
     if (!b.ok) throw new Error('lock not free after expiry');
     expect(b.token).toBeGreaterThan(token);
     // mm-0's liveness lease is gone too: mm-1 takes its munmap over and tells the caller.

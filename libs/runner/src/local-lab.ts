@@ -419,7 +419,8 @@ export class LocalLab {
   }
 
   /** Instances whose process is alive and not paused (a SIGSTOPped one cannot answer ping). */
-  private runningInstances(): string[] {
+  /** The service instances running now: not paused, not exited. */
+  runningInstances(): string[] {
     return this.instances.filter((i) => {
       if (this.paused.has(i)) return false;
       const p = this.procs.get(i);

@@ -108,14 +108,22 @@ export async function startTestLab(cfg: LabConfig, opts: TestLabOptions = {}): P
     store,
     trace,
     settled: async () => {
-      const replies = await rpc.gather(
-        'flush',
-        {},
-        { expect: lab.instances.length, timeoutMs: 3000 },
-      );
+      // Every running instance must answer: one that a loaded machine has not run within the
+      // gather's 3 s is asked again (settling without it would judge a trace missing events).
+      const replies = new Map<string, { instance: string; published: number }>();
+      const missing = () => lab.runningInstances().filter((i) => !replies.has(i));
+      for (let round = 0; missing().length > 0; round++) {
+        if (round === 10) throw new Error(`no flush answer from ${missing().join(', ')}`);
+        for (const r of await rpc.gather(
+          'flush',
+          {},
+          { expect: lab.instances.length, timeoutMs: 3000 },
+        ))
+          replies.set(r.instance, r);
+      }
       await until(
         () =>
-          replies.every(
+          [...replies.values()].every(
             (r) =>
               r.published === 0 ||
               trace.events.some((e) => e.id === `${r.instance}:${r.published}`),
