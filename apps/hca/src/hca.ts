@@ -23,7 +23,7 @@ import {
   vpnOf,
 } from '@mmlab/protocol';
 import { type CallbackFaults, now } from '@mmlab/runtime';
-import { NotifierSubscriber } from '@mmlab/subscriber';
+import { NotifierSubscriber, subscriberDepsOf } from '@mmlab/subscriber';
 import type { HcaContext, HcaEnv } from './context';
 import { PerMm } from './ib_ucontext_per_mm';
 import { MemoryRegion } from './mr';
@@ -66,17 +66,7 @@ export class Hca {
     kill?: () => void,
   ) {
     this.notifier = new NotifierSubscriber(
-      {
-        name: ctx.name,
-        store: ctx.store,
-        tracer: ctx.tracer,
-        ids: ctx.ids,
-        leaseMs: ctx.env.MMLAB_SUBSCRIBER_LEASE_MS,
-        seed: ctx.env.MMLAB_SEED,
-        log: ctx.log,
-        kill,
-        spanPrefix: 'ib_umem_notifier_',
-      },
+      subscriberDepsOf(ctx, 'ib_umem_notifier_', kill),
       new UmemNotifier(ctx, (pid) => this.mmOf(pid)),
     );
   }

@@ -14,7 +14,7 @@
 import { Mutex } from 'async-mutex';
 import { type Access, MmlabError, type ReqParsed, TASK_SIZE } from '@mmlab/protocol';
 import { type CallbackFaults, type SpteCounts, now } from '@mmlab/runtime';
-import { NotifierSubscriber } from '@mmlab/subscriber';
+import { NotifierSubscriber, subscriberDepsOf } from '@mmlab/subscriber';
 import type { KvmContext } from './context';
 import { Memslots } from './memslot';
 import { KvmMmuNotifier } from './mmu_notifier';
@@ -51,17 +51,7 @@ export class Kvm {
     kill?: () => void,
   ) {
     this.notifier = new NotifierSubscriber(
-      {
-        name: ctx.name,
-        store: ctx.store,
-        tracer: ctx.tracer,
-        ids: ctx.ids,
-        leaseMs: ctx.env.MMLAB_SUBSCRIBER_LEASE_MS,
-        seed: ctx.env.MMLAB_SEED,
-        log: ctx.log,
-        kill,
-        spanPrefix: 'kvm_mmu_notifier_',
-      },
+      subscriberDepsOf(ctx, 'kvm_mmu_notifier_', kill),
       new KvmMmuNotifier(ctx, (pid) => [...(this.procs.get(pid)?.vms ?? [])]),
     );
   }

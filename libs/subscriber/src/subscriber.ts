@@ -61,6 +61,30 @@ export interface SubscriberDeps {
   readonly spanPrefix?: string;
 }
 
+/**
+ * A device's SubscriberDeps from its context (the HCA's and KVM's have the same fields): its
+ * name, Redis, tracer, op ids and log, and the lease and seed of its environment.
+ */
+export function subscriberDepsOf(
+  ctx: Pick<SubscriberDeps, 'name' | 'store' | 'tracer' | 'ids' | 'log'> & {
+    readonly env: { readonly MMLAB_SUBSCRIBER_LEASE_MS: number; readonly MMLAB_SEED: number };
+  },
+  spanPrefix: string,
+  kill?: () => void,
+): SubscriberDeps {
+  return {
+    name: ctx.name,
+    store: ctx.store,
+    tracer: ctx.tracer,
+    ids: ctx.ids,
+    leaseMs: ctx.env.MMLAB_SUBSCRIBER_LEASE_MS,
+    seed: ctx.env.MMLAB_SEED,
+    log: ctx.log,
+    kill,
+    spanPrefix,
+  };
+}
+
 /** What a handler gets besides its request. */
 export interface CallbackCtx {
   /** the op id of this callback (the op of the events it causes) */
