@@ -2,9 +2,10 @@
  * Trace events: the lab's printk/lockdep. Every service publishes them, fire-and-forget, on
  * `mmlab.trace.<service>.<instance>`; the observer stores them and runs the invariant checker.
  *
- * Times are milliseconds since the epoch with microsecond fraction (performance.timeOrigin +
- * performance.now()). Services on one machine share a clock; across machines the checker's
- * time-based rules are as good as NTP.
+ * Times are milliseconds since the epoch with microsecond fraction (`now()`, libs/runtime
+ * clock.ts: the machine's monotonic clock plus an offset to the wall clock each process measures
+ * once). Services on one machine share a clock; across machines the checker's time-based rules
+ * are as good as NTP.
  */
 import { z } from 'zod';
 import { ERROR_CODES } from './errors';
