@@ -22,11 +22,7 @@ const monoMs = (): number => Number(hrtime.bigint()) / 1e6;
  * never raises it, so the largest sample is the estimate (error: one loop iteration, unless
  * every edge was preempted). Pure: the two clocks are parameters (tests give it fake ones).
  */
-export function wallOffset(
-  wallMs: () => number,
-  mono: () => number,
-  edges = WALL_EDGES,
-): number {
+export function wallOffset(wallMs: () => number, mono: () => number, edges = WALL_EDGES): number {
   let best = -Infinity;
   for (let i = 0; i < edges; i++) {
     const before = wallMs();
