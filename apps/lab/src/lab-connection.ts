@@ -39,6 +39,7 @@ export function labConfigOf(config: ScenarioConfig, seed?: number): LabConfig {
   return {
     mode: config.mode,
     frames: config.frames,
+    ...(config.swapSlots ? { swapSlots: config.swapSlots } : {}),
     ...(config.memlockPages !== undefined && { memlockPages: config.memlockPages }),
     cpus: config.cpus,
     mmReplicas: config.mmReplicas,
@@ -171,6 +172,7 @@ export function runningConfig(
     config: {
       mode: ref.mode,
       frames,
+      ...(ref.swapSlots ? { swapSlots: ref.swapSlots } : {}),
       cpus: configs.filter((c) => c.service === 'cpu').length,
       mmReplicas: mms.length,
       leaseTtlMs: ref.leaseTtlMs,
@@ -201,6 +203,7 @@ export function configDifferences(want: ScenarioConfig, lab: ScenarioConfig): st
   };
   cmp('mode', want.mode, lab.mode);
   cmp('frames', want.frames, lab.frames);
+  cmp('swapSlots', want.swapSlots ?? 0, lab.swapSlots ?? 0);
   if (lab.cpus < want.cpus)
     out.push(`cpus: the scenario asks for ${want.cpus}, the lab has ${lab.cpus}`);
   cmp('leaseTtlMs', want.leaseTtlMs ?? envDefault('MMLAB_LEASE_TTL_MS'), lab.leaseTtlMs);

@@ -39,7 +39,7 @@ runService(async (onShutdown) => {
   // Named after the replica (CLIENT LIST): what a count of its Redis calls tells apart.
   const store = new Store(env.REDIS_URL, { connectionName: instance });
   // The first replica to start formats physical memory; the others find it formatted.
-  const frames = await store.memFormat(env.MMLAB_FRAMES);
+  const frames = await store.memFormat(env.MMLAB_FRAMES, env.MMLAB_SWAP_SLOTS);
   const nc = await connectNats(env.NATS_URL, instance);
   const ctx = createContext({
     env,

@@ -16,6 +16,7 @@ import { mmuNotifierRegister, mmuNotifierUnregister } from './kernel/mmu_notifie
 import { drainAllPages } from './kernel/page_alloc';
 import { doMprotect } from './kernel/mprotect';
 import { doMremap } from './kernel/mremap';
+import { tryToFreePages } from './kernel/vmscan';
 
 /** mmlab.mm.fault: handle_mm_fault() for a CPU (or any agent); replies with the PTE installed. */
 async function fault(ctx: MmContext, req: ReqParsed<'fault'>) {
@@ -116,5 +117,17 @@ export class MmController {
     await drainAllPages(this.ctx);
     const [m, locks] = await Promise.all([this.ctx.store.memInfo(), this.ctx.store.allHeldLocks()]);
     return { frames: m.frames, free: m.free, allocated: m.frames - m.free, locks };
+  }
+
+  /** A synchronous reclaim pass: try_to_free_pages() with that target (vmscan.ts). */
+  @Rpc('reclaim')
+  async reclaim(req: ReqParsed<'reclaim'>) {
+    return tryToFreePages(this.ctx, 'request', req.pages);
+  }
+
+  /** /proc/swaps and the LRU lists. */
+  @Rpc('swapinfo')
+  async swapinfo() {
+    return this.ctx.store.swapInfo();
   }
 }

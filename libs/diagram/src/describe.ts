@@ -52,6 +52,12 @@ export function describeEvent(e: TraceEvent): string {
     case 'frame.alloc':
     case 'frame.free':
       return frame(e.pfn, e.gen);
+    case 'swap.out':
+      return `pid ${e.pid} ${hex(e.addr)}: ${frame(e.pfn, e.gen)} → swap slot ${e.slot}`;
+    case 'swap.in':
+      return `pid ${e.pid} ${hex(e.addr)}: swap slot ${e.slot} → ${frame(e.pfn, e.gen)}${e.cached ? ' (swap cache)' : ''}`;
+    case 'reclaim':
+      return `${e.why}: scanned ${e.scanned}, reclaimed ${e.reclaimed}, referenced ${e.referenced}, pinned ${e.pinned}`;
     case 'frame.pin':
     case 'frame.unpin':
       return `${frame(e.pfn, e.gen)} by ${e.agent}`;

@@ -85,6 +85,11 @@ function clean(): FsckSnapshot {
     frame,
     processes: [p1, p2, p3],
     pending: {},
+    swap: {},
+    swapSlots: '0',
+    nrSwapFree: '0',
+    lru: ['1', '2'],
+    active: ['3'],
     incarnations: { 'mm-0.a': true, 'mm-7.z': false },
     now: NOW,
     subscribers: { hca0: { regs: [1], fenced: false } },
@@ -92,6 +97,26 @@ function clean(): FsckSnapshot {
 }
 
 const codes = (s: FsckSnapshot): FsckCode[] => fsck(s).map((f) => f.code);
+
+/**
+ * clean() with swap: 4 slots; slot 1 (gen 2) is named by the swap PTEs of pid 1 and pid 2 at
+ * vpn 200 (a second VMA of both, swapped out after the fork) and caches pfn 8 (the swap cache's
+ * reference only: read back by a fault that was then unmapped); pfn 8 on the inactive list.
+ */
+function withSwap(): FsckSnapshot {
+  const s = clean();
+  for (const p of s.processes.slice(0, 2)) {
+    p.vmas.push('200:201:rw:');
+    p.ptes[200] = '1:2:4';
+  }
+  s.frame[8] = { gen: 1, ref: 1, map: 0, state: 'used' };
+  s.freeList = [4, 5, 6, 7];
+  s.swap = { s1: '2|2|8|1|42', p8: '1' };
+  s.swapSlots = '4';
+  s.nrSwapFree = '3';
+  s.lru.push('8');
+  return s;
+}
 
 describe('fsck', () => {
   it('finds nothing in a consistent state', () => {
@@ -149,6 +174,7 @@ describe('fsck', () => {
     const s = clean();
     s.frame[1] = { gen: 1, ref: 0, map: 0, state: 'free' };
     s.freeList = [1, 4, 5, 6, 7, 8];
+    s.lru = ['2']; // freed: off the LRU
     expect(codes(s)).toEqual(['pte-dead-frame']);
     const t = clean();
     t.frame[1].gen = 2;
@@ -406,5 +432,58 @@ describe('fsck', () => {
     e.frame[1].map = 2;
     e.frame[1].ref = 2;
     expect(codes(e)).toEqual(['exited-mm-mapped', 'pte-outside-vma']);
+  });
+  it('finds nothing in a consistent state with pages in swap and in the swap cache', () => {
+    expect(fsck(withSwap())).toEqual([]);
+  });
+
+  it('a swap count that is not the number of swap PTEs naming the slot', () => {
+    const s = withSwap();
+    delete s.processes[1].ptes[200]; // a zap that did not swap_free
+    expect(fsck(s).map((f) => [f.code, f.key, f.objects.slot])).toEqual([
+      ['swap-count', '{mem}:swap', 1],
+    ]);
+  });
+
+  it('a swap PTE naming a slot that was freed or reused (a stale gen)', () => {
+    const s = withSwap();
+    s.processes[0].ptes[200] = '1:1:4';
+    expect(codes(s)).toEqual(['swap-count', 'swap-count']);
+    expect(fsck(s)[1].message).toMatch(/name slot:gen 1:1, which is no slot in use/);
+  });
+
+  it('a swap cache page that was freed, or that names another slot', () => {
+    const s = withSwap();
+    s.frame[8] = { gen: 1, ref: 0, map: 0, state: 'free' };
+    s.freeList = [4, 5, 6, 7, 8];
+    s.lru = ['1', '2'];
+    expect(codes(s)).toEqual(['swap-slot']);
+    const t = withSwap();
+    t.swap.p8 = '2';
+    expect(codes(t)).toEqual(['swap-slot', 'swap-slot']);
+  });
+
+  it('nr_swap_free that is not the number of free slots', () => {
+    const s = withSwap();
+    s.nrSwapFree = '4';
+    expect(fsck(s).map((f) => [f.code, f.key])).toEqual([['swap-free', '{mem}:meta']]);
+  });
+
+  it('a free frame on an LRU list, a frame on both lists', () => {
+    const s = withSwap();
+    s.lru.push('6');
+    s.active.push('1');
+    expect(fsck(s).map((f) => [f.code, f.objects.pfn])).toEqual([
+      ['lru', 6],
+      ['lru', 1],
+    ]);
+  });
+
+  it("the swap cache's reference is no pin", () => {
+    const s = withSwap();
+    s.processes[0].pinnedVm = '1'; // pfn 3's pin; pfn 8's extra reference is the swap cache's
+    expect(codes(s)).toEqual([]);
+    s.frame[8].ref = 2; // one more: a pin nobody charged
+    expect(codes(s)).toEqual(['pinned-vm']);
   });
 });

@@ -47,6 +47,15 @@
  *                      taken and charged by rmqueueBulk, not known installed) belongs to a dead
  *                      mm incarnation (the reaper gives a dead one's batch back); a live one's
  *                      batch frame that no PTE maps counts as its one mapping (mapcount)
+ *   swap-slot          every swap slot record parses and is a slot of the device; its swap
+ *                      cache page (if any) is a used frame of the gen it names, whose p<pfn>
+ *                      entry names the slot back, and every p<pfn> entry is such a page's
+ *   swap-count         a slot's count is the number of swap PTEs naming it (slot and gen), in
+ *                      every address space; no swap PTE names a free or reused slot
+ *   swap-free          nr_swap_free is the number of free slots (count 0, no cache page)
+ *   lru                every frame on the LRU lists is used, and on one list only
+ * A swap-cache page's reference is the cache's: refcount ≥ mapcount + 1 (pinned-vm counts it
+ * out of the pins).
  */
 import { MnEvent, ZERO_PFN, pmdIndexOf } from '@mmlab/protocol';
 import { MEM, type Pte, type Vma, parsePte, parseVma, procKeys, subKeys } from '@mmlab/model';
@@ -83,6 +92,10 @@ export const FSCK_CODES = [
   'intent-dead-owner',
   'pending-dead-owner',
   'reserve-dead-owner',
+  'swap-slot',
+  'swap-count',
+  'swap-free',
+  'lru',
 ] as const;
 export type FsckCode = (typeof FSCK_CODES)[number];
 
@@ -110,7 +123,129 @@ export function fsck(s: FsckSnapshot): Finding[] {
   }
   checkCounts(s, mappers, add);
   checkPins(s, add);
+  checkSwap(s, add);
   return out;
+}
+
+/** A swap slot record "gen|count|cpfn|cgen|data", parsed (null: corrupt). */
+function parseSlot(v: string): { gen: number; count: number; cpfn: number; cgen: number } | null {
+  const m = /^(\d+)\|(\d+)\|(\d+)\|(\d+)\|(-?\d+)$/.exec(v);
+  return m ? { gen: +m[1], count: +m[2], cpfn: +m[3], cgen: +m[4] } : null;
+}
+
+/** The swap cache pages (pfn → slot) of the snapshot, as p<pfn> entries say. */
+function swapCachePages(s: FsckSnapshot): Map<number, number> {
+  const out = new Map<number, number>();
+  for (const [f, v] of Object.entries(s.swap))
+    if (f.startsWith('p')) out.set(Number(f.slice(1)), Number(v));
+  return out;
+}
+
+function checkSwap(s: FsckSnapshot, add: Add): void {
+  const slots = Number(s.swapSlots ?? 0);
+  const cache = swapCachePages(s);
+  /** "slot:gen" → swap PTEs naming it */
+  const named = new Map<string, string[]>();
+  for (const p of s.processes)
+    for (const [vpn, raw] of Object.entries(p.ptes)) {
+      let pte: Pte;
+      try {
+        pte = parsePte(raw);
+      } catch {
+        continue; // pte-corrupt
+      }
+      if (!pte.swap) continue;
+      const k = `${pte.pfn}:${pte.gen}`;
+      named.set(k, [...(named.get(k) ?? []), `${p.pid}:${vpn}`]);
+    }
+  let free = 0;
+  const seen = new Set<string>();
+  for (const [f, v] of Object.entries(s.swap)) {
+    if (!f.startsWith('s')) continue;
+    const slot = Number(f.slice(1));
+    const r = parseSlot(v);
+    if (!r || !(slot >= 1 && slot <= slots)) {
+      add('swap-slot', MEM.swap, `swap slot ${f.slice(1)} (${v}) is not a slot of this device`, {
+        slot: f.slice(1),
+        record: v,
+      });
+      continue;
+    }
+    if (r.count === 0 && r.cpfn === 0) free++;
+    const key = `${slot}:${r.gen}`;
+    seen.add(key);
+    const by = named.get(key) ?? [];
+    if (by.length !== r.count)
+      add(
+        'swap-count',
+        MEM.swap,
+        `swap slot ${slot} (gen ${r.gen}) has count ${r.count} but ${by.length} swap PTEs name it`,
+        { slot, record: v, ptes: by },
+      );
+    if (r.cpfn !== 0) {
+      const fr = s.frame[String(r.cpfn)];
+      if (fr?.state !== 'used' || fr.gen !== r.cgen || cache.get(r.cpfn) !== slot)
+        add(
+          'swap-slot',
+          MEM.swap,
+          `swap slot ${slot} caches pfn ${r.cpfn} gen ${r.cgen}, which is ${describe(fr)}` +
+            (cache.get(r.cpfn) === slot ? '' : ` and names slot ${cache.get(r.cpfn) ?? 'none'}`),
+          { slot, record: v, frame: fr ?? null },
+        );
+    }
+  }
+  for (const [pfn, slot] of cache) {
+    const r = parseSlot(s.swap[`s${slot}`] ?? '');
+    if (!r || r.cpfn !== pfn)
+      add(
+        'swap-slot',
+        MEM.swap,
+        `pfn ${pfn} is in the swap cache of slot ${slot}, which does not cache it`,
+        {
+          pfn,
+          slot,
+        },
+      );
+  }
+  for (const [key, by] of named)
+    if (!seen.has(key))
+      add(
+        'swap-count',
+        MEM.swap,
+        `swap PTEs ${by.join(', ')} name slot:gen ${key}, which is no slot in use`,
+        {
+          entry: key,
+          ptes: by,
+        },
+      );
+  // slots never used are free too
+  const used = Object.keys(s.swap).filter((f) => f.startsWith('s')).length;
+  const expectFree = free + Math.max(0, slots - used);
+  if (slots > 0 && Number(s.nrSwapFree ?? 0) !== expectFree)
+    add('swap-free', MEM.meta, `nr_swap_free is ${s.nrSwapFree} but ${expectFree} slots are free`, {
+      nrSwapFree: s.nrSwapFree,
+      free: expectFree,
+    });
+  const inactive = new Set(s.lru);
+  for (const [list, members] of [
+    ['inactive', s.lru],
+    ['active', s.active],
+  ] as const)
+    for (const m of members) {
+      const fr = s.frame[m];
+      if (fr?.state !== 'used')
+        add(
+          'lru',
+          list === 'active' ? MEM.active : MEM.lru,
+          `pfn ${m} is on the ${list} list but ${describe(fr)}`,
+          {
+            pfn: Number(m),
+            frame: fr ?? null,
+          },
+        );
+      if (list === 'active' && inactive.has(m))
+        add('lru', MEM.active, `pfn ${m} is on both LRU lists`, { pfn: Number(m) });
+    }
 }
 
 type Add = (code: FsckCode, key: string, message: string, objects: Record<string, unknown>) => void;
@@ -228,7 +363,8 @@ function checkProcess(
         `pid ${p.pid}: PTE at vpn ${vpn} (${raw}) is in no VMA`,
         objects,
       );
-    else {
+    if (pte.swap) continue; // a swap entry: swap-count checks the slot it names
+    if (vma) {
       const why =
         pte.writable && vma.prot !== 'rw'
           ? `writable in a ${vma.prot} VMA`
@@ -471,11 +607,14 @@ function checkPins(s: FsckSnapshot, add: Add): void {
   }
   const pinned: Record<number, number> = {};
   let pins = 0;
+  const cache = swapCachePages(s);
   for (let pfn = 1; pfn <= s.frames; pfn++) {
     const f = s.frame[String(pfn)];
-    if (f?.state !== 'used' || !(f.ref > f.map)) continue;
-    pinned[pfn] = f.ref - f.map;
-    pins += f.ref - f.map;
+    // the swap cache's reference is no pin
+    const extra = f?.state === 'used' ? f.ref - f.map - (cache.has(pfn) ? 1 : 0) : 0;
+    if (!(extra > 0)) continue;
+    pinned[pfn] = extra;
+    pins += extra;
   }
   if (pins > total)
     add(

@@ -85,6 +85,14 @@ export interface FsckSnapshot {
    * yet) or "gen|incarnation|reserve" (a frame of that mm incarnation's batch)
    */
   pending: Record<string, string>;
+  /** {mem}:swap as stored: "s<slot>" → "gen|count|cpfn|cgen|data", "p<pfn>" → slot (keys.ts) */
+  swap: Record<string, string>;
+  /** {mem}:meta swap_slots and nr_swap_free (raw; null when absent) */
+  swapSlots: string | null;
+  nrSwapFree: string | null;
+  /** the inactive and the active LRU lists' members */
+  lru: string[];
+  active: string[];
   /** every mm incarnation the state names (lease owners, inv owners) → its liveness lease lives */
   incarnations: Record<string, boolean>;
   /** Redis TIME when the snapshot was read (ms): what reader expiries are compared with */
@@ -115,7 +123,14 @@ export const incarnationOfInvOwner = (v: string): string => {
 export async function readSnapshot(store: Store): Promise<FsckSnapshot> {
   const r = store.redis;
   // the frame table is read by the model (its layout is the model's): one MULTI on {mem}
-  const [mem, pending] = await Promise.all([store.memTable(), r.hgetall(MEM.pending)]);
+  const [mem, pending, swap, swapMeta, lru, active] = await Promise.all([
+    store.memTable(),
+    r.hgetall(MEM.pending),
+    r.hgetall(MEM.swap),
+    r.hmget(MEM.meta, 'swap_slots', 'nr_swap_free'),
+    r.zrange(MEM.lru, 0, -1),
+    r.zrange(MEM.active, 0, -1),
+  ]);
   const frame: Record<string, FrameRecord> = {};
   for (const [pfn, f] of mem.frame)
     frame[pfn] = { gen: f.gen, ref: f.ref, map: f.map, state: f.state };
@@ -203,6 +218,11 @@ export async function readSnapshot(store: Store): Promise<FsckSnapshot> {
     frame,
     processes,
     pending,
+    swap,
+    swapSlots: swapMeta[0],
+    nrSwapFree: swapMeta[1],
+    lru,
+    active,
     incarnations,
     now,
     subscribers,

@@ -74,6 +74,27 @@
  *                reserve-dead-owner. A reserve frame is installed only by the fault script, in
  *                a pid its owner indexed first ({mm}:invpids) and that records the install in
  *                {p:<pid>}:rsv in the same script.
+ *   {mem}:swap   hash, the swap device and the swap cache (mm/swapfile.c, mm/swap_state.c):
+ *                  s<slot> → "gen|count|cpfn|cgen|data": one swap slot (1..meta swap_slots) —
+ *                    gen bumped at each get_swap_page (a swap PTE names slot and gen, so a
+ *                    stale one is told apart), count the swap PTEs that hold it (swap_map's
+ *                    count), cpfn/cgen the page in the swap cache for it (0: none;
+ *                    SWAP_HAS_CACHE), data the page's word as pageout wrote it
+ *                  p<pfn> → slot: the frame is in the swap cache (PageSwapCache,
+ *                    page_private) for that slot; the swap cache holds one reference
+ *                A slot is free when its count is 0 and it has no cache page; meta keeps
+ *                swap_slots (the device's size: config.swapSlots, 0 = no swap), nr_swap_free
+ *                and swap_next (where get_swap_page looks first).
+ *              Invariants (fsck: swap-*): count = the swap PTEs naming slot and gen in every
+ *              address space; a cache page is a used frame of that gen with p<pfn> naming the
+ *              slot back; nr_swap_free is the number of free slots.
+ *   {mem}:lru, {mem}:lru:active  zsets of used frames (member pfn, score: when it was added):
+ *                the inactive and the active anonymous LRU lists (lruvec, mm/vmscan.c).
+ *                A frame is added to the inactive list when allocated (lru_cache_add) and
+ *                leaves both when freed; reclaim isolates from the inactive list's oldest end,
+ *                activates referenced pages and deactivates the active list's oldest when
+ *                the inactive list is short (inactive_anon_is_low). A frame being reclaimed
+ *                is on neither (isolated, with one extra reference).
  *
  * An address space ({p:<pid>}) — mm_struct and its page tables:
  *   :mm        hash: seq (mm_lock_seq: bumped at every mmap_sem write acquire and release),
@@ -147,6 +168,9 @@ export const MEM = {
   fenced: '{mem}:fenced',
   once: '{mem}:once',
   pending: '{mem}:pending',
+  swap: '{mem}:swap',
+  lru: '{mem}:lru',
+  active: '{mem}:lru:active',
 } as const;
 /** The roles of the {mem} keys, in the order every {mem} script receives them as KEYS. */
 export const MEM_ROLES = [
@@ -155,6 +179,9 @@ export const MEM_ROLES = [
   'fenced',
   'once',
   'pending',
+  'swap',
+  'lru',
+  'active',
 ] as const satisfies ReadonlyArray<keyof typeof MEM>;
 export const MEM_KEYS: string[] = MEM_ROLES.map((r) => MEM[r]);
 

@@ -57,6 +57,8 @@ export const ServiceConfig = z.object({
   mode: Mode,
   /** MMLAB_FRAMES */
   frames: z.number().int().positive(),
+  /** MMLAB_SWAP_SLOTS (absent: a service older than swap, 0) */
+  swapSlots: z.number().int().nonnegative().optional(),
   /** MMLAB_LEASE_TTL_MS */
   leaseTtlMs: ms,
   /** MMLAB_SOFTLOCKUP_MS */
@@ -80,7 +82,8 @@ export const ServiceConfig = z.object({
 });
 export type ServiceConfig = z.infer<typeof ServiceConfig>;
 
-export const FaultKind = z.enum(['zero', 'anon', 'wp-copy', 'wp-reuse', 'spurious']);
+/** how a fault was resolved; swap: do_swap_page read the page in (from the swap cache or its slot) */
+export const FaultKind = z.enum(['zero', 'anon', 'wp-copy', 'wp-reuse', 'spurious', 'swap']);
 export type FaultKind = z.infer<typeof FaultKind>;
 
 /** enum mmu_notifier_event: why a range is invalidated. */
@@ -290,6 +293,40 @@ export const RPC = {
           ttlMs: z.number().int().nonnegative().describe('what is left of the lease'),
         }),
       ),
+    }),
+  }),
+  reclaim: def({
+    subject: 'mmlab.mm.reclaim',
+    doc: 'One synchronous reclaim pass, whatever the watermarks: frees up to `pages` anonymous frames by writing them to swap slots (try_to_unmap_one on every PTE that maps each, invalidate_page to the secondary MMUs, pageout, __remove_mapping). A pinned page is unmapped and written out but stays in the swap cache. Without swap (swapSlots 0) nothing can be reclaimed.',
+    models: 'try_to_free_pages() → shrink_page_list(), mm/vmscan.c v3.7',
+    queue: 'mm',
+    request: z.strictObject({
+      pages: z
+        .number()
+        .int()
+        .positive()
+        .max(1 << 20),
+    }),
+    response: z.object({
+      scanned: z.number().int(),
+      reclaimed: z.number().int(),
+      referenced: z.number().int(),
+      pinned: z.number().int(),
+      swapFull: z.boolean(),
+    }),
+  }),
+  swapinfo: def({
+    subject: 'mmlab.mm.swapinfo',
+    doc: 'The swap device and the anonymous LRU lists: slots, free slots, pages in the swap cache, frames on the inactive and the active list.',
+    models: '/proc/swaps and the LRU lines of /proc/meminfo',
+    queue: 'mm',
+    request: empty,
+    response: z.object({
+      slots: z.number().int(),
+      free: z.number().int(),
+      cached: z.number().int(),
+      inactive: z.number().int(),
+      active: z.number().int(),
     }),
   }),
   mmDebug: def({

@@ -136,6 +136,41 @@ export const TraceEvent = z.discriminatedUnion('kind', [
   }),
   ev('frame.alloc', { pfn: Pfn, gen: Gen }),
   ev('frame.free', { pfn: Pfn, gen: Gen }),
+  /**
+   * try_to_unmap_one() wrote swap entry (slot, slotGen) where pid's PTE at addr mapped frame
+   * pfn/gen (traced with the pte.clear of that PTE, before it).
+   */
+  ev('swap.out', {
+    pid: Pid,
+    addr: Addr,
+    pfn: Pfn,
+    gen: Gen,
+    slot: z.number().int().positive(),
+    slotGen: Gen,
+  }),
+  /** do_swap_page() mapped frame pfn/gen for the swap entry (slot, slotGen) at addr (with its pte.set) */
+  ev('swap.in', {
+    pid: Pid,
+    addr: Addr,
+    pfn: Pfn,
+    gen: Gen,
+    slot: z.number().int().positive(),
+    slotGen: Gen,
+    /** found in the swap cache (no read from the slot) */
+    cached: z.boolean(),
+  }),
+  /** One pass of reclaim (shrink_page_list): what it looked at and what came of it. */
+  ev('reclaim', {
+    /** kswapd, or direct (an allocation that found no frame), or the reclaim step */
+    why: z.enum(['kswapd', 'direct', 'request']),
+    scanned: z.number().int().nonnegative(),
+    /** frames freed */
+    reclaimed: z.number().int().nonnegative(),
+    /** referenced (by a PTE's young bit or a secondary MMU's): activated, kept */
+    referenced: z.number().int().nonnegative(),
+    /** unmapped and written to swap but still held (a pin): kept in the swap cache */
+    pinned: z.number().int().nonnegative(),
+  }),
   ev('tlb.fill', { agent: Agent, pid: Pid, addr: Addr, pfn: Pfn, gen: Gen, writable: z.boolean() }),
   ev('tlb.flush', { agent: Agent, pid: Pid, start: Addr, end: Addr, entries: z.number().int() }),
   /**

@@ -30,6 +30,8 @@ export const LAB_PORTS = { nats: 4222, redis: 6379, observer: 8080 } as const;
 export interface LabConfig {
   mode: Mode;
   frames: number;
+  /** swap slots (MMLAB_SWAP_SLOTS); default 0: no swap */
+  swapSlots?: number;
   /** RLIMIT_MEMLOCK in pages (MMLAB_MEMLOCK_PAGES); default a quarter of the frames */
   memlockPages?: number;
   cpus: number;
@@ -111,6 +113,7 @@ export function labServices(
   const common: Record<string, string> = {
     MMLAB_MODE: cfg.mode,
     MMLAB_FRAMES: String(cfg.frames),
+    ...(cfg.swapSlots ? { MMLAB_SWAP_SLOTS: String(cfg.swapSlots) } : {}),
     ...(cfg.memlockPages !== undefined ? { MMLAB_MEMLOCK_PAGES: String(cfg.memlockPages) } : {}),
     ...(cfg.leaseTtlMs ? { MMLAB_LEASE_TTL_MS: String(cfg.leaseTtlMs) } : {}),
     ...(cfg.softlockupMs ? { MMLAB_SOFTLOCKUP_MS: String(cfg.softlockupMs) } : {}),

@@ -19,6 +19,8 @@ export const EnvSchema = z.object({
   MMLAB_MODE: Mode.default('patched'),
   /** Frames in the zone (physical memory), set up by the first mm replica that starts. */
   MMLAB_FRAMES: int(256),
+  /** Slots of the swap device, set up with the frames (0: no swap). */
+  MMLAB_SWAP_SLOTS: z.coerce.number().int().nonnegative().default(0),
   /**
    * mm: RLIMIT_MEMLOCK in pages: a process's pinned registrations together (pinned_vm) may pin
    * no more; unset: a quarter of MMLAB_FRAMES.

@@ -512,6 +512,7 @@ export function controlController(tracer: Tracer): Type<unknown> {
         instance: tracer.instance,
         mode: env.MMLAB_MODE,
         frames: env.MMLAB_FRAMES,
+        swapSlots: env.MMLAB_SWAP_SLOTS,
         leaseTtlMs: env.MMLAB_LEASE_TTL_MS,
         softlockupMs: env.MMLAB_SOFTLOCKUP_MS,
         dispatch: env.MMLAB_DISPATCH,

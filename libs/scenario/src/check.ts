@@ -129,6 +129,7 @@ export function stepBindings(s: Step): StepBindings {
       return { uses: vmUse(s.vm) };
     case 'parallel':
     case 'chaos.schedule':
+    case 'reclaim':
     case 'sleep':
     case 'mm.stall':
     case 'mm.lose_lease':
@@ -167,6 +168,7 @@ function stepTargets(s: Step): {
     case 'mremap':
     case 'madvise':
     case 'exit':
+    case 'reclaim':
     case 'hca.dereg_mr':
     case 'hca.rdma_write':
     case 'hca.rdma_read':

@@ -130,6 +130,16 @@ export const ScenarioConfig = z.strictObject({
   mode: Mode.default('patched'),
   frames: z.number().int().positive().default(256),
   /**
+   * Slots of the swap device (MMLAB_SWAP_SLOTS): anonymous pages reclaim writes out (a
+   * `reclaim` step). 0, the default: no swap — memory that runs out fails with ENOMEM.
+   */
+  swapSlots: z
+    .number()
+    .int()
+    .nonnegative()
+    .max(1 << 20)
+    .optional(),
+  /**
    * RLIMIT_MEMLOCK in pages (MMLAB_MEMLOCK_PAGES): what one process's pinned registrations may
    * pin together (pinned_vm); a registration past it fails with ENOMEM before it touches a
    * page. Default: a quarter of the frames.

@@ -72,6 +72,9 @@ export const memoryHandlers: StepHandlers<MemoryStepOp> = {
     const req = { ...rangeOf(step, bindings), advice: step.advice };
     return { value: await rpc.call('madvise', req, { timeoutMs }) };
   },
+  reclaim: async (step, { rpc, timeoutMs }) => ({
+    value: await rpc.call('reclaim', { pages: step.pages }, { timeoutMs }),
+  }),
   exit: async (step, { rpc, timeoutMs, bindings }) => ({
     value: await rpc.call('exit', { pid: bindings.number(step.process) }, { timeoutMs }),
   }),

@@ -4,7 +4,7 @@
  * write-protection of a COW mapping in invalidate_range_start/_end on the parent.
  */
 import { MmlabError, PAGE_SIZE } from '@mmlab/protocol';
-import { type Vma, pteLockOfVpn } from '@mmlab/model';
+import { type Vma, pteFrameRef, pteLockOfVpn } from '@mmlab/model';
 import type { MmContext, OpIntent } from './context';
 import { crashPoint } from './crash_point';
 import { intentBegin, intentEnd } from './intent';
@@ -115,7 +115,7 @@ export async function forkRollback(
 ): Promise<'UNDONE' | 'ALIVE'> {
   const ptes = await ctx.store.pageTable(child);
   if ((await ctx.store.forkUndo(child, forker)) === 'ALIVE') return 'ALIVE';
-  for (const [vpn, pte] of ptes)
+  for (const [vpn, pte] of [...ptes].filter(([, p]) => !p.swap))
     ctx.tracer.emit({
       kind: 'pte.clear',
       op,
@@ -171,8 +171,9 @@ async function copyPageRange(
         // The child's references are taken before the parent's lock is dropped: a write fault
         // in the parent must find the frame shared (mapcount 2) and copy it. One batch per
         // chunk, applied once, so a rollback knows whether to put it back.
+        // (a swap entry's slot gets its swap_duplicate in the same batch: pteFrameRef)
         const bad = await ctx.store.getPagesBatch(
-          r.child.map((c) => c.pte),
+          r.child.map((c) => pteFrameRef(c.pte)),
           'map',
           `${it.id}#c${r.chunk}`,
         );
@@ -185,7 +186,7 @@ async function copyPageRange(
           await flushTlbRange(ctx, op, src, s * PAGE_SIZE, e * PAGE_SIZE, r.cpumask);
         if (!(await ctx.store.setPtes(dst, it.id, r.child)))
           throw new MmlabError('ESTALE', `fork of pid ${src} was taken over and rolled back`);
-        for (const c of r.child)
+        for (const c of r.child.filter((x) => !x.pte.swap))
           ctx.tracer.emit({
             kind: 'pte.set',
             op,

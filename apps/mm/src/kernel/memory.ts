@@ -19,7 +19,7 @@ import {
   type MnEvent,
   ZERO_PFN,
 } from '@mmlab/protocol';
-import { type Pte, pteLockOfVpn } from '@mmlab/model';
+import { type Pte, pteFrameRef, pteLockOfVpn } from '@mmlab/model';
 import { now } from '@mmlab/runtime';
 import { type MmContext, backoff, injected, ownerOf } from './context';
 import {
@@ -31,7 +31,14 @@ import {
 } from './mmu_notifier';
 import { debugStallUnderPtl, heldPtl, ptlUnlock, traceUnlock, underPtl } from './locks';
 import { forEachPteTable, staleLease } from './pagewalk';
-import { type Frame, type PcpFrame, allocPage, drainAllPages, putPending } from './page_alloc';
+import {
+  type Frame,
+  type PcpFrame,
+  allocPage,
+  drainAllPages,
+  putPages,
+  putPending,
+} from './page_alloc';
 import { crashPoint } from './crash_point';
 import { putCleared, syscallOf } from './intent';
 import { flushTlbRange } from './tlbflush';
@@ -208,6 +215,22 @@ async function __handleMmFault(
           const r: FaultResult = { ...step.pte, kind: 'spurious', retries };
           return r;
         }
+        case 'SWAP': {
+          // do_swap_page(): no frame of the batch is needed (the page comes from the swap
+          // cache or is read into a frame of its own)
+          if (fresh) await ctx.pcp.putBack(ctx, fresh);
+          fresh = null;
+          const pte = await doSwapPage(ctx, op, pid, vpn, access, agent, mmapSem, step);
+          if (!pte) continue;
+          // read-only: a write goes on to do_wp_page, whose reuse rule counts the slot's other
+          // swap PTEs (reuse_swap_page)
+          if (access === 'write') continue;
+          const r: FaultResult = { ...pte, kind: 'swap', retries };
+          return r;
+        }
+        case 'SWAPIN':
+          // only an answer to doSwapPage's call
+          throw new MmlabError('EINTERNAL', 'fault installed a swapped-in page it was not given');
         case 'NEED_WP': {
           const f: WpFault = { op, pid, vpn, old: step.pte, seq: step.seq, agent, mmapSem };
           // The COW allocates its own copy (allocPage, with copy_user_highpage: a pending frame
@@ -229,6 +252,71 @@ async function __handleMmFault(
     if (fresh) await ctx.pcp.putBack(ctx, fresh);
     if (page) await putPending(ctx, op, [page]);
   }
+}
+
+/**
+ * Models: do_swap_page(), mm/memory.c v3.7 (v3.6 alike) — a fault on a swap entry. The page is
+ * the swap cache's, or a frame read from the slot and added to the swap cache
+ * (lookup_swap_cache / swapin_readahead: one {mem} script, swapinPage, which charges it as a
+ * mapping); the fault script installs it read-only over that same swap entry (pte_same under
+ * the PT lock: the script is atomic), and then the entry is freed (swap_free). The page stays
+ * in the swap cache (a clean copy: reclaim can drop it again without writing) until a write
+ * reuses it (reuse_swap_page) or the slot has no swap PTE left and it is reclaimed.
+ *
+ *   fault A (pid 1)                     munmap (pid 1)
+ *   swapinPage(slot 5) → pfn 9 (ref 2)
+ *                                       zap: swap PTE → none, swap_free(5)
+ *   fault(swap = 5): PTE is none → ...  (not SWAPIN)
+ *   put_page(9): still in the swap cache, ref 1 — reclaim frees it later
+ *
+ * Not crash-safe yet (issue 15): a replica that dies between swapinPage and the install leaks
+ * the page's mapping charge (fsck: frame-counts).
+ */
+async function doSwapPage(
+  ctx: MmContext,
+  op: string,
+  pid: number,
+  vpn: number,
+  access: Access,
+  agent: string,
+  mmapSem: string,
+  entry: { slot: number; gen: number },
+): Promise<Pte | null> {
+  const page = await ctx.store.swapinPage(entry.slot, entry.gen);
+  if (page === 'STALE') return null; // the entry went meanwhile: fault again
+  if (page === 'ENOMEM') throw new MmlabError('ENOMEM', 'no free frame to swap the page in');
+  const step = await ctx.store.fault(
+    pid,
+    vpn,
+    access,
+    agent,
+    page,
+    ctx.incarnation,
+    mmapSem,
+    undefined,
+    entry,
+  );
+  if (step.r !== 'SWAPIN') {
+    // the PTE changed under us: the page goes back (its swap-cache place keeps it, if any)
+    await putPages(ctx, op, [page]);
+    return null;
+  }
+  const addr = vpn * PAGE_SIZE;
+  ctx.tracer.emit({ kind: 'pte.set', op, pid, addr, ...step.pte, lock: lockOf(vpn), token: null });
+  ctx.tracer.emit({
+    kind: 'swap.in',
+    op,
+    pid,
+    addr,
+    pfn: page.pfn,
+    gen: page.gen,
+    slot: entry.slot,
+    slotGen: entry.gen,
+    cached: page.cached,
+  });
+  // swap_free(entry): this PTE no longer names the slot
+  await putPages(ctx, op, [{ pfn: -entry.slot, gen: entry.gen }]);
+  return step.pte;
 }
 
 /**
@@ -261,16 +349,17 @@ function fencedOff(ctx: MmContext, pid: number): MmlabError {
 
 /**
  * Models: reuse_swap_page(), mm/swapfile.c v3.7 — may do_wp_page() write to this anonymous
- * page in place? Yes when it is mapped once: page_mapcount() (plus page_swapcount() once mmlab
- * has swap) is at most 1. References that are not mappings — a get_user_pages() pin — do not
- * count, so a pinned page mapped once is reused and the device reading through its pin keeps
- * seeing what the CPU writes. KSM pages are never reused (PageKsm; mmlab has no KSM yet: its
- * pages must answer false here). The one place the rule lives, so later eras can swap it:
- * 5.9–5.18 reuse on page_count() == 1, 5.19+ on PageAnonExclusive.
+ * page in place? Yes when page_mapcount() plus, for a page in the swap cache, page_swapcount()
+ * (swap PTEs of forked siblings still naming its slot: they would read this page back from the
+ * swap cache) is at most 1; a page reused that way leaves the swap cache (one {mem} script,
+ * reuseSwapPage). References that are not mappings — a get_user_pages() pin — do not count,
+ * so a pinned page mapped once is reused and the device reading through its pin keeps seeing
+ * what the CPU writes. KSM pages are never reused (PageKsm; mmlab has no KSM yet: its pages
+ * must answer false here). The one place the rule lives, so later eras can swap it: 5.9–5.18
+ * reuse on page_count() == 1, 5.19+ on PageAnonExclusive.
  */
 export async function reuseSwapPage(ctx: MmContext, page: Pte): Promise<boolean> {
-  const { map, gen } = await ctx.store.pageCounts(page.pfn);
-  return gen === page.gen && map <= 1;
+  return (await ctx.store.reuseSwapPage(page.pfn, page.gen)).reuse;
 }
 
 /**
@@ -498,7 +587,7 @@ export async function zapPteRanges(
       const { lock, lease } = held;
       const r = await ctx.store.zapPteRange(pid, lock, lease.value, lease.token, s, e, intent);
       if (!r) throw staleLease(ctx, held, 'zap_pte_range');
-      for (const c of r.cleared)
+      for (const c of r.cleared.filter((p) => !p.swap))
         ctx.tracer.emit({
           kind: 'pte.clear',
           op,
@@ -512,7 +601,8 @@ export async function zapPteRanges(
       await crashPoint(ctx, `${syscallOf(op)}.zapped`);
       if (r.cleared.length)
         await flushTlbRange(ctx, op, pid, s * PAGE_SIZE, e * PAGE_SIZE, r.cpumask);
-      flushed.push(...r.cleared);
+      // a swap entry's slot is owed its swap_free (free_swap_and_cache) like a frame's put
+      flushed.push(...r.cleared.map(pteFrameRef));
     });
   } catch (e) {
     // Failed half way (a lease lost): what was cleared and flushed still goes back.

@@ -2,7 +2,8 @@
  * Lua helpers of the {mem} scripts (mem/scripts.ts), appended to LUA_HELPERS: the accessors of a
  * frame record in the packed frame table {mem}:frames (layout: keys.ts, FRAME_FIELDS), the free
  * list threaded through it, and put_page()/get_page()'s shared steps. Every {mem} script
- * receives KEYS = MEM_KEYS: K[1] meta, K[2] frames, K[3] fenced, K[4] once, K[5] pending.
+ * receives KEYS = MEM_KEYS: K[1] meta, K[2] frames, K[3] fenced, K[4] once, K[5] pending,
+ * K[6] swap (slots and swap cache), K[7] lru (inactive), K[8] lru:active.
  * Nothing else reads or writes a frame record (mem/frame.ts decodes the table for reads).
  */
 import { FRAME_BYTES, FRAME_FIELDS, FRAME_LAYOUT, FRAME_STATE } from '../keys';
@@ -72,6 +73,7 @@ end
 -- Models: free_hot_cold_page(), mm/page_alloc.c v3.7 — a hot page goes to the head of the list
 -- (list_add), so the next allocation takes it at once. pfn's counts were 0 or are made 0 here.
 local function free_push(K, pfn)
+  redis.call('ZREM', K[7], pfn); redis.call('ZREM', K[8], pfn)
   local m = redis.call('HMGET', K[1], 'free', 'nr_free')
   frame_set(K, pfn, 'ref', 0, 'map', 0, 'state', FREE, 'next', m[1] or '0')
   redis.call('HSET', K[1], 'free', pfn, 'nr_free', (tonumber(m[2]) or 0) + 1)
@@ -100,8 +102,80 @@ local function free_pop(K)
   redis.call('HSET', K[1], 'hwm', pfn, 'nr_free', nr)
   return pfn
 end
+-- lru_cache_add(): pfn at the young end of the inactive list (off the active one)
+local function lru_add(K, pfn)
+  redis.call('ZREM', K[8], pfn)
+  redis.call('ZADD', K[7], redis.call('HINCRBY', K[1], 'lru_clock', 1), pfn)
+end
+-- activate_page(): pfn at the young end of the active list
+local function lru_activate(K, pfn)
+  redis.call('ZREM', K[7], pfn)
+  redis.call('ZADD', K[8], redis.call('HINCRBY', K[1], 'lru_clock', 1), pfn)
+end
+-- A swap slot's record (keys.ts {mem}:swap): gen, count, cpfn, cgen, data (numbers); nil when
+-- the slot was never used
+local function slot_get(K, slot)
+  local r = redis.call('HGET', K[6], 's' .. slot)
+  if not r then return nil end
+  local g, c, p, pg, d = string.match(r, '^(%d+)|(%d+)|(%d+)|(%d+)|(-?%d+)$')
+  if not g then error({err = 'swap slot ' .. slot .. ' corrupt: ' .. r}) end
+  return tonumber(g), tonumber(c), tonumber(p), tonumber(pg), tonumber(d)
+end
+local function slot_set(K, slot, g, c, p, pg, d)
+  redis.call('HSET', K[6], 's' .. slot, g .. '|' .. c .. '|' .. p .. '|' .. pg .. '|' .. int_arg(d))
+end
+-- A slot that just lost its last swap PTE or its cache page: free when it has neither
+local function slot_maybe_free(K, slot, c, p)
+  if c == 0 and p == 0 then redis.call('HINCRBY', K[1], 'nr_swap_free', 1) end
+end
+-- Models: get_swap_page(), mm/swapfile.c v3.7 (scan_swap_map from the cluster's next slot):
+-- → slot, gen of a free slot, now allocated (count 0, no cache yet) | nil: swap is full
+local function slot_alloc(K)
+  local m = redis.call('HMGET', K[1], 'swap_slots', 'nr_swap_free', 'swap_next')
+  local n, nfree = tonumber(m[1]) or 0, tonumber(m[2]) or 0
+  if n == 0 or nfree <= 0 then return nil end
+  local at = tonumber(m[3]) or 1
+  for i = 0, n - 1 do
+    local slot = (at - 1 + i) % n + 1
+    local g, c, p, pg, d = slot_get(K, slot)
+    if not g or (c == 0 and p == 0) then
+      g = (g or 0) + 1
+      slot_set(K, slot, g, 0, 0, 0, 0)
+      redis.call('HSET', K[1], 'nr_swap_free', nfree - 1, 'swap_next', slot % n + 1)
+      return slot, g
+    end
+  end
+  error({err = 'swap map corrupt: nr_swap_free ' .. nfree .. ' but no free slot'})
+end
+-- The slot whose swap cache page pfn is (nil: not in the swap cache)
+local function swapcache_slot(K, pfn)
+  return tonumber(redis.call('HGET', K[6], 'p' .. pfn))
+end
+-- delete_from_swap_cache(): pfn leaves the cache of its slot (the cache's reference is the
+-- caller's to put). → the slot, or nil
+local function swapcache_del(K, pfn)
+  local slot = swapcache_slot(K, pfn)
+  if not slot then return nil end
+  redis.call('HDEL', K[6], 'p' .. pfn)
+  local g, c, p, pg, d = slot_get(K, slot)
+  if g and p == tonumber(pfn) then
+    slot_set(K, slot, g, c, 0, 0, d)
+    slot_maybe_free(K, slot, c, 0)
+  end
+  return slot
+end
+-- swap_duplicate() (delta 1: a swap PTE copied, or written by try_to_unmap_one) and swap_free()
+-- (-1: one went) of slot at gen → true | false (a stale or unused slot: the caller's bad)
+local function swap_count(K, slot, gen, delta)
+  local g, c, p, pg, d = slot_get(K, slot)
+  if not g or g ~= tonumber(gen) or c + delta < 0 or (c == 0 and p == 0) then return false end
+  slot_set(K, slot, g, c + delta, p, pg, d)
+  if delta < 0 then slot_maybe_free(K, slot, c + delta, p) end
+  return true
+end
 -- put_page()/get_page() of frames. list: {{pfn, gen}, ...} as strings; kind 'map' drops a
--- mapping too, 'ref' a bare reference. A frame found in a PTE is installed: its pending tag
+-- mapping too, 'ref' a bare reference. A negative pfn is a swap entry (-slot, slot gen: the
+-- "-slot:gen" of mm/lua.ts frame_ref): its swap_free. A frame found in a PTE is installed: its pending tag
 -- ({mem}:pending) goes, and the put of the page its COW replaced, still owed, is added to the
 -- list (it is always a mapping). → freed pfns, bad pfns
 local function untag(K, pfn, gen, list)
@@ -125,14 +199,29 @@ local function put_frames(K, kind, list)
     local pfn, gen = list[i][1], list[i][2]
     local k = list[i][3] or kind
     local live, st = frame_live(K, pfn, gen)
-    if st == ZERO then
+    if tonumber(pfn) < 0 then
+      -- a swap entry that went (zap_pte_range → free_swap_and_cache): swap_free
+      if not swap_count(K, -tonumber(pfn), gen, -1) then bad[#bad + 1] = tonumber(pfn) end
+    elseif st == ZERO then
     elseif not live then
       bad[#bad + 1] = tonumber(pfn)
     else
       untag(K, pfn, gen, list)
-      local ref
-      if k == 'map' then ref = frame_add(K, pfn, 'ref', -1, 'map', -1)
+      local ref, map
+      if k == 'map' then ref, map = frame_add(K, pfn, 'ref', -1, 'map', -1)
       else ref = frame_add(K, pfn, 'ref', -1) end
+      if map == 0 then
+        -- free_swap_cache() (free_pages_and_swap_cache, v3.7): a page no PTE maps any more
+        -- leaves the swap cache when no swap PTE names its slot either (try_to_free_swap)
+        local slot = swapcache_slot(K, pfn)
+        if slot then
+          local g, c = slot_get(K, slot)
+          if c == 0 then
+            swapcache_del(K, pfn)
+            ref = frame_add(K, pfn, 'ref', -1)
+          end
+        end
+      end
       if ref <= 0 then
         free_push(K, pfn)
         freed[#freed + 1] = tonumber(pfn)

@@ -20,13 +20,15 @@ export const MAX_FRAMES = Math.floor((512 * 1024 * 1024) / FRAME_BYTES) - 1;
  * at least one, while any is free): a small machine is not emptied into batches.
  */
 export const RESERVE_FRACTION = 16;
+/** The most swap slots a lab's swap device has. */
+export const MAX_SWAP_SLOTS = 1 << 20;
 
 export const MEM_SCRIPTS = {
   memFormat: script({
     doc: `Format physical memory once: pfn 0 is the zero page, 1..n are free (a zero-filled frame table: one SETRANGE, whatever n). Idempotent; refused (an error) when Redis holds memory formatted with another frame layout.`,
     models: 'mem_init(), arch/x86/mm/init_64.c: every frame onto the free lists (free_all_bootmem)',
     keys: MEM_ROLES,
-    args: { frames: Int.min(0).max(MAX_FRAMES) },
+    args: { frames: Int.min(0).max(MAX_FRAMES), swapSlots: Int.min(0).max(MAX_SWAP_SLOTS) },
     reply: Int.describe('frames'),
     lua:
       HELPERS +
@@ -40,11 +42,11 @@ if m[1] == '1' then
   return tonumber(m[2])
 end
 local n = tonumber(ARGV[1])
-redis.call('DEL', KEYS[2], KEYS[5])
+redis.call('DEL', KEYS[2], KEYS[5], KEYS[6], KEYS[7], KEYS[8])
 redis.call('SETRANGE', KEYS[2], (n + 1) * FRAME_BYTES - 1, '\\0')
 frame_set(KEYS, 0, 'gen', 1, 'ref', 1, 'map', 0, 'state', ZERO)
 redis.call('HSET', KEYS[1], 'frames', n, 'free', 0, 'hwm', 0, 'nr_free', n, 'layout', FRAME_LAYOUT,
-  'formatted', 1)
+  'formatted', 1, 'swap_slots', ARGV[2], 'nr_swap_free', ARGV[2], 'swap_next', 1)
 return n
 `,
   }),
@@ -64,6 +66,7 @@ if ARGV[1] ~= '' and frame_exists(KEYS, ARGV[1]) then v = frame_get(KEYS, ARGV[1
 local gen = frame_update(KEYS, pfn, {'INCRBY', 'gen', 1}, {'SET', 'ref', 1}, {'SET', 'map', ARGV[2]},
   {'SET', 'state', USED}, {'SET', 'next', 0}, {'SET', 'data', v})
 if ARGV[3] ~= '' then redis.call('HSET', KEYS[5], pfn, gen .. '|' .. ARGV[3]) end
+lru_add(KEYS, pfn)
 return {'OK', pfn, gen}
 `,
   }),
@@ -105,6 +108,7 @@ for _ = 1, n do
   local gen = frame_update(KEYS, pfn, {'INCRBY', 'gen', 1}, {'SET', 'ref', 1}, {'SET', 'map', 1},
     {'SET', 'state', USED}, {'SET', 'next', 0}, {'SET', 'data', 0})
   redis.call('HSET', KEYS[5], pfn, gen .. tail)
+  lru_add(KEYS, pfn)
   taken[#taken + 1] = pfn; taken[#taken + 1] = gen
 end
 return {tonumber(redis.call('HGET', KEYS[1], 'nr_free') or '0'), freed, taken}
@@ -277,7 +281,7 @@ return {'OK', gen, state_name(st), v}
 `,
   }),
   getPages: script({
-    doc: `get_page() for each (pfn, gen) of ARGV[3..]: a new mapping (ARGV[1] = 'map': fork shares the frame) or a bare reference ('ref': a long-term pin). The zero page is not counted. A pfn whose gen moved on (freed or reused meanwhile) is reported, not taken. A frame found in a PTE is installed: its pending tag goes, with the COW's owed put (put_frames). ARGV[2]: a batch id ('' none): applied once; refused once undone (batchUndo). → {'OK', bad pfns} | {'DONE'} (applied already) | {'UNDONE'}`,
+    doc: `get_page() for each (pfn, gen) of ARGV[3..]: a new mapping (ARGV[1] = 'map': fork shares the frame) or a bare reference ('ref': a long-term pin); a negative pfn is a swap entry (-slot, slot gen) fork copied: swap_duplicate. The zero page is not counted. A pfn whose gen moved on (freed or reused meanwhile) is reported, not taken. A frame found in a PTE is installed: its pending tag goes, with the COW's owed put (put_frames). ARGV[2]: a batch id ('' none): applied once; refused once undone (batchUndo). → {'OK', bad pfns} | {'DONE'} (applied already) | {'UNDONE'}`,
     models: 'get_page(), include/linux/mm.h (page_dup_rmap in copy_one_pte for a mapping)',
     keys: MEM_ROLES,
     args: { kind: z.enum(['map', 'ref']), batch: Str, pages: z.array(PfnGen) },
@@ -295,7 +299,10 @@ local bad, owed = {}, {}
 for _, p in ipairs(pairs_of(ARGV, 3)) do
   local pfn, gen = p[1], p[2]
   local live, st = frame_live(KEYS, pfn, gen)
-  if st == ZERO then
+  if tonumber(pfn) < 0 then
+    -- a swap entry copied to the child (copy_one_pte): swap_duplicate
+    if not swap_count(KEYS, -tonumber(pfn), gen, 1) then bad[#bad + 1] = tonumber(pfn) end
+  elseif st == ZERO then
   elseif not live then
     bad[#bad + 1] = tonumber(pfn)
   else
@@ -325,6 +332,180 @@ if ARGV[3] and ARGV[3] ~= '' then
   if t then redis.call('HSET', KEYS[5], ARGV[2], (string.gsub(t, '|[^|]*$', '|' .. ARGV[3]))) end
 end
 return 1
+`,
+  }),
+  isolateLruPages: script({
+    doc: `isolate_lru_pages() for shrink_inactive_list(): up to ARGV[1] frames from the oldest end of the inactive list, each taken off the LRU with one more reference (the isolation's: the frame cannot be freed under reclaim). When the inactive list holds fewer than the active one, the active list's oldest go to the inactive list first (shrink_active_list's deactivation; their young bits are cleared by the caller's page_referenced). Skipped, left where they are: frames a fault allocated and has not installed (tagged in {mem}:pending: a batch's reserve, a COW's copy). → {{pfn, gen}, ...} isolated`,
+    models:
+      'shrink_inactive_list() → isolate_lru_pages(), and shrink_active_list() deactivating, mm/vmscan.c v3.7',
+    keys: MEM_ROLES,
+    args: { n: Int.min(0).max(1024) },
+    reply: Ints.describe('pfn, gen, pfn, gen, ...'),
+    lua:
+      HELPERS +
+      `
+local want = tonumber(ARGV[1])
+local ni, na = redis.call('ZCARD', KEYS[7]), redis.call('ZCARD', KEYS[8])
+-- inactive_anon_is_low(): deactivate the active list's oldest until the lists balance
+while na > 0 and ni < math.max(want, na) do
+  local old = redis.call('ZRANGE', KEYS[8], 0, 0)[1]
+  redis.call('ZREM', KEYS[8], old)
+  redis.call('ZADD', KEYS[7], redis.call('HINCRBY', KEYS[1], 'lru_clock', 1), old)
+  ni = ni + 1; na = na - 1
+end
+local out = {}
+for _, pfn in ipairs(redis.call('ZRANGE', KEYS[7], 0, -1)) do
+  if #out >= 2 * want then break end
+  local st, gen = frame_get(KEYS, pfn, 'state', 'gen')
+  if st ~= USED then
+    redis.call('ZREM', KEYS[7], pfn)
+  elseif not redis.call('HGET', KEYS[5], pfn) then
+    redis.call('ZREM', KEYS[7], pfn)
+    frame_add(KEYS, pfn, 'ref', 1)
+    out[#out + 1] = tonumber(pfn); out[#out + 1] = gen
+  end
+end
+return out
+`,
+  }),
+  addToSwap: script({
+    doc: `add_to_swap(): an isolated anonymous frame gets a swap slot and enters the swap cache (one more reference: the cache's), unless it is in the swap cache already (its slot is kept). → {'OK', slot, slotGen} | {'ENOSPC'} (no free slot) | {'STALE'} (the frame is not that gen any more)`,
+    models: 'add_to_swap() → get_swap_page() + add_to_swap_cache(), mm/swap_state.c v3.7',
+    keys: MEM_ROLES,
+    args: { pfn: Int.min(1), gen: Int },
+    reply: oneOf(tagged('OK', { slot: Int, slotGen: Int }), tagged('ENOSPC'), tagged('STALE')),
+    lua:
+      HELPERS +
+      `
+if not frame_live(KEYS, ARGV[1], ARGV[2]) then return {'STALE'} end
+local have = swapcache_slot(KEYS, ARGV[1])
+if have then
+  local g = slot_get(KEYS, have)
+  return {'OK', have, g}
+end
+local slot, g = slot_alloc(KEYS)
+if not slot then return {'ENOSPC'} end
+slot_set(KEYS, slot, g, 0, tonumber(ARGV[1]), tonumber(ARGV[2]), frame_get(KEYS, ARGV[1], 'data'))
+redis.call('HSET', KEYS[6], 'p' .. ARGV[1], slot)
+frame_add(KEYS, ARGV[1], 'ref', 1)
+return {'OK', slot, g}
+`,
+  }),
+  shrinkPage: script({
+    doc: `The end of shrink_page_list() for one isolated frame, after try_to_unmap: pageout() writes its word to its swap slot, and __remove_mapping() frees it when only the isolation and the swap cache hold it (no mapping, no pin): it leaves the swap cache and goes back on the free list (FREED). Otherwise it keeps its slot and its swap-cache place (a pinned page, unmapped, stays shared through the swap cache: a refault finds it) and goes back on the LRU without the isolation's reference: KEPT with its mapcount and refcount before. ARGV[3] = 1 (referenced): activate, keep everything (activate_locked). → {'FREED'} | {'KEPT', map, ref} | {'STALE'}`,
+    models:
+      'shrink_page_list(): pageout(), __remove_mapping() / putback_lru_page() / activate_locked, mm/vmscan.c v3.7',
+    keys: MEM_ROLES,
+    args: { pfn: Int.min(1), gen: Int, referenced: Bit },
+    reply: oneOf(tagged('FREED'), tagged('KEPT', { map: Int, ref: Int }), tagged('STALE')),
+    lua:
+      HELPERS +
+      `
+local pfn = ARGV[1]
+if not frame_live(KEYS, pfn, ARGV[2]) then return {'STALE'} end
+local ref, map, data = frame_get(KEYS, pfn, 'ref', 'map', 'data')
+local slot = swapcache_slot(KEYS, pfn)
+if slot and map == 0 then
+  -- pageout(): the page's word to its slot (swap_writepage)
+  local g, c, p, pg = slot_get(KEYS, slot)
+  slot_set(KEYS, slot, g, c, p, pg, data)
+end
+if ARGV[3] ~= '1' and slot and map == 0 and ref == 2 then
+  swapcache_del(KEYS, pfn)
+  frame_set(KEYS, pfn, 'ref', 0)
+  free_push(KEYS, pfn)
+  return {'FREED'}
+end
+frame_add(KEYS, pfn, 'ref', -1)
+if ARGV[3] == '1' or map > 0 then lru_activate(KEYS, pfn) else lru_add(KEYS, pfn) end
+return {'KEPT', map, ref}
+`,
+  }),
+  swapinPage: script({
+    doc: `do_swap_page()'s page for a swap entry (slot, slot gen): the swap cache's page when it has one (lookup_swap_cache: get_page as a new mapping), else a fresh frame read from the slot (swapin_readahead: allocated, the slot's word copied in, added to the swap cache — refcount 2, the mapping's and the cache's — and to the LRU). The caller installs it over the same swap entry (fault's SWAPIN) and then frees the entry (putPages with -slot), or puts the page back if the PTE changed. → {'OK', pfn, gen, cached} | {'STALE'} (the entry's slot was freed or reused: the PTE changed, fault again) | {'ENOMEM'}`,
+    models:
+      'do_swap_page(): lookup_swap_cache() / swapin_readahead() → read_swap_cache_async(), mm/memory.c + mm/swap_state.c v3.7',
+    keys: MEM_ROLES,
+    args: { slot: Int.min(1), slotGen: Int },
+    reply: oneOf(
+      tagged('OK', { pfn: Int, gen: Int, cached: Bit }),
+      tagged('STALE'),
+      tagged('ENOMEM'),
+    ),
+    lua:
+      HELPERS +
+      `
+local slot = tonumber(ARGV[1])
+local g, c, p, pg, d = slot_get(KEYS, slot)
+if not g or g ~= tonumber(ARGV[2]) or c == 0 then return {'STALE'} end
+if p ~= 0 then
+  if not frame_live(KEYS, p, pg) then error({err = 'swap cache corrupt: slot ' .. slot .. ' names pfn ' .. p}) end
+  frame_add(KEYS, p, 'ref', 1, 'map', 1)
+  return {'OK', p, pg, 1}
+end
+local pfn = free_pop(KEYS)
+if not pfn then return {'ENOMEM'} end
+local gen = frame_update(KEYS, pfn, {'INCRBY', 'gen', 1}, {'SET', 'ref', 2}, {'SET', 'map', 1},
+  {'SET', 'state', USED}, {'SET', 'next', 0}, {'SET', 'data', int_arg(d)})
+slot_set(KEYS, slot, g, c, pfn, gen, d)
+redis.call('HSET', KEYS[6], 'p' .. pfn, slot)
+lru_add(KEYS, pfn)
+return {'OK', pfn, gen, 0}
+`,
+  }),
+  reuseSwapPage: script({
+    doc: `reuse_swap_page(): may do_wp_page write to this anonymous page in place? Its mapcount plus, when it is in the swap cache, the count of swap PTEs still naming its slot (a forked sibling swapped out and not yet back) must be at most 1; a page reused that way leaves the swap cache (delete_from_swap_cache: its slot, now stale, is freed once no swap PTE names it). A stale gen: no. → {reuse, map, swapcount}`,
+    models: 'reuse_swap_page(), mm/swapfile.c v3.7',
+    keys: MEM_ROLES,
+    args: { pfn: Int, gen: Int },
+    reply: z
+      .tuple([Bit, Int, Int])
+      .transform(([reuse, map, swapcount]) => ({ reuse: reuse === 1, map, swapcount }))
+      .describe('{reuse, map, swapcount}'),
+    lua:
+      HELPERS +
+      `
+if not frame_live(KEYS, ARGV[1], ARGV[2]) then return {0, 0, 0} end
+local map = frame_get(KEYS, ARGV[1], 'map')
+local slot = swapcache_slot(KEYS, ARGV[1])
+local sc = 0
+if slot then
+  local g, c = slot_get(KEYS, slot)
+  sc = c or 0
+end
+if map + sc > 1 then return {0, map, sc} end
+if slot then
+  swapcache_del(KEYS, ARGV[1])
+  frame_add(KEYS, ARGV[1], 'ref', -1)
+end
+return {1, map, sc}
+`,
+  }),
+  swapInfo: script({
+    doc: `The swap device and the LRU lists: slots, free slots, pages in the swap cache, frames on the inactive and the active list. → {slots, free, cached, inactive, active}`,
+    models: 'si_swapinfo(), mm/swapfile.c, and the lruvec counters (mm/vmscan.c)',
+    keys: MEM_ROLES,
+    args: {},
+    reply: z
+      .tuple([Int, Int, Int, Int, Int])
+      .transform(([slots, free, cached, inactive, active]) => ({
+        slots,
+        free,
+        cached,
+        inactive,
+        active,
+      }))
+      .describe('{slots, free, cached, inactive, active}'),
+    lua:
+      HELPERS +
+      `
+local m = redis.call('HMGET', KEYS[1], 'swap_slots', 'nr_swap_free')
+local cached = 0
+for _, f in ipairs(redis.call('HKEYS', KEYS[6])) do
+  if string.sub(f, 1, 1) == 'p' then cached = cached + 1 end
+end
+return {tonumber(m[1]) or 0, tonumber(m[2]) or 0, cached, redis.call('ZCARD', KEYS[7]),
+  redis.call('ZCARD', KEYS[8])}
 `,
   }),
   memInfo: script({

@@ -57,8 +57,63 @@ export function parseReserveTag(pfn: string, t: string): ReserveFrame | null {
 }
 
 export class MemStore extends StoreBase {
-  async memFormat(frames: number): Promise<number> {
-    return this.call('memFormat', MEM, { frames });
+  /** Format memory (and the swap device: swapSlots slots, 0 = no swap) once; → frames. */
+  async memFormat(frames: number, swapSlots = 0): Promise<number> {
+    return this.call('memFormat', MEM, { frames, swapSlots });
+  }
+
+  /** isolate_lru_pages(): up to n frames off the inactive list's old end, each with one more ref. */
+  async isolateLruPages(n: number): Promise<Array<{ pfn: number; gen: number }>> {
+    const flat = await this.call('isolateLruPages', MEM, { n });
+    const out: Array<{ pfn: number; gen: number }> = [];
+    for (let i = 0; i + 1 < flat.length; i += 2) out.push({ pfn: flat[i], gen: flat[i + 1] });
+    return out;
+  }
+
+  /** add_to_swap(): → the frame's swap slot (and the slot's gen), 'ENOSPC' or 'STALE'. */
+  async addToSwap(
+    pfn: number,
+    gen: number,
+  ): Promise<{ slot: number; gen: number } | 'ENOSPC' | 'STALE'> {
+    const r = await this.call('addToSwap', MEM, { pfn, gen });
+    return r.r === 'OK' ? { slot: r.slot, gen: r.slotGen } : r.r;
+  }
+
+  /** pageout() + __remove_mapping() or putback (shrinkPage in mem/scripts.ts). */
+  async shrinkPage(
+    pfn: number,
+    gen: number,
+    referenced: boolean,
+  ): Promise<{ r: 'FREED' } | { r: 'KEPT'; map: number; ref: number } | { r: 'STALE' }> {
+    return this.call('shrinkPage', MEM, { pfn, gen, referenced: referenced ? 1 : 0 });
+  }
+
+  /** do_swap_page()'s page for swap entry (slot, gen): the swap cache's, or read in. */
+  async swapinPage(
+    slot: number,
+    slotGen: number,
+  ): Promise<{ pfn: number; gen: number; cached: boolean } | 'STALE' | 'ENOMEM'> {
+    const r = await this.call('swapinPage', MEM, { slot, slotGen });
+    return r.r === 'OK' ? { pfn: r.pfn, gen: r.gen, cached: r.cached === 1 } : r.r;
+  }
+
+  /** reuse_swap_page(): may a write fault reuse (pfn, gen) in place? */
+  async reuseSwapPage(
+    pfn: number,
+    gen: number,
+  ): Promise<{ reuse: boolean; map: number; swapcount: number }> {
+    return this.call('reuseSwapPage', MEM, { pfn, gen });
+  }
+
+  /** The swap device and the LRU lists' lengths. */
+  async swapInfo(): Promise<{
+    slots: number;
+    free: number;
+    cached: number;
+    inactive: number;
+    active: number;
+  }> {
+    return this.call('swapInfo', MEM, {});
   }
 
   /** alloc_page(): → {pfn, gen} or null when memory is exhausted; tag: a fault's pending frame. */

@@ -11,8 +11,11 @@
  *   pfn   u32 big-endian (≤ PTE_FIELD_MAX)
  *   gen   u32 big-endian (≤ PTE_FIELD_MAX)
  *   flags u8: bits 0-1 w (1 writable, 0 read-only, 2 PROT_NONE, 3 cleared by a COW in flight),
- *         bit 2 present-in-the-table (set on every stored PTE), bits 3-6 reserved for dirty,
- *         accessed, special and huge (0 today; a reader ignores them), bit 7 zero.
+ *         bit 2 present-in-the-table (set on every stored PTE), bit 3 a swap entry (not present
+ *         to any walker: pfn is the swap slot and gen the slot's generation, bits 0-1 are 0;
+ *         read as w = 4: the swp_entry_t a PTE holds once try_to_unmap_one swapped its page
+ *         out), bits 4-6 reserved for accessed, special and huge (0 today; a reader ignores
+ *         them), bit 7 zero.
  * An all-zero entry is pte_none. Invariants: lo + entries ≤ PTES_PER_FIELD; the first and the
  * last stored entries are not pte_none (a field is trimmed at both ends when one is cleared); a
  * field with no PTE left is no field at all (HDEL; :pmds keeps the page's index until
@@ -39,14 +42,17 @@ local PTES_PER_FIELD = ${PTES_PER_FIELD}
 local PTE_BYTES = ${PTE_BYTES}
 local PTE_FIELD_MAX = ${PTE_FIELD_MAX}
 local PTE_PRESENT = 4
+-- w of a swap entry (flag bit 3): pfn is the swap slot, gen its generation
+local PTE_SWAP = 4
 local PTE_NONE = string.rep(string.char(0), PTE_BYTES)
 local function pte_bad(what) error({err = 'EINVAL ' .. what}) end
 local function pte_field_ok(x) return x and x >= 0 and x <= PTE_FIELD_MAX and x % 1 == 0 end
 -- one packed entry (9 bytes) of a present PTE
 local function pte_enc(pfn, gen, w)
-  if not pte_field_ok(pfn) or not pte_field_ok(gen) or not (w == 0 or w == 1 or w == 2 or w == 3) then
+  if not pte_field_ok(pfn) or not pte_field_ok(gen) or not (w == 0 or w == 1 or w == 2 or w == 3 or w == 4) then
     pte_bad('PTE ' .. tostring(pfn) .. ':' .. tostring(gen) .. ':' .. tostring(w) .. ' out of range')
   end
+  if w == PTE_SWAP then return struct.pack('>I4I4B', pfn, gen, PTE_PRESENT + 8) end
   return struct.pack('>I4I4B', pfn, gen, PTE_PRESENT + w)
 end
 -- → pfn, gen, w of a packed entry; nil for pte_none
@@ -54,10 +60,22 @@ local function pte_dec(raw)
   if raw == PTE_NONE then return nil end
   local pfn, gen, fl = struct.unpack('>I4I4B', raw)
   if fl >= 128 or math.floor(fl / 4) % 2 ~= 1 then pte_bad('corrupt PTE flags ' .. fl) end
+  if math.floor(fl / 8) % 2 == 1 then
+    if fl % 4 ~= 0 then pte_bad('corrupt swap PTE flags ' .. fl) end
+    return pfn, gen, PTE_SWAP
+  end
   return pfn, gen, fl % 4
 end
 -- the reply form of a PTE
 local function pte_str(pfn, gen, w) return pfn .. ':' .. gen .. ':' .. w end
+-- What put_page()/get_page() owe for a PTE that goes or is copied: "pfn:gen" of its frame,
+-- "-slot:gen" for a swap entry (swap_free()/swap_duplicate() of the slot: mem/lua.ts), nil for
+-- the zero page (never counted)
+local function frame_ref(pfn, gen, w)
+  if w == PTE_SWAP then return '-' .. pfn .. ':' .. gen end
+  if pfn == 0 then return nil end
+  return pfn .. ':' .. gen
+end
 -- a field of packed PTEs: its string, the index of its first entry, its number of entries
 -- (nil, 0, 0: no such field). One that breaks the layout is an error, never read past.
 local function ptp_parse(s, fld)
@@ -210,7 +228,8 @@ local function pte_all(key)
   end
   return out, bad
 end
--- Whether a present PTE of the address space maps (pfn, gen): a scan of the packed fields
+-- Whether a present PTE of the address space maps (pfn, gen): a scan of the packed fields (a
+-- swap entry of the same numbers maps no frame)
 local function pte_maps(key, pfn, gen)
   local head = struct.pack('>I4I4', pfn, gen)
   for _, s in ipairs(redis.call('HVALS', key)) do
@@ -218,7 +237,8 @@ local function pte_maps(key, pfn, gen)
     while true do
       local at = string.find(s, head, from, true)
       if not at then break end
-      if (at - 3) % PTE_BYTES == 0 and string.byte(s, at + 8) ~= 0 then return true end
+      local fl = string.byte(s, at + 8)
+      if (at - 3) % PTE_BYTES == 0 and fl ~= 0 and math.floor(fl / 8) % 2 == 0 then return true end
       from = at + 1
     end
   end

@@ -35,13 +35,13 @@ const fitsPte = (v: string): boolean =>
 /** A PTE as a script takes it: "pfn:gen:w" (formatPte), pfn and gen within PteField. */
 const PteText = z
   .string()
-  .regex(/^\d+:\d+:[0-3]$/)
+  .regex(/^\d+:\d+:[0-4]$/)
   .refine(fitsPte, 'pfn and gen must fit a PTE (u32)')
   .describe('"pfn:gen:w"');
 /** A PTE and where: "vpn:pfn:gen:w". */
 const VpnPteText = z
   .string()
-  .regex(/^\d+:\d+:\d+:[0-3]$/)
+  .regex(/^\d+:\d+:\d+:[0-4]$/)
   .refine(fitsPte, 'pfn and gen must fit a PTE (u32)')
   .describe('"vpn:pfn:gen:w"');
 
@@ -311,7 +311,7 @@ return {'OK', removed}
 `,
   }),
   fault: script({
-    doc: `The fault fast path: handle_mm_fault() → do_anonymous_page(), one atomic step. KEYS mm vma pte pmds semW ptl cpumask fenced ARGV vpn access newPfn newGen pmdIndex agent incarnation mmapSem → {'ZERO'|'ANON'|'SPURIOUS'|'WP_SHARED'|'NEED_WP', pfn, gen, w, seq, undone} | {'NEED_PAGE', seq}   | {'BUSY', what} | {'SIGSEGV'} | {'ESRCH'} | {'FENCED'} ANON means the frame in ARGV was installed (consumed); every other answer leaves it unused. A PTE a COW cleared (w = 3) with no PT-lock holder left is a COW that died or lost its lease before set_pte_at: the old read-only PTE is put back (undone = 1) and the fault goes on from there. FENCED: this mm incarnation was found dead here (keys.ts :fenced). mmapSem: the write lease of mmap_sem the faulting caller holds itself ('' none): its own faults pass the write-held check (a pinned registration); everyone else's wait (BUSY). An mm that is exiting refuses (ESRCH): nothing is installed in it after exit began. batch = 1: the frame is from the incarnation's per-replica batch ({mem}:pending "…|reserve"); installed (ANON), it is recorded in :rsv under the incarnation in the same step. drop: (pfn, gen) of that incarnation's :rsv entries it has reported installed to {mem} since (rmqueueBulk), forgotten here first (once the incarnation passed the fence check).`,
+    doc: `The fault fast path: handle_mm_fault() → do_anonymous_page(), one atomic step. KEYS mm vma pte pmds semW ptl cpumask fenced ARGV vpn access newPfn newGen pmdIndex agent incarnation mmapSem → {'ZERO'|'ANON'|'SPURIOUS'|'WP_SHARED'|'NEED_WP', pfn, gen, w, seq, undone} | {'NEED_PAGE', seq}   | {'BUSY', what} | {'SIGSEGV'} | {'ESRCH'} | {'FENCED'} ANON means the frame in ARGV was installed (consumed); every other answer leaves it unused. A PTE a COW cleared (w = 3) with no PT-lock holder left is a COW that died or lost its lease before set_pte_at: the old read-only PTE is put back (undone = 1) and the fault goes on from there. FENCED: this mm incarnation was found dead here (keys.ts :fenced). mmapSem: the write lease of mmap_sem the faulting caller holds itself ('' none): its own faults pass the write-held check (a pinned registration); everyone else's wait (BUSY). An mm that is exiting refuses (ESRCH): nothing is installed in it after exit began. batch = 1: the frame is from the incarnation's per-replica batch ({mem}:pending "…|reserve"); installed (ANON), it is recorded in :rsv under the incarnation in the same step. drop: (pfn, gen) of that incarnation's :rsv entries it has reported installed to {mem} since (rmqueueBulk), forgotten here first (once the incarnation passed the fence check). A swap entry (w = 4) answers SWAP (slot, slot gen): the caller reads the page in and calls again with it as newPfn/newGen and the entry as swap ("slot:gen:4"); the page is installed read-only only over that same entry (SWAPIN), else SWAP again or whatever the PTE now is.`,
     models: 'handle_mm_fault() → handle_pte_fault() / do_anonymous_page(), mm/memory.c',
     keys: ['mm', 'vma', 'pte', 'pmds', 'semW', 'ptl', 'cpumask', 'fenced', 'rsv'],
     args: {
@@ -324,6 +324,7 @@ return {'OK', removed}
       incarnation: Str,
       mmapSem: z.union([LeaseValue, z.literal('')]),
       batch: Bit,
+      swap: z.union([PteText, z.literal('')]),
       drop: z.array(z.object({ pfn: PteField, gen: PteField })),
     },
     reply: oneOf(
@@ -333,6 +334,8 @@ return {'OK', removed}
       tagged('WP_SHARED', { pfn: Int, gen: Int, w: Int, seq: Int, undone: Bit.optional() }),
       tagged('NEED_WP', { pfn: Int, gen: Int, w: Int, seq: Int, undone: Bit.optional() }),
       tagged('NEED_PAGE', { seq: Int }),
+      tagged('SWAP', { pfn: Int, gen: Int, w: Int, seq: Int }),
+      tagged('SWAPIN', { pfn: Int, gen: Int, w: Int, seq: Int, undone: Bit.optional() }),
       tagged('BUSY', { what: Str }),
       tagged('SIGSEGV'),
       tagged('ESRCH'),
@@ -355,7 +358,7 @@ local function rsv_update(key, owner, argv, from, add)
 end
 if redis.call('HGET', KEYS[1], 'state') ~= 'alive' then return {'ESRCH'} end
 if redis.call('SISMEMBER', KEYS[8], ARGV[7]) == 1 then return {'FENCED'} end
-if #ARGV >= 10 then rsv_update(KEYS[9], ARGV[7], ARGV, 10, nil) end
+if #ARGV >= 11 then rsv_update(KEYS[9], ARGV[7], ARGV, 11, nil) end
 if sem_w_other(KEYS[5], ARGV[8]) then return {'BUSY', 'mmap_sem'} end
 if redis.call('EXISTS', KEYS[6]) == 1 then return {'BUSY', 'ptl'} end
 local vpn = tonumber(ARGV[1])
@@ -365,6 +368,15 @@ local write = ARGV[2] == 'write'
 if write and vma.prot ~= 'rw' then return {'SIGSEGV'} end
 local seq = tonumber(redis.call('HGET', KEYS[1], 'seq'))
 local pfn, gen, w = pte_get(KEYS[3], vpn)
+if pfn and w == PTE_SWAP then
+  -- do_swap_page(): the caller reads the page in (swap cache or slot) and comes back with it;
+  -- installed only over the same swap entry (pte_same), read-only: a write then takes
+  -- do_wp_page, whose reuse rule counts the slot's other swap PTEs
+  if ARGV[10] ~= pte_str(pfn, gen, w) or ARGV[3] == '' then return {'SWAP', pfn, gen, w, seq} end
+  pte_set(KEYS[3], vpn, tonumber(ARGV[3]), tonumber(ARGV[4]), 0)
+  redis.call('SADD', KEYS[7], ARGV[6])
+  return {'SWAPIN', tonumber(ARGV[3]), tonumber(ARGV[4]), 0, seq}
+end
 if not pfn then
   if not write and vma.flags ~= 'shared' then
     pte_set(KEYS[3], vpn, 0, 1, 0)
@@ -489,7 +501,7 @@ return {'OK', 1}
 `,
   }),
   zapPteRange: script({
-    doc: `zap_pte_range() under a held PT lock lease: clear the PTEs of [s, e) in one page-table page. With an incarnation (ARGV[6]), the frames cleared are appended to the intent record KEYS[5] in the same step, so that whoever finishes the operation puts them (never lost, never twice). KEYS ptl ptlmax pte cpumask intent; ARGV "owner|token" lockName token s e incarnation → {'OK', {"vpn:pfn:gen:w", ...}, cpumask} | {'ESTALE'}`,
+    doc: `zap_pte_range() under a held PT lock lease: clear the PTEs of [s, e) in one page-table page. With an incarnation (ARGV[6]), the frames cleared are appended to the intent record KEYS[5] in the same step (a swap entry as "-slot:gen": its swap_free is owed the same way), so that whoever finishes the operation puts them (never lost, never twice). KEYS ptl ptlmax pte cpumask intent; ARGV "owner|token" lockName token s e incarnation → {'OK', {"vpn:pfn:gen:w", ...}, cpumask} | {'ESTALE'}`,
     models: 'zap_pte_range(), mm/memory.c',
     keys: ['ptl', 'ptlmax', 'pte', 'cpumask', 'intent'],
     args: { value: LeaseValue, lock: Str, token: Int, start: Int, end: Int, incarnation: Str },
@@ -505,7 +517,7 @@ for _, p in ipairs(pte_range(KEYS[3], tonumber(ARGV[4]), tonumber(ARGV[5]))) do
   local vpn, pfn, gen, w = p[1], p[2], p[3], p[4]
   pte_edit_clear(ed, vpn)
   cleared[#cleared + 1] = vpn .. ':' .. pte_str(pfn, gen, w)
-  if pfn ~= 0 then frames[#frames + 1] = pfn .. ':' .. gen end
+  frames[#frames + 1] = frame_ref(pfn, gen, w)
 end
 pte_commit(KEYS[3], ed)
 if ARGV[6] ~= '' and #frames > 0 then
@@ -514,6 +526,34 @@ if ARGV[6] ~= '' and #frames > 0 then
   redis.call('HSET', KEYS[5], 'cleared', prev .. table.concat(frames, ' '))
 end
 return {'OK', cleared, redis.call('SMEMBERS', KEYS[4])}
+`,
+  }),
+  tryToUnmapOne: script({
+    doc: `try_to_unmap_one() under a held PT lock lease: if the PTE of vpn still maps frame (pfn, gen) (present, read-only, writable or PROT_NONE), it becomes the swap entry (slot, slot gen) — ptep_clear_flush + set_pte_at(swp_entry_to_pte) in one step (the caller shoots the TLBs down next, still holding the lock). The slot's swap_duplicate was done before (mem swap count), so a swap PTE never names a slot that does not count it. KEYS ptl ptlmax pte cpumask; ARGV "owner|token" lockName token vpn pfn gen slot slotGen → {'OK', w (what the PTE was), cpumask} | {'GONE'} (the PTE maps something else now) | {'ESTALE'}`,
+    models: 'try_to_unmap_one(), mm/rmap.c v3.7: page_check_address, ptep_clear_flush, set_pte_at',
+    keys: ['ptl', 'ptlmax', 'pte', 'cpumask'],
+    args: {
+      value: LeaseValue,
+      lock: Str,
+      token: Int,
+      vpn: Int,
+      pfn: PteField,
+      gen: PteField,
+      slot: PteField,
+      slotGen: PteField,
+    },
+    reply: oneOf(tagged('OK', { w: Int, cpumask: Strs }), tagged('GONE'), tagged('ESTALE')),
+    lua:
+      PT_LUA +
+      `
+if not fenced(KEYS[1], KEYS[2], ARGV[2], ARGV[1], tonumber(ARGV[3])) then return {'ESTALE'} end
+local vpn = tonumber(ARGV[4])
+local pfn, gen, w = pte_get(KEYS[3], vpn)
+if not pfn or w == 3 or w == PTE_SWAP or pfn ~= tonumber(ARGV[5]) or gen ~= tonumber(ARGV[6]) then
+  return {'GONE'}
+end
+pte_set(KEYS[3], vpn, tonumber(ARGV[7]), tonumber(ARGV[8]), PTE_SWAP)
+return {'OK', w, redis.call('SMEMBERS', KEYS[4])}
 `,
   }),
   vmaProtect: script({
@@ -581,7 +621,9 @@ local ed = pte_edit()
 for _, p in ipairs(pte_range(KEYS[3], tonumber(ARGV[4]), tonumber(ARGV[5]))) do
   local vpn, pfn, gen, w = p[1], p[2], p[3], p[4]
   local nw = w
-  if prot == 'none' then nw = 2 elseif w == 2 or prot == 'r' then nw = 0 end
+  if w == PTE_SWAP then
+    -- not present: a swap entry carries no protection (the VMA's applies at swap-in)
+  elseif prot == 'none' then nw = 2 elseif w == 2 or prot == 'r' then nw = 0 end
   if nw ~= w then
     pte_edit_set(ed, vpn, pfn, gen, nw)
     changed = changed + 1
@@ -651,7 +693,7 @@ return {'OK', moved, redis.call('SMEMBERS', KEYS[5])}
 `,
   }),
   copyPteRange: script({
-    doc: `copy_pte_range(), the parent's half, under its PT lock lease: read the PTEs of [s, e) and, for a COW mapping, write-protect the parent's writable ones. A PTE a dead COW cleared (w = 3) is the old page, read-only, for the child. The frames the child will map are recorded as chunk n of fork's intent record (KEYS[5], refused unless owned by ARGV[7]) in the same step. KEYS ptl ptlmax pte cpumask intent; ARGV "owner|token" lockName token s e cow incarnation → {'OK', {"vpn:pfn:gen:w" for the child}, writeProtected, cpumask, n} | {'ESTALE'}`,
+    doc: `copy_pte_range(), the parent's half, under its PT lock lease: read the PTEs of [s, e) and, for a COW mapping, write-protect the parent's writable ones. A PTE a dead COW cleared (w = 3) is the old page, read-only, for the child; a swap entry is copied as it is (its swap_duplicate is the chunk's "-slot:gen", as copy_one_pte's). The frames the child will map are recorded as chunk n of fork's intent record (KEYS[5], refused unless owned by ARGV[7]) in the same step. KEYS ptl ptlmax pte cpumask intent; ARGV "owner|token" lockName token s e cow incarnation → {'OK', {"vpn:pfn:gen:w" for the child}, writeProtected, cpumask, n} | {'ESTALE'}`,
     models: "copy_pte_range(), mm/memory.c: the parent's half (copy_one_pte's ptep_set_wrprotect)",
     keys: ['ptl', 'ptlmax', 'pte', 'cpumask', 'intent'],
     args: {
@@ -683,7 +725,7 @@ for _, p in ipairs(pte_range(KEYS[3], tonumber(ARGV[4]), tonumber(ARGV[5]))) do
     w = 0; wp = wp + 1
   end
   out[#out + 1] = vpn .. ':' .. pte_str(pfn, gen, w)
-  if pfn ~= 0 then frames[#frames + 1] = pfn .. ':' .. gen end
+  frames[#frames + 1] = frame_ref(pfn, gen, w)
 end
 pte_commit(KEYS[3], ed)
 local n = redis.call('HINCRBY', KEYS[5], 'chunks', 1)
@@ -803,7 +845,7 @@ return {'OK', 1}
 `,
   }),
   walk: script({
-    doc: `The hardware page walker: read one PTE, and join mm_cpumask (the CPU may now cache it). A PTE a COW cleared (w = 3) is pte_none to it. KEYS pte cpumask; ARGV vpn agent → "pfn:gen:w" | false`,
+    doc: `The hardware page walker: read one PTE, and join mm_cpumask (the CPU may now cache it). A PTE a COW cleared (w = 3) is pte_none to it, a swap entry (w = 4) not present. KEYS pte cpumask; ARGV vpn agent → "pfn:gen:w" | false`,
     models: 'the hardware page walker (a TLB fill), joining mm_cpumask',
     keys: ['pte', 'cpumask'],
     args: { vpn: Int, agent: Str },
@@ -813,7 +855,7 @@ return {'OK', 1}
       `
 redis.call('SADD', KEYS[2], ARGV[2])
 local pfn, gen, w = pte_get(KEYS[1], tonumber(ARGV[1]))
-if not pfn or w == 3 then return false end
+if not pfn or w == 3 or w == PTE_SWAP then return false end
 return pte_str(pfn, gen, w)
 `,
   }),

@@ -22,13 +22,15 @@ import { type Vma, formatVma, parseVma } from '../vma';
 
 export type FaultStep =
   | {
-      r: 'ZERO' | 'ANON' | 'SPURIOUS' | 'WP_SHARED' | 'NEED_WP';
+      r: 'ZERO' | 'ANON' | 'SPURIOUS' | 'WP_SHARED' | 'NEED_WP' | 'SWAPIN';
       pte: Pte;
       seq: number;
       /** a dead COW's cleared PTE was put back (read-only, the old page) first */
       undone: boolean;
     }
   | { r: 'NEED_PAGE'; seq: number }
+  /** a swap entry: read the page of slot (gen: the slot's) in, and fault again with it */
+  | { r: 'SWAP'; slot: number; gen: number; seq: number }
   | { r: 'BUSY'; what: string }
   | { r: 'SIGSEGV' }
   | { r: 'ESRCH' }
@@ -508,6 +510,8 @@ export class MmStore extends MemStore {
       batch: false,
       drop: [],
     },
+    /** the swap entry newPage was read in for (do_swap_page), or null */
+    swap: { slot: number; gen: number } | null = null,
   ): Promise<FaultStep> {
     const k = procKeys(pid);
     const pmd = pmdIndexOf(vpn);
@@ -534,10 +538,12 @@ export class MmStore extends MemStore {
         incarnation,
         mmapSem,
         batch: batch.batch && newPage ? 1 : 0,
+        swap: swap ? `${swap.slot}:${swap.gen}:4` : '',
         drop: [...batch.drop],
       },
     );
-    // ZERO, ANON, SPURIOUS, WP_SHARED, NEED_WP: the PTE as it is now
+    if (r.r === 'SWAP') return { r: 'SWAP', slot: r.pfn, gen: r.gen, seq: r.seq };
+    // ZERO, ANON, SPURIOUS, WP_SHARED, NEED_WP, SWAPIN: the PTE as it is now
     if ('pfn' in r)
       return {
         r: r.r,
@@ -678,6 +684,44 @@ export class MmStore extends MemStore {
       return { vpn: Number(c.slice(0, i)), ...parsePte(c.slice(i + 1)) };
     });
     return { cleared, cpumask: r.cpumask };
+  }
+
+  /**
+   * try_to_unmap_one()'s PTE step under a held PT lock (tryToUnmapOne in mm/scripts.ts): →
+   * 'OK' with what the PTE was and mm_cpumask, 'GONE' when it no longer maps the frame, null
+   * when the lease was lost.
+   */
+  async tryToUnmapOne(
+    pid: number,
+    lock: string,
+    value: string,
+    token: number,
+    vpn: number,
+    page: { pfn: number; gen: number },
+    slot: { slot: number; gen: number },
+  ): Promise<{ r: 'OK'; was: Pte; cpumask: string[] } | 'GONE' | null> {
+    const k = procKeys(pid);
+    const r = await this.call(
+      'tryToUnmapOne',
+      { ptl: k.ptl(lock), ptlmax: k.ptlmax, pte: k.pte, cpumask: k.cpumask },
+      {
+        value,
+        lock,
+        token,
+        vpn,
+        pfn: page.pfn,
+        gen: page.gen,
+        slot: slot.slot,
+        slotGen: slot.gen,
+      },
+    );
+    if (r.r === 'ESTALE') return null;
+    if (r.r === 'GONE') return 'GONE';
+    return {
+      r: 'OK',
+      was: parsePte(`${page.pfn}:${page.gen}:${r.w}`),
+      cpumask: r.cpumask,
+    };
   }
 
   /** Indexes of the page-table pages a process has (the PMD entries in use). */

@@ -1,6 +1,6 @@
 /**
  * The memory steps: a process's syscalls (process.create, mmap, munmap, fork, mprotect, mremap,
- * madvise, exit) and a CPU's loads and stores. Each is executed by the handler of the same name
+ * madvise, exit), a CPU's loads and stores, and a reclaim pass. Each is executed by the handler of the same name
  * in apps/lab/src/steps/memory.ts.
  */
 import { z } from 'zod';
@@ -48,6 +48,11 @@ export const MremapStep = step('mremap', {
 });
 export const MadviseStep = step('madvise', { ...range, advice: z.enum(['dontneed']) });
 export const ExitStep = step('exit', { process: Binding });
+/**
+ * A synchronous reclaim pass (try_to_free_pages with this target), whatever the watermarks: it
+ * frees up to `pages` anonymous frames by swapping them out (config.swapSlots).
+ */
+export const ReclaimStep = step('reclaim', { pages: Pages });
 
 /** The memory steps, in the order of the Step union. */
 export const memorySteps = [
@@ -61,5 +66,6 @@ export const memorySteps = [
   MremapStep,
   MadviseStep,
   ExitStep,
+  ReclaimStep,
 ] as const;
 export type MemoryStepOp = z.output<(typeof memorySteps)[number]>['op'];

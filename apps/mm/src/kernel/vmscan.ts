@@ -1,0 +1,253 @@
+/**
+ * mm/vmscan.c and mm/rmap.c: reclaim of anonymous pages to swap — shrink_page_list() over a
+ * batch isolated from the inactive LRU list, each page unmapped from every PTE that maps it by
+ * try_to_unmap_one() (the seed's hunk), written to its swap slot and freed once nothing but
+ * the swap cache and the isolation hold it.
+ *
+ * Models: mm/vmscan.c, mm/rmap.c, mm/swap_state.c v3.7 (patched) and v3.6 (legacy). The one
+ * difference between the two is where invalidate_page goes in try_to_unmap_one():
+ *
+ *   patched (v3.7, the seed)                   legacy (v3.6)
+ *   pte = page_check_address(): lock PTL       pte = page_check_address(): lock PTL
+ *   ptep_clear_flush (clear, TLB shootdown)    ptep_clear_flush_notify: clear, shootdown,
+ *                                                invalidate_page — under the PT lock
+ *   set_pte_at(swp_entry_to_pte(entry))        set_pte_at(swp_entry_to_pte(entry))
+ *   page_remove_rmap, page_cache_release       page_remove_rmap, page_cache_release
+ *   pte_unmap_unlock                           pte_unmap_unlock
+ *   mmu_notifier_invalidate_page(mm, address)
+ *
+ * In both the frame is freed only later, by __remove_mapping() once every mapping is gone: the
+ * swap cache and the isolation hold references until then, so a secondary MMU's invalidate_page
+ * always comes before the free. In v3.6 a subscriber that sleeps in it (an ODP HCA waiting for
+ * its MTT update) sleeps under the PT lock: the checker's no-sleep-under-ptlock.
+ *
+ * The reverse map: the kernel walks page->mapping's anon_vma (every VMA of every process forked
+ * from the one that faulted the page in). mmlab keeps no anon_vma; page_referenced/try_to_unmap
+ * find the mappings by reading every live address space's page table once per batch (rmapScan):
+ * the same set of (mm, address) the anon_vma walk visits, at a cost that grows with the
+ * processes instead of the page's sharers. A mapping made after the scan (fork copying the PTE)
+ * is not unmapped: the page then stays mapped, and __remove_mapping keeps it (page_mapped).
+ *
+ * Not modelled yet (issue 13 goes on): the young bits (page_referenced's
+ * ptep_clear_flush_young_notify and the secondary MMUs' clear_flush_young — every page is taken
+ * as not referenced, as TTU_IGNORE_ACCESS would), kswapd and its watermarks, direct reclaim in
+ * an allocation that finds no frame, shared anonymous memory (shmem: its pages are skipped) and
+ * file pages. A replica that dies half way through a page leaks a swap count or a mapping
+ * charge (fsck reports it): crash points in reclaim are issue 15's.
+ */
+import { MmlabError, PAGE_SIZE } from '@mmlab/protocol';
+import type { MmContext } from './context';
+import { invalidatePage } from './mmu_notifier';
+import { forEachPteTable, staleLease } from './pagewalk';
+import { type Frame, drainAllPages, putPages } from './page_alloc';
+import { flushTlbRange } from './tlbflush';
+
+/** SWAP_CLUSTER_MAX: pages isolated and shrunk as one batch. */
+export const SWAP_CLUSTER_MAX = 32;
+
+export interface ReclaimResult {
+  scanned: number;
+  /** frames freed */
+  reclaimed: number;
+  /** kept: mapped again, shared anonymous memory, or (once young bits exist) referenced */
+  referenced: number;
+  /** unmapped and written to swap, kept in the swap cache because something pins it */
+  pinned: number;
+  /** the swap device had no free slot */
+  swapFull: boolean;
+}
+
+/** One mapping of a page: pid's PTE at vpn; shared: in a MAP_SHARED VMA (shmem: not reclaimed). */
+interface Mapping {
+  pid: number;
+  vpn: number;
+  shared: boolean;
+}
+
+/**
+ * Models: try_to_free_pages() → shrink_zone() → shrink_inactive_list() → shrink_page_list(),
+ * mm/vmscan.c v3.7: reclaim until `target` frames are freed, the inactive and active lists have
+ * nothing more to give, or swap is full. One trace event (reclaim) says what came of it.
+ */
+export async function tryToFreePages(
+  ctx: MmContext,
+  why: 'kswapd' | 'direct' | 'request',
+  target: number,
+): Promise<ReclaimResult> {
+  const op = ctx.ids.next('reclaim');
+  const res: ReclaimResult = {
+    scanned: 0,
+    reclaimed: 0,
+    referenced: 0,
+    pinned: 0,
+    swapFull: false,
+  };
+  const seen = new Set<string>();
+  // lru_add_drain_all(): the replicas' batches report the frames their faults installed (their
+  // reserve tags go: until then isolation skips them, as pages still in a CPU's pagevec are
+  // not on the LRU yet) and give back the ones they did not use
+  await drainAllPages(ctx);
+  while (res.reclaimed < target && !res.swapFull) {
+    const batch = await ctx.store.isolateLruPages(
+      Math.min(SWAP_CLUSTER_MAX, target - res.reclaimed),
+    );
+    // every page of the lists looked at once: whatever is left is kept for a reason
+    const fresh = batch.filter((p) => !seen.has(`${p.pfn}:${p.gen}`));
+    if (fresh.length === 0) {
+      for (const p of batch) await ctx.store.shrinkPage(p.pfn, p.gen, true);
+      break;
+    }
+    for (const p of batch) seen.add(`${p.pfn}:${p.gen}`);
+    const rmap = await rmapScan(ctx, batch);
+    for (const page of batch) {
+      res.scanned++;
+      if (res.swapFull || res.reclaimed >= target) {
+        await ctx.store.shrinkPage(page.pfn, page.gen, true); // putback_lru_page
+        continue;
+      }
+      await shrinkPage(ctx, op, page, rmap.get(`${page.pfn}:${page.gen}`) ?? [], res);
+    }
+  }
+  ctx.tracer.emit({
+    kind: 'reclaim',
+    op,
+    why,
+    scanned: res.scanned,
+    reclaimed: res.reclaimed,
+    referenced: res.referenced,
+    pinned: res.pinned,
+  });
+  return res;
+}
+
+/**
+ * shrink_page_list() for one isolated anonymous page: add_to_swap(), try_to_unmap() (every
+ * mapping, try_to_unmap_one), then pageout() and __remove_mapping() in one {mem} step
+ * (shrinkPage): freed when only the swap cache and the isolation hold it.
+ */
+async function shrinkPage(
+  ctx: MmContext,
+  op: string,
+  page: Frame,
+  mappings: Mapping[],
+  res: ReclaimResult,
+): Promise<void> {
+  if (mappings.some((m) => m.shared)) {
+    // shmem: not this swap path (issue 13's shared memory)
+    res.referenced++;
+    await ctx.store.shrinkPage(page.pfn, page.gen, true);
+    return;
+  }
+  const slot = await ctx.store.addToSwap(page.pfn, page.gen);
+  if (slot === 'ENOSPC' || slot === 'STALE') {
+    if (slot === 'ENOSPC') res.swapFull = true;
+    await ctx.store.shrinkPage(page.pfn, page.gen, true);
+    return;
+  }
+  for (const m of mappings) await tryToUnmapOne(ctx, op, m.pid, m.vpn, page, slot);
+  const r = await ctx.store.shrinkPage(page.pfn, page.gen, false);
+  if (r.r === 'FREED') {
+    ctx.tracer.emit({ kind: 'frame.free', op, pfn: page.pfn, gen: page.gen });
+    res.reclaimed++;
+  } else if (r.r === 'KEPT') {
+    if (r.map > 0) res.referenced++;
+    else res.pinned++;
+  }
+}
+
+/**
+ * Models: try_to_unmap_one(), mm/rmap.c — v3.7 (patched) and v3.6 (legacy); see the top of
+ * this file. The slot's swap_duplicate comes first (a swap PTE never names a slot that does not
+ * count it), and is given back when the PTE no longer maps the page (SWAP_AGAIN: nothing to do
+ * here). → whether this mapping was unmapped.
+ */
+export async function tryToUnmapOne(
+  ctx: MmContext,
+  op: string,
+  pid: number,
+  vpn: number,
+  page: Frame,
+  slot: { slot: number; gen: number },
+): Promise<boolean> {
+  const entry: Frame = { pfn: -slot.slot, gen: slot.gen };
+  const bad = await ctx.store.getPages([entry], 'map'); // swap_duplicate
+  if (bad.length) return false;
+  const legacy = ctx.env.MMLAB_MODE === 'legacy';
+  const addr = vpn * PAGE_SIZE;
+  let unmapped = false;
+  await forEachPteTable(ctx, op, pid, vpn, vpn + 1, async (held) => {
+    const r = await ctx.store.tryToUnmapOne(
+      pid,
+      held.lock,
+      held.lease.value,
+      held.lease.token,
+      vpn,
+      page,
+      slot,
+    );
+    if (!r) throw staleLease(ctx, held, 'try_to_unmap_one');
+    if (r === 'GONE') return;
+    unmapped = true;
+    const { lock } = held;
+    const token = held.lease.token;
+    ctx.tracer.emit({
+      kind: 'pte.clear',
+      op,
+      pid,
+      addr,
+      pfn: page.pfn,
+      gen: page.gen,
+      lock,
+      token,
+    });
+    ctx.tracer.emit({
+      kind: 'swap.out',
+      op,
+      pid,
+      addr,
+      pfn: page.pfn,
+      gen: page.gen,
+      slot: slot.slot,
+      slotGen: slot.gen,
+    });
+    // ptep_clear_flush(): the PTE is gone; shoot the CPU TLBs down under the lock
+    await flushTlbRange(ctx, op, pid, addr, addr + PAGE_SIZE, r.cpumask);
+    // v3.6 ptep_clear_flush_notify(): invalidate_page still under the PT lock
+    if (legacy) await invalidatePage(ctx, op, pid, addr);
+    // page_remove_rmap() + page_cache_release(): the swap cache and the isolation still hold it
+    const freed = await putPages(ctx, op, [page]);
+    if (freed > 0)
+      throw new MmlabError('EINTERNAL', `try_to_unmap_one freed pfn ${page.pfn}: it was isolated`);
+  });
+  if (!unmapped) {
+    await putPages(ctx, op, [entry]); // the swap_duplicate given back
+    return false;
+  }
+  // v3.7 (the seed): after pte_unmap_unlock, before the page can be freed
+  if (!legacy) await invalidatePage(ctx, op, pid, addr);
+  return true;
+}
+
+/**
+ * The reverse map of a batch: every PTE of every live address space that maps one of its
+ * frames (see the top of this file: what the anon_vma walk of page_referenced/try_to_unmap
+ * visits). → "pfn:gen" → its mappings
+ */
+async function rmapScan(ctx: MmContext, pages: Frame[]): Promise<Map<string, Mapping[]>> {
+  const want = new Set(pages.map((p) => `${p.pfn}:${p.gen}`));
+  const out = new Map<string, Mapping[]>();
+  for (const pid of await ctx.store.processes()) {
+    const ptes = await ctx.store.pageTable(pid);
+    if (ptes.size === 0) continue;
+    let vmas: Awaited<ReturnType<MmContext['store']['vmas']>> | null = null;
+    for (const [vpn, pte] of ptes) {
+      if (pte.swap || pte.cowCleared) continue;
+      const key = `${pte.pfn}:${pte.gen}`;
+      if (!want.has(key)) continue;
+      vmas ??= await ctx.store.vmas(pid);
+      const shared = vmas.some((v) => v.start <= vpn && vpn < v.end && v.shared);
+      out.set(key, [...(out.get(key) ?? []), { pid, vpn, shared }]);
+    }
+  }
+  return out;
+}
