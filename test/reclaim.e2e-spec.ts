@@ -14,6 +14,15 @@ import { type TestLab, startTestLab } from '@mmlab/testing';
 
 const HCA = 'hca0';
 
+const events = <K extends TraceKind>(
+  all: readonly unknown[],
+  kind: K,
+  pred: (e: EventOf<K>) => boolean = () => true,
+) =>
+  (all as EventOf<TraceKind>[]).filter(
+    (e): e is EventOf<K> => e.kind === kind && pred(e as EventOf<K>),
+  );
+
 describe('reclaim to swap and back (patched, v3.7)', () => {
   let t: TestLab | undefined;
   let rpc: RpcClient;
@@ -40,14 +49,6 @@ describe('reclaim to swap and back (patched, v3.7)', () => {
     (await rpc.call('cpuAccess', { pid, addr, op: 'read' }, { id: 0 })).value;
   const write = (pid: number, addr: number, value: number) =>
     rpc.call('cpuAccess', { pid, addr, op: 'write', value }, { id: 0 });
-  const events = <K extends TraceKind>(
-    all: readonly unknown[],
-    kind: K,
-    pred: (e: EventOf<K>) => boolean = () => true,
-  ) =>
-    (all as EventOf<TraceKind>[]).filter(
-      (e): e is EventOf<K> => e.kind === kind && pred(e as EventOf<K>),
-    );
 
   it('a reclaim pass swaps pages out; the next access reads them back with their data', async () => {
     const { pid } = await rpc.call('processCreate', {});
@@ -147,5 +148,105 @@ describe('reclaim to swap and back (patched, v3.7)', () => {
       .map((v) => `${v.name}: ${v.violations.map((x) => x.message).join('; ')}`);
     expect(bad).toEqual([]);
     expect(events(all, 'reclaim').length).toBeGreaterThan(0);
+  });
+});
+
+describe('bigger than memory: an ODP MR four times the frames, a guest twice them (kswapd and direct reclaim)', () => {
+  const FRAMES = 24;
+  let t: TestLab | undefined;
+  let rpc: RpcClient;
+
+  beforeAll(async () => {
+    t = await startTestLab(
+      {
+        mode: 'patched',
+        frames: FRAMES,
+        swapSlots: 256,
+        watermarks: { low: 4, high: 8 },
+        cpus: 1,
+        mmReplicas: 2,
+        subscribers: [
+          { name: HCA, kind: 'hca' },
+          { name: 'kvm0', kind: 'kvm', mmuLock: 'spin' },
+        ],
+      },
+      { rpcTimeoutMs: 30_000 },
+    );
+    ({ rpc } = t);
+  });
+  afterAll(async () => {
+    await t?.stop();
+  });
+
+  it('an ODP MR over 4x the frames: a full pass of RDMA writes, then reads with the right data', async () => {
+    const pages = 4 * FRAMES;
+    const { pid } = await rpc.call('processCreate', {});
+    const { addr } = await rpc.call('mmap', { pid, pages, prot: 'rw' });
+    const page = (i: number) => addr + i * PAGE_SIZE;
+    const { mr } = await rpc.call(
+      'hcaRegMr',
+      { pid, addr, pages, odp: true, access: ['read', 'write'] },
+      { id: HCA },
+    );
+    for (let i = 0; i < pages; i++)
+      await rpc.call('hcaRdmaWrite', { mr, addr: page(i), value: 1000 + i }, { id: HCA });
+    for (let i = 0; i < pages; i++)
+      expect(
+        (await rpc.call('hcaRdmaRead', { mr, addr: page(i) }, { id: HCA })).value,
+        `page ${i}`,
+      ).toBe(1000 + i);
+    const all = await t!.settled();
+    const outs = events(all, 'swap.out', (e) => e.pid === pid);
+    expect(outs.length).toBeGreaterThanOrEqual(pages - FRAMES);
+    // every page that left memory was taken from the HCA first: its invalidate_page acked
+    // before the frame was freed (the HCA mapped every page: it wrote them all)
+    for (const out of outs) {
+      const inv = events(all, 'mn.page', (e) => e.op === out.op && e.addr === out.addr)[0];
+      const ack = events(
+        all,
+        'mn.ack',
+        (e) => e.inv === inv?.inv && e.subscriber === HCA && e.callback === 'invalidate_page',
+      )[0];
+      expect(ack, `hca0 acked the invalidation of ${out.addr}`).toBeDefined();
+      const free = events(all, 'frame.free', (e) => e.pfn === out.pfn && e.gen === out.gen)[0];
+      if (free) expect(ack.ts).toBeLessThanOrEqual(free.ts);
+    }
+    const why = new Set(events(all, 'reclaim', (e) => e.reclaimed > 0).map((e) => e.why));
+    expect(why.has('kswapd'), 'kswapd reclaimed underneath').toBe(true);
+    await rpc.call('hcaDeregMr', { mr }, { id: HCA });
+    await rpc.call('exit', { pid });
+  });
+
+  it('a KVM guest with twice the frames of guest memory writes and reads every gfn', async () => {
+    const pages = 2 * FRAMES;
+    const { pid } = await rpc.call('processCreate', {});
+    const { addr } = await rpc.call('mmap', { pid, pages, prot: 'rw' });
+    const kvm = { id: 'kvm0' };
+    const { vm } = await rpc.call(
+      'kvmCreateVm',
+      { pid, memslots: [{ gfn: 0, pages, addr }], vcpus: 1 },
+      kvm,
+    );
+    for (let gfn = 0; gfn < pages; gfn++)
+      await rpc.call('kvmGuestWrite', { vm, vcpu: 0, gfn, value: 7000 + gfn }, kvm);
+    for (let gfn = 0; gfn < pages; gfn++)
+      expect((await rpc.call('kvmGuestRead', { vm, vcpu: 0, gfn }, kvm)).value, `gfn ${gfn}`).toBe(
+        7000 + gfn,
+      );
+    const all = await t!.settled();
+    expect(events(all, 'swap.out', (e) => e.pid === pid).length).toBeGreaterThan(0);
+    expect(
+      events(all, 'smap.clear', (e) => e.agent === 'kvm0' && e.pid === pid).length,
+    ).toBeGreaterThan(0);
+    await rpc.call('kvmDestroyVm', { vm }, kvm);
+    await rpc.call('exit', { pid });
+  });
+
+  it('the whole trace satisfies every invariant', async () => {
+    const all = await t!.settled();
+    const bad = checkInvariants(all, { softlockupMs: 1000 })
+      .filter((v) => !v.ok)
+      .map((v) => `${v.name}: ${v.violations.map((x) => x.message).join('; ')}`);
+    expect(bad).toEqual([]);
   });
 });

@@ -40,6 +40,7 @@ export function labConfigOf(config: ScenarioConfig, seed?: number): LabConfig {
     mode: config.mode,
     frames: config.frames,
     ...(config.swapSlots ? { swapSlots: config.swapSlots } : {}),
+    ...(config.watermarks && { watermarks: config.watermarks }),
     ...(config.memlockPages !== undefined && { memlockPages: config.memlockPages }),
     cpus: config.cpus,
     mmReplicas: config.mmReplicas,
@@ -173,6 +174,7 @@ export function runningConfig(
       mode: ref.mode,
       frames,
       ...(ref.swapSlots ? { swapSlots: ref.swapSlots } : {}),
+      ...(ref.watermarks?.low ? { watermarks: ref.watermarks } : {}),
       cpus: configs.filter((c) => c.service === 'cpu').length,
       mmReplicas: mms.length,
       leaseTtlMs: ref.leaseTtlMs,
@@ -204,6 +206,7 @@ export function configDifferences(want: ScenarioConfig, lab: ScenarioConfig): st
   cmp('mode', want.mode, lab.mode);
   cmp('frames', want.frames, lab.frames);
   cmp('swapSlots', want.swapSlots ?? 0, lab.swapSlots ?? 0);
+  cmp('watermarks', want.watermarks ?? null, lab.watermarks ?? null);
   if (lab.cpus < want.cpus)
     out.push(`cpus: the scenario asks for ${want.cpus}, the lab has ${lab.cpus}`);
   cmp('leaseTtlMs', want.leaseTtlMs ?? envDefault('MMLAB_LEASE_TTL_MS'), lab.leaseTtlMs);

@@ -270,7 +270,15 @@ export const MM_INDEX = { invowners: '{mm}:invowners', dead: '{mm}:dead' } as co
  */
 export const crashKey = (token: string): string => `{mm}:crash:${token}`;
 
-export const GLOBAL = { nextPid: '{g}:nextpid', nextCpu: '{g}:nextcpu' } as const;
+/**
+ * {g}:kswapd  "<mm incarnation>" PX ttl: the replica whose kswapd reclaims for the zone now
+ *             (apps/mm vmscan.ts balancePgdat); renewed at each batch, deleted when it is done.
+ */
+export const GLOBAL = {
+  nextPid: '{g}:nextpid',
+  nextCpu: '{g}:nextcpu',
+  kswapd: '{g}:kswapd',
+} as const;
 
 export const procKeys = (pid: number) => {
   const t = `{p:${pid}}`;

@@ -215,6 +215,22 @@ export class Store extends MmStore {
     return (await this.redis.incr(GLOBAL.nextCpu)) - 1;
   }
 
+  /**
+   * kswapd's lease ({g}:kswapd "<incarnation>", PX ttl): one kswapd reclaims for the zone at a
+   * time. Taken when free, or renewed when owner holds it already. → whether owner holds it.
+   */
+  async kswapdLock(owner: string, ttlMs: number): Promise<boolean> {
+    if ((await this.redis.set(GLOBAL.kswapd, owner, 'PX', ttlMs, 'NX')) === 'OK') return true;
+    if ((await this.redis.get(GLOBAL.kswapd)) !== owner) return false;
+    await this.redis.pexpire(GLOBAL.kswapd, ttlMs);
+    return true;
+  }
+
+  /** kswapd's lease given back (only by its owner). */
+  async kswapdUnlock(owner: string): Promise<void> {
+    if ((await this.redis.get(GLOBAL.kswapd)) === owner) await this.redis.del(GLOBAL.kswapd);
+  }
+
   async processes(): Promise<number[]> {
     const n = Number((await this.redis.get(GLOBAL.nextPid)) ?? 0);
     return Array.from({ length: n }, (_, i) => i + 1);

@@ -59,6 +59,8 @@ export const ServiceConfig = z.object({
   frames: z.number().int().positive(),
   /** MMLAB_SWAP_SLOTS (absent: a service older than swap, 0) */
   swapSlots: z.number().int().nonnegative().optional(),
+  /** MMLAB_WATERMARK_LOW/HIGH (low 0: no kswapd) */
+  watermarks: z.object({ low: z.number().int(), high: z.number().int() }).optional(),
   /** MMLAB_LEASE_TTL_MS */
   leaseTtlMs: ms,
   /** MMLAB_SOFTLOCKUP_MS */

@@ -32,6 +32,8 @@ export interface LabConfig {
   frames: number;
   /** swap slots (MMLAB_SWAP_SLOTS); default 0: no swap */
   swapSlots?: number;
+  /** kswapd's watermarks (MMLAB_WATERMARK_LOW/HIGH); default none */
+  watermarks?: { low: number; high: number };
   /** RLIMIT_MEMLOCK in pages (MMLAB_MEMLOCK_PAGES); default a quarter of the frames */
   memlockPages?: number;
   cpus: number;
@@ -114,6 +116,12 @@ export function labServices(
     MMLAB_MODE: cfg.mode,
     MMLAB_FRAMES: String(cfg.frames),
     ...(cfg.swapSlots ? { MMLAB_SWAP_SLOTS: String(cfg.swapSlots) } : {}),
+    ...(cfg.watermarks
+      ? {
+          MMLAB_WATERMARK_LOW: String(cfg.watermarks.low),
+          MMLAB_WATERMARK_HIGH: String(cfg.watermarks.high),
+        }
+      : {}),
     ...(cfg.memlockPages !== undefined ? { MMLAB_MEMLOCK_PAGES: String(cfg.memlockPages) } : {}),
     ...(cfg.leaseTtlMs ? { MMLAB_LEASE_TTL_MS: String(cfg.leaseTtlMs) } : {}),
     ...(cfg.softlockupMs ? { MMLAB_SOFTLOCKUP_MS: String(cfg.softlockupMs) } : {}),

@@ -21,6 +21,10 @@ export const EnvSchema = z.object({
   MMLAB_FRAMES: int(256),
   /** Slots of the swap device, set up with the frames (0: no swap). */
   MMLAB_SWAP_SLOTS: z.coerce.number().int().nonnegative().default(0),
+  /** mm: kswapd wakes when free frames fall below this (0: no kswapd) ... */
+  MMLAB_WATERMARK_LOW: z.coerce.number().int().nonnegative().default(0),
+  /** ... and reclaims until this many are free. */
+  MMLAB_WATERMARK_HIGH: z.coerce.number().int().nonnegative().default(0),
   /**
    * mm: RLIMIT_MEMLOCK in pages: a process's pinned registrations together (pinned_vm) may pin
    * no more; unset: a quarter of MMLAB_FRAMES.

@@ -513,6 +513,7 @@ export function controlController(tracer: Tracer): Type<unknown> {
         mode: env.MMLAB_MODE,
         frames: env.MMLAB_FRAMES,
         swapSlots: env.MMLAB_SWAP_SLOTS,
+        watermarks: { low: env.MMLAB_WATERMARK_LOW, high: env.MMLAB_WATERMARK_HIGH },
         leaseTtlMs: env.MMLAB_LEASE_TTL_MS,
         softlockupMs: env.MMLAB_SOFTLOCKUP_MS,
         dispatch: env.MMLAB_DISPATCH,

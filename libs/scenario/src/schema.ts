@@ -140,6 +140,15 @@ export const ScenarioConfig = z.strictObject({
     .max(1 << 20)
     .optional(),
   /**
+   * kswapd's watermarks in free frames (MMLAB_WATERMARK_LOW/HIGH): it wakes when an allocation
+   * leaves fewer than `low` free and reclaims until `high` are. Default none: only direct
+   * reclaim (an allocation that finds no frame) and the reclaim step.
+   */
+  watermarks: z
+    .strictObject({ low: z.number().int().positive(), high: z.number().int().positive() })
+    .refine((w) => w.high >= w.low, { error: 'watermarks.high must be at least watermarks.low' })
+    .optional(),
+  /**
    * RLIMIT_MEMLOCK in pages (MMLAB_MEMLOCK_PAGES): what one process's pinned registrations may
    * pin together (pinned_vm); a registration past it fails with ENOMEM before it touches a
    * page. Default: a quarter of the frames.

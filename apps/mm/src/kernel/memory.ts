@@ -42,6 +42,7 @@ import {
 import { crashPoint } from './crash_point';
 import { putCleared, syscallOf } from './intent';
 import { flushTlbRange } from './tlbflush';
+import { directReclaim, withDirectReclaim } from './vmscan';
 
 export interface FaultResult extends Pte {
   kind: FaultKind;
@@ -133,6 +134,8 @@ async function __handleMmFault(
   let fresh: PcpFrame | null = null;
   /** drain_all_pages() was tried once: memory really is empty */
   let drained = false;
+  /** rounds of direct reclaim this fault took */
+  let reclaimed = 0;
   let retries = 0;
   try {
     for (; ; tries.retries = ++retries) {
@@ -182,8 +185,16 @@ async function __handleMmFault(
             await drainAllPages(ctx);
             continue;
           }
-          if (access === 'write') throw new MmlabError('ENOMEM', 'no free frame for the fault');
-          page = await allocPage(ctx, op, null, { pid, vpn });
+          // then __alloc_pages_direct_reclaim(): reclaim a batch and try again, or fail as out
+          // of memory (vmscan.ts)
+          if (access === 'write') {
+            await directReclaim(ctx, `the fault at 0x${addr.toString(16)}`, reclaimed++);
+            drained = false;
+            continue;
+          }
+          page = await withDirectReclaim(ctx, `the fault at 0x${addr.toString(16)}`, () =>
+            allocPage(ctx, op, null, { pid, vpn }),
+          );
           continue;
         case 'ZERO':
         case 'ANON': {
@@ -282,9 +293,16 @@ async function doSwapPage(
   mmapSem: string,
   entry: { slot: number; gen: number },
 ): Promise<Pte | null> {
-  const page = await ctx.store.swapinPage(entry.slot, entry.gen);
+  const page = await withDirectReclaim(
+    ctx,
+    `the swap-in at 0x${(vpn * PAGE_SIZE).toString(16)}`,
+    async () => {
+      const p = await ctx.store.swapinPage(entry.slot, entry.gen);
+      if (p === 'ENOMEM') throw new MmlabError('ENOMEM', 'no free frame to swap the page in');
+      return p;
+    },
+  );
   if (page === 'STALE') return null; // the entry went meanwhile: fault again
-  if (page === 'ENOMEM') throw new MmlabError('ENOMEM', 'no free frame to swap the page in');
   const step = await ctx.store.fault(
     pid,
     vpn,
@@ -409,7 +427,9 @@ async function doWpPage(
   // cow_user_page(): copy before taking the lock (alloc_page + copy_user_highpage: one script).
   // The new page's pending tag owes old's put (done with pagesInstalled, or by whoever finds
   // the new page installed if we die first).
-  const page = await allocPage(ctx, op, old, { pid, vpn });
+  const page = await withDirectReclaim(ctx, `the COW at 0x${addr.toString(16)}`, () =>
+    allocPage(ctx, op, old, { pid, vpn }),
+  );
   await crashPoint(ctx, 'do_wp_page.copied');
   const legacy = ctx.env.MMLAB_MODE === 'legacy';
   const seedAlone = injected(ctx, 'free-before-invalidate-page');

@@ -4,6 +4,7 @@
  */
 import { MmlabError } from '@mmlab/protocol';
 import type { MmContext } from './context';
+import { wakeupKswapd } from './vmscan';
 
 export interface Frame {
   pfn: number;
@@ -24,6 +25,7 @@ export async function allocPage(
 ): Promise<Frame> {
   const tag = fault && { owner: ctx.incarnation, ...fault, old: copyFrom };
   const f = await ctx.store.allocPage(copyFrom?.pfn ?? null, 1, tag);
+  wakeupKswapd(ctx); // it looks at the watermarks itself
   if (!f) throw new MmlabError('ENOMEM', 'no free frame');
   ctx.tracer.emit({ kind: 'frame.alloc', op, pfn: f.pfn, gen: f.gen });
   return f;
@@ -202,6 +204,8 @@ export class PerCpuPages {
           ]);
         for (const t of r.taken) this.free.push({ ...t, owner });
         this.lean = r.nrFree < PCP_LEAN_BELOW;
+        // below the low watermark: kswapd (zone_watermark_ok failed in get_page_from_freelist)
+        if (want > 0 && r.nrFree < ctx.env.MMLAB_WATERMARK_LOW) wakeupKswapd(ctx);
         return r.taken.length;
       } catch (e) {
         if (owner === this.owner) {

@@ -28,11 +28,15 @@
  * processes instead of the page's sharers. A mapping made after the scan (fork copying the PTE)
  * is not unmapped: the page then stays mapped, and __remove_mapping keeps it (page_mapped).
  *
+ * Who reclaims: the reclaim step (try_to_free_pages with a target), an allocation that finds
+ * no free frame (direct reclaim: directReclaim, withDirectReclaim) and kswapd, woken when an
+ * allocation leaves free memory below the low watermark and running until the high one
+ * (wakeupKswapd).
+ *
  * Not modelled yet (issue 13 goes on): the young bits (page_referenced's
  * ptep_clear_flush_young_notify and the secondary MMUs' clear_flush_young — every page is taken
- * as not referenced, as TTU_IGNORE_ACCESS would), kswapd and its watermarks, direct reclaim in
- * an allocation that finds no frame, shared anonymous memory (shmem: its pages are skipped) and
- * file pages. A replica that dies half way through a page leaks a swap count or a mapping
+ * as not referenced, as TTU_IGNORE_ACCESS would), shared anonymous memory (shmem: its pages are
+ * skipped) and file pages. A replica that dies half way through a page leaks a swap count or a mapping
  * charge (fsck reports it): crash points in reclaim are issue 15's.
  */
 import { MmlabError, PAGE_SIZE } from '@mmlab/protocol';
@@ -250,4 +254,101 @@ async function rmapScan(ctx: MmContext, pages: Frame[]): Promise<Map<string, Map
     }
   }
   return out;
+}
+
+/** Rounds of direct reclaim one allocation may take before it gives up (out of memory). */
+const MAX_DIRECT_RECLAIM = 16;
+
+/**
+ * Models: __alloc_pages_direct_reclaim(), mm/page_alloc.c v3.7 — an allocation that found no
+ * free frame reclaims a batch itself before it tries again (`round`: how many times it did
+ * already). When nothing could be reclaimed (no swap, swap full, every page pinned or in use
+ * by a fault) it is out of memory: mmlab has no OOM killer, so the operation fails with
+ * ENOMEM "out of memory", never a hang.
+ */
+export async function directReclaim(ctx: MmContext, what: string, round: number): Promise<void> {
+  const r =
+    round < MAX_DIRECT_RECLAIM && ctx.env.MMLAB_SWAP_SLOTS > 0
+      ? await tryToFreePages(ctx, 'direct', SWAP_CLUSTER_MAX)
+      : null;
+  if (!r || r.reclaimed === 0)
+    throw new MmlabError(
+      'ENOMEM',
+      `out of memory: no free frame for ${what}` +
+        (r
+          ? `, and reclaim freed none (scanned ${r.scanned}, in use ${r.referenced}, pinned ${r.pinned}${r.swapFull ? ', swap full' : ''})`
+          : ctx.env.MMLAB_SWAP_SLOTS > 0
+            ? ` after ${round} rounds of reclaim`
+            : ' (no swap: nothing can be reclaimed)'),
+    );
+}
+
+/** An allocation (alloc) that reclaims and tries again while it finds memory empty (ENOMEM). */
+export async function withDirectReclaim<T>(
+  ctx: MmContext,
+  what: string,
+  alloc: () => Promise<T>,
+): Promise<T> {
+  for (let round = 0; ; round++) {
+    try {
+      return await alloc();
+    } catch (e) {
+      if (!(e instanceof MmlabError && e.code === 'ENOMEM')) throw e;
+    }
+    await directReclaim(ctx, what, round);
+  }
+}
+
+/** kswapd's state in this replica: one pass at a time; a wake-up during it asks for another. */
+const kswapdOf = new WeakMap<MmContext, { running: boolean; again: boolean }>();
+
+/**
+ * Models: wakeup_kswapd(), mm/vmscan.c v3.7 — called when an allocation leaves free memory
+ * below the low watermark (MMLAB_WATERMARK_LOW; 0: no kswapd). kswapd runs in the background
+ * of this replica (balance_pgdat): it reclaims batches until the high watermark is reached or
+ * nothing more can be reclaimed. One kswapd runs for the zone at a time, whichever replica
+ * woke it: a lease in Redis (Store.kswapdLock).
+ */
+export function wakeupKswapd(ctx: MmContext): void {
+  const low = ctx.env.MMLAB_WATERMARK_LOW;
+  if (!low || ctx.env.MMLAB_SWAP_SLOTS === 0 || ctx.closing) return;
+  let st = kswapdOf.get(ctx);
+  if (!st) kswapdOf.set(ctx, (st = { running: false, again: false }));
+  if (st.running) {
+    st.again = true;
+    return;
+  }
+  st.running = true;
+  const state = st;
+  void (async () => {
+    try {
+      do {
+        state.again = false;
+        await balancePgdat(ctx);
+      } while (state.again && !ctx.closing);
+    } catch {
+      // a Redis or NATS error (a restart, the replica stopping): the next wake-up tries again
+    } finally {
+      state.running = false;
+    }
+  })();
+}
+
+/** Models: balance_pgdat(), mm/vmscan.c v3.7: reclaim until free memory is at the high watermark. */
+async function balancePgdat(ctx: MmContext): Promise<void> {
+  const low = ctx.env.MMLAB_WATERMARK_LOW;
+  const high = Math.max(low, ctx.env.MMLAB_WATERMARK_HIGH);
+  if ((await ctx.store.memInfo()).free >= low) return;
+  const ttl = ctx.env.MMLAB_LEASE_TTL_MS * 5;
+  if (!(await ctx.store.kswapdLock(ctx.incarnation, ttl))) return; // another replica's kswapd runs
+  try {
+    while (!ctx.closing) {
+      const { free } = await ctx.store.memInfo();
+      if (free >= high) break;
+      const r = await tryToFreePages(ctx, 'kswapd', Math.min(SWAP_CLUSTER_MAX, high - free));
+      if (r.reclaimed === 0 || !(await ctx.store.kswapdLock(ctx.incarnation, ttl))) break;
+    }
+  } finally {
+    await ctx.store.kswapdUnlock(ctx.incarnation);
+  }
 }
