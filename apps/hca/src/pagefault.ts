@@ -70,7 +70,10 @@ export async function pagefaultSingleDataSegment(
       // (1) current_seq = ACCESS_ONCE(notifiers_seq)
       if (mr.dying) throw dying();
       const snap = mr.notifiers.snapshot();
-      // (2) get_user_pages(): mm may sleep, fault pages in, and answer EFAULT.
+      // (2) get_user_pages(): mm may sleep, fault pages in, and answer EFAULT. Its time (a
+      // fault that reclaims memory first can take long) is no collision: it does not count
+      // against MMLAB_NPF_TIMEOUT_MS, which bounds the retries for invalidations.
+      const gup0 = Date.now();
       const r = await ctx.rpc.call('gup', {
         pid: mr.pid,
         addr,
@@ -79,6 +82,7 @@ export async function pagefaultSingleDataSegment(
         pin: false,
         agent: ctx.name,
       });
+      deadline += Date.now() - gup0;
       // (3) a slow page-fault work queue: up to MMLAB_NPF_DELAY_MS, woken as soon as an
       // invalidation reaches the MR after the snapshot (a deterministic test hook; the first
       // try only: a retry already follows an invalidation). npf.delay says the snapshot is
