@@ -89,12 +89,13 @@
  *              address space; a cache page is a used frame of that gen with p<pfn> naming the
  *              slot back; nr_swap_free is the number of free slots.
  *   {mem}:lru, {mem}:lru:active  zsets of used frames (member pfn, score: when it was added):
- *                the inactive and the active anonymous LRU lists (lruvec, mm/vmscan.c).
- *                A frame is added to the inactive list when allocated (lru_cache_add) and
- *                leaves both when freed; reclaim isolates from the inactive list's oldest end,
- *                activates referenced pages and deactivates the active list's oldest when
- *                the inactive list is short (inactive_anon_is_low). A frame being reclaimed
- *                is on neither (isolated, with one extra reference).
+ *                the inactive and the active anonymous LRU lists (lruvec, mm/vmscan.c v3.7).
+ *                A new anonymous page goes on the active list (page_add_new_anon_rmap), a page
+ *                read in from swap on the inactive one; a frame leaves both when freed.
+ *                Reclaim deactivates the active list's oldest when the inactive list is the
+ *                shorter (shrink_active_list, clearing their young bits), isolates from the
+ *                inactive list's oldest end and activates the referenced ones. A frame being
+ *                reclaimed is on neither (isolated, with one extra reference).
  *
  * An address space ({p:<pid>}) — mm_struct and its page tables:
  *   :mm        hash: seq (mm_lock_seq: bumped at every mmap_sem write acquire and release),

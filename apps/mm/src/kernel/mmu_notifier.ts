@@ -41,6 +41,7 @@ import {
   type MnCallback,
   type MnEvent,
   type Req,
+  type Res,
 } from '@mmlab/protocol';
 import {
   type Span,
@@ -62,6 +63,7 @@ type CallbackRpc =
   | 'mnInvalidateRangeEnd'
   | 'mnInvalidatePage'
   | 'mnChangePte'
+  | 'mnClearFlushYoung'
   | 'mnRelease';
 
 const CALLBACK_OF: Record<CallbackRpc, MnCallback> = {
@@ -69,6 +71,7 @@ const CALLBACK_OF: Record<CallbackRpc, MnCallback> = {
   mnInvalidateRangeEnd: 'invalidate_range_end',
   mnInvalidatePage: 'invalidate_page',
   mnChangePte: 'change_pte',
+  mnClearFlushYoung: 'clear_flush_young',
   mnRelease: 'release',
 };
 
@@ -488,6 +491,35 @@ export async function mmuNotifierChangePte(
 }
 
 /**
+ * Models: __mmu_notifier_clear_flush_young(), mm/mmu_notifier.c v3.7 (v3.6 alike): ask every
+ * subscriber that has clear_flush_young whether it accessed [start, end) since the last time,
+ * clearing its accessed bits. Sent by ptep_clear_flush_young_notify() under the PT lock: the
+ * subscriber answers without sleeping (ATOMIC_CALLBACKS). KVM answers from its sPTEs' accessed
+ * bits; ib_umem_odp has no young callbacks, so an ODP device's use of a page counts for
+ * nothing here. → whether any said young.
+ */
+export async function mmuNotifierClearFlushYoung(
+  ctx: MmContext,
+  op: string,
+  pid: number,
+  start: number,
+  end: number,
+): Promise<boolean> {
+  const all = await ctx.store.mnSubscriberOps(pid);
+  if (!hasNotifiers(all)) return false;
+  const subscribers = subscribersWith(all, 'clear_flush_young');
+  if (subscribers.length === 0) return false;
+  const inv = newInv(ctx, op);
+  const owner = ownerOf(ctx, op);
+  const ask = (s: string) =>
+    callOne(ctx, op, pid, s, 'mnClearFlushYoung', { pid, inv, owner, start, end });
+  const replies: Array<{ young: boolean } | null> = [];
+  if (ctx.env.MMLAB_DISPATCH === 'serial') for (const s of subscribers) replies.push(await ask(s));
+  else replies.push(...(await Promise.all(subscribers.map(ask))));
+  return replies.some((r) => r?.young === true);
+}
+
+/**
  * mmu_notifier_release(mm): every subscriber drops everything of pid; then they are unhashed.
  * Nothing at all (no trace) on an mm with no subscriber (mm_has_notifiers).
  */
@@ -529,7 +561,7 @@ function callOne<N extends CallbackRpc>(
   subscriber: string,
   name: N,
   req: Req<N>,
-): Promise<void> {
+): Promise<Res<N> | null> {
   const callback = CALLBACK_OF[name];
   return inSpan(
     `${callback} ${subscriber}`,
@@ -555,7 +587,7 @@ async function callUntilAcked<N extends CallbackRpc>(
   name: N,
   req: Req<N>,
   span: Span | undefined,
-): Promise<void> {
+): Promise<Res<N> | null> {
   const callback = CALLBACK_OF[name];
   const inv = (req as { inv: string }).inv;
   const t0 = now();
@@ -587,7 +619,7 @@ async function callUntilAcked<N extends CallbackRpc>(
           waitedMs: now() - t0,
         });
         outcome('ack', attempt);
-        return;
+        return reply;
       }
       ctx.tracer.emit({ kind: 'mn.ack_ignored', op, pid, subscriber, callback, inv, got });
     } catch (e) {
@@ -607,12 +639,12 @@ async function callUntilAcked<N extends CallbackRpc>(
           got: err.code,
         });
         outcome('error', attempt);
-        return;
+        return null;
       }
       if (!(await ctx.store.subscriberIsAlive(subscriber))) {
         await fenceSubscriber(ctx, op, subscriber, `liveness lease expired during ${callback}`);
         outcome('fenced', attempt);
-        return;
+        return null;
       }
       // Alive but slow (or restarting): wait for it, as long as it takes.
       if (err.code !== 'ETIMEDOUT') await sleep(50);

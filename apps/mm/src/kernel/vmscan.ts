@@ -33,15 +33,19 @@
  * allocation leaves free memory below the low watermark and running until the high one
  * (wakeupKswapd).
  *
- * Not modelled yet (issue 13 goes on): the young bits (page_referenced's
- * ptep_clear_flush_young_notify and the secondary MMUs' clear_flush_young — every page is taken
- * as not referenced, as TTU_IGNORE_ACCESS would), shared anonymous memory (shmem: its pages are
- * skipped) and file pages. A replica that dies half way through a page leaks a swap count or a mapping
+ * Aging: page_referenced (below) reads and clears the PTEs' accessed bits and asks the secondary
+ * MMUs (clear_flush_young) when shrink_active_list deactivates a page and when
+ * shrink_inactive_list scans it. try_to_unmap_one's own ptep_clear_flush_young_notify (a page
+ * referenced between page_referenced and the unmap: SWAP_FAIL) is not modelled: the window is
+ * one script call wide here.
+ *
+ * Not modelled yet (issue 13 goes on): shared anonymous memory (shmem: its pages are skipped),
+ * file pages. A replica that dies half way through a page leaks a swap count or a mapping
  * charge (fsck reports it): crash points in reclaim are issue 15's.
  */
 import { MmlabError, PAGE_SIZE } from '@mmlab/protocol';
 import type { MmContext } from './context';
-import { invalidatePage } from './mmu_notifier';
+import { invalidatePage, mmuNotifierClearFlushYoung } from './mmu_notifier';
 import { forEachPteTable, staleLease } from './pagewalk';
 import { type Frame, drainAllPages, putPages } from './page_alloc';
 import { flushTlbRange } from './tlbflush';
@@ -69,9 +73,16 @@ interface Mapping {
 }
 
 /**
- * Models: try_to_free_pages() → shrink_zone() → shrink_inactive_list() → shrink_page_list(),
- * mm/vmscan.c v3.7: reclaim until `target` frames are freed, the inactive and active lists have
- * nothing more to give, or swap is full. One trace event (reclaim) says what came of it.
+ * Models: try_to_free_pages() → shrink_zone() → shrink_list(), mm/vmscan.c v3.7: reclaim until
+ * `target` frames are freed or the lists have nothing more to give (every page looked at
+ * twice: deactivated, then scanned), or swap is full. Each round first ages the active list
+ * when the inactive one is the shorter (inactive_anon_is_low: shrink_active_list, which clears
+ * the young bits of what it deactivates), then shrinks a batch of the inactive list
+ * (shrink_inactive_list → shrink_page_list): a page referenced since its bits were cleared —
+ * by a PTE's accessed bit, or a secondary MMU's clear_flush_young — goes back to the active
+ * list; the others are swapped out. So one pass can take a page a device touched before it
+ * began, once its young bits have been cleared; a page touched again in between stays. One
+ * trace event (reclaim) says what came of it.
  */
 export async function tryToFreePages(
   ctx: MmContext,
@@ -86,27 +97,26 @@ export async function tryToFreePages(
     pinned: 0,
     swapFull: false,
   };
-  const seen = new Set<string>();
   // lru_add_drain_all(): the replicas' batches report the frames their faults installed (their
   // reserve tags go: until then isolation skips them, as pages still in a CPU's pagevec are
   // not on the LRU yet) and give back the ones they did not use
   await drainAllPages(ctx);
-  while (res.reclaimed < target && !res.swapFull) {
-    const batch = await ctx.store.isolateLruPages(
-      Math.min(SWAP_CLUSTER_MAX, target - res.reclaimed),
-    );
-    // every page of the lists looked at once: whatever is left is kept for a reason
-    const fresh = batch.filter((p) => !seen.has(`${p.pfn}:${p.gen}`));
-    if (fresh.length === 0) {
-      for (const p of batch) await ctx.store.shrinkPage(p.pfn, p.gen, true);
-      break;
-    }
-    for (const p of batch) seen.add(`${p.pfn}:${p.gen}`);
+  const lists = await ctx.store.swapInfo();
+  // every page at most twice: once deactivated, once scanned (and the rounds that find nothing)
+  let budget = 2 * Math.ceil((lists.inactive + lists.active) / SWAP_CLUSTER_MAX) + 2;
+  while (res.reclaimed < target && !res.swapFull && budget-- > 0) {
+    const { inactive, active } = await ctx.store.swapInfo();
+    const want = Math.min(SWAP_CLUSTER_MAX, target - res.reclaimed);
+    let moved = 0;
+    if (active > 0 && inactive < Math.max(active, want))
+      moved = await shrinkActiveList(ctx, op, Math.min(SWAP_CLUSTER_MAX, active));
+    const batch = await ctx.store.isolateLruPages(want, 'inactive');
+    if (batch.length === 0 && moved === 0) break;
     const rmap = await rmapScan(ctx, batch);
     for (const page of batch) {
       res.scanned++;
       if (res.swapFull || res.reclaimed >= target) {
-        await ctx.store.shrinkPage(page.pfn, page.gen, true); // putback_lru_page
+        await ctx.store.lruPutback(page.pfn, page.gen, 'inactive'); // not looked at
         continue;
       }
       await shrinkPage(ctx, op, page, rmap.get(`${page.pfn}:${page.gen}`) ?? [], res);
@@ -125,6 +135,58 @@ export async function tryToFreePages(
 }
 
 /**
+ * Models: shrink_active_list(), mm/vmscan.c v3.7: the n oldest pages of the active list go to
+ * the inactive list, each after page_referenced() cleared its young bits (an anonymous page
+ * is deactivated whether it was referenced or not: only executable file pages are rotated).
+ * → how many moved
+ */
+async function shrinkActiveList(ctx: MmContext, op: string, n: number): Promise<number> {
+  const batch = await ctx.store.isolateLruPages(n, 'active');
+  const rmap = await rmapScan(ctx, batch);
+  for (const page of batch) {
+    await pageReferenced(ctx, op, page, rmap.get(`${page.pfn}:${page.gen}`) ?? []);
+    await ctx.store.lruPutback(page.pfn, page.gen, 'inactive');
+  }
+  return batch.length;
+}
+
+/**
+ * Models: page_referenced() → page_referenced_one() → ptep_clear_flush_young_notify(),
+ * mm/rmap.c v3.7 (v3.6 alike): for every PTE that maps the page, under its PT lock, test and
+ * clear the accessed bit (flushing the CPU TLBs when it was set, so the next access walks and
+ * sets it again) and ask the secondary MMUs the same (clear_flush_young, answered without
+ * sleeping: it is sent under the lock). → how many mappings were referenced
+ */
+async function pageReferenced(
+  ctx: MmContext,
+  op: string,
+  page: Frame,
+  mappings: Mapping[],
+): Promise<number> {
+  let referenced = 0;
+  for (const m of mappings) {
+    const addr = m.vpn * PAGE_SIZE;
+    await forEachPteTable(ctx, op, m.pid, m.vpn, m.vpn + 1, async (held) => {
+      const r = await ctx.store.ptepClearFlushYoung(
+        m.pid,
+        held.lock,
+        held.lease.value,
+        held.lease.token,
+        m.vpn,
+        page,
+      );
+      if (!r) throw staleLease(ctx, held, 'page_referenced_one');
+      if (r === 'GONE') return;
+      let young = r.young;
+      if (young) await flushTlbRange(ctx, op, m.pid, addr, addr + PAGE_SIZE, r.cpumask);
+      if (await mmuNotifierClearFlushYoung(ctx, op, m.pid, addr, addr + PAGE_SIZE)) young = true;
+      if (young) referenced++;
+    });
+  }
+  return referenced;
+}
+
+/**
  * shrink_page_list() for one isolated anonymous page: add_to_swap(), try_to_unmap() (every
  * mapping, try_to_unmap_one), then pageout() and __remove_mapping() in one {mem} step
  * (shrinkPage): freed when only the swap cache and the isolation hold it.
@@ -138,6 +200,12 @@ async function shrinkPage(
 ): Promise<void> {
   if (mappings.some((m) => m.shared)) {
     // shmem: not this swap path (issue 13's shared memory)
+    res.referenced++;
+    await ctx.store.shrinkPage(page.pfn, page.gen, true);
+    return;
+  }
+  // page_check_references(): referenced since its young bits were last cleared → activate
+  if ((await pageReferenced(ctx, op, page, mappings)) > 0) {
     res.referenced++;
     await ctx.store.shrinkPage(page.pfn, page.gen, true);
     return;

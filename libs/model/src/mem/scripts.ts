@@ -66,7 +66,8 @@ if ARGV[1] ~= '' and frame_exists(KEYS, ARGV[1]) then v = frame_get(KEYS, ARGV[1
 local gen = frame_update(KEYS, pfn, {'INCRBY', 'gen', 1}, {'SET', 'ref', 1}, {'SET', 'map', ARGV[2]},
   {'SET', 'state', USED}, {'SET', 'next', 0}, {'SET', 'data', v})
 if ARGV[3] ~= '' then redis.call('HSET', KEYS[5], pfn, gen .. '|' .. ARGV[3]) end
-lru_add(KEYS, pfn)
+-- page_add_new_anon_rmap() (v3.7): a new anonymous page starts on the active list
+lru_activate(KEYS, pfn)
 return {'OK', pfn, gen}
 `,
   }),
@@ -108,7 +109,7 @@ for _ = 1, n do
   local gen = frame_update(KEYS, pfn, {'INCRBY', 'gen', 1}, {'SET', 'ref', 1}, {'SET', 'map', 1},
     {'SET', 'state', USED}, {'SET', 'next', 0}, {'SET', 'data', 0})
   redis.call('HSET', KEYS[5], pfn, gen .. tail)
-  lru_add(KEYS, pfn)
+  lru_activate(KEYS, pfn)
   taken[#taken + 1] = pfn; taken[#taken + 1] = gen
 end
 return {tonumber(redis.call('HGET', KEYS[1], 'nr_free') or '0'), freed, taken}
@@ -335,37 +336,49 @@ return 1
 `,
   }),
   isolateLruPages: script({
-    doc: `isolate_lru_pages() for shrink_inactive_list(): up to ARGV[1] frames from the oldest end of the inactive list, each taken off the LRU with one more reference (the isolation's: the frame cannot be freed under reclaim). When the inactive list holds fewer than the active one, the active list's oldest go to the inactive list first (shrink_active_list's deactivation; their young bits are cleared by the caller's page_referenced). Skipped, left where they are: frames a fault allocated and has not installed (tagged in {mem}:pending: a batch's reserve, a COW's copy). → {{pfn, gen}, ...} isolated`,
-    models:
-      'shrink_inactive_list() → isolate_lru_pages(), and shrink_active_list() deactivating, mm/vmscan.c v3.7',
+    doc: `isolate_lru_pages(): up to ARGV[1] frames from the oldest end of the inactive (ARGV[2] = 'inactive', for shrink_inactive_list) or the active list ('active', for shrink_active_list), each taken off the LRU with one more reference (the isolation's: the frame cannot be freed under reclaim). Skipped, left where they are: frames a fault allocated and has not installed (tagged in {mem}:pending: a batch's reserve, a COW's copy). → {pfn, gen, ...} isolated`,
+    models: 'isolate_lru_pages(), mm/vmscan.c v3.7',
     keys: MEM_ROLES,
-    args: { n: Int.min(0).max(1024) },
+    args: { n: Int.min(0).max(1024), list: z.enum(['inactive', 'active']) },
     reply: Ints.describe('pfn, gen, pfn, gen, ...'),
     lua:
       HELPERS +
       `
 local want = tonumber(ARGV[1])
-local ni, na = redis.call('ZCARD', KEYS[7]), redis.call('ZCARD', KEYS[8])
--- inactive_anon_is_low(): deactivate the active list's oldest until the lists balance
-while na > 0 and ni < math.max(want, na) do
-  local old = redis.call('ZRANGE', KEYS[8], 0, 0)[1]
-  redis.call('ZREM', KEYS[8], old)
-  redis.call('ZADD', KEYS[7], redis.call('HINCRBY', KEYS[1], 'lru_clock', 1), old)
-  ni = ni + 1; na = na - 1
-end
+local key = KEYS[7]
+if ARGV[2] == 'active' then key = KEYS[8] end
 local out = {}
-for _, pfn in ipairs(redis.call('ZRANGE', KEYS[7], 0, -1)) do
+for _, pfn in ipairs(redis.call('ZRANGE', key, 0, -1)) do
   if #out >= 2 * want then break end
   local st, gen = frame_get(KEYS, pfn, 'state', 'gen')
   if st ~= USED then
-    redis.call('ZREM', KEYS[7], pfn)
+    redis.call('ZREM', key, pfn)
   elseif not redis.call('HGET', KEYS[5], pfn) then
-    redis.call('ZREM', KEYS[7], pfn)
+    redis.call('ZREM', key, pfn)
     frame_add(KEYS, pfn, 'ref', 1)
     out[#out + 1] = tonumber(pfn); out[#out + 1] = gen
   end
 end
 return out
+`,
+  }),
+  lruPutback: script({
+    doc: `putback_lru_page() of an isolated frame onto the inactive (ARGV[3] = 'inactive': shrink_active_list deactivating it) or the active list ('active'), without the isolation's reference. → 1 | 0 (not that frame any more)`,
+    models: 'putback_lru_page() / move_active_pages_to_lru(), mm/vmscan.c v3.7',
+    keys: MEM_ROLES,
+    args: { pfn: Int.min(1), gen: Int, list: z.enum(['inactive', 'active']) },
+    reply: Bit,
+    lua:
+      HELPERS +
+      `
+if not frame_live(KEYS, ARGV[1], ARGV[2]) then return 0 end
+local ref = frame_add(KEYS, ARGV[1], 'ref', -1)
+if ref <= 0 then
+  free_push(KEYS, ARGV[1])
+  return 1
+end
+if ARGV[3] == 'active' then lru_activate(KEYS, ARGV[1]) else lru_add(KEYS, ARGV[1]) end
+return 1
 `,
   }),
   addToSwap: script({

@@ -62,12 +62,20 @@ export class MemStore extends StoreBase {
     return this.call('memFormat', MEM, { frames, swapSlots });
   }
 
-  /** isolate_lru_pages(): up to n frames off the inactive list's old end, each with one more ref. */
-  async isolateLruPages(n: number): Promise<Array<{ pfn: number; gen: number }>> {
-    const flat = await this.call('isolateLruPages', MEM, { n });
+  /** isolate_lru_pages(): up to n frames off a list's old end, each with one more ref. */
+  async isolateLruPages(
+    n: number,
+    list: 'inactive' | 'active' = 'inactive',
+  ): Promise<Array<{ pfn: number; gen: number }>> {
+    const flat = await this.call('isolateLruPages', MEM, { n, list });
     const out: Array<{ pfn: number; gen: number }> = [];
     for (let i = 0; i + 1 < flat.length; i += 2) out.push({ pfn: flat[i], gen: flat[i + 1] });
     return out;
+  }
+
+  /** putback_lru_page(): an isolated frame back on a list, without the isolation's reference. */
+  async lruPutback(pfn: number, gen: number, list: 'inactive' | 'active'): Promise<boolean> {
+    return (await this.call('lruPutback', MEM, { pfn, gen, list })) === 1;
   }
 
   /** add_to_swap(): → the frame's swap slot (and the slot's gen), 'ENOSPC' or 'STALE'. */

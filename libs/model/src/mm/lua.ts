@@ -14,8 +14,9 @@
  *         bit 2 present-in-the-table (set on every stored PTE), bit 3 a swap entry (not present
  *         to any walker: pfn is the swap slot and gen the slot's generation, bits 0-1 are 0;
  *         read as w = 4: the swp_entry_t a PTE holds once try_to_unmap_one swapped its page
- *         out), bits 4-6 reserved for accessed, special and huge (0 today; a reader ignores
- *         them), bit 7 zero.
+ *         out), bit 4 young (the accessed bit: set by every write of a present PTE — pte_mkyoung
+ *         at install, and the page walker's fill — cleared by ptep_clear_flush_young), bits 5-6
+ *         reserved for special and huge (0 today; a reader ignores them), bit 7 zero.
  * An all-zero entry is pte_none. Invariants: lo + entries ≤ PTES_PER_FIELD; the first and the
  * last stored entries are not pte_none (a field is trimmed at both ends when one is cleared); a
  * field with no PTE left is no field at all (HDEL; :pmds keeps the page's index until
@@ -44,6 +45,8 @@ local PTE_FIELD_MAX = ${PTE_FIELD_MAX}
 local PTE_PRESENT = 4
 -- w of a swap entry (flag bit 3): pfn is the swap slot, gen its generation
 local PTE_SWAP = 4
+-- the young (accessed) bit of a present PTE (flag bit 4)
+local PTE_YOUNG = 16
 local PTE_NONE = string.rep(string.char(0), PTE_BYTES)
 local function pte_bad(what) error({err = 'EINVAL ' .. what}) end
 local function pte_field_ok(x) return x and x >= 0 and x <= PTE_FIELD_MAX and x % 1 == 0 end
@@ -53,6 +56,7 @@ local function pte_enc(pfn, gen, w)
     pte_bad('PTE ' .. tostring(pfn) .. ':' .. tostring(gen) .. ':' .. tostring(w) .. ' out of range')
   end
   if w == PTE_SWAP then return struct.pack('>I4I4B', pfn, gen, PTE_PRESENT + 8) end
+  if w == 0 or w == 1 then return struct.pack('>I4I4B', pfn, gen, PTE_PRESENT + PTE_YOUNG + w) end
   return struct.pack('>I4I4B', pfn, gen, PTE_PRESENT + w)
 end
 -- → pfn, gen, w of a packed entry; nil for pte_none
@@ -129,6 +133,26 @@ local function pte_get(key, vpn)
   local i = vpn % PTES_PER_FIELD - lo
   if not s or i < 0 or i >= n then return nil end
   return pte_dec(ptp_entry(s, i))
+end
+-- Whether the PTE of vpn is young (its accessed bit)
+local function pte_young(key, vpn)
+  local fld = math.floor(vpn / PTES_PER_FIELD)
+  local s, lo, n = ptp_get(key, fld)
+  local i = vpn % PTES_PER_FIELD - lo
+  if not s or i < 0 or i >= n then return false end
+  return math.floor(string.byte(ptp_entry(s, i), PTE_BYTES) / PTE_YOUNG) % 2 == 1
+end
+-- pte_mkold(): the PTE of vpn (present) loses its accessed bit, nothing else changes
+local function pte_mkold(key, vpn)
+  local fld = math.floor(vpn / PTES_PER_FIELD)
+  local s, lo, n = ptp_get(key, fld)
+  local i = vpn % PTES_PER_FIELD - lo
+  if not s or i < 0 or i >= n then return end
+  local raw = ptp_entry(s, i)
+  local fl = string.byte(raw, PTE_BYTES)
+  if math.floor(fl / PTE_YOUNG) % 2 == 0 then return end
+  raw = string.sub(raw, 1, PTE_BYTES - 1) .. string.char(fl - PTE_YOUNG)
+  ptp_put(key, fld, ptp_with(s, lo, n, vpn % PTES_PER_FIELD, raw))
 end
 -- set_pte_at(): the PTE of vpn becomes (pfn, gen, w)
 local function pte_set(key, vpn, pfn, gen, w)

@@ -556,6 +556,26 @@ pte_set(KEYS[3], vpn, tonumber(ARGV[7]), tonumber(ARGV[8]), PTE_SWAP)
 return {'OK', w, redis.call('SMEMBERS', KEYS[4])}
 `,
   }),
+  ptepClearFlushYoung: script({
+    doc: `ptep_clear_flush_young() under a held PT lock lease: if the PTE of vpn still maps frame (pfn, gen), test and clear its accessed bit (the caller flushes the TLBs when it was set, so the next access walks and sets it again). KEYS ptl ptlmax pte cpumask; ARGV "owner|token" lockName token vpn pfn gen → {'OK', young, cpumask} | {'GONE'} | {'ESTALE'}`,
+    models: 'page_referenced_one() → ptep_clear_flush_young_notify(), mm/rmap.c v3.7 (the PTE half)',
+    keys: ['ptl', 'ptlmax', 'pte', 'cpumask'],
+    args: { value: LeaseValue, lock: Str, token: Int, vpn: Int, pfn: PteField, gen: PteField },
+    reply: oneOf(tagged('OK', { young: Bit, cpumask: Strs }), tagged('GONE'), tagged('ESTALE')),
+    lua:
+      PT_LUA +
+      `
+if not fenced(KEYS[1], KEYS[2], ARGV[2], ARGV[1], tonumber(ARGV[3])) then return {'ESTALE'} end
+local vpn = tonumber(ARGV[4])
+local pfn, gen, w = pte_get(KEYS[3], vpn)
+if not pfn or w == 3 or w == PTE_SWAP or pfn ~= tonumber(ARGV[5]) or gen ~= tonumber(ARGV[6]) then
+  return {'GONE'}
+end
+if not pte_young(KEYS[3], vpn) then return {'OK', 0, {}} end
+pte_mkold(KEYS[3], vpn)
+return {'OK', 1, redis.call('SMEMBERS', KEYS[4])}
+`,
+  }),
   vmaProtect: script({
     doc: `mprotect_fixup() on the VMA list: set prot on [s, e), splitting VMAs that straddle it and merging neighbours that end up alike (vma_merge). Every page of [s, e) must be mapped (else ENOMEM, as mprotect answers). mmap_sem write-held. KEYS vma semW; ARGV "owner|token" s e prot → {'OK', changedVmas} | {'ESTALE'} | {'ENOMEM'}`,
     models: 'mprotect_fixup(), mm/mprotect.c (with vma_merge / split_vma)',
@@ -845,7 +865,7 @@ return {'OK', 1}
 `,
   }),
   walk: script({
-    doc: `The hardware page walker: read one PTE, and join mm_cpumask (the CPU may now cache it). A PTE a COW cleared (w = 3) is pte_none to it, a swap entry (w = 4) not present. KEYS pte cpumask; ARGV vpn agent → "pfn:gen:w" | false`,
+    doc: `The hardware page walker: read one PTE, set its accessed bit, and join mm_cpumask (the CPU may now cache it). A PTE a COW cleared (w = 3) is pte_none to it, a swap entry (w = 4) not present. KEYS pte cpumask; ARGV vpn agent → "pfn:gen:w" | false`,
     models: 'the hardware page walker (a TLB fill), joining mm_cpumask',
     keys: ['pte', 'cpumask'],
     args: { vpn: Int, agent: Str },
@@ -854,8 +874,11 @@ return {'OK', 1}
       PT_LUA +
       `
 redis.call('SADD', KEYS[2], ARGV[2])
-local pfn, gen, w = pte_get(KEYS[1], tonumber(ARGV[1]))
+local vpn = tonumber(ARGV[1])
+local pfn, gen, w = pte_get(KEYS[1], vpn)
 if not pfn or w == 3 or w == PTE_SWAP then return false end
+-- the walker sets the accessed bit of what it fills (pte_mkyoung): reclaim reads it
+if (w == 0 or w == 1) and not pte_young(KEYS[1], vpn) then pte_set(KEYS[1], vpn, pfn, gen, w) end
 return pte_str(pfn, gen, w)
 `,
   }),

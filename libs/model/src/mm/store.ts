@@ -724,6 +724,30 @@ export class MmStore extends MemStore {
     };
   }
 
+  /**
+   * ptep_clear_flush_young()'s PTE step under a held PT lock: → whether the PTE was young (and
+   * mm_cpumask to flush when it was), 'GONE' when it no longer maps the frame, null when the
+   * lease was lost.
+   */
+  async ptepClearFlushYoung(
+    pid: number,
+    lock: string,
+    value: string,
+    token: number,
+    vpn: number,
+    page: { pfn: number; gen: number },
+  ): Promise<{ young: boolean; cpumask: string[] } | 'GONE' | null> {
+    const k = procKeys(pid);
+    const r = await this.call(
+      'ptepClearFlushYoung',
+      { ptl: k.ptl(lock), ptlmax: k.ptlmax, pte: k.pte, cpumask: k.cpumask },
+      { value, lock, token, vpn, pfn: page.pfn, gen: page.gen },
+    );
+    if (r.r === 'ESTALE') return null;
+    if (r.r === 'GONE') return 'GONE';
+    return { young: r.young === 1, cpumask: r.cpumask };
+  }
+
   /** Indexes of the page-table pages a process has (the PMD entries in use). */
   async pmds(pid: number): Promise<number[]> {
     return (await this.redis.smembers(procKeys(pid).pmds)).map(Number).sort((a, b) => a - b);
