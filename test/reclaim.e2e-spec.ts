@@ -250,3 +250,117 @@ describe('bigger than memory: an ODP MR four times the frames, a guest twice the
     expect(bad).toEqual([]);
   });
 });
+
+describe('reclaim ages pages through the young callbacks', () => {
+  let t: TestLab | undefined;
+  let rpc: RpcClient;
+
+  beforeAll(async () => {
+    t = await startTestLab(
+      {
+        mode: 'patched',
+        frames: 32,
+        swapSlots: 32,
+        cpus: 1,
+        mmReplicas: 2,
+        subscribers: [
+          { name: HCA, kind: 'hca' },
+          { name: 'kvm0', kind: 'kvm', mmuLock: 'spin' },
+        ],
+      },
+      { rpcTimeoutMs: 20_000 },
+    );
+    ({ rpc } = t);
+  });
+  afterAll(async () => {
+    await t?.stop();
+  });
+
+  const kvm = { id: 'kvm0' };
+  const swappedOut = async (pid: number, addr: number) =>
+    events(await t!.settled(), 'swap.out', (e) => e.pid === pid && e.addr === addr);
+
+  it('a page a KVM guest keeps touching stays resident while an idle one is swapped out', async () => {
+    // an idle page elsewhere, older than the guest's: the first to go
+    const { pid: idle } = await rpc.call('processCreate', {});
+    const { addr: z } = await rpc.call('mmap', { pid: idle, pages: 1, prot: 'rw' });
+    await rpc.call('cpuAccess', { pid: idle, addr: z, op: 'write', value: 1 }, { id: 0 });
+    const { pid } = await rpc.call('processCreate', {});
+    const { addr } = await rpc.call('mmap', { pid, pages: 2, prot: 'rw' });
+    const { vm } = await rpc.call(
+      'kvmCreateVm',
+      { pid, memslots: [{ gfn: 0, pages: 2, addr }], vcpus: 1 },
+      kvm,
+    );
+    await rpc.call('kvmGuestWrite', { vm, vcpu: 0, gfn: 0, value: 10 }, kvm); // A: hot
+    await rpc.call('kvmGuestWrite', { vm, vcpu: 0, gfn: 1, value: 11 }, kvm); // B: idle
+    // every page deactivated (its young bits cleared: KVM's too), the oldest swapped out
+    expect(await rpc.call('reclaim', { pages: 1 })).toMatchObject({ reclaimed: 1 });
+    expect(await swappedOut(idle, z)).toHaveLength(1);
+    // the guest touches A; the next pass finds it young through clear_flush_young and keeps
+    // it, and takes B, which nobody touched
+    expect(await rpc.call('kvmGuestRead', { vm, vcpu: 0, gfn: 0 }, kvm)).toMatchObject({
+      value: 10,
+    });
+    const r = await rpc.call('reclaim', { pages: 1 });
+    expect(r).toMatchObject({ reclaimed: 1 });
+    expect(r.referenced).toBeGreaterThanOrEqual(1);
+    expect(await swappedOut(pid, addr)).toEqual([]);
+    expect(await swappedOut(pid, addr + PAGE_SIZE)).toHaveLength(1);
+    const all = await t!.settled();
+    const asked = events(
+      all,
+      'mn.ack',
+      (e) => e.subscriber === 'kvm0' && e.pid === pid && e.callback === 'clear_flush_young',
+    );
+    expect(asked.length).toBeGreaterThan(0);
+    // both read back right: B from its slot
+    expect((await rpc.call('kvmGuestRead', { vm, vcpu: 0, gfn: 1 }, kvm)).value).toBe(11);
+    expect((await rpc.call('kvmGuestRead', { vm, vcpu: 0, gfn: 0 }, kvm)).value).toBe(10);
+    await rpc.call('kvmDestroyVm', { vm }, kvm);
+    for (const p of [pid, idle]) await rpc.call('exit', { pid: p });
+  });
+
+  it("an ODP device's hot page is not protected: invalidated, swapped out and faulted back", async () => {
+    const { pid } = await rpc.call('processCreate', {});
+    const { addr } = await rpc.call('mmap', { pid, pages: 2, prot: 'rw' });
+    const hot = addr + PAGE_SIZE;
+    await rpc.call('cpuAccess', { pid, addr, op: 'write', value: 1 }, { id: 0 }); // idle, older
+    const { mr } = await rpc.call(
+      'hcaRegMr',
+      { pid, addr: hot, pages: 1, odp: true, access: ['read', 'write'] },
+      { id: HCA },
+    );
+    await rpc.call('hcaRdmaWrite', { mr, addr: hot, value: 20 }, { id: HCA });
+    expect(await rpc.call('reclaim', { pages: 1 })).toMatchObject({ reclaimed: 1 });
+    expect(await swappedOut(pid, addr)).toHaveLength(1);
+    // the device keeps using the page: ib_umem_odp has no young callbacks, nothing says so
+    expect((await rpc.call('hcaRdmaRead', { mr, addr: hot }, { id: HCA })).value).toBe(20);
+    expect(await rpc.call('reclaim', { pages: 1 })).toMatchObject({ reclaimed: 1 });
+    const [out] = await swappedOut(pid, hot);
+    expect(out).toBeDefined();
+    const back = await rpc.call('hcaRdmaRead', { mr, addr: hot }, { id: HCA });
+    expect(back).toMatchObject({ value: 20, npf: 1 });
+    const all = await t!.settled();
+    const inv = events(all, 'mn.page', (e) => e.op === out.op && e.addr === hot)[0];
+    expect(
+      events(all, 'mn.ack', (e) => e.inv === inv.inv && e.subscriber === HCA),
+      'hca0 acked the invalidate_page',
+    ).toHaveLength(1);
+    expect(events(all, 'swap.in', (e) => e.pid === pid && e.addr === hot)).toHaveLength(1);
+    // the HCA never got asked about young bits
+    expect(
+      events(all, 'mn.send', (e) => e.subscriber === HCA && e.callback === 'clear_flush_young'),
+    ).toEqual([]);
+    await rpc.call('hcaDeregMr', { mr }, { id: HCA });
+    await rpc.call('exit', { pid });
+  });
+
+  it('the whole trace satisfies every invariant', async () => {
+    const all = await t!.settled();
+    const bad = checkInvariants(all, { softlockupMs: 1000 })
+      .filter((v) => !v.ok)
+      .map((v) => `${v.name}: ${v.violations.map((x) => x.message).join('; ')}`);
+    expect(bad).toEqual([]);
+  });
+});

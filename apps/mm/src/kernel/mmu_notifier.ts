@@ -607,7 +607,7 @@ async function callUntilAcked<N extends CallbackRpc>(
         id: subscriber,
         timeoutMs: ctx.env.MMLAB_CALLBACK_TIMEOUT_MS,
       });
-      const got = (reply as { inv: string }).inv;
+      const got = reply.inv;
       if (got === inv) {
         ctx.tracer.emit({
           kind: 'mn.ack',
