@@ -207,7 +207,16 @@ describe('bigger than memory: an ODP MR four times the frames, a guest twice the
         'mn.ack',
         (e) => e.inv === inv?.inv && e.subscriber === HCA && e.callback === 'invalidate_page',
       )[0];
-      expect(ack, `hca0 acked the invalidation of ${out.addr}`).toBeDefined();
+      expect(
+        ack,
+        `hca0 acked the invalidation of ${out.addr}: ${JSON.stringify(
+          all.filter(
+            (e) =>
+              ('inv' in e && e.inv === inv?.inv) ||
+              (e.op === out.op && 'addr' in e && e.addr === out.addr),
+          ),
+        )}`,
+      ).toBeDefined();
       const free = events(all, 'frame.free', (e) => e.pfn === out.pfn && e.gen === out.gen)[0];
       if (free) expect(ack.ts).toBeLessThanOrEqual(free.ts);
     }

@@ -99,7 +99,11 @@ runService(async (onShutdown) => {
       tracer: ctx.tracer,
       nats: nc,
       redis: store.redis,
-      extraMetrics: (m) => m.trackMemory(() => store.memInfo()),
+      extraMetrics: (m) =>
+        m.trackMemory(async () => {
+          const [mem, swap] = await Promise.all([store.memInfo(), store.swapInfo()]);
+          return { free: mem.free, swapUsed: swap.slots - swap.free };
+        }),
     },
   );
   log.log(`${ctx.incarnation} up: ${frames} frames, mode ${env.MMLAB_MODE}`);

@@ -88,7 +88,9 @@
  *              Invariants (fsck: swap-*): count = the swap PTEs naming slot and gen in every
  *              address space; a cache page is a used frame of that gen with p<pfn> naming the
  *              slot back; nr_swap_free is the number of free slots.
- *   {mem}:lru, {mem}:lru:active  zsets of used frames (member pfn, score: when it was added):
+ *   {mem}:lru, {mem}:lru:active  zsets of used frames (member pfn, score: when it was added, µs —
+ *                Redis TIME, or for a per-replica batch frame the time its fault installed it,
+ *                reported with the install: a batch frame joins the list then, not when taken):
  *                the inactive and the active anonymous LRU lists (lruvec, mm/vmscan.c v3.7).
  *                A new anonymous page goes on the active list (page_add_new_anon_rmap), a page
  *                read in from swap on the inactive one; a frame leaves both when freed.

@@ -305,21 +305,26 @@ describe('LabMetrics', () => {
     expect(m.contentType).toMatch(/^text\/plain; version=0\.0\.4/);
   });
 
-  it('reads frames free on scrape, NaN when the read fails; swap is 0', async () => {
+  it('reads frames free and swap used on scrape, NaN when the read fails', async () => {
     const m = new LabMetrics({ defaultMetrics: false });
     let free: number | Error = 42;
+    let swapUsed = 0;
     m.trackMemory(async () => {
       if (free instanceof Error) throw free;
-      return { free };
+      return { free, swapUsed };
     });
     let text = await m.render();
     expect(series(text, 'mmlab_frames_free')).toBe(42);
     expect(series(text, 'mmlab_swap_used_pages')).toBe(0);
     free = 7;
-    expect(series(await m.render(), 'mmlab_frames_free')).toBe(7);
+    swapUsed = 5;
+    text = await m.render();
+    expect(series(text, 'mmlab_frames_free')).toBe(7);
+    expect(series(text, 'mmlab_swap_used_pages')).toBe(5);
     free = new Error('redis is gone');
     text = await m.render();
     expect(series(text, 'mmlab_frames_free')).toBeNaN();
+    expect(series(text, 'mmlab_swap_used_pages')).toBeNaN();
   });
 
   it('exports frames free only where memory is tracked (mm)', async () => {

@@ -128,7 +128,7 @@ export const METRIC_DEFS = {
   swapUsed: {
     name: 'mmlab_swap_used_pages',
     type: 'gauge',
-    help: 'Pages swapped out; always 0 until mmlab models swap (reclaim is an open issue)',
+    help: 'Swap slots in use: pages swapped out, or in the swap cache (Redis swapInfo, read at scrape time by mm)',
     labels: [],
   },
   violations: {
@@ -379,7 +379,10 @@ export class LabMetrics {
   readonly kvmMmuLockWait: Histogram<'agent' | 'mode' | 'what'>;
   readonly kvmSptesZapped: Counter<'agent' | 'mode'>;
   private sptes: (() => SpteCounts) | null = null;
-  private memory: { read: () => Promise<{ free: number }>; timeoutMs: number } | null = null;
+  private memory: {
+    read: () => Promise<{ free: number; swapUsed?: number }>;
+    timeoutMs: number;
+  } | null = null;
   private observer: ObserverSource | null = null;
 
   constructor(opts: LabMetricsOptions = {}) {
@@ -477,7 +480,7 @@ export class LabMetrics {
    * source). A read that fails or takes longer than timeoutMs exports NaN (unknown), not a
    * stale value.
    */
-  trackMemory(read: () => Promise<{ free: number }>, timeoutMs = 1000): void {
+  trackMemory(read: () => Promise<{ free: number; swapUsed?: number }>, timeoutMs = 1000): void {
     const first = this.memory === null;
     this.memory = { read, timeoutMs };
     if (!first) return;
@@ -499,7 +502,15 @@ export class LabMetrics {
       name: METRIC_DEFS.swapUsed.name,
       help: METRIC_DEFS.swapUsed.help,
       registers: [this.registry],
-    }).set(0);
+      async collect() {
+        const m = source();
+        try {
+          this.set((await withTimeout(m.read(), m.timeoutMs, 'swapInfo')).swapUsed ?? 0);
+        } catch {
+          this.set(NaN);
+        }
+      },
+    });
   }
 
   /**

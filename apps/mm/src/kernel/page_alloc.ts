@@ -3,6 +3,7 @@
  * per-replica batch of frames a write fault on an untouched page takes its frame from.
  */
 import { MmlabError } from '@mmlab/protocol';
+import { now } from '@mmlab/runtime';
 import type { MmContext } from './context';
 import { wakeupKswapd } from './vmscan';
 
@@ -103,7 +104,7 @@ export interface PcpFrame extends Frame {
 export class PerCpuPages {
   private owner = '';
   private free: PcpFrame[] = [];
-  private installedFrames: Array<PcpFrame & { pid: number }> = [];
+  private installedFrames: Array<PcpFrame & { pid: number; at: number }> = [];
   private reported = new Map<number, Frame[]>();
   /** the rmqueueBulk call in flight (one at a time): → how many frames it took */
   private refilling: Promise<number> | null = null;
@@ -154,7 +155,7 @@ export class PerCpuPages {
 
   /** A fault installed f in pid (the fault script recorded it in {p:<pid>}:rsv). */
   installed(f: PcpFrame, pid: number): void {
-    if (f.owner === this.owner) this.installedFrames.push({ ...f, pid });
+    if (f.owner === this.owner) this.installedFrames.push({ ...f, pid, at: now() });
   }
 
   /** The :rsv entries of pid the next fault script of owner there drops (taken from here). */
@@ -193,7 +194,7 @@ export class PerCpuPages {
     this.refilling = (async () => {
       try {
         const r = await ctx.store.rmqueueBulk(owner, want, [
-          ...report.map((f) => ({ pfn: f.pfn, gen: f.gen, installed: true })),
+          ...report.map((f) => ({ pfn: f.pfn, gen: f.gen, installed: true, at: f.at })),
           ...back.map((f) => ({ pfn: f.pfn, gen: f.gen, installed: false })),
         ]);
         if (owner !== this.owner) return 0;

@@ -102,15 +102,23 @@ local function free_pop(K)
   redis.call('HSET', K[1], 'hwm', pfn, 'nr_free', nr)
   return pfn
 end
+-- An LRU position: when the page was added, in microseconds (Redis TIME, or at: the time a
+-- replica's fault installed a batch frame, reported later). The lists are ordered by it, so
+-- pages join them in the order they were mapped whichever replica mapped them.
+local function lru_when(at)
+  if at then return at end
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000000 + tonumber(t[2])
+end
 -- lru_cache_add(): pfn at the young end of the inactive list (off the active one)
-local function lru_add(K, pfn)
+local function lru_add(K, pfn, at)
   redis.call('ZREM', K[8], pfn)
-  redis.call('ZADD', K[7], redis.call('HINCRBY', K[1], 'lru_clock', 1), pfn)
+  redis.call('ZADD', K[7], lru_when(at), pfn)
 end
 -- activate_page(): pfn at the young end of the active list
-local function lru_activate(K, pfn)
+local function lru_activate(K, pfn, at)
   redis.call('ZREM', K[7], pfn)
-  redis.call('ZADD', K[8], redis.call('HINCRBY', K[1], 'lru_clock', 1), pfn)
+  redis.call('ZADD', K[8], lru_when(at), pfn)
 end
 -- A swap slot's record (keys.ts {mem}:swap): gen, count, cpfn, cgen, data (numbers); nil when
 -- the slot was never used

@@ -72,14 +72,14 @@ return {'OK', pfn, gen}
 `,
   }),
   rmqueueBulk: script({
-    doc: `Refill (and report on) the per-replica batch of mm incarnation ARGV[1] (keys.ts {mem}:pending "gen|incarnation|reserve"). First each (pfn, gen, installed) of ARGV[3..] that is still that incarnation's reserve frame loses its tag: installed = 1, a fault installed it (it is an ordinary mapped page now); 0, it is given back unused (put: freed). Then up to ARGV[2] frames are taken from the free list — at most nr_free / ${RESERVE_FRACTION}, at least one while any is free (0: none) — each charged as a fresh allocation (gen bumped, refcount 1, mapcount 1, data 0) and tagged as the incarnation's reserve. → {nr_free after, freed pfns, {pfn, gen, ...} taken}`,
+    doc: `Refill (and report on) the per-replica batch of mm incarnation ARGV[1] (keys.ts {mem}:pending "gen|incarnation|reserve"). First each (pfn, gen, installed, at) of ARGV[3..] that is still that incarnation's reserve frame loses its tag: installed = 1, a fault installed it at time at (µs since the epoch; it is an ordinary mapped page now, and joins the active LRU list at that time); 0, it is given back unused (put: freed). A batch frame is on no LRU list until then. Then up to ARGV[2] frames are taken from the free list — at most nr_free / ${RESERVE_FRACTION}, at least one while any is free (0: none) — each charged as a fresh allocation (gen bumped, refcount 1, mapcount 1, data 0) and tagged as the incarnation's reserve. → {nr_free after, freed pfns, {pfn, gen, ...} taken}`,
     models:
       'rmqueue_bulk() (refill a per_cpu_pages list from the buddy lists) and free_pcppages_bulk(), mm/page_alloc.c v3.7',
     keys: MEM_ROLES,
     args: {
       owner: Str,
       want: Int.min(0).max(1024),
-      pages: z.array(z.object({ pfn: Int, gen: Int, installed: Bit })),
+      pages: z.array(z.object({ pfn: Int, gen: Int, installed: Bit, at: Int.min(0) })),
     },
     reply: z
       .tuple([Int, Ints, Ints])
@@ -90,11 +90,13 @@ return {'OK', pfn, gen}
       `
 local tail = '|' .. ARGV[1] .. '|reserve'
 local back = {}
-for i = 3, #ARGV, 3 do
+for i = 3, #ARGV, 4 do
   local pfn, gen = ARGV[i], ARGV[i + 1]
   if redis.call('HGET', KEYS[5], pfn) == gen .. tail then
     redis.call('HDEL', KEYS[5], pfn)
-    if ARGV[i + 2] == '0' then back[#back + 1] = {pfn, gen} end
+    if ARGV[i + 2] == '0' then back[#back + 1] = {pfn, gen}
+    -- page_add_new_anon_rmap(): on the active list, at the time its fault installed it
+    else lru_activate(KEYS, pfn, tonumber(ARGV[i + 3])) end
   end
 end
 local freed = put_frames(KEYS, 'map', back)
@@ -109,7 +111,6 @@ for _ = 1, n do
   local gen = frame_update(KEYS, pfn, {'INCRBY', 'gen', 1}, {'SET', 'ref', 1}, {'SET', 'map', 1},
     {'SET', 'state', USED}, {'SET', 'next', 0}, {'SET', 'data', 0})
   redis.call('HSET', KEYS[5], pfn, gen .. tail)
-  lru_activate(KEYS, pfn)
   taken[#taken + 1] = pfn; taken[#taken + 1] = gen
 end
 return {tonumber(redis.call('HGET', KEYS[1], 'nr_free') or '0'), freed, taken}
@@ -138,7 +139,10 @@ for i = 1, #all, 2 do
   if #t > #tail and string.sub(t, -#tail) == tail then
     local gen = string.sub(t, 1, #t - #tail)
     redis.call('HDEL', KEYS[5], pfn)
-    if inst[pfn .. ':' .. gen] then kept = kept + 1 else back[#back + 1] = {pfn, gen} end
+    if inst[pfn .. ':' .. gen] then
+      kept = kept + 1
+      lru_activate(KEYS, pfn)
+    else back[#back + 1] = {pfn, gen} end
   end
 end
 local freed = put_frames(KEYS, 'map', back)

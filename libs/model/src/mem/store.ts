@@ -192,7 +192,8 @@ export class MemStore extends StoreBase {
   async rmqueueBulk(
     owner: string,
     want: number,
-    pages: ReadonlyArray<{ pfn: number; gen: number; installed: boolean }>,
+    /** at: when a fault installed it (ms since the epoch): its place on the LRU */
+    pages: ReadonlyArray<{ pfn: number; gen: number; installed: boolean; at?: number }>,
   ): Promise<{ nrFree: number; freed: number[]; taken: Array<{ pfn: number; gen: number }> }> {
     const r = await this.call('rmqueueBulk', MEM, {
       owner,
@@ -201,6 +202,7 @@ export class MemStore extends StoreBase {
         pfn: p.pfn,
         gen: p.gen,
         installed: p.installed ? (1 as const) : (0 as const),
+        at: Math.round((p.at ?? 0) * 1000),
       })),
     });
     const taken: Array<{ pfn: number; gen: number }> = [];

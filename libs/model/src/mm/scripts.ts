@@ -558,7 +558,8 @@ return {'OK', w, redis.call('SMEMBERS', KEYS[4])}
   }),
   ptepClearFlushYoung: script({
     doc: `ptep_clear_flush_young() under a held PT lock lease: if the PTE of vpn still maps frame (pfn, gen), test and clear its accessed bit (the caller flushes the TLBs when it was set, so the next access walks and sets it again). KEYS ptl ptlmax pte cpumask; ARGV "owner|token" lockName token vpn pfn gen → {'OK', young, cpumask} | {'GONE'} | {'ESTALE'}`,
-    models: 'page_referenced_one() → ptep_clear_flush_young_notify(), mm/rmap.c v3.7 (the PTE half)',
+    models:
+      'page_referenced_one() → ptep_clear_flush_young_notify(), mm/rmap.c v3.7 (the PTE half)',
     keys: ['ptl', 'ptlmax', 'pte', 'cpumask'],
     args: { value: LeaseValue, lock: Str, token: Int, vpn: Int, pfn: PteField, gen: PteField },
     reply: oneOf(tagged('OK', { young: Bit, cpumask: Strs }), tagged('GONE'), tagged('ESTALE')),
