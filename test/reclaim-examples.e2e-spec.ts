@@ -4,7 +4,7 @@
  * ptep_clear_flush_notify under the lock) the checker reports no-sleep-under-ptlock where the
  * slow HCA slept in it. Reclaim against the services themselves: reclaim.e2e-spec.ts.
  */
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import * as path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
@@ -42,6 +42,9 @@ describe('examples/reclaim, in both modes, as mmlab run --local runs them', () =
     expect(sends.length).toBeGreaterThanOrEqual(4);
     expect(sends.every((ptl) => ptl === null)).toBe(true);
     expect(events.filter((e) => e.kind === 'swap.in').length).toBe(4);
+    // the report shows the pressure: memory.svg, and its section in report.html
+    expect(results.report?.memorySvg).toMatch(/memory\.svg$/);
+    expect(readFileSync(results.report!.html, 'utf8')).toContain('<section id="memory">');
   });
 
   it('try-to-unmap-one.yaml in legacy mode: v3.6 sends invalidate_page under the PT lock', async () => {

@@ -57,7 +57,7 @@ export function describeEvent(e: TraceEvent): string {
     case 'swap.in':
       return `pid ${e.pid} ${hex(e.addr)}: swap slot ${e.slot} → ${frame(e.pfn, e.gen)}${e.cached ? ' (swap cache)' : ''}`;
     case 'reclaim':
-      return `${e.why}: scanned ${e.scanned}, reclaimed ${e.reclaimed}, referenced ${e.referenced}, pinned ${e.pinned}`;
+      return `${e.why}: scanned ${e.scanned}, reclaimed ${e.reclaimed}, referenced ${e.referenced}, pinned ${e.pinned}; ${e.free} free`;
     case 'frame.pin':
     case 'frame.unpin':
       return `${frame(e.pfn, e.gen)} by ${e.agent}`;

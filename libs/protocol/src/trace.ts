@@ -170,6 +170,8 @@ export const TraceEvent = z.discriminatedUnion('kind', [
     referenced: z.number().int().nonnegative(),
     /** unmapped and written to swap but still held (a pin): kept in the swap cache */
     pinned: z.number().int().nonnegative(),
+    /** frames free when the pass ended */
+    free: z.number().int().nonnegative(),
   }),
   ev('tlb.fill', { agent: Agent, pid: Pid, addr: Addr, pfn: Pfn, gen: Gen, writable: z.boolean() }),
   ev('tlb.flush', { agent: Agent, pid: Pid, start: Addr, end: Addr, entries: z.number().int() }),

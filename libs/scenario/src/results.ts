@@ -67,6 +67,8 @@ export const ReportFiles = z.object({
   latencySvg: z.string(),
   /** ptl-hold.svg: PT-lock hold time distribution */
   ptlHoldSvg: z.string(),
+  /** memory.svg: free frames against kswapd's watermarks, swap-outs and swap-ins (a run that reclaimed) */
+  memorySvg: z.string().optional(),
 });
 export type ReportFiles = z.infer<typeof ReportFiles>;
 

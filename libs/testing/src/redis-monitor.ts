@@ -5,6 +5,8 @@
  * Counting, never timing.
  */
 import { createHash, randomBytes } from 'node:crypto';
+import { once } from 'node:events';
+import { type Socket, connect } from 'node:net';
 import Redis from 'ioredis';
 import { SCRIPTS } from '@mmlab/model';
 import { until } from './trace-log';
@@ -59,32 +61,58 @@ export class RedisMonitor {
   /** errors of the MONITOR connection (a line may have been lost: counts are not to be trusted) */
   readonly errors: unknown[] = [];
   private readonly markers = new Set<string>();
+  private pending = '';
 
   private constructor(
-    private readonly base: Redis,
-    private readonly mon: Redis,
+    private readonly url: string,
+    private readonly sock: Socket,
   ) {}
 
   /**
-   * MONITOR on a connection of its own (not a Store's: it auto-pipelines), once it is on. ioredis
-   * can fail to switch a connection into monitor mode while other clients' commands stream in
-   * ("Command queue state error"): then it starts over, a few times.
+   * MONITOR on a plain socket of its own: RESP written by hand, the stream read line by line.
+   * Not ioredis's monitor(): its connection can take a monitored line for the reply to a command
+   * of its own queue while the stream starts ("Command queue state error"), and throws that from
+   * its socket handler, out of any caller's reach (an uncaught exception in a CI run).
    */
   static async start(url: string): Promise<RedisMonitor> {
-    for (let attempt = 1; ; attempt++) {
-      const base = new Redis(url);
-      base.on('error', () => undefined);
-      const mon = await base.monitor();
-      const m = new RedisMonitor(base, mon);
-      mon.on('error', (e: unknown) => m.errors.push(e));
-      mon.on('monitor', (_time: string, args: string[], source: string) => m.record(args, source));
-      const ok = await m.sync().then(
-        () => m.errors.length === 0,
-        () => false,
+    const u = new URL(url);
+    const sock = connect({ host: u.hostname || '127.0.0.1', port: Number(u.port || 6379) });
+    const m = new RedisMonitor(url, sock);
+    sock.setEncoding('utf8'); // MONITOR escapes every byte outside printable ASCII
+    sock.on('error', (e: unknown) => m.errors.push(e));
+    sock.on('data', (chunk: string) => m.onData(chunk));
+    await once(sock, 'connect');
+    const resp = (...args: string[]) =>
+      `*${args.length}\r\n${args.map((x) => `$${Buffer.byteLength(x)}\r\n${x}\r\n`).join('')}`;
+    if (u.password)
+      sock.write(
+        u.username
+          ? resp('AUTH', decodeURIComponent(u.username), decodeURIComponent(u.password))
+          : resp('AUTH', decodeURIComponent(u.password)),
       );
-      if (ok) return m;
+    sock.write(resp('MONITOR'));
+    await m.sync();
+    if (m.errors.length > 0) {
       m.stop();
-      if (attempt >= 5) throw new Error(`MONITOR did not start: ${String(m.errors[0])}`);
+      throw new Error(`MONITOR did not start: ${String(m.errors[0])}`);
+    }
+    return m;
+  }
+
+  private onData(chunk: string): void {
+    this.pending += chunk;
+    for (let i = this.pending.indexOf('\r\n'); i >= 0; i = this.pending.indexOf('\r\n')) {
+      const line = this.pending.slice(0, i);
+      this.pending = this.pending.slice(i + 2);
+      if (line.startsWith('-')) this.errors.push(new Error(line.slice(1)));
+      // +<time> [<db> <client address, or lua>] "<arg>" "<arg>" ... (+OK: AUTH's, MONITOR's)
+      const m = /^\+\S+ \[\d+ ([^\]]+)\] (.*)$/.exec(line);
+      if (!m) continue;
+      // each argument as Redis quotes it (sdscatrepr), with \" read back, as ioredis reads them
+      const args = (m[2].match(/"(?:[^"\\]|\\.)*"/g) ?? []).map((q) =>
+        q.slice(1, -1).replace(/\\"/g, '"'),
+      );
+      this.record(args, m[1]);
     }
   }
 
@@ -112,7 +140,7 @@ export class RedisMonitor {
    */
   async sync(): Promise<void> {
     const token = `redis-monitor:${randomBytes(6).toString('hex')}`;
-    const sender = new Redis(this.base.options);
+    const sender = new Redis(this.url);
     try {
       await until(async () => {
         await sender.echo(token);
@@ -125,7 +153,7 @@ export class RedisMonitor {
 
   /** The addresses of the clients whose connection name satisfies pred (CLIENT LIST). */
   async clients(pred: (name: string) => boolean): Promise<Set<string>> {
-    const sender = new Redis(this.base.options);
+    const sender = new Redis(this.url);
     try {
       const list = (await sender.client('LIST')) as string;
       const out = new Set<string>();
@@ -161,7 +189,6 @@ export class RedisMonitor {
   }
 
   stop(): void {
-    this.mon.disconnect();
-    this.base.disconnect();
+    this.sock.destroy();
   }
 }

@@ -5,6 +5,8 @@
  *   latency.svg   fault latency (fault.end durMs) and invalidation latency (mn.ack waitedMs,
  *                 per callback) over time since the run started, chaos windows shaded
  *   ptl-hold.svg  distribution of PT-lock hold times (ptl.release heldMs) per mode
+ *   memory.svg    free frames against kswapd's watermarks, pages swapped out and in (only for
+ *                 a run that reclaimed)
  */
 import type { TraceEvent } from '@mmlab/protocol';
 import type * as Vega from 'vega';
@@ -280,6 +282,98 @@ export function ptlHoldSpec(
               color: '#9a6700',
             },
             encoding: { x, y: { value: 0 }, text: { field: 'label' } },
+          },
+        ],
+      },
+    ],
+  };
+}
+
+/** One point of the memory plot: t seconds after the run started. */
+export interface MemoryPoint {
+  t: number;
+  value: number;
+  series: 'free frames' | 'swapped out' | 'swapped in';
+}
+
+/**
+ * The memory plot's data: free frames after each reclaim pass (reclaim free), and how many
+ * pages were swapped out and swapped in so far (swap.out, swap.in counted), relative to `t0`.
+ * Empty when the run reclaimed nothing.
+ */
+export function memoryPoints(events: readonly TraceEvent[], t0: number): MemoryPoint[] {
+  const out: MemoryPoint[] = [];
+  let outs = 0;
+  let ins = 0;
+  for (const e of [...events].sort((a, b) => a.ts - b.ts)) {
+    const t = (e.ts - t0) / 1000;
+    if (e.kind === 'reclaim') out.push({ t, value: e.free, series: 'free frames' });
+    else if (e.kind === 'swap.out') out.push({ t, value: ++outs, series: 'swapped out' });
+    else if (e.kind === 'swap.in') out.push({ t, value: ++ins, series: 'swapped in' });
+  }
+  return out;
+}
+
+/**
+ * Memory over the run: the free-frame curve (sampled at each reclaim pass) against kswapd's
+ * watermarks (rules, when the lab has them), and the pages swapped out and in so far.
+ */
+export function memorySpec(
+  points: readonly MemoryPoint[],
+  watermarks?: { low: number; high: number },
+): VegaLite.TopLevelSpec {
+  const x = { field: 't', type: 'quantitative', title: 'time since run start (s)' } as const;
+  const y = { field: 'value', type: 'quantitative', title: 'pages' } as const;
+  const rules = watermarks
+    ? [
+        { value: watermarks.low, label: `low watermark (${watermarks.low}): kswapd wakes` },
+        { value: watermarks.high, label: `high watermark (${watermarks.high}): kswapd stops` },
+      ]
+    : [];
+  return {
+    $schema: 'https://vega.github.io/schema/vega-lite/v6.json',
+    title: {
+      text: 'Memory pressure',
+      subtitle: 'free frames after each reclaim pass; pages swapped out and in so far',
+    },
+    width: WIDTH,
+    height: HEIGHT,
+    config: baseConfig,
+    layer: [
+      {
+        name: 'memory',
+        data: { values: [...points] },
+        mark: { type: 'line', interpolate: 'step-after', point: true },
+        encoding: {
+          x,
+          y,
+          color: {
+            field: 'series',
+            type: 'nominal',
+            title: null,
+            scale: {
+              domain: ['free frames', 'swapped out', 'swapped in'],
+              range: ['#4c78a8', '#e45756', '#54a24b'],
+            },
+            legend: { orient: 'top' },
+          },
+        },
+      },
+      {
+        name: 'watermarks',
+        data: { values: rules },
+        layer: [
+          {
+            mark: { type: 'rule', strokeDash: [4, 3], color: '#9a6700' },
+            encoding: { y: { field: 'value', type: 'quantitative' } },
+          },
+          {
+            mark: { type: 'text', align: 'left', baseline: 'bottom', dx: 3, color: '#9a6700' },
+            encoding: {
+              x: { value: 0 },
+              y: { field: 'value', type: 'quantitative' },
+              text: { field: 'label' },
+            },
           },
         ],
       },

@@ -342,4 +342,65 @@ describe('buildReport', () => {
       rmSync(dir, { recursive: true, force: true });
     }
   });
+  it('memory.svg and a memory section only for a run that reclaimed: free frames against the watermarks', async () => {
+    const base = { id: '', service: 'mm', instance: 'mm-0', op: 'mm-0/reclaim#1' } as const;
+    const swapped: TraceEvent[] = [
+      ...[1, 2, 3].map((n): TraceEvent => ({
+        ...base,
+        id: `mm-0:${200 + n}`,
+        ts: T0 + 600 + n,
+        kind: 'swap.out',
+        pid: 1,
+        addr: 0x10000000 + n * 4096,
+        pfn: n,
+        gen: 1,
+        slot: n,
+        slotGen: 1,
+      })),
+      {
+        ...base,
+        id: 'mm-0:210',
+        ts: T0 + 700,
+        kind: 'reclaim',
+        why: 'kswapd',
+        scanned: 5,
+        reclaimed: 3,
+        referenced: 2,
+        pinned: 0,
+        free: 9,
+      },
+      {
+        ...base,
+        id: 'mm-0:211',
+        ts: T0 + 800,
+        kind: 'swap.in',
+        op: 'mm-0/fault#9',
+        pid: 1,
+        addr: 0x10001000,
+        pfn: 4,
+        gen: 2,
+        slot: 1,
+        slotGen: 1,
+        cached: false,
+      },
+    ];
+    const withSwap = {
+      ...input,
+      results: { ...results, config: { ...results.config, watermarks: { low: 4, high: 8 } } },
+      events: [...events, ...swapped],
+    };
+    const r = await buildReport(withSwap);
+    expect(r.memorySvg).toMatch(/^<svg /);
+    expect(r.memorySvg).toContain('low watermark (4): kswapd wakes');
+    expect(r.memorySvg).toContain('high watermark (8): kswapd stops');
+    // a point per swap-out (3), swap-in (1) and free-frames sample (1)
+    expect(marks(r.memorySvg!, 'layer_0_layer_1_marks')).toBe(5);
+    expect(r.html).toContain('<section id="memory">');
+    expect(r.html).toContain('3 page(s) swapped out, 1 swapped in (0 from the swap cache)');
+    expect(r.html).toMatch(/<td>kswapd<\/td>\s*<td>1<\/td>\s*<td>5<\/td>\s*<td>3<\/td>/);
+    // no reclaim: no plot, no section
+    const none = await buildReport(input);
+    expect(none.memorySvg).toBeUndefined();
+    expect(none.html).not.toContain('id="memory"');
+  });
 });

@@ -7,6 +7,8 @@
  *                 the sequence diagram of the run, latency and PT-lock plots, metrics, steps
  *   latency.svg   fault and invalidation latency over time, chaos windows shaded
  *   ptl-hold.svg  PT-lock hold time distribution per mode
+ *   memory.svg    free frames against kswapd's watermarks, swap-outs and swap-ins (only for a
+ *                 run that reclaimed)
  *
  * buildReport is pure (tests drive it with a fixture); writeReport renders and writes.
  */
@@ -24,6 +26,8 @@ import {
   holdSamples,
   latencyPoints,
   latencySpec,
+  memoryPoints,
+  memorySpec,
   ptlHoldSpec,
   renderSvg,
 } from './plots';
@@ -32,6 +36,7 @@ export const REPORT_FILES = {
   html: 'report.html',
   latencySvg: 'latency.svg',
   ptlHoldSvg: 'ptl-hold.svg',
+  memorySvg: 'memory.svg',
 } as const;
 
 /** Offending events shown per violation (the rest are counted). */
@@ -53,6 +58,8 @@ export interface RenderedReport {
   html: string;
   latencySvg: string;
   ptlHoldSvg: string;
+  /** only for a run that reclaimed (reclaim, swap.out or swap.in events) */
+  memorySvg?: string;
 }
 
 /** t0 of the plots and the timeline, and the end of the run in event time. */
@@ -78,10 +85,16 @@ export async function buildReport(input: ReportInput): Promise<RenderedReport> {
       input.results.config.softlockupMs ?? DEFAULT_SOFTLOCKUP_MS,
     ),
   );
+  const memory = memoryPoints(input.events, t0);
+  const memorySvg =
+    memory.length > 0
+      ? await renderSvg(memorySpec(memory, input.results.config.watermarks))
+      : undefined;
   return {
-    html: reportHtml(input, { latencySvg, ptlHoldSvg, t0, windows }),
+    html: reportHtml(input, { latencySvg, ptlHoldSvg, memorySvg, t0, windows }),
     latencySvg,
     ptlHoldSvg,
+    ...(memorySvg !== undefined && { memorySvg }),
   };
 }
 
@@ -98,6 +111,10 @@ export async function writeReport(outDir: string, input: ReportInput): Promise<R
   };
   await writeFile(files.latencySvg, r.latencySvg);
   await writeFile(files.ptlHoldSvg, r.ptlHoldSvg);
+  if (r.memorySvg !== undefined) {
+    files.memorySvg = path.join(outDir, REPORT_FILES.memorySvg);
+    await writeFile(files.memorySvg, r.memorySvg);
+  }
   await writeFile(files.html, r.html);
   return files;
 }
@@ -304,8 +321,63 @@ function invalidationRows(events: readonly TraceEvent[]): Html {
 interface Parts {
   latencySvg: string;
   ptlHoldSvg: string;
+  memorySvg?: string;
   t0: number;
   windows: readonly ChaosWindow[];
+}
+
+/**
+ * Memory pressure: the plot, and what reclaim did — passes by who ran them, pages freed, kept
+ * because referenced or pinned, swapped out and read back (from the swap cache or the slot).
+ */
+function memorySection(events: readonly TraceEvent[], svg: string): Html {
+  const by = new Map<
+    string,
+    { passes: number; scanned: number; reclaimed: number; referenced: number; pinned: number }
+  >();
+  for (const e of events) {
+    if (e.kind !== 'reclaim') continue;
+    const r = by.get(e.why) ?? { passes: 0, scanned: 0, reclaimed: 0, referenced: 0, pinned: 0 };
+    r.passes++;
+    r.scanned += e.scanned;
+    r.reclaimed += e.reclaimed;
+    r.referenced += e.referenced;
+    r.pinned += e.pinned;
+    by.set(e.why, r);
+  }
+  const outs = events.filter((e) => e.kind === 'swap.out').length;
+  const ins = events.filter((e) => e.kind === 'swap.in');
+  const cached = ins.filter((e) => e.kind === 'swap.in' && e.cached).length;
+  return html`<section id="memory">
+    <h2>Memory pressure</h2>
+    <figure class="plot">${trustedHtml(svg)}</figure>
+    <table>
+      <thead>
+        <tr>
+          <th>reclaim by</th>
+          <th>passes</th>
+          <th>scanned</th>
+          <th>reclaimed</th>
+          <th>referenced (kept)</th>
+          <th>pinned (kept in swap cache)</th>
+        </tr>
+      </thead>
+      <tbody>
+        ${[...by].map(
+          ([why, r]) =>
+            html`<tr>
+              <td>${why}</td>
+              <td>${r.passes}</td>
+              <td>${r.scanned}</td>
+              <td>${r.reclaimed}</td>
+              <td>${r.referenced}</td>
+              <td>${r.pinned}</td>
+            </tr>`,
+        )}
+      </tbody>
+    </table>
+    <p>${outs} page(s) swapped out, ${ins.length} swapped in (${cached} from the swap cache).</p>
+  </section>`;
 }
 
 export function reportHtml(input: ReportInput, p: Parts): string {
@@ -339,6 +411,7 @@ export function reportHtml(input: ReportInput, p: Parts): string {
           <nav>
             <a href="#invariants">invariants</a> · <a href="#diagram">sequence</a> ·
             <a href="#latency">latency</a> · <a href="#ptl-hold">PT-lock hold</a> ·
+            ${p.memorySvg !== undefined && html`<a href="#memory">memory</a> ·`}
             <a href="#metrics">metrics</a> · <a href="#steps">steps</a> ·
             <a href="#config">config</a>
           </nav>
@@ -400,6 +473,7 @@ export function reportHtml(input: ReportInput, p: Parts): string {
             <h2>PT-lock hold time</h2>
             <figure class="plot">${trustedHtml(p.ptlHoldSvg)}</figure>
           </section>
+          ${p.memorySvg !== undefined && memorySection(input.events, p.memorySvg)}
           ${chaosSection(r)}
           <section id="metrics">
             <h2>Metrics</h2>

@@ -130,6 +130,7 @@ export async function tryToFreePages(
     reclaimed: res.reclaimed,
     referenced: res.referenced,
     pinned: res.pinned,
+    free: (await ctx.store.memInfo()).free,
   });
   return res;
 }
