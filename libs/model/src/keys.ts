@@ -97,7 +97,9 @@
  *                Reclaim deactivates the active list's oldest when the inactive list is the
  *                shorter (shrink_active_list, clearing their young bits), isolates from the
  *                inactive list's oldest end and activates the referenced ones. A frame being
- *                reclaimed is on neither (isolated, with one extra reference).
+ *                reclaimed is on neither (isolated, with one extra reference). Kept only on a
+ *                machine with swap (meta swap_slots > 0): without swap nothing is reclaimed,
+ *                and a sorted-set entry (~100 B) would cost three times the frame's record.
  *
  * An address space ({p:<pid>}) — mm_struct and its page tables:
  *   :mm        hash: seq (mm_lock_seq: bumped at every mmap_sem write acquire and release),

@@ -110,13 +110,20 @@ local function lru_when(at)
   local t = redis.call('TIME')
   return tonumber(t[1]) * 1000000 + tonumber(t[2])
 end
+-- The LRU lists exist only on a machine with swap: without it nothing is ever reclaimed, and
+-- an entry of a sorted set costs more than the frame's record (state-footprint)
+local function lru_on(K)
+  return (tonumber(redis.call('HGET', K[1], 'swap_slots')) or 0) > 0
+end
 -- lru_cache_add(): pfn at the young end of the inactive list (off the active one)
 local function lru_add(K, pfn, at)
+  if not lru_on(K) then return end
   redis.call('ZREM', K[8], pfn)
   redis.call('ZADD', K[7], lru_when(at), pfn)
 end
 -- activate_page(): pfn at the young end of the active list
 local function lru_activate(K, pfn, at)
+  if not lru_on(K) then return end
   redis.call('ZREM', K[7], pfn)
   redis.call('ZADD', K[8], lru_when(at), pfn)
 end
