@@ -6,9 +6,20 @@ cd "$(dirname "$0")/.."
 ./scripts/ensure-deps.sh --for test
 
 step() { printf '\n== %s\n' "$*"; }
-step lint;        npx eslint . --max-warnings 0
-step format;      npx prettier --check . --log-level warn
-step typecheck;   npm run --silent typecheck   # the repository, and the dashboard (DOM, JSX)
+# lint, format and type-check read the sources only: at once (two cores), each one's output
+# printed whole after it ended, and any of them failing fails the check
+step 'lint, format, typecheck (at once)'
+out=$(mktemp -d)
+npx eslint . --max-warnings 0 >"$out/lint" 2>&1 & lint=$!
+npx prettier --check . --log-level warn >"$out/format" 2>&1 & format=$!
+npm run --silent typecheck >"$out/typecheck" 2>&1 & typecheck=$! # the repository, and the dashboard (DOM, JSX)
+failed=''
+for s in lint format typecheck; do
+  if wait "${!s}"; then step "$s: ok"; else step "$s: FAILED"; failed="$failed $s"; fi
+  cat "$out/$s"
+done
+rm -rf "$out"
+if [ -n "$failed" ]; then echo "failed:$failed" >&2; exit 1; fi
 step build;       npm run --silent build
 step protocol;    node dist/libs/protocol/src/gen-doc.js --check docs/protocol.md
 step redis;       node dist/libs/model/src/gen-doc.js --check docs/redis.md
