@@ -5,3 +5,4 @@ export * from './cli';
 export * from './browser';
 export * from './raw-callbacks';
 export * from './redis-monitor';
+export * from './invariants';
