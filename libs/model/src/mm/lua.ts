@@ -134,6 +134,13 @@ local function pte_get(key, vpn)
   if not s or i < 0 or i >= n then return nil end
   return pte_dec(ptp_entry(s, i))
 end
+-- Models: page_check_address(), mm/rmap.c v3.7 — the w of the PTE of vpn if it is present and
+-- maps frame (pfn, gen) (not pte_none, a COW's cleared PTE or a swap entry), else nil
+local function page_check_address(key, vpn, pfn, gen)
+  local p, g, w = pte_get(key, vpn)
+  if not p or w == 3 or w == PTE_SWAP or p ~= pfn or g ~= gen then return nil end
+  return w
+end
 -- Whether the PTE of vpn is young (its accessed bit)
 local function pte_young(key, vpn)
   local fld = math.floor(vpn / PTES_PER_FIELD)

@@ -548,10 +548,8 @@ return {'OK', cleared, redis.call('SMEMBERS', KEYS[4])}
       `
 if not fenced(KEYS[1], KEYS[2], ARGV[2], ARGV[1], tonumber(ARGV[3])) then return {'ESTALE'} end
 local vpn = tonumber(ARGV[4])
-local pfn, gen, w = pte_get(KEYS[3], vpn)
-if not pfn or w == 3 or w == PTE_SWAP or pfn ~= tonumber(ARGV[5]) or gen ~= tonumber(ARGV[6]) then
-  return {'GONE'}
-end
+local w = page_check_address(KEYS[3], vpn, tonumber(ARGV[5]), tonumber(ARGV[6]))
+if not w then return {'GONE'} end
 pte_set(KEYS[3], vpn, tonumber(ARGV[7]), tonumber(ARGV[8]), PTE_SWAP)
 return {'OK', w, redis.call('SMEMBERS', KEYS[4])}
 `,
@@ -568,10 +566,8 @@ return {'OK', w, redis.call('SMEMBERS', KEYS[4])}
       `
 if not fenced(KEYS[1], KEYS[2], ARGV[2], ARGV[1], tonumber(ARGV[3])) then return {'ESTALE'} end
 local vpn = tonumber(ARGV[4])
-local pfn, gen, w = pte_get(KEYS[3], vpn)
-if not pfn or w == 3 or w == PTE_SWAP or pfn ~= tonumber(ARGV[5]) or gen ~= tonumber(ARGV[6]) then
-  return {'GONE'}
-end
+local w = page_check_address(KEYS[3], vpn, tonumber(ARGV[5]), tonumber(ARGV[6]))
+if not w then return {'GONE'} end
 if not pte_young(KEYS[3], vpn) then return {'OK', 0, {}} end
 pte_mkold(KEYS[3], vpn)
 return {'OK', 1, redis.call('SMEMBERS', KEYS[4])}
