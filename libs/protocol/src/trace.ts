@@ -172,6 +172,13 @@ export const TraceEvent = z.discriminatedUnion('kind', [
     pinned: z.number().int().nonnegative(),
     /** frames free when the pass ended */
     free: z.number().int().nonnegative(),
+    /**
+     * kswapd's watermarks in free frames (MMLAB_WATERMARK_LOW/HIGH; high at least low): it
+     * wakes below low and reclaims up to high. Absent: no kswapd (low 0), or an older mm.
+     */
+    watermarks: z
+      .object({ low: z.number().int().positive(), high: z.number().int().positive() })
+      .optional(),
   }),
   ev('tlb.fill', { agent: Agent, pid: Pid, addr: Addr, pfn: Pfn, gen: Gen, writable: z.boolean() }),
   ev('tlb.flush', { agent: Agent, pid: Pid, start: Addr, end: Addr, entries: z.number().int() }),

@@ -122,6 +122,7 @@ export async function tryToFreePages(
       await shrinkPage(ctx, op, page, rmap.get(`${page.pfn}:${page.gen}`) ?? [], res);
     }
   }
+  const wm = watermarks(ctx);
   ctx.tracer.emit({
     kind: 'reclaim',
     op,
@@ -131,6 +132,7 @@ export async function tryToFreePages(
     referenced: res.referenced,
     pinned: res.pinned,
     free: (await ctx.store.memInfo()).free,
+    ...(wm && { watermarks: wm }),
   });
   return res;
 }
@@ -403,10 +405,20 @@ export function wakeupKswapd(ctx: MmContext): void {
   })();
 }
 
+/**
+ * kswapd's watermarks as balance_pgdat applies them (high at least low): the zone's
+ * low_wmark_pages/high_wmark_pages. None when there is no kswapd (MMLAB_WATERMARK_LOW 0).
+ */
+function watermarks(ctx: MmContext): { low: number; high: number } | undefined {
+  const low = ctx.env.MMLAB_WATERMARK_LOW;
+  return low > 0 ? { low, high: Math.max(low, ctx.env.MMLAB_WATERMARK_HIGH) } : undefined;
+}
+
 /** Models: balance_pgdat(), mm/vmscan.c v3.7: reclaim until free memory is at the high watermark. */
 async function balancePgdat(ctx: MmContext): Promise<void> {
-  const low = ctx.env.MMLAB_WATERMARK_LOW;
-  const high = Math.max(low, ctx.env.MMLAB_WATERMARK_HIGH);
+  const wm = watermarks(ctx);
+  if (!wm) return;
+  const { low, high } = wm;
   if ((await ctx.store.memInfo()).free >= low) return;
   const ttl = ctx.env.MMLAB_LEASE_TTL_MS * 5;
   if (!(await ctx.store.kswapdLock(ctx.incarnation, ttl))) return; // another replica's kswapd runs
