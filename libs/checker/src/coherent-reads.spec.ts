@@ -81,6 +81,28 @@ describe('coherent-reads', () => {
     );
   });
 
+  it('checks a private file mapping only once the process wrote its copy; a shared one never', () => {
+    const fileMap = (ts: number, flags: Array<'shared' | 'private'>) => ({
+      ...vmaMap(A, A + 2 * 4096, ts),
+      flags,
+      file: 3,
+      pgoff: 0,
+    });
+    // private: the file's 41 is read before any write (unknown here: not checked); then the
+    // process writes its copy, and a read that lost it is reported
+    const before = read(A, 41, 2, 3);
+    const lost = read(A, 41, 6, 7);
+    const priv = check([fileMap(1, ['private']), before, write(A, 99, 4, 5), lost]);
+    expect(priv.checked).toBe(1);
+    expect(violating(priv).map((v) => v[0])).toEqual([lost]);
+    // shared: the file's page, which write() and other mappings change: not this register
+    const shared = check([fileMap(1, ['shared']), write(A, 99, 4, 5), read(A, 41, 6, 7)]);
+    expect(shared).toMatchObject({ ok: true, checked: 0 });
+    // an anonymous mapping in the same place is checked as ever
+    const anon = check([vmaMap(A, A + 4096, 1), write(A, 99, 4, 5), read(A, 41, 6, 7)]);
+    expect(anon).toMatchObject({ ok: false, checked: 1 });
+  });
+
   it('zeroes the pages madvise(DONTNEED) drops, and only those', () => {
     const dontneed = mk('madvise', 3, { pid: 1, start: A, end: A + 4096, advice: 'dontneed' });
     const zero = read(A, 0, 5, 6);

@@ -21,7 +21,10 @@
  * and its resets before F), and the vma.map events the fork emits for the child (same op) are
  * not resets; afterwards the two evolve apart (private copy-on-write). Pages of a MAP_SHARED
  * mapping are one register for both processes after the fork: their reads are not checked
- * (a register spanning processes is not modelled). mremap (vma.move of [from, from + pages)
+ * (a register spanning processes is not modelled). Nor are the pages of a mapping of a file
+ * (vma.map with a file): a shared one is the file's page, which write() and every other mapping
+ * change, and a private one starts as the file's page — its reads are checked only once the
+ * process wrote the page itself (its private copy). mremap (vma.move of [from, from + pages)
  * to `to` at ts M): page `to + i` starts as page `from + i` was at M, and the old range is
  * reset.
  *
@@ -161,7 +164,6 @@ export const coherentReads: Rule<'coherent-reads'> = {
         if (shared(r)) continue;
         const hi = lowerBound(ends, r.tStart); // writes[0 .. hi) ended before r started
         if (minStartFrom[hi] <= r.tEnd) continue; // a write overlaps r: any value goes
-        checked++;
         const ri = lowerBound(resetTs, r.tStart) - 1; // last reset before r started
         const reset = ri >= 0 ? resets[ri] : undefined;
         const during = resets[ri + 1] !== undefined && resets[ri + 1].ts <= r.tEnd;
@@ -176,6 +178,12 @@ export const coherentReads: Rule<'coherent-reads'> = {
           last.push(writes[i]);
           maxStart = Math.max(maxStart, writes[i].tStart);
         }
+        // A mapping of a file starts with the file's content, and a shared one is the file's
+        // page itself (written by write() and every other mapping of it): not this register.
+        // A private one is checked once its process wrote the page (its copy), not before.
+        const file = reset?.kind === 'vma.map' && reset.file !== undefined;
+        if (file && (reset.flags.includes('shared') || last.length === 0 || during)) continue;
+        checked++;
         const acceptable = new Set(last.map((w) => w.value));
         if (last.length === 0 || during) acceptable.add(0);
         if (acceptable.has(r.value)) continue;

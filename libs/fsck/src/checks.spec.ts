@@ -88,6 +88,7 @@ function clean(): FsckSnapshot {
     swap: {},
     swapSlots: '0',
     nrSwapFree: '0',
+    pagecache: {},
     lru: ['1', '2'],
     active: ['3'],
     incarnations: { 'mm-0.a': true, 'mm-7.z': false },
@@ -476,6 +477,63 @@ describe('fsck', () => {
     expect(fsck(s).map((f) => [f.code, f.objects.pfn])).toEqual([
       ['lru', 6],
       ['lru', 1],
+    ]);
+  });
+
+  /**
+   * withSwap() and a file: ino 2 of 3 pages, page 1 cached in pfn 7 (the page cache's reference
+   * and pid 1's shared mapping of it at vpn 300), page 0 on the store only.
+   */
+  function withFile(): FsckSnapshot {
+    const s = withSwap();
+    s.processes[0].vmas.push('300:301:rw:shared:2:-299');
+    s.processes[0].ptes[300] = '7:1:1';
+    s.frame[7] = { gen: 1, ref: 2, map: 1, state: 'used' };
+    s.freeList = [4, 5, 6];
+    s.pagecache = { ino_next: '2', f2: '3|0', 'c2:1': '7', p7: '2:1:1', 'd2:0': '5' };
+    s.lru.push('7');
+    return s;
+  }
+
+  it("a file's pages: consistent, and the page cache's reference is no pin", () => {
+    expect(fsck(withFile())).toEqual([]);
+    const s = withFile();
+    s.processes[0].pinnedVm = '1'; // pfn 3's pin; pfn 7's extra reference is the page cache's
+    expect(codes(s)).toEqual([]);
+    s.frame[7].ref = 3; // one more: a pin nobody charged
+    expect(codes(s)).toEqual(['pinned-vm']);
+  });
+
+  it('a page-cache entry whose frame was freed, or names another page, or is past the end', () => {
+    const freed = withFile();
+    delete freed.processes[0].ptes[300];
+    freed.frame[7] = { gen: 1, ref: 0, map: 0, state: 'free' };
+    freed.freeList = [4, 5, 6, 7];
+    freed.lru = freed.lru.filter((p) => p !== '7');
+    expect(fsck(freed).map((f) => [f.code, f.message])).toEqual([
+      [
+        'pagecache',
+        'page 2:1 is cached in pfn 7, but its frame pfn 7 is free (gen 1, ref 0, map 0)',
+      ],
+    ]);
+    const other = withFile();
+    other.pagecache.p7 = '2:2:0';
+    expect(codes(other)).toEqual(['pagecache', 'pagecache']);
+    const past = withFile();
+    past.pagecache.f2 = '1|0';
+    expect(fsck(past).map((f) => f.message)).toEqual([
+      'page 2:1 is cached in pfn 7, but page 1 is past the end of file 2 (1 pages)',
+    ]);
+  });
+
+  it('a frame in the page cache and the swap cache at once; a dangling p<pfn>', () => {
+    const s = withFile();
+    s.swap.p7 = '1';
+    expect(codes(s)).toContain('pagecache');
+    const t = withFile();
+    delete t.pagecache['c2:1'];
+    expect(fsck(t).map((f) => [f.code, f.message])).toEqual([
+      ['pagecache', 'pfn 7 says it caches 2:1, which is not cached'],
     ]);
   });
 

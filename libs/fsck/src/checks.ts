@@ -54,8 +54,12 @@
  *                      every address space; no swap PTE names a free or reused slot
  *   swap-free          nr_swap_free is the number of free slots (count 0, no cache page)
  *   lru                every frame on the LRU lists is used, and on one list only
- * A swap-cache page's reference is the cache's: refcount ≥ mapcount + 1 (pinned-vm counts it
- * out of the pins).
+ *   pagecache          every file record parses; every page-cache entry c<ino>:<i> names a used
+ *                      frame whose p<pfn> names that page back (and vice versa), of a file that
+ *                      exists and a page below its size; no frame is in the page cache and the
+ *                      swap cache at once, or caches two pages
+ * A swap-cache or page-cache page's reference is the cache's: refcount ≥ mapcount + 1 (pinned-vm
+ * counts it out of the pins).
  */
 import { MnEvent, ZERO_PFN, pmdIndexOf } from '@mmlab/protocol';
 import { MEM, type Pte, type Vma, parsePte, parseVma, procKeys, subKeys } from '@mmlab/model';
@@ -96,6 +100,7 @@ export const FSCK_CODES = [
   'swap-count',
   'swap-free',
   'lru',
+  'pagecache',
 ] as const;
 export type FsckCode = (typeof FSCK_CODES)[number];
 
@@ -124,7 +129,64 @@ export function fsck(s: FsckSnapshot): Finding[] {
   checkCounts(s, mappers, add);
   checkPins(s, add);
   checkSwap(s, add);
+  checkPagecache(s, add);
   return out;
+}
+
+/** The page-cache frames of the snapshot (pfn → "ino:i"), as p<pfn> entries say. */
+function pagecachePages(s: FsckSnapshot): Map<number, string> {
+  const out = new Map<number, string>();
+  for (const [f, v] of Object.entries(s.pagecache))
+    if (f.startsWith('p')) out.set(Number(f.slice(1)), v.split(':').slice(0, 2).join(':'));
+  return out;
+}
+
+function checkPagecache(s: FsckSnapshot, add: Add): void {
+  const files = new Map<number, number>(); // ino → pages
+  for (const [f, v] of Object.entries(s.pagecache)) {
+    if (!f.startsWith('f')) continue;
+    const m = /^(\d+)\|[01]$/.exec(v);
+    if (!m) add('pagecache', MEM.pagecache, `file ${f.slice(1)} is ${JSON.stringify(v)}`, { f, v });
+    else files.set(Number(f.slice(1)), Number(m[1]));
+  }
+  const back = pagecachePages(s);
+  const swap = swapCachePages(s);
+  const cached = new Map<number, string>(); // pfn → the page naming it
+  for (const [f, v] of Object.entries(s.pagecache)) {
+    const c = /^c(\d+):(\d+)$/.exec(f);
+    if (!c) continue;
+    const page = `${c[1]}:${c[2]}`;
+    const pfn = Number(v);
+    const fr = s.frame[v];
+    const pages = files.get(Number(c[1]));
+    const problem =
+      pages === undefined
+        ? `file ${c[1]} does not exist`
+        : Number(c[2]) >= pages
+          ? `page ${c[2]} is past the end of file ${c[1]} (${pages} pages)`
+          : fr?.state !== 'used'
+            ? `its frame pfn ${v} is ${describe(fr)}`
+            : back.get(pfn) !== page
+              ? `pfn ${v} says it caches ${back.get(pfn) ?? 'nothing'}`
+              : cached.has(pfn)
+                ? `pfn ${v} caches ${cached.get(pfn)} too`
+                : swap.has(pfn)
+                  ? `pfn ${v} is in the swap cache too`
+                  : undefined;
+    cached.set(pfn, page);
+    if (problem)
+      add('pagecache', MEM.pagecache, `page ${page} is cached in pfn ${v}, but ${problem}`, {
+        page,
+        pfn,
+        frame: fr ?? null,
+      });
+  }
+  for (const [pfn, page] of back)
+    if (cached.get(pfn) !== page)
+      add('pagecache', MEM.pagecache, `pfn ${pfn} says it caches ${page}, which is not cached`, {
+        page,
+        pfn,
+      });
 }
 
 /** A swap slot record "gen|count|cpfn|cgen|data", parsed (null: corrupt). */
@@ -608,10 +670,12 @@ function checkPins(s: FsckSnapshot, add: Add): void {
   const pinned: Record<number, number> = {};
   let pins = 0;
   const cache = swapCachePages(s);
+  const files = pagecachePages(s);
   for (let pfn = 1; pfn <= s.frames; pfn++) {
     const f = s.frame[String(pfn)];
-    // the swap cache's reference is no pin
-    const extra = f?.state === 'used' ? f.ref - f.map - (cache.has(pfn) ? 1 : 0) : 0;
+    // the swap cache's reference, or the page cache's, is no pin
+    const held = (cache.has(pfn) ? 1 : 0) + (files.has(pfn) ? 1 : 0);
+    const extra = f?.state === 'used' ? f.ref - f.map - held : 0;
     if (!(extra > 0)) continue;
     pinned[pfn] = extra;
     pins += extra;

@@ -32,7 +32,10 @@ export const Gfn = z
 export const VmId = z.number().int().positive().describe('VM number within its KVM instance');
 export const Prot = z.enum(['none', 'r', 'rw']).describe('VMA protection');
 export const Access = z.enum(['read', 'write']);
-export const MapFlag = z.enum(['shared']);
+/** mmap flags: MAP_SHARED, or MAP_PRIVATE (the default) */
+export const MapFlag = z.enum(['shared', 'private']);
+/** A file: its inode number in the lab's one filesystem, never reused. */
+export const Ino = z.number().int().positive().describe('inode number of a file');
 export const Token = z
   .number()
   .int()

@@ -15,6 +15,7 @@ import {
   Agent,
   Gen,
   Gfn,
+  Ino,
   MapFlag,
   MmuLockMode,
   MnCallback,
@@ -61,7 +62,16 @@ const ev = <K extends string, S extends z.ZodRawShape>(kind: K, shape: S) =>
 
 export const TraceEvent = z.discriminatedUnion('kind', [
   ev('process.create', { pid: Pid }),
-  ev('vma.map', { pid: Pid, start: Addr, end: Addr, prot: Prot, flags: z.array(MapFlag) }),
+  ev('vma.map', {
+    pid: Pid,
+    start: Addr,
+    end: Addr,
+    prot: Prot,
+    flags: z.array(MapFlag),
+    /** a mapping of a file: its ino and the file page at start (vm_pgoff) */
+    file: Ino.optional(),
+    pgoff: z.number().int().nonnegative().optional(),
+  }),
   ev('vma.unmap', { pid: Pid, start: Addr, end: Addr }),
   ev('fault.begin', { pid: Pid, addr: Addr, access: Access, agent: Agent }),
   ev('fault.end', {
@@ -158,6 +168,21 @@ export const TraceEvent = z.discriminatedUnion('kind', [
     slotGen: Gen,
     /** found in the swap cache (no read from the slot) */
     cached: z.boolean(),
+  }),
+  /** A file was created (file.create): its inode, its size in pages, XIP or not. */
+  ev('file.create', { ino: Ino, pages: z.number().int().positive(), xip: z.boolean() }),
+  /**
+   * writepage(): page `page` of file ino, cached in pfn/gen, written back to the file's store
+   * with the word value — by msync (after page_mkclean took every writable mapping of it away,
+   * its pte.set and invalidate_page traced before) or by reclaim's pageout.
+   */
+  ev('writeback', {
+    ino: Ino,
+    page: z.number().int().nonnegative(),
+    pfn: Pfn,
+    gen: Gen,
+    value: Value,
+    why: z.enum(['msync', 'reclaim']),
   }),
   /** One pass of reclaim (shrink_page_list): what it looked at and what came of it. */
   ev('reclaim', {

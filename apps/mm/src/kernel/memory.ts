@@ -42,7 +42,7 @@ import {
 import { crashPoint } from './crash_point';
 import { putCleared, syscallOf } from './intent';
 import { flushTlbRange } from './tlbflush';
-import { directReclaim, withDirectReclaim } from './vmscan';
+import { directReclaim, wakeupKswapd, withDirectReclaim } from './vmscan';
 
 export interface FaultResult extends Pte {
   kind: FaultKind;
@@ -137,6 +137,8 @@ async function __handleMmFault(
   /** rounds of direct reclaim this fault took */
   let reclaimed = 0;
   let retries = 0;
+  /** what the frame given to the fault script is for a mapping of a file (NEED_FILE) */
+  let file: '' | 'cow' = '';
   try {
     for (; ; tries.retries = ++retries) {
       if (retries > 0) await backoff(retries, deadline, `fault at ${addr} of pid ${pid}`);
@@ -156,10 +158,18 @@ async function __handleMmFault(
       const drop = ctx.pcp.dropsFor(who, pid);
       let step: Awaited<ReturnType<MmContext['store']['fault']>>;
       try {
-        step = await ctx.store.fault(pid, vpn, access, agent, fresh ?? page, who, mmapSem, {
-          batch: fresh !== null,
-          drop,
-        });
+        step = await ctx.store.fault(
+          pid,
+          vpn,
+          access,
+          agent,
+          fresh ?? page,
+          who,
+          mmapSem,
+          { batch: fresh !== null, drop },
+          null,
+          file,
+        );
       } catch (e) {
         ctx.pcp.restoreDrops(who, pid, drop);
         throw e;
@@ -219,6 +229,10 @@ async function __handleMmFault(
         }
         case 'WP_SHARED': {
           ctx.tracer.emit({ kind: 'pte.set', op, pid, addr, ...step.pte, lock, token: null });
+          // do_wp_page() → wp_page_shared: set_page_dirty_balance() of a file's page (a
+          // writeback that cleaned it between the PTE write and here finds the PTE writable:
+          // page_mkclean tells it, and it writes the page anyway)
+          if (step.file) await ctx.store.setPageDirty(step.pte.pfn, step.pte.gen);
           const r: FaultResult = { ...step.pte, kind: 'wp-reuse', retries };
           return r;
         }
@@ -242,6 +256,34 @@ async function __handleMmFault(
         case 'SWAPIN':
           // only an answer to doSwapPage's call
           throw new MmlabError('EINTERNAL', 'fault installed a swapped-in page it was not given');
+        case 'FILE':
+          // only an answer to doFileFault's call
+          throw new MmlabError('EINTERNAL', 'fault installed a file page it was not given');
+        case 'NEED_FILE': {
+          if (!step.cow) {
+            // a read, or a write to a shared mapping: the page cache's page itself
+            if (fresh) await ctx.pcp.putBack(ctx, fresh);
+            fresh = null;
+            const pte = await doFileFault(ctx, op, pid, vpn, access, agent, mmapSem, step);
+            if (!pte) continue;
+            const r: FaultResult = { ...pte, kind: 'file', retries };
+            return r;
+          }
+          // __do_fault() for a write to a private mapping: a private copy of the file's page
+          // (copy_user_highpage into this fault's frame), installed as an anonymous page
+          if (!fresh && !page)
+            page = await withDirectReclaim(ctx, `the fault at 0x${addr.toString(16)}`, () =>
+              allocPage(ctx, op, null, { pid, vpn }),
+            );
+          const src = await filemapFault(ctx, step.ino, step.pgoff, 'ref', addr);
+          try {
+            await ctx.store.copyPage(src.pfn, (fresh ?? page)!.pfn, null);
+          } finally {
+            await putPages(ctx, op, [src], 'ref');
+          }
+          file = 'cow';
+          continue;
+        }
         case 'NEED_WP': {
           const f: WpFault = { op, pid, vpn, old: step.pte, seq: step.seq, agent, mmapSem };
           // The COW allocates its own copy (allocPage, with copy_user_highpage: a pending frame
@@ -335,6 +377,83 @@ async function doSwapPage(
   // swap_free(entry): this PTE no longer names the slot
   await putPages(ctx, op, [{ pfn: -entry.slot, gen: entry.gen }]);
   return step.pte;
+}
+
+/**
+ * Models: filemap_fault(), mm/filemap.c v3.7: page pgoff of file ino from its page cache (read
+ * in from the file when not cached: an allocation, which may reclaim), with a reference of kind
+ * (a mapping's, or a bare one). A page past the end of the file is SIGBUS.
+ */
+async function filemapFault(
+  ctx: MmContext,
+  ino: number,
+  pgoff: number,
+  kind: 'map' | 'ref',
+  addr: number,
+): Promise<Frame> {
+  const r = await withDirectReclaim(ctx, `the file fault at 0x${addr.toString(16)}`, async () => {
+    const p = await ctx.store.filemapFault(ino, pgoff, kind);
+    if (p === 'ENOMEM') throw new MmlabError('ENOMEM', 'no free frame for the page cache');
+    return p;
+  });
+  if (r === 'SIGBUS')
+    throw new MmlabError('SIGBUS', `page ${pgoff} is past the end of file ${ino}`);
+  if (r === 'ENOENT') throw new MmlabError('EINTERNAL', `a VMA maps file ${ino}, which is gone`);
+  wakeupKswapd(ctx);
+  return r;
+}
+
+/**
+ * Models: do_linear_fault() → __do_fault(), mm/memory.c v3.7, for a read of a file mapping or a
+ * write to a shared one: the file's page-cache page (charged as the mapping the PTE will be) is
+ * installed over the pte_none it found (the fault script: pte_same under the PT lock, atomic),
+ * writable for a write to a shared mapping — marked dirty before (set_page_dirty: a writeback
+ * between the two finds it dirty and writes it, harmlessly). When the PTE changed meanwhile the
+ * page's charge goes back and the fault looks again (null).
+ */
+async function doFileFault(
+  ctx: MmContext,
+  op: string,
+  pid: number,
+  vpn: number,
+  access: Access,
+  agent: string,
+  mmapSem: string,
+  need: { ino: number; pgoff: number },
+): Promise<Pte | null> {
+  const addr = vpn * PAGE_SIZE;
+  const page = await filemapFault(ctx, need.ino, need.pgoff, 'map', addr);
+  let installed = false;
+  try {
+    if (access === 'write') await ctx.store.setPageDirty(page.pfn, page.gen);
+    const step = await ctx.store.fault(
+      pid,
+      vpn,
+      access,
+      agent,
+      page,
+      ctx.incarnation,
+      mmapSem,
+      undefined,
+      null,
+      'page',
+    );
+    if (step.r === 'FENCED') throw fencedOff(ctx, pid);
+    if (step.r !== 'FILE') return null;
+    installed = true;
+    ctx.tracer.emit({
+      kind: 'pte.set',
+      op,
+      pid,
+      addr,
+      ...step.pte,
+      lock: lockOf(vpn),
+      token: null,
+    });
+    return step.pte;
+  } finally {
+    if (!installed) await putPages(ctx, op, [page]);
+  }
 }
 
 /**

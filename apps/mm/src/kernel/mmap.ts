@@ -14,18 +14,25 @@ export async function mmCreate(ctx: MmContext): Promise<number> {
   return pid;
 }
 
-/** do_mmap(MAP_ANONYMOUS | MAP_PRIVATE or MAP_SHARED): one atomic step under mmap_sem. */
+/**
+ * Models: do_mmap_pgoff(), mm/mmap.c v3.7 — MAP_PRIVATE or MAP_SHARED, of anonymous memory or of
+ * a file from its page pgoff (vm_file, vm_pgoff): one atomic step under mmap_sem. A mapping may
+ * reach past the end of its file (its pages there fault SIGBUS), as in the kernel.
+ */
 export async function doMmap(
   ctx: MmContext,
   pid: number,
   pages: number,
   prot: Prot,
   shared: boolean,
+  file: { ino: number; pgoff: number } | null = null,
 ): Promise<number> {
   const op = ctx.ids.next('mmap');
   const deadline = Date.now() + ctx.env.MMLAB_FAULT_DEADLINE_MS;
+  if (file && !(await ctx.store.fileInfo(file.ino)))
+    throw new MmlabError('ENOENT', `mmap: no file ${file.ino}`);
   for (let attempt = 0; ; attempt++) {
-    const r = await ctx.store.mmap(pid, pages, prot, shared);
+    const r = await ctx.store.mmap(pid, pages, prot, shared, file);
     switch (r.r) {
       case 'OK': {
         const start = r.start * PAGE_SIZE;
@@ -37,6 +44,7 @@ export async function doMmap(
           end: start + pages * PAGE_SIZE,
           prot,
           flags: shared ? ['shared'] : [],
+          ...(file && { file: file.ino, pgoff: file.pgoff }),
         });
         return start;
       }

@@ -39,8 +39,13 @@
  * referenced between page_referenced and the unmap: SWAP_FAIL) is not modelled: the window is
  * one script call wide here.
  *
- * Not modelled yet (issue 13 goes on): shared anonymous memory (shmem: its pages are skipped),
- * file pages. A replica that dies half way through a page leaks a swap count or a mapping
+ * A file's page (in the page cache) goes the same way, but its PTEs are cleared rather than made
+ * swap entries (its file has it: a refault reads it from the page cache), and pageout() writes
+ * it back to the file when it is dirty (writeback event, why reclaim) before __remove_mapping
+ * drops it from the page cache and frees it.
+ *
+ * Not modelled yet (issue 13 goes on): shared anonymous memory (shmem: its pages are skipped).
+ * A replica that dies half way through a page leaks a swap count or a mapping
  * charge (fsck reports it): crash points in reclaim are issue 15's.
  */
 import { MmlabError, PAGE_SIZE } from '@mmlab/protocol';
@@ -65,11 +70,15 @@ export interface ReclaimResult {
   swapFull: boolean;
 }
 
-/** One mapping of a page: pid's PTE at vpn; shared: in a MAP_SHARED VMA (shmem: not reclaimed). */
-interface Mapping {
+/**
+ * One mapping of a page: pid's PTE at vpn; shared: in a MAP_SHARED VMA; file: a VMA mapping a
+ * file (a shared anonymous VMA is shmem: not reclaimed yet).
+ */
+export interface Mapping {
   pid: number;
   vpn: number;
   shared: boolean;
+  file: boolean;
 }
 
 /**
@@ -201,7 +210,7 @@ async function shrinkPage(
   mappings: Mapping[],
   res: ReclaimResult,
 ): Promise<void> {
-  if (mappings.some((m) => m.shared)) {
+  if (mappings.some((m) => m.shared && !m.file)) {
     // shmem: not this swap path (issue 13's shared memory)
     res.referenced++;
     await ctx.store.shrinkPage(page.pfn, page.gen, true);
@@ -219,8 +228,22 @@ async function shrinkPage(
     await ctx.store.shrinkPage(page.pfn, page.gen, true);
     return;
   }
-  for (const m of mappings) await tryToUnmapOne(ctx, op, m.pid, m.vpn, page, slot);
+  // a file's page (slot FILE): its PTEs are cleared (the file has the page), and pageout()
+  // writes it back to the file when it is dirty
+  for (const m of mappings)
+    await tryToUnmapOne(ctx, op, m.pid, m.vpn, page, slot === 'FILE' ? null : slot);
   const r = await ctx.store.shrinkPage(page.pfn, page.gen, false);
+  if (r.r !== 'STALE' && r.ino !== undefined)
+    ctx.tracer.emit({
+      kind: 'writeback',
+      op,
+      ino: r.ino,
+      page: r.page!,
+      pfn: page.pfn,
+      gen: page.gen,
+      value: r.value!,
+      why: 'reclaim',
+    });
   if (r.r === 'FREED') {
     ctx.tracer.emit({ kind: 'frame.free', op, pfn: page.pfn, gen: page.gen });
     res.reclaimed++;
@@ -242,11 +265,11 @@ export async function tryToUnmapOne(
   pid: number,
   vpn: number,
   page: Frame,
-  slot: { slot: number; gen: number },
+  /** the page's swap slot; null: a file's page (its PTE is cleared, not made a swap entry) */
+  slot: { slot: number; gen: number } | null,
 ): Promise<boolean> {
-  const entry: Frame = { pfn: -slot.slot, gen: slot.gen };
-  const bad = await ctx.store.getPages([entry], 'map'); // swap_duplicate
-  if (bad.length) return false;
+  const entry: Frame | null = slot && { pfn: -slot.slot, gen: slot.gen };
+  if (entry && (await ctx.store.getPages([entry], 'map')).length) return false; // swap_duplicate
   const legacy = ctx.env.MMLAB_MODE === 'legacy';
   const addr = vpn * PAGE_SIZE;
   let unmapped = false;
@@ -275,18 +298,22 @@ export async function tryToUnmapOne(
       lock,
       token,
     });
-    ctx.tracer.emit({
-      kind: 'swap.out',
-      op,
-      pid,
-      addr,
-      pfn: page.pfn,
-      gen: page.gen,
-      slot: slot.slot,
-      slotGen: slot.gen,
-    });
+    if (slot)
+      ctx.tracer.emit({
+        kind: 'swap.out',
+        op,
+        pid,
+        addr,
+        pfn: page.pfn,
+        gen: page.gen,
+        slot: slot.slot,
+        slotGen: slot.gen,
+      });
     // ptep_clear_flush(): the PTE is gone; shoot the CPU TLBs down under the lock
     await flushTlbRange(ctx, op, pid, addr, addr + PAGE_SIZE, r.cpumask);
+    // "Move the dirty bit to the physical page now the pte is gone": a file's page mapped
+    // writable may have been written through it (writable stands for pte_dirty here)
+    if (!slot && r.was.writable) await ctx.store.setPageDirty(page.pfn, page.gen);
     // v3.6 ptep_clear_flush_notify(): invalidate_page still under the PT lock
     if (legacy) await invalidatePage(ctx, op, pid, addr);
     // page_remove_rmap() + page_cache_release(): the swap cache and the isolation still hold it
@@ -295,7 +322,7 @@ export async function tryToUnmapOne(
       throw new MmlabError('EINTERNAL', `try_to_unmap_one freed pfn ${page.pfn}: it was isolated`);
   });
   if (!unmapped) {
-    await putPages(ctx, op, [entry]); // the swap_duplicate given back
+    if (entry) await putPages(ctx, op, [entry]); // the swap_duplicate given back
     return false;
   }
   // v3.7 (the seed): after pte_unmap_unlock, before the page can be freed
@@ -308,7 +335,7 @@ export async function tryToUnmapOne(
  * frames (see the top of this file: what the anon_vma walk of page_referenced/try_to_unmap
  * visits). → "pfn:gen" → its mappings
  */
-async function rmapScan(ctx: MmContext, pages: Frame[]): Promise<Map<string, Mapping[]>> {
+export async function rmapScan(ctx: MmContext, pages: Frame[]): Promise<Map<string, Mapping[]>> {
   const want = new Set(pages.map((p) => `${p.pfn}:${p.gen}`));
   const out = new Map<string, Mapping[]>();
   for (const pid of await ctx.store.processes()) {
@@ -320,8 +347,9 @@ async function rmapScan(ctx: MmContext, pages: Frame[]): Promise<Map<string, Map
       const key = `${pte.pfn}:${pte.gen}`;
       if (!want.has(key)) continue;
       vmas ??= await ctx.store.vmas(pid);
-      const shared = vmas.some((v) => v.start <= vpn && vpn < v.end && v.shared);
-      out.set(key, [...(out.get(key) ?? []), { pid, vpn, shared }]);
+      const vma = vmas.find((v) => v.start <= vpn && vpn < v.end);
+      const m: Mapping = { pid, vpn, shared: vma?.shared ?? false, file: vma?.file !== undefined };
+      out.set(key, [...(out.get(key) ?? []), m]);
     }
   }
   return out;

@@ -3,7 +3,7 @@
  * frame record in the packed frame table {mem}:frames (layout: keys.ts, FRAME_FIELDS), the free
  * list threaded through it, and put_page()/get_page()'s shared steps. Every {mem} script
  * receives KEYS = MEM_KEYS: K[1] meta, K[2] frames, K[3] fenced, K[4] once, K[5] pending,
- * K[6] swap (slots and swap cache), K[7] lru (inactive), K[8] lru:active.
+ * K[6] swap (slots and swap cache), K[7] lru (inactive), K[8] lru:active, K[9] pagecache.
  * Nothing else reads or writes a frame record (mem/frame.ts decodes the table for reads).
  */
 import { FRAME_BYTES, FRAME_FIELDS, FRAME_LAYOUT, FRAME_STATE } from '../keys';
@@ -245,5 +245,60 @@ local function put_frames(K, kind, list)
     i = i + 1
   end
   return freed, bad
+end
+-- The files and their page caches (keys.ts {mem}:pagecache, K[9]).
+-- A file: its size in pages and whether it is XIP → pages, xip | nil (no such file)
+local function file_get(K, ino)
+  local r = redis.call('HGET', K[9], 'f' .. ino)
+  if not r then return nil end
+  local n, x = string.match(r, '^(%d+)|([01])$')
+  if not n then error({err = 'file ' .. ino .. ' corrupt: ' .. r}) end
+  return tonumber(n), x == '1'
+end
+-- The page cache entry of frame pfn (page->mapping, page->index, PG_dirty) → ino, i, dirty | nil
+local function pagecache_of(K, pfn)
+  local r = redis.call('HGET', K[9], 'p' .. pfn)
+  if not r then return nil end
+  local ino, i, d = string.match(r, '^(%d+):(%d+):([01])$')
+  if not ino then error({err = 'page cache corrupt: pfn ' .. pfn .. ' is ' .. r}) end
+  return tonumber(ino), tonumber(i), d == '1'
+end
+local function pagecache_mark(K, pfn, ino, i, dirty)
+  redis.call('HSET', K[9], 'p' .. pfn, ino .. ':' .. i .. ':' .. (dirty and '1' or '0'))
+end
+-- find_get_page(): the frame caching page i of ino → pfn, gen | nil (not cached)
+local function pagecache_find(K, ino, i)
+  local pfn = tonumber(redis.call('HGET', K[9], 'c' .. ino .. ':' .. i))
+  if not pfn then return nil end
+  local gen, st = frame_get(K, pfn, 'gen', 'state')
+  if st ~= USED then error({err = 'page cache corrupt: page ' .. ino .. ':' .. i .. ' in pfn ' .. pfn .. ', ' .. state_name(st)}) end
+  return pfn, gen
+end
+-- The word page i of ino holds on the backing store (a hole reads 0)
+local function file_disk(K, ino, i)
+  return tonumber(redis.call('HGET', K[9], 'd' .. ino .. ':' .. i) or '0')
+end
+-- Models: find_or_create_page() + add_to_page_cache_lru() + mapping->a_ops->readpage(),
+-- mm/filemap.c v3.7: the cached frame of page i, else a fresh frame read from the backing store
+-- and added to the page cache (its reference: refcount 1) and the inactive LRU list (a new file
+-- page starts there: lru_cache_add_file). → pfn, gen, cached (1: it was) | nil: no free frame
+local function pagecache_get(K, ino, i)
+  local pfn, gen = pagecache_find(K, ino, i)
+  if pfn then return pfn, gen, 1 end
+  pfn = free_pop(K)
+  if not pfn then return nil end
+  gen = frame_update(K, pfn, {'INCRBY', 'gen', 1}, {'SET', 'ref', 1}, {'SET', 'map', 0},
+    {'SET', 'state', USED}, {'SET', 'next', 0}, {'SET', 'data', int_arg(file_disk(K, ino, i))})
+  redis.call('HSET', K[9], 'c' .. ino .. ':' .. i, pfn)
+  pagecache_mark(K, pfn, ino, i, false)
+  lru_add(K, pfn)
+  return pfn, gen, 0
+end
+-- __delete_from_page_cache(): pfn leaves the page cache (the cache's reference is the caller's
+-- to put)
+local function pagecache_del(K, pfn)
+  local ino, i = pagecache_of(K, pfn)
+  if not ino then return end
+  redis.call('HDEL', K[9], 'p' .. pfn, 'c' .. ino .. ':' .. i)
 end
 `;

@@ -100,10 +100,17 @@ return 1
 `,
   }),
   mmap: script({
-    doc: `do_mmap(): mmap_sem write-locked for the duration of the script. Leaves a one-page hole after each mapping so neighbours never merge and an overrun faults. KEYS mm vma semW semR; ARGV pages prot flags limitVpn → {'OK', startVpn} | {'ESRCH'} | {'BUSY'} | {'ENOMEM'}`,
-    models: 'do_mmap_pgoff(), mm/mmap.c (anonymous, under mmap_sem for write)',
+    doc: `do_mmap(): mmap_sem write-locked for the duration of the script. Leaves a one-page hole after each mapping so neighbours never merge and an overrun faults. A mapping of a file names its inode and the file page it starts at (vm_file, vm_pgoff; ino '' anonymous). KEYS mm vma semW semR; ARGV pages prot flags limitVpn ino pgoff → {'OK', startVpn} | {'ESRCH'} | {'BUSY'} | {'ENOMEM'}`,
+    models: 'do_mmap_pgoff(), mm/mmap.c v3.7 (under mmap_sem for write)',
     keys: ['mm', 'vma', 'semW', 'semR'],
-    args: { pages: Int, prot: Prot, flags: z.enum(['', 'shared']), limitVpn: Int },
+    args: {
+      pages: Int,
+      prot: Prot,
+      flags: z.enum(['', 'shared']),
+      limitVpn: Int,
+      ino: z.union([Int.min(1), z.literal('')]),
+      pgoff: Int,
+    },
     reply: oneOf(
       tagged('OK', { start: Int }),
       tagged('ESRCH'),
@@ -121,7 +128,9 @@ local start = tonumber(redis.call('HGET', KEYS[1], 'mmapNext'))
 local e = start + tonumber(ARGV[1])
 if e > tonumber(ARGV[4]) then return {'ENOMEM'} end
 redis.call('HSET', KEYS[1], 'mmapNext', e + 1)
-redis.call('ZADD', KEYS[2], start, start .. ':' .. e .. ':' .. ARGV[2] .. ':' .. ARGV[3])
+local v = { flags = ARGV[3] }
+if ARGV[5] ~= '' then v.ino = tonumber(ARGV[5]); v.delta = tonumber(ARGV[6]) - start end
+redis.call('ZADD', KEYS[2], start, vma_fmt(start, e, ARGV[2], v))
 redis.call('HINCRBY', KEYS[1], 'seq', 2)
 return {'OK', start}
 `,
@@ -298,12 +307,12 @@ if redis.call('GET', KEYS[2]) ~= ARGV[1] then return {'ESTALE'} end
 local s, e = tonumber(ARGV[2]), tonumber(ARGV[3])
 local removed = {}
 for _, m in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', e - 1)) do
-  local vs, ve, prot, flags = string.match(m, '^(%d+):(%d+):(%a+):(%a*)$')
-  vs = tonumber(vs); ve = tonumber(ve)
+  local v = vma_parse(m)
+  local vs, ve = v.s, v.e
   if ve > s then
     redis.call('ZREM', KEYS[1], m)
-    if vs < s then redis.call('ZADD', KEYS[1], vs, vs .. ':' .. s .. ':' .. prot .. ':' .. flags) end
-    if ve > e then redis.call('ZADD', KEYS[1], e, e .. ':' .. ve .. ':' .. prot .. ':' .. flags) end
+    if vs < s then redis.call('ZADD', KEYS[1], vs, vma_fmt(vs, s, v.prot, v)) end
+    if ve > e then redis.call('ZADD', KEYS[1], e, vma_fmt(e, ve, v.prot, v)) end
     removed[#removed + 1] = math.max(vs, s); removed[#removed + 1] = math.min(ve, e)
   end
 end
@@ -311,7 +320,7 @@ return {'OK', removed}
 `,
   }),
   fault: script({
-    doc: `The fault fast path: handle_mm_fault() → do_anonymous_page(), one atomic step. KEYS mm vma pte pmds semW ptl cpumask fenced ARGV vpn access newPfn newGen pmdIndex agent incarnation mmapSem → {'ZERO'|'ANON'|'SPURIOUS'|'WP_SHARED'|'NEED_WP', pfn, gen, w, seq, undone} | {'NEED_PAGE', seq}   | {'BUSY', what} | {'SIGSEGV'} | {'ESRCH'} | {'FENCED'} ANON means the frame in ARGV was installed (consumed); every other answer leaves it unused. A PTE a COW cleared (w = 3) with no PT-lock holder left is a COW that died or lost its lease before set_pte_at: the old read-only PTE is put back (undone = 1) and the fault goes on from there. FENCED: this mm incarnation was found dead here (keys.ts :fenced). mmapSem: the write lease of mmap_sem the faulting caller holds itself ('' none): its own faults pass the write-held check (a pinned registration); everyone else's wait (BUSY). An mm that is exiting refuses (ESRCH): nothing is installed in it after exit began. batch = 1: the frame is from the incarnation's per-replica batch ({mem}:pending "…|reserve"); installed (ANON), it is recorded in :rsv under the incarnation in the same step. drop: (pfn, gen) of that incarnation's :rsv entries it has reported installed to {mem} since (rmqueueBulk), forgotten here first (once the incarnation passed the fence check). A swap entry (w = 4) answers SWAP (slot, slot gen): the caller reads the page in and calls again with it as newPfn/newGen and the entry as swap ("slot:gen:4"); the page is installed read-only only over that same entry (SWAPIN), else SWAP again or whatever the PTE now is.`,
+    doc: `The fault fast path: handle_mm_fault() → do_anonymous_page(), one atomic step. KEYS mm vma pte pmds semW ptl cpumask fenced ARGV vpn access newPfn newGen pmdIndex agent incarnation mmapSem → {'ZERO'|'ANON'|'SPURIOUS'|'WP_SHARED'|'NEED_WP', pfn, gen, w, seq, undone} | {'NEED_PAGE', seq}   | {'BUSY', what} | {'SIGSEGV'} | {'ESRCH'} | {'FENCED'} ANON means the frame in ARGV was installed (consumed); every other answer leaves it unused. A PTE a COW cleared (w = 3) with no PT-lock holder left is a COW that died or lost its lease before set_pte_at: the old read-only PTE is put back (undone = 1) and the fault goes on from there. FENCED: this mm incarnation was found dead here (keys.ts :fenced). mmapSem: the write lease of mmap_sem the faulting caller holds itself ('' none): its own faults pass the write-held check (a pinned registration); everyone else's wait (BUSY). An mm that is exiting refuses (ESRCH): nothing is installed in it after exit began. batch = 1: the frame is from the incarnation's per-replica batch ({mem}:pending "…|reserve"); installed (ANON), it is recorded in :rsv under the incarnation in the same step. drop: (pfn, gen) of that incarnation's :rsv entries it has reported installed to {mem} since (rmqueueBulk), forgotten here first (once the incarnation passed the fence check). A swap entry (w = 4) answers SWAP (slot, slot gen): the caller reads the page in and calls again with it as newPfn/newGen and the entry as swap ("slot:gen:4"); the page is installed read-only only over that same entry (SWAPIN), else SWAP again or whatever the PTE now is. A pte_none in a mapping of a file answers NEED_FILE (ino, pgoff, cow): the caller comes back with the file's page-cache page as newPfn/newGen and file = 'page' (installed: FILE, writable for a write to a shared mapping), or for a write to a private mapping (cow = 1) with its own frame holding a copy and file = 'cow' (installed as ANON). WP_SHARED says file = 1 for a file's page (the caller dirties it).`,
     models: 'handle_mm_fault() → handle_pte_fault() / do_anonymous_page(), mm/memory.c',
     keys: ['mm', 'vma', 'pte', 'pmds', 'semW', 'ptl', 'cpumask', 'fenced', 'rsv'],
     args: {
@@ -325,13 +334,23 @@ return {'OK', removed}
       mmapSem: z.union([LeaseValue, z.literal('')]),
       batch: Bit,
       swap: z.union([PteText, z.literal('')]),
+      file: z.enum(['', 'page', 'cow']),
       drop: z.array(z.object({ pfn: PteField, gen: PteField })),
     },
     reply: oneOf(
       tagged('ZERO', { pfn: Int, gen: Int, w: Int, seq: Int, undone: Bit.optional() }),
       tagged('ANON', { pfn: Int, gen: Int, w: Int, seq: Int, undone: Bit.optional() }),
       tagged('SPURIOUS', { pfn: Int, gen: Int, w: Int, seq: Int, undone: Bit.optional() }),
-      tagged('WP_SHARED', { pfn: Int, gen: Int, w: Int, seq: Int, undone: Bit.optional() }),
+      tagged('WP_SHARED', {
+        pfn: Int,
+        gen: Int,
+        w: Int,
+        seq: Int,
+        undone: Bit,
+        file: Bit,
+      }),
+      tagged('NEED_FILE', { ino: Int, pgoff: Int, cow: Bit, seq: Int }),
+      tagged('FILE', { pfn: Int, gen: Int, w: Int, seq: Int }),
       tagged('NEED_WP', { pfn: Int, gen: Int, w: Int, seq: Int, undone: Bit.optional() }),
       tagged('NEED_PAGE', { seq: Int }),
       tagged('SWAP', { pfn: Int, gen: Int, w: Int, seq: Int }),
@@ -358,7 +377,7 @@ local function rsv_update(key, owner, argv, from, add)
 end
 if redis.call('HGET', KEYS[1], 'state') ~= 'alive' then return {'ESRCH'} end
 if redis.call('SISMEMBER', KEYS[8], ARGV[7]) == 1 then return {'FENCED'} end
-if #ARGV >= 11 then rsv_update(KEYS[9], ARGV[7], ARGV, 11, nil) end
+if #ARGV >= 12 then rsv_update(KEYS[9], ARGV[7], ARGV, 12, nil) end
 if sem_w_other(KEYS[5], ARGV[8]) then return {'BUSY', 'mmap_sem'} end
 if redis.call('EXISTS', KEYS[6]) == 1 then return {'BUSY', 'ptl'} end
 local vpn = tonumber(ARGV[1])
@@ -378,7 +397,25 @@ if pfn and w == PTE_SWAP then
   return {'SWAPIN', tonumber(ARGV[3]), tonumber(ARGV[4]), 0, seq}
 end
 if not pfn then
-  if not write and vma.flags ~= 'shared' then
+  if vma.ino then
+    -- do_linear_fault() → __do_fault(), mm/memory.c v3.7: the page is the file's page-cache
+    -- page (the caller gets it, charged as a mapping: filemapFault, and comes back with it as
+    -- file = 'page'), mapped writable only for a write to a shared mapping (the caller marked
+    -- it dirty first); a write to a private one installs a private copy (the caller's frame,
+    -- the file page copied in: file = 'cow') as an anonymous page
+    local cow = write and vma.flags ~= 'shared'
+    local mode = cow and 'cow' or 'page'
+    if ARGV[11] ~= mode or ARGV[3] == '' then
+      return {'NEED_FILE', vma.ino, vpn + vma.delta, cow and 1 or 0, seq}
+    end
+    if mode == 'page' then
+      w = 0
+      if write then w = 1 end
+      pte_set(KEYS[3], vpn, tonumber(ARGV[3]), tonumber(ARGV[4]), w)
+      redis.call('SADD', KEYS[4], ARGV[5]); redis.call('SADD', KEYS[7], ARGV[6])
+      return {'FILE', tonumber(ARGV[3]), tonumber(ARGV[4]), w, seq}
+    end
+  elseif not write and vma.flags ~= 'shared' then
     pte_set(KEYS[3], vpn, 0, 1, 0)
     redis.call('SADD', KEYS[4], ARGV[5]); redis.call('SADD', KEYS[7], ARGV[6])
     return {'ZERO', 0, 1, 0, seq}
@@ -404,10 +441,13 @@ if (not write) or w == 1 then
   return {'SPURIOUS', pfn, gen, w, seq, undone}
 end
 if vma.flags == 'shared' then
-  -- wp_page_shared(): a shared page is made writable in place, never copied
+  -- wp_page_shared(): a shared page is made writable in place, never copied (a file's page is
+  -- dirtied by the caller: set_page_dirty_balance)
   pte_set(KEYS[3], vpn, pfn, gen, 1)
   redis.call('SADD', KEYS[7], ARGV[6])
-  return {'WP_SHARED', pfn, gen, 1, seq, undone}
+  local file = 0
+  if vma.ino then file = 1 end
+  return {'WP_SHARED', pfn, gen, 1, seq, undone, file}
 end
 return {'NEED_WP', pfn, gen, w, seq, undone}
 `,
@@ -529,7 +569,7 @@ return {'OK', cleared, redis.call('SMEMBERS', KEYS[4])}
 `,
   }),
   tryToUnmapOne: script({
-    doc: `try_to_unmap_one() under a held PT lock lease: if the PTE of vpn still maps frame (pfn, gen) (present, read-only, writable or PROT_NONE), it becomes the swap entry (slot, slot gen) — ptep_clear_flush + set_pte_at(swp_entry_to_pte) in one step (the caller shoots the TLBs down next, still holding the lock). The slot's swap_duplicate was done before (mem swap count), so a swap PTE never names a slot that does not count it. KEYS ptl ptlmax pte cpumask; ARGV "owner|token" lockName token vpn pfn gen slot slotGen → {'OK', w (what the PTE was), cpumask} | {'GONE'} (the PTE maps something else now) | {'ESTALE'}`,
+    doc: `try_to_unmap_one() under a held PT lock lease: if the PTE of vpn still maps frame (pfn, gen) (present, read-only, writable or PROT_NONE), it becomes the swap entry (slot, slot gen) — ptep_clear_flush + set_pte_at(swp_entry_to_pte) in one step (the caller shoots the TLBs down next, still holding the lock). The slot's swap_duplicate was done before (mem swap count), so a swap PTE never names a slot that does not count it. Slot 0: a file's page, whose PTE is just cleared (its file has it). KEYS ptl ptlmax pte cpumask; ARGV "owner|token" lockName token vpn pfn gen slot slotGen → {'OK', w (what the PTE was), cpumask} | {'GONE'} (the PTE maps something else now) | {'ESTALE'}`,
     models: 'try_to_unmap_one(), mm/rmap.c v3.7: page_check_address, ptep_clear_flush, set_pte_at',
     keys: ['ptl', 'ptlmax', 'pte', 'cpumask'],
     args: {
@@ -550,7 +590,8 @@ if not fenced(KEYS[1], KEYS[2], ARGV[2], ARGV[1], tonumber(ARGV[3])) then return
 local vpn = tonumber(ARGV[4])
 local w = page_check_address(KEYS[3], vpn, tonumber(ARGV[5]), tonumber(ARGV[6]))
 if not w then return {'GONE'} end
-pte_set(KEYS[3], vpn, tonumber(ARGV[7]), tonumber(ARGV[8]), PTE_SWAP)
+if ARGV[7] == '0' then pte_clear(KEYS[3], vpn)
+else pte_set(KEYS[3], vpn, tonumber(ARGV[7]), tonumber(ARGV[8]), PTE_SWAP) end
 return {'OK', w, redis.call('SMEMBERS', KEYS[4])}
 `,
   }),
@@ -573,6 +614,29 @@ pte_mkold(KEYS[3], vpn)
 return {'OK', 1, redis.call('SMEMBERS', KEYS[4])}
 `,
   }),
+  pageMkcleanOne: script({
+    doc: `page_mkclean_one() under a held PT lock lease: if the PTE of vpn still maps frame (pfn, gen) and is writable (mmlab's PTEs have no dirty bit: writable stands for pte_dirty || pte_write), it becomes read-only — ptep_clear_flush + set_pte_at(pte_wrprotect(pte_mkclean)) in one step (the caller shoots the TLBs down next, still holding the lock). KEYS ptl ptlmax pte cpumask; ARGV "owner|token" lockName token vpn pfn gen → {'OK', cpumask} | {'CLEAN'} (mapped read-only: nothing to do) | {'GONE'} | {'ESTALE'}`,
+    models: 'page_mkclean_one(), mm/rmap.c v3.7',
+    keys: ['ptl', 'ptlmax', 'pte', 'cpumask'],
+    args: { value: LeaseValue, lock: Str, token: Int, vpn: Int, pfn: PteField, gen: PteField },
+    reply: oneOf(
+      tagged('OK', { cpumask: Strs }),
+      tagged('CLEAN'),
+      tagged('GONE'),
+      tagged('ESTALE'),
+    ),
+    lua:
+      PT_LUA +
+      `
+if not fenced(KEYS[1], KEYS[2], ARGV[2], ARGV[1], tonumber(ARGV[3])) then return {'ESTALE'} end
+local vpn = tonumber(ARGV[4])
+local w = page_check_address(KEYS[3], vpn, tonumber(ARGV[5]), tonumber(ARGV[6]))
+if not w then return {'GONE'} end
+if w ~= 1 then return {'CLEAN'} end
+pte_set(KEYS[3], vpn, tonumber(ARGV[5]), tonumber(ARGV[6]), 0)
+return {'OK', redis.call('SMEMBERS', KEYS[4])}
+`,
+  }),
   vmaProtect: script({
     doc: `mprotect_fixup() on the VMA list: set prot on [s, e), splitting VMAs that straddle it and merging neighbours that end up alike (vma_merge). Every page of [s, e) must be mapped (else ENOMEM, as mprotect answers). mmap_sem write-held. KEYS vma semW; ARGV "owner|token" s e prot → {'OK', changedVmas} | {'ESTALE'} | {'ENOMEM'}`,
     models: 'mprotect_fixup(), mm/mprotect.c (with vma_merge / split_vma)',
@@ -587,35 +651,33 @@ local s, e, newprot = tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[4]
 local members = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', e - 1)
 local covered, vmas = s, {}
 for _, m in ipairs(members) do
-  local vs, ve, prot, flags = string.match(m, '^(%d+):(%d+):(%a+):(%a*)$')
-  vs = tonumber(vs); ve = tonumber(ve)
-  if ve > s then vmas[#vmas + 1] = {vs, ve, prot, flags, m} end
+  local v = vma_parse(m)
+  if v.e > s then vmas[#vmas + 1] = v end
 end
-table.sort(vmas, function(a, b) return a[1] < b[1] end)
+table.sort(vmas, function(a, b) return a.s < b.s end)
 for _, v in ipairs(vmas) do
-  if v[1] > covered then return {'ENOMEM'} end
-  covered = math.max(covered, v[2])
+  if v.s > covered then return {'ENOMEM'} end
+  covered = math.max(covered, v.e)
 end
 if covered < e then return {'ENOMEM'} end
 for _, v in ipairs(vmas) do
-  local vs, ve, prot, flags, m = v[1], v[2], v[3], v[4], v[5]
-  redis.call('ZREM', KEYS[1], m)
-  if vs < s then redis.call('ZADD', KEYS[1], vs, vs .. ':' .. s .. ':' .. prot .. ':' .. flags) end
+  local vs, ve = v.s, v.e
+  redis.call('ZREM', KEYS[1], v.m)
+  if vs < s then redis.call('ZADD', KEYS[1], vs, vma_fmt(vs, s, v.prot, v)) end
   local ms, me = math.max(vs, s), math.min(ve, e)
-  redis.call('ZADD', KEYS[1], ms, ms .. ':' .. me .. ':' .. newprot .. ':' .. flags)
-  if ve > e then redis.call('ZADD', KEYS[1], e, e .. ':' .. ve .. ':' .. prot .. ':' .. flags) end
+  redis.call('ZADD', KEYS[1], ms, vma_fmt(ms, me, newprot, v))
+  if ve > e then redis.call('ZADD', KEYS[1], e, vma_fmt(e, ve, v.prot, v)) end
 end
--- vma_merge(): neighbours that touch and agree on prot and flags become one VMA again
+-- vma_merge(): neighbours that touch and agree on prot, flags and file offsets become one VMA
 local all = redis.call('ZRANGE', KEYS[1], 0, -1)
 local prev = nil
 for _, m in ipairs(all) do
-  local vs, ve, prot, flags = string.match(m, '^(%d+):(%d+):(%a+):(%a*)$')
-  local cur = {tonumber(vs), tonumber(ve), prot, flags, m}
-  if prev and prev[2] == cur[1] and prev[3] == cur[3] and prev[4] == cur[4] then
-    redis.call('ZREM', KEYS[1], prev[5], cur[5])
-    local merged = prev[1] .. ':' .. cur[2] .. ':' .. prot .. ':' .. flags
-    redis.call('ZADD', KEYS[1], prev[1], merged)
-    cur = {prev[1], cur[2], prot, flags, merged}
+  local cur = vma_parse(m)
+  if prev and vma_mergeable(prev, cur) then
+    redis.call('ZREM', KEYS[1], prev.m, cur.m)
+    local merged = vma_fmt(prev.s, cur.e, cur.prot, cur)
+    redis.call('ZADD', KEYS[1], prev.s, merged)
+    cur = vma_parse(merged)
   end
   prev = cur
 end
@@ -674,10 +736,12 @@ if not vma or s + pages > vma.e then return {'EFAULT'} end
 local n = tonumber(redis.call('HGET', KEYS[1], 'mmapNext'))
 if n + newPages > tonumber(ARGV[5]) then return {'ENOMEM'} end
 redis.call('HSET', KEYS[1], 'mmapNext', n + newPages + 1)
-redis.call('ZREM', KEYS[2], vma.s .. ':' .. vma.e .. ':' .. vma.prot .. ':' .. vma.flags)
-if vma.s < s then redis.call('ZADD', KEYS[2], vma.s, vma.s .. ':' .. s .. ':' .. vma.prot .. ':' .. vma.flags) end
-if vma.e > s + pages then redis.call('ZADD', KEYS[2], s + pages, (s + pages) .. ':' .. vma.e .. ':' .. vma.prot .. ':' .. vma.flags) end
-redis.call('ZADD', KEYS[2], n, n .. ':' .. (n + newPages) .. ':' .. vma.prot .. ':' .. vma.flags)
+redis.call('ZREM', KEYS[2], vma.m)
+if vma.s < s then redis.call('ZADD', KEYS[2], vma.s, vma_fmt(vma.s, s, vma.prot, vma)) end
+if vma.e > s + pages then redis.call('ZADD', KEYS[2], s + pages, vma_fmt(s + pages, vma.e, vma.prot, vma)) end
+-- the moved VMA maps the same file pages at its new address (vm_pgoff kept: delta moves)
+local moved = { flags = vma.flags, ino = vma.ino, delta = vma.delta + s - n }
+redis.call('ZADD', KEYS[2], n, vma_fmt(n, n + newPages, vma.prot, moved))
 if ARGV[6] ~= '' then redis.call('HSET', KEYS[4], 'newVpn', n) end
 return {'OK', n}
 `,

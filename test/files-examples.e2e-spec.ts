@@ -1,0 +1,120 @@
+/**
+ * The scenarios of examples/files/, in both modes, as `mmlab run --local` runs them: valid in
+ * patched (v3.7: the seed's invalidate_page after the PT lock is dropped); in legacy (v3.6:
+ * ptep_clear_flush_notify under the lock) the checker reports no-sleep-under-ptlock where the
+ * slow HCA slept in it.
+ */
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import * as path from 'node:path';
+import { afterAll, describe, expect, it } from 'vitest';
+import type { EventOf, TraceEvent } from '@mmlab/protocol';
+import { runScenario } from '@mmlab/testing';
+
+const tmp = mkdtempSync(path.join(tmpdir(), 'mmlab-files-'));
+afterAll(() => rmSync(tmp, { recursive: true, force: true }));
+
+/**
+ * Whether agent still held a writable translation of the frame wb writes back when it did: its
+ * last smap.set of the frame before wb, writable, with no smap.clear (or smap.flush over it)
+ * in between.
+ */
+function writableSmap(evs: TraceEvent[], agent: string, wb: EventOf<'writeback'>): boolean {
+  let writable = false;
+  for (const e of evs) {
+    if (e === wb) return writable;
+    if (e.kind === 'smap.set' && e.agent === agent && e.pfn === wb.pfn && e.gen === wb.gen)
+      writable = e.writable;
+    else if (e.kind === 'smap.clear' && e.agent === agent && e.pfn === wb.pfn) writable = false;
+    else if (e.kind === 'smap.flush' && e.agent === agent) writable = false;
+  }
+  throw new Error('the writeback is not in the trace');
+}
+
+/** The events of op, in trace order. */
+const ofOp = (evs: TraceEvent[], op: string) => evs.filter((e) => e.op === op);
+
+/** The index of the last event of evs that pred holds for (-1: none). */
+function lastIndex(evs: TraceEvent[], pred: (e: TraceEvent) => boolean): number {
+  for (let i = evs.length - 1; i >= 0; i--) if (pred(evs[i])) return i;
+  return -1;
+}
+
+describe('examples/files/page-mkclean-one.yaml: msync of a shared file mapping an ODP HCA wrote', () => {
+  it('patched: the device write is in the file after msync, its writable mapping taken first', async () => {
+    const { code, results, events, log } = await runScenario(
+      'examples/files/page-mkclean-one.yaml',
+      'files-mkclean-patched',
+      tmp,
+    );
+    expect(results.verdict, log).toBe('valid');
+    expect(code).toBe(0);
+    expect(results.steps.every((s) => s.ok)).toBe(true); // file.read's expects included
+    const wbs = events.filter(
+      (e): e is EventOf<'writeback'> => e.kind === 'writeback' && e.why === 'msync',
+    );
+    // the first msync wrote the four dirty pages (the HCA's 40, 41, the CPU's 42, write()'s
+    // 33), the second the page the HCA wrote again after it (its write faulted: read-only)
+    expect(wbs.map((w) => [w.page, w.value])).toEqual([
+      [0, 40],
+      [1, 41],
+      [2, 42],
+      [3, 33],
+      [0, 50],
+    ]);
+    for (const wb of wbs) {
+      const op = ofOp(events, wb.op!);
+      const at = op.indexOf(wb);
+      // page_mkclean_one: the PTE write-protected under the PT lock, invalidate_page sent with
+      // no lock held (v3.7), the HCA's translation gone and acked — all before the write-back
+      const before = op.slice(0, at);
+      const set = lastIndex(
+        before,
+        (e) => e.kind === 'pte.set' && e.pfn === wb.pfn && e.gen === wb.gen && !e.writable,
+      );
+      const send = lastIndex(
+        before,
+        (e) => e.kind === 'mn.send' && e.callback === 'invalidate_page' && e.subscriber === 'hca0',
+      );
+      const ack = lastIndex(
+        before,
+        (e) => e.kind === 'mn.ack' && e.callback === 'invalidate_page' && e.subscriber === 'hca0',
+      );
+      expect(set, `${wb.op} page ${wb.page}`).toBeGreaterThanOrEqual(0);
+      expect(send).toBeGreaterThan(set);
+      expect(ack).toBeGreaterThan(send);
+      expect(ack).toBeLessThan(at);
+      expect((op[send] as EventOf<'mn.send'>).ptl).toBeNull();
+      expect(writableSmap(events, 'hca0', wb), `hca0 maps page ${wb.page} writable`).toBe(false);
+    }
+    // the private mapping's write was a copy (never written back), and reclaim dropped the
+    // clean pages, which file.read then read back from the file's store
+    expect(events.some((e) => e.kind === 'fault.end' && e.how === 'file')).toBe(true);
+    expect(wbs.some((w) => w.value === 99)).toBe(false);
+  });
+
+  it('legacy: v3.6 sends invalidate_page under the PT lock, where the slow HCA sleeps', async () => {
+    const { code, results, events, log } = await runScenario(
+      'examples/files/page-mkclean-one.yaml',
+      'files-mkclean-legacy',
+      tmp,
+      (doc) => {
+        doc.setIn(['config', 'mode'], 'legacy');
+        doc.setIn(['expect', 'violations'], ['no-sleep-under-ptlock']);
+      },
+    );
+    expect(results.verdict, log).toBe('valid');
+    expect(code).toBe(0);
+    expect(results.steps.every((s) => s.ok)).toBe(true);
+    const msyncOps = new Set(events.filter((e) => e.kind === 'writeback').map((e) => e.op));
+    const sends = events.filter(
+      (e): e is EventOf<'mn.send'> =>
+        e.kind === 'mn.send' && e.callback === 'invalidate_page' && msyncOps.has(e.op),
+    );
+    expect(sends.length).toBeGreaterThanOrEqual(5);
+    expect(sends.every((s) => typeof s.ptl === 'string' && s.ptl.startsWith('ptl:'))).toBe(true);
+    expect(results.invariants.filter((i) => !i.ok).map((i) => i.name)).toEqual([
+      'no-sleep-under-ptlock',
+    ]);
+  });
+});
