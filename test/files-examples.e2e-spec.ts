@@ -118,3 +118,72 @@ describe('examples/files/page-mkclean-one.yaml: msync of a shared file mapping a
     ]);
   });
 });
+
+describe('examples/files/try-to-unmap-cluster.yaml: reclaim of a nonlinear shmem window an ODP HCA maps', () => {
+  /** the reclaim ops that unmapped something (their pte.clear events) */
+  const reclaimOps = (evs: TraceEvent[]) =>
+    new Set(
+      evs.filter((e) => e.kind === 'pte.clear' && e.op?.includes('/reclaim#')).map((e) => e.op!),
+    );
+
+  it('patched: the cluster is unmapped inside invalidate_range_start/end sent with no PT lock', async () => {
+    const { code, results, events, log } = await runScenario(
+      'examples/files/try-to-unmap-cluster.yaml',
+      'files-cluster-patched',
+      tmp,
+    );
+    expect(results.verdict, log).toBe('valid');
+    expect(code).toBe(0);
+    expect(results.steps.every((s) => s.ok)).toBe(true); // the reads after reclaim included
+    expect(events.some((e) => e.kind === 'vma.remap' && e.nonlinear)).toBe(true);
+    const ops = reclaimOps(events);
+    expect(ops.size).toBeGreaterThan(0);
+    for (const op of ops) {
+      const evs = ofOp(events, op);
+      // the cluster that cleared PTEs: range_start, then its PT lock, the clears, the unlock,
+      // and range_end
+      const clear = evs.findIndex((e) => e.kind === 'pte.clear');
+      const start = lastIndex(evs.slice(0, clear), (e) => e.kind === 'mn.range_start');
+      const lock = lastIndex(evs.slice(0, clear), (e) => e.kind === 'ptl.acquire');
+      const lastClear = lastIndex(evs, (e) => e.kind === 'pte.clear');
+      const unlock = evs.findIndex((e, i) => i > lastClear && e.kind === 'ptl.release');
+      const end = evs.findIndex((e, i) => i > lastClear && e.kind === 'mn.range_end');
+      expect([start, lock, clear, unlock, end].every((i) => i >= 0)).toBe(true);
+      expect(start).toBeLessThan(lock);
+      expect(unlock).toBeLessThan(end);
+      // the range covers every PTE the cluster cleared
+      const range = evs[start] as EventOf<'mn.range_start'>;
+      for (const c of evs.filter((e): e is EventOf<'pte.clear'> => e.kind === 'pte.clear'))
+        expect(c.addr >= range.start && c.addr < range.end, `0x${c.addr.toString(16)}`).toBe(true);
+      expect(evs.some((e) => e.kind === 'mn.send' && e.callback === 'invalidate_page')).toBe(false);
+    }
+    // reclaimed through shmem_writepage: the window's pages went to swap and were freed
+    expect(events.some((e) => e.kind === 'frame.free' && ops.has(e.op!))).toBe(true);
+  });
+
+  it('legacy: v3.6 sends invalidate_page for each PTE under the PT lock', async () => {
+    const { code, results, events, log } = await runScenario(
+      'examples/files/try-to-unmap-cluster.yaml',
+      'files-cluster-legacy',
+      tmp,
+      (doc) => {
+        doc.setIn(['config', 'mode'], 'legacy');
+        doc.setIn(['expect', 'violations'], ['no-sleep-under-ptlock']);
+      },
+    );
+    expect(results.verdict, log).toBe('valid');
+    expect(code).toBe(0);
+    expect(results.steps.every((s) => s.ok)).toBe(true);
+    const ops = reclaimOps(events);
+    const sends = events.filter(
+      (e): e is EventOf<'mn.send'> =>
+        e.kind === 'mn.send' && e.callback === 'invalidate_page' && ops.has(e.op!),
+    );
+    expect(sends.length).toBeGreaterThanOrEqual(4);
+    expect(sends.every((s) => typeof s.ptl === 'string' && s.ptl.startsWith('ptl:'))).toBe(true);
+    expect(events.some((e) => e.kind === 'mn.range_start' && ops.has(e.op!))).toBe(false);
+    expect(results.invariants.filter((i) => !i.ok).map((i) => i.name)).toEqual([
+      'no-sleep-under-ptlock',
+    ]);
+  });
+});

@@ -18,6 +18,7 @@ import { doMprotect } from './kernel/mprotect';
 import { doMremap } from './kernel/mremap';
 import { tryToFreePages } from './kernel/vmscan';
 import { fileCreate, fileRead, fileWrite, sysMsync } from './kernel/filemap';
+import { sysRemapFilePages } from './kernel/fremap';
 
 /** mmlab.mm.fault: handle_mm_fault() for a CPU (or any agent); replies with the PTE installed. */
 async function fault(ctx: MmContext, req: ReqParsed<'fault'>) {
@@ -74,6 +75,11 @@ export class MmController {
   @Rpc('msync')
   async msync(req: ReqParsed<'msync'>) {
     return sysMsync(this.ctx, req.pid, req.addr, req.pages);
+  }
+
+  @Rpc('remapFilePages')
+  async remapFilePages(req: ReqParsed<'remapFilePages'>) {
+    return sysRemapFilePages(this.ctx, req.pid, req.addr, req.pages, req.pgoff);
   }
 
   @Rpc('munmap')

@@ -113,6 +113,24 @@ describe('coherent-reads', () => {
     expect(violating(v)).toEqual([[stale, dontneed]]);
   });
 
+  it('does not check a window remap_file_pages pointed at other pages of the object', () => {
+    const remap = mk('vma.remap', 3, {
+      pid: 1,
+      start: A,
+      end: A + 4096,
+      pgoff: 9,
+      nonlinear: true,
+    });
+    const v = check([write(A, 5, 1, 2), remap, read(A, 77, 5, 6), read(B, 0, 5, 6)]);
+    expect(v).toMatchObject({ ok: true, checked: 1 });
+    const anon = check([write(A, 5, 1, 2), read(A, 77, 5, 6)]);
+    expect(anon).toMatchObject({ ok: false, checked: 1 });
+    // nonlinear in a shared mapping: its pages outside the window alias the window's
+    const shared = { ...vmaMap(A, A + 2 * 4096, 0), flags: ['shared' as const] };
+    const alias = check([shared, write(B, 5, 1, 2), remap, read(B, 66, 5, 6)]);
+    expect(alias).toMatchObject({ ok: true, checked: 0 });
+  });
+
   it('keeps the pages of a shared mapping across madvise(DONTNEED): the shmem object has them', () => {
     const shared = { ...vmaMap(A, A + 2 * 4096, 0), flags: ['shared' as const] };
     const dontneed = mk('madvise', 3, { pid: 1, start: A, end: A + 4096, advice: 'dontneed' });

@@ -25,7 +25,9 @@
  * (a register spanning processes is not modelled). Nor are the pages of a mapping of a file
  * (vma.map with a file): a shared one is the file's page, which write() and every other mapping
  * change, and a private one starts as the file's page — its reads are checked only once the
- * process wrote the page itself (its private copy). mremap (vma.move of [from, from + pages)
+ * process wrote the page itself (its private copy), nor a window remap_file_pages pointed at
+ * other pages of its shared object (vma.remap: a nonlinear one makes every page of the shared
+ * mapping it is in an alias of another). mremap (vma.move of [from, from + pages)
  * to `to` at ts M): page `to + i` starts as page `from + i` was at M, and the old range is
  * reset.
  *
@@ -39,7 +41,12 @@ import { lowerBound } from './events';
 import type { Rule, Violation } from './types';
 
 type Access = EventOf<'access'>;
-type Reset = EventOf<'vma.map'> | EventOf<'vma.unmap'> | EventOf<'vma.move'> | EventOf<'madvise'>;
+type Reset =
+  | EventOf<'vma.map'>
+  | EventOf<'vma.unmap'>
+  | EventOf<'vma.move'>
+  | EventOf<'madvise'>
+  | EventOf<'vma.remap'>;
 type Fork = EventOf<'process.fork'>;
 type Move = EventOf<'vma.move'>;
 
@@ -108,6 +115,12 @@ export const coherentReads: Rule<'coherent-reads'> = {
           (m) => m.start <= e.start && e.start < m.end,
         );
         if (!shared) push(resetsOf, e.pid, e);
+      } else if (e.kind === 'vma.remap') {
+        // a nonlinear window aliases pages of the whole shared mapping it is in
+        const m = (sharedMapsOf.get(e.pid) ?? []).find(
+          (x) => x.start <= e.start && e.start < x.end,
+        );
+        push(resetsOf, e.pid, m && e.nonlinear ? { ...e, start: m.start, end: m.end } : e);
       } else if (e.kind === 'vma.unmap') push(resetsOf, e.pid, e);
       else if (e.kind === 'vma.move') {
         push(resetsOf, e.pid, e);
@@ -194,6 +207,7 @@ export const coherentReads: Rule<'coherent-reads'> = {
         // A private one is checked once its process wrote the page (its copy), not before.
         const file = reset?.kind === 'vma.map' && reset.file !== undefined;
         if (file && (reset.flags.includes('shared') || last.length === 0 || during)) continue;
+        if (reset?.kind === 'vma.remap') continue; // other pages of a shared object: its own
         checked++;
         const acceptable = new Set(last.map((w) => w.value));
         if (last.length === 0 || during) acceptable.add(0);

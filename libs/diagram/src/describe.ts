@@ -26,6 +26,8 @@ export function describeEvent(e: TraceEvent): string {
       );
     case 'vma.unmap':
       return `pid ${e.pid} ${range(e.start, e.end)}`;
+    case 'vma.remap':
+      return `pid ${e.pid} ${range(e.start, e.end)} → file page ${e.pgoff}${e.nonlinear ? ' (nonlinear)' : ''}`;
     case 'vma.protect':
       return `pid ${e.pid} ${range(e.start, e.end)} → ${e.prot}`;
     case 'vma.move':

@@ -442,7 +442,7 @@ function checkProcess(
         `pid ${p.pid}: PTE at vpn ${vpn} (${raw}) is in no VMA`,
         objects,
       );
-    if (pte.swap) continue; // a swap entry: swap-count checks the slot it names
+    if (pte.swap || pte.file) continue; // a swap entry (swap-count checks its slot), a file PTE
     if (vma) {
       const why =
         pte.writable && vma.prot !== 'rw'

@@ -64,6 +64,8 @@ export const InjectMode = z.enum([
   'skip-fence-check',
   /** KVM's tdp_page_fault installs its sPTE without mmu_notifier_retry() → no-map-during-invalidate */
   'kvm-skip-retry',
+  /** try_to_unmap_cluster's range_start/end get an uninitialised end (the seed's V1, caught in review): the range covers nothing, the device keeps pages the cluster unmaps → teardown-before-free */
+  'uninit-cluster-end',
 ]);
 export type InjectMode = z.infer<typeof InjectMode>;
 export const Dispatch = z.enum(['parallel', 'serial']);

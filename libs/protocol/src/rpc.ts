@@ -380,6 +380,27 @@ export const RPC = {
       written: z.number().int().nonnegative(),
     }),
   }),
+  remapFilePages: def({
+    subject: 'mmlab.mm.remap_file_pages',
+    doc: "remap_file_pages(): map file page `pgoff` onward at [addr, addr + pages) of a shared mapping of a file. A shmem object (MAP_SHARED|MAP_ANONYMOUS) becomes a nonlinear mapping (VM_NONLINEAR: file PTEs inside invalidate_range_start/end, then the pages are faulted in); a file with dirty accounting gets a linear VMA of its own instead (the kernel's mmap_region emulation: page_mkclean cannot see nonlinear mappings).",
+    models: 'sys_remap_file_pages(), mm/fremap.c v3.7',
+    queue: 'mm',
+    request: z.strictObject({
+      pid: Pid,
+      addr: Addr,
+      pages: Pages,
+      pgoff: z
+        .number()
+        .int()
+        .nonnegative()
+        .max(2 ** 31),
+    }),
+    response: z.object({
+      nonlinear: z.boolean(),
+      /** PTEs installed (file PTEs), or zapped by the linear emulation */
+      ptes: z.number().int().nonnegative(),
+    }),
+  }),
   swapinfo: def({
     subject: 'mmlab.mm.swapinfo',
     doc: 'The swap device and the anonymous LRU lists: slots, free slots, pages in the swap cache, frames on the inactive and the active list.',

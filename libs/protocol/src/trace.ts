@@ -73,6 +73,17 @@ export const TraceEvent = z.discriminatedUnion('kind', [
     pgoff: z.number().int().nonnegative().optional(),
   }),
   ev('vma.unmap', { pid: Pid, start: Addr, end: Addr }),
+  /**
+   * remap_file_pages(): [start, end) now maps the file's pages from pgoff on — nonlinear (file
+   * PTEs in a VM_NONLINEAR VMA) or as a linear VMA of its own (the mmap_region emulation)
+   */
+  ev('vma.remap', {
+    pid: Pid,
+    start: Addr,
+    end: Addr,
+    pgoff: z.number().int().nonnegative(),
+    nonlinear: z.boolean(),
+  }),
   ev('fault.begin', { pid: Pid, addr: Addr, access: Access, agent: Agent }),
   ev('fault.end', {
     pid: Pid,

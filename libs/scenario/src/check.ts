@@ -113,6 +113,7 @@ export function stepBindings(s: Step): StepBindings {
       return { defines: define(s.as, 'mr'), uses: [...processUse(s.process), ...addrUse(s.addr)] };
     case 'munmap':
     case 'msync':
+    case 'remap_file_pages':
     case 'workload':
     case 'cpu.read':
     case 'cpu.write':
@@ -188,6 +189,7 @@ function stepTargets(s: Step): {
     case 'file.write':
     case 'file.read':
     case 'msync':
+    case 'remap_file_pages':
     case 'hca.dereg_mr':
     case 'hca.rdma_write':
     case 'hca.rdma_read':

@@ -96,6 +96,13 @@ export const memoryHandlers: StepHandlers<MemoryStepOp> = {
   msync: async (step, { rpc, timeoutMs, bindings }) => ({
     value: await rpc.call('msync', rangeOf(step, bindings), { timeoutMs }),
   }),
+  remap_file_pages: async (step, { rpc, timeoutMs, bindings }) => ({
+    value: await rpc.call(
+      'remapFilePages',
+      { ...rangeOf(step, bindings), pgoff: step.filePage },
+      { timeoutMs },
+    ),
+  }),
   exit: async (step, { rpc, timeoutMs, bindings }) => ({
     value: await rpc.call('exit', { pid: bindings.number(step.process) }, { timeoutMs }),
   }),

@@ -111,7 +111,7 @@ export async function forkRollback(
 ): Promise<'UNDONE' | 'ALIVE'> {
   const ptes = await ctx.store.pageTable(child);
   if ((await ctx.store.forkUndo(child, forker)) === 'ALIVE') return 'ALIVE';
-  for (const [vpn, pte] of [...ptes].filter(([, p]) => !p.swap))
+  for (const [vpn, pte] of [...ptes].filter(([, p]) => !p.swap && !p.file))
     ctx.tracer.emit({
       kind: 'pte.clear',
       op,
@@ -169,7 +169,7 @@ async function copyPageRange(
         // chunk, applied once, so a rollback knows whether to put it back.
         // (a swap entry's slot gets its swap_duplicate in the same batch: pteFrameRef)
         const bad = await ctx.store.getPagesBatch(
-          r.child.map((c) => pteFrameRef(c.pte)),
+          r.child.flatMap((c) => pteFrameRef(c.pte)),
           'map',
           `${it.id}#c${r.chunk}`,
         );
@@ -182,7 +182,7 @@ async function copyPageRange(
           await flushTlbRange(ctx, op, src, s * PAGE_SIZE, e * PAGE_SIZE, r.cpumask);
         if (!(await ctx.store.setPtes(dst, it.id, r.child)))
           throw new MmlabError('ESTALE', `fork of pid ${src} was taken over and rolled back`);
-        for (const c of r.child.filter((x) => !x.pte.swap))
+        for (const c of r.child.filter((x) => !x.pte.swap && !x.pte.file))
           ctx.tracer.emit({
             kind: 'pte.set',
             op,

@@ -137,8 +137,8 @@ async function __handleMmFault(
   /** rounds of direct reclaim this fault took */
   let reclaimed = 0;
   let retries = 0;
-  /** what the frame given to the fault script is for a mapping of a file (NEED_FILE) */
-  let file: '' | 'cow' = '';
+  /** what the frame given to the fault script is for a mapping of a file (NEED_FILE): a copy of page pgoff */
+  let file: { mode: '' | 'cow'; pgoff: number | null } = { mode: '', pgoff: null };
   try {
     for (; ; tries.retries = ++retries) {
       if (retries > 0) await backoff(retries, deadline, `fault at ${addr} of pid ${pid}`);
@@ -168,7 +168,8 @@ async function __handleMmFault(
           mmapSem,
           { batch: fresh !== null, drop },
           null,
-          file,
+          file.mode,
+          file.pgoff,
         );
       } catch (e) {
         ctx.pcp.restoreDrops(who, pid, drop);
@@ -281,7 +282,7 @@ async function __handleMmFault(
           } finally {
             await putPages(ctx, op, [src], 'ref');
           }
-          file = 'cow';
+          file = { mode: 'cow', pgoff: step.pgoff };
           continue;
         }
         case 'NEED_WP': {
@@ -437,6 +438,7 @@ async function doFileFault(
       undefined,
       null,
       'page',
+      need.pgoff,
     );
     if (step.r === 'FENCED') throw fencedOff(ctx, pid);
     if (step.r !== 'FILE') return null;
@@ -726,7 +728,7 @@ export async function zapPteRanges(
       const { lock, lease } = held;
       const r = await ctx.store.zapPteRange(pid, lock, lease.value, lease.token, s, e, intent);
       if (!r) throw staleLease(ctx, held, 'zap_pte_range');
-      for (const c of r.cleared.filter((p) => !p.swap))
+      for (const c of r.cleared.filter((p) => !p.swap && !p.file))
         ctx.tracer.emit({
           kind: 'pte.clear',
           op,
@@ -741,7 +743,7 @@ export async function zapPteRanges(
       if (r.cleared.length)
         await flushTlbRange(ctx, op, pid, s * PAGE_SIZE, e * PAGE_SIZE, r.cpumask);
       // a swap entry's slot is owed its swap_free (free_swap_and_cache) like a frame's put
-      flushed.push(...r.cleared.map(pteFrameRef));
+      flushed.push(...r.cleared.flatMap(pteFrameRef));
     });
   } catch (e) {
     // Failed half way (a lease lost): what was cleared and flushed still goes back.

@@ -52,8 +52,15 @@
  * charge (fsck reports it): crash points in reclaim are issue 15's.
  */
 import { MmlabError, PAGE_SIZE } from '@mmlab/protocol';
-import type { MmContext } from './context';
-import { invalidatePage, mmuNotifierClearFlushYoung } from './mmu_notifier';
+import { type MmContext, injected } from './context';
+import { type Vma, ptePresent } from '@mmlab/model';
+import {
+  invalidatePage,
+  invalidateRangeEnd,
+  invalidateRangeStart,
+  mmuNotifierClearFlushYoung,
+  withinRange,
+} from './mmu_notifier';
 import { forEachPteTable, staleLease } from './pagewalk';
 import { type Frame, drainAllPages, putPages } from './page_alloc';
 import { flushTlbRange } from './tlbflush';
@@ -82,6 +89,8 @@ export interface Mapping {
   vpn: number;
   shared: boolean;
   file: boolean;
+  /** the VMA, when it is nonlinear (try_to_unmap_cluster unmaps there) */
+  nonlinear?: Vma;
 }
 
 /**
@@ -227,8 +236,16 @@ async function shrinkPage(
   }
   // a file's page (slot FILE): its PTEs are cleared (the file has the page), and pageout()
   // writes it back to the file when it is dirty
-  for (const m of mappings)
-    await tryToUnmapOne(ctx, op, m.pid, m.vpn, page, slot === 'FILE' ? null : slot);
+  const clusters = new Set<string>(); // one try_to_unmap_cluster per cluster of a nonlinear VMA
+  for (const m of mappings) {
+    const c = `${m.pid}:${Math.floor(m.vpn / CLUSTER_PAGES)}`;
+    if (!m.nonlinear)
+      await tryToUnmapOne(ctx, op, m.pid, m.vpn, page, slot === 'FILE' ? null : slot);
+    else if (!clusters.has(c)) {
+      clusters.add(c);
+      await tryToUnmapCluster(ctx, op, m.pid, m.nonlinear, m.vpn);
+    }
+  }
   const r = await ctx.store.shrinkPage(page.pfn, page.gen, false);
   if (r.r !== 'STALE' && r.ino !== undefined)
     ctx.tracer.emit({
@@ -327,6 +344,114 @@ export async function tryToUnmapOne(
   return true;
 }
 
+/** CLUSTER_SIZE: min(32 pages, PMD_SIZE), in pages — what try_to_unmap_cluster unmaps at once. */
+export const CLUSTER_PAGES = 32;
+
+/**
+ * Models: try_to_unmap_cluster(), mm/rmap.c — v3.7 (patched) and v3.6 (legacy). A nonlinear
+ * VMA's pages are not found through their file's i_mmap tree: reclaim unmaps a cluster of its
+ * PTEs at a time, whichever pages they map. mmlab runs it on the cluster around the mapping the
+ * reverse-map scan found (the kernel walks every nonlinear VMA of the file with a cursor).
+ *
+ *   patched (v3.7, the seed)                   legacy (v3.6)
+ *   address = cursor & CLUSTER_MASK, end       address = cursor & CLUSTER_MASK, end
+ *   invalidate_range_start(address, end)
+ *   lock PTL                                   lock PTL
+ *   for each present PTE in [address, end):    for each present PTE in [address, end):
+ *     young (PTE or secondary MMU)? skip         young? skip
+ *     ptep_clear_flush                           ptep_clear_flush_notify: clear, shootdown,
+ *                                                  invalidate_page — under the PT lock
+ *     page not at its linear index? its file     (the same)
+ *       PTE (pgoff_to_pte); dirty → page
+ *     page_remove_rmap, page_cache_release
+ *   unlock                                     unlock
+ *   invalidate_range_end(address, end)
+ *
+ * mmun_start/mmun_end are address/end, computed first: the seed's V1 passed an `end` not yet
+ * set (Andrew Morton's review) — inject `uninit-cluster-end` gives the range an end that is
+ * whatever the stack held (an arbitrary value; mmlab uses one page past the start, so the range
+ * covers the cluster's first page only): the secondary MMUs keep the other pages the cluster
+ * unmaps, and reclaim then frees them under the device (teardown-before-free).
+ * → how many PTEs were unmapped
+ */
+export async function tryToUnmapCluster(
+  ctx: MmContext,
+  op: string,
+  pid: number,
+  vma: Vma,
+  cursor: number,
+): Promise<number> {
+  const base = Math.floor(cursor / CLUSTER_PAGES) * CLUSTER_PAGES;
+  const address = Math.max(vma.start, base);
+  const end = Math.min(vma.end, base + CLUSTER_PAGES);
+  const legacy = ctx.env.MMLAB_MODE === 'legacy';
+  const mmunStart = address * PAGE_SIZE; /* For mmu_notifiers */
+  const mmunEnd = injected(ctx, 'uninit-cluster-end') ? mmunStart + PAGE_SIZE : end * PAGE_SIZE;
+  const range = legacy
+    ? null
+    : await invalidateRangeStart(ctx, op, pid, mmunStart, mmunEnd, 'unmap');
+  let unmapped = 0;
+  try {
+    await withinRange(range, async () => {
+      const present = [...(await ctx.store.pageTable(pid))].filter(
+        ([vpn, p]) => vpn >= address && vpn < end && ptePresent(p) && p.pfn !== 0,
+      );
+      const index = await ctx.store.pageIndexes(present.map(([, p]) => p.pfn));
+      await forEachPteTable(ctx, op, pid, address, end, async (held, s, e) => {
+        for (const [vpn, pte] of present) {
+          if (vpn < s || vpn >= e) continue;
+          const page: Frame = { pfn: pte.pfn, gen: pte.gen };
+          const addr = vpn * PAGE_SIZE;
+          const { lock } = held;
+          const token = held.lease.token;
+          // ptep_clear_flush_young_notify(): referenced since the last look → keep it mapped
+          const y = await ctx.store.ptepClearFlushYoung(
+            pid,
+            lock,
+            held.lease.value,
+            token,
+            vpn,
+            page,
+          );
+          if (!y) throw staleLease(ctx, held, 'try_to_unmap_cluster');
+          if (y === 'GONE') continue;
+          if (y.young) {
+            await flushTlbRange(ctx, op, pid, addr, addr + PAGE_SIZE, y.cpumask);
+            continue;
+          }
+          if (await mmuNotifierClearFlushYoung(ctx, op, pid, addr, addr + PAGE_SIZE)) continue;
+          // "If nonlinear, store the file page offset in the pte"
+          const idx = index.get(pte.pfn)?.index;
+          const linear = vma.file ? vpn + vma.file.delta : null;
+          const pgoff = idx !== undefined && idx !== linear ? idx : null;
+          const r = await ctx.store.tryToUnmapOne(
+            pid,
+            lock,
+            held.lease.value,
+            token,
+            vpn,
+            page,
+            null,
+            pgoff,
+          );
+          if (!r) throw staleLease(ctx, held, 'try_to_unmap_cluster');
+          if (r === 'GONE') continue;
+          ctx.tracer.emit({ kind: 'pte.clear', op, pid, addr, ...page, lock, token });
+          await flushTlbRange(ctx, op, pid, addr, addr + PAGE_SIZE, r.cpumask);
+          if (legacy) await invalidatePage(ctx, op, pid, addr);
+          // "Move the dirty bit to the physical page now the pte is gone."
+          if (r.was.writable) await ctx.store.setPageDirty(page.pfn, page.gen);
+          await putPages(ctx, op, [page]);
+          unmapped++;
+        }
+      });
+    });
+  } finally {
+    if (range) await invalidateRangeEnd(ctx, range, mmunStart, mmunEnd);
+  }
+  return unmapped;
+}
+
 /**
  * The reverse map of a batch: every PTE of every live address space that maps one of its
  * frames (see the top of this file: what the anon_vma walk of page_referenced/try_to_unmap
@@ -340,12 +465,13 @@ export async function rmapScan(ctx: MmContext, pages: Frame[]): Promise<Map<stri
     if (ptes.size === 0) continue;
     let vmas: Awaited<ReturnType<MmContext['store']['vmas']>> | null = null;
     for (const [vpn, pte] of ptes) {
-      if (pte.swap || pte.cowCleared) continue;
+      if (!ptePresent(pte)) continue;
       const key = `${pte.pfn}:${pte.gen}`;
       if (!want.has(key)) continue;
       vmas ??= await ctx.store.vmas(pid);
       const vma = vmas.find((v) => v.start <= vpn && vpn < v.end);
       const m: Mapping = { pid, vpn, shared: vma?.shared ?? false, file: vma?.file !== undefined };
+      if (vma?.nonlinear) m.nonlinear = vma;
       out.set(key, [...(out.get(key) ?? []), m]);
     }
   }

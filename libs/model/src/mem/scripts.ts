@@ -6,7 +6,7 @@
  * the helpers of mem/lua.ts (frame_get/frame_set/frame_add/frame_update, free_push/free_pop).
  */
 import { z } from 'zod';
-import { Bit, Int, IntOrNone, Ints, PfnGen, Str, oneOf, script, tagged } from '../boundary';
+import { Bit, Int, IntOrNone, Ints, PfnGen, Str, Strs, oneOf, script, tagged } from '../boundary';
 import { FRAME_BYTES, MEM_ROLES } from '../keys';
 import { LUA_HELPERS } from '../lua';
 import { MEM_LUA } from './lua';
@@ -698,6 +698,23 @@ if not dirty and ARGV[3] ~= '1' then return {'OK', ino, i, v, 0} end
 redis.call('HSET', KEYS[9], 'd' .. ino .. ':' .. i, int_arg(v))
 pagecache_mark(KEYS, ARGV[1], ino, i, false)
 return {'OK', ino, i, v, 1}
+`,
+  }),
+  pageIndexes: script({
+    doc: `page->mapping and page->index of frames: for each pfn of ARGV, "ino:i" when it is page i of file ino in the page cache, else ''. → {"ino:i" | '', ...}`,
+    models: 'page->mapping, page->index (struct page), as try_to_unmap_cluster reads them',
+    keys: MEM_ROLES,
+    args: { pfns: Ints },
+    reply: Strs,
+    lua:
+      HELPERS +
+      `
+local out = {}
+for i = 1, #ARGV do
+  local ino, idx = pagecache_of(KEYS, ARGV[i])
+  out[i] = ino and (ino .. ':' .. idx) or ''
+end
+return out
 `,
   }),
   fileInfo: script({

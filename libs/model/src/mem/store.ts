@@ -118,6 +118,18 @@ export class MemStore extends StoreBase {
     return r.r === 'OK' ? { pages: r.pages, xip: r.xip === 1, shmem: r.shmem === 1 } : null;
   }
 
+  /** page->index of page-cache frames: pfn → {ino, index} (absent: not a file's page). */
+  async pageIndexes(pfns: number[]): Promise<Map<number, { ino: number; index: number }>> {
+    const out = new Map<number, { ino: number; index: number }>();
+    if (pfns.length === 0) return out;
+    const r = await this.call('pageIndexes', MEM, { pfns });
+    pfns.forEach((pfn, i) => {
+      const m = /^(\d+):(\d+)$/.exec(r[i] ?? '');
+      if (m) out.set(pfn, { ino: Number(m[1]), index: Number(m[2]) });
+    });
+    return out;
+  }
+
   /** shmem_evict_inode(): a shmem object whose last mapping went; → the frames freed. */
   async shmemEvict(ino: number): Promise<Array<{ pfn: number; gen: number }>> {
     const r = await this.call('shmemEvict', MEM, { ino });

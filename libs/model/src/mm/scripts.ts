@@ -320,7 +320,7 @@ return {'OK', removed}
 `,
   }),
   fault: script({
-    doc: `The fault fast path: handle_mm_fault() → do_anonymous_page(), one atomic step. KEYS mm vma pte pmds semW ptl cpumask fenced ARGV vpn access newPfn newGen pmdIndex agent incarnation mmapSem → {'ZERO'|'ANON'|'SPURIOUS'|'WP_SHARED'|'NEED_WP', pfn, gen, w, seq, undone} | {'NEED_PAGE', seq}   | {'BUSY', what} | {'SIGSEGV'} | {'ESRCH'} | {'FENCED'} ANON means the frame in ARGV was installed (consumed); every other answer leaves it unused. A PTE a COW cleared (w = 3) with no PT-lock holder left is a COW that died or lost its lease before set_pte_at: the old read-only PTE is put back (undone = 1) and the fault goes on from there. FENCED: this mm incarnation was found dead here (keys.ts :fenced). mmapSem: the write lease of mmap_sem the faulting caller holds itself ('' none): its own faults pass the write-held check (a pinned registration); everyone else's wait (BUSY). An mm that is exiting refuses (ESRCH): nothing is installed in it after exit began. batch = 1: the frame is from the incarnation's per-replica batch ({mem}:pending "…|reserve"); installed (ANON), it is recorded in :rsv under the incarnation in the same step. drop: (pfn, gen) of that incarnation's :rsv entries it has reported installed to {mem} since (rmqueueBulk), forgotten here first (once the incarnation passed the fence check). A swap entry (w = 4) answers SWAP (slot, slot gen): the caller reads the page in and calls again with it as newPfn/newGen and the entry as swap ("slot:gen:4"); the page is installed read-only only over that same entry (SWAPIN), else SWAP again or whatever the PTE now is. A pte_none in a mapping of a file answers NEED_FILE (ino, pgoff, cow): the caller comes back with the file's page-cache page as newPfn/newGen and file = 'page' (installed: FILE, writable for a write to a shared mapping), or for a write to a private mapping (cow = 1) with its own frame holding a copy and file = 'cow' (installed as ANON). WP_SHARED says file = 1 for a file's page (the caller dirties it).`,
+    doc: `The fault fast path: handle_mm_fault() → do_anonymous_page(), one atomic step. KEYS mm vma pte pmds semW ptl cpumask fenced ARGV vpn access newPfn newGen pmdIndex agent incarnation mmapSem → {'ZERO'|'ANON'|'SPURIOUS'|'WP_SHARED'|'NEED_WP', pfn, gen, w, seq, undone} | {'NEED_PAGE', seq}   | {'BUSY', what} | {'SIGSEGV'} | {'ESRCH'} | {'FENCED'} ANON means the frame in ARGV was installed (consumed); every other answer leaves it unused. A PTE a COW cleared (w = 3) with no PT-lock holder left is a COW that died or lost its lease before set_pte_at: the old read-only PTE is put back (undone = 1) and the fault goes on from there. FENCED: this mm incarnation was found dead here (keys.ts :fenced). mmapSem: the write lease of mmap_sem the faulting caller holds itself ('' none): its own faults pass the write-held check (a pinned registration); everyone else's wait (BUSY). An mm that is exiting refuses (ESRCH): nothing is installed in it after exit began. batch = 1: the frame is from the incarnation's per-replica batch ({mem}:pending "…|reserve"); installed (ANON), it is recorded in :rsv under the incarnation in the same step. drop: (pfn, gen) of that incarnation's :rsv entries it has reported installed to {mem} since (rmqueueBulk), forgotten here first (once the incarnation passed the fence check). A swap entry (w = 4) answers SWAP (slot, slot gen): the caller reads the page in and calls again with it as newPfn/newGen and the entry as swap ("slot:gen:4"); the page is installed read-only only over that same entry (SWAPIN), else SWAP again or whatever the PTE now is. A pte_none in a mapping of a file — or a file PTE (w = 5) of a nonlinear one, which names its page — answers NEED_FILE (ino, pgoff, cow): the caller comes back with that page (filePgoff = pgoff: installed only over the same entry) — the file's page-cache page as newPfn/newGen and file = 'page' (installed: FILE, writable for a write to a shared mapping), or for a write to a private mapping (cow = 1) with its own frame holding a copy and file = 'cow' (installed as ANON). WP_SHARED says file = 1 for a file's page (the caller dirties it).`,
     models: 'handle_mm_fault() → handle_pte_fault() / do_anonymous_page(), mm/memory.c',
     keys: ['mm', 'vma', 'pte', 'pmds', 'semW', 'ptl', 'cpumask', 'fenced', 'rsv'],
     args: {
@@ -335,6 +335,7 @@ return {'OK', removed}
       batch: Bit,
       swap: z.union([PteText, z.literal('')]),
       file: z.enum(['', 'page', 'cow']),
+      filePgoff: z.union([Int, z.literal('')]),
       drop: z.array(z.object({ pfn: PteField, gen: PteField })),
     },
     reply: oneOf(
@@ -377,7 +378,7 @@ local function rsv_update(key, owner, argv, from, add)
 end
 if redis.call('HGET', KEYS[1], 'state') ~= 'alive' then return {'ESRCH'} end
 if redis.call('SISMEMBER', KEYS[8], ARGV[7]) == 1 then return {'FENCED'} end
-if #ARGV >= 12 then rsv_update(KEYS[9], ARGV[7], ARGV, 12, nil) end
+if #ARGV >= 13 then rsv_update(KEYS[9], ARGV[7], ARGV, 13, nil) end
 if sem_w_other(KEYS[5], ARGV[8]) then return {'BUSY', 'mmap_sem'} end
 if redis.call('EXISTS', KEYS[6]) == 1 then return {'BUSY', 'ptl'} end
 local vpn = tonumber(ARGV[1])
@@ -396,6 +397,13 @@ if pfn and w == PTE_SWAP then
   redis.call('SADD', KEYS[7], ARGV[6])
   return {'SWAPIN', tonumber(ARGV[3]), tonumber(ARGV[4]), 0, seq}
 end
+-- do_nonlinear_fault(): a file PTE says which file page goes here (pte_to_pgoff)
+local pgoff = nil
+if pfn and w == PTE_FILE then
+  if not vma.ino then pte_bad('a file PTE at vpn ' .. vpn .. ' outside a mapping of a file') end
+  pgoff = pfn
+  pfn = nil
+end
 if not pfn then
   if vma.ino then
     -- do_linear_fault() → __do_fault(), mm/memory.c v3.7: the page is the file's page-cache
@@ -403,10 +411,11 @@ if not pfn then
     -- file = 'page'), mapped writable only for a write to a shared mapping (the caller marked
     -- it dirty first); a write to a private one installs a private copy (the caller's frame,
     -- the file page copied in: file = 'cow') as an anonymous page
-    local cow = write and vma.flags ~= 'shared'
+    local cow = write and not vma.shared
     local mode = cow and 'cow' or 'page'
-    if ARGV[11] ~= mode or ARGV[3] == '' then
-      return {'NEED_FILE', vma.ino, vpn + vma.delta, cow and 1 or 0, seq}
+    pgoff = pgoff or (vpn + vma.delta)
+    if ARGV[11] ~= mode or ARGV[3] == '' or ARGV[12] ~= tostring(pgoff) then
+      return {'NEED_FILE', vma.ino, pgoff, cow and 1 or 0, seq}
     end
     if mode == 'page' then
       w = 0
@@ -415,7 +424,7 @@ if not pfn then
       redis.call('SADD', KEYS[4], ARGV[5]); redis.call('SADD', KEYS[7], ARGV[6])
       return {'FILE', tonumber(ARGV[3]), tonumber(ARGV[4]), w, seq}
     end
-  elseif not write and vma.flags ~= 'shared' then
+  elseif not write and not vma.shared then
     pte_set(KEYS[3], vpn, 0, 1, 0)
     redis.call('SADD', KEYS[4], ARGV[5]); redis.call('SADD', KEYS[7], ARGV[6])
     return {'ZERO', 0, 1, 0, seq}
@@ -440,7 +449,7 @@ if (not write) or w == 1 then
   redis.call('SADD', KEYS[7], ARGV[6])
   return {'SPURIOUS', pfn, gen, w, seq, undone}
 end
-if vma.flags == 'shared' then
+if vma.shared then
   -- wp_page_shared(): a shared page is made writable in place, never copied (a file's page is
   -- dirtied by the caller: set_page_dirty_balance)
   pte_set(KEYS[3], vpn, pfn, gen, 1)
@@ -569,7 +578,7 @@ return {'OK', cleared, redis.call('SMEMBERS', KEYS[4])}
 `,
   }),
   tryToUnmapOne: script({
-    doc: `try_to_unmap_one() under a held PT lock lease: if the PTE of vpn still maps frame (pfn, gen) (present, read-only, writable or PROT_NONE), it becomes the swap entry (slot, slot gen) — ptep_clear_flush + set_pte_at(swp_entry_to_pte) in one step (the caller shoots the TLBs down next, still holding the lock). The slot's swap_duplicate was done before (mem swap count), so a swap PTE never names a slot that does not count it. Slot 0: a file's page, whose PTE is just cleared (its file has it). KEYS ptl ptlmax pte cpumask; ARGV "owner|token" lockName token vpn pfn gen slot slotGen → {'OK', w (what the PTE was), cpumask} | {'GONE'} (the PTE maps something else now) | {'ESTALE'}`,
+    doc: `try_to_unmap_one() under a held PT lock lease: if the PTE of vpn still maps frame (pfn, gen) (present, read-only, writable or PROT_NONE), it becomes the swap entry (slot, slot gen) — ptep_clear_flush + set_pte_at(swp_entry_to_pte) in one step (the caller shoots the TLBs down next, still holding the lock). The slot's swap_duplicate was done before (mem swap count), so a swap PTE never names a slot that does not count it. Slot 0: a file's page, whose PTE is just cleared (its file has it) — or, with pgoff, becomes the file PTE of that page (try_to_unmap_cluster in a nonlinear mapping: pgoff_to_pte(page->index)). KEYS ptl ptlmax pte cpumask; ARGV "owner|token" lockName token vpn pfn gen slot slotGen pgoff → {'OK', w (what the PTE was), cpumask} | {'GONE'} (the PTE maps something else now) | {'ESTALE'}`,
     models: 'try_to_unmap_one(), mm/rmap.c v3.7: page_check_address, ptep_clear_flush, set_pte_at',
     keys: ['ptl', 'ptlmax', 'pte', 'cpumask'],
     args: {
@@ -581,6 +590,7 @@ return {'OK', cleared, redis.call('SMEMBERS', KEYS[4])}
       gen: PteField,
       slot: PteField,
       slotGen: PteField,
+      pgoff: z.union([PteField, z.literal('')]),
     },
     reply: oneOf(tagged('OK', { w: Int, cpumask: Strs }), tagged('GONE'), tagged('ESTALE')),
     lua:
@@ -590,7 +600,8 @@ if not fenced(KEYS[1], KEYS[2], ARGV[2], ARGV[1], tonumber(ARGV[3])) then return
 local vpn = tonumber(ARGV[4])
 local w = page_check_address(KEYS[3], vpn, tonumber(ARGV[5]), tonumber(ARGV[6]))
 if not w then return {'GONE'} end
-if ARGV[7] == '0' then pte_clear(KEYS[3], vpn)
+if ARGV[9] ~= '' then pte_set(KEYS[3], vpn, tonumber(ARGV[9]), 0, PTE_FILE)
+elseif ARGV[7] == '0' then pte_clear(KEYS[3], vpn)
 else pte_set(KEYS[3], vpn, tonumber(ARGV[7]), tonumber(ARGV[8]), PTE_SWAP) end
 return {'OK', w, redis.call('SMEMBERS', KEYS[4])}
 `,
@@ -635,6 +646,64 @@ if not w then return {'GONE'} end
 if w ~= 1 then return {'CLEAN'} end
 pte_set(KEYS[3], vpn, tonumber(ARGV[5]), tonumber(ARGV[6]), 0)
 return {'OK', redis.call('SMEMBERS', KEYS[4])}
+`,
+  }),
+  vmaRemap: script({
+    doc: `remap_file_pages()'s VMA change, mmap_sem write-held: [s, e) must lie in one shared VMA mapping a file. nonlinear = 1: the whole VMA becomes VM_NONLINEAR (flags 'nonlinear'; its file PTEs say which page goes where). 0: mmap_region()'s emulation for a file with dirty accounting — [s, e) becomes a VMA of its own mapping the file from page pgoff (split off its neighbours). KEYS vma semW; ARGV "owner|token" s e pgoff nonlinear → {'OK', ino} | {'EINVAL', why} | {'ESTALE'}`,
+    models:
+      'sys_remap_file_pages(), mm/fremap.c v3.7: VM_NONLINEAR, or mmap_region() when mapping_cap_account_dirty',
+    keys: ['vma', 'semW'],
+    args: { semValue: LeaseValue, start: Int, end: Int, pgoff: Int, nonlinear: Bit },
+    reply: oneOf(tagged('OK', { ino: Int }), tagged('EINVAL', { why: Str }), tagged('ESTALE')),
+    lua:
+      LUA_HELPERS +
+      `
+if redis.call('GET', KEYS[2]) ~= ARGV[1] then return {'ESTALE'} end
+local s, e, pgoff = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
+local v = find_vma(KEYS[1], s)
+if not v or e > v.e then return {'EINVAL', 'the range is not inside one VMA'} end
+if not v.shared or not v.ino then return {'EINVAL', 'not a shared mapping of a file'} end
+redis.call('ZREM', KEYS[1], v.m)
+if ARGV[5] == '1' then
+  local nl = { flags = 'nonlinear', ino = v.ino, delta = v.delta }
+  redis.call('ZADD', KEYS[1], v.s, vma_fmt(v.s, v.e, v.prot, nl))
+else
+  if v.s < s then redis.call('ZADD', KEYS[1], v.s, vma_fmt(v.s, s, v.prot, v)) end
+  local lin = { flags = v.flags, ino = v.ino, delta = pgoff - s }
+  redis.call('ZADD', KEYS[1], s, vma_fmt(s, e, v.prot, lin))
+  if v.e > e then redis.call('ZADD', KEYS[1], e, vma_fmt(e, v.e, v.prot, v)) end
+end
+return {'OK', v.ino}
+`,
+  }),
+  installFilePtes: script({
+    doc: `install_file_pte() for [s, e) of one page-table page, under its held PT lock lease (get_locked_pte: the table is created): each PTE that was there is zapped (zap_pte: a present one cleared — the caller shoots the TLBs down and puts its frame after, marking a writable one's page dirty; a swap entry freed) and becomes the file PTE of page pgoff + (vpn - s). KEYS ptl ptlmax pte pmds cpumask; ARGV "owner|token" lockName token s e pgoff pmd → {'OK', {"vpn:pfn:gen:w" zapped}, cpumask} | {'ESTALE'}`,
+    models: 'install_file_pte() → zap_pte(), set_pte_at(pgoff_to_pte), mm/fremap.c v3.7',
+    keys: ['ptl', 'ptlmax', 'pte', 'pmds', 'cpumask'],
+    args: {
+      value: LeaseValue,
+      lock: Str,
+      token: Int,
+      start: Int,
+      end: Int,
+      pgoff: PteField,
+      pmd: Int,
+    },
+    reply: oneOf(tagged('OK', { zapped: Strs, cpumask: Strs }), tagged('ESTALE')),
+    lua:
+      PT_LUA +
+      `
+if not fenced(KEYS[1], KEYS[2], ARGV[2], ARGV[1], tonumber(ARGV[3])) then return {'ESTALE'} end
+local s, e, pgoff = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
+local zapped = {}
+for _, p in ipairs(pte_range(KEYS[3], s, e)) do
+  if p[4] ~= PTE_FILE then zapped[#zapped + 1] = p[1] .. ':' .. pte_str(p[2], p[3], p[4]) end
+end
+local ed = pte_edit()
+for vpn = s, e - 1 do pte_edit_set(ed, vpn, pgoff + vpn - s, 0, PTE_FILE) end
+pte_commit(KEYS[3], ed)
+redis.call('SADD', KEYS[4], ARGV[7])
+return {'OK', zapped, redis.call('SMEMBERS', KEYS[5])}
 `,
   }),
   vmaProtect: script({
@@ -700,8 +769,8 @@ local ed = pte_edit()
 for _, p in ipairs(pte_range(KEYS[3], tonumber(ARGV[4]), tonumber(ARGV[5]))) do
   local vpn, pfn, gen, w = p[1], p[2], p[3], p[4]
   local nw = w
-  if w == PTE_SWAP then
-    -- not present: a swap entry carries no protection (the VMA's applies at swap-in)
+  if w == PTE_SWAP or w == PTE_FILE then
+    -- not present: a swap entry or a file PTE carries no protection (the VMA's applies at the fault)
   elseif prot == 'none' then nw = 2 elseif w == 2 or prot == 'r' then nw = 0 end
   if nw ~= w then
     pte_edit_set(ed, vpn, pfn, gen, nw)
@@ -926,7 +995,7 @@ return {'OK', 1}
 `,
   }),
   walk: script({
-    doc: `The hardware page walker: read one PTE, set its accessed bit, and join mm_cpumask (the CPU may now cache it). A PTE a COW cleared (w = 3) is pte_none to it, a swap entry (w = 4) not present. KEYS pte cpumask; ARGV vpn agent → "pfn:gen:w" | false`,
+    doc: `The hardware page walker: read one PTE, set its accessed bit, and join mm_cpumask (the CPU may now cache it). A PTE a COW cleared (w = 3) is pte_none to it, a swap entry (w = 4) or a file PTE (w = 5) not present. KEYS pte cpumask; ARGV vpn agent → "pfn:gen:w" | false`,
     models: 'the hardware page walker (a TLB fill), joining mm_cpumask',
     keys: ['pte', 'cpumask'],
     args: { vpn: Int, agent: Str },
@@ -937,7 +1006,7 @@ return {'OK', 1}
 redis.call('SADD', KEYS[2], ARGV[2])
 local vpn = tonumber(ARGV[1])
 local pfn, gen, w = pte_get(KEYS[1], vpn)
-if not pfn or w == 3 or w == PTE_SWAP then return false end
+if not pfn or w == 3 or w >= PTE_SWAP then return false end
 -- the walker sets the accessed bit of what it fills (pte_mkyoung): reclaim reads it
 if (w == 0 or w == 1) and not pte_young(KEYS[1], vpn) then pte_set(KEYS[1], vpn, pfn, gen, w) end
 return pte_str(pfn, gen, w)

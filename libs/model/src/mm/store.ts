@@ -20,6 +20,12 @@ import { type Pte, formatPte, parsePte } from '../pte';
 import type { SCRIPTS } from '../scripts';
 import { type Vma, formatVma, parseVma } from '../vma';
 
+/** "vpn:pfn:gen:w" as a script replies it → the PTE and where. */
+const parseVpnPte = (c: string): Pte & { vpn: number } => {
+  const i = c.indexOf(':');
+  return { vpn: Number(c.slice(0, i)), ...parsePte(c.slice(i + 1)) };
+};
+
 export type FaultStep =
   | {
       r: 'ZERO' | 'ANON' | 'SPURIOUS' | 'WP_SHARED' | 'NEED_WP' | 'SWAPIN' | 'FILE';
@@ -527,6 +533,8 @@ export class MmStore extends MemStore {
     swap: { slot: number; gen: number } | null = null,
     /** what newPage is for a mapping of a file: its page-cache page, or a private copy of it */
     file: '' | 'page' | 'cow' = '',
+    /** the file page newPage is (NEED_FILE's pgoff) */
+    filePgoff: number | null = null,
   ): Promise<FaultStep> {
     const k = procKeys(pid);
     const pmd = pmdIndexOf(vpn);
@@ -555,6 +563,7 @@ export class MmStore extends MemStore {
         batch: batch.batch && newPage ? 1 : 0,
         swap: swap ? `${swap.slot}:${swap.gen}:4` : '',
         file,
+        filePgoff: filePgoff ?? '',
         drop: [...batch.drop],
       },
     );
@@ -697,11 +706,7 @@ export class MmStore extends MemStore {
       { value, lock, token, start: s, end: e, incarnation: intent?.owner ?? '' },
     );
     if (r.r !== 'OK') return null;
-    const cleared = r.cleared.map((c) => {
-      const i = c.indexOf(':');
-      return { vpn: Number(c.slice(0, i)), ...parsePte(c.slice(i + 1)) };
-    });
-    return { cleared, cpumask: r.cpumask };
+    return { cleared: r.cleared.map(parseVpnPte), cpumask: r.cpumask };
   }
 
   /**
@@ -718,6 +723,8 @@ export class MmStore extends MemStore {
     page: { pfn: number; gen: number },
     /** the swap entry the PTE becomes; null: a file's page, the PTE is cleared */
     slot: { slot: number; gen: number } | null,
+    /** a file's page in a nonlinear mapping: the PTE becomes the file PTE of this page */
+    pgoff: number | null = null,
   ): Promise<{ r: 'OK'; was: Pte; cpumask: string[] } | 'GONE' | null> {
     const k = procKeys(pid);
     const r = await this.call(
@@ -732,6 +739,7 @@ export class MmStore extends MemStore {
         gen: page.gen,
         slot: slot?.slot ?? 0,
         slotGen: slot?.gen ?? 0,
+        pgoff: pgoff ?? '',
       },
     );
     if (r.r === 'ESTALE') return null;
@@ -765,6 +773,45 @@ export class MmStore extends MemStore {
     if (r.r === 'ESTALE') return null;
     if (r.r === 'GONE') return 'GONE';
     return { young: r.young === 1, cpumask: r.cpumask };
+  }
+
+  /** remap_file_pages()'s VMA change (nonlinear, or a linear VMA of its own at pgoff). */
+  async vmaRemap(
+    pid: number,
+    semValue: string,
+    start: number,
+    end: number,
+    pgoff: number,
+    nonlinear: boolean,
+  ): Promise<{ ino: number } | { einval: string } | null> {
+    const k = procKeys(pid);
+    const r = await this.call(
+      'vmaRemap',
+      { vma: k.vma, semW: k.semW },
+      { semValue, start, end, pgoff, nonlinear: nonlinear ? 1 : 0 },
+    );
+    if (r.r === 'ESTALE') return null;
+    return r.r === 'OK' ? { ino: r.ino } : { einval: r.why };
+  }
+
+  /** install_file_pte() over [start, end) of one page-table page, under its held PT lock. */
+  async installFilePtes(
+    pid: number,
+    lock: string,
+    value: string,
+    token: number,
+    start: number,
+    end: number,
+    pgoff: number,
+  ): Promise<{ zapped: Array<Pte & { vpn: number }>; cpumask: string[] } | null> {
+    const k = procKeys(pid);
+    const r = await this.call(
+      'installFilePtes',
+      { ptl: k.ptl(lock), ptlmax: k.ptlmax, pte: k.pte, pmds: k.pmds, cpumask: k.cpumask },
+      { value, lock, token, start, end, pgoff, pmd: pmdIndexOf(start) },
+    );
+    if (r.r === 'ESTALE') return null;
+    return { zapped: r.zapped.map(parseVpnPte), cpumask: r.cpumask };
   }
 
   /** page_mkclean_one() under a held PT lock: write-protect pid's PTE at vpn if it maps page. */

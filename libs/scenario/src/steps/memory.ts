@@ -84,6 +84,14 @@ export const FileReadStep = step('file.read', {
  * pages away (invalidate_page to the secondary MMUs) and the dirty ones are written back.
  */
 export const MsyncStep = step('msync', range);
+/**
+ * remap_file_pages(): file page `filePage` onward at a range of a shared mapping of a file —
+ * nonlinear for a shmem object (MAP_SHARED|MAP_ANONYMOUS), a linear VMA of its own for a file.
+ */
+export const RemapFilePagesStep = step('remap_file_pages', {
+  ...range,
+  filePage: z.number().int().nonnegative(),
+});
 
 /** The memory steps, in the order of the Step union. */
 export const memorySteps = [
@@ -102,5 +110,6 @@ export const memorySteps = [
   FileWriteStep,
   FileReadStep,
   MsyncStep,
+  RemapFilePagesStep,
 ] as const;
 export type MemoryStepOp = z.output<(typeof memorySteps)[number]>['op'];
