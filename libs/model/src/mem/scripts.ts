@@ -705,7 +705,7 @@ return {'OK', ino, i, v, 1}
     models: 'page->mapping, page->index (struct page), as try_to_unmap_cluster reads them',
     keys: MEM_ROLES,
     args: { pfns: Ints },
-    reply: Strs,
+    reply: Strs.describe('{"ino:i" | "", ...}'),
     lua:
       HELPERS +
       `
