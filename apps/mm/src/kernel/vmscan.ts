@@ -72,13 +72,15 @@ export interface ReclaimResult {
 
 /**
  * One mapping of a page: pid's PTE at vpn; shared: in a MAP_SHARED VMA; file: a VMA mapping a
- * file (a shared anonymous VMA is shmem: not reclaimed yet).
+ * file (a shared anonymous VMA is shmem: not reclaimed yet), and then index: which file page vpn
+ * maps there (linear_page_index: the VMA's ino and vpn + delta).
  */
 export interface Mapping {
   pid: number;
   vpn: number;
   shared: boolean;
   file: boolean;
+  index?: { ino: number; pgoff: number };
 }
 
 /**
@@ -349,6 +351,7 @@ export async function rmapScan(ctx: MmContext, pages: Frame[]): Promise<Map<stri
       vmas ??= await ctx.store.vmas(pid);
       const vma = vmas.find((v) => v.start <= vpn && vpn < v.end);
       const m: Mapping = { pid, vpn, shared: vma?.shared ?? false, file: vma?.file !== undefined };
+      if (vma?.file) m.index = { ino: vma.file.ino, pgoff: vpn + vma.file.delta };
       out.set(key, [...(out.get(key) ?? []), m]);
     }
   }
