@@ -754,7 +754,7 @@ return {'SPARSE', pfn, gen, new}
     models: 'xip_file_fault(): write_seqcount_end(), mutex_unlock(&xip_sparse_mutex), v3.7',
     keys: MEM_ROLES,
     args: {},
-    reply: Int,
+    reply: Int.describe('sparse-page faults still open'),
     lua:
       HELPERS +
       `
