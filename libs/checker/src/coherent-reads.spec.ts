@@ -113,6 +113,17 @@ describe('coherent-reads', () => {
     expect(violating(v)).toEqual([[stale, dontneed]]);
   });
 
+  it('keeps the pages of a shared mapping across madvise(DONTNEED): the shmem object has them', () => {
+    const shared = { ...vmaMap(A, A + 2 * 4096, 0), flags: ['shared' as const] };
+    const dontneed = mk('madvise', 3, { pid: 1, start: A, end: A + 4096, advice: 'dontneed' });
+    const kept = read(A, 5, 5, 6);
+    const zero = read(A, 0, 7, 8);
+    const w = write(A, 5, 1, 2);
+    const v = check([shared, w, dontneed, kept, zero]);
+    expect(v.checked).toBe(2);
+    expect(violating(v)).toEqual([[zero, w]]);
+  });
+
   it('is not reset by a mapping change elsewhere or in another process', () => {
     const v = check([
       write(A, 5, 1, 2),

@@ -12,7 +12,8 @@
  * [R.tStart, R.tEnd]. R may return the value of any write W with W.tEnd < R.tStart that no
  * other such write W2 supersedes (W2.tStart > W.tEnd): several writes that overlap each
  * other, all before R, may each have been the last. None: the page reads as zero (fresh
- * anonymous memory). A vma.map, vma.unmap or madvise(DONTNEED) covering the page before R started resets the
+ * anonymous memory). A vma.map, vma.unmap or madvise(DONTNEED) (of a private mapping: a shared
+ * one keeps its pages) covering the page before R started resets the
  * register (a new mapping starts zeroed); one that happens while R is in flight makes zero
  * acceptable besides the old values.
  *
@@ -76,6 +77,8 @@ export const coherentReads: Rule<'coherent-reads'> = {
     const movesOf = new Map<number, Move[]>();
     /** per pid: [from ts, start, end) of MAP_SHARED ranges shared with another process by fork */
     const sharedOf = new Map<number, Array<{ ts: number; start: number; end: number }>>();
+    /** per pid: its MAP_SHARED mappings so far (madvise(DONTNEED) does not zero them) */
+    const sharedMapsOf = new Map<number, Array<EventOf<'vma.map'>>>();
     const push = <K, V>(m: Map<K, V[]>, k: K, v: V) => {
       const l = m.get(k);
       if (l) l.push(v);
@@ -90,6 +93,7 @@ export const coherentReads: Rule<'coherent-reads'> = {
         if (!p) pages.set(key, (p = { pid: e.pid, vpn, reads: [], writes: [] }));
         (e.rw === 'write' ? p.writes : p.reads).push(e);
       } else if (e.kind === 'vma.map') {
+        if (e.flags.includes('shared')) push(sharedMapsOf, e.pid, e);
         const fork = forkOf.get(e.pid);
         if (fork && e.op !== undefined && e.op === fork.op) {
           // the child's copy of a parent mapping: inherited, not a fresh (zeroed) one
@@ -97,7 +101,14 @@ export const coherentReads: Rule<'coherent-reads'> = {
             for (const pid of [fork.pid, fork.child])
               push(sharedOf, pid, { ts: fork.ts, start: e.start, end: e.end });
         } else push(resetsOf, e.pid, e);
-      } else if (e.kind === 'vma.unmap' || e.kind === 'madvise') push(resetsOf, e.pid, e);
+      } else if (e.kind === 'madvise') {
+        // DONTNEED of a shared mapping drops the PTEs, not the pages: the shmem object or the
+        // file keeps them, and the next touch finds them again
+        const shared = (sharedMapsOf.get(e.pid) ?? []).some(
+          (m) => m.start <= e.start && e.start < m.end,
+        );
+        if (!shared) push(resetsOf, e.pid, e);
+      } else if (e.kind === 'vma.unmap') push(resetsOf, e.pid, e);
       else if (e.kind === 'vma.move') {
         push(resetsOf, e.pid, e);
         push(movesOf, e.pid, e);

@@ -615,6 +615,21 @@ describe('fsck', () => {
     ]);
   });
 
+  it("a swapped-out shmem page: its page-cache entry is the slot's reference", () => {
+    const s = withFile();
+    s.pagecache = { ...s.pagecache, f3: '2|0', m3: '1', 'c3:0': 's2:1' };
+    s.swap.s2 = '1|1|0|0|9';
+    s.nrSwapFree = '2';
+    expect(fsck(s)).toEqual([]);
+    delete s.pagecache.m3; // not shmem: a file's page never goes to swap
+    expect(codes(s)).toEqual(['pagecache']);
+    const t = withFile();
+    t.pagecache = { ...t.pagecache, f3: '2|0', m3: '1', 'c3:0': 's2:1' };
+    t.swap.s2 = '1|0|0|0|9'; // the slot does not count the entry
+    t.nrSwapFree = '2';
+    expect(codes(t)).toContain('swap-count');
+  });
+
   it("the swap cache's reference is no pin", () => {
     const s = withSwap();
     s.processes[0].pinnedVm = '1'; // pfn 3's pin; pfn 8's extra reference is the swap cache's

@@ -57,11 +57,12 @@
  *   pagecache          every file record parses; every page-cache entry c<ino>:<i> names a used
  *                      frame whose p<pfn> names that page back (and vice versa), of a file that
  *                      exists and a page below its size; no frame is in the page cache and the
- *                      swap cache at once, or caches two pages. XIP files (keys.ts): the blocks
- *                      ("ino:i:x" entries) are exactly an XIP file's pages, and on no LRU list;
- *                      the sparse page is a used frame in no cache and on no LRU list, with
- *                      refcount = mapcount + 1 (the pointer's); xs_busy is 0 (no sparse-page
- *                      fault left xip_sparse_seq open)
+ *                      swap cache at once, or caches two pages; only a shmem object's entry may
+ *                      hold a swap slot instead (swap-count counts it as the slot's reference).
+ *                      XIP files (keys.ts): the blocks ("ino:i:x" entries) are exactly an XIP
+ *                      file's pages, and on no LRU list; the sparse page is a used frame in no
+ *                      cache and on no LRU list, with refcount = mapcount + 1 (the pointer's);
+ *                      xs_busy is 0 (no sparse-page fault left xip_sparse_seq open)
  * A swap-cache or page-cache page's reference is the cache's: refcount ≥ mapcount + 1 (pinned-vm
  * counts it out of the pins); an XIP block's is its file's, and the sparse page's own one is
  * __xip_sparse_page's: no pins either.
@@ -161,6 +162,15 @@ function checkPagecache(s: FsckSnapshot, add: Add): void {
     const c = /^c(\d+):(\d+)$/.exec(f);
     if (!c) continue;
     const page = `${c[1]}:${c[2]}`;
+    if (v.startsWith('s')) {
+      // a swapped-out shmem page (swap-count checks its slot)
+      if (!(`m${c[1]}` in s.pagecache))
+        add('pagecache', MEM.pagecache, `page ${page} of a file that is not shmem holds ${v}`, {
+          page,
+          entry: v,
+        });
+      continue;
+    }
     const pfn = Number(v);
     const fr = s.frame[v];
     const pages = files.get(Number(c[1]));
@@ -289,6 +299,13 @@ function checkSwap(s: FsckSnapshot, add: Add): void {
       const k = `${pte.pfn}:${pte.gen}`;
       named.set(k, [...(named.get(k) ?? []), `${p.pid}:${vpn}`]);
     }
+  // a shmem object's page that was swapped out: its page-cache entry holds the slot instead
+  for (const [f, v] of Object.entries(s.pagecache)) {
+    const m = /^s(\d+):(\d+)$/.exec(v);
+    if (!f.startsWith('c') || !m) continue;
+    const k = `${m[1]}:${m[2]}`;
+    named.set(k, [...(named.get(k) ?? []), `shmem ${f.slice(1)}`]);
+  }
   let free = 0;
   const seen = new Set<string>();
   for (const [f, v] of Object.entries(s.swap)) {

@@ -135,6 +135,8 @@ export async function sysMsync(
   const res = { cached: 0, cleaned: 0, written: 0 };
   for (const v of vmas) {
     if (!v.file || !v.shared) continue;
+    // shmem's fsync is noop_fsync: its pages have nowhere to be written (v3.7 mm/shmem.c)
+    if ((await ctx.store.fileInfo(v.file.ino))?.shmem) continue;
     for (let vpn = Math.max(s, v.start); vpn < Math.min(e, v.end); vpn++) {
       const index = vpn + v.file.delta;
       const page = await ctx.store.pagecacheLookup(v.file.ino, index);

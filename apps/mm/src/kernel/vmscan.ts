@@ -44,7 +44,10 @@
  * it back to the file when it is dirty (writeback event, why reclaim) before __remove_mapping
  * drops it from the page cache and frees it.
  *
- * Not modelled yet (issue 13 goes on): shared anonymous memory (shmem: its pages are skipped).
+ * A shmem object's page (MAP_SHARED|MAP_ANONYMOUS) is a file's page whose file has no backing
+ * store: shmem_writepage moves it to a swap slot, and the object's page cache keeps the swap
+ * entry in its place until a fault reads it back (shmem_getpage).
+ *
  * A replica that dies half way through a page leaks a swap count or a mapping
  * charge (fsck reports it): crash points in reclaim are issue 15's.
  */
@@ -72,8 +75,8 @@ export interface ReclaimResult {
 
 /**
  * One mapping of a page: pid's PTE at vpn; shared: in a MAP_SHARED VMA; file: a VMA mapping a
- * file (a shared anonymous VMA is shmem: not reclaimed yet), and then index: which file page vpn
- * maps there (linear_page_index: the VMA's ino and vpn + delta).
+ * file or a shmem object, and then index: which file page vpn maps there (linear_page_index:
+ * the VMA's ino and vpn + delta).
  */
 export interface Mapping {
   pid: number;
@@ -212,12 +215,6 @@ async function shrinkPage(
   mappings: Mapping[],
   res: ReclaimResult,
 ): Promise<void> {
-  if (mappings.some((m) => m.shared && !m.file)) {
-    // shmem: not this swap path (issue 13's shared memory)
-    res.referenced++;
-    await ctx.store.shrinkPage(page.pfn, page.gen, true);
-    return;
-  }
   // page_check_references(): referenced since its young bits were last cleared → activate
   if ((await pageReferenced(ctx, op, page, mappings)) > 0) {
     res.referenced++;

@@ -267,10 +267,26 @@ end
 local function pagecache_mark(K, pfn, ino, i, dirty)
   redis.call('HSET', K[9], 'p' .. pfn, ino .. ':' .. i .. ':' .. (dirty and '1' or '0'))
 end
--- find_get_page(): the frame caching page i of ino → pfn, gen | nil (not cached)
+-- A shmem file (shmem_zero_setup's object behind MAP_SHARED|MAP_ANONYMOUS): no backing store,
+-- its pages go to swap (shmem_writepage) and its page-cache entries may be swap entries
+local function file_shmem(K, ino)
+  return redis.call('HEXISTS', K[9], 'm' .. ino) == 1
+end
+-- The swap entry a shmem file's page-cache entry holds instead of a frame (a radix-tree
+-- exceptional entry: swp_to_radix_entry) → slot, gen | nil
+local function pagecache_swap(K, ino, i)
+  local e = redis.call('HGET', K[9], 'c' .. ino .. ':' .. i)
+  if not e then return nil end
+  local slot, g = string.match(e, '^s(%d+):(%d+)$')
+  if not slot then return nil end
+  return tonumber(slot), tonumber(g)
+end
+-- find_get_page(): the frame caching page i of ino → pfn, gen | nil (not cached, or swapped out)
 local function pagecache_find(K, ino, i)
-  local pfn = tonumber(redis.call('HGET', K[9], 'c' .. ino .. ':' .. i))
-  if not pfn then return nil end
+  local e = redis.call('HGET', K[9], 'c' .. ino .. ':' .. i)
+  if not e or string.sub(e, 1, 1) == 's' then return nil end
+  local pfn = tonumber(e)
+  if not pfn then error({err = 'page cache corrupt: page ' .. ino .. ':' .. i .. ' is ' .. e}) end
   local gen, st = frame_get(K, pfn, 'gen', 'state')
   if st ~= USED then error({err = 'page cache corrupt: page ' .. ino .. ':' .. i .. ' in pfn ' .. pfn .. ', ' .. state_name(st)}) end
   return pfn, gen
@@ -286,12 +302,22 @@ end
 local function pagecache_get(K, ino, i)
   local pfn, gen = pagecache_find(K, ino, i)
   if pfn then return pfn, gen, 1 end
+  -- shmem_getpage_gfp(): a shmem page that was swapped out is read back from its slot, and
+  -- the slot freed (the page cache holds the page again, dirty: it has no other copy)
+  local slot, sg = pagecache_swap(K, ino, i)
+  local data = file_disk(K, ino, i)
+  if slot then
+    local g, c, p, pg, d = slot_get(K, slot)
+    if not g or g ~= sg then error({err = 'shmem page ' .. ino .. ':' .. i .. ' names a stale swap slot ' .. slot}) end
+    data = d
+  end
   pfn = free_pop(K)
   if not pfn then return nil end
   gen = frame_update(K, pfn, {'INCRBY', 'gen', 1}, {'SET', 'ref', 1}, {'SET', 'map', 0},
-    {'SET', 'state', USED}, {'SET', 'next', 0}, {'SET', 'data', int_arg(file_disk(K, ino, i))})
+    {'SET', 'state', USED}, {'SET', 'next', 0}, {'SET', 'data', int_arg(data)})
+  if slot then swap_count(K, slot, sg, -1) end
   redis.call('HSET', K[9], 'c' .. ino .. ':' .. i, pfn)
-  pagecache_mark(K, pfn, ino, i, false)
+  pagecache_mark(K, pfn, ino, i, slot ~= nil)
   lru_add(K, pfn)
   return pfn, gen, 0
 end

@@ -443,6 +443,24 @@ if ino then
   -- a file's page: pageout() writes it back when dirty (writepage: its word to the backing
   -- store), and __remove_mapping() drops it from the page cache once only the cache and the
   -- isolation hold it
+  if file_shmem(KEYS, ino) then
+    -- shmem_writepage(): no backing store — an unmapped page goes to a swap slot, and the
+    -- page cache keeps the swap entry in its place (the slot's one reference)
+    if ARGV[3] ~= '1' and map == 0 and ref == 2 then
+      local slot, g = slot_alloc(KEYS)
+      if slot then
+        slot_set(KEYS, slot, g, 1, 0, 0, data)
+        redis.call('HSET', KEYS[9], 'c' .. ino .. ':' .. idx, 's' .. slot .. ':' .. g)
+        redis.call('HDEL', KEYS[9], 'p' .. pfn)
+        frame_set(KEYS, pfn, 'ref', 0)
+        free_push(KEYS, pfn)
+        return {'FREED'}
+      end
+    end
+    frame_add(KEYS, pfn, 'ref', -1)
+    if ARGV[3] == '1' or map > 0 or ref == 2 then lru_activate(KEYS, pfn) else lru_add(KEYS, pfn) end
+    return {'KEPT', map, ref}
+  end
   local wrote = {}
   if ARGV[3] ~= '1' and map == 0 and dirty then
     redis.call('HSET', KEYS[9], 'd' .. ino .. ':' .. idx, int_arg(data))
@@ -540,16 +558,17 @@ return {1, map, sc}
 `,
   }),
   fileCreate: script({
-    doc: `A new file of ARGV[1] pages, all holes (read as 0), on a backing store of its own; xip = 1: an XIP file (its pages are read and written in place, no page cache). → ino`,
+    doc: `A new file of ARGV[1] pages, all holes (read as 0), on a backing store of its own; xip = 1: an XIP file (its pages are read and written in place, no page cache); shmem = 1: the shmem object of a MAP_SHARED|MAP_ANONYMOUS mapping (no backing store: its pages go to swap). → ino`,
     models: 'the creation of a regular file (its inode and address_space): vfs_create()',
     keys: MEM_ROLES,
-    args: { pages: Int.min(1), xip: Bit },
+    args: { pages: Int.min(1), xip: Bit, shmem: Bit },
     reply: Int.describe('ino'),
     lua:
       HELPERS +
       `
 local ino = redis.call('HINCRBY', KEYS[9], 'ino_next', 1)
 redis.call('HSET', KEYS[9], 'f' .. ino, ARGV[1] .. '|' .. ARGV[2])
+if ARGV[3] == '1' then redis.call('HSET', KEYS[9], 'm' .. ino, 1) end
 return ino
 `,
   }),
@@ -778,17 +797,51 @@ return {'OK', pfn or 0, gen or 0, tonumber(m[1]) or 0, tonumber(m[2]) or 0}
 `,
   }),
   fileInfo: script({
-    doc: `A file's size in pages and whether it is XIP. → {'OK', pages, xip} | {'ENOENT'}`,
+    doc: `A file's size in pages, whether it is XIP, and whether it is a shmem object. → {'OK', pages, xip, shmem} | {'ENOENT'}`,
     models: 'i_size_read(), include/linux/fs.h',
     keys: MEM_ROLES,
     args: { ino: Int },
-    reply: oneOf(tagged('OK', { pages: Int, xip: Bit }), tagged('ENOENT')),
+    reply: oneOf(tagged('OK', { pages: Int, xip: Bit, shmem: Bit }), tagged('ENOENT')),
     lua:
       HELPERS +
       `
 local pages, xip = file_get(KEYS, ARGV[1])
 if not pages then return {'ENOENT'} end
-return {'OK', pages, xip and 1 or 0}
+return {'OK', pages, xip and 1 or 0, file_shmem(KEYS, ARGV[1]) and 1 or 0}
+`,
+  }),
+  shmemEvict: script({
+    doc: `The last mapping of a shmem object went (its vm_file's last fput → shmem_evict_inode): every page of its page cache leaves it (the cache's reference put: freed unless something still holds it, a pin) and every swap entry in its place is freed; the file is gone. Only a shmem file (else nothing). → {'OK', {pfn, gen, ...} freed} | {'ENOENT'}`,
+    models: 'shmem_evict_inode() → shmem_truncate_range(), mm/shmem.c v3.7',
+    keys: MEM_ROLES,
+    args: { ino: Int },
+    reply: oneOf(tagged('OK', { freed: Ints }), tagged('ENOENT')),
+    lua:
+      HELPERS +
+      `
+if not file_shmem(KEYS, ARGV[1]) then return {'ENOENT'} end
+local prefix = 'c' .. ARGV[1] .. ':'
+local freed = {}
+for _, f in ipairs(redis.call('HKEYS', KEYS[9])) do
+  if string.sub(f, 1, #prefix) == prefix then
+    local e = redis.call('HGET', KEYS[9], f)
+    local slot, g = string.match(e, '^s(%d+):(%d+)$')
+    if slot then
+      swap_count(KEYS, tonumber(slot), g, -1)
+    else
+      local pfn = tonumber(e)
+      redis.call('HDEL', KEYS[9], 'p' .. pfn)
+      if frame_add(KEYS, pfn, 'ref', -1) <= 0 then
+        freed[#freed + 1] = pfn
+        freed[#freed + 1] = frame_get(KEYS, pfn, 'gen')
+        free_push(KEYS, pfn)
+      end
+    end
+    redis.call('HDEL', KEYS[9], f)
+  end
+end
+redis.call('HDEL', KEYS[9], 'f' .. ARGV[1], 'm' .. ARGV[1])
+return {'OK', freed}
 `,
   }),
   swapInfo: script({

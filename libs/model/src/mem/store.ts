@@ -108,14 +108,24 @@ export class MemStore extends StoreBase {
   }
 
   /** A new file of `pages` pages (xip: no page cache). → its inode number */
-  async fileCreate(pages: number, xip: boolean): Promise<number> {
-    return this.call('fileCreate', MEM, { pages, xip: xip ? 1 : 0 });
+  async fileCreate(pages: number, xip: boolean, shmem = false): Promise<number> {
+    return this.call('fileCreate', MEM, { pages, xip: xip ? 1 : 0, shmem: shmem ? 1 : 0 });
   }
 
-  /** A file's size in pages and whether it is XIP; null: no such file. */
-  async fileInfo(ino: number): Promise<{ pages: number; xip: boolean } | null> {
+  /** A file's size in pages, whether it is XIP or shmem; null: no such file. */
+  async fileInfo(ino: number): Promise<{ pages: number; xip: boolean; shmem: boolean } | null> {
     const r = await this.call('fileInfo', MEM, { ino });
-    return r.r === 'OK' ? { pages: r.pages, xip: r.xip === 1 } : null;
+    return r.r === 'OK' ? { pages: r.pages, xip: r.xip === 1, shmem: r.shmem === 1 } : null;
+  }
+
+  /** shmem_evict_inode(): a shmem object whose last mapping went; → the frames freed. */
+  async shmemEvict(ino: number): Promise<Array<{ pfn: number; gen: number }>> {
+    const r = await this.call('shmemEvict', MEM, { ino });
+    const out: Array<{ pfn: number; gen: number }> = [];
+    if (r.r === 'OK')
+      for (let i = 0; i + 1 < r.freed.length; i += 2)
+        out.push({ pfn: r.freed[i], gen: r.freed[i + 1] });
+    return out;
   }
 
   /** filemap_fault(): page `page` of file ino from its page cache, with a reference (kind). */
