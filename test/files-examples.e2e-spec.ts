@@ -187,3 +187,92 @@ describe('examples/files/try-to-unmap-cluster.yaml: reclaim of a nonlinear shmem
     ]);
   });
 });
+
+describe('examples/files/xip-unmap.yaml: __xip_unmap takes the sparse page from a CPU and an ODP HCA', () => {
+  /** The xip.unmap events: one per PTE __xip_unmap took the sparse page from. */
+  const xipUnmaps = (evs: TraceEvent[]) =>
+    evs.filter((e): e is EventOf<'xip.unmap'> => e.kind === 'xip.unmap');
+
+  it('patched: invalidate_page after the PT lock, the sparse page released after the ack', async () => {
+    const { code, results, events, log } = await runScenario(
+      'examples/files/xip-unmap.yaml',
+      'files-xip-patched',
+      tmp,
+    );
+    expect(results.verdict, log).toBe('valid');
+    expect(code).toBe(0);
+    expect(results.steps.every((s) => s.ok)).toBe(true); // the reads' expects included
+    const unmaps = xipUnmaps(events);
+    // both call sites, each on p's PTE of the page that got its block: file.write of page 0
+    // (__xip_file_write) and q's read fault of page 1 in its shared writable mapping
+    // (xip_file_fault)
+    expect(unmaps.map((u) => [u.page, /\/(file|fault)#/.exec(u.op!)?.[1]])).toEqual([
+      [0, 'file'],
+      [1, 'fault'],
+    ]);
+    const sparse = { pfn: unmaps[0].pfn, gen: unmaps[0].gen };
+    expect(unmaps[1]).toMatchObject(sparse);
+    for (const u of unmaps) {
+      const op = ofOp(events, u.op!);
+      const at = op.indexOf(u);
+      const alloc = op.findIndex((e) => e.kind === 'frame.alloc' && e.pfn !== sparse.pfn);
+      const clear = op.findIndex(
+        (e) =>
+          e.kind === 'pte.clear' && e.pid === u.pid && e.addr === u.addr && e.pfn === sparse.pfn,
+      );
+      const release = op.findIndex((e, i) => i > clear && e.kind === 'ptl.release');
+      const send = op.findIndex(
+        (e) => e.kind === 'mn.send' && e.callback === 'invalidate_page' && e.subscriber === 'hca0',
+      );
+      const ack = op.findIndex(
+        (e) => e.kind === 'mn.ack' && e.callback === 'invalidate_page' && e.subscriber === 'hca0',
+      );
+      // the block first (get_xip_mem create), then under the PT lock the PTE cleared, the lock
+      // dropped, invalidate_page sent with no lock held and acked, and only then the PTE's
+      // reference of the sparse page released
+      expect(alloc, u.op).toBeGreaterThanOrEqual(0);
+      expect(clear).toBeGreaterThan(alloc);
+      expect(release).toBeGreaterThan(clear);
+      expect(send).toBeGreaterThan(release);
+      expect((op[send] as EventOf<'mn.send'>).ptl).toBeNull();
+      expect(ack).toBeGreaterThan(send);
+      expect(at).toBeGreaterThan(ack);
+    }
+    // the sparse page is never freed; an XIP file is never written back
+    expect(events.some((e) => e.kind === 'frame.free' && e.pfn === sparse.pfn)).toBe(false);
+    expect(events.some((e) => e.kind === 'writeback')).toBe(false);
+  });
+
+  it('legacy: v3.6 sends invalidate_page under the PT lock, where the slow HCA sleeps', async () => {
+    const { code, results, events, log } = await runScenario(
+      'examples/files/xip-unmap.yaml',
+      'files-xip-legacy',
+      tmp,
+      (doc) => {
+        doc.setIn(['config', 'mode'], 'legacy');
+        doc.setIn(['expect', 'violations'], ['no-sleep-under-ptlock']);
+      },
+    );
+    expect(results.verdict, log).toBe('valid');
+    expect(code).toBe(0);
+    expect(results.steps.every((s) => s.ok)).toBe(true);
+    const unmaps = xipUnmaps(events);
+    expect(unmaps.map((u) => u.page)).toEqual([0, 1]);
+    for (const u of unmaps) {
+      const op = ofOp(events, u.op!);
+      const send = op.findIndex(
+        (e) => e.kind === 'mn.send' && e.callback === 'invalidate_page' && e.subscriber === 'hca0',
+      );
+      const release = op.findIndex((e) => e.kind === 'ptl.release');
+      const ptl = (op[send] as EventOf<'mn.send'>).ptl;
+      expect(typeof ptl === 'string' && ptl.startsWith('ptl:'), u.op).toBe(true);
+      // the lock is dropped only after the HCA's ack, and the release comes after it too
+      const ack = op.findIndex((e) => e.kind === 'mn.ack' && e.callback === 'invalidate_page');
+      expect(release).toBeGreaterThan(ack);
+      expect(op.indexOf(u)).toBeGreaterThan(release);
+    }
+    expect(results.invariants.filter((i) => !i.ok).map((i) => i.name)).toEqual([
+      'no-sleep-under-ptlock',
+    ]);
+  });
+});

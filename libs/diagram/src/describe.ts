@@ -65,6 +65,8 @@ export function describeEvent(e: TraceEvent): string {
       return `file ${e.ino}: ${e.pages} pages${e.xip ? ', XIP' : ''}`;
     case 'writeback':
       return `file ${e.ino} page ${e.page} (${frame(e.pfn, e.gen)}) = ${e.value}, by ${e.why}`;
+    case 'xip.unmap':
+      return `pid ${e.pid} ${hex(e.addr)}: XIP sparse page ${frame(e.pfn, e.gen)} unmapped for file ${e.ino} page ${e.page}, released`;
     case 'reclaim':
       return `${e.why}: scanned ${e.scanned}, reclaimed ${e.reclaimed}, referenced ${e.referenced}, pinned ${e.pinned}; ${e.free} free`;
     case 'frame.pin':

@@ -537,6 +537,84 @@ describe('fsck', () => {
     ]);
   });
 
+  /**
+   * withSwap() and an XIP file: ino 3 of 2 pages, page 0's block in pfn 6 (the file's reference
+   * and pid 1's shared mapping at vpn 300), page 1 a hole that pid 1's read-only mapping at vpn
+   * 301 maps to the sparse page, pfn 7 (__xip_sparse_page's reference and the PTE's).
+   */
+  function withXip(): FsckSnapshot {
+    const s = withSwap();
+    s.processes[0].vmas.push('300:301:rw:shared:3:-300', '301:302:r:shared:3:-300');
+    s.processes[0].ptes[300] = '6:1:1';
+    s.processes[0].ptes[301] = '7:1:0';
+    s.frame[6] = { gen: 1, ref: 2, map: 1, state: 'used' };
+    s.frame[7] = { gen: 1, ref: 2, map: 1, state: 'used' };
+    s.freeList = [4, 5];
+    s.pagecache = { ino_next: '3', f3: '2|1', 'c3:0': '6', p6: '3:0:x', sparse: '7', xs_seq: '4' };
+    return s;
+  }
+
+  it("XIP: a block's file reference and the sparse page's own are no pins", () => {
+    expect(fsck(withXip())).toEqual([]);
+    const s = withXip();
+    s.processes[0].pinnedVm = '1'; // pfn 3's pin; pfn 6's and pfn 7's extra references are not
+    expect(codes(s)).toEqual([]);
+    s.frame[7].ref = 3; // the sparse page with one more reference: a pin nobody charged
+    expect(codes(s)).toEqual(['pinned-vm', 'pagecache']);
+    const b = withXip();
+    b.processes[0].pinnedVm = '1';
+    b.frame[6].ref = 3; // the block with one more reference than its file's and its PTE's
+    expect(codes(b)).toEqual(['pinned-vm']);
+  });
+
+  it('XIP: a block of a file that is not XIP, a page cache page of an XIP file, a block on the LRU', () => {
+    const notXip = withXip();
+    notXip.pagecache.f3 = '2|0';
+    expect(fsck(notXip).map((f) => f.message)).toEqual([
+      'pfn 6 is an XIP block of file 3, which is not an XIP file',
+    ]);
+    const cached = withXip();
+    cached.pagecache.p6 = '3:0:1';
+    expect(fsck(cached).map((f) => f.message)).toEqual([
+      'pfn 6 caches page 3:0 of XIP file 3, which has no page cache',
+    ]);
+    const lru = withXip();
+    lru.active.push('6');
+    expect(fsck(lru).map((f) => f.message)).toEqual([
+      'pfn 6 is an XIP block (page 3:0) on an LRU list: it is never reclaimed',
+    ]);
+  });
+
+  it('XIP: the sparse page freed, cached, on the LRU, or short of its own reference; xs_busy left open', () => {
+    const freed = withXip();
+    delete freed.processes[0].ptes[301];
+    freed.frame[7] = { gen: 1, ref: 0, map: 0, state: 'free' };
+    freed.freeList = [4, 5, 7];
+    expect(fsck(freed).map((f) => f.message)).toEqual([
+      'the XIP sparse page pfn 7 is free (gen 1, ref 0, map 0)',
+    ]);
+    const cached = withXip();
+    cached.swap.p7 = '1';
+    expect(fsck(cached).map((f) => f.message)).toContain(
+      'the XIP sparse page pfn 7 is in the swap cache too',
+    );
+    const lru = withXip();
+    lru.lru.push('7');
+    expect(fsck(lru).map((f) => f.message)).toEqual([
+      'the XIP sparse page pfn 7 is on an LRU list: it is never reclaimed',
+    ]);
+    const short = withXip();
+    short.frame[7].ref = 1; // the PTE's reference only: the next unmap would free it
+    expect(fsck(short).map((f) => f.message)).toEqual([
+      "the XIP sparse page pfn 7 has refcount 1, not its mapcount 1 + 1 (__xip_sparse_page's)",
+    ]);
+    const busy = withXip();
+    busy.pagecache.xs_busy = '1';
+    expect(fsck(busy).map((f) => f.message)).toEqual([
+      'xs_busy is 1: a sparse-page fault left xip_sparse_seq open (__xip_unmap waits for it)',
+    ]);
+  });
+
   it("a swapped-out shmem page: its page-cache entry is the slot's reference", () => {
     const s = withFile();
     s.pagecache = { ...s.pagecache, f3: '2|0', m3: '1', 'c3:0': 's2:1' };

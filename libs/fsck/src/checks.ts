@@ -58,9 +58,14 @@
  *                      frame whose p<pfn> names that page back (and vice versa), of a file that
  *                      exists and a page below its size; no frame is in the page cache and the
  *                      swap cache at once, or caches two pages; only a shmem object's entry may
- *                      hold a swap slot instead (swap-count counts it as the slot's reference)
+ *                      hold a swap slot instead (swap-count counts it as the slot's reference).
+ *                      XIP files (keys.ts): the blocks ("ino:i:x" entries) are exactly an XIP
+ *                      file's pages, and on no LRU list; the sparse page is a used frame in no
+ *                      cache and on no LRU list, with refcount = mapcount + 1 (the pointer's);
+ *                      xs_busy is 0 (no sparse-page fault left xip_sparse_seq open)
  * A swap-cache or page-cache page's reference is the cache's: refcount ≥ mapcount + 1 (pinned-vm
- * counts it out of the pins).
+ * counts it out of the pins); an XIP block's is its file's, and the sparse page's own one is
+ * __xip_sparse_page's: no pins either.
  */
 import { MnEvent, ZERO_PFN, pmdIndexOf } from '@mmlab/protocol';
 import { MEM, type Pte, type Vma, parsePte, parseVma, procKeys, subKeys } from '@mmlab/model';
@@ -197,6 +202,70 @@ function checkPagecache(s: FsckSnapshot, add: Add): void {
         page,
         pfn,
       });
+  checkXip(s, add);
+}
+
+/** The XIP files (ino), as their f<ino> records say ("pages|1"). */
+function xipFiles(s: FsckSnapshot): Set<number> {
+  const out = new Set<number>();
+  for (const [f, v] of Object.entries(s.pagecache))
+    if (f.startsWith('f') && /^\d+\|1$/.test(v)) out.add(Number(f.slice(1)));
+  return out;
+}
+
+/** The XIP sparse page's pfn (null: never allocated), as {mem}:pagecache sparse says. */
+const xipSparsePfn = (s: FsckSnapshot): number | null =>
+  s.pagecache.sparse === undefined ? null : Number(s.pagecache.sparse);
+
+/** The pagecache rule's XIP part (keys.ts {mem}:pagecache): blocks, the sparse page, the seqcount. */
+function checkXip(s: FsckSnapshot, add: Add): void {
+  const xip = xipFiles(s);
+  const lru = new Set([...s.lru, ...s.active].map(Number));
+  for (const [f, v] of Object.entries(s.pagecache)) {
+    if (!f.startsWith('p')) continue;
+    const pfn = Number(f.slice(1));
+    const m = /^(\d+):(\d+):([01x])$/.exec(v);
+    const problem = !m
+      ? `is ${JSON.stringify(v)}`
+      : m[3] === 'x' && !xip.has(Number(m[1]))
+        ? `is an XIP block of file ${m[1]}, which is not an XIP file`
+        : m[3] !== 'x' && xip.has(Number(m[1]))
+          ? `caches page ${m[1]}:${m[2]} of XIP file ${m[1]}, which has no page cache`
+          : m[3] === 'x' && lru.has(pfn)
+            ? `is an XIP block (page ${m[1]}:${m[2]}) on an LRU list: it is never reclaimed`
+            : undefined;
+    if (problem) add('pagecache', MEM.pagecache, `pfn ${pfn} ${problem}`, { pfn, entry: v });
+  }
+  const sparse = xipSparsePfn(s);
+  if (sparse !== null) {
+    const fr = s.frame[String(sparse)];
+    const problem = !Number.isSafeInteger(sparse)
+      ? `is ${JSON.stringify(s.pagecache.sparse)}`
+      : fr?.state !== 'used'
+        ? `is ${describe(fr)}`
+        : s.pagecache[`p${sparse}`] !== undefined
+          ? 'is in the page cache too'
+          : swapCachePages(s).has(sparse)
+            ? 'is in the swap cache too'
+            : lru.has(sparse)
+              ? 'is on an LRU list: it is never reclaimed'
+              : fr.ref !== fr.map + 1
+                ? `has refcount ${fr.ref}, not its mapcount ${fr.map} + 1 (__xip_sparse_page's)`
+                : undefined;
+    if (problem)
+      add('pagecache', MEM.pagecache, `the XIP sparse page pfn ${sparse} ${problem}`, {
+        pfn: sparse,
+        frame: fr ?? null,
+      });
+  }
+  const busy = s.pagecache.xs_busy ?? '0';
+  if (busy !== '0')
+    add(
+      'pagecache',
+      MEM.pagecache,
+      `xs_busy is ${busy}: a sparse-page fault left xip_sparse_seq open (__xip_unmap waits for it)`,
+      { xs_busy: busy },
+    );
 }
 
 /** A swap slot record "gen|count|cpfn|cgen|data", parsed (null: corrupt). */
@@ -688,10 +757,12 @@ function checkPins(s: FsckSnapshot, add: Add): void {
   let pins = 0;
   const cache = swapCachePages(s);
   const files = pagecachePages(s);
+  const sparse = xipSparsePfn(s);
   for (let pfn = 1; pfn <= s.frames; pfn++) {
     const f = s.frame[String(pfn)];
-    // the swap cache's reference, or the page cache's, is no pin
-    const held = (cache.has(pfn) ? 1 : 0) + (files.has(pfn) ? 1 : 0);
+    // the swap cache's reference, or the page cache's (an XIP block's: its file's), is no pin;
+    // nor is __xip_sparse_page's own reference of the sparse page
+    const held = (cache.has(pfn) ? 1 : 0) + (files.has(pfn) ? 1 : 0) + (pfn === sparse ? 1 : 0);
     const extra = f?.state === 'used' ? f.ref - f.map - held : 0;
     if (!(extra > 0)) continue;
     pinned[pfn] = extra;

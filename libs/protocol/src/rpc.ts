@@ -350,7 +350,7 @@ export const RPC = {
   }),
   fileWrite: def({
     subject: 'mmlab.mm.file.write',
-    doc: 'write() of one word to page `page` of a file, through its page cache (the page is read in when not cached, and becomes dirty): every mapping of the page sees it at once. Files do not grow: a page past the end is EINVAL.',
+    doc: 'write() of one word to page `page` of a file, through its page cache (the page is read in when not cached, and becomes dirty): every mapping of the page sees it at once. An XIP file is written in place (__xip_file_write): a hole gets its block first, and __xip_unmap takes the sparse page away from every mapping of the page (invalidate_page to the secondary MMUs: after the PT lock in v3.7, under it in v3.6). Files do not grow: a page past the end is EINVAL.',
     models: 'generic_perform_write(), mm/filemap.c v3.7',
     queue: 'mm',
     request: z.strictObject({ ino: Ino, page: z.number().int().nonnegative(), value: Value }),
@@ -358,7 +358,7 @@ export const RPC = {
   }),
   fileRead: def({
     subject: 'mmlab.mm.file.read',
-    doc: 'read() of page `page` of a file, through its page cache (read in from the backing store when not cached).',
+    doc: 'read() of page `page` of a file, through its page cache (read in from the backing store when not cached); an XIP file in place (a hole reads 0, with pfn 0 and gen 0, and allocates nothing).',
     models: 'do_generic_file_read(), mm/filemap.c v3.7',
     queue: 'mm',
     request: z.strictObject({ ino: Ino, page: z.number().int().nonnegative() }),

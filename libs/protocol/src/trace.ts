@@ -195,6 +195,20 @@ export const TraceEvent = z.discriminatedUnion('kind', [
     value: Value,
     why: z.enum(['msync', 'reclaim']),
   }),
+  /**
+   * __xip_unmap() (mm/filemap_xip.c): pid's PTE at addr mapped the XIP sparse page (pfn/gen) for
+   * page `page` of XIP file ino, whose block now exists; the PTE was cleared (its pte.clear, and
+   * the invalidate_page sent: after the PT lock in v3.7, under it in v3.6) and now the PTE's
+   * reference of the sparse page is released (page_cache_release).
+   */
+  ev('xip.unmap', {
+    pid: Pid,
+    addr: Addr,
+    ino: Ino,
+    page: z.number().int().nonnegative(),
+    pfn: Pfn,
+    gen: Gen,
+  }),
   /** One pass of reclaim (shrink_page_list): what it looked at and what came of it. */
   ev('reclaim', {
     /** kswapd, or direct (an allocation that found no frame), or the reclaim step */

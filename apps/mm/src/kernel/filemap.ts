@@ -48,6 +48,7 @@ import { forEachPteTable, staleLease } from './pagewalk';
 import type { Frame } from './page_alloc';
 import { flushTlbRange } from './tlbflush';
 import { rmapScan, wakeupKswapd, withDirectReclaim } from './vmscan';
+import { xipFileWrite } from './filemap_xip';
 
 /** A new file of `pages` pages, all holes; xip: an XIP file. → its inode number */
 export async function fileCreate(ctx: MmContext, pages: number, xip: boolean): Promise<number> {
@@ -63,7 +64,10 @@ function fileError(r: 'EINVAL' | 'ENOENT', ino: number, page: number): MmlabErro
     : new MmlabError('EINVAL', `page ${page} is past the end of file ${ino}`);
 }
 
-/** Models: do_generic_file_read(), mm/filemap.c v3.7 — one page, through the page cache. */
+/**
+ * Models: do_generic_file_read(), mm/filemap.c v3.7 — one page, through the page cache; an XIP
+ * file's (do_xip_mapping_read, mm/filemap_xip.c): its block in place, a hole reads 0 (pfn 0).
+ */
 export async function fileRead(
   ctx: MmContext,
   ino: number,
@@ -79,7 +83,10 @@ export async function fileRead(
   return r;
 }
 
-/** Models: generic_perform_write(), mm/filemap.c v3.7 — one word into one page, which gets dirty. */
+/**
+ * Models: generic_perform_write(), mm/filemap.c v3.7 — one word into one page, which gets dirty;
+ * an XIP file's (__xip_file_write): into its block in place, allocated first when a hole.
+ */
 export async function fileWrite(
   ctx: MmContext,
   ino: number,
@@ -92,6 +99,8 @@ export async function fileWrite(
     return x;
   });
   if (r === 'EINVAL' || r === 'ENOENT') throw fileError(r, ino, page);
+  // an XIP file's hole: __xip_file_write allocates its block (filemap_xip.ts)
+  if (r === 'XIP_HOLE') return xipFileWrite(ctx, ino, page, value);
   if (!r.cached) wakeupKswapd(ctx);
   return r;
 }

@@ -43,6 +43,7 @@ import { crashPoint } from './crash_point';
 import { putCleared, syscallOf } from './intent';
 import { flushTlbRange } from './tlbflush';
 import { directReclaim, wakeupKswapd, withDirectReclaim } from './vmscan';
+import { type XipPage, xipFileFault } from './filemap_xip';
 
 export interface FaultResult extends Pte {
   kind: FaultKind;
@@ -276,7 +277,7 @@ async function __handleMmFault(
             page = await withDirectReclaim(ctx, `the fault at 0x${addr.toString(16)}`, () =>
               allocPage(ctx, op, null, { pid, vpn }),
             );
-          const src = await filemapFault(ctx, step.ino, step.pgoff, 'ref', addr);
+          const src = await filemapFault(ctx, op, step, 'ref', addr);
           try {
             await ctx.store.copyPage(src.pfn, (fresh ?? page)!.pfn, null);
           } finally {
@@ -383,15 +384,17 @@ async function doSwapPage(
 /**
  * Models: filemap_fault(), mm/filemap.c v3.7: page pgoff of file ino from its page cache (read
  * in from the file when not cached: an allocation, which may reclaim), with a reference of kind
- * (a mapping's, or a bare one). A page past the end of the file is SIGBUS.
+ * (a mapping's, or a bare one). A page past the end of the file is SIGBUS. An XIP file's
+ * vm_ops->fault is xip_file_fault (filemap_xip.ts): its block, or the sparse page for a hole.
  */
 async function filemapFault(
   ctx: MmContext,
-  ino: number,
-  pgoff: number,
+  op: string,
+  need: { ino: number; pgoff: number; wshared: boolean },
   kind: 'map' | 'ref',
   addr: number,
-): Promise<Frame> {
+): Promise<XipPage> {
+  const { ino, pgoff } = need;
   const r = await withDirectReclaim(ctx, `the file fault at 0x${addr.toString(16)}`, async () => {
     const p = await ctx.store.filemapFault(ino, pgoff, kind);
     if (p === 'ENOMEM') throw new MmlabError('ENOMEM', 'no free frame for the page cache');
@@ -400,6 +403,7 @@ async function filemapFault(
   if (r === 'SIGBUS')
     throw new MmlabError('SIGBUS', `page ${pgoff} is past the end of file ${ino}`);
   if (r === 'ENOENT') throw new MmlabError('EINTERNAL', `a VMA maps file ${ino}, which is gone`);
+  if (r === 'XIP') return xipFileFault(ctx, op, need, kind, addr);
   wakeupKswapd(ctx);
   return r;
 }
@@ -420,13 +424,13 @@ async function doFileFault(
   access: Access,
   agent: string,
   mmapSem: string,
-  need: { ino: number; pgoff: number },
+  need: { ino: number; pgoff: number; wshared: boolean },
 ): Promise<Pte | null> {
   const addr = vpn * PAGE_SIZE;
-  const page = await filemapFault(ctx, need.ino, need.pgoff, 'map', addr);
+  const page = await filemapFault(ctx, op, need, 'map', addr);
   let installed = false;
   try {
-    if (access === 'write') await ctx.store.setPageDirty(page.pfn, page.gen);
+    if (access === 'write' && !page.xip) await ctx.store.setPageDirty(page.pfn, page.gen);
     const step = await ctx.store.fault(
       pid,
       vpn,
@@ -455,6 +459,8 @@ async function doFileFault(
     return step.pte;
   } finally {
     if (!installed) await putPages(ctx, op, [page]);
+    // xip_file_fault's write_seqcount_end: the sparse page is in the PTE, or given back
+    if (page.xip === 'sparse') await ctx.store.xipSparseDone();
   }
 }
 

@@ -82,7 +82,8 @@ export interface ReclaimResult {
 
 /**
  * One mapping of a page: pid's PTE at vpn; shared: in a MAP_SHARED VMA; file: a VMA mapping a
- * file or a shmem object.
+ * file or a shmem object, and then index: which file page vpn maps there (linear_page_index:
+ * the VMA's ino and vpn + delta).
  */
 export interface Mapping {
   pid: number;
@@ -91,6 +92,7 @@ export interface Mapping {
   file: boolean;
   /** the VMA, when it is nonlinear (try_to_unmap_cluster unmaps there) */
   nonlinear?: Vma;
+  index?: { ino: number; pgoff: number };
 }
 
 /**
@@ -472,6 +474,7 @@ export async function rmapScan(ctx: MmContext, pages: Frame[]): Promise<Map<stri
       const vma = vmas.find((v) => v.start <= vpn && vpn < v.end);
       const m: Mapping = { pid, vpn, shared: vma?.shared ?? false, file: vma?.file !== undefined };
       if (vma?.nonlinear) m.nonlinear = vma;
+      if (vma?.file) m.index = { ino: vma.file.ino, pgoff: vpn + vma.file.delta };
       out.set(key, [...(out.get(key) ?? []), m]);
     }
   }

@@ -255,13 +255,14 @@ local function file_get(K, ino)
   if not n then error({err = 'file ' .. ino .. ' corrupt: ' .. r}) end
   return tonumber(n), x == '1'
 end
--- The page cache entry of frame pfn (page->mapping, page->index, PG_dirty) → ino, i, dirty | nil
+-- The page cache entry of frame pfn (page->mapping, page->index, PG_dirty) → ino, i, dirty, xip
+-- | nil. xip: the frame is a block of an XIP file (its backing store's memory: never dirty)
 local function pagecache_of(K, pfn)
   local r = redis.call('HGET', K[9], 'p' .. pfn)
   if not r then return nil end
-  local ino, i, d = string.match(r, '^(%d+):(%d+):([01])$')
+  local ino, i, d = string.match(r, '^(%d+):(%d+):([01x])$')
   if not ino then error({err = 'page cache corrupt: pfn ' .. pfn .. ' is ' .. r}) end
-  return tonumber(ino), tonumber(i), d == '1'
+  return tonumber(ino), tonumber(i), d == '1', d == 'x'
 end
 local function pagecache_mark(K, pfn, ino, i, dirty)
   redis.call('HSET', K[9], 'p' .. pfn, ino .. ':' .. i .. ':' .. (dirty and '1' or '0'))
@@ -326,5 +327,43 @@ local function pagecache_del(K, pfn)
   local ino, i = pagecache_of(K, pfn)
   if not ino then return end
   redis.call('HDEL', K[9], 'p' .. pfn, 'c' .. ino .. ':' .. i)
+end
+-- XIP files (mm/filemap_xip.c v3.7; keys.ts {mem}:pagecache): a block of an XIP file is a
+-- frame owned by the file for its whole life (c<ino>:<i> → pfn, p<pfn> "ino:i:x"), never in the
+-- dirty/writeback path, never reclaimed, on no LRU list. → pfn, gen | nil (a hole)
+local function xip_block(K, ino, i)
+  return pagecache_find(K, ino, i)
+end
+-- Models: get_xip_mem(create = 1) (e.g. ext2_get_xip_mem → ext2_get_block(create), a new block
+-- cleared): the block of page i of XIP file ino, allocated zero-filled from the free list when
+-- it is a hole, with the file's reference. → pfn, gen, new (1: allocated now) | nil: no frame
+local function xip_block_create(K, ino, i)
+  local pfn, gen = xip_block(K, ino, i)
+  if pfn then return pfn, gen, 0 end
+  pfn = free_pop(K)
+  if not pfn then return nil end
+  gen = frame_update(K, pfn, {'INCRBY', 'gen', 1}, {'SET', 'ref', 1}, {'SET', 'map', 0},
+    {'SET', 'state', USED}, {'SET', 'next', 0}, {'SET', 'data', 0})
+  redis.call('HSET', K[9], 'c' .. ino .. ':' .. i, pfn, 'p' .. pfn, ino .. ':' .. i .. ':x')
+  return pfn, gen, 1
+end
+-- __xip_sparse_page: the one zero-filled frame every hole of every XIP file is mapped read-only
+-- to → pfn, gen | nil (never allocated yet)
+local function xip_sparse(K)
+  local pfn = tonumber(redis.call('HGET', K[9], 'sparse'))
+  if not pfn then return nil end
+  return pfn, frame_get(K, pfn, 'gen')
+end
+-- Models: xip_sparse_page(), mm/filemap_xip.c v3.7 — allocated zero-filled on first use, held
+-- by the pointer for good (its refcount: 1 + its mappings), on no LRU list. → pfn, gen, new | nil
+local function xip_sparse_get(K)
+  local pfn, gen = xip_sparse(K)
+  if pfn then return pfn, gen, 0 end
+  pfn = free_pop(K)
+  if not pfn then return nil end
+  gen = frame_update(K, pfn, {'INCRBY', 'gen', 1}, {'SET', 'ref', 1}, {'SET', 'map', 0},
+    {'SET', 'state', USED}, {'SET', 'next', 0}, {'SET', 'data', 0})
+  redis.call('HSET', K[9], 'sparse', pfn)
+  return pfn, gen, 1
 end
 `;

@@ -527,7 +527,7 @@ return {'OK', pfn, gen, 0}
 `,
   }),
   reuseSwapPage: script({
-    doc: `reuse_swap_page(): may do_wp_page write to this anonymous page in place (a file's page-cache page: never)? Its mapcount plus, when it is in the swap cache, the count of swap PTEs still naming its slot (a forked sibling swapped out and not yet back) must be at most 1; a page reused that way leaves the swap cache (delete_from_swap_cache: its slot, now stale, is freed once no swap PTE names it). A stale gen: no. → {reuse, map, swapcount}`,
+    doc: `reuse_swap_page(): may do_wp_page write to this anonymous page in place (a file's page-cache page, an XIP block or the XIP sparse page: never)? Its mapcount plus, when it is in the swap cache, the count of swap PTEs still naming its slot (a forked sibling swapped out and not yet back) must be at most 1; a page reused that way leaves the swap cache (delete_from_swap_cache: its slot, now stale, is freed once no swap PTE names it). A stale gen: no. → {reuse, map, swapcount}`,
     models: 'reuse_swap_page(), mm/swapfile.c v3.7',
     keys: MEM_ROLES,
     args: { pfn: Int, gen: Int },
@@ -540,8 +540,9 @@ return {'OK', pfn, gen, 0}
       `
 if not frame_live(KEYS, ARGV[1], ARGV[2]) then return {0, 0, 0} end
 local map = frame_get(KEYS, ARGV[1], 'map')
--- do_wp_page() reuses PageAnon pages only: a file's page in a private mapping is copied
-if pagecache_of(KEYS, ARGV[1]) then return {0, map, 0} end
+-- do_wp_page() reuses PageAnon pages only: a file's page in a private mapping is copied (an
+-- XIP file's block, and the XIP sparse page, too)
+if pagecache_of(KEYS, ARGV[1]) or xip_sparse(KEYS) == tonumber(ARGV[1]) then return {0, map, 0} end
 local slot = swapcache_slot(KEYS, ARGV[1])
 local sc = 0
 if slot then
@@ -572,7 +573,7 @@ return ino
 `,
   }),
   filemapFault: script({
-    doc: `filemap_fault(): page ARGV[2] of file ARGV[1] from its page cache — the cached frame (find_get_page) or a fresh one read from the backing store and added to the cache and the LRU (page_cache_read) — with one more reference for the caller: a mapping (ARGV[3] = 'map': mapcount and refcount, as the PTE it goes into will hold) or a bare one ('ref': the page a private write copies). The caller installs it (fault's file = 'page') or puts it back. → {'OK', pfn, gen, cached} | {'SIGBUS'} (past the end of the file) | {'ENOENT'} (no such file) | {'ENOMEM'}`,
+    doc: `filemap_fault(): page ARGV[2] of file ARGV[1] from its page cache — the cached frame (find_get_page) or a fresh one read from the backing store and added to the cache and the LRU (page_cache_read) — with one more reference for the caller: a mapping (ARGV[3] = 'map': mapcount and refcount, as the PTE it goes into will hold) or a bare one ('ref': the page a private write copies). The caller installs it (fault's file = 'page') or puts it back. An XIP file has no page cache: XIP (its vm_ops->fault is xip_file_fault: xipGetMem). → {'OK', pfn, gen, cached} | {'SIGBUS'} (past the end of the file) | {'ENOENT'} (no such file) | {'ENOMEM'} | {'XIP'}`,
     models: 'filemap_fault() → find_get_page() / page_cache_read(), mm/filemap.c v3.7',
     keys: MEM_ROLES,
     args: { ino: Int, page: Int, kind: z.enum(['map', 'ref']) },
@@ -581,14 +582,16 @@ return ino
       tagged('SIGBUS'),
       tagged('ENOENT'),
       tagged('ENOMEM'),
+      tagged('XIP'),
     ),
     lua:
       HELPERS +
       `
-local pages = file_get(KEYS, ARGV[1])
+local pages, xip = file_get(KEYS, ARGV[1])
 if not pages then return {'ENOENT'} end
 local i = tonumber(ARGV[2])
 if i >= pages then return {'SIGBUS'} end
+if xip then return {'XIP'} end
 local pfn, gen, cached = pagecache_get(KEYS, ARGV[1], i)
 if not pfn then return {'ENOMEM'} end
 if ARGV[3] == 'map' then frame_add(KEYS, pfn, 'ref', 1, 'map', 1) else frame_add(KEYS, pfn, 'ref', 1) end
@@ -596,8 +599,9 @@ return {'OK', pfn, gen, cached}
 `,
   }),
   fileRead: script({
-    doc: `read() of page ARGV[2] of file ARGV[1]: through the page cache (do_generic_file_read: the cached page, or one read in from the backing store and left cached). → {'OK', value, pfn, gen, cached} | {'EINVAL'} (past the end) | {'ENOENT'} | {'ENOMEM'}`,
-    models: 'do_generic_file_read(), mm/filemap.c v3.7',
+    doc: `read() of page ARGV[2] of file ARGV[1]: through the page cache (do_generic_file_read: the cached page, or one read in from the backing store and left cached). An XIP file (xip_file_read → do_xip_mapping_read): its block read in place, a hole reads 0 (pfn 0, gen 0), nothing allocated (cached 0). → {'OK', value, pfn, gen, cached} | {'EINVAL'} (past the end) | {'ENOENT'} | {'ENOMEM'}`,
+    models:
+      'do_generic_file_read(), mm/filemap.c v3.7; do_xip_mapping_read(), mm/filemap_xip.c v3.7',
     keys: MEM_ROLES,
     args: { ino: Int, page: Int },
     reply: oneOf(
@@ -609,17 +613,23 @@ return {'OK', pfn, gen, cached}
     lua:
       HELPERS +
       `
-local pages = file_get(KEYS, ARGV[1])
+local pages, xip = file_get(KEYS, ARGV[1])
 if not pages then return {'ENOENT'} end
 local i = tonumber(ARGV[2])
 if i >= pages then return {'EINVAL'} end
+if xip then
+  -- get_xip_mem(create = 0): the block, or -ENODATA (a hole: __clear_user, zeros)
+  local b, bg = xip_block(KEYS, ARGV[1], i)
+  if not b then return {'OK', 0, 0, 0, 0} end
+  return {'OK', frame_get(KEYS, b, 'data'), b, bg, 0}
+end
 local pfn, gen, cached = pagecache_get(KEYS, ARGV[1], i)
 if not pfn then return {'ENOMEM'} end
 return {'OK', frame_get(KEYS, pfn, 'data'), pfn, gen, cached}
 `,
   }),
   fileWrite: script({
-    doc: `write() of the word ARGV[3] to page ARGV[2] of file ARGV[1]: into its page-cache page (read in first when not cached), which becomes dirty (written back by msync or reclaim). Every mapping of the page sees it at once: it is the same frame. → {'OK', pfn, gen, cached} | {'EINVAL'} (past the end: files do not grow) | {'ENOENT'} | {'ENOMEM'}`,
+    doc: `write() of the word ARGV[3] to page ARGV[2] of file ARGV[1]: into its page-cache page (read in first when not cached), which becomes dirty (written back by msync or reclaim). Every mapping of the page sees it at once: it is the same frame. An XIP file (__xip_file_write): into its block in place (no dirty bit, nothing to write back; cached 0); a hole answers XIP_HOLE — the caller allocates the block (xipGetMem create), runs __xip_unmap, and writes again. → {'OK', pfn, gen, cached} | {'EINVAL'} (past the end: files do not grow) | {'ENOENT'} | {'ENOMEM'} | {'XIP_HOLE'}`,
     models:
       'generic_perform_write() (write_begin, copy, write_end → set_page_dirty), mm/filemap.c v3.7',
     keys: MEM_ROLES,
@@ -629,14 +639,22 @@ return {'OK', frame_get(KEYS, pfn, 'data'), pfn, gen, cached}
       tagged('EINVAL'),
       tagged('ENOENT'),
       tagged('ENOMEM'),
+      tagged('XIP_HOLE'),
     ),
     lua:
       HELPERS +
       `
-local pages = file_get(KEYS, ARGV[1])
+local pages, xip = file_get(KEYS, ARGV[1])
 if not pages then return {'ENOENT'} end
 local i = tonumber(ARGV[2])
 if i >= pages then return {'EINVAL'} end
+if xip then
+  -- __xip_file_write(): get_xip_mem(create = 0), __copy_from_user_nocache into the block
+  local b, bg = xip_block(KEYS, ARGV[1], i)
+  if not b then return {'XIP_HOLE'} end
+  frame_set(KEYS, b, 'data', ARGV[3])
+  return {'OK', b, bg, 0}
+end
 local pfn, gen, cached = pagecache_get(KEYS, ARGV[1], i)
 if not pfn then return {'ENOMEM'} end
 frame_set(KEYS, pfn, 'data', ARGV[3])
@@ -645,7 +663,7 @@ return {'OK', pfn, gen, cached}
 `,
   }),
   setPageDirty: script({
-    doc: `set_page_dirty() of a file's page (pfn, gen) a write fault maps writable: written back at the next msync or by reclaim. Not a file's page, or a stale gen: nothing. → 1 | 0`,
+    doc: `set_page_dirty() of a file's page (pfn, gen) a write fault maps writable: written back at the next msync or by reclaim. Not a file's page (an XIP block is the store itself: no dirty bit), or a stale gen: nothing. → 1 | 0`,
     models: 'set_page_dirty(), mm/page-writeback.c v3.7',
     keys: MEM_ROLES,
     args: { pfn: Int, gen: Int },
@@ -654,14 +672,14 @@ return {'OK', pfn, gen, cached}
       HELPERS +
       `
 if not frame_live(KEYS, ARGV[1], ARGV[2]) then return 0 end
-local ino, i = pagecache_of(KEYS, ARGV[1])
-if not ino then return 0 end
+local ino, i, _, xip = pagecache_of(KEYS, ARGV[1])
+if not ino or xip then return 0 end
 pagecache_mark(KEYS, ARGV[1], ino, i, true)
 return 1
 `,
   }),
   pagecacheLookup: script({
-    doc: `find_get_page() without a reference: the frame caching page ARGV[2] of file ARGV[1], and whether it is dirty. → {'OK', pfn, gen, dirty} | {'NONE'} (not cached) | {'ENOENT'}`,
+    doc: `find_get_page() without a reference: the frame caching page ARGV[2] of file ARGV[1], and whether it is dirty. An XIP file has no page cache (msync of it writes nothing): NONE. → {'OK', pfn, gen, dirty} | {'NONE'} (not cached) | {'ENOENT'}`,
     models: 'find_get_page() / pagevec_lookup_tag(PAGECACHE_TAG_DIRTY), mm/filemap.c v3.7',
     keys: MEM_ROLES,
     args: { ino: Int, page: Int },
@@ -673,7 +691,9 @@ return 1
     lua:
       HELPERS +
       `
-if not file_get(KEYS, ARGV[1]) then return {'ENOENT'} end
+local pages, xip = file_get(KEYS, ARGV[1])
+if not pages then return {'ENOENT'} end
+if xip then return {'NONE'} end
 local pfn, gen = pagecache_find(KEYS, ARGV[1], tonumber(ARGV[2]))
 if not pfn then return {'NONE'} end
 local _, _, dirty = pagecache_of(KEYS, pfn)
@@ -715,6 +735,82 @@ for i = 1, #ARGV do
   out[i] = ino and (ino .. ':' .. idx) or ''
 end
 return out
+`,
+  }),
+  xipGetMem: script({
+    doc: `get_xip_mem() of page ARGV[2] of XIP file ARGV[1], for xip_file_fault and __xip_file_write. The block when it exists; a hole with create = 1 (a shared writable mapping's fault, or write()): a block allocated zero-filled from the free list, owned by the file from now on (new = 1: the caller runs __xip_unmap before it maps or writes it); a hole with create = 0: the sparse page (allocated on first use: new = 1), and — kind 'map' — xip_sparse_seq opened (write_seqcount_begin: the caller closes it with xipSparseDone once its PTE is installed or given up, so a concurrent __xip_unmap scans again). ARGV[3]: the reference the caller gets — 'map' (mapcount and refcount: the PTE it installs, vm_insert_mixed / vm_insert_page), 'ref' (a bare one: the page a private write copies) or 'none' (write()). → {'BLOCK', pfn, gen, new} | {'SPARSE', pfn, gen, new} | {'SIGBUS'} (past the end) | {'ENOENT'} | {'NOTXIP'} | {'ENOMEM'}`,
+    models:
+      'xip_file_fault() / __xip_file_write() → get_xip_mem(), xip_sparse_page(), mm/filemap_xip.c v3.7',
+    keys: MEM_ROLES,
+    args: { ino: Int, page: Int, kind: z.enum(['map', 'ref', 'none']), create: Bit },
+    reply: oneOf(
+      tagged('BLOCK', { pfn: Int, gen: Int, new: Bit }),
+      tagged('SPARSE', { pfn: Int, gen: Int, new: Bit }),
+      tagged('SIGBUS'),
+      tagged('ENOENT'),
+      tagged('NOTXIP'),
+      tagged('ENOMEM'),
+    ),
+    lua:
+      HELPERS +
+      `
+local pages, xip = file_get(KEYS, ARGV[1])
+if not pages then return {'ENOENT'} end
+if not xip then return {'NOTXIP'} end
+local i = tonumber(ARGV[2])
+if i >= pages then return {'SIGBUS'} end
+local function charge(pfn)
+  if ARGV[3] == 'map' then frame_add(KEYS, pfn, 'ref', 1, 'map', 1)
+  elseif ARGV[3] == 'ref' then frame_add(KEYS, pfn, 'ref', 1) end
+end
+local pfn, gen, new
+if ARGV[4] == '1' then
+  pfn, gen, new = xip_block_create(KEYS, ARGV[1], i)
+  if not pfn then return {'ENOMEM'} end
+  charge(pfn)
+  return {'BLOCK', pfn, gen, new}
+end
+pfn, gen = xip_block(KEYS, ARGV[1], i)
+if pfn then
+  charge(pfn)
+  return {'BLOCK', pfn, gen, 0}
+end
+pfn, gen, new = xip_sparse_get(KEYS)
+if not pfn then return {'ENOMEM'} end
+charge(pfn)
+if ARGV[3] == 'map' then
+  redis.call('HINCRBY', KEYS[9], 'xs_seq', 1)
+  redis.call('HINCRBY', KEYS[9], 'xs_busy', 1)
+end
+return {'SPARSE', pfn, gen, new}
+`,
+  }),
+  xipSparseDone: script({
+    doc: `write_seqcount_end(&xip_sparse_seq): a sparse-page fault that opened it (xipGetMem kind 'map') installed its PTE or gave up. → the faults still open`,
+    models: 'xip_file_fault(): write_seqcount_end(), mutex_unlock(&xip_sparse_mutex), v3.7',
+    keys: MEM_ROLES,
+    args: {},
+    reply: Int.describe('sparse-page faults still open'),
+    lua:
+      HELPERS +
+      `
+local n = redis.call('HINCRBY', KEYS[9], 'xs_busy', -1)
+if n < 0 then redis.call('HSET', KEYS[9], 'xs_busy', 0); return 0 end
+return n
+`,
+  }),
+  xipSparseSeq: script({
+    doc: `read_seqcount_begin(&xip_sparse_seq) and __xip_sparse_page for __xip_unmap: the sparse page (pfn 0: never allocated), how many sparse-page faults ever opened the seqcount, and how many are open now. → {'OK', pfn, gen, seq, busy}`,
+    models: '__xip_unmap(): read_seqcount_begin / read_seqcount_retry, mm/filemap_xip.c v3.7',
+    keys: MEM_ROLES,
+    args: {},
+    reply: tagged('OK', { pfn: Int, gen: Int, seq: Int, busy: Int }),
+    lua:
+      HELPERS +
+      `
+local pfn, gen = xip_sparse(KEYS)
+local m = redis.call('HMGET', KEYS[9], 'xs_seq', 'xs_busy')
+return {'OK', pfn or 0, gen or 0, tonumber(m[1]) or 0, tonumber(m[2]) or 0}
 `,
   }),
   fileInfo: script({

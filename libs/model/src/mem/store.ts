@@ -145,7 +145,9 @@ export class MemStore extends StoreBase {
     ino: number,
     page: number,
     kind: 'map' | 'ref',
-  ): Promise<{ pfn: number; gen: number; cached: boolean } | 'SIGBUS' | 'ENOENT' | 'ENOMEM'> {
+  ): Promise<
+    { pfn: number; gen: number; cached: boolean } | 'SIGBUS' | 'ENOENT' | 'ENOMEM' | 'XIP'
+  > {
     const r = await this.call('filemapFault', MEM, { ino, page, kind });
     return r.r === 'OK' ? { pfn: r.pfn, gen: r.gen, cached: r.cached === 1 } : r.r;
   }
@@ -161,12 +163,17 @@ export class MemStore extends StoreBase {
     return r.r === 'OK' ? { value: r.value, pfn: r.pfn, gen: r.gen, cached: r.cached === 1 } : r.r;
   }
 
-  /** write() of one word to one page of a file, through its page cache (the page gets dirty). */
+  /**
+   * write() of one word to one page of a file, through its page cache (the page gets dirty); an
+   * XIP file's block in place ('XIP_HOLE': a hole, the block is to be allocated first).
+   */
   async fileWrite(
     ino: number,
     page: number,
     value: number,
-  ): Promise<{ pfn: number; gen: number; cached: boolean } | 'EINVAL' | 'ENOENT' | 'ENOMEM'> {
+  ): Promise<
+    { pfn: number; gen: number; cached: boolean } | 'EINVAL' | 'ENOENT' | 'ENOMEM' | 'XIP_HOLE'
+  > {
     const r = await this.call('fileWrite', MEM, { ino, page, value });
     return r.r === 'OK' ? { pfn: r.pfn, gen: r.gen, cached: r.cached === 1 } : r.r;
   }
@@ -184,6 +191,41 @@ export class MemStore extends StoreBase {
     const r = await this.call('pagecacheLookup', MEM, { ino, page });
     if (r.r === 'ENOENT') return 'ENOENT';
     return r.r === 'OK' ? { pfn: r.pfn, gen: r.gen, dirty: r.dirty === 1 } : null;
+  }
+
+  /**
+   * get_xip_mem() of page `page` of XIP file ino: its block (create: allocated when a hole), or
+   * the sparse page for a hole; with the reference kind. new: allocated by this call.
+   */
+  async xipGetMem(
+    ino: number,
+    page: number,
+    kind: 'map' | 'ref' | 'none',
+    create: boolean,
+  ): Promise<
+    | { r: 'BLOCK' | 'SPARSE'; pfn: number; gen: number; new: boolean }
+    | 'SIGBUS'
+    | 'ENOENT'
+    | 'NOTXIP'
+    | 'ENOMEM'
+  > {
+    const r = await this.call('xipGetMem', MEM, { ino, page, kind, create: create ? 1 : 0 });
+    return r.r === 'BLOCK' || r.r === 'SPARSE' ? { ...r, new: r.new === 1 } : r.r;
+  }
+
+  /** write_seqcount_end(&xip_sparse_seq) of a sparse-page fault (xipGetMem kind 'map'). */
+  async xipSparseDone(): Promise<void> {
+    await this.call('xipSparseDone', MEM, {});
+  }
+
+  /** __xip_sparse_page (null: never allocated) and xip_sparse_seq (seq: opened ever; busy: now). */
+  async xipSparseSeq(): Promise<{
+    sparse: { pfn: number; gen: number } | null;
+    seq: number;
+    busy: number;
+  }> {
+    const r = await this.call('xipSparseSeq', MEM, {});
+    return { sparse: r.pfn ? { pfn: r.pfn, gen: r.gen } : null, seq: r.seq, busy: r.busy };
   }
 
   /** clear_page_dirty_for_io() + writepage() of a page-cache frame, after page_mkclean. */

@@ -320,7 +320,7 @@ return {'OK', removed}
 `,
   }),
   fault: script({
-    doc: `The fault fast path: handle_mm_fault() → do_anonymous_page(), one atomic step. KEYS mm vma pte pmds semW ptl cpumask fenced ARGV vpn access newPfn newGen pmdIndex agent incarnation mmapSem → {'ZERO'|'ANON'|'SPURIOUS'|'WP_SHARED'|'NEED_WP', pfn, gen, w, seq, undone} | {'NEED_PAGE', seq}   | {'BUSY', what} | {'SIGSEGV'} | {'ESRCH'} | {'FENCED'} ANON means the frame in ARGV was installed (consumed); every other answer leaves it unused. A PTE a COW cleared (w = 3) with no PT-lock holder left is a COW that died or lost its lease before set_pte_at: the old read-only PTE is put back (undone = 1) and the fault goes on from there. FENCED: this mm incarnation was found dead here (keys.ts :fenced). mmapSem: the write lease of mmap_sem the faulting caller holds itself ('' none): its own faults pass the write-held check (a pinned registration); everyone else's wait (BUSY). An mm that is exiting refuses (ESRCH): nothing is installed in it after exit began. batch = 1: the frame is from the incarnation's per-replica batch ({mem}:pending "…|reserve"); installed (ANON), it is recorded in :rsv under the incarnation in the same step. drop: (pfn, gen) of that incarnation's :rsv entries it has reported installed to {mem} since (rmqueueBulk), forgotten here first (once the incarnation passed the fence check). A swap entry (w = 4) answers SWAP (slot, slot gen): the caller reads the page in and calls again with it as newPfn/newGen and the entry as swap ("slot:gen:4"); the page is installed read-only only over that same entry (SWAPIN), else SWAP again or whatever the PTE now is. A pte_none in a mapping of a file — or a file PTE (w = 5) of a nonlinear one, which names its page — answers NEED_FILE (ino, pgoff, cow): the caller comes back with that page (filePgoff = pgoff: installed only over the same entry) — the file's page-cache page as newPfn/newGen and file = 'page' (installed: FILE, writable for a write to a shared mapping), or for a write to a private mapping (cow = 1) with its own frame holding a copy and file = 'cow' (installed as ANON). WP_SHARED says file = 1 for a file's page (the caller dirties it).`,
+    doc: `The fault fast path: handle_mm_fault() → do_anonymous_page(), one atomic step. KEYS mm vma pte pmds semW ptl cpumask fenced ARGV vpn access newPfn newGen pmdIndex agent incarnation mmapSem → {'ZERO'|'ANON'|'SPURIOUS'|'WP_SHARED'|'NEED_WP', pfn, gen, w, seq, undone} | {'NEED_PAGE', seq}   | {'BUSY', what} | {'SIGSEGV'} | {'ESRCH'} | {'FENCED'} ANON means the frame in ARGV was installed (consumed); every other answer leaves it unused. A PTE a COW cleared (w = 3) with no PT-lock holder left is a COW that died or lost its lease before set_pte_at: the old read-only PTE is put back (undone = 1) and the fault goes on from there. FENCED: this mm incarnation was found dead here (keys.ts :fenced). mmapSem: the write lease of mmap_sem the faulting caller holds itself ('' none): its own faults pass the write-held check (a pinned registration); everyone else's wait (BUSY). An mm that is exiting refuses (ESRCH): nothing is installed in it after exit began. batch = 1: the frame is from the incarnation's per-replica batch ({mem}:pending "…|reserve"); installed (ANON), it is recorded in :rsv under the incarnation in the same step. drop: (pfn, gen) of that incarnation's :rsv entries it has reported installed to {mem} since (rmqueueBulk), forgotten here first (once the incarnation passed the fence check). A swap entry (w = 4) answers SWAP (slot, slot gen): the caller reads the page in and calls again with it as newPfn/newGen and the entry as swap ("slot:gen:4"); the page is installed read-only only over that same entry (SWAPIN), else SWAP again or whatever the PTE now is. A pte_none in a mapping of a file — or a file PTE (w = 5) of a nonlinear one, which names its page — answers NEED_FILE (ino, pgoff, cow, seq, wshared — wshared = 1: the VMA is shared and writable, VM_WRITE|VM_SHARED, where xip_file_fault allocates an XIP file's hole): the caller comes back with that page (filePgoff = pgoff: installed only over the same entry) — the file's page-cache page as newPfn/newGen and file = 'page' (installed: FILE, writable for a write to a shared mapping), or for a write to a private mapping (cow = 1) with its own frame holding a copy and file = 'cow' (installed as ANON). WP_SHARED says file = 1 for a file's page (the caller dirties it).`,
     models: 'handle_mm_fault() → handle_pte_fault() / do_anonymous_page(), mm/memory.c',
     keys: ['mm', 'vma', 'pte', 'pmds', 'semW', 'ptl', 'cpumask', 'fenced', 'rsv'],
     args: {
@@ -350,7 +350,7 @@ return {'OK', removed}
         undone: Bit,
         file: Bit,
       }),
-      tagged('NEED_FILE', { ino: Int, pgoff: Int, cow: Bit, seq: Int }),
+      tagged('NEED_FILE', { ino: Int, pgoff: Int, cow: Bit, seq: Int, wshared: Bit }),
       tagged('FILE', { pfn: Int, gen: Int, w: Int, seq: Int }),
       tagged('NEED_WP', { pfn: Int, gen: Int, w: Int, seq: Int, undone: Bit.optional() }),
       tagged('NEED_PAGE', { seq: Int }),
@@ -415,7 +415,8 @@ if not pfn then
     local mode = cow and 'cow' or 'page'
     pgoff = pgoff or (vpn + vma.delta)
     if ARGV[11] ~= mode or ARGV[3] == '' or ARGV[12] ~= tostring(pgoff) then
-      return {'NEED_FILE', vma.ino, pgoff, cow and 1 or 0, seq}
+      local wshared = (vma.shared and vma.prot == 'rw') and 1 or 0
+      return {'NEED_FILE', vma.ino, pgoff, cow and 1 or 0, seq, wshared}
     end
     if mode == 'page' then
       w = 0

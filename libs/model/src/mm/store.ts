@@ -38,7 +38,15 @@ export type FaultStep =
     }
   | { r: 'NEED_PAGE'; seq: number }
   /** pte_none in a mapping of file ino: its page pgoff is needed (cow: a private copy of it) */
-  | { r: 'NEED_FILE'; ino: number; pgoff: number; cow: boolean; seq: number }
+  | {
+      r: 'NEED_FILE';
+      ino: number;
+      pgoff: number;
+      cow: boolean;
+      seq: number;
+      /** the VMA is shared and writable (VM_WRITE|VM_SHARED) */
+      wshared: boolean;
+    }
   /** a swap entry: read the page of slot (gen: the slot's) in, and fault again with it */
   | { r: 'SWAP'; slot: number; gen: number; seq: number }
   | { r: 'BUSY'; what: string }
@@ -568,7 +576,7 @@ export class MmStore extends MemStore {
       },
     );
     if (r.r === 'SWAP') return { r: 'SWAP', slot: r.pfn, gen: r.gen, seq: r.seq };
-    if (r.r === 'NEED_FILE') return { ...r, cow: r.cow === 1 };
+    if (r.r === 'NEED_FILE') return { ...r, cow: r.cow === 1, wshared: r.wshared === 1 };
     // ZERO, ANON, SPURIOUS, WP_SHARED, NEED_WP, SWAPIN: the PTE as it is now
     if ('pfn' in r)
       return {
