@@ -9,7 +9,7 @@ import { tmpdir } from 'node:os';
 import * as path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import type { EventOf, TraceEvent } from '@mmlab/protocol';
-import { runScenario } from '@mmlab/testing';
+import { LEGACY_TWIN_OK, outcomeOf, runLegacyTwin, runScenario } from '@mmlab/testing';
 
 const tmp = mkdtempSync(path.join(tmpdir(), 'mmlab-files-'));
 afterAll(() => rmSync(tmp, { recursive: true, force: true }));
@@ -94,18 +94,13 @@ describe('examples/files/page-mkclean-one.yaml: msync of a shared file mapping a
   });
 
   it('legacy: v3.6 sends invalidate_page under the PT lock, where the slow HCA sleeps', async () => {
-    const { code, results, events, log } = await runScenario(
+    const run = await runLegacyTwin(
       'examples/files/page-mkclean-one.yaml',
       'files-mkclean-legacy',
       tmp,
-      (doc) => {
-        doc.setIn(['config', 'mode'], 'legacy');
-        doc.setIn(['expect', 'violations'], ['no-sleep-under-ptlock']);
-      },
     );
-    expect(results.verdict, log).toBe('valid');
-    expect(code).toBe(0);
-    expect(results.steps.every((s) => s.ok)).toBe(true);
+    expect(outcomeOf(run), run.log).toEqual(LEGACY_TWIN_OK);
+    const { events } = run;
     const msyncOps = new Set(events.filter((e) => e.kind === 'writeback').map((e) => e.op));
     const sends = events.filter(
       (e): e is EventOf<'mn.send'> =>
@@ -113,9 +108,6 @@ describe('examples/files/page-mkclean-one.yaml: msync of a shared file mapping a
     );
     expect(sends.length).toBeGreaterThanOrEqual(5);
     expect(sends.every((s) => typeof s.ptl === 'string' && s.ptl.startsWith('ptl:'))).toBe(true);
-    expect(results.invariants.filter((i) => !i.ok).map((i) => i.name)).toEqual([
-      'no-sleep-under-ptlock',
-    ]);
   });
 });
 
@@ -162,18 +154,13 @@ describe('examples/files/try-to-unmap-cluster.yaml: reclaim of a nonlinear shmem
   });
 
   it('legacy: v3.6 sends invalidate_page for each PTE under the PT lock', async () => {
-    const { code, results, events, log } = await runScenario(
+    const run = await runLegacyTwin(
       'examples/files/try-to-unmap-cluster.yaml',
       'files-cluster-legacy',
       tmp,
-      (doc) => {
-        doc.setIn(['config', 'mode'], 'legacy');
-        doc.setIn(['expect', 'violations'], ['no-sleep-under-ptlock']);
-      },
     );
-    expect(results.verdict, log).toBe('valid');
-    expect(code).toBe(0);
-    expect(results.steps.every((s) => s.ok)).toBe(true);
+    expect(outcomeOf(run), run.log).toEqual(LEGACY_TWIN_OK);
+    const { events } = run;
     const ops = reclaimOps(events);
     const sends = events.filter(
       (e): e is EventOf<'mn.send'> =>
@@ -182,9 +169,6 @@ describe('examples/files/try-to-unmap-cluster.yaml: reclaim of a nonlinear shmem
     expect(sends.length).toBeGreaterThanOrEqual(4);
     expect(sends.every((s) => typeof s.ptl === 'string' && s.ptl.startsWith('ptl:'))).toBe(true);
     expect(events.some((e) => e.kind === 'mn.range_start' && ops.has(e.op!))).toBe(false);
-    expect(results.invariants.filter((i) => !i.ok).map((i) => i.name)).toEqual([
-      'no-sleep-under-ptlock',
-    ]);
   });
 });
 
@@ -244,18 +228,9 @@ describe('examples/files/xip-unmap.yaml: __xip_unmap takes the sparse page from 
   });
 
   it('legacy: v3.6 sends invalidate_page under the PT lock, where the slow HCA sleeps', async () => {
-    const { code, results, events, log } = await runScenario(
-      'examples/files/xip-unmap.yaml',
-      'files-xip-legacy',
-      tmp,
-      (doc) => {
-        doc.setIn(['config', 'mode'], 'legacy');
-        doc.setIn(['expect', 'violations'], ['no-sleep-under-ptlock']);
-      },
-    );
-    expect(results.verdict, log).toBe('valid');
-    expect(code).toBe(0);
-    expect(results.steps.every((s) => s.ok)).toBe(true);
+    const run = await runLegacyTwin('examples/files/xip-unmap.yaml', 'files-xip-legacy', tmp);
+    expect(outcomeOf(run), run.log).toEqual(LEGACY_TWIN_OK);
+    const { events } = run;
     const unmaps = xipUnmaps(events);
     expect(unmaps.map((u) => u.page)).toEqual([0, 1]);
     for (const u of unmaps) {
@@ -271,8 +246,5 @@ describe('examples/files/xip-unmap.yaml: __xip_unmap takes the sparse page from 
       expect(release).toBeGreaterThan(ack);
       expect(op.indexOf(u)).toBeGreaterThan(release);
     }
-    expect(results.invariants.filter((i) => !i.ok).map((i) => i.name)).toEqual([
-      'no-sleep-under-ptlock',
-    ]);
   });
 });

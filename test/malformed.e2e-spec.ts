@@ -89,7 +89,7 @@ describe('malformed messages', () => {
     expect(await codeOf(rpc.call('mmap', { pid, pages: 1 << 20, prot: 'rw' }))).toBe('ok');
     expect(
       await codeOf(
-        rpc.call('mmap', { pid, pages: 1 << 20, prot: 'rw', flags: ['private' as never] }),
+        rpc.call('mmap', { pid, pages: 1 << 20, prot: 'rw', flags: ['fixed' as never] }),
       ),
     ).toBe('EBADMSG');
   });

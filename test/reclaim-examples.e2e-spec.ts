@@ -9,7 +9,7 @@ import { tmpdir } from 'node:os';
 import * as path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import type { TraceEvent } from '@mmlab/protocol';
-import { runScenario } from '@mmlab/testing';
+import { LEGACY_TWIN_OK, outcomeOf, runLegacyTwin, runScenario } from '@mmlab/testing';
 
 describe('examples/reclaim, in both modes, as mmlab run --local runs them', () => {
   const tmp = mkdtempSync(path.join(tmpdir(), 'mmlab-reclaim-'));
@@ -48,22 +48,15 @@ describe('examples/reclaim, in both modes, as mmlab run --local runs them', () =
   });
 
   it('try-to-unmap-one.yaml in legacy mode: v3.6 sends invalidate_page under the PT lock', async () => {
-    const { code, results, events, log } = await runScenario(
+    const run = await runLegacyTwin(
       'examples/reclaim/try-to-unmap-one.yaml',
       'reclaim-ttu-legacy',
       tmp,
-      (doc) => {
-        doc.setIn(['config', 'mode'], 'legacy');
-        doc.setIn(['expect', 'violations'], ['no-sleep-under-ptlock']);
-      },
     );
-    expect(results.verdict, log).toBe('valid');
-    expect(code).toBe(0);
-    expect(results.steps.every((s) => s.ok)).toBe(true);
+    expect(outcomeOf(run), run.log).toEqual(LEGACY_TWIN_OK);
+    const { events } = run;
     const sends = pageSends(events);
     expect(sends.length).toBeGreaterThanOrEqual(4);
     expect(sends.every((ptl) => typeof ptl === 'string' && ptl.startsWith('ptl:'))).toBe(true);
-    const bad = results.invariants.filter((i) => !i.ok).map((i) => i.name);
-    expect(bad).toEqual(['no-sleep-under-ptlock']);
   });
 });

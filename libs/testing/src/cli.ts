@@ -65,3 +65,30 @@ export async function runScenario(
     .map((l) => TraceEvent.parse(JSON.parse(l)));
   return { code: r.code, results, events, log: r.stdout + r.stderr };
 }
+
+/**
+ * The legacy twin of an example valid in patched: the same file in mode legacy (v3.6), where the
+ * callback the example's slow subscriber sleeps in was sent under the PT lock — the run is
+ * expected to break exactly no-sleep-under-ptlock.
+ */
+export const runLegacyTwin = (file: string, name: string, dir: string): Promise<ScenarioRun> =>
+  runScenario(file, name, dir, (doc) => {
+    doc.setIn(['config', 'mode'], 'legacy');
+    doc.setIn(['expect', 'violations'], ['no-sleep-under-ptlock']);
+  });
+
+/** What a run came to, in one value a test compares: verdict, exit code, steps, broken invariants. */
+export const outcomeOf = (r: ScenarioRun) => ({
+  verdict: r.results.verdict,
+  code: r.code,
+  stepsOk: r.results.steps.every((s) => s.ok),
+  broken: r.results.invariants.filter((i) => !i.ok).map((i) => i.name),
+});
+
+/** The outcome of a legacy twin that came out as expected. */
+export const LEGACY_TWIN_OK = {
+  verdict: 'valid',
+  code: 0,
+  stepsOk: true,
+  broken: ['no-sleep-under-ptlock'],
+} as const;

@@ -267,6 +267,15 @@ end
 local function pagecache_mark(K, pfn, ino, i, dirty)
   redis.call('HSET', K[9], 'p' .. pfn, ino .. ':' .. i .. ':' .. (dirty and '1' or '0'))
 end
+-- Page 'page' of file ino (ARGV strings) → i, xip | nil and the answer for a file that does not
+-- exist ('ENOENT') or a page past its end (past: 'EINVAL' for read/write, 'SIGBUS' for a fault)
+local function file_page(K, ino, page, past)
+  local pages, xip = file_get(K, ino)
+  if not pages then return nil, 'ENOENT' end
+  local i = tonumber(page)
+  if i >= pages then return nil, past end
+  return i, xip
+end
 -- A shmem file (shmem_zero_setup's object behind MAP_SHARED|MAP_ANONYMOUS): no backing store,
 -- its pages go to swap (shmem_writepage) and its page-cache entries may be swap entries
 local function file_shmem(K, ino)

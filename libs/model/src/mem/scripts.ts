@@ -587,10 +587,8 @@ return ino
     lua:
       HELPERS +
       `
-local pages, xip = file_get(KEYS, ARGV[1])
-if not pages then return {'ENOENT'} end
-local i = tonumber(ARGV[2])
-if i >= pages then return {'SIGBUS'} end
+local i, xip = file_page(KEYS, ARGV[1], ARGV[2], 'SIGBUS')
+if not i then return {xip} end
 if xip then return {'XIP'} end
 local pfn, gen, cached = pagecache_get(KEYS, ARGV[1], i)
 if not pfn then return {'ENOMEM'} end
@@ -613,10 +611,8 @@ return {'OK', pfn, gen, cached}
     lua:
       HELPERS +
       `
-local pages, xip = file_get(KEYS, ARGV[1])
-if not pages then return {'ENOENT'} end
-local i = tonumber(ARGV[2])
-if i >= pages then return {'EINVAL'} end
+local i, xip = file_page(KEYS, ARGV[1], ARGV[2], 'EINVAL')
+if not i then return {xip} end
 if xip then
   -- get_xip_mem(create = 0): the block, or -ENODATA (a hole: __clear_user, zeros)
   local b, bg = xip_block(KEYS, ARGV[1], i)
@@ -644,10 +640,8 @@ return {'OK', frame_get(KEYS, pfn, 'data'), pfn, gen, cached}
     lua:
       HELPERS +
       `
-local pages, xip = file_get(KEYS, ARGV[1])
-if not pages then return {'ENOENT'} end
-local i = tonumber(ARGV[2])
-if i >= pages then return {'EINVAL'} end
+local i, xip = file_page(KEYS, ARGV[1], ARGV[2], 'EINVAL')
+if not i then return {xip} end
 if xip then
   -- __xip_file_write(): get_xip_mem(create = 0), __copy_from_user_nocache into the block
   local b, bg = xip_block(KEYS, ARGV[1], i)
@@ -754,11 +748,9 @@ return out
     lua:
       HELPERS +
       `
-local pages, xip = file_get(KEYS, ARGV[1])
-if not pages then return {'ENOENT'} end
+local i, xip = file_page(KEYS, ARGV[1], ARGV[2], 'SIGBUS')
+if not i then return {xip} end
 if not xip then return {'NOTXIP'} end
-local i = tonumber(ARGV[2])
-if i >= pages then return {'SIGBUS'} end
 local function charge(pfn)
   if ARGV[3] == 'map' then frame_add(KEYS, pfn, 'ref', 1, 'map', 1)
   elseif ARGV[3] == 'ref' then frame_add(KEYS, pfn, 'ref', 1) end
