@@ -168,6 +168,53 @@ describe('reclaim to swap and back (patched, v3.7)', () => {
     expect(sw.free).toBe(sw.slots);
   });
 
+  it('files: remap_file_pages gives a regular file a linear VMA of its own; bad input is refused and changes nothing', async () => {
+    const { ino } = await rpc.call('fileCreate', { pages: 4 });
+    for (let i = 0; i < 4; i++) await rpc.call('fileWrite', { ino, page: i, value: 10 + i });
+    const { pid } = await rpc.call('processCreate', {});
+    const { addr } = await rpc.call('mmap', {
+      pid,
+      pages: 4,
+      prot: 'rw',
+      flags: ['shared'],
+      file: ino,
+    });
+    const { addr: anon } = await rpc.call('mmap', { pid, pages: 2, prot: 'rw' });
+    const page = (i: number) => addr + i * PAGE_SIZE;
+    expect(await read(pid, page(1))).toBe(11);
+    // dirty-accounted: mmap_region's emulation, not a nonlinear VMA
+    expect(
+      await rpc.call('remapFilePages', { pid, addr: page(0), pages: 2, pgoff: 2 }),
+    ).toMatchObject({ nonlinear: false });
+    expect(await read(pid, page(0))).toBe(12);
+    expect(await read(pid, page(1))).toBe(13);
+    expect(await read(pid, page(2))).toBe(12);
+    const codeOf = (p: Promise<unknown>) =>
+      p.then(
+        () => 'ok',
+        (e: { code?: string }) => e.code,
+      );
+    // not a shared mapping of a file, or past its VMA, or a file that is not there
+    expect(await codeOf(rpc.call('remapFilePages', { pid, addr: anon, pages: 1, pgoff: 0 }))).toBe(
+      'EINVAL',
+    );
+    expect(
+      await codeOf(rpc.call('remapFilePages', { pid, addr: page(3), pages: 2, pgoff: 0 })),
+    ).toBe('EINVAL');
+    expect(await codeOf(rpc.call('mmap', { pid, pages: 1, prot: 'r', file: ino + 1000 }))).toBe(
+      'ENOENT',
+    );
+    expect(await codeOf(rpc.call('fileRead', { ino, page: 4 }))).toBe('EINVAL');
+    expect(
+      await codeOf(rpc.call('mmap', { pid, pages: 1, prot: 'r', flags: ['shared', 'private'] })),
+    ).toBe('EINVAL');
+    // nothing changed by them: the mapping still reads as before
+    expect(await read(pid, page(0))).toBe(12);
+    expect(await read(pid, anon)).toBe(0);
+    await rpc.call('exit', { pid });
+    expect((await rpc.call('fileRead', { ino, page: 0 })).value).toBe(10);
+  });
+
   it('the whole trace satisfies every invariant', async () => {
     const all = await t!.settled();
     expect(violatedInvariants(all)).toEqual([]);
