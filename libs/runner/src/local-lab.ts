@@ -184,6 +184,14 @@ export interface LabStartOptions {
   readyUser?: string;
   /** extra node flags for every service process (bench:profile: --cpu-prof, not allowed in NODE_OPTIONS) */
   nodeArgs?: string[];
+  /**
+   * Every mm, cpu, hca and kvm instance serves /metrics and /health on a free port of its own
+   * (default true: `mmlab up`, scripts/lab.sh). false: none does (MMLAB_HTTP_PORT unset, a plain
+   * NATS microservice; the observer serves its API as always), for a lab nobody scrapes:
+   * `mmlab run --local` and the integration tests that read no instance's HTTP side. Each HTTP
+   * side (Express, Terminus, the metrics registry) costs about 0.2 CPU-seconds at start.
+   */
+  http?: boolean;
 }
 
 /** nats://host:port with user:password put in. */
@@ -239,7 +247,10 @@ export class LocalLab {
       const redis = opts.redisUrl ? null : await startRedis(await portOr(opts.ports?.redis));
       if (redis) servers.push(redis);
       const observerPort = await portOr(opts.ports?.observer);
-      const httpPorts = await httpPortsFor(cfg, [observerPort, ...servers.map((s) => s.port)]);
+      const httpPorts =
+        opts.http === false
+          ? {}
+          : await httpPortsFor(cfg, [observerPort, ...servers.map((s) => s.port)]);
       const specs = labServices(cfg, observerPort, httpPorts);
       lab = new LocalLab(
         cfg,
