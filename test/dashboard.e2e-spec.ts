@@ -5,6 +5,9 @@
  * first; then a scenario runs (an ODP MR read by the device, a VM's guest read of the same
  * memory, then munmap), and the invalidation it causes must appear on the mm, hca0, kvm0 and
  * cpu0 lifelines, open on a click, and list its events. Only Playwright's auto-waiting locators wait: no sleeps, no timings.
+ * The Memory panel says "no reclaim yet" on that run; after a run bigger than memory (kswapd
+ * between its watermarks, swap-outs and swap-ins) it draws the free frames against the
+ * watermarks and counts what the trace holds.
  * The screenshot goes to results/screenshots/dashboard.png (ignored by git): the tests leave
  * the tree clean. `npm run docs:screenshots` sets MMLAB_SCREENSHOT_DIR=docs to refresh the
  * README's docs/dashboard.png, the only way it changes.
@@ -15,9 +18,10 @@ import type { AddressInfo } from 'node:net';
 import * as path from 'node:path';
 import type { Browser, Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import type { EventOf } from '@mmlab/protocol';
+import { type EventOf, PAGE_SIZE } from '@mmlab/protocol';
+import { GLOBAL } from '@mmlab/model';
 import { repoRoot } from '@mmlab/runner';
-import { type TestLab, launchChromium, startTestLab } from '@mmlab/testing';
+import { type TestLab, launchChromium, startTestLab, until } from '@mmlab/testing';
 
 const HCA = 'hca0';
 const KVM = 'kvm0';
@@ -42,6 +46,9 @@ describe('the live dashboard, during a running scenario', () => {
       {
         mode: 'patched',
         frames: 64,
+        // swap and kswapd, for the Memory panel's run (the first runs use a few frames)
+        swapSlots: 256,
+        watermarks: { low: 4, high: 8 },
         cpus: 1,
         mmReplicas: 2,
         subscribers: [
@@ -170,6 +177,9 @@ describe('the live dashboard, during a running scenario', () => {
 
     // a valid run: once the checker has seen the whole invalidation, nothing is flagged
     await page.getByTestId('violations').getByText('none so far').waitFor();
+    // nothing reclaimed: the Memory panel is one line
+    await page.getByTestId('memory-none').getByText('no reclaim yet').waitFor();
+    expect(await page.getByTestId('memory-chart').count()).toBe(0);
     // the lab is idle now: the events-per-second counter falls to 0 (it used to keep its last value)
     await page
       .getByTestId('status')
@@ -251,5 +261,72 @@ describe('the live dashboard, during a running scenario', () => {
       .waitFor();
     expect(await stored()).toBeLessThan(5); // the services keep publishing (a few pings at most)
     expect(await page.getByTestId('action-error').count()).toBe(0);
+  });
+
+  it('the Memory panel: free frames after each reclaim pass against the watermarks, swap counts, the last passes', async () => {
+    const { rpc } = t!;
+    // the trace was cleared (the test before): the panel starts over
+    await page.getByTestId('memory-none').waitFor();
+    const earlier = new Set((await t!.settled()).map((e) => e.id));
+    // more pages than frames: allocations fall below the low watermark (kswapd) or find none
+    // (direct reclaim); reading them back swaps them in; then one reclaim step
+    const pages = 80;
+    const { pid } = await rpc.call('processCreate', {});
+    const { addr } = await rpc.call('mmap', { pid, pages, prot: 'rw' });
+    const at = (i: number) => addr + i * PAGE_SIZE;
+    for (let i = 0; i < pages; i++)
+      await rpc.call('cpuAccess', { pid, addr: at(i), op: 'write', value: 500 + i }, { id: 0 });
+    for (let i = 0; i < pages; i++)
+      expect((await rpc.call('cpuAccess', { pid, addr: at(i), op: 'read' }, { id: 0 })).value).toBe(
+        500 + i,
+      );
+    await rpc.call('reclaim', { pages: 4 });
+    // kswapd runs in the background: its last pass ends before the trace is counted
+    await until(
+      async () => (await t!.store.redis.exists(GLOBAL.kswapd)) === 0,
+      'kswapd to finish its pass',
+    );
+    const run = (await t!.settled()).filter((e) => !earlier.has(e.id));
+    const passes = run.filter((e): e is EventOf<'reclaim'> => e.kind === 'reclaim');
+    const outs = run.filter((e) => e.kind === 'swap.out').length;
+    const ins = run.filter((e) => e.kind === 'swap.in').length;
+    expect(passes.map((p) => p.why)).toEqual(expect.arrayContaining(['kswapd', 'request']));
+    // mm says which watermarks kswapd works between
+    expect(passes.every((p) => p.watermarks?.low === 4 && p.watermarks.high === 8)).toBe(true);
+    expect(outs).toBeGreaterThanOrEqual(pages - 64);
+    expect(ins).toBeGreaterThan(0);
+
+    const panel = page.getByTestId('memory-panel');
+    await panel.locator(`[data-testid=memory-swap-out][data-count="${outs}"]`).waitFor();
+    await panel.locator(`[data-testid=memory-swap-in][data-count="${ins}"]`).waitFor();
+    // one point per pass (all kept: fewer than the curve holds), the watermarks as rules
+    await panel.locator(`[data-testid=memory-chart][data-points="${passes.length}"]`).waitFor();
+    await panel.locator('[data-testid=memory-watermark][data-level=low][data-value="4"]').waitFor();
+    await panel
+      .locator('[data-testid=memory-watermark][data-level=high][data-value="8"]')
+      .waitFor();
+    expect(await panel.getByTestId('memory-free').getAttribute('points')).toMatch(
+      new RegExp(`^([\\d.]+,[\\d.]+ ){${passes.length - 1}}[\\d.]+,[\\d.]+$`),
+    );
+    expect(await panel.getByTestId('memory-by-why').innerText()).toBe(
+      (['kswapd', 'direct', 'request'] as const)
+        .map((w) => `${w} ${passes.filter((p) => p.why === w).length}`)
+        .join(' · '),
+    );
+    // the last passes, newest first, with what each did
+    const newest = [...passes].sort((a, b) => b.ts - a.ts).slice(0, 5);
+    const rows = panel.getByTestId('memory-pass');
+    expect(await rows.count()).toBe(newest.length);
+    for (let i = 0; i < newest.length; i++) {
+      const p = newest[i];
+      const row = rows.nth(i);
+      expect(await row.getAttribute('data-event-id')).toBe(p.id);
+      expect((await row.locator('td').allInnerTexts()).slice(1)).toEqual(
+        [p.why, p.scanned, p.reclaimed, p.referenced, p.pinned, p.free].map(String),
+      );
+    }
+    mkdirSync(SHOT_DIR, { recursive: true });
+    await panel.screenshot({ path: path.join(SHOT_DIR, 'dashboard-memory.png') });
+    await rpc.call('exit', { pid });
   });
 });

@@ -141,6 +141,33 @@ describe('reclaim to swap and back (patched, v3.7)', () => {
     expect(end.free).toBe(end.slots);
   });
 
+  it('shared anonymous memory is a shmem object: shared by a fork before any touch, swapped out and back, gone with its last mapping', async () => {
+    const { pid } = await rpc.call('processCreate', {});
+    const start = await rpc.call('meminfo', {});
+    const { addr } = await rpc.call('mmap', { pid, pages: 4, prot: 'rw', flags: ['shared'] });
+    const page = (i: number) => addr + i * PAGE_SIZE;
+    // nothing populated before the fork: the child's faults find the parent's pages and
+    // vice versa, in the object's page cache
+    const { pid: child } = await rpc.call('fork', { pid });
+    for (let i = 0; i < 4; i++) await write(child, page(i), 300 + i);
+    for (let i = 0; i < 4; i++) expect(await read(pid, page(i))).toBe(300 + i);
+    const before = await rpc.call('swapinfo', {});
+    const r = await rpc.call('reclaim', { pages: 32 });
+    expect(r.reclaimed).toBeGreaterThanOrEqual(4);
+    // shmem_writepage: the pages are in swap slots, named by the object's page cache
+    expect((await rpc.call('swapinfo', {})).free).toBeLessThanOrEqual(before.free - 4);
+    for (let i = 0; i < 4; i++) expect(await read(pid, page(i))).toBe(300 + i);
+    await write(pid, page(1), 7);
+    expect(await read(child, page(1))).toBe(7);
+    await rpc.call('exit', { pid: child });
+    expect(await read(pid, page(1))).toBe(7); // the parent's mapping keeps the object
+    await rpc.call('exit', { pid });
+    // shmem_evict_inode with the last mapping: every page and slot back
+    expect((await rpc.call('meminfo', {})).free).toBe(start.free);
+    const sw = await rpc.call('swapinfo', {});
+    expect(sw.free).toBe(sw.slots);
+  });
+
   it('the whole trace satisfies every invariant', async () => {
     const all = await t!.settled();
     expect(violatedInvariants(all)).toEqual([]);

@@ -303,6 +303,7 @@ export function App({ live }: { live: Live }) {
           selectedInv={selectedInv}
           selectedEvent={selectedEvent}
           violations={s.violations}
+          memory={s.memory}
           onSelectGroup={selectGroupAndShow}
           onSelectEvent={selectEventAndShow}
           onClear={clear}

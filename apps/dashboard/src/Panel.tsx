@@ -1,6 +1,7 @@
 /**
  * The side panel: the selected invalidation's events (every service's, in time order), or one
- * selected event's fields; below, the latest invalidations and the violations, clickable.
+ * selected event's fields; below, memory (reclaim and swap: Memory.tsx), then the latest
+ * invalidations and the violations, clickable.
  */
 import { memo } from 'react';
 import type { TraceEvent } from '@mmlab/protocol';
@@ -13,12 +14,15 @@ import {
   type ViolationInput,
   describeEvent,
 } from '@mmlab/diagram';
+import { Memory } from './Memory';
+import type { MemoryState } from './memory';
 
 export interface PanelProps {
   model: DiagramModel;
   selectedInv: string | null;
   selectedEvent: string | null;
   violations: ViolationInput[];
+  memory: MemoryState;
   onSelectGroup: (inv: string) => void;
   onSelectEvent: (id: string) => void;
   onClear: () => void;
@@ -195,6 +199,7 @@ export const Panel = memo(function Panel(p: PanelProps) {
           </button>
         )}
       </div>
+      <Memory memory={p.memory} />
       <section className="lists">
         <h3>
           Violations <span className="count">{p.violations.length}</span>

@@ -18,6 +18,7 @@ import {
   markExpected,
 } from '@mmlab/diagram';
 import { postWithToken } from './lab-token';
+import { EMPTY_MEMORY, type MemoryState, foldMemory } from './memory';
 
 export type Status = 'connecting' | 'live' | 'reconnecting' | 'lagged' | 'closed';
 
@@ -38,6 +39,8 @@ export interface LiveSnapshot {
   lagged: { dropped: number; sent: number } | null;
   /** why the last action on the observer failed (clearing the trace) */
   actionError: string | null;
+  /** reclaim and swap so far (the Memory panel): every event placed, paused or not */
+  memory: MemoryState;
 }
 
 export interface LiveOptions {
@@ -90,6 +93,7 @@ export class Live {
       violations: [],
       lagged: null,
       actionError: null,
+      memory: EMPTY_MEMORY,
     };
   }
 
@@ -142,6 +146,7 @@ export class Live {
       missed: 0,
       lagged: null,
       violations: [],
+      memory: EMPTY_MEMORY,
     });
     this.connect();
   }
@@ -170,7 +175,13 @@ export class Live {
       this.builder.clear();
       this.reorder.clear();
       this.aside = [];
-      this.publish({ model: this.builder.model(), received: 0, violations: [], waiting: 0 });
+      this.publish({
+        model: this.builder.model(),
+        received: 0,
+        violations: [],
+        waiting: 0,
+        memory: EMPTY_MEMORY,
+      });
     });
     es.addEventListener('lagged', (m: MessageEvent<string>) => {
       const info = JSON.parse(m.data) as { dropped: number; sent: number };
@@ -200,6 +211,9 @@ export class Live {
     this.flushAll = false;
     const patch: Partial<LiveSnapshot> = { rate: this.rate() };
     if (batch.length > 0) {
+      // counted as they come, paused or not: events set aside may be dropped, counts are not
+      const memory = foldMemory(this.snap.memory, batch);
+      if (memory !== this.snap.memory) patch.memory = memory;
       if (this.snap.paused) {
         for (const e of batch) this.aside.push(e);
         if (this.aside.length > this.opts.cap) {

@@ -20,7 +20,14 @@
 import { checkInvariants, type InvariantVerdict } from '@mmlab/checker';
 import { MmlabError, TRACE_REPLAY_SUBJECT, TraceEvent } from '@mmlab/protocol';
 import { Tracer, now, sleep } from '@mmlab/runtime';
-import type { InvariantName, LocatedStep, Scenario, StepResult, Verdict } from '@mmlab/scenario';
+import {
+  type InvariantName,
+  type LocatedStep,
+  type Scenario,
+  type StepResult,
+  type Verdict,
+  stepExpect,
+} from '@mmlab/scenario';
 import { z } from 'zod';
 import type { LabConnection } from './lab-connection';
 import { type LockLeft, waitForLocks } from './locks-left';
@@ -369,10 +376,7 @@ export class ScenarioRunner {
           reason: `${bad.length} step(s) of its branches not ok: ${bad.map((s) => `${s.path ?? s.index} (line ${s.line})`).join(', ')}`,
         };
     }
-    const expected =
-      step.op === 'cpu.read' || step.op === 'hca.rdma_read' || step.op === 'kvm.guest_read'
-        ? step.expect
-        : undefined;
+    const expected = stepExpect(step);
     if (expected !== undefined && done?.value !== expected)
       return { ...out, ok: false, reason: `read ${String(done?.value)}, expected ${expected}` };
     return out;

@@ -4,7 +4,7 @@
  * subscription with the same schemas and envelope (mmFastHandlers, fastRpc in libs/runtime).
  */
 import { Controller, Inject } from '@nestjs/common';
-import type { ReqParsed } from '@mmlab/protocol';
+import { MmlabError, type ReqParsed } from '@mmlab/protocol';
 import { type FastHandler, Rpc, fastRpc } from '@mmlab/runtime';
 import { MM_CONTEXT } from './tokens';
 import type { MmContext } from './kernel/context';
@@ -17,6 +17,8 @@ import { drainAllPages } from './kernel/page_alloc';
 import { doMprotect } from './kernel/mprotect';
 import { doMremap } from './kernel/mremap';
 import { tryToFreePages } from './kernel/vmscan';
+import { fileCreate, fileRead, fileWrite, sysMsync } from './kernel/filemap';
+import { sysRemapFilePages } from './kernel/fremap';
 
 /** mmlab.mm.fault: handle_mm_fault() for a CPU (or any agent); replies with the PTE installed. */
 async function fault(ctx: MmContext, req: ReqParsed<'fault'>) {
@@ -40,9 +42,44 @@ export class MmController {
 
   @Rpc('mmap')
   async mmap(req: ReqParsed<'mmap'>) {
+    if (req.flags.includes('shared') && req.flags.includes('private'))
+      throw new MmlabError('EINVAL', 'mmap: flags shared and private exclude each other');
+    const file = req.file === undefined ? null : { ino: req.file, pgoff: req.pgoff };
     return {
-      addr: await doMmap(this.ctx, req.pid, req.pages, req.prot, req.flags.includes('shared')),
+      addr: await doMmap(
+        this.ctx,
+        req.pid,
+        req.pages,
+        req.prot,
+        req.flags.includes('shared'),
+        file,
+      ),
     };
+  }
+
+  @Rpc('fileCreate')
+  async fileCreate(req: ReqParsed<'fileCreate'>) {
+    return { ino: await fileCreate(this.ctx, req.pages, req.xip) };
+  }
+
+  @Rpc('fileWrite')
+  async fileWrite(req: ReqParsed<'fileWrite'>) {
+    return fileWrite(this.ctx, req.ino, req.page, req.value);
+  }
+
+  @Rpc('fileRead')
+  async fileRead(req: ReqParsed<'fileRead'>) {
+    return fileRead(this.ctx, req.ino, req.page);
+  }
+
+  @Rpc('msync')
+  async msync(req: ReqParsed<'msync'>) {
+    return sysMsync(this.ctx, req.pid, req.addr, req.pages);
+  }
+
+  @Rpc('remapFilePages')
+  async remapFilePages(req: ReqParsed<'remapFilePages'>) {
+    return sysRemapFilePages(this.ctx, req.pid, req.addr, req.pages, req.pgoff);
   }
 
   @Rpc('munmap')

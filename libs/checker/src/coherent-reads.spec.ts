@@ -81,6 +81,28 @@ describe('coherent-reads', () => {
     );
   });
 
+  it('checks a private file mapping only once the process wrote its copy; a shared one never', () => {
+    const fileMap = (ts: number, flags: Array<'shared' | 'private'>) => ({
+      ...vmaMap(A, A + 2 * 4096, ts),
+      flags,
+      file: 3,
+      pgoff: 0,
+    });
+    // private: the file's 41 is read before any write (unknown here: not checked); then the
+    // process writes its copy, and a read that lost it is reported
+    const before = read(A, 41, 2, 3);
+    const lost = read(A, 41, 6, 7);
+    const priv = check([fileMap(1, ['private']), before, write(A, 99, 4, 5), lost]);
+    expect(priv.checked).toBe(1);
+    expect(violating(priv).map((v) => v[0])).toEqual([lost]);
+    // shared: the file's page, which write() and other mappings change: not this register
+    const shared = check([fileMap(1, ['shared']), write(A, 99, 4, 5), read(A, 41, 6, 7)]);
+    expect(shared).toMatchObject({ ok: true, checked: 0 });
+    // an anonymous mapping in the same place is checked as ever
+    const anon = check([vmaMap(A, A + 4096, 1), write(A, 99, 4, 5), read(A, 41, 6, 7)]);
+    expect(anon).toMatchObject({ ok: false, checked: 1 });
+  });
+
   it('zeroes the pages madvise(DONTNEED) drops, and only those', () => {
     const dontneed = mk('madvise', 3, { pid: 1, start: A, end: A + 4096, advice: 'dontneed' });
     const zero = read(A, 0, 5, 6);
@@ -89,6 +111,35 @@ describe('coherent-reads', () => {
     const v = check([write(A, 5, 1, 2), write(B, 6, 1, 2), dontneed, zero, kept, stale]);
     expect(v.checked).toBe(3);
     expect(violating(v)).toEqual([[stale, dontneed]]);
+  });
+
+  it('does not check a window remap_file_pages pointed at other pages of the object', () => {
+    const remap = mk('vma.remap', 3, {
+      pid: 1,
+      start: A,
+      end: A + 4096,
+      pgoff: 9,
+      nonlinear: true,
+    });
+    const v = check([write(A, 5, 1, 2), remap, read(A, 77, 5, 6), read(B, 0, 5, 6)]);
+    expect(v).toMatchObject({ ok: true, checked: 1 });
+    const anon = check([write(A, 5, 1, 2), read(A, 77, 5, 6)]);
+    expect(anon).toMatchObject({ ok: false, checked: 1 });
+    // nonlinear in a shared mapping: its pages outside the window alias the window's
+    const shared = { ...vmaMap(A, A + 2 * 4096, 0), flags: ['shared' as const] };
+    const alias = check([shared, write(B, 5, 1, 2), remap, read(B, 66, 5, 6)]);
+    expect(alias).toMatchObject({ ok: true, checked: 0 });
+  });
+
+  it('keeps the pages of a shared mapping across madvise(DONTNEED): the shmem object has them', () => {
+    const shared = { ...vmaMap(A, A + 2 * 4096, 0), flags: ['shared' as const] };
+    const dontneed = mk('madvise', 3, { pid: 1, start: A, end: A + 4096, advice: 'dontneed' });
+    const kept = read(A, 5, 5, 6);
+    const zero = read(A, 0, 7, 8);
+    const w = write(A, 5, 1, 2);
+    const v = check([shared, w, dontneed, kept, zero]);
+    expect(v.checked).toBe(2);
+    expect(violating(v)).toEqual([[zero, w]]);
   });
 
   it('is not reset by a mapping change elsewhere or in another process', () => {

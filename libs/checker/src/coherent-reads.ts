@@ -12,7 +12,8 @@
  * [R.tStart, R.tEnd]. R may return the value of any write W with W.tEnd < R.tStart that no
  * other such write W2 supersedes (W2.tStart > W.tEnd): several writes that overlap each
  * other, all before R, may each have been the last. None: the page reads as zero (fresh
- * anonymous memory). A vma.map, vma.unmap or madvise(DONTNEED) covering the page before R started resets the
+ * anonymous memory). A vma.map, vma.unmap or madvise(DONTNEED) (of a private mapping: a shared
+ * one keeps its pages) covering the page before R started resets the
  * register (a new mapping starts zeroed); one that happens while R is in flight makes zero
  * acceptable besides the old values.
  *
@@ -21,7 +22,12 @@
  * and its resets before F), and the vma.map events the fork emits for the child (same op) are
  * not resets; afterwards the two evolve apart (private copy-on-write). Pages of a MAP_SHARED
  * mapping are one register for both processes after the fork: their reads are not checked
- * (a register spanning processes is not modelled). mremap (vma.move of [from, from + pages)
+ * (a register spanning processes is not modelled). Nor are the pages of a mapping of a file
+ * (vma.map with a file): a shared one is the file's page, which write() and every other mapping
+ * change, and a private one starts as the file's page — its reads are checked only once the
+ * process wrote the page itself (its private copy), nor a window remap_file_pages pointed at
+ * other pages of its shared object (vma.remap: a nonlinear one makes every page of the shared
+ * mapping it is in an alias of another). mremap (vma.move of [from, from + pages)
  * to `to` at ts M): page `to + i` starts as page `from + i` was at M, and the old range is
  * reset.
  *
@@ -35,7 +41,12 @@ import { lowerBound } from './events';
 import type { Rule, Violation } from './types';
 
 type Access = EventOf<'access'>;
-type Reset = EventOf<'vma.map'> | EventOf<'vma.unmap'> | EventOf<'vma.move'> | EventOf<'madvise'>;
+type Reset =
+  | EventOf<'vma.map'>
+  | EventOf<'vma.unmap'>
+  | EventOf<'vma.move'>
+  | EventOf<'madvise'>
+  | EventOf<'vma.remap'>;
 type Fork = EventOf<'process.fork'>;
 type Move = EventOf<'vma.move'>;
 
@@ -73,6 +84,8 @@ export const coherentReads: Rule<'coherent-reads'> = {
     const movesOf = new Map<number, Move[]>();
     /** per pid: [from ts, start, end) of MAP_SHARED ranges shared with another process by fork */
     const sharedOf = new Map<number, Array<{ ts: number; start: number; end: number }>>();
+    /** per pid: its MAP_SHARED mappings so far (madvise(DONTNEED) does not zero them) */
+    const sharedMapsOf = new Map<number, Array<EventOf<'vma.map'>>>();
     const push = <K, V>(m: Map<K, V[]>, k: K, v: V) => {
       const l = m.get(k);
       if (l) l.push(v);
@@ -87,6 +100,7 @@ export const coherentReads: Rule<'coherent-reads'> = {
         if (!p) pages.set(key, (p = { pid: e.pid, vpn, reads: [], writes: [] }));
         (e.rw === 'write' ? p.writes : p.reads).push(e);
       } else if (e.kind === 'vma.map') {
+        if (e.flags.includes('shared')) push(sharedMapsOf, e.pid, e);
         const fork = forkOf.get(e.pid);
         if (fork && e.op !== undefined && e.op === fork.op) {
           // the child's copy of a parent mapping: inherited, not a fresh (zeroed) one
@@ -94,7 +108,20 @@ export const coherentReads: Rule<'coherent-reads'> = {
             for (const pid of [fork.pid, fork.child])
               push(sharedOf, pid, { ts: fork.ts, start: e.start, end: e.end });
         } else push(resetsOf, e.pid, e);
-      } else if (e.kind === 'vma.unmap' || e.kind === 'madvise') push(resetsOf, e.pid, e);
+      } else if (e.kind === 'madvise') {
+        // DONTNEED of a shared mapping drops the PTEs, not the pages: the shmem object or the
+        // file keeps them, and the next touch finds them again
+        const shared = (sharedMapsOf.get(e.pid) ?? []).some(
+          (m) => m.start <= e.start && e.start < m.end,
+        );
+        if (!shared) push(resetsOf, e.pid, e);
+      } else if (e.kind === 'vma.remap') {
+        // a nonlinear window aliases pages of the whole shared mapping it is in
+        const m = (sharedMapsOf.get(e.pid) ?? []).find(
+          (x) => x.start <= e.start && e.start < x.end,
+        );
+        push(resetsOf, e.pid, m && e.nonlinear ? { ...e, start: m.start, end: m.end } : e);
+      } else if (e.kind === 'vma.unmap') push(resetsOf, e.pid, e);
       else if (e.kind === 'vma.move') {
         push(resetsOf, e.pid, e);
         push(movesOf, e.pid, e);
@@ -161,7 +188,6 @@ export const coherentReads: Rule<'coherent-reads'> = {
         if (shared(r)) continue;
         const hi = lowerBound(ends, r.tStart); // writes[0 .. hi) ended before r started
         if (minStartFrom[hi] <= r.tEnd) continue; // a write overlaps r: any value goes
-        checked++;
         const ri = lowerBound(resetTs, r.tStart) - 1; // last reset before r started
         const reset = ri >= 0 ? resets[ri] : undefined;
         const during = resets[ri + 1] !== undefined && resets[ri + 1].ts <= r.tEnd;
@@ -176,6 +202,13 @@ export const coherentReads: Rule<'coherent-reads'> = {
           last.push(writes[i]);
           maxStart = Math.max(maxStart, writes[i].tStart);
         }
+        // A mapping of a file starts with the file's content, and a shared one is the file's
+        // page itself (written by write() and every other mapping of it): not this register.
+        // A private one is checked once its process wrote the page (its copy), not before.
+        const file = reset?.kind === 'vma.map' && reset.file !== undefined;
+        if (file && (reset.flags.includes('shared') || last.length === 0 || during)) continue;
+        if (reset?.kind === 'vma.remap') continue; // other pages of a shared object: its own
+        checked++;
         const acceptable = new Set(last.map((w) => w.value));
         if (last.length === 0 || during) acceptable.add(0);
         if (acceptable.has(r.value)) continue;

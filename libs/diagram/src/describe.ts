@@ -20,9 +20,14 @@ export function describeEvent(e: TraceEvent): string {
     case 'process.exit':
       return `pid ${e.pid}`;
     case 'vma.map':
-      return `pid ${e.pid} ${range(e.start, e.end)} ${e.prot}${e.flags.length ? ' ' + e.flags.join(',') : ''}`;
+      return (
+        `pid ${e.pid} ${range(e.start, e.end)} ${e.prot}${e.flags.length ? ' ' + e.flags.join(',') : ''}` +
+        (e.file !== undefined ? ` file ${e.file} from page ${e.pgoff ?? 0}` : '')
+      );
     case 'vma.unmap':
       return `pid ${e.pid} ${range(e.start, e.end)}`;
+    case 'vma.remap':
+      return `pid ${e.pid} ${range(e.start, e.end)} → file page ${e.pgoff}${e.nonlinear ? ' (nonlinear)' : ''}`;
     case 'vma.protect':
       return `pid ${e.pid} ${range(e.start, e.end)} → ${e.prot}`;
     case 'vma.move':
@@ -56,6 +61,12 @@ export function describeEvent(e: TraceEvent): string {
       return `pid ${e.pid} ${hex(e.addr)}: ${frame(e.pfn, e.gen)} → swap slot ${e.slot}`;
     case 'swap.in':
       return `pid ${e.pid} ${hex(e.addr)}: swap slot ${e.slot} → ${frame(e.pfn, e.gen)}${e.cached ? ' (swap cache)' : ''}`;
+    case 'file.create':
+      return `file ${e.ino}: ${e.pages} pages${e.xip ? ', XIP' : ''}`;
+    case 'writeback':
+      return `file ${e.ino} page ${e.page} (${frame(e.pfn, e.gen)}) = ${e.value}, by ${e.why}`;
+    case 'xip.unmap':
+      return `pid ${e.pid} ${hex(e.addr)}: XIP sparse page ${frame(e.pfn, e.gen)} unmapped for file ${e.ino} page ${e.page}, released`;
     case 'reclaim':
       return `${e.why}: scanned ${e.scanned}, reclaimed ${e.reclaimed}, referenced ${e.referenced}, pinned ${e.pinned}; ${e.free} free`;
     case 'frame.pin':

@@ -88,6 +88,7 @@ function clean(): FsckSnapshot {
     swap: {},
     swapSlots: '0',
     nrSwapFree: '0',
+    pagecache: {},
     lru: ['1', '2'],
     active: ['3'],
     incarnations: { 'mm-0.a': true, 'mm-7.z': false },
@@ -477,6 +478,156 @@ describe('fsck', () => {
       ['lru', 6],
       ['lru', 1],
     ]);
+  });
+
+  /**
+   * withSwap() and a file: ino 2 of 3 pages, page 1 cached in pfn 7 (the page cache's reference
+   * and pid 1's shared mapping of it at vpn 300), page 0 on the store only.
+   */
+  function withFile(): FsckSnapshot {
+    const s = withSwap();
+    s.processes[0].vmas.push('300:301:rw:shared:2:-299');
+    s.processes[0].ptes[300] = '7:1:1';
+    s.frame[7] = { gen: 1, ref: 2, map: 1, state: 'used' };
+    s.freeList = [4, 5, 6];
+    s.pagecache = { ino_next: '2', f2: '3|0', 'c2:1': '7', p7: '2:1:1', 'd2:0': '5' };
+    s.lru.push('7');
+    return s;
+  }
+
+  it("a file's pages: consistent, and the page cache's reference is no pin", () => {
+    expect(fsck(withFile())).toEqual([]);
+    const s = withFile();
+    s.processes[0].pinnedVm = '1'; // pfn 3's pin; pfn 7's extra reference is the page cache's
+    expect(codes(s)).toEqual([]);
+    s.frame[7].ref = 3; // one more: a pin nobody charged
+    expect(codes(s)).toEqual(['pinned-vm']);
+  });
+
+  it('a page-cache entry whose frame was freed, or names another page, or is past the end', () => {
+    const freed = withFile();
+    delete freed.processes[0].ptes[300];
+    freed.frame[7] = { gen: 1, ref: 0, map: 0, state: 'free' };
+    freed.freeList = [4, 5, 6, 7];
+    freed.lru = freed.lru.filter((p) => p !== '7');
+    expect(fsck(freed).map((f) => [f.code, f.message])).toEqual([
+      [
+        'pagecache',
+        'page 2:1 is cached in pfn 7, but its frame pfn 7 is free (gen 1, ref 0, map 0)',
+      ],
+    ]);
+    const other = withFile();
+    other.pagecache.p7 = '2:2:0';
+    expect(codes(other)).toEqual(['pagecache', 'pagecache']);
+    const past = withFile();
+    past.pagecache.f2 = '1|0';
+    expect(fsck(past).map((f) => f.message)).toEqual([
+      'page 2:1 is cached in pfn 7, but page 1 is past the end of file 2 (1 pages)',
+    ]);
+  });
+
+  it('a frame in the page cache and the swap cache at once; a dangling p<pfn>', () => {
+    const s = withFile();
+    s.swap.p7 = '1';
+    expect(codes(s)).toContain('pagecache');
+    const t = withFile();
+    delete t.pagecache['c2:1'];
+    expect(fsck(t).map((f) => [f.code, f.message])).toEqual([
+      ['pagecache', 'pfn 7 says it caches 2:1, which is not cached'],
+    ]);
+  });
+
+  /**
+   * withSwap() and an XIP file: ino 3 of 2 pages, page 0's block in pfn 6 (the file's reference
+   * and pid 1's shared mapping at vpn 300), page 1 a hole that pid 1's read-only mapping at vpn
+   * 301 maps to the sparse page, pfn 7 (__xip_sparse_page's reference and the PTE's).
+   */
+  function withXip(): FsckSnapshot {
+    const s = withSwap();
+    s.processes[0].vmas.push('300:301:rw:shared:3:-300', '301:302:r:shared:3:-300');
+    s.processes[0].ptes[300] = '6:1:1';
+    s.processes[0].ptes[301] = '7:1:0';
+    s.frame[6] = { gen: 1, ref: 2, map: 1, state: 'used' };
+    s.frame[7] = { gen: 1, ref: 2, map: 1, state: 'used' };
+    s.freeList = [4, 5];
+    s.pagecache = { ino_next: '3', f3: '2|1', 'c3:0': '6', p6: '3:0:x', sparse: '7', xs_seq: '4' };
+    return s;
+  }
+
+  it("XIP: a block's file reference and the sparse page's own are no pins", () => {
+    expect(fsck(withXip())).toEqual([]);
+    const s = withXip();
+    s.processes[0].pinnedVm = '1'; // pfn 3's pin; pfn 6's and pfn 7's extra references are not
+    expect(codes(s)).toEqual([]);
+    s.frame[7].ref = 3; // the sparse page with one more reference: a pin nobody charged
+    expect(codes(s)).toEqual(['pinned-vm', 'pagecache']);
+    const b = withXip();
+    b.processes[0].pinnedVm = '1';
+    b.frame[6].ref = 3; // the block with one more reference than its file's and its PTE's
+    expect(codes(b)).toEqual(['pinned-vm']);
+  });
+
+  it('XIP: a block of a file that is not XIP, a page cache page of an XIP file, a block on the LRU', () => {
+    const notXip = withXip();
+    notXip.pagecache.f3 = '2|0';
+    expect(fsck(notXip).map((f) => f.message)).toEqual([
+      'pfn 6 is an XIP block of file 3, which is not an XIP file',
+    ]);
+    const cached = withXip();
+    cached.pagecache.p6 = '3:0:1';
+    expect(fsck(cached).map((f) => f.message)).toEqual([
+      'pfn 6 caches page 3:0 of XIP file 3, which has no page cache',
+    ]);
+    const lru = withXip();
+    lru.active.push('6');
+    expect(fsck(lru).map((f) => f.message)).toEqual([
+      'pfn 6 is an XIP block (page 3:0) on an LRU list: it is never reclaimed',
+    ]);
+  });
+
+  it('XIP: the sparse page freed, cached, on the LRU, or short of its own reference; xs_busy left open', () => {
+    const freed = withXip();
+    delete freed.processes[0].ptes[301];
+    freed.frame[7] = { gen: 1, ref: 0, map: 0, state: 'free' };
+    freed.freeList = [4, 5, 7];
+    expect(fsck(freed).map((f) => f.message)).toEqual([
+      'the XIP sparse page pfn 7 is free (gen 1, ref 0, map 0)',
+    ]);
+    const cached = withXip();
+    cached.swap.p7 = '1';
+    expect(fsck(cached).map((f) => f.message)).toContain(
+      'the XIP sparse page pfn 7 is in the swap cache too',
+    );
+    const lru = withXip();
+    lru.lru.push('7');
+    expect(fsck(lru).map((f) => f.message)).toEqual([
+      'the XIP sparse page pfn 7 is on an LRU list: it is never reclaimed',
+    ]);
+    const short = withXip();
+    short.frame[7].ref = 1; // the PTE's reference only: the next unmap would free it
+    expect(fsck(short).map((f) => f.message)).toEqual([
+      "the XIP sparse page pfn 7 has refcount 1, not its mapcount 1 + 1 (__xip_sparse_page's)",
+    ]);
+    const busy = withXip();
+    busy.pagecache.xs_busy = '1';
+    expect(fsck(busy).map((f) => f.message)).toEqual([
+      'xs_busy is 1: a sparse-page fault left xip_sparse_seq open (__xip_unmap waits for it)',
+    ]);
+  });
+
+  it("a swapped-out shmem page: its page-cache entry is the slot's reference", () => {
+    const s = withFile();
+    s.pagecache = { ...s.pagecache, f3: '2|0', m3: '1', 'c3:0': 's2:1' };
+    s.swap.s2 = '1|1|0|0|9';
+    s.nrSwapFree = '2';
+    expect(fsck(s)).toEqual([]);
+    delete s.pagecache.m3; // not shmem: a file's page never goes to swap
+    expect(codes(s)).toEqual(['pagecache']);
+    const t = withFile();
+    t.pagecache = { ...t.pagecache, f3: '2|0', m3: '1', 'c3:0': 's2:1' };
+    t.swap.s2 = '1|0|0|0|9'; // the slot does not count the entry
+    t.nrSwapFree = '2';
+    expect(codes(t)).toContain('swap-count');
   });
 
   it("the swap cache's reference is no pin", () => {

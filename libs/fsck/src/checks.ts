@@ -54,8 +54,18 @@
  *                      every address space; no swap PTE names a free or reused slot
  *   swap-free          nr_swap_free is the number of free slots (count 0, no cache page)
  *   lru                every frame on the LRU lists is used, and on one list only
- * A swap-cache page's reference is the cache's: refcount ≥ mapcount + 1 (pinned-vm counts it
- * out of the pins).
+ *   pagecache          every file record parses; every page-cache entry c<ino>:<i> names a used
+ *                      frame whose p<pfn> names that page back (and vice versa), of a file that
+ *                      exists and a page below its size; no frame is in the page cache and the
+ *                      swap cache at once, or caches two pages; only a shmem object's entry may
+ *                      hold a swap slot instead (swap-count counts it as the slot's reference).
+ *                      XIP files (keys.ts): the blocks ("ino:i:x" entries) are exactly an XIP
+ *                      file's pages, and on no LRU list; the sparse page is a used frame in no
+ *                      cache and on no LRU list, with refcount = mapcount + 1 (the pointer's);
+ *                      xs_busy is 0 (no sparse-page fault left xip_sparse_seq open)
+ * A swap-cache or page-cache page's reference is the cache's: refcount ≥ mapcount + 1 (pinned-vm
+ * counts it out of the pins); an XIP block's is its file's, and the sparse page's own one is
+ * __xip_sparse_page's: no pins either.
  */
 import { MnEvent, ZERO_PFN, pmdIndexOf } from '@mmlab/protocol';
 import { MEM, type Pte, type Vma, parsePte, parseVma, procKeys, subKeys } from '@mmlab/model';
@@ -96,6 +106,7 @@ export const FSCK_CODES = [
   'swap-count',
   'swap-free',
   'lru',
+  'pagecache',
 ] as const;
 export type FsckCode = (typeof FSCK_CODES)[number];
 
@@ -124,7 +135,137 @@ export function fsck(s: FsckSnapshot): Finding[] {
   checkCounts(s, mappers, add);
   checkPins(s, add);
   checkSwap(s, add);
+  checkPagecache(s, add);
   return out;
+}
+
+/** The page-cache frames of the snapshot (pfn → "ino:i"), as p<pfn> entries say. */
+function pagecachePages(s: FsckSnapshot): Map<number, string> {
+  const out = new Map<number, string>();
+  for (const [f, v] of Object.entries(s.pagecache))
+    if (f.startsWith('p')) out.set(Number(f.slice(1)), v.split(':').slice(0, 2).join(':'));
+  return out;
+}
+
+function checkPagecache(s: FsckSnapshot, add: Add): void {
+  const files = new Map<number, number>(); // ino → pages
+  for (const [f, v] of Object.entries(s.pagecache)) {
+    if (!f.startsWith('f')) continue;
+    const m = /^(\d+)\|[01]$/.exec(v);
+    if (!m) add('pagecache', MEM.pagecache, `file ${f.slice(1)} is ${JSON.stringify(v)}`, { f, v });
+    else files.set(Number(f.slice(1)), Number(m[1]));
+  }
+  const back = pagecachePages(s);
+  const swap = swapCachePages(s);
+  const cached = new Map<number, string>(); // pfn → the page naming it
+  for (const [f, v] of Object.entries(s.pagecache)) {
+    const c = /^c(\d+):(\d+)$/.exec(f);
+    if (!c) continue;
+    const page = `${c[1]}:${c[2]}`;
+    if (v.startsWith('s')) {
+      // a swapped-out shmem page (swap-count checks its slot)
+      if (!(`m${c[1]}` in s.pagecache))
+        add('pagecache', MEM.pagecache, `page ${page} of a file that is not shmem holds ${v}`, {
+          page,
+          entry: v,
+        });
+      continue;
+    }
+    const pfn = Number(v);
+    const fr = s.frame[v];
+    const pages = files.get(Number(c[1]));
+    const problem =
+      pages === undefined
+        ? `file ${c[1]} does not exist`
+        : Number(c[2]) >= pages
+          ? `page ${c[2]} is past the end of file ${c[1]} (${pages} pages)`
+          : fr?.state !== 'used'
+            ? `its frame pfn ${v} is ${describe(fr)}`
+            : back.get(pfn) !== page
+              ? `pfn ${v} says it caches ${back.get(pfn) ?? 'nothing'}`
+              : cached.has(pfn)
+                ? `pfn ${v} caches ${cached.get(pfn)} too`
+                : swap.has(pfn)
+                  ? `pfn ${v} is in the swap cache too`
+                  : undefined;
+    cached.set(pfn, page);
+    if (problem)
+      add('pagecache', MEM.pagecache, `page ${page} is cached in pfn ${v}, but ${problem}`, {
+        page,
+        pfn,
+        frame: fr ?? null,
+      });
+  }
+  for (const [pfn, page] of back)
+    if (cached.get(pfn) !== page)
+      add('pagecache', MEM.pagecache, `pfn ${pfn} says it caches ${page}, which is not cached`, {
+        page,
+        pfn,
+      });
+  checkXip(s, add);
+}
+
+/** The XIP files (ino), as their f<ino> records say ("pages|1"). */
+function xipFiles(s: FsckSnapshot): Set<number> {
+  const out = new Set<number>();
+  for (const [f, v] of Object.entries(s.pagecache))
+    if (f.startsWith('f') && /^\d+\|1$/.test(v)) out.add(Number(f.slice(1)));
+  return out;
+}
+
+/** The XIP sparse page's pfn (null: never allocated), as {mem}:pagecache sparse says. */
+const xipSparsePfn = (s: FsckSnapshot): number | null =>
+  s.pagecache.sparse === undefined ? null : Number(s.pagecache.sparse);
+
+/** The pagecache rule's XIP part (keys.ts {mem}:pagecache): blocks, the sparse page, the seqcount. */
+function checkXip(s: FsckSnapshot, add: Add): void {
+  const xip = xipFiles(s);
+  const lru = new Set([...s.lru, ...s.active].map(Number));
+  for (const [f, v] of Object.entries(s.pagecache)) {
+    if (!f.startsWith('p')) continue;
+    const pfn = Number(f.slice(1));
+    const m = /^(\d+):(\d+):([01x])$/.exec(v);
+    const problem = !m
+      ? `is ${JSON.stringify(v)}`
+      : m[3] === 'x' && !xip.has(Number(m[1]))
+        ? `is an XIP block of file ${m[1]}, which is not an XIP file`
+        : m[3] !== 'x' && xip.has(Number(m[1]))
+          ? `caches page ${m[1]}:${m[2]} of XIP file ${m[1]}, which has no page cache`
+          : m[3] === 'x' && lru.has(pfn)
+            ? `is an XIP block (page ${m[1]}:${m[2]}) on an LRU list: it is never reclaimed`
+            : undefined;
+    if (problem) add('pagecache', MEM.pagecache, `pfn ${pfn} ${problem}`, { pfn, entry: v });
+  }
+  const sparse = xipSparsePfn(s);
+  if (sparse !== null) {
+    const fr = s.frame[String(sparse)];
+    const problem = !Number.isSafeInteger(sparse)
+      ? `is ${JSON.stringify(s.pagecache.sparse)}`
+      : fr?.state !== 'used'
+        ? `is ${describe(fr)}`
+        : s.pagecache[`p${sparse}`] !== undefined
+          ? 'is in the page cache too'
+          : swapCachePages(s).has(sparse)
+            ? 'is in the swap cache too'
+            : lru.has(sparse)
+              ? 'is on an LRU list: it is never reclaimed'
+              : fr.ref !== fr.map + 1
+                ? `has refcount ${fr.ref}, not its mapcount ${fr.map} + 1 (__xip_sparse_page's)`
+                : undefined;
+    if (problem)
+      add('pagecache', MEM.pagecache, `the XIP sparse page pfn ${sparse} ${problem}`, {
+        pfn: sparse,
+        frame: fr ?? null,
+      });
+  }
+  const busy = s.pagecache.xs_busy ?? '0';
+  if (busy !== '0')
+    add(
+      'pagecache',
+      MEM.pagecache,
+      `xs_busy is ${busy}: a sparse-page fault left xip_sparse_seq open (__xip_unmap waits for it)`,
+      { xs_busy: busy },
+    );
 }
 
 /** A swap slot record "gen|count|cpfn|cgen|data", parsed (null: corrupt). */
@@ -158,6 +299,13 @@ function checkSwap(s: FsckSnapshot, add: Add): void {
       const k = `${pte.pfn}:${pte.gen}`;
       named.set(k, [...(named.get(k) ?? []), `${p.pid}:${vpn}`]);
     }
+  // a shmem object's page that was swapped out: its page-cache entry holds the slot instead
+  for (const [f, v] of Object.entries(s.pagecache)) {
+    const m = /^s(\d+):(\d+)$/.exec(v);
+    if (!f.startsWith('c') || !m) continue;
+    const k = `${m[1]}:${m[2]}`;
+    named.set(k, [...(named.get(k) ?? []), `shmem ${f.slice(1)}`]);
+  }
   let free = 0;
   const seen = new Set<string>();
   for (const [f, v] of Object.entries(s.swap)) {
@@ -363,7 +511,7 @@ function checkProcess(
         `pid ${p.pid}: PTE at vpn ${vpn} (${raw}) is in no VMA`,
         objects,
       );
-    if (pte.swap) continue; // a swap entry: swap-count checks the slot it names
+    if (pte.swap || pte.file) continue; // a swap entry (swap-count checks its slot), a file PTE
     if (vma) {
       const why =
         pte.writable && vma.prot !== 'rw'
@@ -608,10 +756,14 @@ function checkPins(s: FsckSnapshot, add: Add): void {
   const pinned: Record<number, number> = {};
   let pins = 0;
   const cache = swapCachePages(s);
+  const files = pagecachePages(s);
+  const sparse = xipSparsePfn(s);
   for (let pfn = 1; pfn <= s.frames; pfn++) {
     const f = s.frame[String(pfn)];
-    // the swap cache's reference is no pin
-    const extra = f?.state === 'used' ? f.ref - f.map - (cache.has(pfn) ? 1 : 0) : 0;
+    // the swap cache's reference, or the page cache's (an XIP block's: its file's), is no pin;
+    // nor is __xip_sparse_page's own reference of the sparse page
+    const held = (cache.has(pfn) ? 1 : 0) + (files.has(pfn) ? 1 : 0) + (pfn === sparse ? 1 : 0);
+    const extra = f?.state === 'used' ? f.ref - f.map - held : 0;
     if (!(extra > 0)) continue;
     pinned[pfn] = extra;
     pins += extra;

@@ -90,6 +90,11 @@ export interface FsckSnapshot {
   /** {mem}:meta swap_slots and nr_swap_free (raw; null when absent) */
   swapSlots: string | null;
   nrSwapFree: string | null;
+  /**
+   * {mem}:pagecache as stored (keys.ts): "f<ino>" → "pages|xip", "c<ino>:<i>" → pfn,
+   * "p<pfn>" → "ino:i:dirty", "d<ino>:<i>" → the word on the store, "ino_next"
+   */
+  pagecache: Record<string, string>;
   /** the inactive and the active LRU lists' members */
   lru: string[];
   active: string[];
@@ -123,13 +128,14 @@ export const incarnationOfInvOwner = (v: string): string => {
 export async function readSnapshot(store: Store): Promise<FsckSnapshot> {
   const r = store.redis;
   // the frame table is read by the model (its layout is the model's): one MULTI on {mem}
-  const [mem, pending, swap, swapMeta, lru, active] = await Promise.all([
+  const [mem, pending, swap, swapMeta, lru, active, pagecache] = await Promise.all([
     store.memTable(),
     r.hgetall(MEM.pending),
     r.hgetall(MEM.swap),
     r.hmget(MEM.meta, 'swap_slots', 'nr_swap_free'),
     r.zrange(MEM.lru, 0, -1),
     r.zrange(MEM.active, 0, -1),
+    r.hgetall(MEM.pagecache),
   ]);
   const frame: Record<string, FrameRecord> = {};
   for (const [pfn, f] of mem.frame)
@@ -221,6 +227,7 @@ export async function readSnapshot(store: Store): Promise<FsckSnapshot> {
     swap,
     swapSlots: swapMeta[0],
     nrSwapFree: swapMeta[1],
+    pagecache,
     lru,
     active,
     incarnations,

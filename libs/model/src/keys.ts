@@ -100,6 +100,39 @@
  *                reclaimed is on neither (isolated, with one extra reference). Kept only on a
  *                machine with swap (meta swap_slots > 0): without swap nothing is reclaimed,
  *                and a sorted-set entry (~100 B) would cost three times the frame's record.
+ *   {mem}:pagecache hash, the files and their page caches (struct inode, address_space,
+ *                mm/filemap.c v3.7) — one hash for every file, so that looking a page up and
+ *                allocating its frame are one {mem} script:
+ *                  ino_next    the last inode number given (files are numbered from 1)
+ *                  f<ino>      "pages|xip": the file's size in pages (i_size) and whether it is
+ *                              an XIP file (1: no page cache, its pages are the backing store's)
+ *                  c<ino>:<i>  pfn: page i of file ino is cached in that frame (the radix tree
+ *                              of page->mapping; the frame's gen is its record's)
+ *                  d<ino>:<i>  the page's word on the backing store (absent: 0, a hole)
+ *                  p<pfn>      "ino:i:dirty": the frame is page i of ino in the page cache
+ *                              (page->mapping, page->index) and, dirty = 1, PG_dirty: written
+ *                              since writeback last cleaned it (mapped writable, or by write())
+ *                The page cache holds one reference of a cached frame (add_to_page_cache's
+ *                page_cache_get), as the swap cache does; its mappings add theirs.
+ *                XIP files (mm/filemap_xip.c v3.7) have no page cache and no d<ino>:<i>: an
+ *                allocated block (get_xip_mem(create = 1): a write(), or a fault of a shared
+ *                writable mapping) is a frame owned by the file for its whole life, holding the
+ *                data — c<ino>:<i> → pfn as above, and p<pfn> = "ino:i:x" (x: an XIP block,
+ *                never dirty, never written back, never reclaimed, on no LRU list); the file's
+ *                reference is its refcount's 1, its mappings add theirs. A hole has no entry.
+ *                  sparse      pfn of __xip_sparse_page: the one zero-filled frame every hole
+ *                              of every XIP file is mapped read-only to, allocated on first use
+ *                              and never freed (refcount 1 + its mapcount: each PTE mapping it
+ *                              holds a mapping reference), on no LRU list, in no cache
+ *                  xs_seq      xip_sparse_seq: sparse-page faults ever begun (write_seqcount_
+ *                              begin); __xip_unmap scans again when it moved meanwhile
+ *                  xs_busy     sparse-page faults between their lookup and their install (0 at
+ *                              rest: __xip_unmap waits while it is not)
+ *              Invariants (fsck: pagecache-*): c<ino>:<i> = pfn iff p<pfn> = "ino:i:…", and the
+ *              frame is used; i < the file's pages; a file's pages are never in the swap cache;
+ *              "x" entries are exactly an XIP file's (its pages), and neither they nor the
+ *              sparse page are on an LRU list; the sparse page is used, in no cache, with
+ *              refcount = mapcount + 1; xs_busy is 0 at rest.
  *
  * An address space ({p:<pid>}) — mm_struct and its page tables:
  *   :mm        hash: seq (mm_lock_seq: bumped at every mmap_sem write acquire and release),
@@ -176,6 +209,7 @@ export const MEM = {
   swap: '{mem}:swap',
   lru: '{mem}:lru',
   active: '{mem}:lru:active',
+  pagecache: '{mem}:pagecache',
 } as const;
 /** The roles of the {mem} keys, in the order every {mem} script receives them as KEYS. */
 export const MEM_ROLES = [
@@ -187,6 +221,7 @@ export const MEM_ROLES = [
   'swap',
   'lru',
   'active',
+  'pagecache',
 ] as const satisfies ReadonlyArray<keyof typeof MEM>;
 export const MEM_KEYS: string[] = MEM_ROLES.map((r) => MEM[r]);
 

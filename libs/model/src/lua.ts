@@ -9,13 +9,39 @@
  * token against the highest one granted (fencing): a holder whose lease was lost is refused.
  */
 export const LUA_HELPERS = `
+-- A VMA of the :vma zset (keys.ts; vma.ts reads the same): "start:end:prot:flags" (flags '',
+-- 'shared', or 'nonlinear': shared, and remapped by remap_file_pages: VM_NONLINEAR), and for a
+-- mapping of a file ":ino:delta" after it, delta = vm_pgoff - vm_start in pages (the file page of
+-- vpn is vpn + delta: a split keeps delta, a move changes it). → {s, e, prot, flags, ino, delta, m}
+-- (ino nil: anonymous)
+local function vma_parse(m)
+  local s, e, prot, flags, rest = string.match(m, '^(%d+):(%d+):(%a+):(%a*)(.*)$')
+  if not s then error({err = 'corrupt VMA ' .. m}) end
+  local v = { s = tonumber(s), e = tonumber(e), prot = prot, flags = flags, delta = 0, m = m,
+    shared = flags == 'shared' or flags == 'nonlinear' }
+  if rest ~= '' then
+    local ino, d = string.match(rest, '^:(%d+):(%-?%d+)$')
+    if not ino then error({err = 'corrupt VMA ' .. m}) end
+    v.ino = tonumber(ino); v.delta = tonumber(d)
+  end
+  return v
+end
+-- The member of [s, e) with prot, and v's flags and file (v.delta: its file page at s is s + delta)
+local function vma_fmt(s, e, prot, v)
+  local m = s .. ':' .. e .. ':' .. prot .. ':' .. v.flags
+  if v.ino then m = m .. ':' .. v.ino .. ':' .. v.delta end
+  return m
+end
+-- vma_merge()'s test: b starts where a ends, with the same prot, flags and file at contiguous offsets
+local function vma_mergeable(a, b)
+  return a.e == b.s and a.prot == b.prot and a.flags == b.flags and a.ino == b.ino and a.delta == b.delta
+end
 local function find_vma(key, vpn)
   local r = redis.call('ZREVRANGEBYSCORE', key, vpn, '-inf', 'LIMIT', 0, 1)
   if #r == 0 then return nil end
-  local s, e, prot, flags = string.match(r[1], '^(%d+):(%d+):(%a+):(%a*)$')
-  s = tonumber(s); e = tonumber(e)
-  if vpn >= e then return nil end
-  return { s = s, e = e, prot = prot, flags = flags }
+  local v = vma_parse(r[1])
+  if vpn >= v.e then return nil end
+  return v
 end
 -- w: 1 writable, 0 read-only, 2 PROT_NONE, 3 cleared by a COW in flight (the old page kept)
 local function parse_pte(v)

@@ -1,4 +1,10 @@
-/** A VMA as stored in Redis: "start:end:prot:flags" (vpn, end exclusive; flags "" or "shared"). */
+/**
+ * A VMA as stored in Redis: "start:end:prot:flags" (vpn, end exclusive; flags "", "shared" or
+ * "nonlinear": shared and remapped by remap_file_pages, VM_NONLINEAR),
+ * and for a mapping of a file ":ino:delta" after it — delta = vm_pgoff - vm_start in pages, so
+ * the file page vpn maps is vpn + delta (a split keeps delta, mremap changes it). The Lua side
+ * is vma_parse/vma_fmt (lua.ts).
+ */
 import type { Prot } from '@mmlab/protocol';
 
 export interface Vma {
@@ -6,13 +12,30 @@ export interface Vma {
   end: number;
   prot: Prot;
   shared: boolean;
+  /** VM_NONLINEAR (shared too): remap_file_pages put file pages out of order in it */
+  nonlinear?: boolean;
+  /** vm_file: the file mapped (its inode number) and delta (its page at vpn is vpn + delta) */
+  file?: { ino: number; delta: number };
 }
 
 export function parseVma(m: string): Vma {
-  const r = /^(\d+):(\d+):(none|r|rw):(shared)?$/.exec(m);
+  const r = /^(\d+):(\d+):(none|r|rw):(shared|nonlinear)?(?::(\d+):(-?\d+))?$/.exec(m);
   if (!r) throw new Error(`corrupt VMA ${JSON.stringify(m)}`);
-  return { start: Number(r[1]), end: Number(r[2]), prot: r[3] as Prot, shared: r[4] === 'shared' };
+  const v: Vma = {
+    start: Number(r[1]),
+    end: Number(r[2]),
+    prot: r[3] as Prot,
+    shared: r[4] !== undefined,
+  };
+  if (r[4] === 'nonlinear') v.nonlinear = true;
+  if (r[5] !== undefined) v.file = { ino: Number(r[5]), delta: Number(r[6]) };
+  return v;
 }
 
 export const formatVma = (v: Vma): string =>
-  `${v.start}:${v.end}:${v.prot}:${v.shared ? 'shared' : ''}`;
+  `${v.start}:${v.end}:${v.prot}:${v.nonlinear ? 'nonlinear' : v.shared ? 'shared' : ''}` +
+  (v.file ? `:${v.file.ino}:${v.file.delta}` : '');
+
+/** linear_page_index(): the file page vpn maps in v (null: v maps no file) */
+export const linearPageIndex = (v: Vma, vpn: number): number | null =>
+  v.file ? vpn + v.file.delta : null;

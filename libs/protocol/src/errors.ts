@@ -17,6 +17,11 @@ export const ERRORS = {
     definite: true,
     doc: 'The access is outside every VMA or forbidden by its protection.',
   },
+  SIGBUS: {
+    definite: true,
+    doc: 'The access is inside a mapping of a file but past the end of the file.',
+  },
+  ENOENT: { definite: true, doc: 'No such file.' },
   ENOMEM: { definite: true, doc: 'No free frame (or no address space) left.' },
   EINVAL: {
     definite: true,

@@ -32,7 +32,10 @@ export const Gfn = z
 export const VmId = z.number().int().positive().describe('VM number within its KVM instance');
 export const Prot = z.enum(['none', 'r', 'rw']).describe('VMA protection');
 export const Access = z.enum(['read', 'write']);
-export const MapFlag = z.enum(['shared']);
+/** mmap flags: MAP_SHARED, or MAP_PRIVATE (the default) */
+export const MapFlag = z.enum(['shared', 'private']);
+/** A file: its inode number in the lab's one filesystem, never reused. */
+export const Ino = z.number().int().positive().describe('inode number of a file');
 export const Token = z
   .number()
   .int()
@@ -61,6 +64,8 @@ export const InjectMode = z.enum([
   'skip-fence-check',
   /** KVM's tdp_page_fault installs its sPTE without mmu_notifier_retry() → no-map-during-invalidate */
   'kvm-skip-retry',
+  /** try_to_unmap_cluster's range_start/end get an uninitialised end (the seed's V1, caught in review): the range covers nothing, the device keeps pages the cluster unmaps → teardown-before-free */
+  'uninit-cluster-end',
 ]);
 export type InjectMode = z.infer<typeof InjectMode>;
 export const Dispatch = z.enum(['parallel', 'serial']);

@@ -14,6 +14,7 @@ import {
   Dispatch,
   Gen,
   Gfn,
+  Ino,
   InjectMode,
   MapFlag,
   MmuLockMode,
@@ -85,7 +86,15 @@ export const ServiceConfig = z.object({
 export type ServiceConfig = z.infer<typeof ServiceConfig>;
 
 /** how a fault was resolved; swap: do_swap_page read the page in (from the swap cache or its slot) */
-export const FaultKind = z.enum(['zero', 'anon', 'wp-copy', 'wp-reuse', 'spurious', 'swap']);
+export const FaultKind = z.enum([
+  'zero',
+  'anon',
+  'wp-copy',
+  'wp-reuse',
+  'spurious',
+  'swap',
+  'file',
+]);
 export type FaultKind = z.infer<typeof FaultKind>;
 
 /** enum mmu_notifier_event: why a range is invalidated. */
@@ -139,14 +148,21 @@ export const RPC = {
   }),
   mmap: def({
     subject: 'mmlab.mm.mmap',
-    doc: 'Map anonymous memory (private, or shared with flags: [shared]) and return its start address.',
-    models: 'do_mmap() for MAP_ANONYMOUS',
+    doc: 'Map anonymous memory, or a file from its page pgoff (file: its ino), private (the default, or flags: [private]) or shared (flags: [shared]); return the start address.',
+    models: 'do_mmap_pgoff(), mm/mmap.c v3.7',
     queue: 'mm',
     request: z.strictObject({
       pid: Pid,
       pages: Pages,
       prot: Prot,
       flags: z.array(MapFlag).default([]),
+      file: Ino.optional(),
+      pgoff: z
+        .number()
+        .int()
+        .nonnegative()
+        .max(2 ** 32)
+        .default(0),
     }),
     response: z.object({ addr: Addr }),
   }),
@@ -315,6 +331,74 @@ export const RPC = {
       referenced: z.number().int(),
       pinned: z.number().int(),
       swapFull: z.boolean(),
+    }),
+  }),
+  fileCreate: def({
+    subject: 'mmlab.mm.file.create',
+    doc: 'Create a file of `pages` pages, all holes (read as 0), with a page cache; xip: an XIP file (no page cache: mapped and written in place).',
+    models: 'vfs_create() of a regular file, with its address_space',
+    queue: 'mm',
+    request: z.strictObject({
+      pages: z
+        .number()
+        .int()
+        .positive()
+        .max(1 << 20),
+      xip: z.boolean().default(false),
+    }),
+    response: z.object({ ino: Ino }),
+  }),
+  fileWrite: def({
+    subject: 'mmlab.mm.file.write',
+    doc: 'write() of one word to page `page` of a file, through its page cache (the page is read in when not cached, and becomes dirty): every mapping of the page sees it at once. An XIP file is written in place (__xip_file_write): a hole gets its block first, and __xip_unmap takes the sparse page away from every mapping of the page (invalidate_page to the secondary MMUs: after the PT lock in v3.7, under it in v3.6). Files do not grow: a page past the end is EINVAL.',
+    models: 'generic_perform_write(), mm/filemap.c v3.7',
+    queue: 'mm',
+    request: z.strictObject({ ino: Ino, page: z.number().int().nonnegative(), value: Value }),
+    response: z.object({ pfn: Pfn, gen: Gen, cached: z.boolean() }),
+  }),
+  fileRead: def({
+    subject: 'mmlab.mm.file.read',
+    doc: 'read() of page `page` of a file, through its page cache (read in from the backing store when not cached); an XIP file in place (a hole reads 0, with pfn 0 and gen 0, and allocates nothing).',
+    models: 'do_generic_file_read(), mm/filemap.c v3.7',
+    queue: 'mm',
+    request: z.strictObject({ ino: Ino, page: z.number().int().nonnegative() }),
+    response: z.object({ value: Value, pfn: Pfn, gen: Gen, cached: z.boolean() }),
+  }),
+  msync: def({
+    subject: 'mmlab.mm.msync',
+    doc: "msync(MS_SYNC) of [addr, addr + pages) of a process: for every page of a shared file mapping there that is cached, page_mkclean write-protects each PTE mapping it (invalidate_page to the secondary MMUs: after the PT lock in v3.7, under it in v3.6) and a dirty page is written back to the file's store. Pages of private or anonymous mappings have nothing to write.",
+    models:
+      'sys_msync() → vfs_fsync_range() → write_cache_pages() → clear_page_dirty_for_io() → page_mkclean(), v3.7',
+    queue: 'mm',
+    request: z.strictObject({ pid: Pid, addr: Addr, pages: Pages }),
+    response: z.object({
+      /** pages of shared file mappings in the range that were cached */
+      cached: z.number().int().nonnegative(),
+      /** PTEs page_mkclean write-protected */
+      cleaned: z.number().int().nonnegative(),
+      /** pages written back */
+      written: z.number().int().nonnegative(),
+    }),
+  }),
+  remapFilePages: def({
+    subject: 'mmlab.mm.remap_file_pages',
+    doc: "remap_file_pages(): map file page `pgoff` onward at [addr, addr + pages) of a shared mapping of a file. A shmem object (MAP_SHARED|MAP_ANONYMOUS) becomes a nonlinear mapping (VM_NONLINEAR: file PTEs inside invalidate_range_start/end, then the pages are faulted in); a file with dirty accounting gets a linear VMA of its own instead (the kernel's mmap_region emulation: page_mkclean cannot see nonlinear mappings).",
+    models: 'sys_remap_file_pages(), mm/fremap.c v3.7',
+    queue: 'mm',
+    request: z.strictObject({
+      pid: Pid,
+      addr: Addr,
+      pages: Pages,
+      pgoff: z
+        .number()
+        .int()
+        .nonnegative()
+        .max(2 ** 31),
+    }),
+    response: z.object({
+      nonlinear: z.boolean(),
+      /** PTEs installed (file PTEs), or zapped by the linear emulation */
+      ptes: z.number().int().nonnegative(),
     }),
   }),
   swapinfo: def({

@@ -15,6 +15,7 @@ import {
   Agent,
   Gen,
   Gfn,
+  Ino,
   MapFlag,
   MmuLockMode,
   MnCallback,
@@ -61,8 +62,28 @@ const ev = <K extends string, S extends z.ZodRawShape>(kind: K, shape: S) =>
 
 export const TraceEvent = z.discriminatedUnion('kind', [
   ev('process.create', { pid: Pid }),
-  ev('vma.map', { pid: Pid, start: Addr, end: Addr, prot: Prot, flags: z.array(MapFlag) }),
+  ev('vma.map', {
+    pid: Pid,
+    start: Addr,
+    end: Addr,
+    prot: Prot,
+    flags: z.array(MapFlag),
+    /** a mapping of a file: its ino and the file page at start (vm_pgoff) */
+    file: Ino.optional(),
+    pgoff: z.number().int().nonnegative().optional(),
+  }),
   ev('vma.unmap', { pid: Pid, start: Addr, end: Addr }),
+  /**
+   * remap_file_pages(): [start, end) now maps the file's pages from pgoff on — nonlinear (file
+   * PTEs in a VM_NONLINEAR VMA) or as a linear VMA of its own (the mmap_region emulation)
+   */
+  ev('vma.remap', {
+    pid: Pid,
+    start: Addr,
+    end: Addr,
+    pgoff: z.number().int().nonnegative(),
+    nonlinear: z.boolean(),
+  }),
   ev('fault.begin', { pid: Pid, addr: Addr, access: Access, agent: Agent }),
   ev('fault.end', {
     pid: Pid,
@@ -159,6 +180,35 @@ export const TraceEvent = z.discriminatedUnion('kind', [
     /** found in the swap cache (no read from the slot) */
     cached: z.boolean(),
   }),
+  /** A file was created (file.create): its inode, its size in pages, XIP or not. */
+  ev('file.create', { ino: Ino, pages: z.number().int().positive(), xip: z.boolean() }),
+  /**
+   * writepage(): page `page` of file ino, cached in pfn/gen, written back to the file's store
+   * with the word value — by msync (after page_mkclean took every writable mapping of it away,
+   * its pte.set and invalidate_page traced before) or by reclaim's pageout.
+   */
+  ev('writeback', {
+    ino: Ino,
+    page: z.number().int().nonnegative(),
+    pfn: Pfn,
+    gen: Gen,
+    value: Value,
+    why: z.enum(['msync', 'reclaim']),
+  }),
+  /**
+   * __xip_unmap() (mm/filemap_xip.c): pid's PTE at addr mapped the XIP sparse page (pfn/gen) for
+   * page `page` of XIP file ino, whose block now exists; the PTE was cleared (its pte.clear, and
+   * the invalidate_page sent: after the PT lock in v3.7, under it in v3.6) and now the PTE's
+   * reference of the sparse page is released (page_cache_release).
+   */
+  ev('xip.unmap', {
+    pid: Pid,
+    addr: Addr,
+    ino: Ino,
+    page: z.number().int().nonnegative(),
+    pfn: Pfn,
+    gen: Gen,
+  }),
   /** One pass of reclaim (shrink_page_list): what it looked at and what came of it. */
   ev('reclaim', {
     /** kswapd, or direct (an allocation that found no frame), or the reclaim step */
@@ -172,6 +222,13 @@ export const TraceEvent = z.discriminatedUnion('kind', [
     pinned: z.number().int().nonnegative(),
     /** frames free when the pass ended */
     free: z.number().int().nonnegative(),
+    /**
+     * kswapd's watermarks in free frames (MMLAB_WATERMARK_LOW/HIGH; high at least low): it
+     * wakes below low and reclaims up to high. Absent: no kswapd (low 0), or an older mm.
+     */
+    watermarks: z
+      .object({ low: z.number().int().positive(), high: z.number().int().positive() })
+      .optional(),
   }),
   ev('tlb.fill', { agent: Agent, pid: Pid, addr: Addr, pfn: Pfn, gen: Gen, writable: z.boolean() }),
   ev('tlb.flush', { agent: Agent, pid: Pid, start: Addr, end: Addr, entries: z.number().int() }),

@@ -43,8 +43,11 @@ export function faultTargetProblem(
     : `no process "${target}" in this lab (it runs: ${processes.join(', ')})`;
 }
 
-/** What a binding holds: a pid (process.create, fork), an address (mmap, mremap), an MR, a VM. */
-export type BindingKind = 'process' | 'addr' | 'mr' | 'vm';
+/**
+ * What a binding holds: a pid (process.create, fork), an address (mmap, mremap), an MR, a VM, a
+ * file (file.create).
+ */
+export type BindingKind = 'process' | 'addr' | 'mr' | 'vm' | 'file';
 
 /** An error at a path of the scenario document (parse.ts turns the path into a line). */
 export interface PathIssue {
@@ -87,7 +90,18 @@ export function stepBindings(s: Step): StepBindings {
     case 'process.create':
       return { defines: define(s.as, 'process'), uses: [] };
     case 'mmap':
-      return { defines: define(s.as, 'addr'), uses: processUse(s.process) };
+      return {
+        defines: define(s.as, 'addr'),
+        uses: [
+          ...processUse(s.process),
+          ...(s.file === undefined ? [] : [{ field: 'file', name: s.file, kind: 'file' as const }]),
+        ],
+      };
+    case 'file.create':
+      return { defines: define(s.as, 'file'), uses: [] };
+    case 'file.write':
+    case 'file.read':
+      return { uses: [{ field: 'file', name: s.file, kind: 'file' }] };
     case 'fork':
       return { defines: define(s.as, 'process'), uses: processUse(s.process) };
     case 'mremap':
@@ -98,6 +112,8 @@ export function stepBindings(s: Step): StepBindings {
     case 'hca.reg_mr':
       return { defines: define(s.as, 'mr'), uses: [...processUse(s.process), ...addrUse(s.addr)] };
     case 'munmap':
+    case 'msync':
+    case 'remap_file_pages':
     case 'workload':
     case 'cpu.read':
     case 'cpu.write':
@@ -169,6 +185,11 @@ function stepTargets(s: Step): {
     case 'madvise':
     case 'exit':
     case 'reclaim':
+    case 'file.create':
+    case 'file.write':
+    case 'file.read':
+    case 'msync':
+    case 'remap_file_pages':
     case 'hca.dereg_mr':
     case 'hca.rdma_write':
     case 'hca.rdma_read':
@@ -196,8 +217,11 @@ function stepTargets(s: Step): {
 }
 
 /** The value a step's `expect` compares with, if the step has one. */
-function stepExpect(s: Step): number | undefined {
-  return s.op === 'cpu.read' || s.op === 'hca.rdma_read' || s.op === 'kvm.guest_read'
+export function stepExpect(s: Step): number | undefined {
+  return s.op === 'cpu.read' ||
+    s.op === 'hca.rdma_read' ||
+    s.op === 'kvm.guest_read' ||
+    s.op === 'file.read'
     ? s.expect
     : undefined;
 }
@@ -237,6 +261,7 @@ const KIND_NAME: Record<BindingKind, string> = {
   addr: 'an address',
   mr: 'a memory region',
   vm: 'a VM',
+  file: 'a file',
 };
 
 interface Bound {

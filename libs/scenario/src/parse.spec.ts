@@ -223,11 +223,11 @@ describe(parseScenario.name, () => {
   });
 
   it('reports an unknown error code in expectError', () => {
-    const text = scenario('  - { op: process.create, expectError: SIGBUS }');
+    const text = scenario('  - { op: process.create, expectError: SIGILL }');
     const errs = errorsOf(text);
     expect(errs).toHaveLength(1);
     expect(
-      errs[0].startsWith(`${at(text, 5, 'SIGBUS')}: steps[1].expectError: expected "EBADMSG" | `),
+      errs[0].startsWith(`${at(text, 5, 'SIGILL')}: steps[1].expectError: expected "EBADMSG" | `),
     ).toBe(true);
     expect(errs[0]).toContain('"SIGSEGV"');
   });

@@ -47,6 +47,8 @@ export function httpStatusOf(e: MmlabError): number {
       return 401;
     // not answers of the nemesis: a bug if they reach here
     case 'SIGSEGV':
+    case 'SIGBUS':
+    case 'ENOENT':
     case 'ENOMEM':
     case 'EFAULT':
     case 'EPERM':

@@ -26,6 +26,7 @@ export const memoryHandlers: StepHandlers<MemoryStepOp> = {
       pages: step.pages,
       prot: step.prot,
       flags: step.flags,
+      ...(step.file !== undefined && { file: bindings.number(step.file), pgoff: step.filePage }),
     };
     const { addr } = await rpc.call('mmap', req, { timeoutMs });
     return { value: addr, bind: bindAs(step.as, addr) };
@@ -74,6 +75,33 @@ export const memoryHandlers: StepHandlers<MemoryStepOp> = {
   },
   reclaim: async (step, { rpc, timeoutMs }) => ({
     value: await rpc.call('reclaim', { pages: step.pages }, { timeoutMs }),
+  }),
+  'file.create': async (step, { rpc, timeoutMs }) => {
+    const { ino } = await rpc.call(
+      'fileCreate',
+      { pages: step.pages, xip: step.xip },
+      { timeoutMs },
+    );
+    return { value: ino, bind: bindAs(step.as, ino) };
+  },
+  'file.write': async (step, { rpc, timeoutMs, bindings }) => {
+    const req = { ino: bindings.number(step.file), page: step.page, value: step.value };
+    return { value: await rpc.call('fileWrite', req, { timeoutMs }) };
+  },
+  'file.read': async (step, { rpc, timeoutMs, bindings }) => {
+    const req = { ino: bindings.number(step.file), page: step.page };
+    const r = await rpc.call('fileRead', req, { timeoutMs });
+    return { value: r.value };
+  },
+  msync: async (step, { rpc, timeoutMs, bindings }) => ({
+    value: await rpc.call('msync', rangeOf(step, bindings), { timeoutMs }),
+  }),
+  remap_file_pages: async (step, { rpc, timeoutMs, bindings }) => ({
+    value: await rpc.call(
+      'remapFilePages',
+      { ...rangeOf(step, bindings), pgoff: step.filePage },
+      { timeoutMs },
+    ),
   }),
   exit: async (step, { rpc, timeoutMs, bindings }) => ({
     value: await rpc.call('exit', { pid: bindings.number(step.process) }, { timeoutMs }),

@@ -9,7 +9,6 @@ import type { MmContext, OpIntent } from './context';
 import { crashPoint } from './crash_point';
 import { intentBegin, intentEnd } from './intent';
 import { mmapWriteLock, mmapWriteUnlock } from './locks';
-import { handleMmFault } from './memory';
 import { invalidateRangeEnd, invalidateRangeStart, withinRange } from './mmu_notifier';
 import type { Frame } from './page_alloc';
 import { forEachPteTable, staleLease } from './pagewalk';
@@ -22,8 +21,9 @@ import { flushTlbRange } from './tlbflush';
  * lock, write-protect under it, end after, with the same mmun_start/mmun_end. Shared mappings
  * stay shared and writable.
  *
- * mmlab has no shmem object behind MAP_SHARED|MAP_ANONYMOUS: a shared mapping's pages are
- * populated before the fork so that parent and child share every one of them.
+ * A shared mapping maps a file or a shmem object (shmem_zero_setup behind MAP_SHARED|
+ * MAP_ANONYMOUS): a page not faulted in yet is found by the child's own fault, in the object's
+ * page cache, so nothing needs to be populated first.
  *
  * A fork that dies half way (its replica killed, or a lease lost) is rolled back, never
  * forward: the child exists as 'forking' (ESRCH to everyone) until forkDone, its pid and each
@@ -43,10 +43,6 @@ import { flushTlbRange } from './tlbflush';
  */
 export async function doFork(ctx: MmContext, pid: number): Promise<number> {
   const op = ctx.ids.next('fork');
-  for (const v of await ctx.store.vmas(pid))
-    if (v.shared && v.prot !== 'none')
-      for (let vpn = v.start; vpn < v.end; vpn++)
-        await handleMmFault(ctx, pid, vpn * PAGE_SIZE, 'read', 'mm');
   const sem = await mmapWriteLock(ctx, pid, op);
   try {
     const { state, mmapNext } = await ctx.store.mmState(pid);
@@ -115,7 +111,7 @@ export async function forkRollback(
 ): Promise<'UNDONE' | 'ALIVE'> {
   const ptes = await ctx.store.pageTable(child);
   if ((await ctx.store.forkUndo(child, forker)) === 'ALIVE') return 'ALIVE';
-  for (const [vpn, pte] of [...ptes].filter(([, p]) => !p.swap))
+  for (const [vpn, pte] of [...ptes].filter(([, p]) => !p.swap && !p.file))
     ctx.tracer.emit({
       kind: 'pte.clear',
       op,
@@ -173,7 +169,7 @@ async function copyPageRange(
         // chunk, applied once, so a rollback knows whether to put it back.
         // (a swap entry's slot gets its swap_duplicate in the same batch: pteFrameRef)
         const bad = await ctx.store.getPagesBatch(
-          r.child.map((c) => pteFrameRef(c.pte)),
+          r.child.flatMap((c) => pteFrameRef(c.pte)),
           'map',
           `${it.id}#c${r.chunk}`,
         );
@@ -186,7 +182,7 @@ async function copyPageRange(
           await flushTlbRange(ctx, op, src, s * PAGE_SIZE, e * PAGE_SIZE, r.cpumask);
         if (!(await ctx.store.setPtes(dst, it.id, r.child)))
           throw new MmlabError('ESTALE', `fork of pid ${src} was taken over and rolled back`);
-        for (const c of r.child.filter((x) => !x.pte.swap))
+        for (const c of r.child.filter((x) => !x.pte.swap && !x.pte.file))
           ctx.tracer.emit({
             kind: 'pte.set',
             op,

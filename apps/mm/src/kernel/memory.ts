@@ -42,7 +42,8 @@ import {
 import { crashPoint } from './crash_point';
 import { putCleared, syscallOf } from './intent';
 import { flushTlbRange } from './tlbflush';
-import { directReclaim, withDirectReclaim } from './vmscan';
+import { directReclaim, wakeupKswapd, withDirectReclaim } from './vmscan';
+import { type XipPage, xipFileFault } from './filemap_xip';
 
 export interface FaultResult extends Pte {
   kind: FaultKind;
@@ -137,6 +138,8 @@ async function __handleMmFault(
   /** rounds of direct reclaim this fault took */
   let reclaimed = 0;
   let retries = 0;
+  /** what the frame given to the fault script is for a mapping of a file (NEED_FILE): a copy of page pgoff */
+  let file: { mode: '' | 'cow'; pgoff: number | null } = { mode: '', pgoff: null };
   try {
     for (; ; tries.retries = ++retries) {
       if (retries > 0) await backoff(retries, deadline, `fault at ${addr} of pid ${pid}`);
@@ -156,10 +159,19 @@ async function __handleMmFault(
       const drop = ctx.pcp.dropsFor(who, pid);
       let step: Awaited<ReturnType<MmContext['store']['fault']>>;
       try {
-        step = await ctx.store.fault(pid, vpn, access, agent, fresh ?? page, who, mmapSem, {
-          batch: fresh !== null,
-          drop,
-        });
+        step = await ctx.store.fault(
+          pid,
+          vpn,
+          access,
+          agent,
+          fresh ?? page,
+          who,
+          mmapSem,
+          { batch: fresh !== null, drop },
+          null,
+          file.mode,
+          file.pgoff,
+        );
       } catch (e) {
         ctx.pcp.restoreDrops(who, pid, drop);
         throw e;
@@ -219,6 +231,10 @@ async function __handleMmFault(
         }
         case 'WP_SHARED': {
           ctx.tracer.emit({ kind: 'pte.set', op, pid, addr, ...step.pte, lock, token: null });
+          // do_wp_page() → wp_page_shared: set_page_dirty_balance() of a file's page (a
+          // writeback that cleaned it between the PTE write and here finds the PTE writable:
+          // page_mkclean tells it, and it writes the page anyway)
+          if (step.file) await ctx.store.setPageDirty(step.pte.pfn, step.pte.gen);
           const r: FaultResult = { ...step.pte, kind: 'wp-reuse', retries };
           return r;
         }
@@ -242,6 +258,34 @@ async function __handleMmFault(
         case 'SWAPIN':
           // only an answer to doSwapPage's call
           throw new MmlabError('EINTERNAL', 'fault installed a swapped-in page it was not given');
+        case 'FILE':
+          // only an answer to doFileFault's call
+          throw new MmlabError('EINTERNAL', 'fault installed a file page it was not given');
+        case 'NEED_FILE': {
+          if (!step.cow) {
+            // a read, or a write to a shared mapping: the page cache's page itself
+            if (fresh) await ctx.pcp.putBack(ctx, fresh);
+            fresh = null;
+            const pte = await doFileFault(ctx, op, pid, vpn, access, agent, mmapSem, step);
+            if (!pte) continue;
+            const r: FaultResult = { ...pte, kind: 'file', retries };
+            return r;
+          }
+          // __do_fault() for a write to a private mapping: a private copy of the file's page
+          // (copy_user_highpage into this fault's frame), installed as an anonymous page
+          if (!fresh && !page)
+            page = await withDirectReclaim(ctx, `the fault at 0x${addr.toString(16)}`, () =>
+              allocPage(ctx, op, null, { pid, vpn }),
+            );
+          const src = await filemapFault(ctx, op, step, 'ref', addr);
+          try {
+            await ctx.store.copyPage(src.pfn, (fresh ?? page)!.pfn, null);
+          } finally {
+            await putPages(ctx, op, [src], 'ref');
+          }
+          file = { mode: 'cow', pgoff: step.pgoff };
+          continue;
+        }
         case 'NEED_WP': {
           const f: WpFault = { op, pid, vpn, old: step.pte, seq: step.seq, agent, mmapSem };
           // The COW allocates its own copy (allocPage, with copy_user_highpage: a pending frame
@@ -335,6 +379,89 @@ async function doSwapPage(
   // swap_free(entry): this PTE no longer names the slot
   await putPages(ctx, op, [{ pfn: -entry.slot, gen: entry.gen }]);
   return step.pte;
+}
+
+/**
+ * Models: filemap_fault(), mm/filemap.c v3.7: page pgoff of file ino from its page cache (read
+ * in from the file when not cached: an allocation, which may reclaim), with a reference of kind
+ * (a mapping's, or a bare one). A page past the end of the file is SIGBUS. An XIP file's
+ * vm_ops->fault is xip_file_fault (filemap_xip.ts): its block, or the sparse page for a hole.
+ */
+async function filemapFault(
+  ctx: MmContext,
+  op: string,
+  need: { ino: number; pgoff: number; wshared: boolean },
+  kind: 'map' | 'ref',
+  addr: number,
+): Promise<XipPage> {
+  const { ino, pgoff } = need;
+  const r = await withDirectReclaim(ctx, `the file fault at 0x${addr.toString(16)}`, async () => {
+    const p = await ctx.store.filemapFault(ino, pgoff, kind);
+    if (p === 'ENOMEM') throw new MmlabError('ENOMEM', 'no free frame for the page cache');
+    return p;
+  });
+  if (r === 'SIGBUS')
+    throw new MmlabError('SIGBUS', `page ${pgoff} is past the end of file ${ino}`);
+  if (r === 'ENOENT') throw new MmlabError('EINTERNAL', `a VMA maps file ${ino}, which is gone`);
+  if (r === 'XIP') return xipFileFault(ctx, op, need, kind, addr);
+  wakeupKswapd(ctx);
+  return r;
+}
+
+/**
+ * Models: do_linear_fault() → __do_fault(), mm/memory.c v3.7, for a read of a file mapping or a
+ * write to a shared one: the file's page-cache page (charged as the mapping the PTE will be) is
+ * installed over the pte_none it found (the fault script: pte_same under the PT lock, atomic),
+ * writable for a write to a shared mapping — marked dirty before (set_page_dirty: a writeback
+ * between the two finds it dirty and writes it, harmlessly). When the PTE changed meanwhile the
+ * page's charge goes back and the fault looks again (null).
+ */
+async function doFileFault(
+  ctx: MmContext,
+  op: string,
+  pid: number,
+  vpn: number,
+  access: Access,
+  agent: string,
+  mmapSem: string,
+  need: { ino: number; pgoff: number; wshared: boolean },
+): Promise<Pte | null> {
+  const addr = vpn * PAGE_SIZE;
+  const page = await filemapFault(ctx, op, need, 'map', addr);
+  let installed = false;
+  try {
+    if (access === 'write' && !page.xip) await ctx.store.setPageDirty(page.pfn, page.gen);
+    const step = await ctx.store.fault(
+      pid,
+      vpn,
+      access,
+      agent,
+      page,
+      ctx.incarnation,
+      mmapSem,
+      undefined,
+      null,
+      'page',
+      need.pgoff,
+    );
+    if (step.r === 'FENCED') throw fencedOff(ctx, pid);
+    if (step.r !== 'FILE') return null;
+    installed = true;
+    ctx.tracer.emit({
+      kind: 'pte.set',
+      op,
+      pid,
+      addr,
+      ...step.pte,
+      lock: lockOf(vpn),
+      token: null,
+    });
+    return step.pte;
+  } finally {
+    if (!installed) await putPages(ctx, op, [page]);
+    // xip_file_fault's write_seqcount_end: the sparse page is in the PTE, or given back
+    if (page.xip === 'sparse') await ctx.store.xipSparseDone();
+  }
 }
 
 /**
@@ -607,7 +734,7 @@ export async function zapPteRanges(
       const { lock, lease } = held;
       const r = await ctx.store.zapPteRange(pid, lock, lease.value, lease.token, s, e, intent);
       if (!r) throw staleLease(ctx, held, 'zap_pte_range');
-      for (const c of r.cleared.filter((p) => !p.swap))
+      for (const c of r.cleared.filter((p) => !p.swap && !p.file))
         ctx.tracer.emit({
           kind: 'pte.clear',
           op,
@@ -622,7 +749,7 @@ export async function zapPteRanges(
       if (r.cleared.length)
         await flushTlbRange(ctx, op, pid, s * PAGE_SIZE, e * PAGE_SIZE, r.cpumask);
       // a swap entry's slot is owed its swap_free (free_swap_and_cache) like a frame's put
-      flushed.push(...r.cleared.map(pteFrameRef));
+      flushed.push(...r.cleared.flatMap(pteFrameRef));
     });
   } catch (e) {
     // Failed half way (a lease lost): what was cleared and flushed still goes back.

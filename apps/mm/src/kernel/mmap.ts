@@ -1,5 +1,6 @@
 /** mm/mmap.c (v3.7): creating address spaces, do_mmap() and do_munmap(); mm/madvise.c's DONTNEED. */
 import { MmlabError, PAGE_SIZE, type Prot, TASK_SIZE } from '@mmlab/protocol';
+import type { Vma } from '@mmlab/model';
 import { type MmContext, backoff, startVpn } from './context';
 import { mmapReadLock, mmapReadUnlock, mmapWriteLock, mmapWriteUnlock } from './locks';
 import { zapPageRange, zapPteRanges } from './memory';
@@ -14,18 +15,30 @@ export async function mmCreate(ctx: MmContext): Promise<number> {
   return pid;
 }
 
-/** do_mmap(MAP_ANONYMOUS | MAP_PRIVATE or MAP_SHARED): one atomic step under mmap_sem. */
+/**
+ * Models: do_mmap_pgoff(), mm/mmap.c v3.7 — MAP_PRIVATE or MAP_SHARED, of anonymous memory or of
+ * a file from its page pgoff (vm_file, vm_pgoff): one atomic step under mmap_sem. A mapping may
+ * reach past the end of its file (its pages there fault SIGBUS), as in the kernel.
+ */
 export async function doMmap(
   ctx: MmContext,
   pid: number,
   pages: number,
   prot: Prot,
   shared: boolean,
+  file: { ino: number; pgoff: number } | null = null,
 ): Promise<number> {
   const op = ctx.ids.next('mmap');
   const deadline = Date.now() + ctx.env.MMLAB_FAULT_DEADLINE_MS;
+  if (file && !(await ctx.store.fileInfo(file.ino)))
+    throw new MmlabError('ENOENT', `mmap: no file ${file.ino}`);
+  // shmem_zero_setup(), mm/shmem.c v3.7: MAP_SHARED|MAP_ANONYMOUS maps a shmem object of its
+  // size (no backing store: its pages go to swap), so that the pages a child inherits need not
+  // exist before the fork. It goes with its last mapping (shmemRelease).
+  const shmem = shared && !file;
+  const backing = shmem ? { ino: await ctx.store.fileCreate(pages, false, true), pgoff: 0 } : file;
   for (let attempt = 0; ; attempt++) {
-    const r = await ctx.store.mmap(pid, pages, prot, shared);
+    const r = await ctx.store.mmap(pid, pages, prot, shared, backing);
     switch (r.r) {
       case 'OK': {
         const start = r.start * PAGE_SIZE;
@@ -37,16 +50,41 @@ export async function doMmap(
           end: start + pages * PAGE_SIZE,
           prot,
           flags: shared ? ['shared'] : [],
+          ...(file && { file: file.ino, pgoff: file.pgoff }),
         });
         return start;
       }
       case 'ESRCH':
-        throw new MmlabError('ESRCH', `no process ${pid}`);
       case 'ENOMEM':
+        if (shmem) await ctx.store.shmemEvict(backing!.ino);
+        if (r.r === 'ESRCH') throw new MmlabError('ESRCH', `no process ${pid}`);
         throw new MmlabError('ENOMEM', `no room for ${pages} pages in pid ${pid}`);
       case 'BUSY':
         await backoff(attempt, deadline, `mmap_sem of pid ${pid}`);
     }
+  }
+}
+
+/**
+ * The shmem objects among inos that no VMA of any address space maps any more are evicted
+ * (shmem_evict_inode, mm/shmem.c v3.7, at the last fput of its vm_file): their pages go back.
+ * Called after an operation removed VMAs (munmap, exit) with the inos they mapped. mmlab keeps
+ * no reference count on a file; the scan of every address space's VMAs stands for it. No new
+ * reference can appear meanwhile: a shmem object has no name, so only fork copies a mapping of
+ * it, from a VMA the scan sees.
+ */
+export async function shmemRelease(ctx: MmContext, op: string, inos: number[]): Promise<void> {
+  if (inos.length === 0) return;
+  const left = new Set(inos);
+  for (const pid of await ctx.store.processes()) {
+    for (const v of await ctx.store.vmas(pid)) if (v.file) left.delete(v.file.ino);
+    if (left.size === 0) return;
+  }
+  for (const ino of left) {
+    const info = await ctx.store.fileInfo(ino);
+    if (!info?.shmem) continue;
+    for (const f of await ctx.store.shmemEvict(ino))
+      ctx.tracer.emit({ kind: 'frame.free', op, pfn: f.pfn, gen: f.gen });
   }
 }
 
@@ -79,19 +117,28 @@ export async function munmapSteps(
   pages: number,
 ): Promise<{ zapped: number; freed: number }> {
   const sem = await mmapWriteLock(ctx, pid, op);
+  let r: { zapped: number; freed: number };
+  let shmem: number[];
   try {
+    shmem = sharedInos(await ctx.store.vmas(pid), s, s + pages);
     const removed = await ctx.store.vmaUnmap(pid, sem.lease.value, s, s + pages);
     if (!removed) throw new MmlabError('ESTALE', `lost mmap_sem of pid ${pid}`);
     for (const [rs, re] of removed)
       ctx.tracer.emit({ kind: 'vma.unmap', op, pid, start: rs * PAGE_SIZE, end: re * PAGE_SIZE });
     await crashPoint(ctx, 'munmap.vma_unmapped');
-    const r = await zapPageRange(ctx, op, pid, s, s + pages, 'unmap');
+    r = await zapPageRange(ctx, op, pid, s, s + pages, 'unmap');
     await crashPoint(ctx, 'munmap.range_ended');
-    return r;
   } finally {
     await mmapWriteUnlock(ctx, sem);
   }
+  // remove_vma() → fput(vm_file): a shmem object whose last mapping this was goes
+  await shmemRelease(ctx, op, shmem);
+  return r;
 }
+
+/** The files the shared VMAs overlapping [s, e) map (the shmem objects among them may go). */
+const sharedInos = (vmas: Vma[], s: number, e: number): number[] =>
+  vmas.filter((v) => v.shared && v.file && v.end > s && v.start < e).map((v) => v.file!.ino);
 
 /**
  * Models: madvise(MADV_DONTNEED) → madvise_dontneed() → zap_page_range(), mm/madvise.c v3.7:
@@ -216,6 +263,7 @@ export async function exitSteps(
   op: string,
   pid: number,
 ): Promise<{ freed: number }> {
+  const shmem = sharedInos(await ctx.store.vmas(pid), 0, TASK_SIZE / PAGE_SIZE);
   if ((await ctx.store.mmExitBegin(pid)) === 'ESRCH')
     throw new MmlabError('ESRCH', `no process ${pid}`);
   await crashPoint(ctx, 'exit.begun');
@@ -234,5 +282,6 @@ export async function exitSteps(
   }
   await crashPoint(ctx, 'exit.ended');
   ctx.tracer.emit({ kind: 'process.exit', op, pid });
+  await shmemRelease(ctx, op, shmem);
   return { freed };
 }

@@ -39,13 +39,28 @@
  * referenced between page_referenced and the unmap: SWAP_FAIL) is not modelled: the window is
  * one script call wide here.
  *
- * Not modelled yet (issue 13 goes on): shared anonymous memory (shmem: its pages are skipped),
- * file pages. A replica that dies half way through a page leaks a swap count or a mapping
+ * A file's page (in the page cache) goes the same way, but its PTEs are cleared rather than made
+ * swap entries (its file has it: a refault reads it from the page cache), and pageout() writes
+ * it back to the file when it is dirty (writeback event, why reclaim) before __remove_mapping
+ * drops it from the page cache and frees it.
+ *
+ * A shmem object's page (MAP_SHARED|MAP_ANONYMOUS) is a file's page whose file has no backing
+ * store: shmem_writepage moves it to a swap slot, and the object's page cache keeps the swap
+ * entry in its place until a fault reads it back (shmem_getpage).
+ *
+ * A replica that dies half way through a page leaks a swap count or a mapping
  * charge (fsck reports it): crash points in reclaim are issue 15's.
  */
 import { MmlabError, PAGE_SIZE } from '@mmlab/protocol';
-import type { MmContext } from './context';
-import { invalidatePage, mmuNotifierClearFlushYoung } from './mmu_notifier';
+import { type MmContext, injected } from './context';
+import { type Vma, ptePresent } from '@mmlab/model';
+import {
+  invalidatePage,
+  invalidateRangeEnd,
+  invalidateRangeStart,
+  mmuNotifierClearFlushYoung,
+  withinRange,
+} from './mmu_notifier';
 import { forEachPteTable, staleLease } from './pagewalk';
 import { type Frame, drainAllPages, putPages } from './page_alloc';
 import { flushTlbRange } from './tlbflush';
@@ -65,11 +80,19 @@ export interface ReclaimResult {
   swapFull: boolean;
 }
 
-/** One mapping of a page: pid's PTE at vpn; shared: in a MAP_SHARED VMA (shmem: not reclaimed). */
-interface Mapping {
+/**
+ * One mapping of a page: pid's PTE at vpn; shared: in a MAP_SHARED VMA; file: a VMA mapping a
+ * file or a shmem object, and then index: which file page vpn maps there (linear_page_index:
+ * the VMA's ino and vpn + delta).
+ */
+export interface Mapping {
   pid: number;
   vpn: number;
   shared: boolean;
+  file: boolean;
+  /** the VMA, when it is nonlinear (try_to_unmap_cluster unmaps there) */
+  nonlinear?: Vma;
+  index?: { ino: number; pgoff: number };
 }
 
 /**
@@ -122,6 +145,7 @@ export async function tryToFreePages(
       await shrinkPage(ctx, op, page, rmap.get(`${page.pfn}:${page.gen}`) ?? [], res);
     }
   }
+  const wm = watermarks(ctx);
   ctx.tracer.emit({
     kind: 'reclaim',
     op,
@@ -131,6 +155,7 @@ export async function tryToFreePages(
     referenced: res.referenced,
     pinned: res.pinned,
     free: (await ctx.store.memInfo()).free,
+    ...(wm && { watermarks: wm }),
   });
   return res;
 }
@@ -199,12 +224,6 @@ async function shrinkPage(
   mappings: Mapping[],
   res: ReclaimResult,
 ): Promise<void> {
-  if (mappings.some((m) => m.shared)) {
-    // shmem: not this swap path (issue 13's shared memory)
-    res.referenced++;
-    await ctx.store.shrinkPage(page.pfn, page.gen, true);
-    return;
-  }
   // page_check_references(): referenced since its young bits were last cleared → activate
   if ((await pageReferenced(ctx, op, page, mappings)) > 0) {
     res.referenced++;
@@ -217,8 +236,30 @@ async function shrinkPage(
     await ctx.store.shrinkPage(page.pfn, page.gen, true);
     return;
   }
-  for (const m of mappings) await tryToUnmapOne(ctx, op, m.pid, m.vpn, page, slot);
+  // a file's page (slot FILE): its PTEs are cleared (the file has the page), and pageout()
+  // writes it back to the file when it is dirty
+  const clusters = new Set<string>(); // one try_to_unmap_cluster per cluster of a nonlinear VMA
+  for (const m of mappings) {
+    const c = `${m.pid}:${Math.floor(m.vpn / CLUSTER_PAGES)}`;
+    if (!m.nonlinear)
+      await tryToUnmapOne(ctx, op, m.pid, m.vpn, page, slot === 'FILE' ? null : slot);
+    else if (!clusters.has(c)) {
+      clusters.add(c);
+      await tryToUnmapCluster(ctx, op, m.pid, m.nonlinear, m.vpn);
+    }
+  }
   const r = await ctx.store.shrinkPage(page.pfn, page.gen, false);
+  if (r.r !== 'STALE' && r.ino !== undefined)
+    ctx.tracer.emit({
+      kind: 'writeback',
+      op,
+      ino: r.ino,
+      page: r.page!,
+      pfn: page.pfn,
+      gen: page.gen,
+      value: r.value!,
+      why: 'reclaim',
+    });
   if (r.r === 'FREED') {
     ctx.tracer.emit({ kind: 'frame.free', op, pfn: page.pfn, gen: page.gen });
     res.reclaimed++;
@@ -240,11 +281,11 @@ export async function tryToUnmapOne(
   pid: number,
   vpn: number,
   page: Frame,
-  slot: { slot: number; gen: number },
+  /** the page's swap slot; null: a file's page (its PTE is cleared, not made a swap entry) */
+  slot: { slot: number; gen: number } | null,
 ): Promise<boolean> {
-  const entry: Frame = { pfn: -slot.slot, gen: slot.gen };
-  const bad = await ctx.store.getPages([entry], 'map'); // swap_duplicate
-  if (bad.length) return false;
+  const entry: Frame | null = slot && { pfn: -slot.slot, gen: slot.gen };
+  if (entry && (await ctx.store.getPages([entry], 'map')).length) return false; // swap_duplicate
   const legacy = ctx.env.MMLAB_MODE === 'legacy';
   const addr = vpn * PAGE_SIZE;
   let unmapped = false;
@@ -273,18 +314,22 @@ export async function tryToUnmapOne(
       lock,
       token,
     });
-    ctx.tracer.emit({
-      kind: 'swap.out',
-      op,
-      pid,
-      addr,
-      pfn: page.pfn,
-      gen: page.gen,
-      slot: slot.slot,
-      slotGen: slot.gen,
-    });
+    if (slot)
+      ctx.tracer.emit({
+        kind: 'swap.out',
+        op,
+        pid,
+        addr,
+        pfn: page.pfn,
+        gen: page.gen,
+        slot: slot.slot,
+        slotGen: slot.gen,
+      });
     // ptep_clear_flush(): the PTE is gone; shoot the CPU TLBs down under the lock
     await flushTlbRange(ctx, op, pid, addr, addr + PAGE_SIZE, r.cpumask);
+    // "Move the dirty bit to the physical page now the pte is gone": a file's page mapped
+    // writable may have been written through it (writable stands for pte_dirty here)
+    if (!slot && r.was.writable) await ctx.store.setPageDirty(page.pfn, page.gen);
     // v3.6 ptep_clear_flush_notify(): invalidate_page still under the PT lock
     if (legacy) await invalidatePage(ctx, op, pid, addr);
     // page_remove_rmap() + page_cache_release(): the swap cache and the isolation still hold it
@@ -293,7 +338,7 @@ export async function tryToUnmapOne(
       throw new MmlabError('EINTERNAL', `try_to_unmap_one freed pfn ${page.pfn}: it was isolated`);
   });
   if (!unmapped) {
-    await putPages(ctx, op, [entry]); // the swap_duplicate given back
+    if (entry) await putPages(ctx, op, [entry]); // the swap_duplicate given back
     return false;
   }
   // v3.7 (the seed): after pte_unmap_unlock, before the page can be freed
@@ -301,12 +346,120 @@ export async function tryToUnmapOne(
   return true;
 }
 
+/** CLUSTER_SIZE: min(32 pages, PMD_SIZE), in pages — what try_to_unmap_cluster unmaps at once. */
+export const CLUSTER_PAGES = 32;
+
+/**
+ * Models: try_to_unmap_cluster(), mm/rmap.c — v3.7 (patched) and v3.6 (legacy). A nonlinear
+ * VMA's pages are not found through their file's i_mmap tree: reclaim unmaps a cluster of its
+ * PTEs at a time, whichever pages they map. mmlab runs it on the cluster around the mapping the
+ * reverse-map scan found (the kernel walks every nonlinear VMA of the file with a cursor).
+ *
+ *   patched (v3.7, the seed)                   legacy (v3.6)
+ *   address = cursor & CLUSTER_MASK, end       address = cursor & CLUSTER_MASK, end
+ *   invalidate_range_start(address, end)
+ *   lock PTL                                   lock PTL
+ *   for each present PTE in [address, end):    for each present PTE in [address, end):
+ *     young (PTE or secondary MMU)? skip         young? skip
+ *     ptep_clear_flush                           ptep_clear_flush_notify: clear, shootdown,
+ *                                                  invalidate_page — under the PT lock
+ *     page not at its linear index? its file     (the same)
+ *       PTE (pgoff_to_pte); dirty → page
+ *     page_remove_rmap, page_cache_release
+ *   unlock                                     unlock
+ *   invalidate_range_end(address, end)
+ *
+ * mmun_start/mmun_end are address/end, computed first: the seed's V1 passed an `end` not yet
+ * set (Andrew Morton's review) — inject `uninit-cluster-end` gives the range an end that is
+ * whatever the stack held (an arbitrary value; mmlab uses one page past the start, so the range
+ * covers the cluster's first page only): the secondary MMUs keep the other pages the cluster
+ * unmaps, and reclaim then frees them under the device (teardown-before-free).
+ * → how many PTEs were unmapped
+ */
+export async function tryToUnmapCluster(
+  ctx: MmContext,
+  op: string,
+  pid: number,
+  vma: Vma,
+  cursor: number,
+): Promise<number> {
+  const base = Math.floor(cursor / CLUSTER_PAGES) * CLUSTER_PAGES;
+  const address = Math.max(vma.start, base);
+  const end = Math.min(vma.end, base + CLUSTER_PAGES);
+  const legacy = ctx.env.MMLAB_MODE === 'legacy';
+  const mmunStart = address * PAGE_SIZE; /* For mmu_notifiers */
+  const mmunEnd = injected(ctx, 'uninit-cluster-end') ? mmunStart + PAGE_SIZE : end * PAGE_SIZE;
+  const range = legacy
+    ? null
+    : await invalidateRangeStart(ctx, op, pid, mmunStart, mmunEnd, 'unmap');
+  let unmapped = 0;
+  try {
+    await withinRange(range, async () => {
+      const present = [...(await ctx.store.pageTable(pid))].filter(
+        ([vpn, p]) => vpn >= address && vpn < end && ptePresent(p) && p.pfn !== 0,
+      );
+      const index = await ctx.store.pageIndexes(present.map(([, p]) => p.pfn));
+      await forEachPteTable(ctx, op, pid, address, end, async (held, s, e) => {
+        for (const [vpn, pte] of present) {
+          if (vpn < s || vpn >= e) continue;
+          const page: Frame = { pfn: pte.pfn, gen: pte.gen };
+          const addr = vpn * PAGE_SIZE;
+          const { lock } = held;
+          const token = held.lease.token;
+          // ptep_clear_flush_young_notify(): referenced since the last look → keep it mapped
+          const y = await ctx.store.ptepClearFlushYoung(
+            pid,
+            lock,
+            held.lease.value,
+            token,
+            vpn,
+            page,
+          );
+          if (!y) throw staleLease(ctx, held, 'try_to_unmap_cluster');
+          if (y === 'GONE') continue;
+          if (y.young) {
+            await flushTlbRange(ctx, op, pid, addr, addr + PAGE_SIZE, y.cpumask);
+            continue;
+          }
+          if (await mmuNotifierClearFlushYoung(ctx, op, pid, addr, addr + PAGE_SIZE)) continue;
+          // "If nonlinear, store the file page offset in the pte"
+          const idx = index.get(pte.pfn)?.index;
+          const linear = vma.file ? vpn + vma.file.delta : null;
+          const pgoff = idx !== undefined && idx !== linear ? idx : null;
+          const r = await ctx.store.tryToUnmapOne(
+            pid,
+            lock,
+            held.lease.value,
+            token,
+            vpn,
+            page,
+            null,
+            pgoff,
+          );
+          if (!r) throw staleLease(ctx, held, 'try_to_unmap_cluster');
+          if (r === 'GONE') continue;
+          ctx.tracer.emit({ kind: 'pte.clear', op, pid, addr, ...page, lock, token });
+          await flushTlbRange(ctx, op, pid, addr, addr + PAGE_SIZE, r.cpumask);
+          if (legacy) await invalidatePage(ctx, op, pid, addr);
+          // "Move the dirty bit to the physical page now the pte is gone."
+          if (r.was.writable) await ctx.store.setPageDirty(page.pfn, page.gen);
+          await putPages(ctx, op, [page]);
+          unmapped++;
+        }
+      });
+    });
+  } finally {
+    if (range) await invalidateRangeEnd(ctx, range, mmunStart, mmunEnd);
+  }
+  return unmapped;
+}
+
 /**
  * The reverse map of a batch: every PTE of every live address space that maps one of its
  * frames (see the top of this file: what the anon_vma walk of page_referenced/try_to_unmap
  * visits). → "pfn:gen" → its mappings
  */
-async function rmapScan(ctx: MmContext, pages: Frame[]): Promise<Map<string, Mapping[]>> {
+export async function rmapScan(ctx: MmContext, pages: Frame[]): Promise<Map<string, Mapping[]>> {
   const want = new Set(pages.map((p) => `${p.pfn}:${p.gen}`));
   const out = new Map<string, Mapping[]>();
   for (const pid of await ctx.store.processes()) {
@@ -314,12 +467,15 @@ async function rmapScan(ctx: MmContext, pages: Frame[]): Promise<Map<string, Map
     if (ptes.size === 0) continue;
     let vmas: Awaited<ReturnType<MmContext['store']['vmas']>> | null = null;
     for (const [vpn, pte] of ptes) {
-      if (pte.swap || pte.cowCleared) continue;
+      if (!ptePresent(pte)) continue;
       const key = `${pte.pfn}:${pte.gen}`;
       if (!want.has(key)) continue;
       vmas ??= await ctx.store.vmas(pid);
-      const shared = vmas.some((v) => v.start <= vpn && vpn < v.end && v.shared);
-      out.set(key, [...(out.get(key) ?? []), { pid, vpn, shared }]);
+      const vma = vmas.find((v) => v.start <= vpn && vpn < v.end);
+      const m: Mapping = { pid, vpn, shared: vma?.shared ?? false, file: vma?.file !== undefined };
+      if (vma?.nonlinear) m.nonlinear = vma;
+      if (vma?.file) m.index = { ino: vma.file.ino, pgoff: vpn + vma.file.delta };
+      out.set(key, [...(out.get(key) ?? []), m]);
     }
   }
   return out;
@@ -403,10 +559,20 @@ export function wakeupKswapd(ctx: MmContext): void {
   })();
 }
 
+/**
+ * kswapd's watermarks as balance_pgdat applies them (high at least low): the zone's
+ * low_wmark_pages/high_wmark_pages. None when there is no kswapd (MMLAB_WATERMARK_LOW 0).
+ */
+function watermarks(ctx: MmContext): { low: number; high: number } | undefined {
+  const low = ctx.env.MMLAB_WATERMARK_LOW;
+  return low > 0 ? { low, high: Math.max(low, ctx.env.MMLAB_WATERMARK_HIGH) } : undefined;
+}
+
 /** Models: balance_pgdat(), mm/vmscan.c v3.7: reclaim until free memory is at the high watermark. */
 async function balancePgdat(ctx: MmContext): Promise<void> {
-  const low = ctx.env.MMLAB_WATERMARK_LOW;
-  const high = Math.max(low, ctx.env.MMLAB_WATERMARK_HIGH);
+  const wm = watermarks(ctx);
+  if (!wm) return;
+  const { low, high } = wm;
   if ((await ctx.store.memInfo()).free >= low) return;
   const ttl = ctx.env.MMLAB_LEASE_TTL_MS * 5;
   if (!(await ctx.store.kswapdLock(ctx.incarnation, ttl))) return; // another replica's kswapd runs

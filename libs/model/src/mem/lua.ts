@@ -3,7 +3,7 @@
  * frame record in the packed frame table {mem}:frames (layout: keys.ts, FRAME_FIELDS), the free
  * list threaded through it, and put_page()/get_page()'s shared steps. Every {mem} script
  * receives KEYS = MEM_KEYS: K[1] meta, K[2] frames, K[3] fenced, K[4] once, K[5] pending,
- * K[6] swap (slots and swap cache), K[7] lru (inactive), K[8] lru:active.
+ * K[6] swap (slots and swap cache), K[7] lru (inactive), K[8] lru:active, K[9] pagecache.
  * Nothing else reads or writes a frame record (mem/frame.ts decodes the table for reads).
  */
 import { FRAME_BYTES, FRAME_FIELDS, FRAME_LAYOUT, FRAME_STATE } from '../keys';
@@ -245,5 +245,125 @@ local function put_frames(K, kind, list)
     i = i + 1
   end
   return freed, bad
+end
+-- The files and their page caches (keys.ts {mem}:pagecache, K[9]).
+-- A file: its size in pages and whether it is XIP → pages, xip | nil (no such file)
+local function file_get(K, ino)
+  local r = redis.call('HGET', K[9], 'f' .. ino)
+  if not r then return nil end
+  local n, x = string.match(r, '^(%d+)|([01])$')
+  if not n then error({err = 'file ' .. ino .. ' corrupt: ' .. r}) end
+  return tonumber(n), x == '1'
+end
+-- The page cache entry of frame pfn (page->mapping, page->index, PG_dirty) → ino, i, dirty, xip
+-- | nil. xip: the frame is a block of an XIP file (its backing store's memory: never dirty)
+local function pagecache_of(K, pfn)
+  local r = redis.call('HGET', K[9], 'p' .. pfn)
+  if not r then return nil end
+  local ino, i, d = string.match(r, '^(%d+):(%d+):([01x])$')
+  if not ino then error({err = 'page cache corrupt: pfn ' .. pfn .. ' is ' .. r}) end
+  return tonumber(ino), tonumber(i), d == '1', d == 'x'
+end
+local function pagecache_mark(K, pfn, ino, i, dirty)
+  redis.call('HSET', K[9], 'p' .. pfn, ino .. ':' .. i .. ':' .. (dirty and '1' or '0'))
+end
+-- A shmem file (shmem_zero_setup's object behind MAP_SHARED|MAP_ANONYMOUS): no backing store,
+-- its pages go to swap (shmem_writepage) and its page-cache entries may be swap entries
+local function file_shmem(K, ino)
+  return redis.call('HEXISTS', K[9], 'm' .. ino) == 1
+end
+-- The swap entry a shmem file's page-cache entry holds instead of a frame (a radix-tree
+-- exceptional entry: swp_to_radix_entry) → slot, gen | nil
+local function pagecache_swap(K, ino, i)
+  local e = redis.call('HGET', K[9], 'c' .. ino .. ':' .. i)
+  if not e then return nil end
+  local slot, g = string.match(e, '^s(%d+):(%d+)$')
+  if not slot then return nil end
+  return tonumber(slot), tonumber(g)
+end
+-- find_get_page(): the frame caching page i of ino → pfn, gen | nil (not cached, or swapped out)
+local function pagecache_find(K, ino, i)
+  local e = redis.call('HGET', K[9], 'c' .. ino .. ':' .. i)
+  if not e or string.sub(e, 1, 1) == 's' then return nil end
+  local pfn = tonumber(e)
+  if not pfn then error({err = 'page cache corrupt: page ' .. ino .. ':' .. i .. ' is ' .. e}) end
+  local gen, st = frame_get(K, pfn, 'gen', 'state')
+  if st ~= USED then error({err = 'page cache corrupt: page ' .. ino .. ':' .. i .. ' in pfn ' .. pfn .. ', ' .. state_name(st)}) end
+  return pfn, gen
+end
+-- The word page i of ino holds on the backing store (a hole reads 0)
+local function file_disk(K, ino, i)
+  return tonumber(redis.call('HGET', K[9], 'd' .. ino .. ':' .. i) or '0')
+end
+-- Models: find_or_create_page() + add_to_page_cache_lru() + mapping->a_ops->readpage(),
+-- mm/filemap.c v3.7: the cached frame of page i, else a fresh frame read from the backing store
+-- and added to the page cache (its reference: refcount 1) and the inactive LRU list (a new file
+-- page starts there: lru_cache_add_file). → pfn, gen, cached (1: it was) | nil: no free frame
+local function pagecache_get(K, ino, i)
+  local pfn, gen = pagecache_find(K, ino, i)
+  if pfn then return pfn, gen, 1 end
+  -- shmem_getpage_gfp(): a shmem page that was swapped out is read back from its slot, and
+  -- the slot freed (the page cache holds the page again, dirty: it has no other copy)
+  local slot, sg = pagecache_swap(K, ino, i)
+  local data = file_disk(K, ino, i)
+  if slot then
+    local g, c, p, pg, d = slot_get(K, slot)
+    if not g or g ~= sg then error({err = 'shmem page ' .. ino .. ':' .. i .. ' names a stale swap slot ' .. slot}) end
+    data = d
+  end
+  pfn = free_pop(K)
+  if not pfn then return nil end
+  gen = frame_update(K, pfn, {'INCRBY', 'gen', 1}, {'SET', 'ref', 1}, {'SET', 'map', 0},
+    {'SET', 'state', USED}, {'SET', 'next', 0}, {'SET', 'data', int_arg(data)})
+  if slot then swap_count(K, slot, sg, -1) end
+  redis.call('HSET', K[9], 'c' .. ino .. ':' .. i, pfn)
+  pagecache_mark(K, pfn, ino, i, slot ~= nil)
+  lru_add(K, pfn)
+  return pfn, gen, 0
+end
+-- __delete_from_page_cache(): pfn leaves the page cache (the cache's reference is the caller's
+-- to put)
+local function pagecache_del(K, pfn)
+  local ino, i = pagecache_of(K, pfn)
+  if not ino then return end
+  redis.call('HDEL', K[9], 'p' .. pfn, 'c' .. ino .. ':' .. i)
+end
+-- XIP files (mm/filemap_xip.c v3.7; keys.ts {mem}:pagecache): a block of an XIP file is a
+-- frame owned by the file for its whole life (c<ino>:<i> → pfn, p<pfn> "ino:i:x"), never in the
+-- dirty/writeback path, never reclaimed, on no LRU list. → pfn, gen | nil (a hole)
+local function xip_block(K, ino, i)
+  return pagecache_find(K, ino, i)
+end
+-- Models: get_xip_mem(create = 1) (e.g. ext2_get_xip_mem → ext2_get_block(create), a new block
+-- cleared): the block of page i of XIP file ino, allocated zero-filled from the free list when
+-- it is a hole, with the file's reference. → pfn, gen, new (1: allocated now) | nil: no frame
+local function xip_block_create(K, ino, i)
+  local pfn, gen = xip_block(K, ino, i)
+  if pfn then return pfn, gen, 0 end
+  pfn = free_pop(K)
+  if not pfn then return nil end
+  gen = frame_update(K, pfn, {'INCRBY', 'gen', 1}, {'SET', 'ref', 1}, {'SET', 'map', 0},
+    {'SET', 'state', USED}, {'SET', 'next', 0}, {'SET', 'data', 0})
+  redis.call('HSET', K[9], 'c' .. ino .. ':' .. i, pfn, 'p' .. pfn, ino .. ':' .. i .. ':x')
+  return pfn, gen, 1
+end
+-- __xip_sparse_page: the one zero-filled frame every hole of every XIP file is mapped read-only
+-- to → pfn, gen | nil (never allocated yet)
+local function xip_sparse(K)
+  local pfn = tonumber(redis.call('HGET', K[9], 'sparse'))
+  if not pfn then return nil end
+  return pfn, frame_get(K, pfn, 'gen')
+end
+-- Models: xip_sparse_page(), mm/filemap_xip.c v3.7 — allocated zero-filled on first use, held
+-- by the pointer for good (its refcount: 1 + its mappings), on no LRU list. → pfn, gen, new | nil
+local function xip_sparse_get(K)
+  local pfn, gen = xip_sparse(K)
+  if pfn then return pfn, gen, 0 end
+  pfn = free_pop(K)
+  if not pfn then return nil end
+  gen = frame_update(K, pfn, {'INCRBY', 'gen', 1}, {'SET', 'ref', 1}, {'SET', 'map', 0},
+    {'SET', 'state', USED}, {'SET', 'next', 0}, {'SET', 'data', 0})
+  redis.call('HSET', K[9], 'sparse', pfn)
+  return pfn, gen, 1
 end
 `;

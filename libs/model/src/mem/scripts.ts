@@ -6,7 +6,7 @@
  * the helpers of mem/lua.ts (frame_get/frame_set/frame_add/frame_update, free_push/free_pop).
  */
 import { z } from 'zod';
-import { Bit, Int, IntOrNone, Ints, PfnGen, Str, oneOf, script, tagged } from '../boundary';
+import { Bit, Int, IntOrNone, Ints, PfnGen, Str, Strs, oneOf, script, tagged } from '../boundary';
 import { FRAME_BYTES, MEM_ROLES } from '../keys';
 import { LUA_HELPERS } from '../lua';
 import { MEM_LUA } from './lua';
@@ -42,7 +42,7 @@ if m[1] == '1' then
   return tonumber(m[2])
 end
 local n = tonumber(ARGV[1])
-redis.call('DEL', KEYS[2], KEYS[5], KEYS[6], KEYS[7], KEYS[8])
+redis.call('DEL', KEYS[2], KEYS[5], KEYS[6], KEYS[7], KEYS[8], KEYS[9])
 redis.call('SETRANGE', KEYS[2], (n + 1) * FRAME_BYTES - 1, '\\0')
 frame_set(KEYS, 0, 'gen', 1, 'ref', 1, 'map', 0, 'state', ZERO)
 redis.call('HSET', KEYS[1], 'frames', n, 'free', 0, 'hwm', 0, 'nr_free', n, 'layout', FRAME_LAYOUT,
@@ -386,15 +386,22 @@ return 1
 `,
   }),
   addToSwap: script({
-    doc: `add_to_swap(): an isolated anonymous frame gets a swap slot and enters the swap cache (one more reference: the cache's), unless it is in the swap cache already (its slot is kept). → {'OK', slot, slotGen} | {'ENOSPC'} (no free slot) | {'STALE'} (the frame is not that gen any more)`,
+    doc: `add_to_swap(): an isolated anonymous frame gets a swap slot and enters the swap cache (one more reference: the cache's), unless it is in the swap cache already (its slot is kept). A file's page-cache page is not anonymous: FILE (its reclaim writes it back to its file). → {'OK', slot, slotGen} | {'ENOSPC'} (no free slot) | {'STALE'} (the frame is not that gen any more) | {'FILE'}`,
     models: 'add_to_swap() → get_swap_page() + add_to_swap_cache(), mm/swap_state.c v3.7',
     keys: MEM_ROLES,
     args: { pfn: Int.min(1), gen: Int },
-    reply: oneOf(tagged('OK', { slot: Int, slotGen: Int }), tagged('ENOSPC'), tagged('STALE')),
+    reply: oneOf(
+      tagged('OK', { slot: Int, slotGen: Int }),
+      tagged('ENOSPC'),
+      tagged('STALE'),
+      tagged('FILE'),
+    ),
     lua:
       HELPERS +
       `
 if not frame_live(KEYS, ARGV[1], ARGV[2]) then return {'STALE'} end
+-- a file's page is written back to its file, never to swap (shrink_page_list: PageAnon only)
+if pagecache_of(KEYS, ARGV[1]) then return {'FILE'} end
 local have = swapcache_slot(KEYS, ARGV[1])
 if have then
   local g = slot_get(KEYS, have)
@@ -409,18 +416,67 @@ return {'OK', slot, g}
 `,
   }),
   shrinkPage: script({
-    doc: `The end of shrink_page_list() for one isolated frame, after try_to_unmap: pageout() writes its word to its swap slot, and __remove_mapping() frees it when only the isolation and the swap cache hold it (no mapping, no pin): it leaves the swap cache and goes back on the free list (FREED). Otherwise it keeps its slot and its swap-cache place (a pinned page, unmapped, stays shared through the swap cache: a refault finds it) and goes back on the LRU without the isolation's reference: KEPT with its mapcount and refcount before. ARGV[3] = 1 (referenced): activate, keep everything (activate_locked). → {'FREED'} | {'KEPT', map, ref} | {'STALE'}`,
+    doc: `The end of shrink_page_list() for one isolated frame, after try_to_unmap: pageout() writes its word to its swap slot, and __remove_mapping() frees it when only the isolation and the swap cache hold it (no mapping, no pin): it leaves the swap cache and goes back on the free list (FREED). Otherwise it keeps its slot and its swap-cache place (a pinned page, unmapped, stays shared through the swap cache: a refault finds it) and goes back on the LRU without the isolation's reference: KEPT with its mapcount and refcount before. ARGV[3] = 1 (referenced): activate, keep everything (activate_locked). A file's page (in the page cache, not the swap cache): pageout() writes a dirty one unmapped back to its file's store (then ino, page, value say what it wrote), and __remove_mapping() frees it when only the page cache and the isolation hold it. → {'FREED', [ino, page, value]} | {'KEPT', map, ref, [ino, page, value]} | {'STALE'}`,
     models:
       'shrink_page_list(): pageout(), __remove_mapping() / putback_lru_page() / activate_locked, mm/vmscan.c v3.7',
     keys: MEM_ROLES,
     args: { pfn: Int.min(1), gen: Int, referenced: Bit },
-    reply: oneOf(tagged('FREED'), tagged('KEPT', { map: Int, ref: Int }), tagged('STALE')),
+    reply: oneOf(
+      tagged('FREED', { ino: Int.optional(), page: Int.optional(), value: Int.optional() }),
+      tagged('KEPT', {
+        map: Int,
+        ref: Int,
+        ino: Int.optional(),
+        page: Int.optional(),
+        value: Int.optional(),
+      }),
+      tagged('STALE'),
+    ),
     lua:
       HELPERS +
       `
 local pfn = ARGV[1]
 if not frame_live(KEYS, pfn, ARGV[2]) then return {'STALE'} end
 local ref, map, data = frame_get(KEYS, pfn, 'ref', 'map', 'data')
+local ino, idx, dirty = pagecache_of(KEYS, pfn)
+if ino then
+  -- a file's page: pageout() writes it back when dirty (writepage: its word to the backing
+  -- store), and __remove_mapping() drops it from the page cache once only the cache and the
+  -- isolation hold it
+  if file_shmem(KEYS, ino) then
+    -- shmem_writepage(): no backing store — an unmapped page goes to a swap slot, and the
+    -- page cache keeps the swap entry in its place (the slot's one reference)
+    if ARGV[3] ~= '1' and map == 0 and ref == 2 then
+      local slot, g = slot_alloc(KEYS)
+      if slot then
+        slot_set(KEYS, slot, g, 1, 0, 0, data)
+        redis.call('HSET', KEYS[9], 'c' .. ino .. ':' .. idx, 's' .. slot .. ':' .. g)
+        redis.call('HDEL', KEYS[9], 'p' .. pfn)
+        frame_set(KEYS, pfn, 'ref', 0)
+        free_push(KEYS, pfn)
+        return {'FREED'}
+      end
+    end
+    frame_add(KEYS, pfn, 'ref', -1)
+    if ARGV[3] == '1' or map > 0 or ref == 2 then lru_activate(KEYS, pfn) else lru_add(KEYS, pfn) end
+    return {'KEPT', map, ref}
+  end
+  local wrote = {}
+  if ARGV[3] ~= '1' and map == 0 and dirty then
+    redis.call('HSET', KEYS[9], 'd' .. ino .. ':' .. idx, int_arg(data))
+    pagecache_mark(KEYS, pfn, ino, idx, false)
+    wrote = {ino, idx, data}
+  end
+  if ARGV[3] ~= '1' and map == 0 and ref == 2 then
+    pagecache_del(KEYS, pfn)
+    frame_set(KEYS, pfn, 'ref', 0)
+    free_push(KEYS, pfn)
+    return {'FREED', unpack(wrote)}
+  end
+  frame_add(KEYS, pfn, 'ref', -1)
+  if ARGV[3] == '1' or map > 0 then lru_activate(KEYS, pfn) else lru_add(KEYS, pfn) end
+  return {'KEPT', map, ref, unpack(wrote)}
+end
 local slot = swapcache_slot(KEYS, pfn)
 if slot and map == 0 then
   -- pageout(): the page's word to its slot (swap_writepage)
@@ -471,7 +527,7 @@ return {'OK', pfn, gen, 0}
 `,
   }),
   reuseSwapPage: script({
-    doc: `reuse_swap_page(): may do_wp_page write to this anonymous page in place? Its mapcount plus, when it is in the swap cache, the count of swap PTEs still naming its slot (a forked sibling swapped out and not yet back) must be at most 1; a page reused that way leaves the swap cache (delete_from_swap_cache: its slot, now stale, is freed once no swap PTE names it). A stale gen: no. → {reuse, map, swapcount}`,
+    doc: `reuse_swap_page(): may do_wp_page write to this anonymous page in place (a file's page-cache page, an XIP block or the XIP sparse page: never)? Its mapcount plus, when it is in the swap cache, the count of swap PTEs still naming its slot (a forked sibling swapped out and not yet back) must be at most 1; a page reused that way leaves the swap cache (delete_from_swap_cache: its slot, now stale, is freed once no swap PTE names it). A stale gen: no. → {reuse, map, swapcount}`,
     models: 'reuse_swap_page(), mm/swapfile.c v3.7',
     keys: MEM_ROLES,
     args: { pfn: Int, gen: Int },
@@ -484,6 +540,9 @@ return {'OK', pfn, gen, 0}
       `
 if not frame_live(KEYS, ARGV[1], ARGV[2]) then return {0, 0, 0} end
 local map = frame_get(KEYS, ARGV[1], 'map')
+-- do_wp_page() reuses PageAnon pages only: a file's page in a private mapping is copied (an
+-- XIP file's block, and the XIP sparse page, too)
+if pagecache_of(KEYS, ARGV[1]) or xip_sparse(KEYS) == tonumber(ARGV[1]) then return {0, map, 0} end
 local slot = swapcache_slot(KEYS, ARGV[1])
 local sc = 0
 if slot then
@@ -496,6 +555,310 @@ if slot then
   frame_add(KEYS, ARGV[1], 'ref', -1)
 end
 return {1, map, sc}
+`,
+  }),
+  fileCreate: script({
+    doc: `A new file of ARGV[1] pages, all holes (read as 0), on a backing store of its own; xip = 1: an XIP file (its pages are read and written in place, no page cache); shmem = 1: the shmem object of a MAP_SHARED|MAP_ANONYMOUS mapping (no backing store: its pages go to swap). → ino`,
+    models: 'the creation of a regular file (its inode and address_space): vfs_create()',
+    keys: MEM_ROLES,
+    args: { pages: Int.min(1), xip: Bit, shmem: Bit },
+    reply: Int.describe('ino'),
+    lua:
+      HELPERS +
+      `
+local ino = redis.call('HINCRBY', KEYS[9], 'ino_next', 1)
+redis.call('HSET', KEYS[9], 'f' .. ino, ARGV[1] .. '|' .. ARGV[2])
+if ARGV[3] == '1' then redis.call('HSET', KEYS[9], 'm' .. ino, 1) end
+return ino
+`,
+  }),
+  filemapFault: script({
+    doc: `filemap_fault(): page ARGV[2] of file ARGV[1] from its page cache — the cached frame (find_get_page) or a fresh one read from the backing store and added to the cache and the LRU (page_cache_read) — with one more reference for the caller: a mapping (ARGV[3] = 'map': mapcount and refcount, as the PTE it goes into will hold) or a bare one ('ref': the page a private write copies). The caller installs it (fault's file = 'page') or puts it back. An XIP file has no page cache: XIP (its vm_ops->fault is xip_file_fault: xipGetMem). → {'OK', pfn, gen, cached} | {'SIGBUS'} (past the end of the file) | {'ENOENT'} (no such file) | {'ENOMEM'} | {'XIP'}`,
+    models: 'filemap_fault() → find_get_page() / page_cache_read(), mm/filemap.c v3.7',
+    keys: MEM_ROLES,
+    args: { ino: Int, page: Int, kind: z.enum(['map', 'ref']) },
+    reply: oneOf(
+      tagged('OK', { pfn: Int, gen: Int, cached: Bit }),
+      tagged('SIGBUS'),
+      tagged('ENOENT'),
+      tagged('ENOMEM'),
+      tagged('XIP'),
+    ),
+    lua:
+      HELPERS +
+      `
+local pages, xip = file_get(KEYS, ARGV[1])
+if not pages then return {'ENOENT'} end
+local i = tonumber(ARGV[2])
+if i >= pages then return {'SIGBUS'} end
+if xip then return {'XIP'} end
+local pfn, gen, cached = pagecache_get(KEYS, ARGV[1], i)
+if not pfn then return {'ENOMEM'} end
+if ARGV[3] == 'map' then frame_add(KEYS, pfn, 'ref', 1, 'map', 1) else frame_add(KEYS, pfn, 'ref', 1) end
+return {'OK', pfn, gen, cached}
+`,
+  }),
+  fileRead: script({
+    doc: `read() of page ARGV[2] of file ARGV[1]: through the page cache (do_generic_file_read: the cached page, or one read in from the backing store and left cached). An XIP file (xip_file_read → do_xip_mapping_read): its block read in place, a hole reads 0 (pfn 0, gen 0), nothing allocated (cached 0). → {'OK', value, pfn, gen, cached} | {'EINVAL'} (past the end) | {'ENOENT'} | {'ENOMEM'}`,
+    models:
+      'do_generic_file_read(), mm/filemap.c v3.7; do_xip_mapping_read(), mm/filemap_xip.c v3.7',
+    keys: MEM_ROLES,
+    args: { ino: Int, page: Int },
+    reply: oneOf(
+      tagged('OK', { value: Int, pfn: Int, gen: Int, cached: Bit }),
+      tagged('EINVAL'),
+      tagged('ENOENT'),
+      tagged('ENOMEM'),
+    ),
+    lua:
+      HELPERS +
+      `
+local pages, xip = file_get(KEYS, ARGV[1])
+if not pages then return {'ENOENT'} end
+local i = tonumber(ARGV[2])
+if i >= pages then return {'EINVAL'} end
+if xip then
+  -- get_xip_mem(create = 0): the block, or -ENODATA (a hole: __clear_user, zeros)
+  local b, bg = xip_block(KEYS, ARGV[1], i)
+  if not b then return {'OK', 0, 0, 0, 0} end
+  return {'OK', frame_get(KEYS, b, 'data'), b, bg, 0}
+end
+local pfn, gen, cached = pagecache_get(KEYS, ARGV[1], i)
+if not pfn then return {'ENOMEM'} end
+return {'OK', frame_get(KEYS, pfn, 'data'), pfn, gen, cached}
+`,
+  }),
+  fileWrite: script({
+    doc: `write() of the word ARGV[3] to page ARGV[2] of file ARGV[1]: into its page-cache page (read in first when not cached), which becomes dirty (written back by msync or reclaim). Every mapping of the page sees it at once: it is the same frame. An XIP file (__xip_file_write): into its block in place (no dirty bit, nothing to write back; cached 0); a hole answers XIP_HOLE — the caller allocates the block (xipGetMem create), runs __xip_unmap, and writes again. → {'OK', pfn, gen, cached} | {'EINVAL'} (past the end: files do not grow) | {'ENOENT'} | {'ENOMEM'} | {'XIP_HOLE'}`,
+    models:
+      'generic_perform_write() (write_begin, copy, write_end → set_page_dirty), mm/filemap.c v3.7',
+    keys: MEM_ROLES,
+    args: { ino: Int, page: Int, value: Int },
+    reply: oneOf(
+      tagged('OK', { pfn: Int, gen: Int, cached: Bit }),
+      tagged('EINVAL'),
+      tagged('ENOENT'),
+      tagged('ENOMEM'),
+      tagged('XIP_HOLE'),
+    ),
+    lua:
+      HELPERS +
+      `
+local pages, xip = file_get(KEYS, ARGV[1])
+if not pages then return {'ENOENT'} end
+local i = tonumber(ARGV[2])
+if i >= pages then return {'EINVAL'} end
+if xip then
+  -- __xip_file_write(): get_xip_mem(create = 0), __copy_from_user_nocache into the block
+  local b, bg = xip_block(KEYS, ARGV[1], i)
+  if not b then return {'XIP_HOLE'} end
+  frame_set(KEYS, b, 'data', ARGV[3])
+  return {'OK', b, bg, 0}
+end
+local pfn, gen, cached = pagecache_get(KEYS, ARGV[1], i)
+if not pfn then return {'ENOMEM'} end
+frame_set(KEYS, pfn, 'data', ARGV[3])
+pagecache_mark(KEYS, pfn, tonumber(ARGV[1]), i, true)
+return {'OK', pfn, gen, cached}
+`,
+  }),
+  setPageDirty: script({
+    doc: `set_page_dirty() of a file's page (pfn, gen) a write fault maps writable: written back at the next msync or by reclaim. Not a file's page (an XIP block is the store itself: no dirty bit), or a stale gen: nothing. → 1 | 0`,
+    models: 'set_page_dirty(), mm/page-writeback.c v3.7',
+    keys: MEM_ROLES,
+    args: { pfn: Int, gen: Int },
+    reply: Bit,
+    lua:
+      HELPERS +
+      `
+if not frame_live(KEYS, ARGV[1], ARGV[2]) then return 0 end
+local ino, i, _, xip = pagecache_of(KEYS, ARGV[1])
+if not ino or xip then return 0 end
+pagecache_mark(KEYS, ARGV[1], ino, i, true)
+return 1
+`,
+  }),
+  pagecacheLookup: script({
+    doc: `find_get_page() without a reference: the frame caching page ARGV[2] of file ARGV[1], and whether it is dirty. An XIP file has no page cache (msync of it writes nothing): NONE. → {'OK', pfn, gen, dirty} | {'NONE'} (not cached) | {'ENOENT'}`,
+    models: 'find_get_page() / pagevec_lookup_tag(PAGECACHE_TAG_DIRTY), mm/filemap.c v3.7',
+    keys: MEM_ROLES,
+    args: { ino: Int, page: Int },
+    reply: oneOf(
+      tagged('OK', { pfn: Int, gen: Int, dirty: Bit }),
+      tagged('NONE'),
+      tagged('ENOENT'),
+    ),
+    lua:
+      HELPERS +
+      `
+local pages, xip = file_get(KEYS, ARGV[1])
+if not pages then return {'ENOENT'} end
+if xip then return {'NONE'} end
+local pfn, gen = pagecache_find(KEYS, ARGV[1], tonumber(ARGV[2]))
+if not pfn then return {'NONE'} end
+local _, _, dirty = pagecache_of(KEYS, pfn)
+return {'OK', pfn, gen, dirty and 1 or 0}
+`,
+  }),
+  writePage: script({
+    doc: `clear_page_dirty_for_io() + writepage() of the page-cache frame (pfn, gen), after page_mkclean write-protected every mapping of it: PG_dirty is cleared, and when it was set — or ARGV[3] = 1, page_mkclean found a writable mapping (its writes dirtied the page without a fault) — its word goes to the backing store. → {'OK', ino, page, value, wrote} | {'STALE'} (no longer that file page)`,
+    models:
+      'clear_page_dirty_for_io() (mm/page-writeback.c) + a_ops->writepage(), write_cache_pages() v3.7',
+    keys: MEM_ROLES,
+    args: { pfn: Int, gen: Int, mkcleaned: Bit },
+    reply: oneOf(tagged('OK', { ino: Int, page: Int, value: Int, wrote: Bit }), tagged('STALE')),
+    lua:
+      HELPERS +
+      `
+if not frame_live(KEYS, ARGV[1], ARGV[2]) then return {'STALE'} end
+local ino, i, dirty = pagecache_of(KEYS, ARGV[1])
+if not ino then return {'STALE'} end
+local v = frame_get(KEYS, ARGV[1], 'data')
+if not dirty and ARGV[3] ~= '1' then return {'OK', ino, i, v, 0} end
+redis.call('HSET', KEYS[9], 'd' .. ino .. ':' .. i, int_arg(v))
+pagecache_mark(KEYS, ARGV[1], ino, i, false)
+return {'OK', ino, i, v, 1}
+`,
+  }),
+  pageIndexes: script({
+    doc: `page->mapping and page->index of frames: for each pfn of ARGV, "ino:i" when it is page i of file ino in the page cache, else ''. → {"ino:i" | '', ...}`,
+    models: 'page->mapping, page->index (struct page), as try_to_unmap_cluster reads them',
+    keys: MEM_ROLES,
+    args: { pfns: Ints },
+    reply: Strs.describe('{"ino:i" | "", ...}'),
+    lua:
+      HELPERS +
+      `
+local out = {}
+for i = 1, #ARGV do
+  local ino, idx = pagecache_of(KEYS, ARGV[i])
+  out[i] = ino and (ino .. ':' .. idx) or ''
+end
+return out
+`,
+  }),
+  xipGetMem: script({
+    doc: `get_xip_mem() of page ARGV[2] of XIP file ARGV[1], for xip_file_fault and __xip_file_write. The block when it exists; a hole with create = 1 (a shared writable mapping's fault, or write()): a block allocated zero-filled from the free list, owned by the file from now on (new = 1: the caller runs __xip_unmap before it maps or writes it); a hole with create = 0: the sparse page (allocated on first use: new = 1), and — kind 'map' — xip_sparse_seq opened (write_seqcount_begin: the caller closes it with xipSparseDone once its PTE is installed or given up, so a concurrent __xip_unmap scans again). ARGV[3]: the reference the caller gets — 'map' (mapcount and refcount: the PTE it installs, vm_insert_mixed / vm_insert_page), 'ref' (a bare one: the page a private write copies) or 'none' (write()). → {'BLOCK', pfn, gen, new} | {'SPARSE', pfn, gen, new} | {'SIGBUS'} (past the end) | {'ENOENT'} | {'NOTXIP'} | {'ENOMEM'}`,
+    models:
+      'xip_file_fault() / __xip_file_write() → get_xip_mem(), xip_sparse_page(), mm/filemap_xip.c v3.7',
+    keys: MEM_ROLES,
+    args: { ino: Int, page: Int, kind: z.enum(['map', 'ref', 'none']), create: Bit },
+    reply: oneOf(
+      tagged('BLOCK', { pfn: Int, gen: Int, new: Bit }),
+      tagged('SPARSE', { pfn: Int, gen: Int, new: Bit }),
+      tagged('SIGBUS'),
+      tagged('ENOENT'),
+      tagged('NOTXIP'),
+      tagged('ENOMEM'),
+    ),
+    lua:
+      HELPERS +
+      `
+local pages, xip = file_get(KEYS, ARGV[1])
+if not pages then return {'ENOENT'} end
+if not xip then return {'NOTXIP'} end
+local i = tonumber(ARGV[2])
+if i >= pages then return {'SIGBUS'} end
+local function charge(pfn)
+  if ARGV[3] == 'map' then frame_add(KEYS, pfn, 'ref', 1, 'map', 1)
+  elseif ARGV[3] == 'ref' then frame_add(KEYS, pfn, 'ref', 1) end
+end
+local pfn, gen, new
+if ARGV[4] == '1' then
+  pfn, gen, new = xip_block_create(KEYS, ARGV[1], i)
+  if not pfn then return {'ENOMEM'} end
+  charge(pfn)
+  return {'BLOCK', pfn, gen, new}
+end
+pfn, gen = xip_block(KEYS, ARGV[1], i)
+if pfn then
+  charge(pfn)
+  return {'BLOCK', pfn, gen, 0}
+end
+pfn, gen, new = xip_sparse_get(KEYS)
+if not pfn then return {'ENOMEM'} end
+charge(pfn)
+if ARGV[3] == 'map' then
+  redis.call('HINCRBY', KEYS[9], 'xs_seq', 1)
+  redis.call('HINCRBY', KEYS[9], 'xs_busy', 1)
+end
+return {'SPARSE', pfn, gen, new}
+`,
+  }),
+  xipSparseDone: script({
+    doc: `write_seqcount_end(&xip_sparse_seq): a sparse-page fault that opened it (xipGetMem kind 'map') installed its PTE or gave up. → the faults still open`,
+    models: 'xip_file_fault(): write_seqcount_end(), mutex_unlock(&xip_sparse_mutex), v3.7',
+    keys: MEM_ROLES,
+    args: {},
+    reply: Int.describe('sparse-page faults still open'),
+    lua:
+      HELPERS +
+      `
+local n = redis.call('HINCRBY', KEYS[9], 'xs_busy', -1)
+if n < 0 then redis.call('HSET', KEYS[9], 'xs_busy', 0); return 0 end
+return n
+`,
+  }),
+  xipSparseSeq: script({
+    doc: `read_seqcount_begin(&xip_sparse_seq) and __xip_sparse_page for __xip_unmap: the sparse page (pfn 0: never allocated), how many sparse-page faults ever opened the seqcount, and how many are open now. → {'OK', pfn, gen, seq, busy}`,
+    models: '__xip_unmap(): read_seqcount_begin / read_seqcount_retry, mm/filemap_xip.c v3.7',
+    keys: MEM_ROLES,
+    args: {},
+    reply: tagged('OK', { pfn: Int, gen: Int, seq: Int, busy: Int }),
+    lua:
+      HELPERS +
+      `
+local pfn, gen = xip_sparse(KEYS)
+local m = redis.call('HMGET', KEYS[9], 'xs_seq', 'xs_busy')
+return {'OK', pfn or 0, gen or 0, tonumber(m[1]) or 0, tonumber(m[2]) or 0}
+`,
+  }),
+  fileInfo: script({
+    doc: `A file's size in pages, whether it is XIP, and whether it is a shmem object. → {'OK', pages, xip, shmem} | {'ENOENT'}`,
+    models: 'i_size_read(), include/linux/fs.h',
+    keys: MEM_ROLES,
+    args: { ino: Int },
+    reply: oneOf(tagged('OK', { pages: Int, xip: Bit, shmem: Bit }), tagged('ENOENT')),
+    lua:
+      HELPERS +
+      `
+local pages, xip = file_get(KEYS, ARGV[1])
+if not pages then return {'ENOENT'} end
+return {'OK', pages, xip and 1 or 0, file_shmem(KEYS, ARGV[1]) and 1 or 0}
+`,
+  }),
+  shmemEvict: script({
+    doc: `The last mapping of a shmem object went (its vm_file's last fput → shmem_evict_inode): every page of its page cache leaves it (the cache's reference put: freed unless something still holds it, a pin) and every swap entry in its place is freed; the file is gone. Only a shmem file (else nothing). → {'OK', {pfn, gen, ...} freed} | {'ENOENT'}`,
+    models: 'shmem_evict_inode() → shmem_truncate_range(), mm/shmem.c v3.7',
+    keys: MEM_ROLES,
+    args: { ino: Int },
+    reply: oneOf(tagged('OK', { freed: Ints }), tagged('ENOENT')),
+    lua:
+      HELPERS +
+      `
+if not file_shmem(KEYS, ARGV[1]) then return {'ENOENT'} end
+local prefix = 'c' .. ARGV[1] .. ':'
+local freed = {}
+for _, f in ipairs(redis.call('HKEYS', KEYS[9])) do
+  if string.sub(f, 1, #prefix) == prefix then
+    local e = redis.call('HGET', KEYS[9], f)
+    local slot, g = string.match(e, '^s(%d+):(%d+)$')
+    if slot then
+      swap_count(KEYS, tonumber(slot), g, -1)
+    else
+      local pfn = tonumber(e)
+      redis.call('HDEL', KEYS[9], 'p' .. pfn)
+      if frame_add(KEYS, pfn, 'ref', -1) <= 0 then
+        freed[#freed + 1] = pfn
+        freed[#freed + 1] = frame_get(KEYS, pfn, 'gen')
+        free_push(KEYS, pfn)
+      end
+    end
+    redis.call('HDEL', KEYS[9], f)
+  end
+end
+redis.call('HDEL', KEYS[9], 'f' .. ARGV[1], 'm' .. ARGV[1])
+return {'OK', freed}
 `,
   }),
   swapInfo: script({

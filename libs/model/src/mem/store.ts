@@ -56,6 +56,13 @@ export function parseReserveTag(pfn: string, t: string): ReserveFrame | null {
   return m ? { pfn: Number(pfn), gen: Number(m[1]), owner: m[2] } : null;
 }
 
+/** What shrinkPage's pageout() wrote back of a file's page (all absent: nothing). */
+interface WroteBack {
+  ino?: number;
+  page?: number;
+  value?: number;
+}
+
 export class MemStore extends StoreBase {
   /** Format memory (and the swap device: swapSlots slots, 0 = no swap) once; → frames. */
   async memFormat(frames: number, swapSlots = 0): Promise<number> {
@@ -78,11 +85,11 @@ export class MemStore extends StoreBase {
     return (await this.call('lruPutback', MEM, { pfn, gen, list })) === 1;
   }
 
-  /** add_to_swap(): → the frame's swap slot (and the slot's gen), 'ENOSPC' or 'STALE'. */
+  /** add_to_swap(): → the frame's swap slot (and the slot's gen), 'ENOSPC', 'STALE' or 'FILE'. */
   async addToSwap(
     pfn: number,
     gen: number,
-  ): Promise<{ slot: number; gen: number } | 'ENOSPC' | 'STALE'> {
+  ): Promise<{ slot: number; gen: number } | 'ENOSPC' | 'STALE' | 'FILE'> {
     const r = await this.call('addToSwap', MEM, { pfn, gen });
     return r.r === 'OK' ? { slot: r.slot, gen: r.slotGen } : r.r;
   }
@@ -92,8 +99,143 @@ export class MemStore extends StoreBase {
     pfn: number,
     gen: number,
     referenced: boolean,
-  ): Promise<{ r: 'FREED' } | { r: 'KEPT'; map: number; ref: number } | { r: 'STALE' }> {
+  ): Promise<
+    | ({ r: 'FREED' } & WroteBack)
+    | ({ r: 'KEPT'; map: number; ref: number } & WroteBack)
+    | { r: 'STALE' }
+  > {
     return this.call('shrinkPage', MEM, { pfn, gen, referenced: referenced ? 1 : 0 });
+  }
+
+  /** A new file of `pages` pages (xip: no page cache). → its inode number */
+  async fileCreate(pages: number, xip: boolean, shmem = false): Promise<number> {
+    return this.call('fileCreate', MEM, { pages, xip: xip ? 1 : 0, shmem: shmem ? 1 : 0 });
+  }
+
+  /** A file's size in pages, whether it is XIP or shmem; null: no such file. */
+  async fileInfo(ino: number): Promise<{ pages: number; xip: boolean; shmem: boolean } | null> {
+    const r = await this.call('fileInfo', MEM, { ino });
+    return r.r === 'OK' ? { pages: r.pages, xip: r.xip === 1, shmem: r.shmem === 1 } : null;
+  }
+
+  /** page->index of page-cache frames: pfn → {ino, index} (absent: not a file's page). */
+  async pageIndexes(pfns: number[]): Promise<Map<number, { ino: number; index: number }>> {
+    const out = new Map<number, { ino: number; index: number }>();
+    if (pfns.length === 0) return out;
+    const r = await this.call('pageIndexes', MEM, { pfns });
+    pfns.forEach((pfn, i) => {
+      const m = /^(\d+):(\d+)$/.exec(r[i] ?? '');
+      if (m) out.set(pfn, { ino: Number(m[1]), index: Number(m[2]) });
+    });
+    return out;
+  }
+
+  /** shmem_evict_inode(): a shmem object whose last mapping went; → the frames freed. */
+  async shmemEvict(ino: number): Promise<Array<{ pfn: number; gen: number }>> {
+    const r = await this.call('shmemEvict', MEM, { ino });
+    const out: Array<{ pfn: number; gen: number }> = [];
+    if (r.r === 'OK')
+      for (let i = 0; i + 1 < r.freed.length; i += 2)
+        out.push({ pfn: r.freed[i], gen: r.freed[i + 1] });
+    return out;
+  }
+
+  /** filemap_fault(): page `page` of file ino from its page cache, with a reference (kind). */
+  async filemapFault(
+    ino: number,
+    page: number,
+    kind: 'map' | 'ref',
+  ): Promise<
+    { pfn: number; gen: number; cached: boolean } | 'SIGBUS' | 'ENOENT' | 'ENOMEM' | 'XIP'
+  > {
+    const r = await this.call('filemapFault', MEM, { ino, page, kind });
+    return r.r === 'OK' ? { pfn: r.pfn, gen: r.gen, cached: r.cached === 1 } : r.r;
+  }
+
+  /** read() of one page of a file through its page cache. */
+  async fileRead(
+    ino: number,
+    page: number,
+  ): Promise<
+    { value: number; pfn: number; gen: number; cached: boolean } | 'EINVAL' | 'ENOENT' | 'ENOMEM'
+  > {
+    const r = await this.call('fileRead', MEM, { ino, page });
+    return r.r === 'OK' ? { value: r.value, pfn: r.pfn, gen: r.gen, cached: r.cached === 1 } : r.r;
+  }
+
+  /**
+   * write() of one word to one page of a file, through its page cache (the page gets dirty); an
+   * XIP file's block in place ('XIP_HOLE': a hole, the block is to be allocated first).
+   */
+  async fileWrite(
+    ino: number,
+    page: number,
+    value: number,
+  ): Promise<
+    { pfn: number; gen: number; cached: boolean } | 'EINVAL' | 'ENOENT' | 'ENOMEM' | 'XIP_HOLE'
+  > {
+    const r = await this.call('fileWrite', MEM, { ino, page, value });
+    return r.r === 'OK' ? { pfn: r.pfn, gen: r.gen, cached: r.cached === 1 } : r.r;
+  }
+
+  /** set_page_dirty() of a file's page a write fault maps writable. */
+  async setPageDirty(pfn: number, gen: number): Promise<boolean> {
+    return (await this.call('setPageDirty', MEM, { pfn, gen })) === 1;
+  }
+
+  /** The frame caching a file's page (and PG_dirty); null: not cached; 'ENOENT': no file. */
+  async pagecacheLookup(
+    ino: number,
+    page: number,
+  ): Promise<{ pfn: number; gen: number; dirty: boolean } | null | 'ENOENT'> {
+    const r = await this.call('pagecacheLookup', MEM, { ino, page });
+    if (r.r === 'ENOENT') return 'ENOENT';
+    return r.r === 'OK' ? { pfn: r.pfn, gen: r.gen, dirty: r.dirty === 1 } : null;
+  }
+
+  /**
+   * get_xip_mem() of page `page` of XIP file ino: its block (create: allocated when a hole), or
+   * the sparse page for a hole; with the reference kind. new: allocated by this call.
+   */
+  async xipGetMem(
+    ino: number,
+    page: number,
+    kind: 'map' | 'ref' | 'none',
+    create: boolean,
+  ): Promise<
+    | { r: 'BLOCK' | 'SPARSE'; pfn: number; gen: number; new: boolean }
+    | 'SIGBUS'
+    | 'ENOENT'
+    | 'NOTXIP'
+    | 'ENOMEM'
+  > {
+    const r = await this.call('xipGetMem', MEM, { ino, page, kind, create: create ? 1 : 0 });
+    return r.r === 'BLOCK' || r.r === 'SPARSE' ? { ...r, new: r.new === 1 } : r.r;
+  }
+
+  /** write_seqcount_end(&xip_sparse_seq) of a sparse-page fault (xipGetMem kind 'map'). */
+  async xipSparseDone(): Promise<void> {
+    await this.call('xipSparseDone', MEM, {});
+  }
+
+  /** __xip_sparse_page (null: never allocated) and xip_sparse_seq (seq: opened ever; busy: now). */
+  async xipSparseSeq(): Promise<{
+    sparse: { pfn: number; gen: number } | null;
+    seq: number;
+    busy: number;
+  }> {
+    const r = await this.call('xipSparseSeq', MEM, {});
+    return { sparse: r.pfn ? { pfn: r.pfn, gen: r.gen } : null, seq: r.seq, busy: r.busy };
+  }
+
+  /** clear_page_dirty_for_io() + writepage() of a page-cache frame, after page_mkclean. */
+  async writePage(
+    pfn: number,
+    gen: number,
+    mkcleaned: boolean,
+  ): Promise<{ ino: number; page: number; value: number; wrote: boolean } | 'STALE'> {
+    const r = await this.call('writePage', MEM, { pfn, gen, mkcleaned: mkcleaned ? 1 : 0 });
+    return r.r === 'OK' ? { ino: r.ino, page: r.page, value: r.value, wrote: r.wrote === 1 } : r.r;
   }
 
   /** do_swap_page()'s page for swap entry (slot, gen): the swap cache's, or read in. */

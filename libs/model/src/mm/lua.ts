@@ -14,7 +14,8 @@
  *         bit 2 present-in-the-table (set on every stored PTE), bit 3 a swap entry (not present
  *         to any walker: pfn is the swap slot and gen the slot's generation, bits 0-1 are 0;
  *         read as w = 4: the swp_entry_t a PTE holds once try_to_unmap_one swapped its page
- *         out), bit 4 young (the accessed bit: set by every write of a present PTE — pte_mkyoung
+ *         out) — or, with bit 0 set, a file PTE (w = 5: pte_file of a nonlinear mapping, pfn
+ *         the file page to map there, gen 0), bit 4 young (the accessed bit: set by every write of a present PTE — pte_mkyoung
  *         at install, and the page walker's fill — cleared by ptep_clear_flush_young), bits 5-6
  *         reserved for special and huge (0 today; a reader ignores them), bit 7 zero.
  * An all-zero entry is pte_none. Invariants: lo + entries ≤ PTES_PER_FIELD; the first and the
@@ -45,6 +46,9 @@ local PTE_FIELD_MAX = ${PTE_FIELD_MAX}
 local PTE_PRESENT = 4
 -- w of a swap entry (flag bit 3): pfn is the swap slot, gen its generation
 local PTE_SWAP = 4
+-- w of a file PTE (flag bits 3 and 0: pte_file, a nonlinear mapping's non-present entry): pfn is
+-- the file page to map there (pgoff_to_pte), gen 0
+local PTE_FILE = 5
 -- the young (accessed) bit of a present PTE (flag bit 4)
 local PTE_YOUNG = 16
 local PTE_NONE = string.rep(string.char(0), PTE_BYTES)
@@ -52,10 +56,11 @@ local function pte_bad(what) error({err = 'EINVAL ' .. what}) end
 local function pte_field_ok(x) return x and x >= 0 and x <= PTE_FIELD_MAX and x % 1 == 0 end
 -- one packed entry (9 bytes) of a present PTE
 local function pte_enc(pfn, gen, w)
-  if not pte_field_ok(pfn) or not pte_field_ok(gen) or not (w == 0 or w == 1 or w == 2 or w == 3 or w == 4) then
+  if not pte_field_ok(pfn) or not pte_field_ok(gen) or not (w == 0 or w == 1 or w == 2 or w == 3 or w == 4 or w == 5) then
     pte_bad('PTE ' .. tostring(pfn) .. ':' .. tostring(gen) .. ':' .. tostring(w) .. ' out of range')
   end
   if w == PTE_SWAP then return struct.pack('>I4I4B', pfn, gen, PTE_PRESENT + 8) end
+  if w == PTE_FILE then return struct.pack('>I4I4B', pfn, 0, PTE_PRESENT + 8 + 1) end
   if w == 0 or w == 1 then return struct.pack('>I4I4B', pfn, gen, PTE_PRESENT + PTE_YOUNG + w) end
   return struct.pack('>I4I4B', pfn, gen, PTE_PRESENT + w)
 end
@@ -65,6 +70,7 @@ local function pte_dec(raw)
   local pfn, gen, fl = struct.unpack('>I4I4B', raw)
   if fl >= 128 or math.floor(fl / 4) % 2 ~= 1 then pte_bad('corrupt PTE flags ' .. fl) end
   if math.floor(fl / 8) % 2 == 1 then
+    if fl % 4 == 1 then return pfn, gen, PTE_FILE end
     if fl % 4 ~= 0 then pte_bad('corrupt swap PTE flags ' .. fl) end
     return pfn, gen, PTE_SWAP
   end
@@ -77,6 +83,7 @@ local function pte_str(pfn, gen, w) return pfn .. ':' .. gen .. ':' .. w end
 -- the zero page (never counted)
 local function frame_ref(pfn, gen, w)
   if w == PTE_SWAP then return '-' .. pfn .. ':' .. gen end
+  if w == PTE_FILE then return nil end
   if pfn == 0 then return nil end
   return pfn .. ':' .. gen
 end
@@ -138,7 +145,7 @@ end
 -- maps frame (pfn, gen) (not pte_none, a COW's cleared PTE or a swap entry), else nil
 local function page_check_address(key, vpn, pfn, gen)
   local p, g, w = pte_get(key, vpn)
-  if not p or w == 3 or w == PTE_SWAP or p ~= pfn or g ~= gen then return nil end
+  if not p or w == 3 or w >= PTE_SWAP or p ~= pfn or g ~= gen then return nil end
   return w
 end
 -- Whether the PTE of vpn is young (its accessed bit)

@@ -100,10 +100,17 @@ return 1
 `,
   }),
   mmap: script({
-    doc: `do_mmap(): mmap_sem write-locked for the duration of the script. Leaves a one-page hole after each mapping so neighbours never merge and an overrun faults. KEYS mm vma semW semR; ARGV pages prot flags limitVpn → {'OK', startVpn} | {'ESRCH'} | {'BUSY'} | {'ENOMEM'}`,
-    models: 'do_mmap_pgoff(), mm/mmap.c (anonymous, under mmap_sem for write)',
+    doc: `do_mmap(): mmap_sem write-locked for the duration of the script. Leaves a one-page hole after each mapping so neighbours never merge and an overrun faults. A mapping of a file names its inode and the file page it starts at (vm_file, vm_pgoff; ino '' anonymous). KEYS mm vma semW semR; ARGV pages prot flags limitVpn ino pgoff → {'OK', startVpn} | {'ESRCH'} | {'BUSY'} | {'ENOMEM'}`,
+    models: 'do_mmap_pgoff(), mm/mmap.c v3.7 (under mmap_sem for write)',
     keys: ['mm', 'vma', 'semW', 'semR'],
-    args: { pages: Int, prot: Prot, flags: z.enum(['', 'shared']), limitVpn: Int },
+    args: {
+      pages: Int,
+      prot: Prot,
+      flags: z.enum(['', 'shared']),
+      limitVpn: Int,
+      ino: z.union([Int.min(1), z.literal('')]),
+      pgoff: Int,
+    },
     reply: oneOf(
       tagged('OK', { start: Int }),
       tagged('ESRCH'),
@@ -121,7 +128,9 @@ local start = tonumber(redis.call('HGET', KEYS[1], 'mmapNext'))
 local e = start + tonumber(ARGV[1])
 if e > tonumber(ARGV[4]) then return {'ENOMEM'} end
 redis.call('HSET', KEYS[1], 'mmapNext', e + 1)
-redis.call('ZADD', KEYS[2], start, start .. ':' .. e .. ':' .. ARGV[2] .. ':' .. ARGV[3])
+local v = { flags = ARGV[3] }
+if ARGV[5] ~= '' then v.ino = tonumber(ARGV[5]); v.delta = tonumber(ARGV[6]) - start end
+redis.call('ZADD', KEYS[2], start, vma_fmt(start, e, ARGV[2], v))
 redis.call('HINCRBY', KEYS[1], 'seq', 2)
 return {'OK', start}
 `,
@@ -298,12 +307,12 @@ if redis.call('GET', KEYS[2]) ~= ARGV[1] then return {'ESTALE'} end
 local s, e = tonumber(ARGV[2]), tonumber(ARGV[3])
 local removed = {}
 for _, m in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', e - 1)) do
-  local vs, ve, prot, flags = string.match(m, '^(%d+):(%d+):(%a+):(%a*)$')
-  vs = tonumber(vs); ve = tonumber(ve)
+  local v = vma_parse(m)
+  local vs, ve = v.s, v.e
   if ve > s then
     redis.call('ZREM', KEYS[1], m)
-    if vs < s then redis.call('ZADD', KEYS[1], vs, vs .. ':' .. s .. ':' .. prot .. ':' .. flags) end
-    if ve > e then redis.call('ZADD', KEYS[1], e, e .. ':' .. ve .. ':' .. prot .. ':' .. flags) end
+    if vs < s then redis.call('ZADD', KEYS[1], vs, vma_fmt(vs, s, v.prot, v)) end
+    if ve > e then redis.call('ZADD', KEYS[1], e, vma_fmt(e, ve, v.prot, v)) end
     removed[#removed + 1] = math.max(vs, s); removed[#removed + 1] = math.min(ve, e)
   end
 end
@@ -311,7 +320,7 @@ return {'OK', removed}
 `,
   }),
   fault: script({
-    doc: `The fault fast path: handle_mm_fault() → do_anonymous_page(), one atomic step. KEYS mm vma pte pmds semW ptl cpumask fenced ARGV vpn access newPfn newGen pmdIndex agent incarnation mmapSem → {'ZERO'|'ANON'|'SPURIOUS'|'WP_SHARED'|'NEED_WP', pfn, gen, w, seq, undone} | {'NEED_PAGE', seq}   | {'BUSY', what} | {'SIGSEGV'} | {'ESRCH'} | {'FENCED'} ANON means the frame in ARGV was installed (consumed); every other answer leaves it unused. A PTE a COW cleared (w = 3) with no PT-lock holder left is a COW that died or lost its lease before set_pte_at: the old read-only PTE is put back (undone = 1) and the fault goes on from there. FENCED: this mm incarnation was found dead here (keys.ts :fenced). mmapSem: the write lease of mmap_sem the faulting caller holds itself ('' none): its own faults pass the write-held check (a pinned registration); everyone else's wait (BUSY). An mm that is exiting refuses (ESRCH): nothing is installed in it after exit began. batch = 1: the frame is from the incarnation's per-replica batch ({mem}:pending "…|reserve"); installed (ANON), it is recorded in :rsv under the incarnation in the same step. drop: (pfn, gen) of that incarnation's :rsv entries it has reported installed to {mem} since (rmqueueBulk), forgotten here first (once the incarnation passed the fence check). A swap entry (w = 4) answers SWAP (slot, slot gen): the caller reads the page in and calls again with it as newPfn/newGen and the entry as swap ("slot:gen:4"); the page is installed read-only only over that same entry (SWAPIN), else SWAP again or whatever the PTE now is.`,
+    doc: `The fault fast path: handle_mm_fault() → do_anonymous_page(), one atomic step. KEYS mm vma pte pmds semW ptl cpumask fenced ARGV vpn access newPfn newGen pmdIndex agent incarnation mmapSem → {'ZERO'|'ANON'|'SPURIOUS'|'WP_SHARED'|'NEED_WP', pfn, gen, w, seq, undone} | {'NEED_PAGE', seq}   | {'BUSY', what} | {'SIGSEGV'} | {'ESRCH'} | {'FENCED'} ANON means the frame in ARGV was installed (consumed); every other answer leaves it unused. A PTE a COW cleared (w = 3) with no PT-lock holder left is a COW that died or lost its lease before set_pte_at: the old read-only PTE is put back (undone = 1) and the fault goes on from there. FENCED: this mm incarnation was found dead here (keys.ts :fenced). mmapSem: the write lease of mmap_sem the faulting caller holds itself ('' none): its own faults pass the write-held check (a pinned registration); everyone else's wait (BUSY). An mm that is exiting refuses (ESRCH): nothing is installed in it after exit began. batch = 1: the frame is from the incarnation's per-replica batch ({mem}:pending "…|reserve"); installed (ANON), it is recorded in :rsv under the incarnation in the same step. drop: (pfn, gen) of that incarnation's :rsv entries it has reported installed to {mem} since (rmqueueBulk), forgotten here first (once the incarnation passed the fence check). A swap entry (w = 4) answers SWAP (slot, slot gen): the caller reads the page in and calls again with it as newPfn/newGen and the entry as swap ("slot:gen:4"); the page is installed read-only only over that same entry (SWAPIN), else SWAP again or whatever the PTE now is. A pte_none in a mapping of a file — or a file PTE (w = 5) of a nonlinear one, which names its page — answers NEED_FILE (ino, pgoff, cow, seq, wshared — wshared = 1: the VMA is shared and writable, VM_WRITE|VM_SHARED, where xip_file_fault allocates an XIP file's hole): the caller comes back with that page (filePgoff = pgoff: installed only over the same entry) — the file's page-cache page as newPfn/newGen and file = 'page' (installed: FILE, writable for a write to a shared mapping), or for a write to a private mapping (cow = 1) with its own frame holding a copy and file = 'cow' (installed as ANON). WP_SHARED says file = 1 for a file's page (the caller dirties it).`,
     models: 'handle_mm_fault() → handle_pte_fault() / do_anonymous_page(), mm/memory.c',
     keys: ['mm', 'vma', 'pte', 'pmds', 'semW', 'ptl', 'cpumask', 'fenced', 'rsv'],
     args: {
@@ -325,13 +334,24 @@ return {'OK', removed}
       mmapSem: z.union([LeaseValue, z.literal('')]),
       batch: Bit,
       swap: z.union([PteText, z.literal('')]),
+      file: z.enum(['', 'page', 'cow']),
+      filePgoff: z.union([Int, z.literal('')]),
       drop: z.array(z.object({ pfn: PteField, gen: PteField })),
     },
     reply: oneOf(
       tagged('ZERO', { pfn: Int, gen: Int, w: Int, seq: Int, undone: Bit.optional() }),
       tagged('ANON', { pfn: Int, gen: Int, w: Int, seq: Int, undone: Bit.optional() }),
       tagged('SPURIOUS', { pfn: Int, gen: Int, w: Int, seq: Int, undone: Bit.optional() }),
-      tagged('WP_SHARED', { pfn: Int, gen: Int, w: Int, seq: Int, undone: Bit.optional() }),
+      tagged('WP_SHARED', {
+        pfn: Int,
+        gen: Int,
+        w: Int,
+        seq: Int,
+        undone: Bit,
+        file: Bit,
+      }),
+      tagged('NEED_FILE', { ino: Int, pgoff: Int, cow: Bit, seq: Int, wshared: Bit }),
+      tagged('FILE', { pfn: Int, gen: Int, w: Int, seq: Int }),
       tagged('NEED_WP', { pfn: Int, gen: Int, w: Int, seq: Int, undone: Bit.optional() }),
       tagged('NEED_PAGE', { seq: Int }),
       tagged('SWAP', { pfn: Int, gen: Int, w: Int, seq: Int }),
@@ -358,7 +378,7 @@ local function rsv_update(key, owner, argv, from, add)
 end
 if redis.call('HGET', KEYS[1], 'state') ~= 'alive' then return {'ESRCH'} end
 if redis.call('SISMEMBER', KEYS[8], ARGV[7]) == 1 then return {'FENCED'} end
-if #ARGV >= 11 then rsv_update(KEYS[9], ARGV[7], ARGV, 11, nil) end
+if #ARGV >= 13 then rsv_update(KEYS[9], ARGV[7], ARGV, 13, nil) end
 if sem_w_other(KEYS[5], ARGV[8]) then return {'BUSY', 'mmap_sem'} end
 if redis.call('EXISTS', KEYS[6]) == 1 then return {'BUSY', 'ptl'} end
 local vpn = tonumber(ARGV[1])
@@ -377,8 +397,35 @@ if pfn and w == PTE_SWAP then
   redis.call('SADD', KEYS[7], ARGV[6])
   return {'SWAPIN', tonumber(ARGV[3]), tonumber(ARGV[4]), 0, seq}
 end
+-- do_nonlinear_fault(): a file PTE says which file page goes here (pte_to_pgoff)
+local pgoff = nil
+if pfn and w == PTE_FILE then
+  if not vma.ino then pte_bad('a file PTE at vpn ' .. vpn .. ' outside a mapping of a file') end
+  pgoff = pfn
+  pfn = nil
+end
 if not pfn then
-  if not write and vma.flags ~= 'shared' then
+  if vma.ino then
+    -- do_linear_fault() → __do_fault(), mm/memory.c v3.7: the page is the file's page-cache
+    -- page (the caller gets it, charged as a mapping: filemapFault, and comes back with it as
+    -- file = 'page'), mapped writable only for a write to a shared mapping (the caller marked
+    -- it dirty first); a write to a private one installs a private copy (the caller's frame,
+    -- the file page copied in: file = 'cow') as an anonymous page
+    local cow = write and not vma.shared
+    local mode = cow and 'cow' or 'page'
+    pgoff = pgoff or (vpn + vma.delta)
+    if ARGV[11] ~= mode or ARGV[3] == '' or ARGV[12] ~= tostring(pgoff) then
+      local wshared = (vma.shared and vma.prot == 'rw') and 1 or 0
+      return {'NEED_FILE', vma.ino, pgoff, cow and 1 or 0, seq, wshared}
+    end
+    if mode == 'page' then
+      w = 0
+      if write then w = 1 end
+      pte_set(KEYS[3], vpn, tonumber(ARGV[3]), tonumber(ARGV[4]), w)
+      redis.call('SADD', KEYS[4], ARGV[5]); redis.call('SADD', KEYS[7], ARGV[6])
+      return {'FILE', tonumber(ARGV[3]), tonumber(ARGV[4]), w, seq}
+    end
+  elseif not write and not vma.shared then
     pte_set(KEYS[3], vpn, 0, 1, 0)
     redis.call('SADD', KEYS[4], ARGV[5]); redis.call('SADD', KEYS[7], ARGV[6])
     return {'ZERO', 0, 1, 0, seq}
@@ -403,11 +450,14 @@ if (not write) or w == 1 then
   redis.call('SADD', KEYS[7], ARGV[6])
   return {'SPURIOUS', pfn, gen, w, seq, undone}
 end
-if vma.flags == 'shared' then
-  -- wp_page_shared(): a shared page is made writable in place, never copied
+if vma.shared then
+  -- wp_page_shared(): a shared page is made writable in place, never copied (a file's page is
+  -- dirtied by the caller: set_page_dirty_balance)
   pte_set(KEYS[3], vpn, pfn, gen, 1)
   redis.call('SADD', KEYS[7], ARGV[6])
-  return {'WP_SHARED', pfn, gen, 1, seq, undone}
+  local file = 0
+  if vma.ino then file = 1 end
+  return {'WP_SHARED', pfn, gen, 1, seq, undone, file}
 end
 return {'NEED_WP', pfn, gen, w, seq, undone}
 `,
@@ -529,7 +579,7 @@ return {'OK', cleared, redis.call('SMEMBERS', KEYS[4])}
 `,
   }),
   tryToUnmapOne: script({
-    doc: `try_to_unmap_one() under a held PT lock lease: if the PTE of vpn still maps frame (pfn, gen) (present, read-only, writable or PROT_NONE), it becomes the swap entry (slot, slot gen) — ptep_clear_flush + set_pte_at(swp_entry_to_pte) in one step (the caller shoots the TLBs down next, still holding the lock). The slot's swap_duplicate was done before (mem swap count), so a swap PTE never names a slot that does not count it. KEYS ptl ptlmax pte cpumask; ARGV "owner|token" lockName token vpn pfn gen slot slotGen → {'OK', w (what the PTE was), cpumask} | {'GONE'} (the PTE maps something else now) | {'ESTALE'}`,
+    doc: `try_to_unmap_one() under a held PT lock lease: if the PTE of vpn still maps frame (pfn, gen) (present, read-only, writable or PROT_NONE), it becomes the swap entry (slot, slot gen) — ptep_clear_flush + set_pte_at(swp_entry_to_pte) in one step (the caller shoots the TLBs down next, still holding the lock). The slot's swap_duplicate was done before (mem swap count), so a swap PTE never names a slot that does not count it. Slot 0: a file's page, whose PTE is just cleared (its file has it) — or, with pgoff, becomes the file PTE of that page (try_to_unmap_cluster in a nonlinear mapping: pgoff_to_pte(page->index)). KEYS ptl ptlmax pte cpumask; ARGV "owner|token" lockName token vpn pfn gen slot slotGen pgoff → {'OK', w (what the PTE was), cpumask} | {'GONE'} (the PTE maps something else now) | {'ESTALE'}`,
     models: 'try_to_unmap_one(), mm/rmap.c v3.7: page_check_address, ptep_clear_flush, set_pte_at',
     keys: ['ptl', 'ptlmax', 'pte', 'cpumask'],
     args: {
@@ -541,6 +591,7 @@ return {'OK', cleared, redis.call('SMEMBERS', KEYS[4])}
       gen: PteField,
       slot: PteField,
       slotGen: PteField,
+      pgoff: z.union([PteField, z.literal('')]),
     },
     reply: oneOf(tagged('OK', { w: Int, cpumask: Strs }), tagged('GONE'), tagged('ESTALE')),
     lua:
@@ -550,7 +601,9 @@ if not fenced(KEYS[1], KEYS[2], ARGV[2], ARGV[1], tonumber(ARGV[3])) then return
 local vpn = tonumber(ARGV[4])
 local w = page_check_address(KEYS[3], vpn, tonumber(ARGV[5]), tonumber(ARGV[6]))
 if not w then return {'GONE'} end
-pte_set(KEYS[3], vpn, tonumber(ARGV[7]), tonumber(ARGV[8]), PTE_SWAP)
+if ARGV[9] ~= '' then pte_set(KEYS[3], vpn, tonumber(ARGV[9]), 0, PTE_FILE)
+elseif ARGV[7] == '0' then pte_clear(KEYS[3], vpn)
+else pte_set(KEYS[3], vpn, tonumber(ARGV[7]), tonumber(ARGV[8]), PTE_SWAP) end
 return {'OK', w, redis.call('SMEMBERS', KEYS[4])}
 `,
   }),
@@ -573,6 +626,87 @@ pte_mkold(KEYS[3], vpn)
 return {'OK', 1, redis.call('SMEMBERS', KEYS[4])}
 `,
   }),
+  pageMkcleanOne: script({
+    doc: `page_mkclean_one() under a held PT lock lease: if the PTE of vpn still maps frame (pfn, gen) and is writable (mmlab's PTEs have no dirty bit: writable stands for pte_dirty || pte_write), it becomes read-only — ptep_clear_flush + set_pte_at(pte_wrprotect(pte_mkclean)) in one step (the caller shoots the TLBs down next, still holding the lock). KEYS ptl ptlmax pte cpumask; ARGV "owner|token" lockName token vpn pfn gen → {'OK', cpumask} | {'CLEAN'} (mapped read-only: nothing to do) | {'GONE'} | {'ESTALE'}`,
+    models: 'page_mkclean_one(), mm/rmap.c v3.7',
+    keys: ['ptl', 'ptlmax', 'pte', 'cpumask'],
+    args: { value: LeaseValue, lock: Str, token: Int, vpn: Int, pfn: PteField, gen: PteField },
+    reply: oneOf(
+      tagged('OK', { cpumask: Strs }),
+      tagged('CLEAN'),
+      tagged('GONE'),
+      tagged('ESTALE'),
+    ),
+    lua:
+      PT_LUA +
+      `
+if not fenced(KEYS[1], KEYS[2], ARGV[2], ARGV[1], tonumber(ARGV[3])) then return {'ESTALE'} end
+local vpn = tonumber(ARGV[4])
+local w = page_check_address(KEYS[3], vpn, tonumber(ARGV[5]), tonumber(ARGV[6]))
+if not w then return {'GONE'} end
+if w ~= 1 then return {'CLEAN'} end
+pte_set(KEYS[3], vpn, tonumber(ARGV[5]), tonumber(ARGV[6]), 0)
+return {'OK', redis.call('SMEMBERS', KEYS[4])}
+`,
+  }),
+  vmaRemap: script({
+    doc: `remap_file_pages()'s VMA change, mmap_sem write-held: [s, e) must lie in one shared VMA mapping a file. nonlinear = 1: the whole VMA becomes VM_NONLINEAR (flags 'nonlinear'; its file PTEs say which page goes where). 0: mmap_region()'s emulation for a file with dirty accounting — [s, e) becomes a VMA of its own mapping the file from page pgoff (split off its neighbours). KEYS vma semW; ARGV "owner|token" s e pgoff nonlinear → {'OK', ino} | {'EINVAL', why} | {'ESTALE'}`,
+    models:
+      'sys_remap_file_pages(), mm/fremap.c v3.7: VM_NONLINEAR, or mmap_region() when mapping_cap_account_dirty',
+    keys: ['vma', 'semW'],
+    args: { semValue: LeaseValue, start: Int, end: Int, pgoff: Int, nonlinear: Bit },
+    reply: oneOf(tagged('OK', { ino: Int }), tagged('EINVAL', { why: Str }), tagged('ESTALE')),
+    lua:
+      LUA_HELPERS +
+      `
+if redis.call('GET', KEYS[2]) ~= ARGV[1] then return {'ESTALE'} end
+local s, e, pgoff = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
+local v = find_vma(KEYS[1], s)
+if not v or e > v.e then return {'EINVAL', 'the range is not inside one VMA'} end
+if not v.shared or not v.ino then return {'EINVAL', 'not a shared mapping of a file'} end
+redis.call('ZREM', KEYS[1], v.m)
+if ARGV[5] == '1' then
+  local nl = { flags = 'nonlinear', ino = v.ino, delta = v.delta }
+  redis.call('ZADD', KEYS[1], v.s, vma_fmt(v.s, v.e, v.prot, nl))
+else
+  if v.s < s then redis.call('ZADD', KEYS[1], v.s, vma_fmt(v.s, s, v.prot, v)) end
+  local lin = { flags = v.flags, ino = v.ino, delta = pgoff - s }
+  redis.call('ZADD', KEYS[1], s, vma_fmt(s, e, v.prot, lin))
+  if v.e > e then redis.call('ZADD', KEYS[1], e, vma_fmt(e, v.e, v.prot, v)) end
+end
+return {'OK', v.ino}
+`,
+  }),
+  installFilePtes: script({
+    doc: `install_file_pte() for [s, e) of one page-table page, under its held PT lock lease (get_locked_pte: the table is created): each PTE that was there is zapped (zap_pte: a present one cleared — the caller shoots the TLBs down and puts its frame after, marking a writable one's page dirty; a swap entry freed) and becomes the file PTE of page pgoff + (vpn - s). KEYS ptl ptlmax pte pmds cpumask; ARGV "owner|token" lockName token s e pgoff pmd → {'OK', {"vpn:pfn:gen:w" zapped}, cpumask} | {'ESTALE'}`,
+    models: 'install_file_pte() → zap_pte(), set_pte_at(pgoff_to_pte), mm/fremap.c v3.7',
+    keys: ['ptl', 'ptlmax', 'pte', 'pmds', 'cpumask'],
+    args: {
+      value: LeaseValue,
+      lock: Str,
+      token: Int,
+      start: Int,
+      end: Int,
+      pgoff: PteField,
+      pmd: Int,
+    },
+    reply: oneOf(tagged('OK', { zapped: Strs, cpumask: Strs }), tagged('ESTALE')),
+    lua:
+      PT_LUA +
+      `
+if not fenced(KEYS[1], KEYS[2], ARGV[2], ARGV[1], tonumber(ARGV[3])) then return {'ESTALE'} end
+local s, e, pgoff = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
+local zapped = {}
+for _, p in ipairs(pte_range(KEYS[3], s, e)) do
+  if p[4] ~= PTE_FILE then zapped[#zapped + 1] = p[1] .. ':' .. pte_str(p[2], p[3], p[4]) end
+end
+local ed = pte_edit()
+for vpn = s, e - 1 do pte_edit_set(ed, vpn, pgoff + vpn - s, 0, PTE_FILE) end
+pte_commit(KEYS[3], ed)
+redis.call('SADD', KEYS[4], ARGV[7])
+return {'OK', zapped, redis.call('SMEMBERS', KEYS[5])}
+`,
+  }),
   vmaProtect: script({
     doc: `mprotect_fixup() on the VMA list: set prot on [s, e), splitting VMAs that straddle it and merging neighbours that end up alike (vma_merge). Every page of [s, e) must be mapped (else ENOMEM, as mprotect answers). mmap_sem write-held. KEYS vma semW; ARGV "owner|token" s e prot → {'OK', changedVmas} | {'ESTALE'} | {'ENOMEM'}`,
     models: 'mprotect_fixup(), mm/mprotect.c (with vma_merge / split_vma)',
@@ -587,35 +721,33 @@ local s, e, newprot = tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[4]
 local members = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', e - 1)
 local covered, vmas = s, {}
 for _, m in ipairs(members) do
-  local vs, ve, prot, flags = string.match(m, '^(%d+):(%d+):(%a+):(%a*)$')
-  vs = tonumber(vs); ve = tonumber(ve)
-  if ve > s then vmas[#vmas + 1] = {vs, ve, prot, flags, m} end
+  local v = vma_parse(m)
+  if v.e > s then vmas[#vmas + 1] = v end
 end
-table.sort(vmas, function(a, b) return a[1] < b[1] end)
+table.sort(vmas, function(a, b) return a.s < b.s end)
 for _, v in ipairs(vmas) do
-  if v[1] > covered then return {'ENOMEM'} end
-  covered = math.max(covered, v[2])
+  if v.s > covered then return {'ENOMEM'} end
+  covered = math.max(covered, v.e)
 end
 if covered < e then return {'ENOMEM'} end
 for _, v in ipairs(vmas) do
-  local vs, ve, prot, flags, m = v[1], v[2], v[3], v[4], v[5]
-  redis.call('ZREM', KEYS[1], m)
-  if vs < s then redis.call('ZADD', KEYS[1], vs, vs .. ':' .. s .. ':' .. prot .. ':' .. flags) end
+  local vs, ve = v.s, v.e
+  redis.call('ZREM', KEYS[1], v.m)
+  if vs < s then redis.call('ZADD', KEYS[1], vs, vma_fmt(vs, s, v.prot, v)) end
   local ms, me = math.max(vs, s), math.min(ve, e)
-  redis.call('ZADD', KEYS[1], ms, ms .. ':' .. me .. ':' .. newprot .. ':' .. flags)
-  if ve > e then redis.call('ZADD', KEYS[1], e, e .. ':' .. ve .. ':' .. prot .. ':' .. flags) end
+  redis.call('ZADD', KEYS[1], ms, vma_fmt(ms, me, newprot, v))
+  if ve > e then redis.call('ZADD', KEYS[1], e, vma_fmt(e, ve, v.prot, v)) end
 end
--- vma_merge(): neighbours that touch and agree on prot and flags become one VMA again
+-- vma_merge(): neighbours that touch and agree on prot, flags and file offsets become one VMA
 local all = redis.call('ZRANGE', KEYS[1], 0, -1)
 local prev = nil
 for _, m in ipairs(all) do
-  local vs, ve, prot, flags = string.match(m, '^(%d+):(%d+):(%a+):(%a*)$')
-  local cur = {tonumber(vs), tonumber(ve), prot, flags, m}
-  if prev and prev[2] == cur[1] and prev[3] == cur[3] and prev[4] == cur[4] then
-    redis.call('ZREM', KEYS[1], prev[5], cur[5])
-    local merged = prev[1] .. ':' .. cur[2] .. ':' .. prot .. ':' .. flags
-    redis.call('ZADD', KEYS[1], prev[1], merged)
-    cur = {prev[1], cur[2], prot, flags, merged}
+  local cur = vma_parse(m)
+  if prev and vma_mergeable(prev, cur) then
+    redis.call('ZREM', KEYS[1], prev.m, cur.m)
+    local merged = vma_fmt(prev.s, cur.e, cur.prot, cur)
+    redis.call('ZADD', KEYS[1], prev.s, merged)
+    cur = vma_parse(merged)
   end
   prev = cur
 end
@@ -638,8 +770,8 @@ local ed = pte_edit()
 for _, p in ipairs(pte_range(KEYS[3], tonumber(ARGV[4]), tonumber(ARGV[5]))) do
   local vpn, pfn, gen, w = p[1], p[2], p[3], p[4]
   local nw = w
-  if w == PTE_SWAP then
-    -- not present: a swap entry carries no protection (the VMA's applies at swap-in)
+  if w == PTE_SWAP or w == PTE_FILE then
+    -- not present: a swap entry or a file PTE carries no protection (the VMA's applies at the fault)
   elseif prot == 'none' then nw = 2 elseif w == 2 or prot == 'r' then nw = 0 end
   if nw ~= w then
     pte_edit_set(ed, vpn, pfn, gen, nw)
@@ -674,10 +806,12 @@ if not vma or s + pages > vma.e then return {'EFAULT'} end
 local n = tonumber(redis.call('HGET', KEYS[1], 'mmapNext'))
 if n + newPages > tonumber(ARGV[5]) then return {'ENOMEM'} end
 redis.call('HSET', KEYS[1], 'mmapNext', n + newPages + 1)
-redis.call('ZREM', KEYS[2], vma.s .. ':' .. vma.e .. ':' .. vma.prot .. ':' .. vma.flags)
-if vma.s < s then redis.call('ZADD', KEYS[2], vma.s, vma.s .. ':' .. s .. ':' .. vma.prot .. ':' .. vma.flags) end
-if vma.e > s + pages then redis.call('ZADD', KEYS[2], s + pages, (s + pages) .. ':' .. vma.e .. ':' .. vma.prot .. ':' .. vma.flags) end
-redis.call('ZADD', KEYS[2], n, n .. ':' .. (n + newPages) .. ':' .. vma.prot .. ':' .. vma.flags)
+redis.call('ZREM', KEYS[2], vma.m)
+if vma.s < s then redis.call('ZADD', KEYS[2], vma.s, vma_fmt(vma.s, s, vma.prot, vma)) end
+if vma.e > s + pages then redis.call('ZADD', KEYS[2], s + pages, vma_fmt(s + pages, vma.e, vma.prot, vma)) end
+-- the moved VMA maps the same file pages at its new address (vm_pgoff kept: delta moves)
+local moved = { flags = vma.flags, ino = vma.ino, delta = vma.delta + s - n }
+redis.call('ZADD', KEYS[2], n, vma_fmt(n, n + newPages, vma.prot, moved))
 if ARGV[6] ~= '' then redis.call('HSET', KEYS[4], 'newVpn', n) end
 return {'OK', n}
 `,
@@ -862,7 +996,7 @@ return {'OK', 1}
 `,
   }),
   walk: script({
-    doc: `The hardware page walker: read one PTE, set its accessed bit, and join mm_cpumask (the CPU may now cache it). A PTE a COW cleared (w = 3) is pte_none to it, a swap entry (w = 4) not present. KEYS pte cpumask; ARGV vpn agent → "pfn:gen:w" | false`,
+    doc: `The hardware page walker: read one PTE, set its accessed bit, and join mm_cpumask (the CPU may now cache it). A PTE a COW cleared (w = 3) is pte_none to it, a swap entry (w = 4) or a file PTE (w = 5) not present. KEYS pte cpumask; ARGV vpn agent → "pfn:gen:w" | false`,
     models: 'the hardware page walker (a TLB fill), joining mm_cpumask',
     keys: ['pte', 'cpumask'],
     args: { vpn: Int, agent: Str },
@@ -873,7 +1007,7 @@ return {'OK', 1}
 redis.call('SADD', KEYS[2], ARGV[2])
 local vpn = tonumber(ARGV[1])
 local pfn, gen, w = pte_get(KEYS[1], vpn)
-if not pfn or w == 3 or w == PTE_SWAP then return false end
+if not pfn or w == 3 or w >= PTE_SWAP then return false end
 -- the walker sets the accessed bit of what it fills (pte_mkyoung): reclaim reads it
 if (w == 0 or w == 1) and not pte_young(KEYS[1], vpn) then pte_set(KEYS[1], vpn, pfn, gen, w) end
 return pte_str(pfn, gen, w)

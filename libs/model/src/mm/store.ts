@@ -20,15 +20,33 @@ import { type Pte, formatPte, parsePte } from '../pte';
 import type { SCRIPTS } from '../scripts';
 import { type Vma, formatVma, parseVma } from '../vma';
 
+/** "vpn:pfn:gen:w" as a script replies it → the PTE and where. */
+const parseVpnPte = (c: string): Pte & { vpn: number } => {
+  const i = c.indexOf(':');
+  return { vpn: Number(c.slice(0, i)), ...parsePte(c.slice(i + 1)) };
+};
+
 export type FaultStep =
   | {
-      r: 'ZERO' | 'ANON' | 'SPURIOUS' | 'WP_SHARED' | 'NEED_WP' | 'SWAPIN';
+      r: 'ZERO' | 'ANON' | 'SPURIOUS' | 'WP_SHARED' | 'NEED_WP' | 'SWAPIN' | 'FILE';
       pte: Pte;
       seq: number;
       /** a dead COW's cleared PTE was put back (read-only, the old page) first */
       undone: boolean;
+      /** WP_SHARED: the page is a file's (the caller dirties it) */
+      file?: boolean;
     }
   | { r: 'NEED_PAGE'; seq: number }
+  /** pte_none in a mapping of file ino: its page pgoff is needed (cow: a private copy of it) */
+  | {
+      r: 'NEED_FILE';
+      ino: number;
+      pgoff: number;
+      cow: boolean;
+      seq: number;
+      /** the VMA is shared and writable (VM_WRITE|VM_SHARED) */
+      wshared: boolean;
+    }
   /** a swap entry: read the page of slot (gen: the slot's) in, and fault again with it */
   | { r: 'SWAP'; slot: number; gen: number; seq: number }
   | { r: 'BUSY'; what: string }
@@ -314,12 +332,21 @@ export class MmStore extends MemStore {
     pages: number,
     prot: Prot,
     shared: boolean,
+    /** a mapping of file ino from its page pgoff (null: anonymous) */
+    file: { ino: number; pgoff: number } | null = null,
   ): Promise<ReplyOf<(typeof SCRIPTS)['mmap']>> {
     const k = procKeys(pid);
     return this.call(
       'mmap',
       { mm: k.mm, vma: k.vma, semW: k.semW, semR: k.semR },
-      { pages, prot, flags: shared ? 'shared' : '', limitVpn: TASK_SIZE / PAGE_SIZE },
+      {
+        pages,
+        prot,
+        flags: shared ? 'shared' : '',
+        limitVpn: TASK_SIZE / PAGE_SIZE,
+        ino: file?.ino ?? '',
+        pgoff: file?.pgoff ?? 0,
+      },
     );
   }
 
@@ -512,6 +539,10 @@ export class MmStore extends MemStore {
     },
     /** the swap entry newPage was read in for (do_swap_page), or null */
     swap: { slot: number; gen: number } | null = null,
+    /** what newPage is for a mapping of a file: its page-cache page, or a private copy of it */
+    file: '' | 'page' | 'cow' = '',
+    /** the file page newPage is (NEED_FILE's pgoff) */
+    filePgoff: number | null = null,
   ): Promise<FaultStep> {
     const k = procKeys(pid);
     const pmd = pmdIndexOf(vpn);
@@ -539,17 +570,21 @@ export class MmStore extends MemStore {
         mmapSem,
         batch: batch.batch && newPage ? 1 : 0,
         swap: swap ? `${swap.slot}:${swap.gen}:4` : '',
+        file,
+        filePgoff: filePgoff ?? '',
         drop: [...batch.drop],
       },
     );
     if (r.r === 'SWAP') return { r: 'SWAP', slot: r.pfn, gen: r.gen, seq: r.seq };
+    if (r.r === 'NEED_FILE') return { ...r, cow: r.cow === 1, wshared: r.wshared === 1 };
     // ZERO, ANON, SPURIOUS, WP_SHARED, NEED_WP, SWAPIN: the PTE as it is now
     if ('pfn' in r)
       return {
         r: r.r,
         pte: { pfn: r.pfn, gen: r.gen, writable: r.w === 1 },
         seq: r.seq,
-        undone: r.undone === 1,
+        undone: 'undone' in r && r.undone === 1,
+        ...('file' in r && { file: r.file === 1 }),
       };
     return r;
   }
@@ -679,11 +714,7 @@ export class MmStore extends MemStore {
       { value, lock, token, start: s, end: e, incarnation: intent?.owner ?? '' },
     );
     if (r.r !== 'OK') return null;
-    const cleared = r.cleared.map((c) => {
-      const i = c.indexOf(':');
-      return { vpn: Number(c.slice(0, i)), ...parsePte(c.slice(i + 1)) };
-    });
-    return { cleared, cpumask: r.cpumask };
+    return { cleared: r.cleared.map(parseVpnPte), cpumask: r.cpumask };
   }
 
   /**
@@ -698,7 +729,10 @@ export class MmStore extends MemStore {
     token: number,
     vpn: number,
     page: { pfn: number; gen: number },
-    slot: { slot: number; gen: number },
+    /** the swap entry the PTE becomes; null: a file's page, the PTE is cleared */
+    slot: { slot: number; gen: number } | null,
+    /** a file's page in a nonlinear mapping: the PTE becomes the file PTE of this page */
+    pgoff: number | null = null,
   ): Promise<{ r: 'OK'; was: Pte; cpumask: string[] } | 'GONE' | null> {
     const k = procKeys(pid);
     const r = await this.call(
@@ -711,8 +745,9 @@ export class MmStore extends MemStore {
         vpn,
         pfn: page.pfn,
         gen: page.gen,
-        slot: slot.slot,
-        slotGen: slot.gen,
+        slot: slot?.slot ?? 0,
+        slotGen: slot?.gen ?? 0,
+        pgoff: pgoff ?? '',
       },
     );
     if (r.r === 'ESTALE') return null;
@@ -746,6 +781,65 @@ export class MmStore extends MemStore {
     if (r.r === 'ESTALE') return null;
     if (r.r === 'GONE') return 'GONE';
     return { young: r.young === 1, cpumask: r.cpumask };
+  }
+
+  /** remap_file_pages()'s VMA change (nonlinear, or a linear VMA of its own at pgoff). */
+  async vmaRemap(
+    pid: number,
+    semValue: string,
+    start: number,
+    end: number,
+    pgoff: number,
+    nonlinear: boolean,
+  ): Promise<{ ino: number } | { einval: string } | null> {
+    const k = procKeys(pid);
+    const r = await this.call(
+      'vmaRemap',
+      { vma: k.vma, semW: k.semW },
+      { semValue, start, end, pgoff, nonlinear: nonlinear ? 1 : 0 },
+    );
+    if (r.r === 'ESTALE') return null;
+    return r.r === 'OK' ? { ino: r.ino } : { einval: r.why };
+  }
+
+  /** install_file_pte() over [start, end) of one page-table page, under its held PT lock. */
+  async installFilePtes(
+    pid: number,
+    lock: string,
+    value: string,
+    token: number,
+    start: number,
+    end: number,
+    pgoff: number,
+  ): Promise<{ zapped: Array<Pte & { vpn: number }>; cpumask: string[] } | null> {
+    const k = procKeys(pid);
+    const r = await this.call(
+      'installFilePtes',
+      { ptl: k.ptl(lock), ptlmax: k.ptlmax, pte: k.pte, pmds: k.pmds, cpumask: k.cpumask },
+      { value, lock, token, start, end, pgoff, pmd: pmdIndexOf(start) },
+    );
+    if (r.r === 'ESTALE') return null;
+    return { zapped: r.zapped.map(parseVpnPte), cpumask: r.cpumask };
+  }
+
+  /** page_mkclean_one() under a held PT lock: write-protect pid's PTE at vpn if it maps page. */
+  async pageMkcleanOne(
+    pid: number,
+    lock: string,
+    value: string,
+    token: number,
+    vpn: number,
+    page: { pfn: number; gen: number },
+  ): Promise<{ cpumask: string[] } | 'CLEAN' | 'GONE' | null> {
+    const k = procKeys(pid);
+    const r = await this.call(
+      'pageMkcleanOne',
+      { ptl: k.ptl(lock), ptlmax: k.ptlmax, pte: k.pte, cpumask: k.cpumask },
+      { value, lock, token, vpn, pfn: page.pfn, gen: page.gen },
+    );
+    if (r.r === 'ESTALE') return null;
+    if (r.r === 'OK') return { cpumask: r.cpumask };
+    return r.r;
   }
 
   /** Indexes of the page-table pages a process has (the PMD entries in use). */

@@ -1,6 +1,7 @@
 /**
  * The memory steps: a process's syscalls (process.create, mmap, munmap, fork, mprotect, mremap,
- * madvise, exit), a CPU's loads and stores, and a reclaim pass. Each is executed by the handler of the same name
+ * madvise, exit, msync), a CPU's loads and stores, a reclaim pass, and files (file.create,
+ * file.write, file.read). Each is executed by the handler of the same name
  * in apps/lab/src/steps/memory.ts.
  */
 import { z } from 'zod';
@@ -12,7 +13,12 @@ export const MmapStep = step('mmap', {
   process: Binding,
   pages: Pages,
   prot: Prot,
+  /** [shared] (MAP_SHARED) or [private] (MAP_PRIVATE, the default) */
   flags: z.array(MapFlag).default([]),
+  /** a file (bound by file.create) to map instead of anonymous memory */
+  file: Binding.optional(),
+  /** the file page the mapping starts at (vm_pgoff) */
+  filePage: z.number().int().nonnegative().default(0),
   as: Binding.optional(),
 });
 export const MunmapStep = step('munmap', {
@@ -54,6 +60,39 @@ export const ExitStep = step('exit', { process: Binding });
  */
 export const ReclaimStep = step('reclaim', { pages: Pages });
 
+/** A file of `pages` pages, all holes (read as 0); xip: an XIP file (no page cache). */
+export const FileCreateStep = step('file.create', {
+  pages: Pages,
+  as: Binding,
+  xip: z.boolean().default(false),
+});
+/** write() of one word to one page of a file, through its page cache (the page gets dirty). */
+export const FileWriteStep = step('file.write', {
+  file: Binding,
+  page: z.number().int().nonnegative(),
+  value: Value,
+});
+/** read() of one page of a file, through its page cache. */
+export const FileReadStep = step('file.read', {
+  file: Binding,
+  page: z.number().int().nonnegative(),
+  /** the value the read must return */
+  expect: Value.optional(),
+});
+/**
+ * msync(MS_SYNC) of a range: page_mkclean takes every writable mapping of its shared file
+ * pages away (invalidate_page to the secondary MMUs) and the dirty ones are written back.
+ */
+export const MsyncStep = step('msync', range);
+/**
+ * remap_file_pages(): file page `filePage` onward at a range of a shared mapping of a file —
+ * nonlinear for a shmem object (MAP_SHARED|MAP_ANONYMOUS), a linear VMA of its own for a file.
+ */
+export const RemapFilePagesStep = step('remap_file_pages', {
+  ...range,
+  filePage: z.number().int().nonnegative(),
+});
+
 /** The memory steps, in the order of the Step union. */
 export const memorySteps = [
   ProcessCreateStep,
@@ -67,5 +106,10 @@ export const memorySteps = [
   MadviseStep,
   ExitStep,
   ReclaimStep,
+  FileCreateStep,
+  FileWriteStep,
+  FileReadStep,
+  MsyncStep,
+  RemapFilePagesStep,
 ] as const;
 export type MemoryStepOp = z.output<(typeof memorySteps)[number]>['op'];
