@@ -100,7 +100,7 @@ describe('a native lab: where it listens, how it stops (SIGTERM)', () => {
         subscribers: [{ name: 'hca0', kind: 'hca', invalidateLatencyMs: 300 }],
       },
       // long enough that a reply lost on SIGTERM shows as ETIMEDOUT, not as a hung test
-      { rpcTimeoutMs: 15_000 },
+      { rpcTimeoutMs: 15_000, http: true },
     );
   });
   afterAll(() => e?.stop());

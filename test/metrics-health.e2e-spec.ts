@@ -72,7 +72,7 @@ describe('metrics and health on every service', () => {
         ],
       },
       // the last test stops redis-server for good: there is no state left to check
-      { rpcTimeoutMs: 20_000, fsck: { skip: 'stops redis-server for good' } },
+      { rpcTimeoutMs: 20_000, fsck: { skip: 'stops redis-server for good' }, http: true },
     );
     ({ lab, rpc, trace } = t);
   });

@@ -77,7 +77,9 @@ export async function startLocalLab(
   logDir: string,
   seed?: number,
 ): Promise<LabConnection> {
-  const lab = await LocalLab.start(labConfigOf(config, seed), { logDir });
+  // No instance serves /metrics or /health: nothing could find their ports in a lab that lives
+  // for one run (the observer serves its API as always).
+  const lab = await LocalLab.start(labConfigOf(config, seed), { logDir, http: false });
   try {
     const { nc, rpc } = await open(lab.natsUrl, 'mmlab-run');
     if (!lab.observerUrl) throw new Error('the local lab has no observer');

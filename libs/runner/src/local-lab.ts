@@ -184,6 +184,14 @@ export interface LabStartOptions {
   readyUser?: string;
   /** extra node flags for every service process (bench:profile: --cpu-prof, not allowed in NODE_OPTIONS) */
   nodeArgs?: string[];
+  /**
+   * Every mm, cpu, hca and kvm instance serves /metrics and /health on a free port of its own
+   * (default true: `mmlab up`, scripts/lab.sh). false: none does (MMLAB_HTTP_PORT unset, a plain
+   * NATS microservice; the observer serves its API as always), for a lab nobody scrapes:
+   * `mmlab run --local` and the integration tests that read no instance's HTTP side. Each HTTP
+   * side (Express, Terminus, the metrics registry) costs about 0.2 CPU-seconds at start.
+   */
+  http?: boolean;
 }
 
 /** nats://host:port with user:password put in. */
@@ -239,7 +247,10 @@ export class LocalLab {
       const redis = opts.redisUrl ? null : await startRedis(await portOr(opts.ports?.redis));
       if (redis) servers.push(redis);
       const observerPort = await portOr(opts.ports?.observer);
-      const httpPorts = await httpPortsFor(cfg, [observerPort, ...servers.map((s) => s.port)]);
+      const httpPorts =
+        opts.http === false
+          ? {}
+          : await httpPortsFor(cfg, [observerPort, ...servers.map((s) => s.port)]);
       const specs = labServices(cfg, observerPort, httpPorts);
       lab = new LocalLab(
         cfg,
@@ -339,11 +350,19 @@ export class LocalLab {
     return proc;
   }
 
-  /** Wait until every named instance answers ping. */
+  /**
+   * Wait until every named instance answers ping. Each round gathers pongs until as many arrived
+   * as this lab has instances running (the named ones are among them) or 300 ms passed: a round
+   * in which everyone answers ends at the last answer, not at the 300 ms (a lab start and every
+   * restart used to wait out that whole timer once, and up to 400 ms more between rounds).
+   */
   async waitReady(instances: string[], timeoutMs = 60_000): Promise<void> {
     const nc = await connectNats(natsUrlWithUser(this.natsUrl, this.users.readyUser), 'lab-ready');
     const rpc = new RpcClient(nc);
     const deadline = Date.now() + timeoutMs;
+    // Services of another lab on the same NATS (a given natsUrl) answer ping too: once one has,
+    // rounds wait the whole 300 ms (their pongs could otherwise fill every round's count).
+    let foreign = false;
     try {
       for (;;) {
         for (const i of instances) {
@@ -351,14 +370,23 @@ export class LocalLab {
           if (p && p.exitCode !== null)
             throw new Error(`${i} exited with code ${p.exitCode} while starting`);
         }
-        const replies = await rpc.gather('ping', {}, { timeoutMs: 300 });
+        // Who can answer: every instance running (the named ones, and the others of a restart).
+        const expect = foreign
+          ? undefined
+          : new Set([...this.runningInstances(), ...instances]).size;
+        const replies: Array<{ instance: string }> = await rpc.gather(
+          'ping',
+          {},
+          { expect, timeoutMs: 300 },
+        );
         const seen = new Set(replies.map((r) => r.instance));
+        foreign ||= replies.some((r) => !this.specs.some((s) => s.instance === r.instance));
         if (instances.every((i) => seen.has(i))) return;
         if (Date.now() > deadline)
           throw new Error(
             `not ready after ${timeoutMs} ms: ${instances.filter((i) => !seen.has(i)).join(', ')}`,
           );
-        await sleep(100);
+        await sleep(50);
       }
     } finally {
       await nc.close();

@@ -122,7 +122,11 @@ export class RpcClient {
     const d = RPC[name];
     const out: Array<Res<N>> = [];
     const headers = injectTraceHeaders();
+    // noMux: nats.js's muxed requestMany ignores noAsyncTraces and formats a stack trace into
+    // every error it ends with (no responders: a lab's services not up yet); in a process that
+    // maps traces (launch.ts) the first one parsed the bundle's source map, most of a CPU-second.
     const it = await this.nc.requestMany(d.subject, encodeRequest(d.subject, req), {
+      noMux: true,
       strategy: opts.expect ? RequestStrategy.Count : RequestStrategy.Timer,
       maxMessages: opts.expect,
       maxWait: opts.timeoutMs ?? 1000,

@@ -27,6 +27,11 @@ export interface TestLabOptions {
   fsck?: { skip: string };
   /** extra node flags for every service process (LabStartOptions.nodeArgs) */
   nodeArgs?: string[];
+  /**
+   * mm, cpu, hca and kvm instances serve /metrics and /health (lab.httpUrl) (default false: a
+   * test that reads them asks; LabStartOptions.http)
+   */
+  http?: boolean;
 }
 
 export interface TestLab {
@@ -86,6 +91,7 @@ export async function startTestLab(cfg: LabConfig, opts: TestLabOptions = {}): P
   const lab = await LocalLab.start(cfg, {
     ...(opts.redisUrl ? { redisUrl: opts.redisUrl } : {}),
     ...(opts.nodeArgs ? { nodeArgs: opts.nodeArgs } : {}),
+    http: opts.http ?? false,
   });
   let nc: NatsConnection;
   try {
