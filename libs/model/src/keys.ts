@@ -112,6 +112,11 @@
  *                  p<pfn>      "ino:i:dirty": the frame is page i of ino in the page cache
  *                              (page->mapping, page->index) and, dirty = 1, PG_dirty: written
  *                              since writeback last cleaned it (mapped writable, or by write())
+ *                  m<ino>      1: a shmem object (shmem_zero_setup behind MAP_SHARED|
+ *                              MAP_ANONYMOUS): no d<ino>:<i>, its pages go to swap — an
+ *                              unmapped page's c<ino>:<i> becomes "s<slot>:<gen>" (the swap
+ *                              entry shmem_writepage leaves in the radix tree, holding one count
+ *                              of the slot) until shmem_getpage reads it back
  *                The page cache holds one reference of a cached frame (add_to_page_cache's
  *                page_cache_get), as the swap cache does; its mappings add theirs.
  *                XIP files (mm/filemap_xip.c v3.7) have no page cache and no d<ino>:<i>: an
@@ -130,6 +135,7 @@
  *                              rest: __xip_unmap waits while it is not)
  *              Invariants (fsck: pagecache-*): c<ino>:<i> = pfn iff p<pfn> = "ino:i:…", and the
  *              frame is used; i < the file's pages; a file's pages are never in the swap cache;
+ *              only a shmem object's entries are swap entries (counted by swap-count);
  *              "x" entries are exactly an XIP file's (its pages), and neither they nor the
  *              sparse page are on an LRU list; the sparse page is used, in no cache, with
  *              refcount = mapcount + 1; xs_busy is 0 at rest.
