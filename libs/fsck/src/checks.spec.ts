@@ -620,7 +620,11 @@ describe('fsck', () => {
     s.pagecache = { ...s.pagecache, f3: '2|0', m3: '1', 'c3:0': 's2:1' };
     s.swap.s2 = '1|1|0|0|9';
     s.nrSwapFree = '2';
+    s.processes[1].vmas.push('400:402:rw:shared:3:-400'); // pid 2 maps the object
     expect(fsck(s)).toEqual([]);
+    s.processes[1].vmas.pop(); // its last mapping went, the object did not: leaked
+    expect(fsck(s).map((f) => f.message)).toEqual(['shmem object 3 is mapped by no VMA: leaked']);
+    s.processes[1].vmas.push('400:402:rw:shared:3:-400');
     delete s.pagecache.m3; // not shmem: a file's page never goes to swap
     expect(codes(s)).toEqual(['pagecache']);
     const t = withFile();

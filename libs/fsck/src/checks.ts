@@ -62,7 +62,9 @@
  *                      XIP files (keys.ts): the blocks ("ino:i:x" entries) are exactly an XIP
  *                      file's pages, and on no LRU list; the sparse page is a used frame in no
  *                      cache and on no LRU list, with refcount = mapcount + 1 (the pointer's);
- *                      xs_busy is 0 (no sparse-page fault left xip_sparse_seq open)
+ *                      xs_busy is 0 (no sparse-page fault left xip_sparse_seq open); a shmem
+ *                      object is mapped by some VMA (it goes with its last mapping: an orphan
+ *                      is memory nobody can reach or free)
  * A swap-cache or page-cache page's reference is the cache's: refcount ≥ mapcount + 1 (pinned-vm
  * counts it out of the pins); an XIP block's is its file's, and the sparse page's own one is
  * __xip_sparse_page's: no pins either.
@@ -154,6 +156,20 @@ function checkPagecache(s: FsckSnapshot, add: Add): void {
     const m = /^(\d+)\|[01]$/.exec(v);
     if (!m) add('pagecache', MEM.pagecache, `file ${f.slice(1)} is ${JSON.stringify(v)}`, { f, v });
     else files.set(Number(f.slice(1)), Number(m[1]));
+  }
+  // shmem_evict_inode with the last mapping: a shmem object no VMA maps is leaked
+  const mapped = new Set<number>();
+  for (const p of s.processes)
+    for (const m of p.vmas) {
+      const r = /:(\d+):-?\d+$/.exec(m);
+      if (r) mapped.add(Number(r[1]));
+    }
+  for (const f of Object.keys(s.pagecache)) {
+    const m = /^m(\d+)$/.exec(f);
+    if (m && !mapped.has(Number(m[1])))
+      add('pagecache', MEM.pagecache, `shmem object ${m[1]} is mapped by no VMA: leaked`, {
+        ino: Number(m[1]),
+      });
   }
   const back = pagecachePages(s);
   const swap = swapCachePages(s);
