@@ -43,10 +43,9 @@
  */
 import { MmlabError, PAGE_SIZE } from '@mmlab/protocol';
 import { type MmContext, startVpn } from './context';
-import { invalidatePage } from './mmu_notifier';
+import { invalidatePage, ptepClearFlushNotify } from './mmu_notifier';
 import { forEachPteTable, staleLease } from './pagewalk';
 import type { Frame } from './page_alloc';
-import { flushTlbRange } from './tlbflush';
 import { rmapScan, wakeupKswapd, withDirectReclaim } from './vmscan';
 import { xipFileWrite } from './filemap_xip';
 
@@ -73,11 +72,9 @@ export async function fileRead(
   ino: number,
   page: number,
 ): Promise<{ value: number; pfn: number; gen: number; cached: boolean }> {
-  const r = await withDirectReclaim(ctx, `the read of file ${ino}`, async () => {
-    const x = await ctx.store.fileRead(ino, page);
-    if (x === 'ENOMEM') throw new MmlabError('ENOMEM', 'no free frame for the page cache');
-    return x;
-  });
+  const r = await withDirectReclaim(ctx, `the read of file ${ino}`, () =>
+    ctx.store.fileRead(ino, page),
+  );
   if (r === 'EINVAL' || r === 'ENOENT') throw fileError(r, ino, page);
   if (!r.cached) wakeupKswapd(ctx);
   return r;
@@ -93,11 +90,9 @@ export async function fileWrite(
   page: number,
   value: number,
 ): Promise<{ pfn: number; gen: number; cached: boolean }> {
-  const r = await withDirectReclaim(ctx, `the write of file ${ino}`, async () => {
-    const x = await ctx.store.fileWrite(ino, page, value);
-    if (x === 'ENOMEM') throw new MmlabError('ENOMEM', 'no free frame for the page cache');
-    return x;
-  });
+  const r = await withDirectReclaim(ctx, `the write of file ${ino}`, () =>
+    ctx.store.fileWrite(ino, page, value),
+  );
   if (r === 'EINVAL' || r === 'ENOENT') throw fileError(r, ino, page);
   // an XIP file's hole: __xip_file_write allocates its block (filemap_xip.ts)
   if (r === 'XIP_HOLE') return xipFileWrite(ctx, ino, page, value);
@@ -198,11 +193,9 @@ async function pageMkcleanOne(
     if (r === 'GONE' || r === 'CLEAN') return;
     cleaned = true;
     const was = { pfn: page.pfn, gen: page.gen };
-    // ptep_clear_flush(): cleared and shot down, then set_pte_at() write-protected
-    ctx.tracer.emit({ kind: 'pte.clear', op, pid, addr, ...was, lock, token });
-    await flushTlbRange(ctx, op, pid, addr, addr + PAGE_SIZE, r.cpumask);
-    // v3.6 ptep_clear_flush_notify(): invalidate_page still under the PT lock
-    if (legacy) await invalidatePage(ctx, op, pid, addr);
+    // ptep_clear_flush() (v3.6: _notify, invalidate_page under the lock), then set_pte_at()
+    // write-protected
+    await ptepClearFlushNotify(ctx, held, addr, was, r.cpumask);
     ctx.tracer.emit({ kind: 'pte.set', op, pid, addr, ...was, writable: false, lock, token });
   });
   // v3.7 (the seed): after pte_unmap_unlock, before the page is written back

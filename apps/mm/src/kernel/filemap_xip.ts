@@ -56,10 +56,9 @@
  */
 import { MmlabError, PAGE_SIZE } from '@mmlab/protocol';
 import { backoff, type MmContext } from './context';
-import { invalidatePage } from './mmu_notifier';
+import { invalidatePage, ptepClearFlushNotify } from './mmu_notifier';
 import { forEachPteTable, staleLease } from './pagewalk';
 import { type Frame, putPages } from './page_alloc';
-import { flushTlbRange } from './tlbflush';
 import { rmapScan, withDirectReclaim } from './vmscan';
 
 /** A page a file fault returns: xip says it is an XIP file's block or the sparse page. */
@@ -74,11 +73,7 @@ async function getXipMem(
   create: boolean,
   what: string,
 ) {
-  const r = await withDirectReclaim(ctx, what, async () => {
-    const x = await ctx.store.xipGetMem(ino, pgoff, kind, create);
-    if (x === 'ENOMEM') throw new MmlabError('ENOMEM', 'no free frame for an XIP block');
-    return x;
-  });
+  const r = await withDirectReclaim(ctx, what, () => ctx.store.xipGetMem(ino, pgoff, kind, create));
   if (r === 'SIGBUS')
     throw new MmlabError('SIGBUS', `page ${pgoff} is past the end of file ${ino}`);
   if (r === 'ENOENT' || r === 'NOTXIP')
@@ -204,10 +199,8 @@ async function xipUnmapOne(
     if (!r) throw staleLease(ctx, held, '__xip_unmap');
     if (r === 'GONE') return;
     cleared = true;
-    ctx.tracer.emit({ kind: 'pte.clear', op, pid, addr, ...sparse, lock, token });
-    await flushTlbRange(ctx, op, pid, addr, addr + PAGE_SIZE, r.cpumask);
-    // v3.6 ptep_clear_flush_notify(): invalidate_page still under the PT lock
-    if (legacy) await invalidatePage(ctx, op, pid, addr);
+    // ptep_clear_flush() (v3.6: _notify, invalidate_page still under the PT lock)
+    await ptepClearFlushNotify(ctx, held, addr, sparse, r.cpumask);
   });
   if (!cleared) return false;
   // v3.7 (the seed): after pte_unmap_unlock, "must invalidate_page _before_ freeing the page"

@@ -340,11 +340,7 @@ async function doSwapPage(
   const page = await withDirectReclaim(
     ctx,
     `the swap-in at 0x${(vpn * PAGE_SIZE).toString(16)}`,
-    async () => {
-      const p = await ctx.store.swapinPage(entry.slot, entry.gen);
-      if (p === 'ENOMEM') throw new MmlabError('ENOMEM', 'no free frame to swap the page in');
-      return p;
-    },
+    () => ctx.store.swapinPage(entry.slot, entry.gen),
   );
   if (page === 'STALE') return null; // the entry went meanwhile: fault again
   const step = await ctx.store.fault(
@@ -395,11 +391,9 @@ async function filemapFault(
   addr: number,
 ): Promise<XipPage> {
   const { ino, pgoff } = need;
-  const r = await withDirectReclaim(ctx, `the file fault at 0x${addr.toString(16)}`, async () => {
-    const p = await ctx.store.filemapFault(ino, pgoff, kind);
-    if (p === 'ENOMEM') throw new MmlabError('ENOMEM', 'no free frame for the page cache');
-    return p;
-  });
+  const r = await withDirectReclaim(ctx, `the file fault at 0x${addr.toString(16)}`, () =>
+    ctx.store.filemapFault(ino, pgoff, kind),
+  );
   if (r === 'SIGBUS')
     throw new MmlabError('SIGBUS', `page ${pgoff} is past the end of file ${ino}`);
   if (r === 'ENOENT') throw new MmlabError('EINTERNAL', `a VMA maps file ${ino}, which is gone`);

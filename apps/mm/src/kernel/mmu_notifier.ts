@@ -40,6 +40,7 @@ import {
   MmlabError,
   type MnCallback,
   type MnEvent,
+  PAGE_SIZE,
   type Req,
   type Res,
 } from '@mmlab/protocol';
@@ -56,7 +57,8 @@ import {
 } from '@mmlab/runtime';
 import type { OpenInvalidation } from '@mmlab/model';
 import { type MmContext, injected, ownerOf } from './context';
-import { mmapWriteLock, mmapWriteUnlock } from './locks';
+import { type HeldLock, mmapWriteLock, mmapWriteUnlock } from './locks';
+import { flushTlbRange } from './tlbflush';
 
 type CallbackRpc =
   | 'mnInvalidateRangeStart'
@@ -403,6 +405,26 @@ export async function invalidateRangeEndForDead(
     },
   );
   return ctx.store.invClose(o.pid, o.inv, ctx.incarnation);
+}
+
+/**
+ * Models: ptep_clear_flush() (v3.7) and ptep_clear_flush_notify() (v3.6,
+ * include/linux/mmu_notifier.h) for a PTE a script just cleared under the held PT lock, where it
+ * mapped page: traced, and shot down from the CPU TLBs; in v3.6 (legacy) the secondary MMUs get
+ * invalidate_page there too, still under the lock. A v3.7 caller sends it after the unlock.
+ */
+export async function ptepClearFlushNotify(
+  ctx: MmContext,
+  held: HeldLock,
+  addr: number,
+  page: { pfn: number; gen: number },
+  cpumask: string[],
+): Promise<void> {
+  const { op, pid, lock } = held;
+  const token = held.lease.token;
+  ctx.tracer.emit({ kind: 'pte.clear', op, pid, addr, pfn: page.pfn, gen: page.gen, lock, token });
+  await flushTlbRange(ctx, op, pid, addr, addr + PAGE_SIZE, cpumask);
+  if (ctx.env.MMLAB_MODE === 'legacy') await invalidatePage(ctx, op, pid, addr);
 }
 
 /**

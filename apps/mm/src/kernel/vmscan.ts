@@ -59,6 +59,7 @@ import {
   invalidateRangeEnd,
   invalidateRangeStart,
   mmuNotifierClearFlushYoung,
+  ptepClearFlushNotify,
   withinRange,
 } from './mmu_notifier';
 import { forEachPteTable, staleLease } from './pagewalk';
@@ -302,18 +303,9 @@ export async function tryToUnmapOne(
     if (!r) throw staleLease(ctx, held, 'try_to_unmap_one');
     if (r === 'GONE') return;
     unmapped = true;
-    const { lock } = held;
-    const token = held.lease.token;
-    ctx.tracer.emit({
-      kind: 'pte.clear',
-      op,
-      pid,
-      addr,
-      pfn: page.pfn,
-      gen: page.gen,
-      lock,
-      token,
-    });
+    // ptep_clear_flush(): the PTE is gone, the CPU TLBs shot down under the lock (v3.6's
+    // ptep_clear_flush_notify: and invalidate_page, still under it)
+    await ptepClearFlushNotify(ctx, held, addr, page, r.cpumask);
     if (slot)
       ctx.tracer.emit({
         kind: 'swap.out',
@@ -325,13 +317,9 @@ export async function tryToUnmapOne(
         slot: slot.slot,
         slotGen: slot.gen,
       });
-    // ptep_clear_flush(): the PTE is gone; shoot the CPU TLBs down under the lock
-    await flushTlbRange(ctx, op, pid, addr, addr + PAGE_SIZE, r.cpumask);
     // "Move the dirty bit to the physical page now the pte is gone": a file's page mapped
     // writable may have been written through it (writable stands for pte_dirty here)
     if (!slot && r.was.writable) await ctx.store.setPageDirty(page.pfn, page.gen);
-    // v3.6 ptep_clear_flush_notify(): invalidate_page still under the PT lock
-    if (legacy) await invalidatePage(ctx, op, pid, addr);
     // page_remove_rmap() + page_cache_release(): the swap cache and the isolation still hold it
     const freed = await putPages(ctx, op, [page]);
     if (freed > 0)
@@ -438,9 +426,7 @@ export async function tryToUnmapCluster(
           );
           if (!r) throw staleLease(ctx, held, 'try_to_unmap_cluster');
           if (r === 'GONE') continue;
-          ctx.tracer.emit({ kind: 'pte.clear', op, pid, addr, ...page, lock, token });
-          await flushTlbRange(ctx, op, pid, addr, addr + PAGE_SIZE, r.cpumask);
-          if (legacy) await invalidatePage(ctx, op, pid, addr);
+          await ptepClearFlushNotify(ctx, held, addr, page, r.cpumask);
           // "Move the dirty bit to the physical page now the pte is gone."
           if (r.was.writable) await ctx.store.setPageDirty(page.pfn, page.gen);
           await putPages(ctx, op, [page]);
@@ -508,15 +494,19 @@ export async function directReclaim(ctx: MmContext, what: string, round: number)
     );
 }
 
-/** An allocation (alloc) that reclaims and tries again while it finds memory empty (ENOMEM). */
+/**
+ * An allocation (alloc) that reclaims and tries again while it finds memory empty: it throws
+ * ENOMEM, or answers 'ENOMEM' (a {mem} script's reply).
+ */
 export async function withDirectReclaim<T>(
   ctx: MmContext,
   what: string,
-  alloc: () => Promise<T>,
-): Promise<T> {
+  alloc: () => Promise<T | 'ENOMEM'>,
+): Promise<Exclude<T, 'ENOMEM'>> {
   for (let round = 0; ; round++) {
     try {
-      return await alloc();
+      const r = await alloc();
+      if (r !== 'ENOMEM') return r as Exclude<T, 'ENOMEM'>;
     } catch (e) {
       if (!(e instanceof MmlabError && e.code === 'ENOMEM')) throw e;
     }
