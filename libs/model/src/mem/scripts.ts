@@ -559,7 +559,7 @@ return {1, map, sc}
   }),
   fileCreate: script({
     doc: `A new file of ARGV[1] pages, all holes (read as 0), on a backing store of its own; xip = 1: an XIP file (its pages are read and written in place, no page cache); shmem = 1: the shmem object of a MAP_SHARED|MAP_ANONYMOUS mapping (no backing store: its pages go to swap). → ino`,
-    models: 'the creation of a regular file (its inode and address_space): vfs_create()',
+    models: 'vfs_create() of a regular file (its inode and address_space), fs/namei.c v3.7',
     keys: MEM_ROLES,
     args: { pages: Int.min(1), xip: Bit, shmem: Bit },
     reply: Int.describe('ino'),
@@ -716,7 +716,8 @@ return {'OK', ino, i, v, 1}
   }),
   pageIndexes: script({
     doc: `page->mapping and page->index of frames: for each pfn of ARGV, "ino:i" when it is page i of file ino in the page cache, else ''. → {"ino:i" | '', ...}`,
-    models: 'page->mapping, page->index (struct page), as try_to_unmap_cluster reads them',
+    models:
+      'page->mapping, page->index (struct page), as try_to_unmap_cluster reads them, mm/rmap.c v3.7',
     keys: MEM_ROLES,
     args: { pfns: Ints },
     reply: Strs.describe('{"ino:i" | "", ...}'),
@@ -807,7 +808,7 @@ return {'OK', pfn or 0, gen or 0, tonumber(m[1]) or 0, tonumber(m[2]) or 0}
   }),
   fileInfo: script({
     doc: `A file's size in pages, whether it is XIP, and whether it is a shmem object. → {'OK', pages, xip, shmem} | {'ENOENT'}`,
-    models: 'i_size_read(), include/linux/fs.h',
+    models: 'i_size_read(), include/linux/fs.h v3.7',
     keys: MEM_ROLES,
     args: { ino: Int },
     reply: oneOf(tagged('OK', { pages: Int, xip: Bit, shmem: Bit }), tagged('ENOENT')),
