@@ -54,6 +54,8 @@ export function describeEvent(e: TraceEvent): string {
       return `${hex(e.addr)} was ${frame(e.pfn, e.gen)} (${e.lock})`;
     case 'pte.reject':
       return `${e.lock}${e.token === null ? '' : ` token ${e.token}`}: ${e.reason}`;
+    case 'thp':
+      return `pid ${e.pid} ${hex(e.addr)}: huge page ${e.event}${e.pfn === undefined ? '' : ` ${frame(e.pfn, e.gen ?? 0)}`} (order ${e.order})${e.fallbacks === undefined ? '' : `, ${e.fallbacks} fallbacks`}`;
     case 'frame.alloc':
     case 'frame.free':
       return frame(e.pfn, e.gen);

@@ -54,6 +54,12 @@
  *                      every address space; no swap PTE names a free or reused slot
  *   swap-free          nr_swap_free is the number of free slots (count 0, no cache page)
  *   lru                every frame on the LRU lists is used, and on one list only
+ *   thp                transparent huge pages (thp.ts): every huge entry lies aligned in an
+ *                      anonymous private VMA over no PTE and names a compound head of its gen
+ *                      and order whose tails are consistent; a head's mapcount is its huge
+ *                      entries, its refcount at least that plus its tails' pins; no compound
+ *                      frame is free or mapped by a PTE (frame-state, mapcount, refcount and
+ *                      pinned-vm leave compound frames to it)
  *   pagecache          every file record parses; every page-cache entry c<ino>:<i> names a used
  *                      frame whose p<pfn> names that page back (and vice versa), of a file that
  *                      exists and a page below its size; no frame is in the page cache and the
@@ -79,6 +85,7 @@ import {
   isReserveTag,
   pendingOwner,
 } from './snapshot';
+import { checkThp, isCompound, isTail } from './thp';
 
 export const FSCK_CODES = [
   'frame-state',
@@ -109,6 +116,7 @@ export const FSCK_CODES = [
   'swap-free',
   'lru',
   'pagecache',
+  'thp',
 ] as const;
 export type FsckCode = (typeof FSCK_CODES)[number];
 
@@ -138,6 +146,7 @@ export function fsck(s: FsckSnapshot): Finding[] {
   checkPins(s, add);
   checkSwap(s, add);
   checkPagecache(s, add);
+  checkThp(s, add);
   return out;
 }
 
@@ -449,7 +458,7 @@ function checkMemory(s: FsckSnapshot, add: Add): void {
         add('free-list-missing', MEM.frames, `free pfn ${pfn} is not on the free list (lost)`, {
           pfn,
         });
-    } else if (!(f.ref >= 1))
+    } else if (!(f.ref >= 1) && !isTail(f))
       add('frame-state', MEM.frames, `used pfn ${pfn} has refcount ${f.ref}`, { pfn, frame: f });
   }
 }
@@ -709,7 +718,7 @@ function checkCounts(s: FsckSnapshot, mappers: Map<number, string[]>, add: Add):
   checkPending(s, add);
   for (let pfn = 1; pfn <= s.frames; pfn++) {
     const f = s.frame[String(pfn)];
-    if (f?.state !== 'used') continue;
+    if (f?.state !== 'used' || isCompound(f)) continue; // a huge page's: the thp rule
     const by = mappers.get(pfn) ?? [];
     // a live fault's frame allocated ahead and not installed, or a frame of a live replica's
     // batch no fault installed yet: its allocation is its mapping
@@ -779,7 +788,8 @@ function checkPins(s: FsckSnapshot, add: Add): void {
     // the swap cache's reference, or the page cache's (an XIP block's: its file's), is no pin;
     // nor is __xip_sparse_page's own reference of the sparse page
     const held = (cache.has(pfn) ? 1 : 0) + (files.has(pfn) ? 1 : 0) + (pfn === sparse ? 1 : 0);
-    const extra = f?.state === 'used' ? f.ref - f.map - held : 0;
+    // a tail's pins are counted on its head too (the thp rule checks the two agree)
+    const extra = f?.state === 'used' && !isTail(f) ? f.ref - f.map - held : 0;
     if (!(extra > 0)) continue;
     pinned[pfn] = extra;
     pins += extra;

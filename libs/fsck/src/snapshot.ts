@@ -17,6 +17,10 @@ export interface FrameRecord {
   map: number;
   /** free | used | zero (anything else, "state <n>", is a finding) */
   state: string;
+  /** page->flags (keys.ts PAGE_FLAGS: PG_head, PG_tail of a THP); absent: 0 */
+  flags?: number;
+  /** the record's reserved u16: a THP head's or tail's compound order; absent: 0 */
+  order?: number;
 }
 
 export interface LeaseRecord {
@@ -70,6 +74,11 @@ export interface ProcessSnapshot {
   invs: InvRecord[];
   /** intent records of multi-step operations in flight: id → owner incarnation ('' if none) */
   intents: Record<string, string>;
+  /**
+   * the transparent huge page entries ({p:<pid>}:pmdhuge as stored): "o" → the order, hvpn →
+   * "pfn:gen:w"; absent: none
+   */
+  huge?: Record<string, string>;
 }
 
 export interface FsckSnapshot {
@@ -139,7 +148,14 @@ export async function readSnapshot(store: Store): Promise<FsckSnapshot> {
   ]);
   const frame: Record<string, FrameRecord> = {};
   for (const [pfn, f] of mem.frame)
-    frame[pfn] = { gen: f.gen, ref: f.ref, map: f.map, state: f.state };
+    frame[pfn] = {
+      gen: f.gen,
+      ref: f.ref,
+      map: f.map,
+      state: f.state,
+      ...(f.flags !== 0 && { flags: f.flags }),
+      ...(f.reserved !== 0 && { order: f.reserved }),
+    };
   const processes = await Promise.all(
     (await store.processes()).map(async (pid): Promise<ProcessSnapshot> => {
       const k = procKeys(pid);
@@ -158,6 +174,7 @@ export async function readSnapshot(store: Store): Promise<FsckSnapshot> {
           r.hgetall(k.invown),
           r.smembers(k.intents),
         ]);
+      const huge = await r.hgetall(k.pmdhuge);
       const intents: Record<string, string> = {};
       for (const id of intentIds.sort()) intents[id] = (await r.hget(k.intent(id), 'owner')) ?? '';
       const invs = [...new Set([...Object.keys(inv), ...Object.keys(invown)])].sort().map((i) => ({
@@ -190,6 +207,7 @@ export async function readSnapshot(store: Store): Promise<FsckSnapshot> {
         mn: mn.sort(),
         invs,
         intents,
+        ...(Object.keys(huge).length > 0 && { huge }),
       };
     }),
   );

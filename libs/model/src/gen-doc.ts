@@ -12,6 +12,8 @@ import { MEM } from './keys';
 import { MEM_SCRIPTS } from './mem/scripts';
 import { MM_SCRIPTS } from './mm/scripts';
 import { REPLICA_SCRIPTS } from './replica/scripts';
+import { MEM_THP_SCRIPTS } from './mem/thp-scripts';
+import { THP_SCRIPTS } from './mm/thp-scripts';
 
 /** A short type of an argument's schema: its description, else its JSON Schema in brief. */
 function typeOf(s: z.ZodType): string {
@@ -89,6 +91,12 @@ export function redisDoc(): string {
     'mm replicas ({mm})',
     'The keys of the mm replicas (`mmKeys(incarnation)`: `live` (its liveness lease), `invpids` (the pids it may owe ends or operations on); `MM_INDEX.invowners` (the incarnations that have an `invpids` set)).',
     REPLICA_SCRIPTS,
+  );
+  room(
+    out,
+    'Transparent huge pages ({mem} and {p:<pid>})',
+    'The compound pages of {mem} (`libs/model/src/mem/thp-scripts.ts`: all the {mem} keys, as above) and the huge entries of an address space (`libs/model/src/mm/thp-scripts.ts`: `pmdhuge`, and `ptlmm`, its `ptl:mm` = mm->page_table_lock).',
+    { ...MEM_THP_SCRIPTS, ...THP_SCRIPTS },
   );
   return out.join('\n');
 }

@@ -28,10 +28,13 @@
  *                                           0 PG_lru, 1 PG_referenced, 2 PG_swapcache (reclaim)
  *                                           3 PG_ksm (KSM; in v3.7 PageKsm is the
  *                                             PAGE_MAPPING_KSM bits of page->mapping)
- *                                           4 PG_head, 5 PG_tail (THP compound pages)
+ *                                           4 PG_head, 5 PG_tail (THP compound pages: a
+                                             huge page's 2^order frames, the head's pfn
+                                             aligned to 2^order, all of one gen)
  *                                           6, 7 free for later use
- *                  byte 22  u16 reserved  for THP (compound order of a head page) or KSM (its
- *                                         stable node); 0 today
+ *                  byte 22  u16 reserved  THP: the compound order of a head or tail page
+ *                                         (compound_order; a tail's head is pfn - pfn % 2^order);
+ *                                         KSM may use it for its stable node; else 0
  *                  byte 24  i64 data      the page's one word of content: any safe integer
  *                                         (Value in libs/protocol, |v| < 2^53) fits
  *                A zero-filled record is a free frame that was never allocated (gen 0, counts 0,
@@ -157,6 +160,22 @@
  *              whose index entry for this pid was dropped as dead (invFence: it may open or
  *              take over no invalidation or intent here)
  *   :pmds      set of pmd indexes that have PTEs (page-table pages in use)
+ *   :pmdhuge   hash, the transparent huge page entries (pmd_trans_huge; apps/mm huge_memory.ts,
+ *              helpers in mm/thp-lua.ts): o → the huge page order (hugePageOrder: a huge page is
+ *              2^o frames and maps the 2^o-aligned virtual range), and for each huge mapping
+ *              <hvpn> (its first vpn, 2^o-aligned) → "pfn:gen:w": the head frame of a compound
+ *              page and its gen, w = 1 writable, 0 read-only, 3 cleared by a huge COW, fallback,
+ *              split or collapse in flight (pmdp_clear_flush: pmd_none to every walker; a fault
+ *              finding no page_table_lock holder puts it back read-only). ONE entry per huge
+ *              page, guarded by mm->page_table_lock (:ptl:mm), never by a split PTE lock.
+ *              A walker of vpn inside it sees subpage head + (vpn - hvpn), gen the head's.
+ *              Invariants (fsck: thp): the range lies in an anonymous private VMA and holds no
+ *              PTE; the head is a used frame of that gen with PG_head and order o, its 2^o - 1
+ *              tails used frames of the same gen with PG_tail and order o; the head's mapcount
+ *              is the number of huge entries naming it in every address space, its refcount at
+ *              least that plus the tails' refcounts (their pins: a pin of a subpage is counted
+ *              on the tail and on the head, as v3.7's tail-page refcounting does); a compound
+ *              frame is mapped by no PTE.
  *   :ptl:<i>   the split PTE lock of pmd i (pte_lockptr): "owner|token", PX ttl
  *   :ptl:mm    mm->page_table_lock
  *   :ptlmax    hash: lock → highest fencing token granted (the resource side of fencing)
@@ -333,6 +352,7 @@ export const procKeys = (pid: number) => {
     vma: `${t}:vma`,
     pte: `${t}:pte`,
     pmds: `${t}:pmds`,
+    pmdhuge: `${t}:pmdhuge`,
     ptlmax: `${t}:ptlmax`,
     fence: `${t}:fence`,
     semW: `${t}:sem:w`,

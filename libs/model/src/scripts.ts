@@ -7,7 +7,15 @@
 import { MEM_SCRIPTS } from './mem/scripts';
 import { MM_SCRIPTS } from './mm/scripts';
 import { REPLICA_SCRIPTS } from './replica/scripts';
+import { MEM_THP_SCRIPTS } from './mem/thp-scripts';
+import { THP_SCRIPTS } from './mm/thp-scripts';
 
-export const SCRIPTS = { ...MEM_SCRIPTS, ...MM_SCRIPTS, ...REPLICA_SCRIPTS } as const;
+export const SCRIPTS = {
+  ...MEM_SCRIPTS,
+  ...MM_SCRIPTS,
+  ...REPLICA_SCRIPTS,
+  ...MEM_THP_SCRIPTS,
+  ...THP_SCRIPTS,
+} as const;
 
 export type ScriptName = keyof typeof SCRIPTS;

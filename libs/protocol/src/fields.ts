@@ -83,6 +83,10 @@ export const InjectMode = z.enum([
   'kvm-skip-retry',
   /** try_to_unmap_cluster's range_start/end get an uninitialised end (the seed's V1, caught in review): the range covers nothing, the device keeps pages the cluster unmaps → teardown-before-free */
   'uninit-cluster-end',
+  /** do_huge_pmd_wp_page_fallback's PTE loop advances haddr before its range end (the V1 bug Andrew Morton found): the end names the next huge range → paired-range; the HCA's MR stays inside an invalidation (its faults stall) */
+  'thp-fallback-haddr',
+  /** the 2017 regression (c7ab0d2fdc84): a huge COW notifies one invalidate_page at the huge page's address instead of the whole range — the HCA keeps translations of the other subpages → coherent-reads / teardown-before-free */
+  'thp-single-address',
 ]);
 export type InjectMode = z.infer<typeof InjectMode>;
 export const Dispatch = z.enum(['parallel', 'serial']);

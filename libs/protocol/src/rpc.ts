@@ -99,6 +99,14 @@ export const FaultKind = z.enum([
   'spurious',
   'swap',
   'file',
+  /** do_huge_pmd_anonymous_page: a huge page mapped by one huge entry (pfn: the subpage) */
+  'thp',
+  /** do_huge_pmd_wp_page: the huge page reused in place (mapped once) */
+  'thp-reuse',
+  /** do_huge_pmd_wp_page: a new huge page, a copy of the shared one */
+  'thp-copy',
+  /** do_huge_pmd_wp_page_fallback: no huge page free, the huge entry replaced by small copies */
+  'thp-fallback',
 ]);
 export type FaultKind = z.infer<typeof FaultKind>;
 

@@ -155,6 +155,34 @@ export const TraceEvent = z.discriminatedUnion('kind', [
     token: Token.nullable(),
     reason: z.string(),
   }),
+  /**
+   * A transparent huge page event of pid at addr (the huge range's start; pfn/gen: the head page
+   * it is about, order its order): fault (do_huge_pmd_anonymous_page mapped a new huge page),
+   * fault-fallback (none was free: small pages; fallbacks counts this replica's
+   * thp_fault_fallback), reuse / copy (do_huge_pmd_wp_page), cow-fallback (do_huge_pmd_wp_page
+   * failed to get a huge page: do_huge_pmd_wp_page_fallback; fallbacks as above), zap
+   * (zap_huge_pmd), copy-pmd (fork's copy_huge_pmd), split (split_huge_page, in this address
+   * space), collapse (khugepaged's collapse_huge_page)
+   */
+  ev('thp', {
+    pid: Pid,
+    addr: Addr,
+    event: z.enum([
+      'fault',
+      'fault-fallback',
+      'reuse',
+      'copy',
+      'cow-fallback',
+      'zap',
+      'copy-pmd',
+      'split',
+      'collapse',
+    ]),
+    pfn: Pfn.optional(),
+    gen: Gen.optional(),
+    order: z.number().int().positive(),
+    fallbacks: z.number().int().nonnegative().optional(),
+  }),
   ev('frame.alloc', { pfn: Pfn, gen: Gen }),
   ev('frame.free', { pfn: Pfn, gen: Gen }),
   /**

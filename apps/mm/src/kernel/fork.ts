@@ -13,6 +13,7 @@ import { invalidateRangeEnd, invalidateRangeStart, withinRange } from './mmu_not
 import type { Frame } from './page_alloc';
 import { forEachPteTable, staleLease } from './pagewalk';
 import { flushTlbRange } from './tlbflush';
+import { copyHugePmdRange } from './huge_memory';
 
 /**
  * fork(): a child with the parent's VMAs whose PTEs point at the same frames. Private
@@ -148,6 +149,11 @@ async function copyPageRange(
     : null;
   try {
     await crashPoint(ctx, 'fork.range_started');
+    // copy_pmd_range(): a huge entry is copied whole (copy_huge_pmd)
+    if (isCow)
+      await withinRange(range, () =>
+        copyHugePmdRange(ctx, op, src, dst, vma.start, vma.end, it.id),
+      );
     await withinRange(range, () =>
       forEachPteTable(ctx, op, src, vma.start, vma.end, async (held, s, e) => {
         const { lock, lease } = held;

@@ -44,6 +44,12 @@ import { putCleared, syscallOf } from './intent';
 import { flushTlbRange } from './tlbflush';
 import { directReclaim, wakeupKswapd, withDirectReclaim } from './vmscan';
 import { type XipPage, xipFileFault } from './filemap_xip';
+import {
+  doHugePmdAnonymousPage,
+  doHugePmdWpPage,
+  thpFaultOrder,
+  zapHugePmdRange,
+} from './huge_memory';
 
 export interface FaultResult extends Pte {
   kind: FaultKind;
@@ -140,10 +146,15 @@ async function __handleMmFault(
   let retries = 0;
   /** what the frame given to the fault script is for a mapping of a file (NEED_FILE): a copy of page pgoff */
   let file: { mode: '' | 'cow'; pgoff: number | null } = { mode: '', pgoff: null };
+  // THP (config thp: always): the fault script is offered the huge page order first, with no
+  // frame taken ahead (a batch frame would only hold memory a huge page may need); once it
+  // answered anything but NEED_HUGE, or no huge page was free (fallback), small pages only.
+  const thp = thpFaultOrder(ctx);
+  let hugeTried = thp === 0;
   try {
     for (; ; tries.retries = ++retries) {
       if (retries > 0) await backoff(retries, deadline, `fault at ${addr} of pid ${pid}`);
-      if (access === 'write' && !fresh && !page) {
+      if (access === 'write' && !fresh && !page && hugeTried) {
         fresh = await ctx.pcp.take(ctx).catch(() => null);
         // Before its first batch frame goes into pid: pid in the owner's reaper index (one call
         // per incarnation and pid), so that the reaper fences it off pid before it gives the
@@ -171,6 +182,7 @@ async function __handleMmFault(
           null,
           file.mode,
           file.pgoff,
+          hugeTried ? 0 : thp,
         );
       } catch (e) {
         ctx.pcp.restoreDrops(who, pid, drop);
@@ -188,7 +200,38 @@ async function __handleMmFault(
           throw new MmlabError('SIGSEGV', `${access} at 0x${addr.toString(16)} in pid ${pid}`);
         case 'BUSY':
           continue;
+        case 'NEED_HUGE': {
+          // do_huge_pmd_anonymous_page(): a huge page for the aligned range, or small pages
+          const r = await doHugePmdAnonymousPage(ctx, op, pid, vpn, step.hvpn, agent, mmapSem);
+          if (r === 'fallback') hugeTried = true;
+          if (r === 'fallback' || r === null) continue;
+          const out: FaultResult = { ...r, kind: 'thp', retries };
+          return out;
+        }
+        case 'NEED_HUGE_WP': {
+          // do_huge_pmd_wp_page(): a write to a read-only huge entry
+          if (fresh) await ctx.pcp.putBack(ctx, fresh);
+          fresh = null;
+          const wp = await doHugePmdWpPage(ctx, {
+            op,
+            pid,
+            vpn,
+            hvpn: step.hvpn,
+            head: step.head,
+            seq: step.seq,
+            agent,
+            mmapSem,
+          });
+          if (!wp) continue;
+          const out: FaultResult = { ...wp, retries };
+          return out;
+        }
         case 'NEED_PAGE':
+          // not a THP range (the script answered without NEED_HUGE): small pages from now on
+          if (!hugeTried) {
+            hugeTried = true;
+            continue;
+          }
           // Only when the batch and the free list were empty, or a read of a shared mapping.
           // Before ENOMEM, as __alloc_pages_direct_reclaim() does: the replicas' batches go
           // back (drain_all_pages), and the fault tries once more.
@@ -719,6 +762,8 @@ export async function zapPteRanges(
   startVpn: number,
   endVpn: number,
 ): Promise<{ zapped: number; freed: number }> {
+  // zap_pmd_range(): huge entries (zap_huge_pmd, or split first when the range cuts one)
+  const huge = await zapHugePmdRange(ctx, op, pid, startVpn, endVpn);
   const intent = ctx.intents.get(op);
   /** cleared, and no TLB can map them any more: these may be put */
   const flushed: Frame[] = [];
@@ -752,5 +797,6 @@ export async function zapPteRanges(
   }
   await crashPoint(ctx, `${syscallOf(op)}.flushed`);
   // tlb_finish_mmu(): the frames go back only now, every TLB that could map them flushed.
-  return { zapped: flushed.length, freed: await putCleared(ctx, op, flushed) };
+  const freed = await putCleared(ctx, op, flushed);
+  return { zapped: flushed.length + huge.zapped, freed: freed + huge.freed };
 }

@@ -46,6 +46,19 @@ export async function putPending(ctx: MmContext, op: string, frames: Frame[]): P
  * put_page() for each frame a mapping dropped; frames whose refcount reached 0 are freed. With
  * a batch id, a batch already applied (by a replica that died after it) is not applied again.
  */
+/**
+ * The gen of a frame put_page freed: the one the caller named, or — a compound page freed whole
+ * (THP: its last reference went through one of its frames) — the gen of the named frame of the
+ * same huge page (all its frames share one gen).
+ */
+function freedGen(ctx: MmContext, frames: Frame[], pfn: number): number {
+  const exact = frames.find((f) => f.pfn === pfn);
+  if (exact) return exact.gen;
+  const n = 2 ** ctx.env.MMLAB_HUGE_PAGE_ORDER;
+  const head = pfn - (pfn % n);
+  return frames.find((f) => f.pfn - (f.pfn % n) === head)?.gen ?? 0;
+}
+
 export async function putPages(
   ctx: MmContext,
   op: string,
@@ -54,8 +67,8 @@ export async function putPages(
   batch = '',
 ): Promise<number> {
   const { freed, bad } = await ctx.store.putPages(frames, kind, batch);
-  const gens = new Map(frames.map((f) => [f.pfn, f.gen]));
-  for (const pfn of freed) ctx.tracer.emit({ kind: 'frame.free', op, pfn, gen: gens.get(pfn)! });
+  for (const pfn of freed)
+    ctx.tracer.emit({ kind: 'frame.free', op, pfn, gen: freedGen(ctx, frames, pfn) });
   if (bad.length)
     throw new MmlabError(
       'EINTERNAL',

@@ -6,7 +6,7 @@
  * K[6] swap (slots and swap cache), K[7] lru (inactive), K[8] lru:active, K[9] pagecache.
  * Nothing else reads or writes a frame record (mem/frame.ts decodes the table for reads).
  */
-import { FRAME_BYTES, FRAME_FIELDS, FRAME_LAYOUT, FRAME_STATE } from '../keys';
+import { FRAME_BYTES, FRAME_FIELDS, FRAME_LAYOUT, FRAME_STATE, PAGE_FLAGS } from '../keys';
 
 const fields = Object.entries(FRAME_FIELDS)
   .map(([n, f]) => `${n} = {'${f.type}', ${f.offset * 8}}`)
@@ -207,6 +207,28 @@ local function frame_live(K, pfn, gen)
   local st, g = frame_get(K, pfn, 'state', 'gen')
   return st == USED and g == tonumber(gen), st
 end
+-- Compound pages (THP, mm/huge_memory.c v3.7): a head (PG_head) and its tails (PG_tail), the
+-- order in each record's reserved field (keys.ts). → the head of pfn's compound page (pfn itself
+-- when it is no tail), and whether pfn is a head
+local PG_HEAD, PG_TAIL = ${PAGE_FLAGS.PG_head}, ${PAGE_FLAGS.PG_tail}
+local function flag_set(fl, bit) return math.floor(fl / bit) % 2 == 1 end
+local function compound_head(K, pfn)
+  pfn = tonumber(pfn)
+  local fl, o = frame_get(K, pfn, 'flags', 'reserved')
+  if not fl then return pfn, false end
+  if flag_set(fl, PG_TAIL) then return pfn - pfn % (2 ^ o), false end
+  return pfn, flag_set(fl, PG_HEAD)
+end
+-- __free_pages() of a compound page whose last reference went: every frame free (flags cleared),
+-- head first. → the pfns freed
+local function free_compound(K, head, out)
+  local o = frame_get(K, head, 'reserved')
+  for p = head + 2 ^ o - 1, head, -1 do
+    frame_set(K, p, 'flags', 0, 'reserved', 0)
+    free_push(K, p)
+    out[#out + 1] = p
+  end
+end
 local function put_frames(K, kind, list)
   local freed, bad = {}, {}
   local i = 1
@@ -222,6 +244,13 @@ local function put_frames(K, kind, list)
       bad[#bad + 1] = tonumber(pfn)
     else
       untag(K, pfn, gen, list)
+      local head, compound = compound_head(K, pfn)
+      if head ~= tonumber(pfn) then
+        -- a pin of a tail page goes (put_compound_page, v3.7 tail refcounting): off the tail's
+        -- count and its head's
+        frame_add(K, pfn, 'ref', -1)
+        pfn, k, compound = head, 'ref', true
+      end
       local ref, map
       if k == 'map' then ref, map = frame_add(K, pfn, 'ref', -1, 'map', -1)
       else ref = frame_add(K, pfn, 'ref', -1) end
@@ -237,7 +266,9 @@ local function put_frames(K, kind, list)
           end
         end
       end
-      if ref <= 0 then
+      if ref <= 0 and compound then
+        free_compound(K, pfn, freed)
+      elseif ref <= 0 then
         free_push(K, pfn)
         freed[#freed + 1] = tonumber(pfn)
       end

@@ -312,7 +312,13 @@ for _, p in ipairs(pairs_of(ARGV, 3)) do
     bad[#bad + 1] = tonumber(pfn)
   else
     untag(KEYS, pfn, gen, owed)
-    if ARGV[1] == 'map' then frame_add(KEYS, pfn, 'ref', 1, 'map', 1)
+    local head = compound_head(KEYS, pfn)
+    if head ~= tonumber(pfn) then
+      -- a pin of a tail page (get_page of a THP subpage, v3.7 tail refcounting): the tail's
+      -- count and its head's (a tail is mapped only through its head's huge entry)
+      frame_add(KEYS, pfn, 'ref', 1)
+      frame_add(KEYS, head, 'ref', 1)
+    elseif ARGV[1] == 'map' then frame_add(KEYS, pfn, 'ref', 1, 'map', 1)
     else frame_add(KEYS, pfn, 'ref', 1) end
   end
 end

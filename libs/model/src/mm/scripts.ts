@@ -20,6 +20,7 @@ import {
 } from '../boundary';
 import { LUA_HELPERS } from '../lua';
 import { PTE_FIELD_MAX, PTE_LUA } from './lua';
+import { THP_LUA } from './thp-lua';
 
 /** The helpers of a script that reads or writes PTEs: the shared ones, and the page tables' (mm/lua.ts). */
 const PT_LUA = LUA_HELPERS + PTE_LUA;
@@ -323,7 +324,19 @@ return {'OK', removed}
     doc: `The fault fast path: handle_mm_fault() → do_anonymous_page(), one atomic step. KEYS mm vma pte pmds semW ptl cpumask fenced ARGV vpn access newPfn newGen pmdIndex agent incarnation mmapSem → {'ZERO'|'ANON'|'SPURIOUS'|'WP_SHARED'|'NEED_WP', pfn, gen, w, seq, undone} | {'NEED_PAGE', seq}   | {'BUSY', what} | {'SIGSEGV'} | {'ESRCH'} | {'FENCED'} ANON means the frame in ARGV was installed (consumed); every other answer leaves it unused. A PTE a COW cleared (w = 3) with no PT-lock holder left is a COW that died or lost its lease before set_pte_at: the old read-only PTE is put back (undone = 1) and the fault goes on from there. FENCED: this mm incarnation was found dead here (keys.ts :fenced). mmapSem: the write lease of mmap_sem the faulting caller holds itself ('' none): its own faults pass the write-held check (a pinned registration); everyone else's wait (BUSY). An mm that is exiting refuses (ESRCH): nothing is installed in it after exit began. batch = 1: the frame is from the incarnation's per-replica batch ({mem}:pending "…|reserve"); installed (ANON), it is recorded in :rsv under the incarnation in the same step. drop: (pfn, gen) of that incarnation's :rsv entries it has reported installed to {mem} since (rmqueueBulk), forgotten here first (once the incarnation passed the fence check). A swap entry (w = 4) answers SWAP (slot, slot gen): the caller reads the page in and calls again with it as newPfn/newGen and the entry as swap ("slot:gen:4"); the page is installed read-only only over that same entry (SWAPIN), else SWAP again or whatever the PTE now is. A pte_none in a mapping of a file — or a file PTE (w = 5) of a nonlinear one, which names its page — answers NEED_FILE (ino, pgoff, cow, seq, wshared — wshared = 1: the VMA is shared and writable, VM_WRITE|VM_SHARED, where xip_file_fault allocates an XIP file's hole): the caller comes back with that page (filePgoff = pgoff: installed only over the same entry) — the file's page-cache page as newPfn/newGen and file = 'page' (installed: FILE, writable for a write to a shared mapping), or for a write to a private mapping (cow = 1) with its own frame holding a copy and file = 'cow' (installed as ANON). WP_SHARED says file = 1 for a file's page (the caller dirties it).`,
     models:
       'handle_mm_fault() → handle_pte_fault() / do_anonymous_page() / do_linear_fault() / do_nonlinear_fault(), mm/memory.c v3.7',
-    keys: ['mm', 'vma', 'pte', 'pmds', 'semW', 'ptl', 'cpumask', 'fenced', 'rsv'],
+    keys: [
+      'mm',
+      'vma',
+      'pte',
+      'pmds',
+      'semW',
+      'ptl',
+      'cpumask',
+      'fenced',
+      'rsv',
+      'pmdhuge',
+      'ptlmm',
+    ],
     args: {
       vpn: Int,
       access: Access,
@@ -337,6 +350,8 @@ return {'OK', removed}
       swap: z.union([PteText, z.literal('')]),
       file: z.enum(['', 'page', 'cow']),
       filePgoff: z.union([Int, z.literal('')]),
+      /** THP: the huge page order a pte_none anonymous fault may take a huge page of (0: no) */
+      thp: Int.min(0),
       drop: z.array(z.object({ pfn: PteField, gen: PteField })),
     },
     reply: oneOf(
@@ -355,6 +370,8 @@ return {'OK', removed}
       tagged('FILE', { pfn: Int, gen: Int, w: Int, seq: Int }),
       tagged('NEED_WP', { pfn: Int, gen: Int, w: Int, seq: Int, undone: Bit.optional() }),
       tagged('NEED_PAGE', { seq: Int }),
+      tagged('NEED_HUGE', { hvpn: Int, seq: Int }),
+      tagged('NEED_HUGE_WP', { pfn: Int, gen: Int, w: Int, seq: Int, hvpn: Int }),
       tagged('SWAP', { pfn: Int, gen: Int, w: Int, seq: Int }),
       tagged('SWAPIN', { pfn: Int, gen: Int, w: Int, seq: Int, undone: Bit.optional() }),
       tagged('BUSY', { what: Str }),
@@ -364,6 +381,7 @@ return {'OK', removed}
     ),
     lua:
       PT_LUA +
+      THP_LUA +
       `
 -- :rsv[owner] ("pfn:gen ..."): forget the pairs of argv[from..], then append add (if any)
 local function rsv_update(key, owner, argv, from, add)
@@ -379,7 +397,7 @@ local function rsv_update(key, owner, argv, from, add)
 end
 if redis.call('HGET', KEYS[1], 'state') ~= 'alive' then return {'ESRCH'} end
 if redis.call('SISMEMBER', KEYS[8], ARGV[7]) == 1 then return {'FENCED'} end
-if #ARGV >= 13 then rsv_update(KEYS[9], ARGV[7], ARGV, 13, nil) end
+if #ARGV >= 14 then rsv_update(KEYS[9], ARGV[7], ARGV, 14, nil) end
 if sem_w_other(KEYS[5], ARGV[8]) then return {'BUSY', 'mmap_sem'} end
 if redis.call('EXISTS', KEYS[6]) == 1 then return {'BUSY', 'ptl'} end
 local vpn = tonumber(ARGV[1])
@@ -388,6 +406,22 @@ if not vma or vma.prot == 'none' then return {'SIGSEGV'} end
 local write = ARGV[2] == 'write'
 if write and vma.prot ~= 'rw' then return {'SIGSEGV'} end
 local seq = tonumber(redis.call('HGET', KEYS[1], 'seq'))
+-- pmd_trans_huge(): a huge entry maps vpn's subpage (head + index); a write to a read-only one
+-- is do_huge_pmd_wp_page's (the caller's, NEED_HUGE_WP). One a huge COW, fallback, split or
+-- collapse cleared (w = 3) is busy while page_table_lock is held, and put back read-only when
+-- its holder is gone (as a dead COW's PTE).
+local hv, hp, hg, hw = huge_get(KEYS[10], vpn)
+if hv then
+  local undone = 0
+  if hw == 3 then
+    if redis.call('EXISTS', KEYS[11]) == 1 then return {'BUSY', 'ptl'} end
+    huge_set(KEYS[10], hv, hp, hg, 0, huge_order(KEYS[10]))
+    hw, undone = 0, 1
+  end
+  redis.call('SADD', KEYS[7], ARGV[6])
+  if (not write) or hw == 1 then return {'SPURIOUS', hp + vpn - hv, hg, hw, seq, undone} end
+  return {'NEED_HUGE_WP', hp, hg, hw, seq, hv}
+end
 local pfn, gen, w = pte_get(KEYS[3], vpn)
 if pfn and w == PTE_SWAP then
   -- do_swap_page(): the caller reads the page in (swap cache or slot) and comes back with it;
@@ -426,7 +460,16 @@ if not pfn then
       redis.call('SADD', KEYS[4], ARGV[5]); redis.call('SADD', KEYS[7], ARGV[6])
       return {'FILE', tonumber(ARGV[3]), tonumber(ARGV[4]), w, seq}
     end
-  elseif not write and not vma.shared then
+  elseif ARGV[13] ~= '0' and not vma.shared and ARGV[3] == '' then
+    -- do_huge_pmd_anonymous_page() when the aligned range lies in the VMA and is pmd_none
+    -- (no PTE in it): the caller allocates the huge page and installs it (hugePmdInstall)
+    local n = 2 ^ tonumber(ARGV[13])
+    local h = vpn - vpn % n
+    if h >= vma.s and h + n <= vma.e and #pte_range(KEYS[3], h, h + n) == 0 then
+      return {'NEED_HUGE', h, seq}
+    end
+  end
+  if not vma.ino and not write and not vma.shared then
     pte_set(KEYS[3], vpn, 0, 1, 0)
     redis.call('SADD', KEYS[4], ARGV[5]); redis.call('SADD', KEYS[7], ARGV[6])
     return {'ZERO', 0, 1, 0, seq}
@@ -999,14 +1042,21 @@ return {'OK', 1}
   walk: script({
     doc: `The hardware page walker: read one PTE, set its accessed bit, and join mm_cpumask (the CPU may now cache it). A PTE a COW cleared (w = 3) is pte_none to it, a swap entry (w = 4) or a file PTE (w = 5) not present. KEYS pte cpumask; ARGV vpn agent → "pfn:gen:w" | false`,
     models: 'the hardware page walker (a TLB fill), joining mm_cpumask',
-    keys: ['pte', 'cpumask'],
+    keys: ['pte', 'cpumask', 'pmdhuge'],
     args: { vpn: Int, agent: Str },
     reply: Str.nullable().describe('"pfn:gen:w" | null'),
     lua:
       PT_LUA +
+      THP_LUA +
       `
 redis.call('SADD', KEYS[2], ARGV[2])
 local vpn = tonumber(ARGV[1])
+-- a huge entry: the subpage of vpn (a cleared one, w = 3, is pmd_none)
+local hv, hp, hg, hw = huge_get(KEYS[3], vpn)
+if hv then
+  if hw == 3 then return false end
+  return pte_str(hp + vpn - hv, hg, hw)
+end
 local pfn, gen, w = pte_get(KEYS[1], vpn)
 if not pfn or w == 3 or w >= PTE_SWAP then return false end
 -- the walker sets the accessed bit of what it fills (pte_mkyoung): reclaim reads it

@@ -37,6 +37,10 @@ export type FaultStep =
       file?: boolean;
     }
   | { r: 'NEED_PAGE'; seq: number }
+  /** THP: pte_none in an aligned anonymous range that may take a huge page at hvpn */
+  | { r: 'NEED_HUGE'; hvpn: number; seq: number }
+  /** THP: a write to a read-only huge entry at hvpn (its head page): do_huge_pmd_wp_page */
+  | { r: 'NEED_HUGE_WP'; hvpn: number; head: Pte; seq: number }
   /** pte_none in a mapping of file ino: its page pgoff is needed (cow: a private copy of it) */
   | {
       r: 'NEED_FILE';
@@ -543,6 +547,8 @@ export class MmStore extends MemStore {
     file: '' | 'page' | 'cow' = '',
     /** the file page newPage is (NEED_FILE's pgoff) */
     filePgoff: number | null = null,
+    /** THP: the huge page order a pte_none anonymous fault may take (0: small pages only) */
+    thp = 0,
   ): Promise<FaultStep> {
     const k = procKeys(pid);
     const pmd = pmdIndexOf(vpn);
@@ -558,6 +564,8 @@ export class MmStore extends MemStore {
         cpumask: k.cpumask,
         fenced: k.fenced,
         rsv: k.rsv,
+        pmdhuge: k.pmdhuge,
+        ptlmm: k.ptl(PAGE_TABLE_LOCK),
       },
       {
         vpn,
@@ -572,11 +580,19 @@ export class MmStore extends MemStore {
         swap: swap ? `${swap.slot}:${swap.gen}:4` : '',
         file,
         filePgoff: filePgoff ?? '',
+        thp,
         drop: [...batch.drop],
       },
     );
     if (r.r === 'SWAP') return { r: 'SWAP', slot: r.pfn, gen: r.gen, seq: r.seq };
     if (r.r === 'NEED_FILE') return { ...r, cow: r.cow === 1, wshared: r.wshared === 1 };
+    if (r.r === 'NEED_HUGE_WP')
+      return {
+        r: r.r,
+        hvpn: r.hvpn,
+        head: { pfn: r.pfn, gen: r.gen, writable: r.w === 1 },
+        seq: r.seq,
+      };
     // ZERO, ANON, SPURIOUS, WP_SHARED, NEED_WP, SWAPIN: the PTE as it is now
     if ('pfn' in r)
       return {
@@ -849,7 +865,11 @@ export class MmStore extends MemStore {
 
   async walk(pid: number, vpn: number, agent: string): Promise<Pte | null> {
     const k = procKeys(pid);
-    const r = await this.call('walk', { pte: k.pte, cpumask: k.cpumask }, { vpn, agent });
+    const r = await this.call(
+      'walk',
+      { pte: k.pte, cpumask: k.cpumask, pmdhuge: k.pmdhuge },
+      { vpn, agent },
+    );
     return r ? parsePte(r) : null;
   }
 

@@ -1,0 +1,695 @@
+/**
+ * mm/huge_memory.c: transparent huge pages — v3.7 (patched) and v3.6 (legacy).
+ *
+ * A huge page is 2^hugePageOrder frames (a compound page: mem/thp-scripts.ts) mapped by ONE
+ * huge entry of {p:<pid>}:pmdhuge covering the 2^order-aligned virtual range (keys.ts), guarded
+ * by mm->page_table_lock (ptl:mm), never by a split PTE lock. The fault and walk scripts look
+ * for it before the PTE (a CPU, the HCA or KVM reading vpn inside it gets the subpage
+ * head + index: a secondary MMU maps 4 KiB pieces). Every invalidation of a huge mapping covers
+ * the whole huge range [haddr, haddr + HPAGE_SIZE), never one address.
+ *
+ * Not crash-safe yet (unlike the small-page paths): a replica that dies between allocating a
+ * huge page (or a fallback's small pages) and installing it leaks them (fsck reports it), and a
+ * fork rolled back leaves its child's huge entries' references behind.
+ */
+import { MmlabError, PAGE_SIZE, type MnEvent } from '@mmlab/protocol';
+import {
+  type HugeEntry,
+  PAGE_TABLE_LOCK,
+  allocHugePage,
+  copyHugePmd,
+  hugePmdInstall,
+  hugePmdLock,
+  hugePmdSetUnlock,
+  hugePmds,
+  setHugePmds,
+  zapHugePmd,
+} from '@mmlab/model';
+import { now } from '@mmlab/runtime';
+import { type MmContext, backoff, injected, ownerOf } from './context';
+import { type HeldLock, heldPtl, ptlLock, ptlUnlock, traceUnlock, underPtl } from './locks';
+import {
+  invalidatePage,
+  invalidateRangeEnd,
+  invalidateRangeStart,
+  withinRange,
+} from './mmu_notifier';
+import { type Frame, allocPage, drainAllPages, putPages } from './page_alloc';
+import { staleLease } from './pagewalk';
+import { flushTlbRange } from './tlbflush';
+
+/** The huge page order (MMLAB_HUGE_PAGE_ORDER): HPAGE_PMD_ORDER. */
+export const hpageOrder = (ctx: MmContext): number => ctx.env.MMLAB_HUGE_PAGE_ORDER;
+/** HPAGE_PMD_NR: pages per huge page. */
+export const hpageNr = (ctx: MmContext): number => 2 ** hpageOrder(ctx);
+/**
+ * transparent_hugepage_enabled(): the order an anonymous fault may take a huge page of (config
+ * `thp: always`), 0 when THP is off (`never`, the default).
+ */
+export const thpFaultOrder = (ctx: MmContext): number =>
+  ctx.env.MMLAB_THP === 'always' ? hpageOrder(ctx) : 0;
+
+/** This replica's vm events (count_vm_event): thp_fault_fallback, thp_cow_fallback (since start). */
+const vmEvents = new WeakMap<MmContext, { fault: number; cow: number }>();
+function countVmEvent(ctx: MmContext, e: 'fault' | 'cow'): number {
+  const c = vmEvents.get(ctx) ?? { fault: 0, cow: 0 };
+  vmEvents.set(ctx, c);
+  return ++c[e];
+}
+
+/** The frames of the huge page at head (every one of its 2^order). */
+const framesOf = (ctx: MmContext, head: Frame): Frame[] =>
+  Array.from({ length: hpageNr(ctx) }, (_, i) => ({ pfn: head.pfn + i, gen: head.gen }));
+
+/**
+ * alloc_hugepage_vma(): a compound page, subpage i a copy of srcs[i] (copy_user_huge_page; none:
+ * zero-filled). When no aligned block is free the replicas' batches go back first
+ * (drain_all_pages, as the allocator's slow path does) and it looks once more; null: none, the
+ * caller falls back to small pages (v3.7 THP allocations do not reclaim: __GFP_NO_KSWAPD).
+ */
+async function allocHuge(ctx: MmContext, op: string, srcs: number[] = []): Promise<Frame | null> {
+  let page = await allocHugePage(ctx.store, hpageOrder(ctx), srcs);
+  if (!page) {
+    await drainAllPages(ctx);
+    page = await allocHugePage(ctx.store, hpageOrder(ctx), srcs);
+  }
+  if (page) for (const f of framesOf(ctx, page)) ctx.tracer.emit({ kind: 'frame.alloc', op, ...f });
+  return page;
+}
+
+/** put_page() of a huge page's head: its last reference frees every frame (frame.free each). */
+async function putHuge(ctx: MmContext, op: string, heads: Frame[]): Promise<number> {
+  return heads.length ? putPages(ctx, op, heads, 'map') : 0;
+}
+
+/**
+ * Models: do_huge_pmd_anonymous_page(), mm/huge_memory.c v3.7 (v3.6 alike) — a fault at vpn,
+ * pte_none, whose aligned huge range hvpn lies in an anonymous private VMA with no PTE: a huge
+ * page allocated (no lock held), then installed by one lease-free script under the same checks
+ * as the small-page fault (page_table_lock free, pmd_none). No notifier: nothing was mapped.
+ * → the subpage of vpn now mapped, 'fallback' (no huge page free: small pages, counted as
+ * thp_fault_fallback), or null (the range changed meanwhile: fault again).
+ */
+export async function doHugePmdAnonymousPage(
+  ctx: MmContext,
+  op: string,
+  pid: number,
+  vpn: number,
+  hvpn: number,
+  agent: string,
+  mmapSem: string,
+): Promise<{ pfn: number; gen: number; writable: boolean } | 'fallback' | null> {
+  const addr = hvpn * PAGE_SIZE;
+  const order = hpageOrder(ctx);
+  const page = await allocHuge(ctx, op);
+  if (!page) {
+    const fallbacks = countVmEvent(ctx, 'fault');
+    ctx.tracer.emit({ kind: 'thp', op, pid, addr, event: 'fault-fallback', order, fallbacks });
+    return 'fallback';
+  }
+  let installed = false;
+  try {
+    const r = await hugePmdInstall(
+      ctx.store,
+      pid,
+      hvpn,
+      order,
+      page,
+      agent,
+      ctx.incarnation,
+      mmapSem,
+    );
+    switch (r.r) {
+      case 'ESRCH':
+        throw new MmlabError('ESRCH', `no process ${pid}`);
+      case 'FENCED':
+        ctx.onFenced?.();
+        throw new MmlabError('ESTALE', `${ctx.incarnation} was fenced off pid ${pid}`);
+      case 'SIGSEGV':
+        throw new MmlabError('SIGSEGV', `fault at 0x${(vpn * PAGE_SIZE).toString(16)}`);
+      case 'BUSY':
+      case 'RETRY':
+        return null;
+      case 'OK':
+        break;
+    }
+    installed = true;
+    const writable = r.w === 1;
+    ctx.tracer.emit({
+      kind: 'pte.set',
+      op,
+      pid,
+      addr,
+      ...page,
+      writable,
+      lock: PAGE_TABLE_LOCK,
+      token: null,
+    });
+    ctx.tracer.emit({ kind: 'thp', op, pid, addr, event: 'fault', ...page, order });
+    return { pfn: page.pfn + (vpn - hvpn), gen: page.gen, writable };
+  } finally {
+    if (!installed) await putHuge(ctx, op, [page]);
+  }
+}
+
+/** The huge entry a write fault found read-only, at the mm seq it read. */
+export interface HugeWpFault {
+  readonly op: string;
+  readonly pid: number;
+  readonly vpn: number;
+  readonly hvpn: number;
+  readonly head: Frame;
+  readonly seq: number;
+  readonly agent: string;
+  readonly mmapSem: string;
+}
+
+/** page_table_lock held for a huge entry, with mm_cpumask as the locking script read it. */
+type HeldPmd = HeldLock & { readonly cpumask: string[] };
+
+/**
+ * spin_lock(&mm->page_table_lock) + pmd_same() as a lease (hugePmdLock; clear: pmdp_clear_flush's
+ * clear, the entry marked w = 3 until the caller sets its successor). Spins while another holds
+ * the lock; null when the entry changed or a writer of mmap_sem came in (the caller goes back).
+ */
+async function hugePmdLockFor(
+  ctx: MmContext,
+  op: string,
+  pid: number,
+  hvpn: number,
+  expected: Pick<HugeEntry, 'pfn' | 'gen' | 'w'>,
+  o: { seq: number | ''; agent: string; mmapSem: string; clear: boolean },
+): Promise<HeldPmd | null> {
+  const t0 = now();
+  const deadline = Date.now() + ctx.env.MMLAB_FAULT_DEADLINE_MS;
+  for (let attempt = 1; ; attempt++) {
+    const r = await hugePmdLock(ctx.store, pid, {
+      hvpn,
+      expected,
+      seq: o.seq,
+      owner: ownerOf(ctx, op),
+      ttlMs: ctx.env.MMLAB_LEASE_TTL_MS,
+      agent: o.agent,
+      incarnation: ctx.incarnation,
+      mmapSem: o.mmapSem,
+      clear: o.clear,
+    });
+    if (r.r === 'OK') {
+      const held = heldPtl(ctx, pid, PAGE_TABLE_LOCK, op, r.token, t0);
+      if (o.clear)
+        ctx.tracer.emit({
+          kind: 'pte.clear',
+          op,
+          pid,
+          addr: hvpn * PAGE_SIZE,
+          pfn: expected.pfn,
+          gen: expected.gen,
+          lock: PAGE_TABLE_LOCK,
+          token: r.token,
+        });
+      return { ...held, cpumask: r.cpumask };
+    }
+    if (r.r === 'FENCED') {
+      ctx.onFenced?.();
+      throw new MmlabError('ESTALE', `${ctx.incarnation} was fenced off pid ${pid}`);
+    }
+    if (r.r === 'BUSY' && r.what === 'ptl') {
+      await backoff(attempt, deadline, `${PAGE_TABLE_LOCK} of pid ${pid}`);
+      continue;
+    }
+    return null;
+  }
+}
+
+/**
+ * Under the held page_table_lock: the huge entry at hvpn becomes entry (null: none) and ptes are
+ * written (hugePmdSetUnlock, fenced by the lease's token); then spin_unlock unless keep (v3.6
+ * sends its range end under the lock: the caller unlocks). A lost lease: ESTALE, nothing written.
+ */
+async function hugeSetUnlock(
+  ctx: MmContext,
+  held: HeldLock,
+  hvpn: number,
+  entry: Pick<HugeEntry, 'pfn' | 'gen' | 'w'> | null,
+  ptes: ReadonlyArray<{ vpn: number; pfn: number; gen: number; writable: boolean }>,
+  keep: boolean,
+): Promise<void> {
+  const { pid, op, lease } = held;
+  let st: 'OK' | 'ESTALE' = 'ESTALE';
+  const set = async () =>
+    (st = await hugePmdSetUnlock(ctx.store, pid, {
+      value: lease.value,
+      token: lease.token,
+      hvpn,
+      order: hpageOrder(ctx),
+      entry,
+      keep,
+      incarnation: ctx.incarnation,
+      ptes,
+    }));
+  if (keep) await set();
+  else await lease.release(async () => (await set()) === 'OK');
+  if (st === 'ESTALE') {
+    if (keep) await lease.release(async () => false);
+    traceUnlock(ctx, held, false);
+    throw staleLease(ctx, held, 'set_pmd_at');
+  }
+  if (entry)
+    ctx.tracer.emit({
+      kind: 'pte.set',
+      op,
+      pid,
+      addr: hvpn * PAGE_SIZE,
+      pfn: entry.pfn,
+      gen: entry.gen,
+      writable: entry.w === 1,
+      lock: PAGE_TABLE_LOCK,
+      token: lease.token,
+    });
+  for (const p of ptes)
+    ctx.tracer.emit({
+      kind: 'pte.set',
+      op,
+      pid,
+      addr: p.vpn * PAGE_SIZE,
+      pfn: p.pfn,
+      gen: p.gen,
+      writable: p.writable,
+      lock: PAGE_TABLE_LOCK,
+      token: lease.token,
+    });
+  if (!keep) traceUnlock(ctx, held, true);
+}
+
+/** One huge pmd update as hugePmdNotified runs it. */
+interface HugePmdSection<T> {
+  /** spin_lock + pmd_same (+ the clear): null → the entry changed, no lock held */
+  lock(): Promise<HeldPmd | null>;
+  /** the new entry or PTEs, then spin_unlock unless keep */
+  set(held: HeldLock, keep: boolean): Promise<T>;
+  /**
+   * The range invalidate_range_end is given (default: mmun_start/mmun_end, unchanged): only
+   * the thp-fallback-haddr injection passes another one.
+   */
+  endRange?: (mmunStart: number, mmunEnd: number) => [number, number];
+}
+
+/**
+ * The era's placement of a huge pmd update's notifier calls — the ONE place every THP path
+ * (do_huge_pmd_wp_page, do_huge_pmd_wp_page_fallback, __split_huge_page_splitting,
+ * collapse_huge_page) takes its order from:
+ *
+ *   v3.7 (the seed)                              v3.6
+ *   mmun_start = haddr, mmun_end = + HPAGE
+ *   invalidate_range_start(mmun_start, _end)
+ *   spin_lock(&mm->page_table_lock)              spin_lock(&mm->page_table_lock)
+ *   pmd_same? no → unlock, goto out_mn           pmd_same? no → unlock, out
+ *   pmdp_clear_flush (clear, TLB shootdown)      pmdp_clear_flush_notify: range_start, clear,
+ *                                                  TLB shootdown, range_end — UNDER the lock
+ *   set_pmd_at / the PTEs                        set_pmd_at / the PTEs
+ *   spin_unlock                                  spin_unlock
+ *   out_mn: invalidate_range_end(mmun_start, _end)
+ *
+ * v3.7's end gets the values saved before the start on every exit, the pmd-changed one
+ * included (the seed's out_mn / out_free_pages). v3.6 could not sleep in any callback
+ * (rcu_read_lock): legacy shows what a sleeping subscriber would have done there
+ * (no-sleep-under-ptlock). → the section's result, or null when the entry changed.
+ */
+async function hugePmdNotified<T>(
+  ctx: MmContext,
+  op: string,
+  pid: number,
+  hvpn: number,
+  event: MnEvent,
+  s: HugePmdSection<T>,
+): Promise<T | null> {
+  const legacy = ctx.env.MMLAB_MODE === 'legacy';
+  const mmunStart = hvpn * PAGE_SIZE; /* For mmu_notifiers */
+  const mmunEnd = mmunStart + hpageNr(ctx) * PAGE_SIZE; /* For mmu_notifiers */
+  const flush = (held: HeldPmd) => flushTlbRange(ctx, op, pid, mmunStart, mmunEnd, held.cpumask);
+  if (!legacy) {
+    const range = await invalidateRangeStart(ctx, op, pid, mmunStart, mmunEnd, event);
+    try {
+      return await withinRange(range, async () => {
+        const held = await s.lock();
+        if (!held) return null; // out_mn
+        try {
+          await underPtl(held, () => flush(held));
+        } catch (e) {
+          await ptlUnlock(ctx, held);
+          throw e;
+        }
+        return s.set(held, false);
+      });
+    } finally {
+      const [endStart, endEnd] = s.endRange?.(mmunStart, mmunEnd) ?? [mmunStart, mmunEnd];
+      if (range) await invalidateRangeEnd(ctx, range, endStart, endEnd);
+    }
+  }
+  const held = await s.lock();
+  if (!held) return null;
+  let out: T;
+  try {
+    // pmdp_clear_flush_notify() / pmdp_splitting_flush_notify(), v3.6: all under the lock
+    await underPtl(held, async () => {
+      const range = await invalidateRangeStart(ctx, op, pid, mmunStart, mmunEnd, event);
+      try {
+        await withinRange(range, () => flush(held));
+      } finally {
+        if (range) await invalidateRangeEnd(ctx, range, mmunStart, mmunEnd);
+      }
+    });
+    out = await s.set(held, true);
+  } catch (e) {
+    await ptlUnlock(ctx, held);
+    throw e;
+  }
+  await ptlUnlock(ctx, held);
+  return out;
+}
+
+/**
+ * Models: do_huge_pmd_wp_page(), mm/huge_memory.c — v3.7 (patched) and v3.6 (legacy). A write
+ * to a read-only huge entry (after fork: shared with the child, copy_huge_pmd write-protected
+ * both). Mapped once (page_mapcount == 1): made writable in place under the lock, no notifier
+ * (a permission upgrade). Otherwise a new huge page, a copy of the old one (copy_user_huge_page,
+ * no lock held), replaces the entry in hugePmdNotified's order; the old page's mapping reference
+ * goes after the end (v3.7 drops it under the lock: its last reference is never this one — the
+ * entry still mapped it — and the subscribers let go of it at range_start). No huge page free:
+ * do_huge_pmd_wp_page_fallback (thp_fault_fallback counted).
+ *
+ * Inject `thp-single-address` replays the 2017 regression (c7ab0d2fdc84, fixed in v4.13): no
+ * range, one invalidate_page at the huge page's address after the unlock — a subscriber keeps
+ * its translations of every other subpage of the replaced page.
+ *
+ * → the subpage of vpn now mapped writable, or null (the entry changed: fault again).
+ */
+export async function doHugePmdWpPage(
+  ctx: MmContext,
+  f: HugeWpFault,
+): Promise<{
+  pfn: number;
+  gen: number;
+  writable: true;
+  kind: 'thp-reuse' | 'thp-copy' | 'thp-fallback';
+} | null> {
+  const { op, pid, vpn, hvpn, head, seq, agent, mmapSem } = f;
+  const addr = hvpn * PAGE_SIZE;
+  const order = hpageOrder(ctx);
+  const old = { pfn: head.pfn, gen: head.gen, w: 0 };
+  const sub = (p: Frame) => ({ pfn: p.pfn + (vpn - hvpn), gen: p.gen, writable: true as const });
+  // page_mapcount(page) == 1: reuse in place (reuseSwapPage reads the head's mapcount: the
+  // number of huge entries mapping it; a compound page is never in the swap cache)
+  if ((await ctx.store.reuseSwapPage(head.pfn, head.gen)).reuse) {
+    const held = await hugePmdLockFor(ctx, op, pid, hvpn, old, {
+      seq,
+      agent,
+      mmapSem,
+      clear: false,
+    });
+    if (!held) return null;
+    await hugeSetUnlock(ctx, held, hvpn, { ...old, w: 1 }, [], false);
+    ctx.tracer.emit({ kind: 'thp', op, pid, addr, event: 'reuse', ...head, order });
+    return { ...sub(head), kind: 'thp-reuse' };
+  }
+  // alloc_hugepage_vma + copy_user_huge_page: one script, no lock held
+  const page = await allocHuge(
+    ctx,
+    op,
+    framesOf(ctx, head).map((x) => x.pfn),
+  );
+  if (!page) {
+    const fallbacks = countVmEvent(ctx, 'cow');
+    ctx.tracer.emit({
+      kind: 'thp',
+      op,
+      pid,
+      addr,
+      event: 'cow-fallback',
+      ...head,
+      order,
+      fallbacks,
+    });
+    const r = await doHugePmdWpPageFallback(ctx, f);
+    return r && { ...r, kind: 'thp-fallback' };
+  }
+  const single = injected(ctx, 'thp-single-address');
+  let installed = false;
+  try {
+    const section: HugePmdSection<true> = {
+      lock: () => hugePmdLockFor(ctx, op, pid, hvpn, old, { seq, agent, mmapSem, clear: true }),
+      set: async (held, keep) => {
+        await hugeSetUnlock(ctx, held, hvpn, { ...page, w: 1 }, [], keep);
+        installed = true;
+        return true;
+      },
+    };
+    const done = single
+      ? await singleAddressUpdate(ctx, op, pid, hvpn, section)
+      : await hugePmdNotified(ctx, op, pid, hvpn, 'clear', section);
+    if (!done) return null;
+  } finally {
+    if (!installed) await putHuge(ctx, op, [page]);
+  }
+  ctx.tracer.emit({ kind: 'thp', op, pid, addr, event: 'copy', ...page, order });
+  // put_page(page): the old huge page's mapping (freed whole if it was the last)
+  await putHuge(ctx, op, [head]);
+  return { ...sub(page), kind: 'thp-copy' };
+}
+
+/**
+ * The 2017 regression as inject `thp-single-address` replays it (c7ab0d2fdc84, v4.11 → v4.13):
+ * the huge entry replaced under the lock with no range around it, then ONE invalidate_page at
+ * the huge page's address — a subscriber drops the translation of that one subpage and keeps
+ * the others'.
+ */
+async function singleAddressUpdate(
+  ctx: MmContext,
+  op: string,
+  pid: number,
+  hvpn: number,
+  s: HugePmdSection<true>,
+): Promise<true | null> {
+  const held = await s.lock();
+  if (!held) return null;
+  try {
+    await underPtl(held, () =>
+      flushTlbRange(
+        ctx,
+        op,
+        pid,
+        hvpn * PAGE_SIZE,
+        (hvpn + hpageNr(ctx)) * PAGE_SIZE,
+        held.cpumask,
+      ),
+    );
+  } catch (e) {
+    await ptlUnlock(ctx, held);
+    throw e;
+  }
+  await s.set(held, false);
+  await invalidatePage(ctx, op, pid, hvpn * PAGE_SIZE);
+  return true;
+}
+
+/**
+ * Models: do_huge_pmd_wp_page_fallback(), mm/huge_memory.c — v3.7 (patched) and v3.6 (legacy).
+ * No huge page for the COW: HPAGE_PMD_NR small pages, each a copy of its subpage
+ * (copy_user_highpage), allocated before any lock or notifier — when one cannot be had the
+ * others go back and the fault fails (VM_FAULT_OOM: ENOMEM; v3.7 returns before its range
+ * start, so no end is owed). Then, in hugePmdNotified's order, the huge entry is cleared and
+ * replaced by small writable PTEs (pgtable_trans_huge_withdraw + pmd_populate) under
+ * page_table_lock; the pmd-changed exit (out_free_pages) unlocks, ends the range with the
+ * values saved before the start, and frees the copies. After the end, put_page(page).
+ *
+ * Inject `thp-fallback-haddr` replays the V1 bug Andrew Morton found in review: the PTE loop
+ * advanced haddr (haddr += PAGE_SIZE per subpage) and the end was sent with haddr, i.e. the
+ * NEXT huge range — its start is never ended (paired-range), and a subscriber that pairs by
+ * range (ib_umem_odp's notifiers_count) keeps the MR inside an invalidation: its faults stall.
+ */
+export async function doHugePmdWpPageFallback(
+  ctx: MmContext,
+  f: HugeWpFault,
+): Promise<{ pfn: number; gen: number; writable: true } | null> {
+  const { op, pid, vpn, hvpn, head, seq, agent, mmapSem } = f;
+  const old = { pfn: head.pfn, gen: head.gen, w: 0 };
+  const n = hpageNr(ctx);
+  const pages: Frame[] = [];
+  try {
+    for (let i = 0; i < n; i++)
+      pages.push(await allocPage(ctx, op, { pfn: head.pfn + i, gen: head.gen }));
+  } catch (e) {
+    // the allocation-failure exit: before the range start — nothing to end
+    await putPages(ctx, op, pages);
+    throw MmlabError.wrap(e);
+  }
+  const HPAGE = n * PAGE_SIZE;
+  let installed = false;
+  try {
+    const done = await hugePmdNotified(ctx, op, pid, hvpn, 'clear', {
+      lock: () => hugePmdLockFor(ctx, op, pid, hvpn, old, { seq, agent, mmapSem, clear: true }),
+      set: async (held, keep) => {
+        const ptes = pages.map((p, i) => ({ vpn: hvpn + i, ...p, writable: true }));
+        await hugeSetUnlock(ctx, held, hvpn, null, ptes, keep);
+        installed = true;
+        return true;
+      },
+      // the V1 bug: `haddr += PAGE_SIZE` in the PTE loop, then range_end(mm, haddr, haddr + HPAGE)
+      endRange: injected(ctx, 'thp-fallback-haddr') ? (s, e) => [s + HPAGE, e + HPAGE] : undefined,
+    });
+    if (!done) return null;
+  } finally {
+    // out_free_pages: the copies go back
+    if (!installed) await putPages(ctx, op, pages);
+  }
+  // put_page(page): the huge page's mapping
+  await putHuge(ctx, op, [head]);
+  const p = pages[vpn - hvpn];
+  return { pfn: p.pfn, gen: p.gen, writable: true };
+}
+
+/**
+ * Models: zap_huge_pmd(), mm/huge_memory.c v3.7 (from zap_pmd_range: called inside the caller's
+ * invalidate_range_start/end, like zap_pte_range) — every huge entry of pid inside
+ * [startVpn, endVpn) cleared under page_table_lock, the CPU TLBs shot down, then (tlb_finish_mmu)
+ * each huge page's mapping put: freed whole when it was the last. One the range only meets is
+ * split first (zap_pmd_range's split_huge_page_pmd, when next - addr != HPAGE_PMD_SIZE). Nothing
+ * is locked when pid has no huge entry in the range. → the huge pages' frames zapped and freed.
+ */
+export async function zapHugePmdRange(
+  ctx: MmContext,
+  op: string,
+  pid: number,
+  startVpn: number,
+  endVpn: number,
+): Promise<{ zapped: number; freed: number }> {
+  const { entries } = await hugePmds(ctx.store, pid);
+  const n = hpageNr(ctx);
+  const meets = entries.filter((x) => x.hvpn < endVpn && x.hvpn + n > startVpn);
+  if (meets.length === 0) return { zapped: 0, freed: 0 };
+  const held = await ptlLock(ctx, pid, PAGE_TABLE_LOCK, op);
+  let cleared: HugeEntry[] = [];
+  try {
+    const r = await underPtl(held, async () => {
+      const z = await zapHugePmd(
+        ctx.store,
+        pid,
+        held.lease.value,
+        held.lease.token,
+        startVpn,
+        endVpn,
+      );
+      if (!z) throw staleLease(ctx, held, 'zap_huge_pmd');
+      for (const c of z.cleared)
+        ctx.tracer.emit({
+          kind: 'pte.clear',
+          op,
+          pid,
+          addr: c.hvpn * PAGE_SIZE,
+          pfn: c.pfn,
+          gen: c.gen,
+          lock: PAGE_TABLE_LOCK,
+          token: held.lease.token,
+        });
+      if (z.cleared.length)
+        await flushTlbRange(ctx, op, pid, startVpn * PAGE_SIZE, endVpn * PAGE_SIZE, z.cpumask);
+      return z;
+    });
+    cleared = r.cleared;
+    if (r.partial.length)
+      throw new MmlabError(
+        'EINTERNAL',
+        `zap of [${startVpn}, ${endVpn}) of pid ${pid} meets huge entries ${r.partial.join(', ')} partly: split first`,
+      );
+  } finally {
+    await ptlUnlock(ctx, held);
+    for (const c of cleared)
+      ctx.tracer.emit({
+        kind: 'thp',
+        op,
+        pid,
+        addr: c.hvpn * PAGE_SIZE,
+        event: 'zap',
+        pfn: c.pfn,
+        gen: c.gen,
+        order: hpageOrder(ctx),
+      });
+  }
+  const freed = await putHuge(ctx, op, cleared);
+  return { zapped: cleared.length * n, freed };
+}
+
+/**
+ * Models: copy_huge_pmd(), mm/huge_memory.c v3.7 — fork's copy of pid's huge entries inside
+ * [startVpn, endVpn) (a private VMA; called inside copy_page_range's invalidate_range_start/end):
+ * under the parent's page_table_lock each entry is write-protected (pmdp_set_wrprotect), the
+ * child's reference taken (get_page: the head's mapcount and refcount), the parent's TLBs shot
+ * down; then the child's entries are set (set_pmd_at). Both share the page read-only: a write
+ * breaks COW through do_huge_pmd_wp_page.
+ */
+export async function copyHugePmdRange(
+  ctx: MmContext,
+  op: string,
+  src: number,
+  dst: number,
+  startVpn: number,
+  endVpn: number,
+  forker: string,
+): Promise<void> {
+  const { entries } = await hugePmds(ctx.store, src);
+  const n = hpageNr(ctx);
+  if (!entries.some((x) => x.hvpn < endVpn && x.hvpn + n > startVpn)) return;
+  const held = await ptlLock(ctx, src, PAGE_TABLE_LOCK, op);
+  let child: HugeEntry[] = [];
+  try {
+    child = await underPtl(held, async () => {
+      const r = await copyHugePmd(
+        ctx.store,
+        src,
+        held.lease.value,
+        held.lease.token,
+        startVpn,
+        endVpn,
+      );
+      if (!r) throw staleLease(ctx, held, 'copy_huge_pmd');
+      const bad = await ctx.store.getPagesBatch(
+        r.child.map((c) => ({ pfn: c.pfn, gen: c.gen })),
+        'map',
+        '',
+      );
+      if (bad === 'UNDONE' || bad === 'DONE' || bad.length)
+        throw new MmlabError('EINTERNAL', `copy_huge_pmd found dead huge pages of pid ${src}`);
+      if (r.writeProtected)
+        await flushTlbRange(ctx, op, src, startVpn * PAGE_SIZE, endVpn * PAGE_SIZE, r.cpumask);
+      return r.child;
+    });
+  } finally {
+    await ptlUnlock(ctx, held);
+  }
+  if (!(await setHugePmds(ctx.store, dst, forker, hpageOrder(ctx), child)))
+    throw new MmlabError('ESTALE', `fork of pid ${src} was taken over and rolled back`);
+  for (const c of child) {
+    const addr = c.hvpn * PAGE_SIZE;
+    ctx.tracer.emit({
+      kind: 'pte.set',
+      op,
+      pid: dst,
+      addr,
+      pfn: c.pfn,
+      gen: c.gen,
+      writable: false,
+      lock: PAGE_TABLE_LOCK,
+      token: null,
+    });
+    ctx.tracer.emit({
+      kind: 'thp',
+      op,
+      pid: dst,
+      addr,
+      event: 'copy-pmd',
+      pfn: c.pfn,
+      gen: c.gen,
+      order: hpageOrder(ctx),
+    });
+  }
+}

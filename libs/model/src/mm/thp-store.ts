@@ -1,0 +1,234 @@
+/**
+ * Typed calls of the transparent huge page scripts (mem/thp-scripts.ts, mm/thp-scripts.ts): free
+ * functions over the Store's one call path (StoreBase.call), so that the THP part adds no method
+ * to the shared Store classes. Each call touches one slot ({mem}, or one {p:<pid>}).
+ */
+import { MEM_KEYS, MEM_ROLES, PAGE_TABLE_LOCK, procKeys } from '../keys';
+import type { StoreBase } from '../store-base';
+import { formatPte } from '../pte';
+
+/** One huge entry ({p:<pid>}:pmdhuge): its first vpn and its head page. */
+export interface HugeEntry {
+  hvpn: number;
+  pfn: number;
+  gen: number;
+  /** 1 writable, 0 read-only, 3 cleared by a huge COW, fallback, split or collapse in flight */
+  w: number;
+}
+
+/** "hvpn:pfn:gen:w" → HugeEntry */
+export const parseHugeEntry = (s: string): HugeEntry => {
+  const [hvpn, pfn, gen, w] = s.split(':').map(Number);
+  return { hvpn, pfn, gen, w };
+};
+export const formatHugeEntry = (e: Pick<HugeEntry, 'pfn' | 'gen' | 'w'>): string =>
+  `${e.pfn}:${e.gen}:${e.w}`;
+
+const memKeys = Object.fromEntries(MEM_ROLES.map((r, i) => [r, MEM_KEYS[i]])) as Record<
+  (typeof MEM_ROLES)[number],
+  string
+>;
+
+/** alloc_hugepage_vma(): a compound page of 2^order frames, subpage i a copy of srcs[i] (0: zero). */
+export async function allocHugePage(
+  store: StoreBase,
+  order: number,
+  srcs: readonly number[] = [],
+): Promise<{ pfn: number; gen: number } | null> {
+  const r = await store.call('allocHugePage', memKeys, { order, srcs: [...srcs] });
+  return r.r === 'OK' ? { pfn: r.pfn, gen: r.gen } : null;
+}
+
+/** __split_huge_page_refcount(): → the order, or null when head is no compound head of gen. */
+export async function splitHugePage(
+  store: StoreBase,
+  head: { pfn: number; gen: number },
+): Promise<number | null> {
+  const r = await store.call('splitHugePage', memKeys, { page: { pfn: head.pfn, gen: head.gen } });
+  return r.r === 'OK' ? r.order : null;
+}
+
+export async function hugePmdInstall(
+  store: StoreBase,
+  pid: number,
+  hvpn: number,
+  order: number,
+  page: { pfn: number; gen: number },
+  agent: string,
+  incarnation: string,
+  mmapSem: string,
+) {
+  const k = procKeys(pid);
+  return store.call(
+    'hugePmdInstall',
+    {
+      mm: k.mm,
+      vma: k.vma,
+      pte: k.pte,
+      pmdhuge: k.pmdhuge,
+      semW: k.semW,
+      ptlmm: k.ptl(PAGE_TABLE_LOCK),
+      cpumask: k.cpumask,
+      fenced: k.fenced,
+    },
+    { hvpn, order, pfn: page.pfn, gen: page.gen, agent, incarnation, mmapSem },
+  );
+}
+
+export async function hugePmdLock(
+  store: StoreBase,
+  pid: number,
+  a: {
+    hvpn: number;
+    expected: Pick<HugeEntry, 'pfn' | 'gen' | 'w'>;
+    seq: number | '';
+    owner: string;
+    ttlMs: number;
+    agent: string;
+    incarnation: string;
+    mmapSem: string;
+    clear: boolean;
+  },
+) {
+  const k = procKeys(pid);
+  return store.call(
+    'hugePmdLock',
+    {
+      mm: k.mm,
+      pmdhuge: k.pmdhuge,
+      semW: k.semW,
+      ptlmm: k.ptl(PAGE_TABLE_LOCK),
+      ptlmax: k.ptlmax,
+      fence: k.fence,
+      cpumask: k.cpumask,
+      fenced: k.fenced,
+    },
+    {
+      hvpn: a.hvpn,
+      expected: formatHugeEntry(a.expected),
+      seq: a.seq,
+      owner: a.owner,
+      ttlMs: a.ttlMs,
+      lock: PAGE_TABLE_LOCK,
+      agent: a.agent,
+      incarnation: a.incarnation,
+      mmapSem: a.mmapSem,
+      clear: a.clear ? 1 : 0,
+    },
+  );
+}
+
+/** Under the held page_table_lock: the entry at hvpn becomes entry (null: none), ptes written. */
+export async function hugePmdSetUnlock(
+  store: StoreBase,
+  pid: number,
+  a: {
+    value: string;
+    token: number;
+    hvpn: number;
+    order: number;
+    entry: Pick<HugeEntry, 'pfn' | 'gen' | 'w'> | null;
+    keep: boolean;
+    incarnation: string;
+    ptes: ReadonlyArray<{ vpn: number; pfn: number; gen: number; writable: boolean }>;
+  },
+): Promise<'OK' | 'ESTALE'> {
+  const k = procKeys(pid);
+  const r = await store.call(
+    'hugePmdSetUnlock',
+    {
+      ptlmm: k.ptl(PAGE_TABLE_LOCK),
+      ptlmax: k.ptlmax,
+      pmdhuge: k.pmdhuge,
+      pte: k.pte,
+      pmds: k.pmds,
+      fenced: k.fenced,
+    },
+    {
+      value: a.value,
+      lock: PAGE_TABLE_LOCK,
+      token: a.token,
+      hvpn: a.hvpn,
+      order: a.order,
+      entry: a.entry ? formatHugeEntry(a.entry) : '',
+      keep: a.keep ? 'keep' : '',
+      incarnation: a.incarnation,
+      ptes: a.ptes.map((p) => `${p.vpn}:${formatPte(p)}`),
+    },
+  );
+  return r.r;
+}
+
+/** zap_huge_pmd() of the entries inside [s, e) under the held page_table_lock (null: lease lost). */
+export async function zapHugePmd(
+  store: StoreBase,
+  pid: number,
+  value: string,
+  token: number,
+  s: number,
+  e: number,
+): Promise<{ cleared: HugeEntry[]; partial: number[]; cpumask: string[] } | null> {
+  const k = procKeys(pid);
+  const r = await store.call(
+    'zapHugePmd',
+    { ptlmm: k.ptl(PAGE_TABLE_LOCK), ptlmax: k.ptlmax, pmdhuge: k.pmdhuge, cpumask: k.cpumask },
+    { value, lock: PAGE_TABLE_LOCK, token, start: s, end: e },
+  );
+  if (r.r !== 'OK') return null;
+  return { cleared: r.cleared.map(parseHugeEntry), partial: r.partial, cpumask: r.cpumask };
+}
+
+/** copy_huge_pmd(), the parent's half, under its held page_table_lock (null: lease lost). */
+export async function copyHugePmd(
+  store: StoreBase,
+  pid: number,
+  value: string,
+  token: number,
+  s: number,
+  e: number,
+): Promise<{
+  child: HugeEntry[];
+  writeProtected: number;
+  partial: number[];
+  cpumask: string[];
+} | null> {
+  const k = procKeys(pid);
+  const r = await store.call(
+    'copyHugePmd',
+    { ptlmm: k.ptl(PAGE_TABLE_LOCK), ptlmax: k.ptlmax, pmdhuge: k.pmdhuge, cpumask: k.cpumask },
+    { value, lock: PAGE_TABLE_LOCK, token, start: s, end: e },
+  );
+  if (r.r !== 'OK') return null;
+  return {
+    child: r.child.map(parseHugeEntry),
+    writeProtected: r.writeProtected,
+    partial: r.partial,
+    cpumask: r.cpumask,
+  };
+}
+
+/** copy_huge_pmd(), the child's half: false when the child is not being forked by forker. */
+export async function setHugePmds(
+  store: StoreBase,
+  pid: number,
+  forker: string,
+  order: number,
+  entries: readonly HugeEntry[],
+): Promise<boolean> {
+  const k = procKeys(pid);
+  const n = await store.call(
+    'setHugePmds',
+    { pmdhuge: k.pmdhuge, mm: k.mm },
+    { forker, order, entries: entries.map((x) => `${x.hvpn}:${formatHugeEntry(x)}`) },
+  );
+  return n >= 0;
+}
+
+/** Every huge entry of pid, in hvpn order, and the order (null: none). */
+export async function hugePmds(
+  store: StoreBase,
+  pid: number,
+): Promise<{ order: number | null; entries: HugeEntry[] }> {
+  const r = await store.call('hugePmdDump', { pmdhuge: procKeys(pid).pmdhuge }, {});
+  return { order: r.order === '' ? null : r.order, entries: r.entries.map(parseHugeEntry) };
+}
