@@ -172,4 +172,20 @@ describe.concurrent('examples/inject: the THP injections', () => {
     expect(stuck.error?.message).toMatch(/still colliding with invalidations/);
     // (without the injection the same steps are valid: examples/seed/do_huge_pmd_wp_page_fallback.yaml)
   });
+
+  it('thp-single-address: one invalidate_page for the huge page; the HCA reads the old subpage (coherent-reads) and maps it when freed (teardown-before-free)', async () => {
+    const run = await runScenario('examples/inject/thp-single-address.yaml', 'thp-single', tmp);
+    expect(outcomeOf(run), run.log).toEqual({
+      ...LEGACY_TWIN_OK,
+      broken: ['teardown-before-free', 'coherent-reads'],
+    });
+    const [copy] = thp(run.events, 'copy');
+    const o = ofOp(run.events, copy.op!);
+    // no range: one invalidate_page at the huge page's address
+    expect(o.some((e) => e.kind === 'mn.range_start')).toBe(false);
+    const pages = o.filter((e): e is EventOf<'mn.page'> => e.kind === 'mn.page');
+    expect(pages.map((p) => p.addr)).toEqual([HADDR]);
+    // the stale read: the step expected the old page's 0 where the parent wrote 21
+    expect(run.results.steps[9]).toMatchObject({ op: 'hca.rdma_read', ok: true });
+  });
 });
