@@ -44,6 +44,7 @@ const thp = (evs: TraceEvent[], event: EventOf<'thp'>['event']) =>
   evs.filter((e): e is EventOf<'thp'> => e.kind === 'thp' && e.event === event);
 const faults = (evs: TraceEvent[]) =>
   evs.filter((e): e is EventOf<'fault.end'> => e.kind === 'fault.end');
+const pidOf = (e: TraceEvent): number | undefined => ('pid' in e ? e.pid : undefined);
 const ofOp = (evs: TraceEvent[], op: string) => evs.filter((e) => e.op === op);
 
 /**
@@ -152,6 +153,86 @@ describe.concurrent('examples/seed: do_huge_pmd_wp_page and its fallback', () =>
     );
     expect(outcomeOf(run), run.log).toEqual(LEGACY_TWIN_OK);
     expect(thp(run.events, 'cow-fallback')).toHaveLength(1);
+  });
+});
+
+describe.concurrent('examples/seed: __split_huge_page_splitting and collapse_huge_page', () => {
+  it('__split_huge_page_splitting, v3.7: thp.split and a partial munmap split every mapping inside a whole-range invalidation', async () => {
+    const run = await runScenario(
+      'examples/seed/__split_huge_page_splitting.yaml',
+      'thp-split-v37',
+      tmp,
+    );
+    expect(outcomeOf(run), run.log).toEqual({ ...LEGACY_TWIN_OK, broken: [] });
+    expect(run.results.fsck).toEqual({ ok: true, findings: [] });
+    const splits = thp(run.events, 'split');
+    // the step's split and the munmap's, each in the parent and in the child
+    expect(splits.map((e) => [e.pid, e.addr - HADDR])).toEqual([
+      [1, 0],
+      [2, 0],
+      [1, HPAGE],
+      [2, HPAGE],
+    ]);
+    expect(splits[2].op).toMatch(/munmap/);
+    for (const s of splits.slice(0, 2)) {
+      const o = ofOp(run.events, s.op!).filter((e) => pidOf(e) === s.pid);
+      const start = o.find((e): e is EventOf<'mn.range_start'> => e.kind === 'mn.range_start');
+      expect([start?.start, start?.end]).toEqual([HADDR, HADDR + HPAGE]);
+    }
+    expectV37Order(
+      run.events.filter((e) => pidOf(e) === undefined || pidOf(e) === 1),
+      splits[0].op!,
+      HADDR,
+      HPAGE,
+    );
+    // after the split a write copies one small page (do_wp_page), no huge page
+    expect(faults(run.events).some((f) => f.how === 'wp-copy')).toBe(true);
+  });
+
+  it('__split_huge_page_splitting, v3.6: pmdp_splitting_flush_notify under page_table_lock', async () => {
+    const run = await runLegacyTwin(
+      'examples/seed/__split_huge_page_splitting.yaml',
+      'thp-split-v36',
+      tmp,
+    );
+    expect(outcomeOf(run), run.log).toEqual(LEGACY_TWIN_OK);
+    const [s] = thp(run.events, 'split');
+    const sends = ofOp(run.events, s.op!).filter(
+      (e): e is EventOf<'mn.send'> => e.kind === 'mn.send',
+    );
+    expect(sends.length).toBeGreaterThan(0);
+    expect(sends.every((x) => x.ptl === 'ptl:mm')).toBe(true);
+  });
+
+  it('collapse_huge_page, v3.7: four small pages written by CPU and HCA become one huge page, copied', async () => {
+    const run = await runScenario('examples/seed/collapse_huge_page.yaml', 'thp-collapse-v37', tmp);
+    expect(outcomeOf(run), run.log).toEqual({ ...LEGACY_TWIN_OK, broken: [] });
+    expect(run.results.fsck).toEqual({ ok: true, findings: [] });
+    const [c] = thp(run.events, 'collapse');
+    expect(c).toMatchObject({ pid: 1, addr: HADDR });
+    expectV37Order(run.events, c.op!, HADDR, HPAGE);
+    // the small pages went after the huge entry was set
+    const o = ofOp(run.events, c.op!);
+    const set = o.findIndex((e) => e.kind === 'pte.set' && e.pfn === c.pfn);
+    const freed = o.filter((e) => e.kind === 'frame.free');
+    expect(freed).toHaveLength(4);
+    expect(o.indexOf(freed[0])).toBeGreaterThan(set);
+    // the HCA's faults after it answer the huge page's subpages
+    const after = faults(run.events).filter(
+      (f) => f.agent === 'hca0' && run.events.indexOf(f) > run.events.indexOf(c),
+    );
+    expect(after.length).toBeGreaterThan(0);
+    expect(after.every((f) => f.pfn! >= c.pfn! && f.pfn! < c.pfn! + 4)).toBe(true);
+  });
+
+  it('collapse_huge_page, v3.6: pmdp_clear_flush_notify under page_table_lock', async () => {
+    const run = await runLegacyTwin(
+      'examples/seed/collapse_huge_page.yaml',
+      'thp-collapse-v36',
+      tmp,
+    );
+    expect(outcomeOf(run), run.log).toEqual(LEGACY_TWIN_OK);
+    expect(thp(run.events, 'collapse')).toHaveLength(1);
   });
 });
 

@@ -18,6 +18,7 @@ import { doMprotect } from './kernel/mprotect';
 import { doMremap } from './kernel/mremap';
 import { tryToFreePages } from './kernel/vmscan';
 import { fileCreate, fileRead, fileWrite, sysMsync } from './kernel/filemap';
+import { collapseHugePage, sysThpSplit } from './kernel/huge_memory';
 import { sysRemapFilePages } from './kernel/fremap';
 
 /** mmlab.mm.fault: handle_mm_fault() for a CPU (or any agent); replies with the PTE installed. */
@@ -72,6 +73,16 @@ export class MmController {
   @Rpc('fileRead')
   async fileRead(req: ReqParsed<'fileRead'>) {
     return fileRead(this.ctx, req.ino, req.page);
+  }
+
+  @Rpc('thpSplit')
+  async thpSplit(req: ReqParsed<'thpSplit'>) {
+    return sysThpSplit(this.ctx, req.pid, req.addr);
+  }
+
+  @Rpc('thpCollapse')
+  async thpCollapse(req: ReqParsed<'thpCollapse'>) {
+    return collapseHugePage(this.ctx, req.pid, req.addr);
   }
 
   @Rpc('msync')

@@ -393,6 +393,28 @@ export const RPC = {
       written: z.number().int().nonnegative(),
     }),
   }),
+  thpSplit: def({
+    subject: 'mmlab.mm.thp.split',
+    doc: 'split_huge_page() of the transparent huge page mapped at addr of a process: in every address space mapping it, the huge entry becomes 2^order PTEs (range start/end over the whole huge range: outside page_table_lock in v3.7, under it in v3.6), then the compound page becomes small pages. EINVAL when no huge page is mapped at addr.',
+    models: 'split_huge_page() → __split_huge_page_splitting(), mm/huge_memory.c v3.7',
+    queue: 'mm',
+    request: z.strictObject({ pid: Pid, addr: Addr }),
+    response: z.object({
+      /** the huge page's head */
+      pfn: Pfn,
+      gen: Gen,
+      /** huge entries split (address spaces mapping it) */
+      split: z.number().int().nonnegative(),
+    }),
+  }),
+  thpCollapse: def({
+    subject: 'mmlab.mm.thp.collapse',
+    doc: 'collapse_huge_page() (one khugepaged pass) of the 2^order-aligned range around addr of a process: under mmap_sem for write, its small anonymous pages (every PTE present, none shared) are copied into a new huge page that replaces them with one huge entry (range start/end around the clear: outside page_table_lock in v3.7, under it in v3.6); the small pages are freed. EINVAL when the range is not collapsible (not in one anonymous private VMA, a PTE missing, shared or swapped, or already huge) or THP is off; ENOMEM when no huge page is free.',
+    models: 'khugepaged → collapse_huge_page(), mm/huge_memory.c v3.7',
+    queue: 'mm',
+    request: z.strictObject({ pid: Pid, addr: Addr }),
+    response: z.object({ pfn: Pfn, gen: Gen }),
+  }),
   remapFilePages: def({
     subject: 'mmlab.mm.remap_file_pages',
     doc: "remap_file_pages(): map file page `pgoff` onward at [addr, addr + pages) of a shared mapping of a file. A shmem object (MAP_SHARED|MAP_ANONYMOUS) becomes a nonlinear mapping (VM_NONLINEAR: file PTEs inside invalidate_range_start/end, then the pages are faulted in); a file with dirty accounting gets a linear VMA of its own instead (the kernel's mmap_region emulation: page_mkclean cannot see nonlinear mappings).",

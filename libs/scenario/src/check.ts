@@ -114,6 +114,8 @@ export function stepBindings(s: Step): StepBindings {
     case 'munmap':
     case 'msync':
     case 'remap_file_pages':
+    case 'thp.split':
+    case 'thp.collapse':
     case 'workload':
     case 'cpu.read':
     case 'cpu.write':
@@ -190,6 +192,8 @@ function stepTargets(s: Step): {
     case 'file.read':
     case 'msync':
     case 'remap_file_pages':
+    case 'thp.split':
+    case 'thp.collapse':
     case 'hca.dereg_mr':
     case 'hca.rdma_write':
     case 'hca.rdma_read':

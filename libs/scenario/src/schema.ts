@@ -38,6 +38,7 @@ import { controlSteps } from './steps/control';
 import { hcaSteps } from './steps/hca';
 import { kvmSteps } from './steps/kvm';
 import { memorySteps } from './steps/memory';
+import { thpSteps } from './steps/thp';
 import { workloadSteps } from './steps/workload';
 
 export * from './steps/chaos';
@@ -46,6 +47,7 @@ export * from './steps/control';
 export * from './steps/hca';
 export * from './steps/kvm';
 export * from './steps/memory';
+export * from './steps/thp';
 export * from './steps/workload';
 
 /** One of the eight invariant names of DESIGN.md §4 (the checker's list). */
@@ -67,6 +69,7 @@ export const ParallelStep = z.strictObject({
 
 type StepOptions = [
   ...typeof memorySteps,
+  ...typeof thpSteps,
   ...typeof hcaSteps,
   ...typeof kvmSteps,
   typeof ParallelStep,
@@ -78,6 +81,7 @@ type StepOptions = [
 // The annotation breaks the cycle Step → ParallelStep → Step for the type checker.
 export const Step: z.ZodDiscriminatedUnion<StepOptions> = z.discriminatedUnion('op', [
   ...memorySteps,
+  ...thpSteps,
   ...hcaSteps,
   ...kvmSteps,
   ParallelStep,

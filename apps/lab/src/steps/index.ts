@@ -9,12 +9,14 @@ import { controlHandlers } from './control';
 import { hcaHandlers } from './hca';
 import { kvmHandlers } from './kvm';
 import { memoryHandlers } from './memory';
+import { thpHandlers } from './thp';
 import { workloadHandlers } from './workload';
 
 export * from './context';
 
 export const STEP_HANDLERS: StepHandlers = {
   ...memoryHandlers,
+  ...thpHandlers,
   ...hcaHandlers,
   ...kvmHandlers,
   ...controlHandlers,

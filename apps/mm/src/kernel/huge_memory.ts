@@ -17,17 +17,30 @@ import {
   type HugeEntry,
   PAGE_TABLE_LOCK,
   allocHugePage,
+  collapseLock as collapseLockScript,
   copyHugePmd,
   hugePmdInstall,
   hugePmdLock,
   hugePmdSetUnlock,
   hugePmds,
   setHugePmds,
+  splitHugePage as splitHugePageRefcount,
   zapHugePmd,
 } from '@mmlab/model';
 import { now } from '@mmlab/runtime';
 import { type MmContext, backoff, injected, ownerOf } from './context';
-import { type HeldLock, heldPtl, ptlLock, ptlUnlock, traceUnlock, underPtl } from './locks';
+import {
+  type HeldLock,
+  heldPtl,
+  mmapReadLock,
+  mmapReadUnlock,
+  mmapWriteLock,
+  mmapWriteUnlock,
+  ptlLock,
+  ptlUnlock,
+  traceUnlock,
+  underPtl,
+} from './locks';
 import {
   invalidatePage,
   invalidateRangeEnd,
@@ -563,8 +576,10 @@ export async function zapHugePmdRange(
   startVpn: number,
   endVpn: number,
 ): Promise<{ zapped: number; freed: number }> {
-  const { entries } = await hugePmds(ctx.store, pid);
   const n = hpageNr(ctx);
+  // zap_pmd_range(): a huge entry the range only cuts is split first (split_huge_page_pmd)
+  await splitHugePmdRange(ctx, op, pid, startVpn, endVpn, 'partial');
+  const { entries } = await hugePmds(ctx.store, pid);
   const meets = entries.filter((x) => x.hvpn < endVpn && x.hvpn + n > startVpn);
   if (meets.length === 0) return { zapped: 0, freed: 0 };
   const held = await ptlLock(ctx, pid, PAGE_TABLE_LOCK, op);
@@ -691,5 +706,288 @@ export async function copyHugePmdRange(
       gen: c.gen,
       order: hpageOrder(ctx),
     });
+  }
+}
+
+/**
+ * Models: split_huge_page(), mm/huge_memory.c v3.7 — the huge page pid maps at hvpn becomes
+ * 2^order small pages in every address space mapping it (the anon_vma rmap walk: here, a scan of
+ * the processes' huge entries for its head). For each mapping, __split_huge_page_splitting and
+ * __split_huge_page_map in one page_table_lock section, in hugePmdNotified's order:
+ *
+ *   v3.7 (the seed, via page_check_address_pmd)   v3.6
+ *   invalidate_range_start(address, + HPAGE)
+ *   spin_lock(&mm->page_table_lock)               spin_lock(&mm->page_table_lock)
+ *   pmdp_splitting_flush                          pmdp_splitting_flush_notify: range
+ *                                                   start/end around the flush, under the lock
+ *   the PTEs of every subpage (pmd_populate)      the PTEs of every subpage
+ *   spin_unlock                                   spin_unlock
+ *   invalidate_range_end(address, + HPAGE)
+ *
+ * then __split_huge_page_refcount: the compound page dissolved, each frame mapped as often as the
+ * head was. v3.7 runs the splitting and the map as two lock sections around the refcount split
+ * (the pmd marked splitting in between); mmlab does both at once, the entry marked cleared
+ * (w = 3: a fault finding it waits for page_table_lock). mmap_sem is not needed (the kernel
+ * holds the anon_vma lock): a split during a munmap, mprotect or mremap of pid is theirs.
+ * → the number of huge entries split (0: none at hvpn).
+ */
+export async function splitHugePage(
+  ctx: MmContext,
+  op: string,
+  pid: number,
+  hvpn: number,
+): Promise<number> {
+  const { entries } = await hugePmds(ctx.store, pid);
+  const mine = entries.find((x) => x.hvpn === hvpn);
+  if (!mine) return 0;
+  const head: Frame = { pfn: mine.pfn, gen: mine.gen };
+  // page_lock_anon_vma + the rmap walk: every huge entry naming the head
+  const mappers: Array<{ pid: number; entry: HugeEntry }> = [];
+  for (const p of await ctx.store.processes()) {
+    const e = p === pid ? entries : (await hugePmds(ctx.store, p)).entries;
+    for (const x of e)
+      if (x.pfn === head.pfn && x.gen === head.gen) mappers.push({ pid: p, entry: x });
+  }
+  const n = hpageNr(ctx);
+  let split = 0;
+  for (const m of mappers) {
+    const { entry } = m;
+    const old = { pfn: entry.pfn, gen: entry.gen, w: entry.w === 3 ? 0 : entry.w };
+    const done = await hugePmdNotified(ctx, op, m.pid, entry.hvpn, 'clear', {
+      lock: () =>
+        hugePmdLockFor(ctx, op, m.pid, entry.hvpn, old, {
+          seq: '',
+          agent: '',
+          mmapSem: '*',
+          clear: true,
+        }),
+      set: async (held, keep) => {
+        const ptes = Array.from({ length: n }, (_, i) => ({
+          vpn: entry.hvpn + i,
+          pfn: head.pfn + i,
+          gen: head.gen,
+          writable: old.w === 1,
+        }));
+        await hugeSetUnlock(ctx, held, entry.hvpn, null, ptes, keep);
+        return true;
+      },
+    });
+    if (done) {
+      split++;
+      ctx.tracer.emit({
+        kind: 'thp',
+        op,
+        pid: m.pid,
+        addr: entry.hvpn * PAGE_SIZE,
+        event: 'split',
+        ...head,
+        order: hpageOrder(ctx),
+      });
+    }
+  }
+  // __split_huge_page_refcount(): the compound page dissolved
+  if (split > 0) await splitHugePageRefcount(ctx.store, head);
+  return split;
+}
+
+/**
+ * split_huge_page_pmd() of every huge entry of pid that meets [startVpn, endVpn) — all of them
+ * (whole: mprotect and mremap, which in v3.7 change or move a whole huge entry in place:
+ * change_huge_pmd / move_huge_pmd; mmlab splits instead) or only those it cuts (a munmap or
+ * madvise of part of one: zap_pmd_range). → the number split.
+ */
+export async function splitHugePmdRange(
+  ctx: MmContext,
+  op: string,
+  pid: number,
+  startVpn: number,
+  endVpn: number,
+  which: 'all' | 'partial',
+): Promise<number> {
+  const { entries } = await hugePmds(ctx.store, pid);
+  const n = hpageNr(ctx);
+  let split = 0;
+  for (const x of entries) {
+    if (x.hvpn >= endVpn || x.hvpn + n <= startVpn) continue;
+    const inside = x.hvpn >= startVpn && x.hvpn + n <= endVpn;
+    if (which === 'partial' && inside) continue;
+    split += await splitHugePage(ctx, op, pid, x.hvpn);
+  }
+  return split;
+}
+
+/**
+ * The `thp.split` step: split_huge_page() of the huge page pid maps at addr (every mapping of
+ * it), as a kernel caller (reclaim's add_to_swap, KSM, migration) would. Under mmap_sem for
+ * read, so that no munmap or mremap moves the range meanwhile. EINVAL when no huge page is there.
+ */
+export async function sysThpSplit(
+  ctx: MmContext,
+  pid: number,
+  addr: number,
+): Promise<{ pfn: number; gen: number; split: number }> {
+  const op = ctx.ids.next('thp.split');
+  const vpn = Math.floor(addr / PAGE_SIZE);
+  const hvpn = vpn - (vpn % hpageNr(ctx));
+  const sem = await mmapReadLock(ctx, pid, op);
+  try {
+    const e = (await hugePmds(ctx.store, pid)).entries.find((x) => x.hvpn === hvpn);
+    if (!e)
+      throw new MmlabError(
+        'EINVAL',
+        `no transparent huge page at 0x${addr.toString(16)} of pid ${pid}`,
+      );
+    const split = await splitHugePage(ctx, op, pid, hvpn);
+    return { pfn: e.pfn, gen: e.gen, split };
+  } finally {
+    await mmapReadUnlock(ctx, sem);
+  }
+}
+
+/**
+ * Models: collapse_huge_page(), mm/huge_memory.c — v3.7 (patched) and v3.6 (legacy): one
+ * khugepaged pass over the 2^order-aligned range around addr of pid (the `thp.collapse` step).
+ * Under mmap_sem for write (khugepaged's down_write after hugepage_vma_check): the range must lie
+ * in one anonymous private VMA with every PTE present and mapping an ordinary page mapped once
+ * (__collapse_huge_page_isolate: no swap entry, no zero page, no shared or pinned page — a
+ * pinned page has references beyond its mapping, page_count != 1 + mapcount). A new huge page
+ * is allocated first (no huge page: ENOMEM, nothing changed); then, in hugePmdNotified's order
+ * (v3.7: range start/end over the huge range around page_table_lock and pmdp_clear_flush; v3.6:
+ * pmdp_clear_flush_notify under it), the small pages' PTEs are cleared and their contents copied
+ * (__collapse_huge_page_copy, at that point: the PTEs are gone, nobody can write them) and the
+ * huge entry set; after the end the small pages are freed. mmlab clears the PTEs under
+ * page_table_lock instead of the split PTE lock (the range's PTEs and its huge entry change in
+ * one script).
+ */
+export async function collapseHugePage(
+  ctx: MmContext,
+  pid: number,
+  addr: number,
+): Promise<{ pfn: number; gen: number }> {
+  const op = ctx.ids.next('thp.collapse');
+  if (thpFaultOrder(ctx) === 0)
+    throw new MmlabError('EINVAL', 'khugepaged runs only with thp: always');
+  const n = hpageNr(ctx);
+  const vpn = Math.floor(addr / PAGE_SIZE);
+  const hvpn = vpn - (vpn % n);
+  const sem = await mmapWriteLock(ctx, pid, op);
+  try {
+    // hugepage_vma_check + __collapse_huge_page_isolate, read before the lock (checked again
+    // under it by the script: pte_same for each)
+    const vma = await ctx.store.findVma(pid, hvpn);
+    if (
+      !vma ||
+      vma.shared ||
+      vma.file ||
+      vma.prot === 'none' ||
+      hvpn < vma.start ||
+      hvpn + n > vma.end
+    )
+      throw new MmlabError(
+        'EINVAL',
+        `[0x${(hvpn * PAGE_SIZE).toString(16)}, +${n} pages) is not in one anonymous private VMA`,
+      );
+    if ((await hugePmds(ctx.store, pid)).entries.some((x) => x.hvpn === hvpn))
+      throw new MmlabError('EINVAL', `0x${(hvpn * PAGE_SIZE).toString(16)} is a huge page already`);
+    const table = await ctx.store.pageTable(pid);
+    const small: Array<{ vpn: number; pfn: number; gen: number; writable: boolean }> = [];
+    for (let i = 0; i < n; i++) {
+      const p = table.get(hvpn + i);
+      if (!p || p.swap || p.file || p.protnone || p.cowCleared || p.pfn === 0)
+        throw new MmlabError(
+          'EINVAL',
+          `vpn ${hvpn + i} of pid ${pid} has no page khugepaged can take`,
+        );
+      const r = await ctx.store.reuseSwapPage(p.pfn, p.gen);
+      if (!r.reuse)
+        throw new MmlabError('EINVAL', `pfn ${p.pfn} at vpn ${hvpn + i} is shared: not collapsed`);
+      small.push({ vpn: hvpn + i, pfn: p.pfn, gen: p.gen, writable: p.writable });
+    }
+    const page = await allocHuge(ctx, op);
+    if (!page) throw new MmlabError('ENOMEM', 'no huge page free for khugepaged');
+    let installed = false;
+    try {
+      const w = vma.prot === 'rw' ? 1 : 0;
+      const done = await hugePmdNotified(ctx, op, pid, hvpn, 'clear', {
+        lock: () => collapseLock(ctx, op, pid, hvpn, small, sem.lease.value),
+        set: async (held, keep) => {
+          // __collapse_huge_page_copy: the small pages' words into the huge page, then the
+          // huge entry over the cleared range
+          for (const [i, p] of small.entries()) await ctx.store.copyPage(p.pfn, page.pfn + i, null);
+          await hugeSetUnlock(ctx, held, hvpn, { ...page, w }, [], keep);
+          installed = true;
+          return true;
+        },
+      });
+      if (!done) throw new MmlabError('EAGAIN', `the range of pid ${pid} changed under khugepaged`);
+    } finally {
+      if (!installed) await putHuge(ctx, op, [page]);
+    }
+    ctx.tracer.emit({
+      kind: 'thp',
+      op,
+      pid,
+      addr: hvpn * PAGE_SIZE,
+      event: 'collapse',
+      ...page,
+      order: hpageOrder(ctx),
+    });
+    // release_pte_pages / the old pages freed
+    await putPages(
+      ctx,
+      op,
+      small.map((p) => ({ pfn: p.pfn, gen: p.gen })),
+    );
+    return page;
+  } finally {
+    await mmapWriteUnlock(ctx, sem);
+  }
+}
+
+/** collapse_huge_page()'s spin_lock + pte_same + clear of the small PTEs (spins while held). */
+async function collapseLock(
+  ctx: MmContext,
+  op: string,
+  pid: number,
+  hvpn: number,
+  small: ReadonlyArray<{ vpn: number; pfn: number; gen: number; writable: boolean }>,
+  semValue: string,
+): Promise<HeldPmd | null> {
+  const t0 = now();
+  const deadline = Date.now() + ctx.env.MMLAB_FAULT_DEADLINE_MS;
+  for (let attempt = 1; ; attempt++) {
+    const r = await collapseLockScript(ctx.store, pid, {
+      hvpn,
+      order: hpageOrder(ctx),
+      owner: ownerOf(ctx, op),
+      ttlMs: ctx.env.MMLAB_LEASE_TTL_MS,
+      semValue,
+      incarnation: ctx.incarnation,
+      ptes: small,
+    });
+    if (r.r === 'OK') {
+      const held = heldPtl(ctx, pid, PAGE_TABLE_LOCK, op, r.token, t0);
+      for (const p of small)
+        ctx.tracer.emit({
+          kind: 'pte.clear',
+          op,
+          pid,
+          addr: p.vpn * PAGE_SIZE,
+          pfn: p.pfn,
+          gen: p.gen,
+          lock: PAGE_TABLE_LOCK,
+          token: r.token,
+        });
+      return { ...held, cpumask: r.cpumask };
+    }
+    if (r.r === 'FENCED') {
+      ctx.onFenced?.();
+      throw new MmlabError('ESTALE', `${ctx.incarnation} was fenced off pid ${pid}`);
+    }
+    if (r.r === 'BUSY') {
+      await backoff(attempt, deadline, `${PAGE_TABLE_LOCK} of pid ${pid}`);
+      continue;
+    }
+    return null;
   }
 }

@@ -4,6 +4,7 @@ import { type MmContext, startVpn } from './context';
 import { mmapWriteLock, mmapWriteUnlock } from './locks';
 import { forEachPteTable, staleLease } from './pagewalk';
 import { invalidateRangeEnd, invalidateRangeStart, withinRange } from './mmu_notifier';
+import { splitHugePmdRange } from './huge_memory';
 import { flushTlbRange } from './tlbflush';
 import { crashPoint } from './crash_point';
 import { withIntent } from './intent';
@@ -44,6 +45,9 @@ export async function mprotectSteps(
   const sem = await mmapWriteLock(ctx, pid, op);
   try {
     const e = s + pages;
+    // THP: the huge entries of the range become PTEs first (v3.7 change_huge_pmd keeps a whole
+    // one huge; mmlab splits every one the range meets: split_huge_page_pmd)
+    await splitHugePmdRange(ctx, op, pid, s, e, 'all');
     const r = await ctx.store.vmaProtect(pid, sem.lease.value, s, e, prot);
     if (r === 'ESTALE') throw new MmlabError('ESTALE', `lost mmap_sem of pid ${pid}`);
     if (r === 'ENOMEM')

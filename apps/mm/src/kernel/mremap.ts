@@ -5,6 +5,7 @@ import { mmapWriteLock, mmapWriteUnlock } from './locks';
 import { forEachPteTable, staleLease } from './pagewalk';
 import { zapPageRange } from './memory';
 import { invalidateRangeEnd, invalidateRangeStart, withinRange } from './mmu_notifier';
+import { splitHugePmdRange } from './huge_memory';
 import { flushTlbRange } from './tlbflush';
 import { crashPoint } from './crash_point';
 import { withIntent } from './intent';
@@ -51,6 +52,9 @@ export async function mremapSteps(
     const keep = Math.min(pages, newPages);
     let n = movedTo;
     if (n === undefined) {
+      // THP: the huge entries of the range become PTEs first (v3.7 move_huge_pmd moves a whole
+      // aligned one; mmlab splits every one the range meets: split_huge_page_pmd)
+      await splitHugePmdRange(ctx, op, pid, s, s + pages, 'all');
       const vma = await ctx.store.findVma(pid, s);
       if (!vma || s + pages > vma.end)
         throw new MmlabError(

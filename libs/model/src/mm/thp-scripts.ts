@@ -70,7 +70,7 @@ return {'OK', w}
 `,
   }),
   hugePmdLock: script({
-    doc: `spin_lock(&mm->page_table_lock) as a lease, then pmd_same: the huge entry at hvpn must still be expected ("pfn:gen:w"; a w = 3 one is a dead holder's: read as w = 0). clear = 1: pmdp_clear_flush without the flush — the entry is marked cleared (w = 3: pmd_none to every walker; the caller shoots the TLBs down next, still holding the lock). seq: the mm seq the fault read ('' for a caller holding mmap_sem itself, whose seq it moved); mmapSem as the fault's. KEYS mm pmdhuge semW ptlmm ptlmax fence cpumask fenced; ARGV hvpn expected seq owner ttl lockName agent incarnation mmapSem clear → {'OK', token, cpumask} | {'RETRY'} | {'BUSY', what} | {'FENCED'}`,
+    doc: `spin_lock(&mm->page_table_lock) as a lease, then pmd_same: the huge entry at hvpn must still be expected ("pfn:gen:w"; a w = 3 one is a dead holder's: read as w = 0). clear = 1: pmdp_clear_flush without the flush — the entry is marked cleared (w = 3: pmd_none to every walker; the caller shoots the TLBs down next, still holding the lock). seq: the mm seq the fault read ('' for a caller holding mmap_sem itself, whose seq it moved); mmapSem as the fault's, or '*': no mmap_sem check (a split or a collapse: v3.7's split_huge_page runs under the anon_vma lock, not mmap_sem). KEYS mm pmdhuge semW ptlmm ptlmax fence cpumask fenced; ARGV hvpn expected seq owner ttl lockName agent incarnation mmapSem clear → {'OK', token, cpumask} | {'RETRY'} | {'BUSY', what} | {'FENCED'}`,
     models:
       'spin_lock(&mm->page_table_lock) + pmd_same() (+ pmdp_clear_flush), mm/huge_memory.c v3.7',
     keys: ['mm', 'pmdhuge', 'semW', 'ptlmm', 'ptlmax', 'fence', 'cpumask', 'fenced'],
@@ -96,7 +96,7 @@ return {'OK', w}
       THP_HELPERS +
       `
 if redis.call('SISMEMBER', KEYS[8], ARGV[8]) == 1 then return {'FENCED'} end
-if sem_w_other(KEYS[3], ARGV[9]) then return {'BUSY', 'mmap_sem'} end
+if ARGV[9] ~= '*' and sem_w_other(KEYS[3], ARGV[9]) then return {'BUSY', 'mmap_sem'} end
 if ARGV[3] ~= '' and redis.call('HGET', KEYS[1], 'seq') ~= ARGV[3] then return {'RETRY'} end
 if redis.call('EXISTS', KEYS[4]) == 1 then return {'BUSY', 'ptl'} end
 local hv, pfn, gen, w = huge_get(KEYS[2], tonumber(ARGV[1]))
@@ -237,6 +237,50 @@ for i = 3, #ARGV do
   huge_set(KEYS[1], tonumber(hv), pfn, gen, w, tonumber(ARGV[2]))
 end
 return #ARGV - 2
+`,
+  }),
+  collapseLock: script({
+    doc: `collapse_huge_page()'s lock section, first half: with mmap_sem held for write by the caller (semValue), spin_lock(&mm->page_table_lock) as a lease, then every PTE of [hvpn, hvpn + 2^order) must still be the one __collapse_huge_page_isolate read (ptes: "vpn:pfn:gen:w", pte_same) and no huge entry be there; the PTEs are cleared (pmdp_clear_flush of the page-table page: the caller shoots the TLBs down next, still holding the lock, then sets the huge entry with hugePmdSetUnlock). KEYS mm pmdhuge pte semW ptlmm ptlmax fence cpumask fenced; ARGV hvpn order owner ttl lockName semValue incarnation ptes... → {'OK', token, cpumask} | {'RETRY'} | {'BUSY'} | {'FENCED'}`,
+    models: 'collapse_huge_page(), mm/huge_memory.c v3.7: spin_lock + pmdp_clear_flush',
+    keys: ['mm', 'pmdhuge', 'pte', 'semW', 'ptlmm', 'ptlmax', 'fence', 'cpumask', 'fenced'],
+    args: {
+      hvpn: Int.min(0),
+      order: Int.min(1),
+      owner: Str,
+      ttlMs: Int,
+      lock: Str,
+      semValue: LeaseValue,
+      incarnation: Str,
+      ptes: z.array(VpnPte),
+    },
+    reply: oneOf(
+      tagged('OK', { token: Int, cpumask: Strs }),
+      tagged('RETRY'),
+      tagged('BUSY'),
+      tagged('FENCED'),
+    ),
+    lua:
+      THP_HELPERS +
+      `
+if redis.call('SISMEMBER', KEYS[9], ARGV[7]) == 1 then return {'FENCED'} end
+if redis.call('GET', KEYS[4]) ~= ARGV[6] then return {'RETRY'} end
+if redis.call('EXISTS', KEYS[5]) == 1 then return {'BUSY'} end
+local hv, o = tonumber(ARGV[1]), tonumber(ARGV[2])
+if huge_get(KEYS[2], hv) then return {'RETRY'} end
+local n = 2 ^ o
+if #ARGV - 7 ~= n then return {'RETRY'} end
+for i = 8, #ARGV do
+  local vpn, rest = string.match(ARGV[i], '^(%d+):(.*)$')
+  local pfn, gen, w = pte_get(KEYS[3], tonumber(vpn))
+  if not pfn or pte_str(pfn, gen, w) ~= rest then return {'RETRY'} end
+end
+local token = redis.call('INCR', KEYS[7])
+redis.call('SET', KEYS[5], ARGV[3] .. '|' .. token, 'PX', ARGV[4])
+redis.call('HSET', KEYS[6], ARGV[5], token)
+local ed = pte_edit()
+for i = 8, #ARGV do pte_edit_clear(ed, tonumber(string.match(ARGV[i], '^(%d+):'))) end
+pte_commit(KEYS[3], ed)
+return {'OK', token, redis.call('SMEMBERS', KEYS[8])}
 `,
   }),
   hugePmdDump: script({

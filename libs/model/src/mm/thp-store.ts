@@ -232,3 +232,44 @@ export async function hugePmds(
   const r = await store.call('hugePmdDump', { pmdhuge: procKeys(pid).pmdhuge }, {});
   return { order: r.order === '' ? null : r.order, entries: r.entries.map(parseHugeEntry) };
 }
+
+/** collapse_huge_page()'s lock and clear (see collapseLock). */
+export async function collapseLock(
+  store: StoreBase,
+  pid: number,
+  a: {
+    hvpn: number;
+    order: number;
+    owner: string;
+    ttlMs: number;
+    semValue: string;
+    incarnation: string;
+    ptes: ReadonlyArray<{ vpn: number; pfn: number; gen: number; writable: boolean }>;
+  },
+) {
+  const k = procKeys(pid);
+  return store.call(
+    'collapseLock',
+    {
+      mm: k.mm,
+      pmdhuge: k.pmdhuge,
+      pte: k.pte,
+      semW: k.semW,
+      ptlmm: k.ptl(PAGE_TABLE_LOCK),
+      ptlmax: k.ptlmax,
+      fence: k.fence,
+      cpumask: k.cpumask,
+      fenced: k.fenced,
+    },
+    {
+      hvpn: a.hvpn,
+      order: a.order,
+      owner: a.owner,
+      ttlMs: a.ttlMs,
+      lock: PAGE_TABLE_LOCK,
+      semValue: a.semValue,
+      incarnation: a.incarnation,
+      ptes: a.ptes.map((p) => `${p.vpn}:${formatPte(p)}`),
+    },
+  );
+}
