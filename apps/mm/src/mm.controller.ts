@@ -19,6 +19,7 @@ import { doMremap } from './kernel/mremap';
 import { tryToFreePages } from './kernel/vmscan';
 import { fileCreate, fileRead, fileWrite, sysMsync } from './kernel/filemap';
 import { sysRemapFilePages } from './kernel/fremap';
+import { hugetlbMmap } from './kernel/hugetlb';
 
 /** mmlab.mm.fault: handle_mm_fault() for a CPU (or any agent); replies with the PTE installed. */
 async function fault(ctx: MmContext, req: ReqParsed<'fault'>) {
@@ -44,8 +45,12 @@ export class MmController {
   async mmap(req: ReqParsed<'mmap'>) {
     if (req.flags.includes('shared') && req.flags.includes('private'))
       throw new MmlabError('EINVAL', 'mmap: flags shared and private exclude each other');
-    if (req.flags.includes('hugetlb'))
-      throw new MmlabError('EINVAL', 'mmap: hugetlb mappings are not modelled yet');
+    if (req.flags.includes('hugetlb')) {
+      if (req.file !== undefined)
+        throw new MmlabError('EINVAL', 'mmap: MAP_HUGETLB maps no file of this lab');
+      const shared = req.flags.includes('shared');
+      return { addr: await hugetlbMmap(this.ctx, req.pid, req.pages, req.prot, shared) };
+    }
     const file = req.file === undefined ? null : { ino: req.file, pgoff: req.pgoff };
     return {
       addr: await doMmap(

@@ -65,6 +65,10 @@
  *                      xs_busy is 0 (no sparse-page fault left xip_sparse_seq open); a shmem
  *                      object is mapped by some VMA (it goes with its last mapping: an orphan
  *                      is memory nobody can reach or free)
+ *   hugetlb            the hugetlbfs pool and its huge entries (hugetlb.ts): pool counts,
+ *                      free list vs mapped pages, compound flags, every huge entry names a used
+ *                      pool head of its gen inside a hugetlb VMA, head mapcounts; the rules
+ *                      above about frames leave the pool's frames to it
  * A swap-cache or page-cache page's reference is the cache's: refcount ≥ mapcount + 1 (pinned-vm
  * counts it out of the pins); an XIP block's is its file's, and the sparse page's own one is
  * __xip_sparse_page's: no pins either.
@@ -79,6 +83,7 @@ import {
   isReserveTag,
   pendingOwner,
 } from './snapshot';
+import { checkHugetlb, hugetlbPoolFrames } from './hugetlb';
 
 export const FSCK_CODES = [
   'frame-state',
@@ -109,6 +114,7 @@ export const FSCK_CODES = [
   'swap-free',
   'lru',
   'pagecache',
+  'hugetlb',
 ] as const;
 export type FsckCode = (typeof FSCK_CODES)[number];
 
@@ -138,6 +144,7 @@ export function fsck(s: FsckSnapshot): Finding[] {
   checkPins(s, add);
   checkSwap(s, add);
   checkPagecache(s, add);
+  checkHugetlb(s, add);
   return out;
 }
 
@@ -433,7 +440,9 @@ function checkMemory(s: FsckSnapshot, add: Add): void {
         frame: f ?? null,
       });
   }
+  const pool = hugetlbPoolFrames(s);
   for (let pfn = 1; pfn <= s.frames; pfn++) {
+    if (pool.has(pfn)) continue; // the hugetlb rule's
     const f = s.frame[String(pfn)];
     if (!f || (f.state !== 'free' && f.state !== 'used')) {
       add('frame-state', MEM.frames, `pfn ${pfn} is ${describe(f)}`, { pfn, frame: f ?? null });
@@ -707,9 +716,10 @@ function checkPending(s: FsckSnapshot, add: Add): void {
 
 function checkCounts(s: FsckSnapshot, mappers: Map<number, string[]>, add: Add): void {
   checkPending(s, add);
+  const pool = hugetlbPoolFrames(s);
   for (let pfn = 1; pfn <= s.frames; pfn++) {
     const f = s.frame[String(pfn)];
-    if (f?.state !== 'used') continue;
+    if (f?.state !== 'used' || pool.has(pfn)) continue;
     const by = mappers.get(pfn) ?? [];
     // a live fault's frame allocated ahead and not installed, or a frame of a live replica's
     // batch no fault installed yet: its allocation is its mapping
@@ -774,7 +784,9 @@ function checkPins(s: FsckSnapshot, add: Add): void {
   const cache = swapCachePages(s);
   const files = pagecachePages(s);
   const sparse = xipSparsePfn(s);
+  const pool = hugetlbPoolFrames(s);
   for (let pfn = 1; pfn <= s.frames; pfn++) {
+    if (pool.has(pfn)) continue; // no pins on hugetlb memory: the hugetlb rule checks refcounts
     const f = s.frame[String(pfn)];
     // the swap cache's reference, or the page cache's (an XIP block's: its file's), is no pin;
     // nor is __xip_sparse_page's own reference of the sparse page

@@ -9,7 +9,7 @@
  * it is not below, and that all pins together are charged to some process's pinned_vm
  * (checks.ts, pinned-vm).
  */
-import { MEM, type Store, procKeys, subKeys } from '@mmlab/model';
+import { HUGETLB_POOL, MEM, type Store, hugetlbKey, procKeys, subKeys } from '@mmlab/model';
 
 export interface FrameRecord {
   gen: number;
@@ -17,6 +17,9 @@ export interface FrameRecord {
   map: number;
   /** free | used | zero (anything else, "state <n>", is a finding) */
   state: string;
+  /** page->flags (PAGE_FLAGS) and the compound order of a head (absent: 0) */
+  flags?: number;
+  reserved?: number;
 }
 
 export interface LeaseRecord {
@@ -70,6 +73,8 @@ export interface ProcessSnapshot {
   invs: InvRecord[];
   /** intent records of multi-step operations in flight: id → owner incarnation ('' if none) */
   intents: Record<string, string>;
+  /** {p:<pid>}:hugetlb as stored: hvpn → "pfn:gen:w", one huge entry per huge page (absent: none) */
+  huge?: Record<string, string>;
 }
 
 export interface FsckSnapshot {
@@ -107,6 +112,8 @@ export interface FsckSnapshot {
    * whether it is in {mem}:fenced
    */
   subscribers: Record<string, { regs: number[]; fenced: boolean }>;
+  /** {mem}:hugetlb as stored (keys.ts: the hugetlbfs pool; absent or {}: no pool) */
+  hugetlb?: Record<string, string>;
 }
 
 /** The incarnation part of a lease owner "<incarnation>/<op>" (the whole string if no '/'). */
@@ -128,7 +135,7 @@ export const incarnationOfInvOwner = (v: string): string => {
 export async function readSnapshot(store: Store): Promise<FsckSnapshot> {
   const r = store.redis;
   // the frame table is read by the model (its layout is the model's): one MULTI on {mem}
-  const [mem, pending, swap, swapMeta, lru, active, pagecache] = await Promise.all([
+  const [mem, pending, swap, swapMeta, lru, active, pagecache, hugetlb] = await Promise.all([
     store.memTable(),
     r.hgetall(MEM.pending),
     r.hgetall(MEM.swap),
@@ -136,15 +143,36 @@ export async function readSnapshot(store: Store): Promise<FsckSnapshot> {
     r.zrange(MEM.lru, 0, -1),
     r.zrange(MEM.active, 0, -1),
     r.hgetall(MEM.pagecache),
+    r.hgetall(HUGETLB_POOL),
   ]);
   const frame: Record<string, FrameRecord> = {};
   for (const [pfn, f] of mem.frame)
-    frame[pfn] = { gen: f.gen, ref: f.ref, map: f.map, state: f.state };
+    frame[pfn] = {
+      gen: f.gen,
+      ref: f.ref,
+      map: f.map,
+      state: f.state,
+      ...(f.flags && { flags: f.flags }),
+      ...(f.reserved && { reserved: f.reserved }),
+    };
   const processes = await Promise.all(
     (await store.processes()).map(async (pid): Promise<ProcessSnapshot> => {
       const k = procKeys(pid);
-      const [st, pinnedVm, mn, vmas, ptes, pmds, locks, writer, readers, inv, invown, intentIds] =
-        await Promise.all([
+      const [
+        st,
+        pinnedVm,
+        mn,
+        vmas,
+        ptes,
+        pmds,
+        locks,
+        writer,
+        readers,
+        inv,
+        invown,
+        intentIds,
+        huge,
+      ] = await Promise.all([
           r.hget(k.mm, 'state'),
           r.hget(k.mm, 'pinnedVm'),
           r.hkeys(k.mn),
@@ -157,6 +185,7 @@ export async function readSnapshot(store: Store): Promise<FsckSnapshot> {
           r.hgetall(k.inv),
           r.hgetall(k.invown),
           r.smembers(k.intents),
+          r.hgetall(hugetlbKey(pid)),
         ]);
       const intents: Record<string, string> = {};
       for (const id of intentIds.sort()) intents[id] = (await r.hget(k.intent(id), 'owner')) ?? '';
@@ -190,6 +219,7 @@ export async function readSnapshot(store: Store): Promise<FsckSnapshot> {
         mn: mn.sort(),
         invs,
         intents,
+        ...(Object.keys(huge).length > 0 && { huge }),
       };
     }),
   );
@@ -233,6 +263,7 @@ export async function readSnapshot(store: Store): Promise<FsckSnapshot> {
     incarnations,
     now,
     subscribers,
+    ...(Object.keys(hugetlb).length > 0 && { hugetlb }),
   };
 }
 

@@ -6,8 +6,14 @@
  */
 import { MEM_SCRIPTS } from './mem/scripts';
 import { MM_SCRIPTS } from './mm/scripts';
+import { HUGETLB_SCRIPTS } from './mm/hugetlb-scripts';
 import { REPLICA_SCRIPTS } from './replica/scripts';
 
-export const SCRIPTS = { ...MEM_SCRIPTS, ...MM_SCRIPTS, ...REPLICA_SCRIPTS } as const;
+export const SCRIPTS = {
+  ...MEM_SCRIPTS,
+  ...MM_SCRIPTS,
+  ...REPLICA_SCRIPTS,
+  ...HUGETLB_SCRIPTS,
+} as const;
 
 export type ScriptName = keyof typeof SCRIPTS;

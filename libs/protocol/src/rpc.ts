@@ -90,7 +90,11 @@ export const ServiceConfig = z.object({
 });
 export type ServiceConfig = z.infer<typeof ServiceConfig>;
 
-/** how a fault was resolved; swap: do_swap_page read the page in (from the swap cache or its slot) */
+/**
+ * how a fault was resolved; swap: do_swap_page read the page in (from the swap cache or its
+ * slot); hugetlb: hugetlb_fault found or made the huge entry (hugetlb_no_page, or
+ * hugetlb_cow's reuse), hugetlb-cow: hugetlb_cow copied the huge page
+ */
 export const FaultKind = z.enum([
   'zero',
   'anon',
@@ -99,6 +103,8 @@ export const FaultKind = z.enum([
   'spurious',
   'swap',
   'file',
+  'hugetlb',
+  'hugetlb-cow',
 ]);
 export type FaultKind = z.infer<typeof FaultKind>;
 

@@ -44,6 +44,7 @@ import { putCleared, syscallOf } from './intent';
 import { flushTlbRange } from './tlbflush';
 import { directReclaim, wakeupKswapd, withDirectReclaim } from './vmscan';
 import { type XipPage, xipFileFault } from './filemap_xip';
+import { hugetlbFault, unmapHugepageRange } from './hugetlb';
 
 export interface FaultResult extends Pte {
   kind: FaultKind;
@@ -186,6 +187,9 @@ async function __handleMmFault(
           throw fencedOff(ctx, pid);
         case 'SIGSEGV':
           throw new MmlabError('SIGSEGV', `${access} at 0x${addr.toString(16)} in pid ${pid}`);
+        case 'HUGETLB':
+          // is_vm_hugetlb_page(vma): handle_mm_fault → hugetlb_fault (hugetlb.ts)
+          return await hugetlbFault(ctx, op, pid, vpn, access, agent, mmapSem, tries);
         case 'BUSY':
           continue;
         case 'NEED_PAGE':
@@ -719,6 +723,8 @@ export async function zapPteRanges(
   startVpn: number,
   endVpn: number,
 ): Promise<{ zapped: number; freed: number }> {
+  // unmap_single_vma() of a hugetlb VMA: __unmap_hugepage_range, its own range inside ours
+  await unmapHugepageRange(ctx, op, pid, startVpn, endVpn);
   const intent = ctx.intents.get(op);
   /** cleared, and no TLB can map them any more: these may be put */
   const flushed: Frame[] = [];

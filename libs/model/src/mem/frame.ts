@@ -12,6 +12,10 @@ export interface FrameView {
   map: number;
   state: string;
   data: number;
+  /** page->flags (keys.ts PAGE_FLAGS) */
+  flags: number;
+  /** the compound order of a head page (PG_head), else 0 */
+  reserved: number;
 }
 
 const STATE_NAMES = new Map<number, string>(
@@ -48,6 +52,8 @@ export function decodeFrame(buf: Buffer, pfn: number): FrameView {
     map: readField(buf, at, 'map'),
     state: frameStateName(readField(buf, at, 'state')),
     data: readField(buf, at, 'data'),
+    flags: readField(buf, at, 'flags'),
+    reserved: readField(buf, at, 'reserved'),
   };
 }
 
