@@ -85,11 +85,16 @@ export function checkHugetlb(s: FsckSnapshot, add: AddHugetlb): void {
         if (!/^\d+$/.test(hv)) throw new Error('hvpn');
         e = parsePte(raw);
       } catch {
-        add('hugetlb', key, `pid ${p.pid}: huge entry ${hv} → ${JSON.stringify(raw)} does not parse`, {
-          pid: p.pid,
-          hvpn: hv,
-          entry: raw,
-        });
+        add(
+          'hugetlb',
+          key,
+          `pid ${p.pid}: huge entry ${hv} → ${JSON.stringify(raw)} does not parse`,
+          {
+            pid: p.pid,
+            hvpn: hv,
+            entry: raw,
+          },
+        );
         continue;
       }
       const vma = vmas.find((v) => v.start <= hvpn && hvpn < v.end);
@@ -200,6 +205,10 @@ export function checkHugetlb(s: FsckSnapshot, add: AddHugetlb): void {
     if (free && by.length)
       bad.push(`it is on the pool's free list but mapped by ${by.map((m) => m.at).join(', ')}`);
     for (const b of bad)
-      add('hugetlb', POOL_KEY, `huge page ${h}: ${b}`, { head: h, frame: head ?? null, mappers: by });
+      add('hugetlb', POOL_KEY, `huge page ${h}: ${b}`, {
+        head: h,
+        frame: head ?? null,
+        mappers: by,
+      });
   }
 }

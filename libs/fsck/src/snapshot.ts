@@ -173,20 +173,20 @@ export async function readSnapshot(store: Store): Promise<FsckSnapshot> {
         intentIds,
         huge,
       ] = await Promise.all([
-          r.hget(k.mm, 'state'),
-          r.hget(k.mm, 'pinnedVm'),
-          r.hkeys(k.mn),
-          r.zrange(k.vma, 0, -1),
-          store.pageTableRaw(pid),
-          r.smembers(k.pmds),
-          store.heldLocks(pid),
-          r.get(k.semW),
-          r.zrange(k.semR, 0, -1, 'WITHSCORES'),
-          r.hgetall(k.inv),
-          r.hgetall(k.invown),
-          r.smembers(k.intents),
-          r.hgetall(hugetlbKey(pid)),
-        ]);
+        r.hget(k.mm, 'state'),
+        r.hget(k.mm, 'pinnedVm'),
+        r.hkeys(k.mn),
+        r.zrange(k.vma, 0, -1),
+        store.pageTableRaw(pid),
+        r.smembers(k.pmds),
+        store.heldLocks(pid),
+        r.get(k.semW),
+        r.zrange(k.semR, 0, -1, 'WITHSCORES'),
+        r.hgetall(k.inv),
+        r.hgetall(k.invown),
+        r.smembers(k.intents),
+        r.hgetall(hugetlbKey(pid)),
+      ]);
       const intents: Record<string, string> = {};
       for (const id of intentIds.sort()) intents[id] = (await r.hget(k.intent(id), 'owner')) ?? '';
       const invs = [...new Set([...Object.keys(inv), ...Object.keys(invown)])].sort().map((i) => ({

@@ -28,10 +28,11 @@
  *                                           0 PG_lru, 1 PG_referenced, 2 PG_swapcache (reclaim)
  *                                           3 PG_ksm (KSM; in v3.7 PageKsm is the
  *                                             PAGE_MAPPING_KSM bits of page->mapping)
- *                                           4 PG_head, 5 PG_tail (THP compound pages)
+ *                                           4 PG_head, 5 PG_tail (compound pages: THP,
+ *                                             and hugetlbfs's pool for its whole life)
  *                                           6, 7 free for later use
- *                  byte 22  u16 reserved  for THP (compound order of a head page) or KSM (its
- *                                         stable node); 0 today
+ *                  byte 22  u16 reserved  the compound order of a head page (hugetlbfs's
+ *                                         pool, THP) or KSM's stable node; else 0
  *                  byte 24  i64 data      the page's one word of content: any safe integer
  *                                         (Value in libs/protocol, |v| < 2^53) fits
  *                A zero-filled record is a free frame that was never allocated (gen 0, counts 0,
@@ -139,12 +140,33 @@
  *              "x" entries are exactly an XIP file's (its pages), and neither they nor the
  *              sparse page are on an LRU list; the sparse page is used, in no cache, with
  *              refcount = mapcount + 1; xs_busy is 0 at rest.
+ *   {mem}:hugetlb hash, the hugetlbfs pool (struct hstate, mm/hugetlb.c v3.7; scripts and key
+ *                helpers in mm/hugetlb-scripts.ts and mm/hugetlb-store.ts): order (huge pages
+ *                are 2^order frames: config hugePageOrder), base (the first head pfn, 2^order),
+ *                nr_hugepages (config hugetlbPages), free_huge_pages, and free ("pfn pfn ...":
+ *                the heads of the free huge pages, hugepage_freelists; the last one is taken
+ *                first). Reserved once, right after memFormat and before any allocation
+ *                (hugetlbFormat): the pool is pfns base .. base + nr * 2^order - 1, which the
+ *                buddy free list never holds (hwm starts above it; pfns 1 .. base - 1 are its
+ *                chain). Every pool page is compound for its whole life: its head's flags have
+ *                PG_head and its reserved u16 the order, its tails PG_tail. A free one: every
+ *                frame free, counts 0, on no list but this one. One in use (alloc_huge_page):
+ *                every frame used with the same gen (bumped together at each allocation: a
+ *                subpage's translation names it), the tails' counts 0, the head's refcount and
+ *                mapcount the huge entries mapping it ({p:<pid>}:hugetlb; no pins on hugetlb
+ *                memory); its last entry gone, it goes back on this list (free_huge_page). Pool
+ *                pages are on no LRU list: reclaim never sees them.
+ *              Invariants (fsck: hugetlb): free_huge_pages is the free list's length; the free
+ *              list names distinct pool heads, exactly the pool pages not in use; the rules
+ *              above on frames (frame-state, free-list-*, mapcount, refcount, pinned-vm) leave
+ *              the pool's frames to this one.
  *
  * An address space ({p:<pid>}) — mm_struct and its page tables:
  *   :mm        hash: seq (mm_lock_seq: bumped at every mmap_sem write acquire and release),
  *              mmapNext (next free vpn for mmap), state, pinnedVm (mm->pinned_vm: pages pinned
  *              by pinned registrations, ≤ the memlock limit; not inherited by fork)
- *   :vma       zset: score = start vpn, member = "start:end:prot:flags" (vpn, end exclusive)
+ *   :vma       zset: score = start vpn, member = "start:end:prot:flags" (vpn, end exclusive;
+ *              flags '', shared, nonlinear, hugetlb or hugetlbshared: vma.ts)
  *   :pte       hash: the PTEs, packed (fixed-width pfn, gen, w and flag bits), one field per
  *              64 PTEs (an eighth of a page-table page; layout and helpers in mm/lua.ts, the
  *              only code that reads or writes it). A PTE is (pfn, gen, w), w = 1 writable, 0 read-only, 2 PROT_NONE, 3 cleared
@@ -189,6 +211,15 @@
  *              and which never were (freed). The reaper deletes the field once {mem} has no
  *              reserve frame of that owner left (reserveForget). Invariant: a reserve frame
  *              installed here and still tagged in {mem} is listed in its owner's field.
+ *   :hugetlb   hash: the huge entries of the hugetlb VMAs (huge_pte, mm/hugetlb.c v3.7): field
+ *              hvpn (the first vpn of a huge page, a multiple of 2^order) → "pfn:gen:w", pfn the
+ *              pool head, gen its gen, w 1 writable or 0 read-only. ONE entry per huge page (not
+ *              2^order PTEs), written only under mm->page_table_lock (:ptl:mm, fenced) or into a
+ *              child being forked; a walker of a 4 KiB page of it gets the subpage pfn + (vpn
+ *              - hvpn) by a fault (hugetlb_fault). Invariants (fsck: hugetlb): every entry lies
+ *              in a hugetlb VMA of a live mm at a huge page boundary, names a used pool head of
+ *              its gen, is writable only in an rw VMA, and is read-only in a private mapping
+ *              while its page is mapped more than once (fork's write-protect, until hugetlb_cow)
  *   :intents   set of the ids of the multi-step operations in flight (intent records)
  *   :intent:<id> hash, one per multi-step operation (munmap, mprotect, mremap, fork), written before
  *              its first change and deleted after its last (id: "<incarnation>/<op>"):

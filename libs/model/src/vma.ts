@@ -22,7 +22,10 @@ export interface Vma {
 }
 
 export function parseVma(m: string): Vma {
-  const r = /^(\d+):(\d+):(none|r|rw):(shared|nonlinear|hugetlb|hugetlbshared)?(?::(\d+):(-?\d+))?$/.exec(m);
+  const r =
+    /^(\d+):(\d+):(none|r|rw):(shared|nonlinear|hugetlb|hugetlbshared)?(?::(\d+):(-?\d+))?$/.exec(
+      m,
+    );
   if (!r) throw new Error(`corrupt VMA ${JSON.stringify(m)}`);
   const v: Vma = {
     start: Number(r[1]),
@@ -49,8 +52,7 @@ const vmaFlags = (v: Vma): string =>
         : '';
 
 export const formatVma = (v: Vma): string =>
-  `${v.start}:${v.end}:${v.prot}:${vmaFlags(v)}` +
-  (v.file ? `:${v.file.ino}:${v.file.delta}` : '');
+  `${v.start}:${v.end}:${v.prot}:${vmaFlags(v)}` + (v.file ? `:${v.file.ino}:${v.file.delta}` : '');
 
 /** linear_page_index(): the file page vpn maps in v (null: v maps no file) */
 export const linearPageIndex = (v: Vma, vpn: number): number | null =>

@@ -93,7 +93,10 @@ export function traceForked(
       start: v.start * PAGE_SIZE,
       end: v.end * PAGE_SIZE,
       prot: v.prot,
-      flags: [...(v.hugetlb ? (['hugetlb'] as const) : []), ...(v.shared ? (['shared'] as const) : [])],
+      flags: [
+        ...(v.hugetlb ? (['hugetlb'] as const) : []),
+        ...(v.shared ? (['shared'] as const) : []),
+      ],
     });
 }
 

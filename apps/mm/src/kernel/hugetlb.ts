@@ -113,7 +113,13 @@ async function putHugePages(
   const r = await hugetlbStore(ctx).put(pages);
   if (r.bad.length)
     throw new MmlabError('EINTERNAL', `put of huge pages that are not in use: ${r.bad.join(', ')}`);
-  for (const pfn of r.freed) traceFrames(ctx, 'frame.free', op, pages.find((p) => p.pfn === pfn)!);
+  for (const pfn of r.freed)
+    traceFrames(
+      ctx,
+      'frame.free',
+      op,
+      pages.find((p) => p.pfn === pfn)!,
+    );
 }
 
 /**
@@ -274,7 +280,15 @@ async function hugetlbCow(
       if (r.r === 'ESTALE') throw new MmlabError('ESTALE', `lost ${LOCK} of pid ${pid}`);
       if (r.r === 'ESRCH') throw new MmlabError('ESRCH', `no process ${pid}`);
       if (r.r !== 'OK') return null;
-      ctx.tracer.emit({ kind: 'pte.set', op, pid, addr, ...pte, lock: LOCK, token: held.lease.token });
+      ctx.tracer.emit({
+        kind: 'pte.set',
+        op,
+        pid,
+        addr,
+        ...pte,
+        lock: LOCK,
+        token: held.lease.token,
+      });
       return { pte, kind: 'hugetlb' };
     }
     // "Drop page_table_lock as buddy allocator may be called"
@@ -297,7 +311,15 @@ async function hugetlbCow(
       const c = await store.setEntry(pid, h.lease, hvpn, old, null, seq, mmapSem);
       if (c.r === 'ESTALE') throw new MmlabError('ESTALE', `lost ${LOCK} of pid ${pid}`);
       if (c.r !== 'OK') return;
-      ctx.tracer.emit({ kind: 'pte.clear', op, pid, addr, ...old, lock: LOCK, token: h.lease.token });
+      ctx.tracer.emit({
+        kind: 'pte.clear',
+        op,
+        pid,
+        addr,
+        ...old,
+        lock: LOCK,
+        token: h.lease.token,
+      });
       await underPtl(h, () => flushTlbRange(ctx, op, pid, mmunStart, mmunEnd, c.cpumask));
       const s = await store.setEntry(pid, h.lease, hvpn, null, pte, -1);
       if (s.r !== 'OK') throw new MmlabError('ESTALE', `lost ${LOCK} of pid ${pid}`);
@@ -428,7 +450,10 @@ export async function copyHugetlbPageRange(
     if (r.entries.length === 0) return;
     const bad = await store.get(r.entries);
     if (bad.length)
-      throw new MmlabError('EINTERNAL', `copy_hugetlb_page_range found dead pages ${bad.join(', ')}`);
+      throw new MmlabError(
+        'EINTERNAL',
+        `copy_hugetlb_page_range found dead pages ${bad.join(', ')}`,
+      );
     if (!vma.shared)
       await underPtl(held, () =>
         flushTlbRange(ctx, op, src, vma.start * PAGE_SIZE, vma.end * PAGE_SIZE, r.cpumask),
@@ -447,7 +472,15 @@ export async function copyHugetlbPageRange(
           lock: LOCK,
           token: held.lease.token,
         });
-      ctx.tracer.emit({ kind: 'pte.set', op, pid: dst, addr: e.hvpn * PAGE_SIZE, ...pte, lock: LOCK, token: null });
+      ctx.tracer.emit({
+        kind: 'pte.set',
+        op,
+        pid: dst,
+        addr: e.hvpn * PAGE_SIZE,
+        ...pte,
+        lock: LOCK,
+        token: null,
+      });
     }
   } finally {
     await ptlUnlock(ctx, held);

@@ -11,7 +11,19 @@
  */
 import { z } from 'zod';
 import { Prot } from '@mmlab/protocol';
-import { Bit, Int, Ints, IntOrNone, LeaseValue, PfnGen, Str, Strs, oneOf, script, tagged } from '../boundary';
+import {
+  Bit,
+  Int,
+  Ints,
+  IntOrNone,
+  LeaseValue,
+  PfnGen,
+  Str,
+  Strs,
+  oneOf,
+  script,
+  tagged,
+} from '../boundary';
 import { LUA_HELPERS } from '../lua';
 import { MEM_LUA } from '../mem/lua';
 import { PAGE_FLAGS } from '../keys';
@@ -77,7 +89,8 @@ const Entries = Strs.describe('"hvpn:pfn:gen:w" ...');
 export const HUGETLB_SCRIPTS = {
   hugetlbFormat: script({
     doc: `Reserve the hugetlbfs pool once, right after memFormat (hugetlb_hstate_alloc_pages at boot): ARGV nr huge pages of 2^order frames, heads aligned — pfns 2^order .. (nr + 1) * 2^order - 1, the frames below them (1 .. 2^order - 1) put on the free list's chain and the buddy allocator's never-allocated frames starting above the pool (hwm), so the pool's frames are never handed out by alloc_page. Heads get PG_head and the order, tails PG_tail. Idempotent; an error when memory was allocated from already, the pool does not fit, or a pool of another size or order exists. nr = 0 writes nothing. KEYS meta frames pool → nr_hugepages`,
-    models: 'hugetlb_hstate_alloc_pages() → alloc_fresh_huge_page() → prep_new_huge_page(), mm/hugetlb.c v3.7',
+    models:
+      'hugetlb_hstate_alloc_pages() → alloc_fresh_huge_page() → prep_new_huge_page(), mm/hugetlb.c v3.7',
     keys: ['meta', 'frames', 'pool'],
     args: { nr: Int.min(0), order: Int.min(1).max(9) },
     reply: Int.describe('nr_hugepages'),
@@ -122,7 +135,8 @@ return nr
   }),
   hugetlbAlloc: script({
     doc: `alloc_huge_page() → dequeue_huge_page_vma(): the head of the pool's free list; every frame of it gets its gen bumped to one value (the huge page's gen, which each subpage's translation names), state used; the head refcount 1 and mapcount 1 (the entry it is allocated for: put back with hugetlbPut if it is not installed), tails 0. Content: clear_huge_page (zero) or, with copyFrom (a head of that gen), copy_user_huge_page: all 2^order words. KEYS meta frames pool; ARGV copyFrom copyGen → {'OK', pfn, gen} | {'ENOMEM'} (the pool is empty: the fault is SIGBUS) | {'STALE'} (copyFrom is not a used head of that gen)`,
-    models: 'alloc_huge_page() → dequeue_huge_page_vma(), with clear_huge_page() / copy_user_huge_page(), mm/hugetlb.c v3.7',
+    models:
+      'alloc_huge_page() → dequeue_huge_page_vma(), with clear_huge_page() / copy_user_huge_page(), mm/hugetlb.c v3.7',
     keys: ['meta', 'frames', 'pool'],
     args: { copyFrom: IntOrNone, copyGen: IntOrNone },
     reply: oneOf(tagged('OK', { pfn: Int, gen: Int }), tagged('ENOMEM'), tagged('STALE')),
@@ -173,7 +187,8 @@ return bad
   }),
   hugetlbPut: script({
     doc: `page_remove_rmap() + put_page() of huge pages (an entry gone: unmap, COW, a fault's page not installed): mapcount and refcount of each head (pfn, gen) - 1; one whose refcount reaches 0 goes back to the pool (free_huge_page → enqueue_huge_page): every frame free, counts 0, the head on the free list. KEYS meta frames pool → {freed heads, bad pfns}`,
-    models: 'page_remove_rmap() + put_page() → free_huge_page() → enqueue_huge_page(), mm/hugetlb.c v3.7',
+    models:
+      'page_remove_rmap() + put_page() → free_huge_page() → enqueue_huge_page(), mm/hugetlb.c v3.7',
     keys: ['meta', 'frames', 'pool'],
     args: { pages: z.array(PfnGen) },
     reply: z
@@ -222,7 +237,8 @@ return map
   }),
   hugetlbMmap: script({
     doc: `do_mmap_pgoff() of a MAP_HUGETLB mapping (hugetlb_file_setup's file, VM_HUGETLB): as mmap, but the start is aligned to the huge page (2^order pages) and the VMA's flags are 'hugetlb' (private) or 'hugetlbshared'. KEYS mm vma semW semR; ARGV pages prot shared order limitVpn → {'OK', startVpn} | {'ESRCH'} | {'BUSY'} | {'ENOMEM'}`,
-    models: 'do_mmap_pgoff() with MAP_HUGETLB → hugetlb_file_setup() / hugetlbfs_file_mmap(), mm/mmap.c, fs/hugetlbfs/inode.c v3.7',
+    models:
+      'do_mmap_pgoff() with MAP_HUGETLB → hugetlb_file_setup() / hugetlbfs_file_mmap(), mm/mmap.c, fs/hugetlbfs/inode.c v3.7',
     keys: ['mm', 'vma', 'semW', 'semR'],
     args: { pages: Int.min(1), prot: Prot, shared: Bit, order: Int.min(1).max(9), limitVpn: Int },
     reply: oneOf(
@@ -287,7 +303,8 @@ return {'PRESENT', pfn, gen, w, seq}
   }),
   hugetlbSetEntry: script({
     doc: `A huge entry written under page_table_lock (the caller's lease value and token, fenced): at hvpn, only if it is still expected ('' huge_pte_none, or "pfn:gen:w": pte_same), becomes new ("pfn:gen:w", or '' cleared: huge_ptep_clear_flush without the flush, which the caller sends next). A fault's write (seq ≥ 0) also needs the mm seq unchanged, mmap_sem not write-held by another than mmapSem's holder, the mm alive and a hugetlb VMA still there. KEYS mm vma huge semW ptl ptlmax cpumask; ARGV value token hvpn expected new seq mmapSem → {'OK', cpumask} | {'CHANGED'} (not as expected, or seq moved: look again) | {'SIGSEGV'} | {'ESRCH'} | {'ESTALE'} (the lease is lost)`,
-    models: 'set_huge_pte_at() / huge_ptep_clear_flush() / set_huge_ptep_writable() under mm->page_table_lock, mm/hugetlb.c v3.7',
+    models:
+      'set_huge_pte_at() / huge_ptep_clear_flush() / set_huge_ptep_writable() under mm->page_table_lock, mm/hugetlb.c v3.7',
     keys: ['mm', 'vma', 'huge', 'semW', 'ptl', 'ptlmax', 'cpumask'],
     args: {
       value: LeaseValue,
@@ -356,7 +373,8 @@ return {'OK', redis.call('SMEMBERS', KEYS[4]), out}
   }),
   hugetlbCopy: script({
     doc: `copy_hugetlb_page_range()'s parent side under its page_table_lock (the caller's lease, fenced): the huge entries of [s, e), write-protected first in a private (cow = 1) mapping (huge_ptep_set_wrprotect), as they now are. KEYS huge ptl ptlmax cpumask; ARGV value token s e cow → {'OK', cpumask, entries} | {'ESTALE'}`,
-    models: 'copy_hugetlb_page_range(): huge_ptep_set_wrprotect() + huge_ptep_get(), mm/hugetlb.c v3.7',
+    models:
+      'copy_hugetlb_page_range(): huge_ptep_set_wrprotect() + huge_ptep_get(), mm/hugetlb.c v3.7',
     keys: ['huge', 'ptl', 'ptlmax', 'cpumask'],
     args: { value: LeaseValue, token: Int, s: Int, e: Int, cow: Bit },
     reply: oneOf(tagged('OK', { cpumask: Strs, entries: Entries }), tagged('ESTALE')),
