@@ -223,7 +223,7 @@ return {freed, bad}
     models: 'page_mapcount(), include/linux/mm.h (hugetlb_cow: avoidcopy)',
     keys: ['meta', 'frames', 'pool'],
     args: { pfn: Int, gen: Int },
-    reply: Int,
+    reply: Int.describe('mapcount | -1'),
     lua:
       POOL_LUA +
       `
