@@ -30,7 +30,7 @@ describe('examples/reclaim, in both modes, as mmlab run --local runs them', () =
 
   it('try-to-unmap-one.yaml in patched mode: invalidate_page after the unlock, before the free', async () => {
     const { code, results, events, log } = await runScenario(
-      'examples/reclaim/try-to-unmap-one.yaml',
+      'examples/seed/try_to_unmap_one.yaml',
       'reclaim-ttu-patched',
       tmp,
     );
@@ -49,7 +49,7 @@ describe('examples/reclaim, in both modes, as mmlab run --local runs them', () =
 
   it('try-to-unmap-one.yaml in legacy mode: v3.6 sends invalidate_page under the PT lock', async () => {
     const run = await runLegacyTwin(
-      'examples/reclaim/try-to-unmap-one.yaml',
+      'examples/seed/try_to_unmap_one.yaml',
       'reclaim-ttu-legacy',
       tmp,
     );
