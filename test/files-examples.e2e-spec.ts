@@ -1,5 +1,5 @@
 /**
- * The scenarios of examples/files/, in both modes, as `mmlab run --local` runs them: valid in
+ * The file and writeback scenarios of examples/seed/ (page_mkclean_one, try_to_unmap_cluster, __xip_unmap), in both modes, as `mmlab run --local` runs them: valid in
  * patched (v3.7: the seed's invalidate_page after the PT lock is dropped); in legacy (v3.6:
  * ptep_clear_flush_notify under the lock) the checker reports no-sleep-under-ptlock where the
  * slow HCA slept in it.
