@@ -22,6 +22,7 @@ import { type MmContext, backoff } from './context';
 import { type HeldLock, ptlLock, ptlUnlock, underPtl } from './locks';
 import { invalidateRangeEnd, invalidateRangeStart, withinRange } from './mmu_notifier';
 import { flushTlbRange } from './tlbflush';
+import { notifyOf } from './eras';
 import type { FaultResult } from './memory';
 
 const LOCK = PAGE_TABLE_LOCK;
@@ -228,8 +229,8 @@ async function hugetlbNoPage(
 }
 
 /**
- * The era's hugetlb_cow: where its invalidate_range_start/end go relative to
- * mm->page_table_lock. The one place the two orders are chosen (the lead's era modules take it):
+ * The era's hugetlb_cow (eras.ts: libs/protocol eras/, site hugetlb_cow): where its
+ * invalidate_range_start/end go relative to mm->page_table_lock —
  *
  *   v3.7 (the seed)                              v3.6
  *   (lock held by hugetlb_fault: pte_same)       (lock held by hugetlb_fault: pte_same)
@@ -247,7 +248,7 @@ async function hugetlbNoPage(
  *   (hugetlb_fault: unlock)                      (hugetlb_fault: unlock)
  */
 const hugetlbCowOrder = (ctx: MmContext): 'v3.7' | 'v3.6' =>
-  ctx.env.MMLAB_MODE === 'legacy' ? 'v3.6' : 'v3.7';
+  notifyOf(ctx, 'hugetlb_cow') === 'range-under-ptl' ? 'v3.6' : 'v3.7';
 
 /**
  * Models: hugetlb_cow(), mm/hugetlb.c v3.7 (and v3.6: hugetlbCowOrder) — a write to the
@@ -390,6 +391,9 @@ export async function unmapHugepageRange(
   const s = startVpn - (startVpn % n);
   const found = await store.entries(pid, s, endVpn);
   if (found.length === 0) return 0;
+  // range-outside-ptl in both eras (eras.ts, site __unmap_hugepage_range): nothing else is modelled
+  if (notifyOf(ctx, '__unmap_hugepage_range') !== 'range-outside-ptl')
+    throw new MmlabError('EINTERNAL', '__unmap_hugepage_range: only range-outside-ptl is modelled');
   // the VMA's part of the range, huge-page aligned (BUG_ON(start & ~huge_page_mask(h)))
   const mmunStart = Math.max(s, found[0].hvpn) * PAGE_SIZE; /* For mmu_notifiers */
   const mmunEnd = (found[found.length - 1].hvpn + n) * PAGE_SIZE; /* For mmu_notifiers */

@@ -33,8 +33,16 @@ export const SEED_ROWS: Readonly<Record<SeedSite, SeedRow>> = {
   do_huge_pmd_wp_page: { kernel: 'mm/huge_memory.c', mmlab: null, example: null },
   __split_huge_page_splitting: { kernel: 'mm/huge_memory.c', mmlab: null, example: null },
   collapse_huge_page: { kernel: 'mm/huge_memory.c', mmlab: null, example: null },
-  __unmap_hugepage_range: { kernel: 'mm/hugetlb.c', mmlab: null, example: null },
-  hugetlb_cow: { kernel: 'mm/hugetlb.c', mmlab: null, example: null },
+  __unmap_hugepage_range: {
+    kernel: 'mm/hugetlb.c',
+    mmlab: 'apps/mm/src/kernel/hugetlb.ts: unmapHugepageRange',
+    example: 'examples/seed/__unmap_hugepage_range.yaml',
+  },
+  hugetlb_cow: {
+    kernel: 'mm/hugetlb.c',
+    mmlab: 'apps/mm/src/kernel/hugetlb.ts: hugetlbCow',
+    example: 'examples/seed/hugetlb_cow.yaml',
+  },
   copy_page_range: {
     kernel: 'mm/memory.c',
     mmlab: 'apps/mm/src/kernel/fork.ts: copyPageRange',
