@@ -2,19 +2,21 @@
  * hugetlbfs (issue 14): the seed's two mm/hugetlb.c hunks as `mmlab run --local` runs them, in
  * both eras — examples/seed/hugetlb_cow.yaml (v3.7 valid; v3.6 sent the range start/end under
  * page_table_lock, where the slow HCA sleeps: exactly no-sleep-under-ptlock) and
- * examples/seed/__unmap_hugepage_range.yaml (outside the lock in both: valid in both) — and a
- * scenario of the pool itself: values through fork and hugetlb_cow on the CPUs, a COW that
- * reuses the page once the other mapping is gone, SIGBUS when the pool is empty, and the
- * syscalls refused on a hugetlb mapping. Every run ends fsck-clean (mmlab run's fsck).
+ * examples/seed/__unmap_hugepage_range.yaml (outside the lock in both: valid in both) — and the
+ * pool itself (POOL_STEPS, after the v3.6 twin of __unmap_hugepage_range, in its lab): values
+ * through fork and hugetlb_cow on the CPUs, a COW that reuses the page once the other mapping is
+ * gone, SIGBUS when the pool is empty, and the syscalls refused on a hugetlb mapping. Every run
+ * ends fsck-clean (mmlab run's fsck).
  *
  * The two eras of an example run side by side (describe.concurrent: two labs at once), so that
  * the file's five labs take the time of three.
  */
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import * as path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import type { EventOf, TraceEvent } from '@mmlab/protocol';
+import { parse } from 'yaml';
 import { type ScenarioRun, outcomeOf, runScenario } from '@mmlab/testing';
 
 const tmp = mkdtempSync(path.join(tmpdir(), 'mmlab-hugetlb-'));
@@ -32,6 +34,53 @@ const runV36 = (file: string, name: string, violations: string[]): Promise<Scena
   });
 
 const fsckClean = (r: ScenarioRun) => r.results.fsck;
+
+/**
+ * The pool itself (hugetlbPages 2, order 3: pfns 8..23), run after __unmap_hugepage_range's
+ * v3.6 twin in the same lab (its pages are back in the pool by then; one lab less): values
+ * survive fork and hugetlb_cow on the CPUs, the child's write after the parent's COW reuses the
+ * page (mapped once), an empty pool is SIGBUS, the refused syscalls change nothing, and a
+ * page unmapped goes back and is allocated again.
+ */
+const POOL_STEPS = `
+  - { op: process.create, as: q }
+  - { op: mmap, process: q, pages: 5, prot: rw, flags: [hugetlb], expectError: EINVAL }
+  - { op: mmap, process: q, pages: 16, prot: rw, flags: [hugetlb], as: hbuf }
+  - { op: cpu.write, cpu: 0, process: q, addr: hbuf, page: 3, value: 3 }
+  - { op: cpu.write, cpu: 0, process: q, addr: hbuf, page: 7, value: 7 }
+  - { op: fork, process: q, as: qc }
+  - { op: cpu.write, cpu: 0, process: q, addr: hbuf, page: 3, value: 33 } # hugetlb_cow: the 2nd page
+  - { op: cpu.read, cpu: 0, process: q, addr: hbuf, page: 7, expect: 7 } # copied with the rest
+  - { op: cpu.read, cpu: 1, process: qc, addr: hbuf, page: 3, expect: 3 }
+  - { op: cpu.read, cpu: 1, process: qc, addr: hbuf, page: 7, expect: 7 }
+  - { op: cpu.write, cpu: 1, process: qc, addr: hbuf, page: 7, value: 77 } # mapped once now: reused
+  - { op: cpu.read, cpu: 0, process: q, addr: hbuf, page: 7, expect: 7 }
+  - { op: cpu.write, cpu: 0, process: q, addr: hbuf, page: 8, value: 8, expectError: SIGBUS }
+  - { op: madvise, process: q, addr: hbuf, pages: 8, advice: dontneed, expectError: EINVAL }
+  - { op: munmap, process: q, addr: hbuf, pages: 4, expectError: EINVAL }
+  - { op: mprotect, process: q, addr: hbuf, pages: 8, prot: r, expectError: EINVAL }
+  - { op: cpu.read, cpu: 0, process: q, addr: hbuf, page: 3, expect: 33 }
+  - { op: cpu.read, cpu: 1, process: qc, addr: hbuf, page: 7, expect: 77 }
+  - { op: munmap, process: qc, addr: hbuf, pages: 16 }
+  - { op: cpu.write, cpu: 0, process: q, addr: hbuf, page: 8, value: 8 } # the child's page came back
+  - { op: cpu.read, cpu: 1, process: q, addr: hbuf, page: 8, expect: 8 }
+  - { op: exit, process: qc }
+  - { op: exit, process: q }
+`;
+
+function checkPool(run: ScenarioRun): void {
+  const how = run.events.filter(
+    (e): e is EventOf<'fault.end'> => e.kind === 'fault.end' && e.result === 'ok',
+  );
+  expect(how.filter((e) => e.how === 'hugetlb-cow')).toHaveLength(1); // the child's write reused
+  // every fault was hugetlb_fault's, answering subpages of pool pages (8..23)
+  expect(how.length).toBeGreaterThanOrEqual(8);
+  expect(how.every((e) => e.how!.startsWith('hugetlb') && e.pfn! >= 8 && e.pfn! <= 23)).toBe(true);
+  const sigbus = run.events.filter(
+    (e): e is EventOf<'fault.end'> => e.kind === 'fault.end' && e.result === 'SIGBUS',
+  );
+  expect(sigbus).toHaveLength(1);
+}
 
 /** The fault that broke COW of a huge page (fault.end how 'hugetlb-cow'): its op. */
 function cowOp(evs: TraceEvent[]): string {
@@ -155,11 +204,16 @@ describe.concurrent(
       checkOrder(run);
     });
 
-    it('v3.6: already outside the lock — nothing reported', async () => {
-      const run = await runV36(
+    it('v3.6: already outside the lock — nothing reported; then the pool (POOL_STEPS) in the same lab', async () => {
+      const run = await runScenario(
         'examples/seed/__unmap_hugepage_range.yaml',
         'hugetlb-unmap-v36',
-        [],
+        tmp,
+        (doc) => {
+          doc.setIn(['config', 'kernel'], 'v3.6');
+          doc.setIn(['expect', 'violations'], []);
+          for (const st of parse(POOL_STEPS) as unknown[]) doc.addIn(['steps'], doc.createNode(st));
+        },
       );
       expect(outcomeOf(run), run.log).toEqual({
         verdict: 'valid',
@@ -169,63 +223,7 @@ describe.concurrent(
       });
       expect(fsckClean(run)).toEqual({ ok: true, findings: [] });
       checkOrder(run);
+      checkPool(run);
     });
   },
 );
-
-describe('the hugetlbfs pool', () => {
-  it('values survive fork and hugetlb_cow on the CPUs; an empty pool is SIGBUS; refused syscalls change nothing', async () => {
-    const file = path.join(tmp, 'pool.yaml');
-    writeFileSync(
-      file,
-      `name: pool
-config: { kernel: v3.7, frames: 48, hugePageOrder: 3, hugetlbPages: 2, cpus: 2 }
-steps:
-  - { op: process.create, as: p }
-  - { op: mmap, process: p, pages: 5, prot: rw, flags: [hugetlb], expectError: EINVAL }
-  - { op: mmap, process: p, pages: 16, prot: rw, flags: [hugetlb], as: buf }
-  - { op: cpu.write, cpu: 0, process: p, addr: buf, page: 3, value: 3 }
-  - { op: cpu.write, cpu: 0, process: p, addr: buf, page: 7, value: 7 }
-  - { op: fork, process: p, as: c }
-  - { op: cpu.write, cpu: 0, process: p, addr: buf, page: 3, value: 33 } # hugetlb_cow: the 2nd page
-  - { op: cpu.read, cpu: 0, process: p, addr: buf, page: 7, expect: 7 } # copied with the rest
-  - { op: cpu.read, cpu: 1, process: c, addr: buf, page: 3, expect: 3 }
-  - { op: cpu.read, cpu: 1, process: c, addr: buf, page: 7, expect: 7 }
-  - { op: cpu.write, cpu: 1, process: c, addr: buf, page: 7, value: 77 } # mapped once now: reused
-  - { op: cpu.read, cpu: 0, process: p, addr: buf, page: 7, expect: 7 }
-  - { op: cpu.write, cpu: 0, process: p, addr: buf, page: 8, value: 8, expectError: SIGBUS }
-  - { op: madvise, process: p, addr: buf, pages: 8, advice: dontneed, expectError: EINVAL }
-  - { op: munmap, process: p, addr: buf, pages: 4, expectError: EINVAL }
-  - { op: mprotect, process: p, addr: buf, pages: 8, prot: r, expectError: EINVAL }
-  - { op: cpu.read, cpu: 0, process: p, addr: buf, page: 3, expect: 33 }
-  - { op: cpu.read, cpu: 1, process: c, addr: buf, page: 7, expect: 77 }
-  - { op: munmap, process: c, addr: buf, pages: 16 }
-  - { op: cpu.write, cpu: 0, process: p, addr: buf, page: 8, value: 8 } # the child's page came back
-  - { op: cpu.read, cpu: 1, process: p, addr: buf, page: 8, expect: 8 }
-  - { op: exit, process: c }
-  - { op: exit, process: p }
-expect: { violations: [] }
-`,
-    );
-    const run = await runScenario(file, 'hugetlb-pool', tmp);
-    expect(outcomeOf(run), run.log).toEqual({
-      verdict: 'valid',
-      code: 0,
-      stepsOk: true,
-      broken: [],
-    });
-    expect(fsckClean(run)).toEqual({ ok: true, findings: [] });
-    const how = run.events
-      .filter((e): e is EventOf<'fault.end'> => e.kind === 'fault.end' && e.result === 'ok')
-      .map((e) => e.how);
-    expect(how.filter((h) => h === 'hugetlb-cow')).toHaveLength(1); // the child's write reused
-    // every fault of the mapping was hugetlb_fault's, answering subpages of pool pages (8..23)
-    const faults = run.events.filter(
-      (e): e is EventOf<'fault.end'> => e.kind === 'fault.end' && e.result === 'ok',
-    );
-    expect(faults.length).toBeGreaterThanOrEqual(6);
-    expect(faults.every((e) => e.how!.startsWith('hugetlb') && e.pfn! >= 8 && e.pfn! <= 23)).toBe(
-      true,
-    );
-  });
-});
