@@ -11,6 +11,11 @@
  * alloc_huge_page), as a MAP_NORESERVE mapping's is. Pool pages are on no LRU list: reclaim
  * never sees them.
  *
+ * A MAP_SHARED hugetlb mapping has no hugetlbfs file behind it here: its pages are shared by
+ * the entries fork copies (copy_hugetlb_page_range), but a huge page neither process had
+ * faulted before the fork is faulted separately by each (the kernel finds it in the file's page
+ * cache). Scenarios share a hugetlb mapping by touching it before fork.
+ *
  * Not crash-safe yet (unlike do_wp_page and zap_page_range): a replica dying between a pool
  * allocation and its install, or between clearing entries and putting their pages, leaks the
  * huge page (fsck: hugetlb). A fork that fails half way leaves the huge entries it copied
@@ -507,7 +512,9 @@ export async function refuseHugetlb(
   const n = pagesPerHugePage(ctx);
   for (const v of await ctx.store.vmas(pid)) {
     if (!v.hugetlb || v.end <= s || v.start >= e) continue;
-    if (syscall === 'munmap' && s % n === 0 && (e % n === 0 || e >= v.end)) continue;
+    // split_vma() at a cut inside the VMA that is not at a huge page boundary
+    if (syscall === 'munmap' && !(s > v.start && s % n !== 0) && !(e < v.end && e % n !== 0))
+      continue;
     throw new MmlabError(
       'EINVAL',
       syscall === 'munmap'
