@@ -45,6 +45,9 @@ const LONGEST: Record<string, number> = {
   // this machine, 2026-12-05 night: six mmlab runs (page_mkclean_one, try_to_unmap_cluster,
   // __xip_unmap in both modes)
   'test/files-examples.e2e-spec.ts': 60,
+  // estimated: six mmlab runs of examples/seed/ (do_wp_page, copy_page_range, move_page_tables
+  // in both eras)
+  'test/seed-examples.e2e-spec.ts': 50,
   // clean-clone CI runs of 2026-12-05 (evening); reclaim.e2e has three more tests since
   'test/reclaim.e2e-spec.ts': 35,
   'test/reclaim-examples.e2e-spec.ts': 25,

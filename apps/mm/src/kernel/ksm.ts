@@ -59,6 +59,7 @@ import {
   ptePresent,
 } from '@mmlab/model';
 import type { MmContext } from './context';
+import { notifyOf } from './eras';
 import {
   type HeldLock,
   mmapReadLock,
@@ -95,19 +96,21 @@ type Refusal = 'pinned' | 'gone' | 'changed' | 'not-anon';
 const addrOf = (it: Item): number => it.vpn * PAGE_SIZE;
 
 /**
- * The notifier range around write_protect_page's and replace_page's PT-lock section, chosen
- * per era in this one place: v3.7 (6bdb913f) wraps it in invalidate_range_start/end
- * (mmun_start = addr, mmun_end = addr + PAGE_SIZE, saved once and given unchanged to the end on
- * every exit path); v3.6 sends nothing outside the lock (its set_pte_at_notify does it all).
+ * The notifier range around write_protect_page's and replace_page's PT-lock section, as the
+ * era says (eras/: v3.7 'range-outside-ptl', 6bdb913f — invalidate_range_start/end with
+ * mmun_start = addr, mmun_end = addr + PAGE_SIZE, saved once and given unchanged to the end on
+ * every exit path; v3.6 'change-pte-under-ptl' — nothing outside the lock, its
+ * set_pte_at_notify does it all, setPteAtNotify in memory.ts).
  */
 async function ksmRangeStart(
   ctx: MmContext,
   op: string,
+  site: 'write_protect_page' | 'replace_page',
   pid: number,
   mmunStart: number,
   mmunEnd: number,
 ): Promise<RangeInvalidation | null> {
-  if (ctx.env.MMLAB_MODE === 'legacy') return null;
+  if (notifyOf(ctx, site) !== 'range-outside-ptl') return null;
   return invalidateRangeStart(ctx, op, pid, mmunStart, mmunEnd, 'clear');
 }
 
@@ -115,13 +118,14 @@ async function ksmRangeStart(
 async function withKsmRange<T>(
   ctx: MmContext,
   op: string,
+  site: 'write_protect_page' | 'replace_page',
   pid: number,
   addr: number,
   body: () => Promise<T>,
 ): Promise<T> {
   const mmunStart = addr; /* For mmu_notifiers */
   const mmunEnd = addr + PAGE_SIZE; /* For mmu_notifiers */
-  const range = await ksmRangeStart(ctx, op, pid, mmunStart, mmunEnd);
+  const range = await ksmRangeStart(ctx, op, site, pid, mmunStart, mmunEnd);
   try {
     return await withinRange(range, body);
   } finally {
@@ -332,7 +336,7 @@ async function writeProtectPage(
 ): Promise<{ w: 0 } | { why: Refusal; counts?: { map: number; ref: number } }> {
   const addr = addrOf(it);
   const page: Frame = { pfn: it.pfn, gen: it.gen };
-  return withKsmRange(ctx, op, it.pid, addr, async () => {
+  return withKsmRange(ctx, op, 'write_protect_page', it.pid, addr, async () => {
     const held = await ptlLock(ctx, it.pid, pteLockOfVpn(it.vpn), op);
     let locked = true;
     try {
@@ -442,7 +446,7 @@ async function replacePage(
 ): Promise<boolean> {
   const addr = addrOf(it);
   const page: Frame = { pfn: it.pfn, gen: it.gen };
-  return withKsmRange(ctx, op, it.pid, addr, async () => {
+  return withKsmRange(ctx, op, 'replace_page', it.pid, addr, async () => {
     const held = await ptlLock(ctx, it.pid, pteLockOfVpn(it.vpn), op);
     let locked = true;
     try {

@@ -22,6 +22,7 @@ import {
 import { type Pte, pteFrameRef, pteLockOfVpn } from '@mmlab/model';
 import { now } from '@mmlab/runtime';
 import { type MmContext, backoff, injected, ownerOf } from './context';
+import { eraOf, notifyOf } from './eras';
 import {
   invalidatePage,
   invalidateRangeEnd,
@@ -559,7 +560,7 @@ async function doWpPage(
     allocPage(ctx, op, old, { pid, vpn }),
   );
   await crashPoint(ctx, 'do_wp_page.copied');
-  const legacy = ctx.env.MMLAB_MODE === 'legacy';
+  const notify = notifyOf(ctx, 'do_wp_page');
   const seedAlone = injected(ctx, 'free-before-invalidate-page');
   const mmunStart = addr; /* For mmu_notifiers */
   const mmunEnd = addr + PAGE_SIZE; /* For mmu_notifiers */
@@ -569,9 +570,9 @@ async function doWpPage(
     // (mm_has_notifiers); one registered after its check bumps the mm seq (mmap_sem write),
     // and wpCopyLock's seq check then sends this fault back to the top.
     const range =
-      legacy || seedAlone
-        ? null
-        : await invalidateRangeStart(ctx, op, pid, mmunStart, mmunEnd, 'clear');
+      notify === 'range-outside-ptl' && !seedAlone
+        ? await invalidateRangeStart(ctx, op, pid, mmunStart, mmunEnd, 'clear')
+        : null;
     await crashPoint(ctx, 'do_wp_page.range_started');
     try {
       installed = await withinRange(range, () => wpPageCopy(ctx, f, page));
@@ -678,7 +679,7 @@ export async function setPteAtNotify(
   opts: { release: boolean; skipFence?: boolean; afterSet?: () => Promise<void> },
 ): Promise<'OK' | 'UNFENCED' | 'ESTALE'> {
   const { op, pid, lock } = held;
-  const v36 = ctx.env.MMLAB_MODE === 'legacy';
+  const v36 = eraOf(ctx).setPteAtNotify === 'set-then-change-or-page';
   const vpn = Math.floor(addr / PAGE_SIZE);
   const token = held.lease.token;
   // v3.7: mmu_notifier_change_pte() first, then set_pte_at().
