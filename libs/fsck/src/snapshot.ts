@@ -17,9 +17,11 @@ export interface FrameRecord {
   map: number;
   /** free | used | zero (anything else, "state <n>", is a finding) */
   state: string;
-  /** page->flags (PAGE_FLAGS) and the compound order of a head (absent: 0) */
+  /** page->flags (PAGE_FLAGS; absent: 0), the compound order of a head (hugetlb rule), and the data
+   * word (ksm rule) */
   flags?: number;
   reserved?: number;
+  data?: number;
 }
 
 export interface LeaseRecord {
@@ -100,6 +102,8 @@ export interface FsckSnapshot {
    * "p<pfn>" → "ino:i:dirty", "d<ino>:<i>" → the word on the store, "ino_next"
    */
   pagecache: Record<string, string>;
+  /** {mem}:ksm as stored (keys.ts): "d<data>" → "pfn:gen", "p<pfn>" → data (absent: empty) */
+  ksm?: Record<string, string>;
   /** the inactive and the active LRU lists' members */
   lru: string[];
   active: string[];
@@ -135,7 +139,7 @@ export const incarnationOfInvOwner = (v: string): string => {
 export async function readSnapshot(store: Store): Promise<FsckSnapshot> {
   const r = store.redis;
   // the frame table is read by the model (its layout is the model's): one MULTI on {mem}
-  const [mem, pending, swap, swapMeta, lru, active, pagecache, hugetlb] = await Promise.all([
+  const [mem, pending, swap, swapMeta, lru, active, pagecache, ksm, hugetlb] = await Promise.all([
     store.memTable(),
     r.hgetall(MEM.pending),
     r.hgetall(MEM.swap),
@@ -143,6 +147,7 @@ export async function readSnapshot(store: Store): Promise<FsckSnapshot> {
     r.zrange(MEM.lru, 0, -1),
     r.zrange(MEM.active, 0, -1),
     r.hgetall(MEM.pagecache),
+    r.hgetall(MEM.ksm),
     r.hgetall(HUGETLB_POOL),
   ]);
   const frame: Record<string, FrameRecord> = {};
@@ -152,7 +157,8 @@ export async function readSnapshot(store: Store): Promise<FsckSnapshot> {
       ref: f.ref,
       map: f.map,
       state: f.state,
-      ...(f.flags && { flags: f.flags }),
+      flags: mem.flags.get(pfn) ?? 0,
+      data: f.data,
       ...(f.reserved && { reserved: f.reserved }),
     };
   const processes = await Promise.all(
@@ -258,6 +264,7 @@ export async function readSnapshot(store: Store): Promise<FsckSnapshot> {
     swapSlots: swapMeta[0],
     nrSwapFree: swapMeta[1],
     pagecache,
+    ksm,
     lru,
     active,
     incarnations,

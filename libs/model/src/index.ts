@@ -6,3 +6,4 @@ export * from './store';
 export * from './vma';
 export * from './liveness';
 export * from './mm/hugetlb-store';
+export * from './ksm/store';

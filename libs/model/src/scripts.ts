@@ -4,6 +4,7 @@
  * address space (mm/scripts.ts) or the mm replicas (replica/scripts.ts). docs/redis.md is
  * generated from this table (gen-doc.ts).
  */
+import { KSM_SCRIPTS } from './ksm/scripts';
 import { MEM_SCRIPTS } from './mem/scripts';
 import { MM_SCRIPTS } from './mm/scripts';
 import { HUGETLB_SCRIPTS } from './mm/hugetlb-scripts';
@@ -14,6 +15,7 @@ export const SCRIPTS = {
   ...MM_SCRIPTS,
   ...REPLICA_SCRIPTS,
   ...HUGETLB_SCRIPTS,
+  ...KSM_SCRIPTS,
 } as const;
 
 export type ScriptName = keyof typeof SCRIPTS;
