@@ -17,7 +17,13 @@ import * as path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import type { EventOf, TraceEvent } from '@mmlab/protocol';
 import { parse } from 'yaml';
-import { type ScenarioRun, outcomeOf, runScenario } from '@mmlab/testing';
+import {
+  LEGACY_TWIN_OK,
+  type ScenarioRun,
+  outcomeOf,
+  runLegacyTwin,
+  runScenario,
+} from '@mmlab/testing';
 
 const tmp = mkdtempSync(path.join(tmpdir(), 'mmlab-hugetlb-'));
 afterAll(() => rmSync(tmp, { recursive: true, force: true }));
@@ -25,13 +31,6 @@ afterAll(() => rmSync(tmp, { recursive: true, force: true }));
 const PAGE = 4096;
 /** hugePageOrder 3 in the examples: a huge page is 8 pages */
 const HUGE = 8 * PAGE;
-
-/** The same example in v3.6 (its kernel switched), expecting exactly `violations`. */
-const runV36 = (file: string, name: string, violations: string[]): Promise<ScenarioRun> =>
-  runScenario(file, name, tmp, (doc) => {
-    doc.setIn(['config', 'kernel'], 'v3.6');
-    doc.setIn(['expect', 'violations'], violations);
-  });
 
 const fsckClean = (r: ScenarioRun) => r.results.fsck;
 
@@ -133,15 +132,8 @@ describe.concurrent(
     });
 
     it('v3.6: the range start/end go out under page_table_lock: exactly no-sleep-under-ptlock', async () => {
-      const run = await runV36('examples/seed/hugetlb_cow.yaml', 'hugetlb-cow-v36', [
-        'no-sleep-under-ptlock',
-      ]);
-      expect(outcomeOf(run), run.log).toEqual({
-        verdict: 'valid',
-        code: 0,
-        stepsOk: true,
-        broken: ['no-sleep-under-ptlock'],
-      });
+      const run = await runLegacyTwin('examples/seed/hugetlb_cow.yaml', 'hugetlb-cow-v36', tmp);
+      expect(outcomeOf(run), run.log).toEqual(LEGACY_TWIN_OK);
       expect(fsckClean(run)).toEqual({ ok: true, findings: [] });
       const sends = run.events.filter(
         (e): e is EventOf<'mn.send'> => e.kind === 'mn.send' && e.op === cowOp(run.events),
@@ -210,6 +202,7 @@ describe.concurrent(
         'hugetlb-unmap-v36',
         tmp,
         (doc) => {
+          doc.deleteIn(['config', 'mode']);
           doc.setIn(['config', 'kernel'], 'v3.6');
           doc.setIn(['expect', 'violations'], []);
           for (const st of parse(POOL_STEPS) as unknown[]) doc.addIn(['steps'], doc.createNode(st));
