@@ -48,6 +48,9 @@ const LONGEST: Record<string, number> = {
   // estimated: six mmlab runs of examples/seed/ (do_wp_page, copy_page_range, move_page_tables
   // in both eras)
   'test/seed-examples.e2e-spec.ts': 50,
+  // estimated: four mmlab runs (hugetlb_cow and __unmap_hugepage_range in both eras; 55-60 s
+  // measured at load 9-15 from other runs)
+  'test/hugetlb.e2e-spec.ts': 45,
   // clean-clone CI runs of 2026-12-05 (evening); reclaim.e2e has three more tests since
   'test/reclaim.e2e-spec.ts': 35,
   'test/reclaim-examples.e2e-spec.ts': 25,
