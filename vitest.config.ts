@@ -53,6 +53,9 @@ const LONGEST: Record<string, number> = {
   'test/hca.e2e-spec.ts': 22,
   'test/server-chaos.e2e-spec.ts': 19,
   'test/reclaim-examples.e2e-spec.ts': 19,
+  // estimated on main: six mmlab runs of examples/seed/ (do_wp_page, copy_page_range,
+  // move_page_tables in both eras)
+  'test/seed-examples.e2e-spec.ts': 50,
   // suite-speed-2: the untimed chaos examples, out of the serial chaos.e2e (their three tests
   // took 45 s there, on an idle machine)
   'test/chaos-restarts.e2e-spec.ts': 50,

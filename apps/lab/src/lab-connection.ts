@@ -40,6 +40,9 @@ export function labConfigOf(config: ScenarioConfig, seed?: number): LabConfig {
     mode: config.mode,
     frames: config.frames,
     ...(config.swapSlots ? { swapSlots: config.swapSlots } : {}),
+    ...(config.thp && { thp: config.thp }),
+    ...(config.hugePageOrder !== undefined && { hugePageOrder: config.hugePageOrder }),
+    ...(config.hugetlbPages ? { hugetlbPages: config.hugetlbPages } : {}),
     ...(config.watermarks && { watermarks: config.watermarks }),
     ...(config.memlockPages !== undefined && { memlockPages: config.memlockPages }),
     cpus: config.cpus,
@@ -143,6 +146,9 @@ export function runningConfig(
     'callbackTimeoutMs',
     'subscriberLeaseMs',
     'memlockPages',
+    'thp',
+    'hugePageOrder',
+    'hugetlbPages',
   ] as const;
   for (const k of keys)
     for (const c of mms)
@@ -176,6 +182,9 @@ export function runningConfig(
       mode: ref.mode,
       frames,
       ...(ref.swapSlots ? { swapSlots: ref.swapSlots } : {}),
+      ...(ref.thp && { thp: ref.thp }),
+      ...(ref.hugePageOrder !== undefined && { hugePageOrder: ref.hugePageOrder }),
+      ...(ref.hugetlbPages ? { hugetlbPages: ref.hugetlbPages } : {}),
       ...(ref.watermarks?.low ? { watermarks: ref.watermarks } : {}),
       cpus: configs.filter((c) => c.service === 'cpu').length,
       mmReplicas: mms.length,
@@ -208,6 +217,9 @@ export function configDifferences(want: ScenarioConfig, lab: ScenarioConfig): st
   cmp('mode', want.mode, lab.mode);
   cmp('frames', want.frames, lab.frames);
   cmp('swapSlots', want.swapSlots ?? 0, lab.swapSlots ?? 0);
+  cmp('thp', want.thp ?? 'never', lab.thp ?? 'never');
+  cmp('hugePageOrder', want.hugePageOrder ?? 3, lab.hugePageOrder ?? 3);
+  cmp('hugetlbPages', want.hugetlbPages ?? 0, lab.hugetlbPages ?? 0);
   cmp('watermarks', want.watermarks ?? null, lab.watermarks ?? null);
   if (lab.cpus < want.cpus)
     out.push(`cpus: the scenario asks for ${want.cpus}, the lab has ${lab.cpus}`);

@@ -11,7 +11,7 @@
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, renameSync, rmSync } from 'node:fs';
 import { writeFile } from 'node:fs/promises';
 import * as path from 'node:path';
-import { MmlabError } from '@mmlab/protocol';
+import { KERNEL_OF_MODE, MmlabError } from '@mmlab/protocol';
 import { now } from '@mmlab/runtime';
 import { fsckRedis } from '@mmlab/fsck';
 import {
@@ -272,8 +272,10 @@ const describeConfig = (s: Scenario): string => {
   const c = s.config;
   const subs = c.subscribers ?? [];
   return (
-    `mode ${c.mode}, ${c.frames} frames, ${c.cpus} cpus, ${c.mmReplicas} mm replicas` +
+    `kernel ${KERNEL_OF_MODE[c.mode]} (mode ${c.mode}), ${c.frames} frames, ${c.cpus} cpus, ${c.mmReplicas} mm replicas` +
     (subs.length > 0 ? `, subscribers ${subs.map((x) => x.name).join(' ')}` : '') +
+    (c.thp === 'always' ? `, thp always (order ${c.hugePageOrder ?? 3})` : '') +
+    (c.hugetlbPages ? `, ${c.hugetlbPages} hugetlb pages` : '') +
     (c.dispatch ? `, ${c.dispatch} dispatch` : '') +
     (c.inject?.length ? `, inject ${c.inject.join(',')}` : '')
   );

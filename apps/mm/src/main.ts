@@ -1,6 +1,7 @@
 /** The mm service: one replica of the kernel's memory-management code. */
 import 'reflect-metadata';
 import { Logger } from '@nestjs/common';
+import { KERNEL_OF_MODE } from '@mmlab/protocol';
 import { LivenessLease, Store } from '@mmlab/model';
 import {
   RpcClient,
@@ -106,7 +107,9 @@ runService(async (onShutdown) => {
         }),
     },
   );
-  log.log(`${ctx.incarnation} up: ${frames} frames, mode ${env.MMLAB_MODE}`);
+  log.log(
+    `${ctx.incarnation} up: ${frames} frames, kernel ${KERNEL_OF_MODE[env.MMLAB_MODE]} (mode ${env.MMLAB_MODE})`,
+  );
   // A clean stop (SIGTERM): no new requests (the other replicas of the queue group take them);
   // those in flight are answered, or refused with ESHUTDOWN past SHUTDOWN_GRACE_MS
   // (MmlabServerNats.close), never left to their caller's timeout.

@@ -44,6 +44,8 @@ export class MmController {
   async mmap(req: ReqParsed<'mmap'>) {
     if (req.flags.includes('shared') && req.flags.includes('private'))
       throw new MmlabError('EINVAL', 'mmap: flags shared and private exclude each other');
+    if (req.flags.includes('hugetlb'))
+      throw new MmlabError('EINVAL', 'mmap: hugetlb mappings are not modelled yet');
     const file = req.file === undefined ? null : { ino: req.file, pgoff: req.pgoff };
     return {
       addr: await doMmap(

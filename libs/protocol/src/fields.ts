@@ -33,7 +33,7 @@ export const VmId = z.number().int().positive().describe('VM number within its K
 export const Prot = z.enum(['none', 'r', 'rw']).describe('VMA protection');
 export const Access = z.enum(['read', 'write']);
 /** mmap flags: MAP_SHARED, or MAP_PRIVATE (the default) */
-export const MapFlag = z.enum(['shared', 'private']);
+export const MapFlag = z.enum(['shared', 'private', 'hugetlb']);
 /** A file: its inode number in the lab's one filesystem, never reused. */
 export const Ino = z.number().int().positive().describe('inode number of a file');
 export const Token = z
@@ -44,6 +44,23 @@ export const Token = z
 export const Agent = z.string().min(1).max(64).describe('who touches memory: cpu0, hca0, ...');
 export const OpId = z.string().min(1).max(128).describe('operation id: instance + sequence');
 export const Mode = z.enum(['patched', 'legacy']);
+/**
+ * The kernel a lab models (config `kernel`): an era. `mode` is its older name, kept as an alias:
+ * v3.7 = patched (Linux v3.7 as shipped: the seed and its companion 6bdb913f), v3.6 = legacy.
+ */
+export const Kernel = z.enum(['v3.6', 'v3.7']);
+export type Kernel = z.infer<typeof Kernel>;
+export const MODE_OF_KERNEL = { 'v3.6': 'legacy', 'v3.7': 'patched' } as const satisfies Record<
+  Kernel,
+  z.infer<typeof Mode>
+>;
+export const KERNEL_OF_MODE = { legacy: 'v3.6', patched: 'v3.7' } as const satisfies Record<
+  z.infer<typeof Mode>,
+  Kernel
+>;
+/** Transparent huge pages (config `thp`, MMLAB_THP): /sys/kernel/mm/transparent_hugepage/enabled */
+export const ThpMode = z.enum(['always', 'never']);
+export type ThpMode = z.infer<typeof ThpMode>;
 
 export type Prot = z.infer<typeof Prot>;
 export type Access = z.infer<typeof Access>;

@@ -24,6 +24,7 @@ import {
   Pfn,
   Pid,
   Prot,
+  ThpMode,
   Value,
 } from './fields';
 
@@ -60,6 +61,10 @@ export const ServiceConfig = z.object({
   frames: z.number().int().positive(),
   /** MMLAB_SWAP_SLOTS (absent: a service older than swap, 0) */
   swapSlots: z.number().int().nonnegative().optional(),
+  /** MMLAB_THP, MMLAB_HUGE_PAGE_ORDER, MMLAB_HUGETLB_PAGES (absent: a service older than huge pages) */
+  thp: ThpMode.optional(),
+  hugePageOrder: z.number().int().optional(),
+  hugetlbPages: z.number().int().nonnegative().optional(),
   /** MMLAB_WATERMARK_LOW/HIGH (low 0: no kswapd) */
   watermarks: z.object({ low: z.number().int(), high: z.number().int() }).optional(),
   /** MMLAB_LEASE_TTL_MS */

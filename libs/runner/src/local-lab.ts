@@ -12,6 +12,7 @@ import {
   MmlabError,
   type MmuLockMode,
   type Mode,
+  type ThpMode,
 } from '@mmlab/protocol';
 import { RpcClient, connectNats, newLabToken, sleep } from '@mmlab/runtime';
 import {
@@ -32,6 +33,12 @@ export interface LabConfig {
   frames: number;
   /** swap slots (MMLAB_SWAP_SLOTS); default 0: no swap */
   swapSlots?: number;
+  /** transparent huge pages (MMLAB_THP); default never */
+  thp?: ThpMode;
+  /** a huge page is 2^hugePageOrder frames (MMLAB_HUGE_PAGE_ORDER); default 3 */
+  hugePageOrder?: number;
+  /** huge pages reserved for hugetlbfs (MMLAB_HUGETLB_PAGES); default 0 */
+  hugetlbPages?: number;
   /** kswapd's watermarks (MMLAB_WATERMARK_LOW/HIGH); default none */
   watermarks?: { low: number; high: number };
   /** RLIMIT_MEMLOCK in pages (MMLAB_MEMLOCK_PAGES); default a quarter of the frames */
@@ -116,6 +123,11 @@ export function labServices(
     MMLAB_MODE: cfg.mode,
     MMLAB_FRAMES: String(cfg.frames),
     ...(cfg.swapSlots ? { MMLAB_SWAP_SLOTS: String(cfg.swapSlots) } : {}),
+    ...(cfg.thp ? { MMLAB_THP: cfg.thp } : {}),
+    ...(cfg.hugePageOrder !== undefined
+      ? { MMLAB_HUGE_PAGE_ORDER: String(cfg.hugePageOrder) }
+      : {}),
+    ...(cfg.hugetlbPages ? { MMLAB_HUGETLB_PAGES: String(cfg.hugetlbPages) } : {}),
     ...(cfg.watermarks
       ? {
           MMLAB_WATERMARK_LOW: String(cfg.watermarks.low),

@@ -4,7 +4,7 @@
  */
 import { hostname } from 'node:os';
 import { z } from 'zod';
-import { Dispatch, InjectMode, MmuLockMode, Mode } from '@mmlab/protocol';
+import { Dispatch, InjectMode, MmuLockMode, Mode, ThpMode } from '@mmlab/protocol';
 
 const int = (d: number) => z.coerce.number().int().nonnegative().default(d);
 
@@ -21,6 +21,12 @@ export const EnvSchema = z.object({
   MMLAB_FRAMES: int(256),
   /** Slots of the swap device, set up with the frames (0: no swap). */
   MMLAB_SWAP_SLOTS: z.coerce.number().int().nonnegative().default(0),
+  /** Transparent huge pages: always (anonymous THP on aligned faults) or never (the default). */
+  MMLAB_THP: ThpMode.default('never'),
+  /** A huge page is 2^order frames (HPAGE_PMD_ORDER; small by default so scenarios stay fast). */
+  MMLAB_HUGE_PAGE_ORDER: z.coerce.number().int().min(1).max(9).default(3),
+  /** Huge pages reserved for hugetlbfs at boot (nr_hugepages), set up with the frames. */
+  MMLAB_HUGETLB_PAGES: z.coerce.number().int().nonnegative().default(0),
   /** mm: kswapd wakes when free frames fall below this (0: no kswapd) ... */
   MMLAB_WATERMARK_LOW: z.coerce.number().int().nonnegative().default(0),
   /** ... and reclaims until this many are free. */

@@ -272,3 +272,37 @@ describe(parseScenario.name, () => {
     expect(errorsOf('- 1\n')).toEqual(['t.yaml:1:1: expected a mapping, got a list']);
   });
 });
+
+describe('config.kernel (the era; mode is its alias)', () => {
+  const withConfig = (config: string): string =>
+    ['name: k', `config: ${config}`, 'steps:', '  - { op: process.create, as: p }'].join('\n');
+  const configOf = (config: string) => {
+    const r = parseScenario(withConfig(config), 't.yaml');
+    if (!r.ok) throw new Error(r.errors.join('\n'));
+    return r.scenario.config;
+  };
+
+  it('gives kernel v3.6 the mode legacy and v3.7 patched', () => {
+    expect(configOf('{ kernel: v3.6 }')).toMatchObject({ mode: 'legacy', kernel: 'v3.6' });
+    expect(configOf('{ kernel: v3.7 }')).toMatchObject({ mode: 'patched', kernel: 'v3.7' });
+    expect(configOf('{ mode: legacy }').mode).toBe('legacy');
+    expect(configOf('{ mode: legacy, kernel: v3.6 }').mode).toBe('legacy');
+  });
+
+  it('refuses a kernel and a mode that disagree, and an unknown kernel', () => {
+    expect(errorsOf(withConfig('{ mode: patched, kernel: v3.6 }')).join('\n')).toMatch(
+      /kernel v3\.6 is mode legacy, but mode says patched/,
+    );
+    expect(errorsOf(withConfig('{ kernel: v5.19 }')).join('\n')).toMatch(/kernel/);
+  });
+
+  it('takes thp, hugePageOrder and hugetlbPages and refuses them out of range', () => {
+    expect(configOf('{ thp: always, hugePageOrder: 4, hugetlbPages: 2 }')).toMatchObject({
+      thp: 'always',
+      hugePageOrder: 4,
+      hugetlbPages: 2,
+    });
+    expect(errorsOf(withConfig('{ thp: sometimes }')).join('\n')).toMatch(/thp/);
+    expect(errorsOf(withConfig('{ hugePageOrder: 0 }')).join('\n')).toMatch(/hugePageOrder/);
+  });
+});

@@ -22,7 +22,16 @@
 import { z } from 'zod';
 import { FSCK_CODES } from '@mmlab/fsck';
 import { INVARIANT_NAMES } from '@mmlab/checker';
-import { Dispatch, InjectMode, LatencySpec, MmuLockMode, Mode } from '@mmlab/protocol';
+import {
+  Dispatch,
+  InjectMode,
+  Kernel,
+  LatencySpec,
+  MODE_OF_KERNEL,
+  MmuLockMode,
+  Mode,
+  ThpMode,
+} from '@mmlab/protocol';
 import { chaosSteps } from './steps/chaos';
 import { SubscriberName, common } from './steps/common';
 import { controlSteps } from './steps/control';
@@ -126,54 +135,90 @@ export type SubscriberSpec = z.output<typeof SubscriberSpec>;
 export const Subscribers = z.array(SubscriberSpec);
 
 /** The lab a scenario runs on; `mmlab run --local` starts exactly this. */
-export const ScenarioConfig = z.strictObject({
-  mode: Mode.default('patched'),
-  frames: z.number().int().positive().default(256),
-  /**
-   * Slots of the swap device (MMLAB_SWAP_SLOTS): anonymous pages reclaim writes out (a
-   * `reclaim` step). 0, the default: no swap — memory that runs out fails with ENOMEM.
-   */
-  swapSlots: z
-    .number()
-    .int()
-    .nonnegative()
-    .max(1 << 20)
-    .optional(),
-  /**
-   * kswapd's watermarks in free frames (MMLAB_WATERMARK_LOW/HIGH): it wakes when an allocation
-   * leaves fewer than `low` free and reclaims until `high` are. Default none: only direct
-   * reclaim (an allocation that finds no frame) and the reclaim step.
-   */
-  watermarks: z
-    .strictObject({ low: z.number().int().positive(), high: z.number().int().positive() })
-    .refine((w) => w.high >= w.low, { error: 'watermarks.high must be at least watermarks.low' })
-    .optional(),
-  /**
-   * RLIMIT_MEMLOCK in pages (MMLAB_MEMLOCK_PAGES): what one process's pinned registrations may
-   * pin together (pinned_vm); a registration past it fails with ENOMEM before it touches a
-   * page. Default: a quarter of the frames.
-   */
-  memlockPages: z.number().int().nonnegative().optional(),
-  cpus: z.number().int().positive().max(64).default(2),
-  mmReplicas: z.number().int().positive().max(16).default(2),
-  /** PT-lock and mmap_sem lease TTL (MMLAB_LEASE_TTL_MS) */
-  leaseTtlMs: z.number().int().positive().optional(),
-  /** bounded-ptlock-hold threshold (MMLAB_SOFTLOCKUP_MS); the checker uses it too */
-  softlockupMs: z.number().int().positive().optional(),
-  /** notifier subscribers to start (and register by their hca.reg_mr steps) */
-  subscribers: Subscribers.optional(),
-  /**
-   * how long a subscriber's liveness lease lasts without renewal (MMLAB_SUBSCRIBER_LEASE_MS,
-   * default 3000): a subscriber silent for longer is dead, and mm fences it
-   */
-  subscriberLeaseMs: z.number().int().positive().max(600_000).optional(),
-  /** mm's deadline for one attempt of a callback (MMLAB_CALLBACK_TIMEOUT_MS, default 2000) */
-  callbackTimeoutMs: z.number().int().positive().max(600_000).optional(),
-  /** how mm sends one callback to several subscribers (default parallel) */
-  dispatch: Dispatch.optional(),
-  /** fault-injection modes: each reproduces a known mistake (libs/protocol InjectMode) */
-  inject: z.array(InjectMode).optional(),
-});
+export const ScenarioConfig = z
+  .strictObject({
+    /** the kernel modelled: patched = v3.7, legacy = v3.6 (`kernel` names the same choice) */
+    mode: Mode.default('patched'),
+    /**
+     * the kernel modelled, by version (docs/eras.md): v3.7 (as shipped) or v3.6. An alias of
+     * `mode`: a config giving only `kernel` gets its mode (ScenarioSchema's config), one giving
+     * both must agree.
+     */
+    kernel: Kernel.optional(),
+    /** transparent huge pages (MMLAB_THP): always = anonymous THP on aligned faults; default never */
+    thp: ThpMode.optional(),
+    /** a huge page (THP and hugetlbfs) is 2^hugePageOrder frames (MMLAB_HUGE_PAGE_ORDER, default 3) */
+    hugePageOrder: z.number().int().min(1).max(9).optional(),
+    /** huge pages reserved for hugetlbfs at boot (MMLAB_HUGETLB_PAGES, nr_hugepages); default 0 */
+    hugetlbPages: z
+      .number()
+      .int()
+      .nonnegative()
+      .max(1 << 16)
+      .optional(),
+    frames: z.number().int().positive().default(256),
+    /**
+     * Slots of the swap device (MMLAB_SWAP_SLOTS): anonymous pages reclaim writes out (a
+     * `reclaim` step). 0, the default: no swap — memory that runs out fails with ENOMEM.
+     */
+    swapSlots: z
+      .number()
+      .int()
+      .nonnegative()
+      .max(1 << 20)
+      .optional(),
+    /**
+     * kswapd's watermarks in free frames (MMLAB_WATERMARK_LOW/HIGH): it wakes when an allocation
+     * leaves fewer than `low` free and reclaims until `high` are. Default none: only direct
+     * reclaim (an allocation that finds no frame) and the reclaim step.
+     */
+    watermarks: z
+      .strictObject({ low: z.number().int().positive(), high: z.number().int().positive() })
+      .refine((w) => w.high >= w.low, { error: 'watermarks.high must be at least watermarks.low' })
+      .optional(),
+    /**
+     * RLIMIT_MEMLOCK in pages (MMLAB_MEMLOCK_PAGES): what one process's pinned registrations may
+     * pin together (pinned_vm); a registration past it fails with ENOMEM before it touches a
+     * page. Default: a quarter of the frames.
+     */
+    memlockPages: z.number().int().nonnegative().optional(),
+    cpus: z.number().int().positive().max(64).default(2),
+    mmReplicas: z.number().int().positive().max(16).default(2),
+    /** PT-lock and mmap_sem lease TTL (MMLAB_LEASE_TTL_MS) */
+    leaseTtlMs: z.number().int().positive().optional(),
+    /** bounded-ptlock-hold threshold (MMLAB_SOFTLOCKUP_MS); the checker uses it too */
+    softlockupMs: z.number().int().positive().optional(),
+    /** notifier subscribers to start (and register by their hca.reg_mr steps) */
+    subscribers: Subscribers.optional(),
+    /**
+     * how long a subscriber's liveness lease lasts without renewal (MMLAB_SUBSCRIBER_LEASE_MS,
+     * default 3000): a subscriber silent for longer is dead, and mm fences it
+     */
+    subscriberLeaseMs: z.number().int().positive().max(600_000).optional(),
+    /** mm's deadline for one attempt of a callback (MMLAB_CALLBACK_TIMEOUT_MS, default 2000) */
+    callbackTimeoutMs: z.number().int().positive().max(600_000).optional(),
+    /** how mm sends one callback to several subscribers (default parallel) */
+    dispatch: Dispatch.optional(),
+    /** fault-injection modes: each reproduces a known mistake (libs/protocol InjectMode) */
+    inject: z.array(InjectMode).optional(),
+  })
+  .superRefine((c, ctx) => {
+    if (c.kernel !== undefined && MODE_OF_KERNEL[c.kernel] !== c.mode)
+      ctx.addIssue({
+        code: 'custom',
+        path: ['kernel'],
+        message: `kernel ${c.kernel} is mode ${MODE_OF_KERNEL[c.kernel]}, but mode says ${c.mode}: give one of them`,
+      });
+  });
+/** A raw config's `kernel` as its `mode` when the config gives no mode (the alias). */
+export function kernelAlias(raw: unknown): unknown {
+  if (raw === undefined) return {};
+  if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) return raw;
+  const r = raw as Record<string, unknown>;
+  if (r.mode !== undefined || typeof r.kernel !== 'string') return raw;
+  const k = Kernel.safeParse(r.kernel);
+  return k.success ? { ...r, mode: MODE_OF_KERNEL[k.data] } : raw;
+}
 export type ScenarioConfig = z.output<typeof ScenarioConfig>;
 
 export const ScenarioExpect = z.strictObject({
@@ -193,7 +238,7 @@ export const ScenarioSchema = z.strictObject({
     error: 'expected a name of letters, digits, ".", "_" or "-"',
   }),
   seed: z.number().int().optional(),
-  config: ScenarioConfig.prefault({}),
+  config: z.preprocess(kernelAlias, ScenarioConfig),
   steps: z.array(Step).min(1),
   expect: ScenarioExpect.prefault({}),
 });

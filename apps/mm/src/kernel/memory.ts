@@ -22,6 +22,7 @@ import {
 import { type Pte, pteFrameRef, pteLockOfVpn } from '@mmlab/model';
 import { now } from '@mmlab/runtime';
 import { type MmContext, backoff, injected, ownerOf } from './context';
+import { eraOf, notifyOf } from './eras';
 import {
   invalidatePage,
   invalidateRangeEnd,
@@ -552,7 +553,7 @@ async function doWpPage(
     allocPage(ctx, op, old, { pid, vpn }),
   );
   await crashPoint(ctx, 'do_wp_page.copied');
-  const legacy = ctx.env.MMLAB_MODE === 'legacy';
+  const notify = notifyOf(ctx, 'do_wp_page');
   const seedAlone = injected(ctx, 'free-before-invalidate-page');
   const mmunStart = addr; /* For mmu_notifiers */
   const mmunEnd = addr + PAGE_SIZE; /* For mmu_notifiers */
@@ -562,12 +563,14 @@ async function doWpPage(
     // (mm_has_notifiers); one registered after its check bumps the mm seq (mmap_sem write),
     // and wpCopyLock's seq check then sends this fault back to the top.
     const range =
-      legacy || seedAlone
-        ? null
-        : await invalidateRangeStart(ctx, op, pid, mmunStart, mmunEnd, 'clear');
+      notify === 'range-outside-ptl' && !seedAlone
+        ? await invalidateRangeStart(ctx, op, pid, mmunStart, mmunEnd, 'clear')
+        : null;
     await crashPoint(ctx, 'do_wp_page.range_started');
     try {
-      installed = await withinRange(range, () => wpPageCopy(ctx, f, page, legacy));
+      installed = await withinRange(range, () =>
+        wpPageCopy(ctx, f, page, eraOf(ctx).setPteAtNotify === 'set-then-change-or-page'),
+      );
     } finally {
       if (range) await invalidateRangeEnd(ctx, range, mmunStart, mmunEnd);
     }
@@ -595,7 +598,11 @@ async function wpPageCopy(
   ctx: MmContext,
   f: WpFault,
   page: Frame,
-  legacy: boolean,
+  /**
+   * set_pte_at_notify in v3.6's order (eras/: set-then-change-or-page): set_pte_at, then
+   * change_pte or its invalidate_page fallback, the lock still held; else v3.7's change_pte first
+   */
+  setFirst: boolean,
 ): Promise<boolean> {
   const { op, pid, vpn, old, seq, agent } = f;
   const addr = vpn * PAGE_SIZE;
@@ -637,15 +644,15 @@ async function wpPageCopy(
     // ptep_clear_flush(): the PTE was cleared with the lock; shoot the TLBs down.
     await flushTlbRange(ctx, op, pid, addr, addr + PAGE_SIZE, r.cpumask);
     // v3.7 set_pte_at_notify(): mmu_notifier_change_pte() first, then set_pte_at().
-    if (!legacy) await mmuNotifierChangePte(ctx, op, pid, addr, pte);
+    if (!setFirst) await mmuNotifierChangePte(ctx, op, pid, addr, pte);
   });
   let st: 'OK' | 'UNFENCED' | 'ESTALE' = 'ESTALE';
   const set = () =>
     ctx.store.setPteUnlock(pid, lock, held.lease.value, r.token, vpn, pte, ctx.incarnation, {
-      keep: legacy,
+      keep: setFirst,
       skipFence,
     });
-  if (legacy) st = await set();
+  if (setFirst) st = await set();
   else await held.lease.release(async () => (st = await set()) === 'OK');
   if (st === 'ESTALE') {
     ctx.tracer.emit({
@@ -656,7 +663,7 @@ async function wpPageCopy(
       token: r.token,
       reason: 'lease lost before set_pte_at',
     });
-    if (legacy) await held.lease.release(async () => false);
+    if (setFirst) await held.lease.release(async () => false);
     traceUnlock(ctx, held, false);
     throw new MmlabError(
       'ESTALE',
@@ -665,7 +672,7 @@ async function wpPageCopy(
   }
   ctx.tracer.emit({ kind: 'pte.set', op, pid, addr, ...pte, lock, token: r.token });
   await crashPoint(ctx, 'do_wp_page.set');
-  if (legacy && st === 'OK') {
+  if (setFirst && st === 'OK') {
     // v3.6 set_pte_at_notify(): set_pte_at(), then mmu_notifier_change_pte() — still under
     // the lock; a subscriber without change_pte gets invalidate_page here.
     try {
@@ -675,7 +682,7 @@ async function wpPageCopy(
     }
   } else if (st === 'UNFENCED') {
     // skip-fence-check: written without the lease; the lock (someone else's now) is left alone.
-    if (legacy) await held.lease.release(async () => false);
+    if (setFirst) await held.lease.release(async () => false);
     traceUnlock(ctx, held, false);
   } else traceUnlock(ctx, held, true);
   return true;

@@ -13,7 +13,7 @@ export const MmapStep = step('mmap', {
   process: Binding,
   pages: Pages,
   prot: Prot,
-  /** [shared] (MAP_SHARED) or [private] (MAP_PRIVATE, the default) */
+  /** [shared] (MAP_SHARED) or [private] (MAP_PRIVATE, the default); [hugetlb] (MAP_HUGETLB) */
   flags: z.array(MapFlag).default([]),
   /** a file (bound by file.create) to map instead of anonymous memory */
   file: Binding.optional(),
