@@ -15,7 +15,7 @@ import { type ChaosRun as Run, useChaosRuns, workload } from './support/chaos-ru
 const run = useChaosRuns();
 
 /**
- * The 1.5 s invalidations hca0 got from cpu4's COW faults (do_wp_page of the pages hca0 maps), as
+ * The 2 s invalidations hca0 got from cpu4's COW faults (do_wp_page of the pages hca0 maps), as
  * [sent, acked] indexes in trace order (the first attempt's mn.send, and its mn.ack).
  */
 function cowInvalidations(r: Run): Array<[number, number]> {
@@ -56,7 +56,7 @@ describe('examples/chaos/', () => {
   // The throughput of the neighbours during the invalidation, as a ratio to the runs around it
   // (results.json workloads), is a timing: the faults-under-invalidation benchmark measures it
   // (npm run bench). The tests check what the lock placement decides, in trace order.
-  it('slow-hca-patched: the neighbours keep faulting while hca0 sleeps 1.5 s in a COW invalidation', async () => {
+  it('slow-hca-patched: the neighbours keep faulting while hca0 sleeps 2 s in a COW invalidation', async () => {
     const r = await run('slow-hca-patched');
     // it ran (1 s of four CPUs faulting; how fast is the benchmark's business)
     expect(workload(r, 'no-delay-1').faults).toBeGreaterThan(10);
@@ -70,7 +70,7 @@ describe('examples/chaos/', () => {
     expect(r.events.some((e) => e.kind === 'might_sleep')).toBe(false);
   });
 
-  it('slow-hca-legacy: the same run before the patch stops every neighbour for the 1.5 s', async () => {
+  it('slow-hca-legacy: the same run before the patch stops every neighbour for the 2 s', async () => {
     const r = await run('slow-hca-legacy');
     const cows = cowInvalidations(r);
     expect(cows.length).toBeGreaterThan(0);
