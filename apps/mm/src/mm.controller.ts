@@ -16,6 +16,7 @@ import { mmuNotifierRegister, mmuNotifierUnregister } from './kernel/mmu_notifie
 import { drainAllPages } from './kernel/page_alloc';
 import { doMprotect } from './kernel/mprotect';
 import { doMremap } from './kernel/mremap';
+import { ksmMerge } from './kernel/ksm';
 import { tryToFreePages } from './kernel/vmscan';
 import { fileCreate, fileRead, fileWrite, sysMsync } from './kernel/filemap';
 import { sysRemapFilePages } from './kernel/fremap';
@@ -162,6 +163,12 @@ export class MmController {
   @Rpc('reclaim')
   async reclaim(req: ReqParsed<'reclaim'>) {
     return tryToFreePages(this.ctx, 'request', req.pages);
+  }
+
+  /** One synchronous ksmd pass over the ranges: ksm_do_scan() (ksm.ts). */
+  @Rpc('ksmMerge')
+  async ksmMerge(req: ReqParsed<'ksmMerge'>) {
+    return ksmMerge(this.ctx, req.ranges);
   }
 
   /** /proc/swaps and the LRU lists. */

@@ -17,6 +17,9 @@ export interface FrameRecord {
   map: number;
   /** free | used | zero (anything else, "state <n>", is a finding) */
   state: string;
+  /** page->flags (PAGE_FLAGS) and the data word: read for the ksm rule (absent: 0) */
+  flags?: number;
+  data?: number;
 }
 
 export interface LeaseRecord {
@@ -95,6 +98,8 @@ export interface FsckSnapshot {
    * "p<pfn>" → "ino:i:dirty", "d<ino>:<i>" → the word on the store, "ino_next"
    */
   pagecache: Record<string, string>;
+  /** {mem}:ksm as stored (keys.ts): "d<data>" → "pfn:gen", "p<pfn>" → data (absent: empty) */
+  ksm?: Record<string, string>;
   /** the inactive and the active LRU lists' members */
   lru: string[];
   active: string[];
@@ -128,7 +133,7 @@ export const incarnationOfInvOwner = (v: string): string => {
 export async function readSnapshot(store: Store): Promise<FsckSnapshot> {
   const r = store.redis;
   // the frame table is read by the model (its layout is the model's): one MULTI on {mem}
-  const [mem, pending, swap, swapMeta, lru, active, pagecache] = await Promise.all([
+  const [mem, pending, swap, swapMeta, lru, active, pagecache, ksm] = await Promise.all([
     store.memTable(),
     r.hgetall(MEM.pending),
     r.hgetall(MEM.swap),
@@ -136,10 +141,18 @@ export async function readSnapshot(store: Store): Promise<FsckSnapshot> {
     r.zrange(MEM.lru, 0, -1),
     r.zrange(MEM.active, 0, -1),
     r.hgetall(MEM.pagecache),
+    r.hgetall(MEM.ksm),
   ]);
   const frame: Record<string, FrameRecord> = {};
   for (const [pfn, f] of mem.frame)
-    frame[pfn] = { gen: f.gen, ref: f.ref, map: f.map, state: f.state };
+    frame[pfn] = {
+      gen: f.gen,
+      ref: f.ref,
+      map: f.map,
+      state: f.state,
+      flags: mem.flags.get(pfn) ?? 0,
+      data: f.data,
+    };
   const processes = await Promise.all(
     (await store.processes()).map(async (pid): Promise<ProcessSnapshot> => {
       const k = procKeys(pid);
@@ -228,6 +241,7 @@ export async function readSnapshot(store: Store): Promise<FsckSnapshot> {
     swapSlots: swapMeta[0],
     nrSwapFree: swapMeta[1],
     pagecache,
+    ksm,
     lru,
     active,
     incarnations,

@@ -5,3 +5,4 @@ export * from './scripts';
 export * from './store';
 export * from './vma';
 export * from './liveness';
+export * from './ksm/store';

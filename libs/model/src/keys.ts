@@ -26,8 +26,9 @@
  *                  byte 20  u8  state     0 free | 1 used | 2 zero (pfn 0 only); other: corrupt
  *                  byte 21  u8  flags     page->flags, bits reserved (0 today):
  *                                           0 PG_lru, 1 PG_referenced, 2 PG_swapcache (reclaim)
- *                                           3 PG_ksm (KSM; in v3.7 PageKsm is the
- *                                             PAGE_MAPPING_KSM bits of page->mapping)
+ *                                           3 PG_ksm (a KSM page, {mem}:ksm; in v3.7
+ *                                             PageKsm is the PAGE_MAPPING_KSM bits of
+ *                                             page->mapping)
  *                                           4 PG_head, 5 PG_tail (THP compound pages)
  *                                           6, 7 free for later use
  *                  byte 22  u16 reserved  for THP (compound order of a head page) or KSM (its
@@ -139,6 +140,18 @@
  *              "x" entries are exactly an XIP file's (its pages), and neither they nor the
  *              sparse page are on an LRU list; the sparse page is used, in no cache, with
  *              refcount = mapcount + 1; xs_busy is 0 at rest.
+ *   {mem}:ksm    hash, KSM's stable tree (mm/ksm.c v3.7: stable_node, the rb-tree ordered by page
+ *                content — here one word, so a hash by content), written only by ksm/scripts.ts:
+ *                  d<data>  "pfn:gen": the KSM page holding that content (stable_tree_search)
+ *                  p<pfn>   data: the frame's stable node (page->mapping with PAGE_MAPPING_KSM)
+ *                A frame with PG_ksm (flags bit 3) is a KSM page: anonymous, mapped read-only by
+ *                every PTE that maps it (replace_page: mk_pte(kpage, vm_page_prot) of a private
+ *                VMA), never reused by do_wp_page (always copied), on no LRU list (reclaim
+ *                skips KSM pages: v3.7 swaps them through rmap_walk_ksm, mmlab does not). Freed
+ *                when its last reference goes, and then out of the tree (free_push: ksm_free).
+ *              Invariants (fsck: ksm): p<pfn> = data iff d<data> = "pfn:gen"; such a frame is
+ *              used, of that gen, holds that data and has PG_ksm; every PG_ksm frame has its
+ *              p<pfn>; no PTE maps a PG_ksm frame writable.
  *
  * An address space ({p:<pid>}) — mm_struct and its page tables:
  *   :mm        hash: seq (mm_lock_seq: bumped at every mmap_sem write acquire and release),
@@ -216,6 +229,7 @@ export const MEM = {
   lru: '{mem}:lru',
   active: '{mem}:lru:active',
   pagecache: '{mem}:pagecache',
+  ksm: '{mem}:ksm',
 } as const;
 /** The roles of the {mem} keys, in the order every {mem} script receives them as KEYS. */
 export const MEM_ROLES = [
@@ -228,6 +242,7 @@ export const MEM_ROLES = [
   'lru',
   'active',
   'pagecache',
+  'ksm',
 ] as const satisfies ReadonlyArray<keyof typeof MEM>;
 export const MEM_KEYS: string[] = MEM_ROLES.map((r) => MEM[r]);
 
@@ -254,7 +269,7 @@ export const FRAME_BYTES = 32;
 export const FRAME_LAYOUT = `frames/${FRAME_BYTES}B/v1`;
 /** The state byte of a frame record. */
 export const FRAME_STATE = { free: 0, used: 1, zero: 2 } as const;
-/** The flags byte of a frame record: bits reserved for reclaim, KSM and THP (none set today). */
+/** The flags byte of a frame record: bits for reclaim, KSM (PG_ksm: ksm/scripts.ts) and THP. */
 export const PAGE_FLAGS = {
   PG_lru: 1 << 0,
   PG_referenced: 1 << 1,

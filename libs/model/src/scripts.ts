@@ -4,10 +4,16 @@
  * address space (mm/scripts.ts) or the mm replicas (replica/scripts.ts). docs/redis.md is
  * generated from this table (gen-doc.ts).
  */
+import { KSM_SCRIPTS } from './ksm/scripts';
 import { MEM_SCRIPTS } from './mem/scripts';
 import { MM_SCRIPTS } from './mm/scripts';
 import { REPLICA_SCRIPTS } from './replica/scripts';
 
-export const SCRIPTS = { ...MEM_SCRIPTS, ...MM_SCRIPTS, ...REPLICA_SCRIPTS } as const;
+export const SCRIPTS = {
+  ...MEM_SCRIPTS,
+  ...MM_SCRIPTS,
+  ...REPLICA_SCRIPTS,
+  ...KSM_SCRIPTS,
+} as const;
 
 export type ScriptName = keyof typeof SCRIPTS;

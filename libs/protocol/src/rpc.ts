@@ -338,6 +338,28 @@ export const RPC = {
       swapFull: z.boolean(),
     }),
   }),
+  ksmMerge: def({
+    subject: 'mmlab.mm.ksm.merge',
+    doc: "One synchronous ksmd pass over the given ranges (each a process, a start address and a length): anonymous pages of equal content (the frame's one data word) are merged into one KSM page (PG_ksm, a stable-tree entry), mapped read-only everywhere — write_protect_page and replace_page, each with set_pte_at_notify (change_pte) under the PT lock, inside invalidate_range_start/end in v3.7. A page with references beyond its mappings (a pin) is refused. Also merges into a KSM page of an earlier pass. Not crash-safe: a replica dying mid-merge leaves what it did.",
+    models: 'ksm_do_scan() → cmp_and_merge_page(), mm/ksm.c v3.7 (v3.6 in legacy)',
+    queue: 'mm',
+    request: z.strictObject({
+      ranges: z
+        .array(z.strictObject({ pid: Pid, addr: Addr, pages: Pages }))
+        .min(1)
+        .max(64),
+    }),
+    response: z.object({
+      /** pages looked at (present anonymous PTEs) */
+      scanned: z.number().int().nonnegative(),
+      /** PTEs now mapping a KSM page that did not before (the first of a pair counted too) */
+      merged: z.number().int().nonnegative(),
+      /** KSM pages made by this pass (stable_tree_insert) */
+      stable: z.number().int().nonnegative(),
+      /** pages refused, with why (write_protect_page: pinned; the PTE changed: gone) */
+      refused: z.array(z.object({ pid: Pid, addr: Addr, reason: z.string() })),
+    }),
+  }),
   fileCreate: def({
     subject: 'mmlab.mm.file.create',
     doc: 'Create a file of `pages` pages, all holes (read as 0), with a page cache; xip: an XIP file (no page cache: mapped and written in place).',

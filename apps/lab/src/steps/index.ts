@@ -7,6 +7,7 @@ import { chaosHandlers } from './chaos';
 import type { Executed, StepContext, StepHandler, StepHandlers } from './context';
 import { controlHandlers } from './control';
 import { hcaHandlers } from './hca';
+import { ksmHandlers } from './ksm';
 import { kvmHandlers } from './kvm';
 import { memoryHandlers } from './memory';
 import { workloadHandlers } from './workload';
@@ -20,6 +21,7 @@ export const STEP_HANDLERS: StepHandlers = {
   ...controlHandlers,
   ...chaosHandlers,
   ...workloadHandlers,
+  ...ksmHandlers,
 };
 
 /** Do one step with its kind's handler. */

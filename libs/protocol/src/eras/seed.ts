@@ -65,8 +65,16 @@ export const SEED_ROWS: Readonly<Record<SeedSite, SeedRow>> = {
     mmlab: 'apps/mm/src/kernel/vmscan.ts: tryToUnmapCluster',
     example: 'examples/seed/try_to_unmap_cluster.yaml',
   },
-  write_protect_page: { kernel: 'mm/ksm.c (6bdb913f)', mmlab: null, example: null },
-  replace_page: { kernel: 'mm/ksm.c (6bdb913f)', mmlab: null, example: null },
+  write_protect_page: {
+    kernel: 'mm/ksm.c (6bdb913f)',
+    mmlab: 'apps/mm/src/kernel/ksm.ts: writeProtectPage',
+    example: 'examples/seed/write_protect_page.yaml',
+  },
+  replace_page: {
+    kernel: 'mm/ksm.c (6bdb913f)',
+    mmlab: 'apps/mm/src/kernel/ksm.ts: replacePage',
+    example: 'examples/seed/write_protect_page.yaml',
+  },
 };
 
 const cell = (s: string): string => s.replace(/\|/g, '\\|');
