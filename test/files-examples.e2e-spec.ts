@@ -1,5 +1,5 @@
 /**
- * The scenarios of examples/files/, in both modes, as `mmlab run --local` runs them: valid in
+ * The file and writeback scenarios of examples/seed/ (page_mkclean_one, try_to_unmap_cluster, __xip_unmap), in both modes, as `mmlab run --local` runs them: valid in
  * patched (v3.7: the seed's invalidate_page after the PT lock is dropped); in legacy (v3.6:
  * ptep_clear_flush_notify under the lock) the checker reports no-sleep-under-ptlock where the
  * slow HCA slept in it.
@@ -40,10 +40,10 @@ function lastIndex(evs: TraceEvent[], pred: (e: TraceEvent) => boolean): number 
   return -1;
 }
 
-describe('examples/files/page-mkclean-one.yaml: msync of a shared file mapping an ODP HCA wrote', () => {
+describe('examples/seed/page_mkclean_one.yaml: msync of a shared file mapping an ODP HCA wrote', () => {
   it('patched: the device write is in the file after msync, its writable mapping taken first', async () => {
     const { code, results, events, log } = await runScenario(
-      'examples/files/page-mkclean-one.yaml',
+      'examples/seed/page_mkclean_one.yaml',
       'files-mkclean-patched',
       tmp,
     );
@@ -95,7 +95,7 @@ describe('examples/files/page-mkclean-one.yaml: msync of a shared file mapping a
 
   it('legacy: v3.6 sends invalidate_page under the PT lock, where the slow HCA sleeps', async () => {
     const run = await runLegacyTwin(
-      'examples/files/page-mkclean-one.yaml',
+      'examples/seed/page_mkclean_one.yaml',
       'files-mkclean-legacy',
       tmp,
     );
@@ -111,7 +111,7 @@ describe('examples/files/page-mkclean-one.yaml: msync of a shared file mapping a
   });
 });
 
-describe('examples/files/try-to-unmap-cluster.yaml: reclaim of a nonlinear shmem window an ODP HCA maps', () => {
+describe('examples/seed/try_to_unmap_cluster.yaml: reclaim of a nonlinear shmem window an ODP HCA maps', () => {
   /** the reclaim ops that unmapped something (their pte.clear events) */
   const reclaimOps = (evs: TraceEvent[]) =>
     new Set(
@@ -120,7 +120,7 @@ describe('examples/files/try-to-unmap-cluster.yaml: reclaim of a nonlinear shmem
 
   it('patched: the cluster is unmapped inside invalidate_range_start/end sent with no PT lock', async () => {
     const { code, results, events, log } = await runScenario(
-      'examples/files/try-to-unmap-cluster.yaml',
+      'examples/seed/try_to_unmap_cluster.yaml',
       'files-cluster-patched',
       tmp,
     );
@@ -155,7 +155,7 @@ describe('examples/files/try-to-unmap-cluster.yaml: reclaim of a nonlinear shmem
 
   it('legacy: v3.6 sends invalidate_page for each PTE under the PT lock', async () => {
     const run = await runLegacyTwin(
-      'examples/files/try-to-unmap-cluster.yaml',
+      'examples/seed/try_to_unmap_cluster.yaml',
       'files-cluster-legacy',
       tmp,
     );
@@ -172,14 +172,14 @@ describe('examples/files/try-to-unmap-cluster.yaml: reclaim of a nonlinear shmem
   });
 });
 
-describe('examples/files/xip-unmap.yaml: __xip_unmap takes the sparse page from a CPU and an ODP HCA', () => {
+describe('examples/seed/__xip_unmap.yaml: __xip_unmap takes the sparse page from a CPU and an ODP HCA', () => {
   /** The xip.unmap events: one per PTE __xip_unmap took the sparse page from. */
   const xipUnmaps = (evs: TraceEvent[]) =>
     evs.filter((e): e is EventOf<'xip.unmap'> => e.kind === 'xip.unmap');
 
   it('patched: invalidate_page after the PT lock, the sparse page released after the ack', async () => {
     const { code, results, events, log } = await runScenario(
-      'examples/files/xip-unmap.yaml',
+      'examples/seed/__xip_unmap.yaml',
       'files-xip-patched',
       tmp,
     );
@@ -228,7 +228,7 @@ describe('examples/files/xip-unmap.yaml: __xip_unmap takes the sparse page from 
   });
 
   it('legacy: v3.6 sends invalidate_page under the PT lock, where the slow HCA sleeps', async () => {
-    const run = await runLegacyTwin('examples/files/xip-unmap.yaml', 'files-xip-legacy', tmp);
+    const run = await runLegacyTwin('examples/seed/__xip_unmap.yaml', 'files-xip-legacy', tmp);
     expect(outcomeOf(run), run.log).toEqual(LEGACY_TWIN_OK);
     const { events } = run;
     const unmaps = xipUnmaps(events);

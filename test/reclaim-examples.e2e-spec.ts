@@ -1,5 +1,5 @@
 /**
- * The scenarios of examples/reclaim/, in both modes, as `mmlab run --local` runs them: valid in
+ * The scenarios of examples/seed/try_to_unmap_one.yaml, in both modes, as `mmlab run --local` runs them: valid in
  * patched (v3.7: invalidate_page after the PT lock is dropped); in legacy (v3.6:
  * ptep_clear_flush_notify under the lock) the checker reports no-sleep-under-ptlock where the
  * slow HCA slept in it. Reclaim against the services themselves: reclaim.e2e-spec.ts.
@@ -11,7 +11,7 @@ import { afterAll, describe, expect, it } from 'vitest';
 import type { TraceEvent } from '@mmlab/protocol';
 import { LEGACY_TWIN_OK, outcomeOf, runLegacyTwin, runScenario } from '@mmlab/testing';
 
-describe('examples/reclaim, in both modes, as mmlab run --local runs them', () => {
+describe('examples/seed/try_to_unmap_one.yaml, in both eras, as mmlab run --local runs them', () => {
   const tmp = mkdtempSync(path.join(tmpdir(), 'mmlab-reclaim-'));
   afterAll(() => rmSync(tmp, { recursive: true, force: true }));
 
@@ -30,7 +30,7 @@ describe('examples/reclaim, in both modes, as mmlab run --local runs them', () =
 
   it('try-to-unmap-one.yaml in patched mode: invalidate_page after the unlock, before the free', async () => {
     const { code, results, events, log } = await runScenario(
-      'examples/reclaim/try-to-unmap-one.yaml',
+      'examples/seed/try_to_unmap_one.yaml',
       'reclaim-ttu-patched',
       tmp,
     );
@@ -49,7 +49,7 @@ describe('examples/reclaim, in both modes, as mmlab run --local runs them', () =
 
   it('try-to-unmap-one.yaml in legacy mode: v3.6 sends invalidate_page under the PT lock', async () => {
     const run = await runLegacyTwin(
-      'examples/reclaim/try-to-unmap-one.yaml',
+      'examples/seed/try_to_unmap_one.yaml',
       'reclaim-ttu-legacy',
       tmp,
     );

@@ -4,7 +4,7 @@
  * invalidate_page after the PT lock is dropped (v3.7) and before the frame is freed — and a
  * fault reads them back (do_swap_page); fork shares swap entries and the COW reuse rule counts
  * them; munmap and exit give the slots back. The legacy twin (v3.6: invalidate_page under the
- * PT lock) is examples/reclaim, reclaim-examples.e2e-spec.ts.
+ * PT lock) is examples/seed/try_to_unmap_one.yaml, reclaim-examples.e2e-spec.ts.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type EventOf, PAGE_SIZE, type TraceKind } from '@mmlab/protocol';

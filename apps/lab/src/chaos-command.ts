@@ -15,7 +15,7 @@
 import type { Command } from 'commander';
 import { ChaosSpec } from '@mmlab/scenario';
 import type { ChaosState } from './api/chaos.controller';
-import { LAB_API_PORT } from './api/lab-api';
+import { LAB_API_PORT } from './api/lab-api-port';
 import type { TargetList } from './api/targets';
 import type { FaultWindow } from './nemesis';
 import { tokenFor } from './token-file';

@@ -7,12 +7,14 @@
  */
 import { Command, CommanderError, Option } from 'commander';
 import { MmlabError, MmuLockMode, Mode } from '@mmlab/protocol';
-import { type ApiOptions, apiCommand } from './api/api-command';
-import { LAB_API_PORT } from './api/lab-api';
+import type { ApiOptions } from './api/api-command';
+import { LAB_API_PORT } from './api/lab-api-port';
 import { registerChaosCommands } from './chaos-command';
-import { type FsckCommandOptions, fsckCommand } from './fsck-command';
-import { defaultIo, runCommand } from './run-command';
-import { type UpOptions, upCommand } from './up-command';
+import type { FsckCommandOptions } from './fsck-command';
+import type { UpOptions } from './up-command';
+
+// Each command's module is loaded when that command runs: `mmlab run` and `mmlab chaos` (many
+// a test runs dozens of them) do not load the lab API's server (Nest, OpenAPI) at start-up.
 
 const program = new Command('mmlab')
   .description('A distributed lab for the Linux MMU-notifier protocol')
@@ -31,6 +33,7 @@ program
   )
   .option('--out <dir>', 'where results.json, trace.jsonl and logs/ go (default: results/<name>/)')
   .action(async (file: string, opts: { local?: boolean; out?: string }) => {
+    const { runCommand } = await import('./run-command');
     process.exitCode = await runCommand(file, opts);
   });
 
@@ -69,6 +72,7 @@ program
     'check the options and exit, starting nothing (scripts/lab.sh does, before a build)',
   )
   .action(async (opts: UpOptions) => {
+    const { upCommand } = await import('./up-command');
     process.exitCode = await upCommand(opts);
   });
 
@@ -80,6 +84,7 @@ program
   .option('--port <port>', 'HTTP port (a busy one is replaced by a free one)', String(LAB_API_PORT))
   .option('--host <host>', 'address to bind (default: MMLAB_HTTP_HOST, else 127.0.0.1)')
   .action(async (opts: ApiOptions) => {
+    const { apiCommand } = await import('./api/api-command');
     process.exitCode = await apiCommand(opts);
   });
 
@@ -92,6 +97,10 @@ program
   .option('--settle <ms>', 'read again until clean or this long has passed', '0')
   .option('--json', 'print the findings as JSON')
   .action(async (opts: FsckCommandOptions) => {
+    const [{ fsckCommand }, { defaultIo }] = await Promise.all([
+      import('./fsck-command'),
+      import('./run-command'),
+    ]);
     process.exitCode = await fsckCommand(opts, defaultIo);
   });
 

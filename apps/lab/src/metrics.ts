@@ -1,6 +1,6 @@
 /**
  * The numbers of one run, from its trace: fault latency (fault.end durMs), PT-lock hold times
- * (ptl.release heldMs) and event counts. Comparing patched with legacy starts here.
+ * (ptl.release heldMs), event counts, and the change_pte KVM got with no sPTE left to update. Comparing patched with legacy starts here.
  */
 import type { TraceEvent } from '@mmlab/protocol';
 import type { RunMetrics } from '@mmlab/scenario';
@@ -18,8 +18,13 @@ export function computeMetrics(events: readonly TraceEvent[]): RunMetrics {
   const faultMs: number[] = [];
   const holdMs: number[] = [];
   const byKind: Record<string, number> = {};
+  const changePte = { count: 0, noSpte: 0 };
   for (const e of events) {
     byKind[e.kind] = (byKind[e.kind] ?? 0) + 1;
+    if (e.kind === 'kvm.change_pte') {
+      changePte.count++;
+      if (!e.found) changePte.noSpte++;
+    }
     if (e.kind === 'fault.end') faultMs.push(e.durMs);
     else if (e.kind === 'ptl.release') holdMs.push(e.heldMs);
   }
@@ -40,5 +45,6 @@ export function computeMetrics(events: readonly TraceEvent[]): RunMetrics {
       maxMs: percentile(holds, 100),
     },
     events: { total: events.length, byKind },
+    ...(changePte.count > 0 && { changePte }),
   };
 }

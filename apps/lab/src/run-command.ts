@@ -25,6 +25,7 @@ import {
 import { LabMismatch, type LabConnection, connectLab, startLocalLab } from './lab-connection';
 import { chaosResults } from './chaos-results';
 import { computeMetrics } from './metrics';
+import { preloadPlots } from './report/plots';
 import { writeReport } from './report/report';
 import { type RunOutcome, ScenarioRunner } from './scenario-runner';
 import { formatSummary } from './summary';
@@ -172,6 +173,8 @@ async function runAndRecord(
     const error = `lab: ${message}`;
     outcome = { verdict: 'unknown', error, steps: [], rawEvents: [], events: [], invariants: [] };
   } finally {
+    // the report's plotting libraries load while the lab's processes stop
+    preloadPlots();
     if (lab) {
       try {
         await lab.close();

@@ -1,6 +1,7 @@
 /** The mm service: one replica of the kernel's memory-management code. */
 import 'reflect-metadata';
 import { Logger } from '@nestjs/common';
+import { KERNEL_OF_MODE } from '@mmlab/protocol';
 import { LivenessLease, Store } from '@mmlab/model';
 import {
   RpcClient,
@@ -14,6 +15,7 @@ import {
 } from '@mmlab/runtime';
 import { type MmContext, createContext, newIncarnation } from './kernel/context';
 import { OrphanRangeReaper } from './kernel/orphan_ranges';
+import { hugetlbReservePool } from './kernel/hugetlb';
 import { MmModule } from './mm.module';
 
 /**
@@ -48,6 +50,9 @@ runService(async (onShutdown) => {
     tracer: new Tracer(nc, 'mm', instance),
     rpc: new RpcClient(nc, env.MMLAB_RPC_TIMEOUT_MS),
   });
+  // hugetlb_hstate_alloc_pages(): the hugetlbfs pool (hugetlbPages huge pages of
+  // 2^hugePageOrder frames) is reserved as memory is formatted, before anything is allocated
+  const hugePages = await hugetlbReservePool(ctx);
   const log = new Logger('mm');
   // This incarnation's liveness lease, taken before it serves anything (so every invalidation
   // it starts has an owner that is alive) and renewed on its own timer; the reaper finishes
@@ -106,7 +111,9 @@ runService(async (onShutdown) => {
         }),
     },
   );
-  log.log(`${ctx.incarnation} up: ${frames} frames, mode ${env.MMLAB_MODE}`);
+  log.log(
+    `${ctx.incarnation} up: ${frames} frames (${hugePages} huge pages), kernel ${KERNEL_OF_MODE[env.MMLAB_MODE]} (mode ${env.MMLAB_MODE})`,
+  );
   // A clean stop (SIGTERM): no new requests (the other replicas of the queue group take them);
   // those in flight are answered, or refused with ESHUTDOWN past SHUTDOWN_GRACE_MS
   // (MmlabServerNats.close), never left to their caller's timeout.

@@ -16,10 +16,12 @@ import { mmuNotifierRegister, mmuNotifierUnregister } from './kernel/mmu_notifie
 import { drainAllPages } from './kernel/page_alloc';
 import { doMprotect } from './kernel/mprotect';
 import { doMremap } from './kernel/mremap';
+import { ksmMerge } from './kernel/ksm';
 import { tryToFreePages } from './kernel/vmscan';
 import { fileCreate, fileRead, fileWrite, sysMsync } from './kernel/filemap';
 import { collapseHugePage, sysThpSplit } from './kernel/huge_memory';
 import { sysRemapFilePages } from './kernel/fremap';
+import { hugetlbMmap } from './kernel/hugetlb';
 
 /** mmlab.mm.fault: handle_mm_fault() for a CPU (or any agent); replies with the PTE installed. */
 async function fault(ctx: MmContext, req: ReqParsed<'fault'>) {
@@ -45,8 +47,12 @@ export class MmController {
   async mmap(req: ReqParsed<'mmap'>) {
     if (req.flags.includes('shared') && req.flags.includes('private'))
       throw new MmlabError('EINVAL', 'mmap: flags shared and private exclude each other');
-    if (req.flags.includes('hugetlb'))
-      throw new MmlabError('EINVAL', 'mmap: hugetlb mappings are not modelled yet');
+    if (req.flags.includes('hugetlb')) {
+      if (req.file !== undefined)
+        throw new MmlabError('EINVAL', 'mmap: MAP_HUGETLB maps no file of this lab');
+      const shared = req.flags.includes('shared');
+      return { addr: await hugetlbMmap(this.ctx, req.pid, req.pages, req.prot, shared) };
+    }
     const file = req.file === undefined ? null : { ino: req.file, pgoff: req.pgoff };
     return {
       addr: await doMmap(
@@ -173,6 +179,12 @@ export class MmController {
   @Rpc('reclaim')
   async reclaim(req: ReqParsed<'reclaim'>) {
     return tryToFreePages(this.ctx, 'request', req.pages);
+  }
+
+  /** One synchronous ksmd pass over the ranges: ksm_do_scan() (ksm.ts). */
+  @Rpc('ksmMerge')
+  async ksmMerge(req: ReqParsed<'ksmMerge'>) {
+    return ksmMerge(this.ctx, req.ranges);
   }
 
   /** /proc/swaps and the LRU lists. */

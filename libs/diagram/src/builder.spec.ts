@@ -183,7 +183,7 @@ describe('the munmap of examples/odp-munmap.yaml (a real trace)', () => {
   });
 });
 
-describe('examples/odp-fork-cow.yaml', () => {
+describe('the trace of examples/seed/do_wp_page.yaml (recorded as odp-fork-cow)', () => {
   const m = buildDiagram(loadTrace('odp-fork-cow'));
 
   it('makes a one-callback group of invalidate_page, without the fault around it', () => {

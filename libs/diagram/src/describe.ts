@@ -74,6 +74,10 @@ export function describeEvent(e: TraceEvent): string {
     case 'frame.pin':
     case 'frame.unpin':
       return `${frame(e.pfn, e.gen)} by ${e.agent}`;
+    case 'ksm.merge':
+      return `pid ${e.pid} ${hex(e.addr)} ${frame(e.pfn, e.gen)} ${e.result}${
+        e.kpfn !== undefined ? ` → ${frame(e.kpfn, e.kgen ?? 0)}` : ''
+      }${e.reason ? ` (${e.reason}${e.refcount !== undefined ? `: mapcount ${e.mapcount}, refcount ${e.refcount}` : ''})` : ''}`;
     case 'tlb.fill':
       return `${hex(e.addr)} → ${frame(e.pfn, e.gen)} ${e.writable ? 'rw' : 'ro'}`;
     case 'tlb.flush':
@@ -136,6 +140,10 @@ export function describeEvent(e: TraceEvent): string {
       return `vm${e.vm} gfn ${e.gfn} after seq ${e.seq}, up to ${ms(e.ms)}`;
     case 'kvm.fault.end':
       return `${e.result} vm${e.vm} gfn ${e.gfn} in ${ms(e.durMs)}${e.retries ? `, ${e.retries} retries` : ''}`;
+    case 'kvm.change_pte':
+      return `vm ${e.vm} ${hex(e.addr)} → ${frame(e.pfn, e.gen)} ${e.writable ? 'rw' : 'ro'}: ${
+        e.found ? 'sPTE updated' : 'no sPTE (already zapped)'
+      }`;
     case 'kvm.mmu_lock':
       return `vm${e.vm} ${e.mode} ${e.what}: held ${ms(e.heldMs)}, waited ${ms(e.waitMs)}${e.zapped ? `, ${e.zapped} zapped` : ''}`;
     case 'npf.begin':

@@ -470,6 +470,35 @@ describe('fsck', () => {
     expect(fsck(s).map((f) => [f.code, f.key])).toEqual([['swap-free', '{mem}:meta']]);
   });
 
+  /** clean() with pfn 2 (mapped read-only by pids 1 and 2) a KSM page holding 7. */
+  function withKsm(): FsckSnapshot {
+    const s = clean();
+    s.frame[2] = { ...s.frame[2], flags: 8, data: 7 };
+    s.ksm = { d7: '2:3', p2: '7' };
+    return s;
+  }
+
+  it('KSM: a consistent stable tree; a KSM page mapped writable; PG_ksm and the tree apart', () => {
+    expect(fsck(withKsm())).toEqual([]);
+    const writable = withKsm();
+    writable.processes[1].ptes[101] = '2:3:1';
+    expect(fsck(writable).map((f) => [f.code, f.key, f.objects.pid])).toEqual([
+      ['ksm', '{p:2}:pte', 2],
+    ]);
+    const noFlag = withKsm();
+    noFlag.frame[2].flags = 0;
+    expect(fsck(noFlag).map((f) => [f.code, f.objects.pfn])).toEqual([['ksm', 2]]);
+    const noEntry = withKsm();
+    noEntry.ksm = {};
+    expect(fsck(noEntry).map((f) => [f.code, f.key])).toEqual([['ksm', '{mem}:frames']]);
+    const freed = withKsm();
+    freed.ksm = { d7: '5:1', p5: '7' }; // a KSM page freed while the tree still names it
+    expect(fsck(freed).map((f) => [f.code, f.objects.pfn])).toEqual([
+      ['ksm', 5],
+      ['ksm', 2],
+    ]);
+  });
+
   it('a free frame on an LRU list, a frame on both lists', () => {
     const s = withSwap();
     s.lru.push('6');

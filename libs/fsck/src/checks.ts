@@ -71,12 +71,29 @@
  *                      xs_busy is 0 (no sparse-page fault left xip_sparse_seq open); a shmem
  *                      object is mapped by some VMA (it goes with its last mapping: an orphan
  *                      is memory nobody can reach or free)
+ *   hugetlb            the hugetlbfs pool and its huge entries (hugetlb.ts): pool counts,
+ *                      free list vs mapped pages, compound flags, every huge entry names a used
+ *                      pool head of its gen inside a hugetlb VMA, head mapcounts; the rules
+ *                      above about frames leave the pool's frames to it
+ *   ksm                KSM's stable tree ({mem}:ksm) and PG_ksm agree: p<pfn> = data iff
+ *                      d<data> = "pfn:gen", such a frame is used, of that gen, holds that data
+ *                      and has PG_ksm; every PG_ksm frame is in the tree; no PTE maps a KSM page
+ *                      writable (a write to one must go through do_wp_page's copy)
  * A swap-cache or page-cache page's reference is the cache's: refcount ≥ mapcount + 1 (pinned-vm
  * counts it out of the pins); an XIP block's is its file's, and the sparse page's own one is
  * __xip_sparse_page's: no pins either.
  */
 import { MnEvent, ZERO_PFN, pmdIndexOf } from '@mmlab/protocol';
-import { MEM, type Pte, type Vma, parsePte, parseVma, procKeys, subKeys } from '@mmlab/model';
+import {
+  MEM,
+  PAGE_FLAGS,
+  type Pte,
+  type Vma,
+  parsePte,
+  parseVma,
+  procKeys,
+  subKeys,
+} from '@mmlab/model';
 import {
   type FsckSnapshot,
   type ProcessSnapshot,
@@ -86,6 +103,7 @@ import {
   pendingOwner,
 } from './snapshot';
 import { checkThp, isCompound, isTail } from './thp';
+import { checkHugetlb, hugetlbPoolFrames } from './hugetlb';
 
 export const FSCK_CODES = [
   'frame-state',
@@ -117,6 +135,8 @@ export const FSCK_CODES = [
   'lru',
   'pagecache',
   'thp',
+  'hugetlb',
+  'ksm',
 ] as const;
 export type FsckCode = (typeof FSCK_CODES)[number];
 
@@ -146,8 +166,61 @@ export function fsck(s: FsckSnapshot): Finding[] {
   checkPins(s, add);
   checkSwap(s, add);
   checkPagecache(s, add);
-  checkThp(s, add);
+  checkHugetlb(s, add);
+  checkKsm(s, add);
+  checkThp(s, add, hugetlbPoolFrames(s));
   return out;
+}
+
+/** The ksm rule (see the top of this file). */
+function checkKsm(s: FsckSnapshot, add: Add): void {
+  const tree = s.ksm ?? {};
+  const PG_KSM = PAGE_FLAGS.PG_ksm;
+  const isKsm = (pfn: string) => ((s.frame[pfn]?.flags ?? 0) & PG_KSM) !== 0;
+  for (const [f, v] of Object.entries(tree)) {
+    if (f.startsWith('d')) {
+      const data = f.slice(1);
+      const m = /^(\d+):(\d+)$/.exec(v);
+      if (!m || tree[`p${m[1]}`] !== data)
+        add('ksm', MEM.ksm, `stable entry ${f} → ${v} has no matching p<pfn>`, { entry: f, v });
+      continue;
+    }
+    const pfn = f.slice(1);
+    const fr = s.frame[pfn];
+    const back = tree[`d${v}`];
+    const problem =
+      back === undefined || back.split(':')[0] !== pfn
+        ? `d${v} does not name it back (${back ?? 'absent'})`
+        : fr?.state !== 'used' || String(fr.gen) !== back.split(':')[1]
+          ? `its frame is ${fr ? `${fr.state} gen ${fr.gen}` : 'missing'}, not ${back}`
+          : !isKsm(pfn)
+            ? 'the frame has no PG_ksm'
+            : String(fr.data ?? 0) !== v
+              ? `the frame holds ${fr.data}, not ${v}`
+              : null;
+    if (problem)
+      add('ksm', MEM.ksm, `KSM page pfn ${pfn}: ${problem}`, { pfn: Number(pfn), data: v });
+  }
+  for (const [pfn, fr] of Object.entries(s.frame))
+    if (fr.state === 'used' && isKsm(pfn) && tree[`p${pfn}`] === undefined)
+      add('ksm', MEM.frames, `pfn ${pfn} has PG_ksm but no stable-tree entry`, {
+        pfn: Number(pfn),
+      });
+  for (const p of s.processes)
+    for (const [vpn, raw] of Object.entries(p.ptes)) {
+      const m = /^(\d+):(\d+):1$/.exec(raw);
+      if (m && isKsm(m[1]))
+        add(
+          'ksm',
+          procKeys(p.pid).pte,
+          `pid ${p.pid} maps KSM page pfn ${m[1]} writable at vpn ${vpn}`,
+          {
+            pid: p.pid,
+            vpn: Number(vpn),
+            pte: raw,
+          },
+        );
+    }
 }
 
 /** The page-cache frames of the snapshot (pfn → "ino:i"), as p<pfn> entries say. */
@@ -442,7 +515,9 @@ function checkMemory(s: FsckSnapshot, add: Add): void {
         frame: f ?? null,
       });
   }
+  const pool = hugetlbPoolFrames(s);
   for (let pfn = 1; pfn <= s.frames; pfn++) {
+    if (pool.has(pfn)) continue; // the hugetlb rule's
     const f = s.frame[String(pfn)];
     if (!f || (f.state !== 'free' && f.state !== 'used')) {
       add('frame-state', MEM.frames, `pfn ${pfn} is ${describe(f)}`, { pfn, frame: f ?? null });
@@ -716,9 +791,10 @@ function checkPending(s: FsckSnapshot, add: Add): void {
 
 function checkCounts(s: FsckSnapshot, mappers: Map<number, string[]>, add: Add): void {
   checkPending(s, add);
+  const pool = hugetlbPoolFrames(s);
   for (let pfn = 1; pfn <= s.frames; pfn++) {
     const f = s.frame[String(pfn)];
-    if (f?.state !== 'used' || isCompound(f)) continue; // a huge page's: the thp rule
+    if (f?.state !== 'used' || pool.has(pfn) || isCompound(f)) continue; // a THP's: the thp rule
     const by = mappers.get(pfn) ?? [];
     // a live fault's frame allocated ahead and not installed, or a frame of a live replica's
     // batch no fault installed yet: its allocation is its mapping
@@ -783,7 +859,9 @@ function checkPins(s: FsckSnapshot, add: Add): void {
   const cache = swapCachePages(s);
   const files = pagecachePages(s);
   const sparse = xipSparsePfn(s);
+  const pool = hugetlbPoolFrames(s);
   for (let pfn = 1; pfn <= s.frames; pfn++) {
+    if (pool.has(pfn)) continue; // no pins on hugetlb memory: the hugetlb rule checks refcounts
     const f = s.frame[String(pfn)];
     // the swap cache's reference, or the page cache's (an XIP block's: its file's), is no pin;
     // nor is __xip_sparse_page's own reference of the sparse page

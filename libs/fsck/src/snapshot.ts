@@ -9,7 +9,7 @@
  * it is not below, and that all pins together are charged to some process's pinned_vm
  * (checks.ts, pinned-vm).
  */
-import { MEM, type Store, procKeys, subKeys } from '@mmlab/model';
+import { HUGETLB_POOL, MEM, type Store, hugetlbKey, procKeys, subKeys } from '@mmlab/model';
 
 export interface FrameRecord {
   gen: number;
@@ -17,10 +17,11 @@ export interface FrameRecord {
   map: number;
   /** free | used | zero (anything else, "state <n>", is a finding) */
   state: string;
-  /** page->flags (keys.ts PAGE_FLAGS: PG_head, PG_tail of a THP); absent: 0 */
+  /** page->flags (PAGE_FLAGS; absent: 0), the compound order of a head (hugetlb rule), and the data
+   * word (ksm rule) */
   flags?: number;
-  /** the record's reserved u16: a THP head's or tail's compound order; absent: 0 */
-  order?: number;
+  reserved?: number;
+  data?: number;
 }
 
 export interface LeaseRecord {
@@ -74,11 +75,13 @@ export interface ProcessSnapshot {
   invs: InvRecord[];
   /** intent records of multi-step operations in flight: id → owner incarnation ('' if none) */
   intents: Record<string, string>;
-  /**
-   * the transparent huge page entries ({p:<pid>}:pmdhuge as stored): "o" → the order, hvpn →
-   * "pfn:gen:w"; absent: none
-   */
+  /** {p:<pid>}:hugetlb as stored: hvpn → "pfn:gen:w", one huge entry per huge page (absent: none) */
   huge?: Record<string, string>;
+  /**
+   * {p:<pid>}:pmdhuge as stored, the transparent huge page entries: "o" → the order, hvpn →
+   * "pfn:gen:w" (absent: none)
+   */
+  pmdhuge?: Record<string, string>;
 }
 
 export interface FsckSnapshot {
@@ -104,6 +107,8 @@ export interface FsckSnapshot {
    * "p<pfn>" → "ino:i:dirty", "d<ino>:<i>" → the word on the store, "ino_next"
    */
   pagecache: Record<string, string>;
+  /** {mem}:ksm as stored (keys.ts): "d<data>" → "pfn:gen", "p<pfn>" → data (absent: empty) */
+  ksm?: Record<string, string>;
   /** the inactive and the active LRU lists' members */
   lru: string[];
   active: string[];
@@ -116,6 +121,8 @@ export interface FsckSnapshot {
    * whether it is in {mem}:fenced
    */
   subscribers: Record<string, { regs: number[]; fenced: boolean }>;
+  /** {mem}:hugetlb as stored (keys.ts: the hugetlbfs pool; absent or {}: no pool) */
+  hugetlb?: Record<string, string>;
 }
 
 /** The incarnation part of a lease owner "<incarnation>/<op>" (the whole string if no '/'). */
@@ -137,7 +144,7 @@ export const incarnationOfInvOwner = (v: string): string => {
 export async function readSnapshot(store: Store): Promise<FsckSnapshot> {
   const r = store.redis;
   // the frame table is read by the model (its layout is the model's): one MULTI on {mem}
-  const [mem, pending, swap, swapMeta, lru, active, pagecache] = await Promise.all([
+  const [mem, pending, swap, swapMeta, lru, active, pagecache, ksm, hugetlb] = await Promise.all([
     store.memTable(),
     r.hgetall(MEM.pending),
     r.hgetall(MEM.swap),
@@ -145,6 +152,8 @@ export async function readSnapshot(store: Store): Promise<FsckSnapshot> {
     r.zrange(MEM.lru, 0, -1),
     r.zrange(MEM.active, 0, -1),
     r.hgetall(MEM.pagecache),
+    r.hgetall(MEM.ksm),
+    r.hgetall(HUGETLB_POOL),
   ]);
   const frame: Record<string, FrameRecord> = {};
   for (const [pfn, f] of mem.frame)
@@ -153,28 +162,43 @@ export async function readSnapshot(store: Store): Promise<FsckSnapshot> {
       ref: f.ref,
       map: f.map,
       state: f.state,
-      ...(f.flags !== 0 && { flags: f.flags }),
-      ...(f.reserved !== 0 && { order: f.reserved }),
+      flags: mem.flags.get(pfn) ?? 0,
+      data: f.data,
+      ...(f.reserved && { reserved: f.reserved }),
     };
   const processes = await Promise.all(
     (await store.processes()).map(async (pid): Promise<ProcessSnapshot> => {
       const k = procKeys(pid);
-      const [st, pinnedVm, mn, vmas, ptes, pmds, locks, writer, readers, inv, invown, intentIds] =
-        await Promise.all([
-          r.hget(k.mm, 'state'),
-          r.hget(k.mm, 'pinnedVm'),
-          r.hkeys(k.mn),
-          r.zrange(k.vma, 0, -1),
-          store.pageTableRaw(pid),
-          r.smembers(k.pmds),
-          store.heldLocks(pid),
-          r.get(k.semW),
-          r.zrange(k.semR, 0, -1, 'WITHSCORES'),
-          r.hgetall(k.inv),
-          r.hgetall(k.invown),
-          r.smembers(k.intents),
-        ]);
-      const huge = await r.hgetall(k.pmdhuge);
+      const [
+        st,
+        pinnedVm,
+        mn,
+        vmas,
+        ptes,
+        pmds,
+        locks,
+        writer,
+        readers,
+        inv,
+        invown,
+        intentIds,
+        huge,
+      ] = await Promise.all([
+        r.hget(k.mm, 'state'),
+        r.hget(k.mm, 'pinnedVm'),
+        r.hkeys(k.mn),
+        r.zrange(k.vma, 0, -1),
+        store.pageTableRaw(pid),
+        r.smembers(k.pmds),
+        store.heldLocks(pid),
+        r.get(k.semW),
+        r.zrange(k.semR, 0, -1, 'WITHSCORES'),
+        r.hgetall(k.inv),
+        r.hgetall(k.invown),
+        r.smembers(k.intents),
+        r.hgetall(hugetlbKey(pid)),
+      ]);
+      const pmdhuge = await r.hgetall(k.pmdhuge);
       const intents: Record<string, string> = {};
       for (const id of intentIds.sort()) intents[id] = (await r.hget(k.intent(id), 'owner')) ?? '';
       const invs = [...new Set([...Object.keys(inv), ...Object.keys(invown)])].sort().map((i) => ({
@@ -208,6 +232,7 @@ export async function readSnapshot(store: Store): Promise<FsckSnapshot> {
         invs,
         intents,
         ...(Object.keys(huge).length > 0 && { huge }),
+        ...(Object.keys(pmdhuge).length > 0 && { pmdhuge }),
       };
     }),
   );
@@ -246,11 +271,13 @@ export async function readSnapshot(store: Store): Promise<FsckSnapshot> {
     swapSlots: swapMeta[0],
     nrSwapFree: swapMeta[1],
     pagecache,
+    ksm,
     lru,
     active,
     incarnations,
     now,
     subscribers,
+    ...(Object.keys(hugetlb).length > 0 && { hugetlb }),
   };
 }
 

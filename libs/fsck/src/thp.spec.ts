@@ -24,7 +24,7 @@ function proc(pid: number, huge: Record<string, string>): ProcessSnapshot {
     mn: [],
     invs: [],
     intents: {},
-    huge,
+    pmdhuge: huge,
   };
 }
 
@@ -33,10 +33,10 @@ function clean(): FsckSnapshot {
   for (let pfn = 1; pfn <= 8; pfn++) frame[pfn] = { gen: 0, ref: 0, map: 0, state: 'free' };
   frame[1] = { gen: 1, ref: 1, map: 1, state: 'used' };
   // head: two huge entries + the pin of subpage 2 (counted on the tail and the head)
-  frame[4] = { gen: 5, ref: 3, map: 2, state: 'used', flags: H, order: 2 };
-  frame[5] = { gen: 5, ref: 0, map: 0, state: 'used', flags: T, order: 2 };
-  frame[6] = { gen: 5, ref: 1, map: 0, state: 'used', flags: T, order: 2 };
-  frame[7] = { gen: 5, ref: 0, map: 0, state: 'used', flags: T, order: 2 };
+  frame[4] = { gen: 5, ref: 3, map: 2, state: 'used', flags: H, reserved: 2 };
+  frame[5] = { gen: 5, ref: 0, map: 0, state: 'used', flags: T, reserved: 2 };
+  frame[6] = { gen: 5, ref: 1, map: 0, state: 'used', flags: T, reserved: 2 };
+  frame[7] = { gen: 5, ref: 0, map: 0, state: 'used', flags: T, reserved: 2 };
   return {
     frames: 8,
     freeList: [2, 3, 8],
@@ -64,7 +64,7 @@ describe('fsck thp rule', () => {
 
   it('a head whose mapcount is not its huge entries is found (leaked)', () => {
     const s = clean();
-    s.processes[1].huge = undefined;
+    s.processes[1].pmdhuge = undefined;
     const f = fsck(s);
     expect(f.map((x) => x.code)).toEqual(['thp']);
     expect(f[0].message).toMatch(/mapcount 2 but 1 huge entries.*leaked/);
@@ -80,7 +80,7 @@ describe('fsck thp rule', () => {
   it('a tail of another gen, and a free frame with compound flags, are found', () => {
     const s = clean();
     s.frame[7] = { ...s.frame[7], gen: 4 };
-    s.frame[8] = { gen: 0, ref: 0, map: 0, state: 'free', flags: T, order: 2 };
+    s.frame[8] = { gen: 0, ref: 0, map: 0, state: 'free', flags: T, reserved: 2 };
     const f = fsck(s).map((x) => x.message);
     expect(f, f.join('; ')).toHaveLength(3);
     expect(
@@ -99,10 +99,10 @@ describe('fsck thp rule', () => {
     s.processes[0].vmas = ['100:112:rw:shared'];
     expect(codes(s)).toEqual(['thp {p:1}:pmdhuge']);
     const u = clean();
-    u.processes[1].huge = { o: '2', 102: '4:5:0' };
+    u.processes[1].pmdhuge = { o: '2', 102: '4:5:0' };
     expect(codes(u)).toEqual(['thp {p:2}:pmdhuge']);
     const small = clean();
-    small.processes[1].huge = { o: '2', 104: '1:1:0', 108: '4:5:0' };
+    small.processes[1].pmdhuge = { o: '2', 104: '1:1:0', 108: '4:5:0' };
     expect(codes(small).filter((c) => c.startsWith('thp'))).toContain('thp {mem}:frames');
   });
 

@@ -23,21 +23,21 @@ export const isTail = (f: FrameRecord | undefined): boolean => has(f, PAGE_FLAGS
 /** A frame of a compound page (THP): its counts are this rule's. */
 export const isCompound = (f: FrameRecord | undefined): boolean => isHead(f) || isTail(f);
 
-export function checkThp(s: FsckSnapshot, add: Add): void {
+export function checkThp(s: FsckSnapshot, add: Add, pool: ReadonlySet<number>): void {
   /** head pfn → the huge entries naming it ("pid:hvpn") */
   const mappers = new Map<number, string[]>();
   for (const p of s.processes) {
-    if (!p.huge) continue;
+    if (!p.pmdhuge) continue;
     const key = procKeys(p.pid).pmdhuge;
-    const order = Number(p.huge.o);
+    const order = Number(p.pmdhuge.o);
     if (!Number.isInteger(order) || order < 1) {
-      add('thp', key, `pid ${p.pid}: huge page order ${JSON.stringify(p.huge.o)}`, {
+      add('thp', key, `pid ${p.pid}: huge page order ${JSON.stringify(p.pmdhuge.o)}`, {
         pid: p.pid,
       });
       continue;
     }
     const n = 2 ** order;
-    const entries = Object.entries(p.huge).filter(([k]) => k !== 'o');
+    const entries = Object.entries(p.pmdhuge).filter(([k]) => k !== 'o');
     if (p.state !== 'alive' && entries.length > 0)
       add(
         'thp',
@@ -105,7 +105,7 @@ export function checkThp(s: FsckSnapshot, add: Add): void {
         head.state !== 'used' ||
         head.gen !== gen ||
         !isHead(head) ||
-        head.order !== order
+        head.reserved !== order
       ) {
         add(
           'thp',
@@ -125,7 +125,7 @@ export function checkThp(s: FsckSnapshot, add: Add): void {
   }
   for (let pfn = 1; pfn <= s.frames; pfn++) {
     const f = s.frame[String(pfn)];
-    if (!f || !isCompound(f)) continue;
+    if (!f || !isCompound(f) || pool.has(pfn)) continue; // hugetlbfs's pool: the hugetlb rule's
     if (f.state !== 'used') {
       add('thp', MEM.frames, `pfn ${pfn} is ${f.state} with compound flags ${f.flags}`, {
         pfn,
@@ -133,10 +133,10 @@ export function checkThp(s: FsckSnapshot, add: Add): void {
       });
       continue;
     }
-    const order = f.order ?? 0;
+    const order = f.reserved ?? 0;
     if (isTail(f)) {
       const head = s.frame[String(pfn - (pfn % 2 ** order))];
-      if (order < 1 || !isHead(head) || head?.gen !== f.gen || head.order !== order)
+      if (order < 1 || !isHead(head) || head?.gen !== f.gen || head.reserved !== order)
         add('thp', MEM.frames, `tail pfn ${pfn} (order ${order}) has no compound head of its gen`, {
           pfn,
           frame: f,
@@ -160,7 +160,7 @@ export function checkThp(s: FsckSnapshot, add: Add): void {
     let pins = 0;
     for (let i = 1; i < n; i++) {
       const t = s.frame[String(pfn + i)];
-      if (!isTail(t) || t?.gen !== f.gen || t.order !== order || t.state !== 'used')
+      if (!isTail(t) || t?.gen !== f.gen || t.reserved !== order || t.state !== 'used')
         add('thp', MEM.frames, `head pfn ${pfn}: pfn ${pfn + i} is not its tail (${describe(t)})`, {
           pfn,
           tail: pfn + i,
@@ -208,4 +208,4 @@ export function checkThp(s: FsckSnapshot, add: Add): void {
 }
 
 const describe = (f: FrameRecord | undefined): string =>
-  f ? `${f.state}, gen ${f.gen}, flags ${f.flags ?? 0}, order ${f.order ?? 0}` : 'absent';
+  f ? `${f.state}, gen ${f.gen}, flags ${f.flags ?? 0}, order ${f.reserved ?? 0}` : 'absent';

@@ -24,6 +24,8 @@ import { LUA_HELPERS } from './lua';
 import { MEM_SCRIPTS } from './mem/scripts';
 import { MM_SCRIPTS } from './mm/scripts';
 import { REPLICA_SCRIPTS } from './replica/scripts';
+import { HUGETLB_SCRIPTS } from './mm/hugetlb-scripts';
+import { KSM_SCRIPTS } from './ksm/scripts';
 import { SCRIPTS } from './scripts';
 import { redisDoc } from './gen-doc';
 
@@ -36,7 +38,9 @@ describe('script declarations', () => {
   const all = Object.entries(SCRIPTS) as Array<[string, ScriptDecl]>;
 
   it('declares every script once, in one room, with a models line and a doc', () => {
-    const rooms = [MEM_SCRIPTS, MM_SCRIPTS, REPLICA_SCRIPTS].map((r) => Object.keys(r));
+    const rooms = [MEM_SCRIPTS, MM_SCRIPTS, REPLICA_SCRIPTS, KSM_SCRIPTS, HUGETLB_SCRIPTS].map(
+      (r) => Object.keys(r),
+    );
     expect(all.length).toBe(rooms.reduce((n, r) => n + r.length, 0));
     // no name in two rooms
     expect(new Set(rooms.flat()).size).toBe(all.length);

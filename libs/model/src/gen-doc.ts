@@ -14,6 +14,8 @@ import { MM_SCRIPTS } from './mm/scripts';
 import { REPLICA_SCRIPTS } from './replica/scripts';
 import { MEM_THP_SCRIPTS } from './mem/thp-scripts';
 import { THP_SCRIPTS } from './mm/thp-scripts';
+import { HUGETLB_SCRIPTS } from './mm/hugetlb-scripts';
+import { KSM_SCRIPTS } from './ksm/scripts';
 
 /** A short type of an argument's schema: its description, else its JSON Schema in brief. */
 function typeOf(s: z.ZodType): string {
@@ -69,7 +71,7 @@ export function redisDoc(): string {
   out.push('# mmlab Redis boundary', '');
   out.push('Generated from `libs/model` by `npm run redis:doc`; do not edit by hand.', '');
   out.push(
-    "Every state change of the lab is one Lua script, declared once in `libs/model/src/mem/scripts.ts`, `libs/model/src/mm/scripts.ts` or `libs/model/src/replica/scripts.ts` with its KEYS by role, its ARGV by name and type, the schema of its reply and the kernel step it models. `Store.call(script, keysByRole, argsByName)` builds KEYS and ARGV in the order below and parses the reply with its schema; a reply `{'CODE', a, b}` is read as `{ r: 'CODE', a, b }`. An argument shown with `..` is a list spread over the rest of ARGV. Key layout and invariants: `libs/model/src/keys.ts`.",
+    "Every state change of the lab is one Lua script, declared once in `libs/model/src/mem/scripts.ts`, `libs/model/src/mm/scripts.ts`, `libs/model/src/replica/scripts.ts`, `libs/model/src/ksm/scripts.ts` or `libs/model/src/mm/hugetlb-scripts.ts` with its KEYS by role, its ARGV by name and type, the schema of its reply and the kernel step it models. `Store.call(script, keysByRole, argsByName)` builds KEYS and ARGV in the order below and parses the reply with its schema; a reply `{'CODE', a, b}` is read as `{ r: 'CODE', a, b }`. An argument shown with `..` is a list spread over the rest of ARGV. Key layout and invariants: `libs/model/src/keys.ts`.",
     '',
   );
   room(
@@ -91,6 +93,18 @@ export function redisDoc(): string {
     'mm replicas ({mm})',
     'The keys of the mm replicas (`mmKeys(incarnation)`: `live` (its liveness lease), `invpids` (the pids it may owe ends or operations on); `MM_INDEX.invowners` (the incarnations that have an `invpids` set)).',
     REPLICA_SCRIPTS,
+  );
+  room(
+    out,
+    'KSM ({mem}:ksm, and the PTE steps of a merge)',
+    "ksmd's scripts (`libs/model/src/ksm/scripts.ts`): a {mem} one receives all the {mem} keys in the order above (`ksm` being the stable tree); an address-space one the keys of one address space.",
+    KSM_SCRIPTS,
+  );
+  room(
+    out,
+    'hugetlbfs ({mem}:hugetlb and {p:<pid>}:hugetlb)',
+    'The hugetlbfs pool and the huge entries (`libs/model/src/mm/hugetlb-scripts.ts`): a pool script receives `meta`, `frames` and `pool` ({mem}:hugetlb); an address-space one the keys of one address space, `huge` being its {p:<pid>}:hugetlb.',
+    HUGETLB_SCRIPTS,
   );
   room(
     out,

@@ -6,3 +6,5 @@ export * from './store';
 export * from './vma';
 export * from './liveness';
 export * from './mm/thp-store';
+export * from './mm/hugetlb-store';
+export * from './ksm/store';

@@ -26,15 +26,17 @@
  *                  byte 20  u8  state     0 free | 1 used | 2 zero (pfn 0 only); other: corrupt
  *                  byte 21  u8  flags     page->flags, bits reserved (0 today):
  *                                           0 PG_lru, 1 PG_referenced, 2 PG_swapcache (reclaim)
- *                                           3 PG_ksm (KSM; in v3.7 PageKsm is the
- *                                             PAGE_MAPPING_KSM bits of page->mapping)
- *                                           4 PG_head, 5 PG_tail (THP compound pages: a
-                                             huge page's 2^order frames, the head's pfn
-                                             aligned to 2^order, all of one gen)
+ *                                           3 PG_ksm (a KSM page, {mem}:ksm; in v3.7
+ *                                             PageKsm is the PAGE_MAPPING_KSM bits of
+ *                                             page->mapping)
+ *                                           4 PG_head, 5 PG_tail (compound pages: THP —
+ *                                             2^order frames, the head's pfn aligned to
+ *                                             2^order, all of one gen — and hugetlbfs's
+ *                                             pool for its whole life)
  *                                           6, 7 free for later use
- *                  byte 22  u16 reserved  THP: the compound order of a head or tail page
- *                                         (compound_order; a tail's head is pfn - pfn % 2^order);
- *                                         KSM may use it for its stable node; else 0
+ *                  byte 22  u16 reserved  the compound order of a head page (hugetlbfs's
+ *                                         pool, THP) or of a THP tail (its head is
+ *                                         pfn - pfn % 2^order), or KSM's stable node; else 0
  *                  byte 24  i64 data      the page's one word of content: any safe integer
  *                                         (Value in libs/protocol, |v| < 2^53) fits
  *                A zero-filled record is a free frame that was never allocated (gen 0, counts 0,
@@ -142,12 +144,45 @@
  *              "x" entries are exactly an XIP file's (its pages), and neither they nor the
  *              sparse page are on an LRU list; the sparse page is used, in no cache, with
  *              refcount = mapcount + 1; xs_busy is 0 at rest.
+ *   {mem}:hugetlb hash, the hugetlbfs pool (struct hstate, mm/hugetlb.c v3.7; scripts and key
+ *                helpers in mm/hugetlb-scripts.ts and mm/hugetlb-store.ts): order (huge pages
+ *                are 2^order frames: config hugePageOrder), base (the first head pfn, 2^order),
+ *                nr_hugepages (config hugetlbPages), free_huge_pages, and free ("pfn pfn ...":
+ *                the heads of the free huge pages, hugepage_freelists; the last one is taken
+ *                first). Reserved once, right after memFormat and before any allocation
+ *                (hugetlbFormat): the pool is pfns base .. base + nr * 2^order - 1, which the
+ *                buddy free list never holds (hwm starts above it; pfns 1 .. base - 1 are its
+ *                chain). Every pool page is compound for its whole life: its head's flags have
+ *                PG_head and its reserved u16 the order, its tails PG_tail. A free one: every
+ *                frame free, counts 0, on no list but this one. One in use (alloc_huge_page):
+ *                every frame used with the same gen (bumped together at each allocation: a
+ *                subpage's translation names it), the tails' counts 0, the head's refcount and
+ *                mapcount the huge entries mapping it ({p:<pid>}:hugetlb; no pins on hugetlb
+ *                memory); its last entry gone, it goes back on this list (free_huge_page). Pool
+ *                pages are on no LRU list: reclaim never sees them.
+ *              Invariants (fsck: hugetlb): free_huge_pages is the free list's length; the free
+ *              list names distinct pool heads, exactly the pool pages not in use; the rules
+ *              above on frames (frame-state, free-list-*, mapcount, refcount, pinned-vm) leave
+ *              the pool's frames to this one.
+ *   {mem}:ksm    hash, KSM's stable tree (mm/ksm.c v3.7: stable_node, the rb-tree ordered by page
+ *                content — here one word, so a hash by content), written only by ksm/scripts.ts:
+ *                  d<data>  "pfn:gen": the KSM page holding that content (stable_tree_search)
+ *                  p<pfn>   data: the frame's stable node (page->mapping with PAGE_MAPPING_KSM)
+ *                A frame with PG_ksm (flags bit 3) is a KSM page: anonymous, mapped read-only by
+ *                every PTE that maps it (replace_page: mk_pte(kpage, vm_page_prot) of a private
+ *                VMA), never reused by do_wp_page (always copied), on no LRU list (reclaim
+ *                skips KSM pages: v3.7 swaps them through rmap_walk_ksm, mmlab does not). Freed
+ *                when its last reference goes, and then out of the tree (free_push: ksm_free).
+ *              Invariants (fsck: ksm): p<pfn> = data iff d<data> = "pfn:gen"; such a frame is
+ *              used, of that gen, holds that data and has PG_ksm; every PG_ksm frame has its
+ *              p<pfn>; no PTE maps a PG_ksm frame writable.
  *
  * An address space ({p:<pid>}) — mm_struct and its page tables:
  *   :mm        hash: seq (mm_lock_seq: bumped at every mmap_sem write acquire and release),
  *              mmapNext (next free vpn for mmap), state, pinnedVm (mm->pinned_vm: pages pinned
  *              by pinned registrations, ≤ the memlock limit; not inherited by fork)
- *   :vma       zset: score = start vpn, member = "start:end:prot:flags" (vpn, end exclusive)
+ *   :vma       zset: score = start vpn, member = "start:end:prot:flags" (vpn, end exclusive;
+ *              flags '', shared, nonlinear, hugetlb or hugetlbshared: vma.ts)
  *   :pte       hash: the PTEs, packed (fixed-width pfn, gen, w and flag bits), one field per
  *              64 PTEs (an eighth of a page-table page; layout and helpers in mm/lua.ts, the
  *              only code that reads or writes it). A PTE is (pfn, gen, w), w = 1 writable, 0 read-only, 2 PROT_NONE, 3 cleared
@@ -208,6 +243,15 @@
  *              and which never were (freed). The reaper deletes the field once {mem} has no
  *              reserve frame of that owner left (reserveForget). Invariant: a reserve frame
  *              installed here and still tagged in {mem} is listed in its owner's field.
+ *   :hugetlb   hash: the huge entries of the hugetlb VMAs (huge_pte, mm/hugetlb.c v3.7): field
+ *              hvpn (the first vpn of a huge page, a multiple of 2^order) → "pfn:gen:w", pfn the
+ *              pool head, gen its gen, w 1 writable or 0 read-only. ONE entry per huge page (not
+ *              2^order PTEs), written only under mm->page_table_lock (:ptl:mm, fenced) or into a
+ *              child being forked; a walker of a 4 KiB page of it gets the subpage pfn + (vpn
+ *              - hvpn) by a fault (hugetlb_fault). Invariants (fsck: hugetlb): every entry lies
+ *              in a hugetlb VMA of a live mm at a huge page boundary, names a used pool head of
+ *              its gen, is writable only in an rw VMA, and is read-only in a private mapping
+ *              while its page is mapped more than once (fork's write-protect, until hugetlb_cow)
  *   :intents   set of the ids of the multi-step operations in flight (intent records)
  *   :intent:<id> hash, one per multi-step operation (munmap, mprotect, mremap, fork), written before
  *              its first change and deleted after its last (id: "<incarnation>/<op>"):
@@ -235,6 +279,7 @@ export const MEM = {
   lru: '{mem}:lru',
   active: '{mem}:lru:active',
   pagecache: '{mem}:pagecache',
+  ksm: '{mem}:ksm',
 } as const;
 /** The roles of the {mem} keys, in the order every {mem} script receives them as KEYS. */
 export const MEM_ROLES = [
@@ -247,6 +292,7 @@ export const MEM_ROLES = [
   'lru',
   'active',
   'pagecache',
+  'ksm',
 ] as const satisfies ReadonlyArray<keyof typeof MEM>;
 export const MEM_KEYS: string[] = MEM_ROLES.map((r) => MEM[r]);
 
@@ -273,7 +319,7 @@ export const FRAME_BYTES = 32;
 export const FRAME_LAYOUT = `frames/${FRAME_BYTES}B/v1`;
 /** The state byte of a frame record. */
 export const FRAME_STATE = { free: 0, used: 1, zero: 2 } as const;
-/** The flags byte of a frame record: bits reserved for reclaim, KSM and THP (none set today). */
+/** The flags byte of a frame record: bits for reclaim, KSM (PG_ksm: ksm/scripts.ts) and THP. */
 export const PAGE_FLAGS = {
   PG_lru: 1 << 0,
   PG_referenced: 1 << 1,

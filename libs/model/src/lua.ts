@@ -10,7 +10,8 @@
  */
 export const LUA_HELPERS = `
 -- A VMA of the :vma zset (keys.ts; vma.ts reads the same): "start:end:prot:flags" (flags '',
--- 'shared', or 'nonlinear': shared, and remapped by remap_file_pages: VM_NONLINEAR), and for a
+-- 'shared', or 'nonlinear': shared, and remapped by remap_file_pages: VM_NONLINEAR; 'hugetlb' or
+-- 'hugetlbshared': VM_HUGETLB, private or shared — v.hugetlb, mm/hugetlb-scripts.ts), and for a
 -- mapping of a file ":ino:delta" after it, delta = vm_pgoff - vm_start in pages (the file page of
 -- vpn is vpn + delta: a split keeps delta, a move changes it). → {s, e, prot, flags, ino, delta, m}
 -- (ino nil: anonymous)
@@ -18,7 +19,8 @@ local function vma_parse(m)
   local s, e, prot, flags, rest = string.match(m, '^(%d+):(%d+):(%a+):(%a*)(.*)$')
   if not s then error({err = 'corrupt VMA ' .. m}) end
   local v = { s = tonumber(s), e = tonumber(e), prot = prot, flags = flags, delta = 0, m = m,
-    shared = flags == 'shared' or flags == 'nonlinear' }
+    shared = flags == 'shared' or flags == 'nonlinear' or flags == 'hugetlbshared',
+    hugetlb = flags == 'hugetlb' or flags == 'hugetlbshared' }
   if rest ~= '' then
     local ino, d = string.match(rest, '^:(%d+):(%-?%d+)$')
     if not ino then error({err = 'corrupt VMA ' .. m}) end

@@ -4,8 +4,10 @@
  * address space (mm/scripts.ts) or the mm replicas (replica/scripts.ts). docs/redis.md is
  * generated from this table (gen-doc.ts).
  */
+import { KSM_SCRIPTS } from './ksm/scripts';
 import { MEM_SCRIPTS } from './mem/scripts';
 import { MM_SCRIPTS } from './mm/scripts';
+import { HUGETLB_SCRIPTS } from './mm/hugetlb-scripts';
 import { REPLICA_SCRIPTS } from './replica/scripts';
 import { MEM_THP_SCRIPTS } from './mem/thp-scripts';
 import { THP_SCRIPTS } from './mm/thp-scripts';
@@ -16,6 +18,8 @@ export const SCRIPTS = {
   ...REPLICA_SCRIPTS,
   ...MEM_THP_SCRIPTS,
   ...THP_SCRIPTS,
+  ...HUGETLB_SCRIPTS,
+  ...KSM_SCRIPTS,
 } as const;
 
 export type ScriptName = keyof typeof SCRIPTS;

@@ -19,7 +19,9 @@ export const ERRORS = {
   },
   SIGBUS: {
     definite: true,
-    doc: 'The access is inside a mapping of a file but past the end of the file.',
+    doc:
+      'The access is inside a mapping of a file but past the end of the file, or faults a ' +
+      'hugetlb page when the huge page pool is empty (hugetlb_no_page: VM_FAULT_SIGBUS).',
   },
   ENOENT: { definite: true, doc: 'No such file.' },
   ENOMEM: { definite: true, doc: 'No free frame (or no address space) left.' },

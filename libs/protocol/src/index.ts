@@ -5,3 +5,4 @@ export * from './trace';
 export * from './units';
 export * from './packet';
 export * from './chaos';
+export * from './eras';

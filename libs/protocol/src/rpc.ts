@@ -90,7 +90,11 @@ export const ServiceConfig = z.object({
 });
 export type ServiceConfig = z.infer<typeof ServiceConfig>;
 
-/** how a fault was resolved; swap: do_swap_page read the page in (from the swap cache or its slot) */
+/**
+ * how a fault was resolved; swap: do_swap_page read the page in (from the swap cache or its
+ * slot); hugetlb: hugetlb_fault found or made the huge entry (hugetlb_no_page, or
+ * hugetlb_cow's reuse), hugetlb-cow: hugetlb_cow copied the huge page
+ */
 export const FaultKind = z.enum([
   'zero',
   'anon',
@@ -107,6 +111,8 @@ export const FaultKind = z.enum([
   'thp-copy',
   /** do_huge_pmd_wp_page_fallback: no huge page free, the huge entry replaced by small copies */
   'thp-fallback',
+  'hugetlb',
+  'hugetlb-cow',
 ]);
 export type FaultKind = z.infer<typeof FaultKind>;
 
@@ -344,6 +350,28 @@ export const RPC = {
       referenced: z.number().int(),
       pinned: z.number().int(),
       swapFull: z.boolean(),
+    }),
+  }),
+  ksmMerge: def({
+    subject: 'mmlab.mm.ksm.merge',
+    doc: "One synchronous ksmd pass over the given ranges (each a process, a start address and a length): anonymous pages of equal content (the frame's one data word) are merged into one KSM page (PG_ksm, a stable-tree entry), mapped read-only everywhere — write_protect_page and replace_page, each with set_pte_at_notify (change_pte) under the PT lock, inside invalidate_range_start/end in v3.7. A page with references beyond its mappings (a pin) is refused. Also merges into a KSM page of an earlier pass. Not crash-safe: a replica dying mid-merge leaves what it did.",
+    models: 'ksm_do_scan() → cmp_and_merge_page(), mm/ksm.c v3.7 (v3.6 in legacy)',
+    queue: 'mm',
+    request: z.strictObject({
+      ranges: z
+        .array(z.strictObject({ pid: Pid, addr: Addr, pages: Pages }))
+        .min(1)
+        .max(64),
+    }),
+    response: z.object({
+      /** pages looked at (present anonymous PTEs) */
+      scanned: z.number().int().nonnegative(),
+      /** PTEs now mapping a KSM page that did not before (the first of a pair counted too) */
+      merged: z.number().int().nonnegative(),
+      /** KSM pages made by this pass (stable_tree_insert) */
+      stable: z.number().int().nonnegative(),
+      /** pages refused, with why (write_protect_page: pinned; the PTE changed: gone) */
+      refused: z.array(z.object({ pid: Pid, addr: Addr, reason: z.string() })),
     }),
   }),
   fileCreate: def({

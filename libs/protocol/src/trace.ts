@@ -258,6 +258,26 @@ export const TraceEvent = z.discriminatedUnion('kind', [
       .object({ low: z.number().int().positive(), high: z.number().int().positive() })
       .optional(),
   }),
+  /**
+   * ksmd (mm/ksm.c) on one page of a ksm.merge pass: `stable` made it a KSM page
+   * (set_page_stable_node + stable_tree_insert), `merged` replaced its PTE by the KSM page
+   * kpfn/kgen (replace_page, its old frame put), `refused` left it as it was, with why
+   * (write_protect_page found references beyond its mappings: `pinned`; the PTE changed: `gone`;
+   * the content changed: `changed`).
+   */
+  ev('ksm.merge', {
+    pid: Pid,
+    addr: Addr,
+    pfn: Pfn,
+    gen: Gen,
+    result: z.enum(['stable', 'merged', 'refused']),
+    kpfn: Pfn.optional(),
+    kgen: Gen.optional(),
+    reason: z.string().optional(),
+    /** write_protect_page's count check: page_mapcount + swapcache vs page_count */
+    mapcount: z.number().int().optional(),
+    refcount: z.number().int().optional(),
+  }),
   ev('tlb.fill', { agent: Agent, pid: Pid, addr: Addr, pfn: Pfn, gen: Gen, writable: z.boolean() }),
   ev('tlb.flush', { agent: Agent, pid: Pid, start: Addr, end: Addr, entries: z.number().int() }),
   /**
@@ -470,6 +490,21 @@ export const TraceEvent = z.discriminatedUnion('kind', [
     waitMs: z.number(),
     heldMs: z.number(),
     zapped: z.number().int().nonnegative(),
+  }),
+  /**
+   * KVM's change_pte on one VM (kvm_set_spte_hva): found = whether any sPTE mapped the address
+   * when it came. In v3.7 do_wp_page and KSM send invalidate_range_start first, which already
+   * zapped it: change_pte then arrives to nothing (found false).
+   */
+  ev('kvm.change_pte', {
+    agent: Agent,
+    pid: Pid,
+    vm: VmId,
+    addr: Addr,
+    pfn: Pfn,
+    gen: Gen,
+    writable: z.boolean(),
+    found: z.boolean(),
   }),
   /** a device (network) page fault: begin and end */
   ev('npf.begin', {

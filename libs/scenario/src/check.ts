@@ -13,7 +13,7 @@
  * after the parallel step every binding made in any branch is visible, and a name bound in
  * two branches is an error.
  */
-import { type ChaosFault, PROCESS_FAULTS, Step } from './schema';
+import { type ChaosFault, PROCESS_FAULTS, Step, ksmRangesOf } from './schema';
 
 /**
  * Why `fault` cannot hit `target` in a lab of this config, or undefined. Process faults hit
@@ -145,6 +145,14 @@ export function stepBindings(s: Step): StepBindings {
     case 'kvm.guest_read':
     case 'kvm.workload':
       return { uses: vmUse(s.vm) };
+    case 'ksm.merge':
+      return {
+        uses: ksmRangesOf(s).flatMap((r) =>
+          [...processUse(r.process), ...addrUse(r.addr)].map((u) =>
+            s.ranges ? { ...u, field: 'ranges' } : u,
+          ),
+        ),
+      };
     case 'parallel':
     case 'chaos.schedule':
     case 'reclaim':
@@ -187,6 +195,7 @@ function stepTargets(s: Step): {
     case 'madvise':
     case 'exit':
     case 'reclaim':
+    case 'ksm.merge':
     case 'file.create':
     case 'file.write':
     case 'file.read':

@@ -56,6 +56,11 @@ export const RunMetrics = z.object({
   /** ptl.release heldMs: how long PT locks were held */
   ptlHold: z.object({ count: z.number().int(), p50Ms: ms, p99Ms: ms, maxMs: ms }),
   events: z.object({ total: z.number().int(), byKind: z.record(z.string(), z.number().int()) }),
+  /**
+   * change_pte as KVM saw it (kvm.change_pte, one per VM): how many came, and how many found no
+   * sPTE to update — in v3.7 invalidate_range_start zapped it first. Absent: none came.
+   */
+  changePte: z.object({ count: z.number().int(), noSpte: z.number().int() }).optional(),
 });
 export type RunMetrics = z.infer<typeof RunMetrics>;
 

@@ -36,6 +36,7 @@ import { chaosSteps } from './steps/chaos';
 import { SubscriberName, common } from './steps/common';
 import { controlSteps } from './steps/control';
 import { hcaSteps } from './steps/hca';
+import { ksmSteps } from './steps/ksm';
 import { kvmSteps } from './steps/kvm';
 import { memorySteps } from './steps/memory';
 import { thpSteps } from './steps/thp';
@@ -45,6 +46,7 @@ export * from './steps/chaos';
 export { AddrRef, Binding, SubscriberName } from './steps/common';
 export * from './steps/control';
 export * from './steps/hca';
+export * from './steps/ksm';
 export * from './steps/kvm';
 export * from './steps/memory';
 export * from './steps/thp';
@@ -76,6 +78,7 @@ type StepOptions = [
   ...typeof controlSteps,
   ...typeof chaosSteps,
   ...typeof workloadSteps,
+  ...typeof ksmSteps,
 ];
 
 // The annotation breaks the cycle Step → ParallelStep → Step for the type checker.
@@ -88,6 +91,7 @@ export const Step: z.ZodDiscriminatedUnion<StepOptions> = z.discriminatedUnion('
   ...controlSteps,
   ...chaosSteps,
   ...workloadSteps,
+  ...ksmSteps,
 ]);
 export type Step = z.output<typeof Step>;
 export type StepOp = Step['op'];

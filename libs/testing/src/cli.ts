@@ -67,13 +67,14 @@ export async function runScenario(
 }
 
 /**
- * The legacy twin of an example valid in patched: the same file in mode legacy (v3.6), where the
+ * The legacy twin of an example valid in patched: the same file in kernel v3.6 (mode legacy), where the
  * callback the example's slow subscriber sleeps in was sent under the PT lock — the run is
  * expected to break exactly no-sleep-under-ptlock.
  */
 export const runLegacyTwin = (file: string, name: string, dir: string): Promise<ScenarioRun> =>
   runScenario(file, name, dir, (doc) => {
-    doc.setIn(['config', 'mode'], 'legacy');
+    doc.deleteIn(['config', 'mode']);
+    doc.setIn(['config', 'kernel'], 'v3.6');
     doc.setIn(['expect', 'violations'], ['no-sleep-under-ptlock']);
   });
 

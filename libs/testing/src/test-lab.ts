@@ -116,6 +116,8 @@ export async function startTestLab(cfg: LabConfig, opts: TestLabOptions = {}): P
     settled: async () => {
       // Every running instance must answer: one that a loaded machine has not run within the
       // gather's 3 s is asked again (settling without it would judge a trace missing events).
+      // A round ends at the last answer it waits for: as many as instances run (one killed or
+      // paused cannot answer, and counting it made every such round wait out the 3 s).
       const replies = new Map<string, { instance: string; published: number }>();
       const missing = () => lab.runningInstances().filter((i) => !replies.has(i));
       for (let round = 0; missing().length > 0; round++) {
@@ -123,7 +125,7 @@ export async function startTestLab(cfg: LabConfig, opts: TestLabOptions = {}): P
         for (const r of await rpc.gather(
           'flush',
           {},
-          { expect: lab.instances.length, timeoutMs: 3000 },
+          { expect: lab.runningInstances().length, timeoutMs: 3000 },
         ))
           replies.set(r.instance, r);
       }

@@ -30,8 +30,7 @@ import { HttpErrorFilter, MmlabErrorFilter } from './errors';
 import { setupOpenApi } from './openapi';
 import { LabTargets } from './targets';
 
-/** Where the lab API listens (`mmlab up`, `mmlab api`, compose's lab-api) when the port is free. */
-export const LAB_API_PORT = 8081;
+export { LAB_API_PORT } from './lab-api-port';
 
 /** Where the lab API listens unless told otherwise (MMLAB_HTTP_HOST's default). */
 const DEFAULT_HOST = '127.0.0.1';

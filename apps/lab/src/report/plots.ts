@@ -412,6 +412,15 @@ const loadVega = () =>
       throw e;
     }));
 
+/**
+ * Start loading Vega and Vega-Lite now (half a CPU-second) so that the report's first plot does
+ * not wait for them: `mmlab run` calls it while it waits for its local lab to stop. A failure
+ * here is the render's to report.
+ */
+export function preloadPlots(): void {
+  loadVega().catch(() => undefined);
+}
+
 /** Compile a Vega-Lite spec and render it to an SVG document, headless. */
 export async function renderSvg(spec: VegaLite.TopLevelSpec): Promise<string> {
   const { vega, vl } = await loadVega();

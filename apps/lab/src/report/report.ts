@@ -380,6 +380,35 @@ function memorySection(events: readonly TraceEvent[], svg: string): Html {
   </section>`;
 }
 
+/**
+ * KSM and change_pte: what ksmd passes did (pages made KSM pages, merged, refused and why) and
+ * the change_pte KVM got — how many found no sPTE, because invalidate_range_start (v3.7)
+ * had zapped it already. Shown when the run has either.
+ */
+function ksmSection(events: readonly TraceEvent[], m: RunResults['metrics']): Html | false {
+  const merges = events.filter((e) => e.kind === 'ksm.merge');
+  if (merges.length === 0 && !m.changePte) return false;
+  const count = (r: string) => merges.filter((e) => e.result === r).length;
+  const reasons = new Map<string, number>();
+  for (const e of merges)
+    if (e.result === 'refused')
+      reasons.set(e.reason ?? '?', (reasons.get(e.reason ?? '?') ?? 0) + 1);
+  return html`<section id="ksm">
+    <h2>KSM and change_pte</h2>
+    <p>
+      ksmd: ${count('stable')} KSM page(s) made, ${count('merged')} page(s) merged into one,
+      ${count('refused')}
+      refused${
+        reasons.size > 0 ? ` (${[...reasons].map(([r, n]) => `${r}: ${n}`).join(', ')})` : ''
+      }.
+    </p>
+    <p>
+      change_pte reaching KVM: ${m.changePte?.count ?? 0}, of which ${m.changePte?.noSpte ?? 0}
+      found no sPTE (invalidate_range_start had zapped it).
+    </p>
+  </section>`;
+}
+
 export function reportHtml(input: ReportInput, p: Parts): string {
   const r = input.results;
   const m = r.metrics;
@@ -474,7 +503,7 @@ export function reportHtml(input: ReportInput, p: Parts): string {
             <figure class="plot">${trustedHtml(p.ptlHoldSvg)}</figure>
           </section>
           ${p.memorySvg !== undefined && memorySection(input.events, p.memorySvg)}
-          ${chaosSection(r)}
+          ${ksmSection(input.events, m)} ${chaosSection(r)}
           <section id="metrics">
             <h2>Metrics</h2>
             <table>

@@ -7,6 +7,7 @@ import { chaosHandlers } from './chaos';
 import type { Executed, StepContext, StepHandler, StepHandlers } from './context';
 import { controlHandlers } from './control';
 import { hcaHandlers } from './hca';
+import { ksmHandlers } from './ksm';
 import { kvmHandlers } from './kvm';
 import { memoryHandlers } from './memory';
 import { thpHandlers } from './thp';
@@ -22,6 +23,7 @@ export const STEP_HANDLERS: StepHandlers = {
   ...controlHandlers,
   ...chaosHandlers,
   ...workloadHandlers,
+  ...ksmHandlers,
 };
 
 /** Do one step with its kind's handler. */

@@ -43,6 +43,7 @@
  */
 import { MmlabError, PAGE_SIZE } from '@mmlab/protocol';
 import { type MmContext, startVpn } from './context';
+import { notifyOf } from './eras';
 import { invalidatePage, ptepClearFlushNotify } from './mmu_notifier';
 import { forEachPteTable, staleLease } from './pagewalk';
 import type { Frame } from './page_alloc';
@@ -182,7 +183,7 @@ async function pageMkcleanOne(
   vpn: number,
   page: Frame,
 ): Promise<boolean> {
-  const legacy = ctx.env.MMLAB_MODE === 'legacy';
+  const notify = notifyOf(ctx, 'page_mkclean_one');
   const addr = vpn * PAGE_SIZE;
   let cleaned = false;
   await forEachPteTable(ctx, op, pid, vpn, vpn + 1, async (held) => {
@@ -195,10 +196,10 @@ async function pageMkcleanOne(
     const was = { pfn: page.pfn, gen: page.gen };
     // ptep_clear_flush() (v3.6: _notify, invalidate_page under the lock), then set_pte_at()
     // write-protected
-    await ptepClearFlushNotify(ctx, held, addr, was, r.cpumask);
+    await ptepClearFlushNotify(ctx, held, addr, was, r.cpumask, notify);
     ctx.tracer.emit({ kind: 'pte.set', op, pid, addr, ...was, writable: false, lock, token });
   });
   // v3.7 (the seed): after pte_unmap_unlock, before the page is written back
-  if (cleaned && !legacy) await invalidatePage(ctx, op, pid, addr);
+  if (cleaned && notify === 'page-after-unlock') await invalidatePage(ctx, op, pid, addr);
   return cleaned;
 }

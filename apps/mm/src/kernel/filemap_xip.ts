@@ -56,6 +56,7 @@
  */
 import { MmlabError, PAGE_SIZE } from '@mmlab/protocol';
 import { backoff, type MmContext } from './context';
+import { notifyOf } from './eras';
 import { invalidatePage, ptepClearFlushNotify } from './mmu_notifier';
 import { forEachPteTable, staleLease } from './pagewalk';
 import { type Frame, putPages } from './page_alloc';
@@ -189,7 +190,7 @@ async function xipUnmapOne(
   ino: number,
   pgoff: number,
 ): Promise<boolean> {
-  const legacy = ctx.env.MMLAB_MODE === 'legacy';
+  const notify = notifyOf(ctx, '__xip_unmap');
   const addr = vpn * PAGE_SIZE;
   let cleared = false;
   await forEachPteTable(ctx, op, pid, vpn, vpn + 1, async (held) => {
@@ -200,11 +201,11 @@ async function xipUnmapOne(
     if (r === 'GONE') return;
     cleared = true;
     // ptep_clear_flush() (v3.6: _notify, invalidate_page still under the PT lock)
-    await ptepClearFlushNotify(ctx, held, addr, sparse, r.cpumask);
+    await ptepClearFlushNotify(ctx, held, addr, sparse, r.cpumask, notify);
   });
   if (!cleared) return false;
   // v3.7 (the seed): after pte_unmap_unlock, "must invalidate_page _before_ freeing the page"
-  if (!legacy) await invalidatePage(ctx, op, pid, addr);
+  if (notify === 'page-after-unlock') await invalidatePage(ctx, op, pid, addr);
   // page_remove_rmap() + page_cache_release(): the PTE's reference of the sparse page
   await putPages(ctx, op, [sparse]);
   ctx.tracer.emit({ kind: 'xip.unmap', op, pid, addr, ino, page: pgoff, ...sparse });

@@ -14,6 +14,7 @@ import type { Frame } from './page_alloc';
 import { forEachPteTable, staleLease } from './pagewalk';
 import { flushTlbRange } from './tlbflush';
 import { copyHugePmdRange } from './huge_memory';
+import { copyHugetlbPageRange } from './hugetlb';
 
 /**
  * fork(): a child with the parent's VMAs whose PTEs point at the same frames. Private
@@ -93,7 +94,10 @@ export function traceForked(
       start: v.start * PAGE_SIZE,
       end: v.end * PAGE_SIZE,
       prot: v.prot,
-      flags: v.shared ? ['shared'] : [],
+      flags: [
+        ...(v.hugetlb ? (['hugetlb'] as const) : []),
+        ...(v.shared ? (['shared'] as const) : []),
+      ],
     });
 }
 
@@ -141,6 +145,8 @@ async function copyPageRange(
   vma: Vma,
   it: OpIntent,
 ): Promise<void> {
+  // is_vm_hugetlb_page(vma): copy_hugetlb_page_range, before (and without) the range start
+  if (vma.hugetlb) return copyHugetlbPageRange(ctx, op, src, dst, vma);
   const isCow = !vma.shared;
   const mmunStart = vma.start * PAGE_SIZE; /* For mmu_notifiers */
   const mmunEnd = vma.end * PAGE_SIZE; /* For mmu_notifiers */

@@ -94,6 +94,13 @@ async function gupPages(
       const a = addr + i * PAGE_SIZE;
       for (let attempt = 0; ; attempt++) {
         const pte = await faultForDevice(ctx, pid, a, write, force, agent, sem);
+        if (pin && (pte.kind === 'hugetlb' || pte.kind === 'hugetlb-cow'))
+          // follow_hugetlb_page()'s get_page of a subpage (the head's count) is not modelled:
+          // a pin must never drop a tail frame's count to 0 (put_page would free it alone)
+          throw new MmlabError(
+            'EINVAL',
+            `pinning hugetlb memory (0x${a.toString(16)}) is not modelled`,
+          );
         if (pin) {
           // The frame may have been freed and reused since the fault: pin exactly that gen.
           const bad = await ctx.store.getPages([pte], 'ref');

@@ -12,9 +12,10 @@
  * huge page (or a fallback's small pages) and installing it leaks them (fsck reports it), and a
  * fork rolled back leaves its child's huge entries' references behind.
  */
-import { MmlabError, PAGE_SIZE, type MnEvent } from '@mmlab/protocol';
+import { MmlabError, PAGE_SIZE, type MnEvent, type SeedSite } from '@mmlab/protocol';
+import { notifyOf } from './eras';
 import {
-  type HugeEntry,
+  type ThpEntry,
   PAGE_TABLE_LOCK,
   allocHugePage,
   collapseLock as collapseLockScript,
@@ -190,7 +191,7 @@ async function hugePmdLockFor(
   op: string,
   pid: number,
   hvpn: number,
-  expected: Pick<HugeEntry, 'pfn' | 'gen' | 'w'>,
+  expected: Pick<ThpEntry, 'pfn' | 'gen' | 'w'>,
   o: { seq: number | ''; agent: string; mmapSem: string; clear: boolean },
 ): Promise<HeldPmd | null> {
   const t0 = now();
@@ -243,7 +244,7 @@ async function hugeSetUnlock(
   ctx: MmContext,
   held: HeldLock,
   hvpn: number,
-  entry: Pick<HugeEntry, 'pfn' | 'gen' | 'w'> | null,
+  entry: Pick<ThpEntry, 'pfn' | 'gen' | 'w'> | null,
   ptes: ReadonlyArray<{ vpn: number; pfn: number; gen: number; writable: boolean }>,
   keep: boolean,
 ): Promise<void> {
@@ -294,6 +295,15 @@ async function hugeSetUnlock(
   if (!keep) traceUnlock(ctx, held, true);
 }
 
+/** The seed's THP call sites (libs/protocol eras: each era gives their ordering). */
+type ThpSite = Extract<
+  SeedSite,
+  | 'do_huge_pmd_wp_page'
+  | 'do_huge_pmd_wp_page_fallback'
+  | '__split_huge_page_splitting'
+  | 'collapse_huge_page'
+>;
+
 /** One huge pmd update as hugePmdNotified runs it. */
 interface HugePmdSection<T> {
   /** spin_lock + pmd_same (+ the clear): null → the entry changed, no lock held */
@@ -334,9 +344,11 @@ async function hugePmdNotified<T>(
   pid: number,
   hvpn: number,
   event: MnEvent,
+  site: ThpSite,
   s: HugePmdSection<T>,
 ): Promise<T | null> {
-  const legacy = ctx.env.MMLAB_MODE === 'legacy';
+  // the era's ordering of this site (eras.ts): v3.6 range-under-ptl, v3.7 range-outside-ptl
+  const legacy = notifyOf(ctx, site) === 'range-under-ptl';
   const mmunStart = hvpn * PAGE_SIZE; /* For mmu_notifiers */
   const mmunEnd = mmunStart + hpageNr(ctx) * PAGE_SIZE; /* For mmu_notifiers */
   const flush = (held: HeldPmd) => flushTlbRange(ctx, op, pid, mmunStart, mmunEnd, held.cpumask);
@@ -459,7 +471,7 @@ export async function doHugePmdWpPage(
     };
     const done = single
       ? await singleAddressUpdate(ctx, op, pid, hvpn, section)
-      : await hugePmdNotified(ctx, op, pid, hvpn, 'clear', section);
+      : await hugePmdNotified(ctx, op, pid, hvpn, 'clear', 'do_huge_pmd_wp_page', section);
     if (!done) return null;
   } finally {
     if (!installed) await putHuge(ctx, op, [page]);
@@ -539,17 +551,27 @@ export async function doHugePmdWpPageFallback(
   const HPAGE = n * PAGE_SIZE;
   let installed = false;
   try {
-    const done = await hugePmdNotified(ctx, op, pid, hvpn, 'clear', {
-      lock: () => hugePmdLockFor(ctx, op, pid, hvpn, old, { seq, agent, mmapSem, clear: true }),
-      set: async (held, keep) => {
-        const ptes = pages.map((p, i) => ({ vpn: hvpn + i, ...p, writable: true }));
-        await hugeSetUnlock(ctx, held, hvpn, null, ptes, keep);
-        installed = true;
-        return true;
+    const done = await hugePmdNotified(
+      ctx,
+      op,
+      pid,
+      hvpn,
+      'clear',
+      'do_huge_pmd_wp_page_fallback',
+      {
+        lock: () => hugePmdLockFor(ctx, op, pid, hvpn, old, { seq, agent, mmapSem, clear: true }),
+        set: async (held, keep) => {
+          const ptes = pages.map((p, i) => ({ vpn: hvpn + i, ...p, writable: true }));
+          await hugeSetUnlock(ctx, held, hvpn, null, ptes, keep);
+          installed = true;
+          return true;
+        },
+        // the V1 bug: `haddr += PAGE_SIZE` in the PTE loop, then range_end(mm, haddr, haddr + HPAGE)
+        endRange: injected(ctx, 'thp-fallback-haddr')
+          ? (s, e) => [s + HPAGE, e + HPAGE]
+          : undefined,
       },
-      // the V1 bug: `haddr += PAGE_SIZE` in the PTE loop, then range_end(mm, haddr, haddr + HPAGE)
-      endRange: injected(ctx, 'thp-fallback-haddr') ? (s, e) => [s + HPAGE, e + HPAGE] : undefined,
-    });
+    );
     if (!done) return null;
   } finally {
     // out_free_pages: the copies go back
@@ -583,7 +605,7 @@ export async function zapHugePmdRange(
   const meets = entries.filter((x) => x.hvpn < endVpn && x.hvpn + n > startVpn);
   if (meets.length === 0) return { zapped: 0, freed: 0 };
   const held = await ptlLock(ctx, pid, PAGE_TABLE_LOCK, op);
-  let cleared: HugeEntry[] = [];
+  let cleared: ThpEntry[] = [];
   try {
     const r = await underPtl(held, async () => {
       const z = await zapHugePmd(
@@ -655,7 +677,7 @@ export async function copyHugePmdRange(
   const n = hpageNr(ctx);
   if (!entries.some((x) => x.hvpn < endVpn && x.hvpn + n > startVpn)) return;
   const held = await ptlLock(ctx, src, PAGE_TABLE_LOCK, op);
-  let child: HugeEntry[] = [];
+  let child: ThpEntry[] = [];
   try {
     child = await underPtl(held, async () => {
       const r = await copyHugePmd(
@@ -742,7 +764,7 @@ export async function splitHugePage(
   if (!mine) return 0;
   const head: Frame = { pfn: mine.pfn, gen: mine.gen };
   // page_lock_anon_vma + the rmap walk: every huge entry naming the head
-  const mappers: Array<{ pid: number; entry: HugeEntry }> = [];
+  const mappers: Array<{ pid: number; entry: ThpEntry }> = [];
   for (const p of await ctx.store.processes()) {
     const e = p === pid ? entries : (await hugePmds(ctx.store, p)).entries;
     for (const x of e)
@@ -753,25 +775,33 @@ export async function splitHugePage(
   for (const m of mappers) {
     const { entry } = m;
     const old = { pfn: entry.pfn, gen: entry.gen, w: entry.w === 3 ? 0 : entry.w };
-    const done = await hugePmdNotified(ctx, op, m.pid, entry.hvpn, 'clear', {
-      lock: () =>
-        hugePmdLockFor(ctx, op, m.pid, entry.hvpn, old, {
-          seq: '',
-          agent: '',
-          mmapSem: '*',
-          clear: true,
-        }),
-      set: async (held, keep) => {
-        const ptes = Array.from({ length: n }, (_, i) => ({
-          vpn: entry.hvpn + i,
-          pfn: head.pfn + i,
-          gen: head.gen,
-          writable: old.w === 1,
-        }));
-        await hugeSetUnlock(ctx, held, entry.hvpn, null, ptes, keep);
-        return true;
+    const done = await hugePmdNotified(
+      ctx,
+      op,
+      m.pid,
+      entry.hvpn,
+      'clear',
+      '__split_huge_page_splitting',
+      {
+        lock: () =>
+          hugePmdLockFor(ctx, op, m.pid, entry.hvpn, old, {
+            seq: '',
+            agent: '',
+            mmapSem: '*',
+            clear: true,
+          }),
+        set: async (held, keep) => {
+          const ptes = Array.from({ length: n }, (_, i) => ({
+            vpn: entry.hvpn + i,
+            pfn: head.pfn + i,
+            gen: head.gen,
+            writable: old.w === 1,
+          }));
+          await hugeSetUnlock(ctx, held, entry.hvpn, null, ptes, keep);
+          return true;
+        },
       },
-    });
+    );
     if (done) {
       split++;
       ctx.tracer.emit({
@@ -908,7 +938,7 @@ export async function collapseHugePage(
     let installed = false;
     try {
       const w = vma.prot === 'rw' ? 1 : 0;
-      const done = await hugePmdNotified(ctx, op, pid, hvpn, 'clear', {
+      const done = await hugePmdNotified(ctx, op, pid, hvpn, 'clear', 'collapse_huge_page', {
         lock: () => collapseLock(ctx, op, pid, hvpn, small, sem.lease.value),
         set: async (held, keep) => {
           // __collapse_huge_page_copy: the small pages' words into the huge page, then the

@@ -22,6 +22,7 @@ import {
 import { type Pte, pteFrameRef, pteLockOfVpn } from '@mmlab/model';
 import { now } from '@mmlab/runtime';
 import { type MmContext, backoff, injected, ownerOf } from './context';
+import { eraOf, notifyOf } from './eras';
 import {
   invalidatePage,
   invalidateRangeEnd,
@@ -29,7 +30,14 @@ import {
   mmuNotifierChangePte,
   withinRange,
 } from './mmu_notifier';
-import { debugStallUnderPtl, heldPtl, ptlUnlock, traceUnlock, underPtl } from './locks';
+import {
+  type HeldLock,
+  debugStallUnderPtl,
+  heldPtl,
+  ptlUnlock,
+  traceUnlock,
+  underPtl,
+} from './locks';
 import { forEachPteTable, staleLease } from './pagewalk';
 import {
   type Frame,
@@ -50,6 +58,7 @@ import {
   thpFaultOrder,
   zapHugePmdRange,
 } from './huge_memory';
+import { hugetlbFault, unmapHugepageRange } from './hugetlb';
 
 export interface FaultResult extends Pte {
   kind: FaultKind;
@@ -198,6 +207,9 @@ async function __handleMmFault(
           throw fencedOff(ctx, pid);
         case 'SIGSEGV':
           throw new MmlabError('SIGSEGV', `${access} at 0x${addr.toString(16)} in pid ${pid}`);
+        case 'HUGETLB':
+          // is_vm_hugetlb_page(vma): handle_mm_fault → hugetlb_fault (hugetlb.ts)
+          return await hugetlbFault(ctx, op, pid, vpn, access, agent, mmapSem, tries);
         case 'BUSY':
           continue;
         case 'NEED_HUGE': {
@@ -536,8 +548,8 @@ function fencedOff(ctx: MmContext, pid: number): MmlabError {
  * swap cache) is at most 1; a page reused that way leaves the swap cache (one {mem} script,
  * reuseSwapPage). References that are not mappings — a get_user_pages() pin — do not count,
  * so a pinned page mapped once is reused and the device reading through its pin keeps seeing
- * what the CPU writes. KSM pages are never reused (PageKsm; mmlab has no KSM yet: its pages
- * must answer false here). The one place the rule lives, so later eras can swap it: 5.9–5.18
+ * what the CPU writes. KSM pages are never reused (PageKsm: the script answers false for a
+ * PG_ksm frame, so do_wp_page copies it; ksm.ts). The one place the rule lives, so later eras can swap it: 5.9–5.18
  * reuse on page_count() == 1, 5.19+ on PageAnonExclusive.
  */
 export async function reuseSwapPage(ctx: MmContext, page: Pte): Promise<boolean> {
@@ -595,7 +607,7 @@ async function doWpPage(
     allocPage(ctx, op, old, { pid, vpn }),
   );
   await crashPoint(ctx, 'do_wp_page.copied');
-  const legacy = ctx.env.MMLAB_MODE === 'legacy';
+  const notify = notifyOf(ctx, 'do_wp_page');
   const seedAlone = injected(ctx, 'free-before-invalidate-page');
   const mmunStart = addr; /* For mmu_notifiers */
   const mmunEnd = addr + PAGE_SIZE; /* For mmu_notifiers */
@@ -605,12 +617,12 @@ async function doWpPage(
     // (mm_has_notifiers); one registered after its check bumps the mm seq (mmap_sem write),
     // and wpCopyLock's seq check then sends this fault back to the top.
     const range =
-      legacy || seedAlone
-        ? null
-        : await invalidateRangeStart(ctx, op, pid, mmunStart, mmunEnd, 'clear');
+      notify === 'range-outside-ptl' && !seedAlone
+        ? await invalidateRangeStart(ctx, op, pid, mmunStart, mmunEnd, 'clear')
+        : null;
     await crashPoint(ctx, 'do_wp_page.range_started');
     try {
-      installed = await withinRange(range, () => wpPageCopy(ctx, f, page, legacy));
+      installed = await withinRange(range, () => wpPageCopy(ctx, f, page));
     } finally {
       if (range) await invalidateRangeEnd(ctx, range, mmunStart, mmunEnd);
     }
@@ -634,12 +646,7 @@ async function doWpPage(
  * another holder has it), clear and flush, set_pte_at_notify, unlock. → false when the PTE
  * changed or a writer of mmap_sem came in (the fault retries from the top).
  */
-async function wpPageCopy(
-  ctx: MmContext,
-  f: WpFault,
-  page: Frame,
-  legacy: boolean,
-): Promise<boolean> {
+async function wpPageCopy(ctx: MmContext, f: WpFault, page: Frame): Promise<boolean> {
   const { op, pid, vpn, old, seq, agent } = f;
   const addr = vpn * PAGE_SIZE;
   const lock = lockOf(vpn);
@@ -673,55 +680,101 @@ async function wpPageCopy(
   const held = heldPtl(ctx, pid, lock, op, r.token, t0);
   ctx.tracer.emit({ kind: 'pte.clear', op, pid, addr, ...old, lock, token: r.token });
   const pte: Pte = { pfn: page.pfn, gen: page.gen, writable: true };
-  const skipFence = injected(ctx, 'skip-fence-check');
   await underPtl(held, async () => {
     await debugStallUnderPtl(ctx, held);
     await crashPoint(ctx, 'do_wp_page.ptl_held', held);
     // ptep_clear_flush(): the PTE was cleared with the lock; shoot the TLBs down.
     await flushTlbRange(ctx, op, pid, addr, addr + PAGE_SIZE, r.cpumask);
-    // v3.7 set_pte_at_notify(): mmu_notifier_change_pte() first, then set_pte_at().
-    if (!legacy) await mmuNotifierChangePte(ctx, op, pid, addr, pte);
   });
+  const st = await setPteAtNotify(ctx, held, addr, pte, {
+    release: true,
+    skipFence: injected(ctx, 'skip-fence-check'),
+    afterSet: () => crashPoint(ctx, 'do_wp_page.set'),
+  });
+  if (st === 'ESTALE')
+    throw new MmlabError(
+      'ESTALE',
+      `lost ${lock} of pid ${pid} during the COW of 0x${addr.toString(16)}`,
+    );
+  return true;
+}
+
+/**
+ * Models: set_pte_at_notify(), include/linux/mmu_notifier.h — v3.7 (patched) and v3.6
+ * (legacy), under the held PT lock; the one place its order is chosen:
+ *
+ *   v3.7                                      v3.6
+ *   mmu_notifier_change_pte(mm, addr, pte)    set_pte_at(mm, addr, ptep, pte)
+ *   set_pte_at(mm, addr, ptep, pte)           mmu_notifier_change_pte(mm, addr, pte)
+ *                                               (invalidate_page to a subscriber without
+ *                                               change_pte: __mmu_notifier_change_pte v3.6)
+ *
+ * Callers: do_wp_page (wpPageCopy) and KSM's write_protect_page and replace_page (ksm.ts).
+ * release: drop the PT lock once done (v3.7: the write and the unlock are one script; v3.6
+ * unlocks after its change_pte); else the caller still holds it (replace_page puts the old
+ * page before its unlock). afterSet runs right after the PTE is written and traced.
+ * skipFence: inject `skip-fence-check` (the write accepted without checking the fencing token).
+ * → 'OK' (the lock released iff release) | 'UNFENCED' (written without the lease: only with
+ * skipFence) | 'ESTALE' (the lease was lost: nothing written); on anything but 'OK' the lock
+ * is gone (its release traced).
+ */
+export async function setPteAtNotify(
+  ctx: MmContext,
+  held: HeldLock,
+  addr: number,
+  pte: Pte,
+  opts: { release: boolean; skipFence?: boolean; afterSet?: () => Promise<void> },
+): Promise<'OK' | 'UNFENCED' | 'ESTALE'> {
+  const { op, pid, lock } = held;
+  const v36 = eraOf(ctx).setPteAtNotify === 'set-then-change-or-page';
+  const vpn = Math.floor(addr / PAGE_SIZE);
+  const token = held.lease.token;
+  // v3.7: mmu_notifier_change_pte() first, then set_pte_at().
+  if (!v36) await underPtl(held, () => mmuNotifierChangePte(ctx, op, pid, addr, pte));
+  const keep = v36 || !opts.release;
   let st: 'OK' | 'UNFENCED' | 'ESTALE' = 'ESTALE';
   const set = () =>
-    ctx.store.setPteUnlock(pid, lock, held.lease.value, r.token, vpn, pte, ctx.incarnation, {
-      keep: legacy,
-      skipFence,
+    ctx.store.setPteUnlock(pid, lock, held.lease.value, token, vpn, pte, ctx.incarnation, {
+      keep,
+      skipFence: opts.skipFence ?? false,
     });
-  if (legacy) st = await set();
+  if (keep) st = await set();
   else await held.lease.release(async () => (st = await set()) === 'OK');
+  if (st !== 'OK' && keep) await held.lease.release(async () => false);
   if (st === 'ESTALE') {
     ctx.tracer.emit({
       kind: 'pte.reject',
       op,
       pid,
       lock,
-      token: r.token,
+      token,
       reason: 'lease lost before set_pte_at',
     });
-    if (legacy) await held.lease.release(async () => false);
     traceUnlock(ctx, held, false);
-    throw new MmlabError(
-      'ESTALE',
-      `lost ${lock} of pid ${pid} during the COW of 0x${addr.toString(16)}`,
-    );
+    return st;
   }
-  ctx.tracer.emit({ kind: 'pte.set', op, pid, addr, ...pte, lock, token: r.token });
-  await crashPoint(ctx, 'do_wp_page.set');
-  if (legacy && st === 'OK') {
-    // v3.6 set_pte_at_notify(): set_pte_at(), then mmu_notifier_change_pte() — still under
-    // the lock; a subscriber without change_pte gets invalidate_page here.
+  ctx.tracer.emit({ kind: 'pte.set', op, pid, addr, ...pte, lock, token });
+  await opts.afterSet?.();
+  if (st === 'UNFENCED') {
+    // skip-fence-check: written without the lease; the lock (someone else's now) is left alone.
+    traceUnlock(ctx, held, false);
+    return st;
+  }
+  if (v36) {
+    // v3.6: set_pte_at(), then mmu_notifier_change_pte() — still under the lock; a subscriber
+    // without change_pte gets invalidate_page here.
     try {
       await underPtl(held, () => mmuNotifierChangePte(ctx, op, pid, addr, pte, true));
-    } finally {
-      await ptlUnlock(ctx, held);
+    } catch (e) {
+      if (opts.release) await ptlUnlock(ctx, held);
+      throw e;
     }
-  } else if (st === 'UNFENCED') {
-    // skip-fence-check: written without the lease; the lock (someone else's now) is left alone.
-    if (legacy) await held.lease.release(async () => false);
-    traceUnlock(ctx, held, false);
-  } else traceUnlock(ctx, held, true);
-  return true;
+  }
+  if (opts.release) {
+    if (keep) await ptlUnlock(ctx, held);
+    else traceUnlock(ctx, held, true);
+  }
+  return 'OK';
 }
 
 /**
@@ -764,6 +817,8 @@ export async function zapPteRanges(
 ): Promise<{ zapped: number; freed: number }> {
   // zap_pmd_range(): huge entries (zap_huge_pmd, or split first when the range cuts one)
   const huge = await zapHugePmdRange(ctx, op, pid, startVpn, endVpn);
+  // unmap_single_vma() of a hugetlb VMA: __unmap_hugepage_range, its own range inside ours
+  await unmapHugepageRange(ctx, op, pid, startVpn, endVpn);
   const intent = ctx.intents.get(op);
   /** cleared, and no TLB can map them any more: these may be put */
   const flushed: Frame[] = [];

@@ -7,6 +7,7 @@ import { zapPageRange, zapPteRanges } from './memory';
 import { mmuNotifierRelease } from './mmu_notifier';
 import { crashPoint } from './crash_point';
 import { withIntent } from './intent';
+import { refuseHugetlb } from './hugetlb';
 
 /** mm_alloc(): a new, empty address space. */
 export async function mmCreate(ctx: MmContext): Promise<number> {
@@ -102,6 +103,7 @@ export async function doMunmap(
   pages: number,
 ): Promise<{ zapped: number; freed: number }> {
   const s = startVpn(addr, 'munmap');
+  await refuseHugetlb(ctx, pid, s, s + pages, 'munmap');
   const op = ctx.ids.next('munmap');
   return withIntent(ctx, op, pid, 'munmap', { addr, pages }, () =>
     munmapSteps(ctx, op, pid, s, pages),
@@ -161,6 +163,7 @@ export async function madviseDontneed(
   pages: number,
 ): Promise<{ zapped: number; freed: number }> {
   const s = startVpn(addr, 'madvise');
+  await refuseHugetlb(ctx, pid, s, s + pages, 'madvise');
   const op = ctx.ids.next('madvise');
   // The zap clears PTEs whose frames are put after the shootdown: recorded (intent.ts) so that
   // a replica dying in between leaks nothing — another runs the zap again and puts them.

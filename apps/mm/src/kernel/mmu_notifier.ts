@@ -59,6 +59,7 @@ import type { OpenInvalidation } from '@mmlab/model';
 import { type MmContext, injected, ownerOf } from './context';
 import { type HeldLock, mmapWriteLock, mmapWriteUnlock } from './locks';
 import { flushTlbRange } from './tlbflush';
+import type { Notify } from '@mmlab/protocol';
 
 type CallbackRpc =
   | 'mnInvalidateRangeStart'
@@ -419,12 +420,14 @@ export async function ptepClearFlushNotify(
   addr: number,
   page: { pfn: number; gen: number },
   cpumask: string[],
+  /** the caller's ordering in this era (eras/): page-under-ptl sends invalidate_page here */
+  notify: Notify,
 ): Promise<void> {
   const { op, pid, lock } = held;
   const token = held.lease.token;
   ctx.tracer.emit({ kind: 'pte.clear', op, pid, addr, pfn: page.pfn, gen: page.gen, lock, token });
   await flushTlbRange(ctx, op, pid, addr, addr + PAGE_SIZE, cpumask);
-  if (ctx.env.MMLAB_MODE === 'legacy') await invalidatePage(ctx, op, pid, addr);
+  if (notify === 'page-under-ptl') await invalidatePage(ctx, op, pid, addr);
 }
 
 /**

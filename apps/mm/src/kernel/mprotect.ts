@@ -1,6 +1,7 @@
 /** mm/mprotect.c: mprotect() → mprotect_fixup() → change_protection(). */
 import { MmlabError, PAGE_SIZE, type Prot } from '@mmlab/protocol';
 import { type MmContext, startVpn } from './context';
+import { refuseHugetlb } from './hugetlb';
 import { mmapWriteLock, mmapWriteUnlock } from './locks';
 import { forEachPteTable, staleLease } from './pagewalk';
 import { invalidateRangeEnd, invalidateRangeStart, withinRange } from './mmu_notifier';
@@ -23,6 +24,7 @@ export async function doMprotect(
   prot: Prot,
 ): Promise<number> {
   const s = startVpn(addr, 'mprotect');
+  await refuseHugetlb(ctx, pid, s, s + pages, 'mprotect');
   const op = ctx.ids.next('mprotect');
   return withIntent(ctx, op, pid, 'mprotect', { addr, pages, prot }, () =>
     mprotectSteps(ctx, op, pid, s, pages, prot),

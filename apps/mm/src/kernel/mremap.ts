@@ -1,6 +1,7 @@
 /** mm/mremap.c: mremap(MREMAP_MAYMOVE) → move_vma() → move_page_tables(). */
 import { MmlabError, PAGE_SIZE } from '@mmlab/protocol';
 import { type MmContext, startVpn } from './context';
+import { refuseHugetlb } from './hugetlb';
 import { mmapWriteLock, mmapWriteUnlock } from './locks';
 import { forEachPteTable, staleLease } from './pagewalk';
 import { zapPageRange } from './memory';
@@ -25,6 +26,7 @@ export async function doMremap(
   newPages: number,
 ): Promise<{ addr: number; moved: number }> {
   const s = startVpn(addr, 'mremap');
+  await refuseHugetlb(ctx, pid, s, s + pages, 'mremap');
   const op = ctx.ids.next('mremap');
   return withIntent(ctx, op, pid, 'mremap', { addr, pages, newPages }, () =>
     mremapSteps(ctx, op, pid, s, pages, newPages, undefined),

@@ -63,6 +63,7 @@ import {
   withinRange,
 } from './mmu_notifier';
 import { forEachPteTable, staleLease } from './pagewalk';
+import { notifyOf } from './eras';
 import { type Frame, drainAllPages, putPages } from './page_alloc';
 import { flushTlbRange } from './tlbflush';
 
@@ -287,7 +288,7 @@ export async function tryToUnmapOne(
 ): Promise<boolean> {
   const entry: Frame | null = slot && { pfn: -slot.slot, gen: slot.gen };
   if (entry && (await ctx.store.getPages([entry], 'map')).length) return false; // swap_duplicate
-  const legacy = ctx.env.MMLAB_MODE === 'legacy';
+  const notify = notifyOf(ctx, 'try_to_unmap_one');
   const addr = vpn * PAGE_SIZE;
   let unmapped = false;
   await forEachPteTable(ctx, op, pid, vpn, vpn + 1, async (held) => {
@@ -305,7 +306,7 @@ export async function tryToUnmapOne(
     unmapped = true;
     // ptep_clear_flush(): the PTE is gone, the CPU TLBs shot down under the lock (v3.6's
     // ptep_clear_flush_notify: and invalidate_page, still under it)
-    await ptepClearFlushNotify(ctx, held, addr, page, r.cpumask);
+    await ptepClearFlushNotify(ctx, held, addr, page, r.cpumask, notify);
     if (slot)
       ctx.tracer.emit({
         kind: 'swap.out',
@@ -330,7 +331,7 @@ export async function tryToUnmapOne(
     return false;
   }
   // v3.7 (the seed): after pte_unmap_unlock, before the page can be freed
-  if (!legacy) await invalidatePage(ctx, op, pid, addr);
+  if (notify === 'page-after-unlock') await invalidatePage(ctx, op, pid, addr);
   return true;
 }
 
@@ -374,12 +375,13 @@ export async function tryToUnmapCluster(
   const base = Math.floor(cursor / CLUSTER_PAGES) * CLUSTER_PAGES;
   const address = Math.max(vma.start, base);
   const end = Math.min(vma.end, base + CLUSTER_PAGES);
-  const legacy = ctx.env.MMLAB_MODE === 'legacy';
+  const notify = notifyOf(ctx, 'try_to_unmap_cluster');
   const mmunStart = address * PAGE_SIZE; /* For mmu_notifiers */
   const mmunEnd = injected(ctx, 'uninit-cluster-end') ? mmunStart + PAGE_SIZE : end * PAGE_SIZE;
-  const range = legacy
-    ? null
-    : await invalidateRangeStart(ctx, op, pid, mmunStart, mmunEnd, 'unmap');
+  const range =
+    notify === 'range-outside-ptl'
+      ? await invalidateRangeStart(ctx, op, pid, mmunStart, mmunEnd, 'unmap')
+      : null;
   let unmapped = 0;
   try {
     await withinRange(range, async () => {
@@ -426,7 +428,7 @@ export async function tryToUnmapCluster(
           );
           if (!r) throw staleLease(ctx, held, 'try_to_unmap_cluster');
           if (r === 'GONE') continue;
-          await ptepClearFlushNotify(ctx, held, addr, page, r.cpumask);
+          await ptepClearFlushNotify(ctx, held, addr, page, r.cpumask, notify);
           // "Move the dirty bit to the physical page now the pte is gone."
           if (r.was.writable) await ctx.store.setPageDirty(page.pfn, page.gen);
           await putPages(ctx, op, [page]);

@@ -31,13 +31,25 @@ describe('decodeFrame', () => {
     buf.writeInt32BE(2 ** 31 - 1, at + FRAME_FIELDS.map.offset);
     buf.writeUInt8(9, at + FRAME_FIELDS.state.offset);
     buf.writeBigInt64BE(BigInt(Number.MIN_SAFE_INTEGER), at + FRAME_FIELDS.data.offset);
+    buf.writeUInt8(16, at + FRAME_FIELDS.flags.offset);
+    buf.writeUInt16BE(3, at + FRAME_FIELDS.reserved.offset);
     expect(decodeFrame(buf, 1)).toEqual({
       gen: 2 ** 32 - 1,
       ref: -1,
       map: 2 ** 31 - 1,
       state: 'state 9',
       data: Number.MIN_SAFE_INTEGER,
+      flags: 16,
+      reserved: 3,
     });
-    expect(decodeFrame(buf, 0)).toEqual({ gen: 0, ref: 0, map: 0, state: 'free', data: 0 });
+    expect(decodeFrame(buf, 0)).toEqual({
+      gen: 0,
+      ref: 0,
+      map: 0,
+      state: 'free',
+      data: 0,
+      flags: 0,
+      reserved: 0,
+    });
   });
 });

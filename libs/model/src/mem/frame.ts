@@ -14,7 +14,7 @@ export interface FrameView {
   data: number;
   /** page->flags (keys.ts PAGE_FLAGS) */
   flags: number;
-  /** the reserved u16: a THP head's or tail's compound order (keys.ts) */
+  /** the compound order of a head page (PG_head: hugetlbfs's pool, THP) and of a THP tail (PG_tail), else 0 */
   reserved: number;
 }
 

@@ -3,10 +3,12 @@
  * frame record in the packed frame table {mem}:frames (layout: keys.ts, FRAME_FIELDS), the free
  * list threaded through it, and put_page()/get_page()'s shared steps. Every {mem} script
  * receives KEYS = MEM_KEYS: K[1] meta, K[2] frames, K[3] fenced, K[4] once, K[5] pending,
- * K[6] swap (slots and swap cache), K[7] lru (inactive), K[8] lru:active, K[9] pagecache.
+ * K[6] swap (slots and swap cache), K[7] lru (inactive), K[8] lru:active, K[9] pagecache,
+ * K[10] ksm (KSM's stable tree: ksm/lua.ts, spliced in before free_push).
  * Nothing else reads or writes a frame record (mem/frame.ts decodes the table for reads).
  */
 import { FRAME_BYTES, FRAME_FIELDS, FRAME_LAYOUT, FRAME_STATE, PAGE_FLAGS } from '../keys';
+import { KSM_LUA } from '../ksm/lua';
 
 const fields = Object.entries(FRAME_FIELDS)
   .map(([n, f]) => `${n} = {'${f.type}', ${f.offset * 8}}`)
@@ -70,10 +72,12 @@ local function frame_exists(K, pfn)
   pfn = tonumber(pfn)
   return pfn >= 0 and redis.call('STRLEN', K[2]) >= (pfn + 1) * FRAME_BYTES
 end
+${KSM_LUA}
 -- Models: free_hot_cold_page(), mm/page_alloc.c v3.7 — a hot page goes to the head of the list
 -- (list_add), so the next allocation takes it at once. pfn's counts were 0 or are made 0 here.
 local function free_push(K, pfn)
   redis.call('ZREM', K[7], pfn); redis.call('ZREM', K[8], pfn)
+  ksm_free(K, pfn)
   local m = redis.call('HMGET', K[1], 'free', 'nr_free')
   frame_set(K, pfn, 'ref', 0, 'map', 0, 'state', FREE, 'next', m[1] or '0')
   redis.call('HSET', K[1], 'free', pfn, 'nr_free', (tonumber(m[2]) or 0) + 1)

@@ -533,7 +533,7 @@ return {'OK', pfn, gen, 0}
 `,
   }),
   reuseSwapPage: script({
-    doc: `reuse_swap_page(): may do_wp_page write to this anonymous page in place (a file's page-cache page, an XIP block or the XIP sparse page: never)? Its mapcount plus, when it is in the swap cache, the count of swap PTEs still naming its slot (a forked sibling swapped out and not yet back) must be at most 1; a page reused that way leaves the swap cache (delete_from_swap_cache: its slot, now stale, is freed once no swap PTE names it). A stale gen: no. → {reuse, map, swapcount}`,
+    doc: `reuse_swap_page(): may do_wp_page write to this anonymous page in place (a file's page-cache page, an XIP block, the XIP sparse page or a KSM page: never)? Its mapcount plus, when it is in the swap cache, the count of swap PTEs still naming its slot (a forked sibling swapped out and not yet back) must be at most 1; a page reused that way leaves the swap cache (delete_from_swap_cache: its slot, now stale, is freed once no swap PTE names it). A stale gen: no. → {reuse, map, swapcount}`,
     models: 'reuse_swap_page(), mm/swapfile.c v3.7',
     keys: MEM_ROLES,
     args: { pfn: Int, gen: Int },
@@ -549,6 +549,8 @@ local map = frame_get(KEYS, ARGV[1], 'map')
 -- do_wp_page() reuses PageAnon pages only: a file's page in a private mapping is copied (an
 -- XIP file's block, and the XIP sparse page, too)
 if pagecache_of(KEYS, ARGV[1]) or xip_sparse(KEYS) == tonumber(ARGV[1]) then return {0, map, 0} end
+-- "KSM pages are always copied" (do_wp_page: PageAnon && !PageKsm before reuse_swap_page)
+if page_ksm(KEYS, ARGV[1]) then return {0, map, 0} end
 local slot = swapcache_slot(KEYS, ARGV[1])
 local sc = 0
 if slot then

@@ -419,7 +419,13 @@ export class MemStore extends StoreBase {
    * what fsck checks. Every record in the table (pfns 0..frames, or fewer if the string is
    * short), decoded; the free list as walkFreeList gives it.
    */
-  async memTable(): Promise<{ frames: number; frame: Map<number, FrameView>; freeList: number[] }> {
+  async memTable(): Promise<{
+    frames: number;
+    frame: Map<number, FrameView>;
+    freeList: number[];
+    /** pfn → page->flags, for the frames that have any set (PAGE_FLAGS) */
+    flags: Map<number, number>;
+  }> {
     const r = await this.redis
       .multi()
       .hmget(MEM.meta, 'frames', 'free', 'hwm')
@@ -430,8 +436,13 @@ export class MemStore extends StoreBase {
     );
     const buf = (r?.[1]?.[1] as Buffer | null) ?? Buffer.alloc(0);
     const frame = new Map<number, FrameView>();
-    for (let pfn = 0; pfn < recordsIn(buf); pfn++) frame.set(pfn, decodeFrame(buf, pfn));
-    return { frames, frame, freeList: walkFreeList(buf, head, hwm, frames) };
+    const flags = new Map<number, number>();
+    for (let pfn = 0; pfn < recordsIn(buf); pfn++) {
+      frame.set(pfn, decodeFrame(buf, pfn));
+      const fl = readField(buf, pfn * FRAME_BYTES, 'flags');
+      if (fl !== 0) flags.set(pfn, fl);
+    }
+    return { frames, frame, freeList: walkFreeList(buf, head, hwm, frames), flags };
   }
 
   /** Frame table snapshot (tests and diagnostics). */

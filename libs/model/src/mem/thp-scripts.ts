@@ -22,7 +22,7 @@ export const MAX_HUGE_ORDER = 9;
 
 export const MEM_THP_SCRIPTS = {
   allocHugePage: script({
-    doc: `alloc_hugepage_vma(): the lowest 2^order-aligned block of 2^order free frames (pfn 0, the zero page, is never in one) becomes a compound page — every frame used, of one gen (one more than the highest gen among them, so no gen goes back), the head PG_head with refcount 1 and mapcount 1 (the huge entry the caller installs), the tails PG_tail with refcount and mapcount 0, the order in every record's reserved field. The block leaves the free list (the chain is relinked without it; frames between the old high-water mark and the block go onto the chain). Content: subpage i is a copy of frame srcs[i] (copy_user_huge_page, or __collapse_huge_page_copy for collapse; 0: zero-filled). On no LRU list (reclaim splits first). Scans the frame table: O(frames). → {'OK', pfn, gen} | {'ENOMEM'} (no such block: the caller falls back to small pages)`,
+    doc: `alloc_hugepage_vma(): the lowest 2^order-aligned block of 2^order free frames of the buddy allocator (pfn 0, the zero page, and hugetlbfs's pool are never in one) becomes a compound page — every frame used, of one gen (one more than the highest gen among them, so no gen goes back), the head PG_head with refcount 1 and mapcount 1 (the huge entry the caller installs), the tails PG_tail with refcount and mapcount 0, the order in every record's reserved field. The block leaves the free list (the chain is relinked without it; frames between the old high-water mark and the block go onto the chain). Content: subpage i is a copy of frame srcs[i] (copy_user_huge_page, or __collapse_huge_page_copy for collapse; 0: zero-filled). On no LRU list (reclaim splits first). Scans the frame table: O(frames). → {'OK', pfn, gen} | {'ENOMEM'} (no such block: the caller falls back to small pages)`,
     models:
       'alloc_hugepage_vma() (__GFP_COMP: prep_compound_page), mm/huge_memory.c + mm/page_alloc.c v3.7',
     keys: MEM_ROLES,
@@ -40,7 +40,10 @@ local h = n
 while h + n - 1 <= frames do
   local ok = true
   for p = h, h + n - 1 do
-    if frame_get(KEYS, p, 'state') ~= FREE then ok = false; break end
+    -- free and no compound flags: hugetlbfs's pool pages are free frames with PG_head/PG_tail,
+    -- off the free list, never the buddy allocator's
+    local st, fl = frame_get(KEYS, p, 'state', 'flags')
+    if st ~= FREE or fl ~= 0 then ok = false; break end
   end
   if ok then head = h; break end
   h = h + n

@@ -55,6 +55,8 @@ export type FaultStep =
   | { r: 'SWAP'; slot: number; gen: number; seq: number }
   | { r: 'BUSY'; what: string }
   | { r: 'SIGSEGV' }
+  /** is_vm_hugetlb_page(): the caller runs hugetlb_fault */
+  | { r: 'HUGETLB' }
   | { r: 'ESRCH' }
   | { r: 'FENCED' };
 

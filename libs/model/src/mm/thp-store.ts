@@ -8,7 +8,7 @@ import type { StoreBase } from '../store-base';
 import { formatPte } from '../pte';
 
 /** One huge entry ({p:<pid>}:pmdhuge): its first vpn and its head page. */
-export interface HugeEntry {
+export interface ThpEntry {
   hvpn: number;
   pfn: number;
   gen: number;
@@ -16,12 +16,12 @@ export interface HugeEntry {
   w: number;
 }
 
-/** "hvpn:pfn:gen:w" → HugeEntry */
-export const parseHugeEntry = (s: string): HugeEntry => {
+/** "hvpn:pfn:gen:w" → ThpEntry */
+export const parseThpEntry = (s: string): ThpEntry => {
   const [hvpn, pfn, gen, w] = s.split(':').map(Number);
   return { hvpn, pfn, gen, w };
 };
-export const formatHugeEntry = (e: Pick<HugeEntry, 'pfn' | 'gen' | 'w'>): string =>
+export const formatThpEntry = (e: Pick<ThpEntry, 'pfn' | 'gen' | 'w'>): string =>
   `${e.pfn}:${e.gen}:${e.w}`;
 
 const memKeys = Object.fromEntries(MEM_ROLES.map((r, i) => [r, MEM_KEYS[i]])) as Record<
@@ -80,7 +80,7 @@ export async function hugePmdLock(
   pid: number,
   a: {
     hvpn: number;
-    expected: Pick<HugeEntry, 'pfn' | 'gen' | 'w'>;
+    expected: Pick<ThpEntry, 'pfn' | 'gen' | 'w'>;
     seq: number | '';
     owner: string;
     ttlMs: number;
@@ -105,7 +105,7 @@ export async function hugePmdLock(
     },
     {
       hvpn: a.hvpn,
-      expected: formatHugeEntry(a.expected),
+      expected: formatThpEntry(a.expected),
       seq: a.seq,
       owner: a.owner,
       ttlMs: a.ttlMs,
@@ -127,7 +127,7 @@ export async function hugePmdSetUnlock(
     token: number;
     hvpn: number;
     order: number;
-    entry: Pick<HugeEntry, 'pfn' | 'gen' | 'w'> | null;
+    entry: Pick<ThpEntry, 'pfn' | 'gen' | 'w'> | null;
     keep: boolean;
     incarnation: string;
     ptes: ReadonlyArray<{ vpn: number; pfn: number; gen: number; writable: boolean }>;
@@ -150,7 +150,7 @@ export async function hugePmdSetUnlock(
       token: a.token,
       hvpn: a.hvpn,
       order: a.order,
-      entry: a.entry ? formatHugeEntry(a.entry) : '',
+      entry: a.entry ? formatThpEntry(a.entry) : '',
       keep: a.keep ? 'keep' : '',
       incarnation: a.incarnation,
       ptes: a.ptes.map((p) => `${p.vpn}:${formatPte(p)}`),
@@ -167,7 +167,7 @@ export async function zapHugePmd(
   token: number,
   s: number,
   e: number,
-): Promise<{ cleared: HugeEntry[]; partial: number[]; cpumask: string[] } | null> {
+): Promise<{ cleared: ThpEntry[]; partial: number[]; cpumask: string[] } | null> {
   const k = procKeys(pid);
   const r = await store.call(
     'zapHugePmd',
@@ -175,7 +175,7 @@ export async function zapHugePmd(
     { value, lock: PAGE_TABLE_LOCK, token, start: s, end: e },
   );
   if (r.r !== 'OK') return null;
-  return { cleared: r.cleared.map(parseHugeEntry), partial: r.partial, cpumask: r.cpumask };
+  return { cleared: r.cleared.map(parseThpEntry), partial: r.partial, cpumask: r.cpumask };
 }
 
 /** copy_huge_pmd(), the parent's half, under its held page_table_lock (null: lease lost). */
@@ -187,7 +187,7 @@ export async function copyHugePmd(
   s: number,
   e: number,
 ): Promise<{
-  child: HugeEntry[];
+  child: ThpEntry[];
   writeProtected: number;
   partial: number[];
   cpumask: string[];
@@ -200,7 +200,7 @@ export async function copyHugePmd(
   );
   if (r.r !== 'OK') return null;
   return {
-    child: r.child.map(parseHugeEntry),
+    child: r.child.map(parseThpEntry),
     writeProtected: r.writeProtected,
     partial: r.partial,
     cpumask: r.cpumask,
@@ -213,13 +213,13 @@ export async function setHugePmds(
   pid: number,
   forker: string,
   order: number,
-  entries: readonly HugeEntry[],
+  entries: readonly ThpEntry[],
 ): Promise<boolean> {
   const k = procKeys(pid);
   const n = await store.call(
     'setHugePmds',
     { pmdhuge: k.pmdhuge, mm: k.mm },
-    { forker, order, entries: entries.map((x) => `${x.hvpn}:${formatHugeEntry(x)}`) },
+    { forker, order, entries: entries.map((x) => `${x.hvpn}:${formatThpEntry(x)}`) },
   );
   return n >= 0;
 }
@@ -228,9 +228,9 @@ export async function setHugePmds(
 export async function hugePmds(
   store: StoreBase,
   pid: number,
-): Promise<{ order: number | null; entries: HugeEntry[] }> {
+): Promise<{ order: number | null; entries: ThpEntry[] }> {
   const r = await store.call('hugePmdDump', { pmdhuge: procKeys(pid).pmdhuge }, {});
-  return { order: r.order === '' ? null : r.order, entries: r.entries.map(parseHugeEntry) };
+  return { order: r.order === '' ? null : r.order, entries: r.entries.map(parseThpEntry) };
 }
 
 /** collapse_huge_page()'s lock and clear (see collapseLock). */
