@@ -26,6 +26,8 @@ import { MM_SCRIPTS } from './mm/scripts';
 import { REPLICA_SCRIPTS } from './replica/scripts';
 import { HUGETLB_SCRIPTS } from './mm/hugetlb-scripts';
 import { KSM_SCRIPTS } from './ksm/scripts';
+import { MEM_THP_SCRIPTS } from './mem/thp-scripts';
+import { THP_SCRIPTS } from './mm/thp-scripts';
 import { SCRIPTS } from './scripts';
 import { redisDoc } from './gen-doc';
 
@@ -38,9 +40,15 @@ describe('script declarations', () => {
   const all = Object.entries(SCRIPTS) as Array<[string, ScriptDecl]>;
 
   it('declares every script once, in one room, with a models line and a doc', () => {
-    const rooms = [MEM_SCRIPTS, MM_SCRIPTS, REPLICA_SCRIPTS, KSM_SCRIPTS, HUGETLB_SCRIPTS].map(
-      (r) => Object.keys(r),
-    );
+    const rooms = [
+      MEM_SCRIPTS,
+      MM_SCRIPTS,
+      REPLICA_SCRIPTS,
+      KSM_SCRIPTS,
+      HUGETLB_SCRIPTS,
+      MEM_THP_SCRIPTS,
+      THP_SCRIPTS,
+    ].map((r) => Object.keys(r));
     expect(all.length).toBe(rooms.reduce((n, r) => n + r.length, 0));
     // no name in two rooms
     expect(new Set(rooms.flat()).size).toBe(all.length);
@@ -72,7 +80,9 @@ describe('script declarations', () => {
   it('names address-space keys only by roles procKeys resolves', () => {
     const k = procKeys(7);
     const roles = new Set([...Object.keys(k), 'lease']);
-    for (const [name, d] of Object.entries(MM_SCRIPTS) as Array<[string, ScriptDecl]>)
+    for (const [name, d] of Object.entries({ ...MM_SCRIPTS, ...THP_SCRIPTS }) as Array<
+      [string, ScriptDecl]
+    >)
       for (const role of d.keys) expect(roles.has(role), `${name}: ${role}`).toBe(true);
   });
 });

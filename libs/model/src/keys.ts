@@ -399,6 +399,8 @@ export const procKeys = (pid: number) => {
     pte: `${t}:pte`,
     pmds: `${t}:pmds`,
     pmdhuge: `${t}:pmdhuge`,
+    /** mm->page_table_lock's lease key (the THP scripts' role ptlmm: procKeys().ptl(PAGE_TABLE_LOCK)) */
+    ptlmm: `${t}:ptl:mm`,
     ptlmax: `${t}:ptlmax`,
     fence: `${t}:fence`,
     semW: `${t}:sem:w`,

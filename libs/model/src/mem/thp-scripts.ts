@@ -87,7 +87,7 @@ return {'OK', head, gen}
     doc: `__split_huge_page_refcount(): the compound page at head (of gen) becomes 2^order ordinary pages, once every huge entry mapping it was replaced by PTEs (the caller's __split_huge_page_map, in each address space): each frame's mapcount becomes the head's (one PTE per former huge mapping), each tail's refcount its pins plus that mapcount, the head's its own pins plus it; flags and order cleared; every frame joins the active LRU list (lru_add_page_tail). → {'OK', order} | {'STALE'} (head is no compound head of that gen)`,
     models: '__split_huge_page_refcount(), mm/huge_memory.c v3.7',
     keys: MEM_ROLES,
-    args: { page: PfnGen },
+    args: { pfn: Int, gen: Int },
     reply: oneOf(tagged('OK', { order: Int }), tagged('STALE')),
     lua:
       HELPERS +

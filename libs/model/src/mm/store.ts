@@ -567,7 +567,7 @@ export class MmStore extends MemStore {
         fenced: k.fenced,
         rsv: k.rsv,
         pmdhuge: k.pmdhuge,
-        ptlmm: k.ptl(PAGE_TABLE_LOCK),
+        ptlmm: k.ptlmm,
       },
       {
         vpn,

@@ -44,7 +44,7 @@ export async function splitHugePage(
   store: StoreBase,
   head: { pfn: number; gen: number },
 ): Promise<number | null> {
-  const r = await store.call('splitHugePage', memKeys, { page: { pfn: head.pfn, gen: head.gen } });
+  const r = await store.call('splitHugePage', memKeys, { pfn: head.pfn, gen: head.gen });
   return r.r === 'OK' ? r.order : null;
 }
 
@@ -67,7 +67,7 @@ export async function hugePmdInstall(
       pte: k.pte,
       pmdhuge: k.pmdhuge,
       semW: k.semW,
-      ptlmm: k.ptl(PAGE_TABLE_LOCK),
+      ptlmm: k.ptlmm,
       cpumask: k.cpumask,
       fenced: k.fenced,
     },
@@ -97,7 +97,7 @@ export async function hugePmdLock(
       mm: k.mm,
       pmdhuge: k.pmdhuge,
       semW: k.semW,
-      ptlmm: k.ptl(PAGE_TABLE_LOCK),
+      ptlmm: k.ptlmm,
       ptlmax: k.ptlmax,
       fence: k.fence,
       cpumask: k.cpumask,
@@ -137,7 +137,7 @@ export async function hugePmdSetUnlock(
   const r = await store.call(
     'hugePmdSetUnlock',
     {
-      ptlmm: k.ptl(PAGE_TABLE_LOCK),
+      ptlmm: k.ptlmm,
       ptlmax: k.ptlmax,
       pmdhuge: k.pmdhuge,
       pte: k.pte,
@@ -171,7 +171,7 @@ export async function zapHugePmd(
   const k = procKeys(pid);
   const r = await store.call(
     'zapHugePmd',
-    { ptlmm: k.ptl(PAGE_TABLE_LOCK), ptlmax: k.ptlmax, pmdhuge: k.pmdhuge, cpumask: k.cpumask },
+    { ptlmm: k.ptlmm, ptlmax: k.ptlmax, pmdhuge: k.pmdhuge, cpumask: k.cpumask },
     { value, lock: PAGE_TABLE_LOCK, token, start: s, end: e },
   );
   if (r.r !== 'OK') return null;
@@ -195,7 +195,7 @@ export async function copyHugePmd(
   const k = procKeys(pid);
   const r = await store.call(
     'copyHugePmd',
-    { ptlmm: k.ptl(PAGE_TABLE_LOCK), ptlmax: k.ptlmax, pmdhuge: k.pmdhuge, cpumask: k.cpumask },
+    { ptlmm: k.ptlmm, ptlmax: k.ptlmax, pmdhuge: k.pmdhuge, cpumask: k.cpumask },
     { value, lock: PAGE_TABLE_LOCK, token, start: s, end: e },
   );
   if (r.r !== 'OK') return null;
@@ -255,7 +255,7 @@ export async function collapseLock(
       pmdhuge: k.pmdhuge,
       pte: k.pte,
       semW: k.semW,
-      ptlmm: k.ptl(PAGE_TABLE_LOCK),
+      ptlmm: k.ptlmm,
       ptlmax: k.ptlmax,
       fence: k.fence,
       cpumask: k.cpumask,
