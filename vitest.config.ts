@@ -53,6 +53,8 @@ const LONGEST: Record<string, number> = {
   'test/hugetlb.e2e-spec.ts': 45,
   // estimated: test/ksm.e2e (two mmlab runs and one lab; 42 s alone under load)
   'test/ksm.e2e-spec.ts': 40,
+  // measured: test/thp.e2e alone (ten mmlab runs, two at a time), 2026-12-05 22:40
+  'test/thp.e2e-spec.ts': 130,
   'test/mmlab-run-lab.e2e-spec.ts': 25,
   'test/dashboard.e2e-spec.ts': 22,
   'test/hca.e2e-spec.ts': 22,
