@@ -879,8 +879,9 @@ export async function sysThpSplit(
  * khugepaged pass over the 2^order-aligned range around addr of pid (the `thp.collapse` step).
  * Under mmap_sem for write (khugepaged's down_write after hugepage_vma_check): the range must lie
  * in one anonymous private VMA with every PTE present and mapping an ordinary page mapped once
- * (__collapse_huge_page_isolate: no swap entry, no zero page, no shared or pinned page — a
- * pinned page has references beyond its mapping, page_count != 1 + mapcount). A new huge page
+ * (__collapse_huge_page_isolate: no swap entry, no zero page, no shared page — mapcount 1, read
+ * by reuseSwapPage; unlike v3.7, whose page_count check also refuses a pinned page, a pin is not
+ * looked at yet). A new huge page
  * is allocated first (no huge page: ENOMEM, nothing changed); then, in hugePmdNotified's order
  * (v3.7: range start/end over the huge range around page_table_lock and pmdp_clear_flush; v3.6:
  * pmdp_clear_flush_notify under it), the small pages' PTEs are cleared and their contents copied
