@@ -11,61 +11,13 @@
  * map when a trace is first formatted. node --enable-source-maps would read and parse every
  * map at start-up, which is much of what the bundle saves.
  *
- * V8's code cache saves most of the compiling left: the bundle runs as a vm.Script compiled
- * with the cached data of an earlier start (<bundle>.cache, written once by the first process
- * that found none or found it stale: V8 refuses data made from another source or by another
- * V8), and import() inside it keeps the main context's loader
- * (vm.constants.USE_MAIN_CONTEXT_DEFAULT_LOADER, Node 20.x). MMLAB_CODE_CACHE=0 turns it off.
+ * Not done: V8's code cache (a vm.Script with cachedData) would save most of the compiling
+ * left, but on Node 20 code loaded from a cache loses its import() loader (vega, ESM-only, is
+ * loaded by import()), and Node 22's module.enableCompileCache() has no Node 20 equivalent.
  */
 import * as fs from 'node:fs';
-import Module from 'node:module';
 import * as path from 'node:path';
-import * as vm from 'node:vm';
 import { install } from 'source-map-support';
-
-/** How long after start the cache is written: by then start-up's lazily compiled functions are in. */
-const CACHE_AFTER_MS = 3_000;
-
-/**
- * Run the CommonJS bundle at file as require() would (its own module, require and __dirname),
- * compiled with V8's code cache at <file>.cache when there is a usable one; without one, write
- * it CACHE_AFTER_MS later (to a temporary file renamed into place: several services start from
- * the same bundle at once).
- */
-function runCached(file: string): void {
-  const cacheFile = `${file}.cache`;
-  let cachedData: Buffer | undefined;
-  try {
-    cachedData = fs.readFileSync(cacheFile);
-  } catch {
-    cachedData = undefined;
-  }
-  // a hashbang is legal only at the very start of a script: commented out, lines kept
-  const source = fs.readFileSync(file, 'utf8').replace(/^#!/, '//');
-  const script = new vm.Script(Module.wrap(source), {
-    filename: file,
-    cachedData,
-    importModuleDynamically: vm.constants.USE_MAIN_CONTEXT_DEFAULT_LOADER,
-  });
-  const m = new Module(file, module);
-  m.filename = file;
-  m.paths = (Module as unknown as { _nodeModulePaths(dir: string): string[] })._nodeModulePaths(
-    path.dirname(file),
-  );
-  const wrapper = script.runInThisContext() as (...args: unknown[]) => void;
-  if (cachedData === undefined || script.cachedDataRejected)
-    setTimeout(() => {
-      try {
-        const tmp = `${cacheFile}.${process.pid}`;
-        fs.writeFileSync(tmp, script.createCachedData());
-        fs.renameSync(tmp, cacheFile);
-      } catch {
-        // a read-only dist: start without the cache next time too
-      }
-    }, CACHE_AFTER_MS).unref();
-  wrapper.call(m.exports, m.exports, Module.createRequire(file), m, file, path.dirname(file));
-  m.loaded = true;
-}
 
 /** Run the CommonJS bundle at file as this process's main module, its traces source-mapped. */
 export function launch(file: string): void {
@@ -93,12 +45,8 @@ export function launch(file: string): void {
           ),
         ].join('\n')
       : (mapped(error, stack) as unknown);
-  if (process.env.MMLAB_CODE_CACHE === '0') {
-    // eslint-disable-next-line @typescript-eslint/no-require-imports -- the bundle is loaded at run time, by path
-    require(file);
-    return;
-  }
-  runCached(file);
+  // eslint-disable-next-line @typescript-eslint/no-require-imports -- the bundle is loaded at run time, by path
+  require(file);
 }
 
 if (require.main === module) {
