@@ -27,7 +27,8 @@ async function run(
   file: string,
   out: string,
 ): Promise<{ code: number | null; results: RunResults; log: string; events: TraceEvent[] }> {
-  const r = await runMmlab(['run', file, '--local', '--out', out]);
+  // no report.html: these runs check results.json and the trace (test/mmlab-run checks the report)
+  const r = await runMmlab(['run', file, '--local', '--out', out, '--no-report']);
   const results = RunResults.parse(
     JSON.parse(readFileSync(path.join(out, 'results.json'), 'utf8')),
   );
@@ -61,6 +62,7 @@ describe('examples/ (examples/chaos/: test/chaos.e2e-spec.ts)', () => {
     expect(results.verdict, log).toBe('valid');
     expect(code).toBe(0);
     expect(results.steps.every((s) => s.ok)).toBe(true);
+    expect(results.report, '--no-report writes no report').toBeUndefined();
   });
 });
 

@@ -33,6 +33,8 @@ describe('examples/seed/try_to_unmap_one.yaml, in both eras, as mmlab run --loca
       'examples/seed/try_to_unmap_one.yaml',
       'reclaim-ttu-patched',
       tmp,
+      undefined,
+      { report: true },
     );
     expect(results.verdict, log).toBe('valid');
     expect(code).toBe(0);

@@ -23,7 +23,14 @@ export function useChaosRuns(): (name: string, out?: string) => Promise<ChaosRun
   afterAll(() => rmSync(tmp, { recursive: true, force: true }));
   return async (name, out = name) => {
     const dir = path.join(tmp, out);
-    const r = await runMmlab(['run', `examples/chaos/${name}.yaml`, '--local', '--out', dir]);
+    const r = await runMmlab([
+      'run',
+      `examples/chaos/${name}.yaml`,
+      '--local',
+      '--out',
+      dir,
+      '--no-report',
+    ]);
     const results = RunResults.parse(
       JSON.parse(readFileSync(path.join(dir, 'results.json'), 'utf8')),
     );

@@ -32,7 +32,8 @@ program
     'start a lab for this run (nats-server, redis-server, every service) and stop it after',
   )
   .option('--out <dir>', 'where results.json, trace.jsonl and logs/ go (default: results/<name>/)')
-  .action(async (file: string, opts: { local?: boolean; out?: string }) => {
+  .option('--no-report', 'write results.json and trace.jsonl only: no report.html and no plots')
+  .action(async (file: string, opts: { local?: boolean; out?: string; report?: boolean }) => {
     const { runCommand } = await import('./run-command');
     process.exitCode = await runCommand(file, opts);
   });

@@ -35,6 +35,8 @@ export interface RunCommandOptions {
   local?: boolean;
   /** output directory (default results/<name>/) */
   out?: string;
+  /** false (--no-report): no report.html and no plots, results.json and trace.jsonl only */
+  report?: boolean;
 }
 
 export interface Io {
@@ -174,7 +176,7 @@ async function runAndRecord(
     outcome = { verdict: 'unknown', error, steps: [], rawEvents: [], events: [], invariants: [] };
   } finally {
     // the report's plotting libraries load while the lab's processes stop
-    preloadPlots();
+    if (opts.report !== false) preloadPlots();
     if (lab) {
       try {
         await lab.close();
@@ -230,6 +232,7 @@ async function runAndRecord(
   await writeAtomic(resultsPath, JSON.stringify(results, null, 2) + '\n');
 
   // The report comes after the results are safely on disk; results.json then names it.
+  if (opts.report === false) return { results, dir };
   try {
     const report = await writeReport(dir, {
       results,

@@ -48,6 +48,8 @@ export async function runScenario(
   name: string,
   dir: string,
   edit: (doc: Document) => void = () => undefined,
+  /** write report.html and its plots (mmlab run's default); tests that do not read them skip them */
+  opts: { report?: boolean } = {},
 ): Promise<ScenarioRun> {
   const doc = parseDocument(readFileSync(path.resolve(repoRoot(), file), 'utf8'));
   edit(doc);
@@ -55,7 +57,14 @@ export async function runScenario(
   const yaml = path.join(dir, `${name}.yaml`);
   writeFileSync(yaml, doc.toString());
   const out = path.join(dir, name);
-  const r = await runMmlab(['run', yaml, '--local', '--out', out]);
+  const r = await runMmlab([
+    'run',
+    yaml,
+    '--local',
+    '--out',
+    out,
+    ...(opts.report ? [] : ['--no-report']),
+  ]);
   const results = RunResults.parse(
     JSON.parse(readFileSync(path.join(out, 'results.json'), 'utf8')),
   );
