@@ -22,7 +22,7 @@ const plugins = [swc.vite({ module: { type: 'es6' } })];
 /**
  * Integration files whose scenarios hit their races by timing (chaos windows and workloads
  * running against slow, paused or killed services): they run one at a time, after everything
- * else, on an otherwise idle machine. The other integration files run two at a time (each starts
+ * else, on an otherwise idle machine. The other integration files run three at a time (each starts
  * its own nats-server, redis-server and services on free ports), the chaos examples whose checks
  * do not depend on timing among them (test/chaos-restarts.e2e-spec.ts).
  */
