@@ -149,7 +149,7 @@ describe('parity: native runner, compose and the k8s base', () => {
     const out = new Map<string, { password: string; perms: string }>();
     const list = (s: string | undefined) => [...(s ?? '').matchAll(/"([^"]+)"/g)].map((m) => m[1]);
     for (const m of conf.matchAll(
-      /\{\s*user:\s*([\w-]+),\s*password:\s*\$(\w+),\s*permissions:\s*\{([^}]*)\}\s*\}/g,
+      /\{\s*user:\s*([\w-]+),\s*password:\s*\$(\w+),\s*permissions:\s*\{((?:[^{}]|\{[^{}]*\})*)\}\s*\}/g,
     )) {
       const body = m[3];
       const pub = /publish:\s*\[([^\]]*)\]/.exec(body)?.[1];
@@ -157,7 +157,7 @@ describe('parity: native runner, compose and the k8s base', () => {
       const perms = JSON.stringify({
         publish: list(pub).sort(),
         subscribe: list(sub).sort(),
-        allowResponses: /allow_responses:\s*true/.test(body),
+        allowResponses: /allow_responses:\s*(true|\{[^}]*\})/.exec(body)?.[1] ?? false,
       });
       out.set(m[1], { password: m[2], perms });
     }
