@@ -12,7 +12,8 @@
  *     grants nothing else; every redis.call inside the script is then checked again, command and
  *     key, against the kind's root permissions. A script that reads a key the kind may only read
  *     passes; a redis.call that writes it is refused (NOPERM), whatever Lua the kind sends.
- *   - the default user is off: a connection without a user name and password can do nothing.
+ *   - the default user is off: a connection without a user name and password can do nothing
+ *     (DEFAULT_USER_RULE says why it keeps the right to write, which nobody can use).
  *
  * Invariants (acl.spec.ts): every command a kind's scripts name (their Lua, helpers included) is
  * one of its commands; every redis.call names its command as a literal (so that list is
@@ -217,8 +218,15 @@ export function aclRule(kind: RedisKind, instances?: readonly string[]): string 
   return [...root, `(+evalsha +eval ${scriptKeys.join(' ')})`].join(' ');
 }
 
-/** The default user of every lab with ACLs: off, with no rights (no password opens anything). */
-export const DEFAULT_USER_RULE = 'off resetkeys resetchannels -@all';
+/**
+ * The default user of every lab with ACLs: off, so that nobody can be it (a connection without
+ * a user name and password is refused every command: NOAUTH; AUTH default ... is refused too).
+ * It keeps the right to write, only because redis-server replays the append-only file as the
+ * default user and re-checks each MULTI/EXEC block's commands against it (redis/redis#14541,
+ * fixed after 7.0.15; valkey#3983): a script's effects are such a block, and with no rights a
+ * restarted Redis would silently drop every one (test/server-chaos.e2e-spec.ts (a) lost writes).
+ */
+export const DEFAULT_USER_RULE = 'off resetkeys resetchannels -@all +multi +exec +@write ~*';
 
 /**
  * An aclfile (redis-server --aclfile) for these kinds: `user <kind> on #<sha256 of password>
