@@ -23,4 +23,10 @@ while IFS= read -r line || [ -n "$line" ]; do
   fi
   printf '%s\n' "$line" >>"$acl"
 done <"$(dirname "$0")/users.acl"
+# In the redis image, through its entrypoint: it drops root for the redis user (which must then
+# be able to read the file) and owns /data for it.
+if command -v docker-entrypoint.sh >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ]; then chown redis "$acl"; fi
+  exec docker-entrypoint.sh redis-server "$@" --aclfile "$acl"
+fi
 exec redis-server "$@" --aclfile "$acl"
