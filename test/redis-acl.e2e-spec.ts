@@ -40,7 +40,7 @@ describe('Redis ACL users per kind', () => {
    */
   const state = async (): Promise<Map<string, string>> => {
     const r = t.store.redis as Redis;
-    const keys = ((await r.keys('*')) as string[]).filter((k) => !k.includes(':live:')).sort();
+    const keys = (await r.keys('*')).filter((k) => !k.includes(':live:')).sort();
     const out = new Map<string, string>();
     for (const k of keys) out.set(k, ((await r.dumpBuffer(k)) ?? Buffer.alloc(0)).toString('hex'));
     return out;

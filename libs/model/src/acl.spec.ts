@@ -66,7 +66,10 @@ describe('Redis ACL users (acl.ts)', () => {
         for (const c of luaCommands(SCRIPTS[s as keyof typeof SCRIPTS].lua))
           expect(cmds, `${kind} runs ${s}`).toContain(c);
       for (const c of FORBIDDEN) expect(cmds, kind).not.toContain(c);
-      expect(cmds.some((c) => c.startsWith('@')), kind).toBe(false);
+      expect(
+        cmds.some((c) => c.startsWith('@')),
+        kind,
+      ).toBe(false);
       expect(d.write, kind).not.toContain('*');
       const rule = aclRule(kind);
       expect(rule).toMatch(/^resetkeys resetchannels -@all /);

@@ -284,8 +284,7 @@ export class LocalLab {
         ? null
         : await startRedis(await portOr(opts.ports?.redis), [], { aclFile: redisUsers?.aclFile });
       if (redis) servers.push(redis);
-      const redisUrls =
-        redis && redisUsers ? redisUrlsFor(redis.url, redisUsers) : opts.redisUsers;
+      const redisUrls = redis && redisUsers ? redisUrlsFor(redis.url, redisUsers) : opts.redisUsers;
       const observerPort = await portOr(opts.ports?.observer);
       const httpPorts =
         opts.http === false

@@ -96,7 +96,9 @@ export async function assertNoAclDenials(store: Store): Promise<void> {
     }
   }
   if (denials.length > 0)
-    throw new Error(`Redis refused ${denials.length} kind(s) of request (ACL LOG):\n${denials.join('\n')}`);
+    throw new Error(
+      `Redis refused ${denials.length} kind(s) of request (ACL LOG):\n${denials.join('\n')}`,
+    );
 }
 
 /** Run every step, even after one fails; throw the first failure at the end. */
