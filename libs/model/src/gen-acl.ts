@@ -62,7 +62,7 @@ if (require.main === module) {
     } else if (cur !== text) {
       console.error(`${file} is out of date: run npm run redis:acl`);
       stale++;
-    }
+    } else console.log(`${file} is up to date`);
   }
   if (stale) process.exit(1);
 }
