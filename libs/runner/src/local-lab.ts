@@ -26,6 +26,7 @@ import {
   startRedis,
   stopProcess,
 } from './servers';
+import { LAB_USER, labIdentities } from './nats-identities';
 
 /** The ports `mmlab up` (scripts/lab.sh) and the compose lab publish. */
 export const LAB_PORTS = { nats: 4222, redis: 6379, observer: 8080 } as const;
@@ -258,7 +259,13 @@ export class LocalLab {
   private readonly paused = new Set<string>();
   private constructor(
     readonly cfg: LabConfig,
+    /**
+     * The lab's NATS, as its owner (user `lab`, credentials in the URL) when the lab started its
+     * own server: what `mmlab run`, the tests and a user's tools connect with.
+     */
     readonly natsUrl: string,
+    /** the NATS server itself (no credentials) */
+    private readonly natsServerUrl: string,
     readonly redisUrl: string,
     readonly observerUrl: string | null,
     readonly specs: ServiceSpec[],
@@ -267,7 +274,10 @@ export class LocalLab {
     private readonly users: Pick<
       LabStartOptions,
       'natsUsers' | 'readyUser' | 'nodeArgs' | 'redisUsers'
-    > = {},
+    > & {
+      /** "user:password" per instance: the identities this lab made for its own NATS */
+      creds?: Record<string, string>;
+    } = {},
   ) {}
 
   static async start(given: LabConfig, opts: LabStartOptions = {}): Promise<LocalLab> {
@@ -276,7 +286,9 @@ export class LocalLab {
     const servers: ServerHandle[] = [];
     let lab: LocalLab | undefined;
     try {
-      const nats = opts.natsUrl ? null : await startNats(await portOr(opts.ports?.nats));
+      // a lab with its own NATS server: one identity per instance (nats-identities.ts)
+      const ids = opts.natsUrl ? null : labIdentities(labServices(cfg, 0));
+      const nats = ids ? await startNats(await portOr(opts.ports?.nats), ids.authorization) : null;
       if (nats) servers.push(nats);
       const redisUsers =
         opts.redisUrl || opts.redisAcl === false ? undefined : newRedisUsers(instancesOf(cfg));
@@ -293,6 +305,7 @@ export class LocalLab {
       const specs = labServices(cfg, observerPort, httpPorts);
       lab = new LocalLab(
         cfg,
+        opts.natsUrl ?? natsUrlWithUser(nats!.url, ids!.creds[LAB_USER]),
         opts.natsUrl ?? nats!.url,
         opts.redisUrl ?? redisUrls?.lab ?? redis!.url,
         cfg.observer !== false ? `http://127.0.0.1:${observerPort}` : null,
@@ -304,6 +317,7 @@ export class LocalLab {
           readyUser: opts.readyUser,
           nodeArgs: opts.nodeArgs,
           redisUsers: redisUrls,
+          creds: ids?.creds,
         },
       );
       if (opts.logDir) mkdirSync(opts.logDir, { recursive: true });
@@ -317,6 +331,17 @@ export class LocalLab {
       else await Promise.all(servers.map((s) => s.stop()));
       throw e;
     }
+  }
+
+  /**
+   * The lab's NATS as one of its service instances (its own identity: user and password), for a
+   * test that plays a service gone rogue. Throws when this lab made no identities (a NATS server
+   * given by URL).
+   */
+  natsUrlAs(instance: string): string {
+    const c = this.users.creds?.[instance];
+    if (!c) throw new Error(`no NATS identity ${instance} in this lab`);
+    return natsUrlWithUser(this.natsServerUrl, c);
   }
 
   /** The lab's token (what mutating HTTP requests to its observer must carry). */
@@ -389,7 +414,10 @@ export class LocalLab {
       env: {
         ...process.env,
         ...s.env,
-        NATS_URL: natsUrlWithUser(this.natsUrl, this.users.natsUsers?.[s.app]),
+        NATS_URL: natsUrlWithUser(
+          this.natsServerUrl,
+          this.users.natsUsers?.[s.app] ?? this.users.creds?.[s.instance],
+        ),
         REDIS_URL: this.redisUrlFor(s.app),
         MMLAB_INSTANCE: s.instance,
       },
@@ -411,7 +439,12 @@ export class LocalLab {
    * restart used to wait out that whole timer once, and up to 400 ms more between rounds).
    */
   async waitReady(instances: string[], timeoutMs = 60_000): Promise<void> {
-    const nc = await connectNats(natsUrlWithUser(this.natsUrl, this.users.readyUser), 'lab-ready');
+    const nc = await connectNats(
+      this.users.readyUser
+        ? natsUrlWithUser(this.natsServerUrl, this.users.readyUser)
+        : this.natsUrl,
+      'lab-ready',
+    );
     const rpc = new RpcClient(nc);
     const deadline = Date.now() + timeoutMs;
     // Services of another lab on the same NATS (a given natsUrl) answer ping too: once one has,
