@@ -8,7 +8,12 @@ import { readFileSync } from 'node:fs';
 import * as path from 'node:path';
 import { parse } from 'yaml';
 import { describe, expect, it } from 'vitest';
-import { RPC, TRACE_REPLAY_SUBJECT } from '@mmlab/protocol';
+import {
+  DEPLOYED_IDENTITIES,
+  RPC,
+  TRACE_REPLAY_SUBJECT,
+  passwordVar as natsPasswordVar,
+} from '@mmlab/protocol';
 import { REDIS_KINDS, aclTemplate, redisPasswordVar } from '@mmlab/model';
 import { EnvSchema } from '@mmlab/runtime';
 import { LAB_PORTS, type LabConfig, labServices, repoRoot } from '@mmlab/runner';
@@ -57,8 +62,11 @@ const OUTSIDE_SCHEMA = new Set(['MMLAB_HEALTH_PORT', 'OTEL_EXPORTER_OTLP_ENDPOIN
 
 /** Does a native service use Redis (has an ACL user of its kind: libs/model acl.ts)? */
 const usesRedis = (app: string): boolean => (REDIS_KINDS as readonly string[]).includes(app);
-/** What scripts/redis-secrets.sh writes to .env, for docker-compose config (any value will do). */
-const redisSecrets = Object.fromEntries(REDIS_KINDS.map((k) => [redisPasswordVar(k), `pw-${k}`]));
+/** What scripts/secrets.sh writes to .env, for docker-compose config (any value will do). */
+const redisSecrets = Object.fromEntries([
+  ...REDIS_KINDS.map((k) => [redisPasswordVar(k), `pw-${k}`]),
+  ...DEPLOYED_IDENTITIES.map((who) => [natsPasswordVar(who), `pw-${who.user}`]),
+]);
 
 describe('docker-compose.yml', () => {
   it.each([[[]], [['observability']], [['chaos']], [['observability', 'chaos']]])(
@@ -73,9 +81,11 @@ describe('docker-compose.yml', () => {
     },
   );
 
-  it('refuses to start without the Redis passwords: the file has none of its own', () => {
+  it('refuses to start without the Redis and NATS passwords: the file has none of its own', () => {
+    const text = readFileSync(file, 'utf8');
+    expect(text).not.toMatch(/NATS_\w+_PASSWORD:-/);
     const env = Object.fromEntries(
-      Object.entries(process.env).filter(([k]) => !/^REDIS_\w+_PASSWORD$/.test(k)),
+      Object.entries(process.env).filter(([k]) => !/^(REDIS|NATS)_\w+_PASSWORD$/.test(k)),
     );
     let err = '';
     try {
@@ -87,7 +97,7 @@ describe('docker-compose.yml', () => {
     } catch (e) {
       err = String((e as { stderr?: Buffer }).stderr);
     }
-    expect(err).toMatch(/redis-secrets\.sh/);
+    expect(err).toMatch(/secrets\.sh/);
   });
 
   it('gives every service that uses Redis its own ACL user, and the observer none', () => {
@@ -110,7 +120,7 @@ describe('docker-compose.yml', () => {
     // the redis service is given every user's password and starts with the generated users
     for (const k of REDIS_KINDS)
       expect(redis.environment?.[redisPasswordVar(k)], k).toBe(
-        `\${${redisPasswordVar(k)}:?run scripts/redis-secrets.sh}`,
+        `\${${redisPasswordVar(k)}:?run scripts/secrets.sh}`,
       );
     expect(redis.command?.slice(0, 2)).toEqual(['sh', '/etc/mmlab-redis/start.sh']);
     expect((redis as { volumes?: string[] }).volumes).toContain(
@@ -119,9 +129,12 @@ describe('docker-compose.yml', () => {
     expect(readFileSync(path.join(root, 'deploy', 'redis', 'users.acl'), 'utf8')).toBe(
       aclTemplate(),
     );
-    // scripts/redis-secrets.sh makes a password for exactly these users
-    const script = readFileSync(path.join(root, 'scripts', 'redis-secrets.sh'), 'utf8');
+    // scripts/secrets.sh makes a password for exactly these users
+    const script = readFileSync(path.join(root, 'scripts', 'secrets.sh'), 'utf8');
     expect(/^kinds=\(([^)]*)\)$/m.exec(script)?.[1].split(' ')).toEqual([...REDIS_KINDS]);
+    expect(/^nats_users=\(([^)]*)\)$/m.exec(script)?.[1].split(' ')).toEqual(
+      DEPLOYED_IDENTITIES.map((who) => who.user),
+    );
   });
 
   it('starts the same services as the native runner', () => {
@@ -157,7 +170,7 @@ describe('docker-compose.yml', () => {
     expect(kvm.environment?.MMLAB_INSTANCE).toBe('kvm0');
     expect(kvm.environment?.MMLAB_MMU_LOCK).toBe('${MMLAB_MMU_LOCK:-spin}');
     expect(String(kvm.environment?.NATS_URL)).toMatch(
-      /^nats:\/\/kvm:\$\{NATS_KVM_PASSWORD:-[^}]*\}@nats:4222$/,
+      /^nats:\/\/kvm:\$\{NATS_KVM_PASSWORD:\?[^}]*\}@nats:4222$/,
     );
     expect(Object.keys(compose.services.nats.environment ?? {})).toContain('NATS_KVM_PASSWORD');
     const pumba = (compose.services.pumba.command ?? []).at(-1)!;
@@ -224,7 +237,7 @@ describe('docker-compose.yml', () => {
       expect(user, 'nats.conf has no lab-api user').not.toBeNull();
       const [, passwordVar] = user!;
       expect(String(api.environment?.NATS_URL)).toMatch(
-        new RegExp(`^nats://lab-api:\\$\\{${passwordVar}:-[^}]*\\}@nats:4222$`),
+        new RegExp(`^nats://lab-api:\\$\\{${passwordVar}:\\?[^}]*\\}@nats:4222$`),
       );
       expect(Object.keys(compose.services.nats.environment ?? {})).toContain(passwordVar);
     });

@@ -12,6 +12,7 @@ import { Deployment, StatefulSet } from 'kubernetes-models/apps/v1';
 import { Job } from 'kubernetes-models/batch/v1';
 import { LAB_PORTS, type LabConfig, labServices, repoRoot } from '@mmlab/runner';
 import { REDIS_KINDS, aclTemplate, redisPasswordVar } from '@mmlab/model';
+import { DEPLOYED_IDENTITIES, passwordVar } from '@mmlab/protocol';
 
 const k8s = path.join(repoRoot(), 'deploy', 'k8s');
 const MODELS: Record<string, new (o: never) => { validate(): void }> = {
@@ -99,12 +100,17 @@ describe('deploy/k8s/base', () => {
         key: redisPasswordVar(app as 'mm'),
       });
     }
-    // no REDIS_URL for all, and the Secret is generated (scripts/redis-secrets.sh), not committed
+    // no REDIS_URL for all, and the Secret is generated (scripts/secrets.sh), not committed
     expect(find('ConfigMap', 'mmlab-config')?.data?.REDIS_URL).toBeUndefined();
     expect(find('Secret', 'mmlab-redis-users')).toBeUndefined();
+    expect(find('Secret', 'mmlab-nats-users')).toBeUndefined();
     const kz = parse(readFileSync(path.join(base, 'kustomization.yaml'), 'utf8')) as {
       secretGenerator?: Array<{ name: string; envs?: string[] }>;
     };
+    expect(kz.secretGenerator).toContainEqual({
+      name: 'mmlab-nats-users',
+      envs: ['nats-users.env'],
+    });
     expect(kz.secretGenerator).toContainEqual({
       name: 'mmlab-redis-users',
       envs: ['redis-users.env'],
@@ -187,9 +193,8 @@ describe('parity: native runner, compose and the k8s base', () => {
   const configMap = objects.find(
     (o) => o.kind === 'ConfigMap' && o.metadata.name === 'mmlab-config',
   )!;
-  const secret = objects.find(
-    (o) => o.kind === 'Secret' && o.metadata.name === 'mmlab-nats-users',
-  )!;
+  /** The NATS passwords scripts/secrets.sh writes for the Secret mmlab-nats-users (generated). */
+  const natsSecretKeys = DEPLOYED_IDENTITIES.map(passwordVar);
   /** Set per instance where replicas derive them, or a native test knob (a hook, not a setting). */
   const NOT_DEPLOYED = new Set(['MMLAB_CPU_ID', 'MMLAB_FAULT_DEADLINE_MS', 'MMLAB_NPF_DELAY_MS']);
 
@@ -264,7 +269,7 @@ describe('parity: native runner, compose and the k8s base', () => {
     expect(inK8s!.perms, app).toBe(inCompose!.perms);
     // the password variable is given to each NATS server, and k8s reads the same secret key
     expect(Object.keys(compose.services.nats.environment ?? {})).toContain(inCompose!.password);
-    expect(Object.keys(secret.stringData ?? {})).toContain(inK8s!.password);
+    expect(natsSecretKeys).toContain(inK8s!.password);
     const key = kEnv.find((e) => e.name === 'NATS_PASSWORD')?.valueFrom?.secretKeyRef?.key;
     expect(key, app).toBe(inK8s!.password);
   });

@@ -2,7 +2,7 @@
 # redis-server with the lab's ACL users (compose and k8s): users.acl, next to this script, is
 # generated from libs/model/src/acl.ts (npm run redis:acl) and names each user's password as
 # #${REDIS_<KIND>_PASSWORD}; this puts in the SHA-256 of that environment variable (a .env from
-# scripts/redis-secrets.sh, or the k8s Secret mmlab-redis-users) and starts redis-server with the
+# scripts/secrets.sh, or the k8s Secret mmlab-redis-users) and starts redis-server with the
 # result (mode 0600, outside any volume). An unset or empty password stops the start: there is
 # no default. Arguments go to redis-server.
 set -eu
@@ -15,7 +15,7 @@ while IFS= read -r line || [ -n "$line" ]; do
   if [ -n "$var" ]; then
     eval "pw=\${$var:-}"
     if [ -z "$pw" ]; then
-      echo "mmlab redis: $var is not set (scripts/redis-secrets.sh writes one)" >&2
+      echo "mmlab redis: $var is not set (scripts/secrets.sh writes one)" >&2
       exit 1
     fi
     sha=$(printf '%s' "$pw" | sha256sum | cut -d' ' -f1)

@@ -267,7 +267,7 @@ export function aclDoc(): string[] {
   const out = [
     '## ACL users',
     '',
-    "Generated from `libs/model/src/acl.ts`. One Redis user per kind: the native runner makes a random password per kind at every start (an aclfile in the server's folder, mode 0600, passwords hashed); compose and k8s take them from `REDIS_<KIND>_PASSWORD` (`scripts/redis-secrets.sh` writes `.env` and the k8s Secret's env file) into `deploy/redis/users.acl`. The `default` user is off. Every kind may also send " +
+    "Generated from `libs/model/src/acl.ts`. One Redis user per kind: the native runner makes a random password per kind at every start (an aclfile in the server's folder, mode 0600, passwords hashed); compose and k8s take them from `REDIS_<KIND>_PASSWORD` (`scripts/secrets.sh` writes `.env` and the k8s Secret's env file) into `deploy/redis/users.acl`. The `default` user is off. Every kind may also send " +
       CONNECTION_COMMANDS.map((c) => `\`${c}\``).join(', ') +
       " (no key). A script call is allowed by a selector `(+evalsha +eval ~<script keys>)` granting nothing else; what the script then does is checked against the kind's own commands and keys (`%R~`: read only). `<instance>`: each instance of the kind (natively its names; compose and k8s `<kind>*`). The observer uses no Redis and has no user.",
     '',
