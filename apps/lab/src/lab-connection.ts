@@ -8,6 +8,10 @@ import { MmlabError, type ServiceConfig } from '@mmlab/protocol';
 import { EnvSchema, RpcClient, connectNats } from '@mmlab/runtime';
 import type { ScenarioConfig, SubscriberSpec } from '@mmlab/scenario';
 import { type LabConfig, LocalLab } from '@mmlab/runner';
+import { natsUrlWithCredentials } from './token-file';
+
+/** A NATS URL fit to print: its password masked. */
+const shown = (url: string): string => url.replace(/\/\/([^:@/]+):[^@/]*@/, '//$1:***@');
 
 export const DEFAULT_OBSERVER_URL = 'http://127.0.0.1:8080';
 
@@ -272,16 +276,18 @@ export async function connectLab(
   env: NodeJS.ProcessEnv,
   warn: (msg: string) => void,
 ): Promise<LabConnection> {
-  const natsUrl = EnvSchema.shape.NATS_URL.parse(env.NATS_URL);
+  // a lab `mmlab up` started: its owner's credentials from the file it left (token-file.ts)
+  const natsUrl = natsUrlWithCredentials(EnvSchema.shape.NATS_URL.parse(env.NATS_URL), env);
   const observerUrl = env.MMLAB_OBSERVER_URL || DEFAULT_OBSERVER_URL;
   const { nc, rpc } = await open(natsUrl, 'mmlab-run').catch((e: unknown) => {
     throw new Error(
-      `cannot reach NATS at ${natsUrl}: ${e instanceof Error ? e.message : String(e)}`,
+      `cannot reach NATS at ${shown(natsUrl)}: ${e instanceof Error ? e.message : String(e)}`,
     );
   });
   try {
     const pongs = await rpc.gather('ping', {}, { timeoutMs: 1000 });
-    if (pongs.length === 0) throw new Error(`no service of the lab answers ping on ${natsUrl}`);
+    if (pongs.length === 0)
+      throw new Error(`no service of the lab answers ping on ${shown(natsUrl)}`);
     if (!pongs.some((p) => p.service === 'observer'))
       warn('no observer answers ping: the event fetch will likely fail');
     const configs = await rpc.gather('config', {}, { expect: pongs.length, timeoutMs: 2000 });

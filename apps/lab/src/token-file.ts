@@ -77,6 +77,45 @@ export function readTokenFile(file: string): string | undefined {
   }
 }
 
+/**
+ * Where `mmlab up` leaves its lab's NATS URL with the lab owner's credentials (user `lab`, a
+ * password made at start: libs/runner nats-identities.ts), for `mmlab run` against that lab:
+ * `<runtime dir>/lab-nats-<NATS port>.url`, mode 0600, removed when the lab stops.
+ */
+export function natsUrlFile(port: number, env: NodeJS.ProcessEnv = process.env): string {
+  return path.join(runtimeDir(env), `lab-nats-${port}.url`);
+}
+
+/** Write the lab's NATS URL (with its credentials) for the lab on port; returns the file. */
+export function writeNatsUrlFile(
+  port: number,
+  url: string,
+  env: NodeJS.ProcessEnv = process.env,
+): string {
+  const file = natsUrlFile(port, env);
+  privateDir(path.dirname(file));
+  rmSync(file, { force: true });
+  writeFileSync(file, `${url}\n`, { mode: 0o600, flag: 'wx' });
+  chmodSync(file, 0o600);
+  return file;
+}
+
+/** Remove the NATS URL file when it still holds this URL. */
+export function removeNatsUrlFile(port: number, url: string, env: NodeJS.ProcessEnv = process.env) {
+  const file = natsUrlFile(port, env);
+  if (readTokenFile(file) === url) rmSync(file, { force: true });
+}
+
+/**
+ * The URL `mmlab run` connects to a running lab with: NATS_URL as given when it carries
+ * credentials, else the one `mmlab up` left for that port (natsUrlFile), else as given.
+ */
+export function natsUrlWithCredentials(url: string, env: NodeJS.ProcessEnv = process.env): string {
+  if (/^\w+:\/\/[^@/]+@/.test(url)) return url;
+  const port = portOf(url.replace(/^nats:/, 'http:'));
+  return (port !== null && readTokenFile(natsUrlFile(port, env))) || url;
+}
+
 /** The token the CLI sends to the lab at labUrl: --token, MMLAB_LAB_TOKEN, the lab's file. */
 export function tokenFor(
   labUrl: string,

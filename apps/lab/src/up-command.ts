@@ -9,7 +9,13 @@ import { EnvSchema, RpcClient, connectNats, newLabToken } from '@mmlab/runtime';
 import { LAB_PORTS, type LabConfig, LocalLab } from '@mmlab/runner';
 import { parsePort } from './api/api-command';
 import { LAB_API_PORT, serveLabApi } from './api/lab-api';
-import { portOf, removeTokenFile, writeTokenFile } from './token-file';
+import {
+  portOf,
+  removeNatsUrlFile,
+  removeTokenFile,
+  writeNatsUrlFile,
+  writeTokenFile,
+} from './token-file';
 
 export interface UpOptions {
   mode: string;
@@ -148,8 +154,18 @@ export async function upCommand(opts: UpOptions): Promise<number> {
       // the lab runs all the same; the CLI then needs the token given
       whereTheCliFindsIt = `no token file (${e instanceof Error ? e.message : String(e)}): give mmlab chaos/heal MMLAB_LAB_TOKEN or --token`;
     }
+    // the lab owner's NATS credentials, for `mmlab run` against this lab (docs/security.md)
+    const natsPort = Number(new URL(lab.natsUrl.replace(/^nats:/, 'http:')).port);
+    let natsCreds: string;
+    try {
+      natsCreds = `credentials of user lab in ${writeNatsUrlFile(natsPort, lab.natsUrl)}`;
+    } catch (e) {
+      natsCreds = `no credentials file (${e instanceof Error ? e.message : String(e)}): NATS_URL=${lab.natsUrl}`;
+    }
+    const natsServer = lab.natsUrl.replace(/\/\/[^@/]+@/, '//');
     stopLab = async () => {
       removeTokenFile(boundPort, token);
+      removeNatsUrlFile(natsPort, lab.natsUrl);
       // every window healed first: no process left stopped, no subscriber left broken
       await api.close().catch((e: unknown) => console.error(`mmlab: ${String(e)}`));
       await nc.close();
@@ -158,7 +174,7 @@ export async function upCommand(opts: UpOptions): Promise<number> {
     const subs = (cfg.subscribers ?? []).map((s) => s.name);
     const lines = [
       `mmlab is up (${cfg.mode}, ${cfg.frames} frames, ${cfg.cpus} CPUs, ${cfg.mmReplicas} mm replicas, ${subscribersSummary(cfg)})`,
-      `  NATS      ${lab.natsUrl}`,
+      `  NATS      ${natsServer}   (${natsCreds})`,
       `  Redis     ${lab.redisUrl}`,
       `  dashboard ${lab.observerUrl}/   (observer API: /api, /events, /invariants, /metrics)`,
       `  lab API   ${api.url}   (the nemesis: /chaos, /heal, /targets; OpenAPI: /api)`,
@@ -167,7 +183,7 @@ export async function upCommand(opts: UpOptions): Promise<number> {
       `            (POST/PUT/DELETE need it: Authorization: Bearer <token>; ${whereTheCliFindsIt})`,
       '',
       'Run a scenario against it:',
-      `  NATS_URL=${lab.natsUrl} MMLAB_OBSERVER_URL=${lab.observerUrl} npx mmlab run examples/anon-basic.yaml`,
+      `  NATS_URL=${natsServer} MMLAB_OBSERVER_URL=${lab.observerUrl} npx mmlab run examples/anon-basic.yaml`,
       'Break it:',
       `  export MMLAB_LAB_URL=${api.url}`,
       ...(subs.length ? [`  npx mmlab chaos ${subs[0]} drop-ack; npx mmlab heal ${subs[0]}`] : []),
