@@ -180,6 +180,10 @@ export const KNOWN_LEAKS: Record<string, string> = {
   'zap_huge_pmd.cleared': "thp: munmap's intent does not record the huge entries it cleared",
   'zap_huge_pmd.flushed': "thp: munmap's intent does not record the huge entries it cleared",
   'hugetlb_no_page.allocated': 'hugetlb: the pool page allocated, never installed, leaked',
+  '__unmap_hugepage_range.cleared':
+    "hugetlb: munmap's intent does not record the huge entries it cleared (their puts lost)",
+  '__unmap_hugepage_range.range_ended':
+    "hugetlb: munmap's intent does not record the huge entries it cleared (their puts lost)",
   ...Object.fromEntries(
     ['allocated', 'range_started', 'cleared', 'set', 'range_ended'].map((s) => [
       `hugetlb_cow.${s}`,
