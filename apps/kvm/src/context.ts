@@ -24,6 +24,7 @@ export type KvmEnv = Pick<
   | 'MMLAB_FAULT_DEADLINE_MS'
   | 'MMLAB_RPC_TIMEOUT_MS'
   | 'MMLAB_MMU_LOCK'
+  | 'MMLAB_KVM_CRASH_POINT'
 >;
 
 export interface KvmContext {

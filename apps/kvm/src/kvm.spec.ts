@@ -118,6 +118,7 @@ function setup(env: Partial<KvmEnv> = {}) {
         MMLAB_FAULT_DEADLINE_MS: 10_000,
         MMLAB_RPC_TIMEOUT_MS: 5_000,
         MMLAB_MMU_LOCK: 'spin',
+        MMLAB_KVM_CRASH_POINT: '',
         ...env,
       },
       log: { warn: () => {} },

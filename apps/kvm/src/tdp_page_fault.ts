@@ -40,6 +40,22 @@ export const RETRY_WAIT_MS = 1000;
 /** A retry whose completion was already done (a count left wrong) waits this long first. */
 const REFAULT_PAUSE_MS = 10;
 
+/**
+ * A crash point of the fault (MMLAB_KVM_CRASH_POINT, a test hook): the KVM instance dies there
+ * with SIGKILL's abruptness, after what it traced reaches the observer. KVM is a subscriber, not
+ * an mm replica: nobody takes its fault over. What it leaves — a registration on the process
+ * (its liveness lease then runs out: mm unregisters and fences it), no pin (its gup takes none),
+ * no sPTE in Redis (a VM's shadow table lives in the instance) — is mm's reaper's to clean; the
+ * vCPU's caller gets no answer (its RPC times out), and a restarted instance has no VM.
+ */
+async function kvmCrashPoint(ctx: KvmContext, point: string): Promise<void> {
+  if (ctx.env.MMLAB_KVM_CRASH_POINT !== point) return;
+  ctx.tracer.emit({ kind: 'crash.point', point, action: 'kill' });
+  process.stderr.write(`${ctx.name}: crash point ${point} (kill)\n`);
+  await ctx.tracer.flush().catch(() => undefined);
+  process.kill(process.pid, 'SIGKILL');
+}
+
 export interface FaultResult {
   retries: number;
 }
@@ -78,6 +94,8 @@ export async function tdpPageFault(
       });
       const page = r.pages[0];
       if (!page) throw new MmlabError('EFAULT', `no host page at ${hex(hva)} of pid ${vm.pid}`);
+      // hva_to_pfn done: the pfn resolved (no reference kept: gup without pin)
+      await kvmCrashPoint(ctx, 'tdp_page_fault.gup');
       // (3) the test hook: the snapshot is taken and the page resolved (kvm.fault.delay)
       if (ctx.env.MMLAB_NPF_DELAY_MS > 0 && retries === 0) {
         ctx.tracer.emit({
@@ -96,7 +114,11 @@ export async function tdpPageFault(
       try {
         if (vm.dead) throw new MmlabError('EINVAL', `vm ${vm.id} was destroyed during the fault`);
         if (ctx.skipRetry || !vm.notifiers.retry(snap.seq)) {
+          // mmu_notifier_retry() said no, under mmu_lock: __direct_map next
+          await kvmCrashPoint(ctx, 'tdp_page_fault.retry_checked');
           vm.install(gfn, hva, page, op);
+          // the sPTE installed, mmu_lock still held
+          await kvmCrashPoint(ctx, 'tdp_page_fault.installed');
           return { retries };
         }
       } finally {

@@ -60,7 +60,8 @@
  *                a late get of a stopped replica is then refused)
  *   {mem}:pending pfn → "gen|incarnation|pid|vpn|old": a frame allocated for a fault (or a COW)
  *                of pid at vpn by that mm incarnation and not known to be installed yet; old
- *                ("pfn:gen", or empty) is the page a COW replaces, whose put_page is still owed.
+ *                ("pfn:gen", or empty) is the page a COW replaces, whose put_page is still owed — or, for a
+ *                swap-in's page ("-slot:gen"), the swap entry it replaces (its swap_free owed).
  *                Dropped atomically with the first get_page/put_page of the frame (whoever
  *                finds the frame in a PTE proves it installed: the COW's put of old is then
  *                done by that same script) or by its owner once installed. A tag whose owner

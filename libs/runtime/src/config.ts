@@ -105,6 +105,14 @@ export const EnvSchema = z.object({
    * invalidation to arrive (makes the race the re-check closes deterministic in tests).
    */
   MMLAB_NPF_DELAY_MS: int(0),
+  /**
+   * kvm, a test hook: a crash point of its page fault (`tdp_page_fault.<step>`, '' none) — the
+   * instance kills itself (SIGKILL) the first time a fault reaches it (apps/kvm tdp_page_fault.ts).
+   */
+  MMLAB_KVM_CRASH_POINT: z
+    .string()
+    .regex(/^(tdp_page_fault\.[a-z_]+)?$/)
+    .default(''),
   /** kvm: how kvm->mmu_lock is held for a range zap: spin (v3.7), sleep, generation. */
   MMLAB_MMU_LOCK: MmuLockMode.default('spin'),
   /** Seed for every random choice a service makes (latency distributions). */

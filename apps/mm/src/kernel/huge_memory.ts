@@ -12,6 +12,7 @@
  * huge page (or a fallback's small pages) and installing it leaks them (fsck reports it), and a
  * fork rolled back leaves its child's huge entries' references behind.
  */
+import { crashPoint } from './crash_point';
 import { MmlabError, PAGE_SIZE, type MnEvent, type SeedSite } from '@mmlab/protocol';
 import { notifyOf } from './eras';
 import {
@@ -123,6 +124,7 @@ export async function doHugePmdAnonymousPage(
   }
   let installed = false;
   try {
+    await crashPoint(ctx, 'do_huge_pmd_anonymous_page.allocated');
     const r = await hugePmdInstall(
       ctx.store,
       pid,
@@ -354,22 +356,30 @@ async function hugePmdNotified<T>(
   const flush = (held: HeldPmd) => flushTlbRange(ctx, op, pid, mmunStart, mmunEnd, held.cpumask);
   if (!legacy) {
     const range = await invalidateRangeStart(ctx, op, pid, mmunStart, mmunEnd, event);
+    let out: T | null;
     try {
-      return await withinRange(range, async () => {
+      out = await withinRange(range, async () => {
+        await crashPoint(ctx, `${site}.range_started`);
         const held = await s.lock();
         if (!held) return null; // out_mn
         try {
+          // the huge entry cleared (pmdp_clear_flush), its successor not set yet
+          await crashPoint(ctx, `${site}.ptl_held`, held);
           await underPtl(held, () => flush(held));
         } catch (e) {
           await ptlUnlock(ctx, held);
           throw e;
         }
-        return s.set(held, false);
+        const r = await s.set(held, false);
+        await crashPoint(ctx, `${site}.set`);
+        return r;
       });
     } finally {
       const [endStart, endEnd] = s.endRange?.(mmunStart, mmunEnd) ?? [mmunStart, mmunEnd];
       if (range) await invalidateRangeEnd(ctx, range, endStart, endEnd);
     }
+    await crashPoint(ctx, `${site}.range_ended`);
+    return out;
   }
   const held = await s.lock();
   if (!held) return null;
@@ -443,6 +453,7 @@ export async function doHugePmdWpPage(
     op,
     framesOf(ctx, head).map((x) => x.pfn),
   );
+  if (page) await crashPoint(ctx, 'do_huge_pmd_wp_page.allocated');
   if (!page) {
     const fallbacks = countVmEvent(ctx, 'cow');
     ctx.tracer.emit({
@@ -551,6 +562,7 @@ export async function doHugePmdWpPageFallback(
   const HPAGE = n * PAGE_SIZE;
   let installed = false;
   try {
+    await crashPoint(ctx, 'do_huge_pmd_wp_page_fallback.allocated');
     const done = await hugePmdNotified(
       ctx,
       op,
@@ -617,6 +629,7 @@ export async function zapHugePmdRange(
         endVpn,
       );
       if (!z) throw staleLease(ctx, held, 'zap_huge_pmd');
+      if (z.cleared.length) await crashPoint(ctx, 'zap_huge_pmd.cleared', held);
       for (const c of z.cleared)
         ctx.tracer.emit({
           kind: 'pte.clear',
@@ -652,6 +665,8 @@ export async function zapHugePmdRange(
         order: hpageOrder(ctx),
       });
   }
+  // tlb_finish_mmu() next: the cleared huge pages' mappings are put
+  if (cleared.length) await crashPoint(ctx, 'zap_huge_pmd.flushed');
   const freed = await putHuge(ctx, op, cleared);
   return { zapped: cleared.length * n, freed };
 }
@@ -815,6 +830,8 @@ export async function splitHugePage(
       });
     }
   }
+  // __split_huge_page_map() done in every mapping; __split_huge_page_refcount() next
+  if (split > 0) await crashPoint(ctx, 'split_huge_page.mapped');
   // __split_huge_page_refcount(): the compound page dissolved
   if (split > 0) await splitHugePageRefcount(ctx.store, head);
   return split;
@@ -938,6 +955,7 @@ export async function collapseHugePage(
     if (!page) throw new MmlabError('ENOMEM', 'no huge page free for khugepaged');
     let installed = false;
     try {
+      await crashPoint(ctx, 'collapse_huge_page.allocated');
       const w = vma.prot === 'rw' ? 1 : 0;
       const done = await hugePmdNotified(ctx, op, pid, hvpn, 'clear', 'collapse_huge_page', {
         lock: () => collapseLock(ctx, op, pid, hvpn, small, sem.lease.value),

@@ -21,6 +21,7 @@
  * huge page (fsck: hugetlb). A fork that fails half way leaves the huge entries it copied
  * into the tombstone child (fsck: exited-mm-mapped's hugetlb part).
  */
+import { crashPoint } from './crash_point';
 import { MmlabError, PAGE_SIZE, type Access, type Prot } from '@mmlab/protocol';
 import { HugetlbStore, PAGE_TABLE_LOCK, type Pte, type Vma } from '@mmlab/model';
 import { type MmContext, backoff } from './context';
@@ -207,6 +208,7 @@ async function hugetlbNoPage(
   const pte: Pte = { ...page, writable };
   let installed = false;
   try {
+    await crashPoint(ctx, 'hugetlb_no_page.allocated');
     const held = await ptlLock(ctx, pid, LOCK, op);
     try {
       const r = await store.setEntry(pid, held.lease, hvpn, null, pte, seq, mmapSem);
@@ -223,6 +225,7 @@ async function hugetlbNoPage(
           lock: LOCK,
           token: held.lease.token,
         });
+        await crashPoint(ctx, 'hugetlb_no_page.set', held);
       }
     } finally {
       await ptlUnlock(ctx, held);
@@ -307,6 +310,7 @@ async function hugetlbCow(
         `hugetlb COW at 0x${addr.toString(16)} of pid ${pid}: the huge page pool is empty`,
       );
     traceFrames(ctx, 'frame.alloc', op, page);
+    await crashPoint(ctx, 'hugetlb_cow.allocated');
     const pte: Pte = { ...page, writable: true };
     const mmunStart = addr; /* For mmu_notifiers */
     const mmunEnd = addr + pagesPerHugePage(ctx) * PAGE_SIZE; /* For mmu_notifiers */
@@ -327,16 +331,20 @@ async function hugetlbCow(
         token: h.lease.token,
       });
       await underPtl(h, () => flushTlbRange(ctx, op, pid, mmunStart, mmunEnd, c.cpumask));
+      // huge_ptep_clear_flush done, set_huge_pte_at next
+      await crashPoint(ctx, 'hugetlb_cow.cleared', h);
       const s = await store.setEntry(pid, h.lease, hvpn, null, pte, -1);
       if (s.r !== 'OK') throw new MmlabError('ESTALE', `lost ${LOCK} of pid ${pid}`);
       ctx.tracer.emit({ kind: 'pte.set', op, pid, addr, ...pte, lock: LOCK, token: h.lease.token });
       replaced = true;
+      await crashPoint(ctx, 'hugetlb_cow.set', h);
     };
     try {
       if (hugetlbCowOrder(ctx) === 'v3.7') {
         const range = await invalidateRangeStart(ctx, op, pid, mmunStart, mmunEnd, 'clear');
         try {
           await withinRange(range, async () => {
+            await crashPoint(ctx, 'hugetlb_cow.range_started');
             held = await ptlLock(ctx, pid, LOCK, op);
             locked = true;
             try {
@@ -349,6 +357,7 @@ async function hugetlbCow(
         } finally {
           await invalidateRangeEnd(ctx, range, mmunStart, mmunEnd);
         }
+        await crashPoint(ctx, 'hugetlb_cow.range_ended');
         // "Caller expects lock to be held": page_cache_release under it
         held = await ptlLock(ctx, pid, LOCK, op);
         locked = true;
@@ -406,10 +415,12 @@ export async function unmapHugepageRange(
   let cleared: Array<{ pfn: number; gen: number }> = [];
   try {
     await withinRange(range, async () => {
+      await crashPoint(ctx, '__unmap_hugepage_range.range_started');
       const held = await ptlLock(ctx, pid, LOCK, op);
       try {
         const r = await store.zap(pid, held.lease, mmunStart / PAGE_SIZE, mmunEnd / PAGE_SIZE);
         if (!r) throw new MmlabError('ESTALE', `lost ${LOCK} of pid ${pid}`);
+        await crashPoint(ctx, '__unmap_hugepage_range.cleared', held);
         for (const c of r.cleared)
           ctx.tracer.emit({
             kind: 'pte.clear',
@@ -431,6 +442,8 @@ export async function unmapHugepageRange(
   } finally {
     await invalidateRangeEnd(ctx, range, mmunStart, mmunEnd);
   }
+  // tlb_finish_mmu() next: the cleared pages' mappings are put
+  await crashPoint(ctx, '__unmap_hugepage_range.range_ended');
   await putHugePages(ctx, op, cleared);
   return cleared.length;
 }

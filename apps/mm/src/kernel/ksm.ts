@@ -45,15 +45,32 @@
  * check is page_mapcount + swapcache == page_count, the kernel's with both sides one less.
  *
  * Locks: mmap_sem for read around each try_to_merge_with_ksm_page (as the kernel takes it),
- * the split PTE lock of the page. Not crash-safe (like swap-in, issue 15): a replica dying
- * between replace_page's get_page(kpage) and its put_page(page) leaks a reference (fsck:
- * frame-counts).
+ * the split PTE lock of the page. Crash safety (issue 15): replace_page's get_page(kpage) is
+ * recorded in its own step ({mem}:pending u:<rec>, ksmReplaceGet) and ended with the put it
+ * owes (ksmReplaceEnd): put_page(page) once the PTE maps kpage, kpage's mapping back if it never
+ * came to. A replica that dies in between (crash points replace_page.kpage_got, .set) leaves the
+ * record to a survivor's reaper, which fences it off the process, reads the PTE and ends the
+ * record the same way (orphan_ranges.ts). The other steps are whole in Redis: a PTE cleared under
+ * the lock (w = 3) is put back by the next fault when its holder is gone; a page made a KSM page
+ * and never merged with another stays one (mapped once, as try_to_merge_two_pages's break_cow
+ * would have left it until its next write).
+ *
+ *   mm-0 (replace_page, pid 7 vpn 5)           mm-1 (reaper)
+ *   ksmReplaceGet(r): kpage 4 map+1, u:r
+ *   ksmPteClear; set_pte_at_notify(kpage 4)
+ *   ✗ killed (replace_page.set)
+ *                                             owner of u:r dead: pendingFence(7, mm-0.a1)
+ *                                             PTE of vpn 5 maps kpage 4 → ksmReplaceEnd(r, 1):
+ *                                             put_page(page)
  */
+import { crashPoint } from './crash_point';
 import { PAGE_SIZE, type Res } from '@mmlab/protocol';
 import {
   type Pte,
   ksmPageInfo,
   ksmPteClear,
+  ksmReplaceEnd,
+  ksmReplaceGet,
   ksmStableInsert,
   pteLockOfVpn,
   ptePresent,
@@ -76,7 +93,6 @@ import {
   withinRange,
 } from './mmu_notifier';
 import { handleMmFault, setPteAtNotify } from './memory';
-import { putPages } from './page_alloc';
 import { staleLease } from './pagewalk';
 import { flushTlbRange } from './tlbflush';
 
@@ -126,11 +142,17 @@ async function withKsmRange<T>(
   const mmunStart = addr; /* For mmu_notifiers */
   const mmunEnd = addr + PAGE_SIZE; /* For mmu_notifiers */
   const range = await ksmRangeStart(ctx, op, site, pid, mmunStart, mmunEnd);
+  let out: T;
   try {
-    return await withinRange(range, body);
+    out = await withinRange(range, async () => {
+      await crashPoint(ctx, `${site}.range_started`);
+      return body();
+    });
   } finally {
     await invalidateRangeEnd(ctx, range, mmunStart, mmunEnd);
   }
+  await crashPoint(ctx, `${site}.range_ended`);
+  return out;
 }
 
 /**
@@ -245,6 +267,8 @@ async function tryToMergeTwoPages(
 > {
   const first = await tryToMergeWithKsmPage(ctx, op, it, null);
   if (first !== 'merged') return { ok: false, who: 'page', ...first };
+  // page is the KSM page (stable_tree_insert), tree_page not replaced by it yet
+  await crashPoint(ctx, 'try_to_merge_two_pages.stable');
   const second = await tryToMergeWithKsmPage(ctx, op, tree, it);
   if (second === 'merged') return { ok: true };
   await breakCow(ctx, it);
@@ -354,6 +378,8 @@ async function writeProtectPage(
       if (c === 'GONE') return { why: 'gone' as const };
       if (c === 'CLEAN') return { w: 0 as const };
       await ptepClearFlush(ctx, held, addr, page, c.cpumask);
+      // the writable PTE cleared and flushed: the count check and the read-only PTE next
+      await crashPoint(ctx, 'write_protect_page.cleared', held);
       // "Check that no O_DIRECT or similar I/O is in progress on the page"
       const info = await ksmPageInfo(ctx.store, it.pfn, it.gen);
       const counts = { map: info.map, ref: info.ref };
@@ -429,6 +455,9 @@ async function ptepClearFlush(
   await underPtl(held, () => flushTlbRange(ctx, op, pid, addr, addr + PAGE_SIZE, cpumask));
 }
 
+/** replace_page records of this process (ksmReplaceGet): a counter for their names. */
+let replaces = 0;
+
 /**
  * Models: replace_page(), mm/ksm.c — v3.7 and v3.6 (see the top of this file). Under the PT
  * lock: pte_same(orig_pte), get_page(kpage) + page_add_anon_rmap, ptep_clear_flush,
@@ -463,14 +492,17 @@ async function replacePage(
       );
       if (!c) throw staleLease(ctx, held, 'replace_page');
       if (c === 'GONE' || c === 'CLEAN') return false;
-      // get_page(kpage); page_add_anon_rmap(kpage, vma, addr)
-      const bad = await ctx.store.getPages([kpage], 'map');
-      if (bad.length > 0) {
+      // get_page(kpage); page_add_anon_rmap(kpage, vma, addr) — recorded (crash recovery)
+      const rec = `${ctx.incarnation}:${op}:${++replaces}`;
+      const got = await ksmReplaceGet(ctx.store, rec, ctx.incarnation, it.pid, it.vpn, kpage, page);
+      if (!got) {
         // kpage went meanwhile (the kernel holds a reference from get_ksm_page): PTE back
         locked = false;
         await setPteAtNotifyless(ctx, held, addr, { ...page, writable: origW === 1 });
         return false;
       }
+      // get_page(kpage) done, the PTE still cleared
+      await crashPoint(ctx, 'replace_page.kpage_got', held);
       await ptepClearFlush(ctx, held, addr, page, c.cpumask);
       const st = await setPteAtNotify(
         ctx,
@@ -481,11 +513,15 @@ async function replacePage(
       );
       if (st !== 'OK') {
         locked = false;
-        await putPages(ctx, op, [kpage]);
+        await ksmReplaceEnd(ctx.store, rec, ctx.incarnation, false); // kpage's mapping back
         throw staleLease(ctx, held, 'replace_page');
       }
+      // the PTE maps kpage; page_remove_rmap(page) + put_page(page) owed
+      await crashPoint(ctx, 'replace_page.set', held);
       // page_remove_rmap(page); put_page(page) — still under the lock, as in the kernel
-      await putPages(ctx, op, [page]);
+      const freed = await ksmReplaceEnd(ctx.store, rec, ctx.incarnation, true);
+      for (const pfn of freed ?? [])
+        if (pfn === page.pfn) ctx.tracer.emit({ kind: 'frame.free', op, ...page });
       return true;
     } finally {
       if (locked) await ptlUnlock(ctx, held);

@@ -379,8 +379,21 @@ async function __handleMmFault(
  *   fault(swap = 5): PTE is none → ...  (not SWAPIN)
  *   put_page(9): still in the swap cache, ref 1 — reclaim frees it later
  *
- * Not crash-safe yet (issue 15): a replica that dies between swapinPage and the install leaks
- * the page's mapping charge (fsck: frame-counts).
+ * Crash-safe (issue 15) through the page's pending tag ({mem}:pending, "…|-slot:gen"): a
+ * replica that dies between swapinPage and the install (crash point do_swap_page.read) leaves
+ * the page charged with a mapping no PTE has — a survivor's reaper finds no PTE of pid holding
+ * it and puts the mapping back (the page stays in the swap cache); one that dies after the
+ * install (do_swap_page.installed) leaves the swap_free owed — the reaper finds the page in a PTE
+ * and does it (the tag's old). A page another process maps already is not tagged (a put of
+ * theirs would drop the tag): that swap-in is not crash-safe.
+ *
+ *   mm-0 (fault of pid 7 at vpn 5)            mm-1 (reaper)
+ *   swapinPage(slot 3) → pfn 9, tagged
+ *     "g|mm-0.a1|7|5|-3:1"
+ *   fault: SWAPIN (PTE → pfn 9)
+ *   ✗ killed (do_swap_page.installed)
+ *                                             pendingFence(7, mm-0.a1): a PTE holds pfn 9
+ *                                             pendingReap: FORWARD — untag, swap_free(3)
  */
 async function doSwapPage(
   ctx: MmContext,
@@ -395,9 +408,11 @@ async function doSwapPage(
   const page = await withDirectReclaim(
     ctx,
     `the swap-in at 0x${(vpn * PAGE_SIZE).toString(16)}`,
-    () => ctx.store.swapinPage(entry.slot, entry.gen),
+    () => ctx.store.swapinPage(entry.slot, entry.gen, { owner: ctx.incarnation, pid, vpn }),
   );
   if (page === 'STALE') return null; // the entry went meanwhile: fault again
+  // swapin_readahead(): the page is in the swap cache, charged with the mapping to come
+  await crashPoint(ctx, 'do_swap_page.read');
   const step = await ctx.store.fault(
     pid,
     vpn,
@@ -411,7 +426,8 @@ async function doSwapPage(
   );
   if (step.r !== 'SWAPIN') {
     // the PTE changed under us: the page goes back (its swap-cache place keeps it, if any)
-    await putPages(ctx, op, [page]);
+    if (page.tagged) await putPending(ctx, op, [page]);
+    else await putPages(ctx, op, [page]);
     return null;
   }
   const addr = vpn * PAGE_SIZE;
@@ -427,8 +443,12 @@ async function doSwapPage(
     slotGen: entry.gen,
     cached: page.cached,
   });
-  // swap_free(entry): this PTE no longer names the slot
-  await putPages(ctx, op, [{ pfn: -entry.slot, gen: entry.gen }]);
+  // the PTE maps the page; the slot still counts the swap entry it replaced
+  await crashPoint(ctx, 'do_swap_page.installed');
+  // swap_free(entry): this PTE no longer names the slot — with the tag, in the step that drops
+  // it (pagesInstalled: the tag's old), unless a reaper or a put that found the page did both
+  if (page.tagged) await ctx.store.pagesInstalled(ctx.incarnation, [page]);
+  else await putPages(ctx, op, [{ pfn: -entry.slot, gen: entry.gen }]);
   return step.pte;
 }
 

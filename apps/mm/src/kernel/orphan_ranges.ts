@@ -106,7 +106,15 @@
  * ({p:<pid>}:rsv), and reserveReap keeps those and frees the rest (reapBatch below draws the
  * race with a replica stopped mid-fault).
  */
-import type { Intent, OpenInvalidation, PendingFrame } from '@mmlab/model';
+import {
+  type Intent,
+  type IsolationRecord,
+  type OpenInvalidation,
+  type PendingFrame,
+  type ReplaceRecord,
+  ksmReplaceEnd,
+  ptePresent,
+} from '@mmlab/model';
 import { MmlabError, PAGE_SIZE, type Prot, TASK_SIZE } from '@mmlab/protocol';
 import type { MmContext } from './context';
 import { forkRollback, traceForked } from './fork';
@@ -199,10 +207,26 @@ export class OrphanRangeReaper {
     const pending = tags.pending.filter(
       (f) => f.owner !== incarnation && !this.reaping.has(`${f.pfn}:${f.gen}`),
     );
+    // reclaim's isolated batches (vmscan.ts): put back when their owner is dead; KSM's
+    // replace_page in flight (ksm.ts): ended
+    const isolated = tags.isolated.filter(
+      (x) => x.owner !== incarnation && !this.reaping.has(`u:${x.rec}`),
+    );
+    const replacing = tags.replacing.filter(
+      (x) => x.owner !== incarnation && !this.reaping.has(`u:${x.rec}`),
+    );
     // the incarnations (other than this one) that hold a batch of frames
     const batched = new Set(tags.reserve.map((f) => f.owner).filter((w) => w !== incarnation));
     const others = indexed.filter((w) => w !== incarnation);
-    const owners = [...new Set([...others, ...pending.map((f) => f.owner), ...batched])];
+    const owners = [
+      ...new Set([
+        ...others,
+        ...pending.map((f) => f.owner),
+        ...isolated.map((x) => x.owner),
+        ...replacing.map((x) => x.owner),
+        ...batched,
+      ]),
+    ];
     const alive = await store.mmAliveMany(owners);
     this.watched = others.filter((w) => alive.get(w));
     const t = Date.now();
@@ -225,7 +249,73 @@ export class OrphanRangeReaper {
     ]);
     const reaped = pending.filter((f) => dead.has(f.owner));
     for (const f of reaped) void this.reapPending(f);
-    return taken.reduce((a, b) => a + b, 0) + reaped.length;
+    const unisolated = isolated.filter((x) => dead.has(x.owner));
+    for (const x of unisolated) void this.reapIsolated(x);
+    const replaced = replacing.filter((x) => dead.has(x.owner));
+    for (const x of replaced) void this.reapReplace(x);
+    return taken.reduce((a, b) => a + b, 0) + reaped.length + unisolated.length + replaced.length;
+  }
+
+  /**
+   * KSM's replace_page of a dead owner, between its get_page(kpage) and the put it owes
+   * (ksm.ts): the owner fenced off the process first (a stopped one that resumes writes no PTE
+   * there), then the PTE read — mapping kpage: put_page(page), the merge done (rolled forward);
+   * else (still cleared, put back by a fault, or gone): kpage's mapping back (rolled back).
+   */
+  private async reapReplace(x: ReplaceRecord): Promise<void> {
+    const { ctx } = this;
+    const key = `u:${x.rec}`;
+    this.reaping.add(key);
+    try {
+      await ctx.store.pendingFence({
+        ...x.kpage,
+        owner: x.owner,
+        pid: x.pid,
+        vpn: x.vpn,
+        old: null,
+      });
+      const pte = (await ctx.store.pageTable(x.pid)).get(x.vpn);
+      const installed =
+        pte !== undefined && ptePresent(pte) && pte.pfn === x.kpage.pfn && pte.gen === x.kpage.gen;
+      const freed = await ksmReplaceEnd(ctx.store, x.rec, x.owner, installed);
+      if (freed === null) return;
+      const op = ctx.ids.next('reap');
+      const put = installed ? x.page : x.kpage;
+      for (const pfn of freed)
+        if (pfn === put.pfn) ctx.tracer.emit({ kind: 'frame.free', op, ...put });
+      this.log.warn(
+        `replace_page of pid ${x.pid} vpn ${x.vpn} by dead ${x.owner}: ` +
+          (installed ? 'merged, the old page put' : 'not merged, the KSM page put back'),
+      );
+    } catch (e) {
+      this.log.warn(`replace_page ${x.rec} of dead ${x.owner} not ended: ${String(e)}`);
+    } finally {
+      this.reaping.delete(key);
+    }
+  }
+
+  /**
+   * A batch reclaim isolated (vmscan.ts: {mem}:pending u:<rec>) whose owner died before it put
+   * every page back: what is still isolated goes back on the LRU (isolatedReap), in the state the
+   * dead one's shrink_page_list left it — in the swap cache or not, its mappings swap entries or
+   * not: each of those steps is whole. Its owner, were it only stopped, finds the record gone
+   * when it resumes and puts nothing back a second time.
+   */
+  private async reapIsolated(x: IsolationRecord): Promise<void> {
+    const { ctx } = this;
+    const key = `u:${x.rec}`;
+    this.reaping.add(key);
+    try {
+      const r = await ctx.store.isolatedReap(x.rec, x.owner);
+      const op = ctx.ids.next('reap');
+      for (const f of r.freed) ctx.tracer.emit({ kind: 'frame.free', op, ...f });
+      if (r.back > 0)
+        this.log.warn(`${r.back} pages reclaim isolated for dead ${x.owner}: put back on the LRU`);
+    } catch (e) {
+      this.log.warn(`isolated batch ${x.rec} of dead ${x.owner} not put back: ${String(e)}`);
+    } finally {
+      this.reaping.delete(key);
+    }
   }
 
   /**
@@ -341,8 +431,10 @@ export class OrphanRangeReaper {
       if (r.r === 'GONE') return;
       const op = ctx.ids.next('reap');
       const gens = new Map([[f.pfn, f.gen], ...(f.old ? ([[f.old.pfn, f.old.gen]] as const) : [])]);
-      for (const pfn of r.freed)
-        ctx.tracer.emit({ kind: 'frame.free', op, pfn, gen: gens.get(pfn)! });
+      for (const pfn of r.freed) {
+        const gen = gens.get(pfn); // (a swap-in's owed swap_free frees no frame: it is mapped)
+        if (gen !== undefined) ctx.tracer.emit({ kind: 'frame.free', op, pfn, gen });
+      }
       this.log.warn(
         `pfn ${f.pfn} of pid ${f.pid} pending for dead ${f.owner}: ` +
           (r.r === 'BACK' ? 'never installed, freed' : 'installed, its COW finished'),

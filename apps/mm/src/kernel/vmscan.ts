@@ -48,9 +48,30 @@
  * store: shmem_writepage moves it to a swap slot, and the object's page cache keeps the swap
  * entry in its place until a fault reads it back (shmem_getpage).
  *
- * A replica that dies half way through a page leaks a swap count or a mapping
- * charge (fsck reports it): crash points in reclaim are issue 15's.
+ * Crash safety (issue 15): each isolated batch is recorded in the isolation step
+ * ({mem}:pending u:<rec>, isolateLruPages) and ended by its owner (isolatedReap: whatever is
+ * still isolated goes back), or by a survivor's reaper when the owner dies (orphan_ranges.ts):
+ * a replica killed at shrink_page_list.isolated, .swap_added, .unmapped or try_to_unmap_one
+ * .unlocked leaves pages that are consistent apart from the isolation (in the swap cache or
+ * not, their mappings swap entries or not), which the reaper puts back on the LRU. A stopped
+ * replica that resumes after that finds its record gone: its shrinkPage and lruPutback are
+ * refused (no second put of the isolation's reference). Not covered yet: a death between
+ * try_to_unmap_one's swap_duplicate and its PTE update (try_to_unmap_one.duplicated: the slot
+ * counts one swap PTE too many) or between the PTE update and the page's put
+ * (try_to_unmap_one.cleared: one mapping too many) — the two are in different Redis slots
+ * ({mem} and {p:<pid>}) and nothing records the step yet; fsck reports both (swap-count,
+ * mapcount).
+ *
+ *   mm-0 (reclaim)                              mm-1 (reaper)
+ *   isolateLruPages(rec r, pfn 9 10)  u:r
+ *   addToSwap(9) → slot 3; try_to_unmap(9)
+ *   ✗ killed
+ *                                              lease of mm-0.a1 gone: isolatedReap(r):
+ *                                              9: on no LRU → ref-1, inactive list (in the
+ *                                              swap cache, unmapped: the next pass frees it);
+ *                                              10: the same, untouched
  */
+import { crashPoint } from './crash_point';
 import { MmlabError, PAGE_SIZE } from '@mmlab/protocol';
 import { type MmContext, injected } from './context';
 import { type Vma, ptePresent } from '@mmlab/model';
@@ -135,16 +156,27 @@ export async function tryToFreePages(
     let moved = 0;
     if (active > 0 && inactive < Math.max(active, want))
       moved = await shrinkActiveList(ctx, op, Math.min(SWAP_CLUSTER_MAX, active));
-    const batch = await ctx.store.isolateLruPages(want, 'inactive');
+    const rec = isolationRec(ctx, op);
+    const batch = await ctx.store.isolateLruPages(want, 'inactive', {
+      rec,
+      owner: ctx.incarnation,
+    });
     if (batch.length === 0 && moved === 0) break;
-    const rmap = await rmapScan(ctx, batch);
-    for (const page of batch) {
-      res.scanned++;
-      if (res.swapFull || res.reclaimed >= target) {
-        await ctx.store.lruPutback(page.pfn, page.gen, 'inactive'); // not looked at
-        continue;
+    try {
+      // isolate_lru_pages(): the batch is off the LRU, each page with the isolation's reference
+      if (batch.length > 0) await crashPoint(ctx, 'shrink_page_list.isolated');
+      const rmap = await rmapScan(ctx, batch);
+      for (const page of batch) {
+        res.scanned++;
+        if (res.swapFull || res.reclaimed >= target) {
+          await ctx.store.lruPutback(page.pfn, page.gen, 'inactive', rec); // not looked at
+          continue;
+        }
+        await shrinkPage(ctx, op, rec, page, rmap.get(`${page.pfn}:${page.gen}`) ?? [], res);
       }
-      await shrinkPage(ctx, op, page, rmap.get(`${page.pfn}:${page.gen}`) ?? [], res);
+    } finally {
+      // the record ends; a page an error left isolated goes back with it
+      if (batch.length > 0) await ctx.store.isolatedReap(rec, ctx.incarnation);
     }
   }
   const wm = watermarks(ctx);
@@ -169,14 +201,24 @@ export async function tryToFreePages(
  * → how many moved
  */
 async function shrinkActiveList(ctx: MmContext, op: string, n: number): Promise<number> {
-  const batch = await ctx.store.isolateLruPages(n, 'active');
-  const rmap = await rmapScan(ctx, batch);
-  for (const page of batch) {
-    await pageReferenced(ctx, op, page, rmap.get(`${page.pfn}:${page.gen}`) ?? []);
-    await ctx.store.lruPutback(page.pfn, page.gen, 'inactive');
+  const rec = isolationRec(ctx, op);
+  const batch = await ctx.store.isolateLruPages(n, 'active', { rec, owner: ctx.incarnation });
+  try {
+    const rmap = await rmapScan(ctx, batch);
+    for (const page of batch) {
+      await pageReferenced(ctx, op, page, rmap.get(`${page.pfn}:${page.gen}`) ?? []);
+      await ctx.store.lruPutback(page.pfn, page.gen, 'inactive', rec);
+    }
+  } finally {
+    if (batch.length > 0) await ctx.store.isolatedReap(rec, ctx.incarnation);
   }
   return batch.length;
 }
+
+/** A name for one isolated batch of op's, unique in the lab (the incarnation's). */
+let isolations = 0;
+const isolationRec = (ctx: MmContext, op: string): string =>
+  `${ctx.incarnation}:${op}:${++isolations}`;
 
 /**
  * Models: page_referenced() → page_referenced_one() → ptep_clear_flush_young_notify(),
@@ -222,6 +264,7 @@ async function pageReferenced(
 async function shrinkPage(
   ctx: MmContext,
   op: string,
+  rec: string,
   page: Frame,
   mappings: Mapping[],
   res: ReclaimResult,
@@ -229,15 +272,17 @@ async function shrinkPage(
   // page_check_references(): referenced since its young bits were last cleared → activate
   if ((await pageReferenced(ctx, op, page, mappings)) > 0) {
     res.referenced++;
-    await ctx.store.shrinkPage(page.pfn, page.gen, true);
+    await ctx.store.shrinkPage(page.pfn, page.gen, true, rec);
     return;
   }
   const slot = await ctx.store.addToSwap(page.pfn, page.gen);
   if (slot === 'ENOSPC' || slot === 'STALE') {
     if (slot === 'ENOSPC') res.swapFull = true;
-    await ctx.store.shrinkPage(page.pfn, page.gen, true);
+    await ctx.store.shrinkPage(page.pfn, page.gen, true, rec);
     return;
   }
+  // add_to_swap(): the page is in the swap cache, its slot allocated (a file's page: locked)
+  await crashPoint(ctx, 'shrink_page_list.swap_added');
   // a file's page (slot FILE): its PTEs are cleared (the file has the page), and pageout()
   // writes it back to the file when it is dirty
   const clusters = new Set<string>(); // one try_to_unmap_cluster per cluster of a nonlinear VMA
@@ -250,7 +295,9 @@ async function shrinkPage(
       await tryToUnmapCluster(ctx, op, m.pid, m.nonlinear, m.vpn);
     }
   }
-  const r = await ctx.store.shrinkPage(page.pfn, page.gen, false);
+  // try_to_unmap() done: every mapping found is a swap entry (or gone), pageout() is next
+  await crashPoint(ctx, 'shrink_page_list.unmapped');
+  const r = await ctx.store.shrinkPage(page.pfn, page.gen, false, rec);
   if (r.r !== 'STALE' && r.ino !== undefined)
     ctx.tracer.emit({
       kind: 'writeback',
@@ -288,6 +335,7 @@ export async function tryToUnmapOne(
 ): Promise<boolean> {
   const entry: Frame | null = slot && { pfn: -slot.slot, gen: slot.gen };
   if (entry && (await ctx.store.getPages([entry], 'map')).length) return false; // swap_duplicate
+  if (entry) await crashPoint(ctx, 'try_to_unmap_one.duplicated');
   const notify = notifyOf(ctx, 'try_to_unmap_one');
   const addr = vpn * PAGE_SIZE;
   let unmapped = false;
@@ -304,6 +352,8 @@ export async function tryToUnmapOne(
     if (!r) throw staleLease(ctx, held, 'try_to_unmap_one');
     if (r === 'GONE') return;
     unmapped = true;
+    // the PTE is a swap entry (a file's page: none), the page's mapping not put yet
+    await crashPoint(ctx, 'try_to_unmap_one.cleared', held);
     // ptep_clear_flush(): the PTE is gone, the CPU TLBs shot down under the lock (v3.6's
     // ptep_clear_flush_notify: and invalidate_page, still under it)
     await ptepClearFlushNotify(ctx, held, addr, page, r.cpumask, notify);
@@ -330,6 +380,7 @@ export async function tryToUnmapOne(
     if (entry) await putPages(ctx, op, [entry]); // the swap_duplicate given back
     return false;
   }
+  await crashPoint(ctx, 'try_to_unmap_one.unlocked');
   // v3.7 (the seed): after pte_unmap_unlock, before the page can be freed
   if (notify === 'page-after-unlock') await invalidatePage(ctx, op, pid, addr);
   return true;

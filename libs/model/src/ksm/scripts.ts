@@ -14,6 +14,54 @@ import { PTE_FIELD_MAX, PTE_LUA } from '../mm/lua';
 const PteField = Int.min(0).max(PTE_FIELD_MAX);
 
 export const KSM_SCRIPTS = {
+  ksmReplaceGet: script({
+    doc: `replace_page()'s get_page(kpage) for the PTE of pid at vpn that maps page, recorded in the same step as u:<rec> of {mem}:pending ("0|owner|replace|pid|vpn|kpfn:kgen|pfn:gen"): until ksmReplaceEnd, one of the two mappings is owed a put — kpage's if the PTE never came to map it, page's if it did — by the owner, or by a reaper if the owner dies (orphan_ranges.ts). kpage not a live frame of kgen: STALE, nothing done. → {'OK'} | {'STALE'}`,
+    models:
+      'get_page(kpage) + page_add_anon_rmap in replace_page(), mm/ksm.c v3.7 (recorded for crash recovery)',
+    keys: MEM_ROLES,
+    args: {
+      rec: Str,
+      owner: Str,
+      pid: Int,
+      vpn: Int,
+      kpfn: Int,
+      kgen: Int,
+      pfn: Int,
+      gen: Int,
+    },
+    reply: oneOf(tagged('OK'), tagged('STALE')),
+    lua:
+      LUA_HELPERS +
+      MEM_LUA +
+      `
+if not frame_live(KEYS, ARGV[5], ARGV[6]) then return {'STALE'} end
+frame_add(KEYS, ARGV[5], 'ref', 1, 'map', 1)
+redis.call('HSET', KEYS[5], 'u:' .. ARGV[1], '0|' .. ARGV[2] .. '|replace|' .. ARGV[3] .. '|' ..
+  ARGV[4] .. '|' .. ARGV[5] .. ':' .. ARGV[6] .. '|' .. ARGV[7] .. ':' .. ARGV[8])
+return {'OK'}
+`,
+  }),
+  ksmReplaceEnd: script({
+    doc: `The end of replace_page()'s record u:<ARGV[1]> (ksmReplaceGet), if it is still owner ARGV[2]'s: ARGV[3] = 1, the PTE maps kpage (set_pte_at_notify done) — page_remove_rmap + put_page(page); 0, it never came to — kpage's mapping goes back. Run by the owner, or by a reaper once the owner is dead and fenced off pid (it read the PTE). → {'OK', freed} | {'GONE'} (ended already)`,
+    models:
+      'page_remove_rmap(page) + put_page(page) in replace_page(), mm/ksm.c v3.7 (or its undo)',
+    keys: MEM_ROLES,
+    args: { rec: Str, owner: Str, installed: z.union([z.literal(0), z.literal(1)]) },
+    reply: oneOf(tagged('OK', { freed: z.array(Int) }), tagged('GONE')),
+    lua:
+      LUA_HELPERS +
+      MEM_LUA +
+      `
+local field = 'u:' .. ARGV[1]
+local t = redis.call('HGET', KEYS[5], field)
+if not t or string.sub(t, 1, #ARGV[2] + 11) ~= '0|' .. ARGV[2] .. '|replace|' then return {'GONE'} end
+local kp, kg, p, g = string.match(t, '|(%d+):(%d+)|(%d+):(%d+)$')
+redis.call('HDEL', KEYS[5], field)
+local put = {{kp, kg}}
+if ARGV[3] == '1' then put = {{p, g}} end
+return {'OK', (put_frames(KEYS, 'map', put))}
+`,
+  }),
   ksmPageInfo: script({
     doc: `What ksmd needs to know of a page (pfn, gen): whether it is a live used frame of that gen, its mapcount and refcount, whether it is in the swap cache (one reference: write_protect_page's "swapped"), PG_ksm, whether it is anonymous (not a file's or the XIP sparse page), whether a fault or COW has it pending ({mem}:pending, a per-replica batch frame aside), its data word, and the live KSM page holding that same content (stable_tree_search; 0 0 none). Read-only. → {live, map, ref, swapped, ksm, anon, pending, data, kpfn, kgen}`,
     models:

@@ -46,6 +46,40 @@ export async function ksmPteClear(
   return r.r;
 }
 
+/** ksmReplaceGet: get_page(kpage) for pid's PTE at vpn, recorded as rec (→ false: kpage gone). */
+export async function ksmReplaceGet(
+  store: StoreBase,
+  rec: string,
+  owner: string,
+  pid: number,
+  vpn: number,
+  kpage: { pfn: number; gen: number },
+  page: { pfn: number; gen: number },
+): Promise<boolean> {
+  const r = await store.call('ksmReplaceGet', MEM, {
+    rec,
+    owner,
+    pid,
+    vpn,
+    kpfn: kpage.pfn,
+    kgen: kpage.gen,
+    pfn: page.pfn,
+    gen: page.gen,
+  });
+  return r.r === 'OK';
+}
+
+/** ksmReplaceEnd: put page's mapping (installed) or kpage's; → frames freed, or null (ended already). */
+export async function ksmReplaceEnd(
+  store: StoreBase,
+  rec: string,
+  owner: string,
+  installed: boolean,
+): Promise<number[] | null> {
+  const r = await store.call('ksmReplaceEnd', MEM, { rec, owner, installed: installed ? 1 : 0 });
+  return r.r === 'OK' ? r.freed : null;
+}
+
 /** The stable tree as it is ({mem}:ksm): content → KSM page, pfn → content. */
 export async function ksmStableTree(store: StoreBase): Promise<Record<string, string>> {
   return store.redis.hgetall(MEM.ksm);

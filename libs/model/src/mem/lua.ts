@@ -203,7 +203,7 @@ local function untag(K, pfn, gen, list)
   redis.call('HDEL', K[5], pfn)
   local tg, old = string.match(t, '^(%d+)|[^|]*|[^|]*|[^|]*|(.*)$')
   if tonumber(tg) ~= tonumber(gen) or not old or old == '' then return end
-  local op, og = string.match(old, '^(%d+):(%d+)$')
+  local op, og = string.match(old, '^(-?%d+):(%d+)$')
   if op then list[#list + 1] = {op, og, 'map'} end
 end
 -- pfn is a used frame of generation gen (else: freed or reused since, or never a frame)

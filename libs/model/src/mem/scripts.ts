@@ -226,6 +226,46 @@ local freed = put_frames(KEYS, 'map', owed)
 return freed
 `,
   }),
+  isolatedReap: script({
+    doc: `The isolation record u:<ARGV[1]> of dead incarnation ARGV[2] (isolateLruPages; orphan_ranges.ts): each of its frames still isolated — used, of its gen, on no LRU list and in no other isolation record — goes back as putback_lru_page() does (the isolation's reference dropped: freed if it was the last; else onto the inactive list), then the record goes. What the page's reclaim did before the death stands (its swap slot and swap-cache place, the mappings made swap entries): a later pass frees a swap-cache page nothing maps. A frame the dead one put back, freed or that is isolated again since is left alone. → {'GONE'} | {'BACK', put back, freed pfn, gen, ...}`,
+    models: "none: lab crash recovery of shrink_page_list's isolated batch (putback_lru_page)",
+    keys: MEM_ROLES,
+    args: { rec: Str, owner: Str },
+    reply: oneOf(tagged('GONE'), tagged('BACK', { back: Int, freed: Ints })),
+    lua:
+      HELPERS +
+      `
+local field = 'u:' .. ARGV[1]
+local t = redis.call('HGET', KEYS[5], field)
+if not t or string.sub(t, 1, #ARGV[2] + 12) ~= '0|' .. ARGV[2] .. '|isolated|' then return {'GONE'} end
+local others = {}
+local all = redis.call('HGETALL', KEYS[5])
+for i = 1, #all, 2 do
+  if all[i] ~= field and string.sub(all[i], 1, 2) == 'u:' then
+    for pg in string.gmatch(string.match(all[i + 1], '^0|[^|]*|isolated|(.*)$') or '', '%S+') do
+      others[pg] = true
+    end
+  end
+end
+local back, freed = 0, {}
+for pg in string.gmatch(string.sub(t, #ARGV[2] + 13), '%S+') do
+  local pfn, gen = string.match(pg, '^(%d+):(%d+)$')
+  if pfn and not others[pg] and frame_live(KEYS, pfn, gen)
+    and not redis.call('ZSCORE', KEYS[7], pfn) and not redis.call('ZSCORE', KEYS[8], pfn)
+    and not redis.call('HGET', KEYS[5], pfn) then
+    back = back + 1
+    if frame_add(KEYS, pfn, 'ref', -1) <= 0 then
+      free_push(KEYS, pfn)
+      freed[#freed + 1] = tonumber(pfn); freed[#freed + 1] = tonumber(gen)
+    else
+      lru_add(KEYS, pfn)
+    end
+  end
+end
+redis.call('HDEL', KEYS[5], field)
+return {'BACK', back, freed}
+`,
+  }),
   pendingReap: script({
     doc: `A pending frame of a dead incarnation ARGV[3] (orphan_ranges.ts): ARGV[4] = 1 when a PTE of its process holds it (found by pendingFence, after which the dead one can install nothing there): the fault happened, so only the COW's owed put of old is done (rolled forward); 0: it was never installed and goes back (rolled back). KEYS MEM_KEYS; ARGV pfn gen owner installed → {'GONE'} | {'FORWARD', freed} | {'BACK', freed}`,
     models: 'none: lab crash recovery of a page a dead replica allocated (rolled forward or back)',
@@ -362,10 +402,10 @@ return 1
 `,
   }),
   isolateLruPages: script({
-    doc: `isolate_lru_pages(): up to ARGV[1] frames from the oldest end of the inactive (ARGV[2] = 'inactive', for shrink_inactive_list) or the active list ('active', for shrink_active_list), each taken off the LRU with one more reference (the isolation's: the frame cannot be freed under reclaim). Skipped, left where they are: frames a fault allocated and has not installed (tagged in {mem}:pending: a batch's reserve, a COW's copy). → {pfn, gen, ...} isolated`,
+    doc: `isolate_lru_pages(): up to ARGV[1] frames from the oldest end of the inactive (ARGV[2] = 'inactive', for shrink_inactive_list) or the active list ('active', for shrink_active_list), each taken off the LRU with one more reference (the isolation's: the frame cannot be freed under reclaim). Skipped, left where they are: frames a fault allocated and has not installed (tagged in {mem}:pending: a batch's reserve, a COW's copy). ARGV[3] rec, ARGV[4] owner ('' none): the batch is recorded in the same step as the isolation record u:<rec> of {mem}:pending ("0|owner|isolated|pfn:gen ..."), which its owner ends (isolatedReap of its own record, once the batch is done: whatever is still isolated goes back) and a reaper ends if the owner dies first. → {pfn, gen, ...} isolated`,
     models: 'isolate_lru_pages(), mm/vmscan.c v3.7',
     keys: MEM_ROLES,
-    args: { n: Int.min(0).max(1024), list: z.enum(['inactive', 'active']) },
+    args: { n: Int.min(0).max(1024), list: z.enum(['inactive', 'active']), rec: Str, owner: Str },
     reply: Ints.describe('pfn, gen, pfn, gen, ...'),
     lua:
       HELPERS +
@@ -385,18 +425,24 @@ for _, pfn in ipairs(redis.call('ZRANGE', key, 0, -1)) do
     out[#out + 1] = tonumber(pfn); out[#out + 1] = gen
   end
 end
+if ARGV[3] ~= '' and #out > 0 then
+  local l = {}
+  for i = 1, #out, 2 do l[#l + 1] = out[i] .. ':' .. out[i + 1] end
+  redis.call('HSET', KEYS[5], 'u:' .. ARGV[3], '0|' .. ARGV[4] .. '|isolated|' .. table.concat(l, ' '))
+end
 return out
 `,
   }),
   lruPutback: script({
-    doc: `putback_lru_page() of an isolated frame onto the inactive (ARGV[3] = 'inactive': shrink_active_list deactivating it) or the active list ('active'), without the isolation's reference. → 1 | 0 (not that frame any more)`,
+    doc: `putback_lru_page() of an isolated frame onto the inactive (ARGV[3] = 'inactive': shrink_active_list deactivating it) or the active list ('active'), without the isolation's reference. ARGV[4] rec ('' none): the isolation record of the batch (isolateLruPages) — gone, the batch was put back by a reaper (its owner found dead): 0, nothing done. → 1 | 0 (not that frame any more, or reaped)`,
     models: 'putback_lru_page() / move_active_pages_to_lru(), mm/vmscan.c v3.7',
     keys: MEM_ROLES,
-    args: { pfn: Int.min(1), gen: Int, list: z.enum(['inactive', 'active']) },
+    args: { pfn: Int.min(1), gen: Int, list: z.enum(['inactive', 'active']), rec: Str },
     reply: Bit,
     lua:
       HELPERS +
       `
+if ARGV[4] ~= '' and redis.call('HEXISTS', KEYS[5], 'u:' .. ARGV[4]) == 0 then return 0 end
 if not frame_live(KEYS, ARGV[1], ARGV[2]) then return 0 end
 local ref = frame_add(KEYS, ARGV[1], 'ref', -1)
 if ref <= 0 then
@@ -442,7 +488,7 @@ return {'OK', slot, g}
     models:
       'shrink_page_list(): pageout(), __remove_mapping() / putback_lru_page() / activate_locked, mm/vmscan.c v3.7',
     keys: MEM_ROLES,
-    args: { pfn: Int.min(1), gen: Int, referenced: Bit },
+    args: { pfn: Int.min(1), gen: Int, referenced: Bit, rec: Str },
     reply: oneOf(
       tagged('FREED', { ino: Int.optional(), page: Int.optional(), value: Int.optional() }),
       tagged('KEPT', {
@@ -458,6 +504,8 @@ return {'OK', slot, g}
       HELPERS +
       `
 local pfn = ARGV[1]
+-- the isolation record gone: a reaper put the batch back (this replica was taken for dead)
+if ARGV[4] ~= '' and redis.call('HEXISTS', KEYS[5], 'u:' .. ARGV[4]) == 0 then return {'STALE'} end
 if not frame_live(KEYS, pfn, ARGV[2]) then return {'STALE'} end
 local ref, map, data = frame_get(KEYS, pfn, 'ref', 'map', 'data')
 local ino, idx, dirty = pagecache_of(KEYS, pfn)
@@ -517,13 +565,13 @@ return {'KEPT', map, ref}
 `,
   }),
   swapinPage: script({
-    doc: `do_swap_page()'s page for a swap entry (slot, slot gen): the swap cache's page when it has one (lookup_swap_cache: get_page as a new mapping), else a fresh frame read from the slot (swapin_readahead: allocated, the slot's word copied in, added to the swap cache — refcount 2, the mapping's and the cache's — and to the LRU). The caller installs it over the same swap entry (fault's SWAPIN) and then frees the entry (putPages with -slot), or puts the page back if the PTE changed. → {'OK', pfn, gen, cached} | {'STALE'} (the entry's slot was freed or reused: the PTE changed, fault again) | {'ENOMEM'}`,
+    doc: `do_swap_page()'s page for a swap entry (slot, slot gen): the swap cache's page when it has one (lookup_swap_cache: get_page as a new mapping), else a fresh frame read from the slot (swapin_readahead: allocated, the slot's word copied in, added to the swap cache — refcount 2, the mapping's and the cache's — and to the LRU). The caller installs it over the same swap entry (fault's SWAPIN) and then frees the entry (putPages with -slot), or puts the page back if the PTE changed. ARGV[3]: the pending tag "incarnation|pid|vpn|-slot:slotGen" of the fault ('' none: keys.ts {mem}:pending): the page is tagged pending for it, unless it is mapped already or another fault's tag is on it (tagged 0), so that if the replica dies before the install a survivor puts the mapping back, and if after it, does the swap_free owed (the tag's old: pagesInstalled, pendingReap). → {'OK', pfn, gen, cached, tagged} | {'STALE'} (the entry's slot was freed or reused: the PTE changed, fault again) | {'ENOMEM'}`,
     models:
       'do_swap_page(): lookup_swap_cache() / swapin_readahead() → read_swap_cache_async(), mm/memory.c + mm/swap_state.c v3.7',
     keys: MEM_ROLES,
-    args: { slot: Int.min(1), slotGen: Int },
+    args: { slot: Int.min(1), slotGen: Int, tag: Str },
     reply: oneOf(
-      tagged('OK', { pfn: Int, gen: Int, cached: Bit }),
+      tagged('OK', { pfn: Int, gen: Int, cached: Bit, tagged: Bit }),
       tagged('STALE'),
       tagged('ENOMEM'),
     ),
@@ -535,8 +583,15 @@ local g, c, p, pg, d = slot_get(KEYS, slot)
 if not g or g ~= tonumber(ARGV[2]) or c == 0 then return {'STALE'} end
 if p ~= 0 then
   if not frame_live(KEYS, p, pg) then error({err = 'swap cache corrupt: slot ' .. slot .. ' names pfn ' .. p}) end
+  -- tagged only when nothing maps it yet: a page mapped elsewhere is put by others, and a put
+  -- drops a pending tag (and does its owed swap_free) — not this fault's to lose
+  local m0 = frame_get(KEYS, p, 'map')
   frame_add(KEYS, p, 'ref', 1, 'map', 1)
-  return {'OK', p, pg, 1}
+  local tagged = 0
+  if ARGV[3] ~= '' and m0 == 0 and redis.call('HSETNX', KEYS[5], p, pg .. '|' .. ARGV[3]) == 1 then
+    tagged = 1
+  end
+  return {'OK', p, pg, 1, tagged}
 end
 local pfn = free_pop(KEYS)
 if not pfn then return {'ENOMEM'} end
@@ -545,7 +600,12 @@ local gen = frame_update(KEYS, pfn, {'INCRBY', 'gen', 1}, {'SET', 'ref', 2}, {'S
 slot_set(KEYS, slot, g, c, pfn, gen, d)
 redis.call('HSET', KEYS[6], 'p' .. pfn, slot)
 lru_add(KEYS, pfn)
-return {'OK', pfn, gen, 0}
+local tagged = 0
+if ARGV[3] ~= '' then
+  redis.call('HSET', KEYS[5], pfn, gen .. '|' .. ARGV[3])
+  tagged = 1
+end
+return {'OK', pfn, gen, 0, tagged}
 `,
   }),
   reuseSwapPage: script({

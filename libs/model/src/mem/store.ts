@@ -16,7 +16,10 @@ export interface PendingFrame {
   owner: string;
   pid: number;
   vpn: number;
-  /** the page a COW replaces with it, whose put is owed once it is installed */
+  /**
+   * the page a COW replaces with it, whose put is owed once it is installed; a negative pfn
+   * (-slot): the swap entry a swap-in replaces, whose swap_free is owed
+   */
   old: { pfn: number; gen: number } | null;
 }
 
@@ -26,6 +29,29 @@ export interface PendingTag {
   pid: number;
   vpn: number;
   old?: { pfn: number; gen: number } | null;
+}
+
+/**
+ * A batch of frames reclaim isolated ({mem}:pending u:<rec> → "0|incarnation|isolated|pfn:gen
+ * ..."), recorded until its owner put every one back (isolateLruPages, isolatedReap).
+ */
+export interface IsolationRecord {
+  rec: string;
+  owner: string;
+}
+
+/**
+ * KSM's replace_page in flight ({mem}:pending u:<rec> → "0|incarnation|replace|pid|vpn|kpfn:kgen|
+ * pfn:gen"): kpage got for pid's PTE at vpn, which maps page until set_pte_at_notify; one of the
+ * two mappings is owed a put (ksmReplaceGet, ksmReplaceEnd).
+ */
+export interface ReplaceRecord {
+  rec: string;
+  owner: string;
+  pid: number;
+  vpn: number;
+  kpage: { pfn: number; gen: number };
+  page: { pfn: number; gen: number };
 }
 
 /** A frame of an mm incarnation's per-replica batch ({mem}:pending "gen|incarnation|reserve"). */
@@ -38,7 +64,7 @@ export interface ReserveFrame {
 
 /** A pending tag "gen|incarnation|pid|vpn|old" parsed, or null (a reserve tag, or corrupt). */
 function parsePendingTag(pfn: string, t: string): PendingFrame | null {
-  const m = /^(\d+)\|([^|]*)\|(\d+)\|(\d+)\|(?:(\d+):(\d+))?$/.exec(t);
+  const m = /^(\d+)\|([^|]*)\|(\d+)\|(\d+)\|(?:(-?\d+):(\d+))?$/.exec(t);
   if (!m) return null;
   return {
     pfn: Number(pfn),
@@ -69,20 +95,47 @@ export class MemStore extends StoreBase {
     return this.call('memFormat', MEM, { frames, swapSlots });
   }
 
-  /** isolate_lru_pages(): up to n frames off a list's old end, each with one more ref. */
+  /**
+   * isolate_lru_pages(): up to n frames off a list's old end, each with one more ref; with rec,
+   * recorded as isolation record rec of owner in the same step (isolatedReap ends it).
+   */
   async isolateLruPages(
     n: number,
     list: 'inactive' | 'active' = 'inactive',
+    rec: { rec: string; owner: string } | null = null,
   ): Promise<Array<{ pfn: number; gen: number }>> {
-    const flat = await this.call('isolateLruPages', MEM, { n, list });
+    const flat = await this.call('isolateLruPages', MEM, {
+      n,
+      list,
+      rec: rec?.rec ?? '',
+      owner: rec?.owner ?? '',
+    });
     const out: Array<{ pfn: number; gen: number }> = [];
     for (let i = 0; i + 1 < flat.length; i += 2) out.push({ pfn: flat[i], gen: flat[i + 1] });
     return out;
   }
 
   /** putback_lru_page(): an isolated frame back on a list, without the isolation's reference. */
-  async lruPutback(pfn: number, gen: number, list: 'inactive' | 'active'): Promise<boolean> {
-    return (await this.call('lruPutback', MEM, { pfn, gen, list })) === 1;
+  async lruPutback(
+    pfn: number,
+    gen: number,
+    list: 'inactive' | 'active',
+    rec = '',
+  ): Promise<boolean> {
+    return (await this.call('lruPutback', MEM, { pfn, gen, list, rec })) === 1;
+  }
+
+  /** The end of isolation record rec of owner (its own, or a dead one's): what is still isolated goes back. */
+  async isolatedReap(
+    rec: string,
+    owner: string,
+  ): Promise<{ back: number; freed: Array<{ pfn: number; gen: number }> }> {
+    const r = await this.call('isolatedReap', MEM, { rec, owner });
+    if (r.r === 'GONE') return { back: 0, freed: [] };
+    const freed: Array<{ pfn: number; gen: number }> = [];
+    for (let i = 0; i + 1 < r.freed.length; i += 2)
+      freed.push({ pfn: r.freed[i], gen: r.freed[i + 1] });
+    return { back: r.back, freed };
   }
 
   /** add_to_swap(): → the frame's swap slot (and the slot's gen), 'ENOSPC', 'STALE' or 'FILE'. */
@@ -99,12 +152,13 @@ export class MemStore extends StoreBase {
     pfn: number,
     gen: number,
     referenced: boolean,
+    rec = '',
   ): Promise<
     | ({ r: 'FREED' } & WroteBack)
     | ({ r: 'KEPT'; map: number; ref: number } & WroteBack)
     | { r: 'STALE' }
   > {
-    return this.call('shrinkPage', MEM, { pfn, gen, referenced: referenced ? 1 : 0 });
+    return this.call('shrinkPage', MEM, { pfn, gen, referenced: referenced ? 1 : 0, rec });
   }
 
   /** A new file of `pages` pages (xip: no page cache). → its inode number */
@@ -242,9 +296,13 @@ export class MemStore extends StoreBase {
   async swapinPage(
     slot: number,
     slotGen: number,
-  ): Promise<{ pfn: number; gen: number; cached: boolean } | 'STALE' | 'ENOMEM'> {
-    const r = await this.call('swapinPage', MEM, { slot, slotGen });
-    return r.r === 'OK' ? { pfn: r.pfn, gen: r.gen, cached: r.cached === 1 } : r.r;
+    fault: { owner: string; pid: number; vpn: number } | null = null,
+  ): Promise<{ pfn: number; gen: number; cached: boolean; tagged: boolean } | 'STALE' | 'ENOMEM'> {
+    const tag = fault ? `${fault.owner}|${fault.pid}|${fault.vpn}|-${slot}:${slotGen}` : '';
+    const r = await this.call('swapinPage', MEM, { slot, slotGen, tag });
+    return r.r === 'OK'
+      ? { pfn: r.pfn, gen: r.gen, cached: r.cached === 1, tagged: r.tagged === 1 }
+      : r.r;
   }
 
   /** reuse_swap_page(): may a write fault reuse (pfn, gen) in place? */
@@ -314,17 +372,39 @@ export class MemStore extends StoreBase {
    * The pending frames and the per-replica batches' frames ({mem}:pending), read in one call
    * (the reaper's pass reads both; a tag that parses as neither is left out).
    */
-  async pendingAndReserve(): Promise<{ pending: PendingFrame[]; reserve: ReserveFrame[] }> {
+  async pendingAndReserve(): Promise<{
+    pending: PendingFrame[];
+    reserve: ReserveFrame[];
+    isolated: IsolationRecord[];
+    replacing: ReplaceRecord[];
+  }> {
     const all = await this.redis.hgetall(MEM.pending);
     const pending: PendingFrame[] = [];
     const reserve: ReserveFrame[] = [];
+    const isolated: IsolationRecord[] = [];
+    const replacing: ReplaceRecord[] = [];
     for (const [pfn, t] of Object.entries(all)) {
+      if (pfn.startsWith('u:')) {
+        const m = /^0\|([^|]+)\|isolated\|/.exec(t);
+        if (m) isolated.push({ rec: pfn.slice(2), owner: m[1] });
+        const r = /^0\|([^|]+)\|replace\|(\d+)\|(\d+)\|(\d+):(\d+)\|(\d+):(\d+)$/.exec(t);
+        if (r)
+          replacing.push({
+            rec: pfn.slice(2),
+            owner: r[1],
+            pid: Number(r[2]),
+            vpn: Number(r[3]),
+            kpage: { pfn: Number(r[4]), gen: Number(r[5]) },
+            page: { pfn: Number(r[6]), gen: Number(r[7]) },
+          });
+        continue;
+      }
       const p = parsePendingTag(pfn, t);
       if (p) pending.push(p);
       const r = p ? null : parseReserveTag(pfn, t);
       if (r) reserve.push(r);
     }
-    return { pending, reserve };
+    return { pending, reserve, isolated, replacing };
   }
 
   /**
