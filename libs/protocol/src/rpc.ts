@@ -369,7 +369,7 @@ export const RPC = {
   }),
   ksmMerge: def({
     subject: 'mmlab.mm.ksm.merge',
-    doc: "One synchronous ksmd pass over the given ranges (each a process, a start address and a length): anonymous pages of equal content (the frame's one data word) are merged into one KSM page (PG_ksm, a stable-tree entry), mapped read-only everywhere — write_protect_page and replace_page, each with set_pte_at_notify (change_pte) under the PT lock, inside invalidate_range_start/end in v3.7. A page with references beyond its mappings (a pin) is refused. Also merges into a KSM page of an earlier pass. Not crash-safe: a replica dying mid-merge leaves what it did.",
+    doc: "One synchronous ksmd pass over the given ranges (each a process, a start address and a length): anonymous pages of equal content (the frame's one data word) are merged into one KSM page (PG_ksm, a stable-tree entry), mapped read-only everywhere — write_protect_page and replace_page, each with set_pte_at_notify (change_pte) under the PT lock, inside invalidate_range_start/end in v3.7. A page with references beyond its mappings (a pin) is refused. Also merges into a KSM page of an earlier pass. A replica dying mid-merge leaves every page merged or not (replace_page's get_page of the KSM page is recorded, and finished by a surviving replica); the caller is told EOWNERDEAD or times out.",
     models: 'ksm_do_scan() → cmp_and_merge_page(), mm/ksm.c v3.7 (v3.6 in legacy)',
     queue: 'mm',
     request: z.strictObject({
