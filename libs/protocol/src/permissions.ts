@@ -47,8 +47,15 @@ export interface NatsIdentity {
 export interface NatsPermissions {
   publish: string[];
   subscribe: string[];
-  allowResponses: boolean;
+  /**
+   * May answer requests it received (true: one reply each; max: that many — a subscriber's
+   * injected dup-ack fault sends every ack twice, callback-faults.ts)
+   */
+  allowResponses: boolean | { max: number };
 }
+
+/** Replies a subscriber may send to one callback: its ack, and the copy of a dup-ack fault. */
+const SUBSCRIBER_REPLIES = 2;
 
 /** The inbox prefix of a user: replies to its requests arrive below it. */
 export const inboxPrefix = (user: string): string => `_INBOX.${user}`;
@@ -97,7 +104,7 @@ export function natsPermissions(who: NatsIdentity): NatsPermissions {
       return {
         publish: [own(who.kind), actingAs(id)],
         subscribe: [`mmlab.${who.kind}.${id}.>`, `mmlab.sub.${id}.>`, ctl, inbox],
-        allowResponses: true,
+        allowResponses: { max: SUBSCRIBER_REPLIES },
       };
     case 'observer':
       return {
@@ -140,7 +147,7 @@ export function renderNatsUsers(
     return (
       `{ user: ${who.user}, password: ${pw.startsWith('$') ? pw : q(pw)}, permissions: { ` +
       `publish: ${list(p.publish)}, subscribe: ${list(p.subscribe)}, ` +
-      `allow_responses: ${p.allowResponses} } }`
+      `allow_responses: ${typeof p.allowResponses === 'boolean' ? p.allowResponses : `{ max: ${p.allowResponses.max} }`} } }`
     );
   });
 }

@@ -14,7 +14,9 @@ import {
   type Mode,
   type ThpMode,
 } from '@mmlab/protocol';
+import type { RedisKind } from '@mmlab/model';
 import { RpcClient, connectNats, newLabToken, sleep } from '@mmlab/runtime';
+import { newRedisUsers, redisUrlsFor } from './redis-users';
 import {
   type ServerHandle,
   type ServerKind,
@@ -195,6 +197,15 @@ export interface LabStartOptions {
    */
   natsUsers?: Partial<Record<ServiceSpec['app'], string>>;
   readyUser?: string;
+  /**
+   * Redis ACL users (libs/model acl.ts), default true: the Redis this lab starts gets one user
+   * per kind with a fresh random password (newRedisUsers), its default user is off, each
+   * service connects as its kind (the observer, which uses no Redis, gets no URL) and
+   * lab.redisUrl is the operator's (the lab user). false: no ACL, everyone is the default user.
+   */
+  redisAcl?: boolean;
+  /** with redisUrl: each kind's URL on it (a Redis Cluster with ACL users: ClusterHandle.urls) */
+  redisUsers?: Partial<Record<RedisKind, string>>;
   /** extra node flags for every service process (bench:profile: --cpu-prof, not allowed in NODE_OPTIONS) */
   nodeArgs?: string[];
   /**
@@ -228,6 +239,14 @@ async function httpPortsFor(
   return out;
 }
 
+/** Each Redis kind's instance names in cfg (cpu0, hca0, ...): their liveness-lease keys. */
+function instancesOf(cfg: LabConfig): Partial<Record<RedisKind, string[]>> {
+  const out: Partial<Record<RedisKind, string[]>> = {};
+  for (const s of labServices(cfg, 0))
+    if (s.app !== 'observer') (out[s.app] ??= []).push(s.instance);
+  return out;
+}
+
 /** The preferred port when it is free, else any free port. */
 async function portOr(preferred: number | undefined): Promise<number> {
   if (preferred === undefined) return freePort();
@@ -252,7 +271,10 @@ export class LocalLab {
     readonly specs: ServiceSpec[],
     private readonly servers: ServerHandle[],
     private readonly logDir: string | undefined,
-    private readonly users: Pick<LabStartOptions, 'natsUsers' | 'readyUser' | 'nodeArgs'> & {
+    private readonly users: Pick<
+      LabStartOptions,
+      'natsUsers' | 'readyUser' | 'nodeArgs' | 'redisUsers'
+    > & {
       /** "user:password" per instance: the identities this lab made for its own NATS */
       creds?: Record<string, string>;
     } = {},
@@ -268,8 +290,13 @@ export class LocalLab {
       const ids = opts.natsUrl ? null : labIdentities(labServices(cfg, 0));
       const nats = ids ? await startNats(await portOr(opts.ports?.nats), ids.authorization) : null;
       if (nats) servers.push(nats);
-      const redis = opts.redisUrl ? null : await startRedis(await portOr(opts.ports?.redis));
+      const redisUsers =
+        opts.redisUrl || opts.redisAcl === false ? undefined : newRedisUsers(instancesOf(cfg));
+      const redis = opts.redisUrl
+        ? null
+        : await startRedis(await portOr(opts.ports?.redis), [], { aclFile: redisUsers?.aclFile });
       if (redis) servers.push(redis);
+      const redisUrls = redis && redisUsers ? redisUrlsFor(redis.url, redisUsers) : opts.redisUsers;
       const observerPort = await portOr(opts.ports?.observer);
       const httpPorts =
         opts.http === false
@@ -280,7 +307,7 @@ export class LocalLab {
         cfg,
         opts.natsUrl ?? natsUrlWithUser(nats!.url, ids!.creds[LAB_USER]),
         opts.natsUrl ?? nats!.url,
-        opts.redisUrl ?? redis!.url,
+        opts.redisUrl ?? redisUrls?.lab ?? redis!.url,
         cfg.observer !== false ? `http://127.0.0.1:${observerPort}` : null,
         specs,
         servers,
@@ -289,6 +316,7 @@ export class LocalLab {
           natsUsers: opts.natsUsers,
           readyUser: opts.readyUser,
           nodeArgs: opts.nodeArgs,
+          redisUsers: redisUrls,
           creds: ids?.creds,
         },
       );
@@ -346,9 +374,17 @@ export class LocalLab {
 
   /** The nats-server or redis-server this lab started (undefined: it was given a URL). */
   server(kind: ServerKind): ServerHandle | undefined {
-    return this.servers.find(
-      (s) => s.url === (kind === 'nats' ? this.natsServerUrl : this.redisUrl),
-    );
+    return this.servers.find((s) => s.kind === kind);
+  }
+
+  /**
+   * The Redis URL of a kind (acl.ts): its own user's when this lab has ACL users; else the one
+   * URL everyone uses. A kind without a user here (the observer) gets ''.
+   */
+  redisUrlFor(kind: RedisKind | ServiceSpec['app']): string {
+    const urls = this.users.redisUsers;
+    if (!urls) return this.redisUrl;
+    return (urls as Partial<Record<string, string>>)[kind] ?? '';
   }
 
   /** The current process of a target (a service instance, 'nats' or 'redis'). */
@@ -382,7 +418,7 @@ export class LocalLab {
           this.natsServerUrl,
           this.users.natsUsers?.[s.app] ?? this.users.creds?.[s.instance],
         ),
-        REDIS_URL: this.redisUrl,
+        REDIS_URL: this.redisUrlFor(s.app),
         MMLAB_INSTANCE: s.instance,
       },
       stdio: ['ignore', this.logDir ? 'pipe' : 'ignore', this.logDir ? 'pipe' : 'ignore'],
