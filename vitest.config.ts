@@ -69,6 +69,9 @@ const LONGEST: Record<string, number> = {
   // suite-speed-2: the untimed chaos examples, out of the serial chaos.e2e (their three tests
   // took 45 s there, on an idle machine)
   'test/chaos-restarts.e2e-spec.ts': 50,
+  // measured alone: 35 s on an idle machine, 76 s at load 16 (one lab, SIGTERM and restart of
+  // every service)
+  'test/shutdown.e2e-spec.ts': 40,
 };
 
 /**

@@ -87,6 +87,7 @@ class FakeMm {
     },
     ptlHeldBy: async () => this.ptlHolder,
     subscriberAlive: async () => {},
+    livenessDrop: async () => {},
     unfence: async (agent: string) => {
       this.fenced.delete(agent);
     },

@@ -22,7 +22,7 @@ import {
   isPageAligned,
   vpnOf,
 } from '@mmlab/protocol';
-import { type CallbackFaults, now } from '@mmlab/runtime';
+import { type CallbackFaults, now, sleep } from '@mmlab/runtime';
 import { NotifierSubscriber, subscriberDepsOf } from '@mmlab/subscriber';
 import type { HcaContext, HcaEnv } from './context';
 import { PerMm } from './ib_ucontext_per_mm';
@@ -87,6 +87,38 @@ export class Hca {
 
   stop(): void {
     this.notifier.stop();
+  }
+
+  /**
+   * A clean shutdown of the device, once its clients' requests are drained (its callbacks still
+   * answered): every MR deregistered — the ODP ones' notifiers unregistered (mm sends release,
+   * answered here), the pinned ones' pages unpinned — then every invalidation it acked a start
+   * of waited for until its end; all of it within ms, and the liveness lease dropped last by drop().
+   * Models: ib_uverbs_close() → ib_uverbs_cleanup_ucontext() (3.19): the device file closed,
+   * every MR of the context goes (mlx5_ib_dereg_mr).
+   */
+  async teardown(ms: number): Promise<{ mrs: number; failed: number; quiet: boolean }> {
+    const ids = [...this.mrs.keys()].sort((a, b) => a - b);
+    const deadline = Date.now() + ms;
+    let failed = 0;
+    const all = (async () => {
+      for (const id of ids)
+        await this.deregMr(id).catch((e: unknown) => {
+          failed++;
+          this.ctx.log.warn(`${this.name}: MR ${id} not deregistered at shutdown: ${String(e)}`);
+        });
+      return true;
+    })();
+    // bounded: a hung callback (its own release) must not hold the stop past its deadline
+    const done = await Promise.race([all, sleep(ms).then(() => false)]);
+    if (!done) failed = Math.max(failed, 1);
+    const quiet = await this.notifier.quiesce(Math.max(0, deadline - Date.now()));
+    return { mrs: ids.length, failed, quiet };
+  }
+
+  /** The shutdown's last step: the liveness lease dropped (NotifierSubscriber.drop). */
+  drop(): Promise<void> {
+    return this.notifier.drop();
   }
 
   /** subChaos: the callback-level faults (a heal never lifts a fence: only a restart does). */

@@ -12,7 +12,8 @@
  *   - `dead` (set by dereg under umemMutex) stops a fault in flight from installing;
  *   - ODP: `notifiers` counts the invalidations that reached this umem by ITS overlap with each
  *     callback's own range (start raises, end lowers); a fault installs only when
- *     mmuNotifierRetry() says no (counters active, count 0, seq unchanged since its snapshot);
+ *     mmuNotifierRecheck() (ib_umem_mmu_notifier_retry(), libs/subscriber) says install
+ *     (counters active, count 0, seq unchanged since its snapshot);
  *   - ODP: `dying` (release received) is never cleared: every later fault is EFAULT.
  */
 import { Mutex } from 'async-mutex';
@@ -71,11 +72,6 @@ export class MemoryRegion {
   /** Models: ib_umem_notifier_end_account() (umem_odp.c, 3.19). */
   endAccount(): void {
     if (this.mnCountersActive) this.notifiers.endAccount();
-  }
-
-  /** Models: ib_umem_mmu_notifier_retry() (include/rdma/ib_umem_odp.h, 3.19). */
-  mmuNotifierRetry(seq: number): boolean {
-    return !this.mnCountersActive || this.notifiers.retry(seq);
   }
 
   /** Program one page as mm reported it (smap.set; smap.clear first if it replaces another frame). */

@@ -14,7 +14,8 @@
  *      traces npf.delay, then waits up to that long for an invalidation to reach the MR after
  *      the snapshot, so the race of step 4 is hit deterministically once the invalidation
  *      starts after npf.delay — a scenario waits for it with the step trace.wait)
- *   4. umem_mutex; ib_umem_mmu_notifier_retry(): counters inactive, count ≠ 0 or seq moved →
+ *   4. umem_mutex; ib_umem_mmu_notifier_retry() (mmuNotifierRecheck, the pure core in
+ *      libs/subscriber that the interleaving specs drive): counters inactive, count ≠ 0 or seq moved →
  *      unlock, -EAGAIN: dying → EFAULT, else wait_for_completion_timeout(notifier_completion,
  *      MMU_NOTIFIER_TIMEOUT) and fault again (the QP re-executes the WQE); otherwise program
  *      the MTT (mlx5_ib_update_mtt), unlock
@@ -38,6 +39,7 @@
  */
 import { type ErrorCode, MmlabError } from '@mmlab/protocol';
 import { now, sleep } from '@mmlab/runtime';
+import { mmuNotifierRecheck } from '@mmlab/subscriber';
 import type { HcaContext } from './context';
 import type { MemoryRegion } from './mr';
 
@@ -108,7 +110,11 @@ export async function pagefaultSingleDataSegment(
       try {
         if (mr.dead)
           throw new MmlabError('EINVAL', `MR ${mr.id} was deregistered during the page fault`);
-        if (ctx.skipSeqRecheck || !mr.mmuNotifierRetry(snap.seq)) {
+        const recheck = mmuNotifierRecheck(mr.notifiers, snap.seq, {
+          skip: ctx.skipSeqRecheck,
+          countersActive: mr.mnCountersActive,
+        });
+        if (recheck === 'install') {
           // mlx5_ib_update_mtt(): program the MTT, in the same tick as the re-check.
           for (const p of r.pages) if (mr.contains(p.addr)) mr.install(ctx, p, op);
           return r.pages.length;

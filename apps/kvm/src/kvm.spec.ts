@@ -73,6 +73,7 @@ class FakeMm {
     },
     ptlHeldBy: async () => null,
     subscriberAlive: async () => {},
+    livenessDrop: async () => {},
     unfence: async () => {},
     isFenced: async () => false,
   };

@@ -3,6 +3,7 @@ import 'reflect-metadata';
 import { Logger } from '@nestjs/common';
 import { Store } from '@mmlab/model';
 import {
+  type MmlabServerNats,
   RpcClient,
   Tracer,
   connectNats,
@@ -10,9 +11,13 @@ import {
   runService,
   startMicroservice,
 } from '@mmlab/runtime';
+import { isCallbackSubjectOf } from '@mmlab/subscriber';
 import { createContext } from './context';
 import { Kvm } from './kvm';
 import { KvmModule } from './kvm.module';
+
+/** A clean stop gives its teardown (unregistrations, the ends of the invalidations it acked) this long. */
+const SHUTDOWN_QUIESCE_MS = 1500;
 
 runService(async (onShutdown) => {
   const env = loadEnv();
@@ -34,9 +39,10 @@ runService(async (onShutdown) => {
   );
   // A restarted KVM is a new one: lease first, fence lifted, then serve.
   await kvm.start();
+  let server: MmlabServerNats | undefined;
   const app = await startMicroservice(
     KvmModule.register(kvm, tracer),
-    { natsUrl: env.NATS_URL, name },
+    { natsUrl: env.NATS_URL, name, onServer: (s) => (server = s) },
     {
       port: env.MMLAB_HTTP_PORT,
       host: env.MMLAB_HTTP_HOST,
@@ -50,8 +56,21 @@ runService(async (onShutdown) => {
     `${name} up: mmu_lock ${env.MMLAB_MMU_LOCK}, invalidation latency ${env.MMLAB_INVALIDATE_LATENCY} ms` +
       (kvm.ctx.skipRetry ? ', inject kvm-skip-retry' : ''),
   );
-  onShutdown(() => kvm.stop());
+  // A clean stop (SIGTERM): (1) no new requests from clients, those in flight answered (the
+  // callbacks from mm still taken); (2) every VM torn down, unregistering everywhere (mm's
+  // release is answered here), and the ends of the invalidations acked here awaited; (3) the
+  // callbacks drained too; (4) the liveness lease dropped. Nothing is left for mm to fence.
+  onShutdown(() => server?.stopTaking(isCallbackSubjectOf(name)));
+  onShutdown(async () => {
+    const t = await kvm.teardown(SHUTDOWN_QUIESCE_MS);
+    log.log(
+      `shutdown: ${t.vms} VMs torn down` +
+        (t.failed > 0 ? `, ${t.failed} failed` : '') +
+        (t.quiet ? '' : ', invalidations still open'),
+    );
+  });
   onShutdown(() => app.close());
+  onShutdown(() => kvm.drop());
   onShutdown(() => tracer.close()); // its last batch goes out before the drain
   onShutdown(() => nc.drain());
   onShutdown(() => store.quit());

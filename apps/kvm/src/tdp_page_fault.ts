@@ -15,7 +15,8 @@
  *      after the snapshot, so the race step 4 closes is hit deterministically)
  *   4. spin_lock(mmu_lock); mmu_notifier_retry(vcpu, mmu_seq): count ≠ 0 or seq moved →
  *      unlock, drop the page (kvm_release_pfn_clean), and fault again; else __direct_map: the
- *      sPTE, in the same tick as the check; unlock
+ *      sPTE, in the same tick as the check; unlock (the check: mmuNotifierRecheck, the pure core
+ *      in libs/subscriber that the interleaving specs drive)
  * v3.7 returns to the guest, which faults again at once, spinning while the invalidation runs;
  * the lab waits for the VM's invalidations to complete instead (NotifierSeq's completion), up
  * to MMLAB_FAULT_DEADLINE_MS in all (EAGAIN). Inject kvm-skip-retry drops step 4's check.
@@ -32,6 +33,7 @@
  */
 import { type ErrorCode, MmlabError, hex } from '@mmlab/protocol';
 import { now, sleep } from '@mmlab/runtime';
+import { type Recheck, mmuNotifierRecheck } from '@mmlab/subscriber';
 import type { KvmContext } from './context';
 import type { Vm } from './vm';
 
@@ -111,9 +113,11 @@ export async function tdpPageFault(
       }
       // (4) spin_lock(&kvm->mmu_lock); mmu_notifier_retry(); __direct_map()
       const hold = await vm.mmuLock.acquire('fault', op);
+      let recheck: Recheck;
       try {
         if (vm.dead) throw new MmlabError('EINVAL', `vm ${vm.id} was destroyed during the fault`);
-        if (ctx.skipRetry || !vm.notifiers.retry(snap.seq)) {
+        recheck = mmuNotifierRecheck(vm.notifiers, snap.seq, { skip: ctx.skipRetry });
+        if (recheck === 'install') {
           // mmu_notifier_retry() said no, under mmu_lock: __direct_map next
           await kvmCrashPoint(ctx, 'tdp_page_fault.retry_checked');
           vm.install(gfn, hva, page, op);
@@ -135,7 +139,7 @@ export async function tdpPageFault(
         );
       // Only the seq moved (an invalidation ended, or invalidate_page / change_pte): again at
       // once, with a new snapshot. An invalidation in progress: wait for its end.
-      if (vm.notifiers.notifiersCount === 0) continue;
+      if (recheck === 'refault') continue;
       const t = Date.now();
       await vm.notifiers.waitForCompletion(Math.min(left, RETRY_WAIT_MS));
       if (Date.now() === t) await sleep(Math.min(left, REFAULT_PAUSE_MS));

@@ -287,18 +287,22 @@ export class MmlabServerNats extends ServerNats {
     for (const l of this.settledListeners) l();
   }
 
-  /** Until nothing is in flight, or ms passed; true when nothing is. */
-  private async settled(ms: number): Promise<boolean> {
-    if (this.inFlight.size === 0) return true;
+  /** Until nothing (on a matching subject) is in flight, or ms passed; true when nothing is. */
+  private async settled(
+    ms: number,
+    match: (subject: string) => boolean = () => true,
+  ): Promise<boolean> {
+    const idle = () => ![...this.inFlight.values()].some((r) => match(r.subject));
+    if (idle()) return true;
     let timer: NodeJS.Timeout | undefined;
     let listener: (() => void) | undefined;
     try {
       return await new Promise<boolean>((resolve) => {
         listener = () => {
-          if (this.inFlight.size === 0) resolve(true);
+          if (idle()) resolve(true);
         };
         this.settledListeners.add(listener);
-        timer = setTimeout(() => resolve(this.inFlight.size === 0), ms);
+        timer = setTimeout(() => resolve(idle()), ms);
       });
     } finally {
       clearTimeout(timer);
@@ -326,15 +330,39 @@ export class MmlabServerNats extends ServerNats {
     } catch {
       return super.close(); // never listened
     }
+    await this.drainWhere(() => true);
+    await nc.flush().catch(() => undefined);
+    return super.close();
+  }
+
+  /**
+   * Step 1-3 of close() for the subjects `keep` refuses only: those stop being taken, their
+   * requests in flight answer (or get ESHUTDOWN past the grace); the kept subjects are still
+   * served. A notifier subscriber stops taking its clients' requests this way, then unregisters
+   * while it still answers its callbacks (mm sends it release, and the ends of the
+   * invalidations it acked), and close() drains the rest.
+   */
+  async stopTaking(keep: (subject: string) => boolean): Promise<void> {
+    try {
+      this.unwrap<NatsConnection>();
+    } catch {
+      return; // never listened
+    }
+    await this.drainWhere((subject) => !keep(subject));
+  }
+
+  /** Drain the subscriptions on matching subjects; their requests in flight answer or fail. */
+  private async drainWhere(match: (subject: string) => boolean): Promise<void> {
     // Nest keeps its subscriptions private; draining them is the one way to stop taking
     // requests without losing one already on its way to this process.
     const subs = [
       ...((this as unknown as { subscriptions?: Subscription[] }).subscriptions ?? []),
       ...this.fastSubs,
-    ];
+    ].filter((sub) => match(sub.getSubject()));
     await Promise.all(subs.map((sub) => sub.drain().catch(() => undefined)));
-    if (!(await this.settled(this.shutdownGraceMs))) {
+    if (!(await this.settled(this.shutdownGraceMs, match))) {
       for (const [control, r] of [...this.inFlight]) {
+        if (!match(r.subject)) continue;
         control.drop();
         const e = new MmlabError(
           'ESHUTDOWN',
@@ -348,8 +376,6 @@ export class MmlabServerNats extends ServerNats {
         this.settle(control);
       }
     }
-    await nc.flush().catch(() => undefined);
-    return super.close();
   }
 }
 
@@ -583,6 +609,8 @@ export interface StartOptions {
   name: string;
   /** subjects served past Nest's router, on raw subscriptions of the same connection (fastRpc) */
   fast?: readonly FastHandler[];
+  /** given the transport once made (a subscriber's shutdown calls its stopTaking) */
+  onServer?: (server: MmlabServerNats) => void;
 }
 
 /**
@@ -606,20 +634,20 @@ export async function startMicroservice(
   http?: HttpSideOptions,
 ): Promise<INestMicroservice | INestApplication> {
   installCrashGuards(opts.name);
-  const transport: MicroserviceOptions = {
-    strategy: new MmlabServerNats(
-      {
-        ...natsServerOptions(opts.natsUrl),
-        ...NATS_COMMON_OPTIONS,
-        name: opts.name,
-        deserializer: new SafeNatsDeserializer(),
-        maxReconnectAttempts: -1,
-        reconnectTimeWait: 250,
-      },
-      SHUTDOWN_GRACE_MS,
-      opts.fast ?? [],
-    ),
-  };
+  const server = new MmlabServerNats(
+    {
+      ...natsServerOptions(opts.natsUrl),
+      ...NATS_COMMON_OPTIONS,
+      name: opts.name,
+      deserializer: new SafeNatsDeserializer(),
+      maxReconnectAttempts: -1,
+      reconnectTimeWait: 250,
+    },
+    SHUTDOWN_GRACE_MS,
+    opts.fast ?? [],
+  );
+  opts.onServer?.(server);
+  const transport: MicroserviceOptions = { strategy: server };
   const logger: LogLevel[] = ['error', 'warn', 'log'];
   if (http && http.port > 0)
     return startHybridApp(module, transport, [new WireErrorFilter()], logger, http);
@@ -643,8 +671,14 @@ export function installCrashGuards(name: string): void {
   process.on('unhandledRejection', (e) => log.error(`unhandled rejection: ${String(e)}`));
 }
 
-/** How long a service may take to stop once signalled before it exits anyway. */
-const SHUTDOWN_DEADLINE_MS = 10_000;
+/**
+ * How long a service may take to stop once signalled before it exits anyway: under 5 s, the
+ * SIGKILL deadline of a supervisor's stop (issue 15: every service exits 0 within 5 s of its
+ * SIGTERM). Each service's cleanups fit well inside it (mm: SHUTDOWN_GRACE_MS for its
+ * requests, then up to 1 s for its invalidations; a subscriber: the grace for its clients' requests,
+ * its unregistrations, then the grace for its callbacks). Reached, it exits 1: something hung.
+ */
+export const SHUTDOWN_DEADLINE_MS = 4500;
 
 /** Who a service process is, for telemetry. */
 export interface ServiceIdentity {
@@ -664,8 +698,8 @@ export function serviceOfEntry(entry: string | undefined = process.argv[1]): str
 /**
  * A service's process life: set up telemetry (a no-op unless an OTLP endpoint is configured),
  * run main; on SIGTERM or SIGINT, run the cleanups it registered (in order; one that fails is
- * logged), export the spans still queued, and exit 0 (within SHUTDOWN_DEADLINE_MS whatever
- * happens); if main fails, print why and exit 1.
+ * logged), export the spans still queued, and exit 0 — or 1 at SHUTDOWN_DEADLINE_MS if one of
+ * them hangs; if main fails, print why and exit 1.
  */
 export function runService(
   main: (onShutdown: (cleanup: () => unknown) => void) => Promise<void>,
@@ -681,9 +715,16 @@ export function runService(
     // export below have finished.
     if (stopping) return;
     stopping = true;
-    // Still exit if a cleanup hangs.
-    setTimeout(() => process.exit(0), SHUTDOWN_DEADLINE_MS).unref();
-    for (const c of cleanups) {
+    // Still exit if a cleanup hangs (1: the stop was not clean).
+    let step = 0;
+    setTimeout(() => {
+      new Logger(instance).error(
+        `shutdown: cleanup ${step + 1} of ${cleanups.length} still running after ${SHUTDOWN_DEADLINE_MS} ms`,
+      );
+      process.exit(1);
+    }, SHUTDOWN_DEADLINE_MS).unref();
+    for (const [i, c] of cleanups.entries()) {
+      step = i;
       try {
         await c();
       } catch (e) {

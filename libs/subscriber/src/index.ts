@@ -1,4 +1,5 @@
 export * from './callback_log';
+export * from './fault_recheck';
 export * from './notifier_seq';
 export * from './notifier.controller';
 export * from './subscriber';

@@ -3,9 +3,29 @@
  * nemesis's subChaos: one Nest controller per subscriber, bound to its NotifierSubscriber.
  */
 import { Controller, type Type } from '@nestjs/common';
-import type { ReqParsed } from '@mmlab/protocol';
+import { RPC, type ReqParsed, type RpcName, subjectFor } from '@mmlab/protocol';
 import { Rpc } from '@mmlab/runtime';
 import type { NotifierSubscriber } from './subscriber';
+
+/** The mmu_notifier_ops requests mm sends a subscriber (not subChaos: the nemesis's). */
+export const NOTIFIER_CALLBACK_RPCS = [
+  'mnInvalidateRangeStart',
+  'mnInvalidateRangeEnd',
+  'mnInvalidatePage',
+  'mnChangePte',
+  'mnClearFlushYoung',
+  'mnTestYoung',
+  'mnRelease',
+] as const satisfies readonly RpcName[];
+
+/**
+ * Is subject one of subscriber name's callbacks from mm? (A clean shutdown keeps answering
+ * them while it unregisters: MmlabServerNats.stopTaking.)
+ */
+export function isCallbackSubjectOf(name: string): (subject: string) => boolean {
+  const subjects = new Set<string>(NOTIFIER_CALLBACK_RPCS.map((r) => subjectFor(RPC[r], name)));
+  return (subject) => subjects.has(subject);
+}
 
 export function notifierController(sub: NotifierSubscriber): Type<unknown> {
   @Controller()

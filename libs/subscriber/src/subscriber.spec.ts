@@ -11,6 +11,7 @@ function setup(ops: Partial<NotifierOps> = {}, fenced = false) {
     frameAccess: async () => (fenced ? 'FENCED' : { gen: 1, state: 'used', value: 5 }),
     ptlHeldBy: async () => null,
     subscriberAlive: async () => {},
+    livenessDrop: async () => {},
     unfence: async () => {},
     isFenced: async () => fenced,
   };

@@ -41,7 +41,7 @@ import { CallbackLog } from './callback_log';
 /** The Redis calls a subscriber makes (a narrow view of Store, so tests can stand in for it). */
 export type SubscriberStore = Pick<
   Store,
-  'frameAccess' | 'ptlHeldBy' | 'subscriberAlive' | 'unfence' | 'isFenced'
+  'frameAccess' | 'ptlHeldBy' | 'subscriberAlive' | 'unfence' | 'isFenced' | 'livenessDrop'
 >;
 
 export interface SubscriberDeps {
@@ -141,6 +141,13 @@ export class NotifierSubscriber {
   readonly faults: CallbackFaults;
   private readonly lease: LivenessLease;
   private readonly log = new CallbackLog();
+  /**
+   * The invalidations this subscriber acked a start of and has not had the end of yet (by
+   * inv): a clean shutdown waits for them (quiesce) before it stops answering callbacks, so
+   * that mm's ends find it.
+   */
+  private readonly openRanges = new Set<string>();
+  private readonly rangesClosed = new Set<() => void>();
 
   constructor(
     private readonly deps: SubscriberDeps,
@@ -185,6 +192,44 @@ export class NotifierSubscriber {
   }
 
   /**
+   * A clean shutdown's last word: stop renewing the liveness lease and drop it, so that mm
+   * takes this subscriber for gone at once should anything still be sent to it (it has
+   * unregistered everywhere by then). A restart takes a new lease (start()).
+   */
+  async drop(): Promise<void> {
+    this.lease.stop();
+    await this.deps.store.livenessDrop(this.deps.name);
+  }
+
+  /** Invalidations started here and not ended yet (their starts acked or running). */
+  get openInvalidations(): number {
+    return this.openRanges.size;
+  }
+
+  /**
+   * Until every invalidation started here has ended, or ms passed; true when none is open.
+   * (A clean shutdown: mm sends the end of each range after its start's ack, and this
+   * subscriber must still be there to take it.)
+   */
+  async quiesce(ms: number): Promise<boolean> {
+    if (this.openRanges.size === 0) return true;
+    let timer: NodeJS.Timeout | undefined;
+    let wake: (() => void) | undefined;
+    try {
+      return await new Promise<boolean>((resolve) => {
+        wake = () => {
+          if (this.openRanges.size === 0) resolve(true);
+        };
+        this.rangesClosed.add(wake);
+        timer = setTimeout(() => resolve(this.openRanges.size === 0), ms);
+      });
+    } finally {
+      clearTimeout(timer);
+      if (wake) this.rangesClosed.delete(wake);
+    }
+  }
+
+  /**
    * subChaos: set the callback-level faults (the whole list; [] heals). A heal never lifts a
    * fence mm put on this subscriber (late-ack, or a lease lost otherwise): only a restart does.
    */
@@ -199,12 +244,19 @@ export class NotifierSubscriber {
 
   invalidateRangeStart(req: ReqParsed<'mnInvalidateRangeStart'>): Promise<{ inv: string }> {
     const h = this.ops.invalidateRangeStart;
+    if (!this.seen('invalidate_range_end', req.inv)) this.openRanges.add(req.inv);
     return this.ack('invalidate_range_start', req, req, (cb) => h(req, cb));
   }
 
   invalidateRangeEnd(req: ReqParsed<'mnInvalidateRangeEnd'>): Promise<{ inv: string }> {
     const h = this.ops.invalidateRangeEnd;
-    return this.ack('invalidate_range_end', req, req, (cb) => h(req, cb));
+    const ended = this.ack('invalidate_range_end', req, req, (cb) => h(req, cb));
+    const close = () => {
+      if (!this.openRanges.delete(req.inv)) return;
+      for (const w of [...this.rangesClosed]) w();
+    };
+    void ended.then(close, close);
+    return ended;
   }
 
   invalidatePage(req: ReqParsed<'mnInvalidatePage'>): Promise<{ inv: string }> {

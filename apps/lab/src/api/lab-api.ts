@@ -146,6 +146,8 @@ export async function serveLabApi(o: {
       close: async () => {
         try {
           await nemesis.heal();
+          // the chaos.end of every window healed goes out before the caller closes NATS
+          await nemesis.flush().catch(() => undefined);
         } finally {
           await app.close();
         }
