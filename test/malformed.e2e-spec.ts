@@ -64,7 +64,7 @@ describe('malformed messages', () => {
   for (const [name, d] of ALL_RPCS)
     for (const [what, payload] of BAD_PAYLOADS)
       it(`${d.subject}: ${what} → EBADMSG`, async () => {
-        const subject = subjectFor(d, instanceOf(d));
+        const subject = subjectFor(d, instanceOf(d), d.actor ? 'hca0' : undefined);
         const reply = await nc.request(subject, payload(subject), { timeout: 5000 });
         expect(await codeOf(Promise.resolve().then(() => decodeReply(name, reply.data)))).toBe(
           'EBADMSG',

@@ -1,2 +1,3 @@
 export * from './local-lab';
 export * from './servers';
+export * from './nats-identities';

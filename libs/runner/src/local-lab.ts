@@ -24,6 +24,7 @@ import {
   startRedis,
   stopProcess,
 } from './servers';
+import { LAB_USER, labIdentities } from './nats-identities';
 
 /** The ports `mmlab up` (scripts/lab.sh) and the compose lab publish. */
 export const LAB_PORTS = { nats: 4222, redis: 6379, observer: 8080 } as const;
@@ -239,13 +240,22 @@ export class LocalLab {
   private readonly paused = new Set<string>();
   private constructor(
     readonly cfg: LabConfig,
+    /**
+     * The lab's NATS, as its owner (user `lab`, credentials in the URL) when the lab started its
+     * own server: what `mmlab run`, the tests and a user's tools connect with.
+     */
     readonly natsUrl: string,
+    /** the NATS server itself (no credentials) */
+    private readonly natsServerUrl: string,
     readonly redisUrl: string,
     readonly observerUrl: string | null,
     readonly specs: ServiceSpec[],
     private readonly servers: ServerHandle[],
     private readonly logDir: string | undefined,
-    private readonly users: Pick<LabStartOptions, 'natsUsers' | 'readyUser' | 'nodeArgs'> = {},
+    private readonly users: Pick<LabStartOptions, 'natsUsers' | 'readyUser' | 'nodeArgs'> & {
+      /** "user:password" per instance: the identities this lab made for its own NATS */
+      creds?: Record<string, string>;
+    } = {},
   ) {}
 
   static async start(given: LabConfig, opts: LabStartOptions = {}): Promise<LocalLab> {
@@ -254,7 +264,9 @@ export class LocalLab {
     const servers: ServerHandle[] = [];
     let lab: LocalLab | undefined;
     try {
-      const nats = opts.natsUrl ? null : await startNats(await portOr(opts.ports?.nats));
+      // a lab with its own NATS server: one identity per instance (nats-identities.ts)
+      const ids = opts.natsUrl ? null : labIdentities(labServices(cfg, 0));
+      const nats = ids ? await startNats(await portOr(opts.ports?.nats), ids.authorization) : null;
       if (nats) servers.push(nats);
       const redis = opts.redisUrl ? null : await startRedis(await portOr(opts.ports?.redis));
       if (redis) servers.push(redis);
@@ -266,13 +278,19 @@ export class LocalLab {
       const specs = labServices(cfg, observerPort, httpPorts);
       lab = new LocalLab(
         cfg,
+        opts.natsUrl ?? natsUrlWithUser(nats!.url, ids!.creds[LAB_USER]),
         opts.natsUrl ?? nats!.url,
         opts.redisUrl ?? redis!.url,
         cfg.observer !== false ? `http://127.0.0.1:${observerPort}` : null,
         specs,
         servers,
         opts.logDir,
-        { natsUsers: opts.natsUsers, readyUser: opts.readyUser, nodeArgs: opts.nodeArgs },
+        {
+          natsUsers: opts.natsUsers,
+          readyUser: opts.readyUser,
+          nodeArgs: opts.nodeArgs,
+          creds: ids?.creds,
+        },
       );
       if (opts.logDir) mkdirSync(opts.logDir, { recursive: true });
       // mm first: the first replica formats physical memory.
@@ -285,6 +303,17 @@ export class LocalLab {
       else await Promise.all(servers.map((s) => s.stop()));
       throw e;
     }
+  }
+
+  /**
+   * The lab's NATS as one of its service instances (its own identity: user and password), for a
+   * test that plays a service gone rogue. Throws when this lab made no identities (a NATS server
+   * given by URL).
+   */
+  natsUrlAs(instance: string): string {
+    const c = this.users.creds?.[instance];
+    if (!c) throw new Error(`no NATS identity ${instance} in this lab`);
+    return natsUrlWithUser(this.natsServerUrl, c);
   }
 
   /** The lab's token (what mutating HTTP requests to its observer must carry). */
@@ -317,7 +346,9 @@ export class LocalLab {
 
   /** The nats-server or redis-server this lab started (undefined: it was given a URL). */
   server(kind: ServerKind): ServerHandle | undefined {
-    return this.servers.find((s) => s.url === (kind === 'nats' ? this.natsUrl : this.redisUrl));
+    return this.servers.find(
+      (s) => s.url === (kind === 'nats' ? this.natsServerUrl : this.redisUrl),
+    );
   }
 
   /** The current process of a target (a service instance, 'nats' or 'redis'). */
@@ -347,7 +378,10 @@ export class LocalLab {
       env: {
         ...process.env,
         ...s.env,
-        NATS_URL: natsUrlWithUser(this.natsUrl, this.users.natsUsers?.[s.app]),
+        NATS_URL: natsUrlWithUser(
+          this.natsServerUrl,
+          this.users.natsUsers?.[s.app] ?? this.users.creds?.[s.instance],
+        ),
         REDIS_URL: this.redisUrl,
         MMLAB_INSTANCE: s.instance,
       },
@@ -369,7 +403,12 @@ export class LocalLab {
    * restart used to wait out that whole timer once, and up to 400 ms more between rounds).
    */
   async waitReady(instances: string[], timeoutMs = 60_000): Promise<void> {
-    const nc = await connectNats(natsUrlWithUser(this.natsUrl, this.users.readyUser), 'lab-ready');
+    const nc = await connectNats(
+      this.users.readyUser
+        ? natsUrlWithUser(this.natsServerUrl, this.users.readyUser)
+        : this.natsUrl,
+      'lab-ready',
+    );
     const rpc = new RpcClient(nc);
     const deadline = Date.now() + timeoutMs;
     // Services of another lab on the same NATS (a given natsUrl) answer ping too: once one has,

@@ -173,10 +173,27 @@ export function stopProcess(
   });
 }
 
-export async function startNats(port?: number): Promise<ServerHandle> {
+/**
+ * nats-server on loopback. With `authorization` (a nats-server config block: the lab's users and
+ * their permissions, nats-identities.ts), from a config file holding it, in a folder of its own
+ * that only this user may read (the passwords are in it), removed by stop().
+ */
+export async function startNats(port?: number, authorization?: string): Promise<ServerHandle> {
   const p = port ?? (await freePort());
-  return managed('nats', `nats://127.0.0.1:${p}`, p, () =>
-    spawn('nats-server', ['-a', '127.0.0.1', '-p', String(p)], { stdio: 'ignore' }),
+  const args = ['-a', '127.0.0.1', '-p', String(p)];
+  let dir: string | undefined;
+  if (authorization) {
+    dir = mkdtempSync(path.join(tmpdir(), 'mmlab-nats-'));
+    const file = path.join(dir, 'nats.conf');
+    writeFileSync(file, authorization, { mode: 0o600 });
+    args.unshift('-c', file);
+  }
+  return managed(
+    'nats',
+    `nats://127.0.0.1:${p}`,
+    p,
+    () => spawn('nats-server', args, { stdio: 'ignore' }),
+    dir,
   );
 }
 
