@@ -1,7 +1,6 @@
 import swc from 'unplugin-swc';
-import { configDefaults, defineConfig } from 'vitest/config';
+import { defineConfig } from 'vitest/config';
 import { BaseSequencer, type TestSpecification } from 'vitest/node';
-import { readFileSync, readdirSync } from 'node:fs';
 import * as path from 'node:path';
 
 const alias = {
@@ -81,22 +80,6 @@ class LongestFirst extends BaseSequencer {
 
 const integration = { environment: 'node', testTimeout: 120_000, hookTimeout: 120_000 } as const;
 
-/**
- * The unit specs share one module graph per worker (isolate: false): each file in a fresh
- * process of its own spent most of the unit project's CPU importing and evaluating the same
- * libraries (zod schemas, Nest) again — 95 CPU-s isolated, 22 shared, for 59 files. A spec that
- * vi.mock()s a module needs a graph of its own (a mock cannot replace a module another file
- * already loaded): those run isolated, found by their text.
- */
-const unitSpecs = ['libs', 'apps'].flatMap((dir) =>
-  readdirSync(path.join(__dirname, dir), { recursive: true, encoding: 'utf8' })
-    .filter((f) => f.endsWith('.spec.ts'))
-    .map((f) => path.join(dir, f)),
-);
-const UNIT_ISOLATED = unitSpecs.filter((f) =>
-  /\bvi\.(do)?mock\(/.test(readFileSync(path.join(__dirname, f), 'utf8')),
-);
-
 export default defineConfig({
   test: {
     // 2 cores: two test files at a time (three were tried: 869 s against 825 s, the cores
@@ -110,15 +93,8 @@ export default defineConfig({
         test: {
           name: 'unit',
           include: ['libs/**/*.spec.ts', 'apps/**/*.spec.ts'],
-          exclude: [...configDefaults.exclude, ...UNIT_ISOLATED],
           environment: 'node',
-          isolate: false,
         },
-      },
-      {
-        plugins,
-        resolve: { alias },
-        test: { name: 'unit-isolated', include: UNIT_ISOLATED, environment: 'node' },
       },
       {
         plugins,
