@@ -8,7 +8,13 @@ import { readFileSync } from 'node:fs';
 import * as path from 'node:path';
 import { parse } from 'yaml';
 import { describe, expect, it } from 'vitest';
-import { RPC, TRACE_REPLAY_SUBJECT } from '@mmlab/protocol';
+import {
+  DEPLOYED_IDENTITIES,
+  RPC,
+  TRACE_REPLAY_SUBJECT,
+  passwordVar as natsPasswordVar,
+} from '@mmlab/protocol';
+import { REDIS_KINDS, aclTemplate, redisPasswordVar } from '@mmlab/model';
 import { EnvSchema } from '@mmlab/runtime';
 import { LAB_PORTS, type LabConfig, labServices, repoRoot } from '@mmlab/runner';
 // The lab API's port is the CLI's own constant (a test, not an app).
@@ -54,17 +60,82 @@ const NATIVE_ONLY = new Set(['MMLAB_FAULT_DEADLINE_MS']);
 /** Read by the image's HEALTHCHECK and by the OpenTelemetry SDK, not by the lab's env schema. */
 const OUTSIDE_SCHEMA = new Set(['MMLAB_HEALTH_PORT', 'OTEL_EXPORTER_OTLP_ENDPOINT']);
 
+/** Does a native service use Redis (has an ACL user of its kind: libs/model acl.ts)? */
+const usesRedis = (app: string): boolean => (REDIS_KINDS as readonly string[]).includes(app);
+/** What scripts/secrets.sh writes to .env, for docker-compose config (any value will do). */
+const redisSecrets = Object.fromEntries([
+  ...REDIS_KINDS.map((k) => [redisPasswordVar(k), `pw-${k}`]),
+  ...DEPLOYED_IDENTITIES.map((who) => [natsPasswordVar(who), `pw-${who.user}`]),
+]);
+
 describe('docker-compose.yml', () => {
   it.each([[[]], [['observability']], [['chaos']], [['observability', 'chaos']]])(
     'is accepted by docker-compose config with profiles %j',
     (profiles: string[]) => {
       // throws with docker-compose's own message (and fails the test) when the file is invalid
       const args = ['-f', file, ...profiles.flatMap((p) => ['--profile', p]), 'config', '-q'];
-      expect(execFileSync('docker-compose', args, { cwd: root, stdio: 'pipe' }).toString()).toBe(
-        '',
-      );
+      const env = { ...process.env, ...redisSecrets };
+      expect(
+        execFileSync('docker-compose', args, { cwd: root, stdio: 'pipe', env }).toString(),
+      ).toBe('');
     },
   );
+
+  it('refuses to start without the Redis and NATS passwords: the file has none of its own', () => {
+    const text = readFileSync(file, 'utf8');
+    expect(text).not.toMatch(/NATS_\w+_PASSWORD:-/);
+    const env = Object.fromEntries(
+      Object.entries(process.env).filter(([k]) => !/^(REDIS|NATS)_\w+_PASSWORD$/.test(k)),
+    );
+    let err = '';
+    try {
+      execFileSync('docker-compose', ['-f', file, 'config', '-q'], {
+        cwd: root,
+        stdio: 'pipe',
+        env,
+      });
+    } catch (e) {
+      err = String((e as { stderr?: Buffer }).stderr);
+    }
+    expect(err).toMatch(/secrets\.sh/);
+  });
+
+  it('gives every service that uses Redis its own ACL user, and the observer none', () => {
+    const text = readFileSync(file, 'utf8');
+    // no shared or default Redis password is left anywhere in the file
+    expect(text).not.toMatch(/REDIS_PASSWORD|requirepass|REDISCLI_AUTH/);
+    expect(text).not.toMatch(/REDIS_\w+_PASSWORD:-/);
+    const redis = compose.services.redis;
+    for (const app of new Set(native.map((s) => s.app))) {
+      const url = compose.services[app].environment?.REDIS_URL;
+      if (!usesRedis(app)) {
+        expect(url, `${app} uses no Redis`).toBeUndefined();
+        continue;
+      }
+      const v = redisPasswordVar(app as (typeof REDIS_KINDS)[number]);
+      expect(String(url), app).toMatch(
+        new RegExp(`^redis://${app}:\\$\\{${v}:\\?[^}]+\\}@redis:6379$`),
+      );
+    }
+    // the redis service is given every user's password and starts with the generated users
+    for (const k of REDIS_KINDS)
+      expect(redis.environment?.[redisPasswordVar(k)], k).toBe(
+        `\${${redisPasswordVar(k)}:?run scripts/secrets.sh}`,
+      );
+    expect(redis.command?.slice(0, 2)).toEqual(['sh', '/etc/mmlab-redis/start.sh']);
+    expect((redis as { volumes?: string[] }).volumes).toContain(
+      './deploy/redis:/etc/mmlab-redis:ro',
+    );
+    expect(readFileSync(path.join(root, 'deploy', 'redis', 'users.acl'), 'utf8')).toBe(
+      aclTemplate(),
+    );
+    // scripts/secrets.sh makes a password for exactly these users
+    const script = readFileSync(path.join(root, 'scripts', 'secrets.sh'), 'utf8');
+    expect(/^kinds=\(([^)]*)\)$/m.exec(script)?.[1].split(' ')).toEqual([...REDIS_KINDS]);
+    expect(/^nats_users=\(([^)]*)\)$/m.exec(script)?.[1].split(' ')).toEqual(
+      DEPLOYED_IDENTITIES.map((who) => who.user),
+    );
+  });
 
   it('starts the same services as the native runner', () => {
     const core = Object.entries(compose.services)
@@ -81,7 +152,8 @@ describe('docker-compose.yml', () => {
     const known = new Set(Object.keys(EnvSchema.shape));
     for (const s of native) {
       const env = compose.services[s.app].environment ?? {};
-      const nativeVars = [...Object.keys(s.env), 'NATS_URL', 'REDIS_URL'].filter(
+      const urls = ['NATS_URL', ...(usesRedis(s.app) ? ['REDIS_URL'] : [])];
+      const nativeVars = [...Object.keys(s.env), ...urls].filter(
         (v) => !PER_INSTANCE.has(v) && !NATIVE_ONLY.has(v),
       );
       for (const v of nativeVars) expect(Object.keys(env), `${s.app} lacks ${v}`).toContain(v);
@@ -98,7 +170,7 @@ describe('docker-compose.yml', () => {
     expect(kvm.environment?.MMLAB_INSTANCE).toBe('kvm0');
     expect(kvm.environment?.MMLAB_MMU_LOCK).toBe('${MMLAB_MMU_LOCK:-spin}');
     expect(String(kvm.environment?.NATS_URL)).toMatch(
-      /^nats:\/\/kvm:\$\{NATS_KVM_PASSWORD:-[^}]*\}@nats:4222$/,
+      /^nats:\/\/kvm:\$\{NATS_KVM_PASSWORD:\?[^}]*\}@nats:4222$/,
     );
     expect(Object.keys(compose.services.nats.environment ?? {})).toContain('NATS_KVM_PASSWORD');
     const pumba = (compose.services.pumba.command ?? []).at(-1)!;
@@ -165,7 +237,7 @@ describe('docker-compose.yml', () => {
       expect(user, 'nats.conf has no lab-api user').not.toBeNull();
       const [, passwordVar] = user!;
       expect(String(api.environment?.NATS_URL)).toMatch(
-        new RegExp(`^nats://lab-api:\\$\\{${passwordVar}:-[^}]*\\}@nats:4222$`),
+        new RegExp(`^nats://lab-api:\\$\\{${passwordVar}:\\?[^}]*\\}@nats:4222$`),
       );
       expect(Object.keys(compose.services.nats.environment ?? {})).toContain(passwordVar);
     });
@@ -177,7 +249,8 @@ describe('docker-compose.yml', () => {
         [wild('subChaos'), wild('ping'), wild('meminfo'), 'mmlab.trace.lab.>'].sort(),
       );
       // replies, and the observer's request to publish its recent trace events again
-      expect(list(subscribe)).toEqual(['_INBOX.>', TRACE_REPLAY_SUBJECT]);
+      // (below its own inbox prefix only: nobody else's replies)
+      expect(list(subscribe)).toEqual(['_INBOX.lab-api.>', TRACE_REPLAY_SUBJECT]);
     });
   });
 });

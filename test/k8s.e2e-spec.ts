@@ -11,6 +11,8 @@ import { ConfigMap, Namespace, Secret, Service } from 'kubernetes-models/v1';
 import { Deployment, StatefulSet } from 'kubernetes-models/apps/v1';
 import { Job } from 'kubernetes-models/batch/v1';
 import { LAB_PORTS, type LabConfig, labServices, repoRoot } from '@mmlab/runner';
+import { REDIS_KINDS, aclTemplate, redisPasswordVar } from '@mmlab/model';
+import { DEPLOYED_IDENTITIES, passwordVar } from '@mmlab/protocol';
 
 const k8s = path.join(repoRoot(), 'deploy', 'k8s');
 const MODELS: Record<string, new (o: never) => { validate(): void }> = {
@@ -82,6 +84,59 @@ describe('deploy/k8s/base', () => {
     expect(find('Service', 'observer')).toBeDefined();
   });
 
+  it('gives every Deployment that uses Redis its own ACL user from a generated Secret, the observer none', () => {
+    const find = (kind: string, name: string) =>
+      objects.find((o) => o.kind === kind && o.metadata.name === name);
+    for (const app of ['mm', 'cpu', 'hca', 'kvm', 'observer']) {
+      const env = find('Deployment', app)!.spec!.template!.spec!.containers![0].env ?? [];
+      const url = env.find((e) => e.name === 'REDIS_URL')?.value;
+      if (app === 'observer') {
+        expect(url, 'the observer uses no Redis').toBeUndefined();
+        continue;
+      }
+      expect(url, app).toMatch(new RegExp(`^redis\\+cluster://${app}:\\$\\(REDIS_PASSWORD\\)@`));
+      expect(env.find((e) => e.name === 'REDIS_PASSWORD')?.valueFrom?.secretKeyRef).toEqual({
+        name: 'mmlab-redis-users',
+        key: redisPasswordVar(app as 'mm'),
+      });
+    }
+    // no REDIS_URL for all, and the Secret is generated (scripts/secrets.sh), not committed
+    expect(find('ConfigMap', 'mmlab-config')?.data?.REDIS_URL).toBeUndefined();
+    expect(find('Secret', 'mmlab-redis-users')).toBeUndefined();
+    expect(find('Secret', 'mmlab-nats-users')).toBeUndefined();
+    const kz = parse(readFileSync(path.join(base, 'kustomization.yaml'), 'utf8')) as {
+      secretGenerator?: Array<{ name: string; envs?: string[] }>;
+    };
+    expect(kz.secretGenerator).toContainEqual({
+      name: 'mmlab-nats-users',
+      envs: ['nats-users.env'],
+    });
+    expect(kz.secretGenerator).toContainEqual({
+      name: 'mmlab-redis-users',
+      envs: ['redis-users.env'],
+    });
+    expect(readFileSync(path.join(repoRoot(), '.gitignore'), 'utf8')).toMatch(
+      /^deploy\/k8s\/base\/redis-users\.env$/m,
+    );
+    // every node starts with the generated users; no password is written in the manifests
+    const acl = find('ConfigMap', 'mmlab-redis-acl')!.data!;
+    expect(acl['users.acl']).toBe(aclTemplate());
+    expect(acl['start.sh']).toBe(
+      readFileSync(path.join(repoRoot(), 'deploy', 'redis', 'start.sh'), 'utf8'),
+    );
+    const sts = find('StatefulSet', 'redis-cluster') as unknown as {
+      spec: { template: { spec: { containers: Array<{ command?: string[] }> } } };
+    };
+    expect(sts.spec.template.spec.containers[0].command).toEqual([
+      'sh',
+      '/etc/mmlab-redis/start.sh',
+    ]);
+    const manifests = kustomization(base)
+      .resources.map((f) => readFileSync(path.join(base, f), 'utf8'))
+      .join('\n');
+    expect(manifests).not.toMatch(/requirepass|REDISCLI_AUTH|REDIS_PASSWORD:/);
+  });
+
   it('catches an invalid manifest (the validation can fail)', () => {
     const bad = structuredClone(objects.find((o) => o.kind === 'Deployment')!) as unknown as {
       spec: { replicas: unknown };
@@ -138,9 +193,8 @@ describe('parity: native runner, compose and the k8s base', () => {
   const configMap = objects.find(
     (o) => o.kind === 'ConfigMap' && o.metadata.name === 'mmlab-config',
   )!;
-  const secret = objects.find(
-    (o) => o.kind === 'Secret' && o.metadata.name === 'mmlab-nats-users',
-  )!;
+  /** The NATS passwords scripts/secrets.sh writes for the Secret mmlab-nats-users (generated). */
+  const natsSecretKeys = DEPLOYED_IDENTITIES.map(passwordVar);
   /** Set per instance where replicas derive them, or a native test knob (a hook, not a setting). */
   const NOT_DEPLOYED = new Set(['MMLAB_CPU_ID', 'MMLAB_FAULT_DEADLINE_MS', 'MMLAB_NPF_DELAY_MS']);
 
@@ -149,7 +203,7 @@ describe('parity: native runner, compose and the k8s base', () => {
     const out = new Map<string, { password: string; perms: string }>();
     const list = (s: string | undefined) => [...(s ?? '').matchAll(/"([^"]+)"/g)].map((m) => m[1]);
     for (const m of conf.matchAll(
-      /\{\s*user:\s*([\w-]+),\s*password:\s*\$(\w+),\s*permissions:\s*\{([^}]*)\}\s*\}/g,
+      /\{\s*user:\s*([\w-]+),\s*password:\s*\$(\w+),\s*permissions:\s*\{((?:[^{}]|\{[^{}]*\})*)\}\s*\}/g,
     )) {
       const body = m[3];
       const pub = /publish:\s*\[([^\]]*)\]/.exec(body)?.[1];
@@ -157,7 +211,7 @@ describe('parity: native runner, compose and the k8s base', () => {
       const perms = JSON.stringify({
         publish: list(pub).sort(),
         subscribe: list(sub).sort(),
-        allowResponses: /allow_responses:\s*true/.test(body),
+        allowResponses: /allow_responses:\s*(true|\{[^}]*\})/.exec(body)?.[1] ?? false,
       });
       out.set(m[1], { password: m[2], perms });
     }
@@ -194,7 +248,11 @@ describe('parity: native runner, compose and the k8s base', () => {
       ...(c.env ?? []).map((e) => e.name),
     ]);
     for (const s of native.filter((n) => n.app === app))
-      for (const v of [...Object.keys(s.env), 'NATS_URL', 'REDIS_URL'])
+      for (const v of [
+        ...Object.keys(s.env),
+        'NATS_URL',
+        ...((REDIS_KINDS as readonly string[]).includes(app) ? ['REDIS_URL'] : []),
+      ])
         if (!NOT_DEPLOYED.has(v)) expect(k8sVars.has(v), `${app} lacks ${v} in k8s`).toBe(true);
   });
 
@@ -211,7 +269,7 @@ describe('parity: native runner, compose and the k8s base', () => {
     expect(inK8s!.perms, app).toBe(inCompose!.perms);
     // the password variable is given to each NATS server, and k8s reads the same secret key
     expect(Object.keys(compose.services.nats.environment ?? {})).toContain(inCompose!.password);
-    expect(Object.keys(secret.stringData ?? {})).toContain(inK8s!.password);
+    expect(natsSecretKeys).toContain(inK8s!.password);
     const key = kEnv.find((e) => e.name === 'NATS_PASSWORD')?.valueFrom?.secretKeyRef?.key;
     expect(key, app).toBe(inK8s!.password);
   });

@@ -384,6 +384,7 @@ describe('mmlab api as the compose lab-api NATS user (deploy/nats/nats.conf)', (
     NATS_KVM_PASSWORD: 'kvm-secret',
     NATS_OBSERVER_PASSWORD: 'observer-secret',
     NATS_LAB_PASSWORD: 'lab-secret',
+    NATS_LAB_API_PASSWORD: 'lab-api-secret',
   };
   let nats: ServerHandle | undefined;
   let lab: LocalLab | undefined;
@@ -428,7 +429,7 @@ describe('mmlab api as the compose lab-api NATS user (deploy/nats/nats.conf)', (
     api = await start(['api', '--port', '0', '--host', '127.0.0.1'], /lab API on (\S+)/, {
       ...process.env,
       // as docker-compose.yml's lab-api connects, with the token its user set
-      NATS_URL: natsUrlWithUser(nats.url, `lab-api:${PASSWORDS.NATS_LAB_PASSWORD}`),
+      NATS_URL: natsUrlWithUser(nats.url, `lab-api:${PASSWORDS.NATS_LAB_API_PASSWORD}`),
       MMLAB_LAB_TOKEN: TOKEN,
     });
     url = /lab API on (\S+)/.exec(api.out())![1];
@@ -465,7 +466,7 @@ describe('mmlab api as the compose lab-api NATS user (deploy/nats/nats.conf)', (
 
   it('may not publish anything else (a syscall, a CPU access)', async () => {
     const nc = await connectNats(
-      natsUrlWithUser(nats!.url, `lab-api:${PASSWORDS.NATS_LAB_PASSWORD}`),
+      natsUrlWithUser(nats!.url, `lab-api:${PASSWORDS.NATS_LAB_API_PASSWORD}`),
       'probe-lab-api',
     );
     try {

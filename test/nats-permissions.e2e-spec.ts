@@ -16,6 +16,7 @@ import {
   startNatsWithConfig,
 } from '@mmlab/runner';
 import { assertFsckClean, codeOf } from '@mmlab/testing';
+import { type ForgeryLab, forgeries } from './support/forgeries';
 
 const PASSWORDS = {
   NATS_MM_PASSWORD: 'mm-secret',
@@ -24,6 +25,7 @@ const PASSWORDS = {
   NATS_KVM_PASSWORD: 'kvm-secret',
   NATS_OBSERVER_PASSWORD: 'observer-secret',
   NATS_LAB_PASSWORD: 'lab-secret',
+  NATS_LAB_API_PASSWORD: 'lab-api-secret',
 };
 const withUser = (url: string, user: string, pass: string) =>
   natsUrlWithUser(url, `${user}:${pass}`);
@@ -32,6 +34,7 @@ describe('NATS users and permissions of the compose lab', () => {
   let nats: ServerHandle;
   let lab: LocalLab;
   let rpc: RpcClient;
+  let f: ForgeryLab;
   const closers: Array<() => Promise<unknown>> = [];
 
   beforeAll(async () => {
@@ -65,6 +68,13 @@ describe('NATS users and permissions of the compose lab', () => {
     const nc = await connectNats(withUser(nats.url, 'lab', PASSWORDS.NATS_LAB_PASSWORD), 'lab');
     closers.push(() => nc.close());
     rpc = new RpcClient(nc, 10_000);
+    f = {
+      rpc,
+      rogueUrl: withUser(nats.url, 'kvm', PASSWORDS.NATS_KVM_PASSWORD),
+      observerUrl: lab.observerUrl!,
+      redisUrl: lab.redisUrl,
+      closers,
+    };
   });
   afterAll(async () => {
     for (const c of closers) await c();
@@ -113,7 +123,7 @@ describe('NATS users and permissions of the compose lab', () => {
       // [user, password, an allowed request and the answer it gets, a forbidden subject]
       ['cpu', PASSWORDS.NATS_CPU_PASSWORD, 'fault', 'mmlab.mm.munmap'],
       ['hca', PASSWORDS.NATS_HCA_PASSWORD, 'gup', 'mmlab.cpu.0.access'],
-      ['kvm', PASSWORDS.NATS_KVM_PASSWORD, 'gup', 'mmlab.mm.unpin'],
+      ['kvm', PASSWORDS.NATS_KVM_PASSWORD, 'gup', 'mmlab.mm.by.hca0.unpin'],
       ['observer', PASSWORDS.NATS_OBSERVER_PASSWORD, null, 'mmlab.mm.fault'],
     ] as const;
     for (const [user, pass, allowed, forbidden] of cases) {
@@ -135,7 +145,7 @@ describe('NATS users and permissions of the compose lab', () => {
               pages: 1,
               write: false,
               pin: false,
-              agent: 'hca9',
+              agent: user === 'hca' ? 'hca0' : 'kvm0',
             }),
           ),
         ).toBe('ESRCH');
@@ -146,6 +156,8 @@ describe('NATS users and permissions of the compose lab', () => {
       ).not.toBe('ok');
     }
   });
+
+  describe('a service gone rogue (kvm, with its own compose user)', () => forgeries(() => f));
 
   it('refuses a wrong password', async () => {
     await expect(connectNats(withUser(nats.url, 'mm', 'wrong'), 'intruder')).rejects.toThrow();

@@ -173,7 +173,12 @@ describe('observer', () => {
       { service: 'observer', instance: 'observer-t' },
     ]);
     expect(await rpc.gather('flush', {}, { expect: 1 })).toEqual([
-      { service: 'observer', instance: 'observer-t', published: 0 },
+      {
+        service: 'observer',
+        instance: 'observer-t',
+        published: 0,
+        replays: { asked: 0, run: 0 },
+      },
     ]);
   });
 

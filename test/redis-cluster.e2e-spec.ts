@@ -7,7 +7,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { PAGE_SIZE } from '@mmlab/protocol';
 import { Store } from '@mmlab/model';
-import { type ClusterHandle, startRedisCluster } from '@mmlab/runner';
+import { type ClusterHandle, newRedisUsers, startRedisCluster } from '@mmlab/runner';
 import { type TestLab, codeOf, startTestLab } from '@mmlab/testing';
 
 describe('the lab on a Redis Cluster', () => {
@@ -15,7 +15,8 @@ describe('the lab on a Redis Cluster', () => {
   let t: TestLab;
 
   beforeAll(async () => {
-    cluster = await startRedisCluster(3);
+    // with the lab's ACL users on every node (libs/model acl.ts), as natively and in k8s
+    cluster = await startRedisCluster(3, { users: newRedisUsers() });
     t = await startTestLab(
       {
         mode: 'patched',
@@ -25,7 +26,7 @@ describe('the lab on a Redis Cluster', () => {
         observer: false,
         subscribers: [{ name: 'hca0', kind: 'hca', invalidateLatencyMs: 5 }],
       },
-      { redisUrl: cluster.url, rpcTimeoutMs: 20_000 },
+      { redisUrl: cluster.url, redisUsers: cluster.urls, rpcTimeoutMs: 20_000 },
     );
   });
   afterAll(async () => {
@@ -101,7 +102,8 @@ describe('the lab on a Redis Cluster', () => {
   });
 
   it('runs the lease, cpumask and frame scripts directly from a store on the cluster', async () => {
-    const store = new Store(cluster.url);
+    // as the mm user (acl.ts): its rights cover every script on the cluster
+    const store = new Store(cluster.urls!.mm);
     try {
       const { pid } = await t.rpc.call('processCreate', {});
       await t.rpc.call('mmap', { pid, pages: 1, prot: 'rw' });

@@ -4,7 +4,7 @@
  * __direct_map(): a guest access that found no usable sPTE (an EPT violation).
  *
  *   1. mmu_seq = kvm->mmu_notifier_seq (smp_rmb)
- *   2. resolve the host page of gfn's hva through mm: get_user_pages (mmlab.mm.gup, without
+ *   2. resolve the host page of gfn's hva through mm: get_user_pages (mmlab.mm.by.<kvm>.gup, without
  *      pin, the subject the HCA's faults use), which may fault the page in and may sleep; for
  *      a write fault with write (a read-only or COW host page is broken / refused there); for a
  *      read, whatever the host PTE allows: writable only when it already is (hva_to_pfn_slow's

@@ -90,7 +90,8 @@ export async function startLocalLab(
       rpc,
       observerUrl: lab.observerUrl,
       instances: lab.instances,
-      redisUrl: lab.redisUrl,
+      // the fsck after the run reads as the read-only fsck user (libs/model acl.ts)
+      redisUrl: lab.redisUrlFor('fsck') || lab.redisUrl,
       local: lab,
       config,
       close: async () => {

@@ -26,6 +26,7 @@ export class EventsController {
     return {
       events: this.store.size,
       rejected: this.intake.rejected,
+      forged: this.intake.forged,
       dropped: this.store.dropped,
       byKind: this.store.byKind(),
       lastRejected: this.intake.lastRejected,

@@ -17,11 +17,20 @@ import {
   TRACE_WILDCARD,
   TraceBatchEnvelope,
   TraceEvent,
+  TRACE_PREFIX,
   traceMessageEvents,
+  traceSubject,
 } from '@mmlab/protocol';
 import { REPLAY_KEEP, connectNats } from '@mmlab/runtime';
 import { TraceFile } from './trace-file';
 import type { TraceStore } from './trace-store';
+
+/** The instance a trace subject names (mmlab.trace.<service>.<instance>), else undefined. */
+function traceSubjectInstance(subject: string): string | undefined {
+  const rest = subject.startsWith(`${TRACE_PREFIX}.`) ? subject.slice(TRACE_PREFIX.length + 1) : '';
+  const dot = rest.indexOf('.');
+  return dot > 0 ? rest.slice(dot + 1) : undefined;
+}
 
 /** How many rejection reasons GET /stats shows. */
 export const KEPT_REJECTIONS = 10;
@@ -134,6 +143,8 @@ export class TraceIntake implements OnApplicationShutdown {
   private closing: Promise<void> | null = null;
   /** Messages that failed to decode or validate since the last reset. */
   rejected = 0;
+  /** Of those, events sent on another service's or instance's trace subject (forgeries). */
+  forged = 0;
   /** Copies of stored events (a tracer's replay) dropped. */
   duplicates = 0;
   /** Batches that started past the next seq of their instance (events lost in between). */
@@ -175,11 +186,21 @@ export class TraceIntake implements OnApplicationShutdown {
    */
   accept(subject: string, data: Uint8Array | string): void {
     const m = decodeTraceMessage(data);
-    if (m.range) this.checkSeq(m.range);
+    // A batch or an event is its sender's only on that sender's own subject (mmlab.trace.
+    // <service>.<instance>, which NATS lets only that identity publish: libs/protocol
+    // permissions.ts): one naming another service or instance is a forgery, dropped.
+    const forged = m.range && traceSubjectInstance(subject) !== m.range.instance;
+    if (m.range && !forged) this.checkSeq(m.range);
     for (const d of m.events) {
-      if (!d.ok) {
+      const why = !d.ok
+        ? d.reason
+        : forged || traceSubject(d.event.service, d.event.instance) !== subject
+          ? `an event of ${d.event.service}/${d.event.instance} sent on another's subject`
+          : null;
+      if (why !== null || !d.ok) {
         this.rejected++;
-        this.lastRejected.push(`${subject}: ${d.reason}`);
+        if (d.ok) this.forged++;
+        this.lastRejected.push(`${subject}: ${why}`);
         if (this.lastRejected.length > KEPT_REJECTIONS) this.lastRejected.shift();
         continue;
       }
@@ -237,6 +258,7 @@ export class TraceIntake implements OnApplicationShutdown {
   /** Clear the store and the rejection counters (POST /reset). Returns the events dropped. */
   reset(): number {
     this.rejected = 0;
+    this.forged = 0;
     this.lastRejected = [];
     return this.store.clear();
   }

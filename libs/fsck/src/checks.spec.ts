@@ -313,6 +313,31 @@ describe('fsck', () => {
     expect(fsck(zero)).toEqual([]);
   });
 
+  it('pin records ({mem}:pins): each names a used frame of its gen, no more pins than it holds', () => {
+    const s = clean();
+    s.pins = { 'hca0@1|3|1': '1' }; // frame 3's one pin, by hca0 for pid 1
+    expect(fsck(s)).toEqual([]);
+    const more = clean();
+    more.pins = { 'hca0@1|3|1': '1', 'kvm0@1|3|1': '1' }; // two recorded, one held
+    expect(fsck(more)).toEqual([
+      expect.objectContaining({
+        code: 'pin-owner',
+        key: '{mem}:pins',
+        objects: { pfn: 3, recorded: 2, pins: 1 },
+      }),
+    ]);
+    for (const [field, v] of [
+      ['hca0@1|3|2', '1'], // another gen: the frame was freed and reused
+      ['hca0@1|4|0', '1'], // a free frame
+      ['hca0|3|1', '1'], // no pid
+      ['hca0@1|3|1', '0'], // no pins
+    ]) {
+      const bad = clean();
+      bad.pins = { [field]: v };
+      expect(codes(bad), field).toEqual(['pin-owner']);
+    }
+  });
+
   it('a pinned_vm that is no count of pages', () => {
     for (const bad of ['-1', 'x', '1.5', '']) {
       const s = clean();

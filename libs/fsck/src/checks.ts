@@ -26,6 +26,9 @@
  *                      the references of used frames beyond their mapcounts, summed, are at
  *                      most the pinned_vm of all processes summed (see checkPins: Redis does
  *                      not say whose a pin is, so this is as far as fsck can check)
+ *   pin-owner          every record of {mem}:pins (a device's pin, by <agent>@<pid>: gup with
+ *                      pin) names a used frame of its gen, and a frame's recorded pins are at
+ *                      most its references beyond its mappings
  *   sem-conflict       mmap_sem is not held for write and, by a reader whose lease lives, for
  *                      read at once (semWriteLock waits for every live reader, semReadLock for
  *                      the writer)
@@ -121,6 +124,7 @@ export const FSCK_CODES = [
   'mapcount',
   'refcount',
   'pinned-vm',
+  'pin-owner',
   'sem-conflict',
   'mn-registry',
   'lease-dead-owner',
@@ -872,6 +876,32 @@ function checkPins(s: FsckSnapshot, add: Add): void {
     pinned[pfn] = extra;
     pins += extra;
   }
+  // {mem}:pins: who holds a device's pin (gup with pin, recorded for its unpin)
+  const owned: Record<string, number> = {};
+  for (const [field, v] of Object.entries(s.pins ?? {})) {
+    const m = /^([A-Za-z0-9_-]+)@(\d+)\|(\d+)\|(\d+)$/.exec(field);
+    const f = m ? s.frame[m[3]] : undefined;
+    const problem = !m
+      ? 'is not <agent>@<pid>|<pfn>|<gen>'
+      : !/^[1-9]\d*$/.test(v)
+        ? `counts ${JSON.stringify(v)} pins`
+        : f?.state !== 'used' || String(f.gen) !== m[4]
+          ? `names pfn ${m[3]} gen ${m[4]}, which is ${f ? `${f.state} gen ${f.gen}` : 'missing'}`
+          : null;
+    if (problem) {
+      add('pin-owner', MEM.pins, `pin record ${field} ${problem}`, { field, v });
+      continue;
+    }
+    owned[m![3]] = (owned[m![3]] ?? 0) + Number(v);
+  }
+  for (const [pfn, n] of Object.entries(owned))
+    if (n > (pinned[Number(pfn)] ?? 0))
+      add(
+        'pin-owner',
+        MEM.pins,
+        `pfn ${pfn}: ${n} pins recorded for devices, but the frame holds ${pinned[Number(pfn)] ?? 0} references beyond its mappings`,
+        { pfn: Number(pfn), recorded: n, pins: pinned[Number(pfn)] ?? 0 },
+      );
   if (pins > total)
     add(
       'pinned-vm',

@@ -37,6 +37,9 @@ export async function fsckStore(store: Store, opts: FsckOptions = {}): Promise<F
   }
 }
 
+/** redis://user:password@host → redis://user@host. */
+const withoutPassword = (url: string): string => url.replace(/\/\/([^:@/]*):[^@/]*@/, '//$1@');
+
 /**
  * fsck of the Redis at url (a `redis+cluster://` URL for a cluster). A Redis that does not
  * answer within about connectMs is an error, not a wait.
@@ -58,7 +61,8 @@ export async function fsckRedis(
       fsckStore(store, opts),
       new Promise<never>((_, reject) =>
         setTimeout(
-          () => reject(failed ?? new Error(`no answer from Redis at ${url}`)),
+          // the URL without its user's password (an error lands in results.json)
+          () => reject(failed ?? new Error(`no answer from Redis at ${withoutPassword(url)}`)),
           connectMs + (opts.settleMs ?? 0) + 5000,
         ).unref(),
       ),

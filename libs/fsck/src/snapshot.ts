@@ -109,6 +109,8 @@ export interface FsckSnapshot {
   pagecache: Record<string, string>;
   /** {mem}:ksm as stored (keys.ts): "d<data>" → "pfn:gen", "p<pfn>" → data (absent: empty) */
   ksm?: Record<string, string>;
+  /** {mem}:pins as stored (keys.ts): "<agent>@<pid>|<pfn>|<gen>" → pins (absent: empty) */
+  pins?: Record<string, string>;
   /** the inactive and the active LRU lists' members */
   lru: string[];
   active: string[];
@@ -144,17 +146,19 @@ export const incarnationOfInvOwner = (v: string): string => {
 export async function readSnapshot(store: Store): Promise<FsckSnapshot> {
   const r = store.redis;
   // the frame table is read by the model (its layout is the model's): one MULTI on {mem}
-  const [mem, pending, swap, swapMeta, lru, active, pagecache, ksm, hugetlb] = await Promise.all([
-    store.memTable(),
-    r.hgetall(MEM.pending),
-    r.hgetall(MEM.swap),
-    r.hmget(MEM.meta, 'swap_slots', 'nr_swap_free'),
-    r.zrange(MEM.lru, 0, -1),
-    r.zrange(MEM.active, 0, -1),
-    r.hgetall(MEM.pagecache),
-    r.hgetall(MEM.ksm),
-    r.hgetall(HUGETLB_POOL),
-  ]);
+  const [mem, pending, swap, swapMeta, lru, active, pagecache, ksm, hugetlb, pins] =
+    await Promise.all([
+      store.memTable(),
+      r.hgetall(MEM.pending),
+      r.hgetall(MEM.swap),
+      r.hmget(MEM.meta, 'swap_slots', 'nr_swap_free'),
+      r.zrange(MEM.lru, 0, -1),
+      r.zrange(MEM.active, 0, -1),
+      r.hgetall(MEM.pagecache),
+      r.hgetall(MEM.ksm),
+      r.hgetall(HUGETLB_POOL),
+      r.hgetall(MEM.pins),
+    ]);
   const frame: Record<string, FrameRecord> = {};
   for (const [pfn, f] of mem.frame)
     frame[pfn] = {
@@ -272,6 +276,7 @@ export async function readSnapshot(store: Store): Promise<FsckSnapshot> {
     nrSwapFree: swapMeta[1],
     pagecache,
     ksm,
+    pins,
     lru,
     active,
     incarnations,

@@ -7,6 +7,7 @@
  */
 import { readFileSync, writeFileSync } from 'node:fs';
 import { z } from 'zod';
+import { aclDoc } from './acl';
 import type { ScriptDecl } from './boundary';
 import { MEM } from './keys';
 import { MEM_SCRIPTS } from './mem/scripts';
@@ -112,6 +113,7 @@ export function redisDoc(): string {
     'The compound pages of {mem} (`libs/model/src/mem/thp-scripts.ts`: all the {mem} keys, as above) and the huge entries of an address space (`libs/model/src/mm/thp-scripts.ts`: `pmdhuge`, and `ptlmm`, its `ptl:mm` = mm->page_table_lock).',
     { ...MEM_THP_SCRIPTS, ...THP_SCRIPTS },
   );
+  out.push(...aclDoc());
   return out.join('\n');
 }
 

@@ -4,6 +4,7 @@ export * from './pte';
 export * from './scripts';
 export * from './store';
 export * from './vma';
+export * from './acl';
 export * from './liveness';
 export * from './mm/thp-store';
 export * from './mm/hugetlb-store';

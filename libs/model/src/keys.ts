@@ -280,6 +280,7 @@ export const MEM = {
   active: '{mem}:lru:active',
   pagecache: '{mem}:pagecache',
   ksm: '{mem}:ksm',
+  pins: '{mem}:pins',
 } as const;
 /** The roles of the {mem} keys, in the order every {mem} script receives them as KEYS. */
 export const MEM_ROLES = [
@@ -293,6 +294,7 @@ export const MEM_ROLES = [
   'active',
   'pagecache',
   'ksm',
+  'pins',
 ] as const satisfies ReadonlyArray<keyof typeof MEM>;
 export const MEM_KEYS: string[] = MEM_ROLES.map((r) => MEM[r]);
 

@@ -43,7 +43,11 @@ export function connectRedis(url: string, opts: RedisOptions = {}): Redis | Clus
     return { host, port: Number(port || 6379) };
   });
   return new Cluster(nodes, {
-    redisOptions: { ...common, username: m[1] || undefined, password: m[2] || undefined },
+    redisOptions: {
+      ...common,
+      username: m[1] ? decodeURIComponent(m[1]) : undefined,
+      password: m[2] ? decodeURIComponent(m[2]) : undefined,
+    },
     enableAutoPipelining: true,
     // Auto-pipelining groups a script call by the slot of its first argument: for a script with
     // a variable key count that is the count, not a key, so the group would be wrong ("All keys

@@ -33,7 +33,10 @@ export const ERRORS = {
     definite: true,
     doc: 'A device access the mapping refuses: an unmapped or PROT_NONE page, or a write (or a write fault) to a read-only one.',
   },
-  EPERM: { definite: true, doc: 'An access the memory region (MR) was not registered for.' },
+  EPERM: {
+    definite: true,
+    doc: "An access the memory region (MR) was not registered for; or a request acting for an identity other than the one it was sent as (its subject's), or dropping pins its sender does not hold. Nothing was changed.",
+  },
   ENODEV: {
     definite: true,
     doc: 'The device was fenced off (its notifier liveness lease expired): its accesses are refused.',

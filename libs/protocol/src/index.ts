@@ -6,3 +6,4 @@ export * from './units';
 export * from './packet';
 export * from './chaos';
 export * from './eras';
+export * from './permissions';

@@ -37,6 +37,13 @@ export interface RpcDef<Req extends z.ZodType = z.ZodType, Res extends z.ZodType
   readonly queue?: string;
   /** Broadcast: every instance answers; callers collect several replies. */
   readonly broadcast?: boolean;
+  /**
+   * The request acts for an identity (a device's pins, a subscriber's registration): the field
+   * of the request naming it. Its subject carries that identity (`mmlab.mm.by.{as}.gup`), and
+   * only that identity (and the lab) may publish there (libs/protocol permissions.ts): the
+   * server refuses a request whose field names anyone else (EPERM, nothing changed).
+   */
+  readonly actor?: 'agent' | 'subscriber';
   readonly request: Req;
   readonly response: Res;
 }
@@ -254,7 +261,8 @@ export const RPC = {
     response: z.object({ freed: z.number().int().nonnegative() }),
   }),
   gup: def({
-    subject: 'mmlab.mm.gup',
+    subject: 'mmlab.mm.by.{as}.gup',
+    actor: 'agent',
     doc: "Fault in and look up [addr, addr + pages) for a device: with pin (a pinned registration), all of it under mmap_sem for write (other faults and syscalls of the process wait), the pages are first charged to the process's pinned_vm against its locked-memory limit (MMLAB_MEMLOCK_PAGES; ENOMEM before any page is touched when they do not fit), then each frame gets a reference that only unpin drops; without pin nothing is held (ODP). EFAULT for every page the mapping refuses (unmapped, PROT_NONE, read-only for a write).",
     models:
       'ib_umem_get() → get_user_pages(write=1, force=!writable) (v3.7 / 3.19); get_user_pages() for ODP faults',
@@ -269,24 +277,30 @@ export const RPC = {
         .optional()
         .describe('FOLL_FORCE: with write, a read-only mapping does not refuse the page'),
       pin: z.boolean(),
-      agent: Agent,
+      agent: SubscriberName.describe(
+        'the device (its instance) the pages are for: the identity the request is sent as',
+      ),
     }),
     response: z.object({ pages: z.array(GupPage) }),
   }),
   unpin: def({
-    subject: 'mmlab.mm.unpin',
+    subject: 'mmlab.mm.by.{as}.unpin',
+    actor: 'agent',
     doc: "Drop the references gup took with pin, all or nothing (EINVAL, nothing changed, when a page is not a frame in use with that gen), and give the pages back to pid's pinned_vm.",
     models: 'ib_umem_release(): put_page() of each page, mm->pinned_vm -= npages',
     queue: 'mm',
     request: z.strictObject({
       pid: Pid,
       pages: z.array(z.object({ pfn: Pfn, gen: Gen })).max(1 << 20),
-      agent: Agent,
+      agent: SubscriberName.describe(
+        'the device (its instance) the pages are for: the identity the request is sent as',
+      ),
     }),
     response: z.object({ freed: z.number().int().nonnegative() }),
   }),
   notifierRegister: def({
-    subject: 'mmlab.mm.notifier.register',
+    subject: 'mmlab.mm.by.{as}.notifier.register',
+    actor: 'subscriber',
     doc: 'Register subscriber on pid: from the reply on it gets every callback for pid. Atomic with respect to invalidations in flight.',
     models: 'mmu_notifier_register()',
     queue: 'mm',
@@ -304,7 +318,8 @@ export const RPC = {
     response: z.object({ registered: z.boolean() }),
   }),
   notifierUnregister: def({
-    subject: 'mmlab.mm.notifier.unregister',
+    subject: 'mmlab.mm.by.{as}.notifier.unregister',
+    actor: 'subscriber',
     doc: 'Unregister subscriber from pid; release is called first if the mm is still live. No callback runs after the reply.',
     models: 'mmu_notifier_unregister()',
     queue: 'mm',
@@ -732,7 +747,17 @@ export const RPC = {
     models: '(lab control)',
     broadcast: true,
     request: empty,
-    response: z.object({ service: z.string(), instance: z.string(), published: z.number().int() }),
+    response: z.object({
+      service: z.string(),
+      instance: z.string(),
+      published: z.number().int(),
+      replays: z
+        .object({ asked: z.number().int(), run: z.number().int() })
+        .optional()
+        .describe(
+          'trace_replay requests received, and the replays they caused (at most one a second)',
+        ),
+    }),
   }),
   observerSync: def({
     subject: 'mmlab.observer.sync',
@@ -748,12 +773,44 @@ export type Req<N extends RpcName> = z.input<(typeof RPC)[N]['request']>;
 export type ReqParsed<N extends RpcName> = z.output<(typeof RPC)[N]['request']>;
 export type Res<N extends RpcName> = z.output<(typeof RPC)[N]['response']>;
 
-/** The concrete subject of a per-instance RPC (`mmlab.cpu.{id}.access` → `mmlab.cpu.0.access`). */
-export function subjectFor(d: RpcDef, id?: string | number): string {
-  if (!d.subject.includes('{id}')) return d.subject;
-  if (id === undefined || !/^[A-Za-z0-9_-]+$/.test(String(id)))
-    throw new Error(`subject ${d.subject} needs an instance id, got ${String(id)}`);
-  return d.subject.replace('{id}', String(id));
+const TOKEN = /^[A-Za-z0-9_-]+$/;
+
+/**
+ * The concrete subject of a per-instance RPC (`mmlab.cpu.{id}.access` → `mmlab.cpu.0.access`),
+ * and of one that acts for an identity (`mmlab.mm.by.{as}.gup` → `mmlab.mm.by.hca0.gup`). '*'
+ * for either: the wildcard a server subscribes to, or a permission names.
+ */
+export function subjectFor(d: RpcDef, id?: string | number, as?: string): string {
+  let s = d.subject;
+  if (s.includes('{id}')) {
+    if (id === undefined || (id !== '*' && !TOKEN.test(String(id))))
+      throw new Error(`subject ${d.subject} needs an instance id, got ${String(id)}`);
+    s = s.replace('{id}', String(id));
+  }
+  if (s.includes('{as}')) {
+    if (as === undefined || (as !== '*' && !TOKEN.test(as)))
+      throw new Error(`subject ${d.subject} needs the identity it acts for, got ${String(as)}`);
+    s = s.replace('{as}', as);
+  }
+  return s;
+}
+
+/** The identity a request acts for (its actor field), when its RPC has one. */
+export function actorOf(d: RpcDef, req: unknown): string | undefined {
+  if (!d.actor || typeof req !== 'object' || req === null) return undefined;
+  const v = (req as Record<string, unknown>)[d.actor];
+  return typeof v === 'string' ? v : undefined;
+}
+
+/**
+ * The identity a concrete subject of an actor RPC names (`mmlab.mm.by.hca0.gup` → hca0), or
+ * undefined when the subject is not one of d's.
+ */
+export function actorOfSubject(d: RpcDef, subject: string): string | undefined {
+  const [pre, post] = d.subject.split('{as}');
+  if (post === undefined || !subject.startsWith(pre) || !subject.endsWith(post)) return undefined;
+  const as = subject.slice(pre.length, subject.length - post.length);
+  return TOKEN.test(as) ? as : undefined;
 }
 
 /** Every RPC, in declaration order (for the malformed-message sweep and the reference doc). */

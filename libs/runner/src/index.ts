@@ -1,2 +1,4 @@
 export * from './local-lab';
 export * from './servers';
+export * from './redis-users';
+export * from './nats-identities';

@@ -14,7 +14,9 @@ import {
   type Mode,
   type ThpMode,
 } from '@mmlab/protocol';
+import type { RedisKind } from '@mmlab/model';
 import { RpcClient, connectNats, newLabToken, sleep } from '@mmlab/runtime';
+import { newRedisUsers, redisUrlsFor } from './redis-users';
 import {
   type ServerHandle,
   type ServerKind,
@@ -24,6 +26,7 @@ import {
   startRedis,
   stopProcess,
 } from './servers';
+import { LAB_USER, labIdentities } from './nats-identities';
 
 /** The ports `mmlab up` (scripts/lab.sh) and the compose lab publish. */
 export const LAB_PORTS = { nats: 4222, redis: 6379, observer: 8080 } as const;
@@ -194,6 +197,15 @@ export interface LabStartOptions {
    */
   natsUsers?: Partial<Record<ServiceSpec['app'], string>>;
   readyUser?: string;
+  /**
+   * Redis ACL users (libs/model acl.ts), default true: the Redis this lab starts gets one user
+   * per kind with a fresh random password (newRedisUsers), its default user is off, each
+   * service connects as its kind (the observer, which uses no Redis, gets no URL) and
+   * lab.redisUrl is the operator's (the lab user). false: no ACL, everyone is the default user.
+   */
+  redisAcl?: boolean;
+  /** with redisUrl: each kind's URL on it (a Redis Cluster with ACL users: ClusterHandle.urls) */
+  redisUsers?: Partial<Record<RedisKind, string>>;
   /** extra node flags for every service process (bench:profile: --cpu-prof, not allowed in NODE_OPTIONS) */
   nodeArgs?: string[];
   /**
@@ -227,6 +239,14 @@ async function httpPortsFor(
   return out;
 }
 
+/** Each Redis kind's instance names in cfg (cpu0, hca0, ...): their liveness-lease keys. */
+function instancesOf(cfg: LabConfig): Partial<Record<RedisKind, string[]>> {
+  const out: Partial<Record<RedisKind, string[]>> = {};
+  for (const s of labServices(cfg, 0))
+    if (s.app !== 'observer') (out[s.app] ??= []).push(s.instance);
+  return out;
+}
+
 /** The preferred port when it is free, else any free port. */
 async function portOr(preferred: number | undefined): Promise<number> {
   if (preferred === undefined) return freePort();
@@ -239,13 +259,25 @@ export class LocalLab {
   private readonly paused = new Set<string>();
   private constructor(
     readonly cfg: LabConfig,
+    /**
+     * The lab's NATS, as its owner (user `lab`, credentials in the URL) when the lab started its
+     * own server: what `mmlab run`, the tests and a user's tools connect with.
+     */
     readonly natsUrl: string,
+    /** the NATS server itself (no credentials) */
+    private readonly natsServerUrl: string,
     readonly redisUrl: string,
     readonly observerUrl: string | null,
     readonly specs: ServiceSpec[],
     private readonly servers: ServerHandle[],
     private readonly logDir: string | undefined,
-    private readonly users: Pick<LabStartOptions, 'natsUsers' | 'readyUser' | 'nodeArgs'> = {},
+    private readonly users: Pick<
+      LabStartOptions,
+      'natsUsers' | 'readyUser' | 'nodeArgs' | 'redisUsers'
+    > & {
+      /** "user:password" per instance: the identities this lab made for its own NATS */
+      creds?: Record<string, string>;
+    } = {},
   ) {}
 
   static async start(given: LabConfig, opts: LabStartOptions = {}): Promise<LocalLab> {
@@ -254,10 +286,17 @@ export class LocalLab {
     const servers: ServerHandle[] = [];
     let lab: LocalLab | undefined;
     try {
-      const nats = opts.natsUrl ? null : await startNats(await portOr(opts.ports?.nats));
+      // a lab with its own NATS server: one identity per instance (nats-identities.ts)
+      const ids = opts.natsUrl ? null : labIdentities(labServices(cfg, 0));
+      const nats = ids ? await startNats(await portOr(opts.ports?.nats), ids.authorization) : null;
       if (nats) servers.push(nats);
-      const redis = opts.redisUrl ? null : await startRedis(await portOr(opts.ports?.redis));
+      const redisUsers =
+        opts.redisUrl || opts.redisAcl === false ? undefined : newRedisUsers(instancesOf(cfg));
+      const redis = opts.redisUrl
+        ? null
+        : await startRedis(await portOr(opts.ports?.redis), [], { aclFile: redisUsers?.aclFile });
       if (redis) servers.push(redis);
+      const redisUrls = redis && redisUsers ? redisUrlsFor(redis.url, redisUsers) : opts.redisUsers;
       const observerPort = await portOr(opts.ports?.observer);
       const httpPorts =
         opts.http === false
@@ -266,13 +305,20 @@ export class LocalLab {
       const specs = labServices(cfg, observerPort, httpPorts);
       lab = new LocalLab(
         cfg,
+        opts.natsUrl ?? natsUrlWithUser(nats!.url, ids!.creds[LAB_USER]),
         opts.natsUrl ?? nats!.url,
-        opts.redisUrl ?? redis!.url,
+        opts.redisUrl ?? redisUrls?.lab ?? redis!.url,
         cfg.observer !== false ? `http://127.0.0.1:${observerPort}` : null,
         specs,
         servers,
         opts.logDir,
-        { natsUsers: opts.natsUsers, readyUser: opts.readyUser, nodeArgs: opts.nodeArgs },
+        {
+          natsUsers: opts.natsUsers,
+          readyUser: opts.readyUser,
+          nodeArgs: opts.nodeArgs,
+          redisUsers: redisUrls,
+          creds: ids?.creds,
+        },
       );
       if (opts.logDir) mkdirSync(opts.logDir, { recursive: true });
       // mm first: the first replica formats physical memory.
@@ -285,6 +331,17 @@ export class LocalLab {
       else await Promise.all(servers.map((s) => s.stop()));
       throw e;
     }
+  }
+
+  /**
+   * The lab's NATS as one of its service instances (its own identity: user and password), for a
+   * test that plays a service gone rogue. Throws when this lab made no identities (a NATS server
+   * given by URL).
+   */
+  natsUrlAs(instance: string): string {
+    const c = this.users.creds?.[instance];
+    if (!c) throw new Error(`no NATS identity ${instance} in this lab`);
+    return natsUrlWithUser(this.natsServerUrl, c);
   }
 
   /** The lab's token (what mutating HTTP requests to its observer must carry). */
@@ -317,7 +374,17 @@ export class LocalLab {
 
   /** The nats-server or redis-server this lab started (undefined: it was given a URL). */
   server(kind: ServerKind): ServerHandle | undefined {
-    return this.servers.find((s) => s.url === (kind === 'nats' ? this.natsUrl : this.redisUrl));
+    return this.servers.find((s) => s.kind === kind);
+  }
+
+  /**
+   * The Redis URL of a kind (acl.ts): its own user's when this lab has ACL users; else the one
+   * URL everyone uses. A kind without a user here (the observer) gets ''.
+   */
+  redisUrlFor(kind: RedisKind | ServiceSpec['app']): string {
+    const urls = this.users.redisUsers;
+    if (!urls) return this.redisUrl;
+    return (urls as Partial<Record<string, string>>)[kind] ?? '';
   }
 
   /** The current process of a target (a service instance, 'nats' or 'redis'). */
@@ -347,8 +414,11 @@ export class LocalLab {
       env: {
         ...process.env,
         ...s.env,
-        NATS_URL: natsUrlWithUser(this.natsUrl, this.users.natsUsers?.[s.app]),
-        REDIS_URL: this.redisUrl,
+        NATS_URL: natsUrlWithUser(
+          this.natsServerUrl,
+          this.users.natsUsers?.[s.app] ?? this.users.creds?.[s.instance],
+        ),
+        REDIS_URL: this.redisUrlFor(s.app),
         MMLAB_INSTANCE: s.instance,
       },
       stdio: ['ignore', this.logDir ? 'pipe' : 'ignore', this.logDir ? 'pipe' : 'ignore'],
@@ -369,7 +439,12 @@ export class LocalLab {
    * restart used to wait out that whole timer once, and up to 400 ms more between rounds).
    */
   async waitReady(instances: string[], timeoutMs = 60_000): Promise<void> {
-    const nc = await connectNats(natsUrlWithUser(this.natsUrl, this.users.readyUser), 'lab-ready');
+    const nc = await connectNats(
+      this.users.readyUser
+        ? natsUrlWithUser(this.natsServerUrl, this.users.readyUser)
+        : this.natsUrl,
+      'lab-ready',
+    );
     const rpc = new RpcClient(nc);
     const deadline = Date.now() + timeoutMs;
     // Services of another lab on the same NATS (a given natsUrl) answer ping too: once one has,

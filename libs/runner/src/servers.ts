@@ -9,7 +9,9 @@ import { tmpdir } from 'node:os';
 import * as path from 'node:path';
 import { createConnection } from 'node:net';
 import { checkPort, getRandomPort } from 'get-port-please';
+import type { RedisKind } from '@mmlab/model';
 import { MmlabError } from '@mmlab/protocol';
+import { type RedisUsers, redisUrlsFor } from './redis-users';
 
 export type ServerKind = 'nats' | 'redis';
 
@@ -173,11 +175,45 @@ export function stopProcess(
   });
 }
 
-export async function startNats(port?: number): Promise<ServerHandle> {
+/**
+ * nats-server on loopback. With `authorization` (a nats-server config block: the lab's users and
+ * their permissions, nats-identities.ts), from a config file holding it, in a folder of its own
+ * that only this user may read (the passwords are in it), removed by stop().
+ */
+export async function startNats(port?: number, authorization?: string): Promise<ServerHandle> {
   const p = port ?? (await freePort());
-  return managed('nats', `nats://127.0.0.1:${p}`, p, () =>
-    spawn('nats-server', ['-a', '127.0.0.1', '-p', String(p)], { stdio: 'ignore' }),
+  const args = ['-a', '127.0.0.1', '-p', String(p)];
+  let dir: string | undefined;
+  if (authorization) {
+    dir = mkdtempSync(path.join(tmpdir(), 'mmlab-nats-'));
+    const file = path.join(dir, 'nats.conf');
+    writeFileSync(file, authorization, { mode: 0o600 });
+    args.unshift('-c', file);
+  }
+  return managed(
+    'nats',
+    `nats://127.0.0.1:${p}`,
+    p,
+    () => spawn('nats-server', args, { stdio: 'ignore' }),
+    dir,
   );
+}
+
+export interface RedisServerOptions {
+  /**
+   * ACL users (libs/model acl.ts, newRedisUsers): written to an aclfile in the server's folder
+   * (mode 0600; passwords hashed), read again at every restart. Absent: no ACL, the default
+   * user may do anything.
+   */
+  aclFile?: string;
+}
+
+/** --aclfile for opts.aclFile, written into dir (mode 0600); nothing without one. */
+function aclArgs(dir: string, opts: RedisServerOptions): string[] {
+  if (opts.aclFile === undefined) return [];
+  const file = path.join(dir, 'users.acl');
+  writeFileSync(file, opts.aclFile, { mode: 0o600 });
+  return ['--aclfile', file];
 }
 
 /**
@@ -189,7 +225,11 @@ export async function startNats(port?: number): Promise<ServerHandle> {
  * appendfsync no. (always: an fsync per write, ~0.3 ms each on this disk, was a share of every
  * lab's Redis time.)
  */
-export async function startRedis(port?: number, extraArgs: string[] = []): Promise<ServerHandle> {
+export async function startRedis(
+  port?: number,
+  extraArgs: string[] = [],
+  opts: RedisServerOptions = {},
+): Promise<ServerHandle> {
   const p = port ?? (await freePort());
   const dir = mkdtempSync(path.join(tmpdir(), 'mmlab-redis-'));
   const args = [
@@ -205,6 +245,7 @@ export async function startRedis(port?: number, extraArgs: string[] = []): Promi
     'no',
     '--dir',
     dir,
+    ...aclArgs(dir, opts),
     ...extraArgs,
   ];
   return managed(
@@ -217,8 +258,10 @@ export async function startRedis(port?: number, extraArgs: string[] = []): Promi
 }
 
 export interface ClusterHandle {
-  /** `redis+cluster://127.0.0.1:p1,...` (what REDIS_URL takes for a cluster) */
+  /** `redis+cluster://127.0.0.1:p1,...` (what REDIS_URL takes for a cluster); with ACL users, the lab user's */
   readonly url: string;
+  /** with ACL users: each kind's URL (LabStartOptions.redisUsers) */
+  readonly urls?: Readonly<Record<RedisKind, string>>;
   readonly ports: number[];
   stop(): Promise<void>;
 }
@@ -226,8 +269,14 @@ export interface ClusterHandle {
 /**
  * A local Redis Cluster of `masters` redis-server processes (Debian redis-server, cluster mode)
  * joined with `redis-cli --cluster create`. Each node also needs its bus port (port + 10000).
+ * opts.users: every node gets the same ACL users (the cluster bus needs none), the lab user
+ * joins the nodes, and the handle's url is the lab user's (urls: every kind's).
  */
-export async function startRedisCluster(masters = 3): Promise<ClusterHandle> {
+export async function startRedisCluster(
+  masters = 3,
+  opts: { users?: RedisUsers } = {},
+): Promise<ClusterHandle> {
+  const acl: RedisServerOptions = opts.users ? { aclFile: opts.users.aclFile } : {};
   let ports: number[] = [];
   for (let attempt = 0; attempt < 50 && ports.length === 0; attempt++) {
     const base = 20000 + Math.floor(Math.random() * 20000);
@@ -261,6 +310,7 @@ export async function startRedisCluster(masters = 3): Promise<ClusterHandle> {
           'no',
           '--dir',
           dir,
+          ...aclArgs(dir, acl),
         ],
         { stdio: 'ignore' },
       );
@@ -277,6 +327,9 @@ export async function startRedisCluster(masters = 3): Promise<ClusterHandle> {
           '--cluster-replicas',
           '0',
           '--cluster-yes',
+          // with ACLs, as the operator (the lab user): the default user is off
+          ...(opts.users ? ['--user', 'lab', '--pass', opts.users.passwords.lab] : []),
+          '--no-auth-warning',
         ],
         { stdio: 'ignore' },
       );
@@ -287,7 +340,9 @@ export async function startRedisCluster(masters = 3): Promise<ClusterHandle> {
           : reject(new Error(`redis-cli --cluster create exited with ${code}`)),
       );
     });
-    return { url: `redis+cluster://${ports.map((p) => `127.0.0.1:${p}`).join(',')}`, ports, stop };
+    const url = `redis+cluster://${ports.map((p) => `127.0.0.1:${p}`).join(',')}`;
+    const urls = opts.users ? redisUrlsFor(url, opts.users) : undefined;
+    return { url: urls?.lab ?? url, ...(urls && { urls }), ports, stop };
   } catch (e) {
     await stop();
     throw e;

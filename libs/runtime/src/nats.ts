@@ -1,14 +1,28 @@
 import { connect, type NatsConnection } from 'nats';
+import { inboxPrefix } from '@mmlab/protocol';
 
 /**
  * Connection options from a NATS URL. nats.js ignores credentials written in the URL, so
- * `nats://user:password@host:port` (how compose and Kubernetes hand each service its NATS
- * user) is split into servers, user and pass here.
+ * `nats://user:password@host:port` (how the native runner, compose and Kubernetes hand each
+ * service its NATS identity) is split into servers, user and pass here. A user reads its
+ * replies below its own inbox prefix (_INBOX.<user>), the only inbox its NATS permissions let
+ * it subscribe to (libs/protocol permissions.ts).
  */
-export function natsServerOptions(url: string): { servers: string; user?: string; pass?: string } {
+export function natsServerOptions(url: string): {
+  servers: string;
+  user?: string;
+  pass?: string;
+  inboxPrefix?: string;
+} {
   const m = /^(\w+:\/\/)([^:@/]+):([^@/]*)@(.*)$/.exec(url);
   if (!m) return { servers: url };
-  return { servers: m[1] + m[4], user: decodeURIComponent(m[2]), pass: decodeURIComponent(m[3]) };
+  const user = decodeURIComponent(m[2]);
+  return {
+    servers: m[1] + m[4],
+    user,
+    pass: decodeURIComponent(m[3]),
+    inboxPrefix: inboxPrefix(user),
+  };
 }
 
 /**

@@ -47,6 +47,8 @@ import {
   type Res,
   type RpcName,
   type WireError,
+  actorOf,
+  actorOfSubject,
   subjectFor,
 } from '@mmlab/protocol';
 import {
@@ -110,6 +112,8 @@ export class ReplyControl {
    * the request for a replica that died handling it answers there (apps/mm orphan_ranges.ts).
    */
   origin?: { to: string; id: string };
+  /** the subject the request arrived on (an actor RPC's names who sent it: checkActor) */
+  subject?: string;
   private dropped = false;
   private n = 1;
   private readonly holds: Array<Promise<unknown>> = [];
@@ -220,6 +224,7 @@ export class MmlabServerNats extends ServerNats {
     const id = typeof req.id === 'string' ? req.id : 'no-id';
     const control = new ReplyControl();
     control.origin = { to: msg.reply, id };
+    control.subject = msg.subject;
     const publish = (packet: unknown) => msg.respond(JSON.stringify({ ...(packet as object), id }));
     this.inFlight.set(control, { subject: msg.subject, publish });
     try {
@@ -241,6 +246,7 @@ export class MmlabServerNats extends ServerNats {
 
   override handleMessage(channel: string, natsMsg: Msg): Promise<unknown> {
     const control = new ReplyControl();
+    control.subject = natsMsg.subject;
     if (natsMsg.reply) {
       let id: unknown;
       try {
@@ -418,6 +424,28 @@ export function parseRequest<N extends RpcName>(name: N, data: unknown): ReqPars
 
 const toRpcException = (e: unknown): RpcException => new RpcException(MmlabError.wrap(e).toWire());
 
+/**
+ * A request that acts for an identity (RpcDef.actor) must name the identity it was sent as: the
+ * one in its subject (mmlab.mm.by.<as>.…), which NATS lets only <as> and the lab publish on
+ * (libs/protocol permissions.ts). A device claiming another's pins or registrations in the
+ * request is refused here, before its handler runs: EPERM, nothing changed.
+ */
+export function checkActor<N extends RpcName>(
+  name: N,
+  subject: string | undefined,
+  req: ReqParsed<N>,
+): void {
+  const d = RPC[name];
+  if (!d.actor) return;
+  const sentAs = subject === undefined ? undefined : actorOfSubject(d, subject);
+  const claims = actorOf(d, req);
+  if (sentAs === undefined || claims !== sentAs)
+    throw new MmlabError(
+      'EPERM',
+      `${subject ?? d.subject}: the request acts for ${String(claims)} but was sent as ${sentAs ?? 'nobody'}`,
+    );
+}
+
 /** The NATS headers of a received message, from Nest's NatsContext. */
 function headersOf(ctx: unknown): MsgHdrs | undefined {
   if (typeof ctx !== 'object' || ctx === null || !('getHeaders' in ctx)) return undefined;
@@ -465,9 +493,12 @@ export function fastRpc<N extends RpcName>(
   const d = RPC[name];
   return {
     name,
-    subject: subjectFor(d, id),
+    subject: subjectFor(d, id, '*'),
     ...(d.queue ? { queue: d.queue } : {}),
-    run: async (req) => handler(req as ReqParsed<N>),
+    run: async (req) => {
+      checkActor(name, currentReply()?.subject, req as ReqParsed<N>);
+      return handler(req as ReqParsed<N>);
+    },
   };
 }
 
@@ -495,12 +526,14 @@ function runFastHandler(
  */
 export function Rpc(name: RpcName, id?: string | number): MethodDecorator {
   const d = RPC[name];
-  const subject = subjectFor(d, id);
+  const subject = subjectFor(d, id, '*');
   return (target, key, desc: PropertyDescriptor) => {
     const handler = desc.value as (req: unknown, ctx: unknown) => unknown;
     const serve = async (self: unknown, data: unknown, ctx: unknown) => {
       try {
-        return await handler.call(self, parseRequest(name, data), ctx);
+        const req = parseRequest(name, data);
+        checkActor(name, currentReply()?.subject, req);
+        return await handler.call(self, req, ctx);
       } catch (e) {
         throw toRpcException(e);
       }
@@ -582,7 +615,12 @@ export function controlController(tracer: Tracer): Type<unknown> {
     @Rpc('flush')
     async flush() {
       await tracer.flush();
-      return { service: tracer.service, instance: tracer.instance, published: tracer.published };
+      return {
+        service: tracer.service,
+        instance: tracer.instance,
+        published: tracer.published,
+        replays: { asked: tracer.replaysAsked, run: tracer.replaysRun },
+      };
     }
   }
   return ControlController;

@@ -21,6 +21,7 @@ import {
   type Res,
   type RpcName,
   WireErrorSchema,
+  actorOf,
   subjectFor,
 } from '@mmlab/protocol';
 import { injectTraceHeaders } from './otel';
@@ -99,7 +100,9 @@ export class RpcClient {
     const parsed = d.request.safeParse(req);
     if (!parsed.success)
       throw new MmlabError('EBADMSG', `request for ${d.subject}: ${parsed.error.message}`);
-    const subject = subjectFor(d, opts.id);
+    // an RPC acting for an identity goes out on that identity's subject (mmlab.mm.by.hca0.gup),
+    // which NATS lets only that identity (and the lab) publish on
+    const subject = subjectFor(d, opts.id, actorOf(d, parsed.data));
     const headers = requestHeaders(opts.headers);
     let msg;
     try {

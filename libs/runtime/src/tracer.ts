@@ -73,6 +73,9 @@ export interface OpenStep {
   end(input?: TraceInput, error?: unknown): TraceEvent | undefined;
 }
 
+/** The least time between two replays asked over the bus (replayAsked). */
+export const REPLAY_MIN_INTERVAL_MS = 1000;
+
 /** Events kept for a replay: a few seconds of the busiest service under a benchmark. */
 export const REPLAY_KEEP = 20_000;
 
@@ -85,6 +88,11 @@ export class Tracer {
   private readonly ring: string[] = [];
   private start = 0;
   private replaySub: Subscription | null = null;
+  /** replay requests received from the bus, and replays they caused (replayAsked) */
+  replaysAsked = 0;
+  replaysRun = 0;
+  private lastReplayAt = 0;
+  private replayTimer: NodeJS.Timeout | null = null;
   /** encoded events emitted and not yet published: seqs pendingFirst.. */
   private pending: string[] = [];
   private pendingFirst = 0;
@@ -236,6 +244,32 @@ export class Tracer {
     return n;
   }
 
+  /**
+   * A replay request from the bus (the observer's, or anyone allowed to publish
+   * TRACE_REPLAY_SUBJECT): at most one replay per REPLAY_MIN_INTERVAL_MS. A request inside the
+   * interval is answered once, at its end, however many came (one of them, or a thousand: a
+   * replay is up to REPLAY_KEEP events, and before this a burst of requests made every service
+   * send that many times over). Requests answered → `replaysAsked`, replays run → `replaysRun`.
+   */
+  replayAsked(): void {
+    this.replaysAsked++;
+    if (this.replayTimer) return;
+    const wait = this.lastReplayAt + REPLAY_MIN_INTERVAL_MS - Date.now();
+    if (wait <= 0) {
+      this.lastReplayAt = Date.now();
+      this.replaysRun++;
+      this.replay();
+      return;
+    }
+    this.replayTimer = setTimeout(() => {
+      this.replayTimer = null;
+      this.lastReplayAt = Date.now();
+      this.replaysRun++;
+      this.replay();
+    }, wait);
+    this.replayTimer.unref?.();
+  }
+
   private keep(data: string): void {
     if (this.ring.length < REPLAY_KEEP) this.ring.push(data);
     else {
@@ -246,7 +280,7 @@ export class Tracer {
 
   private watch(nc: NatsConnection): void {
     try {
-      this.replaySub = nc.subscribe(TRACE_REPLAY_SUBJECT, { callback: () => this.replay() });
+      this.replaySub = nc.subscribe(TRACE_REPLAY_SUBJECT, { callback: () => this.replayAsked() });
     } catch {
       // a closed connection: nothing to replay to
     }
@@ -263,5 +297,7 @@ export class Tracer {
   close(): void {
     this.sendPending();
     this.replaySub?.unsubscribe();
+    if (this.replayTimer) clearTimeout(this.replayTimer);
+    this.replayTimer = null;
   }
 }

@@ -9,7 +9,7 @@ import type { NatsConnection } from 'nats';
 import type { TraceEvent } from '@mmlab/protocol';
 import { Store } from '@mmlab/model';
 import { RpcClient, connectNats } from '@mmlab/runtime';
-import { type LabConfig, LocalLab } from '@mmlab/runner';
+import { type LabConfig, type LabStartOptions, LocalLab } from '@mmlab/runner';
 import { type FsckReport, formatFinding, fsckRedis } from '@mmlab/fsck';
 import { TraceLog, until } from './trace-log';
 
@@ -20,6 +20,8 @@ export interface TestLabOptions {
   trace?: boolean;
   /** run against this Redis (a `redis+cluster://` URL for a Redis Cluster) instead of a new one */
   redisUrl?: string;
+  /** with redisUrl: its ACL users' URLs, per kind (ClusterHandle.urls; LabStartOptions.redisUsers) */
+  redisUsers?: LabStartOptions['redisUsers'];
   /**
    * mmlab fsck at teardown (default: on, failing stop() on any finding). `{ skip: reason }`
    * opts out, for a test that leaves a corrupt or unreadable state on purpose.
@@ -74,6 +76,31 @@ export async function assertFsckClean(
     );
 }
 
+/**
+ * A lab's other teardown check: Redis refused nothing to anyone (ACL LOG is empty on every
+ * node): every command a service sent was within its user's rights (libs/model acl.ts). A test
+ * that provokes refusals on purpose resets the log (ACL LOG RESET) once it has read them.
+ */
+export async function assertNoAclDenials(store: Store): Promise<void> {
+  const r = store.redis;
+  const nodes = 'nodes' in r ? r.nodes('master') : [r];
+  const denials: string[] = [];
+  for (const n of nodes) {
+    const log = (await n.call('ACL', 'LOG')) as Array<Array<string | number>>;
+    for (const e of log) {
+      const f = new Map<string, string | number>();
+      for (let i = 0; i + 1 < e.length; i += 2) f.set(String(e[i]), e[i + 1]);
+      denials.push(
+        `  ${f.get('username')}: ${f.get('reason')} ${f.get('object')} (${f.get('context')}, ×${f.get('count')})`,
+      );
+    }
+  }
+  if (denials.length > 0)
+    throw new Error(
+      `Redis refused ${denials.length} kind(s) of request (ACL LOG):\n${denials.join('\n')}`,
+    );
+}
+
 /** Run every step, even after one fails; throw the first failure at the end. */
 async function allSteps(steps: Array<() => unknown>): Promise<void> {
   let failed: { error: unknown } | undefined;
@@ -90,6 +117,7 @@ async function allSteps(steps: Array<() => unknown>): Promise<void> {
 export async function startTestLab(cfg: LabConfig, opts: TestLabOptions = {}): Promise<TestLab> {
   const lab = await LocalLab.start(cfg, {
     ...(opts.redisUrl ? { redisUrl: opts.redisUrl } : {}),
+    ...(opts.redisUsers ? { redisUsers: opts.redisUsers } : {}),
     ...(opts.nodeArgs ? { nodeArgs: opts.nodeArgs } : {}),
     http: opts.http ?? false,
   });
@@ -106,7 +134,9 @@ export async function startTestLab(cfg: LabConfig, opts: TestLabOptions = {}): P
   let stopped: Promise<void> | undefined;
   const rpc = new RpcClient(nc, opts.rpcTimeoutMs);
   const ttl = cfg.leaseTtlMs ?? DEFAULT_LEASE_TTL_MS;
-  const check = (settleMs = 0) => fsckRedis(lab.redisUrl, { settleMs });
+  // fsck as the fsck user (read-only, acl.ts) when the lab has ACL users, as mmlab fsck would
+  const fsckUrl = lab.redisUrlFor('fsck') || lab.redisUrl;
+  const check = (settleMs = 0) => fsckRedis(fsckUrl, { settleMs });
   return {
     lab,
     nc,
@@ -143,7 +173,8 @@ export async function startTestLab(cfg: LabConfig, opts: TestLabOptions = {}): P
     fsck: check,
     stop: () =>
       (stopped ??= allSteps([
-        () => (opts.fsck ? undefined : assertFsckClean(lab.redisUrl, ttl)),
+        () => (opts.fsck ? undefined : assertFsckClean(fsckUrl, ttl)),
+        () => (opts.fsck ? undefined : assertNoAclDenials(store)),
         () => trace.stop(),
         () => nc.close(),
         () => store.quit(),

@@ -103,7 +103,7 @@ async function gupPages(
           );
         if (pin) {
           // The frame may have been freed and reused since the fault: pin exactly that gen.
-          const bad = await ctx.store.getPages([pte], 'ref');
+          const bad = await ctx.store.getPages([pte], 'ref', pinOwner(agent, pid));
           if (bad.length) {
             if (attempt > 16)
               throw new MmlabError('EAGAIN', `0x${a.toString(16)} keeps changing under gup`);
@@ -118,7 +118,7 @@ async function gupPages(
     return out;
   } catch (e) {
     if (pin) {
-      await dropPins(ctx, agent, out);
+      await dropPins(ctx, agent, pid, out);
       await ctx.store.pinnedVmUncharge(pid, pages);
     }
     throw e;
@@ -187,24 +187,40 @@ export async function unpinUserPages(
   agent: string,
   pages: Array<{ pfn: number; gen: number }>,
 ): Promise<number> {
-  const freed = await dropPins(ctx, agent, pages);
+  const freed = await dropPins(ctx, agent, pid, pages);
   await ctx.store.pinnedVmUncharge(pid, pages.length);
   return freed;
 }
 
+/**
+ * Who holds a pin: the device and the process it pinned for ({mem}:pins). The kernel needs no
+ * such record — a driver can only put_page() what its own ib_umem holds — but on a bus anyone
+ * can send unpin: a device dropping another's pins would free a frame still mapped (the
+ * victim then reads whatever the frame is reused for).
+ */
+const pinOwner = (agent: string, pid: number): string => `${agent}@${pid}`;
+
 async function dropPins(
   ctx: MmContext,
   agent: string,
+  pid: number,
   pages: Array<{ pfn: number; gen: number }>,
 ): Promise<number> {
   const op = ctx.ids.next('unpin');
   const held = pages.filter((p) => p.pfn !== 0);
-  const r = await ctx.store.putPages(held, 'unpin');
-  if (r.bad.length)
+  const r = await ctx.store.putPages(held, 'unpin', '', pinOwner(agent, pid));
+  if (r.bad.length) {
+    // a frame in use with that gen, but not pinned by agent for pid: another's pin
+    const given = new Map(held.map((p) => [p.pfn, p.gen]));
+    const counts = await Promise.all(r.bad.map((pfn) => ctx.store.pageCounts(pfn)));
+    const othersPin = r.bad.some((pfn, i) => counts[i].gen === given.get(pfn) && counts[i].ref > 0);
     throw new MmlabError(
-      'EINVAL',
-      `unpin of frames that are not pinned with that gen: ${r.bad.join(', ')}`,
+      othersPin ? 'EPERM' : 'EINVAL',
+      othersPin
+        ? `unpin of frames ${agent} did not pin for pid ${pid}: ${r.bad.join(', ')}`
+        : `unpin of frames that are not pinned with that gen: ${r.bad.join(', ')}`,
     );
+  }
   const gens = new Map(held.map((p) => [p.pfn, p.gen]));
   for (const p of held) ctx.tracer.emit({ kind: 'frame.unpin', op, pfn: p.pfn, gen: p.gen, agent });
   for (const pfn of r.freed) ctx.tracer.emit({ kind: 'frame.free', op, pfn, gen: gens.get(pfn)! });

@@ -42,7 +42,7 @@ if m[1] == '1' then
   return tonumber(m[2])
 end
 local n = tonumber(ARGV[1])
-redis.call('DEL', KEYS[2], KEYS[5], KEYS[6], KEYS[7], KEYS[8], KEYS[9])
+redis.call('DEL', KEYS[2], KEYS[5], KEYS[6], KEYS[7], KEYS[8], KEYS[9], KEYS[11])
 redis.call('SETRANGE', KEYS[2], (n + 1) * FRAME_BYTES - 1, '\\0')
 frame_set(KEYS, 0, 'gen', 1, 'ref', 1, 'map', 0, 'state', ZERO)
 redis.call('HSET', KEYS[1], 'frames', n, 'free', 0, 'hwm', 0, 'nr_free', n, 'layout', FRAME_LAYOUT,
@@ -150,7 +150,7 @@ return {kept, freed}
 `,
   }),
   putPages: script({
-    doc: `put_page() on each (pfn, gen) of ARGV[4..]: drop a mapping (ARGV[1] = 'map') or a bare reference ('ref'); a frame whose refcount reaches 0 goes back on the free list. The zero page is never freed. A pfn whose gen no longer matches, or that is already free, is a double free: it is reported, not applied. ARGV[1] = 'unpin': a device's pins, all or nothing — one bad pfn and none is applied (the caller's error). ARGV[1] = 'pending': frames a fault allocated and did not install, given back by their owner ARGV[3] — only those whose pending tag still names it (a frame reaped meanwhile as a dead incarnation's is skipped). ARGV[2]: a batch id ('' none) — a batch applied once is not applied again (the put of a dead replica's intent, finished by another). → {freed pfns, bad pfns}`,
+    doc: `put_page() on each (pfn, gen) of ARGV[4..]: drop a mapping (ARGV[1] = 'map') or a bare reference ('ref'); a frame whose refcount reaches 0 goes back on the free list. The zero page is never freed. A pfn whose gen no longer matches, or that is already free, is a double free: it is reported, not applied. ARGV[1] = 'unpin': a device's pins, all or nothing — one bad pfn and none is applied (the caller's error); with an owner ARGV[3] ('<agent>@<pid>'), a pfn is bad unless {mem}:pins holds that many pins of it by that owner (getPages 'ref'), which are dropped from it. ARGV[1] = 'pending': frames a fault allocated and did not install, given back by their owner ARGV[3] — only those whose pending tag still names it (a frame reaped meanwhile as a dead incarnation's is skipped). ARGV[2]: a batch id ('' none) — a batch applied once is not applied again (the put of a dead replica's intent, finished by another). → {freed pfns, bad pfns}`,
     models: 'put_page(), mm/swap.c (with page_remove_rmap for a mapping)',
     keys: MEM_ROLES,
     args: {
@@ -171,12 +171,20 @@ if ARGV[2] ~= '' then
 end
 local list = pairs_of(ARGV, 4)
 if ARGV[1] == 'unpin' then
-  local bad = {}
+  local bad, need = {}, {}
   for _, p in ipairs(list) do
     local live, st = frame_live(KEYS, p[1], p[2])
-    if st ~= ZERO and not live then bad[#bad + 1] = tonumber(p[1]) end
+    if st ~= ZERO and not live then bad[#bad + 1] = tonumber(p[1])
+    elseif st ~= ZERO and ARGV[3] ~= '' then
+      local f = ARGV[3] .. '|' .. p[1] .. '|' .. p[2]
+      need[f] = (need[f] or 0) + 1
+      if tonumber(redis.call('HGET', KEYS[11], f) or '0') < need[f] then bad[#bad + 1] = tonumber(p[1]) end
+    end
   end
   if #bad > 0 then return {{}, bad} end
+  for f, n in pairs(need) do
+    if redis.call('HINCRBY', KEYS[11], f, -n) <= 0 then redis.call('HDEL', KEYS[11], f) end
+  end
   local freed, b = put_frames(KEYS, 'ref', list)
   return {freed, b}
 end
@@ -286,10 +294,15 @@ return {'OK', gen, state_name(st), v}
 `,
   }),
   getPages: script({
-    doc: `get_page() for each (pfn, gen) of ARGV[3..]: a new mapping (ARGV[1] = 'map': fork shares the frame) or a bare reference ('ref': a long-term pin); a negative pfn is a swap entry (-slot, slot gen) fork copied: swap_duplicate. The zero page is not counted. A pfn whose gen moved on (freed or reused meanwhile) is reported, not taken. A frame found in a PTE is installed: its pending tag goes, with the COW's owed put (put_frames). ARGV[2]: a batch id ('' none): applied once; refused once undone (batchUndo). → {'OK', bad pfns} | {'DONE'} (applied already) | {'UNDONE'}`,
+    doc: `get_page() for each (pfn, gen) of ARGV[4..]: a new mapping (ARGV[1] = 'map': fork shares the frame) or a bare reference ('ref': a long-term pin); a negative pfn is a swap entry (-slot, slot gen) fork copied: swap_duplicate. The zero page is not counted. A pin ('ref') with an owner ARGV[3] ('<agent>@<pid>') is recorded in {mem}:pins, so that only that owner can drop it (putPages 'unpin'). A pfn whose gen moved on (freed or reused meanwhile) is reported, not taken. A frame found in a PTE is installed: its pending tag goes, with the COW's owed put (put_frames). ARGV[2]: a batch id ('' none): applied once; refused once undone (batchUndo). → {'OK', bad pfns} | {'DONE'} (applied already) | {'UNDONE'}`,
     models: 'get_page(), include/linux/mm.h (page_dup_rmap in copy_one_pte for a mapping)',
     keys: MEM_ROLES,
-    args: { kind: z.enum(['map', 'ref']), batch: Str, pages: z.array(PfnGen) },
+    args: {
+      kind: z.enum(['map', 'ref']),
+      batch: Str,
+      owner: Str.describe("a device's pin: '<agent>@<pid>', recorded in {mem}:pins ('' none)"),
+      pages: z.array(PfnGen),
+    },
     reply: oneOf(tagged('OK', { bad: Ints }), tagged('DONE'), tagged('UNDONE')),
     lua:
       HELPERS +
@@ -301,9 +314,12 @@ if ARGV[2] ~= '' then
   redis.call('HSET', KEYS[4], ARGV[2], 1)
 end
 local bad, owed = {}, {}
-for _, p in ipairs(pairs_of(ARGV, 3)) do
+for _, p in ipairs(pairs_of(ARGV, 4)) do
   local pfn, gen = p[1], p[2]
   local live, st = frame_live(KEYS, pfn, gen)
+  if ARGV[1] == 'ref' and ARGV[3] ~= '' and live and st ~= ZERO then
+    redis.call('HINCRBY', KEYS[11], ARGV[3] .. '|' .. pfn .. '|' .. gen, 1)
+  end
   if tonumber(pfn) < 0 then
     -- a swap entry copied to the child (copy_one_pte): swap_duplicate
     if not swap_count(KEYS, -tonumber(pfn), gen, 1) then bad[#bad + 1] = tonumber(pfn) end

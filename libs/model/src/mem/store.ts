@@ -517,9 +517,11 @@ export class MemStore extends StoreBase {
   async getPages(
     pages: ReadonlyArray<{ pfn: number; gen: number }>,
     kind: 'map' | 'ref',
+    /** a device's pin ('ref'): '<agent>@<pid>', recorded for its unpin (putPages 'unpin') */
+    owner = '',
   ): Promise<number[]> {
     if (pages.length === 0) return [];
-    const r = await this.call('getPages', MEM, { kind, batch: '', pages: [...pages] });
+    const r = await this.call('getPages', MEM, { kind, batch: '', owner, pages: [...pages] });
     if (r.r !== 'OK') throw new Error(`getPages without a batch answered ${r.r}`);
     return r.bad;
   }
@@ -533,7 +535,7 @@ export class MemStore extends StoreBase {
     kind: 'map' | 'ref',
     batch: string,
   ): Promise<number[] | 'DONE' | 'UNDONE'> {
-    const r = await this.call('getPages', MEM, { kind, batch, pages: [...pages] });
+    const r = await this.call('getPages', MEM, { kind, batch, owner: '', pages: [...pages] });
     return r.r === 'OK' ? r.bad : r.r;
   }
 
