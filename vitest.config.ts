@@ -66,6 +66,8 @@ const LONGEST: Record<string, number> = {
   // suite-speed-2: the untimed chaos examples, out of the serial chaos.e2e (their three tests
   // took 45 s there, on an idle machine)
   'test/chaos-restarts.e2e-spec.ts': 50,
+  // fuzz: 141 s alone at load 13-18 (about 110 CPU-seconds: 50,000 messages over 50 subjects)
+  'test/fuzz-nats.e2e-spec.ts': 100,
 };
 
 /**

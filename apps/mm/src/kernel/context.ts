@@ -3,13 +3,7 @@ import { randomBytes } from 'node:crypto';
 import type { Env, RpcClient, Tracer } from '@mmlab/runtime';
 import { OpIds, sleep } from '@mmlab/runtime';
 import type { Store } from '@mmlab/model';
-import {
-  type CrashAction,
-  MmlabError,
-  PAGE_SIZE,
-  TASK_SIZE,
-  isPageAligned,
-} from '@mmlab/protocol';
+import { type CrashAction, MmlabError, PAGE_SIZE, TASK_SIZE, isPageAligned } from '@mmlab/protocol';
 import { PerCpuPages } from './page_alloc';
 
 export interface MmContext {
