@@ -66,6 +66,8 @@ const LONGEST: Record<string, number> = {
   'test/hca.e2e-spec.ts': 22,
   'test/server-chaos.e2e-spec.ts': 19,
   'test/reclaim-examples.e2e-spec.ts': 19,
+  // fuzz: 141 s alone at load 13-18 (about 110 CPU-seconds: 50,000 messages over 50 subjects)
+  'test/fuzz-nats.e2e-spec.ts': 100,
 };
 
 /**

@@ -29,10 +29,16 @@ export class Store extends MmStore {
    */
   private readonly indexed = new Map<string, Set<number>>();
 
-  /** Index pid for incarnation (once per store, incarnation and pid): see keys.ts :invpids. */
+  /**
+   * Index pid for incarnation (once per store, incarnation and pid): see keys.ts :invpids.
+   * A pid no process ever had is not indexed (ESRCH): a request on a pid nobody created must
+   * leave nothing behind (the index would keep it until the incarnation dies).
+   */
   async invIndex(incarnation: string, pid: number): Promise<void> {
     const mine = this.indexed.get(incarnation);
     if (mine?.has(pid)) return;
+    if (!(await this.redis.hexists(procKeys(pid).mm, 'state')))
+      throw new MmlabError('ESRCH', `no process ${pid}`);
     const r = await this.call(
       'invIndex',
       {

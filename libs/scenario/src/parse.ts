@@ -138,7 +138,15 @@ export function parseScenario(text: string, fileName: string): ParseResult {
     };
   }
 
-  const raw: unknown = doc.toJS({ maxAliasCount: 100 });
+  let raw: unknown;
+  try {
+    raw = doc.toJS({ maxAliasCount: 100 });
+  } catch (e) {
+    // yaml refuses a document whose aliases expand past maxAliasCount (a "billion laughs"):
+    // a ReferenceError that escaped parseScenario (and mmlab run) before
+    const msg = e instanceof Error ? e.message : String(e);
+    return { ok: false, errors: [`${fileName}:1:1: ${msg}`] };
+  }
   const found: Located[] = [];
   const add = (node: Node | null | undefined, path: PropertyKey[], message: string) =>
     found.push({ ...pos(node), path, message });

@@ -3,7 +3,7 @@ import { randomBytes } from 'node:crypto';
 import type { Env, RpcClient, Tracer } from '@mmlab/runtime';
 import { OpIds, sleep } from '@mmlab/runtime';
 import type { Store } from '@mmlab/model';
-import { type CrashAction, MmlabError, PAGE_SIZE, isPageAligned } from '@mmlab/protocol';
+import { type CrashAction, MmlabError, PAGE_SIZE, TASK_SIZE, isPageAligned } from '@mmlab/protocol';
 import { PerCpuPages } from './page_alloc';
 
 export interface MmContext {
@@ -122,9 +122,18 @@ export async function backoff(attempt: number, deadline: number, what: string): 
   else await sleep(Math.min(5, attempt - 3));
 }
 
-/** The first page of a range a syscall was given: EINVAL unless addr is page aligned. */
-export function startVpn(addr: number, syscall: string): number {
+/**
+ * The first page of a range a syscall was given: EINVAL unless addr is page aligned and, with
+ * pages, the range ends at or below TASK_SIZE (do_munmap: `len > TASK_SIZE - start`; nothing is
+ * locked or changed for a range no process can map).
+ */
+export function startVpn(addr: number, syscall: string, pages?: number): number {
   if (!isPageAligned(addr))
     throw new MmlabError('EINVAL', `${syscall} address 0x${addr.toString(16)} is not page aligned`);
+  if (pages !== undefined && addr + pages * PAGE_SIZE > TASK_SIZE)
+    throw new MmlabError(
+      'EINVAL',
+      `${syscall} range 0x${addr.toString(16)} + ${pages} pages ends past TASK_SIZE (0x${TASK_SIZE.toString(16)})`,
+    );
   return addr / PAGE_SIZE;
 }

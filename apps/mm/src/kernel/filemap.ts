@@ -113,7 +113,7 @@ export async function sysMsync(
   addr: number,
   pages: number,
 ): Promise<{ cached: number; cleaned: number; written: number }> {
-  const s = startVpn(addr, 'msync');
+  const s = startVpn(addr, 'msync', pages);
   const e = s + pages;
   const op = ctx.ids.next('msync');
   if (!(await ctx.store.processes()).includes(pid))

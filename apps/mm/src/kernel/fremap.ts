@@ -39,7 +39,7 @@ export async function sysRemapFilePages(
   pages: number,
   pgoff: number,
 ): Promise<{ nonlinear: boolean; ptes: number }> {
-  const s = startVpn(addr, 'remap_file_pages');
+  const s = startVpn(addr, 'remap_file_pages', pages);
   const e = s + pages;
   const op = ctx.ids.next('remap');
   const sem = await mmapWriteLock(ctx, pid, op);

@@ -64,7 +64,7 @@ export async function getUserPages(
   agent: string,
   force = false,
 ): Promise<GupPage[]> {
-  startVpn(addr, 'gup'); // EINVAL unless page aligned
+  startVpn(addr, 'gup', pages); // EINVAL unless page aligned
   if (!pin) return gupPages(ctx, pid, addr, pages, write, false, agent, force, '');
   const op = ctx.ids.next('gup');
   const sem = await mmapWriteLock(ctx, pid, op);

@@ -170,9 +170,13 @@ export async function ksmMerge(
   for (const r of ranges) {
     const first = Math.floor(r.addr / PAGE_SIZE);
     const table = await ctx.store.pageTable(r.pid);
-    for (let vpn = first; vpn < first + r.pages; vpn++) {
-      const pte = table.get(vpn);
-      if (!pte || !ptePresent(pte) || pte.protnone || pte.pfn === 0) continue;
+    // the PTEs the range holds, in address order (not every vpn of it: a range of 2^20 pages
+    // times 64 kept the replica's event loop busy for seconds, past its liveness lease)
+    const inRange = [...table]
+      .filter(([vpn]) => vpn >= first && vpn < first + r.pages)
+      .sort((a, b) => a[0] - b[0]);
+    for (const [vpn, pte] of inRange) {
+      if (!ptePresent(pte) || pte.protnone || pte.pfn === 0) continue;
       await cmpAndMergePage(
         ctx,
         op,

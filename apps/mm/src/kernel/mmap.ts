@@ -102,7 +102,7 @@ export async function doMunmap(
   addr: number,
   pages: number,
 ): Promise<{ zapped: number; freed: number }> {
-  const s = startVpn(addr, 'munmap');
+  const s = startVpn(addr, 'munmap', pages);
   await refuseHugetlb(ctx, pid, s, s + pages, 'munmap');
   const op = ctx.ids.next('munmap');
   return withIntent(ctx, op, pid, 'munmap', { addr, pages }, () =>
@@ -162,7 +162,7 @@ export async function madviseDontneed(
   addr: number,
   pages: number,
 ): Promise<{ zapped: number; freed: number }> {
-  const s = startVpn(addr, 'madvise');
+  const s = startVpn(addr, 'madvise', pages);
   await refuseHugetlb(ctx, pid, s, s + pages, 'madvise');
   const op = ctx.ids.next('madvise');
   // The zap clears PTEs whose frames are put after the shootdown: recorded (intent.ts) so that

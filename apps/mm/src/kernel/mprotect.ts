@@ -23,7 +23,7 @@ export async function doMprotect(
   pages: number,
   prot: Prot,
 ): Promise<number> {
-  const s = startVpn(addr, 'mprotect');
+  const s = startVpn(addr, 'mprotect', pages);
   await refuseHugetlb(ctx, pid, s, s + pages, 'mprotect');
   const op = ctx.ids.next('mprotect');
   return withIntent(ctx, op, pid, 'mprotect', { addr, pages, prot }, () =>

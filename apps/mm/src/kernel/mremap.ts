@@ -25,7 +25,7 @@ export async function doMremap(
   pages: number,
   newPages: number,
 ): Promise<{ addr: number; moved: number }> {
-  const s = startVpn(addr, 'mremap');
+  const s = startVpn(addr, 'mremap', pages);
   await refuseHugetlb(ctx, pid, s, s + pages, 'mremap');
   const op = ctx.ids.next('mremap');
   return withIntent(ctx, op, pid, 'mremap', { addr, pages, newPages }, () =>

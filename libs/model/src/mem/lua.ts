@@ -44,9 +44,16 @@ local function frame_ops(pfn, op, list, step)
   return args
 end
 -- frame_get(K, pfn, 'gen', 'state', ...) → those fields of pfn's record, as numbers. A pfn past
--- the table reads as zeros (a free frame of gen 0); a negative one as nothing (nil).
+-- the table reads as zeros (a free frame of gen 0); a negative one as nothing (nil). One whose
+-- record would lie past the 2^32 bits a BITFIELD offset may name (a pfn from a request, never a
+-- frame: unpin's) reads as zeros too, without asking BITFIELD (which would fail the script).
 local function frame_get(K, pfn, ...)
   if tonumber(pfn) < 0 then return end
+  if (tonumber(pfn) + 1) * FRAME_BITS > 4294967296 then
+    local zeros = {}
+    for i = 1, select('#', ...) do zeros[i] = 0 end
+    return unpack(zeros)
+  end
   return unpack(redis.call('BITFIELD_RO', K[2], unpack(frame_ops(pfn, 'GET', {...}, 1))))
 end
 -- frame_set(K, pfn, 'ref', 0, 'state', FREE, ...): write fields of pfn's record.

@@ -1043,7 +1043,7 @@ return {'OK', 1}
 `,
   }),
   walk: script({
-    doc: `The hardware page walker: read one PTE, set its accessed bit, and join mm_cpumask (the CPU may now cache it). A PTE a COW cleared (w = 3) is pte_none to it, a swap entry (w = 4) or a file PTE (w = 5) not present. KEYS pte cpumask; ARGV vpn agent → "pfn:gen:w" | false`,
+    doc: `The hardware page walker: read one PTE, set its accessed bit, and join mm_cpumask when it found a translation (the CPU may now cache it; one that found none joins nothing, so a walk of a process that does not exist leaves nothing behind). A PTE a COW cleared (w = 3) is pte_none to it, a swap entry (w = 4) or a file PTE (w = 5) not present. KEYS pte cpumask; ARGV vpn agent → "pfn:gen:w" | false`,
     models: 'the hardware page walker (a TLB fill), joining mm_cpumask',
     keys: ['pte', 'cpumask', 'pmdhuge'],
     args: { vpn: Int, agent: Str },
@@ -1052,18 +1052,19 @@ return {'OK', 1}
       PT_LUA +
       THP_LUA +
       `
-redis.call('SADD', KEYS[2], ARGV[2])
 local vpn = tonumber(ARGV[1])
 -- a huge entry: the subpage of vpn (a cleared one, w = 3, is pmd_none)
 local hv, hp, hg, hw = huge_get(KEYS[3], vpn)
 if hv then
   if hw == 3 then return false end
+  redis.call('SADD', KEYS[2], ARGV[2])
   return pte_str(hp + vpn - hv, hg, hw)
 end
 local pfn, gen, w = pte_get(KEYS[1], vpn)
 if not pfn or w == 3 or w >= PTE_SWAP then return false end
 -- the walker sets the accessed bit of what it fills (pte_mkyoung): reclaim reads it
 if (w == 0 or w == 1) and not pte_young(KEYS[1], vpn) then pte_set(KEYS[1], vpn, pfn, gen, w) end
+redis.call('SADD', KEYS[2], ARGV[2])
 return pte_str(pfn, gen, w)
 `,
   }),
