@@ -63,9 +63,9 @@ const OUTSIDE_SCHEMA = new Set(['MMLAB_HEALTH_PORT', 'OTEL_EXPORTER_OTLP_ENDPOIN
 /** Does a native service use Redis (has an ACL user of its kind: libs/model acl.ts)? */
 const usesRedis = (app: string): boolean => (REDIS_KINDS as readonly string[]).includes(app);
 /** What scripts/secrets.sh writes to .env, for docker-compose config (any value will do). */
-const redisSecrets = Object.fromEntries([
-  ...REDIS_KINDS.map((k) => [redisPasswordVar(k), `pw-${k}`]),
-  ...DEPLOYED_IDENTITIES.map((who) => [natsPasswordVar(who), `pw-${who.user}`]),
+const redisSecrets: Record<string, string> = Object.fromEntries([
+  ...REDIS_KINDS.map((k): [string, string] => [redisPasswordVar(k), `pw-${k}`]),
+  ...DEPLOYED_IDENTITIES.map((who): [string, string] => [natsPasswordVar(who), `pw-${who.user}`]),
 ]);
 
 describe('docker-compose.yml', () => {
