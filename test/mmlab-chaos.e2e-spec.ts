@@ -157,7 +157,11 @@ describe('mmlab up + mmlab chaos', () => {
       /Ctrl-C stops everything\./,
       withRunDir(),
     );
-    natsUrl = /^ {2}NATS +(\S+)/m.exec(up.out())![1];
+    // the server's URL is printed; the owner's credentials are in a file only this user reads
+    const credsFile = /^ {2}NATS +\S+ +\(credentials of user lab in (\S+)\)/m.exec(up.out())![1];
+    expect(statSync(credsFile).mode & 0o777).toBe(0o600);
+    natsUrl = readFileSync(credsFile, 'utf8').trim();
+    expect(natsUrl).toMatch(/^nats:\/\/lab:[^@]+@127\.0\.0\.1:\d+$/);
     apiUrl = /^ {2}lab API +(\S+)/m.exec(up.out())![1];
     expect(apiUrl).toBe(`http://127.0.0.1:${port}`);
     nc = await connectNats(natsUrl, 'mmlab-chaos-test');

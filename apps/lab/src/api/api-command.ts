@@ -8,6 +8,7 @@
 import { MmlabError } from '@mmlab/protocol';
 import { EnvSchema, HOW_TO_SET_TOKEN, RpcClient, connectNats } from '@mmlab/runtime';
 import { serveLabApi } from './lab-api';
+import { natsUrlWithCredentials } from '../token-file';
 
 export interface ApiOptions {
   port: string;
@@ -31,7 +32,8 @@ export async function apiCommand(
   log: (line: string) => void = (l) => console.log(l),
 ): Promise<number> {
   const port = parsePort(opts.port, 'port');
-  const natsUrl = EnvSchema.shape.NATS_URL.parse(env.NATS_URL);
+  // a lab `mmlab up` started: its owner's credentials from the file it left (token-file.ts)
+  const natsUrl = natsUrlWithCredentials(EnvSchema.shape.NATS_URL.parse(env.NATS_URL), env);
   const host = opts.host ?? EnvSchema.shape.MMLAB_HTTP_HOST.parse(env.MMLAB_HTTP_HOST);
   const token = EnvSchema.shape.MMLAB_LAB_TOKEN.safeParse(env.MMLAB_LAB_TOKEN);
   if (!token.success)
