@@ -59,7 +59,7 @@ import {
 } from './support/fuzz';
 
 const PER_SUBJECT = 1000;
-const BATCH = 100;
+const BATCH = 200;
 /** Oversized payloads per subject (each near 1 MiB: the rest of the batch is small). */
 const OVERSIZED_PER_SUBJECT = 4;
 /** How long an answer may take: RpcClient's default deadline, doubled for a loaded machine. */

@@ -15,7 +15,7 @@ import { parse as parseYaml } from 'yaml';
 import { parseScenario } from './parse';
 
 const EXAMPLES = path.join(__dirname, '../../../examples');
-const RUNS = 500;
+const RUNS = 250;
 /** each document is parsed whole (YAML, schema, static checks): milliseconds each */
 const TIMEOUT_MS = 120_000;
 
