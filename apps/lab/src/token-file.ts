@@ -47,25 +47,33 @@ function privateDir(dir: string): void {
     throw new Error(`${dir} is open to other users (mode ${(st.mode & 0o777).toString(8)})`);
 }
 
+/** Write one secret line to file, in a private directory, readable by this user only. */
+function writeSecret(file: string, secret: string): string {
+  privateDir(path.dirname(file));
+  // a fresh file, so that its mode is ours whatever was there before
+  rmSync(file, { force: true });
+  writeFileSync(file, `${secret}\n`, { mode: 0o600, flag: 'wx' });
+  chmodSync(file, 0o600);
+  return file;
+}
+
+/** Remove file when it still holds this secret (another lab may have taken the port). */
+function removeSecret(file: string, secret: string): void {
+  if (readTokenFile(file) === secret) rmSync(file, { force: true });
+}
+
 /** Write the token of the lab whose API listens on port; returns the file. */
 export function writeTokenFile(
   port: number,
   token: string,
   env: NodeJS.ProcessEnv = process.env,
 ): string {
-  const file = tokenFile(port, env);
-  privateDir(path.dirname(file));
-  // a fresh file, so that its mode is ours whatever was there before
-  rmSync(file, { force: true });
-  writeFileSync(file, `${token}\n`, { mode: 0o600, flag: 'wx' });
-  chmodSync(file, 0o600);
-  return file;
+  return writeSecret(tokenFile(port, env), token);
 }
 
 /** Remove the token file when it still holds this token (another lab may have taken the port). */
 export function removeTokenFile(port: number, token: string, env: NodeJS.ProcessEnv = process.env) {
-  const file = tokenFile(port, env);
-  if (readTokenFile(file) === token) rmSync(file, { force: true });
+  removeSecret(tokenFile(port, env), token);
 }
 
 /** The token in a file, or undefined when there is no readable one. */
@@ -92,18 +100,12 @@ export function writeNatsUrlFile(
   url: string,
   env: NodeJS.ProcessEnv = process.env,
 ): string {
-  const file = natsUrlFile(port, env);
-  privateDir(path.dirname(file));
-  rmSync(file, { force: true });
-  writeFileSync(file, `${url}\n`, { mode: 0o600, flag: 'wx' });
-  chmodSync(file, 0o600);
-  return file;
+  return writeSecret(natsUrlFile(port, env), url);
 }
 
 /** Remove the NATS URL file when it still holds this URL. */
 export function removeNatsUrlFile(port: number, url: string, env: NodeJS.ProcessEnv = process.env) {
-  const file = natsUrlFile(port, env);
-  if (readTokenFile(file) === url) rmSync(file, { force: true });
+  removeSecret(natsUrlFile(port, env), url);
 }
 
 /**
