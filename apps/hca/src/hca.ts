@@ -22,7 +22,7 @@ import {
   isPageAligned,
   vpnOf,
 } from '@mmlab/protocol';
-import { type CallbackFaults, now, sleep } from '@mmlab/runtime';
+import { type CallbackFaults, now } from '@mmlab/runtime';
 import { NotifierSubscriber, subscriberDepsOf } from '@mmlab/subscriber';
 import type { HcaContext, HcaEnv } from './context';
 import { PerMm } from './ib_ucontext_per_mm';
@@ -99,21 +99,14 @@ export class Hca {
    */
   async teardown(ms: number): Promise<{ mrs: number; failed: number; quiet: boolean }> {
     const ids = [...this.mrs.keys()].sort((a, b) => a - b);
-    const deadline = Date.now() + ms;
-    let failed = 0;
-    const all = (async () => {
-      for (const id of ids)
-        await this.deregMr(id).catch((e: unknown) => {
-          failed++;
-          this.ctx.log.warn(`${this.name}: MR ${id} not deregistered at shutdown: ${String(e)}`);
-        });
-      return true;
-    })();
-    // bounded: a hung callback (its own release) must not hold the stop past its deadline
-    const done = await Promise.race([all, sleep(ms).then(() => false)]);
-    if (!done) failed = Math.max(failed, 1);
-    const quiet = await this.notifier.quiesce(Math.max(0, deadline - Date.now()));
-    return { mrs: ids.length, failed, quiet };
+    const t = await this.notifier.teardown(
+      ids,
+      (id) => this.deregMr(id),
+      ms,
+      (id, e) =>
+        this.ctx.log.warn(`${this.name}: MR ${id} not deregistered at shutdown: ${String(e)}`),
+    );
+    return { mrs: ids.length, ...t };
   }
 
   /** The shutdown's last step: the liveness lease dropped (NotifierSubscriber.drop). */

@@ -13,7 +13,7 @@
  */
 import { Mutex } from 'async-mutex';
 import { type Access, MmlabError, type ReqParsed, TASK_SIZE } from '@mmlab/protocol';
-import { type CallbackFaults, type SpteCounts, now, sleep } from '@mmlab/runtime';
+import { type CallbackFaults, type SpteCounts, now } from '@mmlab/runtime';
 import { NotifierSubscriber, subscriberDepsOf } from '@mmlab/subscriber';
 import type { KvmContext } from './context';
 import { Memslots } from './memslot';
@@ -81,21 +81,14 @@ export class Kvm {
    */
   async teardown(ms: number): Promise<{ vms: number; failed: number; quiet: boolean }> {
     const ids = [...this.vms.keys()].sort((a, b) => a - b);
-    const deadline = Date.now() + ms;
-    let failed = 0;
-    const all = (async () => {
-      for (const id of ids)
-        await this.destroyVm(id).catch((e: unknown) => {
-          failed++;
-          this.ctx.log.warn(`${this.name}: VM ${id} not destroyed at shutdown: ${String(e)}`);
-        });
-      return true;
-    })();
-    // bounded: a hung callback (its own release) must not hold the stop past its deadline
-    const done = await Promise.race([all, sleep(ms).then(() => false)]);
-    if (!done) failed = Math.max(failed, 1);
-    const quiet = await this.notifier.quiesce(Math.max(0, deadline - Date.now()));
-    return { vms: ids.length, failed, quiet };
+    const t = await this.notifier.teardown(
+      ids,
+      (id) => this.destroyVm(id),
+      ms,
+      (id, e) =>
+        this.ctx.log.warn(`${this.name}: VM ${id} not destroyed at shutdown: ${String(e)}`),
+    );
+    return { vms: ids.length, ...t };
   }
 
   /** The shutdown's last step: the liveness lease dropped (NotifierSubscriber.drop). */

@@ -254,19 +254,15 @@ export class Tracer {
   replayAsked(): void {
     this.replaysAsked++;
     if (this.replayTimer) return;
-    const wait = this.lastReplayAt + REPLAY_MIN_INTERVAL_MS - Date.now();
-    if (wait <= 0) {
-      this.lastReplayAt = Date.now();
-      this.replaysRun++;
-      this.replay();
-      return;
-    }
-    this.replayTimer = setTimeout(() => {
+    const run = () => {
       this.replayTimer = null;
       this.lastReplayAt = Date.now();
       this.replaysRun++;
       this.replay();
-    }, wait);
+    };
+    const wait = this.lastReplayAt + REPLAY_MIN_INTERVAL_MS - Date.now();
+    if (wait <= 0) return run();
+    this.replayTimer = setTimeout(run, wait);
     this.replayTimer.unref?.();
   }
 

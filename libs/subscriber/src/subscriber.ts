@@ -35,7 +35,7 @@ import {
   TASK_SIZE,
 } from '@mmlab/protocol';
 import { LivenessLease, type Store } from '@mmlab/model';
-import { CallbackFaults, type OpIds, type Tracer } from '@mmlab/runtime';
+import { CallbackFaults, type OpIds, type Tracer, sleep } from '@mmlab/runtime';
 import { CallbackLog } from './callback_log';
 
 /** The Redis calls a subscriber makes (a narrow view of Store, so tests can stand in for it). */
@@ -227,6 +227,33 @@ export class NotifierSubscriber {
       clearTimeout(timer);
       if (wake) this.rangesClosed.delete(wake);
     }
+  }
+
+  /**
+   * A clean shutdown's teardown of a device's objects (an HCA's MRs, a KVM's VMs): destroy each
+   * of ids in turn (its unregistration answered here: mm sends release first), then quiesce —
+   * all within ms: a hung callback (its own release) must not hold the stop past its deadline.
+   * A destroy that fails is passed to `failed` and counted; running out of time counts as one.
+   */
+  async teardown(
+    ids: readonly number[],
+    destroy: (id: number) => Promise<unknown>,
+    ms: number,
+    failed: (id: number, e: unknown) => void,
+  ): Promise<{ failed: number; quiet: boolean }> {
+    const deadline = Date.now() + ms;
+    let n = 0;
+    const all = (async () => {
+      for (const id of ids)
+        await destroy(id).catch((e: unknown) => {
+          n++;
+          failed(id, e);
+        });
+      return true;
+    })();
+    const done = await Promise.race([all, sleep(ms).then(() => false)]);
+    if (!done) n = Math.max(n, 1);
+    return { failed: n, quiet: await this.quiesce(Math.max(0, deadline - Date.now())) };
   }
 
   /**
