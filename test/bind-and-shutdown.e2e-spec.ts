@@ -22,6 +22,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { PAGE_SIZE } from '@mmlab/protocol';
 import { RpcClient } from '@mmlab/runtime';
 import { type TestLab, codeOf, startTestLab } from '@mmlab/testing';
+import { odpMappedPage } from './support/odp-page';
 // The lab API is served by the CLI (a test, not an app).
 // eslint-disable-next-line no-restricted-imports
 import { serveLabApi } from '../apps/lab/src/api/lab-api';
@@ -129,15 +130,7 @@ describe('a native lab: where it listens, how it stops (SIGTERM)', () => {
 
   /** A page written by cpu0 and mapped by an ODP MR of hca0: unmapping it notifies hca0. */
   async function mappedPage(): Promise<{ pid: number; addr: number }> {
-    const { pid } = await e.rpc.call('processCreate', {});
-    const { addr } = await e.rpc.call('mmap', { pid, pages: 1, prot: 'rw' });
-    await e.rpc.call('cpuAccess', { pid, addr, op: 'write', value: 7 }, { id: 0 });
-    const { mr } = await e.rpc.call(
-      'hcaRegMr',
-      { pid, addr, pages: 1, odp: true, access: ['read'] },
-      { id: 'hca0' },
-    );
-    expect((await e.rpc.call('hcaRdmaRead', { mr, addr }, { id: 'hca0' })).value).toBe(7);
+    const { pid, addr } = await odpMappedPage(e.rpc);
     expect(addr % PAGE_SIZE).toBe(0);
     return { pid, addr };
   }

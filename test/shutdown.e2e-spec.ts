@@ -25,6 +25,7 @@ import * as path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { PAGE_SIZE } from '@mmlab/protocol';
 import { type TestLab, startTestLab } from '@mmlab/testing';
+import { odpMappedPage } from './support/odp-page';
 
 /** A supervisor's patience after SIGTERM (docker stop's default is 10 s; the issue's bound 5 s). */
 const SIGKILL_AFTER_MS = 5000;
@@ -80,17 +81,9 @@ describe('SIGTERM: every service drains, releases and exits 0 before the 5 s dea
 
   /** A process with one written page, mapped by an ODP MR of hca0. */
   async function hcaMapped(): Promise<{ pid: number; addr: number; mr: number }> {
-    const { pid } = await e.rpc.call('processCreate', {});
-    pids.push(pid);
-    const { addr } = await e.rpc.call('mmap', { pid, pages: 1, prot: 'rw' });
-    await e.rpc.call('cpuAccess', { pid, addr, op: 'write', value: 7 }, { id: 0 });
-    const { mr } = await e.rpc.call(
-      'hcaRegMr',
-      { pid, addr, pages: 1, odp: true, access: ['read'] },
-      { id: 'hca0' },
-    );
-    expect((await e.rpc.call('hcaRdmaRead', { mr, addr }, { id: 'hca0' })).value).toBe(7);
-    return { pid, addr, mr };
+    const m = await odpMappedPage(e.rpc);
+    pids.push(m.pid);
+    return m;
   }
 
   /** The next invalidate_range_start that reaches agent. */
