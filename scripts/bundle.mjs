@@ -82,6 +82,12 @@ await Promise.all(
       minifyWhitespace: true,
       minifySyntax: true,
       legalComments: 'none',
+      // import() of a module left outside the bundle (OTLP's exporter: import('http')) becomes
+      // require(): the bundle runs from V8's code cache (libs/runtime/src/launch.ts), and on
+      // Node 20 a function deserialized from the cache has lost its import() loader (every
+      // span export failed with it). The lab's vega, ESM-only, is loaded by a new Function's
+      // import(), which is not in the cached script.
+      supported: { 'dynamic-import': false },
       logLevel: 'warning',
       plugins: [optionalPeers],
     });
