@@ -6,7 +6,8 @@
  *   the lab API        `mmlab api` (a process of the built CLI, on this lab's NATS):
  *                      GET/POST /chaos, POST /heal, GET /targets, /health, /api, /api-json
  *   the observer       GET /events, /stats, /stream, /invariants, /, /dashboard,
- *                      /assets/:file, /api, /api-json, /metrics, /health; POST /reset
+ *                      /assets/:file, /dashboard/assets/:file, /api, /api-json, /metrics,
+ *                      /health; POST /reset
  *   mm-0, cpu0, hca0,  GET /metrics and /health (every instance kind once)
  *   kvm0
  *
@@ -31,10 +32,13 @@
  *   raw        malformed HTTP on a socket of its own: an invalid request line, method or
  *              version, a header without a colon or with a NUL, conflicting Content-Length /
  *              Transfer-Encoding (smuggling), a bad chunk, a header past the limit, CONNECT
- * and each must be answered (no timeout; a connection closed without an answer only where
- * Node's parser must close it: never, every parse error gets a typed 400/431 first), with a
- * 4xx status (never 5xx: GET /health's documented 503 needs NATS or Redis down, which no
- * request can do) and, but for HEAD, a body `{code, message}` whose code is one of the lab's
+ * and each must be answered (no timeout, no connection closed without an answer: Node's parser
+ * closes the connection after a request it cannot parse, and after a refusal that left a body
+ * unread, but only once it answered — a typed 400/431 from useLabHttpErrors' clientError hook;
+ * a request that found its kept-alive socket closed that way is sent again, as browsers do,
+ * and counted), with a 4xx status (never 5xx: GET /health's documented 503 needs NATS or Redis
+ * down, which no request can do; one 3xx: the Swagger UI's static files redirect a directory,
+ * /api/. → /api/./) and, but for HEAD, a body `{code, message}` whose code is one of the lab's
  * ERROR_CODES; no answer carries a CORS header.
  *
  * After each endpoint: Redis unchanged (digest, as fuzz-nats), the observer's stored events
@@ -172,6 +176,12 @@ const ENDPOINTS: Endpoint[] = [
   { server: 'observer', method: 'GET', route: '/', path: '/' },
   { server: 'observer', method: 'GET', route: '/dashboard', path: '/dashboard' },
   { server: 'observer', method: 'GET', route: '/assets/:file', path: '/assets/index.js' },
+  {
+    server: 'observer',
+    method: 'GET',
+    route: '/dashboard/assets/:file',
+    path: '/dashboard/assets/index.js',
+  },
   { server: 'observer', method: 'GET', route: '/api', path: '/api' },
   { server: 'observer', method: 'GET', route: '/api-json', path: '/api-json' },
   ...SERVICE_ROUTES('observer'),
@@ -317,7 +327,7 @@ const oversizedBody: fc.Arbitrary<Buffer> = fc
         return Buffer.from(`[${'0,'.repeat(room / 2)}0]`);
       case 'keys':
         return Buffer.from(
-          `{${Array.from({ length: Math.ceil(room / 12) }, (_, i) => `"k${i}":1`).join(',')}}`,
+          `{${Array.from({ length: Math.ceil(room / 8) }, (_, i) => `"k${i}":1`).join(',')}}`,
         );
       case 'raw':
         return Buffer.alloc(room, 0x61);
@@ -798,8 +808,12 @@ function shots(e: Endpoint): fc.Arbitrary<Shot> {
 async function send(base: URL, s: Shot, agent: http.Agent): Promise<Answer> {
   if (s.raw) return sendRaw(base, s.raw);
   const first = await sendOnce(base, s, agent);
-  return first.reused ? sendOnce(base, s, agent) : first;
+  if (!first.reused) return first;
+  resent++;
+  return sendOnce(base, s, agent);
 }
+/** Requests sent again after their kept-alive socket was closed under them (printed). */
+let resent = 0;
 
 function sendOnce(base: URL, s: Shot, agent: http.Agent): Promise<Answer & { reused?: boolean }> {
   return new Promise((resolve) => {
@@ -1040,7 +1054,7 @@ describe('fuzz: every HTTP endpoint', () => {
       0,
     );
     console.log(
-      `fuzz-http: seed ${seed}, ${total} requests over ${figures.size} endpoints:\n${rows.join('\n')}`,
+      `fuzz-http: seed ${seed}, ${total} requests over ${figures.size} endpoints (${resent} sent again on a new connection):\n${rows.join('\n')}`,
     );
     agent.destroy();
     if (api && api.exitCode === null) {
