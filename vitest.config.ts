@@ -70,6 +70,8 @@ const LONGEST: Record<string, number> = {
   'test/reclaim-examples.e2e-spec.ts': 19,
   // fuzz: 141 s alone at load 13-18 (about 110 CPU-seconds: 50,000 messages over 50 subjects)
   'test/fuzz-nats.e2e-spec.ts': 100,
+  // 28,000 requests over 28 endpoints: 32 s alone (about 26 CPU-seconds), 2026-12-06
+  'test/fuzz-http.e2e-spec.ts': 32,
 };
 
 /**

@@ -26,7 +26,6 @@
  * The seed is printed (MMLAB_FUZZ_SEED=<seed> replays a run); so are the counts per subject.
  * Replaces test/malformed.e2e-spec.ts (5 hand-written payloads × every subject).
  */
-import { createHash } from 'node:crypto';
 import fc from 'fast-check';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { NatsConnection } from 'nats';
@@ -57,6 +56,7 @@ import {
   oversized,
   validOf,
 } from './support/fuzz';
+import { changedKeys, digest } from './support/redis-digest';
 
 const PER_SUBJECT = 1000;
 const BATCH = 200;
@@ -64,21 +64,6 @@ const BATCH = 200;
 const OVERSIZED_PER_SUBJECT = 4;
 /** How long an answer may take: RpcClient's default deadline, doubled for a loaded machine. */
 const RPC_DEADLINE_MS = 10_000;
-/**
- * What the digest leaves out: keys that change with no request at all (timers: the liveness
- * leases of the mm replicas, subscribers and CPUs, renewed every few hundred ms) and the
- * counters an mm replica bumps for any request that takes a lock of a real process, refused
- * or not: its fencing-token counter ({p:N}:fence) and its mm's seq (a field of {p:N}:mm, the
- * rest of which is digested).
- */
-const VOLATILE_KEYS = [/^\{mm\}:live:/, /^\{sub\}:live:/, /^\{p:\d+\}:fence$/];
-/** Hashes digested field by field, less their counters: mm's seq; the page cache's ino_next (a
- * refused MAP_SHARED|MAP_ANONYMOUS mmap used an inode number for the shmem object it evicted). */
-const COUNTER_FIELDS: Array<[RegExp, Set<string>]> = [
-  [/^\{p:\d+\}:mm$/, new Set(['seq'])],
-  [/^\{mem\}:pagecache$/, new Set(['ino_next'])],
-];
-const countersOf = (k: string) => COUNTER_FIELDS.find(([re]) => re.test(k))?.[1];
 /**
  * The keys a write fault changes when it refills its replica's page batch (rmqueueBulk:
  * frames charged ahead, the frames installed since reported) and indexes a real pid for it,
@@ -94,46 +79,6 @@ const BATCH_REFILL_KEYS = [
 const NOT_A_REFUSAL = new Set(['EINTERNAL', 'ETIMEDOUT', 'ENOHANDLER', 'ESHUTDOWN', 'EOWNERDEAD']);
 
 const seed = fuzzSeed();
-
-/** Redis, as a digest of every key's value (DUMP) but the volatile ones, key by key. */
-async function digest(store: Store): Promise<Map<string, string>> {
-  const keys: string[] = [];
-  let cursor = '0';
-  do {
-    const [next, batch] = await store.redis.scan(cursor, 'COUNT', 1000);
-    cursor = next;
-    keys.push(...batch.filter((k) => !VOLATILE_KEYS.some((re) => re.test(k))));
-  } while (cursor !== '0');
-  const p = store.redis.pipeline();
-  for (const k of keys)
-    if (countersOf(k)) p.hgetall(k);
-    else p.dumpBuffer(k);
-  const out = new Map<string, string>();
-  for (const [i, [err, v]] of ((await p.exec()) ?? []).entries()) {
-    const h = createHash('sha256');
-    if (err) h.update(`err:${String(err)}`);
-    else if (countersOf(keys[i])) {
-      // the hash itself, less its counters (small), so that a change says which fields; a hash
-      // of counters only is no state (as if absent)
-      const fields = Object.entries(v as Record<string, string>)
-        .filter(([f]) => !countersOf(keys[i])!.has(f))
-        .sort();
-      if (fields.length > 0) out.set(keys[i], JSON.stringify(fields));
-      continue;
-    } else h.update((v as Buffer | null) ?? Buffer.from('(gone)'));
-    out.set(keys[i], h.digest('hex').slice(0, 16));
-  }
-  return out;
-}
-
-/** The keys whose value differs between two digests (added, removed or changed). */
-function changedKeys(a: Map<string, string>, b: Map<string, string>): string[] {
-  const keys = new Set([...a.keys(), ...b.keys()]);
-  return [...keys]
-    .filter((k) => a.get(k) !== b.get(k))
-    .sort()
-    .map((k) => (countersOf(k) ? `${k} ${a.get(k)} → ${b.get(k)}` : k));
-}
 
 /** A request and what its bytes are to the service. */
 interface Shot {

@@ -81,7 +81,14 @@ export class Nemesis {
 
   /** Open a fault window; with spec.ms it heals by itself after that long. */
   async inject(spec: ChaosSpec): Promise<FaultWindow> {
+    // a process fault this nemesis cannot do (no local lab, no such process) is refused before
+    // anything is asked or recorded: no meminfo (which drains mm's page batch), no window, no
+    // chaos.start (fuzz-http: POST /chaos {"target":"cpu0","fault":"pause"} to `mmlab api` was
+    // a 422 that left a closed window and two trace events behind; {"target":"mm", ...} made
+    // the mm drain its page batch first)
+    if (isProcessFault(spec.fault) && !this.lab) this.local(spec.target);
     const instance = await this.resolve(spec);
+    if (isProcessFault(spec.fault)) this.local(instance);
     for (const o of this.open.values()) {
       if (o.w.instance !== instance || o.healing) continue;
       if (isProcessFault(spec.fault) && isProcessFault(o.w.fault))

@@ -1,6 +1,6 @@
 /** GET /events, GET /stats, POST /reset: the stored trace. */
-import { Controller, Get, HttpCode, Post, Query } from '@nestjs/common';
-import { EventsQuery, parseQuery } from './http-query';
+import { Body, Controller, Get, HttpCode, Post, Query } from '@nestjs/common';
+import { EventsQuery, ResetRequest, parseBody, parseQuery } from './http-query';
 import { ApiDoc } from './openapi';
 import { TraceIntake } from './trace-intake';
 import { type EventPage, TraceStore } from './trace-store';
@@ -37,11 +37,15 @@ export class EventsController {
     };
   }
 
-  /** Forget the trace and the counters, for the next run of a long-lived lab. */
+  /**
+   * Forget the trace and the counters, for the next run of a long-lived lab. The body is empty
+   * or `{}` (fuzz-http: POST /reset {"bogus":1} with the token cleared the trace).
+   */
   @Post('reset')
   @ApiDoc.reset()
   @HttpCode(200)
-  reset() {
+  reset(@Body() body: unknown) {
+    parseBody(ResetRequest, body);
     return { cleared: this.intake.reset() };
   }
 }

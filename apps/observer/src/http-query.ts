@@ -1,6 +1,6 @@
 /**
- * Query-string validation for the HTTP API: zod schemas, and a bad query answered 400 with
- * the lab's typed error body `{code: 'EBADMSG', message, definite: true}`.
+ * Query-string (and body) validation for the HTTP API: zod schemas, and a bad query or body
+ * answered 400 with the lab's typed error body `{code: 'EBADMSG', message, definite: true}`.
  */
 import { BadRequestException } from '@nestjs/common';
 import { z } from 'zod';
@@ -55,12 +55,24 @@ export const InvariantsQuery = z.strictObject({
 });
 export type InvariantsQuery = z.output<typeof InvariantsQuery>;
 
+/** POST /reset's body: none, or an empty object (what the dashboard sends). */
+export const ResetRequest = z.strictObject({});
+
 /** Parse a query object, or throw 400 with an EBADMSG body. */
 export function parseQuery<S extends z.ZodType>(schema: S, query: unknown): z.output<S> {
-  const r = schema.safeParse(query);
+  return parseOr400(schema, query, 'query');
+}
+
+/** Parse a request body (none: {}), or throw 400 with an EBADMSG body. */
+export function parseBody<S extends z.ZodType>(schema: S, body: unknown): z.output<S> {
+  return parseOr400(schema, body ?? {}, 'body');
+}
+
+function parseOr400<S extends z.ZodType>(schema: S, v: unknown, what: string): z.output<S> {
+  const r = schema.safeParse(v);
   if (r.success) return r.data;
   const why = r.error.issues
-    .map((i) => `${i.path.join('.') || '(query)'}: ${i.message}`)
+    .map((i) => `${i.path.join('.') || `(${what})`}: ${i.message}`)
     .join('; ');
-  throw new BadRequestException(new MmlabError('EBADMSG', `bad query: ${why}`).toWire());
+  throw new BadRequestException(new MmlabError('EBADMSG', `bad ${what}: ${why}`).toWire());
 }

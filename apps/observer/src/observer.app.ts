@@ -13,6 +13,7 @@ import {
   Tracer,
   WireErrorFilter,
   controlController,
+  useLabHttpErrors,
 } from '@mmlab/runtime';
 import { DashboardController } from './dashboard.controller';
 import { EventsController } from './events.controller';
@@ -98,6 +99,9 @@ export async function createObserverApp(
       }),
       { logger: opts.logger ?? ['error', 'warn', 'log'], abortOnError: false },
     );
+    // every refusal typed (Nest's own 404/400/413 included), and on loopback the Host check
+    // before any route (OpenAPI included): first, so that it comes before the routes
+    useLabHttpErrors(app, env.MMLAB_HTTP_HOST);
     setupOpenApi(app); // GET /api, /api-json
     // POST /reset and every other mutating route: JSON and the lab's token only; on loopback,
     // requests to this machine's names only (lab-token.ts). HTTP only (the microservice below

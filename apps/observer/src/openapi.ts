@@ -8,6 +8,7 @@ import { type INestApplication, applyDecorators } from '@nestjs/common';
 import {
   ApiBadRequestResponse,
   ApiBearerAuth,
+  ApiBody,
   ApiHeader,
   ApiNotFoundResponse,
   ApiOkResponse,
@@ -97,6 +98,11 @@ export const ApiDoc = {
           "Forget the stored trace and the counters (streams get a reset); JSON and the lab's token only",
       }),
       ApiBearerAuth(),
+      ApiBody({
+        required: false,
+        description: 'none, or an empty object (any key: 400 EBADMSG)',
+        schema: { type: 'object', additionalProperties: false },
+      }),
       ApiOkResponse({
         schema: { type: 'object', properties: { cleared: { type: 'integer' } } },
       }),

@@ -31,6 +31,7 @@ import {
   TerminusModule,
 } from '@nestjs/terminus';
 import { Events, type NatsConnection } from 'nats';
+import { useLabHttpErrors } from './http-errors';
 import { type LabMetrics, processMetrics } from './metrics';
 import type { Tracer } from './tracer';
 
@@ -223,7 +224,11 @@ export async function startHybridApp(
     imports: [module, ServiceHttpModule.register({ metrics, nats: http.nats, redis: http.redis })],
   };
   const app = await NestFactory.create(root, { logger, abortOnError: false });
+  const host = http.host ?? '127.0.0.1';
   try {
+    // typed refusals (Nest's own 404s, body-parser's 400/413/415, Node's parser errors) and,
+    // on loopback, requests to this machine's names only: as the observer and the lab API
+    useLabHttpErrors(app, host);
     // Deferred, so the filters are in the microservice's config before its handlers are bound.
     const ms = app.connectMicroservice<MicroserviceOptions>(transport, {
       deferInitialization: true,
@@ -234,7 +239,6 @@ export async function startHybridApp(
     if (ms instanceof NestMicroservice) ms.setIsInitHookCalled(true);
     // no enableShutdownHooks(): runService owns the signals (see startMicroservice)
     await app.startAllMicroservices();
-    const host = http.host ?? '127.0.0.1';
     await app.listen(http.port, host);
     new Logger('ServiceHttp').log(`GET /metrics and /health on http://${host}:${http.port}`);
     return app;

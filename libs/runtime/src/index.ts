@@ -11,3 +11,4 @@ export * from './tracer';
 export * from './latency';
 export * from './callback-faults';
 export * from './lab-token';
+export * from './http-errors';

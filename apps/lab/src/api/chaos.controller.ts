@@ -75,7 +75,22 @@ export class ChaosController {
   @ApiDoc.heal()
   async heal(@Body() body: unknown): Promise<{ healed: number }> {
     const { target } = parseBody(HealRequest, body, 'heal request');
+    // a target with no window and not in this lab is a typo, not "nothing to heal" (fuzz-http:
+    // POST /heal {"target":"nosuch"} answered 200 {healed: 0}); checked before the lock (a
+    // window opened meanwhile is healed all the same)
+    if (target !== undefined && target !== 'mm' && !this.hasWindow(target)) {
+      const { targets } = await this.targets.list();
+      if (!targets.includes(target))
+        throw unknownTarget(
+          `no target "${target}" in this lab, and no window on it (targets: ${targets.join(', ')})`,
+        );
+    }
     return this.changes.runExclusive(async () => ({ healed: await this.nemesis.heal(target) }));
+  }
+
+  /** Whether a window (open or closed) was aimed at target, as named or resolved. */
+  private hasWindow(target: string): boolean {
+    return this.nemesis.windows().some((w) => w.target === target || w.instance === target);
   }
 
   @Get('targets')

@@ -11,13 +11,14 @@
  *                  lab this process started: on compose use docker compose pause/kill)
  *   504 ETIMEDOUT  the subscriber did not answer in time (the fault may still have landed)
  *   500            anything else (EINTERNAL)
+ * Nest's own refusals (no such route, a body that is not JSON or over the limit) are typed by
+ * the HttpErrorFilter every HTTP server of the lab shares (@mmlab/runtime http-errors.ts).
  */
 import {
   type ArgumentsHost,
   BadRequestException,
   Catch,
   type ExceptionFilter,
-  HttpException,
   NotFoundException,
 } from '@nestjs/common';
 import type { z } from 'zod';
@@ -90,8 +91,9 @@ export function unknownTarget(message: string): NotFoundException {
 }
 
 /**
- * MmlabErrors thrown by the nemesis (or by an RpcClient call) as HTTP answers. HttpExceptions
- * keep Nest's own handling (the ones thrown here already carry a `{code, message}` body).
+ * MmlabErrors thrown by the nemesis (or by an RpcClient call) as HTTP answers. Everything else
+ * (HttpExceptions, Nest's and body-parser's own refusals) is the lab's HttpErrorFilter's
+ * (@mmlab/runtime http-errors.ts), installed before this one.
  */
 @Catch(MmlabError)
 export class MmlabErrorFilter implements ExceptionFilter<MmlabError> {
@@ -100,30 +102,5 @@ export class MmlabErrorFilter implements ExceptionFilter<MmlabError> {
       .switchToHttp()
       .getResponse<{ status(n: number): { json(body: unknown): void } }>();
     res.status(httpStatusOf(e)).json(bodyOf(e));
-  }
-}
-
-/**
- * Nest's own 400s and 404s (a body that is not JSON, an unknown route) in the same shape:
- * EBADMSG and ENOHANDLER. Bodies that already have a code, and other statuses, pass as they are.
- */
-@Catch(HttpException)
-export class HttpErrorFilter implements ExceptionFilter<HttpException> {
-  catch(e: HttpException, host: ArgumentsHost): void {
-    const res = host
-      .switchToHttp()
-      .getResponse<{ status(n: number): { json(body: unknown): void } }>();
-    const status = e.getStatus();
-    const body = e.getResponse();
-    const hasCode = typeof body === 'object' && body !== null && 'code' in body;
-    if (hasCode || (status !== 400 && status !== 404)) {
-      res.status(status).json(typeof body === 'string' ? { message: body } : body);
-      return;
-    }
-    const message =
-      typeof body === 'object' && body !== null && 'message' in body
-        ? String(body.message)
-        : e.message;
-    res.status(status).json({ code: status === 400 ? 'EBADMSG' : 'ENOHANDLER', message });
   }
 }

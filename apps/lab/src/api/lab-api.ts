@@ -14,7 +14,7 @@ import { type DynamicModule, type INestApplication, type LogLevel, Module } from
 import { NestFactory } from '@nestjs/core';
 import type { AddressInfo } from 'node:net';
 import { Events, type NatsConnection } from 'nats';
-import { LabTokenGuard, type RpcClient } from '@mmlab/runtime';
+import { LabTokenGuard, type RpcClient, useLabHttpErrors } from '@mmlab/runtime';
 import { type LocalLab, freePort, isPortFree } from '@mmlab/runner';
 import { Nemesis } from '../nemesis';
 import {
@@ -26,7 +26,7 @@ import {
   TARGETS,
   type TargetsApi,
 } from './chaos.controller';
-import { HttpErrorFilter, MmlabErrorFilter } from './errors';
+import { MmlabErrorFilter } from './errors';
 import { setupOpenApi } from './openapi';
 import { LabTargets } from './targets';
 
@@ -85,7 +85,9 @@ export async function createLabApi(
     logger: opts.logger ?? ['error', 'warn'],
     abortOnError: false,
   });
-  app.useGlobalFilters(new HttpErrorFilter(), new MmlabErrorFilter());
+  // typed refusals (Nest's own included), the loopback Host check before any route; the
+  // nemesis's errors by MmlabErrorFilter
+  useLabHttpErrors(app, parts.bindHost ?? DEFAULT_HOST, new MmlabErrorFilter());
   // POST /chaos, /heal: JSON and the lab's token only (a web page cannot drive the nemesis)
   app.useGlobalGuards(new LabTokenGuard(parts.token, parts.bindHost ?? DEFAULT_HOST));
   setupOpenApi(app);

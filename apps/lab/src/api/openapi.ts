@@ -121,6 +121,10 @@ export const ApiDoc = {
         schema: { type: 'object', properties: { healed: { type: 'integer' } } },
       }),
       ApiBadRequestResponse({ description: 'a bad request (EBADMSG)', schema: ERROR }),
+      ApiNotFoundResponse({
+        description: 'no such target in this lab, and no window on it (EINVAL)',
+        schema: ERROR,
+      }),
       ...MUTATION,
     ),
   targets: () =>
