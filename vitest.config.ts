@@ -29,6 +29,12 @@ const plugins = [swc.vite({ module: { type: 'es6' } })];
 const SERIAL = ['test/chaos.e2e-spec.ts'];
 
 /**
+ * Unit files that replace a module (vi.mock): a project of their own, so that scripts/test.sh can
+ * run the rest without isolation (their modules shared within a worker) and these isolated.
+ */
+const MOCKING = ['apps/lab/src/report/diagram.spec.ts'];
+
+/**
  * The longest integration files (seconds, a clean-clone CI run on 2 cores with two files at a
  * time), started first: with two workers, the last long file to start sets the end. Without a
  * cache vitest starts the larger files first, and mm-crash-points and examples (short files, long
@@ -105,8 +111,14 @@ export default defineConfig({
         test: {
           name: 'unit',
           include: ['libs/**/*.spec.ts', 'apps/**/*.spec.ts'],
+          exclude: MOCKING,
           environment: 'node',
         },
+      },
+      {
+        plugins,
+        resolve: { alias },
+        test: { name: 'unit-isolated', include: MOCKING, environment: 'node' },
       },
       {
         plugins,

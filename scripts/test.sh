@@ -24,4 +24,19 @@ step build;       npm run --silent build
 step protocol;    node dist/libs/protocol/src/gen-doc.js --check docs/protocol.md
 step redis;       node dist/libs/model/src/gen-doc.js --check docs/redis.md
 step nats-users;  node dist/libs/protocol/src/gen-nats-conf.js --check deploy/nats/nats.conf deploy/k8s/base/nats.yaml
-step tests;       npx vitest run
+step tests
+# The unit files (pure code) share each worker's module cache (--no-isolate: 21 against 52
+# CPU-s, most of an isolated unit file's time is importing zod, Nest and the libs again), in
+# one worker beside the integration files; their output is printed after. vitest.config.ts's
+# unit-isolated project (files that vi.mock a module) runs isolated with the integration files.
+# `npx vitest run` alone runs all of them, each file isolated.
+out=$(mktemp -d)
+npx vitest run --project unit --no-isolate --maxWorkers 1 >"$out/unit" 2>&1 & unit=$!
+failed=''
+npx vitest run --project unit-isolated --project integration --project integration-serial ||
+  failed="$failed integration"
+wait "$unit" || failed="$failed unit"
+step 'unit (shared module cache)'
+cat "$out/unit"
+rm -rf "$out"
+if [ -n "$failed" ]; then echo "failed:$failed" >&2; exit 1; fi
