@@ -276,6 +276,22 @@ export async function startRedisCluster(
   masters = 3,
   opts: { users?: RedisUsers } = {},
 ): Promise<ClusterHandle> {
+  // Ports found free can be taken before the nodes bind them (bus ports fall in the machine's
+  // ephemeral range: another test's outgoing connection may get one): a failed start is tried
+  // again on other ports, twice.
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await startRedisClusterOnce(masters, opts);
+    } catch (e) {
+      if (attempt >= 3) throw e;
+    }
+  }
+}
+
+async function startRedisClusterOnce(
+  masters: number,
+  opts: { users?: RedisUsers },
+): Promise<ClusterHandle> {
   const acl: RedisServerOptions = opts.users ? { aclFile: opts.users.aclFile } : {};
   let ports: number[] = [];
   for (let attempt = 0; attempt < 50 && ports.length === 0; attempt++) {
@@ -331,13 +347,18 @@ export async function startRedisCluster(
           ...(opts.users ? ['--user', 'lab', '--pass', opts.users.passwords.lab] : []),
           '--no-auth-warning',
         ],
-        { stdio: 'ignore' },
+        { stdio: ['ignore', 'pipe', 'pipe'] },
       );
+      let out = '';
+      c.stdout.on('data', (d: Buffer) => (out += d.toString()));
+      c.stderr.on('data', (d: Buffer) => (out += d.toString()));
       c.once('error', reject);
-      c.once('exit', (code) =>
+      c.once('close', (code) =>
         code === 0
           ? resolve()
-          : reject(new Error(`redis-cli --cluster create exited with ${code}`)),
+          : reject(
+              new Error(`redis-cli --cluster create exited with ${code}: ${out.slice(-2000)}`),
+            ),
       );
     });
     const url = `redis+cluster://${ports.map((p) => `127.0.0.1:${p}`).join(',')}`;

@@ -72,7 +72,7 @@ return {'OK', want}
 `,
   }),
   pinnedVmUncharge: script({
-    doc: `ib_umem_release(): mm->pinned_vm -= ARGV[1] (never below 0; a process gone has none). KEYS mm → pinnedVm`,
+    doc: `ib_umem_release(): mm->pinned_vm -= ARGV[1] (never below 0, and at 0 the field is removed: absent means 0; a process gone has none). KEYS mm → pinnedVm`,
     models: 'ib_umem_release(), drivers/infiniband/core/umem.c: mm->pinned_vm -=',
     keys: ['mm'],
     args: { pages: Int },
@@ -82,7 +82,12 @@ return {'OK', want}
       `
 if redis.call('HEXISTS', KEYS[1], 'state') == 0 then return 0 end
 local cur = tonumber(redis.call('HGET', KEYS[1], 'pinnedVm') or '0') - tonumber(ARGV[1])
-if cur < 0 then cur = 0 end
+-- back to none: the field goes, as before the first charge (a refused reg_mr that charged and
+-- uncharged leaves the process as it found it)
+if cur <= 0 then
+  redis.call('HDEL', KEYS[1], 'pinnedVm')
+  return 0
+end
 redis.call('HSET', KEYS[1], 'pinnedVm', cur)
 return cur
 `,
