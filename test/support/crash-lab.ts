@@ -157,39 +157,6 @@ export const KNOWN_LEAKS: Record<string, string> = {
     'swap-count: the slot counts a swap PTE that was never set ({mem} and {p:<pid>} steps, unrecorded)',
   'try_to_unmap_one.cleared':
     'mapcount: the page keeps the mapping of the PTE made a swap entry (its put is unrecorded)',
-  // THP: the huge page allocated and not installed (no pending tag for compound pages yet)
-  'do_huge_pmd_anonymous_page.allocated': 'thp: the huge page allocated, never installed, leaked',
-  ...Object.fromEntries(
-    ['allocated', 'range_started', 'ptl_held', 'set', 'range_ended'].map((s) => [
-      `do_huge_pmd_wp_page.${s}`,
-      "thp: the copy leaked (before its install), or the old huge page's put lost (after it)",
-    ]),
-  ),
-  '__split_huge_page_splitting.set':
-    'thp: the PTEs map a compound page never dissolved (__split_huge_page_refcount lost)',
-  '__split_huge_page_splitting.range_ended':
-    'thp: the PTEs map a compound page never dissolved (__split_huge_page_refcount lost)',
-  'split_huge_page.mapped':
-    'thp: the PTEs map a compound page never dissolved (__split_huge_page_refcount lost)',
-  ...Object.fromEntries(
-    ['allocated', 'range_started', 'ptl_held', 'set', 'range_ended'].map((s) => [
-      `collapse_huge_page.${s}`,
-      'thp, mapcount: the huge page leaked (before its install) or the small pages’ puts lost (after it)',
-    ]),
-  ),
-  'zap_huge_pmd.cleared': "thp: munmap's intent does not record the huge entries it cleared",
-  'zap_huge_pmd.flushed': "thp: munmap's intent does not record the huge entries it cleared",
-  'hugetlb_no_page.allocated': 'hugetlb: the pool page allocated, never installed, leaked',
-  '__unmap_hugepage_range.cleared':
-    "hugetlb: munmap's intent does not record the huge entries it cleared (their puts lost)",
-  '__unmap_hugepage_range.range_ended':
-    "hugetlb: munmap's intent does not record the huge entries it cleared (their puts lost)",
-  ...Object.fromEntries(
-    ['allocated', 'range_started', 'cleared', 'set', 'range_ended'].map((s) => [
-      `hugetlb_cow.${s}`,
-      "hugetlb: the copy leaked (before its install), or the old page's put lost (after it)",
-    ]),
-  ),
 };
 
 /** Every crash point of the tables above. */

@@ -54,6 +54,35 @@ export interface ReplaceRecord {
   page: { pfn: number; gen: number };
 }
 
+/**
+ * A huge page allocated and its install's puts owed ({mem}:pending u:<rec> →
+ * "0|incarnation|huge|pool|pid|hvpn|pfn:gen|olds", allocHugePage / hugetlbAlloc with a record):
+ * until hugeRecordEnd, the new page (THP or hugetlb pool) is owed its put if it is never
+ * installed at pid's hvpn, else the olds are (a COW's old page, a collapse's small pages).
+ */
+export interface HugeRecord {
+  rec: string;
+  owner: string;
+  pool: 'thp' | 'hugetlb';
+  pid: number;
+  hvpn: number;
+  page: { pfn: number; gen: number };
+  olds: Array<{ pfn: number; gen: number }>;
+}
+
+/**
+ * split_huge_page() in flight ({mem}:pending u:<rec> → "0|incarnation|split|pid|hvpn|pfn:gen",
+ * splitRecordOpen): the compound page's mappings are being split; its end dissolves it
+ * (splitHugePage with the record).
+ */
+export interface SplitRecord {
+  rec: string;
+  owner: string;
+  pid: number;
+  hvpn: number;
+  head: { pfn: number; gen: number };
+}
+
 /** A frame of an mm incarnation's per-replica batch ({mem}:pending "gen|incarnation|reserve"). */
 export interface ReserveFrame {
   pfn: number;
@@ -377,12 +406,16 @@ export class MemStore extends StoreBase {
     reserve: ReserveFrame[];
     isolated: IsolationRecord[];
     replacing: ReplaceRecord[];
+    huge: HugeRecord[];
+    splitting: SplitRecord[];
   }> {
     const all = await this.redis.hgetall(MEM.pending);
     const pending: PendingFrame[] = [];
     const reserve: ReserveFrame[] = [];
     const isolated: IsolationRecord[] = [];
     const replacing: ReplaceRecord[] = [];
+    const huge: HugeRecord[] = [];
+    const splitting: SplitRecord[] = [];
     for (const [pfn, t] of Object.entries(all)) {
       if (pfn.startsWith('u:')) {
         const m = /^0\|([^|]+)\|isolated\|/.exec(t);
@@ -397,6 +430,32 @@ export class MemStore extends StoreBase {
             kpage: { pfn: Number(r[4]), gen: Number(r[5]) },
             page: { pfn: Number(r[6]), gen: Number(r[7]) },
           });
+        const h = /^0\|([^|]+)\|huge\|(thp|hugetlb)\|(\d+)\|(\d+)\|(\d+):(\d+)\|(.*)$/.exec(t);
+        if (h)
+          huge.push({
+            rec: pfn.slice(2),
+            owner: h[1],
+            pool: h[2] as 'thp' | 'hugetlb',
+            pid: Number(h[3]),
+            hvpn: Number(h[4]),
+            page: { pfn: Number(h[5]), gen: Number(h[6]) },
+            olds: h[7]
+              .split(' ')
+              .filter(Boolean)
+              .map((x) => {
+                const [p, g] = x.split(':').map(Number);
+                return { pfn: p, gen: g };
+              }),
+          });
+        const sp = /^0\|([^|]+)\|split\|(\d+)\|(\d+)\|(\d+):(\d+)$/.exec(t);
+        if (sp)
+          splitting.push({
+            rec: pfn.slice(2),
+            owner: sp[1],
+            pid: Number(sp[2]),
+            hvpn: Number(sp[3]),
+            head: { pfn: Number(sp[4]), gen: Number(sp[5]) },
+          });
         continue;
       }
       const p = parsePendingTag(pfn, t);
@@ -404,7 +463,7 @@ export class MemStore extends StoreBase {
       const r = p ? null : parseReserveTag(pfn, t);
       if (r) reserve.push(r);
     }
-    return { pending, reserve, isolated, replacing };
+    return { pending, reserve, isolated, replacing, huge, splitting };
   }
 
   /**

@@ -143,8 +143,11 @@ export interface Intent {
   id: string;
   owner: string;
   rec: IntentRec;
-  /** frames whose PTEs were cleared and not yet put, and the batch they will be put as */
-  cleared: Array<{ pfn: number; gen: number }>;
+  /**
+   * frames whose PTEs (or huge entries) were cleared and not yet put, and the batch they will be
+   * put as; hugetlb: a hugetlbfs pool page ("h<pfn>:<gen>", put back to the pool)
+   */
+  cleared: Array<{ pfn: number; gen: number; hugetlb?: true }>;
   batch: number;
   /** mremap: where the VMA went */
   newVpn?: number;
@@ -478,8 +481,8 @@ export class MmStore extends MemStore {
             .split(' ')
             .filter((x) => x)
             .map((x) => {
-              const [pfn, gen] = x.split(':').map(Number);
-              return { pfn, gen };
+              const [pfn, gen] = x.replace(/^h/, '').split(':').map(Number);
+              return x.startsWith('h') ? { pfn, gen, hugetlb: true as const } : { pfn, gen };
             }),
           ...(h.newVpn !== undefined && { newVpn: Number(h.newVpn) }),
           chunks: Array.from({ length: Number(h.chunks ?? 0) }, (_, i) =>
