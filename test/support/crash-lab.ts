@@ -152,12 +152,7 @@ export const POINTS = {
  * The crash points whose death still leaks (issue 15, left to do): what fsck reports after it.
  * Their cases are skipped (a leak left in the lab would fail every case after it).
  */
-export const KNOWN_LEAKS: Record<string, string> = {
-  'try_to_unmap_one.duplicated':
-    'swap-count: the slot counts a swap PTE that was never set ({mem} and {p:<pid>} steps, unrecorded)',
-  'try_to_unmap_one.cleared':
-    'mapcount: the page keeps the mapping of the PTE made a swap entry (its put is unrecorded)',
-};
+export const KNOWN_LEAKS: Record<string, string> = {};
 
 /** Every crash point of the tables above. */
 export const ALL_POINTS: readonly string[] = Object.values(POINTS).flat();

@@ -85,6 +85,10 @@
  *                (orphan_ranges.ts; fsck: pending-dead-owner while one is left):
  *                  isolated|pfn:gen ...  reclaim's isolated batch (isolateLruPages, isolatedReap)
  *                  replace|pid|vpn|kpfn:kgen|pfn:gen  KSM's replace_page (ksmReplaceGet/End)
+ *                  unmap|pid|vpn|pfn:gen|slot:sgen  reclaim's try_to_unmap_one of an isolated page
+ *                    at pid's vpn, its slot's swap_duplicate taken in the same step (slot 0: a
+ *                    file's page); unmapRecordEnd owes the page's put once the PTE no longer
+ *                    maps it, else the duplicate's swap_free (a reaper reads which: unmapFence)
  *                  huge|pool|pid|hvpn|pfn:gen|olds  a huge page (pool thp: a compound page;
  *                    hugetlb: a pool page) allocated for pid's entry at hvpn, in the allocation's
  *                    step (allocHugePage, hugetlbAlloc); olds "pfn:gen ..." the pages its install

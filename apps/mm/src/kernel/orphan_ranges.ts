@@ -114,6 +114,7 @@ import {
   type PendingFrame,
   type ReplaceRecord,
   type SplitRecord,
+  type UnmapRecord,
   hugeFence,
   hugeRecordEnd,
   ksmReplaceEnd,
@@ -228,6 +229,10 @@ export class OrphanRangeReaper {
     const splitting = tags.splitting.filter(
       (x) => x.owner !== incarnation && !this.reaping.has(`u:${x.rec}`),
     );
+    // reclaim's try_to_unmap_one between its swap_duplicate and the put it owes (vmscan.ts)
+    const unmapping = tags.unmapping.filter(
+      (x) => x.owner !== incarnation && !this.reaping.has(`u:${x.rec}`),
+    );
     // the incarnations (other than this one) that hold a batch of frames
     const batched = new Set(tags.reserve.map((f) => f.owner).filter((w) => w !== incarnation));
     const others = indexed.filter((w) => w !== incarnation);
@@ -239,6 +244,7 @@ export class OrphanRangeReaper {
         ...replacing.map((x) => x.owner),
         ...huge.map((x) => x.owner),
         ...splitting.map((x) => x.owner),
+        ...unmapping.map((x) => x.owner),
         ...batched,
       ]),
     ];
@@ -272,14 +278,45 @@ export class OrphanRangeReaper {
     for (const x of hugeEnded) void this.reapHuge(x);
     const splits = splitting.filter((x) => dead.has(x.owner));
     for (const x of splits) void this.reapSplit(x);
+    const unmapped = unmapping.filter((x) => dead.has(x.owner));
+    for (const x of unmapped) void this.reapUnmap(x);
     return (
       taken.reduce((a, b) => a + b, 0) +
       reaped.length +
       unisolated.length +
       replaced.length +
       hugeEnded.length +
-      splits.length
+      splits.length +
+      unmapped.length
     );
+  }
+
+  /**
+   * A dead owner's try_to_unmap_one (vmscan.ts), between its swap_duplicate and the put it owes:
+   * the owner fenced off the process first, then the PTE read (unmapFence) — still mapping the
+   * page: the duplicate's swap_free (the unmap never happened); else the page's mapping put
+   * (the PTE is the swap entry: rolled forward). The isolation is the isolation record's.
+   */
+  private async reapUnmap(x: UnmapRecord): Promise<void> {
+    const { ctx } = this;
+    const key = `u:${x.rec}`;
+    this.reaping.add(key);
+    try {
+      const mapped = await ctx.store.unmapFence(x.pid, x.owner, x.vpn, x.page);
+      const freed = await ctx.store.unmapRecordEnd(x.rec, x.owner, !mapped);
+      if (freed === null) return;
+      const op = ctx.ids.next('reap');
+      for (const pfn of freed)
+        if (pfn === x.page.pfn) ctx.tracer.emit({ kind: 'frame.free', op, ...x.page });
+      this.log.warn(
+        `try_to_unmap_one of pid ${x.pid} vpn ${x.vpn} by dead ${x.owner}: ` +
+          (mapped ? 'not unmapped, the swap duplicate given back' : 'unmapped, the page put'),
+      );
+    } catch (e) {
+      this.log.warn(`try_to_unmap_one ${x.rec} of dead ${x.owner} not ended: ${String(e)}`);
+    } finally {
+      this.reaping.delete(key);
+    }
   }
 
   /**

@@ -71,6 +71,19 @@ export interface HugeRecord {
 }
 
 /**
+ * try_to_unmap_one() in flight ({mem}:pending u:<rec> → "0|incarnation|unmap|pid|vpn|pfn:gen|
+ * slot:sgen", unmapRecordOpen): the slot's swap_duplicate taken (slot 0: a file's page, none);
+ * one put is owed — the page's mapping once the PTE no longer maps it, else the duplicate's.
+ */
+export interface UnmapRecord {
+  rec: string;
+  owner: string;
+  pid: number;
+  vpn: number;
+  page: { pfn: number; gen: number };
+}
+
+/**
  * split_huge_page() in flight ({mem}:pending u:<rec> → "0|incarnation|split|pid|hvpn|pfn:gen",
  * splitRecordOpen): the compound page's mappings are being split; its end dissolves it
  * (splitHugePage with the record).
@@ -152,6 +165,40 @@ export class MemStore extends StoreBase {
     rec = '',
   ): Promise<boolean> {
     return (await this.call('lruPutback', MEM, { pfn, gen, list, rec })) === 1;
+  }
+
+  /**
+   * try_to_unmap_one() of page at pid's vpn begins, recorded as rec of owner; slot (null: a file's
+   * page) gets its swap_duplicate in the same step. → false: the slot is stale, nothing done.
+   */
+  async unmapRecordOpen(
+    rec: string,
+    owner: string,
+    pid: number,
+    vpn: number,
+    page: { pfn: number; gen: number },
+    slot: { slot: number; gen: number } | null,
+  ): Promise<boolean> {
+    const r = await this.call('unmapRecordOpen', MEM, {
+      rec,
+      owner,
+      pid,
+      vpn,
+      pfn: page.pfn,
+      gen: page.gen,
+      slot: slot?.slot ?? 0,
+      slotGen: slot?.gen ?? 0,
+    });
+    return r === 1;
+  }
+
+  /**
+   * The end of try_to_unmap_one record rec of owner: unmapped — the page's mapping put; else the
+   * slot's duplicate back. → frames freed, or null (ended already).
+   */
+  async unmapRecordEnd(rec: string, owner: string, unmapped: boolean): Promise<number[] | null> {
+    const r = await this.call('unmapRecordEnd', MEM, { rec, owner, unmapped: unmapped ? 1 : 0 });
+    return r.r === 'OK' ? r.freed : null;
   }
 
   /** The end of isolation record rec of owner (its own, or a dead one's): what is still isolated goes back. */
@@ -408,6 +455,7 @@ export class MemStore extends StoreBase {
     replacing: ReplaceRecord[];
     huge: HugeRecord[];
     splitting: SplitRecord[];
+    unmapping: UnmapRecord[];
   }> {
     const all = await this.redis.hgetall(MEM.pending);
     const pending: PendingFrame[] = [];
@@ -416,6 +464,7 @@ export class MemStore extends StoreBase {
     const replacing: ReplaceRecord[] = [];
     const huge: HugeRecord[] = [];
     const splitting: SplitRecord[] = [];
+    const unmapping: UnmapRecord[] = [];
     for (const [pfn, t] of Object.entries(all)) {
       if (pfn.startsWith('u:')) {
         const m = /^0\|([^|]+)\|isolated\|/.exec(t);
@@ -456,6 +505,15 @@ export class MemStore extends StoreBase {
             hvpn: Number(sp[3]),
             head: { pfn: Number(sp[4]), gen: Number(sp[5]) },
           });
+        const um = /^0\|([^|]+)\|unmap\|(\d+)\|(\d+)\|(\d+):(\d+)\|\d+:\d+$/.exec(t);
+        if (um)
+          unmapping.push({
+            rec: pfn.slice(2),
+            owner: um[1],
+            pid: Number(um[2]),
+            vpn: Number(um[3]),
+            page: { pfn: Number(um[4]), gen: Number(um[5]) },
+          });
         continue;
       }
       const p = parsePendingTag(pfn, t);
@@ -463,7 +521,7 @@ export class MemStore extends StoreBase {
       const r = p ? null : parseReserveTag(pfn, t);
       if (r) reserve.push(r);
     }
-    return { pending, reserve, isolated, replacing, huge, splitting };
+    return { pending, reserve, isolated, replacing, huge, splitting, unmapping };
   }
 
   /**

@@ -1083,6 +1083,21 @@ if pte_field_ok(pfn) and pte_field_ok(gen) and pte_maps(KEYS[1], pfn, gen) then 
 return 0
 `,
   }),
+  unmapFence: script({
+    doc: `A try_to_unmap_one record ({mem}:pending u:<rec>, unmapRecordOpen) of incarnation ARGV[1], found dead: fence that incarnation off this address space (its scripts here are refused from now on), then say whether the PTE of vpn still maps the page (pfn, gen) — present or cleared by a COW in flight (w 0..3): the unmap never happened (its swap duplicate is owed back); else it did (the page's mapping is owed its put). KEYS pte fenced; ARGV incarnation vpn pfn gen → 1 (still mapped) | 0`,
+    models: "none: lab crash recovery of a dead replica's try_to_unmap_one (fence, then look)",
+    keys: ['pte', 'fenced'],
+    args: { incarnation: Str, vpn: Int.min(0), pfn: Int, gen: Int },
+    reply: Bit,
+    lua:
+      PT_LUA +
+      `
+redis.call('SADD', KEYS[2], ARGV[1])
+local pfn, gen, w = pte_get(KEYS[1], tonumber(ARGV[2]))
+if pfn == tonumber(ARGV[3]) and gen == tonumber(ARGV[4]) and w <= 3 then return 1 end
+return 0
+`,
+  }),
   pcpFence: script({
     doc: `An mm incarnation found dead (orphan_ranges.ts): fence it off this address space (as invFence: its fault scripts, invOpen, invClaim, intentOpen and intentClaim here are refused from now on), then read which of its batch's reserve frames its faults installed here (:rsv). KEYS fenced rsv; ARGV incarnation → {added (1: fenced now, 0: already), "pfn:gen ..." ('' none)}`,
     models: "none: lab crash recovery of a dead replica's per_cpu_pages batch (fence, then look)",

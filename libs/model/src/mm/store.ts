@@ -170,6 +170,25 @@ export class MmStore extends MemStore {
   }
 
   /**
+   * A dead owner's try_to_unmap_one record: fence owner off pid, then → whether pid's PTE at vpn
+   * still maps page (unmapFence: the unmap never happened).
+   */
+  async unmapFence(
+    pid: number,
+    owner: string,
+    vpn: number,
+    page: { pfn: number; gen: number },
+  ): Promise<boolean> {
+    const k = procKeys(pid);
+    const r = await this.call(
+      'unmapFence',
+      { pte: k.pte, fenced: k.fenced },
+      { incarnation: owner, vpn, pfn: page.pfn, gen: page.gen },
+    );
+    return r === 1;
+  }
+
+  /**
    * Charge pages to pid's pinned_vm within limit, under the mmap_sem write lease semValue: the
    * new total, or ENOMEM / ESRCH / ESTALE (the lease was lost).
    */
