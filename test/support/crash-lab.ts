@@ -107,7 +107,7 @@ export const POINTS = {
     'do_huge_pmd_wp_page.set',
     'do_huge_pmd_wp_page.range_ended',
   ],
-  // no huge page free for the COW: small copies (not reached by the tests yet: see the report)
+  // no huge page free for the COW: small copies (test/mm-crash-huge fragments memory first)
   thpCowFallback: [
     'do_huge_pmd_wp_page_fallback.allocated',
     'do_huge_pmd_wp_page_fallback.range_started',
