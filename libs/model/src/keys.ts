@@ -427,6 +427,8 @@ export const procKeys = (pid: number) => {
     pte: `${t}:pte`,
     pmds: `${t}:pmds`,
     pmdhuge: `${t}:pmdhuge`,
+    /** the hugetlb entries (:hugetlb; mm/hugetlb-store.ts hugetlbKey, the hugetlb scripts' huge) */
+    hugetlb: `${t}:hugetlb`,
     /** mm->page_table_lock's lease key (the THP scripts' role ptlmm: procKeys().ptl(PAGE_TABLE_LOCK)) */
     ptlmm: `${t}:ptl:mm`,
     ptlmax: `${t}:ptlmax`,

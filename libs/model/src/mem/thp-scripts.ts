@@ -13,7 +13,7 @@
  * (hugeFence, orphan_ranges.ts). hugetlbfs's pool allocations (hugetlbAlloc) use the same record.
  */
 import { z } from 'zod';
-import { Int, Ints, PfnGen, Str, oneOf, script, tagged } from '../boundary';
+import { Bit, Int, Ints, PfnGen, Str, oneOf, script, tagged } from '../boundary';
 import { MEM_ROLES } from '../keys';
 import { LUA_HELPERS } from '../lua';
 import { MEM_LUA } from './lua';
@@ -58,7 +58,7 @@ export const MEM_THP_SCRIPTS = {
     models:
       'alloc_hugepage_vma() (__GFP_COMP: prep_compound_page), mm/huge_memory.c + mm/page_alloc.c v3.7',
     keys: MEM_ROLES,
-    args: { order: Int.min(1).max(MAX_HUGE_ORDER), record: HugeRecordArgs, srcs: Ints },
+    args: { order: Int.min(1).max(MAX_HUGE_ORDER), ...HugeRecordArgs.shape, srcs: Ints },
     reply: oneOf(tagged('OK', { pfn: Int, gen: Int }), tagged('ENOMEM')),
     lua:
       HELPERS +
@@ -173,7 +173,7 @@ return {'OK', installed and 1 or 0, freed}
       'split_huge_page(), mm/huge_memory.c v3.7: its anon_vma lock section (recorded for crash recovery)',
     keys: MEM_ROLES,
     args: { rec: Str, owner: Str, pid: Int.min(0), hvpn: Int.min(0), pfn: Int, gen: Int },
-    reply: z.union([z.literal(0), z.literal(1)]),
+    reply: Bit,
     lua:
       HELPERS +
       `

@@ -139,7 +139,7 @@ return nr
     models:
       'alloc_huge_page() → dequeue_huge_page_vma(), with clear_huge_page() / copy_user_huge_page(), mm/hugetlb.c v3.7',
     keys: ['meta', 'frames', 'pool', 'pending'],
-    args: { copyFrom: IntOrNone, copyGen: IntOrNone, record: HugeRecordArgs },
+    args: { copyFrom: IntOrNone, copyGen: IntOrNone, ...HugeRecordArgs.shape },
     reply: oneOf(tagged('OK', { pfn: Int, gen: Int }), tagged('ENOMEM'), tagged('STALE')),
     lua:
       POOL_LUA +

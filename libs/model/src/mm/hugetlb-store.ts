@@ -69,7 +69,7 @@ export class HugetlbStore {
     const r = await this.s.call(
       'hugetlbAlloc',
       { ...POOL_KEYS, pending: MEM.pending },
-      { copyFrom: from?.pfn ?? '', copyGen: from?.gen ?? '', record },
+      { copyFrom: from?.pfn ?? '', copyGen: from?.gen ?? '', ...record },
     );
     if (r.r === 'STALE')
       throw new MmlabError('EINTERNAL', `copy of huge page ${from?.pfn} gen ${from?.gen}: stale`);

@@ -47,7 +47,7 @@ export async function allocHugePage(
   srcs: readonly number[] = [],
   record: HugeRecordArgs = NO_RECORD,
 ): Promise<{ pfn: number; gen: number } | null> {
-  const r = await store.call('allocHugePage', memKeys, { order, record, srcs: [...srcs] });
+  const r = await store.call('allocHugePage', memKeys, { order, ...record, srcs: [...srcs] });
   return r.r === 'OK' ? { pfn: r.pfn, gen: r.gen } : null;
 }
 
@@ -127,7 +127,7 @@ export async function hugeFence(
   return (
     (await store.call(
       'hugeFence',
-      { pte: k.pte, pmdhuge: k.pmdhuge, hugetlb: `{p:${pid}}:hugetlb`, fenced: k.fenced },
+      { pte: k.pte, pmdhuge: k.pmdhuge, hugetlb: k.hugetlb, fenced: k.fenced },
       {
         incarnation: a.owner,
         pool: a.pool,
