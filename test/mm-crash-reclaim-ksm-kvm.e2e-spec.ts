@@ -71,7 +71,7 @@ describe('an mm replica dying in reclaim, swap-in or KSM; KVM dying in its fault
     const untested = Object.keys(KNOWN_LEAKS);
     console.log(
       `crash points: ${ALL_POINTS.length} in the tables, ${ALL_POINTS.length - untested.length} tested; ` +
-        `not tested: ${untested.join(', ')}`,
+        `not tested: ${untested.join(', ') || 'none'}`,
     );
   });
 

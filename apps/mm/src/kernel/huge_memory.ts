@@ -973,7 +973,7 @@ export async function splitMappings(
   // reaper finishing a dead split may find every mapping split already), the record ended in
   // the same step; one still mapped huge (its entry changed under us) stays whole, the record
   // ends alone (no head to dissolve)
-  const whole = await stillMapped(ctx, head);
+  const whole = mappers.length > split && (await stillMapped(ctx, head));
   await splitHugePageRefcount(ctx.store, whole ? NO_HEAD : head, record);
   return split;
 }

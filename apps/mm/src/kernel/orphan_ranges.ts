@@ -116,6 +116,7 @@ import {
   type SplitRecord,
   type UnmapRecord,
   hugeFence,
+  hugePmds,
   hugeRecordEnd,
   ksmReplaceEnd,
   ptePresent,
@@ -355,16 +356,24 @@ export class OrphanRangeReaper {
   }
 
   /**
-   * A dead owner's split_huge_page (huge_memory.ts): rolled forward — the owner fenced off every
-   * process that maps the page (its lock and set scripts there are refused from then on), then
-   * every mapping still huge is split and the compound page dissolved, with the record's end.
+   * A dead owner's split_huge_page (huge_memory.ts): rolled forward — the owner fenced off the
+   * process it split for and every process that still maps the page huge (its lock and set
+   * scripts there are refused from then on), then every mapping still huge is split and the
+   * compound page dissolved, with the record's end.
    */
   private async reapSplit(x: SplitRecord): Promise<void> {
     const { ctx } = this;
     const key = `u:${x.rec}`;
     this.reaping.add(key);
     try {
-      const pids = new Set([x.pid, ...(await ctx.store.processes())]);
+      const pids = new Set([x.pid]);
+      for (const pid of await ctx.store.processes())
+        if (
+          (await hugePmds(ctx.store, pid)).entries.some(
+            (e) => e.pfn === x.head.pfn && e.gen === x.head.gen,
+          )
+        )
+          pids.add(pid);
       await Promise.all([...pids].map((pid) => ctx.store.invFence(pid, x.owner)));
       const op = ctx.ids.next('thp.split');
       const n = await splitMappings(ctx, op, x.head, { rec: x.rec, owner: x.owner });
