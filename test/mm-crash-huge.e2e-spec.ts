@@ -9,7 +9,7 @@
  * fallback (do_huge_pmd_wp_page_fallback: no huge page free) is reached by fragmenting memory
  * first (fragment: every aligned block keeps a used frame, single frames stay free). Each case ends
  * with mmlab fsck clean and the case's memory reading back what was written, from the CPU and
- * the HCA. The points whose death still leaks are skipped (KNOWN_LEAKS: fsck's findings).
+ * the HCA. A point whose death still leaks would be skipped (KNOWN_LEAKS: none left).
  */
 import { afterEach, describe, expect, it } from 'vitest';
 import { PAGE_SIZE } from '@mmlab/protocol';
