@@ -564,6 +564,10 @@ export async function doHugePmdWpPage(
       ? await singleAddressUpdate(ctx, op, pid, hvpn, section)
       : await hugePmdNotified(ctx, op, pid, hvpn, 'clear', 'do_huge_pmd_wp_page', section);
     if (!done) return null;
+  } catch (e) {
+    // failed after the install (a range end): the record still ends, with the put it owes
+    if (installed) await hugeEnd(ctx, op, alloc, true);
+    throw e;
   } finally {
     if (!installed) await hugeEnd(ctx, op, alloc, false);
   }
@@ -668,6 +672,10 @@ export async function doHugePmdWpPageFallback(
       },
     );
     if (!done) return null;
+  } catch (e) {
+    // failed after the install (a range end): the copies' tags still go, with the put owed
+    if (installed) await ctx.store.pagesInstalled(ctx.incarnation, pages);
+    throw e;
   } finally {
     // out_free_pages: the copies go back
     if (!installed) await putPending(ctx, op, pages);
@@ -1129,6 +1137,10 @@ export async function collapseHugePage(
         },
       });
       if (!done) throw new MmlabError('EAGAIN', `the range of pid ${pid} changed under khugepaged`);
+    } catch (e) {
+      // failed after the install (a range end): the record still ends, with the puts it owes
+      if (installed) await hugeEnd(ctx, op, alloc, true);
+      throw e;
     } finally {
       if (!installed) await hugeEnd(ctx, op, alloc, false);
     }
