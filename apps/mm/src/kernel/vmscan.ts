@@ -357,6 +357,8 @@ export async function tryToUnmapOne(
       vpn,
       page,
       slot,
+      null,
+      ctx.incarnation,
     );
     if (!r) throw staleLease(ctx, held, 'try_to_unmap_one');
     if (r === 'GONE') return;

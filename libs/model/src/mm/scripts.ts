@@ -626,9 +626,9 @@ return {'OK', cleared, redis.call('SMEMBERS', KEYS[4])}
 `,
   }),
   tryToUnmapOne: script({
-    doc: `try_to_unmap_one() under a held PT lock lease: if the PTE of vpn still maps frame (pfn, gen) (present, read-only, writable or PROT_NONE), it becomes the swap entry (slot, slot gen) — ptep_clear_flush + set_pte_at(swp_entry_to_pte) in one step (the caller shoots the TLBs down next, still holding the lock). The slot's swap_duplicate was done before (mem swap count), so a swap PTE never names a slot that does not count it. Slot 0: a file's page, whose PTE is just cleared (its file has it) — or, with pgoff, becomes the file PTE of that page (try_to_unmap_cluster in a nonlinear mapping: pgoff_to_pte(page->index)). KEYS ptl ptlmax pte cpumask; ARGV "owner|token" lockName token vpn pfn gen slot slotGen pgoff → {'OK', w (what the PTE was), cpumask} | {'GONE'} (the PTE maps something else now) | {'ESTALE'}`,
+    doc: `try_to_unmap_one() under a held PT lock lease: if the PTE of vpn still maps frame (pfn, gen) (present, read-only, writable or PROT_NONE), it becomes the swap entry (slot, slot gen) — ptep_clear_flush + set_pte_at(swp_entry_to_pte) in one step (the caller shoots the TLBs down next, still holding the lock). The slot's swap_duplicate was done before (mem swap count), so a swap PTE never names a slot that does not count it. Slot 0: a file's page, whose PTE is just cleared (its file has it) — or, with pgoff, becomes the file PTE of that page (try_to_unmap_cluster in a nonlinear mapping: pgoff_to_pte(page->index)). An incarnation fenced off this address space (keys.ts :fenced: its try_to_unmap_one record was ended by a reaper) changes nothing (ESTALE). KEYS ptl ptlmax pte cpumask fenced; ARGV "owner|token" lockName token vpn pfn gen slot slotGen pgoff incarnation → {'OK', w (what the PTE was), cpumask} | {'GONE'} (the PTE maps something else now) | {'ESTALE'}`,
     models: 'try_to_unmap_one(), mm/rmap.c v3.7: page_check_address, ptep_clear_flush, set_pte_at',
-    keys: ['ptl', 'ptlmax', 'pte', 'cpumask'],
+    keys: ['ptl', 'ptlmax', 'pte', 'cpumask', 'fenced'],
     args: {
       value: LeaseValue,
       lock: Str,
@@ -639,12 +639,14 @@ return {'OK', cleared, redis.call('SMEMBERS', KEYS[4])}
       slot: PteField,
       slotGen: PteField,
       pgoff: z.union([PteField, z.literal('')]),
+      incarnation: Str,
     },
     reply: oneOf(tagged('OK', { w: Int, cpumask: Strs }), tagged('GONE'), tagged('ESTALE')),
     lua:
       PT_LUA +
       `
 if not fenced(KEYS[1], KEYS[2], ARGV[2], ARGV[1], tonumber(ARGV[3])) then return {'ESTALE'} end
+if ARGV[10] ~= '' and redis.call('SISMEMBER', KEYS[5], ARGV[10]) == 1 then return {'ESTALE'} end
 local vpn = tonumber(ARGV[4])
 local w = page_check_address(KEYS[3], vpn, tonumber(ARGV[5]), tonumber(ARGV[6]))
 if not w then return {'GONE'} end

@@ -773,11 +773,13 @@ export class MmStore extends MemStore {
     slot: { slot: number; gen: number } | null,
     /** a file's page in a nonlinear mapping: the PTE becomes the file PTE of this page */
     pgoff: number | null = null,
+    /** the caller's incarnation: refused once it is fenced off pid ('' unchecked) */
+    incarnation = '',
   ): Promise<{ r: 'OK'; was: Pte; cpumask: string[] } | 'GONE' | null> {
     const k = procKeys(pid);
     const r = await this.call(
       'tryToUnmapOne',
-      { ptl: k.ptl(lock), ptlmax: k.ptlmax, pte: k.pte, cpumask: k.cpumask },
+      { ptl: k.ptl(lock), ptlmax: k.ptlmax, pte: k.pte, cpumask: k.cpumask, fenced: k.fenced },
       {
         value,
         lock,
@@ -788,6 +790,7 @@ export class MmStore extends MemStore {
         slot: slot?.slot ?? 0,
         slotGen: slot?.gen ?? 0,
         pgoff: pgoff ?? '',
+        incarnation,
       },
     );
     if (r.r === 'ESTALE') return null;
