@@ -70,6 +70,12 @@
  *                                              unmapFence(7): vpn 5 no longer maps the page →
  *                                              unmapRecordEnd(u, 1): page_remove_rmap + put
  *
+ * Left open: the reaper reads the PTE a lease TTL or two after the death. A swap-in of that swap
+ * PTE in between (a fault reading the page back from the swap cache) makes it map the page again,
+ * and the record is then ended as never unmapped: the slot's count one too low, the page one
+ * mapping too many (fsck: swap-count, mapcount). Telling the two apart needs the unmap's step to
+ * leave a mark in {p:<pid>} that the fence reads (one more call per page); not done.
+ *
  *   mm-0 (reclaim)                              mm-1 (reaper)
  *   isolateLruPages(rec r, pfn 9 10)  u:r
  *   addToSwap(9) → slot 3; try_to_unmap(9)
