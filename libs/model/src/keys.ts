@@ -275,6 +275,10 @@
  *              in a hugetlb VMA of a live mm at a huge page boundary, names a used pool head of
  *              its gen, is writable only in an rw VMA, and is read-only in a private mapping
  *              while its page is mapped more than once (fork's write-protect, until hugetlb_cow)
+ *   :unmapped:<rec>  "1" PX (a minute at least): try_to_unmap_one's PTE step of the record rec
+ *              ({mem}:pending u:<rec> unmap) was done — written by that step (tryToUnmapOne) in
+ *              the same script, read by the reaper's fence (unmapFence) to tell an unmapped page
+ *              from one a swap-in mapped again since; it expires on its own
  *   :intents   set of the ids of the multi-step operations in flight (intent records)
  *   :intent:<id> hash, one per multi-step operation (munmap, mprotect, mremap, fork), written before
  *              its first change and deleted after its last (id: "<incarnation>/<op>"):
@@ -443,6 +447,8 @@ export const procKeys = (pid: number) => {
     rsv: `${t}:rsv`,
     intents: `${t}:intents`,
     intent: (id: string) => `${t}:intent:${id}`,
+    /** try_to_unmap_one's mark of its record rec (the PTE step done): see :unmapped:<rec> */
+    unmapped: (rec: string) => `${t}:unmapped:${rec}`,
     /** key of a PT lock: 'mm' for page_table_lock, else the pmd index */
     ptl: (lock: string) => `${t}:${lock}`,
   };

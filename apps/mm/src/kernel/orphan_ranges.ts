@@ -294,16 +294,16 @@ export class OrphanRangeReaper {
 
   /**
    * A dead owner's try_to_unmap_one (vmscan.ts), between its swap_duplicate and the put it owes:
-   * the owner fenced off the process first, then the PTE read (unmapFence) — still mapping the
-   * page: the duplicate's swap_free (the unmap never happened); else the page's mapping put
-   * (the PTE is the swap entry: rolled forward). The isolation is the isolation record's.
+   * the owner fenced off the process first, then its PTE step's mark read (unmapFence; no mark:
+   * the PTE) — not done: the duplicate's swap_free (the unmap never happened); done: the page's
+   * mapping put (rolled forward). The isolation is the isolation record's.
    */
   private async reapUnmap(x: UnmapRecord): Promise<void> {
     const { ctx } = this;
     const key = `u:${x.rec}`;
     this.reaping.add(key);
     try {
-      const mapped = await ctx.store.unmapFence(x.pid, x.owner, x.vpn, x.page);
+      const mapped = await ctx.store.unmapFence(x.pid, x.rec, x.owner, x.vpn, x.page);
       const freed = await ctx.store.unmapRecordEnd(x.rec, x.owner, !mapped);
       if (freed === null) return;
       const op = ctx.ids.next('reap');

@@ -70,11 +70,10 @@
  *                                              unmapFence(7): vpn 5 no longer maps the page →
  *                                              unmapRecordEnd(u, 1): page_remove_rmap + put
  *
- * Left open: the reaper reads the PTE a lease TTL or two after the death. A swap-in of that swap
- * PTE in between (a fault reading the page back from the swap cache) makes it map the page again,
- * and the record is then ended as never unmapped: the slot's count one too low, the page one
- * mapping too many (fsck: swap-count, mapcount). Telling the two apart needs the unmap's step to
- * leave a mark in {p:<pid>} that the fence reads (one more call per page); not done.
+ * The reaper runs a lease TTL or two after the death: a swap-in of that swap PTE in between (a
+ * fault reading the page back from the swap cache) makes it map the page again. So the PTE
+ * step marks itself done in the same script ({p:<pid>}:unmapped:<rec>, expiring after a minute
+ * or more), and the fence reads the mark first; only a reap later than that reads the PTE.
  *
  *   mm-0 (reclaim)                              mm-1 (reaper)
  *   isolateLruPages(rec r, pfn 9 10)  u:r
@@ -365,6 +364,8 @@ export async function tryToUnmapOne(
       slot,
       null,
       ctx.incarnation,
+      // the PTE step marked done (the reaper's fence reads it): long enough for any reap
+      { rec, ttlMs: Math.max(60_000, 100 * ctx.env.MMLAB_LEASE_TTL_MS) },
     );
     if (!r) throw staleLease(ctx, held, 'try_to_unmap_one');
     if (r === 'GONE') return;

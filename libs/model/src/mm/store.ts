@@ -175,6 +175,7 @@ export class MmStore extends MemStore {
    */
   async unmapFence(
     pid: number,
+    rec: string,
     owner: string,
     vpn: number,
     page: { pfn: number; gen: number },
@@ -182,7 +183,7 @@ export class MmStore extends MemStore {
     const k = procKeys(pid);
     const r = await this.call(
       'unmapFence',
-      { pte: k.pte, fenced: k.fenced },
+      { pte: k.pte, fenced: k.fenced, unmapped: k.unmapped(rec) },
       { incarnation: owner, vpn, pfn: page.pfn, gen: page.gen },
     );
     return r === 1;
@@ -775,11 +776,20 @@ export class MmStore extends MemStore {
     pgoff: number | null = null,
     /** the caller's incarnation: refused once it is fenced off pid ('' unchecked) */
     incarnation = '',
+    /** try_to_unmap_one's record: the PTE step is marked done for markTtl ms (unmapFence) */
+    mark: { rec: string; ttlMs: number } | null = null,
   ): Promise<{ r: 'OK'; was: Pte; cpumask: string[] } | 'GONE' | null> {
     const k = procKeys(pid);
     const r = await this.call(
       'tryToUnmapOne',
-      { ptl: k.ptl(lock), ptlmax: k.ptlmax, pte: k.pte, cpumask: k.cpumask, fenced: k.fenced },
+      {
+        ptl: k.ptl(lock),
+        ptlmax: k.ptlmax,
+        pte: k.pte,
+        cpumask: k.cpumask,
+        fenced: k.fenced,
+        unmapped: mark ? k.unmapped(mark.rec) : k.mm,
+      },
       {
         value,
         lock,
@@ -791,6 +801,7 @@ export class MmStore extends MemStore {
         slotGen: slot?.gen ?? 0,
         pgoff: pgoff ?? '',
         incarnation,
+        markTtl: mark?.ttlMs ?? 0,
       },
     );
     if (r.r === 'ESTALE') return null;
