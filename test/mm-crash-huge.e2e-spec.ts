@@ -5,12 +5,15 @@
  * crash points of test/support/crash-lab.ts, one lab for the file (thp: always, huge pages of 4
  * frames, a hugetlbfs pool of 4 huge pages, hca0 with an ODP MR over each case's huge range).
  * A fault or khugepaged pass has no intent record (its caller's RPC times out: the test asks for
- * the fault itself, as cpu0 would); a munmap has one (EOWNERDEAD, rolled forward). Each case ends
+ * the fault itself, as cpu0 would); a munmap has one (EOWNERDEAD, rolled forward). The COW
+ * fallback (do_huge_pmd_wp_page_fallback: no huge page free) is reached by fragmenting memory
+ * first (fragment: every aligned block keeps a used frame, single frames stay free). Each case ends
  * with mmlab fsck clean and the case's memory reading back what was written, from the CPU and
- * the HCA. The points whose death still leaks are skipped (KNOWN_LEAKS: fsck's findings).
+ * the HCA. A point whose death still leaks would be skipped (KNOWN_LEAKS: none left).
  */
 import { afterEach, describe, expect, it } from 'vitest';
 import { PAGE_SIZE } from '@mmlab/protocol';
+import { hugePmds } from '@mmlab/model';
 import { codeOf } from '@mmlab/testing';
 import { HCA, KNOWN_LEAKS, LEASE_TTL_MS, POINTS, useCrashLab } from './support/crash-lab';
 
@@ -125,6 +128,58 @@ describe('an mm replica dying in a THP or hugetlb path', () => {
         );
         expect(await read(child, s.page(1))).toBe(11);
         await done(s.pid, child);
+      },
+    );
+
+  /**
+   * Leave no aligned block of HN free frames (do_huge_pmd_wp_page's alloc_hugepage_vma fails,
+   * the replicas' batches drained first) but HN single free frames (the fallback's copies): a
+   * filler process takes huge pages by THP faults until one falls back to a small page (its
+   * alloc failed after drain_all_pages: from then on every aligned block has a used frame, and
+   * only frees make one free again), then munmaps one subpage of HN of its huge pages (each
+   * split first: its block keeps HN - 1 used frames). → the filler's pid
+   */
+  async function fragment(): Promise<number> {
+    const { pid } = await c.rpc.call('processCreate', {});
+    const blocks = Math.ceil(FRAMES / HN);
+    const { addr: a } = await c.rpc.call('mmap', { pid, pages: (blocks + 1) * HN, prot: 'rw' });
+    const vpn = a / PAGE_SIZE;
+    const base = (vpn + ((HN - (vpn % HN)) % HN)) * PAGE_SIZE;
+    const ranges: number[] = [];
+    for (let b = 0; b < blocks; b++) {
+      const at = base + b * HN * PAGE_SIZE;
+      // (memory may run out for the fallback's small page too: ENOMEM is fine here)
+      const ok = await write(pid, at, 1).then(
+        () => true,
+        () => false,
+      );
+      const huge = (await hugePmds(c.store, pid)).entries.length;
+      if (!ok || huge === ranges.length) break;
+      ranges.push(at);
+    }
+    expect(ranges.length).toBeGreaterThanOrEqual(HN);
+    for (const at of ranges.slice(0, HN))
+      await c.rpc.call('munmap', { pid, addr: at + PAGE_SIZE, pages: 1 });
+    return pid;
+  }
+
+  for (const point of POINTS.thpCowFallback)
+    it.skipIf(skip(point))(
+      `THP COW with no huge page free, killed at ${point}: the parent gets its small copies or keeps the shared page`,
+      async () => {
+        const s = await huge('thp');
+        const { pid: child } = await c.rpc.call('fork', { pid: s.pid });
+        const filler = await fragment();
+        const d = await dieAt(point, () => fault(s.pid, s.page(1)));
+        expect(d.outcome.code).toBe('ETIMEDOUT');
+        await afterDeath(point, d, known);
+        await write(s.pid, s.page(1), 99);
+        await reads(
+          s,
+          initial.map((v, i) => (i === 1 ? 99 : v)),
+        );
+        expect(await read(child, s.page(1))).toBe(11);
+        await done(s.pid, child, filler);
       },
     );
 

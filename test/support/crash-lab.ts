@@ -107,7 +107,7 @@ export const POINTS = {
     'do_huge_pmd_wp_page.set',
     'do_huge_pmd_wp_page.range_ended',
   ],
-  // no huge page free for the COW: small copies (not reached by the tests yet: see the report)
+  // no huge page free for the COW: small copies (test/mm-crash-huge fragments memory first)
   thpCowFallback: [
     'do_huge_pmd_wp_page_fallback.allocated',
     'do_huge_pmd_wp_page_fallback.range_started',
@@ -152,45 +152,7 @@ export const POINTS = {
  * The crash points whose death still leaks (issue 15, left to do): what fsck reports after it.
  * Their cases are skipped (a leak left in the lab would fail every case after it).
  */
-export const KNOWN_LEAKS: Record<string, string> = {
-  'try_to_unmap_one.duplicated':
-    'swap-count: the slot counts a swap PTE that was never set ({mem} and {p:<pid>} steps, unrecorded)',
-  'try_to_unmap_one.cleared':
-    'mapcount: the page keeps the mapping of the PTE made a swap entry (its put is unrecorded)',
-  // THP: the huge page allocated and not installed (no pending tag for compound pages yet)
-  'do_huge_pmd_anonymous_page.allocated': 'thp: the huge page allocated, never installed, leaked',
-  ...Object.fromEntries(
-    ['allocated', 'range_started', 'ptl_held', 'set', 'range_ended'].map((s) => [
-      `do_huge_pmd_wp_page.${s}`,
-      "thp: the copy leaked (before its install), or the old huge page's put lost (after it)",
-    ]),
-  ),
-  '__split_huge_page_splitting.set':
-    'thp: the PTEs map a compound page never dissolved (__split_huge_page_refcount lost)',
-  '__split_huge_page_splitting.range_ended':
-    'thp: the PTEs map a compound page never dissolved (__split_huge_page_refcount lost)',
-  'split_huge_page.mapped':
-    'thp: the PTEs map a compound page never dissolved (__split_huge_page_refcount lost)',
-  ...Object.fromEntries(
-    ['allocated', 'range_started', 'ptl_held', 'set', 'range_ended'].map((s) => [
-      `collapse_huge_page.${s}`,
-      'thp, mapcount: the huge page leaked (before its install) or the small pages’ puts lost (after it)',
-    ]),
-  ),
-  'zap_huge_pmd.cleared': "thp: munmap's intent does not record the huge entries it cleared",
-  'zap_huge_pmd.flushed': "thp: munmap's intent does not record the huge entries it cleared",
-  'hugetlb_no_page.allocated': 'hugetlb: the pool page allocated, never installed, leaked',
-  '__unmap_hugepage_range.cleared':
-    "hugetlb: munmap's intent does not record the huge entries it cleared (their puts lost)",
-  '__unmap_hugepage_range.range_ended':
-    "hugetlb: munmap's intent does not record the huge entries it cleared (their puts lost)",
-  ...Object.fromEntries(
-    ['allocated', 'range_started', 'cleared', 'set', 'range_ended'].map((s) => [
-      `hugetlb_cow.${s}`,
-      "hugetlb: the copy leaked (before its install), or the old page's put lost (after it)",
-    ]),
-  ),
-};
+export const KNOWN_LEAKS: Record<string, string> = {};
 
 /** Every crash point of the tables above. */
 export const ALL_POINTS: readonly string[] = Object.values(POINTS).flat();

@@ -83,6 +83,18 @@ describe('fsck hugetlb', () => {
     ]);
   });
 
+  it('an entry hugetlb_cow cleared (w = 3, its holder dead): still a mapping in a private VMA, not in a shared one', () => {
+    const s = clean();
+    s.processes[0].huge = { 100: '4:2:3' };
+    expect(fsck(s)).toEqual([]);
+    s.processes[0].vmas = ['100:108:rw:hugetlbshared'];
+    s.processes[1].vmas = ['100:108:rw:hugetlbshared'];
+    expect(findings(s)).toEqual([
+      '{p:1}:hugetlb: pid 1: huge entry at vpn 100 (4:2:3) is not a present entry of an accessible VMA',
+      '{mem}:hugetlb: huge page 4: its head has mapcount 2, refcount 2 but 1 huge entries map it',
+    ]);
+  });
+
   it('a head whose mapcount counts an entry that is gone (leaked)', () => {
     const s = clean();
     s.processes[1].huge = {};

@@ -13,7 +13,10 @@
  *   - every huge entry parses, is at a huge-page aligned vpn inside a hugetlb VMA of its process
  *     (which is alive), allows no more than the VMA (writable only in rw), and names a used pool
  *     head of its gen; a private huge page mapped more than once is read-only in every private
- *     mapping (copy_hugetlb_page_range's write-protect: else a write skips hugetlb_cow).
+ *     mapping (copy_hugetlb_page_range's write-protect: else a write skips hugetlb_cow). An
+ *     entry hugetlb_cow cleared (w = 3: its old page kept until the copy is set, or put back
+ *     read-only by the next fault when that COW died) is legal in a private mapping only, and
+ *     still maps its page.
  */
 import { PAGE_FLAGS, type Pte, type Vma, hugetlbKey, parsePte, parseVma } from '@mmlab/model';
 import type { FsckSnapshot } from './snapshot';
@@ -110,7 +113,11 @@ export function checkHugetlb(s: FsckSnapshot, add: AddHugetlb): void {
                 ? 'is not inside a hugetlb VMA'
                 : e.writable && vma.prot !== 'rw'
                   ? `is writable in a ${vma.prot} VMA`
-                  : vma.prot === 'none' || e.protnone || e.swap || e.file || e.cowCleared
+                  : vma.prot === 'none' ||
+                      e.protnone ||
+                      e.swap ||
+                      e.file ||
+                      (e.cowCleared && vma.shared)
                     ? 'is not a present entry of an accessible VMA'
                     : e.pfn < pool.base ||
                         e.pfn >= pool.base + pool.nr * pool.n ||

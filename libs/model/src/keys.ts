@@ -80,6 +80,26 @@
  *                reserve-dead-owner. A reserve frame is installed only by the fault script, in
  *                a pid its owner indexed first ({mm}:invpids) and that records the install in
  *                {p:<pid>}:rsv in the same script.
+ *                Also u:<rec> → a record of a multi-step change of one incarnation ("0|incarnation|
+ *                kind|..."), ended by that owner or, once it is dead, by a reaper
+ *                (orphan_ranges.ts; fsck: pending-dead-owner while one is left):
+ *                  isolated|pfn:gen ...  reclaim's isolated batch (isolateLruPages, isolatedReap)
+ *                  replace|pid|vpn|kpfn:kgen|pfn:gen  KSM's replace_page (ksmReplaceGet/End)
+ *                  unmap|pid|vpn|pfn:gen|slot:sgen  reclaim's try_to_unmap_one of an isolated page
+ *                    at pid's vpn, its slot's swap_duplicate taken in the same step (slot 0: a
+ *                    file's page); unmapRecordEnd owes the page's put once the PTE no longer
+ *                    maps it, else the duplicate's swap_free (a reaper reads which: unmapFence)
+ *                  huge|pool|pid|hvpn|pfn:gen|olds  a huge page (pool thp: a compound page;
+ *                    hugetlb: a pool page) allocated for pid's entry at hvpn, in the allocation's
+ *                    step (allocHugePage, hugetlbAlloc); olds "pfn:gen ..." the pages its install
+ *                    owes a put (do_huge_pmd_wp_page's and hugetlb_cow's old page,
+ *                    collapse_huge_page's small pages). hugeRecordEnd: installed → the olds'
+ *                    puts, else the new page's own (the reaper reads which after fencing the
+ *                    owner off pid: hugeFence)
+ *                  split|pid|hvpn|pfn:gen  split_huge_page of that compound page in flight
+ *                    (splitRecordOpen, before its first mapping is split); ended by
+ *                    __split_huge_page_refcount (splitHugePage with the record) — a reaper
+ *                    splits the mappings still huge first
  *   {mem}:swap   hash, the swap device and the swap cache (mm/swapfile.c, mm/swap_state.c):
  *                  s<slot> → "gen|count|cpfn|cgen|data": one swap slot (1..meta swap_slots) —
  *                    gen bumped at each get_swap_page (a swap PTE names slot and gen, so a
@@ -246,13 +266,19 @@
  *              installed here and still tagged in {mem} is listed in its owner's field.
  *   :hugetlb   hash: the huge entries of the hugetlb VMAs (huge_pte, mm/hugetlb.c v3.7): field
  *              hvpn (the first vpn of a huge page, a multiple of 2^order) → "pfn:gen:w", pfn the
- *              pool head, gen its gen, w 1 writable or 0 read-only. ONE entry per huge page (not
+ *              pool head, gen its gen, w 1 writable or 0 read-only, or 3: cleared by a
+ *              hugetlb_cow in flight (its old page kept: pte_none to a walker; put back
+ *              read-only by hugetlbLookup once page_table_lock is free). ONE entry per huge page (not
  *              2^order PTEs), written only under mm->page_table_lock (:ptl:mm, fenced) or into a
  *              child being forked; a walker of a 4 KiB page of it gets the subpage pfn + (vpn
  *              - hvpn) by a fault (hugetlb_fault). Invariants (fsck: hugetlb): every entry lies
  *              in a hugetlb VMA of a live mm at a huge page boundary, names a used pool head of
  *              its gen, is writable only in an rw VMA, and is read-only in a private mapping
  *              while its page is mapped more than once (fork's write-protect, until hugetlb_cow)
+ *   :unmapped:<rec>  "1" PX (a minute at least): try_to_unmap_one's PTE step of the record rec
+ *              ({mem}:pending u:<rec> unmap) was done — written by that step (tryToUnmapOne) in
+ *              the same script, read by the reaper's fence (unmapFence) to tell an unmapped page
+ *              from one a swap-in mapped again since; it expires on its own
  *   :intents   set of the ids of the multi-step operations in flight (intent records)
  *   :intent:<id> hash, one per multi-step operation (munmap, mprotect, mremap, fork), written before
  *              its first change and deleted after its last (id: "<incarnation>/<op>"):
@@ -261,7 +287,10 @@
  *                        operation by anyone else is refused (the incarnation is fenced)
  *                rec     JSON: the syscall and its arguments, and where its caller waits
  *                cleared "pfn:gen ..." frames whose PTEs were cleared and not yet put (appended
- *                        by zapPteRange in the same script), batch: how many batches were put
+ *                        by zapPteRange in the same script; zapHugePmd appends the heads of the
+ *                        huge entries it cleared, hugetlbZap its pool pages as "h<pfn>:<gen>",
+ *                        put back to the pool), batch: how many batches were put ({mem}:once
+ *                        <id>#<n>, and <id>#<n>h for the batch's pool pages)
  *                newVpn  mremap: where move_vma put the VMA (set by vmaMove in the same script)
  *                chunks  fork: how many copy_pte_range chunks were read (chunk:<n>: their
  *                        frames "pfn:gen ...", written by copyPteRange in the same script); the
@@ -402,6 +431,8 @@ export const procKeys = (pid: number) => {
     pte: `${t}:pte`,
     pmds: `${t}:pmds`,
     pmdhuge: `${t}:pmdhuge`,
+    /** the hugetlb entries (:hugetlb; mm/hugetlb-store.ts hugetlbKey, the hugetlb scripts' huge) */
+    hugetlb: `${t}:hugetlb`,
     /** mm->page_table_lock's lease key (the THP scripts' role ptlmm: procKeys().ptl(PAGE_TABLE_LOCK)) */
     ptlmm: `${t}:ptl:mm`,
     ptlmax: `${t}:ptlmax`,
@@ -416,6 +447,8 @@ export const procKeys = (pid: number) => {
     rsv: `${t}:rsv`,
     intents: `${t}:intents`,
     intent: (id: string) => `${t}:intent:${id}`,
+    /** try_to_unmap_one's mark of its record rec (the PTE step done): see :unmapped:<rec> */
+    unmapped: (rec: string) => `${t}:unmapped:${rec}`,
     /** key of a PT lock: 'mm' for page_table_lock, else the pmd index */
     ptl: (lock: string) => `${t}:${lock}`,
   };

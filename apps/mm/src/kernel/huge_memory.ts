@@ -8,9 +8,30 @@
  * head + index: a secondary MMU maps 4 KiB pieces). Every invalidation of a huge mapping covers
  * the whole huge range [haddr, haddr + HPAGE_SIZE), never one address.
  *
- * Not crash-safe yet (unlike the small-page paths): a replica that dies between allocating a
- * huge page (or a fallback's small pages) and installing it leaks them (fsck reports it), and a
- * fork rolled back leaves its child's huge entries' references behind.
+ * Crash safety (issue 15), as KSM's replace_page (ksm.ts): a huge page allocated for a fault,
+ * a COW or a collapse is recorded in the allocation's own step (allocHugePage with a huge record,
+ * {mem}:pending u:<rec>: the new page and the pages its install owes a put — the COW's old huge
+ * page, the collapse's small pages). Its owner ends the record (hugeRecordEnd: the olds' puts
+ * once the entry maps the new page, else the new page's own put); a replica dying in between
+ * leaves it to a survivor's reaper (orphan_ranges.ts), which fences it off the process, reads
+ * whether the entry maps the new page (hugeFence) and ends the record the same way:
+ *
+ *   mm-0 (do_huge_pmd_wp_page, pid 7 hvpn 8)       mm-1 (reaper)
+ *   allocHugePage(r: new 20, olds 12)  u:r
+ *   hugePmdLock (entry 12 → w = 3); flush; set_pmd_at(20)
+ *   ✗ killed (do_huge_pmd_wp_page.set)
+ *                                                  owner of u:r dead: hugeFence(7) → entry at 8
+ *                                                  maps 20: hugeRecordEnd(r, 1): put_page(12)
+ *
+ * A cleared entry (w = 3) is put back read-only by the next fault once page_table_lock is free;
+ * a collapse's cleared small PTEs (w = 3) likewise once mmap_sem is. A split is recorded too
+ * (splitRecordOpen, before its first mapping is split): a reaper finishes a dead owner's split
+ * — every mapping still huge split, then __split_huge_page_refcount with the record's end. The
+ * fallback's small pages carry the small-page pending tags ({mem}:pending pfn: the first owes
+ * the huge page's put once installed), which the reaper already rolls back or forward. A
+ * munmap's zap_huge_pmd records the heads it cleared in the munmap's intent (as zap_pte_range's
+ * frames): the taker puts them. A fork rolled back still leaves its child's huge entries'
+ * references behind.
  */
 import { crashPoint } from './crash_point';
 import { MmlabError, PAGE_SIZE, type MnEvent, type SeedSite } from '@mmlab/protocol';
@@ -20,6 +41,9 @@ import {
   PAGE_TABLE_LOCK,
   allocHugePage,
   collapseLock as collapseLockScript,
+  hugeRecordEnd,
+  oldsText,
+  splitRecordOpen,
   copyHugePmd,
   hugePmdInstall,
   hugePmdLock,
@@ -49,9 +73,10 @@ import {
   invalidateRangeStart,
   withinRange,
 } from './mmu_notifier';
-import { type Frame, allocPage, drainAllPages, putPages } from './page_alloc';
+import { type Frame, allocPage, drainAllPages, putPages, putPending } from './page_alloc';
 import { staleLease } from './pagewalk';
 import { flushTlbRange } from './tlbflush';
+import { putCleared } from './intent';
 
 /** The huge page order (MMLAB_HUGE_PAGE_ORDER): HPAGE_PMD_ORDER. */
 export const hpageOrder = (ctx: MmContext): number => ctx.env.MMLAB_HUGE_PAGE_ORDER;
@@ -82,19 +107,69 @@ const framesOf = (ctx: MmContext, head: Frame): Frame[] =>
  * (drain_all_pages, as the allocator's slow path does) and it looks once more; null: none, the
  * caller falls back to small pages (v3.7 THP allocations do not reclaim: __GFP_NO_KSWAPD).
  */
-async function allocHuge(ctx: MmContext, op: string, srcs: number[] = []): Promise<Frame | null> {
-  let page = await allocHugePage(ctx.store, hpageOrder(ctx), srcs);
+async function allocHuge(
+  ctx: MmContext,
+  op: string,
+  srcs: number[],
+  /** the huge record opened with it: where it goes, and the pages its install owes a put */
+  at: { pid: number; hvpn: number; olds: Frame[] },
+): Promise<HugeAlloc | null> {
+  const rec = `${ctx.incarnation}:${op}:h${++hugeRecords}`;
+  const record = {
+    rec,
+    owner: ctx.incarnation,
+    pid: at.pid,
+    hvpn: at.hvpn,
+    olds: oldsText(at.olds),
+  };
+  let page = await allocHugePage(ctx.store, hpageOrder(ctx), srcs, record);
   if (!page) {
     await drainAllPages(ctx);
-    page = await allocHugePage(ctx.store, hpageOrder(ctx), srcs);
+    page = await allocHugePage(ctx.store, hpageOrder(ctx), srcs, record);
   }
-  if (page) for (const f of framesOf(ctx, page)) ctx.tracer.emit({ kind: 'frame.alloc', op, ...f });
-  return page;
+  if (!page) return null;
+  for (const f of framesOf(ctx, page)) ctx.tracer.emit({ kind: 'frame.alloc', op, ...f });
+  return { page, rec, olds: at.olds };
 }
 
-/** put_page() of a huge page's head: its last reference frees every frame (frame.free each). */
-async function putHuge(ctx: MmContext, op: string, heads: Frame[]): Promise<number> {
-  return heads.length ? putPages(ctx, op, heads, 'map') : 0;
+/** A huge page allocated with its huge record (allocHuge): ended by hugeEnd. */
+interface HugeAlloc {
+  readonly page: Frame;
+  readonly rec: string;
+  readonly olds: Frame[];
+}
+/** huge records of this process (allocHuge, splitHugePage): a counter for their names. */
+let hugeRecords = 0;
+
+/**
+ * The end of a huge record of this replica's (hugeRecordEnd): installed — the olds' puts it owes
+ * (the old huge page, or a collapse's small pages); else the new page's put. Each frame freed is
+ * traced. Ended already (a reaper took it: this replica was found dead) — nothing.
+ */
+async function hugeEnd(
+  ctx: MmContext,
+  op: string,
+  a: HugeAlloc,
+  installed: boolean,
+): Promise<void> {
+  const r = await hugeRecordEnd(ctx.store, a.rec, ctx.incarnation, installed);
+  if (r) traceFreed(ctx, op, r.freed, r.installed ? a.olds : [a.page]);
+}
+
+/** frame.free of each pfn freed, its gen the named frame's (a compound page's: its head's). */
+export function traceFreed(
+  ctx: MmContext,
+  op: string,
+  freed: readonly number[],
+  named: readonly Frame[],
+): void {
+  const n = hpageNr(ctx);
+  for (const pfn of freed) {
+    const f =
+      named.find((x) => x.pfn === pfn) ??
+      named.find((x) => x.pfn - (x.pfn % n) === pfn - (pfn % n));
+    if (f) ctx.tracer.emit({ kind: 'frame.free', op, pfn, gen: f.gen });
+  }
 }
 
 /**
@@ -116,12 +191,13 @@ export async function doHugePmdAnonymousPage(
 ): Promise<{ pfn: number; gen: number; writable: boolean } | 'fallback' | null> {
   const addr = hvpn * PAGE_SIZE;
   const order = hpageOrder(ctx);
-  const page = await allocHuge(ctx, op);
-  if (!page) {
+  const alloc = await allocHuge(ctx, op, [], { pid, hvpn, olds: [] });
+  if (!alloc) {
     const fallbacks = countVmEvent(ctx, 'fault');
     ctx.tracer.emit({ kind: 'thp', op, pid, addr, event: 'fault-fallback', order, fallbacks });
     return 'fallback';
   }
+  const { page } = alloc;
   let installed = false;
   try {
     await crashPoint(ctx, 'do_huge_pmd_anonymous_page.allocated');
@@ -164,7 +240,8 @@ export async function doHugePmdAnonymousPage(
     ctx.tracer.emit({ kind: 'thp', op, pid, addr, event: 'fault', ...page, order });
     return { pfn: page.pfn + (vpn - hvpn), gen: page.gen, writable };
   } finally {
-    if (!installed) await putHuge(ctx, op, [page]);
+    // installed: the record goes (nothing owed); else the page goes back with it
+    await hugeEnd(ctx, op, alloc, installed);
   }
 }
 
@@ -447,14 +524,16 @@ export async function doHugePmdWpPage(
     ctx.tracer.emit({ kind: 'thp', op, pid, addr, event: 'reuse', ...head, order });
     return { ...sub(head), kind: 'thp-reuse' };
   }
-  // alloc_hugepage_vma + copy_user_huge_page: one script, no lock held
-  const page = await allocHuge(
+  // alloc_hugepage_vma + copy_user_huge_page: one script, no lock held; recorded with the put
+  // of head its install owes
+  const alloc = await allocHuge(
     ctx,
     op,
     framesOf(ctx, head).map((x) => x.pfn),
+    { pid, hvpn, olds: [{ pfn: head.pfn, gen: head.gen }] },
   );
-  if (page) await crashPoint(ctx, 'do_huge_pmd_wp_page.allocated');
-  if (!page) {
+  if (alloc) await crashPoint(ctx, 'do_huge_pmd_wp_page.allocated');
+  if (!alloc) {
     const fallbacks = countVmEvent(ctx, 'cow');
     ctx.tracer.emit({
       kind: 'thp',
@@ -469,6 +548,7 @@ export async function doHugePmdWpPage(
     const r = await doHugePmdWpPageFallback(ctx, f);
     return r && { ...r, kind: 'thp-fallback' };
   }
+  const { page } = alloc;
   const single = injected(ctx, 'thp-single-address');
   let installed = false;
   try {
@@ -484,12 +564,17 @@ export async function doHugePmdWpPage(
       ? await singleAddressUpdate(ctx, op, pid, hvpn, section)
       : await hugePmdNotified(ctx, op, pid, hvpn, 'clear', 'do_huge_pmd_wp_page', section);
     if (!done) return null;
+  } catch (e) {
+    // failed after the install (a range end): the record still ends, with the put it owes
+    if (installed) await hugeEnd(ctx, op, alloc, true);
+    throw e;
   } finally {
-    if (!installed) await putHuge(ctx, op, [page]);
+    if (!installed) await hugeEnd(ctx, op, alloc, false);
   }
   ctx.tracer.emit({ kind: 'thp', op, pid, addr, event: 'copy', ...page, order });
-  // put_page(page): the old huge page's mapping (freed whole if it was the last)
-  await putHuge(ctx, op, [head]);
+  // put_page(page): the old huge page's mapping (freed whole if it was the last), as the
+  // record owes it
+  await hugeEnd(ctx, op, alloc, true);
   return { ...sub(page), kind: 'thp-copy' };
 }
 
@@ -552,11 +637,13 @@ export async function doHugePmdWpPageFallback(
   const n = hpageNr(ctx);
   const pages: Frame[] = [];
   try {
+    // each a copy of its subpage, tagged pending for pid's vpn (the first one owes the put of
+    // the huge page once installed: pagesInstalled, or a reaper finding it in a PTE)
     for (let i = 0; i < n; i++)
-      pages.push(await allocPage(ctx, op, { pfn: head.pfn + i, gen: head.gen }));
+      pages.push(await allocFallbackPage(ctx, op, pid, hvpn + i, head, i));
   } catch (e) {
     // the allocation-failure exit: before the range start — nothing to end
-    await putPages(ctx, op, pages);
+    await putPending(ctx, op, pages);
     throw MmlabError.wrap(e);
   }
   const HPAGE = n * PAGE_SIZE;
@@ -585,14 +672,46 @@ export async function doHugePmdWpPageFallback(
       },
     );
     if (!done) return null;
+  } catch (e) {
+    // failed after the install (a range end): the copies' tags still go, with the put owed
+    if (installed) await ctx.store.pagesInstalled(ctx.incarnation, pages);
+    throw e;
   } finally {
     // out_free_pages: the copies go back
-    if (!installed) await putPages(ctx, op, pages);
+    if (!installed) await putPending(ctx, op, pages);
   }
-  // put_page(page): the huge page's mapping
-  await putHuge(ctx, op, [head]);
+  // put_page(page): the huge page's mapping, as the first copy's tag owes it
+  const freed = await ctx.store.pagesInstalled(ctx.incarnation, pages);
+  traceFreed(ctx, op, freed, [head]);
   const p = pages[vpn - hvpn];
   return { pfn: p.pfn, gen: p.gen, writable: true };
+}
+
+/**
+ * A fallback's copy of subpage i of head for pid's vpn: alloc_page + copy_user_highpage, tagged
+ * pending ({mem}:pending: allocPage with the fault) — the first copy's tag names head as the
+ * page its install owes a put (the one put_page(page) of the huge page's mapping); the others
+ * owe nothing. The copy's data is subpage i's.
+ */
+async function allocFallbackPage(
+  ctx: MmContext,
+  op: string,
+  pid: number,
+  vpn: number,
+  head: Frame,
+  i: number,
+): Promise<Frame> {
+  const src = { pfn: head.pfn + i, gen: head.gen };
+  if (i === 0) return allocPage(ctx, op, src, { pid, vpn });
+  const f = await ctx.store.allocPage(src.pfn, 1, {
+    owner: ctx.incarnation,
+    pid,
+    vpn,
+    old: null,
+  });
+  if (!f) throw new MmlabError('ENOMEM', 'no free frame');
+  ctx.tracer.emit({ kind: 'frame.alloc', op, pfn: f.pfn, gen: f.gen });
+  return f;
 }
 
 /**
@@ -617,6 +736,8 @@ export async function zapHugePmdRange(
   const meets = entries.filter((x) => x.hvpn < endVpn && x.hvpn + n > startVpn);
   if (meets.length === 0) return { zapped: 0, freed: 0 };
   const held = await ptlLock(ctx, pid, PAGE_TABLE_LOCK, op);
+  // an operation with an intent record (munmap, exit, ...): the heads cleared are recorded in it
+  const intent = ctx.intents.get(op);
   let cleared: ThpEntry[] = [];
   try {
     const r = await underPtl(held, async () => {
@@ -627,6 +748,7 @@ export async function zapHugePmdRange(
         held.lease.token,
         startVpn,
         endVpn,
+        intent && { id: intent.id, owner: intent.owner },
       );
       if (!z) throw staleLease(ctx, held, 'zap_huge_pmd');
       if (z.cleared.length) await crashPoint(ctx, 'zap_huge_pmd.cleared', held);
@@ -665,9 +787,15 @@ export async function zapHugePmdRange(
         order: hpageOrder(ctx),
       });
   }
-  // tlb_finish_mmu() next: the cleared huge pages' mappings are put
+  // tlb_finish_mmu() next: the cleared huge pages' mappings are put (under an intent: as its
+  // batch, applied once — a taker puts what the record still lists)
   if (cleared.length) await crashPoint(ctx, 'zap_huge_pmd.flushed');
-  const freed = await putHuge(ctx, op, cleared);
+  const heads = cleared.map((c) => ({ pfn: c.pfn, gen: c.gen }));
+  const freed = heads.length
+    ? intent
+      ? await putCleared(ctx, op, heads, false)
+      : await putPages(ctx, op, heads, 'map')
+    : 0;
   return { zapped: cleared.length * n, freed };
 }
 
@@ -778,11 +906,28 @@ export async function splitHugePage(
   const mine = entries.find((x) => x.hvpn === hvpn);
   if (!mine) return 0;
   const head: Frame = { pfn: mine.pfn, gen: mine.gen };
+  // recorded before the first mapping is split (crash recovery: a reaper finishes it)
+  const rec = `${ctx.incarnation}:${op}:s${++hugeRecords}`;
+  if (!(await splitRecordOpen(ctx.store, rec, ctx.incarnation, pid, hvpn, head))) return 0;
+  return splitMappings(ctx, op, head, { rec, owner: ctx.incarnation });
+}
+
+/**
+ * split_huge_page()'s rmap walk and its end: every huge entry naming head (in every process) is
+ * split in hugePmdNotified's order, then __split_huge_page_refcount dissolves head — with the
+ * end of the split record rec of owner (this replica's, or a dead one's a reaper finishes:
+ * orphan_ranges.ts). → the number of entries split here.
+ */
+export async function splitMappings(
+  ctx: MmContext,
+  op: string,
+  head: Frame,
+  record: { rec: string; owner: string },
+): Promise<number> {
   // page_lock_anon_vma + the rmap walk: every huge entry naming the head
   const mappers: Array<{ pid: number; entry: ThpEntry }> = [];
   for (const p of await ctx.store.processes()) {
-    const e = p === pid ? entries : (await hugePmds(ctx.store, p)).entries;
-    for (const x of e)
+    for (const x of (await hugePmds(ctx.store, p)).entries)
       if (x.pfn === head.pfn && x.gen === head.gen) mappers.push({ pid: p, entry: x });
   }
   const n = hpageNr(ctx);
@@ -832,9 +977,26 @@ export async function splitHugePage(
   }
   // __split_huge_page_map() done in every mapping; __split_huge_page_refcount() next
   if (split > 0) await crashPoint(ctx, 'split_huge_page.mapped');
-  // __split_huge_page_refcount(): the compound page dissolved
-  if (split > 0) await splitHugePageRefcount(ctx.store, head);
+  // __split_huge_page_refcount(): the compound page dissolved once no huge entry names it (a
+  // reaper finishing a dead split may find every mapping split already), the record ended in
+  // the same step; one still mapped huge (its entry changed under us) stays whole, the record
+  // ends alone (no head to dissolve)
+  const whole = mappers.length > split && (await stillMapped(ctx, head));
+  await splitHugePageRefcount(ctx.store, whole ? NO_HEAD : head, record);
   return split;
+}
+
+/** No compound head: splitHugePageRefcount then only ends its record. */
+const NO_HEAD: Frame = { pfn: 0, gen: 0 };
+
+/** Does a huge entry of any process still name head? */
+async function stillMapped(ctx: MmContext, head: Frame): Promise<boolean> {
+  for (const p of await ctx.store.processes())
+    if (
+      (await hugePmds(ctx.store, p)).entries.some((x) => x.pfn === head.pfn && x.gen === head.gen)
+    )
+      return true;
+  return false;
 }
 
 /**
@@ -951,8 +1113,14 @@ export async function collapseHugePage(
         throw new MmlabError('EINVAL', `pfn ${p.pfn} at vpn ${hvpn + i} is shared: not collapsed`);
       small.push({ vpn: hvpn + i, pfn: p.pfn, gen: p.gen, writable: p.writable });
     }
-    const page = await allocHuge(ctx, op);
-    if (!page) throw new MmlabError('ENOMEM', 'no huge page free for khugepaged');
+    // the huge page, recorded with the puts of the small pages its install owes
+    const alloc = await allocHuge(ctx, op, [], {
+      pid,
+      hvpn,
+      olds: small.map((p) => ({ pfn: p.pfn, gen: p.gen })),
+    });
+    if (!alloc) throw new MmlabError('ENOMEM', 'no huge page free for khugepaged');
+    const { page } = alloc;
     let installed = false;
     try {
       await crashPoint(ctx, 'collapse_huge_page.allocated');
@@ -969,8 +1137,12 @@ export async function collapseHugePage(
         },
       });
       if (!done) throw new MmlabError('EAGAIN', `the range of pid ${pid} changed under khugepaged`);
+    } catch (e) {
+      // failed after the install (a range end): the record still ends, with the puts it owes
+      if (installed) await hugeEnd(ctx, op, alloc, true);
+      throw e;
     } finally {
-      if (!installed) await putHuge(ctx, op, [page]);
+      if (!installed) await hugeEnd(ctx, op, alloc, false);
     }
     ctx.tracer.emit({
       kind: 'thp',
@@ -981,12 +1153,8 @@ export async function collapseHugePage(
       ...page,
       order: hpageOrder(ctx),
     });
-    // release_pte_pages / the old pages freed
-    await putPages(
-      ctx,
-      op,
-      small.map((p) => ({ pfn: p.pfn, gen: p.gen })),
-    );
+    // release_pte_pages / the old pages freed, as the record owes them
+    await hugeEnd(ctx, op, alloc, true);
     return page;
   } finally {
     await mmapWriteUnlock(ctx, sem);

@@ -16,20 +16,35 @@
  * faulted before the fork is faulted separately by each (the kernel finds it in the file's page
  * cache). Scenarios share a hugetlb mapping by touching it before fork.
  *
- * Not crash-safe yet (unlike do_wp_page and zap_page_range): a replica dying between a pool
- * allocation and its install, or between clearing entries and putting their pages, leaks the
- * huge page (fsck: hugetlb). A fork that fails half way leaves the huge entries it copied
- * into the tombstone child (fsck: exited-mm-mapped's hugetlb part).
+ * Crash safety (issue 15): a pool page allocated by hugetlb_no_page or hugetlb_cow is recorded
+ * in the allocation's step (hugetlbAlloc with a huge record, {mem}:pending u:<rec>, as THP's:
+ * huge_memory.ts) and ended by its owner (hugeRecordEnd: hugetlb_cow's put of the old page once
+ * the entry maps the copy, else the new page back to the pool), or by a survivor's reaper once
+ * the owner is dead and fenced off the process (hugeFence reads the entry; orphan_ranges.ts).
+ * hugetlb_cow's huge_ptep_clear_flush leaves the entry cleared with its old page kept (w = 3):
+ * hugetlbLookup puts it back read-only once page_table_lock is free, so a COW that dies before
+ * its set loses nothing. __unmap_hugepage_range records the pages it cleared in its operation's
+ * intent (munmap, exit: hugetlbZap, "h<pfn>:<gen>"), put by whoever finishes the operation
+ * (putCleared, once). A fork that fails half way leaves the huge entries it copied into the
+ * tombstone child (fsck: exited-mm-mapped's hugetlb part).
  */
 import { crashPoint } from './crash_point';
 import { MmlabError, PAGE_SIZE, type Access, type Prot } from '@mmlab/protocol';
-import { HugetlbStore, PAGE_TABLE_LOCK, type Pte, type Vma } from '@mmlab/model';
+import {
+  HugetlbStore,
+  PAGE_TABLE_LOCK,
+  type Pte,
+  type Vma,
+  hugeRecordEnd,
+  oldsText,
+} from '@mmlab/model';
 import { type MmContext, backoff } from './context';
 import { type HeldLock, ptlLock, ptlUnlock, underPtl } from './locks';
 import { invalidateRangeEnd, invalidateRangeStart, withinRange } from './mmu_notifier';
 import { flushTlbRange } from './tlbflush';
 import { notifyOf } from './eras';
 import type { FaultResult } from './memory';
+import { putCleared } from './intent';
 
 const LOCK = PAGE_TABLE_LOCK;
 
@@ -111,13 +126,18 @@ function traceFrames(
     ctx.tracer.emit({ kind, op, pfn: head.pfn + i, gen: head.gen });
 }
 
-/** put_page() of huge pages: those whose last reference went are back in the pool (traced). */
-async function putHugePages(
+/**
+ * put_page() of huge pages: those whose last reference went are back in the pool (traced).
+ * batch: a {mem}:once batch id ('' none: intent.ts putCleared). → the frames freed.
+ */
+export async function putHugetlbPages(
   ctx: MmContext,
   op: string,
   pages: Array<{ pfn: number; gen: number }>,
-): Promise<void> {
-  const r = await hugetlbStore(ctx).put(pages);
+  batch: string,
+): Promise<number> {
+  if (pages.length === 0) return 0;
+  const r = await hugetlbStore(ctx).put(pages, batch);
   if (r.bad.length)
     throw new MmlabError('EINTERNAL', `put of huge pages that are not in use: ${r.bad.join(', ')}`);
   for (const pfn of r.freed)
@@ -127,6 +147,51 @@ async function putHugePages(
       op,
       pages.find((p) => p.pfn === pfn)!,
     );
+  return r.freed.length * pagesPerHugePage(ctx);
+}
+
+/** pool pages of this process's huge records (hugetlbAlloc): a counter for their names. */
+let hugeRecords = 0;
+
+/**
+ * alloc_huge_page() (+ copy_user_huge_page from copyFrom) for pid's entry at hvpn, recorded as a
+ * huge record in the same step (olds: the page its install owes a put, hugetlb_cow's old page).
+ */
+async function allocRecorded(
+  ctx: MmContext,
+  pid: number,
+  hvpn: number,
+  copyFrom: { pfn: number; gen: number } | undefined,
+): Promise<{ page: { pfn: number; gen: number }; rec: string } | null> {
+  const rec = `${ctx.incarnation}:hugetlb:${++hugeRecords}`;
+  const page = await hugetlbStore(ctx).alloc(copyFrom, {
+    rec,
+    owner: ctx.incarnation,
+    pid,
+    hvpn,
+    olds: oldsText(copyFrom ? [copyFrom] : []),
+  });
+  return page && { page, rec };
+}
+
+/**
+ * The end of a huge record of this replica's: installed — the put of the page it replaced (if
+ * any); else the new page back to the pool. Ended already (a reaper took it) — nothing.
+ */
+async function endRecorded(
+  ctx: MmContext,
+  op: string,
+  a: { page: { pfn: number; gen: number }; rec: string },
+  installed: boolean,
+  old: { pfn: number; gen: number } | null,
+): Promise<void> {
+  const r = await hugeRecordEnd(ctx.store, a.rec, ctx.incarnation, installed);
+  if (!r) return;
+  const named = r.installed ? (old ? [old] : []) : [a.page];
+  for (const pfn of r.freed) {
+    const p = named.find((x) => x.pfn === pfn);
+    if (p) traceFrames(ctx, 'frame.free', op, p);
+  }
 }
 
 /**
@@ -197,12 +262,13 @@ async function hugetlbNoPage(
   mmapSem: string,
 ): Promise<Pte | null> {
   const store = hugetlbStore(ctx);
-  const page = await store.alloc();
-  if (!page)
+  const alloc = await allocRecorded(ctx, pid, hvpn, undefined);
+  if (!alloc)
     throw new MmlabError(
       'SIGBUS',
       `hugetlb fault at 0x${(hvpn * PAGE_SIZE).toString(16)} of pid ${pid}: the huge page pool is empty`,
     );
+  const { page } = alloc;
   traceFrames(ctx, 'frame.alloc', op, page);
   const writable = vma.prot === 'rw' && (vma.shared || access === 'write');
   const pte: Pte = { ...page, writable };
@@ -211,7 +277,16 @@ async function hugetlbNoPage(
     await crashPoint(ctx, 'hugetlb_no_page.allocated');
     const held = await ptlLock(ctx, pid, LOCK, op);
     try {
-      const r = await store.setEntry(pid, held.lease, hvpn, null, pte, seq, mmapSem);
+      const r = await store.setEntry(
+        pid,
+        held.lease,
+        hvpn,
+        null,
+        pte,
+        seq,
+        mmapSem,
+        ctx.incarnation,
+      );
       if (r.r === 'ESTALE') throw new MmlabError('ESTALE', `lost ${LOCK} of pid ${pid}`);
       if (r.r === 'ESRCH') throw new MmlabError('ESRCH', `no process ${pid}`);
       if (r.r === 'OK') {
@@ -231,7 +306,8 @@ async function hugetlbNoPage(
       await ptlUnlock(ctx, held);
     }
   } finally {
-    if (!installed) await putHugePages(ctx, op, [page]);
+    // installed: the record goes (nothing owed); else the page goes back to the pool with it
+    await endRecorded(ctx, op, alloc, installed, null);
   }
   return installed ? pte : null;
 }
@@ -285,7 +361,16 @@ async function hugetlbCow(
   try {
     if ((await store.mapcount(old)) === 1) {
       const pte: Pte = { ...old, writable: true };
-      const r = await store.setEntry(pid, held.lease, hvpn, old, pte, seq, mmapSem);
+      const r = await store.setEntry(
+        pid,
+        held.lease,
+        hvpn,
+        old,
+        pte,
+        seq,
+        mmapSem,
+        ctx.incarnation,
+      );
       if (r.r === 'ESTALE') throw new MmlabError('ESTALE', `lost ${LOCK} of pid ${pid}`);
       if (r.r === 'ESRCH') throw new MmlabError('ESRCH', `no process ${pid}`);
       if (r.r !== 'OK') return null;
@@ -303,12 +388,14 @@ async function hugetlbCow(
     // "Drop page_table_lock as buddy allocator may be called"
     await ptlUnlock(ctx, held);
     locked = false;
-    const page = await store.alloc(old); // alloc_huge_page + copy_user_huge_page
-    if (!page)
+    // alloc_huge_page + copy_user_huge_page, recorded with the put of old its install owes
+    const alloc = await allocRecorded(ctx, pid, hvpn, { pfn: old.pfn, gen: old.gen });
+    if (!alloc)
       throw new MmlabError(
         'SIGBUS',
         `hugetlb COW at 0x${addr.toString(16)} of pid ${pid}: the huge page pool is empty`,
       );
+    const { page } = alloc;
     traceFrames(ctx, 'frame.alloc', op, page);
     await crashPoint(ctx, 'hugetlb_cow.allocated');
     const pte: Pte = { ...page, writable: true };
@@ -318,7 +405,17 @@ async function hugetlbCow(
     let replaced = false;
     /** pte_same, clear, flush, set — under the lock h */
     const breakCow = async (h: HeldLock): Promise<void> => {
-      const c = await store.setEntry(pid, h.lease, hvpn, old, null, seq, mmapSem);
+      // huge_ptep_clear_flush: cleared, its old page kept (w = 3) until the set below
+      const c = await store.setEntry(
+        pid,
+        h.lease,
+        hvpn,
+        old,
+        { cleared: old },
+        seq,
+        mmapSem,
+        ctx.incarnation,
+      );
       if (c.r === 'ESTALE') throw new MmlabError('ESTALE', `lost ${LOCK} of pid ${pid}`);
       if (c.r !== 'OK') return;
       ctx.tracer.emit({
@@ -333,7 +430,16 @@ async function hugetlbCow(
       await underPtl(h, () => flushTlbRange(ctx, op, pid, mmunStart, mmunEnd, c.cpumask));
       // huge_ptep_clear_flush done, set_huge_pte_at next
       await crashPoint(ctx, 'hugetlb_cow.cleared', h);
-      const s = await store.setEntry(pid, h.lease, hvpn, null, pte, -1);
+      const s = await store.setEntry(
+        pid,
+        h.lease,
+        hvpn,
+        { cleared: old },
+        pte,
+        -1,
+        '',
+        ctx.incarnation,
+      );
       if (s.r !== 'OK') throw new MmlabError('ESTALE', `lost ${LOCK} of pid ${pid}`);
       ctx.tracer.emit({ kind: 'pte.set', op, pid, addr, ...pte, lock: LOCK, token: h.lease.token });
       replaced = true;
@@ -376,8 +482,9 @@ async function hugetlbCow(
       }
     } finally {
       // page_cache_release(new_page) — old_page when the COW was done — and the reference
-      // hugetlb_cow took on old_page: together one mapping of old (or the unused copy) put
-      await putHugePages(ctx, op, [replaced ? old : page]);
+      // hugetlb_cow took on old_page: together one mapping of old (or the unused copy) put, as
+      // the record owes it
+      await endRecorded(ctx, op, alloc, replaced, old);
     }
     return replaced ? { pte, kind: 'hugetlb-cow' } : null;
   } finally {
@@ -412,13 +519,21 @@ export async function unmapHugepageRange(
   const mmunStart = Math.max(s, found[0].hvpn) * PAGE_SIZE; /* For mmu_notifiers */
   const mmunEnd = (found[found.length - 1].hvpn + n) * PAGE_SIZE; /* For mmu_notifiers */
   const range = await invalidateRangeStart(ctx, op, pid, mmunStart, mmunEnd, 'unmap');
+  const intent = ctx.intents.get(op);
   let cleared: Array<{ pfn: number; gen: number }> = [];
   try {
     await withinRange(range, async () => {
       await crashPoint(ctx, '__unmap_hugepage_range.range_started');
       const held = await ptlLock(ctx, pid, LOCK, op);
       try {
-        const r = await store.zap(pid, held.lease, mmunStart / PAGE_SIZE, mmunEnd / PAGE_SIZE);
+        // under an intent (munmap, exit): the pages cleared are recorded in it, same step
+        const r = await store.zap(
+          pid,
+          held.lease,
+          mmunStart / PAGE_SIZE,
+          mmunEnd / PAGE_SIZE,
+          intent && { id: intent.id, owner: intent.owner },
+        );
         if (!r) throw new MmlabError('ESTALE', `lost ${LOCK} of pid ${pid}`);
         await crashPoint(ctx, '__unmap_hugepage_range.cleared', held);
         for (const c of r.cleared)
@@ -444,7 +559,9 @@ export async function unmapHugepageRange(
   }
   // tlb_finish_mmu() next: the cleared pages' mappings are put
   await crashPoint(ctx, '__unmap_hugepage_range.range_ended');
-  await putHugePages(ctx, op, cleared);
+  const pages = cleared.map((c) => ({ pfn: c.pfn, gen: c.gen, hugetlb: true as const }));
+  if (intent) await putCleared(ctx, op, pages, false);
+  else await putHugetlbPages(ctx, op, pages, '');
   return cleared.length;
 }
 

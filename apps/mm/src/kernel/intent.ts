@@ -31,6 +31,7 @@ import { MmlabError } from '@mmlab/protocol';
 import type { IntentRec } from '@mmlab/model';
 import { type MmContext, type OpIntent, ownerOf } from './context';
 import { putPages, type Frame } from './page_alloc';
+import { putHugetlbPages } from './hugetlb';
 import { crashPoint } from './crash_point';
 
 /** Record the operation op on pid before its first change; its steps run for the record. */
@@ -85,6 +86,7 @@ export async function intentEnd(ctx: MmContext, op: string): Promise<void> {
   if (await ctx.store.intentClose(it.pid, it.id, it.owner)) {
     const batches = [
       ...Array.from({ length: it.batch + 1 }, (_, i) => `${it.id}#${i}`),
+      ...Array.from({ length: it.batch + 1 }, (_, i) => `${it.id}#${i}h`),
       ...Array.from({ length: it.chunks }, (_, i) => `${it.id}#c${i + 1}`),
     ];
     await ctx.store.onceForget(batches);
@@ -93,13 +95,25 @@ export async function intentEnd(ctx: MmContext, op: string): Promise<void> {
 
 /**
  * put_page() of frames the operation's zaps cleared (recorded in its intent): as the record's
- * current batch, applied once, then the record moves on to the next batch.
+ * current batch, applied once, then the record moves on to the next batch. hugetlbfs pool pages
+ * (__unmap_hugepage_range's, hugetlb: true) go back to the pool as the batch's "<id>#<n>h" part,
+ * applied once too. point: the crash point <syscall>.freed after the put (zap_pte_range's
+ * batches; zap_huge_pmd and __unmap_hugepage_range have their own).
  */
-export async function putCleared(ctx: MmContext, op: string, frames: Frame[]): Promise<number> {
+export async function putCleared(
+  ctx: MmContext,
+  op: string,
+  frames: Array<Frame & { hugetlb?: true }>,
+  point = true,
+): Promise<number> {
   const it = ctx.intents.get(op);
-  if (!it) return putPages(ctx, op, frames);
-  const freed = await putPages(ctx, op, frames, 'map', `${it.id}#${it.batch}`);
-  await crashPoint(ctx, `${syscallOf(op)}.freed`);
+  const small = frames.filter((f) => !f.hugetlb);
+  const pool = frames.filter((f) => f.hugetlb);
+  if (!it) return (await putPages(ctx, op, small)) + (await putHugetlbPages(ctx, op, pool, ''));
+  const freed =
+    (small.length ? await putPages(ctx, op, small, 'map', `${it.id}#${it.batch}`) : 0) +
+    (await putHugetlbPages(ctx, op, pool, `${it.id}#${it.batch}h`));
+  if (point) await crashPoint(ctx, `${syscallOf(op)}.freed`);
   if (await ctx.store.intentFlushed(it.pid, it.id, it.owner, it.batch)) it.batch++;
   return freed;
 }

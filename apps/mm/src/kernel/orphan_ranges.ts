@@ -107,11 +107,17 @@
  * race with a replica stopped mid-fault).
  */
 import {
+  type HugeRecord,
   type Intent,
   type IsolationRecord,
   type OpenInvalidation,
   type PendingFrame,
   type ReplaceRecord,
+  type SplitRecord,
+  type UnmapRecord,
+  hugeFence,
+  hugePmds,
+  hugeRecordEnd,
   ksmReplaceEnd,
   ptePresent,
 } from '@mmlab/model';
@@ -124,6 +130,7 @@ import { exitSteps, madviseSteps, munmapSteps } from './mmap';
 import { mprotectSteps } from './mprotect';
 import { mremapSteps } from './mremap';
 import { flushTlbRange } from './tlbflush';
+import { hpageNr, splitMappings, traceFreed } from './huge_memory';
 
 export class OrphanRangeReaper {
   private readonly deadSince = new Map<string, number>();
@@ -215,6 +222,18 @@ export class OrphanRangeReaper {
     const replacing = tags.replacing.filter(
       (x) => x.owner !== incarnation && !this.reaping.has(`u:${x.rec}`),
     );
+    // a huge page allocated and not known installed, a split in flight (huge_memory.ts,
+    // hugetlb.ts): ended, or finished
+    const huge = tags.huge.filter(
+      (x) => x.owner !== incarnation && !this.reaping.has(`u:${x.rec}`),
+    );
+    const splitting = tags.splitting.filter(
+      (x) => x.owner !== incarnation && !this.reaping.has(`u:${x.rec}`),
+    );
+    // reclaim's try_to_unmap_one between its swap_duplicate and the put it owes (vmscan.ts)
+    const unmapping = tags.unmapping.filter(
+      (x) => x.owner !== incarnation && !this.reaping.has(`u:${x.rec}`),
+    );
     // the incarnations (other than this one) that hold a batch of frames
     const batched = new Set(tags.reserve.map((f) => f.owner).filter((w) => w !== incarnation));
     const others = indexed.filter((w) => w !== incarnation);
@@ -224,6 +243,9 @@ export class OrphanRangeReaper {
         ...pending.map((f) => f.owner),
         ...isolated.map((x) => x.owner),
         ...replacing.map((x) => x.owner),
+        ...huge.map((x) => x.owner),
+        ...splitting.map((x) => x.owner),
+        ...unmapping.map((x) => x.owner),
         ...batched,
       ]),
     ];
@@ -253,7 +275,116 @@ export class OrphanRangeReaper {
     for (const x of unisolated) void this.reapIsolated(x);
     const replaced = replacing.filter((x) => dead.has(x.owner));
     for (const x of replaced) void this.reapReplace(x);
-    return taken.reduce((a, b) => a + b, 0) + reaped.length + unisolated.length + replaced.length;
+    const hugeEnded = huge.filter((x) => dead.has(x.owner));
+    for (const x of hugeEnded) void this.reapHuge(x);
+    const splits = splitting.filter((x) => dead.has(x.owner));
+    for (const x of splits) void this.reapSplit(x);
+    const unmapped = unmapping.filter((x) => dead.has(x.owner));
+    for (const x of unmapped) void this.reapUnmap(x);
+    return (
+      taken.reduce((a, b) => a + b, 0) +
+      reaped.length +
+      unisolated.length +
+      replaced.length +
+      hugeEnded.length +
+      splits.length +
+      unmapped.length
+    );
+  }
+
+  /**
+   * A dead owner's try_to_unmap_one (vmscan.ts), between its swap_duplicate and the put it owes:
+   * the owner fenced off the process first, then its PTE step's mark read (unmapFence; no mark:
+   * the PTE) — not done: the duplicate's swap_free (the unmap never happened); done: the page's
+   * mapping put (rolled forward). The isolation is the isolation record's.
+   */
+  private async reapUnmap(x: UnmapRecord): Promise<void> {
+    const { ctx } = this;
+    const key = `u:${x.rec}`;
+    this.reaping.add(key);
+    try {
+      const mapped = await ctx.store.unmapFence(x.pid, x.rec, x.owner, x.vpn, x.page);
+      const freed = await ctx.store.unmapRecordEnd(x.rec, x.owner, !mapped);
+      if (freed === null) return;
+      const op = ctx.ids.next('reap');
+      for (const pfn of freed)
+        if (pfn === x.page.pfn) ctx.tracer.emit({ kind: 'frame.free', op, ...x.page });
+      this.log.warn(
+        `try_to_unmap_one of pid ${x.pid} vpn ${x.vpn} by dead ${x.owner}: ` +
+          (mapped ? 'not unmapped, the swap duplicate given back' : 'unmapped, the page put'),
+      );
+    } catch (e) {
+      this.log.warn(`try_to_unmap_one ${x.rec} of dead ${x.owner} not ended: ${String(e)}`);
+    } finally {
+      this.reaping.delete(key);
+    }
+  }
+
+  /**
+   * A dead owner's huge record (huge_memory.ts, hugetlb.ts: a huge page allocated for a fault, a
+   * COW or a collapse, between its allocation and the end of its install): the owner fenced off
+   * the process first (a stopped one that resumes installs nothing there), then the entry read
+   * (hugeFence) — mapping the new page: the olds' puts it owed (rolled forward); else the new
+   * page's put (rolled back: a cleared entry or cleared small PTEs are put back by the next
+   * fault).
+   */
+  private async reapHuge(x: HugeRecord): Promise<void> {
+    const { ctx } = this;
+    const key = `u:${x.rec}`;
+    this.reaping.add(key);
+    try {
+      const installed = await hugeFence(ctx.store, x.pid, {
+        owner: x.owner,
+        pool: x.pool,
+        hvpn: x.hvpn,
+        page: x.page,
+        pages: hpageNr(ctx),
+      });
+      const r = await hugeRecordEnd(ctx.store, x.rec, x.owner, installed);
+      if (!r) return;
+      const op = ctx.ids.next('reap');
+      traceFreed(ctx, op, r.freed, r.installed ? x.olds : [x.page]);
+      this.log.warn(
+        `${x.pool} page ${x.page.pfn} of pid ${x.pid} at vpn ${x.hvpn} by dead ${x.owner}: ` +
+          (r.installed ? 'installed, the pages it replaced put' : 'never installed, put back'),
+      );
+    } catch (e) {
+      this.log.warn(`huge record ${x.rec} of dead ${x.owner} not ended: ${String(e)}`);
+    } finally {
+      this.reaping.delete(key);
+    }
+  }
+
+  /**
+   * A dead owner's split_huge_page (huge_memory.ts): rolled forward — the owner fenced off the
+   * process it split for and every process that still maps the page huge (its lock and set
+   * scripts there are refused from then on), then every mapping still huge is split and the
+   * compound page dissolved, with the record's end.
+   */
+  private async reapSplit(x: SplitRecord): Promise<void> {
+    const { ctx } = this;
+    const key = `u:${x.rec}`;
+    this.reaping.add(key);
+    try {
+      const pids = new Set([x.pid]);
+      for (const pid of await ctx.store.processes())
+        if (
+          (await hugePmds(ctx.store, pid)).entries.some(
+            (e) => e.pfn === x.head.pfn && e.gen === x.head.gen,
+          )
+        )
+          pids.add(pid);
+      await Promise.all([...pids].map((pid) => ctx.store.invFence(pid, x.owner)));
+      const op = ctx.ids.next('thp.split');
+      const n = await splitMappings(ctx, op, x.head, { rec: x.rec, owner: x.owner });
+      this.log.warn(
+        `split of huge page ${x.head.pfn} by dead ${x.owner}: finished (${n} more mappings split)`,
+      );
+    } catch (e) {
+      this.log.warn(`split ${x.rec} of dead ${x.owner} not finished: ${String(e)}`);
+    } finally {
+      this.reaping.delete(key);
+    }
   }
 
   /**

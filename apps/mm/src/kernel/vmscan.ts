@@ -55,12 +55,25 @@
  * .unlocked leaves pages that are consistent apart from the isolation (in the swap cache or
  * not, their mappings swap entries or not), which the reaper puts back on the LRU. A stopped
  * replica that resumes after that finds its record gone: its shrinkPage and lruPutback are
- * refused (no second put of the isolation's reference). Not covered yet: a death between
- * try_to_unmap_one's swap_duplicate and its PTE update (try_to_unmap_one.duplicated: the slot
- * counts one swap PTE too many) or between the PTE update and the page's put
- * (try_to_unmap_one.cleared: one mapping too many) — the two are in different Redis slots
- * ({mem} and {p:<pid>}) and nothing records the step yet; fsck reports both (swap-count,
- * mapcount).
+ * refused (no second put of the isolation's reference). try_to_unmap_one's swap_duplicate
+ * ({mem}) and its PTE update ({p:<pid>}) are in different Redis slots: the duplicate is taken
+ * in the step that records the unmap (unmapRecordOpen, {mem}:pending u:<rec>), which owes one
+ * put until its end (unmapRecordEnd) — the page's mapping once the PTE is a swap entry, the
+ * duplicate's swap_free if it never became one. A replica killed at try_to_unmap_one
+ * .duplicated or .cleared leaves the record to a reaper, which fences it off the process, reads
+ * the PTE (unmapFence) and ends the record the same way:
+ *
+ *   mm-0 (try_to_unmap_one, pid 7 vpn 5)        mm-1 (reaper)
+ *   unmapRecordOpen(u: slot 3 count + 1)
+ *   tryToUnmapOne: vpn 5 = swap 3
+ *   ✗ killed (try_to_unmap_one.cleared)
+ *                                              unmapFence(7): vpn 5 no longer maps the page →
+ *                                              unmapRecordEnd(u, 1): page_remove_rmap + put
+ *
+ * The reaper runs a lease TTL or two after the death: a swap-in of that swap PTE in between (a
+ * fault reading the page back from the swap cache) makes it map the page again. So the PTE
+ * step marks itself done in the same script ({p:<pid>}:unmapped:<rec>, expiring after a minute
+ * or more), and the fence reads the mark first; only a reap later than that reads the PTE.
  *
  *   mm-0 (reclaim)                              mm-1 (reaper)
  *   isolateLruPages(rec r, pfn 9 10)  u:r
@@ -333,9 +346,10 @@ export async function tryToUnmapOne(
   /** the page's swap slot; null: a file's page (its PTE is cleared, not made a swap entry) */
   slot: { slot: number; gen: number } | null,
 ): Promise<boolean> {
-  const entry: Frame | null = slot && { pfn: -slot.slot, gen: slot.gen };
-  if (entry && (await ctx.store.getPages([entry], 'map')).length) return false; // swap_duplicate
-  if (entry) await crashPoint(ctx, 'try_to_unmap_one.duplicated');
+  // swap_duplicate, recorded with the put it leaves owed (crash recovery: orphan_ranges.ts)
+  const rec = `${ctx.incarnation}:${op}:u${++unmaps}`;
+  if (!(await ctx.store.unmapRecordOpen(rec, ctx.incarnation, pid, vpn, page, slot))) return false;
+  if (slot) await crashPoint(ctx, 'try_to_unmap_one.duplicated');
   const notify = notifyOf(ctx, 'try_to_unmap_one');
   const addr = vpn * PAGE_SIZE;
   let unmapped = false;
@@ -348,6 +362,10 @@ export async function tryToUnmapOne(
       vpn,
       page,
       slot,
+      null,
+      ctx.incarnation,
+      // the PTE step marked done (the reaper's fence reads it): long enough for any reap
+      { rec, ttlMs: Math.max(60_000, 100 * ctx.env.MMLAB_LEASE_TTL_MS) },
     );
     if (!r) throw staleLease(ctx, held, 'try_to_unmap_one');
     if (r === 'GONE') return;
@@ -371,13 +389,19 @@ export async function tryToUnmapOne(
     // "Move the dirty bit to the physical page now the pte is gone": a file's page mapped
     // writable may have been written through it (writable stands for pte_dirty here)
     if (!slot && r.was.writable) await ctx.store.setPageDirty(page.pfn, page.gen);
-    // page_remove_rmap() + page_cache_release(): the swap cache and the isolation still hold it
-    const freed = await putPages(ctx, op, [page]);
-    if (freed > 0)
+    // page_remove_rmap() + page_cache_release(): the swap cache and the isolation still hold
+    // it (the record's end; ended already: a reaper did it, this replica was found dead)
+    const freed = await ctx.store.unmapRecordEnd(rec, ctx.incarnation, true);
+    if (freed?.length)
       throw new MmlabError('EINTERNAL', `try_to_unmap_one freed pfn ${page.pfn}: it was isolated`);
+  }).catch(async (e: unknown) => {
+    // failed (a lease lost): the record ends as far as it got — the duplicate back, or the
+    // page's put once its PTE changed (a reaper reads the PTE instead when this replica is dead)
+    await ctx.store.unmapRecordEnd(rec, ctx.incarnation, unmapped);
+    throw e;
   });
   if (!unmapped) {
-    if (entry) await putPages(ctx, op, [entry]); // the swap_duplicate given back
+    await ctx.store.unmapRecordEnd(rec, ctx.incarnation, false); // the swap_duplicate given back
     return false;
   }
   await crashPoint(ctx, 'try_to_unmap_one.unlocked');
@@ -385,6 +409,9 @@ export async function tryToUnmapOne(
   if (notify === 'page-after-unlock') await invalidatePage(ctx, op, pid, addr);
   return true;
 }
+
+/** try_to_unmap_one records of this process (unmapRecordOpen): a counter for their names. */
+let unmaps = 0;
 
 /** CLUSTER_SIZE: min(32 pages, PMD_SIZE), in pages — what try_to_unmap_cluster unmaps at once. */
 export const CLUSTER_PAGES = 32;

@@ -453,6 +453,52 @@ if ARGV[3] == 'active' then lru_activate(KEYS, ARGV[1]) else lru_add(KEYS, ARGV[
 return 1
 `,
   }),
+  unmapRecordOpen: script({
+    doc: `try_to_unmap_one() of the isolated page (pfn, gen) at pid's vpn begins, recorded as u:<rec> of {mem}:pending ("0|owner|unmap|pid|vpn|pfn:gen|slot:sgen"; slot 0: a file's page, no swap entry): for an anonymous page its slot's swap_duplicate in the same step (the swap PTE the unmap will set holds that count). Until unmapRecordEnd one of two puts is owed — the page's mapping once the PTE no longer maps it (page_remove_rmap + page_cache_release), else the duplicate's swap_free — by the owner, or by a reaper once the owner is dead and fenced off pid (unmapFence read the PTE). → 1 | 0 (the slot is stale: nothing done, SWAP_FAIL)`,
+    models: 'swap_duplicate() in try_to_unmap_one(), mm/rmap.c v3.7 (recorded for crash recovery)',
+    keys: MEM_ROLES,
+    args: {
+      rec: Str,
+      owner: Str,
+      pid: Int.min(0),
+      vpn: Int.min(0),
+      pfn: Int,
+      gen: Int,
+      slot: Int.min(0),
+      slotGen: Int.min(0),
+    },
+    reply: Bit,
+    lua:
+      HELPERS +
+      `
+if tonumber(ARGV[7]) > 0 and not swap_count(KEYS, tonumber(ARGV[7]), ARGV[8], 1) then return 0 end
+redis.call('HSET', KEYS[5], 'u:' .. ARGV[1], '0|' .. ARGV[2] .. '|unmap|' .. ARGV[3] .. '|' ..
+  ARGV[4] .. '|' .. ARGV[5] .. ':' .. ARGV[6] .. '|' .. ARGV[7] .. ':' .. ARGV[8])
+return 1
+`,
+  }),
+  unmapRecordEnd: script({
+    doc: `The end of try_to_unmap_one()'s record u:<ARGV[1]> (unmapRecordOpen), if it is still owner ARGV[2]'s: ARGV[3] = 1, the PTE no longer maps the page (a swap entry, or cleared: a file's page) — page_remove_rmap + page_cache_release of the page (the swap cache and the isolation still hold it); 0, it never changed (SWAP_AGAIN) — the slot's duplicate goes back (swap_free). → {'OK', freed} | {'GONE'} (ended already)`,
+    models:
+      'page_remove_rmap() + page_cache_release() in try_to_unmap_one(), or the swap_free of its duplicate, mm/rmap.c v3.7',
+    keys: MEM_ROLES,
+    args: { rec: Str, owner: Str, unmapped: z.union([z.literal(0), z.literal(1)]) },
+    reply: oneOf(tagged('OK', { freed: Ints }), tagged('GONE')),
+    lua:
+      HELPERS +
+      `
+local field = 'u:' .. ARGV[1]
+local t = redis.call('HGET', KEYS[5], field)
+local pre = '0|' .. ARGV[2] .. '|unmap|'
+if not t or string.sub(t, 1, #pre) ~= pre then return {'GONE'} end
+local p, g, slot, sg = string.match(t, '|(%d+):(%d+)|(%d+):(%d+)$')
+redis.call('HDEL', KEYS[5], field)
+local put = {}
+if ARGV[3] == '1' then put = {{p, g}}
+elseif tonumber(slot) > 0 then put = {{'-' .. slot, sg}} end
+return {'OK', (put_frames(KEYS, 'map', put))}
+`,
+  }),
   addToSwap: script({
     doc: `add_to_swap(): an isolated anonymous frame gets a swap slot and enters the swap cache (one more reference: the cache's), unless it is in the swap cache already (its slot is kept). A file's page-cache page is not anonymous: FILE (its reclaim writes it back to its file). → {'OK', slot, slotGen} | {'ENOSPC'} (no free slot) | {'STALE'} (the frame is not that gen any more) | {'FILE'}`,
     models: 'add_to_swap() → get_swap_page() + add_to_swap_cache(), mm/swap_state.c v3.7',

@@ -54,6 +54,48 @@ export interface ReplaceRecord {
   page: { pfn: number; gen: number };
 }
 
+/**
+ * A huge page allocated and its install's puts owed ({mem}:pending u:<rec> →
+ * "0|incarnation|huge|pool|pid|hvpn|pfn:gen|olds", allocHugePage / hugetlbAlloc with a record):
+ * until hugeRecordEnd, the new page (THP or hugetlb pool) is owed its put if it is never
+ * installed at pid's hvpn, else the olds are (a COW's old page, a collapse's small pages).
+ */
+export interface HugeRecord {
+  rec: string;
+  owner: string;
+  pool: 'thp' | 'hugetlb';
+  pid: number;
+  hvpn: number;
+  page: { pfn: number; gen: number };
+  olds: Array<{ pfn: number; gen: number }>;
+}
+
+/**
+ * try_to_unmap_one() in flight ({mem}:pending u:<rec> → "0|incarnation|unmap|pid|vpn|pfn:gen|
+ * slot:sgen", unmapRecordOpen): the slot's swap_duplicate taken (slot 0: a file's page, none);
+ * one put is owed — the page's mapping once the PTE no longer maps it, else the duplicate's.
+ */
+export interface UnmapRecord {
+  rec: string;
+  owner: string;
+  pid: number;
+  vpn: number;
+  page: { pfn: number; gen: number };
+}
+
+/**
+ * split_huge_page() in flight ({mem}:pending u:<rec> → "0|incarnation|split|pid|hvpn|pfn:gen",
+ * splitRecordOpen): the compound page's mappings are being split; its end dissolves it
+ * (splitHugePage with the record).
+ */
+export interface SplitRecord {
+  rec: string;
+  owner: string;
+  pid: number;
+  hvpn: number;
+  head: { pfn: number; gen: number };
+}
+
 /** A frame of an mm incarnation's per-replica batch ({mem}:pending "gen|incarnation|reserve"). */
 export interface ReserveFrame {
   pfn: number;
@@ -123,6 +165,40 @@ export class MemStore extends StoreBase {
     rec = '',
   ): Promise<boolean> {
     return (await this.call('lruPutback', MEM, { pfn, gen, list, rec })) === 1;
+  }
+
+  /**
+   * try_to_unmap_one() of page at pid's vpn begins, recorded as rec of owner; slot (null: a file's
+   * page) gets its swap_duplicate in the same step. → false: the slot is stale, nothing done.
+   */
+  async unmapRecordOpen(
+    rec: string,
+    owner: string,
+    pid: number,
+    vpn: number,
+    page: { pfn: number; gen: number },
+    slot: { slot: number; gen: number } | null,
+  ): Promise<boolean> {
+    const r = await this.call('unmapRecordOpen', MEM, {
+      rec,
+      owner,
+      pid,
+      vpn,
+      pfn: page.pfn,
+      gen: page.gen,
+      slot: slot?.slot ?? 0,
+      slotGen: slot?.gen ?? 0,
+    });
+    return r === 1;
+  }
+
+  /**
+   * The end of try_to_unmap_one record rec of owner: unmapped — the page's mapping put; else the
+   * slot's duplicate back. → frames freed, or null (ended already).
+   */
+  async unmapRecordEnd(rec: string, owner: string, unmapped: boolean): Promise<number[] | null> {
+    const r = await this.call('unmapRecordEnd', MEM, { rec, owner, unmapped: unmapped ? 1 : 0 });
+    return r.r === 'OK' ? r.freed : null;
   }
 
   /** The end of isolation record rec of owner (its own, or a dead one's): what is still isolated goes back. */
@@ -377,12 +453,18 @@ export class MemStore extends StoreBase {
     reserve: ReserveFrame[];
     isolated: IsolationRecord[];
     replacing: ReplaceRecord[];
+    huge: HugeRecord[];
+    splitting: SplitRecord[];
+    unmapping: UnmapRecord[];
   }> {
     const all = await this.redis.hgetall(MEM.pending);
     const pending: PendingFrame[] = [];
     const reserve: ReserveFrame[] = [];
     const isolated: IsolationRecord[] = [];
     const replacing: ReplaceRecord[] = [];
+    const huge: HugeRecord[] = [];
+    const splitting: SplitRecord[] = [];
+    const unmapping: UnmapRecord[] = [];
     for (const [pfn, t] of Object.entries(all)) {
       if (pfn.startsWith('u:')) {
         const m = /^0\|([^|]+)\|isolated\|/.exec(t);
@@ -397,6 +479,41 @@ export class MemStore extends StoreBase {
             kpage: { pfn: Number(r[4]), gen: Number(r[5]) },
             page: { pfn: Number(r[6]), gen: Number(r[7]) },
           });
+        const h = /^0\|([^|]+)\|huge\|(thp|hugetlb)\|(\d+)\|(\d+)\|(\d+):(\d+)\|(.*)$/.exec(t);
+        if (h)
+          huge.push({
+            rec: pfn.slice(2),
+            owner: h[1],
+            pool: h[2] as 'thp' | 'hugetlb',
+            pid: Number(h[3]),
+            hvpn: Number(h[4]),
+            page: { pfn: Number(h[5]), gen: Number(h[6]) },
+            olds: h[7]
+              .split(' ')
+              .filter(Boolean)
+              .map((x) => {
+                const [p, g] = x.split(':').map(Number);
+                return { pfn: p, gen: g };
+              }),
+          });
+        const sp = /^0\|([^|]+)\|split\|(\d+)\|(\d+)\|(\d+):(\d+)$/.exec(t);
+        if (sp)
+          splitting.push({
+            rec: pfn.slice(2),
+            owner: sp[1],
+            pid: Number(sp[2]),
+            hvpn: Number(sp[3]),
+            head: { pfn: Number(sp[4]), gen: Number(sp[5]) },
+          });
+        const um = /^0\|([^|]+)\|unmap\|(\d+)\|(\d+)\|(\d+):(\d+)\|\d+:\d+$/.exec(t);
+        if (um)
+          unmapping.push({
+            rec: pfn.slice(2),
+            owner: um[1],
+            pid: Number(um[2]),
+            vpn: Number(um[3]),
+            page: { pfn: Number(um[4]), gen: Number(um[5]) },
+          });
         continue;
       }
       const p = parsePendingTag(pfn, t);
@@ -404,7 +521,7 @@ export class MemStore extends StoreBase {
       const r = p ? null : parseReserveTag(pfn, t);
       if (r) reserve.push(r);
     }
-    return { pending, reserve, isolated, replacing };
+    return { pending, reserve, isolated, replacing, huge, splitting, unmapping };
   }
 
   /**

@@ -27,6 +27,7 @@ import {
 import { LUA_HELPERS } from '../lua';
 import { MEM_LUA } from '../mem/lua';
 import { PAGE_FLAGS } from '../keys';
+import { HUGE_RECORD_LUA, HugeRecordArgs } from '../mem/thp-scripts';
 
 /** The helpers of the pool's scripts: the frame record's (mem/lua.ts) and the pool's. */
 const POOL_LUA =
@@ -134,14 +135,15 @@ return nr
 `,
   }),
   hugetlbAlloc: script({
-    doc: `alloc_huge_page() → dequeue_huge_page_vma(): the head of the pool's free list; every frame of it gets its gen bumped to one value (the huge page's gen, which each subpage's translation names), state used; the head refcount 1 and mapcount 1 (the entry it is allocated for: put back with hugetlbPut if it is not installed), tails 0. Content: clear_huge_page (zero) or, with copyFrom (a head of that gen), copy_user_huge_page: all 2^order words. KEYS meta frames pool; ARGV copyFrom copyGen → {'OK', pfn, gen} | {'ENOMEM'} (the pool is empty: the fault is SIGBUS) | {'STALE'} (copyFrom is not a used head of that gen)`,
+    doc: `alloc_huge_page() → dequeue_huge_page_vma(): the head of the pool's free list; every frame of it gets its gen bumped to one value (the huge page's gen, which each subpage's translation names), state used; the head refcount 1 and mapcount 1 (the entry it is allocated for: put back with hugetlbPut if it is not installed), tails 0. Content: clear_huge_page (zero) or, with copyFrom (a head of that gen), copy_user_huge_page: all 2^order words. With a record (rec not ''), the huge record u:<rec> of {mem}:pending (KEYS[4]) is opened in the same step ("0|owner|huge|hugetlb|pid|hvpn|pfn:gen|olds": mem/thp-scripts.ts hugeRecordEnd ends it). KEYS meta frames pool pending; ARGV copyFrom copyGen rec owner pid hvpn olds → {'OK', pfn, gen} | {'ENOMEM'} (the pool is empty: the fault is SIGBUS) | {'STALE'} (copyFrom is not a used head of that gen)`,
     models:
       'alloc_huge_page() → dequeue_huge_page_vma(), with clear_huge_page() / copy_user_huge_page(), mm/hugetlb.c v3.7',
-    keys: ['meta', 'frames', 'pool'],
-    args: { copyFrom: IntOrNone, copyGen: IntOrNone },
+    keys: ['meta', 'frames', 'pool', 'pending'],
+    args: { copyFrom: IntOrNone, copyGen: IntOrNone, ...HugeRecordArgs.shape },
     reply: oneOf(tagged('OK', { pfn: Int, gen: Int }), tagged('ENOMEM'), tagged('STALE')),
     lua:
       POOL_LUA +
+      HUGE_RECORD_LUA +
       `
 local pool = pool_get(KEYS)
 if not pool or #pool.free == 0 then return {'ENOMEM'} end
@@ -162,6 +164,7 @@ for i = 0, pool.n - 1 do
   frame_set(KEYS, head + i, 'gen', gen, 'ref', c, 'map', c, 'state', USED, 'next', 0, 'data', v)
 end
 pool_put_free(KEYS, pool)
+huge_record_open(KEYS[4], 'hugetlb', ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7], head, gen)
 return {'OK', head, gen}
 `,
   }),
@@ -186,11 +189,11 @@ return bad
 `,
   }),
   hugetlbPut: script({
-    doc: `page_remove_rmap() + put_page() of huge pages (an entry gone: unmap, COW, a fault's page not installed): mapcount and refcount of each head (pfn, gen) - 1; one whose refcount reaches 0 goes back to the pool (free_huge_page → enqueue_huge_page): every frame free, counts 0, the head on the free list. KEYS meta frames pool → {freed heads, bad pfns}`,
+    doc: `page_remove_rmap() + put_page() of huge pages (an entry gone: unmap, COW, a fault's page not installed): mapcount and refcount of each head (pfn, gen) - 1; one whose refcount reaches 0 goes back to the pool (free_huge_page → enqueue_huge_page): every frame free, counts 0, the head on the free list. batch: a {mem}:once batch id ('' none) — applied once (the put of a dead replica's munmap, finished by another: intent.ts). KEYS meta frames pool once → {freed heads, bad pfns}`,
     models:
       'page_remove_rmap() + put_page() → free_huge_page() → enqueue_huge_page(), mm/hugetlb.c v3.7',
-    keys: ['meta', 'frames', 'pool'],
-    args: { pages: z.array(PfnGen) },
+    keys: ['meta', 'frames', 'pool', 'once'],
+    args: { batch: Str, pages: z.array(PfnGen) },
     reply: z
       .tuple([Ints, Ints])
       .transform(([freed, bad]) => ({ freed, bad }))
@@ -198,9 +201,10 @@ return bad
     lua:
       POOL_LUA +
       `
+if ARGV[1] ~= '' and redis.call('HSETNX', KEYS[4], ARGV[1], 1) == 0 then return {{}, {}} end
 local pool = pool_get(KEYS)
 local freed, bad = {}, {}
-for i = 1, #ARGV, 2 do
+for i = 2, #ARGV, 2 do
   local pfn, gen = tonumber(ARGV[i]), tonumber(ARGV[i + 1])
   local st, g = frame_get(KEYS, pfn, 'state', 'gen')
   if not pool or not pool_head(KEYS, pool, pfn) or st ~= USED or g ~= gen then
@@ -266,7 +270,7 @@ return {'OK', start}
 `,
   }),
   hugetlbLookup: script({
-    doc: `hugetlb_fault()'s first look, lease-free like the fault fast path: the VMA of vpn (a hugetlb one that allows the access, else SIGSEGV), then the huge entry at hvpn (huge_ptep_get). Busy while page_table_lock or, by someone else than mmapSem's holder, mmap_sem for write is held. The agent joins mm_cpumask (it will cache what it gets). KEYS mm vma huge semW ptl cpumask; ARGV vpn hvpn access mmapSem agent → {'NONE', seq} | {'PRESENT', pfn, gen, w, seq} | {'BUSY', what} | {'SIGSEGV'} | {'ESRCH'} | {'NOTHUGE'} (not a hugetlb VMA)`,
+    doc: `hugetlb_fault()'s first look, lease-free like the fault fast path: the VMA of vpn (a hugetlb one that allows the access, else SIGSEGV), then the huge entry at hvpn (huge_ptep_get; one a hugetlb_cow cleared, w = 3, whose holder is gone is put back read-only first). Busy while page_table_lock or, by someone else than mmapSem's holder, mmap_sem for write is held. The agent joins mm_cpumask (it will cache what it gets). KEYS mm vma huge semW ptl cpumask; ARGV vpn hvpn access mmapSem agent → {'NONE', seq} | {'PRESENT', pfn, gen, w, seq} | {'BUSY', what} | {'SIGSEGV'} | {'ESRCH'} | {'NOTHUGE'} (not a hugetlb VMA)`,
     models: 'hugetlb_fault(): huge_pte_offset() + huge_ptep_get(), mm/hugetlb.c v3.7',
     keys: ['mm', 'vma', 'huge', 'semW', 'ptl', 'cpumask'],
     args: {
@@ -298,14 +302,19 @@ local seq = tonumber(redis.call('HGET', KEYS[1], 'seq'))
 redis.call('SADD', KEYS[6], ARGV[5])
 local pfn, gen, w = huge_get(KEYS[3], ARGV[2])
 if not pfn then return {'NONE', seq} end
+if w == 3 then
+  -- a dead (or fenced) hugetlb_cow's cleared entry, page_table_lock free: put back read-only
+  redis.call('HSET', KEYS[3], ARGV[2], pfn .. ':' .. gen .. ':0')
+  w = 0
+end
 return {'PRESENT', pfn, gen, w, seq}
 `,
   }),
   hugetlbSetEntry: script({
-    doc: `A huge entry written under page_table_lock (the caller's lease value and token, fenced): at hvpn, only if it is still expected ('' huge_pte_none, or "pfn:gen:w": pte_same), becomes new ("pfn:gen:w", or '' cleared: huge_ptep_clear_flush without the flush, which the caller sends next). A fault's write (seq ≥ 0) also needs the mm seq unchanged, mmap_sem not write-held by another than mmapSem's holder, the mm alive and a hugetlb VMA still there. KEYS mm vma huge semW ptl ptlmax cpumask; ARGV value token hvpn expected new seq mmapSem → {'OK', cpumask} | {'CHANGED'} (not as expected, or seq moved: look again) | {'SIGSEGV'} | {'ESRCH'} | {'ESTALE'} (the lease is lost)`,
+    doc: `A huge entry written under page_table_lock (the caller's lease value and token, fenced): at hvpn, only if it is still expected ('' huge_pte_none, or "pfn:gen:w": pte_same), becomes new ("pfn:gen:w", or '' cleared: huge_ptep_clear_flush without the flush, which the caller sends next). A fault's write (seq ≥ 0) also needs the mm seq unchanged, mmap_sem not write-held by another than mmapSem's holder, the mm alive and a hugetlb VMA still there. new "pfn:gen:3" is hugetlb_cow's huge_ptep_clear_flush: the entry cleared with its old page kept (pte_none to every walker; hugetlbLookup puts it back read-only once page_table_lock is free, if the COW never set its successor). An incarnation fenced off this address space (KEYS fenced: found dead) writes nothing (ESTALE). KEYS mm vma huge semW ptl ptlmax cpumask fenced; ARGV value token hvpn expected new seq mmapSem incarnation → {'OK', cpumask} | {'CHANGED'} (not as expected, or seq moved: look again) | {'SIGSEGV'} | {'ESRCH'} | {'ESTALE'} (the lease is lost)`,
     models:
       'set_huge_pte_at() / huge_ptep_clear_flush() / set_huge_ptep_writable() under mm->page_table_lock, mm/hugetlb.c v3.7',
-    keys: ['mm', 'vma', 'huge', 'semW', 'ptl', 'ptlmax', 'cpumask'],
+    keys: ['mm', 'vma', 'huge', 'semW', 'ptl', 'ptlmax', 'cpumask', 'fenced'],
     args: {
       value: LeaseValue,
       token: Int,
@@ -314,6 +323,7 @@ return {'PRESENT', pfn, gen, w, seq}
       next: Str,
       seq: Int,
       mmapSem: z.union([LeaseValue, z.literal('')]),
+      incarnation: Str,
     },
     reply: oneOf(
       tagged('OK', { cpumask: Strs }),
@@ -326,6 +336,7 @@ return {'PRESENT', pfn, gen, w, seq}
       ENTRY_LUA +
       `
 if not ptl_held(KEYS[5], KEYS[6], ARGV[1], ARGV[2]) then return {'ESTALE'} end
+if ARGV[8] ~= '' and redis.call('SISMEMBER', KEYS[8], ARGV[8]) == 1 then return {'ESTALE'} end
 local seq = tonumber(ARGV[6])
 if seq >= 0 then
   if redis.call('HGET', KEYS[1], 'state') ~= 'alive' then return {'ESRCH'} end
@@ -357,17 +368,28 @@ return huge_range(KEYS[1], tonumber(ARGV[1]), tonumber(ARGV[2]))
 `,
   }),
   hugetlbZap: script({
-    doc: `__unmap_hugepage_range()'s loop under page_table_lock (the caller's lease, fenced): every huge entry of [s, e) cleared (huge_ptep_get_and_clear); the caller flushes the TLBs, then puts the pages (hugetlbPut). KEYS huge ptl ptlmax cpumask; ARGV value token s e → {'OK', cpumask, cleared "hvpn:pfn:gen:w" ...} | {'ESTALE'}`,
+    doc: `__unmap_hugepage_range()'s loop under page_table_lock (the caller's lease, fenced): every huge entry of [s, e) cleared (huge_ptep_get_and_clear); the caller flushes the TLBs, then puts the pages (hugetlbPut). With an incarnation (an operation with an intent record, KEYS[5]), refused unless it still owns the record, and the heads cleared are appended to the record's cleared frames in the same step as "h<pfn>:<gen>" (a pool page: put with hugetlbPut), so that whoever finishes the operation puts them. KEYS huge ptl ptlmax cpumask intent; ARGV value token s e incarnation → {'OK', cpumask, cleared "hvpn:pfn:gen:w" ...} | {'ESTALE'}`,
     models: '__unmap_hugepage_range(): huge_ptep_get_and_clear() per huge page, mm/hugetlb.c v3.7',
-    keys: ['huge', 'ptl', 'ptlmax', 'cpumask'],
-    args: { value: LeaseValue, token: Int, s: Int, e: Int },
+    keys: ['huge', 'ptl', 'ptlmax', 'cpumask', 'intent'],
+    args: { value: LeaseValue, token: Int, s: Int, e: Int, incarnation: Str },
     reply: oneOf(tagged('OK', { cpumask: Strs, cleared: Entries }), tagged('ESTALE')),
     lua:
       ENTRY_LUA +
       `
 if not ptl_held(KEYS[2], KEYS[3], ARGV[1], ARGV[2]) then return {'ESTALE'} end
+if ARGV[5] ~= '' and redis.call('HGET', KEYS[5], 'owner') ~= ARGV[5] then return {'ESTALE'} end
 local out = huge_range(KEYS[1], tonumber(ARGV[3]), tonumber(ARGV[4]))
-for _, c in ipairs(out) do redis.call('HDEL', KEYS[1], string.match(c, '^(%d+):')) end
+local frames = {}
+for _, c in ipairs(out) do
+  local hv, pfn, gen = string.match(c, '^(%d+):(%d+):(%d+):')
+  redis.call('HDEL', KEYS[1], hv)
+  frames[#frames + 1] = 'h' .. pfn .. ':' .. gen
+end
+if ARGV[5] ~= '' and #frames > 0 then
+  local prev = redis.call('HGET', KEYS[5], 'cleared') or ''
+  if prev ~= '' then prev = prev .. ' ' end
+  redis.call('HSET', KEYS[5], 'cleared', prev .. table.concat(frames, ' '))
+end
 return {'OK', redis.call('SMEMBERS', KEYS[4]), out}
 `,
   }),

@@ -6,6 +6,7 @@ import { MmlabError, PAGE_SIZE, type Prot, TASK_SIZE } from '@mmlab/protocol';
 import { MEM, PAGE_TABLE_LOCK, procKeys } from '../keys';
 import { parsePte, type Pte } from '../pte';
 import type { StoreBase } from '../store-base';
+import { type HugeRecordArgs, NO_RECORD } from './thp-store';
 
 /** The pool's hash (hugetlb_hstate, its free lists and counts). */
 export const HUGETLB_POOL = '{mem}:hugetlb';
@@ -61,11 +62,15 @@ export class HugetlbStore {
   }
 
   /** alloc_huge_page(): a zeroed huge page, or a copy of head `from`; null: the pool is empty. */
-  async alloc(from?: { pfn: number; gen: number }): Promise<{ pfn: number; gen: number } | null> {
-    const r = await this.s.call('hugetlbAlloc', POOL_KEYS, {
-      copyFrom: from?.pfn ?? '',
-      copyGen: from?.gen ?? '',
-    });
+  async alloc(
+    from?: { pfn: number; gen: number },
+    record: HugeRecordArgs = NO_RECORD,
+  ): Promise<{ pfn: number; gen: number } | null> {
+    const r = await this.s.call(
+      'hugetlbAlloc',
+      { ...POOL_KEYS, pending: MEM.pending },
+      { copyFrom: from?.pfn ?? '', copyGen: from?.gen ?? '', ...record },
+    );
     if (r.r === 'STALE')
       throw new MmlabError('EINTERNAL', `copy of huge page ${from?.pfn} gen ${from?.gen}: stale`);
     return r.r === 'OK' ? { pfn: r.pfn, gen: r.gen } : null;
@@ -77,9 +82,17 @@ export class HugetlbStore {
   }
 
   /** page_remove_rmap + put_page of heads; → the heads back in the pool, and the bad ones. */
-  put(pages: Array<{ pfn: number; gen: number }>): Promise<{ freed: number[]; bad: number[] }> {
+  put(
+    pages: Array<{ pfn: number; gen: number }>,
+    /** a {mem}:once batch id: applied once ('' none) */
+    batch = '',
+  ): Promise<{ freed: number[]; bad: number[] }> {
     if (pages.length === 0) return Promise.resolve({ freed: [], bad: [] });
-    return this.s.call('hugetlbPut', POOL_KEYS, { pages });
+    return this.s.call(
+      'hugetlbPut',
+      { ...POOL_KEYS, once: MEM.once },
+      { batch, pages: pages.map((p) => ({ pfn: p.pfn, gen: p.gen })) },
+    );
   }
 
   /** page_mapcount() of a head (-1: not a used head of that gen). */
@@ -129,19 +142,24 @@ export class HugetlbStore {
   }
 
   /**
-   * An entry written under page_table_lock (lease value/token): expected → next (null: none).
+   * An entry written under page_table_lock (lease value/token): expected → next (null: none;
+   * cleared: hugetlb_cow's cleared entry, w = 3, its old page kept).
    * seq ≥ 0: a fault's write (mm seq, mmap_sem and the VMA checked too); -1: no such checks.
    */
   setEntry(
     pid: number,
     lease: { value: string; token: number },
     hvpn: number,
-    expected: Pte | null,
-    next: Pte | null,
+    expected: Pte | null | { cleared: Pte },
+    next: Pte | null | { cleared: Pte },
     seq: number,
     mmapSem = '',
+    /** the writer's incarnation: refused once it is fenced off pid ('' unchecked) */
+    incarnation = '',
   ) {
     const k = procKeys(pid);
+    const text = (p: Pte | null | { cleared: Pte }) =>
+      p && 'cleared' in p ? `${p.cleared.pfn}:${p.cleared.gen}:3` : hugeEntryText(p);
     return this.s.call(
       'hugetlbSetEntry',
       {
@@ -152,15 +170,17 @@ export class HugetlbStore {
         ptl: k.ptl(PAGE_TABLE_LOCK),
         ptlmax: k.ptlmax,
         cpumask: k.cpumask,
+        fenced: k.fenced,
       },
       {
         value: lease.value,
         token: lease.token,
         hvpn,
-        expected: hugeEntryText(expected),
-        next: hugeEntryText(next),
+        expected: text(expected),
+        next: text(next),
         seq,
         mmapSem,
+        incarnation,
       },
     );
   }
@@ -172,12 +192,25 @@ export class HugetlbStore {
   }
 
   /** __unmap_hugepage_range()'s clear of [s, e) under page_table_lock; null: the lease is lost. */
-  async zap(pid: number, lease: { value: string; token: number }, s: number, e: number) {
+  async zap(
+    pid: number,
+    lease: { value: string; token: number },
+    s: number,
+    e: number,
+    /** the operation's intent record: the cleared heads are recorded there */
+    intent?: { id: string; owner: string },
+  ) {
     const k = procKeys(pid);
     const r = await this.s.call(
       'hugetlbZap',
-      { huge: hugetlbKey(pid), ptl: k.ptl(PAGE_TABLE_LOCK), ptlmax: k.ptlmax, cpumask: k.cpumask },
-      { value: lease.value, token: lease.token, s, e },
+      {
+        huge: hugetlbKey(pid),
+        ptl: k.ptl(PAGE_TABLE_LOCK),
+        ptlmax: k.ptlmax,
+        cpumask: k.cpumask,
+        intent: intent ? k.intent(intent.id) : k.mm,
+      },
+      { value: lease.value, token: lease.token, s, e, incarnation: intent?.owner ?? '' },
     );
     return r.r === 'OK' ? { cpumask: r.cpumask, cleared: r.cleared.map(parseHugeEntry) } : null;
   }

@@ -631,9 +631,9 @@ return {'OK', cleared, redis.call('SMEMBERS', KEYS[4])}
 `,
   }),
   tryToUnmapOne: script({
-    doc: `try_to_unmap_one() under a held PT lock lease: if the PTE of vpn still maps frame (pfn, gen) (present, read-only, writable or PROT_NONE), it becomes the swap entry (slot, slot gen) — ptep_clear_flush + set_pte_at(swp_entry_to_pte) in one step (the caller shoots the TLBs down next, still holding the lock). The slot's swap_duplicate was done before (mem swap count), so a swap PTE never names a slot that does not count it. Slot 0: a file's page, whose PTE is just cleared (its file has it) — or, with pgoff, becomes the file PTE of that page (try_to_unmap_cluster in a nonlinear mapping: pgoff_to_pte(page->index)). KEYS ptl ptlmax pte cpumask; ARGV "owner|token" lockName token vpn pfn gen slot slotGen pgoff → {'OK', w (what the PTE was), cpumask} | {'GONE'} (the PTE maps something else now) | {'ESTALE'}`,
+    doc: `try_to_unmap_one() under a held PT lock lease: if the PTE of vpn still maps frame (pfn, gen) (present, read-only, writable or PROT_NONE), it becomes the swap entry (slot, slot gen) — ptep_clear_flush + set_pte_at(swp_entry_to_pte) in one step (the caller shoots the TLBs down next, still holding the lock). The slot's swap_duplicate was done before (mem swap count), so a swap PTE never names a slot that does not count it. Slot 0: a file's page, whose PTE is just cleared (its file has it) — or, with pgoff, becomes the file PTE of that page (try_to_unmap_cluster in a nonlinear mapping: pgoff_to_pte(page->index)). An incarnation fenced off this address space (keys.ts :fenced: its try_to_unmap_one record was ended by a reaper) changes nothing (ESTALE). With a record (markTtl > 0: unmapRecordOpen's rec, KEYS[6] its :unmapped:<rec>), the PTE step is marked done in the same step (the mark expires after markTtl ms). KEYS ptl ptlmax pte cpumask fenced unmapped; ARGV "owner|token" lockName token vpn pfn gen slot slotGen pgoff incarnation markTtl → {'OK', w (what the PTE was), cpumask} | {'GONE'} (the PTE maps something else now) | {'ESTALE'}`,
     models: 'try_to_unmap_one(), mm/rmap.c v3.7: page_check_address, ptep_clear_flush, set_pte_at',
-    keys: ['ptl', 'ptlmax', 'pte', 'cpumask'],
+    keys: ['ptl', 'ptlmax', 'pte', 'cpumask', 'fenced', 'unmapped'],
     args: {
       value: LeaseValue,
       lock: Str,
@@ -644,18 +644,22 @@ return {'OK', cleared, redis.call('SMEMBERS', KEYS[4])}
       slot: PteField,
       slotGen: PteField,
       pgoff: z.union([PteField, z.literal('')]),
+      incarnation: Str,
+      markTtl: Int.min(0),
     },
     reply: oneOf(tagged('OK', { w: Int, cpumask: Strs }), tagged('GONE'), tagged('ESTALE')),
     lua:
       PT_LUA +
       `
 if not fenced(KEYS[1], KEYS[2], ARGV[2], ARGV[1], tonumber(ARGV[3])) then return {'ESTALE'} end
+if ARGV[10] ~= '' and redis.call('SISMEMBER', KEYS[5], ARGV[10]) == 1 then return {'ESTALE'} end
 local vpn = tonumber(ARGV[4])
 local w = page_check_address(KEYS[3], vpn, tonumber(ARGV[5]), tonumber(ARGV[6]))
 if not w then return {'GONE'} end
 if ARGV[9] ~= '' then pte_set(KEYS[3], vpn, tonumber(ARGV[9]), 0, PTE_FILE)
 elseif ARGV[7] == '0' then pte_clear(KEYS[3], vpn)
 else pte_set(KEYS[3], vpn, tonumber(ARGV[7]), tonumber(ARGV[8]), PTE_SWAP) end
+if tonumber(ARGV[11]) > 0 then redis.call('SET', KEYS[6], 1, 'PX', ARGV[11]) end
 return {'OK', w, redis.call('SMEMBERS', KEYS[4])}
 `,
   }),
@@ -1085,6 +1089,22 @@ return pte_str(pfn, gen, w)
 redis.call('SADD', KEYS[2], ARGV[1])
 local pfn, gen = tonumber(ARGV[2]), tonumber(ARGV[3])
 if pte_field_ok(pfn) and pte_field_ok(gen) and pte_maps(KEYS[1], pfn, gen) then return 1 end
+return 0
+`,
+  }),
+  unmapFence: script({
+    doc: `A try_to_unmap_one record ({mem}:pending u:<rec>, unmapRecordOpen) of incarnation ARGV[1], found dead: fence that incarnation off this address space (its scripts here are refused from now on), then say whether the unmap happened — its PTE step's mark (KEYS[3] :unmapped:<rec>, tryToUnmapOne) is there: it did (the page's mapping is owed its put; a swap-in since may map the page again); no mark (expired: a reap later than its TTL) and the PTE of vpn still maps the page (pfn, gen), present or cleared by a COW in flight (w 0..3): it never did (its swap duplicate is owed back). KEYS pte fenced unmapped; ARGV incarnation vpn pfn gen → 1 (still mapped: not unmapped) | 0`,
+    models: "none: lab crash recovery of a dead replica's try_to_unmap_one (fence, then look)",
+    keys: ['pte', 'fenced', 'unmapped'],
+    args: { incarnation: Str, vpn: Int.min(0), pfn: Int, gen: Int },
+    reply: Bit,
+    lua:
+      PT_LUA +
+      `
+redis.call('SADD', KEYS[2], ARGV[1])
+if redis.call('EXISTS', KEYS[3]) == 1 then return 0 end
+local pfn, gen, w = pte_get(KEYS[1], tonumber(ARGV[2]))
+if pfn == tonumber(ARGV[3]) and gen == tonumber(ARGV[4]) and w <= 3 then return 1 end
 return 0
 `,
   }),

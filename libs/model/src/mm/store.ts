@@ -143,8 +143,11 @@ export interface Intent {
   id: string;
   owner: string;
   rec: IntentRec;
-  /** frames whose PTEs were cleared and not yet put, and the batch they will be put as */
-  cleared: Array<{ pfn: number; gen: number }>;
+  /**
+   * frames whose PTEs (or huge entries) were cleared and not yet put, and the batch they will be
+   * put as; hugetlb: a hugetlbfs pool page ("h<pfn>:<gen>", put back to the pool)
+   */
+  cleared: Array<{ pfn: number; gen: number; hugetlb?: true }>;
   batch: number;
   /** mremap: where the VMA went */
   newVpn?: number;
@@ -162,6 +165,26 @@ export class MmStore extends MemStore {
       'pendingFence',
       { pte: k.pte, fenced: k.fenced },
       { incarnation: f.owner, pfn: f.pfn, gen: f.gen },
+    );
+    return r === 1;
+  }
+
+  /**
+   * A dead owner's try_to_unmap_one record: fence owner off pid, then → whether pid's PTE at vpn
+   * still maps page (unmapFence: the unmap never happened).
+   */
+  async unmapFence(
+    pid: number,
+    rec: string,
+    owner: string,
+    vpn: number,
+    page: { pfn: number; gen: number },
+  ): Promise<boolean> {
+    const k = procKeys(pid);
+    const r = await this.call(
+      'unmapFence',
+      { pte: k.pte, fenced: k.fenced, unmapped: k.unmapped(rec) },
+      { incarnation: owner, vpn, pfn: page.pfn, gen: page.gen },
     );
     return r === 1;
   }
@@ -478,8 +501,8 @@ export class MmStore extends MemStore {
             .split(' ')
             .filter((x) => x)
             .map((x) => {
-              const [pfn, gen] = x.split(':').map(Number);
-              return { pfn, gen };
+              const [pfn, gen] = x.replace(/^h/, '').split(':').map(Number);
+              return x.startsWith('h') ? { pfn, gen, hugetlb: true as const } : { pfn, gen };
             }),
           ...(h.newVpn !== undefined && { newVpn: Number(h.newVpn) }),
           chunks: Array.from({ length: Number(h.chunks ?? 0) }, (_, i) =>
@@ -751,11 +774,22 @@ export class MmStore extends MemStore {
     slot: { slot: number; gen: number } | null,
     /** a file's page in a nonlinear mapping: the PTE becomes the file PTE of this page */
     pgoff: number | null = null,
+    /** the caller's incarnation: refused once it is fenced off pid ('' unchecked) */
+    incarnation = '',
+    /** try_to_unmap_one's record: the PTE step is marked done for markTtl ms (unmapFence) */
+    mark: { rec: string; ttlMs: number } | null = null,
   ): Promise<{ r: 'OK'; was: Pte; cpumask: string[] } | 'GONE' | null> {
     const k = procKeys(pid);
     const r = await this.call(
       'tryToUnmapOne',
-      { ptl: k.ptl(lock), ptlmax: k.ptlmax, pte: k.pte, cpumask: k.cpumask },
+      {
+        ptl: k.ptl(lock),
+        ptlmax: k.ptlmax,
+        pte: k.pte,
+        cpumask: k.cpumask,
+        fenced: k.fenced,
+        unmapped: mark ? k.unmapped(mark.rec) : k.mm,
+      },
       {
         value,
         lock,
@@ -766,6 +800,8 @@ export class MmStore extends MemStore {
         slot: slot?.slot ?? 0,
         slotGen: slot?.gen ?? 0,
         pgoff: pgoff ?? '',
+        incarnation,
+        markTtl: mark?.ttlMs ?? 0,
       },
     );
     if (r.r === 'ESTALE') return null;

@@ -114,7 +114,7 @@ return {'OK', token, redis.call('SMEMBERS', KEYS[7])}
 `,
   }),
   hugePmdSetUnlock: script({
-    doc: `Under a held page_table_lock lease (fenced by its token): the huge entry at hvpn becomes entry ("pfn:gen:w"; '' = none: pmd_clear) and the PTEs given are written (the huge entry replaced by small PTEs: do_huge_pmd_wp_page_fallback's, or __split_huge_page_map's, pmd_populate of the deposited page table); then spin_unlock unless keep ('keep': v3.6 sends its range end before the unlock). KEYS ptlmm ptlmax pmdhuge pte pmds fenced; ARGV "owner|token" lockName token hvpn order entry keep incarnation ptes... → {'OK'} | {'ESTALE'}`,
+    doc: `Under a held page_table_lock lease (fenced by its token): the huge entry at hvpn becomes entry ("pfn:gen:w"; '' = none: pmd_clear) and the PTEs given are written (the huge entry replaced by small PTEs: do_huge_pmd_wp_page_fallback's, or __split_huge_page_map's, pmd_populate of the deposited page table); then spin_unlock unless keep ('keep': v3.6 sends its range end before the unlock). Setting a huge entry drops every PTE left in its range (collapse_huge_page's, cleared as w = 3 by collapseLock). KEYS ptlmm ptlmax pmdhuge pte pmds fenced; ARGV "owner|token" lockName token hvpn order entry keep incarnation ptes... → {'OK'} | {'ESTALE'}`,
     models:
       'set_pmd_at() / pmd_populate() + spin_unlock(&mm->page_table_lock), mm/huge_memory.c v3.7',
     keys: ['ptlmm', 'ptlmax', 'pmdhuge', 'pte', 'pmds', 'fenced'],
@@ -149,6 +149,8 @@ if ARGV[6] == '' then huge_del(KEYS[3], hv)
 else
   local pfn, gen, w = parse_pte(ARGV[6])
   huge_set(KEYS[3], hv, pfn, gen, w, o)
+  -- a huge entry's range holds no PTE: a collapse's cleared ones (w = 3) go with its set
+  for _, p in ipairs(pte_range(KEYS[4], hv, hv + 2 ^ o)) do pte_edit_clear(ed, p[1]) end
 end
 for pmd in pairs(pmds) do redis.call('SADD', KEYS[5], pmd) end
 pte_commit(KEYS[4], ed)
@@ -157,10 +159,10 @@ return {'OK'}
 `,
   }),
   zapHugePmd: script({
-    doc: `zap_huge_pmd() under a held page_table_lock lease: every huge entry whose range lies inside [s, e) is cleared (a w = 3 one too: its holder is gone, the lease is ours) and listed; one the range only meets is listed as partial and left alone (the caller splits it first: split_huge_page_pmd). KEYS ptlmm ptlmax pmdhuge cpumask; ARGV "owner|token" lockName token s e → {'OK', {"hvpn:pfn:gen:w", ...}, {hvpn, ...} partial, cpumask} | {'ESTALE'}`,
+    doc: `zap_huge_pmd() under a held page_table_lock lease: every huge entry whose range lies inside [s, e) is cleared (a w = 3 one too: its holder is gone, the lease is ours) and listed; one the range only meets is listed as partial and left alone (the caller splits it first: split_huge_page_pmd). With an incarnation (an operation with an intent record, KEYS[5]: munmap, exit, ...), refused unless it still owns the record, and the heads cleared are appended to the record's cleared frames in the same step, as zapPteRange's (whoever finishes the operation puts them: never lost, never twice). KEYS ptlmm ptlmax pmdhuge cpumask intent; ARGV "owner|token" lockName token s e incarnation → {'OK', {"hvpn:pfn:gen:w", ...}, {hvpn, ...} partial, cpumask} | {'ESTALE'}`,
     models: 'zap_huge_pmd(), mm/huge_memory.c v3.7 (from zap_pmd_range)',
-    keys: ['ptlmm', 'ptlmax', 'pmdhuge', 'cpumask'],
-    args: { value: LeaseValue, lock: Str, token: Int, start: Int, end: Int },
+    keys: ['ptlmm', 'ptlmax', 'pmdhuge', 'cpumask', 'intent'],
+    args: { value: LeaseValue, lock: Str, token: Int, start: Int, end: Int, incarnation: Str },
     reply: oneOf(
       tagged('OK', { cleared: Strs, partial: z.array(Int), cpumask: Strs }),
       tagged('ESTALE'),
@@ -169,18 +171,25 @@ return {'OK'}
       THP_HELPERS +
       `
 if not fenced(KEYS[1], KEYS[2], ARGV[2], ARGV[1], tonumber(ARGV[3])) then return {'ESTALE'} end
+if ARGV[6] ~= '' and redis.call('HGET', KEYS[5], 'owner') ~= ARGV[6] then return {'ESTALE'} end
 local s, e = tonumber(ARGV[4]), tonumber(ARGV[5])
 local all, o = huge_range(KEYS[3], s, e)
-local cleared, partial = {}, {}
+local cleared, partial, frames = {}, {}, {}
 for _, x in ipairs(all) do
   if x[1] >= s and x[1] + 2 ^ o <= e then
     local w = x[4]
     if w == 3 then w = 0 end
     cleared[#cleared + 1] = x[1] .. ':' .. x[2] .. ':' .. x[3] .. ':' .. w
+    frames[#frames + 1] = x[2] .. ':' .. x[3]
     huge_del(KEYS[3], x[1])
   else
     partial[#partial + 1] = x[1]
   end
+end
+if ARGV[6] ~= '' and #frames > 0 then
+  local prev = redis.call('HGET', KEYS[5], 'cleared') or ''
+  if prev ~= '' then prev = prev .. ' ' end
+  redis.call('HSET', KEYS[5], 'cleared', prev .. table.concat(frames, ' '))
 end
 return {'OK', cleared, partial, redis.call('SMEMBERS', KEYS[4])}
 `,
@@ -240,7 +249,7 @@ return #ARGV - 2
 `,
   }),
   collapseLock: script({
-    doc: `collapse_huge_page()'s lock section, first half: with mmap_sem held for write by the caller (semValue), spin_lock(&mm->page_table_lock) as a lease, then every PTE of [hvpn, hvpn + 2^order) must still be the one __collapse_huge_page_isolate read (ptes: "vpn:pfn:gen:w", pte_same) and no huge entry be there; the PTEs are cleared (pmdp_clear_flush of the page-table page: the caller shoots the TLBs down next, still holding the lock, then sets the huge entry with hugePmdSetUnlock). KEYS mm pmdhuge pte semW ptlmm ptlmax fence cpumask fenced; ARGV hvpn order owner ttl lockName semValue incarnation ptes... → {'OK', token, cpumask} | {'RETRY'} | {'BUSY'} | {'FENCED'}`,
+    doc: `collapse_huge_page()'s lock section, first half: with mmap_sem held for write by the caller (semValue), spin_lock(&mm->page_table_lock) as a lease, then every PTE of [hvpn, hvpn + 2^order) must still be the one __collapse_huge_page_isolate read (ptes: "vpn:pfn:gen:w", pte_same) and no huge entry be there; the PTEs are cleared (pmdp_clear_flush of the page-table page: the caller shoots the TLBs down next, still holding the lock, then sets the huge entry with hugePmdSetUnlock, which drops them). Cleared means w = 3 with the small page kept (keys.ts :pte): pte_none to every walker, and put back read-only by a fault once mmap_sem is free again if the collapse dies before its set (its huge record then frees the huge page). KEYS mm pmdhuge pte semW ptlmm ptlmax fence cpumask fenced; ARGV hvpn order owner ttl lockName semValue incarnation ptes... → {'OK', token, cpumask} | {'RETRY'} | {'BUSY'} | {'FENCED'}`,
     models: 'collapse_huge_page(), mm/huge_memory.c v3.7: spin_lock + pmdp_clear_flush',
     keys: ['mm', 'pmdhuge', 'pte', 'semW', 'ptlmm', 'ptlmax', 'fence', 'cpumask', 'fenced'],
     args: {
@@ -278,9 +287,45 @@ local token = redis.call('INCR', KEYS[7])
 redis.call('SET', KEYS[5], ARGV[3] .. '|' .. token, 'PX', ARGV[4])
 redis.call('HSET', KEYS[6], ARGV[5], token)
 local ed = pte_edit()
-for i = 8, #ARGV do pte_edit_clear(ed, tonumber(string.match(ARGV[i], '^(%d+):'))) end
+for i = 8, #ARGV do
+  local vpn, pfn, gen = string.match(ARGV[i], '^(%d+):(%d+):(%d+):')
+  pte_edit_set(ed, tonumber(vpn), tonumber(pfn), tonumber(gen), 3)
+end
 pte_commit(KEYS[3], ed)
 return {'OK', token, redis.call('SMEMBERS', KEYS[8])}
+`,
+  }),
+  hugeFence: script({
+    doc: `A huge record ({mem}:pending u:<rec>, mem/thp-scripts.ts) of incarnation ARGV[1], found dead: fence that incarnation off this address space (its fault, lock and set scripts here are refused from now on), then say whether the new page (pfn, gen) is installed — pool 'thp': the huge entry at hvpn names it, or a PTE of [hvpn, hvpn + pages) maps one of its frames (split since); 'hugetlb': the hugetlb entry at hvpn names it (installed: roll forward; else roll back). KEYS pte pmdhuge hugetlb fenced; ARGV incarnation pool hvpn pfn gen pages → 1 | 0`,
+    models: 'none: lab crash recovery of a huge page a dead replica allocated (fence, then look)',
+    keys: ['pte', 'pmdhuge', 'hugetlb', 'fenced'],
+    args: {
+      incarnation: Str,
+      pool: z.enum(['thp', 'hugetlb']),
+      hvpn: Int.min(0),
+      pfn: Int,
+      gen: Int,
+      pages: Int.min(1),
+    },
+    reply: Bit,
+    lua:
+      THP_HELPERS +
+      `
+redis.call('SADD', KEYS[4], ARGV[1])
+local hv, pfn, gen, n = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
+local key = KEYS[2]
+if ARGV[2] == 'hugetlb' then key = KEYS[3] end
+local v = redis.call('HGET', key, string.format('%d', hv))
+if v then
+  local p, g = string.match(v, '^(%d+):(%d+):')
+  if tonumber(p) == pfn and tonumber(g) == gen then return 1 end
+end
+if ARGV[2] == 'thp' then
+  for _, x in ipairs(pte_range(KEYS[1], hv, hv + n)) do
+    if x[2] >= pfn and x[2] < pfn + n and x[3] == gen and x[4] < 4 then return 1 end
+  end
+end
+return 0
 `,
   }),
   hugePmdDump: script({

@@ -4,6 +4,7 @@
  * to the shared Store classes. Each call touches one slot ({mem}, or one {p:<pid>}).
  */
 import { MEM_KEYS, MEM_ROLES, PAGE_TABLE_LOCK, procKeys } from '../keys';
+import type { HugeRecordArgs } from '../mem/thp-scripts';
 import type { StoreBase } from '../store-base';
 import { formatPte } from '../pte';
 
@@ -29,23 +30,114 @@ const memKeys = Object.fromEntries(MEM_ROLES.map((r, i) => [r, MEM_KEYS[i]])) as
   string
 >;
 
-/** alloc_hugepage_vma(): a compound page of 2^order frames, subpage i a copy of srcs[i] (0: zero). */
+export type { HugeRecordArgs };
+/** No huge record (tests, and callers that own the page some other way). */
+export const NO_RECORD: HugeRecordArgs = { rec: '', owner: '', pid: 0, hvpn: 0, olds: '' };
+/** A huge record's olds ("pfn:gen ...") from frames. */
+export const oldsText = (pages: ReadonlyArray<{ pfn: number; gen: number }>): string =>
+  pages.map((p) => `${p.pfn}:${p.gen}`).join(' ');
+
+/**
+ * alloc_hugepage_vma(): a compound page of 2^order frames, subpage i a copy of srcs[i] (0: zero),
+ * recorded as a huge record in the same step when record.rec is set (hugeRecordEnd ends it).
+ */
 export async function allocHugePage(
   store: StoreBase,
   order: number,
   srcs: readonly number[] = [],
+  record: HugeRecordArgs = NO_RECORD,
 ): Promise<{ pfn: number; gen: number } | null> {
-  const r = await store.call('allocHugePage', memKeys, { order, srcs: [...srcs] });
+  const r = await store.call('allocHugePage', memKeys, { order, ...record, srcs: [...srcs] });
   return r.r === 'OK' ? { pfn: r.pfn, gen: r.gen } : null;
 }
 
-/** __split_huge_page_refcount(): → the order, or null when head is no compound head of gen. */
+/**
+ * The end of huge record rec of owner (hugeRecordEnd): installed — the old pages' puts; else the
+ * new page's. → whether it was read as installed, and the pfns freed; null: ended already.
+ */
+export async function hugeRecordEnd(
+  store: StoreBase,
+  rec: string,
+  owner: string,
+  installed: boolean,
+): Promise<{ installed: boolean; freed: number[] } | null> {
+  const r = await store.call(
+    'hugeRecordEnd',
+    { ...memKeys, pool: '{mem}:hugetlb' },
+    { rec, owner, installed: installed ? 1 : 0 },
+  );
+  return r.r === 'OK' ? { installed: r.installed === 1, freed: r.freed } : null;
+}
+
+/** split_huge_page() of head begins: recorded as rec (false: head is no live compound head). */
+export async function splitRecordOpen(
+  store: StoreBase,
+  rec: string,
+  owner: string,
+  pid: number,
+  hvpn: number,
+  head: { pfn: number; gen: number },
+): Promise<boolean> {
+  return (
+    (await store.call('splitRecordOpen', memKeys, {
+      rec,
+      owner,
+      pid,
+      hvpn,
+      pfn: head.pfn,
+      gen: head.gen,
+    })) === 1
+  );
+}
+
+/**
+ * __split_huge_page_refcount(): → the order, or null when head is no compound head of gen, or
+ * (with a split record) when the record was ended by someone else.
+ */
 export async function splitHugePage(
   store: StoreBase,
   head: { pfn: number; gen: number },
+  record: { rec: string; owner: string } = { rec: '', owner: '' },
 ): Promise<number | null> {
-  const r = await store.call('splitHugePage', memKeys, { pfn: head.pfn, gen: head.gen });
+  const r = await store.call('splitHugePage', memKeys, {
+    pfn: head.pfn,
+    gen: head.gen,
+    rec: record.rec,
+    owner: record.owner,
+  });
   return r.r === 'OK' ? r.order : null;
+}
+
+/**
+ * A dead owner's huge record: fence owner off pid, then → whether pid's entry at hvpn (THP: or
+ * a PTE of its range) maps the new page (hugeFence).
+ */
+export async function hugeFence(
+  store: StoreBase,
+  pid: number,
+  a: {
+    owner: string;
+    pool: 'thp' | 'hugetlb';
+    hvpn: number;
+    page: { pfn: number; gen: number };
+    pages: number;
+  },
+): Promise<boolean> {
+  const k = procKeys(pid);
+  return (
+    (await store.call(
+      'hugeFence',
+      { pte: k.pte, pmdhuge: k.pmdhuge, hugetlb: k.hugetlb, fenced: k.fenced },
+      {
+        incarnation: a.owner,
+        pool: a.pool,
+        hvpn: a.hvpn,
+        pfn: a.page.pfn,
+        gen: a.page.gen,
+        pages: a.pages,
+      },
+    )) === 1
+  );
 }
 
 export async function hugePmdInstall(
@@ -167,12 +259,27 @@ export async function zapHugePmd(
   token: number,
   s: number,
   e: number,
+  /** the operation's intent record (its id and owner): the cleared heads are recorded there */
+  intent?: { id: string; owner: string },
 ): Promise<{ cleared: ThpEntry[]; partial: number[]; cpumask: string[] } | null> {
   const k = procKeys(pid);
   const r = await store.call(
     'zapHugePmd',
-    { ptlmm: k.ptlmm, ptlmax: k.ptlmax, pmdhuge: k.pmdhuge, cpumask: k.cpumask },
-    { value, lock: PAGE_TABLE_LOCK, token, start: s, end: e },
+    {
+      ptlmm: k.ptlmm,
+      ptlmax: k.ptlmax,
+      pmdhuge: k.pmdhuge,
+      cpumask: k.cpumask,
+      intent: intent ? k.intent(intent.id) : k.mm,
+    },
+    {
+      value,
+      lock: PAGE_TABLE_LOCK,
+      token,
+      start: s,
+      end: e,
+      incarnation: intent?.owner ?? '',
+    },
   );
   if (r.r !== 'OK') return null;
   return { cleared: r.cleared.map(parseThpEntry), partial: r.partial, cpumask: r.cpumask };
