@@ -28,22 +28,18 @@ interface Spawned {
 }
 
 /** Start a node script; resolve once its output matches ready (reject if it exits first). */
-async function start(
-  args: string[],
-  ready: RegExp,
-  env: NodeJS.ProcessEnv,
-): Promise<Spawned> {
+async function start(args: string[], ready: RegExp, env: NodeJS.ProcessEnv): Promise<Spawned> {
   const proc = spawn(process.execPath, args, { cwd: root, env, stdio: ['ignore', 'pipe', 'pipe'] });
   let out = '';
-  proc.stdout!.on('data', (d: Buffer) => (out += d.toString()));
-  proc.stderr!.on('data', (d: Buffer) => (out += d.toString()));
+  proc.stdout.on('data', (d: Buffer) => (out += d.toString()));
+  proc.stderr.on('data', (d: Buffer) => (out += d.toString()));
   const exited = new Promise<number | null>((r) => proc.once('exit', (code) => r(code)));
   await new Promise<void>((resolve, reject) => {
     const check = () => {
       if (ready.test(out)) resolve();
     };
-    proc.stdout!.on('data', check);
-    proc.stderr!.on('data', check);
+    proc.stdout.on('data', check);
+    proc.stderr.on('data', check);
     void exited.then((code) => reject(new Error(`${args[0]} exited (${code}):\n${out}`)));
   });
   return { proc, out: () => out, exited };
@@ -138,7 +134,9 @@ describe('bring your own device: mmlab up --byo, the example device, mmlab confo
       expect(r.code, r.stdout + r.stderr).toBe(1);
       expect(r.stdout).toMatch(/^ {2}FAIL munmap .*: .*teardown-before-free/m);
       // the offender (mm's free) and the device's translation still live at that moment
-      expect(r.stdout).toMatch(/teardown-before-free: \d+ violation\(s\), first: frame pfn \d+ gen \d+ freed while still mapped by gpu0/);
+      expect(r.stdout).toMatch(
+        /teardown-before-free: \d+ violation\(s\), first: frame pfn \d+ gen \d+ freed while still mapped by gpu0/,
+      );
       expect(r.stdout).toMatch(/mm-0:\d+ frame\.free/);
       expect(r.stdout).toMatch(/gpu0:\d+ smap\.set/);
       expect(r.stdout).toMatch(/conform gpu0: FAIL \(1 of 1: munmap\)/);

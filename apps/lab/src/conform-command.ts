@@ -101,7 +101,9 @@ export async function conformCommand(opts: ConformOptions, io: Io): Promise<numb
       );
       if (outcome.error) io.out(`    could not complete: ${outcome.error}`);
       for (const i of broken) {
-        io.out(`    ${i.name}: ${i.violations.length} violation(s), first: ${i.violations[0]?.message}`);
+        io.out(
+          `    ${i.name}: ${i.violations.length} violation(s), first: ${i.violations[0]?.message}`,
+        );
         for (const e of i.violations[0]?.events.slice(0, 8) ?? []) io.out(`      ${eventLine(e)}`);
       }
       for (const st of notOkSteps(outcome.steps))

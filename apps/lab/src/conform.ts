@@ -201,11 +201,7 @@ export function conformBattery(dev: string, config: ScenarioConfig): ConformScen
 }
 
 /** The scenario document of one battery entry (JSON, which is YAML). */
-export function conformDocument(
-  s: ConformScenario,
-  dev: string,
-  config: ScenarioConfig,
-): string {
+export function conformDocument(s: ConformScenario, dev: string, config: ScenarioConfig): string {
   const subscribers = [
     ...(config.subscribers ?? []).filter((x) => x.name !== dev),
     { name: dev, kind: 'external' },

@@ -170,19 +170,19 @@ export function runningConfig(
       c.service === 'dev'
         ? { name: c.instance, kind: 'external' as const }
         : c.service === 'kvm'
-        ? {
-            name: c.instance,
-            kind: 'kvm' as const,
-            invalidateLatencyMs: latencyValue(c.invalidateLatency),
-            mmuLock: c.mmuLock ?? 'spin',
-            faultDelayMs: c.npfDelayMs,
-          }
-        : {
-            name: c.instance,
-            kind: 'hca' as const,
-            invalidateLatencyMs: latencyValue(c.invalidateLatency),
-            npfDelayMs: c.npfDelayMs,
-          },
+          ? {
+              name: c.instance,
+              kind: 'kvm' as const,
+              invalidateLatencyMs: latencyValue(c.invalidateLatency),
+              mmuLock: c.mmuLock ?? 'spin',
+              faultDelayMs: c.npfDelayMs,
+            }
+          : {
+              name: c.instance,
+              kind: 'hca' as const,
+              invalidateLatencyMs: latencyValue(c.invalidateLatency),
+              npfDelayMs: c.npfDelayMs,
+            },
     );
   return {
     config: {

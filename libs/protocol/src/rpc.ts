@@ -728,7 +728,8 @@ export const RPC = {
   devAccess: def({
     subject: 'mmlab.dev.{id}.access',
     doc: "A device load or store at addr of an attached pid through the device's translation cache: a miss (or a store through a read-only entry) faults the page in through mm's gup with the read_begin/read_retry recheck, then the frame is accessed directly (ENODEV once mm fenced the device). EINVAL: pid not attached; EFAULT: mm refuses the page.",
-    models: 'a DMA through a device page-table cache (an IOMMU/GPU TLB), hmm_range_fault() on a miss',
+    models:
+      'a DMA through a device page-table cache (an IOMMU/GPU TLB), hmm_range_fault() on a miss',
     request: z.strictObject({ pid: Pid, addr: Addr, op: Access, value: Value.optional() }),
     response: z.object({
       value: Value,
@@ -744,7 +745,7 @@ export const RPC = {
   }),
   devDetach: def({
     subject: 'mmlab.dev.{id}.detach',
-    doc: "Detach the device from pid: its cache of pid is dropped and it unregisters (mm sends release first). Not attached: {detached: false}.",
+    doc: 'Detach the device from pid: its cache of pid is dropped and it unregisters (mm sends release first). Not attached: {detached: false}.',
     models: 'mmu_notifier_unregister() (mm/mmu_notifier.c, v3.7)',
     request: z.strictObject({ pid: Pid }),
     response: z.object({ detached: z.boolean() }),

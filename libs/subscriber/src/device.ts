@@ -81,7 +81,7 @@ export class DeviceCache {
   /** Install the page mm reported (smap.clear of the entry it replaces first). */
   set(pid: number, page: GupPage, op?: string): void {
     let m = this.pids.get(pid);
-    if (!m) this.pids.set(pid, (m = new Map()));
+    if (!m) this.pids.set(pid, (m = new Map<number, DevEntry>()));
     const vpn = vpnOf(page.addr);
     const prev = m.get(vpn);
     if (prev && prev.pfn === page.pfn && prev.gen === page.gen && prev.writable === page.writable)
