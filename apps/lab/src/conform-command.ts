@@ -43,7 +43,12 @@ export async function conformCommand(opts: ConformOptions, io: Io): Promise<numb
   if (!Number.isInteger(waitMs) || waitMs < 0)
     throw new MmlabError('EINVAL', `--wait-ms must be an integer ≥ 0, got ${opts.waitMs}`);
   const natsUrl = natsUrlWithCredentials(EnvSchema.shape.NATS_URL.parse(io.env.NATS_URL), io.env);
-  const nc = await connectNats(natsUrl, 'mmlab-conform');
+  const nc = await connectNats(natsUrl, 'mmlab-conform').catch((e: unknown) => {
+    const shown = natsUrl.replace(/\/\/([^:@/]+):[^@/]*@/, '//$1:***@');
+    io.err(`conform: cannot reach NATS at ${shown}: ${e instanceof Error ? e.message : String(e)}`);
+    return null;
+  });
+  if (!nc) return 2;
   let config;
   try {
     const rpc = new RpcClient(nc);
