@@ -48,6 +48,10 @@ program
     new Option('--mode <mode>', 'the kernel modelled').choices(Mode.options).default('patched'),
   )
   .option('--frames <n>', 'physical frames', '256')
+  .option(
+    '--swap-slots <n>',
+    'slots of the swap device (default none: anonymous memory is never reclaimed)',
+  )
   .option('--cpus <n>', 'CPU agents', '4')
   .option('--mm-replicas <n>', 'mm replicas in the queue group', '2')
   .option('--hca <n>', 'HCA subscribers hca0..hca(n-1)', '1')

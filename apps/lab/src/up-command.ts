@@ -22,6 +22,8 @@ import {
 export interface UpOptions {
   mode: string;
   frames: string;
+  /** slots of the swap device (MMLAB_SWAP_SLOTS); default none */
+  swapSlots?: string;
   cpus: string;
   mmReplicas: string;
   /** HCA subscribers hca0..hca(n-1) */
@@ -102,6 +104,7 @@ export function upConfig(opts: UpOptions): LabConfig {
   return {
     mode: mode.data,
     frames: n(opts.frames, 'frames', 1),
+    ...(opts.swapSlots !== undefined && { swapSlots: n(opts.swapSlots, 'swap-slots', 0) }),
     cpus: n(opts.cpus, 'cpus', 1),
     mmReplicas: n(opts.mmReplicas, 'mm-replicas', 1),
     subscribers: [
