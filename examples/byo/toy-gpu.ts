@@ -47,7 +47,10 @@ export class ToyGpu extends Device {
   };
 
   /** Nothing to do: the SDK lowers the count and bumps the sequence (faults may map again). */
-  readonly invalidateRangeEnd = async (): Promise<void> => {};
+  readonly invalidateRangeEnd = async (
+    _req: ReqParsed<'mnInvalidateRangeEnd'>,
+    _cb: DeviceCallbackCtx,
+  ): Promise<void> => {};
 
   /** One page: the same flush. */
   readonly invalidatePage = async (
