@@ -727,7 +727,7 @@ export const RPC = {
   }),
   devAccess: def({
     subject: 'mmlab.dev.{id}.access',
-    doc: "A device load or store at addr of an attached pid through the device's translation cache: a miss (or a store through a read-only entry) faults the page in through mm's gup with the read_begin/read_retry recheck, then the frame is accessed directly (ENODEV once mm fenced the device). EINVAL: pid not attached; EFAULT: mm refuses the page.",
+    doc: "A device load or store at addr (a page-aligned address) of an attached pid through the device's translation cache: a miss (or a store through a read-only entry) faults the page in through mm's gup with the read_begin/read_retry recheck, then the frame is accessed directly (ENODEV once mm fenced the device). EINVAL: pid not attached, addr not page aligned, a write without a value; EFAULT: mm refuses the page.",
     models:
       'a DMA through a device page-table cache (an IOMMU/GPU TLB), hmm_range_fault() on a miss',
     request: z.strictObject({ pid: Pid, addr: Addr, op: Access, value: Value.optional() }),

@@ -295,8 +295,8 @@ export class DeviceHost {
 
   /** mmu_notifier_register on pid (as this device, through mm). */
   async attach(pid: number): Promise<{ attached: boolean }> {
-    const mm = this.mmOf(pid);
-    if (mm.attached && !mm.released) return { attached: false };
+    const mm = this.mms.get(pid); // a refused registration leaves nothing behind
+    if (mm?.attached && !mm.released) return { attached: false };
     await this.deps.rpc.call('notifierRegister', {
       pid,
       subscriber: this.name,
@@ -374,6 +374,8 @@ export class DeviceHost {
     const { pid, addr } = req;
     const mm = this.mms.get(pid);
     if (!mm?.attached) throw new MmlabError('EINVAL', `${this.name} is not attached to pid ${pid}`);
+    if (addr % PAGE_SIZE !== 0)
+      throw new MmlabError('EINVAL', `${hex(addr)} is not page aligned (a device accesses pages)`);
     if (req.op === 'write' && req.value === undefined)
       throw new MmlabError('EINVAL', 'a write needs a value');
     const op = this.deps.ids.next(req.op === 'read' ? 'dev_read' : 'dev_write');
@@ -392,7 +394,7 @@ export class DeviceHost {
       }
       if (faults >= MAX_FAULTS_PER_ACCESS)
         throw new MmlabError('EAGAIN', `${faults} faults at ${hex(addr)} of pid ${pid}`);
-      await this.faultIn(pid, addr - (addr % PAGE_SIZE), req.op === 'write', op);
+      await this.faultIn(pid, addr, req.op === 'write', op);
     }
   }
 
