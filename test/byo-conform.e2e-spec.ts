@@ -15,8 +15,9 @@ import { chmodSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync } fro
 import { tmpdir } from 'node:os';
 import * as path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { RpcClient, connectNats } from '@mmlab/runtime';
 import { freePort, repoRoot } from '@mmlab/runner';
-import { runMmlab } from '@mmlab/testing';
+import { codeOf, runMmlab } from '@mmlab/testing';
 
 const root = repoRoot();
 const cli = path.join(root, 'dist', 'apps', 'lab', 'src', 'main.js');
@@ -98,6 +99,29 @@ describe('bring your own device: mmlab up --byo, the example device, mmlab confo
     expect(creds.name).toBe('gpu0');
     expect(creds.natsUrl).toMatch(/^nats:\/\/gpu0:[^@]+@127\.0\.0\.1:\d+$/);
     expect(creds.redisUrl).toMatch(/^redis:\/\/dev:[^@]+@127\.0\.0\.1:\d+$/);
+  });
+
+  it('its NATS identity acts as itself only (kind dev: mmlab.mm.by.gpu0.>, not another)', async () => {
+    const { natsUrl } = JSON.parse(readFileSync(credsFile, 'utf8')) as { natsUrl: string };
+    const nc = await connectNats(natsUrl, 'gpu0-probe');
+    try {
+      const rpc = new RpcClient(nc, 1000);
+      const gup = (agent: string) =>
+        codeOf(
+          rpc.call('gup', {
+            pid: 9999,
+            addr: 0x10000000,
+            pages: 1,
+            write: false,
+            pin: false,
+            agent,
+          }),
+        );
+      expect(await gup('gpu0')).toBe('ESRCH'); // mm answered: no such process
+      expect(await gup('hca0')).not.toBe('ESRCH'); // the server dropped it: nobody answers
+    } finally {
+      await nc.close();
+    }
   });
 
   it('the toy GPU joins the lab and passes the battery; it stops cleanly', async () => {
