@@ -211,6 +211,19 @@ class Inflight {
   }
 }
 
+/**
+ * One hosted device. State, and what holds of it:
+ *   mms       pid → DevMm. attached ⇔ mm registered this device on pid (attach answered, no
+ *             detach since); released is set by release and never cleared (a new attach
+ *             replaces the entry). seq's count is raised in the tick a start, invalidate_page or
+ *             release arrives (before the device's handler), and lowered after the end or the
+ *             page's handler; a translation is installed only in the tick of a recheck that
+ *             said install (faultIn).
+ *   inflight  every access is registered in the tick of its cache lookup; every invalidation
+ *             waits for those of its range before its ack.
+ *   cache     the device's translations (DeviceCache): changed by the fault path and by the
+ *             device's handlers only, every change traced.
+ */
 export class DeviceHost {
   readonly notifier: NotifierSubscriber;
   readonly cache: DeviceCache;
