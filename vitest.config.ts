@@ -78,6 +78,9 @@ const LONGEST: Record<string, number> = {
   'test/fuzz-nats.e2e-spec.ts': 100,
   // 28,000 requests over 28 endpoints: 32 s alone (about 26 CPU-seconds), 2026-12-06
   'test/fuzz-http.e2e-spec.ts': 32,
+  // mmlab up --byo, two device processes, the conform battery and one buggy scenario: 17 s
+  // alone at load 3-5 (10-20 CPU-seconds), 2026-12-06
+  'test/byo-conform.e2e-spec.ts': 17,
 };
 
 /**

@@ -6,6 +6,7 @@
 #   ./scripts/lab.sh [--mode legacy] [--cpus 4] [--mm-replicas 2] [--frames 256] [--hca 1]
 #                    [--kvm 1] [--mmu-lock spin|sleep|generation]
 #                    [--invalidate-latency uniform:1:5] [--api-port 8081] [--free-ports]
+#                    [--byo gpu0]   (an external device you run: its credentials file is printed)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cli=dist/apps/lab/src/main.js

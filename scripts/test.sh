@@ -23,6 +23,7 @@ if [ -n "$failed" ]; then echo "failed:$failed" >&2; exit 1; fi
 step build;       npm run --silent build
 step protocol;    node dist/libs/protocol/src/gen-doc.js --check docs/protocol.md
 step redis;       node dist/libs/model/src/gen-doc.js --check docs/redis.md
+step subscriber;  node dist/libs/subscriber/src/gen-doc.js --check docs/subscriber-protocol.md
 step nats-users;  node dist/libs/protocol/src/gen-nats-conf.js --check deploy/nats/nats.conf deploy/k8s/base/nats.yaml
 step tests
 # The unit files (pure code) share each worker's module cache (--no-isolate: 21 against 52

@@ -26,6 +26,8 @@
  * The seed is printed (MMLAB_FUZZ_SEED=<seed> replays a run); so are the counts per subject.
  * Replaces test/malformed.e2e-spec.ts (5 hand-written payloads × every subject).
  */
+import { type ChildProcess, spawn } from 'node:child_process';
+import * as path from 'node:path';
 import fc from 'fast-check';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { NatsConnection } from 'nats';
@@ -44,9 +46,9 @@ import {
   subjectFor,
 } from '@mmlab/protocol';
 import { type RpcClient, SafeNatsDeserializer } from '@mmlab/runtime';
-import type { LocalLab } from '@mmlab/runner';
+import { type LocalLab, repoRoot } from '@mmlab/runner';
 import type { Store } from '@mmlab/model';
-import { type TestLab, codeOf, startTestLab } from '@mmlab/testing';
+import { type TestLab, codeOf, startTestLab, until } from '@mmlab/testing';
 import {
   type PayloadKind,
   brokenOf,
@@ -59,6 +61,8 @@ import {
 import { changedKeys, digest } from './support/redis-digest';
 
 const PER_SUBJECT = 1000;
+/** The external device of the lab (kind dev: examples/byo/toy-gpu.ts as its own process). */
+const DEV = 'gpu0';
 /** The reaper's index of who may own invalidations where (keys.ts mmKeys, MM_INDEX). */
 const INDEX_KEYS = [/^\{mm\}:invpids:/, /^\{mm\}:invowners$/];
 const BATCH = 200;
@@ -282,6 +286,10 @@ describe('fuzz: every NATS subject', () => {
   let store: Store;
   let real: Real;
   let maxPayload: number;
+  /** the external device (examples/byo/toy-gpu.ts), its own process */
+  let gpu: ChildProcess | undefined;
+  /** every instance that answers a broadcast: the lab's and the device */
+  const everyone = (): string[] => [...lab.instances, DEV];
   /** per subject: shots by kind, answers by code */
   const figures = new Map<
     string,
@@ -298,11 +306,29 @@ describe('fuzz: every NATS subject', () => {
         subscribers: [
           { name: 'hca0', kind: 'hca' },
           { name: 'kvm0', kind: 'kvm' },
+          // a device the user runs (examples/byo): the lab makes its identity, we start it
+          { name: DEV, kind: 'external' },
         ],
       },
       { rpcTimeoutMs: RPC_DEADLINE_MS, trace: false },
     );
     ({ lab, nc, rpc, store } = t);
+    const creds = t.lab.deviceCreds(DEV);
+    gpu = spawn(process.execPath, [path.join(repoRoot(), 'dist/examples/byo/toy-gpu.js')], {
+      env: {
+        ...process.env,
+        ...creds.env,
+        NATS_URL: creds.natsUrl,
+        REDIS_URL: creds.redisUrl,
+        MMLAB_INSTANCE: DEV,
+      },
+      stdio: 'ignore',
+    });
+    await until(
+      async () =>
+        (await rpc.gather('ping', {}, { timeoutMs: 500 })).some((p) => p.instance === DEV),
+      `${DEV} answers ping`,
+    );
     maxPayload = nc.info?.max_payload ?? 1024 * 1024;
     // the real things hostile requests may name: a process with a written mapping, an ODP MR
     // and a VM over it
@@ -320,6 +346,8 @@ describe('fuzz: every NATS subject', () => {
       { pid, memslots: [{ gfn: 0, pages, addr }], vcpus: 1 },
       { id: 'kvm0' },
     );
+    await rpc.call('devAttach', { pid }, { id: DEV });
+    expect((await rpc.call('devAccess', { pid, addr, op: 'read' }, { id: DEV })).value).toBe(7);
     real = { pid, addr, pages, mr, vm };
     console.log(`fuzz-nats: seed ${seed} (MMLAB_FUZZ_SEED=${seed} replays this run)`);
   });
@@ -343,13 +371,18 @@ describe('fuzz: every NATS subject', () => {
     console.log(
       `fuzz-nats: seed ${seed}, ${total} messages over ${figures.size} subjects:\n${rows.join('\n')}`,
     );
+    if (gpu && gpu.exitCode === null) {
+      const exited = new Promise((r) => gpu!.once('exit', r));
+      gpu.kill('SIGTERM');
+      await exited;
+    }
     await t?.stop();
   });
 
   /** The instances that answer a per-instance subject (every lab instance and CPU id is tried). */
   async function servedIds(d: RpcDef, as?: string): Promise<string[]> {
     const ids = [
-      ...lab.instances,
+      ...everyone(),
       ...lab.specs.filter((s) => s.app === 'cpu').map((s) => s.env.MMLAB_CPU_ID),
     ];
     const served = await Promise.all(
@@ -377,14 +410,14 @@ describe('fuzz: every NATS subject', () => {
       const out: Outcome[] = [];
       const it = await nc.requestMany(shot.subject, shot.bytes, {
         strategy: RequestStrategy.Count,
-        maxMessages: lab.instances.length,
+        maxMessages: everyone().length,
         maxWait: deadline,
       });
       for await (const m of it) out.push(outcomeOf(d, m.data));
-      if (out.length < lab.instances.length)
+      if (out.length < everyone().length)
         out.push({
           code: 'ETIMEDOUT',
-          untyped: `${out.length} of ${lab.instances.length} answered`,
+          untyped: `${out.length} of ${everyone().length} answered`,
         });
       return out;
     } catch (e) {
@@ -508,6 +541,7 @@ describe('fuzz: every NATS subject', () => {
       const report = await t!.fsck();
       expect(report.findings).toEqual([]);
       expect(lab.instances.filter((i) => lab.proc(i).exitCode !== null)).toEqual([]);
+      expect(gpu?.exitCode).toBeNull();
     });
 
   it('answers well-formed but impossible requests with their own typed errors', async () => {
@@ -539,8 +573,8 @@ describe('fuzz: every NATS subject', () => {
   });
 
   it('leaves every service answering, and working', async () => {
-    const replies = await rpc.gather('ping', {}, { expect: lab.instances.length, timeoutMs: 5000 });
-    expect(replies.map((r) => r.instance).sort()).toEqual([...lab.instances].sort());
+    const replies = await rpc.gather('ping', {}, { expect: everyone().length, timeoutMs: 5000 });
+    expect(replies.map((r) => r.instance).sort()).toEqual(everyone().sort());
     const { pid, addr } = real;
     await rpc.call('cpuAccess', { pid, addr, op: 'write', value: 5 }, { id: 1 });
     expect((await rpc.call('cpuAccess', { pid, addr, op: 'read' }, { id: 0 })).value).toBe(5);
@@ -548,6 +582,8 @@ describe('fuzz: every NATS subject', () => {
     expect(
       (await rpc.call('kvmGuestRead', { vm: real.vm, vcpu: 0, gfn: 0 }, { id: 'kvm0' })).value,
     ).toBe(5);
+    await rpc.call('devAttach', { pid }, { id: DEV }); // again, if a fuzzed detach detached it
+    expect((await rpc.call('devAccess', { pid, addr, op: 'read' }, { id: DEV })).value).toBe(5);
     expect((await rpc.call('munmap', { pid, addr, pages: real.pages })).zapped).toBeGreaterThan(0);
     expect(lab.instances.every((i) => lab.proc(i).exitCode === null)).toBe(true);
   });

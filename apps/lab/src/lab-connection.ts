@@ -165,22 +165,24 @@ export function runningConfig(
         `inject: ${ref.instance} runs [${ref.inject.join(', ')}], ${c.instance} [${c.inject.join(', ')}]`,
       );
   const subscribers: SubscriberSpec[] = configs
-    .filter((c) => c.service === 'hca' || c.service === 'kvm')
+    .filter((c) => c.service === 'hca' || c.service === 'kvm' || c.service === 'dev')
     .map((c) =>
-      c.service === 'kvm'
-        ? {
-            name: c.instance,
-            kind: 'kvm' as const,
-            invalidateLatencyMs: latencyValue(c.invalidateLatency),
-            mmuLock: c.mmuLock ?? 'spin',
-            faultDelayMs: c.npfDelayMs,
-          }
-        : {
-            name: c.instance,
-            kind: 'hca' as const,
-            invalidateLatencyMs: latencyValue(c.invalidateLatency),
-            npfDelayMs: c.npfDelayMs,
-          },
+      c.service === 'dev'
+        ? { name: c.instance, kind: 'external' as const }
+        : c.service === 'kvm'
+          ? {
+              name: c.instance,
+              kind: 'kvm' as const,
+              invalidateLatencyMs: latencyValue(c.invalidateLatency),
+              mmuLock: c.mmuLock ?? 'spin',
+              faultDelayMs: c.npfDelayMs,
+            }
+          : {
+              name: c.instance,
+              kind: 'hca' as const,
+              invalidateLatencyMs: latencyValue(c.invalidateLatency),
+              npfDelayMs: c.npfDelayMs,
+            },
     );
   return {
     config: {
@@ -247,6 +249,11 @@ export function configDifferences(want: ScenarioConfig, lab: ScenarioConfig): st
     const running = (lab.subscribers ?? []).find((s) => s.name === sub.name);
     if (!running) {
       out.push(`subscriber ${sub.name}: not in the lab`);
+      continue;
+    }
+    if (sub.kind === 'external' || running.kind === 'external') {
+      // a device the user runs: its latency and knobs are its own business
+      cmp(`${sub.name}.kind`, sub.kind, running.kind);
       continue;
     }
     cmp(

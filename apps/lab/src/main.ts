@@ -10,6 +10,7 @@ import { MmlabError, MmuLockMode, Mode } from '@mmlab/protocol';
 import type { ApiOptions } from './api/api-command';
 import { LAB_API_PORT } from './api/lab-api-port';
 import { registerChaosCommands } from './chaos-command';
+import type { ConformOptions } from './conform-command';
 import type { FsckCommandOptions } from './fsck-command';
 import type { UpOptions } from './up-command';
 
@@ -47,6 +48,10 @@ program
     new Option('--mode <mode>', 'the kernel modelled').choices(Mode.options).default('patched'),
   )
   .option('--frames <n>', 'physical frames', '256')
+  .option(
+    '--swap-slots <n>',
+    'slots of the swap device (default none: anonymous memory is never reclaimed)',
+  )
   .option('--cpus <n>', 'CPU agents', '4')
   .option('--mm-replicas <n>', 'mm replicas in the queue group', '2')
   .option('--hca <n>', 'HCA subscribers hca0..hca(n-1)', '1')
@@ -67,6 +72,10 @@ program
     String(LAB_API_PORT),
   )
   .option('--free-ports', 'any free ports instead of 4222, 6379, 8080 (and 8081 unless --api-port)')
+  .option(
+    '--byo <names...>',
+    'external subscribers (bring your own device): their NATS identities and Redis user are made and written to <runtime dir>/dev-<name>.json for the device (--creds); the lab does not start them',
+  )
   .option('--logs <dir>', 'service logs', '.lab/logs')
   .option(
     '--check',
@@ -103,6 +112,23 @@ program
       import('./run-command'),
     ]);
     process.exitCode = await fsckCommand(opts, defaultIo);
+  });
+
+program
+  .command('conform')
+  .description(
+    'run the conformance battery against an external device on a running lab (NATS_URL, MMLAB_OBSERVER_URL): a verdict per scenario with the violating events; exit 0 pass, 1 fail, 2 could not run',
+  )
+  .requiredOption('--subscriber <name>', 'the external device (mmlab up --byo NAME)')
+  .option('--only <names>', 'comma-separated scenarios of the battery to run (default all)')
+  .option('--wait-ms <ms>', 'how long to wait for the device to answer ping', '10000')
+  .option('--verbose', 'print every step')
+  .action(async (opts: ConformOptions) => {
+    const [{ conformCommand }, { defaultIo }] = await Promise.all([
+      import('./conform-command'),
+      import('./run-command'),
+    ]);
+    process.exitCode = await conformCommand(opts, defaultIo);
   });
 
 registerChaosCommands(program, (code) => {

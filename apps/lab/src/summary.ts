@@ -81,7 +81,7 @@ export function formatSummary(r: RunResults, resultsPath: string): string {
 }
 
 /** One trace event (as results.json keeps it) on one line: its id, kind, ts and other fields. */
-function eventLine(e: unknown): string {
+export function eventLine(e: unknown): string {
   if (typeof e !== 'object' || e === null) return String(e);
   const {
     id,

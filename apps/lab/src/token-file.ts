@@ -134,3 +134,31 @@ export function tokenFor(
     lookedIn: `--token, MMLAB_LAB_TOKEN${file ? ` and ${file}` : ''}`,
   };
 }
+
+/**
+ * Where `mmlab up --byo NAME` leaves an external device's credentials (libs/subscriber
+ * DeviceCreds: its NATS identity, the dev Redis user, the lab's environment) for
+ * `node <device>.js --creds FILE`: `<runtime dir>/dev-<NAME>.json`, mode 0600, removed when the
+ * lab stops.
+ */
+export function deviceCredsFile(name: string, env: NodeJS.ProcessEnv = process.env): string {
+  return path.join(runtimeDir(env), `dev-${name}.json`);
+}
+
+/** Write an external device's credentials (JSON); returns the file. */
+export function writeDeviceCredsFile(
+  name: string,
+  creds: string,
+  env: NodeJS.ProcessEnv = process.env,
+): string {
+  return writeSecret(deviceCredsFile(name, env), creds);
+}
+
+/** Remove a device's credentials file when it still holds these credentials. */
+export function removeDeviceCredsFile(
+  name: string,
+  creds: string,
+  env: NodeJS.ProcessEnv = process.env,
+) {
+  removeSecret(deviceCredsFile(name, env), creds);
+}

@@ -11,7 +11,9 @@ import { parsePort } from './api/api-command';
 import { LAB_API_PORT, serveLabApi } from './api/lab-api';
 import {
   portOf,
+  removeDeviceCredsFile,
   removeNatsUrlFile,
+  writeDeviceCredsFile,
   removeTokenFile,
   writeNatsUrlFile,
   writeTokenFile,
@@ -20,6 +22,8 @@ import {
 export interface UpOptions {
   mode: string;
   frames: string;
+  /** slots of the swap device (MMLAB_SWAP_SLOTS); default none */
+  swapSlots?: string;
   cpus: string;
   mmReplicas: string;
   /** HCA subscribers hca0..hca(n-1) */
@@ -36,6 +40,28 @@ export interface UpOptions {
   logs: string;
   /** check the options, print the lab they describe, start nothing (scripts/lab.sh, before a build) */
   check?: boolean;
+  /**
+   * external subscribers (bring your own device): the lab makes each one's NATS identity and
+   * Redis user and writes them to a private file (deviceCredsFile) the device reads (--creds)
+   */
+  byo?: string[];
+}
+
+const DEVICE_NAME = /^[A-Za-z0-9_-]{1,64}$/;
+const RESERVED = /^(observer|mm-\d+|cpu\d+|hca\d+|kvm\d+|lab|lab-api|mm|cpu)$/;
+
+/** --byo NAME[,NAME]: checked names of the external subscribers. */
+export function byoNames(given: readonly string[] | undefined): string[] {
+  const names = (given ?? []).flatMap((g) => g.split(',')).filter((n) => n !== '');
+  for (const n of names) {
+    if (!DEVICE_NAME.test(n))
+      throw new MmlabError('EINVAL', `--byo ${n}: a device name is 1-64 letters, digits, _ or -`);
+    if (RESERVED.test(n))
+      throw new MmlabError('EINVAL', `--byo ${n}: that name is taken by a service of the lab`);
+  }
+  if (new Set(names).size !== names.length)
+    throw new MmlabError('EINVAL', `--byo: a device name given twice (${names.join(', ')})`);
+  return names;
 }
 
 /** "12" → 12, "uniform:1:5" stays a string; checked as LatencySpec. */
@@ -78,6 +104,7 @@ export function upConfig(opts: UpOptions): LabConfig {
   return {
     mode: mode.data,
     frames: n(opts.frames, 'frames', 1),
+    ...(opts.swapSlots !== undefined && { swapSlots: n(opts.swapSlots, 'swap-slots', 0) }),
     cpus: n(opts.cpus, 'cpus', 1),
     mmReplicas: n(opts.mmReplicas, 'mm-replicas', 1),
     subscribers: [
@@ -92,6 +119,7 @@ export function upConfig(opts: UpOptions): LabConfig {
         ...(mmuLock !== undefined && { mmuLock }),
         ...(latency !== undefined && { invalidateLatencyMs: latency }),
       })),
+      ...byoNames(opts.byo).map((name) => ({ name, kind: 'external' as const })),
     ],
   };
 }
@@ -101,9 +129,11 @@ export function subscribersSummary(cfg: LabConfig): string {
   const subs = cfg.subscribers ?? [];
   const hcas = subs.filter((s) => s.kind === 'hca').length;
   const kvms = subs.filter((s) => s.kind === 'kvm');
+  const byo = subs.filter((s) => s.kind === 'external').map((s) => s.name);
   const plural = (k: number, what: string) => `${k} ${what}${k === 1 ? '' : 's'}`;
-  if (kvms.length === 0) return plural(hcas, 'HCA');
-  return `${plural(hcas, 'HCA')}, ${plural(kvms.length, 'KVM')} (mmu_lock ${kvms[0].mmuLock ?? 'spin'})`;
+  const ext = byo.length > 0 ? `, external ${byo.join(' ')}` : '';
+  if (kvms.length === 0) return plural(hcas, 'HCA') + ext;
+  return `${plural(hcas, 'HCA')}, ${plural(kvms.length, 'KVM')} (mmu_lock ${kvms[0].mmuLock ?? 'spin'})${ext}`;
 }
 
 /** This lab's token: MMLAB_LAB_TOKEN when set (checked), else a new random one. */
@@ -163,9 +193,16 @@ export async function upCommand(opts: UpOptions): Promise<number> {
       natsCreds = `no credentials file (${e instanceof Error ? e.message : String(e)}): NATS_URL=${lab.natsUrl}`;
     }
     const natsServer = lab.natsUrl.replace(/\/\/[^@/]+@/, '//');
+    // each external device's credentials (its NATS identity, the dev Redis user), for --creds
+    const devices = (cfg.subscribers ?? []).filter((s) => s.kind === 'external');
+    const deviceFiles = devices.map((d) => {
+      const creds = JSON.stringify(lab.deviceCreds(d.name));
+      return { name: d.name, creds, file: writeDeviceCredsFile(d.name, creds) };
+    });
     stopLab = async () => {
       removeTokenFile(boundPort, token);
       removeNatsUrlFile(natsPort, lab.natsUrl);
+      for (const d of deviceFiles) removeDeviceCredsFile(d.name, d.creds);
       // every window healed first: no process left stopped, no subscriber left broken
       await api.close().catch((e: unknown) => console.error(`mmlab: ${String(e)}`));
       await nc.close();
@@ -184,6 +221,15 @@ export async function upCommand(opts: UpOptions): Promise<number> {
       '',
       'Run a scenario against it:',
       `  NATS_URL=${natsServer} MMLAB_OBSERVER_URL=${lab.observerUrl} npx mmlab run examples/anon-basic.yaml`,
+      ...(deviceFiles.length > 0
+        ? [
+            'Bring your own device (not started by the lab: run it, then check it):',
+            ...deviceFiles.flatMap((d) => [
+              `  node dist/examples/byo/toy-gpu.js --creds ${d.file}`,
+              `  NATS_URL=${natsServer} MMLAB_OBSERVER_URL=${lab.observerUrl} npx mmlab conform --subscriber ${d.name}`,
+            ]),
+          ]
+        : []),
       'Break it:',
       `  export MMLAB_LAB_URL=${api.url}`,
       ...(subs.length ? [`  npx mmlab chaos ${subs[0]} drop-ack; npx mmlab heal ${subs[0]}`] : []),

@@ -412,7 +412,7 @@ export class DiagramBuilder {
   /** The subscriber an event is about, if any (for the subscriber filter). */
   private subscriberOf(e: TraceEvent): string | null {
     if ('subscriber' in e) return e.subscriber;
-    if (e.service === 'hca' || e.service === 'kvm') return e.instance;
+    if (e.service === 'hca' || e.service === 'kvm' || e.service === 'dev') return e.instance;
     if ('agent' in e && this.lifelines.get(e.agent)?.kind === 'subscriber') return e.agent;
     if ('agent' in e && kindOfAgent(e.agent) === 'subscriber') return e.agent;
     return null;

@@ -17,6 +17,7 @@ export function kindOfService(service: string): LifelineKind {
       return 'cpu';
     case 'hca':
     case 'kvm':
+    case 'dev':
       return 'subscriber';
     case 'observer':
       return 'observer';

@@ -23,8 +23,13 @@
 import { SCRIPTS, type ScriptName } from './scripts';
 
 /** The Redis users of a lab: one per service kind that uses Redis, plus fsck and the operator. */
-export const REDIS_KINDS = ['mm', 'cpu', 'hca', 'kvm', 'fsck', 'lab'] as const;
+export const REDIS_KINDS = ['mm', 'cpu', 'hca', 'kvm', 'dev', 'fsck', 'lab'] as const;
 export type RedisKind = (typeof REDIS_KINDS)[number];
+/**
+ * The kinds of a compose or k8s lab (deploy/redis/users.acl): all but `dev`, the bring-your-own
+ * devices (libs/subscriber Device), which only a native lab makes users for (`mmlab up --byo`).
+ */
+export const DEPLOYED_REDIS_KINDS = REDIS_KINDS.filter((k) => k !== 'dev');
 
 /**
  * Commands every client sends whatever it does: PING (/health), INFO (ioredis's ready check: it
@@ -132,6 +137,7 @@ export const REDIS_ACL: Readonly<Record<RedisKind, RedisAclDecl>> = {
   },
   hca: subscriber('hca'),
   kvm: subscriber('kvm'),
+  dev: subscriber('dev'),
   fsck: {
     doc: "`mmlab fsck` and the tests' fsck: reads every key, writes none (its scripts, pteDump, heldLocks and semReaders, only read).",
     scripts: ['pteDump', 'heldLocks', 'semReaders'],
@@ -257,7 +263,7 @@ export function aclTemplate(): string {
     '# `npm run redis:acl`; do not edit. deploy/redis/start.sh replaces each #${VARIABLE} by the',
     "# SHA-256 of that environment variable's value and starts redis-server with the result.",
     `user default ${DEFAULT_USER_RULE}`,
-    ...REDIS_KINDS.map((k) => `user ${k} on #\${${redisPasswordVar(k)}} ${aclRule(k)}`),
+    ...DEPLOYED_REDIS_KINDS.map((k) => `user ${k} on #\${${redisPasswordVar(k)}} ${aclRule(k)}`),
   ];
   return `${lines.join('\n')}\n`;
 }

@@ -12,7 +12,7 @@
  *             its own trace subject; may answer any inbox (a replica finishing a dead one's
  *             operation answers that operation's caller: orphan_ranges.ts).
  *   cpu       its own mmlab.cpu.<id>.> requests in, mmlab.mm.fault out.
- *   hca, kvm  (notifier subscribers) their own mmlab.<kind>.<I>.> and mmlab.sub.<I>.> in
+ *   hca, kvm, dev  (notifier subscribers; dev: a bring-your-own device, libs/subscriber Device) their own mmlab.<kind>.<I>.> and mmlab.sub.<I>.> in
  *             (so nobody else receives, let alone acks, their callbacks); out only
  *             mmlab.mm.by.<I>.> — gup, unpin and (un)registration as themselves — and their
  *             trace subject.
@@ -29,7 +29,7 @@
 import { RPC, subjectFor } from './rpc';
 import { TRACE_REPLAY_SUBJECT, TRACE_WILDCARD, traceSubject } from './trace';
 
-export type IdentityKind = 'mm' | 'cpu' | 'hca' | 'kvm' | 'observer' | 'lab-api' | 'lab';
+export type IdentityKind = 'mm' | 'cpu' | 'hca' | 'kvm' | 'dev' | 'observer' | 'lab-api' | 'lab';
 
 export interface NatsIdentity {
   /** the NATS user */
@@ -101,6 +101,7 @@ export function natsPermissions(who: NatsIdentity): NatsPermissions {
       };
     case 'hca':
     case 'kvm':
+    case 'dev':
       return {
         publish: [own(who.kind), actingAs(id)],
         subscribe: [`mmlab.${who.kind}.${id}.>`, `mmlab.sub.${id}.>`, ctl, inbox],

@@ -718,6 +718,38 @@ export const RPC = {
       stale: z.boolean(),
     }),
   }),
+  devAttach: def({
+    subject: 'mmlab.dev.{id}.attach',
+    doc: "Attach a bring-your-own device (libs/subscriber Device) to pid: it registers as pid's notifier subscriber (mmu_notifier_register through mm, as itself). Its translation cache of pid starts empty. Attaching twice is a no-op ({attached: false}).",
+    models: 'a driver binding a process context: mmu_notifier_register() (mm/mmu_notifier.c, v3.7)',
+    request: z.strictObject({ pid: Pid }),
+    response: z.object({ attached: z.boolean() }),
+  }),
+  devAccess: def({
+    subject: 'mmlab.dev.{id}.access',
+    doc: "A device load or store at addr (a page-aligned address) of an attached pid through the device's translation cache: a miss (or a store through a read-only entry) faults the page in through mm's gup with the read_begin/read_retry recheck, then the frame is accessed directly (ENODEV once mm fenced the device). EINVAL: pid not attached, addr not page aligned, a write without a value; EFAULT: mm refuses the page.",
+    models:
+      'a DMA through a device page-table cache (an IOMMU/GPU TLB), hmm_range_fault() on a miss',
+    request: z.strictObject({ pid: Pid, addr: Addr, op: Access, value: Value.optional() }),
+    response: z.object({
+      value: Value,
+      pfn: Pfn,
+      gen: Gen,
+      /** page faults taken through mm (gup) before the access */
+      faults: z.number().int().nonnegative(),
+      /** the translation cache had the entry */
+      hit: z.boolean(),
+      /** the entry's gen was stale (a use-after-free: reported, and the access still lands) */
+      stale: z.boolean(),
+    }),
+  }),
+  devDetach: def({
+    subject: 'mmlab.dev.{id}.detach',
+    doc: 'Detach the device from pid: its cache of pid is dropped and it unregisters (mm sends release first). Not attached: {detached: false}.',
+    models: 'mmu_notifier_unregister() (mm/mmu_notifier.c, v3.7)',
+    request: z.strictObject({ pid: Pid }),
+    response: z.object({ detached: z.boolean() }),
+  }),
   subChaos: def({
     subject: 'mmlab.sub.{id}.chaos',
     doc: "Set a subscriber's callback-level faults (the whole list: [] heals them all); hung callbacks go on once their fault is gone. Answers with the faults now active.",

@@ -41,7 +41,7 @@ export const TRACE_REPLAY_SUBJECT = 'mmlab.ctl.trace_replay';
 export const traceSubject = (service: string, instance: string): string =>
   `${TRACE_PREFIX}.${service}.${instance}`;
 
-export const Service = z.enum(['mm', 'cpu', 'observer', 'lab', 'kvm', 'hca']);
+export const Service = z.enum(['mm', 'cpu', 'observer', 'lab', 'kvm', 'hca', 'dev']);
 
 export type Service = z.infer<typeof Service>;
 

@@ -69,8 +69,12 @@ export interface LabConfig {
 export interface SubscriberConfig {
   /** instance name, and its subscriber name: hca0, hca1, kvm0, ... */
   name: string;
-  /** hca: an RDMA HCA (apps/hca); kvm: a KVM instance (apps/kvm) */
-  kind: 'hca' | 'kvm';
+  /**
+   * hca: an RDMA HCA (apps/hca); kvm: a KVM instance (apps/kvm); external: a device the user
+   * runs (libs/subscriber runDevice, examples/byo): the lab does not start it, but makes its
+   * NATS identity (kind dev) and gives it the Redis user `dev` (LocalLab.deviceCreds)
+   */
+  kind: 'hca' | 'kvm' | 'external';
   /**
    * device invalidation latency (kvm: what each sleepable invalidation takes after its zap):
    * ms, or "uniform:a:b", "normal:mean:sd", "pareto:scale:shape"
@@ -117,12 +121,9 @@ export function serviceCommand(app: string): string[] {
  * httpPorts: MMLAB_HTTP_PORT (/metrics, /health) per mm, cpu and hca instance; an instance
  * without one serves no HTTP.
  */
-export function labServices(
-  cfg: LabConfig,
-  observerPort: number,
-  httpPorts: Readonly<Record<string, number>> = {},
-): ServiceSpec[] {
-  const common: Record<string, string> = {
+/** The environment every service of cfg runs with (and an external device is given). */
+export function labCommonEnv(cfg: LabConfig): Record<string, string> {
+  return {
     MMLAB_MODE: cfg.mode,
     MMLAB_FRAMES: String(cfg.frames),
     ...(cfg.swapSlots ? { MMLAB_SWAP_SLOTS: String(cfg.swapSlots) } : {}),
@@ -146,6 +147,18 @@ export function labServices(
     ...(cfg.seed !== undefined ? { MMLAB_SEED: String(cfg.seed) } : {}),
     ...cfg.env,
   };
+}
+
+/** The external subscribers of cfg (kind external): devices the user runs. */
+export const externalDevices = (cfg: LabConfig): string[] =>
+  (cfg.subscribers ?? []).filter((s) => s.kind === 'external').map((s) => s.name);
+
+export function labServices(
+  cfg: LabConfig,
+  observerPort: number,
+  httpPorts: Readonly<Record<string, number>> = {},
+): ServiceSpec[] {
+  const common = labCommonEnv(cfg);
   const http = (instance: string): Record<string, string> =>
     httpPorts[instance] ? { MMLAB_HTTP_PORT: String(httpPorts[instance]) } : {};
   const out: ServiceSpec[] = [];
@@ -167,7 +180,8 @@ export function labServices(
       app: 'cpu',
       env: { ...common, MMLAB_CPU_ID: String(i), ...http(`cpu${i}`) },
     });
-  for (const sub of cfg.subscribers ?? [])
+  for (const sub of cfg.subscribers ?? []) {
+    if (sub.kind === 'external') continue;
     out.push({
       instance: sub.name,
       app: sub.kind,
@@ -180,6 +194,7 @@ export function labServices(
         ...(sub.mmuLock ? { MMLAB_MMU_LOCK: sub.mmuLock } : {}),
       },
     });
+  }
   return out;
 }
 
@@ -244,6 +259,8 @@ function instancesOf(cfg: LabConfig): Partial<Record<RedisKind, string[]>> {
   const out: Partial<Record<RedisKind, string[]>> = {};
   for (const s of labServices(cfg, 0))
     if (s.app !== 'observer') (out[s.app] ??= []).push(s.instance);
+  const devs = externalDevices(cfg);
+  if (devs.length > 0) out.dev = devs;
   return out;
 }
 
@@ -287,7 +304,7 @@ export class LocalLab {
     let lab: LocalLab | undefined;
     try {
       // a lab with its own NATS server: one identity per instance (nats-identities.ts)
-      const ids = opts.natsUrl ? null : labIdentities(labServices(cfg, 0));
+      const ids = opts.natsUrl ? null : labIdentities(labServices(cfg, 0), externalDevices(cfg));
       const nats = ids ? await startNats(await portOr(opts.ports?.nats), ids.authorization) : null;
       if (nats) servers.push(nats);
       const redisUsers =
@@ -342,6 +359,27 @@ export class LocalLab {
     const c = this.users.creds?.[instance];
     if (!c) throw new Error(`no NATS identity ${instance} in this lab`);
     return natsUrlWithUser(this.natsServerUrl, c);
+  }
+
+  /**
+   * What an external device (a subscriber of kind external) connects with: its own NATS
+   * identity (kind dev), the Redis user `dev`, and the environment the lab's services run with
+   * (libs/subscriber DeviceCreds; `mmlab up --byo` writes it to a private file).
+   */
+  deviceCreds(name: string): {
+    name: string;
+    natsUrl: string;
+    redisUrl: string;
+    env: Record<string, string>;
+  } {
+    if (!externalDevices(this.cfg).includes(name))
+      throw new Error(`${name} is not an external subscriber of this lab`);
+    return {
+      name,
+      natsUrl: this.natsUrlAs(name),
+      redisUrl: this.redisUrlFor('dev'),
+      env: labCommonEnv(this.cfg),
+    };
   }
 
   /** The lab's token (what mutating HTTP requests to its observer must carry). */

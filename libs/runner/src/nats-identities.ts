@@ -29,10 +29,17 @@ export interface LabIdentities {
   creds: Record<string, string>;
 }
 
-/** Users and fresh passwords for every instance of specs, and the lab's own. */
-export function labIdentities(specs: readonly ServiceSpec[]): LabIdentities {
+/**
+ * Users and fresh passwords for every instance of specs, every external device (kind dev: a
+ * device the user runs, libs/subscriber runDevice), and the lab's own.
+ */
+export function labIdentities(
+  specs: readonly ServiceSpec[],
+  devices: readonly string[] = [],
+): LabIdentities {
   const ids: NatsIdentity[] = [
     ...specs.map(identityOf),
+    ...devices.map((d): NatsIdentity => ({ user: d, kind: 'dev', instance: d })),
     { user: LAB_USER, kind: 'lab', instance: LAB_USER },
   ];
   const passwords = new Map(ids.map((i) => [i.user, randomBytes(18).toString('base64url')]));

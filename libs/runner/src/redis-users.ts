@@ -14,8 +14,9 @@ export interface RedisUsers {
 }
 
 /**
- * New users for every kind. instances: each kind's instance names (cpu0, hca0, ...), for the
- * patterns of keys one instance owns (its liveness lease); a kind left out gets `<kind>*`.
+ * New users for every kind (`dev` only when instances names some). instances: each kind's
+ * instance names (cpu0, hca0, ...), for the patterns of keys one instance owns (its liveness
+ * lease); a kind left out gets `<kind>*`.
  */
 export function newRedisUsers(
   instances: Partial<Record<RedisKind, readonly string[]>> = {},
@@ -23,8 +24,10 @@ export function newRedisUsers(
   const passwords = Object.fromEntries(
     REDIS_KINDS.map((k) => [k, randomBytes(24).toString('hex')]),
   ) as Record<RedisKind, string>;
+  // the dev user (bring-your-own devices) only in a lab that has some (mmlab up --byo)
+  const kinds = REDIS_KINDS.filter((k) => k !== 'dev' || (instances.dev?.length ?? 0) > 0);
   const users = Object.fromEntries(
-    REDIS_KINDS.map((k) => [
+    kinds.map((k) => [
       k,
       {
         passwordSha256: createHash('sha256').update(passwords[k]).digest('hex'),

@@ -126,6 +126,12 @@ export function stepBindings(s: Step): StepBindings {
       return { uses: processUse(s.process) };
     case 'hca.dereg_mr':
       return { uses: mrUse(s.mr) };
+    case 'dev.attach':
+    case 'dev.detach':
+      return { uses: processUse(s.process) };
+    case 'dev.read':
+    case 'dev.write':
+      return { uses: [...processUse(s.process), ...addrUse(s.addr)] };
     case 'hca.rdma_write':
     case 'hca.rdma_read':
     case 'hca.prefetch':
@@ -171,6 +177,7 @@ function stepTargets(s: Step): {
   cpus?: number[];
   hca?: string;
   kvm?: string;
+  dev?: string;
   faults?: Array<{ target: string; fault: ChaosFault; path: PropertyKey[] }>;
 } {
   switch (s.op) {
@@ -183,6 +190,11 @@ function stepTargets(s: Step): {
       return { hca: s.hca };
     case 'kvm.create_vm':
       return { kvm: s.kvm };
+    case 'dev.attach':
+    case 'dev.detach':
+    case 'dev.read':
+    case 'dev.write':
+      return { dev: s.dev };
     case 'kvm.destroy_vm':
     case 'kvm.guest_write':
     case 'kvm.guest_read':
@@ -232,6 +244,7 @@ function stepTargets(s: Step): {
 /** The value a step's `expect` compares with, if the step has one. */
 export function stepExpect(s: Step): number | undefined {
   return s.op === 'cpu.read' ||
+    s.op === 'dev.read' ||
     s.op === 'hca.rdma_read' ||
     s.op === 'kvm.guest_read' ||
     s.op === 'file.read'
@@ -314,6 +327,7 @@ export function checkSteps({ steps, cpus, subscribers, mmReplicas }: CheckInput)
   const issues: PathIssue[] = [];
   const hcas = subscribers?.filter((s) => s.kind === 'hca').map((s) => s.name);
   const kvms = subscribers?.filter((s) => s.kind === 'kvm').map((s) => s.name);
+  const devs = subscribers?.filter((s) => s.kind === 'external').map((s) => s.name);
 
   /**
    * Check one step list in order, adding its bindings to scope. `elsewhere`: names bound in
@@ -377,7 +391,16 @@ export function checkSteps({ steps, cpus, subscribers, mmReplicas }: CheckInput)
         });
       else scope.set(defines.name, { kind: defines.kind, path });
     }
-    const { cpus: named, hca, kvm, faults } = stepTargets(s);
+    const { cpus: named, hca, kvm, dev, faults } = stepTargets(s);
+    if (dev !== undefined && devs !== undefined && !devs.includes(dev))
+      issues.push({
+        path: [...path, 'dev'],
+        message:
+          `dev "${dev}" is not a configured subscriber of kind external ` +
+          (devs.length > 0
+            ? `(config.subscribers has: ${devs.join(', ')})`
+            : '(config.subscribers has none)'),
+      });
     if (cpus !== undefined)
       for (const f of faults ?? []) {
         const problem = faultTargetProblem(f.target, f.fault, { cpus, mmReplicas, subscribers });

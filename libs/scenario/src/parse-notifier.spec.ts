@@ -103,7 +103,7 @@ describe('config: subscribers, dispatch, inject', () => {
       `${at(text, 5, '"hca 1"')}: config.subscribers[1].name: expected a subscriber name of letters, digits, _ or -`,
       `${at(text, 6, 'hca0')}: config.subscribers[2].name: subscriber "hca0" is already configured by config.subscribers[0]`,
       `${at(text, 7, 'cpu0')}: config.subscribers[3].name: this name is taken by a service of the lab (observer, mm-N, cpuN)`,
-      `${at(text, 8, 'xen }')}: config.subscribers[4].kind: expected "hca" | "kvm", got the string "xen"`,
+      `${at(text, 8, 'xen }')}: config.subscribers[4].kind: expected "hca" | "kvm" | "external", got the string "xen"`,
       `${at(text, 9, 'spin }')}: config.subscribers[5].mmuLock: mmuLock belongs to a subscriber of kind kvm, not hca`,
       `${at(text, 10, '5 }')}: config.subscribers[6].npfDelayMs: npfDelayMs belongs to a subscriber of kind hca, not kvm`,
     ]);

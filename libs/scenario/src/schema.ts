@@ -35,6 +35,7 @@ import {
 import { chaosSteps } from './steps/chaos';
 import { SubscriberName, common } from './steps/common';
 import { controlSteps } from './steps/control';
+import { devSteps } from './steps/dev';
 import { hcaSteps } from './steps/hca';
 import { ksmSteps } from './steps/ksm';
 import { kvmSteps } from './steps/kvm';
@@ -45,6 +46,7 @@ import { workloadSteps } from './steps/workload';
 export * from './steps/chaos';
 export { AddrRef, Binding, SubscriberName } from './steps/common';
 export * from './steps/control';
+export * from './steps/dev';
 export * from './steps/hca';
 export * from './steps/ksm';
 export * from './steps/kvm';
@@ -74,6 +76,7 @@ type StepOptions = [
   ...typeof thpSteps,
   ...typeof hcaSteps,
   ...typeof kvmSteps,
+  ...typeof devSteps,
   typeof ParallelStep,
   ...typeof controlSteps,
   ...typeof chaosSteps,
@@ -87,6 +90,7 @@ export const Step: z.ZodDiscriminatedUnion<StepOptions> = z.discriminatedUnion('
   ...thpSteps,
   ...hcaSteps,
   ...kvmSteps,
+  ...devSteps,
   ParallelStep,
   ...controlSteps,
   ...chaosSteps,
@@ -106,8 +110,12 @@ export const SubscriberSpec = z
     name: SubscriberName.refine((n) => !RESERVED_INSTANCE.test(n), {
       error: 'this name is taken by a service of the lab (observer, mm-N, cpuN)',
     }),
-    /** hca: an RDMA HCA with ODP (apps/hca); kvm: a KVM instance (apps/kvm) */
-    kind: z.enum(['hca', 'kvm']),
+    /**
+     * hca: an RDMA HCA with ODP (apps/hca); kvm: a KVM instance (apps/kvm); external: a device
+     * the user runs (libs/subscriber Device, examples/byo; `mmlab up --byo NAME`), which the
+     * lab does not start
+     */
+    kind: z.enum(['hca', 'kvm', 'external']),
     /**
      * how long the device takes to complete an invalidation (kvm: a slow KVM, after its zap;
      * default 0)

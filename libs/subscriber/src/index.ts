@@ -3,3 +3,5 @@ export * from './fault_recheck';
 export * from './notifier_seq';
 export * from './notifier.controller';
 export * from './subscriber';
+export * from './device';
+export * from './run-device';

@@ -23,7 +23,7 @@ export interface TargetList {
 }
 
 /** Services whose instances are notifier subscribers. */
-const SUBSCRIBER_SERVICES = new Set(['hca', 'kvm']);
+const SUBSCRIBER_SERVICES = new Set(['hca', 'kvm', 'dev']);
 
 const isProcessFault = (f: ChaosSpec['fault']): boolean =>
   (PROCESS_FAULTS as readonly string[]).includes(f);

@@ -6,6 +6,7 @@ import type { LocatedStep } from '@mmlab/scenario';
 import { chaosHandlers } from './chaos';
 import type { Executed, StepContext, StepHandler, StepHandlers } from './context';
 import { controlHandlers } from './control';
+import { devHandlers } from './dev';
 import { hcaHandlers } from './hca';
 import { ksmHandlers } from './ksm';
 import { kvmHandlers } from './kvm';
@@ -20,6 +21,7 @@ export const STEP_HANDLERS: StepHandlers = {
   ...thpHandlers,
   ...hcaHandlers,
   ...kvmHandlers,
+  ...devHandlers,
   ...controlHandlers,
   ...chaosHandlers,
   ...workloadHandlers,
