@@ -11,7 +11,7 @@
 #   ./scripts/secrets.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
-# REDIS_KINDS of libs/model/src/acl.ts (test/compose.e2e-spec.ts checks the two agree)
+# DEPLOYED_REDIS_KINDS of libs/model/src/acl.ts (test/compose.e2e-spec.ts checks the two agree)
 kinds=(mm cpu hca kvm fsck lab)
 # the users of DEPLOYED_IDENTITIES, libs/protocol/src/permissions.ts (the same test checks them)
 nats_users=(mm cpu hca kvm observer lab-api lab)

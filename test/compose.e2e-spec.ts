@@ -14,7 +14,7 @@ import {
   TRACE_REPLAY_SUBJECT,
   passwordVar as natsPasswordVar,
 } from '@mmlab/protocol';
-import { REDIS_KINDS, aclTemplate, redisPasswordVar } from '@mmlab/model';
+import { DEPLOYED_REDIS_KINDS, REDIS_KINDS, aclTemplate, redisPasswordVar } from '@mmlab/model';
 import { EnvSchema } from '@mmlab/runtime';
 import { LAB_PORTS, type LabConfig, labServices, repoRoot } from '@mmlab/runner';
 // The lab API's port is the CLI's own constant (a test, not an app).
@@ -117,8 +117,9 @@ describe('docker-compose.yml', () => {
         new RegExp(`^redis://${app}:\\$\\{${v}:\\?[^}]+\\}@redis:6379$`),
       );
     }
-    // the redis service is given every user's password and starts with the generated users
-    for (const k of REDIS_KINDS)
+    // the redis service is given every deployed user's password (not dev's: bring-your-own
+    // devices join native labs only) and starts with the generated users
+    for (const k of DEPLOYED_REDIS_KINDS)
       expect(redis.environment?.[redisPasswordVar(k)], k).toBe(
         `\${${redisPasswordVar(k)}:?run scripts/secrets.sh}`,
       );
@@ -131,7 +132,7 @@ describe('docker-compose.yml', () => {
     );
     // scripts/secrets.sh makes a password for exactly these users
     const script = readFileSync(path.join(root, 'scripts', 'secrets.sh'), 'utf8');
-    expect(/^kinds=\(([^)]*)\)$/m.exec(script)?.[1].split(' ')).toEqual([...REDIS_KINDS]);
+    expect(/^kinds=\(([^)]*)\)$/m.exec(script)?.[1].split(' ')).toEqual([...DEPLOYED_REDIS_KINDS]);
     expect(/^nats_users=\(([^)]*)\)$/m.exec(script)?.[1].split(' ')).toEqual(
       DEPLOYED_IDENTITIES.map((who) => who.user),
     );

@@ -59,7 +59,7 @@ import { newLabToken } from '@mmlab/runtime';
 import { type LocalLab, repoRoot } from '@mmlab/runner';
 import { ChaosSpec, ChaosTarget, PROCESS_FAULTS } from '@mmlab/scenario';
 import { type TestLab, startTestLab } from '@mmlab/testing';
-import { brokenOf, encode, fuzzSeed, validOf } from './support/fuzz';
+import { type FuzzFigures, brokenOf, encode, figureLines, fuzzSeed, validOf } from './support/fuzz';
 import { changedKeys, digest } from './support/redis-digest';
 
 const PER_ENDPOINT = 1000;
@@ -977,10 +977,7 @@ describe('fuzz: every HTTP endpoint', () => {
   const bases = new Map<Server, URL>();
   const agent = new http.Agent({ keepAlive: true, maxSockets: CONCURRENCY });
   /** per endpoint: requests by kind, answers by status/code */
-  const figures = new Map<
-    string,
-    { sent: Record<string, number>; codes: Record<string, number> }
-  >();
+  const figures = new Map<string, FuzzFigures>();
 
   const getJson = async <T>(server: Server, p: string): Promise<T> => {
     const r = await fetch(new URL(p, bases.get(server)));
@@ -1038,21 +1035,7 @@ describe('fuzz: every HTTP endpoint', () => {
   });
 
   afterAll(async () => {
-    const rows = [...figures].map(([name, f]) => {
-      const n = Object.values(f.sent).reduce((a, b) => a + b, 0);
-      const kinds = Object.entries(f.sent)
-        .map(([k, v]) => `${k} ${v}`)
-        .join(', ');
-      const codes = Object.entries(f.codes)
-        .sort((a, b) => b[1] - a[1])
-        .map(([k, v]) => `${k} ${v}`)
-        .join(', ');
-      return `  ${name}: ${n} requests (${kinds}) → ${codes}`;
-    });
-    const total = [...figures.values()].reduce(
-      (a, f) => a + Object.values(f.sent).reduce((x, y) => x + y, 0),
-      0,
-    );
+    const { rows, total } = figureLines(figures, 'requests');
     console.log(
       `fuzz-http: seed ${seed}, ${total} requests over ${figures.size} endpoints (${resent} sent again on a new connection):\n${rows.join('\n')}`,
     );

@@ -50,9 +50,11 @@ import { type LocalLab, repoRoot } from '@mmlab/runner';
 import type { Store } from '@mmlab/model';
 import { type TestLab, codeOf, startTestLab, until } from '@mmlab/testing';
 import {
+  type FuzzFigures,
   type PayloadKind,
   brokenOf,
   encode,
+  figureLines,
   fuzzSeed,
   garbage,
   oversized,
@@ -291,10 +293,7 @@ describe('fuzz: every NATS subject', () => {
   /** every instance that answers a broadcast: the lab's and the device */
   const everyone = (): string[] => [...lab.instances, DEV];
   /** per subject: shots by kind, answers by code */
-  const figures = new Map<
-    string,
-    { sent: Record<string, number>; codes: Record<string, number> }
-  >();
+  const figures = new Map<string, FuzzFigures>();
 
   beforeAll(async () => {
     t = await startTestLab(
@@ -353,21 +352,7 @@ describe('fuzz: every NATS subject', () => {
   });
 
   afterAll(async () => {
-    const rows = [...figures].map(([s, f]) => {
-      const n = Object.values(f.sent).reduce((a, b) => a + b, 0);
-      const kinds = Object.entries(f.sent)
-        .map(([k, v]) => `${k} ${v}`)
-        .join(', ');
-      const codes = Object.entries(f.codes)
-        .sort((a, b) => b[1] - a[1])
-        .map(([k, v]) => `${k} ${v}`)
-        .join(', ');
-      return `  ${s}: ${n} messages (${kinds}) → ${codes}`;
-    });
-    const total = [...figures.values()].reduce(
-      (a, f) => a + Object.values(f.sent).reduce((x, y) => x + y, 0),
-      0,
-    );
+    const { rows, total } = figureLines(figures, 'messages');
     console.log(
       `fuzz-nats: seed ${seed}, ${total} messages over ${figures.size} subjects:\n${rows.join('\n')}`,
     );

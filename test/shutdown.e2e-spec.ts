@@ -24,7 +24,7 @@ import { type ChildProcess, spawn } from 'node:child_process';
 import * as path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { PAGE_SIZE } from '@mmlab/protocol';
-import { type TestLab, startTestLab } from '@mmlab/testing';
+import { type TestLab, startTestLab, until } from '@mmlab/testing';
 import { odpMappedPage } from './support/odp-page';
 
 /** A supervisor's patience after SIGTERM (docker stop's default is 10 s; the issue's bound 5 s). */
@@ -162,6 +162,20 @@ describe('SIGTERM: every service drains, releases and exits 0 before the 5 s dea
     const { pid, addr } = await hcaMapped();
     const { pid: child } = await e.rpc.call('fork', { pid });
     pids.push(child);
+    // The fork's own range_start reached hca0 too, and trace events arrive in batches: wait
+    // until it is in the trace, or it could pass for the COW's below (then cpu0 would be
+    // stopped before the store reached it: ENOHANDLER, as a clean-clone run once saw).
+    await until(
+      () =>
+        e.trace.events.some(
+          (x) =>
+            x.kind === 'mn.recv' &&
+            x.callback === 'invalidate_range_end' &&
+            (x as { agent?: string }).agent === 'hca0' &&
+            String((x as { inv?: string }).inv).includes('/fork#'), // inv: <mm's op>~<boot>.<n>
+        ),
+      "the fork's invalidation in the trace",
+    );
     const recv = startReaches('hca0');
     // the parent's store breaks COW: do_wp_page's range_start waits for hca0
     const store = e.rpc.call('cpuAccess', { pid, addr, op: 'write', value: 8 }, { id: 0 });

@@ -374,3 +374,29 @@ export function oversized(subject: string, maxPayload: number): fc.Arbitrary<Uin
       return Buffer.from(head + body + '}');
     });
 }
+
+/** What a fuzz file sent to one subject or endpoint: by kind of message, and answers by code. */
+export interface FuzzFigures {
+  sent: Record<string, number>;
+  codes: Record<string, number>;
+}
+
+/**
+ * The figures of a run, one line per subject or endpoint (`name: n <unit> (kinds) → codes`,
+ * the README quotes them), and the total sent.
+ */
+export function figureLines(
+  figures: ReadonlyMap<string, FuzzFigures>,
+  unit: string,
+): { rows: string[]; total: number } {
+  const list = (o: Record<string, number>, byCount: boolean) =>
+    Object.entries(o)
+      .sort((a, b) => (byCount ? b[1] - a[1] : 0))
+      .map(([k, v]) => `${k} ${v}`)
+      .join(', ');
+  const sum = (f: FuzzFigures) => Object.values(f.sent).reduce((a, b) => a + b, 0);
+  const rows = [...figures].map(
+    ([name, f]) => `  ${name}: ${sum(f)} ${unit} (${list(f.sent, false)}) → ${list(f.codes, true)}`,
+  );
+  return { rows, total: [...figures.values()].reduce((a, f) => a + sum(f), 0) };
+}

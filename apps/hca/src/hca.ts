@@ -22,7 +22,7 @@ import {
   isPageAligned,
   vpnOf,
 } from '@mmlab/protocol';
-import { type CallbackFaults, now } from '@mmlab/runtime';
+import { type CallbackFaults } from '@mmlab/runtime';
 import { NotifierSubscriber, subscriberDepsOf } from '@mmlab/subscriber';
 import type { HcaContext, HcaEnv } from './context';
 import { PerMm } from './ib_ucontext_per_mm';
@@ -300,34 +300,10 @@ export class Hca {
     opId: string,
   ): Promise<DmaResult> {
     const finish = this.ctx.inflight.begin(mr.pid, vpn, mr.id, mr.odp);
-    const tStart = now();
     try {
       // A fenced device's DMA is refused (ENODEV).
-      const f = await this.notifier.frameAccess({ op: opId, pid: mr.pid, addr }, e.pfn, op, value);
-      if (!f) throw new MmlabError('EFAULT', `no frame ${e.pfn}`);
-      const frameFree = f.state === 'free';
-      this.ctx.tracer.emit({
-        kind: 'access',
-        op: opId,
-        agent: this.name,
-        pid: mr.pid,
-        addr,
-        rw: op,
-        value: f.value,
-        pfn: e.pfn,
-        gen: e.gen,
-        frameGen: f.gen,
-        frameFree,
-        tStart,
-        tEnd: now(),
-      });
-      return {
-        value: f.value,
-        pfn: e.pfn,
-        gen: e.gen,
-        npf,
-        stale: f.gen !== e.gen || frameFree,
-      };
+      const r = await this.notifier.access({ op: opId, pid: mr.pid, addr }, e, op, value);
+      return { ...r, npf };
     } finally {
       finish();
     }

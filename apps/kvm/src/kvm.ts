@@ -13,7 +13,7 @@
  */
 import { Mutex } from 'async-mutex';
 import { type Access, MmlabError, type ReqParsed, TASK_SIZE } from '@mmlab/protocol';
-import { type CallbackFaults, type SpteCounts, now } from '@mmlab/runtime';
+import { type CallbackFaults, type SpteCounts } from '@mmlab/runtime';
 import { NotifierSubscriber, subscriberDepsOf } from '@mmlab/subscriber';
 import type { KvmContext } from './context';
 import { Memslots } from './memslot';
@@ -233,32 +233,7 @@ export class Kvm {
     tlbHit: boolean,
     op: string,
   ): Promise<GuestAccessResult> {
-    const tStart = now();
-    const f = await this.notifier.frameAccess({ op, pid: vm.pid, addr: hva }, t.pfn, rw, value);
-    if (!f) throw new MmlabError('EFAULT', `no frame ${t.pfn}`);
-    const frameFree = f.state === 'free';
-    this.ctx.tracer.emit({
-      kind: 'access',
-      op,
-      agent: this.name,
-      pid: vm.pid,
-      addr: hva,
-      rw,
-      value: f.value,
-      pfn: t.pfn,
-      gen: t.gen,
-      frameGen: f.gen,
-      frameFree,
-      tStart,
-      tEnd: now(),
-    });
-    return {
-      value: f.value,
-      pfn: t.pfn,
-      gen: t.gen,
-      faults,
-      tlbHit,
-      stale: f.gen !== t.gen || frameFree,
-    };
+    const r = await this.notifier.access({ op, pid: vm.pid, addr: hva }, t, rw, value);
+    return { ...r, faults, tlbHit };
   }
 }

@@ -5,8 +5,8 @@
  *
  *   node dist/libs/model/src/gen-doc.js [--check] docs/redis.md
  */
-import { readFileSync, writeFileSync } from 'node:fs';
 import { z } from 'zod';
+import { docMain } from '@mmlab/protocol/doc-file';
 import { aclDoc } from './acl';
 import type { ScriptDecl } from './boundary';
 import { MEM } from './keys';
@@ -117,25 +117,5 @@ export function redisDoc(): string {
   return out.join('\n');
 }
 
-if (require.main === module) {
-  const args = process.argv.slice(2);
-  const check = args.includes('--check');
-  const file = args.find((a) => !a.startsWith('--')) ?? 'docs/redis.md';
-  const doc = redisDoc();
-  if (check) {
-    let cur = '';
-    try {
-      cur = readFileSync(file, 'utf8');
-    } catch {
-      /* missing counts as stale */
-    }
-    if (cur !== doc) {
-      console.error(`${file} is out of date: run npm run redis:doc`);
-      process.exit(1);
-    }
-    console.log(`${file} is up to date`);
-  } else {
-    writeFileSync(file, doc);
-    console.log(`wrote ${file}`);
-  }
-}
+if (require.main === module)
+  docMain(process.argv.slice(2), 'docs/redis.md', redisDoc, 'npm run redis:doc');

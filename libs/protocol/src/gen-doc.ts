@@ -5,8 +5,8 @@
  *
  *   node dist/libs/protocol/src/gen-doc.js [--check] docs/protocol.md
  */
-import { readFileSync, writeFileSync } from 'node:fs';
 import { z } from 'zod';
+import { docMain } from './doc-file';
 import { ERRORS } from './errors';
 import { ALL_RPCS } from './rpc';
 import { TRACE_BATCH_MAX, TRACE_PREFIX, TraceBatchEnvelope, TraceEvent } from './trace';
@@ -67,25 +67,5 @@ export function protocolDoc(): string {
   return out.join('\n');
 }
 
-if (require.main === module) {
-  const args = process.argv.slice(2);
-  const check = args.includes('--check');
-  const file = args.find((a) => !a.startsWith('--')) ?? 'docs/protocol.md';
-  const doc = protocolDoc();
-  if (check) {
-    let cur = '';
-    try {
-      cur = readFileSync(file, 'utf8');
-    } catch {
-      /* missing counts as stale */
-    }
-    if (cur !== doc) {
-      console.error(`${file} is out of date: run npm run protocol:doc`);
-      process.exit(1);
-    }
-    console.log(`${file} is up to date`);
-  } else {
-    writeFileSync(file, doc);
-    console.log(`wrote ${file}`);
-  }
-}
+if (require.main === module)
+  docMain(process.argv.slice(2), 'docs/protocol.md', protocolDoc, 'npm run protocol:doc');

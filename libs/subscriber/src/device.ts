@@ -41,7 +41,6 @@ import {
   hex,
   vpnOf,
 } from '@mmlab/protocol';
-import { now } from '@mmlab/runtime';
 import type { RpcClient } from '@mmlab/runtime';
 import { mmuNotifierRecheck } from './fault_recheck';
 import { NotifierSeq } from './notifier_seq';
@@ -411,7 +410,7 @@ export class DeviceHost {
     }
   }
 
-  private async frameAccess(
+  private frameAccess(
     op: string,
     pid: number,
     addr: number,
@@ -419,31 +418,7 @@ export class DeviceHost {
     rw: Access,
     value: number | undefined,
   ): Promise<{ value: number; pfn: number; gen: number; stale: boolean }> {
-    const tStart = now();
-    const f = await this.notifier.frameAccess({ op, pid, addr }, e.pfn, rw, value);
-    if (!f) throw new MmlabError('EFAULT', `no frame ${e.pfn}`);
-    const frameFree = f.state === 'free';
-    this.deps.tracer.emit({
-      kind: 'access',
-      op,
-      agent: this.name,
-      pid,
-      addr,
-      rw,
-      value: f.value,
-      pfn: e.pfn,
-      gen: e.gen,
-      frameGen: f.gen,
-      frameFree,
-      tStart,
-      tEnd: now(),
-    });
-    return {
-      value: f.value,
-      pfn: e.pfn,
-      gen: e.gen,
-      stale: f.gen !== e.gen || frameFree,
-    };
+    return this.notifier.access({ op, pid, addr }, e, rw, value);
   }
 
   /** The callbacks the device implements (its mmu_notifier_ops). */

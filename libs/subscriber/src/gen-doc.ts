@@ -7,7 +7,6 @@
  *
  *   node dist/libs/subscriber/src/gen-doc.js [--check] docs/subscriber-protocol.md
  */
-import { readFileSync, writeFileSync } from 'node:fs';
 import { z } from 'zod';
 import { REDIS_ACL, aclRule } from '@mmlab/model';
 import {
@@ -18,6 +17,7 @@ import {
   TraceEvent,
   natsPermissions,
 } from '@mmlab/protocol';
+import { docMain } from '@mmlab/protocol/doc-file';
 import { EnvSchema } from '@mmlab/runtime';
 
 const json = (s: z.ZodType): string =>
@@ -167,27 +167,10 @@ export function subscriberProtocolDoc(): string {
   return out.join('\n');
 }
 
-if (require.main === module) {
-  const args = process.argv.slice(2);
-  const check = args.includes('--check');
-  const file = args.find((a) => !a.startsWith('--')) ?? 'docs/subscriber-protocol.md';
-  const doc = subscriberProtocolDoc();
-  if (check) {
-    let cur = '';
-    try {
-      cur = readFileSync(file, 'utf8');
-    } catch {
-      /* missing counts as stale */
-    }
-    if (cur !== doc) {
-      console.error(
-        `${file} is out of date: run node dist/libs/subscriber/src/gen-doc.js ${file} (after npm run build)`,
-      );
-      process.exit(1);
-    }
-    console.log(`${file} is up to date`);
-  } else {
-    writeFileSync(file, doc);
-    console.log(`wrote ${file}`);
-  }
-}
+if (require.main === module)
+  docMain(
+    process.argv.slice(2),
+    'docs/subscriber-protocol.md',
+    subscriberProtocolDoc,
+    'npm run subscriber:doc',
+  );

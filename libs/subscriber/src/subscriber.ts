@@ -35,7 +35,7 @@ import {
   TASK_SIZE,
 } from '@mmlab/protocol';
 import { LivenessLease, type Store } from '@mmlab/model';
-import { CallbackFaults, type OpIds, type Tracer, sleep } from '@mmlab/runtime';
+import { CallbackFaults, type OpIds, type Tracer, now, sleep } from '@mmlab/runtime';
 import { CallbackLog } from './callback_log';
 
 /** The Redis calls a subscriber makes (a narrow view of Store, so tests can stand in for it). */
@@ -315,6 +315,40 @@ export class NotifierSubscriber {
       inv: req.inv,
       young: h ? await h(req, cb) : false,
     }));
+  }
+
+  /**
+   * A load or store of this subscriber through translation t (the frame it names and the
+   * frame generation it was made for): frameAccess (ENODEV once fenced; EFAULT: no such frame),
+   * traced as `access` with what the frame held. stale: the frame was freed or reused since t
+   * was made (the checker's stale-access evidence; the access still lands, as DMA would).
+   */
+  async access(
+    a: { op: string; pid: number; addr: number },
+    t: { pfn: number; gen: number },
+    rw: Access,
+    value?: number,
+  ): Promise<{ value: number; pfn: number; gen: number; stale: boolean }> {
+    const tStart = now();
+    const f = await this.frameAccess(a, t.pfn, rw, value);
+    if (!f) throw new MmlabError('EFAULT', `no frame ${t.pfn}`);
+    const frameFree = f.state === 'free';
+    this.deps.tracer.emit({
+      kind: 'access',
+      op: a.op,
+      agent: this.deps.name,
+      pid: a.pid,
+      addr: a.addr,
+      rw,
+      value: f.value,
+      pfn: t.pfn,
+      gen: t.gen,
+      frameGen: f.gen,
+      frameFree,
+      tStart,
+      tEnd: now(),
+    });
+    return { value: f.value, pfn: t.pfn, gen: t.gen, stale: f.gen !== t.gen || frameFree };
   }
 
   /**
