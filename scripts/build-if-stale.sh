@@ -7,7 +7,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 stamp=dist/.build-stamp
 # what dist/ is built from: the sources and every config file the build reads
-sources=(apps libs bench examples/byo package.json package-lock.json tsconfig.json tsconfig.build.json)
+sources=(apps libs bench examples/byo scripts/bundle.mjs package.json package-lock.json tsconfig.json tsconfig.build.json)
 stale=yes
 if [ -f "$stamp" ] && [ -f dist/apps/lab/src/main.js ]; then
   newer=$(find "${sources[@]}" -newer "$stamp" -type f ! -name '*.spec.ts' -print -quit 2>/dev/null || true)

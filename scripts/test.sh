@@ -20,7 +20,9 @@ for s in lint format typecheck; do
 done
 rm -rf "$out"
 if [ -n "$failed" ]; then echo "failed:$failed" >&2; exit 1; fi
-step build;       npm run --silent build
+# build through build-if-stale.sh (a clean clone: always), so that the stamp it leaves tells
+# scripts/lab.sh, which test/byo-conform.e2e-spec.ts runs as a user would, that dist/ is current
+step build;       ./scripts/build-if-stale.sh
 step protocol;    node dist/libs/protocol/src/gen-doc.js --check docs/protocol.md
 step redis;       node dist/libs/model/src/gen-doc.js --check docs/redis.md
 step subscriber;  node dist/libs/subscriber/src/gen-doc.js --check docs/subscriber-protocol.md

@@ -1,6 +1,6 @@
 /**
- * Bring your own device (issue 16), as a user does it: `mmlab up --byo gpu0` (what
- * ./scripts/lab.sh --byo gpu0 runs) makes the device's NATS identity and Redis user and writes
+ * Bring your own device (issue 16), as a user does it: `./scripts/lab.sh --byo gpu0` (`mmlab up
+ * --byo gpu0`) makes the device's NATS identity and Redis user and writes
  * them to a private file; the example device (examples/byo/toy-gpu.ts, built into dist) joins
  * the lab as its own process with `--creds FILE`; `mmlab conform --subscriber gpu0` runs the
  * battery against it and passes. The deliberately buggy variant (acks before its flush
@@ -20,7 +20,6 @@ import { freePort, repoRoot } from '@mmlab/runner';
 import { codeOf, runMmlab } from '@mmlab/testing';
 
 const root = repoRoot();
-const cli = path.join(root, 'dist', 'apps', 'lab', 'src', 'main.js');
 
 interface Spawned {
   proc: ChildProcess;
@@ -28,9 +27,17 @@ interface Spawned {
   exited: Promise<number | null>;
 }
 
-/** Start a node script; resolve once its output matches ready (reject if it exits first). */
-async function start(args: string[], ready: RegExp, env: NodeJS.ProcessEnv): Promise<Spawned> {
-  const proc = spawn(process.execPath, args, { cwd: root, env, stdio: ['ignore', 'pipe', 'pipe'] });
+/**
+ * Start a node script (or, cmd given, that command); resolve once its output matches ready
+ * (reject if it exits first).
+ */
+async function start(
+  args: string[],
+  ready: RegExp,
+  env: NodeJS.ProcessEnv,
+  cmd: string = process.execPath,
+): Promise<Spawned> {
+  const proc = spawn(cmd, args, { cwd: root, env, stdio: ['ignore', 'pipe', 'pipe'] });
   let out = '';
   proc.stdout.on('data', (d: Buffer) => (out += d.toString()));
   proc.stderr.on('data', (d: Buffer) => (out += d.toString()));
@@ -69,10 +76,11 @@ describe('bring your own device: mmlab up --byo, the example device, mmlab confo
     mkdirSync(runDir);
     chmodSync(runDir, 0o700);
     const base = { ...process.env, MMLAB_RUNTIME_DIR: runDir };
+    // the lab as the README starts it: ./scripts/lab.sh (which checks the options, finds the
+    // packages installed and dist/ up to date — scripts/test.sh builds through the same
+    // build-if-stale.sh — and execs `mmlab up`)
     up = await start(
       [
-        cli,
-        'up',
         ...['--byo', 'gpu0', '--hca', '0', '--cpus', '1', '--mm-replicas', '1', '--frames', '64'],
         ...['--swap-slots', '64'],
         ...['--free-ports', '--api-port', String(await freePort())],
@@ -80,6 +88,7 @@ describe('bring your own device: mmlab up --byo, the example device, mmlab confo
       ],
       /Ctrl-C stops everything\./,
       base,
+      path.join(root, 'scripts', 'lab.sh'),
     );
     credsFile = /node dist\/examples\/byo\/toy-gpu\.js --creds (\S+)/.exec(up.out())![1];
     const conform = /^ {2}(NATS_URL=\S+) (MMLAB_OBSERVER_URL=\S+) npx mmlab conform/m.exec(
