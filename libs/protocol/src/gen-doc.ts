@@ -8,11 +8,29 @@
 import { z } from 'zod';
 import { docMain } from './doc-file';
 import { ERRORS } from './errors';
-import { ALL_RPCS } from './rpc';
+import { ALL_RPCS, type RpcDef } from './rpc';
 import { TRACE_BATCH_MAX, TRACE_PREFIX, TraceBatchEnvelope, TraceEvent } from './trace';
 
-const json = (s: z.ZodType): string =>
+/** A schema as the docs print it: its JSON Schema (what a message must look like on the wire). */
+export const json = (s: z.ZodType): string =>
   JSON.stringify(z.toJSONSchema(s, { io: 'input', unrepresentable: 'any' }), null, 2);
+
+/** One subject's section: its doc (and what it models), request and reply schemas. */
+export const rpcSection = (name: string, d: RpcDef, models = false): string[] => [
+  `### \`${d.subject}\` (${name})`,
+  '',
+  models ? `${d.doc} Models: ${d.models}.` : d.doc,
+  '',
+  'Request:',
+  '```json',
+  json(d.request),
+  '```',
+  'Reply:',
+  '```json',
+  json(d.response),
+  '```',
+  '',
+];
 
 export function protocolDoc(): string {
   const out: string[] = [];
@@ -36,23 +54,7 @@ export function protocolDoc(): string {
   for (const [code, e] of Object.entries(ERRORS))
     out.push(`| \`${code}\` | ${e.definite} | ${e.doc} |`);
   out.push('', '## Messages', '');
-  for (const [name, d] of ALL_RPCS) {
-    out.push(
-      `### \`${d.subject}\` (${name})`,
-      '',
-      d.doc,
-      '',
-      'Request:',
-      '```json',
-      json(d.request),
-      '```',
-      'Reply:',
-      '```json',
-      json(d.response),
-      '```',
-      '',
-    );
-  }
+  for (const [name, d] of ALL_RPCS) out.push(...rpcSection(name, d));
   out.push(
     '## Trace batch',
     '',

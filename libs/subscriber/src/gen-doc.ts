@@ -9,35 +9,12 @@
  */
 import { z } from 'zod';
 import { REDIS_ACL, aclRule } from '@mmlab/model';
-import {
-  RPC,
-  type RpcDef,
-  type RpcName,
-  TRACE_PREFIX,
-  TraceEvent,
-  natsPermissions,
-} from '@mmlab/protocol';
+import { RPC, type RpcName, TRACE_PREFIX, TraceEvent, natsPermissions } from '@mmlab/protocol';
 import { docMain } from '@mmlab/protocol/doc-file';
+import { json, rpcSection as rpcSectionOf } from '@mmlab/protocol/gen-doc';
 import { EnvSchema } from '@mmlab/runtime';
 
-const json = (s: z.ZodType): string =>
-  JSON.stringify(z.toJSONSchema(s, { io: 'input', unrepresentable: 'any' }), null, 2);
-
-const rpcSection = (name: RpcName, d: RpcDef = RPC[name]): string[] => [
-  `### \`${d.subject}\` (${name})`,
-  '',
-  `${d.doc} Models: ${d.models}.`,
-  '',
-  'Request:',
-  '```json',
-  json(d.request),
-  '```',
-  'Reply:',
-  '```json',
-  json(d.response),
-  '```',
-  '',
-];
+const rpcSection = (name: RpcName): string[] => rpcSectionOf(name, RPC[name], true);
 
 /** The trace events a subscriber publishes, and why the checker needs each. */
 const EVENTS: ReadonlyArray<[string, string]> = [
