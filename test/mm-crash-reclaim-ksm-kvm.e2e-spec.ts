@@ -98,6 +98,9 @@ describe('an mm replica dying in reclaim, swap-in or KSM; KVM dying in its fault
     // before its record is reaped: the reaper must still see the unmap as done
     const d = await dieAt(point, async () => {
       const r = c.rpc.call('reclaim', { pages: 4 }, { timeoutMs: NO_ANSWER_MS });
+      // handled now: on a loaded machine it may time out before the steps below are done (an
+      // unhandled rejection in a clean-clone run); dieAt still gets its ETIMEDOUT
+      r.catch(() => undefined);
       const swapped = async () =>
         [...(await c.store.pageTable(s.pid)).values()].findIndex((p) => p.swap);
       await until(async () => (await swapped()) >= 0, 'a PTE made a swap entry');
