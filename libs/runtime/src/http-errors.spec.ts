@@ -8,7 +8,7 @@ import {
 } from '@nestjs/common';
 import { describe, expect, it } from 'vitest';
 import { MmlabError } from '@mmlab/protocol';
-import { codeOfStatus, httpAnswerOf, onClientError } from './http-errors';
+import { codeOfStatus, httpAnswerOf, identityBodiesOnly, onClientError } from './http-errors';
 
 describe('httpAnswerOf', () => {
   it("types Nest's own refusals (an unknown route, a body that is not JSON, one too large)", () => {
@@ -89,5 +89,38 @@ describe('onClientError', () => {
 
   it('answers 431 for headers past the limit', async () => {
     expect(await answerTo('HPE_HEADER_OVERFLOW')).toMatch(/^HTTP\/1\.1 431 /);
+  });
+});
+
+describe('identityBodiesOnly', () => {
+  const run = (headers: Record<string, string>) => {
+    const res = {
+      statusCode: 200,
+      headers: {} as Record<string, unknown>,
+      body: '',
+      setHeader(k: string, v: unknown) {
+        this.headers[k] = v;
+      },
+      end(b: string) {
+        this.body = b;
+      },
+    };
+    let passed = false;
+    identityBodiesOnly({ headers } as never, res as never, () => (passed = true));
+    return { passed, status: res.statusCode, body: res.body };
+  };
+
+  it('passes a body sent as is', () => {
+    expect(run({}).passed).toBe(true);
+    expect(run({ 'content-encoding': 'Identity ' }).passed).toBe(true);
+  });
+
+  it('refuses a compressed body before it is read (garbage sent as br decoded to {}: heal all)', () => {
+    for (const enc of ['br', 'gzip', 'deflate', 'x-evil']) {
+      const r = run({ 'content-encoding': enc });
+      expect(r.passed, enc).toBe(false);
+      expect(r.status).toBe(415);
+      expect(JSON.parse(r.body)).toMatchObject({ code: 'EBADMSG' });
+    }
   });
 });

@@ -5,11 +5,11 @@
  * `{code, message, definite}` (libs/protocol errors.ts) with an HTTP status that says what kind
  * of failure it was — Nest's own refusals included, which Nest would answer untyped:
  *
- *   400 EBADMSG     a body that is not JSON, an invalid path parameter (Nest, body-parser), a
- *                   content encoding that does not decode; a request Node's parser refuses
- *                   (an invalid request line, header or framing: the connection is closed after)
+ *   400 EBADMSG     a body that is not JSON, an invalid path parameter (Nest, body-parser); a
+ *                   request Node's parser refuses (an invalid request line, header or framing:
+ *                   the connection is closed after)
  *   413 EBADMSG     a body over the parser's limit
- *   415 EBADMSG     a charset or content encoding the parser does not take
+ *   415 EBADMSG     a charset the parser does not take, any Content-Encoding but identity
  *   431 EBADMSG     headers (the path included) past Node's limit (the connection is closed)
  *   401/403 EACCES  (LabTokenGuard, and the loopback Host check below)
  *   404 ENOHANDLER  no such route, or not with this method (CONNECT included)
@@ -179,6 +179,28 @@ export function hostCheck(bindHost: string) {
 }
 
 /**
+ * Request bodies are taken as sent only (Content-Encoding absent or `identity`), else 415
+ * EBADMSG before the body is read: the lab's bodies are a few bytes of JSON, and a compressed
+ * one that decodes to nothing (fuzz-http: garbage sent as `br`) reached POST /heal as `{}`,
+ * which heals everything.
+ */
+export function identityBodiesOnly(
+  req: IncomingMessage,
+  res: ServerResponse,
+  next: () => void,
+): void {
+  const enc = req.headers['content-encoding'];
+  if (enc === undefined || enc.trim().toLowerCase() === 'identity') return next();
+  const text = JSON.stringify(
+    wire('EBADMSG', `request bodies are taken as sent only, not with Content-Encoding ${enc}`),
+  );
+  res.statusCode = 415;
+  res.setHeader('Content-Type', 'application/json; charset=utf-8');
+  res.setHeader('Content-Length', Buffer.byteLength(text));
+  res.end(text);
+}
+
+/**
  * Install the lab's HTTP error handling on an app before its routes are set up (call it before
  * SwaggerModule.setup and app.init): the Host check (bindHost: the address it will listen on),
  * HttpErrorFilter (first: filters given later take precedence, e.g. the lab API's
@@ -190,6 +212,7 @@ export function useLabHttpErrors(
   ...filters: ExceptionFilter[]
 ): void {
   app.use(hostCheck(bindHost));
+  app.use(identityBodiesOnly);
   app.useGlobalFilters(new HttpErrorFilter(), ...filters);
   const server = app.getHttpServer() as Server;
   server.removeAllListeners('clientError');
