@@ -8,7 +8,7 @@ import {
   seedFor,
 } from '@mmlab/runtime';
 import type { SubscriberStore } from '@mmlab/subscriber';
-import { InflightDma } from './dma';
+import { type InflightDma, newInflightDma } from './dma';
 
 /** The Redis calls the HCA makes: those of its subscriber core (tests stand in for it). */
 export type HcaStore = SubscriberStore;
@@ -58,7 +58,7 @@ export function createContext(deps: {
       deps.env.MMLAB_INVALIDATE_LATENCY,
       seedFor(deps.env.MMLAB_SEED, deps.name),
     ),
-    inflight: new InflightDma(),
+    inflight: newInflightDma(),
     skipSeqRecheck: deps.env.MMLAB_INJECT.includes('skip-seq-recheck'),
     log: deps.log ?? { warn: (m) => console.warn(m) },
   };

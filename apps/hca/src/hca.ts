@@ -223,7 +223,7 @@ export class Hca {
     } finally {
       unlock();
     }
-    await this.ctx.inflight.drainMr(id);
+    await this.ctx.inflight.drainWhere((o) => o.mr === id);
     if (mr.odp) {
       const mm = this.mmOf(mr.pid);
       await mm.regLock.runExclusive(async () => {
@@ -299,7 +299,7 @@ export class Hca {
     npf: number,
     opId: string,
   ): Promise<DmaResult> {
-    const finish = this.ctx.inflight.begin(mr.pid, vpn, mr.id, mr.odp);
+    const finish = this.ctx.inflight.begin({ pid: mr.pid, vpn, mr: mr.id, odp: mr.odp });
     try {
       // A fenced device's DMA is refused (ENODEV).
       const r = await this.notifier.access({ op: opId, pid: mr.pid, addr }, e, op, value);

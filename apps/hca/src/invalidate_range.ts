@@ -41,7 +41,7 @@ export async function mlx5IbInvalidateRange(
     // one of its MRs covers the range, so a lab's latency shows on every such invalidation.)
     if (mrs.length > 0) await sleep(ctx.latency.sample());
     // ...and it completes after the RDMA operations that used the old translations.
-    await ctx.inflight.drain(mm.pid, start, end);
+    await ctx.inflight.drain(mm.pid, start, end, (o) => o.odp);
     return zapped;
   } finally {
     for (const u of unlocks.reverse()) u();

@@ -43,6 +43,7 @@ import {
 } from '@mmlab/protocol';
 import type { RpcClient } from '@mmlab/runtime';
 import { mmuNotifierRecheck } from './fault_recheck';
+import { InflightAccesses } from './inflight';
 import { NotifierSeq } from './notifier_seq';
 import { type NotifierOps, NotifierSubscriber, type SubscriberDeps } from './subscriber';
 
@@ -186,31 +187,6 @@ export const MAX_FAULTS_PER_ACCESS = 8;
 const COMPLETION_WAIT_MS = 1000;
 
 /**
- * A device's accesses in flight: registered in the tick of the cache lookup, so an
- * invalidation that zaps the entry afterwards waits for them before its ack.
- */
-class Inflight {
-  private readonly ops = new Set<{ pid: number; vpn: number; done: Promise<void> }>();
-
-  begin(pid: number, vpn: number): () => void {
-    let finish!: () => void;
-    const op = { pid, vpn, done: new Promise<void>((r) => (finish = r)) };
-    this.ops.add(op);
-    return () => {
-      this.ops.delete(op);
-      finish();
-    };
-  }
-
-  async drain(pid: number, start: number, end: number): Promise<void> {
-    const first = Math.floor(start / PAGE_SIZE);
-    const last = Math.ceil(end / PAGE_SIZE);
-    const busy = [...this.ops].filter((o) => o.pid === pid && o.vpn >= first && o.vpn < last);
-    await Promise.all(busy.map((o) => o.done));
-  }
-}
-
-/**
  * One hosted device. State, and what holds of it:
  *   mms       pid → DevMm. attached ⇔ mm registered this device on pid (attach answered, no
  *             detach since); released is set by release and never cleared (a new attach
@@ -227,7 +203,7 @@ export class DeviceHost {
   readonly notifier: NotifierSubscriber;
   readonly cache: DeviceCache;
   private readonly mms = new Map<number, DevMm>();
-  private readonly inflight = new Inflight();
+  private readonly inflight = new InflightAccesses<{ pid: number; vpn: number }>();
 
   constructor(
     private readonly deps: DeviceDeps,
@@ -395,7 +371,7 @@ export class DeviceHost {
       if (mm.released) throw new MmlabError('EFAULT', `pid ${pid} was released`);
       const e = this.cache.get(pid, addr);
       if (e && (req.op === 'read' || e.writable)) {
-        const finish = this.inflight.begin(pid, vpnOf(addr)); // same tick as the lookup
+        const finish = this.inflight.begin({ pid, vpn: vpnOf(addr) }); // same tick as the lookup
         try {
           e.young = true;
           const r = await this.frameAccess(op, pid, addr, e, req.op, req.value);

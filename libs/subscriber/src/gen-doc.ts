@@ -11,6 +11,7 @@ import { z } from 'zod';
 import { REDIS_ACL, aclRule } from '@mmlab/model';
 import { RPC, type RpcName, TRACE_PREFIX, TraceEvent, natsPermissions } from '@mmlab/protocol';
 import { docMain } from '@mmlab/protocol/doc-file';
+import { NOTIFIER_CALLBACK_RPCS } from './notifier.controller';
 import { json, rpcSection as rpcSectionOf } from '@mmlab/protocol/gen-doc';
 import { EnvSchema } from '@mmlab/runtime';
 
@@ -66,17 +67,7 @@ export function subscriberProtocolDoc(): string {
     '- **no map inside an invalidation.** Between a start’s arrival and its end, install nothing in its range (`no-map-during-invalidate`): count invalidations in progress and re-check before installing (section 5).',
     '- **callbacks you do not implement** are not sent if you leave them out of `ops` at registration.',
     '',
-    ...(
-      [
-        'mnInvalidateRangeStart',
-        'mnInvalidateRangeEnd',
-        'mnInvalidatePage',
-        'mnChangePte',
-        'mnClearFlushYoung',
-        'mnTestYoung',
-        'mnRelease',
-      ] as const
-    ).flatMap((n) => rpcSection(n)),
+    ...NOTIFIER_CALLBACK_RPCS.flatMap((n) => rpcSection(n)),
     '## 3. Resends and the duplicate rule',
     '',
     `mm resends a callback whose ack did not come within \`MMLAB_CALLBACK_TIMEOUT_MS\` (default ${cbTimeout} ms), with the same \`inv\`, for as long as the subscriber’s liveness lease lives. The subscriber must do the work of a (callback, inv) **once** and ack **every** copy: a copy of a callback in progress waits for it, a copy of one done gets its result at once, a copy of one that failed runs it again (\`libs/subscriber callback_log.ts\`). Counting a resent start twice would leave its range closed for ever. An ack may also arrive twice (NATS permits each subscriber two replies per request); mm takes the first.`,

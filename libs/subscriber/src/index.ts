@@ -5,3 +5,4 @@ export * from './notifier.controller';
 export * from './subscriber';
 export * from './device';
 export * from './run-device';
+export * from './inflight';
