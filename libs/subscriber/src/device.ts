@@ -31,7 +31,6 @@
  *   snap = 8; gup(a) again
  */
 import {
-  type Access,
   MmlabError,
   type GupPage,
   type MnCallback,
@@ -374,7 +373,7 @@ export class DeviceHost {
         const finish = this.inflight.begin({ pid, vpn: vpnOf(addr) }); // same tick as the lookup
         try {
           e.young = true;
-          const r = await this.frameAccess(op, pid, addr, e, req.op, req.value);
+          const r = await this.notifier.access({ op, pid, addr }, e, req.op, req.value);
           return { ...r, faults, hit: faults === 0 };
         } finally {
           finish();
@@ -384,17 +383,6 @@ export class DeviceHost {
         throw new MmlabError('EAGAIN', `${faults} faults at ${hex(addr)} of pid ${pid}`);
       await this.faultIn(pid, addr, req.op === 'write', op);
     }
-  }
-
-  private frameAccess(
-    op: string,
-    pid: number,
-    addr: number,
-    e: DevEntry,
-    rw: Access,
-    value: number | undefined,
-  ): Promise<{ value: number; pfn: number; gen: number; stale: boolean }> {
-    return this.notifier.access({ op, pid, addr }, e, rw, value);
   }
 
   /** The callbacks the device implements (its mmu_notifier_ops). */
